@@ -1,0 +1,40 @@
+"""factlens: find where a language model stores a fact, then edit or unlearn it there.
+
+Implements "Mechanistic Unlearning: Robust Knowledge Unlearning and Editing via Mechanistic
+Localization" (Guo et al.) on TransformerLens ``HookedTransformer`` models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from factlens import data, tasks
+from factlens.components import Component, Mask, ModelShape
+from factlens.localize import localization_mask, localize
+from factlens.models import load_model
+from factlens.scores import ComponentScores
+
+__version__ = "0.1.0"
+
+# editing / evaluation / runner entry points are imported lazily (they pull in more code)
+_LAZY = {
+    "edit": "factlens.edit:edit",
+    "EditConfig": "factlens.edit:EditConfig",
+    "EditResult": "factlens.edit:EditResult",
+    "sweep": "factlens.edit:sweep",
+    "evaluate": "factlens.evaluate:evaluate",
+    "testing": "factlens.testing",
+}
+
+__all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
+           "data", "tasks", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        target = _LAZY[name]
+        mod, _, attr = target.partition(":")
+        m = importlib.import_module(mod)
+        return getattr(m, attr) if attr else m
+    raise AttributeError(f"module 'factlens' has no attribute {name!r}")

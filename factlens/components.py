@@ -1,0 +1,402 @@
+"""Model components, hook names and component masks.
+
+This is the only module that builds TransformerLens hook-name strings. Every other module
+asks a :class:`Component` (or the helpers :func:`resid_hook`, :func:`attn_hook`,
+:func:`mlp_hook`) for the names it needs.
+
+Grouped-query attention: in a GQA model (``n_key_value_heads < n_heads``) the key and value
+weights of a group are shared by all heads of the group. A head mask therefore **includes
+the shared K/V slice of its group** (``_W_K[g]``, ``_W_V[g]``, ``_b_K[g]``, ``_b_V[g]`` with
+``g = head // (n_heads // n_key_value_heads)``); the shared slice is counted once in
+:meth:`Mask.n_params` however many heads of the group are selected. Editing a head of a
+group can thus also change the keys/values seen by the other heads of that group, which is
+unavoidable without un-grouping the weights. ``b_O`` (shared by all heads) belongs to no
+head and is never masked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+import torch
+
+__all__ = [
+    "Component",
+    "Mask",
+    "ModelShape",
+    "resid_hook",
+    "attn_hook",
+    "mlp_hook",
+    "embed_hook",
+    "final_norm_hook",
+]
+
+Kind = Literal["head", "mlp", "neuron"]
+
+# --- hook names (the single place where hook strings are built) ----------------------
+
+
+def resid_hook(layer: int, where: Literal["pre", "mid", "post"] = "pre") -> str:
+    """Hook name of the residual stream at ``layer`` (``blocks.{layer}.hook_resid_{where}``)."""
+    return f"blocks.{layer}.hook_resid_{where}"
+
+
+def attn_hook(layer: int, name: Literal["z", "q", "k", "v", "pattern", "result", "attn_scores"] = "z") -> str:
+    """Hook name of an attention activation, e.g. ``blocks.3.attn.hook_z``."""
+    return f"blocks.{layer}.attn.hook_{name}"
+
+
+def mlp_hook(layer: int, name: Literal["out", "post", "pre", "in"] = "out") -> str:
+    """Hook name of an MLP activation: ``out`` is ``blocks.L.hook_mlp_out``, ``post``/``pre`` are neurons."""
+    if name == "out":
+        return f"blocks.{layer}.hook_mlp_out"
+    if name == "in":
+        return f"blocks.{layer}.hook_mlp_in"
+    return f"blocks.{layer}.mlp.hook_{name}"
+
+
+def attn_out_hook(layer: int) -> str:
+    """Hook name of the summed attention output of a layer."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def embed_hook() -> str:
+    """Hook name of the token embeddings."""
+    return "hook_embed"
+
+
+def final_norm_hook() -> str:
+    """Hook name of the final normalization scale (or the final residual if there is none)."""
+    return "ln_final.hook_normalized"
+
+
+def param_name(layer: int, module: Literal["attn", "mlp"], name: str) -> str:
+    """Parameter name inside a HookedTransformer, e.g. ``blocks.3.attn.W_Q``."""
+    return f"blocks.{layer}.{module}.{name}"
+
+
+# --- model shape -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture facts that component bookkeeping needs (no weights).
+
+    Example:
+        >>> s = ModelShape(n_layers=2, n_heads=4, n_kv_heads=2, d_model=16, d_head=4, d_mlp=32, gated_mlp=True)
+        >>> s.group_size
+        2
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    gated_mlp: bool = False
+    attn_only: bool = False
+    has_bias: bool = True
+
+    @property
+    def grouped(self) -> bool:
+        return self.n_kv_heads != self.n_heads
+
+    @property
+    def group_size(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    @classmethod
+    def of(cls, model_or_cfg) -> "ModelShape":
+        """Read the shape of a ``HookedTransformer`` or its config."""
+        cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
+        n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+        return cls(
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=n_kv,
+            d_model=cfg.d_model,
+            d_head=cfg.d_head,
+            d_mlp=cfg.d_mlp or 0,
+            gated_mlp=bool(getattr(cfg, "gated_mlp", False)),
+            attn_only=bool(getattr(cfg, "attn_only", False)),
+        )
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def all_heads(self) -> list["Component"]:
+        return [Component("head", l, h) for l in range(self.n_layers) for h in range(self.n_heads)]
+
+    def all_mlps(self) -> list["Component"]:
+        return [] if self.attn_only else [Component("mlp", l) for l in range(self.n_layers)]
+
+
+# --- components ------------------------------------------------------------------------
+
+_LABEL_RE = re.compile(r"^L(\d+)(?:H(\d+)|\.mlp|\.N(\d+))$")
+
+
+@dataclass(frozen=True, order=True)
+class Component:
+    """An attention head, an MLP layer or an MLP neuron.
+
+    Attributes:
+        kind: ``"head"``, ``"mlp"`` or ``"neuron"``.
+        layer: Layer index.
+        index: Head index for heads, neuron index for neurons, ``None`` for MLPs.
+
+    Example:
+        >>> Component("head", 3, 2).label, Component.parse("L5.mlp")
+        ('L3H2', Component(kind='mlp', layer=5, index=None))
+        >>> Component("head", 3, 2).hook_name
+        'blocks.3.attn.hook_z'
+    """
+
+    kind: str
+    layer: int
+    index: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("head", "mlp", "neuron"):
+            raise ValueError(f"Component kind must be 'head', 'mlp' or 'neuron', got {self.kind!r}")
+        if self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        if self.kind == "mlp" and self.index is not None:
+            raise ValueError("an MLP component has no index; use kind='neuron' for single neurons")
+        if self.kind in ("head", "neuron") and (self.index is None or self.index < 0):
+            raise ValueError(f"a {self.kind} component needs a non-negative index")
+
+    # labels
+    @property
+    def label(self) -> str:
+        if self.kind == "head":
+            return f"L{self.layer}H{self.index}"
+        if self.kind == "mlp":
+            return f"L{self.layer}.mlp"
+        return f"L{self.layer}.N{self.index}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    @classmethod
+    def parse(cls, label: str) -> "Component":
+        """Parse ``"L3H2"``, ``"L5.mlp"`` or ``"L5.N123"``."""
+        m = _LABEL_RE.match(label.strip())
+        if not m:
+            raise ValueError(f"cannot parse component label {label!r}; expected 'L3H2', 'L5.mlp' or 'L5.N123'")
+        layer = int(m.group(1))
+        if m.group(2) is not None:
+            return cls("head", layer, int(m.group(2)))
+        if m.group(3) is not None:
+            return cls("neuron", layer, int(m.group(3)))
+        return cls("mlp", layer)
+
+    # hooks
+    @property
+    def hook_name(self) -> str:
+        """The hook whose activation is this component's output (heads: ``hook_z``, index ``[:, :, h]``)."""
+        if self.kind == "head":
+            return attn_hook(self.layer, "z")
+        if self.kind == "mlp":
+            return mlp_hook(self.layer, "out")
+        return mlp_hook(self.layer, "post")
+
+    def select(self, activation: torch.Tensor) -> torch.Tensor:
+        """This component's slice of the activation at :attr:`hook_name` (``[batch, pos, ...]``)."""
+        if self.kind == "head":
+            return activation[:, :, self.index]
+        if self.kind == "neuron":
+            return activation[:, :, self.index]
+        return activation
+
+    # parameters
+    def param_slices(self, shape: ModelShape) -> dict[str, tuple]:
+        """Parameter name -> index tuple selecting this component's entries.
+
+        Heads: ``W_Q[h], b_Q[h], W_O[h]`` and the (possibly shared) ``W_K/W_V/b_K/b_V`` slice of
+        the head's K/V group (named ``_W_K`` etc. in grouped-query models). MLPs: whole
+        ``W_in, W_gate, W_out, b_in, b_out``. Neurons: column ``n`` of ``W_in/W_gate``, ``b_in[n]``
+        and row ``n`` of ``W_out``.
+        """
+        L = self.layer
+        if self.kind == "head":
+            if self.index >= shape.n_heads or L >= shape.n_layers:
+                raise ValueError(f"{self.label} does not exist in a model with {shape.n_layers} layers x {shape.n_heads} heads")
+            h = self.index
+            kv = h // shape.group_size
+            pre = "_" if shape.grouped else ""
+            out = {
+                param_name(L, "attn", "W_Q"): (h,),
+                param_name(L, "attn", "b_Q"): (h,),
+                param_name(L, "attn", "W_O"): (h,),
+                param_name(L, "attn", f"{pre}W_K"): (kv,),
+                param_name(L, "attn", f"{pre}W_V"): (kv,),
+                param_name(L, "attn", f"{pre}b_K"): (kv,),
+                param_name(L, "attn", f"{pre}b_V"): (kv,),
+            }
+            return out
+        if shape.attn_only:
+            raise ValueError(f"{self.label}: the model is attention-only and has no MLPs")
+        if L >= shape.n_layers:
+            raise ValueError(f"{self.label} does not exist in a model with {shape.n_layers} layers")
+        names = ["W_in", "W_out", "b_in", "b_out"] + (["W_gate"] if shape.gated_mlp else [])
+        if self.kind == "mlp":
+            return {param_name(L, "mlp", n): (slice(None),) for n in names}
+        n = self.index
+        if n >= shape.d_mlp:
+            raise ValueError(f"{self.label}: neuron index out of range (d_mlp={shape.d_mlp})")
+        out = {
+            param_name(L, "mlp", "W_in"): (slice(None), n),
+            param_name(L, "mlp", "b_in"): (n,),
+            param_name(L, "mlp", "W_out"): (n,),
+        }
+        if shape.gated_mlp:
+            out[param_name(L, "mlp", "W_gate")] = (slice(None), n)
+        return out
+
+    @property
+    def mechanism_layer(self) -> int:
+        return self.layer
+
+
+# --- masks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A set of components, the unit that localizations produce and editors consume.
+
+    Supports ``|`` (union), ``&`` (intersection), ``-`` (difference), ``in``, ``len`` and
+    iteration in sorted order.
+
+    Example:
+        >>> m = Mask.from_labels(["L1.mlp", "L0H1"]) | Mask.from_labels(["L1.mlp"])
+        >>> [c.label for c in m]
+        ['L0H1', 'L1.mlp']
+    """
+
+    components: frozenset[Component]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "components", frozenset(self.components))
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str], name: str = "") -> "Mask":
+        return cls(frozenset(Component.parse(l) for l in labels), name=name)
+
+    @classmethod
+    def empty(cls) -> "Mask":
+        return cls(frozenset(), name="empty")
+
+    @classmethod
+    def all_mlps(cls, model) -> "Mask":
+        return cls(frozenset(ModelShape.of(model).all_mlps()), name="all_mlps")
+
+    @classmethod
+    def all_heads(cls, model) -> "Mask":
+        return cls(frozenset(ModelShape.of(model).all_heads()), name="all_heads")
+
+    @classmethod
+    def everything(cls, model) -> "Mask":
+        s = ModelShape.of(model)
+        return cls(frozenset(s.all_heads() + s.all_mlps()), name="nonlocalized")
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(sorted(self.components, key=lambda c: (c.layer, c.kind != "head", c.kind, c.index or 0)))
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def __contains__(self, c: object) -> bool:
+        if isinstance(c, str):
+            c = Component.parse(c)
+        return c in self.components
+
+    def __or__(self, other: "Mask") -> "Mask":
+        return Mask(self.components | other.components, name=self.name or other.name)
+
+    def __and__(self, other: "Mask") -> "Mask":
+        return Mask(self.components & other.components, name=self.name)
+
+    def __sub__(self, other: "Mask") -> "Mask":
+        return Mask(self.components - other.components, name=self.name)
+
+    def __repr__(self) -> str:
+        labels = ", ".join(c.label for c in self)
+        return f"Mask({self.name!r}: {labels})" if self.name else f"Mask({labels})"
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self]
+
+    def heads(self) -> list[Component]:
+        return [c for c in self if c.kind == "head"]
+
+    def mlps(self) -> list[Component]:
+        return [c for c in self if c.kind == "mlp"]
+
+    def to_param_masks(self, model) -> dict[str, torch.Tensor]:
+        """Boolean tensor per parameter name (only parameters the mask touches).
+
+        The tensors have the parameter's shape and live on the parameter's device. Entries
+        that are ``True`` may be changed by an editor; everything else must stay bitwise equal.
+        """
+        shape = ModelShape.of(model)
+        params = dict(model.named_parameters())
+        out: dict[str, torch.Tensor] = {}
+        for comp in self.components:
+            for name, idx in comp.param_slices(shape).items():
+                if name not in params:
+                    if "b_" in name.split(".")[-1]:
+                        continue  # models without that bias
+                    raise KeyError(f"{comp.label}: parameter {name!r} not found in the model")
+                if name not in out:
+                    p = params[name]
+                    out[name] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+                out[name][idx] = True
+        return out
+
+    def n_params(self, model_or_shape) -> int:
+        """Number of parameter entries the mask selects (shared GQA K/V counted once).
+
+        Accepts a ``HookedTransformer``, its config or a :class:`ModelShape`; the count is
+        computed from the architecture and equals the number of ``True`` entries of
+        :meth:`to_param_masks`.
+        """
+        s = model_or_shape if isinstance(model_or_shape, ModelShape) else ModelShape.of(model_or_shape)
+        dm, dh, dmlp = s.d_model, s.d_head, s.d_mlp
+        gate = 2 if s.gated_mlp else 1
+        total = 0
+        kv_groups: set[tuple[int, int]] = set()
+        mlp_layers = {c.layer for c in self.components if c.kind == "mlp"}
+        for c in self.components:
+            if c.kind == "head":
+                total += dm * dh + dh + dh * dm
+                kv_groups.add((c.layer, c.index // s.group_size))
+            elif c.kind == "mlp":
+                total += gate * dm * dmlp + dmlp * dm + dmlp + dm
+            elif c.layer not in mlp_layers:
+                total += gate * dm + 1 + dm
+        total += len(kv_groups) * 2 * (dm * dh + dh)
+        return int(total)
+
+    # persistence
+    def to_dict(self) -> dict:
+        return {"name": self.name, "components": self.labels}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Mask":
+        return cls.from_labels(d["components"], name=d.get("name", ""))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mask":
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,179 @@
+"""Prompt formats: the ways a fact is asked.
+
+A format turns a record into zero or more :class:`FormattedPrompt` items, each with the true
+answer, the edit target in that format and the candidate answers for "argmax among
+candidates" accuracy.
+
+Formats:
+    ``default``: the record's own prompt (for sports, the paper's one-shot fact prompt).
+    ``paraphrase``: CounterFact paraphrase prompts.
+    ``neighborhood``: prompts about other subjects (answer: their own; an edit should not
+        make them produce the edit target).
+    ``mcq``: multiple choice with in-context examples and seeded option shuffling; the
+        answer is the option letter.
+    ``zero_shot``, ``professional``, ``sport_played``: other phrasings for sports facts.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from factlens.data.records import FactDataset, FactRecord, MultipleChoice
+
+__all__ = ["FormattedPrompt", "FORMATS", "SPORTS_PHRASINGS", "format_prompts", "available_formats", "mcq_prompt"]
+
+LETTERS = "ABCDEFGH"
+
+ONE_SHOT_SPORTS = "Fact: Tiger Woods plays the sport of golf\nFact: {} plays the sport of"
+
+SPORTS_PHRASINGS: dict[str, str] = {
+    "zero_shot": "{} plays the sport of",
+    "professional": "{} is a professional",
+    "sport_played": "The sport played by {} is",
+}
+
+# in-context examples for sports multiple choice (golfers are never in the dataset)
+SPORTS_MCQ_SHOTS: tuple[tuple[str, str], ...] = (("Tiger Woods", "golf"), ("Phil Mickelson", "golf"))
+
+
+@dataclass(frozen=True)
+class FormattedPrompt:
+    """One prompt of one fact in one format.
+
+    Attributes:
+        prompt: The text fed to the model.
+        answer: The correct answer in this format (no leading space).
+        target: What the edited model should answer (``None``: no edit target).
+        candidates: Answers compared for argmax accuracy (includes answer and target).
+        record_id: The fact's id.
+        format: The format name.
+        subject_span: Character span of the subject in ``prompt`` (when known).
+    """
+
+    prompt: str
+    answer: str
+    target: str | None
+    candidates: tuple[str, ...]
+    record_id: str
+    format: str
+    subject_span: tuple[int, int] | None = None
+
+
+def _cands(ds: FactDataset, r: FactRecord, *extra: str | None) -> tuple[str, ...]:
+    base = tuple(ds.candidates_for(r))
+    out = list(base) if base else []
+    for x in (r.answer, r.target_new, *extra):
+        if x is not None and x not in out:
+            out.append(x)
+    return tuple(out)
+
+
+def _default(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
+    return [FormattedPrompt(r.prompt, r.answer, r.target_new, _cands(ds, r), r.id, "default", r.subject_span)]
+
+
+def _paraphrase(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
+    return [FormattedPrompt(p, r.answer, r.target_new, _cands(ds, r), r.id, "paraphrase") for p in r.paraphrases]
+
+
+def _neighborhood(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
+    out = []
+    for n in r.neighborhood:
+        cands = tuple(dict.fromkeys([n.answer] + ([r.target_new] if r.target_new else [])))
+        out.append(FormattedPrompt(n.prompt, n.answer, r.target_new, cands, r.id, "neighborhood"))
+    return out
+
+
+def _phrasing(name: str) -> Callable[..., list[FormattedPrompt]]:
+    template = SPORTS_PHRASINGS[name]
+
+    def fmt(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
+        if r.relation != "sport":
+            return []
+        rr = FactRecord(subject=r.subject, template=template, answer=r.answer)
+        return [FormattedPrompt(rr.prompt, r.answer, r.target_new, _cands(ds, r), r.id, name, rr.subject_span)]
+
+    return fmt
+
+
+def _shuffled_options(mcq: MultipleChoice, key: str, seed: int) -> tuple[list[str], int, int | None]:
+    rng = random.Random(zlib.crc32(f"{seed}:{key}".encode()))
+    order = list(range(len(mcq.options)))
+    rng.shuffle(order)
+    opts = [mcq.options[i] for i in order]
+    ans = order.index(mcq.answer_index)
+    tgt = order.index(mcq.target_index) if mcq.target_index is not None else None
+    return opts, ans, tgt
+
+
+def _mcq_block(question: str, options: Sequence[str], answer_letter: str | None) -> str:
+    lines = [f"Question: {question}"] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)]
+    lines.append("Answer:" + (f" {answer_letter}" if answer_letter else ""))
+    return "\n".join(lines)
+
+
+def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2) -> FormattedPrompt | None:
+    """The multiple-choice prompt of a record, with ``n_shots`` solved in-context examples.
+
+    Options are shuffled with a seed derived from ``seed`` and the record id, so the letter
+    of the true answer varies across facts but is reproducible.
+    """
+    if r.mcq is None:
+        return None
+    shots = []
+    if r.relation == "sport":
+        opts_all = ("basketball", "baseball", "football", "golf")
+        for k, (name, sport) in enumerate(SPORTS_MCQ_SHOTS[:n_shots]):
+            mc = MultipleChoice(f"Which sport does {name} play?", opts_all, opts_all.index(sport))
+            o, a, _ = _shuffled_options(mc, f"shot{k}", seed)
+            shots.append(_mcq_block(mc.question, o, LETTERS[a]))
+    else:
+        others = [x for x in ds if x.mcq is not None and x.id != r.id and x.relation != r.relation]
+        others = others or [x for x in ds if x.mcq is not None and x.id != r.id]
+        rng = random.Random(zlib.crc32(f"shots:{seed}:{r.id}".encode()))
+        for x in rng.sample(others, min(n_shots, len(others))):
+            o, a, _ = _shuffled_options(x.mcq, f"shot:{x.id}", seed)
+            shots.append(_mcq_block(x.mcq.question, o, LETTERS[a]))
+    opts, ans, tgt = _shuffled_options(r.mcq, r.id, seed)
+    text = "\n\n".join(shots + [_mcq_block(r.mcq.question, opts, None)])
+    letters = tuple(LETTERS[i] for i in range(len(opts)))
+    return FormattedPrompt(text, letters[ans], letters[tgt] if tgt is not None else None, letters, r.id, "mcq")
+
+
+def _mcq(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2, **_) -> list[FormattedPrompt]:
+    p = mcq_prompt(ds, r, seed=seed, n_shots=n_shots)
+    return [p] if p is not None else []
+
+
+FORMATS: dict[str, Callable[..., list[FormattedPrompt]]] = {
+    "default": _default,
+    "paraphrase": _paraphrase,
+    "neighborhood": _neighborhood,
+    "mcq": _mcq,
+    **{name: _phrasing(name) for name in SPORTS_PHRASINGS},
+}
+
+
+def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0, n_shots: int = 2) -> list[FormattedPrompt]:
+    """All prompts of ``dataset`` in format ``fmt`` (records without that format are skipped).
+
+    Example:
+        >>> from factlens.data import sports_facts
+        >>> ps = format_prompts(sports_facts()[:2], "professional")
+        >>> ps[0].prompt.endswith("is a professional"), ps[0].candidates
+        (True, ('basketball', 'baseball', 'football'))
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown prompt format {fmt!r}; known formats: {sorted(FORMATS)}")
+    out: list[FormattedPrompt] = []
+    for r in dataset:
+        out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots))
+    return out
+
+
+def available_formats(dataset: FactDataset) -> list[str]:
+    """Formats for which at least one record of ``dataset`` has a prompt."""
+    return [f for f in FORMATS if any(FORMATS[f](dataset, r) for r in list(dataset)[:50])]

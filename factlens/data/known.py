@@ -1,0 +1,126 @@
+"""Which facts does the model know, and in which prompt formats?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+from factlens.data.formats import available_formats, format_prompts
+from factlens.data.records import FactDataset
+from factlens.scoring import score_prompts
+
+__all__ = ["FormatAccuracy", "format_accuracy", "filter_known", "chance_level"]
+
+
+def chance_level(candidates_per_item: Sequence[Sequence[str]]) -> float:
+    """Expected accuracy of guessing uniformly among each item's candidates."""
+    if not candidates_per_item:
+        return float("nan")
+    return float(np.mean([1.0 / len(c) for c in candidates_per_item]))
+
+
+@dataclass(frozen=True)
+class FormatAccuracy:
+    """Accuracy of the (unedited) model per prompt format.
+
+    Attributes:
+        rows: One dict per format: ``format``, ``n`` (prompts), ``accuracy`` (argmax among
+            candidates), ``mean_p_answer`` (full-vocabulary probability), ``chance`` (uniform
+            guessing among candidates), ``at_chance`` (accuracy not clearly above chance:
+            below chance + 2 binomial standard errors).
+        per_group: Optional accuracy per group (e.g. per sport) for the default format.
+    """
+
+    rows: tuple[dict, ...]
+    per_group: dict[str, dict] = field(default_factory=dict)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self.rows))
+
+    def to_dict(self) -> dict:
+        return {"formats": list(self.rows), "per_group": self.per_group}
+
+    def __getitem__(self, fmt: str) -> dict:
+        for r in self.rows:
+            if r["format"] == fmt:
+                return r
+        raise KeyError(fmt)
+
+    def to_markdown(self) -> str:
+        lines = ["| format | n | accuracy | chance | mean p(answer) | at chance? |", "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['format']} | {r['n']} | {r['accuracy']:.3f} | {r['chance']:.3f} | "
+                         f"{r['mean_p_answer']:.3f} | {'yes' if r['at_chance'] else 'no'} |")
+        return "\n".join(lines)
+
+
+def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | None = None, seed: int = 0,
+                    batch_size: int = 16, group_by: str | None = "answer", show_progress: bool = False) -> FormatAccuracy:
+    """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
+
+    Formats the model cannot do (accuracy not clearly above chance) are flagged
+    ``at_chance`` so that nobody reads noise as robustness.
+    """
+    formats = list(formats) if formats is not None else available_formats(dataset)
+    rows = []
+    per_group: dict[str, dict] = {}
+    for fmt in formats:
+        items = format_prompts(dataset, fmt, seed=seed)
+        if not items:
+            continue
+        s = score_prompts(model, items, batch_size=batch_size, show_progress=show_progress)
+        acc = s.accuracy()
+        ch = chance_level([it.candidates for it in items])
+        se = np.sqrt(max(ch * (1 - ch), 1e-12) / len(items))
+        rows.append({"format": fmt, "n": len(items), "accuracy": acc, "chance": ch,
+                     "mean_p_answer": float(np.mean(s.p_answer)), "at_chance": bool(acc < ch + 2 * se)})
+        if fmt == "default" and group_by == "answer":
+            groups: dict[str, list[bool]] = {}
+            for it, ok in zip(items, s.answer_wins):
+                groups.setdefault(it.answer, []).append(bool(ok))
+            per_group = {g: {"n": len(v), "known": int(sum(v)), "accuracy": float(np.mean(v))} for g, v in groups.items()}
+    return FormatAccuracy(tuple(rows), per_group)
+
+
+def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = None, fmt: str = "default",
+                 batch_size: int = 16, show_progress: bool = False) -> FactDataset:
+    """Keep the facts the model gets right.
+
+    The criterion follows the paper: with a candidate answer set (sports), the true answer
+    must be the most likely candidate; for open-vocabulary data (CounterFact) the true
+    answer's probability must exceed ``p_threshold`` (default 0.5; multi-token answers use
+    the product of token probabilities). Pass ``p_threshold`` to also require it for
+    candidate data.
+
+    The returned dataset's ``meta["known"]`` records how many facts were kept, per answer.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> len(filter_known(p.model, p.dataset)) == len(p.dataset)
+        True
+    """
+    items = format_prompts(dataset, fmt)
+    if len(items) != len(dataset):
+        raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact")
+    s = score_prompts(model, items, batch_size=batch_size, show_progress=show_progress)
+    if dataset.candidates:
+        keep = s.answer_wins.copy()
+        if p_threshold is not None:
+            keep &= s.p_answer > p_threshold
+    else:
+        keep = s.p_answer > (0.5 if p_threshold is None else p_threshold)
+    kept = [r for r, k in zip(dataset, keep) if k]
+    per: dict[str, dict] = {}
+    for r, k in zip(dataset, keep):
+        d = per.setdefault(r.answer if dataset.candidates else r.relation, {"n": 0, "known": 0})
+        d["n"] += 1
+        d["known"] += int(k)
+    meta = dict(dataset.meta)
+    meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt,
+                     "criterion": "argmax among candidates" if dataset.candidates else f"p > {p_threshold or 0.5}"}
+    return replace(dataset, records=tuple(kept), meta=meta)

@@ -1,0 +1,251 @@
+"""Fact records and datasets.
+
+A :class:`FactRecord` is one fact: a subject, a prompt template with a ``{}`` slot for the
+subject, the true answer, an optional edit target and optional extra prompt formats.
+A :class:`FactDataset` is an immutable, ordered collection of records plus the candidate
+answer set used for "argmax among candidates" accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+__all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset"]
+
+SLOT = "{}"
+
+
+@dataclass(frozen=True)
+class MultipleChoice:
+    """A multiple-choice question about a fact.
+
+    Attributes:
+        question: The question text, e.g. ``"What is the capital of France?"``.
+        options: The answer options (unshuffled). ``options[answer_index]`` is the truth.
+        answer_index: Index of the true answer in ``options``.
+        target_index: Index of the edit target in ``options`` (or ``None``).
+    """
+
+    question: str
+    options: tuple[str, ...]
+    answer_index: int = 0
+    target_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"multiple-choice options must be distinct, got {self.options!r}")
+        if not 0 <= self.answer_index < len(self.options):
+            raise ValueError(f"answer_index {self.answer_index} out of range for {len(self.options)} options")
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """A neighborhood prompt: another subject under the same relation, with its own answer."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class FactRecord:
+    """One fact.
+
+    Attributes:
+        subject: The subject string as it appears in the prompt, e.g. ``"LeBron James"``.
+        template: Prompt template with exactly one ``{}`` slot for the subject; the answer
+            follows the prompt as its next word(s) (no trailing space).
+        answer: The true answer, without the leading space (``"basketball"``).
+        target_new: Optional edit target (``"golf"``).
+        relation: A relation id (``"sport"``, ``"P36"``, ...).
+        id: A stable identifier (CounterFact ``case_id`` or a running index).
+        paraphrases: Full paraphrased prompts (subject written out) that should give ``answer``.
+        neighborhood: Prompts about other subjects with their own answers; an edit of this
+            fact should not change them.
+        mcq: Optional multiple-choice question.
+        candidates: Candidate answers for "argmax among candidates" accuracy; empty means
+            "use the dataset's candidates".
+
+    Example:
+        >>> r = FactRecord(subject="LeBron James", template="{} plays the sport of", answer="basketball")
+        >>> r.prompt
+        'LeBron James plays the sport of'
+        >>> r.subject_span
+        (0, 12)
+    """
+
+    subject: str
+    template: str
+    answer: str
+    target_new: str | None = None
+    relation: str = ""
+    id: str = ""
+    paraphrases: tuple[str, ...] = ()
+    neighborhood: tuple[Neighbor, ...] = ()
+    mcq: MultipleChoice | None = None
+    candidates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.template.count(SLOT) != 1:
+            raise ValueError(
+                f"template must contain exactly one '{{}}' slot for the subject, got {self.template!r}"
+            )
+        if not self.subject:
+            raise ValueError("subject must be a non-empty string")
+        if not self.answer or self.answer != self.answer.strip():
+            raise ValueError(
+                f"answer must be non-empty and have no surrounding whitespace (the leading space is "
+                f"added when tokenizing), got {self.answer!r}"
+            )
+        if self.target_new is not None and self.target_new.strip() != self.target_new:
+            raise ValueError(f"target_new must have no surrounding whitespace, got {self.target_new!r}")
+
+    @property
+    def prompt(self) -> str:
+        """The prompt with the subject filled in."""
+        return self.template.replace(SLOT, self.subject)
+
+    @property
+    def subject_span(self) -> tuple[int, int]:
+        """Character span ``[start, end)`` of the subject inside :attr:`prompt`."""
+        start = self.template.index(SLOT)
+        return start, start + len(self.subject)
+
+    def with_subject(self, subject: str) -> "FactRecord":
+        """The same record with another subject (used for corrupted prompts)."""
+        return replace(self, subject=subject)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paraphrases"] = list(self.paraphrases)
+        d["candidates"] = list(self.candidates)
+        d["neighborhood"] = [asdict(n) for n in self.neighborhood]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FactRecord":
+        d = dict(d)
+        d["paraphrases"] = tuple(d.get("paraphrases", ()))
+        d["candidates"] = tuple(d.get("candidates", ()))
+        d["neighborhood"] = tuple(Neighbor(**n) for n in d.get("neighborhood", ()))
+        mcq = d.get("mcq")
+        if mcq is not None:
+            mcq = dict(mcq)
+            mcq["options"] = tuple(mcq["options"])
+            d["mcq"] = MultipleChoice(**mcq)
+        d["id"] = str(d.get("id", ""))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class FactDataset(Sequence[FactRecord]):
+    """An immutable, ordered set of facts.
+
+    Attributes:
+        records: The facts.
+        name: A short name (``"sports"``, ``"counterfact"``).
+        candidates: Answer set for "argmax among candidates" accuracy (sports: the three
+            sports, plus golf when golf is an edit target). Empty for open-vocabulary data.
+
+    Example:
+        >>> ds = FactDataset((FactRecord(subject="A", template="{} x", answer="b"),), name="toy")
+        >>> len(ds), ds[0].subject
+        (1, 'A')
+    """
+
+    records: tuple[FactRecord, ...]
+    name: str = "facts"
+    candidates: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[FactRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return replace(self, records=self.records[i])
+        return self.records[i]
+
+    def __repr__(self) -> str:
+        return f"FactDataset(name={self.name!r}, n={len(self)}, candidates={self.candidates!r})"
+
+    # -- construction helpers -------------------------------------------------
+    def subset(self, indices: Iterable[int]) -> "FactDataset":
+        """Records at ``indices`` (in that order)."""
+        return replace(self, records=tuple(self.records[i] for i in indices))
+
+    def filter(self, predicate: Callable[[FactRecord], bool]) -> "FactDataset":
+        """Records for which ``predicate`` is true."""
+        return replace(self, records=tuple(r for r in self.records if predicate(r)))
+
+    def map(self, fn: Callable[[FactRecord], FactRecord]) -> "FactDataset":
+        return replace(self, records=tuple(fn(r) for r in self.records))
+
+    def concat(self, other: "FactDataset") -> "FactDataset":
+        cands = tuple(dict.fromkeys(self.candidates + other.candidates))
+        return replace(self, records=self.records + other.records, candidates=cands)
+
+    def with_candidates(self, candidates: Sequence[str]) -> "FactDataset":
+        return replace(self, candidates=tuple(candidates))
+
+    def candidates_for(self, record: FactRecord) -> tuple[str, ...]:
+        """The candidate answers for ``record`` (its own, else the dataset's)."""
+        return record.candidates or self.candidates
+
+    def shuffled(self, seed: int) -> "FactDataset":
+        idx = list(range(len(self)))
+        random.Random(seed).shuffle(idx)
+        return self.subset(idx)
+
+    def split(self, n_first: int, *, seed: int) -> tuple["FactDataset", "FactDataset"]:
+        """Seeded, reproducible split into ``n_first`` records and the rest.
+
+        Example:
+            >>> ds = FactDataset(tuple(FactRecord(subject=f"s{i}", template="{} x", answer="a") for i in range(5)))
+            >>> a, b = ds.split(2, seed=0)
+            >>> len(a), len(b), a.split(2, seed=0)[0] == a.split(2, seed=0)[0]
+            (2, 3, True)
+        """
+        if not 0 <= n_first <= len(self):
+            raise ValueError(f"cannot take {n_first} records from a dataset of {len(self)}")
+        idx = list(range(len(self)))
+        random.Random(seed).shuffle(idx)
+        first = sorted(idx[:n_first])
+        rest = sorted(idx[n_first:])
+        return self.subset(first), self.subset(rest)
+
+    def by_relation(self) -> dict[str, "FactDataset"]:
+        out: dict[str, list[FactRecord]] = {}
+        for r in self.records:
+            out.setdefault(r.relation, []).append(r)
+        return {k: replace(self, records=tuple(v)) for k, v in out.items()}
+
+    # -- persistence ----------------------------------------------------------
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(
+            json.dumps(
+                {"name": self.name, "candidates": list(self.candidates), "meta": self.meta,
+                 "records": [r.to_dict() for r in self.records]},
+                indent=1,
+            )
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "FactDataset":
+        d = json.loads(Path(path).read_text())
+        return cls(
+            records=tuple(FactRecord.from_dict(r) for r in d["records"]),
+            name=d.get("name", "facts"),
+            candidates=tuple(d.get("candidates", ())),
+            meta=d.get("meta", {}),
+        )

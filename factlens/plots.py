@@ -1,0 +1,52 @@
+"""Plotly figures for component scores (more plots live in ``factlens.evaluate.plots``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["scores_heatmap", "probe_curve"]
+
+
+def scores_heatmap(scores, *, title: str | None = None):
+    """Heads heatmap (layers x heads) with a diverging scale centred at 0, plus an MLP column."""
+    import plotly.graph_objects as go
+
+    arr = scores.heatmap_array()
+    s = scores.shape
+    finite = arr[np.isfinite(arr)]
+    lim = float(np.abs(finite).max()) if finite.size else 1.0
+    lim = lim or 1.0
+    x = [f"H{h}" for h in range(s.n_heads)] + ["MLP"]
+    fig = go.Figure(
+        go.Heatmap(
+            z=arr, x=x, y=[f"L{l}" for l in range(s.n_layers)], colorscale="RdBu", zmid=0.0,
+            zmin=-lim, zmax=lim, colorbar={"title": scores.metric},
+            hovertemplate="%{y} %{x}: %{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title or f"{scores.name or scores.method} ({scores.metric})",
+        xaxis_title="head / MLP", yaxis_title="layer", yaxis_autorange="reversed",
+        width=420 + 18 * s.n_heads, height=260 + 16 * s.n_layers,
+    )
+    return fig
+
+
+def probe_curve(scores, *, title: str | None = None):
+    """Probe accuracy per layer (one line per probed position), with FLU layers shaded."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    acc = scores.extra["probe_accuracy"]
+    if isinstance(acc, dict):
+        for pos, vals in acc.items():
+            fig.add_trace(go.Scatter(y=list(vals), x=list(range(len(vals))), mode="lines+markers", name=str(pos)))
+    else:
+        fig.add_trace(go.Scatter(y=list(acc), x=list(range(len(acc))), mode="lines+markers", name="accuracy"))
+    if "chance" in scores.extra:
+        fig.add_hline(y=scores.extra["chance"], line_dash="dot", annotation_text="chance")
+    for l in scores.extra.get("flu_layers", []):
+        fig.add_vrect(x0=l - 0.5, x1=l + 0.5, fillcolor="green", opacity=0.12, line_width=0)
+    fig.update_layout(title=title or f"{scores.name or 'probing'}: probe accuracy per layer",
+                      xaxis_title="layer (resid_post)", yaxis_title="cross-validated accuracy", yaxis_range=[0, 1.05])
+    return fig

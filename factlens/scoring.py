@@ -1,0 +1,96 @@
+"""Scoring formatted prompts: probabilities and argmax-among-candidates accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from factlens.data.formats import FormattedPrompt
+from factlens.tokens import candidate_logprobs, iter_batches
+
+__all__ = ["PromptScores", "score_prompts"]
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """Per-prompt scores.
+
+    Attributes:
+        items: The scored prompts.
+        logp_answer: Summed log-probability of the correct answer (over the full vocabulary).
+        logp_target: Same for the edit target (NaN where there is none).
+        answer_wins: The correct answer has the highest log-probability among the candidates.
+        target_wins: The edit target has the highest log-probability among the candidates.
+        p_answer_norm: Probability of the answer normalized over the candidates.
+        p_target_norm: Same for the target (NaN where none).
+    """
+
+    items: tuple[FormattedPrompt, ...]
+    logp_answer: np.ndarray
+    logp_target: np.ndarray
+    answer_wins: np.ndarray
+    target_wins: np.ndarray
+    p_answer_norm: np.ndarray
+    p_target_norm: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def p_answer(self) -> np.ndarray:
+        return np.exp(self.logp_answer)
+
+    @property
+    def p_target(self) -> np.ndarray:
+        return np.exp(self.logp_target)
+
+    def accuracy(self) -> float:
+        return float(self.answer_wins.mean()) if len(self) else float("nan")
+
+    def by_record(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, it in enumerate(self.items):
+            out.setdefault(it.record_id, []).append(i)
+        return out
+
+
+def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
+                  show_progress: bool = False) -> PromptScores:
+    """Score prompts: log-probs of answer and target, and argmax accuracy among candidates.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> from factlens.data.formats import format_prompts
+        >>> p = planted_fact_model()
+        >>> s = score_prompts(p.model, format_prompts(p.dataset))
+        >>> s.accuracy()
+        1.0
+    """
+    items = tuple(items)
+    n = len(items)
+    la, lt = np.full(n, np.nan), np.full(n, np.nan)
+    aw, tw = np.zeros(n, bool), np.zeros(n, bool)
+    pa, pt = np.full(n, np.nan), np.full(n, np.nan)
+    chunks = list(iter_batches(n, max(batch_size, 1) * 4)) if n else []
+    for sl in tqdm(chunks, desc="scoring", disable=not show_progress, leave=False):
+        part = items[sl]
+        lps = candidate_logprobs(model, [it.prompt for it in part], [it.candidates for it in part], batch_size=batch_size)
+        for j, (it, lp) in enumerate(zip(part, lps)):
+            i = sl.start + j
+            lp = lp.double()
+            ci = it.candidates.index(it.answer)
+            la[i] = float(lp[ci])
+            best = int(torch.argmax(lp))
+            norm = torch.softmax(lp, 0)
+            aw[i] = best == ci
+            pa[i] = float(norm[ci])
+            if it.target is not None and it.target in it.candidates:
+                ti = it.candidates.index(it.target)
+                lt[i] = float(lp[ti])
+                tw[i] = best == ti
+                pt[i] = float(norm[ti])
+    return PromptScores(items, la, lt, aw, tw, pa, pt)

@@ -1,0 +1,180 @@
+"""The paper's editing and unlearning tasks.
+
+Each task function returns a :class:`Task` with the facts to edit (``forget``, each with an
+edit target for editing tasks), the facts whose answers the retain loss keeps (``retain``)
+and held-out facts to measure maintenance (``maintain``, disjoint from ``retain``).
+All splits are seeded and reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from factlens.data.records import FactDataset, FactRecord, MultipleChoice
+
+__all__ = [
+    "Task",
+    "sports_athlete_editing",
+    "full_sports_editing",
+    "sports_unlearning",
+    "counterfact_editing",
+    "sequential_counterfact_editing",
+    "TASKS",
+]
+
+Objective = Literal["inject", "unlearn"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """An editing or unlearning task.
+
+    Attributes:
+        name: Task name (``"sports_athlete_editing"``, ...).
+        objective: ``"inject"`` (edit to ``target_new``) or ``"unlearn"`` (log(1 - p)).
+        forget: Facts to edit/unlearn.
+        retain: Facts used by the retain loss during training.
+        maintain: Held-out facts to evaluate maintenance (disjoint from ``retain``).
+        chunks: For sequential editing, ``forget`` split into chunks edited one after another.
+        seed: The seed used for splits and targets.
+        meta: Free-form metadata (JSON-serializable).
+    """
+
+    name: str
+    objective: Objective
+    forget: FactDataset
+    retain: FactDataset
+    maintain: FactDataset
+    chunks: tuple[FactDataset, ...] = ()
+    seed: int = 0
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return self.forget.candidates
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "objective": self.objective, "n_forget": len(self.forget), "n_retain": len(self.retain),
+                "n_maintain": len(self.maintain), "n_chunks": len(self.chunks), "seed": self.seed, **self.meta}
+
+    def __repr__(self) -> str:
+        return (f"Task({self.name!r}, objective={self.objective!r}, forget={len(self.forget)}, retain={len(self.retain)}, "
+                f"maintain={len(self.maintain)}, chunks={len(self.chunks)})")
+
+
+def _with_target(r: FactRecord, target: str | None) -> FactRecord:
+    mcq = r.mcq
+    if mcq is not None:
+        ti = mcq.options.index(target) if target in mcq.options else None
+        mcq = MultipleChoice(mcq.question, mcq.options, mcq.answer_index, ti)
+    return replace(r, target_new=target, mcq=mcq)
+
+
+def _split_rest(rest: FactDataset, *, n_retain: int | None, n_maintain: int | None, seed: int) -> tuple[FactDataset, FactDataset]:
+    rest = rest.shuffled(seed + 1)
+    n = len(rest)
+    if n_retain is None and n_maintain is None:
+        n_retain = n // 2
+    if n_retain is None:
+        n_retain = n - min(n_maintain, n)
+    n_retain = min(n_retain, n)
+    retain = rest[:n_retain]
+    maintain = rest[n_retain:]
+    if n_maintain is not None:
+        maintain = maintain[:n_maintain]
+    return retain, maintain
+
+
+def _check_sports(dataset: FactDataset) -> None:
+    if not dataset.candidates:
+        raise ValueError("sports tasks need a dataset with candidate answers (e.g. factlens.data.sports_facts())")
+
+
+def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0, *, n_retain: int | None = None,
+                           n_maintain: int | None = None) -> Task:
+    """Sports-Athlete-Editing: ``n_forget`` random athletes are edited to a random other sport.
+
+    Example:
+        >>> from factlens.data import sports_facts
+        >>> t = sports_athlete_editing(sports_facts(), n_forget=16, seed=0)
+        >>> len(t.forget), all(r.target_new != r.answer for r in t.forget)
+        (16, True)
+    """
+    _check_sports(dataset)
+    if n_forget > len(dataset) - 2:
+        raise ValueError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of {len(dataset)}")
+    forget, rest = dataset.split(n_forget, seed=seed)
+    rng = random.Random(seed)
+    sports = [c for c in dataset.candidates if c != "golf"]
+    forget = forget.map(lambda r: _with_target(r, rng.choice([s for s in sports if s != r.answer])))
+    retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
+    return Task("sports_athlete_editing", "inject", forget, retain, maintain, seed=seed)
+
+
+def full_sports_editing(dataset: FactDataset, sport: str = "basketball", target: str = "golf", seed: int = 0, *,
+                        n_forget: int | None = None, n_retain: int | None = None, n_maintain: int | None = None) -> Task:
+    """Full-Sports-Editing: every athlete of ``sport`` is edited to ``target`` (golf)."""
+    _check_sports(dataset)
+    if sport not in dataset.candidates:
+        raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
+    cands = tuple(dict.fromkeys(dataset.candidates + (target,)))
+    ds = dataset.with_candidates(cands)
+    forget = ds.filter(lambda r: r.answer == sport)
+    if n_forget is not None:
+        forget = forget.split(min(n_forget, len(forget)), seed=seed)[0]
+    rest = ds.filter(lambda r: r.answer != sport)
+    forget = forget.map(lambda r: _with_target(r, target))
+    retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
+    return Task("full_sports_editing", "inject", forget, retain, maintain, seed=seed, meta={"sport": sport, "target": target})
+
+
+def sports_unlearning(dataset: FactDataset, sport: str = "basketball", seed: int = 0, *, n_forget: int | None = None,
+                      n_retain: int | None = None, n_maintain: int | None = None) -> Task:
+    """Sports-Unlearning: every athlete of ``sport`` is unlearned (no edit target)."""
+    _check_sports(dataset)
+    if sport not in dataset.candidates:
+        raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
+    forget = dataset.filter(lambda r: r.answer == sport).map(lambda r: _with_target(r, None))
+    if n_forget is not None:
+        forget = forget.split(min(n_forget, len(forget)), seed=seed)[0]
+    rest = dataset.filter(lambda r: r.answer != sport)
+    retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
+    return Task("sports_unlearning", "unlearn", forget, retain, maintain, seed=seed, meta={"sport": sport})
+
+
+def _check_targets(ds: FactDataset) -> None:
+    missing = [r.id for r in ds if r.target_new is None]
+    if missing:
+        raise ValueError(f"CounterFact editing needs target_new on every fact; missing for ids {missing[:5]}")
+
+
+def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0, *, n_retain: int | None = None,
+                        n_maintain: int | None = None) -> Task:
+    """CounterFact-Editing: ``n_forget`` facts are edited to their counterfactual targets."""
+    if n_forget > len(dataset) - 2:
+        raise ValueError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)}")
+    forget, rest = dataset.split(n_forget, seed=seed)
+    _check_targets(forget)
+    retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
+    return Task("counterfact_editing", "inject", forget, retain, maintain, seed=seed)
+
+
+def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chunk_size: int = 16, seed: int = 0, *,
+                                   n_retain: int | None = None, n_maintain: int | None = None) -> Task:
+    """Sequential-CounterFact-Editing: ``n_chunks`` chunks of ``chunk_size`` facts, edited one after another."""
+    n = n_chunks * chunk_size
+    t = counterfact_editing(dataset, n_forget=n, seed=seed, n_retain=n_retain, n_maintain=n_maintain)
+    shuffled = t.forget.shuffled(seed + 7)
+    chunks = tuple(shuffled[i * chunk_size:(i + 1) * chunk_size] for i in range(n_chunks))
+    return replace(t, name="sequential_counterfact_editing", chunks=chunks, meta={"n_chunks": n_chunks, "chunk_size": chunk_size})
+
+
+TASKS = {
+    "sports-athlete-editing": sports_athlete_editing,
+    "full-sports-editing": full_sports_editing,
+    "sports-unlearning": sports_unlearning,
+    "counterfact-editing": counterfact_editing,
+    "sequential-counterfact-editing": sequential_counterfact_editing,
+}

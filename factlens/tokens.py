@@ -1,0 +1,286 @@
+"""Tokenization, padding-safe batching and answer scoring.
+
+All batches are **right-padded**: with causal attention a real token never attends to a
+padding token that comes after it, so per-prompt results are identical to unpadded runs
+(no attention mask or position offsets needed). The last real token of each prompt is
+gathered explicitly (``PromptBatch.last_pos``), and only those positions are unembedded
+(``final_logits``), which avoids materializing ``[batch, pos, d_vocab]`` logits for
+262k-token vocabularies.
+
+Answers are scored with their leading space (``" basketball"``). Multi-token answers are
+scored by teacher forcing, summing the log-probabilities of their tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+__all__ = [
+    "PromptBatch",
+    "tokenize_prompts",
+    "encode_records",
+    "answer_token_ids",
+    "final_residual",
+    "final_logits",
+    "unembed",
+    "answer_logprobs",
+    "candidate_logprobs",
+    "iter_batches",
+]
+
+
+@dataclass
+class PromptBatch:
+    """A right-padded batch of prompts.
+
+    Attributes:
+        tokens: ``[batch, pos]`` token ids, right-padded with the pad token.
+        lengths: Number of real tokens per prompt (BOS included).
+        subject_first: Position of the first subject token (``-1`` if no subject span).
+        subject_last: Position of the last subject token (``-1`` if no subject span).
+        prompts: The prompt strings.
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    lengths: Int[Tensor, "batch"]
+    subject_first: Int[Tensor, "batch"]
+    subject_last: Int[Tensor, "batch"]
+    prompts: list[str] = field(default_factory=list)
+
+    @property
+    def last_pos(self) -> Int[Tensor, "batch"]:
+        """Position of the last real token of each prompt (where the answer is predicted)."""
+        return self.lengths - 1
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device) -> "PromptBatch":
+        return PromptBatch(self.tokens.to(device), self.lengths.to(device), self.subject_first.to(device),
+                           self.subject_last.to(device), self.prompts)
+
+    def subset(self, idx) -> "PromptBatch":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        n = int(self.lengths[idx].max()) if len(idx) else 0
+        return PromptBatch(self.tokens[idx, :n], self.lengths[idx], self.subject_first[idx],
+                           self.subject_last[idx], [self.prompts[i] for i in idx.tolist()])
+
+
+def _tokenizer(model):
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError("the model has no tokenizer; pass tokens directly or set model.tokenizer")
+    return tok
+
+
+def _bos_id(model) -> int | None:
+    tok = _tokenizer(model)
+    if not getattr(model.cfg, "default_prepend_bos", True):
+        return None
+    return tok.bos_token_id
+
+
+def _pad_id(model) -> int:
+    tok = _tokenizer(model)
+    if tok.pad_token_id is not None:
+        return tok.pad_token_id
+    return tok.eos_token_id if tok.eos_token_id is not None else 0
+
+
+def _encode(model, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    tok = _tokenizer(model)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _span_positions(offsets: list[tuple[int, int]], span: tuple[int, int], text: str) -> tuple[int, int]:
+    s, e = span
+    hits = [i for i, (a, b) in enumerate(offsets) if a < e and b > s and b > a]
+    if not hits:
+        raise ValueError(f"subject span {span} ({text[s:e]!r}) matches no token of {text!r}")
+    return hits[0], hits[-1]
+
+
+def tokenize_prompts(
+    model,
+    prompts: Sequence[str],
+    *,
+    subject_spans: Sequence[tuple[int, int] | None] | None = None,
+    device: torch.device | str | None = None,
+) -> PromptBatch:
+    """Tokenize and right-pad prompts; locate subject tokens exactly from character offsets.
+
+    Args:
+        model: A ``HookedTransformer`` with a (fast) tokenizer.
+        prompts: Prompt strings (no trailing space).
+        subject_spans: Optional character span ``[start, end)`` of the subject in each prompt.
+        device: Device of the returned tensors (default: the model's device).
+
+    Returns:
+        The batch; BOS is prepended when ``model.cfg.default_prepend_bos``.
+    """
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    device = device or model.cfg.device
+    bos = _bos_id(model)
+    rows, firsts, lasts = [], [], []
+    for i, p in enumerate(prompts):
+        ids, offs = _encode(model, p)
+        shift = 0
+        if bos is not None:
+            ids = [bos] + ids
+            shift = 1
+        span = subject_spans[i] if subject_spans is not None else None
+        if span is not None:
+            f, l = _span_positions(offs, span, p)
+            firsts.append(f + shift)
+            lasts.append(l + shift)
+        else:
+            firsts.append(-1)
+            lasts.append(-1)
+        rows.append(ids)
+    n = max(len(r) for r in rows)
+    pad = _pad_id(model)
+    tokens = torch.full((len(rows), n), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return PromptBatch(tokens.to(device), lengths.to(device), torch.tensor(firsts, device=device),
+                       torch.tensor(lasts, device=device), list(prompts))
+
+
+def encode_records(model, records, *, device=None) -> PromptBatch:
+    """Tokenize fact records (their ``prompt``), locating each subject."""
+    records = list(records)
+    return tokenize_prompts(model, [r.prompt for r in records], subject_spans=[r.subject_span for r in records],
+                            device=device)
+
+
+def answer_token_ids(model, answer: str) -> list[int]:
+    """Token ids of an answer as it follows a prompt (with the leading space, no BOS).
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> len(answer_token_ids(m, "basketball"))
+        1
+    """
+    if not answer or answer != answer.strip():
+        raise ValueError(f"answers are given without surrounding whitespace, got {answer!r}")
+    ids, _ = _encode(model, " " + answer)
+    if not ids:
+        raise ValueError(f"answer {answer!r} tokenizes to nothing")
+    return ids
+
+
+def iter_batches(n: int, batch_size: int):
+    """Index slices ``[start, stop)`` covering ``range(n)`` in chunks of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for s in range(0, n, batch_size):
+        yield slice(s, min(n, s + batch_size))
+
+
+def final_residual(model, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_model"]:
+    """Residual stream after the last block at ``positions`` (before the final norm)."""
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return resid[torch.arange(tokens.shape[0], device=resid.device), positions.to(resid.device)]
+
+
+def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Final norm + unembedding (+ logit soft-capping), exactly as ``HookedTransformer.forward``."""
+    from transformer_lens.utilities import apply_softcap  # type: ignore
+
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+
+
+def final_logits(model, batch: PromptBatch) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at the last real token of each prompt, unembedding only those positions."""
+    resid = final_residual(model, batch.tokens, batch.last_pos)
+    return unembed(model, resid[:, None, :])[:, 0]
+
+
+def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], batch_size: int) -> Tensor:
+    out = []
+    for sl in iter_batches(len(prompts), batch_size):
+        ps, ans = list(prompts[sl]), list(answers[sl])
+        batch = tokenize_prompts(model, ps)
+        a_ids = [answer_token_ids(model, a) for a in ans]
+        if all(len(a) == 1 for a in a_ids):
+            lp = F.log_softmax(final_logits(model, batch).float(), dim=-1)
+            idx = torch.tensor([a[0] for a in a_ids], device=lp.device)
+            out.append(lp.gather(1, idx[:, None])[:, 0])
+            continue
+        pad = _pad_id(model)
+        rows = []
+        for i, a in enumerate(a_ids):
+            L = int(batch.lengths[i])
+            rows.append(batch.tokens[i, :L].tolist() + a)
+        n = max(len(r) for r in rows)
+        toks = torch.full((len(rows), n), pad, dtype=torch.long, device=batch.tokens.device)
+        for i, r in enumerate(rows):
+            toks[i, : len(r)] = torch.tensor(r)
+        resid = model(toks, stop_at_layer=model.cfg.n_layers)
+        scores = []
+        for i, a in enumerate(a_ids):
+            L = int(batch.lengths[i])
+            pos = torch.arange(L - 1, L - 1 + len(a), device=resid.device)
+            lp = F.log_softmax(unembed(model, resid[i, pos]).float(), dim=-1)
+            scores.append(lp[torch.arange(len(a)), torch.tensor(a, device=lp.device)].sum())
+        out.append(torch.stack(scores))
+    return torch.cat(out)
+
+
+def answer_logprobs(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 16) -> Float[Tensor, "n"]:
+    """Summed log-probability of each answer after its prompt (no gradient).
+
+    Multi-token answers are teacher-forced; single-token batches take one forward pass with
+    only the final positions unembedded.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    with torch.no_grad():
+        return _logprob_sequences(model, prompts, answers, batch_size)
+
+
+def candidate_logprobs(
+    model, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, batch_size: int = 16
+) -> list[Float[Tensor, "n_candidates"]]:
+    """Log-probability of every candidate answer for every prompt.
+
+    Returns one tensor per prompt, aligned with ``candidates[i]``.
+    """
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+    flat_p, flat_a, owner = [], [], []
+    for i, (p, cs) in enumerate(zip(prompts, candidates)):
+        if not cs:
+            raise ValueError(f"prompt {i} has no candidate answers")
+        for c in cs:
+            flat_p.append(p)
+            flat_a.append(c)
+            owner.append(i)
+    # single-token candidates: one forward per prompt, not per candidate
+    single = all(len(answer_token_ids(model, a)) == 1 for a in set(flat_a))
+    if single:
+        outs: list[Tensor] = []
+        with torch.no_grad():
+            for sl in iter_batches(len(prompts), batch_size):
+                lp = F.log_softmax(final_logits(model, tokenize_prompts(model, list(prompts[sl]))).float(), -1)
+                for j, i in enumerate(range(sl.start, sl.stop)):
+                    ids = torch.tensor([answer_token_ids(model, c)[0] for c in candidates[i]], device=lp.device)
+                    outs.append(lp[j, ids].cpu())
+        return outs
+    lp = answer_logprobs(model, flat_p, flat_a, batch_size=batch_size).cpu()
+    res: list[list[Tensor]] = [[] for _ in prompts]
+    for v, i in zip(lp, owner):
+        res[i].append(v)
+    return [torch.stack(r) for r in res]
