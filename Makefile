@@ -1,0 +1,41 @@
+# factlens: two commands on a fresh machine.
+#   make demo  -> set up .venv and run the main job on the embedded Gemma 3 270M (writes results/)
+#   make test  -> set up .venv and run the full test suite (incl. slow Gemma tests, docs build, notebook)
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+OUT ?= results/sports-athlete-editing
+
+.PHONY: setup demo test test-fast docs notebook bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	# torch first, from the local CPU wheel: keeps pip from pulling a CUDA build
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/factlens run sports-athlete-editing --model gemma-3-270m --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest tests factlens -m "slow or not slow" -q --timeout=1800
+	$(BIN)/mkdocs build --strict -q -d build/site
+	$(BIN)/python -m jupytext --to ipynb --output build/explore_circuits.ipynb examples/explore_circuits.py
+	$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=600 --output-dir build build/explore_circuits.ipynb
+
+test-fast: setup
+	$(BIN)/python -m pytest tests factlens -m "not slow" -q
+
+bench: setup
+	$(BIN)/python benchmarks/localize.py
+	$(BIN)/python benchmarks/edit.py
+
+clean:
+	rm -rf $(VENV) build results .pytest_cache

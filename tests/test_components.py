@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from factlens.components import Component, Mask, ModelShape
+from factlens.scores import ComponentScores
+from factlens.testing import tiny_model
+
+
+@pytest.fixture(scope="module", params=["standard", "gqa", "gated", "gqa_gated"])
+def model(request):
+    return tiny_model(variant=request.param)
+
+
+def test_labels_round_trip():
+    for c in [Component("head", 3, 2), Component("mlp", 5), Component("neuron", 1, 17)]:
+        assert Component.parse(c.label) == c
+        assert str(c) == c.label
+    with pytest.raises(ValueError, match="cannot parse"):
+        Component.parse("layer3")
+    with pytest.raises(ValueError):
+        Component("mlp", 1, 3)
+    with pytest.raises(ValueError):
+        Component("attn", 1, 3)
+
+
+def test_param_masks_match_n_params(model):
+    shape = ModelShape.of(model)
+    masks = [
+        Mask.from_labels(["L0H0"]),
+        Mask.from_labels(["L0H0", "L0H1"]),  # same KV group in GQA: shared K/V counted once
+        Mask.from_labels(["L1.mlp", "L0H3"]),
+        Mask.from_labels(["L1.N3", "L1.N4", "L0.mlp"]),
+        Mask.everything(model),
+        Mask.empty(),
+    ]
+    for m in masks:
+        pm = m.to_param_masks(model)
+        assert sum(int(t.sum()) for t in pm.values()) == m.n_params(model) == m.n_params(shape)
+
+
+def test_gqa_head_includes_shared_kv():
+    m = tiny_model(variant="gqa")
+    pm = Mask.from_labels(["L0H1"]).to_param_masks(m)
+    kv = pm["blocks.0.attn._W_K"]
+    assert kv[0].all() and not kv[1].any()  # heads 0,1 share KV group 0
+    assert pm["blocks.0.attn.W_Q"][1].all() and not pm["blocks.0.attn.W_Q"][0].any()
+    two = Mask.from_labels(["L0H0", "L0H1"]).n_params(m)
+    one = Mask.from_labels(["L0H0"]).n_params(m)
+    s = ModelShape.of(m)
+    assert two - one == 2 * s.d_model * s.d_head + s.d_head  # only Q and O of the second head
+
+
+def test_mask_set_operations_and_io(tmp_path):
+    a = Mask.from_labels(["L0H1", "L1.mlp"], name="a")
+    b = Mask.from_labels(["L1.mlp", "L0.mlp"])
+    assert (a | b).labels == ["L0H1", "L0.mlp", "L1.mlp"]
+    assert (a & b).labels == ["L1.mlp"]
+    assert (a - b).labels == ["L0H1"]
+    assert "L0H1" in a
+    a.save(tmp_path / "m.json")
+    assert Mask.load(tmp_path / "m.json") == a
+
+
+def test_scores_budget_and_top(tmp_path):
+    m = tiny_model(variant="gqa_gated")
+    shape = ModelShape.of(m)
+    comps = shape.all_heads() + shape.all_mlps()
+    vals = torch.linspace(1, 0.1, len(comps)).numpy()
+    sc = ComponentScores(tuple(comps), vals, "manual", "x", shape)
+    assert sc.top(2) == comps[:2]
+    mlp = Mask.from_labels(["L0.mlp"]).n_params(shape)
+    for budget in [0, mlp, mlp + 1, 3 * mlp, 10**9]:
+        mask = sc.to_mask(param_budget=budget)
+        n = mask.n_params(shape)
+        assert n <= budget
+        # nothing left out could still fit
+        for c in comps:
+            if c not in mask:
+                assert Mask(mask.components | {c}).n_params(shape) > budget
+    with pytest.raises(ValueError, match="exactly one"):
+        sc.to_mask(top_k=1, threshold=0.5)
+    sc.save(tmp_path / "s.json")
+    back = ComponentScores.load(tmp_path / "s.json")
+    assert back.as_dict() == pytest.approx(sc.as_dict())
+    fig = sc.plot()
+    assert fig.data[0].zmid == 0
+    df = sc.to_frame()
+    assert len(df) == len(comps)

@@ -1,0 +1,58 @@
+"""Real-model tests on the embedded Gemma 3 270M."""
+
+import time
+
+import pytest
+import torch
+
+import factlens
+from factlens.models import cache_dir
+
+pytestmark = pytest.mark.slow
+
+
+def test_gemma_shape_and_cached_reload(gemma):
+    cfg = gemma.cfg
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_mlp, cfg.d_vocab) == (18, 4, 1, 640, 2048, 262144)
+    assert (cache_dir() / "gemma-3-270m-tl-v1" / "model.safetensors").exists()
+    t = time.time()
+    again = factlens.load_model("gemma-3-270m")
+    assert time.time() - t < 30
+    for (n1, p1), (n2, p2) in zip(gemma.state_dict().items(), again.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_gemma_logits_match_hf(gemma):
+    from factlens.models import _load_gguf_hf, embedded_gguf_path
+
+    hf, tok = _load_gguf_hf(embedded_gguf_path(), torch.float32)
+    prompts = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of",
+               "The capital of France is"]
+    for p in prompts:
+        toks = gemma.to_tokens(p)
+        with torch.no_grad():
+            a = gemma(toks)[0].double()
+            b = hf(toks).logits[0].double()
+        # TransformerLens centers the unembedding: logits equal up to a per-position constant
+        diff = (a - a.mean(-1, keepdim=True)) - (b - b.mean(-1, keepdim=True))
+        assert diff.abs().max() < 1e-3
+        assert torch.equal(a[-1].argmax(), b[-1].argmax())
+
+
+def test_gemma_knows_sports(gemma):
+    from factlens.data import filter_known, sports_facts
+
+    ds = sports_facts()[:60]
+    known = filter_known(gemma, ds)
+    assert len(known) / len(ds) > 0.8
+
+
+def test_hub_unreachable_error_names_offline_options(monkeypatch):
+    from transformer_lens import HookedTransformer
+
+    def boom(*a, **k):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(HookedTransformer, "from_pretrained", boom)
+    with pytest.raises(OSError, match="Offline options"):
+        factlens.load_model("gpt2")

@@ -1,0 +1,68 @@
+import torch
+
+from factlens.data import sports_facts
+from factlens.data.records import FactRecord
+from factlens.tokens import answer_logprobs, answer_token_ids, encode_records, final_logits, tokenize_prompts
+from factlens.testing import planted_fact_model, tiny_model
+
+
+def test_subject_positions_exact():
+    m = tiny_model()
+    recs = list(sports_facts())[:5]
+    b = encode_records(m, recs)
+    tok = m.tokenizer
+    for i, r in enumerate(recs):
+        ids = b.tokens[i, b.subject_first[i]: b.subject_last[i] + 1].tolist()
+        assert ids == tok(r.subject, add_special_tokens=False)["input_ids"]
+        assert int(b.tokens[i, 0]) == tok.bos_token_id
+
+
+def test_padding_equivalence():
+    m = tiny_model(variant="gqa_gated")
+    prompts = ["Fact: LeBron James plays the sport of", "Tom Brady is a professional",
+               "The capital of France is", "Babe Ruth plays the sport of"]
+    batch = tokenize_prompts(m, prompts)
+    assert len(set(batch.lengths.tolist())) > 1  # really padded
+    with torch.no_grad():
+        padded = final_logits(m, batch)
+        for i, p in enumerate(prompts):
+            single = final_logits(m, tokenize_prompts(m, [p]))[0]
+            torch.testing.assert_close(padded[i], single, atol=1e-5, rtol=1e-5)
+            full = m(tokenize_prompts(m, [p]).tokens)[0, -1]
+            torch.testing.assert_close(single, full, atol=1e-5, rtol=1e-5)
+
+
+def test_answer_tokenization_and_multi_token_scores():
+    m = tiny_model()
+    assert len(answer_token_ids(m, "basketball")) == 1
+    ids = answer_token_ids(m, "New York")
+    assert len(ids) == 2
+    prompt = "The capital of France is"
+    lp = answer_logprobs(m, [prompt], ["New York"])[0]
+    # hand-written teacher forcing
+    toks = torch.tensor([[m.tokenizer.bos_token_id] + m.tokenizer(prompt, add_special_tokens=False)["input_ids"] + ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(m(toks)[0], -1)
+    n = toks.shape[1]
+    ref = logp[n - 3, ids[0]] + logp[n - 2, ids[1]]
+    torch.testing.assert_close(lp, ref, atol=1e-5, rtol=1e-5)
+    # batching different answer lengths together gives the same numbers
+    both = answer_logprobs(m, [prompt, prompt], ["New York", "Paris"], batch_size=2)
+    torch.testing.assert_close(both[0], lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[1], answer_logprobs(m, [prompt], ["Paris"])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_answers_rejected():
+    m = tiny_model()
+    import pytest
+
+    with pytest.raises(ValueError, match="whitespace"):
+        answer_token_ids(m, " basketball")
+    with pytest.raises(ValueError, match="slot"):
+        FactRecord(subject="A", template="no slot", answer="x")
+
+
+def test_planted_known_via_scores():
+    p = planted_fact_model()
+    lp = answer_logprobs(p.model, [r.prompt for r in p.dataset], [r.answer for r in p.dataset])
+    assert (lp.exp() > 0.5).all()
