@@ -1,0 +1,181 @@
+"""General text for the editor's SFT loss and for side-effect measurements.
+
+:func:`load_texts` reads passages of general English from the built-in file
+``factlens/data/builtin/general_text.txt`` (about 80 short encyclopedic, news-like and
+narrative passages written for factlens), from a local text file (WikiText-style files are
+cleaned: blank lines and ``" = Heading = "`` lines are dropped) or from a Hugging Face
+dataset (``"name"`` or ``"name:config"``, column ``text``). :func:`token_chunks` turns
+passages into equal-length token chunks, each starting with BOS.
+
+Example:
+    >>> from factlens.testing import tiny_model
+    >>> texts = load_texts(None, n=10)
+    >>> len(texts)
+    10
+    >>> token_chunks(tiny_model(), texts, seq_len=16, n_chunks=3).shape
+    torch.Size([3, 16])
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+__all__ = ["load_texts", "token_chunks", "BUILTIN_TEXT"]
+
+#: Name of the built-in general-text file inside ``factlens/data/builtin``.
+BUILTIN_TEXT = "general_text.txt"
+
+_HEADING = re.compile(r"^\s*=+\s.*\s=+\s*$")
+# WikiText's tokenized form: " @-@ " inside words and numbers, spaces before punctuation
+_WIKI_FIXES = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" ,", ","), (" .", "."), (" ;", ";"),
+               (" :", ":"), (" 's", "'s"), (" )", ")"), ("( ", "("))
+
+
+def _builtin_lines() -> list[str]:
+    try:
+        text = resources.files("factlens.data").joinpath("builtin", BUILTIN_TEXT).read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, TypeError):  # pragma: no cover - source checkout fallback
+        text = (Path(__file__).resolve().parent / "builtin" / BUILTIN_TEXT).read_text(encoding="utf-8")
+    return [l.strip() for l in text.splitlines() if l.strip()]
+
+
+def _clean_wiki(line: str) -> str:
+    for a, b in _WIKI_FIXES:
+        line = line.replace(a, b)
+    return line.strip()
+
+
+def _file_lines(path: Path) -> list[str]:
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or _HEADING.match(line):
+            continue
+        out.append(_clean_wiki(line))
+    return out
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.endswith((".txt", ".text", ".raw")) or "\\" in source
+
+
+def _dataset_lines(source: str) -> list[str]:
+    name, _, config = source.partition(":")
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise ImportError(f"loading the Hugging Face dataset {source!r} needs the datasets package "
+                          "(pip install datasets), or pass a local .txt file") from e
+    try:
+        ds = datasets.load_dataset(name, config or None, split="train")
+    except Exception as e:
+        raise OSError(f"could not load the text dataset {source!r} ({type(e).__name__}: {e}). The Hugging Face Hub "
+                      "may be unreachable: pass a local text file instead (e.g. '../shared/data/wikitext2/test.txt') "
+                      "or None for factlens' built-in general text") from e
+    if "text" not in ds.column_names:
+        raise ValueError(f"dataset {source!r} has no 'text' column (columns: {ds.column_names})")
+    return [_clean_wiki(t) for t in ds["text"] if t and t.strip() and not _HEADING.match(t)]
+
+
+def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0) -> list[str]:
+    """Passages of general text.
+
+    Args:
+        source: ``None`` for the built-in general English text; a local text file (one
+            passage per line; blank lines and WikiText ``" = Heading = "`` lines are
+            dropped and WikiText's ``" @-@ "`` escapes undone); or a Hugging Face dataset
+            ``"name"`` / ``"name:config"`` with a ``text`` column (needs the Hub).
+        n: Keep ``n`` passages chosen at random (seeded; original order kept). ``None``: all.
+        seed: Seed of that choice.
+
+    Returns:
+        The passages (non-empty strings).
+
+    Raises:
+        FileNotFoundError: ``source`` looks like a path but does not exist.
+        OSError: The dataset could not be loaded (e.g. no internet).
+
+    Example:
+        >>> texts = load_texts(None)
+        >>> len(texts) >= 80 and all(t.strip() for t in texts)
+        True
+    """
+    if source is None:
+        lines = _builtin_lines()
+    else:
+        p = Path(source).expanduser()
+        if p.is_file():
+            lines = _file_lines(p)
+        elif p.is_dir():
+            raise ValueError(f"{p} is a folder; give a text file (e.g. {p}/train.txt)")
+        elif isinstance(source, Path) or _looks_like_path(str(source)):
+            raise FileNotFoundError(f"text file {p} does not exist (give an existing .txt file, a Hugging Face "
+                                    "dataset name like 'wikitext:wikitext-2-raw-v1', or None for the built-in text)")
+        else:
+            lines = _dataset_lines(str(source))
+    if not lines:
+        raise ValueError(f"no text found in {source!r}")
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1 (or None for all passages), got {n}")
+        if n < len(lines):
+            keep = sorted(random.Random(seed).sample(range(len(lines)), n))
+            lines = [lines[i] for i in keep]
+    return lines
+
+
+def token_chunks(model, texts: Sequence[str], *, seq_len: int = 64, n_chunks: int | None = None) -> Int[Tensor, "n seq_len"]:
+    """Cut concatenated passages into equal chunks of ``seq_len`` tokens, each starting with BOS.
+
+    The passages are tokenized one by one (no special tokens), joined with a blank line and
+    cut into pieces of ``seq_len - 1`` tokens; BOS is put in front of each piece (when the
+    model prepends BOS; otherwise pieces have ``seq_len`` tokens). A trailing partial piece
+    is dropped.
+
+    Args:
+        model: A ``HookedTransformer`` with a tokenizer.
+        texts: Passages, e.g. from :func:`load_texts`.
+        seq_len: Tokens per chunk, BOS included (>= 2).
+        n_chunks: Stop after this many chunks (``None``: as many as the text gives).
+
+    Returns:
+        ``[n, seq_len]`` token ids on the model's device.
+
+    Raises:
+        ValueError: The text is too short for a single chunk.
+    """
+    from factlens.tokens import _bos_id, _encode
+
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    if n_chunks is not None and n_chunks < 1:
+        raise ValueError(f"n_chunks must be >= 1 (or None), got {n_chunks}")
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("no text given to token_chunks")
+    bos = _bos_id(model)
+    piece = seq_len - 1 if bos is not None else seq_len
+    sep, _ = _encode(model, "\n\n")
+    need = None if n_chunks is None else n_chunks * piece
+    ids: list[int] = []
+    for i, t in enumerate(texts):
+        if i:
+            ids.extend(sep)
+        ids.extend(_encode(model, t)[0])
+        if need is not None and len(ids) >= need:
+            break
+    n = len(ids) // piece if n_chunks is None else min(n_chunks, len(ids) // piece)
+    if n == 0:
+        raise ValueError(f"the text gives only {len(ids)} tokens, fewer than one chunk of {piece}; give more text "
+                         "or a smaller seq_len")
+    body = torch.tensor(ids[: n * piece], dtype=torch.long).view(n, piece)
+    if bos is not None:
+        body = torch.cat([torch.full((n, 1), bos, dtype=torch.long), body], dim=1)
+    return body.to(model.cfg.device)
