@@ -1,0 +1,48 @@
+"""Editing and unlearning by training only localized components.
+
+``factlens.edit(model, mask, task, config=EditConfig(...))`` trains the parameter entries of
+a component mask on the inject/unlearn objective with retain and general-text terms
+(:mod:`factlens.edit.editor`, :mod:`factlens.edit.losses`) and returns a revertible,
+saveable :class:`EditResult`. :func:`edit_sequential` edits chunks of facts one after
+another. ``sweep`` and ``learn_weight_mask`` (hyper-parameter sweeps, learned weight masks)
+are imported lazily from :mod:`factlens.edit.sweep` and :mod:`factlens.edit.weight_mask`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+from factlens.edit.config import EditConfig
+from factlens.edit.editor import edit, lr_factor
+from factlens.edit.losses import answer_log1m_prob, answer_logprob_grad, fact_losses, forget_loss, retain_loss, sft_loss
+from factlens.edit.result import EditResult, ParamDelta
+from factlens.edit.sequential import SequentialEditResult, edit_sequential
+
+_LAZY = {
+    "sweep": "factlens.edit.sweep:sweep",
+    "learn_weight_mask": "factlens.edit.weight_mask:learn_weight_mask",
+}
+
+__all__ = ["edit", "EditConfig", "EditResult", "ParamDelta", "edit_sequential", "SequentialEditResult",
+           "answer_logprob_grad", "answer_log1m_prob", "fact_losses", "forget_loss", "retain_loss", "sft_loss",
+           "lr_factor", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        mod, _, attr = _LAZY[name].partition(":")
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'factlens.edit' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``factlens.edit`` is both this package and the :func:`edit` function: calling the package edits."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EditResult:
+        return edit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

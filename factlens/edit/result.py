@@ -1,0 +1,254 @@
+"""The result of an edit: the weight delta (revertible, saveable, re-appliable) and its history."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from factlens.components import Mask, ModelShape
+from factlens.edit.config import EditConfig
+
+__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_META_KEY = "factlens_edit"
+
+
+@dataclass(frozen=True)
+class ParamDelta:
+    """The change of one parameter tensor.
+
+    Attributes:
+        mask: Boolean tensor of the parameter's shape; ``True`` where the editor may change it.
+        old: Values of the masked entries before the edit (``param[mask]``).
+        new: Values of the masked entries after the edit.
+    """
+
+    mask: Bool[Tensor, "..."]
+    old: Float[Tensor, "n"]
+    new: Float[Tensor, "n"]
+
+    @property
+    def n_changed(self) -> int:
+        return int((self.old != self.new).sum())
+
+    def norm(self) -> float:
+        return float(torch.linalg.vector_norm((self.new.double() - self.old.double())))
+
+
+def _params(model) -> dict[str, torch.nn.Parameter]:
+    return dict(model.named_parameters())
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """An edit: which entries changed from what to what, with the training history.
+
+    ``revert()`` undoes the edit on the model it was made on (or last applied to), bitwise;
+    ``apply(model)`` writes the edited values into another model of the same architecture;
+    ``save(path)`` / ``EditResult.load(path)`` store the delta as safetensors.
+
+    Attributes:
+        model: The edited model (``None`` for a loaded result). With ``inplace=False`` this
+            is the edited copy.
+        mask: The components that were trained.
+        config: The hyper-parameters.
+        objective: ``"inject"`` or ``"unlearn"``.
+        history: One dict per optimizer step: ``step, loss, loss_forget, loss_retain, loss_sft, lr``.
+        seconds: Wall-clock time of the training loop (setup included).
+        sft_kind: ``"text:<source>"``, ``"kl:builtin"`` or ``"none"`` (``l_sft=0``).
+        n_params_trained: Number of parameter entries the mask lets change.
+        deltas: Parameter name -> :class:`ParamDelta`.
+        shape: The architecture the delta belongs to.
+        model_name: ``model.cfg.model_name``.
+        task_name: Name of the task.
+        meta: Extra information (counts, warnings, timing per step).
+    """
+
+    model: Any = field(repr=False, compare=False)
+    mask: Mask
+    config: EditConfig
+    objective: str
+    history: tuple[dict, ...]
+    seconds: float
+    sft_kind: str
+    n_params_trained: int
+    deltas: Mapping[str, ParamDelta] = field(repr=False, compare=False)
+    shape: ModelShape
+    model_name: str = ""
+    task_name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    # (model, {param: previous values}) for every apply() not yet reverted, most recent last
+    _applied: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.model is not None:
+            self._applied.append((self.model, {n: d.old for n, d in self.deltas.items()}))
+
+    # -- summaries ----------------------------------------------------------------------
+    @property
+    def n_changed(self) -> int:
+        """Number of entries whose value actually changed."""
+        return sum(d.n_changed for d in self.deltas.values())
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(len(self.history), 1)
+
+    def delta_norm(self) -> float:
+        """L2 norm of the weight change over all parameters."""
+        return math.sqrt(sum(d.norm() ** 2 for d in self.deltas.values()))
+
+    def delta_norms(self) -> dict[str, float]:
+        """L2 norm of the weight change per parameter."""
+        return {n: d.norm() for n, d in self.deltas.items()}
+
+    def final_losses(self) -> dict[str, float]:
+        """The last history entry (empty dict if nothing was trained)."""
+        return dict(self.history[-1]) if self.history else {}
+
+    # -- apply / revert -----------------------------------------------------------------
+    def check_compatible(self, model) -> None:
+        """Raise ``ValueError`` unless ``model`` has this result's architecture and parameter shapes."""
+        shape = ModelShape.of(model)
+        if shape != self.shape:
+            diff = {k: (v, shape.to_dict()[k]) for k, v in self.shape.to_dict().items() if shape.to_dict()[k] != v}
+            raise ValueError(f"this edit was made on {self.model_name or 'a model'} with shape {self.shape}; the given "
+                             f"model ({getattr(model.cfg, 'model_name', '?')}) differs in {diff} (edit vs model). "
+                             "Apply an edit only to a model of the same architecture")
+        params = _params(model)
+        for name, d in self.deltas.items():
+            if name not in params:
+                raise ValueError(f"the model has no parameter {name!r} that this edit changes; it is a different architecture")
+            if tuple(params[name].shape) != tuple(d.mask.shape):
+                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)} in the model but "
+                                 f"{tuple(d.mask.shape)} in the edit; it is a different architecture")
+
+    def apply(self, model):
+        """Write the edited values into ``model`` (same architecture); returns ``model``.
+
+        The model's previous values of the masked entries are remembered, so ``revert()``
+        restores it exactly.
+
+        Raises:
+            ValueError: ``model`` has another architecture or other parameter shapes.
+        """
+        self.check_compatible(model)
+        params = _params(model)
+        prev = {}
+        with torch.no_grad():
+            for name, d in self.deltas.items():
+                p = params[name]
+                m = d.mask.to(p.device)
+                prev[name] = p[m].detach().clone()
+                p[m] = d.new.to(device=p.device, dtype=p.dtype)
+        self._applied.append((model, prev))
+        return model
+
+    def revert(self, model=None):
+        """Undo the edit (bitwise) on ``model`` (default: the model last edited or applied to).
+
+        Returns the reverted model. Edits stacked on top of each other must be reverted in
+        reverse order (:class:`~factlens.edit.sequential.SequentialEditResult` does that).
+
+        Raises:
+            RuntimeError: Nothing to revert (e.g. a loaded result that was never applied).
+        """
+        idx = None
+        for i in range(len(self._applied) - 1, -1, -1):
+            if model is None or self._applied[i][0] is model:
+                idx = i
+                break
+        if idx is None:
+            raise RuntimeError("nothing to revert: this edit is not applied to " +
+                               ("any model" if model is None else "that model") + " (apply(model) first)")
+        target, prev = self._applied.pop(idx)
+        params = _params(target)
+        with torch.no_grad():
+            for name, d in self.deltas.items():
+                p = params[name]
+                p[d.mask.to(p.device)] = prev[name].to(device=p.device, dtype=p.dtype)
+        return target
+
+    @property
+    def applied(self) -> bool:
+        """Whether the edit is currently applied to some model."""
+        return bool(self._applied)
+
+    # -- persistence --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable metadata (everything except the tensors and the model)."""
+        return {
+            "format_version": FORMAT_VERSION, "model_name": self.model_name, "task_name": self.task_name,
+            "objective": self.objective, "config": self.config.to_dict(), "mask": self.mask.to_dict(),
+            "shape": self.shape.to_dict(), "history": list(self.history), "seconds": self.seconds,
+            "sft_kind": self.sft_kind, "n_params_trained": self.n_params_trained, "meta": self.meta,
+            "params": sorted(self.deltas),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Save the delta (safetensors: ``<param>/mask``, ``/old``, ``/new``) and metadata JSON."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for name, d in self.deltas.items():
+            tensors[f"{name}/mask"] = d.mask.detach().cpu().contiguous()
+            tensors[f"{name}/old"] = d.old.detach().cpu().contiguous()
+            tensors[f"{name}/new"] = d.new.detach().cpu().contiguous()
+        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.to_dict())})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EditResult":
+        """Load a saved edit (not applied to any model; use ``apply(model)``)."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved edit at {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get(_META_KEY)
+            if meta is None:
+                raise ValueError(f"{path} is not a factlens edit (no {_META_KEY!r} metadata)")
+            d = json.loads(meta)
+            deltas = {n: ParamDelta(f.get_tensor(f"{n}/mask"), f.get_tensor(f"{n}/old"), f.get_tensor(f"{n}/new"))
+                      for n in d["params"]}
+        return cls(model=None, mask=Mask.from_dict(d["mask"]), config=EditConfig.from_dict(d["config"]),
+                   objective=d["objective"], history=tuple(d["history"]), seconds=d["seconds"], sft_kind=d["sft_kind"],
+                   n_params_trained=d["n_params_trained"], deltas=deltas, shape=ModelShape(**d["shape"]),
+                   model_name=d["model_name"], task_name=d.get("task_name", ""), meta=d.get("meta", {}))
+
+    # -- plotting -----------------------------------------------------------------------
+    def plot_history(self, title: str | None = None):
+        """Plotly figure of the losses per optimizer step (learning rate on a second axis)."""
+        return plot_histories([self.history], title=title or f"edit {self.task_name} ({self.objective}, {self.mask.name or len(self.mask)})")
+
+
+def plot_histories(histories, *, title: str = "", labels=None):
+    """Plot one or more loss histories (a helper shared with sequential editing)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    offset = 0
+    for k, hist in enumerate(histories):
+        hist = list(hist)
+        steps = [offset + h["step"] for h in hist]
+        tag = f"{labels[k]} " if labels else ""
+        for key in ("loss", "loss_forget", "loss_retain", "loss_sft"):
+            fig.add_trace(go.Scatter(x=steps, y=[h[key] for h in hist], mode="lines", name=f"{tag}{key}",
+                                     legendgroup=key, showlegend=k == 0 or not labels), secondary_y=False)
+        fig.add_trace(go.Scatter(x=steps, y=[h["lr"] for h in hist], mode="lines", name=f"{tag}lr",
+                                 line=dict(dash="dot"), legendgroup="lr", showlegend=k == 0 or not labels),
+                      secondary_y=True)
+        offset = steps[-1] + 1 if steps else offset
+    fig.update_layout(title=title, xaxis_title="optimizer step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="learning rate", secondary_y=True)
+    return fig

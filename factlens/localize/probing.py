@@ -1,0 +1,250 @@
+"""Linear probes on the residual stream: where does the attribute become decodable?
+
+For every probed layer ``l`` the residual stream after the block, ``resid_post`` of layer
+``l`` (layers ``0 .. n_layers - 1``; the embedding itself is not probed, so the first point
+already includes block 0), is read at the subject's last token and at the final token. A
+logistic-regression probe (scikit-learn) predicts the attribute (``record.answer``); its
+accuracy is **cross-validated** with a seeded (optionally repeated) ``StratifiedKFold``.
+The chance level is the majority-class rate.
+
+Features are standardized inside each training fold. The default, ``scaling="global"``,
+centers every feature and divides all features by **one** common scale (the RMS of the
+centered features), so the L2 penalty means the same at every depth although the residual
+norm grows; per-feature standardization (``scaling="feature"``, sklearn's
+``StandardScaler``) is available but blows near-constant dimensions up to unit variance,
+which lets the probe fit noise: on the planted model it gives 0.59 accuracy where the
+attribute is exactly linearly decodable (global scaling: 1.0), and on Gemma 3 270M it puts
+layer 0 (token identity only) at 0.53 against a chance of 0.33 (global: 0.36).
+
+As component scores, MLP layer ``l`` gets the rise of the subject-position accuracy that
+block ``l`` brings, ``acc[l] - acc[l_prev]`` (``acc`` before the first probed layer :=
+chance), and heads get 0: probing cannot separate a block's heads from its MLP, and the fact
+lookup is attributed to MLPs (Geva et al. 2023; Guo et al. 2024). ``scores.plot()`` draws
+the probe curves.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from tqdm.auto import tqdm
+
+from factlens.components import Component, ModelShape, resid_hook
+from factlens.scores import ComponentScores
+from factlens.tokens import encode_records, iter_batches
+
+__all__ = ["probing", "residual_features", "probe_accuracy", "POSITIONS"]
+
+Scaling = Literal["global", "feature"]
+
+#: Token positions that can be probed.
+POSITIONS: tuple[str, ...] = ("subject_last", "subject_first", "final")
+
+
+def _positions(batch, name: str) -> torch.Tensor:
+    if name == "final":
+        return batch.last_pos
+    pos = batch.subject_last if name == "subject_last" else batch.subject_first
+    if bool((pos < 0).any()):
+        raise ValueError(f"position {name!r} needs records with a subject span")
+    return pos
+
+
+def residual_features(
+    model,
+    dataset,
+    *,
+    layers: Sequence[int],
+    positions: Sequence[str] = ("subject_last", "final"),
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> dict[str, dict[int, np.ndarray]]:
+    """``resid_post`` activations at the given positions: ``{position: {layer: [n, d_model]}}``.
+
+    Only the requested positions are kept (float32 numpy), batch by batch; the forward pass
+    stops after the last requested layer, so no logits are computed.
+    """
+    records = list(dataset)
+    layers = sorted(set(int(l) for l in layers))
+    feats: dict[str, dict[int, list[np.ndarray]]] = {p: {l: [] for l in layers} for p in positions}
+    for sl in tqdm(list(iter_batches(len(records), batch_size)), desc="probe activations", disable=not show_progress):
+        batch = encode_records(model, records[sl])
+        b = torch.arange(len(batch), device=batch.tokens.device)
+        idx = {p: _positions(batch, p) for p in positions}
+
+        def keep(layer):
+            def hook(act, hook):
+                for p in positions:
+                    feats[p][layer].append(act[b, idx[p]].detach().float().cpu().numpy())
+            return hook
+
+        with torch.no_grad(), model.hooks(fwd_hooks=[(resid_hook(l, "post"), keep(l)) for l in layers]):
+            model(batch.tokens, stop_at_layer=max(layers) + 1)
+    return {p: {l: np.concatenate(v) for l, v in d.items()} for p, d in feats.items()}
+
+
+class _GlobalScaler(TransformerMixin, BaseEstimator):
+    """Center every feature and divide all of them by one scale (the RMS of the centered
+    training features): the probe's L2 penalty then means the same at every layer, and
+    near-constant residual dimensions are not blown up as per-feature standardization does."""
+
+    def fit(self, X, y=None):
+        self.mean_ = X.mean(axis=0)
+        scale = float(np.sqrt(((X - self.mean_) ** 2).mean()))
+        self.scale_ = scale if scale > 0 else 1.0
+        return self
+
+    def transform(self, X):
+        return (X - self.mean_) / self.scale_
+
+
+def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C: float = 1.0,
+                   scaling: Scaling = "global", repeats: int = 1) -> tuple[float, float]:
+    """Mean and std over folds of the cross-validated accuracy of a logistic-regression probe.
+
+    Args:
+        X: ``[n, d]`` features.
+        y: ``n`` labels.
+        cv: Stratified folds (capped by the smallest class size).
+        seed: Seed of the fold shuffling.
+        C: Inverse L2 regularization strength.
+        scaling: ``"global"`` (center each feature, one common scale; default) or
+            ``"feature"`` (per-feature standardization, ``StandardScaler``). Scalers are fit
+            on the training folds only.
+        repeats: Repeat the cross-validation with reshuffled folds and average.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat([0, 1], 20)
+        >>> X = rng.normal(size=(40, 5)) + y[:, None] * 3
+        >>> probe_accuracy(X, y)[0]
+        1.0
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if scaling not in ("global", "feature"):
+        raise ValueError(f"scaling must be 'global' or 'feature', got {scaling!r}")
+    if repeats < 1 or cv < 2:
+        raise ValueError(f"need cv >= 2 and repeats >= 1, got cv={cv}, repeats={repeats}")
+    y = np.asarray(y)
+    _, counts = np.unique(y, return_counts=True)
+    n_splits = min(cv, int(counts.min()))
+    scaler = _GlobalScaler() if scaling == "global" else StandardScaler()
+    # newton-cg: same optimum as lbfgs, ~20x faster on [60, 640] residual features
+    pipe = make_pipeline(scaler, LogisticRegression(C=C, solver="newton-cg", max_iter=1000))
+    folds = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        acc = cross_val_score(pipe, np.asarray(X, dtype=np.float64), y, cv=folds, scoring="accuracy")
+    return float(acc.mean()), float(acc.std())
+
+
+def probing(
+    model,
+    dataset,
+    *,
+    positions: Sequence[str] = ("subject_last", "final"),
+    layers: Sequence[int] | None = None,
+    cv: int = 5,
+    seed: int = 0,
+    batch_size: int = 16,
+    C: float = 1.0,
+    scaling: Scaling = "global",
+    repeats: int = 1,
+    show_progress: bool = True,
+) -> ComponentScores:
+    """Per-layer probe accuracy for the facts' attribute, as component scores.
+
+    Args:
+        model: A ``HookedTransformer`` (left unchanged: no hooks remain).
+        dataset: Facts; the probe target is ``record.answer`` (each answer needs >= 2 facts).
+        positions: Any of ``"subject_last"``, ``"subject_first"``, ``"final"``.
+        layers: ``resid_post`` layers to probe (default: all, ``0 .. n_layers - 1``).
+        cv: Number of stratified folds (capped by the smallest class size).
+        seed: Seed of the fold shuffling.
+        batch_size: Facts per forward pass (results do not depend on it).
+        C: Inverse L2 regularization strength of the logistic regression.
+        scaling: Feature scaling inside each fold: ``"global"`` (center every feature and
+            divide by one common scale) or ``"feature"`` (per-feature standardization).
+        repeats: Repeat the cross-validation with reshuffled folds and average (less noise).
+        show_progress: Show tqdm progress bars.
+
+    Returns:
+        Scores (method ``"probing"``, metric ``"probe_accuracy"``): MLP ``l`` = accuracy gain
+        at the subject position (``"subject_last"`` if probed, else the first position) from
+        the previous probed layer to ``l``; heads 0. ``extra``: ``"probe_accuracy"``
+        ``{position: [acc per probed layer]}``, ``"probe_accuracy_std"`` (over folds),
+        ``"layers"``, ``"chance"`` (majority-class rate), ``"n_splits"``, ``"classes"``,
+        ``"gain_position"``.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> s = probing(p.model, p.dataset, show_progress=False)
+        >>> acc = s.extra["probe_accuracy"]["subject_last"]
+        >>> acc[0] < 0.5, acc[1], s.top(1) == [p.lookup_mlp]
+        (True, 1.0, True)
+    """
+    shape = ModelShape.of(model)
+    records = list(dataset)
+    if not records:
+        raise ValueError("the dataset is empty")
+    positions = tuple(positions)
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad or not positions:
+        raise ValueError(f"unknown probe positions {bad or positions!r}; choose from {POSITIONS}")
+    layers = list(range(shape.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= shape.n_layers:
+        raise ValueError(f"layers must be within 0..{shape.n_layers - 1}, got {layers}")
+    y = [r.answer for r in records]
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"probing needs at least two different answers; all facts answer {classes[0]!r}")
+    if counts.min() < 2:
+        rare = [c for c, n in zip(classes, counts) if n < 2]
+        raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
+                         "(filter them out, e.g. dataset.filter(...))")
+    chance = float(counts.max() / counts.sum())
+    feats = residual_features(model, records, layers=layers, positions=positions, batch_size=batch_size,
+                              show_progress=show_progress)
+    acc: dict[str, list[float]] = {}
+    acc_std: dict[str, list[float]] = {}
+    for p in positions:
+        acc[p], acc_std[p] = [], []
+        for l in tqdm(layers, desc=f"probes ({p})", disable=not show_progress):
+            m, s = probe_accuracy(feats[p][l], y, cv=cv, seed=seed, C=C, scaling=scaling, repeats=repeats)
+            acc[p].append(m)
+            acc_std[p].append(s)
+    gain_pos = "subject_last" if "subject_last" in acc else positions[0]
+    curve = acc[gain_pos]
+    gains = {l: curve[i] - (curve[i - 1] if i else chance) for i, l in enumerate(layers)}
+    comps: list[Component] = []
+    values: list[float] = []
+    for l in range(shape.n_layers):
+        for h in range(shape.n_heads):
+            comps.append(Component("head", l, h))
+            values.append(0.0)
+        if not shape.attn_only:
+            comps.append(Component("mlp", l))
+            values.append(gains.get(l, 0.0))
+    extra = {
+        "probe_accuracy": acc,
+        "probe_accuracy_std": acc_std,
+        "layers": layers,
+        "chance": chance,
+        "n_splits": int(min(cv, counts.min())),
+        "classes": [str(c) for c in classes],
+        "gain_position": gain_pos,
+        "activation": "resid_post",
+        "scaling": scaling,
+        "repeats": repeats,
+    }
+    return ComponentScores(tuple(comps), np.array(values), "probing", "probe_accuracy", shape, extra)

@@ -1,0 +1,180 @@
+"""The ``factlens`` command line.
+
+``factlens run <task> [options]`` runs localize -> mask -> edit -> evaluate for every
+localization and seed and writes per-run JSON plus ``report.html`` into ``--out``;
+``factlens report <run dir>`` rewrites the report of a run directory.
+
+Settings come from the :class:`~factlens.runner.config.RunConfig` defaults, then a config
+file (``--config run.toml``/``.yaml``), then the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        val: Any = json.loads(v)
+    except json.JSONDecodeError:
+        val = v
+    return k.strip().replace("-", "_"), val
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from factlens.runner.config import TASK_NAMES
+
+    p = argparse.ArgumentParser(prog="factlens", description="Localize, edit and evaluate facts in language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run an experiment (localize -> edit -> evaluate) and write a report",
+                       description="Run every localization x seed of a task; completed runs in --out are skipped.")
+    r.add_argument("task", nargs="?", choices=TASK_NAMES, help="task (default: from --config, else sports-athlete-editing)")
+    r.add_argument("--config", type=Path, help="YAML or TOML run config (flags given here override it)")
+    r.add_argument("--model", help="gemma-3-270m (default), planted, or a TransformerLens model name")
+    r.add_argument("--localizations", help="comma-separated localizations "
+                                           "(default: flu,causal_tracing,attribution_patching,random,all_mlps,nonlocalized)")
+    r.add_argument("--forget-size", type=int, help="facts to edit (chunk size for sequential editing); default 16")
+    r.add_argument("--seeds", help="comma-separated seeds, one run each (default: 0)")
+    r.add_argument("--out", help="run directory (default: results/<task>)")
+    r.add_argument("--data", help="facts in the paper's format (Sports Facts CSV / CounterFact JSON), path or HF name")
+    r.add_argument("--mcq-data", help="CounterFact multiple-choice questions (JSONL/parquet)")
+    r.add_argument("--max-facts", type=int, help="cap on the known facts used (seeded subsample)")
+    r.add_argument("--no-filter-known", dest="filter_known", action="store_const", const=False,
+                   help="keep facts the model does not know")
+    r.add_argument("--param-budget", type=int, help="parameter budget (default: the FLU mask's n_params)")
+    r.add_argument("--localize-on", choices=("forget", "known"),
+                   help="facts to localize on: the task's forget facts (default) or every known fact")
+    r.add_argument("--suites", help="comma-separated evaluation suites (default: all)")
+    r.add_argument("--edit-preset", choices=("fast", "paper"), help="EditConfig.fast() (default) or EditConfig()")
+    r.add_argument("--eval-preset", choices=("small", "full"), help="small evaluation sizes (default) or EvalConfig()")
+    r.add_argument("--edit", action="append", type=_kv, metavar="KEY=VALUE", help="EditConfig field (repeatable)")
+    r.add_argument("--eval", action="append", type=_kv, metavar="KEY=VALUE", help="EvalConfig field (repeatable)")
+    r.add_argument("--text-source", help="general text for side effects (e.g. ../shared/data/wikitext2/test.txt)")
+    r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
+    r.add_argument("--device", help="model device (default: cpu)")
+    r.add_argument("--executor", choices=("local", "ray"), help="where jobs run (default: local)")
+    r.add_argument("--ray-address", help="Ray cluster address (default: local instance)")
+    r.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job")
+    r.add_argument("--cpus-per-job", type=float, help="CPUs per Ray job")
+    r.add_argument("--overwrite", action="store_true", help="discard results already in --out")
+    r.add_argument("--no-progress", dest="show_progress", action="store_const", const=False, help="no progress bars")
+    r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run directory")
+    rep.add_argument("out", type=Path, help="run directory")
+    rep.add_argument("--output", type=Path, help="where to write the HTML (default: <out>/report.html)")
+    return p
+
+
+_LIST_FLAGS = ("localizations", "seeds", "suites")
+_PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", "filter_known", "param_budget", "localize_on",
+                "edit_preset", "eval_preset", "device", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
+                "show_progress")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults, then ``--config``, then the flags given."""
+    from factlens.runner.config import RunConfig, load_config_file
+
+    d: dict[str, Any] = {}
+    if args.config is not None:
+        d.update({str(k).replace("-", "_"): v for k, v in load_config_file(args.config).items()})
+    if args.task is not None:
+        d["task"] = args.task
+    for name in _PLAIN_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            d[name] = v
+    for name in _LIST_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            d[name] = [x.strip() for x in v.split(",") if x.strip()]
+    if "seeds" in d:
+        try:
+            d["seeds"] = [int(s) for s in d["seeds"]]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"seeds must be integers, got {d['seeds']!r}") from e
+    for name in ("edit", "eval"):
+        pairs = getattr(args, name, None) or []
+        if pairs:
+            d[name] = {**d.get(name, {}), **dict(pairs)}
+    ev = dict(d.get("eval", {}))
+    if args.text_source is not None:
+        ev["text_source"] = args.text_source
+    if args.mmlu_source is not None:
+        ev["mmlu_source"] = args.mmlu_source
+    if ev:
+        d["eval"] = ev
+    if "model" not in d and d.get("task") == "planted":
+        d["model"] = "planted"
+    if "out" not in d:
+        d["out"] = str(Path("results") / d.get("task", RunConfig.task))
+    return RunConfig.from_dict(d)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from factlens.runner.executor import ConfigMismatchError, run_experiment
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        return _error(e)
+    print(f"factlens run {cfg.task}: model={cfg.model} localizations={','.join(cfg.localizations)} "
+          f"seeds={','.join(map(str, cfg.seeds))} out={cfg.out} executor={cfg.executor}", file=sys.stderr)
+    try:
+        summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
+    except ConfigMismatchError as e:
+        return _error(e)
+    print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
+    if summary.report is not None:
+        print(f"report: {summary.report}", file=sys.stderr)
+    print(str(summary.report or summary.out))
+    return 0
+
+
+def _error(e: BaseException) -> int:
+    print(f"factlens: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from factlens.runner.report import write_report
+
+    path = write_report(args.out, output=args.output)
+    print(str(path))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``factlens`` command (``[project.scripts] factlens``).
+
+    Returns:
+        0 on success, 2 for bad settings or a run directory holding results of another
+        configuration (the message says what to change), 130 when interrupted (rerun the
+        same command to resume). Errors during the run itself propagate with a traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_report(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except FileNotFoundError as e:
+        return _error(e)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""Run configuration: what an experiment runs, from flags or a YAML/TOML file.
+
+A :class:`RunConfig` names the task, the model, the localizations, the seeds and the
+settings of every step. Its *experiment* fields decide the results; resuming a run directory
+with different experiment fields is an error (pass ``--overwrite`` to start over). The
+*scope* fields (``localizations``, ``seeds``) may grow between invocations: completed
+localizations are skipped, new ones are added. The *execution* fields (``out``,
+``executor``, ``ray_address``, ``gpus_per_job``, ``show_progress``) never matter for results.
+
+Config files use the field names as keys (dashes or underscores), with ``[edit]`` /
+``[eval]`` / ``[task_options]`` / ``[localize_options]`` tables:
+
+.. code-block:: toml
+
+    task = "sports-athlete-editing"
+    model = "gemma-3-270m"
+    localizations = ["flu", "random", "all_mlps"]
+    forget_size = 16
+    seeds = [0, 1]
+
+    [edit]          # factlens.edit.EditConfig fields, on top of the preset
+    steps = 20
+
+    [eval]          # factlens.evaluate.EvalConfig fields
+    n_text_chunks = 8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "RunConfig",
+    "DEFAULT_LOCALIZATIONS",
+    "ALL_SUITES",
+    "TASK_NAMES",
+    "load_config_file",
+    "EXECUTION_FIELDS",
+    "SCOPE_FIELDS",
+    "CPU_EVAL_DEFAULTS",
+    "PLANTED_EVAL_DEFAULTS",
+    "PLANTED_EDIT_DEFAULTS",
+    "DEFAULT_LOCALIZE_OPTIONS",
+]
+
+#: The paper's six localizations compared in Table 1.
+DEFAULT_LOCALIZATIONS: tuple[str, ...] = (
+    "flu", "causal_tracing", "attribution_patching", "random", "all_mlps", "nonlocalized",
+)
+#: All evaluation suites (``mechanisms`` uses each localization's mask).
+ALL_SUITES: tuple[str, ...] = (
+    "standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms",
+)
+#: Task names accepted by ``factlens run`` (``planted``: sports-athlete-editing on the planted model).
+TASK_NAMES: tuple[str, ...] = (
+    "sports-athlete-editing", "full-sports-editing", "sports-unlearning", "counterfact-editing",
+    "sequential-counterfact-editing", "planted",
+)
+EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
+                                              "show_progress"})
+SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds"})
+
+#: Localization options of the default run: causal tracing scores components only (the
+#: layer x position residual traces cost ~4x more and no localization uses them).
+DEFAULT_LOCALIZE_OPTIONS: dict[str, Any] = {"causal_tracing": {"include_resid": False}}
+#: Small-but-real evaluation sizes for a CPU run of a ~270M model (recorded in the report).
+CPU_EVAL_DEFAULTS: dict[str, Any] = {
+    "batch_size": 16, "n_text_chunks": 16, "text_seq_len": 64, "n_mmlu": 57,
+    "relearn_steps": 10, "relearn_batch_size": 8,
+    "soft_prompt_steps": 25, "soft_prompt_seeds": 1,
+}
+#: Edit settings for the planted model on top of ``EditConfig.fast()`` (its weights are O(1-10)).
+PLANTED_EDIT_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "n_sft_chunks": 8}
+#: Evaluation sizes for the planted model (a smoke run in about a minute).
+PLANTED_EVAL_DEFAULTS: dict[str, Any] = {
+    "batch_size": 16, "n_text_chunks": 4, "text_seq_len": 16, "n_mmlu": 8,
+    "relearn_steps": 5, "relearn_batch_size": 8,
+    "soft_prompt_steps": 10, "soft_prompt_seeds": 1,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``factlens run`` needs.
+
+    Attributes:
+        task: One of :data:`TASK_NAMES`.
+        model: ``"gemma-3-270m"`` (embedded), ``"planted"`` (the planted-fact test model)
+            or any TransformerLens model name.
+        localizations: Named localizations (see ``factlens.localize.LOCALIZATIONS``).
+        forget_size: Facts to edit (``n_forget``; chunk size for sequential editing;
+            ``None``: the task's default, all athletes of the sport for full-sports tasks).
+        seeds: One run per seed (task split, localization, edit, evaluation).
+        data: Fact data in the paper's format (Sports Facts CSV / CounterFact JSON), local
+            path or Hugging Face dataset name; ``None``: built-in data.
+        mcq_data: CounterFact multiple-choice questions (JSONL/parquet), joined on ``case_id``.
+        filter_known: Keep only facts the unedited model knows (``factlens.data.filter_known``).
+        max_facts: Cap on the facts kept after filtering (seeded subsample; ``None``: all).
+        task_options: Extra task-function keywords (``sport``, ``n_chunks``, ``n_retain``,
+            ``n_maintain``...).
+        param_budget: Parameter budget of the budgeted localizations; ``None``: the FLU
+            mask's ``n_params`` (as in the paper).
+        localize_on: The facts localization runs on: ``"forget"`` (the task's forget facts)
+            or ``"known"`` (every fact after filtering).
+        localize_options: Extra ``localization_mask`` keywords: shared ones (e.g.
+            ``batch_size``, passed to the methods that take them) and per-localization tables
+            (``{"causal_tracing": {"n_samples": 5}}``). Default:
+            :data:`DEFAULT_LOCALIZE_OPTIONS`.
+        edit_preset: ``"fast"`` (``EditConfig.fast()``, for CPU; with
+            :data:`PLANTED_EDIT_DEFAULTS` on the planted model) or ``"paper"`` (``EditConfig()``).
+        edit: ``EditConfig`` field overrides on top of the preset.
+        eval: ``EvalConfig`` field overrides on top of the model's defaults
+            (:data:`CPU_EVAL_DEFAULTS` / :data:`PLANTED_EVAL_DEFAULTS`; ``eval_preset="full"``
+            uses ``EvalConfig()`` as is).
+        eval_preset: ``"small"`` (the defaults above) or ``"full"``.
+        suites: Evaluation suites (:data:`ALL_SUITES`).
+        device: Device of the model (``"cpu"``, ``"cuda"``...).
+        out: Run directory.
+        executor: ``"local"`` or ``"ray"``.
+        ray_address: Ray cluster address (``None``: start or join a local instance).
+        gpus_per_job: GPUs reserved per Ray job.
+        cpus_per_job: CPUs reserved per Ray job.
+        show_progress: Progress bars.
+    """
+
+    task: str = "sports-athlete-editing"
+    model: str = "gemma-3-270m"
+    localizations: tuple[str, ...] = DEFAULT_LOCALIZATIONS
+    forget_size: int | None = 16
+    seeds: tuple[int, ...] = (0,)
+    data: str | None = None
+    mcq_data: str | None = None
+    filter_known: bool = True
+    max_facts: int | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+    param_budget: int | None = None
+    localize_on: str = "forget"
+    localize_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_LOCALIZE_OPTIONS))
+    edit_preset: str = "fast"
+    edit: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    eval_preset: str = "small"
+    suites: tuple[str, ...] = ALL_SUITES
+    device: str = "cpu"
+    out: str = "results"
+    executor: str = "local"
+    ray_address: str | None = None
+    gpus_per_job: float = 0.0
+    cpus_per_job: float = 1.0
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("localizations", "seeds", "suites"):
+            v = getattr(self, name)
+            if isinstance(v, (str, int)):
+                v = _split_list(v)
+            object.__setattr__(self, name, tuple(v))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        for name in ("task_options", "localize_options", "edit", "eval"):
+            v = getattr(self, name)
+            if not isinstance(v, Mapping):
+                raise ValueError(f"config field {name!r} must be a table/mapping of options, got {v!r}")
+            object.__setattr__(self, name, dict(v))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field and the accepted values."""
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {list(TASK_NAMES)}")
+        if self.task == "planted" and self.model != "planted":
+            raise ValueError("task 'planted' runs on the planted-fact model: pass --model planted")
+        if self.model == "planted" and self.task.startswith(("counterfact", "sequential")):
+            raise ValueError(f"the planted model only knows sports facts; task {self.task!r} needs a real model")
+        if not self.localizations:
+            raise ValueError("give at least one localization (e.g. --localizations flu,random)")
+        from factlens.localize.registry import LOCALIZATIONS, METHODS
+
+        bad = [l for l in self.localizations if l not in LOCALIZATIONS and l not in METHODS]
+        if bad:
+            raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS)}")
+        if len(set(self.localizations)) != len(self.localizations):
+            raise ValueError(f"localizations listed twice: {list(self.localizations)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed (e.g. --seeds 0)")
+        bad = [s for s in self.suites if s not in ALL_SUITES]
+        if bad:
+            raise ValueError(f"unknown evaluation suite(s) {bad}; known: {list(ALL_SUITES)}")
+        if self.forget_size is not None and self.forget_size < 1:
+            raise ValueError(f"forget_size must be >= 1, got {self.forget_size}")
+        if self.edit_preset not in ("fast", "paper"):
+            raise ValueError(f"edit_preset must be 'fast' or 'paper', got {self.edit_preset!r}")
+        if self.eval_preset not in ("small", "full"):
+            raise ValueError(f"eval_preset must be 'small' or 'full', got {self.eval_preset!r}")
+        if self.localize_on not in ("forget", "known"):
+            raise ValueError(f"localize_on must be 'forget' or 'known', got {self.localize_on!r}")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.param_budget is not None and self.param_budget < 0:
+            raise ValueError("param_budget must be >= 0")
+
+    # serialization
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("localizations", "seeds", "suites"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Build from a mapping (keys may use dashes); unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        norm: dict[str, Any] = {}
+        for k, v in d.items():
+            key = str(k).replace("-", "_")
+            if key not in known:
+                raise ValueError(f"unknown config key {k!r}; known keys: {sorted(known)}")
+            norm[key] = v
+        return cls(**norm)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def experiment_dict(self) -> dict[str, Any]:
+        """The fields that decide results (everything but scope and execution fields)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS | SCOPE_FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    # resolved settings of the steps
+    def eval_overrides(self) -> dict[str, Any]:
+        """The ``EvalConfig`` keywords of this run (defaults for the model, then ``eval``)."""
+        base: dict[str, Any] = {}
+        if self.eval_preset == "small":
+            base = dict(PLANTED_EVAL_DEFAULTS if self.model == "planted" else CPU_EVAL_DEFAULTS)
+        base.update(self.eval)
+        return base
+
+    def edit_config(self, seed: int):
+        """The ``factlens.edit.EditConfig`` of this run for ``seed``."""
+        from factlens.edit import EditConfig
+
+        base = EditConfig.fast() if self.edit_preset == "fast" else EditConfig()
+        fields = {f.name for f in dataclasses.fields(base)}
+        bad = sorted(set(self.edit) - fields)
+        if bad:
+            raise ValueError(f"unknown edit option(s) {bad}; EditConfig fields: {sorted(fields)}")
+        over = dict(PLANTED_EDIT_DEFAULTS) if self.model == "planted" and self.edit_preset == "fast" else {}
+        over.update(self.edit)
+        return base.replace(**{**over, "seed": seed})
+
+    def eval_config(self, seed: int):
+        """The ``factlens.evaluate.EvalConfig`` of this run for ``seed``."""
+        from factlens.evaluate import EvalConfig
+
+        over = self.eval_overrides()
+        fields = {f.name for f in dataclasses.fields(EvalConfig)}
+        bad = sorted(set(over) - fields)
+        if bad:
+            raise ValueError(f"unknown eval option(s) {bad}; EvalConfig fields: {sorted(fields)}")
+        over = {k: v for k, v in over.items() if k in fields}
+        over["seed"] = seed
+        if isinstance(over.get("formats"), list):
+            over["formats"] = tuple(over["formats"])
+        return EvalConfig(**over)
+
+    def resolved(self) -> dict[str, Any]:
+        """The exact edit/eval settings (seed 0 shown; each run uses its own seed)."""
+        seed = self.seeds[0]
+        out: dict[str, Any] = {}
+        try:
+            out["edit"] = _as_dict(self.edit_config(seed))
+        except ImportError as e:  # editor not installed: still record what was asked
+            out["edit"] = {"error": str(e)}
+        try:
+            out["eval"] = _as_dict(self.eval_config(seed))
+        except ImportError as e:
+            out["eval"] = {"error": str(e)}
+        return out
+
+
+def _as_dict(x: Any) -> dict[str, Any]:
+    if hasattr(x, "to_dict"):
+        d = x.to_dict()
+    else:
+        d = dataclasses.asdict(x)
+    return json.loads(json.dumps(d, default=str))
+
+
+def _split_list(v: str | int) -> list[str]:
+    if isinstance(v, int):
+        return [v]  # type: ignore[list-item]
+    return [p.strip() for p in v.split(",") if p.strip()]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) run config into a mapping.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Unsupported suffix or the file is not a mapping.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    text = p.read_text()
+    if p.suffix == ".toml":
+        import tomllib
+
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: invalid TOML ({e})") from e
+    elif p.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("YAML configs need PyYAML: pip install pyyaml (or use a .toml config)") from e
+        d = yaml.safe_load(text) or {}
+    elif p.suffix == ".json":
+        d = json.loads(text)
+    else:
+        raise ValueError(f"config file {p} must end in .toml, .yaml, .yml or .json")
+    if not isinstance(d, dict):
+        raise ValueError(f"{p}: a run config must be a mapping of keys to values, got {type(d).__name__}")
+    return d

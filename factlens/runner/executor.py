@@ -1,0 +1,401 @@
+"""Executors run independent jobs; :func:`run_experiment` plans them over a run directory.
+
+A run directory holds::
+
+    run_config.json          the config (and the exact edit/eval settings) of its results
+    config.toml|yaml         the user's config file, when one was given
+    plan/seed<S>.json        the parameter budget (FLU mask) and mechanisms of seed S
+    runs/seed<S>/<loc>.json  one finished localization (written atomically on completion)
+    report.html              the self-contained report
+
+Jobs are independent: :class:`LocalExecutor` runs them one after another in this process
+(sharing the loaded model); :class:`RayExecutor` sends them to a Ray cluster (one job per
+worker, ``gpus_per_job`` GPUs each), and the driver writes each result as it arrives, so
+interrupted runs resume on any executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from tqdm.auto import tqdm
+
+from factlens.runner.config import RunConfig
+from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, plan_job, run_job, versions
+
+__all__ = [
+    "Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunDir", "RunSummary", "run_experiment",
+    "ConfigMismatchError", "write_json_atomic",
+]
+
+
+class Executor(ABC):
+    """Runs independent jobs and hands each result to ``on_result`` as soon as it is done."""
+
+    name: str = "executor"
+
+    @abstractmethod
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
+            desc: str = "jobs", show_progress: bool = True) -> None:
+        """Run ``fn(item)`` for every item; call ``on_result(item, result)`` in this process."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class LocalExecutor(Executor):
+    """Run jobs sequentially in this process (the loaded model is shared between jobs)."""
+
+    name = "local"
+
+    def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
+        with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
+            for item in items:
+                bar.set_postfix_str(getattr(item, "key", ""))
+                on_result(item, fn(item))
+                bar.update()
+
+
+class RayExecutor(Executor):
+    """Run jobs as Ray tasks (``pip install "factlens[ray]"``).
+
+    Args:
+        address: Cluster address (``None``: join the running instance, or start a local one;
+            ``"auto"``: join the cluster this machine belongs to).
+        num_gpus: GPUs reserved per job (use 1 on a GPU cluster with ``device="cuda"``).
+        num_cpus: CPUs reserved per job.
+        init_kwargs: Extra ``ray.init`` keywords (when this executor starts Ray).
+
+    Every node needs factlens installed (or a ``runtime_env`` in ``init_kwargs``). Results
+    come back to the driver, which writes them, so the nodes need no shared filesystem.
+    """
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None = None, num_gpus: float = 0.0, num_cpus: float = 1.0,
+                 init_kwargs: dict[str, Any] | None = None) -> None:
+        self.address = address
+        self.num_gpus = float(num_gpus)
+        self.num_cpus = float(num_cpus)
+        self.init_kwargs = dict(init_kwargs or {})
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "num_gpus": self.num_gpus, "num_cpus": self.num_cpus}
+
+    def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
+        ray = _import_ray()
+        started = False
+        if not ray.is_initialized():
+            ray.init(address=self.address, **self.init_kwargs)
+            started = True
+        try:
+            opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+            env = _source_runtime_env()
+            if env:
+                opts["runtime_env"] = env
+            remote = ray.remote(fn).options(**opts)
+            pending = {remote.remote(item): item for item in items}
+            errors: list[tuple[Any, BaseException]] = []
+            try:
+                with tqdm(total=len(items), desc=f"{desc} (ray)", disable=not show_progress) as bar:
+                    while pending:
+                        done, _ = ray.wait(list(pending), num_returns=1)
+                        for ref in done:
+                            item = pending.pop(ref)
+                            try:
+                                result = ray.get(ref)
+                            except Exception as e:  # noqa: BLE001 - collect, keep the other results
+                                errors.append((item, e))
+                                continue
+                            on_result(item, result)
+                            bar.update()
+            finally:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+            if errors:
+                keys = [getattr(it, "key", str(it)) for it, _ in errors]
+                raise RuntimeError(f"{len(errors)} Ray job(s) failed: {keys}; first error: {errors[0][1]}") from errors[0][1]
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError('the Ray executor needs ray: pip install "factlens[ray]" (or pip install ray)') from e
+    return ray
+
+
+def _source_runtime_env() -> dict[str, Any] | None:
+    """Point Ray workers at this source tree when factlens is not an installed distribution."""
+    import importlib.metadata as md
+
+    try:
+        md.distribution("factlens")
+        return None
+    except md.PackageNotFoundError:
+        import factlens
+
+        root = str(Path(factlens.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        return {"env_vars": {"PYTHONPATH": path}}
+
+
+def make_executor(config: RunConfig) -> Executor:
+    """The executor named by ``config.executor``."""
+    if config.executor == "ray":
+        return RayExecutor(address=config.ray_address, num_gpus=config.gpus_per_job, num_cpus=config.cpus_per_job)
+    return LocalExecutor()
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory
+
+
+class ConfigMismatchError(ValueError):
+    """The run directory holds results of a different configuration."""
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunDir:
+    """The files of one run directory (see the module docstring)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "run_config.json"
+
+    def plan_path(self, seed: int) -> Path:
+        return self.path / "plan" / f"seed{seed}.json"
+
+    def run_path(self, seed: int, localization: str) -> Path:
+        return self.path / "runs" / f"seed{seed}" / f"{localization}.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    def stored(self) -> dict[str, Any] | None:
+        if not self.config_path.exists():
+            return None
+        return json.loads(self.config_path.read_text())
+
+    def completed(self, seed: int, localization: str) -> bool:
+        p = self.run_path(seed, localization)
+        if not p.exists():
+            return False
+        try:
+            return json.loads(p.read_text()).get("kind") == "factlens.run"
+        except (json.JSONDecodeError, OSError):
+            return False
+
+    def load_plan(self, seed: int) -> dict[str, Any] | None:
+        p = self.plan_path(seed)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def run_files(self) -> list[Path]:
+        return sorted((self.path / "runs").glob("seed*/*.json"))
+
+    def clear(self) -> None:
+        """Delete the results this directory holds (only factlens's own files)."""
+        for name in ("plan", "runs"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for p in [self.config_path, self.report_path, *self.path.glob("config.*")]:
+            p.unlink(missing_ok=True)
+
+    def open(self, config: RunConfig, *, overwrite: bool = False, config_file: str | Path | None = None) -> RunConfig:
+        """Create or resume the run directory for ``config``; returns the merged config.
+
+        Raises:
+            ConfigMismatchError: Results of another configuration are there (and not ``overwrite``).
+        """
+        stored = self.stored()
+        foreign = stored is None and (self.path / "runs").exists()
+        if overwrite:
+            self.clear()
+            stored = None
+        elif foreign:
+            raise ConfigMismatchError(f"{self.path} holds results without a run_config.json; pass --overwrite to "
+                                      "discard them or choose another --out")
+        merged = config
+        resolved = config.resolved()
+        if stored is not None:
+            old = RunConfig.from_dict(stored["config"])
+            diff = _diff(old.experiment_dict(), config.experiment_dict())
+            old_res = stored.get("resolved", {})
+            diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(old_res.get(k, {}), resolved.get(k, {}))
+                     if "error" not in old_res.get(k, {}) and "error" not in resolved.get(k, {})]
+            if diff:
+                raise ConfigMismatchError(
+                    f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
+                    + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "
+                      "or choose another --out.")
+            merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
+                                    seeds=tuple(dict.fromkeys(old.seeds + config.seeds)))
+            resolved = merged.resolved()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if config_file is not None:
+            src = Path(config_file)
+            shutil.copyfile(src, self.path / f"config{src.suffix}")
+        now = _now()
+        write_json_atomic(self.config_path, {
+            "config": merged.to_dict(), "resolved": resolved, "versions": versions(),
+            "created": (stored or {}).get("created", now), "updated": now,
+        })
+        return merged
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} (stored) != {b.get(k)!r} (now)" for k in keys if _norm(a.get(k)) != _norm(b.get(k))]
+
+
+def _norm(v: Any) -> Any:
+    return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What :func:`run_experiment` did.
+
+    Attributes:
+        out: The run directory.
+        ran: Keys (``"seed0/flu"``...) of the jobs run now.
+        skipped: Keys of the jobs found completed and skipped.
+        report: Path of the HTML report (``None`` if not written).
+        seconds: Wall time.
+    """
+
+    out: Path
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+    report: Path | None
+    seconds: float
+    files: tuple[Path, ...] = field(default=())
+
+
+def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Executor | None = None,
+                   config_file: str | Path | None = None, report: bool = True) -> RunSummary:
+    """Run (or resume) every localization x seed of ``config`` and write the report.
+
+    Args:
+        config: The run configuration; ``config.out`` is the run directory.
+        overwrite: Discard results of the run directory first.
+        executor: Where jobs run (default: :func:`make_executor` of the config).
+        config_file: The config file the run came from (copied into the run directory).
+        report: Write ``report.html`` at the end.
+
+    Raises:
+        ConfigMismatchError: The run directory holds results of another configuration.
+
+    Example:
+        >>> import tempfile
+        >>> cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
+        ...                 out=tempfile.mkdtemp(), show_progress=False, edit={"steps": 2})
+        >>> s = run_experiment(cfg, report=False)
+        >>> s.ran
+        ('seed0/all_mlps',)
+    """
+    t_start = time.perf_counter()
+    rd = RunDir(Path(config.out))
+    rd.open(config, overwrite=overwrite, config_file=config_file)
+    executor = executor or make_executor(config)
+    show = config.show_progress
+    inner = show and isinstance(executor, LocalExecutor)
+    cfg_dict = config.to_dict()
+
+    plans: dict[int, dict[str, Any]] = {}
+    todo_plans: list[PlanJob] = []
+    for s in config.seeds:
+        todo = [loc for loc in config.localizations if not rd.completed(s, loc)]
+        if not todo:
+            continue
+        need = any(loc not in UNBUDGETED or loc == "flu" for loc in todo)  # flu reuses the plan's mask
+        need_mech = "mechanisms" in config.suites
+        p = rd.load_plan(s)
+        if p is not None and (p.get("param_budget") is not None or not need) and (p.get("mechanisms") or not need_mech):
+            plans[s] = p
+        else:
+            todo_plans.append(PlanJob(cfg_dict, s, inner, need))
+
+    def _plan_done(job: PlanJob, plan: dict[str, Any]) -> None:
+        write_json_atomic(rd.plan_path(job.seed), plan)
+        plans[job.seed] = plan
+
+    executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)", show_progress=show)
+
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    for s in config.seeds:
+        for loc in config.localizations:
+            if rd.completed(s, loc):
+                skipped.append(f"seed{s}/{loc}")
+            else:
+                jobs.append(Job(cfg_dict, s, loc, plans[s], inner))
+    ran: list[str] = []
+    files: list[Path] = []
+
+    def _run_done(job: Job, record: dict[str, Any]) -> None:
+        record["executor"] = executor.describe()
+        path = rd.run_path(job.seed, job.localization)
+        write_json_atomic(path, record)
+        ran.append(job.key)
+        files.append(path)
+
+    if skipped and show:
+        tqdm.write(f"resuming {rd.path}: skipping {len(skipped)} completed run(s): {', '.join(skipped)}")
+    executor.map(run_job, jobs, on_result=_run_done, desc="localizations", show_progress=show)
+
+    report_path = None
+    if report:
+        from factlens.runner.report import write_report
+
+        report_path = write_report(rd.path)
+    return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
+
+
+def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:
+    """The records of every finished run in a run directory."""
+    for p in RunDir(Path(path)).run_files():
+        yield json.loads(p.read_text())

@@ -1,0 +1,466 @@
+"""The steps of one run: prepare -> budget -> localize -> mask -> edit -> evaluate -> revert.
+
+Every step here is a plain function of a :class:`~factlens.runner.config.RunConfig` (as a
+dict, so that jobs pickle cheaply for Ray) and a seed. The model, its pristine copy (the
+``original`` of the evaluation, and the reference used to check that every edit was
+reverted) and the task are built once per process and reused by the following jobs.
+
+The model is edited **in place** and reverted after the evaluation (``EditResult.revert()``);
+the runner then compares every parameter with the pristine copy, so that one localization
+can never leak into the next. Only one extra copy of the model exists at any time.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import inspect
+import platform
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from factlens.runner.config import RunConfig
+
+__all__ = [
+    "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "Job", "PlanJob",
+    "clear_cache", "versions", "check_restored", "UNBUDGETED", "plan_mechanisms",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every job of one seed shares.
+
+    Attributes:
+        model: The model that is edited in place (and reverted) by each job.
+        original: A pristine copy (evaluation baselines; restore check).
+        dataset: The facts after ``filter_known`` / ``max_facts``.
+        task: The task of this seed.
+        meta: Model name, data source, known-fact counts, load times.
+    """
+
+    model: Any
+    original: Any
+    dataset: Any
+    task: Any
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    """Compute the parameter budget (FLU mask) of one seed."""
+
+    config: dict[str, Any]
+    seed: int
+    show_progress: bool = True
+    need_budget: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"plan/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One localization of one seed: localize -> mask -> edit -> evaluate -> revert."""
+
+    config: dict[str, Any]
+    seed: int
+    localization: str
+    plan: dict[str, Any]
+    show_progress: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"seed{self.seed}/{self.localization}"
+
+
+# ---------------------------------------------------------------------------------------------
+# process-local cache of the loaded model and data (one model at a time)
+
+_CACHE: dict[str, Any] = {}
+
+
+def clear_cache() -> None:
+    """Free the cached model, its pristine copy and the data of this process."""
+    _CACHE.clear()
+
+
+def _load_models(cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
+    key = f"{cfg.model}@{cfg.device}"
+    if _CACHE.get("model_key") != key:
+        _CACHE.clear()
+        t0 = time.perf_counter()
+        dataset = None
+        if cfg.model == "planted":
+            from factlens.testing import planted_fact_model
+
+            p = planted_fact_model()
+            model = copy.deepcopy(p.model)  # never edit an object someone else may hold
+            dataset = p.dataset
+        else:
+            from factlens.models import load_model
+
+            model = load_model(cfg.model, device=cfg.device)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        original = copy.deepcopy(model).eval()
+        meta = {"model": cfg.model, "load_seconds": load_s, "copy_seconds": time.perf_counter() - t0,
+                "n_params": int(sum(p.numel() for p in model.parameters())),
+                "shape": _shape_dict(model), "device": str(cfg.device)}
+        _CACHE.update(model_key=key, model=model, original=original, builtin=dataset, model_meta=meta)
+    return _CACHE["model"], _CACHE["original"], _CACHE["builtin"], _CACHE["model_meta"]
+
+
+def _shape_dict(model) -> dict[str, Any]:
+    from factlens.components import ModelShape
+
+    return ModelShape.of(model).to_dict()
+
+
+def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+    key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts))
+    cached = _CACHE.get("data")
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    t0 = time.perf_counter()
+    from factlens import data
+
+    if builtin is not None:
+        ds, source = builtin, "planted"
+    elif cfg.task.startswith(("counterfact", "sequential")):
+        ds, source = data.counterfact(cfg.data, cfg.mcq_data), cfg.data or "builtin counterfact"
+    else:
+        ds, source = data.sports_facts(cfg.data), cfg.data or "builtin sports"
+    n_total = len(ds)
+    if cfg.filter_known:
+        ds = data.filter_known(model, ds, show_progress=show_progress)
+    if cfg.max_facts is not None and len(ds) > cfg.max_facts:
+        ds = ds.split(cfg.max_facts, seed=0)[0]
+    meta = {"data": source, "mcq_data": cfg.mcq_data, "n_facts_total": n_total, "n_facts": len(ds),
+            "known": ds.meta.get("known"), "filter_known": cfg.filter_known, "max_facts": cfg.max_facts,
+            "data_seconds": time.perf_counter() - t0}
+    if len(ds) == 0:
+        raise ValueError(f"no facts left for {cfg.model!r} after filtering ({n_total} before): the model knows none "
+                         "of them; pass --no-filter-known or other data")
+    _CACHE["data"] = (key, ds, meta)
+    return ds, meta
+
+
+def build_task(cfg: RunConfig, dataset, seed: int):
+    """The task of ``cfg`` on ``dataset`` for ``seed``."""
+    from factlens.tasks import TASKS
+
+    name = "sports-athlete-editing" if cfg.task == "planted" else cfg.task
+    fn = TASKS[name]
+    kw: dict[str, Any] = dict(cfg.task_options)
+    if cfg.forget_size is not None:
+        kw["chunk_size" if name == "sequential-counterfact-editing" else "n_forget"] = cfg.forget_size
+    try:
+        return fn(dataset, seed=seed, **kw)
+    except TypeError as e:
+        raise ValueError(f"task {cfg.task!r} does not accept options {sorted(kw)} ({e})") from e
+
+
+def prepare(config: RunConfig | dict[str, Any], seed: int, *, show_progress: bool = False) -> Prepared:
+    """Load (or reuse) the model, its pristine copy, the data and the task of ``seed``."""
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    model, original, builtin, mmeta = _load_models(cfg)
+    ds, dmeta = _load_dataset(cfg, model, builtin, show_progress)
+    task = build_task(cfg, ds, seed)
+    return Prepared(model, original, ds, task, {**mmeta, **dmeta})
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _localize_dataset(prep: Prepared, cfg: RunConfig):
+    return prep.task.forget if cfg.localize_on == "forget" else prep.dataset
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _method_fn(localization: str) -> Callable[..., Any] | None:
+    from factlens.localize.registry import METHODS, get_method
+
+    if localization in ("all_mlps", "nonlocalized", "random", "random_mlps"):
+        return None
+    if localization == "flu":
+        from factlens.localize.flu import flu_scores
+
+        return flu_scores
+    base = localization[: -len("_mlps")] if localization.endswith("_mlps") else localization
+    return get_method(base) if base in METHODS else None
+
+
+def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) -> dict[str, Any]:
+    """Options for ``localization_mask``: shared ones, then ``localize_options[localization]``."""
+    from factlens.localize.registry import LOCALIZATIONS, METHODS
+
+    names = set(LOCALIZATIONS) | set(METHODS)
+    shared = {k: v for k, v in cfg.localize_options.items() if k not in names}
+    own = cfg.localize_options.get(localization, {})
+    fn = _method_fn(localization)
+    if fn is None:
+        return {}
+    opts = {k: v for k, v in shared.items() if _accepts(fn, k)}
+    opts.update(own)
+    if _accepts(fn, "show_progress"):
+        opts["show_progress"] = show_progress
+    return opts
+
+
+#: Localizations that take no parameter budget.
+UNBUDGETED: frozenset[str] = frozenset({"all_mlps", "nonlocalized", "flu"})
+
+
+def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: bool = True,
+                need_budget: bool = True) -> dict[str, Any]:
+    """The parameter budget of the budgeted localizations (the FLU mask's size by default).
+
+    Returns:
+        ``{"seed", "param_budget", "budget_source", "flu": {"mask", "scores", "seconds"} | None}``
+        (``param_budget`` is ``None`` when ``need_budget`` is false: only unbudgeted
+        localizations run).
+    """
+    from factlens.localize import localization_mask
+
+    if cfg.param_budget is not None:
+        return {"seed": seed, "param_budget": int(cfg.param_budget), "budget_source": "config", "flu": None}
+    if not need_budget:
+        return {"seed": seed, "param_budget": None, "budget_source": None, "flu": None}
+    _seed_everything(seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg), "flu", seed=seed,
+                                     **_localize_options(cfg, "flu", show_progress))
+    n = int(mask.n_params(prep.model))
+    if n == 0:
+        raise RuntimeError("the FLU mask is empty, so it gives no parameter budget; set param_budget= in the config")
+    return {"seed": seed, "param_budget": n, "budget_source": "flu", "flu": {
+        "mask": mask.to_dict(), "scores": scores.to_dict() if scores is not None else None,
+        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}}
+
+
+def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, Any], *,
+                    show_progress: bool = True) -> dict[str, Any]:
+    """The paper's mechanisms (fact-lookup MLPs, extraction heads/MLPs) on the unedited model.
+
+    Returns:
+        ``{"masks": {name: Mask.to_dict()}, "seconds"}`` (the ``mechanisms`` suite compares
+        every localization's mask with them).
+    """
+    from factlens.components import Mask
+    from factlens.evaluate.mechanisms import default_mechanisms
+    from factlens.scores import ComponentScores
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    flu = plan.get("flu") or {}
+    flu_scores = None
+    if flu.get("scores"):
+        flu_scores = ComponentScores.from_dict(flu["scores"])
+    elif flu.get("mask"):
+        flu_scores = Mask.from_dict(flu["mask"])
+    mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg), flu_scores=flu_scores, seed=seed,
+                              show_progress=show_progress)
+    return {"masks": {k: m.to_dict() for k, m in mech.items()}, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
+
+
+def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
+    from factlens.components import Mask
+
+    mech = plan.get("mechanisms")
+    if not mech:
+        return None
+    return {k: Mask.from_dict(d) for k, d in mech["masks"].items()}
+
+
+def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any],
+                     show_progress: bool):
+    from factlens.components import Mask
+    from factlens.localize import localization_mask
+    from factlens.scores import ComponentScores
+
+    flu = plan.get("flu")
+    if localization == "flu" and flu is not None:
+        scores = ComponentScores.from_dict(flu["scores"]) if flu.get("scores") else None
+        return Mask.from_dict(flu["mask"]), scores, True
+    budget = None if localization in UNBUDGETED else plan["param_budget"]
+    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg), localization, param_budget=budget, seed=seed,
+                                     **_localize_options(cfg, localization, show_progress))
+    return mask, scores, False
+
+
+def check_restored(model, original) -> dict[str, Any]:
+    """Compare every parameter of ``model`` with ``original``.
+
+    Returns:
+        ``{"exact": bool, "max_abs_diff": float, "n_changed": int}`` (``n_changed``:
+        parameter tensors that are not bit-identical).
+    """
+    ref = dict(original.named_parameters())
+    worst, changed = 0.0, 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            q = ref[name]
+            if not torch.equal(p, q):
+                changed += 1
+                worst = max(worst, float((p - q).abs().max()))
+    return {"exact": changed == 0, "max_abs_diff": worst, "n_changed": changed}
+
+
+def _restore_from(model, original) -> None:
+    ref = dict(original.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(ref[name])
+
+
+def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool):
+    from factlens import edit as E
+
+    ec = cfg.edit_config(seed)
+    if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
+        return E.edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
+    return E.edit(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
+
+
+def _edit_summary(res, config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in ("seconds", "sft_kind"):
+        out[k] = getattr(res, k, None)
+    if out["sft_kind"] is None and getattr(res, "results", None):  # sequential: one result per chunk
+        out["sft_kind"] = getattr(res.results[0], "sft_kind", None)
+        out["n_edits"] = len(res.results)
+    out["history"] = [dict(h) for h in getattr(res, "history", [])]
+    out["config"] = config.to_dict()
+    try:
+        dn = res.delta_norm()
+        out["delta_norm"] = float(dn) if not isinstance(dn, dict) else {k: float(v) for k, v in dn.items()}
+    except Exception as e:  # noqa: BLE001 - a summary number, never worth losing the run
+        out["delta_norm"] = None
+        out["delta_norm_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
+                     show_progress: bool = True) -> dict[str, Any]:
+    """Run one localization of one seed and return its JSON-serializable record.
+
+    The model is edited in place, evaluated against the pristine copy and reverted; the
+    record's ``restore`` entry says whether every parameter came back bit-identical (if not,
+    the parameters are copied back from the pristine copy and ``restore["repaired"]`` is set).
+    """
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    from factlens.evaluate import evaluate
+
+    prep = prepare(cfg, seed, show_progress=show_progress)
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
+    _seed_everything(seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    mask, scores, reused = _mask_and_scores(prep, cfg, seed, localization, plan, show_progress)
+    timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0)
+    cpu["localize"] = plan["flu"].get("cpu_seconds", 0.0) if reused else time.process_time() - c0
+    n_params = int(mask.n_params(prep.model))
+    if len(mask) == 0:
+        raise RuntimeError(f"localization {localization!r} selected no component at budget {plan.get('param_budget')}")
+
+    _seed_everything(seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        res = _edit(prep, mask, cfg, seed, show_progress)
+    except BaseException:
+        _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
+        raise
+    timings["edit"] = time.perf_counter() - t0
+    cpu["edit"] = time.process_time() - c0
+    restore: dict[str, Any] = {}
+    try:
+        if res.model is not prep.model:
+            raise RuntimeError("edit(..., inplace=True) returned a different model object")
+        edit_info = _edit_summary(res, cfg.edit_config(seed))
+        _seed_everything(seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
+                      mask=mask, mechanisms=_mechanisms(plan), show_progress=show_progress)
+        timings["evaluate"] = time.perf_counter() - t0
+        cpu["evaluate"] = time.process_time() - c0
+        for suite, sec in ev.meta.get("seconds", {}).items():
+            timings[f"evaluate.{suite}"] = sec
+    finally:
+        t0 = time.perf_counter()
+        res.revert()
+        restore = check_restored(prep.model, prep.original)
+        if not restore["exact"]:
+            _restore_from(prep.model, prep.original)
+            restore["repaired"] = True
+        timings["revert"] = time.perf_counter() - t0
+    return {
+        "kind": "factlens.run", "format": 1,
+        "localization": localization, "seed": seed, "model": cfg.model, "task": prep.task.summary(),
+        "param_budget": plan.get("param_budget"), "budget_source": plan.get("budget_source"),
+        "budgeted": localization not in UNBUDGETED,
+        "mask": mask.to_dict(), "mask_labels": sorted(c.label for c in mask), "n_params": n_params,
+        "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
+        "edit": edit_info, "eval": ev.to_dict(), "restore": restore, "timings": timings, "cpu_seconds": cpu,
+        "data": {k: v for k, v in prep.meta.items() if k not in ("shape",)}, "shape": prep.meta.get("shape"),
+        "versions": versions(), "finished_at": _now(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# job entry points (top-level functions: picklable by reference for Ray)
+
+
+def plan_job(job: PlanJob) -> dict[str, Any]:
+    """Executor entry point of a :class:`PlanJob`."""
+    cfg = RunConfig.from_dict(job.config)
+    prep = prepare(cfg, job.seed, show_progress=job.show_progress)
+    out = plan_budget(prep, cfg, job.seed, show_progress=job.show_progress, need_budget=job.need_budget)
+    if "mechanisms" in cfg.suites:
+        out["mechanisms"] = plan_mechanisms(prep, cfg, job.seed, out, show_progress=job.show_progress)
+    out["data"] = {k: v for k, v in prep.meta.items() if k != "shape"}
+    out["task"] = prep.task.summary()
+    return out
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
+    return run_localization(job.config, job.seed, job.localization, plan=job.plan, show_progress=job.show_progress)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages that decide results."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("factlens", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn", "plotly"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            if pkg == "factlens":
+                import factlens
+
+                out[pkg] = getattr(factlens, "__version__", "unknown")
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,492 @@
+"""One self-contained HTML report of a run directory (plotly, works offline).
+
+The report shows, for every localization of the run: the paper's Table 1 (forget / edit /
+maintain, format robustness, side effects, with the unedited model's values as the
+"original" row and at-chance formats flagged), spider plots, format-robustness, relearning
+and latent-probe plots, the mechanism table, each localization's attribution heatmap /
+probe curve and mask, the edit loss curves, every metric, and the run metadata (model,
+data, config, package versions and timings per step). plotly.js is embedded once.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS"]
+
+# (group, label, suite, metric name(s), transform): names are averaged when several exist
+# (over the formats that are not at chance, if any); "one_minus" shows 1 - value (the paper
+# reports forgetting as an error rate, higher = better).
+TABLE_COLUMNS: tuple[tuple[str, str, str, tuple[str, ...], str | None], ...] = (
+    ("Standard", "Forget ↑", "standard", ("forget_accuracy",), "one_minus"),
+    ("Standard", "Edit ↑", "standard", ("edit_accuracy",), None),
+    ("Standard", "Maintain ↑", "standard", ("maintain_accuracy",), None),
+    ("MCQ", "Forget ↑", "formats", ("mcq_forget_error",), None),
+    ("MCQ", "Edit ↑", "formats", ("mcq_edit_accuracy",), None),
+    ("MCQ", "Maintain ↑", "formats", ("mcq_maintain_accuracy",), None),
+    ("Paraphrase", "Forget ↑", "formats", ("paraphrase_forget_error",), None),
+    ("Paraphrase", "Edit ↑", "formats", ("paraphrase_edit_accuracy",), None),
+    ("Neighborhood", "Edit error ↓", "formats", ("neighborhood_edit_error",), None),
+    ("Neighborhood", "Maintain ↑", "formats", ("neighborhood_maintain_accuracy",), None),
+    ("Phrasings", "Forget ↑", "formats", ("zero_shot_forget_error", "professional_forget_error",
+                                          "sport_played_forget_error"), None),
+    ("Phrasings", "Edit ↑", "formats", ("zero_shot_edit_accuracy", "professional_edit_accuracy",
+                                        "sport_played_edit_accuracy"), None),
+    ("Side effects", "Text acc ↑", "side_effects", ("next_token_accuracy",), None),
+    ("Side effects", "KL ↓", "side_effects", ("kl_divergence",), None),
+    ("Side effects", "MMLU ↑", "side_effects", ("mmlu_accuracy",), None),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1250px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}tr.orig td{background:#f7f7ff;font-style:italic}
+td.chance{color:#999;background:#f3f3f3}.note{color:#666;font-size:.85rem}.err{color:#a00}
+.grid{display:flex;flex-wrap:wrap;gap:1rem}.grid>div{flex:0 0 auto}
+pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.78rem;max-height:28rem}
+details{margin:.4rem 0}code{font-size:.85rem}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_run_dir(path: str | Path) -> dict[str, Any]:
+    """Read a run directory: ``{"config", "resolved", "versions", "plans", "runs"}``.
+
+    ``runs`` is a list of run records (one per finished localization x seed), in the
+    config's localization order, then by seed.
+    """
+    p = Path(path)
+    cfg_file = p / "run_config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{p} is not a factlens run directory (no run_config.json); run `factlens run` first")
+    meta = json.loads(cfg_file.read_text())
+    runs = [json.loads(f.read_text()) for f in sorted((p / "runs").glob("seed*/*.json"))]
+    order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
+    runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
+    plans = {int(f.stem[4:]): json.loads(f.read_text()) for f in sorted((p / "plan").glob("seed*.json"))}
+    return {"path": str(p), "config": meta["config"], "resolved": meta.get("resolved", {}),
+            "versions": meta.get("versions", {}), "created": meta.get("created"), "updated": meta.get("updated"),
+            "plans": plans, "runs": runs}
+
+
+def _localizations(runs: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(r["localization"] for r in runs))
+
+
+def _eval_results(runs: Sequence[dict]) -> dict[str, list[Any]]:
+    from factlens.evaluate.result import EvalResult
+
+    out: dict[str, list[Any]] = {}
+    for r in runs:
+        out.setdefault(r["localization"], []).append(EvalResult.from_dict(r["eval"]))
+    return out
+
+
+def _metric(run: dict, suite: str, name: str) -> dict | None:
+    s = run.get("eval", {}).get("suites", {}).get(suite)
+    if not s:
+        return None
+    for m in s.get("metrics", []):
+        if m["name"] == name:
+            return m
+    return None
+
+
+def _metric_any(run: dict, suite: str, names: Sequence[str]) -> bool:
+    return any(_metric(run, suite, n) is not None for n in names)
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+
+
+def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None, *, baseline: bool):
+    if baseline:  # the unedited model: one value per seed (every run of a seed has the same baseline)
+        firsts: dict[int, dict] = {}
+        for r in runs:
+            if _metric_any(r, suite, names):
+                firsts.setdefault(r["seed"], r)
+        runs = list(firsts.values())
+    vals, flags, found = [], [], False
+    for r in runs:
+        per: list[tuple[float, bool]] = []
+        for n in names:
+            m = _metric(r, suite, n)
+            if m is None:
+                continue
+            found = True
+            v = _num(m.get("baseline") if baseline else m.get("value"))
+            if transform == "one_minus":
+                v = 1.0 - v
+            per.append((v, bool(m.get("at_chance"))))
+        if not per:
+            continue
+        usable = [p for p in per if not p[1]] or per  # average over formats the model knows, if any
+        flags.append(all(p[1] for p in per))
+        vs = [v for v, _ in usable if not math.isnan(v)]
+        vals.append(float(np.mean(vs)) if vs else float("nan"))
+    if not found:
+        return None
+    arr = np.array(vals, dtype=float)
+    ok = arr[~np.isnan(arr)]
+    mean = float(ok.mean()) if ok.size else float("nan")
+    std = float(ok.std(ddof=1)) if ok.size > 1 else None
+    return {"mean": mean, "std": std, "n_seeds": int(ok.size), "at_chance": any(flags)}
+
+
+def table1_rows(runs: Sequence[dict]) -> tuple[list[tuple], list[dict]]:
+    """The Table 1 columns present in ``runs`` and one row per localization (plus ``original``).
+
+    Returns:
+        ``(columns, rows)``: columns are :data:`TABLE_COLUMNS` entries that some run has;
+        each row is ``{"name", "cells": [cell | None]}`` with ``cell = {"mean", "std",
+        "n_seeds", "at_chance"}`` (means over seeds); the first row, ``"original"``, holds
+        the unedited model's values (the metrics' baselines).
+    """
+    cols = [c for c in TABLE_COLUMNS if _cell(runs, c[2], c[3], c[4], baseline=False) is not None]
+    rows = [{"name": "original", "cells": [_cell(runs, c[2], c[3], c[4], baseline=True) for c in cols]}]
+    for loc in _localizations(runs):
+        sub = [r for r in runs if r["localization"] == loc]
+        rows.append({"name": loc, "cells": [_cell(sub, c[2], c[3], c[4], baseline=False) for c in cols]})
+    return cols, rows
+
+
+def _fmt(cell: dict | None) -> tuple[str, str]:
+    if cell is None or cell["mean"] is None or math.isnan(cell["mean"]):
+        return "–", ""
+    s = f"{cell['mean']:.3f}"
+    if cell.get("std") is not None:
+        s += f" ± {cell['std']:.3f}"
+    if cell.get("at_chance"):
+        return s + " †", "chance"
+    return s, ""
+
+
+def _table1_html(runs: Sequence[dict], budgets: dict[str, Any]) -> str:
+    cols, rows = table1_rows(runs)
+    if not cols:
+        return "<p class='note'>No standard / format / side-effect metrics in these runs.</p>"
+    groups: list[tuple[str, int]] = []
+    for c in cols:
+        if groups and groups[-1][0] == c[0]:
+            groups[-1] = (c[0], groups[-1][1] + 1)
+        else:
+            groups.append((c[0], 1))
+    h = ["<table><tr><th class='l' rowspan=2>localization</th><th rowspan=2>params edited</th>"]
+    h += [f"<th colspan={n}>{_e(g)}</th>" for g, n in groups] + ["</tr><tr>"]
+    h += [f"<th title='{_e(c[2])}: {_e(', '.join(c[3]))}'>{_e(c[1])}</th>" for c in cols] + ["</tr>"]
+    for row in rows:
+        cls = " class='orig'" if row["name"] == "original" else ""
+        h.append(f"<tr{cls}><td class='l'>{_e(row['name'])}</td><td>{_e(budgets.get(row['name'], ''))}</td>")
+        for cell in row["cells"]:
+            text, klass = _fmt(cell)
+            h.append(f"<td class='{klass}'>{_e(text)}</td>")
+        h.append("</tr>")
+    h.append("</table>")
+    h.append("<p class='note'>Means over seeds (± standard deviation with several seeds). <b>original</b>: the "
+             "unedited model. ↑/↓: higher/lower is better; \"Forget\" is the error rate on the true answer "
+             "(1 − accuracy). † and grey: the unedited model is not clearly above chance in this format, so the "
+             "number says nothing about robustness. Hover a column header for the metric names.</p>")
+    return "".join(h)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def _fig_html(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+
+
+def _try_fig(make: Callable[[], Any], what: str) -> str:
+    try:
+        fig = make()
+    except Exception as e:  # noqa: BLE001 - one broken plot must not lose the whole report
+        return f"<p class='err'>{_e(what)} could not be drawn: {_e(type(e).__name__)}: {_e(str(e))}</p>"
+    if fig is None:
+        return ""
+    figs = fig if isinstance(fig, (list, tuple)) else [fig]
+    return "<div class='grid'>" + "".join(f"<div>{_fig_html(f)}</div>" for f in figs) + "</div>"
+
+
+def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
+    """Spider, format bars, relearning bars and probe curves from ``factlens.evaluate.plots``."""
+    first = {loc: rs[0] for loc, rs in evals.items()}
+    try:
+        from factlens.evaluate import plots as P
+    except ImportError as e:
+        msg = f"<p class='err'>factlens.evaluate.plots is not available ({_e(str(e))}).</p>"
+        return {k: msg for k in ("spider", "formats", "relearning", "probes")}
+    has = lambda suite: any(suite in r.suites for r in first.values())  # noqa: E731
+    out = {"spider": _try_fig(lambda: P.spider_plot(first), "spider plot")}
+    fmt_names = list(dict.fromkeys(m.name for r in first.values() if "formats" in r.suites
+                                   for m in r.suites["formats"].metrics))
+    change = [n for n in fmt_names if "maintain" not in n]
+    keep = [n for n in fmt_names if "maintain" in n]
+    out["formats"] = (_try_fig(lambda: [P.metric_bars(first, change, title="Format robustness: forget and edit"),
+                                        P.metric_bars(first, keep, title="Format robustness: maintained facts")]
+                               if keep else P.metric_bars(first, change, title="Format robustness"),
+                               "format-robustness bars")
+                      if fmt_names else "<p class='note'>formats suite not run.</p>")
+    out["relearning"] = _try_fig(lambda: P.relearning_bars(first), "relearning bars") \
+        if has("relearning") else "<p class='note'>relearning suite not run.</p>"
+    out["probes"] = _try_fig(lambda: P.probe_curves(first), "probe curves") \
+        if has("probes") else "<p class='note'>probes suite not run.</p>"
+    return out
+
+
+def _scores_section(runs: Sequence[dict], plans: dict[int, dict]) -> str:
+    from factlens.scores import ComponentScores
+
+    parts = []
+    seeds = sorted({r["seed"] for r in runs})
+    shown_seed = seeds[0] if seeds else 0
+    for loc in _localizations(runs):
+        r = next((x for x in runs if x["localization"] == loc and x["seed"] == shown_seed), None)
+        if r is None:
+            r = next(x for x in runs if x["localization"] == loc)
+        head = (f"<h3>{_e(loc)}</h3><p class='note'>seed {r['seed']}: {r['n_components']} components, "
+                f"{r['n_params']:,} parameters"
+                + (f" (budget {r['param_budget']:,} from {_e(r.get('budget_source'))})" if r.get("budgeted") else "")
+                + f"; localize {r['timings'].get('localize', float('nan')):.1f}s.</p>")
+        body = ""
+        if r.get("scores"):
+            sc = ComponentScores.from_dict(r["scores"])
+            figs: list[Callable[[], Any]] = [lambda sc=sc: sc.plot(title=f"{loc}: {sc.method} ({sc.metric})")]
+            if "probe_accuracy" in sc.extra and sc.method != "probing":
+                from factlens.plots import probe_curve
+
+                figs.append(lambda sc=sc: probe_curve(sc, title=f"{loc}: probe accuracy per layer"))
+            body += "".join(_try_fig(f, f"{loc} scores") for f in figs)
+        else:
+            body += "<p class='note'>No scores: this localization selects components without scoring them.</p>"
+        labels = r.get("mask_labels", [])
+        body += (f"<details><summary>mask ({len(labels)} components)</summary><code>{_e(', '.join(labels))}</code>"
+                 "</details>")
+        parts.append(head + body)
+    return "".join(parts)
+
+
+def _history_fig(runs: Sequence[dict]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in runs:
+        hist = r.get("edit", {}).get("history") or []
+        if not hist:
+            continue
+        fig.add_trace(go.Scatter(x=[h.get("step", i) for i, h in enumerate(hist)], y=[h.get("loss") for h in hist],
+                                 mode="lines", name=f"{r['localization']} (seed {r['seed']})"))
+    if not fig.data:
+        return None
+    fig.update_layout(title="edit: training loss per step", xaxis_title="step", yaxis_title="loss", width=760,
+                      height=380)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def _mechanisms_html(runs: Sequence[dict]) -> str:
+    """Paper Table 2: the share of each localization's parameters inside each mechanism."""
+    rows = [r for r in runs if "mechanisms" in r.get("eval", {}).get("suites", {})]
+    if not rows:
+        return "<p class='note'>mechanisms suite not run.</p>"
+    mechs: list[str] = []
+    for r in rows:
+        for m in r["eval"]["suites"]["mechanisms"]["metrics"]:
+            n = m["name"]
+            if n.endswith("_share") and not n.startswith("weight_mask_") and n[:-6] not in mechs:
+                mechs.append(n[:-6])
+    mechs = [m for m in mechs if m != "other"] + (["other"] if "other" in mechs else [])
+    h = ["<table><tr><th class='l'>localization</th><th>params</th>"]
+    h += [f"<th>{_e(m)}</th>" for m in mechs] + ["</tr>"]
+    for loc in _localizations(rows):
+        sub = [r for r in rows if r["localization"] == loc]
+        size = _cell(sub, "mechanisms", ("mask_params",), None, baseline=False)
+        size_text = f"{size['mean']:,.0f}" if size else "–"
+        h.append(f"<tr><td class='l'>{_e(loc)}</td><td>{size_text}</td>")
+        for m in mechs:
+            share = _cell(sub, "mechanisms", (f"{m}_share",), None, baseline=False)
+            cnt = _cell(sub, "mechanisms", (f"{m}_params",), None, baseline=False)
+            if share is None or share["mean"] is None or math.isnan(share["mean"]):
+                h.append("<td>–</td>")
+            else:
+                h.append(f"<td>{100 * share['mean']:.1f}% ({cnt['mean']:,.0f})</td>" if cnt else
+                         f"<td>{100 * share['mean']:.1f}%</td>")
+        h.append("</tr>")
+    h.append("</table>")
+    comps = rows[0]["eval"]["suites"]["mechanisms"].get("extra", {}).get("mechanisms", {})
+    if comps:
+        h.append("<p class='note'>Share of each mask's parameters inside each mechanism (parameter count), found on "
+                 f"the unedited model (seed {rows[0]['seed']}): "
+                 + "; ".join(f"<b>{_e(k)}</b>: {_e(', '.join(v) or 'none')}" for k, v in comps.items()) + ".</p>")
+    return "".join(h)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        s = json.dumps(v)
+        return s if len(s) < 120 else s[:117] + "..."
+    return "–" if v is None else str(v)
+
+
+def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None) -> str:
+    locs = _localizations(runs)
+    names: list[tuple[str, str]] = []
+    for r in runs:
+        for sname, s in r["eval"]["suites"].items():
+            if suites is not None and sname not in suites:
+                continue
+            for m in s["metrics"]:
+                if (sname, m["name"]) not in names:
+                    names.append((sname, m["name"]))
+    if not names:
+        return "<p class='note'>no metrics.</p>"
+    h = ["<table><tr><th class='l'>suite</th><th class='l'>metric</th><th>original</th>"]
+    h += [f"<th>{_e(l)}</th>" for l in locs] + ["<th>n</th></tr>"]
+    for sname, mname in names:
+        base = _cell(runs, sname, (mname,), None, baseline=True)
+        h.append(f"<tr><td class='l'>{_e(sname)}</td><td class='l'>{_e(mname)}</td>")
+        text, klass = _fmt(base)
+        h.append(f"<td class='{klass}'>{_e(text)}</td>")
+        n = ""
+        for loc in locs:
+            sub = [r for r in runs if r["localization"] == loc]
+            text, klass = _fmt(_cell(sub, sname, (mname,), None, baseline=False))
+            h.append(f"<td class='{klass}'>{_e(text)}</td>")
+            m = next((m for r in sub for m in [_metric(r, sname, mname)] if m is not None), None)
+            if m is not None and not n:
+                n = f"{m.get('n')} {m.get('unit', '')}"
+        h.append(f"<td>{_e(n)}</td></tr>")
+    return "".join(h) + "</table>"
+
+
+def _timings_html(runs: Sequence[dict], plans: dict[int, dict]) -> str:
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r.get("timings", {}) if k not in keys]
+    h = ["<table><tr><th class='l'>run</th>"] + [f"<th>{_e(k)} (s)</th>" for k in keys]
+    h.append("<th>total (s)</th><th title='process CPU seconds, all threads'>CPU: localize / edit / evaluate (s)</th></tr>")
+    for r in runs:
+        t = r.get("timings", {})
+        total = sum(v for k, v in t.items() if "." not in k)
+        cpu = r.get("cpu_seconds", {})
+        cpu_text = " / ".join(f"{cpu[k]:.0f}" if k in cpu else "–" for k in ("localize", "edit", "evaluate"))
+        h.append(f"<tr><td class='l'>seed {r['seed']} / {_e(r['localization'])}</td>")
+        h += [f"<td>{t[k]:.1f}</td>" if k in t else "<td>–</td>" for k in keys]
+        h.append(f"<td>{total:.1f}</td><td>{cpu_text}</td></tr>")
+    h.append("</table><p class='note'>Wall-clock seconds per step (evaluate.* are the suites); CPU seconds count "
+             "every thread of the process, so they stay comparable when the machine is shared.</p>")
+    if plans:
+        h.append("<p class='note'>Budget (FLU) per seed: " + "; ".join(
+            f"seed {s}: {p.get('param_budget'):,} params from {_e(p.get('budget_source'))}"
+            + (f" in {p['flu']['seconds']:.1f}s" if p.get("flu") else "") for s, p in sorted(plans.items())) + "</p>")
+    return "".join(h)
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _pre(obj: Any) -> str:
+    return f"<pre>{_e(json.dumps(obj, indent=1, default=str))}</pre>"
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def build_report(path: str | Path) -> str:
+    """The report of a run directory as one HTML string (plotly.js embedded once)."""
+    import plotly.offline
+
+    d = load_run_dir(path)
+    cfg, runs, plans = d["config"], d["runs"], d["plans"]
+    title = f"factlens: {cfg.get('task')} on {cfg.get('model')}"
+    missing = [f"seed{s}/{l}" for s in cfg.get("seeds", []) for l in cfg.get("localizations", [])
+               if not any(r["seed"] == s and r["localization"] == l for r in runs)]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>",
+             f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",
+             f"<h1>{_e(title)}</h1>"]
+    task = runs[0]["task"] if runs else {}
+    data = runs[0].get("data", {}) if runs else {}
+    parts.append("<p>" + " · ".join(_e(x) for x in [
+        f"task {task.get('name', cfg.get('task'))} ({task.get('objective', '?')})",
+        f"{task.get('n_forget', '?')} forget / {task.get('n_retain', '?')} retain / {task.get('n_maintain', '?')} "
+        "maintain facts",
+        f"data: {data.get('data', cfg.get('data') or 'built-in')} ({data.get('n_facts', '?')} known of "
+        f"{data.get('n_facts_total', '?')})",
+        f"seeds {', '.join(map(str, cfg.get('seeds', [])))}",
+        f"{len(runs)} finished run(s)"]) + "</p>")
+    if missing:
+        parts.append(f"<p class='err'>Not finished yet (rerun the same command to resume): {_e(', '.join(missing))}</p>")
+    if not runs:
+        parts.append("<p>No finished runs yet.</p></body></html>")
+        return "".join(parts)
+
+    budgets = {r["localization"]: f"{r['n_params']:,}" for r in runs}
+    evals = _eval_results(runs)
+    plots = _eval_plots(evals)
+    parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
+              "<h2>Overview (spider plot)</h2>", plots["spider"],
+              "<h2>Format robustness</h2>", plots["formats"],
+              "<h2>Relearning</h2>", plots["relearning"],
+              "<h2>Latent knowledge (linear probes)</h2>", plots["probes"],
+              "<h2>Mechanisms</h2>", _mechanisms_html(runs),
+              "<h2>Localizations</h2>", _scores_section(runs, plans),
+              "<h2>Editing</h2>", _try_fig(lambda: _history_fig(runs), "edit loss curves"),
+              _edit_table(runs),
+              "<h2>All metrics</h2>", _metric_matrix(runs),
+              "<h2>Run metadata</h2>",
+              "<h3>Timings per step</h3>", _timings_html(runs, plans),
+              "<h3>Model and data</h3>", _pre({"model": cfg.get("model"), "shape": runs[0].get("shape"), **data}),
+              "<h3>Configuration</h3>", _pre(cfg),
+              "<h3>Resolved edit and evaluation settings</h3>", _pre(d["resolved"]),
+              "<h3>Package versions</h3>", _pre(d["versions"]),
+              f"<p class='note'>Run directory {_e(d['path'])}; created {_e(d['created'])}, updated {_e(d['updated'])}. "
+              "Per-run JSON: runs/seed&lt;S&gt;/&lt;localization&gt;.json.</p>",
+              "</body></html>"]
+    return "".join(parts)
+
+
+def _edit_table(runs: Sequence[dict]) -> str:
+    h = ["<table><tr><th class='l'>run</th><th>steps</th><th>final loss</th><th>edit time (s)</th><th>SFT term</th>"
+         "<th>restored exactly</th></tr>"]
+    for r in runs:
+        e = r.get("edit", {})
+        hist = e.get("history") or []
+        last = hist[-1].get("loss") if hist else None
+        rest = r.get("restore", {})
+        ok = "yes" if rest.get("exact") else f"no (max |Δ| {rest.get('max_abs_diff', float('nan')):.2g}; repaired)"
+        h.append(f"<tr><td class='l'>seed {r['seed']} / {_e(r['localization'])}</td><td>{len(hist)}</td>"
+                 f"<td>{_short(last)}</td><td>{_short(e.get('seconds'))}</td><td>{_e(e.get('sft_kind'))}</td>"
+                 f"<td>{ok}</td></tr>")
+    return "".join(h) + "</table>"
+
+
+def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
+    """Write ``report.html`` (or ``output``) for a run directory and return its path."""
+    out = Path(output) if output is not None else Path(path) / "report.html"
+    text = build_report(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,204 @@
+"""The experiment runner end to end on the planted model, through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from factlens.runner import RunConfig, run_experiment
+from factlens.runner import pipeline
+from factlens.runner.cli import main
+from factlens.runner.executor import ConfigMismatchError, RunDir, write_json_atomic
+
+# fast settings: a couple of edit steps and the cheap suites (plus the mechanisms table)
+FAST = ["--edit", "steps=2", "--suites", "standard,side_effects,mechanisms", "--no-progress",
+        "--eval", "n_text_chunks=2"]
+LOCS = "flu,random,all_mlps"
+
+
+def _run(out: Path, *extra: str, locs: str = LOCS) -> int:
+    return main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", locs, *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runner") / "planted"
+    assert _run(out) == 0
+    return out
+
+
+@pytest.fixture()
+def copy_of_run(run_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(run_dir, dst)
+    return dst
+
+
+@pytest.fixture()
+def counted(monkeypatch) -> list[str]:
+    """Record the localizations that actually run."""
+    calls: list[str] = []
+    real = pipeline.run_localization
+
+    def spy(config, seed, localization, **kw):
+        calls.append(localization)
+        return real(config, seed, localization, **kw)
+
+    monkeypatch.setattr(pipeline, "run_localization", spy)
+    return calls
+
+
+def test_cli_writes_runs_and_report(run_dir: Path):
+    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.json"))
+    assert files == ["plan/seed0.json", "run_config.json", "runs/seed0/all_mlps.json", "runs/seed0/flu.json",
+                     "runs/seed0/random.json"]
+    plan = json.loads((run_dir / "plan/seed0.json").read_text())
+    budget = plan["param_budget"]
+    assert plan["budget_source"] == "flu" and budget > 0
+    recs = {p.stem: json.loads(p.read_text()) for p in (run_dir / "runs/seed0").glob("*.json")}
+    assert recs["flu"]["n_params"] == budget
+    assert 0 < recs["random"]["n_params"] <= budget  # equal budget, never exceeded
+    assert recs["all_mlps"]["budgeted"] is False and recs["all_mlps"]["n_params"] > budget
+    for r in recs.values():
+        assert r["restore"]["exact"], r["restore"]  # in-place edit reverted bit for bit
+        assert set(r["eval"]["suites"]) == {"standard", "side_effects", "mechanisms"}
+        assert r["edit"]["config"]["steps"] == 2 and len(r["edit"]["history"]) == 2
+        assert {"localize", "edit", "evaluate", "revert"} <= set(r["timings"])
+        assert r["versions"]["torch"]
+    cfg = json.loads((run_dir / "run_config.json").read_text())
+    assert cfg["config"]["localizations"] == ["flu", "random", "all_mlps"]
+    assert cfg["resolved"]["edit"]["steps"] == 2 and cfg["resolved"]["eval"]["n_text_chunks"] == 2
+    html = (run_dir / "report.html").read_text()
+    assert html.count("plotly.js v") <= 2  # the library is embedded once (its banner)
+    assert "Table 1" in html and "Run metadata" in html and "flu" in html and "all_mlps" in html
+    assert "Plotly.newPlot" in html
+    # `factlens report` rewrites it; Table 1 has the original row first and one row per localization
+    from factlens.runner.report import load_run_dir, table1_rows
+
+    other = run_dir.parent / "again.html"
+    assert main(["report", str(run_dir), "--output", str(other)]) == 0 and other.stat().st_size > 1e6
+    cols, rows = table1_rows(load_run_dir(run_dir)["runs"])
+    assert [r["name"] for r in rows] == ["original", "flu", "random", "all_mlps"]
+    assert [c[1] for c in cols][:3] == ["Forget ↑", "Edit ↑", "Maintain ↑"]
+    assert rows[0]["cells"][0]["mean"] == pytest.approx(0.0)  # the unedited model knows every forget fact
+
+
+def test_resume_skips_completed(copy_of_run: Path, counted: list[str]):
+    assert _run(copy_of_run) == 0
+    assert counted == []  # everything was done
+    assert _run(copy_of_run, locs="flu,random,all_mlps,nonlocalized") == 0
+    assert counted == ["nonlocalized"]  # only the new localization ran
+    cfg = json.loads((copy_of_run / "run_config.json").read_text())["config"]
+    assert cfg["localizations"] == ["flu", "random", "all_mlps", "nonlocalized"]
+    assert (copy_of_run / "runs/seed0/nonlocalized.json").exists()
+    assert "nonlocalized" in (copy_of_run / "report.html").read_text()
+
+
+def test_config_mismatch_errors(copy_of_run: Path, counted: list[str], capsys):
+    before = {p: p.read_bytes() for p in copy_of_run.rglob("*.json")}
+    assert _run(copy_of_run, "--forget-size", "4") == 2
+    err = capsys.readouterr().err
+    assert "forget_size" in err and "--overwrite" in err
+    assert counted == [] and {p: p.read_bytes() for p in copy_of_run.rglob("*.json")} == before
+    cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), out=str(copy_of_run),
+                    edit={"steps": 3}, suites=("standard",), show_progress=False)
+    with pytest.raises(ConfigMismatchError, match="steps"):
+        run_experiment(cfg)
+    # --overwrite discards the old results and starts over
+    assert _run(copy_of_run, "--overwrite", "--no-report", locs="all_mlps") == 0
+    assert counted == ["all_mlps"]
+    assert sorted(p.name for p in (copy_of_run / "runs/seed0").iterdir()) == ["all_mlps.json"]
+
+
+def test_toml_config_replaces_flags(tmp_path: Path):
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text(
+        'task = "planted"\nmodel = "planted"\nlocalizations = ["all_mlps"]\nforget-size = 6\nsuites = ["standard"]\n'
+        "show_progress = false\n[edit]\nsteps = 1\n[eval]\nbatch_size = 8\n")
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg_file), "--out", str(out), "--no-report"]) == 0
+    stored = json.loads((out / "run_config.json").read_text())
+    assert stored["config"]["forget_size"] == 6 and stored["config"]["localizations"] == ["all_mlps"]
+    assert stored["resolved"]["edit"]["steps"] == 1 and stored["resolved"]["eval"]["batch_size"] == 8
+    assert (out / "config.toml").read_text() == cfg_file.read_text()  # saved with the results
+    rec = json.loads((out / "runs/seed0/all_mlps.json").read_text())
+    assert rec["task"]["n_forget"] == 6
+    # a flag given on the command line wins over the file
+    from factlens.runner.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["run", "--config", str(cfg_file), "--forget-size", "9", "--seeds", "1,2"])
+    c = config_from_args(args)
+    assert c.forget_size == 9 and c.seeds == (1, 2) and c.localizations == ("all_mlps",) and c.edit == {"steps": 1}
+
+
+def test_yaml_config_and_bad_settings(tmp_path: Path, capsys):
+    from factlens.runner.cli import build_parser, config_from_args
+
+    y = tmp_path / "run.yaml"
+    y.write_text("task: planted\nmodel: planted\nseeds: [0, 1]\nedit: {steps: 4}\n")
+    c = config_from_args(build_parser().parse_args(["run", "--config", str(y)]))
+    assert c.seeds == (0, 1) and c.edit == {"steps": 4} and c.out == str(Path("results") / "planted")
+    assert c.edit_config(1).steps == 4 and c.edit_config(1).seed == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text('task = "planted"\nmodel = "planted"\nlearning_rate = 1\n')
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert main(["run", "planted", "--model", "planted", "--localizations", "flu,magic"]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert main(["run", "planted", "--model", "gemma-3-270m"]) == 2
+    with pytest.raises(ValueError, match="EditConfig"):
+        RunConfig(task="planted", model="planted", edit={"nope": 1}).edit_config(0)
+
+
+def test_defaults_are_the_main_job():
+    from factlens.runner.cli import build_parser, config_from_args
+
+    c = config_from_args(build_parser().parse_args(["run", "sports-athlete-editing"]))
+    assert (c.task, c.model, c.forget_size, c.seeds) == ("sports-athlete-editing", "gemma-3-270m", 16, (0,))
+    assert c.localizations == ("flu", "causal_tracing", "attribution_patching", "random", "all_mlps", "nonlocalized")
+    assert c.edit_config(0) == __import__("factlens").EditConfig.fast()
+
+
+def test_interrupt_keeps_finished_runs(tmp_path: Path, monkeypatch, capsys):
+    real = pipeline.run_localization
+    calls: list[str] = []
+
+    def flaky(config, seed, localization, **kw):
+        calls.append(localization)
+        if localization == "nonlocalized":
+            raise KeyboardInterrupt
+        return real(config, seed, localization, **kw)
+
+    monkeypatch.setattr(pipeline, "run_localization", flaky)
+    out = tmp_path / "run"
+    assert _run(out, "--param-budget", "5000", locs="all_mlps,nonlocalized") == 130
+    assert "resume" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "runs/seed0").iterdir()) == ["all_mlps.json"]  # no partial file
+    monkeypatch.setattr(pipeline, "run_localization", real)
+    cfg = RunConfig.from_dict(json.loads((out / "run_config.json").read_text())["config"])
+    s = run_experiment(cfg, report=False)
+    assert s.ran == ("seed0/nonlocalized",) and s.skipped == ("seed0/all_mlps",)
+
+
+def test_restore_check_and_atomic_json(tmp_path: Path):
+    import torch
+
+    from factlens.testing import planted_fact_model
+
+    m = planted_fact_model(n_subjects=6).model
+    import copy
+
+    orig = copy.deepcopy(m)
+    assert pipeline.check_restored(m, orig)["exact"]
+    with torch.no_grad():
+        next(m.parameters()).add_(1e-3)
+    res = pipeline.check_restored(m, orig)
+    assert not res["exact"] and res["n_changed"] == 1 and res["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    p = tmp_path / "a" / "x.json"
+    write_json_atomic(p, {"v": float("nan")})
+    assert json.loads(p.read_text())["v"] != json.loads(p.read_text())["v"]  # NaN survives
+    assert [q.name for q in p.parent.iterdir()] == ["x.json"]
+    assert RunDir(tmp_path / "none").stored() is None
