@@ -245,4 +245,4 @@ def test_gemma_attribution(gemma):
     r = attribution_correlation(gemma, ds, batch_size=8)
     _assert_unchanged(gemma, snap)
     assert r["n_components"] == 18 * 5
-    assert r["pearson"] > 0.5, r["pearson"]
+    assert r["pearson"] > 0.8, r["pearson"]  # measured 0.975 (spearman 0.957) on these 8 facts
