@@ -22,14 +22,12 @@ SUBJECTS = ("LeBron James", "Babe Ruth", "Tom Brady", "Derek Jeter")
 LAYERS = (0, 8, 17)
 
 
-@pytest.fixture(scope="module")
-def gemma():
-    import factlens
-
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy 2-core machine two threads spin-wait and run many times slower."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)  # robust timing on a busy 2-core machine (no spin-waiting)
-    model = factlens.load_model("gemma-3-270m")
-    yield model
+    torch.set_num_threads(1)
+    yield
     torch.set_num_threads(n)
 
 
