@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -22,7 +21,6 @@ from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.tiny import build_hooked
 from factlens.tokens import encode_records, unembed
 
-pp_mod = importlib.import_module("factlens.localize.path_patching")  # the package attribute is the function
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -256,9 +254,20 @@ def test_no_hooks_left_after_an_exception(planted, monkeypatch):
         probing(m, ds, show_progress=False)
     assert_no_hooks(m)
     monkeypatch.undo()
-    monkeypatch.setattr(pp_mod, "unembed", boom)
+    # receivers mode: fail in the second (receiver-patched) run, while its hooks are attached
+    block = m.blocks[3]
+    original, calls = block.forward, []
+
+    def fail_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # clean cache, corrupted cache, then the patched run (run 1 stops at layer 3)
+            raise RuntimeError("boom")
+        return original(*a, **k)
+
+    monkeypatch.setattr(block, "forward", fail_third)
     with pytest.raises(RuntimeError, match="boom"):
         path_patching(m, ds, receivers=[planted.extraction_head], senders=["L1.mlp"], show_progress=False)
+    assert len(calls) == 3
     assert_no_hooks(m)
 
 

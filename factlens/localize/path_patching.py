@@ -39,9 +39,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, attn_out_hook, mlp_hook
-from factlens.localize.pairs import Metric, PatchingPairs, make_pairs, patching_metric
+from factlens.localize.activation import metric_from_residual
+from factlens.localize.pairs import Metric, PatchingPairs, make_pairs
 from factlens.scores import ComponentScores
-from factlens.tokens import iter_batches, unembed
+from factlens.tokens import iter_batches
 
 __all__ = ["path_patching", "fact_lookup_mlps", "extraction_components"]
 
@@ -125,6 +126,11 @@ def _attn_out(model, layer: int, z: Float[Tensor, "batch head_index d_head"]) ->
     return out
 
 
+def _metric(model, resid: Float[Tensor, "batch d_model"], pairs: PatchingPairs, metric: Metric) -> Tensor:
+    """Metric from final residuals; ``logit_diff`` only unembeds the two answer columns."""
+    return metric_from_residual(model, resid, pairs.clean_answer, pairs.corrupted_answer, metric)
+
+
 def _check_recomputed(ref: Tensor, cached: Tensor, layer: int) -> None:
     tol = 1e-3 * float(cached.abs().max()) + 1e-5
     if not torch.allclose(ref.float(), cached.float(), rtol=1e-3, atol=tol):
@@ -143,7 +149,7 @@ def _direct_batch(model, pairs: PatchingPairs, senders, shape, metric, clean, co
     last = pairs.clean.last_pos
     B = len(pairs)
     b = torch.arange(B, device=last.device)
-    clean_metric = patching_metric(unembed(model, clean["resid"][:, None])[:, 0], pairs, metric)
+    clean_metric = _metric(model, clean["resid"], pairs, metric)
     drops = torch.zeros(len(senders), B)
     refs: dict[int, Tensor] = {}
     for i, s in enumerate(senders):
@@ -158,8 +164,8 @@ def _direct_batch(model, pairs: PatchingPairs, senders, shape, metric, clean, co
             zm = zc.clone()
             zm[:, s.index] = corr["z"][l][b, last][:, s.index]
             delta = _attn_out(model, l, zm) - refs[l]
-        logits = unembed(model, (clean["resid"] + delta.to(clean["resid"].dtype))[:, None])[:, 0]
-        drops[i] = (clean_metric - patching_metric(logits, pairs, metric)).float().cpu()
+        patched = _metric(model, clean["resid"] + delta.to(clean["resid"].dtype), pairs, metric)
+        drops[i] = (clean_metric - patched).float().cpu()
     return drops, clean_metric.float().cpu()
 
 
@@ -223,7 +229,7 @@ def _through_receivers(model, pairs: PatchingPairs, sender: Component, receivers
     with model.hooks(fwd_hooks=hooks):
         resid = model(pairs.clean.tokens, stop_at_layer=shape.n_layers)
     resid = resid[torch.arange(len(pairs), device=resid.device), last.to(resid.device)]
-    return patching_metric(unembed(model, resid[:, None])[:, 0], pairs, metric)
+    return _metric(model, resid, pairs, metric)
 
 
 def path_patching(
@@ -296,7 +302,7 @@ def path_patching(
                 clean_metric[sl] = cm.double().numpy()
                 bar.update(1)
                 continue
-            cm = patching_metric(unembed(model, clean["resid"][:, None])[:, 0], sub, metric).float().cpu()
+            cm = _metric(model, clean["resid"], sub, metric).float().cpu()
             clean_metric[sl] = cm.double().numpy()
             for i in todo:
                 m = _through_receivers(model, sub, send[i], recv, shape, metric, clean, corr).float().cpu()
