@@ -30,7 +30,7 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
 def _unchanged(model, snap) -> bool:
     params = dict(model.named_parameters())
     return set(params) == set(snap) and all(torch.equal(params[n], t) for n, t in snap.items()) and all(
-        p.requires_grad for p in params.values())
+        p.requires_grad and p.grad is None for p in params.values())
 
 
 def _no_hooks(model) -> bool:
@@ -278,11 +278,12 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
         got = _soft_logprobs(gemma, soft_tokens, subjects, ["basketball", "football"])
     want = answer_logprobs(gemma, [s + " plays the sport of" for s in subjects], ["basketball", "football"])
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-    cfg = EvalConfig(relearn_steps=2, relearn_batch_size=4, soft_prompt_steps=3, soft_prompt_seeds=1,
+    cfg = EvalConfig(relearn_steps=2, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=3, soft_prompt_seeds=1,
                      probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=8)
     rel = run_relearning(gemma, gemma_task, config=cfg, show_progress=False)
     assert all(0.0 <= m.value <= 1.0 for m in rel.metrics)
-    assert rel.extra["lora_params"] > 50_000_000 and len(rel.extra["history"]) == 2  # rank 512 on every matrix
+    # rank 64 on every matrix of 18 layers: W_Q/_W_K/_W_V/W_O, W_in/W_gate/W_out
+    assert rel.extra["lora_params"] > 10_000_000 and len(rel.extra["history"]) == 2
     soft = run_soft_prompts(gemma, gemma_task, config=cfg, show_progress=False)
     assert 0.0 <= soft["soft_prompt_forget_accuracy"].value <= 1.0 and soft.extra["max_norm"] > 0
     probes = run_probes(gemma, gemma_task, config=cfg, show_progress=False)

@@ -181,7 +181,7 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
             short = _short(full)
             r = min(rank, *_matrix_dims(short, p.shape))
             delta = _LoraDelta(short, p.shape, r, scale, generator=gen, device=p.device, dtype=dtype)
-            parametrize.register_parametrization(module, attr, delta)
+            parametrize.register_parametrization(module, attr, delta, unsafe=True)  # shape and dtype are kept
             handle._sites.append((module, attr, full))
             handle.ranks[full] = r
     except BaseException:

@@ -9,10 +9,13 @@ on half A's **true** answers, plus a retain loss on ``task.retain`` and an SFT
 wins among the candidates) is then measured on the held-out half B: if a method only
 suppressed the facts, relearning some of them brings the others back.
 
-Memory: the attack runs on ``copy.deepcopy(model)`` (one extra copy of the weights: ~1.1 GB
-for Gemma 3 270M in float32) plus the adapter and its AdamW state (for rank 512 on Gemma
-3 270M about 117M adapter parameters, ~1.4 GB with the optimizer state). The user's model
-is never touched; the copy is dropped when the suite returns.
+Memory: the attack runs on a *structural* copy of the model (:func:`shared_copy`: new module
+objects that share the model's weight tensors, read-only), so the user's model object is
+never touched and the weights are not duplicated. The adapters are the extra memory: for
+rank 512 on Gemma 3 270M about 117M parameters, ~1.9 GB in float32 with their gradients and
+AdamW state (plus the model itself, ~1.8 GB with its untied unembedding). The weights never
+receive gradients (only the adapters are differentiated, with :func:`torch.autograd.grad`)
+and the optimizer only holds the adapters, so the shared tensors stay bitwise equal.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
@@ -38,7 +41,7 @@ from factlens.edit.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluate.result import Metric, SuiteResult
 from factlens.scoring import PromptScores, score_prompts
 
-__all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores"]
+__all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores", "shared_copy"]
 
 
 # -- shared helpers (also used by the soft-prompt suite) -------------------------------------
@@ -61,6 +64,31 @@ def forget_scores(model, facts: FactDataset, config: EvalConfig) -> PromptScores
     return score_prompts(model, format_prompts(facts, "default", seed=config.seed), batch_size=config.batch_size)
 
 
+def shared_copy(model):
+    """A copy of ``model`` whose weights share memory with the original's, frozen.
+
+    The copy has new module objects; each of its parameters is a new ``Parameter`` over the
+    original's storage (``p.detach()``) with ``requires_grad=False``, and the tokenizer is
+    shared. Changing the copy's structure (parametrizations, hooks, train/eval mode) or its
+    gradient flags leaves the original untouched, and no autograd graph runs through the
+    weights; the shared storage must only be read.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> c = shared_copy(m)
+        >>> c.blocks[0] is not m.blocks[0], c.blocks[0].attn.W_Q.data_ptr() == m.blocks[0].attn.W_Q.data_ptr()
+        (True, True)
+        >>> c.blocks[0].attn.W_Q.requires_grad, m.blocks[0].attn.W_Q.requires_grad
+        (False, True)
+    """
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        memo[id(tok)] = tok
+    return copy.deepcopy(model, memo)
+
+
 def _text_chunks(model, config: EvalConfig) -> tuple[Tensor, str]:
     """General-text chunks for the SFT loss (``config.text_source``, ``n_text_chunks``, ``text_seq_len``)."""
     texts = load_texts(config.text_source, seed=config.seed)
@@ -74,8 +102,8 @@ class Relearned:
     """A relearned copy of a model.
 
     Attributes:
-        model: A deep copy of the attacked model with the trained LoRA adapters attached
-            (``lora.remove()`` gives back the copy's original weights).
+        model: A :func:`shared_copy` of the attacked model with the trained LoRA adapters
+            attached (``lora.remove()`` detaches them; the weights are the original's).
         lora: The adapter handle.
         history: One dict per step: ``step``, ``loss``, ``loss_forget``, ``loss_retain``, ``loss_sft``.
         sft_kind: ``"text:<source>"`` or ``"skipped: ..."``.
@@ -93,7 +121,7 @@ class Relearned:
 def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig = EvalConfig(),
             targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0,
             show_progress: bool = True) -> Relearned:
-    """Retrain a deep copy of ``model`` on the true answers of ``facts`` with LoRA.
+    """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
 
     Each step uses ``relearn_batch_size`` facts (cycling through a seeded permutation), the
     same number of retain facts and ``text_batch_size`` general-text chunks (SFT); the loss
@@ -101,7 +129,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     optimized with AdamW (``relearn_lr``) on the adapters only.
 
     Args:
-        model: The attacked model (not modified: the attack trains a deep copy).
+        model: The attacked model (not modified: the adapters live on a :func:`shared_copy`).
         facts: Facts whose true answers are retrained.
         retain: Facts kept by the retain loss (``None`` or empty: no retain loss).
         config: ``relearn_steps``, ``relearn_rank``, ``relearn_lr``, ``relearn_batch_size``,
@@ -124,12 +152,11 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     if len(facts) == 0:
         raise ValueError("relearn needs at least one fact to train on")
     t0 = time.perf_counter()
-    work = copy.deepcopy(model)
+    work = shared_copy(model)
     work.eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
     lora = add_lora(work, rank=config.relearn_rank, targets=targets, seed=config.seed)
-    opt = torch.optim.AdamW(lora.parameters(), lr=config.relearn_lr, weight_decay=0.0)
+    trainable = lora.parameters()
+    opt = torch.optim.AdamW(trainable, lr=config.relearn_lr, weight_decay=0.0)
     chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
     gen = torch.Generator().manual_seed(config.seed)
     bs = config.relearn_batch_size
@@ -162,8 +189,9 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
                     loss_s = sft_loss(work, cb, positions)
                     loss = loss + l_sft * loss_s
                     rec["loss_sft"] = loss_s.item()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                grads = torch.autograd.grad(loss, trainable)  # the shared weights get no gradient
+            for p, g in zip(trainable, grads):
+                p.grad = g
             opt.step()
             rec["loss"] = loss.item()
             history.append(rec)

@@ -9,6 +9,7 @@ meaningful metric. Users can instead pass their own corrupted prompts (same toke
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -59,6 +60,7 @@ def make_pairs(
     corrupted_prompts: Sequence[str] | None = None,
     corrupted_answers: Sequence[str] | None = None,
     seed: int = 0,
+    drop_unpaired: bool = True,
 ) -> PatchingPairs:
     """Build clean/corrupted pairs for patching.
 
@@ -70,6 +72,9 @@ def make_pairs(
         corrupted_answers: Answers for the user-given corrupted prompts (default: each
             record's ``target_new``).
         seed: Seed for choosing corrupting subjects.
+        drop_unpaired: Facts for which no same-length subject with a different answer
+            exists are left out with a warning naming them (``False``: raise instead). At
+            least one fact must remain.
 
     Raises:
         ValueError: When no same-length subject with a different answer exists for a fact,
@@ -100,17 +105,30 @@ def make_pairs(
         pool: dict[int, list[int]] = {}
         for i, n in enumerate(n_subj):
             pool.setdefault(n, []).append(i)
-        corr_records, corr_ans = [], []
+        corr_records, corr_ans, keep, dropped = [], [], [], []
         for i, r in enumerate(records):
             options = [j for j in pool[n_subj[i]] if clean_ans[j] != clean_ans[i]]
             if not options:
+                if drop_unpaired:
+                    dropped.append(r.subject)
+                    continue
                 raise ValueError(
                     f"no subject with the same token length ({n_subj[i]}) and a different answer for {r.subject!r}; "
-                    "use a larger dataset or pass corrupted_prompts="
+                    "use a larger dataset, pass corrupted_prompts=, or drop_unpaired=True"
                 )
             j = rng.choice(options)
+            keep.append(i)
             corr_records.append(r.with_subject(records[j].subject))
             corr_ans.append(clean_ans[j])
+        if dropped:
+            if not keep:
+                raise ValueError("no fact has a same-length subject with a different answer to corrupt it with; "
+                                 "use a larger dataset or pass corrupted_prompts=")
+            warnings.warn(f"patching: left out {len(dropped)} fact(s) without a same-token-length corrupting subject "
+                          f"with a different answer: {dropped[:10]}", stacklevel=2)
+            records = [records[i] for i in keep]
+            clean = clean.subset(keep)
+            clean_ans = [clean_ans[i] for i in keep]
         corr = encode_records(model, corr_records)
         bad = [i for i in range(len(records)) if int(corr.lengths[i]) != int(clean.lengths[i])]
         if bad:
