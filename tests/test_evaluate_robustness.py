@@ -261,7 +261,7 @@ def test_default_mechanisms_planted(planted):
 def gemma_task():
     from factlens.data import sports_facts
 
-    return sports_athlete_editing(sports_facts(), n_forget=8, seed=0, n_retain=16, n_maintain=16)
+    return sports_athlete_editing(sports_facts(), n_forget=8, seed=0, n_retain=12, n_maintain=8)
 
 
 @pytest.mark.slow
@@ -269,6 +269,7 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
     watched = ("blocks.0.attn.W_Q", "blocks.0.attn._W_K", "blocks.9.mlp.W_gate", "blocks.17.attn.W_O", "embed.W_E")
     before = {n: p.detach().clone() for n, p in gemma.named_parameters() if n in watched}
     names = [n for n, _ in gemma.named_parameters()]
+    flags = [p.requires_grad for p in gemma.parameters()]
     assert set(before) == set(watched)
     # soft tokens equal to real embeddings reproduce the written-out prompt (Gemma: scaled embeddings, rotary)
     ids = _encode(gemma, " plays the sport of")[0]
@@ -278,17 +279,18 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
         got = _soft_logprobs(gemma, soft_tokens, subjects, ["basketball", "football"])
     want = answer_logprobs(gemma, [s + " plays the sport of" for s in subjects], ["basketball", "football"])
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-    cfg = EvalConfig(relearn_steps=2, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=3, soft_prompt_seeds=1,
-                     probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=8)
+    cfg = EvalConfig(relearn_steps=1, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=2, soft_prompt_seeds=1,
+                     probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=16)
     rel = run_relearning(gemma, gemma_task, config=cfg, show_progress=False)
     assert all(0.0 <= m.value <= 1.0 for m in rel.metrics)
     # rank 64 on every matrix of 18 layers: W_Q/_W_K/_W_V/W_O, W_in/W_gate/W_out
-    assert rel.extra["lora_params"] > 10_000_000 and len(rel.extra["history"]) == 2
+    assert rel.extra["lora_params"] > 10_000_000 and len(rel.extra["history"]) == 1
     soft = run_soft_prompts(gemma, gemma_task, config=cfg, show_progress=False)
     assert 0.0 <= soft["soft_prompt_forget_accuracy"].value <= 1.0 and soft.extra["max_norm"] > 0
     probes = run_probes(gemma, gemma_task, config=cfg, show_progress=False)
     assert probes.extra["layers"] == [3, 9, 17] and len(probes.extra["true"]) == 3
     assert [n for n, _ in gemma.named_parameters()] == names and _no_hooks(gemma)
+    assert [p.requires_grad for p in gemma.parameters()] == flags and all(p.grad is None for p in gemma.parameters())
     for n, p in gemma.named_parameters():
         if n in before:
             assert torch.equal(p, before[n]), n
