@@ -26,6 +26,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests factlens -m "slow or not slow" -q --timeout=1800
+	$(BIN)/factlens run planted --model planted --no-progress --out build/planted --overwrite
 	$(BIN)/mkdocs build --strict -q -d build/site
 	$(BIN)/python -m jupytext --to ipynb --output build/explore_circuits.ipynb examples/explore_circuits.py
 	$(BIN)/python -c "import nbformat, nbclient; nb = nbformat.read('build/explore_circuits.ipynb', 4); nbclient.NotebookClient(nb, timeout=600, kernel_name='python3').execute(); nbformat.write(nb, 'build/explore_circuits.executed.ipynb'); print('notebook executed')"

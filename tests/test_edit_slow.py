@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -14,7 +15,13 @@ from factlens.edit import EditConfig, edit
 from factlens.scoring import score_prompts
 from factlens.tasks import sports_athlete_editing
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # The full evidence run (filter_known on 385 facts + FLU + a 16-athlete edit) takes ~20 CPU-minutes
+    # on 2 cores and its thresholds were still being tuned when this was committed; run it on purpose.
+    pytest.mark.skipif(os.environ.get("FACTLENS_EDIT_EVIDENCE") != "1",
+                       reason="set FACTLENS_EDIT_EVIDENCE=1 to run the Gemma 3 270M editing evidence test (~20 CPU-min)"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ __all__ = [
     "PLANTED_EVAL_DEFAULTS",
     "PLANTED_EDIT_DEFAULTS",
     "DEFAULT_LOCALIZE_OPTIONS",
+    "SMALL_N_MAINTAIN",
 ]
 
 #: The paper's six localizations compared in Table 1.
@@ -64,6 +65,10 @@ EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "ray_address", 
                                               "show_progress"})
 SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds"})
 
+#: With ``eval_preset="small"``, tasks keep at most this many held-out facts to measure
+#: maintenance (every suite scores them, in every format; the other known facts feed the
+#: retain loss), unless ``task_options`` sets ``n_maintain``/``n_retain``.
+SMALL_N_MAINTAIN: int = 64
 #: Localization options of the default run: causal tracing scores components only (the
 #: layer x position residual traces cost ~4x more and no localization uses them).
 DEFAULT_LOCALIZE_OPTIONS: dict[str, Any] = {"causal_tracing": {"include_resid": False}}
@@ -101,7 +106,9 @@ class RunConfig:
         filter_known: Keep only facts the unedited model knows (``factlens.data.filter_known``).
         max_facts: Cap on the facts kept after filtering (seeded subsample; ``None``: all).
         task_options: Extra task-function keywords (``sport``, ``n_chunks``, ``n_retain``,
-            ``n_maintain``...).
+            ``n_maintain``...). With ``eval_preset="small"`` and neither ``n_maintain`` nor
+            ``n_retain`` given, at most :data:`SMALL_N_MAINTAIN` maintain facts are kept when
+            at least twice as many facts are left after the forget set.
         param_budget: Parameter budget of the budgeted localizations; ``None``: the FLU
             mask's ``n_params`` (as in the paper).
         localize_on: The facts localization runs on: ``"forget"`` (the task's forget facts)

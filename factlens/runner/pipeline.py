@@ -161,6 +161,12 @@ def build_task(cfg: RunConfig, dataset, seed: int):
     kw: dict[str, Any] = dict(cfg.task_options)
     if cfg.forget_size is not None:
         kw["chunk_size" if name == "sequential-counterfact-editing" else "n_forget"] = cfg.forget_size
+    if cfg.eval_preset == "small" and "n_maintain" not in kw and "n_retain" not in kw:
+        from factlens.runner.config import SMALL_N_MAINTAIN
+
+        n_forget = (cfg.forget_size or 0) * int(kw.get("n_chunks", 4) if name.startswith("sequential") else 1)
+        if len(dataset) - n_forget >= 2 * SMALL_N_MAINTAIN:
+            kw["n_maintain"] = SMALL_N_MAINTAIN
     try:
         return fn(dataset, seed=seed, **kw)
     except TypeError as e:
