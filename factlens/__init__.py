@@ -15,20 +15,21 @@ from factlens.localize import localization_mask, localize
 from factlens.models import load_model
 from factlens.scores import ComponentScores
 
+# Bind the verbs eagerly: importing a subpackage sets ``factlens.<name>`` to the module, so
+# the function must be assigned after the subpackage is imported.
+from factlens.edit import EditConfig, EditResult, edit  # noqa: E402
+from factlens.edit.sweep import sweep  # noqa: E402
+from factlens.evaluate import evaluate  # noqa: E402
+
 __version__ = "0.1.0"
 
 # editing / evaluation / runner entry points are imported lazily (they pull in more code)
 _LAZY = {
-    "edit": "factlens.edit:edit",
-    "EditConfig": "factlens.edit:EditConfig",
-    "EditResult": "factlens.edit:EditResult",
-    "sweep": "factlens.edit:sweep",
-    "evaluate": "factlens.evaluate:evaluate",
     "testing": "factlens.testing",
 }
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
-           "data", "tasks", *_LAZY]
+           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

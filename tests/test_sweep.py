@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-import factlens.edit.sweep as sweep_mod
+import importlib
+
+sweep_mod = importlib.import_module("factlens.edit.sweep")
 from factlens.components import Mask
 from factlens.edit.config import EditConfig
 from factlens.edit.sweep import SweepResult, config_key, score_edit, sweep, text_accuracy

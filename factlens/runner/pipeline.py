@@ -338,7 +338,9 @@ def _restore_from(model, original) -> None:
 
 
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool):
-    from factlens import edit as E
+    import importlib
+
+    E = importlib.import_module("factlens.edit")
 
     ec = cfg.edit_config(seed)
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
