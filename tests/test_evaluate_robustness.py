@@ -294,3 +294,22 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
     for n, p in gemma.named_parameters():
         if n in before:
             assert torch.equal(p, before[n]), n
+
+
+def test_evaluate_passes_a_learned_weight_mask_to_mechanisms(planted):
+    """evaluate(weight_mask=...) counts the learned mask's ablated weights per mechanism (Table 3)."""
+    from factlens.edit.weight_mask import WeightMaskConfig, learn_weight_mask
+    from factlens.evaluate import evaluate
+
+    mask = Mask.from_labels(["L1.mlp", "L2H1"])
+    wm = learn_weight_mask(planted.model, mask, planted.task,
+                           config=WeightMaskConfig(steps=5, lr=0.5, n_sft_chunks=2, l_sft=0.0), show_progress=False)
+    mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), "extraction_heads": Mask.from_labels(["L2H1"])}
+    res = evaluate(planted.model, planted.task, suites=["mechanisms"], mask=mask, mechanisms=mech, weight_mask=wm,
+                   weight_mask_threshold=0.9, show_progress=False)
+    counts = wm.counts_per_mechanism(0.9, mech)
+    r = res["mechanisms"]
+    assert r["weight_mask_masked"].value == wm.n_masked(0.9) > 0
+    for k in mech:
+        assert r[f"weight_mask_{k}_count"].value == counts[k]
+    assert res.meta["weight_mask_threshold"] == 0.9

@@ -106,10 +106,10 @@ def test_extra_fields_and_cost(planted):
     assert np.argmax(np.abs(resid[0])) == 1 and np.argmax(np.abs(resid[3])) == T - 1
     assert np.array(s.extra["resid_by_role"]).shape == (shape.n_layers, len(s.extra["roles"]))
     assert s.extra["clean_mean"] > 5 > -5 > s.extra["corrupted_mean"]
-    assert s.extra["forward_equivalents"] == 4
+    assert s.extra["forward_equivalents"] == 3
     assert s.extra["exact_forward_equivalents"] == 2 + len(s)
     ig = attribution_patching(planted.model, planted.dataset, ig_steps=3, show_progress=False)
-    assert ig.extra["forward_equivalents"] == 2 + 3 * 3 and ig.extra["ig_interpolation"] == "input_embeddings"
+    assert ig.extra["forward_equivalents"] == 2 + 2 * 3 and ig.extra["ig_interpolation"] == "input_embeddings"
     factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of extra
 
 
@@ -168,7 +168,7 @@ def test_model_unchanged_with_frozen_parameters(planted):
 
 def test_hooks_removed_after_an_exception(planted, monkeypatch):
     calls = {"n": 0}
-    real = attribution_mod.patching_metric
+    real = attribution_mod.metric_from_residual
 
     def failing(*args, **kw):
         calls["n"] += 1
@@ -176,7 +176,7 @@ def test_hooks_removed_after_an_exception(planted, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kw)
 
-    monkeypatch.setattr(attribution_mod, "patching_metric", failing)
+    monkeypatch.setattr(attribution_mod, "metric_from_residual", failing)
     snap = _snapshot(planted.model)
     with pytest.raises(RuntimeError, match="boom"):
         attribution_patching(planted.model, planted.dataset, show_progress=False)

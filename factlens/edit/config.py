@@ -99,12 +99,15 @@ class EditConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> "EditConfig":
-        """A CPU-friendly preset: 30 steps of 16 forget + 16 retain examples, no accumulation.
+        """A CPU-friendly preset: 20 steps of 16 forget + 16 retain examples, no accumulation.
 
-        Tuned on Gemma 3 270M (Sports-Athlete-Editing, 16 facts, FLU-sized MLP masks): edits
-        the facts in a couple of minutes on 2 CPU cores. The SFT term uses 4 chunks per step.
+        Tuned on Gemma 3 270M (Sports-Athlete-Editing, 16 facts, MLPs 2-3, a retain pool of
+        the ~230 other known athletes): edit accuracy 1.00 and held-out maintain accuracy
+        0.94 (30/32) in about 100 s on 2 CPU cores. With only 32 retain facts the same edit
+        keeps 0.78 of the held-out facts, and ``lr=2e-4`` drops that to 0.63: keep the retain
+        pool large. The SFT term uses 4 chunks per step.
         """
-        base = dict(lr=2e-4, steps=30, batch_size=16, grad_accum=1, sft_batch_size=4, n_sft_chunks=16, sft_positions=16)
+        base = dict(lr=1e-4, steps=20, batch_size=16, grad_accum=1, sft_batch_size=4, n_sft_chunks=16, sft_positions=16)
         base.update(overrides)
         return cls(**base)
 

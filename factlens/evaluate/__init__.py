@@ -82,7 +82,8 @@ def _model_name(model) -> str:
 
 
 def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUITES, config: EvalConfig = EvalConfig(),
-             mask=None, mechanisms=None, show_progress: bool = True) -> EvalResult:
+             mask=None, mechanisms=None, weight_mask=None, weight_mask_threshold: float | None = None,
+             show_progress: bool = True) -> EvalResult:
     """Evaluate an (edited) model on a task with the named suites.
 
     Args:
@@ -95,6 +96,10 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
         config: Evaluation settings.
         mask: The localization mask that was edited (``mechanisms`` suite; recorded in meta).
         mechanisms: Mechanism components to compare (``mechanisms`` suite).
+        weight_mask: A learned weight mask (:func:`factlens.edit.weight_mask.learn_weight_mask`'s
+            result) whose masked weights the ``mechanisms`` suite counts per mechanism (the
+            paper's Table 3).
+        weight_mask_threshold: Discretization threshold for ``weight_mask`` (``None``: its default).
         show_progress: Show tqdm progress bars.
 
     Returns:
@@ -133,6 +138,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
         for name in tqdm(suites, desc="evaluate", disable=not show_progress):
             kw = _accepted(fns[name], {"original": original, "config": config, "mask": mask, "mechanisms": mechanisms,
                                        "show_progress": show_progress})
+            if name == "mechanisms" and weight_mask is not None:
+                kw.update(weight_mask=weight_mask, weight_mask_threshold=weight_mask_threshold)
             t0 = time.perf_counter()
             res = fns[name](model, task, **kw)
             timings[name] = time.perf_counter() - t0
@@ -154,6 +161,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
     }
     if mask is not None:
         meta["mask"] = sorted(c.label for c in mask) if hasattr(mask, "__iter__") else str(mask)
+    if weight_mask is not None:
+        meta["weight_mask_threshold"] = weight_mask_threshold
     if mechanisms is not None:
         meta["mechanisms"] = str(mechanisms) if not isinstance(mechanisms, (list, tuple, dict)) else (
             {k: str(v) for k, v in mechanisms.items()} if isinstance(mechanisms, dict) else [str(m) for m in mechanisms])
