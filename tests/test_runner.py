@@ -202,3 +202,28 @@ def test_restore_check_and_atomic_json(tmp_path: Path):
     assert json.loads(p.read_text())["v"] != json.loads(p.read_text())["v"]  # NaN survives
     assert [q.name for q in p.parent.iterdir()] == ["x.json"]
     assert RunDir(tmp_path / "none").stored() is None
+
+
+def test_local_executor_loads_the_model_once_per_workspace(tmp_path: Path, monkeypatch):
+    """No module-level cache: the LocalExecutor's Workspace holds the model, shared by its jobs."""
+    from factlens.runner import LocalExecutor, Workspace
+
+    loads: list[str] = []
+    real = pipeline._load_models
+
+    def spy(cfg):
+        loads.append(cfg.model)
+        return real(cfg)
+
+    monkeypatch.setattr(pipeline, "_load_models", spy)
+    cfg = RunConfig(task="planted", model="planted", localizations=("random", "all_mlps"), suites=("standard",),
+                    out=str(tmp_path / "a"), show_progress=False, edit={"steps": 1})
+    ws = Workspace()
+    run_experiment(cfg, executor=LocalExecutor(ws), report=False)
+    assert loads == ["planted"] and "model_key" in ws  # plan + 2 jobs, one load
+    run_experiment(cfg.replace(out=str(tmp_path / "b")), executor=LocalExecutor(ws), report=False)
+    assert loads == ["planted"]  # reused by a second run with the same workspace
+    run_experiment(cfg.replace(out=str(tmp_path / "c")), executor=LocalExecutor(), report=False)
+    assert loads == ["planted", "planted"]  # a new executor, a new workspace
+    ws.clear()
+    assert "model_key" not in ws

@@ -10,6 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from factlens.runner import LocalExecutor, RayExecutor, RunConfig, run_experiment  # noqa: E402
+from factlens.runner.pipeline import Workspace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def test_ray_executor_runs_jobs_and_resumes(local_ray, tmp_path: Path):
 
 
 def test_ray_job_errors_are_reported(local_ray, tmp_path: Path):
-    def boom(item):
+    def boom(item, workspace):
+        assert isinstance(workspace, Workspace) and "model_key" not in workspace  # a fresh one per job
         if item == 2:
             raise ValueError("job two failed")
         return item * 10

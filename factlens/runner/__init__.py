@@ -17,10 +17,11 @@ from factlens.runner.executor import (
     make_executor,
     run_experiment,
 )
+from factlens.runner.pipeline import Workspace
 from factlens.runner.report import build_report, write_report
 
 __all__ = [
     "RunConfig", "DEFAULT_LOCALIZATIONS", "load_config_file", "run_experiment", "RunSummary", "RunDir",
     "Executor", "LocalExecutor", "RayExecutor", "make_executor", "ConfigMismatchError", "write_report",
-    "build_report",
+    "build_report", "Workspace",
 ]

@@ -10,7 +10,8 @@ A run directory holds::
 
 Jobs are independent: :class:`LocalExecutor` runs them one after another in this process
 (sharing the loaded model); :class:`RayExecutor` sends them to a Ray cluster (one job per
-worker, ``gpus_per_job`` GPUs each), and the driver writes each result as it arrives, so
+worker, ``gpus_per_job`` GPUs each; every job loads its own model, which is cheap next to
+an edit and its evaluation), and the driver writes each result as it arrives, so
 interrupted runs resume on any executor.
 """
 
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from factlens.runner.config import RunConfig
-from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, plan_job, run_job, versions
+from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
 __all__ = [
     "Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunDir", "RunSummary", "run_experiment",
@@ -38,29 +39,40 @@ __all__ = [
 
 
 class Executor(ABC):
-    """Runs independent jobs and hands each result to ``on_result`` as soon as it is done."""
+    """Runs independent jobs and hands each result to ``on_result`` as soon as it is done.
+
+    A job function is called as ``fn(item, workspace)``: the :class:`~factlens.runner.pipeline.Workspace`
+    (loaded model and data) of the process it runs in.
+    """
 
     name: str = "executor"
 
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
             desc: str = "jobs", show_progress: bool = True) -> None:
-        """Run ``fn(item)`` for every item; call ``on_result(item, result)`` in this process."""
+        """Run ``fn(item, workspace)`` for every item; call ``on_result(item, result)`` in this process."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
 class LocalExecutor(Executor):
-    """Run jobs sequentially in this process (the loaded model is shared between jobs)."""
+    """Run jobs sequentially in this process; its :class:`Workspace` (the loaded model) is shared between jobs.
+
+    Args:
+        workspace: The workspace to use (default: a new one, kept for the executor's lifetime).
+    """
 
     name = "local"
+
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace if workspace is not None else Workspace()
 
     def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
         with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
             for item in items:
                 bar.set_postfix_str(getattr(item, "key", ""))
-                on_result(item, fn(item))
+                on_result(item, fn(item, self.workspace))
                 bar.update()
 
 
@@ -101,8 +113,8 @@ class RayExecutor(Executor):
             env = _source_runtime_env()
             if env:
                 opts["runtime_env"] = env
-            remote = ray.remote(fn).options(**opts)
-            pending = {remote.remote(item): item for item in items}
+            remote = ray.remote(_in_fresh_workspace).options(**opts)
+            pending = {remote.remote(fn, item): item for item in items}
             errors: list[tuple[Any, BaseException]] = []
             try:
                 with tqdm(total=len(items), desc=f"{desc} (ray)", disable=not show_progress) as bar:
@@ -126,6 +138,11 @@ class RayExecutor(Executor):
         finally:
             if started:
                 ray.shutdown()
+
+
+def _in_fresh_workspace(fn: Callable[[Any, Workspace], Any], item: Any) -> Any:
+    """A Ray job: ``fn(item, workspace)`` with a workspace of its own (each job loads its model)."""
+    return fn(item, Workspace())
 
 
 def _import_ray():

@@ -3,7 +3,8 @@
 Every step here is a plain function of a :class:`~factlens.runner.config.RunConfig` (as a
 dict, so that jobs pickle cheaply for Ray) and a seed. The model, its pristine copy (the
 ``original`` of the evaluation, and the reference used to check that every edit was
-reverted) and the task are built once per process and reused by the following jobs.
+reverted) and the filtered data live in a :class:`Workspace` that an executor passes to
+the jobs it runs in one process, so that they are built once and reused.
 
 The model is edited **in place** and reverted after the evaluation (``EditResult.revert()``);
 the runner then compares every parameter with the pristine copy, so that one localization
@@ -28,7 +29,7 @@ from factlens.runner.config import RunConfig
 
 __all__ = [
     "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "Job", "PlanJob",
-    "clear_cache", "versions", "check_restored", "UNBUDGETED", "plan_mechanisms",
+    "Workspace", "versions", "check_restored", "UNBUDGETED", "plan_mechanisms",
 ]
 
 
@@ -81,40 +82,67 @@ class Job:
 
 
 # ---------------------------------------------------------------------------------------------
-# process-local cache of the loaded model and data (one model at a time)
-
-_CACHE: dict[str, Any] = {}
+# the loaded model and data, shared by the jobs that run in one process
 
 
-def clear_cache() -> None:
-    """Free the cached model, its pristine copy and the data of this process."""
-    _CACHE.clear()
+class Workspace:
+    """Holds the loaded model, its pristine copy and the filtered data for the jobs of one process.
+
+    :class:`~factlens.runner.executor.LocalExecutor` keeps one workspace for all its jobs, so
+    the model is loaded and ``filter_known`` runs once per run; each Ray job gets a fresh one.
+    One model is held at a time: asking for another model (or device) drops the old one.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Any] = {}
+
+    def clear(self) -> None:
+        """Free the model, its pristine copy and the data."""
+        self._entries.clear()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def models(self, cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """``(model, original, builtin dataset or None, meta)`` of ``cfg.model`` on ``cfg.device``."""
+        key = f"{cfg.model}@{cfg.device}"
+        e = self._entries
+        if e.get("model_key") != key:
+            e.clear()
+            model, original, builtin, meta = _load_models(cfg)
+            e.update(model_key=key, model=model, original=original, builtin=builtin, model_meta=meta)
+        return e["model"], e["original"], e["builtin"], e["model_meta"]
+
+    def dataset(self, cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+        """The facts of ``cfg`` after ``filter_known`` / ``max_facts`` (computed once per model and data)."""
+        key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts))
+        cached = self._entries.get("data")
+        if cached is None or cached[0] != key:
+            ds, meta = _load_dataset(cfg, model, builtin, show_progress)
+            cached = self._entries["data"] = (key, ds, meta)
+        return cached[1], cached[2]
 
 
 def _load_models(cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
-    key = f"{cfg.model}@{cfg.device}"
-    if _CACHE.get("model_key") != key:
-        _CACHE.clear()
-        t0 = time.perf_counter()
-        dataset = None
-        if cfg.model == "planted":
-            from factlens.testing import planted_fact_model
+    t0 = time.perf_counter()
+    dataset = None
+    if cfg.model == "planted":
+        from factlens.testing import planted_fact_model
 
-            p = planted_fact_model()
-            model = copy.deepcopy(p.model)  # never edit an object someone else may hold
-            dataset = p.dataset
-        else:
-            from factlens.models import load_model
+        p = planted_fact_model()
+        model = copy.deepcopy(p.model)  # never edit an object someone else may hold
+        dataset = p.dataset
+    else:
+        from factlens.models import load_model
 
-            model = load_model(cfg.model, device=cfg.device)
-        load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        original = copy.deepcopy(model).eval()
-        meta = {"model": cfg.model, "load_seconds": load_s, "copy_seconds": time.perf_counter() - t0,
-                "n_params": int(sum(p.numel() for p in model.parameters())),
-                "shape": _shape_dict(model), "device": str(cfg.device)}
-        _CACHE.update(model_key=key, model=model, original=original, builtin=dataset, model_meta=meta)
-    return _CACHE["model"], _CACHE["original"], _CACHE["builtin"], _CACHE["model_meta"]
+        model = load_model(cfg.model, device=cfg.device)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    original = copy.deepcopy(model).eval()
+    meta = {"model": cfg.model, "load_seconds": load_s, "copy_seconds": time.perf_counter() - t0,
+            "n_params": int(sum(p.numel() for p in model.parameters())),
+            "shape": _shape_dict(model), "device": str(cfg.device)}
+    return model, original, dataset, meta
 
 
 def _shape_dict(model) -> dict[str, Any]:
@@ -124,10 +152,6 @@ def _shape_dict(model) -> dict[str, Any]:
 
 
 def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
-    key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts))
-    cached = _CACHE.get("data")
-    if cached is not None and cached[0] == key:
-        return cached[1], cached[2]
     t0 = time.perf_counter()
     from factlens import data
 
@@ -148,7 +172,6 @@ def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -
     if len(ds) == 0:
         raise ValueError(f"no facts left for {cfg.model!r} after filtering ({n_total} before): the model knows none "
                          "of them; pass --no-filter-known or other data")
-    _CACHE["data"] = (key, ds, meta)
     return ds, meta
 
 
@@ -173,11 +196,13 @@ def build_task(cfg: RunConfig, dataset, seed: int):
         raise ValueError(f"task {cfg.task!r} does not accept options {sorted(kw)} ({e})") from e
 
 
-def prepare(config: RunConfig | dict[str, Any], seed: int, *, show_progress: bool = False) -> Prepared:
-    """Load (or reuse) the model, its pristine copy, the data and the task of ``seed``."""
+def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspace | None = None,
+            show_progress: bool = False) -> Prepared:
+    """Load (or reuse from ``workspace``) the model, its pristine copy, the data and the task of ``seed``."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
-    model, original, builtin, mmeta = _load_models(cfg)
-    ds, dmeta = _load_dataset(cfg, model, builtin, show_progress)
+    ws = workspace if workspace is not None else Workspace()
+    model, original, builtin, mmeta = ws.models(cfg)
+    ds, dmeta = ws.dataset(cfg, model, builtin, show_progress)
     task = build_task(cfg, ds, seed)
     return Prepared(model, original, ds, task, {**mmeta, **dmeta})
 
@@ -367,7 +392,7 @@ def _edit_summary(res, config) -> dict[str, Any]:
 
 
 def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
-                     show_progress: bool = True) -> dict[str, Any]:
+                     workspace: Workspace | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Run one localization of one seed and return its JSON-serializable record.
 
     The model is edited in place, evaluated against the pristine copy and reverted; the
@@ -377,7 +402,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     from factlens.evaluate import evaluate
 
-    prep = prepare(cfg, seed, show_progress=show_progress)
+    prep = prepare(cfg, seed, workspace=workspace, show_progress=show_progress)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
     _seed_everything(seed)
@@ -436,10 +461,10 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
 # job entry points (top-level functions: picklable by reference for Ray)
 
 
-def plan_job(job: PlanJob) -> dict[str, Any]:
+def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`PlanJob`."""
     cfg = RunConfig.from_dict(job.config)
-    prep = prepare(cfg, job.seed, show_progress=job.show_progress)
+    prep = prepare(cfg, job.seed, workspace=workspace, show_progress=job.show_progress)
     out = plan_budget(prep, cfg, job.seed, show_progress=job.show_progress, need_budget=job.need_budget)
     if "mechanisms" in cfg.suites:
         out["mechanisms"] = plan_mechanisms(prep, cfg, job.seed, out, show_progress=job.show_progress)
@@ -448,9 +473,10 @@ def plan_job(job: PlanJob) -> dict[str, Any]:
     return out
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
-    return run_localization(job.config, job.seed, job.localization, plan=job.plan, show_progress=job.show_progress)
+    return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace,
+                            show_progress=job.show_progress)
 
 
 def versions() -> dict[str, str]:
