@@ -279,3 +279,50 @@ def test_evaluate_round_trip_and_hygiene(planted, edited, tmp_path):
     frame = res.to_frame()
     assert {"suite", "name", "value", "n", "baseline", "at_chance"} <= set(frame.columns)
     assert np.isfinite(frame["value"]).all()
+
+
+def test_baseline_cache_reuses_the_original_and_changes_nothing():
+    """evaluate(baselines=cache): identical numbers, the original's computations done once."""
+    import copy
+
+    import torch
+
+    from factlens.evaluate import BaselineCache, EvalConfig, evaluate
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out.mul_(0.5)
+    cfg = EvalConfig(n_text_chunks=2, text_seq_len=16, relearn_steps=2, relearn_rank=4, soft_prompt_steps=2,
+                     soft_prompt_seeds=1)
+    suites = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
+    plain = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, show_progress=False)
+    cache = BaselineCache()
+    first = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, baselines=cache, show_progress=False)
+    misses = cache.misses
+    assert misses > 0 and cache.hits < misses
+    second = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, baselines=cache, show_progress=False)
+    assert cache.misses == misses and cache.hits >= misses  # everything on the original came from the cache
+    for res in (first, second):
+        a, b = plain.to_frame(), res.to_frame()
+        assert a[["suite", "name", "n"]].equals(b[["suite", "name", "n"]])
+        np.testing.assert_allclose(a["value"].astype(float), b["value"].astype(float), equal_nan=True)
+        np.testing.assert_allclose(a["baseline"].astype(float), b["baseline"].astype(float), equal_nan=True)
+    # the original changes -> its entries are dropped, not served
+    with torch.no_grad():
+        p.model.blocks[0].mlp.b_out.add_(0.0)  # no change: still cached
+    evaluate(edited, p.task, original=p.model, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+    assert cache.misses == misses
+    other = copy.deepcopy(p.model)
+    with pytest.raises(ValueError, match="another original"):
+        evaluate(edited, p.task, original=other, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+    saved = p.model.blocks[0].mlp.b_out.detach().clone()
+    with torch.no_grad():
+        p.model.blocks[0].mlp.b_out.add_(1.0)
+    try:
+        evaluate(edited, p.task, original=p.model, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+        assert cache.misses > misses  # recomputed on the changed original
+    finally:
+        with torch.no_grad():
+            p.model.blocks[0].mlp.b_out.copy_(saved)

@@ -24,11 +24,12 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from factlens.evaluate.baselines import BaselineCache
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
 
 __all__ = ["evaluate", "SUITES", "DEFAULT_SUITES", "suite_function", "EvalConfig", "EvalResult", "Metric",
-           "SuiteResult"]
+           "SuiteResult", "BaselineCache"]
 
 #: Suite name -> ``"module:function"`` (imported lazily).
 SUITES: dict[str, str] = {
@@ -83,7 +84,7 @@ def _model_name(model) -> str:
 
 def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUITES, config: EvalConfig = EvalConfig(),
              mask=None, mechanisms=None, weight_mask=None, weight_mask_threshold: float | None = None,
-             show_progress: bool = True) -> EvalResult:
+             baselines: BaselineCache | None = None, show_progress: bool = True) -> EvalResult:
     """Evaluate an (edited) model on a task with the named suites.
 
     Args:
@@ -100,6 +101,10 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
             result) whose masked weights the ``mechanisms`` suite counts per mechanism (the
             paper's Table 3).
         weight_mask_threshold: Discretization threshold for ``weight_mask`` (``None``: its default).
+        baselines: A :class:`~factlens.evaluate.baselines.BaselineCache`: the computations on
+            ``original`` are made once and reused by later calls with the same cache (the
+            runner evaluates six edits of one model against one original). Results are
+            identical with and without it.
         show_progress: Show tqdm progress bars.
 
     Returns:
@@ -128,6 +133,13 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
     if "mechanisms" in suites and mask is None and mechanisms is None:
         raise ValueError("the 'mechanisms' suite needs mask=... (the edited localization) and/or mechanisms=...")
     fns = {s: suite_function(s) for s in suites}  # fail on import errors before running anything
+    if baselines is not None:
+        if not isinstance(baselines, BaselineCache):
+            raise TypeError(f"baselines must be a factlens.evaluate.BaselineCache, got {type(baselines).__name__}")
+        if original is not None and original is not model:
+            baselines.bind(original)
+        else:
+            baselines = None  # nothing to reuse: no original, or the original is the model itself
 
     results: dict[str, SuiteResult] = {}
     timings: dict[str, float] = {}
@@ -137,7 +149,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
     try:
         for name in tqdm(suites, desc="evaluate", disable=not show_progress):
             kw = _accepted(fns[name], {"original": original, "config": config, "mask": mask, "mechanisms": mechanisms,
-                                       "show_progress": show_progress})
+                                       "baselines": baselines, "show_progress": show_progress})
             if name == "mechanisms" and weight_mask is not None:
                 kw.update(weight_mask=weight_mask, weight_mask_threshold=weight_mask_threshold)
             t0 = time.perf_counter()

@@ -25,6 +25,7 @@ import numpy as np
 from factlens.data.formats import available_formats, format_prompts
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import Metric, SuiteResult
+from factlens.evaluate.baselines import BaselineCache
 from factlens.evaluate.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
                                         score_both)
 
@@ -63,7 +64,7 @@ def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> l
 
 
 def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
-                **_: Any) -> SuiteResult:
+                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
 
     Args:
@@ -94,7 +95,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
     fmts, missing = _formats_to_run(task, config)
     metrics: list[Metric] = []
     rows: list[dict[str, Any]] = []
-    baselines: list[dict[str, Any]] = []
+    format_baselines: list[dict[str, Any]] = []
     at_chance_formats: list[str] = []
     extra: dict[str, Any] = {"formats": fmts, "unavailable_formats": missing, **original_note(original)}
     inject = task.objective == "inject"
@@ -110,7 +111,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
                 skipped[f"{fmt}:{split}"] = len(degenerate)
             if not items:
                 continue
-            s, b = score_both(model, original, items, config, show_progress)
+            s, b = score_both(model, original, items, config, show_progress, baselines)
             scored[split] = (items, s, b)
             rows += _fact_rows(fmt, split, items, s, b, {r.id: r.subject for r in ds})
         if not scored:
@@ -122,7 +123,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
             for split, (items, _, b) in scored.items():
                 ch = chance_of(items)
                 acc = b.accuracy()
-                baselines.append({"format": fmt, "split": split, "n_prompts": len(items),
+                format_baselines.append({"format": fmt, "split": split, "n_prompts": len(items),
                                   "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
                                   "mean_p_answer": float(np.mean(b.p_answer_norm)),
                                   "at_chance": not_above_chance(acc, ch, len(items))})
@@ -158,6 +159,6 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
     if skipped:
         extra["skipped_prompts"] = {"reason": "answer == edit target (the prompt cannot tell edit from truth)",
                                     "counts": skipped}
-    extra["format_baselines"] = baselines
+    extra["format_baselines"] = format_baselines
     extra["at_chance_formats"] = at_chance_formats
     return SuiteResult("formats", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

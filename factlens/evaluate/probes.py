@@ -16,6 +16,7 @@ predicted, which ``extra["target_in_classes"]`` reports.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from typing import Any, Literal, Sequence
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from factlens.components import resid_hook
 from factlens.data.records import FactDataset
+from factlens.evaluate.baselines import BaselineCache, cached, facts_key
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import Metric, SuiteResult
 from factlens.tokens import encode_records, iter_batches
@@ -187,7 +189,7 @@ def _nan_max(x: Sequence[float]) -> float:
 
 def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(), position: Position = "final",
                scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"), show_progress: bool = True,
-               **_: Any) -> SuiteResult:
+               baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Per-layer linear probes for the true answer and the edit target of the forget facts.
 
     Args:
@@ -228,7 +230,8 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
     res = probe_layers(model, train, task.forget, show_progress=show_progress, **kw)
     base = None
     if original is not None:
-        base = res if original is model else probe_layers(original, train, task.forget, **kw)
+        key = ("probes", facts_key(train), facts_key(task.forget), json.dumps(kw, sort_keys=True, default=str))
+        base = res if original is model else cached(baselines, key, lambda: probe_layers(original, train, task.forget, **kw))
     n = len(task.forget)
     n_t = sum(r.target_new is not None for r in task.forget)
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
+from factlens.evaluate.baselines import BaselineCache, cached, items_key
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
@@ -222,7 +223,7 @@ def _chance(s: PromptScores) -> float:
 
 
 def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
-                   **_: Any) -> SuiteResult:
+                   baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
 
     Args:
@@ -258,8 +259,10 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
     before = {h: forget_scores(model, ds, config) for h, ds in (("A", half_a), ("B", half_b))}
     base = None
     if original is not None:
-        base = before if original is model else {h: forget_scores(original, ds, config)
-                                                 for h, ds in (("A", half_a), ("B", half_b))}
+        base = before if original is model else {
+            h: cached(baselines, ("scores", items_key(format_prompts(ds, "default", seed=config.seed)), config.batch_size),
+                      lambda ds=ds: forget_scores(original, ds, config))
+            for h, ds in (("A", half_a), ("B", half_b))}
     rel = relearn(model, half_a, retain=task.retain, config=config, show_progress=show_progress)
     maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
     try:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
+from factlens.evaluate.baselines import BaselineCache, cached
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import Metric, SuiteResult
 from factlens.evaluate.standard import not_above_chance
@@ -59,7 +60,7 @@ def _real_targets(model, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int = 4,
-                 show_progress: bool = False) -> list[dict[str, Any]]:
+                 show_progress: bool = False, baselines: BaselineCache | None = None) -> list[dict[str, Any]]:
     """Per-chunk next-token accuracy, loss and (with ``original``) KL(original || model).
 
     Args:
@@ -68,6 +69,7 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         original: The unedited model for the KL (``original is model`` gives exactly 0).
         batch_size: Chunks per forward pass.
         show_progress: Show a progress bar.
+        baselines: Optional cache of the original's final residuals per batch.
 
     Returns:
         One dict per chunk: ``chunk``, ``n_tokens``, ``accuracy``, ``loss`` (mean CE, nats),
@@ -89,7 +91,9 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         resid = model(toks, stop_at_layer=n_layers)
         resid_o = None
         if original is not None and original is not model:
-            resid_o = original(toks.to(original.cfg.device), stop_at_layer=original.cfg.n_layers)
+            t_o = toks.to(original.cfg.device)
+            key = ("text_resid", tuple(t_o.shape), t_o.cpu().numpy().tobytes())
+            resid_o = cached(baselines, key, lambda: original(t_o, stop_at_layer=original.cfg.n_layers))
         for j in range(toks.shape[0]):
             tgt = toks[j, 1:]
             real = _real_targets(model, tgt)
@@ -132,7 +136,7 @@ def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: 
 
 
 def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
-                     **_: Any) -> SuiteResult:
+                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
 
     Args:
@@ -163,7 +167,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
 
     chunks = text_chunks(model, config)
     rows = text_metrics(model, chunks, original=original, batch_size=config.text_batch_size,
-                        show_progress=show_progress)
+                        show_progress=show_progress, baselines=baselines)
     extra["text_chunks"] = rows
     extra["n_text_chunks"] = int(chunks.shape[0])
     for m in (_token_metric("next_token_accuracy", rows, "accuracy", base_key="baseline_accuracy", hib=True),
@@ -187,7 +191,8 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
         res = mmlu_accuracy(model, qs, **kw)
         base = None
         if original is not None:
-            base = res if original is model else mmlu_accuracy(original, qs, **kw)
+            key = ("mmlu", str(config.mmlu_source), config.n_mmlu, config.mmlu_n_shots, config.seed, config.batch_size)
+            base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
         flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
         metrics.append(Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag,
                               True, res.stderr))

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from factlens.components import embed_hook
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
+from factlens.evaluate.baselines import BaselineCache, cached, config_key, facts_key, items_key
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.relearning import forget_scores, split_halves
 from factlens.evaluate.result import Metric, SuiteResult
@@ -232,7 +233,7 @@ def _metric(name: str, per_fact: np.ndarray, baseline: float | None, *, higher_i
 
 
 def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
-                     **_: Any) -> SuiteResult:
+                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
 
     Args:
@@ -267,8 +268,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
     before = forget_scores(model, half_b, config)
     base_runs = None
     if original is not None:
-        base_runs = runs if original is model else _attack(original, half_a, items_a, items_b, config, norm,
-                                                           show_progress)
+        key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
+        base_runs = runs if original is model else cached(
+            baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm, show_progress))
 
     def per_fact(rs, half: str, key: str) -> np.ndarray:
         return np.mean([r[half][key].astype(float) for r in rs], axis=0)
@@ -285,7 +287,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
                 seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
                 stderr=seed_se(runs, "B", "answer_wins")),
         _metric("soft_prompt_forget_accuracy_before", before.answer_wins.astype(float),
-                float(forget_scores(original, half_b, config).answer_wins.mean()) if original is not None else None),
+                float(cached(baselines, ("scores", items_key(items_b), config.batch_size),
+                             lambda: forget_scores(original, half_b, config)).answer_wins.mean())
+                if original is not None else None),
         _metric("soft_prompt_train_accuracy", per_fact(runs, "A", "answer_wins"),
                 seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
                 stderr=seed_se(runs, "A", "answer_wins")),

@@ -21,6 +21,7 @@ import numpy as np
 
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.known import chance_level
+from factlens.evaluate.baselines import BaselineCache, cached, items_key
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import Metric, SuiteResult
 from factlens.scoring import PromptScores, score_prompts
@@ -89,14 +90,15 @@ def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig, sho
 
 
 def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalConfig,
-               show_progress: bool) -> tuple[PromptScores, PromptScores | None]:
-    """Scores on the model and on the original (reused when ``original is model``)."""
+               show_progress: bool, baselines: BaselineCache | None = None) -> tuple[PromptScores, PromptScores | None]:
+    """Scores on the model and on the original (reused when ``original is model``, or from ``baselines``)."""
     s = score_items(model, items, config, show_progress)
     if original is None:
         return s, None
     if original is model:
         return s, s
-    return s, score_items(original, items, config, show_progress)
+    key = ("scores", items_key(items), config.batch_size)
+    return s, cached(baselines, key, lambda: score_items(original, items, config, show_progress))
 
 
 def chance_of(items: Sequence[FormattedPrompt]) -> float:
@@ -131,7 +133,7 @@ def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str]
 
 
 def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
-                 **_: Any) -> SuiteResult:
+                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget / edit / maintain accuracy and probability in the trained ("default") format.
 
     Args:
@@ -164,7 +166,7 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
             extra[f"{split}_note"] = f"task.{split} is empty: no {split} metrics"
             continue
         subjects = {r.id: r.subject for r in ds}
-        s, b = score_both(model, original, items, config, show_progress)
+        s, b = score_both(model, original, items, config, show_progress, baselines)
         rows += _rows(split, items, subjects, s, b)
         at_chance = False
         if b is not None:

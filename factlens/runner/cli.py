@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-filter-known", dest="filter_known", action="store_const", const=False,
                    help="keep facts the model does not know")
     r.add_argument("--param-budget", type=int, help="parameter budget (default: the FLU mask's n_params)")
-    r.add_argument("--localize-on", choices=("forget", "known"),
-                   help="facts to localize on: the task's forget facts (default) or every known fact")
+    r.add_argument("--localize-on", choices=("auto", "forget", "known"),
+                   help="facts to localize on: the task's forget facts, every known fact, or auto (default: "
+                        "the sports FLU probes on every known fact, the other localizations on the forget facts)")
     r.add_argument("--suites", help="comma-separated evaluation suites (default: all)")
     r.add_argument("--edit-preset", choices=("fast", "paper"), help="EditConfig.fast() (default) or EditConfig()")
     r.add_argument("--eval-preset", choices=("small", "full"), help="small evaluation sizes (default) or EvalConfig()")

@@ -111,8 +111,12 @@ class RunConfig:
             at least twice as many facts are left after the forget set.
         param_budget: Parameter budget of the budgeted localizations; ``None``: the FLU
             mask's ``n_params`` (as in the paper).
-        localize_on: The facts localization runs on: ``"forget"`` (the task's forget facts)
-            or ``"known"`` (every fact after filtering).
+        localize_on: The facts localization runs on: ``"forget"`` (the task's forget facts),
+            ``"known"`` (every fact after filtering) or ``"auto"`` (default): the probing-based
+            FLU of the sports tasks trains its probes on every known fact (as the paper does: a
+            3-way probe fit on 16 facts is noise - measured on Gemma 3 270M, its
+            cross-validated accuracy never left chance), every other localization uses the
+            forget facts.
         localize_options: Extra ``localization_mask`` keywords: shared ones (e.g.
             ``batch_size``, passed to the methods that take them) and per-localization tables
             (``{"causal_tracing": {"n_samples": 5}}``). Default:
@@ -145,7 +149,7 @@ class RunConfig:
     max_facts: int | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     param_budget: int | None = None
-    localize_on: str = "forget"
+    localize_on: str = "auto"
     localize_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_LOCALIZE_OPTIONS))
     edit_preset: str = "fast"
     edit: dict[str, Any] = field(default_factory=dict)
@@ -202,8 +206,8 @@ class RunConfig:
             raise ValueError(f"edit_preset must be 'fast' or 'paper', got {self.edit_preset!r}")
         if self.eval_preset not in ("small", "full"):
             raise ValueError(f"eval_preset must be 'small' or 'full', got {self.eval_preset!r}")
-        if self.localize_on not in ("forget", "known"):
-            raise ValueError(f"localize_on must be 'forget' or 'known', got {self.localize_on!r}")
+        if self.localize_on not in ("auto", "forget", "known"):
+            raise ValueError(f"localize_on must be 'auto', 'forget' or 'known', got {self.localize_on!r}")
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
         if self.param_budget is not None and self.param_budget < 0:

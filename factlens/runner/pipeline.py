@@ -43,6 +43,7 @@ class Prepared:
         dataset: The facts after ``filter_known`` / ``max_facts``.
         task: The task of this seed.
         meta: Model name, data source, known-fact counts, load times.
+        baselines: The workspace's :class:`~factlens.evaluate.baselines.BaselineCache` for ``original``.
     """
 
     model: Any
@@ -50,6 +51,7 @@ class Prepared:
     dataset: Any
     task: Any
     meta: dict[str, Any]
+    baselines: Any = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,18 @@ class Workspace:
         if e.get("model_key") != key:
             e.clear()
             model, original, builtin, meta = _load_models(cfg)
-            e.update(model_key=key, model=model, original=original, builtin=builtin, model_meta=meta)
+            from factlens.evaluate.baselines import BaselineCache
+
+            e.update(model_key=key, model=model, original=original, builtin=builtin, model_meta=meta,
+                     baselines=BaselineCache())
         return e["model"], e["original"], e["builtin"], e["model_meta"]
+
+    def baselines(self):
+        """The :class:`~factlens.evaluate.baselines.BaselineCache` of the loaded original model
+        (its evaluation numbers are computed once and shared by every job of the workspace)."""
+        if "baselines" not in self._entries:
+            raise RuntimeError("no model is loaded in this workspace yet (call models() first)")
+        return self._entries["baselines"]
 
     def dataset(self, cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
         """The facts of ``cfg`` after ``filter_known`` / ``max_facts`` (computed once per model and data)."""
@@ -204,7 +216,7 @@ def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspa
     model, original, builtin, mmeta = ws.models(cfg)
     ds, dmeta = ws.dataset(cfg, model, builtin, show_progress)
     task = build_task(cfg, ds, seed)
-    return Prepared(model, original, ds, task, {**mmeta, **dmeta})
+    return Prepared(model, original, ds, task, {**mmeta, **dmeta}, ws.baselines())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +229,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _localize_dataset(prep: Prepared, cfg: RunConfig):
+def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
+    """The facts ``localization`` runs on (see ``RunConfig.localize_on``)."""
+    if cfg.localize_on == "auto":
+        probing_flu = localization == "flu" and not cfg.task.startswith(("counterfact", "sequential"))
+        return prep.dataset if probing_flu else prep.task.forget
     return prep.task.forget if cfg.localize_on == "forget" else prep.dataset
 
 
@@ -277,7 +293,7 @@ def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: boo
         return {"seed": seed, "param_budget": None, "budget_source": None, "flu": None}
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg), "flu", seed=seed,
+    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, "flu"), "flu", seed=seed,
                                      **_localize_options(cfg, "flu", show_progress))
     n = int(mask.n_params(prep.model))
     if n == 0:
@@ -306,7 +322,7 @@ def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, A
         flu_scores = ComponentScores.from_dict(flu["scores"])
     elif flu.get("mask"):
         flu_scores = Mask.from_dict(flu["mask"])
-    mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg), flu_scores=flu_scores, seed=seed,
+    mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg, "mechanisms"), flu_scores=flu_scores, seed=seed,
                               show_progress=show_progress)
     return {"masks": {k: m.to_dict() for k, m in mech.items()}, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
@@ -332,7 +348,7 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
         scores = ComponentScores.from_dict(flu["scores"]) if flu.get("scores") else None
         return Mask.from_dict(flu["mask"]), scores, True
     budget = None if localization in UNBUDGETED else plan["param_budget"]
-    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg), localization, param_budget=budget, seed=seed,
+    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, localization), localization, param_budget=budget, seed=seed,
                                      **_localize_options(cfg, localization, show_progress))
     return mask, scores, False
 
@@ -431,7 +447,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         _seed_everything(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
-                      mask=mask, mechanisms=_mechanisms(plan), show_progress=show_progress)
+                      mask=mask, mechanisms=_mechanisms(plan), baselines=prep.baselines, show_progress=show_progress)
         timings["evaluate"] = time.perf_counter() - t0
         cpu["evaluate"] = time.process_time() - c0
         for suite, sec in ev.meta.get("seconds", {}).items():
@@ -452,6 +468,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         "mask": mask.to_dict(), "mask_labels": sorted(c.label for c in mask), "n_params": n_params,
         "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
         "edit": edit_info, "eval": ev.to_dict(), "restore": restore, "timings": timings, "cpu_seconds": cpu,
+        "baseline_cache": {"hits": prep.baselines.hits, "misses": prep.baselines.misses, "entries": len(prep.baselines)},
         "data": {k: v for k, v in prep.meta.items() if k not in ("shape",)}, "shape": prep.meta.get("shape"),
         "versions": versions(), "finished_at": _now(),
     }
