@@ -194,12 +194,29 @@ def final_residual(model, tokens: Int[Tensor, "batch pos"], positions: Int[Tenso
 
 
 def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-    """Final norm + unembedding (+ logit soft-capping), exactly as ``HookedTransformer.forward``."""
+    """Final norm + unembedding (+ logit soft-capping), as ``HookedTransformer.forward``.
+
+    TransformerLens 3.x's ``Unembed.forward`` computes ``F.linear(x, W_U.T.contiguous(), b_U)``,
+    which copies the whole ``[d_model, d_vocab]`` matrix on every call (671 MB for Gemma's
+    262k vocabulary, ~0.5 s on a CPU core, whatever the number of rows). For TransformerLens's
+    own ``Unembed`` this computes ``x @ W_U + b_U`` instead, through the same ``hook_in`` /
+    ``hook_out`` hook points (equal up to float summation order); any other unembedding
+    module is called as is.
+    """
     from transformer_lens.utilities import apply_softcap  # type: ignore
 
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
-    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+    return apply_softcap(_unembed_linear(model.unembed, resid), model.cfg.output_logits_soft_cap)
+
+
+def _unembed_linear(u, x: Tensor) -> Tensor:
+    from transformer_lens.components import Unembed  # type: ignore
+
+    if type(u).forward is not Unembed.forward:
+        return u(x)
+    x = u.hook_in(x)
+    return u.hook_out(torch.matmul(x, u.W_U) + u.b_U)
 
 
 def final_logits(model, batch: PromptBatch) -> Float[Tensor, "batch d_vocab"]:
