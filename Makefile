@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 OUT ?= results/sports-athlete-editing
+# reference data (never copied into the repo): used by the demo when present
+SHARED ?= ../shared/data
+DEMO_DATA := $(if $(wildcard $(SHARED)/wikitext2/test.txt),--text-source $(SHARED)/wikitext2/test.txt) \
+             $(if $(wildcard $(SHARED)/mmlu/dev),--mmlu-source $(SHARED)/mmlu/dev)
 
 .PHONY: setup demo test test-fast docs notebook bench clean
 
@@ -22,7 +26,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/factlens run sports-athlete-editing --model gemma-3-270m --out $(OUT)
+	$(BIN)/factlens run sports-athlete-editing --model gemma-3-270m --out $(OUT) $(DEMO_DATA)
 
 test: setup
 	$(BIN)/python -m pytest tests factlens -m "slow or not slow" -q --timeout=1800

@@ -227,3 +227,14 @@ def test_local_executor_loads_the_model_once_per_workspace(tmp_path: Path, monke
     assert loads == ["planted", "planted"]  # a new executor, a new workspace
     ws.clear()
     assert "model_key" not in ws
+
+
+def test_report_markdown_summary(run_dir: Path, capsys):
+    assert main(["report", str(run_dir), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    lines = md.splitlines()
+    assert lines[0].startswith("| localization | params edited | Standard Forget")
+    names = [l.split("|")[1].strip() for l in lines[2:] if l.startswith("| ") and "original" not in l][:3]
+    assert names == ["flu", "random", "all_mlps"]
+    assert "| original |" in md and "relearned forget acc" not in md.split("\n\n")[0]
+    assert "flu (seed 0): localize" in md

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write report.html of a run directory")
     rep.add_argument("out", type=Path, help="run directory")
     rep.add_argument("--output", type=Path, help="where to write the HTML (default: <out>/report.html)")
+    rep.add_argument("--markdown", action="store_true",
+                     help="print markdown tables (Table 1, attacks and probes, timings) instead of writing HTML")
     return p
 
 
@@ -149,8 +151,11 @@ def _error(e: BaseException) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from factlens.runner.report import write_report
+    from factlens.runner.report import markdown_summary, write_report
 
+    if args.markdown:
+        print(markdown_summary(args.out), end="")
+        return 0
     path = write_report(args.out, output=args.output)
     print(str(path))
     return 0

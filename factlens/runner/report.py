@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS"]
+__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
 
 # (group, label, suite, metric name(s), transform): names are averaged when several exist
 # (over the formats that are not at chance, if any); "one_minus" shows 1 - value (the paper
@@ -490,3 +490,77 @@ def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# markdown
+
+
+#: Robustness metrics of the markdown summary: (label, suite, metric, lower is better).
+ROBUSTNESS_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("relearned forget acc ↓", "relearning", "relearn_forget_accuracy"),
+    ("soft-prompt forget acc ↓", "soft_prompts", "soft_prompt_forget_accuracy"),
+    ("probe: true sport, last layer ↓", "probes", "probe_true_accuracy_last"),
+    ("probe: new sport, last layer ↑", "probes", "probe_target_accuracy_last"),
+)
+
+
+def _md_cell(cell: dict | None) -> str:
+    text, klass = _fmt(cell)
+    return text
+
+
+def markdown_summary(path: str | Path) -> str:
+    """Markdown tables of a run directory: Table 1, the attacks and probes, and timings.
+
+    Every number is read from the run's JSON files, so a documentation page built from it
+    says exactly what the run measured (``factlens report <run dir> --markdown``).
+    """
+    d = load_run_dir(path)
+    runs = d["runs"]
+    if not runs:
+        raise ValueError(f"{path} holds no finished runs yet")
+    budgets = {r["localization"]: f"{r['n_params'] / 1e6:.2f}M" for r in runs}
+    cols, rows = table1_rows(runs)
+    out = ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
+           "|---|---:|" + "---:|" * len(cols)]
+    for row in rows:
+        cells = " | ".join(_md_cell(c) for c in row["cells"])
+        out.append(f"| {row['name']} | {budgets.get(row['name'], '–')} | {cells} |")
+    out.append("")
+    out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
+               "robustness). Forget = 1 − accuracy on the true answer.")
+    out.append("")
+    out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
+    out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
+    first = runs[0]
+    base = []
+    for _, suite, name in ROBUSTNESS_COLUMNS:
+        m = _metric(first, suite, name)
+        base.append("–" if m is None or m.get("baseline") is None else f"{_num(m['baseline']):.3f}")
+    out.append("| original | – | " + " | ".join(base) + " |")
+    for r in runs:
+        vals = []
+        for _, suite, name in ROBUSTNESS_COLUMNS:
+            m = _metric(r, suite, name)
+            vals.append("–" if m is None else f"{_num(m.get('value')):.3f} (n={m.get('n')})")
+        labels = r.get("mask_labels", [])
+        comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
+        out.append(f"| {r['localization']} (seed {r['seed']}) | {comps} | " + " | ".join(vals) + " |")
+    out.append("")
+    out.append("| step | seconds |")
+    out.append("|---|---:|")
+    for s_, plan in sorted(d["plans"].items()):
+        data = plan.get("data", {})
+        for k in ("load_seconds", "data_seconds"):
+            if k in data:
+                out.append(f"| seed {s_}: {k.replace('_seconds', '')} | {data[k]:.0f} |")
+        if plan.get("flu"):
+            out.append(f"| seed {s_}: FLU (budget) | {plan['flu']['seconds']:.0f} |")
+        if plan.get("mechanisms"):
+            out.append(f"| seed {s_}: mechanisms | {plan['mechanisms']['seconds']:.0f} |")
+    for r in runs:
+        t = r.get("timings", {})
+        parts = " + ".join(f"{k} {t[k]:.0f}" for k in ("localize", "edit", "evaluate") if k in t)
+        out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {sum(t.get(k, 0.0) for k in ('localize', 'edit', 'evaluate', 'revert')):.0f} |")
+    return "\n".join(out) + "\n"
