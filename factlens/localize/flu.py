@@ -5,9 +5,10 @@ Two procedures, chosen from the data (``approach="auto"``):
 **Sports** (every record's relation is ``"sport"``, or the dataset is named ``"sports"`` /
 ``"planted"``): probing (:func:`~factlens.localize.probing.probing`). The FLU layers are
 where the probe accuracy **at the subject's last token** climbs (:func:`rise_layers`): with
-``chance`` the majority-class rate and ``rise = max(acc) - chance``, the FLU is the
+``base`` the accuracy of a probe on the embedding itself (what token identity alone gives
+away; at least the majority-class rate) and ``rise = max(acc) - base``, the FLU is the
 **shortest contiguous range of layers** ``a..b`` whose net accuracy gain
-``acc[b] - acc[a - 1]`` (``acc[-1] := chance``) is at least ``rule_threshold * rise``
+``acc[b] - acc[a - 1]`` (``acc[-1] := base``) is at least ``rule_threshold * rise``
 (default ``0.5``; ties: the larger gain, then the earlier range). The FLU is the MLPs of
 those layers (``resid_post`` of layer ``l`` is the first point that includes MLP ``l``).
 The probe curve is averaged over 3 repetitions of the 5-fold cross-validation by default
@@ -22,6 +23,13 @@ threshold end (the first layer at 75% or 90% of the rise) then lands anywhere in
 (noise). The shortest range holding half of the rise is layers 2-3 for both fact samples
 and all four fold seeds measured, i.e. the steep part of the climb (``0.6`` gives 1-3 on
 one sample; ``0.7`` drifts to 0-4 / 1-5).
+
+Why the rise starts at the embedding's accuracy and not at chance: with all 281 known
+athletes, a probe on the token embeddings alone already reaches well above chance (names
+carry some sport information), and so does layer 0 (0.48 vs chance 0.35 at
+``resid_post``). Counting from chance credits that to the MLPs of layers 0-1 (whose own
+gain is ~0), and the rule returned layers 0-3; counted from the embedding, the range is
+the steep climb after it.
 
 **Other relations** (CounterFact): path patching. The extraction mechanism is the
 ``extraction_k`` heads/MLPs of the later half of the model with the largest positive direct
@@ -57,36 +65,46 @@ def is_sports(dataset) -> bool:
 
 
 def rise_layers(accuracy: Sequence[float], chance: float, *, fraction: float = 0.5,
-                min_rise: float = 0.05) -> list[int]:
+                min_rise: float = 0.05, start: float | None = None) -> list[int]:
     """Indices of the steep climb of a probe-accuracy curve (the FLU rule, see the module docstring).
 
-    The shortest contiguous range ``a..b`` whose net gain ``accuracy[b] - accuracy[a - 1]``
-    (``accuracy[-1] := chance``) is at least ``fraction * (max(accuracy) - chance)``; among
-    equally short ranges the one with the larger gain, then the earlier one.
+    With ``base = max(chance, start)`` (``start``: the accuracy before the first layer, e.g.
+    the embedding's), the shortest contiguous range ``a..b`` whose net gain
+    ``accuracy[b] - accuracy[a - 1]`` (``accuracy[-1] := base``) is at least
+    ``fraction * (max(accuracy) - base)``; among equally short ranges the one with the larger
+    gain, then the earlier one.
 
     Args:
         accuracy: Accuracy per probed layer.
         chance: Chance accuracy (majority-class rate).
         fraction: Share of the total rise the range must hold (``0 < fraction <= 1``).
-        min_rise: Smallest ``max(accuracy) - chance`` that counts as a rise.
+        min_rise: Smallest ``max(accuracy) - base`` that counts as a rise.
+        start: Accuracy before the first layer (the embedding's); ``None``: chance.
 
     Raises:
-        ValueError: When the accuracy never rises ``min_rise`` above chance.
+        ValueError: When the accuracy never rises ``min_rise`` above the base.
 
     Example:
         >>> rise_layers([0.35, 0.41, 0.59, 0.77, 0.80, 0.82, 0.82, 0.87, 0.97], chance=0.33)
         [2, 3]
+        >>> gemma_281 = [0.48, 0.45, 0.5, 0.63, 0.67, 0.68, 0.7, 0.73, 0.73, 0.75, 0.77, 0.74, 0.87, 0.85, 0.85, 0.86, 0.87, 0.86]
+        >>> rise_layers(gemma_281, chance=0.345)  # counted from chance, L0 "gains" what token identity gives
+        [0, 1, 2, 3]
+        >>> rise_layers(gemma_281, chance=0.345, start=0.45)  # counted from the embedding's accuracy
+        [2, 3, 4]
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"the rule threshold (fraction of the rise) must be in (0, 1], got {fraction}")
     acc = np.asarray(accuracy, dtype=np.float64)
     if acc.size == 0:
         raise ValueError("empty accuracy curve")
-    rise = float(acc.max()) - chance
+    base = chance if start is None else max(chance, float(start))
+    rise = float(acc.max()) - base
     if rise < min_rise:
-        raise ValueError(f"the probe accuracy never rises above chance (max {acc.max():.3f}, chance {chance:.3f}); "
-                         "the model may not know these facts - filter the data with factlens.data.filter_known")
-    before = np.concatenate([[chance], acc[:-1]])  # accuracy before layer i
+        raise ValueError(f"the probe accuracy never rises above its start (max {acc.max():.3f}, chance {chance:.3f}, "
+                         f"start {base:.3f}); the model may not know these facts - filter the data with "
+                         "factlens.data.filter_known")
+    before = np.concatenate([[base], acc[:-1]])  # accuracy before layer i
     need = fraction * rise - 1e-12
     for length in range(1, acc.size + 1):
         gains = acc[length - 1:] - before[: acc.size - length + 1]  # gains[a] = acc[a+length-1] - before[a]
@@ -171,11 +189,12 @@ def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> Componen
         raise ValueError("the FLU rule reads the probe curve at 'subject_last'; include it in positions=")
     probe = probing(model, dataset, seed=seed, **options)
     curve = probe.extra["probe_accuracy"]["subject_last"]
-    idx = rise_layers(curve, probe.extra["chance"], fraction=rule_threshold)
+    start = probe.extra["embedding_accuracy"]["subject_last"] if probe.extra["layers"][0] == 0 else None
+    idx = rise_layers(curve, probe.extra["chance"], fraction=rule_threshold, start=start)
     layers = [probe.extra["layers"][i] for i in idx]
     extra = dict(probe.extra, approach="probing", rule_threshold=rule_threshold, metric="probe_accuracy",
                  rule=f"shortest contiguous range of layers holding >= {rule_threshold:g} of the subject_last "
-                      "probe-accuracy rise (chance -> max)")
+                      "probe-accuracy rise (from the embedding's accuracy, at least chance, to the max)")
     return _mlp_scores(model, layers, extra)
 
 

@@ -1,8 +1,9 @@
 """Linear probes on the residual stream: where does the attribute become decodable?
 
 For every probed layer ``l`` the residual stream after the block, ``resid_post`` of layer
-``l`` (layers ``0 .. n_layers - 1``; the embedding itself is not probed, so the first point
-already includes block 0), is read at the subject's last token and at the final token. A
+``l`` (layers ``0 .. n_layers - 1``), is read at the subject's last token and at the final
+token; the embedding itself (``resid_pre`` of layer 0) is probed too, as the starting point
+of the curve (``extra["embedding_accuracy"]``: what token identity alone gives away). A
 logistic-regression probe (scikit-learn) predicts the attribute (``record.answer``); its
 accuracy is **cross-validated** with a seeded (optionally repeated) ``StratifiedKFold``.
 The chance level is the majority-class rate.
@@ -17,8 +18,8 @@ attribute is exactly linearly decodable (global scaling: 1.0), and on Gemma 3 27
 layer 0 (token identity only) at 0.53 against a chance of 0.33 (global: 0.36).
 
 As component scores, MLP layer ``l`` gets the rise of the subject-position accuracy that
-block ``l`` brings, ``acc[l] - acc[l_prev]`` (``acc`` before the first probed layer :=
-chance), and heads get 0: probing cannot separate a block's heads from its MLP, and the fact
+block ``l`` brings, ``acc[l] - acc[l_prev]`` (before layer 0: the embedding's accuracy, at
+least chance; before a later first probed layer: chance), and heads get 0: probing cannot separate a block's heads from its MLP, and the fact
 lookup is attributed to MLPs (Geva et al. 2023; Guo et al. 2024). ``scores.plot()`` draws
 the probe curves.
 """
@@ -65,11 +66,14 @@ def residual_features(
 ) -> dict[str, dict[int, np.ndarray]]:
     """``resid_post`` activations at the given positions: ``{position: {layer: [n, d_model]}}``.
 
-    Only the requested positions are kept (float32 numpy), batch by batch; the forward pass
-    stops after the last requested layer, so no logits are computed.
+    Layer ``-1`` is the embedding (``resid_pre`` of layer 0). Only the requested positions
+    are kept (float32 numpy), batch by batch; the forward pass stops after the last
+    requested layer, so no logits are computed.
     """
     records = list(dataset)
     layers = sorted(set(int(l) for l in layers))
+    if layers and layers[0] < -1:
+        raise ValueError(f"layers must be >= -1 (-1: the embedding), got {layers}")
     feats: dict[str, dict[int, list[np.ndarray]]] = {p: {l: [] for l in layers} for p in positions}
     for sl in tqdm(list(iter_batches(len(records), batch_size)), desc="probe activations", disable=not show_progress):
         batch = encode_records(model, records[sl])
@@ -82,7 +86,8 @@ def residual_features(
                     feats[p][layer].append(act[b, idx[p]].detach().float().cpu().numpy())
             return hook
 
-        with torch.no_grad(), model.hooks(fwd_hooks=[(resid_hook(l, "post"), keep(l)) for l in layers]):
+        hooks = [(resid_hook(0, "pre") if l == -1 else resid_hook(l, "post"), keep(l)) for l in layers]
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
             model(batch.tokens, stop_at_layer=max(layers) + 1)
     return {p: {l: np.concatenate(v) for l, v in d.items()} for p, d in feats.items()}
 
@@ -182,7 +187,7 @@ def probing(
         at the subject position (``"subject_last"`` if probed, else the first position) from
         the previous probed layer to ``l``; heads 0. ``extra``: ``"probe_accuracy"``
         ``{position: [acc per probed layer]}``, ``"probe_accuracy_std"`` (over folds),
-        ``"layers"``, ``"chance"`` (majority-class rate), ``"n_splits"``, ``"classes"``,
+        ``"embedding_accuracy"`` (``{position: acc}`` of the embedding), ``"layers"``, ``"chance"`` (majority-class rate), ``"n_splits"``, ``"classes"``,
         ``"gain_position"``.
 
     Example:
@@ -213,11 +218,13 @@ def probing(
         raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
                          "(filter them out, e.g. dataset.filter(...))")
     chance = float(counts.max() / counts.sum())
-    feats = residual_features(model, records, layers=layers, positions=positions, batch_size=batch_size,
+    feats = residual_features(model, records, layers=[-1] + layers, positions=positions, batch_size=batch_size,
                               show_progress=show_progress)
     acc: dict[str, list[float]] = {}
     acc_std: dict[str, list[float]] = {}
+    embed_acc: dict[str, float] = {}
     for p in positions:
+        embed_acc[p] = probe_accuracy(feats[p][-1], y, cv=cv, seed=seed, C=C, scaling=scaling, repeats=repeats)[0]
         acc[p], acc_std[p] = [], []
         for l in tqdm(layers, desc=f"probes ({p})", disable=not show_progress):
             m, s = probe_accuracy(feats[p][l], y, cv=cv, seed=seed, C=C, scaling=scaling, repeats=repeats)
@@ -225,7 +232,8 @@ def probing(
             acc_std[p].append(s)
     gain_pos = "subject_last" if "subject_last" in acc else positions[0]
     curve = acc[gain_pos]
-    gains = {l: curve[i] - (curve[i - 1] if i else chance) for i, l in enumerate(layers)}
+    start = max(chance, embed_acc[gain_pos]) if layers[0] == 0 else chance
+    gains = {l: curve[i] - (curve[i - 1] if i else start) for i, l in enumerate(layers)}
     comps: list[Component] = []
     values: list[float] = []
     for l in range(shape.n_layers):
@@ -238,6 +246,7 @@ def probing(
     extra = {
         "probe_accuracy": acc,
         "probe_accuracy_std": acc_std,
+        "embedding_accuracy": embed_acc,
         "layers": layers,
         "chance": chance,
         "n_splits": int(min(cv, counts.min())),
