@@ -36,7 +36,10 @@ class EvalConfig:
         mmlu_n_shots: Solved same-subject examples in each MMLU prompt.
         relearn_steps: Optimizer steps of the relearning attack.
         relearn_rank: LoRA rank of the relearning attack.
-        relearn_lr: Learning rate of the relearning attack.
+        relearn_lr: Learning rate of the relearning attack. Measured on Gemma 3 270M (main
+            job, 10 steps): 1e-4 brings the held-out half of a 16-athlete FLU edit from 0/8 back
+            to 4/8 true answers. On the planted test model (weights of order 1-10) 1e-4 moves
+            nothing in 20 steps; use ~1e-3 there.
         relearn_batch_size: Facts per relearning step.
         soft_prompt_len: Tokens of the adversarial soft prompt.
         soft_prompt_steps: Optimization steps of each soft prompt.
