@@ -134,6 +134,16 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     recs = _records(model, n_pairs)
     pairs = make_pairs(model, recs, seed=0)
     res: dict[str, Any] = {"method": method, "threads": torch.get_num_threads()}
+    with torch.inference_mode():  # warm-up (allocator, kernels), so that no method pays a cold start
+        model(pairs.clean.tokens[:2], return_type=None)
+    if method in ("factlens", "factlens_resid"):
+        from factlens.localize.activation import activation_patching
+
+        activation_patching(model, recs[:4], include_resid=method == "factlens_resid", show_progress=False)
+    elif method == "attribution":
+        from factlens.localize.attribution import attribution_patching
+
+        attribution_patching(model, recs[:4], show_progress=False)
     if method == "factlens":
         from factlens.localize.activation import activation_patching
 
@@ -192,7 +202,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
 
         with _PeakRSS() as mem:
             t = time.perf_counter()
-            s = attribution_patching(model, recs, show_progress=False)
+            s = attribution_patching(model, recs, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
         res["scores"] = dict(zip([c.label for c in s.components], [float(v) for v in s.values]))
     else:  # pragma: no cover
