@@ -19,6 +19,20 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not spin-wait on a busy machine).
+
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def gemma():
     """The embedded Gemma 3 270M (slow tests only)."""

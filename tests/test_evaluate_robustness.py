@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from factlens.testing.invariants import no_hooks
 from factlens.components import Mask
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.lora import add_lora
@@ -33,8 +34,6 @@ def _unchanged(model, snap) -> bool:
         p.requires_grad and p.grad is None for p in params.values())
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_relearning_on_unedited_model_is_noop_in_effect(planted):
     assert r["relearn_forget_accuracy"].baseline == 1.0
     assert r["relearn_maintain_accuracy"].value == 1.0
     assert len(r.extra["history"]) == 3 and r.extra["sft"].startswith("text:")
-    assert _unchanged(planted.model, snap) and _no_hooks(planted.model)
+    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
 
 
 def test_relearning_after_unlearning(planted, unlearned):
@@ -122,7 +121,7 @@ def test_relearning_after_unlearning(planted, unlearned):
     assert names["relearn_forget_accuracy"].n == len(b_rows)
     # retraining half A brings half A back
     assert names["relearn_train_accuracy"].value > names["relearn_train_accuracy_before"].value
-    assert _unchanged(unlearned, snap) and _no_hooks(unlearned)
+    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
 
 
 # -- soft prompts ---------------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     assert 0 <= m.value <= 1 and m.n == len(split_halves(planted.task.forget, seed=0)[1])
     assert m.baseline is not None and r2["soft_prompt_forget_accuracy"].baseline is None
     assert r1["soft_prompt_forget_accuracy_before"].value == 0.0
-    assert _unchanged(unlearned, snap) and _no_hooks(unlearned)
+    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
     assert all(p.grad is None for p in unlearned.parameters())
 
 
@@ -194,7 +193,7 @@ def test_probes_find_the_planted_attribute(planted, big_forget_task):
     assert final["probe_target_accuracy_last"].value <= 0.1
     assert len(final.extra["maintain_cv"]) == planted.n_layers and len(final.per_fact) == 24
     assert subj["probe_true_accuracy_max"].baseline == subj["probe_true_accuracy_max"].value
-    assert _unchanged(planted.model, snap) and _no_hooks(planted.model)
+    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
 
 
 def test_probes_after_unlearning_and_bad_input(planted, unlearned):
@@ -289,7 +288,7 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
     assert 0.0 <= soft["soft_prompt_forget_accuracy"].value <= 1.0 and soft.extra["max_norm"] > 0
     probes = run_probes(gemma, gemma_task, config=cfg, show_progress=False)
     assert probes.extra["layers"] == [3, 9, 17] and len(probes.extra["true"]) == 3
-    assert [n for n, _ in gemma.named_parameters()] == names and _no_hooks(gemma)
+    assert [n for n, _ in gemma.named_parameters()] == names and no_hooks(gemma)
     assert [p.requires_grad for p in gemma.parameters()] == flags and all(p.grad is None for p in gemma.parameters())
     for n, p in gemma.named_parameters():
         if n in before:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
+from factlens.testing.invariants import no_hooks
 from factlens.components import Component
 from factlens.data import sports_facts
 from factlens.data.formats import ONE_SHOT_SPORTS
@@ -20,18 +21,13 @@ from factlens.scores import ComponentScores
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.tokens import encode_records
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHORT = "{} plays the sport of"
 # the module (``factlens.localize`` the attribute is the function, so import by name)
 act = importlib.import_module("factlens.localize.activation")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not spin-wait on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _records(model, n_tokens=(2,), per=(2, 2, 2), template=ONE_SHOT_SPORTS) -> list[FactRecord]:
@@ -102,8 +98,6 @@ def _ours(scores: ComponentScores):
     return heads, mlps
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
 
 
 @pytest.mark.parametrize("variant,direction,metric,resid", [
@@ -218,7 +212,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in model.named_parameters()}
     activation_patching(model, recs, show_progress=False)
-    assert _no_hooks(model)
+    assert no_hooks(model)
     original = act.metric_from_residual
     calls = {"n": 0}
 
@@ -231,7 +225,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
     monkeypatch.setattr(act, "metric_from_residual", flaky)
     with pytest.raises(RuntimeError, match="metric failed"):
         activation_patching(model, recs, show_progress=False)
-    assert calls["n"] == 4 and _no_hooks(model)
+    assert calls["n"] == 4 and no_hooks(model)
 
     monkeypatch.setattr(act, "metric_from_residual", original)
 
@@ -241,7 +235,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
     monkeypatch.setattr(act, "_repeated_cache", raising)
     with pytest.raises(RuntimeError, match="during forward"):
         activation_patching(model, recs, show_progress=False)
-    assert _no_hooks(model)
+    assert no_hooks(model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert flags == {k: p.requires_grad for k, p in model.named_parameters()}
@@ -270,4 +264,4 @@ def test_bad_input(kwargs, match):
     model = tiny_model(n_layers=2)
     with pytest.raises(ValueError, match=match):
         activation_patching(model, _records(model), show_progress=False, **kwargs)
-    assert _no_hooks(model)
+    assert no_hooks(model)

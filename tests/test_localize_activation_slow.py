@@ -13,7 +13,7 @@ from factlens.data import sports_facts
 from factlens.localize.activation import activation_patching
 from factlens.localize.pairs import make_pairs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # two-token subjects (Gemma tokenizer), so the one-shot prompts have the same length
 SUBJECTS = ("LeBron James", "Babe Ruth", "Tom Brady", "Derek Jeter")
@@ -22,13 +22,6 @@ SUBJECTS = ("LeBron James", "Babe Ruth", "Tom Brady", "Derek Jeter")
 LAYERS = (0, 8, 17)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core machine two threads spin-wait and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _all_pos_setter(corrupted_activation, index, clean_activation):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import factlens
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.components import ModelShape
 from factlens.localize import attribution as attribution_mod
 from factlens.localize.attribution import attribution_correlation, attribution_patching
@@ -28,24 +29,6 @@ def sports_small():
     return ds.subset(range(0, len(ds), 32))  # all three sports, 2-3 token subjects
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
-
-
-def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {n: p.requires_grad for n, p in model.named_parameters()})
-
-
-def _assert_unchanged(model, snap):
-    state, flags = snap
-    now = model.state_dict()
-    assert now.keys() == state.keys()
-    for k, v in state.items():
-        assert torch.equal(now[k], v), k
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    assert all(p.grad is None for p in model.parameters())
-    assert _no_hooks(model)
 
 
 def _exact_denoising(model, dataset, metric="logit_diff", seed=0):
@@ -76,7 +59,7 @@ def _exact_denoising(model, dataset, metric="logit_diff", seed=0):
 
 def test_planted_top_components_and_correlation_with_exact(planted):
     model = planted.model
-    snap = _snapshot(model)
+    snap = snapshot(model)
     s = attribution_patching(model, planted.dataset, show_progress=False)
     assert s.method == "attribution_patching" and s.metric == "logit_diff"
     assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
@@ -90,7 +73,7 @@ def test_planted_top_components_and_correlation_with_exact(planted):
     # the other components do (almost) nothing
     others = [abs(s[c]) for c in s.components if c not in (planted.lookup_mlp, planted.extraction_head)]
     assert max(others) < 0.01 * s[planted.lookup_mlp]
-    _assert_unchanged(model, snap)
+    assert_unchanged(model, snap)
 
 
 def test_extra_fields_and_cost(planted):
@@ -154,9 +137,9 @@ def test_model_unchanged_with_frozen_parameters(planted):
     for p in frozen:
         p.requires_grad_(False)
     try:
-        snap = _snapshot(model)
+        snap = snapshot(model)
         a = attribution_patching(model, planted.dataset, show_progress=False)
-        _assert_unchanged(model, snap)
+        assert_unchanged(model, snap)
         for p in model.parameters():
             p.requires_grad_(False)
         b = attribution_patching(model, planted.dataset, show_progress=False)  # no parameter needs grad
@@ -177,10 +160,10 @@ def test_hooks_removed_after_an_exception(planted, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(attribution_mod, "metric_from_residual", failing)
-    snap = _snapshot(planted.model)
+    snap = snapshot(planted.model)
     with pytest.raises(RuntimeError, match="boom"):
         attribution_patching(planted.model, planted.dataset, show_progress=False)
-    _assert_unchanged(planted.model, snap)
+    assert_unchanged(planted.model, snap)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -215,7 +198,7 @@ def test_attribution_correlation_planted(planted):
 @pytest.mark.parametrize("variant", ["standard", "gqa"])
 def test_tiny_models(variant, sports_small):
     model = tiny_model(variant=variant, n_layers=2)
-    snap = _snapshot(model)
+    snap = snapshot(model)
     exact = _exact_denoising(model, sports_small)
     s = attribution_patching(model, sports_small, show_progress=False)
     a = np.array([s[l] for l in exact])
@@ -223,7 +206,7 @@ def test_tiny_models(variant, sports_small):
     # random weights, no planted fact: attribution is still a good linear estimate (measured 0.97-0.995)
     assert np.corrcoef(a, e)[0, 1] > 0.8
     assert np.isfinite(np.array(s.extra["resid"])).all()
-    _assert_unchanged(model, snap)
+    assert_unchanged(model, snap)
 
 
 # --- the real model ---------------------------------------------------------------------------
@@ -241,8 +224,8 @@ def test_gemma_attribution(gemma):
     n_subj = (enc.subject_last - enc.subject_first).tolist()
     common = max(set(n_subj), key=n_subj.count)  # a subject length every sport has (pairs need it)
     ds = ds.subset([i for i, n in enumerate(n_subj) if n == common][:8])
-    snap = _snapshot(gemma)
+    snap = snapshot(gemma)
     r = attribution_correlation(gemma, ds, batch_size=8)
-    _assert_unchanged(gemma, snap)
+    assert_unchanged(gemma, snap)
     assert r["n_components"] == 18 * 5
     assert r["pearson"] > 0.8, r["pearson"]  # measured 0.975 (spearman 0.957) on these 8 facts

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from factlens.components import Component, Mask, ModelShape
 from factlens.localize.baselines import manual_scores, random_scores
@@ -15,13 +14,9 @@ from factlens.localize.registry import localization_mask, localize
 from factlens.scores import ComponentScores
 from factlens.testing import planted_fact_model, tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import factlens
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.components import attn_hook, embed_hook, mlp_hook, resid_hook
 from factlens.localize import causal_tracing as ct_mod
 from factlens.localize.causal_tracing import ROLES, causal_tracing, embedding_std, position_summary
@@ -30,23 +31,6 @@ def planted_trace(planted):
     return causal_tracing(planted.model, planted.dataset, noise_scale=5.0, n_samples=8, show_progress=False)
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
-
-
-def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {n: p.requires_grad for n, p in model.named_parameters()})
-
-
-def _assert_unchanged(model, snap):
-    state, flags = snap
-    now = model.state_dict()
-    for k, v in state.items():
-        assert torch.equal(now[k], v), k
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    assert all(p.grad is None for p in model.parameters())
-    assert _no_hooks(model)
 
 
 def _naive_restore(model, record, *, noise_std, n_samples, seed, patches):
@@ -174,9 +158,9 @@ def test_component_subsets(planted):
 
 
 def test_model_unchanged_and_hooks_removed_after_an_exception(planted, monkeypatch):
-    snap = _snapshot(planted.model)
+    snap = snapshot(planted.model)
     causal_tracing(planted.model, planted.dataset[:3], n_samples=2, show_progress=False)
-    _assert_unchanged(planted.model, snap)
+    assert_unchanged(planted.model, snap)
     calls = {"n": 0}
     real = ct_mod.unembed
 
@@ -189,7 +173,7 @@ def test_model_unchanged_and_hooks_removed_after_an_exception(planted, monkeypat
     monkeypatch.setattr(ct_mod, "unembed", failing)
     with pytest.raises(RuntimeError, match="boom"):
         causal_tracing(planted.model, planted.dataset[:3], n_samples=2, show_progress=False)
-    _assert_unchanged(planted.model, snap)
+    assert_unchanged(planted.model, snap)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -222,9 +206,9 @@ def test_tiny_gqa_variants_run(variant):
     ds = sports_facts()
     ds = ds.subset([0, 3, 150])  # subjects of 2 and 4 tokens -> prompts of different lengths
     model = tiny_model(variant=variant, n_layers=2)
-    snap = _snapshot(model)
+    snap = snapshot(model)
     s = causal_tracing(model, ds, n_samples=2, window=2, show_progress=False)
-    _assert_unchanged(model, snap)
+    assert_unchanged(model, snap)
     assert len(s) == 2 * (4 + 1)
     assert np.isfinite(s.values).all() and (s.values > 0).all()
     resid = np.array(s.extra["resid"])
@@ -271,9 +255,9 @@ def test_gemma_causal_tracing(gemma):
     with torch.no_grad():
         _, cache = gemma.run_with_cache(batch.tokens[:, :4], names_filter=embed_hook())
     torch.testing.assert_close(cache[embed_hook()], gemma.embed.W_E[batch.tokens[:, :4]])
-    snap = _snapshot(gemma)
+    snap = snapshot(gemma)
     s = causal_tracing(gemma, ds, n_samples=2, components="mlps", include_resid=False, show_progress=False)
-    _assert_unchanged(gemma, snap)
+    assert_unchanged(gemma, snap)
     assert len(s) == 18
     # measured: clean 0.72, noised 0.0014 (3 sigma, sigma = std(W_E) = 1.03)
     assert s.extra["noised_prob"] < 0.5 * s.extra["clean_prob"]

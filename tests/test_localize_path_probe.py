@@ -21,14 +21,10 @@ from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.tiny import build_hooked
 from factlens.tokens import encode_records, unembed
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")
