@@ -103,7 +103,8 @@ class EditConfig:
 
         Tuned on Gemma 3 270M (Sports-Athlete-Editing, 16 facts, MLPs 2-3, a retain pool of
         the ~230 other known athletes): edit accuracy 1.00 and held-out maintain accuracy
-        0.94 (30/32) in about 100 s on 2 CPU cores. With only 32 retain facts the same edit
+        0.94 (30/32) in about 100 s on 2 CPU cores (one seed; with the FLU mask, MLPs 2-4, the
+        mean over 4 batch seeds is 0.82, see docs/editing.md). With only 32 retain facts the same edit
         keeps 0.78 of the held-out facts, and ``lr=2e-4`` drops that to 0.63: keep the retain
         pool large. The SFT term uses 4 chunks per step.
         """
