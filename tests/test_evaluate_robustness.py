@@ -137,6 +137,26 @@ def test_soft_tokens_equal_real_tokens(planted, which):
     torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("which", ["planted", "tiny_rotary"])
+def test_prepended_soft_tokens_equal_real_tokens(planted, which):
+    """position="prepend": soft vectors equal to a real prefix reproduce ``prefix + prompt``."""
+    m = planted.model if which == "planted" else tiny_model(variant="gqa_gated")
+    ids = _encode(m, "Fact:")[0]
+    soft = m.embed(torch.tensor(ids)[None])[0].detach()
+    prompts = [planted.dataset[0].subject + " plays the sport of", planted.dataset[1].subject + " plays the sport of"]
+    got = _soft_logprobs(m, soft, prompts, ["basketball", "football golf"], "prepend")
+    want = answer_logprobs(m, ["Fact:" + p for p in prompts], ["basketball", "football golf"])
+    torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-4)
+    items = format_prompts(planted.task.forget, "default")
+    scores = soft_prompt_scores(m, soft, items, position="prepend")
+    ref = score_prompts(m, [dataclasses.replace(it, prompt="Fact:" + it.prompt) for it in items])
+    np.testing.assert_allclose(scores["p_answer"], ref.p_answer_norm, rtol=1e-4)
+    with pytest.raises(ValueError, match="position"):
+        soft_prompt_scores(m, soft, items, position="middle")
+    with pytest.raises(ValueError, match="soft_prompt_position"):
+        EvalConfig(soft_prompt_position="middle")
+
+
 def test_soft_prompt_scores_match_ordinary_scoring(planted):
     """The one-forward-per-prompt candidate path agrees with score_prompts on the written-out prompt."""
     m = planted.model

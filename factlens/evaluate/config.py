@@ -47,6 +47,9 @@ class EvalConfig:
         soft_prompt_seeds: Independent soft-prompt runs.
         soft_prompt_max_norm: Norm bound of each soft-prompt vector (``None``: the mean
             token-embedding norm).
+        soft_prompt_position: ``"append"`` (after the prompt; the answer is read at the last
+            soft vector) or ``"prepend"`` (after BOS, before the prompt; the answer is read
+            at the prompt's last token, as in prompt tuning).
         probe_layers: Layers probed (``None``: all).
         probe_C: Inverse regularization strength of the logistic-regression probes.
 
@@ -78,6 +81,7 @@ class EvalConfig:
     soft_prompt_lr: float = 1e-2
     soft_prompt_seeds: int = 3
     soft_prompt_max_norm: float | None = None
+    soft_prompt_position: str = "append"
     probe_layers: tuple[int, ...] | None = None
     probe_C: float = 1.0
 
@@ -100,6 +104,8 @@ class EvalConfig:
         for name in ("n_shots", "mmlu_n_shots", "relearn_steps", "soft_prompt_steps"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.soft_prompt_position not in ("append", "prepend"):
+            raise ValueError(f"EvalConfig.soft_prompt_position must be 'append' or 'prepend', got {self.soft_prompt_position!r}")
         if self.text_seq_len < 2:
             raise ValueError(f"EvalConfig.text_seq_len must be >= 2 (BOS + one token), got {self.text_seq_len}")
         if self.n_mmlu is not None and self.n_mmlu < 1:

@@ -42,7 +42,9 @@ from factlens.evaluate.relearning import forget_scores, split_halves
 from factlens.evaluate.result import Metric, SuiteResult
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
 
-__all__ = ["run_soft_prompts", "train_soft_prompt", "soft_prompt_scores", "mean_embedding_norm"]
+SOFT_PROMPT_POSITIONS = ("append", "prepend")
+
+__all__ = ["SOFT_PROMPT_POSITIONS", "run_soft_prompts", "train_soft_prompt", "soft_prompt_scores", "mean_embedding_norm"]
 
 
 def mean_embedding_norm(model, *, chunk: int = 8192) -> float:
@@ -61,20 +63,34 @@ def mean_embedding_norm(model, *, chunk: int = 8192) -> float:
     return total / n
 
 
-def _rows(model, prompts: Sequence[str], conts: Sequence[Sequence[int]], k: int):
-    """Token rows ``prompt + k placeholders + continuation[:-1]``, soft start positions, answer positions."""
+def _rows(model, prompts: Sequence[str], conts: Sequence[Sequence[int]], k: int, position: str = "append"):
+    """Token rows with ``k`` placeholders, their start positions and the answer-reading positions.
+
+    ``position="append"``: ``prompt + k placeholders + continuation[:-1]``; ``"prepend"``:
+    ``BOS + k placeholders + prompt + continuation[:-1]``. The last entry of each triple is
+    the position whose output predicts the first continuation token.
+    """
+    if position not in SOFT_PROMPT_POSITIONS:
+        raise ValueError(f"soft-prompt position must be one of {SOFT_PROMPT_POSITIONS}, got {position!r}")
     bos = _bos_id(model)
     pad = _pad_id(model)
-    rows, starts = [], []
+    head = [bos] if bos is not None else []
+    rows, starts, lasts = [], [], []
     for p, c in zip(prompts, conts):
-        ids = ([bos] if bos is not None else []) + _encode(model, p)[0]
-        starts.append(len(ids))
-        rows.append(ids + [pad] * k + list(c[:-1]))
+        ids = _encode(model, p)[0]
+        if position == "append":
+            starts.append(len(head) + len(ids))
+            row = head + ids + [pad] * k
+        else:
+            starts.append(len(head))
+            row = head + [pad] * k + ids
+        lasts.append(len(row) - 1)
+        rows.append(row + list(c[:-1]))
     n = max(len(r) for r in rows)
     toks = torch.full((len(rows), n), pad, dtype=torch.long)
     for i, r in enumerate(rows):
         toks[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return toks.to(model.cfg.device), starts
+    return toks.to(model.cfg.device), starts, lasts
 
 
 def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor) -> Float[Tensor, "batch pos d_model"]:
@@ -91,16 +107,16 @@ def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor) -> Flo
         return model(toks, stop_at_layer=model.cfg.n_layers)
 
 
-def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequence[str]) -> Float[Tensor, "n"]:
-    """Summed log-probability of each answer after ``prompt + soft`` (differentiable in ``soft``)."""
+def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequence[str],
+                   position: str = "append") -> Float[Tensor, "n"]:
+    """Summed log-probability of each answer after the prompt with ``soft`` (differentiable in ``soft``)."""
     conts = [answer_token_ids(model, a) for a in answers]
-    k = soft.shape[0]
-    toks, starts = _rows(model, prompts, conts, k)
+    toks, starts, lasts = _rows(model, prompts, conts, soft.shape[0], position)
     resid = _soft_resid(model, toks, starts, soft)
     owner, pos, tgt = [], [], []
-    for i, (s, c) in enumerate(zip(starts, conts)):
+    for i, (last, c) in enumerate(zip(lasts, conts)):
         owner += [i] * len(c)
-        pos += list(range(s + k - 1, s + k - 1 + len(c)))
+        pos += list(range(last, last + len(c)))
         tgt += list(c)
     dev = resid.device
     owner_t = torch.tensor(owner, device=dev)
@@ -109,8 +125,9 @@ def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequenc
     return torch.zeros(len(prompts), device=dev).index_add(0, owner_t, tok_lp)
 
 
-def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *, batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Candidate scores of prompts followed by the soft prompt.
+def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
+                       position: str = "append") -> dict[str, np.ndarray]:
+    """Candidate scores of prompts with the soft prompt (``position``: ``"append"`` or ``"prepend"``).
 
     Returns:
         ``answer_wins``, ``target_wins`` (False where no target) and ``p_answer`` (normalized
@@ -127,9 +144,9 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
             j = 0
             for sl in iter_batches(n, batch_size):
                 part = items[sl]
-                toks, starts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0])
+                toks, starts, lasts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0], position)
                 resid = _soft_resid(model, toks, starts, soft)
-                last = torch.tensor(starts, device=resid.device) + soft.shape[0] - 1
+                last = torch.tensor(lasts, device=resid.device)
                 lp = F.log_softmax(unembed(model, resid[torch.arange(len(part), device=resid.device), last][:, None])[:, 0]
                                    .float(), dim=-1).cpu()
                 for r, it in enumerate(part):
@@ -139,7 +156,8 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
         else:
             for sl in iter_batches(len(flat), batch_size):
                 part = flat[sl]
-                lps[sl] = _soft_logprobs(model, soft, [items[i].prompt for i, _ in part], [c for _, c in part]).cpu()
+                lps[sl] = _soft_logprobs(model, soft, [items[i].prompt for i, _ in part], [c for _, c in part],
+                                         position).cpu()
     j = 0
     for i, it in enumerate(items):
         lp = lps[j : j + len(it.candidates)].double()
@@ -197,7 +215,8 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalCon
             if len(order) < bs:
                 order += torch.randperm(len(items), generator=gen).tolist()
             batch, order = [items[i] for i in order[:bs]], order[bs:]
-            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch]).mean()
+            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch],
+                                   config.soft_prompt_position).mean()
             (grad,) = torch.autograd.grad(loss, [soft])  # no gradient reaches the model's parameters
             soft.grad = grad
             opt.step()
@@ -218,8 +237,10 @@ def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, ma
     for s in tqdm(seeds, desc="soft-prompt seeds", disable=not show_progress, leave=False):
         soft, losses = train_soft_prompt(model, half_a, config=config, seed=s, max_norm=max_norm)
         runs.append({"seed": s, "losses": losses,
-                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size),
-                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size)})
+                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size,
+                                             position=config.soft_prompt_position),
+                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size,
+                                             position=config.soft_prompt_position)})
     return runs
 
 
@@ -317,7 +338,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
                       "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
                       "losses": r["losses"]} for r in runs],
-        "max_norm": norm, "soft_prompt_len": config.soft_prompt_len, "position": "appended after the prompt",
+        "max_norm": norm, "soft_prompt_len": config.soft_prompt_len, "position": config.soft_prompt_position,
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b],
     }
     if base_runs is not None:
