@@ -256,18 +256,19 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
     """
     t0 = time.perf_counter()
     half_a, half_b = split_halves(task.forget, seed=config.seed)
-    before = {h: forget_scores(model, ds, config) for h, ds in (("A", half_a), ("B", half_b))}
+    halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
+    before = {h: score_prompts(model, items, batch_size=config.batch_size) for h, items in halves.items()}
     base = None
     if original is not None:
         base = before if original is model else {
-            h: cached(baselines, ("scores", items_key(format_prompts(ds, "default", seed=config.seed)), config.batch_size),
-                      lambda ds=ds: forget_scores(original, ds, config))
-            for h, ds in (("A", half_a), ("B", half_b))}
+            h: cached(baselines, ("scores", items_key(items), config.batch_size),
+                      lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
+            for h, items in halves.items()}
     rel = relearn(model, half_a, retain=task.retain, config=config, show_progress=show_progress)
     maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
     try:
         with parametrize.cached():
-            after = {h: forget_scores(rel.model, ds, config) for h, ds in (("A", half_a), ("B", half_b))}
+            after = {h: score_prompts(rel.model, items, batch_size=config.batch_size) for h, items in halves.items()}
             maintain_after = forget_scores(rel.model, task.maintain, config) if len(task.maintain) else None
     finally:
         rel.lora.remove()
