@@ -9,7 +9,7 @@ Edits 16 athletes (Sports-Athlete-Editing on the built-in ``sports_facts()``) wi
   with the same losses, since those parameters are not components),
 
 all in the same process, and prints a markdown table: seconds per optimizer step, peak
-process-RSS increase during the edit (sampled every 5 ms with psutil) and the size of the
+process-RSS increase during the edit (sampled every millisecond, benchmarks/_memory.py) and the size of the
 optimizer state + gradients (AdamW: two states and one gradient per *touched* tensor).
 
 Run: ``python benchmarks/edit.py [--steps 3] [--batch-size 4] [--grad-accum 1] [--no-all-params]``
@@ -18,14 +18,9 @@ Run: ``python benchmarks/edit.py [--steps 3] [--batch-size 4] [--grad-accum 1] [
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import importlib.util
-import os
-import threading
 import time
 
-import psutil
 import torch
 
 import factlens
@@ -38,44 +33,9 @@ from factlens.edit.editor import lr_factor
 from factlens.edit.losses import fact_losses, reference_logprobs, sft_loss, sft_positions
 from factlens.tasks import sports_athlete_editing
 
+from _memory import PeakRSS, release_memory  # benchmarks/_memory.py (the script's folder is on sys.path)
+
 GiB = 2**30
-
-
-class PeakRSS:
-    """Peak resident set size of this process while the block runs (sampled in a thread)."""
-
-    def __init__(self, interval: float = 0.005):
-        self.proc, self.interval = psutil.Process(os.getpid()), interval
-
-    def __enter__(self):
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.start
-
-
-def release_memory() -> None:
-    """Collect garbage and return freed heap memory to the OS (glibc), so RSS deltas start from a clean base."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc
-        pass
 
 
 def flu_mask(model, ds) -> Mask:

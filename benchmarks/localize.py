@@ -32,38 +32,12 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
-import threading
 import time
 from typing import Any
 
+from _memory import PeakRSS  # benchmarks/_memory.py (the script's folder is on sys.path, also in spawned workers)
+
 MODEL = "gemma-3-270m"
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRSS:
-    """Samples the resident set size in a thread; ``.peak`` is the increase over the start."""
-
-    def __enter__(self):
-        self.start = _rss()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss() - self.start)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss() - self.start)
 
 
 def _records(model, n_pairs: int):
@@ -147,7 +121,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     if method == "factlens":
         from factlens.localize.activation import activation_patching
 
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             t = time.perf_counter()
             s = activation_patching(model, recs, include_resid=False, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
@@ -155,7 +129,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     elif method == "factlens_resid":
         from factlens.localize.activation import activation_patching
 
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             t = time.perf_counter()
             s = activation_patching(model, recs, include_resid=True, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
@@ -169,7 +143,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
         chunk = tl_chunk or len(pairs)
         heads = torch.zeros(n_layers, n_heads, dtype=torch.float64)
         mlps = torch.zeros(n_layers, dtype=torch.float64)
-        with _PeakRSS() as mem, torch.inference_mode():
+        with PeakRSS() as mem, torch.inference_mode():
             t = time.perf_counter()
             for s0 in range(0, len(pairs), chunk):  # TL patches one batch; chunks only bound memory
                 part = pairs.subset(range(s0, min(len(pairs), s0 + chunk)))
@@ -200,14 +174,14 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     elif method == "attribution":
         from factlens.localize.attribution import attribution_patching  # may not exist yet
 
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             t = time.perf_counter()
             s = attribution_patching(model, recs, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
         res["scores"] = dict(zip([c.label for c in s.components], [float(v) for v in s.values]))
     else:  # pragma: no cover
         raise ValueError(method)
-    res["peak_rss_mb"] = mem.peak / 2**20
+    res["peak_rss_mb"] = mem.delta / 2**20
     res["forward_s"] = _forward_time(model, pairs)  # after the method, so its memory is measured from scratch
     q.put(res)
 
