@@ -1,0 +1,376 @@
+"""Statistics for factlens results: confidence intervals, paired tests, multiple testing, power.
+
+Every function wraps a well-kept implementation (scipy, statsmodels) and fixes the choices
+that matter for factlens, where the unit of sampling is the *fact* (or a general-text chunk,
+an MMLU question) and two localizations are evaluated on the same units:
+
+* :func:`wilson_interval` — 95 % Wilson score interval of an accuracy ``k / n``
+  (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``).
+* :func:`bootstrap_mean_interval` — seeded percentile bootstrap interval of a mean
+  (``scipy.stats.bootstrap``, 2,000 resamples by default); :func:`bootstrap_interval` for
+  any statistic of the units (e.g. a maximum over layers).
+* :func:`hierarchical_bootstrap_interval` — several training seeds: resample seeds, then
+  units within each drawn seed, so the interval includes the seed-to-seed variance.
+* :func:`paired_bootstrap_diff` — the difference of two paired evaluations and its interval.
+* :func:`sign_flip_test` — paired permutation test: under "no difference" each paired
+  difference is as likely to have either sign. Exact enumeration of all ``2**n`` sign
+  patterns for small ``n``, otherwise ``scipy.stats.permutation_test`` with
+  ``permutation_type="samples"`` (seeded).
+* :func:`holm` — Holm's step-down correction (``statsmodels.stats.multitest.multipletests``).
+* :func:`minimum_detectable_difference` — the smallest true paired difference the test
+  finds with the given power (see its docstring for how it is computed).
+* :func:`variance_components` — the split of the variance of a seed-averaged mean between
+  fact sampling and training seed.
+
+Example:
+    >>> [round(x, 3) for x in wilson_interval(8, 16)]
+    [0.28, 0.72]
+    >>> round(sign_flip_test([0.0] * 10), 3)
+    1.0
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
+           "paired_bootstrap_diff", "sign_flip_test", "holm", "minimum_detectable_difference", "variance_components",
+           "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
+
+#: Up to this many paired units the sign-flip test enumerates all 2**n sign patterns.
+EXACT_MAX_N = 16
+#: Default number of bootstrap resamples (intervals) and random sign patterns (large n).
+N_RESAMPLES = 2000
+
+
+def _rng_kwargs(fn: Callable, seed: int) -> dict:
+    """scipy >= 1.15 takes ``rng=``; older versions ``random_state=``."""
+    name = "rng" if "rng" in inspect.signature(fn).parameters else "random_state"
+    return {name: np.random.default_rng(seed)}
+
+
+def _clean(values: Sequence[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=float).ravel()
+    return v[~np.isnan(v)]
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    """True when every (non-NaN) value is 0 or 1 (then a mean is a proportion)."""
+    v = _clean(values)
+    return bool(len(v)) and bool(np.all((v == 0) | (v == 1)))
+
+
+def wilson_interval(k: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``k / n``.
+
+    Args:
+        k: Successes (e.g. facts whose true answer still wins).
+        n: Trials (facts, prompts, questions); must be >= 1.
+        confidence: Coverage (0.95: a 95 % interval).
+
+    Returns:
+        ``(low, high)`` within ``[0, 1]``.
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(0, 8)]
+        [0.0, 0.324]
+    """
+    from scipy.stats import binomtest
+
+    k, n = int(round(k)), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], np.ndarray], *, confidence: float = 0.95,
+                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of any statistic of ``n`` units (resampled with replacement).
+
+    Args:
+        n: Number of units.
+        statistic: Called with an integer index array of shape ``[..., n]`` (a resample of
+            ``range(n)`` along the last axis; leading axes are a batch of resamples) and
+            returns one value per resample (shape ``[...]``).
+        confidence: Coverage.
+        n_resamples: Bootstrap resamples (>= 2,000 recommended).
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)``, or ``None`` when ``n < 2`` (no spread to resample).
+
+    Example:
+        >>> acc = np.array([[1, 0], [1, 1], [0, 1], [1, 1]], float)  # 4 facts x 2 layers
+        >>> lo, hi = bootstrap_interval(4, lambda i: acc[i].mean(-2).max(-1))
+        >>> lo <= 0.75 <= hi
+        True
+    """
+    from scipy.stats import bootstrap
+
+    if n < 2:
+        return None
+    res = bootstrap((np.arange(n),), lambda i, axis=-1: statistic(np.asarray(i, dtype=int)), vectorized=True,
+                    paired=False, method="percentile", confidence_level=confidence, n_resamples=n_resamples,
+                    batch=max(1, min(n_resamples, 2_000_000 // max(n, 1))), **_rng_kwargs(bootstrap, seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (lo, hi) if not (math.isnan(lo) or math.isnan(hi)) else None
+
+
+def bootstrap_mean_interval(values: Sequence[float], *, weights: Sequence[float] | None = None,
+                            confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
+                            seed: int = 0) -> tuple[float, float] | None:
+    """Seeded percentile bootstrap interval of a (weighted) mean over units.
+
+    Args:
+        values: One value per unit (NaN entries are dropped, with their weights).
+        weights: Optional weight per unit (e.g. tokens per text chunk): the statistic is then
+            ``sum(w * v) / sum(w)`` and units are resampled with their weights.
+        confidence: Coverage.
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)``, or ``None`` for fewer than 2 units.
+
+    Example:
+        >>> lo, hi = bootstrap_mean_interval([0.1, 0.2, 0.3, 0.4, 0.5])
+        >>> 0.1 <= lo < 0.3 < hi <= 0.5
+        True
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape != v.shape:
+        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
+    keep = ~np.isnan(v)
+    v, w = v[keep], w[keep]
+    if weights is None:
+        return bootstrap_interval(len(v), lambda i: v[i].mean(-1), confidence=confidence,
+                                  n_resamples=n_resamples, seed=seed)
+    return bootstrap_interval(len(v), lambda i: (w[i] * v[i]).sum(-1) / w[i].sum(-1), confidence=confidence,
+                              n_resamples=n_resamples, seed=seed)
+
+
+def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *, confidence: float = 0.95,
+                                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
+    """Interval of the mean over groups (seeds) of per-group means, resampling seeds then units.
+
+    Each resample draws as many groups as there are, with replacement, then resamples the
+    units (facts) of each drawn group with replacement, and averages the group means. The
+    interval therefore includes both the fact-sampling and the seed-to-seed variance. With
+    one group it is the ordinary percentile bootstrap of the mean.
+
+    Example:
+        >>> lo, hi = hierarchical_bootstrap_interval([[0, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]])
+        >>> lo < 10 / 12 < hi
+        True
+    """
+    gs = [_clean(g) for g in groups]
+    gs = [g for g in gs if len(g)]
+    if not gs:
+        return None
+    if len(gs) == 1:
+        return bootstrap_mean_interval(gs[0], confidence=confidence, n_resamples=n_resamples, seed=seed)
+    rng = np.random.default_rng(seed)
+    # per group, n_resamples bootstrap means (facts resampled within the group)
+    boot = np.stack([g[rng.integers(0, len(g), size=(n_resamples, len(g)))].mean(1) for g in gs])  # [G, B]
+    pick = rng.integers(0, len(gs), size=(n_resamples, len(gs)))  # seeds drawn per resample
+    stats = boot[pick, np.arange(n_resamples)[:, None]].mean(1)
+    a = (1 - confidence) / 2
+    return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
+
+
+def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[float] | Sequence[Sequence[float]],
+                          *, confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
+                          seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+    """Mean paired difference ``x - y`` and its bootstrap interval.
+
+    Args:
+        x, y: Paired per-unit values (same length, same unit order), or one such sequence
+            per seed (``[[seed 0 units], [seed 1 units], ...]``): then the difference is the
+            mean over seeds of the per-seed mean differences and the interval comes from
+            :func:`hierarchical_bootstrap_interval` (seeds, then facts within seed).
+        confidence, n_resamples, seed: As for :func:`bootstrap_mean_interval`.
+
+    Returns:
+        ``(diff, (low, high) or None)``; pairs with a NaN on either side are dropped.
+
+    Example:
+        >>> d, (lo, hi) = paired_bootstrap_diff([1, 1, 1, 0, 1, 1], [0, 0, 1, 0, 0, 0])
+        >>> round(d, 3), lo > 0
+        (0.667, True)
+    """
+    xs, ys = _as_groups(x), _as_groups(y)
+    if len(xs) != len(ys):
+        raise ValueError(f"x has {len(xs)} seed groups, y has {len(ys)}")
+    ds = []
+    for a, b in zip(xs, ys):
+        if a.shape != b.shape:
+            raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
+        d = a - b
+        ds.append(d[~np.isnan(d)])
+    ds = [d for d in ds if len(d)]
+    if not ds:
+        return float("nan"), None
+    diff = float(np.mean([d.mean() for d in ds]))
+    return diff, hierarchical_bootstrap_interval(ds, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def _as_groups(x) -> list[np.ndarray]:
+    if len(x) and isinstance(x[0], (list, tuple, np.ndarray)):
+        return [np.asarray(g, dtype=float).ravel() for g in x]
+    return [np.asarray(x, dtype=float).ravel()]
+
+
+def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | None = None,
+                   exact_max_n: int = EXACT_MAX_N, n_resamples: int = 9999, seed: int = 0,
+                   alternative: str = "two-sided") -> float:
+    """Paired permutation (sign-flip) test of "the mean paired difference is zero".
+
+    Under the null hypothesis that the two evaluations do not differ, each unit's paired
+    difference is equally likely to have either sign. The statistic is the (weighted) mean
+    difference; its null distribution comes from flipping signs. With ``n <= exact_max_n``
+    non-zero-weight units all ``2**n`` patterns are enumerated (exact p-value), otherwise
+    ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
+    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0).
+
+    Args:
+        differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
+        weights: Optional weight per unit (e.g. ``1 / n_facts`` of the unit's seed, so each
+            seed counts once in the statistic).
+        exact_max_n: Largest ``n`` enumerated exactly.
+        n_resamples: Random sign patterns for larger ``n``.
+        seed: Seed of the random patterns.
+        alternative: ``"two-sided"``, ``"greater"`` (x > y) or ``"less"``.
+
+    Returns:
+        The p-value (1.0 when every difference is zero or there is none).
+
+    Example:
+        >>> round(sign_flip_test([1, 1, 1, 1, 1, 1]), 5)  # exact: 2 * 2**-6
+        0.03125
+    """
+    from scipy.stats import permutation_test
+
+    d = np.asarray(differences, dtype=float).ravel()
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape != d.shape:
+        raise ValueError(f"weights ({w.shape}) must match differences ({d.shape})")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    keep = ~np.isnan(d) & (w > 0)
+    d, w = d[keep], w[keep] / w[keep].sum() if keep.any() else w[keep]
+    if len(d) == 0 or np.all(d == 0):
+        return 1.0
+    if len(d) <= exact_max_n:
+        return _exact_sign_flip(d * w, alternative)
+    # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
+    res = permutation_test((d, np.zeros_like(d)), lambda a, b, axis=-1: ((a - b) * w).sum(axis),
+                           permutation_type="samples", vectorized=True, n_resamples=n_resamples,
+                           alternative=alternative, **_rng_kwargs(permutation_test, seed))
+    return float(res.pvalue)
+
+
+def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
+    n = len(wd)
+    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # all 2**n patterns
+    null = signs @ wd
+    obs = wd.sum()
+    tol = 1e-12 * max(1.0, abs(obs))
+    greater = float(np.mean(null >= obs - tol))
+    less = float(np.mean(null <= obs + tol))
+    if alternative == "greater":
+        return greater
+    if alternative == "less":
+        return less
+    return min(1.0, 2 * min(greater, less))
+
+
+def holm(pvalues: Sequence[float], *, alpha: float = 0.05) -> np.ndarray:
+    """Holm-adjusted p-values (family-wise error across ``pvalues``); NaN entries stay NaN.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03]).round(2).tolist()
+        [0.03, 0.06, 0.06]
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out
+
+
+def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: float = 0.05,
+                                  power: float = 0.8) -> float:
+    """Smallest true mean paired difference detected with probability ``power`` at level ``alpha``.
+
+    How it is computed:
+
+    * With ``sd`` > 0 (the standard deviation of the paired differences): the two-sided
+      paired (one-sample) t-test's power calculation
+      (``statsmodels.stats.power.TTestPower().solve_power``) gives the smallest
+      standardized effect ``d`` detectable with ``n`` pairs; the result is ``d * sd``. The
+      permutation test has about the t-test's power for such data.
+    * Without a spread (``sd`` is ``None`` or 0: no unit differed, e.g. both evaluations
+      forget every fact): the exact sign-flip test on outcomes in [0, 1]. A true difference
+      ``delta`` is modelled as each unit changing by 1 with probability ``delta``, all in one
+      direction; the exact test rejects once ``k`` units changed with ``2 * 2**-k <= alpha``
+      (k = 6 at 0.05), so ``delta`` solves ``P(Binomial(n, delta) >= k) = power``. Returns
+      ``inf`` when ``n < k``: then no difference at all can be significant.
+
+    Example:
+        >>> round(minimum_detectable_difference(16, sd=0.5), 3)
+        0.375
+        >>> round(minimum_detectable_difference(16), 3), minimum_detectable_difference(5)
+        (0.449, inf)
+    """
+    if n < 2:
+        return float("inf")
+    if sd is not None and sd > 0 and not math.isnan(sd):
+        from statsmodels.stats.power import TTestPower
+
+        d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+        return float(np.asarray(d).item()) * float(sd)
+    from scipy.optimize import brentq
+    from scipy.stats import binom
+
+    k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
+    if n < k:
+        return float("inf")
+    return float(brentq(lambda p: binom.sf(k - 1, n, p) - power, 1e-9, 1 - 1e-9))
+
+
+def variance_components(groups: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Split the variance of a seed-averaged mean between fact sampling and training seed.
+
+    With ``S`` seeds, per-seed means ``m_s`` over ``n_s`` units and within-seed variances
+    ``v_s``: the fact-sampling variance of one seed's mean is ``mean(v_s / n_s)``; the seed
+    variance is the method-of-moments estimate ``max(var(m_s) - mean(v_s / n_s), 0)`` (the
+    spread of the seed means beyond what fact sampling explains). Both are variances of a
+    *single seed's* mean; the seed share is ``seed / (seed + facts)``.
+
+    Returns:
+        ``{"var_facts", "var_seed", "seed_share", "n_seeds"}`` (NaN with fewer than 2 seeds).
+
+    Example:
+        >>> vc = variance_components([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
+        >>> vc["var_seed"] > vc["var_facts"] > 0
+        True
+    """
+    gs = [_clean(g) for g in groups]
+    gs = [g for g in gs if len(g) > 1]
+    if len(gs) < 2:
+        return {"var_facts": float("nan"), "var_seed": float("nan"), "seed_share": float("nan"), "n_seeds": len(gs)}
+    means = np.array([g.mean() for g in gs])
+    within = float(np.mean([g.var(ddof=1) / len(g) for g in gs]))
+    seed = max(float(means.var(ddof=1)) - within, 0.0)
+    total = seed + within
+    return {"var_facts": within, "var_seed": seed, "seed_share": seed / total if total > 0 else float("nan"),
+            "n_seeds": len(gs)}
