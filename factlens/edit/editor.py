@@ -48,7 +48,7 @@ from factlens.edit.config import EditConfig
 from factlens.edit.losses import fact_losses, reference_logprobs, sft_loss, sft_positions
 from factlens.edit.result import EditResult, ParamDelta
 
-__all__ = ["edit", "KL_CACHE_BYTES"]
+__all__ = ["edit", "finetune", "KL_CACHE_BYTES"]
 
 #: Precompute the original model's KL-reference log-probs once when they fit in this many
 #: bytes (the paper's 32 chunks x 16 positions x 262k vocabulary take 537 MB); otherwise
@@ -181,8 +181,34 @@ def _trainable(model, names: Sequence[str]) -> Iterator[dict[str, torch.nn.Param
             p.requires_grad_(flags[n])
 
 
-def edit(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(), inplace: bool = False,
-         show_progress: bool = True) -> EditResult:
+def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
+         inplace: bool = False, show_progress: bool = True) -> EditResult:
+    """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
+
+    ``method`` names an entry of :data:`factlens.edit.registry.EDIT_METHODS` (default
+    ``"finetune"``: masked fine-tuning, see :func:`finetune` for the arguments); an
+    :class:`~factlens.edit.registry.EditMethod` entry of your own is accepted too.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> edit(p.model, Mask([p.lookup_mlp]), p.task, method="nosuch")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown edit method 'nosuch'; known: [...]
+    """
+    from factlens.edit.registry import EDIT_METHODS
+
+    entry = EDIT_METHODS.get(method)
+    if entry.name != "finetune":
+        _check_task(task, objective)
+        entry.check_objective(objective or task.objective)
+    return entry.fn.load()(model, mask, task, objective=objective, config=config, inplace=inplace,
+                           show_progress=show_progress)
+
+
+def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),
+             inplace: bool = False, show_progress: bool = True) -> EditResult:
     """Edit or unlearn the facts of ``task`` by training only the components in ``mask``.
 
     Args:

@@ -2,8 +2,11 @@
 
 :func:`evaluate` runs named suites on a model and a :class:`~factlens.tasks.Task` and
 returns an :class:`EvalResult`. Each suite is a function
-``run_<suite>(model, task, *, original, config, **kw) -> SuiteResult`` registered in
-:data:`SUITES` as a ``"module:function"`` string and imported only when it runs.
+``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs) -> SuiteResult``
+in its own module, registered as one :class:`Suite` entry in :data:`SUITES` (imported only
+when it runs). The entry declares which optional inputs the suite uses (``needs``: e.g.
+``mask``) and which of them it cannot run without (``requires``), so that every request is
+validated before any suite runs.
 
 Suites:
     ``standard``: forget / edit / maintain accuracy and probability in the trained format.
@@ -17,9 +20,8 @@ Suites:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -27,25 +29,67 @@ from tqdm.auto import tqdm
 from factlens.evaluate.baselines import BaselineCache
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+from factlens.registry import Ref, Registry
 
-__all__ = ["evaluate", "SUITES", "DEFAULT_SUITES", "suite_function", "EvalConfig", "EvalResult", "Metric",
-           "SuiteResult", "BaselineCache"]
+__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
+           "Metric", "SuiteResult", "BaselineCache"]
 
-#: Suite name -> ``"module:function"`` (imported lazily).
-SUITES: dict[str, str] = {
-    "standard": "factlens.evaluate.standard:run_standard",
-    "formats": "factlens.evaluate.formats:run_formats",
-    "side_effects": "factlens.evaluate.side_effects:run_side_effects",
-    "relearning": "factlens.evaluate.relearning:run_relearning",
-    "probes": "factlens.evaluate.probes:run_probes",
-    "soft_prompts": "factlens.evaluate.soft_prompts:run_soft_prompts",
-    "mechanisms": "factlens.evaluate.mechanisms:run_mechanisms",
-}
+#: The optional inputs of :func:`evaluate` that a suite can declare in ``Suite.needs``.
+INPUTS: tuple[str, ...] = ("mask", "mechanisms", "weight_mask", "weight_mask_threshold", "edit_result")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One evaluation suite.
+
+    Attributes:
+        name: The name passed in ``suites=``.
+        fn: ``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs)``.
+        needs: Optional inputs (of :data:`INPUTS`) passed to ``fn`` when given.
+        requires: Groups of inputs of which at least one must be given (checked before any
+            suite runs), e.g. ``(("mask", "mechanisms"),)``.
+        doc: One line for listings.
+    """
+
+    name: str
+    fn: Ref
+    needs: tuple[str, ...] = ()
+    requires: tuple[tuple[str, ...], ...] = ()
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
+        if bad:
+            raise ValueError(f"suite {self.name!r} declares unknown inputs {bad}; known: {list(INPUTS)}")
+
+    def check(self, given: dict[str, Any]) -> None:
+        """Raise if a required input group has no given member (the message says which)."""
+        for group in self.requires:
+            if all(given.get(n) is None for n in group):
+                raise ValueError(f"the {self.name!r} suite needs {' and/or '.join(f'{n}=...' for n in group)}")
+
+
+SUITES: Registry[Suite] = Registry("evaluation suite", (
+    Suite("standard", Ref("factlens.evaluate.standard", "run_standard"),
+          doc="forget / edit / maintain accuracy and probability in the trained format"),
+    Suite("formats", Ref("factlens.evaluate.formats", "run_formats"),
+          doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
+    Suite("side_effects", Ref("factlens.evaluate.side_effects", "run_side_effects"),
+          doc="general-text accuracy, loss and KL to the original; MMLU"),
+    Suite("relearning", Ref("factlens.evaluate.relearning", "run_relearning"),
+          doc="LoRA relearning on half the forget facts, tested on the other half"),
+    Suite("probes", Ref("factlens.evaluate.probes", "run_probes"), doc="linear probes for the old answer in the latents"),
+    Suite("soft_prompts", Ref("factlens.evaluate.soft_prompts", "run_soft_prompts"),
+          doc="adversarial soft prompts that try to bring the old answer back"),
+    Suite("mechanisms", Ref("factlens.evaluate.mechanisms", "run_mechanisms"),
+          needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"), requires=(("mask", "mechanisms"),),
+          doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
+))
 
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 
 
-def suite_function(name: str) -> Callable[..., SuiteResult]:
+def suite_function(name: str | Suite) -> Callable[..., SuiteResult]:
     """The ``run_<suite>`` function registered under ``name``.
 
     Raises:
@@ -56,25 +100,7 @@ def suite_function(name: str) -> Callable[..., SuiteResult]:
         >>> suite_function("standard").__name__
         'run_standard'
     """
-    if name not in SUITES:
-        raise ValueError(f"unknown evaluation suite {name!r}; known suites: {sorted(SUITES)}")
-    mod, _, attr = SUITES[name].partition(":")
-    try:
-        module = importlib.import_module(mod)
-    except ImportError as e:
-        raise ImportError(f"evaluation suite {name!r} could not be imported from {mod} ({e})") from e
-    try:
-        return getattr(module, attr)
-    except AttributeError as e:
-        raise ImportError(f"evaluation suite {name!r}: {mod} has no function {attr!r}") from e
-
-
-def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``kwargs`` that ``fn`` accepts (all of them if it takes ``**kw``)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
+    return SUITES.get(name).fn.load()
 
 
 def _model_name(model) -> str:
@@ -82,9 +108,10 @@ def _model_name(model) -> str:
     return str(getattr(cfg, "model_name", None) or type(model).__name__)
 
 
-def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUITES, config: EvalConfig = EvalConfig(),
-             mask=None, mechanisms=None, weight_mask=None, weight_mask_threshold: float | None = None,
-             baselines: BaselineCache | None = None, show_progress: bool = True) -> EvalResult:
+def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFAULT_SUITES,
+             config: EvalConfig = EvalConfig(), mask=None, mechanisms=None, weight_mask=None,
+             weight_mask_threshold: float | None = None, edit_result=None, baselines: BaselineCache | None = None,
+             show_progress: bool = True) -> EvalResult:
     """Evaluate an (edited) model on a task with the named suites.
 
     Args:
@@ -93,7 +120,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
         original: The unedited model. When given, every metric gets its value on the
             original as ``baseline`` and the at-chance flags are computed on it; when
             ``None``, baselines are ``None`` and the suites say so in ``extra``.
-        suites: Suite names, run in this order (see :data:`SUITES`).
+        suites: Suite names (or :class:`Suite` entries of your own), run in this order (see
+            :data:`SUITES`).
         config: Evaluation settings.
         mask: The localization mask that was edited (``mechanisms`` suite; recorded in meta).
         mechanisms: Mechanism components to compare (``mechanisms`` suite).
@@ -101,6 +129,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
             result) whose masked weights the ``mechanisms`` suite counts per mechanism (the
             paper's Table 3).
         weight_mask_threshold: Discretization threshold for ``weight_mask`` (``None``: its default).
+        edit_result: The :class:`~factlens.edit.EditResult` that produced ``model`` (suites that
+            read the update itself, e.g. its size, declare it in ``Suite.needs``).
         baselines: A :class:`~factlens.evaluate.baselines.BaselineCache`: the computations on
             ``original`` are made once and reused by later calls with the same cache (the
             runner evaluates six edits of one model against one original). Results are
@@ -122,17 +152,17 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
         >>> res["standard"]["forget_accuracy"].value, res["standard"]["edit_accuracy"].value
         (1.0, 0.0)
     """
-    if isinstance(suites, str):
+    if isinstance(suites, (str, Suite)):
         suites = (suites,)
-    suites = tuple(dict.fromkeys(suites))
-    unknown = [s for s in suites if s not in SUITES]
-    if unknown:
-        raise ValueError(f"unknown evaluation suite(s) {unknown}; known suites: {sorted(SUITES)}")
+    entries = tuple({e.name: e for e in (SUITES.get(x) for x in suites)}.values())  # unknown names raise here
+    suites = tuple(e.name for e in entries)
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
-    if "mechanisms" in suites and mask is None and mechanisms is None:
-        raise ValueError("the 'mechanisms' suite needs mask=... (the edited localization) and/or mechanisms=...")
-    fns = {s: suite_function(s) for s in suites}  # fail on import errors before running anything
+    inputs = {"mask": mask, "mechanisms": mechanisms, "weight_mask": weight_mask,
+              "weight_mask_threshold": weight_mask_threshold, "edit_result": edit_result}
+    for e in entries:  # validate every request before running anything
+        e.check(inputs)
+    fns = {e.name: e.fn.load() for e in entries}  # fail on import errors before running anything
     if baselines is not None:
         if not isinstance(baselines, BaselineCache):
             raise TypeError(f"baselines must be a factlens.evaluate.BaselineCache, got {type(baselines).__name__}")
@@ -148,10 +178,9 @@ def evaluate(model, task, *, original=None, suites: Sequence[str] = DEFAULT_SUIT
         m.eval()
     try:
         for name in tqdm(suites, desc="evaluate", disable=not show_progress):
-            kw = _accepted(fns[name], {"original": original, "config": config, "mask": mask, "mechanisms": mechanisms,
-                                       "baselines": baselines, "show_progress": show_progress})
-            if name == "mechanisms" and weight_mask is not None:
-                kw.update(weight_mask=weight_mask, weight_mask_threshold=weight_mask_threshold)
+            entry = next(e for e in entries if e.name == name)
+            kw = {"original": original, "config": config, "baselines": baselines, "show_progress": show_progress,
+                  **{n: inputs[n] for n in entry.needs if inputs[n] is not None}}
             t0 = time.perf_counter()
             res = fns[name](model, task, **kw)
             timings[name] = time.perf_counter() - t0

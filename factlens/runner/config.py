@@ -190,18 +190,20 @@ class RunConfig:
             raise ValueError(f"the planted model only knows sports facts; task {self.task!r} needs a real model")
         if not self.localizations:
             raise ValueError("give at least one localization (e.g. --localizations flu,random)")
-        from factlens.localize.registry import LOCALIZATIONS, METHODS
+        from factlens.localize.registry import LOCALIZATIONS
 
-        bad = [l for l in self.localizations if l not in LOCALIZATIONS and l not in METHODS]
+        bad = [l for l in self.localizations if l not in LOCALIZATIONS]
         if bad:
-            raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS)}")
+            raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS.names())}")
         if len(set(self.localizations)) != len(self.localizations):
             raise ValueError(f"localizations listed twice: {list(self.localizations)}")
         if not self.seeds:
             raise ValueError("give at least one seed (e.g. --seeds 0)")
-        bad = [s for s in self.suites if s not in ALL_SUITES]
+        from factlens.evaluate import SUITES
+
+        bad = [s for s in self.suites if s not in SUITES]
         if bad:
-            raise ValueError(f"unknown evaluation suite(s) {bad}; known: {list(ALL_SUITES)}")
+            raise ValueError(f"unknown evaluation suite(s) {bad}; known: {list(SUITES.names())}")
         if self.forget_size is not None and self.forget_size < 1:
             raise ValueError(f"forget_size must be >= 1, got {self.forget_size}")
         if self.edit_preset not in ("fast", "paper"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import inspect
 import platform
 import random
 import time
@@ -237,43 +236,31 @@ def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
     return prep.task.forget if cfg.localize_on == "forget" else prep.dataset
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _method_fn(localization: str) -> Callable[..., Any] | None:
-    from factlens.localize.registry import METHODS, get_method
-
-    if localization in ("all_mlps", "nonlocalized", "random", "random_mlps"):
-        return None
-    if localization == "flu":
-        from factlens.localize.flu import flu_scores
-
-        return flu_scores
-    base = localization[: -len("_mlps")] if localization.endswith("_mlps") else localization
-    return get_method(base) if base in METHODS else None
-
-
 def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) -> dict[str, Any]:
-    """Options for ``localization_mask``: shared ones, then ``localize_options[localization]``."""
+    """Options for ``localization_mask``: shared ones the method accepts, then ``localize_options[localization]``."""
     from factlens.localize.registry import LOCALIZATIONS, METHODS
 
-    names = set(LOCALIZATIONS) | set(METHODS)
+    names = set(LOCALIZATIONS.names()) | set(METHODS.names())
     shared = {k: v for k, v in cfg.localize_options.items() if k not in names}
     own = cfg.localize_options.get(localization, {})
-    fn = _method_fn(localization)
-    if fn is None:
+    method = LOCALIZATIONS.get(localization).scoring
+    if method is None or method.name == "random":
         return {}
-    opts = {k: v for k, v in shared.items() if _accepts(fn, k)}
+    opts = {k: v for k, v in shared.items() if method.accepts(k)}
     opts.update(own)
-    if _accepts(fn, "show_progress"):
+    if method.accepts("show_progress"):
         opts["show_progress"] = show_progress
     return opts
 
 
-#: Localizations that take no parameter budget.
-UNBUDGETED: frozenset[str] = frozenset({"all_mlps", "nonlocalized", "flu"})
+def _unbudgeted() -> frozenset[str]:
+    from factlens.localize.registry import LOCALIZATIONS
+
+    return frozenset(loc.name for loc in LOCALIZATIONS if not loc.budgeted)
+
+
+#: Localizations that take no parameter budget (from the registry's ``budgeted`` flags).
+UNBUDGETED: frozenset[str] = _unbudgeted()
 
 
 def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: bool = True,
@@ -379,14 +366,13 @@ def _restore_from(model, original) -> None:
 
 
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool):
-    import importlib
-
-    E = importlib.import_module("factlens.edit")
+    from factlens.edit.editor import edit
+    from factlens.edit.sequential import edit_sequential
 
     ec = cfg.edit_config(seed)
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
-        return E.edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
-    return E.edit(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
+        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
+    return edit(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
 
 
 def _edit_summary(res, config) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""Typed registries: one small frozen entry per method, looked up by name.
+
+Every pluggable kind of thing in factlens (scoring methods, the paper's named localizations,
+evaluation suites, edit methods, training objectives) is a tuple of frozen entries in one
+place, wrapped in a :class:`Registry`. An entry says what it needs (options, inputs) so that
+callers never inspect signatures; :meth:`Registry.get` raises one clear error listing the
+known names. Adding a method is one new module plus one entry (see docs/extending.md).
+
+Entries point at their implementation with a :class:`Ref` (module and attribute), imported
+only when used: a registry can list methods whose modules pull in optional dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Generic, Iterator, TypeVar
+
+__all__ = ["Ref", "Registry"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A lazily imported attribute: ``Ref("factlens.localize.activation", "activation_patching")``.
+
+    Example:
+        >>> Ref("math", "sqrt").load()(9.0)
+        3.0
+    """
+
+    module: str
+    attr: str
+
+    def load(self) -> Any:
+        """Import the module and return the attribute (clear ImportError naming both)."""
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError as e:
+            raise ImportError(f"{self.module} could not be imported ({e})") from e
+        try:
+            return getattr(mod, self.attr)
+        except AttributeError as e:
+            raise ImportError(f"{self.module} has no attribute {self.attr!r}") from e
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.attr}"
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Registry(Generic[E]):
+    """An immutable, ordered collection of entries with a ``name`` attribute.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Toy:
+        ...     name: str
+        >>> reg = Registry("toy", (Toy("a"), Toy("b")))
+        >>> reg.get("b"), reg.names(), "a" in reg
+        (Toy(name='b'), ('a', 'b'), True)
+        >>> reg.get("c")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown toy 'c'; known: ['a', 'b']
+    """
+
+    kind: str
+    entries: tuple[E, ...]
+
+    def __post_init__(self) -> None:
+        names = [e.name for e in self.entries]  # type: ignore[attr-defined]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{self.kind} registry has duplicate names {dup}")
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.entries)  # type: ignore[attr-defined]
+
+    def get(self, name: "str | E") -> E:
+        """The entry called ``name``; an entry object itself is accepted and returned as is
+        (so a method defined outside factlens can be passed where a name is expected)."""
+        if not isinstance(name, str) and hasattr(name, "name"):
+            return name  # type: ignore[return-value]
+        for e in self.entries:
+            if e.name == name:  # type: ignore[attr-defined]
+                return e
+        raise ValueError(f"unknown {self.kind} {name!r}; known: {list(self.names())}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self) -> Iterator[E]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def with_entry(self, entry: E) -> "Registry[E]":
+        """A new registry with ``entry`` added (or replacing the entry of the same name).
+
+        Registries are immutable module constants; an extension (or a test) that adds a
+        method builds its own registry with this and passes it where a registry is accepted.
+        """
+        kept = tuple(e for e in self.entries if e.name != entry.name)  # type: ignore[attr-defined]
+        return Registry(self.kind, kept + (entry,))
