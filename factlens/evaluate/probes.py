@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import replace
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -187,6 +188,42 @@ def _nan_max(x: Sequence[float]) -> float:
     return float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")
 
 
+def _fact_metric(name: str, ids: list[str], hits: np.ndarray, which: str, baseline: float | None,
+                 hib: bool) -> Metric:
+    """Accuracy over facts of the probe at the last layer (Wilson interval) or at the best layer.
+
+    ``hits`` is ``[n_facts, n_layers]`` (probe prediction correct). For the maximum over
+    layers the samples are the facts' outcomes at the best layer, and the interval is a
+    bootstrap over facts of the maximum itself (``"bootstrap-max"``): each resample picks
+    its own best layer, so the optimism of choosing the layer is part of the interval.
+    """
+    from factlens.stats import bootstrap_interval
+
+    h = hits.astype(float)
+    col = h.shape[1] - 1 if which == "last" else int(np.argmax(h.mean(0)))
+    m = Metric.from_samples(name, dict(zip(ids, h[:, col])), baseline=baseline, higher_is_better=hib)
+    if which == "max":
+        ci = bootstrap_interval(len(ids), lambda i: h[i].mean(-2).max(-1))
+        m = replace(m, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
+                    ci_method="bootstrap-max" if ci else None)
+    return m
+
+
+def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
+    """Best layer's cross-validated accuracy on the training facts.
+
+    Each training fact is predicted once (stratified k-fold), so ``accuracy * n_train`` counts
+    correct held-out predictions: its Wilson interval (``"wilson-approx"``) ignores the choice
+    of the best layer (no per-fact predictions are kept, so no ``samples``).
+    """
+    from factlens.stats import wilson_interval
+
+    v, n = _nan_max(res["maintain_cv"]), int(res["n_train"])
+    ci = wilson_interval(int(round(v * n)), n) if n and not np.isnan(v) else None
+    return Metric("probe_maintain_cv_max", v, n, "facts", _nan_max(base["maintain_cv"]) if base is not None else None,
+                  False, True, None, ci[0] if ci else None, ci[1] if ci else None, "wilson-approx" if ci else None)
+
+
 def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(), position: Position = "final",
                scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"), show_progress: bool = True,
                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
@@ -235,16 +272,24 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
     n = len(task.forget)
     n_t = sum(r.target_new is not None for r in task.forget)
 
-    def metric(name: str, key: str, fn, hib: bool, count: int) -> Metric:
-        b = fn(base[key]) if base is not None else None
-        return Metric(name, fn(res[key]), count, "facts", b, False, hib)
+    ids = [r.id for r in task.forget]
+    preds = np.array(res["predictions"], dtype=object).reshape(n, -1)
+    hits = {"true": preds == np.array([r.answer for r in task.forget], dtype=object)[:, None],
+            "target": preds == np.array([r.target_new for r in task.forget], dtype=object)[:, None]}
+    rows_t = np.array([r.target_new is not None for r in task.forget])
 
-    metrics = [metric("probe_true_accuracy_max", "true", _nan_max, False, n),
-               metric("probe_true_accuracy_last", "true", lambda v: float(v[-1]), False, n)]
+    def metric(name: str, key: str, which: str, hib: bool) -> Metric:
+        b = base[key] if base is not None else None
+        b = (_nan_max(b) if which == "max" else float(b[-1])) if b is not None else None
+        keep = rows_t if key == "target" else np.ones(n, dtype=bool)
+        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep], which, b, hib)
+
+    metrics = [metric("probe_true_accuracy_max", "true", "max", False),
+               metric("probe_true_accuracy_last", "true", "last", False)]
     if n_t and task.objective == "inject":
-        metrics += [metric("probe_target_accuracy_max", "target", _nan_max, True, n_t),
-                    metric("probe_target_accuracy_last", "target", lambda v: float(v[-1]), True, n_t)]
-    metrics.append(metric("probe_maintain_cv_max", "maintain_cv", _nan_max, True, res["n_train"]))
+        metrics += [metric("probe_target_accuracy_max", "target", "max", True),
+                    metric("probe_target_accuracy_last", "target", "last", True)]
+    metrics.append(_cv_metric(res, base))
     rows = []
     for i, r in enumerate(task.forget):
         pred = res["predictions"][i]

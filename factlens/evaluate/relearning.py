@@ -210,12 +210,14 @@ def _mean(x: np.ndarray) -> tuple[float, float | None]:
     return float(x.mean()), (float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None)
 
 
-def _metric(name: str, values: np.ndarray, *, baseline: np.ndarray | None = None, higher_is_better: bool = False,
-            at_chance: bool = False) -> Metric:
-    v, se = _mean(values)
+def _metric(name: str, scores: PromptScores, values: np.ndarray, *, baseline: np.ndarray | None = None,
+            higher_is_better: bool = False, at_chance: bool = False) -> Metric:
+    """Per-fact values (keyed by ``record_id``) -> a metric with its interval (``Metric.from_samples``)."""
+    from factlens.evaluate.standard import fact_means
+
     b = _mean(baseline)[0] if baseline is not None else None
-    return Metric(name, v, int(np.sum(~np.isnan(np.asarray(values, float)))), "facts",
-                  None if b is None or math.isnan(b) else b, at_chance, higher_is_better, se)
+    return Metric.from_samples(name, fact_means(scores, values), baseline=None if b is None or math.isnan(b) else b,
+                               at_chance=at_chance, higher_is_better=higher_is_better)
 
 
 def _chance(s: PromptScores) -> float:
@@ -280,22 +282,22 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
 
     at_chance = {h: (base is not None and _not_above(wins(base[h]), _chance(base[h]))) for h in ("A", "B")}
     metrics = [
-        _metric("relearn_forget_accuracy", wins(after["B"]), baseline=wins(base["B"]) if base else None,
+        _metric("relearn_forget_accuracy", after["B"], wins(after["B"]), baseline=wins(base["B"]) if base else None,
                 at_chance=at_chance["B"]),
-        _metric("relearn_forget_accuracy_before", wins(before["B"]), baseline=wins(base["B"]) if base else None,
-                at_chance=at_chance["B"]),
-        _metric("relearn_train_accuracy", wins(after["A"]), baseline=wins(base["A"]) if base else None,
+        _metric("relearn_forget_accuracy_before", before["B"], wins(before["B"]),
+                baseline=wins(base["B"]) if base else None, at_chance=at_chance["B"]),
+        _metric("relearn_train_accuracy", after["A"], wins(after["A"]), baseline=wins(base["A"]) if base else None,
                 at_chance=at_chance["A"]),
-        _metric("relearn_train_accuracy_before", wins(before["A"]), baseline=wins(base["A"]) if base else None,
-                at_chance=at_chance["A"]),
+        _metric("relearn_train_accuracy_before", before["A"], wins(before["A"]),
+                baseline=wins(base["A"]) if base else None, at_chance=at_chance["A"]),
     ]
     has_t = np.array([it.target is not None for it in after["B"].items])
     if task.objective == "inject" and has_t.any():
-        metrics.append(_metric("relearn_edit_accuracy", np.where(has_t, after["B"].target_wins, np.nan),
+        metrics.append(_metric("relearn_edit_accuracy", after["B"], np.where(has_t, after["B"].target_wins, np.nan),
                                baseline=np.where(has_t, before["B"].target_wins, np.nan), higher_is_better=True))
     if maintain_after is not None:
-        metrics.append(_metric("relearn_maintain_accuracy", wins(maintain_after), baseline=wins(maintain_before),
-                               higher_is_better=True))
+        metrics.append(_metric("relearn_maintain_accuracy", maintain_after, wins(maintain_after),
+                               baseline=wins(maintain_before), higher_is_better=True))
     rows: list[dict[str, Any]] = []
     for h in ("A", "B"):
         b, a = before[h], after[h]

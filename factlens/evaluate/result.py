@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 __all__ = ["Metric", "SuiteResult", "EvalResult"]
 
@@ -25,6 +27,19 @@ class Metric:
             so the metric says nothing about robustness.
         higher_is_better: Direction, for plots and tables.
         stderr: Standard error when meaningful.
+        ci_low: Lower end of the 95 % confidence interval of ``value``.
+        ci_high: Upper end. Both are ``None`` only where no sample is behind the number:
+            counts of a mask's parameters (the mechanisms suite) are properties of the mask,
+            not estimates, and a metric over a single unit has no spread to resample.
+        ci_method: How the interval was computed: ``"wilson"`` (Wilson score interval of a
+            proportion of 0/1 outcomes), ``"bootstrap"`` (seeded percentile bootstrap of the
+            mean over units, 2,000 resamples), ``"bootstrap-max"`` (the same for a maximum
+            over layers, so the layer choice is resampled too), ``"wilson-approx"`` (Wilson
+            on a cross-validated accuracy at the selected layer); ``None`` without interval.
+        samples: The per-unit values behind ``value``: unit id (the fact's ``record.id``,
+            ``"chunk:<i>"`` for general-text chunks, ``"question:<i>"`` for MMLU) -> value.
+            Two evaluations on the same units are paired on these ids
+            (:func:`factlens.compare`). ``None`` when the metric has no per-unit values.
     """
 
     name: str
@@ -35,9 +50,71 @@ class Metric:
     at_chance: bool = False
     higher_is_better: bool = True
     stderr: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_method: str | None = None
+    samples: dict[str, float] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Metric":
+        """Inverse of :meth:`to_dict`; results saved before intervals existed load with ``ci_* = None``."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("value") is None:
+            kw["value"] = float("nan")
+        return cls(**kw)
+
+    @classmethod
+    def from_samples(cls, name: str, samples: Mapping[str, float], *, unit: str = "facts",
+                     baseline: float | None = None, at_chance: bool = False, higher_is_better: bool = True,
+                     weights: Mapping[str, float] | None = None, confidence: float = 0.95, seed: int = 0) -> "Metric":
+        """The mean of per-unit values with its 95 % interval (the one way suites build metrics).
+
+        The interval is a Wilson score interval when every value is 0 or 1 (an accuracy over
+        facts/prompts/questions), otherwise a seeded percentile bootstrap over units
+        (``factlens.stats``). NaN values (e.g. a fact without an edit target) are left out.
+
+        Args:
+            name: Metric name.
+            samples: Unit id (``record.id``...) -> value.
+            unit: What the units are (``"facts"``, ``"tokens"``...; ``n`` counts the units,
+                or with ``weights`` their total weight).
+            baseline: The unedited model's value.
+            at_chance: The chance flag of the format.
+            higher_is_better: Direction.
+            weights: Optional weight per unit (tokens per text chunk): weighted mean, and
+                the bootstrap resamples units with their weights.
+            confidence: Interval coverage.
+            seed: Bootstrap seed.
+
+        Raises:
+            ValueError: No unit has a value.
+
+        Example:
+            >>> m = Metric.from_samples("forget_accuracy", {f"f{i}": float(i < 8) for i in range(16)})
+            >>> m.value, m.n, round(m.ci_low, 3), round(m.ci_high, 3), m.ci_method
+            (0.5, 16, 0.28, 0.72, 'wilson')
+        """
+        from factlens.stats import bootstrap_mean_interval, is_binary, wilson_interval
+
+        ids = [k for k, v in samples.items() if v is not None and not math.isnan(float(v))]
+        if not ids:
+            raise ValueError(f"metric {name!r}: no unit has a value (all {len(samples)} are missing/NaN)")
+        v = np.array([float(samples[k]) for k in ids])
+        w = None if weights is None else np.array([float(weights[k]) for k in ids])
+        value = float(v.mean()) if w is None else float((w * v).sum() / w.sum())
+        se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+        if w is None and is_binary(v):
+            ci, method = wilson_interval(int(v.sum()), len(v), confidence=confidence), "wilson"
+        else:
+            ci = bootstrap_mean_interval(v, weights=w, confidence=confidence, seed=seed)
+            method = "bootstrap" if ci is not None else None
+        n = len(v) if w is None else int(w.sum())
+        return cls(name, value, n, unit, baseline, bool(at_chance), higher_is_better, se,
+                   ci[0] if ci else None, ci[1] if ci else None, method, {k: float(x) for k, x in zip(ids, v)})
 
 
 @dataclass(frozen=True)
@@ -71,8 +148,7 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SuiteResult":
-        mets = tuple(Metric(**{k: (float("nan") if k == "value" and v is None else v) for k, v in m.items()})
-                     for m in d["metrics"])
+        mets = tuple(Metric.from_dict(m) for m in d["metrics"])
         return cls(d["suite"], mets, tuple(d.get("per_fact", ())), d.get("extra", {}), d.get("seconds", 0.0))
 
 
@@ -106,10 +182,13 @@ class EvalResult:
         return {f"{s.suite}.{m.name}": m.value for s in self.suites.values() for m in s.metrics}
 
     def to_frame(self):
-        """One row per metric: suite, metric, value, n, unit, baseline, at_chance."""
+        """One row per metric: suite, name, value, n, unit, baseline, at_chance, higher_is_better,
+        stderr, ci_low, ci_high, ci_method (the 95 % interval; ``None`` only where no sample is
+        behind the number, see :class:`Metric`). The per-unit ``samples`` are left out."""
         import pandas as pd
 
-        rows = [{"suite": s.suite, **m.to_dict()} for s in self.suites.values() for m in s.metrics]
+        rows = [{"suite": s.suite, **{k: v for k, v in m.to_dict().items() if k != "samples"}}
+                for s in self.suites.values() for m in s.metrics]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:

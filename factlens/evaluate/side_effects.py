@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -127,12 +128,13 @@ def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: 
     if not rows:
         return None
     w = np.array([r["n_tokens"] for r in rows], dtype=float)
-    v = np.array([r[key] for r in rows], dtype=float)
-    value = float((w * v).sum() / w.sum())
     if base_key is not None and all(base_key in r for r in rows):
         baseline = float((w * np.array([r[base_key] for r in rows])).sum() / w.sum())
-    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None  # over chunks: tokens are not independent
-    return Metric(name, value, int(w.sum()), "tokens", baseline, False, hib, se)
+    # the unit of sampling is the chunk (tokens of one chunk are not independent): token-weighted
+    # mean, standard error and bootstrap interval over chunks
+    ids = [f"chunk:{r['chunk']}" for r in rows]
+    return Metric.from_samples(name, {i: r[key] for i, r in zip(ids, rows)}, unit="tokens", baseline=baseline,
+                               higher_is_better=hib, weights={i: r["n_tokens"] for i, r in zip(ids, rows)})
 
 
 def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
@@ -194,8 +196,11 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
             key = ("mmlu", str(config.mmlu_source), config.n_mmlu, config.mmlu_n_shots, config.seed, config.batch_size)
             base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
         flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
-        metrics.append(Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag,
-                              True, res.stderr))
+        m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
+        if res.n:  # Wilson interval over questions, per-question samples for paired comparisons
+            m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
+                                    unit="questions", baseline=m.baseline, at_chance=flag)
+        metrics.append(replace(m, stderr=res.stderr))
         extra.update(mmlu_source=str(config.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=config.mmlu_n_shots,
                      mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
                      mmlu_by_subject=res.by_subject())

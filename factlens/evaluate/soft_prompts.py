@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -250,13 +251,16 @@ def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, ma
     return runs
 
 
-def _metric(name: str, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
+def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
             stderr: float | None = None) -> Metric:
-    v = per_fact[~np.isnan(per_fact)]
-    val = float(v.mean()) if len(v) else float("nan")
-    if stderr is None and len(v) > 1:
-        stderr = float(v.std(ddof=1) / math.sqrt(len(v)))
-    return Metric(name, val, int(len(v)), "facts", baseline, False, higher_is_better, stderr)
+    """Per-fact values (aligned with ``items``, one prompt per fact) -> a metric with its 95 % interval.
+
+    ``samples`` are keyed by ``record_id``; ``stderr`` (when given) is the standard error over
+    soft-prompt seeds instead of over facts.
+    """
+    m = Metric.from_samples(name, {it.record_id: float(x) for it, x in zip(items, per_fact)}, baseline=baseline,
+                            higher_is_better=higher_is_better)
+    return m if stderr is None else replace(m, stderr=stderr)
 
 
 def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
@@ -310,14 +314,14 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
 
     metrics = [
-        _metric("soft_prompt_forget_accuracy", per_fact(runs, "B", "answer_wins"),
+        _metric("soft_prompt_forget_accuracy", items_b, per_fact(runs, "B", "answer_wins"),
                 seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
                 stderr=seed_se(runs, "B", "answer_wins")),
-        _metric("soft_prompt_forget_accuracy_before", before.answer_wins.astype(float),
+        _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
                 float(cached(baselines, ("scores", items_key(items_b), config.batch_size),
                              lambda: forget_scores(original, half_b, config)).answer_wins.mean())
                 if original is not None else None),
-        _metric("soft_prompt_train_accuracy", per_fact(runs, "A", "answer_wins"),
+        _metric("soft_prompt_train_accuracy", items_a, per_fact(runs, "A", "answer_wins"),
                 seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
                 stderr=seed_se(runs, "A", "answer_wins")),
     ]
@@ -325,7 +329,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
     if task.objective == "inject" and has_t.any():
         pf = np.where(has_t, per_fact(runs, "B", "target_wins"), np.nan)
         base = float(np.nanmean(np.where(has_t, per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
-        metrics.append(_metric("soft_prompt_edit_accuracy", pf, base, higher_is_better=True))
+        metrics.append(_metric("soft_prompt_edit_accuracy", items_b, pf, base, higher_is_better=True))
     rows: list[dict[str, Any]] = []
     for half, items in (("A", items_a), ("B", items_b)):
         for i, it in enumerate(items):

@@ -72,16 +72,16 @@ def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
 
 def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, float] | None = None, unit: str = "facts",
                 higher_is_better: bool = True, at_chance: bool = False) -> Metric | None:
-    """Aggregate per-fact values into a :class:`Metric` (``None`` when no fact has a value)."""
-    v = np.array([x for x in per_fact.values() if not math.isnan(x)], dtype=float)
-    if len(v) == 0:
+    """Aggregate per-fact values into a :class:`Metric` with its 95 % interval and the per-fact
+    ``samples`` (:meth:`Metric.from_samples`); ``None`` when no fact has a value."""
+    if all(math.isnan(x) for x in per_fact.values()):
         return None
     base = None
     if baseline is not None:
         b = np.array([x for x in baseline.values() if not math.isnan(x)], dtype=float)
         base = float(b.mean()) if len(b) else None
-    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
-    return Metric(name, float(v.mean()), int(len(v)), unit, base, bool(at_chance), higher_is_better, se)
+    return Metric.from_samples(name, per_fact, unit=unit, baseline=base, at_chance=at_chance,
+                               higher_is_better=higher_is_better)
 
 
 def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig, show_progress: bool) -> PromptScores:
