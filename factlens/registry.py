@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Generic, Iterator, TypeVar
 
-__all__ = ["Ref", "Registry"]
+__all__ = ["Ref", "Registry", "load"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ class Ref:
 
     def __str__(self) -> str:
         return f"{self.module}:{self.attr}"
+
+
+def load(target: "Ref | Any") -> Any:
+    """``target.load()`` for a :class:`Ref`; anything else (a function defined in a notebook or a
+    test) is returned as is, so entries may hold either."""
+    return target.load() if isinstance(target, Ref) else target
 
 
 E = TypeVar("E")

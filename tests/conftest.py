@@ -39,3 +39,19 @@ def gemma():
     import factlens
 
     return factlens.load_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """The planted-fact model (lookup MLP L1, extraction head L2H1), fresh for each test module."""
+    from factlens.testing import planted_fact_model
+
+    return planted_fact_model()
+
+
+@pytest.fixture(scope="module")
+def planted12():
+    """The planted-fact model with 12 subjects (enough pairs for patching methods)."""
+    from factlens.testing import planted_fact_model
+
+    return planted_fact_model(n_subjects=12)

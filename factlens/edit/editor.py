@@ -198,12 +198,13 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
         ValueError: unknown edit method 'nosuch'; known: [...]
     """
     from factlens.edit.registry import EDIT_METHODS
+    from factlens.registry import load
 
     entry = EDIT_METHODS.get(method)
     if entry.name != "finetune":
         _check_task(task, objective)
         entry.check_objective(objective or task.objective)
-    return entry.fn.load()(model, mask, task, objective=objective, config=config, inplace=inplace,
+    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace,
                            show_progress=show_progress)
 
 

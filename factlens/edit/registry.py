@@ -10,6 +10,7 @@ editors (ROME, MEMIT) declare the objectives they support.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from factlens.registry import Ref, Registry
 
@@ -45,7 +46,7 @@ class EditMethod:
     """
 
     name: str
-    fn: Ref
+    fn: Ref | Callable[..., Any]
     objectives: tuple[str, ...]
     doc: str = ""
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from factlens.evaluate.baselines import BaselineCache
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
-from factlens.registry import Ref, Registry
+from factlens.registry import Ref, Registry, load
 
 __all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
            "Metric", "SuiteResult", "BaselineCache"]
@@ -52,7 +52,7 @@ class Suite:
     """
 
     name: str
-    fn: Ref
+    fn: Ref | Callable[..., SuiteResult]
     needs: tuple[str, ...] = ()
     requires: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
@@ -100,7 +100,7 @@ def suite_function(name: str | Suite) -> Callable[..., SuiteResult]:
         >>> suite_function("standard").__name__
         'run_standard'
     """
-    return SUITES.get(name).fn.load()
+    return load(SUITES.get(name).fn)
 
 
 def _model_name(model) -> str:
@@ -162,7 +162,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
               "weight_mask_threshold": weight_mask_threshold, "edit_result": edit_result}
     for e in entries:  # validate every request before running anything
         e.check(inputs)
-    fns = {e.name: e.fn.load() for e in entries}  # fail on import errors before running anything
+    fns = {e.name: load(e.fn) for e in entries}  # fail on import errors before running anything
     if baselines is not None:
         if not isinstance(baselines, BaselineCache):
             raise TypeError(f"baselines must be a factlens.evaluate.BaselineCache, got {type(baselines).__name__}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from factlens.components import Mask
-from factlens.registry import Ref, Registry
+from factlens.registry import Ref, Registry, load
 from factlens.scores import ComponentScores
 
 __all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask"]
@@ -30,13 +30,14 @@ class ScoringMethod:
 
     Attributes:
         name: What users pass as ``method=``.
-        fn: The scoring function ``fn(model, dataset, **options) -> ComponentScores``.
+        fn: The scoring function ``fn(model, dataset, **options) -> ComponentScores`` (a
+            :class:`~factlens.registry.Ref`, or the function itself for methods defined elsewhere).
         options: The keyword options ``fn`` accepts (the runner passes only these).
         doc: One line for listings.
     """
 
     name: str
-    fn: Ref
+    fn: Ref | Callable[..., ComponentScores]
     options: tuple[str, ...]
     doc: str = ""
 
@@ -48,7 +49,7 @@ class ScoringMethod:
         if bad:
             raise TypeError(f"localization method {self.name!r} got unknown option(s) {bad}; "
                             f"it accepts {sorted(self.options)}")
-        return self.fn.load()(model, dataset, **options)
+        return load(self.fn)(model, dataset, **options)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Localization:
 
     Attributes:
         name: The name used by ``localization_mask`` and ``factlens run --localizations``.
-        method: The scoring method's name (``None`` for a fixed mask).
+        method: The scoring method's name or entry (``None`` for a fixed mask).
         mlps_only: Keep only MLP scores before selecting.
         budgeted: The mask is the top components within a parameter budget (the FLU's size
             in the paper's comparison); otherwise the scores select by ``threshold``.
@@ -70,7 +71,7 @@ class Localization:
     """
 
     name: str
-    method: str | None
+    method: str | ScoringMethod | None
     mlps_only: bool = False
     budgeted: bool = True
     fixed: Literal["all_mlps", "everything"] | None = None
@@ -86,22 +87,22 @@ class Localization:
 METHODS: Registry[ScoringMethod] = Registry("localization method", (
     ScoringMethod("activation_patching", Ref("factlens.localize.activation", "activation_patching"),
                   ("components", "direction", "metric", "normalize", "corrupted_prompts", "corrupted_answers",
-                   "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs"),
+                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs"),
     ScoringMethod("causal_tracing", Ref("factlens.localize.causal_tracing", "causal_tracing"),
                   ("noise_scale", "n_samples", "window", "components", "include_resid", *_COMMON),
                   "ROME's causal tracing: noise the subject, restore one component"),
     ScoringMethod("attribution_patching", Ref("factlens.localize.attribution", "attribution_patching"),
-                  ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", *_COMMON),
+                  ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "partners", *_COMMON),
                   "gradient (first-order) approximation of activation patching"),
     ScoringMethod("path_patching", Ref("factlens.localize.path_patching", "path_patching"),
-                  ("receivers", "senders", "metric", "corrupted_prompts", *_COMMON),
+                  ("receivers", "senders", "metric", "corrupted_prompts", "partners", *_COMMON),
                   "effect of each sender through the receivers (or directly on the logits)"),
     ScoringMethod("probing", Ref("factlens.localize.probing", "probing"),
                   ("positions", "layers", "cv", "C", "scaling", "repeats", *_COMMON),
                   "linear probes for the answer attribute on the residual stream, per layer"),
     ScoringMethod("flu", Ref("factlens.localize.flu", "flu_scores"),
                   ("rule_threshold", "approach", "n_std", "extraction_k", "min_fact_fraction", "positions", "layers",
-                   "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", *_COMMON),
+                   "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "partners", *_COMMON),
                   "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
     ScoringMethod("random", Ref("factlens.localize.baselines", "random_scores"), ("seed", "mlps_only"),
                   "uniform random scores (the equal-budget control)"),
@@ -129,7 +130,7 @@ LOCALIZATIONS: Registry[Localization] = Registry("localization", _localizations(
 
 def get_method(method: str | ScoringMethod) -> Callable[..., ComponentScores]:
     """The function implementing ``method`` (raises with the list of known methods)."""
-    return METHODS.get(method).fn.load()
+    return load(METHODS.get(method).fn)
 
 
 def localize(model, dataset, method: str | ScoringMethod = "attribution_patching", **options: Any) -> ComponentScores:
