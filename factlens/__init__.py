@@ -20,6 +20,7 @@ from factlens.scores import ComponentScores
 from factlens.edit import EditConfig, EditResult, edit  # noqa: E402
 from factlens.edit.sweep import sweep  # noqa: E402
 from factlens.evaluate import evaluate  # noqa: E402
+from factlens.compare import compare  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,7 +30,7 @@ _LAZY = {
 }
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
-           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", *_LAZY]
+           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,226 @@
+"""Paired comparisons of localizations: which differences from a reference are real?
+
+Every localization of a run is evaluated on the same facts (same task seed), so two
+localizations can be compared fact by fact: the per-unit values that each
+:class:`~factlens.evaluate.result.Metric` keeps in ``samples`` (keyed by the fact's
+``record.id``, ``"chunk:<i>"`` for general text, ``"question:<i>"`` for MMLU) are paired on
+their ids. For each localization and metric, :func:`compare` reports
+
+* ``diff`` — the mean paired difference localization minus reference (mean over seeds of
+  the per-seed means), with a 95 % paired bootstrap interval (``ci_low``, ``ci_high``): over
+  facts, or with several seeds over seeds and then facts within each drawn seed;
+* ``p_value`` — a paired sign-flip permutation test over the paired units (exact for up to
+  16 units), ``p_holm`` — Holm-corrected across the metrics of one localization, and
+  ``significant`` = ``p_holm < 0.05``; metrics flagged ``at_chance`` (the unedited model is
+  not above chance in that format) are kept but never significant and stay out of the
+  Holm family;
+* ``mdd`` — the minimum detectable difference at this ``n`` (alpha 0.05, power 0.8,
+  :func:`factlens.stats.minimum_detectable_difference`), so that "not significant" reads as
+  "no difference larger than ``mdd``".
+
+With several seeds the sign-flip test pools all (seed, unit) pairs, each seed weighted
+equally; it conditions on the trained edits, while the bootstrap interval of ``diff`` also
+includes the seed-to-seed variance (:func:`variance_split` shows how the variance divides).
+Statistics: docs/statistics.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
+
+#: Columns of :func:`compare`'s table.
+COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
+                   "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "at_chance",
+                   "higher_is_better", "n_facts", "n_seeds", "mdd")
+
+_UNITS = {"chunk": "chunks", "question": "questions"}
+
+
+def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
+    """``{localization: {seed: EvalResult}}`` from a run directory or a mapping.
+
+    Args:
+        runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``),
+            or ``{localization: [EvalResult, ...]}`` with one result per seed (results of
+            different localizations are paired by their position in the lists), or
+            ``{localization: EvalResult}`` for a single seed.
+    """
+    from factlens.evaluate.result import EvalResult
+
+    if isinstance(runs, (str, Path)):
+        from factlens.runner.report import load_run_dir
+
+        out: dict[str, dict[Any, Any]] = {}
+        for r in load_run_dir(runs)["runs"]:
+            out.setdefault(r["localization"], {})[r["seed"]] = EvalResult.from_dict(r["eval"])
+        if not out:
+            raise ValueError(f"{runs} holds no finished runs yet: nothing to compare")
+        return out
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"runs must be a run directory path or a mapping localization -> [EvalResult], "
+                        f"got {type(runs).__name__}")
+    out = {}
+    for loc, rs in runs.items():
+        rs = [rs] if isinstance(rs, EvalResult) else list(rs)
+        bad = [type(r).__name__ for r in rs if not isinstance(r, EvalResult)]
+        if bad or not rs:
+            raise TypeError(f"runs[{loc!r}] must be a non-empty list of EvalResult (one per seed), got {bad or 'none'}")
+        out[str(loc)] = dict(enumerate(rs))
+    return out
+
+
+def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any, Any]]:
+    """``{(suite, metric): {seed: Metric}}`` of one localization."""
+    idx: dict[tuple[str, str], dict[Any, Any]] = {}
+    for seed, ev in results.items():
+        for s in ev.suites.values():
+            for m in s.metrics:
+                idx.setdefault((s.suite, m.name), {})[seed] = m
+    return idx
+
+
+def _wanted(key: tuple[str, str], metrics: Sequence[str] | None) -> bool:
+    return metrics is None or key[1] in metrics or f"{key[0]}.{key[1]}" in metrics
+
+
+def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per common seed, the paired (localization, reference) values on common unit ids."""
+    out = []
+    for seed in sorted(set(loc) & set(ref), key=str):
+        a, b = loc[seed].samples or {}, ref[seed].samples or {}
+        ids = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+        if ids:
+            out.append((np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)))
+    return out
+
+
+def _unit(m) -> str:
+    first = next(iter(m.samples or {}), "")
+    return _UNITS.get(first.split(":", 1)[0], "facts") if ":" in first else "facts"
+
+
+def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int) -> dict[str, Any]:
+    """One comparison row (``p_holm`` and ``significant`` are filled per localization later)."""
+    from factlens.stats import (hierarchical_bootstrap_interval, minimum_detectable_difference,
+                                paired_bootstrap_diff, sign_flip_test)
+
+    pairs = _pairs(lm, rm)
+    first = next(iter(lm.values()))
+    at_chance = any(m.at_chance for m in (*lm.values(), *rm.values()))
+    row: dict[str, Any] = {
+        "localization": loc, "metric": key[1], "suite": key[0], "unit": _unit(first),
+        "value": float(np.mean([m.value for m in lm.values()])),
+        "reference_value": float(np.mean([m.value for m in rm.values()])),
+        "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
+    groups = [[v for v in (m.samples or {}).values() if v is not None] for m in lm.values()]
+    vci = hierarchical_bootstrap_interval(groups, seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high)
+    row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
+    if not pairs:
+        return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
+                "p_value": float("nan"), "n_facts": 0, "mdd": float("nan")}
+    diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
+    d = np.concatenate([x - y for x, y in pairs])
+    w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
+    ok = ~np.isnan(d)
+    sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
+    return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
+            "mdd": minimum_detectable_difference(int(ok.sum()), sd=sd)}
+
+
+def compare(runs: str | Path | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
+            alpha: float = 0.05, seed: int = 0):
+    """Paired comparison of every localization with ``reference``, one row per (localization, metric).
+
+    Args:
+        runs: A run directory (``factlens run ... --out DIR``) or a mapping
+            ``localization -> [EvalResult per seed]`` (see :func:`load_evaluations`).
+        reference: The localization compared against (``"flu"``, ``"random"``...).
+        metrics: Metric names (``"forget_accuracy"`` or ``"standard.forget_accuracy"``) to
+            compare; ``None``: every metric with per-unit samples in both.
+        alpha: Level of ``significant`` (after Holm's correction).
+        seed: Seed of the bootstrap resamples and of the random sign patterns (large n).
+
+    Returns:
+        A pandas DataFrame with :data:`COMPARE_COLUMNS`: ``value`` (mean over seeds) with its
+        95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
+        then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
+        its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
+        ``p_holm``, ``significant``, ``at_chance``, ``n_facts`` (paired units per seed: facts,
+        or text chunks / MMLU questions, see ``unit``), ``n_seeds`` and ``mdd`` (minimum
+        detectable difference, alpha 0.05, power 0.8). The reference itself has no rows.
+
+    Raises:
+        ValueError: ``reference`` is not among the localizations, or nothing is comparable.
+
+    Example:
+        >>> from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+        >>> def ev(v):
+        ...     m = Metric.from_samples("forget_accuracy", {f"f{i}": x for i, x in enumerate(v)})
+        ...     return EvalResult({"standard": SuiteResult("standard", (m,))})
+        >>> t = compare({"flu": [ev([0] * 12)], "random": [ev([1] * 11 + [0])]}, reference="flu")
+        >>> round(float(t.at[0, "diff"]), 3), round(float(t.at[0, "p_value"]), 4), bool(t.at[0, "significant"])
+        (0.917, 0.001, True)
+    """
+    import pandas as pd
+
+    from factlens.stats import holm
+
+    evals = load_evaluations(runs)
+    if reference not in evals:
+        raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
+                         f"reference=<one of them> (CLI: --reference)")
+    ref = _metric_index(evals[reference])
+    rows = []
+    for loc, res in evals.items():
+        if loc == reference:
+            continue
+        idx = _metric_index(res)
+        keys = [k for k in idx if k in ref and _wanted(k, metrics)
+                and (metrics is not None or any(m.samples for m in idx[k].values()))]
+        loc_rows = [_row(loc, k, idx[k], ref[k], seed) for k in keys]
+        fam = [i for i, r in enumerate(loc_rows) if not r["at_chance"] and not np.isnan(r["p_value"])]
+        adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha)
+        for r in loc_rows:
+            r["p_holm"], r["significant"] = float("nan"), False
+        for i, p in zip(fam, adj):
+            loc_rows[i]["p_holm"], loc_rows[i]["significant"] = float(p), bool(p < alpha)
+        rows += loc_rows
+    if metrics is not None and not rows:
+        raise ValueError(f"none of the metrics {list(metrics)} is in both {reference!r} and another localization")
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def variance_split(runs: str | Path | Mapping[str, Any], metrics: Sequence[str] | None = None):
+    """How much of each metric's variance comes from fact sampling and how much from the training seed.
+
+    For every localization and metric with per-unit samples in at least two seeds,
+    :func:`factlens.stats.variance_components` of the per-seed samples: ``var_facts`` (the
+    sampling variance of one seed's mean over its facts), ``var_seed`` (the extra spread of
+    the seed means) and ``seed_share = var_seed / (var_seed + var_facts)``.
+
+    Returns:
+        A DataFrame with columns ``localization, metric, suite, n_seeds, var_facts, var_seed,
+        seed_share`` (empty with a single seed).
+    """
+    import pandas as pd
+
+    from factlens.stats import variance_components
+
+    rows = []
+    for loc, res in load_evaluations(runs).items():
+        for key, per_seed in _metric_index(res).items():
+            if not _wanted(key, metrics):
+                continue
+            groups = [[v for v in m.samples.values() if v is not None] for m in per_seed.values() if m.samples]
+            if len(groups) < 2:
+                continue
+            vc = variance_components(groups)
+            rows.append({"localization": loc, "metric": key[1], "suite": key[0], **vc})
+    cols = ["localization", "metric", "suite", "n_seeds", "var_facts", "var_seed", "seed_share"]
+    return pd.DataFrame(rows, columns=cols)
