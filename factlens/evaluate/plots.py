@@ -105,6 +105,20 @@ def _present(results: dict[str, Any], metrics: Sequence[str], *, unit_interval: 
     return out
 
 
+def _error_bars(ms: Sequence[Metric | None]) -> dict[str, Any]:
+    """plotly ``error_y``: the metrics' 95 % intervals (asymmetric), else their standard errors."""
+    up, down = [], []
+    for m in ms:
+        if m is not None and _finite(m.value) and _finite(m.ci_low) and _finite(m.ci_high):
+            up.append(max(m.ci_high - m.value, 0.0))
+            down.append(max(m.value - m.ci_low, 0.0))
+        else:
+            se = m.stderr if m is not None and _finite(m.stderr) else 0.0
+            up.append(se)
+            down.append(se)
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
+
+
 def _go():
     import plotly.graph_objects as go
 
@@ -150,6 +164,9 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
                 title: str | None = None):
     """Grouped bars of metrics (paper names) per localization, with the unedited baseline.
 
+    Error bars are the metrics' 95 % confidence intervals (their standard errors for
+    results saved without intervals).
+
     Args:
         results: ``{localization: EvalResult}`` (or one result).
         metrics: Metric names (default :data:`BAR_METRICS`, those present).
@@ -174,9 +191,8 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
     for loc, r in res.items():
         ms = [_find(r, n) for n in names]
         y = [m.value if m is not None and _finite(m.value) else None for m in ms]
-        err = [m.stderr if m is not None and _finite(m.stderr) else 0.0 for m in ms]
         text = ["(at chance)" if m is not None and m.at_chance else "" for m in ms]
-        fig.add_trace(go.Bar(x=labels, y=y, name=loc, error_y={"type": "data", "array": err}, text=text,
+        fig.add_trace(go.Bar(x=labels, y=y, name=loc, error_y=_error_bars(ms), text=text,
                              hovertext=[f"{n}: n={m.n}" if m is not None else n for n, m in zip(names, ms)]))
     fig.update_layout(barmode="group", title=title or "Evaluation metrics per localization", yaxis_title="value",
                       xaxis_title="metric")
@@ -222,7 +238,8 @@ def probe_curves(result_or_results, *, title: str | None = None):
 
 
 def relearning_bars(results, *, title: str | None = None):
-    """Forget accuracy on the held-out half before and after relearning, per localization.
+    """Forget accuracy on the held-out half before and after relearning, per localization
+    (error bars: 95 % confidence interval after relearning).
 
     Args:
         results: ``{localization: EvalResult}`` (or one result / relearning SuiteResult).
@@ -237,13 +254,13 @@ def relearning_bars(results, *, title: str | None = None):
             continue
         locs.append(loc)
         after.append(a.value)
-        err.append(a.stderr if _finite(a.stderr) else 0.0)
+        err.append(a)
         before.append(b.value if b is not None else None)
         base.append(a.baseline)
     if not locs:
         raise ValueError("no result has the relearning metric 'relearn_forget_accuracy'")
     fig = go.Figure([go.Bar(x=locs, y=before, name="before relearning"),
-                     go.Bar(x=locs, y=after, name="after relearning", error_y={"type": "data", "array": err})])
+                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err))])
     known = [b for b in base if _finite(b)]
     if known:
         fig.add_hline(y=sum(known) / len(known), line_dash="dot", annotation_text="original")
