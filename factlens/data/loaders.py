@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -48,22 +49,78 @@ def sports_record(athlete: str, sport: str, *, template: str = ONE_SHOT_SPORTS, 
                       relation="sport", id=id or athlete.strip(), mcq=_sports_mcq(athlete, sport, target_new))
 
 
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8") from e
+
+
+def _json_rows(p: Path) -> list[Any]:
+    try:
+        d = json.loads(_read_text(p))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    if isinstance(d, list):
+        return d
+    if isinstance(d, dict):
+        for key in ("data", "records"):
+            if isinstance(d.get(key), list):
+                return d[key]
+        raise ValueError(f"{p}: a JSON object with keys {sorted(d)[:20]} holds no list of records; expected a list "
+                         "of records or an object with a 'data' or 'records' list")
+    raise ValueError(f"{p}: expected a JSON list of records, found a {type(d).__name__}")
+
+
+def _jsonl_rows(p: Path) -> list[Any]:
+    rows = []
+    for n, line in enumerate(_read_text(p).splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}, line {n}: not valid JSON ({e})") from e
+    return rows
+
+
+def _csv_rows(p: Path) -> list[dict[str, Any]]:
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8") from e
+    for n, r in enumerate(rows, start=2):  # line 1 is the header
+        if None in r:
+            raise ValueError(f"{p}, line {n}: more fields than the {len(reader.fieldnames or ())} header columns")
+        short = [k for k, v in r.items() if v is None]
+        if short:
+            raise ValueError(f"{p}, line {n}: too few fields (missing {short}); every row needs the header's "
+                             f"{len(reader.fieldnames or ())} columns")
+    return rows
+
+
 def _rows_from(path: str | Path, *, split: str = "train") -> list[dict[str, Any]]:
+    """The records of a local file or Hugging Face dataset (raises when it holds none)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder; pass the data file inside it (.csv, .json, .jsonl or .parquet)")
     if p.exists():
-        if p.suffix == ".csv":
-            with p.open(newline="") as f:
-                return list(csv.DictReader(f))
-        if p.suffix == ".jsonl":
-            return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-        if p.suffix == ".json":
-            d = json.loads(p.read_text())
-            return d if isinstance(d, list) else d.get("data", d.get("records", []))
+        readers = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".json": _json_rows}
         if p.suffix == ".parquet":
             import pandas as pd
 
-            return pd.read_parquet(p).to_dict("records")
-        raise ValueError(f"unsupported file type {p.suffix!r} for {p}; use .csv, .json, .jsonl or .parquet")
+            rows = pd.read_parquet(p).to_dict("records")
+        elif p.suffix in readers:
+            rows = readers[p.suffix](p)
+        else:
+            raise ValueError(f"unsupported file type {p.suffix!r} for {p}; use .csv, .json, .jsonl or .parquet")
+        if not rows:
+            raise ValueError(f"{p} holds no records")
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise ValueError(f"{p}: record {bad} is a {type(rows[bad]).__name__}, not an object with named fields")
+        return rows
     if "/" in str(path) and not str(path).startswith((".", "/")):
         try:
             import datasets
@@ -98,34 +155,61 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
     rows = _rows_from(path, split=split)
     if not rows or "athlete" not in rows[0] or "sport" not in rows[0]:
         raise ValueError(f"{path}: expected columns 'athlete' and 'sport' (the Sports Facts CSV layout)")
-    recs, seen = [], set()
+    recs, seen, repeated = [], {}, []
     for i, r in enumerate(rows):
         name = str(r["athlete"]).strip()
         if name in seen:
+            if str(r["sport"]).strip().lower() != seen[name]:
+                raise ValueError(f"{path}: athlete {name!r} is listed with two sports ({seen[name]!r} and "
+                                 f"{str(r['sport']).strip().lower()!r}); keep one row per athlete")
+            repeated.append(name)
             continue
-        seen.add(name)
+        seen[name] = str(r["sport"]).strip().lower()
         tgt = r.get("inject_sport_without_golf") or None
         rid = str(r.get("") or r.get("Unnamed: 0") or i)
         recs.append(sports_record(name, r["sport"], template=template, target_new=tgt.strip() if tgt else None,
                                   id=f"sports:{rid}"))
+    if repeated:
+        warnings.warn(f"{path}: left out {len(repeated)} repeated athlete row(s): {repeated[:10]}", UserWarning,
+                      stacklevel=2)
     return FactDataset(tuple(recs), name="sports", candidates=SPORTS, meta={"source": str(path)})
 
 
-def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None) -> FactRecord:
-    if "requested_rewrite" in d:  # ROME layout
-        rw = d["requested_rewrite"]
-        true, new = rw["target_true"]["str"].strip(), rw["target_new"]["str"].strip()
-        template, subject, rel = rw["prompt"], rw["subject"], rw["relation_id"]
-        paras = tuple(d.get("paraphrase_prompts", ()))
-        neigh = tuple(Neighbor(p, true) if isinstance(p, str) else Neighbor(p["prompt"], p["answer"])
-                      for p in d.get("neighborhood_prompts", ()))
+_REWRITE_FIELDS = ("prompt", "subject", "relation_id", "target_true", "target_new")
+
+
+def _field(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d or d[key] is None:
+        raise ValueError(f"{where} has no {key!r} field (found {sorted(d)[:12]}); CounterFact records need "
+                         f"'case_id' and 'requested_rewrite' with {list(_REWRITE_FIELDS)}")
+    return d[key]
+
+
+def _target(x: Any, key: str, where: str) -> str:
+    """A CounterFact target: ``{"str": ...}`` (ROME) or a plain string (built-in layout)."""
+    v = x.get("str") if isinstance(x, dict) else x
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"{where}: {key} must be a non-empty string or {{'str': ...}}, got {x!r}")
+    return v.strip()
+
+
+def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "record") -> FactRecord:
+    where = f"{where} (case_id {d.get('case_id', '?')})"
+    case_id = _field(d, "case_id", where)
+    if "requested_rewrite" in d or "prompt" not in d:  # ROME layout
+        rw = _field(d, "requested_rewrite", where)
+        if not isinstance(rw, dict):
+            raise ValueError(f"{where}: requested_rewrite must be an object, got {type(rw).__name__}")
+        w = f"{where} requested_rewrite"
     else:  # factlens built-in layout
-        true, new = d["target_true"].strip(), d["target_new"].strip()
-        template, subject, rel = d["prompt"], d["subject"], d["relation_id"]
-        paras = tuple(d.get("paraphrase_prompts", ()))
-        neigh = tuple(Neighbor(p, true) if isinstance(p, str) else Neighbor(p["prompt"], p["answer"])
-                      for p in d.get("neighborhood_prompts", ()))
+        rw, w = d, where
         mcq = mcq or d.get("mcq")
+    true = _target(_field(rw, "target_true", w), "target_true", w)
+    new = _target(_field(rw, "target_new", w), "target_new", w)
+    template, subject, rel = (str(_field(rw, k, w)) for k in ("prompt", "subject", "relation_id"))
+    paras = tuple(d.get("paraphrase_prompts", ()))
+    neigh = tuple(Neighbor(p, true) if isinstance(p, str) else Neighbor(p["prompt"], p["answer"])
+                  for p in d.get("neighborhood_prompts", ()))
     mc = None
     if mcq is not None:
         if "options" in mcq:
@@ -135,8 +219,40 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None) -> FactRecord:
         opts = tuple(dict.fromkeys(opts))
         if true in opts:
             mc = MultipleChoice(mcq["question"], opts, opts.index(true), opts.index(new) if new in opts else None)
-    return FactRecord(subject=subject, template=template, answer=true, target_new=new, relation=rel,
-                      id=str(d["case_id"]), paraphrases=paras, neighborhood=neigh, mcq=mc)
+    try:
+        return FactRecord(subject=subject, template=template, answer=true, target_new=new, relation=rel,
+                          id=str(case_id), paraphrases=paras, neighborhood=neigh, mcq=mc)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def _mcq_table(mcq_path: str | Path, split: str) -> dict[str, dict]:
+    mcqs: dict[str, dict] = {}
+    for i, m in enumerate(_rows_from(mcq_path, split=split)):
+        if m.get("prompt_id") is None:
+            raise ValueError(f"{mcq_path}: multiple-choice record {i} has no 'prompt_id' (the CounterFact case_id it "
+                             f"belongs to); found fields {sorted(m)[:12]}")
+        mcqs[str(m["prompt_id"])] = m
+    return mcqs
+
+
+def _unique_cases(rows: list[dict[str, Any]], src: str) -> list[dict[str, Any]]:
+    """Rows with distinct ``case_id`` (a repeated identical row is dropped with a warning)."""
+    by_id: dict[str, dict[str, Any]] = {}
+    repeated: list[str] = []
+    for i, d in enumerate(rows):
+        cid = str(_field(d, "case_id", f"{src}: record {i}"))
+        if cid in by_id:
+            if by_id[cid] != d:
+                raise ValueError(f"{src}: case_id {cid} is used by two different records (record {i} and an earlier "
+                                 "one); case_ids must be unique")
+            repeated.append(cid)
+            continue
+        by_id[cid] = d
+    if repeated:
+        warnings.warn(f"{src}: left out {len(repeated)} repeated record(s) with case_ids {repeated[:10]}", UserWarning,
+                      stacklevel=3)
+    return list(by_id.values())
 
 
 def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = None, *, split: str = "train") -> FactDataset:
@@ -144,9 +260,14 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
 
     Args:
         path: ``None`` for the built-in set; else CounterFact in the ROME JSON layout (local
-            file or Hugging Face dataset name).
+            file or Hugging Face dataset name): a list of records, or an object holding one
+            under ``"data"`` or ``"records"``. A file without records raises ``ValueError``
+            naming what it found; so does a record without a needed field, or two different
+            records with the same ``case_id`` (an identical repeat is dropped with a warning).
         mcq_path: Multiple-choice questions (JSONL or parquet with ``question``,
             ``target_true``, ``targets_false``, ``prompt_id``), joined on ``case_id``.
+            Raises when no ``prompt_id`` matches a ``case_id``; warns when some facts get
+            no question.
 
     Example:
         >>> cf = counterfact()
@@ -160,11 +281,18 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
     else:
         rows = _rows_from(path, split=split)
         src = str(path)
-    mcqs: dict[str, dict] = {}
+    rows = _unique_cases(rows, src)
+    mcqs = _mcq_table(mcq_path, split) if mcq_path is not None else {}
+    recs = [_cf_record(d, mcqs.get(str(d["case_id"])), f"{src}: record {i}") for i, d in enumerate(rows)]
     if mcq_path is not None:
-        for m in _rows_from(mcq_path, split=split):
-            mcqs[str(m["prompt_id"])] = m
-    recs = [_cf_record(d, mcqs.get(str(d["case_id"]))) for d in rows]
+        matched = sum(str(d["case_id"]) in mcqs for d in rows)
+        if matched == 0:
+            raise ValueError(f"{mcq_path}: no multiple-choice prompt_id matches a case_id of {src} (prompt_ids e.g. "
+                             f"{list(mcqs)[:5]}, case_ids e.g. {[str(d['case_id']) for d in rows[:5]]}); pass the "
+                             "questions of these facts")
+        if matched < len(rows):
+            warnings.warn(f"{mcq_path}: {len(rows) - matched} of {len(rows)} facts have no multiple-choice question "
+                          "(no matching prompt_id)", UserWarning, stacklevel=2)
     return FactDataset(tuple(recs), name="counterfact", candidates=(), meta={"source": src, "mcq": str(mcq_path)})
 
 

@@ -8,15 +8,51 @@ answer set used for "argmax among candidates" accuracy.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-__all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset"]
+__all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset", "fact_id", "as_records"]
 
 SLOT = "{}"
+
+
+def fact_id(subject: str, template: str, answer: str) -> str:
+    """The id a record gets when none is given: a short hash of subject, template and answer.
+
+    Stable across runs and machines (SHA-1 of the JSON triple), so results keyed by id
+    (evaluation, per-fact localizations) stay comparable.
+
+    Example:
+        >>> fact_id("LeBron James", "{} plays the sport of", "basketball")
+        'fact:43ebd5d4c296'
+    """
+    digest = hashlib.sha1(json.dumps([subject, template, answer]).encode("utf-8")).hexdigest()
+    return f"fact:{digest[:12]}"
+
+
+def as_records(dataset: Any, *, what: str = "dataset") -> list["FactRecord"]:
+    """``dataset`` as a list of :class:`FactRecord`, with a clear error for anything else.
+
+    Raises:
+        TypeError: When ``dataset`` is a string, path, mapping or not iterable, or holds
+            something that is not a :class:`FactRecord`.
+    """
+    hint = ("pass a factlens.data.FactDataset (e.g. factlens.data.counterfact(path=...) or "
+            "factlens.data.sports_facts()) or a list of FactRecord")
+    if isinstance(dataset, (str, bytes, os.PathLike, dict)) or not isinstance(dataset, Iterable):
+        raise TypeError(f"{what} must be facts, got {type(dataset).__name__} {str(dataset)[:60]!r}; {hint}")
+    records = list(dataset)
+    bad = [(i, type(r).__name__) for i, r in enumerate(records) if not isinstance(r, FactRecord)]
+    if bad:
+        i, kind = bad[0]
+        raise TypeError(f"{what}[{i}] is a {kind}, not a FactRecord ({len(bad)} such item(s)); {hint}")
+    return records
 
 
 @dataclass(frozen=True)
@@ -61,7 +97,9 @@ class FactRecord:
         answer: The true answer, without the leading space (``"basketball"``).
         target_new: Optional edit target (``"golf"``).
         relation: A relation id (``"sport"``, ``"P36"``, ...).
-        id: A stable identifier (CounterFact ``case_id`` or a running index).
+        id: A stable identifier (CounterFact ``case_id`` or a running index). When none is
+            given (``""``), :func:`fact_id` derives one from subject, template and answer, so
+            every record has an id and facts built without ids are never merged into one.
         paraphrases: Full paraphrased prompts (subject written out) that should give ``answer``.
         neighborhood: Prompts about other subjects with their own answers; an edit of this
             fact should not change them.
@@ -102,6 +140,8 @@ class FactRecord:
             )
         if self.target_new is not None and self.target_new.strip() != self.target_new:
             raise ValueError(f"target_new must have no surrounding whitespace, got {self.target_new!r}")
+        rid = "" if self.id is None else str(self.id).strip()
+        object.__setattr__(self, "id", rid or fact_id(self.subject, self.template, self.answer))
 
     @property
     def prompt(self) -> str:
@@ -136,8 +176,37 @@ class FactRecord:
             mcq = dict(mcq)
             mcq["options"] = tuple(mcq["options"])
             d["mcq"] = MultipleChoice(**mcq)
-        d["id"] = str(d.get("id", ""))
+        d["id"] = str(d.get("id") or "")
         return cls(**d)
+
+
+def _unique_records(records: Iterable[FactRecord], name: str) -> tuple[FactRecord, ...]:
+    """``records`` without repeated facts (warning); raises on conflicting facts or shared ids."""
+    recs = as_records(records, what=f"the records of dataset {name!r}")
+    by_fact: dict[tuple[str, str], FactRecord] = {}
+    by_id: dict[str, FactRecord] = {}
+    out: list[FactRecord] = []
+    repeated: list[str] = []
+    for r in recs:
+        prev = by_fact.get((r.subject, r.template))
+        if prev is not None:
+            if prev.answer != r.answer:
+                raise ValueError(
+                    f"dataset {name!r}: conflicting duplicate facts {r.prompt!r} -> {prev.answer!r} (id {prev.id!r}) "
+                    f"and -> {r.answer!r} (id {r.id!r}); keep one answer per subject and template")
+            repeated.append(r.id)
+            continue
+        other = by_id.get(r.id)
+        if other is not None:
+            raise ValueError(f"dataset {name!r}: id {r.id!r} is used by two different facts ({other.prompt!r} -> "
+                             f"{other.answer!r} and {r.prompt!r} -> {r.answer!r}); ids must be unique")
+        by_fact[(r.subject, r.template)] = by_id[r.id] = r
+        out.append(r)
+    if repeated:
+        warnings.warn(f"dataset {name!r}: left out {len(repeated)} repeated fact(s) (same subject, template and "
+                      f"answer as an earlier record; ids {repeated[:10]}), so no fact is counted twice or lands in "
+                      "two task splits", UserWarning, stacklevel=4)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -145,7 +214,9 @@ class FactDataset(Sequence[FactRecord]):
     """An immutable, ordered set of facts.
 
     Attributes:
-        records: The facts.
+        records: The facts. A fact given twice (same subject and template, same answer) is
+            kept once with a warning; the same subject and template with different answers,
+            or two different facts with the same id, raise ``ValueError``.
         name: A short name (``"sports"``, ``"counterfact"``).
         candidates: Answer set for "argmax among candidates" accuracy (sports: the three
             sports, plus golf when golf is an edit target). Empty for open-vocabulary data.
@@ -162,7 +233,7 @@ class FactDataset(Sequence[FactRecord]):
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "records", _unique_records(self.records, self.name))
         object.__setattr__(self, "candidates", tuple(self.candidates))
 
     def __len__(self) -> int:
@@ -242,7 +313,15 @@ class FactDataset(Sequence[FactRecord]):
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FactDataset":
-        d = json.loads(Path(path).read_text())
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict) or not isinstance(d.get("records"), list):
+            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{path}: expected a FactDataset JSON object with a 'records' list, found {keys}")
         return cls(
             records=tuple(FactRecord.from_dict(r) for r in d["records"]),
             name=d.get("name", "facts"),
