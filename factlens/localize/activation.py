@@ -273,6 +273,7 @@ def activation_patching(
     normalize: bool = True,
     corrupted_prompts: Sequence[str] | None = None,
     corrupted_answers: Sequence[str] | None = None,
+    partners: Sequence | None = None,
     batch_size: int = 32,
     seed: int = 0,
     include_resid: bool = True,
@@ -291,14 +292,21 @@ def activation_patching(
         corrupted_prompts: Own corrupted prompts (same token lengths); default: another
             subject of the dataset with a different answer (:func:`make_pairs`).
         corrupted_answers: Answers of the own corrupted prompts (default ``target_new``).
+        partners: More facts whose subjects may corrupt facts that have no aligned partner
+            of the same relation in ``dataset`` (see :func:`make_pairs`).
         batch_size: Clean/corrupted pairs per batch (patched passes stack several patches
             per pair; results do not depend on it).
         seed: Seed for choosing corrupting subjects.
         include_resid: Also patch ``resid_pre`` per layer x position (``extra["resid"]``).
         show_progress: Show a tqdm progress bar.
 
+    Multi-token answers: the metric uses the **first token** of each answer (clean and
+    corrupted); :func:`make_pairs` raises when two candidate answers share it.
+
     Returns:
-        :class:`~factlens.scores.ComponentScores` with ``method="activation_patching"``.
+        :class:`~factlens.scores.ComponentScores` with ``method="activation_patching"``;
+        ``extra["n_dropped"]`` / ``extra["dropped_ids"]`` count and name the facts left out
+        because no subject swap of their relation keeps the tokens aligned.
 
     Raises:
         ValueError: Unknown ``direction``/``metric``/components, bad ``batch_size``, no
@@ -314,7 +322,7 @@ def activation_patching(
         raise ValueError("activation_patching does not support shortformer positional embeddings")
     comps = _resolve_components(model, components)
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
-                       seed=seed)
+                       partners=partners, seed=seed)
     n = len(pairs)
     n_layers = model.cfg.n_layers
     T = int(pairs.clean.lengths.max())
@@ -362,6 +370,7 @@ def activation_patching(
         "direction": direction,
         "normalize": normalize,
         "n_examples": n,
+        **pairs.dropped_extra(),
         "patched": patched.tolist(),
         "per_example": per_example.tolist(),
         "clean_metric": clean_m.tolist(),

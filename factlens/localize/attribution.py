@@ -127,6 +127,7 @@ def attribution_patching(
     ig_steps: int = 0,
     normalize: bool = False,
     corrupted_prompts: Sequence[str] | None = None,
+    partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
     show_progress: bool = True,
@@ -148,6 +149,8 @@ def attribution_patching(
             ``activation_patching(normalize=True)``; 1 = the whole clean/corrupted gap).
         corrupted_prompts: Optional corrupted prompts (same token lengths); default: subject
             swaps from :func:`~factlens.localize.pairs.make_pairs`.
+        partners: More facts whose subjects may corrupt facts that have no aligned partner
+            of the same relation in ``dataset`` (see :func:`~factlens.localize.pairs.make_pairs`).
         batch_size: Prompts per forward pass.
         seed: Seed of the choice of corrupting subjects.
         show_progress: Show a tqdm progress bar.
@@ -166,7 +169,13 @@ def attribution_patching(
         over ROME's token ``roles``), ``direction``, ``ig_steps``, ``forward_equivalents``
         (passes over the dataset, a backward counted as 2 forwards) and
         ``exact_forward_equivalents`` (exact activation patching without shared-prefix
-        tricks: ``2 + n_components``).
+        tricks: ``2 + n_components``), ``n_examples`` (the paired facts) and ``n_dropped`` /
+        ``dropped_ids`` (facts left out: no subject swap of their relation keeps the tokens
+        aligned).
+
+    Multi-token answers: the metric uses the **first token** of each answer (clean and
+    corrupted); :func:`~factlens.localize.pairs.make_pairs` raises when two candidate
+    answers share it.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -179,14 +188,15 @@ def attribution_patching(
     # gradients are needed even when the caller runs under torch.inference_mode()
     with torch.inference_mode(False):
         return _attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
-                                     normalize=normalize, corrupted_prompts=corrupted_prompts,
+                                     normalize=normalize, corrupted_prompts=corrupted_prompts, partners=partners,
                                      batch_size=batch_size, seed=seed, show_progress=show_progress)
 
 
 def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_steps: int, normalize: bool,
-                          corrupted_prompts, batch_size: int, seed: int, show_progress: bool) -> ComponentScores:
-    records = list(dataset)
-    pairs = make_pairs(model, records, corrupted_prompts=corrupted_prompts, seed=seed)
+                          corrupted_prompts, partners, batch_size: int, seed: int, show_progress: bool) -> ComponentScores:
+    # facts without an aligned corrupting subject are left out: batch over the pairs, not the dataset
+    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
+    n = len(pairs)
     shape = ModelShape.of(model)
     components = tuple(shape.all_heads() + shape.all_mlps())
     z_names, mlp_names, resid_names = _hook_names(shape)
@@ -194,10 +204,10 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
     L = shape.n_layers
     sign = 1.0 if direction == "denoising" else -1.0  # larger = more important, as activation_patching
 
-    per_example = np.zeros((len(records), len(components)))
+    per_example = np.zeros((n, len(components)))
     resid_maps: list[np.ndarray] = []
     base_metric, other_metric = [], []
-    batches = list(iter_batches(len(records), batch_size))
+    batches = list(iter_batches(n, batch_size))
     steps = max(ig_steps, 1)
     bar = tqdm(total=len(batches) * steps, desc="attribution patching", disable=not show_progress)
     try:
@@ -258,7 +268,8 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
     extra = {
         "direction": direction,
         "normalize": normalize,
-        "n_examples": len(records),
+        "n_examples": n,
+        **pairs.dropped_extra(),
         "per_example": per_example.T.tolist(),
         "clean_metric": clean_m.tolist(),
         "corrupted_metric": corr_m.tolist(),

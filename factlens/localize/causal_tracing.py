@@ -56,6 +56,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, embed_hook, mlp_hook, resid_hook
+from factlens.data.records import as_records
 from factlens.scores import ComponentScores
 from factlens.tokens import PromptBatch, answer_token_ids, encode_records, iter_batches, unembed
 
@@ -369,7 +370,7 @@ def causal_tracing(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if model.cfg.positional_embedding_type == "shortformer":
         raise ValueError("causal_tracing does not support shortformer positional embeddings")
-    records = list(dataset)
+    records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")
     shape = ModelShape.of(model)

@@ -50,6 +50,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from factlens.components import Component, ModelShape
+from factlens.data.records import as_records
 from factlens.scores import ComponentScores
 
 __all__ = ["flu_scores", "rise_layers", "is_sports"]
@@ -137,6 +138,7 @@ def flu_scores(
     n_std: float = 2.0,
     extraction_k: int = 4,
     min_fact_fraction: float = 0.0,
+    partners: Sequence | None = None,
     **options: Any,
 ) -> ComponentScores:
     """FLU scores: 1.0 for the fact-lookup MLPs, 0.0 for every other head and MLP.
@@ -153,6 +155,9 @@ def flu_scores(
         extraction_k: Number of extraction components (path patching).
         min_fact_fraction: An MLP joins the FLU when selected for more than this fraction
             of the facts (path patching; 0 = union over facts).
+        partners: More facts whose subjects may corrupt facts without an aligned partner
+            of the same relation (path patching, see
+            :func:`~factlens.localize.pairs.make_pairs`; ignored by probing).
         **options: Passed on to :func:`~factlens.localize.probing.probing` (``cv``, ``C``,
             ``repeats`` (default 3 here), ``positions``, ``batch_size``, ``show_progress``...) or to path patching
             (``metric``, ``corrupted_prompts``, ``batch_size``, ``show_progress``).
@@ -161,7 +166,9 @@ def flu_scores(
         Scores with method ``"flu"`` and name ``"flu"``; ``extra["flu_layers"]`` (MLP layers),
         ``extra["approach"]`` and, for probing, the probe curves (``"probe_accuracy"``,
         ``"chance"``, ``"layers"``), for path patching ``"extraction"``, ``"per_fact"``,
-        ``"groups"``, ``"mlp_fact_fraction"`` and ``"direct_effects"``.
+        ``"groups"``, ``"mlp_fact_fraction"``, ``"direct_effects"`` and ``"n_dropped"`` /
+        ``"dropped_ids"`` (facts left out of path patching: no subject swap of their relation
+        keeps the tokens aligned; they never stop the run).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -170,6 +177,7 @@ def flu_scores(
         >>> s.to_mask(threshold=0.5).labels, s.extra["flu_layers"]
         (['L1.mlp'], [1])
     """
+    as_records(dataset)  # a clear TypeError for anything that is not facts
     if approach not in ("auto", "probing", "path_patching"):
         raise ValueError(f"unknown approach {approach!r}; use 'auto', 'probing' or 'path_patching'")
     if ModelShape.of(model).attn_only:
@@ -177,7 +185,7 @@ def flu_scores(
     if approach == "probing" or (approach == "auto" and is_sports(dataset)):
         return _flu_probing(model, dataset, seed=seed, rule_threshold=rule_threshold, **options)
     return _flu_path_patching(model, dataset, seed=seed, n_std=n_std, extraction_k=extraction_k,
-                              min_fact_fraction=min_fact_fraction, **options)
+                              min_fact_fraction=min_fact_fraction, partners=partners, **options)
 
 
 def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> ComponentScores:
@@ -206,6 +214,7 @@ def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fr
     direct = path_patching(model, dataset, seed=seed, **options)
     extraction = extraction_components(direct, extraction_k)
     found = fact_lookup_mlps(model, dataset, extraction=extraction, n_std=n_std, seed=seed, **options)
+    dropped = list(dict.fromkeys(direct.extra["dropped_ids"] + found["dropped_ids"]))
     n_facts = max(1, len(found["per_fact"]))
     counts: dict[str, int] = {}
     for sel in found["per_fact"].values():
@@ -227,5 +236,7 @@ def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fr
         "mlp_fact_fraction": frac,
         "direct_effects": direct.as_dict(),
         "mlp_effects": found["scores"].as_dict(),
+        "n_dropped": len(dropped),
+        "dropped_ids": dropped,
     }
     return _mlp_scores(model, layers, extra)

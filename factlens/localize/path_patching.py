@@ -240,6 +240,7 @@ def path_patching(
     senders: Sequence[Component | str] | None = None,
     metric: Metric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
+    partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
     show_progress: bool = True,
@@ -255,15 +256,23 @@ def path_patching(
         metric: ``"logit_diff"`` (clean minus corrupted answer logit) or ``"prob"``.
         corrupted_prompts: Optional corrupted prompts (see
             :func:`~factlens.localize.pairs.make_pairs`).
+        partners: More facts whose subjects may corrupt facts that have no aligned partner
+            of the same relation in ``dataset`` (see :func:`~factlens.localize.pairs.make_pairs`).
         batch_size: Facts per forward pass (results do not depend on it).
         seed: Seed for choosing corrupting subjects.
         show_progress: Show a tqdm progress bar.
+
+    Multi-token answers: the metric uses the **first token** of each answer (clean and
+    corrupted); :func:`~factlens.localize.pairs.make_pairs` raises when two candidate answers
+    share it.
 
     Returns:
         Scores (method ``"path_patching"``) = mean metric drop per sender;
         ``extra["per_example"]`` (``[component][example]``, dataset order) the per-fact drops,
         ``extra["record_ids"]``, ``extra["clean_metric"]`` (per fact), ``extra["receivers"]``
-        (labels, or ``"logits"``) and ``extra["direction"] = "noising"``.
+        (labels, or ``"logits"``), ``extra["direction"] = "noising"`` and
+        ``extra["n_dropped"]`` / ``extra["dropped_ids"]``: facts left out because no subject
+        swap of their relation keeps the tokens aligned (they never stop the run).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -282,7 +291,7 @@ def path_patching(
     send = _all_components(shape) if senders is None else _as_components(senders, shape, "senders")
     if not send:
         raise ValueError("no senders to score")
-    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, seed=seed)
+    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
     n = len(pairs)
     todo = list(range(len(send)))
     if recv is not None:
@@ -310,8 +319,9 @@ def path_patching(
                 bar.update(1)
             if not todo:
                 bar.update(1)
-    ids = [r.id or str(i) for i, r in enumerate(pairs.records)]
+    ids = [r.id for r in pairs.records]
     extra = {
+        **pairs.dropped_extra(),
         "per_example": drops.tolist(),
         "record_ids": ids,
         "clean_metric": clean_metric.tolist(),
@@ -356,6 +366,7 @@ def fact_lookup_mlps(
     n_std: float = 2.0,
     metric: Metric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
+    partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
     show_progress: bool = True,
@@ -372,7 +383,9 @@ def fact_lookup_mlps(
     Returns:
         ``{"per_fact": {record_id: [mlp labels]}, "groups": [{"mlps": [...], "facts": [ids]}],
         "effects": {record_id: {mlp label: effect}}, "extraction": [labels], "scores":
-        ComponentScores}`` with groups sorted by size (largest first).
+        ComponentScores, "n_dropped", "dropped_ids"}`` with groups sorted by size (largest
+        first); facts without an aligned corrupting subject (``dropped_ids``, see
+        :func:`~factlens.localize.pairs.make_pairs`; ``partners`` as there) have no entry.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -389,7 +402,7 @@ def fact_lookup_mlps(
         raise ValueError("extraction is empty; use extraction_components(direct_effects, k) to find it")
     mlps = shape.all_mlps()
     scores = path_patching(model, dataset, receivers=ext, senders=mlps, metric=metric,
-                           corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed,
+                           corrupted_prompts=corrupted_prompts, partners=partners, batch_size=batch_size, seed=seed,
                            show_progress=show_progress)
     ids = scores.extra["record_ids"]
     eff = np.asarray(scores.extra["per_example"], dtype=np.float64)  # [n_mlps, n_facts], senders = mlps
@@ -406,4 +419,5 @@ def fact_lookup_mlps(
         grouped.setdefault(tuple(sel), []).append(rid)
     groups = [{"mlps": list(k), "facts": v} for k, v in sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
     return {"per_fact": per_fact, "groups": groups, "effects": effects, "extraction": [c.label for c in ext],
-            "n_std": n_std, "scores": scores}
+            "n_std": n_std, "scores": scores, "n_dropped": scores.extra["n_dropped"],
+            "dropped_ids": scores.extra["dropped_ids"]}

@@ -35,6 +35,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, resid_hook
+from factlens.data.records import as_records
 from factlens.scores import ComponentScores
 from factlens.tokens import encode_records, iter_batches
 
@@ -199,7 +200,7 @@ def probing(
         (True, 1.0, True)
     """
     shape = ModelShape.of(model)
-    records = list(dataset)
+    records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")
     positions = tuple(positions)
