@@ -47,7 +47,8 @@ def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any
     Args:
         runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``),
             or ``{localization: [EvalResult, ...]}`` with one result per seed (results of
-            different localizations are paired by their position in the lists), or
+            different localizations are paired by their position in the lists),
+            ``{localization: {seed: EvalResult}}`` (paired by seed), or
             ``{localization: EvalResult}`` for a single seed.
     """
     from factlens.evaluate.result import EvalResult
@@ -66,11 +67,13 @@ def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any
                         f"got {type(runs).__name__}")
     out = {}
     for loc, rs in runs.items():
-        rs = [rs] if isinstance(rs, EvalResult) else list(rs)
-        bad = [type(r).__name__ for r in rs if not isinstance(r, EvalResult)]
-        if bad or not rs:
+        by_seed = dict(rs) if isinstance(rs, Mapping) else dict(enumerate([rs] if isinstance(rs, EvalResult) else rs))
+        bad = [type(r).__name__ for r in by_seed.values() if not isinstance(r, EvalResult)]
+        if bad or not by_seed:
             raise TypeError(f"runs[{loc!r}] must be a non-empty list of EvalResult (one per seed), got {bad or 'none'}")
-        out[str(loc)] = dict(enumerate(rs))
+        out[str(loc)] = by_seed
+    if not out:
+        raise ValueError("runs is empty: nothing to compare")
     return out
 
 

@@ -313,6 +313,9 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
 
     How it is computed:
 
+    * Whatever the data, the sign-flip test's smallest attainable two-sided p-value is
+      ``2 * 2**-n``, so for ``n < k`` with ``2 * 2**-k <= alpha`` (k = 6 at 0.05) no
+      difference can be significant: the result is ``inf``.
     * With ``sd`` > 0 (the standard deviation of the paired differences): the two-sided
       paired (one-sample) t-test's power calculation
       (``statsmodels.stats.power.TTestPower().solve_power``) gives the smallest
@@ -322,8 +325,7 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
       forget every fact): the exact sign-flip test on outcomes in [0, 1]. A true difference
       ``delta`` is modelled as each unit changing by 1 with probability ``delta``, all in one
       direction; the exact test rejects once ``k`` units changed with ``2 * 2**-k <= alpha``
-      (k = 6 at 0.05), so ``delta`` solves ``P(Binomial(n, delta) >= k) = power``. Returns
-      ``inf`` when ``n < k``: then no difference at all can be significant.
+      (k = 6 at 0.05), so ``delta`` solves ``P(Binomial(n, delta) >= k) = power``.
 
     Example:
         >>> round(minimum_detectable_difference(16, sd=0.5), 3)
@@ -331,7 +333,8 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
         >>> round(minimum_detectable_difference(16), 3), minimum_detectable_difference(5)
         (0.449, inf)
     """
-    if n < 2:
+    k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
+    if n < max(k, 2):
         return float("inf")
     if sd is not None and sd > 0 and not math.isnan(sd):
         from statsmodels.stats.power import TTestPower
@@ -341,9 +344,6 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
     from scipy.optimize import brentq
     from scipy.stats import binom
 
-    k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
-    if n < k:
-        return float("inf")
     return float(brentq(lambda p: binom.sf(k - 1, n, p) - power, 1e-9, 1 - 1e-9))
 
 

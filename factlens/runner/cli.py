@@ -2,7 +2,9 @@
 
 ``factlens run <task> [options]`` runs localize -> mask -> edit -> evaluate for every
 localization and seed and writes per-run JSON plus ``report.html`` into ``--out``;
-``factlens report <run dir>`` rewrites the report of a run directory.
+``factlens report <run dir>`` rewrites the report of a run directory; ``factlens compare
+<run dir> [--reference flu] [--csv out.csv]`` prints the paired comparison of every
+localization with a reference (:func:`factlens.compare`).
 
 Settings come from the :class:`~factlens.runner.config.RunConfig` defaults, then a config
 file (``--config run.toml``/``.yaml``), then the flags given on the command line.
@@ -75,7 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("out", type=Path, help="run directory")
     rep.add_argument("--output", type=Path, help="where to write the HTML (default: <out>/report.html)")
     rep.add_argument("--markdown", action="store_true",
-                     help="print markdown tables (Table 1, attacks and probes, timings) instead of writing HTML")
+                     help="print markdown tables (Table 1, attacks and probes, comparisons, timings) instead of "
+                          "writing HTML")
+
+    cmp_ = sub.add_parser("compare", help="paired comparison of every localization with a reference (CI, p, power)",
+                          description="One row per (localization, metric): difference from the reference with a "
+                                      "paired bootstrap 95% CI, sign-flip permutation p-value, Holm-corrected "
+                                      "significance and minimum detectable difference (docs/statistics.md).")
+    cmp_.add_argument("out", type=Path, help="run directory")
+    cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
+    cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
+    cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file")
     return p
 
 
@@ -126,7 +138,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from factlens.runner.executor import ConfigMismatchError, run_experiment
+    from factlens.runner.executor import RunDirError, run_experiment
 
     try:
         cfg = config_from_args(args)
@@ -136,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"seeds={','.join(map(str, cfg.seeds))} out={cfg.out} executor={cfg.executor}", file=sys.stderr)
     try:
         summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
-    except ConfigMismatchError as e:
+    except RunDirError as e:  # results of another configuration, --out is a file or someone else's folder
         return _error(e)
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
@@ -153,11 +165,30 @@ def _error(e: BaseException) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from factlens.runner.report import markdown_summary, write_report
 
-    if args.markdown:
-        print(markdown_summary(args.out), end="")
-        return 0
-    path = write_report(args.out, output=args.output)
+    try:
+        if args.markdown:
+            print(markdown_summary(args.out), end="")
+            return 0
+        path = write_report(args.out, output=args.output)
+    except ValueError as e:  # a truncated or corrupt JSON file of the run directory (the message names it)
+        return _error(e)
     print(str(path))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from factlens.compare import compare
+    from factlens.runner.report_stats import compare_text
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        table = compare(args.out, reference=args.reference, metrics=metrics)
+    except ValueError as e:
+        return _error(e)
+    if args.csv is not None:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    print(compare_text(table, reference=args.reference), end="")
     return 0
 
 
@@ -174,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         return _cmd_report(args)
     except KeyboardInterrupt:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 The report shows, for every localization of the run: the paper's Table 1 (forget / edit /
 maintain, format robustness, side effects, with the unedited model's values as the
-"original" row and at-chance formats flagged), spider plots, format-robustness, relearning
+"original" row and at-chance formats flagged, each value with its 95 % confidence interval and
+significant differences from FLU marked), the paired comparisons against FLU and against
+random (:func:`factlens.compare`), spider plots, format-robustness, relearning
 and latent-probe plots, the mechanism table, each localization's attribution heatmap /
 probe curve and mask, the edit loss curves, every metric, and the run metadata (model,
 data, config, package versions and timings per step). plotly.js is embedded once.
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from factlens.runner.report_stats import TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, comparisons_markdown
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
 
@@ -48,7 +52,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}tr.orig td{background:#f7f7ff;font-style:italic}
-td.chance{color:#999;background:#f3f3f3}.note{color:#666;font-size:.85rem}.err{color:#a00}
+td.chance,tr.chance td{color:#999;background:#f3f3f3}.note{color:#666;font-size:.85rem}.err{color:#a00}
 .grid{display:flex;flex-wrap:wrap;gap:1rem}.grid>div{flex:0 0 auto}
 pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.78rem;max-height:28rem}
 details{margin:.4rem 0}code{font-size:.85rem}
@@ -69,11 +73,13 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     cfg_file = p / "run_config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{p} is not a factlens run directory (no run_config.json); run `factlens run` first")
-    meta = json.loads(cfg_file.read_text())
-    runs = [json.loads(f.read_text()) for f in sorted((p / "runs").glob("seed*/*.json"))]
+    from factlens.runner.executor import read_json  # names a truncated/corrupt file in its error
+
+    meta = read_json(cfg_file)
+    runs = [read_json(f) for f in sorted((p / "runs").glob("seed*/*.json"))]
     order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
     runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
-    plans = {int(f.stem[4:]): json.loads(f.read_text()) for f in sorted((p / "plan").glob("seed*.json"))}
+    plans = {int(f.stem[4:]): read_json(f) for f in sorted((p / "plan").glob("seed*.json"))}
     return {"path": str(p), "config": meta["config"], "resolved": meta.get("resolved", {}),
             "versions": meta.get("versions", {}), "created": meta.get("created"), "updated": meta.get("updated"),
             "plans": plans, "runs": runs}
@@ -148,29 +154,30 @@ def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str
     return {"mean": mean, "std": std, "n_seeds": int(ok.size), "at_chance": any(flags)}
 
 
-def table1_rows(runs: Sequence[dict]) -> tuple[list[tuple], list[dict]]:
+def table1_rows(runs: Sequence[dict], *, reference: str = "flu") -> tuple[list[tuple], list[dict]]:
     """The Table 1 columns present in ``runs`` and one row per localization (plus ``original``).
 
     Returns:
         ``(columns, rows)``: columns are :data:`TABLE_COLUMNS` entries that some run has;
         each row is ``{"name", "cells": [cell | None]}`` with ``cell = {"mean", "std",
-        "n_seeds", "at_chance"}`` (means over seeds); the first row, ``"original"``, holds
-        the unedited model's values (the metrics' baselines).
+        "n_seeds", "at_chance", "ci_low", "ci_high", "significant"}`` (means over seeds, 95 %
+        interval, difference from ``reference`` significant; see
+        :mod:`factlens.runner.report_stats`); the first row, ``"original"``, holds the
+        unedited model's values (the metrics' baselines).
     """
     cols = [c for c in TABLE_COLUMNS if _cell(runs, c[2], c[3], c[4], baseline=False) is not None]
     rows = [{"name": "original", "cells": [_cell(runs, c[2], c[3], c[4], baseline=True) for c in cols]}]
     for loc in _localizations(runs):
         sub = [r for r in runs if r["localization"] == loc]
         rows.append({"name": loc, "cells": [_cell(sub, c[2], c[3], c[4], baseline=False) for c in cols]})
+    annotate_table1(runs, cols, rows, reference=reference)
     return cols, rows
 
 
 def _fmt(cell: dict | None) -> tuple[str, str]:
     if cell is None or cell["mean"] is None or math.isnan(cell["mean"]):
         return "–", ""
-    s = f"{cell['mean']:.3f}"
-    if cell.get("std") is not None:
-        s += f" ± {cell['std']:.3f}"
+    s = cell_text(cell)
     if cell.get("at_chance"):
         return s + " †", "chance"
     return s, ""
@@ -197,7 +204,8 @@ def _table1_html(runs: Sequence[dict], budgets: dict[str, Any]) -> str:
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append("</tr>")
     h.append("</table>")
-    h.append("<p class='note'>Means over seeds (± standard deviation with several seeds). <b>original</b>: the "
+    h.append(f"<p class='note'>{_e(TABLE1_LEGEND.format(ref='flu').replace(chr(92), ''))} "
+             "Means over seeds. <b>original</b>: the "
              "unedited model. ↑/↓: higher/lower is better; \"Forget\" is the error rate on the true answer "
              "(1 − accuracy). † and grey: the unedited model is not clearly above chance in this format, so the "
              "number says nothing about robustness. Hover a column header for the metric names.</p>")
@@ -262,7 +270,7 @@ def _scores_section(runs: Sequence[dict], plans: dict[int, dict]) -> str:
         head = (f"<h3>{_e(loc)}</h3><p class='note'>seed {r['seed']}: {r['n_components']} components, "
                 f"{r['n_params']:,} parameters"
                 + (f" (budget {r['param_budget']:,} from {_e(r.get('budget_source'))})" if r.get("budgeted") else "")
-                + f"; localize {r['timings'].get('localize', float('nan')):.1f}s.</p>")
+                + f"; localize {r['timings'].get('localize', float('nan')):.1f}s.{_dropped_note(r)}</p>")
         body = ""
         if r.get("scores"):
             sc = ComponentScores.from_dict(r["scores"])
@@ -279,6 +287,18 @@ def _scores_section(runs: Sequence[dict], plans: dict[int, dict]) -> str:
                  "</details>")
         parts.append(head + body)
     return "".join(parts)
+
+
+def _dropped_note(run: dict) -> str:
+    """Patching localizations: the first-token metric and the facts left out of the localization."""
+    d = run.get("dropped_facts")
+    if not d:
+        return ""
+    note = " Patching scores compare the first token of each answer."
+    if d.get("n_dropped"):
+        note += (f" {d['n_dropped']} fact(s) left out of this localization (no subject of their relation with a "
+                 f"different answer keeps the tokens aligned when swapped in): {_e(', '.join(d.get('dropped_ids', [])[:10]))}.")
+    return note
 
 
 def _history_fig(runs: Sequence[dict]):
@@ -446,6 +466,7 @@ def build_report(path: str | Path) -> str:
     evals = _eval_results(runs)
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
+              "<h2>Comparisons</h2>", comparisons_html(path),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],
@@ -529,7 +550,7 @@ def markdown_summary(path: str | Path) -> str:
         out.append(f"| {row['name']} | {budgets.get(row['name'], '–')} | {cells} |")
     out.append("")
     out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
-               "robustness). Forget = 1 − accuracy on the true answer.")
+               "robustness). Forget = 1 − accuracy on the true answer. " + TABLE1_LEGEND.format(ref="flu"))
     out.append("")
     out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
     out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
@@ -543,11 +564,15 @@ def markdown_summary(path: str | Path) -> str:
         vals = []
         for _, suite, name in ROBUSTNESS_COLUMNS:
             m = _metric(r, suite, name)
-            vals.append("–" if m is None else f"{_num(m.get('value')):.3f} (n={m.get('n')})")
+            ci = "" if m is None or m.get("ci_low") is None else f" [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+            vals.append("–" if m is None else f"{_num(m.get('value')):.3f}{ci} (n={m.get('n')})")
         labels = r.get("mask_labels", [])
         comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
         out.append(f"| {r['localization']} (seed {r['seed']}) | {comps} | " + " | ".join(vals) + " |")
     out.append("")
+    out.append("## Comparisons")
+    out.append("")
+    out.append(comparisons_markdown(path))
     out.append("| step | seconds |")
     out.append("|---|---:|")
     for s_, plan in sorted(d["plans"].items()):

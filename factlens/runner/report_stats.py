@@ -1,0 +1,260 @@
+"""Intervals and significance marks for the run report (Table 1 and the Comparisons section).
+
+Table 1 cells average one or several metrics (e.g. the three sports phrasings) over seeds.
+A cell's 95 % interval is the metric's own (Wilson / bootstrap, see
+:class:`~factlens.evaluate.result.Metric`) when the cell is one metric of one seed, and
+otherwise a bootstrap over the cell's per-fact values (the mean over the cell's metrics of
+each fact's value), resampling seeds and then facts. A cell is marked when it differs from
+the reference localization's cell: paired sign-flip permutation test over facts on the
+same per-fact values, Holm-corrected across the cells of the row, ``p < 0.05``; cells at
+chance are never marked. The Comparisons section is :func:`factlens.compare` against FLU and
+against random.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "comparisons_markdown",
+           "TABLE1_LEGEND", "HEADLINE_METRICS"]
+
+#: Legend of the Table 1 marks (HTML and markdown).
+TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
+                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
+                 "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
+                 "(exact for up to 16 facts), Holm-corrected across the columns of the row, p < 0.05.")
+
+#: Metrics shown first in the Comparisons section (the full table follows in a collapsed block).
+HEADLINE_METRICS = ("forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error",
+                    "paraphrase_forget_error", "paraphrase_edit_accuracy", "next_token_accuracy", "kl_divergence",
+                    "mmlu_accuracy", "relearn_forget_accuracy", "soft_prompt_forget_accuracy",
+                    "probe_true_accuracy_last", "probe_target_accuracy_last")
+
+
+def _metric(run: dict, suite: str, name: str) -> dict | None:
+    for m in run.get("eval", {}).get("suites", {}).get(suite, {}).get("metrics", []):
+        if m["name"] == name:
+            return m
+    return None
+
+
+def _cell_metrics(run: dict, suite: str, names: Sequence[str]) -> list[dict]:
+    """The metrics of one run that a cell averages (those not at chance, if any are)."""
+    ms = [m for m in (_metric(run, suite, n) for n in names) if m is not None]
+    return [m for m in ms if not m.get("at_chance")] or ms
+
+
+def cell_samples(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None) -> dict[Any, dict]:
+    """``{seed: {unit id: value}}``: per fact, the mean over the cell's metrics (after ``transform``)."""
+    out: dict[Any, dict] = {}
+    for r in runs:
+        acc: dict[str, list[float]] = {}
+        for m in _cell_metrics(r, suite, names):
+            for k, v in (m.get("samples") or {}).items():
+                if v is not None and not math.isnan(v):
+                    acc.setdefault(k, []).append(1.0 - v if transform == "one_minus" else v)
+        if acc:
+            out[r["seed"]] = {k: float(np.mean(v)) for k, v in acc.items()}
+    return out
+
+
+def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None,
+            baseline: bool) -> tuple[float, float] | None:
+    """The metric's own interval when a cell is one metric of one seed (baseline: Wilson of k/n)."""
+    from factlens.stats import wilson_interval
+
+    if len(runs) != 1:
+        return None
+    ms = _cell_metrics(runs[0], suite, names)
+    if len(ms) != 1:
+        return None
+    m = ms[0]
+    if baseline:
+        b, n = m.get("baseline"), m.get("n")
+        if b is None or not n or m.get("ci_method") != "wilson" or math.isnan(b):
+            return None
+        lo, hi = wilson_interval(int(round(b * n)), int(n))
+    else:
+        lo, hi = m.get("ci_low"), m.get("ci_high")
+        if lo is None or hi is None:
+            return None
+    return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)
+
+
+def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, float] | None:
+    from factlens.stats import hierarchical_bootstrap_interval
+
+    _, _, suite, names, transform = col
+    own = _own_ci(runs, suite, names, transform, baseline)
+    if own is not None or baseline:
+        return own
+    groups = [list(s.values()) for s in cell_samples(runs, suite, names, transform).values()]
+    return hierarchical_bootstrap_interval(groups) if groups else None
+
+
+def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> float:
+    """Sign-flip p-value of a cell against the reference's cell on the same (seed, fact) units."""
+    from factlens.stats import sign_flip_test
+
+    _, _, suite, names, transform = col
+    a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
+    d, w = [], []
+    seeds = [s for s in a if s in b]
+    for s in seeds:
+        ids = [k for k in a[s] if k in b[s]]
+        d += [a[s][k] - b[s][k] for k in ids]
+        w += [1.0 / len(ids)] * len(ids)
+    return sign_flip_test(d, weights=w) if d else float("nan")
+
+
+def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict], *, reference: str = "flu") -> bool:
+    """Add ``ci_low``/``ci_high`` and ``significant`` to the cells of :func:`table1_rows` (in place).
+
+    Returns:
+        Whether significance marks were computed (``reference`` is among the localizations).
+    """
+    from factlens.stats import holm
+
+    by_loc: dict[str, list[dict]] = {}
+    for r in runs:
+        by_loc.setdefault(r["localization"], []).append(r)
+    firsts: dict[Any, dict] = {}
+    for r in runs:
+        firsts.setdefault(r["seed"], r)
+    marked = reference in by_loc
+    for row in rows:
+        base = row["name"] == "original"
+        sub = list(firsts.values()) if base else by_loc.get(row["name"], [])
+        ps: list[tuple[int, float]] = []
+        for j, (col, cell) in enumerate(zip(cols, row["cells"])):
+            if cell is None:
+                continue
+            ci = _cell_ci(sub, col, base)
+            cell["ci_low"], cell["ci_high"] = ci if ci else (None, None)
+            cell["significant"] = False
+            if marked and not base and row["name"] != reference and not cell.get("at_chance"):
+                p = _cell_test(sub, by_loc[reference], col)
+                if not math.isnan(p):
+                    ps.append((j, p))
+        for (j, _), p in zip(ps, holm([p for _, p in ps])):
+            row["cells"][j]["significant"] = bool(p < 0.05)
+    return marked
+
+
+def cell_text(cell: dict | None) -> str:
+    """``value [ci_low, ci_high]`` (plus ``*`` when significant, `` ± sd`` over seeds without CI)."""
+    if cell is None or cell.get("mean") is None or math.isnan(cell["mean"]):
+        return "–"
+    s = f"{cell['mean']:.3f}"
+    if cell.get("ci_low") is not None and cell.get("ci_high") is not None:
+        s += f" [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+    elif cell.get("std") is not None:
+        s += f" ± {cell['std']:.3f}"
+    if cell.get("significant"):
+        s += " *"
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison tables
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞"
+    return format(float(x), fmt)
+
+
+def _p(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+_HEAD = ("localization", "metric", "value", "reference", "diff [95% CI]", "p", "p (Holm)", "sig.", "n", "MDD")
+
+
+def _cells(r: dict) -> list[str]:
+    diff = _num(r["diff"], "+.3f")
+    if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
+        diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    sig = "yes" if r["significant"] else ("at chance" if r["at_chance"] else "no")
+    n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
+    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
+            _p(r["p_value"]), _p(r["p_holm"]), sig, n, _num(r["mdd"], ".2f")]
+
+
+def _legend(reference: str) -> str:
+    return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
+            "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
+            "to 16); Holm: corrected across the metrics of one localization in this table; sig.: Holm p < 0.05 (metrics at chance "
+            "on the unedited model are never significant). MDD: minimum detectable difference at this n (alpha "
+            "0.05, power 0.8).")
+
+
+def compare_text(table, *, reference: str) -> str:
+    """The :func:`factlens.compare` table as markdown (for the terminal and docs)."""
+    if table.empty:
+        return f"No metric with per-fact values to compare against {reference!r}.\n"
+    out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
+    out += ["| " + " | ".join(_cells(r)) + " |" for r in table.to_dict("records")]
+    return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
+
+
+def _tables(path, references: Sequence[str]) -> list[tuple[str, Any, Any]]:
+    """Per reference present: (reference, headline table, table of every metric); Holm within each."""
+    from factlens.compare import compare, load_evaluations
+
+    evals = load_evaluations(path)
+    out = []
+    for ref in references:
+        if ref not in evals or len(evals) < 2:
+            continue
+        full = compare(evals, reference=ref)
+        names = [m for m in HEADLINE_METRICS if m in set(full["metric"])]
+        out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full))
+    return out
+
+
+def comparisons_markdown(path, references: Sequence[str] = ("flu", "random")) -> str:
+    """Markdown of the headline comparisons against each reference present in the run."""
+    parts = []
+    for ref, head, _ in _tables(path, references):
+        parts.append(f"### Against {ref}\n\n" + compare_text(head, reference=ref))
+    return "\n".join(parts) if parts else "No reference localization (flu, random) in this run to compare against.\n"
+
+
+def comparisons_html(path, references: Sequence[str] = ("flu", "random")) -> str:
+    """HTML of the comparisons against each reference: headline metrics, then every metric (collapsed)."""
+    try:
+        tables = _tables(path, references)
+    except (ValueError, KeyError) as e:
+        return f"<p class='err'>comparison failed: {html.escape(str(e))}</p>"
+    if not tables:
+        return "<p class='note'>No reference localization (flu, random) in this run to compare against.</p>"
+    parts = []
+    for ref, head, full in tables:
+        parts.append(f"<h3>Against {html.escape(ref)}</h3>" + _html_table(head))
+        parts.append(f"<details><summary>all {len(full)} comparisons against {html.escape(ref)} (Holm across all "
+                     f"metrics of a localization)</summary>{_html_table(full)}</details>"
+                     f"<p class='note'>{html.escape(_legend(ref))}</p>")
+    return "".join(parts)
+
+
+def _html_table(t) -> str:
+    h = ["<table><tr>" + "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>"
+                                 for i, c in enumerate(_HEAD)) + "</tr>"]
+    for r in t.to_dict("records"):
+        cls = " class='chance'" if r["at_chance"] else ""
+        cells = [html.escape(c) for c in _cells(r)]
+        if r["significant"]:
+            cells[4] = f"<b>{cells[4]}</b>"
+        h.append(f"<tr{cls}>" + "".join(f"<td class='l'>{c}</td>" if i < 2 else f"<td>{c}</td>"
+                                       for i, c in enumerate(cells)) + "</tr>")
+    return "".join(h) + "</table>"
