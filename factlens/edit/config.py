@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +45,21 @@ class EditConfig:
         sft_positions: Positions per chunk at which the SFT loss is evaluated (evenly spaced;
             ``None``: all). Keeps the ``[positions, d_vocab]`` logits small for large vocabularies.
         train_format: Prompt format of the forget/retain prompts (see :mod:`factlens.data.formats`).
-        seed: Seed of batch sampling.
+        seed: Seed of batch sampling (and of RMU's random direction).
+        npo_beta: ``beta`` of ``objective="npo"`` (Zhang et al. 2024). Default 0.1: the NPO
+            paper's TOFU setting and open-unlearning's ``configs/trainer/NPO.yaml``.
+        simnpo_beta: ``beta`` of ``objective="simnpo"`` (Fan et al. 2024). Default 2.5: the
+            authors' TOFU config (OPTML-Group/Unlearn-Simple ``TOFU/config/forget.yaml``;
+            open-unlearning's ``SimNPO.yaml`` uses 4.5).
+        simnpo_gamma: Reward margin ``gamma`` of ``"simnpo"``. Default 0.0 (both configs above).
+        rmu_layer: Layer whose residual stream ``objective="rmu"`` steers (Li et al. 2024);
+            ``None``: the last layer of the mask.
+        rmu_steering_coef: RMU's ``c``, the norm of the forget activations' target. Default
+            20: the default of the reference code (centerforaisafety/wmdp ``rmu/unlearn.py``;
+            the released Zephyr-7B model used 6.5). The right value depends on the model's
+            activation norms at ``rmu_layer``: tune it.
+        rmu_alpha: Weight of RMU's retain activation loss (multiplied by ``l_retain``).
+            Default 100: the reference code's default (1200 for the released Zephyr-7B model).
 
     Example:
         >>> c = EditConfig(lr=1e-4).replace(steps=10)
@@ -71,6 +86,12 @@ class EditConfig:
     sft_positions: int | None = 16
     train_format: str = "default"
     seed: int = 0
+    npo_beta: float = 0.1
+    simnpo_beta: float = 2.5
+    simnpo_gamma: float = 0.0
+    rmu_layer: int | None = None
+    rmu_steering_coef: float = 20.0
+    rmu_alpha: float = 100.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -96,6 +117,15 @@ class EditConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.sft_seq_len < 2 or self.n_sft_chunks < 1:
             raise ValueError(f"sft_seq_len must be >= 2 and n_sft_chunks >= 1, got {self.sft_seq_len}, {self.n_sft_chunks}")
+        for name in ("npo_beta", "simnpo_beta", "rmu_steering_coef"):
+            if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if not math.isfinite(self.simnpo_gamma):
+            raise ValueError(f"simnpo_gamma must be finite, got {self.simnpo_gamma}")
+        if not (self.rmu_alpha >= 0 and math.isfinite(self.rmu_alpha)):
+            raise ValueError(f"rmu_alpha must be a finite number >= 0, got {self.rmu_alpha}")
+        if self.rmu_layer is not None and self.rmu_layer < 0:
+            raise ValueError(f"rmu_layer must be >= 0 or None (the mask's last layer), got {self.rmu_layer}")
 
     @classmethod
     def fast(cls, **overrides: Any) -> "EditConfig":

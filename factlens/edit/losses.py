@@ -17,6 +17,11 @@ The editor minimizes ``L = l_forget * L_forget + l_retain * L_retain + l_sft * L
 * ``L_SFT``: next-token cross-entropy on general text, or ``KL(p_original || p_model)`` of
   the next-token distributions on general text, at a few positions per chunk.
 
+The unlearning baselines of :mod:`factlens.edit.objectives` are built from the pure
+functions at the end of this module (:func:`gradient_ascent_loss`, :func:`npo_loss`,
+:func:`simnpo_loss`, :func:`activation_mse`), which take log-probabilities or activations,
+not a model, so that each is checked against a hand computation.
+
 All functions read logits only where they are needed (the answer positions, a few text
 positions), never ``[batch, pos, d_vocab]``.
 """
@@ -42,6 +47,12 @@ __all__ = [
     "sft_loss",
     "sft_positions",
     "reference_logprobs",
+    "answer_logprobs_and_lengths",
+    "prompt_activations",
+    "gradient_ascent_loss",
+    "npo_loss",
+    "simnpo_loss",
+    "activation_mse",
 ]
 
 
@@ -254,3 +265,115 @@ def sft_loss(model, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "k"
         return F.nll_loss(lp, nxt)
     ref = reference.reshape(b * k, -1).to(lp.device)
     return F.kl_div(lp, ref, log_target=True, reduction="batchmean")
+
+
+# --- unlearning baselines (see factlens.edit.objectives) ----------------------------------
+
+
+def answer_logprobs_and_lengths(model, prompts: Sequence[str], answers: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Summed log-probability of each answer (differentiable) and its number of tokens.
+
+    Returns:
+        ``(logp [n], n_tokens [n])``: ``logp`` as :func:`answer_logprob_grad` (one forward
+        pass), ``n_tokens`` (float) the answer's token count ``|y|``.
+    """
+    lp, _, owner = _answer_token_stats(model, prompts, answers)
+    n = len(prompts)
+    return _sum_by_owner(lp, owner, n), _sum_by_owner(torch.ones_like(lp), owner, n)
+
+
+def prompt_activations(model, prompts: Sequence[str], layer: int) -> tuple[Float[Tensor, "n pos d_model"], Tensor]:
+    """The residual stream after block ``layer`` at every prompt token (differentiable).
+
+    The model runs only up to block ``layer`` (``stop_at_layer=layer + 1``), whose output is
+    the activation at ``factlens.components.resid_hook(layer, "post")``; no hook is added.
+    Prompts are right-padded behind a BOS token.
+
+    Returns:
+        ``(acts, valid)``: ``acts[i, t]`` is prompt ``i``'s activation at position ``t``;
+        ``valid[i, t]`` is ``True`` on the prompt's own tokens (not BOS, not padding).
+    """
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer must be in [0, {model.cfg.n_layers - 1}] for this model, got {layer}")
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    bos = _bos_id(model)
+    rows = [([bos] if bos is not None else []) + _encode(model, p)[0] for p in prompts]
+    start = 1 if bos is not None else 0
+    n = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), n), _pad_id(model), dtype=torch.long)
+    valid = torch.zeros((len(rows), n), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if len(r) <= start:
+            raise ValueError(f"prompt {i} ({prompts[i]!r}) has no tokens")
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        valid[i, start: len(r)] = True
+    acts = model(tokens.to(model.cfg.device), stop_at_layer=layer + 1)
+    return acts, valid.to(acts.device)
+
+
+def gradient_ascent_loss(logp: Float[Tensor, "n"]) -> Tensor:
+    """Gradient ascent on the forget answers' cross-entropy: ``mean(log p(answer))``.
+
+    Minimizing it *raises* the cross-entropy ``-log p``; it is unbounded below (it keeps
+    pushing after ``p`` is already small), which is why GA is usually stopped early or paired
+    with a retain term (GradDiff).
+
+    Example:
+        >>> float(gradient_ascent_loss(torch.tensor([-1.0, -3.0])))
+        -2.0
+    """
+    return logp.mean()
+
+
+def npo_loss(logp: Float[Tensor, "n"], logp_ref: Float[Tensor, "n"], beta: float) -> Tensor:
+    """Negative Preference Optimization (Zhang et al. 2024), averaged over answers.
+
+    ``-(2 / beta) * logsigmoid(-beta * (log p - log p_ref))`` with ``p_ref`` the frozen
+    original model's probability. At ``p = p_ref`` it equals ``(2 / beta) log 2``; it falls
+    to 0 as ``p / p_ref -> 0`` and, unlike gradient ascent, its gradient vanishes there. As
+    ``beta -> 0`` it tends to gradient ascent (``log p - log p_ref`` plus the constant ``(2 / beta) log 2``).
+
+    Example:
+        >>> round(float(npo_loss(torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.1)), 4)  # (2/0.1) log 2
+        13.8629
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return (-(2.0 / beta) * F.logsigmoid(-beta * (logp - logp_ref))).mean()
+
+
+def simnpo_loss(logp: Float[Tensor, "n"], n_tokens: Float[Tensor, "n"], beta: float, gamma: float) -> Tensor:
+    """SimNPO (Fan et al. 2024): reference-free NPO with length normalization, averaged over answers.
+
+    ``-(2 / beta) * logsigmoid(-beta * log p / |y| - gamma)`` with ``|y|`` the answer's token
+    count. (The authors' code writes it as ``logsigmoid(beta * (NLL / |y| - gamma'))``, i.e.
+    ``gamma = beta * gamma'``; both are the same at the default ``gamma = 0``.)
+
+    Example:
+        >>> import math
+        >>> v = float(simnpo_loss(torch.tensor([-4.0]), torch.tensor([2.0]), beta=2.5, gamma=0.0))
+        >>> abs(v - (-(2 / 2.5) * math.log(1 / (1 + math.exp(-5.0))))) < 1e-6
+        True
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return (-(2.0 / beta) * F.logsigmoid(-beta * logp / n_tokens - gamma)).mean()
+
+
+def activation_mse(acts: Float[Tensor, "n pos d"], target: Tensor, valid: Tensor) -> Tensor:
+    """Mean squared error of activations to a target, over each prompt's valid tokens.
+
+    Per prompt: the mean over its valid positions and the ``d`` dimensions of
+    ``(acts - target)^2``; then the mean over prompts (so long and short prompts count
+    equally). ``target`` broadcasts against ``acts`` (a ``[d]`` vector for RMU's forget term,
+    the original activations for its retain term).
+
+    Example:
+        >>> a = torch.tensor([[[1.0, 3.0], [9.0, 9.0]]])
+        >>> float(activation_mse(a, torch.zeros(2), torch.tensor([[True, False]])))  # (1 + 9) / 2
+        5.0
+    """
+    sq = (acts - target).pow(2) * valid[..., None].to(acts.dtype)
+    per_prompt = sq.sum(dim=(1, 2)) / (valid.sum(dim=1).to(acts.dtype) * acts.shape[-1])
+    return per_prompt.mean()

@@ -23,14 +23,19 @@ class Objective:
 
     Attributes:
         name: What users pass as ``objective=``.
-        loss: The objective's implementation (see :mod:`factlens.edit.objectives`).
-        needs_target_new: Every forget fact needs ``target_new`` (editing objectives).
+        loss: The objective's class, a :class:`~factlens.edit.objectives.TrainingObjective`
+            (``prepare`` once from the original model, then ``losses`` per micro-batch).
+        needs_target_new: Every forget fact needs ``target_new`` (editing objectives); the
+            targets must differ from the true answers and be among the task's candidates.
+        uses_retain: The objective has a retain term (weighted by ``EditConfig.l_retain``);
+            ``False``: ``task.retain`` is not used (plain gradient ascent).
         doc: One line (and the paper it comes from).
     """
 
     name: str
-    loss: Ref
+    loss: Ref | Callable[..., Any]
     needs_target_new: bool = False
+    uses_retain: bool = True
     doc: str = ""
 
 
@@ -56,11 +61,23 @@ class EditMethod:
                              f"it supports {list(self.objectives)}")
 
 
+_OBJ = "factlens.edit.objectives"
+
 OBJECTIVES: Registry[Objective] = Registry("objective", (
-    Objective("inject", Ref("factlens.edit.objectives", "InjectObjective"), needs_target_new=True,
+    Objective("inject", Ref(f"{_OBJ}.paper", "InjectObjective"), needs_target_new=True,
               doc="cross-entropy towards target_new (the paper's editing loss)"),
-    Objective("unlearn", Ref("factlens.edit.objectives", "UnlearnObjective"),
+    Objective("unlearn", Ref(f"{_OBJ}.paper", "UnlearnObjective"),
               doc="-log(1 - p(answer)) on the forget facts (the paper's unlearning loss)"),
+    Objective("gradient_ascent", Ref(f"{_OBJ}.gradient_ascent", "GradientAscentObjective"), uses_retain=False,
+              doc="gradient ascent on the forget answers' cross-entropy, no retain term"),
+    Objective("graddiff", Ref(f"{_OBJ}.gradient_ascent", "GradDiffObjective"),
+              doc="gradient ascent on the forget facts + cross-entropy on the retain facts (GradDiff)"),
+    Objective("npo", Ref(f"{_OBJ}.npo", "NPOObjective"),
+              doc="Negative Preference Optimization against the frozen original (Zhang et al. 2024)"),
+    Objective("simnpo", Ref(f"{_OBJ}.npo", "SimNPOObjective"),
+              doc="reference-free, length-normalized NPO (Fan et al. 2024)"),
+    Objective("rmu", Ref(f"{_OBJ}.rmu", "RMUObjective"),
+              doc="steer forget activations to a random direction at one layer, keep retain ones (Li et al. 2024)"),
 ))
 
 EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (

@@ -54,6 +54,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, Mask, ModelShape
+from factlens.edit.sampling import BatchSampler, GeneralText
 
 __all__ = ["WeightMaskConfig", "WeightMaskResult", "learn_weight_mask", "default_evaluate"]
 
@@ -143,23 +144,6 @@ def _region_of(components: Iterable[Component], shape: ModelShape, like: dict[st
             if name in like:
                 out.setdefault(name, torch.zeros(like[name].shape, dtype=torch.bool))[idx] = True
     return out
-
-
-class _Sampler:
-    """Cycles through a seeded permutation of ``items`` in batches."""
-
-    def __init__(self, items: Sequence, batch_size: int | None, gen: torch.Generator) -> None:
-        self.items, self.gen = list(items), gen
-        self.bs = len(self.items) if batch_size is None else min(batch_size, len(self.items))
-        self.order: list[int] = []
-
-    def __call__(self) -> list:
-        out: list = []
-        while self.items and len(out) < self.bs:
-            if not self.order:
-                self.order = torch.randperm(len(self.items), generator=self.gen).tolist()
-            out.append(self.items[self.order.pop()])
-        return out
 
 
 # --- result ----------------------------------------------------------------------------
@@ -435,8 +419,11 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
     if not fb_items:
         raise ValueError(f"the forget facts have no prompts in train_format={cfg.train_format!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
-    next_forget, next_retain = _Sampler(fb_items, cfg.forget_batch_size, gen), _Sampler(rb_items, cfg.retain_batch_size, gen)
-    next_sft = _SftBatches(model, cfg, gen) if cfg.l_sft > 0 else None
+    forget, retain = BatchSampler(fb_items, cfg.forget_batch_size, gen), BatchSampler(rb_items, cfg.retain_batch_size, gen)
+    # general text: KL to the unmasked model (the user's model, never modified), or cross-entropy
+    text = None if cfg.l_sft == 0 else GeneralText.prepare(
+        model, source=cfg.sft_source, seq_len=cfg.sft_seq_len, n_chunks=cfg.n_sft_chunks, n_positions=cfg.sft_positions,
+        batch_size=cfg.sft_batch_size, gen=gen)
 
     device = next(iter(params.values())).device
     logits = {n: torch.full(r.shape, float(cfg.init), dtype=torch.float32, device=device, requires_grad=True)
@@ -447,8 +434,8 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
     runner = _Runner(model)
     history: list[dict[str, float]] = []
     for step in tqdm(range(cfg.steps), desc="weight mask", disable=not show_progress):
-        fb, rb = next_forget(), next_retain()
-        sft = next_sft() if next_sft is not None else None
+        fb, rb = forget.next(), retain.next()
+        sft = text.batch(model) if text is not None else None
         opt.zero_grad(set_to_none=True)
         eff = dict(base)
         reg = torch.zeros((), device=device)
@@ -473,28 +460,3 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
     out_region = {n: r.cpu() for n, r in region.items()}
     return WeightMaskResult(out_logits, out_region, mask, cfg, shape, task.objective, history,
                             time.perf_counter() - t0, task.summary(), task)
-
-
-class _SftBatches:
-    """General-text batches for the SFT term: ``(tokens, positions, reference or None)`` per step.
-
-    ``sft_source=None``: KL to the unmasked model (its log-probabilities are computed per
-    batch, without gradient, on the user's unmodified model); else next-token cross-entropy.
-    """
-
-    def __init__(self, model, cfg: WeightMaskConfig, gen: torch.Generator) -> None:
-        from factlens.data.text import load_texts, token_chunks
-        from factlens.edit.losses import sft_positions
-
-        self.model, self.kl = model, cfg.sft_source is None
-        chunks = token_chunks(model, load_texts(cfg.sft_source, seed=cfg.seed), seq_len=cfg.sft_seq_len,
-                              n_chunks=cfg.n_sft_chunks)
-        self.positions = sft_positions(chunks.shape[1], cfg.sft_positions, kl=self.kl)
-        self.next = _Sampler(list(chunks), cfg.sft_batch_size, gen)
-
-    def __call__(self):
-        from factlens.edit.losses import reference_logprobs
-
-        tokens = torch.stack(self.next())
-        ref = reference_logprobs(self.model, tokens, self.positions) if self.kl else None
-        return tokens, self.positions, ref

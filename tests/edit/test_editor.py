@@ -17,14 +17,18 @@ from factlens.data.formats import format_prompts
 from factlens.data.text import load_texts, token_chunks
 from factlens.edit import EditConfig, EditResult, edit, edit_sequential, lr_factor
 from factlens.edit import editor as editor_mod
+from factlens.edit import sampling as sampling_mod
+from factlens.edit import training as training_mod
+from factlens.edit.objectives import InjectObjective
 from factlens.edit.losses import (answer_log1m_prob, answer_logprob_grad, fact_losses, reference_logprobs, sft_loss,
                                   sft_positions)
 from factlens.scoring import score_prompts
 from factlens.tasks import sports_athlete_editing, sports_unlearning
 from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing.invariants import no_hooks
 from factlens.tokens import answer_logprobs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # small, fast settings for the tiny models (no accumulation, tiny SFT batches)
 TINY = EditConfig(lr=1e-2, steps=3, batch_size=4, grad_accum=2, n_sft_chunks=4, sft_batch_size=2, sft_seq_len=16,
                   sft_positions=4)
@@ -42,11 +46,6 @@ def flush_denormal():
 
 
 @pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model()
-
-
-@pytest.fixture(scope="module")
 def tiny_task():
     return sports_athlete_editing(sports_facts()[:40], n_forget=4, seed=0, n_retain=8, n_maintain=8)
 
@@ -60,9 +59,6 @@ def _assert_same(model, snap) -> None:
         assert torch.equal(p.detach(), snap[n]), n
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp._forward_hooks and not hp._backward_hooks and not hp._forward_pre_hooks
-               for hp in model.hook_dict.values())
 
 
 # --- config ---------------------------------------------------------------------------
@@ -188,7 +184,7 @@ def _check_masked_edit(model, mask, task, config):
             assert torch.equal(p.detach(), before[n]), n
         assert p.requires_grad == flags[n] and p.grad is None
     assert changed > 0 and res.n_params_trained == sum(int(m.sum()) for m in pm.values())
-    assert _no_hooks(res.model)
+    assert no_hooks(res.model)
     return res
 
 
@@ -207,7 +203,7 @@ def test_unmasked_entries_bitwise_identical_planted(planted):
 
 def test_only_touched_params_in_optimizer(tiny_task, monkeypatch):
     seen = {}
-    real = editor_mod._make_optimizer
+    real = training_mod.make_optimizer
 
     def spy(params, config):
         model_params = dict(spy.model.named_parameters())
@@ -217,7 +213,7 @@ def test_only_touched_params_in_optimizer(tiny_task, monkeypatch):
 
     model = tiny_model()
     spy.model = model
-    monkeypatch.setattr(editor_mod, "_make_optimizer", spy)
+    monkeypatch.setattr(editor_mod, "make_optimizer", spy)
     mask = Mask.from_labels(["L1H0", "L0.mlp"])
     edit(model, mask, tiny_task, config=TINY.replace(steps=1), inplace=True, show_progress=False)
     assert seen["names"] == sorted(mask.to_param_masks(model)) == seen["requires_grad"]
@@ -283,7 +279,7 @@ def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     before = _snapshot(model)
     calls = {"n": 0}
-    real = editor_mod.fact_losses
+    real = InjectObjective.losses
 
     def boom(*args, **kwargs):
         calls["n"] += 1
@@ -291,14 +287,14 @@ def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(editor_mod, "fact_losses", boom)
+    monkeypatch.setattr(InjectObjective, "losses", boom)
     with pytest.raises(RuntimeError, match="boom"):
         edit(model, Mask.from_labels(["L0.mlp", "L1H1"]), tiny_task, config=TINY.replace(grad_accum=1, steps=5), inplace=True,
              show_progress=False)
     assert calls["n"] == 4
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert all(p.grad is None for p in model.parameters())
-    assert _no_hooks(model)
+    assert no_hooks(model)
     _assert_same(model, before)
 
 
@@ -445,7 +441,7 @@ def test_kl_reference_cached_equals_functional_call(tiny_task, monkeypatch):
     mask = Mask.from_labels(["L0H0", "L1H3", "L0.mlp"])
     cfg = TINY.replace(steps=2)
     cached = edit(model, mask, tiny_task, config=cfg, show_progress=False)
-    monkeypatch.setattr(editor_mod, "KL_CACHE_BYTES", 0)
+    monkeypatch.setattr(sampling_mod, "KL_CACHE_BYTES", 0)
     live = edit(model, mask, tiny_task, config=cfg, show_progress=False)
     assert cached.meta["kl_cached"] and not live.meta["kl_cached"]
     for a, b in zip(cached.history, live.history):
