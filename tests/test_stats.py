@@ -1,0 +1,181 @@
+"""factlens.stats: intervals, the paired sign-flip test, Holm, power; Metric.from_samples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+from factlens.stats import (bootstrap_mean_interval, hierarchical_bootstrap_interval, holm,
+                            minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test,
+                            variance_components, wilson_interval)
+
+N_DATASETS = 200
+
+
+def _within_binomial(k: int, n: int, p: float) -> bool:
+    """``k`` of ``n`` is compatible with rate ``p`` (two-sided binomial test at 0.01)."""
+    return binomtest(k, n, p).pvalue > 0.01
+
+
+# -- intervals ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,n,expected", [(8, 16, (0.280, 0.720)), (0, 10, (0.000, 0.278)), (10, 10, (0.722, 1.000)),
+                                          (3, 20, (0.052, 0.360))])
+def test_wilson_matches_textbook(k, n, expected):
+    # textbook Wilson: (p + z^2/2n ± z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z = 1.95996
+    z = 1.959964
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = wilson_interval(k, n)
+    assert (round(lo, 3), round(hi, 3)) == expected
+    assert lo == pytest.approx(max(c - h, 0.0), abs=1e-6) and hi == pytest.approx(min(c + h, 1.0), abs=1e-6)
+
+
+def test_wilson_rejects_bad_counts():
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.3, 1.0, 40)
+    a, b = bootstrap_mean_interval(x, seed=3), bootstrap_mean_interval(x, seed=3)
+    assert a == b and a[0] < x.mean() < a[1]
+    assert bootstrap_mean_interval([0.5]) is None  # one unit: nothing to resample
+    assert bootstrap_mean_interval([0.2] * 5) == (pytest.approx(0.2), pytest.approx(0.2))
+    # coverage over many datasets: close to 95 % (percentile bootstrap is slightly liberal at n = 40)
+    hits = sum(lo <= 0.3 <= hi for lo, hi in (bootstrap_mean_interval(rng.normal(0.3, 1.0, 40), seed=s)
+                                              for s in range(N_DATASETS)))
+    assert 0.88 * N_DATASETS <= hits <= N_DATASETS
+
+
+def test_weighted_bootstrap_uses_the_weights():
+    v, w = [0.0, 1.0] * 20, [1.0, 3.0] * 20  # weighted mean 0.75, unweighted 0.5
+    lo, hi = bootstrap_mean_interval(v, weights=w)
+    assert 0.5 < lo < 0.75 < hi
+    lo_u, hi_u = bootstrap_mean_interval(v)
+    assert lo_u < 0.5 < hi_u < 0.75
+    with pytest.raises(ValueError, match="weights"):
+        bootstrap_mean_interval(v, weights=[1.0])
+
+
+def test_hierarchical_interval_includes_seed_variance():
+    rng = np.random.default_rng(0)
+    same = [rng.binomial(1, 0.5, 30).astype(float) for _ in range(3)]
+    shifted = [rng.binomial(1, p, 30).astype(float) for p in (0.1, 0.5, 0.9)]  # a strong seed effect
+    w_same = np.diff(hierarchical_bootstrap_interval(same))[0]
+    w_shift = np.diff(hierarchical_bootstrap_interval(shifted))[0]
+    w_pooled = np.diff(bootstrap_mean_interval(np.concatenate(shifted)))[0]
+    assert w_shift > 1.5 * w_pooled and w_shift > w_same
+
+
+# -- the sign-flip test --------------------------------------------------------------------------
+def test_sign_flip_exact_values():
+    assert sign_flip_test([1.0] * 6) == pytest.approx(2 / 2 ** 6)
+    assert sign_flip_test([1.0] * 6, alternative="greater") == pytest.approx(1 / 2 ** 6)
+    assert sign_flip_test([0.0] * 8) == 1.0 and sign_flip_test([]) == 1.0
+    assert sign_flip_test([1.0, -1.0, 1.0, -1.0]) == 1.0
+    with pytest.raises(ValueError, match="alternative"):
+        sign_flip_test([1.0], alternative="bigger")
+
+
+def test_sign_flip_exact_and_random_paths_agree():
+    d = np.random.default_rng(4).normal(0.4, 1.0, 14)
+    exact = sign_flip_test(d)
+    sampled = sign_flip_test(d, exact_max_n=0, n_resamples=20000, seed=1)
+    assert abs(exact - sampled) < 0.02
+
+
+@pytest.mark.parametrize("n", [12, 40])  # 12: exact enumeration, 40: scipy permutation_test
+def test_sign_flip_rejects_a_planted_effect(n):
+    rng = np.random.default_rng(n)
+    p = [sign_flip_test(rng.normal(1.0, 1.0, n), n_resamples=999, seed=s) for s in range(20)]
+    assert np.mean(np.array(p) < 0.05) >= 0.8
+
+
+@pytest.mark.parametrize("n", [12, 40])
+def test_sign_flip_keeps_the_nominal_rate_under_the_null(n):
+    rng = np.random.default_rng(100 + n)
+    rejections = sum(sign_flip_test(rng.normal(0.0, 1.0, n), n_resamples=999, seed=s) < 0.05
+                     for s in range(N_DATASETS))
+    assert _within_binomial(rejections, N_DATASETS, 0.05) or rejections < 0.05 * N_DATASETS
+
+
+def test_paired_bootstrap_diff_single_and_several_seeds():
+    d, ci = paired_bootstrap_diff([1, 1, 1, 0, 1, 1, 1, 1], [0, 0, 1, 0, 0, 0, 0, 1])
+    assert d == pytest.approx(0.625) and ci[0] > 0
+    d2, ci2 = paired_bootstrap_diff([[1, 1, 0, 1], [1, 1, 1, 1]], [[0, 0, 0, 1], [0, 1, 0, 0]])
+    assert d2 == pytest.approx(np.mean([0.5, 0.75])) and ci2[0] <= d2 <= ci2[1]
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_bootstrap_diff([1, 0], [1])
+
+
+# -- multiple testing, power, variance split ---------------------------------------------------
+def test_holm_matches_the_step_down_definition():
+    p = [0.01, 0.04, 0.03, float("nan")]
+    adj = holm(p)
+    assert adj[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adj[3])
+
+
+def test_minimum_detectable_difference_has_the_stated_power():
+    """At the MDD, the sign-flip test rejects about 80 % of the time (simulation)."""
+    n, sd = 20, 1.0
+    mdd = minimum_detectable_difference(n, sd=sd)
+    rng = np.random.default_rng(7)
+    rejections = sum(sign_flip_test(rng.normal(mdd, sd, n), exact_max_n=0, n_resamples=999, seed=s) < 0.05
+                     for s in range(N_DATASETS))
+    assert _within_binomial(rejections, N_DATASETS, 0.8)
+
+
+def test_minimum_detectable_difference_without_spread():
+    """Binary flips all in one direction: at the MDD the exact test rejects ~80 % of the time."""
+    n = 12
+    mdd = minimum_detectable_difference(n)
+    rng = np.random.default_rng(8)
+    rejections = sum(sign_flip_test(rng.binomial(1, mdd, n).astype(float)) < 0.05 for _ in range(N_DATASETS))
+    assert _within_binomial(rejections, N_DATASETS, 0.8)
+    assert minimum_detectable_difference(5, sd=0.5) == math.inf  # 2 * 2**-5 > 0.05: nothing can be significant
+
+
+def test_variance_components_separates_seed_from_facts():
+    rng = np.random.default_rng(3)
+    no_seed = variance_components([rng.binomial(1, 0.5, 40) for _ in range(5)])
+    seed = variance_components([rng.binomial(1, p, 40) for p in (0.1, 0.3, 0.5, 0.7, 0.9)])
+    assert no_seed["seed_share"] < 0.5 < seed["seed_share"]
+    assert math.isnan(variance_components([[0, 1, 1]])["seed_share"])
+
+
+# -- metrics built from per-unit samples -----------------------------------------------------
+def test_metric_from_samples_picks_the_interval():
+    acc = Metric.from_samples("forget_accuracy", {f"f{i}": float(i < 8) for i in range(16)})
+    assert acc.ci_method == "wilson" and (round(acc.ci_low, 3), round(acc.ci_high, 3)) == (0.28, 0.72)
+    prob = Metric.from_samples("forget_prob", {"a": 0.1, "b": 0.4, "c": 0.3, "d": float("nan")})
+    assert prob.ci_method == "bootstrap" and prob.n == 3 and prob.ci_low <= prob.value <= prob.ci_high
+    assert set(prob.samples) == {"a", "b", "c"}
+    tok = Metric.from_samples("kl", {"chunk:0": 0.1, "chunk:1": 0.3}, weights={"chunk:0": 1, "chunk:1": 3},
+                              unit="tokens")
+    assert tok.value == pytest.approx(0.25) and tok.n == 4
+    with pytest.raises(ValueError, match="no unit has a value"):
+        Metric.from_samples("x", {"a": float("nan")})
+
+
+def test_results_without_intervals_still_load(tmp_path):
+    old = {"task": {}, "meta": {}, "suites": {"standard": {"suite": "standard", "per_fact": [], "extra": {},
+                                                          "seconds": 1.0, "metrics": [
+        {"name": "forget_accuracy", "value": 0.5, "n": 16, "unit": "facts", "baseline": 1.0, "at_chance": False,
+         "higher_is_better": False, "stderr": 0.1}]}}}
+    r = EvalResult.from_dict(old)
+    m = r.metric("forget_accuracy")
+    assert m.value == 0.5 and m.ci_low is None and m.samples is None
+    frame = r.to_frame()
+    assert {"value", "n", "ci_low", "ci_high"} <= set(frame.columns) and "samples" not in frame.columns
+    new = EvalResult({"standard": SuiteResult("standard", (Metric.from_samples("a", {"x": 1.0, "y": 0.0}),))})
+    new.save(tmp_path / "r.json")
+    back = EvalResult.load(tmp_path / "r.json").metric("a")
+    assert back.samples == {"x": 1.0, "y": 0.0} and back.ci_low == new.metric("a").ci_low
