@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_model", "cache_dir", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+__all__ = ["load_model", "check_model_name", "cache_dir", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
 
 DEFAULT_MODEL = "gemma-3-270m"
 EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-3-270m": "google/gemma-3-270m"}
@@ -66,24 +66,90 @@ def load_model(
 
     Raises:
         ImportError: An extra is missing (the message names the ``pip install`` command).
+        FileNotFoundError: A local path (``path=``, ``gguf=`` or a path-like ``name``) does not exist.
+        ValueError: ``name`` is neither an embedded model nor a TransformerLens model name
+            (checked before any Hugging Face Hub call; see :func:`check_model_name`).
         OSError: The Hugging Face Hub is unreachable (the message lists offline options).
     """
     device = torch.device(device or "cpu")
-    if gguf is not None:
+    if gguf is not None:  # local paths are checked first: a typo never reaches the Hugging Face Hub
+        if not Path(gguf).expanduser().is_file():
+            raise FileNotFoundError(f"GGUF file {gguf} does not exist ({_where(gguf)})")
         if tl_name is None:
             raise ValueError("load_model(gguf=...) needs tl_name=, the TransformerLens name of the architecture "
                              "(e.g. tl_name='google/gemma-3-270m')")
-        return _from_gguf(Path(gguf), tl_name, device=device, dtype=dtype, **kwargs)
+        return _from_gguf(Path(gguf).expanduser(), tl_name, device=device, dtype=dtype, **kwargs)
     if path is not None:
+        if not Path(path).expanduser().is_dir():
+            raise FileNotFoundError(f"{path} is not a folder with a Hugging Face checkpoint (config.json, weights): "
+                                    f"{_where(path)}")
         arch = tl_name or name
-        if arch is None or arch == DEFAULT_MODEL and tl_name is None and not Path(path).exists():
+        if arch is None:
             raise ValueError("load_model(path=...) needs tl_name= naming the TransformerLens architecture")
-        return _from_hf_dir(Path(path), arch, device=device, dtype=dtype, **kwargs)
+        return _from_hf_dir(Path(path).expanduser(), arch, device=device, dtype=dtype, **kwargs)
     if name is None:
         raise ValueError("give a model name, path= or gguf=")
     if name in EMBEDDED_MODELS:
         return _load_embedded(name, device=device, dtype=dtype, use_cache=use_cache, **kwargs)
-    return _from_hub(name, device=device, dtype=dtype, **kwargs)
+    return _from_hub(check_model_name(name), device=device, dtype=dtype, **kwargs)
+
+
+_PATH_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
+
+
+def _where(path: str | Path) -> str:
+    p = Path(path).expanduser()
+    return f"looked for {p.resolve()}" + ("" if p.is_absolute() else f" from the working folder {Path.cwd()}")
+
+
+def check_model_name(name: str) -> str:
+    """Check a model name without touching the network; returns it unchanged.
+
+    A name that is a local file or folder, or looks like one (``./m``, ``../m``, ``/m``, ``~/m``,
+    ``a/b/c``, ``m.gguf``...), is never sent to the Hugging Face Hub: local checkpoints load
+    with ``path=``/``gguf=`` and ``tl_name=``. Other names must be embedded models or
+    TransformerLens model names (or aliases).
+
+    Raises:
+        FileNotFoundError: ``name`` looks like a local path that does not exist.
+        ValueError: ``name`` is a local path (use ``path=``/``gguf=``) or not a known model name.
+
+    Example:
+        >>> check_model_name("gpt2")
+        'gpt2'
+        >>> check_model_name("./no/such/model")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: model './no/such/model' looks like a local path, but it does not exist ...
+    """
+    if name in EMBEDDED_MODELS:
+        return name
+    p = Path(name).expanduser()
+    if p.exists():
+        how = f"gguf='{name}'" if p.is_file() else f"path='{name}'"
+        raise ValueError(f"model {name!r} is a local {'file' if p.is_file() else 'folder'}: load it with "
+                         f"factlens.load_model({how}, tl_name='<TransformerLens architecture, e.g. gpt2>')")
+    looks_local = (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+                   or name.lower().endswith(_PATH_SUFFIXES))
+    if looks_local:
+        raise FileNotFoundError(f"model {name!r} looks like a local path, but it does not exist ({_where(name)}); "
+                                "check the path (relative paths start from the working folder)")
+    from transformer_lens import loading
+
+    try:
+        loading.get_official_model_name(name)
+    except ValueError:
+        import difflib
+
+        known = list(loading.OFFICIAL_MODEL_NAMES) + list(EMBEDDED_MODELS)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}: it is not a local path ({_where(name)} does not exist) and not a "
+            f"TransformerLens model name.{hint} Use 'gemma-3-270m' (embedded), a name from "
+            "transformer_lens.loading.OFFICIAL_MODEL_NAMES, or load_model(path=..., tl_name=...) for a local "
+            "checkpoint") from None
+    return name
 
 
 def _hooked_transformer():

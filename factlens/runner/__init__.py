@@ -13,6 +13,7 @@ from factlens.runner.executor import (
     LocalExecutor,
     RayExecutor,
     RunDir,
+    RunDirError,
     RunSummary,
     make_executor,
     run_experiment,
@@ -22,6 +23,7 @@ from factlens.runner.report import build_report, write_report
 
 __all__ = [
     "RunConfig", "DEFAULT_LOCALIZATIONS", "load_config_file", "run_experiment", "RunSummary", "RunDir",
-    "Executor", "LocalExecutor", "RayExecutor", "make_executor", "ConfigMismatchError", "write_report",
+    "Executor", "LocalExecutor", "RayExecutor", "make_executor", "ConfigMismatchError", "RunDirError",
+    "write_report",
     "build_report", "Workspace",
 ]

@@ -6,6 +6,11 @@ with different experiment fields is an error (pass ``--overwrite`` to start over
 *scope* fields (``localizations``, ``seeds``) may grow between invocations: completed
 localizations are skipped, new ones are added. The *execution* fields (``out``,
 ``executor``, ``ray_address``, ``gpus_per_job``, ``show_progress``) never matter for results.
+The *input files* (``data``, ``mcq_data``, ``eval.text_source``, ``eval.mmlu_source``,
+``edit.sft_source``) are also compared by content (:meth:`RunConfig.input_hashes`, sha256),
+so a data file rewritten between two invocations is an error too. An option the task does
+not use (``--data`` of the planted task, ``--mcq-data`` of a sports task, ``--ray-address``
+of a local run...) is refused rather than silently recorded.
 
 Config files use the field names as keys (dashes or underscores), with ``[edit]`` /
 ``[eval]`` / ``[task_options]`` / ``[localize_options]`` tables:
@@ -46,6 +51,7 @@ __all__ = [
     "PLANTED_EDIT_DEFAULTS",
     "DEFAULT_LOCALIZE_OPTIONS",
     "SMALL_N_MAINTAIN",
+    "hash_input",
 ]
 
 #: The paper's six localizations compared in Table 1.
@@ -214,8 +220,60 @@ class RunConfig:
             raise ValueError(f"localize_on must be 'auto', 'forget' or 'known', got {self.localize_on!r}")
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
-        if self.param_budget is not None and self.param_budget < 0:
-            raise ValueError("param_budget must be >= 0")
+        for name in ("param_budget", "max_facts"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 (or left out: "
+                                 f"{'the FLU mask size' if name == 'param_budget' else 'all facts'}), got {v!r}")
+        unused = self.unused_options()
+        if unused:
+            raise ValueError("options this run does not use (remove them):\n  " + "\n  ".join(unused))
+        if self.model != "planted":
+            from factlens.models import check_model_name
+
+            check_model_name(self.model)
+        for seed in self.seeds[:1]:  # bad edit/eval overrides fail here, before any file is written
+            self.edit_config(seed)
+            self.eval_config(seed)
+
+    def unused_options(self) -> list[str]:
+        """Options that are set but that this task / executor / suite selection never reads."""
+        out: list[str] = []
+        if self.task == "planted":
+            out += [f"{f}={getattr(self, f)!r}: task 'planted' uses the planted model's built-in facts and never reads "
+                    f"--{f.replace('_', '-')}" for f in ("data", "mcq_data") if getattr(self, f) is not None]
+        elif self.mcq_data is not None and not self.task.startswith(("counterfact", "sequential")):
+            out.append(f"mcq_data={self.mcq_data!r}: only the CounterFact tasks read multiple-choice questions; "
+                       f"task {self.task!r} does not")
+        if self.executor == "local":
+            defaults = {"ray_address": None, "gpus_per_job": 0.0, "cpus_per_job": 1.0}
+            out += [f"{k}={getattr(self, k)!r}: only the Ray executor uses it (add --executor ray)"
+                    for k, v in defaults.items() if getattr(self, k) != v]
+        if self.eval.get("mmlu_source") is not None and "side_effects" not in self.suites:
+            out.append(f"eval.mmlu_source={self.eval['mmlu_source']!r}: only the side_effects suite reads it, and "
+                       f"the suites are {list(self.suites)}")
+        if self.eval.get("text_source") is not None and not {"side_effects", "relearning"} & set(self.suites):
+            out.append(f"eval.text_source={self.eval['text_source']!r}: only the side_effects and relearning suites "
+                       f"read it, and the suites are {list(self.suites)}")
+        out += self._unused_task_options()
+        return out
+
+    def _unused_task_options(self) -> list[str]:
+        import inspect
+
+        from factlens.tasks import TASKS
+
+        name = "sports-athlete-editing" if self.task == "planted" else self.task
+        params = inspect.signature(TASKS[name]).parameters
+        own = {"dataset", "seed", "n_forget", "chunk_size"}  # given by the runner (forget_size, seeds)
+        accepted = sorted(set(params) - own)
+        out = []
+        for k in self.task_options:
+            if k in ("n_forget", "chunk_size"):
+                out.append(f"task_options.{k}: set forget_size (--forget-size) instead")
+            elif k not in params:
+                out.append(f"task_options.{k}: task {self.task!r} does not take it (it takes {accepted})")
+        return out
 
     # serialization
     def to_dict(self) -> dict[str, Any]:
@@ -260,28 +318,37 @@ class RunConfig:
         from factlens.edit import EditConfig
 
         base = EditConfig.fast() if self.edit_preset == "fast" else EditConfig()
-        fields = {f.name for f in dataclasses.fields(base)}
-        bad = sorted(set(self.edit) - fields)
-        if bad:
-            raise ValueError(f"unknown edit option(s) {bad}; EditConfig fields: {sorted(fields)}")
+        _check_overrides(EditConfig, self.edit, "edit")
         over = dict(PLANTED_EDIT_DEFAULTS) if self.model == "planted" and self.edit_preset == "fast" else {}
         over.update(self.edit)
-        return base.replace(**{**over, "seed": seed})
+        try:
+            return base.replace(**{**over, "seed": seed})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad edit option(s) {self.edit}: {e}") from e
 
     def eval_config(self, seed: int):
         """The ``factlens.evaluate.EvalConfig`` of this run for ``seed``."""
         from factlens.evaluate import EvalConfig
 
         over = self.eval_overrides()
-        fields = {f.name for f in dataclasses.fields(EvalConfig)}
-        bad = sorted(set(over) - fields)
-        if bad:
-            raise ValueError(f"unknown eval option(s) {bad}; EvalConfig fields: {sorted(fields)}")
-        over = {k: v for k, v in over.items() if k in fields}
+        _check_overrides(EvalConfig, over, "eval")
         over["seed"] = seed
         if isinstance(over.get("formats"), list):
             over["formats"] = tuple(over["formats"])
-        return EvalConfig(**over)
+        try:
+            return EvalConfig(**over)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad eval option(s) {self.eval}: {e}") from e
+
+    def input_files(self) -> dict[str, str]:
+        """The input files of this run by option name (``data``, ``eval.text_source``...), as given."""
+        found = {"data": self.data, "mcq_data": self.mcq_data, "eval.text_source": self.eval.get("text_source"),
+                 "eval.mmlu_source": self.eval.get("mmlu_source"), "edit.sft_source": self.edit.get("sft_source")}
+        return {k: str(v) for k, v in found.items() if v is not None}
+
+    def input_hashes(self) -> dict[str, dict[str, Any]]:
+        """Content hashes of :meth:`input_files` (see :func:`hash_input`); compared on resume."""
+        return {k: hash_input(v) for k, v in self.input_files().items()}
 
     def resolved(self) -> dict[str, Any]:
         """The exact edit/eval settings (seed 0 shown; each run uses its own seed)."""
@@ -304,6 +371,88 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
+
+
+def hash_input(source: str | Path) -> dict[str, Any]:
+    """The sha256 of a local input file, or of a folder's files (relative path and content of
+    each, in sorted order); sources that are not local paths (Hugging Face names) get ``None``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "facts.csv"
+        >>> _ = f.write_text("a,b")
+        >>> h = hash_input(f)
+        >>> (h["kind"], h["sha256"][:12])
+        ('file', '1eb7c54d5283')
+        >>> hash_input("azhx/counterfact")["sha256"] is None
+        True
+    """
+    import hashlib
+
+    p = Path(source).expanduser()
+    if p.is_file():
+        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": _file_sha256(p)}
+    if p.is_dir():
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(p).as_posix()}\0{_file_sha256(f)}\n".encode())
+        return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
+    return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_overrides(cls: type, overrides: Mapping[str, Any], what: str) -> None:
+    """Raise ``ValueError`` for override keys that are not fields of ``cls`` or values of the wrong type."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    bad = sorted(set(overrides) - set(names))
+    if bad:
+        raise ValueError(f"unknown {what} option(s) {bad}; {cls.__name__} fields: {sorted(names)}")
+    for k, v in overrides.items():
+        if not _type_ok(v, hints[k]):
+            hint = str(hints[k]).replace("typing.", "")
+            raise ValueError(f"{what} option {k}={v!r} has the wrong type ({type(v).__name__}); {cls.__name__}.{k} "
+                             f"takes {hint} (e.g. --{what} {k}={getattr(cls(), k)!r})")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from JSON/TOML/YAML or Python) fits the annotation ``hint``."""
+    import os
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    if origin in (tuple, list):
+        elem = args[0] if args else Any
+        items = value if isinstance(value, (list, tuple)) else [value]  # a single item is accepted
+        return all(_type_ok(v, elem) for v in items)
+    return True  # anything else: the config's own validation decides
 
 
 def _split_list(v: str | int) -> list[str]:

@@ -2,11 +2,18 @@
 
 A run directory holds::
 
-    run_config.json          the config (and the exact edit/eval settings) of its results
+    run_config.json          the config (and the exact edit/eval settings, the sha256 of every
+                             input file) of its results
+    manifest.json            every file factlens wrote here (``--overwrite`` deletes only those)
     config.toml|yaml         the user's config file, when one was given
     plan/seed<S>.json        the parameter budget (FLU mask) and mechanisms of seed S
     runs/seed<S>/<loc>.json  one finished localization (written atomically on completion)
     report.html              the self-contained report
+
+Files of the user in the same folder are never deleted: ``--overwrite`` deletes the files
+listed in ``manifest.json`` (a folder written before manifests existed: ``run_config.json``,
+``plan/seed*.json``, ``runs/seed*/*.json``, ``report.html`` and the copied ``config.*``), and
+refuses a non-empty folder that is not a factlens run folder.
 
 Jobs are independent: :class:`LocalExecutor` runs them one after another in this process
 (sharing the loaded model); :class:`RayExecutor` sends them to a Ray cluster (one job per
@@ -34,7 +41,7 @@ from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_j
 
 __all__ = [
     "Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunDir", "RunSummary", "run_experiment",
-    "ConfigMismatchError", "write_json_atomic",
+    "ConfigMismatchError", "RunDirError", "write_json_atomic", "read_json",
 ]
 
 
@@ -179,8 +186,22 @@ def make_executor(config: RunConfig) -> Executor:
 # run directory
 
 
-class ConfigMismatchError(ValueError):
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (the message says why and what to do)."""
+
+
+class ConfigMismatchError(RunDirError):
     """The run directory holds results of a different configuration."""
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a truncated or corrupt file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); it is truncated or was edited by hand. Delete it and rerun "
+                         "`factlens run` with the same settings to redo it") from e
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -210,6 +231,9 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+MANIFEST = "manifest.json"
+
+
 @dataclass
 class RunDir:
     """The files of one run directory (see the module docstring)."""
@@ -222,6 +246,10 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.path / "run_config.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
 
     def plan_path(self, seed: int) -> Path:
         return self.path / "plan" / f"seed{seed}.json"
@@ -236,7 +264,7 @@ class RunDir:
     def stored(self) -> dict[str, Any] | None:
         if not self.config_path.exists():
             return None
-        return json.loads(self.config_path.read_text())
+        return read_json(self.config_path)
 
     def completed(self, seed: int, localization: str) -> bool:
         p = self.run_path(seed, localization)
@@ -244,45 +272,118 @@ class RunDir:
             return False
         try:
             return json.loads(p.read_text()).get("kind") == "factlens.run"
-        except (json.JSONDecodeError, OSError):
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             return False
 
     def load_plan(self, seed: int) -> dict[str, Any] | None:
         p = self.plan_path(seed)
-        return json.loads(p.read_text()) if p.exists() else None
+        return read_json(p) if p.exists() else None
 
     def run_files(self) -> list[Path]:
         return sorted((self.path / "runs").glob("seed*/*.json"))
 
+    # -- the manifest of factlens's own files ----------------------------------------------
+    def owned(self) -> list[str]:
+        """Paths (relative, POSIX) of the files factlens wrote here; ``[]`` without a manifest."""
+        if not self.manifest_path.exists():
+            return []
+        m = read_json(self.manifest_path)
+        if not isinstance(m, dict) or m.get("kind") != "factlens.manifest":
+            raise RunDirError(f"{self.manifest_path} is not a factlens manifest; choose another --out")
+        return list(m.get("files", []))
+
+    def own(self, *paths: Path) -> None:
+        """Add ``paths`` to the manifest (call before writing them: a crash never leaves an unlisted file)."""
+        have = self.owned()
+        new = [p.relative_to(self.path).as_posix() for p in paths]
+        files = sorted(set(have) | set(new) | {MANIFEST})
+        if files != sorted(have):
+            write_json_atomic(self.manifest_path, {"kind": "factlens.manifest", "format": 1, "files": files})
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        """Write one of this directory's JSON files atomically and list it in the manifest."""
+        self.own(path)
+        write_json_atomic(path, obj)
+
+    def _legacy_files(self) -> list[str]:
+        """The files a factlens run folder held before manifests existed (their known names)."""
+        found = [self.config_path, self.report_path, *(self.path / "plan").glob("seed*.json"), *self.run_files(),
+                 *(self.path / f"config{sfx}" for sfx in (".toml", ".yaml", ".yml", ".json"))]
+        return [p.relative_to(self.path).as_posix() for p in found if p.is_file()]
+
     def clear(self) -> None:
-        """Delete the results this directory holds (only factlens's own files)."""
-        for name in ("plan", "runs"):
-            shutil.rmtree(self.path / name, ignore_errors=True)
-        for p in [self.config_path, self.report_path, *self.path.glob("config.*")]:
+        """Delete the results this directory holds: only the files factlens wrote.
+
+        Raises:
+            RunDirError: The folder holds files but is not a factlens run folder (no
+                ``manifest.json`` and no ``run_config.json``).
+        """
+        if not self.path.exists():
+            return
+        self._check_is_folder()
+        files = self.owned()
+        if not files:
+            if not self.config_path.exists():
+                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir())
+                if other:
+                    raise RunDirError(
+                        f"{self.path} is not a factlens run folder (no run_config.json or {MANIFEST}) and holds other "
+                        f"files ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); --overwrite only deletes "
+                        "files factlens wrote. Choose a new or empty --out")
+                return
+            files = self._legacy_files()
+        dirs: set[Path] = set()
+        for rel in files:
+            if rel == MANIFEST:
+                continue
+            p = self.path / rel
             p.unlink(missing_ok=True)
+            dirs.update(q for q in p.parents if self.path in q.parents)
+        for d in [self.path, self.path / "plan", *(self.path / "runs").glob("seed*")]:  # interrupted atomic writes
+            for tmp in d.glob(".*.json.*.tmp") if d.is_dir() else ():
+                tmp.unlink(missing_ok=True)
+        for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):  # folders left empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        self.manifest_path.unlink(missing_ok=True)
+
+    def _check_is_folder(self) -> None:
+        for p in [self.path, *self.path.parents]:
+            if p.exists() and not p.is_dir():
+                raise RunDirError(f"--out {self.path}: {p} is a file, not a folder; give a folder for the run's results")
+            if p.exists():
+                return
 
     def open(self, config: RunConfig, *, overwrite: bool = False, config_file: str | Path | None = None) -> RunConfig:
         """Create or resume the run directory for ``config``; returns the merged config.
 
         Raises:
-            ConfigMismatchError: Results of another configuration are there (and not ``overwrite``).
+            ConfigMismatchError: Results of another configuration (or of other input file
+                contents) are there (and not ``overwrite``).
+            RunDirError: The path is a file, or it holds files of someone else.
         """
-        stored = self.stored()
-        foreign = stored is None and (self.path / "runs").exists()
+        self._check_is_folder()
         if overwrite:
             self.clear()
-            stored = None
-        elif foreign:
-            raise ConfigMismatchError(f"{self.path} holds results without a run_config.json; pass --overwrite to "
-                                      "discard them or choose another --out")
+        stored = self.stored()
+        if stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
+            ours = [p for p in (self.path / "runs", self.path / "plan", self.report_path, self.manifest_path) if p.exists()]
+            if ours:
+                raise ConfigMismatchError(
+                    f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
+                    "run folder (or a damaged one). Choose another --out")
         merged = config
         resolved = config.resolved()
+        inputs = config.input_hashes()
         if stored is not None:
+            if not self.manifest_path.exists():  # adopt a folder written before manifests existed
+                self.own(*(self.path / f for f in self._legacy_files()))
             old = RunConfig.from_dict(stored["config"])
             diff = _diff(old.experiment_dict(), config.experiment_dict())
             old_res = stored.get("resolved", {})
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(old_res.get(k, {}), resolved.get(k, {}))
                      if "error" not in old_res.get(k, {}) and "error" not in resolved.get(k, {})]
+            diff += _input_diff(stored.get("inputs"), inputs)
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
@@ -292,15 +393,39 @@ class RunDir:
                                     seeds=tuple(dict.fromkeys(old.seeds + config.seeds)))
             resolved = merged.resolved()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.own(self.config_path, self.report_path)
         if config_file is not None:
-            src = Path(config_file)
-            shutil.copyfile(src, self.path / f"config{src.suffix}")
+            self._copy_config_file(Path(config_file))
         now = _now()
         write_json_atomic(self.config_path, {
-            "config": merged.to_dict(), "resolved": resolved, "versions": versions(),
+            "config": merged.to_dict(), "resolved": resolved, "inputs": inputs, "versions": versions(),
             "created": (stored or {}).get("created", now), "updated": now,
         })
         return merged
+
+    def _copy_config_file(self, src: Path) -> None:
+        dst = self.path / f"config{src.suffix}"
+        if dst.exists() and dst.resolve() == src.resolve():
+            return  # the user's own file, already in place: never list it as ours
+        if dst.exists() and dst.relative_to(self.path).as_posix() not in self.owned():
+            raise RunDirError(f"{dst} exists and factlens did not write it; the run's copy of --config {src} would "
+                              "replace it. Move it away or choose another --out")
+        self.own(dst)
+        shutil.copyfile(src, dst)
+
+
+def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """Input files whose content changed (``stored`` is ``None`` for folders written before hashes were kept)."""
+    if stored is None:
+        return []
+    out = []
+    for k in sorted(set(stored) | set(now)):
+        a, b = (stored.get(k) or {}).get("sha256"), (now.get(k) or {}).get("sha256")
+        if a != b:
+            path = (now.get(k) or stored.get(k) or {}).get("path")
+            out.append(f"input {k} ({path}): its content changed since the stored results were made "
+                       f"(sha256 {str(a)[:12]} stored, {str(b)[:12]} now)")
+    return out
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -344,7 +469,9 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
         report: Write ``report.html`` at the end.
 
     Raises:
-        ConfigMismatchError: The run directory holds results of another configuration.
+        ConfigMismatchError: The run directory holds results of another configuration or
+            other contents of its input files.
+        RunDirError: ``config.out`` is a file, or a folder of someone else (see :meth:`RunDir.clear`).
 
     Example:
         >>> import tempfile
@@ -377,7 +504,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
             todo_plans.append(PlanJob(cfg_dict, s, inner, need))
 
     def _plan_done(job: PlanJob, plan: dict[str, Any]) -> None:
-        write_json_atomic(rd.plan_path(job.seed), plan)
+        rd.write_json(rd.plan_path(job.seed), plan)
         plans[job.seed] = plan
 
     executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)", show_progress=show)
@@ -396,7 +523,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     def _run_done(job: Job, record: dict[str, Any]) -> None:
         record["executor"] = executor.describe()
         path = rd.run_path(job.seed, job.localization)
-        write_json_atomic(path, record)
+        rd.write_json(path, record)
         ran.append(job.key)
         files.append(path)
 
@@ -415,4 +542,4 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
 def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:
     """The records of every finished run in a run directory."""
     for p in RunDir(Path(path)).run_files():
-        yield json.loads(p.read_text())
+        yield read_json(p)

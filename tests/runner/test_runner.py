@@ -53,8 +53,10 @@ def counted(monkeypatch) -> list[str]:
 
 def test_cli_writes_runs_and_report(run_dir: Path):
     files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.json"))
-    assert files == ["plan/seed0.json", "run_config.json", "runs/seed0/all_mlps.json", "runs/seed0/flu.json",
-                     "runs/seed0/random.json"]
+    assert files == ["manifest.json", "plan/seed0.json", "run_config.json", "runs/seed0/all_mlps.json",
+                     "runs/seed0/flu.json", "runs/seed0/random.json"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["files"] == sorted([*files, "report.html"])  # every file factlens wrote, nothing else
     plan = json.loads((run_dir / "plan/seed0.json").read_text())
     budget = plan["param_budget"]
     assert plan["budget_source"] == "flu" and budget > 0
