@@ -83,4 +83,8 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
 EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
     EditMethod("finetune", Ref("factlens.edit.editor", "finetune"), OBJECTIVES.names(),
                doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)"),
+    EditMethod("rome", Ref("factlens.edit.rome", "rome"), ("inject",),
+               doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)"),
+    EditMethod("memit", Ref("factlens.edit.memit", "memit"), ("inject",),
+               doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)"),
 ))
