@@ -1,0 +1,151 @@
+"""factlens.compare: paired comparisons of localizations (synthetic, planted model, a planted run dir)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import factlens
+from factlens.compare import COMPARE_COLUMNS, load_evaluations, variance_split
+from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _result(values: dict[str, list[float]], *, at_chance: tuple[str, ...] = (), ids: list[str] | None = None):
+    """An EvalResult whose metrics have the given per-fact values."""
+    ms = []
+    for name, v in values.items():
+        keys = ids or [f"fact{i}" for i in range(len(v))]
+        m = Metric.from_samples(name, dict(zip(keys, map(float, v))), at_chance=name in at_chance)
+        ms.append(m)
+    return EvalResult({"standard": SuiteResult("standard", tuple(ms))})
+
+
+def _synthetic(seed: int, shift: float, n: int = 32) -> EvalResult:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.8, n)
+    return _result({"forget_accuracy": (rng.uniform(size=n) < np.clip(base - shift, 0, 1)).astype(float),
+                    "forget_prob": np.clip(base - shift + rng.normal(0, 0.05, n), 0, 1)})
+
+
+# -- synthetic ---------------------------------------------------------------------------------
+def test_a_planted_difference_is_significant_and_a_copy_is_not():
+    ref = _synthetic(0, 0.0)
+    strong = _synthetic(0, 0.5)  # the same facts, answers pushed down by 0.5
+    t = factlens.compare({"flu": [ref], "strong": [strong], "copy": [ref]}, reference="flu")
+    assert list(t.columns) == list(COMPARE_COLUMNS)
+    assert set(t["localization"]) == {"strong", "copy"}  # no row for the reference itself
+    s = t[t["localization"] == "strong"].set_index("metric")
+    assert s.loc["forget_prob", "significant"] and s.loc["forget_prob", "diff"] < -0.3
+    assert s.loc["forget_prob", "ci_high"] < 0 and s.loc["forget_prob", "p_holm"] >= s.loc["forget_prob", "p_value"]
+    c = t[t["localization"] == "copy"]
+    assert not c["significant"].any() and (c["p_value"] == 1.0).all() and (c["diff"] == 0).all()
+    assert (c["n_facts"] == 32).all() and (c["n_seeds"] == 1).all() and (c["mdd"] > 0).all()
+
+
+def test_comparing_a_localization_with_itself_marks_nothing():
+    runs = [_synthetic(s, 0.2) for s in range(3)]
+    t = factlens.compare({"a": runs, "b": runs}, reference="a")
+    assert len(t) == 2 and not t["significant"].any() and (t["diff"] == 0).all()
+
+
+def test_at_chance_metrics_are_kept_but_never_significant():
+    ref = _result({"mcq_forget_error": [0.0] * 20, "forget_accuracy": [0.0] * 20})
+    loc = _result({"mcq_forget_error": [1.0] * 20, "forget_accuracy": [1.0] * 20}, at_chance=("mcq_forget_error",))
+    t = factlens.compare({"flu": [ref], "x": [loc]}).set_index("metric")
+    assert t.loc["mcq_forget_error", "p_value"] < 1e-3 and not t.loc["mcq_forget_error", "significant"]
+    assert t.loc["mcq_forget_error", "at_chance"] and math.isnan(t.loc["mcq_forget_error", "p_holm"])
+    assert t.loc["forget_accuracy", "significant"]
+
+
+def test_pairs_on_fact_ids_not_positions():
+    ids = [f"f{i}" for i in range(10)]
+    ref = _result({"forget_accuracy": [1, 0] * 5}, ids=ids)
+    same_shuffled = _result({"forget_accuracy": [0, 1] * 5}, ids=ids[1::2] + ids[::2])
+    t = factlens.compare({"flu": [ref], "x": [same_shuffled]})
+    assert t.loc[0, "diff"] == 0 and t.loc[0, "p_value"] == 1.0
+
+
+def test_several_seeds_aggregate_and_variance_split():
+    ref = [_synthetic(s, 0.0) for s in range(3)]
+    loc = [_synthetic(s, 0.3) for s in range(3)]
+    t = factlens.compare({"flu": ref, "x": loc}, reference="flu", metrics=["forget_prob"])
+    row = t.iloc[0]
+    assert row["n_seeds"] == 3 and row["n_facts"] == 32 and row["significant"]
+    assert row["value"] == pytest.approx(np.mean([r.metric("forget_prob").value for r in loc]))
+    assert row["value_ci_low"] < row["value"] < row["value_ci_high"]
+    vs = variance_split({"flu": ref, "x": loc}, metrics=["forget_prob"])
+    assert len(vs) == 2 and (vs["n_seeds"] == 3).all() and vs["seed_share"].between(0, 1).all()
+    assert variance_split({"flu": ref[:1]}).empty
+
+
+def test_bad_input_says_what_to_do():
+    ref = _synthetic(0, 0.0)
+    with pytest.raises(ValueError, match="reference 'random' is not among the localizations"):
+        factlens.compare({"flu": [ref]}, reference="random")
+    with pytest.raises(TypeError, match="list of EvalResult"):
+        factlens.compare({"flu": [{"suites": {}}]})
+    with pytest.raises(ValueError, match="none of the metrics"):
+        factlens.compare({"flu": [ref], "x": [ref]}, metrics=["nosuch"])
+    with pytest.raises(FileNotFoundError, match="not a factlens run directory"):
+        factlens.compare("/nonexistent/run")
+
+
+# -- the planted model: localizations of known different effect -----------------------------------
+def test_planted_model_lookup_edit_differs_from_an_edit_downstream_of_the_lookup():
+    """Editing the planted lookup MLP (layer 1) changes the facts; editing the layer-3 MLP, which
+    only sees the already-extracted attribute at the final position, cannot edit per fact."""
+    from factlens import EditConfig, Mask
+    from factlens.tasks import sports_athlete_editing
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    task = sports_athlete_editing(p.dataset, n_forget=16, seed=0)
+    cfg = EditConfig.fast(lr=1e-2, n_sft_chunks=8)
+    evals = {}
+    for name, mask in {"lookup": Mask([p.lookup_mlp]), "late_mlp": Mask.from_labels(["L3.mlp"])}.items():
+        e = factlens.edit(p.model, mask, task, config=cfg, show_progress=False)
+        evals[name] = [factlens.evaluate(e.model, task, original=p.model, suites=["standard"], show_progress=False)]
+    t = factlens.compare(evals, reference="lookup", metrics=["forget_accuracy", "forget_prob"]).set_index("metric")
+    assert t["significant"].all() and (t["diff"] > 0).all()  # the late MLP forgets less
+    same = factlens.compare({"lookup": evals["lookup"], "again": evals["lookup"]}, reference="lookup")
+    assert not same["significant"].any()
+
+
+# -- a planted run directory, through the CLI ---------------------------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from factlens.runner.cli import main
+
+    out = tmp_path_factory.mktemp("compare") / "planted"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress",
+                 "--localizations", "flu,random", "--suites", "standard,side_effects"]) == 0
+    return out
+
+
+def test_run_dir_compare_cli_and_report(run_dir: Path, tmp_path: Path, capsys):
+    from factlens.runner.cli import main
+    from factlens.runner.report import build_report, markdown_summary
+
+    t = factlens.compare(run_dir)
+    assert set(t["localization"]) == {"random"}
+    assert set(t["metric"]) >= {"forget_accuracy", "maintain_accuracy", "kl_divergence"}
+    assert t["p_value"].between(0, 1).all() and (t["n_facts"] > 0).all()
+    evals = load_evaluations(run_dir)
+    assert all(m.samples and m.ci_low is not None for m in evals["flu"][0]["standard"].metrics)
+    csv = tmp_path / "cmp.csv"
+    assert main(["compare", str(run_dir), "--reference", "random", "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "| flu | forget_accuracy |" in out and "sign-flip" in out
+    assert csv.read_text().splitlines()[0].startswith("localization,metric,suite")
+    assert main(["compare", str(run_dir), "--reference", "nosuch"]) == 2
+    md = markdown_summary(run_dir)
+    assert "## Comparisons" in md and "### Against flu" in md and "### Against random" in md
+    flu_row = next(l for l in md.splitlines() if l.startswith("| flu |"))
+    assert "[" in flu_row and "]" in flu_row  # value [ci_low, ci_high]
+    html = build_report(run_dir)
+    assert "<h2>Comparisons</h2>" in html and "Holm" in html
