@@ -129,7 +129,8 @@ def run_mechanisms(model, task=None, *, original=None, config: EvalConfig = Eval
 
     Returns:
         Metrics ``mask_params`` and per mechanism ``<mech>_params`` and ``<mech>_share`` (unit
-        ``"params"``, ``n`` = the mask's parameter count), ``other_params``/``other_share``;
+        ``"params"``, ``n`` = the mask's parameter count; exact counts of the mask, not
+        estimates, so without confidence interval), ``other_params``/``other_share``;
         with a weight mask also ``weight_mask_masked`` and ``weight_mask_<mech>_count`` /
         ``weight_mask_<mech>_share``. One row per mechanism in ``per_fact`` (this suite has
         no facts) and the table in ``extra["table"]``.
