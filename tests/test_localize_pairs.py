@@ -198,3 +198,34 @@ def test_given_corrupted_answer_sharing_first_token_raises():
     r = FactRecord(subject="A", template="The home of {} is", answer="New York", target_new="New Delhi")
     with pytest.raises(ValueError, match="first token"):
         make_pairs(m, [r], corrupted_prompts=["The home of B is"])
+
+
+# --- the runner: partners from every known fact, dropped facts in the job's JSON -----------------
+
+
+def test_runner_pairs_forget_facts_with_known_partners_and_records_drops():
+    from factlens.runner.config import RunConfig
+    from factlens.runner.pipeline import Prepared, _dropped_facts, _mask_and_scores
+    from factlens.tasks import Task
+    from factlens.testing import planted_fact_model
+    from factlens.testing.planted import TEMPLATE
+
+    p = planted_fact_model(n_subjects=12)
+    subjects = [r.subject for r in p.dataset]
+    odd = FactRecord(subject=f"{subjects[0]} {subjects[1]}", template=TEMPLATE, answer="football", id="two-token")
+    known = FactDataset(p.dataset.records + (odd,), name="planted", candidates=p.dataset.candidates)
+    same_answer = [r for r in p.dataset if r.answer == p.dataset[0].answer][:2]
+    forget = FactDataset(tuple(same_answer) + (odd,), name="planted", candidates=known.candidates)
+    rest = FactDataset(tuple(r for r in p.dataset if r not in same_answer), name="planted", candidates=known.candidates)
+    task = Task("t", "inject", forget, rest, rest)
+    prep = Prepared(p.model, p.model, known, task, {})
+    cfg = RunConfig(model="planted", task="planted", localize_on="forget")
+    with pytest.warns(UserWarning, match="left out 1 of 3"):
+        _, scores, _ = _mask_and_scores(prep, cfg, 0, "attribution_patching", {"param_budget": 10**9}, False)
+    # the two same-answer forget facts have no partner among the forget facts: the known facts pair them
+    assert scores.extra["n_examples"] == 2
+    assert _dropped_facts(scores) == {"n_dropped": 1, "dropped_ids": ["two-token"]}
+    from factlens.runner.report import _dropped_note
+
+    note = _dropped_note({"dropped_facts": _dropped_facts(scores)})
+    assert "1 fact(s) left out" in note and "two-token" in note and "first token" in note

@@ -139,19 +139,19 @@ def make_pairs(
             if not drop_unpaired:
                 raise ValueError(f"no corrupting subject for {r.subject!r} ({r.prompt!r}): {reason}; use a larger "
                                  "dataset, pass partners= or corrupted_prompts=, or drop_unpaired=True")
-            dropped[r.id] = f"{r.subject!r}: {reason}"
+            dropped[r.id] = (r.subject, chooser.kind(i))
             continue
         keep.append(i)
         corr_records.append(r.with_subject(chooser.subject(j)))
         corr_ans.append(chooser.answer(j))
     if dropped:
+        summary = _drop_summary(list(dropped.values()))
         if not keep:
             raise ValueError(f"no fact has a corrupting subject of the same relation with a different answer whose swap "
-                             f"keeps the token alignment ({len(dropped)} fact(s), e.g. {list(dropped.values())[:3]}); "
-                             "use a larger dataset, pass partners= (more facts of these relations) or corrupted_prompts=")
+                             f"keeps the token alignment ({summary}); use a larger dataset, pass partners= (more facts of "
+                             "these relations) or corrupted_prompts=")
         warnings.warn(f"patching: left out {len(dropped)} of {len(records)} fact(s) without a corrupting subject of the "
-                      f"same relation and token length with a different answer: {list(dropped.values())[:10]}",
-                      UserWarning, stacklevel=2)
+                      f"same relation and token length with a different answer ({summary})", UserWarning, stacklevel=2)
         records = [records[i] for i in keep]
         clean = clean.subset(keep)
         clean_ans = [clean_ans[i] for i in keep]
@@ -160,6 +160,16 @@ def make_pairs(
         raise RuntimeError("internal error: a chosen subject swap is not token-aligned")  # pragma: no cover
     return PatchingPairs(clean, corr, torch.tensor(clean_ans, device=dev), torch.tensor(corr_ans, device=dev), records,
                          list(dropped))
+
+
+def _drop_summary(dropped: list[tuple[str, str]]) -> str:
+    """``"3 without a partner of their relation, 2 whose every swap changes the token alignment: ['A', ...]"``."""
+    kinds = {"partner": "without another subject of their relation with a different first answer token",
+             "aligned": "whose every such subject swap changes the token length or subject positions (subjects of "
+                        "another token count, or a tokenizer merging across the subject boundary)"}
+    counts = [f"{sum(k == kind for _, k in dropped)} {text}" for kind, text in kinds.items()
+              if any(k == kind for _, k in dropped)]
+    return f"{', '.join(counts)}: {[subject for subject, _ in dropped[:10]]}"
 
 
 def _first_tokens(model):
@@ -259,6 +269,10 @@ class _PartnerChooser:
     def why(self, i: int) -> str:
         return self.reasons.get(i, "no partner")
 
+    def kind(self, i: int) -> str:
+        """``"partner"`` (no candidate subject at all) or ``"aligned"`` (no swap keeps the alignment)."""
+        return "aligned" if self.reasons.get(i, "").startswith("none of") else "partner"
+
     def _options(self, i: int) -> list[int]:
         r = self.records[i]
         return [j for j in self.groups[_group(r)] if self.ans[j] != self.ans[i] and self.pool[j].subject != r.subject]
@@ -301,8 +315,8 @@ class _PartnerChooser:
             if self._aligned(i, j, budget):
                 return j
         self.reasons[i] = (f"none of the {len(options)} subject(s) of the same relation with a different answer keeps the "
-                           "same token length and subject positions when swapped in (e.g. the tokenizer merges across "
-                           "the subject boundary)")
+                           "same token length and subject positions when swapped in (subjects of another token count, "
+                           "or a tokenizer merging across the subject boundary)")
         return None
 
 

@@ -253,6 +253,25 @@ def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) ->
     return opts
 
 
+def _partners(prep: Prepared, cfg: RunConfig, localization: str) -> dict[str, Any]:
+    """``partners=``: every known fact may corrupt the localized facts (patching methods), so a
+    fact of the forget set whose relation has no aligned partner there is still paired."""
+    from factlens.localize.registry import LOCALIZATIONS
+
+    method = LOCALIZATIONS.get(localization).scoring
+    facts = _localize_dataset(prep, cfg, localization)
+    if method is None or not method.accepts("partners") or facts is prep.dataset:
+        return {}
+    return {"partners": prep.dataset}
+
+
+def _dropped_facts(scores) -> dict[str, Any] | None:
+    """Facts a patching localization left out (no aligned corrupting subject), for the job's JSON."""
+    if scores is None or "n_dropped" not in scores.extra:
+        return None
+    return {"n_dropped": int(scores.extra["n_dropped"]), "dropped_ids": list(scores.extra.get("dropped_ids", []))}
+
+
 def _unbudgeted() -> frozenset[str]:
     from factlens.localize.registry import LOCALIZATIONS
 
@@ -281,7 +300,7 @@ def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: boo
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, "flu"), "flu", seed=seed,
-                                     **_localize_options(cfg, "flu", show_progress))
+                                     **_localize_options(cfg, "flu", show_progress), **_partners(prep, cfg, "flu"))
     n = int(mask.n_params(prep.model))
     if n == 0:
         raise RuntimeError("the FLU mask is empty, so it gives no parameter budget; set param_budget= in the config")
@@ -336,7 +355,8 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
         return Mask.from_dict(flu["mask"]), scores, True
     budget = None if localization in UNBUDGETED else plan["param_budget"]
     mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, localization), localization, param_budget=budget, seed=seed,
-                                     **_localize_options(cfg, localization, show_progress))
+                                     **_localize_options(cfg, localization, show_progress),
+                                     **_partners(prep, cfg, localization))
     return mask, scores, False
 
 
@@ -453,6 +473,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         "budgeted": localization not in UNBUDGETED,
         "mask": mask.to_dict(), "mask_labels": sorted(c.label for c in mask), "n_params": n_params,
         "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
+        "dropped_facts": _dropped_facts(scores),
         "edit": edit_info, "eval": ev.to_dict(), "restore": restore, "timings": timings, "cpu_seconds": cpu,
         "baseline_cache": {"hits": prep.baselines.hits, "misses": prep.baselines.misses, "entries": len(prep.baselines)},
         "data": {k: v for k, v in prep.meta.items() if k not in ("shape",)}, "shape": prep.meta.get("shape"),
