@@ -33,6 +33,7 @@ __all__ = [
     "mlp_hook",
     "embed_hook",
     "final_norm_hook",
+    "project_out_hook",
 ]
 
 Kind = Literal["head", "mlp", "neuron"]
@@ -72,6 +73,30 @@ def embed_hook() -> str:
 def final_norm_hook() -> str:
     """Hook name of the final normalization scale (or the final residual if there is none)."""
     return "ln_final.hook_normalized"
+
+
+def project_out_hook(layer: int, direction: torch.Tensor, where: Literal["pre", "mid", "post"] = "post"):
+    """``(hook name, hook)`` removing the component along ``direction`` from the residual stream at ``layer``.
+
+    The hook maps ``x`` to ``x - (x . d) d`` (``d = direction / |direction|``) at every
+    position; use it with ``model.hooks(fwd_hooks=[...])`` so that it is always removed.
+
+    Example:
+        >>> name, fn = project_out_hook(2, torch.tensor([0.0, 3.0]))
+        >>> name, fn(torch.tensor([[[1.0, 5.0]]]), None).tolist()
+        ('blocks.2.hook_resid_post', [[[1.0, 0.0]]])
+    """
+    d = direction.detach().float()
+    n = float(d.norm())
+    if not n > 0:
+        raise ValueError("project_out_hook needs a non-zero direction")
+    d = d / n
+
+    def hook(act, hook):
+        u = d.to(device=act.device, dtype=act.dtype)
+        return act - (act @ u).unsqueeze(-1) * u
+
+    return resid_hook(layer, where), hook
 
 
 def param_name(layer: int, module: Literal["attn", "mlp"], name: str) -> str:

@@ -84,6 +84,14 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     Suite("mechanisms", Ref("factlens.evaluate.mechanisms", "run_mechanisms"),
           needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"), requires=(("mask", "mechanisms"),),
           doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
+    Suite("quantization", Ref("factlens.evaluate.quantization", "run_quantization"),
+          doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? (control: original)"),
+    Suite("update_size", Ref("factlens.evaluate.update_size", "run_update_size"), needs=("edit_result",),
+          requires=(("edit_result",),), doc="the edit's |delta| against the quantization bin of the original weights"),
+    Suite("unrelated_finetune", Ref("factlens.evaluate.unrelated_finetune", "run_unrelated_finetune"),
+          doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
+    Suite("direction_ablation", Ref("factlens.evaluate.direction_ablation", "run_direction_ablation"),
+          needs=("mask", "edit_result"), doc="forget-vs-retain mean-difference direction projected out per layer"),
 ))
 
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")

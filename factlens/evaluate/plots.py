@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
 
-__all__ = ["spider_plot", "metric_bars", "probe_curves", "relearning_bars", "metric_label", "SPIDER_METRICS",
-           "BAR_METRICS"]
+__all__ = ["spider_plot", "metric_bars", "probe_curves", "relearning_bars", "update_size_histogram", "metric_label",
+           "SPIDER_METRICS", "BAR_METRICS"]
 
 #: Default axes of :func:`spider_plot` (those present in the results are drawn).
 SPIDER_METRICS: tuple[str, ...] = (
@@ -266,4 +266,36 @@ def relearning_bars(results, *, title: str | None = None):
         fig.add_hline(y=sum(known) / len(known), line_dash="dot", annotation_text="original")
     fig.update_layout(barmode="group", title=title or "Forget accuracy on held-out facts under relearning",
                       yaxis_title="forget accuracy (lower = more robust)", yaxis_range=[0, 1.05])
+    return fig
+
+
+def update_size_histogram(result, *, scheme: str = "nf4", title: str | None = None):
+    """Distribution of ``log10(|delta| / bin width)`` per edited tensor (the ``update_size`` suite).
+
+    Entries left of the dotted line (half a bin) are updates smaller than half the
+    quantization bin of the original weight.
+
+    Args:
+        result: An :class:`~factlens.evaluate.update_size.UpdateSizes`, the ``update_size``
+            SuiteResult or an EvalResult holding it.
+        scheme: ``"nf4"``, ``"int4"`` or ``"int8"``.
+        title: Figure title.
+    """
+    go = _go()
+    if isinstance(result, EvalResult):
+        result = result["update_size"]
+    d = result.extra if isinstance(result, SuiteResult) else result.to_dict()
+    hists = (d.get("histograms") or {}).get(scheme)
+    if not hists:
+        raise ValueError(f"no update-size histogram for scheme {scheme!r} in the result")
+    edges = d["edges"]
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure()
+    for param, counts in hists.items():
+        total = sum(counts)
+        if total:
+            fig.add_trace(go.Scatter(x=centers, y=[c / total for c in counts], mode="lines+markers", name=param))
+    fig.add_vline(x=math.log10(0.5), line_dash="dot", annotation_text="half a bin")
+    fig.update_layout(title=title or f"Update size relative to the {scheme} bin of the original weight",
+                      xaxis_title="log10(|delta| / bin width)", yaxis_title="fraction of changed entries")
     return fig

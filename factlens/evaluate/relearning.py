@@ -246,7 +246,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         (``task.maintain`` after relearning, higher is better); the ``baseline`` of these two
         is the evaluated model before relearning. One per-fact row per forget
         fact (``half`` "A"/"B", ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``).
-        ``extra`` holds the loss history, the halves' ids, LoRA size and the SFT source.
+        ``extra`` holds the loss history, the halves' ids, LoRA size, the SFT source and the
+        attack budget (``budget``: steps, lr, rank, batch size, number of training facts).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -314,6 +315,9 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": list(history),
         "sft": sft_kind, "lora_params": lora_meta["n_lora_params"], "lora_delta_norm": lora_meta["delta_norm"],
         "train_seconds": train_seconds, "chance": _chance(after["B"]),
+        "budget": {"steps": config.relearn_steps, "lr": config.relearn_lr, "rank": config.relearn_rank,
+                   "batch_size": config.relearn_batch_size, "n_train_facts": len(half_a),
+                   "n_lora_params": lora_meta["n_lora_params"]},
         "note": ("baselines: forget/train accuracies = the original model without relearning; edit and maintain "
                  "accuracies = the evaluated model before relearning"),
     }

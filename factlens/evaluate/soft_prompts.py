@@ -280,7 +280,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         it), ``soft_prompt_train_accuracy`` (half A with it) and ``soft_prompt_edit_accuracy``
         (half B, edit target wins with the soft prompt; inject tasks, higher is better).
         Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
-        losses of each seed, ``extra["max_norm"]`` the norm bound.
+        losses of each seed, ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
+        whether the attack costs the unedited model accuracy on half B
+        (:func:`~factlens.evaluate.attacks.attack_damage`; ``damaged`` flags it).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -354,6 +356,13 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
     if base_runs is not None:
         extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}
                                       for r in base_runs]
+        from factlens.evaluate.attacks import TaskScores, attack_damage  # does the attack itself cost the original?
+
+        ob = cached(baselines, ("scores", items_key(items_b), config.batch_size),
+                    lambda: forget_scores(original, half_b, config))
+        ids, after_b = [it.record_id for it in items_b], per_fact(base_runs, "B", "answer_wins")
+        extra["attack_damage"] = attack_damage(TaskScores(dict(zip(ids, map(float, ob.answer_wins))), {}, {}),
+                                               TaskScores(dict(zip(ids, map(float, after_b))), {}, {}))
     else:
         extra["baseline_note"] = "original=None: the attack was not run on the unedited model (no baselines)"
     return SuiteResult("soft_prompts", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
