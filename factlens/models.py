@@ -81,8 +81,9 @@ def load_model(
         return _from_gguf(Path(gguf).expanduser(), tl_name, device=device, dtype=dtype, **kwargs)
     if path is not None:
         if not Path(path).expanduser().is_dir():
-            raise FileNotFoundError(f"{path} is not a folder with a Hugging Face checkpoint (config.json, weights): "
-                                    f"{_where(path)}")
+            what = "is a file, not a folder" if Path(path).expanduser().exists() else "does not exist"
+            raise FileNotFoundError(f"checkpoint folder {path} {what} ({_where(path)}); path= takes a folder with a "
+                                    "Hugging Face checkpoint (config.json, weights)")
         arch = tl_name or name
         if arch is None:
             raise ValueError("load_model(path=...) needs tl_name= naming the TransformerLens architecture")

@@ -228,6 +228,11 @@ class RunConfig:
         unused = self.unused_options()
         if unused:
             raise ValueError("options this run does not use (remove them):\n  " + "\n  ".join(unused))
+        missing = [f"{k}={v!r}: no such file or folder ({_where(v)})" for k, v in self.input_files().items()
+                   if _looks_local(v) and not Path(v).expanduser().exists()]
+        if missing:
+            raise ValueError("input files not found (relative paths start from the working folder):\n  "
+                             + "\n  ".join(missing))
         if self.model != "planted":
             from factlens.models import check_model_name
 
@@ -399,6 +404,20 @@ def hash_input(source: str | Path) -> dict[str, Any]:
             h.update(f"{f.relative_to(p).as_posix()}\0{_file_sha256(f)}\n".encode())
         return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
     return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
+
+
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
+
+
+def _looks_local(source: str) -> bool:
+    """Whether an input names a local path (not a Hugging Face dataset name such as ``"azhx/counterfact"``)."""
+    return (source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+            or source.lower().endswith(_FILE_SUFFIXES))
+
+
+def _where(source: str) -> str:
+    p = Path(source).expanduser()
+    return f"looked for {p.resolve()}" + ("" if p.is_absolute() else f" from {Path.cwd()}")
 
 
 def _file_sha256(path: Path) -> str:

@@ -1,0 +1,268 @@
+"""Bad and unusual input to the runner and the CLI (issue 11: items 4, 5, 9 and the clear errors).
+
+Most checks refuse before any job runs, so they open run directories directly
+(:meth:`RunDir.open`) or stop ``run_experiment`` from being reached.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from factlens.runner import RunConfig, RunDir
+from factlens.runner.cli import build_parser, config_from_args, main
+from factlens.runner.config import hash_input
+from factlens.runner.executor import ConfigMismatchError, RunDirError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(out: Path, **kw) -> RunConfig:
+    base = dict(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",), out=str(out),
+                show_progress=False, edit={"steps": 1})
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture()
+def no_run(monkeypatch):
+    """``run_experiment`` must not be reached: bad settings are refused before."""
+    import factlens.runner.executor as ex
+
+    def refuse(*a, **k):
+        raise AssertionError("run_experiment was called: the bad setting was not refused up front")
+
+    monkeypatch.setattr(ex, "run_experiment", refuse)
+
+
+def _main(*argv: str) -> int:
+    return main(["run", *argv, "--no-progress"])
+
+
+# -- item 4: a changed input file is detected on resume ----------------------------------------
+
+
+def test_changed_text_source_refused_on_resume(tmp_path: Path):
+    text = tmp_path / "general.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 20)
+    cfg = _cfg(tmp_path / "run", suites=("standard", "side_effects"), eval={"text_source": str(text)})
+    RunDir(tmp_path / "run").open(cfg)
+    stored = json.loads((tmp_path / "run/run_config.json").read_text())
+    assert stored["inputs"]["eval.text_source"]["sha256"] == hash_input(text)["sha256"]
+    RunDir(tmp_path / "run").open(cfg)  # same content: resumes
+    text.write_text("Another text entirely.\n" * 20)  # same path, other content
+    with pytest.raises(ConfigMismatchError, match=r"eval.text_source.*changed"):
+        RunDir(tmp_path / "run").open(cfg)
+
+
+def test_changed_data_file_refused_on_resume(tmp_path: Path):
+    data = tmp_path / "facts.csv"
+    data.write_text("athlete,sport\nA B,basketball\n")
+    cfg = _cfg(tmp_path / "run", task="sports-athlete-editing", data=str(data))
+    RunDir(tmp_path / "run").open(cfg)
+    data.write_text("athlete,sport\nC D,football\n")
+    with pytest.raises(ConfigMismatchError, match=r"input data .*facts\.csv.*changed"):
+        RunDir(tmp_path / "run").open(cfg)
+
+
+def test_folder_inputs_hash_every_file_in_sorted_order(tmp_path: Path):
+    mmlu = tmp_path / "mmlu"
+    (mmlu / "sub").mkdir(parents=True)
+    (mmlu / "b.csv").write_text("q,a,b,c,d,A\n")
+    (mmlu / "sub" / "a.csv").write_text("q2,a,b,c,d,B\n")
+    h0 = hash_input(mmlu)
+    assert h0["kind"] == "folder" and h0["n_files"] == 2 and hash_input(mmlu) == h0
+    (mmlu / "sub" / "a.csv").write_text("q2,a,b,c,d,C\n")  # one file's content
+    h1 = hash_input(mmlu)
+    assert h1["sha256"] != h0["sha256"]
+    (mmlu / "sub" / "a.csv").rename(mmlu / "sub" / "z.csv")  # a rename changes it too
+    assert hash_input(mmlu)["sha256"] != h1["sha256"]
+    cfg = _cfg(tmp_path / "run", suites=("side_effects",), eval={"mmlu_source": str(mmlu)})
+    RunDir(tmp_path / "run").open(cfg)
+    (mmlu / "extra.csv").write_text("q3,a,b,c,d,A\n")  # a file added
+    with pytest.raises(ConfigMismatchError, match="mmlu_source"):
+        RunDir(tmp_path / "run").open(cfg)
+
+
+# -- item 5: options a task does not use are refused ----------------------------------------------
+
+
+def test_planted_task_refuses_data(tmp_path: Path, no_run, capsys):
+    args = build_parser().parse_args(["run", "planted", "--data", "no/such/file.csv"])
+    with pytest.raises(ValueError, match="planted.*never reads --data"):
+        config_from_args(args)
+    existing = tmp_path / "facts.csv"
+    existing.write_text("athlete,sport\n")
+    assert _main("planted", "--data", str(existing), "--out", str(tmp_path / "out")) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"task": "sports-athlete-editing", "mcq_data": "mcq.jsonl"}, "mcq_data"),
+    ({"ray_address": "auto"}, "ray_address"),
+    ({"gpus_per_job": 1.0}, "gpus_per_job"),
+    ({"eval": {"mmlu_source": "cais/mmlu:all"}}, "mmlu_source"),
+    ({"eval": {"text_source": "wikitext"}, "suites": ("standard",)}, "text_source"),
+    ({"task_options": {"sport": "golf"}}, "sport"),
+    ({"task_options": {"n_forget": 4}}, "forget_size"),
+])
+def test_unused_options_refused(tmp_path: Path, kw, word):
+    if "mcq_data" in kw:
+        (tmp_path / "mcq.jsonl").write_text("{}\n")
+        kw = {**kw, "mcq_data": str(tmp_path / "mcq.jsonl")}
+    with pytest.raises(ValueError, match=word):
+        _cfg(tmp_path / "run", **kw)
+
+
+def test_used_options_still_accepted(tmp_path: Path):
+    _cfg(tmp_path / "a", executor="ray", ray_address="auto", gpus_per_job=1.0)
+    _cfg(tmp_path / "b", task_options={"n_maintain": 4}, suites=("standard", "relearning"),
+         eval={"text_source": "wikitext"})
+
+
+# -- item 9: --overwrite deletes only factlens's files ------------------------------------------
+
+
+def _user_files(root: Path) -> dict[str, str]:
+    files = {"config.py": "x = 1\n", "config.ini": "[a]\n", "plan/roadmap.md": "# plan\n", "runs/mine/notes.txt": "mine",
+             "notes.txt": "keep me"}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return files
+
+
+def _fake_results(rd: RunDir) -> None:
+    rd.write_json(rd.plan_path(0), {"seed": 0, "param_budget": 10})
+    rd.write_json(rd.run_path(0, "all_mlps"), {"kind": "factlens.run"})
+
+
+def test_overwrite_keeps_the_users_files(tmp_path: Path):
+    out = tmp_path / "run"
+    rd = RunDir(out)
+    rd.open(_cfg(out))
+    _fake_results(rd)
+    (out / "report.html").write_text("<html/>")
+    mine = _user_files(out)
+    rd.open(_cfg(out, edit={"steps": 2}), overwrite=True)
+    for rel, text in mine.items():
+        assert (out / rel).read_text() == text, rel
+    assert not rd.run_path(0, "all_mlps").exists() and not rd.plan_path(0).exists()
+    assert not (out / "report.html").exists() and not (out / "runs/seed0").exists()
+    assert json.loads((out / "run_config.json").read_text())["config"]["edit"] == {"steps": 2}
+
+
+def test_overwrite_of_a_folder_written_before_manifests(tmp_path: Path):
+    """Old run folders (run_config.json, no manifest.json): only factlens's known files go."""
+    out = tmp_path / "old"
+    rd = RunDir(out)
+    rd.open(_cfg(out))
+    _fake_results(rd)
+    (out / "config.toml").write_text('task = "planted"\n')
+    (out / "manifest.json").unlink()
+    mine = _user_files(out)
+    rd.open(_cfg(out), overwrite=True)
+    assert {rel: (out / rel).read_text() for rel in mine} == mine
+    assert not (out / "config.toml").exists() and not rd.run_path(0, "all_mlps").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(tmp_path: Path, capsys):
+    out = tmp_path / "project"
+    mine = _user_files(out)
+    with pytest.raises(RunDirError, match="not a factlens run folder"):
+        RunDir(out).open(_cfg(out), overwrite=True)
+    assert {rel: (out / rel).read_text() for rel in mine} == mine
+    assert main(["run", "planted", "--out", str(out), "--overwrite", "--no-progress", "--localizations", "all_mlps",
+                 "--suites", "standard", "--edit", "steps=1", "--no-report"]) == 2
+    assert "not a factlens run folder" in capsys.readouterr().err
+    assert {rel: (out / rel).read_text() for rel in mine} == mine and not (out / "run_config.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    RunDir(empty).open(_cfg(empty), overwrite=True)  # an empty folder is fine
+
+
+def test_config_file_inside_the_run_folder_is_not_claimed(tmp_path: Path, monkeypatch):
+    """``--out . --config config.toml``: the user's file is the config; --overwrite keeps it."""
+    cfg_file = tmp_path / "config.toml"
+    cfg_file.write_text('task = "planted"\n')
+    rd = RunDir(tmp_path)
+    rd.open(_cfg(tmp_path), config_file=cfg_file)
+    assert "config.toml" not in rd.owned()
+    rd.open(_cfg(tmp_path), overwrite=True, config_file=cfg_file)
+    assert cfg_file.read_text() == 'task = "planted"\n'
+
+
+# -- clear errors -------------------------------------------------------------------------------
+
+
+def test_out_pointing_at_a_file(tmp_path: Path, capsys):
+    f = tmp_path / "results.txt"
+    f.write_text("not a folder")
+    for out in (f, f / "sub"):
+        assert _main("planted", "--out", str(out), "--localizations", "all_mlps", "--suites", "standard") == 2
+        assert "is a file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("flag, words", [
+    (["--edit", "lr=-1"], ["lr must be > 0"]),
+    (["--edit", "nosuchfield=1"], ["nosuchfield", "EditConfig fields"]),
+    (["--edit", "steps=abc"], ["steps='abc'", "int"]),
+    (["--eval", "n_text_chunks=two"], ["n_text_chunks", "int"]),
+    (["--param-budget", "0"], ["param_budget", ">= 1"]),
+    (["--max-facts", "0"], ["max_facts", ">= 1"]),
+])
+def test_bad_settings_are_clear_errors(tmp_path: Path, no_run, capsys, flag, words):
+    assert _main("planted", "--out", str(tmp_path / "out"), *flag) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("factlens: error:") and "Traceback" not in err
+    for w in words:
+        assert w in err, (w, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_path_fails_fast_without_the_hub(tmp_path: Path, monkeypatch, no_run, capsys):
+    import transformer_lens
+
+    def hub(*a, **k):
+        raise AssertionError("the Hugging Face Hub was asked for a local path")
+
+    monkeypatch.setattr(transformer_lens.HookedTransformer, "from_pretrained", hub)
+    monkeypatch.chdir(tmp_path)
+    assert _main("sports-athlete-editing", "--model", "./models/my-gemma") == 2
+    err = capsys.readouterr().err
+    assert "./models/my-gemma" in err and "does not exist" in err and str(tmp_path) in err
+    import factlens
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        factlens.load_model("../checkpoints/model")
+    with pytest.raises(ValueError, match="not a local path.*TransformerLens"):
+        factlens.load_model("models/my-gemma")  # not a local folder, not a model name
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        factlens.load_model(path="./my-checkpoint")  # before: "needs tl_name"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        factlens.load_model(gguf="model.gguf")
+    (tmp_path / "local").mkdir()
+    with pytest.raises(ValueError, match=r"load_model\(path='local'"):
+        factlens.load_model("local")  # an existing folder given as a name: say how to load it
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path: Path, no_run, capsys):
+    assert _main("sports-athlete-editing", "--model", "planted", "--data", "data/athletes.csv",
+                 "--out", str(tmp_path / "o")) == 2
+    assert "data/athletes.csv" in capsys.readouterr().err
+
+
+def test_report_on_a_truncated_run_json_names_the_file(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    rd = RunDir(out)
+    rd.open(_cfg(out))
+    bad = rd.run_path(0, "all_mlps")
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"kind": "factlens.run", "localization": "all_')
+    for extra in ([], ["--markdown"]):
+        assert main(["report", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and "not valid JSON" in err
