@@ -244,6 +244,10 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     assert r.extra["best"]["layer"] in (1, 2) and r.extra["best"]["recovery"] == 1.0
     assert r.extra["curves"]["subject_last"]["forget_accuracy"][0] == 1.0  # layer 1, subject position
     assert r["ablation_forget_accuracy"].baseline == 1.0 and r.extra["attack_damage"]["damaged"] is False
+    # on the unedited model the final-position direction of layers 2-3 carries answers: removing it costs
+    # 8 of its 20 maintain facts, and those variants are flagged (docs/attacks.md cites this)
+    assert r.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 0.6, 0.6]
+    assert r.extra["damaged"] == ["final:L2", "final:L3"]
     for m, snap in zip((edited, p.model), snaps):
         assert_unchanged(m, snap)
     assert ablation_layers(edited, mask=None) == [0, 1, 2, 3]
