@@ -77,17 +77,29 @@ def test_blocks_span_rows_and_keep_a_partial_last_block():
         assert all(torch.isclose(codes, v, atol=1e-6).any() for v in qf[sl])
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("scheme", ["int8", "nf4"])
-def test_same_weights_as_bitsandbytes(scheme):
+def test_same_weights_as_bitsandbytes(scheme, device):
     pytest.importorskip("bitsandbytes")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
     g = torch.Generator().manual_seed(1)
     for shape in [(32, 96), (7, 50), (64, 64)]:
-        m = torch.randn(shape, generator=g) * 0.05
+        m = (torch.randn(shape, generator=g) * 0.05).to(device)
         try:
             ref = _bnb_matrix(m, scheme, 64)
         except (RuntimeError, NotImplementedError) as e:  # no bitsandbytes backend on this device
-            pytest.skip(f"bitsandbytes cannot quantize here: {e}")
+            pytest.skip(f"bitsandbytes cannot quantize on {device}: {e}")
         assert torch.equal(quantize_matrix(m, scheme, block_size=64), ref), shape
+
+
+def test_bitsandbytes_backend_gives_the_same_copy():
+    pytest.importorskip("bitsandbytes")
+    m = tiny_model(variant="gqa_gated")
+    a, _ = quantized_copy(m, "nf4")
+    b, _ = quantized_copy(m, "nf4", backend="bitsandbytes")
+    for (n, x), (_, y) in zip(quantized_params(a), quantized_params(b)):
+        assert torch.equal(x, y), n
 
 
 @pytest.mark.parametrize("variant", ["standard", "gqa_gated"])
