@@ -264,7 +264,10 @@ class RunDir:
     def stored(self) -> dict[str, Any] | None:
         if not self.config_path.exists():
             return None
-        return read_json(self.config_path)
+        try:
+            return read_json(self.config_path)
+        except ValueError as e:
+            raise RunDirError(f"{e}; or pass --overwrite to discard the folder's results") from e
 
     def completed(self, seed: int, localization: str) -> bool:
         p = self.run_path(seed, localization)
@@ -378,7 +381,11 @@ class RunDir:
         if stored is not None:
             if not self.manifest_path.exists():  # adopt a folder written before manifests existed
                 self.own(*(self.path / f for f in self._legacy_files()))
-            old = RunConfig.from_dict(stored["config"])
+            try:
+                old = RunConfig.from_dict(stored["config"])
+            except (ValueError, KeyError, TypeError) as e:  # e.g. options this version refuses
+                raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
+                                          "--overwrite to discard the old results, or choose another --out") from e
             diff = _diff(old.experiment_dict(), config.experiment_dict())
             old_res = stored.get("resolved", {})
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(old_res.get(k, {}), resolved.get(k, {}))
@@ -390,7 +397,9 @@ class RunDir:
                     + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "
                       "or choose another --out.")
             merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
-                                    seeds=tuple(dict.fromkeys(old.seeds + config.seeds)))
+                                    seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
+                                    methods=tuple(dict.fromkeys(old.methods + config.methods)),
+                                    objectives=tuple(dict.fromkeys(old.objectives + config.objectives)))
             resolved = merged.resolved()
         self.path.mkdir(parents=True, exist_ok=True)
         self.own(self.config_path, self.report_path)
@@ -492,7 +501,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     plans: dict[int, dict[str, Any]] = {}
     todo_plans: list[PlanJob] = []
     for s in config.seeds:
-        todo = [loc for loc in config.localizations if not rd.completed(s, loc)]
+        todo = [config.split_unit(u)[0] for u in config.units() if not rd.completed(s, u)]
         if not todo:
             continue
         need = any(loc not in UNBUDGETED or loc == "flu" for loc in todo)  # flu reuses the plan's mask
@@ -512,11 +521,11 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     jobs: list[Job] = []
     skipped: list[str] = []
     for s in config.seeds:
-        for loc in config.localizations:
-            if rd.completed(s, loc):
-                skipped.append(f"seed{s}/{loc}")
+        for unit in config.units():  # localization x method x objective
+            if rd.completed(s, unit):
+                skipped.append(f"seed{s}/{unit}")
             else:
-                jobs.append(Job(cfg_dict, s, loc, plans[s], inner))
+                jobs.append(Job(cfg_dict, s, unit, plans[s], inner))
     ran: list[str] = []
     files: list[Path] = []
 

@@ -266,3 +266,18 @@ def test_report_on_a_truncated_run_json_names_the_file(tmp_path: Path, capsys):
         assert main(["report", str(out), *extra]) == 2
         err = capsys.readouterr().err
         assert str(bad) in err and "not valid JSON" in err
+
+
+def test_damaged_or_outdated_run_config_is_a_clear_error(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    RunDir(out).open(_cfg(out))
+    stored = json.loads((out / "run_config.json").read_text())
+    stored["config"]["data"] = "facts.csv"  # written by a version that recorded --data for the planted task
+    (out / "run_config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigMismatchError, match="(?s)no longer accepted.*--overwrite"):
+        RunDir(out).open(_cfg(out))
+    (out / "run_config.json").write_text('{"config": {"task": ')
+    with pytest.raises(RunDirError, match="run_config.json is not valid JSON"):
+        RunDir(out).open(_cfg(out))
+    RunDir(out).open(_cfg(out), overwrite=True)  # --overwrite still starts over
+    assert json.loads((out / "run_config.json").read_text())["config"]["data"] is None
