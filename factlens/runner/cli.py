@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="gemma-3-270m (default), planted, or a TransformerLens model name")
     r.add_argument("--localizations", help="comma-separated localizations "
                                            "(default: flu,causal_tracing,attribution_patching,random,all_mlps,nonlocalized)")
+    r.add_argument("--methods", help="comma-separated edit methods crossed with the localizations: finetune (default), "
+                                     "rome (one-MLP masks), memit")
+    r.add_argument("--objectives", help="comma-separated training objectives crossed with the localizations: "
+                                        "inject, unlearn, gradient_ascent, graddiff, npo, simnpo, rmu "
+                                        "(default: the task's own)")
     r.add_argument("--forget-size", type=int, help="facts to edit (chunk size for sequential editing); default 16")
     r.add_argument("--seeds", help="comma-separated seeds, one run each (default: 0)")
     r.add_argument("--out", help="run directory (default: results/<task>)")
@@ -91,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_LIST_FLAGS = ("localizations", "seeds", "suites")
+_LIST_FLAGS = ("localizations", "seeds", "suites", "methods", "objectives")
 _PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", "filter_known", "param_budget", "localize_on",
                 "edit_preset", "eval_preset", "device", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
                 "show_progress")

@@ -52,15 +52,20 @@ __all__ = [
     "DEFAULT_LOCALIZE_OPTIONS",
     "SMALL_N_MAINTAIN",
     "hash_input",
+    "split_unit",
+    "unit_names",
+    "default_objective",
 ]
 
 #: The paper's six localizations compared in Table 1.
 DEFAULT_LOCALIZATIONS: tuple[str, ...] = (
     "flu", "causal_tracing", "attribution_patching", "random", "all_mlps", "nonlocalized",
 )
-#: All evaluation suites (``mechanisms`` uses each localization's mask).
+#: The suites of a run (``mechanisms`` uses each localization's mask; the attacks ``unrelated_finetune``
+#: and ``direction_ablation`` are opt-in with ``--suites``).
 ALL_SUITES: tuple[str, ...] = (
     "standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms",
+    "quantization", "update_size",
 )
 #: Task names accepted by ``factlens run`` (``planted``: sports-athlete-editing on the planted model).
 TASK_NAMES: tuple[str, ...] = (
@@ -69,7 +74,7 @@ TASK_NAMES: tuple[str, ...] = (
 )
 EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
                                               "show_progress"})
-SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds"})
+SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds", "methods", "objectives"})
 
 #: With ``eval_preset="small"``, tasks keep at most this many held-out facts to measure
 #: maintenance (every suite scores them, in every format; the other known facts feed the
@@ -105,6 +110,15 @@ class RunConfig:
         model: ``"gemma-3-270m"`` (embedded), ``"planted"`` (the planted-fact test model)
             or any TransformerLens model name.
         localizations: Named localizations (see ``factlens.localize.LOCALIZATIONS``).
+        methods: Edit methods (``factlens.edit.registry.EDIT_METHODS``: ``finetune``, ``rome``,
+            ``memit``), crossed with the localizations.
+        objectives: Training objectives (``factlens.edit.registry.OBJECTIVES``: ``unlearn``,
+            ``npo``, ``simnpo``, ``rmu``, ``graddiff``...), crossed with the localizations and
+            methods; empty: the task's own objective (``inject`` for editing tasks, ``unlearn``
+            for Sports-Unlearning). Each (localization, method, objective) is one *unit* of the
+            comparison, named ``localization`` for the task's default (fine-tuning on the
+            task's objective) and ``localization+method`` / ``localization+objective`` otherwise
+            (:meth:`units`, :func:`split_unit`).
         forget_size: Facts to edit (``n_forget``; chunk size for sequential editing;
             ``None``: the task's default, all athletes of the sport for full-sports tasks).
         seeds: One run per seed (task split, localization, edit, evaluation).
@@ -149,6 +163,8 @@ class RunConfig:
     task: str = "sports-athlete-editing"
     model: str = "gemma-3-270m"
     localizations: tuple[str, ...] = DEFAULT_LOCALIZATIONS
+    methods: tuple[str, ...] = ("finetune",)
+    objectives: tuple[str, ...] = ()
     forget_size: int | None = 16
     seeds: tuple[int, ...] = (0,)
     data: str | None = None
@@ -173,7 +189,7 @@ class RunConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("localizations", "seeds", "suites"):
+        for name in ("localizations", "seeds", "suites", "methods", "objectives"):
             v = getattr(self, name)
             if isinstance(v, (str, int)):
                 v = _split_list(v)
@@ -203,6 +219,7 @@ class RunConfig:
             raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS.names())}")
         if len(set(self.localizations)) != len(self.localizations):
             raise ValueError(f"localizations listed twice: {list(self.localizations)}")
+        self._validate_methods()
         if not self.seeds:
             raise ValueError("give at least one seed (e.g. --seeds 0)")
         from factlens.evaluate import SUITES
@@ -281,9 +298,47 @@ class RunConfig:
         return out
 
     # serialization
+    def _validate_methods(self) -> None:
+        from factlens.edit.registry import EDIT_METHODS, OBJECTIVES
+
+        for name, reg in (("methods", EDIT_METHODS), ("objectives", OBJECTIVES)):
+            vals = getattr(self, name)
+            bad = [v for v in vals if v not in reg]
+            if bad:
+                raise ValueError(f"unknown {name} {bad}; known: {list(reg.names())}")
+            if len(set(vals)) != len(vals):
+                raise ValueError(f"{name} listed twice: {list(vals)}")
+        if not self.methods:
+            raise ValueError("give at least one edit method (e.g. --methods finetune)")
+        for m in self.methods:
+            entry = EDIT_METHODS.get(m)
+            for o in self.objectives or (self.default_objective,):
+                if o not in entry.objectives:
+                    raise ValueError(f"edit method {m!r} does not support objective {o!r} (it supports "
+                                     f"{list(entry.objectives)}); run it in a separate --out, or drop it")
+
+    @property
+    def default_objective(self) -> str:
+        """The task's own objective: ``unlearn`` for Sports-Unlearning, ``inject`` for the editing tasks."""
+        return default_objective(self.task)
+
+    def units(self) -> tuple[str, ...]:
+        """The names of the compared units: localization x method x objective (see ``objectives``).
+
+        Example:
+            >>> RunConfig(task="planted", model="planted", localizations=("flu", "random"),
+            ...           objectives=("inject", "npo")).units()
+            ('flu', 'flu+npo', 'random', 'random+npo')
+        """
+        return unit_names(self.localizations, self.methods, self.objectives, default_objective=self.default_objective)
+
+    def split_unit(self, unit: str) -> tuple[str, str, str]:
+        """``(localization, method, objective)`` of a unit name from :meth:`units`."""
+        return split_unit(unit, default_objective=self.default_objective)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("localizations", "seeds", "suites"):
+        for k in ("localizations", "seeds", "suites", "methods", "objectives"):
             d[k] = list(d[k])
         return d
 
@@ -511,3 +566,47 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise ValueError(f"{p}: a run config must be a mapping of keys to values, got {type(d).__name__}")
     return d
+
+
+def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, str, str]:
+    """``(localization, method, objective)`` of a unit name (``"flu"``, ``"flu+rome"``, ``"flu+npo"``).
+
+    Example:
+        >>> split_unit("nonlocalized+npo", default_objective="unlearn")
+        ('nonlocalized', 'finetune', 'npo')
+        >>> split_unit("flu+memit")
+        ('flu', 'memit', 'inject')
+    """
+    from factlens.edit.registry import EDIT_METHODS, OBJECTIVES
+
+    loc, *rest = unit.split("+")
+    method, objective = "finetune", default_objective
+    for part in rest:
+        if part in EDIT_METHODS:
+            method = part
+        elif part in OBJECTIVES:
+            objective = part
+        else:
+            raise ValueError(f"unit {unit!r}: {part!r} is neither an edit method {list(EDIT_METHODS.names())} nor an "
+                             f"objective {list(OBJECTIVES.names())}")
+    return loc, method, objective
+
+
+def default_objective(task: str) -> str:
+    """The objective of a task name: ``unlearn`` for Sports-Unlearning, ``inject`` for the editing tasks."""
+    return "unlearn" if task == "sports-unlearning" else "inject"
+
+
+def unit_names(localizations, methods=("finetune",), objectives=(), *, default_objective: str = "inject") -> tuple[str, ...]:
+    """Unit names of localization x method x objective (no suffix for the defaults).
+
+    Example:
+        >>> unit_names(["flu"], ["finetune", "memit"])
+        ('flu', 'flu+memit')
+    """
+    out = []
+    for loc in localizations:
+        for m in methods or ("finetune",):
+            for o in objectives or (default_objective,):
+                out.append("+".join([loc] + ([m] if m != "finetune" else []) + ([o] if o != default_objective else [])))
+    return tuple(out)

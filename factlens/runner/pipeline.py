@@ -385,14 +385,19 @@ def _restore_from(model, original) -> None:
             p.copy_(ref[name])
 
 
-def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool):
+def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool, *, method: str = "finetune",
+          objective: str | None = None):
     from factlens.edit.editor import edit
     from factlens.edit.sequential import edit_sequential
 
     ec = cfg.edit_config(seed)
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
-        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
-    return edit(prep.model, mask, prep.task, config=ec, inplace=True, show_progress=show_progress)
+        if method != "finetune":
+            raise ValueError(f"sequential editing runs masked fine-tuning only; method {method!r} is not supported there")
+        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, objective=objective,
+                               show_progress=show_progress)
+    return edit(prep.model, mask, prep.task, method=method, objective=objective, config=ec, inplace=True,
+                show_progress=show_progress)
 
 
 def _edit_summary(res, config) -> dict[str, Any]:
@@ -415,15 +420,19 @@ def _edit_summary(res, config) -> dict[str, Any]:
 
 def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
                      workspace: Workspace | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Run one localization of one seed and return its JSON-serializable record.
+    """Run one unit (localization, or localization+method/objective) of one seed; return its JSON record.
 
-    The model is edited in place, evaluated against the pristine copy and reverted; the
+    ``localization`` is a unit name of :meth:`RunConfig.units` (``"flu"``, ``"flu+memit"``,
+    ``"nonlocalized+npo"``): the mask comes from its localization, the edit uses its method and
+    objective. The model is edited in place, evaluated against the pristine copy and reverted; the
     record's ``restore`` entry says whether every parameter came back bit-identical (if not,
     the parameters are copied back from the pristine copy and ``restore["repaired"]`` is set).
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     from factlens.evaluate import evaluate
 
+    unit = localization
+    localization, method, objective = cfg.split_unit(unit)
     prep = prepare(cfg, seed, workspace=workspace, show_progress=show_progress)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
@@ -439,7 +448,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        res = _edit(prep, mask, cfg, seed, show_progress)
+        res = _edit(prep, mask, cfg, seed, show_progress, method=method,
+                    objective=None if objective == cfg.default_objective else objective)
     except BaseException:
         _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
         raise
@@ -453,7 +463,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         _seed_everything(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
-                      mask=mask, mechanisms=_mechanisms(plan), baselines=prep.baselines, show_progress=show_progress)
+                      mask=mask, mechanisms=_mechanisms(plan), edit_result=res, baselines=prep.baselines,
+                      show_progress=show_progress)
         timings["evaluate"] = time.perf_counter() - t0
         cpu["evaluate"] = time.process_time() - c0
         for suite, sec in ev.meta.get("seconds", {}).items():
@@ -468,7 +479,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         timings["revert"] = time.perf_counter() - t0
     return {
         "kind": "factlens.run", "format": 1,
-        "localization": localization, "seed": seed, "model": cfg.model, "task": prep.task.summary(),
+        "localization": unit, "seed": seed, "model": cfg.model, "task": prep.task.summary(),
+        "unit": {"localization": localization, "method": method, "objective": objective},
         "param_budget": plan.get("param_budget"), "budget_source": plan.get("budget_source"),
         "budgeted": localization not in UNBUDGETED,
         "mask": mask.to_dict(), "mask_labels": sorted(c.label for c in mask), "n_params": n_params,

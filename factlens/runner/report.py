@@ -85,6 +85,14 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
             "plans": plans, "runs": runs}
 
 
+def _units(cfg: dict) -> list[str]:
+    """The configured units (localization x method x objective); the localizations for old configs."""
+    from factlens.runner.config import default_objective, unit_names
+
+    return list(unit_names(cfg.get("localizations", []), cfg.get("methods") or ("finetune",), cfg.get("objectives") or (),
+                           default_objective=default_objective(cfg.get("task", ""))))
+
+
 def _localizations(runs: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(r["localization"] for r in runs))
 
@@ -441,7 +449,7 @@ def build_report(path: str | Path) -> str:
     d = load_run_dir(path)
     cfg, runs, plans = d["config"], d["runs"], d["plans"]
     title = f"factlens: {cfg.get('task')} on {cfg.get('model')}"
-    missing = [f"seed{s}/{l}" for s in cfg.get("seeds", []) for l in cfg.get("localizations", [])
+    missing = [f"seed{s}/{l}" for s in cfg.get("seeds", []) for l in _units(cfg)
                if not any(r["seed"] == s and r["localization"] == l for r in runs)]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>",
              f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",

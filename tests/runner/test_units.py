@@ -1,0 +1,49 @@
+"""Runner units: localization x edit method x objective, each one resumable job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factlens.runner import RunConfig, run_experiment
+from factlens.runner.config import split_unit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_units_cross_localizations_methods_and_objectives():
+    cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random"), methods=("finetune", "memit"))
+    assert cfg.units() == ("flu", "flu+memit", "random", "random+memit")
+    un = RunConfig(task="sports-unlearning", model="planted", localizations=("flu",), objectives=("unlearn", "npo", "rmu"))
+    assert un.units() == ("flu", "flu+npo", "flu+rmu")
+    assert un.split_unit("flu+npo") == ("flu", "finetune", "npo")
+    assert split_unit("flu") == ("flu", "finetune", "inject")
+    with pytest.raises(ValueError, match="neither an edit method"):
+        split_unit("flu+nosuch")
+
+
+def test_bad_methods_and_objectives_are_refused():
+    with pytest.raises(ValueError, match="unknown methods \\['sgd'\\]; known: .*finetune"):
+        RunConfig(task="planted", model="planted", methods=("sgd",))
+    with pytest.raises(ValueError, match="unknown objectives"):
+        RunConfig(task="planted", model="planted", objectives=("forget_harder",))
+    with pytest.raises(ValueError, match="does not support objective 'npo'"):
+        RunConfig(task="planted", model="planted", methods=("rome",), objectives=("npo",))
+
+
+def test_each_unit_is_one_job_with_its_method_and_objective(tmp_path):
+    cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), objectives=("inject", "graddiff"),
+                    suites=("standard", "update_size"), out=str(tmp_path / "run"), show_progress=False)
+    s = run_experiment(cfg, report=False)
+    assert sorted(s.ran) == ["seed0/all_mlps", "seed0/all_mlps+graddiff"]
+    recs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "runs" / "seed0").glob("*.json")}
+    assert recs["all_mlps+graddiff"]["unit"] == {"localization": "all_mlps", "method": "finetune", "objective": "graddiff"}
+    assert recs["all_mlps"]["unit"]["objective"] == "inject"
+    # the two objectives train differently, and the update-size suite saw each edit
+    h0, h1 = (recs[k]["edit"]["history"][-1]["loss_forget"] for k in ("all_mlps", "all_mlps+graddiff"))
+    assert h0 != h1
+    for r in recs.values():
+        assert "update_size" in r["eval"]["suites"] and r["restore"]["exact"]
+    again = run_experiment(cfg, report=False)  # resumable per unit
+    assert again.ran == () and len(again.skipped) == 2
