@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from factlens.config import ConfigBase
 
 __all__ = ["EditConfig", "OPTIMIZERS", "SCHEDULES"]
 
@@ -14,7 +15,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclass(frozen=True)
-class EditConfig:
+class EditConfig(ConfigBase):
     """Hyper-parameters of :func:`factlens.edit.edit`.
 
     The defaults are the paper's (Guo et al.): 50 optimizer steps, batch size 4 with 16
@@ -142,18 +143,3 @@ class EditConfig:
         base.update(overrides)
         return cls(**base)
 
-    def replace(self, **changes: Any) -> "EditConfig":
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EditConfig":
-        """Inverse of :meth:`to_dict` (unknown keys raise a clear error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown EditConfig fields {unknown}; known: {sorted(names)}")
-        return cls(**d)

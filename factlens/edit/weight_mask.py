@@ -41,7 +41,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import time
@@ -54,12 +53,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, Mask, ModelShape
+from factlens.config import ConfigBase
 from factlens.edit.sampling import BatchSampler, GeneralText
 
 __all__ = ["WeightMaskConfig", "WeightMaskResult", "learn_weight_mask", "default_evaluate"]
 
 @dataclass(frozen=True)
-class WeightMaskConfig:
+class WeightMaskConfig(ConfigBase):
     """Settings of :func:`learn_weight_mask`.
 
     Attributes:
@@ -109,17 +109,6 @@ class WeightMaskConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
-    def replace(self, **kw) -> "WeightMaskConfig":
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WeightMaskConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # --- helpers ---------------------------------------------------------------------------

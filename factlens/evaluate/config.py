@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from factlens.config import ConfigBase
 
 __all__ = ["EvalConfig"]
 
@@ -12,7 +12,7 @@ _TUPLE_FIELDS = ("formats", "probe_layers")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(ConfigBase):
     """Settings of :func:`factlens.evaluate`.
 
     Attributes:
@@ -117,27 +117,3 @@ class EvalConfig:
             if bad:
                 raise ValueError(f"EvalConfig.formats has unknown formats {bad}; known formats: {sorted(FORMATS)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown EvalConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "EvalConfig":
-        """A copy with some fields changed (validated like the constructor)."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown EvalConfig fields {unknown}; known fields: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
