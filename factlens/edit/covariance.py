@@ -96,7 +96,8 @@ class KeyStatistics:
         vec = b.dim() == 1
         chol, info = torch.linalg.cholesky_ex(a)
         if int(info) != 0:
-            raise ValueError(f"the key second moment of layer {self.layer} ({self.n_tokens} tokens, d_mlp={self.d_mlp}) "
+            raise ValueError(f"the key second moment of layer {self.layer} ({self.n_tokens} tokens, "
+                             f"d_mlp={self.d_mlp}) "
                              f"is singular with ridge={ridge}; use more covariance tokens or a larger cov_ridge")
         out = torch.cholesky_solve(b[:, None] if vec else b, chol)
         return out[:, 0] if vec else out
@@ -132,7 +133,10 @@ def _slug(text: str) -> str:
 def _cache_path(model_name: str, layer: int, source: str, n_tokens: int, seq_len: int, fingerprint: str) -> Path:
     from factlens.models import cache_dir
 
-    src = "builtin" if source == "builtin" else f"{_slug(Path(source).name)}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+    if source == "builtin":
+        src = "builtin"
+    else:
+        src = f"{_slug(Path(source).name)}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
     name = f"{_slug(model_name)}_L{layer}_{src}_{n_tokens}tok_s{seq_len}_{fingerprint[:16]}.safetensors"
     return cache_dir() / "key_stats" / name
 

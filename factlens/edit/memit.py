@@ -181,6 +181,7 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         target optimizations; ``meta["layers"]`` the residual and update norms per layer.
 
     Example:
+        >>> from factlens.components import Mask
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> memit(p.model, Mask.from_labels(["L1.mlp", "L2H1"]), p.task)  # doctest: +ELLIPSIS
@@ -201,7 +202,8 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     z_layer = layers[-1]
     per_layer = []
     try:
-        targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes, show_progress=show_progress)
+        targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes,
+                                         show_progress=show_progress)
         for j, l in enumerate(tqdm(layers, desc="MEMIT layers", disable=not show_progress, leave=False)):
             keys = subject_keys(work, l, records, prefixes)
             resid = (targets - _current_z(work, z_layer, records)) / (len(layers) - j)

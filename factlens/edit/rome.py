@@ -358,8 +358,8 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, norm_hook
 # --- the closed form ------------------------------------------------------------------
 
 
-def rome_closed_form(weight: Float[Tensor, "d_mlp d_model"], key: Float[Tensor, "d_mlp"], value: Float[Tensor, "d_model"],
-                     c_inv_key: Float[Tensor, "d_mlp"], bias: Float[Tensor, "d_model"] | None = None
+def rome_closed_form(weight: Float[Tensor, "d_mlp d_model"], key: Float[Tensor, "d_mlp"],
+                     value: Float[Tensor, "d_model"], c_inv_key: Float[Tensor, "d_mlp"], bias: Float[Tensor, "d_model"] | None = None
                      ) -> Float[Tensor, "d_mlp d_model"]:
     """ROME's rank-one change of ``W_out`` (TransformerLens layout, ``out = key @ W_out + bias``).
 
@@ -417,7 +417,8 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model(n_subjects=12)
         >>> st = key_statistics(p.model, 1, n_tokens=300, cache=False, show_progress=False)
-        >>> e = rome_step(p.model, 1, p.task.forget[0], config=RomeConfig(), stats=st, prefixes=context_prefixes([(4, 2)]))
+        >>> pre = context_prefixes([(4, 2)])
+        >>> e = rome_step(p.model, 1, p.task.forget[0], config=RomeConfig(), stats=st, prefixes=pre)
         >>> W, b = p.model.blocks[1].mlp.W_out.double(), p.model.blocks[1].mlp.b_out.double()
         >>> torch.allclose(e.key @ (W + e.update) + b, e.value)
         True
@@ -450,8 +451,8 @@ def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
     other = [c.label for c in comps if not isinstance(c, Component) or c.kind != "mlp"]
     if other:
         raise ValueError(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
-                         f"(heads/neurons). Use a mask of MLP layers only, e.g. Mask([c for c in mask if c.kind == 'mlp']), "
-                         "or method='finetune'")
+                         "(heads/neurons). Use a mask of MLP layers only, e.g. "
+                         "Mask([c for c in mask if c.kind == 'mlp']), or method='finetune'")
     if not comps:
         raise ValueError(f"{method} needs a mask with at least one MLP layer; the mask is empty")
     shape = ModelShape.of(model)
@@ -494,8 +495,9 @@ def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tenso
     params = dict(work.named_parameters())
     deltas = {n: ParamDelta(torch.ones(o.shape, dtype=torch.bool, device=o.device), o.reshape(-1),
                             params[n].detach().reshape(-1).clone()) for n, o in originals.items()}
-    mask = mask if isinstance(mask, Mask) else Mask(frozenset(Component.parse(c) if isinstance(c, str) else c
-                                                              for c in ([mask] if isinstance(mask, Component) else mask)))
+    if not isinstance(mask, Mask):
+        comps = [mask] if isinstance(mask, Component) else mask
+        mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
     return EditResult(model=work, mask=mask, config=edit_config, objective="inject", history=tuple(history),
                       seconds=time.perf_counter() - t0, sft_kind="none",
                       n_params_trained=int(sum(o.numel() for o in originals.values())), deltas=deltas,

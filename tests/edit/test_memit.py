@@ -11,9 +11,9 @@ import factlens
 from factlens.components import Component, Mask
 from factlens.data import sports_facts
 from factlens.edit import EditConfig, EditResult
-from factlens.edit.covariance import KeyStatistics, key_statistics
+from factlens.edit.covariance import KeyStatistics
 from factlens.edit.memit import MemitConfig, memit, memit_update
-from factlens.edit.rome import RomeConfig, context_prefixes, rome, rome_closed_form, subject_keys
+from factlens.edit.rome import RomeConfig, rome, rome_closed_form
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
