@@ -8,9 +8,8 @@ mask's MLPs, e.g. the fact-lookup MLPs or the layers causal tracing picks):
    value (:func:`factlens.edit.rome.optimize_delta`: NLL of ``target_new`` over the bare
    and prefixed prompts, ``kl_factor`` KL on ``"{subject} is a"``, weight decay
    ``|delta| / |z|^2`` and the clamp ``|delta| <= clamp_norm_factor * |z|``, where ``z`` is
-   the residual stream after layer ``L`` of the bare prompt); ``z_i = z + delta_i``. The
-   reference adds ``delta`` to the residual after block ``L``; factlens adds it to block
-   ``L``'s MLP output, which is the same thing (``resid_post = resid_mid + mlp_out``).
+   the residual stream after layer ``L`` of the bare prompt, where ``delta`` is added as in
+   the reference); ``z_i = z + delta_i``.
 2. **Spreading**: for the mask's layers ``l_1 < ... < l_m`` in order, with the model
    edited so far: keys ``K`` (``[n, d_mlp]``, each averaged over the prefixes as in ROME)
    at layer ``l_j``, the residual ``R = (Z - Z_now) / (m - j + 1)`` (the targets minus the
@@ -35,6 +34,17 @@ preservation; its scale is relative to ``k^T C^-1 k``, which is about ``d_mlp`` 
 of ordinary text (GPT-J: 16384), so models with smaller MLPs get weaker edits at the same
 ``lambda``.
 
+**Norms after the MLP** (Gemma 2/3's ``ln2_post``): the reference writes the residual
+``R`` straight into ``W_out``'s output, which is only right when the MLP output is added to
+the residual as is (GPT-J). factlens maps ``R`` through the norm linearized at each fact's
+current MLP output (:func:`residual_to_mlp_output`); measured on a 4-layer Gemma-3-shaped
+random model (``factlens.testing.shaped.gemma3_shaped``, 3 facts, ``lambda = 0``, bare
+prompts): one layer leaves a gap of 2.20 of 5.37 at ``z`` (writing ``R`` unmapped: 4.53),
+two layers 1.00 (unmapped: 4.44, the second layer's residual grew to 8.5). The part of
+``R`` along the current output cannot be written through an RMS norm (it only sees
+directions), so one layer never closes the gap; ``meta["final_residual_norm"]`` reports
+what is left.
+
 Keys are averaged over the bare prompt and the prefixed prompts with equal weights (ROME's
 average; MEMIT's code weights the bare prompt 1/2), so that MEMIT on one layer and ROME
 use the same ``k*``. Only the mask layers' ``W_out`` change.
@@ -56,15 +66,16 @@ from factlens.components import param_name, resid_hook
 from factlens.edit.config import EditConfig
 from factlens.edit.covariance import KeyStatistics
 from factlens.edit.result import EditResult
-from factlens.edit.rome import (_check_value_fields, _ConfigMixin, _fact_texts, _stats, _subject_acts, _value_batch,
-                                build_result, context_prefixes, covariance_meta, forget_records, mask_mlp_layers,
-                                optimize_delta, split_config, subject_keys)
+from factlens.edit.memory_editing import (EditorConfigMixin, build_result, check_value_fields, covariance_meta,
+                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config)
+from factlens.edit.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
+                                optimize_delta, subject_keys)
 
-__all__ = ["MemitConfig", "memit", "memit_update", "memit_targets"]
+__all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output"]
 
 
 @dataclass(frozen=True)
-class MemitConfig(_ConfigMixin):
+class MemitConfig(EditorConfigMixin):
     """Hyper-parameters of :func:`memit` (defaults: MEMIT's GPT-J settings, see the module docstring).
 
     Attributes:
@@ -102,7 +113,7 @@ class MemitConfig(_ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_value_fields(self)
+        check_value_fields(self)
         if self.mom2_update_weight < 0:
             raise ValueError(f"MemitConfig.mom2_update_weight must be >= 0, got {self.mom2_update_weight}")
 
@@ -146,7 +157,7 @@ def memit_targets(model, layer: int, records, *, config: MemitConfig, prefixes, 
     zs, history, offset = [], [], 0
     for i, r in enumerate(tqdm(records, desc="MEMIT targets", disable=not show_progress, leave=False)):
         batch = _value_batch(model, r, prefixes, config.kl_prompts)
-        delta, z, hist = optimize_delta(model, layer, batch, config, norm_hook=resid_hook(layer, "post"), fact=i)
+        delta, z, hist = optimize_delta(model, layer, batch, config, where="resid_post", fact=i)
         zs.append((z + delta).to("cpu", torch.float64))
         history += [{**h, "step": offset + h["step"], "layer": layer} for h in hist]
         offset += len(hist)
@@ -160,6 +171,68 @@ def _current_z(model, layer: int, records) -> Tensor:
         texts += t
         spans += s
     return _subject_acts(model, resid_hook(layer, "post"), texts, spans, layer + 1)
+
+
+def post_mlp_norm(model, layer: int):
+    """The norm block ``layer`` applies to its MLP output before the residual add, or ``None``.
+
+    Gemma 2/3 (``use_normalization_before_and_after``): ``ln2_post``; post-norm decoders
+    (OLMo 2/3): ``ln2``. Only RMS norms are supported (``ValueError`` otherwise).
+    """
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    block = model.blocks[layer]
+    if getattr(model.cfg, "use_normalization_before_and_after", False):
+        norm = block.ln2_post
+    elif getattr(model.cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
+        norm = block.ln2
+    else:
+        return None
+    if isinstance(norm, torch.nn.Identity):
+        return None
+    if not type(norm).__name__.startswith("RMSNorm"):
+        raise ValueError(f"block {layer} normalizes its MLP output with {type(norm).__name__}; MEMIT here supports "
+                         "no norm or an RMS norm after the MLP")
+    return norm
+
+
+def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Tensor:
+    """Map residual-stream changes to changes of MLP ``layer``'s raw output (``W_out``'s value space).
+
+    Without a norm after the MLP this is the identity. With an RMS norm ``N(r) = w * r / s(r)``
+    (Gemma 2/3's ``ln2_post``) the change is linearized at each fact's current raw output
+    ``r`` (bare prompt): ``dr = s(r) * P (R / w)``, ``P`` removing the component along ``r``
+    (the norm is blind to the scale of ``r``, so that part of ``R`` cannot be written), which
+    gives ``N(r + dr) = N(r) + w * P(R / w)`` to first order. MEMIT's reference has no such
+    step (GPT-J has no post-MLP norm).
+    """
+    norm = post_mlp_norm(model, layer)
+    if norm is None:
+        return residuals
+    got: list[Tensor] = []
+    texts, spans = [], []
+    for r in records:
+        t, sp = _fact_texts(r, [""])
+        texts += t
+        spans += sp
+    from factlens.tokens import tokenize_prompts
+
+    batch = tokenize_prompts(model, texts, subject_spans=spans)
+
+    def grab(out):
+        got.append(out[torch.arange(out.shape[0], device=out.device), batch.subject_last.to(out.device)].detach())
+        return out
+
+    with torch.no_grad(), mlp_output_hook(model, layer, grab):
+        model(batch.tokens, stop_at_layer=layer + 1)
+    raw = got[0].to("cpu", torch.float64)
+    w = norm.w.detach().to("cpu", torch.float64) if hasattr(norm, "w") else torch.ones(raw.shape[1], dtype=torch.float64)
+    if bool((w.abs() < 1e-12).any()):
+        raise ValueError(f"the post-MLP norm of block {layer} has zero weights; MEMIT cannot write through it")
+    s = (raw.pow(2).mean(-1, keepdim=True) + float(norm.eps)).sqrt()
+    x = s * residuals.to(torch.float64) / w
+    unit = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return x - (x * unit).sum(-1, keepdim=True) * unit
 
 
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
@@ -195,7 +268,7 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     records = forget_records(task, objective, method="MEMIT")
     work = model if inplace else copy.deepcopy(model)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
-    stats = {l: _stats(work, l, cfg, show_progress) for l in layers}  # on the unedited model
+    stats = {l: layer_key_statistics(work, l, cfg, show_progress) for l in layers}  # on the unedited model
     params = dict(work.named_parameters())
     names = {l: param_name(l, "mlp", "W_out") for l in layers}
     originals = {names[l]: params[names[l]].detach().clone() for l in layers}
@@ -207,7 +280,8 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         for j, l in enumerate(tqdm(layers, desc="MEMIT layers", disable=not show_progress, leave=False)):
             keys = subject_keys(work, l, records, prefixes)
             resid = (targets - _current_z(work, z_layer, records)) / (len(layers) - j)
-            upd = memit_update(stats[l], keys, resid, mom2_update_weight=cfg.mom2_update_weight, ridge=cfg.cov_ridge)
+            values = residual_to_mlp_output(work, l, records, resid)
+            upd = memit_update(stats[l], keys, values, mom2_update_weight=cfg.mom2_update_weight, ridge=cfg.cov_ridge)
             W = params[names[l]]
             with torch.no_grad():
                 W.add_(upd.to(device=W.device, dtype=W.dtype))

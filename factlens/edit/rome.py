@@ -10,8 +10,9 @@ into layer ``L`` in three steps:
    the model; factlens cuts them, seeded, from the built-in general text, so that the edit
    is reproducible and needs no sampling: :func:`context_prefixes`; default ``(5, 10),
    (10, 10)``: ten 5-word and ten 10-word prefixes, ROME's lengths).
-2. **Value** ``v*``: a vector ``delta`` is added to the MLP output at the subject's last
-   token of every prompt and optimized with Adam (lr 0.5, 20 steps) on
+2. **Value** ``v*``: a vector ``delta`` is added to the MLP's output at the subject's last
+   token of every prompt (the MLP module's output ``post @ W_out + b_out``, before the norm
+   that Gemma 2/3 apply after the MLP: :func:`mlp_output_hook`) and optimized with Adam (lr 0.5, 20 steps) on
    ``-log p(target_new)`` (mean over prompts and target tokens, teacher-forced) plus
    ``kl_factor * KL(p_edited || p_original)`` of the next-token distribution at the
    subject's last token of the "essence" prompts ``"{subject} is a"`` plus
@@ -45,7 +46,6 @@ same layer. The mask must contain exactly one MLP layer; only that layer's ``W_o
 from __future__ import annotations
 
 import copy
-import dataclasses
 import random
 import time
 from contextlib import contextmanager
@@ -58,73 +58,18 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from factlens.components import Component, Mask, ModelShape, mlp_hook, param_name
+from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
 from factlens.edit.config import EditConfig
-from factlens.edit.covariance import KeyStatistics, key_statistics
-from factlens.edit.result import EditResult, ParamDelta
+from factlens.edit.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
+from factlens.edit.memory_editing import (EditorConfigMixin, build_result, check_value_fields, covariance_meta,
+                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config)
+from factlens.edit.result import EditResult
 
 __all__ = ["RomeConfig", "RankOneEdit", "rome", "rome_step", "rome_closed_form", "context_prefixes", "subject_keys"]
 
 
-def _check_value_fields(cfg: Any) -> None:
-    """Validation shared by :class:`RomeConfig` and :class:`~factlens.edit.memit.MemitConfig`."""
-    name = type(cfg).__name__
-    if cfg.v_num_grad_steps < 1:
-        raise ValueError(f"{name}.v_num_grad_steps must be >= 1, got {cfg.v_num_grad_steps}")
-    if not cfg.v_lr > 0:
-        raise ValueError(f"{name}.v_lr must be > 0, got {cfg.v_lr}")
-    for f in ("v_weight_decay", "kl_factor", "stop_loss", "cov_ridge"):
-        if getattr(cfg, f) < 0:
-            raise ValueError(f"{name}.{f} must be >= 0, got {getattr(cfg, f)}")
-    if cfg.clamp_norm_factor is not None and not cfg.clamp_norm_factor > 0:
-        raise ValueError(f"{name}.clamp_norm_factor must be > 0 (or None: no clamp), got {cfg.clamp_norm_factor}")
-    kl = tuple(cfg.kl_prompts) if not isinstance(cfg.kl_prompts, str) else (cfg.kl_prompts,)
-    bad = [p for p in kl if p.count("{}") != 1]
-    if bad:
-        raise ValueError(f"{name}.kl_prompts need exactly one '{{}}' slot for the subject, got {bad}")
-    object.__setattr__(cfg, "kl_prompts", kl)
-    try:
-        pl = tuple((int(w), int(n)) for w, n in cfg.prefix_lengths)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}.prefix_lengths must be (words, count) pairs, got {cfg.prefix_lengths!r}") from None
-    if any(w < 1 or n < 0 for w, n in pl):
-        raise ValueError(f"{name}.prefix_lengths need words >= 1 and count >= 0, got {pl}")
-    object.__setattr__(cfg, "prefix_lengths", pl)
-    if cfg.n_cov_tokens < 1 or cfg.cov_seq_len < 2:
-        raise ValueError(f"{name}: n_cov_tokens must be >= 1 and cov_seq_len >= 2")
-    if cfg.text_source is not None and not isinstance(cfg.text_source, str):
-        object.__setattr__(cfg, "text_source", str(cfg.text_source))
-
-
-class _ConfigMixin:
-    def replace(self, **changes: Any):
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        """Inverse of :meth:`to_dict` (unknown keys raise a clear error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
-
-    @classmethod
-    def from_edit_config(cls, config: EditConfig):
-        """Defaults, with the general text (``sft_source``) and ``seed`` of an :class:`EditConfig`.
-
-        This is what ``factlens.edit(..., method=...)`` uses: ``EditConfig.sft_source`` (the
-        general text of the edit) becomes the covariance text, ``seed`` the prefix seed.
-        """
-        return cls(text_source=config.sft_source, seed=config.seed)
-
-
 @dataclass(frozen=True)
-class RomeConfig(_ConfigMixin):
+class RomeConfig(EditorConfigMixin):
     """Hyper-parameters of :func:`rome` (defaults: ROME's GPT-2 XL settings, see the module docstring).
 
     Attributes:
@@ -169,7 +114,7 @@ class RomeConfig(_ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_value_fields(self)
+        check_value_fields(self)
 
 
 # --- prompts --------------------------------------------------------------------------
@@ -299,12 +244,40 @@ def _logprobs_at(model, resid: Tensor, rows: Tensor, pos: Tensor) -> Tensor:
     return F.log_softmax(unembed(model, resid[rows, pos][:, None, :])[:, 0].float(), dim=-1)
 
 
-def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, norm_hook: str,
-                   fact: int = 0) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
-    """Optimize the vector added to MLP ``layer``'s output at the subject (ROME's ``compute_v``).
+@contextmanager
+def mlp_output_hook(model, layer: int, fn) -> Iterator[None]:
+    """Run ``fn(output) -> output`` on block ``layer``'s MLP module output inside the block.
 
-    ``norm_hook`` names the activation whose bare-prompt value ``o`` scales the weight decay
-    and the clamp (ROME: the MLP output; MEMIT: the residual after the layer).
+    That output is ``post @ W_out + b_out``, *before* any norm applied after the MLP (Gemma
+    2/3's ``ln2_post``), i.e. the value space of ``W_out``; TransformerLens has no hook point
+    there (``hook_mlp_out`` is after that norm). A torch forward hook, removed on exit.
+    """
+    handle = model.blocks[layer].mlp.register_forward_hook(lambda module, args, out: fn(out))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _delta_hooks(model, layer: int, where: str, fn) -> Iterator[None]:
+    if where == "mlp":
+        with mlp_output_hook(model, layer, fn):
+            yield
+    elif where == "resid_post":
+        with model.hooks(fwd_hooks=[(resid_hook(layer, "post"), lambda act, hook: fn(act))]):
+            yield
+    else:
+        raise ValueError(f"where must be 'mlp' or 'resid_post', got {where!r}")
+
+
+def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: str = "mlp",
+                   fact: int = 0) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
+    """Optimize the vector added at the subject's last token after ``layer`` (ROME's ``compute_v``).
+
+    ``where="mlp"`` (ROME) adds it to the MLP module's output (``W_out``'s value space, before
+    any post-MLP norm), ``where="resid_post"`` (MEMIT) to the residual stream after the
+    block. The bare prompt's unedited value ``o`` there scales the weight decay and the clamp.
 
     Returns:
         ``(delta, o, history)``: float32 ``[d_model]`` on the model's device.
@@ -314,19 +287,14 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, norm_hook
     rows = torch.arange(batch.tokens.shape[0], device=dev)
     state: dict[str, Tensor] = {}
 
-    def grab(act, hook):
+    def add(act):
         if "o" not in state:  # first forward, delta = 0: the unedited value
             state["o"] = act[0, batch.lookup[0]].detach().float().clone()
-        return act
-
-    def add(act, hook):
         return act.index_put((rows, batch.lookup), delta.to(act.dtype).expand(len(rows), -1), accumulate=True)
 
-    site = mlp_hook(layer, "out")
-    hooks = [(norm_hook, grab), (site, add)] if norm_hook == site else [(site, add), (norm_hook, grab)]
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
     kl_init, history = None, []
-    with _frozen(model), model.hooks(fwd_hooks=hooks):
+    with _frozen(model), _delta_hooks(model, layer, where, add):
         for it in range(cfg.v_num_grad_steps):
             opt.zero_grad()
             resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
@@ -426,93 +394,12 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
     texts, spans = _fact_texts(record, prefixes)
     key = _subject_acts(model, mlp_hook(layer, "post"), texts, spans, layer + 1).mean(0)
     batch = _value_batch(model, record, prefixes, config.kl_prompts)
-    delta, _, history = optimize_delta(model, layer, batch, config, norm_hook=mlp_hook(layer, "out"), fact=fact)
+    delta, _, history = optimize_delta(model, layer, batch, config, where="mlp", fact=fact)
     mlp = model.blocks[layer].mlp
     W, b = mlp.W_out.detach().to("cpu", torch.float64), mlp.b_out.detach().to("cpu", torch.float64)
     value = key @ W + b + delta.to("cpu", torch.float64)
     u = stats.solve(key, config.cov_ridge)
     return RankOneEdit(layer, key, value, u, rome_closed_form(W, key, value, u, b), tuple(history))
-
-
-# --- shared plumbing (also used by MEMIT) ---------------------------------------------
-
-
-def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
-    """The MLP layers of a mask of whole MLPs; heads or neurons raise a clear ``ValueError``."""
-    if isinstance(mask, Component):
-        comps = [mask]
-    elif isinstance(mask, Mask):
-        comps = list(mask)
-    else:
-        try:
-            comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
-        except TypeError:
-            raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
-    other = [c.label for c in comps if not isinstance(c, Component) or c.kind != "mlp"]
-    if other:
-        raise ValueError(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
-                         "(heads/neurons). Use a mask of MLP layers only, e.g. "
-                         "Mask([c for c in mask if c.kind == 'mlp']), or method='finetune'")
-    if not comps:
-        raise ValueError(f"{method} needs a mask with at least one MLP layer; the mask is empty")
-    shape = ModelShape.of(model)
-    for c in comps:
-        c.param_slices(shape)  # raises for layers that do not exist / attention-only models
-    return sorted({c.layer for c in comps})
-
-
-def forget_records(task, objective: str | None, *, method: str) -> list:
-    """The task's forget facts, checked for what ROME/MEMIT need (objective ``"inject"``, targets)."""
-    if not all(hasattr(task, a) for a in ("forget", "objective")):
-        raise TypeError(f"{method} needs a factlens Task, got {type(task).__name__}")
-    objective = objective or task.objective
-    if objective != "inject":
-        raise ValueError(f"{method} writes new facts (objective 'inject'); got objective {objective!r}. "
-                         "For unlearning use method='finetune'")
-    records = list(task.forget)
-    if not records:
-        raise ValueError("the task has no forget facts to edit")
-    missing = [r.id or r.subject for r in records if r.target_new is None]
-    if missing:
-        raise ValueError(f"{method} needs target_new on every forget fact; missing for {missing[:5]}")
-    return records
-
-
-def split_config(config, cls) -> tuple[Any, EditConfig]:
-    """``(method config, EditConfig for the result)`` from ``None``, an :class:`EditConfig` or a ``cls``."""
-    if config is None:
-        return cls(), EditConfig()
-    if isinstance(config, cls):
-        return config, EditConfig()
-    if isinstance(config, EditConfig):
-        return cls.from_edit_config(config), config
-    raise TypeError(f"config must be a {cls.__name__} or an EditConfig, got {type(config).__name__}")
-
-
-def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tensor], *, task, t0: float,
-                 history: list[dict[str, Any]], meta: dict[str, Any]) -> EditResult:
-    """An :class:`EditResult` whose deltas are the whole ``W_out`` tensors in ``originals``."""
-    params = dict(work.named_parameters())
-    deltas = {n: ParamDelta(torch.ones(o.shape, dtype=torch.bool, device=o.device), o.reshape(-1),
-                            params[n].detach().reshape(-1).clone()) for n, o in originals.items()}
-    if not isinstance(mask, Mask):
-        comps = [mask] if isinstance(mask, Component) else mask
-        mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
-    return EditResult(model=work, mask=mask, config=edit_config, objective="inject", history=tuple(history),
-                      seconds=time.perf_counter() - t0, sft_kind="none",
-                      n_params_trained=int(sum(o.numel() for o in originals.values())), deltas=deltas,
-                      shape=ModelShape.of(work), model_name=str(getattr(work.cfg, "model_name", "")),
-                      task_name=getattr(task, "name", ""), meta=meta)
-
-
-def _stats(model, layer: int, cfg: Any, show_progress: bool) -> KeyStatistics:
-    return key_statistics(model, layer, text_source=cfg.text_source, n_tokens=cfg.n_cov_tokens, seq_len=cfg.cov_seq_len,
-                          cache=cfg.cache_covariance, show_progress=show_progress)
-
-
-def covariance_meta(stats: KeyStatistics) -> dict[str, Any]:
-    return {"layer": stats.layer, "n_tokens": stats.n_tokens, "text_source": stats.text_source,
-            "path": str(stats.path) if stats.path else None}
 
 
 def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig | EditConfig | None = None,
@@ -557,7 +444,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     layer = layers[0]
     records = forget_records(task, objective, method="ROME")
     work = model if inplace else copy.deepcopy(model)
-    stats = _stats(work, layer, cfg, show_progress)
+    stats = layer_key_statistics(work, layer, cfg, show_progress)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
     name = param_name(layer, "mlp", "W_out")
     W = dict(work.named_parameters())[name]
