@@ -188,9 +188,17 @@ def iter_batches(n: int, batch_size: int):
 
 
 def final_residual(model, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_model"]:
-    """Residual stream after the last block at ``positions`` (before the final norm)."""
-    resid = model(tokens, stop_at_layer=model.cfg.n_layers)
-    return resid[torch.arange(tokens.shape[0], device=resid.device), positions.to(resid.device)]
+    """Residual stream after the last block at ``positions`` (before the final norm).
+
+    The tokens all rows start with are run once (:func:`factlens.prefix.residual_after_prefix`;
+    equal to the plain forward pass up to float summation order).
+    """
+    from factlens.prefix import residual_after_prefix
+
+    positions = positions.to(tokens.device)
+    resid, p = residual_after_prefix(model, tokens, first_read=int(positions.min()) if len(positions) else 0,
+                                     lengths=positions + 1)
+    return resid[torch.arange(tokens.shape[0], device=resid.device), (positions - p).to(resid.device)]
 
 
 def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
@@ -245,11 +253,14 @@ def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], ba
         toks = torch.full((len(rows), n), pad, dtype=torch.long, device=batch.tokens.device)
         for i, r in enumerate(rows):
             toks[i, : len(r)] = torch.tensor(r)
-        resid = model(toks, stop_at_layer=model.cfg.n_layers)
+        from factlens.prefix import residual_after_prefix
+
+        resid, p = residual_after_prefix(model, toks, first_read=int(batch.lengths.min()) - 1,
+                                         lengths=torch.tensor([len(r) for r in rows], device=toks.device))
         scores = []
         for i, a in enumerate(a_ids):
             L = int(batch.lengths[i])
-            pos = torch.arange(L - 1, L - 1 + len(a), device=resid.device)
+            pos = torch.arange(L - 1 - p, L - 1 - p + len(a), device=resid.device)
             lp = F.log_softmax(unembed(model, resid[i, pos]).float(), dim=-1)
             scores.append(lp[torch.arange(len(a)), torch.tensor(a, device=lp.device)].sum())
         out.append(torch.stack(scores))

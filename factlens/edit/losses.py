@@ -36,6 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from factlens.data.formats import FormattedPrompt
+from factlens.prefix import residual_after_prefix
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, unembed
 
 __all__ = [
@@ -90,8 +91,10 @@ def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *
         tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     tokens = tokens.to(device)
     owner_t = torch.tensor(owner, dtype=torch.long, device=device)
-    resid = model(tokens, stop_at_layer=model.cfg.n_layers)
-    picked = resid[owner_t, torch.tensor(pos, dtype=torch.long, device=device)]
+    # the tokens every row starts with (e.g. a shared few-shot example) run once; exact up to float order
+    resid, p = residual_after_prefix(model, tokens, first_read=min(pos),
+                                     lengths=torch.tensor([len(r) for r in rows], device=device))
+    picked = resid[owner_t, torch.tensor(pos, dtype=torch.long, device=device) - p]
     logits = _unembed_rows(model, picked)
     tok_t = torch.tensor(toks, dtype=torch.long, device=logits.device)
     lse = torch.logsumexp(logits, dim=-1)

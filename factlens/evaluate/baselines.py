@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Callable, Hashable, Iterable, TypeVar
 
 import torch
@@ -39,9 +40,11 @@ __all__ = ["BaselineCache", "cached", "facts_key", "items_key", "config_key"]
 T = TypeVar("T")
 
 
-def _fingerprint(model) -> tuple[float, ...]:
+def _fingerprint(model, chunk: int = 2**20) -> tuple[float, ...]:
+    """Float64 sum of each parameter, in chunks (a float64 copy of a 262k-token embedding would be 1.3 GB)."""
     with torch.no_grad():
-        return tuple(float(p.detach().double().sum()) for p in model.parameters())
+        return tuple(math.fsum(float(c.double().sum()) for c in p.detach().reshape(-1).split(chunk))
+                     for p in model.parameters())
 
 
 class BaselineCache:

@@ -32,6 +32,7 @@ from factlens.data.records import FactDataset
 from factlens.evaluate.baselines import BaselineCache, cached, facts_key
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import Metric, SuiteResult
+from factlens.prefix import residual_after_prefix
 from factlens.tokens import encode_records, iter_batches
 
 __all__ = ["run_probes", "collect_activations", "probe_layers", "Position", "Scaling"]
@@ -64,13 +65,15 @@ def collect_activations(model, facts: FactDataset | Sequence, *, layers: Sequenc
             pos = batch.last_pos if position == "final" else batch.subject_last
             rows = torch.arange(len(batch), device=batch.tokens.device)
 
-            def keep(layer: int):
-                def hook(act, hook):
-                    store[layer] = act[rows, pos.to(act.device)].detach().float().cpu()
-                return hook
+            def hooks(p: int):  # the prompts' shared prefix runs once; hooks see positions from p on
+                def keep(layer: int):
+                    def hook(act, hook):
+                        store[layer] = act[rows, (pos - p).to(act.device)].detach().float().cpu()
+                    return hook
+                return [(resid_hook(l, "post"), keep(l)) for l in layers]
 
-            with model.hooks(fwd_hooks=[(resid_hook(l, "post"), keep(l)) for l in layers]):
-                model(batch.tokens, stop_at_layer=max(layers) + 1)
+            residual_after_prefix(model, batch.tokens, first_read=int(pos.min()), lengths=batch.lengths,
+                                  stop_at_layer=max(layers) + 1, hooks=hooks)
             for j, l in enumerate(layers):
                 out[sl, j] = store[l].numpy()
     return out

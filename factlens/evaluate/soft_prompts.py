@@ -47,6 +47,7 @@ from factlens.evaluate.baselines import BaselineCache, cached, config_key, facts
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.relearning import forget_scores, split_halves
 from factlens.evaluate.result import Metric, SuiteResult
+from factlens.prefix import residual_after_prefix
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
 
 SOFT_PROMPT_POSITIONS = ("append", "prepend")
@@ -100,18 +101,25 @@ def _rows(model, prompts: Sequence[str], conts: Sequence[Sequence[int]], k: int,
     return toks.to(model.cfg.device), starts, lasts
 
 
-def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor) -> Float[Tensor, "batch pos d_model"]:
-    """Final residual stream with the soft vectors written over the placeholder embeddings."""
+def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor, lengths: Sequence[int] | None = None
+                ) -> tuple[Float[Tensor, "batch pos d_model"], int]:
+    """Final residual stream with the soft vectors written over the placeholder embeddings.
+
+    Returns ``(resid, p)``: ``resid[:, t]`` is position ``p + t``; the tokens before the first
+    placeholder that every row shares ran once (:func:`factlens.prefix.residual_after_prefix`).
+    """
     k = soft.shape[0]
     rows = torch.arange(len(starts), device=toks.device).repeat_interleave(k)
     cols = (torch.tensor(starts, device=toks.device)[:, None] + torch.arange(k, device=toks.device)).reshape(-1)
     which = torch.arange(k, device=toks.device).repeat(len(starts))
 
-    def hook(act, hook):
-        return act.index_put((rows, cols), soft[which].to(act.dtype))
+    def hooks(p: int):
+        def hook(act, hook):
+            return act.index_put((rows, cols - p), soft[which].to(act.dtype))
+        return [(embed_hook(), hook)]
 
-    with model.hooks(fwd_hooks=[(embed_hook(), hook)]):
-        return model(toks, stop_at_layer=model.cfg.n_layers)
+    lens = torch.tensor(lengths, device=toks.device) if lengths is not None else None
+    return residual_after_prefix(model, toks, first_read=min(starts), lengths=lens, hooks=hooks)
 
 
 def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequence[str],
@@ -119,11 +127,11 @@ def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequenc
     """Summed log-probability of each answer after the prompt with ``soft`` (differentiable in ``soft``)."""
     conts = [answer_token_ids(model, a) for a in answers]
     toks, starts, lasts = _rows(model, prompts, conts, soft.shape[0], position)
-    resid = _soft_resid(model, toks, starts, soft)
+    resid, p = _soft_resid(model, toks, starts, soft, [last + len(c) for last, c in zip(lasts, conts)])
     owner, pos, tgt = [], [], []
     for i, (last, c) in enumerate(zip(lasts, conts)):
         owner += [i] * len(c)
-        pos += list(range(last, last + len(c)))
+        pos += list(range(last - p, last - p + len(c)))
         tgt += list(c)
     dev = resid.device
     owner_t = torch.tensor(owner, device=dev)
@@ -152,8 +160,8 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
             for sl in iter_batches(n, batch_size):
                 part = items[sl]
                 toks, starts, lasts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0], position)
-                resid = _soft_resid(model, toks, starts, soft)
-                last = torch.tensor(lasts, device=resid.device)
+                resid, p = _soft_resid(model, toks, starts, soft, [last + 1 for last in lasts])
+                last = torch.tensor(lasts, device=resid.device) - p
                 lp = F.log_softmax(unembed(model, resid[torch.arange(len(part), device=resid.device), last][:, None])[:, 0]
                                    .float(), dim=-1).cpu()
                 for r, it in enumerate(part):

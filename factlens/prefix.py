@@ -1,0 +1,159 @@
+"""Shared-prefix forward passes: run the tokens every prompt of a batch starts with once.
+
+Evaluation and training prompts share long prefixes: every default-format sports prompt
+starts with the same solved example (``"Fact: Tiger Woods plays the sport of golf\\nFact:"``),
+every multiple-choice prompt with the same solved questions. In a causal transformer the
+activations of those positions do not depend on what follows, so they are the same for
+every prompt of the batch. :func:`residual_after_prefix` runs the common prefix once (batch
+of one) into a TransformerLens key/value cache and then only each prompt's remaining
+tokens, attending to the cached keys and values. The result equals the plain forward pass
+up to floating-point summation order (a different matrix shape), with or without
+gradients: the prefix's keys and values stay in the autograd graph, so training through it
+is exact too.
+
+It is used automatically where factlens reads the final residual of right-padded prompts
+(:func:`factlens.tokens.final_residual`, the editor's and the relearning attack's answer
+log-probabilities) and falls back to the plain forward pass when it cannot help or could
+change semantics:
+
+* the common prefix is shorter than :data:`MIN_PREFIX` tokens, or the batch has one row;
+* a position the caller reads lies inside the prefix;
+* the model has hooks attached (hooks would see only the suffix positions);
+* the model is not a TransformerLens ``HookedTransformer`` with a causal attention;
+* reuse is switched off with :func:`prefix_reuse` (``with prefix_reuse(False): ...``), which
+  the benchmarks use to measure before/after in one process.
+
+Example:
+    >>> import torch
+    >>> from factlens.testing import tiny_model
+    >>> m = tiny_model()
+    >>> toks = torch.tensor([[1, 5, 6, 7, 8, 9, 10], [1, 5, 6, 7, 8, 11, 12]])
+    >>> resid, p = residual_after_prefix(m, toks, first_read=5)
+    >>> p, tuple(resid.shape)
+    (5, (2, 2, 32))
+    >>> plain = m(toks, stop_at_layer=m.cfg.n_layers)
+    >>> bool(torch.allclose(resid, plain[:, p:], atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["residual_after_prefix", "common_prefix_len", "prefix_reuse", "prefix_reuse_enabled", "MIN_PREFIX"]
+
+#: Shortest common prefix (tokens, BOS included) worth a separate pass.
+MIN_PREFIX = 4
+
+_ENABLED: ContextVar[bool] = ContextVar("factlens_prefix_reuse", default=True)
+
+
+@contextmanager
+def prefix_reuse(enabled: bool) -> Iterator[None]:
+    """Switch shared-prefix reuse on or off inside the block (default: on). Results are equal
+    either way up to floating-point summation order; this exists to measure and test that."""
+    token = _ENABLED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def prefix_reuse_enabled() -> bool:
+    """Whether :func:`residual_after_prefix` may reuse prefixes in the current context."""
+    return _ENABLED.get()
+
+
+def common_prefix_len(tokens: Tensor, lengths: Tensor | None = None) -> int:
+    """Number of leading positions on which every row of ``tokens`` agrees (within each row's length).
+
+    Example:
+        >>> common_prefix_len(torch.tensor([[1, 2, 3, 0], [1, 2, 4, 5]]), torch.tensor([3, 4]))
+        2
+    """
+    if tokens.shape[0] == 0:
+        return 0
+    n = tokens.shape[1] if lengths is None else int(lengths.min())
+    same = (tokens[:, :n] == tokens[:1, :n]).all(0)
+    diff = (~same).nonzero()
+    return int(diff[0, 0]) if len(diff) else n
+
+
+def _has_hooks(model) -> bool:
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is None:
+        return True  # not a HookedTransformer: do not guess
+    return any(hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks for hp in hook_dict.values())
+
+
+def _supported(model) -> bool:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or getattr(cfg, "attention_dir", "causal") != "causal" or getattr(cfg, "n_devices", 1) != 1:
+        return False
+    if getattr(cfg, "positional_embedding_type", None) not in ("standard", "rotary"):
+        return False
+    if getattr(cfg, "use_dynamic_ntk_rope", False) or getattr(cfg, "use_logn_attn", False):
+        return False
+    from transformer_lens import HookedTransformer
+
+    return isinstance(model, HookedTransformer) and not _has_hooks(model)
+
+
+def residual_after_prefix(model, tokens: Tensor, *, first_read: int, lengths: Tensor | None = None,
+                          stop_at_layer: int | None = None, hooks: Callable[[int], list] | None = None,
+                          min_prefix: int = MIN_PREFIX) -> tuple[Tensor, int]:
+    """Residual stream of right-padded rows from position ``p`` on, where ``p`` is the common
+    prefix that was run once.
+
+    Args:
+        model: A ``HookedTransformer``.
+        tokens: ``[batch, pos]`` right-padded token ids.
+        first_read: The smallest position the caller will read (or a hook will change); the
+            prefix never covers it.
+        lengths: Real tokens per row (``None``: all positions count); padding never joins the prefix.
+        stop_at_layer: As in ``HookedTransformer.forward`` (``None``: after the last block,
+            before the final norm: ``n_layers``).
+        hooks: ``hooks(p)`` returns ``[(hook_name, fn), ...]`` to attach while the rows from
+            ``p`` on run (their activations' position ``t`` is position ``p + t``); the
+            prefix pass runs without them, so they must not need positions before ``first_read``.
+        min_prefix: Shortest prefix worth a separate pass.
+
+    Returns:
+        ``(resid, p)``: ``resid[:, t]`` is the residual at position ``p + t`` (``p = 0``: the
+        plain forward pass ``model(tokens, stop_at_layer=...)``).
+    """
+    stop = model.cfg.n_layers if stop_at_layer is None else int(stop_at_layer)
+    p = 0
+    if tokens.shape[0] > 1 and prefix_reuse_enabled() and _supported(model):
+        p = min(common_prefix_len(tokens, lengths), int(first_read))
+    if p < max(1, min_prefix) or p >= tokens.shape[1]:
+        p = 0
+    fwd_hooks = hooks(p) if hooks is not None else []
+
+    def attached():
+        return model.hooks(fwd_hooks=fwd_hooks) if fwd_hooks else nullcontext()
+
+    if p == 0:
+        with attached():
+            return model(tokens, stop_at_layer=stop), 0
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    b, device = tokens.shape[0], tokens.device
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    model(tokens[:1, :p], past_kv_cache=cache, attention_mask=torch.ones(1, p, dtype=torch.long, device=device),
+          stop_at_layer=stop)
+    for entry in cache.entries:  # the one prefix row serves every prompt (a view, not a copy)
+        entry.past_keys = entry.past_keys.expand(b, -1, -1, -1)
+        entry.past_values = entry.past_values.expand(b, -1, -1, -1)
+    cache.previous_attention_mask = cache.previous_attention_mask.expand(b, -1)
+    cache.freeze()
+    rest = tokens[:, p:]
+    with attached():
+        resid = model(rest, past_kv_cache=cache, attention_mask=torch.ones(rest.shape, dtype=torch.long, device=device),
+                      stop_at_layer=stop)
+    return resid, p

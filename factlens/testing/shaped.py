@@ -1,0 +1,71 @@
+"""Random-weight models with the architecture of Gemma 3 (for exactness tests and scaling benchmarks).
+
+:func:`gemma3_shaped` builds a ``HookedTransformer`` with everything that makes Gemma 3
+special for factlens's code paths: RMS norms before *and* after each sub-layer, query/key
+norms, grouped-query attention with one key/value head, local (sliding-window) and global
+layers with two rotary bases, a gated ``gelu_pytorch_tanh`` MLP and an untied unembedding.
+The sizes are free: the defaults are tiny (tests), :data:`GEMMA3_270M` and
+:data:`GEMMA3_1B` are the real shapes (benchmarks/main_job.py ``--scaling``).
+
+Example:
+    >>> m = gemma3_shaped()
+    >>> m.cfg.use_qk_norm, m.cfg.n_key_value_heads, m.cfg.attn_types[:3]
+    (True, 1, ['local', 'local', 'global'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from factlens.testing.tiny import build_hooked, builtin_words, seeded
+from factlens.testing.tokenizer import word_tokenizer
+
+__all__ = ["gemma3_shaped", "GEMMA3_270M", "GEMMA3_1B"]
+
+#: The sizes of Gemma 3 270M (``google/gemma-3-270m``).
+GEMMA3_270M: dict[str, Any] = dict(n_layers=18, d_model=640, n_heads=4, d_head=256, d_mlp=2048, d_vocab=262144,
+                                   global_every=6)
+#: The sizes of Gemma 3 1B (``google/gemma-3-1b-pt``).
+GEMMA3_1B: dict[str, Any] = dict(n_layers=26, d_model=1152, n_heads=4, d_head=256, d_mlp=6912, d_vocab=262144,
+                                 global_every=6)
+
+
+def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_head: int = 8, d_mlp: int = 64,
+                  d_vocab: int | None = None, global_every: int = 3, window_size: int = 4, n_ctx: int = 256,
+                  seed: int = 0, dtype: torch.dtype = torch.float32, init_range: float = 0.02):
+    """A random ``HookedTransformer`` with Gemma 3's architecture and the given sizes.
+
+    Args:
+        n_layers, d_model, n_heads, d_head, d_mlp: Sizes (one key/value head, as Gemma 3 270M/1B).
+        d_vocab: Vocabulary size (``None``: the word tokenizer's; larger values pad the
+            embedding with ids the tokenizer never produces, to get a real model's memory).
+        global_every: Every ``global_every``-th layer is global, the others local.
+        window_size: Sliding window of the local layers (Gemma 3: 512; small here so that
+            tests cross it).
+        n_ctx: Context length.
+        seed: Weight seed (global RNG states are left as they were).
+        dtype: Parameter dtype.
+        init_range: Standard deviation of the normal weight initialization.
+    """
+    from transformer_lens import HookedTransformerConfig
+
+    tok = word_tokenizer(builtin_words())
+    attn_types = ["global" if (i + 1) % global_every == 0 else "local" for i in range(n_layers)]
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, n_ctx=n_ctx,
+        d_vocab=max(d_vocab or 0, len(tok)), act_fn="gelu_pytorch_tanh", gated_mlp=True, n_key_value_heads=1,
+        normalization_type="RMSPre", final_rms=True, use_normalization_before_and_after=True, use_qk_norm=True,
+        positional_embedding_type="rotary", rotary_dim=d_head, rotary_base=1_000_000, rotary_base_local=10_000,
+        use_local_attn=True, window_size=window_size, attn_types=attn_types, attn_scale=float(d_head) ** 0.5,
+        default_prepend_bos=True, eps=1e-6, init_weights=True, initializer_range=init_range, seed=None,
+        device="cpu", dtype=dtype, model_name="factlens-gemma3-shaped")
+    with seeded(seed):
+        model = build_hooked(cfg, tok)
+        with torch.no_grad():  # norm weights random around 1, so that the norms are exercised
+            for name, p in model.named_parameters():
+                if name.endswith(".w"):
+                    p.copy_(1.0 + 0.1 * torch.randn_like(p))
+    cfg.seed = seed
+    return model.eval()

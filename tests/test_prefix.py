@@ -1,0 +1,212 @@
+"""Shared-prefix reuse (factlens.prefix) gives the plain forward pass's numbers, with and without gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from factlens.data import sports_facts
+from factlens.data.formats import format_prompts
+from factlens.prefix import MIN_PREFIX, common_prefix_len, prefix_reuse, residual_after_prefix
+from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing.shaped import gemma3_shaped
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def gemma_like():
+    return gemma3_shaped()
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return sports_facts()[:24]
+
+
+@pytest.fixture
+def reused(monkeypatch):
+    """The prefix lengths ``p`` the code under test ran with reuse on (proves the fast path ran)."""
+    import importlib
+
+    names = ("factlens.prefix", "factlens.edit.losses", "factlens.evaluate.probes", "factlens.evaluate.soft_prompts")
+    mods = [importlib.import_module(n) for n in names]
+    seen: list[int] = []
+    real = mods[0].residual_after_prefix
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out[1])
+        return out
+
+    for mod in mods:
+        monkeypatch.setattr(mod, "residual_after_prefix", spy)
+    return seen
+
+
+def _rows(seed: int = 0, n: int = 5, shared: int = 9, length: int = 14, vocab: int = 500) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(5, vocab, (n, length), generator=g)
+    toks[:, :shared] = toks[0, :shared]
+    return toks
+
+
+@pytest.mark.parametrize("make", [gemma3_shaped, tiny_model, lambda: tiny_model(positional_embedding_type="standard"),
+                                  lambda: tiny_model(variant="gqa_gated")], ids=["gemma3", "tiny", "tiny-abs", "gqa"])
+def test_residual_equals_plain_forward(make):
+    m = make()
+    toks = _rows(vocab=min(500, m.cfg.d_vocab))  # gemma3_shaped: window 4 < 14 tokens, local layers cross it
+    plain = m(toks, stop_at_layer=m.cfg.n_layers)
+    resid, p = residual_after_prefix(m, toks, first_read=9)
+    assert p == 9
+    torch.testing.assert_close(resid, plain[:, p:], atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_equal(gemma_like):
+    m = gemma_like
+    toks = _rows()
+    grads = []
+    for use in (False, True):
+        params = [m.blocks[0].attn.W_Q, m.blocks[1].mlp.W_in, m.blocks[2].attn._W_K]
+        for q in params:
+            q.requires_grad_(True)
+            q.grad = None
+        try:
+            with prefix_reuse(use):
+                resid, p = residual_after_prefix(m, toks, first_read=10)
+            assert p == (9 if use else 0)
+            resid[:, -3:].pow(2).sum().backward()
+            grads.append([q.grad.clone() for q in params])
+        finally:
+            for q in params:
+                q.grad = None
+    for a, b in zip(*grads):  # float32 sums of large terms: compare relative to the gradient's scale
+        scale = float(a.abs().max())
+        assert scale > 0
+        assert float((a - b).abs().max()) <= 1e-5 * scale, (float((a - b).abs().max()), scale)
+
+
+def test_padding_never_joins_the_prefix(gemma_like):
+    toks = _rows(length=8, shared=8)  # identical rows; the second is padded after 6 tokens
+    lengths = torch.tensor([8, 6, 8, 8, 8])
+    assert common_prefix_len(toks, lengths) == 6
+    resid, p = residual_after_prefix(gemma_like, toks, first_read=5, lengths=lengths)
+    assert p == 5  # never past the first position read
+
+
+def test_falls_back_when_it_cannot_help(gemma_like, planted):
+    m = gemma_like
+    toks = _rows()
+    assert residual_after_prefix(m, toks[:1], first_read=9)[1] == 0  # one row
+    assert residual_after_prefix(m, _rows(shared=MIN_PREFIX - 1), first_read=9)[1] == 0  # prefix too short
+    with m.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x)]):  # hooks would see suffixes only
+        assert residual_after_prefix(m, toks, first_read=9)[1] == 0
+    with prefix_reuse(False):
+        assert residual_after_prefix(m, toks, first_read=9)[1] == 0
+    assert residual_after_prefix(m, toks, first_read=9)[1] == 9
+    assert not any(hp._forward_hooks for hp in m.hook_dict.values())
+
+
+@pytest.mark.parametrize("fmt", ["default", "mcq"])
+def test_score_prompts_equal(gemma_like, facts, fmt, reused):
+    from factlens.scoring import score_prompts
+
+    items = format_prompts(facts, fmt, seed=0)
+    assert len(items) > 4
+    with prefix_reuse(False):
+        a = score_prompts(gemma_like, items, batch_size=8)
+    reused.clear()
+    b = score_prompts(gemma_like, items, batch_size=8)
+    assert reused and min(reused) > (20 if fmt == "mcq" else 5)  # the few-shot example(s) ran once per batch
+    np.testing.assert_allclose(a.logp_answer, b.logp_answer, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.p_answer_norm, b.p_answer_norm, atol=1e-5, rtol=0)
+    assert (a.answer_wins == b.answer_wins).all()
+
+
+def test_multi_token_answers_equal(gemma_like):
+    from factlens.tokens import answer_logprobs
+
+    prompts = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of",
+               "Fact: Tiger Woods plays the sport of golf\nFact: Tom Brady plays the sport of"]
+    answers = ["basketball football", "golf"]
+    with prefix_reuse(False):
+        a = answer_logprobs(gemma_like, prompts, answers)
+    b = answer_logprobs(gemma_like, prompts, answers)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["inject", "unlearn"])
+def test_fact_losses_and_grads_equal(gemma_like, facts, objective, reused):
+    from factlens.edit.losses import fact_losses
+
+    m = gemma_like
+    items = format_prompts(facts, "default")
+    forget = [it for it in items[:8] if it.target is not None] if objective == "inject" else items[:8]
+    W = m.blocks[1].mlp.W_out
+    out = []
+    for use in (False, True):
+        W.requires_grad_(True)
+        W.grad = None
+        try:
+            with prefix_reuse(use):
+                lf, lr = fact_losses(m, forget, items[8:16], objective)
+            (lf + lr).backward()
+            out.append((lf.detach(), lr.detach(), W.grad.clone()))
+            assert (reused[-1] > 0) == use
+        finally:
+            W.grad = None
+    for x, y in zip(*out):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_planted_edit_equal():
+    """A whole masked edit with and without reuse: the same deltas to 1e-5."""
+    from factlens.components import Mask
+    from factlens.edit import EditConfig, edit
+
+    p = planted_fact_model()
+    cfg = EditConfig(lr=1e-2, steps=4, batch_size=None, grad_accum=1, n_sft_chunks=4)
+    res = []
+    for use in (False, True):
+        with prefix_reuse(use):
+            r = edit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg, show_progress=False)
+        res.append(r)
+    for n in res[0].deltas:
+        torch.testing.assert_close(res[0].deltas[n].new, res[1].deltas[n].new, atol=1e-5, rtol=1e-5)
+
+
+def test_probe_activations_equal(gemma_like, facts, reused):
+    from factlens.evaluate.probes import collect_activations
+
+    for position in ("final", "subject_last"):
+        with prefix_reuse(False):
+            a = collect_activations(gemma_like, facts, layers=[0, 2], position=position, batch_size=8)
+        reused.clear()
+        b = collect_activations(gemma_like, facts, layers=[0, 2], position=position, batch_size=8)
+        assert min(reused) > 0
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert not any(hp._forward_hooks for hp in gemma_like.hook_dict.values())
+
+
+@pytest.mark.parametrize("position", ["append", "prepend"])
+def test_soft_prompt_equal(gemma_like, facts, position, reused):
+    """Soft-prompt training (gradients through the suffix) and scoring give the same numbers."""
+    from factlens.evaluate import EvalConfig
+    from factlens.evaluate.soft_prompts import soft_prompt_scores, train_soft_prompt
+
+    cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_len=3, batch_size=8, soft_prompt_position=position)
+    items = format_prompts(facts[8:16], "default")
+    out = []
+    for use in (False, True):
+        reused.clear()
+        with prefix_reuse(use):
+            soft, losses = train_soft_prompt(gemma_like, facts[:8], config=cfg, seed=0, max_norm=1.0)
+            out.append((soft, losses, soft_prompt_scores(gemma_like, soft, items, batch_size=8, position=position)))
+        assert (min(reused) > 0) == (use and position == "append")  # prepend: placeholders right after BOS
+    (s0, l0, r0), (s1, l1, r1) = out
+    np.testing.assert_allclose(l0, l1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s0, s1, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(r0["p_answer"], r1["p_answer"], atol=1e-5)
+    assert (r0["answer_wins"] == r1["answer_wins"]).all()
+    assert not any(hp._forward_hooks for hp in gemma_like.hook_dict.values())
