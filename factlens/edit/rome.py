@@ -421,7 +421,8 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     Returns:
         An :class:`EditResult`: ``deltas`` holds the layer's ``W_out``; ``history`` the value
         optimization steps of every fact (``loss_forget`` = NLL of the target, ``loss_sft``
-        = KL term); ``meta["rome"]`` per-fact summaries and the covariance used.
+        = KL term); ``meta["facts"]`` per-fact summaries, ``meta["covariance"]`` the key
+        statistics used, ``meta["rome_config"]`` the hyper-parameters.
 
     Raises:
         ValueError: A mask with heads, neurons, no MLP or several MLP layers; an objective
