@@ -209,7 +209,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         "config": config.to_dict(),
     }
     if mask is not None:
-        meta["mask"] = sorted(c.label for c in mask) if hasattr(mask, "__iter__") else str(mask)
+        meta["mask"] = sorted(getattr(c, "label", str(c)) for c in mask) if hasattr(mask, "__iter__") else str(mask)
     if weight_mask is not None:
         meta["weight_mask_threshold"] = weight_mask_threshold
     if mechanisms is not None:
