@@ -7,8 +7,12 @@ reverted) and the filtered data live in a :class:`Workspace` that an executor pa
 the jobs it runs in one process, so that they are built once and reused.
 
 The model is edited **in place** and reverted after the evaluation (``EditResult.revert()``);
-the runner then compares every parameter with the pristine copy, so that one localization
-can never leak into the next. Only one extra copy of the model exists at any time.
+the runner then checks every parameter bit for bit against the unedited model, so that one
+localization can never leak into the next. The unedited model is an
+:class:`~factlens.runner.pristine.OriginalView` (default): module objects that share the
+model's weights, showing the edit's saved old values for the parameters it changed, so no
+second copy of the weights exists (``Workspace(original="copy")`` keeps a ``deepcopy``
+instead, twice the memory; both give the same results).
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ class Prepared:
 
     Attributes:
         model: The model that is edited in place (and reverted) by each job.
-        original: A pristine copy (evaluation baselines; restore check).
+        original: The unedited model (evaluation baselines; restore check): ``pristine.view``.
         dataset: The facts after ``filter_known`` / ``max_facts``.
         task: The task of this seed.
         meta: Model name, data source, known-fact counts, load times.
         baselines: The workspace's :class:`~factlens.evaluate.baselines.BaselineCache` for ``original``.
+        pristine: The :class:`~factlens.runner.pristine.OriginalView` (or ``PristineCopy``)
+            behind ``original``.
     """
 
     model: Any
@@ -51,6 +57,7 @@ class Prepared:
     task: Any
     meta: dict[str, Any]
     baselines: Any = None
+    pristine: Any = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,11 @@ class Workspace:
     One model is held at a time: asking for another model (or device) drops the old one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, original: str = "view") -> None:
+        if original not in ("view", "copy"):
+            raise ValueError(f"Workspace(original=...) must be 'view' (no second copy of the weights) or 'copy' "
+                             f"(a deepcopy), got {original!r}")
+        self.original = original
         self._entries: dict[str, Any] = {}
 
     def clear(self) -> None:
@@ -110,12 +121,23 @@ class Workspace:
         e = self._entries
         if e.get("model_key") != key:
             e.clear()
-            model, original, builtin, meta = _load_models(cfg)
+            model, builtin, meta = _load_models(cfg)
             from factlens.evaluate.baselines import BaselineCache
+            from factlens.runner.pristine import OriginalView, PristineCopy
 
-            e.update(model_key=key, model=model, original=original, builtin=builtin, model_meta=meta,
-                     baselines=BaselineCache())
+            t0 = time.perf_counter()
+            pristine = OriginalView(model) if self.original == "view" else PristineCopy(model)
+            meta.update(original=self.original, copy_seconds=time.perf_counter() - t0)
+
+            e.update(model_key=key, model=model, original=pristine.view, pristine=pristine, builtin=builtin,
+                     model_meta=meta, baselines=BaselineCache())
         return e["model"], e["original"], e["builtin"], e["model_meta"]
+
+    def pristine(self):
+        """The :class:`~factlens.runner.pristine.OriginalView` (or ``PristineCopy``) of the loaded model."""
+        if "pristine" not in self._entries:
+            raise RuntimeError("no model is loaded in this workspace yet (call models() first)")
+        return self._entries["pristine"]
 
     def baselines(self):
         """The :class:`~factlens.evaluate.baselines.BaselineCache` of the loaded original model
@@ -134,7 +156,7 @@ class Workspace:
         return cached[1], cached[2]
 
 
-def _load_models(cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _load_models(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     t0 = time.perf_counter()
     dataset = None
     if cfg.model == "planted":
@@ -148,12 +170,10 @@ def _load_models(cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
 
         model = load_model(cfg.model, device=cfg.device)
     load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    original = copy.deepcopy(model).eval()
-    meta = {"model": cfg.model, "load_seconds": load_s, "copy_seconds": time.perf_counter() - t0,
+    meta = {"model": cfg.model, "load_seconds": load_s,
             "n_params": int(sum(p.numel() for p in model.parameters())),
             "shape": _shape_dict(model), "device": str(cfg.device)}
-    return model, original, dataset, meta
+    return model, dataset, meta
 
 
 def _shape_dict(model) -> dict[str, Any]:
@@ -215,7 +235,7 @@ def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspa
     model, original, builtin, mmeta = ws.models(cfg)
     ds, dmeta = ws.dataset(cfg, model, builtin, show_progress)
     task = build_task(cfg, ds, seed)
-    return Prepared(model, original, ds, task, {**mmeta, **dmeta}, ws.baselines())
+    return Prepared(model, original, ds, task, {**mmeta, **dmeta}, ws.baselines(), ws.pristine())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,6 +405,16 @@ def _restore_from(model, original) -> None:
             p.copy_(ref[name])
 
 
+def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str] | None = None) -> None:
+    """Raise (and drop the workspace's model, so the next job reloads it) if the model is not unedited."""
+    left = prep.pristine.changed() if left is None else left
+    if left:
+        if workspace is not None:
+            workspace.clear()
+        raise RuntimeError(f"the model could not be restored after the edit (parameters {left[:5]} differ from the "
+                           "unedited model); the workspace dropped it, the next job reloads it")
+
+
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool, *, method: str = "finetune",
           objective: str | None = None):
     from factlens.edit.editor import edit
@@ -452,6 +482,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
                     objective=None if objective == cfg.default_objective else objective)
     except BaseException:
         _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
+        _check_pristine(prep, workspace)
         raise
     timings["edit"] = time.perf_counter() - t0
     cpu["edit"] = time.process_time() - c0
@@ -459,6 +490,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     try:
         if res.model is not prep.model:
             raise RuntimeError("edit(..., inplace=True) returned a different model object")
+        prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
         edit_info = _edit_summary(res, cfg.edit_config(seed))
         _seed_everything(seed)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -473,9 +505,14 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         t0 = time.perf_counter()
         res.revert()
         restore = check_restored(prep.model, prep.original)
+        left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
+        restore["exact"] = restore["exact"] and not left
         if not restore["exact"]:
             _restore_from(prep.model, prep.original)
             restore["repaired"] = True
+            left = prep.pristine.changed()
+        prep.pristine.reset()
+        _check_pristine(prep, workspace, left)
         timings["revert"] = time.perf_counter() - t0
     return {
         "kind": "factlens.run", "format": 1,

@@ -1,0 +1,131 @@
+"""The runner's unedited model without a second weight copy (factlens.runner.pristine): same results, checked restores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from factlens.components import Mask
+from factlens.edit import EditConfig, edit
+from factlens.runner import RunConfig, Workspace
+from factlens.runner import pipeline
+from factlens.runner.pristine import OriginalView, PristineCopy, original_tensors
+from factlens.testing import planted_fact_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SUITES = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms", "quantization",
+          "update_size")
+VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "data", "baseline_cache"}
+
+
+def _strip(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    ev = dict(out["eval"])
+    ev["meta"] = {k: v for k, v in ev["meta"].items() if k not in ("seconds", "total_seconds")}
+    for suite in ev.get("suites", {}).values():  # per-suite wall times
+        if isinstance(suite, dict):
+            suite.pop("seconds", None)
+            suite.get("extra", {}).pop("train_seconds", None)
+    out["eval"] = ev
+    out["edit"] = {k: v for k, v in out["edit"].items() if k != "seconds"}
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def _jobs(original: str) -> list[dict]:
+    cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random", "nonlocalized"), suites=SUITES,
+                    show_progress=False, edit={"steps": 2}, eval={"relearn_steps": 2, "soft_prompt_steps": 2})
+    ws = Workspace(original=original)
+    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+    return [pipeline.run_localization(cfg, 0, loc, plan=plan, workspace=ws, show_progress=False)
+            for loc in cfg.localizations]
+
+
+def test_view_and_copy_give_identical_records():
+    """Every number of three planted jobs (all suites) is bit-identical with the view and with a deepcopy."""
+    view, copy = _jobs("view"), _jobs("copy")
+    for a, b in zip(view, copy):
+        assert a["restore"]["exact"] and b["restore"]["exact"]
+        assert _strip(a) == _strip(b)
+
+
+def _small_edit(p, **kw):
+    return edit(p.model, Mask([p.lookup_mlp]), p.task, config=EditConfig(lr=1e-2, steps=2, batch_size=None,
+                n_sft_chunks=4), inplace=True, show_progress=False, **kw)
+
+
+def test_view_shares_weights_and_shows_the_old_values():
+    p = planted_fact_model()
+    before = {n: t.detach().clone() for n, t in p.model.named_parameters()}
+    ov = OriginalView(p.model)
+    shared = {n for n, t in ov.view.named_parameters() if t.data_ptr() == p.model.get_parameter(n).data_ptr()}
+    assert shared == set(before)  # no weight copied
+    assert not any(t.requires_grad for t in ov.view.parameters())
+    res = _small_edit(p)
+    ov.show(res)
+    for n, t in ov.view.named_parameters():  # the view is the unedited model, bit for bit
+        assert torch.equal(t, before[n]), n
+    assert ov.changed() == sorted(res.deltas)
+    res.revert()
+    ov.reset()
+    assert ov.changed() == []
+    assert all(t.data_ptr() == p.model.get_parameter(n).data_ptr() for n, t in ov.view.named_parameters())
+
+
+def test_a_change_outside_the_edit_record_is_caught():
+    p = planted_fact_model()
+    ov = OriginalView(p.model)
+    res = _small_edit(p)
+    with torch.no_grad():
+        p.model.blocks[3].mlp.W_out[0, 0] += 1.0  # not in the edit's record: the view cannot show it as it was
+    with pytest.raises(RuntimeError, match="did not record.*blocks.3.mlp.W_out"):
+        ov.show(res)
+    for pc in (PristineCopy(planted_fact_model().model),):
+        with torch.no_grad():
+            pc.model.blocks[0].attn.W_Q[0, 0, 0] += 1.0
+        assert pc.changed() == ["blocks.0.attn.W_Q"]
+
+
+def test_sequential_original_tensors():
+    from factlens.edit.sequential import edit_sequential
+
+    p = planted_fact_model()
+    before = {n: t.detach().clone() for n, t in p.model.named_parameters()}
+    task = p.task
+    chunks = (task.forget[:4], task.forget[4:])
+    seq_task = type(task)(task.name, task.objective, task.forget, task.retain, task.maintain, seed=task.seed,
+                          chunks=chunks)
+    res = edit_sequential(p.model, Mask([p.lookup_mlp]), seq_task, config=EditConfig(lr=1e-2, steps=2, batch_size=None,
+                          n_sft_chunks=4), inplace=True, show_progress=False)
+    orig = original_tensors(res, p.model)
+    assert orig and all(torch.equal(t, before[n]) for n, t in orig.items())
+
+
+def test_failed_restore_drops_the_workspace_model(monkeypatch):
+    """A job whose model cannot be brought back raises, and the next job reloads the model."""
+    cfg = RunConfig(task="planted", model="planted", localizations=("random",), suites=("standard",),
+                    show_progress=False, edit={"steps": 1})
+    ws = Workspace()
+    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+    real = pipeline._edit
+
+    def leaky(prep, *a, **kw):
+        res = real(prep, *a, **kw)
+        with torch.no_grad():
+            prep.model.blocks[3].mlp.W_out[0, 0] += 1.0
+        return res
+
+    monkeypatch.setattr(pipeline, "_edit", leaky)
+    with pytest.raises(RuntimeError, match="could not be restored|did not record"):
+        pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws, show_progress=False)
+    assert "model_key" not in ws
+    monkeypatch.setattr(pipeline, "_edit", real)
+    rec = pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws, show_progress=False)
+    assert rec["restore"]["exact"]
+
+
+def test_workspace_rejects_unknown_original():
+    with pytest.raises(ValueError, match="'view'.*'copy'"):
+        Workspace(original="clone")
