@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
     r.add_argument("--device", help="model device (default: cpu)")
     r.add_argument("--executor", choices=("local", "ray"), help="where jobs run (default: local)")
+    r.add_argument("--workers", type=int, help="worker processes of the local executor (default 1; each loads its "
+                                               "own model: N times the memory, same results)")
     r.add_argument("--ray-address", help="Ray cluster address (default: local instance)")
     r.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job")
     r.add_argument("--cpus-per-job", type=float, help="CPUs per Ray job")
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _LIST_FLAGS = ("localizations", "seeds", "suites", "methods", "objectives")
 _PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", "filter_known", "param_budget", "localize_on",
-                "edit_preset", "eval_preset", "device", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
+                "edit_preset", "eval_preset", "device", "executor", "workers", "ray_address", "gpus_per_job", "cpus_per_job",
                 "show_progress")
 
 

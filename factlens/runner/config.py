@@ -72,7 +72,7 @@ TASK_NAMES: tuple[str, ...] = (
     "sports-athlete-editing", "full-sports-editing", "sports-unlearning", "counterfact-editing",
     "sequential-counterfact-editing", "planted",
 )
-EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "ray_address", "gpus_per_job", "cpus_per_job",
+EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "workers", "ray_address", "gpus_per_job", "cpus_per_job",
                                               "show_progress"})
 SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds", "methods", "objectives"})
 
@@ -154,6 +154,8 @@ class RunConfig:
         device: Device of the model (``"cpu"``, ``"cuda"``...).
         out: Run directory.
         executor: ``"local"`` or ``"ray"``.
+        workers: Worker processes of the local executor (each loads its own model: ``workers``
+            times the memory; the torch threads are divided among them). Same results.
         ray_address: Ray cluster address (``None``: start or join a local instance).
         gpus_per_job: GPUs reserved per Ray job.
         cpus_per_job: CPUs reserved per Ray job.
@@ -183,6 +185,7 @@ class RunConfig:
     device: str = "cpu"
     out: str = "results"
     executor: str = "local"
+    workers: int = 1
     ray_address: str | None = None
     gpus_per_job: float = 0.0
     cpus_per_job: float = 1.0
@@ -237,6 +240,9 @@ class RunConfig:
             raise ValueError(f"localize_on must be 'auto', 'forget' or 'known', got {self.localize_on!r}")
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a whole number >= 1 (worker processes of the local executor), "
+                             f"got {self.workers!r}")
         for name in ("param_budget", "max_facts"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -271,6 +277,9 @@ class RunConfig:
             defaults = {"ray_address": None, "gpus_per_job": 0.0, "cpus_per_job": 1.0}
             out += [f"{k}={getattr(self, k)!r}: only the Ray executor uses it (add --executor ray)"
                     for k, v in defaults.items() if getattr(self, k) != v]
+        elif self.workers != 1:
+            out.append(f"workers={self.workers!r}: only the local executor uses worker processes (Ray schedules its "
+                       "own; use --cpus-per-job)")
         if self.eval.get("mmlu_source") is not None and "side_effects" not in self.suites:
             out.append(f"eval.mmlu_source={self.eval['mmlu_source']!r}: only the side_effects suite reads it, and "
                        f"the suites are {list(self.suites)}")

@@ -64,18 +64,47 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Run jobs sequentially in this process; its :class:`Workspace` (the loaded model) is shared between jobs.
+    """Run jobs on this machine: one after another in this process (its :class:`Workspace`, the
+    loaded model, shared between jobs), or on ``workers`` processes.
 
     Args:
         workspace: The workspace to use (default: a new one, kept for the executor's lifetime).
+        workers: Worker processes (``1``: this process). With ``N > 1`` each worker loads its own
+            model (N times the memory) and runs ``threads`` torch threads; results are the same
+            (:mod:`factlens.runner.processes`). Two single-thread workers do ~1.25x the work of
+            one two-thread process on a CPU (docs/performance.md).
+        threads: Torch threads per worker (default: this process's threads divided by ``workers``).
     """
 
     name = "local"
 
-    def __init__(self, workspace: Workspace | None = None) -> None:
+    def __init__(self, workspace: Workspace | None = None, *, workers: int = 1, threads: int | None = None) -> None:
+        if int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.workspace = workspace if workspace is not None else Workspace()
+        self.workers = int(workers)
+        self._pool = None
+        if self.workers > 1:
+            import torch
+
+            from factlens.runner.processes import ProcessPool
+
+            self._pool = ProcessPool(self.workers, threads or max(1, torch.get_num_threads() // self.workers))
+
+    def describe(self) -> dict[str, Any]:
+        if self._pool is None:
+            return {"name": self.name}
+        return {"name": self.name, "workers": self.workers, "threads_per_worker": self._pool.threads}
+
+    def close(self) -> None:
+        """Stop the worker processes (if any)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
+        if self._pool is not None:
+            self._pool.map(fn, items, on_result=on_result, desc=desc, show_progress=show_progress)
+            return
         with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
             for item in items:
                 bar.set_postfix_str(getattr(item, "key", ""))
@@ -179,7 +208,7 @@ def make_executor(config: RunConfig) -> Executor:
     """The executor named by ``config.executor``."""
     if config.executor == "ray":
         return RayExecutor(address=config.ray_address, num_gpus=config.gpus_per_job, num_cpus=config.cpus_per_job)
-    return LocalExecutor()
+    return LocalExecutor(workers=config.workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,9 +522,18 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     t_start = time.perf_counter()
     rd = RunDir(Path(config.out))
     rd.open(config, overwrite=overwrite, config_file=config_file)
+    own = executor is None
     executor = executor or make_executor(config)
+    try:
+        return _run(config, rd, executor, report, t_start)
+    finally:
+        if own and isinstance(executor, LocalExecutor):
+            executor.close()
+
+
+def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_start: float) -> "RunSummary":
     show = config.show_progress
-    inner = show and isinstance(executor, LocalExecutor)
+    inner = show and isinstance(executor, LocalExecutor) and executor.workers == 1  # bars of worker processes would mix
     cfg_dict = config.to_dict()
 
     plans: dict[int, dict[str, Any]] = {}

@@ -1,0 +1,157 @@
+"""Worker processes for ``LocalExecutor(workers=N)``: independent jobs on N single-machine processes.
+
+Why processes: on a CPU, two single-thread processes get more work done than one process
+with two threads (the small matrix products of a 270M model do not keep two threads busy;
+measured in docs/performance.md). Each worker keeps its own
+:class:`~factlens.runner.pipeline.Workspace` (its own model copy: N times the memory) for
+all the jobs it runs, and runs ``threads`` torch threads.
+
+Jobs are handed out one at a time, as workers become free, preferring a job of the seed
+the worker ran last: the unedited model's evaluation numbers of a seed
+(:class:`~factlens.evaluate.baselines.BaselineCache`) are then computed by as few workers as
+possible. Every job seeds its own random generators, so results do not depend on which
+worker ran it or in which order (tests/runner/test_processes.py checks the run files are
+identical to a one-process run). A failed job does not stop the others; :meth:`ProcessPool.map`
+raises at the end, naming the failed jobs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+__all__ = ["ProcessPool", "JobError"]
+
+
+class JobError(RuntimeError):
+    """A job failed in a worker process (the message holds the worker's traceback)."""
+
+
+def _worker(inbox, outbox, threads: int) -> None:
+    """Worker loop: run ``fn(item, workspace)`` for each ``(index, fn, item)`` until ``None``."""
+    import torch
+
+    from factlens.runner.pipeline import Workspace
+
+    torch.set_num_threads(threads)
+    workspace = Workspace()
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return
+        index, fn, item = msg
+        try:
+            outbox.put((index, True, fn(item, workspace)))
+        except BaseException as e:  # noqa: BLE001 - reported to the driver, which raises
+            outbox.put((index, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+
+
+class ProcessPool:
+    """``workers`` processes (spawned), each with ``threads`` torch threads and its own workspace.
+
+    Use as a context manager or call :meth:`close`; the processes are daemons and end with
+    this process in any case.
+    """
+
+    def __init__(self, workers: int, threads: int = 1) -> None:
+        if workers < 1 or threads < 1:
+            raise ValueError(f"need workers >= 1 and threads >= 1, got workers={workers}, threads={threads}")
+        self.workers, self.threads = int(workers), int(threads)
+        self._procs: list[Any] = []
+        self._inboxes: list[Any] = []
+        self._outbox: Any = None
+
+    def _start(self) -> None:
+        if self._procs:
+            return
+        ctx = mp.get_context("spawn")
+        self._outbox = ctx.Queue()
+        for _ in range(self.workers):
+            inbox = ctx.Queue()
+            p = ctx.Process(target=_worker, args=(inbox, self._outbox, self.threads), daemon=True)
+            p.start()
+            self._procs.append(p)
+            self._inboxes.append(inbox)
+
+    def close(self) -> None:
+        """Stop the workers (their models are freed)."""
+        for inbox in self._inboxes:
+            inbox.put(None)
+        for p in self._procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        self._procs, self._inboxes, self._outbox = [], [], None
+
+    def __enter__(self) -> "ProcessPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
+            desc: str = "jobs", show_progress: bool = True) -> None:
+        """Run ``fn(item, workspace)`` for every item in the workers; ``on_result`` runs here, as results arrive.
+
+        Raises:
+            JobError: One or more jobs failed (after every other job ran), or a worker died.
+        """
+        if not items:
+            return
+        self._start()
+        by_seed: OrderedDict[Any, list[int]] = OrderedDict()
+        for i, it in enumerate(items):
+            by_seed.setdefault(getattr(it, "seed", None), []).append(i)
+        last: dict[int, Any] = {}
+        busy: dict[int, int] = {}  # worker -> item index
+        errors: list[tuple[Any, str]] = []
+
+        def next_for(w: int) -> int | None:
+            if not by_seed:
+                return None
+            seed = last.get(w)
+            if seed not in by_seed:  # the seed with the most jobs left
+                seed = max(by_seed, key=lambda s: len(by_seed[s]))
+            i = by_seed[seed].pop(0)
+            if not by_seed[seed]:
+                del by_seed[seed]
+            last[w] = seed
+            return i
+
+        def assign(w: int) -> None:
+            i = next_for(w)
+            if i is not None:
+                busy[w] = i
+                self._inboxes[w].put((i, fn, items[i]))
+
+        for w in range(self.workers):
+            assign(w)
+        with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
+            while busy:
+                try:
+                    index, ok, payload = self._outbox.get(timeout=5)
+                except queue.Empty:
+                    dead = [w for w in busy if not self._procs[w].is_alive()]
+                    if dead:
+                        keys = [getattr(items[busy[w]], "key", str(items[busy[w]])) for w in dead]
+                        self.close()
+                        raise JobError(f"worker process(es) died (out of memory?) while running {keys}")
+                    continue
+                w = next(k for k, v in busy.items() if v == index)
+                del busy[w]
+                item = items[index]
+                if ok:
+                    on_result(item, payload)
+                else:
+                    errors.append((item, payload))
+                bar.set_postfix_str(getattr(item, "key", ""))
+                bar.update()
+                assign(w)
+        if errors:
+            keys = [getattr(it, "key", str(it)) for it, _ in errors]
+            raise JobError(f"{len(errors)} job(s) failed: {keys}; first error: {errors[0][1]}")

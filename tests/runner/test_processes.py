@@ -1,0 +1,76 @@
+"""LocalExecutor(workers=N): the same run files as one process, failures reported after the other jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from factlens.runner import RunConfig, run_experiment
+from factlens.runner.executor import LocalExecutor
+from factlens.runner.pipeline import Job, run_job
+from factlens.runner.processes import JobError, ProcessPool
+
+#: Fields that say how and when a job ran, not what it computed.
+VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "executor", "baseline_cache", "seconds",
+            "total_seconds", "train_seconds", "load_seconds", "copy_seconds", "data_seconds"}
+
+
+def _strip(x):
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k not in VOLATILE}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+def _files(out: Path) -> dict[str, dict]:
+    return {p.relative_to(out).as_posix(): _strip(json.loads(p.read_text()))
+            for p in sorted(out.rglob("*.json")) if p.parent.name != out.name or p.name.startswith("plan")}
+
+
+def test_two_workers_write_the_same_runs(tmp_path: Path):
+    cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random", "all_mlps"), seeds=(0, 1),
+                    suites=("standard", "side_effects", "relearning", "mechanisms"), show_progress=False,
+                    edit={"steps": 2}, eval={"n_text_chunks": 2, "relearn_steps": 2})
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the one-process run with the workers' thread count
+    try:
+        one = run_experiment(cfg.replace(out=str(tmp_path / "one")), executor=LocalExecutor(), report=False)
+    finally:
+        torch.set_num_threads(n)
+    ex = LocalExecutor(workers=2, threads=1)
+    try:
+        two = run_experiment(cfg.replace(out=str(tmp_path / "two")), executor=ex, report=False)
+    finally:
+        ex.close()
+    assert sorted(one.ran) == sorted(two.ran) and len(one.ran) == 6
+    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert sorted(a) == sorted(b) and any(k.startswith("runs/") for k in a)
+    for name in a:
+        assert a[name] == b[name], name
+    rec = json.loads((tmp_path / "two" / "runs" / "seed1" / "random.json").read_text())
+    assert rec["executor"] == {"name": "local", "workers": 2, "threads_per_worker": 1}
+
+
+def test_a_failed_job_does_not_stop_the_others():
+    cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
+                    show_progress=False, edit={"steps": 1}).to_dict()
+    plan = {"param_budget": 1000, "budget_source": "config", "flu": None}
+    jobs = [Job(cfg, 0, "all_mlps", plan, False), Job(cfg, 0, "no_such_localization", plan, False)]
+    done: list[str] = []
+    with ProcessPool(2, threads=1) as pool:
+        with pytest.raises(JobError, match=r"1 job\(s\) failed: \['seed0/no_such_localization'\]"):
+            pool.map(run_job, jobs, on_result=lambda job, rec: done.append(job.key), show_progress=False)
+    assert done == ["seed0/all_mlps"]
+
+
+def test_bad_worker_counts():
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        LocalExecutor(workers=0)
+    with pytest.raises(ValueError, match="workers must be a whole number"):
+        RunConfig(task="planted", model="planted", workers=0)
+    with pytest.raises(ValueError, match="only the local executor uses worker processes"):
+        RunConfig(task="planted", model="planted", executor="ray", workers=2)
