@@ -1,0 +1,342 @@
+"""Benchmark: one (localization, seed) of the main job, stage by stage, before and after the speed-ups.
+
+Runs what ``factlens run sports-athlete-editing --model gemma-3-270m`` runs for one
+localization and one seed, with the runner's own functions (``prepare``, ``plan_budget``,
+``_mask_and_scores``, ``_edit``, ``evaluate``, revert), and prints per stage: wall seconds,
+process CPU seconds (``time.process_time``: all threads of this process, comparable on a
+loaded machine) and the peak resident set size (``benchmarks/_memory.py``, sampled every
+millisecond).
+
+Threads are pinned (``--threads``, default 1) so that before/after compare the same work.
+``--variants`` runs the job several times in the same process with optimizations turned
+off/on (see ``VARIANTS``) and prints the max |difference| of every metric between them.
+
+Run:
+``python benchmarks/main_job.py [--localization random] [--seed 0] [--suites standard,relearning]
+[--variants before,after] [--profile DIR]``
+
+``--scaling``: the same stages (edit steps, a couple of suites) on random-weight
+``HookedTransformer`` s of growing size on CPU (peak memory and time per stage against the
+parameter count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from _memory import PeakRSS, release_memory, rss  # benchmarks/_memory.py (the script's folder is on sys.path)
+
+GB = 1e9
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+class Stages:
+    """Per-stage wall seconds, process CPU seconds and peak RSS (absolute, bytes)."""
+
+    def __init__(self, profile_dir: Path | None = None, prefix: str = "") -> None:
+        self.rows: list[dict] = []
+        self.profile_dir, self.prefix = profile_dir, prefix
+
+    @contextmanager
+    def stage(self, name: str):
+        gc.collect()
+        prof = cProfile.Profile() if self.profile_dir else None
+        with PeakRSS() as mem:
+            t0, c0 = time.perf_counter(), time.process_time()
+            if prof:
+                prof.enable()
+            try:
+                yield
+            finally:
+                if prof:
+                    prof.disable()
+                    self.profile_dir.mkdir(parents=True, exist_ok=True)
+                    prof.dump_stats(self.profile_dir / f"{self.prefix}{name}.prof")
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        self.rows.append({"stage": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_gb": mem.peak / GB,
+                          "start_rss_gb": mem.start / GB})
+        print(f"  {self.prefix}{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {mem.peak / GB:.2f} GB", flush=True)
+
+    def table(self, title: str) -> str:
+        lines = [f"#### {title}", "", "| stage | wall s | CPU s | peak RSS GB |", "|---|---:|---:|---:|"]
+        for r in self.rows:
+            lines.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} |")
+        tot = [r for r in self.rows if not r["stage"].startswith("prepare")]
+        lines.append(f"| **total (without prepare)** | {sum(r['wall_s'] for r in tot):.1f} | "
+                     f"{sum(r['cpu_s'] for r in tot):.1f} | {max(r['peak_rss_gb'] for r in self.rows):.2f} |")
+        return "\n".join(lines)
+
+
+def metric_values(ev) -> dict[str, float]:
+    """Every metric value (and baseline) of an EvalResult, flattened."""
+    out = {}
+    for suite, res in ev.suites.items():
+        for m in res.metrics:
+            out[f"{suite}.{m.name}"] = m.value
+            if m.baseline is not None:
+                out[f"{suite}.{m.name}.baseline"] = m.baseline
+    return out
+
+
+def run_config(args):
+    from factlens.runner.config import RunConfig
+
+    ev = {}
+    if (SHARED / "wikitext2" / "test.txt").exists():
+        ev["text_source"] = str((SHARED / "wikitext2" / "test.txt").resolve())
+    if (SHARED / "mmlu" / "dev").exists():
+        ev["mmlu_source"] = str((SHARED / "mmlu" / "dev").resolve())
+    suites = tuple(args.suites.split(",")) if args.suites else None
+    kw = {"suites": suites} if suites else {}
+    return RunConfig(task="sports-athlete-editing", model=args.model, localizations=(args.localization,),
+                     forget_size=args.forget_size, seeds=(args.seed,), eval=ev, show_progress=False, **kw)
+
+
+def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
+    """One (localization, seed) as ``run_localization`` does it, timed stage by stage."""
+    from factlens.evaluate import evaluate
+    from factlens.runner import pipeline as P
+
+    prep = P.prepare(cfg, seed, workspace=ws)
+    with stages.stage("localize"):
+        P._seed_everything(seed)
+        plan = P.plan_budget(prep, cfg, seed, show_progress=False, need_budget=loc not in P.UNBUDGETED)
+        if "mechanisms" in suites:
+            plan["mechanisms"] = P.plan_mechanisms(prep, cfg, seed, plan, show_progress=False)
+        mask, scores, _ = P._mask_and_scores(prep, cfg, seed, loc, plan, False)
+    with stages.stage("edit"):
+        P._seed_everything(seed)
+        res = P._edit(prep, mask, cfg, seed, False)
+        prep.pristine.show(res)  # as run_localization: the unedited model's view of what the edit changed
+    results = {}
+    try:
+        for suite in suites:
+            with stages.stage(f"evaluate.{suite}"):
+                P._seed_everything(seed)
+                ev = evaluate(prep.model, prep.task, original=prep.original, suites=[suite], config=cfg.eval_config(seed),
+                              mask=mask, mechanisms=P._mechanisms(plan), edit_result=res, baselines=prep.baselines,
+                              show_progress=False)
+            results[suite] = ev.suites[suite]
+    finally:
+        with stages.stage("revert"):
+            res.revert()
+            restore = P.check_restored(prep.model, prep.original)
+            restore["changed"] = prep.pristine.changed()
+            prep.pristine.reset()
+    from factlens.evaluate.result import EvalResult
+
+    return {"metrics": metric_values(EvalResult(results)), "restore": restore,
+            "edit_loss": [h["loss"] for h in res.history]}
+
+
+#: What each variant turns on: shared-prefix reuse (factlens.prefix) and the unedited model as an
+#: OriginalView sharing the model's weights (factlens.runner.pristine) instead of a deepcopy.
+VARIANTS = {
+    "before": {"prefix_reuse": False, "original": "copy"},
+    "after": {"prefix_reuse": True, "original": "view"},
+    "prefix-only": {"prefix_reuse": True, "original": "copy"},
+    "view-only": {"prefix_reuse": False, "original": "view"},
+}
+
+
+def run_variant(args) -> dict:
+    """One variant in this process: the stage table, the metric values and the process's peak RSS."""
+    import resource
+
+    from factlens.prefix import prefix_reuse
+    from factlens.runner.pipeline import Workspace, prepare
+
+    torch.set_num_threads(args.threads)
+    v = VARIANTS[args.variant]
+    cfg = run_config(args)
+    suites = list(cfg.suites)
+    print(f"variant {args.variant} {v}; torch threads {torch.get_num_threads()}; suites {suites}; "
+          f"localization {args.localization}; seed {args.seed}", flush=True)
+    prof = Path(args.profile) if args.profile else None
+    stages = Stages(prof, prefix=f"{args.variant}.")
+    with prefix_reuse(v["prefix_reuse"]):
+        ws = Workspace(original=v["original"])
+        with stages.stage("prepare"):
+            prepare(cfg, args.seed, workspace=ws)
+        model = ws.models(cfg)[0]
+        model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
+        out = one_job(cfg, args.seed, args.localization, ws, stages, suites)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+    title = f"{args.variant} ({args.localization}, seed {args.seed}, {args.threads} thread(s))"
+    print(f"restore: {out['restore']}; model parameters {model_gb:.2f} GB; process peak RSS {peak:.2f} GB")
+    return {"variant": args.variant, "settings": v, "rows": stages.rows, "table": stages.table(title),
+            "metrics": out["metrics"], "restore": out["restore"], "model_gb": model_gb, "process_peak_rss_gb": peak,
+            "edit_loss": out["edit_loss"]}
+
+
+def main_job(args) -> None:
+    """Each variant in a fresh subprocess (so that one variant's memory never counts for the next)."""
+    import subprocess
+
+    results = []
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+        out = Path(args.json or "main_job.json").with_suffix(f".{variant}.json")
+        cmd = [sys.executable, __file__, "--variant", variant, "--out-json", str(out)] + _forward(args)
+        subprocess.run(cmd, check=True)
+        results.append(json.loads(out.read_text()))
+    print()
+    for r in results:
+        print(r["table"])
+        print(f"model parameters {r['model_gb']:.2f} GB; whole-process peak RSS {r['process_peak_rss_gb']:.2f} GB "
+              f"({r['process_peak_rss_gb'] / r['model_gb']:.1f}x the model)\n")
+    base = results[0]["metrics"]
+    for r in results[1:]:
+        b = r["metrics"]
+        diffs = {k: abs(base[k] - b[k]) for k in base if k in b and base[k] is not None and b[k] is not None}
+        worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:8]
+        print(f"max |{results[0]['variant']} - {r['variant']}| over {len(diffs)} metric values: "
+              f"{max(diffs.values()) if diffs else float('nan'):.3g}; largest: {worst}; "
+              f"only in one: {sorted(set(base) ^ set(b))}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _forward(args) -> list[str]:
+    out = ["--model", args.model, "--localization", args.localization, "--seed", str(args.seed),
+           "--forget-size", str(args.forget_size), "--threads", str(args.threads)]
+    if args.suites:
+        out += ["--suites", args.suites]
+    if args.profile:
+        out += ["--profile", args.profile]
+    return out
+
+
+#: Model sizes of ``--scaling`` (random weights, Gemma 3 architecture; factlens.testing.shaped).
+SCALING_SIZES = {
+    "tiny": dict(window_size=4),
+    "gemma3-270m/4": dict(n_layers=18, d_model=320, n_heads=2, d_head=256, d_mlp=1024, d_vocab=65536, global_every=6),
+    "gemma3-270m": "GEMMA3_270M",
+    "gemma3-1b": "GEMMA3_1B",
+}
+
+
+def scaling_one(args) -> dict:
+    """The edit and a few suites on one random-weight model size (run in its own subprocess)."""
+    import resource
+
+    from factlens.components import Mask
+    from factlens.data import sports_facts
+    from factlens.edit import EditConfig, edit
+    from factlens.evaluate import EvalConfig, evaluate
+    from factlens.evaluate.baselines import BaselineCache
+    from factlens.prefix import prefix_reuse
+    from factlens.runner.pristine import OriginalView, PristineCopy
+    from factlens.tasks import sports_athlete_editing
+    from factlens.testing import shaped
+
+    torch.set_num_threads(args.threads)
+    v = VARIANTS[args.variant]
+    size = SCALING_SIZES[args.size]
+    kw = getattr(shaped, size) if isinstance(size, str) else size
+    stages = Stages(None, prefix=f"{args.size}.{args.variant}.")
+    with stages.stage("build"):
+        model = shaped.gemma3_shaped(**{"window_size": 512, "n_ctx": 2048, **kw})
+        pristine = OriginalView(model) if v["original"] == "view" else PristineCopy(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
+    task = sports_athlete_editing(sports_facts(), n_forget=16, seed=0, n_maintain=32)
+    L = model.cfg.n_layers
+    mask = Mask.from_labels([f"L{l}.mlp" for l in (L // 9, L // 9 + 1, L // 9 + 2)])  # 3 early MLPs, as FLU
+    ecfg = EditConfig.fast(steps=args.scaling_steps)
+    vcfg = EvalConfig(**{**_cpu_eval(), "relearn_steps": args.scaling_steps, "soft_prompt_steps": args.scaling_steps})
+    cache = BaselineCache()
+    with prefix_reuse(v["prefix_reuse"]):
+        with stages.stage("edit"):
+            res = edit(model, mask, task, config=ecfg, inplace=True, show_progress=False)
+            pristine.show(res)
+        for suite in args.scaling_suites.split(","):
+            with stages.stage(f"evaluate.{suite}"):
+                evaluate(model, task, original=pristine.view, suites=[suite], config=vcfg, mask=mask, baselines=cache,
+                         show_progress=False)
+        with stages.stage("revert"):
+            res.revert()
+            pristine.reset()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+    print(f"{args.size}: {n_params / 1e9:.2f}B parameters, {model_gb:.2f} GB; process peak RSS {peak:.2f} GB", flush=True)
+    return {"size": args.size, "variant": args.variant, "n_params": n_params, "model_gb": model_gb, "rows": stages.rows,
+            "process_peak_rss_gb": peak, "steps": args.scaling_steps}
+
+
+def _cpu_eval() -> dict:
+    from factlens.runner.config import CPU_EVAL_DEFAULTS
+
+    return dict(CPU_EVAL_DEFAULTS)
+
+
+def scaling(args) -> None:
+    """``--scaling``: each (size, variant) in a fresh subprocess; a table of time and peak memory per stage."""
+    import subprocess
+
+    results = []
+    for size in args.sizes.split(","):
+        for variant in args.variants.split(","):
+            out = Path(args.json or "scaling.json").with_suffix(f".{size.replace('/', '_')}.{variant}.json")
+            cmd = [sys.executable, __file__, "--scaling-one", "--size", size, "--variant", variant, "--out-json", str(out),
+                   "--threads", str(args.threads), "--scaling-steps", str(args.scaling_steps),
+                   "--scaling-suites", args.scaling_suites]
+            subprocess.run(cmd, check=True)
+            results.append(json.loads(out.read_text()))
+    stages = [r["stage"] for r in results[0]["rows"]]
+    head = ("| size | variant | parameters | model GB | " + " | ".join(stages)
+            + " | process peak GB | (peak - empty process) / model |")
+    lines = [head, "|" + "---|" * (len(stages) + 6)]
+    for r in results:
+        cells = [f"{x['cpu_s']:.1f} s, {x['peak_rss_gb']:.2f} GB" for x in r["rows"]]
+        lines.append(f"| {r['size']} | {r['variant']} | {r['n_params'] / 1e9:.2f}B | {r['model_gb']:.2f} | "
+                     + " | ".join(cells) + f" | {r['process_peak_rss_gb']:.2f} | "
+                     f"{(r['process_peak_rss_gb'] - r['rows'][0]['start_rss_gb']) / r['model_gb']:.2f}x |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--localization", default="random")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--forget-size", type=int, default=16)
+    ap.add_argument("--suites", default=None, help="comma-separated suites (default: the runner's)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", default="before,after", help="comma-separated names of VARIANTS, each run in a "
+                    "fresh subprocess, compared metric by metric with the first")
+    ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: run one variant here
+    ap.add_argument("--out-json", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", default=None, help="folder for one cProfile file per stage")
+    ap.add_argument("--json", default=None, help="write tables and metric values to this file")
+    ap.add_argument("--scaling", action="store_true", help="random-weight models of growing size (SCALING_SIZES)")
+    ap.add_argument("--sizes", default="gemma3-270m/4,gemma3-270m,gemma3-1b", help="--scaling: comma-separated sizes")
+    ap.add_argument("--scaling-steps", type=int, default=2, help="--scaling: edit / relearning / soft-prompt steps")
+    ap.add_argument("--scaling-suites", default="standard,side_effects,relearning", help="--scaling: suites")
+    ap.add_argument("--scaling-one", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.scaling_one:
+        Path(args.out_json).write_text(json.dumps(scaling_one(args), indent=1))
+    elif args.scaling:
+        scaling(args)
+    elif args.variant:
+        Path(args.out_json).write_text(json.dumps(run_variant(args), indent=1))
+    else:
+        main_job(args)
+
+
+if __name__ == "__main__":
+    main()
