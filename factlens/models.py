@@ -254,7 +254,7 @@ def _cfg_from_json(d: dict):
 
 
 def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     tl_name = EMBEDDED_MODELS[name]
     folder = cache_dir() / f"{name}-tl-v{_CACHE_VERSION}"
@@ -270,8 +270,7 @@ def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
         cfg.dtype = dtype
         tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
         model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
-        state = load_file(str(weights))
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+        _load_weights(model, weights, dtype)
         return _place(model, device, dtype)
     t0 = time.time()
     gguf = embedded_gguf_path()
@@ -289,6 +288,18 @@ def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
             f"factlens conversion of {tl_name} from {gguf.name} (took {time.time() - t0:.0f}s); delete to rebuild.\n"
         )
     return _place(model, device, dtype)
+
+
+def _load_weights(model, weights: Path, dtype: torch.dtype) -> None:
+    """Copy a safetensors checkpoint into ``model`` one tensor at a time (keys the model lacks are
+    skipped, as ``load_state_dict(strict=False)``), so loading never holds a second copy of the weights."""
+    from safetensors import safe_open
+
+    state = model.state_dict()
+    with torch.no_grad(), safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            if key in state:
+                state[key].copy_(f.get_tensor(key).to(dtype))
 
 
 def _place(model, device, dtype):

@@ -1,0 +1,23 @@
+"""Loading a converted checkpoint tensor by tensor (factlens.models._load_weights) equals load_state_dict."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import save_file
+
+from factlens.models import _load_weights
+from factlens.testing import tiny_model
+
+
+def test_streamed_load_equals_load_state_dict(tmp_path):
+    src = tiny_model(seed=1)
+    path = tmp_path / "model.safetensors"
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    state["not.in.the.model"] = torch.zeros(3)  # skipped, as load_state_dict(strict=False) does
+    save_file(state, str(path))
+    a, b = tiny_model(seed=2), tiny_model(seed=2)
+    _load_weights(a, path, torch.float32)
+    b.load_state_dict({k: v for k, v in state.items() if k != "not.in.the.model"}, strict=False)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert all(torch.equal(p, src.get_parameter(n)) for n, p in a.named_parameters())
