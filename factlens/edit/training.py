@@ -122,7 +122,10 @@ class TrainState:
 
 
 def micro_batch_losses(state: TrainState) -> dict[str, Tensor]:
-    """``loss_forget``, ``loss_retain`` (objective) and ``loss_sft`` (0 without general text) on the next batches."""
+    """``loss_forget``, ``loss_retain`` (objective) and ``loss_sft`` (0 without general text) on the next batches.
+
+    (:func:`train_step` draws the same batches in the same order but backpropagates the fact
+    terms before computing the text term, to keep only one graph in memory.)"""
     lf, lr = state.objective.losses(state.model, state.forget.next(), state.retain.next())
     ls = state.text.loss(state.model, state.originals) if state.text is not None else lf.new_zeros(())
     return {"loss_forget": lf, "loss_retain": lr, "loss_sft": ls}
@@ -166,12 +169,23 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         g["lr"] = lr_now
     sums = dict.fromkeys(("loss", "loss_forget", "loss_retain", "loss_sft"), 0.0)
     for _ in range(cfg.grad_accum):
-        terms = micro_batch_losses(state)
-        loss = cfg.l_forget * terms["loss_forget"] + cfg.l_retain * terms["loss_retain"] + cfg.l_sft * terms["loss_sft"]
-        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        # Two backward passes, fact terms first: the fact prompts' graph is freed before the general
+        # text runs, so the two never sit in memory together. The gradient is the same sum (up
+        # to float summation order) and the batches are drawn in the same order as before.
+        lf, lr = state.objective.losses(state.model, state.forget.next(), state.retain.next())
+        fact = cfg.l_forget * lf + cfg.l_retain * lr
+        values = {"loss_forget": float(lf.detach()), "loss_retain": float(lr.detach())}
         if not all(math.isfinite(v) for v in values.values()):
             raise _diverged(step, lr_now, cfg, f"the loss is not finite ({values})")
-        (loss / cfg.grad_accum).backward()
+        if fact.requires_grad:
+            (fact / cfg.grad_accum).backward()
+        ls = state.text.loss(state.model, state.originals) if state.text is not None else lf.new_zeros(())
+        values["loss_sft"] = float(ls.detach())
+        values["loss"] = float(fact.detach() + cfg.l_sft * ls.detach())
+        if not all(math.isfinite(v) for v in values.values()):
+            raise _diverged(step, lr_now, cfg, f"the loss is not finite ({values})")
+        if ls.requires_grad:
+            (cfg.l_sft * ls / cfg.grad_accum).backward()
         for k, v in values.items():
             sums[k] += v / cfg.grad_accum
     masked_update(state)
