@@ -20,7 +20,7 @@ from factlens.scores import ComponentScores
 from factlens.edit import EditConfig, EditResult, edit  # noqa: E402
 from factlens.edit.sweep import sweep  # noqa: E402
 from factlens.evaluate import evaluate  # noqa: E402
-from factlens.compare import compare  # noqa: E402
+from factlens.comparison import compare  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import factlens
-from factlens.compare import COMPARE_COLUMNS, load_evaluations, variance_split
+from factlens.comparison import COMPARE_COLUMNS, load_evaluations, variance_split
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,3 +149,12 @@ def test_run_dir_compare_cli_and_report(run_dir: Path, tmp_path: Path, capsys):
     assert "[" in flu_row and "]" in flu_row  # value [ci_low, ci_high]
     html = build_report(run_dir)
     assert "<h2>Comparisons</h2>" in html and "Holm" in html
+
+
+def test_the_comparison_module_is_not_shadowed_by_the_verb():
+    # ``factlens.compare`` is the function; the module has its own name, so both import styles work
+    import factlens
+    import factlens.comparison as mod
+
+    assert callable(factlens.compare) and mod.compare is factlens.compare
+    assert hasattr(mod, "variance_split")

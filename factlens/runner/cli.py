@@ -184,7 +184,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from factlens.compare import compare
+    from factlens.comparison import compare
     from factlens.runner.report_stats import compare_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None

@@ -209,7 +209,7 @@ def compare_text(table, *, reference: str) -> str:
 
 def _tables(path, references: Sequence[str]) -> list[tuple[str, Any, Any]]:
     """Per reference present: (reference, headline table, table of every metric); Holm within each."""
-    from factlens.compare import compare, load_evaluations
+    from factlens.comparison import compare, load_evaluations
 
     evals = load_evaluations(path)
     out = []
