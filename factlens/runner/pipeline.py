@@ -94,18 +94,27 @@ class Job:
 
 
 class Workspace:
-    """Holds the loaded model, its pristine copy and the filtered data for the jobs of one process.
+    """Holds the loaded model, its unedited view and the filtered data for the jobs of one process.
 
     :class:`~factlens.runner.executor.LocalExecutor` keeps one workspace for all its jobs, so
     the model is loaded and ``filter_known`` runs once per run; each Ray job gets a fresh one.
     One model is held at a time: asking for another model (or device) drops the old one.
+
+    Args:
+        original: ``"view"`` (default): the unedited model is an
+            :class:`~factlens.runner.pristine.OriginalView` sharing the model's weights;
+            ``"copy"``: a ``deepcopy`` (twice the memory, the same results).
+        fast_layout: Store the loaded model's gated-MLP weights and ``W_O`` so that
+            TransformerLens copies no weight on each forward pass
+            (:func:`factlens.layout.linear_layout`; bitwise the same results).
     """
 
-    def __init__(self, *, original: str = "view") -> None:
+    def __init__(self, *, original: str = "view", fast_layout: bool = True) -> None:
         if original not in ("view", "copy"):
             raise ValueError(f"Workspace(original=...) must be 'view' (no second copy of the weights) or 'copy' "
                              f"(a deepcopy), got {original!r}")
         self.original = original
+        self.fast_layout = bool(fast_layout)
         self._entries: dict[str, Any] = {}
 
     def clear(self) -> None:
@@ -125,9 +134,13 @@ class Workspace:
             from factlens.evaluate.baselines import BaselineCache
             from factlens.runner.pristine import OriginalView, PristineCopy
 
+            if self.fast_layout:  # no per-forward weight copies in TransformerLens; bitwise the same results
+                from factlens.layout import linear_layout
+
+                linear_layout(model)
             t0 = time.perf_counter()
             pristine = OriginalView(model) if self.original == "view" else PristineCopy(model)
-            meta.update(original=self.original, copy_seconds=time.perf_counter() - t0)
+            meta.update(original=self.original, fast_layout=self.fast_layout, copy_seconds=time.perf_counter() - t0)
 
             e.update(model_key=key, model=model, original=pristine.view, pristine=pristine, builtin=builtin,
                      model_meta=meta, baselines=BaselineCache())
@@ -454,9 +467,9 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
 
     ``localization`` is a unit name of :meth:`RunConfig.units` (``"flu"``, ``"flu+memit"``,
     ``"nonlocalized+npo"``): the mask comes from its localization, the edit uses its method and
-    objective. The model is edited in place, evaluated against the pristine copy and reverted; the
+    objective. The model is edited in place, evaluated against the unedited model and reverted; the
     record's ``restore`` entry says whether every parameter came back bit-identical (if not,
-    the parameters are copied back from the pristine copy and ``restore["repaired"]`` is set).
+    the parameters are copied back from the unedited model and ``restore["repaired"]`` is set).
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     from factlens.evaluate import evaluate
@@ -548,8 +561,12 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
 
 def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
-    return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace,
-                            show_progress=job.show_progress)
+    import warnings
+
+    with warnings.catch_warnings():  # trained weights in factlens.layout's layout: torch notes the grad's strides
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace,
+                                show_progress=job.show_progress)
 
 
 def versions() -> dict[str, str]:

@@ -34,18 +34,19 @@ def _strip(record: dict) -> dict:
     return json.loads(json.dumps(out, sort_keys=True, default=str))
 
 
-def _jobs(original: str) -> list[dict]:
+def _jobs(original: str, fast_layout: bool = True) -> list[dict]:
     cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random", "nonlocalized"), suites=SUITES,
                     show_progress=False, edit={"steps": 2}, eval={"relearn_steps": 2, "soft_prompt_steps": 2})
-    ws = Workspace(original=original)
+    ws = Workspace(original=original, fast_layout=fast_layout)
     plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
     return [pipeline.run_localization(cfg, 0, loc, plan=plan, workspace=ws, show_progress=False)
             for loc in cfg.localizations]
 
 
 def test_view_and_copy_give_identical_records():
-    """Every number of three planted jobs (all suites) is bit-identical with the view and with a deepcopy."""
-    view, copy = _jobs("view"), _jobs("copy")
+    """Every number of three planted jobs (all suites) is bit-identical with the view (and the fast weight
+    layout, the defaults) and with a deepcopy and the plain layout (the runner before both)."""
+    view, copy = _jobs("view"), _jobs("copy", fast_layout=False)
     for a, b in zip(view, copy):
         assert a["restore"]["exact"] and b["restore"]["exact"]
         assert _strip(a) == _strip(b)

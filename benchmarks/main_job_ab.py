@@ -1,0 +1,158 @@
+"""Benchmark: before/after of each stage of one main-job (localization, seed), interleaved in one process.
+
+``benchmarks/main_job.py`` runs each variant in its own process (clean memory numbers), but
+on a shared machine the CPU seconds of two runs half an hour apart differ by 20-30 % from the
+load of other processes alone. Here every stage runs twice back to back, first as the code
+was before the speed-ups, then as it is now, on the same loaded model, so both see the same
+machine; the metrics of both runs are compared one by one.
+
+"before" is: no shared-prefix reuse (``factlens.prefix.prefix_reuse(False)``), contiguous
+weights (``factlens.layout.contiguous_layout``), one summed backward per editing step (the
+earlier ``train_step``, below). Both variants use the same unedited view (memory is measured
+by ``main_job.py``). Each variant of a suite gets its own empty ``BaselineCache``, so both
+include the work on the unedited model (a first localization).
+
+Run: ``python benchmarks/main_job_ab.py [--localization random] [--suites ...] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import time
+from contextlib import contextmanager
+
+import torch
+
+from _memory import PeakRSS, release_memory
+from main_job import GB, metric_values, run_config
+
+
+def one_backward_step(state, step):
+    """``train_step`` as it was before the two-pass backward (one summed backward per micro-batch)."""
+    training = importlib.import_module("factlens.edit.training")
+    cfg = state.config
+    lr_now = cfg.lr * training.lr_factor(cfg, step)
+    for g in state.optimizer.param_groups:
+        g["lr"] = lr_now
+    sums = dict.fromkeys(("loss", "loss_forget", "loss_retain", "loss_sft"), 0.0)
+    for _ in range(cfg.grad_accum):
+        terms = training.micro_batch_losses(state)
+        loss = cfg.l_forget * terms["loss_forget"] + cfg.l_retain * terms["loss_retain"] + cfg.l_sft * terms["loss_sft"]
+        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        assert all(math.isfinite(v) for v in values.values())
+        (loss / cfg.grad_accum).backward()
+        for k, v in values.items():
+            sums[k] += v / cfg.grad_accum
+    training.masked_update(state)
+    return {"step": step, **sums, "lr": lr_now}
+
+
+@contextmanager
+def variant(model, name: str):
+    from factlens.layout import contiguous_layout, linear_layout
+    from factlens.prefix import prefix_reuse
+
+    editor = importlib.import_module("factlens.edit.editor")
+    real = editor.train_step
+    if name == "before":
+        contiguous_layout(model)
+        editor.train_step = one_backward_step
+    else:
+        linear_layout(model)
+    try:
+        with prefix_reuse(name != "before"):
+            yield
+    finally:
+        editor.train_step = real
+
+
+def measure(fn):
+    release_memory()
+    with PeakRSS() as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, {"wall_s": wall, "cpu_s": cpu, "peak_delta_gb": mem.delta / GB}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--localization", default="random")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--forget-size", type=int, default=16)
+    ap.add_argument("--suites", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from factlens.evaluate import evaluate
+    from factlens.evaluate.baselines import BaselineCache
+    from factlens.runner import pipeline as P
+
+    cfg = run_config(args)
+    ws = P.Workspace()
+    prep = P.prepare(cfg, args.seed, workspace=ws)
+    P._seed_everything(args.seed)
+    plan = P.plan_budget(prep, cfg, args.seed, show_progress=False, need_budget=args.localization not in P.UNBUDGETED)
+    if "mechanisms" in cfg.suites:
+        plan["mechanisms"] = P.plan_mechanisms(prep, cfg, args.seed, plan, show_progress=False)
+    mask, _, _ = P._mask_and_scores(prep, cfg, args.seed, args.localization, plan, False)
+    print(f"torch threads {torch.get_num_threads()}; {args.localization}: {len(mask)} components", flush=True)
+    rows, diffs = [], {}
+
+    results = {}
+    for name in ("before", "after"):
+        with variant(prep.model, name):
+            P._seed_everything(args.seed)
+            res, m = measure(lambda: P._edit(prep, mask, cfg, args.seed, False))
+        rows.append({"stage": "edit", "variant": name, **m})
+        print(f"  edit {name}: {m['cpu_s']:.1f} CPU s, {m['wall_s']:.1f} s wall", flush=True)
+        results[name] = res
+        if name == "before":
+            deltas = {n: d.new.clone() for n, d in res.deltas.items()}
+            res.revert()
+    res = results["after"]
+    diffs["edit.delta"] = max(float((deltas[n] - d.new).abs().max()) for n, d in res.deltas.items())
+    prep.pristine.show(res)
+    try:
+        for suite in cfg.suites:
+            vals = {}
+            for name in ("before", "after"):
+                with variant(prep.model, name):
+                    P._seed_everything(args.seed)
+                    ev, m = measure(lambda: evaluate(
+                        prep.model, prep.task, original=prep.original, suites=[suite], config=cfg.eval_config(args.seed),
+                        mask=mask, mechanisms=P._mechanisms(plan), edit_result=res, baselines=BaselineCache(),
+                        show_progress=False))
+                vals[name] = metric_values(ev)
+                rows.append({"stage": f"evaluate.{suite}", "variant": name, **m})
+                print(f"  {suite} {name}: {m['cpu_s']:.1f} CPU s, {m['wall_s']:.1f} s wall", flush=True)
+            a, b = vals["before"], vals["after"]
+            d = [abs(a[k] - b[k]) for k in a if k in b and a[k] is not None and b[k] is not None]
+            diffs[suite] = max(d) if d else 0.0
+    finally:
+        res.revert()
+        prep.pristine.reset()
+    lines = ["| stage | before CPU s | after CPU s | after / before | max abs metric diff |", "|---|---:|---:|---:|---:|"]
+    tb = ta = 0.0
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        b = next(r for r in rows if r["stage"] == stage and r["variant"] == "before")
+        a = next(r for r in rows if r["stage"] == stage and r["variant"] == "after")
+        tb, ta = tb + b["cpu_s"], ta + a["cpu_s"]
+        key = "edit.delta" if stage == "edit" else stage.split(".", 1)[1]
+        lines.append(f"| {stage} | {b['cpu_s']:.1f} | {a['cpu_s']:.1f} | {a['cpu_s'] / max(b['cpu_s'], 1e-9):.2f} | "
+                     f"{diffs.get(key, float('nan')):.2g} |")
+    lines.append(f"| **edit + evaluate** | {tb:.1f} | {ta:.1f} | {ta / tb:.2f} | |")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "diffs": diffs, "table": "\n".join(lines)}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
