@@ -25,7 +25,8 @@ def _argv(data: Path, out: Path) -> list[str]:
     """``factlens run counterfact-editing`` on a few facts with the smallest settings."""
     evals = [x for k, v in PLANTED_EVAL_DEFAULTS.items() for x in ("--eval", f"{k}={json.dumps(v)}")]
     return ["run", "counterfact-editing", "--model", "gemma-3-270m", "--data", str(data), "--max-facts", "8",
-            "--forget-size", "4", "--localizations", "flu,random", "--seeds", "0", "--edit", "steps=5", *evals,
+            "--forget-size", "4", "--localizations", "flu,random", "--seeds", "0", "--edit", "steps=5",
+            "--suites", "standard,formats", *evals,
             "--no-progress", "--out", str(out)]
 
 
