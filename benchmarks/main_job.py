@@ -139,21 +139,65 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
             "edit_loss": [h["loss"] for h in res.history]}
 
 
-#: What each variant turns on: shared-prefix reuse (factlens.prefix) and the unedited model as an
-#: OriginalView sharing the model's weights (factlens.runner.pristine) instead of a deepcopy.
+#: What each variant turns on: shared-prefix reuse (factlens.prefix), the unedited model as an
+#: OriginalView sharing the model's weights (factlens.runner.pristine) instead of a deepcopy,
+#: the weight layout without per-forward copies (factlens.layout) and the editor's two backward
+#: passes per step (factlens.edit.training.train_step; "before" uses the earlier single one).
 VARIANTS = {
-    "before": {"prefix_reuse": False, "original": "copy"},
-    "after": {"prefix_reuse": True, "original": "view"},
-    "prefix-only": {"prefix_reuse": True, "original": "copy"},
-    "view-only": {"prefix_reuse": False, "original": "view"},
+    "before": {"prefix_reuse": False, "original": "copy", "layout": False, "two_pass": False},
+    "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True},
+    "view-only": {"prefix_reuse": False, "original": "view", "layout": False, "two_pass": False},
 }
+
+
+def one_backward_step(state, step):
+    """``train_step`` as it was before the two-pass backward (one summed backward per micro-batch)."""
+    import importlib
+    import math
+
+    training = importlib.import_module("factlens.edit.training")
+    cfg = state.config
+    lr_now = cfg.lr * training.lr_factor(cfg, step)
+    for g in state.optimizer.param_groups:
+        g["lr"] = lr_now
+    sums = dict.fromkeys(("loss", "loss_forget", "loss_retain", "loss_sft"), 0.0)
+    for _ in range(cfg.grad_accum):
+        terms = training.micro_batch_losses(state)
+        loss = cfg.l_forget * terms["loss_forget"] + cfg.l_retain * terms["loss_retain"] + cfg.l_sft * terms["loss_sft"]
+        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        assert all(math.isfinite(v) for v in values.values())
+        (loss / cfg.grad_accum).backward()
+        for k, v in values.items():
+            sums[k] += v / cfg.grad_accum
+    training.masked_update(state)
+    return {"step": step, **sums, "lr": lr_now}
+
+
+@contextmanager
+def applied(v: dict, model=None):
+    """Inside the block: the variant's prefix reuse and train_step (and its layout on ``model``)."""
+    import importlib
+
+    from factlens.layout import contiguous_layout, linear_layout
+    from factlens.prefix import prefix_reuse
+
+    editor = importlib.import_module("factlens.edit.editor")
+    real = editor.train_step
+    if model is not None:
+        (linear_layout if v["layout"] else contiguous_layout)(model)
+    if not v["two_pass"]:
+        editor.train_step = one_backward_step
+    try:
+        with prefix_reuse(v["prefix_reuse"]):
+            yield
+    finally:
+        editor.train_step = real
 
 
 def run_variant(args) -> dict:
     """One variant in this process: the stage table, the metric values and the process's peak RSS."""
     import resource
 
-    from factlens.prefix import prefix_reuse
     from factlens.runner.pipeline import Workspace, prepare
 
     torch.set_num_threads(args.threads)
@@ -164,8 +208,8 @@ def run_variant(args) -> dict:
           f"localization {args.localization}; seed {args.seed}", flush=True)
     prof = Path(args.profile) if args.profile else None
     stages = Stages(prof, prefix=f"{args.variant}.")
-    with prefix_reuse(v["prefix_reuse"]):
-        ws = Workspace(original=v["original"])
+    with applied(v):
+        ws = Workspace(original=v["original"], fast_layout=v["layout"])
         with stages.stage("prepare"):
             prepare(cfg, args.seed, workspace=ws)
         model = ws.models(cfg)[0]
@@ -236,7 +280,6 @@ def scaling_one(args) -> dict:
     from factlens.edit import EditConfig, edit
     from factlens.evaluate import EvalConfig, evaluate
     from factlens.evaluate.baselines import BaselineCache
-    from factlens.prefix import prefix_reuse
     from factlens.runner.pristine import OriginalView, PristineCopy
     from factlens.tasks import sports_athlete_editing
     from factlens.testing import shaped
@@ -248,6 +291,10 @@ def scaling_one(args) -> dict:
     stages = Stages(None, prefix=f"{args.size}.{args.variant}.")
     with stages.stage("build"):
         model = shaped.gemma3_shaped(**{"window_size": 512, "n_ctx": 2048, **kw})
+        if v["layout"]:
+            from factlens.layout import linear_layout
+
+            linear_layout(model)
         pristine = OriginalView(model) if v["original"] == "view" else PristineCopy(model)
     n_params = sum(p.numel() for p in model.parameters())
     model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
@@ -257,7 +304,7 @@ def scaling_one(args) -> dict:
     ecfg = EditConfig.fast(steps=args.scaling_steps)
     vcfg = EvalConfig(**{**_cpu_eval(), "relearn_steps": args.scaling_steps, "soft_prompt_steps": args.scaling_steps})
     cache = BaselineCache()
-    with prefix_reuse(v["prefix_reuse"]):
+    with applied(v):
         with stages.stage("edit"):
             res = edit(model, mask, task, config=ecfg, inplace=True, show_progress=False)
             pristine.show(res)

@@ -18,55 +18,20 @@ Run: ``python benchmarks/main_job_ab.py [--localization random] [--suites ...] [
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import math
 import time
 from contextlib import contextmanager
 
 import torch
 
 from _memory import PeakRSS, release_memory
-from main_job import GB, metric_values, run_config
-
-
-def one_backward_step(state, step):
-    """``train_step`` as it was before the two-pass backward (one summed backward per micro-batch)."""
-    training = importlib.import_module("factlens.edit.training")
-    cfg = state.config
-    lr_now = cfg.lr * training.lr_factor(cfg, step)
-    for g in state.optimizer.param_groups:
-        g["lr"] = lr_now
-    sums = dict.fromkeys(("loss", "loss_forget", "loss_retain", "loss_sft"), 0.0)
-    for _ in range(cfg.grad_accum):
-        terms = training.micro_batch_losses(state)
-        loss = cfg.l_forget * terms["loss_forget"] + cfg.l_retain * terms["loss_retain"] + cfg.l_sft * terms["loss_sft"]
-        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        assert all(math.isfinite(v) for v in values.values())
-        (loss / cfg.grad_accum).backward()
-        for k, v in values.items():
-            sums[k] += v / cfg.grad_accum
-    training.masked_update(state)
-    return {"step": step, **sums, "lr": lr_now}
+from main_job import GB, VARIANTS, applied, metric_values, run_config
 
 
 @contextmanager
 def variant(model, name: str):
-    from factlens.layout import contiguous_layout, linear_layout
-    from factlens.prefix import prefix_reuse
-
-    editor = importlib.import_module("factlens.edit.editor")
-    real = editor.train_step
-    if name == "before":
-        contiguous_layout(model)
-        editor.train_step = one_backward_step
-    else:
-        linear_layout(model)
-    try:
-        with prefix_reuse(name != "before"):
-            yield
-    finally:
-        editor.train_step = real
+    with applied(VARIANTS[name], model):
+        yield
 
 
 def measure(fn):
