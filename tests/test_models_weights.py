@@ -21,3 +21,18 @@ def test_streamed_load_equals_load_state_dict(tmp_path):
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
     assert all(torch.equal(p, src.get_parameter(n)) for n, p in a.named_parameters())
+
+
+def test_other_dtype_and_truncated_file(tmp_path):
+    import pytest
+
+    src = tiny_model(seed=1)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    b = tiny_model(seed=2).to(torch.bfloat16)
+    _load_weights(b, path, torch.bfloat16)
+    assert all(torch.equal(p, src.get_parameter(n).to(torch.bfloat16)) for n, p in b.named_parameters())
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="truncated"):
+        _load_weights(tiny_model(seed=2), tmp_path / "cut.safetensors", torch.float32)

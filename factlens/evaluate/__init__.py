@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from factlens.evaluate.baselines import BaselineCache
 from factlens.evaluate.config import EvalConfig
 from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+from factlens.memory import release_memory
 from factlens.registry import Ref, Registry, load
 
 __all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
@@ -192,6 +193,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
             t0 = time.perf_counter()
             res = fns[name](model, task, **kw)
             timings[name] = time.perf_counter() - t0
+            release_memory()  # a suite's freed memory does not stay resident into the next one
             if not isinstance(res, SuiteResult):
                 raise TypeError(f"suite {name!r} returned {type(res).__name__}, expected SuiteResult")
             results[name] = res

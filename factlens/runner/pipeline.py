@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factlens.memory import release_memory
 from factlens.runner.config import RunConfig
 
 __all__ = [
@@ -499,6 +500,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         raise
     timings["edit"] = time.perf_counter() - t0
     cpu["edit"] = time.process_time() - c0
+    release_memory()
     restore: dict[str, Any] = {}
     try:
         if res.model is not prep.model:
@@ -525,6 +527,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
             restore["repaired"] = True
             left = prep.pristine.changed()
         prep.pristine.reset()
+        release_memory()
         _check_pristine(prep, workspace, left)
         timings["revert"] = time.perf_counter() - t0
     return {
