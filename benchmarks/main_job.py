@@ -118,6 +118,7 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
         P._seed_everything(seed)
         res = P._edit(prep, mask, cfg, seed, False)
         prep.pristine.show(res)  # as run_localization: the unedited model's view of what the edit changed
+        P.release_memory()
     results = {}
     try:
         for suite in suites:
