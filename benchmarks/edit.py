@@ -28,9 +28,9 @@ from factlens.components import Mask
 from factlens.data import sports_facts
 from factlens.data.formats import format_prompts
 from factlens.data.text import load_texts, token_chunks
-from factlens.edit import EditConfig, edit
-from factlens.edit.editor import lr_factor
-from factlens.edit.losses import fact_losses, reference_logprobs, sft_loss, sft_positions
+from factlens.editing import EditConfig, edit
+from factlens.editing.editor import lr_factor
+from factlens.editing.losses import fact_losses, reference_logprobs, sft_loss, sft_positions
 from factlens.tasks import sports_athlete_editing
 
 from _memory import PeakRSS, release_memory  # benchmarks/_memory.py (the script's folder is on sys.path)
@@ -39,7 +39,7 @@ GiB = 2**30
 
 
 def flu_mask(model, ds) -> Mask:
-    if importlib.util.find_spec("factlens.localize.flu") is not None:
+    if importlib.util.find_spec("factlens.localization.flu") is not None:
         from factlens.data import filter_known
 
         known = filter_known(model, ds)

@@ -4,7 +4,7 @@ On Gemma 3 270M with ``--n-pairs`` sports clean/corrupted pairs (one-shot prompt
 two tokens so all prompts have the same length), patch every attention head (``hook_z``,
 all positions) and every MLP (``hook_mlp_out``, all positions):
 
-* **factlens**: :func:`factlens.localize.activation.activation_patching` (``include_resid=False``).
+* **factlens**: :func:`factlens.localization.activation.activation_patching` (``include_resid=False``).
 * **TransformerLens**: ``run_with_cache`` on the clean prompts, then
   ``get_act_patch_attn_head_out_all_pos`` and the same ``generic_activation_patch`` loop for
   whole-layer ``mlp_out`` (TransformerLens's ``get_act_patch_mlp_out`` is per position; the
@@ -16,7 +16,7 @@ polluted by the other method). Peak memory is the peak resident set size during 
 minus the resident size before it (model loaded, nothing run yet), sampled every millisecond from ``/proc/self/statm``
 (``tracemalloc`` does not see PyTorch's allocations). "Forward equivalents" divide a
 method's time by the time of one plain forward pass over the clean prompts (final-position
-logits), measured in the same subprocess. If ``factlens.localize.attribution`` exists, its
+logits), measured in the same subprocess. If ``factlens.localization.attribution`` exists, its
 ``attribution_patching`` is timed too and compared with the exact scores.
 
 Usage::
@@ -101,7 +101,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     if threads:
         torch.set_num_threads(threads)
     from factlens.components import Component
-    from factlens.localize.pairs import make_pairs
+    from factlens.localization.pairs import make_pairs
     from factlens.models import load_model
 
     model = load_model(MODEL)
@@ -111,15 +111,15 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     with torch.inference_mode():  # warm-up (allocator, kernels), so that no method pays a cold start
         model(pairs.clean.tokens[:2], return_type=None)
     if method in ("factlens", "factlens_resid"):
-        from factlens.localize.activation import activation_patching
+        from factlens.localization.activation import activation_patching
 
         activation_patching(model, recs[:4], include_resid=method == "factlens_resid", show_progress=False)
     elif method == "attribution":
-        from factlens.localize.attribution import attribution_patching
+        from factlens.localization.attribution import attribution_patching
 
         attribution_patching(model, recs[:4], show_progress=False)
     if method == "factlens":
-        from factlens.localize.activation import activation_patching
+        from factlens.localization.activation import activation_patching
 
         with PeakRSS() as mem:
             t = time.perf_counter()
@@ -127,7 +127,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
             res["time_s"] = time.perf_counter() - t
         res["patched"] = dict(zip([c.label for c in s.components], s.extra["patched"]))
     elif method == "factlens_resid":
-        from factlens.localize.activation import activation_patching
+        from factlens.localization.activation import activation_patching
 
         with PeakRSS() as mem:
             t = time.perf_counter()
@@ -172,7 +172,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
         res["measured_fraction"] = len(layers) / n_layers
         res["tl_chunk"] = chunk
     elif method == "attribution":
-        from factlens.localize.attribution import attribution_patching  # may not exist yet
+        from factlens.localization.attribution import attribution_patching  # may not exist yet
 
         with PeakRSS() as mem:
             t = time.perf_counter()
@@ -210,7 +210,7 @@ def _attribution_available() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("factlens.localize.attribution") is not None
+        return importlib.util.find_spec("factlens.localization.attribution") is not None
     except ModuleNotFoundError:
         return False
 
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             import numpy as np
             from scipy.stats import spearmanr
 
-            from factlens.localize.activation import activation_patching  # noqa: F401 (same scores)
+            from factlens.localization.activation import activation_patching  # noqa: F401 (same scores)
 
             keys = [k for k in at["scores"] if k in fl["patched"]]
             summary["attribution_spearman_vs_exact"] = float(spearmanr(

@@ -104,7 +104,7 @@ def run_config(args):
 
 def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
     """One (localization, seed) as ``run_localization`` does it, timed stage by stage."""
-    from factlens.evaluate import evaluate
+    from factlens.evaluation import evaluate
     from factlens.runner import pipeline as P
 
     prep = P.prepare(cfg, seed, workspace=ws)
@@ -134,7 +134,7 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
             restore = P.check_restored(prep.model, prep.original)
             restore["changed"] = prep.pristine.changed()
             prep.pristine.reset()
-    from factlens.evaluate.result import EvalResult
+    from factlens.evaluation.result import EvalResult
 
     return {"metrics": metric_values(EvalResult(results)), "restore": restore,
             "edit_loss": [h["loss"] for h in res.history]}
@@ -143,7 +143,7 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
 #: What each variant turns on: shared-prefix reuse (factlens.prefix), the unedited model as an
 #: OriginalView sharing the model's weights (factlens.runner.pristine) instead of a deepcopy,
 #: the weight layout without per-forward copies (factlens.layout) and the editor's two backward
-#: passes per step (factlens.edit.training.train_step; "before" uses the earlier single one).
+#: passes per step (factlens.editing.training.train_step; "before" uses the earlier single one).
 VARIANTS = {
     "before": {"prefix_reuse": False, "original": "copy", "layout": False, "two_pass": False},
     "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True},
@@ -156,7 +156,7 @@ def one_backward_step(state, step):
     import importlib
     import math
 
-    training = importlib.import_module("factlens.edit.training")
+    training = importlib.import_module("factlens.editing.training")
     cfg = state.config
     lr_now = cfg.lr * training.lr_factor(cfg, step)
     for g in state.optimizer.param_groups:
@@ -182,7 +182,7 @@ def applied(v: dict, model=None):
     from factlens.layout import contiguous_layout, linear_layout
     from factlens.prefix import prefix_reuse
 
-    editor = importlib.import_module("factlens.edit.editor")
+    editor = importlib.import_module("factlens.editing.editor")
     real = editor.train_step
     if model is not None:
         (linear_layout if v["layout"] else contiguous_layout)(model)
@@ -278,9 +278,9 @@ def scaling_one(args) -> dict:
 
     from factlens.components import Mask
     from factlens.data import sports_facts
-    from factlens.edit import EditConfig, edit
-    from factlens.evaluate import EvalConfig, evaluate
-    from factlens.evaluate.baselines import BaselineCache
+    from factlens.editing import EditConfig, edit
+    from factlens.evaluation import EvalConfig, evaluate
+    from factlens.evaluation.baselines import BaselineCache
     from factlens.runner.pristine import OriginalView, PristineCopy
     from factlens.tasks import sports_athlete_editing
     from factlens.testing import shaped

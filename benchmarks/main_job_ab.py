@@ -55,8 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from factlens.evaluate import evaluate
-    from factlens.evaluate.baselines import BaselineCache
+    from factlens.evaluation import evaluate
+    from factlens.evaluation.baselines import BaselineCache
     from factlens.runner import pipeline as P
 
     cfg = run_config(args)

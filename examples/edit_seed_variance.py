@@ -16,7 +16,7 @@ import json
 import factlens
 from factlens.data import filter_known, sports_facts
 from factlens.data.formats import format_prompts
-from factlens.edit import EditConfig, edit
+from factlens.editing import EditConfig, edit
 from factlens.scoring import score_prompts
 from factlens.tasks import sports_athlete_editing
 

@@ -14,9 +14,9 @@ import argparse
 import factlens
 from factlens.components import Mask
 from factlens.data import filter_known, sports_facts
-from factlens.edit import EditConfig, edit
-from factlens.evaluate.config import EvalConfig
-from factlens.evaluate.soft_prompts import run_soft_prompts
+from factlens.editing import EditConfig, edit
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.soft_prompts import run_soft_prompts
 from factlens.tasks import sports_athlete_editing
 
 

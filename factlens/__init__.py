@@ -11,16 +11,17 @@ from typing import Any
 
 from factlens import data, tasks
 from factlens.components import Component, Mask, ModelShape
-from factlens.localize import localization_mask, localize
+from factlens.localization import localization_mask, localize
 from factlens.models import load_model
 from factlens.scores import ComponentScores
 
-# Bind the verbs eagerly: importing a subpackage sets ``factlens.<name>`` to the module, so
-# the function must be assigned after the subpackage is imported.
-from factlens.edit import EditConfig, EditResult, edit  # noqa: E402
-from factlens.edit.sweep import sweep  # noqa: E402
-from factlens.evaluate import evaluate  # noqa: E402
-from factlens.comparison import compare  # noqa: E402
+# The verbs (localize, edit, evaluate, compare) are functions; their subpackages are named
+# after the noun (localization, editing, evaluation, comparison), so importing a submodule
+# never replaces a verb and ``import factlens.editing.result`` always works.
+from factlens.comparison import compare
+from factlens.editing import EditConfig, EditResult, edit
+from factlens.editing.sweep import sweep
+from factlens.evaluation import evaluate
 
 __version__ = "0.1.0"
 

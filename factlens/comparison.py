@@ -2,7 +2,7 @@
 
 Every localization of a run is evaluated on the same facts (same task seed), so two
 localizations can be compared fact by fact: the per-unit values that each
-:class:`~factlens.evaluate.result.Metric` keeps in ``samples`` (keyed by the fact's
+:class:`~factlens.evaluation.result.Metric` keeps in ``samples`` (keyed by the fact's
 ``record.id``, ``"chunk:<i>"`` for general text, ``"question:<i>"`` for MMLU) are paired on
 their ids. For each localization and metric, :func:`compare` reports
 
@@ -51,7 +51,7 @@ def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any
             ``{localization: {seed: EvalResult}}`` (paired by seed), or
             ``{localization: EvalResult}`` for a single seed.
     """
-    from factlens.evaluate.result import EvalResult
+    from factlens.evaluation.result import EvalResult
 
     if isinstance(runs, (str, Path)):
         from factlens.runner.report import load_run_dir
@@ -162,7 +162,7 @@ def compare(runs: str | Path | Mapping[str, Any], reference: str = "flu", metric
         ValueError: ``reference`` is not among the localizations, or nothing is comparable.
 
     Example:
-        >>> from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+        >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult
         >>> def ev(v):
         ...     m = Metric.from_samples("forget_accuracy", {f"f{i}": x for i, x in enumerate(v)})
         ...     return EvalResult({"standard": SuiteResult("standard", (m,))})

@@ -1,4 +1,4 @@
-"""Plotly figures for component scores (more plots live in ``factlens.evaluate.plots``)."""
+"""Plotly figures for component scores (more plots live in ``factlens.evaluation.plots``)."""
 
 from __future__ import annotations
 

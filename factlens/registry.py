@@ -21,7 +21,7 @@ __all__ = ["Ref", "Registry", "load"]
 
 @dataclass(frozen=True)
 class Ref:
-    """A lazily imported attribute: ``Ref("factlens.localize.activation", "activation_patching")``.
+    """A lazily imported attribute: ``Ref("factlens.localization.activation", "activation_patching")``.
 
     Example:
         >>> Ref("math", "sqrt").load()(9.0)

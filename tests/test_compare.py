@@ -10,7 +10,7 @@ import pytest
 
 import factlens
 from factlens.comparison import COMPARE_COLUMNS, load_evaluations, variance_split
-from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,8 @@ import torch
 
 from factlens.components import Mask
 from factlens.data import sports_facts
-from factlens.edit import EditConfig, edit
-from factlens.evaluate import EvalConfig, evaluate
+from factlens.editing import EditConfig, edit
+from factlens.evaluation import EvalConfig, evaluate
 from factlens.layout import contiguous_layout, linear_layout
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import planted_fact_model

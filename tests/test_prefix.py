@@ -30,7 +30,7 @@ def reused(monkeypatch):
     """The prefix lengths ``p`` the code under test ran with reuse on (proves the fast path ran)."""
     import importlib
 
-    names = ("factlens.prefix", "factlens.edit.losses", "factlens.evaluate.probes", "factlens.evaluate.soft_prompts")
+    names = ("factlens.prefix", "factlens.editing.losses", "factlens.evaluation.probes", "factlens.evaluation.soft_prompts")
     mods = [importlib.import_module(n) for n in names]
     seen: list[int] = []
     real = mods[0].residual_after_prefix
@@ -138,7 +138,7 @@ def test_multi_token_answers_equal(gemma_like):
 
 @pytest.mark.parametrize("objective", ["inject", "unlearn"])
 def test_fact_losses_and_grads_equal(gemma_like, facts, objective, reused):
-    from factlens.edit.losses import fact_losses
+    from factlens.editing.losses import fact_losses
 
     m = gemma_like
     items = format_prompts(facts, "default")
@@ -163,7 +163,7 @@ def test_fact_losses_and_grads_equal(gemma_like, facts, objective, reused):
 def test_planted_edit_equal():
     """A whole masked edit with and without reuse: the same deltas to 1e-5."""
     from factlens.components import Mask
-    from factlens.edit import EditConfig, edit
+    from factlens.editing import EditConfig, edit
 
     p = planted_fact_model()
     cfg = EditConfig(lr=1e-2, steps=4, batch_size=None, grad_accum=1, n_sft_chunks=4)
@@ -177,7 +177,7 @@ def test_planted_edit_equal():
 
 
 def test_probe_activations_equal(gemma_like, facts, reused):
-    from factlens.evaluate.probes import collect_activations
+    from factlens.evaluation.probes import collect_activations
 
     for position in ("final", "subject_last"):
         with prefix_reuse(False):
@@ -192,8 +192,8 @@ def test_probe_activations_equal(gemma_like, facts, reused):
 @pytest.mark.parametrize("position", ["append", "prepend"])
 def test_soft_prompt_equal(gemma_like, facts, position, reused):
     """Soft-prompt training (gradients through the suffix) and scoring give the same numbers."""
-    from factlens.evaluate import EvalConfig
-    from factlens.evaluate.soft_prompts import soft_prompt_scores, train_soft_prompt
+    from factlens.evaluation import EvalConfig
+    from factlens.evaluation.soft_prompts import soft_prompt_scores, train_soft_prompt
 
     cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_len=3, batch_size=8, soft_prompt_position=position)
     items = format_prompts(facts[8:16], "default")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from factlens.evaluate.result import EvalResult, Metric, SuiteResult
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.stats import (bootstrap_mean_interval, hierarchical_bootstrap_interval, holm,
                             minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test,
                             variance_components, wilson_interval)

@@ -23,10 +23,10 @@ Config files use the field names as keys (dashes or underscores), with ``[edit]`
     forget_size = 16
     seeds = [0, 1]
 
-    [edit]          # factlens.edit.EditConfig fields, on top of the preset
+    [edit]          # factlens.editing.EditConfig fields, on top of the preset
     steps = 20
 
-    [eval]          # factlens.evaluate.EvalConfig fields
+    [eval]          # factlens.evaluation.EvalConfig fields
     n_text_chunks = 8
 """
 
@@ -112,10 +112,10 @@ class RunConfig:
         task: One of :data:`TASK_NAMES`.
         model: ``"gemma-3-270m"`` (embedded), ``"planted"`` (the planted-fact test model)
             or any TransformerLens model name.
-        localizations: Named localizations (see ``factlens.localize.LOCALIZATIONS``).
-        methods: Edit methods (``factlens.edit.registry.EDIT_METHODS``: ``finetune``, ``rome``,
+        localizations: Named localizations (see ``factlens.localization.LOCALIZATIONS``).
+        methods: Edit methods (``factlens.editing.registry.EDIT_METHODS``: ``finetune``, ``rome``,
             ``memit``), crossed with the localizations.
-        objectives: Training objectives (``factlens.edit.registry.OBJECTIVES``: ``unlearn``,
+        objectives: Training objectives (``factlens.editing.registry.OBJECTIVES``: ``unlearn``,
             ``npo``, ``simnpo``, ``rmu``, ``graddiff``...), crossed with the localizations and
             methods; empty: the task's own objective (``inject`` for editing tasks, ``unlearn``
             for Sports-Unlearning). Each (localization, method, objective) is one *unit* of the
@@ -218,7 +218,7 @@ class RunConfig:
             raise ValueError(f"the planted model only knows sports facts; task {self.task!r} needs a real model")
         if not self.localizations:
             raise ValueError("give at least one localization (e.g. --localizations flu,random)")
-        from factlens.localize.registry import LOCALIZATIONS
+        from factlens.localization.registry import LOCALIZATIONS
 
         bad = [l for l in self.localizations if l not in LOCALIZATIONS]
         if bad:
@@ -228,7 +228,7 @@ class RunConfig:
         self._validate_methods()
         if not self.seeds:
             raise ValueError("give at least one seed (e.g. --seeds 0)")
-        from factlens.evaluate import SUITES
+        from factlens.evaluation import SUITES
 
         bad = [s for s in self.suites if s not in SUITES]
         if bad:
@@ -311,7 +311,7 @@ class RunConfig:
 
     # serialization
     def _validate_methods(self) -> None:
-        from factlens.edit.registry import EDIT_METHODS, OBJECTIVES
+        from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
 
         for name, reg in (("methods", EDIT_METHODS), ("objectives", OBJECTIVES)):
             vals = getattr(self, name)
@@ -386,8 +386,8 @@ class RunConfig:
         return base
 
     def edit_config(self, seed: int):
-        """The ``factlens.edit.EditConfig`` of this run for ``seed``."""
-        from factlens.edit import EditConfig
+        """The ``factlens.editing.EditConfig`` of this run for ``seed``."""
+        from factlens.editing import EditConfig
 
         base = EditConfig.fast() if self.edit_preset == "fast" else EditConfig()
         _check_overrides(EditConfig, self.edit, "edit")
@@ -399,8 +399,8 @@ class RunConfig:
             raise ValueError(f"bad edit option(s) {self.edit}: {e}") from e
 
     def eval_config(self, seed: int):
-        """The ``factlens.evaluate.EvalConfig`` of this run for ``seed``."""
-        from factlens.evaluate import EvalConfig
+        """The ``factlens.evaluation.EvalConfig`` of this run for ``seed``."""
+        from factlens.evaluation import EvalConfig
 
         over = self.eval_overrides()
         _check_overrides(EvalConfig, over, "eval")
@@ -589,7 +589,7 @@ def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, st
         >>> split_unit("flu+memit")
         ('flu', 'memit', 'inject')
     """
-    from factlens.edit.registry import EDIT_METHODS, OBJECTIVES
+    from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
 
     loc, *rest = unit.split("+")
     method, objective = "finetune", default_objective

@@ -47,7 +47,7 @@ class Prepared:
         dataset: The facts after ``filter_known`` / ``max_facts``.
         task: The task of this seed.
         meta: Model name, data source, known-fact counts, load times.
-        baselines: The workspace's :class:`~factlens.evaluate.baselines.BaselineCache` for ``original``.
+        baselines: The workspace's :class:`~factlens.evaluation.baselines.BaselineCache` for ``original``.
         pristine: The :class:`~factlens.runner.pristine.OriginalView` (or ``PristineCopy``)
             behind ``original``.
     """
@@ -132,7 +132,7 @@ class Workspace:
         if e.get("model_key") != key:
             e.clear()
             model, builtin, meta = _load_models(cfg)
-            from factlens.evaluate.baselines import BaselineCache
+            from factlens.evaluation.baselines import BaselineCache
             from factlens.runner.pristine import OriginalView, PristineCopy
 
             if self.fast_layout:  # no per-forward weight copies in TransformerLens; bitwise the same results
@@ -154,7 +154,7 @@ class Workspace:
         return self._entries["pristine"]
 
     def baselines(self):
-        """The :class:`~factlens.evaluate.baselines.BaselineCache` of the loaded original model
+        """The :class:`~factlens.evaluation.baselines.BaselineCache` of the loaded original model
         (its evaluation numbers are computed once and shared by every job of the workspace)."""
         if "baselines" not in self._entries:
             raise RuntimeError("no model is loaded in this workspace yet (call models() first)")
@@ -272,7 +272,7 @@ def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
 
 def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) -> dict[str, Any]:
     """Options for ``localization_mask``: shared ones the method accepts, then ``localize_options[localization]``."""
-    from factlens.localize.registry import LOCALIZATIONS, METHODS
+    from factlens.localization.registry import LOCALIZATIONS, METHODS
 
     names = set(LOCALIZATIONS.names()) | set(METHODS.names())
     shared = {k: v for k, v in cfg.localize_options.items() if k not in names}
@@ -290,7 +290,7 @@ def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) ->
 def _partners(prep: Prepared, cfg: RunConfig, localization: str) -> dict[str, Any]:
     """``partners=``: every known fact may corrupt the localized facts (patching methods), so a
     fact of the forget set whose relation has no aligned partner there is still paired."""
-    from factlens.localize.registry import LOCALIZATIONS
+    from factlens.localization.registry import LOCALIZATIONS
 
     method = LOCALIZATIONS.get(localization).scoring
     facts = _localize_dataset(prep, cfg, localization)
@@ -307,7 +307,7 @@ def _dropped_facts(scores) -> dict[str, Any] | None:
 
 
 def _unbudgeted() -> frozenset[str]:
-    from factlens.localize.registry import LOCALIZATIONS
+    from factlens.localization.registry import LOCALIZATIONS
 
     return frozenset(loc.name for loc in LOCALIZATIONS if not loc.budgeted)
 
@@ -325,7 +325,7 @@ def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: boo
         (``param_budget`` is ``None`` when ``need_budget`` is false: only unbudgeted
         localizations run).
     """
-    from factlens.localize import localization_mask
+    from factlens.localization import localization_mask
 
     if cfg.param_budget is not None:
         return {"seed": seed, "param_budget": int(cfg.param_budget), "budget_source": "config", "flu": None}
@@ -352,7 +352,7 @@ def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, A
         every localization's mask with them).
     """
     from factlens.components import Mask
-    from factlens.evaluate.mechanisms import default_mechanisms
+    from factlens.evaluation.mechanisms import default_mechanisms
     from factlens.scores import ComponentScores
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -380,7 +380,7 @@ def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
 def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any],
                      show_progress: bool):
     from factlens.components import Mask
-    from factlens.localize import localization_mask
+    from factlens.localization import localization_mask
     from factlens.scores import ComponentScores
 
     flu = plan.get("flu")
@@ -431,8 +431,8 @@ def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str]
 
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool, *, method: str = "finetune",
           objective: str | None = None):
-    from factlens.edit.editor import edit
-    from factlens.edit.sequential import edit_sequential
+    from factlens.editing.editor import edit
+    from factlens.editing.sequential import edit_sequential
 
     ec = cfg.edit_config(seed)
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
@@ -473,7 +473,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     the parameters are copied back from the unedited model and ``restore["repaired"]`` is set).
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
-    from factlens.evaluate import evaluate
+    from factlens.evaluation import evaluate
 
     unit = localization
     localization, method, objective = cfg.split_unit(unit)

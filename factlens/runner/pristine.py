@@ -6,7 +6,7 @@ memory (1.8 GB more for Gemma 3 270M in float32, 36 GB for Gemma-2-9B). An
 :class:`OriginalView` holds instead
 
 * ``view``: a structural copy of the model (new module objects) whose parameters share the
-  model's storage (:func:`~factlens.evaluate.relearning.shared_copy`): no weight is copied;
+  model's storage (:func:`~factlens.evaluation.relearning.shared_copy`): no weight is copied;
 * during an evaluation, for the parameters the edit changed, the values before the edit,
   taken from the edit's own record (:attr:`EditResult.deltas`; a fully trained tensor's old
   values are already a whole tensor, so nothing is copied for it either);
@@ -17,7 +17,7 @@ memory (1.8 GB more for Gemma 3 270M in float32, 36 GB for Gemma-2-9B). An
 Example:
     >>> import torch
     >>> from factlens.components import Mask
-    >>> from factlens.edit import EditConfig, edit
+    >>> from factlens.editing import EditConfig, edit
     >>> from factlens.testing import planted_fact_model
     >>> p = planted_fact_model()
     >>> ov = OriginalView(p.model)
@@ -57,12 +57,12 @@ def param_digests(model) -> dict[str, str]:
 def original_tensors(result, model) -> dict[str, Tensor]:
     """The parameters an edit changed, as they were before it: ``{name: tensor}``.
 
-    ``result`` is an :class:`~factlens.edit.EditResult` (its ``deltas``) or a sequential result
+    ``result`` is an :class:`~factlens.editing.EditResult` (its ``deltas``) or a sequential result
     (``results``, undone last to first). A fully trained tensor's entry is a view of the
     edit's saved old values (no copy); a partially trained one is a copy of the current
     tensor with the old values written back.
     """
-    from factlens.edit.result import _original_tensors
+    from factlens.editing.result import _original_tensors
 
     if hasattr(result, "deltas"):
         return _original_tensors(model, result.deltas)
@@ -90,7 +90,7 @@ class OriginalView:
     """
 
     def __init__(self, model) -> None:
-        from factlens.evaluate.relearning import shared_copy
+        from factlens.evaluation.relearning import shared_copy
 
         self.model = model
         self.view = shared_copy(model).eval()

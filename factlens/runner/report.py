@@ -98,7 +98,7 @@ def _localizations(runs: Sequence[dict]) -> list[str]:
 
 
 def _eval_results(runs: Sequence[dict]) -> dict[str, list[Any]]:
-    from factlens.evaluate.result import EvalResult
+    from factlens.evaluation.result import EvalResult
 
     out: dict[str, list[Any]] = {}
     for r in runs:
@@ -240,12 +240,12 @@ def _try_fig(make: Callable[[], Any], what: str) -> str:
 
 
 def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
-    """Spider, format bars, relearning bars and probe curves from ``factlens.evaluate.plots``."""
+    """Spider, format bars, relearning bars and probe curves from ``factlens.evaluation.plots``."""
     first = {loc: rs[0] for loc, rs in evals.items()}
     try:
-        from factlens.evaluate import plots as P
+        from factlens.evaluation import plots as P
     except ImportError as e:
-        msg = f"<p class='err'>factlens.evaluate.plots is not available ({_e(str(e))}).</p>"
+        msg = f"<p class='err'>factlens.evaluation.plots is not available ({_e(str(e))}).</p>"
         return {k: msg for k in ("spider", "formats", "relearning", "probes")}
     has = lambda suite: any(suite in r.suites for r in first.values())  # noqa: E731
     out = {"spider": _try_fig(lambda: P.spider_plot(first), "spider plot")}

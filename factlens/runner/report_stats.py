@@ -2,7 +2,7 @@
 
 Table 1 cells average one or several metrics (e.g. the three sports phrasings) over seeds.
 A cell's 95 % interval is the metric's own (Wilson / bootstrap, see
-:class:`~factlens.evaluate.result.Metric`) when the cell is one metric of one seed, and
+:class:`~factlens.evaluation.result.Metric`) when the cell is one metric of one seed, and
 otherwise a bootstrap over the cell's per-fact values (the mean over the cell's metrics of
 each fact's value), resampling seeds and then facts. A cell is marked when it differs from
 the reference localization's cell: paired sign-flip permutation test over facts on the

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from factlens.components import Mask
-from factlens.edit import EditConfig, edit
+from factlens.editing import EditConfig, edit
 from factlens.runner import RunConfig, Workspace
 from factlens.runner import pipeline
 from factlens.runner.pristine import OriginalView, PristineCopy, original_tensors
@@ -90,7 +90,7 @@ def test_a_change_outside_the_edit_record_is_caught():
 
 
 def test_sequential_original_tensors():
-    from factlens.edit.sequential import edit_sequential
+    from factlens.editing.sequential import edit_sequential
 
     p = planted_fact_model()
     before = {n: t.detach().clone() for n, t in p.model.named_parameters()}

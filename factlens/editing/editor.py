@@ -1,0 +1,237 @@
+"""Gradient-masked editing: train only the entries of a component mask.
+
+:func:`edit` fine-tunes the parameter entries selected by a :class:`~factlens.components.Mask`
+(``mask.to_param_masks(model)``: per-head slices of ``W_Q/W_K/W_V/W_O`` and biases,
+including the shared grouped-query K/V slices ``_W_K/_W_V``, and whole MLP layers
+``W_in/W_gate/W_out/b_in/b_out``) on the objective
+
+``L = l_forget * L_forget + l_retain * L_retain + l_sft * L_SFT``
+
+where ``L_forget`` and ``L_retain`` come from the training objective (``objective=``, an entry
+of :data:`factlens.editing.registry.OBJECTIVES`: the paper's ``inject``/``unlearn`` or the
+unlearning baselines GA, GradDiff, NPO, SimNPO, RMU; see :mod:`factlens.editing.objectives`)
+and ``L_SFT`` is the general-text term (:mod:`factlens.editing.sampling`). One optimizer step is
+:func:`factlens.editing.training.train_step`. Embeddings, unembedding, normalization weights and
+``b_O`` belong to no component and are never trained.
+
+Masking guarantees:
+
+* Only parameters touched by the mask get ``requires_grad=True`` and enter the optimizer
+  (gradients and optimizer state exist only for those tensors); every other parameter has
+  ``requires_grad=False`` during the call. All flags (and any existing ``.grad``) are
+  restored afterwards, also after an exception. No hooks are added.
+* The *update* is masked, not only the gradient: gradients of unselected entries are
+  zeroed before the step, and after every optimizer step unselected entries are restored
+  exactly (``torch.where(mask, param, original)``), so neither AdamW momentum nor weight
+  decay can move them. Every unselected entry is bitwise identical after editing.
+* ``inplace=False`` (default) edits a ``copy.deepcopy`` of the model, which costs one extra
+  model copy of memory; ``inplace=True`` edits the caller's model (if training raises, its
+  trained parameters are restored to their original values before the error propagates).
+* A loss or parameter that becomes NaN/inf (e.g. a learning rate far too high) stops
+  training with a ``FloatingPointError``; the model is restored as for any other error.
+* Besides the model, the editor keeps one copy of each *touched* parameter tensor (for the
+  exact restore, the revertible delta and, with ``sft_source=None``, the KL reference: the
+  original model is evaluated with ``torch.func.functional_call`` on those originals,
+  without a full model copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from factlens.components import Component, Mask, ModelShape
+from factlens.data.formats import format_prompts
+from factlens.editing.config import EditConfig
+from factlens.editing.registry import OBJECTIVES, Objective
+from factlens.editing.result import EditResult, ParamDelta
+from factlens.editing.sampling import BatchSampler, GeneralText
+from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
+from factlens.registry import load
+
+__all__ = ["edit", "finetune", "lr_factor"]
+
+
+def _as_mask(mask) -> Mask:
+    if isinstance(mask, Mask):
+        return mask
+    if isinstance(mask, Component):
+        return Mask(frozenset([mask]))
+    try:
+        comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
+    except TypeError:
+        raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
+    if not all(isinstance(c, Component) for c in comps):
+        raise TypeError("mask must be a factlens Mask, a list of Components or of labels like 'L3.mlp'")
+    return Mask(frozenset(comps))
+
+
+def _check_targets(task, entry: Objective) -> None:
+    """Editing objectives need a ``target_new`` on every forget fact, other than its answer and among its candidates."""
+    missing = [r.id or r.subject for r in task.forget if r.target_new is None]
+    if missing:
+        raise ValueError(f"objective={entry.name!r} needs target_new on every forget fact; missing for {missing[:5]} "
+                         "(use an editing task, or objective='unlearn')")
+    same = [r.id or r.subject for r in task.forget if r.target_new == r.answer]
+    if same:
+        raise ValueError(f"the edit target equals the true answer for forget facts {same[:5]}: nothing to edit; "
+                         "give each fact a target_new other than its answer")
+    foreign = [(r.id or r.subject, r.target_new) for r in task.forget
+               if task.forget.candidates_for(r) and r.target_new not in task.forget.candidates_for(r)]
+    if foreign:
+        raise ValueError(f"edit targets {foreign[:5]} are not among the task's candidate answers "
+                         f"{task.forget.candidates_for(task.forget[0])}: edit accuracy could not be measured; add the "
+                         "target to the candidates (FactDataset.with_candidates) or choose a listed one")
+
+
+def _check_task(task, objective) -> Objective:
+    """The registry entry of the objective (``objective`` or ``task.objective``), after checking the task."""
+    if not all(hasattr(task, a) for a in ("forget", "retain", "objective")):
+        raise TypeError(f"edit() needs a factlens Task (e.g. factlens.tasks.sports_athlete_editing(dataset)), "
+                        f"got {type(task).__name__}")
+    entry = OBJECTIVES.get(objective or task.objective)
+    if len(task.forget) == 0:
+        raise ValueError("the task has no forget facts to edit")
+    if entry.needs_target_new:
+        _check_targets(task, entry)
+    return entry
+
+
+def _sft_kind(config: EditConfig) -> str:
+    if config.l_sft == 0:
+        return "none"
+    return "kl:builtin" if config.sft_source is None else f"text:{config.sft_source}"
+
+
+def _training_items(task, entry: Objective, config: EditConfig):
+    forget_items = format_prompts(task.forget, config.train_format)
+    if not forget_items:
+        raise ValueError(f"the forget facts have no prompts in train_format={config.train_format!r}")
+    use_retain = entry.uses_retain and config.l_retain > 0 and len(task.retain) > 0
+    return forget_items, (format_prompts(task.retain, config.train_format) if use_retain else [])
+
+
+def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
+         inplace: bool = False, show_progress: bool = True) -> EditResult:
+    """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
+
+    ``method`` names an entry of :data:`factlens.editing.registry.EDIT_METHODS` (default
+    ``"finetune"``: masked fine-tuning, see :func:`finetune` for the arguments); an
+    :class:`~factlens.editing.registry.EditMethod` entry of your own is accepted too.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> edit(p.model, Mask([p.lookup_mlp]), p.task, method="nosuch")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown edit method 'nosuch'; known: [...]
+    """
+    from factlens.editing.registry import EDIT_METHODS
+
+    entry = EDIT_METHODS.get(method)
+    if entry.name != "finetune":
+        _check_task(task, objective)
+        entry.check_objective(objective or task.objective)
+    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace,
+                          show_progress=show_progress)
+
+
+def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
+    """The revertible delta; for fully selected tensors the old values are a view of the saved copy."""
+    with torch.no_grad():
+        return {n: ParamDelta(m, state.originals[n].reshape(-1) if n not in state.unselected else state.originals[n][m],
+                              state.params[n].detach()[m].clone()) for n, m in param_masks.items()}
+
+
+def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),
+             inplace: bool = False, show_progress: bool = True) -> EditResult:
+    """Edit or unlearn the facts of ``task`` by training only the components in ``mask``.
+
+    Args:
+        model: A ``HookedTransformer``.
+        mask: The components to train (a :class:`~factlens.components.Mask`; a list of
+            components or labels is accepted too).
+        task: A :class:`~factlens.tasks.Task`: ``forget`` facts (with ``target_new`` for
+            editing), ``retain`` facts for the retain loss.
+        objective: A name in :data:`factlens.editing.registry.OBJECTIVES`: ``"inject"`` (edit to
+            ``target_new``), ``"unlearn"`` (``-log(1 - p(answer))``), ``"gradient_ascent"``,
+            ``"graddiff"``, ``"npo"``, ``"simnpo"``, ``"rmu"``; default: ``task.objective``.
+        config: Hyper-parameters (:class:`EditConfig`; ``EditConfig.fast()`` for CPU).
+        inplace: Edit ``model`` itself. Default ``False``: edit a deep copy (one extra model
+            copy of memory); the original stays untouched.
+        show_progress: Show a tqdm bar over optimizer steps.
+
+    Returns:
+        The :class:`EditResult` (``.model`` is the edited model; ``.revert()`` undoes the edit).
+
+    Raises:
+        ValueError: Bad task/objective/config (e.g. edit targets equal to the answers or not
+            among the candidates), or ``optimizer="adamw8bit"`` without CUDA.
+        FloatingPointError: The loss or the weights became NaN/inf (the model is restored).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> cfg = EditConfig(lr=1e-2, steps=5, batch_size=None, grad_accum=1, n_sft_chunks=4)
+        >>> res = edit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg, show_progress=False)
+        >>> res.history[-1]["loss_forget"] < res.history[0]["loss_forget"], res.model is p.model
+        (True, False)
+        >>> res.sft_kind, sorted(res.deltas)[0], res.n_params_trained == Mask([p.lookup_mlp]).n_params(p.model)
+        ('kl:builtin', 'blocks.1.mlp.W_in', True)
+        >>> res.revert() is res.model
+        True
+    """
+    t0 = time.perf_counter()
+    mask, entry = _as_mask(mask), _check_task(task, objective)
+    if not isinstance(config, EditConfig):
+        raise TypeError(f"config must be an EditConfig, got {type(config).__name__}")
+    forget_items, retain_items = _training_items(task, entry, config)
+    first = next(iter(model.parameters()), None)
+    check_optimizer(config, first.device if first is not None else torch.device("cpu"))
+    work = model if inplace else copy.deepcopy(model)
+    param_masks = mask.to_param_masks(work)
+    common = dict(mask=mask, config=config, objective=entry.name, shape=ModelShape.of(work),
+                  model_name=str(getattr(work.cfg, "model_name", "")), task_name=getattr(task, "name", ""))
+    if not param_masks:
+        warnings.warn("the mask selects no parameters: nothing was edited (the result has a zero delta)", stacklevel=2)
+        return EditResult(model=work, history=(), seconds=time.perf_counter() - t0, sft_kind=_sft_kind(config),
+                          n_params_trained=0, deltas={}, meta={"empty_mask": True}, **common)
+    gen = torch.Generator().manual_seed(config.seed)
+    text = None if config.l_sft == 0 else GeneralText.prepare(
+        work, source=config.sft_source, seq_len=config.sft_seq_len, n_chunks=config.n_sft_chunks,
+        n_positions=config.sft_positions, batch_size=config.sft_batch_size or config.batch_size, gen=gen)
+    prepared = load(entry.loss).prepare(work, forget_items, retain_items, mask=mask, config=config)
+    names = sorted(param_masks)
+    history: list[dict[str, Any]] = []
+    with trainable(work, names) as all_params:
+        params = {n: all_params[n] for n in names}
+        unselected = {n: ~m for n, m in param_masks.items() if not bool(m.all())}  # partially selected tensors
+        state = TrainState(work, params, {n: p.detach().clone() for n, p in params.items()}, unselected,
+                           make_optimizer(list(params.values()), config), prepared,
+                           BatchSampler(forget_items, config.batch_size, gen),
+                           BatchSampler(retain_items, config.batch_size, gen), text, config)
+        try:
+            t_train = time.perf_counter()
+            bar = tqdm(range(config.steps), desc="editing", disable=not show_progress, leave=False)
+            for step in bar:
+                history.append(train_step(state, step))
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            t_end = time.perf_counter()
+        except BaseException:
+            state.restore()  # leave the model as it was (matters for inplace=True)
+            raise
+        deltas = _deltas(state, param_masks)
+        del state
+    meta = {"n_forget_prompts": len(forget_items), "n_retain_prompts": len(retain_items),
+            "n_sft_chunks": int(text.tokens.shape[0]) if text else 0, "kl_cached": bool(text is not None and text.cache is not None),
+            "train_seconds": t_end - t_train, "seconds_per_step": (t_end - t_train) / max(1, config.steps),
+            "inplace": inplace, "device": str(params[names[0]].device), **prepared.describe()}
+    return EditResult(model=work, history=tuple(history), seconds=time.perf_counter() - t0, sft_kind=_sft_kind(config),
+                      n_params_trained=int(sum(int(m.sum()) for m in param_masks.values())), deltas=deltas, meta=meta,
+                      **common)

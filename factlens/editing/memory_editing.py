@@ -1,0 +1,158 @@
+"""Shared plumbing of the closed-form memory editors (:mod:`factlens.editing.rome`, :mod:`factlens.editing.memit`).
+
+Config validation and (de)serialization, mask and task checks, the key statistics of a
+layer with a method config's settings, and the :class:`~factlens.editing.result.EditResult`
+whose deltas are whole ``W_out`` tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from factlens.components import Component, Mask, ModelShape
+from factlens.editing.config import EditConfig
+from factlens.editing.covariance import KeyStatistics, key_statistics
+from factlens.editing.result import EditResult, ParamDelta
+
+__all__ = ["check_value_fields", "EditorConfigMixin", "mask_mlp_layers", "forget_records", "split_config",
+           "build_result", "layer_key_statistics", "covariance_meta"]
+
+
+def check_value_fields(cfg: Any) -> None:
+    """Validation shared by :class:`~factlens.editing.rome.RomeConfig` and :class:`~factlens.editing.memit.MemitConfig`."""
+    name = type(cfg).__name__
+    if cfg.v_num_grad_steps < 1:
+        raise ValueError(f"{name}.v_num_grad_steps must be >= 1, got {cfg.v_num_grad_steps}")
+    if not cfg.v_lr > 0:
+        raise ValueError(f"{name}.v_lr must be > 0, got {cfg.v_lr}")
+    for f in ("v_weight_decay", "kl_factor", "stop_loss", "cov_ridge"):
+        if getattr(cfg, f) < 0:
+            raise ValueError(f"{name}.{f} must be >= 0, got {getattr(cfg, f)}")
+    if cfg.clamp_norm_factor is not None and not cfg.clamp_norm_factor > 0:
+        raise ValueError(f"{name}.clamp_norm_factor must be > 0 (or None: no clamp), got {cfg.clamp_norm_factor}")
+    kl = tuple(cfg.kl_prompts) if not isinstance(cfg.kl_prompts, str) else (cfg.kl_prompts,)
+    bad = [p for p in kl if p.count("{}") != 1]
+    if bad:
+        raise ValueError(f"{name}.kl_prompts need exactly one '{{}}' slot for the subject, got {bad}")
+    object.__setattr__(cfg, "kl_prompts", kl)
+    try:
+        pl = tuple((int(w), int(n)) for w, n in cfg.prefix_lengths)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}.prefix_lengths must be (words, count) pairs, got {cfg.prefix_lengths!r}") from None
+    if any(w < 1 or n < 0 for w, n in pl):
+        raise ValueError(f"{name}.prefix_lengths need words >= 1 and count >= 0, got {pl}")
+    object.__setattr__(cfg, "prefix_lengths", pl)
+    if cfg.n_cov_tokens < 1 or cfg.cov_seq_len < 2:
+        raise ValueError(f"{name}: n_cov_tokens must be >= 1 and cov_seq_len >= 2")
+    if cfg.text_source is not None and not isinstance(cfg.text_source, str):
+        object.__setattr__(cfg, "text_source", str(cfg.text_source))
+
+
+class EditorConfigMixin:
+    def replace(self, **changes: Any):
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict` (unknown keys raise a clear error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_edit_config(cls, config: EditConfig):
+        """Defaults, with the general text (``sft_source``) and ``seed`` of an :class:`EditConfig`.
+
+        This is what ``factlens.edit(..., method=...)`` uses: ``EditConfig.sft_source`` (the
+        general text of the edit) becomes the covariance text, ``seed`` the prefix seed.
+        """
+        return cls(text_source=config.sft_source, seed=config.seed)
+
+
+def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
+    """The MLP layers of a mask of whole MLPs; heads or neurons raise a clear ``ValueError``."""
+    if isinstance(mask, Component):
+        comps = [mask]
+    elif isinstance(mask, Mask):
+        comps = list(mask)
+    else:
+        try:
+            comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
+        except TypeError:
+            raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
+    other = [c.label for c in comps if not isinstance(c, Component) or c.kind != "mlp"]
+    if other:
+        raise ValueError(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
+                         "(heads/neurons). Use a mask of MLP layers only, e.g. "
+                         "Mask([c for c in mask if c.kind == 'mlp']), or method='finetune'")
+    if not comps:
+        raise ValueError(f"{method} needs a mask with at least one MLP layer; the mask is empty")
+    shape = ModelShape.of(model)
+    for c in comps:
+        c.param_slices(shape)  # raises for layers that do not exist / attention-only models
+    return sorted({c.layer for c in comps})
+
+
+def forget_records(task, objective: str | None, *, method: str) -> list:
+    """The task's forget facts, checked for what ROME/MEMIT need (objective ``"inject"``, targets)."""
+    if not all(hasattr(task, a) for a in ("forget", "objective")):
+        raise TypeError(f"{method} needs a factlens Task, got {type(task).__name__}")
+    objective = objective or task.objective
+    if objective != "inject":
+        raise ValueError(f"{method} writes new facts (objective 'inject'); got objective {objective!r}. "
+                         "For unlearning use method='finetune'")
+    records = list(task.forget)
+    if not records:
+        raise ValueError("the task has no forget facts to edit")
+    missing = [r.id or r.subject for r in records if r.target_new is None]
+    if missing:
+        raise ValueError(f"{method} needs target_new on every forget fact; missing for {missing[:5]}")
+    return records
+
+
+def split_config(config, cls) -> tuple[Any, EditConfig]:
+    """``(method config, EditConfig for the result)`` from ``None``, an :class:`EditConfig` or a ``cls``."""
+    if config is None:
+        return cls(), EditConfig()
+    if isinstance(config, cls):
+        return config, EditConfig()
+    if isinstance(config, EditConfig):
+        return cls.from_edit_config(config), config
+    raise TypeError(f"config must be a {cls.__name__} or an EditConfig, got {type(config).__name__}")
+
+
+def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tensor], *, task, t0: float,
+                 history: list[dict[str, Any]], meta: dict[str, Any]) -> EditResult:
+    """An :class:`EditResult` whose deltas are the whole ``W_out`` tensors in ``originals``."""
+    params = dict(work.named_parameters())
+    deltas = {n: ParamDelta(torch.ones(o.shape, dtype=torch.bool, device=o.device), o.reshape(-1),
+                            params[n].detach().reshape(-1).clone()) for n, o in originals.items()}
+    if not isinstance(mask, Mask):
+        comps = [mask] if isinstance(mask, Component) else mask
+        mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
+    return EditResult(model=work, mask=mask, config=edit_config, objective="inject", history=tuple(history),
+                      seconds=time.perf_counter() - t0, sft_kind="none",
+                      n_params_trained=int(sum(o.numel() for o in originals.values())), deltas=deltas,
+                      shape=ModelShape.of(work), model_name=str(getattr(work.cfg, "model_name", "")),
+                      task_name=getattr(task, "name", ""), meta=meta)
+
+
+def layer_key_statistics(model, layer: int, cfg: Any, show_progress: bool) -> KeyStatistics:
+    return key_statistics(model, layer, text_source=cfg.text_source, n_tokens=cfg.n_cov_tokens, seq_len=cfg.cov_seq_len,
+                          cache=cfg.cache_covariance, show_progress=show_progress)
+
+
+def covariance_meta(stats: KeyStatistics) -> dict[str, Any]:
+    return {"layer": stats.layer, "n_tokens": stats.n_tokens, "text_source": stats.text_source,
+            "path": str(stats.path) if stats.path else None}

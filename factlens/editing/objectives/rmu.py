@@ -1,0 +1,103 @@
+"""Representation Misdirection for Unlearning (RMU; Li et al. 2024, "The WMDP Benchmark").
+
+At one layer ``l`` (``EditConfig.rmu_layer``; default: the last layer of the mask), RMU
+pushes the residual stream of the forget prompts towards a fixed random direction scaled by
+``c`` (``rmu_steering_coef``) and keeps the residual stream of the retain prompts equal to
+the original model's:
+
+``L_forget = MSE(h_l(forget), c * u)``, ``L_retain = alpha * MSE(h_l(retain), h_l^orig(retain))``
+
+with ``u`` a unit vector drawn once (as in the reference code: uniform in ``[0, 1)^d``, then
+normalized; seeded by ``EditConfig.seed``) and ``alpha = rmu_alpha``. ``h_l`` is the
+activation at ``factlens.components.resid_hook(l, "post")`` at every prompt token after BOS;
+the MSE averages over tokens and dimensions per prompt, then over prompts
+(:func:`factlens.editing.losses.activation_mse`). The model runs only up to block ``l``, so an
+RMU micro-batch costs ``(l + 1) / n_layers`` of a full forward pass; the original's retain
+activations are cached once in :meth:`RMUObjective.prepare` (``n_retain x tokens x d_model``
+floats). Parameters above layer ``l`` get no gradient from these losses (only from the
+general-text term, if ``l_sft > 0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from factlens.data.formats import FormattedPrompt
+from factlens.editing.losses import activation_mse, prompt_activations
+from factlens.editing.objectives.base import TrainingObjective
+
+__all__ = ["RMUObjective", "rmu_layer"]
+
+_CACHE_BATCH = 32  # prompts per no-grad forward when caching the original's retain activations
+
+
+def rmu_layer(mask, config, n_layers: int) -> int:
+    """The layer RMU steers: ``config.rmu_layer``, else the last layer of ``mask``'s components."""
+    layer = config.rmu_layer
+    if layer is None:
+        layers = [c.layer for c in mask]
+        if not layers:
+            raise ValueError("RMU needs a layer: the mask is empty, so set EditConfig(rmu_layer=...)")
+        layer = max(layers)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"rmu_layer={layer} is outside this model's layers 0..{n_layers - 1}")
+    return layer
+
+
+@dataclass(frozen=True)
+class RMUObjective(TrainingObjective):
+    """RMU's forget and retain activation losses at one layer.
+
+    Attributes:
+        layer: The layer whose ``resid_post`` is steered.
+        control: ``c * u``, the forget activations' target (``[d_model]``).
+        alpha: Weight of the retain term inside ``L_retain`` (``EditConfig.rmu_alpha``).
+        retain_reference: Retain prompt -> the original's activations at its tokens (``[n_tokens, d_model]``).
+    """
+
+    layer: int
+    control: Tensor
+    alpha: float
+    retain_reference: Mapping[str, Tensor]
+
+    @classmethod
+    def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
+                mask, config) -> "RMUObjective":
+        layer = rmu_layer(mask, config, model.cfg.n_layers)
+        gen = torch.Generator().manual_seed(config.seed)
+        u = torch.rand(model.cfg.d_model, generator=gen)
+        control = (u / u.norm() * config.rmu_steering_coef).to(model.cfg.device)
+        ref: dict[str, Tensor] = {}
+        prompts = list(dict.fromkeys(it.prompt for it in retain_items))
+        with torch.no_grad():
+            for i in range(0, len(prompts), _CACHE_BATCH):
+                chunk = prompts[i:i + _CACHE_BATCH]
+                acts, valid = prompt_activations(model, chunk, layer)
+                ref.update({p: acts[j][valid[j]].clone() for j, p in enumerate(chunk)})
+        return cls(layer=layer, control=control, alpha=config.rmu_alpha, retain_reference=MappingProxyType(ref))
+
+    def describe(self) -> dict[str, Any]:
+        return {"rmu_layer": self.layer, "rmu_control_norm": float(self.control.norm())}
+
+    def losses(self, model, forget_batch: Sequence[FormattedPrompt],
+               retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
+        nf = len(forget_batch)
+        acts, valid = prompt_activations(model, [it.prompt for it in forget_batch] + [it.prompt for it in retain_batch],
+                                         self.layer)
+        loss_forget = activation_mse(acts[:nf], self.control.to(acts.dtype), valid[:nf])
+        if not retain_batch:
+            return loss_forget, acts.new_zeros(())
+        acts_r, valid_r = acts[nf:], valid[nf:]
+        target = torch.zeros_like(acts_r)
+        for j, it in enumerate(retain_batch):
+            try:
+                target[j][valid_r[j]] = self.retain_reference[it.prompt].to(acts.dtype)
+            except KeyError:
+                raise ValueError(f"RMU has no original activations for retain prompt {it.prompt!r}: build the "
+                                 "objective with prepare() on the same retain prompts") from None
+        return loss_forget, self.alpha * activation_mse(acts_r, target.detach(), valid_r)

@@ -1,0 +1,90 @@
+"""Edit methods and training objectives, as typed registries.
+
+An edit method changes the parameters of a mask to edit or unlearn a task's facts:
+``fn(model, mask, task, *, objective, config, inplace, show_progress) -> EditResult``, one
+module per method, one :class:`EditMethod` entry in :data:`EDIT_METHODS`. Masked fine-tuning
+(``"finetune"``, the paper's) trains on an :class:`Objective` from :data:`OBJECTIVES`; closed-form
+editors (ROME, MEMIT) declare the objectives they support.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from factlens.registry import Ref, Registry
+
+__all__ = ["EditMethod", "Objective", "EDIT_METHODS", "OBJECTIVES"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective of masked fine-tuning.
+
+    Attributes:
+        name: What users pass as ``objective=``.
+        loss: The objective's class, a :class:`~factlens.editing.objectives.TrainingObjective`
+            (``prepare`` once from the original model, then ``losses`` per micro-batch).
+        needs_target_new: Every forget fact needs ``target_new`` (editing objectives); the
+            targets must differ from the true answers and be among the task's candidates.
+        uses_retain: The objective has a retain term (weighted by ``EditConfig.l_retain``);
+            ``False``: ``task.retain`` is not used (plain gradient ascent).
+        doc: One line (and the paper it comes from).
+    """
+
+    name: str
+    loss: Ref | Callable[..., Any]
+    needs_target_new: bool = False
+    uses_retain: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class EditMethod:
+    """A way of editing the parameters of a mask.
+
+    Attributes:
+        name: What users pass as ``method=``.
+        fn: ``fn(model, mask, task, *, objective, config, inplace, show_progress) -> EditResult``.
+        objectives: The objectives the method supports.
+        doc: One line (and the paper it comes from).
+    """
+
+    name: str
+    fn: Ref | Callable[..., Any]
+    objectives: tuple[str, ...]
+    doc: str = ""
+
+    def check_objective(self, objective: str) -> None:
+        if objective not in self.objectives:
+            raise ValueError(f"edit method {self.name!r} does not support objective {objective!r}; "
+                             f"it supports {list(self.objectives)}")
+
+
+_OBJ = "factlens.editing.objectives"
+
+OBJECTIVES: Registry[Objective] = Registry("objective", (
+    Objective("inject", Ref(f"{_OBJ}.paper", "InjectObjective"), needs_target_new=True,
+              doc="cross-entropy towards target_new (the paper's editing loss)"),
+    Objective("unlearn", Ref(f"{_OBJ}.paper", "UnlearnObjective"),
+              doc="-log(1 - p(answer)) on the forget facts (the paper's unlearning loss)"),
+    Objective("gradient_ascent", Ref(f"{_OBJ}.gradient_ascent", "GradientAscentObjective"), uses_retain=False,
+              doc="gradient ascent on the forget answers' cross-entropy, no retain term"),
+    Objective("graddiff", Ref(f"{_OBJ}.gradient_ascent", "GradDiffObjective"),
+              doc="gradient ascent on the forget facts + cross-entropy on the retain facts (GradDiff)"),
+    Objective("npo", Ref(f"{_OBJ}.npo", "NPOObjective"),
+              doc="Negative Preference Optimization against the frozen original (Zhang et al. 2024)"),
+    Objective("simnpo", Ref(f"{_OBJ}.npo", "SimNPOObjective"),
+              doc="reference-free, length-normalized NPO (Fan et al. 2024)"),
+    Objective("rmu", Ref(f"{_OBJ}.rmu", "RMUObjective"),
+              doc="steer forget activations to a random direction at one layer, keep retain ones (Li et al. 2024)"),
+))
+
+EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
+    EditMethod("finetune", Ref("factlens.editing.editor", "finetune"), OBJECTIVES.names(),
+               doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)"),
+    EditMethod("rome", Ref("factlens.editing.rome", "rome"), ("inject",),
+               doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)"),
+    EditMethod("memit", Ref("factlens.editing.memit", "memit"), ("inject",),
+               doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)"),
+))

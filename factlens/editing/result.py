@@ -1,0 +1,393 @@
+"""The result of an edit: the weight delta (revertible, saveable, re-appliable) and its history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from factlens.components import Mask, ModelShape
+from factlens.editing.config import EditConfig
+
+__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION"]
+
+#: Saved-file format: 2 adds ``original_fingerprint`` (files of format 1 still load).
+FORMAT_VERSION = 2
+_META_KEY = "factlens_edit"
+
+
+@dataclass(frozen=True)
+class ParamDelta:
+    """The change of one parameter tensor.
+
+    Attributes:
+        mask: Boolean tensor of the parameter's shape; ``True`` where the editor may change it.
+        old: Values of the masked entries before the edit (``param[mask]``).
+        new: Values of the masked entries after the edit.
+    """
+
+    mask: Bool[Tensor, "..."]
+    old: Float[Tensor, "n"]
+    new: Float[Tensor, "n"]
+
+    @property
+    def n_changed(self) -> int:
+        return int((self.old != self.new).sum())
+
+    def norm(self) -> float:
+        return float(torch.linalg.vector_norm((self.new.double() - self.old.double())))
+
+
+def _params(model) -> dict[str, torch.nn.Parameter]:
+    return dict(model.named_parameters())
+
+
+def _fingerprint(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 of named tensors (name, dtype, shape and bytes of each, in sorted name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _original_tensors(model, deltas: Mapping[str, "ParamDelta"]) -> dict[str, Tensor]:
+    """The touched parameter tensors of ``model`` as they were before the edit (masked entries <- ``old``)."""
+    params = _params(model)
+    out = {}
+    with torch.no_grad():
+        for name, d in deltas.items():
+            p = params[name]
+            if bool(d.mask.all()):
+                out[name] = d.old.to(dtype=p.dtype).reshape(p.shape)
+            else:
+                t = p.detach().clone()
+                t[d.mask.to(p.device)] = d.old.to(device=p.device, dtype=p.dtype)
+                out[name] = t
+    return out
+
+
+def _check_deltas(deltas: Mapping[str, "ParamDelta"], where: str) -> None:
+    """Raise ``ValueError`` unless every delta is consistent with its mask (counts, dtypes, finite values)."""
+    for name, d in deltas.items():
+        if d.mask.dtype != torch.bool:
+            raise ValueError(f"{where}: the mask of {name!r} has dtype {d.mask.dtype}, not bool")
+        n = int(d.mask.sum())
+        for what in ("old", "new"):
+            t = getattr(d, what)
+            if t.dim() != 1 or t.numel() != n:
+                raise ValueError(f"{where}: {name!r} has {tuple(t.shape)} {what} values but its mask selects {n} "
+                                 "entries; the saved edit is damaged")
+            if not t.dtype.is_floating_point:
+                raise ValueError(f"{where}: the {what} values of {name!r} have dtype {t.dtype}, not a float dtype")
+        if not bool(torch.isfinite(d.new).all()):
+            raise ValueError(f"{where}: the edited values of {name!r} contain NaN or inf; the edit diverged "
+                             "(lower the learning rate) or the file is damaged")
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """An edit: which entries changed from what to what, with the training history.
+
+    ``revert()`` undoes the edit on the model it was made on (or last applied to), bitwise;
+    ``apply(model)`` writes the edited values into another model of the same architecture;
+    ``save(path)`` / ``EditResult.load(path)`` store the delta as safetensors.
+
+    Attributes:
+        model: The edited model (``None`` for a loaded result). With ``inplace=False`` this
+            is the edited copy.
+        mask: The components that were trained.
+        config: The hyper-parameters.
+        objective: ``"inject"`` or ``"unlearn"``.
+        history: One dict per optimizer step: ``step, loss, loss_forget, loss_retain, loss_sft, lr``.
+        seconds: Wall-clock time of the training loop (setup included).
+        sft_kind: ``"text:<source>"``, ``"kl:builtin"`` or ``"none"`` (``l_sft=0``).
+        n_params_trained: Number of parameter entries the mask lets change.
+        deltas: Parameter name -> :class:`ParamDelta`.
+        shape: The architecture the delta belongs to.
+        model_name: ``model.cfg.model_name``.
+        task_name: Name of the task.
+        meta: Extra information (counts, warnings, timing per step).
+        original_fingerprint: sha256 of the touched parameter tensors of the model before the
+            edit (computed when the result is made, saved with it); ``apply`` warns when the
+            target model's tensors differ (same shapes, other weights). ``None`` for files
+            saved before fingerprints were kept.
+    """
+
+    model: Any = field(repr=False, compare=False)
+    mask: Mask
+    config: EditConfig
+    objective: str
+    history: tuple[dict, ...]
+    seconds: float
+    sft_kind: str
+    n_params_trained: int
+    deltas: Mapping[str, ParamDelta] = field(repr=False, compare=False)
+    shape: ModelShape
+    model_name: str = ""
+    task_name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    original_fingerprint: str | None = field(default=None, compare=False)
+    # (model, {param: previous values}) for every apply() not yet reverted, most recent last
+    _applied: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.model is not None:
+            if self.original_fingerprint is None:
+                fp = _fingerprint(_original_tensors(self.model, self.deltas))
+                object.__setattr__(self, "original_fingerprint", fp)
+            self._applied.append((self.model, {n: d.old for n, d in self.deltas.items()}))
+
+    # -- summaries ----------------------------------------------------------------------
+    @property
+    def n_changed(self) -> int:
+        """Number of entries whose value actually changed."""
+        return sum(d.n_changed for d in self.deltas.values())
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(len(self.history), 1)
+
+    def delta_norm(self) -> float:
+        """L2 norm of the weight change over all parameters."""
+        return math.sqrt(sum(d.norm() ** 2 for d in self.deltas.values()))
+
+    def delta_norms(self) -> dict[str, float]:
+        """L2 norm of the weight change per parameter."""
+        return {n: d.norm() for n, d in self.deltas.items()}
+
+    def final_losses(self) -> dict[str, float]:
+        """The last history entry (empty dict if nothing was trained)."""
+        return dict(self.history[-1]) if self.history else {}
+
+    # -- apply / revert -----------------------------------------------------------------
+    def check_compatible(self, model) -> None:
+        """Raise ``ValueError`` unless ``model`` has this result's architecture and parameter shapes."""
+        shape = ModelShape.of(model)
+        if shape != self.shape:
+            diff = {k: (v, shape.to_dict()[k]) for k, v in self.shape.to_dict().items() if shape.to_dict()[k] != v}
+            raise ValueError(f"this edit was made on {self.model_name or 'a model'} with shape {self.shape}; the given "
+                             f"model ({getattr(model.cfg, 'model_name', '?')}) differs in {diff} (edit vs model). "
+                             "Apply an edit only to a model of the same architecture")
+        params = _params(model)
+        for name, d in self.deltas.items():
+            if name not in params:
+                raise ValueError(f"the model has no parameter {name!r} that this edit changes; it is a different architecture")
+            if tuple(params[name].shape) != tuple(d.mask.shape):
+                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)} in the model but "
+                                 f"{tuple(d.mask.shape)} in the edit; it is a different architecture")
+
+    def check_deltas(self, model) -> None:
+        """Raise ``ValueError`` unless every saved tensor fits its mask and ``model``.
+
+        Checks the architecture and parameter shapes (:meth:`check_compatible`), that each
+        delta has one old and one new value per masked entry, finite new values, and that
+        no delta changes an entry outside the parameters of :attr:`mask`'s components.
+        """
+        self.check_compatible(model)
+        _check_deltas(self.deltas, "this edit")
+        allowed = self.mask.to_param_masks(model)
+        for name, d in self.deltas.items():
+            a = allowed.get(name)
+            if a is None or bool((d.mask.to(a.device) & ~a).any()):
+                raise ValueError(f"the delta of {name!r} changes entries outside the edit's mask "
+                                 f"({self.mask.name or len(self.mask)} components); the saved edit is damaged")
+
+    def apply(self, model, *, check_weights: bool = True):
+        """Write the edited values into ``model`` (same architecture); returns ``model``.
+
+        All or nothing: every delta is checked first (:meth:`check_deltas`), then written; if
+        a write fails, the entries already written are restored before the error propagates.
+        The model's previous values of the masked entries are remembered, so ``revert()``
+        restores it exactly.
+
+        Args:
+            model: The model to edit in place.
+            check_weights: Warn (``UserWarning``) when the touched tensors of ``model`` are not
+                the ones the edit was made on (:attr:`original_fingerprint`): same shapes,
+                other weights, so the edit will not do what it did there.
+
+        Raises:
+            ValueError: ``model`` has another architecture or other parameter shapes, or a
+                delta does not fit its mask.
+        """
+        self.check_deltas(model)
+        params = _params(model)
+        if check_weights and self.original_fingerprint is not None:
+            now = _fingerprint({n: params[n] for n in self.deltas})
+            if now != self.original_fingerprint:
+                warnings.warn(
+                    f"applying an edit of {self.model_name or 'a model'} to a model whose touched weights differ from "
+                    f"the ones it was made on (fingerprint {now[:12]} vs {self.original_fingerprint[:12]}): same "
+                    "shapes, other weights (another checkpoint or dtype, or an edit already applied); the edited "
+                    "values replace them anyway, and the result is not the evaluated edit", UserWarning, stacklevel=2)
+        with torch.no_grad():
+            todo = {}
+            for name, d in self.deltas.items():  # everything converted before anything is written
+                p = params[name]
+                m = d.mask.to(p.device)
+                todo[name] = (p, m, d.new.to(device=p.device, dtype=p.dtype), p[m].detach().clone())
+            done: list[str] = []
+            try:
+                for name, (p, m, new, _) in todo.items():
+                    p[m] = new
+                    done.append(name)
+            except BaseException:
+                for name in done:
+                    p, m, _, old = todo[name]
+                    p[m] = old
+                raise
+        self._applied.append((model, {n: t[3] for n, t in todo.items()}))
+        return model
+
+    def revert(self, model=None):
+        """Undo the edit (bitwise) on ``model`` (default: the model last edited or applied to).
+
+        Returns the reverted model. Edits stacked on top of each other must be reverted in
+        reverse order (:class:`~factlens.editing.sequential.SequentialEditResult` does that).
+
+        Raises:
+            RuntimeError: Nothing to revert (e.g. a loaded result that was never applied).
+        """
+        idx = None
+        for i in range(len(self._applied) - 1, -1, -1):
+            if model is None or self._applied[i][0] is model:
+                idx = i
+                break
+        if idx is None:
+            raise RuntimeError("nothing to revert: this edit is not applied to " +
+                               ("any model" if model is None else "that model") + " (apply(model) first)")
+        target, prev = self._applied.pop(idx)
+        params = _params(target)
+        with torch.no_grad():
+            for name, d in self.deltas.items():
+                p = params[name]
+                p[d.mask.to(p.device)] = prev[name].to(device=p.device, dtype=p.dtype)
+        return target
+
+    @property
+    def applied(self) -> bool:
+        """Whether the edit is currently applied to some model."""
+        return bool(self._applied)
+
+    # -- persistence --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable metadata (everything except the tensors and the model)."""
+        return {
+            "format_version": FORMAT_VERSION, "model_name": self.model_name, "task_name": self.task_name,
+            "objective": self.objective, "config": self.config.to_dict(), "mask": self.mask.to_dict(),
+            "shape": self.shape.to_dict(), "history": list(self.history), "seconds": self.seconds,
+            "sft_kind": self.sft_kind, "n_params_trained": self.n_params_trained, "meta": self.meta,
+            "params": sorted(self.deltas), "param_shapes": {n: list(d.mask.shape) for n, d in sorted(self.deltas.items())},
+            "original_fingerprint": self.original_fingerprint,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Save the delta (safetensors: ``<param>/mask``, ``/old``, ``/new``) and metadata JSON."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for name, d in self.deltas.items():
+            tensors[f"{name}/mask"] = d.mask.detach().cpu().contiguous()
+            tensors[f"{name}/old"] = d.old.detach().cpu().contiguous()
+            tensors[f"{name}/new"] = d.new.detach().cpu().contiguous()
+        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.to_dict())})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EditResult":
+        """Load a saved edit (not applied to any model; use ``apply(model)``).
+
+        Every saved tensor is checked against its mask (one old and one new value per masked
+        entry, the parameter shape recorded with it, finite values) before the result is
+        returned; ``apply`` checks them against the model before writing anything.
+
+        Raises:
+            FileNotFoundError: No file at ``path``.
+            ValueError: Not a factlens edit, a newer format, or damaged (the message names the
+                file and the tensor).
+        """
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved edit at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = (f.metadata() or {}).get(_META_KEY)
+                if meta is None:
+                    raise ValueError(f"{path} is not a factlens edit (no {_META_KEY!r} metadata)")
+                d = _load_meta(meta, path)
+                keys = set(f.keys())
+                missing = [f"{n}/{k}" for n in d["params"] for k in ("mask", "old", "new") if f"{n}/{k}" not in keys]
+                if missing:
+                    raise ValueError(f"{path}: the saved edit lacks the tensors {missing[:6]}; the file is damaged")
+                deltas = {n: ParamDelta(f.get_tensor(f"{n}/mask"), f.get_tensor(f"{n}/old"), f.get_tensor(f"{n}/new"))
+                          for n in d["params"]}
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - safetensors' own errors (bad header, truncated file)
+            raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+        _check_deltas(deltas, str(path))
+        for n, shp in (d.get("param_shapes") or {}).items():
+            if n in deltas and list(deltas[n].mask.shape) != list(shp):
+                raise ValueError(f"{path}: the mask of {n!r} has shape {tuple(deltas[n].mask.shape)} but the edit was "
+                                 f"saved for shape {tuple(shp)}; the file is damaged")
+        return cls(model=None, mask=Mask.from_dict(d["mask"]), config=EditConfig.from_dict(d["config"]),
+                   objective=d["objective"], history=tuple(d["history"]), seconds=d["seconds"], sft_kind=d["sft_kind"],
+                   n_params_trained=d["n_params_trained"], deltas=deltas, shape=ModelShape(**d["shape"]),
+                   model_name=d["model_name"], task_name=d.get("task_name", ""), meta=d.get("meta", {}),
+                   original_fingerprint=d.get("original_fingerprint"))
+
+    # -- plotting -----------------------------------------------------------------------
+    def plot_history(self, title: str | None = None):
+        """Plotly figure of the losses per optimizer step (learning rate on a second axis)."""
+        return plot_histories([self.history], title=title or f"edit {self.task_name} ({self.objective}, {self.mask.name or len(self.mask)})")
+
+
+def _load_meta(text: str, path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the edit's metadata is not valid JSON ({e}); the file is damaged") from e
+    version = d.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} was saved in edit format {version!r}; this factlens reads formats up to "
+                         f"{FORMAT_VERSION} (upgrade factlens)")
+    missing = [k for k in ("params", "mask", "config", "objective", "history", "seconds", "sft_kind",
+                           "n_params_trained", "shape", "model_name") if k not in d]
+    if missing:
+        raise ValueError(f"{path}: the edit's metadata lacks {missing}; the file is damaged")
+    return d
+
+
+def plot_histories(histories, *, title: str = "", labels=None):
+    """Plot one or more loss histories (a helper shared with sequential editing)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    offset = 0
+    for k, hist in enumerate(histories):
+        hist = list(hist)
+        steps = [offset + h["step"] for h in hist]
+        tag = f"{labels[k]} " if labels else ""
+        for key in ("loss", "loss_forget", "loss_retain", "loss_sft"):
+            fig.add_trace(go.Scatter(x=steps, y=[h[key] for h in hist], mode="lines", name=f"{tag}{key}",
+                                     legendgroup=key, showlegend=k == 0 or not labels), secondary_y=False)
+        fig.add_trace(go.Scatter(x=steps, y=[h["lr"] for h in hist], mode="lines", name=f"{tag}lr",
+                                 line=dict(dash="dot"), legendgroup="lr", showlegend=k == 0 or not labels),
+                      secondary_y=True)
+        offset = steps[-1] + 1 if steps else offset
+    fig.update_layout(title=title, xaxis_title="optimizer step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="learning rate", secondary_y=True)
+    return fig

@@ -1,0 +1,197 @@
+"""Sequential editing: edit chunks of facts one after another (Sequential-CounterFact-Editing).
+
+The paper edits 4 chunks of 16 facts with 25 optimizer steps each; every chunk is trained
+on the model that already carries the previous chunks' edits, with the same retain set.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from factlens.components import Mask
+from factlens.data.records import FactDataset
+from factlens.editing.config import EditConfig
+from factlens.editing.editor import _as_mask, edit
+from factlens.editing.result import EditResult, plot_histories
+
+__all__ = ["edit_sequential", "SequentialEditResult"]
+
+MaskSpec = Mask | Sequence[Mask] | Callable[[FactDataset], Mask]
+
+
+@dataclass(frozen=True)
+class SequentialEditResult:
+    """The edits of all chunks, in the order they were made.
+
+    Attributes:
+        model: The edited model (the caller's model with ``inplace=True``, else a copy).
+        results: One :class:`EditResult` per edit (per chunk, or per group of facts sharing a
+            mask with ``per_fact=True``), in order.
+        chunks: The facts of each edit.
+        seconds: Total wall-clock time.
+    """
+
+    model: Any = field(repr=False, compare=False)
+    results: tuple[EditResult, ...]
+    chunks: tuple[FactDataset, ...] = field(repr=False)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def masks(self) -> list[Mask]:
+        return [r.mask for r in self.results]
+
+    @property
+    def history(self) -> list[dict]:
+        """All steps, each entry tagged with its ``edit`` index."""
+        return [{"edit": k, **h} for k, r in enumerate(self.results) for h in r.history]
+
+    @property
+    def n_params_trained(self) -> int:
+        return sum(r.n_params_trained for r in self.results)
+
+    def delta_norm(self) -> float:
+        """L2 norm of the total weight change (the model now vs. before the first edit)."""
+        import torch
+
+        if self.model is None:
+            return 0.0
+        params = dict(self.model.named_parameters())
+        total = 0.0
+        for n in {n for r in self.results for n in r.deltas}:
+            now = params[n].detach().double()
+            before = now.clone()
+            for r in reversed(self.results):  # the first edit touching an entry holds its original value
+                d = r.deltas.get(n)
+                if d is not None:
+                    before[d.mask.to(before.device)] = d.old.to(before.device).double()
+            total += float(torch.sum((now - before) ** 2))
+        return total ** 0.5
+
+    def revert(self):
+        """Undo every edit, the last one first; returns the reverted model."""
+        model = None
+        for r in reversed(self.results):
+            if r.applied:
+                model = r.revert()
+        return model if model is not None else self.model
+
+    def plot_history(self, title: str = "sequential edit"):
+        """Plotly figure of the loss histories of all edits, one after another."""
+        return plot_histories([r.history for r in self.results], title=title,
+                              labels=[f"edit {k}" for k in range(len(self.results))])
+
+
+def _group_per_fact(chunk: FactDataset, fn: Callable[[FactDataset], Mask]) -> list[tuple[Mask, FactDataset]]:
+    groups: dict[frozenset, list] = {}
+    masks: dict[frozenset, Mask] = {}
+    for i, rec in enumerate(chunk):
+        m = _as_mask(fn(chunk.subset([i])))
+        groups.setdefault(m.components, []).append(rec)
+        masks.setdefault(m.components, m)
+    return [(masks[k], replace(chunk, records=tuple(v))) for k, v in groups.items()]
+
+
+def edit_sequential(
+    model,
+    masks: MaskSpec | None,
+    task,
+    *,
+    config: EditConfig = EditConfig(steps=25),
+    inplace: bool = False,
+    localize_fn: Callable[[Any, FactDataset], Mask] | None = None,
+    per_fact: bool = False,
+    objective: str | None = None,
+    chunk_size: int | None = None,
+    show_progress: bool = True,
+) -> SequentialEditResult:
+    """Edit ``task.chunks`` one after another, each on the model carrying the previous edits.
+
+    Args:
+        model: A ``HookedTransformer``.
+        masks: One :class:`Mask` for all chunks; a list with one mask per chunk; or a
+            callable ``chunk_dataset -> Mask`` (a separate localization per chunk). ``None``
+            requires ``localize_fn``.
+        task: A task with ``chunks`` (e.g. ``sequential_counterfact_editing``); without
+            chunks, ``chunk_size`` splits ``task.forget`` in order.
+        config: Hyper-parameters of each chunk's edit (the paper: 25 steps per chunk).
+        inplace: Edit ``model`` itself (default: a deep copy, one extra model copy of memory).
+        localize_fn: ``(current_model, chunk_dataset) -> Mask``: like a callable ``masks`` but
+            also given the model as edited so far (localize on the edited model).
+        per_fact: Localize each fact separately (``masks``/``localize_fn`` must be callable);
+            facts of a chunk that get the same mask are edited together in one batch.
+        objective: ``"inject"``/``"unlearn"`` (default: ``task.objective``).
+        chunk_size: Split ``task.forget`` into chunks of this size when the task has none.
+        show_progress: Show a progress bar over edits.
+
+    Returns:
+        A :class:`SequentialEditResult`; ``.revert()`` undoes all edits in reverse order.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> t = replace(p.task, chunks=(p.task.forget[:4], p.task.forget[4:]))
+        >>> cfg = EditConfig(lr=1e-2, steps=2, batch_size=None, grad_accum=1, l_sft=0)
+        >>> res = edit_sequential(p.model, Mask([p.lookup_mlp]), t, config=cfg, show_progress=False)
+        >>> len(res), res.model is p.model
+        (2, False)
+    """
+    t0 = time.perf_counter()
+    chunks = tuple(getattr(task, "chunks", ()) or ())
+    if not chunks:
+        if chunk_size is None:
+            raise ValueError("the task has no chunks; use a sequential task (e.g. sequential_counterfact_editing) or "
+                             "pass chunk_size= to split task.forget")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        f = task.forget
+        chunks = tuple(f[i:i + chunk_size] for i in range(0, len(f), chunk_size))
+    if masks is None and localize_fn is None:
+        raise ValueError("give masks= (a Mask, a list of masks or a callable) or localize_fn=")
+    if masks is not None and localize_fn is not None:
+        raise ValueError("give either masks= or localize_fn=, not both")
+    if isinstance(masks, (list, tuple)):
+        if len(masks) != len(chunks):
+            raise ValueError(f"{len(masks)} masks for {len(chunks)} chunks; give one mask per chunk")
+        if per_fact:
+            raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a list")
+    elif masks is not None and not callable(masks) and per_fact:
+        raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a single Mask")
+
+    work = model if inplace else copy.deepcopy(model)
+    results: list[EditResult] = []
+    edited: list[FactDataset] = []
+    try:
+        for k, chunk in enumerate(tqdm(chunks, desc="chunks", disable=not show_progress, leave=False)):
+            if localize_fn is not None:
+                fn = lambda ds, _m=work: localize_fn(_m, ds)  # noqa: E731
+            elif isinstance(masks, (list, tuple)):
+                fn = None
+            else:
+                fn = masks if callable(masks) and not isinstance(masks, Mask) else None
+            if per_fact:
+                jobs = _group_per_fact(chunk, fn)
+            elif fn is not None:
+                jobs = [(_as_mask(fn(chunk)), chunk)]
+            else:
+                jobs = [(_as_mask(masks[k] if isinstance(masks, (list, tuple)) else masks), chunk)]
+            for mask, facts in jobs:
+                sub = replace(task, forget=facts, chunks=())
+                results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True,
+                                    show_progress=False))
+                edited.append(facts)
+    except BaseException:
+        if inplace:  # leave the caller's model as it was before the first edit
+            for r in reversed(results):
+                r.revert()
+        raise
+    return SequentialEditResult(model=work, results=tuple(results), chunks=tuple(edited),
+                                seconds=time.perf_counter() - t0)

@@ -1,0 +1,221 @@
+"""Evaluation of edited / unlearned models: the paper's robustness suites.
+
+:func:`evaluate` runs named suites on a model and a :class:`~factlens.tasks.Task` and
+returns an :class:`EvalResult`. Each suite is a function
+``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs) -> SuiteResult``
+in its own module, registered as one :class:`Suite` entry in :data:`SUITES` (imported only
+when it runs). The entry declares which optional inputs the suite uses (``needs``: e.g.
+``mask``) and which of them it cannot run without (``requires``), so that every request is
+validated before any suite runs.
+
+Suites:
+    ``standard``: forget / edit / maintain accuracy and probability in the trained format.
+    ``formats``: the same facts asked differently (multiple choice, paraphrases,
+        neighborhood prompts, other sports phrasings), with the unedited model's accuracy
+        per format and at-chance flags.
+    ``side_effects``: next-token accuracy, loss and KL to the original on general text; MMLU.
+    ``relearning``, ``probes``, ``soft_prompts``, ``mechanisms``: adversarial relearning,
+        linear probes, soft-prompt attacks and mechanism comparisons.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from factlens.evaluation.baselines import BaselineCache
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+from factlens.memory import release_memory
+from factlens.registry import Ref, Registry, load
+
+__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
+           "Metric", "SuiteResult", "BaselineCache"]
+
+#: The optional inputs of :func:`evaluate` that a suite can declare in ``Suite.needs``.
+INPUTS: tuple[str, ...] = ("mask", "mechanisms", "weight_mask", "weight_mask_threshold", "edit_result")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One evaluation suite.
+
+    Attributes:
+        name: The name passed in ``suites=``.
+        fn: ``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs)``.
+        needs: Optional inputs (of :data:`INPUTS`) passed to ``fn`` when given.
+        requires: Groups of inputs of which at least one must be given (checked before any
+            suite runs), e.g. ``(("mask", "mechanisms"),)``.
+        doc: One line for listings.
+    """
+
+    name: str
+    fn: Ref | Callable[..., SuiteResult]
+    needs: tuple[str, ...] = ()
+    requires: tuple[tuple[str, ...], ...] = ()
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
+        if bad:
+            raise ValueError(f"suite {self.name!r} declares unknown inputs {bad}; known: {list(INPUTS)}")
+
+    def check(self, given: dict[str, Any]) -> None:
+        """Raise if a required input group has no given member (the message says which)."""
+        for group in self.requires:
+            if all(given.get(n) is None for n in group):
+                raise ValueError(f"the {self.name!r} suite needs {' and/or '.join(f'{n}=...' for n in group)}")
+
+
+SUITES: Registry[Suite] = Registry("evaluation suite", (
+    Suite("standard", Ref("factlens.evaluation.standard", "run_standard"),
+          doc="forget / edit / maintain accuracy and probability in the trained format"),
+    Suite("formats", Ref("factlens.evaluation.formats", "run_formats"),
+          doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
+    Suite("side_effects", Ref("factlens.evaluation.side_effects", "run_side_effects"),
+          doc="general-text accuracy, loss and KL to the original; MMLU"),
+    Suite("relearning", Ref("factlens.evaluation.relearning", "run_relearning"),
+          doc="LoRA relearning on half the forget facts, tested on the other half"),
+    Suite("probes", Ref("factlens.evaluation.probes", "run_probes"), doc="linear probes for the old answer in the latents"),
+    Suite("soft_prompts", Ref("factlens.evaluation.soft_prompts", "run_soft_prompts"),
+          doc="adversarial soft prompts that try to bring the old answer back"),
+    Suite("mechanisms", Ref("factlens.evaluation.mechanisms", "run_mechanisms"),
+          needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"), requires=(("mask", "mechanisms"),),
+          doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
+    Suite("quantization", Ref("factlens.evaluation.quantization", "run_quantization"),
+          doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? (control: original)"),
+    Suite("update_size", Ref("factlens.evaluation.update_size", "run_update_size"), needs=("edit_result",),
+          requires=(("edit_result",),), doc="the edit's |delta| against the quantization bin of the original weights"),
+    Suite("unrelated_finetune", Ref("factlens.evaluation.unrelated_finetune", "run_unrelated_finetune"),
+          doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
+    Suite("direction_ablation", Ref("factlens.evaluation.direction_ablation", "run_direction_ablation"),
+          needs=("mask", "edit_result"), doc="forget-vs-retain mean-difference direction projected out per layer"),
+))
+
+DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
+
+
+def suite_function(name: str | Suite) -> Callable[..., SuiteResult]:
+    """The ``run_<suite>`` function registered under ``name``.
+
+    Raises:
+        ValueError: ``name`` is not a known suite (the message lists the known ones).
+        ImportError: The suite's module cannot be imported.
+
+    Example:
+        >>> suite_function("standard").__name__
+        'run_standard'
+    """
+    return load(SUITES.get(name).fn)
+
+
+def _model_name(model) -> str:
+    cfg = getattr(model, "cfg", None)
+    return str(getattr(cfg, "model_name", None) or type(model).__name__)
+
+
+def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFAULT_SUITES,
+             config: EvalConfig = EvalConfig(), mask=None, mechanisms=None, weight_mask=None,
+             weight_mask_threshold: float | None = None, edit_result=None, baselines: BaselineCache | None = None,
+             show_progress: bool = True) -> EvalResult:
+    """Evaluate an (edited) model on a task with the named suites.
+
+    Args:
+        model: The model to evaluate (a ``HookedTransformer``); it is not changed.
+        task: The :class:`~factlens.tasks.Task` whose facts were edited / unlearned.
+        original: The unedited model. When given, every metric gets its value on the
+            original as ``baseline`` and the at-chance flags are computed on it; when
+            ``None``, baselines are ``None`` and the suites say so in ``extra``.
+        suites: Suite names (or :class:`Suite` entries of your own), run in this order (see
+            :data:`SUITES`).
+        config: Evaluation settings.
+        mask: The localization mask that was edited (``mechanisms`` suite; recorded in meta).
+        mechanisms: Mechanism components to compare (``mechanisms`` suite).
+        weight_mask: A learned weight mask (:func:`factlens.editing.weight_mask.learn_weight_mask`'s
+            result) whose masked weights the ``mechanisms`` suite counts per mechanism (the
+            paper's Table 3).
+        weight_mask_threshold: Discretization threshold for ``weight_mask`` (``None``: its default).
+        edit_result: The :class:`~factlens.editing.EditResult` that produced ``model`` (suites that
+            read the update itself, e.g. its size, declare it in ``Suite.needs``).
+        baselines: A :class:`~factlens.evaluation.baselines.BaselineCache`: the computations on
+            ``original`` are made once and reused by later calls with the same cache (the
+            runner evaluates six edits of one model against one original). Results are
+            identical with and without it.
+        show_progress: Show tqdm progress bars.
+
+    Returns:
+        One :class:`SuiteResult` per suite; ``meta`` holds the model name, the time per
+        suite and the config.
+
+    Raises:
+        ValueError: Unknown suite name, or ``mechanisms`` requested without a ``mask`` or
+            ``mechanisms``.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> res = evaluate(p.model, p.task, original=p.model, suites=["standard"], show_progress=False)
+        >>> res["standard"]["forget_accuracy"].value, res["standard"]["edit_accuracy"].value
+        (1.0, 0.0)
+    """
+    if isinstance(suites, (str, Suite)):
+        suites = (suites,)
+    entries = tuple({e.name: e for e in (SUITES.get(x) for x in suites)}.values())  # unknown names raise here
+    suites = tuple(e.name for e in entries)
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    inputs = {"mask": mask, "mechanisms": mechanisms, "weight_mask": weight_mask,
+              "weight_mask_threshold": weight_mask_threshold, "edit_result": edit_result}
+    for e in entries:  # validate every request before running anything
+        e.check(inputs)
+    fns = {e.name: load(e.fn) for e in entries}  # fail on import errors before running anything
+    if baselines is not None:
+        if not isinstance(baselines, BaselineCache):
+            raise TypeError(f"baselines must be a factlens.evaluation.BaselineCache, got {type(baselines).__name__}")
+        if original is not None and original is not model:
+            baselines.bind(original)
+        else:
+            baselines = None  # nothing to reuse: no original, or the original is the model itself
+
+    results: dict[str, SuiteResult] = {}
+    timings: dict[str, float] = {}
+    modes = [(m, m.training) for m in (model, original) if m is not None and hasattr(m, "training")]
+    for m, _ in modes:
+        m.eval()
+    try:
+        for name in tqdm(suites, desc="evaluate", disable=not show_progress):
+            entry = next(e for e in entries if e.name == name)
+            kw = {"original": original, "config": config, "baselines": baselines, "show_progress": show_progress,
+                  **{n: inputs[n] for n in entry.needs if inputs[n] is not None}}
+            t0 = time.perf_counter()
+            res = fns[name](model, task, **kw)
+            timings[name] = time.perf_counter() - t0
+            release_memory()  # a suite's freed memory does not stay resident into the next one
+            if not isinstance(res, SuiteResult):
+                raise TypeError(f"suite {name!r} returned {type(res).__name__}, expected SuiteResult")
+            results[name] = res
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+
+    meta: dict[str, Any] = {
+        "model": _model_name(model),
+        "original": _model_name(original) if original is not None else None,
+        "original_is_model": original is model,
+        "suites": list(suites),
+        "seconds": timings,
+        "total_seconds": sum(timings.values()),
+        "config": config.to_dict(),
+    }
+    if mask is not None:
+        meta["mask"] = sorted(getattr(c, "label", str(c)) for c in mask) if hasattr(mask, "__iter__") else str(mask)
+    if weight_mask is not None:
+        meta["weight_mask_threshold"] = weight_mask_threshold
+    if mechanisms is not None:
+        meta["mechanisms"] = str(mechanisms) if not isinstance(mechanisms, (list, tuple, dict)) else (
+            {k: str(v) for k, v in mechanisms.items()} if isinstance(mechanisms, dict) else [str(m) for m in mechanisms])
+    summary = task.summary() if hasattr(task, "summary") else {"name": str(task)}
+    return EvalResult(results, summary, meta)

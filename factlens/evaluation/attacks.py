@@ -1,0 +1,266 @@
+"""Shared pieces of the attack suites (quantization, unrelated fine-tuning, direction ablation).
+
+An attack changes a model (rounds its weights, fine-tunes it, projects a direction out of
+its residual stream) and asks whether the edited facts come back. Every attack suite here
+does the same bookkeeping, collected in this module:
+
+* :func:`score_task`: per-fact outcomes of one model on the task's facts in one prompt
+  format (true answer wins / edit target wins among the candidates), with the
+  ``standard`` suite's scoring helpers.
+* :func:`attack_metrics`: ``<prefix>_forget_accuracy``, ``<prefix>_forget_recovery`` (forget
+  accuracy after the attack minus before, per fact), ``<prefix>_edit_accuracy`` and
+  ``<prefix>_maintain_accuracy``, each with the same number on the **unedited** model
+  attacked the same way as ``baseline``.
+* :func:`attack_damage`: whether the attack damages the unedited model itself (its
+  accuracy on the task's facts falls by more than a tolerance). A recovery number of an
+  attack that damages the original is flagged: its forget accuracy may move because the
+  attack breaks the model, not because it undoes the edit.
+* :func:`suite_settings`: a suite's own frozen settings (``QuantizationConfig``...): the
+  value passed to the suite, else ``EvalConfig.<suite>`` when an EvalConfig carries such a
+  nested field, else the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from factlens.data.formats import format_prompts
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric
+
+__all__ = ["TaskScores", "score_task", "task_key", "attack_metrics", "attack_damage", "fact_rows", "suite_settings",
+           "DAMAGE_TOLERANCE", "metric_prefix"]
+
+#: Default tolerance of :func:`attack_damage`: the unedited model may lose at most this
+#: fraction of its accuracy on the task's facts before the attack counts as damaging it.
+DAMAGE_TOLERANCE = 0.1
+
+C = TypeVar("C")
+
+
+def suite_settings(config: EvalConfig, name: str, cls: type[C], given: C | None = None) -> C:
+    """The settings of suite ``name``: ``given``, else ``config.<name>`` if present, else ``cls()``.
+
+    Raises:
+        TypeError: ``given`` (or the nested field) is not a ``cls`` (a dict is accepted for the
+            nested field and passed to ``cls``).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Toy:
+        ...     steps: int = 3
+        >>> suite_settings(EvalConfig(), "toy", Toy), suite_settings(EvalConfig(), "toy", Toy, Toy(5))
+        (Toy(steps=3), Toy(steps=5))
+    """
+    value = given if given is not None else getattr(config, name, None)
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping) and given is None:
+        return cls(**value)
+    raise TypeError(f"the {name!r} suite's settings must be a {cls.__name__}, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    """Per-fact outcomes of one model on a task's facts in one prompt format.
+
+    Every dict maps ``record_id`` to the mean over that fact's prompts (one prompt per fact
+    in the default format).
+
+    Attributes:
+        forget: True answer wins among the candidates, forget facts.
+        edit: Edit target wins, forget facts with a target (inject tasks; empty otherwise).
+        maintain: True answer wins, maintain facts.
+        chance: Split -> chance level of the format (uniform guessing among the candidates).
+        n_prompts: Split -> number of prompts.
+    """
+
+    forget: dict[str, float]
+    edit: dict[str, float]
+    maintain: dict[str, float]
+    chance: dict[str, float] = field(default_factory=dict)
+    n_prompts: dict[str, int] = field(default_factory=dict)
+
+    def accuracy(self, split: str) -> float:
+        """Mean of a split's per-fact values (NaN when it has none)."""
+        v = [x for x in getattr(self, split).values() if not math.isnan(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    def known(self) -> dict[str, float]:
+        """True answer wins on forget and maintain facts together (what :func:`attack_damage` compares)."""
+        return {**{f"forget:{k}": v for k, v in self.forget.items()},
+                **{f"maintain:{k}": v for k, v in self.maintain.items()}}
+
+
+def score_task(model, task, config: EvalConfig, *, fmt: str = "default", show_progress: bool = False) -> TaskScores:
+    """Score ``task.forget`` and ``task.maintain`` in format ``fmt`` (the standard suite's helpers).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> s = score_task(p.model, p.task, EvalConfig())
+        >>> s.accuracy("forget"), s.accuracy("edit"), s.accuracy("maintain")
+        (1.0, 0.0, 1.0)
+    """
+    from factlens.evaluation.standard import chance_of, fact_means, score_items
+
+    out: dict[str, dict[str, float]] = {"forget": {}, "edit": {}, "maintain": {}}
+    chance: dict[str, float] = {}
+    n: dict[str, int] = {}
+    for split, ds in (("forget", task.forget), ("maintain", task.maintain)):
+        items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+        n[split] = len(items)
+        if not items:
+            continue
+        s = score_items(model, items, config, show_progress)
+        chance[split] = chance_of(items)
+        out[split] = fact_means(s, s.answer_wins.astype(float))
+        has_t = np.array([it.target is not None for it in items])
+        if split == "forget" and task.objective == "inject" and has_t.any():
+            out["edit"] = fact_means(s, np.where(has_t, s.target_wins.astype(float), np.nan))
+    return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n)
+
+
+def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
+    """A hashable key of what :func:`score_task` depends on (for :class:`~factlens.evaluation.BaselineCache`)."""
+    from factlens.evaluation.baselines import facts_key
+
+    return (fmt, task.objective, facts_key(task.forget), facts_key(task.maintain), config.seed, config.n_shots,
+            config.batch_size)
+
+
+def metric_prefix(prefix: str, fmt: str = "default") -> str:
+    """``"quant_nf4"`` for the default format, ``"quant_nf4_mcq"`` for another format."""
+    return prefix if fmt == "default" else f"{prefix}_{fmt}"
+
+
+def _mean(d: Mapping[str, float] | None) -> float | None:
+    if d is None:
+        return None
+    v = [x for x in d.values() if not math.isnan(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _diff(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    return {k: a[k] - b[k] for k in a if k in b}
+
+
+def _at_chance(base: TaskScores | None, split: str) -> bool:
+    from factlens.evaluation.standard import not_above_chance
+
+    if base is None or split not in base.chance:
+        return False
+    return not_above_chance(base.accuracy(split), base.chance[split], base.n_prompts.get(split, 0))
+
+
+def attack_metrics(prefix: str, attacked: TaskScores, before: TaskScores, *, base_attacked: TaskScores | None = None,
+                   base_before: TaskScores | None = None) -> list[Metric]:
+    """The metrics of one attack variant (see the module docstring).
+
+    Args:
+        prefix: Metric name prefix (``"quant_nf4"``...).
+        attacked: The evaluated model after the attack.
+        before: The evaluated model before the attack.
+        base_attacked: The unedited model after the same attack (``baseline`` of every metric).
+        base_before: The unedited model before the attack (for the baseline of the recovery
+            and the at-chance flags).
+
+    Returns:
+        ``<prefix>_forget_accuracy`` (lower is better), ``<prefix>_forget_recovery`` (after
+        minus before per fact; lower is better), ``<prefix>_edit_accuracy`` (inject tasks)
+        and ``<prefix>_maintain_accuracy``; a split without facts gives no metric.
+    """
+    out: list[Metric] = []
+    ch_f, ch_m = _at_chance(base_before, "forget"), _at_chance(base_before, "maintain")
+    base_rec = (_mean(_diff(base_attacked.forget, base_before.forget))
+                if base_attacked is not None and base_before is not None else None)
+    specs = [("forget_accuracy", attacked.forget, base_attacked.forget if base_attacked else None, False, ch_f),
+             ("forget_recovery", _diff(attacked.forget, before.forget), None, False, ch_f),
+             ("edit_accuracy", attacked.edit, base_attacked.edit if base_attacked else None, True, ch_f),
+             ("maintain_accuracy", attacked.maintain, base_attacked.maintain if base_attacked else None, True, ch_m)]
+    for name, samples, base, hib, ch in specs:
+        if not samples or all(math.isnan(x) for x in samples.values()):
+            continue
+        b = base_rec if name == "forget_recovery" else _mean(base)
+        out.append(Metric.from_samples(f"{prefix}_{name}", samples, baseline=b, higher_is_better=hib, at_chance=ch))
+    return out
+
+
+def attack_damage(before: TaskScores | None, after: TaskScores | None, *,
+                  tolerance: float = DAMAGE_TOLERANCE) -> dict[str, Any]:
+    """Does the attack damage the unedited model? Compare its accuracy before and after.
+
+    The unedited model's true-answer accuracy on the forget and maintain facts together is
+    compared before and after the attack; ``damaged`` is True when it falls by more than
+    ``tolerance`` (absolute). A recovery measured under such an attack is not evidence that
+    the edit was undone. ``p_value`` is the exact one-sided McNemar (sign) test on the facts
+    that flipped, for information: with 8-16 facts it rarely reaches significance.
+
+    Returns:
+        ``damaged`` (``None`` without an original), ``accuracy_before``, ``accuracy_after``,
+        ``drop``, ``n_facts``, ``n_lost`` (right before, wrong after), ``n_gained``,
+        ``p_value``, ``tolerance``, ``forget_drop``, ``maintain_drop``.
+
+    Example:
+        >>> b = TaskScores({"a": 1.0, "b": 1.0}, {}, {"c": 1.0, "d": 1.0})
+        >>> a = TaskScores({"a": 0.0, "b": 1.0}, {}, {"c": 1.0, "d": 1.0})
+        >>> attack_damage(b, a)["damaged"], attack_damage(b, b)["damaged"]
+        (True, False)
+    """
+    if not 0 <= tolerance <= 1:
+        raise ValueError(f"tolerance must be in [0, 1], got {tolerance}")
+    if before is None or after is None:
+        return {"damaged": None, "tolerance": tolerance,
+                "note": "original=None: the attack was not run on the unedited model, damage unknown"}
+    b, a = before.known(), after.known()
+    keys = [k for k in b if k in a and not math.isnan(b[k]) and not math.isnan(a[k])]
+    if not keys:
+        return {"damaged": None, "tolerance": tolerance, "note": "no fact scored before and after the attack"}
+    vb, va = np.array([b[k] for k in keys]), np.array([a[k] for k in keys])
+    lost, gained = int(np.sum((vb > 0.5) & (va < 0.5))), int(np.sum((vb < 0.5) & (va > 0.5)))
+    from scipy.stats import binomtest
+
+    p = float(binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue) if lost + gained else 1.0
+    drop = float(vb.mean() - va.mean())
+
+    def split_drop(split: str) -> float | None:
+        x, y = _mean(getattr(before, split)), _mean(getattr(after, split))
+        return None if x is None or y is None else x - y
+
+    return {"damaged": bool(drop > tolerance), "accuracy_before": float(vb.mean()), "accuracy_after": float(va.mean()),
+            "drop": drop, "n_facts": len(keys), "n_lost": lost, "n_gained": gained, "p_value": p,
+            "tolerance": tolerance, "forget_drop": split_drop("forget"), "maintain_drop": split_drop("maintain")}
+
+
+def fact_rows(task, columns: Mapping[str, Mapping[str, float]], *, splits: Sequence[str] = ("forget", "maintain")
+              ) -> list[dict[str, Any]]:
+    """One row per fact of ``splits`` (``record_id``, ``split``, ``subject``) with the given columns.
+
+    ``columns`` maps a column name to ``{record_id: value}`` (forget and maintain facts come
+    from one data set, so their ids are distinct); a fact without a value gets ``None``.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> t = planted_fact_model().task
+        >>> rows = fact_rows(t, {"x": {t.forget[0].id: 1.0}})
+        >>> len(rows) == len(t.forget) + len(t.maintain), rows[0]["x"], rows[-1]["x"]
+        (True, 1.0, None)
+    """
+    from factlens.evaluation.standard import json_value
+
+    rows = []
+    for split in splits:
+        for r in getattr(task, split):
+            row: dict[str, Any] = {"record_id": r.id, "split": split, "subject": r.subject}
+            for col, vals in columns.items():
+                v = vals.get(r.id)
+                row[col] = json_value(v) if v is not None else None
+            rows.append(row)
+    return rows

@@ -1,0 +1,164 @@
+"""The formats suite: is the edit robust when the fact is asked differently?
+
+Paper sections 3 and A.7: after editing in the trained prompt format, the same facts are
+asked as multiple choice (``mcq``), in CounterFact paraphrases (``paraphrase``), in other
+sports phrasings (``zero_shot``, ``professional``, ``sport_played``); CounterFact
+neighborhood prompts (other subjects) check that the edit did not leak (``neighborhood``).
+
+Per format the suite reports, on the forget facts, the *forget error* (the true answer no
+longer wins among the candidates) and the *edit accuracy* (the edit target wins; inject
+tasks), and on the maintain facts the *maintain accuracy*; for ``neighborhood`` the *edit
+error* (the edit target beats the neighbor's own answer). Every metric carries the unedited
+model's value as ``baseline``, and formats in which the unedited model is not clearly above
+chance (accuracy < chance + 2 binomial SE, pooled over forget and maintain facts) are
+flagged ``at_chance`` and listed in ``extra["at_chance_formats"]``: there an "edited" answer
+is noise, not robustness.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from factlens.data.formats import available_formats, format_prompts
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.evaluation.baselines import BaselineCache
+from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
+                                        score_both)
+
+__all__ = ["run_formats"]
+
+
+def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
+    both = task.forget.concat(task.maintain) if len(task.maintain) else task.forget
+    avail = [f for f in available_formats(both) if any(format_prompts(both[:50], f, seed=config.seed,
+                                                                      n_shots=config.n_shots))]
+    if config.formats is None:
+        return [f for f in avail if f != "default"], []
+    return [f for f in config.formats if f in avail], [f for f in config.formats if f not in avail]
+
+
+def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> list[dict[str, Any]]:
+    acc = fact_means(s, s.answer_wins.astype(float))
+    pa = fact_means(s, s.p_answer_norm)
+    has_t = np.array([it.target is not None for it in items])
+    tw = fact_means(s, np.where(has_t, s.target_wins, np.nan))
+    bacc = fact_means(b, b.answer_wins.astype(float)) if b is not None else {}
+    btw = fact_means(b, np.where(has_t, b.target_wins, np.nan)) if b is not None else {}
+    first = {}
+    for it in items:
+        first.setdefault(it.record_id, it)
+    n_prompts = {rid: len(ix) for rid, ix in s.by_record().items()}
+    rows = []
+    for rid, it in first.items():
+        row = {"record_id": rid, "format": fmt, "split": split, "subject": subjects.get(rid), "answer": it.answer,
+               "target": it.target, "n_prompts": n_prompts[rid], "accuracy": json_value(acc[rid]),
+               "p_answer": json_value(pa[rid]), "target_win_rate": json_value(tw[rid])}
+        if b is not None:
+            row.update(baseline_accuracy=json_value(bacc[rid]), baseline_target_win_rate=json_value(btw[rid]))
+        rows.append(row)
+    return rows
+
+
+def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
+
+    Args:
+        model: The evaluated model.
+        task: The task.
+        original: The unedited model: baselines and at-chance flags (``None``: none, with a
+            note in ``extra["baseline_note"]``).
+        config: ``formats`` (``None``: all available except ``"default"``), ``seed``,
+            ``n_shots``, ``batch_size``.
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics ``<fmt>_forget_error``, ``<fmt>_edit_accuracy`` (inject tasks),
+        ``<fmt>_maintain_accuracy`` and ``neighborhood_edit_error``; per-fact rows per
+        (fact, format, split); ``extra["format_baselines"]`` (the unedited model's accuracy per
+        format on forget and maintain facts, with chance levels), ``extra["at_chance_formats"]``,
+        ``extra["formats"]`` (evaluated) and ``extra["unavailable_formats"]`` (requested but
+        absent from the data).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = run_formats(p.model, p.task, original=p.model, show_progress=False)
+        >>> r["paraphrase_forget_error"].value, "mcq" in r.extra["formats"]
+        (0.0, False)
+    """
+    t0 = time.perf_counter()
+    fmts, missing = _formats_to_run(task, config)
+    metrics: list[Metric] = []
+    rows: list[dict[str, Any]] = []
+    format_baselines: list[dict[str, Any]] = []
+    at_chance_formats: list[str] = []
+    extra: dict[str, Any] = {"formats": fmts, "unavailable_formats": missing, **original_note(original)}
+    inject = task.objective == "inject"
+    splits = [("forget", task.forget)] + ([("maintain", task.maintain)] if len(task.maintain) else [])
+    skipped: dict[str, int] = {}
+    for fmt in fmts:
+        scored = {}
+        for split, ds in splits:
+            items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+            degenerate = [it for it in items if it.target is not None and it.target == it.answer]
+            if degenerate:  # e.g. a neighbor whose own answer is the edit target: says nothing
+                items = [it for it in items if not (it.target is not None and it.target == it.answer)]
+                skipped[f"{fmt}:{split}"] = len(degenerate)
+            if not items:
+                continue
+            s, b = score_both(model, original, items, config, show_progress, baselines)
+            scored[split] = (items, s, b)
+            rows += _fact_rows(fmt, split, items, s, b, {r.id: r.subject for r in ds})
+        if not scored:
+            continue
+        # the unedited model's accuracy in this format: per split, then pooled for the flag
+        flag = False
+        if original is not None:
+            hits, n_all, chances = 0.0, 0, []
+            for split, (items, _, b) in scored.items():
+                ch = chance_of(items)
+                acc = b.accuracy()
+                format_baselines.append({"format": fmt, "split": split, "n_prompts": len(items),
+                                  "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
+                                  "mean_p_answer": float(np.mean(b.p_answer_norm)),
+                                  "at_chance": not_above_chance(acc, ch, len(items))})
+                hits += acc * len(items)
+                n_all += len(items)
+                chances += [ch] * len(items)
+            flag = not_above_chance(hits / n_all, float(np.mean(chances)), n_all)
+            if flag:
+                at_chance_formats.append(fmt)
+
+        def add(name: str, s, b, vals, bvals, hib: bool = True) -> None:
+            m = mean_metric(name, fact_means(s, vals), baseline=fact_means(b, bvals) if b is not None else None,
+                            higher_is_better=hib, at_chance=flag)
+            if m is not None:
+                metrics.append(m)
+
+        if "forget" in scored:
+            items, s, b = scored["forget"]
+            has_t = np.array([it.target is not None for it in items])
+            if fmt == "neighborhood":
+                if has_t.any():
+                    add("neighborhood_edit_error", s, b, np.where(has_t, s.target_wins, np.nan),
+                        np.where(has_t, b.target_wins, np.nan) if b is not None else None, hib=False)
+            else:
+                add(f"{fmt}_forget_error", s, b, 1.0 - s.answer_wins, 1.0 - b.answer_wins if b is not None else None)
+                if inject and has_t.any():
+                    add(f"{fmt}_edit_accuracy", s, b, np.where(has_t, s.target_wins, np.nan),
+                        np.where(has_t, b.target_wins, np.nan) if b is not None else None)
+        if "maintain" in scored:
+            items, s, b = scored["maintain"]
+            name = "neighborhood_maintain_accuracy" if fmt == "neighborhood" else f"{fmt}_maintain_accuracy"
+            add(name, s, b, s.answer_wins.astype(float), b.answer_wins.astype(float) if b is not None else None)
+    if skipped:
+        extra["skipped_prompts"] = {"reason": "answer == edit target (the prompt cannot tell edit from truth)",
+                                    "counts": skipped}
+    extra["format_baselines"] = format_baselines
+    extra["at_chance_formats"] = at_chance_formats
+    return SuiteResult("formats", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

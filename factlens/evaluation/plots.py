@@ -1,0 +1,301 @@
+"""Plotly figures of evaluation results (one :class:`~factlens.evaluation.result.EvalResult` per localization).
+
+Every function takes either one result or a dict ``{localization name: result}`` (results
+may also be single :class:`~factlens.evaluation.result.SuiteResult` objects) and returns a
+``plotly.graph_objects.Figure``. Metric names are shown with the paper's names
+(:func:`metric_label`: ``forget_accuracy`` -> "Forget", ``mcq_edit_accuracy`` -> "MCQ Edit", ...).
+
+Example:
+    >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    >>> r = EvalResult({"standard": SuiteResult("standard", (Metric("forget_accuracy", 0.1, 8, higher_is_better=False),
+    ...                                                       Metric("maintain_accuracy", 0.9, 8)))})
+    >>> len(metric_bars({"flu": r}).data), metric_label("mcq_forget_error")
+    (1, 'MCQ Forget Error')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+
+__all__ = ["spider_plot", "metric_bars", "probe_curves", "relearning_bars", "update_size_histogram", "metric_label",
+           "SPIDER_METRICS", "BAR_METRICS"]
+
+#: Default axes of :func:`spider_plot` (those present in the results are drawn).
+SPIDER_METRICS: tuple[str, ...] = (
+    "forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error", "mcq_edit_accuracy",
+    "paraphrase_forget_error", "paraphrase_edit_accuracy", "neighborhood_maintain_accuracy",
+    "neighborhood_edit_error", "relearn_forget_accuracy", "soft_prompt_forget_accuracy",
+    "probe_true_accuracy_max", "probe_target_accuracy_max", "mmlu_accuracy",
+)
+
+#: Default metrics of :func:`metric_bars`.
+BAR_METRICS: tuple[str, ...] = (
+    "forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error", "mcq_edit_accuracy",
+    "mcq_maintain_accuracy", "paraphrase_forget_error", "paraphrase_edit_accuracy", "neighborhood_maintain_accuracy",
+    "neighborhood_edit_error", "mmlu_accuracy",
+)
+
+_EXACT = {
+    "forget_accuracy": "Forget", "forget_prob": "Forget Prob", "edit_accuracy": "Edit", "edit_prob": "Edit Prob",
+    "maintain_accuracy": "Maintain", "maintain_prob": "Maintain Prob", "mmlu_accuracy": "MMLU",
+    "next_token_accuracy": "Text Acc", "next_token_loss": "Text Loss", "kl_divergence": "KL",
+    "neighborhood_maintain_accuracy": "Neighborhood", "neighborhood_edit_error": "Neighborhood Edit Error",
+    "relearn_forget_accuracy": "Relearned Forget", "relearn_forget_accuracy_before": "Forget (before relearning)",
+    "soft_prompt_forget_accuracy": "Soft-Prompt Forget", "probe_true_accuracy_max": "Probe True (max)",
+    "probe_true_accuracy_last": "Probe True (last)", "probe_target_accuracy_max": "Probe Target (max)",
+    "probe_target_accuracy_last": "Probe Target (last)",
+}
+_PREFIX = {"mcq": "MCQ", "paraphrase": "Paraphrase", "zero_shot": "Zero-Shot", "professional": "Professional",
+           "sport_played": "Sport-Played", "neighborhood": "Neighborhood", "relearn": "Relearn",
+           "soft_prompt": "Soft-Prompt", "probe": "Probe"}
+_SUFFIX = {"forget_accuracy": "Forget", "forget_error": "Forget Error", "edit_accuracy": "Edit",
+           "maintain_accuracy": "Maintain", "edit_error": "Edit Error", "train_accuracy": "Train"}
+
+
+def metric_label(name: str) -> str:
+    """The paper's name of a metric (falls back to a title-cased name)."""
+    if name in _EXACT:
+        return _EXACT[name]
+    for p, pl in _PREFIX.items():
+        if name.startswith(p + "_"):
+            rest = name[len(p) + 1:]
+            return f"{pl} {_SUFFIX.get(rest, rest.replace('_', ' ').title())}"
+    return name.replace("_", " ").title()
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def _as_dict(results) -> dict[str, Any]:
+    if isinstance(results, (EvalResult, SuiteResult)):
+        return {"model": results}
+    if isinstance(results, Mapping) and results:
+        bad = [k for k, v in results.items() if not isinstance(v, (EvalResult, SuiteResult))]
+        if bad:
+            raise TypeError(f"results {bad} are not EvalResult/SuiteResult objects")
+        return dict(results)
+    raise TypeError("give an EvalResult, a SuiteResult or a non-empty dict {localization: result}, "
+                    f"got {type(results).__name__}")
+
+
+def _find(res, name: str) -> Metric | None:
+    try:
+        return res.metric(name) if isinstance(res, EvalResult) else res[name]
+    except KeyError:
+        return None
+
+
+def _suite(res, suite: str) -> SuiteResult | None:
+    if isinstance(res, SuiteResult):
+        return res if res.suite == suite else None
+    return res.suites.get(suite)
+
+
+def _finite(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _present(results: dict[str, Any], metrics: Sequence[str], *, unit_interval: bool = False) -> list[str]:
+    out = []
+    for name in metrics:
+        ms = [m for m in (_find(r, name) for r in results.values()) if m is not None and _finite(m.value)]
+        if ms and (not unit_interval or all(-1e-9 <= m.value <= 1 + 1e-9 for m in ms)):
+            out.append(name)
+    return out
+
+
+def _error_bars(ms: Sequence[Metric | None]) -> dict[str, Any]:
+    """plotly ``error_y``: the metrics' 95 % intervals (asymmetric), else their standard errors."""
+    up, down = [], []
+    for m in ms:
+        if m is not None and _finite(m.value) and _finite(m.ci_low) and _finite(m.ci_high):
+            up.append(max(m.ci_high - m.value, 0.0))
+            down.append(max(m.value - m.ci_low, 0.0))
+        else:
+            se = m.stderr if m is not None and _finite(m.stderr) else 0.0
+            up.append(se)
+            down.append(se)
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
+
+
+def _go():
+    import plotly.graph_objects as go
+
+    return go
+
+
+# -- figures -----------------------------------------------------------------------------------
+def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | None = None):
+    """Radar chart per localization over robustness metrics, oriented so that outward = better.
+
+    Metrics where lower is better (``higher_is_better=False``, e.g. forget accuracy) are shown
+    as ``1 - value``; only metrics in ``[0, 1]`` are drawn. A localization missing a metric
+    has a gap there.
+
+    Args:
+        results: ``{localization: EvalResult}`` (or one result).
+        metrics: Metric names (default :data:`SPIDER_METRICS`, those present).
+        title: Figure title.
+    """
+    go = _go()
+    res = _as_dict(results)
+    names = _present(res, list(metrics) if metrics is not None else SPIDER_METRICS, unit_interval=True)
+    if not names:
+        raise ValueError(f"none of the metrics {list(metrics or SPIDER_METRICS)} (with values in [0, 1]) is in the results")
+    fig = go.Figure()
+    labels = []
+    for n in names:
+        m = next(m for m in (_find(r, n) for r in res.values()) if m is not None)
+        labels.append(metric_label(n) if m.higher_is_better else f"1 - {metric_label(n)}")
+    for loc, r in res.items():
+        vals = []
+        for n in names:
+            m = _find(r, n)
+            vals.append(None if m is None or not _finite(m.value) else (m.value if m.higher_is_better else 1 - m.value))
+        fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=loc, fill="toself",
+                                      opacity=0.55, connectgaps=False))
+    fig.update_layout(title=title or "Robustness per localization (outward = better)",
+                      polar={"radialaxis": {"range": [0, 1]}}, showlegend=True)
+    return fig
+
+
+def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline: bool = True,
+                title: str | None = None):
+    """Grouped bars of metrics (paper names) per localization, with the unedited baseline.
+
+    Error bars are the metrics' 95 % confidence intervals (their standard errors for
+    results saved without intervals).
+
+    Args:
+        results: ``{localization: EvalResult}`` (or one result).
+        metrics: Metric names (default :data:`BAR_METRICS`, those present).
+        show_baseline: Add an "original" bar group from the metrics' ``baseline`` (when known).
+        title: Figure title.
+    """
+    go = _go()
+    res = _as_dict(results)
+    names = _present(res, list(metrics) if metrics is not None else BAR_METRICS)
+    if not names:
+        raise ValueError(f"none of the metrics {list(metrics or BAR_METRICS)} is in the results")
+    labels = [metric_label(n) for n in names]
+    fig = go.Figure()
+    if show_baseline:
+        base = []
+        for n in names:
+            b = next((m.baseline for m in (_find(r, n) for r in res.values()) if m is not None and _finite(m.baseline)),
+                     None)
+            base.append(b)
+        if any(b is not None for b in base):
+            fig.add_trace(go.Bar(x=labels, y=base, name="original", marker_color="lightgray"))
+    for loc, r in res.items():
+        ms = [_find(r, n) for n in names]
+        y = [m.value if m is not None and _finite(m.value) else None for m in ms]
+        text = ["(at chance)" if m is not None and m.at_chance else "" for m in ms]
+        fig.add_trace(go.Bar(x=labels, y=y, name=loc, error_y=_error_bars(ms), text=text,
+                             hovertext=[f"{n}: n={m.n}" if m is not None else n for n, m in zip(names, ms)]))
+    fig.update_layout(barmode="group", title=title or "Evaluation metrics per localization", yaxis_title="value",
+                      xaxis_title="metric")
+    return fig
+
+
+def probe_curves(result_or_results, *, title: str | None = None):
+    """Per-layer probe accuracy on the forget facts: true answer vs edit target (paper Figure 40).
+
+    Args:
+        result_or_results: An EvalResult / the ``probes`` SuiteResult, or a dict of them.
+        title: Figure title.
+    """
+    go = _go()
+    res = _as_dict(result_or_results)
+    fig = go.Figure()
+    single = len(res) == 1
+    chance = None
+    for loc, r in res.items():
+        s = _suite(r, "probes")
+        if s is None:
+            continue
+        layers = s.extra.get("layers") or list(range(len(s.extra.get("true", []))))
+        chance = s.extra.get("chance", chance)
+        pre = "" if single else f"{loc}: "
+        for key, dash, label in (("true", "solid", "true answer"), ("target", "dash", "edit target"),
+                                 ("maintain_cv", "dot", "maintain (cv)")):
+            ys = s.extra.get(key)
+            if not ys or all(y is None for y in ys) or (key == "maintain_cv" and not single):
+                continue
+            fig.add_trace(go.Scatter(x=layers, y=ys, mode="lines+markers", name=pre + label, line={"dash": dash}))
+        base = s.extra.get("baseline")
+        if single and base and base.get("true"):
+            fig.add_trace(go.Scatter(x=layers, y=base["true"], mode="lines", name="true answer (original)",
+                                     line={"dash": "dot", "color": "gray"}))
+    if not fig.data:
+        raise ValueError("no 'probes' suite with per-layer curves in the results")
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
+    fig.update_layout(title=title or "Probe accuracy on the forget facts per layer", xaxis_title="layer (resid_post)",
+                      yaxis_title="accuracy", yaxis_range=[0, 1.05])
+    return fig
+
+
+def relearning_bars(results, *, title: str | None = None):
+    """Forget accuracy on the held-out half before and after relearning, per localization
+    (error bars: 95 % confidence interval after relearning).
+
+    Args:
+        results: ``{localization: EvalResult}`` (or one result / relearning SuiteResult).
+        title: Figure title.
+    """
+    go = _go()
+    res = _as_dict(results)
+    locs, before, after, err, base = [], [], [], [], []
+    for loc, r in res.items():
+        a, b = _find(r, "relearn_forget_accuracy"), _find(r, "relearn_forget_accuracy_before")
+        if a is None:
+            continue
+        locs.append(loc)
+        after.append(a.value)
+        err.append(a)
+        before.append(b.value if b is not None else None)
+        base.append(a.baseline)
+    if not locs:
+        raise ValueError("no result has the relearning metric 'relearn_forget_accuracy'")
+    fig = go.Figure([go.Bar(x=locs, y=before, name="before relearning"),
+                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err))])
+    known = [b for b in base if _finite(b)]
+    if known:
+        fig.add_hline(y=sum(known) / len(known), line_dash="dot", annotation_text="original")
+    fig.update_layout(barmode="group", title=title or "Forget accuracy on held-out facts under relearning",
+                      yaxis_title="forget accuracy (lower = more robust)", yaxis_range=[0, 1.05])
+    return fig
+
+
+def update_size_histogram(result, *, scheme: str = "nf4", title: str | None = None):
+    """Distribution of ``log10(|delta| / bin width)`` per edited tensor (the ``update_size`` suite).
+
+    Entries left of the dotted line (half a bin) are updates smaller than half the
+    quantization bin of the original weight.
+
+    Args:
+        result: An :class:`~factlens.evaluation.update_size.UpdateSizes`, the ``update_size``
+            SuiteResult or an EvalResult holding it.
+        scheme: ``"nf4"``, ``"int4"`` or ``"int8"``.
+        title: Figure title.
+    """
+    go = _go()
+    if isinstance(result, EvalResult):
+        result = result["update_size"]
+    d = result.extra if isinstance(result, SuiteResult) else result.to_dict()
+    hists = (d.get("histograms") or {}).get(scheme)
+    if not hists:
+        raise ValueError(f"no update-size histogram for scheme {scheme!r} in the result")
+    edges = d["edges"]
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure()
+    for param, counts in hists.items():
+        total = sum(counts)
+        if total:
+            fig.add_trace(go.Scatter(x=centers, y=[c / total for c in counts], mode="lines+markers", name=param))
+    fig.add_vline(x=math.log10(0.5), line_dash="dot", annotation_text="half a bin")
+    fig.update_layout(title=title or f"Update size relative to the {scheme} bin of the original weight",
+                      xaxis_title="log10(|delta| / bin width)", yaxis_title="fraction of changed entries")
+    return fig

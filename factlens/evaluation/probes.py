@@ -1,0 +1,316 @@
+"""Latent knowledge: linear probes for the true answer and the edit target (paper Figure 40).
+
+For every probed layer a standardized logistic-regression probe is trained on the
+residual stream (``resid_post``) of facts the edit did not touch (``task.maintain`` and
+``task.retain``), predicting each fact's answer (its attribute label, e.g. the sport). The
+probes are then applied to the edited facts (``task.forget``): if an edit only hid the
+fact from the output, a probe still reads the **true** answer from the activations; if the
+edit reached the representation, the probe reads the **edit target** (inject tasks).
+
+Activations are taken at the final prompt token (where the answer is predicted) or, with
+``position="subject_last"``, at the last subject token (where the fact-lookup MLPs write
+the attribute). A probe can only predict labels seen in training: an edit target that is
+never a true answer of a training fact (e.g. golf in Full-Sports-Editing) is never
+predicted, which ``extra["target_in_classes"]`` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import replace
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from factlens.components import resid_hook
+from factlens.data.records import FactDataset
+from factlens.evaluation.baselines import BaselineCache, cached, facts_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.prefix import residual_after_prefix
+from factlens.tokens import encode_records, iter_batches
+
+__all__ = ["run_probes", "collect_activations", "probe_layers", "Position", "Scaling"]
+
+Position = Literal["final", "subject_last"]
+
+
+def collect_activations(model, facts: FactDataset | Sequence, *, layers: Sequence[int], position: Position = "final",
+                        batch_size: int = 16, show_progress: bool = False) -> Float[np.ndarray, "n n_layers d_model"]:
+    """``resid_post`` of ``layers`` at one position of each fact's prompt (float32, CPU).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> collect_activations(p.model, p.dataset[:5], layers=[0, 2]).shape
+        (5, 2, 96)
+    """
+    if position not in ("final", "subject_last"):
+        raise ValueError(f"position must be 'final' or 'subject_last', got {position!r}")
+    records = list(facts)
+    if not records:
+        raise ValueError("no facts to collect activations from")
+    layers = list(layers)
+    out = np.zeros((len(records), len(layers), model.cfg.d_model), dtype=np.float32)
+    store: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for sl in tqdm(list(iter_batches(len(records), batch_size)), desc="activations", disable=not show_progress,
+                       leave=False):
+            batch = encode_records(model, records[sl])
+            pos = batch.last_pos if position == "final" else batch.subject_last
+            rows = torch.arange(len(batch), device=batch.tokens.device)
+
+            def hooks(p: int):  # the prompts' shared prefix runs once; hooks see positions from p on
+                def keep(layer: int):
+                    def hook(act, hook):
+                        store[layer] = act[rows, (pos - p).to(act.device)].detach().float().cpu()
+                    return hook
+                return [(resid_hook(l, "post"), keep(l)) for l in layers]
+
+            residual_after_prefix(model, batch.tokens, first_read=int(pos.min()), lengths=batch.lengths,
+                                  stop_at_layer=max(layers) + 1, hooks=hooks)
+            for j, l in enumerate(layers):
+                out[sl, j] = store[l].numpy()
+    return out
+
+
+Scaling = Literal["clip", "feature", "global"]
+
+
+def _standardizer(mode: Scaling):
+    """Feature scaling fit on the training activations.
+
+    ``"global"`` (default): per-feature centring and one common scale (the overall standard
+    deviation), so relative feature magnitudes are kept and low-variance noise directions
+    are not inflated to the size of the signal (with a few hundred training facts and
+    hundreds of dimensions, per-feature scaling lets the probe fit noise).
+    ``"feature"``: per-feature standardization (sklearn's ``StandardScaler``). ``"clip"``:
+    per-feature standardization with test z-scores clipped to the range seen in training,
+    so a feature that was (nearly) constant in training, e.g. a direction only the held-out
+    subjects use, cannot blow up to z = 100 and swamp the probe.
+    """
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class _Scaler(TransformerMixin, BaseEstimator):
+        def __init__(self, mode: str = "clip") -> None:
+            self.mode = mode
+
+        def fit(self, X, y=None):
+            X = np.asarray(X, dtype=np.float64)
+            self.mean_ = X.mean(0)
+            sd = X.std(0) if self.mode != "global" else np.full(X.shape[1], X.std())
+            self.scale_ = np.where(sd > 0, sd, 1.0)
+            z = (X - self.mean_) / self.scale_
+            self.lo_, self.hi_ = z.min(0), z.max(0)
+            return self
+
+        def transform(self, X):
+            z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+            return np.clip(z, self.lo_, self.hi_) if self.mode == "clip" else z
+
+    if mode not in ("clip", "feature", "global"):
+        raise ValueError(f"scaling must be 'clip', 'feature' or 'global', got {mode!r}")
+    return _Scaler(mode)
+
+
+def _probe(C: float, scaling: Scaling = "global"):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(_standardizer(scaling), LogisticRegression(C=C, max_iter=2000))
+
+
+def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling) -> float:
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    _, counts = np.unique(y, return_counts=True)
+    k = int(min(5, counts.min()))
+    if k < 2:
+        return float("nan")
+    return float(cross_val_score(_probe(C, scaling), X, y, cv=StratifiedKFold(n_splits=k)).mean())
+
+
+def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequence[int] | None = None,
+                 position: Position = "final", C: float = 1.0, scaling: Scaling = "global", batch_size: int = 16,
+                 cv: bool = True, show_progress: bool = False) -> dict[str, Any]:
+    """Train a probe per layer on ``train`` answers and apply it to ``test``.
+
+    Each probe is ``scaling`` (see :func:`_standardizer`) followed by an L2-regularized
+    logistic regression (``C``).
+
+    Returns:
+        ``{"layers", "classes", "true" (per-layer accuracy of predicting each test fact's
+        answer), "target" (of predicting its ``target_new``; NaN without targets),
+        "maintain_cv" (cross-validated accuracy on ``train``), "predictions"
+        ([n_test][n_layers] labels), "chance" (majority-class share of ``train``)}``.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> out = probe_layers(p.model, p.task.maintain, p.task.retain, position="subject_last", cv=False)
+        >>> out["true"][0] < 0.7, out["true"][1]
+        (True, 1.0)
+    """
+    layers = list(range(model.cfg.n_layers)) if layers is None else [int(l) for l in layers]
+    bad = [l for l in layers if not 0 <= l < model.cfg.n_layers]
+    if bad or not layers:
+        raise ValueError(f"probe layers {bad or layers} out of range for a model with {model.cfg.n_layers} layers")
+    y = np.array([r.answer for r in train])
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"probes need training facts with at least 2 different answers, got {list(classes)}")
+    Xtr = collect_activations(model, train, layers=layers, position=position, batch_size=batch_size,
+                              show_progress=show_progress)
+    Xte = collect_activations(model, test, layers=layers, position=position, batch_size=batch_size)
+    true = np.array([r.answer for r in test])
+    target = np.array([r.target_new if r.target_new is not None else "" for r in test])
+    has_t = np.array([r.target_new is not None for r in test])
+    acc_true, acc_target, cvs, preds = [], [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings on tiny/separable data
+        for j, _ in enumerate(tqdm(layers, desc="probes", disable=not show_progress, leave=False)):
+            clf = _probe(C, scaling).fit(Xtr[:, j], y)
+            pred = clf.predict(Xte[:, j])
+            preds.append(pred)
+            acc_true.append(float(np.mean(pred == true)))
+            acc_target.append(float(np.mean(pred[has_t] == target[has_t])) if has_t.any() else float("nan"))
+            cvs.append(_cv_accuracy(Xtr[:, j], y, C, scaling) if cv else float("nan"))
+    return {"layers": layers, "classes": classes.tolist(), "true": acc_true, "target": acc_target,
+            "maintain_cv": cvs, "predictions": np.array(preds).T.tolist(), "chance": float(counts.max() / counts.sum()),
+            "true_in_classes": int(np.isin(true, classes).sum()),
+            "target_in_classes": int(np.isin(target[has_t], classes).sum()), "n_train": len(y), "n_test": len(true)}
+
+
+def _nan_max(x: Sequence[float]) -> float:
+    a = np.asarray(x, dtype=float)
+    return float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")
+
+
+def _fact_metric(name: str, ids: list[str], hits: np.ndarray, which: str, baseline: float | None,
+                 hib: bool) -> Metric:
+    """Accuracy over facts of the probe at the last layer (Wilson interval) or at the best layer.
+
+    ``hits`` is ``[n_facts, n_layers]`` (probe prediction correct). For the maximum over
+    layers the samples are the facts' outcomes at the best layer, and the interval is a
+    bootstrap over facts of the maximum itself (``"bootstrap-max"``): each resample picks
+    its own best layer, so the optimism of choosing the layer is part of the interval.
+    """
+    from factlens.stats import bootstrap_interval
+
+    h = hits.astype(float)
+    col = h.shape[1] - 1 if which == "last" else int(np.argmax(h.mean(0)))
+    m = Metric.from_samples(name, dict(zip(ids, h[:, col])), baseline=baseline, higher_is_better=hib)
+    if which == "max":
+        ci = bootstrap_interval(len(ids), lambda i: h[i].mean(-2).max(-1))
+        m = replace(m, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
+                    ci_method="bootstrap-max" if ci else None)
+    return m
+
+
+def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
+    """Best layer's cross-validated accuracy on the training facts.
+
+    Each training fact is predicted once (stratified k-fold), so ``accuracy * n_train`` counts
+    correct held-out predictions: its Wilson interval (``"wilson-approx"``) ignores the choice
+    of the best layer (no per-fact predictions are kept, so no ``samples``).
+    """
+    from factlens.stats import wilson_interval
+
+    v, n = _nan_max(res["maintain_cv"]), int(res["n_train"])
+    ci = wilson_interval(int(round(v * n)), n) if n and not np.isnan(v) else None
+    return Metric("probe_maintain_cv_max", v, n, "facts", _nan_max(base["maintain_cv"]) if base is not None else None,
+                  False, True, None, ci[0] if ci else None, ci[1] if ci else None, "wilson-approx" if ci else None)
+
+
+def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(), position: Position = "final",
+               scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"), show_progress: bool = True,
+               baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Per-layer linear probes for the true answer and the edit target of the forget facts.
+
+    Args:
+        model: The evaluated model (unchanged).
+        task: The task: probes are trained on the ``train_on`` splits and tested on ``forget``.
+        original: The unedited model: the same probes on it give the ``baseline`` values and
+            ``extra["baseline"]`` curves.
+        config: ``probe_layers`` (``None``: all), ``probe_C``, ``batch_size``.
+        position: ``"final"`` (the prompt's last token) or ``"subject_last"``.
+        scaling: Feature scaling of the probes (``"clip"``, ``"feature"``, ``"global"``).
+        train_on: Task splits whose facts train the probes.
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / last probed layer;
+        lower is better: the true answer should not be latent), ``probe_target_accuracy_max`` /
+        ``_last`` (inject tasks; higher is better) and ``probe_maintain_cv_max``; per-fact rows
+        with each layer's prediction; ``extra`` with the curves ``{"layers", "true", "target",
+        "maintain_cv"}`` for :func:`factlens.evaluation.plots.probe_curves`.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = run_probes(p.model, p.task, position="subject_last", show_progress=False)
+        >>> r["probe_true_accuracy_last"].value
+        1.0
+    """
+    t0 = time.perf_counter()
+    bad = [s for s in train_on if s not in ("maintain", "retain", "forget")]
+    if bad or not train_on:
+        raise ValueError(f"train_on must name task splits among 'maintain', 'retain', got {list(train_on)}")
+    train = getattr(task, train_on[0])
+    for s in train_on[1:]:
+        train = train.concat(getattr(task, s))
+    if len(task.forget) == 0:
+        raise ValueError("task.forget is empty: nothing to probe")
+    kw = dict(layers=config.probe_layers, position=position, C=config.probe_C, scaling=scaling, batch_size=config.batch_size)
+    res = probe_layers(model, train, task.forget, show_progress=show_progress, **kw)
+    base = None
+    if original is not None:
+        key = ("probes", facts_key(train), facts_key(task.forget), json.dumps(kw, sort_keys=True, default=str))
+        base = res if original is model else cached(baselines, key, lambda: probe_layers(original, train, task.forget, **kw))
+    n = len(task.forget)
+    n_t = sum(r.target_new is not None for r in task.forget)
+
+    ids = [r.id for r in task.forget]
+    preds = np.array(res["predictions"], dtype=object).reshape(n, -1)
+    hits = {"true": preds == np.array([r.answer for r in task.forget], dtype=object)[:, None],
+            "target": preds == np.array([r.target_new for r in task.forget], dtype=object)[:, None]}
+    rows_t = np.array([r.target_new is not None for r in task.forget])
+
+    def metric(name: str, key: str, which: str, hib: bool) -> Metric:
+        b = base[key] if base is not None else None
+        b = (_nan_max(b) if which == "max" else float(b[-1])) if b is not None else None
+        keep = rows_t if key == "target" else np.ones(n, dtype=bool)
+        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep], which, b, hib)
+
+    metrics = [metric("probe_true_accuracy_max", "true", "max", False),
+               metric("probe_true_accuracy_last", "true", "last", False)]
+    if n_t and task.objective == "inject":
+        metrics += [metric("probe_target_accuracy_max", "target", "max", True),
+                    metric("probe_target_accuracy_last", "target", "last", True)]
+    metrics.append(_cv_metric(res, base))
+    rows = []
+    for i, r in enumerate(task.forget):
+        pred = res["predictions"][i]
+        row = {"record_id": r.id, "answer": r.answer, "target": r.target_new, "predictions": pred,
+               "true_correct": [p == r.answer for p in pred]}
+        if r.target_new is not None:
+            row["target_correct"] = [p == r.target_new for p in pred]
+        if base is not None:
+            row["baseline_predictions"] = base["predictions"][i]
+        rows.append(row)
+    curves = ("layers", "true", "target", "maintain_cv")
+    extra: dict[str, Any] = {k: res[k] for k in curves}
+    extra.update({k: res[k] for k in ("classes", "chance", "true_in_classes", "target_in_classes", "n_train")})
+    extra.update(position=position, scaling=scaling, train_on=list(train_on))
+    extra = {k: ([None if isinstance(x, float) and np.isnan(x) else x for x in v] if isinstance(v, list) else v)
+             for k, v in extra.items()}
+    if base is not None:
+        extra["baseline"] = {k: [None if np.isnan(x) else x for x in base[k]] for k in curves[1:]}
+    else:
+        extra["baseline_note"] = "original=None: no baseline probes"
+    return SuiteResult("probes", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

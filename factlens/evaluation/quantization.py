@@ -1,0 +1,418 @@
+"""The quantization attack (Zhang et al., ICLR 2025, "Catastrophic failure of LLM unlearning via quantization").
+
+An unlearning or editing update that is smaller than the quantization step is rounded
+away: the original and the edited weight fall into the same bin, so the quantized edited
+model *is* the quantized original there, and the facts come back. This suite rounds the
+model's linear weights through the formats people deploy in and measures the forget /
+edit / maintain accuracy of the quantized model, next to the quantized **unedited** model
+(the control: a format that damages the original tells nothing about the edit).
+
+Schemes (pure torch, CPU or GPU; the arithmetic follows bitsandbytes 0.50 step by step):
+
+* ``"int8"``: absmax per output row (LLM.int8() without outliers): ``q = round(w * 127 /
+  absmax_row)``, ``w' = q * absmax_row / 127``.
+* ``"nf4"``: blocks of ``block_size`` (64) consecutive weights of the flattened
+  ``[out, in]`` matrix; each weight divided by its block's absmax is rounded to the nearest
+  of the 16 NormalFloat-4 values :data:`NF4_CODE` (QLoRA), ``w' = code * absmax``.
+* ``"int4"``: the same blocks with the 15 symmetric levels ``k / 7``, ``k = -7..7``
+  (absmax int4).
+
+Quantized weights (:data:`QUANTIZED_WEIGHTS`): attention ``W_Q``, ``W_K``, ``W_V`` (grouped
+``_W_K``/``_W_V`` too), ``W_O`` and MLP ``W_in``, ``W_gate``, ``W_out``, as bitsandbytes
+quantizes ``nn.Linear`` layers; embeddings, unembedding, biases and norms stay as they are.
+Each TransformerLens weight is viewed as the ``[out_features, in_features]`` matrix of the
+corresponding Hugging Face linear layer before blocking (e.g. ``W_in [d_model, d_mlp]``
+-> ``up_proj.weight [d_mlp, d_model]``), so blocks and rows are the ones bitsandbytes would
+use on the Hugging Face checkpoint. TransformerLens may have folded norms into the weights
+when loading; the weights quantized here are the loaded ones.
+
+The caller's model is never changed: each scheme builds a copy whose modules are new and
+whose non-quantized weights share the model's memory (:func:`~factlens.evaluation.relearning.shared_copy`);
+only the quantized weights are new tensors (one extra copy of the linear weights, freed
+before the next scheme).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
+                                       metric_prefix, score_task, suite_settings, task_key)
+from factlens.evaluation.baselines import BaselineCache, cached, config_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.lora import DEFAULT_TARGETS
+from factlens.evaluation.result import Metric, SuiteResult
+
+__all__ = ["NF4_CODE", "INT4_CODE", "SCHEMES", "QUANTIZED_WEIGHTS", "QuantizationConfig", "linear_view",
+           "from_linear_view", "quantize_matrix", "quantize_weight", "bin_widths", "quantized_params", "quantized_copy",
+           "run_quantization"]
+
+#: The 16 NormalFloat-4 values of bitsandbytes (``get_4bit_type("nf4")``; QLoRA, Dettmers et al. 2023).
+NF4_CODE: tuple[float, ...] = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+#: The 15 levels of symmetric absmax int4: ``k / 7`` for ``k = -7 .. 7``.
+INT4_CODE: tuple[float, ...] = tuple(k / 7 for k in range(-7, 8))
+#: Quantization schemes.
+SCHEMES: tuple[str, ...] = ("int8", "nf4", "int4")
+#: Short names of the quantized weights (the linear layers of the blocks).
+QUANTIZED_WEIGHTS: tuple[str, ...] = DEFAULT_TARGETS
+
+_HEAD_IN = ("W_Q", "W_K", "W_V")  # [head, d_model, d_head]
+_HEAD_OUT = ("W_O",)  # [head, d_head, d_model]
+_INT8_INV = 7.874015718698502e-3  # float32(1/127), bitsandbytes' int8_vectorwise_dequant
+
+
+def _short(name: str) -> str:
+    return name.split(".")[-1].lstrip("_")
+
+
+def linear_view(name: str, W: Tensor) -> Tensor:
+    """The ``[out_features, in_features]`` matrix of a TransformerLens weight (a view or a transposed copy).
+
+    ``W_Q/W_K/W_V [h, d_model, d_head]`` -> ``[h * d_head, d_model]``; ``W_O [h, d_head, d_model]``
+    -> ``[d_model, h * d_head]``; ``W_in/W_gate [d_model, d_mlp]`` -> ``[d_mlp, d_model]``;
+    ``W_out [d_mlp, d_model]`` -> ``[d_model, d_mlp]``.
+
+    Example:
+        >>> W = torch.arange(2 * 3 * 4.).reshape(2, 3, 4)  # W_Q: 2 heads, d_model 3, d_head 4
+        >>> M = linear_view("blocks.0.attn.W_Q", W)
+        >>> tuple(M.shape), torch.equal(M[4 + 1], W[1, :, 1])  # row h * d_head + j is head h's column j
+        ((8, 3), True)
+        >>> torch.equal(from_linear_view("blocks.0.attn.W_Q", M, W.shape), W)
+        True
+    """
+    short = _short(name)
+    if W.ndim == 3 and short in _HEAD_IN:
+        h, d, k = W.shape
+        return W.permute(0, 2, 1).reshape(h * k, d)
+    if W.ndim == 3 and short in _HEAD_OUT:
+        h, k, d = W.shape
+        return W.reshape(h * k, d).T
+    if W.ndim == 2:
+        return W.T
+    raise ValueError(f"cannot view {name} of shape {tuple(W.shape)} as a linear layer's weight; quantized weights are "
+                     f"{QUANTIZED_WEIGHTS}")
+
+
+def from_linear_view(name: str, M: Tensor, shape: Sequence[int]) -> Tensor:
+    """Inverse of :func:`linear_view`: the ``[out, in]`` matrix back in TransformerLens shape ``shape``."""
+    short, shape = _short(name), tuple(shape)
+    if len(shape) == 3 and short in _HEAD_IN:
+        h, d, k = shape
+        return M.reshape(h, k, d).permute(0, 2, 1).contiguous()
+    if len(shape) == 3 and short in _HEAD_OUT:
+        h, k, d = shape
+        return M.T.reshape(h, k, d).contiguous()
+    if len(shape) == 2:
+        return M.T.contiguous()
+    raise ValueError(f"cannot map a matrix back to {name} of shape {shape}")
+
+
+def _code(scheme: str, device) -> Tensor:
+    if scheme == "nf4":
+        return torch.tensor(NF4_CODE, dtype=torch.float32, device=device)
+    if scheme == "int4":
+        return torch.tensor(INT4_CODE, dtype=torch.float32, device=device)
+    raise ValueError(f"unknown block scheme {scheme!r}; block schemes: 'nf4', 'int4'")
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; known: {list(SCHEMES)}")
+
+
+def _blocks(M: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Scaled values in [-1, 1] and the absmax of each entry's block (flattened, as bitsandbytes)."""
+    flat = M.reshape(-1).float()
+    n = flat.numel()
+    rem = n % block_size
+    full = n - rem
+    com = flat[:full].reshape(-1, block_size)
+    absmax = com.abs().amax(dim=-1)
+    scaled = torch.clamp(com * (1.0 / absmax.clamp(min=1e-38).view(-1, 1)), -1, 1).reshape(-1)
+    if rem:
+        am = flat[full:].abs().max().clamp(min=1e-38)
+        absmax = torch.cat([absmax, am.unsqueeze(0)])
+        scaled = torch.cat([scaled, torch.clamp(flat[full:] / am, -1, 1)])
+    return scaled, absmax.repeat_interleave(block_size)[:n]
+
+
+def _row_absmax(M: Tensor) -> Tensor:
+    return M.float().abs().amax(dim=1)
+
+
+def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
+    """Round-trip an ``[out, in]`` weight matrix through ``scheme`` (quantize, then dequantize).
+
+    Returns a tensor of ``M``'s shape and dtype (the arithmetic is float32).
+
+    Example:
+        >>> M = torch.tensor([[2.0, -1.2, 0.5, 0.05]])
+        >>> quantize_matrix(M, "nf4", block_size=4)  # / absmax 2 -> nearest NF4 value -> * 2
+        tensor([[ 2.0000, -1.0501,  0.4922,  0.0000]])
+        >>> quantize_matrix(M, "int4", block_size=4)  # levels k / 7 of the absmax
+        tensor([[ 2.0000, -1.1429,  0.5714,  0.0000]])
+    """
+    _check_scheme(scheme)
+    if M.ndim != 2:
+        raise ValueError(f"quantize_matrix expects an [out, in] matrix, got shape {tuple(M.shape)}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if scheme == "int8":
+        row = _row_absmax(M)
+        q = torch.round(M.float() * (127.0 / row.unsqueeze(-1)))
+        out = q * row.view(-1, 1) * _INT8_INV
+        out = torch.where(row.view(-1, 1) > 0, out, torch.zeros_like(out))
+        return out.to(M.dtype)
+    code = _code(scheme, M.device)
+    scaled, absmax = _blocks(M, block_size)
+    q = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2, out_int32=True)
+    return (code[q.long()] * absmax).reshape(M.shape).to(M.dtype)
+
+
+def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
+    """Width of the quantization bin each entry of ``M`` (``[out, in]``) falls in, in weight units.
+
+    int8: the step ``absmax_row / 127``. nf4 / int4: the interval of values rounded to the
+    entry's code value (between the midpoints to its neighbours, up to +-1 at the ends)
+    times the block's absmax; NF4 bins are narrow near zero and wide near +-absmax.
+
+    Example:
+        >>> M = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+        >>> w = bin_widths(M, "nf4", block_size=4)  # around code 1.0 / around code 0.0
+        >>> round(float(w[0, 0]), 4), round(float(w[0, 1]), 4)
+        (0.277, 0.1706)
+    """
+    _check_scheme(scheme)
+    if scheme == "int8":
+        return (_row_absmax(M) / 127.0).view(-1, 1).expand(M.shape).clone()
+    code = _code(scheme, M.device)
+    mids = (code[:-1] + code[1:]) / 2
+    edges = torch.cat([code[:1], mids, code[-1:]])
+    scaled, absmax = _blocks(M, block_size)
+    q = torch.bucketize(scaled, mids, out_int32=True).long()
+    return ((edges[q + 1] - edges[q]) * absmax).reshape(M.shape)
+
+
+def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
+    """The same round trip with bitsandbytes (int8 and nf4; ImportError when it is not installed)."""
+    import bitsandbytes.functional as bf
+
+    if scheme == "int8":
+        q, stats, _ = bf.int8_vectorwise_quant(M.float().contiguous())
+        return bf.int8_vectorwise_dequant(q, stats).to(M.dtype)
+    if scheme == "nf4":
+        q, state = bf.quantize_4bit(M.float().contiguous(), blocksize=block_size, quant_type="nf4")
+        return bf.dequantize_4bit(q, state).to(M.dtype)
+    raise ValueError(f"bitsandbytes has no {scheme!r} scheme; use backend='torch'")
+
+
+def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, backend: str = "torch") -> Tensor:
+    """Round-trip one TransformerLens weight (``W_in``, ``W_Q``...) as its linear layer would be quantized."""
+    M = linear_view(name, W.detach())
+    Q = _bnb_matrix(M, scheme, block_size) if backend == "bitsandbytes" else quantize_matrix(M, scheme,
+                                                                                            block_size=block_size)
+    return from_linear_view(name, Q, W.shape)
+
+
+def quantized_params(model, targets: Sequence[str] = QUANTIZED_WEIGHTS) -> Iterator[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of the block weights whose short name is in ``targets``."""
+    wanted = set(targets)
+    for n, p in model.named_parameters():
+        if n.split(".")[0] == "blocks" and _short(n) in wanted and p.ndim in (2, 3):
+            yield n, p
+
+
+def quantized_copy(model, scheme: str, *, block_size: int = 64, targets: Sequence[str] = QUANTIZED_WEIGHTS,
+                   backend: str = "torch"):
+    """A copy of ``model`` with its linear weights round-tripped through ``scheme``; ``model`` is untouched.
+
+    The copy's other weights share the model's memory (read-only). Returns ``(copy, info)``,
+    ``info`` holding ``n_weights`` (tensors), ``n_entries`` and ``relative_error``
+    (``||W' - W|| / ||W||`` over all quantized weights).
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> q, info = quantized_copy(m, "nf4")
+        >>> info["n_weights"] > 0, q.blocks[0].mlp.W_in.data_ptr() != m.blocks[0].mlp.W_in.data_ptr()
+        (True, True)
+        >>> q.embed.W_E.data_ptr() == m.embed.W_E.data_ptr()  # not quantized: shared
+        True
+    """
+    from factlens.evaluation.relearning import shared_copy
+
+    _check_scheme(scheme)
+    work = shared_copy(model)
+    modules = dict(work.named_modules())
+    err = ref = 0.0
+    n_w = n_e = 0
+    with torch.no_grad():
+        for name, p in list(quantized_params(work, targets)):
+            q = quantize_weight(name, p, scheme, block_size=block_size, backend=backend)
+            err += float((q.double() - p.double()).pow(2).sum())
+            ref += float(p.double().pow(2).sum())
+            mod, _, attr = name.rpartition(".")
+            setattr(modules[mod], attr, nn.Parameter(q, requires_grad=False))
+            n_w += 1
+            n_e += p.numel()
+    if n_w == 0:
+        raise ValueError(f"no weight of the model matches the quantized weights {list(targets)}")
+    work.eval()
+    return work, {"n_weights": n_w, "n_entries": n_e, "relative_error": (err / ref) ** 0.5 if ref else 0.0}
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """Settings of the ``quantization`` suite (``EvalConfig.quantization`` when an EvalConfig carries one).
+
+    Attributes:
+        schemes: Schemes to try (:data:`SCHEMES`).
+        block_size: Weights per absmax block of the 4-bit schemes (bitsandbytes' default 64).
+        targets: Short names of the quantized weights.
+        formats: Prompt formats evaluated (``"default"`` is the trained format; the others as
+            in the ``formats`` suite, except ``neighborhood``).
+        backend: ``"torch"`` (everywhere) or ``"bitsandbytes"`` (int8 and nf4 through
+            bitsandbytes; needs it installed with a backend for the model's device).
+        damage_tolerance: The unedited model may lose at most this accuracy on the task's
+            facts under a scheme before the scheme is flagged as damaging
+            (:func:`~factlens.evaluation.attacks.attack_damage`).
+
+    Example:
+        >>> QuantizationConfig(schemes=["nf4"]).schemes
+        ('nf4',)
+    """
+
+    schemes: tuple[str, ...] = SCHEMES
+    block_size: int = 64
+    targets: tuple[str, ...] = QUANTIZED_WEIGHTS
+    formats: tuple[str, ...] = ("default",)
+    backend: str = "torch"
+    damage_tolerance: float = DAMAGE_TOLERANCE
+
+    def __post_init__(self) -> None:
+        from factlens.data.formats import FORMATS
+
+        for name in ("schemes", "targets", "formats"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(v))
+        if not self.schemes or any(s not in SCHEMES for s in self.schemes):
+            raise ValueError(f"QuantizationConfig.schemes must be a non-empty subset of {list(SCHEMES)}, got {self.schemes}")
+        if self.block_size < 1:
+            raise ValueError(f"QuantizationConfig.block_size must be >= 1, got {self.block_size}")
+        bad = [f for f in self.formats if f not in FORMATS or f == "neighborhood"]
+        if not self.formats or bad:
+            raise ValueError(f"QuantizationConfig.formats has unusable formats {bad}; use some of "
+                             f"{sorted(set(FORMATS) - {'neighborhood'})}")
+        if self.backend not in ("torch", "bitsandbytes"):
+            raise ValueError(f"QuantizationConfig.backend must be 'torch' or 'bitsandbytes', got {self.backend!r}")
+        if self.backend == "bitsandbytes" and "int4" in self.schemes:
+            raise ValueError("bitsandbytes has no absmax int4; use backend='torch' or drop 'int4' from schemes")
+        if not 0 <= self.damage_tolerance <= 1:
+            raise ValueError(f"QuantizationConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str) -> tuple[dict[str, TaskScores], dict]:
+    q, info = quantized_copy(model, scheme, block_size=qc.block_size, targets=qc.targets, backend=qc.backend)
+    try:
+        return {fmt: score_task(q, task, config, fmt=fmt) for fmt in qc.formats}, info
+    finally:
+        del q
+
+
+def run_quantization(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                     baselines: BaselineCache | None = None, quantization_config: QuantizationConfig | None = None,
+                     **_: Any) -> SuiteResult:
+    """Quantize the edited model and the original (control); do the edited facts come back?
+
+    Args:
+        model: The evaluated (edited) model; not changed.
+        task: The task (forget facts: true answer and edit target; maintain facts).
+        original: The unedited model, quantized the same way (baselines, damage flags).
+        config: Evaluation settings (``batch_size``, ``seed``, ``n_shots``).
+        show_progress: Show a progress bar over the schemes.
+        baselines: Cache of computations on ``original``.
+        quantization_config: The suite's settings (default: ``config.quantization`` if
+            present, else :class:`QuantizationConfig()`).
+
+    Returns:
+        Per scheme ``s`` (and format ``f`` other than default, as ``quant_<s>_<f>_...``):
+        ``quant_<s>_forget_accuracy``, ``quant_<s>_forget_recovery`` (after minus before,
+        per fact: the issue's "recovery"), ``quant_<s>_edit_accuracy``,
+        ``quant_<s>_maintain_accuracy``; each metric's ``baseline`` is the quantized
+        original. ``extra["schemes"][s]`` holds the weight error, the recovery and
+        ``attack_damage`` (``damaged``: the scheme itself costs the unedited model
+        accuracy); ``extra["damaged"]`` lists the flagged schemes. One per-fact row per
+        forget and maintain fact with its outcome before and under every scheme.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = run_quantization(p.model, p.task, original=p.model, show_progress=False)
+        >>> r["quant_nf4_forget_accuracy"].value, r["quant_nf4_forget_recovery"].value, r.extra["damaged"]
+        (1.0, 0.0, [])
+    """
+    t0 = time.perf_counter()
+    qc = suite_settings(config, "quantization", QuantizationConfig, quantization_config)
+    before = {fmt: score_task(model, task, config, fmt=fmt) for fmt in qc.formats}
+    base_before = None
+    if original is not None:
+        base_before = before if original is model else {
+            fmt: cached(baselines, ("task_scores", task_key(task, config, fmt)),
+                        lambda fmt=fmt: score_task(original, task, config, fmt=fmt)) for fmt in qc.formats}
+    metrics: list[Metric] = []
+    columns: dict[str, dict[str, float]] = {}
+    for fmt in qc.formats:
+        pre = metric_prefix("before", fmt)
+        columns[f"{pre}_answer_wins"] = {**before[fmt].forget, **before[fmt].maintain}
+        if before[fmt].edit:
+            columns[f"{pre}_target_wins"] = before[fmt].edit
+    schemes: dict[str, Any] = {}
+    for scheme in tqdm(qc.schemes, desc="quantization", disable=not show_progress, leave=False):
+        attacked, info = _attack(model, task, config, qc, scheme)
+        base = None
+        if original is not None:
+            key = ("quantization", scheme, qc.block_size, qc.targets, qc.backend, config_key(config),
+                   tuple(task_key(task, config, f) for f in qc.formats))
+            base = attacked if original is model else cached(baselines, key,
+                                                             lambda: _attack(original, task, config, qc, scheme)[0])
+        for fmt in qc.formats:
+            pre = metric_prefix(f"quant_{scheme}", fmt)
+            metrics += attack_metrics(pre, attacked[fmt], before[fmt], base_attacked=base[fmt] if base else None,
+                                      base_before=base_before[fmt] if base_before else None)
+            columns[f"{pre}_answer_wins"] = {**attacked[fmt].forget, **attacked[fmt].maintain}
+            if attacked[fmt].edit:
+                columns[f"{pre}_target_wins"] = attacked[fmt].edit
+            if base is not None:
+                columns[f"baseline_{pre}_answer_wins"] = {**base[fmt].forget, **base[fmt].maintain}
+        d = "default" if "default" in qc.formats else qc.formats[0]
+        schemes[scheme] = {
+            **info, "format": d,
+            "recovery": attacked[d].accuracy("forget") - before[d].accuracy("forget"),
+            "baseline_recovery": (base[d].accuracy("forget") - base_before[d].accuracy("forget")) if base else None,
+            "attack_damage": attack_damage(base_before[d] if base_before else None, base[d] if base else None,
+                                           tolerance=qc.damage_tolerance),
+        }
+    extra: dict[str, Any] = {
+        "settings": qc.to_dict(), "schemes": schemes,
+        "damaged": [s for s, v in schemes.items() if v["attack_damage"].get("damaged")],
+        "note": ("recovery = forget accuracy of the quantized edited model minus the edited model's; baselines are the "
+                 "quantized unedited model; a scheme in 'damaged' costs the unedited model more than "
+                 f"{qc.damage_tolerance:.0%} accuracy on the task's facts, so its numbers mix recovery with damage"),
+    }
+    if original is None:
+        extra["baseline_note"] = "original=None: the quantized original (control) was not evaluated"
+    return SuiteResult("quantization", tuple(metrics), tuple(fact_rows(task, columns)), extra,
+                       time.perf_counter() - t0)

@@ -1,0 +1,332 @@
+"""The relearning attack (Deeb & Roger 2024; paper appendix A.8).
+
+The forget set is split in two seeded halves. A LoRA adapter on every weight matrix of
+the transformer blocks (``W_Q``, ``W_K``, ``W_V``, ``W_O`` including the grouped
+``_W_K``/``_W_V``, ``W_in``, ``W_gate``, ``W_out``; rank ``relearn_rank`` capped at each
+matrix's rank, see :mod:`factlens.evaluation.lora`) is trained for ``relearn_steps`` steps
+on half A's **true** answers, plus a retain loss on ``task.retain`` and an SFT
+(next-token) loss on general text, both with weight 1. Forget accuracy (the true answer
+wins among the candidates) is then measured on the held-out half B: if a method only
+suppressed the facts, relearning some of them brings the others back.
+
+Memory: the attack runs on a *structural* copy of the model (:func:`shared_copy`: new module
+objects that share the model's weight tensors, read-only), so the user's model object is
+never touched and the weights are not duplicated. The adapters are the extra memory: for
+rank 512 on Gemma 3 270M about 117M parameters, ~1.9 GB in float32 with their gradients and
+AdamW state (plus the model itself, ~1.8 GB with its untied unembedding). The weights never
+receive gradients (only the adapters are differentiated, with :func:`torch.autograd.grad`)
+and the optimizer only holds the adapters, so the shared tensors stay bitwise equal.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
+
+from factlens.data.formats import format_prompts
+from factlens.data.records import FactDataset
+from factlens.evaluation.baselines import BaselineCache, cached, items_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
+from factlens.data.text import load_texts, token_chunks
+from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.scoring import PromptScores, score_prompts
+
+__all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores", "shared_copy"]
+
+
+# -- shared helpers (also used by the soft-prompt suite) -------------------------------------
+def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDataset]:
+    """Seeded split of ``facts`` into half A (``ceil(n/2)``, trained on) and half B (held out).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> a, b = split_halves(planted_fact_model().task.forget, seed=0)
+        >>> len(a), len(b), set(r.id for r in a).isdisjoint(r.id for r in b)
+        (4, 4, True)
+    """
+    if len(facts) < 2:
+        raise ValueError(f"the attack needs at least 2 forget facts (one to train on, one held out), got {len(facts)}")
+    return facts.split((len(facts) + 1) // 2, seed=seed)
+
+
+def forget_scores(model, facts: FactDataset, config: EvalConfig) -> PromptScores:
+    """Scores of the facts' default prompts (true answer / edit target among the candidates)."""
+    return score_prompts(model, format_prompts(facts, "default", seed=config.seed), batch_size=config.batch_size)
+
+
+def shared_copy(model):
+    """A copy of ``model`` whose weights share memory with the original's, frozen.
+
+    The copy has new module objects; each of its parameters is a new ``Parameter`` over the
+    original's storage (``p.detach()``) with ``requires_grad=False``, and the tokenizer is
+    shared. Changing the copy's structure (parametrizations, hooks, train/eval mode) or its
+    gradient flags leaves the original untouched, and no autograd graph runs through the
+    weights; the shared storage must only be read.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> c = shared_copy(m)
+        >>> c.blocks[0] is not m.blocks[0], c.blocks[0].attn.W_Q.data_ptr() == m.blocks[0].attn.W_Q.data_ptr()
+        (True, True)
+        >>> c.blocks[0].attn.W_Q.requires_grad, m.blocks[0].attn.W_Q.requires_grad
+        (False, True)
+    """
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        memo[id(tok)] = tok
+    return copy.deepcopy(model, memo)
+
+
+def _text_chunks(model, config: EvalConfig) -> tuple[Tensor, str]:
+    """General-text chunks for the SFT loss (``config.text_source``, ``n_text_chunks``, ``text_seq_len``)."""
+    texts = load_texts(config.text_source, seed=config.seed)
+    chunks = token_chunks(model, texts, seq_len=config.text_seq_len, n_chunks=config.n_text_chunks)
+    return chunks, f"text:{config.text_source or 'builtin'}"
+
+
+# -- the attack ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Relearned:
+    """A relearned copy of a model.
+
+    Attributes:
+        model: A :func:`shared_copy` of the attacked model with the trained LoRA adapters
+            attached (``lora.remove()`` detaches them; the weights are the original's).
+        lora: The adapter handle.
+        history: One dict per step: ``step``, ``loss``, ``loss_forget``, ``loss_retain``, ``loss_sft``.
+        sft_kind: ``"text:<source>"`` or ``"skipped: ..."``.
+        seconds: Training wall time.
+    """
+
+    model: Any
+    lora: LoraHandle
+    history: tuple[dict[str, float], ...] = ()
+    sft_kind: str = ""
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig = EvalConfig(),
+            targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0,
+            show_progress: bool = True) -> Relearned:
+    """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
+
+    Each step uses ``relearn_batch_size`` facts (cycling through a seeded permutation), the
+    same number of retain facts and ``text_batch_size`` general-text chunks (SFT); the loss
+    is ``-logp(true answers) + l_retain * -logp(retain answers) + l_sft * next-token CE``,
+    optimized with AdamW (``relearn_lr``) on the adapters only.
+
+    Args:
+        model: The attacked model (not modified: the adapters live on a :func:`shared_copy`).
+        facts: Facts whose true answers are retrained.
+        retain: Facts kept by the retain loss (``None`` or empty: no retain loss).
+        config: ``relearn_steps``, ``relearn_rank``, ``relearn_lr``, ``relearn_batch_size``,
+            ``seed``, ``text_source``, ``n_text_chunks``, ``text_seq_len``, ``text_batch_size``.
+        targets: LoRA targets (see :func:`~factlens.evaluation.lora.add_lora`).
+        l_retain: Weight of the retain loss.
+        l_sft: Weight of the SFT loss (0 disables it and skips loading text).
+        show_progress: Show a progress bar.
+
+    Returns:
+        The relearned copy with its adapters and the loss history.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = relearn(p.model, p.task.forget, config=EvalConfig(relearn_steps=2, relearn_rank=4), show_progress=False)
+        >>> len(r.history), r.model is not p.model
+        (2, True)
+    """
+    if len(facts) == 0:
+        raise ValueError("relearn needs at least one fact to train on")
+    t0 = time.perf_counter()
+    work = shared_copy(model)
+    work.eval()
+    lora = add_lora(work, rank=config.relearn_rank, targets=targets, seed=config.seed)
+    trainable = lora.parameters()
+    opt = torch.optim.AdamW(trainable, lr=config.relearn_lr, weight_decay=0.0)
+    chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    bs = config.relearn_batch_size
+
+    def cycler(n: int):
+        while True:
+            for i in torch.randperm(n, generator=gen).tolist():
+                yield i
+
+    f_it = cycler(len(facts))
+    r_it = cycler(len(retain)) if retain is not None and len(retain) else None
+    c_it = cycler(len(chunks)) if chunks is not None and len(chunks) else None
+    history: list[dict[str, float]] = []
+    positions = sft_positions(config.text_seq_len, 16, kl=False) if chunks is not None else None
+    with torch.enable_grad():
+        for step in tqdm(range(config.relearn_steps), desc="relearning", disable=not show_progress, leave=False):
+            fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
+            rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
+            with parametrize.cached():  # each adapter's W + A @ B is built once per step
+                lp = answer_logprob_grad(work, [r.prompt for r in fb + rb], [r.answer for r in fb + rb])
+                loss_f = -lp[: len(fb)].mean()
+                loss = loss_f
+                rec = {"step": step, "loss_forget": loss_f.item()}
+                if rb:
+                    loss_r = -lp[len(fb):].mean()
+                    loss = loss + l_retain * loss_r
+                    rec["loss_retain"] = loss_r.item()
+                if c_it is not None:
+                    cb = chunks[[next(c_it) for _ in range(min(config.text_batch_size, len(chunks)))]]
+                    loss_s = sft_loss(work, cb, positions)
+                    loss = loss + l_sft * loss_s
+                    rec["loss_sft"] = loss_s.item()
+                grads = torch.autograd.grad(loss, trainable)  # the shared weights get no gradient
+            for p, g in zip(trainable, grads):
+                p.grad = g
+            opt.step()
+            rec["loss"] = loss.item()
+            history.append(rec)
+    opt.zero_grad(set_to_none=True)
+    meta = {"n_lora_params": lora.n_params, "delta_norm": lora.delta_norm(), "n_train_facts": len(facts)}
+    return Relearned(work, lora, tuple(history), sft_kind, time.perf_counter() - t0, meta)
+
+
+# -- the suite -------------------------------------------------------------------------------
+def _mean(x: np.ndarray) -> tuple[float, float | None]:
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return float("nan"), None
+    return float(x.mean()), (float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None)
+
+
+def _metric(name: str, scores: PromptScores, values: np.ndarray, *, baseline: np.ndarray | None = None,
+            higher_is_better: bool = False, at_chance: bool = False) -> Metric:
+    """Per-fact values (keyed by ``record_id``) -> a metric with its interval (``Metric.from_samples``)."""
+    from factlens.evaluation.standard import fact_means
+
+    b = _mean(baseline)[0] if baseline is not None else None
+    return Metric.from_samples(name, fact_means(scores, values), baseline=None if b is None or math.isnan(b) else b,
+                               at_chance=at_chance, higher_is_better=higher_is_better)
+
+
+def _chance(s: PromptScores) -> float:
+    return float(np.mean([1.0 / len(it.candidates) for it in s.items])) if len(s) else float("nan")
+
+
+def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                   baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
+
+    Args:
+        model: The evaluated (edited / unlearned) model; not modified.
+        task: The task; ``task.forget`` is split in halves A (retrained) and B (held out),
+            ``task.retain`` feeds the retain loss.
+        original: The unedited model; its (un-attacked) forget accuracy on each half is the
+            ``baseline`` of the forget metrics (what the model knew before editing).
+        config: Relearning settings (``relearn_*``, ``seed``, text settings for SFT).
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics (all forget accuracies = true answer wins among the candidates, lower is
+        better): ``relearn_forget_accuracy`` (half B after relearning),
+        ``relearn_forget_accuracy_before`` (half B before), ``relearn_train_accuracy`` and
+        ``relearn_train_accuracy_before`` (half A), ``relearn_edit_accuracy`` (half B, edit
+        target wins after relearning; inject tasks) and ``relearn_maintain_accuracy``
+        (``task.maintain`` after relearning, higher is better); the ``baseline`` of these two
+        is the evaluated model before relearning. One per-fact row per forget
+        fact (``half`` "A"/"B", ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``).
+        ``extra`` holds the loss history, the halves' ids, LoRA size, the SFT source and the
+        attack budget (``budget``: steps, lr, rank, batch size, number of training facts).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> cfg = EvalConfig(relearn_steps=2, relearn_rank=8)
+        >>> r = run_relearning(p.model, p.task, config=cfg, show_progress=False)
+        >>> r["relearn_forget_accuracy_before"].value, r["relearn_forget_accuracy"].value
+        (1.0, 1.0)
+    """
+    t0 = time.perf_counter()
+    half_a, half_b = split_halves(task.forget, seed=config.seed)
+    halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
+    before = {h: score_prompts(model, items, batch_size=config.batch_size) for h, items in halves.items()}
+    base = None
+    if original is not None:
+        base = before if original is model else {
+            h: cached(baselines, ("scores", items_key(items), config.batch_size),
+                      lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
+            for h, items in halves.items()}
+    rel = relearn(model, half_a, retain=task.retain, config=config, show_progress=show_progress)
+    maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
+    try:
+        with parametrize.cached():
+            after = {h: score_prompts(rel.model, items, batch_size=config.batch_size) for h, items in halves.items()}
+            maintain_after = forget_scores(rel.model, task.maintain, config) if len(task.maintain) else None
+    finally:
+        rel.lora.remove()
+    history, sft_kind, train_seconds, lora_meta = rel.history, rel.sft_kind, rel.seconds, rel.meta
+    del rel  # drop the relearned copy before building the result
+
+    def wins(s: PromptScores) -> np.ndarray:
+        return s.answer_wins.astype(float)
+
+    at_chance = {h: (base is not None and _not_above(wins(base[h]), _chance(base[h]))) for h in ("A", "B")}
+    metrics = [
+        _metric("relearn_forget_accuracy", after["B"], wins(after["B"]), baseline=wins(base["B"]) if base else None,
+                at_chance=at_chance["B"]),
+        _metric("relearn_forget_accuracy_before", before["B"], wins(before["B"]),
+                baseline=wins(base["B"]) if base else None, at_chance=at_chance["B"]),
+        _metric("relearn_train_accuracy", after["A"], wins(after["A"]), baseline=wins(base["A"]) if base else None,
+                at_chance=at_chance["A"]),
+        _metric("relearn_train_accuracy_before", before["A"], wins(before["A"]),
+                baseline=wins(base["A"]) if base else None, at_chance=at_chance["A"]),
+    ]
+    has_t = np.array([it.target is not None for it in after["B"].items])
+    if task.objective == "inject" and has_t.any():
+        metrics.append(_metric("relearn_edit_accuracy", after["B"], np.where(has_t, after["B"].target_wins, np.nan),
+                               baseline=np.where(has_t, before["B"].target_wins, np.nan), higher_is_better=True))
+    if maintain_after is not None:
+        metrics.append(_metric("relearn_maintain_accuracy", maintain_after, wins(maintain_after),
+                               baseline=wins(maintain_before), higher_is_better=True))
+    rows: list[dict[str, Any]] = []
+    for h in ("A", "B"):
+        b, a = before[h], after[h]
+        for i, it in enumerate(a.items):
+            row = {"record_id": it.record_id, "half": h, "answer": it.answer, "target": it.target,
+                   "answer_wins_before": bool(b.answer_wins[i]), "answer_wins_after": bool(a.answer_wins[i]),
+                   "p_answer_before": float(b.p_answer_norm[i]), "p_answer_after": float(a.p_answer_norm[i])}
+            if it.target is not None:
+                row.update(target_wins_before=bool(b.target_wins[i]), target_wins_after=bool(a.target_wins[i]))
+            if base is not None:
+                row["baseline_answer_wins"] = bool(base[h].answer_wins[i])
+            rows.append(row)
+    extra: dict[str, Any] = {
+        "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": list(history),
+        "sft": sft_kind, "lora_params": lora_meta["n_lora_params"], "lora_delta_norm": lora_meta["delta_norm"],
+        "train_seconds": train_seconds, "chance": _chance(after["B"]),
+        "budget": {"steps": config.relearn_steps, "lr": config.relearn_lr, "rank": config.relearn_rank,
+                   "batch_size": config.relearn_batch_size, "n_train_facts": len(half_a),
+                   "n_lora_params": lora_meta["n_lora_params"]},
+        "note": ("baselines: forget/train accuracies = the original model without relearning; edit and maintain "
+                 "accuracies = the evaluated model before relearning"),
+    }
+    if original is None:
+        extra["baseline_note"] = "original=None: forget metrics have no baseline"
+    return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+
+
+def _not_above(wins: np.ndarray, chance: float) -> bool:
+    from factlens.evaluation.standard import not_above_chance
+
+    return not_above_chance(float(np.mean(wins)) if len(wins) else float("nan"), chance, len(wins))

@@ -1,0 +1,217 @@
+"""The side-effects suite: did the edit damage the model beyond the edited facts?
+
+Paper sections 3 and A.8: next-token accuracy and loss (mean cross-entropy) on general
+text, the KL divergence ``KL(original || edited)`` of the next-token distributions on the
+same text, and MMLU accuracy.
+
+Text metrics are computed on ``config.n_text_chunks`` chunks of ``config.text_seq_len``
+tokens (``factlens.data.text.token_chunks``), ``config.text_batch_size`` chunks per forward
+pass; the logits of one chunk at a time are materialized and reduced at once (cross-entropy,
+argmax, KL), so 262k-token vocabularies stay cheap. Every position predicts the next real
+token (the BOS position predicts the first text token; no position predicts BOS or padding).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
+from factlens.data.text import load_texts, token_chunks
+from factlens.evaluation.baselines import BaselineCache, cached
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.evaluation.standard import not_above_chance
+from factlens.tokens import _bos_id, _pad_id, iter_batches, unembed
+
+__all__ = ["run_side_effects", "text_chunks", "text_metrics"]
+
+
+def text_chunks(model, config: EvalConfig) -> torch.Tensor:
+    """The general-text chunks of ``config`` (seeded sample of passages, then cut)."""
+    n = config.n_text_chunks
+    texts = load_texts(config.text_source, n=max(4 * n, 32), seed=config.seed)
+    try:
+        chunks = token_chunks(model, texts, seq_len=config.text_seq_len, n_chunks=n)
+    except ValueError:
+        chunks = None
+    if chunks is None or chunks.shape[0] < n:  # short passages: use all the text
+        chunks = token_chunks(model, load_texts(config.text_source), seq_len=config.text_seq_len, n_chunks=n)
+    return chunks
+
+
+def _real_targets(model, targets: torch.Tensor) -> torch.Tensor:
+    """Mask of target positions that are real text (not padding, not BOS)."""
+    bad = {_pad_id(model)}
+    bos = _bos_id(model)
+    if bos is not None:
+        bad.add(bos)
+    mask = torch.ones_like(targets, dtype=torch.bool)
+    for t in bad:
+        mask &= targets != t
+    return mask
+
+
+@torch.no_grad()
+def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int = 4,
+                 show_progress: bool = False, baselines: BaselineCache | None = None) -> list[dict[str, Any]]:
+    """Per-chunk next-token accuracy, loss and (with ``original``) KL(original || model).
+
+    Args:
+        model: The evaluated model.
+        chunks: ``[n, seq_len]`` token ids (from :func:`~factlens.data.text.token_chunks`).
+        original: The unedited model for the KL (``original is model`` gives exactly 0).
+        batch_size: Chunks per forward pass.
+        show_progress: Show a progress bar.
+        baselines: Optional cache of the original's final residuals per batch.
+
+    Returns:
+        One dict per chunk: ``chunk``, ``n_tokens``, ``accuracy``, ``loss`` (mean CE, nats),
+        ``kl`` (mean per token, nats; only with ``original``), and ``baseline_accuracy`` /
+        ``baseline_loss`` (the original's).
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> from factlens.data.text import load_texts, token_chunks
+        >>> m = tiny_model()
+        >>> rows = text_metrics(m, token_chunks(m, load_texts(None), seq_len=16, n_chunks=2), original=m)
+        >>> len(rows), rows[0]["kl"], 0 <= rows[0]["accuracy"] <= 1
+        (2, 0.0, True)
+    """
+    rows: list[dict[str, Any]] = []
+    n_layers = model.cfg.n_layers
+    for sl in tqdm(list(iter_batches(chunks.shape[0], batch_size)), desc="text", disable=not show_progress, leave=False):
+        toks = chunks[sl].to(model.cfg.device)
+        resid = model(toks, stop_at_layer=n_layers)
+        resid_o = None
+        if original is not None and original is not model:
+            t_o = toks.to(original.cfg.device)
+            key = ("text_resid", tuple(t_o.shape), t_o.cpu().numpy().tobytes())
+            resid_o = cached(baselines, key, lambda: original(t_o, stop_at_layer=original.cfg.n_layers))
+        for j in range(toks.shape[0]):
+            tgt = toks[j, 1:]
+            real = _real_targets(model, tgt)
+            lp = F.log_softmax(unembed(model, resid[j, :-1]).float(), dim=-1)
+            ce = -lp.gather(1, tgt[:, None])[:, 0]
+            acc = (lp.argmax(-1) == tgt).float()
+            n = int(real.sum())
+            row: dict[str, Any] = {"chunk": sl.start + j, "n_tokens": n,
+                                   "accuracy": float(acc[real].mean()) if n else float("nan"),
+                                   "loss": float(ce[real].mean()) if n else float("nan")}
+            if original is not None:
+                if resid_o is None:  # original is model
+                    lpo = lp
+                else:
+                    lpo = F.log_softmax(unembed(original, resid_o[j, :-1]).float(), dim=-1).to(lp.device)
+                kl = (lpo.exp() * (lpo - lp)).sum(-1)
+                ceo = -lpo.gather(1, tgt[:, None])[:, 0]
+                acco = (lpo.argmax(-1) == tgt).float()
+                row.update(kl=float(kl[real].mean()) if n else float("nan"),
+                           baseline_accuracy=float(acco[real].mean()) if n else float("nan"),
+                           baseline_loss=float(ceo[real].mean()) if n else float("nan"))
+                del lpo
+            del lp, ce, acc
+            rows.append(row)
+    return rows
+
+
+def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: str | None, hib: bool,
+                  baseline: float | None = None) -> Metric | None:
+    rows = [r for r in rows if r["n_tokens"] and r.get(key) is not None and not math.isnan(r[key])]
+    if not rows:
+        return None
+    w = np.array([r["n_tokens"] for r in rows], dtype=float)
+    if base_key is not None and all(base_key in r for r in rows):
+        baseline = float((w * np.array([r[base_key] for r in rows])).sum() / w.sum())
+    # the unit of sampling is the chunk (tokens of one chunk are not independent): token-weighted
+    # mean, standard error and bootstrap interval over chunks
+    ids = [f"chunk:{r['chunk']}" for r in rows]
+    return Metric.from_samples(name, {i: r[key] for i, r in zip(ids, rows)}, unit="tokens", baseline=baseline,
+                               higher_is_better=hib, weights={i: r["n_tokens"] for i, r in zip(ids, rows)})
+
+
+def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
+
+    Args:
+        model: The evaluated model.
+        task: The task (unused: side effects do not depend on the edited facts).
+        original: The unedited model: baselines, the KL, and the MMLU at-chance flag
+            (``None``: skipped, with notes in ``extra``).
+        config: ``text_source``, ``n_text_chunks``, ``text_seq_len``, ``text_batch_size``,
+            ``mmlu_source`` (``None``: MMLU skipped with a note), ``n_mmlu``,
+            ``mmlu_n_shots``, ``batch_size``, ``seed``.
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics ``next_token_accuracy``, ``next_token_loss``, ``kl_divergence`` (with
+        ``original``), ``mmlu_accuracy`` (with ``mmlu_source``); raw data in
+        ``extra["text_chunks"]`` and ``extra["mmlu_questions"]``.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> r = run_side_effects(m, original=m, config=EvalConfig(n_text_chunks=2, text_seq_len=16), show_progress=False)
+        >>> r["kl_divergence"].value, r.extra["mmlu_note"][:9]
+        (0.0, 'MMLU skip')
+    """
+    t0 = time.perf_counter()
+    metrics: list[Metric] = []
+    extra: dict[str, Any] = {"text_source": config.text_source or "builtin"}
+
+    chunks = text_chunks(model, config)
+    rows = text_metrics(model, chunks, original=original, batch_size=config.text_batch_size,
+                        show_progress=show_progress, baselines=baselines)
+    extra["text_chunks"] = rows
+    extra["n_text_chunks"] = int(chunks.shape[0])
+    for m in (_token_metric("next_token_accuracy", rows, "accuracy", base_key="baseline_accuracy", hib=True),
+              _token_metric("next_token_loss", rows, "loss", base_key="baseline_loss", hib=False)):
+        if m is not None:
+            metrics.append(m)
+    if original is not None:
+        m = _token_metric("kl_divergence", rows, "kl", base_key=None, hib=False, baseline=0.0)
+        if m is not None:
+            metrics.append(m)
+    else:
+        extra["kl_note"] = "original=None: KL(original || model) and baselines skipped (pass original=...)"
+
+    if config.mmlu_source is None:
+        extra["mmlu_note"] = "MMLU skipped: config.mmlu_source is None (give a folder of MMLU CSVs or a datasets name)"
+    else:
+        qs = load_mmlu(config.mmlu_source, n=config.n_mmlu, seed=config.seed)
+        pool = load_mmlu(config.mmlu_source) if config.mmlu_n_shots else None
+        kw = dict(n_shots=config.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size,
+                  show_progress=show_progress)
+        res = mmlu_accuracy(model, qs, **kw)
+        base = None
+        if original is not None:
+            key = ("mmlu", str(config.mmlu_source), config.n_mmlu, config.mmlu_n_shots, config.seed, config.batch_size)
+            base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
+        flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
+        m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
+        if res.n:  # Wilson interval over questions, per-question samples for paired comparisons
+            m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
+                                    unit="questions", baseline=m.baseline, at_chance=flag)
+        metrics.append(replace(m, stderr=res.stderr))
+        extra.update(mmlu_source=str(config.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=config.mmlu_n_shots,
+                     mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
+                     mmlu_by_subject=res.by_subject())
+        if base is None:
+            extra["mmlu_note"] = "original=None: no MMLU baseline or at-chance flag (chance is 0.25)"
+        qrows = []
+        for i, q in enumerate(res.questions):
+            r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[int(res.predicted[i])],
+                 "correct": bool(res.correct[i]), "p_correct": float(res.p_correct[i])}
+            if base is not None:
+                r.update(baseline_correct=bool(base.correct[i]), baseline_p_correct=float(base.p_correct[i]))
+            qrows.append(r)
+        extra["mmlu_questions"] = qrows
+    return SuiteResult("side_effects", tuple(metrics), (), extra, time.perf_counter() - t0)

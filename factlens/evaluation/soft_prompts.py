@@ -1,0 +1,376 @@
+"""The soft-prompt attack (paper appendix A.8).
+
+``soft_prompt_len`` continuous vectors are **appended** to each prompt (after its last
+token) and optimized so that the model, reading the answer at the last soft position,
+gives the **true** answer of half of the forget facts (cross-entropy, Adam,
+``soft_prompt_steps`` steps, ``soft_prompt_lr``). The attack's success is the forget
+accuracy (true answer wins among the candidates) it reaches on the other, held-out half,
+averaged over ``soft_prompt_seeds`` independent initializations.
+
+``EvalConfig.soft_prompt_position="prepend"`` puts the vectors between BOS and the prompt
+instead (prompt tuning): the answer is then read at the prompt's own last token, so a soft
+prompt that has learned nothing leaves the model's answers as they were. Appended vectors
+initialized from random tokens do not (measured on Gemma 3 270M: the unedited model's
+held-out accuracy drops from 1.0 to 0.625 before training); see docs/reproduction.md.
+
+Mechanics: the prompt is followed by ``soft_prompt_len`` placeholder tokens whose
+embeddings (the output of ``hook_embed``, i.e. token embeddings exactly as they enter the
+residual stream, Gemma's ``sqrt(d_model)`` scaling included) are replaced by the soft
+vectors through a temporary hook. Positional information is the model's own (learned
+positional embeddings are added after ``hook_embed``; rotary positions are applied in
+attention), so the same code serves GPT-2-style and Gemma-style models. After each step
+every soft vector is projected onto the ball of radius ``soft_prompt_max_norm`` (default:
+the mean norm of the token embeddings), so the attack stays within the scale of real tokens.
+
+The model is never changed: its parameters get no gradient (only the soft vectors are
+differentiated, with :func:`torch.autograd.grad`) and the hook is removed on exit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from factlens.components import embed_hook
+from factlens.data.formats import FormattedPrompt, format_prompts
+from factlens.data.records import FactDataset
+from factlens.evaluation.baselines import BaselineCache, cached, config_key, facts_key, items_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.relearning import forget_scores, split_halves
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.prefix import residual_after_prefix
+from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
+
+SOFT_PROMPT_POSITIONS = ("append", "prepend")
+
+__all__ = ["SOFT_PROMPT_POSITIONS", "run_soft_prompts", "train_soft_prompt", "soft_prompt_scores", "mean_embedding_norm"]
+
+
+def mean_embedding_norm(model, *, chunk: int = 8192) -> float:
+    """Mean L2 norm of the token embeddings as they enter the residual stream (``hook_embed``).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> 0 < mean_embedding_norm(planted_fact_model().model) < 2
+        True
+    """
+    total, n = 0.0, int(model.cfg.d_vocab)
+    with torch.no_grad():
+        for sl in iter_batches(n, chunk):
+            ids = torch.arange(sl.start, sl.stop, device=model.cfg.device)[None]
+            total += float(model.embed(ids)[0].float().norm(dim=-1).sum())
+    return total / n
+
+
+def _rows(model, prompts: Sequence[str], conts: Sequence[Sequence[int]], k: int, position: str = "append"):
+    """Token rows with ``k`` placeholders, their start positions and the answer-reading positions.
+
+    ``position="append"``: ``prompt + k placeholders + continuation[:-1]``; ``"prepend"``:
+    ``BOS + k placeholders + prompt + continuation[:-1]``. The last entry of each triple is
+    the position whose output predicts the first continuation token.
+    """
+    if position not in SOFT_PROMPT_POSITIONS:
+        raise ValueError(f"soft-prompt position must be one of {SOFT_PROMPT_POSITIONS}, got {position!r}")
+    bos = _bos_id(model)
+    pad = _pad_id(model)
+    head = [bos] if bos is not None else []
+    rows, starts, lasts = [], [], []
+    for p, c in zip(prompts, conts):
+        ids = _encode(model, p)[0]
+        if position == "append":
+            starts.append(len(head) + len(ids))
+            row = head + ids + [pad] * k
+        else:
+            starts.append(len(head))
+            row = head + [pad] * k + ids
+        lasts.append(len(row) - 1)
+        rows.append(row + list(c[:-1]))
+    n = max(len(r) for r in rows)
+    toks = torch.full((len(rows), n), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        toks[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return toks.to(model.cfg.device), starts, lasts
+
+
+def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor, lengths: Sequence[int] | None = None
+                ) -> tuple[Float[Tensor, "batch pos d_model"], int]:
+    """Final residual stream with the soft vectors written over the placeholder embeddings.
+
+    Returns ``(resid, p)``: ``resid[:, t]`` is position ``p + t``; the tokens before the first
+    placeholder that every row shares ran once (:func:`factlens.prefix.residual_after_prefix`).
+    """
+    k = soft.shape[0]
+    rows = torch.arange(len(starts), device=toks.device).repeat_interleave(k)
+    cols = (torch.tensor(starts, device=toks.device)[:, None] + torch.arange(k, device=toks.device)).reshape(-1)
+    which = torch.arange(k, device=toks.device).repeat(len(starts))
+
+    def hooks(p: int):
+        def hook(act, hook):
+            return act.index_put((rows, cols - p), soft[which].to(act.dtype))
+        return [(embed_hook(), hook)]
+
+    lens = torch.tensor(lengths, device=toks.device) if lengths is not None else None
+    return residual_after_prefix(model, toks, first_read=min(starts), lengths=lens, hooks=hooks)
+
+
+def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequence[str],
+                   position: str = "append") -> Float[Tensor, "n"]:
+    """Summed log-probability of each answer after the prompt with ``soft`` (differentiable in ``soft``)."""
+    conts = [answer_token_ids(model, a) for a in answers]
+    toks, starts, lasts = _rows(model, prompts, conts, soft.shape[0], position)
+    resid, p = _soft_resid(model, toks, starts, soft, [last + len(c) for last, c in zip(lasts, conts)])
+    owner, pos, tgt = [], [], []
+    for i, (last, c) in enumerate(zip(lasts, conts)):
+        owner += [i] * len(c)
+        pos += list(range(last - p, last - p + len(c)))
+        tgt += list(c)
+    dev = resid.device
+    owner_t = torch.tensor(owner, device=dev)
+    lp = F.log_softmax(unembed(model, resid[owner_t, torch.tensor(pos, device=dev)][:, None])[:, 0].float(), dim=-1)
+    tok_lp = lp.gather(1, torch.tensor(tgt, device=dev)[:, None])[:, 0]
+    return torch.zeros(len(prompts), device=dev).index_add(0, owner_t, tok_lp)
+
+
+def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
+                       position: str = "append") -> dict[str, np.ndarray]:
+    """Candidate scores of prompts with the soft prompt (``position``: ``"append"`` or ``"prepend"``).
+
+    Returns:
+        ``answer_wins``, ``target_wins`` (False where no target) and ``p_answer`` (normalized
+        over the candidates), one entry per item.
+    """
+    items = list(items)
+    n = len(items)
+    aw, tw, pa = np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan)
+    flat = [(i, c) for i, it in enumerate(items) for c in it.candidates]
+    lps = torch.empty(len(flat))
+    ids = {c: answer_token_ids(model, c) for c in {c for _, c in flat}}
+    with torch.no_grad():
+        if all(len(t) == 1 for t in ids.values()):  # one forward per prompt, not per candidate
+            j = 0
+            for sl in iter_batches(n, batch_size):
+                part = items[sl]
+                toks, starts, lasts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0], position)
+                resid, p = _soft_resid(model, toks, starts, soft, [last + 1 for last in lasts])
+                last = torch.tensor(lasts, device=resid.device) - p
+                lp = F.log_softmax(unembed(model, resid[torch.arange(len(part), device=resid.device), last][:, None])[:, 0]
+                                   .float(), dim=-1).cpu()
+                for r, it in enumerate(part):
+                    for c in it.candidates:
+                        lps[j] = lp[r, ids[c][0]]
+                        j += 1
+        else:
+            for sl in iter_batches(len(flat), batch_size):
+                part = flat[sl]
+                lps[sl] = _soft_logprobs(model, soft, [items[i].prompt for i, _ in part], [c for _, c in part],
+                                         position).cpu()
+    j = 0
+    for i, it in enumerate(items):
+        lp = lps[j : j + len(it.candidates)].double()
+        j += len(it.candidates)
+        best = int(torch.argmax(lp))
+        ci = it.candidates.index(it.answer)
+        aw[i] = best == ci
+        pa[i] = float(torch.softmax(lp, 0)[ci])
+        if it.target is not None and it.target in it.candidates:
+            tw[i] = best == it.candidates.index(it.target)
+    return {"answer_wins": aw, "target_wins": tw, "p_answer": pa}
+
+
+def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalConfig(), seed: int = 0,
+                      max_norm: float | None = None, show_progress: bool = False) -> tuple[Tensor, list[float]]:
+    """Optimize a soft prompt that makes ``model`` give the true answers of ``facts``.
+
+    Args:
+        model: The attacked model (unchanged).
+        facts: Training facts (their default prompts and true answers).
+        config: ``soft_prompt_len``, ``soft_prompt_steps``, ``soft_prompt_lr``, ``batch_size``.
+        seed: Seed of the initialization (embeddings of random tokens) and of the batches.
+        max_norm: Norm bound of each soft vector (``None``: ``config.soft_prompt_max_norm``,
+            else :func:`mean_embedding_norm`).
+        show_progress: Show a progress bar.
+
+    Returns:
+        The soft prompt ``[soft_prompt_len, d_model]`` (float32, detached) and the loss per step.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> soft, losses = train_soft_prompt(p.model, p.task.forget, config=EvalConfig(soft_prompt_steps=2))
+        >>> tuple(soft.shape), len(losses)
+        ((15, 96), 2)
+    """
+    if len(facts) == 0:
+        raise ValueError("train_soft_prompt needs at least one fact")
+    if max_norm is None:
+        max_norm = config.soft_prompt_max_norm if config.soft_prompt_max_norm is not None else mean_embedding_norm(model)
+    if not max_norm > 0:
+        raise ValueError(f"the soft-prompt norm bound must be > 0, got {max_norm}")
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.cfg.d_vocab, (config.soft_prompt_len,), generator=gen).to(model.cfg.device)
+    with torch.no_grad():
+        init = model.embed(ids[None])[0].float()
+    soft = _project(init.clone(), max_norm).requires_grad_(True)
+    opt = torch.optim.Adam([soft], lr=config.soft_prompt_lr)
+    items = [(r.prompt, r.answer) for r in facts]
+    bs = min(config.batch_size, len(items))
+    order: list[int] = []
+    losses: list[float] = []
+    with torch.enable_grad():
+        for _ in tqdm(range(config.soft_prompt_steps), desc="soft prompt", disable=not show_progress, leave=False):
+            if len(order) < bs:
+                order += torch.randperm(len(items), generator=gen).tolist()
+            batch, order = [items[i] for i in order[:bs]], order[bs:]
+            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch],
+                                   config.soft_prompt_position).mean()
+            (grad,) = torch.autograd.grad(loss, [soft])  # no gradient reaches the model's parameters
+            soft.grad = grad
+            opt.step()
+            with torch.no_grad():
+                soft.copy_(_project(soft, max_norm))
+            losses.append(loss.item())
+    return soft.detach(), losses
+
+
+def _project(x: Tensor, max_norm: float) -> Tensor:
+    norms = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x * (max_norm / norms).clamp(max=1.0)
+
+
+def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, max_norm: float, show_progress: bool):
+    runs = []
+    seeds = [config.seed + i for i in range(config.soft_prompt_seeds)]
+    for s in tqdm(seeds, desc="soft-prompt seeds", disable=not show_progress, leave=False):
+        soft, losses = train_soft_prompt(model, half_a, config=config, seed=s, max_norm=max_norm)
+        runs.append({"seed": s, "losses": losses,
+                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size,
+                                             position=config.soft_prompt_position),
+                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size,
+                                             position=config.soft_prompt_position)})
+    return runs
+
+
+def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
+            stderr: float | None = None) -> Metric:
+    """Per-fact values (aligned with ``items``, one prompt per fact) -> a metric with its 95 % interval.
+
+    ``samples`` are keyed by ``record_id``; ``stderr`` (when given) is the standard error over
+    soft-prompt seeds instead of over facts.
+    """
+    m = Metric.from_samples(name, {it.record_id: float(x) for it, x in zip(items, per_fact)}, baseline=baseline,
+                            higher_is_better=higher_is_better)
+    return m if stderr is None else replace(m, stderr=stderr)
+
+
+def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
+
+    Args:
+        model: The evaluated model (unchanged).
+        task: The task (``task.forget`` is split with :func:`~factlens.evaluation.relearning.split_halves`).
+        original: The unedited model; the same attack on it gives the ``baseline`` values.
+        config: ``soft_prompt_*`` settings, ``seed``, ``batch_size``.
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics ``soft_prompt_forget_accuracy`` (half B with the soft prompt, per fact averaged
+        over seeds, lower is better), ``soft_prompt_forget_accuracy_before`` (half B without
+        it), ``soft_prompt_train_accuracy`` (half A with it) and ``soft_prompt_edit_accuracy``
+        (half B, edit target wins with the soft prompt; inject tasks, higher is better).
+        Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
+        losses of each seed, ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
+        whether the attack costs the unedited model accuracy on half B
+        (:func:`~factlens.evaluation.attacks.attack_damage`; ``damaged`` flags it).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1)
+        >>> r = run_soft_prompts(p.model, p.task, config=cfg, show_progress=False)
+        >>> r["soft_prompt_forget_accuracy_before"].value
+        1.0
+    """
+    t0 = time.perf_counter()
+    half_a, half_b = split_halves(task.forget, seed=config.seed)
+    items_a = format_prompts(half_a, "default", seed=config.seed)
+    items_b = format_prompts(half_b, "default", seed=config.seed)
+    norm = config.soft_prompt_max_norm if config.soft_prompt_max_norm is not None else mean_embedding_norm(model)
+    runs = _attack(model, half_a, items_a, items_b, config, norm, show_progress)
+    before = forget_scores(model, half_b, config)
+    base_runs = None
+    if original is not None:
+        key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
+        base_runs = runs if original is model else cached(
+            baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm, show_progress))
+
+    def per_fact(rs, half: str, key: str) -> np.ndarray:
+        return np.mean([r[half][key].astype(float) for r in rs], axis=0)
+
+    def seed_mean(rs, half: str, key: str) -> float:
+        return float(np.mean(per_fact(rs, half, key)))
+
+    def seed_se(rs, half: str, key: str) -> float | None:
+        accs = [float(r[half][key].mean()) for r in rs]
+        return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
+
+    metrics = [
+        _metric("soft_prompt_forget_accuracy", items_b, per_fact(runs, "B", "answer_wins"),
+                seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
+                stderr=seed_se(runs, "B", "answer_wins")),
+        _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
+                float(cached(baselines, ("scores", items_key(items_b), config.batch_size),
+                             lambda: forget_scores(original, half_b, config)).answer_wins.mean())
+                if original is not None else None),
+        _metric("soft_prompt_train_accuracy", items_a, per_fact(runs, "A", "answer_wins"),
+                seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
+                stderr=seed_se(runs, "A", "answer_wins")),
+    ]
+    has_t = np.array([it.target is not None for it in items_b])
+    if task.objective == "inject" and has_t.any():
+        pf = np.where(has_t, per_fact(runs, "B", "target_wins"), np.nan)
+        base = float(np.nanmean(np.where(has_t, per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
+        metrics.append(_metric("soft_prompt_edit_accuracy", items_b, pf, base, higher_is_better=True))
+    rows: list[dict[str, Any]] = []
+    for half, items in (("A", items_a), ("B", items_b)):
+        for i, it in enumerate(items):
+            row = {"record_id": it.record_id, "half": half, "answer": it.answer, "target": it.target,
+                   "answer_wins": [bool(r[half]["answer_wins"][i]) for r in runs],
+                   "p_answer": [float(r[half]["p_answer"][i]) for r in runs],
+                   "answer_win_rate": float(np.mean([r[half]["answer_wins"][i] for r in runs]))}
+            if it.target is not None:
+                row["target_wins"] = [bool(r[half]["target_wins"][i]) for r in runs]
+            if half == "B":
+                row["answer_wins_before"] = bool(before.answer_wins[i])
+            if base_runs is not None:
+                row["baseline_answer_win_rate"] = float(np.mean([r[half]["answer_wins"][i] for r in base_runs]))
+            rows.append(row)
+    extra: dict[str, Any] = {
+        "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
+                      "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
+                      "losses": r["losses"]} for r in runs],
+        "max_norm": norm, "soft_prompt_len": config.soft_prompt_len, "position": config.soft_prompt_position,
+        "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b],
+    }
+    if base_runs is not None:
+        extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}
+                                      for r in base_runs]
+        from factlens.evaluation.attacks import TaskScores, attack_damage  # does the attack itself cost the original?
+
+        ob = cached(baselines, ("scores", items_key(items_b), config.batch_size),
+                    lambda: forget_scores(original, half_b, config))
+        ids, after_b = [it.record_id for it in items_b], per_fact(base_runs, "B", "answer_wins")
+        extra["attack_damage"] = attack_damage(TaskScores(dict(zip(ids, map(float, ob.answer_wins))), {}, {}),
+                                               TaskScores(dict(zip(ids, map(float, after_b))), {}, {}))
+    else:
+        extra["baseline_note"] = "original=None: the attack was not run on the unedited model (no baselines)"
+    return SuiteResult("soft_prompts", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

@@ -1,0 +1,196 @@
+"""The standard suite: forget, edit and maintain accuracy in the trained prompt format.
+
+Paper section 3: *forget accuracy* is how often the true answer of an edited fact still
+wins among the candidate answers, *edit accuracy* how often the edit target wins (inject
+tasks), *maintain accuracy* how often held-out facts keep their answer. Each comes as an
+argmax-among-candidates accuracy and as a continuous score: the mean probability of the
+true answer / target normalized over the candidates (``forget_prob``, ``edit_prob``,
+``maintain_prob``). Candidates are the dataset's answer set (sports) or, for open-vocabulary
+data such as CounterFact, the true answer and the edit target.
+
+The helpers here (per-fact aggregation, chance tests) are shared with the other suites.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from factlens.data.formats import FormattedPrompt, format_prompts
+from factlens.data.known import chance_level
+from factlens.evaluation.baselines import BaselineCache, cached, items_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.scoring import PromptScores, score_prompts
+
+__all__ = ["run_standard", "fact_means", "not_above_chance", "mean_metric", "json_value"]
+
+
+# -- shared helpers --------------------------------------------------------------------------
+def json_value(x: Any) -> Any:
+    """A JSON-friendly scalar (numpy -> python, NaN -> None)."""
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) else x
+    return x
+
+
+def fact_means(scores: PromptScores, values: np.ndarray) -> dict[str, float]:
+    """Mean of a per-prompt array per fact (``record_id`` -> mean over that fact's prompts).
+
+    NaN entries (e.g. no target) are ignored; a fact with only NaNs maps to NaN.
+    """
+    out: dict[str, float] = {}
+    vals = np.asarray(values, dtype=float)
+    for rid, idx in scores.by_record().items():
+        v = vals[idx]
+        v = v[~np.isnan(v)]
+        out[rid] = float(v.mean()) if len(v) else float("nan")
+    return out
+
+
+def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
+    """True when ``accuracy`` is below chance + 2 binomial standard errors (the rule of
+    :func:`factlens.data.known.format_accuracy`).
+
+    Example:
+        >>> not_above_chance(0.4, 1 / 3, 30), not_above_chance(0.9, 1 / 3, 30)
+        (True, False)
+    """
+    if n == 0 or math.isnan(accuracy) or math.isnan(chance):
+        return True
+    se = math.sqrt(max(chance * (1 - chance), 1e-12) / n)
+    return bool(accuracy < chance + 2 * se)
+
+
+def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, float] | None = None, unit: str = "facts",
+                higher_is_better: bool = True, at_chance: bool = False) -> Metric | None:
+    """Aggregate per-fact values into a :class:`Metric` with its 95 % interval and the per-fact
+    ``samples`` (:meth:`Metric.from_samples`); ``None`` when no fact has a value."""
+    if all(math.isnan(x) for x in per_fact.values()):
+        return None
+    base = None
+    if baseline is not None:
+        b = np.array([x for x in baseline.values() if not math.isnan(x)], dtype=float)
+        base = float(b.mean()) if len(b) else None
+    return Metric.from_samples(name, per_fact, unit=unit, baseline=base, at_chance=at_chance,
+                               higher_is_better=higher_is_better)
+
+
+def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig, show_progress: bool) -> PromptScores:
+    """``score_prompts`` with the config's batch size (no model call for an empty list)."""
+    return score_prompts(model, items, batch_size=config.batch_size, show_progress=show_progress)
+
+
+def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalConfig,
+               show_progress: bool, baselines: BaselineCache | None = None) -> tuple[PromptScores, PromptScores | None]:
+    """Scores on the model and on the original (reused when ``original is model``, or from ``baselines``)."""
+    s = score_items(model, items, config, show_progress)
+    if original is None:
+        return s, None
+    if original is model:
+        return s, s
+    key = ("scores", items_key(items), config.batch_size)
+    return s, cached(baselines, key, lambda: score_items(original, items, config, show_progress))
+
+
+def chance_of(items: Sequence[FormattedPrompt]) -> float:
+    return chance_level([it.candidates for it in items])
+
+
+def original_note(original) -> dict[str, str]:
+    if original is None:
+        return {"baseline_note": "original=None: no baselines and no at-chance flags were computed; pass "
+                                 "original=<the unedited model> to get them"}
+    return {}
+
+
+# -- the suite ---------------------------------------------------------------------------
+def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str], s: PromptScores,
+          b: PromptScores | None) -> list[dict[str, Any]]:
+    rows = []
+    for i, it in enumerate(items):
+        row = {"record_id": it.record_id, "split": split, "subject": subjects.get(it.record_id), "answer": it.answer,
+               "target": it.target, "answer_wins": json_value(s.answer_wins[i]), "p_answer": json_value(s.p_answer_norm[i]),
+               "logp_answer": json_value(s.logp_answer[i])}
+        if it.target is not None:
+            row.update(target_wins=json_value(s.target_wins[i]), p_target=json_value(s.p_target_norm[i]),
+                       logp_target=json_value(s.logp_target[i]))
+        if b is not None:
+            row.update(baseline_answer_wins=json_value(b.answer_wins[i]), baseline_p_answer=json_value(b.p_answer_norm[i]))
+            if it.target is not None:
+                row.update(baseline_target_wins=json_value(b.target_wins[i]),
+                           baseline_p_target=json_value(b.p_target_norm[i]))
+        rows.append(row)
+    return rows
+
+
+def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+    """Forget / edit / maintain accuracy and probability in the trained ("default") format.
+
+    Args:
+        model: The evaluated model.
+        task: The task (``forget`` and ``maintain`` facts are scored).
+        original: The unedited model (baselines and at-chance flags); ``None`` to skip.
+        config: Evaluation settings (``batch_size``).
+        show_progress: Show progress bars.
+
+    Returns:
+        Metrics ``forget_accuracy``, ``forget_prob`` (lower is better), ``edit_accuracy``,
+        ``edit_prob`` (inject tasks with targets), ``maintain_accuracy``, ``maintain_prob``;
+        one per-fact row per forget and maintain fact (``split`` says which).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = run_standard(p.model, p.task, original=p.model, show_progress=False)
+        >>> r["maintain_accuracy"].value, r["maintain_accuracy"].baseline, len(r.per_fact) == len(p.task.forget) + len(p.task.maintain)
+        (1.0, 1.0, True)
+    """
+    t0 = time.perf_counter()
+    metrics: list[Metric] = []
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {"format": "default", **original_note(original)}
+    inject = task.objective == "inject"
+    for split, ds in (("forget", task.forget), ("maintain", task.maintain)):
+        items = format_prompts(ds, "default", seed=config.seed)
+        if not items:
+            extra[f"{split}_note"] = f"task.{split} is empty: no {split} metrics"
+            continue
+        subjects = {r.id: r.subject for r in ds}
+        s, b = score_both(model, original, items, config, show_progress, baselines)
+        rows += _rows(split, items, subjects, s, b)
+        at_chance = False
+        if b is not None:
+            ch = chance_of(items)
+            at_chance = not_above_chance(b.accuracy(), ch, len(items))
+            extra[f"{split}_baseline"] = {"accuracy": b.accuracy(), "chance": ch, "n": len(items), "at_chance": at_chance}
+        hib = split != "forget"  # forgetting: lower true-answer accuracy is the goal
+        pairs = [("accuracy", s.answer_wins.astype(float), b.answer_wins.astype(float) if b else None),
+                 ("prob", s.p_answer_norm, b.p_answer_norm if b else None)]
+        for kind, vals, bvals in pairs:
+            m = mean_metric(f"{split}_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
+                            higher_is_better=hib, at_chance=at_chance)
+            if m is not None:
+                metrics.append(m)
+        if split == "forget" and inject:
+            has_t = np.array([it.target is not None for it in items])
+            if has_t.any():
+                for kind, vals, bvals in [("accuracy", np.where(has_t, s.target_wins, np.nan),
+                                           np.where(has_t, b.target_wins, np.nan) if b else None),
+                                          ("prob", s.p_target_norm, b.p_target_norm if b else None)]:
+                    m = mean_metric(f"edit_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
+                                    at_chance=at_chance)
+                    if m is not None:
+                        metrics.append(m)
+            else:
+                extra["edit_note"] = "no forget fact has an edit target: no edit metrics"
+    return SuiteResult("standard", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

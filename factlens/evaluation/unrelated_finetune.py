@@ -1,0 +1,276 @@
+"""Fine-tuning on data without the forget facts (Lucki et al. 2024; Deeb & Roger 2024).
+
+Lucki et al. ("An adversarial perspective on machine unlearning") recovered most of what
+RMU removed with a few fine-tuning steps on *unrelated* examples; Deeb & Roger found that
+fine-tuning on facts the attacker already knows brings back most of the pre-unlearning
+accuracy. An edit that only suppresses the facts (rather than removing them) is undone by
+any update that disturbs the suppression, whatever the data.
+
+The attack fine-tunes a copy of the model for ``steps`` steps on data that contains none of
+the forget facts, one run per data source:
+
+* ``"retain"``: the true answers of ``task.retain`` (facts the attacker knows; any retain
+  fact whose id or subject is a forget fact's is dropped first);
+* ``"text"``: next-token loss on general text (``EvalConfig.text_source``, the built-in text
+  by default; passages that name a forget subject are dropped).
+
+then measures forget / edit / maintain accuracy. The unedited model fine-tuned the same
+way (same data, steps, seed) is the control: its accuracy drop flags an attack that damages
+the model (:func:`~factlens.evaluation.attacks.attack_damage`).
+
+``method="lora"`` trains LoRA adapters on every weight matrix of the blocks
+(:func:`~factlens.evaluation.lora.add_lora`, as the relearning suite) on a structural copy
+that shares the model's weights; ``method="full"`` trains every block parameter of a copy
+whose block parameters are new tensors (one extra copy of those weights, plus AdamW
+state). The caller's model is never changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
+
+from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
+                                       score_task, suite_settings, task_key)
+from factlens.evaluation.baselines import BaselineCache, cached, config_key
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.result import Metric, SuiteResult
+
+__all__ = ["UnrelatedFinetuneConfig", "DATA_SOURCES", "finetune_data", "finetuned_copy", "run_unrelated_finetune"]
+
+#: Data sources of the attack.
+DATA_SOURCES: tuple[str, ...] = ("retain", "text")
+
+
+@dataclass(frozen=True)
+class UnrelatedFinetuneConfig:
+    """Settings of the ``unrelated_finetune`` suite (``EvalConfig.unrelated_finetune`` when present).
+
+    Attributes:
+        data: Data sources (:data:`DATA_SOURCES`), one fine-tuning run each.
+        method: ``"lora"`` (adapters on the blocks' weight matrices) or ``"full"`` (every
+            block parameter).
+        steps: Optimizer steps (AdamW, no weight decay).
+        lr: Learning rate. Not tuned on a real model; the relearning suite's measured value
+            on Gemma 3 270M is 1e-4 (``EvalConfig.relearn_lr``); the planted test model
+            needs ~1e-2 to move at all.
+        rank: LoRA rank (capped at each matrix's rank).
+        batch_size: Retain facts per step (text: ``EvalConfig.text_batch_size`` chunks).
+        damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
+    """
+
+    data: tuple[str, ...] = DATA_SOURCES
+    method: str = "lora"
+    steps: int = 20
+    lr: float = 1e-4
+    rank: int = 64
+    batch_size: int = 8
+    damage_tolerance: float = DAMAGE_TOLERANCE
+
+    def __post_init__(self) -> None:
+        v = self.data
+        object.__setattr__(self, "data", (v,) if isinstance(v, str) else tuple(v))
+        if not self.data or any(d not in DATA_SOURCES for d in self.data):
+            raise ValueError(f"UnrelatedFinetuneConfig.data must be a non-empty subset of {list(DATA_SOURCES)}, "
+                             f"got {self.data}")
+        if self.method not in ("lora", "full"):
+            raise ValueError(f"UnrelatedFinetuneConfig.method must be 'lora' or 'full', got {self.method!r}")
+        for name in ("steps", "rank", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"UnrelatedFinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"UnrelatedFinetuneConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.damage_tolerance <= 1:
+            raise ValueError(f"UnrelatedFinetuneConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, dict[str, Any]]:
+    """The training data of one source, free of the forget facts, and a note on what was dropped.
+
+    Returns ``(data, info)``: ``data`` is a ``FactDataset`` (``"retain"``) or a ``[n, seq_len]``
+    token tensor (``"text"``); ``info`` counts the items kept and dropped.
+
+    Raises:
+        ValueError: Unknown source, or nothing is left to train on.
+    """
+    from factlens.data.text import load_texts, token_chunks
+
+    ids, subjects = {r.id for r in task.forget}, {r.subject for r in task.forget}
+    if source == "retain":
+        data = task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
+        info = {"n_train": len(data), "n_dropped": len(task.retain) - len(data)}
+        if not len(data):
+            raise ValueError("task.retain has no fact that is not a forget fact: nothing to fine-tune on")
+        return data, info
+    if source == "text":
+        texts = load_texts(config.text_source, seed=config.seed)
+        kept = [t for t in texts if not any(s in t for s in subjects)]
+        chunks = token_chunks(model, kept, seq_len=config.text_seq_len, n_chunks=config.n_text_chunks)
+        return chunks, {"n_train": int(chunks.shape[0]), "n_dropped_passages": len(texts) - len(kept),
+                        "source": config.text_source or "builtin"}
+    raise ValueError(f"unknown data source {source!r}; known: {list(DATA_SOURCES)}")
+
+
+def _trainable_copy(model, method: str, rank: int, seed: int) -> tuple[Any, list[nn.Parameter], Callable[[], None]]:
+    from factlens.evaluation.lora import add_lora
+    from factlens.evaluation.relearning import shared_copy
+
+    work = shared_copy(model)
+    work.eval()
+    if method == "lora":
+        lora = add_lora(work, rank=rank, seed=seed)
+        return work, lora.parameters(), lora.remove
+    modules = dict(work.named_modules())
+    trainable = []
+    for name, p in list(work.named_parameters()):
+        if name.split(".")[0] == "blocks":
+            mod, _, attr = name.rpartition(".")
+            q = nn.Parameter(p.detach().clone(), requires_grad=True)  # a new tensor: the model's weights stay untouched
+            setattr(modules[mod], attr, q)
+            trainable.append(q)
+    return work, trainable, lambda: None
+
+
+def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: EvalConfig, show_progress: bool = False):
+    """Fine-tune a copy of ``model`` on ``data`` (a FactDataset: true answers; a token tensor: next tokens).
+
+    Returns ``(copy, cleanup, history)``: evaluate the copy (inside
+    ``torch.nn.utils.parametrize.cached()`` for speed with LoRA), then call ``cleanup()``.
+    ``history`` is the loss per step. ``model`` is not changed.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> work, cleanup, hist = finetuned_copy(p.model, p.task.retain, settings=UnrelatedFinetuneConfig(steps=2),
+        ...                                      config=EvalConfig())
+        >>> len(hist), work is not p.model
+        (2, True)
+        >>> cleanup()
+    """
+    from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
+
+    work, trainable, cleanup = _trainable_copy(model, settings.method, settings.rank, config.seed)
+    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(config.seed)
+    is_text = isinstance(data, torch.Tensor)
+    n = int(data.shape[0]) if is_text else len(data)
+    bs = min(config.text_batch_size if is_text else settings.batch_size, n)
+    positions = sft_positions(int(data.shape[1]), 16, kl=False) if is_text else None
+    order: list[int] = []
+    history: list[float] = []
+    try:
+        with torch.enable_grad():
+            for _ in tqdm(range(settings.steps), desc="fine-tuning", disable=not show_progress, leave=False):
+                if len(order) < bs:
+                    order += torch.randperm(n, generator=gen).tolist()
+                idx, order = order[:bs], order[bs:]
+                with parametrize.cached():
+                    if is_text:
+                        loss = sft_loss(work, data[torch.tensor(idx, device=data.device)], positions)
+                    else:
+                        recs = [data[i] for i in idx]
+                        loss = -answer_logprob_grad(work, [r.prompt for r in recs], [r.answer for r in recs]).mean()
+                    grads = torch.autograd.grad(loss, trainable)
+                for p, g in zip(trainable, grads):
+                    p.grad = g
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                history.append(float(loss.detach()))
+    except BaseException:
+        cleanup()
+        raise
+    for p in trainable:
+        p.requires_grad_(False)
+    return work, cleanup, history
+
+
+def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalConfig,
+            show_progress: bool) -> tuple[TaskScores, list[float]]:
+    work, cleanup, history = finetuned_copy(model, data, settings=settings, config=config, show_progress=show_progress)
+    try:
+        with parametrize.cached():
+            return score_task(work, task, config), history
+    finally:
+        cleanup()
+        del work
+
+
+def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+                           baselines: BaselineCache | None = None,
+                           unrelated_finetune_config: UnrelatedFinetuneConfig | None = None, **_: Any) -> SuiteResult:
+    """Fine-tune the edited model and the original on data without the forget facts; compare.
+
+    Args:
+        model: The evaluated (edited) model; not changed.
+        task: The task (``retain`` is the fact data; forget and maintain facts are scored).
+        original: The unedited model, fine-tuned the same way (baselines, damage flags).
+        config: Evaluation settings (``seed``, ``batch_size``, text settings for ``"text"``).
+        show_progress: Show progress bars.
+        baselines: Cache of computations on ``original``.
+        unrelated_finetune_config: The suite's settings (default: ``config.unrelated_finetune``
+            if present, else :class:`UnrelatedFinetuneConfig()`).
+
+    Returns:
+        Per data source ``d``: ``finetune_<d>_forget_accuracy``, ``finetune_<d>_forget_recovery``
+        (after minus before per fact), ``finetune_<d>_edit_accuracy``,
+        ``finetune_<d>_maintain_accuracy``, each with the fine-tuned original as baseline.
+        ``extra["data"][d]``: loss history, data counts, recovery and ``attack_damage``;
+        ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget.
+        One per-fact row per forget and maintain fact.
+    """
+    t0 = time.perf_counter()
+    st = suite_settings(config, "unrelated_finetune", UnrelatedFinetuneConfig, unrelated_finetune_config)
+    before = score_task(model, task, config)
+    base_before = None
+    if original is not None:
+        base_before = before if original is model else cached(
+            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
+    metrics: list[Metric] = []
+    columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain}}
+    if before.edit:
+        columns["target_wins_before"] = before.edit
+    per_data: dict[str, Any] = {}
+    for source in st.data:
+        data, info = finetune_data(model, task, source, config)
+        t1 = time.perf_counter()
+        attacked, history = _attack(model, task, data, st, config, show_progress)
+        seconds = time.perf_counter() - t1
+        base = base_hist = None
+        if original is not None:
+            key = ("unrelated_finetune", source, config_key(st), config_key(config), task_key(task, config))
+            base, base_hist = (attacked, history) if original is model else cached(
+                baselines, key, lambda: _attack(original, task, data, st, config, show_progress))
+        pre = f"finetune_{source}"
+        metrics += attack_metrics(pre, attacked, before, base_attacked=base, base_before=base_before)
+        columns[f"{pre}_answer_wins"] = {**attacked.forget, **attacked.maintain}
+        if attacked.edit:
+            columns[f"{pre}_target_wins"] = attacked.edit
+        if base is not None:
+            columns[f"baseline_{pre}_answer_wins"] = {**base.forget, **base.maintain}
+        per_data[source] = {
+            **info, "history": history, "baseline_history": base_hist, "seconds": seconds,
+            "recovery": attacked.accuracy("forget") - before.accuracy("forget"),
+            "baseline_recovery": base.accuracy("forget") - base_before.accuracy("forget") if base else None,
+            "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
+        }
+    extra: dict[str, Any] = {
+        "settings": st.to_dict(), "data": per_data,
+        "budget": {"method": st.method, "steps": st.steps, "lr": st.lr, "rank": st.rank if st.method == "lora" else None,
+                   "batch_size": st.batch_size},
+        "damaged": [d for d, v in per_data.items() if v["attack_damage"].get("damaged")],
+        "note": ("baselines: the unedited model fine-tuned the same way; recovery = forget accuracy after fine-tuning "
+                 "minus before"),
+    }
+    if original is None:
+        extra["baseline_note"] = "original=None: the fine-tuned original (control) was not evaluated"
+    return SuiteResult("unrelated_finetune", tuple(metrics), tuple(fact_rows(task, columns)), extra,
+                       time.perf_counter() - t0)

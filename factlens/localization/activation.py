@@ -1,0 +1,402 @@
+"""Exact activation patching of heads, MLPs and the residual stream.
+
+:func:`activation_patching` gives the same numbers as TransformerLens's
+``get_act_patch_attn_head_out_all_pos`` (heads, ``hook_z[:, :, h]`` at all positions),
+``get_act_patch_mlp_out`` (MLPs, ``hook_mlp_out``) and ``get_act_patch_resid_pre``
+(residual stream per layer x position), but computes them much faster:
+
+* **Batched patches.** All patches of one layer run in a single forward pass: the base
+  activations are repeated once per patch along the batch axis and each copy gets a
+  different patch (copy-major rows ``copy * n_pairs + pair``).
+* **Start at the patched layer.** A patch at layer ``L`` cannot change layers ``< L``, so the
+  patched run starts from the cached ``resid_pre`` of layer ``L``
+  (``model(resid, start_at_layer=L, stop_at_layer=n_layers)``).
+* **Shared prefix.** Clean and corrupted prompts agree up to the first token where they
+  differ (the subject); every activation before that position is the same in the clean,
+  corrupted and all patched runs. Its keys and values are computed once and passed to the
+  patched runs as a frozen TransformerLens key-value cache, so patched runs only process the
+  positions from the subject on (rotary offsets and the causal/sliding-window mask are
+  handled by TransformerLens's cache path). Residual patches at earlier positions are exact
+  no-ops and take the base run's metric.
+* **Final position only.** Only the last real token of each prompt is read out. For
+  ``"logit_diff"`` only the two answer columns of the unembedding are computed; ``"prob"``
+  unembeds the gathered final positions in chunks.
+
+Prompts are right-padded without an attention mask (see :mod:`factlens.tokens`); the
+patched runs pass no mask either, which is what TransformerLens does for right-padded
+tokens.
+
+Conventions:
+
+* ``direction="denoising"`` runs the corrupted prompt and patches in the clean activation;
+  ``"noising"`` runs the clean prompt and patches in the corrupted activation.
+* The metric (``"logit_diff"``: ``logit[clean answer] - logit[corrupted answer]`` at the last
+  token, or ``"prob"`` of the clean answer) is computed per example, then averaged. The
+  raw averaged metric of each patched run (what TransformerLens returns for a metric that
+  averages over the batch) is ``extra["patched"]``; per-example raw values are
+  ``extra["per_example"]`` (``[component][example]``), the baselines
+  ``extra["clean_metric"]`` / ``extra["corrupted_metric"]``.
+* The score of a component is its effect, signed so that larger means more important in
+  both directions: denoising ``mean(patched) - mean(corrupted)``, noising
+  ``mean(clean) - mean(patched)``. With ``normalize=True`` it is divided by
+  ``mean(clean) - mean(corrupted)``: denoising gives TransformerLens's usual
+  ``(patched - corrupted) / (clean - corrupted)`` (1 = full recovery), noising gives
+  ``1 -`` that value (1 = the patch destroys the whole effect). Normalizing the means (not
+  each example) keeps examples with a near-zero clean/corrupted gap from dominating.
+* Residual-stream patching (``extra["resid"]``, ``[n_layers][n_pos]``) aligns prompts of
+  different lengths **on their last token**: column ``j`` is the position
+  ``extra["resid_offsets"][j]`` relative to the end (``-1`` = last token) and averages the
+  examples long enough to have it. For prompts of equal length the columns are the absolute
+  positions. ``extra["resid_tokens"]`` labels the columns with the longest clean prompt's
+  tokens, ``extra["resid_patched"]`` holds the raw averaged metric.
+
+Example:
+    >>> from factlens.testing import planted_fact_model
+    >>> p = planted_fact_model(n_subjects=12)
+    >>> s = activation_patching(p.model, p.dataset, show_progress=False)
+    >>> s.method, set(s.top(2)) == {p.lookup_mlp, p.extraction_head}
+    ('activation_patching', True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from factlens.components import Component, ModelShape, attn_hook, mlp_hook, resid_hook
+from factlens.localization.pairs import Metric, PatchingPairs, make_pairs
+from factlens.scores import ComponentScores
+from factlens.tokens import iter_batches
+
+__all__ = ["activation_patching", "metric_from_residual", "Direction"]
+
+Direction = Literal["denoising", "noising"]
+
+#: Upper bound on (rows x positions) of one patched forward pass; patches of a layer are
+#: split into several passes beyond it (bounds peak memory, never changes results).
+_MAX_ROW_TOKENS = 8192
+#: Rows unembedded at once for the ``"prob"`` metric.
+_UNEMBED_ROWS = 64
+
+
+def metric_from_residual(
+    model,
+    resid: Float[Tensor, "batch d_model"],
+    clean_answer: Int[Tensor, "batch"],
+    corrupted_answer: Int[Tensor, "batch"],
+    metric: Metric = "logit_diff",
+) -> Float[Tensor, "batch"]:
+    """The patching metric from final-position residuals (before the final norm).
+
+    Equal to :func:`factlens.localization.pairs.patching_metric` applied to the full logits, but
+    ``"logit_diff"`` only computes the two answer columns of the unembedding.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> r = torch.randn(3, m.cfg.d_model)
+        >>> metric_from_residual(m, r, torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])).shape
+        torch.Size([3])
+    """
+    from transformer_lens.utilities import apply_softcap  # type: ignore
+
+    from factlens.tokens import unembed
+
+    x = resid
+    if metric == "logit_diff":
+        if model.cfg.normalization_type is not None:
+            x = model.ln_final(x)
+        W_U, b_U = model.W_U, model.b_U
+
+        def logit(ids: Tensor) -> Tensor:
+            ids = ids.to(W_U.device)
+            return apply_softcap((x * W_U[:, ids].T).sum(-1) + b_U[ids], model.cfg.output_logits_soft_cap)
+
+        return (logit(clean_answer) - logit(corrupted_answer)).float()
+    if metric == "prob":
+        out = []
+        for s in range(0, x.shape[0], _UNEMBED_ROWS):
+            logits = unembed(model, x[s: s + _UNEMBED_ROWS]).float()
+            ids = clean_answer[s: s + _UNEMBED_ROWS].to(logits.device)
+            out.append(torch.softmax(logits, dim=-1)[torch.arange(len(ids), device=logits.device), ids])
+        return torch.cat(out)
+    raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
+
+
+def _resolve_components(model, components) -> list[Component]:
+    shape = ModelShape.of(model)
+    if isinstance(components, str):
+        if components != "all":
+            raise ValueError(f"components must be 'all' or a sequence of heads/MLPs, got {components!r}")
+        return [c for L in range(shape.n_layers) for c in
+                [Component("head", L, h) for h in range(shape.n_heads)] + ([] if shape.attn_only else [Component("mlp", L)])]
+    out = [c if isinstance(c, Component) else Component.parse(c) for c in components]
+    if not out:
+        raise ValueError("components is empty; pass 'all' or at least one head or MLP")
+    for c in out:
+        if c.kind == "neuron":
+            raise ValueError(f"{c.label}: activation_patching patches heads and MLP layers, not single neurons")
+        if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads):
+            raise ValueError(f"{c.label} does not exist in a model with {shape.n_layers} layers x {shape.n_heads} heads")
+        if c.kind == "mlp" and shape.attn_only:
+            raise ValueError(f"{c.label}: the model is attention-only and has no MLPs")
+    if len(set(out)) != len(out):
+        raise ValueError("components contains duplicates")
+    return out
+
+
+def _prefix_cache(model, tokens: Tensor, p0: int):
+    """Frozen key/value cache of the first ``p0`` tokens (shared by base, source and patched runs)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    model(tokens[:, :p0], past_kv_cache=cache, return_type=None)
+    cache.freeze()
+    return cache
+
+
+def _repeated_cache(cache, k: int, start: int):
+    """The prefix cache with every entry from layer ``start`` repeated ``k`` times (copy-major)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
+
+    def rep(t: Tensor) -> Tensor:
+        return t.repeat(k, *([1] * (t.dim() - 1)))
+
+    entries = [e if i < start else Entry(rep(e.past_keys), rep(e.past_values), frozen=True)
+               for i, e in enumerate(cache.entries)]
+    return TransformerLensKeyValueCache(entries, rep(cache.previous_attention_mask), frozen=True)
+
+
+def _patched_layers(comps: list[Component], include_resid: bool, n_layers: int) -> list[int]:
+    return sorted({c.layer for c in comps} | (set(range(n_layers)) if include_resid else set()))
+
+
+def _patch_batch(model, pairs: PatchingPairs, comps: list[Component], direction: str, metric: str,
+                 include_resid: bool, bar) -> dict:
+    """Patched metrics for one batch of pairs: ``comp`` -> [B], ``resid`` [n_layers, T] and baselines."""
+    n_layers = model.cfg.n_layers
+    B = len(pairs)
+    base, src = (pairs.corrupted, pairs.clean) if direction == "denoising" else (pairs.clean, pairs.corrupted)
+    tb, ts = base.tokens, src.tokens
+    T = tb.shape[1]
+    last = base.last_pos.to(tb.device)
+    ca, cw = pairs.clean_answer, pairs.corrupted_answer
+    # first position where the two prompts differ; activations before it are shared
+    differs = (tb != ts)
+    first = torch.where(differs.any(1), differs.float().argmax(1), last)
+    p0 = int(min(int(first.min()), int(last.min())))
+
+    layers = _patched_layers(comps, include_resid, n_layers)
+    base_names = [resid_hook(L) for L in layers]
+    src_names = ({attn_hook(c.layer, "z") for c in comps if c.kind == "head"}
+                 | {mlp_hook(c.layer, "out") for c in comps if c.kind == "mlp"}
+                 | ({resid_hook(L) for L in layers} if include_resid else set()))
+    rb, cache_b = model.run_with_cache(tb, names_filter=lambda n: n in base_names, stop_at_layer=n_layers)
+    rs, cache_s = model.run_with_cache(ts, names_filter=lambda n: n in src_names, stop_at_layer=n_layers)
+    ar = torch.arange(B, device=rb.device)
+    m_base = metric_from_residual(model, rb[ar, last.to(rb.device)], ca, cw, metric)
+    m_src = metric_from_residual(model, rs[ar, last.to(rs.device)], ca, cw, metric)
+    base_act = {n: cache_b[n][:, p0:] for n in base_names}
+    src_act = {n: cache_s[n][:, p0:] for n in src_names}
+    del cache_b, cache_s, rb, rs
+    kv = _prefix_cache(model, tb, p0) if p0 > 0 else None
+
+    out: dict = {"base": m_base, "src": m_src, "comp": {}}
+    resid = m_base[None, None, :].repeat(n_layers, T, 1) if include_resid else None  # [layer, pos, B]
+    S = T - p0
+    last_s = last - p0  # last token, relative to the first processed position
+    max_copies = max(1, _MAX_ROW_TOKENS // max(1, B * S))
+    for L in layers:
+        copies: list[tuple[str, int | None]] = [("head", c.index) for c in comps if c.layer == L and c.kind == "head"]
+        copies += [("mlp", None) for c in comps if c.layer == L and c.kind == "mlp"]
+        if include_resid:
+            copies += [("resid", p) for p in range(p0, T)]
+        for s in range(0, len(copies), max_copies):
+            chunk = copies[s: s + max_copies]
+            k = len(chunk)
+            x = base_act[resid_hook(L)].repeat(k, 1, 1)
+            heads = [(i, h) for i, (kind, h) in enumerate(chunk) if kind == "head"]
+            mlps = [i for i, (kind, _) in enumerate(chunk) if kind == "mlp"]
+            for i, (kind, p) in enumerate(chunk):
+                if kind == "resid":
+                    x[i * B:(i + 1) * B, p - p0] = src_act[resid_hook(L)][:, p - p0]
+            hooks = []
+            if heads:
+                z_src = src_act[attn_hook(L, "z")]
+
+                def z_hook(z, hook, heads=heads, z_src=z_src):
+                    for i, h in heads:
+                        z[i * B:(i + 1) * B, :, h] = z_src[:, :, h]
+                    return z
+
+                hooks.append((attn_hook(L, "z"), z_hook))
+            if mlps:
+                m_src_act = src_act[mlp_hook(L, "out")]
+
+                def mlp_out_hook(act, hook, mlps=mlps, m_src_act=m_src_act):
+                    for i in mlps:
+                        act[i * B:(i + 1) * B] = m_src_act
+                    return act
+
+                hooks.append((mlp_hook(L, "out"), mlp_out_hook))
+            with model.hooks(fwd_hooks=hooks):
+                r = model(x, start_at_layer=L, stop_at_layer=n_layers,
+                          past_kv_cache=_repeated_cache(kv, k, L) if kv is not None else None)
+            rows = torch.arange(k * B, device=r.device)
+            vals = metric_from_residual(model, r[rows, last_s.repeat(k).to(r.device)], ca.repeat(k), cw.repeat(k), metric)
+            vals = vals.view(k, B)
+            for i, (kind, idx) in enumerate(chunk):
+                if kind == "resid":
+                    resid[L, idx] = vals[i]
+                else:
+                    out["comp"][Component(kind, L, idx)] = vals[i]
+        bar.update(1)
+    out["resid"] = resid
+    out["lengths"] = base.lengths
+    return out
+
+
+def activation_patching(
+    model,
+    dataset,
+    *,
+    components: Literal["all"] | Sequence[Component | str] = "all",
+    direction: Direction = "denoising",
+    metric: Metric = "logit_diff",
+    normalize: bool = True,
+    corrupted_prompts: Sequence[str] | None = None,
+    corrupted_answers: Sequence[str] | None = None,
+    partners: Sequence | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    include_resid: bool = True,
+    show_progress: bool = True,
+) -> ComponentScores:
+    """Score heads and MLPs by exact activation patching (see the module docstring).
+
+    Args:
+        model: A ``HookedTransformer`` (left unchanged: no hooks remain, parameters untouched).
+        dataset: Clean facts (a :class:`~factlens.data.FactDataset` or a list of records).
+        components: ``"all"`` heads and MLPs, or a sequence of head/MLP components or labels.
+        direction: ``"denoising"`` (corrupted run, clean patch) or ``"noising"`` (clean run,
+            corrupted patch).
+        metric: ``"logit_diff"`` or ``"prob"`` (of the clean answer) at the last token.
+        normalize: Divide effects by ``mean(clean) - mean(corrupted)``.
+        corrupted_prompts: Own corrupted prompts (same token lengths); default: another
+            subject of the dataset with a different answer (:func:`make_pairs`).
+        corrupted_answers: Answers of the own corrupted prompts (default ``target_new``).
+        partners: More facts whose subjects may corrupt facts that have no aligned partner
+            of the same relation in ``dataset`` (see :func:`make_pairs`).
+        batch_size: Clean/corrupted pairs per batch (patched passes stack several patches
+            per pair; results do not depend on it).
+        seed: Seed for choosing corrupting subjects.
+        include_resid: Also patch ``resid_pre`` per layer x position (``extra["resid"]``).
+        show_progress: Show a tqdm progress bar.
+
+    Multi-token answers: the metric uses the **first token** of each answer (clean and
+    corrupted); :func:`make_pairs` raises when two candidate answers share it.
+
+    Returns:
+        :class:`~factlens.scores.ComponentScores` with ``method="activation_patching"``;
+        ``extra["n_dropped"]`` / ``extra["dropped_ids"]`` count and name the facts left out
+        because no subject swap of their relation keeps the tokens aligned.
+
+    Raises:
+        ValueError: Unknown ``direction``/``metric``/components, bad ``batch_size``, no
+            valid pairs, or (with ``normalize=True``) equal clean and corrupted metrics.
+    """
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
+    if metric not in ("logit_diff", "prob"):
+        raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("activation_patching does not support shortformer positional embeddings")
+    comps = _resolve_components(model, components)
+    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                       partners=partners, seed=seed)
+    n = len(pairs)
+    n_layers = model.cfg.n_layers
+    T = int(pairs.clean.lengths.max())
+    n_steps_per = len(_patched_layers(comps, include_resid, n_layers))
+    per_comp: dict[Component, list[Tensor]] = {c: [] for c in comps}
+    base_all, src_all = [], []
+    resid_sum = np.zeros((n_layers, T))
+    resid_cnt = np.zeros(T)
+    resid_clean = np.zeros(T)
+    resid_corr = np.zeros(T)
+    with torch.inference_mode(), tqdm(total=n_steps_per * math.ceil(n / batch_size), disable=not show_progress,
+                                      desc="activation patching", unit="layer") as bar:
+        for sl in iter_batches(n, batch_size):
+            res = _patch_batch(model, pairs.subset(range(sl.start, sl.stop)), comps, direction, metric,
+                               include_resid, bar)
+            base_all.append(res["base"].cpu())
+            src_all.append(res["src"].cpu())
+            for c in comps:
+                per_comp[c].append(res["comp"][c].cpu())
+            if include_resid:
+                clean_m, corr_m = (res["src"], res["base"]) if direction == "denoising" else (res["base"], res["src"])
+                r = res["resid"].cpu().double().numpy()  # [layer, pos, B]
+                for b, length in enumerate(res["lengths"].tolist()):
+                    cols = slice(T - length, T)  # right-aligned: last token -> last column
+                    resid_sum[:, cols] += r[:, :length, b]
+                    resid_cnt[cols] += 1
+                    resid_clean[cols] += float(clean_m[b])
+                    resid_corr[cols] += float(corr_m[b])
+    base_m = torch.cat(base_all).double().numpy()
+    src_m = torch.cat(src_all).double().numpy()
+    clean_m, corr_m = (src_m, base_m) if direction == "denoising" else (base_m, src_m)
+    denom = float(clean_m.mean() - corr_m.mean())
+    if normalize and (not np.isfinite(denom) or abs(denom) < 1e-9):
+        raise ValueError(f"mean clean metric equals mean corrupted metric ({clean_m.mean():.4g}); normalized "
+                         "scores are undefined - pass normalize=False or use other facts/corrupted prompts")
+    per_example = np.stack([torch.cat(per_comp[c]).double().numpy() for c in comps])  # [comp, example]
+    patched = per_example.mean(1)
+
+    def score(p, clean, corr):
+        eff = p - corr if direction == "denoising" else clean - p
+        return eff / (clean - corr) if normalize else eff
+
+    values = score(patched, clean_m.mean(), corr_m.mean())
+    extra = {
+        "direction": direction,
+        "normalize": normalize,
+        "n_examples": n,
+        **pairs.dropped_extra(),
+        "patched": patched.tolist(),
+        "per_example": per_example.tolist(),
+        "clean_metric": clean_m.tolist(),
+        "corrupted_metric": corr_m.tolist(),
+        "clean_mean": float(clean_m.mean()),
+        "corrupted_mean": float(corr_m.mean()),
+        "prompts": [r.prompt for r in pairs.records],
+        "corrupted_prompts": list(pairs.corrupted.prompts),
+    }
+    if include_resid:
+        cnt = np.maximum(resid_cnt, 1)
+        rp = resid_sum / cnt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = score(rp, resid_clean / cnt, resid_corr / cnt)
+        extra["resid"] = rs.tolist()
+        extra["resid_patched"] = rp.tolist()
+        extra["resid_offsets"] = list(range(-T, 0))
+        extra["resid_counts"] = resid_cnt.astype(int).tolist()
+        extra["resid_tokens"] = _longest_tokens(model, pairs, T)
+    return ComponentScores(tuple(comps), values, "activation_patching", metric, ModelShape.of(model), extra)
+
+
+def _longest_tokens(model, pairs: PatchingPairs, T: int) -> list[str]:
+    i = int(torch.argmax(pairs.clean.lengths))
+    ids = pairs.clean.tokens[i, :T].tolist()
+    try:
+        return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
+    except Exception:  # pragma: no cover - tokenizer without id->token mapping
+        return [str(t) for t in ids]

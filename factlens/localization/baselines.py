@@ -1,0 +1,91 @@
+"""Baseline "localizations": random components and hand-picked components.
+
+``random_scores`` draws i.i.d. uniform scores, so ``scores.to_mask(param_budget=...)`` picks
+a uniformly random set of components within the budget; ``manual_scores`` gives 1.0 to the
+components you name. ``localization_mask(model, data, "random"|"random_mlps", ...)`` in
+:mod:`factlens.localization.registry` uses them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from factlens.components import Component, ModelShape
+from factlens.scores import ComponentScores
+
+__all__ = ["random_scores", "manual_scores"]
+
+
+def _heads_and_mlps(shape: ModelShape, mlps_only: bool = False) -> list[Component]:
+    out: list[Component] = []
+    for l in range(shape.n_layers):
+        if not mlps_only:
+            out += [Component("head", l, h) for h in range(shape.n_heads)]
+        if not shape.attn_only:
+            out.append(Component("mlp", l))
+    return out
+
+
+def random_scores(model, dataset=None, *, seed: int = 0, mlps_only: bool = False) -> ComponentScores:
+    """I.i.d. ``Uniform(0, 1)`` scores for every head and MLP (or every MLP).
+
+    Args:
+        model: A ``HookedTransformer`` (or its config / :class:`ModelShape`); only its shape is read.
+        dataset: Ignored (accepted so that all methods share one signature).
+        seed: Seed of the draw (``numpy.random.default_rng``); same seed, same scores.
+        mlps_only: Score only MLP layers.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> s = random_scores(m, seed=1, mlps_only=True)
+        >>> len(s), s.method, bool((s.values == random_scores(m, seed=1, mlps_only=True).values).all())
+        (2, 'random', True)
+    """
+    shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
+    comps = _heads_and_mlps(shape, mlps_only)
+    if not comps:
+        raise ValueError("the model has no MLPs to choose from (attention-only); use mlps_only=False")
+    values = np.random.default_rng(seed).uniform(size=len(comps))
+    name = "random_mlps" if mlps_only else "random"
+    return ComponentScores(tuple(comps), values, "random", "uniform", shape,
+                           {"seed": seed, "mlps_only": mlps_only}, name)
+
+
+def manual_scores(model, dataset=None, *, components: Sequence[Component | str]) -> ComponentScores:
+    """1.0 for the given components, 0.0 for every other head and MLP.
+
+    Neurons (``"L3.N12"``) may be given; they are scored (1.0) in addition to the heads and
+    MLPs.
+
+    Args:
+        model: A ``HookedTransformer`` (or its config / :class:`ModelShape`).
+        dataset: Ignored.
+        components: Components or labels (``"L3H2"``, ``"L5.mlp"``, ``"L5.N123"``).
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> s = manual_scores(tiny_model(), components=["L1.mlp", "L0H2"])
+        >>> s.to_mask(threshold=0.5).labels
+        ['L0H2', 'L1.mlp']
+    """
+    shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
+    if isinstance(components, (str, Component)):
+        components = [components]
+    chosen: list[Component] = []
+    for it in components:
+        c = Component.parse(it) if isinstance(it, str) else it
+        if not isinstance(c, Component):
+            raise TypeError(f"components must be Components or labels like 'L3H2', got {it!r}")
+        c.param_slices(shape)  # raises a clear error for components the model does not have
+        if c not in chosen:
+            chosen.append(c)
+    if not chosen:
+        raise ValueError("components is empty; name at least one component, e.g. components=['L1.mlp']")
+    comps = _heads_and_mlps(shape) + [c for c in chosen if c.kind == "neuron"]
+    sel = set(chosen)
+    values = np.array([1.0 if c in sel else 0.0 for c in comps])
+    return ComponentScores(tuple(comps), values, "manual", "selected", shape,
+                           {"components": [c.label for c in chosen]}, "manual")

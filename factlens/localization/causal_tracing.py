@@ -1,0 +1,463 @@
+"""Causal tracing (ROME, Meng et al. 2022): restore clean states into a subject-noised run.
+
+1. **Clean run**: activations of every head (``hook_z``), MLP (``hook_mlp_out``) and the
+   residual stream (``hook_resid_pre``), and ``p_clean``, the probability of the first token
+   of the true answer at the prompt's final token.
+2. **Noised run**: Gaussian noise ``N(0, (noise_scale * sigma)^2)`` is added to the token
+   embeddings of the subject (``hook_embed`` at ``PromptBatch.subject_first ..
+   subject_last``), ``n_samples`` seeded samples per prompt, all in one batch (each prompt
+   repeated ``n_samples`` times). ``p_noised`` is the answer probability there.
+3. **Restored runs**: one clean state is written back into the noised run and the
+   answer probability ``p_restored`` is read.
+
+``sigma``: ROME uses the standard deviation of subject-token embeddings over a corpus;
+we use the standard deviation of **all entries of the token embedding matrix** ``W_E``
+(no corpus needed, ``extra["sigma"]``). The noise is added where the embedding is fed to
+the residual stream (``hook_embed``, before positional embeddings): TransformerLens folds
+Gemma's ``sqrt(d_model)`` embedding scale into ``W_E`` at conversion
+(``state_dict["embed.W_E"] = embed_tokens.weight * sqrt(d_model)``) and ``hook_embed`` is
+``W_E[tokens]``, so ``sigma`` is measured on the same scale as the noised tensor.
+
+Component scores (``metric="prob"``): a component's score is ``p_restored`` when its clean
+output (a head's ``hook_z`` slice, an MLP's ``hook_mlp_out``) is restored at **all**
+positions (positions before the subject are identical in both runs), averaged over noise
+samples and then over examples; ``extra["indirect_effect"]`` is the same minus
+``p_noised``. Position-resolved traces (ROME's plots), for ``include_resid=True``:
+
+* ``extra["resid"]``: ``[n_layers][n_positions]``, restoring ``hook_resid_pre`` of one
+  layer at one position;
+* ``extra["mlp_window"]``: restoring the MLP outputs of the layers
+  ``range(max(0, l - window // 2), min(n_layers, l - (-window // 2)))`` (ROME's window;
+  ``window=1`` is the single layer ``l``) at one position.
+
+Prompts of different lengths are right-aligned on their last token, as in
+:func:`~factlens.localization.activation.activation_patching` (``extra["resid_offsets"]``,
+``-1`` = last token; absolute positions when all lengths agree); ``*_by_role`` averages
+the traces over ROME's token roles (:data:`ROLES`) instead (:func:`position_summary`).
+
+Efficiency: each restored run starts at the restored layer from the cached noised residual
+(``model(resid, start_at_layer=L)``); many restorations are stacked into one batch; states
+before the batch's first subject token are the same in every run, so their keys and values
+are computed once (a frozen TransformerLens key-value cache) and restored runs process only
+the positions from the subject on (for the one-shot sports prompt about a third of the
+tokens); only final positions are unembedded. Noise is drawn per example from a generator seeded with
+``(seed, example index)``, so results do not depend on ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from factlens.components import Component, ModelShape, attn_hook, embed_hook, mlp_hook, resid_hook
+from factlens.data.records import as_records
+from factlens.scores import ComponentScores
+from factlens.tokens import PromptBatch, answer_token_ids, encode_records, iter_batches, unembed
+
+__all__ = ["causal_tracing", "embedding_std", "position_summary", "position_tokens", "ROLES"]
+
+#: ROME's token roles for averaging traces over prompts of different lengths.
+ROLES: tuple[str, ...] = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
+
+#: Upper bound on rows x positions of one restored forward pass (bounds memory, never changes results).
+_MAX_ROW_TOKENS = 8192
+
+Op = tuple[str, "int | None", "int | None"]  # (hook name, head index or None, position or None = all)
+
+
+def embedding_std(model) -> float:
+    """Standard deviation of all entries of ``model.embed.W_E`` (computed in float64 chunks)."""
+    W = model.embed.W_E.detach()
+    n, s, ss = 0, 0.0, 0.0
+    for start in range(0, W.shape[0], 8192):
+        chunk = W[start : start + 8192].double()
+        n += chunk.numel()
+        s += float(chunk.sum())
+        ss += float((chunk * chunk).sum())
+    mean = s / n
+    return float(np.sqrt(max(ss / n - mean * mean, 0.0) * n / max(n - 1, 1)))
+
+
+def position_summary(maps: Sequence[np.ndarray], lengths: Sequence[int], subject_first: Sequence[int],
+                     subject_last: Sequence[int]) -> dict:
+    """Average per-example ``[rows, length_i]`` traces over examples.
+
+    Prompts are right-aligned on their last token (the convention of
+    :func:`~factlens.localization.activation.activation_patching`): column ``j`` is the position
+    ``offsets[j]`` relative to the end (``-1`` = last token) and averages the ``counts[j]``
+    examples long enough to have it; for prompts of equal length the columns are the
+    absolute positions. ``by_role`` averages over ROME's token roles (:data:`ROLES`)
+    instead: a single-token subject counts as both first and last subject token, tokens
+    before the subject are left out, and a role that no prompt has is NaN.
+
+    Args:
+        maps: One ``[rows, length_i]`` array per example (``rows`` = layers).
+        lengths: Token count of each prompt.
+        subject_first: First subject position of each prompt (``-1``: none).
+        subject_last: Last subject position of each prompt.
+
+    Returns:
+        ``{"by_position": [rows][T], "offsets": [T], "counts": [T], "by_role":
+        [rows][len(ROLES)], "roles": ROLES}`` with ``T = max(lengths)``.
+
+    Example:
+        >>> s = position_summary([np.ones((2, 3)), np.zeros((2, 2))], [3, 2], [1, 0], [1, 0])
+        >>> s["by_position"][0], s["offsets"], s["counts"]
+        ([1.0, 0.5, 0.5], [-3, -2, -1], [1, 2, 2])
+    """
+    if not maps:
+        raise ValueError("no traces to summarize")
+    lengths = [int(x) for x in lengths]
+    rows = np.asarray(maps[0]).shape[0]
+    T = max(lengths)
+    total = np.zeros((rows, T))
+    cnt = np.zeros(T)
+    sums = np.zeros((rows, len(ROLES)))
+    counts = np.zeros(len(ROLES))
+    for m, n, sf, sl in zip(maps, lengths, subject_first, subject_last):
+        m = np.asarray(m, dtype=np.float64)[:, :n]
+        total[:, T - n:] += m
+        cnt[T - n:] += 1
+        last = n - 1
+        groups: dict[int, list[int]] = defaultdict(list)
+        groups[5].append(last)
+        if sf >= 0:
+            groups[0].append(sf)
+            groups[2].append(sl)
+            groups[1].extend(range(sf + 1, sl))
+            if sl + 1 < last:
+                groups[3].append(sl + 1)
+                groups[4].extend(range(sl + 2, last))
+        for role, pos in groups.items():
+            if pos:
+                sums[:, role] += m[:, pos].mean(axis=1)
+                counts[role] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        by_role = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return {"by_position": (total / np.maximum(cnt, 1)).tolist(), "offsets": list(range(-T, 0)),
+            "counts": cnt.astype(int).tolist(), "by_role": by_role.tolist(), "roles": list(ROLES)}
+
+
+def position_tokens(model, batch: PromptBatch) -> list[str]:
+    """Tokens of the longest prompt of ``batch`` (column labels of right-aligned traces)."""
+    i = int(torch.argmax(batch.lengths))
+    ids = batch.tokens[i, : int(batch.lengths[i])].tolist()
+    try:
+        return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
+    except Exception:  # pragma: no cover - tokenizer without an id -> token mapping
+        return [str(t) for t in ids]
+
+
+def _seed_for(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _components(shape: ModelShape, components) -> list[Component]:
+    if isinstance(components, str):
+        if components == "all":
+            return shape.all_heads() + shape.all_mlps()
+        if components in ("heads", "head"):
+            return shape.all_heads()
+        if components in ("mlps", "mlp"):
+            return shape.all_mlps()
+        raise ValueError(f"components must be 'all', 'heads', 'mlps' or a list of components, got {components!r}")
+    out = []
+    for c in components:
+        c = Component.parse(c) if isinstance(c, str) else c
+        if c.kind == "neuron":
+            raise ValueError(f"causal tracing scores heads and MLPs, not neurons ({c.label})")
+        if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads) or \
+                (c.kind == "mlp" and shape.attn_only):
+            raise ValueError(f"{c.label} does not exist in this model ({shape.n_layers} layers x {shape.n_heads} heads)")
+        out.append(c)
+    if not out:
+        raise ValueError("no components to trace")
+    if len(set(out)) != len(out):
+        raise ValueError("components must be unique")
+    return out
+
+
+class _TraceBatch:
+    """Clean cache, noised cache and restored runs for one batch of prompts.
+
+    Every state before ``p0`` (the batch's first subject position) is the same in the clean,
+    noised and restored runs. Its keys and values are computed once (a frozen TransformerLens
+    key-value cache) and restored runs process only the positions from ``p0`` on; cached
+    activations are kept from ``p0`` on and positions below are stored shifted by ``-p0``.
+    """
+
+    def __init__(self, model, batch: PromptBatch, answers: Int[Tensor, "batch"], indices: Iterable[int], *,
+                 n_samples: int, noise_std: float, seed: int):
+        self.model = model
+        self.n = n_samples
+        self.L = model.cfg.n_layers
+        B = len(batch)
+        dev = batch.tokens.device
+        self.B, self.R = B, B * n_samples
+        self.p0 = p0 = int(batch.subject_first.min())
+        self.T = batch.tokens.shape[1]
+        self.row_ex = torch.arange(B, device=dev).repeat_interleave(n_samples)
+        self.last_rows = batch.last_pos[self.row_ex]
+        self.ans_rows = answers.to(dev)[self.row_ex]
+        self.cost_rows = 0.0  # prompt-forwards spent (a full forward of one prompt = 1)
+
+        shape = ModelShape.of(model)
+        names = [resid_hook(l, "pre") for l in range(self.L)] + [attn_hook(l, "z") for l in range(self.L)]
+        names += [mlp_hook(l, "out") for l in range(self.L)] if not shape.attn_only else []
+        self.clean: dict[str, Tensor] = {}
+
+        def save_clean(act, hook):
+            self.clean[hook.name] = act[:, p0:].clone()
+
+        with model.hooks(fwd_hooks=[(n, save_clean) for n in names]):
+            resid = model(batch.tokens, stop_at_layer=self.L)
+        self.p_clean = self._prob(resid, batch.last_pos, answers.to(dev))
+        self.cost_rows += B
+
+        # noise, one seeded generator per example (independent of batching)
+        d = model.cfg.d_model
+        noise = torch.zeros(self.R, self.T, d, dtype=torch.float32)
+        for i, gi in enumerate(indices):
+            sf, sl = int(batch.subject_first[i]), int(batch.subject_last[i])
+            gen = torch.Generator().manual_seed(_seed_for(seed, gi))
+            noise[i * n_samples:(i + 1) * n_samples, sf:sl + 1] = torch.randn(n_samples, sl - sf + 1, d, generator=gen)
+        noise = noise * noise_std
+
+        def add_noise(act, hook):
+            return act + noise.to(device=act.device, dtype=act.dtype)
+
+        self.noised: dict[str, Tensor] = {}
+
+        def save_noised(act, hook):
+            self.noised[hook.name] = act[:, p0:].clone()
+
+        with model.hooks(fwd_hooks=[(embed_hook(), add_noise)] + [(resid_hook(l, "pre"), save_noised) for l in range(self.L)]):
+            resid = model(batch.tokens[self.row_ex], stop_at_layer=self.L)
+        self.p_noised = self._prob(resid, self.last_rows, self.ans_rows)
+        self.cost_rows += self.R
+
+        self.prefix = None
+        if p0 > 0:
+            from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+            cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, B)
+            model(batch.tokens[:, :p0], past_kv_cache=cache, return_type=None)
+            cache.freeze()
+            self.prefix = cache
+            self.cost_rows += B * p0 / self.T
+
+    def _prob(self, resid: Float[Tensor, "rows pos d_model"], last: Tensor, answers: Tensor) -> Float[Tensor, "rows"]:
+        rows = torch.arange(resid.shape[0], device=resid.device)
+        logits = unembed(self.model, resid[rows, last.to(resid.device)][:, None])[:, 0]
+        return torch.softmax(logits.float(), dim=-1)[rows, answers.to(resid.device)]
+
+    def _repeated_prefix(self, nv: int, start: int):
+        """The prefix cache for ``nv`` copies of the noised rows (entries below ``start`` unused)."""
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
+
+        idx = self.row_ex.repeat(nv)
+
+        def rows(t: Tensor) -> Tensor:
+            return t[idx.to(t.device)]
+
+        entries = [e if i < start else Entry(rows(e.past_keys), rows(e.past_values), frozen=True)
+                   for i, e in enumerate(self.prefix.entries)]
+        return TransformerLensKeyValueCache(entries, rows(self.prefix.previous_attention_mask), frozen=True)
+
+    def restore(self, start: int, variants: Sequence[Sequence[Op]]) -> Float[Tensor, "variant batch"]:
+        """Answer probability (mean over noise samples) for each variant of restored clean states.
+
+        Op positions are absolute and must be ``>= p0`` (``None``: all positions).
+        """
+        R, p0 = self.R, self.p0
+        S = self.T - p0
+        per_call = max(1, _MAX_ROW_TOKENS // (R * S))
+        out = []
+        for v0 in range(0, len(variants), per_call):
+            chunk = variants[v0:v0 + per_call]
+            nv = len(chunk)
+            ops: dict[str, list[tuple[int, int | None, int | None]]] = defaultdict(list)
+            for v, variant in enumerate(chunk):
+                for name, head, pos in variant:
+                    if pos is not None and pos < p0:
+                        raise ValueError(f"position {pos} is before the shared prefix end {p0}")
+                    ops[name].append((v, head, None if pos is None else pos - p0))
+
+            def hook(act, hook):
+                a = act.reshape(nv, R, *act.shape[1:])
+                src = self.clean[hook.name]
+                for v, head, pos in ops[hook.name]:
+                    ps = slice(None) if pos is None else slice(pos, pos + 1)
+                    idx = (v, slice(None), ps) + (() if head is None else (head,))
+                    s = src[:, ps] if head is None else src[:, ps, head]
+                    a[idx] = s[self.row_ex].to(a.dtype)
+                return a.reshape(act.shape)
+
+            x = self.noised[resid_hook(start, "pre")].repeat(nv, 1, 1)
+            kv = self._repeated_prefix(nv, start) if self.prefix is not None else None
+            with self.model.hooks(fwd_hooks=[(n, hook) for n in ops]):
+                resid = self.model(x, start_at_layer=start, stop_at_layer=self.L, past_kv_cache=kv)
+            p = self._prob(resid, self.last_rows.repeat(nv) - p0, self.ans_rows.repeat(nv))
+            out.append(p.reshape(nv, self.B, self.n).mean(-1))
+            self.cost_rows += nv * R * (self.L - start) / self.L * S / self.T
+        return torch.cat(out)
+
+
+def causal_tracing(
+    model,
+    dataset,
+    *,
+    noise_scale: float = 3.0,
+    n_samples: int = 10,
+    window: int = 1,
+    components: str | Sequence[Component | str] = "all",
+    seed: int = 0,
+    batch_size: int = 8,
+    include_resid: bool = True,
+    show_progress: bool = True,
+) -> ComponentScores:
+    """Score heads and MLPs by ROME's causal tracing (restored answer probability).
+
+    Args:
+        model: A ``HookedTransformer`` (left unchanged: no hooks, no parameter changes).
+        dataset: A :class:`~factlens.data.FactDataset` (or list of records); every prompt
+            needs its subject (``FactRecord.subject_span``). Answers are scored by their
+            first token.
+        noise_scale: Noise std in units of ``sigma`` (:func:`embedding_std`); ROME uses 3.
+        n_samples: Noise samples per prompt (run in one batch).
+        window: Layers per MLP window of ``extra["mlp_window"]`` (ROME used 10 for GPT-2 XL).
+        components: ``"all"``, ``"heads"``, ``"mlps"`` or a list of components / labels.
+        seed: Seed of the noise (with the example index; independent of ``batch_size``).
+        batch_size: Prompts per batch (each is repeated ``n_samples`` times).
+        include_resid: Also compute ``extra["resid"]`` and ``extra["mlp_window"]``
+            (layer x position traces; the most expensive part).
+        show_progress: Show a tqdm progress bar.
+
+    Returns:
+        Scores (``method="causal_tracing"``, ``metric="prob"``). ``extra``: ``clean_prob``,
+        ``noised_prob`` (means) and their ``*_per_example`` lists, ``indirect_effect``
+        (score minus ``noised_prob`` per component), ``per_example``
+        (``[n_components][n_examples]``), ``sigma``, ``noise_std``, ``noise_scale``,
+        ``n_samples``, ``window``, ``forward_equivalents`` (prompt-forwards per prompt: a
+        restored run from layer ``L`` over ``S`` of ``T`` positions counts
+        ``(n_layers - L) / n_layers * S / T``) and, with
+        ``include_resid``, ``resid``, ``mlp_window`` (``[n_layers][n_positions]``),
+        ``resid_offsets``, ``resid_counts``, ``resid_tokens``, ``resid_by_role``,
+        ``mlp_window_by_role`` and ``roles`` (see :func:`position_summary`).
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> pf = planted_fact_model(n_subjects=12)
+        >>> s = causal_tracing(pf.model, pf.dataset, noise_scale=5.0, n_samples=4, include_resid=False,
+        ...                    show_progress=False)
+        >>> s.extra["noised_prob"] < s.extra["clean_prob"], set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
+        (True, True)
+    """
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1 (number of MLP layers restored together), got {window!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("causal_tracing does not support shortformer positional embeddings")
+    records = as_records(dataset)
+    if not records:
+        raise ValueError("the dataset is empty")
+    shape = ModelShape.of(model)
+    comps = _components(shape, components)
+    L = shape.n_layers
+    if include_resid and shape.attn_only:
+        raise ValueError("mlp_window traces need MLPs; pass include_resid=False for an attention-only model")
+    enc = encode_records(model, records)
+    if bool((enc.subject_first < 0).any()):
+        raise ValueError("causal tracing needs the subject position of every prompt")
+    answers = torch.tensor([answer_token_ids(model, r.answer)[0] for r in records], device=enc.tokens.device)
+    sigma = embedding_std(model)
+    noise_std = noise_scale * sigma
+
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for j, c in enumerate(comps):
+        by_layer[c.layer].append(j)
+    per_example = np.zeros((len(records), len(comps)))
+    p_clean, p_noised = np.zeros(len(records)), np.zeros(len(records))
+    resid_maps: list[np.ndarray] = []
+    window_maps: list[np.ndarray] = []
+    cost = 0.0
+    batches = list(iter_batches(len(records), batch_size))
+    steps_per_batch = len(by_layer) + (2 * L if include_resid else 0)
+    bar = tqdm(total=len(batches) * steps_per_batch, desc="causal tracing", disable=not show_progress)
+    try:
+        with torch.inference_mode():
+            for sl in batches:
+                idx = list(range(sl.start, sl.stop))
+                batch = enc.subset(idx)
+                tb = _TraceBatch(model, batch, answers[sl], idx, n_samples=n_samples, noise_std=noise_std, seed=seed)
+                p_clean[sl] = tb.p_clean.double().cpu().numpy()
+                noised_ex = tb.p_noised.reshape(tb.B, n_samples).mean(-1).double().cpu()
+                p_noised[sl] = noised_ex.numpy()
+                for layer, js in sorted(by_layer.items()):
+                    variants = []
+                    for j in js:
+                        c = comps[j]
+                        variants.append([(attn_hook(layer, "z"), c.index, None)] if c.kind == "head"
+                                        else [(mlp_hook(layer, "out"), None, None)])
+                    per_example[sl, js] = tb.restore(layer, variants).T.double().cpu().numpy()
+                    bar.update(1)
+                if include_resid:
+                    P = batch.tokens.shape[1]
+                    lo = int(batch.subject_first.min())
+                    positions = list(range(lo, P))
+                    res = noised_ex[:, None, None].repeat(1, L, P).numpy()  # before the subject: nothing to restore
+                    win = res.copy()
+                    for layer in range(L):
+                        variants = [[(resid_hook(layer, "pre"), None, p)] for p in positions]
+                        res[:, layer, lo:] = tb.restore(layer, variants).T.double().cpu().numpy()
+                        bar.update(1)
+                    for layer in range(L):
+                        layers = range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
+                        variants = [[(mlp_hook(w, "out"), None, p) for w in layers] for p in positions]
+                        win[:, layer, lo:] = tb.restore(layers[0], variants).T.double().cpu().numpy()
+                        bar.update(1)
+                    for i in range(tb.B):
+                        n = int(batch.lengths[i])
+                        resid_maps.append(res[i, :, :n])
+                        window_maps.append(win[i, :, :n])
+                cost += tb.cost_rows
+    finally:
+        bar.close()
+
+    values = per_example.mean(axis=0)
+    extra: dict = {
+        "clean_prob": float(p_clean.mean()),
+        "noised_prob": float(p_noised.mean()),
+        "clean_prob_per_example": p_clean.tolist(),
+        "noised_prob_per_example": p_noised.tolist(),
+        "indirect_effect": (values - p_noised.mean()).tolist(),
+        "per_example": per_example.T.tolist(),
+        "per_example_ids": [r.id for r in records],
+        "sigma": sigma,
+        "noise_std": noise_std,
+        "noise_scale": float(noise_scale),
+        "n_samples": n_samples,
+        "window": window,
+        "seed": seed,
+        "forward_equivalents": cost / len(records),
+    }
+    if include_resid:
+        args = (enc.lengths.tolist(), enc.subject_first.tolist(), enc.subject_last.tolist())
+        rs = position_summary(resid_maps, *args)
+        ws = position_summary(window_maps, *args)
+        extra.update(resid=rs["by_position"], mlp_window=ws["by_position"], resid_offsets=rs["offsets"],
+                     resid_counts=rs["counts"], resid_tokens=position_tokens(model, enc),
+                     resid_by_role=rs["by_role"], mlp_window_by_role=ws["by_role"], roles=rs["roles"])
+    return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra)

@@ -1,0 +1,207 @@
+"""Scoring methods and the paper's named localizations, as typed registries.
+
+A scoring method is a function ``fn(model, dataset, **options) -> ComponentScores`` in its own
+module, registered as one :class:`ScoringMethod` in :data:`METHODS`. A localization (the
+paper's names: ``flu``, ``causal_tracing_mlps``, ``random``...) is one :class:`Localization`
+in :data:`LOCALIZATIONS`: which method scores the components, whether only MLPs count,
+whether a parameter budget picks the mask, or which fixed mask it is. The runner asks the
+entries what they need (``options``, ``budgeted``, ``seeded``) instead of inspecting
+signatures; ``tests/localization/test_registry.py`` checks that the declared options match the
+functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from factlens.components import Mask
+from factlens.registry import Ref, Registry, load
+from factlens.scores import ComponentScores
+
+__all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask"]
+
+_COMMON = ("seed", "batch_size", "show_progress")
+
+
+@dataclass(frozen=True)
+class ScoringMethod:
+    """One way of scoring components.
+
+    Attributes:
+        name: What users pass as ``method=``.
+        fn: The scoring function ``fn(model, dataset, **options) -> ComponentScores`` (a
+            :class:`~factlens.registry.Ref`, or the function itself for methods defined elsewhere).
+        options: The keyword options ``fn`` accepts (the runner passes only these).
+        doc: One line for listings.
+    """
+
+    name: str
+    fn: Ref | Callable[..., ComponentScores]
+    options: tuple[str, ...]
+    doc: str = ""
+
+    def accepts(self, option: str) -> bool:
+        return option in self.options
+
+    def __call__(self, model, dataset, **options: Any) -> ComponentScores:
+        bad = sorted(set(options) - set(self.options))
+        if bad:
+            raise TypeError(f"localization method {self.name!r} got unknown option(s) {bad}; "
+                            f"it accepts {sorted(self.options)}")
+        return load(self.fn)(model, dataset, **options)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """One of the paper's named localizations.
+
+    Attributes:
+        name: The name used by ``localization_mask`` and ``factlens run --localizations``.
+        method: The scoring method's name or entry (``None`` for a fixed mask).
+        mlps_only: Keep only MLP scores before selecting.
+        budgeted: The mask is the top components within a parameter budget (the FLU's size
+            in the paper's comparison); otherwise the scores select by ``threshold``.
+        fixed: ``"all_mlps"`` or ``"everything"`` for the masks that need no scores.
+        threshold: Score threshold of unbudgeted, scored localizations (FLU scores are 1/0).
+        seeded: ``localization_mask(seed=...)`` is passed on to the method (random draws,
+            FLU probe folds). Other methods keep their own ``seed`` option (default 0), so
+            their scores do not depend on the run's seed unless asked.
+        doc: One line for listings.
+    """
+
+    name: str
+    method: str | ScoringMethod | None
+    mlps_only: bool = False
+    budgeted: bool = True
+    fixed: Literal["all_mlps", "everything"] | None = None
+    threshold: float = 0.5
+    seeded: bool = False
+    doc: str = ""
+
+    @property
+    def scoring(self) -> ScoringMethod | None:
+        return None if self.method is None else METHODS.get(self.method)
+
+
+METHODS: Registry[ScoringMethod] = Registry("localization method", (
+    ScoringMethod("activation_patching", Ref("factlens.localization.activation", "activation_patching"),
+                  ("components", "direction", "metric", "normalize", "corrupted_prompts", "corrupted_answers",
+                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs"),
+    ScoringMethod("causal_tracing", Ref("factlens.localization.causal_tracing", "causal_tracing"),
+                  ("noise_scale", "n_samples", "window", "components", "include_resid", *_COMMON),
+                  "ROME's causal tracing: noise the subject, restore one component"),
+    ScoringMethod("attribution_patching", Ref("factlens.localization.attribution", "attribution_patching"),
+                  ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "partners", *_COMMON),
+                  "gradient (first-order) approximation of activation patching"),
+    ScoringMethod("path_patching", Ref("factlens.localization.path_patching", "path_patching"),
+                  ("receivers", "senders", "metric", "corrupted_prompts", "partners", *_COMMON),
+                  "effect of each sender through the receivers (or directly on the logits)"),
+    ScoringMethod("probing", Ref("factlens.localization.probing", "probing"),
+                  ("positions", "layers", "cv", "C", "scaling", "repeats", *_COMMON),
+                  "linear probes for the answer attribute on the residual stream, per layer"),
+    ScoringMethod("flu", Ref("factlens.localization.flu", "flu_scores"),
+                  ("rule_threshold", "approach", "n_std", "extraction_k", "min_fact_fraction", "positions", "layers",
+                   "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "partners", *_COMMON),
+                  "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
+    ScoringMethod("random", Ref("factlens.localization.baselines", "random_scores"), ("seed", "mlps_only"),
+                  "uniform random scores (the equal-budget control)"),
+    ScoringMethod("manual", Ref("factlens.localization.baselines", "manual_scores"), ("components",),
+                  "1 for the given components, 0 elsewhere"),
+))
+
+
+def _localizations() -> tuple[Localization, ...]:
+    out = [
+        Localization("flu", "flu", budgeted=False, seeded=True, doc="fact-lookup MLPs (sets the budget of the others)"),
+        Localization("all_mlps", None, budgeted=False, fixed="all_mlps", doc="every MLP layer"),
+        Localization("nonlocalized", None, budgeted=False, fixed="everything", doc="every head and MLP"),
+    ]
+    for m in ("causal_tracing", "attribution_patching", "activation_patching", "path_patching", "probing", "random"):
+        seeded = m == "random"
+        out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
+        out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
+    out.append(Localization("manual", "manual", budgeted=False, doc="the components given as options"))
+    return tuple(out)
+
+
+LOCALIZATIONS: Registry[Localization] = Registry("localization", _localizations())
+
+
+def get_method(method: str | ScoringMethod) -> Callable[..., ComponentScores]:
+    """The function implementing ``method`` (raises with the list of known methods)."""
+    return load(METHODS.get(method).fn)
+
+
+def localize(model, dataset, method: str | ScoringMethod = "attribution_patching", **options: Any) -> ComponentScores:
+    """Score every component of ``model`` for the facts in ``dataset``.
+
+    Args:
+        model: A ``HookedTransformer`` (left unchanged: no hooks remain, no parameter or
+            device changes).
+        dataset: A :class:`~factlens.data.FactDataset` (or a list of records).
+        method: A name in :data:`METHODS` (``"flu"`` gives the paper's fact-lookup MLPs), or
+            a :class:`ScoringMethod` entry of your own.
+        **options: Method options (keyword-only in each method), e.g. ``metric=``,
+            ``batch_size=``, ``seed=``; unknown options raise, listing the accepted ones.
+
+    Returns:
+        The component scores; ``.plot()`` draws them, ``.to_mask(...)`` selects components.
+
+    Example:
+        >>> import factlens
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> scores = factlens.localize(p.model, p.dataset, method="activation_patching")
+        >>> p.lookup_mlp in scores.top(3) and p.extraction_head in scores.top(3)
+        True
+    """
+    return METHODS.get(method)(model, dataset, **options)
+
+
+def localization_mask(
+    model,
+    dataset,
+    localization: str | Localization,
+    *,
+    param_budget: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> tuple[Mask, ComponentScores | None]:
+    """The mask of one of the paper's named localizations (:data:`LOCALIZATIONS`).
+
+    ``flu`` is probing (sports, relation ``"sport"``) or path patching through the
+    extraction heads (other relations); ``*_mlps`` restrict a method to MLP layers; budgeted
+    localizations (``random``, ``causal_tracing``, ``attribution_patching``...) take the top
+    components within ``param_budget``; ``all_mlps`` and ``nonlocalized`` ignore the budget.
+
+    Returns:
+        The mask and the scores it came from (``None`` for ``all_mlps``/``nonlocalized``).
+    """
+    loc = LOCALIZATIONS.get(localization)
+    if loc.fixed == "all_mlps":
+        return Mask.all_mlps(model), None
+    if loc.fixed == "everything":
+        return Mask.everything(model), None
+    if loc.budgeted and param_budget is None:
+        raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
+    method = loc.scoring
+    assert method is not None
+    opts = dict(options)
+    if loc.seeded:
+        opts["seed"] = seed
+    if method.accepts("mlps_only"):
+        opts["mlps_only"] = loc.mlps_only
+    scores = method(model, dataset, **opts)
+    if loc.mlps_only:
+        scores = scores.restrict("mlp")
+    if scores.name != loc.name:
+        scores = _renamed(scores, loc.name)
+    if not loc.budgeted:
+        return scores.to_mask(threshold=loc.threshold, name=loc.name), scores
+    return scores.to_mask(param_budget=param_budget, name=loc.name), scores
+
+
+def _renamed(scores: ComponentScores, name: str) -> ComponentScores:
+    return ComponentScores(scores.components, scores.values, scores.method, scores.metric, scores.shape,
+                           dict(scores.extra), name)

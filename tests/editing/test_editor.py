@@ -1,0 +1,450 @@
+"""Tests of the gradient-masking editor (tiny and planted models; fast)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import factlens
+from factlens.components import Component, Mask
+from factlens.data import sports_facts
+from factlens.data.formats import format_prompts
+from factlens.data.text import load_texts, token_chunks
+from factlens.editing import EditConfig, EditResult, edit, edit_sequential, lr_factor
+from factlens.editing import editor as editor_mod
+from factlens.editing import sampling as sampling_mod
+from factlens.editing import training as training_mod
+from factlens.editing.objectives import InjectObjective
+from factlens.editing.losses import (answer_log1m_prob, answer_logprob_grad, fact_losses, reference_logprobs, sft_loss,
+                                  sft_positions)
+from factlens.scoring import score_prompts
+from factlens.tasks import sports_athlete_editing, sports_unlearning
+from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing.invariants import no_hooks
+from factlens.tokens import answer_logprobs
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+# small, fast settings for the tiny models (no accumulation, tiny SFT batches)
+TINY = EditConfig(lr=1e-2, steps=3, batch_size=4, grad_accum=2, n_sft_chunks=4, sft_batch_size=2, sft_seq_len=16,
+                  sft_positions=4)
+# planted model: all facts per step; strong retain and KL terms keep the held-out facts (see the evidence test)
+PLANTED = EditConfig(lr=1e-2, steps=30, batch_size=None, grad_accum=1, l_retain=20.0, l_sft=10.0, n_sft_chunks=8,
+                     sft_batch_size=4, sft_seq_len=32)
+
+
+@pytest.fixture()
+def flush_denormal():
+    """The planted model's tiny noise weights produce denormal floats that slow CPUs ~2x; flush them here."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="module")
+def tiny_task():
+    return sports_athlete_editing(sports_facts()[:40], n_forget=4, seed=0, n_retain=8, n_maintain=8)
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _assert_same(model, snap) -> None:
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), snap[n]), n
+
+
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+def test_config_defaults_presets_and_roundtrip():
+    c = EditConfig()
+    assert (c.lr, c.steps, c.batch_size, c.grad_accum, c.weight_decay, c.schedule) == (1e-5, 50, 4, 16, 0.0, "cosine")
+    assert (c.l_forget, c.l_retain, c.l_sft, c.sft_source, c.optimizer) == (1.0, 1.0, 1.0, None, "adamw")
+    f = EditConfig.fast()
+    assert f.grad_accum == 1 and f.batch_size == 16 and f.steps < c.steps
+    assert EditConfig.fast(steps=3).steps == 3
+    assert EditConfig.from_dict(f.to_dict()) == f and f.replace(lr=1.0).lr == 1.0
+    with pytest.raises(ValueError, match="optimizer"):
+        EditConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="lr"):
+        EditConfig(lr=0)
+    with pytest.raises(ValueError, match="unknown EditConfig fields"):
+        EditConfig.from_dict({"lr": 1e-3, "nope": 1})
+
+
+def test_lr_schedule():
+    c = EditConfig(steps=10, warmup_steps=2)
+    f = [lr_factor(c, t) for t in range(10)]
+    assert f[0] == 0.5 and f[1] == 1.0 and all(a >= b for a, b in zip(f[1:], f[2:])) and f[-1] > 0
+    assert lr_factor(c.replace(schedule="constant"), 7) == 1.0
+    assert lr_factor(EditConfig(steps=4, schedule="linear"), 2) == pytest.approx(0.5)
+
+
+# --- general text ---------------------------------------------------------------------
+
+
+def test_load_texts_builtin_and_chunks():
+    texts = load_texts(None)
+    assert len(texts) >= 80 and all(t == t.strip() and t for t in texts)
+    sub = load_texts(None, n=5, seed=1)
+    assert len(sub) == 5 and sub == load_texts(None, n=5, seed=1) and set(sub) <= set(texts)
+    model = tiny_model()
+    chunks = token_chunks(model, texts, seq_len=12, n_chunks=6)
+    assert chunks.shape == (6, 12) and bool((chunks[:, 0] == model.tokenizer.bos_token_id).all())
+    assert bool((chunks[:, 1:] != model.tokenizer.bos_token_id).all())
+    with pytest.raises(ValueError, match="fewer than one chunk"):
+        token_chunks(model, ["short"], seq_len=64)
+    with pytest.raises(FileNotFoundError):
+        load_texts("./no/such/file.txt")
+
+
+def test_load_texts_wikitext_file():
+    path = SHARED / "wikitext2" / "test.txt"
+    if not path.exists():
+        pytest.skip("../shared/data/wikitext2 not available")
+    texts = load_texts(str(path), n=50)
+    assert len(texts) == 50
+    assert not any(t.startswith("=") and t.endswith("=") for t in texts)
+    assert not any(" @-@ " in t for t in texts)
+
+
+# --- losses ---------------------------------------------------------------------------
+
+
+def test_answer_logprob_grad_matches_no_grad_scoring():
+    model = tiny_model()
+    prompts = ["Fact: Tiger Woods plays the sport of", "The sport played by LeBron James is"]
+    answers = ["golf", "basketball player"]  # second answer is multi-token
+    lp = answer_logprob_grad(model, prompts, answers)
+    ref = answer_logprobs(model, prompts, answers)
+    assert torch.allclose(lp.detach(), ref, atol=1e-5)
+    lp.sum().backward()
+    assert model.blocks[0].mlp.W_in.grad is not None
+    model.zero_grad(set_to_none=True)
+    l1m = answer_log1m_prob(model, prompts, answers).detach()
+    assert torch.allclose(l1m, torch.log1p(-ref.exp()), atol=1e-5)
+
+
+def test_unlearn_loss_stable_when_p_is_one():
+    p = planted_fact_model(n_subjects=6)
+    m = p.model
+    with torch.no_grad():
+        m.unembed.W_U.mul_(20.0)  # p(answer) rounds to 1 in float32
+    r = p.dataset[0]
+    with torch.no_grad():
+        assert float(answer_logprob_grad(m, [r.prompt], [r.answer]).exp()) == 1.0
+    items = format_prompts(p.dataset[:2])
+    lf, lr = fact_losses(m, items, items, "unlearn")
+    assert math.isfinite(float(lf.detach())) and float(lf.detach()) > 10  # -log(1 - p) is large but finite
+    lf.backward()
+    assert m.unembed.W_U.grad.abs().sum() > 0
+    assert float(lr) >= 0
+
+
+def test_sft_losses_and_functional_reference():
+    model = tiny_model()
+    toks = token_chunks(model, load_texts(None), seq_len=16, n_chunks=3)
+    pos = sft_positions(16, 4, kl=True)
+    ref = reference_logprobs(model, toks, pos)
+    kl = sft_loss(model, toks, pos, reference=ref)
+    assert abs(float(kl)) < 1e-5  # KL of the model to itself
+    ce = sft_loss(model, toks, sft_positions(16, None, kl=False))
+    assert float(ce) > 0
+    # functional_call with the original values equals the original model after a change
+    name = "blocks.0.mlp.W_in"
+    orig = {name: dict(model.named_parameters())[name].detach().clone()}
+    with torch.no_grad():
+        model.blocks[0].mlp.W_in.add_(0.5)
+    assert torch.allclose(reference_logprobs(model, toks, pos, orig), ref, atol=1e-5)
+
+
+# --- masking guarantees ---------------------------------------------------------------
+
+
+def _check_masked_edit(model, mask, task, config):
+    before = _snapshot(model)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    res = edit(model, mask, task, config=config, show_progress=False)
+    _assert_same(model, before)  # inplace=False: the caller's model is untouched
+    pm = mask.to_param_masks(model)
+    changed = 0
+    for n, p in res.model.named_parameters():
+        if n in pm:
+            assert torch.equal(p.detach()[~pm[n]], before[n][~pm[n]]), n
+            changed += int((p.detach()[pm[n]] != before[n][pm[n]]).sum())
+        else:
+            assert torch.equal(p.detach(), before[n]), n
+        assert p.requires_grad == flags[n] and p.grad is None
+    assert changed > 0 and res.n_params_trained == sum(int(m.sum()) for m in pm.values())
+    assert no_hooks(res.model)
+    return res
+
+
+def test_unmasked_entries_bitwise_identical_gqa_gated(tiny_task):
+    model = tiny_model(variant="gqa_gated")
+    mask = Mask.from_labels(["L0H1", "L1H2", "L1.mlp"])
+    # weight decay > 0 and momentum must not move unmasked entries of partially masked tensors
+    res = _check_masked_edit(model, mask, tiny_task, TINY.replace(weight_decay=0.1))
+    assert "blocks.0.attn._W_K" in res.deltas and "blocks.1.mlp.W_gate" in res.deltas
+
+
+def test_unmasked_entries_bitwise_identical_planted(planted):
+    mask = Mask([planted.extraction_head, Component("neuron", 3, 5)])
+    _check_masked_edit(planted.model, mask, planted.task, PLANTED.replace(steps=3, weight_decay=0.1))
+
+
+def test_only_touched_params_in_optimizer(tiny_task, monkeypatch):
+    seen = {}
+    real = training_mod.make_optimizer
+
+    def spy(params, config):
+        model_params = dict(spy.model.named_parameters())
+        seen["names"] = sorted(n for n, p in model_params.items() if any(p is q for q in params))
+        seen["requires_grad"] = sorted(n for n, p in model_params.items() if p.requires_grad)
+        return real(params, config)
+
+    model = tiny_model()
+    spy.model = model
+    monkeypatch.setattr(editor_mod, "make_optimizer", spy)
+    mask = Mask.from_labels(["L1H0", "L0.mlp"])
+    edit(model, mask, tiny_task, config=TINY.replace(steps=1), inplace=True, show_progress=False)
+    assert seen["names"] == sorted(mask.to_param_masks(model)) == seen["requires_grad"]
+
+
+def test_empty_mask_warns_and_changes_nothing(tiny_task):
+    model = tiny_model()
+    before = _snapshot(model)
+    with pytest.warns(UserWarning, match="no parameters"):
+        res = edit(model, Mask.empty(), tiny_task, config=TINY, inplace=True, show_progress=False)
+    _assert_same(model, before)
+    assert res.delta_norm() == 0.0 and res.n_params_trained == 0 and res.history == ()
+
+
+def test_full_mask_equals_plain_finetuning(tiny_task):
+    """Mask.everything trains every head and MLP entry: identical to a plain AdamW loop over those tensors.
+
+    Embeddings, unembedding, norms and b_O belong to no component, so "full" means that parameter set.
+    """
+    model = tiny_model(variant="gqa_gated")
+    cfg = EditConfig(lr=3e-3, steps=4, batch_size=None, grad_accum=2, n_sft_chunks=3, sft_seq_len=16,
+                     sft_positions=5, warmup_steps=1, clip_grad=0.5)
+    mask = Mask.everything(model)
+    res = edit(model, mask, tiny_task, config=cfg, show_progress=False)
+
+    ref_model = copy.deepcopy(model)
+    original = copy.deepcopy(model)
+    names = sorted(mask.to_param_masks(model))
+    params = dict(ref_model.named_parameters())
+    for n, p in params.items():
+        p.requires_grad_(n in names)
+    train = [params[n] for n in names]
+    opt = torch.optim.AdamW(train, lr=cfg.lr, weight_decay=0.0)
+    forget, retain = format_prompts(tiny_task.forget), format_prompts(tiny_task.retain)
+    toks = token_chunks(model, load_texts(None), seq_len=16, n_chunks=3)
+    pos = sft_positions(16, 5, kl=True)
+    ref = reference_logprobs(original, toks, pos)
+    for step in range(cfg.steps):
+        warm = (step + 1) / 1 if step < 1 else 0.5 * (1 + math.cos(math.pi * (step - 1) / (cfg.steps - 1)))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * warm
+        for _ in range(cfg.grad_accum):
+            lf, lr = fact_losses(ref_model, forget, retain, "inject")
+            ls = sft_loss(ref_model, toks, pos, reference=ref)
+            ((lf + lr + ls) / cfg.grad_accum).backward()
+        torch.nn.utils.clip_grad_norm_(train, cfg.clip_grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for n, p in res.model.named_parameters():
+        assert torch.allclose(p.detach(), params[n].detach(), atol=1e-6, rtol=0), n
+    assert res.n_params_trained == sum(p.numel() for p in train)
+
+
+def test_adamw8bit_on_cpu_is_a_clear_error(tiny_task):
+    with pytest.raises(ValueError, match="optimizer='adamw'"):
+        edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, config=TINY.replace(optimizer="adamw8bit"),
+             show_progress=False)
+
+
+def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch):
+    model = tiny_model()
+    model.blocks[0].mlp.W_out.requires_grad_(False)  # an unusual flag the editor must restore
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    before = _snapshot(model)
+    calls = {"n": 0}
+    real = InjectObjective.losses
+
+    def boom(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:  # fail after a couple of optimizer steps have changed the weights
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(InjectObjective, "losses", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        edit(model, Mask.from_labels(["L0.mlp", "L1H1"]), tiny_task, config=TINY.replace(grad_accum=1, steps=5), inplace=True,
+             show_progress=False)
+    assert calls["n"] == 4
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert no_hooks(model)
+    _assert_same(model, before)
+
+
+# --- results: revert, save, load, apply -----------------------------------------------
+
+
+def test_revert_save_load_apply_roundtrip(tiny_task, tmp_path):
+    model = tiny_model(variant="gqa")
+    before = _snapshot(model)
+    res = edit(model, Mask.from_labels(["L0H3", "L1.mlp"]), tiny_task, config=TINY, inplace=True, show_progress=False)
+    edited = _snapshot(model)
+    assert res.model is model and res.delta_norm() > 0 and res.n_changed > 0
+    path = tmp_path / "edit.safetensors"
+    res.save(path)
+    res.revert()
+    _assert_same(model, before)
+    with pytest.raises(RuntimeError, match="nothing to revert"):
+        res.revert()
+
+    other = tiny_model(variant="gqa")  # another copy of the same architecture
+    loaded = EditResult.load(path)
+    assert loaded.mask == res.mask and loaded.config == res.config and loaded.history == res.history
+    assert loaded.shape == res.shape and loaded.sft_kind == res.sft_kind == "kl:builtin"
+    assert loaded.model_name == model.cfg.model_name and loaded.n_params_trained == res.n_params_trained
+    assert loaded.apply(other) is other
+    _assert_same(other, edited)
+    loaded.revert()
+    _assert_same(other, before)
+
+    with pytest.raises(ValueError, match="same architecture|different architecture"):
+        loaded.apply(tiny_model(variant="gated"))
+    with pytest.raises(ValueError, match="n_layers"):
+        loaded.apply(tiny_model(variant="gqa", n_layers=3))
+
+
+def test_plot_history(tiny_task):
+    import plotly.graph_objects as go
+
+    res = edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, config=TINY, show_progress=False)
+    assert isinstance(res.plot_history(), go.Figure)
+    assert [h["step"] for h in res.history] == [0, 1, 2]
+    assert set(res.history[0]) == {"step", "loss", "loss_forget", "loss_retain", "loss_sft", "lr"}
+
+
+def test_text_sft_source(tiny_task, tmp_path):
+    f = tmp_path / "text.txt"
+    f.write_text(" = Heading = \n\n" + "\n".join(load_texts(None)[:20]))
+    res = edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, config=TINY.replace(sft_source=str(f)),
+               show_progress=False)
+    assert res.sft_kind == f"text:{f}" and all(h["loss_sft"] > 0 for h in res.history)
+    res0 = edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, config=TINY.replace(l_sft=0), show_progress=False)
+    assert res0.sft_kind == "none" and all(h["loss_sft"] == 0 for h in res0.history)
+
+
+def test_bad_inputs(tiny_task, planted):
+    with pytest.raises(TypeError, match="Task"):
+        edit(tiny_model(), Mask.from_labels(["L0.mlp"]), sports_facts()[:5], show_progress=False)
+    unlearn = sports_unlearning(sports_facts()[:40], n_forget=3)
+    with pytest.raises(ValueError, match="target_new"):
+        edit(tiny_model(), Mask.from_labels(["L0.mlp"]), unlearn, objective="inject", show_progress=False)
+    with pytest.raises(ValueError, match="objective"):
+        edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, objective="forget", show_progress=False)
+
+
+# --- evidence on the planted model ----------------------------------------------------
+
+
+def test_planted_edit_changes_facts_and_keeps_others(planted, flush_denormal):
+    """Training only the planted lookup MLP moves the edited facts to their targets and keeps the others.
+
+    Measured (30 steps, ~5 s on 2 idle cores): 7 of the 8 facts move to their targets with
+    p(target | candidates) >= 0.97 and 19/20 held-out (maintain) facts keep their answers.
+    The 8th fact (Marston, the only baseball -> basketball edit) is the exception: across
+    learning rates 3e-3..3e-2, constant/cosine schedules, retain weights 1..200, KL weights
+    0..100 and batch sizes, every run that flips it also flips 3 of the 20 maintain facts
+    (maintain 0.85), because AdamW realizes it through MLP neurons shared by all subjects.
+    So this test asks for >= 7/8 edits with maintain >= 0.9.
+    """
+    t = planted.task
+    res = edit(planted.model, Mask([planted.lookup_mlp]), t, config=PLANTED, show_progress=False)
+    scores = score_prompts(res.model, format_prompts(t.forget))
+    maintain_acc = score_prompts(res.model, format_prompts(t.maintain)).accuracy()
+    assert scores.target_wins.mean() >= 0.875, scores.p_target_norm
+    assert (scores.p_target_norm > 0.9).sum() >= 7
+    assert maintain_acc >= 0.9, maintain_acc
+    assert score_prompts(res.model, format_prompts(t.retain)).accuracy() == 1.0
+    assert score_prompts(planted.model, format_prompts(t.forget)).target_wins.mean() == 0  # original untouched
+    assert res.history[-1]["loss_forget"] < 0.1 * res.history[0]["loss_forget"]
+
+
+def test_planted_unlearning_lowers_p_answer(planted, flush_denormal):
+    t = replace(planted.task, objective="unlearn")
+    res = edit(planted.model, Mask([planted.lookup_mlp]), t, config=PLANTED.replace(steps=6, l_sft=0.0),
+               show_progress=False)
+    before = score_prompts(planted.model, format_prompts(t.forget)).p_answer
+    after = score_prompts(res.model, format_prompts(t.forget)).p_answer
+    assert after.mean() < 0.5 * before.mean()
+    assert res.history[-1]["loss_forget"] < res.history[0]["loss_forget"]
+
+
+# --- sequential editing ---------------------------------------------------------------
+
+
+def test_sequential_masks_and_revert(planted):
+    t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
+    cfg = PLANTED.replace(steps=2, l_sft=0)
+    before = _snapshot(planted.model)
+    model = copy.deepcopy(planted.model)
+    masks = [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])]
+    res = edit_sequential(model, masks, t, config=cfg, inplace=True, show_progress=False)
+    assert len(res) == 2 and res.masks == masks and res.model is model and res.delta_norm() > 0
+    assert len(res.history) == 4 and {h["edit"] for h in res.history} == {0, 1}
+    res.revert()
+    _assert_same(model, before)
+
+    seen = []
+    res2 = edit_sequential(planted.model, lambda ds: seen.append(len(ds)) or Mask([planted.lookup_mlp]), t,
+                           config=cfg, show_progress=False)
+    assert seen == [4, 4] and len(res2) == 2 and res2.model is not planted.model
+    _assert_same(planted.model, before)
+
+    # per fact: facts sharing a mask are edited in one batch
+    by_parity = lambda ds: Mask([planted.lookup_mlp]) if int(ds[0].id) % 2 else Mask([planted.extraction_head])  # noqa: E731
+    res3 = edit_sequential(planted.model, by_parity, t, config=cfg, per_fact=True, show_progress=False)
+    groups = [sorted(int(r.id) % 2 for r in c) for c in res3.chunks]
+    assert all(len(set(g)) == 1 for g in groups) and sum(len(c) for c in res3.chunks) == 8
+    with pytest.raises(ValueError, match="one mask per chunk"):
+        edit_sequential(planted.model, masks[:1], t, config=cfg, show_progress=False)
+    with pytest.raises(ValueError, match="no chunks"):
+        edit_sequential(planted.model, masks[0], planted.task, config=cfg, show_progress=False)
+
+
+def test_lazy_exports():
+    assert callable(factlens.edit) and factlens.EditConfig is EditConfig and factlens.EditResult is EditResult
+    import factlens.editing as fe
+
+    with pytest.raises(AttributeError):
+        fe.does_not_exist  # noqa: B018
+
+
+def test_kl_reference_cached_equals_functional_call(tiny_task, monkeypatch):
+    """The original model's KL reference is the same whether precomputed or recomputed with functional_call."""
+    model = tiny_model(variant="gqa_gated")
+    mask = Mask.from_labels(["L0H0", "L1H3", "L0.mlp"])
+    cfg = TINY.replace(steps=2)
+    cached = edit(model, mask, tiny_task, config=cfg, show_progress=False)
+    monkeypatch.setattr(sampling_mod, "KL_CACHE_BYTES", 0)
+    live = edit(model, mask, tiny_task, config=cfg, show_progress=False)
+    assert cached.meta["kl_cached"] and not live.meta["kl_cached"]
+    for a, b in zip(cached.history, live.history):
+        assert a["loss_sft"] == pytest.approx(b["loss_sft"], abs=1e-6)
+    for n, d in cached.deltas.items():
+        assert torch.allclose(d.new, live.deltas[n].new, atol=1e-6), n

@@ -1,0 +1,297 @@
+"""Training objectives: each loss against a hand computation, each objective on the planted model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from factlens.components import Component, Mask, resid_hook
+from factlens.data import sports_facts
+from factlens.data.formats import format_prompts
+from factlens.editing import EditConfig, edit
+from factlens.editing.losses import (activation_mse, answer_logprobs_and_lengths, fact_losses, gradient_ascent_loss,
+                                  npo_loss, prompt_activations, simnpo_loss)
+from factlens.editing.objectives import (GradDiffObjective, GradientAscentObjective, InjectObjective, NPOObjective,
+                                      RMUObjective, SimNPOObjective, TrainingObjective, UnlearnObjective)
+from factlens.editing.registry import OBJECTIVES
+from factlens.registry import load
+from factlens.scoring import score_prompts
+from factlens.tasks import sports_athlete_editing
+from factlens.testing import tiny_model
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.tokens import answer_logprobs, answer_token_ids
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture()
+def flush_denormal():
+    """The planted model's tiny noise weights produce denormal floats that slow CPUs ~2x; flush them here."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+# --- pure losses on hand-made logits --------------------------------------------------------
+
+# two answers over a 4-token vocabulary; answer 0 is token 2 (one token), answer 1 is tokens 0 then 3
+LOGITS = [[[0.5, -1.0, 2.0, 0.0]], [[1.0, 0.0, -0.5, 0.3], [0.2, 0.1, -2.0, 1.5]]]
+TOKENS = [[2], [0, 3]]
+
+
+def _hand_logp() -> list[float]:
+    """log p(answer) = sum over its tokens of logit - log(sum(exp(logits))), in plain Python."""
+    return [sum(row[t] - math.log(sum(math.exp(x) for x in row)) for row, t in zip(rows, toks))
+            for rows, toks in zip(LOGITS, TOKENS)]
+
+
+def _torch_logp() -> tuple[torch.Tensor, torch.Tensor]:
+    out = [sum(torch.log_softmax(torch.tensor(row), -1)[t] for row, t in zip(rows, toks)) for rows, toks in zip(LOGITS, TOKENS)]
+    return torch.stack(out), torch.tensor([float(len(t)) for t in TOKENS])
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_gradient_ascent_loss_by_hand():
+    lp, _ = _torch_logp()
+    hand = sum(_hand_logp()) / 2
+    assert float(gradient_ascent_loss(lp)) == pytest.approx(hand, abs=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 5.0])
+def test_npo_loss_by_hand(beta):
+    lp, _ = _torch_logp()
+    ref = [-0.7, -2.5]
+    hand = sum(-(2 / beta) * _log_sigmoid(-beta * (a - r)) for a, r in zip(_hand_logp(), ref)) / 2
+    assert float(npo_loss(lp, torch.tensor(ref), beta)) == pytest.approx(hand, rel=1e-6)
+    # at the reference the loss is (2 / beta) log 2, whatever the probabilities
+    assert float(npo_loss(lp, lp, beta)) == pytest.approx(2 / beta * math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        npo_loss(lp, lp, 0.0)
+
+
+@pytest.mark.parametrize("beta, gamma", [(2.5, 0.0), (4.5, 0.0), (2.5, 1.0)])
+def test_simnpo_loss_by_hand(beta, gamma):
+    lp, n_tok = _torch_logp()
+    hand = sum(-(2 / beta) * _log_sigmoid(-beta * a / len(t) - gamma) for a, t in zip(_hand_logp(), TOKENS)) / 2
+    assert float(simnpo_loss(lp, n_tok, beta, gamma)) == pytest.approx(hand, rel=1e-6)
+
+
+def test_activation_mse_by_hand():
+    acts = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [9.0, 9.0]],
+                         [[0.0, 0.5], [7.0, 7.0], [7.0, 7.0]]])
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    target = torch.tensor([1.0, 0.0])
+    # prompt 0: ((0 + 4) + (4 + 1)) / (2 tokens * 2 dims); prompt 1: (1 + 0.25) / (1 * 2)
+    hand = ((0 + 4 + 4 + 1) / 4 + (1 + 0.25) / 2) / 2
+    assert float(activation_mse(acts, target, valid)) == pytest.approx(hand)
+    assert float(activation_mse(acts, acts, valid)) == 0.0
+
+
+# --- objectives on a model against independent computations ----------------------------------
+
+
+def _items(planted):
+    t = planted.task
+    return format_prompts(t.forget)[:4], format_prompts(t.retain)[:5]
+
+
+def _cfg(**kw) -> EditConfig:
+    return EditConfig(**kw)
+
+
+def test_paper_objectives_are_fact_losses(planted):
+    fb, rb = _items(planted)
+    for cls, name in ((InjectObjective, "inject"), (UnlearnObjective, "unlearn")):
+        obj = cls.prepare(planted.model, fb, rb, mask=Mask([planted.lookup_mlp]), config=_cfg())
+        got, want = obj.losses(planted.model, fb, rb), fact_losses(planted.model, fb, rb, name)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_logprob_objectives_match_scoring(planted):
+    """GA, GradDiff, NPO and SimNPO on the planted model equal the formulas on no-grad answer log-probs."""
+    m = planted.model
+    fb, rb = _items(planted)
+    lp_f = answer_logprobs(m, [it.prompt for it in fb], [it.answer for it in fb])
+    lp_r = answer_logprobs(m, [it.prompt for it in rb], [it.answer for it in rb])
+    n_tok = torch.tensor([float(len(answer_token_ids(m, it.answer))) for it in fb])
+    mask = Mask([planted.lookup_mlp])
+    cfg = _cfg(npo_beta=0.3, simnpo_beta=2.0, simnpo_gamma=0.5)
+
+    ga = GradientAscentObjective.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)
+    assert float(ga[0].detach()) == pytest.approx(float(lp_f.mean()), abs=1e-5) and float(ga[1]) == 0.0
+    gd = GradDiffObjective.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)
+    assert float(gd[0]) == pytest.approx(float(lp_f.mean()), abs=1e-5)
+    assert float(gd[1]) == pytest.approx(float(-lp_r.mean()), abs=1e-5)
+
+    npo = NPOObjective.prepare(m, fb, rb, mask=mask, config=cfg)
+    assert npo.beta == 0.3 and len(npo.reference) == len(fb)
+    lf, lr = npo.losses(m, fb, rb)  # the model is the reference: log p - log p_ref = 0
+    assert float(lf) == pytest.approx(2 / 0.3 * math.log(2), rel=1e-5)
+    assert float(lr) == pytest.approx(float(-lp_r.mean()), abs=1e-5)
+
+    sim = SimNPOObjective.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)
+    hand = sum(-(2 / 2.0) * _log_sigmoid(-2.0 * float(a) / float(n) - 0.5) for a, n in zip(lp_f, n_tok)) / len(fb)
+    assert float(sim[0]) == pytest.approx(hand, rel=1e-5)
+
+
+def test_answer_lengths_multi_token():
+    m = tiny_model()
+    lp, n = answer_logprobs_and_lengths(m, ["Fact: Tiger Woods plays the sport of", "The sport played by X is"],
+                                        ["golf", "basketball player"])
+    assert n.tolist() == [1.0, 2.0]
+    ref = answer_logprobs(m, ["Fact: Tiger Woods plays the sport of", "The sport played by X is"], ["golf", "basketball player"])
+    assert torch.allclose(lp.detach(), ref, atol=1e-5)
+
+
+def test_prompt_activations_are_resid_post_and_leave_no_hooks(planted):
+    m = planted.model
+    prompts = [it.prompt for it in _items(planted)[0]] + ["Alvarez is a professional"]
+    acts, valid = prompt_activations(m, prompts, 2)
+    for i, p in enumerate(prompts):
+        _, cache = m.run_with_cache(p, names_filter=resid_hook(2, "post"))
+        want = cache[resid_hook(2, "post")][0, 1:]  # after BOS
+        assert torch.allclose(acts[i][valid[i]], want, atol=1e-5)
+        assert int(valid[i].sum()) == want.shape[0] and not bool(valid[i, 0])
+    assert no_hooks(m)
+    with pytest.raises(ValueError, match="layer"):
+        prompt_activations(m, prompts, m.cfg.n_layers)
+
+
+def test_rmu_objective(planted):
+    m = planted.model
+    fb, rb = _items(planted)
+    mask = Mask([planted.lookup_mlp, planted.extraction_head])
+    cfg = _cfg(rmu_steering_coef=4.0, rmu_alpha=3.0, seed=7)
+    obj = RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg)
+    assert obj.layer == 2  # the mask's last layer
+    assert float(obj.control.norm()) == pytest.approx(4.0) and bool((obj.control >= 0).all())
+    assert torch.equal(obj.control, RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg).control)  # seeded
+    assert not torch.equal(obj.control, RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(seed=8)).control)
+    lf, lr = obj.losses(m, fb, rb)
+    assert float(lr) == pytest.approx(0.0, abs=1e-8)  # the model is the original
+    hand = []
+    for it in fb:
+        _, cache = m.run_with_cache(it.prompt, names_filter=resid_hook(2, "post"))
+        hand.append(float(((cache[resid_hook(2, "post")][0, 1:] - obj.control) ** 2).mean()))
+    assert float(lf) == pytest.approx(sum(hand) / len(hand), rel=1e-5)
+    assert RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=0)).layer == 0
+    with pytest.raises(ValueError, match="rmu_layer"):
+        RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=9))
+    assert obj.describe()["rmu_layer"] == 2
+
+
+# --- registry and config -------------------------------------------------------------------
+
+
+def test_registry_entries_load_objectives():
+    assert set(OBJECTIVES.names()) == {"inject", "unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"}
+    for entry in OBJECTIVES:
+        cls = load(entry.loss)
+        assert issubclass(cls, TrainingObjective) and entry.doc, entry.name
+    assert [e.name for e in OBJECTIVES if e.needs_target_new] == ["inject"]
+    assert [e.name for e in OBJECTIVES if not e.uses_retain] == ["gradient_ascent"]
+
+
+def test_config_objective_fields():
+    c = EditConfig()
+    assert (c.npo_beta, c.simnpo_beta, c.simnpo_gamma, c.rmu_layer, c.rmu_steering_coef, c.rmu_alpha) == \
+        (0.1, 2.5, 0.0, None, 20.0, 100.0)
+    assert EditConfig.from_dict(c.replace(rmu_layer=3).to_dict()).rmu_layer == 3
+    for bad in (dict(npo_beta=0), dict(simnpo_beta=-1), dict(rmu_steering_coef=0), dict(rmu_alpha=-1),
+                dict(rmu_layer=-1), dict(simnpo_gamma=float("nan"))):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            EditConfig(**bad)
+
+
+# --- every objective on the planted model ------------------------------------------------------
+
+FAST = EditConfig(lr=1e-2, steps=10, batch_size=None, grad_accum=1, l_sft=0.0)
+# RMU needs more steps and a target norm above the planted activations (measured: forget 1.0 -> 0.5, maintain 1.0)
+RMU = FAST.replace(lr=3e-2, steps=20, rmu_steering_coef=8.0, rmu_alpha=1.0)
+
+
+@pytest.mark.parametrize("objective", ["unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"])
+def test_each_objective_unlearns_inside_the_mask(planted, objective, flush_denormal):
+    """Forget accuracy falls by at least 2 of 8 facts; only the mask's entries change; the user's model does not.
+
+    Measured (planted model, 8 forget facts of mixed sports, mask = lookup MLP + head L2H1):
+    forget accuracy 1.0 -> 0.0 for unlearn, GA, GradDiff, NPO and SimNPO after 10 steps, and
+    -> 0.5 for RMU after 20 steps (its target c*u makes every forget prompt look alike, so the
+    accuracy falls towards the share of the sport that c*u happens to point at).
+    """
+    task = replace(planted.task, objective="unlearn")
+    mask = Mask([planted.lookup_mlp, planted.extraction_head])
+    snap = snapshot(planted.model)
+    before = score_prompts(planted.model, format_prompts(task.forget)).accuracy()
+    res = edit(planted.model, mask, task, objective=objective, config=RMU if objective == "rmu" else FAST,
+               show_progress=False)
+    assert_unchanged(planted.model, snap)
+    after = score_prompts(res.model, format_prompts(task.forget)).accuracy()
+    assert before == 1.0 and after <= before - 0.25, (objective, after)
+    pm = mask.to_param_masks(res.model)
+    for n, p in res.model.named_parameters():
+        old = snap.state[n]
+        if n in pm:
+            assert torch.equal(p.detach()[~pm[n]], old[~pm[n]]), n
+        else:
+            assert torch.equal(p.detach(), old), n
+    assert no_hooks(res.model) and res.objective == objective
+    assert all(math.isfinite(h["loss"]) for h in res.history)
+    if objective == "gradient_ascent":
+        assert res.meta["n_retain_prompts"] == 0 and all(h["loss_retain"] == 0 for h in res.history)
+    if objective == "rmu":
+        assert res.meta["rmu_layer"] == 2
+
+
+def test_objective_with_heads_only_and_neuron_masks(planted, flush_denormal):
+    """Every objective runs on masks without MLPs and on single neurons (RMU steers their last layer).
+
+    Lookup neuron ``i`` fires only on subject ``i``, so the neuron mask uses a forget subject's neuron.
+    """
+    cfg = FAST.replace(steps=2)
+    task = replace(planted.task, objective="unlearn")
+    neuron = Component("neuron", planted.lookup_layer, int(task.forget[0].id))
+    for mask in (Mask([planted.extraction_head, Component("head", 0, 1)]), Mask([neuron])):
+        for name in OBJECTIVES.names():
+            if name == "inject":
+                continue
+            res = edit(planted.model, mask, task, objective=name, config=cfg, show_progress=False)
+            assert res.n_changed > 0, (name, mask)
+
+
+# --- hardening (issue 11): bad edit targets, divergence ---------------------------------------
+
+
+def test_edit_target_equal_to_answer_raises(planted):
+    t = planted.task
+    bad = t.forget.map(lambda r: replace(r, target_new=r.answer) if r.id == t.forget[0].id else r)
+    with pytest.raises(ValueError, match="equals the true answer"):
+        edit(planted.model, Mask([planted.lookup_mlp]), replace(t, forget=bad), show_progress=False)
+
+
+def test_edit_target_not_among_candidates_raises(planted):
+    t = planted.task
+    bad = t.forget.map(lambda r: replace(r, target_new="cricket") if r.id == t.forget[1].id else r)
+    with pytest.raises(ValueError, match="not among the task's candidate answers"):
+        edit(planted.model, Mask([planted.lookup_mlp]), replace(t, forget=bad), show_progress=False)
+    # unlearning objectives ignore target_new
+    res = edit(planted.model, Mask([planted.lookup_mlp]), replace(t, forget=bad), objective="unlearn",
+               config=FAST.replace(steps=1), show_progress=False)
+    assert len(res.history) == 1
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_diverging_learning_rate_stops_and_restores(inplace):
+    task = sports_athlete_editing(sports_facts()[:40], n_forget=4, seed=0, n_retain=8, n_maintain=8)
+    model = tiny_model()
+    snap = snapshot(model)
+    cfg = EditConfig(lr=1e30, steps=5, batch_size=4, grad_accum=1, l_sft=0.0, clip_grad=None)
+    with pytest.raises(FloatingPointError, match="diverged at optimizer step .*restored"):
+        edit(model, Mask.from_labels(["L0.mlp", "L1H1"]), task, config=cfg, inplace=inplace, show_progress=False)
+    assert_unchanged(model, snap)

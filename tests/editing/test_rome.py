@@ -1,0 +1,255 @@
+"""ROME (factlens.editing.rome) and the key statistics it uses, on tiny and planted models."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import factlens
+from factlens.components import Component, Mask
+from factlens.data import sports_facts
+from factlens.editing import EditConfig, EditResult
+from factlens.editing.covariance import key_statistics, weights_fingerprint
+from factlens.editing.rome import RomeConfig, context_prefixes, rome, rome_closed_form, rome_step, subject_keys
+from factlens.tasks import sports_athlete_editing, sports_unlearning
+from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.tokens import candidate_logprobs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# small and fast: few prefixes and steps, a covariance of 1,500 tokens (d_mlp = 64)
+FAST = RomeConfig(v_num_grad_steps=8, prefix_lengths=((5, 3),), n_cov_tokens=1500)
+VARIANTS = ["standard", "gated"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory):
+    """Covariances go to a temporary cache, never to ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("factlens_cache")
+    mp.setenv("FACTLENS_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def task():
+    return sports_athlete_editing(sports_facts()[:40], n_forget=2, seed=0, n_retain=8, n_maintain=8)
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def model(request):
+    """Three layers: the edited MLP 1 has attention after it to carry the value to the last token."""
+    return tiny_model(variant=request.param, n_layers=3)
+
+
+def _stats(m, layer, cfg=FAST):
+    return key_statistics(m, layer, n_tokens=cfg.n_cov_tokens, show_progress=False)
+
+
+def test_closed_form_maps_key_to_value_and_keeps_c_orthogonal_keys():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    C = A @ A.T + 0.1 * torch.eye(8, dtype=torch.float64)
+    W, b = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)
+    k, v = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)
+    u = torch.linalg.solve(C, k)
+    dW = rome_closed_form(W, k, v, u, b)
+    assert torch.allclose(k @ (W + dW) + b, v)
+    x = torch.randn(8, generator=g, dtype=torch.float64)
+    x_perp = x - (x @ u) / (u @ u) * u  # x_perp^T C^-1 k = 0
+    assert torch.allclose(x_perp @ (W + dW), x_perp @ W)
+    assert torch.linalg.matrix_rank(dW) == 1
+
+
+def test_edited_layer_maps_key_to_optimized_value(model, task):
+    layer = 1
+    stats = _stats(model, layer)
+    prefixes = context_prefixes(FAST.prefix_lengths, FAST.seed)
+    snap = snapshot(model)
+    e = rome_step(model, layer, task.forget[0], config=FAST, stats=stats, prefixes=prefixes)
+    assert_unchanged(model, snap)  # computing an edit changes nothing
+    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST, show_progress=False)
+    # an edit of W_out does not change the layer's keys
+    assert torch.allclose(subject_keys(res.model, layer, [task.forget[0]], prefixes)[0], e.key)
+    W0 = model.blocks[layer].mlp.W_out.detach().double()
+    b = model.blocks[layer].mlp.b_out.detach().double()
+    W1 = W0 + e.update
+    assert torch.allclose(e.key @ W1 + b, e.value, rtol=1e-6, atol=1e-6)
+    moved = float((e.value - (e.key @ W0 + b)).norm())
+    assert moved > 1e-2, "the value optimization did not move the value"
+    assert res.history[-1]["p_target"] > res.history[0]["p_target"]
+    # rome() wrote exactly this update (in the parameter's float32)
+    assert torch.allclose(res.model.blocks[layer].mlp.W_out.detach().double(), W1, atol=1e-5)
+    # the edited model's own layer maps k* to v*
+    assert torch.allclose(e.key @ res.model.blocks[layer].mlp.W_out.detach().double() + b, e.value, atol=1e-4)
+
+
+def _one_fact(task):
+    from dataclasses import replace
+
+    return replace(task, forget=task.forget[:1])
+
+
+def test_c_orthogonal_keys_are_unchanged(model, task):
+    layer = 1
+    stats = _stats(model, layer)
+    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST, show_progress=False)
+    key = subject_keys(model, layer, task.forget[:1], context_prefixes(FAST.prefix_lengths, FAST.seed))[0]
+    u = stats.solve(key, FAST.cov_ridge)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(16, key.shape[0], generator=g, dtype=torch.float64)
+    X_perp = X - torch.outer(X @ u, u) / (u @ u)
+    W0 = model.blocks[layer].mlp.W_out.detach().double()
+    W1 = res.model.blocks[layer].mlp.W_out.detach().double()
+    scale = float((X_perp @ W0).abs().max())
+    assert float((X_perp @ W1 - X_perp @ W0).abs().max()) < 1e-5 * max(scale, 1.0)
+    # keys with a component along C^-1 k* do change: the check above is not vacuous
+    assert float((X @ W1 - X @ W0).abs().max()) > 1e-3
+
+
+def test_mask_must_be_exactly_one_mlp_layer(task):
+    m = tiny_model()
+    with pytest.raises(ValueError, match="exactly one MLP layer.*layers \\[0, 1\\].*memit"):
+        rome(m, Mask.from_labels(["L0.mlp", "L1.mlp"]), task, config=FAST)
+    with pytest.raises(ValueError, match="whole MLP layers.*L1H0"):
+        rome(m, Mask.from_labels(["L1.mlp", "L1H0"]), task, config=FAST)
+    with pytest.raises(ValueError, match="whole MLP layers.*L1.N3"):
+        rome(m, Mask.from_labels(["L1.N3"]), task, config=FAST)
+    with pytest.raises(ValueError, match="mask is empty"):
+        rome(m, Mask.empty(), task, config=FAST)
+    with pytest.raises(ValueError, match="does not exist"):
+        rome(m, Mask.from_labels(["L5.mlp"]), task, config=FAST)
+    assert no_hooks(m)
+
+
+def test_bad_task_objective_and_config(task):
+    m = tiny_model()
+    unlearn = sports_unlearning(sports_facts()[:40], n_forget=2, seed=0)
+    with pytest.raises(ValueError, match="objective 'inject'"):
+        rome(m, Mask.from_labels(["L1.mlp"]), unlearn, config=FAST)
+    with pytest.raises(ValueError, match="objective 'inject'"):
+        rome(m, Mask.from_labels(["L1.mlp"]), task, objective="unlearn", config=FAST)
+    with pytest.raises(ValueError, match="does not support objective 'unlearn'"):
+        factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method="rome", objective="unlearn")
+    with pytest.raises(TypeError, match="RomeConfig or an EditConfig"):
+        rome(m, Mask.from_labels(["L1.mlp"]), task, config={"v_lr": 1.0})
+    with pytest.raises(ValueError, match="v_num_grad_steps"):
+        RomeConfig(v_num_grad_steps=0)
+    with pytest.raises(ValueError, match="clamp_norm_factor"):
+        RomeConfig(clamp_norm_factor=0.0)
+    with pytest.raises(ValueError, match="prefix_lengths"):
+        RomeConfig(prefix_lengths=((0, 3),))
+    with pytest.raises(ValueError, match="unknown RomeConfig fields"):
+        RomeConfig.from_dict({"v_lr": 0.1, "steps": 3})
+    c = RomeConfig(prefix_lengths=[[4, 2]], kl_prompts=["{} is a", "{} was"])
+    assert RomeConfig.from_dict(c.to_dict()) == c and c.prefix_lengths == ((4, 2),)
+
+
+def test_planted_model_predicts_target_new_after_rome():
+    torch.set_flush_denormal(True)
+    try:
+        p = planted_fact_model()
+        cands = ("basketball", "baseball", "football", "golf")
+
+        def acc(m, recs, attr):
+            lps = candidate_logprobs(m, [r.prompt for r in recs], [cands] * len(recs))
+            return sum(cands[int(lp.argmax())] == getattr(r, attr) for r, lp in zip(recs, lps)) / len(recs)
+
+        assert acc(p.model, p.task.forget, "target_new") == 0.0
+        res = rome(p.model, Mask([p.lookup_mlp]), p.task, show_progress=False)  # the defaults
+        # measured: 8/8 edited, 32/32 held-out facts kept (the planted lookup neurons are subject-specific)
+        assert acc(res.model, p.task.forget, "target_new") == 1.0
+        assert acc(res.model, p.task.maintain, "answer") >= 0.9
+        assert res.meta["covariance"]["layer"] == p.lookup_layer
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_invariants_inplace_revert_save_load(task, tmp_path):
+    m = tiny_model(variant="gated")
+    snap = snapshot(m)
+    mask = Mask([Component("mlp", 0)])
+    res = rome(m, mask, task, config=FAST, show_progress=False)
+    assert_unchanged(m, snap)  # inplace=False: the caller's model is untouched, no hooks, no .grad
+    assert res.model is not m and no_hooks(res.model)
+    assert res.model.cfg.device == m.cfg.device
+    changed = {n for n, p in res.model.named_parameters() if not torch.equal(p, snap.state[n])}
+    assert changed == {"blocks.0.mlp.W_out"}
+    assert isinstance(res, EditResult) and set(res.deltas) == {"blocks.0.mlp.W_out"}
+    assert res.n_params_trained == m.cfg.d_mlp * m.cfg.d_model and res.sft_kind == "none"
+    assert len({h["fact"] for h in res.history}) == len(task.forget)
+    assert [h["step"] for h in res.history] == list(range(len(res.history)))
+    # save / load / apply onto another copy gives the same weights; revert restores bitwise
+    res.save(tmp_path / "rome.safetensors")
+    loaded = EditResult.load(tmp_path / "rome.safetensors")
+    assert loaded.meta["method"] == "rome" and loaded.meta["layer"] == 0
+    other = copy.deepcopy(m)
+    loaded.apply(other)
+    assert torch.equal(other.blocks[0].mlp.W_out, res.model.blocks[0].mlp.W_out)
+    loaded.revert(other)
+    res.revert()
+    assert_unchanged(res.model, snap)
+    # inplace=True edits the caller's model and returns it
+    res2 = rome(m, mask, task, config=FAST, inplace=True, show_progress=False)
+    assert res2.model is m and not torch.equal(m.blocks[0].mlp.W_out, snap.state["blocks.0.mlp.W_out"])
+    assert all(p.requires_grad == snap.requires_grad[n] for n, p in m.named_parameters()) and no_hooks(m)
+    res2.revert()
+    assert_unchanged(m, snap)
+
+
+def test_inplace_edit_is_restored_when_interrupted(task, monkeypatch):
+    from factlens.editing import rome as rome_mod
+
+    m = tiny_model()
+    snap = snapshot(m)
+    calls = []
+    real = rome_mod.rome_step
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return real(*a, **k)
+
+    monkeypatch.setattr(rome_mod, "rome_step", flaky)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        rome(m, Mask.from_labels(["L1.mlp"]), task, config=FAST, inplace=True, show_progress=False)
+    assert_unchanged(m, snap)
+
+
+def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
+    m = tiny_model()
+    res = factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method="rome", config=EditConfig(seed=3),
+                        show_progress=False)
+    assert res.meta["rome_config"] == RomeConfig(seed=3).to_dict()
+    assert res.config == EditConfig(seed=3) and res.objective == "inject"
+    assert res.meta["covariance"]["text_source"] == "builtin"
+    assert RomeConfig.from_edit_config(EditConfig(sft_source="x.txt")).text_source == "x.txt"
+
+
+def test_key_statistics_cache(cache_dir):
+    m = tiny_model(seed=5)
+    st = key_statistics(m, 1, n_tokens=700, show_progress=False)
+    assert st.path is not None and st.path.is_file() and st.path.parent.parent == cache_dir
+    assert st.n_tokens == 700 and st.mom2.dtype == torch.float64
+    assert torch.allclose(st.mom2, st.mom2.T) and float(torch.linalg.eigvalsh(st.mom2).min()) > -1e-9
+    again = key_statistics(m, 1, n_tokens=700, show_progress=False)
+    assert torch.equal(again.mom2, st.mom2) and again.path == st.path
+    # other weights below the layer: another file; an edit of the layer's own W_out: the same file
+    other = tiny_model(seed=6)
+    assert weights_fingerprint(other, 1) != st.fingerprint
+    with torch.no_grad():
+        m.blocks[1].mlp.W_out.add_(1.0)
+    assert key_statistics(m, 1, n_tokens=700, show_progress=False).path == st.path
+    assert key_statistics(other, 1, n_tokens=700, show_progress=False).path != st.path
+    # the direct estimate agrees with the cached one
+    fresh = key_statistics(m, 1, n_tokens=700, cache=False, show_progress=False)
+    assert fresh.path is None and torch.allclose(fresh.mom2, st.mom2)
+    with pytest.raises(ValueError, match="does not exist"):
+        key_statistics(m, 7)
+    with pytest.raises(ValueError, match="singular"):
+        key_statistics(m, 1, n_tokens=10, cache=False, show_progress=False).solve(torch.ones(64))

@@ -1,0 +1,137 @@
+"""Hyper-parameter sweep (``factlens.editing.sweep``) on the planted-fact model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import factlens.editing.sweep as sweep_mod
+from factlens.components import Mask
+from factlens.editing.config import EditConfig
+from factlens.editing.sweep import SweepResult, config_key, score_edit, sweep, text_accuracy
+from factlens.tasks import sports_unlearning
+from factlens.testing import planted_fact_model
+
+BASE = EditConfig(steps=15, batch_size=None, grad_accum=1, l_sft=0.0)
+LRS = (1e-4, 3e-2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pf():
+    return planted_fact_model()
+
+
+@pytest.fixture(scope="module")
+def mask(pf):
+    return Mask(frozenset({pf.lookup_mlp}))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the editor calls made by the sweep."""
+    n = []
+    real = sweep_mod.edit
+
+    def counting(*args, **kwargs):
+        assert kwargs.get("inplace") is False
+        n.append(kwargs["config"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_mod, "edit", counting)
+    return n
+
+
+def test_table_best_and_resume(tmp_path, pf, mask, calls):
+    before = {n: p.detach().clone() for n, p in pf.model.named_parameters()}
+    res = sweep(pf.model, mask, pf.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
+    assert isinstance(res, SweepResult) and len(calls) == 2 and len(res.table) == 2
+    t = res.table
+    assert list(t["lr"]) == list(LRS) and not t["cached"].any()
+    for col in ("forget_acc", "edit_acc", "maintain_acc", "text_acc", "score", "key"):
+        assert col in t.columns
+    assert res.best_score == t["score"].max() and res.best_config.lr == t["lr"][t["score"].idxmax()]
+    assert res.best_config == BASE.replace(lr=res.best_config.lr)
+    # the low lr leaves the facts alone, the high one edits them
+    assert t["forget_acc"][0] == 1.0 and t["edit_acc"][0] == 0.0 and t["edit_acc"][1] >= 0.9
+    assert res.best_config.lr == 3e-2
+    row = t.iloc[1]
+    assert math.isclose(row["score"], (1 - row["forget_acc"]) + row["edit_acc"] + row["maintain_acc"] + row["text_acc"])
+    assert all(torch.equal(p.detach(), before[n]) for n, p in pf.model.named_parameters())
+
+    # a rerun does nothing new and gives the same table
+    again = sweep(pf.model, mask, pf.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
+    assert len(calls) == 2 and again.table["cached"].all()
+    assert again.table.drop(columns="cached").equals(t.drop(columns="cached"))
+    # a bigger grid runs only the new config; a torn last line is ignored
+    with (tmp_path / "sweep.jsonl").open("a") as f:
+        f.write('{"type": "run", "key": "tor')
+    more = sweep(pf.model, mask, pf.task, lrs=(*LRS, 1e-3), base_config=BASE, out_dir=tmp_path, show_progress=False)
+    assert len(calls) == 3 and calls[-1].lr == 1e-3 and list(more.table["cached"]) == [True, True, False]
+    lines = [json.loads(l) for l in (tmp_path / "sweep.jsonl").read_text().splitlines()[:3]]
+    assert lines[0]["type"] == "header" and lines[0]["mask"] == ["L1.mlp"]
+    assert {l["key"] for l in lines[1:]} == {config_key(BASE.replace(lr=lr)) for lr in LRS}
+
+
+def test_mismatch_raises(tmp_path, pf, mask, calls):
+    sweep(pf.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+    n = len(calls)
+    with pytest.raises(ValueError, match="mask"):
+        sweep(pf.model, Mask(frozenset({pf.extraction_head})), pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
+              show_progress=False)
+    with pytest.raises(ValueError, match="task"):
+        sweep(pf.model, mask, sports_unlearning(pf.dataset), lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
+              show_progress=False)
+    other = planted_fact_model(n_subjects=60)
+    with pytest.raises(ValueError, match="different setup"):
+        sweep(other.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+    assert len(calls) == n
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.jsonl").write_text('{"type": "run"}\n')
+    with pytest.raises(ValueError, match="header"):
+        sweep(pf.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path / "bad", show_progress=False)
+
+
+def test_unlearning_grid_plot_and_dict(pf, mask, calls):
+    task = sports_unlearning(pf.dataset)
+    res = sweep(pf.model, mask, task, lrs=(3e-2,), l_forget=(0.5, 1.0), base_config=BASE, show_progress=False)
+    t = res.table
+    assert len(calls) == 2 and list(t["l_forget"]) == [0.5, 1.0]
+    assert t["edit_acc"].isna().all()  # no edit target: NaN, adds 0 to the score
+    for _, row in t.iterrows():
+        assert math.isclose(row["score"], (1 - row["forget_acc"]) + row["maintain_acc"] + row["text_acc"])
+    d = res.to_dict()
+    json.dumps(d)
+    assert len(d["table"]) == 2 and d["best_score"] == res.best_score
+    fig = res.plot()
+    assert len(fig.data) == 3  # one line per l_forget + the best point
+
+
+def test_score_edit_and_text_accuracy(pf):
+    from factlens.data.text import load_texts, token_chunks
+
+    chunks = token_chunks(pf.model, load_texts(None, n=20), seq_len=16, n_chunks=3)
+    acc = text_accuracy(pf.model, chunks)
+    assert 0.0 <= acc <= 1.0
+    s = score_edit(pf.model, pf.task, chunks=chunks)
+    assert s["forget_acc"] == 1.0 and s["edit_acc"] == 0.0 and s["maintain_acc"] == 1.0
+    assert math.isclose(s["score"], 1.0 + acc)
+    assert math.isnan(score_edit(pf.model, pf.task)["text_acc"])
+
+
+def test_bad_input(pf, mask):
+    with pytest.raises(ValueError, match="empty"):
+        sweep(pf.model, mask, pf.task, lrs=(), show_progress=False)
+    with pytest.raises(ValueError, match="mask"):
+        sweep(pf.model, Mask.empty(), pf.task, lrs=LRS, show_progress=False)

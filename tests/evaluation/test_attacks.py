@@ -1,0 +1,396 @@
+"""Attack suites: quantization, update size, fine-tuning on unrelated data, direction ablation, damage flags."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from factlens.components import Component, Mask, ModelShape, project_out_hook, resid_hook
+from factlens.editing import EditConfig, EditResult, ParamDelta
+from factlens.evaluation import evaluate
+from factlens.evaluation.attacks import TaskScores, attack_damage, score_task
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.direction_ablation import (DirectionAblationConfig, ablation_layers, mean_difference_directions,
+                                                  run_direction_ablation)
+from factlens.evaluation.quantization import (INT4_CODE, NF4_CODE, QuantizationConfig, _bnb_matrix, bin_widths,
+                                            from_linear_view, linear_view, quantize_matrix, quantize_weight,
+                                            quantized_copy, quantized_params, run_quantization)
+from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig, finetune_data, run_unrelated_finetune
+from factlens.evaluation.update_size import UpdateSizeConfig, run_update_size, update_sizes
+from factlens.tasks import Task, full_sports_editing
+from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.testing.planted import ATTRIBUTES, SPORTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GOLF_EDIT = 3.0  # added to the golf weight of each forget subject's lookup neuron
+DEAD_NEURON, DEAD_WEIGHT = 63, 100.0
+
+
+# -- reference values ------------------------------------------------------------------------
+def test_nf4_code_book_is_the_normal_quantile_construction():
+    """NF4 (QLoRA): 8 positive and 7 negative standard-normal quantiles between offset 0.9677083 and 1/2,
+    plus an exact zero, divided by the largest (bitsandbytes' create_normal_map)."""
+    from scipy.stats import norm
+
+    offset = 0.9677083
+    pos = norm.ppf(np.linspace(offset, 0.5, 9)[:-1])
+    neg = -norm.ppf(np.linspace(offset, 0.5, 8)[:-1])
+    v = np.sort(np.concatenate([pos, [0.0], neg]))
+    v = v / np.abs(v).max()
+    assert len(NF4_CODE) == 16 and NF4_CODE[7] == 0.0
+    np.testing.assert_allclose(NF4_CODE, v, atol=1e-7)
+    assert INT4_CODE[0] == -1.0 and INT4_CODE[7] == 0.0 and len(INT4_CODE) == 15
+
+
+def test_hand_quantized_block():
+    x = torch.zeros(1, 64)
+    x[0, :6] = torch.tensor([4.0, -2.2, 1.0, 0.3, -0.3, 0.01])  # absmax 4; scaled 1, -.55, .25, .075, -.075, .0025
+    nf4 = quantize_matrix(x, "nf4", block_size=64)[0, :6]
+    # nearest code: 1.0, -0.5251 (not -0.6962), 0.2461, 0.0796 (midpoint to 0 is 0.0398), -0.0911, 0.0
+    expect = torch.tensor([1.0, -0.5250730514526367, 0.24611230194568634, 0.07958029955625534, -0.09105003625154495,
+                           0.0]) * 4
+    torch.testing.assert_close(nf4, expect, rtol=0, atol=1e-6)
+    int4 = quantize_matrix(x, "int4", block_size=64)[0, :6]  # round(scaled * 7) / 7 * 4
+    torch.testing.assert_close(int4, torch.tensor([7, -4, 2, 1, -1, 0]) / 7 * 4, rtol=0, atol=1e-6)
+    int8 = quantize_matrix(x, "int8")[0, :6]  # round(x * 127 / 4) * 4 / 127
+    torch.testing.assert_close(int8, torch.tensor([127, -70, 32, 10, -10, 0]) * 4 / 127, rtol=0, atol=1e-6)
+    # bins: around code 0.0796 the NF4 bin spans the midpoints 0.0398 .. 0.1203 (times absmax 4)
+    w = bin_widths(x, "nf4", block_size=64)[0]
+    assert float(w[3]) == pytest.approx(((0.16093020141124725 - 0.0) / 2) * 4, abs=1e-6)
+    assert float(bin_widths(x, "int8")[0, 0]) == pytest.approx(4 / 127)
+
+
+def test_blocks_span_rows_and_keep_a_partial_last_block():
+    m = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))  # 150 = 2 blocks of 64 + 22
+    q = quantize_matrix(m, "nf4", block_size=64)
+    flat, qf = m.reshape(-1), q.reshape(-1)
+    for sl in (slice(0, 64), slice(64, 128), slice(128, 150)):
+        am = flat[sl].abs().max()
+        assert qf[sl].abs().max() == pytest.approx(float(am))  # the block maximum is a code value (+-1)
+        codes = torch.tensor(NF4_CODE) * am
+        assert all(torch.isclose(codes, v, atol=1e-6).any() for v in qf[sl])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("scheme", ["int8", "nf4"])
+def test_same_weights_as_bitsandbytes(scheme, device):
+    pytest.importorskip("bitsandbytes")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(1)
+    for shape in [(32, 96), (7, 50), (64, 64)]:
+        m = (torch.randn(shape, generator=g) * 0.05).to(device)
+        try:
+            ref = _bnb_matrix(m, scheme, 64)
+        except (RuntimeError, NotImplementedError) as e:  # no bitsandbytes backend on this device
+            pytest.skip(f"bitsandbytes cannot quantize on {device}: {e}")
+        assert torch.equal(quantize_matrix(m, scheme, block_size=64), ref), shape
+
+
+def test_bitsandbytes_backend_gives_the_same_copy():
+    pytest.importorskip("bitsandbytes")
+    m = tiny_model(variant="gqa_gated")
+    a, _ = quantized_copy(m, "nf4")
+    b, _ = quantized_copy(m, "nf4", backend="bitsandbytes")
+    for (n, x), (_, y) in zip(quantized_params(a), quantized_params(b)):
+        assert torch.equal(x, y), n
+
+
+@pytest.mark.parametrize("variant", ["standard", "gqa_gated"])
+def test_linear_view_round_trip_and_orientation(variant):
+    m = tiny_model(variant=variant)
+    names = []
+    for name, p in quantized_params(m):
+        v = linear_view(name, p)
+        assert torch.equal(from_linear_view(name, v, p.shape), p)
+        names.append(name.split(".")[-1])
+    assert {"W_Q", "W_O", "W_in", "W_out"} <= set(names)
+    assert ("W_gate" in names) == (variant == "gqa_gated") and ("_W_K" in names) == (variant == "gqa_gated")
+    W = m.blocks[0].mlp.W_in  # [d_model, d_mlp] -> up_proj.weight [d_mlp, d_model]: row = one neuron's input weights
+    assert torch.equal(linear_view("blocks.0.mlp.W_in", W)[3], W[:, 3])
+
+
+# -- a planted edit below half an NF4 bin ------------------------------------------------------
+@pytest.fixture(scope="module")
+def sub_bin():
+    """Planted model with a dead lookup neuron holding a large golf weight (it sets that row's absmax to 100,
+    so the golf row's NF4 bins are ~8.5 wide near 0), and an edit that adds 3.0 to the golf weight of each
+    forget subject's neuron: enough to make golf win in float, less than half the NF4 bin of the original
+    weight (but more than half an int8 step, 100/127)."""
+    p = planted_fact_model()
+    orig = copy.deepcopy(p.model)
+    golf = p.layout["attr"]["golf"]
+    mlp = orig.blocks[p.lookup_layer].mlp
+    with torch.no_grad():
+        mlp.b_in[DEAD_NEURON] = -10.0  # never fires
+        mlp.W_out[DEAD_NEURON, golf] = DEAD_WEIGHT
+    task = full_sports_editing(p.dataset, sport="basketball", target="golf", n_forget=8, seed=0)
+    edited = copy.deepcopy(orig)
+    ids = [int(r.id) for r in task.forget]  # neuron i belongs to subject i
+    name = f"blocks.{p.lookup_layer}.mlp.W_out"
+    mask = torch.zeros_like(mlp.W_out, dtype=torch.bool)
+    mask[ids, golf] = True
+    W = edited.blocks[p.lookup_layer].mlp.W_out
+    old = W.detach()[mask].clone()
+    with torch.no_grad():
+        W[ids, golf] += GOLF_EDIT
+    er = EditResult(model=edited, mask=Mask([p.lookup_mlp]), config=EditConfig(), objective="inject", history=(),
+                    seconds=0.0, sft_kind="none", n_params_trained=int(mask.sum()),
+                    deltas={name: ParamDelta(mask, old, W.detach()[mask].clone())}, shape=ModelShape.of(edited))
+    return p, orig, edited, task, er, name
+
+
+def test_sub_bin_edit_works_in_float(sub_bin):
+    p, orig, edited, task, _, _ = sub_bin
+    s, o = score_task(edited, task, EvalConfig()), score_task(orig, task, EvalConfig())
+    assert o.accuracy("forget") == 1.0 and o.accuracy("maintain") == 1.0
+    assert s.accuracy("forget") == 0.0 and s.accuracy("edit") == 1.0 and s.accuracy("maintain") == 1.0
+
+
+def test_quantization_rounds_a_sub_bin_edit_away(sub_bin):
+    p, orig, edited, task, _, name = sub_bin
+    snaps = snapshot(edited), snapshot(orig)
+    W_e, W_o = dict(edited.named_parameters())[name], dict(orig.named_parameters())[name]
+    for scheme in ("nf4", "int4"):  # the quantized edited weight IS the quantized original weight
+        assert torch.equal(quantize_weight(name, W_e, scheme), quantize_weight(name, W_o, scheme))
+    assert not torch.equal(quantize_weight(name, W_e, "int8"), quantize_weight(name, W_o, "int8"))
+    r = run_quantization(edited, task, original=orig, show_progress=False)
+    for scheme in ("nf4", "int4"):
+        assert r[f"quant_{scheme}_forget_accuracy"].value == 1.0  # every true answer is back
+        assert r[f"quant_{scheme}_forget_recovery"].value == 1.0
+        assert r[f"quant_{scheme}_edit_accuracy"].value == 0.0
+        assert r[f"quant_{scheme}_maintain_accuracy"].value == 1.0
+        assert r[f"quant_{scheme}_forget_accuracy"].baseline == 1.0  # control: the quantized original knows them
+        assert r.extra["schemes"][scheme]["attack_damage"]["damaged"] is False
+    assert r["quant_int8_forget_accuracy"].value == 0.0 and r["quant_int8_forget_recovery"].value == 0.0
+    assert r.extra["damaged"] == []
+    rows = {row["record_id"]: row for row in r.per_fact}
+    assert len(rows) == len(task.forget) + len(task.maintain)
+    for f in task.forget:  # exactly the original's answers: quantized edited == quantized original per fact
+        assert rows[f.id]["quant_nf4_answer_wins"] == rows[f.id]["baseline_quant_nf4_answer_wins"] == 1.0
+        assert rows[f.id]["before_answer_wins"] == 0.0
+    for m, snap in zip((edited, orig), snaps):
+        assert_unchanged(m, snap)
+
+
+def test_update_size_of_a_sub_bin_edit(sub_bin):
+    p, orig, edited, task, er, name = sub_bin
+    u = update_sizes(er, edited)
+    (row,) = u.table
+    assert row["param"] == name and row["component"] == "L1.mlp" and row["n_changed"] == 8 and row["quantized"]
+    # NF4 bin of 0 in a block with absmax 100: (0.0398 + 0.0455) * 100 = 8.53; 3 / 8.53 = 0.35
+    assert row["median_ratio_nf4"] == pytest.approx(GOLF_EDIT / ((NF4_CODE[8] - NF4_CODE[6]) / 2 * DEAD_WEIGHT), rel=0.01)
+    assert row["below_half_nf4"] == 1.0 and row["erased_nf4"] == 1.0
+    assert row["below_half_int4"] == 1.0 and row["erased_int4"] == 1.0
+    assert row["below_half_int8"] == 0.0 and row["erased_int8"] == 0.0  # int8 step 100 / 127 < 3
+    assert sum(u.histograms["nf4"][name]) == 8
+    r = run_update_size(edited, task, edit_result=er)
+    assert r["update_below_half_bin_nf4"].value == 1.0 and r["update_erased_int8"].value == 0.0
+    assert r["update_erased_nf4"].n == 8 and r["update_erased_nf4"].unit == "entries"
+    fig = u.plot("nf4")
+    assert len(fig.data) == 1 and sum(fig.data[0].y) == pytest.approx(1.0)
+    from factlens.evaluation.plots import update_size_histogram
+
+    assert len(update_size_histogram(r, scheme="int8").data) == 1
+    with pytest.raises(ValueError, match="model="):
+        update_sizes(dataclasses.replace(er, model=None))
+
+
+# -- direction ablation ------------------------------------------------------------------------
+U_EDIT = 4.0
+
+
+@pytest.fixture(scope="module")
+def suppressed():
+    """An edit that works through ONE direction: each forget subject's lookup neuron also writes U_EDIT * 0.5
+    into an unused residual dim U; head 2.1 reads U and writes +3 per unit into MOVED_golf, so golf wins."""
+    p = planted_fact_model()
+    ds = p.dataset.with_candidates(SPORTS + ("golf",))
+    forget, rest = ds.split(8, seed=0)
+    forget = forget.map(lambda r: dataclasses.replace(r, target_new="golf"))
+    retain, maintain = rest.split(20, seed=0)
+    task = Task("suppressed", "inject", forget, retain, maintain, seed=0)
+    U = p.layout["moved"]["golf"] + 1  # first unused dim
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out[[int(r.id) for r in forget], U] += U_EDIT
+        att = edited.blocks[2].attn
+        att.W_V[1, U, len(ATTRIBUTES)] += 1.0
+        att.W_O[1, len(ATTRIBUTES), p.layout["moved"]["golf"]] += 3.0
+    return p, edited, task, U
+
+
+def test_project_out_hook_removes_a_planted_direction(suppressed):
+    p, edited, task, U = suppressed
+    d = torch.zeros(edited.cfg.d_model)
+    d[U] = 1.0
+    toks = edited.to_tokens([r.prompt for r in task.forget])
+    _, cache = edited.run_with_cache(toks, names_filter=resid_hook(1, "post"))
+    assert cache[resid_hook(1, "post")][..., U].abs().max() > 1.0  # the edit writes U
+    name, fn = project_out_hook(1, d * 5)
+    with edited.hooks(fwd_hooks=[(name, fn)]):
+        _, cache = edited.run_with_cache(toks, names_filter=resid_hook(1, "post"))
+    assert cache[resid_hook(1, "post")][..., U].abs().max() < 1e-6
+    assert no_hooks(edited)
+    with pytest.raises(ValueError, match="non-zero"):
+        project_out_hook(1, torch.zeros(3))
+
+
+def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
+    p, edited, task, U = suppressed
+    snaps = snapshot(edited), snapshot(p.model)
+    assert score_task(edited, task, EvalConfig()).accuracy("forget") == 0.0
+    dirs = mean_difference_directions(edited, task.forget, task.retain, layers=[1])
+    d = dirs[0] / np.linalg.norm(dirs[0])
+    assert abs(d[U]) > 0.9  # the forget-vs-retain mean difference is (mostly) the planted direction
+    r = run_direction_ablation(edited, task, original=p.model, mask=Mask([p.lookup_mlp]), show_progress=False)
+    assert r.extra["layers"] == [1, 2, 3]
+    assert r["ablation_forget_accuracy"].value == 1.0 and r["ablation_forget_recovery"].value == 1.0
+    assert r["ablation_edit_accuracy"].value == 0.0
+    assert r.extra["best"]["layer"] in (1, 2) and r.extra["best"]["recovery"] == 1.0
+    assert r.extra["curves"]["subject_last"]["forget_accuracy"][0] == 1.0  # layer 1, subject position
+    assert r["ablation_forget_accuracy"].baseline == 1.0 and r.extra["attack_damage"]["damaged"] is False
+    # on the unedited model the final-position direction of layers 2-3 carries answers: removing it costs
+    # 8 of its 20 maintain facts, and those variants are flagged (docs/attacks.md cites this)
+    assert r.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 0.6, 0.6]
+    assert r.extra["damaged"] == ["final:L2", "final:L3"]
+    for m, snap in zip((edited, p.model), snaps):
+        assert_unchanged(m, snap)
+    assert ablation_layers(edited, mask=None) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="do not exist"):
+        ablation_layers(edited, layers=[7])
+
+
+# -- fine-tuning on unrelated data ------------------------------------------------------------
+def test_unrelated_finetune_data_excludes_forget_facts(sub_bin):
+    p, orig, edited, task, _, _ = sub_bin
+    from factlens.data.records import FactDataset
+
+    leaky = dataclasses.replace(task, retain=FactDataset(tuple(task.retain) + tuple(task.forget[:2]), name="r",
+                                                         candidates=task.retain.candidates))
+    data, info = finetune_data(orig, leaky, "retain", EvalConfig())
+    assert info["n_dropped"] == 2 and not {r.id for r in data} & {r.id for r in task.forget}
+    chunks, info = finetune_data(orig, task, "text", EvalConfig(n_text_chunks=2, text_seq_len=16))
+    assert tuple(chunks.shape) == (2, 16) and info["n_train"] == 2
+    with pytest.raises(ValueError, match="unknown data source"):
+        finetune_data(orig, task, "forget", EvalConfig())
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_unrelated_finetune_runs_both_models_and_leaves_them(sub_bin, method):
+    p, orig, edited, task, _, _ = sub_bin
+    snaps = snapshot(edited), snapshot(orig)
+    st = UnrelatedFinetuneConfig(steps=3, lr=1e-2, rank=4, method=method)
+    cfg = EvalConfig(n_text_chunks=4, text_seq_len=16)
+    r = run_unrelated_finetune(edited, task, original=orig, config=cfg, show_progress=False,
+                               unrelated_finetune_config=st)
+    for d in ("retain", "text"):
+        m = r[f"finetune_{d}_forget_accuracy"]
+        assert 0.0 <= m.value <= 1.0 and m.baseline is not None and m.n == len(task.forget)
+        assert len(r.extra["data"][d]["history"]) == 3 and len(r.extra["data"][d]["baseline_history"]) == 3
+        assert r.extra["data"][d]["attack_damage"]["damaged"] in (True, False)
+        assert r[f"finetune_{d}_forget_recovery"].value == pytest.approx(m.value - 0.0)  # edited forget acc was 0
+    assert r.extra["budget"]["steps"] == 3 and r.extra["budget"]["method"] == method
+    assert len(r.per_fact) == len(task.forget) + len(task.maintain)
+    for m, snap in zip((edited, orig), snaps):
+        assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_finetune_on_text_lowers_its_loss(method):
+    """The attack trains (not a no-op): the next-token loss on the general text falls."""
+    from factlens.evaluation.unrelated_finetune import finetuned_copy
+
+    m = tiny_model()  # the planted model's huge planted weights make text fine-tuning unstable
+    snap = snapshot(m)
+    cfg = EvalConfig(n_text_chunks=4, text_seq_len=16)
+    chunks, _ = finetune_data(m, planted_fact_model().task, "text", cfg)
+    st = UnrelatedFinetuneConfig(steps=8, lr=1e-2, rank=4, method=method)
+    work, cleanup, hist = finetuned_copy(m, chunks, settings=st, config=cfg)
+    assert hist[-1] < 0.8 * hist[0]  # measured: 7.75 -> 5.19 (LoRA), 7.75 -> 4.47 (full)
+    cleanup()
+    assert_unchanged(m, snap)
+
+
+# -- damage flag -----------------------------------------------------------------------------
+def test_attack_damage_flags_an_attack_that_breaks_the_original():
+    keep = TaskScores({str(i): 1.0 for i in range(8)}, {}, {str(i): 1.0 for i in range(8, 16)})
+    broke = TaskScores({str(i): float(i >= 3) for i in range(8)}, {}, {str(i): 1.0 for i in range(8, 16)})  # 1.0 -> 0.625
+    d = attack_damage(keep, broke)
+    assert d["damaged"] is True and d["n_lost"] == 3 and d["forget_drop"] == pytest.approx(0.375)
+    assert attack_damage(keep, keep)["damaged"] is False
+    assert attack_damage(None, keep)["damaged"] is None
+    with pytest.raises(ValueError, match="tolerance"):
+        attack_damage(keep, keep, tolerance=2)
+
+
+def test_soft_prompts_and_relearning_report_damage_and_budget():
+    from factlens.evaluation.relearning import run_relearning
+    from factlens.evaluation.soft_prompts import run_soft_prompts
+
+    p = planted_fact_model()
+    cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1, relearn_steps=2, relearn_rank=4)
+    edited = copy.deepcopy(p.model)
+    s = run_soft_prompts(edited, p.task, original=p.model, config=cfg, show_progress=False)
+    dmg = s.extra["attack_damage"]
+    assert dmg["damaged"] in (True, False) and dmg["n_facts"] == len(s.extra["half_b"])
+    assert dmg["accuracy_before"] == s["soft_prompt_forget_accuracy_before"].baseline
+    assert dmg["accuracy_after"] == pytest.approx(s["soft_prompt_forget_accuracy"].baseline)
+    rl = run_relearning(edited, p.task, original=p.model, config=cfg, show_progress=False)
+    assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearn_lr, "rank": 4, "batch_size": cfg.relearn_batch_size,
+                                  "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"]}
+
+
+# -- every suite through evaluate(): model unchanged, no hooks ----------------------------------
+@pytest.mark.parametrize("suite", ["quantization", "update_size", "unrelated_finetune", "direction_ablation"])
+def test_suites_leave_models_unchanged(sub_bin, suite):
+    p, orig, edited, task, er, _ = sub_bin
+    snaps = snapshot(edited), snapshot(orig)
+    cfg = EvalConfig(n_text_chunks=2, text_seq_len=16)
+    res = evaluate(edited, task, original=orig, suites=[suite], edit_result=er, mask=er.mask, config=cfg,
+                   show_progress=False)
+    assert res[suite].metrics
+    if suite != "update_size":
+        assert {r["record_id"] for r in res[suite].per_fact} == {r.id for r in (*task.forget, *task.maintain)}
+    for m, snap in zip((edited, orig), snaps):
+        assert_unchanged(m, snap)
+        assert no_hooks(m)
+
+
+def test_quantized_copy_gqa_model_is_separate():
+    m = tiny_model(variant="gqa_gated")
+    snap = snapshot(m)
+    q, info = quantized_copy(m, "int4")
+    toks = m.to_tokens("LeBron James plays the sport of")
+    assert torch.isfinite(q(toks)).all() and info["relative_error"] > 0
+    assert not torch.equal(q.blocks[0].attn._W_K, m.blocks[0].attn._W_K)
+    assert_unchanged(m, snap)
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_bad_settings_are_refused_with_clear_errors(sub_bin):
+    p, orig, edited, task, er, _ = sub_bin
+    with pytest.raises(ValueError, match="schemes"):
+        QuantizationConfig(schemes=("fp8",))
+    with pytest.raises(ValueError, match="neighborhood"):
+        QuantizationConfig(formats=("neighborhood",))
+    with pytest.raises(ValueError, match="int4"):
+        QuantizationConfig(backend="bitsandbytes")
+    with pytest.raises(ValueError, match="method"):
+        UnrelatedFinetuneConfig(method="rlhf")
+    with pytest.raises(ValueError, match="positions"):
+        DirectionAblationConfig(positions=("first",))
+    with pytest.raises(ValueError, match="log10_min"):
+        UpdateSizeConfig(log10_min=1, log10_max=0)
+    with pytest.raises(ValueError, match="edit_result"):
+        evaluate(edited, task, suites=["update_size"], show_progress=False)
+    with pytest.raises(TypeError, match="QuantizationConfig"):
+        run_quantization(edited, task, quantization_config=UpdateSizeConfig(), show_progress=False)
+    with pytest.raises(ValueError, match="scheme"):
+        quantize_matrix(torch.ones(2, 2), "fp4")

@@ -1,0 +1,328 @@
+"""Evaluation entry point and the standard / formats / side-effects suites (tiny and planted models)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from factlens.data import counterfact, sports_facts
+from factlens.data.mmlu import MMLUQuestion, load_mmlu, mmlu_accuracy, mmlu_prompt
+from factlens.evaluation import SUITES, EvalConfig, EvalResult, evaluate, suite_function
+from factlens.evaluation.formats import run_formats
+from factlens.evaluation.side_effects import run_side_effects
+from factlens.evaluation.standard import not_above_chance, run_standard
+from factlens.tasks import counterfact_editing, sports_athlete_editing, sports_unlearning
+from factlens.testing import planted_fact_model, tiny_model
+
+FAST_TEXT = EvalConfig(n_text_chunks=3, text_seq_len=16)
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_fact_model()
+
+
+@pytest.fixture(scope="module")
+def edited(planted):
+    """A copy of the planted model whose lookup MLP maps every forget subject to its edit target."""
+    m = copy.deepcopy(planted.model)
+    attr = planted.layout["attr"]
+    with torch.no_grad():
+        W_out = m.blocks[planted.lookup_layer].mlp.W_out
+        for r in planted.task.forget:
+            i = int(r.id)  # planted ids are subject indices = lookup neuron indices
+            W_out[i, attr[r.answer]] -= 2.0
+            W_out[i, attr[r.target_new]] += 2.0
+    return m
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, {n: p.requires_grad for n, p in
+                                                                            model.named_parameters()}
+
+
+def _assert_unchanged(model, before):
+    params, flags = before
+    after = model.state_dict()
+    assert params.keys() == after.keys()
+    assert all(torch.equal(params[k], after[k]) for k in params)
+    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
+    assert not any(hp.has_hooks() for hp in model.hook_dict.values())
+    for mod in model.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks and not mod._backward_hooks
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def test_eval_config_round_trip_and_validation():
+    cfg = EvalConfig(formats=["mcq", "paraphrase"], probe_layers=[1, 2], mmlu_source="x")
+    assert cfg.formats == ("mcq", "paraphrase") and cfg.probe_layers == (1, 2)
+    assert EvalConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(seed=3).seed == 3 and cfg.seed == 0
+    assert hash(cfg) == hash(EvalConfig.from_dict(cfg.to_dict()))
+    with pytest.raises(ValueError, match="unknown formats"):
+        EvalConfig(formats=["nope"])
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown EvalConfig fields"):
+        EvalConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="unknown EvalConfig fields"):
+        cfg.replace(bogus=1)
+
+
+# --- standard ---------------------------------------------------------------------------------
+
+
+def test_standard_unedited_planted(planted):
+    t = planted.task
+    r = run_standard(planted.model, t, original=planted.model, show_progress=False)
+    assert r["forget_accuracy"].value == 1.0 and r["forget_accuracy"].n == len(t.forget)
+    assert r["edit_accuracy"].value == 0.0 and r["edit_prob"].value < 0.01
+    assert r["maintain_accuracy"].value == 1.0 and r["maintain_accuracy"].n == len(t.maintain)
+    assert r["forget_prob"].value > 0.99 and r["maintain_prob"].value > 0.99
+    for m in r.metrics:
+        assert m.baseline == pytest.approx(m.value) and not m.at_chance and m.unit == "facts"
+    assert not r["forget_accuracy"].higher_is_better and r["edit_accuracy"].higher_is_better
+    splits = [row["split"] for row in r.per_fact]
+    assert splits.count("forget") == len(t.forget) and splits.count("maintain") == len(t.maintain)
+    row = r.per_fact[0]
+    assert {"record_id", "subject", "answer", "target", "answer_wins", "p_answer", "baseline_p_answer"} <= set(row)
+    assert row["record_id"] == t.forget[0].id and row["target"] == t.forget[0].target_new
+
+
+def test_standard_edited_planted_and_no_original(planted, edited):
+    t = planted.task
+    r = run_standard(edited, t, original=planted.model, show_progress=False)
+    assert r["forget_accuracy"].value == 0.0 and r["forget_accuracy"].baseline == 1.0
+    assert r["edit_accuracy"].value == 1.0 and r["edit_accuracy"].baseline == 0.0
+    assert r["maintain_accuracy"].value == 1.0
+    r0 = run_standard(edited, t, show_progress=False)
+    assert all(m.baseline is None and not m.at_chance for m in r0.metrics)
+    assert "original=None" in r0.extra["baseline_note"]
+    assert "baseline_p_answer" not in r0.per_fact[0]
+
+
+def test_standard_unlearning_has_no_edit_metrics(planted):
+    t = sports_unlearning(planted.dataset, "basketball", n_maintain=8)
+    r = run_standard(planted.model, t, original=planted.model, show_progress=False)
+    names = [m.name for m in r.metrics]
+    assert "forget_accuracy" in names and not any(n.startswith("edit_") for n in names)
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def test_formats_planted(planted, edited):
+    t = planted.task
+    r = run_formats(planted.model, t, original=planted.model, config=EvalConfig(formats=["mcq", "paraphrase",
+                                                                                       "professional"]),
+                    show_progress=False)
+    assert r.extra["formats"] == ["paraphrase", "professional"] and r.extra["unavailable_formats"] == ["mcq"]
+    assert not any(m.name.startswith("mcq") for m in r.metrics)
+    assert r["paraphrase_forget_error"].value == 0.0 and r["paraphrase_edit_accuracy"].value == 0.0
+    assert r["professional_maintain_accuracy"].value == 1.0
+    assert r.extra["at_chance_formats"] == [] and not any(m.at_chance for m in r.metrics)
+    fb = {(b["format"], b["split"]): b for b in r.extra["format_baselines"]}
+    assert set(fb) == {(f, s) for f in ("paraphrase", "professional") for s in ("forget", "maintain")}
+    assert fb[("paraphrase", "forget")]["accuracy"] == 1.0 and fb[("paraphrase", "maintain")]["n_facts"] == len(t.maintain)
+    # the planted edit lives in the lookup MLP, so it generalizes to the other phrasing
+    e = run_formats(edited, t, original=planted.model, config=EvalConfig(formats=["professional"]), show_progress=False)
+    assert e["professional_edit_accuracy"].value == 1.0 and e["professional_edit_accuracy"].baseline == 0.0
+    assert e["professional_forget_error"].value == 1.0 and e["professional_forget_error"].baseline == 0.0
+    # without the original: no baselines, no flags, a note
+    n = run_formats(edited, t, config=EvalConfig(formats=["professional"]), show_progress=False)
+    assert all(m.baseline is None for m in n.metrics) and "baseline_note" in n.extra
+
+
+def test_formats_random_tiny_model_is_at_chance(tiny):
+    task = sports_athlete_editing(sports_facts(), n_forget=16, seed=1, n_retain=0, n_maintain=32)
+    r = run_formats(tiny, task, original=tiny, show_progress=False)
+    assert set(r.extra["formats"]) == {"mcq", "zero_shot", "professional", "sport_played"}
+    assert sorted(r.extra["at_chance_formats"]) == sorted(r.extra["formats"])
+    assert r.metrics and all(m.at_chance for m in r.metrics)
+    assert r["mcq_forget_error"].n == 16 and r["mcq_maintain_accuracy"].n == 32
+    mcq = [b for b in r.extra["format_baselines"] if b["format"] == "mcq"]
+    assert all(b["chance"] == pytest.approx(0.25) for b in mcq)
+
+
+def test_formats_counterfact_tiny(tiny):
+    task = counterfact_editing(counterfact(), n_forget=6, n_retain=0, n_maintain=6)
+    r = run_formats(tiny, task, original=tiny, config=EvalConfig(formats=["paraphrase", "neighborhood"]),
+                    show_progress=False)
+    m = r["neighborhood_edit_error"]
+    assert m.n == 6 and not m.higher_is_better and 0 <= m.value <= 1
+    assert r["paraphrase_edit_accuracy"].n == 6
+    # CounterFact candidates are (true, target): chance 0.5; prompts whose answer is the target are skipped
+    assert all(b["chance"] == pytest.approx(0.5) for b in r.extra["format_baselines"])
+    rows = [row for row in r.per_fact if row["format"] == "neighborhood"]
+    assert all(row["answer"] != row["target"] for row in rows)
+
+
+def test_not_above_chance():
+    assert not_above_chance(0.30, 0.25, 57) and not not_above_chance(0.6, 0.25, 57)
+    assert not_above_chance(float("nan"), 0.25, 10)
+
+
+# --- side effects -----------------------------------------------------------------------------
+
+
+def test_side_effects_text(tiny):
+    r = run_side_effects(tiny, original=tiny, config=FAST_TEXT, show_progress=False)
+    kl, acc, loss = r["kl_divergence"], r["next_token_accuracy"], r["next_token_loss"]
+    assert kl.value == 0.0 and kl.unit == "tokens" and kl.n == 3 * 15
+    assert 0.0 <= acc.value <= 1.0 and acc.baseline == acc.value
+    assert math.isfinite(loss.value) and loss.value > 0 and not loss.higher_is_better
+    assert "MMLU skipped" in r.extra["mmlu_note"] and len(r.extra["text_chunks"]) == 3
+    # a separate but identical copy: KL ~ 0
+    r2 = run_side_effects(copy.deepcopy(tiny), original=tiny, config=FAST_TEXT, show_progress=False)
+    assert abs(r2["kl_divergence"].value) < 1e-6
+    # a perturbed model: KL > 0; without an original: no KL, with a note
+    noisy = copy.deepcopy(tiny)
+    with torch.no_grad():
+        noisy.blocks[0].mlp.W_out.add_(0.5 * torch.randn_like(noisy.blocks[0].mlp.W_out))
+    r3 = run_side_effects(noisy, original=tiny, config=FAST_TEXT, show_progress=False)
+    assert r3["kl_divergence"].value > 0 and r3["next_token_loss"].baseline == pytest.approx(loss.value)
+    r4 = run_side_effects(tiny, config=FAST_TEXT, show_progress=False)
+    assert "kl_note" in r4.extra and [m.name for m in r4.metrics] == ["next_token_accuracy", "next_token_loss"]
+
+
+def test_mmlu_local_csv(tmp_path, tiny):
+    (tmp_path / "high_school_physics_dev.csv").write_text('"What is 2+2?",3,4,5,6,B\nWhy?,a,b,c,d,D\n')
+    (tmp_path / "anatomy_dev.csv").write_text("Bones?,1,2,3,4,A\n")
+    qs = load_mmlu(tmp_path)
+    assert len(qs) == 3 and qs[0].subject == "anatomy" and qs[1].choices == ("3", "4", "5", "6")
+    assert qs[1].answer_index == 1
+    assert {q.subject for q in load_mmlu(tmp_path, n=2, seed=0)} == {"anatomy", "high_school_physics"}
+    assert mmlu_prompt(qs[1]).startswith("The following are multiple choice questions (with answers) about high "
+                                         "school physics.\n\nWhat is 2+2?\nA. 3\nB. 4")
+    assert mmlu_prompt(qs[1], [qs[2]]).count("Answer:") == 2
+    res = mmlu_accuracy(tiny, qs, n_shots=1)
+    assert res.n == 3 and 0 <= res.accuracy <= 1 and res.chance == 0.25
+    (tmp_path / "bad.csv").write_text("q,a,b\n")
+    with pytest.raises(ValueError, match="6 columns"):
+        load_mmlu(tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError):
+        load_mmlu(tmp_path / "missing")
+    with pytest.raises(ValueError, match="4 choices"):
+        MMLUQuestion("x", "q", ("a", "b"), 0)
+
+
+def test_mmlu_unreachable_dataset(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(OSError, match="could not load MMLU dataset 'cais/mmlu:all'.*local folder"):
+        load_mmlu("cais/mmlu:all")
+
+
+def test_side_effects_mmlu_shared(shared_data, tiny):
+    src = shared_data / "mmlu" / "dev"
+    if not src.is_dir():
+        pytest.skip("no MMLU dev CSVs")
+    assert len(load_mmlu(src)) == 57 * 5
+    cfg = FAST_TEXT.replace(mmlu_source=str(src), n_mmlu=57)
+    r = run_side_effects(tiny, original=tiny, config=cfg, show_progress=False)
+    m = r["mmlu_accuracy"]
+    assert m.n == 57 and m.unit == "questions" and 0 <= m.value <= 1 and m.baseline == m.value
+    assert m.at_chance  # a random model
+    assert r.extra["mmlu_chance"] == 0.25 and len(r.extra["mmlu_questions"]) == 57
+    assert len(r.extra["mmlu_by_subject"]) == 57
+
+
+# --- evaluate() -------------------------------------------------------------------------------
+
+
+def test_evaluate_errors(planted):
+    with pytest.raises(ValueError, match="unknown evaluation suite.*known"):
+        evaluate(planted.model, planted.task, suites=["standard", "nope"], show_progress=False)
+    with pytest.raises(ValueError, match="mechanisms.*mask"):
+        evaluate(planted.model, planted.task, suites=["mechanisms"], show_progress=False)
+    with pytest.raises(ValueError, match="known"):
+        suite_function("nope")
+    assert set(SUITES.names()) >= {"standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms"}
+
+
+def test_evaluate_round_trip_and_hygiene(planted, edited, tmp_path):
+    before, before_orig = _state(edited), _state(planted.model)
+    cfg = FAST_TEXT.replace(formats=("professional",))
+    res = evaluate(edited, planted.task, original=planted.model, suites=("standard", "formats", "side_effects"),
+                   config=cfg, show_progress=False)
+    _assert_unchanged(edited, before)
+    _assert_unchanged(planted.model, before_orig)
+    assert list(res.suites) == ["standard", "formats", "side_effects"]
+    assert res.meta["model"] == "factlens-planted" and set(res.meta["seconds"]) == set(res.suites)
+    assert res.meta["config"] == cfg.to_dict() and res.task["n_forget"] == len(planted.task.forget)
+    assert res.metric("edit_accuracy").value == 1.0
+    assert res["formats"]["professional_edit_accuracy"].value == 1.0
+    path = tmp_path / "res.json"
+    res.save(path)
+    back = EvalResult.load(path)
+    assert back.to_dict() == EvalResult.from_dict(res.to_dict()).to_dict()
+    assert back.flat() == pytest.approx(res.flat())
+    assert back["standard"].per_fact == res["standard"].per_fact
+    frame = res.to_frame()
+    assert {"suite", "name", "value", "n", "baseline", "at_chance"} <= set(frame.columns)
+    assert np.isfinite(frame["value"]).all()
+
+
+def test_baseline_cache_reuses_the_original_and_changes_nothing():
+    """evaluate(baselines=cache): identical numbers, the original's computations done once."""
+    import copy
+
+    import torch
+
+    from factlens.evaluation import BaselineCache, EvalConfig, evaluate
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out.mul_(0.5)
+    cfg = EvalConfig(n_text_chunks=2, text_seq_len=16, relearn_steps=2, relearn_rank=4, soft_prompt_steps=2,
+                     soft_prompt_seeds=1)
+    suites = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
+    plain = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, show_progress=False)
+    cache = BaselineCache()
+    first = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, baselines=cache, show_progress=False)
+    misses = cache.misses
+    assert misses > 0 and cache.hits < misses
+    second = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, baselines=cache, show_progress=False)
+    assert cache.misses == misses and cache.hits >= misses  # everything on the original came from the cache
+    for res in (first, second):
+        a, b = plain.to_frame(), res.to_frame()
+        assert a[["suite", "name", "n"]].equals(b[["suite", "name", "n"]])
+        np.testing.assert_allclose(a["value"].astype(float), b["value"].astype(float), equal_nan=True)
+        np.testing.assert_allclose(a["baseline"].astype(float), b["baseline"].astype(float), equal_nan=True)
+    # the original changes -> its entries are dropped, not served
+    with torch.no_grad():
+        p.model.blocks[0].mlp.b_out.add_(0.0)  # no change: still cached
+    evaluate(edited, p.task, original=p.model, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+    assert cache.misses == misses
+    other = copy.deepcopy(p.model)
+    with pytest.raises(ValueError, match="another original"):
+        evaluate(edited, p.task, original=other, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+    saved = p.model.blocks[0].mlp.b_out.detach().clone()
+    with torch.no_grad():
+        p.model.blocks[0].mlp.b_out.add_(1.0)
+    try:
+        evaluate(edited, p.task, original=p.model, suites=("standard",), config=cfg, baselines=cache, show_progress=False)
+        assert cache.misses > misses  # recomputed on the changed original
+    finally:
+        with torch.no_grad():
+            p.model.blocks[0].mlp.b_out.copy_(saved)

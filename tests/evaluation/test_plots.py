@@ -1,0 +1,95 @@
+"""Plots of evaluation results, on small synthetic EvalResults."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+
+from factlens.evaluation.plots import metric_bars, metric_label, probe_curves, relearning_bars, spider_plot
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+
+
+def _result(shift: float = 0.0) -> EvalResult:
+    std = SuiteResult("standard", (
+        Metric("forget_accuracy", 0.1 + shift, 8, baseline=1.0, higher_is_better=False, stderr=0.05),
+        Metric("edit_accuracy", 0.8 - shift, 8, baseline=0.0),
+        Metric("maintain_accuracy", 0.95, 20, baseline=1.0),
+    ))
+    fmts = SuiteResult("formats", (
+        Metric("mcq_forget_error", 0.4 + shift, 8, baseline=0.0),
+        Metric("mcq_edit_accuracy", 0.3, 8, baseline=0.0, at_chance=True),
+        Metric("neighborhood_maintain_accuracy", 0.9, 8, baseline=0.95),
+    ))
+    side = SuiteResult("side_effects", (Metric("next_token_loss", 3.2, 512, "tokens", higher_is_better=False),
+                                        Metric("mmlu_accuracy", 0.3, 57, "questions", baseline=0.32)))
+    rel = SuiteResult("relearning", (
+        Metric("relearn_forget_accuracy", 0.5 + shift, 4, baseline=1.0, higher_is_better=False, stderr=0.2),
+        Metric("relearn_forget_accuracy_before", 0.1, 4, baseline=1.0, higher_is_better=False),
+    ))
+    soft = SuiteResult("soft_prompts", (Metric("soft_prompt_forget_accuracy", 0.25, 4, higher_is_better=False),))
+    probes = SuiteResult("probes", (
+        Metric("probe_true_accuracy_max", 0.9, 8, higher_is_better=False),
+        Metric("probe_target_accuracy_max", 0.2, 8),
+    ), extra={"layers": [0, 1, 2, 3], "true": [0.3, 0.4, 0.9, 0.8], "target": [0.3, 0.2, 0.1, None],
+              "maintain_cv": [0.3, 0.5, 1.0, 1.0], "chance": 0.34,
+              "baseline": {"true": [0.3, 0.4, 1.0, 1.0], "target": [0.3, 0.3, 0.0, 0.0], "maintain_cv": [0.3, 0.5, 1.0, 1.0]}})
+    return EvalResult({s.suite: s for s in (std, fmts, side, rel, soft, probes)}, {"name": "toy"})
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {"flu": _result(0.0), "all_mlps": _result(0.2)}
+
+
+def test_spider_plot(results):
+    fig = spider_plot(results)
+    assert isinstance(fig, go.Figure) and len(fig.data) == 2
+    theta = list(fig.data[0].theta)
+    assert "1 - Forget" in theta and "MMLU" in theta and "Text Loss" not in theta  # loss is not in [0, 1]
+    # lower-is-better metrics are flipped: 1 - 0.1
+    assert fig.data[0].r[theta.index("1 - Forget")] == pytest.approx(0.9)
+    assert len(spider_plot(results["flu"], metrics=["forget_accuracy", "maintain_accuracy", "edit_accuracy"]).data) == 1
+    with pytest.raises(ValueError, match="none of the metrics"):
+        spider_plot(results, metrics=["no_such_metric"])
+
+
+def test_metric_bars(results):
+    fig = metric_bars(results)
+    assert isinstance(fig, go.Figure) and len(fig.data) == 3  # original + two localizations
+    assert fig.data[0].name == "original"
+    assert {"Forget", "Edit", "Maintain", "MCQ Forget Error", "MCQ Edit", "Neighborhood", "MMLU"} <= set(fig.data[1].x)
+    fig2 = metric_bars(results, ["forget_accuracy"], show_baseline=False)
+    assert len(fig2.data) == 2
+
+
+def test_probe_curves(results):
+    fig = probe_curves(results["flu"])
+    names = [t.name for t in fig.data]
+    assert isinstance(fig, go.Figure) and "true answer" in names and "edit target" in names
+    assert probe_curves(results["flu"]["probes"]).data  # a SuiteResult works too
+    assert len(probe_curves(results).data) == 4  # true + target per localization
+    with pytest.raises(ValueError, match="probes"):
+        probe_curves({"x": EvalResult({"standard": results["flu"]["standard"]})})
+
+
+def test_relearning_bars(results):
+    fig = relearning_bars(results)
+    assert isinstance(fig, go.Figure) and len(fig.data) == 2
+    assert list(fig.data[1].y) == pytest.approx([0.5, 0.7])
+    with pytest.raises(ValueError, match="relearn"):
+        relearning_bars({"x": EvalResult({"standard": results["flu"]["standard"]})})
+
+
+def test_metric_label_and_bad_input():
+    assert metric_label("forget_accuracy") == "Forget"
+    assert metric_label("paraphrase_edit_accuracy") == "Paraphrase Edit"
+    assert metric_label("zero_shot_maintain_accuracy") == "Zero-Shot Maintain"
+    assert metric_label("something_new") == "Something New"
+    with pytest.raises(TypeError):
+        metric_bars([1, 2])
+
+
+def test_roundtrip_results_plot(tmp_path, results):
+    path = tmp_path / "r.json"
+    results["flu"].save(path)
+    assert spider_plot({"flu": EvalResult.load(path)}).data

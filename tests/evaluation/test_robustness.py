@@ -1,0 +1,334 @@
+"""Robustness / mechanism suites: LoRA, relearning, soft prompts, probes, mechanisms."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from factlens.testing.invariants import no_hooks
+from factlens.components import Mask
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.lora import add_lora
+from factlens.evaluation.mechanisms import default_mechanisms, mechanism_counts, mechanism_table, run_mechanisms
+from factlens.evaluation.probes import run_probes
+from factlens.evaluation.relearning import run_relearning, split_halves
+from factlens.data.formats import format_prompts
+from factlens.evaluation.soft_prompts import _soft_logprobs, run_soft_prompts, soft_prompt_scores, train_soft_prompt
+from factlens.scoring import score_prompts
+from factlens.tasks import sports_athlete_editing
+from factlens.testing import planted_fact_model, tiny_model
+from factlens.tokens import _encode, answer_logprobs, final_logits, tokenize_prompts
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _unchanged(model, snap) -> bool:
+    params = dict(model.named_parameters())
+    return set(params) == set(snap) and all(torch.equal(params[n], t) for n, t in snap.items()) and all(
+        p.requires_grad and p.grad is None for p in params.values())
+
+
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_fact_model()
+
+
+@pytest.fixture(scope="module")
+def unlearned(planted):
+    """The planted model with the lookup neurons of the forget subjects zeroed (a perfect 'unlearning' edit)."""
+    m = copy.deepcopy(planted.model)
+    ids = [int(r.id) for r in planted.task.forget]  # neuron i belongs to subject i (record id i)
+    with torch.no_grad():
+        m.blocks[planted.lookup_layer].mlp.W_out[ids] = 0.0
+    return m
+
+
+# -- LoRA ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["standard", "gqa_gated"])
+def test_lora_starts_as_noop_and_removes_bitwise(variant):
+    m = tiny_model(variant=variant)
+    snap = _snapshot(m)
+    batch = tokenize_prompts(m, ["LeBron James plays the sport of", "Fact: Tiger Woods plays the sport of golf"])
+    before = final_logits(m, batch)
+    h = add_lora(m, rank=512)
+    # rank capped at the matrix view: W_Q [4, 32, 8] -> [32, 32]; grouped _W_K [2, 32, 8] -> [32, 16]
+    assert h.ranks["blocks.0.attn.W_Q"] == 32
+    key = "blocks.0.attn._W_K" if variant == "gqa_gated" else "blocks.0.attn.W_K"
+    assert h.ranks[key] == (16 if variant == "gqa_gated" else 32)
+    assert ("blocks.1.mlp.W_gate" in h.ranks) == (variant == "gqa_gated")
+    assert torch.equal(final_logits(m, batch), before)  # B = 0: exact no-op
+    with torch.no_grad():
+        for p in h.parameters():
+            p.add_(0.05)
+    assert not torch.allclose(final_logits(m, batch), before)
+    h.remove()
+    h.remove()  # idempotent
+    assert _unchanged(m, snap)
+    assert torch.equal(final_logits(m, batch), before)
+
+
+def test_lora_bad_input():
+    m = tiny_model()
+    with pytest.raises(ValueError, match="rank"):
+        add_lora(m, rank=0)
+    with pytest.raises(ValueError, match="no parameter matches"):
+        add_lora(m, rank=2, targets=["W_nonexistent"])
+
+
+# -- relearning -------------------------------------------------------------------------------------
+def test_split_halves_seeded(planted):
+    a, b = split_halves(planted.task.forget, seed=3)
+    a2, b2 = split_halves(planted.task.forget, seed=3)
+    assert a == a2 and b == b2 and len(a) + len(b) == len(planted.task.forget)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_halves(planted.task.forget[:1], seed=0)
+
+
+def test_relearning_on_unedited_model_is_noop_in_effect(planted):
+    snap = _snapshot(planted.model)
+    cfg = EvalConfig(relearn_steps=3, relearn_rank=8, n_text_chunks=4, text_seq_len=16)
+    r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg, show_progress=False)
+    assert r["relearn_forget_accuracy"].value == 1.0
+    assert r["relearn_forget_accuracy_before"].value == 1.0
+    assert r["relearn_forget_accuracy"].baseline == 1.0
+    assert r["relearn_maintain_accuracy"].value == 1.0
+    assert len(r.extra["history"]) == 3 and r.extra["sft"].startswith("text:")
+    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
+
+
+def test_relearning_after_unlearning(planted, unlearned):
+    snap = _snapshot(unlearned)
+    cfg = EvalConfig(relearn_steps=8, relearn_rank=8, relearn_lr=1e-2, n_text_chunks=4, text_seq_len=16)
+    r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
+    names = {m.name: m for m in r.metrics}
+    for m in names.values():
+        assert 0.0 <= m.value <= 1.0
+    assert names["relearn_forget_accuracy_before"].value == 0.0  # the unlearning worked
+    assert names["relearn_forget_accuracy"].baseline == 1.0  # the original knew the facts
+    # per-fact rows agree with the aggregates
+    b_rows = [row for row in r.per_fact if row["half"] == "B"]
+    a_rows = [row for row in r.per_fact if row["half"] == "A"]
+    assert len(a_rows) + len(b_rows) == len(planted.task.forget)
+    assert names["relearn_forget_accuracy"].value == pytest.approx(np.mean([x["answer_wins_after"] for x in b_rows]))
+    assert names["relearn_forget_accuracy"].n == len(b_rows)
+    # retraining half A brings half A back
+    assert names["relearn_train_accuracy"].value > names["relearn_train_accuracy_before"].value
+    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
+
+
+# -- soft prompts ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["planted", "tiny_rotary"])
+def test_soft_tokens_equal_real_tokens(planted, which):
+    """Soft vectors equal to real token embeddings reproduce the ordinary prompt (positions handled)."""
+    m = planted.model if which == "planted" else tiny_model(variant="gqa_gated")
+    ids = _encode(m, " plays the sport of")[0]
+    soft = m.embed(torch.tensor(ids)[None])[0].detach()
+    subj = [planted.dataset[0].subject, planted.dataset[1].subject]
+    got = _soft_logprobs(m, soft, subj, ["basketball", "football golf"])
+    want = answer_logprobs(m, [s + " plays the sport of" for s in subj], ["basketball", "football golf"])
+    torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["planted", "tiny_rotary"])
+def test_prepended_soft_tokens_equal_real_tokens(planted, which):
+    """position="prepend": soft vectors equal to a real prefix reproduce ``prefix + prompt``."""
+    m = planted.model if which == "planted" else tiny_model(variant="gqa_gated")
+    ids = _encode(m, "Fact:")[0]
+    soft = m.embed(torch.tensor(ids)[None])[0].detach()
+    prompts = [planted.dataset[0].subject + " plays the sport of", planted.dataset[1].subject + " plays the sport of"]
+    got = _soft_logprobs(m, soft, prompts, ["basketball", "football golf"], "prepend")
+    want = answer_logprobs(m, ["Fact:" + p for p in prompts], ["basketball", "football golf"])
+    torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-4)
+    items = format_prompts(planted.task.forget, "default")
+    scores = soft_prompt_scores(m, soft, items, position="prepend")
+    ref = score_prompts(m, [dataclasses.replace(it, prompt="Fact:" + it.prompt) for it in items])
+    np.testing.assert_allclose(scores["p_answer"], ref.p_answer_norm, rtol=1e-4)
+    with pytest.raises(ValueError, match="position"):
+        soft_prompt_scores(m, soft, items, position="middle")
+    with pytest.raises(ValueError, match="soft_prompt_position"):
+        EvalConfig(soft_prompt_position="middle")
+
+
+def test_soft_prompt_scores_match_ordinary_scoring(planted):
+    """The one-forward-per-prompt candidate path agrees with score_prompts on the written-out prompt."""
+    m = planted.model
+    soft = m.embed(torch.tensor(_encode(m, " plays the sport of")[0])[None])[0].detach()
+    items = format_prompts(planted.task.forget, "default")
+    short = [dataclasses.replace(it, prompt=it.prompt.removesuffix(" plays the sport of")) for it in items]
+    got = soft_prompt_scores(m, soft, short)
+    want = score_prompts(m, items)
+    assert np.array_equal(got["answer_wins"], want.answer_wins) and got["answer_wins"].all()
+    np.testing.assert_allclose(got["p_answer"], want.p_answer_norm, rtol=1e-4)
+
+
+def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
+    snap = _snapshot(unlearned)
+    cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_seeds=2, soft_prompt_len=3)
+    r1 = run_soft_prompts(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
+    r2 = run_soft_prompts(unlearned, planted.task, config=cfg, show_progress=False)
+    assert [s["losses"] for s in r1.extra["per_seed"]] == [s["losses"] for s in r2.extra["per_seed"]]
+    assert [m.value for m in r1.metrics] == [m.value for m in r2.metrics]
+    assert len(r1.extra["per_seed"]) == 2 and r1.extra["max_norm"] > 0
+    m = r1["soft_prompt_forget_accuracy"]
+    assert 0 <= m.value <= 1 and m.n == len(split_halves(planted.task.forget, seed=0)[1])
+    assert m.baseline is not None and r2["soft_prompt_forget_accuracy"].baseline is None
+    assert r1["soft_prompt_forget_accuracy_before"].value == 0.0
+    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
+    assert all(p.grad is None for p in unlearned.parameters())
+
+
+def test_soft_prompt_norm_bound(planted):
+    soft, losses = train_soft_prompt(planted.model, planted.task.forget, config=EvalConfig(soft_prompt_steps=3,
+                                     soft_prompt_len=4, soft_prompt_lr=1.0), max_norm=0.3)
+    assert soft.shape == (4, planted.model.cfg.d_model) and len(losses) == 3
+    assert float(soft.norm(dim=-1).max()) <= 0.3 + 1e-5
+
+
+# -- probes ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big_forget_task(planted):
+    return sports_athlete_editing(planted.dataset, n_forget=24, seed=0)
+
+
+def test_probes_find_the_planted_attribute(planted, big_forget_task):
+    snap = _snapshot(planted.model)
+    subj = run_probes(planted.model, big_forget_task, original=planted.model, position="subject_last",
+                      show_progress=False)
+    true = subj.extra["true"]
+    assert true[0] < 0.6  # before the lookup MLP: only the subject identity
+    assert all(t >= 0.9 for t in true[planted.lookup_layer:])
+    final = run_probes(planted.model, big_forget_task, position="final", show_progress=False)
+    t = final.extra["true"]
+    assert max(t[:2]) < 0.6 and min(t[2:]) >= 0.9  # after the extraction head (layer 2)
+    assert final["probe_true_accuracy_last"].value >= 0.9
+    # the unedited model never "believes" the edit target
+    assert final["probe_target_accuracy_last"].value <= 0.1
+    assert len(final.extra["maintain_cv"]) == planted.n_layers and len(final.per_fact) == 24
+    assert subj["probe_true_accuracy_max"].baseline == subj["probe_true_accuracy_max"].value
+    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
+
+
+def test_probes_after_unlearning_and_bad_input(planted, unlearned):
+    r = run_probes(unlearned, planted.task, original=planted.model, config=EvalConfig(probe_layers=(2, 3)),
+                   show_progress=False)
+    assert r.extra["layers"] == [2, 3]
+    assert r["probe_true_accuracy_last"].baseline >= 0.8 and r["probe_true_accuracy_last"].value <= 0.6
+    with pytest.raises(ValueError, match="out of range"):
+        run_probes(planted.model, planted.task, config=EvalConfig(probe_layers=(7,)), show_progress=False)
+    with pytest.raises(ValueError, match="position"):
+        run_probes(planted.model, planted.task, position="middle", show_progress=False)
+
+
+# -- mechanisms ---------------------------------------------------------------------------------------
+def test_mechanism_table_and_suite(planted):
+    mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), "extraction_heads": Mask.from_labels(["L2H1"]),
+            "extraction_mlps": Mask.empty()}
+    masks = {"flu": Mask.from_labels(["L1.mlp"]), "all_mlps": Mask.all_mlps(planted.model),
+             "nonlocalized": Mask.everything(planted.model)}
+    df = mechanism_table(masks, mech, planted.model).set_index("localization")
+    assert df.loc["flu", "fact_lookup_mlps_share"] == 1.0
+    assert df.loc["all_mlps", "fact_lookup_mlps_share"] == pytest.approx(0.25)
+    assert df.loc["all_mlps", "extraction_heads_params"] == 0
+    n_all = Mask.everything(planted.model).n_params(planted.model)
+    assert df.loc["nonlocalized", "n_params"] == n_all
+    assert df.loc["nonlocalized", "extraction_heads_params"] == Mask.from_labels(["L2H1"]).n_params(planted.model)
+    row = df.loc["nonlocalized"]
+    assert row["fact_lookup_mlps_params"] + row["extraction_heads_params"] + row["other_params"] == n_all
+
+    class FakeWeightMask:  # the interface of factlens.editing.weight_mask results
+        def counts_per_mechanism(self, threshold, mechanisms):
+            return {k: 10 * i for i, k in enumerate(mechanisms)}
+
+        def n_masked(self, threshold=None):
+            return 40
+
+    r = run_mechanisms(planted.model, planted.task, mask=masks["all_mlps"], mechanisms=mech, weight_mask=FakeWeightMask())
+    assert r["fact_lookup_mlps_share"].value == pytest.approx(0.25)
+    assert r["weight_mask_extraction_heads_count"].value == 10 and r["weight_mask_extraction_heads_share"].value == 0.25
+    with pytest.raises(ValueError, match="mechanisms"):
+        run_mechanisms(planted.model, planted.task, mask=masks["flu"])
+    with pytest.raises(ValueError, match="mask="):
+        run_mechanisms(planted.model, planted.task, mechanisms=mech)
+
+
+def test_mechanism_counts_gqa_shared_kv_counted_once():
+    m = tiny_model(variant="gqa")  # 4 heads, 2 KV groups: heads 0 and 1 share K/V
+    c = mechanism_counts(Mask.from_labels(["L0H0", "L0H1"]), {"h1": Mask.from_labels(["L0H1"])}, m)
+    assert c["n_params"] == Mask.from_labels(["L0H0", "L0H1"]).n_params(m)
+    assert c["h1_params"] == Mask.from_labels(["L0H1"]).n_params(m)  # includes the shared K/V slice
+    assert c["other_params"] == c["n_params"] - c["h1_params"]
+
+
+def test_default_mechanisms_planted(planted):
+    mech = default_mechanisms(planted.model, planted.dataset[:24], flu_scores=Mask.from_labels(["L1.mlp"]),
+                              show_progress=False)
+    assert mech["fact_lookup_mlps"].labels == ["L1.mlp"]
+    assert mech["extraction_heads"].labels == [planted.extraction_head.label]
+    assert planted.lookup_mlp not in mech["extraction_mlps"]
+
+
+# -- real model (slow) ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gemma_task():
+    from factlens.data import sports_facts
+
+    return sports_athlete_editing(sports_facts(), n_forget=8, seed=0, n_retain=12, n_maintain=8)
+
+
+@pytest.mark.slow
+def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
+    watched = ("blocks.0.attn.W_Q", "blocks.0.attn._W_K", "blocks.9.mlp.W_gate", "blocks.17.attn.W_O", "embed.W_E")
+    before = {n: p.detach().clone() for n, p in gemma.named_parameters() if n in watched}
+    names = [n for n, _ in gemma.named_parameters()]
+    flags = [p.requires_grad for p in gemma.parameters()]
+    assert set(before) == set(watched)
+    # soft tokens equal to real embeddings reproduce the written-out prompt (Gemma: scaled embeddings, rotary)
+    ids = _encode(gemma, " plays the sport of")[0]
+    with torch.no_grad():
+        soft_tokens = gemma.embed(torch.tensor(ids)[None])[0]
+        subjects = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James", "Fact: Tom Brady"]
+        got = _soft_logprobs(gemma, soft_tokens, subjects, ["basketball", "football"])
+    want = answer_logprobs(gemma, [s + " plays the sport of" for s in subjects], ["basketball", "football"])
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    cfg = EvalConfig(relearn_steps=1, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=2, soft_prompt_seeds=1,
+                     probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=16)
+    rel = run_relearning(gemma, gemma_task, config=cfg, show_progress=False)
+    assert all(0.0 <= m.value <= 1.0 for m in rel.metrics)
+    # rank 64 on every matrix of 18 layers: W_Q/_W_K/_W_V/W_O, W_in/W_gate/W_out
+    assert rel.extra["lora_params"] > 10_000_000 and len(rel.extra["history"]) == 1
+    soft = run_soft_prompts(gemma, gemma_task, config=cfg, show_progress=False)
+    assert 0.0 <= soft["soft_prompt_forget_accuracy"].value <= 1.0 and soft.extra["max_norm"] > 0
+    probes = run_probes(gemma, gemma_task, config=cfg, show_progress=False)
+    assert probes.extra["layers"] == [3, 9, 17] and len(probes.extra["true"]) == 3
+    assert [n for n, _ in gemma.named_parameters()] == names and no_hooks(gemma)
+    assert [p.requires_grad for p in gemma.parameters()] == flags and all(p.grad is None for p in gemma.parameters())
+    for n, p in gemma.named_parameters():
+        if n in before:
+            assert torch.equal(p, before[n]), n
+
+
+def test_evaluate_passes_a_learned_weight_mask_to_mechanisms(planted):
+    """evaluate(weight_mask=...) counts the learned mask's ablated weights per mechanism (Table 3)."""
+    from factlens.editing.weight_mask import WeightMaskConfig, learn_weight_mask
+    from factlens.evaluation import evaluate
+
+    mask = Mask.from_labels(["L1.mlp", "L2H1"])
+    wm = learn_weight_mask(planted.model, mask, planted.task,
+                           config=WeightMaskConfig(steps=5, lr=0.5, n_sft_chunks=2, l_sft=0.0), show_progress=False)
+    mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), "extraction_heads": Mask.from_labels(["L2H1"])}
+    res = evaluate(planted.model, planted.task, suites=["mechanisms"], mask=mask, mechanisms=mech, weight_mask=wm,
+                   weight_mask_threshold=0.9, show_progress=False)
+    counts = wm.counts_per_mechanism(0.9, mech)
+    r = res["mechanisms"]
+    assert r["weight_mask_masked"].value == wm.n_masked(0.9) > 0
+    for k in mech:
+        assert r[f"weight_mask_{k}_count"].value == counts[k]
+    assert res.meta["weight_mask_threshold"] == 0.9

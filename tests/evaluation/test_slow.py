@@ -1,0 +1,77 @@
+"""Standard, formats and side-effect suites on the real Gemma 3 270M (unedited: original = model)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from factlens.data import filter_known, sports_facts
+from factlens.evaluation import EvalConfig, evaluate
+from factlens.tasks import sports_athlete_editing
+
+pytestmark = pytest.mark.slow
+
+SHARED = Path(os.environ.get("FACTLENS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="module")
+def unedited_eval(gemma):
+    shared = SHARED if SHARED.is_dir() else None
+    sp = sports_facts()
+    # the built-in list is ordered by sport (its first 60 are all basketball): take 20 per sport
+    idx = [i for s in ("basketball", "baseball", "football") for i in [j for j, r in enumerate(sp) if r.answer == s][:20]]
+    known = filter_known(gemma, sp.subset(idx))
+    task = sports_athlete_editing(known, n_forget=8, n_retain=16, n_maintain=16)
+    cfg = EvalConfig(
+        n_text_chunks=4,
+        text_source=str(shared / "wikitext2" / "test.txt") if shared and (shared / "wikitext2").is_dir() else None,
+        mmlu_source=str(shared / "mmlu" / "dev") if shared and (shared / "mmlu" / "dev").is_dir() else None,
+        n_mmlu=57,
+    )
+    t0 = time.perf_counter()
+    res = evaluate(gemma, task, original=gemma, suites=("standard", "formats", "side_effects"), config=cfg,
+                   show_progress=False)
+    print(f"\nknown {known.meta['known']}; evaluate took {time.perf_counter() - t0:.1f}s {res.meta['seconds']}")
+    print(res.to_frame()[["suite", "name", "value", "n", "baseline", "at_chance"]].to_string())
+    return task, res
+
+
+def test_standard_unedited_gemma(unedited_eval):
+    task, res = unedited_eval
+    s = res["standard"]
+    assert s["forget_accuracy"].value == 1.0 and s["forget_accuracy"].n == 8  # known facts only
+    assert s["edit_accuracy"].value == 0.0 and s["maintain_accuracy"].value == 1.0
+    assert s["forget_prob"].value > 0.5 and s["edit_prob"].value < 0.3
+    assert all(m.baseline == pytest.approx(m.value) for m in s.metrics)
+    assert len(s.per_fact) == len(task.forget) + len(task.maintain)
+
+
+def test_formats_unedited_gemma(unedited_eval):
+    _, res = unedited_eval
+    f = res["formats"]
+    assert set(f.extra["formats"]) == {"mcq", "zero_shot", "professional", "sport_played"}
+    # Gemma 3 270M cannot do the multiple-choice format: flagged, so nobody reads it as robustness
+    assert "mcq" in f.extra["at_chance_formats"]
+    assert f["mcq_forget_error"].at_chance and f["mcq_maintain_accuracy"].at_chance
+    assert "professional" not in f.extra["at_chance_formats"]
+    assert f["professional_maintain_accuracy"].value > 0.8
+    assert len(f.extra["format_baselines"]) == 8  # 4 formats x (forget, maintain)
+
+
+def test_side_effects_unedited_gemma(unedited_eval):
+    _, res = unedited_eval
+    se = res["side_effects"]
+    assert se["kl_divergence"].value == 0.0
+    acc, loss = se["next_token_accuracy"], se["next_token_loss"]
+    assert 0.1 < acc.value < 0.7 and math.isfinite(loss.value) and 1.0 < loss.value < 10.0
+    assert acc.n == 4 * 63
+    if res.meta["config"]["mmlu_source"] is None:
+        pytest.skip("no MMLU CSVs in ../shared/data")
+    m = se["mmlu_accuracy"]
+    assert m.n == 57 and 0.0 <= m.value <= 1.0 and m.baseline == m.value
+    # measured: 0.30 (17/57; the model answers "D" most of the time) -> not above chance (0.25 + 2 SE)
+    assert m.at_chance == (m.value < 0.25 + 2 * math.sqrt(0.25 * 0.75 / 57))

@@ -1,0 +1,69 @@
+"""The localization registries: declared options match the functions; entries resolve; extension."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import factlens
+from factlens.components import Component
+from factlens.localization.registry import LOCALIZATIONS, METHODS, Localization, ScoringMethod, localization_mask
+from factlens.scores import ComponentScores
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_declared_options_match_the_function(method):
+    entry = METHODS.get(method)
+    params = inspect.signature(entry.fn.load()).parameters
+    kw = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    declared = set(entry.options)
+    assert kw <= declared, f"{method}: options the function takes but the entry does not declare: {kw - declared}"
+    if not has_var_kw:
+        assert declared <= kw, f"{method}: declared options the function does not take: {declared - kw}"
+
+
+def test_every_localization_resolves():
+    for loc in LOCALIZATIONS:
+        assert (loc.fixed is None) == (loc.scoring is not None), loc.name
+        if loc.mlps_only:
+            assert loc.budgeted, loc.name
+
+
+def test_unknown_names_and_options_raise_with_the_known_ones(planted):
+    with pytest.raises(ValueError, match="unknown localization method 'nope'; known: .*activation_patching"):
+        factlens.localize(planted.model, planted.dataset, method="nope")
+    with pytest.raises(TypeError, match="unknown option.*'ig_step'.*accepts"):
+        factlens.localize(planted.model, planted.dataset, method="attribution_patching", ig_step=3)
+    with pytest.raises(ValueError, match="unknown localization 'flux'"):
+        localization_mask(planted.model, planted.dataset, "flux")
+    with pytest.raises(ValueError, match="needs param_budget"):
+        localization_mask(planted.model, planted.dataset, "random")
+
+
+def test_localize_accepts_flu(planted):
+    scores = factlens.localize(planted.model, planted.dataset, method="flu", show_progress=False)
+    mask, _ = localization_mask(planted.model, planted.dataset, "flu", show_progress=False)
+    assert scores.name == "flu" and set(scores.to_mask(threshold=0.5)) == set(mask)
+    assert planted.lookup_mlp in set(mask)
+
+
+def _last_layer_mlp(model, dataset, *, seed: int = 0) -> ComponentScores:
+    """A toy method: 1 for the last MLP, 0 elsewhere (to show one-entry extension)."""
+    from factlens.localization.baselines import manual_scores
+
+    return manual_scores(model, dataset, components=[Component("mlp", model.cfg.n_layers - 1)])
+
+
+def test_a_new_method_is_one_function_and_one_entry(planted):
+    toy = ScoringMethod("last_mlp", _last_layer_mlp, ("seed",), "toy")
+    scores = factlens.localize(planted.model, planted.dataset, method=toy)
+    assert scores.top(1) == [Component("mlp", planted.model.cfg.n_layers - 1)]
+    loc = Localization("last_mlp", toy, budgeted=False, seeded=True)
+    mask, _ = localization_mask(planted.model, planted.dataset, loc)
+    assert set(mask) == {Component("mlp", planted.model.cfg.n_layers - 1)}
+    extended = METHODS.with_entry(toy)
+    assert "last_mlp" in extended and "last_mlp" not in METHODS
