@@ -12,6 +12,7 @@ functions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -64,6 +65,8 @@ class Localization:
             in the paper's comparison); otherwise the scores select by ``threshold``.
         fixed: ``"all_mlps"`` or ``"everything"`` for the masks that need no scores.
         threshold: Score threshold of unbudgeted, scored localizations (FLU scores are 1/0).
+        top_k: Select the ``top_k`` components with the largest ``|score|`` instead (unbudgeted):
+            ``causal_tracing_top_mlp`` is ROME's choice of the one MLP layer to edit.
         seeded: ``localization_mask(seed=...)`` is passed on to the method (random draws,
             FLU probe folds). Other methods keep their own ``seed`` option (default 0), so
             their scores do not depend on the run's seed unless asked.
@@ -76,8 +79,13 @@ class Localization:
     budgeted: bool = True
     fixed: Literal["all_mlps", "everything"] | None = None
     threshold: float = 0.5
+    top_k: int | None = None
     seeded: bool = False
     doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and (self.top_k < 1 or self.budgeted):
+            raise ValueError(f"localization {self.name!r}: top_k must be >= 1 and needs budgeted=False")
 
     @property
     def scoring(self) -> ScoringMethod | None:
@@ -121,6 +129,9 @@ def _localizations() -> tuple[Localization, ...]:
         seeded = m == "random"
         out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
         out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
+    for m in ("causal_tracing", "attribution_patching"):  # ROME edits one MLP: the top one of a method
+        out.append(Localization(f"{m}_top_mlp", m, mlps_only=True, budgeted=False, top_k=1,
+                                doc=f"the one MLP with the largest {m} score (for method='rome')"))
     out.append(Localization("manual", "manual", budgeted=False, doc="the components given as options"))
     return tuple(out)
 
@@ -197,11 +208,12 @@ def localization_mask(
         scores = scores.restrict("mlp")
     if scores.name != loc.name:
         scores = _renamed(scores, loc.name)
+    if loc.top_k is not None:
+        return scores.to_mask(top_k=loc.top_k, name=loc.name), scores
     if not loc.budgeted:
         return scores.to_mask(threshold=loc.threshold, name=loc.name), scores
     return scores.to_mask(param_budget=param_budget, name=loc.name), scores
 
 
 def _renamed(scores: ComponentScores, name: str) -> ComponentScores:
-    return ComponentScores(scores.components, scores.values, scores.method, scores.metric, scores.shape,
-                           dict(scores.extra), name)
+    return dataclasses.replace(scores, extra=dict(scores.extra), name=name)  # keeps the typed fields

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--localizations", help="comma-separated localizations "
                                            "(default: flu,causal_tracing,attribution_patching,random,all_mlps,nonlocalized)")
     r.add_argument("--methods", help="comma-separated edit methods crossed with the localizations: finetune (default), "
-                                     "rome (one-MLP masks), memit")
+                                     "rome (one-MLP masks: --localizations causal_tracing_top_mlp), memit")
     r.add_argument("--objectives", help="comma-separated training objectives crossed with the localizations: "
                                         "inject, unlearn, gradient_ascent, graddiff, npo, simnpo, rmu "
                                         "(default: the task's own)")
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--edit-preset", choices=("fast", "paper"), help="EditConfig.fast() (default) or EditConfig()")
     r.add_argument("--eval-preset", choices=("small", "full"), help="small evaluation sizes (default) or EvalConfig()")
     r.add_argument("--edit", action="append", type=_kv, metavar="KEY=VALUE", help="EditConfig field (repeatable)")
-    r.add_argument("--eval", action="append", type=_kv, metavar="KEY=VALUE", help="EvalConfig field (repeatable)")
+    r.add_argument("--eval", action="append", type=_kv, metavar="KEY=VALUE",
+                   help="EvalConfig field; a suite's setting as SUITE.FIELD, e.g. relearning.steps=5 (repeatable)")
     r.add_argument("--text-source", help="general text for side effects (e.g. ../shared/data/wikitext2/test.txt)")
     r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
     r.add_argument("--device", help="model device (default: cpu)")
@@ -132,9 +133,9 @@ def config_from_args(args: argparse.Namespace):
             d[name] = {**d.get(name, {}), **dict(pairs)}
     ev = dict(d.get("eval", {}))
     if args.text_source is not None:
-        ev["text_source"] = args.text_source
+        ev["text.source"] = args.text_source
     if args.mmlu_source is not None:
-        ev["mmlu_source"] = args.mmlu_source
+        ev["side_effects.mmlu_source"] = args.mmlu_source
     if ev:
         d["eval"] = ev
     if "model" not in d and d.get("task") == "planted":

@@ -29,8 +29,8 @@ def test_declared_options_match_the_function(method):
 def test_every_localization_resolves():
     for loc in LOCALIZATIONS:
         assert (loc.fixed is None) == (loc.scoring is not None), loc.name
-        if loc.mlps_only:
-            assert loc.budgeted, loc.name
+        if loc.mlps_only:  # MLP-only selections are either at the budget or the top-k MLPs
+            assert loc.budgeted or loc.top_k is not None, loc.name
 
 
 def test_unknown_names_and_options_raise_with_the_known_ones(planted):
@@ -67,3 +67,13 @@ def test_a_new_method_is_one_function_and_one_entry(planted):
     assert set(mask) == {Component("mlp", planted.model.cfg.n_layers - 1)}
     extended = METHODS.with_entry(toy)
     assert "last_mlp" in extended and "last_mlp" not in METHODS
+
+
+def test_top_mlp_localization_is_one_mlp_for_rome(planted):
+    # ROME edits one MLP layer: causal_tracing_top_mlp picks the MLP with the largest
+    # causal-tracing effect, which on the planted model is its fact-lookup MLP
+    mask, scores = localization_mask(planted.model, planted.dataset, "causal_tracing_top_mlp", show_progress=False)
+    assert set(mask) == {planted.lookup_mlp}
+    assert mask.name == "causal_tracing_top_mlp" and scores is not None
+    with pytest.raises(ValueError, match="top_k"):
+        Localization("bad", "random", top_k=1)  # a top-k selection cannot also be budgeted
