@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
@@ -28,6 +29,8 @@ __all__ = [
     "Component",
     "Mask",
     "ModelShape",
+    "resolve_components",
+    "COMPONENT_KEYWORDS",
     "resid_hook",
     "attn_hook",
     "mlp_hook",
@@ -160,6 +163,18 @@ class ModelShape:
     def all_mlps(self) -> list["Component"]:
         return [] if self.attn_only else [Component("mlp", l) for l in range(self.n_layers)]
 
+    def all_components(self) -> list["Component"]:
+        """Every head and MLP in the canonical order: layer by layer, a layer's heads then its MLP.
+
+        This is the order of every localization's scores (and of :class:`Mask` iteration).
+        """
+        out: list[Component] = []
+        for l in range(self.n_layers):
+            out += [Component("head", l, h) for h in range(self.n_heads)]
+            if not self.attn_only:
+                out.append(Component("mlp", l))
+        return out
+
 
 # --- components ------------------------------------------------------------------------
 
@@ -287,6 +302,93 @@ class Component:
     @property
     def mechanism_layer(self) -> int:
         return self.layer
+
+
+# --- component selection -------------------------------------------------------------------
+
+#: The keyword spellings of :func:`resolve_components` -> the kind they select (``None``: heads and MLPs).
+COMPONENT_KEYWORDS: dict[str, str | None] = {"all": None, "heads": "head", "head": "head", "mlps": "mlp", "mlp": "mlp"}
+
+_SPELLINGS = ("None or 'all' (every head and MLP), 'heads', 'mlps', one label such as 'L3H2' / 'L5.mlp', "
+              "or a list of Components / labels")
+
+
+def resolve_components(shape, spec=None, *, neurons: bool = False, what: str = "components") -> list[Component]:
+    """The components a ``components=`` option names, checked against the model.
+
+    Every localization method resolves its component option here, so all accept the same
+    spellings and list components in the same order.
+
+    Args:
+        shape: A :class:`ModelShape` (or a ``HookedTransformer`` / its config).
+        spec: ``None`` or ``"all"``: every head and MLP; ``"heads"`` / ``"mlps"`` (also
+            ``"head"`` / ``"mlp"``): every head / every MLP, all in the canonical order of
+            :meth:`ModelShape.all_components` (layer by layer, heads then the MLP). A
+            :class:`Component`, a label (``"L3H2"``, ``"L5.mlp"``) or a list of them: those
+            components, in the order given.
+        neurons: Accept single neurons (``"L5.N123"``); the patching methods score heads and
+            MLPs only.
+        what: The option's name, for error messages (``"senders"``, ``"receivers"``...).
+
+    Returns:
+        The components, without duplicates (a duplicate raises).
+
+    Raises:
+        ValueError: An unknown spelling or label (the message lists the valid spellings), an
+            empty selection, a duplicate, a neuron where ``neurons=False``, or a component
+            the model does not have.
+        TypeError: An item that is neither a :class:`Component` nor a label.
+
+    Example:
+        >>> s = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
+        >>> [c.label for c in resolve_components(s)]
+        ['L0H0', 'L0H1', 'L0.mlp', 'L1H0', 'L1H1', 'L1.mlp']
+        >>> [c.label for c in resolve_components(s, "mlps")], resolve_components(s, ["L1H0", "L0.mlp"])[1].label
+        (['L0.mlp', 'L1.mlp'], 'L0.mlp')
+    """
+    shape = shape if isinstance(shape, ModelShape) else ModelShape.of(shape)
+    if spec is None or (isinstance(spec, str) and spec in COMPONENT_KEYWORDS):
+        kind = COMPONENT_KEYWORDS[spec or "all"]
+        out = [c for c in shape.all_components() if kind is None or c.kind == kind]
+        if not out:
+            raise ValueError(f"{what}={spec!r}: the model is attention-only and has no MLPs")
+        return out
+    items = [spec] if isinstance(spec, (str, Component)) else spec
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{what} must be {_SPELLINGS}; got {spec!r}") from None
+    if not items:
+        raise ValueError(f"{what} is empty; pass {_SPELLINGS}")
+    out = [_checked(_as_component(it, what), shape, neurons, what) for it in items]
+    dup = sorted(c.label for c, n in Counter(out).items() if n > 1)
+    if dup:
+        raise ValueError(f"{what} contains duplicates: {dup}")
+    return out
+
+
+def _as_component(item, what: str) -> Component:
+    if isinstance(item, Component):
+        return item
+    if not isinstance(item, str):
+        raise TypeError(f"{what} must be {_SPELLINGS}; got the item {item!r}")
+    try:
+        return Component.parse(item)
+    except ValueError:
+        raise ValueError(f"{what}: cannot parse component label {item!r}; valid spellings: {_SPELLINGS}") from None
+
+
+def _checked(c: Component, shape: ModelShape, neurons: bool, what: str) -> Component:
+    if c.kind == "neuron" and not neurons:
+        raise ValueError(f"{what}: {c.label} is a neuron; this method scores heads and MLP layers, not single neurons")
+    if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads):
+        raise ValueError(f"{what}: {c.label} does not exist in a model with {shape.n_layers} layers x "
+                         f"{shape.n_heads} heads")
+    if c.kind != "head" and shape.attn_only:
+        raise ValueError(f"{what}: {c.label} does not exist: the model is attention-only and has no MLPs")
+    if c.kind == "neuron" and c.index >= shape.d_mlp:
+        raise ValueError(f"{what}: {c.label} does not exist: neuron index out of range (d_mlp={shape.d_mlp})")
+    return c
 
 
 # --- masks -----------------------------------------------------------------------------

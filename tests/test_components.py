@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from factlens.components import Component, Mask, ModelShape
+from factlens.components import Component, Mask, ModelShape, resolve_components
 from factlens.scores import ComponentScores
 from factlens.testing import tiny_model
 
@@ -86,3 +86,61 @@ def test_scores_budget_and_top(tmp_path):
     assert fig.data[0].zmid == 0
     df = sc.to_frame()
     assert len(df) == len(comps)
+
+
+# --- resolve_components: one set of spellings for every method ---------------------------------
+
+
+def _shape(**kw):
+    return ModelShape(**{"n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "d_model": 8, "d_head": 4, "d_mlp": 16, **kw})
+
+
+def test_resolve_components_spellings():
+    s = _shape()
+    every = ["L0H0", "L0H1", "L0.mlp", "L1H0", "L1H1", "L1.mlp"]
+    assert [c.label for c in s.all_components()] == every
+    assert list(Mask(frozenset(s.all_components()))) == s.all_components()  # the order of Mask iteration
+    for spec in (None, "all"):
+        assert [c.label for c in resolve_components(s, spec)] == every
+    for spec in ("heads", "head"):
+        assert [c.label for c in resolve_components(s, spec)] == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    for spec in ("mlps", "mlp"):
+        assert [c.label for c in resolve_components(s, spec)] == ["L0.mlp", "L1.mlp"]
+    # explicit components keep the order given, as labels, Components, a single one or a Mask
+    assert resolve_components(s, ["L1.mlp", Component("head", 0, 1)]) == [Component("mlp", 1), Component("head", 0, 1)]
+    assert resolve_components(s, "L1H0") == resolve_components(s, Component("head", 1, 0)) == [Component("head", 1, 0)]
+    assert resolve_components(s, ("L0.mlp",)) == [Component("mlp", 0)]
+    assert resolve_components(s, Mask.from_labels(["L1.mlp", "L0H0"])) == [Component("head", 0, 0), Component("mlp", 1)]
+    assert resolve_components(s, ["L0.N3", "L1H1"], neurons=True) == [Component("neuron", 0, 3), Component("head", 1, 1)]
+    # a model or its config works as the shape
+    m = tiny_model(n_layers=2)
+    assert resolve_components(m) == ModelShape.of(m).all_components()
+    # attention-only models have no MLPs
+    attn = _shape(attn_only=True)
+    assert [c.label for c in resolve_components(attn)] == ["L0H0", "L0H1", "L1H0", "L1H1"]
+
+
+@pytest.mark.parametrize("spec, kw, err, match", [
+    ("everything", {}, ValueError, r"components: cannot parse .*'everything'.*valid spellings: None or 'all'.*'heads', 'mlps'"),
+    ("L0 mlp", {}, ValueError, "cannot parse"),
+    ([], {}, ValueError, "components is empty; pass None or 'all'"),
+    (["L0H0", "L1.mlp", "L0H0"], {}, ValueError, r"duplicates: \['L0H0'\]"),
+    (["L0.N3"], {}, ValueError, "L0.N3 is a neuron.*not single neurons"),
+    (["L2H0"], {}, ValueError, "L2H0 does not exist in a model with 2 layers x 2 heads"),
+    (["L0H2"], {}, ValueError, "L0H2 does not exist"),
+    (["L0.N16"], {"neurons": True}, ValueError, r"L0.N16 does not exist: neuron index out of range \(d_mlp=16\)"),
+    ([3], {}, TypeError, "components must be None or 'all'.*got the item 3"),
+    (3, {}, TypeError, "components must be None or 'all'"),
+    (["L9.mlp"], {"what": "senders"}, ValueError, "^senders: L9.mlp does not exist"),
+])
+def test_resolve_components_errors(spec, kw, err, match):
+    with pytest.raises(err, match=match):
+        resolve_components(_shape(), spec, **kw)
+
+
+def test_resolve_components_attention_only_errors():
+    attn = _shape(attn_only=True)
+    with pytest.raises(ValueError, match="components='mlps': the model is attention-only"):
+        resolve_components(attn, "mlps")
+    with pytest.raises(ValueError, match="L0.mlp does not exist: the model is attention-only"):
+        resolve_components(attn, ["L0.mlp"])
