@@ -125,7 +125,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
             t = time.perf_counter()
             s = activation_patching(model, recs, include_resid=False, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
-        res["patched"] = dict(zip([c.label for c in s.components], s.extra["patched"]))
+        res["patched"] = dict(zip([c.label for c in s.components], s.patched.tolist()))
     elif method == "factlens_resid":
         from factlens.localization.activation import activation_patching
 
@@ -133,7 +133,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
             t = time.perf_counter()
             s = activation_patching(model, recs, include_resid=True, show_progress=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
-        res["n_resid_patches"] = len(s.extra["resid"]) * len(s.extra["resid"][0])
+        res["n_resid_patches"] = int(s.resid.values.size)
     elif method == "transformer_lens":
         import pandas as pd
         from transformer_lens import patching as tlp

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,7 +12,97 @@ import numpy as np
 
 from factlens.components import Component, Mask, ModelShape
 
-__all__ = ["ComponentScores"]
+__all__ = ["ComponentScores", "ResidMap"]
+
+
+def _floats(x: Any, ndim: int, what: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must be a {ndim}-d array, got shape {a.shape}")
+    return a
+
+
+@dataclass(frozen=True)
+class ResidMap:
+    """A layer x position map over the residual stream (one ``hook_resid_pre`` state patched at a time).
+
+    Prompts of different lengths are right-aligned on their last token: column ``j`` is the
+    position ``offsets[j]`` relative to the end (``-1`` = last token) and averages the
+    ``counts[j]`` prompts long enough to have it; for prompts of equal length the columns are
+    the absolute positions.
+
+    Attributes:
+        values: ``[n_layers, n_positions]``, in the units of the method's component scores.
+        offsets: Position of each column relative to the last token.
+        counts: Prompts averaged into each column.
+        tokens: The longest prompt's tokens (column labels).
+        by_role: ``[n_layers, len(roles)]``: the map averaged over ROME's token roles instead
+            of positions (NaN where no prompt has the role), or ``None``.
+        roles: The roles of ``by_role``'s columns.
+        patched: ``[n_layers, n_positions]`` raw averaged metric of each patched run (before
+            the effect and normalization; activation patching), or ``None``.
+
+    Example:
+        >>> m = ResidMap([[0.0, 1.0]], offsets=[-2, -1], counts=[1, 2])
+        >>> ResidMap.from_dict(m.to_dict()).values.tolist(), m.n_positions
+        ([[0.0, 1.0]], 2)
+    """
+
+    values: np.ndarray
+    offsets: tuple[int, ...]
+    counts: tuple[int, ...]
+    tokens: tuple[str, ...] = ()
+    by_role: np.ndarray | None = None
+    roles: tuple[str, ...] = ()
+    patched: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "values", _floats(self.values, 2, "ResidMap.values"))
+        set_(self, "offsets", tuple(int(o) for o in self.offsets))
+        set_(self, "counts", tuple(int(c) for c in self.counts))
+        set_(self, "tokens", tuple(str(t) for t in self.tokens))
+        set_(self, "roles", tuple(str(r) for r in self.roles))
+        set_(self, "by_role", _floats(self.by_role, 2, "ResidMap.by_role"))
+        set_(self, "patched", _floats(self.patched, 2, "ResidMap.patched"))
+        n = self.values.shape[1]
+        if len(self.offsets) != n or len(self.counts) != n or (self.tokens and len(self.tokens) != n):
+            raise ValueError(f"ResidMap: {n} columns but {len(self.offsets)} offsets, {len(self.counts)} counts "
+                             f"and {len(self.tokens)} tokens")
+        if self.by_role is not None and self.by_role.shape != (self.values.shape[0], len(self.roles)):
+            raise ValueError(f"ResidMap.by_role has shape {self.by_role.shape}; expected "
+                             f"{(self.values.shape[0], len(self.roles))} (rows x roles)")
+        if self.patched is not None and self.patched.shape != self.values.shape:
+            raise ValueError(f"ResidMap.patched has shape {self.patched.shape}; expected {self.values.shape}")
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.values.shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: _jsonable(v) for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResidMap":
+        return cls(**d)
+
+
+#: Keys that older saved scores kept in ``extra``: typed field -> old key(s), first found wins.
+_LEGACY = {
+    "per_example": ("per_example",),
+    "example_ids": ("per_example_ids", "record_ids"),
+    "clean_metric": ("clean_metric", "clean_prob_per_example"),
+    "corrupted_metric": ("corrupted_metric", "noised_prob_per_example"),
+    "patched": ("patched",),
+    "dropped_ids": ("dropped_ids",),
+}
+#: Old ``extra`` keys that are now derived (properties) or folded into a :class:`ResidMap`.
+_LEGACY_DERIVED = ("clean_mean", "corrupted_mean", "clean_prob", "noised_prob", "n_examples", "n_dropped",
+                   "resid", "resid_offsets", "resid_counts", "resid_tokens", "resid_by_role", "resid_patched",
+                   "roles", "mlp_window", "mlp_window_by_role")
 
 
 @dataclass(frozen=True)
@@ -19,15 +110,28 @@ class ComponentScores:
     """Scores aligned with components, from one localization method.
 
     Attributes:
-        components: The scored components.
+        components: The scored components (:meth:`ModelShape.all_components` order unless a
+            method was given its own list).
         values: One score per component (``float64``); larger ``|value|`` = more important.
         method: The method name (``"activation_patching"``, ...).
         metric: What the score measures (``"logit_diff"``, ``"prob"``, ``"probe_accuracy"``...).
         shape: The model's :class:`ModelShape`, used for parameter budgets and plotting.
-        extra: Method-specific arrays and metadata (JSON-serializable): e.g.
-            ``"resid"`` (layer x position patching), ``"probe_accuracy"`` per layer,
-            ``"per_example"`` scores, ``"flu_layers"``.
+        extra: Method-specific, JSON-serializable details (options used, probe curves,
+            ``flu_layers``...); each method's docstring lists its keys.
         name: Optional name of the localization (``"flu"``, ``"causal_tracing_mlps"``).
+
+    The patching methods also fill these keyword fields (``None`` where a method has no such thing):
+
+    * ``per_example`` ``[n_components, n_examples]``: the per-example values whose mean is the
+      score (activation patching: the raw patched metric, whose mean is ``patched``);
+      ``example_ids``: the record id of each example column.
+    * ``clean_metric`` / ``corrupted_metric`` ``[n_examples]``: the metric of the unpatched
+      clean and corrupted runs (causal tracing: the answer probability, clean and
+      subject-noised); their means are :attr:`clean_mean` / :attr:`corrupted_mean`.
+    * ``patched`` ``[n_components]``: the raw averaged metric of each patched run.
+    * ``resid`` / ``mlp_window``: :class:`ResidMap` layer x position maps.
+    * ``dropped_ids``: facts left out because no subject swap of their relation keeps the
+      tokens aligned (:attr:`n_dropped`); ``None`` for methods that pair no facts.
 
     Example:
         >>> s = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
@@ -43,15 +147,41 @@ class ComponentScores:
     shape: ModelShape
     extra: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    _: KW_ONLY
+    per_example: np.ndarray | None = None
+    example_ids: tuple[str, ...] | None = None
+    clean_metric: np.ndarray | None = None
+    corrupted_metric: np.ndarray | None = None
+    patched: np.ndarray | None = None
+    resid: ResidMap | None = None
+    mlp_window: ResidMap | None = None
+    dropped_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__
         vals = np.asarray(self.values, dtype=np.float64).reshape(-1)
-        object.__setattr__(self, "values", vals)
-        object.__setattr__(self, "components", tuple(self.components))
+        set_(self, "values", vals)
+        set_(self, "components", tuple(self.components))
         if len(vals) != len(self.components):
             raise ValueError(f"{len(self.components)} components but {len(vals)} values")
         if len(set(self.components)) != len(self.components):
             raise ValueError("components must be unique")
+        for name, ndim in (("per_example", 2), ("clean_metric", 1), ("corrupted_metric", 1), ("patched", 1)):
+            set_(self, name, _floats(getattr(self, name), ndim, name))
+        for name in ("example_ids", "dropped_ids"):
+            if getattr(self, name) is not None:
+                set_(self, name, tuple(str(i) for i in getattr(self, name)))
+        for name in ("per_example", "patched"):
+            a = getattr(self, name)
+            if a is not None and a.shape[0] != len(vals):
+                raise ValueError(f"{name} has {a.shape[0]} rows for {len(vals)} components")
+        if self.per_example is not None and self.example_ids is not None \
+                and self.per_example.shape[1] != len(self.example_ids):
+            raise ValueError(f"per_example has {self.per_example.shape[1]} examples but there are "
+                             f"{len(self.example_ids)} example_ids")
+        for name in ("resid", "mlp_window"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), ResidMap):
+                raise TypeError(f"{name} must be a ResidMap or None, got {type(getattr(self, name)).__name__}")
 
     @classmethod
     def from_dict_of_scores(cls, scores: dict, *, method: str, metric: str, shape: ModelShape, **kw) -> "ComponentScores":
@@ -69,22 +199,57 @@ class ComponentScores:
     def as_dict(self) -> dict[str, float]:
         return {c.label: float(v) for c, v in zip(self.components, self.values)}
 
+    # baselines
+    @property
+    def clean_mean(self) -> float | None:
+        """Mean of :attr:`clean_metric` (``None`` without one)."""
+        return None if self.clean_metric is None else float(self.clean_metric.mean())
+
+    @property
+    def corrupted_mean(self) -> float | None:
+        """Mean of :attr:`corrupted_metric` (``None`` without one)."""
+        return None if self.corrupted_metric is None else float(self.corrupted_metric.mean())
+
+    @property
+    def n_examples(self) -> int | None:
+        """Number of examples the scores average over (``None`` when not recorded)."""
+        for a in (self.per_example, self.clean_metric):
+            if a is not None:
+                return int(a.shape[-1])
+        return None if self.example_ids is None else len(self.example_ids)
+
+    @property
+    def n_dropped(self) -> int | None:
+        """Number of facts left out for want of an aligned corrupting subject (``None``: no pairing)."""
+        return None if self.dropped_ids is None else len(self.dropped_ids)
+
     def _order(self) -> np.ndarray:
-        # stable: by |score| descending, ties by component order
-        return np.argsort(-np.abs(self.values), kind="stable")
+        # by |score| descending; ties in Component order (heads, MLPs, neurons, each by layer and
+        # index), so the selection does not depend on the order a method lists components in
+        n = len(self.components)
+        rank = np.empty(n, dtype=np.int64)
+        rank[sorted(range(n), key=self.components.__getitem__)] = np.arange(n)
+        return np.lexsort((rank, -np.abs(self.values)))
 
     def top(self, k: int) -> list[Component]:
-        """The ``k`` components with the largest ``|score|``."""
+        """The ``k`` components with the largest ``|score|``.
+
+        Ties go in :class:`Component` order (heads, then MLPs, then neurons, each by layer and index).
+        """
         if k < 0:
             raise ValueError("k must be >= 0")
         return [self.components[i] for i in self._order()[:k]]
 
     def restrict(self, kind: str | Sequence[str]) -> "ComponentScores":
-        """Only components of the given kind(s) (e.g. ``"mlp"`` for MLP-only localizations)."""
+        """Only components of the given kind(s) (e.g. ``"mlp"`` for MLP-only localizations).
+
+        The per-component fields (``per_example``, ``patched``) keep the matching rows.
+        """
         kinds = {kind} if isinstance(kind, str) else set(kind)
         idx = [i for i, c in enumerate(self.components) if c.kind in kinds]
-        return ComponentScores(tuple(self.components[i] for i in idx), self.values[idx], self.method, self.metric,
-                               self.shape, dict(self.extra), self.name)
+        rows = {n: getattr(self, n)[idx] for n in ("per_example", "patched") if getattr(self, n) is not None}
+        return dataclasses.replace(self, components=tuple(self.components[i] for i in idx), values=self.values[idx],
+                                   extra=dict(self.extra), **rows)
 
     def to_mask(self, *, top_k: int | None = None, threshold: float | None = None,
                 param_budget: int | None = None, name: str | None = None) -> Mask:
@@ -163,7 +328,7 @@ class ComponentScores:
 
     # persistence
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "method": self.method,
             "metric": self.metric,
             "name": self.name,
@@ -171,12 +336,23 @@ class ComponentScores:
             "scores": self.as_dict(),
             "extra": _jsonable(self.extra),
         }
+        for f in _TYPED:
+            v = getattr(self, f)
+            if v is not None:
+                d[f] = v.to_dict() if isinstance(v, ResidMap) else _jsonable(v)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ComponentScores":
+        """Inverse of :meth:`to_dict`; also reads files saved when these fields lived in ``extra``."""
+        extra = dict(d.get("extra", {}))
+        typed = {f: d[f] for f in _TYPED if d.get(f) is not None}
+        for f in ("resid", "mlp_window"):
+            if f in typed:
+                typed[f] = ResidMap.from_dict(typed[f])
+        _from_legacy_extra(extra, typed)
         return cls.from_dict_of_scores(d["scores"], method=d["method"], metric=d["metric"],
-                                       shape=ModelShape(**d["shape"]), extra=d.get("extra", {}),
-                                       name=d.get("name", ""))
+                                       shape=ModelShape(**d["shape"]), extra=extra, name=d.get("name", ""), **typed)
 
     def save(self, path: str | Path) -> None:
         """Save as JSON."""
@@ -185,6 +361,30 @@ class ComponentScores:
     @classmethod
     def load(cls, path: str | Path) -> "ComponentScores":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+#: The typed keyword fields of :class:`ComponentScores` (saved as top-level JSON keys).
+_TYPED = ("per_example", "example_ids", "clean_metric", "corrupted_metric", "patched", "resid", "mlp_window",
+          "dropped_ids")
+
+
+def _from_legacy_extra(extra: dict[str, Any], typed: dict[str, Any]) -> None:
+    """Move the keys older files kept in ``extra`` into ``typed`` (in place); drop derived ones."""
+    for f, keys in _LEGACY.items():
+        found = [k for k in keys if k in extra]
+        if found and f not in typed:
+            typed[f] = extra[found[0]]
+        for k in found:
+            extra.pop(k)
+    if "resid" in extra and "resid" not in typed:
+        cols = dict(offsets=extra.get("resid_offsets", ()), counts=extra.get("resid_counts", ()),
+                    tokens=extra.get("resid_tokens", ()), roles=extra.get("roles", ()))
+        typed["resid"] = ResidMap(extra["resid"], by_role=extra.get("resid_by_role"),
+                                  patched=extra.get("resid_patched"), **cols)
+        if "mlp_window" in extra:
+            typed["mlp_window"] = ResidMap(extra["mlp_window"], by_role=extra.get("mlp_window_by_role"), **cols)
+    for k in _LEGACY_DERIVED:
+        extra.pop(k, None)
 
 
 def _jsonable(x: Any) -> Any:

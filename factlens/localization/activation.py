@@ -33,9 +33,9 @@ Conventions:
 * The metric (``"logit_diff"``: ``logit[clean answer] - logit[corrupted answer]`` at the last
   token, or ``"prob"`` of the clean answer) is computed per example, then averaged. The
   raw averaged metric of each patched run (what TransformerLens returns for a metric that
-  averages over the batch) is ``extra["patched"]``; per-example raw values are
-  ``extra["per_example"]`` (``[component][example]``), the baselines
-  ``extra["clean_metric"]`` / ``extra["corrupted_metric"]``.
+  averages over the batch) is ``scores.patched``; per-example raw values are
+  ``scores.per_example`` (``[component, example]``), the baselines
+  ``scores.clean_metric`` / ``scores.corrupted_metric``.
 * The score of a component is its effect, signed so that larger means more important in
   both directions: denoising ``mean(patched) - mean(corrupted)``, noising
   ``mean(clean) - mean(patched)``. With ``normalize=True`` it is divided by
@@ -43,12 +43,12 @@ Conventions:
   ``(patched - corrupted) / (clean - corrupted)`` (1 = full recovery), noising gives
   ``1 -`` that value (1 = the patch destroys the whole effect). Normalizing the means (not
   each example) keeps examples with a near-zero clean/corrupted gap from dominating.
-* Residual-stream patching (``extra["resid"]``, ``[n_layers][n_pos]``) aligns prompts of
-  different lengths **on their last token**: column ``j`` is the position
-  ``extra["resid_offsets"][j]`` relative to the end (``-1`` = last token) and averages the
-  examples long enough to have it. For prompts of equal length the columns are the absolute
-  positions. ``extra["resid_tokens"]`` labels the columns with the longest clean prompt's
-  tokens, ``extra["resid_patched"]`` holds the raw averaged metric.
+* Residual-stream patching (``scores.resid``, a :class:`~factlens.scores.ResidMap` of
+  ``[n_layers, n_pos]``) aligns prompts of different lengths **on their last token**: column
+  ``j`` is the position ``resid.offsets[j]`` relative to the end (``-1`` = last token) and
+  averages the examples long enough to have it. For prompts of equal length the columns are
+  the absolute positions. ``resid.tokens`` labels the columns with the longest clean prompt's
+  tokens, ``resid.patched`` holds the raw averaged metric.
 
 Example:
     >>> from factlens.testing import planted_fact_model
@@ -65,113 +65,19 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from factlens.components import Component, ModelShape, attn_hook, mlp_hook, resid_hook
+from factlens.components import Component, ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
 from factlens.localization.pairs import Metric, PatchingPairs, make_pairs
-from factlens.scores import ComponentScores
+from factlens.localization.patching import (metric_from_residual, normalization_gap, patches_per_pass, prefix_cache,
+                                           repeated_cache, position_tokens)
+from factlens.scores import ComponentScores, ResidMap
 from factlens.tokens import iter_batches
 
-__all__ = ["activation_patching", "metric_from_residual", "Direction"]
+__all__ = ["activation_patching", "Direction"]
 
 Direction = Literal["denoising", "noising"]
-
-#: Upper bound on (rows x positions) of one patched forward pass; patches of a layer are
-#: split into several passes beyond it (bounds peak memory, never changes results).
-_MAX_ROW_TOKENS = 8192
-#: Rows unembedded at once for the ``"prob"`` metric.
-_UNEMBED_ROWS = 64
-
-
-def metric_from_residual(
-    model,
-    resid: Float[Tensor, "batch d_model"],
-    clean_answer: Int[Tensor, "batch"],
-    corrupted_answer: Int[Tensor, "batch"],
-    metric: Metric = "logit_diff",
-) -> Float[Tensor, "batch"]:
-    """The patching metric from final-position residuals (before the final norm).
-
-    Equal to :func:`factlens.localization.pairs.patching_metric` applied to the full logits, but
-    ``"logit_diff"`` only computes the two answer columns of the unembedding.
-
-    Example:
-        >>> from factlens.testing import tiny_model
-        >>> m = tiny_model()
-        >>> r = torch.randn(3, m.cfg.d_model)
-        >>> metric_from_residual(m, r, torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])).shape
-        torch.Size([3])
-    """
-    from transformer_lens.utilities import apply_softcap  # type: ignore
-
-    from factlens.tokens import unembed
-
-    x = resid
-    if metric == "logit_diff":
-        if model.cfg.normalization_type is not None:
-            x = model.ln_final(x)
-        W_U, b_U = model.W_U, model.b_U
-
-        def logit(ids: Tensor) -> Tensor:
-            ids = ids.to(W_U.device)
-            return apply_softcap((x * W_U[:, ids].T).sum(-1) + b_U[ids], model.cfg.output_logits_soft_cap)
-
-        return (logit(clean_answer) - logit(corrupted_answer)).float()
-    if metric == "prob":
-        out = []
-        for s in range(0, x.shape[0], _UNEMBED_ROWS):
-            logits = unembed(model, x[s: s + _UNEMBED_ROWS]).float()
-            ids = clean_answer[s: s + _UNEMBED_ROWS].to(logits.device)
-            out.append(torch.softmax(logits, dim=-1)[torch.arange(len(ids), device=logits.device), ids])
-        return torch.cat(out)
-    raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
-
-
-def _resolve_components(model, components) -> list[Component]:
-    shape = ModelShape.of(model)
-    if isinstance(components, str):
-        if components != "all":
-            raise ValueError(f"components must be 'all' or a sequence of heads/MLPs, got {components!r}")
-        return [c for L in range(shape.n_layers) for c in
-                [Component("head", L, h) for h in range(shape.n_heads)] + ([] if shape.attn_only else [Component("mlp", L)])]
-    out = [c if isinstance(c, Component) else Component.parse(c) for c in components]
-    if not out:
-        raise ValueError("components is empty; pass 'all' or at least one head or MLP")
-    for c in out:
-        if c.kind == "neuron":
-            raise ValueError(f"{c.label}: activation_patching patches heads and MLP layers, not single neurons")
-        if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads):
-            raise ValueError(f"{c.label} does not exist in a model with {shape.n_layers} layers x {shape.n_heads} heads")
-        if c.kind == "mlp" and shape.attn_only:
-            raise ValueError(f"{c.label}: the model is attention-only and has no MLPs")
-    if len(set(out)) != len(out):
-        raise ValueError("components contains duplicates")
-    return out
-
-
-def _prefix_cache(model, tokens: Tensor, p0: int):
-    """Frozen key/value cache of the first ``p0`` tokens (shared by base, source and patched runs)."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
-    model(tokens[:, :p0], past_kv_cache=cache, return_type=None)
-    cache.freeze()
-    return cache
-
-
-def _repeated_cache(cache, k: int, start: int):
-    """The prefix cache with every entry from layer ``start`` repeated ``k`` times (copy-major)."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
-
-    def rep(t: Tensor) -> Tensor:
-        return t.repeat(k, *([1] * (t.dim() - 1)))
-
-    entries = [e if i < start else Entry(rep(e.past_keys), rep(e.past_values), frozen=True)
-               for i, e in enumerate(cache.entries)]
-    return TransformerLensKeyValueCache(entries, rep(cache.previous_attention_mask), frozen=True)
 
 
 def _patched_layers(comps: list[Component], include_resid: bool, n_layers: int) -> list[int]:
@@ -206,13 +112,13 @@ def _patch_batch(model, pairs: PatchingPairs, comps: list[Component], direction:
     base_act = {n: cache_b[n][:, p0:] for n in base_names}
     src_act = {n: cache_s[n][:, p0:] for n in src_names}
     del cache_b, cache_s, rb, rs
-    kv = _prefix_cache(model, tb, p0) if p0 > 0 else None
+    kv = prefix_cache(model, tb, p0) if p0 > 0 else None
 
     out: dict = {"base": m_base, "src": m_src, "comp": {}}
     resid = m_base[None, None, :].repeat(n_layers, T, 1) if include_resid else None  # [layer, pos, B]
     S = T - p0
     last_s = last - p0  # last token, relative to the first processed position
-    max_copies = max(1, _MAX_ROW_TOKENS // max(1, B * S))
+    max_copies = patches_per_pass(B, S)
     for L in layers:
         copies: list[tuple[str, int | None]] = [("head", c.index) for c in comps if c.layer == L and c.kind == "head"]
         copies += [("mlp", None) for c in comps if c.layer == L and c.kind == "mlp"]
@@ -248,7 +154,7 @@ def _patch_batch(model, pairs: PatchingPairs, comps: list[Component], direction:
                 hooks.append((mlp_hook(L, "out"), mlp_out_hook))
             with model.hooks(fwd_hooks=hooks):
                 r = model(x, start_at_layer=L, stop_at_layer=n_layers,
-                          past_kv_cache=_repeated_cache(kv, k, L) if kv is not None else None)
+                          past_kv_cache=repeated_cache(kv, torch.arange(B).repeat(k), L) if kv is not None else None)
             rows = torch.arange(k * B, device=r.device)
             vals = metric_from_residual(model, r[rows, last_s.repeat(k).to(r.device)], ca.repeat(k), cw.repeat(k), metric)
             vals = vals.view(k, B)
@@ -267,7 +173,7 @@ def activation_patching(
     model,
     dataset,
     *,
-    components: Literal["all"] | Sequence[Component | str] = "all",
+    components: str | Sequence[Component | str] | None = "all",
     direction: Direction = "denoising",
     metric: Metric = "logit_diff",
     normalize: bool = True,
@@ -284,7 +190,8 @@ def activation_patching(
     Args:
         model: A ``HookedTransformer`` (left unchanged: no hooks remain, parameters untouched).
         dataset: Clean facts (a :class:`~factlens.data.FactDataset` or a list of records).
-        components: ``"all"`` heads and MLPs, or a sequence of head/MLP components or labels.
+        components: ``"all"`` heads and MLPs, ``"heads"``, ``"mlps"`` or a sequence of head/MLP
+            components or labels (see :func:`~factlens.components.resolve_components`).
         direction: ``"denoising"`` (corrupted run, clean patch) or ``"noising"`` (clean run,
             corrupted patch).
         metric: ``"logit_diff"`` or ``"prob"`` (of the clean answer) at the last token.
@@ -297,16 +204,17 @@ def activation_patching(
         batch_size: Clean/corrupted pairs per batch (patched passes stack several patches
             per pair; results do not depend on it).
         seed: Seed for choosing corrupting subjects.
-        include_resid: Also patch ``resid_pre`` per layer x position (``extra["resid"]``).
+        include_resid: Also patch ``resid_pre`` per layer x position (``scores.resid``).
         show_progress: Show a tqdm progress bar.
 
     Multi-token answers: the metric uses the **first token** of each answer (clean and
     corrupted); :func:`make_pairs` raises when two candidate answers share it.
 
     Returns:
-        :class:`~factlens.scores.ComponentScores` with ``method="activation_patching"``;
-        ``extra["n_dropped"]`` / ``extra["dropped_ids"]`` count and name the facts left out
-        because no subject swap of their relation keeps the tokens aligned.
+        :class:`~factlens.scores.ComponentScores` with ``method="activation_patching"``, its
+        baselines, per-example and patched values filled in; ``scores.dropped_ids`` names the
+        facts left out because no subject swap of their relation keeps the tokens aligned.
+        ``extra``: ``direction``, ``normalize``, ``prompts``, ``corrupted_prompts``.
 
     Raises:
         ValueError: Unknown ``direction``/``metric``/components, bad ``batch_size``, no
@@ -320,7 +228,7 @@ def activation_patching(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if model.cfg.positional_embedding_type == "shortformer":
         raise ValueError("activation_patching does not support shortformer positional embeddings")
-    comps = _resolve_components(model, components)
+    comps = resolve_components(ModelShape.of(model), components)
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
                        partners=partners, seed=seed)
     n = len(pairs)
@@ -354,10 +262,8 @@ def activation_patching(
     base_m = torch.cat(base_all).double().numpy()
     src_m = torch.cat(src_all).double().numpy()
     clean_m, corr_m = (src_m, base_m) if direction == "denoising" else (base_m, src_m)
-    denom = float(clean_m.mean() - corr_m.mean())
-    if normalize and (not np.isfinite(denom) or abs(denom) < 1e-9):
-        raise ValueError(f"mean clean metric equals mean corrupted metric ({clean_m.mean():.4g}); normalized "
-                         "scores are undefined - pass normalize=False or use other facts/corrupted prompts")
+    if normalize:
+        normalization_gap(clean_m, corr_m)  # raises when normalized scores are undefined
     per_example = np.stack([torch.cat(per_comp[c]).double().numpy() for c in comps])  # [comp, example]
     patched = per_example.mean(1)
 
@@ -369,34 +275,17 @@ def activation_patching(
     extra = {
         "direction": direction,
         "normalize": normalize,
-        "n_examples": n,
-        **pairs.dropped_extra(),
-        "patched": patched.tolist(),
-        "per_example": per_example.tolist(),
-        "clean_metric": clean_m.tolist(),
-        "corrupted_metric": corr_m.tolist(),
-        "clean_mean": float(clean_m.mean()),
-        "corrupted_mean": float(corr_m.mean()),
         "prompts": [r.prompt for r in pairs.records],
         "corrupted_prompts": list(pairs.corrupted.prompts),
     }
+    resid = None
     if include_resid:
         cnt = np.maximum(resid_cnt, 1)
         rp = resid_sum / cnt
         with np.errstate(divide="ignore", invalid="ignore"):
             rs = score(rp, resid_clean / cnt, resid_corr / cnt)
-        extra["resid"] = rs.tolist()
-        extra["resid_patched"] = rp.tolist()
-        extra["resid_offsets"] = list(range(-T, 0))
-        extra["resid_counts"] = resid_cnt.astype(int).tolist()
-        extra["resid_tokens"] = _longest_tokens(model, pairs, T)
-    return ComponentScores(tuple(comps), values, "activation_patching", metric, ModelShape.of(model), extra)
-
-
-def _longest_tokens(model, pairs: PatchingPairs, T: int) -> list[str]:
-    i = int(torch.argmax(pairs.clean.lengths))
-    ids = pairs.clean.tokens[i, :T].tolist()
-    try:
-        return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
-    except Exception:  # pragma: no cover - tokenizer without id->token mapping
-        return [str(t) for t in ids]
+        resid = ResidMap(rs, offsets=range(-T, 0), counts=resid_cnt.astype(int),
+                         tokens=position_tokens(model, pairs.clean), patched=rp)
+    return ComponentScores(tuple(comps), values, "activation_patching", metric, ModelShape.of(model), extra,
+                           per_example=per_example, example_ids=[r.id for r in pairs.records], clean_metric=clean_m,
+                           corrupted_metric=corr_m, patched=patched, resid=resid, dropped_ids=pairs.dropped)

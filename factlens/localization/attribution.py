@@ -15,7 +15,7 @@ and a metric ``M`` read at the final position of each prompt,
   so that larger means more important in both directions).
 
 Heads are scored at ``hook_z`` (per head, dot product summed over positions and
-``d_head``), MLPs at ``hook_mlp_out``; ``extra["resid"]`` gives the same estimate for the
+``d_head``), MLPs at ``hook_mlp_out``; ``scores.resid`` gives the same estimate for the
 residual stream (``hook_resid_pre`` of every layer) per position. Padding positions come
 after each prompt's final token, so causally they have zero gradient and add nothing.
 
@@ -32,7 +32,7 @@ gradients are averaged over ``m`` points on the straight line between the base a
 other **input embeddings** (the residual stream entering block 0, ``hook_resid_pre`` of
 layer 0: token plus positional embedding), at the midpoints ``alpha = (k + 1/2) / m``;
 each component's score is ``(a_c^other - a_c^base) . mean_k dM/da_c |_{x_k}`` with the
-activations of the true base and other runs. For the input itself (``extra["resid"]`` at
+activations of the true base and other runs. For the input itself (``scores.resid`` at
 layer 0) this is exactly integrated gradients, whose sum over positions converges to
 ``M(other) - M(base)`` (completeness). Cost: ``2 + 2 m`` forward-equivalents.
 """
@@ -47,8 +47,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from factlens.components import ModelShape, attn_hook, mlp_hook, resid_hook
-from factlens.localization.activation import metric_from_residual
+from factlens.components import ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
+from factlens.localization.patching import metric_from_residual, normalization_gap, resid_map
 from factlens.localization.pairs import PatchingPairs, make_pairs
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
@@ -156,22 +156,18 @@ def attribution_patching(
         show_progress: Show a tqdm progress bar.
 
     Returns:
-        Scores (``method="attribution_patching"``) for all heads then all MLPs: the mean over
-        examples of the estimated patching effect in units of ``metric``, signed like
-        :func:`~factlens.localization.activation.activation_patching` (larger = more important):
-        denoising ``M(corrupted with c clean) - M(corrupted)``, noising
-        ``M(clean) - M(clean with c corrupted)``. ``extra`` holds ``per_example``
-        (``[n_components][n_examples]``), ``clean_metric`` / ``corrupted_metric`` (per
-        example) and their ``*_mean``, ``resid`` (the same estimate for ``hook_resid_pre``
-        of every layer and position, ``[n_layers][n_positions]``, prompts right-aligned on
-        their last token: column offsets ``resid_offsets``, ``resid_counts`` examples per
-        column, ``resid_tokens`` the longest prompt's tokens; ``resid_by_role`` averages
-        over ROME's token ``roles``), ``direction``, ``ig_steps``, ``forward_equivalents``
-        (passes over the dataset, a backward counted as 2 forwards) and
-        ``exact_forward_equivalents`` (exact activation patching without shared-prefix
-        tricks: ``2 + n_components``), ``n_examples`` (the paired facts) and ``n_dropped`` /
-        ``dropped_ids`` (facts left out: no subject swap of their relation keeps the tokens
-        aligned).
+        Scores (``method="attribution_patching"``) for every head and MLP (per layer, heads then
+        the MLP): the mean over examples of the estimated patching effect in units of ``metric``,
+        signed like :func:`~factlens.localization.activation.activation_patching` (larger = more
+        important): denoising ``M(corrupted with c clean) - M(corrupted)``, noising
+        ``M(clean) - M(clean with c corrupted)``. Filled in: ``per_example`` (the per-example
+        estimates), ``clean_metric`` / ``corrupted_metric``, ``resid`` (a
+        :class:`~factlens.scores.ResidMap`: the same estimate for ``hook_resid_pre`` of every layer
+        and position, also averaged over ROME's token roles) and ``dropped_ids`` (facts left out:
+        no subject swap of their relation keeps the tokens aligned). ``extra``: ``direction``,
+        ``normalize``, ``ig_steps``, ``forward_equivalents`` (passes over the dataset, a
+        backward counted as 2 forwards) and ``exact_forward_equivalents`` (exact activation
+        patching without shared-prefix tricks: ``2 + n_components``).
 
     Multi-token answers: the metric uses the **first token** of each answer (clean and
     corrupted); :func:`~factlens.localization.pairs.make_pairs` raises when two candidate
@@ -198,7 +194,7 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
     n = len(pairs)
     shape = ModelShape.of(model)
-    components = tuple(shape.all_heads() + shape.all_mlps())
+    components = tuple(resolve_components(shape))  # canonical order: per layer, heads then the MLP
     z_names, mlp_names, resid_names = _hook_names(shape)
     names = z_names + mlp_names + resid_names
     L = shape.n_layers
@@ -228,8 +224,8 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
                 for k in range(ig_steps):
                     alpha = (k + 0.5) / ig_steps
                     _, g, _ = _grad_run(model, x_base + alpha * (x_other - x_base), names, sub, metric)
-                    for n in names:
-                        grads[n] += g[n].double() / ig_steps
+                    for name in names:
+                        grads[name] += g[name].double() / ig_steps
                     bar.update(1)
             base_metric.append(m_base.double().cpu())
             other_metric.append(m_other.double().cpu())
@@ -237,11 +233,11 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
             def attr(name: str) -> Tensor:  # signed (other - base) . grad, per position: [batch, pos, ...]
                 return sign * (other_acts[name].double() - base_acts[name].double()) * grads[name].double()
 
-            cols = []
+            cols = []  # in the order of ``components``
             for l in range(L):
                 cols.append(attr(z_names[l]).sum(dim=(1, 3)))  # [batch, head_index]
-            for l in range(len(mlp_names)):
-                cols.append(attr(mlp_names[l]).sum(dim=(1, 2))[:, None])
+                if mlp_names:
+                    cols.append(attr(mlp_names[l]).sum(dim=(1, 2))[:, None])
             per_example[sl] = torch.cat(cols, dim=1).cpu().numpy()
             res = torch.stack([attr(n).sum(-1) for n in resid_names], dim=1).cpu().numpy()  # [batch, layer, pos]
             for i in range(res.shape[0]):
@@ -249,44 +245,25 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
     finally:
         bar.close()
 
-    from factlens.localization.causal_tracing import position_summary, position_tokens
-
-    summary = position_summary(resid_maps, pairs.clean.lengths.tolist(), pairs.clean.subject_first.tolist(),
-                               pairs.clean.subject_last.tolist())
     m_base = torch.cat(base_metric).numpy()
     m_other = torch.cat(other_metric).numpy()
     clean_m, corr_m = (m_other, m_base) if direction == "denoising" else (m_base, m_other)
-    if normalize:
-        denom = float(clean_m.mean() - corr_m.mean())
-        if not np.isfinite(denom) or abs(denom) < 1e-9:
-            raise ValueError(f"mean clean metric equals mean corrupted metric ({clean_m.mean():.4g}); normalized "
-                             "scores are undefined - pass normalize=False or use other facts/corrupted prompts")
-        per_example = per_example / denom
-        summary["by_position"] = (np.asarray(summary["by_position"]) / denom).tolist()
-        summary["by_role"] = (np.asarray(summary["by_role"]) / denom).tolist()
+    gap = normalization_gap(clean_m, corr_m) if normalize else None
+    if gap is not None:
+        per_example = per_example / gap
     passes = 3 if ig_steps == 0 else 2 + 2 * ig_steps
     extra = {
         "direction": direction,
         "normalize": normalize,
-        "n_examples": n,
-        **pairs.dropped_extra(),
-        "per_example": per_example.T.tolist(),
-        "clean_metric": clean_m.tolist(),
-        "corrupted_metric": corr_m.tolist(),
-        "clean_mean": float(clean_m.mean()),
-        "corrupted_mean": float(corr_m.mean()),
-        "resid": summary["by_position"],
-        "resid_offsets": summary["offsets"],
-        "resid_counts": summary["counts"],
-        "resid_tokens": position_tokens(model, pairs.clean),
-        "resid_by_role": summary["by_role"],
-        "roles": summary["roles"],
         "ig_steps": ig_steps,
         "ig_interpolation": "input_embeddings" if ig_steps else None,
         "forward_equivalents": passes,
         "exact_forward_equivalents": 2 + len(components),
     }
-    return ComponentScores(components, per_example.mean(axis=0), "attribution_patching", metric, shape, extra)
+    return ComponentScores(components, per_example.mean(axis=0), "attribution_patching", metric, shape, extra,
+                           per_example=per_example.T, example_ids=[r.id for r in pairs.records], clean_metric=clean_m,
+                           corrupted_metric=corr_m, resid=resid_map(model, resid_maps, pairs.clean, scale=gap),
+                           dropped_ids=pairs.dropped)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

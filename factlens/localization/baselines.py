@@ -12,20 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from factlens.components import Component, ModelShape
+from factlens.components import Component, ModelShape, resolve_components
 from factlens.scores import ComponentScores
 
 __all__ = ["random_scores", "manual_scores"]
-
-
-def _heads_and_mlps(shape: ModelShape, mlps_only: bool = False) -> list[Component]:
-    out: list[Component] = []
-    for l in range(shape.n_layers):
-        if not mlps_only:
-            out += [Component("head", l, h) for h in range(shape.n_heads)]
-        if not shape.attn_only:
-            out.append(Component("mlp", l))
-    return out
 
 
 def random_scores(model, dataset=None, *, seed: int = 0, mlps_only: bool = False) -> ComponentScores:
@@ -45,9 +35,9 @@ def random_scores(model, dataset=None, *, seed: int = 0, mlps_only: bool = False
         (2, 'random', True)
     """
     shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
-    comps = _heads_and_mlps(shape, mlps_only)
-    if not comps:
+    if mlps_only and shape.attn_only:
         raise ValueError("the model has no MLPs to choose from (attention-only); use mlps_only=False")
+    comps = resolve_components(shape, "mlps" if mlps_only else "all")
     values = np.random.default_rng(seed).uniform(size=len(comps))
     name = "random_mlps" if mlps_only else "random"
     return ComponentScores(tuple(comps), values, "random", "uniform", shape,
@@ -63,7 +53,8 @@ def manual_scores(model, dataset=None, *, components: Sequence[Component | str])
     Args:
         model: A ``HookedTransformer`` (or its config / :class:`ModelShape`).
         dataset: Ignored.
-        components: Components or labels (``"L3H2"``, ``"L5.mlp"``, ``"L5.N123"``).
+        components: Components or labels (``"L3H2"``, ``"L5.mlp"``, ``"L5.N123"``), or any other
+            spelling of :func:`~factlens.components.resolve_components` (``"mlps"``...).
 
     Example:
         >>> from factlens.testing import tiny_model
@@ -72,19 +63,8 @@ def manual_scores(model, dataset=None, *, components: Sequence[Component | str])
         ['L0H2', 'L1.mlp']
     """
     shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
-    if isinstance(components, (str, Component)):
-        components = [components]
-    chosen: list[Component] = []
-    for it in components:
-        c = Component.parse(it) if isinstance(it, str) else it
-        if not isinstance(c, Component):
-            raise TypeError(f"components must be Components or labels like 'L3H2', got {it!r}")
-        c.param_slices(shape)  # raises a clear error for components the model does not have
-        if c not in chosen:
-            chosen.append(c)
-    if not chosen:
-        raise ValueError("components is empty; name at least one component, e.g. components=['L1.mlp']")
-    comps = _heads_and_mlps(shape) + [c for c in chosen if c.kind == "neuron"]
+    chosen = resolve_components(shape, components, neurons=True)
+    comps = resolve_components(shape) + [c for c in chosen if c.kind == "neuron"]
     sel = set(chosen)
     values = np.array([1.0 if c in sel else 0.0 for c in comps])
     return ComponentScores(tuple(comps), values, "manual", "selected", shape,

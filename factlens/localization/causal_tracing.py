@@ -22,18 +22,20 @@ Component scores (``metric="prob"``): a component's score is ``p_restored`` when
 output (a head's ``hook_z`` slice, an MLP's ``hook_mlp_out``) is restored at **all**
 positions (positions before the subject are identical in both runs), averaged over noise
 samples and then over examples; ``extra["indirect_effect"]`` is the same minus
-``p_noised``. Position-resolved traces (ROME's plots), for ``include_resid=True``:
+``p_noised``. Position-resolved traces (ROME's plots, each a :class:`~factlens.scores.ResidMap`
+of ``[n_layers, n_positions]``), for ``include_resid=True``:
 
-* ``extra["resid"]``: ``[n_layers][n_positions]``, restoring ``hook_resid_pre`` of one
+* ``scores.resid``: restoring ``hook_resid_pre`` of one
   layer at one position;
-* ``extra["mlp_window"]``: restoring the MLP outputs of the layers
+* ``scores.mlp_window``: restoring the MLP outputs of the layers
   ``range(max(0, l - window // 2), min(n_layers, l - (-window // 2)))`` (ROME's window;
   ``window=1`` is the single layer ``l``) at one position.
 
 Prompts of different lengths are right-aligned on their last token, as in
-:func:`~factlens.localization.activation.activation_patching` (``extra["resid_offsets"]``,
-``-1`` = last token; absolute positions when all lengths agree); ``*_by_role`` averages
-the traces over ROME's token roles (:data:`ROLES`) instead (:func:`position_summary`).
+:func:`~factlens.localization.activation.activation_patching` (``resid.offsets``,
+``-1`` = last token; absolute positions when all lengths agree); ``resid.by_role`` averages
+the traces over ROME's token roles (:data:`~factlens.localization.patching.ROLES`) instead
+(:func:`~factlens.localization.patching.position_summary`).
 
 Efficiency: each restored run starts at the restored layer from the cached noised residual
 (``model(resid, start_at_layer=L)``); many restorations are stacked into one batch; states
@@ -55,18 +57,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from factlens.components import Component, ModelShape, attn_hook, embed_hook, mlp_hook, resid_hook
+from factlens.components import Component, ModelShape, attn_hook, embed_hook, mlp_hook, resid_hook, resolve_components
 from factlens.data.records import as_records
+from factlens.localization.patching import patches_per_pass, prefix_cache, repeated_cache, resid_map
 from factlens.scores import ComponentScores
 from factlens.tokens import PromptBatch, answer_token_ids, encode_records, iter_batches, unembed
 
-__all__ = ["causal_tracing", "embedding_std", "position_summary", "position_tokens", "ROLES"]
-
-#: ROME's token roles for averaging traces over prompts of different lengths.
-ROLES: tuple[str, ...] = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
-
-#: Upper bound on rows x positions of one restored forward pass (bounds memory, never changes results).
-_MAX_ROW_TOKENS = 8192
+__all__ = ["causal_tracing", "embedding_std"]
 
 Op = tuple[str, "int | None", "int | None"]  # (hook name, head index or None, position or None = all)
 
@@ -84,103 +81,8 @@ def embedding_std(model) -> float:
     return float(np.sqrt(max(ss / n - mean * mean, 0.0) * n / max(n - 1, 1)))
 
 
-def position_summary(maps: Sequence[np.ndarray], lengths: Sequence[int], subject_first: Sequence[int],
-                     subject_last: Sequence[int]) -> dict:
-    """Average per-example ``[rows, length_i]`` traces over examples.
-
-    Prompts are right-aligned on their last token (the convention of
-    :func:`~factlens.localization.activation.activation_patching`): column ``j`` is the position
-    ``offsets[j]`` relative to the end (``-1`` = last token) and averages the ``counts[j]``
-    examples long enough to have it; for prompts of equal length the columns are the
-    absolute positions. ``by_role`` averages over ROME's token roles (:data:`ROLES`)
-    instead: a single-token subject counts as both first and last subject token, tokens
-    before the subject are left out, and a role that no prompt has is NaN.
-
-    Args:
-        maps: One ``[rows, length_i]`` array per example (``rows`` = layers).
-        lengths: Token count of each prompt.
-        subject_first: First subject position of each prompt (``-1``: none).
-        subject_last: Last subject position of each prompt.
-
-    Returns:
-        ``{"by_position": [rows][T], "offsets": [T], "counts": [T], "by_role":
-        [rows][len(ROLES)], "roles": ROLES}`` with ``T = max(lengths)``.
-
-    Example:
-        >>> s = position_summary([np.ones((2, 3)), np.zeros((2, 2))], [3, 2], [1, 0], [1, 0])
-        >>> s["by_position"][0], s["offsets"], s["counts"]
-        ([1.0, 0.5, 0.5], [-3, -2, -1], [1, 2, 2])
-    """
-    if not maps:
-        raise ValueError("no traces to summarize")
-    lengths = [int(x) for x in lengths]
-    rows = np.asarray(maps[0]).shape[0]
-    T = max(lengths)
-    total = np.zeros((rows, T))
-    cnt = np.zeros(T)
-    sums = np.zeros((rows, len(ROLES)))
-    counts = np.zeros(len(ROLES))
-    for m, n, sf, sl in zip(maps, lengths, subject_first, subject_last):
-        m = np.asarray(m, dtype=np.float64)[:, :n]
-        total[:, T - n:] += m
-        cnt[T - n:] += 1
-        last = n - 1
-        groups: dict[int, list[int]] = defaultdict(list)
-        groups[5].append(last)
-        if sf >= 0:
-            groups[0].append(sf)
-            groups[2].append(sl)
-            groups[1].extend(range(sf + 1, sl))
-            if sl + 1 < last:
-                groups[3].append(sl + 1)
-                groups[4].extend(range(sl + 2, last))
-        for role, pos in groups.items():
-            if pos:
-                sums[:, role] += m[:, pos].mean(axis=1)
-                counts[role] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        by_role = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return {"by_position": (total / np.maximum(cnt, 1)).tolist(), "offsets": list(range(-T, 0)),
-            "counts": cnt.astype(int).tolist(), "by_role": by_role.tolist(), "roles": list(ROLES)}
-
-
-def position_tokens(model, batch: PromptBatch) -> list[str]:
-    """Tokens of the longest prompt of ``batch`` (column labels of right-aligned traces)."""
-    i = int(torch.argmax(batch.lengths))
-    ids = batch.tokens[i, : int(batch.lengths[i])].tolist()
-    try:
-        return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
-    except Exception:  # pragma: no cover - tokenizer without an id -> token mapping
-        return [str(t) for t in ids]
-
-
 def _seed_for(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _components(shape: ModelShape, components) -> list[Component]:
-    if isinstance(components, str):
-        if components == "all":
-            return shape.all_heads() + shape.all_mlps()
-        if components in ("heads", "head"):
-            return shape.all_heads()
-        if components in ("mlps", "mlp"):
-            return shape.all_mlps()
-        raise ValueError(f"components must be 'all', 'heads', 'mlps' or a list of components, got {components!r}")
-    out = []
-    for c in components:
-        c = Component.parse(c) if isinstance(c, str) else c
-        if c.kind == "neuron":
-            raise ValueError(f"causal tracing scores heads and MLPs, not neurons ({c.label})")
-        if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads) or \
-                (c.kind == "mlp" and shape.attn_only):
-            raise ValueError(f"{c.label} does not exist in this model ({shape.n_layers} layers x {shape.n_heads} heads)")
-        out.append(c)
-    if not out:
-        raise ValueError("no components to trace")
-    if len(set(out)) != len(out):
-        raise ValueError("components must be unique")
-    return out
 
 
 class _TraceBatch:
@@ -244,32 +146,13 @@ class _TraceBatch:
 
         self.prefix = None
         if p0 > 0:
-            from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-            cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, B)
-            model(batch.tokens[:, :p0], past_kv_cache=cache, return_type=None)
-            cache.freeze()
-            self.prefix = cache
+            self.prefix = prefix_cache(model, batch.tokens, p0)
             self.cost_rows += B * p0 / self.T
 
     def _prob(self, resid: Float[Tensor, "rows pos d_model"], last: Tensor, answers: Tensor) -> Float[Tensor, "rows"]:
         rows = torch.arange(resid.shape[0], device=resid.device)
         logits = unembed(self.model, resid[rows, last.to(resid.device)][:, None])[:, 0]
         return torch.softmax(logits.float(), dim=-1)[rows, answers.to(resid.device)]
-
-    def _repeated_prefix(self, nv: int, start: int):
-        """The prefix cache for ``nv`` copies of the noised rows (entries below ``start`` unused)."""
-        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
-
-        idx = self.row_ex.repeat(nv)
-
-        def rows(t: Tensor) -> Tensor:
-            return t[idx.to(t.device)]
-
-        entries = [e if i < start else Entry(rows(e.past_keys), rows(e.past_values), frozen=True)
-                   for i, e in enumerate(self.prefix.entries)]
-        return TransformerLensKeyValueCache(entries, rows(self.prefix.previous_attention_mask), frozen=True)
 
     def restore(self, start: int, variants: Sequence[Sequence[Op]]) -> Float[Tensor, "variant batch"]:
         """Answer probability (mean over noise samples) for each variant of restored clean states.
@@ -278,7 +161,7 @@ class _TraceBatch:
         """
         R, p0 = self.R, self.p0
         S = self.T - p0
-        per_call = max(1, _MAX_ROW_TOKENS // (R * S))
+        per_call = patches_per_pass(R, S)
         out = []
         for v0 in range(0, len(variants), per_call):
             chunk = variants[v0:v0 + per_call]
@@ -301,7 +184,7 @@ class _TraceBatch:
                 return a.reshape(act.shape)
 
             x = self.noised[resid_hook(start, "pre")].repeat(nv, 1, 1)
-            kv = self._repeated_prefix(nv, start) if self.prefix is not None else None
+            kv = repeated_cache(self.prefix, self.row_ex.repeat(nv), start) if self.prefix is not None else None
             with self.model.hooks(fwd_hooks=[(n, hook) for n in ops]):
                 resid = self.model(x, start_at_layer=start, stop_at_layer=self.L, past_kv_cache=kv)
             p = self._prob(resid, self.last_rows.repeat(nv) - p0, self.ans_rows.repeat(nv))
@@ -332,32 +215,31 @@ def causal_tracing(
             first token.
         noise_scale: Noise std in units of ``sigma`` (:func:`embedding_std`); ROME uses 3.
         n_samples: Noise samples per prompt (run in one batch).
-        window: Layers per MLP window of ``extra["mlp_window"]`` (ROME used 10 for GPT-2 XL).
-        components: ``"all"``, ``"heads"``, ``"mlps"`` or a list of components / labels.
+        window: Layers per MLP window of ``scores.mlp_window`` (ROME used 10 for GPT-2 XL).
+        components: ``"all"``, ``"heads"``, ``"mlps"`` or a list of components / labels (see
+            :func:`~factlens.components.resolve_components`).
         seed: Seed of the noise (with the example index; independent of ``batch_size``).
         batch_size: Prompts per batch (each is repeated ``n_samples`` times).
-        include_resid: Also compute ``extra["resid"]`` and ``extra["mlp_window"]``
+        include_resid: Also compute ``scores.resid`` and ``scores.mlp_window``
             (layer x position traces; the most expensive part).
         show_progress: Show a tqdm progress bar.
 
     Returns:
-        Scores (``method="causal_tracing"``, ``metric="prob"``). ``extra``: ``clean_prob``,
-        ``noised_prob`` (means) and their ``*_per_example`` lists, ``indirect_effect``
-        (score minus ``noised_prob`` per component), ``per_example``
-        (``[n_components][n_examples]``), ``sigma``, ``noise_std``, ``noise_scale``,
-        ``n_samples``, ``window``, ``forward_equivalents`` (prompt-forwards per prompt: a
-        restored run from layer ``L`` over ``S`` of ``T`` positions counts
-        ``(n_layers - L) / n_layers * S / T``) and, with
-        ``include_resid``, ``resid``, ``mlp_window`` (``[n_layers][n_positions]``),
-        ``resid_offsets``, ``resid_counts``, ``resid_tokens``, ``resid_by_role``,
-        ``mlp_window_by_role`` and ``roles`` (see :func:`position_summary`).
+        Scores (``method="causal_tracing"``, ``metric="prob"``) with ``per_example`` (restored
+        probabilities), ``clean_metric`` / ``corrupted_metric`` (the clean and subject-noised
+        answer probability per example; means ``clean_mean`` / ``corrupted_mean``) and, with
+        ``include_resid``, the ``resid`` and ``mlp_window`` maps. ``extra``: ``indirect_effect``
+        (score minus the noised probability, per component), ``sigma``, ``noise_std``,
+        ``noise_scale``, ``n_samples``, ``window``, ``seed`` and ``forward_equivalents``
+        (prompt-forwards per prompt: a restored run from layer ``L`` over ``S`` of ``T``
+        positions counts ``(n_layers - L) / n_layers * S / T``).
 
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> pf = planted_fact_model(n_subjects=12)
         >>> s = causal_tracing(pf.model, pf.dataset, noise_scale=5.0, n_samples=4, include_resid=False,
         ...                    show_progress=False)
-        >>> s.extra["noised_prob"] < s.extra["clean_prob"], set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
+        >>> s.corrupted_mean < s.clean_mean, set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
         (True, True)
     """
     if not noise_scale > 0:
@@ -374,7 +256,7 @@ def causal_tracing(
     if not records:
         raise ValueError("the dataset is empty")
     shape = ModelShape.of(model)
-    comps = _components(shape, components)
+    comps = resolve_components(shape, components)
     L = shape.n_layers
     if include_resid and shape.attn_only:
         raise ValueError("mlp_window traces need MLPs; pass include_resid=False for an attention-only model")
@@ -438,13 +320,7 @@ def causal_tracing(
 
     values = per_example.mean(axis=0)
     extra: dict = {
-        "clean_prob": float(p_clean.mean()),
-        "noised_prob": float(p_noised.mean()),
-        "clean_prob_per_example": p_clean.tolist(),
-        "noised_prob_per_example": p_noised.tolist(),
         "indirect_effect": (values - p_noised.mean()).tolist(),
-        "per_example": per_example.T.tolist(),
-        "per_example_ids": [r.id for r in records],
         "sigma": sigma,
         "noise_std": noise_std,
         "noise_scale": float(noise_scale),
@@ -453,11 +329,8 @@ def causal_tracing(
         "seed": seed,
         "forward_equivalents": cost / len(records),
     }
+    maps = {}
     if include_resid:
-        args = (enc.lengths.tolist(), enc.subject_first.tolist(), enc.subject_last.tolist())
-        rs = position_summary(resid_maps, *args)
-        ws = position_summary(window_maps, *args)
-        extra.update(resid=rs["by_position"], mlp_window=ws["by_position"], resid_offsets=rs["offsets"],
-                     resid_counts=rs["counts"], resid_tokens=position_tokens(model, enc),
-                     resid_by_role=rs["by_role"], mlp_window_by_role=ws["by_role"], roles=rs["roles"])
-    return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra)
+        maps = dict(resid=resid_map(model, resid_maps, enc), mlp_window=resid_map(model, window_maps, enc))
+    return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra, per_example=per_example.T,
+                           example_ids=[r.id for r in records], clean_metric=p_clean, corrupted_metric=p_noised, **maps)

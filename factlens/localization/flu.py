@@ -49,7 +49,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from factlens.components import Component, ModelShape
+from factlens.components import Component, ModelShape, resolve_components
 from factlens.data.records import as_records
 from factlens.scores import ComponentScores
 
@@ -115,17 +115,15 @@ def rise_layers(accuracy: Sequence[float], chance: float, *, fraction: float = 0
     raise AssertionError("unreachable: the range up to the maximum holds the whole rise")  # pragma: no cover
 
 
-def _mlp_scores(model, mlp_layers: Sequence[int], extra: dict[str, Any]) -> ComponentScores:
+def _mlp_scores(model, mlp_layers: Sequence[int], extra: dict[str, Any],
+                dropped_ids: Sequence[str] | None = None) -> ComponentScores:
     shape = ModelShape.of(model)
-    comps: list[Component] = []
-    for l in range(shape.n_layers):
-        comps += [Component("head", l, h) for h in range(shape.n_heads)]
-        if not shape.attn_only:
-            comps.append(Component("mlp", l))
+    comps = resolve_components(shape)
     sel = set(mlp_layers)
     values = np.array([1.0 if c.kind == "mlp" and c.layer in sel else 0.0 for c in comps])
     extra = dict(extra, flu_layers=sorted(sel))
-    return ComponentScores(tuple(comps), values, "flu", extra.get("metric", "selected"), shape, extra, "flu")
+    return ComponentScores(tuple(comps), values, "flu", extra.get("metric", "selected"), shape, extra, "flu",
+                           dropped_ids=dropped_ids)
 
 
 def flu_scores(
@@ -166,9 +164,9 @@ def flu_scores(
         Scores with method ``"flu"`` and name ``"flu"``; ``extra["flu_layers"]`` (MLP layers),
         ``extra["approach"]`` and, for probing, the probe curves (``"probe_accuracy"``,
         ``"chance"``, ``"layers"``), for path patching ``"extraction"``, ``"per_fact"``,
-        ``"groups"``, ``"mlp_fact_fraction"``, ``"direct_effects"`` and ``"n_dropped"`` /
-        ``"dropped_ids"`` (facts left out of path patching: no subject swap of their relation
-        keeps the tokens aligned; they never stop the run).
+        ``"groups"``, ``"mlp_fact_fraction"`` and ``"direct_effects"``, and ``scores.dropped_ids``
+        (facts left out of path patching: no subject swap of their relation keeps the tokens
+        aligned; they never stop the run).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -214,7 +212,7 @@ def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fr
     direct = path_patching(model, dataset, seed=seed, **options)
     extraction = extraction_components(direct, extraction_k)
     found = fact_lookup_mlps(model, dataset, extraction=extraction, n_std=n_std, seed=seed, **options)
-    dropped = list(dict.fromkeys(direct.extra["dropped_ids"] + found["dropped_ids"]))
+    dropped = list(dict.fromkeys([*direct.dropped_ids, *found["dropped_ids"]]))
     n_facts = max(1, len(found["per_fact"]))
     counts: dict[str, int] = {}
     for sel in found["per_fact"].values():
@@ -236,7 +234,5 @@ def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fr
         "mlp_fact_fraction": frac,
         "direct_effects": direct.as_dict(),
         "mlp_effects": found["scores"].as_dict(),
-        "n_dropped": len(dropped),
-        "dropped_ids": dropped,
     }
-    return _mlp_scores(model, layers, extra)
+    return _mlp_scores(model, layers, extra, dropped)

@@ -9,7 +9,7 @@ Corrupting subjects come from the dataset itself, then (for facts that have no a
 partner there) from an optional larger pool (``partners=``). A fact without any aligned
 partner is left out of that localization with a warning, and counted in
 :attr:`PatchingPairs.dropped` (the patching methods copy it into their scores as
-``extra["n_dropped"]`` / ``extra["dropped_ids"]``): a subject swap that changes the token
+``scores.dropped_ids`` / ``scores.n_dropped``): a subject swap that changes the token
 length (a tokenizer merging across the subject boundary) never stops a run.
 Users can instead pass their own corrupted prompts (same token length).
 
@@ -72,10 +72,6 @@ class PatchingPairs:
         return PatchingPairs(self.clean.subset(idx), self.corrupted.subset(idx), self.clean_answer[idx.to(self.clean_answer.device)],
                              self.corrupted_answer[idx.to(self.clean_answer.device)], [self.records[i] for i in idx.tolist()],
                              list(self.dropped))
-
-    def dropped_extra(self) -> dict[str, object]:
-        """``{"n_dropped", "dropped_ids"}`` for a method's ``ComponentScores.extra``."""
-        return {"n_dropped": len(self.dropped), "dropped_ids": list(self.dropped)}
 
 
 def make_pairs(

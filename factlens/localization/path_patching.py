@@ -38,9 +38,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from factlens.components import Component, ModelShape, attn_hook, attn_out_hook, mlp_hook
-from factlens.localization.activation import metric_from_residual
+from factlens.components import Component, ModelShape, attn_hook, attn_out_hook, mlp_hook, resolve_components
 from factlens.localization.pairs import Metric, PatchingPairs, make_pairs
+from factlens.localization.patching import metric_from_residual
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
 
@@ -50,32 +50,11 @@ __all__ = ["path_patching", "fact_lookup_mlps", "extraction_components"]
 # --- inputs ------------------------------------------------------------------------------
 
 
-def _as_components(items: Sequence[Component | str], shape: ModelShape, what: str) -> list[Component]:
-    """Parse labels and check that heads/MLPs exist in the model."""
-    out: list[Component] = []
-    for it in items:
-        c = Component.parse(it) if isinstance(it, str) else it
-        if not isinstance(c, Component):
-            raise TypeError(f"{what} must be Components or labels like 'L3H2' / 'L5.mlp', got {it!r}")
-        if c.kind == "neuron":
-            raise ValueError(f"{what}: path patching works on heads and MLPs, not neurons ({c.label})")
-        if c.layer >= shape.n_layers or (c.kind == "head" and c.index >= shape.n_heads):
-            raise ValueError(f"{what}: {c.label} does not exist in a model with {shape.n_layers} layers x "
-                             f"{shape.n_heads} heads")
-        if c.kind == "mlp" and shape.attn_only:
-            raise ValueError(f"{what}: {c.label}: the model is attention-only")
-        if c not in out:
-            out.append(c)
-    return out
-
-
-def _all_components(shape: ModelShape) -> list[Component]:
-    out: list[Component] = []
-    for l in range(shape.n_layers):
-        out += [Component("head", l, h) for h in range(shape.n_heads)]
-        if not shape.attn_only:
-            out.append(Component("mlp", l))
-    return out
+def _nonempty(items: Sequence[Component | str] | str, shape: ModelShape, what: str, hint: str) -> list[Component]:
+    """Resolve a required component list (an empty one raises with ``hint``)."""
+    if not isinstance(items, (str, Component)) and hasattr(items, "__len__") and len(items) == 0:
+        raise ValueError(f"{what} is empty; {hint}")
+    return resolve_components(shape, items, what=what)
 
 
 def _reaches(sender: Component, receiver: Component) -> bool:
@@ -252,7 +231,8 @@ def path_patching(
         dataset: Facts (a :class:`~factlens.data.FactDataset` or a list of records).
         receivers: ``None`` for direct effects on the logits; else the components the path
             must go through (e.g. the extraction heads), as Components or labels.
-        senders: Components to score (default: every head and MLP).
+        senders: Components to score (default: every head and MLP; any spelling of
+            :func:`~factlens.components.resolve_components`).
         metric: ``"logit_diff"`` (clean minus corrupted answer logit) or ``"prob"``.
         corrupted_prompts: Optional corrupted prompts (see
             :func:`~factlens.localization.pairs.make_pairs`).
@@ -267,12 +247,11 @@ def path_patching(
     share it.
 
     Returns:
-        Scores (method ``"path_patching"``) = mean metric drop per sender;
-        ``extra["per_example"]`` (``[component][example]``, dataset order) the per-fact drops,
-        ``extra["record_ids"]``, ``extra["clean_metric"]`` (per fact), ``extra["receivers"]``
-        (labels, or ``"logits"``), ``extra["direction"] = "noising"`` and
-        ``extra["n_dropped"]`` / ``extra["dropped_ids"]``: facts left out because no subject
-        swap of their relation keeps the tokens aligned (they never stop the run).
+        Scores (method ``"path_patching"``) = mean metric drop per sender; ``per_example``
+        (``[component, example]``, dataset order) the per-fact drops with their ``example_ids``,
+        ``clean_metric`` (per fact) and ``dropped_ids``: facts left out because no subject swap
+        of their relation keeps the tokens aligned (they never stop the run). ``extra``:
+        ``receivers`` (labels, or ``"logits"``) and ``direction = "noising"``.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -285,12 +264,9 @@ def path_patching(
         True
     """
     shape = ModelShape.of(model)
-    recv = None if receivers is None else _as_components(receivers, shape, "receivers")
-    if recv is not None and not recv:
-        raise ValueError("receivers is empty; pass None for direct effects on the logits")
-    send = _all_components(shape) if senders is None else _as_components(senders, shape, "senders")
-    if not send:
-        raise ValueError("no senders to score")
+    recv = None if receivers is None else _nonempty(receivers, shape, "receivers",
+                                                    "pass None for direct effects on the logits")
+    send = resolve_components(shape, senders, what="senders")
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
     n = len(pairs)
     todo = list(range(len(send)))
@@ -319,16 +295,10 @@ def path_patching(
                 bar.update(1)
             if not todo:
                 bar.update(1)
-    ids = [r.id for r in pairs.records]
-    extra = {
-        **pairs.dropped_extra(),
-        "per_example": drops.tolist(),
-        "record_ids": ids,
-        "clean_metric": clean_metric.tolist(),
-        "receivers": "logits" if recv is None else [r.label for r in recv],
-        "direction": "noising",
-    }
-    return ComponentScores(tuple(send), drops.mean(axis=1), "path_patching", metric, shape, extra)
+    extra = {"receivers": "logits" if recv is None else [r.label for r in recv], "direction": "noising"}
+    return ComponentScores(tuple(send), drops.mean(axis=1), "path_patching", metric, shape, extra, per_example=drops,
+                           example_ids=[r.id for r in pairs.records], clean_metric=clean_metric,
+                           dropped_ids=pairs.dropped)
 
 
 # --- the automated per-fact version ------------------------------------------------------------
@@ -397,15 +367,13 @@ def fact_lookup_mlps(
     shape = ModelShape.of(model)
     if shape.attn_only:
         raise ValueError("the model is attention-only: it has no MLPs")
-    ext = _as_components(extraction, shape, "extraction")
-    if not ext:
-        raise ValueError("extraction is empty; use extraction_components(direct_effects, k) to find it")
+    ext = _nonempty(extraction, shape, "extraction", "use extraction_components(direct_effects, k) to find it")
     mlps = shape.all_mlps()
     scores = path_patching(model, dataset, receivers=ext, senders=mlps, metric=metric,
                            corrupted_prompts=corrupted_prompts, partners=partners, batch_size=batch_size, seed=seed,
                            show_progress=show_progress)
-    ids = scores.extra["record_ids"]
-    eff = np.asarray(scores.extra["per_example"], dtype=np.float64)  # [n_mlps, n_facts], senders = mlps
+    ids = scores.example_ids
+    eff = scores.per_example  # [n_mlps, n_facts], senders = mlps
     mean, std = eff.mean(axis=0), eff.std(axis=0)
     per_fact: dict[str, list[str]] = {}
     effects: dict[str, dict[str, float]] = {}
@@ -419,5 +387,4 @@ def fact_lookup_mlps(
         grouped.setdefault(tuple(sel), []).append(rid)
     groups = [{"mlps": list(k), "facts": v} for k, v in sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
     return {"per_fact": per_fact, "groups": groups, "effects": effects, "extraction": [c.label for c in ext],
-            "n_std": n_std, "scores": scores, "n_dropped": scores.extra["n_dropped"],
-            "dropped_ids": scores.extra["dropped_ids"]}
+            "n_std": n_std, "scores": scores, "n_dropped": scores.n_dropped, "dropped_ids": list(scores.dropped_ids)}

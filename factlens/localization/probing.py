@@ -34,7 +34,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
-from factlens.components import Component, ModelShape, resid_hook
+from factlens.components import ModelShape, resid_hook, resolve_components
 from factlens.data.records import as_records
 from factlens.scores import ComponentScores
 from factlens.tokens import encode_records, iter_batches
@@ -235,15 +235,8 @@ def probing(
     curve = acc[gain_pos]
     start = max(chance, embed_acc[gain_pos]) if layers[0] == 0 else chance
     gains = {l: curve[i] - (curve[i - 1] if i else start) for i, l in enumerate(layers)}
-    comps: list[Component] = []
-    values: list[float] = []
-    for l in range(shape.n_layers):
-        for h in range(shape.n_heads):
-            comps.append(Component("head", l, h))
-            values.append(0.0)
-        if not shape.attn_only:
-            comps.append(Component("mlp", l))
-            values.append(gains.get(l, 0.0))
+    comps = resolve_components(shape)
+    values = [gains.get(c.layer, 0.0) if c.kind == "mlp" else 0.0 for c in comps]
     extra = {
         "probe_accuracy": acc,
         "probe_accuracy_std": acc_std,

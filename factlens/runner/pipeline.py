@@ -301,9 +301,9 @@ def _partners(prep: Prepared, cfg: RunConfig, localization: str) -> dict[str, An
 
 def _dropped_facts(scores) -> dict[str, Any] | None:
     """Facts a patching localization left out (no aligned corrupting subject), for the job's JSON."""
-    if scores is None or "n_dropped" not in scores.extra:
+    if scores is None or scores.dropped_ids is None:
         return None
-    return {"n_dropped": int(scores.extra["n_dropped"]), "dropped_ids": list(scores.extra.get("dropped_ids", []))}
+    return {"n_dropped": scores.n_dropped, "dropped_ids": list(scores.dropped_ids)}
 
 
 def _unbudgeted() -> frozenset[str]:

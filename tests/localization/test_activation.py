@@ -17,6 +17,7 @@ from factlens.data.records import FactRecord
 from factlens.localization.activation import activation_patching
 from factlens.localization.pairs import make_pairs
 import factlens.localization.activation as act
+import factlens.localization.patching as patching_mod
 from factlens.scores import ComponentScores
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.tokens import encode_records
@@ -88,7 +89,7 @@ def _ours(scores: ComponentScores):
     s = scores.shape
     heads = np.zeros((s.n_layers, s.n_heads))
     mlps = np.zeros(s.n_layers)
-    for c, v in zip(scores.components, scores.extra["patched"]):
+    for c, v in zip(scores.components, scores.patched):
         if c.kind == "head":
             heads[c.layer, c.index] = v
         else:
@@ -115,13 +116,13 @@ def test_matches_transformer_lens(variant, direction, metric, resid):
     np.testing.assert_allclose(heads, ref["heads"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mlps, ref["mlps"].numpy(), atol=1e-4, rtol=0)
     if resid:  # equal-length prompts: resid columns are absolute positions
-        np.testing.assert_allclose(np.array(s.extra["resid_patched"]), ref["resid"].numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(s.resid.patched, ref["resid"].numpy(), atol=1e-4, rtol=0)
     # baselines equal the unpatched runs
     pairs = make_pairs(model, recs, seed=0)
     fn = _tl_metric(pairs, metric)
     with torch.no_grad():
-        assert s.extra["clean_mean"] == pytest.approx(float(fn(model(pairs.clean.tokens))), abs=1e-5)
-        assert s.extra["corrupted_mean"] == pytest.approx(float(fn(model(pairs.corrupted.tokens))), abs=1e-5)
+        assert s.clean_mean == pytest.approx(float(fn(model(pairs.clean.tokens))), abs=1e-5)
+        assert s.corrupted_mean == pytest.approx(float(fn(model(pairs.corrupted.tokens))), abs=1e-5)
 
 
 def test_matches_transformer_lens_right_padded():
@@ -136,11 +137,11 @@ def test_matches_transformer_lens_right_padded():
     np.testing.assert_allclose(heads, ref["heads"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mlps, ref["mlps"].numpy(), atol=1e-4, rtol=0)
     # resid: right-aligned; the last column (last token) at layer 0 patches the identical final token
-    resid = np.array(s.extra["resid_patched"])
+    resid = s.resid.patched
     T = int(pairs.clean.lengths.max())
-    assert resid.shape == (2, T) and s.extra["resid_offsets"][-1] == -1
-    assert s.extra["resid_counts"][-1] == len(recs) and s.extra["resid_counts"][0] < len(recs)
-    assert resid[0, -1] == pytest.approx(s.extra["corrupted_mean"], abs=1e-5)
+    assert resid.shape == (2, T) and s.resid.offsets[-1] == -1 and len(s.resid.tokens) == T
+    assert s.resid.counts[-1] == len(recs) and s.resid.counts[0] < len(recs)
+    assert resid[0, -1] == pytest.approx(s.corrupted_mean, abs=1e-5)
 
 
 def test_planted_model_top_components():
@@ -153,7 +154,7 @@ def test_planted_model_top_components():
     noise = activation_patching(p.model, p.dataset, direction="noising", metric="prob", show_progress=False)
     assert set(noise.top(2)) == {p.lookup_mlp, p.extraction_head}
     # resid: the subject position carries the fact through layer 2, the last position afterwards
-    resid = np.array(s.extra["resid"])
+    resid = s.resid.values
     assert resid[1, 1] > 0.9 and resid[3, -1] > 0.9 and abs(resid[3, 1]) < 0.1
 
 
@@ -165,19 +166,19 @@ def test_batch_size_does_not_change_results():
     c = activation_patching(model, recs, batch_size=1, show_progress=False)
     for other in (b, c):
         np.testing.assert_allclose(a.values, other.values, atol=1e-5)
-        np.testing.assert_allclose(np.array(a.extra["per_example"]), np.array(other.extra["per_example"]), atol=1e-5)
-        np.testing.assert_allclose(np.array(a.extra["resid"]), np.array(other.extra["resid"]), atol=1e-5)
+        np.testing.assert_allclose(a.per_example, other.per_example, atol=1e-5)
+        np.testing.assert_allclose(a.resid.values, other.resid.values, atol=1e-5)
 
 
 def test_chunked_forward_passes_match(monkeypatch):
     model = tiny_model(n_layers=2)
     recs = _records(model)
     a = activation_patching(model, recs, show_progress=False)
-    monkeypatch.setattr(act, "_MAX_ROW_TOKENS", 1)
-    monkeypatch.setattr(act, "_UNEMBED_ROWS", 5)
+    monkeypatch.setattr(patching_mod, "MAX_ROW_TOKENS", 1)
+    monkeypatch.setattr(patching_mod, "_UNEMBED_ROWS", 5)
     b = activation_patching(model, recs, show_progress=False)
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
-    np.testing.assert_allclose(np.array(a.extra["resid"]), np.array(b.extra["resid"]), atol=1e-5)
+    np.testing.assert_allclose(a.resid.values, b.resid.values, atol=1e-5)
 
 
 def test_components_subset_and_conventions():
@@ -188,19 +189,22 @@ def test_components_subset_and_conventions():
                                     [Component("head", L, h) for h in range(4)] + [Component("mlp", L)])
     sub = activation_patching(model, recs, components=["L1H2", Component("mlp", 0)], include_resid=False,
                               show_progress=False)
-    assert [c.label for c in sub.components] == ["L1H2", "L0.mlp"] and "resid" not in sub.extra
+    assert [c.label for c in sub.components] == ["L1H2", "L0.mlp"] and sub.resid is None
     assert sub["L1H2"] == pytest.approx(full["L1H2"], abs=1e-6)
     assert sub["L0.mlp"] == pytest.approx(full["L0.mlp"], abs=1e-6)
     raw = activation_patching(model, recs, normalize=False, show_progress=False)
-    ex = raw.extra
-    np.testing.assert_allclose(raw.values, np.array(ex["patched"]) - ex["corrupted_mean"], atol=1e-9)
-    np.testing.assert_allclose(full.values, raw.values / (ex["clean_mean"] - ex["corrupted_mean"]), atol=1e-9)
-    np.testing.assert_allclose(np.array(ex["per_example"]).mean(1), ex["patched"], atol=1e-9)
+    np.testing.assert_allclose(raw.values, raw.patched - raw.corrupted_mean, atol=1e-9)
+    np.testing.assert_allclose(full.values, raw.values / (raw.clean_mean - raw.corrupted_mean), atol=1e-9)
+    np.testing.assert_allclose(raw.per_example.mean(1), raw.patched, atol=1e-9)
+    assert raw.per_example.shape == (len(raw), raw.n_examples) and len(raw.example_ids) == raw.n_examples
     noise = activation_patching(model, recs, direction="noising", normalize=False, show_progress=False)
-    np.testing.assert_allclose(noise.values, noise.extra["clean_mean"] - np.array(noise.extra["patched"]), atol=1e-9)
+    np.testing.assert_allclose(noise.values, noise.clean_mean - noise.patched, atol=1e-9)
     # JSON round trip
     back = ComponentScores.from_dict(json.loads(json.dumps(full.to_dict())))
     np.testing.assert_allclose(back.values, full.values)
+    np.testing.assert_array_equal(back.per_example, full.per_example)
+    np.testing.assert_array_equal(back.resid.patched, full.resid.patched)
+    assert back.resid.tokens == full.resid.tokens and back.example_ids == full.example_ids
     assert back.method == "activation_patching" and back.metric == "logit_diff"
 
 
@@ -230,7 +234,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
     def raising(*args, **kwargs):  # called inside the hooks context, before the patched forward
         raise RuntimeError("during forward")
 
-    monkeypatch.setattr(act, "_repeated_cache", raising)
+    monkeypatch.setattr(act, "repeated_cache", raising)
     with pytest.raises(RuntimeError, match="during forward"):
         activation_patching(model, recs, show_progress=False)
     assert no_hooks(model)
@@ -252,7 +256,7 @@ def test_registry_dispatch():
     ({"direction": "forward"}, "direction"),
     ({"metric": "kl"}, "unknown metric"),
     ({"batch_size": 0}, "batch_size"),
-    ({"components": "heads"}, "components"),
+    ({"components": "everything"}, "components.*valid spellings"),
     ({"components": ["L0.N3"]}, "neurons"),
     ({"components": ["L9H0"]}, "does not exist"),
     ({"components": ["L0H0", "L0H0"]}, "duplicates"),

@@ -37,7 +37,7 @@ def test_matches_transformer_lens_on_gemma(gemma):
     s = activation_patching(gemma, recs, include_resid=False, show_progress=False)
     assert len(s) == gemma.cfg.n_layers * (gemma.cfg.n_heads + 1)
     # the model knows these facts: clean logit diff positive, corrupted negative
-    assert min(s.extra["clean_metric"]) > 0 and max(s.extra["corrupted_metric"]) < 0
+    assert min(s.clean_metric) > 0 and max(s.corrupted_metric) < 0
 
     b = torch.arange(len(pairs))
     last = pairs.clean.last_pos
@@ -56,7 +56,7 @@ def test_matches_transformer_lens_on_gemma(gemma):
         mlps = tl_patching.generic_activation_patch(gemma, pairs.corrupted.tokens, clean_cache, metric,
                                                     _all_pos_setter, "mlp_out",
                                                     index_df=pd.DataFrame({"layer": list(LAYERS)}))
-    ours = dict(zip(s.components, s.extra["patched"]))
+    ours = dict(zip(s.components, s.patched))
     got = [ours[Component("head", L, h)] for L, h in heads_idx.itertuples(index=False)]
     got += [ours[Component("mlp", L)] for L in LAYERS]
     ref = np.concatenate([heads.numpy(), mlps.numpy()])

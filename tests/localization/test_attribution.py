@@ -79,21 +79,23 @@ def test_planted_top_components_and_correlation_with_exact(planted):
 def test_extra_fields_and_cost(planted):
     s = attribution_patching(planted.model, planted.dataset, show_progress=False)
     n, shape = len(planted.dataset), ModelShape.of(planted.model)
-    per = np.array(s.extra["per_example"])
-    assert per.shape == (len(s), n)
+    per = s.per_example
+    assert per.shape == (len(s), n) and s.n_examples == n and s.n_dropped == 0
     np.testing.assert_allclose(per.mean(1), s.values)
-    resid = np.array(s.extra["resid"])
-    T = len(s.extra["resid_offsets"])
-    assert resid.shape == (shape.n_layers, T) and len(s.extra["resid_tokens"]) == T
+    resid = s.resid.values
+    T = s.resid.n_positions
+    assert resid.shape == (shape.n_layers, T) and len(s.resid.tokens) == T and len(s.resid.offsets) == T
     # layer x position map: subject position (1) before the lookup, final position after the mover
     assert np.argmax(np.abs(resid[0])) == 1 and np.argmax(np.abs(resid[3])) == T - 1
-    assert np.array(s.extra["resid_by_role"]).shape == (shape.n_layers, len(s.extra["roles"]))
-    assert s.extra["clean_mean"] > 5 > -5 > s.extra["corrupted_mean"]
+    assert s.resid.by_role.shape == (shape.n_layers, len(s.resid.roles))
+    assert s.clean_mean > 5 > -5 > s.corrupted_mean
     assert s.extra["forward_equivalents"] == 3
     assert s.extra["exact_forward_equivalents"] == 2 + len(s)
     ig = attribution_patching(planted.model, planted.dataset, ig_steps=3, show_progress=False)
     assert ig.extra["forward_equivalents"] == 2 + 2 * 3 and ig.extra["ig_interpolation"] == "input_embeddings"
-    factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of extra
+    back = factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of the typed fields and extra
+    np.testing.assert_array_equal(back.resid.by_role, s.resid.by_role)
+    assert back.n_examples == n and ig.n_examples == n
 
 
 def test_noising_direction_is_signed_like_activation_patching(planted):
@@ -101,8 +103,9 @@ def test_noising_direction_is_signed_like_activation_patching(planted):
     assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
     assert s[planted.lookup_mlp] > 0 and s[planted.extraction_head] > 0  # larger = more important
     n = attribution_patching(planted.model, planted.dataset, direction="noising", normalize=True, show_progress=False)
-    gap = s.extra["clean_mean"] - s.extra["corrupted_mean"]
+    gap = s.clean_mean - s.corrupted_mean
     np.testing.assert_allclose(n.values, s.values / gap)
+    np.testing.assert_allclose(n.resid.values, s.resid.values / gap)
     assert n[planted.extraction_head] == pytest.approx(1.0, abs=0.02)
 
 
@@ -111,8 +114,8 @@ def test_integrated_gradients_completeness(planted):
     gap_err = {}
     for m in (1, 8):
         s = attribution_patching(planted.model, planted.dataset, metric="prob", ig_steps=m, show_progress=False)
-        gap = s.extra["clean_mean"] - s.extra["corrupted_mean"]
-        gap_err[m] = abs(np.array(s.extra["resid"])[0].sum() - gap) / gap
+        gap = s.clean_mean - s.corrupted_mean
+        gap_err[m] = abs(s.resid.values[0].sum() - gap) / gap
         assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
     assert gap_err[8] < 0.01 < 0.5 < gap_err[1]  # measured: 5e-4 (8 steps), 0.85 (1 step)
     # the probability saturates: plain attribution underestimates it ~10x; IG comes much closer
@@ -205,7 +208,7 @@ def test_tiny_models(variant, sports_small):
     e = np.array(list(exact.values()))
     # random weights, no planted fact: attribution is still a good linear estimate (measured 0.97-0.995)
     assert np.corrcoef(a, e)[0, 1] > 0.8
-    assert np.isfinite(np.array(s.extra["resid"])).all()
+    assert np.isfinite(s.resid.values).all()
     assert_unchanged(model, snap)
 
 

@@ -10,7 +10,8 @@ import factlens
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.components import attn_hook, embed_hook, mlp_hook, resid_hook
 from factlens.localization import causal_tracing as ct_mod
-from factlens.localization.causal_tracing import ROLES, causal_tracing, embedding_std, position_summary
+from factlens.localization.causal_tracing import causal_tracing, embedding_std
+from factlens.localization.patching import ROLES, position_summary
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.tokens import answer_token_ids, encode_records, final_logits
 
@@ -69,13 +70,13 @@ def _naive_restore(model, record, *, noise_std, n_samples, seed, patches):
 
 def test_planted_noise_destroys_and_lookup_restores(planted, planted_trace):
     s = planted_trace
-    clean, noised = s.extra["clean_prob"], s.extra["noised_prob"]
+    clean, noised = s.clean_mean, s.corrupted_mean
     assert s.method == "causal_tracing" and s.metric == "prob"
     assert clean > 0.98 and noised < clean - 0.15
     assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
     subj = 1  # "<bos> Subject plays the sport of"
-    win = np.array(s.extra["mlp_window"])
-    resid = np.array(s.extra["resid"])
+    win = s.mlp_window.values
+    resid = s.resid.values
     assert (win[1, subj] - noised) / (clean - noised) > 0.5  # the lookup MLP at the subject
     assert np.unravel_index(np.argmax(win), win.shape) == (1, subj)
     # restoring the whole residual at the subject before the lookup undoes the noise exactly
@@ -84,10 +85,13 @@ def test_planted_noise_destroys_and_lookup_restores(planted, planted_trace):
     np.testing.assert_allclose(resid[:, 0], noised, atol=1e-5)  # before the subject: nothing to restore
     np.testing.assert_allclose(s.extra["indirect_effect"], s.values - noised)
     assert s[planted.extraction_head] == pytest.approx(clean, abs=1e-5)
-    per = np.array(s.extra["per_example"])
-    assert per.shape == (len(s), len(planted.dataset))
+    per = s.per_example
+    assert per.shape == (len(s), len(planted.dataset)) and s.example_ids == tuple(r.id for r in planted.dataset)
     np.testing.assert_allclose(per.mean(1), s.values)
-    factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of extra
+    assert s.dropped_ids is None and s.n_dropped is None  # causal tracing pairs no facts
+    back = factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of the typed fields and extra
+    np.testing.assert_array_equal(back.mlp_window.values, win)
+    assert back.clean_mean == clean and back.corrupted_mean == noised
 
 
 def test_three_sigma_numbers_on_planted(planted):
@@ -95,7 +99,7 @@ def test_three_sigma_numbers_on_planted(planted):
     s = causal_tracing(planted.model, planted.dataset, n_samples=4, include_resid=False, show_progress=False)
     assert s.extra["noise_scale"] == 3.0
     assert s.extra["noise_std"] == pytest.approx(3 * embedding_std(planted.model))
-    assert s.extra["noised_prob"] < s.extra["clean_prob"] - 0.05
+    assert s.corrupted_mean < s.clean_mean - 0.05
     assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
 
 
@@ -113,16 +117,16 @@ def test_matches_naive_full_run_hooks(planted, which):
     std = s.extra["noise_std"]
     enc = encode_records(model, [rec])
     subj, last = int(enc.subject_first[0]), int(enc.last_pos[0])
-    assert len(s.extra["resid_offsets"]) == last + 1
+    assert len(s.resid.offsets) == last + 1
 
     def naive(patches):
         return _naive_restore(model, rec, noise_std=std, n_samples=3, seed=7, patches=patches)
 
-    assert s.extra["noised_prob"] == pytest.approx(naive([]), rel=1e-4, abs=1e-9)
+    assert s.corrupted_mean == pytest.approx(naive([]), rel=1e-4, abs=1e-9)
     for label, patch in [("L2H1", (attn_hook(2, "z"), 1, None)), ("L0H0", (attn_hook(0, "z"), 0, None)),
                          ("L1.mlp", (mlp_hook(1, "out"), None, None))]:
         assert s[label] == pytest.approx(naive([patch]), rel=1e-4, abs=1e-9), label
-    resid, win = np.array(s.extra["resid"]), np.array(s.extra["mlp_window"])
+    resid, win = s.resid.values, s.mlp_window.values
     assert resid[2, last] == pytest.approx(naive([(resid_hook(2, "pre"), None, last)]), rel=1e-4, abs=1e-9)
     assert resid[1, subj] == pytest.approx(naive([(resid_hook(1, "pre"), None, subj)]), rel=1e-4, abs=1e-9)
     # window=3 at layer 1: MLPs 0, 1, 2 at the position; at layer 0: MLPs 0, 1 (clipped)
@@ -140,11 +144,11 @@ def test_reproducible_and_batch_size_independent(planted):
     c = causal_tracing(planted.model, ds, batch_size=4, **kw)
     d = causal_tracing(planted.model, ds, batch_size=6, seed=1, include_resid=False, **kw)
     np.testing.assert_array_equal(a.values, b.values)
-    assert a.extra["resid"] == b.extra["resid"]
+    np.testing.assert_array_equal(a.resid.values, b.resid.values)
     np.testing.assert_allclose(a.values, c.values, atol=1e-5)
-    np.testing.assert_allclose(a.extra["resid"], c.extra["resid"], atol=1e-5)
-    np.testing.assert_allclose(a.extra["mlp_window"], c.extra["mlp_window"], atol=1e-5)
-    assert d.extra["noised_prob"] != a.extra["noised_prob"]
+    np.testing.assert_allclose(a.resid.values, c.resid.values, atol=1e-5)
+    np.testing.assert_allclose(a.mlp_window.values, c.mlp_window.values, atol=1e-5)
+    assert d.corrupted_mean != a.corrupted_mean
 
 
 def test_component_subsets(planted):
@@ -211,14 +215,14 @@ def test_tiny_gqa_variants_run(variant):
     assert_unchanged(model, snap)
     assert len(s) == 2 * (4 + 1)
     assert np.isfinite(s.values).all() and (s.values > 0).all()
-    resid = np.array(s.extra["resid"])
+    resid = s.resid.values
     T = max(encode_records(model, ds).lengths.tolist())
     assert resid.shape == (2, T) and np.isfinite(resid).all()
-    assert len(s.extra["resid_offsets"]) == T and s.extra["resid_offsets"][-1] == -1
+    assert len(s.resid.offsets) == T and s.resid.offsets[-1] == -1
     # the first column is the longest prompt's BOS, before its subject: restoring it changes nothing
     longest = int(np.argmax(encode_records(model, ds).lengths.numpy()))
-    np.testing.assert_allclose(resid[:, 0], s.extra["noised_prob_per_example"][longest], rtol=1e-4)
-    assert np.array(s.extra["mlp_window_by_role"]).shape == (2, len(ROLES))
+    np.testing.assert_allclose(resid[:, 0], s.corrupted_metric[longest], rtol=1e-4)
+    assert s.mlp_window.by_role.shape == (2, len(ROLES)) and s.mlp_window.roles == ROLES
 
 
 def test_embedding_std_matches_torch():
@@ -260,7 +264,7 @@ def test_gemma_causal_tracing(gemma):
     assert_unchanged(gemma, snap)
     assert len(s) == 18
     # measured: clean 0.72, noised 0.0014 (3 sigma, sigma = std(W_E) = 1.03)
-    assert s.extra["noised_prob"] < 0.5 * s.extra["clean_prob"]
+    assert s.corrupted_mean < 0.5 * s.clean_mean
     assert np.isfinite(s.values).all() and (s.values >= 0).all()
     # the shared-prefix key/value cache path (sliding-window layers, two rotary bases) is exact
     naive = _naive_restore(gemma, ds[0], noise_std=s.extra["noise_std"], n_samples=2, seed=0,

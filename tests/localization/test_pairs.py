@@ -116,10 +116,10 @@ def test_patching_methods_record_dropped_facts(merging):
         attr = attribution_patching(model, ds, show_progress=False)
         act = activation_patching(model, ds, normalize=False, show_progress=False)
     for s in (direct, via, attr, act):
-        assert s.extra["n_dropped"] == 1 and s.extra["dropped_ids"] == [bob]
-        assert ComponentScores.from_dict(s.to_dict()).extra["n_dropped"] == 1  # survives the run's JSON
-    assert bob not in direct.extra["record_ids"] and len(direct.extra["record_ids"]) == 3
-    assert attr.extra["n_examples"] == 3 and len(attr.extra["clean_metric"]) == 3
+        assert s.n_dropped == 1 and s.dropped_ids == (bob,)
+        assert ComponentScores.from_dict(s.to_dict()).dropped_ids == (bob,)  # survives the run's JSON
+        assert bob not in s.example_ids and len(s.example_ids) == 3 == s.n_examples
+    assert len(attr.clean_metric) == 3
 
 
 def test_attribution_patching_with_an_unpairable_fact():
@@ -130,8 +130,8 @@ def test_attribution_patching_with_an_unpairable_fact():
     ds = FactDataset((_rec("LeBron James", "basketball"), _rec("Tom Brady", "football"), _rec("Jordan", "basketball")))
     with pytest.warns(UserWarning, match="Jordan"):
         s = attribution_patching(m, ds, batch_size=2, show_progress=False)
-    assert s.extra["n_examples"] == 2 and s.extra["n_dropped"] == 1
-    assert len(s.extra["per_example"][0]) == 2
+    assert s.n_examples == 2 and s.n_dropped == 1
+    assert s.per_example.shape == (len(s), 2)
 
 
 def test_flu_path_patching_records_dropped_facts():
@@ -145,7 +145,7 @@ def test_flu_path_patching_records_dropped_facts():
     ds = FactDataset(p.dataset.records + (odd,), name="planted-plus")
     with pytest.warns(UserWarning, match="left out 1"):
         s = flu_scores(p.model, ds, approach="path_patching", n_std=1.0, extraction_k=1, show_progress=False)
-    assert s.extra["n_dropped"] == 1 and s.extra["dropped_ids"] == ["two-token"]
+    assert s.n_dropped == 1 and s.dropped_ids == ("two-token",)
     assert "two-token" not in s.extra["per_fact"]
 
 
@@ -223,7 +223,7 @@ def test_runner_pairs_forget_facts_with_known_partners_and_records_drops():
     with pytest.warns(UserWarning, match="left out 1 of 3"):
         _, scores, _ = _mask_and_scores(prep, cfg, 0, "attribution_patching", {"param_budget": 10**9}, False)
     # the two same-answer forget facts have no partner among the forget facts: the known facts pair them
-    assert scores.extra["n_examples"] == 2
+    assert scores.n_examples == 2
     assert _dropped_facts(scores) == {"n_dropped": 1, "dropped_ids": ["two-token"]}
     from factlens.runner.report import _dropped_note
 

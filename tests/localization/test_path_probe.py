@@ -133,11 +133,12 @@ def test_direct_effects_rank_the_extraction_head(planted, direct):
     assert direct[planted.extraction_head] > 5  # noising removes the clean answer's logit lead
     assert abs(direct[planted.lookup_mlp]) < 0.1  # the lookup MLP only writes at the subject
     assert direct.method == "path_patching" and direct.extra["receivers"] == "logits"
-    per = np.array(direct.extra["per_example"])
+    per = direct.per_example
     assert per.shape == (len(direct), len(planted.dataset))
     np.testing.assert_allclose(per.mean(1), direct.values)
-    assert len(direct.extra["record_ids"]) == len(planted.dataset)
-    json.dumps(direct.extra)
+    assert direct.example_ids == tuple(r.id for r in planted.dataset) and direct.n_dropped == 0
+    assert len(direct.clean_metric) == len(planted.dataset)
+    json.dumps(direct.to_dict())
     assert_no_hooks(planted.model)
 
 

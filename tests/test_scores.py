@@ -1,0 +1,139 @@
+"""Tests of ``factlens.scores``: typed fields, ResidMap, persistence (also of older files), selection order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from factlens.components import Component, Mask, ModelShape
+from factlens.scores import ComponentScores, ResidMap
+
+SHAPE = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
+COMPS = tuple(SHAPE.all_components())  # L0H0 L0H1 L0.mlp L1H0 L1H1 L1.mlp
+
+
+def _scores(**kw) -> ComponentScores:
+    per = np.arange(12, dtype=float).reshape(6, 2)
+    resid = ResidMap([[0.1, 0.2, 0.3], [0.4, np.nan, 0.6]], offsets=[-3, -2, -1], counts=[1, 2, 2],
+                     tokens=["<bos>", "A", "B"], by_role=[[1.0, np.nan], [3.0, 4.0]], roles=["first", "last"],
+                     patched=[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    fields = dict(per_example=per, example_ids=["a", "b"], clean_metric=[2.0, 4.0], corrupted_metric=[-1.0, 0.0],
+                  patched=per.mean(1), resid=resid, dropped_ids=["c"])
+    fields.update(kw)
+    return ComponentScores(COMPS, per.mean(1), "activation_patching", "logit_diff", SHAPE, {"direction": "noising"},
+                           **fields)
+
+
+def test_typed_fields_and_properties():
+    s = _scores()
+    assert s.clean_mean == 3.0 and s.corrupted_mean == -0.5
+    assert s.n_examples == 2 and s.n_dropped == 1 and s.dropped_ids == ("c",) and s.example_ids == ("a", "b")
+    assert s.resid.n_positions == 3 and s.resid.tokens == ("<bos>", "A", "B")
+    bare = ComponentScores(COMPS, np.zeros(6), "random", "uniform", SHAPE)
+    assert bare.clean_mean is None and bare.n_dropped is None and bare.n_examples is None and bare.resid is None
+
+
+def test_json_round_trip_keeps_typed_fields(tmp_path):
+    s = _scores()
+    s.save(tmp_path / "s.json")
+    d = json.loads((tmp_path / "s.json").read_text())
+    assert d["extra"] == {"direction": "noising"} and d["dropped_ids"] == ["c"] and d["resid"]["offsets"] == [-3, -2, -1]
+    back = ComponentScores.load(tmp_path / "s.json")
+    assert back.components == s.components and back.extra == s.extra
+    for f in ("values", "per_example", "clean_metric", "corrupted_metric", "patched"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(s, f))
+    for f in ("values", "by_role", "patched"):
+        np.testing.assert_array_equal(getattr(back.resid, f), getattr(s.resid, f))  # NaN survives
+    assert back.resid.roles == ("first", "last") and back.example_ids == ("a", "b") and back.dropped_ids == ("c",)
+    assert back.mlp_window is None
+
+
+def test_files_saved_with_the_keys_in_extra_still_load():
+    """Older runs kept these fields in ``extra``; loading maps them onto the typed fields."""
+    old_activation = {
+        "method": "activation_patching", "metric": "logit_diff", "name": "", "shape": SHAPE.to_dict(),
+        "scores": {c.label: float(i) for i, c in enumerate(COMPS)},
+        "extra": {"direction": "denoising", "normalize": True, "n_examples": 2, "n_dropped": 1, "dropped_ids": ["x"],
+                  "patched": [0.5] * 6, "per_example": [[0.0, 1.0]] * 6, "clean_metric": [2.0, 4.0],
+                  "corrupted_metric": [0.0, 1.0], "clean_mean": 3.0, "corrupted_mean": 0.5, "prompts": ["p", "q"],
+                  "resid": [[0.1, 0.2], [0.3, 0.4]], "resid_patched": [[1.0, 2.0], [3.0, 4.0]],
+                  "resid_offsets": [-2, -1], "resid_counts": [2, 2], "resid_tokens": ["A", "B"]},
+    }
+    s = ComponentScores.from_dict(json.loads(json.dumps(old_activation)))
+    assert s.extra == {"direction": "denoising", "normalize": True, "prompts": ["p", "q"]}
+    assert s.dropped_ids == ("x",) and s.n_dropped == 1 and s.n_examples == 2 and s.clean_mean == 3.0
+    assert s.patched.tolist() == [0.5] * 6 and s.per_example.shape == (6, 2) and s.corrupted_mean == 0.5
+    assert s.resid.values.tolist() == [[0.1, 0.2], [0.3, 0.4]] and s.resid.patched.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert s.resid.offsets == (-2, -1) and s.resid.tokens == ("A", "B") and s.resid.by_role is None
+
+    old_tracing = {
+        "method": "causal_tracing", "metric": "prob", "name": "", "shape": SHAPE.to_dict(),
+        "scores": {c.label: 0.5 for c in COMPS},
+        "extra": {"clean_prob": 0.9, "noised_prob": 0.2, "clean_prob_per_example": [0.9], "noised_prob_per_example": [0.2],
+                  "indirect_effect": [0.3] * 6, "per_example": [[0.5]] * 6, "per_example_ids": ["f1"], "sigma": 1.0,
+                  "resid": [[0.1], [0.2]], "mlp_window": [[0.3], [0.4]], "resid_offsets": [-1], "resid_counts": [1],
+                  "resid_tokens": ["A"], "resid_by_role": [[0.1, 0.1], [0.2, 0.2]],
+                  "mlp_window_by_role": [[0.3, 0.3], [0.4, 0.4]], "roles": ["r1", "r2"]},
+    }
+    t = ComponentScores.from_dict(old_tracing)
+    assert t.extra == {"indirect_effect": [0.3] * 6, "sigma": 1.0}
+    assert t.clean_mean == 0.9 and t.corrupted_mean == 0.2 and t.example_ids == ("f1",) and t.dropped_ids is None
+    assert t.mlp_window.values.tolist() == [[0.3], [0.4]] and t.mlp_window.by_role.tolist() == [[0.3, 0.3], [0.4, 0.4]]
+    assert t.resid.roles == t.mlp_window.roles == ("r1", "r2") and t.mlp_window.tokens == ("A",)
+
+    old_path = {"method": "path_patching", "metric": "logit_diff", "name": "", "shape": SHAPE.to_dict(),
+                "scores": {c.label: 0.0 for c in COMPS},
+                "extra": {"n_dropped": 0, "dropped_ids": [], "per_example": [[0.0]] * 6, "record_ids": ["f1"],
+                          "clean_metric": [1.0], "receivers": "logits", "direction": "noising"}}
+    p = ComponentScores.from_dict(old_path)
+    assert p.example_ids == ("f1",) and p.dropped_ids == () and p.n_dropped == 0
+    assert p.extra == {"receivers": "logits", "direction": "noising"}
+
+
+def test_restrict_keeps_the_matching_rows():
+    s = _scores()
+    m = s.restrict("mlp")
+    assert [c.label for c in m.components] == ["L0.mlp", "L1.mlp"]
+    np.testing.assert_array_equal(m.per_example, s.per_example[[2, 5]])
+    np.testing.assert_array_equal(m.patched, s.patched[[2, 5]])
+    assert m.resid is s.resid and m.clean_metric is s.clean_metric and m.dropped_ids == ("c",)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"per_example": np.zeros((5, 2))}, "per_example has 5 rows for 6 components"),
+    ({"patched": np.zeros(3)}, "patched has 3 rows"),
+    ({"example_ids": ["a"]}, "per_example has 2 examples but there are 1 example_ids"),
+    ({"clean_metric": [[1.0]]}, "clean_metric must be a 1-d array"),
+])
+def test_inconsistent_typed_fields_raise(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _scores(**kw)
+
+
+def test_resid_must_be_a_resid_map():
+    with pytest.raises(TypeError, match="resid must be a ResidMap"):
+        _scores(resid={"values": [[0.0]]})
+
+
+def test_resid_map_checks_its_columns():
+    with pytest.raises(ValueError, match="3 columns but 2 offsets"):
+        ResidMap(np.zeros((2, 3)), offsets=[-2, -1], counts=[1, 1, 1])
+    with pytest.raises(ValueError, match="by_role has shape"):
+        ResidMap(np.zeros((2, 1)), offsets=[-1], counts=[1], by_role=np.zeros((2, 3)), roles=["a"])
+    with pytest.raises(ValueError, match="patched has shape"):
+        ResidMap(np.zeros((2, 1)), offsets=[-1], counts=[1], patched=np.zeros((1, 1)))
+
+
+def test_selection_does_not_depend_on_the_listing_order():
+    """Ties break in Component order, so methods that list components differently select the same mask."""
+    values = {"L0H0": 0.0, "L0H1": 1.0, "L0.mlp": 0.0, "L1H0": 0.0, "L1H1": 1.0, "L1.mlp": 0.0}
+    canonical = ComponentScores.from_dict_of_scores(values, method="m", metric="x", shape=SHAPE)
+    shuffled = ComponentScores.from_dict_of_scores(dict(reversed(list(values.items()))), method="m", metric="x",
+                                                   shape=SHAPE)
+    assert canonical.top(4) == shuffled.top(4) == [Component("head", 0, 1), Component("head", 1, 1),
+                                                   Component("head", 0, 0), Component("head", 1, 0)]
+    budget = Mask.from_labels(["L0H1", "L1H1", "L0H0"]).n_params(SHAPE)
+    assert canonical.to_mask(param_budget=budget) == shuffled.to_mask(param_budget=budget)
+    assert canonical.to_mask(param_budget=budget).labels == ["L0H0", "L0H1", "L1H1"]
