@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
-__all__ = ["spider_plot", "metric_bars", "probe_curves", "relearning_bars", "update_size_histogram", "metric_label",
-           "SPIDER_METRICS", "BAR_METRICS"]
+__all__ = ["spider_plot", "metric_bars", "suite_bars", "probe_curves", "relearning_bars", "update_size_histogram",
+           "metric_label", "SPIDER_METRICS", "BAR_METRICS", "HEADLINE_METRICS"]
 
 #: Default axes of :func:`spider_plot` (those present in the results are drawn).
 SPIDER_METRICS: tuple[str, ...] = (
@@ -36,6 +36,14 @@ BAR_METRICS: tuple[str, ...] = (
     "forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error", "mcq_edit_accuracy",
     "mcq_maintain_accuracy", "paraphrase_forget_error", "paraphrase_edit_accuracy", "neighborhood_maintain_accuracy",
     "neighborhood_edit_error", "mmlu_accuracy",
+)
+
+#: The headline metrics: the defaults of :meth:`EvalResult.plot <factlens.evaluation.result.EvalResult.plot>`
+#: (:func:`suite_bars`) and the metrics shown first in the run report's Comparisons section.
+HEADLINE_METRICS: tuple[str, ...] = (
+    "forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error", "paraphrase_forget_error",
+    "paraphrase_edit_accuracy", "next_token_accuracy", "kl_divergence", "mmlu_accuracy", "relearn_forget_accuracy",
+    "soft_prompt_forget_accuracy", "probe_true_accuracy_last", "probe_target_accuracy_last",
 )
 
 _EXACT = {
@@ -196,6 +204,76 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
                              hovertext=[f"{n}: n={m.n}" if m is not None else n for n, m in zip(names, ms)]))
     fig.update_layout(barmode="group", title=title or "Evaluation metrics per localization", yaxis_title="value",
                       xaxis_title="metric")
+    return fig
+
+
+def _suite_panels(result: EvalResult, metrics: Sequence[str] | None) -> list[tuple[str, list[Metric]]]:
+    """``[(suite, [metric, ...])]``: per suite, the wanted metrics it has, in the order asked for."""
+    wanted = list(HEADLINE_METRICS if metrics is None else metrics)
+    if isinstance(metrics, str) or not all(isinstance(n, str) for n in wanted):
+        raise TypeError(f"metrics must be a list of metric names, got {metrics!r}")
+    rank = {n: i for i, n in enumerate(wanted)}
+    panels, found = [], set()
+    for s in result.suites.values():
+        hits = [(rank.get(f"{s.suite}.{m.name}", rank.get(m.name)), m) for m in s.metrics]
+        hits = sorted(((i, m) for i, m in hits if i is not None), key=lambda x: x[0])
+        found |= {wanted[i] for i, _ in hits}
+        if hits:
+            panels.append((s.suite, [m for _, m in hits]))
+    have = [f"{s.suite}.{m.name}" for s in result.suites.values() for m in s.metrics]
+    if metrics is not None and set(wanted) - found:
+        raise ValueError(f"the result has no metric {sorted(set(wanted) - found)}; it has {have}")
+    if not panels:
+        raise ValueError(f"none of the metrics {wanted} is in the result (it has {have}); "
+                         "pass metrics=[...] naming the ones to draw")
+    return panels
+
+
+def suite_bars(result, metrics: Sequence[str] | None = None, *, show_baseline: bool = True,
+               title: str | None = None):
+    """One panel per suite: bars of its metrics with 95 % intervals as error bars (``EvalResult.plot``).
+
+    Each panel has its own value axis (a KL divergence and an accuracy do not share a scale).
+    The grey bar beside each metric is the unedited model's value (its ``baseline``); metrics
+    flagged ``at_chance`` are labelled so. Error bars are the metrics' 95 % confidence
+    intervals (their standard errors for results saved without intervals).
+
+    Args:
+        result: An :class:`~factlens.evaluation.result.EvalResult` or one
+            :class:`~factlens.evaluation.result.SuiteResult`.
+        metrics: Metric names (``"forget_accuracy"`` or ``"standard.forget_accuracy"``), drawn
+            in this order; default: those of :data:`HEADLINE_METRICS` present.
+        show_baseline: Draw the unedited model's value where it is known.
+        title: Figure title.
+
+    Raises:
+        TypeError: ``result`` is not an EvalResult/SuiteResult.
+        ValueError: None of the metrics is in the result, or a named metric is not.
+    """
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    if isinstance(result, SuiteResult):
+        result = EvalResult({result.suite: result})
+    if not isinstance(result, EvalResult):
+        raise TypeError(f"give an EvalResult or a SuiteResult, got {type(result).__name__}")
+    panels = _suite_panels(result, metrics)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[s for s, _ in panels])
+    legend = set()
+    for col, (_, ms) in enumerate(panels, start=1):
+        labels = [metric_label(m.name) for m in ms]
+        base = [m.baseline if _finite(m.baseline) else None for m in ms]
+        if show_baseline and any(b is not None for b in base):
+            fig.add_trace(go.Bar(x=labels, y=base, name="original", marker_color="lightgray", legendgroup="original",
+                                 showlegend="original" not in legend), row=1, col=col)
+            legend.add("original")
+        fig.add_trace(go.Bar(x=labels, y=[m.value if _finite(m.value) else None for m in ms], name="edited",
+                             marker_color="#636efa", error_y=_error_bars(ms), legendgroup="edited",
+                             showlegend="edited" not in legend, text=["(at chance)" if m.at_chance else "" for m in ms],
+                             hovertext=[f"{m.name}: n={m.n} {m.unit}" for m in ms]), row=1, col=col)
+        legend.add("edited")
+    fig.update_layout(barmode="group", title=title or "Evaluation: headline metrics per suite (95 % intervals)",
+                      width=max(420, 260 * len(panels)), height=420)
     return fig
 
 

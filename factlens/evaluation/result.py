@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -59,8 +59,18 @@ class Metric:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Metric":
-        """Inverse of :meth:`to_dict`; results saved before intervals existed load with ``ci_* = None``."""
+    def from_dict(cls, d: Mapping[str, Any]) -> "Metric":
+        """Inverse of :meth:`to_dict` (``None`` values load as NaN, as :meth:`to_dict` writes NaN as
+        ``None``); results saved before intervals existed load with ``ci_* = None``.
+
+        Raises:
+            ValueError: ``d`` is not a mapping with ``name``, ``value`` and ``n``.
+        """
+        missing = [k for k in ("name", "value", "n") if not isinstance(d, Mapping) or k not in d]
+        if missing:
+            what = repr(d.get("name", "?")) if isinstance(d, Mapping) else f"a {type(d).__name__}"
+            raise ValueError(f"a Metric dict needs 'name', 'value' and 'n' (what Metric.to_dict() writes); "
+                             f"metric {what} lacks {missing}")
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if kw.get("value") is None:
@@ -137,19 +147,34 @@ class SuiteResult:
     seconds: float = 0.0
 
     def __getitem__(self, name: str) -> Metric:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise KeyError(f"suite {self.suite!r} has no metric {name!r}; it has {[m.name for m in self.metrics]}")
+        m = self.get(name)
+        if m is None:
+            raise KeyError(f"suite {self.suite!r} has no metric {name!r}; it has {[m.name for m in self.metrics]}")
+        return m
+
+    def get(self, name: str, default: Metric | None = None) -> Metric | None:
+        """The metric called ``name``, or ``default`` when the suite has none (like ``dict.get``)."""
+        return next((m for m in self.metrics if m.name == name), default)
+
+    def __contains__(self, name: object) -> bool:
+        return any(m.name == name for m in self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "metrics": [m.to_dict() for m in self.metrics], "per_fact": list(self.per_fact),
                 "extra": self.extra, "seconds": self.seconds}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SuiteResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> "SuiteResult":
+        """Inverse of :meth:`to_dict` (metrics with their intervals and samples, ``per_fact``, ``extra``).
+
+        Raises:
+            ValueError: ``d`` lacks ``suite`` or ``metrics``, or a metric is malformed.
+        """
+        if not isinstance(d, Mapping) or "suite" not in d or not isinstance(d.get("metrics"), (list, tuple)):
+            raise ValueError("a SuiteResult dict needs 'suite' and a 'metrics' list (what SuiteResult.to_dict() "
+                             f"writes); got {sorted(d) if isinstance(d, Mapping) else type(d).__name__}")
         mets = tuple(Metric.from_dict(m) for m in d["metrics"])
-        return cls(d["suite"], mets, tuple(d.get("per_fact", ())), d.get("extra", {}), d.get("seconds", 0.0))
+        return cls(d["suite"], mets, tuple(d.get("per_fact", ())), dict(d.get("extra") or {}), d.get("seconds", 0.0))
 
 
 @dataclass(frozen=True)
@@ -191,12 +216,45 @@ class EvalResult:
                 for s in self.suites.values() for m in s.metrics]
         return pd.DataFrame(rows)
 
+    def plot(self, *, metrics: Sequence[str] | None = None, show_baseline: bool = True, title: str | None = None):
+        """A plotly Figure: one panel per suite with bars of its headline metrics, the unedited
+        model's value beside each, and the 95 % intervals as error bars
+        (:func:`factlens.evaluation.plots.suite_bars`).
+
+        Args:
+            metrics: Metric names (``"forget_accuracy"`` or ``"standard.forget_accuracy"``);
+                default: those of :data:`~factlens.evaluation.plots.HEADLINE_METRICS` present.
+            show_baseline: Draw the unedited model's value (grey bars) where it is known.
+            title: Figure title.
+
+        Raises:
+            ValueError: None of the metrics is in the result, or a named metric is not.
+        """
+        from factlens.evaluation.plots import suite_bars
+
+        return suite_bars(self, metrics, show_baseline=show_baseline, title=title)
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "meta": self.meta, "suites": {k: v.to_dict() for k, v in self.suites.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
-        return cls({k: SuiteResult.from_dict(v) for k, v in d["suites"].items()}, d.get("task", {}), d.get("meta", {}))
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvalResult":
+        """Inverse of :meth:`to_dict`: reads :meth:`save`'s JSON and the ``"eval"`` of a run record.
+
+        Raises:
+            ValueError: ``d`` has no ``suites`` mapping, or a suite or metric in it is malformed
+                (the message names the suite).
+        """
+        if not isinstance(d, Mapping) or not isinstance(d.get("suites"), Mapping):
+            raise ValueError("an EvalResult dict needs a 'suites' mapping (what EvalResult.to_dict() writes); got "
+                             f"{sorted(d) if isinstance(d, Mapping) else type(d).__name__}")
+        suites = {}
+        for k, v in d["suites"].items():
+            try:
+                suites[k] = SuiteResult.from_dict(v)
+            except ValueError as e:
+                raise ValueError(f"suite {k!r}: {e}") from e
+        return cls(suites, dict(d.get("task") or {}), dict(d.get("meta") or {}))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_default))

@@ -1,0 +1,113 @@
+"""EvalResult as a typed result (issue 12, section 3): ``from_dict`` is the exact inverse of
+``to_dict``/``save``, typed accessors, clear errors for damaged dicts, and ``EvalResult.plot()``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import plotly.graph_objects as go
+import pytest
+
+from factlens.evaluation.plots import HEADLINE_METRICS, metric_label
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+
+
+def _result() -> EvalResult:
+    forget = Metric.from_samples("forget_accuracy", {f"f{i}": float(i < 3) for i in range(12)}, baseline=1.0,
+                                 higher_is_better=False)
+    maintain = Metric.from_samples("maintain_accuracy", {f"m{i}": float(i != 0) for i in range(10)}, baseline=0.9)
+    kl = Metric.from_samples("kl_divergence", {f"chunk:{i}": 0.01 * (i + 1) for i in range(6)},
+                             weights={f"chunk:{i}": 8.0 for i in range(6)}, unit="tokens", higher_is_better=False)
+    count = Metric("mask_params", 1234.0, 1, unit="params")  # no interval: a property of the mask
+    std = SuiteResult("standard", (forget, maintain),
+                      per_fact=tuple({"record_id": f"f{i}", "correct": i < 3} for i in range(12)), seconds=1.5)
+    side = SuiteResult("side_effects", (kl, Metric("next_token_loss", float("nan"), 48, "tokens")),
+                       extra={"per_layer": [0.1, 0.2], "note": "toy"}, seconds=0.25)
+    mech = SuiteResult("mechanisms", (count,), extra={"mechanisms": {"lookup": ["L1.mlp"]}})
+    return EvalResult({"standard": std, "side_effects": side, "mechanisms": mech}, {"name": "toy", "n_forget": 12},
+                      {"model": "planted", "seconds": {"standard": 1.5}})
+
+
+def test_from_dict_is_the_inverse_of_to_dict_and_save(tmp_path):
+    res = _result()
+    d = res.to_dict()
+    back = EvalResult.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == json.loads(json.dumps(d))  # every field, incl. samples, per_fact and extra
+    assert back.suites.keys() == res.suites.keys() and back.task == res.task and back.meta == res.meta
+    for name, s in res.suites.items():
+        b = back[name]
+        assert (b.per_fact, b.extra, b.seconds) == (s.per_fact, s.extra, s.seconds)
+        for m, mb in zip(s.metrics, b.metrics):
+            assert (mb.ci_low, mb.ci_high, mb.ci_method, mb.samples) == (m.ci_low, m.ci_high, m.ci_method, m.samples)
+            if not math.isnan(m.value):
+                assert mb == m
+    assert math.isnan(back["side_effects"]["next_token_loss"].value)  # NaN -> null -> NaN
+    assert back["standard"]["forget_accuracy"].ci_method == "wilson"
+    assert back["side_effects"]["kl_divergence"].ci_method == "bootstrap"
+    path = tmp_path / "eval.json"
+    res.save(path)
+    assert EvalResult.load(path).to_dict() == back.to_dict()
+
+
+def test_metric_dict_saved_before_intervals_loads():
+    old = {"name": "forget_accuracy", "value": 0.25, "n": 8, "unit": "facts", "baseline": 1.0, "at_chance": False,
+           "higher_is_better": False, "stderr": 0.1}
+    m = Metric.from_dict(old)
+    assert (m.value, m.n, m.ci_low, m.ci_high, m.ci_method, m.samples) == (0.25, 8, None, None, None, None)
+
+
+def test_typed_accessors():
+    s = _result()["standard"]
+    assert s.get("forget_accuracy") is s["forget_accuracy"] and s.get("nosuch") is None
+    assert "maintain_accuracy" in s and "nosuch" not in s
+    with pytest.raises(KeyError, match="has no metric 'nosuch'"):
+        s["nosuch"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({}, "needs a 'suites' mapping"),
+    ([], "needs a 'suites' mapping"),
+    ({"suites": {"standard": {"metrics": []}}}, "suite 'standard': .*needs 'suite'"),
+    ({"suites": {"standard": {"suite": "standard", "metrics": [{"name": "forget_accuracy", "value": 0.1}]}}},
+     r"suite 'standard': .*metric 'forget_accuracy' lacks \['n'\]"),
+])
+def test_damaged_dicts_are_clear_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        EvalResult.from_dict(bad)
+
+
+def test_plot_one_panel_per_suite_with_intervals():
+    res = _result()
+    fig = res.plot()
+    assert isinstance(fig, go.Figure)
+    # headline metrics only: the mechanisms suite (a parameter count) has none, so two panels
+    assert [a.text for a in fig.layout.annotations] == ["standard", "side_effects"]
+    bars = {(t.name, t.xaxis): t for t in fig.data}
+    edited = bars[("edited", "x")]
+    assert list(edited.x) == [metric_label("forget_accuracy"), metric_label("maintain_accuracy")]
+    f = res["standard"]["forget_accuracy"]
+    assert edited.y[0] == pytest.approx(f.value)
+    assert edited.error_y.array[0] == pytest.approx(f.ci_high - f.value)
+    assert edited.error_y.arrayminus[0] == pytest.approx(f.value - f.ci_low)
+    assert list(bars[("original", "x")].y) == [1.0, 0.9]
+    assert ("original", "x2") not in bars  # no baseline in the side-effects panel: no grey bars
+    assert list(bars[("edited", "x2")].x) == [metric_label("kl_divergence")]
+    assert [t.name for t in fig.data if t.showlegend] == ["original", "edited"]  # one legend entry each
+
+
+def test_plot_options():
+    res = _result()
+    fig = res.plot(metrics=["maintain_accuracy", "mechanisms.mask_params"], show_baseline=False, title="t")
+    assert fig.layout.title.text == "t" and [t.name for t in fig.data] == ["edited", "edited"]
+    assert list(fig.data[0].x) == [metric_label("maintain_accuracy")]
+    assert fig.data[1].y == (1234.0,) and fig.data[1].error_y.array == (0.0,)  # no interval, no bar
+    with pytest.raises(ValueError, match=r"no metric \['nosuch'\]"):
+        res.plot(metrics=["forget_accuracy", "nosuch"])
+    with pytest.raises(ValueError, match="pass metrics="):
+        EvalResult({"mechanisms": res["mechanisms"]}).plot()
+    with pytest.raises(TypeError):
+        res.plot(["forget_accuracy"])  # options are keyword-only
+    with pytest.raises(TypeError, match="list of metric names"):
+        res.plot(metrics="forget_accuracy")
+    assert set(HEADLINE_METRICS) >= {"forget_accuracy", "maintain_accuracy", "kl_divergence"}
