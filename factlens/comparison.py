@@ -58,7 +58,7 @@ def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any
 
         out: dict[str, dict[Any, Any]] = {}
         for r in load_run_dir(runs)["runs"]:
-            out.setdefault(r["localization"], {})[r["seed"]] = EvalResult.from_dict(r["eval"])
+            out.setdefault(r["localization"], {})[r["seed"]] = r["eval"]  # load_run_dir reads it typed
         if not out:
             raise ValueError(f"{runs} holds no finished runs yet: nothing to compare")
         return out

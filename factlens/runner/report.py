@@ -20,7 +20,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from factlens.runner.report_stats import TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, comparisons_markdown
+from factlens.evaluation.result import EvalResult
+from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html,
+                                          comparisons_markdown, run_eval, run_metric)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
 
@@ -67,7 +69,9 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     """Read a run directory: ``{"config", "resolved", "versions", "plans", "runs"}``.
 
     ``runs`` is a list of run records (one per finished localization x seed), in the
-    config's localization order, then by seed.
+    config's localization order, then by seed: its JSON with ``"eval"`` read into an
+    :class:`~factlens.evaluation.result.EvalResult`, so the report reads typed metrics.
+    Raises ``FileNotFoundError`` (not a run directory) or ``ValueError`` (a damaged run file).
     """
     p = Path(path)
     cfg_file = p / "run_config.json"
@@ -76,13 +80,22 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     from factlens.runner.executor import read_json  # names a truncated/corrupt file in its error
 
     meta = read_json(cfg_file)
-    runs = [read_json(f) for f in sorted((p / "runs").glob("seed*/*.json"))]
+    runs = [_typed_run(read_json(f), f) for f in sorted((p / "runs").glob("seed*/*.json"))]
     order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
     runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
     plans = {int(f.stem[4:]): read_json(f) for f in sorted((p / "plan").glob("seed*.json"))}
     return {"path": str(p), "config": meta["config"], "resolved": meta.get("resolved", {}),
             "versions": meta.get("versions", {}), "created": meta.get("created"), "updated": meta.get("updated"),
             "plans": plans, "runs": runs}
+
+
+def _typed_run(rec: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The run record with its ``"eval"`` as an :class:`EvalResult`."""
+    try:
+        return {**rec, "eval": run_eval(rec)}
+    except ValueError as e:
+        raise ValueError(f"{path}: the evaluation in this run file cannot be read ({e}); the file is damaged, "
+                         "delete it and rerun the same command to redo that run") from e
 
 
 def _units(cfg: dict) -> list[str]:
@@ -97,27 +110,15 @@ def _localizations(runs: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(r["localization"] for r in runs))
 
 
-def _eval_results(runs: Sequence[dict]) -> dict[str, list[Any]]:
-    from factlens.evaluation.result import EvalResult
-
-    out: dict[str, list[Any]] = {}
+def _eval_results(runs: Sequence[dict]) -> dict[str, list[EvalResult]]:
+    out: dict[str, list[EvalResult]] = {}
     for r in runs:
-        out.setdefault(r["localization"], []).append(EvalResult.from_dict(r["eval"]))
+        out.setdefault(r["localization"], []).append(run_eval(r))
     return out
 
 
-def _metric(run: dict, suite: str, name: str) -> dict | None:
-    s = run.get("eval", {}).get("suites", {}).get(suite)
-    if not s:
-        return None
-    for m in s.get("metrics", []):
-        if m["name"] == name:
-            return m
-    return None
-
-
 def _metric_any(run: dict, suite: str, names: Sequence[str]) -> bool:
-    return any(_metric(run, suite, n) is not None for n in names)
+    return any(run_metric(run, suite, n) is not None for n in names)
 
 
 def _num(x: Any) -> float:
@@ -139,14 +140,14 @@ def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str
     for r in runs:
         per: list[tuple[float, bool]] = []
         for n in names:
-            m = _metric(r, suite, n)
+            m = run_metric(r, suite, n)
             if m is None:
                 continue
             found = True
-            v = _num(m.get("baseline") if baseline else m.get("value"))
+            v = _num(m.baseline if baseline else m.value)
             if transform == "one_minus":
                 v = 1.0 - v
-            per.append((v, bool(m.get("at_chance"))))
+            per.append((v, bool(m.at_chance)))
         if not per:
             continue
         usable = [p for p in per if not p[1]] or per  # average over formats the model knows, if any
@@ -332,13 +333,13 @@ def _history_fig(runs: Sequence[dict]):
 
 def _mechanisms_html(runs: Sequence[dict]) -> str:
     """Paper Table 2: the share of each localization's parameters inside each mechanism."""
-    rows = [r for r in runs if "mechanisms" in r.get("eval", {}).get("suites", {})]
+    rows = [r for r in runs if "mechanisms" in run_eval(r).suites]
     if not rows:
         return "<p class='note'>mechanisms suite not run.</p>"
     mechs: list[str] = []
     for r in rows:
-        for m in r["eval"]["suites"]["mechanisms"]["metrics"]:
-            n = m["name"]
+        for m in run_eval(r)["mechanisms"].metrics:
+            n = m.name
             if n.endswith("_share") and not n.startswith("weight_mask_") and n[:-6] not in mechs:
                 mechs.append(n[:-6])
     mechs = [m for m in mechs if m != "other"] + (["other"] if "other" in mechs else [])
@@ -359,7 +360,7 @@ def _mechanisms_html(runs: Sequence[dict]) -> str:
                          f"<td>{100 * share['mean']:.1f}%</td>")
         h.append("</tr>")
     h.append("</table>")
-    comps = rows[0]["eval"]["suites"]["mechanisms"].get("extra", {}).get("mechanisms", {})
+    comps = run_eval(rows[0])["mechanisms"].extra.get("mechanisms", {})
     if comps:
         h.append("<p class='note'>Share of each mask's parameters inside each mechanism (parameter count), found on "
                  f"the unedited model (seed {rows[0]['seed']}): "
@@ -380,12 +381,12 @@ def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None)
     locs = _localizations(runs)
     names: list[tuple[str, str]] = []
     for r in runs:
-        for sname, s in r["eval"]["suites"].items():
+        for sname, s in run_eval(r).suites.items():
             if suites is not None and sname not in suites:
                 continue
-            for m in s["metrics"]:
-                if (sname, m["name"]) not in names:
-                    names.append((sname, m["name"]))
+            for m in s.metrics:
+                if (sname, m.name) not in names:
+                    names.append((sname, m.name))
     if not names:
         return "<p class='note'>no metrics.</p>"
     h = ["<table><tr><th class='l'>suite</th><th class='l'>metric</th><th>original</th>"]
@@ -400,9 +401,9 @@ def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None)
             sub = [r for r in runs if r["localization"] == loc]
             text, klass = _fmt(_cell(sub, sname, (mname,), None, baseline=False))
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
-            m = next((m for r in sub for m in [_metric(r, sname, mname)] if m is not None), None)
+            m = next((m for r in sub for m in [run_metric(r, sname, mname)] if m is not None), None)
             if m is not None and not n:
-                n = f"{m.get('n')} {m.get('unit', '')}"
+                n = f"{m.n} {m.unit}"
         h.append(f"<td>{_e(n)}</td></tr>")
     return "".join(h) + "</table>"
 
@@ -565,15 +566,15 @@ def markdown_summary(path: str | Path) -> str:
     first = runs[0]
     base = []
     for _, suite, name in ROBUSTNESS_COLUMNS:
-        m = _metric(first, suite, name)
-        base.append("–" if m is None or m.get("baseline") is None else f"{_num(m['baseline']):.3f}")
+        m = run_metric(first, suite, name)
+        base.append("–" if m is None or m.baseline is None else f"{_num(m.baseline):.3f}")
     out.append("| original | – | " + " | ".join(base) + " |")
     for r in runs:
         vals = []
         for _, suite, name in ROBUSTNESS_COLUMNS:
-            m = _metric(r, suite, name)
-            ci = "" if m is None or m.get("ci_low") is None else f" [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
-            vals.append("–" if m is None else f"{_num(m.get('value')):.3f}{ci} (n={m.get('n')})")
+            m = run_metric(r, suite, name)
+            ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.2f}, {m.ci_high:.2f}]"
+            vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})")
         labels = r.get("mask_labels", [])
         comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
         out.append(f"| {r['localization']} (seed {r['seed']}) | {comps} | " + " | ".join(vals) + " |")

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "comparisons_markdown",
-           "TABLE1_LEGEND", "HEADLINE_METRICS"]
+from factlens.evaluation.plots import HEADLINE_METRICS
+from factlens.evaluation.result import EvalResult, Metric
+
+__all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "comparisons_markdown", "run_eval",
+           "run_metric", "TABLE1_LEGEND", "HEADLINE_METRICS"]
 
 #: Legend of the Table 1 marks (HTML and markdown).
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
@@ -28,24 +31,33 @@ TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact for up to 16 facts), Holm-corrected across the columns of the row, p < 0.05.")
 
-#: Metrics shown first in the Comparisons section (the full table follows in a collapsed block).
-HEADLINE_METRICS = ("forget_accuracy", "edit_accuracy", "maintain_accuracy", "mcq_forget_error",
-                    "paraphrase_forget_error", "paraphrase_edit_accuracy", "next_token_accuracy", "kl_divergence",
-                    "mmlu_accuracy", "relearn_forget_accuracy", "soft_prompt_forget_accuracy",
-                    "probe_true_accuracy_last", "probe_target_accuracy_last")
+# HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
+# full table follows in a collapsed block); EvalResult.plot draws the same ones.
 
 
-def _metric(run: dict, suite: str, name: str) -> dict | None:
-    for m in run.get("eval", {}).get("suites", {}).get(suite, {}).get("metrics", []):
-        if m["name"] == name:
-            return m
-    return None
+def run_eval(run: Mapping[str, Any]) -> EvalResult:
+    """The typed evaluation of a run record.
+
+    :func:`~factlens.runner.report.load_run_dir` has already read it into an
+    :class:`~factlens.evaluation.result.EvalResult`; a record read straight from its JSON file
+    (``"eval"`` still a dict) is read here. A record without an evaluation gives an empty result.
+    """
+    ev = run.get("eval")
+    if isinstance(ev, EvalResult):
+        return ev
+    return EvalResult.from_dict(ev) if ev else EvalResult({})
 
 
-def _cell_metrics(run: dict, suite: str, names: Sequence[str]) -> list[dict]:
+def run_metric(run: Mapping[str, Any], suite: str, name: str) -> Metric | None:
+    """The metric ``name`` of ``suite`` in a run record, or ``None`` when the run has none."""
+    s = run_eval(run).suites.get(suite)
+    return None if s is None else s.get(name)
+
+
+def _cell_metrics(run: Mapping[str, Any], suite: str, names: Sequence[str]) -> list[Metric]:
     """The metrics of one run that a cell averages (those not at chance, if any are)."""
-    ms = [m for m in (_metric(run, suite, n) for n in names) if m is not None]
-    return [m for m in ms if not m.get("at_chance")] or ms
+    ms = [m for m in (run_metric(run, suite, n) for n in names) if m is not None]
+    return [m for m in ms if not m.at_chance] or ms
 
 
 def cell_samples(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None) -> dict[Any, dict]:
@@ -54,7 +66,7 @@ def cell_samples(runs: Sequence[dict], suite: str, names: Sequence[str], transfo
     for r in runs:
         acc: dict[str, list[float]] = {}
         for m in _cell_metrics(r, suite, names):
-            for k, v in (m.get("samples") or {}).items():
+            for k, v in (m.samples or {}).items():
                 if v is not None and not math.isnan(v):
                     acc.setdefault(k, []).append(1.0 - v if transform == "one_minus" else v)
         if acc:
@@ -74,12 +86,12 @@ def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str], transform: s
         return None
     m = ms[0]
     if baseline:
-        b, n = m.get("baseline"), m.get("n")
-        if b is None or not n or m.get("ci_method") != "wilson" or math.isnan(b):
+        b, n = m.baseline, m.n
+        if b is None or not n or m.ci_method != "wilson" or math.isnan(b):
             return None
         lo, hi = wilson_interval(int(round(b * n)), int(n))
     else:
-        lo, hi = m.get("ci_low"), m.get("ci_high")
+        lo, hi = m.ci_low, m.ci_high
         if lo is None or hi is None:
             return None
     return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)

@@ -240,3 +240,27 @@ def test_report_markdown_summary(run_dir: Path, capsys):
     assert names == ["flu", "random", "all_mlps"]
     assert "| original |" in md and "relearned forget acc" not in md.split("\n\n")[0]
     assert "flu (seed 0): localize" in md
+
+
+def test_report_reads_typed_results(run_dir: Path, copy_of_run: Path):
+    """The report reads each run's evaluation as an EvalResult: ``from_dict`` is the exact inverse
+    of what the runner wrote, and raw JSON records give the same Table 1 as the typed ones."""
+    from factlens.evaluation.result import EvalResult
+    from factlens.runner.executor import read_json
+    from factlens.runner.report import load_run_dir, table1_rows
+
+    raw = [read_json(f) for f in sorted((run_dir / "runs").glob("seed*/*.json"))]
+    for rec in raw:
+        assert EvalResult.from_dict(rec["eval"]).to_dict() == rec["eval"]
+    typed = load_run_dir(run_dir)["runs"]
+    assert all(isinstance(r["eval"], EvalResult) for r in typed)
+    by_name = {r["localization"]: r for r in raw}
+    same = lambda runs: json.dumps(table1_rows(runs), default=str)  # noqa: E731 - NaN equals NaN here
+    assert same([by_name[r["localization"]] for r in typed]) == same(typed)
+    # a damaged run file is named in the error
+    bad = copy_of_run / "runs/seed0/random.json"
+    rec = json.loads(bad.read_text())
+    del rec["eval"]["suites"]["standard"]["metrics"][0]["n"]
+    bad.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"random\.json.*suite 'standard'.*lacks \['n'\]"):
+        load_run_dir(copy_of_run)
