@@ -66,7 +66,7 @@ from factlens.components import param_name, resid_hook
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics
 from factlens.editing.result import EditResult
-from factlens.editing.memory_editing import (EditorConfigMixin, build_result, check_value_fields, covariance_meta,
+from factlens.editing.memory_editing import (ValueEditConfig, build_result, check_value_fields, covariance_meta,
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
                                 optimize_delta, subject_keys)
@@ -75,7 +75,7 @@ __all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_no
 
 
 @dataclass(frozen=True)
-class MemitConfig(EditorConfigMixin):
+class MemitConfig(ValueEditConfig):
     """Hyper-parameters of :func:`memit` (defaults: MEMIT's GPT-J settings, see the module docstring).
 
     Attributes:
@@ -97,20 +97,9 @@ class MemitConfig(EditorConfigMixin):
     """
 
     v_num_grad_steps: int = 25
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
     clamp_norm_factor: float | None = 0.75
-    kl_factor: float = 0.0625
-    stop_loss: float = 0.05
-    kl_prompts: tuple[str, ...] = ("{} is a",)
     prefix_lengths: tuple[tuple[int, int], ...] = ((10, 5),)
     mom2_update_weight: float = 15000.0
-    text_source: str | None = None
-    n_cov_tokens: int = 10_000
-    cov_seq_len: int = 128
-    cov_ridge: float = 1e-3
-    cache_covariance: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
         check_value_fields(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics
 from factlens.editing.result import EditResult, ParamDelta
 
-__all__ = ["check_value_fields", "EditorConfigMixin", "mask_mlp_layers", "forget_records", "split_config",
+__all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_mlp_layers", "forget_records", "split_config",
            "build_result", "layer_key_statistics", "covariance_meta"]
 
 
@@ -78,6 +79,34 @@ class EditorConfigMixin:
         general text of the edit) becomes the covariance text, ``seed`` the prefix seed.
         """
         return cls(text_source=config.sft_source, seed=config.seed)
+
+
+@dataclass(frozen=True)
+class ValueEditConfig(EditorConfigMixin):
+    """The fields ROME and MEMIT share: the value optimization and the key covariance.
+
+    The defaults are ROME's (GPT-2 XL); :class:`~factlens.editing.memit.MemitConfig` overrides
+    the ones MEMIT's GPT-J settings change. The fields are documented on
+    :class:`~factlens.editing.rome.RomeConfig` and :class:`~factlens.editing.memit.MemitConfig`.
+    """
+
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float | None = 4.0
+    kl_factor: float = 0.0625
+    stop_loss: float = 0.05
+    kl_prompts: tuple[str, ...] = ("{} is a",)
+    prefix_lengths: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
+    text_source: str | None = None
+    n_cov_tokens: int = 10_000
+    cov_seq_len: int = 128
+    cov_ridge: float = 1e-3
+    cache_covariance: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_value_fields(self)
 
 
 def mask_mlp_layers(mask, model, *, method: str) -> list[int]:

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
-from factlens.editing.memory_editing import (EditorConfigMixin, build_result, check_value_fields, covariance_meta,
+from factlens.editing.memory_editing import (ValueEditConfig, build_result, covariance_meta,
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.result import EditResult
 
@@ -69,7 +69,7 @@ __all__ = ["RomeConfig", "RankOneEdit", "rome", "rome_step", "rome_closed_form",
 
 
 @dataclass(frozen=True)
-class RomeConfig(EditorConfigMixin):
+class RomeConfig(ValueEditConfig):
     """Hyper-parameters of :func:`rome` (defaults: ROME's GPT-2 XL settings, see the module docstring).
 
     Attributes:
@@ -97,24 +97,6 @@ class RomeConfig(EditorConfigMixin):
         ...
         ValueError: RomeConfig.kl_prompts need exactly one '{}' slot for the subject, got ['no slot']
     """
-
-    v_num_grad_steps: int = 20
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
-    clamp_norm_factor: float | None = 4.0
-    kl_factor: float = 0.0625
-    stop_loss: float = 0.05
-    kl_prompts: tuple[str, ...] = ("{} is a",)
-    prefix_lengths: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
-    text_source: str | None = None
-    n_cov_tokens: int = 10_000
-    cov_seq_len: int = 128
-    cov_ridge: float = 1e-3
-    cache_covariance: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_value_fields(self)
 
 
 # --- prompts --------------------------------------------------------------------------
