@@ -17,11 +17,13 @@ from torch import Tensor
 from factlens.components import Mask, ModelShape
 from factlens.editing.config import EditConfig
 
-__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION"]
+__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS"]
 
 #: Saved-file format: 2 adds ``original_fingerprint`` (files of format 1 still load).
 FORMAT_VERSION = 2
 _META_KEY = "factlens_edit"
+#: The entries of one fine-tuning / weight-masking history step (:meth:`EditResult.to_frame`).
+HISTORY_COLUMNS = ("step", "loss", "loss_forget", "loss_retain", "loss_sft", "lr")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,38 @@ def _check_deltas(deltas: Mapping[str, "ParamDelta"], where: str) -> None:
                              "(lower the learning rate) or the file is damaged")
 
 
+class _Applications:
+    """Where an :class:`EditResult` is applied now: ``(model, {param: previous values})`` per
+    ``apply`` not yet reverted, most recent last.
+
+    The result's data (deltas, history, config) is frozen; whether it is applied is state of
+    the models it was written into, which changes with every ``apply``/``revert``. That state
+    lives in this small private object, which the result owns (it is not compared, printed or
+    saved), instead of a mutable list among the frozen fields.
+    """
+
+    __slots__ = ("_stack",)
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[Any, dict[str, Tensor]]] = []
+
+    def push(self, model, previous: dict[str, Tensor]) -> None:
+        self._stack.append((model, previous))
+
+    def pop(self, model=None) -> tuple[Any, dict[str, Tensor]] | None:
+        """Remove and return the latest application to ``model`` (any model if ``None``); ``None`` if there is none."""
+        for i in range(len(self._stack) - 1, -1, -1):
+            if model is None or self._stack[i][0] is model:
+                return self._stack.pop(i)
+        return None
+
+    def __len__(self) -> int:
+        return len(self._stack)
+
+    def __repr__(self) -> str:
+        return f"_Applications({len(self._stack)} applied)"
+
+
 @dataclass(frozen=True)
 class EditResult:
     """An edit: which entries changed from what to what, with the training history.
@@ -137,15 +171,15 @@ class EditResult:
     task_name: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
     original_fingerprint: str | None = field(default=None, compare=False)
-    # (model, {param: previous values}) for every apply() not yet reverted, most recent last
-    _applied: list = field(default_factory=list, init=False, repr=False, compare=False)
+    # where the edit is applied now (runtime state of the models, not data of the result)
+    _applied: _Applications = field(default_factory=_Applications, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.model is not None:
             if self.original_fingerprint is None:
                 fp = _fingerprint(_original_tensors(self.model, self.deltas))
                 object.__setattr__(self, "original_fingerprint", fp)
-            self._applied.append((self.model, {n: d.old for n, d in self.deltas.items()}))
+            self._applied.push(self.model, {n: d.old for n, d in self.deltas.items()})
 
     # -- summaries ----------------------------------------------------------------------
     @property
@@ -168,6 +202,22 @@ class EditResult:
     def final_losses(self) -> dict[str, float]:
         """The last history entry (empty dict if nothing was trained)."""
         return dict(self.history[-1]) if self.history else {}
+
+    def to_frame(self):
+        """The training history as a pandas DataFrame, one row per recorded step.
+
+        Columns are the keys of the history entries: ``step, loss, loss_forget, loss_retain,
+        loss_sft, lr`` for fine-tuning and weight masking, plus what a method records
+        (``fact``, ``layer``, ``p_target``... for ROME/MEMIT's value optimization); a key an
+        entry lacks is NaN there. A result without training steps gives an empty frame with
+        the fine-tuning columns. ``res.to_frame().plot(x="step", y=["loss_forget", "loss_retain"])``
+        draws two of the curves.
+        """
+        import pandas as pd
+
+        if not self.history:
+            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+        return pd.DataFrame.from_records([dict(h) for h in self.history])
 
     # -- apply / revert -----------------------------------------------------------------
     def check_compatible(self, model) -> None:
@@ -246,7 +296,7 @@ class EditResult:
                     p, m, _, old = todo[name]
                     p[m] = old
                 raise
-        self._applied.append((model, {n: t[3] for n, t in todo.items()}))
+        self._applied.push(model, {n: t[3] for n, t in todo.items()})
         return model
 
     def revert(self, model=None):
@@ -258,15 +308,11 @@ class EditResult:
         Raises:
             RuntimeError: Nothing to revert (e.g. a loaded result that was never applied).
         """
-        idx = None
-        for i in range(len(self._applied) - 1, -1, -1):
-            if model is None or self._applied[i][0] is model:
-                idx = i
-                break
-        if idx is None:
+        entry = self._applied.pop(model)
+        if entry is None:
             raise RuntimeError("nothing to revert: this edit is not applied to " +
                                ("any model" if model is None else "that model") + " (apply(model) first)")
-        target, prev = self._applied.pop(idx)
+        target, prev = entry
         params = _params(target)
         with torch.no_grad():
             for name, d in self.deltas.items():
