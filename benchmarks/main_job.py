@@ -280,7 +280,7 @@ def scaling_one(args) -> dict:
     from factlens.data import sports_facts
     from factlens.editing import EditConfig, edit
     from factlens.evaluation import EvalConfig, evaluate
-    from factlens.evaluation.baselines import BaselineCache
+    from factlens.evaluation.baseline_cache import BaselineCache
     from factlens.runner.pristine import OriginalView, PristineCopy
     from factlens.tasks import sports_athlete_editing
     from factlens.testing import shaped

@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from factlens.evaluation import evaluate
-    from factlens.evaluation.baselines import BaselineCache
+    from factlens.evaluation.baseline_cache import BaselineCache
     from factlens.runner import pipeline as P
 
     cfg = run_config(args)

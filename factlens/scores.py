@@ -320,7 +320,7 @@ class ComponentScores:
         scale centred at 0; probing results (``extra["probe_accuracy"]``) plot as an
         accuracy-per-layer curve.
         """
-        from factlens.plots import probe_curve, scores_heatmap
+        from factlens.score_plots import probe_curve, scores_heatmap
 
         if "probe_accuracy" in self.extra and self.method == "probing":
             return probe_curve(self, title=title)

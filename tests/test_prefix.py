@@ -110,7 +110,7 @@ def test_falls_back_when_it_cannot_help(gemma_like, planted):
 
 @pytest.mark.parametrize("fmt", ["default", "mcq"])
 def test_score_prompts_equal(gemma_like, facts, fmt, reused):
-    from factlens.scoring import score_prompts
+    from factlens.prompt_scores import score_prompts
 
     items = format_prompts(facts, fmt, seed=0)
     assert len(items) > 4

@@ -9,7 +9,7 @@ import numpy as np
 
 from factlens.data.formats import available_formats, format_prompts
 from factlens.data.records import FactDataset
-from factlens.scoring import score_prompts
+from factlens.prompt_scores import score_prompts
 
 __all__ = ["FormatAccuracy", "format_accuracy", "filter_known", "chance_level"]
 

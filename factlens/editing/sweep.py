@@ -124,7 +124,7 @@ def score_edit(model, task, *, fmt: str = "default", chunks: torch.Tensor | None
         1.0
     """
     from factlens.data.formats import format_prompts
-    from factlens.scoring import score_prompts
+    from factlens.prompt_scores import score_prompts
 
     forget = format_prompts(task.forget, fmt)
     maintain = format_prompts(task.maintain, fmt)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from factlens.evaluation.baselines import BaselineCache
+from factlens.evaluation.baseline_cache import BaselineCache
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.memory import release_memory
@@ -140,7 +140,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         weight_mask_threshold: Discretization threshold for ``weight_mask`` (``None``: its default).
         edit_result: The :class:`~factlens.editing.EditResult` that produced ``model`` (suites that
             read the update itself, e.g. its size, declare it in ``Suite.needs``).
-        baselines: A :class:`~factlens.evaluation.baselines.BaselineCache`: the computations on
+        baselines: A :class:`~factlens.evaluation.baseline_cache.BaselineCache`: the computations on
             ``original`` are made once and reused by later calls with the same cache (the
             runner evaluates six edits of one model against one original). Results are
             identical with and without it.

@@ -130,7 +130,7 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default", show_pr
 
 def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
     """A hashable key of what :func:`score_task` depends on (for :class:`~factlens.evaluation.BaselineCache`)."""
-    from factlens.evaluation.baselines import facts_key
+    from factlens.evaluation.baseline_cache import facts_key
 
     return (fmt, task.objective, facts_key(task.forget), facts_key(task.maintain), config.seed, config.n_shots,
             config.batch_size)

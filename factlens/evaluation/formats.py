@@ -25,7 +25,7 @@ import numpy as np
 from factlens.data.formats import available_formats, format_prompts
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.evaluation.baselines import BaselineCache
+from factlens.evaluation.baseline_cache import BaselineCache
 from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
                                         score_both)
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from factlens.components import resid_hook
 from factlens.data.records import FactDataset
-from factlens.evaluation.baselines import BaselineCache, cached, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, facts_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix

@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
-from factlens.evaluation.baselines import BaselineCache, cached, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.scoring import PromptScores, score_prompts
+from factlens.prompt_scores import PromptScores, score_prompts
 
 __all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores", "shared_copy"]
 

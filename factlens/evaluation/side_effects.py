@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
-from factlens.evaluation.baselines import BaselineCache, cached
+from factlens.evaluation.baseline_cache import BaselineCache, cached
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.standard import not_above_chance

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from factlens.components import embed_hook
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
-from factlens.evaluation.baselines import BaselineCache, cached, config_key, facts_key, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult

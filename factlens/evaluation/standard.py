@@ -21,10 +21,10 @@ import numpy as np
 
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.known import chance_level
-from factlens.evaluation.baselines import BaselineCache, cached, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.scoring import PromptScores, score_prompts
+from factlens.prompt_scores import PromptScores, score_prompts
 
 __all__ = ["run_standard", "fact_means", "not_above_chance", "mean_metric", "json_value"]
 

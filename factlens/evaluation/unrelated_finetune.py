@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
-from factlens.evaluation.baselines import BaselineCache, cached, config_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 

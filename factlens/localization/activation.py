@@ -69,7 +69,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
-from factlens.localization.pairs import Metric, PatchingPairs, make_pairs
+from factlens.localization.pairs import PatchingMetric, PatchingPairs, make_pairs
 from factlens.localization.patching import (metric_from_residual, normalization_gap, patches_per_pass, prefix_cache,
                                            repeated_cache, position_tokens)
 from factlens.scores import ComponentScores, ResidMap
@@ -175,7 +175,7 @@ def activation_patching(
     *,
     components: str | Sequence[Component | str] | None = "all",
     direction: Direction = "denoising",
-    metric: Metric = "logit_diff",
+    metric: PatchingMetric = "logit_diff",
     normalize: bool = True,
     corrupted_prompts: Sequence[str] | None = None,
     corrupted_answers: Sequence[str] | None = None,

@@ -34,9 +34,9 @@ from torch import Tensor
 from factlens.data.records import FactRecord, as_records
 from factlens.tokens import PromptBatch, answer_token_ids, encode_records, tokenize_prompts
 
-__all__ = ["PatchingPairs", "make_pairs", "patching_metric", "Metric"]
+__all__ = ["PatchingPairs", "make_pairs", "patching_metric", "PatchingMetric"]
 
-Metric = Literal["logit_diff", "prob"]
+PatchingMetric = Literal["logit_diff", "prob"]
 
 #: Tokenizations tried per fact to find an aligned corrupting subject beyond the first choice
 #: (swaps into the fact's own template with a partner of the same template need none).
@@ -316,7 +316,7 @@ class _PartnerChooser:
         return None
 
 
-def patching_metric(logits: Float[Tensor, "batch d_vocab"], pairs: PatchingPairs, metric: Metric = "logit_diff") -> Float[Tensor, "batch"]:
+def patching_metric(logits: Float[Tensor, "batch d_vocab"], pairs: PatchingPairs, metric: PatchingMetric = "logit_diff") -> Float[Tensor, "batch"]:
     """Per-example metric from final-position logits.
 
     ``logit_diff``: ``logit[clean answer] - logit[corrupted answer]``; ``prob``: softmax

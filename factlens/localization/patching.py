@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from factlens.localization.pairs import Metric
+from factlens.localization.pairs import PatchingMetric
 from factlens.scores import ResidMap
 from factlens.tokens import PromptBatch
 
@@ -46,7 +46,7 @@ def metric_from_residual(
     resid: Float[Tensor, "batch d_model"],
     clean_answer: Int[Tensor, "batch"],
     corrupted_answer: Int[Tensor, "batch"],
-    metric: Metric = "logit_diff",
+    metric: PatchingMetric = "logit_diff",
 ) -> Float[Tensor, "batch"]:
     """The patching metric from final-position residuals (before the final norm).
 

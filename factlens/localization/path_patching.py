@@ -39,7 +39,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, attn_out_hook, mlp_hook, resolve_components
-from factlens.localization.pairs import Metric, PatchingPairs, make_pairs
+from factlens.localization.pairs import PatchingMetric, PatchingPairs, make_pairs
 from factlens.localization.patching import metric_from_residual
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
@@ -105,7 +105,7 @@ def _attn_out(model, layer: int, z: Float[Tensor, "batch head_index d_head"]) ->
     return out
 
 
-def _metric(model, resid: Float[Tensor, "batch d_model"], pairs: PatchingPairs, metric: Metric) -> Tensor:
+def _metric(model, resid: Float[Tensor, "batch d_model"], pairs: PatchingPairs, metric: PatchingMetric) -> Tensor:
     """Metric from final residuals; ``logit_diff`` only unembeds the two answer columns."""
     return metric_from_residual(model, resid, pairs.clean_answer, pairs.corrupted_answer, metric)
 
@@ -217,7 +217,7 @@ def path_patching(
     *,
     receivers: Sequence[Component | str] | None = None,
     senders: Sequence[Component | str] | None = None,
-    metric: Metric = "logit_diff",
+    metric: PatchingMetric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
     partners: Sequence | None = None,
     batch_size: int = 16,
@@ -334,7 +334,7 @@ def fact_lookup_mlps(
     *,
     extraction: Sequence[Component | str],
     n_std: float = 2.0,
-    metric: Metric = "logit_diff",
+    metric: PatchingMetric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
     partners: Sequence | None = None,
     batch_size: int = 16,

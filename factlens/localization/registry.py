@@ -112,9 +112,9 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
                   ("rule_threshold", "approach", "n_std", "extraction_k", "min_fact_fraction", "positions", "layers",
                    "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "partners", *_COMMON),
                   "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
-    ScoringMethod("random", Ref("factlens.localization.baselines", "random_scores"), ("seed", "mlps_only"),
+    ScoringMethod("random", Ref("factlens.localization.controls", "random_scores"), ("seed", "mlps_only"),
                   "uniform random scores (the equal-budget control)"),
-    ScoringMethod("manual", Ref("factlens.localization.baselines", "manual_scores"), ("components",),
+    ScoringMethod("manual", Ref("factlens.localization.controls", "manual_scores"), ("components",),
                   "1 for the given components, 0 elsewhere"),
 ))
 

@@ -47,7 +47,7 @@ class Prepared:
         dataset: The facts after ``filter_known`` / ``max_facts``.
         task: The task of this seed.
         meta: Model name, data source, known-fact counts, load times.
-        baselines: The workspace's :class:`~factlens.evaluation.baselines.BaselineCache` for ``original``.
+        baselines: The workspace's :class:`~factlens.evaluation.baseline_cache.BaselineCache` for ``original``.
         pristine: The :class:`~factlens.runner.pristine.OriginalView` (or ``PristineCopy``)
             behind ``original``.
     """
@@ -132,7 +132,7 @@ class Workspace:
         if e.get("model_key") != key:
             e.clear()
             model, builtin, meta = _load_models(cfg)
-            from factlens.evaluation.baselines import BaselineCache
+            from factlens.evaluation.baseline_cache import BaselineCache
             from factlens.runner.pristine import OriginalView, PristineCopy
 
             if self.fast_layout:  # no per-forward weight copies in TransformerLens; bitwise the same results
@@ -154,7 +154,7 @@ class Workspace:
         return self._entries["pristine"]
 
     def baselines(self):
-        """The :class:`~factlens.evaluation.baselines.BaselineCache` of the loaded original model
+        """The :class:`~factlens.evaluation.baseline_cache.BaselineCache` of the loaded original model
         (its evaluation numbers are computed once and shared by every job of the workspace)."""
         if "baselines" not in self._entries:
             raise RuntimeError("no model is loaded in this workspace yet (call models() first)")

@@ -8,7 +8,7 @@ all the jobs it runs, and runs ``threads`` torch threads.
 
 Jobs are handed out one at a time, as workers become free, preferring a job of the seed
 the worker ran last: the unedited model's evaluation numbers of a seed
-(:class:`~factlens.evaluation.baselines.BaselineCache`) are then computed by as few workers as
+(:class:`~factlens.evaluation.baseline_cache.BaselineCache`) are then computed by as few workers as
 possible. Every job seeds its own random generators, so results do not depend on which
 worker ran it or in which order (tests/runner/test_processes.py checks the run files are
 identical to a one-process run). A failed job does not stop the others; :meth:`ProcessPool.map`

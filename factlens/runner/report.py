@@ -285,7 +285,7 @@ def _scores_section(runs: Sequence[dict], plans: dict[int, dict]) -> str:
             sc = ComponentScores.from_dict(r["scores"])
             figs: list[Callable[[], Any]] = [lambda sc=sc: sc.plot(title=f"{loc}: {sc.method} ({sc.metric})")]
             if "probe_accuracy" in sc.extra and sc.method != "probing":
-                from factlens.plots import probe_curve
+                from factlens.score_plots import probe_curve
 
                 figs.append(lambda sc=sc: probe_curve(sc, title=f"{loc}: probe accuracy per layer"))
             body += "".join(_try_fig(f, f"{loc} scores") for f in figs)

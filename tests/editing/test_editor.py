@@ -22,7 +22,7 @@ from factlens.editing import training as training_mod
 from factlens.editing.objectives import InjectObjective
 from factlens.editing.losses import (answer_log1m_prob, answer_logprob_grad, fact_losses, reference_logprobs, sft_loss,
                                   sft_positions)
-from factlens.scoring import score_prompts
+from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing, sports_unlearning
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import no_hooks

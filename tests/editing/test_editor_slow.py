@@ -11,7 +11,7 @@ from factlens.components import Mask
 from factlens.data import filter_known, sports_facts
 from factlens.data.formats import format_prompts
 from factlens.editing import EditConfig, edit
-from factlens.scoring import score_prompts
+from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing
 
 pytestmark = [

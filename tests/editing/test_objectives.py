@@ -18,7 +18,7 @@ from factlens.editing.objectives import (GradDiffObjective, GradientAscentObject
                                       RMUObjective, SimNPOObjective, TrainingObjective, UnlearnObjective)
 from factlens.editing.registry import OBJECTIVES
 from factlens.registry import load
-from factlens.scoring import score_prompts
+from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot

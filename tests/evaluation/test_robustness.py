@@ -18,7 +18,7 @@ from factlens.evaluation.probes import run_probes
 from factlens.evaluation.relearning import run_relearning, split_halves
 from factlens.data.formats import format_prompts
 from factlens.evaluation.soft_prompts import _soft_logprobs, run_soft_prompts, soft_prompt_scores, train_soft_prompt
-from factlens.scoring import score_prompts
+from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.tokens import _encode, answer_logprobs, final_logits, tokenize_prompts

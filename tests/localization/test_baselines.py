@@ -1,4 +1,4 @@
-"""Tests of the baseline localizations (factlens.localization.baselines) and of the paper's named
+"""Tests of the baseline localizations (factlens.localization.controls) and of the paper's named
 localization masks at equal parameter budgets (factlens.localization.registry.localization_mask)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from factlens.components import Component, Mask, ModelShape
-from factlens.localization.baselines import manual_scores, random_scores
+from factlens.localization.controls import manual_scores, random_scores
 from factlens.localization.registry import localization_mask, localize
 from factlens.scores import ComponentScores
 from factlens.testing import planted_fact_model, tiny_model

@@ -7,7 +7,7 @@ import pytest
 from factlens.components import ModelShape
 from factlens.localization.activation import activation_patching
 from factlens.localization.attribution import attribution_patching
-from factlens.localization.baselines import manual_scores, random_scores
+from factlens.localization.controls import manual_scores, random_scores
 from factlens.localization.causal_tracing import causal_tracing
 from factlens.localization.flu import flu_scores
 from factlens.localization.path_patching import path_patching

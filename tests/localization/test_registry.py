@@ -53,7 +53,7 @@ def test_localize_accepts_flu(planted):
 
 def _last_layer_mlp(model, dataset, *, seed: int = 0) -> ComponentScores:
     """A toy method: 1 for the last MLP, 0 elsewhere (to show one-entry extension)."""
-    from factlens.localization.baselines import manual_scores
+    from factlens.localization.controls import manual_scores
 
     return manual_scores(model, dataset, components=[Component("mlp", model.cfg.n_layers - 1)])
 
