@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from factlens.data.records import FactDataset, FactRecord, MultipleChoice
+from factlens.registry import Registry
 
 __all__ = [
     "Task",
@@ -22,6 +23,8 @@ __all__ = [
     "counterfact_editing",
     "sequential_counterfact_editing",
     "TASKS",
+    "TaskEntry",
+    "task_entry",
 ]
 
 Objective = Literal["inject", "unlearn"]
@@ -171,10 +174,57 @@ def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chun
     return replace(t, name="sequential_counterfact_editing", chunks=chunks, meta={"n_chunks": n_chunks, "chunk_size": chunk_size})
 
 
-TASKS = {
-    "sports-athlete-editing": sports_athlete_editing,
-    "full-sports-editing": full_sports_editing,
-    "sports-unlearning": sports_unlearning,
-    "counterfact-editing": counterfact_editing,
-    "sequential-counterfact-editing": sequential_counterfact_editing,
-}
+@dataclass(frozen=True)
+class TaskEntry:
+    """One of the paper's tasks in :data:`TASKS`: the key next to the :attr:`Task.name`.
+
+    The key (hyphens, ``"sports-athlete-editing"``) is what ``factlens run`` takes and what
+    ``run_config.json`` stores; ``task_name`` (underscores, ``"sports_athlete_editing"``) is the
+    :attr:`Task.name` the function gives, a Python identifier like the function's own name.
+    This entry is the one place the two spellings meet; :func:`task_entry` accepts either.
+
+    Attributes:
+        name: The key (``factlens run <name>``).
+        task_name: The :attr:`Task.name` of the tasks ``fn`` returns.
+        fn: The task function ``fn(dataset, seed=..., **options) -> Task``.
+        objective: ``"inject"`` (editing) or ``"unlearn"``.
+        size_option: The keyword that sets how many facts are edited (``n_forget``, or
+            ``chunk_size`` for the sequential task).
+    """
+
+    name: str
+    task_name: str
+    fn: Callable[..., Task]
+    objective: Objective
+    size_option: str = "n_forget"
+
+
+#: The paper's tasks, keyed by the CLI / ``run_config.json`` spelling.
+TASKS: Registry[TaskEntry] = Registry("task", (
+    TaskEntry("sports-athlete-editing", "sports_athlete_editing", sports_athlete_editing, "inject"),
+    TaskEntry("full-sports-editing", "full_sports_editing", full_sports_editing, "inject"),
+    TaskEntry("sports-unlearning", "sports_unlearning", sports_unlearning, "unlearn"),
+    TaskEntry("counterfact-editing", "counterfact_editing", counterfact_editing, "inject"),
+    TaskEntry("sequential-counterfact-editing", "sequential_counterfact_editing", sequential_counterfact_editing,
+              "inject", size_option="chunk_size"),
+))
+
+
+def task_entry(name: str) -> TaskEntry:
+    """The :data:`TASKS` entry of a task key or of a :attr:`Task.name` (either spelling).
+
+    Example:
+        >>> task_entry("sports_unlearning").name, task_entry("sports-unlearning").task_name
+        ('sports-unlearning', 'sports_unlearning')
+        >>> task_entry("sports")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown task 'sports'; known: ['sports-athlete-editing', ...] (Task.name spellings ...)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a task name must be a str, got {type(name).__name__}")
+    for e in TASKS:
+        if name in (e.name, e.task_name):
+            return e
+    raise ValueError(f"unknown task {name!r}; known: {list(TASKS.names())} (Task.name spellings with "
+                     "underscores work too)")

@@ -2,8 +2,6 @@ import pytest
 
 from factlens.data import (FactDataset, counterfact, filter_known, format_accuracy, format_prompts, sports_facts)
 from factlens.data.formats import FORMATS
-from factlens.tasks import (counterfact_editing, full_sports_editing, sequential_counterfact_editing,
-                            sports_athlete_editing, sports_unlearning)
 from factlens.testing import planted_fact_model
 
 
@@ -78,35 +76,6 @@ def test_formats_and_mcq_shuffling():
     cf = counterfact()[:5]
     assert len(format_prompts(cf, "paraphrase")) == 10
     assert all(it.target == r.target_new for it, r in zip(format_prompts(cf, "default"), cf))
-
-
-def test_splits_are_seeded():
-    ds = sports_facts()
-    a = sports_athlete_editing(ds, n_forget=16, seed=0)
-    b = sports_athlete_editing(ds, n_forget=16, seed=0)
-    c = sports_athlete_editing(ds, n_forget=16, seed=1)
-    assert a.forget == b.forget and a.retain == b.retain and a.maintain == b.maintain
-    assert a.forget != c.forget
-    ids = lambda d: {r.id for r in d}
-    assert not (ids(a.forget) & ids(a.retain)) and not (ids(a.retain) & ids(a.maintain))
-    assert not (ids(a.forget) & ids(a.maintain))
-    assert all(r.target_new in ds.candidates and r.target_new != r.answer for r in a.forget)
-    assert all(r.mcq.options[r.mcq.target_index] == r.target_new for r in a.forget)
-
-
-def test_other_tasks():
-    ds = sports_facts()
-    f = full_sports_editing(ds, sport="basketball")
-    assert all(r.answer == "basketball" and r.target_new == "golf" for r in f.forget)
-    assert "golf" in f.forget.candidates and all(r.answer != "basketball" for r in f.maintain)
-    u = sports_unlearning(ds, sport="baseball")
-    assert u.objective == "unlearn" and all(r.target_new is None for r in u.forget)
-    cf = counterfact()
-    e = counterfact_editing(cf, n_forget=16)
-    assert len(e.forget) == 16
-    s = sequential_counterfact_editing(cf, n_chunks=4, chunk_size=16)
-    assert len(s.chunks) == 4 and all(len(c) == 16 for c in s.chunks)
-    assert {r.id for c in s.chunks for r in c} == {r.id for r in s.forget}
 
 
 def test_filter_known_and_format_report_planted():

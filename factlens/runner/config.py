@@ -295,10 +295,10 @@ class RunConfig:
     def _unused_task_options(self) -> list[str]:
         import inspect
 
-        from factlens.tasks import TASKS
+        from factlens.tasks import task_entry
 
         name = "sports-athlete-editing" if self.task == "planted" else self.task
-        params = inspect.signature(TASKS[name]).parameters
+        params = inspect.signature(task_entry(name).fn).parameters
         own = {"dataset", "seed", "n_forget", "chunk_size"}  # given by the runner (forget_size, seeds)
         accepted = sorted(set(params) - own)
         out = []
@@ -606,7 +606,9 @@ def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, st
 
 def default_objective(task: str) -> str:
     """The objective of a task name: ``unlearn`` for Sports-Unlearning, ``inject`` for the editing tasks."""
-    return "unlearn" if task == "sports-unlearning" else "inject"
+    from factlens.tasks import TASKS
+
+    return next((e.objective for e in TASKS if task in (e.name, e.task_name)), "inject")  # planted: inject
 
 
 def unit_names(localizations, methods=("finetune",), objectives=(), *, default_objective: str = "inject") -> tuple[str, ...]:

@@ -222,13 +222,13 @@ def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -
 
 def build_task(cfg: RunConfig, dataset, seed: int):
     """The task of ``cfg`` on ``dataset`` for ``seed``."""
-    from factlens.tasks import TASKS
+    from factlens.tasks import task_entry
 
-    name = "sports-athlete-editing" if cfg.task == "planted" else cfg.task
-    fn = TASKS[name]
+    entry = task_entry("sports-athlete-editing" if cfg.task == "planted" else cfg.task)
+    name, fn = entry.name, entry.fn
     kw: dict[str, Any] = dict(cfg.task_options)
     if cfg.forget_size is not None:
-        kw["chunk_size" if name == "sequential-counterfact-editing" else "n_forget"] = cfg.forget_size
+        kw[entry.size_option] = cfg.forget_size
     if cfg.eval_preset == "small" and "n_maintain" not in kw and "n_retain" not in kw:
         from factlens.runner.config import SMALL_N_MAINTAIN
 

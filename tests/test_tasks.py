@@ -1,0 +1,63 @@
+"""factlens.tasks: the paper's tasks, their seeded splits and the TASKS registry."""
+
+import inspect
+
+import pytest
+
+from factlens.data import counterfact, sports_facts
+from factlens.runner.config import TASK_NAMES, default_objective
+from factlens.tasks import (TASKS, counterfact_editing, full_sports_editing, sequential_counterfact_editing,
+                            sports_athlete_editing, sports_unlearning, task_entry)
+
+
+def test_splits_are_seeded():
+    ds = sports_facts()
+    a = sports_athlete_editing(ds, n_forget=16, seed=0)
+    b = sports_athlete_editing(ds, n_forget=16, seed=0)
+    c = sports_athlete_editing(ds, n_forget=16, seed=1)
+    assert a.forget == b.forget and a.retain == b.retain and a.maintain == b.maintain
+    assert a.forget != c.forget
+    ids = lambda d: {r.id for r in d}
+    assert not (ids(a.forget) & ids(a.retain)) and not (ids(a.retain) & ids(a.maintain))
+    assert not (ids(a.forget) & ids(a.maintain))
+    assert all(r.target_new in ds.candidates and r.target_new != r.answer for r in a.forget)
+    assert all(r.mcq.options[r.mcq.target_index] == r.target_new for r in a.forget)
+
+
+def test_other_tasks():
+    ds = sports_facts()
+    f = full_sports_editing(ds, sport="basketball")
+    assert all(r.answer == "basketball" and r.target_new == "golf" for r in f.forget)
+    assert "golf" in f.forget.candidates and all(r.answer != "basketball" for r in f.maintain)
+    u = sports_unlearning(ds, sport="baseball")
+    assert u.objective == "unlearn" and all(r.target_new is None for r in u.forget)
+    cf = counterfact()
+    e = counterfact_editing(cf, n_forget=16)
+    assert len(e.forget) == 16
+    s = sequential_counterfact_editing(cf, n_chunks=4, chunk_size=16)
+    assert len(s.chunks) == 4 and all(len(c) == 16 for c in s.chunks)
+    assert {r.id for c in s.chunks for r in c} == {r.id for r in s.forget}
+
+
+def test_registry_maps_each_key_to_the_task_name_its_function_gives():
+    data = {"sports": sports_facts(), "counterfact": counterfact()}
+    for e in TASKS:
+        ds = data["counterfact" if "counterfact" in e.name else "sports"]
+        task = e.fn(ds, seed=0, **{e.size_option: 4})
+        assert task.name == e.task_name == e.name.replace("-", "_"), e
+        assert task.objective == e.objective, e
+        assert e.size_option in inspect.signature(e.fn).parameters, e
+        assert task_entry(e.name) is e and task_entry(task.name) is e
+
+
+def test_runner_task_names_are_the_registry_keys():
+    assert set(TASK_NAMES) - {"planted"} == set(TASKS.names())
+    assert [default_objective(n) for n in TASKS.names()] == [e.objective for e in TASKS]
+    assert default_objective("sports_unlearning") == "unlearn" and default_objective("planted") == "inject"
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown task 'sports'.*sports-athlete-editing"):
+        task_entry("sports")
+    with pytest.raises(TypeError, match="must be a str"):
+        task_entry(3)
