@@ -1,4 +1,4 @@
-"""Baseline "localizations": random components and hand-picked components.
+"""Control localizations (the paper's random and manual baselines): random and hand-picked components.
 
 ``random_scores`` draws i.i.d. uniform scores, so ``scores.to_mask(param_budget=...)`` picks
 a uniformly random set of components within the budget; ``manual_scores`` gives 1.0 to the
