@@ -37,8 +37,12 @@ def snapshot(model) -> ModelSnapshot:
 
 
 def no_hooks(model) -> bool:
-    """No forward or backward hook is attached to any of the model's hook points."""
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
+    """No hook is attached: none on the model's hook points, and no plain PyTorch forward,
+    forward-pre or backward hook on any module (a method that hooks a module directly, as
+    ROME's key/value capture does, must remove that hook too)."""
+    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values()) and all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        and not getattr(m, "_backward_pre_hooks", None) for m in model.modules())
 
 
 def unchanged(model, snap: ModelSnapshot) -> bool:

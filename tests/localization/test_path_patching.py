@@ -1,5 +1,5 @@
-"""Tests of path patching, probing and the FLU localization (factlens.localization.path_patching,
-.probing, .flu) on the planted-fact model and tiny random models."""
+"""Tests of path patching and the automated per-fact lookup (factlens.localization.path_patching) on the
+planted-fact model and tiny random models."""
 
 from __future__ import annotations
 
@@ -12,45 +12,25 @@ import torch
 from factlens.components import Component, attn_hook, mlp_hook
 from factlens.data import sports_facts
 from factlens.data.records import FactRecord
-from factlens.localization.flu import flu_scores, is_sports, rise_layers
 from factlens.localization.pairs import make_pairs, patching_metric
 from factlens.localization.path_patching import extraction_components, fact_lookup_mlps, path_patching
-from factlens.localization.probing import probe_accuracy, probing
-from factlens.scores import ComponentScores
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.localization.probing import probing
+from factlens.testing import tiny_model
+from factlens.testing.invariants import no_hooks
 from factlens.testing.tiny import build_hooked
 from factlens.tokens import encode_records, unembed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model()
-
-
-@pytest.fixture(scope="module")
-def probe(planted):
-    return probing(planted.model, planted.dataset, show_progress=False)
-
-
 @pytest.fixture(scope="module")
 def direct(planted):
-    return path_patching(planted.model, planted.dataset, show_progress=False)
+    return path_patching(planted.model, planted.dataset)
 
 
 @pytest.fixture(scope="module")
 def via_extraction(planted):
-    return path_patching(planted.model, planted.dataset, receivers=[planted.extraction_head], show_progress=False)
-
-
-def assert_no_hooks(model):
-    for name, hp in model.hook_dict.items():
-        assert not hp.fwd_hooks and not hp.bwd_hooks, name
-        assert not hp._forward_hooks and not hp._backward_hooks, name
+    return path_patching(planted.model, planted.dataset, receivers=[planted.extraction_head])
 
 
 def short_sports(model, n_per_sport=4) -> list[FactRecord]:
@@ -67,64 +47,6 @@ def short_sports(model, n_per_sport=4) -> list[FactRecord]:
     return out
 
 
-# --- probing ---------------------------------------------------------------------------------
-
-
-def test_probing_finds_the_lookup_layer(planted, probe):
-    acc = probe.extra["probe_accuracy"]["subject_last"]
-    chance = probe.extra["chance"]
-    assert chance == pytest.approx(1 / 3)
-    assert acc[0] < chance + 0.2  # only the subject identity: not decodable for held-out subjects
-    assert acc[planted.lookup_layer] >= 0.9
-    assert probe.top(1) == [planted.lookup_mlp]
-    assert probe[planted.lookup_mlp] == pytest.approx(acc[1] - acc[0])
-    emb = probe.extra["embedding_accuracy"]["subject_last"]
-    assert emb < chance + 0.2  # the embedding alone: held-out subjects are not decodable
-    assert probe["L0.mlp"] == pytest.approx(acc[0] - max(chance, emb))
-    assert all(v == 0 for c, v in zip(probe.components, probe.values) if c.kind == "head")
-    # the final token only sees the attribute after the extraction head (layer 2)
-    fin = probe.extra["probe_accuracy"]["final"]
-    assert fin[1] < 0.7 and fin[2] >= 0.9
-    assert probe.method == "probing" and probe.metric == "probe_accuracy"
-    assert probe.extra["layers"] == [0, 1, 2, 3]
-    assert_no_hooks(planted.model)
-
-
-def test_probing_json_plot_and_batch_size(planted, probe, tmp_path):
-    json.dumps(probe.extra)
-    probe.save(tmp_path / "p.json")
-    assert ComponentScores.load(tmp_path / "p.json").extra["probe_accuracy"] == probe.extra["probe_accuracy"]
-    fig = probe.plot()
-    assert len(fig.data) == 2  # one curve per position
-    other = probing(planted.model, planted.dataset, batch_size=7, show_progress=False)
-    np.testing.assert_allclose(other.extra["probe_accuracy"]["subject_last"],
-                               probe.extra["probe_accuracy"]["subject_last"], atol=1e-9)
-
-
-def test_probing_layer_subset_and_errors(planted):
-    s = probing(planted.model, planted.dataset, layers=[1, 3], positions=("subject_last",), show_progress=False)
-    assert s.extra["layers"] == [1, 3] and len(s.extra["probe_accuracy"]["subject_last"]) == 2
-    assert s["L0.mlp"] == 0 and s["L1.mlp"] > 0.5
-    ds = planted.dataset
-    with pytest.raises(ValueError, match="positions"):
-        probing(planted.model, ds, positions=("middle",), show_progress=False)
-    with pytest.raises(ValueError, match="layers"):
-        probing(planted.model, ds, layers=[4], show_progress=False)
-    with pytest.raises(ValueError, match="two different answers"):
-        probing(planted.model, ds.filter(lambda r: r.answer == "baseball"), show_progress=False)
-    one_football = [r for r in ds if r.answer != "football"] + [next(r for r in ds if r.answer == "football")]
-    with pytest.raises(ValueError, match="only once"):
-        probing(planted.model, one_football, show_progress=False)
-
-
-def test_probe_accuracy_is_cross_validated():
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 10)
-    noise = rng.normal(size=(30, 50))
-    assert probe_accuracy(noise, y)[0] < 0.6  # unseen examples: no memorization
-    assert probe_accuracy(noise + 5 * np.eye(3)[y] @ rng.normal(size=(3, 50)), y)[0] == 1.0
-
-
 # --- path patching -----------------------------------------------------------------------------
 
 
@@ -139,7 +61,7 @@ def test_direct_effects_rank_the_extraction_head(planted, direct):
     assert direct.example_ids == tuple(r.id for r in planted.dataset) and direct.n_dropped == 0
     assert len(direct.clean_metric) == len(planted.dataset)
     json.dumps(direct.to_dict())
-    assert_no_hooks(planted.model)
+    assert no_hooks(planted.model)
 
 
 def test_path_through_extraction_head_ranks_the_lookup_mlp(planted, via_extraction):
@@ -151,15 +73,14 @@ def test_path_through_extraction_head_ranks_the_lookup_mlp(planted, via_extracti
         if c.layer >= 2:
             assert s[c] == 0.0, c
     assert s.extra["receivers"] == ["L2H1"]
-    assert_no_hooks(planted.model)
+    assert no_hooks(planted.model)
 
 
 def test_path_patching_does_not_depend_on_batch_size(planted, direct, via_extraction):
-    d5 = path_patching(planted.model, planted.dataset, batch_size=5, show_progress=False)
+    d5 = path_patching(planted.model, planted.dataset, batch_size=5)
     np.testing.assert_allclose(d5.values, direct.values, rtol=1e-4, atol=1e-4)
     senders = [planted.lookup_mlp, Component("head", 0, 1), Component("mlp", 0)]
-    v5 = path_patching(planted.model, planted.dataset, receivers=["L2H1"], senders=senders, batch_size=5,
-                       show_progress=False)
+    v5 = path_patching(planted.model, planted.dataset, receivers=["L2H1"], senders=senders, batch_size=5)
     np.testing.assert_allclose(v5.values, [via_extraction[c] for c in senders], rtol=1e-4, atol=1e-4)
 
 
@@ -220,7 +141,7 @@ def test_direct_effect_equals_freezing_everything_else(kind):
     model = tiny_model(variant="gqa_gated", n_layers=3) if kind == "gqa_gated" else _post_norm_model()
     recs = short_sports(model, n_per_sport=3)
     senders = [Component("head", 0, 1), Component("head", 1, 3), Component("mlp", 1), Component("head", 2, 0)]
-    s = path_patching(model, recs, senders=senders, show_progress=False, batch_size=4)
+    s = path_patching(model, recs, senders=senders, batch_size=4)
     ref = [_brute_force_direct(model, recs, c) for c in senders]
     np.testing.assert_allclose(s.values, ref, rtol=1e-3, atol=1e-4)
     assert np.abs(ref).max() > 1e-3  # not trivially zero
@@ -229,14 +150,14 @@ def test_direct_effect_equals_freezing_everything_else(kind):
 def test_path_patching_input_errors(planted):
     m, ds = planted.model, planted.dataset
     with pytest.raises(ValueError, match="does not exist"):
-        path_patching(m, ds, receivers=["L7H0"], show_progress=False)
+        path_patching(m, ds, receivers=["L7H0"])
     with pytest.raises(ValueError, match="neurons"):
-        path_patching(m, ds, senders=["L1.N3"], show_progress=False)
+        path_patching(m, ds, senders=["L1.N3"])
     with pytest.raises(ValueError, match="empty"):
-        path_patching(m, ds, receivers=[], show_progress=False)
+        path_patching(m, ds, receivers=[])
     with pytest.raises(ValueError, match="metric"):
-        path_patching(m, ds, metric="accuracy", show_progress=False)
-    assert_no_hooks(m)
+        path_patching(m, ds, metric="accuracy")
+    assert no_hooks(m)
 
 
 def test_no_hooks_left_after_an_exception(planted, monkeypatch):
@@ -247,11 +168,11 @@ def test_no_hooks_left_after_an_exception(planted, monkeypatch):
 
     monkeypatch.setattr(m.blocks[3], "forward", boom)
     with pytest.raises(RuntimeError, match="boom"):
-        path_patching(m, ds, show_progress=False)
-    assert_no_hooks(m)
+        path_patching(m, ds)
+    assert no_hooks(m)
     with pytest.raises(RuntimeError, match="boom"):
-        probing(m, ds, show_progress=False)
-    assert_no_hooks(m)
+        probing(m, ds)
+    assert no_hooks(m)
     monkeypatch.undo()
     # receivers mode: fail in the second (receiver-patched) run, while its hooks are attached
     block = m.blocks[3]
@@ -265,21 +186,21 @@ def test_no_hooks_left_after_an_exception(planted, monkeypatch):
 
     monkeypatch.setattr(block, "forward", fail_third)
     with pytest.raises(RuntimeError, match="boom"):
-        path_patching(m, ds, receivers=[planted.extraction_head], senders=["L1.mlp"], show_progress=False)
+        path_patching(m, ds, receivers=[planted.extraction_head], senders=["L1.mlp"])
     assert len(calls) == 3
-    assert_no_hooks(m)
+    assert no_hooks(m)
 
 
 def test_parameters_unchanged(planted):
     before = {k: v.clone() for k, v in planted.model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in planted.model.named_parameters()}
-    path_patching(planted.model, planted.dataset.subset(range(12)), receivers=["L2H1"], show_progress=False)
+    path_patching(planted.model, planted.dataset.subset(range(12)), receivers=["L2H1"])
     for k, v in planted.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert flags == {k: p.requires_grad for k, p in planted.model.named_parameters()}
 
 
-# --- automated per-fact lookup and FLU ---------------------------------------------------------
+# --- automated per-fact lookup ---------------------------------------------------------
 
 
 def test_extraction_components(planted, direct):
@@ -294,7 +215,7 @@ def test_extraction_components(planted, direct):
 
 def test_fact_lookup_mlps_groups_all_facts_on_the_lookup_mlp(planted, direct):
     ext = extraction_components(direct, k=3)
-    out = fact_lookup_mlps(planted.model, planted.dataset, extraction=ext, n_std=1.0, show_progress=False)
+    out = fact_lookup_mlps(planted.model, planted.dataset, extraction=ext, n_std=1.0)
     ids = [r.id for r in planted.dataset]
     assert set(out["per_fact"]) == set(ids)
     assert all(v == ["L1.mlp"] for v in out["per_fact"].values())
@@ -302,49 +223,5 @@ def test_fact_lookup_mlps_groups_all_facts_on_the_lookup_mlp(planted, direct):
     assert out["extraction"][0] == "L2H1"
     assert set(out["effects"][ids[0]]) == {f"L{l}.mlp" for l in range(4)}
     # with 4 MLP layers one outlier is at most 1.5 std above the mean: n_std=2 selects nothing
-    strict = fact_lookup_mlps(planted.model, planted.dataset.subset(range(6)), extraction=ext, show_progress=False)
+    strict = fact_lookup_mlps(planted.model, planted.dataset.subset(range(6)), extraction=ext)
     assert strict["groups"] == [{"mlps": [], "facts": ids[:6]}]
-
-
-def test_rise_layers_rule():
-    assert rise_layers([0.3, 1.0, 1.0], chance=0.33) == [1]
-    assert rise_layers([0.95, 0.97, 1.0], chance=0.33) == [0]
-    assert rise_layers([0.34, 0.5, 0.6, 0.7], chance=0.34, fraction=1.0) == [1, 2, 3]
-    assert rise_layers([0.34, 0.5, 0.6, 0.7], chance=0.34, fraction=0.4) == [1]
-    assert rise_layers([0.34, 0.40, 0.80, 0.40, 0.95], chance=0.34, fraction=0.6) == [4]  # equally short: the larger gain wins
-    assert rise_layers([0.25, 0.5, 0.5, 0.75], chance=0.25, fraction=0.5) == [1]  # tie: the earlier range
-    # Gemma 3 270M, 60 known sports facts, 3x5-fold CV (measured on two fact samples): the steep climb
-    for gemma in ([0.37, 0.35, 0.56, 0.77, 0.84, 0.86, 0.86, 0.88, 0.88, 0.91, 0.91, 0.93, 0.97, 0.96, 0.96, 0.96,
-                   0.97, 0.97],
-                  [0.35, 0.41, 0.59, 0.77, 0.8, 0.82, 0.82, 0.87, 0.86, 0.86, 0.91, 0.91, 0.97, 0.96, 0.98, 0.97,
-                   0.99, 0.97]):
-        assert rise_layers(gemma, chance=1 / 3) == [2, 3]
-        assert rise_layers(gemma, chance=1 / 3, fraction=0.6) in ([2, 3], [1, 2, 3])
-    with pytest.raises(ValueError, match="never rises"):
-        rise_layers([0.35, 0.34, 0.36], chance=0.34)
-    with pytest.raises(ValueError, match="rule threshold"):
-        rise_layers([0.3, 1.0], chance=0.3, fraction=1.5)
-
-
-def test_flu_on_planted_model_probing(planted):
-    assert is_sports(planted.dataset)
-    s = flu_scores(planted.model, planted.dataset, show_progress=False)
-    mask = s.to_mask(threshold=0.5)
-    assert planted.lookup_mlp in mask and len(mask) < planted.n_layers
-    assert all(c.kind == "mlp" for c in mask)
-    assert s.method == "flu" and s.name == "flu" and s.extra["approach"] == "probing"
-    assert s.extra["flu_layers"] == [1]
-    assert s.plot() is not None  # probe curve with the FLU layers shaded
-    json.dumps(s.extra)
-
-
-def test_flu_on_planted_model_path_patching(planted):
-    s = flu_scores(planted.model, planted.dataset.subset(range(18)), approach="path_patching", n_std=1.0,
-                   show_progress=False)
-    assert s.to_mask(threshold=0.5).labels == ["L1.mlp"]
-    assert s.extra["approach"] == "path_patching" and s.extra["extraction"][0] == "L2H1"
-    assert s.extra["mlp_fact_fraction"]["L1.mlp"] == 1.0
-    json.dumps(s.extra)
-    with pytest.raises(ValueError, match="approach"):
-        flu_scores(planted.model, planted.dataset, approach="magic")
-    assert_no_hooks(planted.model)

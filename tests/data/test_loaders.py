@@ -1,8 +1,8 @@
+"""The built-in and reference fact data (factlens.data.loaders)."""
+
 import pytest
 
-from factlens.data import (FactDataset, counterfact, filter_known, format_accuracy, format_prompts, sports_facts)
-from factlens.data.formats import FORMATS
-from factlens.testing import planted_fact_model
+from factlens.data import counterfact, sports_facts
 
 
 def test_builtin_sports():
@@ -57,38 +57,3 @@ def test_missing_file_errors(tmp_path):
     bad.write_text("name,x\nA,b\n")
     with pytest.raises(ValueError, match="athlete"):
         sports_facts(bad)
-
-
-def test_formats_and_mcq_shuffling():
-    ds = sports_facts()[:20]
-    for fmt in ["default", "mcq", "zero_shot", "professional", "sport_played"]:
-        items = format_prompts(ds, fmt)
-        assert len(items) == 20
-        for it in items:
-            assert it.answer in it.candidates
-    mc = format_prompts(ds, "mcq", seed=0)
-    assert mc == format_prompts(ds, "mcq", seed=0)
-    assert len({it.answer for it in mc}) > 1  # letters vary across facts
-    assert mc[0].prompt.count("Question:") == 3  # 2 in-context examples
-    assert [it.answer for it in mc] != [it.answer for it in format_prompts(ds, "mcq", seed=1)]
-    with pytest.raises(ValueError, match="unknown prompt format"):
-        format_prompts(ds, "nope")
-    cf = counterfact()[:5]
-    assert len(format_prompts(cf, "paraphrase")) == 10
-    assert all(it.target == r.target_new for it, r in zip(format_prompts(cf, "default"), cf))
-
-
-def test_filter_known_and_format_report_planted():
-    p = planted_fact_model()
-    known = filter_known(p.model, p.dataset)
-    assert len(known) == len(p.dataset)
-    assert known.meta["known"]["known"] == len(p.dataset)
-    rep = format_accuracy(p.model, p.dataset)
-    assert rep["default"]["accuracy"] == 1.0 and not rep["default"]["at_chance"]
-    assert sum(g["known"] for g in rep.per_group.values()) == len(p.dataset)
-
-
-def test_dataset_json_round_trip(tmp_path):
-    ds = counterfact()[:3]
-    ds.to_json(tmp_path / "d.json")
-    assert FactDataset.from_json(tmp_path / "d.json").records == ds.records

@@ -1,4 +1,4 @@
-"""Bad and unusual input to the data layer and to localize (issue 11): one test per item."""
+"""Bad and unusual input to the data layer (issue 11): one test per item."""
 
 import json
 import warnings
@@ -161,17 +161,6 @@ def test_shared_counterfact_sample_loads_without_warnings(shared_data):
         warnings.simplefilter("error")
         ds = counterfact(d / "counterfact_sample.json", d / "counterfact_sample_mcq.jsonl")
     assert len(ds) == 300 and len({r.id for r in ds}) == 300
-
-
-@pytest.mark.parametrize("method", ["activation_patching", "attribution_patching", "path_patching", "causal_tracing",
-                                    "probing", "flu"])
-@pytest.mark.parametrize("bad", ["counterfact.json", 3, [{"subject": "A"}]])
-def test_localize_wrong_dataset_type_raises_type_error(method, bad):
-    import factlens
-    from factlens.testing import tiny_model
-
-    with pytest.raises(TypeError, match="FactRecord|must be facts"):
-        factlens.localize(tiny_model(), bad, method=method, show_progress=False)
 
 
 def test_dataset_of_strings_raises_type_error():

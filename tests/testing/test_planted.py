@@ -1,93 +1,12 @@
-"""Tests of the test models in ``factlens.testing``."""
+"""The planted-fact model (factlens.testing.planted): its known structure, accuracy, ablations, probe and task."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from factlens.testing import PlantedFactModel, planted_fact_model, tiny_model, word_tokenizer
-from factlens.testing.tiny import builtin_words
-
-BUILTIN = Path(__file__).resolve().parent.parent / "factlens" / "data" / "builtin"
-FEW_SHOT = "Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of"
-
-
-# --- tokenizer -------------------------------------------------------------------------
-
-
-def test_word_tokenizer_round_trip_and_offsets():
-    tok = word_tokenizer(["Fact: Tiger Woods plays the sport of golf", "LeBron James"])
-    enc = tok(FEW_SHOT, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    assert ids[0] == tok.bos_token_id and tok.unk_token_id not in ids
-    pieces = tok.convert_ids_to_tokens(ids)
-    assert "\n" in pieces
-    for piece, (a, b) in zip(pieces[1:], offsets[1:]):
-        assert FEW_SHOT[a:b] == piece
-    assert tok(" golf", add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids("golf")]
-    assert tok.decode(ids, skip_special_tokens=True).split(" ") == pieces[1:]
-    assert word_tokenizer(["b a", "c"]).get_vocab() == word_tokenizer(["c", "a b"]).get_vocab()
-    assert tok("Zebra", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
-
-
-def test_builtin_prompts_have_no_unk():
-    tok = word_tokenizer(builtin_words())
-    rows = json.loads((BUILTIN / "sports.json").read_text())
-    texts = [FEW_SHOT]
-    for r in rows:
-        texts += [f"Fact: Tiger Woods plays the sport of golf\nFact: {r['athlete']} plays the sport of",
-                  f" {r['sport']}"]
-    for case in json.loads((BUILTIN / "counterfact.json").read_text()):
-        texts += [case["prompt"].format(case["subject"]), " " + case["target_true"], " " + case["target_new"]]
-        texts += case["paraphrase_prompts"] + [n["prompt"] for n in case["neighborhood_prompts"]]
-    enc = tok(texts, add_special_tokens=False)["input_ids"]
-    bad = [t for t, ids in zip(texts, enc) if tok.unk_token_id in ids]
-    assert not bad, bad[:5]
-    for sport in {r["sport"] for r in rows} | {"golf"}:
-        assert len(tok(" " + sport, add_special_tokens=False)["input_ids"]) == 1
-
-
-# --- tiny models -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", ["standard", "gqa", "gated", "gqa_gated"])
-def test_tiny_variants_forward(variant):
-    model = tiny_model(variant=variant)
-    logits = model(FEW_SHOT)
-    n_tokens = model.to_tokens(FEW_SHOT).shape[1]
-    assert logits.shape == (1, n_tokens, model.cfg.d_vocab)
-    assert torch.isfinite(logits).all()
-    assert model.cfg.dtype == torch.float32 and model.W_E.device.type == "cpu"
-    assert "<unk>" not in model.to_str_tokens(FEW_SHOT)
-    if "gqa" in variant:
-        assert model.cfg.n_key_value_heads is not None and model.cfg.n_key_value_heads < model.cfg.n_heads
-    if "gated" in variant:
-        assert model.cfg.gated_mlp and model.blocks[0].mlp.W_gate.shape == (model.cfg.d_model, model.cfg.d_mlp)
-
-
-def test_tiny_options_and_determinism():
-    a = tiny_model(normalization_type="LN", positional_embedding_type="standard", seed=3)
-    b = tiny_model(normalization_type="LN", positional_embedding_type="standard", seed=3)
-    c = tiny_model(normalization_type="LN", positional_embedding_type="standard", seed=4)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert not torch.equal(a.W_E, c.W_E)
-    assert torch.isfinite(a(FEW_SHOT)).all()
-    small = tiny_model(vocab_texts=["a b c"], n_layers=1)
-    assert small.cfg.d_vocab == len(small.tokenizer) and small.cfg.n_layers == 1
-    with pytest.raises(ValueError):
-        tiny_model(variant="moe")  # type: ignore[arg-type]
-
-
-# --- planted model ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def planted() -> PlantedFactModel:
-    return planted_fact_model()
+from factlens.testing import PlantedFactModel
 
 
 def _final_logits(pf: PlantedFactModel, prompts: list[str], hooks=()) -> torch.Tensor:

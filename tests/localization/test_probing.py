@@ -1,0 +1,74 @@
+"""Tests of probing (factlens.localization.probing) on the planted-fact model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from factlens.localization.probing import probe_accuracy, probing
+from factlens.scores import ComponentScores
+from factlens.testing.invariants import no_hooks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def probe(planted):
+    return probing(planted.model, planted.dataset)
+
+
+def test_probing_finds_the_lookup_layer(planted, probe):
+    acc = probe.extra["probe_accuracy"]["subject_last"]
+    chance = probe.extra["chance"]
+    assert chance == pytest.approx(1 / 3)
+    assert acc[0] < chance + 0.2  # only the subject identity: not decodable for held-out subjects
+    assert acc[planted.lookup_layer] >= 0.9
+    assert probe.top(1) == [planted.lookup_mlp]
+    assert probe[planted.lookup_mlp] == pytest.approx(acc[1] - acc[0])
+    emb = probe.extra["embedding_accuracy"]["subject_last"]
+    assert emb < chance + 0.2  # the embedding alone: held-out subjects are not decodable
+    assert probe["L0.mlp"] == pytest.approx(acc[0] - max(chance, emb))
+    assert all(v == 0 for c, v in zip(probe.components, probe.values) if c.kind == "head")
+    # the final token only sees the attribute after the extraction head (layer 2)
+    fin = probe.extra["probe_accuracy"]["final"]
+    assert fin[1] < 0.7 and fin[2] >= 0.9
+    assert probe.method == "probing" and probe.metric == "probe_accuracy"
+    assert probe.extra["layers"] == [0, 1, 2, 3]
+    assert no_hooks(planted.model)
+
+
+def test_probing_json_plot_and_batch_size(planted, probe, tmp_path):
+    json.dumps(probe.extra)
+    probe.save(tmp_path / "p.json")
+    assert ComponentScores.load(tmp_path / "p.json").extra["probe_accuracy"] == probe.extra["probe_accuracy"]
+    fig = probe.plot()
+    assert len(fig.data) == 2  # one curve per position
+    other = probing(planted.model, planted.dataset, batch_size=7)
+    np.testing.assert_allclose(other.extra["probe_accuracy"]["subject_last"],
+                               probe.extra["probe_accuracy"]["subject_last"], atol=1e-9)
+
+
+def test_probing_layer_subset_and_errors(planted):
+    s = probing(planted.model, planted.dataset, layers=[1, 3], positions=("subject_last",))
+    assert s.extra["layers"] == [1, 3] and len(s.extra["probe_accuracy"]["subject_last"]) == 2
+    assert s["L0.mlp"] == 0 and s["L1.mlp"] > 0.5
+    ds = planted.dataset
+    with pytest.raises(ValueError, match="positions"):
+        probing(planted.model, ds, positions=("middle",))
+    with pytest.raises(ValueError, match="layers"):
+        probing(planted.model, ds, layers=[4])
+    with pytest.raises(ValueError, match="two different answers"):
+        probing(planted.model, ds.filter(lambda r: r.answer == "baseball"))
+    one_football = [r for r in ds if r.answer != "football"] + [next(r for r in ds if r.answer == "football")]
+    with pytest.raises(ValueError, match="only once"):
+        probing(planted.model, one_football)
+
+
+def test_probe_accuracy_is_cross_validated():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 10)
+    noise = rng.normal(size=(30, 50))
+    assert probe_accuracy(noise, y)[0] < 0.6  # unseen examples: no memorization
+    assert probe_accuracy(noise + 5 * np.eye(3)[y] @ rng.normal(size=(3, 50)), y)[0] == 1.0
