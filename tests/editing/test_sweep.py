@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 import factlens.editing.sweep as sweep_mod
 from factlens.components import Mask
@@ -14,28 +13,17 @@ from factlens.editing.config import EditConfig
 from factlens.editing.sweep import SweepResult, config_key, score_edit, sweep, text_accuracy
 from factlens.tasks import sports_unlearning
 from factlens.testing import planted_fact_model
+from factlens.testing.invariants import assert_unchanged, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BASE = EditConfig(steps=15, batch_size=None, grad_accum=1, l_sft=0.0)
 LRS = (1e-4, 3e-2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def pf():
-    return planted_fact_model()
-
-
-@pytest.fixture(scope="module")
-def mask(pf):
-    return Mask(frozenset({pf.lookup_mlp}))
+def mask(planted):
+    return Mask(frozenset({planted.lookup_mlp}))
 
 
 @pytest.fixture
@@ -53,9 +41,9 @@ def calls(monkeypatch):
     return n
 
 
-def test_table_best_and_resume(tmp_path, pf, mask, calls):
-    before = {n: p.detach().clone() for n, p in pf.model.named_parameters()}
-    res = sweep(pf.model, mask, pf.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
+def test_table_best_and_resume(tmp_path, planted, mask, calls):
+    before = snapshot(planted.model)
+    res = sweep(planted.model, mask, planted.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
     assert isinstance(res, SweepResult) and len(calls) == 2 and len(res.table) == 2
     t = res.table
     assert list(t["lr"]) == list(LRS) and not t["cached"].any()
@@ -68,44 +56,44 @@ def test_table_best_and_resume(tmp_path, pf, mask, calls):
     assert res.best_config.lr == 3e-2
     row = t.iloc[1]
     assert math.isclose(row["score"], (1 - row["forget_acc"]) + row["edit_acc"] + row["maintain_acc"] + row["text_acc"])
-    assert all(torch.equal(p.detach(), before[n]) for n, p in pf.model.named_parameters())
+    assert_unchanged(planted.model, before)
 
     # a rerun does nothing new and gives the same table
-    again = sweep(pf.model, mask, pf.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
+    again = sweep(planted.model, mask, planted.task, lrs=LRS, base_config=BASE, out_dir=tmp_path, show_progress=False)
     assert len(calls) == 2 and again.table["cached"].all()
     assert again.table.drop(columns="cached").equals(t.drop(columns="cached"))
     # a bigger grid runs only the new config; a torn last line is ignored
     with (tmp_path / "sweep.jsonl").open("a") as f:
         f.write('{"type": "run", "key": "tor')
-    more = sweep(pf.model, mask, pf.task, lrs=(*LRS, 1e-3), base_config=BASE, out_dir=tmp_path, show_progress=False)
+    more = sweep(planted.model, mask, planted.task, lrs=(*LRS, 1e-3), base_config=BASE, out_dir=tmp_path, show_progress=False)
     assert len(calls) == 3 and calls[-1].lr == 1e-3 and list(more.table["cached"]) == [True, True, False]
     lines = [json.loads(l) for l in (tmp_path / "sweep.jsonl").read_text().splitlines()[:3]]
     assert lines[0]["type"] == "header" and lines[0]["mask"] == ["L1.mlp"]
     assert {l["key"] for l in lines[1:]} == {config_key(BASE.replace(lr=lr)) for lr in LRS}
 
 
-def test_mismatch_raises(tmp_path, pf, mask, calls):
-    sweep(pf.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+def test_mismatch_raises(tmp_path, planted, mask, calls):
+    sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
     n = len(calls)
     with pytest.raises(ValueError, match="mask"):
-        sweep(pf.model, Mask(frozenset({pf.extraction_head})), pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
+        sweep(planted.model, Mask(frozenset({planted.extraction_head})), planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
               show_progress=False)
     with pytest.raises(ValueError, match="task"):
-        sweep(pf.model, mask, sports_unlearning(pf.dataset), lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
+        sweep(planted.model, mask, sports_unlearning(planted.dataset), lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
               show_progress=False)
     other = planted_fact_model(n_subjects=60)
     with pytest.raises(ValueError, match="different setup"):
-        sweep(other.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+        sweep(other.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
     assert len(calls) == n
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "sweep.jsonl").write_text('{"type": "run"}\n')
     with pytest.raises(ValueError, match="header"):
-        sweep(pf.model, mask, pf.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path / "bad", show_progress=False)
+        sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path / "bad", show_progress=False)
 
 
-def test_unlearning_grid_plot_and_dict(pf, mask, calls):
-    task = sports_unlearning(pf.dataset)
-    res = sweep(pf.model, mask, task, lrs=(3e-2,), l_forget=(0.5, 1.0), base_config=BASE, show_progress=False)
+def test_unlearning_grid_plot_and_dict(planted, mask, calls):
+    task = sports_unlearning(planted.dataset)
+    res = sweep(planted.model, mask, task, lrs=(3e-2,), l_forget=(0.5, 1.0), base_config=BASE, show_progress=False)
     t = res.table
     assert len(calls) == 2 and list(t["l_forget"]) == [0.5, 1.0]
     assert t["edit_acc"].isna().all()  # no edit target: NaN, adds 0 to the score
@@ -118,20 +106,20 @@ def test_unlearning_grid_plot_and_dict(pf, mask, calls):
     assert len(fig.data) == 3  # one line per l_forget + the best point
 
 
-def test_score_edit_and_text_accuracy(pf):
+def test_score_edit_and_text_accuracy(planted):
     from factlens.data.text import load_texts, token_chunks
 
-    chunks = token_chunks(pf.model, load_texts(None, n=20), seq_len=16, n_chunks=3)
-    acc = text_accuracy(pf.model, chunks)
+    chunks = token_chunks(planted.model, load_texts(None, n=20), seq_len=16, n_chunks=3)
+    acc = text_accuracy(planted.model, chunks)
     assert 0.0 <= acc <= 1.0
-    s = score_edit(pf.model, pf.task, chunks=chunks)
+    s = score_edit(planted.model, planted.task, chunks=chunks)
     assert s["forget_acc"] == 1.0 and s["edit_acc"] == 0.0 and s["maintain_acc"] == 1.0
     assert math.isclose(s["score"], 1.0 + acc)
-    assert math.isnan(score_edit(pf.model, pf.task)["text_acc"])
+    assert math.isnan(score_edit(planted.model, planted.task)["text_acc"])
 
 
-def test_bad_input(pf, mask):
+def test_bad_input(planted, mask):
     with pytest.raises(ValueError, match="empty"):
-        sweep(pf.model, mask, pf.task, lrs=(), show_progress=False)
+        sweep(planted.model, mask, planted.task, lrs=(), show_progress=False)
     with pytest.raises(ValueError, match="mask"):
-        sweep(pf.model, Mask.empty(), pf.task, lrs=LRS, show_progress=False)
+        sweep(planted.model, Mask.empty(), planted.task, lrs=LRS, show_progress=False)

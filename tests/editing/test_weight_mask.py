@@ -11,61 +11,44 @@ import torch
 from factlens.components import Component, Mask
 from factlens.editing.weight_mask import WeightMaskConfig, WeightMaskResult, default_evaluate, learn_weight_mask
 from factlens.tasks import sports_unlearning
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
+from factlens.testing.invariants import assert_unchanged, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = WeightMaskConfig(lr=0.2, steps=20, l_sft=0.0, l_reg=1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture(scope="module")
+def task(planted):
+    return sports_unlearning(planted.dataset)
 
 
 @pytest.fixture(scope="module")
-def pf():
-    return planted_fact_model()
+def mask(planted):
+    return Mask(frozenset({planted.lookup_mlp}))
 
 
 @pytest.fixture(scope="module")
-def task(pf):
-    return sports_unlearning(pf.dataset)
+def learned(planted, task, mask):
+    return learn_weight_mask(planted.model, mask, task, config=FAST, show_progress=False)
 
 
-@pytest.fixture(scope="module")
-def mask(pf):
-    return Mask(frozenset({pf.lookup_mlp}))
-
-
-@pytest.fixture(scope="module")
-def learned(pf, task, mask):
-    return learn_weight_mask(pf.model, mask, task, config=FAST, show_progress=False)
-
-
-def _snapshot(model):
-    return {n: (p.detach().clone(), p.requires_grad, p.grad) for n, p in model.named_parameters()}
-
-
-def test_user_model_untouched_and_sft_path(pf, task, mask):
-    before = _snapshot(pf.model)
-    res = learn_weight_mask(pf.model, mask, task, config=FAST.replace(steps=3, l_sft=1.0, n_sft_chunks=4, sft_seq_len=16),
+def test_user_model_untouched_and_sft_path(planted, task, mask):
+    before = snapshot(planted.model)
+    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=3, l_sft=1.0, n_sft_chunks=4, sft_seq_len=16),
                             show_progress=False)
     assert "loss_sft" in res.history[-1] and len(res.history) == 3
-    for n, p in pf.model.named_parameters():
-        w, rg, g = before[n]
-        assert torch.equal(p.detach(), w) and p.requires_grad == rg and p.grad is None and g is None, n
+    assert_unchanged(planted.model, before)
 
 
-def test_ablates_only_inside_the_mask(pf, learned):
+def test_ablates_only_inside_the_mask(planted, learned):
     ablate = learned.discretize()
     assert set(ablate) == set(learned.region) and all(n.startswith("blocks.1.mlp.") for n in ablate)
     assert learned.n_masked() > 0
-    edited = learned.apply(pf.model)
-    assert edited is not pf.model
-    orig = dict(pf.model.named_parameters())
+    edited = learned.apply(planted.model)
+    assert edited is not planted.model
+    orig = dict(planted.model.named_parameters())
     for n, p in edited.named_parameters():
         w = orig[n].detach()
         if n not in ablate:
@@ -76,23 +59,23 @@ def test_ablates_only_inside_the_mask(pf, learned):
         assert torch.equal(p.detach()[~m], w[~m]) and bool((p.detach()[m] == 0).all()), n
 
 
-def test_forget_accuracy_drops_maintain_stays(pf, task, learned):
+def test_forget_accuracy_drops_maintain_stays(planted, task, learned):
     evaluate = default_evaluate(task)
-    assert evaluate(pf.model) == {"forget_acc": 1.0, "maintain_acc": 1.0}
-    after = evaluate(learned.apply(pf.model))
+    assert evaluate(planted.model) == {"forget_acc": 1.0, "maintain_acc": 1.0}
+    after = evaluate(learned.apply(planted.model))
     assert after["forget_acc"] <= 0.1 and after["maintain_acc"] >= 0.9
     # the loss history went down and the hard count is logged
     assert learned.history[-1]["loss_forget"] < learned.history[0]["loss_forget"]
     assert learned.history[-1]["n_ablated"] > 0
 
 
-def test_larger_l_reg_ablates_fewer_weights(pf, task, mask, learned):
-    none = learn_weight_mask(pf.model, mask, task, config=FAST.replace(l_reg=0.0), show_progress=False)
-    strong = learn_weight_mask(pf.model, mask, task, config=FAST.replace(l_reg=10.0), show_progress=False)
+def test_larger_l_reg_ablates_fewer_weights(planted, task, mask, learned):
+    none = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=0.0), show_progress=False)
+    strong = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=10.0), show_progress=False)
     assert none.n_masked() > learned.n_masked() > strong.n_masked() > 0
 
 
-def test_counts_sum_to_total_with_overlapping_components(pf, learned):
+def test_counts_sum_to_total_with_overlapping_components(planted, learned):
     comp = learned.counts_per_component()
     assert comp == {"L1.mlp": learned.n_masked()}
     # overlapping components: a neuron inside the whole MLP is counted once (for the MLP)
@@ -100,7 +83,7 @@ def test_counts_sum_to_total_with_overlapping_components(pf, learned):
     counts = mixed.counts_per_component(0.9)
     assert sum(counts.values()) == learned.n_masked(0.9) and counts["L1.N3"] == 0
     mech = learned.counts_per_mechanism(0.5, {"lookup": learned.mask, "neuron3": Mask(frozenset({Component("neuron", 1, 3)})),
-                                              "elsewhere": Mask(frozenset({pf.extraction_head}))})
+                                              "elsewhere": Mask(frozenset({planted.extraction_head}))})
     assert mech["lookup"] == learned.n_masked() and mech["elsewhere"] == 0
     assert 0 <= mech["neuron3"] <= mech["lookup"]
     with pytest.raises(ValueError, match="mechanisms"):
@@ -126,28 +109,28 @@ def test_discretize_by_threshold_and_count(learned):
         rnd.discretize(1.5)
 
 
-def test_threshold_sweep(pf, task, learned):
-    before = _snapshot(pf.model)
-    rows = learned.threshold_sweep(pf.model, [0.01, 0.5, 0.99], show_progress=False)
+def test_threshold_sweep(planted, task, learned):
+    before = snapshot(planted.model)
+    rows = learned.threshold_sweep(planted.model, [0.01, 0.5, 0.99], show_progress=False)
     assert [r["threshold"] for r in rows] == [0.01, 0.5, 0.99]
     assert rows[0]["n_masked"] <= rows[1]["n_masked"] <= rows[2]["n_masked"]
     assert rows[1]["n_masked"] == learned.n_masked() and rows[1]["forget_acc"] <= 0.1
     assert set(rows[0]) == {"threshold", "n_masked", "forget_acc", "maintain_acc"}
-    custom = learned.threshold_sweep(pf.model, [0.5], lambda m: {"zeros": int((m.blocks[1].mlp.W_in == 0).sum())},
+    custom = learned.threshold_sweep(planted.model, [0.5], lambda m: {"zeros": int((m.blocks[1].mlp.W_in == 0).sum())},
                                      show_progress=False)
     assert custom[0]["zeros"] >= int(learned.discretize()["blocks.1.mlp.W_in"].sum())
-    assert all(torch.equal(p.detach(), before[n][0]) for n, p in pf.model.named_parameters())
+    assert_unchanged(planted.model, before)
 
 
-def test_apply_inplace(pf, learned):
-    m = copy.deepcopy(pf.model)
+def test_apply_inplace(planted, learned):
+    m = copy.deepcopy(planted.model)
     out = learned.apply(m, inplace=True)
     assert out is m and int((m.blocks[1].mlp.W_in == 0).sum()) >= int(learned.discretize()["blocks.1.mlp.W_in"].sum())
     with pytest.raises(ValueError, match="shape"):
         learned.apply(tiny_model())
 
 
-def test_save_load_round_trip(tmp_path, pf, task, learned):
+def test_save_load_round_trip(tmp_path, planted, task, learned):
     learned.save(tmp_path / "wm")
     back = WeightMaskResult.load(tmp_path / "wm")
     assert back.config == learned.config and back.mask == learned.mask and back.shape == learned.shape
@@ -155,17 +138,16 @@ def test_save_load_round_trip(tmp_path, pf, task, learned):
     assert back.counts_per_component() == learned.counts_per_component()
     assert back.task is None and back.history == learned.history
     with pytest.raises(ValueError, match="task"):
-        back.threshold_sweep(pf.model, [0.5], show_progress=False)
-    assert back.threshold_sweep(pf.model, [0.5], task=task, show_progress=False)[0]["forget_acc"] <= 0.1
+        back.threshold_sweep(planted.model, [0.5], show_progress=False)
+    assert back.threshold_sweep(planted.model, [0.5], task=task, show_progress=False)[0]["forget_acc"] <= 0.1
     with pytest.raises(FileNotFoundError):
         WeightMaskResult.load(tmp_path / "nothing")
 
 
-def test_inject_task_and_gqa_head_mask():
-    pf = planted_fact_model(n_subjects=12)
-    res = learn_weight_mask(pf.model, Mask(frozenset({pf.lookup_mlp})), pf.task, config=FAST.replace(steps=2),
+def test_inject_task_and_gqa_head_mask(planted12):
+    res = learn_weight_mask(planted12.model, Mask(frozenset({planted12.lookup_mlp})), planted12.task, config=FAST.replace(steps=2),
                             show_progress=False)
-    assert res.objective == "inject" and "edit_acc" in default_evaluate(pf.task)(res.apply(pf.model))
+    assert res.objective == "inject" and "edit_acc" in default_evaluate(planted12.task)(res.apply(planted12.model))
     # grouped-query attention: a head's entries include its group's shared K/V slice
     from factlens.data import sports_facts
 
@@ -181,17 +163,17 @@ def test_inject_task_and_gqa_head_mask():
     assert changed <= set(res.region)
 
 
-def test_bad_input(pf, task):
+def test_bad_input(planted, task):
     with pytest.raises(ValueError, match="non-empty"):
-        learn_weight_mask(pf.model, Mask.empty(), task, show_progress=False)
+        learn_weight_mask(planted.model, Mask.empty(), task, show_progress=False)
     with pytest.raises(ValueError, match="Task"):
-        learn_weight_mask(pf.model, Mask(frozenset({pf.lookup_mlp})), object(), show_progress=False)
+        learn_weight_mask(planted.model, Mask(frozenset({planted.lookup_mlp})), object(), show_progress=False)
     with pytest.raises(ValueError, match="relaxation"):
         WeightMaskConfig(relaxation="gumbel")
     with pytest.raises(ValueError, match="l_reg"):
         WeightMaskConfig(l_reg=-1)
 
 
-def test_sigmoid_relaxation_runs(pf, task, mask):
-    res = learn_weight_mask(pf.model, mask, task, config=FAST.replace(relaxation="sigmoid", steps=3), show_progress=False)
+def test_sigmoid_relaxation_runs(planted, task, mask):
+    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(relaxation="sigmoid", steps=3), show_progress=False)
     assert len(res.history) == 3 and res.n_masked() == 0  # logits start at 3 and move <= 0.2 per step
