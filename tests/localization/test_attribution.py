@@ -12,13 +12,8 @@ from factlens.components import ModelShape
 from factlens.localization import attribution as attribution_mod
 from factlens.localization.attribution import attribution_correlation, attribution_patching
 from factlens.localization.pairs import make_pairs, patching_metric
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
 from factlens.tokens import final_logits
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model(n_subjects=12)
 
 
 @pytest.fixture(scope="module")
@@ -57,28 +52,28 @@ def _exact_denoising(model, dataset, metric="logit_diff", seed=0):
 # --- planted model: ground truth ------------------------------------------------------------
 
 
-def test_planted_top_components_and_correlation_with_exact(planted):
-    model = planted.model
+def test_planted_top_components_and_correlation_with_exact(planted12):
+    model = planted12.model
     snap = snapshot(model)
-    s = attribution_patching(model, planted.dataset, show_progress=False)
+    s = attribution_patching(model, planted12.dataset, show_progress=False)
     assert s.method == "attribution_patching" and s.metric == "logit_diff"
-    assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
-    exact = _exact_denoising(model, planted.dataset)
+    assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
+    exact = _exact_denoising(model, planted12.dataset)
     a = np.array([s[l] for l in exact])
     e = np.array(list(exact.values()))
     assert np.corrcoef(a, e)[0, 1] > 0.99
     # the planted path is (almost) linear in the patched activations: the estimate is nearly exact
-    for c in (planted.lookup_mlp, planted.extraction_head):
+    for c in (planted12.lookup_mlp, planted12.extraction_head):
         assert s[c] == pytest.approx(exact[c.label], rel=0.01)
     # the other components do (almost) nothing
-    others = [abs(s[c]) for c in s.components if c not in (planted.lookup_mlp, planted.extraction_head)]
-    assert max(others) < 0.01 * s[planted.lookup_mlp]
+    others = [abs(s[c]) for c in s.components if c not in (planted12.lookup_mlp, planted12.extraction_head)]
+    assert max(others) < 0.01 * s[planted12.lookup_mlp]
     assert_unchanged(model, snap)
 
 
-def test_extra_fields_and_cost(planted):
-    s = attribution_patching(planted.model, planted.dataset, show_progress=False)
-    n, shape = len(planted.dataset), ModelShape.of(planted.model)
+def test_extra_fields_and_cost(planted12):
+    s = attribution_patching(planted12.model, planted12.dataset, show_progress=False)
+    n, shape = len(planted12.dataset), ModelShape.of(planted12.model)
     per = s.per_example
     assert per.shape == (len(s), n) and s.n_examples == n and s.n_dropped == 0
     np.testing.assert_allclose(per.mean(1), s.values)
@@ -91,68 +86,68 @@ def test_extra_fields_and_cost(planted):
     assert s.clean_mean > 5 > -5 > s.corrupted_mean
     assert s.extra["forward_equivalents"] == 3
     assert s.extra["exact_forward_equivalents"] == 2 + len(s)
-    ig = attribution_patching(planted.model, planted.dataset, ig_steps=3, show_progress=False)
+    ig = attribution_patching(planted12.model, planted12.dataset, ig_steps=3, show_progress=False)
     assert ig.extra["forward_equivalents"] == 2 + 2 * 3 and ig.extra["ig_interpolation"] == "input_embeddings"
     back = factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of the typed fields and extra
     np.testing.assert_array_equal(back.resid.by_role, s.resid.by_role)
     assert back.n_examples == n and ig.n_examples == n
 
 
-def test_noising_direction_is_signed_like_activation_patching(planted):
-    s = attribution_patching(planted.model, planted.dataset, direction="noising", show_progress=False)
-    assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
-    assert s[planted.lookup_mlp] > 0 and s[planted.extraction_head] > 0  # larger = more important
-    n = attribution_patching(planted.model, planted.dataset, direction="noising", normalize=True, show_progress=False)
+def test_noising_direction_is_signed_like_activation_patching(planted12):
+    s = attribution_patching(planted12.model, planted12.dataset, direction="noising", show_progress=False)
+    assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
+    assert s[planted12.lookup_mlp] > 0 and s[planted12.extraction_head] > 0  # larger = more important
+    n = attribution_patching(planted12.model, planted12.dataset, direction="noising", normalize=True, show_progress=False)
     gap = s.clean_mean - s.corrupted_mean
     np.testing.assert_allclose(n.values, s.values / gap)
     np.testing.assert_allclose(n.resid.values, s.resid.values / gap)
-    assert n[planted.extraction_head] == pytest.approx(1.0, abs=0.02)
+    assert n[planted12.extraction_head] == pytest.approx(1.0, abs=0.02)
 
 
-def test_integrated_gradients_completeness(planted):
+def test_integrated_gradients_completeness(planted12):
     """IG over input embeddings: the input attribution sums to M(clean) - M(corrupted)."""
     gap_err = {}
     for m in (1, 8):
-        s = attribution_patching(planted.model, planted.dataset, metric="prob", ig_steps=m, show_progress=False)
+        s = attribution_patching(planted12.model, planted12.dataset, metric="prob", ig_steps=m, show_progress=False)
         gap = s.clean_mean - s.corrupted_mean
         gap_err[m] = abs(s.resid.values[0].sum() - gap) / gap
-        assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
+        assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
     assert gap_err[8] < 0.01 < 0.5 < gap_err[1]  # measured: 5e-4 (8 steps), 0.85 (1 step)
     # the probability saturates: plain attribution underestimates it ~10x; IG comes much closer
     # (the lookup and the mover are jointly necessary, so IG splits the effect ~half each)
-    plain = attribution_patching(planted.model, planted.dataset, metric="prob", show_progress=False)
-    exact = _exact_denoising(planted.model, planted.dataset, metric="prob")["L1.mlp"]
+    plain = attribution_patching(planted12.model, planted12.dataset, metric="prob", show_progress=False)
+    exact = _exact_denoising(planted12.model, planted12.dataset, metric="prob")["L1.mlp"]
     assert plain["L1.mlp"] < 0.1 * exact < 0.4 * exact < s["L1.mlp"]
 
 
-def test_batch_size_and_inference_mode_do_not_matter(planted):
-    a = attribution_patching(planted.model, planted.dataset, batch_size=16, show_progress=False)
-    b = attribution_patching(planted.model, planted.dataset, batch_size=5, show_progress=False)
+def test_batch_size_and_inference_mode_do_not_matter(planted12):
+    a = attribution_patching(planted12.model, planted12.dataset, batch_size=16, show_progress=False)
+    b = attribution_patching(planted12.model, planted12.dataset, batch_size=5, show_progress=False)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-4, atol=1e-6)
     with torch.inference_mode():
-        c = attribution_patching(planted.model, planted.dataset, show_progress=False)
+        c = attribution_patching(planted12.model, planted12.dataset, show_progress=False)
     np.testing.assert_allclose(a.values, c.values, rtol=1e-4, atol=1e-6)
 
 
-def test_model_unchanged_with_frozen_parameters(planted):
-    model = planted.model
+def test_model_unchanged_with_frozen_parameters(planted12):
+    model = planted12.model
     frozen = [p for n, p in model.named_parameters() if n.startswith("blocks.1.")]
     for p in frozen:
         p.requires_grad_(False)
     try:
         snap = snapshot(model)
-        a = attribution_patching(model, planted.dataset, show_progress=False)
+        a = attribution_patching(model, planted12.dataset, show_progress=False)
         assert_unchanged(model, snap)
         for p in model.parameters():
             p.requires_grad_(False)
-        b = attribution_patching(model, planted.dataset, show_progress=False)  # no parameter needs grad
+        b = attribution_patching(model, planted12.dataset, show_progress=False)  # no parameter needs grad
         np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-7)
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
 
 
-def test_hooks_removed_after_an_exception(planted, monkeypatch):
+def test_hooks_removed_after_an_exception(planted12, monkeypatch):
     calls = {"n": 0}
     real = attribution_mod.metric_from_residual
 
@@ -163,10 +158,10 @@ def test_hooks_removed_after_an_exception(planted, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(attribution_mod, "metric_from_residual", failing)
-    snap = snapshot(planted.model)
+    snap = snapshot(planted12.model)
     with pytest.raises(RuntimeError, match="boom"):
-        attribution_patching(planted.model, planted.dataset, show_progress=False)
-    assert_unchanged(planted.model, snap)
+        attribution_patching(planted12.model, planted12.dataset, show_progress=False)
+    assert_unchanged(planted12.model, snap)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -176,25 +171,25 @@ def test_hooks_removed_after_an_exception(planted, monkeypatch):
     ({"ig_steps": 1.5}, "ig_steps"),
     ({"batch_size": 0}, "batch_size"),
 ])
-def test_bad_options(planted, kw, match):
+def test_bad_options(planted12, kw, match):
     with pytest.raises(ValueError, match=match):
-        attribution_patching(planted.model, planted.dataset, show_progress=False, **kw)
+        attribution_patching(planted12.model, planted12.dataset, show_progress=False, **kw)
 
 
-def test_registry_dispatch(planted):
-    s = factlens.localize(planted.model, planted.dataset, method="attribution_patching", show_progress=False)
-    assert s.method == "attribution_patching" and set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
+def test_registry_dispatch(planted12):
+    s = factlens.localize(planted12.model, planted12.dataset, method="attribution_patching", show_progress=False)
+    assert s.method == "attribution_patching" and set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
 
 
 # --- agreement with exact activation patching ----------------------------------------------
 
 
-def test_attribution_correlation_planted(planted):
+def test_attribution_correlation_planted(planted12):
     pytest.importorskip("factlens.localization.activation")
-    r = attribution_correlation(planted.model, planted.dataset)
+    r = attribution_correlation(planted12.model, planted12.dataset)
     assert r["pearson"] > 0.9 and r["spearman"] > 0.9
     assert r["top_overlap"][3] == 1.0 and r["n_components"] == 4 * 3
-    r = attribution_correlation(planted.model, planted.dataset, direction="noising")
+    r = attribution_correlation(planted12.model, planted12.dataset, direction="noising")
     assert r["pearson"] > 0.9
 
 

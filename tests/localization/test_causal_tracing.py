@@ -12,24 +12,19 @@ from factlens.components import attn_hook, embed_hook, mlp_hook, resid_hook
 from factlens.localization import causal_tracing as ct_mod
 from factlens.localization.causal_tracing import causal_tracing, embedding_std
 from factlens.localization.patching import ROLES, position_summary
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
 from factlens.tokens import answer_token_ids, encode_records, final_logits
 
 
 @pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model(n_subjects=12)
-
-
-@pytest.fixture(scope="module")
-def planted_trace(planted):
+def planted_trace(planted12):
     # noise_scale=5: at ROME's 3 sigma the planted lookup survives most noise samples (noised
     # p = 0.88 vs clean 0.99 with 10 samples); at 5 sigma noised p ~ 0.77 and restoring the
     # lookup MLP at the subject still recovers ~70% of the gap. Much larger noise (10 sigma)
     # destroys more (p ~ 0.60) but then the noise left in the subject's residual (the
     # attribute dims read by the mover head) is what hurts, and restoring the MLP alone
     # recovers only ~20%.
-    return causal_tracing(planted.model, planted.dataset, noise_scale=5.0, n_samples=8, show_progress=False)
+    return causal_tracing(planted12.model, planted12.dataset, noise_scale=5.0, n_samples=8, show_progress=False)
 
 
 
@@ -68,12 +63,12 @@ def _naive_restore(model, record, *, noise_std, n_samples, seed, patches):
 # --- planted model -----------------------------------------------------------------------------
 
 
-def test_planted_noise_destroys_and_lookup_restores(planted, planted_trace):
+def test_planted_noise_destroys_and_lookup_restores(planted12, planted_trace):
     s = planted_trace
     clean, noised = s.clean_mean, s.corrupted_mean
     assert s.method == "causal_tracing" and s.metric == "prob"
     assert clean > 0.98 and noised < clean - 0.15
-    assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
+    assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
     subj = 1  # "<bos> Subject plays the sport of"
     win = s.mlp_window.values
     resid = s.resid.values
@@ -84,9 +79,9 @@ def test_planted_noise_destroys_and_lookup_restores(planted, planted_trace):
     np.testing.assert_allclose(resid[3, -1], clean, atol=1e-5)  # after the mover, at the last token
     np.testing.assert_allclose(resid[:, 0], noised, atol=1e-5)  # before the subject: nothing to restore
     np.testing.assert_allclose(s.extra["indirect_effect"], s.values - noised)
-    assert s[planted.extraction_head] == pytest.approx(clean, abs=1e-5)
+    assert s[planted12.extraction_head] == pytest.approx(clean, abs=1e-5)
     per = s.per_example
-    assert per.shape == (len(s), len(planted.dataset)) and s.example_ids == tuple(r.id for r in planted.dataset)
+    assert per.shape == (len(s), len(planted12.dataset)) and s.example_ids == tuple(r.id for r in planted12.dataset)
     np.testing.assert_allclose(per.mean(1), s.values)
     assert s.dropped_ids is None and s.n_dropped is None  # causal tracing pairs no facts
     back = factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of the typed fields and extra
@@ -94,20 +89,20 @@ def test_planted_noise_destroys_and_lookup_restores(planted, planted_trace):
     assert back.clean_mean == clean and back.corrupted_mean == noised
 
 
-def test_three_sigma_numbers_on_planted(planted):
+def test_three_sigma_numbers_on_planted(planted12):
     """ROME's default 3 sigma only dents the planted lookup (large margin, see planted_trace)."""
-    s = causal_tracing(planted.model, planted.dataset, n_samples=4, include_resid=False, show_progress=False)
+    s = causal_tracing(planted12.model, planted12.dataset, n_samples=4, include_resid=False, show_progress=False)
     assert s.extra["noise_scale"] == 3.0
-    assert s.extra["noise_std"] == pytest.approx(3 * embedding_std(planted.model))
+    assert s.extra["noise_std"] == pytest.approx(3 * embedding_std(planted12.model))
     assert s.corrupted_mean < s.clean_mean - 0.05
-    assert set(s.top(2)) == {planted.lookup_mlp, planted.extraction_head}
+    assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
 
 
 @pytest.mark.parametrize("which", ["planted", "tiny_gqa"])
-def test_matches_naive_full_run_hooks(planted, which):
+def test_matches_naive_full_run_hooks(planted12, which):
     """Stacked restorations, start_at_layer and the shared-prefix cache equal plain full-run hooks."""
     if which == "planted":
-        model, rec = planted.model, planted.dataset[3]
+        model, rec = planted12.model, planted12.dataset[3]
     else:  # rotary GQA model, one-shot prompt: the subject starts at token 12 (long shared prefix)
         from factlens.data import sports_facts
 
@@ -136,13 +131,13 @@ def test_matches_naive_full_run_hooks(planted, which):
                                              rel=1e-4, abs=1e-9)
 
 
-def test_reproducible_and_batch_size_independent(planted):
+def test_reproducible_and_batch_size_independent(planted12):
     kw = dict(n_samples=3, noise_scale=5.0, show_progress=False)
-    ds = planted.dataset[:6]
-    a = causal_tracing(planted.model, ds, batch_size=6, **kw)
-    b = causal_tracing(planted.model, ds, batch_size=6, **kw)
-    c = causal_tracing(planted.model, ds, batch_size=4, **kw)
-    d = causal_tracing(planted.model, ds, batch_size=6, seed=1, include_resid=False, **kw)
+    ds = planted12.dataset[:6]
+    a = causal_tracing(planted12.model, ds, batch_size=6, **kw)
+    b = causal_tracing(planted12.model, ds, batch_size=6, **kw)
+    c = causal_tracing(planted12.model, ds, batch_size=4, **kw)
+    d = causal_tracing(planted12.model, ds, batch_size=6, seed=1, include_resid=False, **kw)
     np.testing.assert_array_equal(a.values, b.values)
     np.testing.assert_array_equal(a.resid.values, b.resid.values)
     np.testing.assert_allclose(a.values, c.values, atol=1e-5)
@@ -151,20 +146,20 @@ def test_reproducible_and_batch_size_independent(planted):
     assert d.corrupted_mean != a.corrupted_mean
 
 
-def test_component_subsets(planted):
+def test_component_subsets(planted12):
     kw = dict(n_samples=2, noise_scale=5.0, include_resid=False, show_progress=False)
-    full = causal_tracing(planted.model, planted.dataset, **kw)
-    sub = causal_tracing(planted.model, planted.dataset, components=["L1.mlp", "L2H1"], **kw)
+    full = causal_tracing(planted12.model, planted12.dataset, **kw)
+    sub = causal_tracing(planted12.model, planted12.dataset, components=["L1.mlp", "L2H1"], **kw)
     assert [c.label for c in sub.components] == ["L1.mlp", "L2H1"]
     assert sub["L1.mlp"] == pytest.approx(full["L1.mlp"]) and sub["L2H1"] == pytest.approx(full["L2H1"])
-    mlps = causal_tracing(planted.model, planted.dataset, components="mlps", **kw)
+    mlps = causal_tracing(planted12.model, planted12.dataset, components="mlps", **kw)
     assert all(c.kind == "mlp" for c in mlps.components) and len(mlps) == 4
 
 
-def test_model_unchanged_and_hooks_removed_after_an_exception(planted, monkeypatch):
-    snap = snapshot(planted.model)
-    causal_tracing(planted.model, planted.dataset[:3], n_samples=2, show_progress=False)
-    assert_unchanged(planted.model, snap)
+def test_model_unchanged_and_hooks_removed_after_an_exception(planted12, monkeypatch):
+    snap = snapshot(planted12.model)
+    causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2, show_progress=False)
+    assert_unchanged(planted12.model, snap)
     calls = {"n": 0}
     real = ct_mod.unembed
 
@@ -176,8 +171,8 @@ def test_model_unchanged_and_hooks_removed_after_an_exception(planted, monkeypat
 
     monkeypatch.setattr(ct_mod, "unembed", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        causal_tracing(planted.model, planted.dataset[:3], n_samples=2, show_progress=False)
-    assert_unchanged(planted.model, snap)
+        causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2, show_progress=False)
+    assert_unchanged(planted12.model, snap)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -189,13 +184,13 @@ def test_model_unchanged_and_hooks_removed_after_an_exception(planted, monkeypat
     ({"components": ["L1.N3"]}, "neurons"),
     ({"components": ["L9.mlp"]}, "does not exist"),
 ])
-def test_bad_options(planted, kw, match):
+def test_bad_options(planted12, kw, match):
     with pytest.raises(ValueError, match=match):
-        causal_tracing(planted.model, planted.dataset[:2], show_progress=False, **kw)
+        causal_tracing(planted12.model, planted12.dataset[:2], show_progress=False, **kw)
 
 
-def test_registry_dispatch(planted):
-    s = factlens.localize(planted.model, planted.dataset[:4], method="causal_tracing", n_samples=2,
+def test_registry_dispatch(planted12):
+    s = factlens.localize(planted12.model, planted12.dataset[:4], method="causal_tracing", n_samples=2,
                           include_resid=False, show_progress=False)
     assert s.method == "causal_tracing" and len(s) == 4 * 3
 
