@@ -16,17 +16,13 @@ from factlens.evaluation.formats import run_formats
 from factlens.evaluation.side_effects import run_side_effects
 from factlens.evaluation.standard import not_above_chance, run_standard
 from factlens.tasks import counterfact_editing, sports_athlete_editing, sports_unlearning
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
+from factlens.testing.invariants import assert_unchanged, snapshot
 
 FAST_TEXT = EvalConfig(n_text_chunks=3, text_seq_len=16)
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model()
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +42,6 @@ def edited(planted):
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_model()
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, {n: p.requires_grad for n, p in
-                                                                            model.named_parameters()}
-
-
-def _assert_unchanged(model, before):
-    params, flags = before
-    after = model.state_dict()
-    assert params.keys() == after.keys()
-    assert all(torch.equal(params[k], after[k]) for k in params)
-    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
-    assert not any(hp.has_hooks() for hp in model.hook_dict.values())
-    for mod in model.modules():
-        assert not mod._forward_hooks and not mod._forward_pre_hooks and not mod._backward_hooks
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -259,12 +239,12 @@ def test_evaluate_errors(planted):
 
 
 def test_evaluate_round_trip_and_hygiene(planted, edited, tmp_path):
-    before, before_orig = _state(edited), _state(planted.model)
+    before, before_orig = snapshot(edited), snapshot(planted.model)
     cfg = FAST_TEXT.replace(formats=("professional",))
     res = evaluate(edited, planted.task, original=planted.model, suites=("standard", "formats", "side_effects"),
                    config=cfg, show_progress=False)
-    _assert_unchanged(edited, before)
-    _assert_unchanged(planted.model, before_orig)
+    assert_unchanged(edited, before)
+    assert_unchanged(planted.model, before_orig)
     assert list(res.suites) == ["standard", "formats", "side_effects"]
     assert res.meta["model"] == "factlens-planted" and set(res.meta["seconds"]) == set(res.suites)
     assert res.meta["config"] == cfg.to_dict() and res.task["n_forget"] == len(planted.task.forget)

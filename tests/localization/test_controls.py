@@ -12,7 +12,7 @@ from factlens.components import Component, Mask, ModelShape
 from factlens.localization.controls import manual_scores, random_scores
 from factlens.localization.registry import localization_mask, localize
 from factlens.scores import ComponentScores
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def gqa():
     return tiny_model(variant="gqa_gated", n_layers=4)
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model()
 
 
 def test_random_scores_are_seeded_uniform(gqa):
