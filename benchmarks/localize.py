@@ -96,6 +96,14 @@ def _all_pos_setter(corrupted_activation, index, clean_activation):
 
 def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int] | None, tl_chunk: int | None,
             q) -> None:
+    from factlens.progress_bars import progress
+
+    with progress(False):  # no bars in the timings (a spawned process starts with bars on)
+        _measure(method, n_pairs, threads, tl_layers, tl_chunk, q)
+
+
+def _measure(method: str, n_pairs: int, threads: int | None, tl_layers: list[int] | None, tl_chunk: int | None,
+             q) -> None:
     import torch
 
     if threads:
@@ -113,17 +121,17 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
     if method in ("factlens", "factlens_resid"):
         from factlens.localization.activation import activation_patching
 
-        activation_patching(model, recs[:4], include_resid=method == "factlens_resid", show_progress=False)
+        activation_patching(model, recs[:4], include_resid=method == "factlens_resid")
     elif method == "attribution":
         from factlens.localization.attribution import attribution_patching
 
-        attribution_patching(model, recs[:4], show_progress=False)
+        attribution_patching(model, recs[:4])
     if method == "factlens":
         from factlens.localization.activation import activation_patching
 
         with PeakRSS() as mem:
             t = time.perf_counter()
-            s = activation_patching(model, recs, include_resid=False, show_progress=False, batch_size=n_pairs)
+            s = activation_patching(model, recs, include_resid=False, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
         res["patched"] = dict(zip([c.label for c in s.components], s.patched.tolist()))
     elif method == "factlens_resid":
@@ -131,7 +139,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
 
         with PeakRSS() as mem:
             t = time.perf_counter()
-            s = activation_patching(model, recs, include_resid=True, show_progress=False, batch_size=n_pairs)
+            s = activation_patching(model, recs, include_resid=True, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
         res["n_resid_patches"] = int(s.resid.values.size)
     elif method == "transformer_lens":
@@ -176,7 +184,7 @@ def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int]
 
         with PeakRSS() as mem:
             t = time.perf_counter()
-            s = attribution_patching(model, recs, show_progress=False, batch_size=n_pairs)
+            s = attribution_patching(model, recs, batch_size=n_pairs)
             res["time_s"] = time.perf_counter() - t
         res["scores"] = dict(zip([c.label for c in s.components], [float(v) for v in s.values]))
     else:  # pragma: no cover

@@ -110,13 +110,13 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
     prep = P.prepare(cfg, seed, workspace=ws)
     with stages.stage("localize"):
         P._seed_everything(seed)
-        plan = P.plan_budget(prep, cfg, seed, show_progress=False, need_budget=loc not in P.UNBUDGETED)
+        plan = P.plan_budget(prep, cfg, seed, need_budget=loc not in P.UNBUDGETED)
         if "mechanisms" in suites:
-            plan["mechanisms"] = P.plan_mechanisms(prep, cfg, seed, plan, show_progress=False)
-        mask, scores, _ = P._mask_and_scores(prep, cfg, seed, loc, plan, False)
+            plan["mechanisms"] = P.plan_mechanisms(prep, cfg, seed, plan)
+        mask, scores, _ = P._mask_and_scores(prep, cfg, seed, loc, plan)
     with stages.stage("edit"):
         P._seed_everything(seed)
-        res = P._edit(prep, mask, cfg, seed, False)
+        res = P._edit(prep, mask, cfg, seed)
         prep.pristine.show(res)  # as run_localization: the unedited model's view of what the edit changed
         P.release_memory()
     results = {}
@@ -387,4 +387,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from factlens.progress_bars import progress
+
+    with progress(False):  # no bars in the timings (variant subprocesses run this too)
+        main()

@@ -63,10 +63,10 @@ def main() -> None:
     ws = P.Workspace()
     prep = P.prepare(cfg, args.seed, workspace=ws)
     P._seed_everything(args.seed)
-    plan = P.plan_budget(prep, cfg, args.seed, show_progress=False, need_budget=args.localization not in P.UNBUDGETED)
+    plan = P.plan_budget(prep, cfg, args.seed, need_budget=args.localization not in P.UNBUDGETED)
     if "mechanisms" in cfg.suites:
-        plan["mechanisms"] = P.plan_mechanisms(prep, cfg, args.seed, plan, show_progress=False)
-    mask, _, _ = P._mask_and_scores(prep, cfg, args.seed, args.localization, plan, False)
+        plan["mechanisms"] = P.plan_mechanisms(prep, cfg, args.seed, plan)
+    mask, _, _ = P._mask_and_scores(prep, cfg, args.seed, args.localization, plan)
     print(f"torch threads {torch.get_num_threads()}; {args.localization}: {len(mask)} components", flush=True)
     rows, diffs = [], {}
 
@@ -74,7 +74,7 @@ def main() -> None:
     for name in ("before", "after"):
         with variant(prep.model, name):
             P._seed_everything(args.seed)
-            res, m = measure(lambda: P._edit(prep, mask, cfg, args.seed, False))
+            res, m = measure(lambda: P._edit(prep, mask, cfg, args.seed))
         rows.append({"stage": "edit", "variant": name, **m})
         print(f"  edit {name}: {m['cpu_s']:.1f} CPU s, {m['wall_s']:.1f} s wall", flush=True)
         results[name] = res
@@ -120,4 +120,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from factlens.progress_bars import progress
+
+    with progress(False):  # no bars in the timings
+        main()

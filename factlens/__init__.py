@@ -13,6 +13,7 @@ from factlens import data, tasks
 from factlens.components import Component, Mask, ModelShape
 from factlens.localization import localization_mask, localize
 from factlens.models import load_model
+from factlens.progress_bars import progress
 from factlens.scores import ComponentScores
 
 # The verbs (localize, edit, evaluate, compare) are functions; their subpackages are named
@@ -31,7 +32,7 @@ _LAZY = {
 }
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
-           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", *_LAZY]
+           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", "progress", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

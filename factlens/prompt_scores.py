@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from factlens.data.formats import FormattedPrompt
+from factlens.progress_bars import progress_bar
 from factlens.tokens import candidate_logprobs, iter_batches
 
 __all__ = ["PromptScores", "score_prompts"]
@@ -58,8 +58,7 @@ class PromptScores:
         return out
 
 
-def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
-                  show_progress: bool = False) -> PromptScores:
+def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 16) -> PromptScores:
     """Score prompts: log-probs of answer and target, and argmax accuracy among candidates.
 
     Example:
@@ -76,7 +75,7 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
     aw, tw = np.zeros(n, bool), np.zeros(n, bool)
     pa, pt = np.full(n, np.nan), np.full(n, np.nan)
     chunks = list(iter_batches(n, max(batch_size, 1) * 4)) if n else []
-    for sl in tqdm(chunks, desc="scoring", disable=not show_progress, leave=False):
+    for sl in progress_bar(chunks, desc="scoring", leave=False):
         part = items[sl]
         lps = candidate_logprobs(model, [it.prompt for it in part], [it.candidates for it in part], batch_size=batch_size)
         for j, (it, lp) in enumerate(zip(part, lps)):

@@ -19,6 +19,18 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_progress_bars():
+    """No tqdm bars in test output: ``factlens.progress(False)`` for the whole session.
+
+    Tests of the bars themselves turn them on with ``factlens.progress(True)`` (tests/test_progress.py).
+    """
+    import factlens
+
+    with factlens.progress(False):
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest single-threaded (and do not spin-wait on a busy machine).

@@ -59,7 +59,7 @@ class FormatAccuracy:
 
 
 def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | None = None, seed: int = 0,
-                    batch_size: int = 16, group_by: str | None = "answer", show_progress: bool = False) -> FormatAccuracy:
+                    batch_size: int = 16, group_by: str | None = "answer") -> FormatAccuracy:
     """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
 
     Formats the model cannot do (accuracy not clearly above chance) are flagged
@@ -72,7 +72,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
         items = format_prompts(dataset, fmt, seed=seed)
         if not items:
             continue
-        s = score_prompts(model, items, batch_size=batch_size, show_progress=show_progress)
+        s = score_prompts(model, items, batch_size=batch_size)
         acc = s.accuracy()
         ch = chance_level([it.candidates for it in items])
         se = np.sqrt(max(ch * (1 - ch), 1e-12) / len(items))
@@ -87,7 +87,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
 
 
 def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = None, fmt: str = "default",
-                 batch_size: int = 16, show_progress: bool = False) -> FactDataset:
+                 batch_size: int = 16) -> FactDataset:
     """Keep the facts the model gets right.
 
     The criterion follows the paper: with a candidate answer set (sports), the true answer
@@ -107,7 +107,7 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
     items = format_prompts(dataset, fmt)
     if len(items) != len(dataset):
         raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact")
-    s = score_prompts(model, items, batch_size=batch_size, show_progress=show_progress)
+    s = score_prompts(model, items, batch_size=batch_size)
     if dataset.candidates:
         keep = s.answer_wins.copy()
         if p_threshold is not None:

@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from factlens.progress_bars import progress_bar
 from factlens.tokens import PromptBatch, _pad_id, answer_token_ids, final_logits, iter_batches, tokenize_prompts
 
 __all__ = ["MMLUQuestion", "MMLUResult", "load_mmlu", "mmlu_prompt", "mmlu_accuracy", "MMLU_CHANCE"]
@@ -283,8 +283,7 @@ def _fit_context(model, batch):
 
 
 def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
-                  shots_pool: Sequence[MMLUQuestion] | None = None, batch_size: int = 8,
-                  show_progress: bool = False) -> MMLUResult:
+                  shots_pool: Sequence[MMLUQuestion] | None = None, batch_size: int = 8) -> MMLUResult:
     """Ask each question and take the argmax over the letters ``" A"`` .. ``" D"``.
 
     Args:
@@ -294,7 +293,6 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
             questions themselves) in the same subject, never the question itself.
         shots_pool: Where few-shot examples come from.
         batch_size: Prompts per forward pass.
-        show_progress: Show a progress bar.
 
     Returns:
         The per-question results (``.accuracy``, ``.n``, ``.at_chance``).
@@ -320,7 +318,7 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
     pc = np.zeros(len(questions))
     truncated = 0
     with torch.no_grad():
-        for sl in tqdm(list(iter_batches(len(order), batch_size)), desc="MMLU", disable=not show_progress, leave=False):
+        for sl in progress_bar(list(iter_batches(len(order), batch_size)), desc="MMLU", leave=False):
             idx = order[sl]
             batch, cut = _fit_context(model, tokenize_prompts(model, [prompts[i] for i in idx]))
             truncated += cut

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import mlp_hook, param_name
+from factlens.progress_bars import progress_bar
 
 __all__ = ["KeyStatistics", "key_statistics", "weights_fingerprint", "collect_keys"]
 
@@ -168,7 +168,7 @@ def _check_layer(model, layer: int) -> None:
 
 
 def key_statistics(model, layer: int, *, text_source: str | None = None, n_tokens: int = 10_000, seq_len: int = 128,
-                   batch_size: int = 8, cache: bool = True, show_progress: bool = True) -> KeyStatistics:
+                   batch_size: int = 8, cache: bool = True) -> KeyStatistics:
     """Estimate (or load from the cache) ``C = E[k k^T]`` of the keys of MLP ``layer``.
 
     Args:
@@ -181,14 +181,13 @@ def key_statistics(model, layer: int, *, text_source: str | None = None, n_token
         seq_len: Tokens per chunk (BOS included; capped at the model's ``n_ctx``).
         batch_size: Chunks per forward pass.
         cache: Read and write the safetensors cache (see the module docstring).
-        show_progress: tqdm bar over batches.
 
     Returns:
         The :class:`KeyStatistics` (float64, CPU).
 
     Example:
         >>> from factlens.testing import tiny_model
-        >>> st = key_statistics(tiny_model(), 1, n_tokens=500, cache=False, show_progress=False)
+        >>> st = key_statistics(tiny_model(), 1, n_tokens=500, cache=False)
         >>> st.mom2.shape, st.n_tokens, st.solve(torch.ones(64), ridge=1e-3).shape
         (torch.Size([64, 64]), 500, torch.Size([64]))
     """
@@ -210,7 +209,7 @@ def key_statistics(model, layer: int, *, text_source: str | None = None, n_token
     mom2 = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
     seen = 0
     starts = range(0, chunks.shape[0], batch_size)
-    for s in tqdm(starts, desc=f"key statistics L{layer}", disable=not show_progress, leave=False):
+    for s in progress_bar(starts, desc=f"key statistics L{layer}", leave=False):
         keys = collect_keys(model, layer, chunks[s:s + batch_size])[: n_tokens - seen].float()
         mom2 += (keys.T @ keys).to(device="cpu", dtype=torch.float64)
         seen += keys.shape[0]

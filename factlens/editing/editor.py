@@ -43,7 +43,6 @@ import warnings
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from factlens.components import Component, Mask, ModelShape
 from factlens.data.formats import format_prompts
@@ -52,6 +51,7 @@ from factlens.editing.registry import OBJECTIVES, Objective
 from factlens.editing.result import EditResult, ParamDelta
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
+from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import load
 
 __all__ = ["edit", "finetune", "lr_factor"]
@@ -116,13 +116,16 @@ def _training_items(task, entry: Objective, config: EditConfig):
     return forget_items, (format_prompts(task.retain, config.train_format) if use_retain else [])
 
 
+@takes_show_progress
 def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
-         inplace: bool = False, show_progress: bool = True) -> EditResult:
+         inplace: bool = False, show_progress: bool | None = None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
 
     ``method`` names an entry of :data:`factlens.editing.registry.EDIT_METHODS` (default
     ``"finetune"``: masked fine-tuning, see :func:`finetune` for the arguments); an
     :class:`~factlens.editing.registry.EditMethod` entry of your own is accepted too.
+    ``show_progress`` draws (``True``) or hides (``False``) the progress bars of this call;
+    ``None`` (default) follows :func:`factlens.progress`.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -138,8 +141,7 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     if entry.name != "finetune":
         _check_task(task, objective)
         entry.check_objective(objective or task.objective)
-    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace,
-                          show_progress=show_progress)
+    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace)
 
 
 def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
@@ -150,7 +152,7 @@ def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str
 
 
 def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),
-             inplace: bool = False, show_progress: bool = True) -> EditResult:
+             inplace: bool = False) -> EditResult:
     """Edit or unlearn the facts of ``task`` by training only the components in ``mask``.
 
     Args:
@@ -165,7 +167,6 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         config: Hyper-parameters (:class:`EditConfig`; ``EditConfig.fast()`` for CPU).
         inplace: Edit ``model`` itself. Default ``False``: edit a deep copy (one extra model
             copy of memory); the original stays untouched.
-        show_progress: Show a tqdm bar over optimizer steps.
 
     Returns:
         The :class:`EditResult` (``.model`` is the edited model; ``.revert()`` undoes the edit).
@@ -179,7 +180,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> cfg = EditConfig(lr=1e-2, steps=5, batch_size=None, grad_accum=1, n_sft_chunks=4)
-        >>> res = edit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg, show_progress=False)
+        >>> res = edit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg)
         >>> res.history[-1]["loss_forget"] < res.history[0]["loss_forget"], res.model is p.model
         (True, False)
         >>> res.sft_kind, sorted(res.deltas)[0], res.n_params_trained == Mask([p.lookup_mlp]).n_params(p.model)
@@ -218,7 +219,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
                            BatchSampler(retain_items, config.batch_size, gen), text, config)
         try:
             t_train = time.perf_counter()
-            bar = tqdm(range(config.steps), desc="editing", disable=not show_progress, leave=False)
+            bar = progress_bar(range(config.steps), desc="editing", leave=False)
             for step in bar:
                 history.append(train_step(state, step))
                 bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")

@@ -60,7 +60,6 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import param_name, resid_hook
 from factlens.editing.config import EditConfig
@@ -70,6 +69,7 @@ from factlens.editing.memory_editing import (ValueEditConfig, build_result, chec
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
                                 optimize_delta, subject_keys)
+from factlens.progress_bars import progress_bar
 
 __all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output"]
 
@@ -137,14 +137,14 @@ def memit_update(stats: KeyStatistics, keys: Float[Tensor, "n d_mlp"], residuals
     return ck @ sol
 
 
-def memit_targets(model, layer: int, records, *, config: MemitConfig, prefixes, show_progress: bool = False
+def memit_targets(model, layer: int, records, *, config: MemitConfig, prefixes
                   ) -> tuple[Tensor, list[dict[str, Any]]]:
     """``z_i`` for every fact: the residual after block ``layer`` (bare prompt) plus its optimized ``delta_i``.
 
     Returns ``([n, d_model] float64 CPU, history)``.
     """
     zs, history, offset = [], [], 0
-    for i, r in enumerate(tqdm(records, desc="MEMIT targets", disable=not show_progress, leave=False)):
+    for i, r in enumerate(progress_bar(records, desc="MEMIT targets", leave=False)):
         batch = _value_batch(model, r, prefixes, config.kl_prompts)
         delta, z, hist = optimize_delta(model, layer, batch, config, where="resid_post", fact=i)
         zs.append((z + delta).to("cpu", torch.float64))
@@ -225,7 +225,7 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Ten
 
 
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
-          inplace: bool = False, show_progress: bool = True) -> EditResult:
+          inplace: bool = False) -> EditResult:
     """Write all of the task's new facts at once into the mask's MLP layers with MEMIT.
 
     Args:
@@ -236,7 +236,6 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         config: A :class:`MemitConfig`; an :class:`EditConfig` (what ``factlens.edit``
             passes) means ``MemitConfig.from_edit_config(config)``.
         inplace: Edit ``model`` itself (restored if an error interrupts the edit); default: a deep copy.
-        show_progress: tqdm bars.
 
     Returns:
         An :class:`EditResult` with the mask layers' ``W_out`` as deltas; ``history`` holds the
@@ -257,16 +256,15 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     records = forget_records(task, objective, method="MEMIT")
     work = model if inplace else copy.deepcopy(model)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
-    stats = {l: layer_key_statistics(work, l, cfg, show_progress) for l in layers}  # on the unedited model
+    stats = {l: layer_key_statistics(work, l, cfg) for l in layers}  # on the unedited model
     params = dict(work.named_parameters())
     names = {l: param_name(l, "mlp", "W_out") for l in layers}
     originals = {names[l]: params[names[l]].detach().clone() for l in layers}
     z_layer = layers[-1]
     per_layer = []
     try:
-        targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes,
-                                         show_progress=show_progress)
-        for j, l in enumerate(tqdm(layers, desc="MEMIT layers", disable=not show_progress, leave=False)):
+        targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes)
+        for j, l in enumerate(progress_bar(layers, desc="MEMIT layers", leave=False)):
             keys = subject_keys(work, l, records, prefixes)
             resid = (targets - _current_z(work, z_layer, records)) / (len(layers) - j)
             values = residual_to_mlp_output(work, l, records, resid)

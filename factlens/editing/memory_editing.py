@@ -177,9 +177,9 @@ def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tenso
                       task_name=getattr(task, "name", ""), meta=meta)
 
 
-def layer_key_statistics(model, layer: int, cfg: Any, show_progress: bool) -> KeyStatistics:
+def layer_key_statistics(model, layer: int, cfg: Any) -> KeyStatistics:
     return key_statistics(model, layer, text_source=cfg.text_source, n_tokens=cfg.n_cov_tokens, seq_len=cfg.cov_seq_len,
-                          cache=cfg.cache_covariance, show_progress=show_progress)
+                          cache=cfg.cache_covariance)
 
 
 def covariance_meta(stats: KeyStatistics) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Edit methods and training objectives, as typed registries.
 
 An edit method changes the parameters of a mask to edit or unlearn a task's facts:
-``fn(model, mask, task, *, objective, config, inplace, show_progress) -> EditResult``, one
+``fn(model, mask, task, *, objective, config, inplace) -> EditResult``, one
 module per method, one :class:`EditMethod` entry in :data:`EDIT_METHODS`. Masked fine-tuning
 (``"finetune"``, the paper's) trains on an :class:`Objective` from :data:`OBJECTIVES`; closed-form
 editors (ROME, MEMIT) declare the objectives they support.
@@ -45,7 +45,8 @@ class EditMethod:
 
     Attributes:
         name: What users pass as ``method=``.
-        fn: ``fn(model, mask, task, *, objective, config, inplace, show_progress) -> EditResult``.
+        fn: ``fn(model, mask, task, *, objective, config, inplace) -> EditResult`` (progress
+            bars through :func:`factlens.progress_bars.progress_bar`).
         objectives: The objectives the method supports.
         doc: One line (and the paper it comes from).
     """

@@ -56,7 +56,6 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
 from factlens.editing.config import EditConfig
@@ -64,6 +63,7 @@ from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F
 from factlens.editing.memory_editing import (ValueEditConfig, build_result, covariance_meta,
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.result import EditResult
+from factlens.progress_bars import progress_bar
 
 __all__ = ["RomeConfig", "RankOneEdit", "rome", "rome_step", "rome_closed_form", "context_prefixes", "subject_keys"]
 
@@ -366,7 +366,7 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model(n_subjects=12)
-        >>> st = key_statistics(p.model, 1, n_tokens=300, cache=False, show_progress=False)
+        >>> st = key_statistics(p.model, 1, n_tokens=300, cache=False)
         >>> pre = context_prefixes([(4, 2)])
         >>> e = rome_step(p.model, 1, p.task.forget[0], config=RomeConfig(), stats=st, prefixes=pre)
         >>> W, b = p.model.blocks[1].mlp.W_out.double(), p.model.blocks[1].mlp.b_out.double()
@@ -385,7 +385,7 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
 
 
 def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig | EditConfig | None = None,
-         inplace: bool = False, show_progress: bool = True) -> EditResult:
+         inplace: bool = False) -> EditResult:
     """Write the task's new facts into the mask's single MLP layer with ROME, one fact after another.
 
     Args:
@@ -398,7 +398,6 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
             as covariance text and its ``seed``.
         inplace: Edit ``model`` itself (restored if an error interrupts the edit); default:
             a deep copy.
-        show_progress: tqdm bars (covariance, facts).
 
     Returns:
         An :class:`EditResult`: ``deltas`` holds the layer's ``W_out``; ``history`` the value
@@ -427,14 +426,14 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     layer = layers[0]
     records = forget_records(task, objective, method="ROME")
     work = model if inplace else copy.deepcopy(model)
-    stats = layer_key_statistics(work, layer, cfg, show_progress)
+    stats = layer_key_statistics(work, layer, cfg)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
     name = param_name(layer, "mlp", "W_out")
     W = dict(work.named_parameters())[name]
     original = W.detach().clone()
     history, facts, offset = [], [], 0
     try:
-        for i, r in enumerate(tqdm(records, desc="ROME", disable=not show_progress, leave=False)):
+        for i, r in enumerate(progress_bar(records, desc="ROME", leave=False)):
             e = rome_step(work, layer, r, config=cfg, stats=stats, prefixes=prefixes, fact=i)
             with torch.no_grad():
                 W.add_(e.update.to(device=W.device, dtype=W.dtype))

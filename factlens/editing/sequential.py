@@ -11,13 +11,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from factlens.components import Mask
 from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import _as_mask, edit
 from factlens.editing.result import EditResult, plot_histories
+from factlens.progress_bars import progress, progress_bar
 
 __all__ = ["edit_sequential", "SequentialEditResult"]
 
@@ -110,7 +109,6 @@ def edit_sequential(
     per_fact: bool = False,
     objective: str | None = None,
     chunk_size: int | None = None,
-    show_progress: bool = True,
 ) -> SequentialEditResult:
     """Edit ``task.chunks`` one after another, each on the model carrying the previous edits.
 
@@ -129,7 +127,6 @@ def edit_sequential(
             facts of a chunk that get the same mask are edited together in one batch.
         objective: ``"inject"``/``"unlearn"`` (default: ``task.objective``).
         chunk_size: Split ``task.forget`` into chunks of this size when the task has none.
-        show_progress: Show a progress bar over edits.
 
     Returns:
         A :class:`SequentialEditResult`; ``.revert()`` undoes all edits in reverse order.
@@ -140,7 +137,7 @@ def edit_sequential(
         >>> p = planted_fact_model()
         >>> t = replace(p.task, chunks=(p.task.forget[:4], p.task.forget[4:]))
         >>> cfg = EditConfig(lr=1e-2, steps=2, batch_size=None, grad_accum=1, l_sft=0)
-        >>> res = edit_sequential(p.model, Mask([p.lookup_mlp]), t, config=cfg, show_progress=False)
+        >>> res = edit_sequential(p.model, Mask([p.lookup_mlp]), t, config=cfg)
         >>> len(res), res.model is p.model
         (2, False)
     """
@@ -170,7 +167,7 @@ def edit_sequential(
     results: list[EditResult] = []
     edited: list[FactDataset] = []
     try:
-        for k, chunk in enumerate(tqdm(chunks, desc="chunks", disable=not show_progress, leave=False)):
+        for k, chunk in enumerate(progress_bar(chunks, desc="chunks", leave=False)):
             if localize_fn is not None:
                 fn = lambda ds, _m=work: localize_fn(_m, ds)  # noqa: E731
             elif isinstance(masks, (list, tuple)):
@@ -185,8 +182,8 @@ def edit_sequential(
                 jobs = [(_as_mask(masks[k] if isinstance(masks, (list, tuple)) else masks), chunk)]
             for mask, facts in jobs:
                 sub = replace(task, forget=facts, chunks=())
-                results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True,
-                                    show_progress=False))
+                with progress(False):  # one bar: over the chunks
+                    results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True))
                 edited.append(facts)
     except BaseException:
         if inplace:  # leave the caller's model as it was before the first edit

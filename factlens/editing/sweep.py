@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from factlens.components import Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import edit
+from factlens.progress_bars import progress, progress_bar, takes_show_progress
 
 __all__ = ["SweepResult", "sweep", "score_edit", "config_key", "text_accuracy"]
 
@@ -197,10 +197,11 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 # --- the sweep ------------------------------------------------------------------------------
 
 
+@takes_show_progress
 def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4),
           l_forget: Sequence[float] = (1.0,), base_config: EditConfig = EditConfig(), out_dir: str | Path | None = None,
           general_text: str | Path | None = None, n_text_chunks: int = 16, text_seq_len: int = 64,
-          batch_size: int = 16, show_progress: bool = True) -> SweepResult:
+          batch_size: int = 16, show_progress: bool | None = None) -> SweepResult:
     """Edit with every ``(lr, l_forget)`` pair and pick the config with the best train-time score.
 
     Args:
@@ -216,7 +217,8 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         n_text_chunks: Text chunks scored for ``text_acc``.
         text_seq_len: Tokens per chunk.
         batch_size: Prompts per forward pass when scoring.
-        show_progress: Show a progress bar.
+        show_progress: Draw (``True``) or hide (``False``) the bar over configs; ``None``
+            (default) follows :func:`factlens.progress`. The edits inside show no bars.
 
     Returns:
         The table (one row per config, in grid order), the best config and its score.
@@ -247,14 +249,15 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         texts = load_texts(general_text)
         chunks = token_chunks(model, texts, seq_len=text_seq_len, n_chunks=n_text_chunks)
     rows = []
-    for cfg in tqdm(configs, desc="sweep", disable=not show_progress):
+    for cfg in progress_bar(configs, desc="sweep"):
         key = config_key(cfg)
         if key in done:
             rec, cached = done[key], True
         else:
             t0 = time.perf_counter()
-            res = edit(model, mask, task, config=cfg, inplace=False, show_progress=False)
-            metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size)
+            with progress(False):  # one bar: over the configs
+                res = edit(model, mask, task, config=cfg, inplace=False)
+                metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size)
             final_loss = res.history[-1]["loss"] if res.history else float("nan")
             del res  # discard the edited copy
             rec = {"type": "run", "key": key, "config": cfg.to_dict(), "metrics": metrics,

@@ -31,7 +31,7 @@ Example:
     >>> pf = planted_fact_model()
     >>> task = sports_unlearning(pf.dataset)
     >>> res = learn_weight_mask(pf.model, Mask(frozenset({pf.lookup_mlp})), task,
-    ...                         config=WeightMaskConfig(steps=20, lr=0.2, l_sft=0.0), show_progress=False)
+    ...                         config=WeightMaskConfig(steps=20, lr=0.2, l_sft=0.0))
     >>> sum(res.counts_per_component().values()) == res.n_masked() > 0
     True
     >>> default_evaluate(task)(res.apply(pf.model))
@@ -50,11 +50,11 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import Component, Mask, ModelShape
 from factlens.config import ConfigBase
 from factlens.editing.sampling import BatchSampler, GeneralText
+from factlens.progress_bars import progress_bar
 
 __all__ = ["WeightMaskConfig", "WeightMaskResult", "learn_weight_mask", "default_evaluate"]
 
@@ -265,7 +265,7 @@ class WeightMaskResult:
 
     # -- threshold sweep -------------------------------------------------------------------
     def threshold_sweep(self, model, thresholds: Sequence[float], evaluate_fn: Callable[[Any], dict] | None = None, *,
-                        task=None, show_progress: bool = True) -> list[dict[str, Any]]:
+                        task=None) -> list[dict[str, Any]]:
         """Evaluate the masked model at each threshold.
 
         One deep copy of ``model`` is made; for each threshold its masked parameters are reset
@@ -277,7 +277,6 @@ class WeightMaskResult:
             evaluate_fn: ``model -> {metric: value}``; default :func:`default_evaluate` on
                 ``task`` (or the training task) in the training format.
             task: Task for the default ``evaluate_fn``.
-            show_progress: Show a progress bar.
 
         Returns:
             One row per threshold: ``{"threshold", "n_masked", **metrics}``.
@@ -291,7 +290,7 @@ class WeightMaskResult:
         work = copy.deepcopy(model)
         src, dst = dict(model.named_parameters()), dict(work.named_parameters())
         rows = []
-        for t in tqdm(list(thresholds), desc="thresholds", disable=not show_progress):
+        for t in progress_bar(list(thresholds), desc="thresholds"):
             ablate = self.discretize(t)
             with torch.no_grad():
                 for n, m in ablate.items():
@@ -377,8 +376,7 @@ def _loss_terms(model, cfg: WeightMaskConfig, objective: str, fb: list, rb: list
     return terms
 
 
-def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = WeightMaskConfig(),
-                      show_progress: bool = True) -> WeightMaskResult:
+def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = WeightMaskConfig()) -> WeightMaskResult:
     """Learn which weights of ``mask``'s components to ablate to unlearn/edit ``task``.
 
     Args:
@@ -386,7 +384,6 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
         mask: The localized components; only their entries can be ablated.
         task: A :class:`factlens.tasks.Task`; its objective picks the forget loss.
         config: Settings.
-        show_progress: Show a progress bar.
 
     Returns:
         The learned mask logits (discretize / apply / count / sweep them with its methods).
@@ -422,7 +419,7 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
     base = {f"model.{n}": p.detach() for n, p in params.items()}
     runner = _Runner(model)
     history: list[dict[str, float]] = []
-    for step in tqdm(range(cfg.steps), desc="weight mask", disable=not show_progress):
+    for step in progress_bar(range(cfg.steps), desc="weight mask"):
         fb, rb = forget.next(), retain.next()
         sft = text.batch(model) if text is not None else None
         opt.zero_grad(set_to_none=True)

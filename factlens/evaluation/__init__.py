@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs named suites on a model and a :class:`~factlens.tasks.Task` and
 returns an :class:`EvalResult`. Each suite is a function
-``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs) -> SuiteResult``
+``run_<suite>(model, task, *, original, config, baselines, **inputs) -> SuiteResult``
 in its own module, registered as one :class:`Suite` entry in :data:`SUITES` (imported only
 when it runs). The entry declares which optional inputs the suite uses (``needs``: e.g.
 ``mask``) and which of them it cannot run without (``requires``), so that every request is
@@ -24,12 +24,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from factlens.evaluation.baseline_cache import BaselineCache
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.memory import release_memory
+from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
 
 __all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
@@ -45,7 +44,7 @@ class Suite:
 
     Attributes:
         name: The name passed in ``suites=``.
-        fn: ``run_<suite>(model, task, *, original, config, baselines, show_progress, **inputs)``.
+        fn: ``run_<suite>(model, task, *, original, config, baselines, **inputs)``.
         needs: Optional inputs (of :data:`INPUTS`) passed to ``fn`` when given.
         requires: Groups of inputs of which at least one must be given (checked before any
             suite runs), e.g. ``(("mask", "mechanisms"),)``.
@@ -117,10 +116,11 @@ def _model_name(model) -> str:
     return str(getattr(cfg, "model_name", None) or type(model).__name__)
 
 
+@takes_show_progress
 def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFAULT_SUITES,
              config: EvalConfig = EvalConfig(), mask=None, mechanisms=None, weight_mask=None,
              weight_mask_threshold: float | None = None, edit_result=None, baselines: BaselineCache | None = None,
-             show_progress: bool = True) -> EvalResult:
+             show_progress: bool | None = None) -> EvalResult:
     """Evaluate an (edited) model on a task with the named suites.
 
     Args:
@@ -144,7 +144,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
             ``original`` are made once and reused by later calls with the same cache (the
             runner evaluates six edits of one model against one original). Results are
             identical with and without it.
-        show_progress: Show tqdm progress bars.
+        show_progress: Draw (``True``) or hide (``False``) the progress bars of this call;
+            ``None`` (default) follows :func:`factlens.progress`.
 
     Returns:
         One :class:`SuiteResult` per suite; ``meta`` holds the model name, the time per
@@ -157,7 +158,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> res = evaluate(p.model, p.task, original=p.model, suites=["standard"], show_progress=False)
+        >>> res = evaluate(p.model, p.task, original=p.model, suites=["standard"])
         >>> res["standard"]["forget_accuracy"].value, res["standard"]["edit_accuracy"].value
         (1.0, 0.0)
     """
@@ -186,9 +187,9 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     for m, _ in modes:
         m.eval()
     try:
-        for name in tqdm(suites, desc="evaluate", disable=not show_progress):
+        for name in progress_bar(suites, desc="evaluate"):
             entry = next(e for e in entries if e.name == name)
-            kw = {"original": original, "config": config, "baselines": baselines, "show_progress": show_progress,
+            kw = {"original": original, "config": config, "baselines": baselines,
                   **{n: inputs[n] for n in entry.needs if inputs[n] is not None}}
             t0 = time.perf_counter()
             res = fns[name](model, task, **kw)

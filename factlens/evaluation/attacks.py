@@ -99,7 +99,7 @@ class TaskScores:
                 **{f"maintain:{k}": v for k, v in self.maintain.items()}}
 
 
-def score_task(model, task, config: EvalConfig, *, fmt: str = "default", show_progress: bool = False) -> TaskScores:
+def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> TaskScores:
     """Score ``task.forget`` and ``task.maintain`` in format ``fmt`` (the standard suite's helpers).
 
     Example:
@@ -119,7 +119,7 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default", show_pr
         n[split] = len(items)
         if not items:
             continue
-        s = score_items(model, items, config, show_progress)
+        s = score_items(model, items, config)
         chance[split] = chance_of(items)
         out[split] = fact_means(s, s.answer_wins.astype(float))
         has_t = np.array([it.target is not None for it in items])

@@ -12,8 +12,8 @@ A :class:`BaselineCache` passed as ``evaluate(..., baselines=cache)`` keeps them
 >>> p = planted_fact_model()
 >>> edited = copy.deepcopy(p.model)  # stands in for an edit
 >>> cache = BaselineCache()
->>> a = evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache, show_progress=False)
->>> b = evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache, show_progress=False)
+>>> a = evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache)
+>>> b = evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache)
 >>> cache.misses, cache.hits  # forget and maintain scores of the original: computed once, then reused
 (2, 2)
 

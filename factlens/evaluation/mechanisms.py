@@ -175,8 +175,7 @@ def run_mechanisms(model, task=None, *, original=None, config: EvalConfig = Eval
 
 
 def default_mechanisms(model, dataset, *, flu_scores=None, extraction_k: int = 4, min_effect_frac: float = 0.1,
-                       min_layer: int | None = None, batch_size: int = 16, seed: int = 0,
-                       show_progress: bool = True) -> dict[str, Mask]:
+                       min_layer: int | None = None, batch_size: int = 16, seed: int = 0) -> dict[str, Mask]:
     """The paper's mechanisms: fact-lookup MLPs, extraction heads and extraction MLPs.
 
     Args:
@@ -191,7 +190,6 @@ def default_mechanisms(model, dataset, *, flu_scores=None, extraction_k: int = 4
             the later half, ``n_layers // 2``).
         batch_size: Facts per forward pass of path patching.
         seed: Seed of the corrupted prompts (and of the FLU).
-        show_progress: Show progress bars.
 
     Returns:
         ``{"fact_lookup_mlps": Mask, "extraction_heads": Mask, "extraction_mlps": Mask}``;
@@ -203,7 +201,7 @@ def default_mechanisms(model, dataset, *, flu_scores=None, extraction_k: int = 4
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model(n_subjects=12)
-        >>> m = default_mechanisms(p.model, p.dataset, flu_scores=Mask.from_labels(["L1.mlp"]), show_progress=False)
+        >>> m = default_mechanisms(p.model, p.dataset, flu_scores=Mask.from_labels(["L1.mlp"]))
         >>> m["extraction_heads"].labels, m["extraction_mlps"].labels
         (['L2H1'], [])
     """
@@ -222,8 +220,7 @@ def default_mechanisms(model, dataset, *, flu_scores=None, extraction_k: int = 4
             raise ImportError(f"the FLU localization is not available ({e}); pass flu_scores= (FLU scores or a Mask)") from e
         flu = Mask(flu.components, name="fact_lookup_mlps")
     try:
-        direct = localize(model, dataset, method="path_patching", batch_size=batch_size, seed=seed,
-                          show_progress=show_progress)
+        direct = localize(model, dataset, method="path_patching", batch_size=batch_size, seed=seed)
     except ImportError as e:
         raise ImportError(f"path patching (factlens.localization.path_patching) is needed for the extraction "
                           f"mechanisms but could not be imported: {e}") from e

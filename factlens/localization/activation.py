@@ -53,7 +53,7 @@ Conventions:
 Example:
     >>> from factlens.testing import planted_fact_model
     >>> p = planted_fact_model(n_subjects=12)
-    >>> s = activation_patching(p.model, p.dataset, show_progress=False)
+    >>> s = activation_patching(p.model, p.dataset)
     >>> s.method, set(s.top(2)) == {p.lookup_mlp, p.extraction_head}
     ('activation_patching', True)
 """
@@ -66,12 +66,12 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
 from factlens.localization.pairs import PatchingMetric, PatchingPairs, make_pairs
 from factlens.localization.patching import (metric_from_residual, normalization_gap, patches_per_pass, prefix_cache,
                                            repeated_cache, position_tokens)
+from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores, ResidMap
 from factlens.tokens import iter_batches
 
@@ -183,7 +183,6 @@ def activation_patching(
     batch_size: int = 32,
     seed: int = 0,
     include_resid: bool = True,
-    show_progress: bool = True,
 ) -> ComponentScores:
     """Score heads and MLPs by exact activation patching (see the module docstring).
 
@@ -205,7 +204,6 @@ def activation_patching(
             per pair; results do not depend on it).
         seed: Seed for choosing corrupting subjects.
         include_resid: Also patch ``resid_pre`` per layer x position (``scores.resid``).
-        show_progress: Show a tqdm progress bar.
 
     Multi-token answers: the metric uses the **first token** of each answer (clean and
     corrupted); :func:`make_pairs` raises when two candidate answers share it.
@@ -241,8 +239,8 @@ def activation_patching(
     resid_cnt = np.zeros(T)
     resid_clean = np.zeros(T)
     resid_corr = np.zeros(T)
-    with torch.inference_mode(), tqdm(total=n_steps_per * math.ceil(n / batch_size), disable=not show_progress,
-                                      desc="activation patching", unit="layer") as bar:
+    with torch.inference_mode(), progress_bar(total=n_steps_per * math.ceil(n / batch_size),
+                                              desc="activation patching", unit="layer") as bar:
         for sl in iter_batches(n, batch_size):
             res = _patch_batch(model, pairs.subset(range(sl.start, sl.stop)), comps, direction, metric,
                                include_resid, bar)

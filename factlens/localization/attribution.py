@@ -45,11 +45,11 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
 from factlens.localization.patching import metric_from_residual, normalization_gap, resid_map
 from factlens.localization.pairs import PatchingPairs, make_pairs
+from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
 
@@ -130,7 +130,6 @@ def attribution_patching(
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    show_progress: bool = True,
 ) -> ComponentScores:
     """Score every head and MLP by attribution patching (optionally integrated gradients).
 
@@ -153,7 +152,6 @@ def attribution_patching(
             of the same relation in ``dataset`` (see :func:`~factlens.localization.pairs.make_pairs`).
         batch_size: Prompts per forward pass.
         seed: Seed of the choice of corrupting subjects.
-        show_progress: Show a tqdm progress bar.
 
     Returns:
         Scores (``method="attribution_patching"``) for every head and MLP (per layer, heads then
@@ -176,7 +174,7 @@ def attribution_patching(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> pf = planted_fact_model(n_subjects=12)
-        >>> s = attribution_patching(pf.model, pf.dataset, show_progress=False)
+        >>> s = attribution_patching(pf.model, pf.dataset)
         >>> set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
         True
     """
@@ -185,11 +183,11 @@ def attribution_patching(
     with torch.inference_mode(False):
         return _attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
                                      normalize=normalize, corrupted_prompts=corrupted_prompts, partners=partners,
-                                     batch_size=batch_size, seed=seed, show_progress=show_progress)
+                                     batch_size=batch_size, seed=seed)
 
 
 def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_steps: int, normalize: bool,
-                          corrupted_prompts, partners, batch_size: int, seed: int, show_progress: bool) -> ComponentScores:
+                          corrupted_prompts, partners, batch_size: int, seed: int) -> ComponentScores:
     # facts without an aligned corrupting subject are left out: batch over the pairs, not the dataset
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
     n = len(pairs)
@@ -205,7 +203,7 @@ def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_ste
     base_metric, other_metric = [], []
     batches = list(iter_batches(n, batch_size))
     steps = max(ig_steps, 1)
-    bar = tqdm(total=len(batches) * steps, desc="attribution patching", disable=not show_progress)
+    bar = progress_bar(total=len(batches) * steps, desc="attribution patching")
     try:
         for sl in batches:
             sub = pairs.subset(range(sl.start, sl.stop))
@@ -289,7 +287,6 @@ def attribution_correlation(
     corrupted_prompts: Sequence[str] | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    show_progress: bool = False,
 ) -> dict:
     """Compare attribution patching with exact activation patching on the same pairs.
 
@@ -304,7 +301,7 @@ def attribution_correlation(
             :func:`factlens.localization.activation.activation_patching`). Pearson and Spearman
             correlations are invariant to a positive rescaling of either score set, so a
             normalized exact metric gives the same correlations.
-        metric, direction, ig_steps, corrupted_prompts, batch_size, seed, show_progress:
+        metric, direction, ig_steps, corrupted_prompts, batch_size, seed:
             As in :func:`attribution_patching`.
 
     Returns:
@@ -313,14 +310,13 @@ def attribution_correlation(
         ``k`` in 1, 3, 10 by ``|score|``).
     """
     attr = attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
-                                corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed,
-                                show_progress=show_progress)
+                                corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed)
     if exact is None:
         from factlens.localization.activation import activation_patching
 
         exact = activation_patching(model, dataset, metric=metric, direction=direction, normalize=False,
                                     corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed,
-                                    include_resid=False, show_progress=show_progress)
+                                    include_resid=False)
     exact_d = exact.as_dict()
     labels = [c.label for c in attr.components if c.label in exact_d]
     if len(labels) < 2:

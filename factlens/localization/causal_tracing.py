@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, embed_hook, mlp_hook, resid_hook, resolve_components
 from factlens.data.records import as_records
 from factlens.localization.patching import patches_per_pass, prefix_cache, repeated_cache, resid_map
+from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores
 from factlens.tokens import PromptBatch, answer_token_ids, encode_records, iter_batches, unembed
 
@@ -204,7 +204,6 @@ def causal_tracing(
     seed: int = 0,
     batch_size: int = 8,
     include_resid: bool = True,
-    show_progress: bool = True,
 ) -> ComponentScores:
     """Score heads and MLPs by ROME's causal tracing (restored answer probability).
 
@@ -222,7 +221,6 @@ def causal_tracing(
         batch_size: Prompts per batch (each is repeated ``n_samples`` times).
         include_resid: Also compute ``scores.resid`` and ``scores.mlp_window``
             (layer x position traces; the most expensive part).
-        show_progress: Show a tqdm progress bar.
 
     Returns:
         Scores (``method="causal_tracing"``, ``metric="prob"``) with ``per_example`` (restored
@@ -237,8 +235,7 @@ def causal_tracing(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> pf = planted_fact_model(n_subjects=12)
-        >>> s = causal_tracing(pf.model, pf.dataset, noise_scale=5.0, n_samples=4, include_resid=False,
-        ...                    show_progress=False)
+        >>> s = causal_tracing(pf.model, pf.dataset, noise_scale=5.0, n_samples=4, include_resid=False)
         >>> s.corrupted_mean < s.clean_mean, set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
         (True, True)
     """
@@ -277,7 +274,7 @@ def causal_tracing(
     cost = 0.0
     batches = list(iter_batches(len(records), batch_size))
     steps_per_batch = len(by_layer) + (2 * L if include_resid else 0)
-    bar = tqdm(total=len(batches) * steps_per_batch, desc="causal tracing", disable=not show_progress)
+    bar = progress_bar(total=len(batches) * steps_per_batch, desc="causal tracing")
     try:
         with torch.inference_mode():
             for sl in batches:

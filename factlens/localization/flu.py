@@ -157,8 +157,8 @@ def flu_scores(
             of the same relation (path patching, see
             :func:`~factlens.localization.pairs.make_pairs`; ignored by probing).
         **options: Passed on to :func:`~factlens.localization.probing.probing` (``cv``, ``C``,
-            ``repeats`` (default 3 here), ``positions``, ``batch_size``, ``show_progress``...) or to path patching
-            (``metric``, ``corrupted_prompts``, ``batch_size``, ``show_progress``).
+            ``repeats`` (default 3 here), ``positions``, ``batch_size``...) or to path patching
+            (``metric``, ``corrupted_prompts``, ``batch_size``).
 
     Returns:
         Scores with method ``"flu"`` and name ``"flu"``; ``extra["flu_layers"]`` (MLP layers),
@@ -171,7 +171,7 @@ def flu_scores(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> s = flu_scores(p.model, p.dataset, show_progress=False)
+        >>> s = flu_scores(p.model, p.dataset)
         >>> s.to_mask(threshold=0.5).labels, s.extra["flu_layers"]
         (['L1.mlp'], [1])
     """

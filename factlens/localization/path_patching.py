@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import Component, ModelShape, attn_hook, attn_out_hook, mlp_hook, resolve_components
 from factlens.localization.pairs import PatchingMetric, PatchingPairs, make_pairs
 from factlens.localization.patching import metric_from_residual
+from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
 
@@ -222,7 +222,6 @@ def path_patching(
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    show_progress: bool = True,
 ) -> ComponentScores:
     """Path-patching effect of every head and MLP (see the module docstring for the paths).
 
@@ -240,7 +239,6 @@ def path_patching(
             of the same relation in ``dataset`` (see :func:`~factlens.localization.pairs.make_pairs`).
         batch_size: Facts per forward pass (results do not depend on it).
         seed: Seed for choosing corrupting subjects.
-        show_progress: Show a tqdm progress bar.
 
     Multi-token answers: the metric uses the **first token** of each answer (clean and
     corrupted); :func:`~factlens.localization.pairs.make_pairs` raises when two candidate answers
@@ -256,10 +254,10 @@ def path_patching(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model(n_subjects=12)
-        >>> direct = path_patching(p.model, p.dataset, show_progress=False)
+        >>> direct = path_patching(p.model, p.dataset)
         >>> direct.restrict("head").top(1) == [p.extraction_head]
         True
-        >>> via = path_patching(p.model, p.dataset, receivers=[p.extraction_head], show_progress=False)
+        >>> via = path_patching(p.model, p.dataset, receivers=[p.extraction_head])
         >>> via.restrict("mlp").top(1) == [p.lookup_mlp]
         True
     """
@@ -276,7 +274,7 @@ def path_patching(
     clean_metric = np.zeros(n)
     batches = list(iter_batches(n, batch_size))
     total = len(batches) * (1 if recv is None else max(1, len(todo)))
-    with torch.no_grad(), tqdm(total=total, desc="path patching", disable=not show_progress) as bar:
+    with torch.no_grad(), progress_bar(total=total, desc="path patching") as bar:
         for sl in batches:
             sub = pairs.subset(range(sl.start, sl.stop))
             clean = _run_cached(model, sub.clean.tokens, sub.clean.last_pos, shape)
@@ -339,7 +337,6 @@ def fact_lookup_mlps(
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    show_progress: bool = True,
 ) -> dict[str, Any]:
     """Per-fact lookup MLPs: MLPs whose effect through ``extraction`` is an outlier.
 
@@ -360,7 +357,7 @@ def fact_lookup_mlps(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model(n_subjects=12)
-        >>> out = fact_lookup_mlps(p.model, p.dataset, extraction=[p.extraction_head], n_std=1.0, show_progress=False)
+        >>> out = fact_lookup_mlps(p.model, p.dataset, extraction=[p.extraction_head], n_std=1.0)
         >>> out["groups"][0]["mlps"], len(out["groups"][0]["facts"])
         (['L1.mlp'], 12)
     """
@@ -370,8 +367,7 @@ def fact_lookup_mlps(
     ext = _nonempty(extraction, shape, "extraction", "use extraction_components(direct_effects, k) to find it")
     mlps = shape.all_mlps()
     scores = path_patching(model, dataset, receivers=ext, senders=mlps, metric=metric,
-                           corrupted_prompts=corrupted_prompts, partners=partners, batch_size=batch_size, seed=seed,
-                           show_progress=show_progress)
+                           corrupted_prompts=corrupted_prompts, partners=partners, batch_size=batch_size, seed=seed)
     ids = scores.example_ids
     eff = scores.per_example  # [n_mlps, n_facts], senders = mlps
     mean, std = eff.mean(axis=0), eff.std(axis=0)

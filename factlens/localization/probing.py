@@ -32,10 +32,10 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from tqdm.auto import tqdm
 
 from factlens.components import ModelShape, resid_hook, resolve_components
 from factlens.data.records import as_records
+from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores
 from factlens.tokens import encode_records, iter_batches
 
@@ -63,7 +63,6 @@ def residual_features(
     layers: Sequence[int],
     positions: Sequence[str] = ("subject_last", "final"),
     batch_size: int = 16,
-    show_progress: bool = False,
 ) -> dict[str, dict[int, np.ndarray]]:
     """``resid_post`` activations at the given positions: ``{position: {layer: [n, d_model]}}``.
 
@@ -76,7 +75,7 @@ def residual_features(
     if layers and layers[0] < -1:
         raise ValueError(f"layers must be >= -1 (-1: the embedding), got {layers}")
     feats: dict[str, dict[int, list[np.ndarray]]] = {p: {l: [] for l in layers} for p in positions}
-    for sl in tqdm(list(iter_batches(len(records), batch_size)), desc="probe activations", disable=not show_progress):
+    for sl in progress_bar(list(iter_batches(len(records), batch_size)), desc="probe activations"):
         batch = encode_records(model, records[sl])
         b = torch.arange(len(batch), device=batch.tokens.device)
         idx = {p: _positions(batch, p) for p in positions}
@@ -165,7 +164,6 @@ def probing(
     C: float = 1.0,
     scaling: Scaling = "global",
     repeats: int = 1,
-    show_progress: bool = True,
 ) -> ComponentScores:
     """Per-layer probe accuracy for the facts' attribute, as component scores.
 
@@ -181,7 +179,6 @@ def probing(
         scaling: Feature scaling inside each fold: ``"global"`` (center every feature and
             divide by one common scale) or ``"feature"`` (per-feature standardization).
         repeats: Repeat the cross-validation with reshuffled folds and average (less noise).
-        show_progress: Show tqdm progress bars.
 
     Returns:
         Scores (method ``"probing"``, metric ``"probe_accuracy"``): MLP ``l`` = accuracy gain
@@ -194,7 +191,7 @@ def probing(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> s = probing(p.model, p.dataset, show_progress=False)
+        >>> s = probing(p.model, p.dataset)
         >>> acc = s.extra["probe_accuracy"]["subject_last"]
         >>> acc[0] < 0.5, acc[1], s.top(1) == [p.lookup_mlp]
         (True, 1.0, True)
@@ -219,15 +216,14 @@ def probing(
         raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
                          "(filter them out, e.g. dataset.filter(...))")
     chance = float(counts.max() / counts.sum())
-    feats = residual_features(model, records, layers=[-1] + layers, positions=positions, batch_size=batch_size,
-                              show_progress=show_progress)
+    feats = residual_features(model, records, layers=[-1] + layers, positions=positions, batch_size=batch_size)
     acc: dict[str, list[float]] = {}
     acc_std: dict[str, list[float]] = {}
     embed_acc: dict[str, float] = {}
     for p in positions:
         embed_acc[p] = probe_accuracy(feats[p][-1], y, cv=cv, seed=seed, C=C, scaling=scaling, repeats=repeats)[0]
         acc[p], acc_std[p] = [], []
-        for l in tqdm(layers, desc=f"probes ({p})", disable=not show_progress):
+        for l in progress_bar(layers, desc=f"probes ({p})"):
             m, s = probe_accuracy(feats[p][l], y, cv=cv, seed=seed, C=C, scaling=scaling, repeats=repeats)
             acc[p].append(m)
             acc_std[p].append(s)

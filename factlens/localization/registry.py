@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from factlens.components import Mask
+from factlens.progress_bars import takes_show_progress
 from factlens.registry import Ref, Registry, load
 from factlens.scores import ComponentScores
 
 __all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask"]
 
-_COMMON = ("seed", "batch_size", "show_progress")
+_COMMON = ("seed", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,9 @@ def get_method(method: str | ScoringMethod) -> Callable[..., ComponentScores]:
     return load(METHODS.get(method).fn)
 
 
-def localize(model, dataset, method: str | ScoringMethod = "attribution_patching", **options: Any) -> ComponentScores:
+@takes_show_progress
+def localize(model, dataset, method: str | ScoringMethod = "attribution_patching", *, show_progress: bool | None = None,
+             **options: Any) -> ComponentScores:
     """Score every component of ``model`` for the facts in ``dataset``.
 
     Args:
@@ -153,6 +156,8 @@ def localize(model, dataset, method: str | ScoringMethod = "attribution_patching
         dataset: A :class:`~factlens.data.FactDataset` (or a list of records).
         method: A name in :data:`METHODS` (``"flu"`` gives the paper's fact-lookup MLPs), or
             a :class:`ScoringMethod` entry of your own.
+        show_progress: Draw (``True``) or hide (``False``) the progress bars of this call;
+            ``None`` (default) follows :func:`factlens.progress`.
         **options: Method options (keyword-only in each method), e.g. ``metric=``,
             ``batch_size=``, ``seed=``; unknown options raise, listing the accepted ones.
 
@@ -170,6 +175,7 @@ def localize(model, dataset, method: str | ScoringMethod = "attribution_patching
     return METHODS.get(method)(model, dataset, **options)
 
 
+@takes_show_progress
 def localization_mask(
     model,
     dataset,
@@ -177,6 +183,7 @@ def localization_mask(
     *,
     param_budget: int | None = None,
     seed: int = 0,
+    show_progress: bool | None = None,
     **options: Any,
 ) -> tuple[Mask, ComponentScores | None]:
     """The mask of one of the paper's named localizations (:data:`LOCALIZATIONS`).
@@ -185,6 +192,9 @@ def localization_mask(
     extraction heads (other relations); ``*_mlps`` restrict a method to MLP layers; budgeted
     localizations (``random``, ``causal_tracing``, ``attribution_patching``...) take the top
     components within ``param_budget``; ``all_mlps`` and ``nonlocalized`` ignore the budget.
+
+    ``show_progress`` draws (``True``) or hides (``False``) the progress bars of this call;
+    ``None`` (default) follows :func:`factlens.progress`. Other ``options`` go to the method.
 
     Returns:
         The mask and the scores it came from (``None`` for ``all_mlps``/``nonlocalized``).

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from factlens.memory import release_memory
+from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
 
 __all__ = [
@@ -63,7 +64,11 @@ class Prepared:
 
 @dataclass(frozen=True)
 class PlanJob:
-    """Compute the parameter budget (FLU mask) of one seed."""
+    """Compute the parameter budget (FLU mask) of one seed.
+
+    ``show_progress`` is the job's progress setting (:func:`factlens.progress`), passed in the
+    job because a worker process does not inherit the driver's context.
+    """
 
     config: dict[str, Any]
     seed: int
@@ -77,7 +82,10 @@ class PlanJob:
 
 @dataclass(frozen=True)
 class Job:
-    """One localization of one seed: localize -> mask -> edit -> evaluate -> revert."""
+    """One localization of one seed: localize -> mask -> edit -> evaluate -> revert.
+
+    ``show_progress``: the job's progress setting, as in :class:`PlanJob`.
+    """
 
     config: dict[str, Any]
     seed: int
@@ -160,12 +168,12 @@ class Workspace:
             raise RuntimeError("no model is loaded in this workspace yet (call models() first)")
         return self._entries["baselines"]
 
-    def dataset(self, cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+    def dataset(self, cfg: RunConfig, model, builtin) -> tuple[Any, dict[str, Any]]:
         """The facts of ``cfg`` after ``filter_known`` / ``max_facts`` (computed once per model and data)."""
         key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts))
         cached = self._entries.get("data")
         if cached is None or cached[0] != key:
-            ds, meta = _load_dataset(cfg, model, builtin, show_progress)
+            ds, meta = _load_dataset(cfg, model, builtin)
             cached = self._entries["data"] = (key, ds, meta)
         return cached[1], cached[2]
 
@@ -196,7 +204,7 @@ def _shape_dict(model) -> dict[str, Any]:
     return ModelShape.of(model).to_dict()
 
 
-def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+def _load_dataset(cfg: RunConfig, model, builtin) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
     from factlens import data
 
@@ -208,7 +216,7 @@ def _load_dataset(cfg: RunConfig, model, builtin, show_progress: bool = False) -
         ds, source = data.sports_facts(cfg.data), cfg.data or "builtin sports"
     n_total = len(ds)
     if cfg.filter_known:
-        ds = data.filter_known(model, ds, show_progress=show_progress)
+        ds = data.filter_known(model, ds)
     if cfg.max_facts is not None and len(ds) > cfg.max_facts:
         ds = ds.split(cfg.max_facts, seed=0)[0]
     meta = {"data": source, "mcq_data": cfg.mcq_data, "n_facts_total": n_total, "n_facts": len(ds),
@@ -241,13 +249,12 @@ def build_task(cfg: RunConfig, dataset, seed: int):
         raise ValueError(f"task {cfg.task!r} does not accept options {sorted(kw)} ({e})") from e
 
 
-def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspace | None = None,
-            show_progress: bool = False) -> Prepared:
+def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspace | None = None) -> Prepared:
     """Load (or reuse from ``workspace``) the model, its pristine copy, the data and the task of ``seed``."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     ws = workspace if workspace is not None else Workspace()
     model, original, builtin, mmeta = ws.models(cfg)
-    ds, dmeta = ws.dataset(cfg, model, builtin, show_progress)
+    ds, dmeta = ws.dataset(cfg, model, builtin)
     task = build_task(cfg, ds, seed)
     return Prepared(model, original, ds, task, {**mmeta, **dmeta}, ws.baselines(), ws.pristine())
 
@@ -270,7 +277,7 @@ def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
     return prep.task.forget if cfg.localize_on == "forget" else prep.dataset
 
 
-def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) -> dict[str, Any]:
+def _localize_options(cfg: RunConfig, localization: str) -> dict[str, Any]:
     """Options for ``localization_mask``: shared ones the method accepts, then ``localize_options[localization]``."""
     from factlens.localization.registry import LOCALIZATIONS, METHODS
 
@@ -282,8 +289,6 @@ def _localize_options(cfg: RunConfig, localization: str, show_progress: bool) ->
         return {}
     opts = {k: v for k, v in shared.items() if method.accepts(k)}
     opts.update(own)
-    if method.accepts("show_progress"):
-        opts["show_progress"] = show_progress
     return opts
 
 
@@ -316,8 +321,7 @@ def _unbudgeted() -> frozenset[str]:
 UNBUDGETED: frozenset[str] = _unbudgeted()
 
 
-def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: bool = True,
-                need_budget: bool = True) -> dict[str, Any]:
+def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, need_budget: bool = True) -> dict[str, Any]:
     """The parameter budget of the budgeted localizations (the FLU mask's size by default).
 
     Returns:
@@ -334,7 +338,7 @@ def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: boo
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, "flu"), "flu", seed=seed,
-                                     **_localize_options(cfg, "flu", show_progress), **_partners(prep, cfg, "flu"))
+                                     **_localize_options(cfg, "flu"), **_partners(prep, cfg, "flu"))
     n = int(mask.n_params(prep.model))
     if n == 0:
         raise RuntimeError("the FLU mask is empty, so it gives no parameter budget; set param_budget= in the config")
@@ -343,8 +347,7 @@ def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, show_progress: boo
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}}
 
 
-def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, Any], *,
-                    show_progress: bool = True) -> dict[str, Any]:
+def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, Any]) -> dict[str, Any]:
     """The paper's mechanisms (fact-lookup MLPs, extraction heads/MLPs) on the unedited model.
 
     Returns:
@@ -362,8 +365,7 @@ def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, A
         flu_scores = ComponentScores.from_dict(flu["scores"])
     elif flu.get("mask"):
         flu_scores = Mask.from_dict(flu["mask"])
-    mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg, "mechanisms"), flu_scores=flu_scores, seed=seed,
-                              show_progress=show_progress)
+    mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg, "mechanisms"), flu_scores=flu_scores, seed=seed)
     return {"masks": {k: m.to_dict() for k, m in mech.items()}, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
 
@@ -377,8 +379,7 @@ def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
     return {k: Mask.from_dict(d) for k, d in mech["masks"].items()}
 
 
-def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any],
-                     show_progress: bool):
+def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any]):
     from factlens.components import Mask
     from factlens.localization import localization_mask
     from factlens.scores import ComponentScores
@@ -389,7 +390,7 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
         return Mask.from_dict(flu["mask"]), scores, True
     budget = None if localization in UNBUDGETED else plan["param_budget"]
     mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, localization), localization, param_budget=budget, seed=seed,
-                                     **_localize_options(cfg, localization, show_progress),
+                                     **_localize_options(cfg, localization),
                                      **_partners(prep, cfg, localization))
     return mask, scores, False
 
@@ -429,7 +430,7 @@ def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str]
                            "unedited model); the workspace dropped it, the next job reloads it")
 
 
-def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool, *, method: str = "finetune",
+def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, *, method: str = "finetune",
           objective: str | None = None):
     from factlens.editing.editor import edit
     from factlens.editing.sequential import edit_sequential
@@ -438,10 +439,8 @@ def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, show_progress: bool, 
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
         if method != "finetune":
             raise ValueError(f"sequential editing runs masked fine-tuning only; method {method!r} is not supported there")
-        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, objective=objective,
-                               show_progress=show_progress)
-    return edit(prep.model, mask, prep.task, method=method, objective=objective, config=ec, inplace=True,
-                show_progress=show_progress)
+        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, objective=objective)
+    return edit(prep.model, mask, prep.task, method=method, objective=objective, config=ec, inplace=True)
 
 
 def _edit_summary(res, config) -> dict[str, Any]:
@@ -463,7 +462,7 @@ def _edit_summary(res, config) -> dict[str, Any]:
 
 
 def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
-                     workspace: Workspace | None = None, show_progress: bool = True) -> dict[str, Any]:
+                     workspace: Workspace | None = None) -> dict[str, Any]:
     """Run one unit (localization, or localization+method/objective) of one seed; return its JSON record.
 
     ``localization`` is a unit name of :meth:`RunConfig.units` (``"flu"``, ``"flu+memit"``,
@@ -477,12 +476,12 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
 
     unit = localization
     localization, method, objective = cfg.split_unit(unit)
-    prep = prepare(cfg, seed, workspace=workspace, show_progress=show_progress)
+    prep = prepare(cfg, seed, workspace=workspace)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    mask, scores, reused = _mask_and_scores(prep, cfg, seed, localization, plan, show_progress)
+    mask, scores, reused = _mask_and_scores(prep, cfg, seed, localization, plan)
     timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0)
     cpu["localize"] = plan["flu"].get("cpu_seconds", 0.0) if reused else time.process_time() - c0
     n_params = int(mask.n_params(prep.model))
@@ -492,7 +491,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        res = _edit(prep, mask, cfg, seed, show_progress, method=method,
+        res = _edit(prep, mask, cfg, seed, method=method,
                     objective=None if objective == cfg.default_objective else objective)
     except BaseException:
         _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
@@ -510,8 +509,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         _seed_everything(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
-                      mask=mask, mechanisms=_mechanisms(plan), edit_result=res, baselines=prep.baselines,
-                      show_progress=show_progress)
+                      mask=mask, mechanisms=_mechanisms(plan), edit_result=res, baselines=prep.baselines)
         timings["evaluate"] = time.perf_counter() - t0
         cpu["evaluate"] = time.process_time() - c0
         for suite, sec in ev.meta.get("seconds", {}).items():
@@ -553,10 +551,11 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
 def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`PlanJob`."""
     cfg = RunConfig.from_dict(job.config)
-    prep = prepare(cfg, job.seed, workspace=workspace, show_progress=job.show_progress)
-    out = plan_budget(prep, cfg, job.seed, show_progress=job.show_progress, need_budget=job.need_budget)
-    if "mechanisms" in cfg.suites:
-        out["mechanisms"] = plan_mechanisms(prep, cfg, job.seed, out, show_progress=job.show_progress)
+    with progress(job.show_progress):  # set here: a worker process does not inherit the driver's setting
+        prep = prepare(cfg, job.seed, workspace=workspace)
+        out = plan_budget(prep, cfg, job.seed, need_budget=job.need_budget)
+        if "mechanisms" in cfg.suites:
+            out["mechanisms"] = plan_mechanisms(prep, cfg, job.seed, out)
     out["data"] = {k: v for k, v in prep.meta.items() if k != "shape"}
     out["task"] = prep.task.summary()
     return out
@@ -566,10 +565,11 @@ def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
     import warnings
 
-    with warnings.catch_warnings():  # trained weights in factlens.layout's layout: torch notes the grad's strides
+    # progress: set here, a worker process does not inherit the driver's setting
+    with warnings.catch_warnings(), progress(job.show_progress):
+        # trained weights in factlens.layout's layout: torch notes the grad's strides
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace,
-                                show_progress=job.show_progress)
+        return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace)
 
 
 def versions() -> dict[str, str]:

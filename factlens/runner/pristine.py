@@ -22,7 +22,7 @@ Example:
     >>> p = planted_fact_model()
     >>> ov = OriginalView(p.model)
     >>> res = edit(p.model, Mask([p.lookup_mlp]), p.task, config=EditConfig(lr=1e-2, steps=2, batch_size=None,
-    ...            n_sft_chunks=4), inplace=True, show_progress=False)
+    ...            n_sft_chunks=4), inplace=True)
     >>> ov.show(res)   # the view now shows the weights before the edit
     >>> before = ov.view.blocks[1].mlp.W_in
     >>> bool(torch.equal(before, p.model.blocks[1].mlp.W_in)), ov.changed()

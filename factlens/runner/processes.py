@@ -23,7 +23,7 @@ import traceback
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
+from factlens.progress_bars import progress_bar
 
 __all__ = ["ProcessPool", "JobError"]
 
@@ -95,7 +95,7 @@ class ProcessPool:
         self.close()
 
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
-            desc: str = "jobs", show_progress: bool = True) -> None:
+            desc: str = "jobs") -> None:
         """Run ``fn(item, workspace)`` for every item in the workers; ``on_result`` runs here, as results arrive.
 
         Raises:
@@ -131,7 +131,7 @@ class ProcessPool:
 
         for w in range(self.workers):
             assign(w)
-        with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
+        with progress_bar(total=len(items), desc=desc, position=0) as bar:
             while busy:
                 try:
                     index, ok, payload = self._outbox.get(timeout=5)

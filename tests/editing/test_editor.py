@@ -404,7 +404,7 @@ def test_sequential_masks_and_revert(planted):
     before = _snapshot(planted.model)
     model = copy.deepcopy(planted.model)
     masks = [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])]
-    res = edit_sequential(model, masks, t, config=cfg, inplace=True, show_progress=False)
+    res = edit_sequential(model, masks, t, config=cfg, inplace=True)
     assert len(res) == 2 and res.masks == masks and res.model is model and res.delta_norm() > 0
     assert len(res.history) == 4 and {h["edit"] for h in res.history} == {0, 1}
     res.revert()
@@ -412,19 +412,19 @@ def test_sequential_masks_and_revert(planted):
 
     seen = []
     res2 = edit_sequential(planted.model, lambda ds: seen.append(len(ds)) or Mask([planted.lookup_mlp]), t,
-                           config=cfg, show_progress=False)
+                           config=cfg)
     assert seen == [4, 4] and len(res2) == 2 and res2.model is not planted.model
     _assert_same(planted.model, before)
 
     # per fact: facts sharing a mask are edited in one batch
     by_parity = lambda ds: Mask([planted.lookup_mlp]) if int(ds[0].id) % 2 else Mask([planted.extraction_head])  # noqa: E731
-    res3 = edit_sequential(planted.model, by_parity, t, config=cfg, per_fact=True, show_progress=False)
+    res3 = edit_sequential(planted.model, by_parity, t, config=cfg, per_fact=True)
     groups = [sorted(int(r.id) % 2 for r in c) for c in res3.chunks]
     assert all(len(set(g)) == 1 for g in groups) and sum(len(c) for c in res3.chunks) == 8
     with pytest.raises(ValueError, match="one mask per chunk"):
-        edit_sequential(planted.model, masks[:1], t, config=cfg, show_progress=False)
+        edit_sequential(planted.model, masks[:1], t, config=cfg)
     with pytest.raises(ValueError, match="no chunks"):
-        edit_sequential(planted.model, masks[0], planted.task, config=cfg, show_progress=False)
+        edit_sequential(planted.model, masks[0], planted.task, config=cfg)
 
 
 def test_lazy_exports():

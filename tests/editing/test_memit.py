@@ -65,8 +65,8 @@ def test_one_fact_one_layer_equals_rome(variant, task):
     m = tiny_model(variant=variant, n_layers=3)
     one = replace(task, forget=task.forget[:1])
     mask = Mask([Component("mlp", 1)])
-    r = rome(m, mask, one, config=RomeConfig(**SHARED), show_progress=False)
-    mm = memit(m, mask, one, config=MemitConfig(**SHARED, mom2_update_weight=0.0), show_progress=False)
+    r = rome(m, mask, one, config=RomeConfig(**SHARED))
+    mm = memit(m, mask, one, config=MemitConfig(**SHARED, mom2_update_weight=0.0))
     W0 = m.blocks[1].mlp.W_out.detach().double()
     d_rome = r.model.blocks[1].mlp.W_out.detach().double() - W0
     d_memit = mm.model.blocks[1].mlp.W_out.detach().double() - W0
@@ -75,7 +75,7 @@ def test_one_fact_one_layer_equals_rome(variant, task):
     # the same value optimization ran in both
     assert [h["loss_forget"] for h in r.history] == pytest.approx([h["loss_forget"] for h in mm.history], rel=1e-5)
     # lambda > 0 shrinks the same rank-one direction
-    mm_l = memit(m, mask, one, config=MemitConfig(**SHARED, mom2_update_weight=50.0), show_progress=False)
+    mm_l = memit(m, mask, one, config=MemitConfig(**SHARED, mom2_update_weight=50.0))
     d_l = mm_l.model.blocks[1].mlp.W_out.detach().double() - W0
     cos = float((d_l * d_rome).sum() / (d_l.norm() * d_rome.norm()))
     assert cos > 1 - 1e-6 and float(d_l.norm()) < float(d_rome.norm())
@@ -86,7 +86,7 @@ def test_spreads_over_layers_and_reaches_targets(task):
     snap = snapshot(m)
     mask = Mask.from_labels(["L0.mlp", "L1.mlp", "L2.mlp"])
     # bare prompts only (no prefixes): the keys are the bare prompts' keys, so the gap at z is measurable
-    res = memit(m, mask, task, config=FAST.replace(mom2_update_weight=0.0, prefix_lengths=()), show_progress=False)
+    res = memit(m, mask, task, config=FAST.replace(mom2_update_weight=0.0, prefix_lengths=()))
     assert_unchanged(m, snap)
     changed = {n for n, p in res.model.named_parameters() if not torch.equal(p, snap.state[n])}
     assert changed == {f"blocks.{l}.mlp.W_out" for l in (0, 1, 2)} == set(res.deltas)
@@ -127,7 +127,7 @@ def test_planted_model_memit_edits_all_facts_at_once():
         # MEMIT's GPT-J clamp (0.75 |z|) is too tight for the planted residual (|z| ~ 1.7, a switch of
         # attribute needs |delta| ~ 1.4): measured 0/8 edited with it, 8/8 with 4 (ROME's factor)
         cfg = MemitConfig(clamp_norm_factor=4.0)
-        res = memit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg, show_progress=False)
+        res = memit(p.model, Mask([p.lookup_mlp]), p.task, config=cfg)
         assert acc(res.model, p.task.forget, "target_new") == 1.0
         assert acc(res.model, p.task.maintain, "answer") >= 0.9
         assert no_hooks(p.model) and no_hooks(res.model)
@@ -212,16 +212,16 @@ def test_rome_and_memit_on_gemma3_shaped_model(task):
     m = gemma3_shaped(n_layers=4)
     snap = snapshot(m)
     cfg = RomeConfig(v_num_grad_steps=8, prefix_lengths=((5, 3),), n_cov_tokens=1500)
-    st = key_statistics(m, 1, n_tokens=1500, show_progress=False)
+    st = key_statistics(m, 1, n_tokens=1500)
     e = rome_step(m, 1, task.forget[0], config=cfg, stats=st, prefixes=context_prefixes(cfg.prefix_lengths))
     W, b = m.blocks[1].mlp.W_out.detach().double(), m.blocks[1].mlp.b_out.detach().double()
     assert torch.allclose(e.key @ (W + e.update) + b, e.value, atol=1e-6)
     assert e.history[-1]["loss_forget"] < e.history[0]["loss_forget"]
-    res = rome(m, Mask.from_labels(["L1.mlp"]), task, config=cfg, show_progress=False)
+    res = rome(m, Mask.from_labels(["L1.mlp"]), task, config=cfg)
     assert set(res.deltas) == {"blocks.1.mlp.W_out"} and _no_module_hooks(res.model) and no_hooks(res.model)
     # MEMIT through the post-MLP norms: three layers close most of the gap at z (measured 0.059 of 0.973)
     mm = memit(m, Mask.from_labels(["L0.mlp", "L1.mlp", "L2.mlp"]), task,
-               config=FAST.replace(mom2_update_weight=0.0, prefix_lengths=()), show_progress=False)
+               config=FAST.replace(mom2_update_weight=0.0, prefix_lengths=()))
     first = mm.meta["layers"][0]["residual_norm"]
     assert mm.meta["final_residual_norm"] < 0.2 * first
     assert _no_module_hooks(mm.model) and no_hooks(mm.model)

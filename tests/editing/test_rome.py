@@ -47,7 +47,7 @@ def model(request):
 
 
 def _stats(m, layer, cfg=FAST):
-    return key_statistics(m, layer, n_tokens=cfg.n_cov_tokens, show_progress=False)
+    return key_statistics(m, layer, n_tokens=cfg.n_cov_tokens)
 
 
 def test_closed_form_maps_key_to_value_and_keeps_c_orthogonal_keys():
@@ -72,7 +72,7 @@ def test_edited_layer_maps_key_to_optimized_value(model, task):
     snap = snapshot(model)
     e = rome_step(model, layer, task.forget[0], config=FAST, stats=stats, prefixes=prefixes)
     assert_unchanged(model, snap)  # computing an edit changes nothing
-    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST, show_progress=False)
+    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST)
     # an edit of W_out does not change the layer's keys
     assert torch.allclose(subject_keys(res.model, layer, [task.forget[0]], prefixes)[0], e.key)
     W0 = model.blocks[layer].mlp.W_out.detach().double()
@@ -97,7 +97,7 @@ def _one_fact(task):
 def test_c_orthogonal_keys_are_unchanged(model, task):
     layer = 1
     stats = _stats(model, layer)
-    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST, show_progress=False)
+    res = rome(model, Mask([Component("mlp", layer)]), _one_fact(task), config=FAST)
     key = subject_keys(model, layer, task.forget[:1], context_prefixes(FAST.prefix_lengths, FAST.seed))[0]
     u = stats.solve(key, FAST.cov_ridge)
     g = torch.Generator().manual_seed(1)
@@ -160,7 +160,7 @@ def test_planted_model_predicts_target_new_after_rome():
             return sum(cands[int(lp.argmax())] == getattr(r, attr) for r, lp in zip(recs, lps)) / len(recs)
 
         assert acc(p.model, p.task.forget, "target_new") == 0.0
-        res = rome(p.model, Mask([p.lookup_mlp]), p.task, show_progress=False)  # the defaults
+        res = rome(p.model, Mask([p.lookup_mlp]), p.task)  # the defaults
         # measured: 8/8 edited, 32/32 held-out facts kept (the planted lookup neurons are subject-specific)
         assert acc(res.model, p.task.forget, "target_new") == 1.0
         assert acc(res.model, p.task.maintain, "answer") >= 0.9
@@ -173,7 +173,7 @@ def test_invariants_inplace_revert_save_load(task, tmp_path):
     m = tiny_model(variant="gated")
     snap = snapshot(m)
     mask = Mask([Component("mlp", 0)])
-    res = rome(m, mask, task, config=FAST, show_progress=False)
+    res = rome(m, mask, task, config=FAST)
     assert_unchanged(m, snap)  # inplace=False: the caller's model is untouched, no hooks, no .grad
     assert res.model is not m and no_hooks(res.model)
     assert res.model.cfg.device == m.cfg.device
@@ -194,7 +194,7 @@ def test_invariants_inplace_revert_save_load(task, tmp_path):
     res.revert()
     assert_unchanged(res.model, snap)
     # inplace=True edits the caller's model and returns it
-    res2 = rome(m, mask, task, config=FAST, inplace=True, show_progress=False)
+    res2 = rome(m, mask, task, config=FAST, inplace=True)
     assert res2.model is m and not torch.equal(m.blocks[0].mlp.W_out, snap.state["blocks.0.mlp.W_out"])
     assert all(p.requires_grad == snap.requires_grad[n] for n, p in m.named_parameters()) and no_hooks(m)
     res2.revert()
@@ -217,7 +217,7 @@ def test_inplace_edit_is_restored_when_interrupted(task, monkeypatch):
 
     monkeypatch.setattr(rome_mod, "rome_step", flaky)
     with pytest.raises(RuntimeError, match="interrupted"):
-        rome(m, Mask.from_labels(["L1.mlp"]), task, config=FAST, inplace=True, show_progress=False)
+        rome(m, Mask.from_labels(["L1.mlp"]), task, config=FAST, inplace=True)
     assert_unchanged(m, snap)
 
 
@@ -233,23 +233,23 @@ def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
 
 def test_key_statistics_cache(cache_dir):
     m = tiny_model(seed=5)
-    st = key_statistics(m, 1, n_tokens=700, show_progress=False)
+    st = key_statistics(m, 1, n_tokens=700)
     assert st.path is not None and st.path.is_file() and st.path.parent.parent == cache_dir
     assert st.n_tokens == 700 and st.mom2.dtype == torch.float64
     assert torch.allclose(st.mom2, st.mom2.T) and float(torch.linalg.eigvalsh(st.mom2).min()) > -1e-9
-    again = key_statistics(m, 1, n_tokens=700, show_progress=False)
+    again = key_statistics(m, 1, n_tokens=700)
     assert torch.equal(again.mom2, st.mom2) and again.path == st.path
     # other weights below the layer: another file; an edit of the layer's own W_out: the same file
     other = tiny_model(seed=6)
     assert weights_fingerprint(other, 1) != st.fingerprint
     with torch.no_grad():
         m.blocks[1].mlp.W_out.add_(1.0)
-    assert key_statistics(m, 1, n_tokens=700, show_progress=False).path == st.path
-    assert key_statistics(other, 1, n_tokens=700, show_progress=False).path != st.path
+    assert key_statistics(m, 1, n_tokens=700).path == st.path
+    assert key_statistics(other, 1, n_tokens=700).path != st.path
     # the direct estimate agrees with the cached one
-    fresh = key_statistics(m, 1, n_tokens=700, cache=False, show_progress=False)
+    fresh = key_statistics(m, 1, n_tokens=700, cache=False)
     assert fresh.path is None and torch.allclose(fresh.mom2, st.mom2)
     with pytest.raises(ValueError, match="does not exist"):
         key_statistics(m, 7)
     with pytest.raises(ValueError, match="singular"):
-        key_statistics(m, 1, n_tokens=10, cache=False, show_progress=False).solve(torch.ones(64))
+        key_statistics(m, 1, n_tokens=10, cache=False).solve(torch.ones(64))

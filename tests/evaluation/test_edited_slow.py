@@ -31,7 +31,7 @@ def edited_eval(gemma):
     known = filter_known(gemma, sp.subset(idx))
     task = sports_athlete_editing(known, n_forget=8, n_maintain=16, seed=0)
     mask, flu = factlens.localization_mask(gemma, known, "flu", show_progress=False)
-    mech = default_mechanisms(gemma, task.forget, flu_scores=flu, show_progress=False)
+    mech = default_mechanisms(gemma, task.forget, flu_scores=flu)
     t0 = time.perf_counter()
     res = edit(gemma, mask, task, config=EditConfig.fast(), show_progress=False)
     t_edit = time.perf_counter() - t0

@@ -29,7 +29,7 @@ def test_missing_inputs_fail_before_any_suite_runs(planted):
 def test_a_suite_of_ones_own_gets_only_what_it_declares(planted):
     seen = {}
 
-    def run_spy(model, task, *, original, config, baselines, show_progress, **inputs):
+    def run_spy(model, task, *, original, config, baselines, **inputs):
         seen.update(inputs)
         return SuiteResult("spy", (Metric("one", 1.0, 1),))
 

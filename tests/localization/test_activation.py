@@ -110,8 +110,7 @@ def test_matches_transformer_lens(variant, direction, metric, resid):
     model = tiny_model(variant=variant, n_layers=3)
     recs = _records(model)
     ref = _tl_reference(model, recs, direction, metric, resid=resid)
-    s = activation_patching(model, recs, direction=direction, metric=metric, include_resid=resid,
-                            show_progress=False)
+    s = activation_patching(model, recs, direction=direction, metric=metric, include_resid=resid)
     heads, mlps = _ours(s)
     np.testing.assert_allclose(heads, ref["heads"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mlps, ref["mlps"].numpy(), atol=1e-4, rtol=0)
@@ -132,7 +131,7 @@ def test_matches_transformer_lens_right_padded():
     pairs = make_pairs(model, recs, seed=0)
     assert len(set(pairs.clean.lengths.tolist())) == 2
     ref = _tl_reference(model, recs, "denoising", "logit_diff", resid=False)
-    s = activation_patching(model, recs, show_progress=False)
+    s = activation_patching(model, recs)
     heads, mlps = _ours(s)
     np.testing.assert_allclose(heads, ref["heads"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mlps, ref["mlps"].numpy(), atol=1e-4, rtol=0)
@@ -146,12 +145,12 @@ def test_matches_transformer_lens_right_padded():
 
 def test_planted_model_top_components():
     p = planted_fact_model()
-    s = activation_patching(p.model, p.dataset, show_progress=False)
+    s = activation_patching(p.model, p.dataset)
     assert set(s.top(2)) == {p.lookup_mlp, p.extraction_head}
     assert s[p.lookup_mlp] > 0.9 and s[p.extraction_head] > 0.9
     others = [abs(v) for c, v in zip(s.components, s.values) if c not in (p.lookup_mlp, p.extraction_head)]
     assert max(others) < 0.1
-    noise = activation_patching(p.model, p.dataset, direction="noising", metric="prob", show_progress=False)
+    noise = activation_patching(p.model, p.dataset, direction="noising", metric="prob")
     assert set(noise.top(2)) == {p.lookup_mlp, p.extraction_head}
     # resid: the subject position carries the fact through layer 2, the last position afterwards
     resid = s.resid.values
@@ -161,9 +160,9 @@ def test_planted_model_top_components():
 def test_batch_size_does_not_change_results():
     model = tiny_model(variant="gqa_gated", n_layers=2)
     recs = _records(model, n_tokens=(2, 4), per=(2, 2, 1), template=SHORT)
-    a = activation_patching(model, recs, batch_size=32, show_progress=False)
-    b = activation_patching(model, recs, batch_size=3, show_progress=False)
-    c = activation_patching(model, recs, batch_size=1, show_progress=False)
+    a = activation_patching(model, recs, batch_size=32)
+    b = activation_patching(model, recs, batch_size=3)
+    c = activation_patching(model, recs, batch_size=1)
     for other in (b, c):
         np.testing.assert_allclose(a.values, other.values, atol=1e-5)
         np.testing.assert_allclose(a.per_example, other.per_example, atol=1e-5)
@@ -173,10 +172,10 @@ def test_batch_size_does_not_change_results():
 def test_chunked_forward_passes_match(monkeypatch):
     model = tiny_model(n_layers=2)
     recs = _records(model)
-    a = activation_patching(model, recs, show_progress=False)
+    a = activation_patching(model, recs)
     monkeypatch.setattr(patching_mod, "MAX_ROW_TOKENS", 1)
     monkeypatch.setattr(patching_mod, "_UNEMBED_ROWS", 5)
-    b = activation_patching(model, recs, show_progress=False)
+    b = activation_patching(model, recs)
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
     np.testing.assert_allclose(a.resid.values, b.resid.values, atol=1e-5)
 
@@ -184,20 +183,19 @@ def test_chunked_forward_passes_match(monkeypatch):
 def test_components_subset_and_conventions():
     model = tiny_model(n_layers=2)
     recs = _records(model)
-    full = activation_patching(model, recs, show_progress=False)
+    full = activation_patching(model, recs)
     assert full.components == tuple(c for L in range(2) for c in
                                     [Component("head", L, h) for h in range(4)] + [Component("mlp", L)])
-    sub = activation_patching(model, recs, components=["L1H2", Component("mlp", 0)], include_resid=False,
-                              show_progress=False)
+    sub = activation_patching(model, recs, components=["L1H2", Component("mlp", 0)], include_resid=False)
     assert [c.label for c in sub.components] == ["L1H2", "L0.mlp"] and sub.resid is None
     assert sub["L1H2"] == pytest.approx(full["L1H2"], abs=1e-6)
     assert sub["L0.mlp"] == pytest.approx(full["L0.mlp"], abs=1e-6)
-    raw = activation_patching(model, recs, normalize=False, show_progress=False)
+    raw = activation_patching(model, recs, normalize=False)
     np.testing.assert_allclose(raw.values, raw.patched - raw.corrupted_mean, atol=1e-9)
     np.testing.assert_allclose(full.values, raw.values / (raw.clean_mean - raw.corrupted_mean), atol=1e-9)
     np.testing.assert_allclose(raw.per_example.mean(1), raw.patched, atol=1e-9)
     assert raw.per_example.shape == (len(raw), raw.n_examples) and len(raw.example_ids) == raw.n_examples
-    noise = activation_patching(model, recs, direction="noising", normalize=False, show_progress=False)
+    noise = activation_patching(model, recs, direction="noising", normalize=False)
     np.testing.assert_allclose(noise.values, noise.clean_mean - noise.patched, atol=1e-9)
     # JSON round trip
     back = ComponentScores.from_dict(json.loads(json.dumps(full.to_dict())))
@@ -213,7 +211,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
     recs = _records(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in model.named_parameters()}
-    activation_patching(model, recs, show_progress=False)
+    activation_patching(model, recs)
     assert no_hooks(model)
     original = act.metric_from_residual
     calls = {"n": 0}
@@ -226,7 +224,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
 
     monkeypatch.setattr(act, "metric_from_residual", flaky)
     with pytest.raises(RuntimeError, match="metric failed"):
-        activation_patching(model, recs, show_progress=False)
+        activation_patching(model, recs)
     assert calls["n"] == 4 and no_hooks(model)
 
     monkeypatch.setattr(act, "metric_from_residual", original)
@@ -236,7 +234,7 @@ def test_leaves_model_unchanged_and_removes_hooks_on_error(monkeypatch):
 
     monkeypatch.setattr(act, "repeated_cache", raising)
     with pytest.raises(RuntimeError, match="during forward"):
-        activation_patching(model, recs, show_progress=False)
+        activation_patching(model, recs)
     assert no_hooks(model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -265,5 +263,5 @@ def test_registry_dispatch():
 def test_bad_input(kwargs, match):
     model = tiny_model(n_layers=2)
     with pytest.raises(ValueError, match=match):
-        activation_patching(model, _records(model), show_progress=False, **kwargs)
+        activation_patching(model, _records(model), **kwargs)
     assert no_hooks(model)

@@ -34,7 +34,7 @@ def test_matches_transformer_lens_on_gemma(gemma):
     assert len(recs) == 4
     pairs = make_pairs(gemma, recs, seed=0)
     assert len(set(pairs.clean.lengths.tolist())) == 1
-    s = activation_patching(gemma, recs, include_resid=False, show_progress=False)
+    s = activation_patching(gemma, recs, include_resid=False)
     assert len(s) == gemma.cfg.n_layers * (gemma.cfg.n_heads + 1)
     # the model knows these facts: clean logit diff positive, corrupted negative
     assert min(s.clean_metric) > 0 and max(s.corrupted_metric) < 0

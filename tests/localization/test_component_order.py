@@ -15,14 +15,13 @@ from factlens.localization.probing import probing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUIET = {"show_progress": False}
 METHODS = {
-    "activation_patching": lambda m, d, **kw: activation_patching(m, d, include_resid=False, **QUIET, **kw),
-    "attribution_patching": lambda m, d, **kw: attribution_patching(m, d, **QUIET, **kw),
-    "causal_tracing": lambda m, d, **kw: causal_tracing(m, d, n_samples=2, include_resid=False, **QUIET, **kw),
-    "path_patching": lambda m, d, **kw: path_patching(m, d, **QUIET, **kw),
-    "probing": lambda m, d, **kw: probing(m, d, cv=2, **QUIET, **kw),
-    "flu": lambda m, d, **kw: flu_scores(m, d, cv=2, repeats=1, **QUIET, **kw),
+    "activation_patching": lambda m, d, **kw: activation_patching(m, d, include_resid=False, **kw),
+    "attribution_patching": lambda m, d, **kw: attribution_patching(m, d, **kw),
+    "causal_tracing": lambda m, d, **kw: causal_tracing(m, d, n_samples=2, include_resid=False, **kw),
+    "path_patching": lambda m, d, **kw: path_patching(m, d, **kw),
+    "probing": lambda m, d, **kw: probing(m, d, cv=2, **kw),
+    "flu": lambda m, d, **kw: flu_scores(m, d, cv=2, repeats=1, **kw),
     "random": lambda m, d, **kw: random_scores(m, d, **kw),
     "manual": lambda m, d, **kw: manual_scores(m, d, components=["L1.mlp"], **kw),
 }

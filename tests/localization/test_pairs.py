@@ -111,10 +111,10 @@ def test_patching_methods_record_dropped_facts(merging):
     model, ds = merging
     bob = ds[1].id
     with pytest.warns(UserWarning, match="left out 1"):
-        direct = path_patching(model, ds, show_progress=False)
-        via = path_patching(model, ds, receivers=["L1H0"], show_progress=False)
-        attr = attribution_patching(model, ds, show_progress=False)
-        act = activation_patching(model, ds, normalize=False, show_progress=False)
+        direct = path_patching(model, ds)
+        via = path_patching(model, ds, receivers=["L1H0"])
+        attr = attribution_patching(model, ds)
+        act = activation_patching(model, ds, normalize=False)
     for s in (direct, via, attr, act):
         assert s.n_dropped == 1 and s.dropped_ids == (bob,)
         assert ComponentScores.from_dict(s.to_dict()).dropped_ids == (bob,)  # survives the run's JSON
@@ -129,7 +129,7 @@ def test_attribution_patching_with_an_unpairable_fact():
     m = tiny_model()
     ds = FactDataset((_rec("LeBron James", "basketball"), _rec("Tom Brady", "football"), _rec("Jordan", "basketball")))
     with pytest.warns(UserWarning, match="Jordan"):
-        s = attribution_patching(m, ds, batch_size=2, show_progress=False)
+        s = attribution_patching(m, ds, batch_size=2)
     assert s.n_examples == 2 and s.n_dropped == 1
     assert s.per_example.shape == (len(s), 2)
 
@@ -144,7 +144,7 @@ def test_flu_path_patching_records_dropped_facts():
     odd = FactRecord(subject=f"{subjects[0]} {subjects[1]}", template=TEMPLATE, answer="golf", id="two-token")
     ds = FactDataset(p.dataset.records + (odd,), name="planted-plus")
     with pytest.warns(UserWarning, match="left out 1"):
-        s = flu_scores(p.model, ds, approach="path_patching", n_std=1.0, extraction_k=1, show_progress=False)
+        s = flu_scores(p.model, ds, approach="path_patching", n_std=1.0, extraction_k=1)
     assert s.n_dropped == 1 and s.dropped_ids == ("two-token",)
     assert "two-token" not in s.extra["per_fact"]
 

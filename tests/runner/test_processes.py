@@ -63,7 +63,7 @@ def test_a_failed_job_does_not_stop_the_others():
     done: list[str] = []
     with ProcessPool(2, threads=1) as pool:
         with pytest.raises(JobError, match=r"1 job\(s\) failed: \['seed0/no_such_localization'\]"):
-            pool.map(run_job, jobs, on_result=lambda job, rec: done.append(job.key), show_progress=False)
+            pool.map(run_job, jobs, on_result=lambda job, rec: done.append(job.key))
     assert done == ["seed0/all_mlps"]
 
 
