@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from factlens.testing.invariants import no_hooks
+from factlens.testing.invariants import no_hooks, snapshot, unchanged
 from factlens.components import Mask
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import add_lora
@@ -20,25 +20,8 @@ from factlens.data.formats import format_prompts
 from factlens.evaluation.soft_prompts import _soft_logprobs, run_soft_prompts, soft_prompt_scores, train_soft_prompt
 from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing
-from factlens.testing import planted_fact_model, tiny_model
+from factlens.testing import tiny_model
 from factlens.tokens import _encode, answer_logprobs, final_logits, tokenize_prompts
-
-
-def _snapshot(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _unchanged(model, snap) -> bool:
-    params = dict(model.named_parameters())
-    return set(params) == set(snap) and all(torch.equal(params[n], t) for n, t in snap.items()) and all(
-        p.requires_grad and p.grad is None for p in params.values())
-
-
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_fact_model()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +38,7 @@ def unlearned(planted):
 @pytest.mark.parametrize("variant", ["standard", "gqa_gated"])
 def test_lora_starts_as_noop_and_removes_bitwise(variant):
     m = tiny_model(variant=variant)
-    snap = _snapshot(m)
+    snap = snapshot(m)
     batch = tokenize_prompts(m, ["LeBron James plays the sport of", "Fact: Tiger Woods plays the sport of golf"])
     before = final_logits(m, batch)
     h = add_lora(m, rank=512)
@@ -71,7 +54,7 @@ def test_lora_starts_as_noop_and_removes_bitwise(variant):
     assert not torch.allclose(final_logits(m, batch), before)
     h.remove()
     h.remove()  # idempotent
-    assert _unchanged(m, snap)
+    assert unchanged(m, snap)
     assert torch.equal(final_logits(m, batch), before)
 
 
@@ -93,7 +76,7 @@ def test_split_halves_seeded(planted):
 
 
 def test_relearning_on_unedited_model_is_noop_in_effect(planted):
-    snap = _snapshot(planted.model)
+    snap = snapshot(planted.model)
     cfg = EvalConfig(relearn_steps=3, relearn_rank=8, n_text_chunks=4, text_seq_len=16)
     r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg, show_progress=False)
     assert r["relearn_forget_accuracy"].value == 1.0
@@ -101,11 +84,11 @@ def test_relearning_on_unedited_model_is_noop_in_effect(planted):
     assert r["relearn_forget_accuracy"].baseline == 1.0
     assert r["relearn_maintain_accuracy"].value == 1.0
     assert len(r.extra["history"]) == 3 and r.extra["sft"].startswith("text:")
-    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
+    assert unchanged(planted.model, snap) and no_hooks(planted.model)
 
 
 def test_relearning_after_unlearning(planted, unlearned):
-    snap = _snapshot(unlearned)
+    snap = snapshot(unlearned)
     cfg = EvalConfig(relearn_steps=8, relearn_rank=8, relearn_lr=1e-2, n_text_chunks=4, text_seq_len=16)
     r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
     names = {m.name: m for m in r.metrics}
@@ -121,7 +104,7 @@ def test_relearning_after_unlearning(planted, unlearned):
     assert names["relearn_forget_accuracy"].n == len(b_rows)
     # retraining half A brings half A back
     assert names["relearn_train_accuracy"].value > names["relearn_train_accuracy_before"].value
-    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
+    assert unchanged(unlearned, snap) and no_hooks(unlearned)
 
 
 # -- soft prompts ---------------------------------------------------------------------------------------
@@ -170,7 +153,7 @@ def test_soft_prompt_scores_match_ordinary_scoring(planted):
 
 
 def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
-    snap = _snapshot(unlearned)
+    snap = snapshot(unlearned)
     cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_seeds=2, soft_prompt_len=3)
     r1 = run_soft_prompts(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
     r2 = run_soft_prompts(unlearned, planted.task, config=cfg, show_progress=False)
@@ -181,7 +164,7 @@ def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     assert 0 <= m.value <= 1 and m.n == len(split_halves(planted.task.forget, seed=0)[1])
     assert m.baseline is not None and r2["soft_prompt_forget_accuracy"].baseline is None
     assert r1["soft_prompt_forget_accuracy_before"].value == 0.0
-    assert _unchanged(unlearned, snap) and no_hooks(unlearned)
+    assert unchanged(unlearned, snap) and no_hooks(unlearned)
     assert all(p.grad is None for p in unlearned.parameters())
 
 
@@ -199,7 +182,7 @@ def big_forget_task(planted):
 
 
 def test_probes_find_the_planted_attribute(planted, big_forget_task):
-    snap = _snapshot(planted.model)
+    snap = snapshot(planted.model)
     subj = run_probes(planted.model, big_forget_task, original=planted.model, position="subject_last",
                       show_progress=False)
     true = subj.extra["true"]
@@ -213,7 +196,7 @@ def test_probes_find_the_planted_attribute(planted, big_forget_task):
     assert final["probe_target_accuracy_last"].value <= 0.1
     assert len(final.extra["maintain_cv"]) == planted.n_layers and len(final.per_fact) == 24
     assert subj["probe_true_accuracy_max"].baseline == subj["probe_true_accuracy_max"].value
-    assert _unchanged(planted.model, snap) and no_hooks(planted.model)
+    assert unchanged(planted.model, snap) and no_hooks(planted.model)
 
 
 def test_probes_after_unlearning_and_bad_input(planted, unlearned):
