@@ -25,7 +25,7 @@ from factlens.editing.losses import (answer_log1m_prob, answer_logprob_grad, fac
 from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing, sports_unlearning
 from factlens.testing import planted_fact_model, tiny_model
-from factlens.testing.invariants import no_hooks
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.tokens import answer_logprobs
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -48,15 +48,6 @@ def flush_denormal():
 @pytest.fixture(scope="module")
 def tiny_task():
     return sports_athlete_editing(sports_facts()[:40], n_forget=4, seed=0, n_retain=8, n_maintain=8)
-
-
-def _snapshot(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _assert_same(model, snap) -> None:
-    for n, p in model.named_parameters():
-        assert torch.equal(p.detach(), snap[n]), n
 
 
 
@@ -170,18 +161,18 @@ def test_sft_losses_and_functional_reference():
 
 
 def _check_masked_edit(model, mask, task, config):
-    before = _snapshot(model)
+    before = snapshot(model)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     res = edit(model, mask, task, config=config, show_progress=False)
-    _assert_same(model, before)  # inplace=False: the caller's model is untouched
+    assert_unchanged(model, before)  # inplace=False: the caller's model is untouched
     pm = mask.to_param_masks(model)
     changed = 0
     for n, p in res.model.named_parameters():
         if n in pm:
-            assert torch.equal(p.detach()[~pm[n]], before[n][~pm[n]]), n
-            changed += int((p.detach()[pm[n]] != before[n][pm[n]]).sum())
+            assert torch.equal(p.detach()[~pm[n]], before.state[n][~pm[n]]), n
+            changed += int((p.detach()[pm[n]] != before.state[n][pm[n]]).sum())
         else:
-            assert torch.equal(p.detach(), before[n]), n
+            assert torch.equal(p.detach(), before.state[n]), n
         assert p.requires_grad == flags[n] and p.grad is None
     assert changed > 0 and res.n_params_trained == sum(int(m.sum()) for m in pm.values())
     assert no_hooks(res.model)
@@ -221,10 +212,10 @@ def test_only_touched_params_in_optimizer(tiny_task, monkeypatch):
 
 def test_empty_mask_warns_and_changes_nothing(tiny_task):
     model = tiny_model()
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.warns(UserWarning, match="no parameters"):
         res = edit(model, Mask.empty(), tiny_task, config=TINY, inplace=True, show_progress=False)
-    _assert_same(model, before)
+    assert_unchanged(model, before)
     assert res.delta_norm() == 0.0 and res.n_params_trained == 0 and res.history == ()
 
 
@@ -277,7 +268,7 @@ def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch
     model = tiny_model()
     model.blocks[0].mlp.W_out.requires_grad_(False)  # an unusual flag the editor must restore
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    before = _snapshot(model)
+    before = snapshot(model)
     calls = {"n": 0}
     real = InjectObjective.losses
 
@@ -295,7 +286,7 @@ def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert all(p.grad is None for p in model.parameters())
     assert no_hooks(model)
-    _assert_same(model, before)
+    assert_unchanged(model, before)
 
 
 # --- results: revert, save, load, apply -----------------------------------------------
@@ -303,14 +294,14 @@ def test_flags_hooks_and_weights_restored_after_exception(tiny_task, monkeypatch
 
 def test_revert_save_load_apply_roundtrip(tiny_task, tmp_path):
     model = tiny_model(variant="gqa")
-    before = _snapshot(model)
+    before = snapshot(model)
     res = edit(model, Mask.from_labels(["L0H3", "L1.mlp"]), tiny_task, config=TINY, inplace=True, show_progress=False)
-    edited = _snapshot(model)
+    edited = snapshot(model)
     assert res.model is model and res.delta_norm() > 0 and res.n_changed > 0
     path = tmp_path / "edit.safetensors"
     res.save(path)
     res.revert()
-    _assert_same(model, before)
+    assert_unchanged(model, before)
     with pytest.raises(RuntimeError, match="nothing to revert"):
         res.revert()
 
@@ -320,9 +311,9 @@ def test_revert_save_load_apply_roundtrip(tiny_task, tmp_path):
     assert loaded.shape == res.shape and loaded.sft_kind == res.sft_kind == "kl:builtin"
     assert loaded.model_name == model.cfg.model_name and loaded.n_params_trained == res.n_params_trained
     assert loaded.apply(other) is other
-    _assert_same(other, edited)
+    assert_unchanged(other, edited)
     loaded.revert()
-    _assert_same(other, before)
+    assert_unchanged(other, before)
 
     with pytest.raises(ValueError, match="same architecture|different architecture"):
         loaded.apply(tiny_model(variant="gated"))
@@ -401,20 +392,20 @@ def test_planted_unlearning_lowers_p_answer(planted, flush_denormal):
 def test_sequential_masks_and_revert(planted):
     t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
     cfg = PLANTED.replace(steps=2, l_sft=0)
-    before = _snapshot(planted.model)
+    before = snapshot(planted.model)
     model = copy.deepcopy(planted.model)
     masks = [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])]
     res = edit_sequential(model, masks, t, config=cfg, inplace=True)
     assert len(res) == 2 and res.masks == masks and res.model is model and res.delta_norm() > 0
     assert len(res.history) == 4 and {h["edit"] for h in res.history} == {0, 1}
     res.revert()
-    _assert_same(model, before)
+    assert_unchanged(model, before)
 
     seen = []
     res2 = edit_sequential(planted.model, lambda ds: seen.append(len(ds)) or Mask([planted.lookup_mlp]), t,
                            config=cfg)
     assert seen == [4, 4] and len(res2) == 2 and res2.model is not planted.model
-    _assert_same(planted.model, before)
+    assert_unchanged(planted.model, before)
 
     # per fact: facts sharing a mask are edited in one batch
     by_parity = lambda ds: Mask([planted.lookup_mlp]) if int(ds[0].id) % 2 else Mask([planted.extraction_head])  # noqa: E731
