@@ -35,10 +35,11 @@ def main() -> None:
         for pos in ("append", "prepend"):
             for steps in args.steps:
                 cfg = EvalConfig(soft_prompt_steps=steps, soft_prompt_seeds=1, soft_prompt_position=pos)
-                r = run_soft_prompts(m, task, config=cfg, show_progress=False)
+                r = run_soft_prompts(m, task, config=cfg)
                 print(f"| {name} | {pos} | {steps} | {r['soft_prompt_forget_accuracy'].value:.3f} | "
                       f"{r['soft_prompt_train_accuracy'].value:.3f} | {r['soft_prompt_edit_accuracy'].value:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    with factlens.progress(False):  # the tables only
+        main()

@@ -29,7 +29,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from factlens.components import project_out_hook
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
@@ -37,6 +36,7 @@ from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_da
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.progress_bars import progress_bar
 
 __all__ = ["DirectionAblationConfig", "POSITIONS", "mean_difference_directions", "ablation_layers",
            "run_direction_ablation"]
@@ -113,14 +113,14 @@ def mean_difference_directions(model, facts, contrast, *, layers: Sequence[int],
     return a.astype(np.float64).mean(0) - b.astype(np.float64).mean(0)
 
 
-def _sweep(model, task, config: EvalConfig, contrast, layers: list[int], positions: Sequence[str],
-           show_progress: bool) -> dict[tuple[str, int], TaskScores]:
+def _sweep(model, task, config: EvalConfig, contrast, layers: list[int],
+           positions: Sequence[str]) -> dict[tuple[str, int], TaskScores]:
     """Scores with each (position, layer) direction projected out (directions of ``model`` itself)."""
     out: dict[tuple[str, int], TaskScores] = {}
     for pos in positions:
         dirs = mean_difference_directions(model, task.forget, contrast, layers=layers, position=pos,
                                           batch_size=config.batch_size)
-        for j, layer in enumerate(tqdm(layers, desc=f"ablation ({pos})", disable=not show_progress, leave=False)):
+        for j, layer in enumerate(progress_bar(layers, desc=f"ablation ({pos})", leave=False)):
             d = torch.from_numpy(dirs[j]).float()
             if not float(d.norm()) > 0:
                 out[(pos, layer)] = score_task(model, task, config)  # no direction: nothing to remove
@@ -130,7 +130,7 @@ def _sweep(model, task, config: EvalConfig, contrast, layers: list[int], positio
     return out
 
 
-def run_direction_ablation(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_direction_ablation(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
                            direction_ablation_config: DirectionAblationConfig | None = None, **_: Any) -> SuiteResult:
     """Project the forget-vs-contrast direction out of each layer; do the edited facts come back?
@@ -141,7 +141,6 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig = E
         task: The task (forget facts vs ``task.retain``, or ``task.maintain`` if retain is empty).
         original: The unedited model, attacked the same way (baselines, damage flags).
         config: Evaluation settings (``batch_size``, ``seed``).
-        show_progress: Show progress bars.
         baselines: Cache of computations on ``original``.
         mask: The edited localization (its first layer is where the sweep starts).
         edit_result: Used for its mask when ``mask`` is not given.
@@ -166,14 +165,14 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig = E
     if len(task.forget) == 0 or len(contrast) == 0:
         raise ValueError("direction ablation needs forget facts and retain (or maintain) facts for the direction")
     before = score_task(model, task, config)
-    runs = _sweep(model, task, config, contrast, layers, st.positions, show_progress)
+    runs = _sweep(model, task, config, contrast, layers, st.positions)
     base_before = base_runs = None
     if original is not None:
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
         key = ("direction_ablation", tuple(layers), st.positions, contrast_name, config_key(config), task_key(task, config))
         base_runs = runs if original is model else cached(
-            baselines, key, lambda: _sweep(original, task, config, contrast, layers, st.positions, show_progress))
+            baselines, key, lambda: _sweep(original, task, config, contrast, layers, st.positions))
     best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
     attacked, base = runs[best], base_runs[best] if base_runs else None
     metrics: list[Metric] = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)

@@ -63,7 +63,7 @@ def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> l
     return rows
 
 
-def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
 
@@ -74,7 +74,6 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
             note in ``extra["baseline_note"]``).
         config: ``formats`` (``None``: all available except ``"default"``), ``seed``,
             ``n_shots``, ``batch_size``.
-        show_progress: Show progress bars.
 
     Returns:
         Metrics ``<fmt>_forget_error``, ``<fmt>_edit_accuracy`` (inject tasks),
@@ -87,7 +86,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = run_formats(p.model, p.task, original=p.model, show_progress=False)
+        >>> r = run_formats(p.model, p.task, original=p.model)
         >>> r["paraphrase_forget_error"].value, "mcq" in r.extra["formats"]
         (0.0, False)
     """
@@ -111,7 +110,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
                 skipped[f"{fmt}:{split}"] = len(degenerate)
             if not items:
                 continue
-            s, b = score_both(model, original, items, config, show_progress, baselines)
+            s, b = score_both(model, original, items, config, baselines)
             scored[split] = (items, s, b)
             rows += _fact_rows(fmt, split, items, s, b, {r.id: r.subject for r in ds})
         if not scored:

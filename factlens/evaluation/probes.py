@@ -25,7 +25,6 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 from jaxtyping import Float
-from tqdm.auto import tqdm
 
 from factlens.components import resid_hook
 from factlens.data.records import FactDataset
@@ -33,6 +32,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, cached, facts_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
+from factlens.progress_bars import progress_bar
 from factlens.tokens import encode_records, iter_batches
 
 __all__ = ["run_probes", "collect_activations", "probe_layers", "Position", "Scaling"]
@@ -41,7 +41,7 @@ Position = Literal["final", "subject_last"]
 
 
 def collect_activations(model, facts: FactDataset | Sequence, *, layers: Sequence[int], position: Position = "final",
-                        batch_size: int = 16, show_progress: bool = False) -> Float[np.ndarray, "n n_layers d_model"]:
+                        batch_size: int = 16) -> Float[np.ndarray, "n n_layers d_model"]:
     """``resid_post`` of ``layers`` at one position of each fact's prompt (float32, CPU).
 
     Example:
@@ -59,8 +59,7 @@ def collect_activations(model, facts: FactDataset | Sequence, *, layers: Sequenc
     out = np.zeros((len(records), len(layers), model.cfg.d_model), dtype=np.float32)
     store: dict[int, torch.Tensor] = {}
     with torch.no_grad():
-        for sl in tqdm(list(iter_batches(len(records), batch_size)), desc="activations", disable=not show_progress,
-                       leave=False):
+        for sl in progress_bar(list(iter_batches(len(records), batch_size)), desc="activations", leave=False):
             batch = encode_records(model, records[sl])
             pos = batch.last_pos if position == "final" else batch.subject_last
             rows = torch.arange(len(batch), device=batch.tokens.device)
@@ -137,7 +136,7 @@ def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling) -> fl
 
 def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequence[int] | None = None,
                  position: Position = "final", C: float = 1.0, scaling: Scaling = "global", batch_size: int = 16,
-                 cv: bool = True, show_progress: bool = False) -> dict[str, Any]:
+                 cv: bool = True) -> dict[str, Any]:
     """Train a probe per layer on ``train`` answers and apply it to ``test``.
 
     Each probe is ``scaling`` (see :func:`_standardizer`) followed by an L2-regularized
@@ -164,8 +163,7 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"probes need training facts with at least 2 different answers, got {list(classes)}")
-    Xtr = collect_activations(model, train, layers=layers, position=position, batch_size=batch_size,
-                              show_progress=show_progress)
+    Xtr = collect_activations(model, train, layers=layers, position=position, batch_size=batch_size)
     Xte = collect_activations(model, test, layers=layers, position=position, batch_size=batch_size)
     true = np.array([r.answer for r in test])
     target = np.array([r.target_new if r.target_new is not None else "" for r in test])
@@ -173,7 +171,7 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
     acc_true, acc_target, cvs, preds = [], [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny/separable data
-        for j, _ in enumerate(tqdm(layers, desc="probes", disable=not show_progress, leave=False)):
+        for j, _ in enumerate(progress_bar(layers, desc="probes", leave=False)):
             clf = _probe(C, scaling).fit(Xtr[:, j], y)
             pred = clf.predict(Xte[:, j])
             preds.append(pred)
@@ -228,7 +226,7 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
 
 
 def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(), position: Position = "final",
-               scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"), show_progress: bool = True,
+               scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"),
                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Per-layer linear probes for the true answer and the edit target of the forget facts.
 
@@ -241,7 +239,6 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
         position: ``"final"`` (the prompt's last token) or ``"subject_last"``.
         scaling: Feature scaling of the probes (``"clip"``, ``"feature"``, ``"global"``).
         train_on: Task splits whose facts train the probes.
-        show_progress: Show progress bars.
 
     Returns:
         Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / last probed layer;
@@ -253,7 +250,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = run_probes(p.model, p.task, position="subject_last", show_progress=False)
+        >>> r = run_probes(p.model, p.task, position="subject_last")
         >>> r["probe_true_accuracy_last"].value
         1.0
     """
@@ -267,7 +264,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
     if len(task.forget) == 0:
         raise ValueError("task.forget is empty: nothing to probe")
     kw = dict(layers=config.probe_layers, position=position, C=config.probe_C, scaling=scaling, batch_size=config.batch_size)
-    res = probe_layers(model, train, task.forget, show_progress=show_progress, **kw)
+    res = probe_layers(model, train, task.forget, **kw)
     base = None
     if original is not None:
         key = ("probes", facts_key(train), facts_key(task.forget), json.dumps(kw, sort_keys=True, default=str))

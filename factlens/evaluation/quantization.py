@@ -40,7 +40,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        metric_prefix, score_task, suite_settings, task_key)
@@ -48,6 +47,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import DEFAULT_TARGETS
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.progress_bars import progress_bar
 
 __all__ = ["NF4_CODE", "INT4_CODE", "SCHEMES", "QUANTIZED_WEIGHTS", "QuantizationConfig", "linear_view",
            "from_linear_view", "quantize_matrix", "quantize_weight", "bin_widths", "quantized_params", "quantized_copy",
@@ -332,7 +332,7 @@ def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str
         del q
 
 
-def run_quantization(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_quantization(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                      baselines: BaselineCache | None = None, quantization_config: QuantizationConfig | None = None,
                      **_: Any) -> SuiteResult:
     """Quantize the edited model and the original (control); do the edited facts come back?
@@ -342,7 +342,6 @@ def run_quantization(model, task, *, original=None, config: EvalConfig = EvalCon
         task: The task (forget facts: true answer and edit target; maintain facts).
         original: The unedited model, quantized the same way (baselines, damage flags).
         config: Evaluation settings (``batch_size``, ``seed``, ``n_shots``).
-        show_progress: Show a progress bar over the schemes.
         baselines: Cache of computations on ``original``.
         quantization_config: The suite's settings (default: ``config.quantization`` if
             present, else :class:`QuantizationConfig()`).
@@ -360,7 +359,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig = EvalCon
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = run_quantization(p.model, p.task, original=p.model, show_progress=False)
+        >>> r = run_quantization(p.model, p.task, original=p.model)
         >>> r["quant_nf4_forget_accuracy"].value, r["quant_nf4_forget_recovery"].value, r.extra["damaged"]
         (1.0, 0.0, [])
     """
@@ -380,7 +379,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig = EvalCon
         if before[fmt].edit:
             columns[f"{pre}_target_wins"] = before[fmt].edit
     schemes: dict[str, Any] = {}
-    for scheme in tqdm(qc.schemes, desc="quantization", disable=not show_progress, leave=False):
+    for scheme in progress_bar(qc.schemes, desc="quantization", leave=False):
         attacked, info = _attack(model, task, config, qc, scheme)
         base = None
         if original is not None:

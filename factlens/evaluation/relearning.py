@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
@@ -40,6 +39,7 @@ from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
 
 __all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores", "shared_copy"]
@@ -120,8 +120,7 @@ class Relearned:
 
 
 def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig = EvalConfig(),
-            targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0,
-            show_progress: bool = True) -> Relearned:
+            targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0) -> Relearned:
     """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
 
     Each step uses ``relearn_batch_size`` facts (cycling through a seeded permutation), the
@@ -138,7 +137,6 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
         targets: LoRA targets (see :func:`~factlens.evaluation.lora.add_lora`).
         l_retain: Weight of the retain loss.
         l_sft: Weight of the SFT loss (0 disables it and skips loading text).
-        show_progress: Show a progress bar.
 
     Returns:
         The relearned copy with its adapters and the loss history.
@@ -146,7 +144,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = relearn(p.model, p.task.forget, config=EvalConfig(relearn_steps=2, relearn_rank=4), show_progress=False)
+        >>> r = relearn(p.model, p.task.forget, config=EvalConfig(relearn_steps=2, relearn_rank=4))
         >>> len(r.history), r.model is not p.model
         (2, True)
     """
@@ -173,7 +171,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     history: list[dict[str, float]] = []
     positions = sft_positions(config.text_seq_len, 16, kl=False) if chunks is not None else None
     with torch.enable_grad():
-        for step in tqdm(range(config.relearn_steps), desc="relearning", disable=not show_progress, leave=False):
+        for step in progress_bar(range(config.relearn_steps), desc="relearning", leave=False):
             fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
             rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
             with parametrize.cached():  # each adapter's W + A @ B is built once per step
@@ -224,7 +222,7 @@ def _chance(s: PromptScores) -> float:
     return float(np.mean([1.0 / len(it.candidates) for it in s.items])) if len(s) else float("nan")
 
 
-def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                    baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
 
@@ -235,7 +233,6 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         original: The unedited model; its (un-attacked) forget accuracy on each half is the
             ``baseline`` of the forget metrics (what the model knew before editing).
         config: Relearning settings (``relearn_*``, ``seed``, text settings for SFT).
-        show_progress: Show progress bars.
 
     Returns:
         Metrics (all forget accuracies = true answer wins among the candidates, lower is
@@ -253,7 +250,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> cfg = EvalConfig(relearn_steps=2, relearn_rank=8)
-        >>> r = run_relearning(p.model, p.task, config=cfg, show_progress=False)
+        >>> r = run_relearning(p.model, p.task, config=cfg)
         >>> r["relearn_forget_accuracy_before"].value, r["relearn_forget_accuracy"].value
         (1.0, 1.0)
     """
@@ -267,7 +264,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
             h: cached(baselines, ("scores", items_key(items), config.batch_size),
                       lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
             for h, items in halves.items()}
-    rel = relearn(model, half_a, retain=task.retain, config=config, show_progress=show_progress)
+    rel = relearn(model, half_a, retain=task.retain, config=config)
     maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
     try:
         with parametrize.cached():

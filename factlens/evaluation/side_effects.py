@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
@@ -29,6 +28,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, cached
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.standard import not_above_chance
+from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _pad_id, iter_batches, unembed
 
 __all__ = ["run_side_effects", "text_chunks", "text_metrics"]
@@ -61,7 +61,7 @@ def _real_targets(model, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int = 4,
-                 show_progress: bool = False, baselines: BaselineCache | None = None) -> list[dict[str, Any]]:
+                 baselines: BaselineCache | None = None) -> list[dict[str, Any]]:
     """Per-chunk next-token accuracy, loss and (with ``original``) KL(original || model).
 
     Args:
@@ -69,7 +69,6 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         chunks: ``[n, seq_len]`` token ids (from :func:`~factlens.data.text.token_chunks`).
         original: The unedited model for the KL (``original is model`` gives exactly 0).
         batch_size: Chunks per forward pass.
-        show_progress: Show a progress bar.
         baselines: Optional cache of the original's final residuals per batch.
 
     Returns:
@@ -87,7 +86,7 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
     """
     rows: list[dict[str, Any]] = []
     n_layers = model.cfg.n_layers
-    for sl in tqdm(list(iter_batches(chunks.shape[0], batch_size)), desc="text", disable=not show_progress, leave=False):
+    for sl in progress_bar(list(iter_batches(chunks.shape[0], batch_size)), desc="text", leave=False):
         toks = chunks[sl].to(model.cfg.device)
         resid = model(toks, stop_at_layer=n_layers)
         resid_o = None
@@ -137,7 +136,7 @@ def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: 
                                higher_is_better=hib, weights={i: r["n_tokens"] for i, r in zip(ids, rows)})
 
 
-def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(),
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
 
@@ -149,7 +148,6 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
         config: ``text_source``, ``n_text_chunks``, ``text_seq_len``, ``text_batch_size``,
             ``mmlu_source`` (``None``: MMLU skipped with a note), ``n_mmlu``,
             ``mmlu_n_shots``, ``batch_size``, ``seed``.
-        show_progress: Show progress bars.
 
     Returns:
         Metrics ``next_token_accuracy``, ``next_token_loss``, ``kl_divergence`` (with
@@ -159,7 +157,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
     Example:
         >>> from factlens.testing import tiny_model
         >>> m = tiny_model()
-        >>> r = run_side_effects(m, original=m, config=EvalConfig(n_text_chunks=2, text_seq_len=16), show_progress=False)
+        >>> r = run_side_effects(m, original=m, config=EvalConfig(n_text_chunks=2, text_seq_len=16))
         >>> r["kl_divergence"].value, r.extra["mmlu_note"][:9]
         (0.0, 'MMLU skip')
     """
@@ -168,8 +166,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
     extra: dict[str, Any] = {"text_source": config.text_source or "builtin"}
 
     chunks = text_chunks(model, config)
-    rows = text_metrics(model, chunks, original=original, batch_size=config.text_batch_size,
-                        show_progress=show_progress, baselines=baselines)
+    rows = text_metrics(model, chunks, original=original, batch_size=config.text_batch_size, baselines=baselines)
     extra["text_chunks"] = rows
     extra["n_text_chunks"] = int(chunks.shape[0])
     for m in (_token_metric("next_token_accuracy", rows, "accuracy", base_key="baseline_accuracy", hib=True),
@@ -188,8 +185,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
     else:
         qs = load_mmlu(config.mmlu_source, n=config.n_mmlu, seed=config.seed)
         pool = load_mmlu(config.mmlu_source) if config.mmlu_n_shots else None
-        kw = dict(n_shots=config.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size,
-                  show_progress=show_progress)
+        kw = dict(n_shots=config.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size)
         res = mmlu_accuracy(model, qs, **kw)
         base = None
         if original is not None:

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from factlens.components import embed_hook
 from factlens.data.formats import FormattedPrompt, format_prompts
@@ -48,6 +47,7 @@ from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
+from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
 
 SOFT_PROMPT_POSITIONS = ("append", "prepend")
@@ -187,7 +187,7 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
 
 
 def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalConfig(), seed: int = 0,
-                      max_norm: float | None = None, show_progress: bool = False) -> tuple[Tensor, list[float]]:
+                      max_norm: float | None = None) -> tuple[Tensor, list[float]]:
     """Optimize a soft prompt that makes ``model`` give the true answers of ``facts``.
 
     Args:
@@ -197,7 +197,6 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalCon
         seed: Seed of the initialization (embeddings of random tokens) and of the batches.
         max_norm: Norm bound of each soft vector (``None``: ``config.soft_prompt_max_norm``,
             else :func:`mean_embedding_norm`).
-        show_progress: Show a progress bar.
 
     Returns:
         The soft prompt ``[soft_prompt_len, d_model]`` (float32, detached) and the loss per step.
@@ -226,7 +225,7 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalCon
     order: list[int] = []
     losses: list[float] = []
     with torch.enable_grad():
-        for _ in tqdm(range(config.soft_prompt_steps), desc="soft prompt", disable=not show_progress, leave=False):
+        for _ in progress_bar(range(config.soft_prompt_steps), desc="soft prompt", leave=False):
             if len(order) < bs:
                 order += torch.randperm(len(items), generator=gen).tolist()
             batch, order = [items[i] for i in order[:bs]], order[bs:]
@@ -246,10 +245,10 @@ def _project(x: Tensor, max_norm: float) -> Tensor:
     return x * (max_norm / norms).clamp(max=1.0)
 
 
-def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, max_norm: float, show_progress: bool):
+def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, max_norm: float):
     runs = []
     seeds = [config.seed + i for i in range(config.soft_prompt_seeds)]
-    for s in tqdm(seeds, desc="soft-prompt seeds", disable=not show_progress, leave=False):
+    for s in progress_bar(seeds, desc="soft-prompt seeds", leave=False):
         soft, losses = train_soft_prompt(model, half_a, config=config, seed=s, max_norm=max_norm)
         runs.append({"seed": s, "losses": losses,
                      "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size,
@@ -271,7 +270,7 @@ def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, h
     return m if stderr is None else replace(m, stderr=stderr)
 
 
-def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
 
@@ -280,7 +279,6 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         task: The task (``task.forget`` is split with :func:`~factlens.evaluation.relearning.split_halves`).
         original: The unedited model; the same attack on it gives the ``baseline`` values.
         config: ``soft_prompt_*`` settings, ``seed``, ``batch_size``.
-        show_progress: Show progress bars.
 
     Returns:
         Metrics ``soft_prompt_forget_accuracy`` (half B with the soft prompt, per fact averaged
@@ -296,7 +294,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1)
-        >>> r = run_soft_prompts(p.model, p.task, config=cfg, show_progress=False)
+        >>> r = run_soft_prompts(p.model, p.task, config=cfg)
         >>> r["soft_prompt_forget_accuracy_before"].value
         1.0
     """
@@ -305,13 +303,13 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
     items_a = format_prompts(half_a, "default", seed=config.seed)
     items_b = format_prompts(half_b, "default", seed=config.seed)
     norm = config.soft_prompt_max_norm if config.soft_prompt_max_norm is not None else mean_embedding_norm(model)
-    runs = _attack(model, half_a, items_a, items_b, config, norm, show_progress)
+    runs = _attack(model, half_a, items_a, items_b, config, norm)
     before = forget_scores(model, half_b, config)
     base_runs = None
     if original is not None:
         key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
         base_runs = runs if original is model else cached(
-            baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm, show_progress))
+            baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm))
 
     def per_fact(rs, half: str, key: str) -> np.ndarray:
         return np.mean([r[half][key].astype(float) for r in rs], axis=0)

@@ -84,21 +84,21 @@ def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, fl
                                higher_is_better=higher_is_better)
 
 
-def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig, show_progress: bool) -> PromptScores:
+def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig) -> PromptScores:
     """``score_prompts`` with the config's batch size (no model call for an empty list)."""
-    return score_prompts(model, items, batch_size=config.batch_size, show_progress=show_progress)
+    return score_prompts(model, items, batch_size=config.batch_size)
 
 
 def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalConfig,
-               show_progress: bool, baselines: BaselineCache | None = None) -> tuple[PromptScores, PromptScores | None]:
+               baselines: BaselineCache | None = None) -> tuple[PromptScores, PromptScores | None]:
     """Scores on the model and on the original (reused when ``original is model``, or from ``baselines``)."""
-    s = score_items(model, items, config, show_progress)
+    s = score_items(model, items, config)
     if original is None:
         return s, None
     if original is model:
         return s, s
     key = ("scores", items_key(items), config.batch_size)
-    return s, cached(baselines, key, lambda: score_items(original, items, config, show_progress))
+    return s, cached(baselines, key, lambda: score_items(original, items, config))
 
 
 def chance_of(items: Sequence[FormattedPrompt]) -> float:
@@ -132,7 +132,7 @@ def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str]
     return rows
 
 
-def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                  baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget / edit / maintain accuracy and probability in the trained ("default") format.
 
@@ -141,7 +141,6 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
         task: The task (``forget`` and ``maintain`` facts are scored).
         original: The unedited model (baselines and at-chance flags); ``None`` to skip.
         config: Evaluation settings (``batch_size``).
-        show_progress: Show progress bars.
 
     Returns:
         Metrics ``forget_accuracy``, ``forget_prob`` (lower is better), ``edit_accuracy``,
@@ -151,7 +150,7 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = run_standard(p.model, p.task, original=p.model, show_progress=False)
+        >>> r = run_standard(p.model, p.task, original=p.model)
         >>> r["maintain_accuracy"].value, r["maintain_accuracy"].baseline, len(r.per_fact) == len(p.task.forget) + len(p.task.maintain)
         (1.0, 1.0, True)
     """
@@ -166,7 +165,7 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
             extra[f"{split}_note"] = f"task.{split} is empty: no {split} metrics"
             continue
         subjects = {r.id: r.subject for r in ds}
-        s, b = score_both(model, original, items, config, show_progress, baselines)
+        s, b = score_both(model, original, items, config, baselines)
         rows += _rows(split, items, subjects, s, b)
         at_chance = False
         if b is not None:

@@ -34,13 +34,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.progress_bars import progress_bar
 
 __all__ = ["UnrelatedFinetuneConfig", "DATA_SOURCES", "finetune_data", "finetuned_copy", "run_unrelated_finetune"]
 
@@ -140,7 +140,7 @@ def _trainable_copy(model, method: str, rank: int, seed: int) -> tuple[Any, list
     return work, trainable, lambda: None
 
 
-def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: EvalConfig, show_progress: bool = False):
+def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: EvalConfig):
     """Fine-tune a copy of ``model`` on ``data`` (a FactDataset: true answers; a token tensor: next tokens).
 
     Returns ``(copy, cleanup, history)``: evaluate the copy (inside
@@ -169,7 +169,7 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     history: list[float] = []
     try:
         with torch.enable_grad():
-            for _ in tqdm(range(settings.steps), desc="fine-tuning", disable=not show_progress, leave=False):
+            for _ in progress_bar(range(settings.steps), desc="fine-tuning", leave=False):
                 if len(order) < bs:
                     order += torch.randperm(n, generator=gen).tolist()
                 idx, order = order[:bs], order[bs:]
@@ -193,9 +193,8 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     return work, cleanup, history
 
 
-def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalConfig,
-            show_progress: bool) -> tuple[TaskScores, list[float]]:
-    work, cleanup, history = finetuned_copy(model, data, settings=settings, config=config, show_progress=show_progress)
+def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalConfig) -> tuple[TaskScores, list[float]]:
+    work, cleanup, history = finetuned_copy(model, data, settings=settings, config=config)
     try:
         with parametrize.cached():
             return score_task(work, task, config), history
@@ -204,7 +203,7 @@ def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalCo
         del work
 
 
-def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                            baselines: BaselineCache | None = None,
                            unrelated_finetune_config: UnrelatedFinetuneConfig | None = None, **_: Any) -> SuiteResult:
     """Fine-tune the edited model and the original on data without the forget facts; compare.
@@ -214,7 +213,6 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = E
         task: The task (``retain`` is the fact data; forget and maintain facts are scored).
         original: The unedited model, fine-tuned the same way (baselines, damage flags).
         config: Evaluation settings (``seed``, ``batch_size``, text settings for ``"text"``).
-        show_progress: Show progress bars.
         baselines: Cache of computations on ``original``.
         unrelated_finetune_config: The suite's settings (default: ``config.unrelated_finetune``
             if present, else :class:`UnrelatedFinetuneConfig()`).
@@ -242,13 +240,13 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = E
     for source in st.data:
         data, info = finetune_data(model, task, source, config)
         t1 = time.perf_counter()
-        attacked, history = _attack(model, task, data, st, config, show_progress)
+        attacked, history = _attack(model, task, data, st, config)
         seconds = time.perf_counter() - t1
         base = base_hist = None
         if original is not None:
             key = ("unrelated_finetune", source, config_key(st), config_key(config), task_key(task, config))
             base, base_hist = (attacked, history) if original is model else cached(
-                baselines, key, lambda: _attack(original, task, data, st, config, show_progress))
+                baselines, key, lambda: _attack(original, task, data, st, config))
         pre = f"finetune_{source}"
         metrics += attack_metrics(pre, attacked, before, base_attacked=base, base_before=base_before)
         columns[f"{pre}_answer_wins"] = {**attacked.forget, **attacked.maintain}

@@ -200,7 +200,7 @@ def update_sizes(edit_result, model=None, *, config: UpdateSizeConfig = UpdateSi
     return UpdateSizes(table, hists, tuple(float(e) for e in edges), tot, config.to_dict())
 
 
-def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConfig(), show_progress: bool = True,
+def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConfig(),
                     edit_result=None, update_size_config: UpdateSizeConfig | None = None, **_: Any) -> SuiteResult:
     """The ``update_size`` suite: :func:`update_sizes` of ``edit_result`` as metrics and a per-tensor table.
 
@@ -209,7 +209,6 @@ def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConf
         task: Unused (the measure is a property of the edit).
         original: Unused.
         config: Evaluation settings (``config.update_size`` may hold an :class:`UpdateSizeConfig`).
-        show_progress: Unused.
         edit_result: The :class:`~factlens.editing.EditResult` that produced ``model`` (required).
         update_size_config: The suite's settings (default: ``config.update_size`` or defaults).
 

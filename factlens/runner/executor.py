@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
@@ -56,8 +57,12 @@ class Executor(ABC):
 
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
-            desc: str = "jobs", show_progress: bool = True) -> None:
-        """Run ``fn(item, workspace)`` for every item; call ``on_result(item, result)`` in this process."""
+            desc: str = "jobs") -> None:
+        """Run ``fn(item, workspace)`` for every item; call ``on_result(item, result)`` in this process.
+
+        The bar over the jobs follows :func:`factlens.progress`; the jobs' own bars are up to
+        each job (context variables do not reach other processes: ``Job.show_progress``).
+        """
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -101,11 +106,11 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.close()
 
-    def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
+    def map(self, fn, items, *, on_result, desc="jobs") -> None:
         if self._pool is not None:
-            self._pool.map(fn, items, on_result=on_result, desc=desc, show_progress=show_progress)
+            self._pool.map(fn, items, on_result=on_result, desc=desc)
             return
-        with tqdm(total=len(items), desc=desc, disable=not show_progress, position=0) as bar:
+        with progress_bar(total=len(items), desc=desc, position=0) as bar:
             for item in items:
                 bar.set_postfix_str(getattr(item, "key", ""))
                 on_result(item, fn(item, self.workspace))
@@ -138,7 +143,7 @@ class RayExecutor(Executor):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "num_gpus": self.num_gpus, "num_cpus": self.num_cpus}
 
-    def map(self, fn, items, *, on_result, desc="jobs", show_progress=True) -> None:
+    def map(self, fn, items, *, on_result, desc="jobs") -> None:
         ray = _import_ray()
         started = False
         if not ray.is_initialized():
@@ -153,7 +158,7 @@ class RayExecutor(Executor):
             pending = {remote.remote(fn, item): item for item in items}
             errors: list[tuple[Any, BaseException]] = []
             try:
-                with tqdm(total=len(items), desc=f"{desc} (ray)", disable=not show_progress) as bar:
+                with progress_bar(total=len(items), desc=f"{desc} (ray)") as bar:
                     while pending:
                         done, _ = ray.wait(list(pending), num_returns=1)
                         for ref in done:
@@ -525,15 +530,17 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     own = executor is None
     executor = executor or make_executor(config)
     try:
-        return _run(config, rd, executor, report, t_start)
+        with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
+            return _run(config, rd, executor, report, t_start)
     finally:
         if own and isinstance(executor, LocalExecutor):
             executor.close()
 
 
 def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_start: float) -> "RunSummary":
-    show = config.show_progress
-    inner = show and isinstance(executor, LocalExecutor) and executor.workers == 1  # bars of worker processes would mix
+    show = progress_enabled()
+    # the jobs' bars: in this process only (bars of worker processes would mix); the setting travels in the job
+    inner = show and isinstance(executor, LocalExecutor) and executor.workers == 1
     cfg_dict = config.to_dict()
 
     plans: dict[int, dict[str, Any]] = {}
@@ -554,7 +561,7 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         rd.write_json(rd.plan_path(job.seed), plan)
         plans[job.seed] = plan
 
-    executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)", show_progress=show)
+    executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)")
 
     jobs: list[Job] = []
     skipped: list[str] = []
@@ -576,7 +583,7 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
     if skipped and show:
         tqdm.write(f"resuming {rd.path}: skipping {len(skipped)} completed run(s): {', '.join(skipped)}")
-    executor.map(run_job, jobs, on_result=_run_done, desc="localizations", show_progress=show)
+    executor.map(run_job, jobs, on_result=_run_done, desc="localizations")
 
     report_path = None
     if report:

@@ -31,13 +31,12 @@ def mask(planted):
 
 @pytest.fixture(scope="module")
 def learned(planted, task, mask):
-    return learn_weight_mask(planted.model, mask, task, config=FAST, show_progress=False)
+    return learn_weight_mask(planted.model, mask, task, config=FAST)
 
 
 def test_user_model_untouched_and_sft_path(planted, task, mask):
     before = snapshot(planted.model)
-    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=3, l_sft=1.0, n_sft_chunks=4, sft_seq_len=16),
-                            show_progress=False)
+    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=3, l_sft=1.0, n_sft_chunks=4, sft_seq_len=16))
     assert "loss_sft" in res.history[-1] and len(res.history) == 3
     assert_unchanged(planted.model, before)
 
@@ -70,8 +69,8 @@ def test_forget_accuracy_drops_maintain_stays(planted, task, learned):
 
 
 def test_larger_l_reg_ablates_fewer_weights(planted, task, mask, learned):
-    none = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=0.0), show_progress=False)
-    strong = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=10.0), show_progress=False)
+    none = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=0.0))
+    strong = learn_weight_mask(planted.model, mask, task, config=FAST.replace(l_reg=10.0))
     assert none.n_masked() > learned.n_masked() > strong.n_masked() > 0
 
 
@@ -111,13 +110,12 @@ def test_discretize_by_threshold_and_count(learned):
 
 def test_threshold_sweep(planted, task, learned):
     before = snapshot(planted.model)
-    rows = learned.threshold_sweep(planted.model, [0.01, 0.5, 0.99], show_progress=False)
+    rows = learned.threshold_sweep(planted.model, [0.01, 0.5, 0.99])
     assert [r["threshold"] for r in rows] == [0.01, 0.5, 0.99]
     assert rows[0]["n_masked"] <= rows[1]["n_masked"] <= rows[2]["n_masked"]
     assert rows[1]["n_masked"] == learned.n_masked() and rows[1]["forget_acc"] <= 0.1
     assert set(rows[0]) == {"threshold", "n_masked", "forget_acc", "maintain_acc"}
-    custom = learned.threshold_sweep(planted.model, [0.5], lambda m: {"zeros": int((m.blocks[1].mlp.W_in == 0).sum())},
-                                     show_progress=False)
+    custom = learned.threshold_sweep(planted.model, [0.5], lambda m: {"zeros": int((m.blocks[1].mlp.W_in == 0).sum())})
     assert custom[0]["zeros"] >= int(learned.discretize()["blocks.1.mlp.W_in"].sum())
     assert_unchanged(planted.model, before)
 
@@ -138,15 +136,14 @@ def test_save_load_round_trip(tmp_path, planted, task, learned):
     assert back.counts_per_component() == learned.counts_per_component()
     assert back.task is None and back.history == learned.history
     with pytest.raises(ValueError, match="task"):
-        back.threshold_sweep(planted.model, [0.5], show_progress=False)
-    assert back.threshold_sweep(planted.model, [0.5], task=task, show_progress=False)[0]["forget_acc"] <= 0.1
+        back.threshold_sweep(planted.model, [0.5])
+    assert back.threshold_sweep(planted.model, [0.5], task=task)[0]["forget_acc"] <= 0.1
     with pytest.raises(FileNotFoundError):
         WeightMaskResult.load(tmp_path / "nothing")
 
 
 def test_inject_task_and_gqa_head_mask(planted12):
-    res = learn_weight_mask(planted12.model, Mask(frozenset({planted12.lookup_mlp})), planted12.task, config=FAST.replace(steps=2),
-                            show_progress=False)
+    res = learn_weight_mask(planted12.model, Mask(frozenset({planted12.lookup_mlp})), planted12.task, config=FAST.replace(steps=2))
     assert res.objective == "inject" and "edit_acc" in default_evaluate(planted12.task)(res.apply(planted12.model))
     # grouped-query attention: a head's entries include its group's shared K/V slice
     from factlens.data import sports_facts
@@ -154,8 +151,7 @@ def test_inject_task_and_gqa_head_mask(planted12):
     model = tiny_model(variant="gqa")
     t = sports_unlearning(sports_facts()[:40])
     head = Mask(frozenset({Component("head", 1, 1)}))
-    res = learn_weight_mask(model, head, t, config=FAST.replace(steps=2, lr=2.0, forget_batch_size=4, retain_batch_size=4),
-                            show_progress=False)
+    res = learn_weight_mask(model, head, t, config=FAST.replace(steps=2, lr=2.0, forget_batch_size=4, retain_batch_size=4))
     assert set(res.region) == set(head.to_param_masks(model))
     assert res.n_entries == head.n_params(model)
     out = res.apply(model, n_masked=50)
@@ -165,9 +161,9 @@ def test_inject_task_and_gqa_head_mask(planted12):
 
 def test_bad_input(planted, task):
     with pytest.raises(ValueError, match="non-empty"):
-        learn_weight_mask(planted.model, Mask.empty(), task, show_progress=False)
+        learn_weight_mask(planted.model, Mask.empty(), task)
     with pytest.raises(ValueError, match="Task"):
-        learn_weight_mask(planted.model, Mask(frozenset({planted.lookup_mlp})), object(), show_progress=False)
+        learn_weight_mask(planted.model, Mask(frozenset({planted.lookup_mlp})), object())
     with pytest.raises(ValueError, match="relaxation"):
         WeightMaskConfig(relaxation="gumbel")
     with pytest.raises(ValueError, match="l_reg"):
@@ -175,5 +171,5 @@ def test_bad_input(planted, task):
 
 
 def test_sigmoid_relaxation_runs(planted, task, mask):
-    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(relaxation="sigmoid", steps=3), show_progress=False)
+    res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(relaxation="sigmoid", steps=3))
     assert len(res.history) == 3 and res.n_masked() == 0  # logits start at 3 and move <= 0.2 per step

@@ -160,7 +160,7 @@ def test_quantization_rounds_a_sub_bin_edit_away(sub_bin):
     for scheme in ("nf4", "int4"):  # the quantized edited weight IS the quantized original weight
         assert torch.equal(quantize_weight(name, W_e, scheme), quantize_weight(name, W_o, scheme))
     assert not torch.equal(quantize_weight(name, W_e, "int8"), quantize_weight(name, W_o, "int8"))
-    r = run_quantization(edited, task, original=orig, show_progress=False)
+    r = run_quantization(edited, task, original=orig)
     for scheme in ("nf4", "int4"):
         assert r[f"quant_{scheme}_forget_accuracy"].value == 1.0  # every true answer is back
         assert r[f"quant_{scheme}_forget_recovery"].value == 1.0
@@ -249,7 +249,7 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     dirs = mean_difference_directions(edited, task.forget, task.retain, layers=[1])
     d = dirs[0] / np.linalg.norm(dirs[0])
     assert abs(d[U]) > 0.9  # the forget-vs-retain mean difference is (mostly) the planted direction
-    r = run_direction_ablation(edited, task, original=p.model, mask=Mask([p.lookup_mlp]), show_progress=False)
+    r = run_direction_ablation(edited, task, original=p.model, mask=Mask([p.lookup_mlp]))
     assert r.extra["layers"] == [1, 2, 3]
     assert r["ablation_forget_accuracy"].value == 1.0 and r["ablation_forget_recovery"].value == 1.0
     assert r["ablation_edit_accuracy"].value == 0.0
@@ -288,7 +288,7 @@ def test_unrelated_finetune_runs_both_models_and_leaves_them(sub_bin, method):
     snaps = snapshot(edited), snapshot(orig)
     st = UnrelatedFinetuneConfig(steps=3, lr=1e-2, rank=4, method=method)
     cfg = EvalConfig(n_text_chunks=4, text_seq_len=16)
-    r = run_unrelated_finetune(edited, task, original=orig, config=cfg, show_progress=False,
+    r = run_unrelated_finetune(edited, task, original=orig, config=cfg,
                                unrelated_finetune_config=st)
     for d in ("retain", "text"):
         m = r[f"finetune_{d}_forget_accuracy"]
@@ -337,12 +337,12 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     p = planted_fact_model()
     cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1, relearn_steps=2, relearn_rank=4)
     edited = copy.deepcopy(p.model)
-    s = run_soft_prompts(edited, p.task, original=p.model, config=cfg, show_progress=False)
+    s = run_soft_prompts(edited, p.task, original=p.model, config=cfg)
     dmg = s.extra["attack_damage"]
     assert dmg["damaged"] in (True, False) and dmg["n_facts"] == len(s.extra["half_b"])
     assert dmg["accuracy_before"] == s["soft_prompt_forget_accuracy_before"].baseline
     assert dmg["accuracy_after"] == pytest.approx(s["soft_prompt_forget_accuracy"].baseline)
-    rl = run_relearning(edited, p.task, original=p.model, config=cfg, show_progress=False)
+    rl = run_relearning(edited, p.task, original=p.model, config=cfg)
     assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearn_lr, "rank": 4, "batch_size": cfg.relearn_batch_size,
                                   "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"]}
 
@@ -391,6 +391,6 @@ def test_bad_settings_are_refused_with_clear_errors(sub_bin):
     with pytest.raises(ValueError, match="edit_result"):
         evaluate(edited, task, suites=["update_size"], show_progress=False)
     with pytest.raises(TypeError, match="QuantizationConfig"):
-        run_quantization(edited, task, quantization_config=UpdateSizeConfig(), show_progress=False)
+        run_quantization(edited, task, quantization_config=UpdateSizeConfig())
     with pytest.raises(ValueError, match="scheme"):
         quantize_matrix(torch.ones(2, 2), "fp4")

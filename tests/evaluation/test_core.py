@@ -68,7 +68,7 @@ def test_eval_config_round_trip_and_validation():
 
 def test_standard_unedited_planted(planted):
     t = planted.task
-    r = run_standard(planted.model, t, original=planted.model, show_progress=False)
+    r = run_standard(planted.model, t, original=planted.model)
     assert r["forget_accuracy"].value == 1.0 and r["forget_accuracy"].n == len(t.forget)
     assert r["edit_accuracy"].value == 0.0 and r["edit_prob"].value < 0.01
     assert r["maintain_accuracy"].value == 1.0 and r["maintain_accuracy"].n == len(t.maintain)
@@ -85,11 +85,11 @@ def test_standard_unedited_planted(planted):
 
 def test_standard_edited_planted_and_no_original(planted, edited):
     t = planted.task
-    r = run_standard(edited, t, original=planted.model, show_progress=False)
+    r = run_standard(edited, t, original=planted.model)
     assert r["forget_accuracy"].value == 0.0 and r["forget_accuracy"].baseline == 1.0
     assert r["edit_accuracy"].value == 1.0 and r["edit_accuracy"].baseline == 0.0
     assert r["maintain_accuracy"].value == 1.0
-    r0 = run_standard(edited, t, show_progress=False)
+    r0 = run_standard(edited, t)
     assert all(m.baseline is None and not m.at_chance for m in r0.metrics)
     assert "original=None" in r0.extra["baseline_note"]
     assert "baseline_p_answer" not in r0.per_fact[0]
@@ -97,7 +97,7 @@ def test_standard_edited_planted_and_no_original(planted, edited):
 
 def test_standard_unlearning_has_no_edit_metrics(planted):
     t = sports_unlearning(planted.dataset, "basketball", n_maintain=8)
-    r = run_standard(planted.model, t, original=planted.model, show_progress=False)
+    r = run_standard(planted.model, t, original=planted.model)
     names = [m.name for m in r.metrics]
     assert "forget_accuracy" in names and not any(n.startswith("edit_") for n in names)
 
@@ -108,8 +108,7 @@ def test_standard_unlearning_has_no_edit_metrics(planted):
 def test_formats_planted(planted, edited):
     t = planted.task
     r = run_formats(planted.model, t, original=planted.model, config=EvalConfig(formats=["mcq", "paraphrase",
-                                                                                       "professional"]),
-                    show_progress=False)
+                                                                                       "professional"]))
     assert r.extra["formats"] == ["paraphrase", "professional"] and r.extra["unavailable_formats"] == ["mcq"]
     assert not any(m.name.startswith("mcq") for m in r.metrics)
     assert r["paraphrase_forget_error"].value == 0.0 and r["paraphrase_edit_accuracy"].value == 0.0
@@ -119,17 +118,17 @@ def test_formats_planted(planted, edited):
     assert set(fb) == {(f, s) for f in ("paraphrase", "professional") for s in ("forget", "maintain")}
     assert fb[("paraphrase", "forget")]["accuracy"] == 1.0 and fb[("paraphrase", "maintain")]["n_facts"] == len(t.maintain)
     # the planted edit lives in the lookup MLP, so it generalizes to the other phrasing
-    e = run_formats(edited, t, original=planted.model, config=EvalConfig(formats=["professional"]), show_progress=False)
+    e = run_formats(edited, t, original=planted.model, config=EvalConfig(formats=["professional"]))
     assert e["professional_edit_accuracy"].value == 1.0 and e["professional_edit_accuracy"].baseline == 0.0
     assert e["professional_forget_error"].value == 1.0 and e["professional_forget_error"].baseline == 0.0
     # without the original: no baselines, no flags, a note
-    n = run_formats(edited, t, config=EvalConfig(formats=["professional"]), show_progress=False)
+    n = run_formats(edited, t, config=EvalConfig(formats=["professional"]))
     assert all(m.baseline is None for m in n.metrics) and "baseline_note" in n.extra
 
 
 def test_formats_random_tiny_model_is_at_chance(tiny):
     task = sports_athlete_editing(sports_facts(), n_forget=16, seed=1, n_retain=0, n_maintain=32)
-    r = run_formats(tiny, task, original=tiny, show_progress=False)
+    r = run_formats(tiny, task, original=tiny)
     assert set(r.extra["formats"]) == {"mcq", "zero_shot", "professional", "sport_played"}
     assert sorted(r.extra["at_chance_formats"]) == sorted(r.extra["formats"])
     assert r.metrics and all(m.at_chance for m in r.metrics)
@@ -140,8 +139,7 @@ def test_formats_random_tiny_model_is_at_chance(tiny):
 
 def test_formats_counterfact_tiny(tiny):
     task = counterfact_editing(counterfact(), n_forget=6, n_retain=0, n_maintain=6)
-    r = run_formats(tiny, task, original=tiny, config=EvalConfig(formats=["paraphrase", "neighborhood"]),
-                    show_progress=False)
+    r = run_formats(tiny, task, original=tiny, config=EvalConfig(formats=["paraphrase", "neighborhood"]))
     m = r["neighborhood_edit_error"]
     assert m.n == 6 and not m.higher_is_better and 0 <= m.value <= 1
     assert r["paraphrase_edit_accuracy"].n == 6
@@ -160,22 +158,22 @@ def test_not_above_chance():
 
 
 def test_side_effects_text(tiny):
-    r = run_side_effects(tiny, original=tiny, config=FAST_TEXT, show_progress=False)
+    r = run_side_effects(tiny, original=tiny, config=FAST_TEXT)
     kl, acc, loss = r["kl_divergence"], r["next_token_accuracy"], r["next_token_loss"]
     assert kl.value == 0.0 and kl.unit == "tokens" and kl.n == 3 * 15
     assert 0.0 <= acc.value <= 1.0 and acc.baseline == acc.value
     assert math.isfinite(loss.value) and loss.value > 0 and not loss.higher_is_better
     assert "MMLU skipped" in r.extra["mmlu_note"] and len(r.extra["text_chunks"]) == 3
     # a separate but identical copy: KL ~ 0
-    r2 = run_side_effects(copy.deepcopy(tiny), original=tiny, config=FAST_TEXT, show_progress=False)
+    r2 = run_side_effects(copy.deepcopy(tiny), original=tiny, config=FAST_TEXT)
     assert abs(r2["kl_divergence"].value) < 1e-6
     # a perturbed model: KL > 0; without an original: no KL, with a note
     noisy = copy.deepcopy(tiny)
     with torch.no_grad():
         noisy.blocks[0].mlp.W_out.add_(0.5 * torch.randn_like(noisy.blocks[0].mlp.W_out))
-    r3 = run_side_effects(noisy, original=tiny, config=FAST_TEXT, show_progress=False)
+    r3 = run_side_effects(noisy, original=tiny, config=FAST_TEXT)
     assert r3["kl_divergence"].value > 0 and r3["next_token_loss"].baseline == pytest.approx(loss.value)
-    r4 = run_side_effects(tiny, config=FAST_TEXT, show_progress=False)
+    r4 = run_side_effects(tiny, config=FAST_TEXT)
     assert "kl_note" in r4.extra and [m.name for m in r4.metrics] == ["next_token_accuracy", "next_token_loss"]
 
 
@@ -217,7 +215,7 @@ def test_side_effects_mmlu_shared(shared_data, tiny):
         pytest.skip("no MMLU dev CSVs")
     assert len(load_mmlu(src)) == 57 * 5
     cfg = FAST_TEXT.replace(mmlu_source=str(src), n_mmlu=57)
-    r = run_side_effects(tiny, original=tiny, config=cfg, show_progress=False)
+    r = run_side_effects(tiny, original=tiny, config=cfg)
     m = r["mmlu_accuracy"]
     assert m.n == 57 and m.unit == "questions" and 0 <= m.value <= 1 and m.baseline == m.value
     assert m.at_chance  # a random model

@@ -78,7 +78,7 @@ def test_split_halves_seeded(planted):
 def test_relearning_on_unedited_model_is_noop_in_effect(planted):
     snap = snapshot(planted.model)
     cfg = EvalConfig(relearn_steps=3, relearn_rank=8, n_text_chunks=4, text_seq_len=16)
-    r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg, show_progress=False)
+    r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg)
     assert r["relearn_forget_accuracy"].value == 1.0
     assert r["relearn_forget_accuracy_before"].value == 1.0
     assert r["relearn_forget_accuracy"].baseline == 1.0
@@ -90,7 +90,7 @@ def test_relearning_on_unedited_model_is_noop_in_effect(planted):
 def test_relearning_after_unlearning(planted, unlearned):
     snap = snapshot(unlearned)
     cfg = EvalConfig(relearn_steps=8, relearn_rank=8, relearn_lr=1e-2, n_text_chunks=4, text_seq_len=16)
-    r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
+    r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg)
     names = {m.name: m for m in r.metrics}
     for m in names.values():
         assert 0.0 <= m.value <= 1.0
@@ -155,8 +155,8 @@ def test_soft_prompt_scores_match_ordinary_scoring(planted):
 def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     snap = snapshot(unlearned)
     cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_seeds=2, soft_prompt_len=3)
-    r1 = run_soft_prompts(unlearned, planted.task, original=planted.model, config=cfg, show_progress=False)
-    r2 = run_soft_prompts(unlearned, planted.task, config=cfg, show_progress=False)
+    r1 = run_soft_prompts(unlearned, planted.task, original=planted.model, config=cfg)
+    r2 = run_soft_prompts(unlearned, planted.task, config=cfg)
     assert [s["losses"] for s in r1.extra["per_seed"]] == [s["losses"] for s in r2.extra["per_seed"]]
     assert [m.value for m in r1.metrics] == [m.value for m in r2.metrics]
     assert len(r1.extra["per_seed"]) == 2 and r1.extra["max_norm"] > 0
@@ -183,12 +183,11 @@ def big_forget_task(planted):
 
 def test_probes_find_the_planted_attribute(planted, big_forget_task):
     snap = snapshot(planted.model)
-    subj = run_probes(planted.model, big_forget_task, original=planted.model, position="subject_last",
-                      show_progress=False)
+    subj = run_probes(planted.model, big_forget_task, original=planted.model, position="subject_last")
     true = subj.extra["true"]
     assert true[0] < 0.6  # before the lookup MLP: only the subject identity
     assert all(t >= 0.9 for t in true[planted.lookup_layer:])
-    final = run_probes(planted.model, big_forget_task, position="final", show_progress=False)
+    final = run_probes(planted.model, big_forget_task, position="final")
     t = final.extra["true"]
     assert max(t[:2]) < 0.6 and min(t[2:]) >= 0.9  # after the extraction head (layer 2)
     assert final["probe_true_accuracy_last"].value >= 0.9
@@ -200,14 +199,13 @@ def test_probes_find_the_planted_attribute(planted, big_forget_task):
 
 
 def test_probes_after_unlearning_and_bad_input(planted, unlearned):
-    r = run_probes(unlearned, planted.task, original=planted.model, config=EvalConfig(probe_layers=(2, 3)),
-                   show_progress=False)
+    r = run_probes(unlearned, planted.task, original=planted.model, config=EvalConfig(probe_layers=(2, 3)))
     assert r.extra["layers"] == [2, 3]
     assert r["probe_true_accuracy_last"].baseline >= 0.8 and r["probe_true_accuracy_last"].value <= 0.6
     with pytest.raises(ValueError, match="out of range"):
-        run_probes(planted.model, planted.task, config=EvalConfig(probe_layers=(7,)), show_progress=False)
+        run_probes(planted.model, planted.task, config=EvalConfig(probe_layers=(7,)))
     with pytest.raises(ValueError, match="position"):
-        run_probes(planted.model, planted.task, position="middle", show_progress=False)
+        run_probes(planted.model, planted.task, position="middle")
 
 
 # -- mechanisms ---------------------------------------------------------------------------------------
@@ -251,8 +249,7 @@ def test_mechanism_counts_gqa_shared_kv_counted_once():
 
 
 def test_default_mechanisms_planted(planted):
-    mech = default_mechanisms(planted.model, planted.dataset[:24], flu_scores=Mask.from_labels(["L1.mlp"]),
-                              show_progress=False)
+    mech = default_mechanisms(planted.model, planted.dataset[:24], flu_scores=Mask.from_labels(["L1.mlp"]))
     assert mech["fact_lookup_mlps"].labels == ["L1.mlp"]
     assert mech["extraction_heads"].labels == [planted.extraction_head.label]
     assert planted.lookup_mlp not in mech["extraction_mlps"]
@@ -283,13 +280,13 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     cfg = EvalConfig(relearn_steps=1, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=2, soft_prompt_seeds=1,
                      probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=16)
-    rel = run_relearning(gemma, gemma_task, config=cfg, show_progress=False)
+    rel = run_relearning(gemma, gemma_task, config=cfg)
     assert all(0.0 <= m.value <= 1.0 for m in rel.metrics)
     # rank 64 on every matrix of 18 layers: W_Q/_W_K/_W_V/W_O, W_in/W_gate/W_out
     assert rel.extra["lora_params"] > 10_000_000 and len(rel.extra["history"]) == 1
-    soft = run_soft_prompts(gemma, gemma_task, config=cfg, show_progress=False)
+    soft = run_soft_prompts(gemma, gemma_task, config=cfg)
     assert 0.0 <= soft["soft_prompt_forget_accuracy"].value <= 1.0 and soft.extra["max_norm"] > 0
-    probes = run_probes(gemma, gemma_task, config=cfg, show_progress=False)
+    probes = run_probes(gemma, gemma_task, config=cfg)
     assert probes.extra["layers"] == [3, 9, 17] and len(probes.extra["true"]) == 3
     assert [n for n, _ in gemma.named_parameters()] == names and no_hooks(gemma)
     assert [p.requires_grad for p in gemma.parameters()] == flags and all(p.grad is None for p in gemma.parameters())
@@ -305,7 +302,7 @@ def test_evaluate_passes_a_learned_weight_mask_to_mechanisms(planted):
 
     mask = Mask.from_labels(["L1.mlp", "L2H1"])
     wm = learn_weight_mask(planted.model, mask, planted.task,
-                           config=WeightMaskConfig(steps=5, lr=0.5, n_sft_chunks=2, l_sft=0.0), show_progress=False)
+                           config=WeightMaskConfig(steps=5, lr=0.5, n_sft_chunks=2, l_sft=0.0))
     mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), "extraction_heads": Mask.from_labels(["L2H1"])}
     res = evaluate(planted.model, planted.task, suites=["mechanisms"], mask=mask, mechanisms=mech, weight_mask=wm,
                    weight_mask_threshold=0.9, show_progress=False)

@@ -55,7 +55,7 @@ def _exact_denoising(model, dataset, metric="logit_diff", seed=0):
 def test_planted_top_components_and_correlation_with_exact(planted12):
     model = planted12.model
     snap = snapshot(model)
-    s = attribution_patching(model, planted12.dataset, show_progress=False)
+    s = attribution_patching(model, planted12.dataset)
     assert s.method == "attribution_patching" and s.metric == "logit_diff"
     assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
     exact = _exact_denoising(model, planted12.dataset)
@@ -72,7 +72,7 @@ def test_planted_top_components_and_correlation_with_exact(planted12):
 
 
 def test_extra_fields_and_cost(planted12):
-    s = attribution_patching(planted12.model, planted12.dataset, show_progress=False)
+    s = attribution_patching(planted12.model, planted12.dataset)
     n, shape = len(planted12.dataset), ModelShape.of(planted12.model)
     per = s.per_example
     assert per.shape == (len(s), n) and s.n_examples == n and s.n_dropped == 0
@@ -86,7 +86,7 @@ def test_extra_fields_and_cost(planted12):
     assert s.clean_mean > 5 > -5 > s.corrupted_mean
     assert s.extra["forward_equivalents"] == 3
     assert s.extra["exact_forward_equivalents"] == 2 + len(s)
-    ig = attribution_patching(planted12.model, planted12.dataset, ig_steps=3, show_progress=False)
+    ig = attribution_patching(planted12.model, planted12.dataset, ig_steps=3)
     assert ig.extra["forward_equivalents"] == 2 + 2 * 3 and ig.extra["ig_interpolation"] == "input_embeddings"
     back = factlens.ComponentScores.from_dict(s.to_dict())  # JSON round trip of the typed fields and extra
     np.testing.assert_array_equal(back.resid.by_role, s.resid.by_role)
@@ -94,10 +94,10 @@ def test_extra_fields_and_cost(planted12):
 
 
 def test_noising_direction_is_signed_like_activation_patching(planted12):
-    s = attribution_patching(planted12.model, planted12.dataset, direction="noising", show_progress=False)
+    s = attribution_patching(planted12.model, planted12.dataset, direction="noising")
     assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
     assert s[planted12.lookup_mlp] > 0 and s[planted12.extraction_head] > 0  # larger = more important
-    n = attribution_patching(planted12.model, planted12.dataset, direction="noising", normalize=True, show_progress=False)
+    n = attribution_patching(planted12.model, planted12.dataset, direction="noising", normalize=True)
     gap = s.clean_mean - s.corrupted_mean
     np.testing.assert_allclose(n.values, s.values / gap)
     np.testing.assert_allclose(n.resid.values, s.resid.values / gap)
@@ -108,24 +108,24 @@ def test_integrated_gradients_completeness(planted12):
     """IG over input embeddings: the input attribution sums to M(clean) - M(corrupted)."""
     gap_err = {}
     for m in (1, 8):
-        s = attribution_patching(planted12.model, planted12.dataset, metric="prob", ig_steps=m, show_progress=False)
+        s = attribution_patching(planted12.model, planted12.dataset, metric="prob", ig_steps=m)
         gap = s.clean_mean - s.corrupted_mean
         gap_err[m] = abs(s.resid.values[0].sum() - gap) / gap
         assert set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
     assert gap_err[8] < 0.01 < 0.5 < gap_err[1]  # measured: 5e-4 (8 steps), 0.85 (1 step)
     # the probability saturates: plain attribution underestimates it ~10x; IG comes much closer
     # (the lookup and the mover are jointly necessary, so IG splits the effect ~half each)
-    plain = attribution_patching(planted12.model, planted12.dataset, metric="prob", show_progress=False)
+    plain = attribution_patching(planted12.model, planted12.dataset, metric="prob")
     exact = _exact_denoising(planted12.model, planted12.dataset, metric="prob")["L1.mlp"]
     assert plain["L1.mlp"] < 0.1 * exact < 0.4 * exact < s["L1.mlp"]
 
 
 def test_batch_size_and_inference_mode_do_not_matter(planted12):
-    a = attribution_patching(planted12.model, planted12.dataset, batch_size=16, show_progress=False)
-    b = attribution_patching(planted12.model, planted12.dataset, batch_size=5, show_progress=False)
+    a = attribution_patching(planted12.model, planted12.dataset, batch_size=16)
+    b = attribution_patching(planted12.model, planted12.dataset, batch_size=5)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-4, atol=1e-6)
     with torch.inference_mode():
-        c = attribution_patching(planted12.model, planted12.dataset, show_progress=False)
+        c = attribution_patching(planted12.model, planted12.dataset)
     np.testing.assert_allclose(a.values, c.values, rtol=1e-4, atol=1e-6)
 
 
@@ -136,11 +136,11 @@ def test_model_unchanged_with_frozen_parameters(planted12):
         p.requires_grad_(False)
     try:
         snap = snapshot(model)
-        a = attribution_patching(model, planted12.dataset, show_progress=False)
+        a = attribution_patching(model, planted12.dataset)
         assert_unchanged(model, snap)
         for p in model.parameters():
             p.requires_grad_(False)
-        b = attribution_patching(model, planted12.dataset, show_progress=False)  # no parameter needs grad
+        b = attribution_patching(model, planted12.dataset)  # no parameter needs grad
         np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-7)
     finally:
         for p in model.parameters():
@@ -160,7 +160,7 @@ def test_hooks_removed_after_an_exception(planted12, monkeypatch):
     monkeypatch.setattr(attribution_mod, "metric_from_residual", failing)
     snap = snapshot(planted12.model)
     with pytest.raises(RuntimeError, match="boom"):
-        attribution_patching(planted12.model, planted12.dataset, show_progress=False)
+        attribution_patching(planted12.model, planted12.dataset)
     assert_unchanged(planted12.model, snap)
 
 
@@ -173,7 +173,7 @@ def test_hooks_removed_after_an_exception(planted12, monkeypatch):
 ])
 def test_bad_options(planted12, kw, match):
     with pytest.raises(ValueError, match=match):
-        attribution_patching(planted12.model, planted12.dataset, show_progress=False, **kw)
+        attribution_patching(planted12.model, planted12.dataset, **kw)
 
 
 def test_registry_dispatch(planted12):
@@ -198,7 +198,7 @@ def test_tiny_models(variant, sports_small):
     model = tiny_model(variant=variant, n_layers=2)
     snap = snapshot(model)
     exact = _exact_denoising(model, sports_small)
-    s = attribution_patching(model, sports_small, show_progress=False)
+    s = attribution_patching(model, sports_small)
     a = np.array([s[l] for l in exact])
     e = np.array(list(exact.values()))
     # random weights, no planted fact: attribution is still a good linear estimate (measured 0.97-0.995)

@@ -24,7 +24,7 @@ def planted_trace(planted12):
     # destroys more (p ~ 0.60) but then the noise left in the subject's residual (the
     # attribute dims read by the mover head) is what hurts, and restoring the MLP alone
     # recovers only ~20%.
-    return causal_tracing(planted12.model, planted12.dataset, noise_scale=5.0, n_samples=8, show_progress=False)
+    return causal_tracing(planted12.model, planted12.dataset, noise_scale=5.0, n_samples=8)
 
 
 
@@ -91,7 +91,7 @@ def test_planted_noise_destroys_and_lookup_restores(planted12, planted_trace):
 
 def test_three_sigma_numbers_on_planted(planted12):
     """ROME's default 3 sigma only dents the planted lookup (large margin, see planted_trace)."""
-    s = causal_tracing(planted12.model, planted12.dataset, n_samples=4, include_resid=False, show_progress=False)
+    s = causal_tracing(planted12.model, planted12.dataset, n_samples=4, include_resid=False)
     assert s.extra["noise_scale"] == 3.0
     assert s.extra["noise_std"] == pytest.approx(3 * embedding_std(planted12.model))
     assert s.corrupted_mean < s.clean_mean - 0.05
@@ -107,7 +107,7 @@ def test_matches_naive_full_run_hooks(planted12, which):
         from factlens.data import sports_facts
 
         model, rec = tiny_model(variant="gqa", n_layers=3), sports_facts()[3]
-    kw = dict(noise_scale=5.0, n_samples=3, seed=7, show_progress=False)
+    kw = dict(noise_scale=5.0, n_samples=3, seed=7)
     s = causal_tracing(model, [rec], window=3, **kw)
     std = s.extra["noise_std"]
     enc = encode_records(model, [rec])
@@ -132,7 +132,7 @@ def test_matches_naive_full_run_hooks(planted12, which):
 
 
 def test_reproducible_and_batch_size_independent(planted12):
-    kw = dict(n_samples=3, noise_scale=5.0, show_progress=False)
+    kw = dict(n_samples=3, noise_scale=5.0)
     ds = planted12.dataset[:6]
     a = causal_tracing(planted12.model, ds, batch_size=6, **kw)
     b = causal_tracing(planted12.model, ds, batch_size=6, **kw)
@@ -147,7 +147,7 @@ def test_reproducible_and_batch_size_independent(planted12):
 
 
 def test_component_subsets(planted12):
-    kw = dict(n_samples=2, noise_scale=5.0, include_resid=False, show_progress=False)
+    kw = dict(n_samples=2, noise_scale=5.0, include_resid=False)
     full = causal_tracing(planted12.model, planted12.dataset, **kw)
     sub = causal_tracing(planted12.model, planted12.dataset, components=["L1.mlp", "L2H1"], **kw)
     assert [c.label for c in sub.components] == ["L1.mlp", "L2H1"]
@@ -158,7 +158,7 @@ def test_component_subsets(planted12):
 
 def test_model_unchanged_and_hooks_removed_after_an_exception(planted12, monkeypatch):
     snap = snapshot(planted12.model)
-    causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2, show_progress=False)
+    causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2)
     assert_unchanged(planted12.model, snap)
     calls = {"n": 0}
     real = ct_mod.unembed
@@ -171,7 +171,7 @@ def test_model_unchanged_and_hooks_removed_after_an_exception(planted12, monkeyp
 
     monkeypatch.setattr(ct_mod, "unembed", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2, show_progress=False)
+        causal_tracing(planted12.model, planted12.dataset[:3], n_samples=2)
     assert_unchanged(planted12.model, snap)
 
 
@@ -186,12 +186,12 @@ def test_model_unchanged_and_hooks_removed_after_an_exception(planted12, monkeyp
 ])
 def test_bad_options(planted12, kw, match):
     with pytest.raises(ValueError, match=match):
-        causal_tracing(planted12.model, planted12.dataset[:2], show_progress=False, **kw)
+        causal_tracing(planted12.model, planted12.dataset[:2], **kw)
 
 
 def test_registry_dispatch(planted12):
     s = factlens.localize(planted12.model, planted12.dataset[:4], method="causal_tracing", n_samples=2,
-                          include_resid=False, show_progress=False)
+                          include_resid=False)
     assert s.method == "causal_tracing" and len(s) == 4 * 3
 
 
@@ -206,7 +206,7 @@ def test_tiny_gqa_variants_run(variant):
     ds = ds.subset([0, 3, 150])  # subjects of 2 and 4 tokens -> prompts of different lengths
     model = tiny_model(variant=variant, n_layers=2)
     snap = snapshot(model)
-    s = causal_tracing(model, ds, n_samples=2, window=2, show_progress=False)
+    s = causal_tracing(model, ds, n_samples=2, window=2)
     assert_unchanged(model, snap)
     assert len(s) == 2 * (4 + 1)
     assert np.isfinite(s.values).all() and (s.values > 0).all()
@@ -255,7 +255,7 @@ def test_gemma_causal_tracing(gemma):
         _, cache = gemma.run_with_cache(batch.tokens[:, :4], names_filter=embed_hook())
     torch.testing.assert_close(cache[embed_hook()], gemma.embed.W_E[batch.tokens[:, :4]])
     snap = snapshot(gemma)
-    s = causal_tracing(gemma, ds, n_samples=2, components="mlps", include_resid=False, show_progress=False)
+    s = causal_tracing(gemma, ds, n_samples=2, components="mlps", include_resid=False)
     assert_unchanged(gemma, snap)
     assert len(s) == 18
     # measured: clean 0.72, noised 0.0014 (3 sigma, sigma = std(W_E) = 1.03)

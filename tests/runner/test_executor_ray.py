@@ -57,5 +57,5 @@ def test_ray_job_errors_are_reported(local_ray, tmp_path: Path):
 
     got: list[tuple[int, int]] = []
     with pytest.raises(RuntimeError, match="1 Ray job"):
-        RayExecutor().map(boom, [1, 2, 3], on_result=lambda i, r: got.append((i, r)), show_progress=False)
+        RayExecutor().map(boom, [1, 2, 3], on_result=lambda i, r: got.append((i, r)))
     assert sorted(got) == [(1, 10), (3, 30)]  # the other results still arrive

@@ -39,7 +39,7 @@ def _jobs(original: str, fast_layout: bool = True) -> list[dict]:
                     show_progress=False, edit={"steps": 2}, eval={"relearn_steps": 2, "soft_prompt_steps": 2})
     ws = Workspace(original=original, fast_layout=fast_layout)
     plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
-    return [pipeline.run_localization(cfg, 0, loc, plan=plan, workspace=ws, show_progress=False)
+    return [pipeline.run_localization(cfg, 0, loc, plan=plan, workspace=ws)
             for loc in cfg.localizations]
 
 
@@ -99,7 +99,7 @@ def test_sequential_original_tensors():
     seq_task = type(task)(task.name, task.objective, task.forget, task.retain, task.maintain, seed=task.seed,
                           chunks=chunks)
     res = edit_sequential(p.model, Mask([p.lookup_mlp]), seq_task, config=EditConfig(lr=1e-2, steps=2, batch_size=None,
-                          n_sft_chunks=4), inplace=True, show_progress=False)
+                          n_sft_chunks=4), inplace=True)
     orig = original_tensors(res, p.model)
     assert orig and all(torch.equal(t, before[n]) for n, t in orig.items())
 
@@ -120,10 +120,10 @@ def test_failed_restore_drops_the_workspace_model(monkeypatch):
 
     monkeypatch.setattr(pipeline, "_edit", leaky)
     with pytest.raises(RuntimeError, match="could not be restored|did not record"):
-        pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws, show_progress=False)
+        pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws)
     assert "model_key" not in ws
     monkeypatch.setattr(pipeline, "_edit", real)
-    rec = pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws, show_progress=False)
+    rec = pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws)
     assert rec["restore"]["exact"]
 
 
