@@ -132,12 +132,12 @@ class EditConfig(ConfigBase):
     def fast(cls, **overrides: Any) -> "EditConfig":
         """A CPU-friendly preset: 20 steps of 16 forget + 16 retain examples, no accumulation.
 
-        Tuned on Gemma 3 270M (Sports-Athlete-Editing, 16 facts, MLPs 2-3, a retain pool of
-        the ~230 other known athletes): edit accuracy 1.00 and held-out maintain accuracy
-        0.94 (30/32) in about 100 s on 2 CPU cores (one seed; with the FLU mask, MLPs 2-4, the
-        mean over 4 batch seeds is 0.82, see docs/editing.md). With only 32 retain facts the same edit
-        keeps 0.78 of the held-out facts, and ``lr=2e-4`` drops that to 0.63: keep the retain
-        pool large. The SFT term uses 4 chunks per step.
+        Tuned on Gemma 3 270M (Sports-Athlete-Editing, 16 facts, 2 CPU cores) so that the edit
+        completes within the 20 steps. How many held-out facts it keeps depends on the retain
+        pool more than on any other setting: keep the pool large (every other known fact); a
+        small pool or a higher ``lr`` loses more of them. The SFT term uses 4 chunks per step.
+        Measurements (accuracy, time, seed variance, the settings tried): docs/editing.md,
+        "The CPU preset on Gemma 3 270M".
         """
         base = dict(lr=1e-4, steps=20, batch_size=16, grad_accum=1, sft_batch_size=4, n_sft_chunks=16, sft_positions=16)
         base.update(overrides)

@@ -14,22 +14,14 @@ those layers (``resid_post`` of layer ``l`` is the first point that includes MLP
 The probe curve is averaged over 3 repetitions of the 5-fold cross-validation by default
 (``repeats=3``).
 
-Why this rule and not "from 10% to 90% of the rise": with ~60 facts the cross-validated
-accuracy is noisy (about +-0.05), and on Gemma 3 270M (60 known sports facts) the curve has a
-steep climb (layers 2-3: 0.35 -> 0.56 -> 0.77), then creeps along a plateau (0.80-0.91)
-and rises again at layer 12 (0.97), where the attribute also reaches the final token. A
-threshold end (the first layer at 75% or 90% of the rise) then lands anywhere in layers
-4-12 depending on the facts and the fold seed, and a 10% start sometimes begins at layer 0
-(noise). The shortest range holding half of the rise is layers 2-3 for both fact samples
-and all four fold seeds measured, i.e. the steep part of the climb (``0.6`` gives 1-3 on
-one sample; ``0.7`` drifts to 0-4 / 1-5).
-
-Why the rise starts at the embedding's accuracy and not at chance: with all 281 known
-athletes, a probe on the token embeddings alone already reaches well above chance (names
-carry some sport information), and so does layer 0 (0.48 vs chance 0.35 at
-``resid_post``). Counting from chance credits that to the MLPs of layers 0-1 (whose own
-gain is ~0), and the rule returned layers 0-3; counted from the embedding, the range is
-the steep climb after it.
+Why the shortest range holding half of the rise, not "from 10% to 90% of the rise": the
+cross-validated curve is noisy and, after its steep climb, creeps along a plateau, so a
+threshold end lands on a different layer for every fact sample and fold seed; the shortest
+half-rise range picks the steep climb on every sample and seed measured. Why the rise starts at the embedding's
+accuracy, not at chance: token identity alone (the subject's name) already predicts the
+attribute above chance, and counting from chance credits that to the first MLPs. The
+measurements behind both choices (Gemma 3 270M) are in docs/localization/probing.md,
+"Why this FLU rule".
 
 **Other relations** (CounterFact): path patching. The extraction mechanism is the
 ``extraction_k`` heads/MLPs of the later half of the model with the largest positive direct

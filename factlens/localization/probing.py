@@ -13,9 +13,9 @@ centers every feature and divides all features by **one** common scale (the RMS 
 centered features), so the L2 penalty means the same at every depth although the residual
 norm grows; per-feature standardization (``scaling="feature"``, sklearn's
 ``StandardScaler``) is available but blows near-constant dimensions up to unit variance,
-which lets the probe fit noise: on the planted model it gives 0.59 accuracy where the
-attribute is exactly linearly decodable (global scaling: 1.0), and on Gemma 3 270M it puts
-layer 0 (token identity only) at 0.53 against a chance of 0.33 (global: 0.36).
+which lets the probe fit noise: it under-rates exactly decodable attributes and over-rates
+layers that hold only token identity (measured: docs/localization/probing.md, "Feature
+scaling").
 
 As component scores, MLP layer ``l`` gets the rise of the subject-position accuracy that
 block ``l`` brings, ``acc[l] - acc[l_prev]`` (before layer 0: the embedding's accuracy, at

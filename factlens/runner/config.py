@@ -63,10 +63,9 @@ DEFAULT_LOCALIZATIONS: tuple[str, ...] = (
 )
 #: The suites of a default run (``mechanisms`` uses each localization's mask). The attacks of
 #: issue 14 (``quantization``, ``update_size``, ``unrelated_finetune``, ``direction_ablation``)
-#: are opt-in with ``--suites``: measured on Gemma 3 270M (2 shared CPU cores, 32 forget + 64
-#: maintain facts) the quantization suite took 807 s for its first localization (three schemes,
-#: edited model and quantized original), more than the whole default evaluation of one
-#: localization; ``update_size`` took 42 s.
+#: are opt-in with ``--suites``: on Gemma 3 270M the quantization suite alone (three schemes,
+#: edited model and quantized original) costs more than the whole default evaluation of one
+#: localization (timings: docs/attacks.md).
 ALL_SUITES: tuple[str, ...] = (
     "standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms",
 )
@@ -162,7 +161,8 @@ class RunConfig:
         ray_address: Ray cluster address (``None``: start or join a local instance).
         gpus_per_job: GPUs reserved per Ray job.
         cpus_per_job: CPUs reserved per Ray job.
-        show_progress: Progress bars.
+        show_progress: Progress bars (``False``, ``--no-progress``: none in the whole run,
+            worker processes included; see :func:`factlens.progress`).
     """
 
     task: str = "sports-athlete-editing"
