@@ -10,8 +10,9 @@ averaged over ``soft_prompt_seeds`` independent initializations.
 ``EvalConfig.soft_prompt_position="prepend"`` puts the vectors between BOS and the prompt
 instead (prompt tuning): the answer is then read at the prompt's own last token, so a soft
 prompt that has learned nothing leaves the model's answers as they were. Appended vectors
-initialized from random tokens do not (measured on Gemma 3 270M: the unedited model's
-held-out accuracy drops from 1.0 to 0.625 before training); see docs/reproduction.md.
+initialized from random tokens do not: before any training they already change the unedited
+model's answers, so the appended attack mixes recovery with disruption (measured on Gemma 3
+270M: docs/reproduction.md, "Where the soft prompt sits matters").
 
 Mechanics: the prompt is followed by ``soft_prompt_len`` placeholder tokens whose
 embeddings (the output of ``hook_embed``, i.e. token embeddings exactly as they enter the
