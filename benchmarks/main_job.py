@@ -93,9 +93,9 @@ def run_config(args):
 
     ev = {}
     if (SHARED / "wikitext2" / "test.txt").exists():
-        ev["text_source"] = str((SHARED / "wikitext2" / "test.txt").resolve())
+        ev["text.source"] = str((SHARED / "wikitext2" / "test.txt").resolve())
     if (SHARED / "mmlu" / "dev").exists():
-        ev["mmlu_source"] = str((SHARED / "mmlu" / "dev").resolve())
+        ev["side_effects.mmlu_source"] = str((SHARED / "mmlu" / "dev").resolve())
     suites = tuple(args.suites.split(",")) if args.suites else None
     kw = {"suites": suites} if suites else {}
     return RunConfig(task="sports-athlete-editing", model=args.model, localizations=(args.localization,),
@@ -303,7 +303,8 @@ def scaling_one(args) -> dict:
     L = model.cfg.n_layers
     mask = Mask.from_labels([f"L{l}.mlp" for l in (L // 9, L // 9 + 1, L // 9 + 2)])  # 3 early MLPs, as FLU
     ecfg = EditConfig.fast(steps=args.scaling_steps)
-    vcfg = EvalConfig(**{**_cpu_eval(), "relearn_steps": args.scaling_steps, "soft_prompt_steps": args.scaling_steps})
+    vcfg = EvalConfig.from_dict(_cpu_eval()).override({"relearning.steps": args.scaling_steps,
+                                                       "soft_prompts.steps": args.scaling_steps})
     cache = BaselineCache()
     with applied(v):
         with stages.stage("edit"):

@@ -16,7 +16,7 @@ from factlens.components import Mask
 from factlens.data import filter_known, sports_facts
 from factlens.editing import EditConfig, edit
 from factlens.evaluation.config import EvalConfig
-from factlens.evaluation.soft_prompts import run_soft_prompts
+from factlens.evaluation.soft_prompts import SoftPromptsConfig, run_soft_prompts
 from factlens.tasks import sports_athlete_editing
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     for name, m in (("unedited", model), ("FLU edit", edited)):
         for pos in ("append", "prepend"):
             for steps in args.steps:
-                cfg = EvalConfig(soft_prompt_steps=steps, soft_prompt_seeds=1, soft_prompt_position=pos)
+                cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=steps, seeds=1, position=pos))
                 r = run_soft_prompts(m, task, config=cfg)
                 print(f"| {name} | {pos} | {steps} | {r['soft_prompt_forget_accuracy'].value:.3f} | "
                       f"{r['soft_prompt_train_accuracy'].value:.3f} | {r['soft_prompt_edit_accuracy'].value:.3f} |", flush=True)

@@ -26,7 +26,7 @@ def _job(model, task):
     res = edit(model, mask, task, config=EditConfig(lr=1e-3, steps=2, batch_size=8, n_sft_chunks=4), inplace=True,
                show_progress=False)
     ev = evaluate(model, task, original=None, suites=["standard", "relearning"], show_progress=False,
-                  config=EvalConfig(relearn_steps=2, relearn_rank=4, n_text_chunks=2, text_seq_len=16))
+                  config=EvalConfig(relearning={"steps": 2, "rank": 4}, text={"n_chunks": 2, "seq_len": 16}))
     deltas = {n: d.new.clone() for n, d in res.deltas.items()}
     res.revert()
     return deltas, ev.flat(), [h["loss"] for h in res.history]

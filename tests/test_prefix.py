@@ -195,7 +195,7 @@ def test_soft_prompt_equal(gemma_like, facts, position, reused):
     from factlens.evaluation import EvalConfig
     from factlens.evaluation.soft_prompts import soft_prompt_scores, train_soft_prompt
 
-    cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_len=3, batch_size=8, soft_prompt_position=position)
+    cfg = EvalConfig(soft_prompts={"steps": 3, "length": 3, "position": position}, batch_size=8)
     items = format_prompts(facts[8:16], "default")
     out = []
     for use in (False, True):

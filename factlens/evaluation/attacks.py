@@ -16,21 +16,22 @@ does the same bookkeeping, collected in this module:
   attack that damages the original is flagged: its forget accuracy may move because the
   attack breaks the model, not because it undoes the edit.
 * :func:`suite_settings`: a suite's own frozen settings (``QuantizationConfig``...): the
-  value passed to the suite, else ``EvalConfig.<suite>`` when an EvalConfig carries such a
-  nested field, else the defaults.
+  value passed to the suite, else the nested ``EvalConfig.<suite>``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from factlens.data.formats import format_prompts
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports the attack suites (it nests their settings)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["TaskScores", "score_task", "task_key", "attack_metrics", "attack_damage", "fact_rows", "suite_settings",
            "DAMAGE_TOLERANCE", "metric_prefix"]
@@ -50,12 +51,13 @@ def suite_settings(config: EvalConfig, name: str, cls: type[C], given: C | None 
             nested field and passed to ``cls``).
 
     Example:
-        >>> from dataclasses import dataclass
-        >>> @dataclass(frozen=True)
-        ... class Toy:
-        ...     steps: int = 3
-        >>> suite_settings(EvalConfig(), "toy", Toy), suite_settings(EvalConfig(), "toy", Toy, Toy(5))
-        (Toy(steps=3), Toy(steps=5))
+        >>> from factlens.evaluation import EvalConfig
+        >>> from factlens.evaluation.quantization import QuantizationConfig
+        >>> cfg = EvalConfig(quantization=QuantizationConfig(schemes=("nf4",)))
+        >>> suite_settings(cfg, "quantization", QuantizationConfig).schemes
+        ('nf4',)
+        >>> suite_settings(cfg, "quantization", QuantizationConfig, QuantizationConfig(schemes=("int8",))).schemes
+        ('int8',)
     """
     value = given if given is not None else getattr(config, name, None)
     if value is None:
@@ -63,7 +65,7 @@ def suite_settings(config: EvalConfig, name: str, cls: type[C], given: C | None 
     if isinstance(value, cls):
         return value
     if isinstance(value, Mapping) and given is None:
-        return cls(**value)
+        return cls.from_dict(value) if hasattr(cls, "from_dict") else cls(**value)
     raise TypeError(f"the {name!r} suite's settings must be a {cls.__name__}, got {type(value).__name__}")
 
 
@@ -103,6 +105,7 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
     """Score ``task.forget`` and ``task.maintain`` in format ``fmt`` (the standard suite's helpers).
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> s = score_task(p.model, p.task, EvalConfig())

@@ -1,119 +1,166 @@
-"""Evaluation settings: one frozen, serializable dataclass shared by every suite."""
+"""Evaluation settings: one frozen, serializable :class:`EvalConfig` with a nested section per suite.
+
+The settings every suite shares (``seed``, ``batch_size``, ``n_shots``, the general text
+``text``) are fields of :class:`EvalConfig`; each suite's own settings are one frozen
+config defined in (owned by) the suite's module and nested here under the suite's name:
+
+============================  ==============================================================
+``EvalConfig.<field>``        type (module)
+============================  ==============================================================
+``text``                      :class:`TextConfig` (here: read by ``side_effects``,
+                              ``relearning`` and ``unrelated_finetune``)
+``formats``                   :class:`~factlens.evaluation.formats.FormatsConfig`
+``side_effects``              :class:`~factlens.evaluation.side_effects.SideEffectsConfig`
+``relearning``                :class:`~factlens.evaluation.relearning.RelearningConfig`
+``probes``                    :class:`~factlens.evaluation.probes.ProbesConfig`
+``soft_prompts``              :class:`~factlens.evaluation.soft_prompts.SoftPromptsConfig`
+``quantization``              :class:`~factlens.evaluation.quantization.QuantizationConfig`
+``update_size``               :class:`~factlens.evaluation.update_size.UpdateSizeConfig`
+``unrelated_finetune``        :class:`~factlens.evaluation.unrelated_finetune.UnrelatedFinetuneConfig`
+``direction_ablation``        :class:`~factlens.evaluation.direction_ablation.DirectionAblationConfig`
+============================  ==============================================================
+
+(``standard`` and ``mechanisms`` have no settings of their own.) All of them are
+:class:`~factlens.config.ConfigBase` configs: ``to_dict`` / ``from_dict`` round-trip the
+nested tables, and an unknown key at any level is an error that lists the valid ones.
+
+The flat names of older versions (``relearn_steps``, ``soft_prompt_len``, ``text_source``,
+``mmlu_source``, ``probe_layers``...; see :data:`RENAMED`) are still read by
+``EvalConfig.from_dict`` / ``override`` and by the runner's ``--eval`` options and run
+configs, with a ``DeprecationWarning``: a run folder written by an older version resumes and
+reports. Code passes the nested form: ``EvalConfig(relearning=RelearningConfig(steps=10))``
+or ``EvalConfig(relearning={"steps": 10})``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 from factlens.config import ConfigBase
 
-__all__ = ["EvalConfig"]
+# The suites' own settings live in the suite modules; these import EvalConfig only for type
+# checking (and lazily where they build a default one), so importing them here is no cycle.
+from factlens.evaluation.direction_ablation import DirectionAblationConfig
+from factlens.evaluation.formats import FormatsConfig
+from factlens.evaluation.probes import ProbesConfig
+from factlens.evaluation.quantization import QuantizationConfig
+from factlens.evaluation.relearning import RelearningConfig
+from factlens.evaluation.side_effects import SideEffectsConfig
+from factlens.evaluation.soft_prompts import SoftPromptsConfig
+from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig
+from factlens.evaluation.update_size import UpdateSizeConfig
 
-_TUPLE_FIELDS = ("formats", "probe_layers")
+__all__ = ["EvalConfig", "TextConfig", "RENAMED", "or_default"]
+
+#: The flat ``EvalConfig`` keys of older versions -> where each lives now.
+RENAMED: Mapping[str, str] = MappingProxyType({
+    "formats": "formats.formats",
+    "text_source": "text.source", "n_text_chunks": "text.n_chunks", "text_seq_len": "text.seq_len",
+    "text_batch_size": "text.batch_size",
+    "mmlu_source": "side_effects.mmlu_source", "n_mmlu": "side_effects.n_mmlu",
+    "mmlu_n_shots": "side_effects.mmlu_n_shots",
+    "relearn_steps": "relearning.steps", "relearn_rank": "relearning.rank", "relearn_lr": "relearning.lr",
+    "relearn_batch_size": "relearning.batch_size",
+    "soft_prompt_len": "soft_prompts.length", "soft_prompt_steps": "soft_prompts.steps",
+    "soft_prompt_lr": "soft_prompts.lr", "soft_prompt_seeds": "soft_prompts.seeds",
+    "soft_prompt_max_norm": "soft_prompts.max_norm", "soft_prompt_position": "soft_prompts.position",
+    "probe_layers": "probes.layers", "probe_C": "probes.C",
+})
+
+
+@dataclass(frozen=True)
+class TextConfig(ConfigBase):
+    """General text of the evaluation (``EvalConfig.text``).
+
+    Read by the ``side_effects`` suite (next-token accuracy / loss / KL), the ``relearning``
+    attack (its SFT term) and the ``unrelated_finetune`` attack (its ``"text"`` data).
+
+    Attributes:
+        source: A local ``.txt`` file (e.g. ``"../shared/data/wikitext2/test.txt"``), a
+            Hugging Face dataset name (``"name"`` or ``"name:config"``), or ``None`` for the
+            built-in general text.
+        n_chunks: Number of text chunks.
+        seq_len: Tokens per chunk (BOS included).
+        batch_size: Chunks per forward pass (the logits of one chunk at a time are
+            materialized, so keep it small for 262k-token vocabularies).
+    """
+
+    source: str | None = None
+    n_chunks: int = 16
+    seq_len: int = 64
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.source is not None and not isinstance(self.source, str):
+            object.__setattr__(self, "source", str(self.source))
+        for name in ("n_chunks", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TextConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.seq_len < 2:
+            raise ValueError(f"TextConfig.seq_len must be >= 2 (BOS + one token), got {self.seq_len}")
 
 
 @dataclass(frozen=True)
 class EvalConfig(ConfigBase):
-    """Settings of :func:`factlens.evaluate`.
+    """Settings of :func:`factlens.evaluate` (see the module docstring for the sections).
 
     Attributes:
         seed: Seed of everything random (multiple-choice option order, text and MMLU
             sampling, relearning and soft-prompt initialisation).
         batch_size: Prompts per forward pass.
-        formats: Prompt formats of the ``formats`` suite (``None``: every format the task's
-            facts have, except ``"default"`` which the ``standard`` suite covers).
         n_shots: Solved in-context examples in multiple-choice prompts.
-        text_source: General text for the side-effect suite: a local ``.txt`` file (e.g.
-            ``"../shared/data/wikitext2/test.txt"``), a Hugging Face dataset name
-            (``"name"`` or ``"name:config"``), or ``None`` for the built-in general text.
-        n_text_chunks: Number of text chunks for next-token accuracy / loss / KL.
-        text_seq_len: Tokens per text chunk (BOS included).
-        text_batch_size: Text chunks per forward pass (the logits of one chunk at a time are
-            materialized, so keep it small for 262k-token vocabularies).
-        mmlu_source: A folder of MMLU CSVs (e.g. ``"../shared/data/mmlu/dev"``) or a
-            datasets name (``"cais/mmlu:all"``, ``"tinyBenchmarks/tinyMMLU"``); ``None``
-            skips MMLU (with a note in the result).
-        n_mmlu: Number of MMLU questions (stratified over subjects; ``None``: all).
-        mmlu_n_shots: Solved same-subject examples in each MMLU prompt.
-        relearn_steps: Optimizer steps of the relearning attack.
-        relearn_rank: LoRA rank of the relearning attack.
-        relearn_lr: Learning rate of the relearning attack. Measured on Gemma 3 270M (main
-            job, 10 steps): 1e-4 brings the held-out half of a 16-athlete FLU edit from 0/8 back
-            to 4/8 true answers. On the planted test model (weights of order 1-10) 1e-4 moves
-            nothing in 20 steps; use ~1e-3 there.
-        relearn_batch_size: Facts per relearning step.
-        soft_prompt_len: Tokens of the adversarial soft prompt.
-        soft_prompt_steps: Optimization steps of each soft prompt.
-        soft_prompt_lr: Learning rate of the soft prompt.
-        soft_prompt_seeds: Independent soft-prompt runs.
-        soft_prompt_max_norm: Norm bound of each soft-prompt vector (``None``: the mean
-            token-embedding norm).
-        soft_prompt_position: ``"append"`` (after the prompt; the answer is read at the last
-            soft vector) or ``"prepend"`` (after BOS, before the prompt; the answer is read
-            at the prompt's last token, as in prompt tuning).
-        probe_layers: Layers probed (``None``: all).
-        probe_C: Inverse regularization strength of the logistic-regression probes.
+        text: General text (:class:`TextConfig`).
+        formats: The ``formats`` suite (:class:`~factlens.evaluation.formats.FormatsConfig`).
+        side_effects: The ``side_effects`` suite's MMLU
+            (:class:`~factlens.evaluation.side_effects.SideEffectsConfig`).
+        relearning: The relearning attack (:class:`~factlens.evaluation.relearning.RelearningConfig`).
+        probes: The linear probes (:class:`~factlens.evaluation.probes.ProbesConfig`).
+        soft_prompts: The soft-prompt attack (:class:`~factlens.evaluation.soft_prompts.SoftPromptsConfig`).
+        quantization: :class:`~factlens.evaluation.quantization.QuantizationConfig`.
+        update_size: :class:`~factlens.evaluation.update_size.UpdateSizeConfig`.
+        unrelated_finetune: :class:`~factlens.evaluation.unrelated_finetune.UnrelatedFinetuneConfig`.
+        direction_ablation: :class:`~factlens.evaluation.direction_ablation.DirectionAblationConfig`.
 
     Example:
-        >>> cfg = EvalConfig(n_text_chunks=4)
+        >>> cfg = EvalConfig(relearning=RelearningConfig(steps=10), text={"n_chunks": 4})
+        >>> cfg.relearning.steps, cfg.text.n_chunks, cfg.relearning.rank
+        (10, 4, 512)
         >>> EvalConfig.from_dict(cfg.to_dict()) == cfg
         True
-        >>> cfg.replace(formats=["mcq"]).formats
-        ('mcq',)
+        >>> cfg.override({"relearning.lr": 1e-3}).relearning
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8)
+        >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'lr', 'rank', 'steps']
     """
+
+    _renamed = RENAMED
 
     seed: int = 0
     batch_size: int = 16
-    formats: tuple[str, ...] | None = None
     n_shots: int = 2
-    text_source: str | None = None
-    n_text_chunks: int = 16
-    text_seq_len: int = 64
-    text_batch_size: int = 4
-    mmlu_source: str | None = None
-    n_mmlu: int | None = 57
-    mmlu_n_shots: int = 0
-    relearn_steps: int = 20
-    relearn_rank: int = 512
-    relearn_lr: float = 1e-4
-    relearn_batch_size: int = 8
-    soft_prompt_len: int = 15
-    soft_prompt_steps: int = 50
-    soft_prompt_lr: float = 1e-2
-    soft_prompt_seeds: int = 3
-    soft_prompt_max_norm: float | None = None
-    soft_prompt_position: str = "append"
-    probe_layers: tuple[int, ...] | None = None
-    probe_C: float = 1.0
+    text: TextConfig = TextConfig()
+    formats: FormatsConfig = FormatsConfig()
+    side_effects: SideEffectsConfig = SideEffectsConfig()
+    relearning: RelearningConfig = RelearningConfig()
+    probes: ProbesConfig = ProbesConfig()
+    soft_prompts: SoftPromptsConfig = SoftPromptsConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    update_size: UpdateSizeConfig = UpdateSizeConfig()
+    unrelated_finetune: UnrelatedFinetuneConfig = UnrelatedFinetuneConfig()
+    direction_ablation: DirectionAblationConfig = DirectionAblationConfig()
 
     def __post_init__(self) -> None:
-        for name in _TUPLE_FIELDS:
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, tuple):
-                if isinstance(v, (str, int)):
-                    v = (v,)
-                object.__setattr__(self, name, tuple(v))
-        if self.text_source is not None and not isinstance(self.text_source, str):
-            object.__setattr__(self, "text_source", str(self.text_source))
-        if self.mmlu_source is not None and not isinstance(self.mmlu_source, str):
-            object.__setattr__(self, "mmlu_source", str(self.mmlu_source))
-        positive = ("batch_size", "n_text_chunks", "text_seq_len", "text_batch_size", "relearn_batch_size",
-                    "soft_prompt_len", "soft_prompt_seeds")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("n_shots", "mmlu_n_shots", "relearn_steps", "soft_prompt_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.soft_prompt_position not in ("append", "prepend"):
-            raise ValueError(f"EvalConfig.soft_prompt_position must be 'append' or 'prepend', got {self.soft_prompt_position!r}")
-        if self.text_seq_len < 2:
-            raise ValueError(f"EvalConfig.text_seq_len must be >= 2 (BOS + one token), got {self.text_seq_len}")
-        if self.n_mmlu is not None and self.n_mmlu < 1:
-            raise ValueError(f"EvalConfig.n_mmlu must be >= 1 or None (all questions), got {self.n_mmlu}")
-        if self.formats is not None:
-            from factlens.data.formats import FORMATS
+        self._nest_tables()
+        if int(self.batch_size) < 1:
+            raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size!r}")
+        if int(self.n_shots) < 0:
+            raise ValueError(f"EvalConfig.n_shots must be >= 0, got {self.n_shots!r}")
 
-            bad = [f for f in self.formats if f not in FORMATS]
-            if bad:
-                raise ValueError(f"EvalConfig.formats has unknown formats {bad}; known formats: {sorted(FORMATS)}")
 
+def or_default(config: EvalConfig | None) -> EvalConfig:
+    """``config``, or ``EvalConfig()`` for ``None`` (the default of every suite function)."""
+    return EvalConfig() if config is None else config

@@ -24,19 +24,22 @@ variant is flagged as damaging (:func:`~factlens.evaluation.attacks.attack_damag
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from factlens.components import project_out_hook
+from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests DirectionAblationConfig)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["DirectionAblationConfig", "POSITIONS", "mean_difference_directions", "ablation_layers",
            "run_direction_ablation"]
@@ -46,8 +49,8 @@ POSITIONS: tuple[str, ...] = ("subject_last", "final")
 
 
 @dataclass(frozen=True)
-class DirectionAblationConfig:
-    """Settings of the ``direction_ablation`` suite (``EvalConfig.direction_ablation`` when present).
+class DirectionAblationConfig(ConfigBase):
+    """Settings of the ``direction_ablation`` suite (``EvalConfig.direction_ablation``).
 
     Attributes:
         positions: Where the directions are taken (:data:`POSITIONS`).
@@ -72,9 +75,6 @@ class DirectionAblationConfig:
                              f"got {self.positions}")
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"DirectionAblationConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
 
 def ablation_layers(model, *, mask=None, layers: Sequence[int] | None = None) -> list[int]:
@@ -130,7 +130,7 @@ def _sweep(model, task, config: EvalConfig, contrast, layers: list[int],
     return out
 
 
-def run_direction_ablation(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_direction_ablation(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
                            direction_ablation_config: DirectionAblationConfig | None = None, **_: Any) -> SuiteResult:
     """Project the forget-vs-contrast direction out of each layer; do the edited facts come back?
@@ -144,8 +144,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig = E
         baselines: Cache of computations on ``original``.
         mask: The edited localization (its first layer is where the sweep starts).
         edit_result: Used for its mask when ``mask`` is not given.
-        direction_ablation_config: The suite's settings (default: ``config.direction_ablation``
-            if present, else :class:`DirectionAblationConfig()`).
+        direction_ablation_config: The suite's settings (default: ``config.direction_ablation``).
 
     Returns:
         At the (position, layer) with the highest forget accuracy: ``ablation_forget_accuracy``,
@@ -157,6 +156,9 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig = E
         best variant and ``damaged`` (flagged variants ``"<position>:L<layer>"``).
     """
     t0 = time.perf_counter()
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     st = suite_settings(config, "direction_ablation", DirectionAblationConfig, direction_ablation_config)
     if mask is None and edit_result is not None:
         mask = edit_result.mask

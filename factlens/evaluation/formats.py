@@ -18,27 +18,58 @@ is noise, not robustness.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from factlens.config import ConfigBase
 from factlens.data.formats import available_formats, format_prompts
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.baseline_cache import BaselineCache
 from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
                                         score_both)
 
-__all__ = ["run_formats"]
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests FormatsConfig)
+    from factlens.evaluation.config import EvalConfig
+
+__all__ = ["run_formats", "FormatsConfig"]
+
+
+@dataclass(frozen=True)
+class FormatsConfig(ConfigBase):
+    """Settings of the ``formats`` suite (``EvalConfig.formats``).
+
+    Attributes:
+        formats: Prompt formats to ask the facts in (``None``: every format the task's facts
+            have, except ``"default"`` which the ``standard`` suite covers).
+
+    Example:
+        >>> FormatsConfig(formats=["mcq"]).formats
+        ('mcq',)
+    """
+
+    formats: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        v = self.formats
+        if v is not None:
+            object.__setattr__(self, "formats", (v,) if isinstance(v, str) else tuple(v))
+            from factlens.data.formats import FORMATS
+
+            bad = [f for f in self.formats if f not in FORMATS]
+            if bad:
+                raise ValueError(f"FormatsConfig.formats has unknown formats {bad}; known formats: {sorted(FORMATS)}")
 
 
 def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
     both = task.forget.concat(task.maintain) if len(task.maintain) else task.forget
     avail = [f for f in available_formats(both) if any(format_prompts(both[:50], f, seed=config.seed,
                                                                       n_shots=config.n_shots))]
-    if config.formats is None:
+    wanted = config.formats.formats
+    if wanted is None:
         return [f for f in avail if f != "default"], []
-    return [f for f in config.formats if f in avail], [f for f in config.formats if f not in avail]
+    return [f for f in wanted if f in avail], [f for f in wanted if f not in avail]
 
 
 def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> list[dict[str, Any]]:
@@ -63,7 +94,7 @@ def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> l
     return rows
 
 
-def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
 
@@ -72,8 +103,8 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
         task: The task.
         original: The unedited model: baselines and at-chance flags (``None``: none, with a
             note in ``extra["baseline_note"]``).
-        config: ``formats`` (``None``: all available except ``"default"``), ``seed``,
-            ``n_shots``, ``batch_size``.
+        config: ``formats`` (:class:`FormatsConfig`), ``seed``, ``n_shots``, ``batch_size``
+            (``None``: ``EvalConfig()``).
 
     Returns:
         Metrics ``<fmt>_forget_error``, ``<fmt>_edit_accuracy`` (inject tasks),
@@ -90,6 +121,9 @@ def run_formats(model, task, *, original=None, config: EvalConfig = EvalConfig()
         >>> r["paraphrase_forget_error"].value, "mcq" in r.extra["formats"]
         (0.0, False)
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     t0 = time.perf_counter()
     fmts, missing = _formats_to_run(task, config)
     metrics: list[Metric] = []

@@ -16,13 +16,15 @@ Mechanisms may overlap each other; ``other`` is the part of a mask in no mechani
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from factlens.components import Mask, ModelShape
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["mechanism_table", "mechanism_counts", "run_mechanisms", "default_mechanisms", "MECHANISMS"]
 
@@ -111,7 +113,7 @@ def mechanism_table(masks: Mapping[str, Mask], mechanisms: Mapping[str, Mask], m
     return pd.DataFrame(rows)
 
 
-def run_mechanisms(model, task=None, *, original=None, config: EvalConfig = EvalConfig(), mask: Mask | None = None,
+def run_mechanisms(model, task=None, *, original=None, config: EvalConfig | None = None, mask: Mask | None = None,
                    mechanisms: Mapping[str, Mask] | None = None, weight_mask=None,
                    weight_mask_threshold: float | None = None, **_: Any) -> SuiteResult:
     """Mechanism composition of the edited localization (and of a learned weight mask).

@@ -19,23 +19,52 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import replace
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float
 
 from factlens.components import resid_hook
+from factlens.config import ConfigBase
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, facts_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
 from factlens.progress_bars import progress_bar
 from factlens.tokens import encode_records, iter_batches
 
-__all__ = ["run_probes", "collect_activations", "probe_layers", "Position", "Scaling"]
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests ProbesConfig)
+    from factlens.evaluation.config import EvalConfig
+
+__all__ = ["run_probes", "ProbesConfig", "collect_activations", "probe_layers", "Position", "Scaling"]
+
+
+@dataclass(frozen=True)
+class ProbesConfig(ConfigBase):
+    """Settings of the ``probes`` suite (``EvalConfig.probes``).
+
+    Attributes:
+        layers: Layers probed (``None``: all).
+        C: Inverse regularization strength of the logistic-regression probes.
+
+    Example:
+        >>> ProbesConfig(layers=[1, 2]).layers
+        (1, 2)
+    """
+
+    layers: tuple[int, ...] | None = None
+    C: float = 1.0
+
+    def __post_init__(self) -> None:
+        v = self.layers
+        if v is not None:
+            object.__setattr__(self, "layers", (v,) if isinstance(v, int) else tuple(v))
+            if any(int(x) < 0 for x in self.layers):
+                raise ValueError(f"ProbesConfig.layers must be non-negative layer indices, got {self.layers}")
+        if not self.C > 0:
+            raise ValueError(f"ProbesConfig.C must be > 0, got {self.C!r}")
 
 Position = Literal["final", "subject_last"]
 
@@ -225,7 +254,7 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
                   False, True, None, ci[0] if ci else None, ci[1] if ci else None, "wilson-approx" if ci else None)
 
 
-def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(), position: Position = "final",
+def run_probes(model, task, *, original=None, config: EvalConfig | None = None, position: Position = "final",
                scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"),
                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Per-layer linear probes for the true answer and the edit target of the forget facts.
@@ -235,7 +264,8 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
         task: The task: probes are trained on the ``train_on`` splits and tested on ``forget``.
         original: The unedited model: the same probes on it give the ``baseline`` values and
             ``extra["baseline"]`` curves.
-        config: ``probe_layers`` (``None``: all), ``probe_C``, ``batch_size``.
+        config: ``probes`` (:class:`ProbesConfig`: ``layers``, ``C``) and ``batch_size`` (``None``:
+            ``EvalConfig()``).
         position: ``"final"`` (the prompt's last token) or ``"subject_last"``.
         scaling: Feature scaling of the probes (``"clip"``, ``"feature"``, ``"global"``).
         train_on: Task splits whose facts train the probes.
@@ -254,6 +284,9 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
         >>> r["probe_true_accuracy_last"].value
         1.0
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     t0 = time.perf_counter()
     bad = [s for s in train_on if s not in ("maintain", "retain", "forget")]
     if bad or not train_on:
@@ -263,7 +296,8 @@ def run_probes(model, task, *, original=None, config: EvalConfig = EvalConfig(),
         train = train.concat(getattr(task, s))
     if len(task.forget) == 0:
         raise ValueError("task.forget is empty: nothing to probe")
-    kw = dict(layers=config.probe_layers, position=position, C=config.probe_C, scaling=scaling, batch_size=config.batch_size)
+    kw = dict(layers=config.probes.layers, position=position, C=config.probes.C, scaling=scaling,
+              batch_size=config.batch_size)
     res = probe_layers(model, train, task.forget, **kw)
     base = None
     if original is not None:

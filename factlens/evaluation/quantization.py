@@ -35,19 +35,22 @@ before the next scheme).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        metric_prefix, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import DEFAULT_TARGETS
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests QuantizationConfig)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["NF4_CODE", "INT4_CODE", "SCHEMES", "QUANTIZED_WEIGHTS", "QuantizationConfig", "linear_view",
            "from_linear_view", "quantize_matrix", "quantize_weight", "bin_widths", "quantized_params", "quantized_copy",
@@ -272,8 +275,8 @@ def quantized_copy(model, scheme: str, *, block_size: int = 64, targets: Sequenc
 
 
 @dataclass(frozen=True)
-class QuantizationConfig:
-    """Settings of the ``quantization`` suite (``EvalConfig.quantization`` when an EvalConfig carries one).
+class QuantizationConfig(ConfigBase):
+    """Settings of the ``quantization`` suite (``EvalConfig.quantization``).
 
     Attributes:
         schemes: Schemes to try (:data:`SCHEMES`).
@@ -320,9 +323,6 @@ class QuantizationConfig:
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"QuantizationConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
-
 
 def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str) -> tuple[dict[str, TaskScores], dict]:
     q, info = quantized_copy(model, scheme, block_size=qc.block_size, targets=qc.targets, backend=qc.backend)
@@ -332,7 +332,7 @@ def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str
         del q
 
 
-def run_quantization(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_quantization(model, task, *, original=None, config: EvalConfig | None = None,
                      baselines: BaselineCache | None = None, quantization_config: QuantizationConfig | None = None,
                      **_: Any) -> SuiteResult:
     """Quantize the edited model and the original (control); do the edited facts come back?
@@ -343,8 +343,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig = EvalCon
         original: The unedited model, quantized the same way (baselines, damage flags).
         config: Evaluation settings (``batch_size``, ``seed``, ``n_shots``).
         baselines: Cache of computations on ``original``.
-        quantization_config: The suite's settings (default: ``config.quantization`` if
-            present, else :class:`QuantizationConfig()`).
+        quantization_config: The suite's settings (default: ``config.quantization``).
 
     Returns:
         Per scheme ``s`` (and format ``f`` other than default, as ``quant_<s>_<f>_...``):
@@ -364,6 +363,9 @@ def run_quantization(model, task, *, original=None, config: EvalConfig = EvalCon
         (1.0, 0.0, [])
     """
     t0 = time.perf_counter()
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     qc = suite_settings(config, "quantization", QuantizationConfig, quantization_config)
     before = {fmt: score_task(model, task, config, fmt=fmt) for fmt in qc.formats}
     base_before = None

@@ -2,8 +2,8 @@
 
 The forget set is split in two seeded halves. A LoRA adapter on every weight matrix of
 the transformer blocks (``W_Q``, ``W_K``, ``W_V``, ``W_O`` including the grouped
-``_W_K``/``_W_V``, ``W_in``, ``W_gate``, ``W_out``; rank ``relearn_rank`` capped at each
-matrix's rank, see :mod:`factlens.evaluation.lora`) is trained for ``relearn_steps`` steps
+``_W_K``/``_W_V``, ``W_in``, ``W_gate``, ``W_out``; rank ``RelearningConfig.rank`` capped at
+each matrix's rank, see :mod:`factlens.evaluation.lora`) is trained for ``RelearningConfig.steps`` steps
 on half A's **true** answers, plus a retain loss on ``task.retain`` and an SFT
 (next-token) loss on general text, both with weight 1. Forget accuracy (the true answer
 wins among the candidates) is then measured on the held-out half B: if a method only
@@ -24,17 +24,17 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from factlens.config import ConfigBase
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
@@ -42,7 +42,41 @@ from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
 
-__all__ = ["run_relearning", "relearn", "Relearned", "split_halves", "forget_scores", "shared_copy"]
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests RelearningConfig)
+    from factlens.evaluation.config import EvalConfig
+
+__all__ = ["run_relearning", "relearn", "Relearned", "RelearningConfig", "split_halves", "forget_scores", "shared_copy"]
+
+
+@dataclass(frozen=True)
+class RelearningConfig(ConfigBase):
+    """Settings of the relearning attack (``EvalConfig.relearning``); its SFT text is ``EvalConfig.text``.
+
+    Attributes:
+        steps: Optimizer steps.
+        rank: LoRA rank (capped at each matrix's rank).
+        lr: Learning rate (AdamW, no weight decay): 1e-4 for Gemma 3 270M, ~1e-3 for the
+            planted test model (measured: docs/reproduction.md, "Robustness").
+        batch_size: Facts per step (and as many retain facts).
+
+    Example:
+        >>> RelearningConfig(steps=10).replace(lr=1e-3)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8)
+    """
+
+    steps: int = 20
+    rank: int = 512
+    lr: float = 1e-4
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if int(self.steps) < 0:
+            raise ValueError(f"RelearningConfig.steps must be >= 0, got {self.steps!r}")
+        for name in ("rank", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"RelearningConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"RelearningConfig.lr must be > 0, got {self.lr!r}")
 
 
 # -- shared helpers (also used by the soft-prompt suite) -------------------------------------
@@ -91,10 +125,11 @@ def shared_copy(model):
 
 
 def _text_chunks(model, config: EvalConfig) -> tuple[Tensor, str]:
-    """General-text chunks for the SFT loss (``config.text_source``, ``n_text_chunks``, ``text_seq_len``)."""
-    texts = load_texts(config.text_source, seed=config.seed)
-    chunks = token_chunks(model, texts, seq_len=config.text_seq_len, n_chunks=config.n_text_chunks)
-    return chunks, f"text:{config.text_source or 'builtin'}"
+    """General-text chunks for the SFT loss (``config.text``: ``source``, ``n_chunks``, ``seq_len``)."""
+    text = config.text
+    texts = load_texts(text.source, seed=config.seed)
+    chunks = token_chunks(model, texts, seq_len=text.seq_len, n_chunks=text.n_chunks)
+    return chunks, f"text:{text.source or 'builtin'}"
 
 
 # -- the attack ------------------------------------------------------------------------------
@@ -119,21 +154,21 @@ class Relearned:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig = EvalConfig(),
+def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig | None = None,
             targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0) -> Relearned:
     """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
 
-    Each step uses ``relearn_batch_size`` facts (cycling through a seeded permutation), the
-    same number of retain facts and ``text_batch_size`` general-text chunks (SFT); the loss
-    is ``-logp(true answers) + l_retain * -logp(retain answers) + l_sft * next-token CE``,
-    optimized with AdamW (``relearn_lr``) on the adapters only.
+    Each step uses ``config.relearning.batch_size`` facts (cycling through a seeded
+    permutation), the same number of retain facts and ``config.text.batch_size`` general-text
+    chunks (SFT); the loss is ``-logp(true answers) + l_retain * -logp(retain answers) + l_sft *
+    next-token CE``, optimized with AdamW (``config.relearning.lr``) on the adapters only.
 
     Args:
         model: The attacked model (not modified: the adapters live on a :func:`shared_copy`).
         facts: Facts whose true answers are retrained.
         retain: Facts kept by the retain loss (``None`` or empty: no retain loss).
-        config: ``relearn_steps``, ``relearn_rank``, ``relearn_lr``, ``relearn_batch_size``,
-            ``seed``, ``text_source``, ``n_text_chunks``, ``text_seq_len``, ``text_batch_size``.
+        config: ``relearning`` (:class:`RelearningConfig`), ``seed`` and ``text`` (``None``:
+            ``EvalConfig()``).
         targets: LoRA targets (see :func:`~factlens.evaluation.lora.add_lora`).
         l_retain: Weight of the retain loss.
         l_sft: Weight of the SFT loss (0 disables it and skips loading text).
@@ -142,23 +177,29 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
         The relearned copy with its adapters and the loss history.
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> r = relearn(p.model, p.task.forget, config=EvalConfig(relearn_steps=2, relearn_rank=4))
+        >>> cfg = EvalConfig(relearning=RelearningConfig(steps=2, rank=4))
+        >>> r = relearn(p.model, p.task.forget, config=cfg)
         >>> len(r.history), r.model is not p.model
         (2, True)
     """
+    from factlens.evaluation.config import or_default
+
     if len(facts) == 0:
         raise ValueError("relearn needs at least one fact to train on")
+    config = or_default(config)
+    rc = config.relearning
     t0 = time.perf_counter()
     work = shared_copy(model)
     work.eval()
-    lora = add_lora(work, rank=config.relearn_rank, targets=targets, seed=config.seed)
+    lora = add_lora(work, rank=rc.rank, targets=targets, seed=config.seed)
     trainable = lora.parameters()
-    opt = torch.optim.AdamW(trainable, lr=config.relearn_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(trainable, lr=rc.lr, weight_decay=0.0)
     chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
     gen = torch.Generator().manual_seed(config.seed)
-    bs = config.relearn_batch_size
+    bs = rc.batch_size
 
     def cycler(n: int):
         while True:
@@ -169,9 +210,9 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     r_it = cycler(len(retain)) if retain is not None and len(retain) else None
     c_it = cycler(len(chunks)) if chunks is not None and len(chunks) else None
     history: list[dict[str, float]] = []
-    positions = sft_positions(config.text_seq_len, 16, kl=False) if chunks is not None else None
+    positions = sft_positions(config.text.seq_len, 16, kl=False) if chunks is not None else None
     with torch.enable_grad():
-        for step in progress_bar(range(config.relearn_steps), desc="relearning", leave=False):
+        for step in progress_bar(range(rc.steps), desc="relearning", leave=False):
             fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
             rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
             with parametrize.cached():  # each adapter's W + A @ B is built once per step
@@ -184,7 +225,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
                     loss = loss + l_retain * loss_r
                     rec["loss_retain"] = loss_r.item()
                 if c_it is not None:
-                    cb = chunks[[next(c_it) for _ in range(min(config.text_batch_size, len(chunks)))]]
+                    cb = chunks[[next(c_it) for _ in range(min(config.text.batch_size, len(chunks)))]]
                     loss_s = sft_loss(work, cb, positions)
                     loss = loss + l_sft * loss_s
                     rec["loss_sft"] = loss_s.item()
@@ -222,7 +263,7 @@ def _chance(s: PromptScores) -> float:
     return float(np.mean([1.0 / len(it.candidates) for it in s.items])) if len(s) else float("nan")
 
 
-def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_relearning(model, task, *, original=None, config: EvalConfig | None = None,
                    baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
 
@@ -232,7 +273,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
             ``task.retain`` feeds the retain loss.
         original: The unedited model; its (un-attacked) forget accuracy on each half is the
             ``baseline`` of the forget metrics (what the model knew before editing).
-        config: Relearning settings (``relearn_*``, ``seed``, text settings for SFT).
+        config: ``relearning`` (:class:`RelearningConfig`), ``seed``, ``batch_size`` and ``text``
+            for the SFT term (``None``: ``EvalConfig()``).
 
     Returns:
         Metrics (all forget accuracies = true answer wins among the candidates, lower is
@@ -247,13 +289,17 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         attack budget (``budget``: steps, lr, rank, batch size, number of training facts).
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> cfg = EvalConfig(relearn_steps=2, relearn_rank=8)
+        >>> cfg = EvalConfig(relearning=RelearningConfig(steps=2, rank=8))
         >>> r = run_relearning(p.model, p.task, config=cfg)
         >>> r["relearn_forget_accuracy_before"].value, r["relearn_forget_accuracy"].value
         (1.0, 1.0)
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     t0 = time.perf_counter()
     half_a, half_b = split_halves(task.forget, seed=config.seed)
     halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
@@ -312,8 +358,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig = EvalConfi
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": list(history),
         "sft": sft_kind, "lora_params": lora_meta["n_lora_params"], "lora_delta_norm": lora_meta["delta_norm"],
         "train_seconds": train_seconds, "chance": _chance(after["B"]),
-        "budget": {"steps": config.relearn_steps, "lr": config.relearn_lr, "rank": config.relearn_rank,
-                   "batch_size": config.relearn_batch_size, "n_train_facts": len(half_a),
+        "budget": {"steps": config.relearning.steps, "lr": config.relearning.lr, "rank": config.relearning.rank,
+                   "batch_size": config.relearning.batch_size, "n_train_facts": len(half_a),
                    "n_lora_params": lora_meta["n_lora_params"]},
         "note": ("baselines: forget/train accuracies = the original model without relearning; edit and maintain "
                  "accuracies = the evaluated model before relearning"),

@@ -4,8 +4,8 @@ Paper sections 3 and A.8: next-token accuracy and loss (mean cross-entropy) on g
 text, the KL divergence ``KL(original || edited)`` of the next-token distributions on the
 same text, and MMLU accuracy.
 
-Text metrics are computed on ``config.n_text_chunks`` chunks of ``config.text_seq_len``
-tokens (``factlens.data.text.token_chunks``), ``config.text_batch_size`` chunks per forward
+Text metrics are computed on ``config.text.n_chunks`` chunks of ``config.text.seq_len``
+tokens (``factlens.data.text.token_chunks``), ``config.text.batch_size`` chunks per forward
 pass; the logits of one chunk at a time are materialized and reduced at once (cross-entropy,
 argmax, KL), so 262k-token vocabularies stay cheap. Every position predicts the next real
 token (the BOS position predicts the first text token; no position predicts BOS or padding).
@@ -15,35 +15,65 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factlens.config import ConfigBase
 from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
 from factlens.evaluation.baseline_cache import BaselineCache, cached
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.standard import not_above_chance
 from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _pad_id, iter_batches, unembed
 
-__all__ = ["run_side_effects", "text_chunks", "text_metrics"]
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SideEffectsConfig)
+    from factlens.evaluation.config import EvalConfig
+
+__all__ = ["run_side_effects", "text_chunks", "text_metrics", "SideEffectsConfig"]
+
+
+@dataclass(frozen=True)
+class SideEffectsConfig(ConfigBase):
+    """Settings of the ``side_effects`` suite (``EvalConfig.side_effects``); its general text is
+    ``EvalConfig.text`` (shared with the relearning and unrelated-fine-tuning attacks).
+
+    Attributes:
+        mmlu_source: A folder of MMLU CSVs (e.g. ``"../shared/data/mmlu/dev"``) or a
+            datasets name (``"cais/mmlu:all"``, ``"tinyBenchmarks/tinyMMLU"``); ``None``
+            skips MMLU (with a note in the result).
+        n_mmlu: Number of MMLU questions (stratified over subjects; ``None``: all).
+        mmlu_n_shots: Solved same-subject examples in each MMLU prompt.
+    """
+
+    mmlu_source: str | None = None
+    n_mmlu: int | None = 57
+    mmlu_n_shots: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mmlu_source is not None and not isinstance(self.mmlu_source, str):
+            object.__setattr__(self, "mmlu_source", str(self.mmlu_source))
+        if self.n_mmlu is not None and self.n_mmlu < 1:
+            raise ValueError(f"SideEffectsConfig.n_mmlu must be >= 1 or None (all questions), got {self.n_mmlu}")
+        if int(self.mmlu_n_shots) < 0:
+            raise ValueError(f"SideEffectsConfig.mmlu_n_shots must be >= 0, got {self.mmlu_n_shots!r}")
 
 
 def text_chunks(model, config: EvalConfig) -> torch.Tensor:
-    """The general-text chunks of ``config`` (seeded sample of passages, then cut)."""
-    n = config.n_text_chunks
-    texts = load_texts(config.text_source, n=max(4 * n, 32), seed=config.seed)
+    """The general-text chunks of ``config.text`` (seeded sample of passages, then cut)."""
+    text = config.text
+    n = text.n_chunks
+    texts = load_texts(text.source, n=max(4 * n, 32), seed=config.seed)
     try:
-        chunks = token_chunks(model, texts, seq_len=config.text_seq_len, n_chunks=n)
+        chunks = token_chunks(model, texts, seq_len=text.seq_len, n_chunks=n)
     except ValueError:
         chunks = None
     if chunks is None or chunks.shape[0] < n:  # short passages: use all the text
-        chunks = token_chunks(model, load_texts(config.text_source), seq_len=config.text_seq_len, n_chunks=n)
+        chunks = token_chunks(model, load_texts(text.source), seq_len=text.seq_len, n_chunks=n)
     return chunks
 
 
@@ -136,7 +166,7 @@ def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: 
                                higher_is_better=hib, weights={i: r["n_tokens"] for i, r in zip(ids, rows)})
 
 
-def run_side_effects(model, task=None, *, original=None, config: EvalConfig = EvalConfig(),
+def run_side_effects(model, task=None, *, original=None, config: EvalConfig | None = None,
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
 
@@ -145,9 +175,9 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
         task: The task (unused: side effects do not depend on the edited facts).
         original: The unedited model: baselines, the KL, and the MMLU at-chance flag
             (``None``: skipped, with notes in ``extra``).
-        config: ``text_source``, ``n_text_chunks``, ``text_seq_len``, ``text_batch_size``,
-            ``mmlu_source`` (``None``: MMLU skipped with a note), ``n_mmlu``,
-            ``mmlu_n_shots``, ``batch_size``, ``seed``.
+        config: ``text`` (:class:`~factlens.evaluation.config.TextConfig`), ``side_effects``
+            (:class:`SideEffectsConfig`; ``mmlu_source=None``: MMLU skipped with a note),
+            ``batch_size``, ``seed`` (``None``: ``EvalConfig()``).
 
     Returns:
         Metrics ``next_token_accuracy``, ``next_token_loss``, ``kl_divergence`` (with
@@ -155,18 +185,23 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
         ``extra["text_chunks"]`` and ``extra["mmlu_questions"]``.
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import tiny_model
         >>> m = tiny_model()
-        >>> r = run_side_effects(m, original=m, config=EvalConfig(n_text_chunks=2, text_seq_len=16))
+        >>> cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16})
+        >>> r = run_side_effects(m, original=m, config=cfg)
         >>> r["kl_divergence"].value, r.extra["mmlu_note"][:9]
         (0.0, 'MMLU skip')
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     t0 = time.perf_counter()
     metrics: list[Metric] = []
-    extra: dict[str, Any] = {"text_source": config.text_source or "builtin"}
+    extra: dict[str, Any] = {"text_source": config.text.source or "builtin"}
 
     chunks = text_chunks(model, config)
-    rows = text_metrics(model, chunks, original=original, batch_size=config.text_batch_size, baselines=baselines)
+    rows = text_metrics(model, chunks, original=original, batch_size=config.text.batch_size, baselines=baselines)
     extra["text_chunks"] = rows
     extra["n_text_chunks"] = int(chunks.shape[0])
     for m in (_token_metric("next_token_accuracy", rows, "accuracy", base_key="baseline_accuracy", hib=True),
@@ -180,16 +215,18 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
     else:
         extra["kl_note"] = "original=None: KL(original || model) and baselines skipped (pass original=...)"
 
-    if config.mmlu_source is None:
-        extra["mmlu_note"] = "MMLU skipped: config.mmlu_source is None (give a folder of MMLU CSVs or a datasets name)"
+    se = config.side_effects
+    if se.mmlu_source is None:
+        extra["mmlu_note"] = ("MMLU skipped: config.side_effects.mmlu_source is None (give a folder of MMLU CSVs or a "
+                              "datasets name)")
     else:
-        qs = load_mmlu(config.mmlu_source, n=config.n_mmlu, seed=config.seed)
-        pool = load_mmlu(config.mmlu_source) if config.mmlu_n_shots else None
-        kw = dict(n_shots=config.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size)
+        qs = load_mmlu(se.mmlu_source, n=se.n_mmlu, seed=config.seed)
+        pool = load_mmlu(se.mmlu_source) if se.mmlu_n_shots else None
+        kw = dict(n_shots=se.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size)
         res = mmlu_accuracy(model, qs, **kw)
         base = None
         if original is not None:
-            key = ("mmlu", str(config.mmlu_source), config.n_mmlu, config.mmlu_n_shots, config.seed, config.batch_size)
+            key = ("mmlu", str(se.mmlu_source), se.n_mmlu, se.mmlu_n_shots, config.seed, config.batch_size)
             base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
         flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
         m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
@@ -197,7 +234,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig = Ev
             m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
                                     unit="questions", baseline=m.baseline, at_chance=flag)
         metrics.append(replace(m, stderr=res.stderr))
-        extra.update(mmlu_source=str(config.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=config.mmlu_n_shots,
+        extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=se.mmlu_n_shots,
                      mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
                      mmlu_by_subject=res.by_subject())
         if base is None:

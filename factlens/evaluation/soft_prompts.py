@@ -1,26 +1,26 @@
 """The soft-prompt attack (paper appendix A.8).
 
-``soft_prompt_len`` continuous vectors are **appended** to each prompt (after its last
-token) and optimized so that the model, reading the answer at the last soft position,
-gives the **true** answer of half of the forget facts (cross-entropy, Adam,
-``soft_prompt_steps`` steps, ``soft_prompt_lr``). The attack's success is the forget
-accuracy (true answer wins among the candidates) it reaches on the other, held-out half,
-averaged over ``soft_prompt_seeds`` independent initializations.
+``length`` continuous vectors (:class:`SoftPromptsConfig`, ``EvalConfig.soft_prompts``) are
+**appended** to each prompt (after its last token) and optimized so that the model, reading
+the answer at the last soft position, gives the **true** answer of half of the forget facts
+(cross-entropy, Adam, ``steps`` steps, learning rate ``lr``). The attack's success is the
+forget accuracy (true answer wins among the candidates) it reaches on the other, held-out
+half, averaged over ``seeds`` independent initializations.
 
-``EvalConfig.soft_prompt_position="prepend"`` puts the vectors between BOS and the prompt
+``SoftPromptsConfig(position="prepend")`` puts the vectors between BOS and the prompt
 instead (prompt tuning): the answer is then read at the prompt's own last token, so a soft
 prompt that has learned nothing leaves the model's answers as they were. Appended vectors
 initialized from random tokens do not: before any training they already change the unedited
 model's answers, so the appended attack mixes recovery with disruption (measured on Gemma 3
 270M: docs/reproduction.md, "Where the soft prompt sits matters").
 
-Mechanics: the prompt is followed by ``soft_prompt_len`` placeholder tokens whose
+Mechanics: the prompt is followed by ``length`` placeholder tokens whose
 embeddings (the output of ``hook_embed``, i.e. token embeddings exactly as they enter the
 residual stream, Gemma's ``sqrt(d_model)`` scaling included) are replaced by the soft
 vectors through a temporary hook. Positional information is the model's own (learned
 positional embeddings are added after ``hook_embed``; rotary positions are applied in
 attention), so the same code serves GPT-2-style and Gemma-style models. After each step
-every soft vector is projected onto the ball of radius ``soft_prompt_max_norm`` (default:
+every soft vector is projected onto the ball of radius ``max_norm`` (default:
 the mean norm of the token embeddings), so the attack stays within the scale of real tokens.
 
 The model is never changed: its parameters get no gradient (only the soft vectors are
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -41,19 +41,59 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import embed_hook
+from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
 from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
 
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SoftPromptsConfig)
+    from factlens.evaluation.config import EvalConfig
+
 SOFT_PROMPT_POSITIONS = ("append", "prepend")
 
-__all__ = ["SOFT_PROMPT_POSITIONS", "run_soft_prompts", "train_soft_prompt", "soft_prompt_scores", "mean_embedding_norm"]
+__all__ = ["SOFT_PROMPT_POSITIONS", "SoftPromptsConfig", "run_soft_prompts", "train_soft_prompt", "soft_prompt_scores",
+           "mean_embedding_norm"]
+
+
+@dataclass(frozen=True)
+class SoftPromptsConfig(ConfigBase):
+    """Settings of the soft-prompt attack (``EvalConfig.soft_prompts``).
+
+    Attributes:
+        length: Tokens of the adversarial soft prompt.
+        steps: Optimization steps of each soft prompt.
+        lr: Learning rate (Adam).
+        seeds: Independent soft-prompt runs.
+        max_norm: Norm bound of each soft-prompt vector (``None``: the mean token-embedding norm).
+        position: ``"append"`` (after the prompt; the answer is read at the last soft vector)
+            or ``"prepend"`` (after BOS, before the prompt; the answer is read at the prompt's
+            last token, as in prompt tuning).
+
+    Example:
+        >>> SoftPromptsConfig(steps=25, seeds=1).position
+        'append'
+    """
+
+    length: int = 15
+    steps: int = 50
+    lr: float = 1e-2
+    seeds: int = 3
+    max_norm: float | None = None
+    position: str = "append"
+
+    def __post_init__(self) -> None:
+        for name in ("length", "seeds"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SoftPromptsConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.steps) < 0:
+            raise ValueError(f"SoftPromptsConfig.steps must be >= 0, got {self.steps!r}")
+        if self.position not in SOFT_PROMPT_POSITIONS:
+            raise ValueError(f"SoftPromptsConfig.position must be 'append' or 'prepend', got {self.position!r}")
 
 
 def mean_embedding_norm(model, *, chunk: int = 8192) -> float:
@@ -187,51 +227,57 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
     return {"answer_wins": aw, "target_wins": tw, "p_answer": pa}
 
 
-def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig = EvalConfig(), seed: int = 0,
+def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = None, seed: int = 0,
                       max_norm: float | None = None) -> tuple[Tensor, list[float]]:
     """Optimize a soft prompt that makes ``model`` give the true answers of ``facts``.
 
     Args:
         model: The attacked model (unchanged).
         facts: Training facts (their default prompts and true answers).
-        config: ``soft_prompt_len``, ``soft_prompt_steps``, ``soft_prompt_lr``, ``batch_size``.
+        config: ``soft_prompts`` (:class:`SoftPromptsConfig`: ``length``, ``steps``, ``lr``,
+            ``position``) and ``batch_size`` (``None``: ``EvalConfig()``).
         seed: Seed of the initialization (embeddings of random tokens) and of the batches.
-        max_norm: Norm bound of each soft vector (``None``: ``config.soft_prompt_max_norm``,
+        max_norm: Norm bound of each soft vector (``None``: ``config.soft_prompts.max_norm``,
             else :func:`mean_embedding_norm`).
 
     Returns:
-        The soft prompt ``[soft_prompt_len, d_model]`` (float32, detached) and the loss per step.
+        The soft prompt ``[length, d_model]`` (float32, detached) and the loss per step.
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> soft, losses = train_soft_prompt(p.model, p.task.forget, config=EvalConfig(soft_prompt_steps=2))
+        >>> cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=2))
+        >>> soft, losses = train_soft_prompt(p.model, p.task.forget, config=cfg)
         >>> tuple(soft.shape), len(losses)
         ((15, 96), 2)
     """
+    from factlens.evaluation.config import or_default
+
     if len(facts) == 0:
         raise ValueError("train_soft_prompt needs at least one fact")
+    config = or_default(config)
+    sc = config.soft_prompts
     if max_norm is None:
-        max_norm = config.soft_prompt_max_norm if config.soft_prompt_max_norm is not None else mean_embedding_norm(model)
+        max_norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
     if not max_norm > 0:
         raise ValueError(f"the soft-prompt norm bound must be > 0, got {max_norm}")
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.cfg.d_vocab, (config.soft_prompt_len,), generator=gen).to(model.cfg.device)
+    ids = torch.randint(0, model.cfg.d_vocab, (sc.length,), generator=gen).to(model.cfg.device)
     with torch.no_grad():
         init = model.embed(ids[None])[0].float()
     soft = _project(init.clone(), max_norm).requires_grad_(True)
-    opt = torch.optim.Adam([soft], lr=config.soft_prompt_lr)
+    opt = torch.optim.Adam([soft], lr=sc.lr)
     items = [(r.prompt, r.answer) for r in facts]
     bs = min(config.batch_size, len(items))
     order: list[int] = []
     losses: list[float] = []
     with torch.enable_grad():
-        for _ in progress_bar(range(config.soft_prompt_steps), desc="soft prompt", leave=False):
+        for _ in progress_bar(range(sc.steps), desc="soft prompt", leave=False):
             if len(order) < bs:
                 order += torch.randperm(len(items), generator=gen).tolist()
             batch, order = [items[i] for i in order[:bs]], order[bs:]
-            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch],
-                                   config.soft_prompt_position).mean()
+            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch], sc.position).mean()
             (grad,) = torch.autograd.grad(loss, [soft])  # no gradient reaches the model's parameters
             soft.grad = grad
             opt.step()
@@ -248,14 +294,13 @@ def _project(x: Tensor, max_norm: float) -> Tensor:
 
 def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, max_norm: float):
     runs = []
-    seeds = [config.seed + i for i in range(config.soft_prompt_seeds)]
+    position = config.soft_prompts.position
+    seeds = [config.seed + i for i in range(config.soft_prompts.seeds)]
     for s in progress_bar(seeds, desc="soft-prompt seeds", leave=False):
         soft, losses = train_soft_prompt(model, half_a, config=config, seed=s, max_norm=max_norm)
         runs.append({"seed": s, "losses": losses,
-                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size,
-                                             position=config.soft_prompt_position),
-                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size,
-                                             position=config.soft_prompt_position)})
+                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size, position=position),
+                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size, position=position)})
     return runs
 
 
@@ -271,7 +316,7 @@ def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, h
     return m if stderr is None else replace(m, stderr=stderr)
 
 
-def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = None,
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
 
@@ -279,7 +324,8 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         model: The evaluated model (unchanged).
         task: The task (``task.forget`` is split with :func:`~factlens.evaluation.relearning.split_halves`).
         original: The unedited model; the same attack on it gives the ``baseline`` values.
-        config: ``soft_prompt_*`` settings, ``seed``, ``batch_size``.
+        config: ``soft_prompts`` (:class:`SoftPromptsConfig`), ``seed``, ``batch_size`` (``None``:
+            ``EvalConfig()``).
 
     Returns:
         Metrics ``soft_prompt_forget_accuracy`` (half B with the soft prompt, per fact averaged
@@ -292,18 +338,23 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         (:func:`~factlens.evaluation.attacks.attack_damage`; ``damaged`` flags it).
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
-        >>> cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1)
+        >>> cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=2, seeds=1))
         >>> r = run_soft_prompts(p.model, p.task, config=cfg)
         >>> r["soft_prompt_forget_accuracy_before"].value
         1.0
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
+    sc = config.soft_prompts
     t0 = time.perf_counter()
     half_a, half_b = split_halves(task.forget, seed=config.seed)
     items_a = format_prompts(half_a, "default", seed=config.seed)
     items_b = format_prompts(half_b, "default", seed=config.seed)
-    norm = config.soft_prompt_max_norm if config.soft_prompt_max_norm is not None else mean_embedding_norm(model)
+    norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
     runs = _attack(model, half_a, items_a, items_b, config, norm)
     before = forget_scores(model, half_b, config)
     base_runs = None
@@ -357,7 +408,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig = EvalCon
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
                       "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
                       "losses": r["losses"]} for r in runs],
-        "max_norm": norm, "soft_prompt_len": config.soft_prompt_len, "position": config.soft_prompt_position,
+        "max_norm": norm, "soft_prompt_len": sc.length, "position": sc.position,
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b],
     }
     if base_runs is not None:

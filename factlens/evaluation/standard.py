@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.known import chance_level
 from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prompt_scores import PromptScores, score_prompts
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["run_standard", "fact_means", "not_above_chance", "mean_metric", "json_value"]
 
@@ -132,7 +134,7 @@ def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str]
     return rows
 
 
-def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_standard(model, task, *, original=None, config: EvalConfig | None = None,
                  baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget / edit / maintain accuracy and probability in the trained ("default") format.
 
@@ -140,7 +142,7 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
         model: The evaluated model.
         task: The task (``forget`` and ``maintain`` facts are scored).
         original: The unedited model (baselines and at-chance flags); ``None`` to skip.
-        config: Evaluation settings (``batch_size``).
+        config: Evaluation settings (``batch_size``, ``seed``; ``None``: ``EvalConfig()``).
 
     Returns:
         Metrics ``forget_accuracy``, ``forget_prob`` (lower is better), ``edit_accuracy``,
@@ -154,6 +156,9 @@ def run_standard(model, task, *, original=None, config: EvalConfig = EvalConfig(
         >>> r["maintain_accuracy"].value, r["maintain_accuracy"].baseline, len(r.per_fact) == len(p.task.forget) + len(p.task.maintain)
         (1.0, 1.0, True)
     """
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     t0 = time.perf_counter()
     metrics: list[Metric] = []
     rows: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ the forget facts, one run per data source:
 
 * ``"retain"``: the true answers of ``task.retain`` (facts the attacker knows; any retain
   fact whose id or subject is a forget fact's is dropped first);
-* ``"text"``: next-token loss on general text (``EvalConfig.text_source``, the built-in text
+* ``"text"``: next-token loss on general text (``EvalConfig.text``, the built-in text
   by default; passages that name a forget subject are dropped).
 
 then measures forget / edit / maintain accuracy. The unedited model fine-tuned the same
@@ -28,19 +28,22 @@ state). The caller's model is never changed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
-from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UnrelatedFinetuneConfig)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["UnrelatedFinetuneConfig", "DATA_SOURCES", "finetune_data", "finetuned_copy", "run_unrelated_finetune"]
 
@@ -49,8 +52,8 @@ DATA_SOURCES: tuple[str, ...] = ("retain", "text")
 
 
 @dataclass(frozen=True)
-class UnrelatedFinetuneConfig:
-    """Settings of the ``unrelated_finetune`` suite (``EvalConfig.unrelated_finetune`` when present).
+class UnrelatedFinetuneConfig(ConfigBase):
+    """Settings of the ``unrelated_finetune`` suite (``EvalConfig.unrelated_finetune``).
 
     Attributes:
         data: Data sources (:data:`DATA_SOURCES`), one fine-tuning run each.
@@ -58,10 +61,10 @@ class UnrelatedFinetuneConfig:
             block parameter).
         steps: Optimizer steps (AdamW, no weight decay).
         lr: Learning rate. Not tuned on a real model; the relearning suite's measured value
-            on Gemma 3 270M is 1e-4 (``EvalConfig.relearn_lr``); the planted test model
+            on Gemma 3 270M is 1e-4 (``EvalConfig.relearning.lr``); the planted test model
             needs ~1e-2 to move at all.
         rank: LoRA rank (capped at each matrix's rank).
-        batch_size: Retain facts per step (text: ``EvalConfig.text_batch_size`` chunks).
+        batch_size: Retain facts per step (text: ``EvalConfig.text.batch_size`` chunks).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
     """
 
@@ -89,9 +92,6 @@ class UnrelatedFinetuneConfig:
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"UnrelatedFinetuneConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
-
 
 def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, dict[str, Any]]:
     """The training data of one source, free of the forget facts, and a note on what was dropped.
@@ -112,11 +112,12 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
             raise ValueError("task.retain has no fact that is not a forget fact: nothing to fine-tune on")
         return data, info
     if source == "text":
-        texts = load_texts(config.text_source, seed=config.seed)
+        text = config.text
+        texts = load_texts(text.source, seed=config.seed)
         kept = [t for t in texts if not any(s in t for s in subjects)]
-        chunks = token_chunks(model, kept, seq_len=config.text_seq_len, n_chunks=config.n_text_chunks)
+        chunks = token_chunks(model, kept, seq_len=text.seq_len, n_chunks=text.n_chunks)
         return chunks, {"n_train": int(chunks.shape[0]), "n_dropped_passages": len(texts) - len(kept),
-                        "source": config.text_source or "builtin"}
+                        "source": text.source or "builtin"}
     raise ValueError(f"unknown data source {source!r}; known: {list(DATA_SOURCES)}")
 
 
@@ -148,6 +149,7 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     ``history`` is the loss per step. ``model`` is not changed.
 
     Example:
+        >>> from factlens.evaluation import EvalConfig
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> work, cleanup, hist = finetuned_copy(p.model, p.task.retain, settings=UnrelatedFinetuneConfig(steps=2),
@@ -163,7 +165,7 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     gen = torch.Generator().manual_seed(config.seed)
     is_text = isinstance(data, torch.Tensor)
     n = int(data.shape[0]) if is_text else len(data)
-    bs = min(config.text_batch_size if is_text else settings.batch_size, n)
+    bs = min(config.text.batch_size if is_text else settings.batch_size, n)
     positions = sft_positions(int(data.shape[1]), 16, kl=False) if is_text else None
     order: list[int] = []
     history: list[float] = []
@@ -203,7 +205,7 @@ def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalCo
         del work
 
 
-def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None,
                            unrelated_finetune_config: UnrelatedFinetuneConfig | None = None, **_: Any) -> SuiteResult:
     """Fine-tune the edited model and the original on data without the forget facts; compare.
@@ -214,8 +216,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = E
         original: The unedited model, fine-tuned the same way (baselines, damage flags).
         config: Evaluation settings (``seed``, ``batch_size``, text settings for ``"text"``).
         baselines: Cache of computations on ``original``.
-        unrelated_finetune_config: The suite's settings (default: ``config.unrelated_finetune``
-            if present, else :class:`UnrelatedFinetuneConfig()`).
+        unrelated_finetune_config: The suite's settings (default: ``config.unrelated_finetune``).
 
     Returns:
         Per data source ``d``: ``finetune_<d>_forget_accuracy``, ``finetune_<d>_forget_recovery``
@@ -226,6 +227,9 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig = E
         One per-fact row per forget and maintain fact.
     """
     t0 = time.perf_counter()
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
     st = suite_settings(config, "unrelated_finetune", UnrelatedFinetuneConfig, unrelated_finetune_config)
     before = score_task(model, task, config)
     base_before = None

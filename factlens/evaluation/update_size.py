@@ -25,21 +25,24 @@ Entries outside the quantized weights (biases) are listed with ``quantized = Fal
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from factlens.evaluation.config import EvalConfig
+from factlens.config import ConfigBase
 from factlens.evaluation.quantization import QUANTIZED_WEIGHTS, SCHEMES, bin_widths, linear_view, quantize_matrix
 from factlens.evaluation.result import Metric, SuiteResult
+
+if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UpdateSizeConfig)
+    from factlens.evaluation.config import EvalConfig
 
 __all__ = ["UpdateSizeConfig", "UpdateSizes", "update_sizes", "run_update_size"]
 
 @dataclass(frozen=True)
-class UpdateSizeConfig:
-    """Settings of the ``update_size`` suite (``EvalConfig.update_size`` when an EvalConfig carries one).
+class UpdateSizeConfig(ConfigBase):
+    """Settings of the ``update_size`` suite (``EvalConfig.update_size``).
 
     Attributes:
         schemes: Quantization schemes to compare with (:data:`~factlens.evaluation.quantization.SCHEMES`).
@@ -69,9 +72,6 @@ class UpdateSizeConfig:
     @property
     def edges(self) -> np.ndarray:
         return np.linspace(self.log10_min, self.log10_max, self.n_bins + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def update_sizes(edit_result, model=None, *, config: UpdateSizeConfig = UpdateSi
     return UpdateSizes(table, hists, tuple(float(e) for e in edges), tot, config.to_dict())
 
 
-def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConfig(),
+def run_update_size(model, task, *, original=None, config: EvalConfig | None = None,
                     edit_result=None, update_size_config: UpdateSizeConfig | None = None, **_: Any) -> SuiteResult:
     """The ``update_size`` suite: :func:`update_sizes` of ``edit_result`` as metrics and a per-tensor table.
 
@@ -210,7 +210,7 @@ def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConf
         original: Unused.
         config: Evaluation settings (``config.update_size`` may hold an :class:`UpdateSizeConfig`).
         edit_result: The :class:`~factlens.editing.EditResult` that produced ``model`` (required).
-        update_size_config: The suite's settings (default: ``config.update_size`` or defaults).
+        update_size_config: The suite's settings (default: ``config.update_size``).
 
     Returns:
         Metrics per scheme ``s`` (unit: changed entries of quantized weights; no interval:
@@ -224,10 +224,12 @@ def run_update_size(model, task, *, original=None, config: EvalConfig = EvalConf
         ValueError: ``edit_result`` is missing.
     """
     from factlens.evaluation.attacks import suite_settings
+    from factlens.evaluation.config import or_default
 
     t0 = time.perf_counter()
     if edit_result is None:
         raise ValueError("the 'update_size' suite needs edit_result=<the EditResult that produced the model>")
+    config = or_default(config)
     sc = suite_settings(config, "update_size", UpdateSizeConfig, update_size_config)
     u = update_sizes(edit_result, model, config=sc)
     n = int(u.totals["n_changed"])

@@ -6,7 +6,7 @@ with different experiment fields is an error (pass ``--overwrite`` to start over
 *scope* fields (``localizations``, ``seeds``) may grow between invocations: completed
 localizations are skipped, new ones are added. The *execution* fields (``out``,
 ``executor``, ``ray_address``, ``gpus_per_job``, ``show_progress``) never matter for results.
-The *input files* (``data``, ``mcq_data``, ``eval.text_source``, ``eval.mmlu_source``,
+The *input files* (``data``, ``mcq_data``, ``eval.text.source``, ``eval.side_effects.mmlu_source``,
 ``edit.sft_source``) are also compared by content (:meth:`RunConfig.input_hashes`, sha256),
 so a data file rewritten between two invocations is an error too. An option the task does
 not use (``--data`` of the planted task, ``--mcq-data`` of a sports task, ``--ray-address``
@@ -26,17 +26,35 @@ Config files use the field names as keys (dashes or underscores), with ``[edit]`
     [edit]          # factlens.editing.EditConfig fields, on top of the preset
     steps = 20
 
-    [eval]          # factlens.evaluation.EvalConfig fields
-    n_text_chunks = 8
+    [eval]          # factlens.evaluation.EvalConfig fields, on top of the preset
+    batch_size = 8
+
+    [eval.relearning]   # a suite's own settings (here RelearningConfig); only the fields named change
+    steps = 5
+
+``edit`` and ``eval`` are :class:`~factlens.config.Overrides` of ``EditConfig`` /
+``EvalConfig``: checked when the ``RunConfig`` is made (an unknown key at any level, or a
+value of the wrong type, is an error that names it and lists the valid keys), kept as nested
+tables in ``run_config.json``. The flat evaluation keys of older versions (``relearn_steps``,
+``text_source``...) are still read, with a ``DeprecationWarning``, so that run folders written
+by them resume and report (:func:`upgrade_stored`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from factlens.config import Overrides
+
+if TYPE_CHECKING:
+    from factlens.editing import EditConfig
+    from factlens.evaluation import EvalConfig
 
 __all__ = [
     "RunConfig",
@@ -55,6 +73,7 @@ __all__ = [
     "split_unit",
     "unit_names",
     "default_objective",
+    "upgrade_stored",
 ]
 
 #: The paper's six localizations compared in Table 1.
@@ -87,20 +106,24 @@ SMALL_N_MAINTAIN: int = 64
 #: noise samples per fact instead of ROME's 10 (16 facts x 5 samples per component; halves
 #: its ~3 CPU-minutes on Gemma 3 270M). Override with ``localize_options``.
 DEFAULT_LOCALIZE_OPTIONS: dict[str, Any] = {"causal_tracing": {"include_resid": False, "n_samples": 5}}
-#: Small-but-real evaluation sizes for a CPU run of a ~270M model (recorded in the report).
+#: Small-but-real evaluation sizes for a CPU run of a ~270M model (``EvalConfig`` overrides,
+#: recorded in the report).
 CPU_EVAL_DEFAULTS: dict[str, Any] = {
-    "batch_size": 16, "n_text_chunks": 16, "text_seq_len": 64, "n_mmlu": 57,
-    "relearn_steps": 10, "relearn_batch_size": 8,
-    "soft_prompt_steps": 25, "soft_prompt_seeds": 1,
+    "batch_size": 16, "text": {"n_chunks": 16, "seq_len": 64}, "side_effects": {"n_mmlu": 57},
+    "relearning": {"steps": 10, "batch_size": 8},
+    "soft_prompts": {"steps": 25, "seeds": 1},
 }
 #: Edit settings for the planted model on top of ``EditConfig.fast()`` (its weights are O(1-10)).
 PLANTED_EDIT_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "n_sft_chunks": 8}
 #: Evaluation sizes for the planted model (a smoke run in about a minute).
 PLANTED_EVAL_DEFAULTS: dict[str, Any] = {
-    "batch_size": 16, "n_text_chunks": 4, "text_seq_len": 16, "n_mmlu": 8,
-    "relearn_steps": 5, "relearn_batch_size": 8,
-    "soft_prompt_steps": 10, "soft_prompt_seeds": 1,
+    "batch_size": 16, "text": {"n_chunks": 4, "seq_len": 16}, "side_effects": {"n_mmlu": 8},
+    "relearning": {"steps": 5, "batch_size": 8},
+    "soft_prompts": {"steps": 10, "seeds": 1},
 }
+#: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
+_RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
+                                   "eval.mmlu_source": "eval.side_effects.mmlu_source"}
 
 
 @dataclass(frozen=True)
@@ -147,10 +170,13 @@ class RunConfig:
             :data:`DEFAULT_LOCALIZE_OPTIONS`.
         edit_preset: ``"fast"`` (``EditConfig.fast()``, for CPU; with
             :data:`PLANTED_EDIT_DEFAULTS` on the planted model) or ``"paper"`` (``EditConfig()``).
-        edit: ``EditConfig`` field overrides on top of the preset.
+        edit: ``EditConfig`` field overrides on top of the preset: a mapping (or an
+            ``EditConfig``: all its fields), kept as :class:`~factlens.config.Overrides`.
         eval: ``EvalConfig`` field overrides on top of the model's defaults
             (:data:`CPU_EVAL_DEFAULTS` / :data:`PLANTED_EVAL_DEFAULTS`; ``eval_preset="full"``
-            uses ``EvalConfig()`` as is).
+            uses ``EvalConfig()`` as is): nested tables per suite (``{"relearning":
+            {"steps": 5}}``) or dotted keys (``{"relearning.steps": 5}``); only the fields named
+            change. Kept as :class:`~factlens.config.Overrides`.
         eval_preset: ``"small"`` (the defaults above) or ``"full"``.
         suites: Evaluation suites (:data:`ALL_SUITES`).
         device: Device of the model (``"cpu"``, ``"cuda"``...).
@@ -181,8 +207,8 @@ class RunConfig:
     localize_on: str = "auto"
     localize_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_LOCALIZE_OPTIONS))
     edit_preset: str = "fast"
-    edit: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
+    edit: Overrides[EditConfig] = field(default_factory=dict)  # type: ignore[assignment]  # mappings are converted
+    eval: Overrides[EvalConfig] = field(default_factory=dict)  # type: ignore[assignment]
     eval_preset: str = "small"
     suites: tuple[str, ...] = ALL_SUITES
     device: str = "cpu"
@@ -201,12 +227,27 @@ class RunConfig:
                 v = _split_list(v)
             object.__setattr__(self, name, tuple(v))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        for name in ("task_options", "localize_options", "edit", "eval"):
+        for name in ("task_options", "localize_options"):
             v = getattr(self, name)
             if not isinstance(v, Mapping):
                 raise ValueError(f"config field {name!r} must be a table/mapping of options, got {v!r}")
             object.__setattr__(self, name, dict(v))
+        self._type_overrides()
         self.validate()
+
+    def _type_overrides(self) -> None:
+        """``edit`` / ``eval`` as validated :class:`~factlens.config.Overrides` (keys and value types)."""
+        from factlens.editing import EditConfig
+        from factlens.evaluation import EvalConfig
+
+        for name, cls in (("edit", EditConfig), ("eval", EvalConfig)):
+            v = getattr(self, name)
+            if not isinstance(v, (Mapping, cls)):
+                raise ValueError(f"config field {name!r} must be a table/mapping of {cls.__name__} options, got {v!r}")
+            try:
+                object.__setattr__(self, name, Overrides(cls, v, label=name))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"bad {name} option(s): {e}") from e
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the accepted values."""
@@ -283,12 +324,14 @@ class RunConfig:
         elif self.workers != 1:
             out.append(f"workers={self.workers!r}: only the local executor uses worker processes (Ray schedules its "
                        "own; use --cpus-per-job)")
-        if self.eval.get("mmlu_source") is not None and "side_effects" not in self.suites:
-            out.append(f"eval.mmlu_source={self.eval['mmlu_source']!r}: only the side_effects suite reads it, and "
+        mmlu, text = self.eval.get_path("side_effects.mmlu_source"), self.eval.get_path("text.source")
+        if mmlu is not None and "side_effects" not in self.suites:
+            out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
                        f"the suites are {list(self.suites)}")
-        if self.eval.get("text_source") is not None and not {"side_effects", "relearning"} & set(self.suites):
-            out.append(f"eval.text_source={self.eval['text_source']!r}: only the side_effects and relearning suites "
-                       f"read it, and the suites are {list(self.suites)}")
+        readers = ("side_effects", "relearning", "unrelated_finetune")
+        if text is not None and not set(readers) & set(self.suites):
+            out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites read it, and the suites are "
+                       f"{list(self.suites)}")
         out += self._unused_task_options()
         return out
 
@@ -349,9 +392,11 @@ class RunConfig:
         return split_unit(unit, default_objective=self.default_objective)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("localizations", "seeds", "suites", "methods", "objectives"):
-            d[k] = list(d[k])
+        """Plain JSON-ready values (tuples as lists, ``edit`` / ``eval`` as nested tables)."""
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.to_dict() if isinstance(v, Overrides) else list(v) if isinstance(v, tuple) else copy.deepcopy(v)
         return d
 
     @classmethod
@@ -378,44 +423,38 @@ class RunConfig:
 
     # resolved settings of the steps
     def eval_overrides(self) -> dict[str, Any]:
-        """The ``EvalConfig`` keywords of this run (defaults for the model, then ``eval``)."""
+        """The ``EvalConfig`` overrides of this run (defaults for the model, then ``eval``), as nested tables."""
         base: dict[str, Any] = {}
         if self.eval_preset == "small":
-            base = dict(PLANTED_EVAL_DEFAULTS if self.model == "planted" else CPU_EVAL_DEFAULTS)
-        base.update(self.eval)
-        return base
+            base = PLANTED_EVAL_DEFAULTS if self.model == "planted" else CPU_EVAL_DEFAULTS
+        return Overrides(self.eval.config_type, base).merged(self.eval).to_dict()
 
     def edit_config(self, seed: int):
         """The ``factlens.editing.EditConfig`` of this run for ``seed``."""
         from factlens.editing import EditConfig
 
         base = EditConfig.fast() if self.edit_preset == "fast" else EditConfig()
-        _check_overrides(EditConfig, self.edit, "edit")
-        over = dict(PLANTED_EDIT_DEFAULTS) if self.model == "planted" and self.edit_preset == "fast" else {}
-        over.update(self.edit)
+        planted = self.model == "planted" and self.edit_preset == "fast"
+        over = Overrides(EditConfig, PLANTED_EDIT_DEFAULTS if planted else {}).merged(self.edit)
         try:
-            return base.replace(**{**over, "seed": seed})
+            return over.merged({"seed": seed}).apply(base)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"bad edit option(s) {self.edit}: {e}") from e
+            raise ValueError(f"bad edit option(s) {self.edit.to_dict()}: {e}") from e
 
     def eval_config(self, seed: int):
         """The ``factlens.evaluation.EvalConfig`` of this run for ``seed``."""
         from factlens.evaluation import EvalConfig
 
-        over = self.eval_overrides()
-        _check_overrides(EvalConfig, over, "eval")
-        over["seed"] = seed
-        if isinstance(over.get("formats"), list):
-            over["formats"] = tuple(over["formats"])
         try:
-            return EvalConfig(**over)
+            return Overrides(EvalConfig, self.eval_overrides()).merged({"seed": seed}).apply(EvalConfig())
         except (TypeError, ValueError) as e:
-            raise ValueError(f"bad eval option(s) {self.eval}: {e}") from e
+            raise ValueError(f"bad eval option(s) {self.eval.to_dict()}: {e}") from e
 
     def input_files(self) -> dict[str, str]:
-        """The input files of this run by option name (``data``, ``eval.text_source``...), as given."""
-        found = {"data": self.data, "mcq_data": self.mcq_data, "eval.text_source": self.eval.get("text_source"),
-                 "eval.mmlu_source": self.eval.get("mmlu_source"), "edit.sft_source": self.edit.get("sft_source")}
+        """The input files of this run by option name (``data``, ``eval.text.source``...), as given."""
+        found = {"data": self.data, "mcq_data": self.mcq_data, "eval.text.source": self.eval.get_path("text.source"),
+                 "eval.side_effects.mmlu_source": self.eval.get_path("side_effects.mmlu_source"),
+                 "edit.sft_source": self.edit.get("sft_source")}
         return {k: str(v) for k, v in found.items() if v is not None}
 
     def input_hashes(self) -> dict[str, dict[str, Any]]:
@@ -443,6 +482,39 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
+
+
+def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A run folder's ``run_config.json`` record with the settings in today's form.
+
+    Older versions wrote the resolved evaluation settings flat (``relearn_steps``,
+    ``text_source``...) and labelled the input files ``eval.text_source`` /
+    ``eval.mmlu_source``; the resume check compares this upgraded record with the current
+    run, so such a folder resumes when its settings are the same. (The ``config`` part is
+    read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
+
+    Example:
+        >>> old = {"resolved": {"eval": {"relearn_steps": 5}}, "inputs": {"eval.text_source": {"sha256": None}}}
+        >>> up = upgrade_stored(old)
+        >>> up["resolved"]["eval"]["relearning"]["steps"], list(up["inputs"])
+        (5, ['eval.text.source'])
+    """
+    out = dict(stored)
+    resolved = dict(out.get("resolved") or {})
+    ev = resolved.get("eval")
+    if isinstance(ev, Mapping) and "error" not in ev:
+        from factlens.evaluation import EvalConfig
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                resolved["eval"] = EvalConfig.from_dict(ev).to_dict()
+            except (TypeError, ValueError):
+                pass  # settings this version no longer has: the resume check reports the difference
+        out["resolved"] = resolved
+    if isinstance(out.get("inputs"), Mapping):
+        out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}
+    return out
 
 
 def hash_input(source: str | Path) -> dict[str, Any]:
@@ -495,50 +567,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _check_overrides(cls: type, overrides: Mapping[str, Any], what: str) -> None:
-    """Raise ``ValueError`` for override keys that are not fields of ``cls`` or values of the wrong type."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    bad = sorted(set(overrides) - set(names))
-    if bad:
-        raise ValueError(f"unknown {what} option(s) {bad}; {cls.__name__} fields: {sorted(names)}")
-    for k, v in overrides.items():
-        if not _type_ok(v, hints[k]):
-            hint = str(hints[k]).replace("typing.", "")
-            raise ValueError(f"{what} option {k}={v!r} has the wrong type ({type(v).__name__}); {cls.__name__}.{k} "
-                             f"takes {hint} (e.g. --{what} {k}={getattr(cls(), k)!r})")
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    """Whether ``value`` (from JSON/TOML/YAML or Python) fits the annotation ``hint``."""
-    import os
-    import types
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is typing.Literal:
-        return value in args
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, (str, os.PathLike))
-    if origin in (tuple, list):
-        elem = args[0] if args else Any
-        items = value if isinstance(value, (list, tuple)) else [value]  # a single item is accepted
-        return all(_type_ok(v, elem) for v in items)
-    return True  # anything else: the config's own validation decides
 
 
 def _split_list(v: str | int) -> list[str]:

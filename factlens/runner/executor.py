@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig
+from factlens.runner.config import RunConfig, upgrade_stored
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
 __all__ = [
@@ -421,10 +421,11 @@ class RunDir:
                 raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
                                           "--overwrite to discard the old results, or choose another --out") from e
             diff = _diff(old.experiment_dict(), config.experiment_dict())
-            old_res = stored.get("resolved", {})
+            upgraded = upgrade_stored(stored)  # settings written flat by older versions
+            old_res = upgraded.get("resolved", {})
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(old_res.get(k, {}), resolved.get(k, {}))
                      if "error" not in old_res.get(k, {}) and "error" not in resolved.get(k, {})]
-            diff += _input_diff(stored.get("inputs"), inputs)
+            diff += _input_diff(upgraded.get("inputs"), inputs)
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)

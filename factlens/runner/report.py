@@ -426,7 +426,8 @@ def _timings_html(runs: Sequence[dict], plans: dict[int, dict]) -> str:
              "every thread of the process, so they stay comparable when the machine is shared.</p>")
     if plans:
         h.append("<p class='note'>Budget (FLU) per seed: " + "; ".join(
-            f"seed {s}: {p.get('param_budget'):,} params from {_e(p.get('budget_source'))}"
+            (f"seed {s}: {p['param_budget']:,} params from {_e(p.get('budget_source'))}" if p.get("param_budget")
+             is not None else f"seed {s}: none (only unbudgeted localizations)")
             + (f" in {p['flu']['seconds']:.1f}s" if p.get("flu") else "") for s, p in sorted(plans.items())) + "</p>")
     return "".join(h)
 

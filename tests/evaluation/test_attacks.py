@@ -276,7 +276,7 @@ def test_unrelated_finetune_data_excludes_forget_facts(sub_bin):
                                                          candidates=task.retain.candidates))
     data, info = finetune_data(orig, leaky, "retain", EvalConfig())
     assert info["n_dropped"] == 2 and not {r.id for r in data} & {r.id for r in task.forget}
-    chunks, info = finetune_data(orig, task, "text", EvalConfig(n_text_chunks=2, text_seq_len=16))
+    chunks, info = finetune_data(orig, task, "text", EvalConfig(text={"n_chunks": 2, "seq_len": 16}))
     assert tuple(chunks.shape) == (2, 16) and info["n_train"] == 2
     with pytest.raises(ValueError, match="unknown data source"):
         finetune_data(orig, task, "forget", EvalConfig())
@@ -287,7 +287,7 @@ def test_unrelated_finetune_runs_both_models_and_leaves_them(sub_bin, method):
     p, orig, edited, task, _, _ = sub_bin
     snaps = snapshot(edited), snapshot(orig)
     st = UnrelatedFinetuneConfig(steps=3, lr=1e-2, rank=4, method=method)
-    cfg = EvalConfig(n_text_chunks=4, text_seq_len=16)
+    cfg = EvalConfig(text={"n_chunks": 4, "seq_len": 16})
     r = run_unrelated_finetune(edited, task, original=orig, config=cfg,
                                unrelated_finetune_config=st)
     for d in ("retain", "text"):
@@ -309,7 +309,7 @@ def test_finetune_on_text_lowers_its_loss(method):
 
     m = tiny_model()  # the planted model's huge planted weights make text fine-tuning unstable
     snap = snapshot(m)
-    cfg = EvalConfig(n_text_chunks=4, text_seq_len=16)
+    cfg = EvalConfig(text={"n_chunks": 4, "seq_len": 16})
     chunks, _ = finetune_data(m, planted_fact_model().task, "text", cfg)
     st = UnrelatedFinetuneConfig(steps=8, lr=1e-2, rank=4, method=method)
     work, cleanup, hist = finetuned_copy(m, chunks, settings=st, config=cfg)
@@ -335,7 +335,7 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     from factlens.evaluation.soft_prompts import run_soft_prompts
 
     p = planted_fact_model()
-    cfg = EvalConfig(soft_prompt_steps=2, soft_prompt_seeds=1, relearn_steps=2, relearn_rank=4)
+    cfg = EvalConfig(soft_prompts={"steps": 2, "seeds": 1}, relearning={"steps": 2, "rank": 4})
     edited = copy.deepcopy(p.model)
     s = run_soft_prompts(edited, p.task, original=p.model, config=cfg)
     dmg = s.extra["attack_damage"]
@@ -343,7 +343,7 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     assert dmg["accuracy_before"] == s["soft_prompt_forget_accuracy_before"].baseline
     assert dmg["accuracy_after"] == pytest.approx(s["soft_prompt_forget_accuracy"].baseline)
     rl = run_relearning(edited, p.task, original=p.model, config=cfg)
-    assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearn_lr, "rank": 4, "batch_size": cfg.relearn_batch_size,
+    assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearning.lr, "rank": 4, "batch_size": cfg.relearning.batch_size,
                                   "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"]}
 
 
@@ -352,7 +352,7 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
 def test_suites_leave_models_unchanged(sub_bin, suite):
     p, orig, edited, task, er, _ = sub_bin
     snaps = snapshot(edited), snapshot(orig)
-    cfg = EvalConfig(n_text_chunks=2, text_seq_len=16)
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16})
     res = evaluate(edited, task, original=orig, suites=[suite], edit_result=er, mask=er.mask, config=cfg,
                    show_progress=False)
     assert res[suite].metrics

@@ -12,14 +12,14 @@ import torch
 from factlens.data import counterfact, sports_facts
 from factlens.data.mmlu import MMLUQuestion, load_mmlu, mmlu_accuracy, mmlu_prompt
 from factlens.evaluation import SUITES, EvalConfig, EvalResult, evaluate, suite_function
-from factlens.evaluation.formats import run_formats
-from factlens.evaluation.side_effects import run_side_effects
+from factlens.evaluation.formats import FormatsConfig, run_formats
+from factlens.evaluation.side_effects import SideEffectsConfig, run_side_effects
 from factlens.evaluation.standard import not_above_chance, run_standard
 from factlens.tasks import counterfact_editing, sports_athlete_editing, sports_unlearning
 from factlens.testing import tiny_model
 from factlens.testing.invariants import assert_unchanged, snapshot
 
-FAST_TEXT = EvalConfig(n_text_chunks=3, text_seq_len=16)
+FAST_TEXT = EvalConfig(text={"n_chunks": 3, "seq_len": 16})
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -48,13 +48,14 @@ def tiny():
 
 
 def test_eval_config_round_trip_and_validation():
-    cfg = EvalConfig(formats=["mcq", "paraphrase"], probe_layers=[1, 2], mmlu_source="x")
-    assert cfg.formats == ("mcq", "paraphrase") and cfg.probe_layers == (1, 2)
+    cfg = EvalConfig(formats={"formats": ["mcq", "paraphrase"]}, probes={"layers": [1, 2]},
+                     side_effects={"mmlu_source": "x"})
+    assert cfg.formats.formats == ("mcq", "paraphrase") and cfg.probes.layers == (1, 2)
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(seed=3).seed == 3 and cfg.seed == 0
     assert hash(cfg) == hash(EvalConfig.from_dict(cfg.to_dict()))
     with pytest.raises(ValueError, match="unknown formats"):
-        EvalConfig(formats=["nope"])
+        EvalConfig(formats={"formats": ["nope"]})
     with pytest.raises(ValueError, match="batch_size"):
         EvalConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown EvalConfig fields"):
@@ -107,8 +108,8 @@ def test_standard_unlearning_has_no_edit_metrics(planted):
 
 def test_formats_planted(planted, edited):
     t = planted.task
-    r = run_formats(planted.model, t, original=planted.model, config=EvalConfig(formats=["mcq", "paraphrase",
-                                                                                       "professional"]))
+    r = run_formats(planted.model, t, original=planted.model, config=EvalConfig(formats=FormatsConfig(
+                        formats=["mcq", "paraphrase", "professional"])))
     assert r.extra["formats"] == ["paraphrase", "professional"] and r.extra["unavailable_formats"] == ["mcq"]
     assert not any(m.name.startswith("mcq") for m in r.metrics)
     assert r["paraphrase_forget_error"].value == 0.0 and r["paraphrase_edit_accuracy"].value == 0.0
@@ -118,11 +119,11 @@ def test_formats_planted(planted, edited):
     assert set(fb) == {(f, s) for f in ("paraphrase", "professional") for s in ("forget", "maintain")}
     assert fb[("paraphrase", "forget")]["accuracy"] == 1.0 and fb[("paraphrase", "maintain")]["n_facts"] == len(t.maintain)
     # the planted edit lives in the lookup MLP, so it generalizes to the other phrasing
-    e = run_formats(edited, t, original=planted.model, config=EvalConfig(formats=["professional"]))
+    e = run_formats(edited, t, original=planted.model, config=EvalConfig(formats=FormatsConfig(formats="professional")))
     assert e["professional_edit_accuracy"].value == 1.0 and e["professional_edit_accuracy"].baseline == 0.0
     assert e["professional_forget_error"].value == 1.0 and e["professional_forget_error"].baseline == 0.0
     # without the original: no baselines, no flags, a note
-    n = run_formats(edited, t, config=EvalConfig(formats=["professional"]))
+    n = run_formats(edited, t, config=EvalConfig(formats=FormatsConfig(formats="professional")))
     assert all(m.baseline is None for m in n.metrics) and "baseline_note" in n.extra
 
 
@@ -139,7 +140,7 @@ def test_formats_random_tiny_model_is_at_chance(tiny):
 
 def test_formats_counterfact_tiny(tiny):
     task = counterfact_editing(counterfact(), n_forget=6, n_retain=0, n_maintain=6)
-    r = run_formats(tiny, task, original=tiny, config=EvalConfig(formats=["paraphrase", "neighborhood"]))
+    r = run_formats(tiny, task, original=tiny, config=EvalConfig(formats={"formats": ["paraphrase", "neighborhood"]}))
     m = r["neighborhood_edit_error"]
     assert m.n == 6 and not m.higher_is_better and 0 <= m.value <= 1
     assert r["paraphrase_edit_accuracy"].n == 6
@@ -214,7 +215,7 @@ def test_side_effects_mmlu_shared(shared_data, tiny):
     if not src.is_dir():
         pytest.skip("no MMLU dev CSVs")
     assert len(load_mmlu(src)) == 57 * 5
-    cfg = FAST_TEXT.replace(mmlu_source=str(src), n_mmlu=57)
+    cfg = FAST_TEXT.replace(side_effects=SideEffectsConfig(mmlu_source=str(src), n_mmlu=57))
     r = run_side_effects(tiny, original=tiny, config=cfg)
     m = r["mmlu_accuracy"]
     assert m.n == 57 and m.unit == "questions" and 0 <= m.value <= 1 and m.baseline == m.value
@@ -238,7 +239,7 @@ def test_evaluate_errors(planted):
 
 def test_evaluate_round_trip_and_hygiene(planted, edited, tmp_path):
     before, before_orig = snapshot(edited), snapshot(planted.model)
-    cfg = FAST_TEXT.replace(formats=("professional",))
+    cfg = FAST_TEXT.override({"formats.formats": ("professional",)})
     res = evaluate(edited, planted.task, original=planted.model, suites=("standard", "formats", "side_effects"),
                    config=cfg, show_progress=False)
     assert_unchanged(edited, before)
@@ -272,8 +273,8 @@ def test_baseline_cache_reuses_the_original_and_changes_nothing():
     edited = copy.deepcopy(p.model)
     with torch.no_grad():
         edited.blocks[1].mlp.W_out.mul_(0.5)
-    cfg = EvalConfig(n_text_chunks=2, text_seq_len=16, relearn_steps=2, relearn_rank=4, soft_prompt_steps=2,
-                     soft_prompt_seeds=1)
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16}, relearning={"steps": 2, "rank": 4},
+                     soft_prompts={"steps": 2, "seeds": 1})
     suites = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
     plain = evaluate(edited, p.task, original=p.model, suites=suites, config=cfg, show_progress=False)
     cache = BaselineCache()

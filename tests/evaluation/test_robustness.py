@@ -14,10 +14,11 @@ from factlens.components import Mask
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import add_lora
 from factlens.evaluation.mechanisms import default_mechanisms, mechanism_counts, mechanism_table, run_mechanisms
-from factlens.evaluation.probes import run_probes
-from factlens.evaluation.relearning import run_relearning, split_halves
+from factlens.evaluation.probes import ProbesConfig, run_probes
+from factlens.evaluation.relearning import RelearningConfig, run_relearning, split_halves
 from factlens.data.formats import format_prompts
-from factlens.evaluation.soft_prompts import _soft_logprobs, run_soft_prompts, soft_prompt_scores, train_soft_prompt
+from factlens.evaluation.soft_prompts import (SoftPromptsConfig, _soft_logprobs, run_soft_prompts, soft_prompt_scores,
+                                              train_soft_prompt)
 from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import tiny_model
@@ -77,7 +78,7 @@ def test_split_halves_seeded(planted):
 
 def test_relearning_on_unedited_model_is_noop_in_effect(planted):
     snap = snapshot(planted.model)
-    cfg = EvalConfig(relearn_steps=3, relearn_rank=8, n_text_chunks=4, text_seq_len=16)
+    cfg = EvalConfig(relearning=RelearningConfig(steps=3, rank=8), text={"n_chunks": 4, "seq_len": 16})
     r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg)
     assert r["relearn_forget_accuracy"].value == 1.0
     assert r["relearn_forget_accuracy_before"].value == 1.0
@@ -89,7 +90,7 @@ def test_relearning_on_unedited_model_is_noop_in_effect(planted):
 
 def test_relearning_after_unlearning(planted, unlearned):
     snap = snapshot(unlearned)
-    cfg = EvalConfig(relearn_steps=8, relearn_rank=8, relearn_lr=1e-2, n_text_chunks=4, text_seq_len=16)
+    cfg = EvalConfig(relearning=RelearningConfig(steps=8, rank=8, lr=1e-2), text={"n_chunks": 4, "seq_len": 16})
     r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg)
     names = {m.name: m for m in r.metrics}
     for m in names.values():
@@ -136,8 +137,8 @@ def test_prepended_soft_tokens_equal_real_tokens(planted, which):
     np.testing.assert_allclose(scores["p_answer"], ref.p_answer_norm, rtol=1e-4)
     with pytest.raises(ValueError, match="position"):
         soft_prompt_scores(m, soft, items, position="middle")
-    with pytest.raises(ValueError, match="soft_prompt_position"):
-        EvalConfig(soft_prompt_position="middle")
+    with pytest.raises(ValueError, match="SoftPromptsConfig.position"):
+        SoftPromptsConfig(position="middle")
 
 
 def test_soft_prompt_scores_match_ordinary_scoring(planted):
@@ -154,7 +155,7 @@ def test_soft_prompt_scores_match_ordinary_scoring(planted):
 
 def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     snap = snapshot(unlearned)
-    cfg = EvalConfig(soft_prompt_steps=3, soft_prompt_seeds=2, soft_prompt_len=3)
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=3, seeds=2, length=3))
     r1 = run_soft_prompts(unlearned, planted.task, original=planted.model, config=cfg)
     r2 = run_soft_prompts(unlearned, planted.task, config=cfg)
     assert [s["losses"] for s in r1.extra["per_seed"]] == [s["losses"] for s in r2.extra["per_seed"]]
@@ -169,8 +170,8 @@ def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
 
 
 def test_soft_prompt_norm_bound(planted):
-    soft, losses = train_soft_prompt(planted.model, planted.task.forget, config=EvalConfig(soft_prompt_steps=3,
-                                     soft_prompt_len=4, soft_prompt_lr=1.0), max_norm=0.3)
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=3, length=4, lr=1.0))
+    soft, losses = train_soft_prompt(planted.model, planted.task.forget, config=cfg, max_norm=0.3)
     assert soft.shape == (4, planted.model.cfg.d_model) and len(losses) == 3
     assert float(soft.norm(dim=-1).max()) <= 0.3 + 1e-5
 
@@ -199,11 +200,11 @@ def test_probes_find_the_planted_attribute(planted, big_forget_task):
 
 
 def test_probes_after_unlearning_and_bad_input(planted, unlearned):
-    r = run_probes(unlearned, planted.task, original=planted.model, config=EvalConfig(probe_layers=(2, 3)))
+    r = run_probes(unlearned, planted.task, original=planted.model, config=EvalConfig(probes=ProbesConfig(layers=(2, 3))))
     assert r.extra["layers"] == [2, 3]
     assert r["probe_true_accuracy_last"].baseline >= 0.8 and r["probe_true_accuracy_last"].value <= 0.6
     with pytest.raises(ValueError, match="out of range"):
-        run_probes(planted.model, planted.task, config=EvalConfig(probe_layers=(7,)))
+        run_probes(planted.model, planted.task, config=EvalConfig(probes={"layers": 7}))
     with pytest.raises(ValueError, match="position"):
         run_probes(planted.model, planted.task, position="middle")
 
@@ -278,8 +279,9 @@ def test_gemma_attacks_and_probes_leave_model_unchanged(gemma, gemma_task):
         got = _soft_logprobs(gemma, soft_tokens, subjects, ["basketball", "football"])
     want = answer_logprobs(gemma, [s + " plays the sport of" for s in subjects], ["basketball", "football"])
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-    cfg = EvalConfig(relearn_steps=1, relearn_rank=64, relearn_batch_size=4, soft_prompt_steps=2, soft_prompt_seeds=1,
-                     probe_layers=(3, 9, 17), n_text_chunks=2, text_seq_len=32, batch_size=16)
+    cfg = EvalConfig(relearning=RelearningConfig(steps=1, rank=64, batch_size=4),
+                     soft_prompts=SoftPromptsConfig(steps=2, seeds=1), probes=ProbesConfig(layers=(3, 9, 17)),
+                     text={"n_chunks": 2, "seq_len": 32}, batch_size=16)
     rel = run_relearning(gemma, gemma_task, config=cfg)
     assert all(0.0 <= m.value <= 1.0 for m in rel.metrics)
     # rank 64 on every matrix of 18 layers: W_Q/_W_K/_W_V/W_O, W_in/W_gate/W_out

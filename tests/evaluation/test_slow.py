@@ -27,10 +27,10 @@ def unedited_eval(gemma):
     known = filter_known(gemma, sp.subset(idx))
     task = sports_athlete_editing(known, n_forget=8, n_retain=16, n_maintain=16)
     cfg = EvalConfig(
-        n_text_chunks=4,
-        text_source=str(shared / "wikitext2" / "test.txt") if shared and (shared / "wikitext2").is_dir() else None,
-        mmlu_source=str(shared / "mmlu" / "dev") if shared and (shared / "mmlu" / "dev").is_dir() else None,
-        n_mmlu=57,
+        text={"n_chunks": 4,
+              "source": str(shared / "wikitext2" / "test.txt") if shared and (shared / "wikitext2").is_dir() else None},
+        side_effects={"mmlu_source": str(shared / "mmlu" / "dev") if shared and (shared / "mmlu" / "dev").is_dir()
+                      else None, "n_mmlu": 57},
     )
     t0 = time.perf_counter()
     res = evaluate(gemma, task, original=gemma, suites=("standard", "formats", "side_effects"), config=cfg,
@@ -69,7 +69,7 @@ def test_side_effects_unedited_gemma(unedited_eval):
     acc, loss = se["next_token_accuracy"], se["next_token_loss"]
     assert 0.1 < acc.value < 0.7 and math.isfinite(loss.value) and 1.0 < loss.value < 10.0
     assert acc.n == 4 * 63
-    if res.meta["config"]["mmlu_source"] is None:
+    if res.meta["config"]["side_effects"]["mmlu_source"] is None:
         pytest.skip("no MMLU CSVs in ../shared/data")
     m = se["mmlu_accuracy"]
     assert m.n == 57 and 0.0 <= m.value <= 1.0 and m.baseline == m.value

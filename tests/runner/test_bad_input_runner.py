@@ -46,13 +46,13 @@ def _main(*argv: str) -> int:
 def test_changed_text_source_refused_on_resume(tmp_path: Path):
     text = tmp_path / "general.txt"
     text.write_text("The quick brown fox jumps over the lazy dog.\n" * 20)
-    cfg = _cfg(tmp_path / "run", suites=("standard", "side_effects"), eval={"text_source": str(text)})
+    cfg = _cfg(tmp_path / "run", suites=("standard", "side_effects"), eval={"text": {"source": str(text)}})
     RunDir(tmp_path / "run").open(cfg)
     stored = json.loads((tmp_path / "run/run_config.json").read_text())
-    assert stored["inputs"]["eval.text_source"]["sha256"] == hash_input(text)["sha256"]
+    assert stored["inputs"]["eval.text.source"]["sha256"] == hash_input(text)["sha256"]
     RunDir(tmp_path / "run").open(cfg)  # same content: resumes
     text.write_text("Another text entirely.\n" * 20)  # same path, other content
-    with pytest.raises(ConfigMismatchError, match=r"eval.text_source.*changed"):
+    with pytest.raises(ConfigMismatchError, match=r"eval.text.source.*changed"):
         RunDir(tmp_path / "run").open(cfg)
 
 
@@ -78,7 +78,7 @@ def test_folder_inputs_hash_every_file_in_sorted_order(tmp_path: Path):
     assert h1["sha256"] != h0["sha256"]
     (mmlu / "sub" / "a.csv").rename(mmlu / "sub" / "z.csv")  # a rename changes it too
     assert hash_input(mmlu)["sha256"] != h1["sha256"]
-    cfg = _cfg(tmp_path / "run", suites=("side_effects",), eval={"mmlu_source": str(mmlu)})
+    cfg = _cfg(tmp_path / "run", suites=("side_effects",), eval={"side_effects.mmlu_source": str(mmlu)})
     RunDir(tmp_path / "run").open(cfg)
     (mmlu / "extra.csv").write_text("q3,a,b,c,d,A\n")  # a file added
     with pytest.raises(ConfigMismatchError, match="mmlu_source"):
@@ -103,8 +103,9 @@ def test_planted_task_refuses_data(tmp_path: Path, no_run, capsys):
     ({"task": "sports-athlete-editing", "mcq_data": "mcq.jsonl"}, "mcq_data"),
     ({"ray_address": "auto"}, "ray_address"),
     ({"gpus_per_job": 1.0}, "gpus_per_job"),
-    ({"eval": {"mmlu_source": "cais/mmlu:all"}}, "mmlu_source"),
-    ({"eval": {"text_source": "wikitext"}, "suites": ("standard",)}, "text_source"),
+    ({"eval": {"side_effects": {"mmlu_source": "cais/mmlu:all"}}}, "side_effects.mmlu_source"),
+    ({"eval": {"text.source": "wikitext"}, "suites": ("standard",)}, "text.source"),
+    ({"eval": {"text_source": "wikitext"}, "suites": ("standard",)}, "text.source"),  # the old flat key
     ({"task_options": {"sport": "golf"}}, "sport"),
     ({"task_options": {"n_forget": 4}}, "forget_size"),
 ])
@@ -119,7 +120,8 @@ def test_unused_options_refused(tmp_path: Path, kw, word):
 def test_used_options_still_accepted(tmp_path: Path):
     _cfg(tmp_path / "a", executor="ray", ray_address="auto", gpus_per_job=1.0)
     _cfg(tmp_path / "b", task_options={"n_maintain": 4}, suites=("standard", "relearning"),
-         eval={"text_source": "wikitext"})
+         eval={"text": {"source": "wikitext"}})
+    _cfg(tmp_path / "c", suites=("unrelated_finetune",), eval={"text": {"source": "wikitext"}})  # its "text" data
 
 
 # -- item 9: --overwrite deletes only factlens's files ------------------------------------------
@@ -210,7 +212,8 @@ def test_out_pointing_at_a_file(tmp_path: Path, capsys):
     (["--edit", "lr=-1"], ["lr must be > 0"]),
     (["--edit", "nosuchfield=1"], ["nosuchfield", "EditConfig fields"]),
     (["--edit", "steps=abc"], ["steps='abc'", "int"]),
-    (["--eval", "n_text_chunks=two"], ["n_text_chunks", "int"]),
+    (["--eval", "text.n_chunks=two"], ["text.n_chunks='two'", "int"]),
+    (["--eval", "relearning.stepz=1"], ["stepz", "RelearningConfig fields", "EvalConfig.relearning", "steps"]),
     (["--param-budget", "0"], ["param_budget", ">= 1"]),
     (["--max-facts", "0"], ["max_facts", ">= 1"]),
 ])

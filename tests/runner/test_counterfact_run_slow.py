@@ -36,7 +36,7 @@ def test_counterfact_command_line_parses(tmp_path: Path):
     cfg = config_from_args(build_parser().parse_args(_argv(data, tmp_path / "out")))
     assert (cfg.task, cfg.model, cfg.max_facts, cfg.forget_size) == ("counterfact-editing", "gemma-3-270m", 8, 4)
     assert cfg.localizations == ("flu", "random") and cfg.seeds == (0,)
-    assert cfg.eval_config(0).n_text_chunks == PLANTED_EVAL_DEFAULTS["n_text_chunks"]
+    assert cfg.eval_config(0).text.n_chunks == PLANTED_EVAL_DEFAULTS["text"]["n_chunks"]
     assert cfg.edit_config(0).steps == 5
     RunDir(cfg.out).open(cfg)  # a dry run: the run folder with the data's hash
     stored = json.loads((tmp_path / "out/run_config.json").read_text())

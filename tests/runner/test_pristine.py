@@ -36,7 +36,7 @@ def _strip(record: dict) -> dict:
 
 def _jobs(original: str, fast_layout: bool = True) -> list[dict]:
     cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random", "nonlocalized"), suites=SUITES,
-                    show_progress=False, edit={"steps": 2}, eval={"relearn_steps": 2, "soft_prompt_steps": 2})
+                    show_progress=False, edit={"steps": 2}, eval={"relearning": {"steps": 2}, "soft_prompts": {"steps": 2}})
     ws = Workspace(original=original, fast_layout=fast_layout)
     plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
     return [pipeline.run_localization(cfg, 0, loc, plan=plan, workspace=ws)

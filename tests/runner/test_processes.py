@@ -34,7 +34,7 @@ def _files(out: Path) -> dict[str, dict]:
 def test_two_workers_write_the_same_runs(tmp_path: Path):
     cfg = RunConfig(task="planted", model="planted", localizations=("flu", "random", "all_mlps"), seeds=(0, 1),
                     suites=("standard", "side_effects", "relearning", "mechanisms"), show_progress=False,
-                    edit={"steps": 2}, eval={"n_text_chunks": 2, "relearn_steps": 2})
+                    edit={"steps": 2}, eval={"text.n_chunks": 2, "relearning.steps": 2})
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # the one-process run with the workers' thread count
     try:

@@ -15,7 +15,7 @@ from factlens.runner.executor import ConfigMismatchError, RunDir, write_json_ato
 
 # fast settings: a couple of edit steps and the cheap suites (plus the mechanisms table)
 FAST = ["--edit", "steps=2", "--suites", "standard,side_effects,mechanisms", "--no-progress",
-        "--eval", "n_text_chunks=2"]
+        "--eval", "text.n_chunks=2"]
 LOCS = "flu,random,all_mlps"
 
 
@@ -72,7 +72,7 @@ def test_cli_writes_runs_and_report(run_dir: Path):
         assert r["versions"]["torch"]
     cfg = json.loads((run_dir / "run_config.json").read_text())
     assert cfg["config"]["localizations"] == ["flu", "random", "all_mlps"]
-    assert cfg["resolved"]["edit"]["steps"] == 2 and cfg["resolved"]["eval"]["n_text_chunks"] == 2
+    assert cfg["resolved"]["edit"]["steps"] == 2 and cfg["resolved"]["eval"]["text"]["n_chunks"] == 2
     html = (run_dir / "report.html").read_text()
     assert html.count("plotly.js v") <= 2  # the library is embedded once (its banner)
     assert "Table 1" in html and "Run metadata" in html and "flu" in html and "all_mlps" in html

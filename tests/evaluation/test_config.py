@@ -1,0 +1,139 @@
+"""EvalConfig: one nested, typed section per suite (owned by the suite's module), one rule for
+unknown keys at every level, and the flat keys of older versions still read."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from factlens.evaluation import EvalConfig, evaluate
+from factlens.evaluation.config import RENAMED, TextConfig
+from factlens.evaluation.direction_ablation import DirectionAblationConfig
+from factlens.evaluation.formats import FormatsConfig
+from factlens.evaluation.probes import ProbesConfig
+from factlens.evaluation.quantization import QuantizationConfig
+from factlens.evaluation.relearning import RelearningConfig
+from factlens.evaluation.side_effects import SideEffectsConfig
+from factlens.evaluation.soft_prompts import SoftPromptsConfig
+from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig
+from factlens.evaluation.update_size import UpdateSizeConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SECTIONS = {"text": TextConfig, "formats": FormatsConfig, "side_effects": SideEffectsConfig,
+            "relearning": RelearningConfig, "probes": ProbesConfig, "soft_prompts": SoftPromptsConfig,
+            "quantization": QuantizationConfig, "update_size": UpdateSizeConfig,
+            "unrelated_finetune": UnrelatedFinetuneConfig, "direction_ablation": DirectionAblationConfig}
+
+#: ``EvalConfig(...).to_dict()`` as the flat version before the nested sections wrote it (the
+#: ``resolved.eval`` of an older run folder), with non-default values.
+OLD_FLAT = {
+    "seed": 3, "batch_size": 8, "formats": ["mcq"], "n_shots": 1, "text_source": "t.txt", "n_text_chunks": 4,
+    "text_seq_len": 16, "text_batch_size": 2, "mmlu_source": "mmlu/dev", "n_mmlu": 8, "mmlu_n_shots": 1,
+    "relearn_steps": 5, "relearn_rank": 8, "relearn_lr": 1e-3, "relearn_batch_size": 4, "soft_prompt_len": 3,
+    "soft_prompt_steps": 10, "soft_prompt_lr": 0.1, "soft_prompt_seeds": 1, "soft_prompt_max_norm": 2.0,
+    "soft_prompt_position": "prepend", "probe_layers": [1, 2], "probe_C": 0.5,
+}
+NESTED = EvalConfig(
+    seed=3, batch_size=8, n_shots=1, formats=FormatsConfig(formats=("mcq",)),
+    text=TextConfig(source="t.txt", n_chunks=4, seq_len=16, batch_size=2),
+    side_effects=SideEffectsConfig(mmlu_source="mmlu/dev", n_mmlu=8, mmlu_n_shots=1),
+    relearning=RelearningConfig(steps=5, rank=8, lr=1e-3, batch_size=4),
+    soft_prompts=SoftPromptsConfig(length=3, steps=10, lr=0.1, seeds=1, max_norm=2.0, position="prepend"),
+    probes=ProbesConfig(layers=(1, 2), C=0.5),
+)
+
+
+def test_every_suite_section_is_typed_and_owned_by_its_module():
+    cfg = EvalConfig()
+    for name, cls in SECTIONS.items():
+        assert isinstance(getattr(cfg, name), cls)
+        assert cls.__module__ == ("factlens.evaluation.config" if name == "text" else f"factlens.evaluation.{name}")
+    assert EvalConfig.nested_types() == SECTIONS
+
+
+def test_nested_round_trip_through_json():
+    cfg = NESTED.replace(quantization=QuantizationConfig(schemes=("nf4",), formats=("default", "mcq")),
+                         direction_ablation=DirectionAblationConfig(layers=(1,)))
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["relearning"] == {"steps": 5, "rank": 8, "lr": 1e-3, "batch_size": 4}
+    assert d["quantization"]["schemes"] == ["nf4"] and d["probes"]["layers"] == [1, 2]
+    back = EvalConfig.from_dict(d)
+    assert back == cfg and hash(back) == hash(cfg)
+    assert EvalConfig.from_dict({}) == EvalConfig()
+    # a partial table: the other fields keep their defaults
+    assert EvalConfig.from_dict({"relearning": {"steps": 2}}).relearning == RelearningConfig(steps=2)
+
+
+@pytest.mark.parametrize("section", ["(top)", *SECTIONS])
+def test_unknown_key_at_each_level_lists_the_valid_ones(section):
+    top = section == "(top)"
+    cls = EvalConfig if top else SECTIONS[section]
+    for bad in ({"bogus": 1} if top else {section: {"bogus": 1}}, {"bogus" if top else f"{section}.bogus": 1}):
+        with pytest.raises(ValueError) as e:
+            EvalConfig.from_dict(bad)
+        msg = str(e.value)
+        assert f"unknown {cls.__name__} fields ['bogus']" in msg, msg
+        assert f"valid fields: {sorted(cls.field_names())}" in msg, msg
+        assert top or f"(in EvalConfig.{section})" in msg, msg
+
+
+def test_nested_field_takes_its_config_or_a_table_only():
+    assert EvalConfig(relearning={"steps": 3}).relearning == RelearningConfig(steps=3)
+    with pytest.raises(TypeError, match="EvalConfig.relearning must be a RelearningConfig"):
+        EvalConfig(relearning=3)
+    with pytest.raises(TypeError, match="EvalConfig.probes must be a ProbesConfig"):
+        EvalConfig(probes=RelearningConfig())
+    with pytest.raises(ValueError, match="takes a table of RelearningConfig fields"):
+        EvalConfig.from_dict({"relearning": 3})
+
+
+def test_old_flat_keys_map_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="'relearn_steps' is deprecated; it is now 'relearning.steps'"):
+        got = EvalConfig.from_dict(OLD_FLAT)
+    assert got == NESTED
+    with pytest.warns(DeprecationWarning):
+        assert EvalConfig().override({"soft_prompt_steps": 4}).soft_prompts.steps == 4
+    assert set(RENAMED) == set(OLD_FLAT) - {"seed", "batch_size", "n_shots"}  # every old key is mapped
+    # the new form never warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert EvalConfig.from_dict(NESTED.to_dict()) == NESTED
+
+
+def test_old_flat_key_in_code_names_its_new_place():
+    with pytest.raises(ValueError, match=r"moved: relearn_steps -> relearning.steps"):
+        EvalConfig().replace(relearn_steps=3)
+    with pytest.raises(TypeError, match="relearn_steps"):
+        EvalConfig(relearn_steps=3)
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: TextConfig(seq_len=1), "TextConfig.seq_len"),
+    (lambda: TextConfig(n_chunks=0), "TextConfig.n_chunks"),
+    (lambda: FormatsConfig(formats=["nope"]), "unknown formats"),
+    (lambda: SideEffectsConfig(n_mmlu=0), "SideEffectsConfig.n_mmlu"),
+    (lambda: RelearningConfig(steps=-1), "RelearningConfig.steps"),
+    (lambda: RelearningConfig(rank=0), "RelearningConfig.rank"),
+    (lambda: SoftPromptsConfig(position="middle"), "SoftPromptsConfig.position"),
+    (lambda: SoftPromptsConfig(seeds=0), "SoftPromptsConfig.seeds"),
+    (lambda: ProbesConfig(C=0), "ProbesConfig.C"),
+    (lambda: EvalConfig(batch_size=0), "EvalConfig.batch_size"),
+    (lambda: EvalConfig.from_dict({"relearning": {"steps": -1}}), "RelearningConfig.steps"),
+])
+def test_sections_validate_their_values(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
+
+
+def test_evaluate_reads_an_attack_suite_section(planted):
+    """The attack suites' settings reach them through evaluate(config=...) (before: only a keyword)."""
+    cfg = EvalConfig(quantization=QuantizationConfig(schemes=("nf4",)))
+    res = evaluate(planted.model, planted.task, original=planted.model, suites=["quantization"], config=cfg,
+                   show_progress=False)
+    names = {m.name for m in res["quantization"].metrics}
+    assert "quant_nf4_forget_accuracy" in names and not any(n.startswith(("quant_int8", "quant_int4")) for n in names)
+    assert res["quantization"].extra["settings"]["schemes"] == ["nf4"]
+    assert res.meta["config"]["quantization"]["schemes"] == ["nf4"]

@@ -1,0 +1,137 @@
+"""RunConfig.edit / .eval are typed overrides (validated when the RunConfig is made, nested
+tables per suite), and run folders written with the flat evaluation keys of older versions
+still resume and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from factlens.config import Overrides
+from factlens.evaluation import EvalConfig
+from factlens.evaluation.config import RENAMED
+from factlens.evaluation.relearning import RelearningConfig
+from factlens.runner import RunConfig, run_experiment
+from factlens.runner.cli import build_parser, config_from_args
+from factlens.runner.config import CPU_EVAL_DEFAULTS, PLANTED_EVAL_DEFAULTS, upgrade_stored
+from factlens.runner.executor import RunDir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(**kw) -> RunConfig:
+    base = dict(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
+                show_progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+def test_eval_overrides_are_typed_and_merge_into_the_preset():
+    c = _cfg(eval={"relearning": {"steps": 3}})
+    assert isinstance(c.eval, Overrides) and c.eval.config_type is EvalConfig
+    assert isinstance(c.edit, Overrides) and c.edit == {}
+    assert c.eval == {"relearning": {"steps": 3}}
+    ec = c.eval_config(2)
+    # only the field named changes: the planted preset's relearning batch size and text sizes stay
+    assert ec.relearning == RelearningConfig(steps=3, batch_size=PLANTED_EVAL_DEFAULTS["relearning"]["batch_size"])
+    assert ec.text.n_chunks == PLANTED_EVAL_DEFAULTS["text"]["n_chunks"] and ec.seed == 2
+    d = c.to_dict()
+    assert d["eval"] == {"relearning": {"steps": 3}} and d["edit"] == {}
+    back = RunConfig.from_dict(json.loads(json.dumps(d)))
+    assert back == c and back.eval_config(2) == ec
+
+
+def test_bad_overrides_fail_when_the_run_config_is_made():
+    with pytest.raises(ValueError) as e:
+        _cfg(eval={"relearning": {"stepz": 3}})
+    msg = str(e.value)
+    assert "unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning)" in msg
+    assert "valid fields: ['batch_size', 'lr', 'rank', 'steps']" in msg
+    with pytest.raises(ValueError, match=r"eval option relearning.steps='3' has the wrong type \(str\)"):
+        _cfg(eval={"relearning.steps": "3"})
+    with pytest.raises(ValueError, match="unknown EditConfig fields"):
+        _cfg(edit={"nope": 1})
+    with pytest.raises(ValueError, match="RelearningConfig.steps must be >= 0"):
+        _cfg(eval={"relearning": {"steps": -1}})
+    with pytest.raises(ValueError, match="must be a table/mapping of EvalConfig options"):
+        _cfg(eval=[1])
+
+
+def test_old_flat_eval_keys_still_accepted():
+    with pytest.warns(DeprecationWarning, match="relearn_steps"):
+        old = _cfg(eval={"relearn_steps": 3, "text_source": "wikitext"}, suites=("relearning",))
+    new = _cfg(eval={"relearning": {"steps": 3}, "text": {"source": "wikitext"}}, suites=("relearning",))
+    assert old == new and old.to_dict() == new.to_dict() and old.eval_config(0) == new.eval_config(0)
+    assert old.input_files() == {"eval.text.source": "wikitext"}
+
+
+def test_an_eval_config_fixes_every_field():
+    ec = EvalConfig(relearning=RelearningConfig(steps=2))
+    assert _cfg(eval=ec).eval_config(0) == ec  # the planted preset does not apply: every field is given
+
+
+def test_migrated_presets_equal_the_old_flat_ones():
+    """The presets moved to the nested form with the same values (no behaviour change)."""
+    old_cpu = {"batch_size": 16, "n_text_chunks": 16, "text_seq_len": 64, "n_mmlu": 57, "relearn_steps": 10,
+               "relearn_batch_size": 8, "soft_prompt_steps": 25, "soft_prompt_seeds": 1}
+    old_planted = {"batch_size": 16, "n_text_chunks": 4, "text_seq_len": 16, "n_mmlu": 8, "relearn_steps": 5,
+                   "relearn_batch_size": 8, "soft_prompt_steps": 10, "soft_prompt_seeds": 1}
+    with pytest.warns(DeprecationWarning):
+        assert EvalConfig.from_dict(old_cpu) == EvalConfig.from_dict(CPU_EVAL_DEFAULTS)
+        assert EvalConfig.from_dict(old_planted) == EvalConfig.from_dict(PLANTED_EVAL_DEFAULTS)
+    assert EvalConfig.from_dict(CPU_EVAL_DEFAULTS) != EvalConfig()
+
+
+def test_cli_dotted_keys_tables_and_source_flags():
+    args = build_parser().parse_args(["run", "planted", "--suites", "standard,relearning,side_effects",
+                                      "--eval", "relearning.steps=3", "--eval", 'soft_prompts={"seeds": 2}',
+                                      "--text-source", "wikitext", "--mmlu-source", "cais/mmlu:all"])
+    c = config_from_args(args)
+    assert c.eval == {"relearning": {"steps": 3}, "soft_prompts": {"seeds": 2}, "text": {"source": "wikitext"},
+                      "side_effects": {"mmlu_source": "cais/mmlu:all"}}
+    assert c.eval_config(0).relearning.steps == 3
+
+
+def test_report_of_a_run_without_a_budget(tmp_path: Path):
+    """Only unbudgeted localizations: the plan has no parameter budget and the report still renders
+    (it failed formatting ``None`` as a number)."""
+    s = run_experiment(_cfg(out=str(tmp_path / "run"), edit={"steps": 1}))
+    assert s.report is not None and "none (only unbudgeted localizations)" in s.report.read_text()
+
+
+def _flat_eval(nested: dict) -> dict:
+    """An evaluation settings table as versions before the nested sections wrote it."""
+    out = {k: nested[k] for k in ("seed", "batch_size", "n_shots")}
+    for old, new in RENAMED.items():
+        section, field = new.split(".")
+        out[old] = nested[section][field]
+    return out
+
+
+def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
+    text = tmp_path / "general.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog near the river bank.\n" * 40)
+    out = tmp_path / "run"
+    cfg = _cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
+               eval={"relearning": {"steps": 2}, "text": {"source": str(text)}})
+    first = run_experiment(cfg, report=False)
+    assert first.ran == ("seed0/all_mlps",)
+    # rewrite run_config.json as an older version wrote it: flat eval keys, old input labels
+    path = out / "run_config.json"
+    stored = json.loads(path.read_text())
+    stored["config"]["eval"] = {"relearn_steps": 2, "text_source": str(text)}
+    stored["resolved"]["eval"] = _flat_eval(stored["resolved"]["eval"])
+    stored["inputs"] = {("eval.text_source" if k == "eval.text.source" else k): v for k, v in stored["inputs"].items()}
+    path.write_text(json.dumps(stored))
+    assert upgrade_stored(stored)["resolved"]["eval"] == cfg.resolved()["eval"]
+
+    again = run_experiment(cfg)  # same settings, written the old way: resumes, nothing reruns
+    assert again.ran == () and again.skipped == ("seed0/all_mlps",) and again.report is not None
+    now = json.loads(path.read_text())
+    assert now["config"]["eval"] == {"relearning": {"steps": 2}, "text": {"source": str(text)}}
+    assert now["resolved"]["eval"]["relearning"]["steps"] == 2 and "eval.text.source" in now["inputs"]
+    # other settings are still refused
+    with pytest.raises(Exception, match="relearning"):
+        RunDir(out).open(_cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
+                              eval={"relearning": {"steps": 3}, "text": {"source": str(text)}}))

@@ -1,0 +1,127 @@
+"""factlens.config: one rule for every config (unknown keys rejected at any level), nested tables,
+renamed keys, and the validated Overrides the runner keeps."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from dataclasses import dataclass
+
+import pytest
+
+from factlens.config import ConfigBase, Overrides, type_ok
+
+
+@dataclass(frozen=True)
+class Inner(ConfigBase):
+    steps: int = 3
+    names: tuple[str, ...] = ("a",)
+
+
+@dataclass(frozen=True)
+class Outer(ConfigBase):
+    _renamed = {"inner_steps": "inner.steps"}
+
+    lr: float = 0.1
+    inner: Inner = Inner()
+
+    def __post_init__(self) -> None:
+        self._nest_tables()
+
+
+@dataclass(frozen=True)
+class Formats(ConfigBase):
+    formats: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class WithFormats(ConfigBase):
+    """A field that became a nested config under its old name (as ``EvalConfig.formats``)."""
+
+    _renamed = {"formats": "formats.formats"}
+
+    formats: Formats = Formats()
+
+
+def test_nested_round_trip_and_json():
+    c = Outer(lr=0.5, inner=Inner(steps=7, names=("x", "y")))
+    d = c.to_dict()
+    assert d == {"lr": 0.5, "inner": {"steps": 7, "names": ["x", "y"]}}
+    assert Outer.from_dict(json.loads(json.dumps(d))) == c
+    assert Outer.from_dict({"inner": {"steps": 9}}) == Outer(inner=Inner(steps=9))  # left-out keys: defaults
+
+
+def test_unknown_keys_rejected_at_every_level_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown Outer fields \['lrr'\]; valid fields: \['inner', 'lr'\]"):
+        Outer.from_dict({"lrr": 1})
+    with pytest.raises(ValueError, match=r"unknown Inner fields \['step'\] \(in Outer.inner\); valid fields: "
+                                         r"\['names', 'steps'\]"):
+        Outer.from_dict({"inner": {"step": 1}})
+    with pytest.raises(ValueError, match=r"unknown Inner fields \['step'\] \(in Outer.inner\)"):
+        Outer(lr=1.0).override({"inner.step": 1})
+    with pytest.raises(ValueError, match=r"Outer.inner takes a table of Inner fields, got 5"):
+        Outer.from_dict({"inner": 5})
+    with pytest.raises(ValueError, match="unknown Outer fields"):
+        Outer().replace(bogus=1)
+
+
+def test_constructor_takes_tables_for_nested_configs_and_refuses_other_types():
+    assert Outer(inner={"steps": 4}).inner == Inner(steps=4)
+    with pytest.raises(TypeError, match=r"Outer.inner must be a Inner \(or a table of its fields"):
+        Outer(inner=4)
+    with pytest.raises(ValueError, match="unknown Inner fields"):
+        Outer(inner={"nope": 1})
+
+
+def test_override_merges_partial_tables_and_dotted_keys():
+    c = Outer(inner=Inner(steps=5, names=("q",)))
+    assert c.override({"inner": {"steps": 6}}) == Outer(inner=Inner(steps=6, names=("q",)))  # names kept
+    assert c.override({"inner.names": ["r", "s"]}).inner.names == ("r", "s")  # lists become tuples
+    assert c.replace(inner={"steps": 6}).inner.names == ("a",)  # replace: the whole table, defaults for the rest
+    # later keys win; a table merges into an earlier one
+    assert Outer.normalize({"inner.steps": 1, "inner": {"names": ["z"]}, "lr": 2}) == {
+        "inner": {"steps": 1, "names": ["z"]}, "lr": 2}
+
+
+def test_renamed_keys_map_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"'inner_steps' is deprecated; it is now 'inner.steps'"):
+        c = Outer.from_dict({"inner_steps": 8})
+    assert c == Outer(inner=Inner(steps=8))
+    # a renamed key that is also a nested field's name: a table is the new form, anything else the old one
+    with pytest.warns(DeprecationWarning):
+        assert WithFormats.from_dict({"formats": ["m"]}).formats == Formats(formats=("m",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert WithFormats.from_dict({"formats": {"formats": ["m"]}}).formats == Formats(formats=("m",))
+    # keyword arguments (code) are not mapped: the error says where the field went
+    with pytest.raises(ValueError, match=r"moved: inner_steps -> inner.steps"):
+        Outer().replace(inner_steps=1)
+
+
+def test_overrides_validate_keys_and_types_and_read_like_a_dict():
+    o = Overrides(Outer, {"inner.steps": 4, "lr": 1}, label="eval")
+    assert o == {"inner": {"steps": 4}, "lr": 1} and dict(o) == {"inner": {"steps": 4}, "lr": 1}
+    assert o.get_path("inner.steps") == 4 and o.get_path("inner.names") is None and o.get_path("x.y", 0) == 0
+    o["inner"]["steps"] = 99  # a copy: the overrides cannot be changed from outside
+    assert o.get_path("inner.steps") == 4
+    base = Outer(inner=Inner(names=("k",)))
+    assert o.apply(base) == Outer(lr=1, inner=Inner(steps=4, names=("k",)))
+    assert o.merged({"inner": {"names": ["n"]}}).to_dict() == {"inner": {"steps": 4, "names": ["n"]}, "lr": 1}
+    assert pickle.loads(pickle.dumps(o)) == o and Overrides(Outer, o) == o
+    assert Overrides(Outer, Outer(lr=2.0)).to_dict() == Outer(lr=2.0).to_dict()  # an instance: all its fields
+    with pytest.raises(ValueError, match=r"eval option inner.steps='x' has the wrong type \(str\); Inner.steps takes "
+                                         r"int \(default 3\)"):
+        Overrides(Outer, {"inner": {"steps": "x"}}, label="eval")
+    with pytest.raises(ValueError, match="unknown Inner fields"):
+        Overrides(Outer, {"inner.nope": 1})
+    with pytest.raises(ValueError, match="must be a table/mapping"):
+        Overrides(Outer, [1, 2])
+    with pytest.raises(TypeError, match="Inner given for Outer"):
+        Overrides(Outer, Inner())
+
+
+def test_type_ok():
+    assert type_ok(1, float) and not type_ok("1", float) and not type_ok(True, int)
+    assert type_ok(None, int | None) and type_ok(["a", "b"], tuple[str, ...]) and type_ok("a", tuple[str, ...])
+    assert not type_ok([1, "a"], tuple[int, ...])
