@@ -199,7 +199,6 @@ class TaskEntry:
     size_option: str = "n_forget"
 
 
-#: The paper's tasks, keyed by the CLI / ``run_config.json`` spelling.
 TASKS: Registry[TaskEntry] = Registry("task", (
     TaskEntry("sports-athlete-editing", "sports_athlete_editing", sports_athlete_editing, "inject"),
     TaskEntry("full-sports-editing", "full_sports_editing", full_sports_editing, "inject"),
@@ -208,6 +207,8 @@ TASKS: Registry[TaskEntry] = Registry("task", (
     TaskEntry("sequential-counterfact-editing", "sequential_counterfact_editing", sequential_counterfact_editing,
               "inject", size_option="chunk_size"),
 ))
+"""The paper's tasks, keyed by the CLI / ``run_config.json`` spelling (``TASKS.get(key)``,
+``TASKS.names()``); :func:`task_entry` also takes the ``Task.name`` spelling."""
 
 
 def task_entry(name: str) -> TaskEntry:

@@ -210,8 +210,9 @@ class EditResult:
         loss_sft, lr`` for fine-tuning and weight masking, plus what a method records
         (``fact``, ``layer``, ``p_target``... for ROME/MEMIT's value optimization); a key an
         entry lacks is NaN there. A result without training steps gives an empty frame with
-        the fine-tuning columns. ``res.to_frame().plot(x="step", y=["loss_forget", "loss_retain"])``
-        draws two of the curves.
+        the fine-tuning columns. ``plotly.express.line(res.to_frame(), x="step", y=["loss_forget",
+        "loss_retain"])`` draws two of the curves (:meth:`plot_history` draws all of them);
+        pandas' own ``DataFrame.plot`` would need matplotlib, which factlens does not install.
         """
         import pandas as pd
 
