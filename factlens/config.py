@@ -10,6 +10,11 @@ is a :class:`~factlens.evaluation.relearning.RelearningConfig`): it serializes a
 into it (the fields the table leaves out keep their values). A dotted key
 (``"relearning.steps"``) is the same as a one-key table.
 
+A field whose default is a mapping (``EvalConfig.other_suites``: suite name -> table) is a
+*mapping field*: its keys are free, ``override`` / :class:`Overrides` merge a table into it
+key by key, and dotted keys reach into it (``"other_suites.my_attack.steps"``). The config
+validates the keys itself (in ``__post_init__``), since only it knows what they may be.
+
 A config whose fields moved lists the old names in ``_renamed`` (old key -> dotted path now,
 e.g. ``"relearn_steps" -> "relearning.steps"``): ``from_dict`` / ``override`` / :class:`Overrides`
 map such a key with a ``DeprecationWarning``, so that files written by older versions still
@@ -80,6 +85,12 @@ class ConfigBase:
         return out
 
     @classmethod
+    def mapping_fields(cls) -> frozenset[str]:
+        """The fields whose default is a mapping (free keys; tables merge into them)."""
+        return frozenset(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                         if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), Mapping))
+
+    @classmethod
     def _unknown_error(cls, unknown: list[str], where: str = "") -> ValueError:
         moved = [f"{k} -> {cls._renamed[k]}" for k in unknown if k in cls._renamed]
         return ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}{f' (in {where})' if where else ''}; "
@@ -105,7 +116,7 @@ class ConfigBase:
         """
         if not isinstance(d, Mapping):
             raise ValueError(f"{where or cls.__name__} takes a table of {cls.__name__} fields, got {d!r}")
-        names, nested = set(cls.field_names()), cls.nested_types()
+        names, nested, mappings = set(cls.field_names()), cls.nested_types(), cls.mapping_fields()
         out: dict[str, Any] = {}
         unknown: list[str] = []
         for key, value in d.items():
@@ -117,6 +128,8 @@ class ConfigBase:
                 key, value = _split_path(new, value)
             elif "." in key and key.split(".", 1)[0] in nested:
                 key, value = _split_path(key, value)
+            elif "." in key and key.split(".", 1)[0] in mappings:
+                key, value = _nest_path(key, value)
             if key not in names:
                 unknown.append(key)
             elif key in nested:
@@ -124,6 +137,9 @@ class ConfigBase:
                 if isinstance(value, sub):
                     value = value.to_dict()
                 value = sub.normalize(value, where=f"{where or cls.__name__}.{key}")
+                out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
+            elif key in mappings and isinstance(value, Mapping):
+                value = {str(k): v.to_dict() if isinstance(v, ConfigBase) else v for k, v in value.items()}
                 out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
             else:
                 out[key] = value
@@ -153,13 +169,22 @@ class ConfigBase:
     def override(self: C, d: Mapping[str, Any]) -> C:
         """A copy with the overrides in ``d`` (nested tables, dotted keys) applied.
 
-        Unlike :meth:`replace`, a table for a nested config changes only the fields it names.
+        Unlike :meth:`replace`, a table for a nested config changes only the fields it names,
+        and a table for a mapping field only the keys it names.
         """
         return self._apply(type(self).normalize(d))
 
     def _apply(self: C, norm: Mapping[str, Any]) -> C:
-        nested, tuples = type(self).nested_types(), _tuple_fields(type(self))
-        changes = {k: getattr(self, k)._apply(v) if k in nested else _tuple_if(k in tuples, v) for k, v in norm.items()}
+        nested, tuples, mappings = type(self).nested_types(), _tuple_fields(type(self)), type(self).mapping_fields()
+        changes: dict[str, Any] = {}
+        for k, v in norm.items():
+            old = getattr(self, k)
+            if k in nested:
+                changes[k] = old._apply(v)
+            elif k in mappings and isinstance(old, Mapping) and isinstance(v, Mapping):
+                changes[k] = _merge(copy.deepcopy(dict(old)), v)
+            else:
+                changes[k] = _tuple_if(k in tuples, v)
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +196,8 @@ class ConfigBase:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif isinstance(v, Mapping):
+                v = copy.deepcopy(dict(v))  # a copy: the caller may change it
             out[f.name] = v
         return out
 
@@ -282,6 +309,14 @@ def _is_table(value: Any) -> bool:
 def _split_path(path: str, value: Any) -> tuple[str, Any]:
     head, _, rest = path.partition(".")
     return head, ({rest: value} if rest else value)
+
+
+def _nest_path(path: str, value: Any) -> tuple[str, Any]:
+    """``"a.b.c", v`` -> ``("a", {"b": {"c": v}})``: every dot one level of table."""
+    head, *rest = path.split(".")
+    for part in reversed(rest):
+        value = {part: value}
+    return head, value
 
 
 def _as_table(path: str) -> str:

@@ -49,6 +49,11 @@ class Suite:
         requires: Groups of inputs of which at least one must be given (checked before any
             suite runs), e.g. ``(("mask", "mechanisms"),)``.
         doc: One line for listings.
+        config_type: The suite's settings, a frozen :class:`~factlens.config.ConfigBase` dataclass
+            (or a :class:`~factlens.registry.Ref` to one); ``None``: it has none. The suite reads
+            them with ``config.suite_config(name_or_entry)``: the ``EvalConfig`` field of the same
+            name for the suites that have one, else the table ``EvalConfig.other_suites[name]``
+            (so a new suite needs no new ``EvalConfig`` field).
     """
 
     name: str
@@ -56,6 +61,7 @@ class Suite:
     needs: tuple[str, ...] = ()
     requires: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
+    config_type: Ref | type | None = None
 
     def __post_init__(self) -> None:
         bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
@@ -73,25 +79,36 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     Suite("standard", Ref("factlens.evaluation.standard", "run_standard"),
           doc="forget / edit / maintain accuracy and probability in the trained format"),
     Suite("formats", Ref("factlens.evaluation.formats", "run_formats"),
+          config_type=Ref("factlens.evaluation.formats", "FormatsConfig"),
           doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
     Suite("side_effects", Ref("factlens.evaluation.side_effects", "run_side_effects"),
+          config_type=Ref("factlens.evaluation.side_effects", "SideEffectsConfig"),
           doc="general-text accuracy, loss and KL to the original; MMLU"),
     Suite("relearning", Ref("factlens.evaluation.relearning", "run_relearning"),
+          config_type=Ref("factlens.evaluation.relearning", "RelearningConfig"),
           doc="LoRA relearning on half the forget facts, tested on the other half"),
-    Suite("probes", Ref("factlens.evaluation.probes", "run_probes"), doc="linear probes for the old answer in the latents"),
+    Suite("probes", Ref("factlens.evaluation.probes", "run_probes"),
+          config_type=Ref("factlens.evaluation.probes", "ProbesConfig"),
+          doc="linear probes for the old answer in the latents"),
     Suite("soft_prompts", Ref("factlens.evaluation.soft_prompts", "run_soft_prompts"),
+          config_type=Ref("factlens.evaluation.soft_prompts", "SoftPromptsConfig"),
           doc="adversarial soft prompts that try to bring the old answer back"),
     Suite("mechanisms", Ref("factlens.evaluation.mechanisms", "run_mechanisms"),
           needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"), requires=(("mask", "mechanisms"),),
           doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
     Suite("quantization", Ref("factlens.evaluation.quantization", "run_quantization"),
+          config_type=Ref("factlens.evaluation.quantization", "QuantizationConfig"),
           doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? (control: original)"),
     Suite("update_size", Ref("factlens.evaluation.update_size", "run_update_size"), needs=("edit_result",),
-          requires=(("edit_result",),), doc="the edit's |delta| against the quantization bin of the original weights"),
+          requires=(("edit_result",),), config_type=Ref("factlens.evaluation.update_size", "UpdateSizeConfig"),
+          doc="the edit's |delta| against the quantization bin of the original weights"),
     Suite("unrelated_finetune", Ref("factlens.evaluation.unrelated_finetune", "run_unrelated_finetune"),
+          config_type=Ref("factlens.evaluation.unrelated_finetune", "UnrelatedFinetuneConfig"),
           doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
     Suite("direction_ablation", Ref("factlens.evaluation.direction_ablation", "run_direction_ablation"),
-          needs=("mask", "edit_result"), doc="forget-vs-retain mean-difference direction projected out per layer"),
+          needs=("mask", "edit_result"),
+          config_type=Ref("factlens.evaluation.direction_ablation", "DirectionAblationConfig"),
+          doc="forget-vs-retain mean-difference direction projected out per layer"),
 ))
 
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
@@ -162,9 +179,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         >>> res["standard"]["forget_accuracy"].value, res["standard"]["edit_accuracy"].value
         (1.0, 0.0)
     """
-    if isinstance(suites, (str, Suite)):
-        suites = (suites,)
-    entries = tuple({e.name: e for e in (SUITES.get(x) for x in suites)}.values())  # unknown names raise here
+    entries = _entries(suites)
     suites = tuple(e.name for e in entries)
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
@@ -172,14 +187,9 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
               "weight_mask_threshold": weight_mask_threshold, "edit_result": edit_result}
     for e in entries:  # validate every request before running anything
         e.check(inputs)
+    _check_settings(entries, config)
     fns = {e.name: load(e.fn) for e in entries}  # fail on import errors before running anything
-    if baselines is not None:
-        if not isinstance(baselines, BaselineCache):
-            raise TypeError(f"baselines must be a factlens.evaluation.BaselineCache, got {type(baselines).__name__}")
-        if original is not None and original is not model:
-            baselines.bind(original)
-        else:
-            baselines = None  # nothing to reuse: no original, or the original is the model itself
+    baselines = _bound(baselines, model, original)
 
     results: dict[str, SuiteResult] = {}
     timings: dict[str, float] = {}
@@ -202,6 +212,47 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         for m, was_training in modes:
             m.train(was_training)
 
+    meta = _meta(model, original, suites, timings, config, inputs)
+    summary = task.summary() if hasattr(task, "summary") else {"name": str(task)}
+    return EvalResult(results, summary, meta)
+
+
+def _entries(suites: Sequence[str | Suite] | str | Suite) -> tuple[Suite, ...]:
+    """The requested entries in order, each once (an unknown name raises, listing the known ones)."""
+    if isinstance(suites, (str, Suite)):
+        suites = (suites,)
+    return tuple({e.name: e for e in (SUITES.get(x) for x in suites)}.values())
+
+
+def _check_settings(entries: tuple[Suite, ...], config: EvalConfig) -> None:
+    """Build every requested suite's settings before any suite runs, so that a bad table fails at
+    once, and refuse ``config.other_suites`` tables for a suite that is neither registered nor
+    requested (a misspelt name would otherwise run the suite with its defaults)."""
+    takes = [e.name for e in entries if e.config_type is not None]
+    stray = sorted(n for n in config.other_suites if n not in SUITES and n not in takes)
+    if stray:
+        raise ValueError(f"EvalConfig.other_suites has settings for {stray}, which is no registered suite and no "
+                         f"requested suite that takes settings (requested suites with settings: {takes})")
+    for e in entries:
+        if e.config_type is not None:
+            config.suite_config(e)
+
+
+def _bound(baselines: BaselineCache | None, model, original) -> BaselineCache | None:
+    """``baselines`` bound to ``original``, or ``None`` when there is nothing to reuse."""
+    if baselines is None:
+        return None
+    if not isinstance(baselines, BaselineCache):
+        raise TypeError(f"baselines must be a factlens.evaluation.BaselineCache, got {type(baselines).__name__}")
+    if original is None or original is model:
+        return None  # nothing to reuse: no original, or the original is the model itself
+    baselines.bind(original)
+    return baselines
+
+
+def _meta(model, original, suites: tuple[str, ...], timings: dict[str, float], config: EvalConfig,
+          inputs: dict[str, Any]) -> dict[str, Any]:
+    """``EvalResult.meta``: the models, suites, time per suite, the config and the inputs given."""
     meta: dict[str, Any] = {
         "model": _model_name(model),
         "original": _model_name(original) if original is not None else None,
@@ -211,12 +262,12 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         "total_seconds": sum(timings.values()),
         "config": config.to_dict(),
     }
+    mask, mechanisms = inputs["mask"], inputs["mechanisms"]
     if mask is not None:
         meta["mask"] = sorted(getattr(c, "label", str(c)) for c in mask) if hasattr(mask, "__iter__") else str(mask)
-    if weight_mask is not None:
-        meta["weight_mask_threshold"] = weight_mask_threshold
+    if inputs["weight_mask"] is not None:
+        meta["weight_mask_threshold"] = inputs["weight_mask_threshold"]
     if mechanisms is not None:
         meta["mechanisms"] = str(mechanisms) if not isinstance(mechanisms, (list, tuple, dict)) else (
             {k: str(v) for k, v in mechanisms.items()} if isinstance(mechanisms, dict) else [str(m) for m in mechanisms])
-    summary = task.summary() if hasattr(task, "summary") else {"name": str(task)}
-    return EvalResult(results, summary, meta)
+    return meta

@@ -44,7 +44,8 @@ C = TypeVar("C")
 
 
 def suite_settings(config: EvalConfig, name: str, cls: type[C], given: C | None = None) -> C:
-    """The settings of suite ``name``: ``given``, else ``config.<name>`` if present, else ``cls()``.
+    """The settings of suite ``name``: ``given``, else ``config.<name>`` if that field exists, else
+    the table ``config.other_suites[name]`` built into ``cls``, else ``cls()``.
 
     Raises:
         TypeError: ``given`` (or the nested field) is not a ``cls`` (a dict is accepted for the
@@ -59,7 +60,12 @@ def suite_settings(config: EvalConfig, name: str, cls: type[C], given: C | None 
         >>> suite_settings(cfg, "quantization", QuantizationConfig, QuantizationConfig(schemes=("int8",))).schemes
         ('int8',)
     """
-    value = given if given is not None else getattr(config, name, None)
+    if given is not None:
+        value = given
+    elif hasattr(config, "other_suites") and name not in type(config).nested_types():
+        value = config.other_suites.get(name)  # a suite without a field of its own (EvalConfig.suite_config)
+    else:
+        value = getattr(config, name, None)
     if value is None:
         return cls()
     if isinstance(value, cls):

@@ -20,7 +20,11 @@ config defined in (owned by) the suite's module and nested here under the suite'
 ``direction_ablation``        :class:`~factlens.evaluation.direction_ablation.DirectionAblationConfig`
 ============================  ==============================================================
 
-(``standard`` and ``mechanisms`` have no settings of their own.) All of them are
+(``standard`` and ``mechanisms`` have no settings of their own.) A suite added later needs no
+field here: its :class:`~factlens.evaluation.Suite` entry names its config type
+(``config_type``), its settings are a table in ``EvalConfig.other_suites`` under the suite's
+name, and ``EvalConfig.suite_config(name_or_entry)`` returns them typed, for the suites above
+as well (``config.suite_config("relearning") is config.relearning``). All of them are
 :class:`~factlens.config.ConfigBase` configs: ``to_dict`` / ``from_dict`` round-trip the
 nested tables, and an unknown key at any level is an error that lists the valid ones.
 
@@ -34,11 +38,13 @@ or ``EvalConfig(relearning={"steps": 10})``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from factlens.config import ConfigBase
+from factlens.registry import load
 
 # The suites' own settings live in the suite modules; these import EvalConfig only for type
 # checking (and lazily where they build a default one), so importing them here is no cycle.
@@ -51,6 +57,9 @@ from factlens.evaluation.side_effects import SideEffectsConfig
 from factlens.evaluation.soft_prompts import SoftPromptsConfig
 from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig
 from factlens.evaluation.update_size import UpdateSizeConfig
+
+if TYPE_CHECKING:
+    from factlens.evaluation import Suite
 
 __all__ = ["EvalConfig", "TextConfig", "RENAMED", "or_default"]
 
@@ -122,6 +131,13 @@ class EvalConfig(ConfigBase):
         update_size: :class:`~factlens.evaluation.update_size.UpdateSizeConfig`.
         unrelated_finetune: :class:`~factlens.evaluation.unrelated_finetune.UnrelatedFinetuneConfig`.
         direction_ablation: :class:`~factlens.evaluation.direction_ablation.DirectionAblationConfig`.
+        other_suites: The settings of suites without a field here (suite name -> a table of its
+            config's fields, or the config itself, kept as its table): suites registered in
+            :data:`~factlens.evaluation.SUITES` after these fields were written and suites of one's
+            own (a :class:`~factlens.evaluation.Suite` entry with a ``config_type``). Read them with
+            :meth:`suite_config`. Tables of registered suites are checked here; those of one's own
+            suites when :func:`~factlens.evaluate` runs them (which refuses settings for a suite it
+            neither knows nor runs). A built-in suite's name here is an error (use its field).
 
     Example:
         >>> cfg = EvalConfig(relearning=RelearningConfig(steps=10), text={"n_chunks": 4})
@@ -138,6 +154,8 @@ class EvalConfig(ConfigBase):
     """
 
     _renamed = RENAMED
+    #: Nested sections shared by several suites (not one suite's settings).
+    _shared: ClassVar[tuple[str, ...]] = ("text",)
 
     seed: int = 0
     batch_size: int = 16
@@ -152,6 +170,7 @@ class EvalConfig(ConfigBase):
     update_size: UpdateSizeConfig = UpdateSizeConfig()
     unrelated_finetune: UnrelatedFinetuneConfig = UnrelatedFinetuneConfig()
     direction_ablation: DirectionAblationConfig = DirectionAblationConfig()
+    other_suites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         self._nest_tables()
@@ -159,6 +178,95 @@ class EvalConfig(ConfigBase):
             raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size!r}")
         if int(self.n_shots) < 0:
             raise ValueError(f"EvalConfig.n_shots must be >= 0, got {self.n_shots!r}")
+        object.__setattr__(self, "other_suites", self._other_suite_tables())
+
+    @classmethod
+    def suite_fields(cls) -> dict[str, type[ConfigBase]]:
+        """The suites with a field of their own: suite name -> config type."""
+        return {k: v for k, v in cls.nested_types().items() if k not in cls._shared}
+
+    def _other_suite_tables(self) -> dict[str, dict[str, Any]]:
+        """``other_suites`` as plain tables (a copy), checked as far as the registered suites allow."""
+        if not isinstance(self.other_suites, Mapping):
+            raise TypeError(f"EvalConfig.other_suites must map suite names to settings, got {self.other_suites!r}")
+        tables: dict[str, dict[str, Any]] = {}
+        for name, value in self.other_suites.items():
+            if not isinstance(name, str):
+                raise TypeError(f"EvalConfig.other_suites keys are suite names, got {name!r}")
+            if name in self.suite_fields():
+                raise ValueError(f"the settings of the {name!r} suite go in EvalConfig.{name} (a "
+                                 f"{self.suite_fields()[name].__name__}), not in other_suites")
+            if isinstance(value, ConfigBase):
+                value = value.to_dict()
+            elif not isinstance(value, Mapping):
+                raise TypeError(f"EvalConfig.other_suites[{name!r}] must be the suite's config or a table of its "
+                                f"fields, got {type(value).__name__}: {value!r}")
+            tables[name] = copy.deepcopy({str(k): v for k, v in value.items()})
+            entry = _registered_suite(name)
+            if entry is not None and entry.config_type is None:
+                raise ValueError(f"the {name!r} suite takes no settings; suites with settings: "
+                                 f"{sorted({*self.suite_fields(), *_registered_with_settings()})}")
+            if entry is not None:
+                self._typed(entry, tables[name])  # a registered suite's table is checked now
+        return tables
+
+    def suite_config(self, suite: str | Suite) -> ConfigBase:
+        """The settings of one suite, typed.
+
+        A suite with a field of its own (``relearning``...) gets that field; any other suite gets
+        its table in :attr:`other_suites` built into the config type its entry declares
+        (``Suite.config_type``; the fields the table leaves out, or all of them when there is
+        no table, take their defaults).
+
+        Args:
+            suite: A suite name (built in or registered in :data:`~factlens.evaluation.SUITES`)
+                or a :class:`~factlens.evaluation.Suite` entry (needed for a suite of one's own:
+                the entry names its config type).
+
+        Raises:
+            ValueError: The suite takes no settings, or ``suite`` is the name of a suite that is
+                not registered (the message lists the suites with settings), or its table has an
+                unknown key (the message lists the valid fields).
+            TypeError: ``suite`` is an entry whose ``config_type`` is not its field's type.
+
+        Example:
+            >>> cfg = EvalConfig(relearning=RelearningConfig(steps=5))
+            >>> cfg.suite_config("relearning") is cfg.relearning
+            True
+        """
+        name = suite if isinstance(suite, str) else suite.name
+        entry = _registered_suite(name) if isinstance(suite, str) else suite
+        declared = load(entry.config_type) if entry is not None and entry.config_type is not None else None
+        if name in self.suite_fields():
+            value = getattr(self, name)
+            if declared is not None and not isinstance(value, declared):
+                raise TypeError(f"suite {name!r} declares settings {declared.__name__}, but EvalConfig.{name} is a "
+                                f"{type(value).__name__}")
+            return value
+        if declared is None:
+            known = sorted({*self.suite_fields(), *_registered_with_settings(), *self.other_suites})
+            hint = ("it is not registered in factlens.evaluation.SUITES: pass its Suite entry (which names its "
+                    "config type)" if entry is None else "it takes no settings (its Suite entry has no config_type)")
+            raise ValueError(f"no settings for suite {name!r}: {hint}; suites with settings: {known}")
+        return self._typed(entry, self.other_suites.get(name, {}))
+
+    @staticmethod
+    def _typed(entry: Suite, table: Mapping[str, Any]) -> ConfigBase:
+        cls = load(entry.config_type)
+        return cls._build(cls.normalize(table, where=f"EvalConfig.other_suites[{entry.name!r}]"))
+
+
+def _registered_suite(name: str) -> Suite | None:
+    """The :data:`~factlens.evaluation.SUITES` entry called ``name``, or ``None``."""
+    from factlens.evaluation import SUITES  # imported here: factlens.evaluation imports this module
+
+    return SUITES.get(name) if name in SUITES else None
+
+
+def _registered_with_settings() -> list[str]:
+    from factlens.evaluation import SUITES
+
+    return [e.name for e in SUITES if e.config_type is not None]
 
 
 def or_default(config: EvalConfig | None) -> EvalConfig:

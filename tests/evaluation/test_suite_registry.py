@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 import pytest
 
-from factlens.evaluation import SUITES, Suite, SuiteResult, evaluate
+import factlens.evaluation
+from factlens.config import ConfigBase, Overrides
+from factlens.evaluation import SUITES, EvalConfig, Suite, SuiteResult, evaluate
 from factlens.evaluation.result import Metric
+from factlens.registry import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,3 +49,89 @@ def test_unknown_inputs_in_an_entry_are_refused():
     with pytest.raises(ValueError, match="unknown inputs \\['maks'\\]"):
         Suite("bad", lambda *a, **k: None, needs=("maks",))
     assert "quantization" in SUITES and SUITES.get("mechanisms").requires == (("mask", "mechanisms"),)
+
+
+# The worked example of docs/extending.md: a suite with settings of its own is one function, one
+# frozen config and one entry; EvalConfig gets no new field.
+@dataclass(frozen=True)
+class ToyConfig(ConfigBase):
+    """Settings of the toy suite."""
+
+    n_first: int = 2
+    scale: float = 1.0
+
+
+def run_toy(model, task, *, original, config, baselines):
+    settings = config.suite_config(TOY)  # the EvalConfig field for a built-in suite, else other_suites["toy"]
+    facts = list(task.forget)[:settings.n_first]
+    return SuiteResult("toy", (Metric("n_facts_scaled", settings.scale * len(facts), len(facts)),),
+                       extra={"settings": settings.to_dict()})
+
+
+TOY = Suite("toy", run_toy, config_type=ToyConfig, doc="toy: counts the first forget facts")
+
+
+def test_a_suite_with_settings_is_one_function_one_config_and_one_entry(planted):
+    cfg = EvalConfig(other_suites={"toy": ToyConfig(n_first=1, scale=3.0)})
+    res = evaluate(planted.model, planted.task, suites=["standard", TOY], config=cfg, show_progress=False)
+    assert res["toy"]["n_facts_scaled"].value == 3.0 and res["toy"].extra["settings"] == {"n_first": 1, "scale": 3.0}
+    assert res.meta["config"]["other_suites"] == {"toy": {"n_first": 1, "scale": 3.0}}
+    # the settings round-trip through JSON as a table, and a partial table keeps the other defaults
+    back = EvalConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.suite_config(TOY) == ToyConfig(n_first=1, scale=3.0)
+    assert cfg.override({"other_suites.toy.scale": 0.5}).suite_config(TOY) == ToyConfig(n_first=1, scale=0.5)
+    assert EvalConfig(other_suites={"toy": {"scale": 2.0}}).suite_config(TOY) == ToyConfig(scale=2.0)
+    assert EvalConfig().suite_config(TOY) == ToyConfig()  # no table: the defaults
+    # built-in suites keep their typed fields, read the same way
+    assert cfg.suite_config("relearning") is cfg.relearning
+
+
+def test_settings_of_ones_own_suite_are_checked_before_any_suite_runs(planted):
+    calls = []
+
+    def run_spy(model, task, **kw):
+        calls.append(kw)
+        return SuiteResult("spy", (Metric("one", 1.0, 1),))
+
+    spy = Suite("spy", run_spy)
+    bad_field = EvalConfig(other_suites={"toy": {"n_frist": 1}})
+    with pytest.raises(ValueError, match=r"unknown ToyConfig fields \['n_frist'\] \(in EvalConfig.other_suites\['toy'\]\); "
+                                         r"valid fields: \['n_first', 'scale'\]"):
+        evaluate(planted.model, planted.task, suites=[spy, TOY], config=bad_field, show_progress=False)
+    misspelt = EvalConfig(other_suites={"tyo": {"n_first": 1}})
+    with pytest.raises(ValueError, match=r"settings for \['tyo'\], which is no registered suite .*\['toy'\]"):
+        evaluate(planted.model, planted.task, suites=[spy, TOY], config=misspelt, show_progress=False)
+    assert calls == []
+
+
+def test_other_suites_refuses_what_is_no_suite_setting():
+    with pytest.raises(ValueError, match=r"the settings of the 'relearning' suite go in EvalConfig.relearning"):
+        EvalConfig(other_suites={"relearning": {"steps": 1}})
+    with pytest.raises(ValueError, match=r"the 'standard' suite takes no settings; suites with settings: \['direction"):
+        EvalConfig.from_dict({"other_suites": {"standard": {}}})
+    with pytest.raises(TypeError, match=r"other_suites\['toy'\] must be the suite's config or a table"):
+        EvalConfig(other_suites={"toy": 3})
+    with pytest.raises(ValueError, match=r"no settings for suite 'toy': it is not registered .* pass its Suite entry"):
+        EvalConfig(other_suites={"toy": {}}).suite_config("toy")
+    with pytest.raises(ValueError, match=r"no settings for suite 'standard': it takes no settings"):
+        EvalConfig().suite_config("standard")
+    with pytest.raises(TypeError, match=r"declares settings ToyConfig, but EvalConfig.relearning is a RelearningConfig"):
+        EvalConfig().suite_config(Suite("relearning", run_toy, config_type=ToyConfig))
+
+
+def test_a_registered_suite_needs_no_eval_config_field(monkeypatch):
+    """A suite added to SUITES (one module + one entry) is configured like the built-in ones: its
+    table is checked when the EvalConfig is built, and the runner's --eval reaches it."""
+    monkeypatch.setattr(factlens.evaluation, "SUITES", SUITES.with_entry(TOY))
+    assert EvalConfig(other_suites={"toy": {"scale": 2.0}}).suite_config("toy") == ToyConfig(scale=2.0)
+    with pytest.raises(ValueError, match=r"unknown ToyConfig fields \['scal'\]"):
+        EvalConfig(other_suites={"toy": {"scal": 2.0}})
+    eval_overrides = Overrides(EvalConfig, {"other_suites.toy.n_first": 4, "relearning.steps": 1}, label="eval")
+    assert eval_overrides.apply(EvalConfig()).suite_config("toy") == ToyConfig(n_first=4)
+
+
+def test_every_built_in_suite_with_settings_declares_its_field_type():
+    declared = {e.name: load(e.config_type) for e in SUITES if e.config_type is not None}
+    assert declared == EvalConfig.suite_fields()
+    cfg = EvalConfig()
+    assert all(cfg.suite_config(name) is getattr(cfg, name) for name in declared)
