@@ -84,80 +84,112 @@ def _patched_layers(comps: list[Component], include_resid: bool, n_layers: int) 
     return sorted({c.layer for c in comps} | (set(range(n_layers)) if include_resid else set()))
 
 
+class _Sources:
+    """The cached activations one batch of pairs is patched from and into.
+
+    Attributes:
+        base_act / src_act: Hook name -> the base (patched) / source run's activations from
+            ``p0`` on (``p0``: the first position where a pair's prompts differ; every state
+            before it is the same in all runs and sits in the key-value cache ``kv``).
+        m_base / m_src: The unpatched metrics of the two runs, ``[B]``.
+    """
+
+    def __init__(self, model, pairs: PatchingPairs, comps: list[Component], direction: str, metric: str,
+                 layers: list[int], include_resid: bool):
+        n_layers = model.cfg.n_layers
+        base, src = (pairs.corrupted, pairs.clean) if direction == "denoising" else (pairs.clean, pairs.corrupted)
+        tb, ts = base.tokens, src.tokens
+        self.B, self.T = len(pairs), tb.shape[1]
+        self.last = base.last_pos.to(tb.device)
+        # first position where the two prompts differ; activations before it are shared
+        differs = (tb != ts)
+        first = torch.where(differs.any(1), differs.float().argmax(1), self.last)
+        self.p0 = p0 = int(min(int(first.min()), int(self.last.min())))
+        base_names = [resid_hook(L) for L in layers]
+        src_names = ({attn_hook(c.layer, "z") for c in comps if c.kind == "head"}
+                     | {mlp_hook(c.layer, "out") for c in comps if c.kind == "mlp"}
+                     | ({resid_hook(L) for L in layers} if include_resid else set()))
+        rb, cache_b = model.run_with_cache(tb, names_filter=lambda n: n in base_names, stop_at_layer=n_layers)
+        rs, cache_s = model.run_with_cache(ts, names_filter=lambda n: n in src_names, stop_at_layer=n_layers)
+        ar = torch.arange(self.B, device=rb.device)
+        ca, cw = pairs.clean_answer, pairs.corrupted_answer
+        self.m_base = metric_from_residual(model, rb[ar, self.last.to(rb.device)], ca, cw, metric)
+        self.m_src = metric_from_residual(model, rs[ar, self.last.to(rs.device)], ca, cw, metric)
+        self.base_act = {n: cache_b[n][:, p0:] for n in base_names}
+        self.src_act = {n: cache_s[n][:, p0:] for n in src_names}
+        del cache_b, cache_s, rb, rs
+        self.kv = prefix_cache(model, tb, p0) if p0 > 0 else None
+
+
+def _layer_patches(comps: list[Component], L: int, include_resid: bool, p0: int, T: int) -> list[tuple[str, int | None]]:
+    """The patches of layer ``L``: ``("head", h)``, ``("mlp", None)`` and ``("resid", position)``."""
+    copies: list[tuple[str, int | None]] = [("head", c.index) for c in comps if c.layer == L and c.kind == "head"]
+    copies += [("mlp", None) for c in comps if c.layer == L and c.kind == "mlp"]
+    if include_resid:
+        copies += [("resid", p) for p in range(p0, T)]
+    return copies
+
+
+def _patch_hooks(L: int, chunk: list[tuple[str, int | None]], src: _Sources) -> list:
+    """Hooks that write the source head / MLP outputs into their copies' rows (copy-major)."""
+    B = src.B
+    heads = [(i, h) for i, (kind, h) in enumerate(chunk) if kind == "head"]
+    mlps = [i for i, (kind, _) in enumerate(chunk) if kind == "mlp"]
+    hooks = []
+    if heads:
+        z_src = src.src_act[attn_hook(L, "z")]
+
+        def z_hook(z, hook, heads=heads, z_src=z_src):
+            for i, h in heads:
+                z[i * B:(i + 1) * B, :, h] = z_src[:, :, h]
+            return z
+
+        hooks.append((attn_hook(L, "z"), z_hook))
+    if mlps:
+        m_src_act = src.src_act[mlp_hook(L, "out")]
+
+        def mlp_out_hook(act, hook, mlps=mlps, m_src_act=m_src_act):
+            for i in mlps:
+                act[i * B:(i + 1) * B] = m_src_act
+            return act
+
+        hooks.append((mlp_hook(L, "out"), mlp_out_hook))
+    return hooks
+
+
+def _patched_run(model, pairs: PatchingPairs, L: int, chunk: list[tuple[str, int | None]], src: _Sources,
+                 metric: str) -> Tensor:
+    """The metric of each patch in ``chunk`` (all in one forward pass from layer ``L``), ``[k, B]``."""
+    B, p0, k = src.B, src.p0, len(chunk)
+    x = src.base_act[resid_hook(L)].repeat(k, 1, 1)
+    for i, (kind, p) in enumerate(chunk):
+        if kind == "resid":
+            x[i * B:(i + 1) * B, p - p0] = src.src_act[resid_hook(L)][:, p - p0]
+    with model.hooks(fwd_hooks=_patch_hooks(L, chunk, src)):
+        r = model(x, start_at_layer=L, stop_at_layer=model.cfg.n_layers,
+                  past_kv_cache=repeated_cache(src.kv, torch.arange(B).repeat(k), L) if src.kv is not None else None)
+    rows = torch.arange(k * B, device=r.device)
+    last_s = src.last - p0  # last token, relative to the first processed position
+    ca, cw = pairs.clean_answer, pairs.corrupted_answer
+    vals = metric_from_residual(model, r[rows, last_s.repeat(k).to(r.device)], ca.repeat(k), cw.repeat(k), metric)
+    return vals.view(k, B)
+
+
 def _patch_batch(model, pairs: PatchingPairs, comps: list[Component], direction: str, metric: str,
                  include_resid: bool, bar) -> dict:
     """Patched metrics for one batch of pairs: ``comp`` -> [B], ``resid`` [n_layers, T] and baselines."""
     n_layers = model.cfg.n_layers
-    B = len(pairs)
-    base, src = (pairs.corrupted, pairs.clean) if direction == "denoising" else (pairs.clean, pairs.corrupted)
-    tb, ts = base.tokens, src.tokens
-    T = tb.shape[1]
-    last = base.last_pos.to(tb.device)
-    ca, cw = pairs.clean_answer, pairs.corrupted_answer
-    # first position where the two prompts differ; activations before it are shared
-    differs = (tb != ts)
-    first = torch.where(differs.any(1), differs.float().argmax(1), last)
-    p0 = int(min(int(first.min()), int(last.min())))
-
     layers = _patched_layers(comps, include_resid, n_layers)
-    base_names = [resid_hook(L) for L in layers]
-    src_names = ({attn_hook(c.layer, "z") for c in comps if c.kind == "head"}
-                 | {mlp_hook(c.layer, "out") for c in comps if c.kind == "mlp"}
-                 | ({resid_hook(L) for L in layers} if include_resid else set()))
-    rb, cache_b = model.run_with_cache(tb, names_filter=lambda n: n in base_names, stop_at_layer=n_layers)
-    rs, cache_s = model.run_with_cache(ts, names_filter=lambda n: n in src_names, stop_at_layer=n_layers)
-    ar = torch.arange(B, device=rb.device)
-    m_base = metric_from_residual(model, rb[ar, last.to(rb.device)], ca, cw, metric)
-    m_src = metric_from_residual(model, rs[ar, last.to(rs.device)], ca, cw, metric)
-    base_act = {n: cache_b[n][:, p0:] for n in base_names}
-    src_act = {n: cache_s[n][:, p0:] for n in src_names}
-    del cache_b, cache_s, rb, rs
-    kv = prefix_cache(model, tb, p0) if p0 > 0 else None
-
-    out: dict = {"base": m_base, "src": m_src, "comp": {}}
-    resid = m_base[None, None, :].repeat(n_layers, T, 1) if include_resid else None  # [layer, pos, B]
-    S = T - p0
-    last_s = last - p0  # last token, relative to the first processed position
-    max_copies = patches_per_pass(B, S)
+    src = _Sources(model, pairs, comps, direction, metric, layers, include_resid)
+    B, T, p0 = src.B, src.T, src.p0
+    out: dict = {"base": src.m_base, "src": src.m_src, "comp": {}}
+    resid = src.m_base[None, None, :].repeat(n_layers, T, 1) if include_resid else None  # [layer, pos, B]
+    max_copies = patches_per_pass(B, T - p0)
     for L in layers:
-        copies: list[tuple[str, int | None]] = [("head", c.index) for c in comps if c.layer == L and c.kind == "head"]
-        copies += [("mlp", None) for c in comps if c.layer == L and c.kind == "mlp"]
-        if include_resid:
-            copies += [("resid", p) for p in range(p0, T)]
+        copies = _layer_patches(comps, L, include_resid, p0, T)
         for s in range(0, len(copies), max_copies):
             chunk = copies[s: s + max_copies]
-            k = len(chunk)
-            x = base_act[resid_hook(L)].repeat(k, 1, 1)
-            heads = [(i, h) for i, (kind, h) in enumerate(chunk) if kind == "head"]
-            mlps = [i for i, (kind, _) in enumerate(chunk) if kind == "mlp"]
-            for i, (kind, p) in enumerate(chunk):
-                if kind == "resid":
-                    x[i * B:(i + 1) * B, p - p0] = src_act[resid_hook(L)][:, p - p0]
-            hooks = []
-            if heads:
-                z_src = src_act[attn_hook(L, "z")]
-
-                def z_hook(z, hook, heads=heads, z_src=z_src):
-                    for i, h in heads:
-                        z[i * B:(i + 1) * B, :, h] = z_src[:, :, h]
-                    return z
-
-                hooks.append((attn_hook(L, "z"), z_hook))
-            if mlps:
-                m_src_act = src_act[mlp_hook(L, "out")]
-
-                def mlp_out_hook(act, hook, mlps=mlps, m_src_act=m_src_act):
-                    for i in mlps:
-                        act[i * B:(i + 1) * B] = m_src_act
-                    return act
-
-                hooks.append((mlp_hook(L, "out"), mlp_out_hook))
-            with model.hooks(fwd_hooks=hooks):
-                r = model(x, start_at_layer=L, stop_at_layer=n_layers,
-                          past_kv_cache=repeated_cache(kv, torch.arange(B).repeat(k), L) if kv is not None else None)
-            rows = torch.arange(k * B, device=r.device)
-            vals = metric_from_residual(model, r[rows, last_s.repeat(k).to(r.device)], ca.repeat(k), cw.repeat(k), metric)
-            vals = vals.view(k, B)
+            vals = _patched_run(model, pairs, L, chunk, src, metric)
             for i, (kind, idx) in enumerate(chunk):
                 if kind == "resid":
                     resid[L, idx] = vals[i]
@@ -165,8 +197,59 @@ def _patch_batch(model, pairs: PatchingPairs, comps: list[Component], direction:
                     out["comp"][Component(kind, L, idx)] = vals[i]
         bar.update(1)
     out["resid"] = resid
-    out["lengths"] = base.lengths
+    out["lengths"] = (pairs.corrupted if direction == "denoising" else pairs.clean).lengths
     return out
+
+
+def _check_options(model, direction: str, metric: str, batch_size: int) -> None:
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
+    if metric not in ("logit_diff", "prob"):
+        raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("activation_patching does not support shortformer positional embeddings")
+
+
+def _effect(patched, clean, corr, direction: str, normalize: bool):
+    """A patch's effect, larger = more important: denoising ``patched - corr``, noising
+    ``clean - patched``; over ``clean - corr`` when normalizing."""
+    eff = patched - corr if direction == "denoising" else clean - patched
+    return eff / (clean - corr) if normalize else eff
+
+
+class _ResidSum:
+    """Residual-patch metrics summed over batches, prompts aligned on their last token (column
+    ``T - 1``), with the clean / corrupted metrics of the prompts that reach each column."""
+
+    def __init__(self, n_layers: int, T: int):
+        self.T = T
+        self.sum = np.zeros((n_layers, T))
+        self.cnt = np.zeros(T)
+        self.clean = np.zeros(T)
+        self.corr = np.zeros(T)
+
+    def add(self, res: dict, direction: str) -> None:
+        """Add one batch's ``_patch_batch`` result."""
+        clean_m, corr_m = (res["src"], res["base"]) if direction == "denoising" else (res["base"], res["src"])
+        r = res["resid"].cpu().double().numpy()  # [layer, pos, B]
+        T = self.T
+        for b, length in enumerate(res["lengths"].tolist()):
+            cols = slice(T - length, T)  # right-aligned: last token -> last column
+            self.sum[:, cols] += r[:, :length, b]
+            self.cnt[cols] += 1
+            self.clean[cols] += float(clean_m[b])
+            self.corr[cols] += float(corr_m[b])
+
+    def to_map(self, model, pairs: PatchingPairs, direction: str, normalize: bool) -> ResidMap:
+        """The mean patched metric and effect per layer x position."""
+        cnt = np.maximum(self.cnt, 1)
+        rp = self.sum / cnt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = _effect(rp, self.clean / cnt, self.corr / cnt, direction, normalize)
+        return ResidMap(rs, offsets=range(-self.T, 0), counts=self.cnt.astype(int),
+                        tokens=position_tokens(model, pairs.clean), patched=rp)
 
 
 def activation_patching(
@@ -218,27 +301,16 @@ def activation_patching(
         ValueError: Unknown ``direction``/``metric``/components, bad ``batch_size``, no
             valid pairs, or (with ``normalize=True``) equal clean and corrupted metrics.
     """
-    if direction not in ("denoising", "noising"):
-        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
-    if metric not in ("logit_diff", "prob"):
-        raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if model.cfg.positional_embedding_type == "shortformer":
-        raise ValueError("activation_patching does not support shortformer positional embeddings")
+    _check_options(model, direction, metric, batch_size)
     comps = resolve_components(ModelShape.of(model), components)
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
                        partners=partners, seed=seed)
     n = len(pairs)
     n_layers = model.cfg.n_layers
-    T = int(pairs.clean.lengths.max())
     n_steps_per = len(_patched_layers(comps, include_resid, n_layers))
     per_comp: dict[Component, list[Tensor]] = {c: [] for c in comps}
     base_all, src_all = [], []
-    resid_sum = np.zeros((n_layers, T))
-    resid_cnt = np.zeros(T)
-    resid_clean = np.zeros(T)
-    resid_corr = np.zeros(T)
+    resid_sum = _ResidSum(n_layers, int(pairs.clean.lengths.max()))
     with torch.inference_mode(), progress_bar(total=n_steps_per * math.ceil(n / batch_size),
                                               desc="activation patching", unit="layer") as bar:
         for sl in iter_batches(n, batch_size):
@@ -249,14 +321,7 @@ def activation_patching(
             for c in comps:
                 per_comp[c].append(res["comp"][c].cpu())
             if include_resid:
-                clean_m, corr_m = (res["src"], res["base"]) if direction == "denoising" else (res["base"], res["src"])
-                r = res["resid"].cpu().double().numpy()  # [layer, pos, B]
-                for b, length in enumerate(res["lengths"].tolist()):
-                    cols = slice(T - length, T)  # right-aligned: last token -> last column
-                    resid_sum[:, cols] += r[:, :length, b]
-                    resid_cnt[cols] += 1
-                    resid_clean[cols] += float(clean_m[b])
-                    resid_corr[cols] += float(corr_m[b])
+                resid_sum.add(res, direction)
     base_m = torch.cat(base_all).double().numpy()
     src_m = torch.cat(src_all).double().numpy()
     clean_m, corr_m = (src_m, base_m) if direction == "denoising" else (base_m, src_m)
@@ -264,26 +329,14 @@ def activation_patching(
         normalization_gap(clean_m, corr_m)  # raises when normalized scores are undefined
     per_example = np.stack([torch.cat(per_comp[c]).double().numpy() for c in comps])  # [comp, example]
     patched = per_example.mean(1)
-
-    def score(p, clean, corr):
-        eff = p - corr if direction == "denoising" else clean - p
-        return eff / (clean - corr) if normalize else eff
-
-    values = score(patched, clean_m.mean(), corr_m.mean())
+    values = _effect(patched, clean_m.mean(), corr_m.mean(), direction, normalize)
     extra = {
         "direction": direction,
         "normalize": normalize,
         "prompts": [r.prompt for r in pairs.records],
         "corrupted_prompts": list(pairs.corrupted.prompts),
     }
-    resid = None
-    if include_resid:
-        cnt = np.maximum(resid_cnt, 1)
-        rp = resid_sum / cnt
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rs = score(rp, resid_clean / cnt, resid_corr / cnt)
-        resid = ResidMap(rs, offsets=range(-T, 0), counts=resid_cnt.astype(int),
-                         tokens=position_tokens(model, pairs.clean), patched=rp)
+    resid = resid_sum.to_map(model, pairs, direction, normalize) if include_resid else None
     return ComponentScores(tuple(comps), values, "activation_patching", metric, ModelShape.of(model), extra,
                            per_example=per_example, example_ids=[r.id for r in pairs.records], clean_metric=clean_m,
                            corrupted_metric=corr_m, patched=patched, resid=resid, dropped_ids=pairs.dropped)

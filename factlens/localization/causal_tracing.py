@@ -49,6 +49,7 @@ tokens); only final positions are unembedded. Noise is drawn per example from a 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -193,6 +194,109 @@ class _TraceBatch:
         return torch.cat(out)
 
 
+def _check_options(model, noise_scale: float, n_samples: int, window: int, batch_size: int) -> None:
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1 (number of MLP layers restored together), got {window!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("causal_tracing does not support shortformer positional embeddings")
+
+
+def _encode(model, records: list) -> tuple[PromptBatch, Tensor]:
+    """The records' encoded prompts (every one with its subject) and first answer tokens."""
+    enc = encode_records(model, records)
+    if bool((enc.subject_first < 0).any()):
+        raise ValueError("causal tracing needs the subject position of every prompt")
+    answers = torch.tensor([answer_token_ids(model, r.answer)[0] for r in records], device=enc.tokens.device)
+    return enc, answers
+
+
+def _restore_components(tb: _TraceBatch, layer: int, comps: list[Component]) -> np.ndarray:
+    """Restored probability with each of ``comps`` (all of layer ``layer``) clean, ``[batch, comp]``."""
+    variants = [[(attn_hook(layer, "z"), c.index, None)] if c.kind == "head" else [(mlp_hook(layer, "out"), None, None)]
+                for c in comps]
+    return tb.restore(layer, variants).T.double().cpu().numpy()
+
+
+def _trace_positions(tb: _TraceBatch, batch: PromptBatch, noised_ex: Tensor, window: int,
+                     bar) -> tuple[np.ndarray, np.ndarray]:
+    """Restored probability per example x layer x position: the residual stream at one layer and
+    position (``resid``), and a window of ``window`` MLPs around each layer (``mlp_window``).
+
+    Positions before the batch's first subject token keep the noised probability (nothing
+    differs there to restore).
+    """
+    L = tb.L
+    P = batch.tokens.shape[1]
+    lo = int(batch.subject_first.min())
+    positions = list(range(lo, P))
+    res = noised_ex[:, None, None].repeat(1, L, P).numpy()  # before the subject: nothing to restore
+    win = res.copy()
+    for layer in range(L):
+        variants = [[(resid_hook(layer, "pre"), None, p)] for p in positions]
+        res[:, layer, lo:] = tb.restore(layer, variants).T.double().cpu().numpy()
+        bar.update(1)
+    for layer in range(L):
+        layers = range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
+        variants = [[(mlp_hook(w, "out"), None, p) for w in layers] for p in positions]
+        win[:, layer, lo:] = tb.restore(layers[0], variants).T.double().cpu().numpy()
+        bar.update(1)
+    return res, win
+
+
+@dataclass
+class _Traces:
+    """What :func:`_trace` measured: restored probabilities ``[example, comp]``, the clean and
+    noised probabilities, per-example layer x position maps and the prompt-forwards spent."""
+
+    per_example: np.ndarray
+    p_clean: np.ndarray
+    p_noised: np.ndarray
+    resid_maps: list[np.ndarray] = field(default_factory=list)
+    window_maps: list[np.ndarray] = field(default_factory=list)
+    cost: float = 0.0
+
+
+def _trace(model, enc: PromptBatch, answers: Tensor, comps: list[Component], *, n_samples: int, noise_std: float,
+           seed: int, window: int, batch_size: int, include_resid: bool) -> _Traces:
+    """Run the noised and restored passes batch by batch (see :func:`causal_tracing`)."""
+    n = len(enc)
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for j, c in enumerate(comps):
+        by_layer[c.layer].append(j)
+    t = _Traces(np.zeros((n, len(comps))), np.zeros(n), np.zeros(n))
+    batches = list(iter_batches(n, batch_size))
+    steps_per_batch = len(by_layer) + (2 * model.cfg.n_layers if include_resid else 0)
+    bar = progress_bar(total=len(batches) * steps_per_batch, desc="causal tracing")
+    try:
+        with torch.inference_mode():
+            for sl in batches:
+                idx = list(range(sl.start, sl.stop))
+                batch = enc.subset(idx)
+                tb = _TraceBatch(model, batch, answers[sl], idx, n_samples=n_samples, noise_std=noise_std, seed=seed)
+                t.p_clean[sl] = tb.p_clean.double().cpu().numpy()
+                noised_ex = tb.p_noised.reshape(tb.B, n_samples).mean(-1).double().cpu()
+                t.p_noised[sl] = noised_ex.numpy()
+                for layer, js in sorted(by_layer.items()):
+                    t.per_example[sl, js] = _restore_components(tb, layer, [comps[j] for j in js])
+                    bar.update(1)
+                if include_resid:
+                    res, win = _trace_positions(tb, batch, noised_ex, window, bar)
+                    for i in range(tb.B):
+                        length = int(batch.lengths[i])
+                        t.resid_maps.append(res[i, :, :length])
+                        t.window_maps.append(win[i, :, :length])
+                t.cost += tb.cost_rows
+    finally:
+        bar.close()
+    return t
+
+
 def causal_tracing(
     model,
     dataset,
@@ -239,95 +343,34 @@ def causal_tracing(
         >>> s.corrupted_mean < s.clean_mean, set(s.top(2)) == {pf.lookup_mlp, pf.extraction_head}
         (True, True)
     """
-    if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an integer >= 1 (number of MLP layers restored together), got {window!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if model.cfg.positional_embedding_type == "shortformer":
-        raise ValueError("causal_tracing does not support shortformer positional embeddings")
+    _check_options(model, noise_scale, n_samples, window, batch_size)
     records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")
     shape = ModelShape.of(model)
     comps = resolve_components(shape, components)
-    L = shape.n_layers
     if include_resid and shape.attn_only:
         raise ValueError("mlp_window traces need MLPs; pass include_resid=False for an attention-only model")
-    enc = encode_records(model, records)
-    if bool((enc.subject_first < 0).any()):
-        raise ValueError("causal tracing needs the subject position of every prompt")
-    answers = torch.tensor([answer_token_ids(model, r.answer)[0] for r in records], device=enc.tokens.device)
+    enc, answers = _encode(model, records)
     sigma = embedding_std(model)
     noise_std = noise_scale * sigma
 
-    by_layer: dict[int, list[int]] = defaultdict(list)
-    for j, c in enumerate(comps):
-        by_layer[c.layer].append(j)
-    per_example = np.zeros((len(records), len(comps)))
-    p_clean, p_noised = np.zeros(len(records)), np.zeros(len(records))
-    resid_maps: list[np.ndarray] = []
-    window_maps: list[np.ndarray] = []
-    cost = 0.0
-    batches = list(iter_batches(len(records), batch_size))
-    steps_per_batch = len(by_layer) + (2 * L if include_resid else 0)
-    bar = progress_bar(total=len(batches) * steps_per_batch, desc="causal tracing")
-    try:
-        with torch.inference_mode():
-            for sl in batches:
-                idx = list(range(sl.start, sl.stop))
-                batch = enc.subset(idx)
-                tb = _TraceBatch(model, batch, answers[sl], idx, n_samples=n_samples, noise_std=noise_std, seed=seed)
-                p_clean[sl] = tb.p_clean.double().cpu().numpy()
-                noised_ex = tb.p_noised.reshape(tb.B, n_samples).mean(-1).double().cpu()
-                p_noised[sl] = noised_ex.numpy()
-                for layer, js in sorted(by_layer.items()):
-                    variants = []
-                    for j in js:
-                        c = comps[j]
-                        variants.append([(attn_hook(layer, "z"), c.index, None)] if c.kind == "head"
-                                        else [(mlp_hook(layer, "out"), None, None)])
-                    per_example[sl, js] = tb.restore(layer, variants).T.double().cpu().numpy()
-                    bar.update(1)
-                if include_resid:
-                    P = batch.tokens.shape[1]
-                    lo = int(batch.subject_first.min())
-                    positions = list(range(lo, P))
-                    res = noised_ex[:, None, None].repeat(1, L, P).numpy()  # before the subject: nothing to restore
-                    win = res.copy()
-                    for layer in range(L):
-                        variants = [[(resid_hook(layer, "pre"), None, p)] for p in positions]
-                        res[:, layer, lo:] = tb.restore(layer, variants).T.double().cpu().numpy()
-                        bar.update(1)
-                    for layer in range(L):
-                        layers = range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
-                        variants = [[(mlp_hook(w, "out"), None, p) for w in layers] for p in positions]
-                        win[:, layer, lo:] = tb.restore(layers[0], variants).T.double().cpu().numpy()
-                        bar.update(1)
-                    for i in range(tb.B):
-                        n = int(batch.lengths[i])
-                        resid_maps.append(res[i, :, :n])
-                        window_maps.append(win[i, :, :n])
-                cost += tb.cost_rows
-    finally:
-        bar.close()
-
-    values = per_example.mean(axis=0)
+    t = _trace(model, enc, answers, comps, n_samples=n_samples, noise_std=noise_std, seed=seed, window=window,
+               batch_size=batch_size, include_resid=include_resid)
+    values = t.per_example.mean(axis=0)
     extra: dict = {
-        "indirect_effect": (values - p_noised.mean()).tolist(),
+        "indirect_effect": (values - t.p_noised.mean()).tolist(),
         "sigma": sigma,
         "noise_std": noise_std,
         "noise_scale": float(noise_scale),
         "n_samples": n_samples,
         "window": window,
         "seed": seed,
-        "forward_equivalents": cost / len(records),
+        "forward_equivalents": t.cost / len(records),
     }
     maps = {}
     if include_resid:
-        maps = dict(resid=resid_map(model, resid_maps, enc), mlp_window=resid_map(model, window_maps, enc))
-    return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra, per_example=per_example.T,
-                           example_ids=[r.id for r in records], clean_metric=p_clean, corrupted_metric=p_noised, **maps)
+        maps = dict(resid=resid_map(model, t.resid_maps, enc), mlp_window=resid_map(model, t.window_maps, enc))
+    return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra, per_example=t.per_example.T,
+                           example_ids=[r.id for r in records], clean_metric=t.p_clean, corrupted_metric=t.p_noised,
+                           **maps)
