@@ -94,6 +94,73 @@ def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> l
     return rows
 
 
+def _score_format(model, original, fmt: str, splits, config: EvalConfig, baselines, rows: list[dict[str, Any]],
+                  skipped: dict[str, int]) -> dict[str, tuple]:
+    """Score the model (and the original) on each split's prompts in format ``fmt``: split ->
+    ``(items, scores, baseline scores)``; the facts' rows are appended to ``rows`` and prompts left
+    out because their answer is the edit target are counted in ``skipped``."""
+    scored = {}
+    for split, ds in splits:
+        items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+        degenerate = [it for it in items if it.target is not None and it.target == it.answer]
+        if degenerate:  # e.g. a neighbor whose own answer is the edit target: says nothing
+            items = [it for it in items if not (it.target is not None and it.target == it.answer)]
+            skipped[f"{fmt}:{split}"] = len(degenerate)
+        if not items:
+            continue
+        s, b = score_both(model, original, items, config, baselines)
+        scored[split] = (items, s, b)
+        rows += _fact_rows(fmt, split, items, s, b, {r.id: r.subject for r in ds})
+    return scored
+
+
+def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str, Any]], bool]:
+    """The unedited model's accuracy in this format per split, and whether it is at chance
+    (pooled over the splits)."""
+    out: list[dict[str, Any]] = []
+    hits, n_all, chances = 0.0, 0, []
+    for split, (items, _, b) in scored.items():
+        ch = chance_of(items)
+        acc = b.accuracy()
+        out.append({"format": fmt, "split": split, "n_prompts": len(items),
+                    "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
+                    "mean_p_answer": float(np.mean(b.p_answer_norm)),
+                    "at_chance": not_above_chance(acc, ch, len(items))})
+        hits += acc * len(items)
+        n_all += len(items)
+        chances += [ch] * len(items)
+    return out, not_above_chance(hits / n_all, float(np.mean(chances)), n_all)
+
+
+def _format_metrics(fmt: str, scored: dict[str, tuple], *, inject: bool, at_chance: bool) -> list[Metric]:
+    """Forget error, edit accuracy (inject tasks) and maintain accuracy in format ``fmt``."""
+    metrics: list[Metric] = []
+
+    def add(name: str, s, b, vals, bvals, hib: bool = True) -> None:
+        m = mean_metric(name, fact_means(s, vals), baseline=fact_means(b, bvals) if b is not None else None,
+                        higher_is_better=hib, at_chance=at_chance)
+        if m is not None:
+            metrics.append(m)
+
+    if "forget" in scored:
+        items, s, b = scored["forget"]
+        has_t = np.array([it.target is not None for it in items])
+        if fmt == "neighborhood":
+            if has_t.any():
+                add("neighborhood_edit_error", s, b, np.where(has_t, s.target_wins, np.nan),
+                    np.where(has_t, b.target_wins, np.nan) if b is not None else None, hib=False)
+        else:
+            add(f"{fmt}_forget_error", s, b, 1.0 - s.answer_wins, 1.0 - b.answer_wins if b is not None else None)
+            if inject and has_t.any():
+                add(f"{fmt}_edit_accuracy", s, b, np.where(has_t, s.target_wins, np.nan),
+                    np.where(has_t, b.target_wins, np.nan) if b is not None else None)
+    if "maintain" in scored:
+        items, s, b = scored["maintain"]
+        name = "neighborhood_maintain_accuracy" if fmt == "neighborhood" else f"{fmt}_maintain_accuracy"
+        add(name, s, b, s.answer_wins.astype(float), b.answer_wins.astype(float) if b is not None else None)
+    return metrics
+
+
 def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
@@ -135,60 +202,16 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
     splits = [("forget", task.forget)] + ([("maintain", task.maintain)] if len(task.maintain) else [])
     skipped: dict[str, int] = {}
     for fmt in fmts:
-        scored = {}
-        for split, ds in splits:
-            items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
-            degenerate = [it for it in items if it.target is not None and it.target == it.answer]
-            if degenerate:  # e.g. a neighbor whose own answer is the edit target: says nothing
-                items = [it for it in items if not (it.target is not None and it.target == it.answer)]
-                skipped[f"{fmt}:{split}"] = len(degenerate)
-            if not items:
-                continue
-            s, b = score_both(model, original, items, config, baselines)
-            scored[split] = (items, s, b)
-            rows += _fact_rows(fmt, split, items, s, b, {r.id: r.subject for r in ds})
+        scored = _score_format(model, original, fmt, splits, config, baselines, rows, skipped)
         if not scored:
             continue
-        # the unedited model's accuracy in this format: per split, then pooled for the flag
         flag = False
         if original is not None:
-            hits, n_all, chances = 0.0, 0, []
-            for split, (items, _, b) in scored.items():
-                ch = chance_of(items)
-                acc = b.accuracy()
-                format_baselines.append({"format": fmt, "split": split, "n_prompts": len(items),
-                                  "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
-                                  "mean_p_answer": float(np.mean(b.p_answer_norm)),
-                                  "at_chance": not_above_chance(acc, ch, len(items))})
-                hits += acc * len(items)
-                n_all += len(items)
-                chances += [ch] * len(items)
-            flag = not_above_chance(hits / n_all, float(np.mean(chances)), n_all)
+            fmt_baselines, flag = _format_baselines(fmt, scored)
+            format_baselines += fmt_baselines
             if flag:
                 at_chance_formats.append(fmt)
-
-        def add(name: str, s, b, vals, bvals, hib: bool = True) -> None:
-            m = mean_metric(name, fact_means(s, vals), baseline=fact_means(b, bvals) if b is not None else None,
-                            higher_is_better=hib, at_chance=flag)
-            if m is not None:
-                metrics.append(m)
-
-        if "forget" in scored:
-            items, s, b = scored["forget"]
-            has_t = np.array([it.target is not None for it in items])
-            if fmt == "neighborhood":
-                if has_t.any():
-                    add("neighborhood_edit_error", s, b, np.where(has_t, s.target_wins, np.nan),
-                        np.where(has_t, b.target_wins, np.nan) if b is not None else None, hib=False)
-            else:
-                add(f"{fmt}_forget_error", s, b, 1.0 - s.answer_wins, 1.0 - b.answer_wins if b is not None else None)
-                if inject and has_t.any():
-                    add(f"{fmt}_edit_accuracy", s, b, np.where(has_t, s.target_wins, np.nan),
-                        np.where(has_t, b.target_wins, np.nan) if b is not None else None)
-        if "maintain" in scored:
-            items, s, b = scored["maintain"]
-            name = "neighborhood_maintain_accuracy" if fmt == "neighborhood" else f"{fmt}_maintain_accuracy"
-            add(name, s, b, s.answer_wins.astype(float), b.answer_wins.astype(float) if b is not None else None)
+        metrics += _format_metrics(fmt, scored, inject=inject, at_chance=flag)
     if skipped:
         extra["skipped_prompts"] = {"reason": "answer == edit target (the prompt cannot tell edit from truth)",
                                     "counts": skipped}

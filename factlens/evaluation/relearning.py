@@ -154,6 +154,32 @@ class Relearned:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _cycle(n: int, gen: torch.Generator):
+    """Indices ``0..n-1`` forever, each pass in a fresh seeded permutation."""
+    while True:
+        for i in torch.randperm(n, generator=gen).tolist():
+            yield i
+
+
+def _loss(work, fb: list, rb: list, cb: Tensor | None, positions, *, l_retain: float,
+          l_sft: float) -> tuple[Tensor, dict[str, float]]:
+    """One relearning step's loss: ``-logp`` of the true answers of ``fb`` (+ ``l_retain`` x that of
+    the retain facts ``rb``, + ``l_sft`` x the next-token loss on the text chunks ``cb``), and its terms."""
+    lp = answer_logprob_grad(work, [r.prompt for r in fb + rb], [r.answer for r in fb + rb])
+    loss_f = -lp[: len(fb)].mean()
+    loss = loss_f
+    rec = {"loss_forget": loss_f.item()}
+    if rb:
+        loss_r = -lp[len(fb):].mean()
+        loss = loss + l_retain * loss_r
+        rec["loss_retain"] = loss_r.item()
+    if cb is not None:
+        loss_s = sft_loss(work, cb, positions)
+        loss = loss + l_sft * loss_s
+        rec["loss_sft"] = loss_s.item()
+    return loss, rec
+
+
 def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig | None = None,
             targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0) -> Relearned:
     """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
@@ -200,41 +226,24 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
     gen = torch.Generator().manual_seed(config.seed)
     bs = rc.batch_size
-
-    def cycler(n: int):
-        while True:
-            for i in torch.randperm(n, generator=gen).tolist():
-                yield i
-
-    f_it = cycler(len(facts))
-    r_it = cycler(len(retain)) if retain is not None and len(retain) else None
-    c_it = cycler(len(chunks)) if chunks is not None and len(chunks) else None
+    f_it = _cycle(len(facts), gen)
+    r_it = _cycle(len(retain), gen) if retain is not None and len(retain) else None
+    c_it = _cycle(len(chunks), gen) if chunks is not None and len(chunks) else None
     history: list[dict[str, float]] = []
     positions = sft_positions(config.text.seq_len, 16, kl=False) if chunks is not None else None
     with torch.enable_grad():
         for step in progress_bar(range(rc.steps), desc="relearning", leave=False):
             fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
             rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
+            cb = (chunks[[next(c_it) for _ in range(min(config.text.batch_size, len(chunks)))]]
+                  if c_it is not None else None)
             with parametrize.cached():  # each adapter's W + A @ B is built once per step
-                lp = answer_logprob_grad(work, [r.prompt for r in fb + rb], [r.answer for r in fb + rb])
-                loss_f = -lp[: len(fb)].mean()
-                loss = loss_f
-                rec = {"step": step, "loss_forget": loss_f.item()}
-                if rb:
-                    loss_r = -lp[len(fb):].mean()
-                    loss = loss + l_retain * loss_r
-                    rec["loss_retain"] = loss_r.item()
-                if c_it is not None:
-                    cb = chunks[[next(c_it) for _ in range(min(config.text.batch_size, len(chunks)))]]
-                    loss_s = sft_loss(work, cb, positions)
-                    loss = loss + l_sft * loss_s
-                    rec["loss_sft"] = loss_s.item()
+                loss, rec = _loss(work, fb, rb, cb, positions, l_retain=l_retain, l_sft=l_sft)
                 grads = torch.autograd.grad(loss, trainable)  # the shared weights get no gradient
             for p, g in zip(trainable, grads):
                 p.grad = g
             opt.step()
-            rec["loss"] = loss.item()
-            history.append(rec)
+            history.append({"step": step, **rec, "loss": loss.item()})
     opt.zero_grad(set_to_none=True)
     meta = {"n_lora_params": lora.n_params, "delta_norm": lora.delta_norm(), "n_train_facts": len(facts)}
     return Relearned(work, lora, tuple(history), sft_kind, time.perf_counter() - t0, meta)
@@ -320,40 +329,11 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         rel.lora.remove()
     history, sft_kind, train_seconds, lora_meta = rel.history, rel.sft_kind, rel.seconds, rel.meta
     del rel  # drop the relearned copy before building the result
-
-    def wins(s: PromptScores) -> np.ndarray:
-        return s.answer_wins.astype(float)
-
-    at_chance = {h: (base is not None and _not_above(wins(base[h]), _chance(base[h]))) for h in ("A", "B")}
-    metrics = [
-        _metric("relearn_forget_accuracy", after["B"], wins(after["B"]), baseline=wins(base["B"]) if base else None,
-                at_chance=at_chance["B"]),
-        _metric("relearn_forget_accuracy_before", before["B"], wins(before["B"]),
-                baseline=wins(base["B"]) if base else None, at_chance=at_chance["B"]),
-        _metric("relearn_train_accuracy", after["A"], wins(after["A"]), baseline=wins(base["A"]) if base else None,
-                at_chance=at_chance["A"]),
-        _metric("relearn_train_accuracy_before", before["A"], wins(before["A"]),
-                baseline=wins(base["A"]) if base else None, at_chance=at_chance["A"]),
-    ]
-    has_t = np.array([it.target is not None for it in after["B"].items])
-    if task.objective == "inject" and has_t.any():
-        metrics.append(_metric("relearn_edit_accuracy", after["B"], np.where(has_t, after["B"].target_wins, np.nan),
-                               baseline=np.where(has_t, before["B"].target_wins, np.nan), higher_is_better=True))
+    metrics = _metrics(task, before, after, base)
     if maintain_after is not None:
-        metrics.append(_metric("relearn_maintain_accuracy", maintain_after, wins(maintain_after),
-                               baseline=wins(maintain_before), higher_is_better=True))
-    rows: list[dict[str, Any]] = []
-    for h in ("A", "B"):
-        b, a = before[h], after[h]
-        for i, it in enumerate(a.items):
-            row = {"record_id": it.record_id, "half": h, "answer": it.answer, "target": it.target,
-                   "answer_wins_before": bool(b.answer_wins[i]), "answer_wins_after": bool(a.answer_wins[i]),
-                   "p_answer_before": float(b.p_answer_norm[i]), "p_answer_after": float(a.p_answer_norm[i])}
-            if it.target is not None:
-                row.update(target_wins_before=bool(b.target_wins[i]), target_wins_after=bool(a.target_wins[i]))
-            if base is not None:
-                row["baseline_answer_wins"] = bool(base[h].answer_wins[i])
-            rows.append(row)
+        metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
+                               baseline=_wins(maintain_before), higher_is_better=True))
+    rows = _fact_rows(before, after, base)
     extra: dict[str, Any] = {
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": list(history),
         "sft": sft_kind, "lora_params": lora_meta["n_lora_params"], "lora_delta_norm": lora_meta["delta_norm"],
@@ -367,6 +347,50 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     if original is None:
         extra["baseline_note"] = "original=None: forget metrics have no baseline"
     return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+
+
+def _wins(s: PromptScores) -> np.ndarray:
+    return s.answer_wins.astype(float)
+
+
+def _metrics(task, before: dict[str, PromptScores], after: dict[str, PromptScores],
+             base: dict[str, PromptScores] | None) -> list[Metric]:
+    """Forget accuracy of half B and train accuracy of half A before / after relearning (baseline:
+    the original), and the edit accuracy of half B (inject tasks; baseline: before relearning)."""
+    at_chance = {h: (base is not None and _not_above(_wins(base[h]), _chance(base[h]))) for h in ("A", "B")}
+    metrics = [
+        _metric("relearn_forget_accuracy", after["B"], _wins(after["B"]), baseline=_wins(base["B"]) if base else None,
+                at_chance=at_chance["B"]),
+        _metric("relearn_forget_accuracy_before", before["B"], _wins(before["B"]),
+                baseline=_wins(base["B"]) if base else None, at_chance=at_chance["B"]),
+        _metric("relearn_train_accuracy", after["A"], _wins(after["A"]), baseline=_wins(base["A"]) if base else None,
+                at_chance=at_chance["A"]),
+        _metric("relearn_train_accuracy_before", before["A"], _wins(before["A"]),
+                baseline=_wins(base["A"]) if base else None, at_chance=at_chance["A"]),
+    ]
+    has_t = np.array([it.target is not None for it in after["B"].items])
+    if task.objective == "inject" and has_t.any():
+        metrics.append(_metric("relearn_edit_accuracy", after["B"], np.where(has_t, after["B"].target_wins, np.nan),
+                               baseline=np.where(has_t, before["B"].target_wins, np.nan), higher_is_better=True))
+    return metrics
+
+
+def _fact_rows(before: dict[str, PromptScores], after: dict[str, PromptScores],
+               base: dict[str, PromptScores] | None) -> list[dict[str, Any]]:
+    """One row per forget fact of both halves: wins and answer probability before / after relearning."""
+    rows: list[dict[str, Any]] = []
+    for h in ("A", "B"):
+        b, a = before[h], after[h]
+        for i, it in enumerate(a.items):
+            row = {"record_id": it.record_id, "half": h, "answer": it.answer, "target": it.target,
+                   "answer_wins_before": bool(b.answer_wins[i]), "answer_wins_after": bool(a.answer_wins[i]),
+                   "p_answer_before": float(b.p_answer_norm[i]), "p_answer_after": float(a.p_answer_norm[i])}
+            if it.target is not None:
+                row.update(target_wins_before=bool(b.target_wins[i]), target_wins_after=bool(a.target_wins[i]))
+            if base is not None:
+                row["baseline_answer_wins"] = bool(base[h].answer_wins[i])
+            rows.append(row)
+    return rows
 
 
 def _not_above(wins: np.ndarray, chance: float) -> bool:

@@ -53,6 +53,7 @@ from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_ba
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SoftPromptsConfig)
     from factlens.evaluation.config import EvalConfig
+    from factlens.prompt_scores import PromptScores
 
 SOFT_PROMPT_POSITIONS = ("append", "prepend")
 
@@ -316,6 +317,50 @@ def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, h
     return m if stderr is None else replace(m, stderr=stderr)
 
 
+def _per_fact(runs: list[dict], half: str, key: str) -> np.ndarray:
+    """Per-fact value of ``key`` on ``half`` (``"A"`` / ``"B"``), averaged over the seeds' runs."""
+    return np.mean([r[half][key].astype(float) for r in runs], axis=0)
+
+
+def _seed_mean(runs: list[dict], half: str, key: str) -> float:
+    return float(np.mean(_per_fact(runs, half, key)))
+
+
+def _seed_se(runs: list[dict], half: str, key: str) -> float | None:
+    """Standard error of the accuracy over seeds (``None`` for one seed)."""
+    accs = [float(r[half][key].mean()) for r in runs]
+    return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
+
+
+def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None) -> list[dict]:
+    """One row per fact of both halves: wins and answer probability per seed, before / baseline rates."""
+    rows: list[dict[str, Any]] = []
+    for half, items in (("A", items_a), ("B", items_b)):
+        for i, it in enumerate(items):
+            row = {"record_id": it.record_id, "half": half, "answer": it.answer, "target": it.target,
+                   "answer_wins": [bool(r[half]["answer_wins"][i]) for r in runs],
+                   "p_answer": [float(r[half]["p_answer"][i]) for r in runs],
+                   "answer_win_rate": float(np.mean([r[half]["answer_wins"][i] for r in runs]))}
+            if it.target is not None:
+                row["target_wins"] = [bool(r[half]["target_wins"][i]) for r in runs]
+            if half == "B":
+                row["answer_wins_before"] = bool(before.answer_wins[i])
+            if base_runs is not None:
+                row["baseline_answer_win_rate"] = float(np.mean([r[half]["answer_wins"][i] for r in base_runs]))
+            rows.append(row)
+    return rows
+
+
+def _attack_damage(items_b, before: PromptScores, base_runs: list[dict]) -> dict[str, Any]:
+    """Does the attack itself cost the unedited model accuracy on half B?
+    (:func:`~factlens.evaluation.attacks.attack_damage` of its scores before and after.)"""
+    from factlens.evaluation.attacks import TaskScores, attack_damage
+
+    ids, after_b = [it.record_id for it in items_b], _per_fact(base_runs, "B", "answer_wins")
+    return attack_damage(TaskScores(dict(zip(ids, map(float, before.answer_wins))), {}, {}),
+                         TaskScores(dict(zip(ids, map(float, after_b))), {}, {}))
+
+
 def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = None,
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
@@ -357,53 +402,29 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
     runs = _attack(model, half_a, items_a, items_b, config, norm)
     before = forget_scores(model, half_b, config)
-    base_runs = None
+    base_runs, orig_before = None, None
     if original is not None:
         key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
         base_runs = runs if original is model else cached(
             baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm))
-
-    def per_fact(rs, half: str, key: str) -> np.ndarray:
-        return np.mean([r[half][key].astype(float) for r in rs], axis=0)
-
-    def seed_mean(rs, half: str, key: str) -> float:
-        return float(np.mean(per_fact(rs, half, key)))
-
-    def seed_se(rs, half: str, key: str) -> float | None:
-        accs = [float(r[half][key].mean()) for r in rs]
-        return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
-
+        orig_before = cached(baselines, ("scores", items_key(items_b), config.batch_size),
+                             lambda: forget_scores(original, half_b, config))
     metrics = [
-        _metric("soft_prompt_forget_accuracy", items_b, per_fact(runs, "B", "answer_wins"),
-                seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
-                stderr=seed_se(runs, "B", "answer_wins")),
+        _metric("soft_prompt_forget_accuracy", items_b, _per_fact(runs, "B", "answer_wins"),
+                _seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
+                stderr=_seed_se(runs, "B", "answer_wins")),
         _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
-                float(cached(baselines, ("scores", items_key(items_b), config.batch_size),
-                             lambda: forget_scores(original, half_b, config)).answer_wins.mean())
-                if original is not None else None),
-        _metric("soft_prompt_train_accuracy", items_a, per_fact(runs, "A", "answer_wins"),
-                seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
-                stderr=seed_se(runs, "A", "answer_wins")),
+                float(orig_before.answer_wins.mean()) if orig_before is not None else None),
+        _metric("soft_prompt_train_accuracy", items_a, _per_fact(runs, "A", "answer_wins"),
+                _seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
+                stderr=_seed_se(runs, "A", "answer_wins")),
     ]
     has_t = np.array([it.target is not None for it in items_b])
     if task.objective == "inject" and has_t.any():
-        pf = np.where(has_t, per_fact(runs, "B", "target_wins"), np.nan)
-        base = float(np.nanmean(np.where(has_t, per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
+        pf = np.where(has_t, _per_fact(runs, "B", "target_wins"), np.nan)
+        base = float(np.nanmean(np.where(has_t, _per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
         metrics.append(_metric("soft_prompt_edit_accuracy", items_b, pf, base, higher_is_better=True))
-    rows: list[dict[str, Any]] = []
-    for half, items in (("A", items_a), ("B", items_b)):
-        for i, it in enumerate(items):
-            row = {"record_id": it.record_id, "half": half, "answer": it.answer, "target": it.target,
-                   "answer_wins": [bool(r[half]["answer_wins"][i]) for r in runs],
-                   "p_answer": [float(r[half]["p_answer"][i]) for r in runs],
-                   "answer_win_rate": float(np.mean([r[half]["answer_wins"][i] for r in runs]))}
-            if it.target is not None:
-                row["target_wins"] = [bool(r[half]["target_wins"][i]) for r in runs]
-            if half == "B":
-                row["answer_wins_before"] = bool(before.answer_wins[i])
-            if base_runs is not None:
-                row["baseline_answer_win_rate"] = float(np.mean([r[half]["answer_wins"][i] for r in base_runs]))
-            rows.append(row)
+    rows = _fact_rows(items_a, items_b, runs, before, base_runs)
     extra: dict[str, Any] = {
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
                       "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
@@ -414,13 +435,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     if base_runs is not None:
         extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}
                                       for r in base_runs]
-        from factlens.evaluation.attacks import TaskScores, attack_damage  # does the attack itself cost the original?
-
-        ob = cached(baselines, ("scores", items_key(items_b), config.batch_size),
-                    lambda: forget_scores(original, half_b, config))
-        ids, after_b = [it.record_id for it in items_b], per_fact(base_runs, "B", "answer_wins")
-        extra["attack_damage"] = attack_damage(TaskScores(dict(zip(ids, map(float, ob.answer_wins))), {}, {}),
-                                               TaskScores(dict(zip(ids, map(float, after_b))), {}, {}))
+        extra["attack_damage"] = _attack_damage(items_b, orig_before, base_runs)
     else:
         extra["baseline_note"] = "original=None: the attack was not run on the unedited model (no baselines)"
     return SuiteResult("soft_prompts", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
