@@ -132,27 +132,8 @@ class PlantedFactModel:
         return tuple(r.subject for r in self.dataset)
 
 
-def planted_fact_model(*, n_subjects: int = 48, seed: int = 0, noise: float = 0.01) -> PlantedFactModel:
-    """Build the planted fact model described in the module docstring.
-
-    Args:
-        n_subjects: Number of subjects / facts (>= 3).
-        seed: Seed of the noise and of the subject -> sport assignment.
-        noise: Std of the Gaussian noise added to every weight.
-
-    Returns:
-        The model (float32, CPU, eval mode) with its dataset and planted sites.
-    """
-    from transformer_lens import HookedTransformerConfig
-
-    from factlens.components import Component
-
-    if n_subjects < 3:
-        raise ValueError(f"n_subjects must be >= 3, got {n_subjects}")
-    subjects = _subject_names(n_subjects)
-    sports = [SPORTS[i % len(SPORTS)] for i in range(n_subjects)]
-    random.Random(seed).shuffle(sports)
-
+def _vocabulary(subjects: list[str]):
+    """The word tokenizer: one token per subject, template word, common word and sport."""
     template_words = [w for t in (TEMPLATE, PARAPHRASE) for w in split_words(t.replace("{}", " "))]
     other = set()
     for w in (*COMMON_WORDS, *template_words, *ATTRIBUTES):
@@ -160,20 +141,13 @@ def planted_fact_model(*, n_subjects: int = 48, seed: int = 0, noise: float = 0.
     clash = other.intersection(subjects)
     if clash:  # pragma: no cover - guarded by the fixed name list
         raise ValueError(f"subject names clash with template words: {sorted(clash)}")
-    tok = word_tokenizer([*subjects, *sorted(other)])
+    return word_tokenizer([*subjects, *sorted(other)])
 
-    S = n_subjects
-    d_model = max(96, S + 48)
-    IS_SUBJ, QUERY = S, S + 1
-    attr = {a: S + 2 + k for k, a in enumerate(ATTRIBUTES)}
-    moved = {a: S + 6 + k for k, a in enumerate(ATTRIBUTES)}
-    cfg = HookedTransformerConfig(
-        n_layers=4, d_model=d_model, n_heads=2, d_head=16, d_mlp=max(64, S), n_ctx=64,
-        d_vocab=len(tok), act_fn="relu", normalization_type=None,
-        positional_embedding_type="standard", default_prepend_bos=True, init_weights=False,
-        device="cpu", dtype=torch.float32, model_name="factlens-planted",
-    )
-    model = build_hooked(cfg, tok)
+
+def _plant(model, tok, subjects: list[str], sports: list[str], layout: dict[str, Any], *, seed: int,
+           noise: float) -> None:
+    """Seeded noise on every weight, then the planted circuit (module docstring) on top, in place."""
+    IS_SUBJ, QUERY, attr, moved = layout["is_subject"], layout["query"], layout["attr"], layout["moved"]
 
     def tid(word: str) -> int:
         return tok.convert_tokens_to_ids(word)
@@ -203,6 +177,43 @@ def planted_fact_model(*, n_subjects: int = 48, seed: int = 0, noise: float = 0.
             att.W_V[h, attr[a], k] += 1.0
             att.W_O[h, k, moved[a]] += 1.0
             model.unembed.W_U[moved[a], tid(a)] += LOGIT_SCALE
+
+
+def planted_fact_model(*, n_subjects: int = 48, seed: int = 0, noise: float = 0.01) -> PlantedFactModel:
+    """Build the planted fact model described in the module docstring.
+
+    Args:
+        n_subjects: Number of subjects / facts (>= 3).
+        seed: Seed of the noise and of the subject -> sport assignment.
+        noise: Std of the Gaussian noise added to every weight.
+
+    Returns:
+        The model (float32, CPU, eval mode) with its dataset and planted sites.
+    """
+    from transformer_lens import HookedTransformerConfig
+
+    from factlens.components import Component
+
+    if n_subjects < 3:
+        raise ValueError(f"n_subjects must be >= 3, got {n_subjects}")
+    subjects = _subject_names(n_subjects)
+    sports = [SPORTS[i % len(SPORTS)] for i in range(n_subjects)]
+    random.Random(seed).shuffle(sports)
+
+    tok = _vocabulary(subjects)
+    S = n_subjects
+    d_model = max(96, S + 48)
+    layout = {"subject": list(range(S)), "is_subject": S, "query": S + 1,
+              "attr": {a: S + 2 + k for k, a in enumerate(ATTRIBUTES)},
+              "moved": {a: S + 6 + k for k, a in enumerate(ATTRIBUTES)}}
+    cfg = HookedTransformerConfig(
+        n_layers=4, d_model=d_model, n_heads=2, d_head=16, d_mlp=max(64, S), n_ctx=64,
+        d_vocab=len(tok), act_fn="relu", normalization_type=None,
+        positional_embedding_type="standard", default_prepend_bos=True, init_weights=False,
+        device="cpu", dtype=torch.float32, model_name="factlens-planted",
+    )
+    model = build_hooked(cfg, tok)
+    _plant(model, tok, subjects, sports, layout, seed=seed, noise=noise)
     model.eval()
 
     records = tuple(
@@ -213,7 +224,6 @@ def planted_fact_model(*, n_subjects: int = 48, seed: int = 0, noise: float = 0.
         for i, (s, sport) in enumerate(zip(subjects, sports))
     )
     dataset = FactDataset(records, name="planted", candidates=SPORTS)
-    layout = {"subject": list(range(S)), "is_subject": IS_SUBJ, "query": QUERY, "attr": attr, "moved": moved}
     return PlantedFactModel(
         model=model, dataset=dataset, lookup_layer=LOOKUP_LAYER,
         extraction_head=Component("head", EXTRACTION_LAYER, EXTRACTION_HEAD),
