@@ -152,6 +152,38 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
     return float(acc.mean()), float(acc.std())
 
 
+def _checked_sites(shape: ModelShape, positions: Sequence[str],
+                   layers: Sequence[int] | None) -> tuple[tuple[str, ...], list[int]]:
+    """The probed positions and (sorted, unique) layers, checked against :data:`POSITIONS` and the model."""
+    positions = tuple(positions)
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad or not positions:
+        raise ValueError(f"unknown probe positions {bad or positions!r}; choose from {POSITIONS}")
+    layers = list(range(shape.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= shape.n_layers:
+        raise ValueError(f"layers must be within 0..{shape.n_layers - 1}, got {layers}")
+    return positions, layers
+
+
+def _checked_classes(y: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The answers' classes and counts; raises unless there are two classes of >= 2 facts each."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"probing needs at least two different answers; all facts answer {classes[0]!r}")
+    if counts.min() < 2:
+        rare = [c for c, n in zip(classes, counts) if n < 2]
+        raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
+                         "(filter them out, e.g. dataset.filter(...))")
+    return classes, counts
+
+
+def _mlp_gains(comps, layers: list[int], curve: list[float], start: float) -> list[float]:
+    """Component scores: MLP ``l`` = probe accuracy gain from the previous probed layer (``start``
+    before the first) to ``l``; heads and unprobed layers 0."""
+    gains = {l: curve[i] - (curve[i - 1] if i else start) for i, l in enumerate(layers)}
+    return [gains.get(c.layer, 0.0) if c.kind == "mlp" else 0.0 for c in comps]
+
+
 def probing(
     model,
     dataset,
@@ -200,21 +232,9 @@ def probing(
     records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")
-    positions = tuple(positions)
-    bad = [p for p in positions if p not in POSITIONS]
-    if bad or not positions:
-        raise ValueError(f"unknown probe positions {bad or positions!r}; choose from {POSITIONS}")
-    layers = list(range(shape.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
-    if not layers or layers[0] < 0 or layers[-1] >= shape.n_layers:
-        raise ValueError(f"layers must be within 0..{shape.n_layers - 1}, got {layers}")
+    positions, layers = _checked_sites(shape, positions, layers)
     y = [r.answer for r in records]
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        raise ValueError(f"probing needs at least two different answers; all facts answer {classes[0]!r}")
-    if counts.min() < 2:
-        rare = [c for c, n in zip(classes, counts) if n < 2]
-        raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
-                         "(filter them out, e.g. dataset.filter(...))")
+    classes, counts = _checked_classes(y)
     chance = float(counts.max() / counts.sum())
     feats = residual_features(model, records, layers=[-1] + layers, positions=positions, batch_size=batch_size)
     acc: dict[str, list[float]] = {}
@@ -228,11 +248,8 @@ def probing(
             acc[p].append(m)
             acc_std[p].append(s)
     gain_pos = "subject_last" if "subject_last" in acc else positions[0]
-    curve = acc[gain_pos]
-    start = max(chance, embed_acc[gain_pos]) if layers[0] == 0 else chance
-    gains = {l: curve[i] - (curve[i - 1] if i else start) for i, l in enumerate(layers)}
     comps = resolve_components(shape)
-    values = [gains.get(c.layer, 0.0) if c.kind == "mlp" else 0.0 for c in comps]
+    values = _mlp_gains(comps, layers, acc[gain_pos], max(chance, embed_acc[gain_pos]) if layers[0] == 0 else chance)
     extra = {
         "probe_accuracy": acc,
         "probe_accuracy_std": acc_std,
