@@ -33,8 +33,8 @@ from factlens.evaluation.result import Metric
 if TYPE_CHECKING:  # factlens.evaluation.config imports the attack suites (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["TaskScores", "score_task", "task_key", "attack_metrics", "attack_damage", "fact_rows", "suite_settings",
-           "DAMAGE_TOLERANCE", "metric_prefix"]
+__all__ = ["TaskScores", "score_task", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
+           "suite_settings", "DAMAGE_TOLERANCE", "metric_prefix"]
 
 #: Default tolerance of :func:`attack_damage`: the unedited model may lose at most this
 #: fraction of its accuracy on the task's facts before the attack counts as damaging it.
@@ -246,6 +246,18 @@ def attack_damage(before: TaskScores | None, after: TaskScores | None, *,
     return {"damaged": bool(drop > tolerance), "accuracy_before": float(vb.mean()), "accuracy_after": float(va.mean()),
             "drop": drop, "n_facts": len(keys), "n_lost": lost, "n_gained": gained, "p_value": p,
             "tolerance": tolerance, "forget_drop": split_drop("forget"), "maintain_drop": split_drop("maintain")}
+
+
+def outcome_columns(prefix: str, scores: TaskScores, base: TaskScores | None = None) -> dict[str, dict[str, float]]:
+    """The :func:`fact_rows` columns of one model state: ``<prefix>_answer_wins`` (forget and
+    maintain facts), ``<prefix>_target_wins`` (when the task has edit targets) and, when ``base``
+    (the original attacked the same way) is given, ``baseline_<prefix>_answer_wins``."""
+    columns = {f"{prefix}_answer_wins": {**scores.forget, **scores.maintain}}
+    if scores.edit:
+        columns[f"{prefix}_target_wins"] = scores.edit
+    if base is not None:
+        columns[f"baseline_{prefix}_answer_wins"] = {**base.forget, **base.maintain}
+    return columns
 
 
 def fact_rows(task, columns: Mapping[str, Mapping[str, float]], *, splits: Sequence[str] = ("forget", "maintain")

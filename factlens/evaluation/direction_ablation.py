@@ -130,6 +130,32 @@ def _sweep(model, task, config: EvalConfig, contrast, layers: list[int],
     return out
 
 
+def _curves(runs: dict[tuple[str, int], TaskScores], base_runs: dict[tuple[str, int], TaskScores] | None,
+            base_before: TaskScores | None, layers: list[int],
+            st: DirectionAblationConfig) -> tuple[dict[str, Any], list[str]]:
+    """Per position, the accuracies after ablating at each layer (and the original's, with damage
+    flags); and the variants ``"<position>:L<layer>"`` whose ablation damages the original."""
+    curves: dict[str, Any] = {}
+    damaged: list[str] = []
+    for pos in st.positions:
+        c: dict[str, list] = {k: [] for k in ("forget_accuracy", "edit_accuracy", "maintain_accuracy",
+                                              "baseline_forget_accuracy", "baseline_maintain_accuracy", "damaged")}
+        for layer in layers:
+            s = runs[(pos, layer)]
+            c["forget_accuracy"].append(s.accuracy("forget"))
+            c["edit_accuracy"].append(s.accuracy("edit") if s.edit else None)
+            c["maintain_accuracy"].append(s.accuracy("maintain") if s.maintain else None)
+            b = base_runs[(pos, layer)] if base_runs else None
+            c["baseline_forget_accuracy"].append(b.accuracy("forget") if b else None)
+            c["baseline_maintain_accuracy"].append(b.accuracy("maintain") if b and b.maintain else None)
+            dmg = attack_damage(base_before, b, tolerance=st.damage_tolerance)["damaged"]
+            c["damaged"].append(dmg)
+            if dmg:
+                damaged.append(f"{pos}:L{layer}")
+        curves[pos] = c
+    return curves, damaged
+
+
 def run_direction_ablation(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
                            direction_ablation_config: DirectionAblationConfig | None = None, **_: Any) -> SuiteResult:
@@ -178,24 +204,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
     attacked, base = runs[best], base_runs[best] if base_runs else None
     metrics: list[Metric] = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
-    curves: dict[str, Any] = {}
-    damaged: list[str] = []
-    for pos in st.positions:
-        c: dict[str, list] = {k: [] for k in ("forget_accuracy", "edit_accuracy", "maintain_accuracy",
-                                              "baseline_forget_accuracy", "baseline_maintain_accuracy", "damaged")}
-        for layer in layers:
-            s = runs[(pos, layer)]
-            c["forget_accuracy"].append(s.accuracy("forget"))
-            c["edit_accuracy"].append(s.accuracy("edit") if s.edit else None)
-            c["maintain_accuracy"].append(s.accuracy("maintain") if s.maintain else None)
-            b = base_runs[(pos, layer)] if base_runs else None
-            c["baseline_forget_accuracy"].append(b.accuracy("forget") if b else None)
-            c["baseline_maintain_accuracy"].append(b.accuracy("maintain") if b and b.maintain else None)
-            dmg = attack_damage(base_before, b, tolerance=st.damage_tolerance)["damaged"]
-            c["damaged"].append(dmg)
-            if dmg:
-                damaged.append(f"{pos}:L{layer}")
-        curves[pos] = c
+    curves, damaged = _curves(runs, base_runs, base_before, layers, st)
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
                                             "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}
     if attacked.edit:

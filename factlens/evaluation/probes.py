@@ -254,6 +254,32 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
                   False, True, None, ci[0] if ci else None, ci[1] if ci else None, "wilson-approx" if ci else None)
 
 
+def _train_facts(task, train_on: Sequence[str]):
+    """The facts of the task splits ``train_on``, concatenated."""
+    bad = [s for s in train_on if s not in ("maintain", "retain", "forget")]
+    if bad or not train_on:
+        raise ValueError(f"train_on must name task splits among 'maintain', 'retain', got {list(train_on)}")
+    train = getattr(task, train_on[0])
+    for s in train_on[1:]:
+        train = train.concat(getattr(task, s))
+    return train
+
+
+def _fact_rows(forget, res: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per forget fact: each probed layer's prediction and whether it is the answer / target."""
+    rows = []
+    for i, r in enumerate(forget):
+        pred = res["predictions"][i]
+        row = {"record_id": r.id, "answer": r.answer, "target": r.target_new, "predictions": pred,
+               "true_correct": [p == r.answer for p in pred]}
+        if r.target_new is not None:
+            row["target_correct"] = [p == r.target_new for p in pred]
+        if base is not None:
+            row["baseline_predictions"] = base["predictions"][i]
+        rows.append(row)
+    return rows
+
+
 def run_probes(model, task, *, original=None, config: EvalConfig | None = None, position: Position = "final",
                scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"),
                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
@@ -288,12 +314,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
 
     config = or_default(config)
     t0 = time.perf_counter()
-    bad = [s for s in train_on if s not in ("maintain", "retain", "forget")]
-    if bad or not train_on:
-        raise ValueError(f"train_on must name task splits among 'maintain', 'retain', got {list(train_on)}")
-    train = getattr(task, train_on[0])
-    for s in train_on[1:]:
-        train = train.concat(getattr(task, s))
+    train = _train_facts(task, train_on)
     if len(task.forget) == 0:
         raise ValueError("task.forget is empty: nothing to probe")
     kw = dict(layers=config.probes.layers, position=position, C=config.probes.C, scaling=scaling,
@@ -324,16 +345,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
         metrics += [metric("probe_target_accuracy_max", "target", "max", True),
                     metric("probe_target_accuracy_last", "target", "last", True)]
     metrics.append(_cv_metric(res, base))
-    rows = []
-    for i, r in enumerate(task.forget):
-        pred = res["predictions"][i]
-        row = {"record_id": r.id, "answer": r.answer, "target": r.target_new, "predictions": pred,
-               "true_correct": [p == r.answer for p in pred]}
-        if r.target_new is not None:
-            row["target_correct"] = [p == r.target_new for p in pred]
-        if base is not None:
-            row["baseline_predictions"] = base["predictions"][i]
-        rows.append(row)
+    rows = _fact_rows(task.forget, res, base)
     curves = ("layers", "true", "target", "maintain_cv")
     extra: dict[str, Any] = {k: res[k] for k in curves}
     extra.update({k: res[k] for k in ("classes", "chance", "true_in_classes", "target_in_classes", "n_train")})

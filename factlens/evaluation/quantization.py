@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
-                                       metric_prefix, score_task, suite_settings, task_key)
+                                       metric_prefix, outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.lora import DEFAULT_TARGETS
 from factlens.evaluation.result import Metric, SuiteResult
@@ -376,10 +376,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
     metrics: list[Metric] = []
     columns: dict[str, dict[str, float]] = {}
     for fmt in qc.formats:
-        pre = metric_prefix("before", fmt)
-        columns[f"{pre}_answer_wins"] = {**before[fmt].forget, **before[fmt].maintain}
-        if before[fmt].edit:
-            columns[f"{pre}_target_wins"] = before[fmt].edit
+        columns.update(outcome_columns(metric_prefix("before", fmt), before[fmt]))
     schemes: dict[str, Any] = {}
     for scheme in progress_bar(qc.schemes, desc="quantization", leave=False):
         attacked, info = _attack(model, task, config, qc, scheme)
@@ -393,11 +390,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
             pre = metric_prefix(f"quant_{scheme}", fmt)
             metrics += attack_metrics(pre, attacked[fmt], before[fmt], base_attacked=base[fmt] if base else None,
                                       base_before=base_before[fmt] if base_before else None)
-            columns[f"{pre}_answer_wins"] = {**attacked[fmt].forget, **attacked[fmt].maintain}
-            if attacked[fmt].edit:
-                columns[f"{pre}_target_wins"] = attacked[fmt].edit
-            if base is not None:
-                columns[f"baseline_{pre}_answer_wins"] = {**base[fmt].forget, **base[fmt].maintain}
+            columns.update(outcome_columns(pre, attacked[fmt], base[fmt] if base is not None else None))
         d = "default" if "default" in qc.formats else qc.formats[0]
         schemes[scheme] = {
             **info, "format": d,

@@ -166,6 +166,38 @@ def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: 
                                higher_is_better=hib, weights={i: r["n_tokens"] for i, r in zip(ids, rows)})
 
 
+def _mmlu(model, original, config: EvalConfig, baselines: BaselineCache | None, extra: dict[str, Any]) -> Metric:
+    """MMLU accuracy (baseline and at-chance flag from ``original``); its details go into ``extra``."""
+    se = config.side_effects
+    qs = load_mmlu(se.mmlu_source, n=se.n_mmlu, seed=config.seed)
+    pool = load_mmlu(se.mmlu_source) if se.mmlu_n_shots else None
+    kw = dict(n_shots=se.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size)
+    res = mmlu_accuracy(model, qs, **kw)
+    base = None
+    if original is not None:
+        key = ("mmlu", str(se.mmlu_source), se.n_mmlu, se.mmlu_n_shots, config.seed, config.batch_size)
+        base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
+    flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
+    m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
+    if res.n:  # Wilson interval over questions, per-question samples for paired comparisons
+        m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
+                                unit="questions", baseline=m.baseline, at_chance=flag)
+    extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=se.mmlu_n_shots,
+                 mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
+                 mmlu_by_subject=res.by_subject())
+    if base is None:
+        extra["mmlu_note"] = "original=None: no MMLU baseline or at-chance flag (chance is 0.25)"
+    qrows = []
+    for i, q in enumerate(res.questions):
+        r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[int(res.predicted[i])],
+             "correct": bool(res.correct[i]), "p_correct": float(res.p_correct[i])}
+        if base is not None:
+            r.update(baseline_correct=bool(base.correct[i]), baseline_p_correct=float(base.p_correct[i]))
+        qrows.append(r)
+    extra["mmlu_questions"] = qrows
+    return replace(m, stderr=res.stderr)
+
+
 def run_side_effects(model, task=None, *, original=None, config: EvalConfig | None = None,
                      baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
@@ -220,31 +252,5 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig | No
         extra["mmlu_note"] = ("MMLU skipped: config.side_effects.mmlu_source is None (give a folder of MMLU CSVs or a "
                               "datasets name)")
     else:
-        qs = load_mmlu(se.mmlu_source, n=se.n_mmlu, seed=config.seed)
-        pool = load_mmlu(se.mmlu_source) if se.mmlu_n_shots else None
-        kw = dict(n_shots=se.mmlu_n_shots, shots_pool=pool, batch_size=config.batch_size)
-        res = mmlu_accuracy(model, qs, **kw)
-        base = None
-        if original is not None:
-            key = ("mmlu", str(se.mmlu_source), se.n_mmlu, se.mmlu_n_shots, config.seed, config.batch_size)
-            base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
-        flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
-        m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
-        if res.n:  # Wilson interval over questions, per-question samples for paired comparisons
-            m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
-                                    unit="questions", baseline=m.baseline, at_chance=flag)
-        metrics.append(replace(m, stderr=res.stderr))
-        extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=se.mmlu_n_shots,
-                     mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
-                     mmlu_by_subject=res.by_subject())
-        if base is None:
-            extra["mmlu_note"] = "original=None: no MMLU baseline or at-chance flag (chance is 0.25)"
-        qrows = []
-        for i, q in enumerate(res.questions):
-            r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[int(res.predicted[i])],
-                 "correct": bool(res.correct[i]), "p_correct": float(res.p_correct[i])}
-            if base is not None:
-                r.update(baseline_correct=bool(base.correct[i]), baseline_p_correct=float(base.p_correct[i]))
-            qrows.append(r)
-        extra["mmlu_questions"] = qrows
+        metrics.append(_mmlu(model, original, config, baselines, extra))
     return SuiteResult("side_effects", tuple(metrics), (), extra, time.perf_counter() - t0)

@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
-                                       score_task, suite_settings, task_key)
+                                       outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
@@ -253,11 +253,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
                 baselines, key, lambda: _attack(original, task, data, st, config))
         pre = f"finetune_{source}"
         metrics += attack_metrics(pre, attacked, before, base_attacked=base, base_before=base_before)
-        columns[f"{pre}_answer_wins"] = {**attacked.forget, **attacked.maintain}
-        if attacked.edit:
-            columns[f"{pre}_target_wins"] = attacked.edit
-        if base is not None:
-            columns[f"baseline_{pre}_answer_wins"] = {**base.forget, **base.maintain}
+        columns.update(outcome_columns(pre, attacked, base))
         per_data[source] = {
             **info, "history": history, "baseline_history": base_hist, "seconds": seconds,
             "recovery": attacked.accuracy("forget") - before.accuracy("forget"),
