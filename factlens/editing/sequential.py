@@ -98,6 +98,51 @@ def _group_per_fact(chunk: FactDataset, fn: Callable[[FactDataset], Mask]) -> li
     return [(masks[k], replace(chunk, records=tuple(v))) for k, v in groups.items()]
 
 
+def _chunks(task, chunk_size: int | None) -> tuple[FactDataset, ...]:
+    """``task.chunks``, else ``task.forget`` split in order into chunks of ``chunk_size``."""
+    chunks = tuple(getattr(task, "chunks", ()) or ())
+    if chunks:
+        return chunks
+    if chunk_size is None:
+        raise ValueError("the task has no chunks; use a sequential task (e.g. sequential_counterfact_editing) or "
+                         "pass chunk_size= to split task.forget")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    f = task.forget
+    return tuple(f[i:i + chunk_size] for i in range(0, len(f), chunk_size))
+
+
+def _check_masks(masks, localize_fn, per_fact: bool, n_chunks: int) -> None:
+    """Raise unless exactly one of ``masks`` / ``localize_fn`` is given, in a form that fits."""
+    if masks is None and localize_fn is None:
+        raise ValueError("give masks= (a Mask, a list of masks or a callable) or localize_fn=")
+    if masks is not None and localize_fn is not None:
+        raise ValueError("give either masks= or localize_fn=, not both")
+    if isinstance(masks, (list, tuple)):
+        if len(masks) != n_chunks:
+            raise ValueError(f"{len(masks)} masks for {n_chunks} chunks; give one mask per chunk")
+        if per_fact:
+            raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a list")
+    elif masks is not None and not callable(masks) and per_fact:
+        raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a single Mask")
+
+
+def _jobs(work, chunk: FactDataset, k: int, masks, localize_fn, per_fact: bool) -> list[tuple[Mask, FactDataset]]:
+    """The (mask, facts) edits of chunk ``k``: its mask (given, or localized now on ``work`` as edited
+    so far), or one group of facts per distinct mask with ``per_fact``."""
+    if localize_fn is not None:
+        fn = lambda ds, _m=work: localize_fn(_m, ds)  # noqa: E731
+    elif isinstance(masks, (list, tuple)):
+        fn = None
+    else:
+        fn = masks if callable(masks) and not isinstance(masks, Mask) else None
+    if per_fact:
+        return _group_per_fact(chunk, fn)
+    if fn is not None:
+        return [(_as_mask(fn(chunk)), chunk)]
+    return [(_as_mask(masks[k] if isinstance(masks, (list, tuple)) else masks), chunk)]
+
+
 def edit_sequential(
     model,
     masks: MaskSpec | None,
@@ -142,45 +187,14 @@ def edit_sequential(
         (2, False)
     """
     t0 = time.perf_counter()
-    chunks = tuple(getattr(task, "chunks", ()) or ())
-    if not chunks:
-        if chunk_size is None:
-            raise ValueError("the task has no chunks; use a sequential task (e.g. sequential_counterfact_editing) or "
-                             "pass chunk_size= to split task.forget")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        f = task.forget
-        chunks = tuple(f[i:i + chunk_size] for i in range(0, len(f), chunk_size))
-    if masks is None and localize_fn is None:
-        raise ValueError("give masks= (a Mask, a list of masks or a callable) or localize_fn=")
-    if masks is not None and localize_fn is not None:
-        raise ValueError("give either masks= or localize_fn=, not both")
-    if isinstance(masks, (list, tuple)):
-        if len(masks) != len(chunks):
-            raise ValueError(f"{len(masks)} masks for {len(chunks)} chunks; give one mask per chunk")
-        if per_fact:
-            raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a list")
-    elif masks is not None and not callable(masks) and per_fact:
-        raise ValueError("per_fact=True needs a callable masks= or localize_fn=, not a single Mask")
-
+    chunks = _chunks(task, chunk_size)
+    _check_masks(masks, localize_fn, per_fact, len(chunks))
     work = model if inplace else copy.deepcopy(model)
     results: list[EditResult] = []
     edited: list[FactDataset] = []
     try:
         for k, chunk in enumerate(progress_bar(chunks, desc="chunks", leave=False)):
-            if localize_fn is not None:
-                fn = lambda ds, _m=work: localize_fn(_m, ds)  # noqa: E731
-            elif isinstance(masks, (list, tuple)):
-                fn = None
-            else:
-                fn = masks if callable(masks) and not isinstance(masks, Mask) else None
-            if per_fact:
-                jobs = _group_per_fact(chunk, fn)
-            elif fn is not None:
-                jobs = [(_as_mask(fn(chunk)), chunk)]
-            else:
-                jobs = [(_as_mask(masks[k] if isinstance(masks, (list, tuple)) else masks), chunk)]
-            for mask, facts in jobs:
+            for mask, facts in _jobs(work, chunk, k, masks, localize_fn, per_fact):
                 sub = replace(task, forget=facts, chunks=())
                 with progress(False):  # one bar: over the chunks
                     results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True))
