@@ -252,6 +252,31 @@ class _ResidSum:
                         tokens=position_tokens(model, pairs.clean), patched=rp)
 
 
+def _patch_all(model, pairs: PatchingPairs, comps: list[Component], direction: str, metric: str,
+               include_resid: bool, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, _ResidSum]:
+    """Every patch on every batch of pairs: the base and source runs' metrics ``[example]``, the
+    patched metrics ``[comp, example]`` and the summed residual-stream patches."""
+    n = len(pairs)
+    n_layers = model.cfg.n_layers
+    n_steps_per = len(_patched_layers(comps, include_resid, n_layers))
+    per_comp: dict[Component, list[Tensor]] = {c: [] for c in comps}
+    base_all, src_all = [], []
+    resid_sum = _ResidSum(n_layers, int(pairs.clean.lengths.max()))
+    with torch.inference_mode(), progress_bar(total=n_steps_per * math.ceil(n / batch_size),
+                                              desc="activation patching", unit="layer") as bar:
+        for sl in iter_batches(n, batch_size):
+            res = _patch_batch(model, pairs.subset(range(sl.start, sl.stop)), comps, direction, metric,
+                               include_resid, bar)
+            base_all.append(res["base"].cpu())
+            src_all.append(res["src"].cpu())
+            for c in comps:
+                per_comp[c].append(res["comp"][c].cpu())
+            if include_resid:
+                resid_sum.add(res, direction)
+    per_example = np.stack([torch.cat(per_comp[c]).double().numpy() for c in comps])  # [comp, example]
+    return torch.cat(base_all).double().numpy(), torch.cat(src_all).double().numpy(), per_example, resid_sum
+
+
 def activation_patching(
     model,
     dataset,
@@ -305,29 +330,11 @@ def activation_patching(
     comps = resolve_components(ModelShape.of(model), components)
     pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
                        partners=partners, seed=seed)
-    n = len(pairs)
-    n_layers = model.cfg.n_layers
-    n_steps_per = len(_patched_layers(comps, include_resid, n_layers))
-    per_comp: dict[Component, list[Tensor]] = {c: [] for c in comps}
-    base_all, src_all = [], []
-    resid_sum = _ResidSum(n_layers, int(pairs.clean.lengths.max()))
-    with torch.inference_mode(), progress_bar(total=n_steps_per * math.ceil(n / batch_size),
-                                              desc="activation patching", unit="layer") as bar:
-        for sl in iter_batches(n, batch_size):
-            res = _patch_batch(model, pairs.subset(range(sl.start, sl.stop)), comps, direction, metric,
-                               include_resid, bar)
-            base_all.append(res["base"].cpu())
-            src_all.append(res["src"].cpu())
-            for c in comps:
-                per_comp[c].append(res["comp"][c].cpu())
-            if include_resid:
-                resid_sum.add(res, direction)
-    base_m = torch.cat(base_all).double().numpy()
-    src_m = torch.cat(src_all).double().numpy()
+    base_m, src_m, per_example, resid_sum = _patch_all(model, pairs, comps, direction, metric, include_resid,
+                                                       batch_size)
     clean_m, corr_m = (src_m, base_m) if direction == "denoising" else (base_m, src_m)
     if normalize:
         normalization_gap(clean_m, corr_m)  # raises when normalized scores are undefined
-    per_example = np.stack([torch.cat(per_comp[c]).double().numpy() for c in comps])  # [comp, example]
     patched = per_example.mean(1)
     values = _effect(patched, clean_m.mean(), corr_m.mean(), direction, normalize)
     extra = {
