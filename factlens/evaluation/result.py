@@ -257,14 +257,16 @@ class EvalResult:
         return cls(suites, dict(d.get("task") or {}), dict(d.get("meta") or {}))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_default))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=json_default))
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalResult":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _default(x: Any) -> Any:
+def json_default(x: Any) -> Any:
+    """``json.dump(..., default=json_default)``: arrays and tensors as lists, numpy scalars as
+    Python numbers, anything else as its ``str`` (results and run files are written with it)."""
     if hasattr(x, "tolist"):
         return x.tolist()
     if hasattr(x, "item"):

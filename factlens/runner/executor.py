@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from factlens.evaluation.result import json_default
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, upgrade_stored
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
@@ -244,19 +245,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
+            json.dump(obj, f, indent=1, default=json_default, allow_nan=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
 
 
 def _now() -> str:
