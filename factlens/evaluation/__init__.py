@@ -75,40 +75,34 @@ class Suite:
                 raise ValueError(f"the {self.name!r} suite needs {' and/or '.join(f'{n}=...' for n in group)}")
 
 
+def _builtin(name: str, config: str | None = None, **kw: Any) -> Suite:
+    """The entry of a suite shipped with factlens: ``run_<name>`` in ``factlens.evaluation.<name>``,
+    with its settings ``config`` (a class name) from the same module."""
+    module = f"factlens.evaluation.{name}"
+    return Suite(name, Ref(module, f"run_{name}"), config_type=Ref(module, config) if config else None, **kw)
+
+
 SUITES: Registry[Suite] = Registry("evaluation suite", (
-    Suite("standard", Ref("factlens.evaluation.standard", "run_standard"),
-          doc="forget / edit / maintain accuracy and probability in the trained format"),
-    Suite("formats", Ref("factlens.evaluation.formats", "run_formats"),
-          config_type=Ref("factlens.evaluation.formats", "FormatsConfig"),
-          doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
-    Suite("side_effects", Ref("factlens.evaluation.side_effects", "run_side_effects"),
-          config_type=Ref("factlens.evaluation.side_effects", "SideEffectsConfig"),
-          doc="general-text accuracy, loss and KL to the original; MMLU"),
-    Suite("relearning", Ref("factlens.evaluation.relearning", "run_relearning"),
-          config_type=Ref("factlens.evaluation.relearning", "RelearningConfig"),
-          doc="LoRA relearning on half the forget facts, tested on the other half"),
-    Suite("probes", Ref("factlens.evaluation.probes", "run_probes"),
-          config_type=Ref("factlens.evaluation.probes", "ProbesConfig"),
-          doc="linear probes for the old answer in the latents"),
-    Suite("soft_prompts", Ref("factlens.evaluation.soft_prompts", "run_soft_prompts"),
-          config_type=Ref("factlens.evaluation.soft_prompts", "SoftPromptsConfig"),
-          doc="adversarial soft prompts that try to bring the old answer back"),
-    Suite("mechanisms", Ref("factlens.evaluation.mechanisms", "run_mechanisms"),
-          needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"), requires=(("mask", "mechanisms"),),
-          doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
-    Suite("quantization", Ref("factlens.evaluation.quantization", "run_quantization"),
-          config_type=Ref("factlens.evaluation.quantization", "QuantizationConfig"),
-          doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? (control: original)"),
-    Suite("update_size", Ref("factlens.evaluation.update_size", "run_update_size"), needs=("edit_result",),
-          requires=(("edit_result",),), config_type=Ref("factlens.evaluation.update_size", "UpdateSizeConfig"),
-          doc="the edit's |delta| against the quantization bin of the original weights"),
-    Suite("unrelated_finetune", Ref("factlens.evaluation.unrelated_finetune", "run_unrelated_finetune"),
-          config_type=Ref("factlens.evaluation.unrelated_finetune", "UnrelatedFinetuneConfig"),
-          doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
-    Suite("direction_ablation", Ref("factlens.evaluation.direction_ablation", "run_direction_ablation"),
-          needs=("mask", "edit_result"),
-          config_type=Ref("factlens.evaluation.direction_ablation", "DirectionAblationConfig"),
-          doc="forget-vs-retain mean-difference direction projected out per layer"),
+    _builtin("standard", doc="forget / edit / maintain accuracy and probability in the trained format"),
+    _builtin("formats", "FormatsConfig",
+             doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
+    _builtin("side_effects", "SideEffectsConfig", doc="general-text accuracy, loss and KL to the original; MMLU"),
+    _builtin("relearning", "RelearningConfig",
+             doc="LoRA relearning on half the forget facts, tested on the other half"),
+    _builtin("probes", "ProbesConfig", doc="linear probes for the old answer in the latents"),
+    _builtin("soft_prompts", "SoftPromptsConfig", doc="adversarial soft prompts that try to bring the old answer back"),
+    _builtin("mechanisms", needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"),
+             requires=(("mask", "mechanisms"),),
+             doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
+    _builtin("quantization", "QuantizationConfig",
+             doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? "
+                 "(control: original)"),
+    _builtin("update_size", "UpdateSizeConfig", needs=("edit_result",), requires=(("edit_result",),),
+             doc="the edit's |delta| against the quantization bin of the original weights"),
+    _builtin("unrelated_finetune", "UnrelatedFinetuneConfig",
+             doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
+    _builtin("direction_ablation", "DirectionAblationConfig", needs=("mask", "edit_result"),
+             doc="forget-vs-retain mean-difference direction projected out per layer"),
 ))
 
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
