@@ -192,12 +192,17 @@ class EditResult:
         return self.seconds / max(len(self.history), 1)
 
     def delta_norm(self) -> float:
-        """L2 norm of the weight change over all parameters."""
-        return math.sqrt(sum(d.norm() ** 2 for d in self.deltas.values()))
+        """L2 norm of the weight change over all parameters.
+
+        Summed in the order of the parameter names: the order of ``deltas`` follows the
+        mask's set iteration, which depends on ``PYTHONHASHSEED``, and a float sum in another
+        order can differ in the last bit (two worker processes wrote different norms).
+        """
+        return math.sqrt(sum(self.deltas[n].norm() ** 2 for n in sorted(self.deltas)))
 
     def delta_norms(self) -> dict[str, float]:
-        """L2 norm of the weight change per parameter."""
-        return {n: d.norm() for n, d in self.deltas.items()}
+        """L2 norm of the weight change per parameter, by parameter name."""
+        return {n: self.deltas[n].norm() for n in sorted(self.deltas)}
 
     def final_losses(self) -> dict[str, float]:
         """The last history entry (empty dict if nothing was trained)."""

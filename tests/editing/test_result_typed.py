@@ -99,3 +99,25 @@ def test_apply_revert_stack_unchanged():
     assert res.revert() is model  # the model the edit was made on, still tracked
     assert_unchanged(model, snapshot(pristine))
     assert not res.applied
+
+
+def test_delta_norm_does_not_depend_on_the_order_of_the_deltas():
+    # the deltas' order follows the mask's set iteration (PYTHONHASHSEED): two worker
+    # processes wrote delta norms differing in the last bit. Norms^2 of 1e16, 1, 1 sum to
+    # 1e16 in one order and 1e16 + 2 in another.
+    import types
+
+    from factlens.editing.result import EditResult
+
+    class D:
+        def __init__(self, n):
+            self.n = n
+
+        def norm(self):
+            return self.n
+
+    big, one = D(1e8), D(1.0)
+    a = types.SimpleNamespace(deltas={"a": big, "b": one, "c": one})
+    b = types.SimpleNamespace(deltas={"b": one, "c": one, "a": big})
+    assert EditResult.delta_norm(a) == EditResult.delta_norm(b)
+    assert list(EditResult.delta_norms(b)) == ["a", "b", "c"]
