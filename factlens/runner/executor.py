@@ -77,8 +77,8 @@ class LocalExecutor(Executor):
         workspace: The workspace to use (default: a new one, kept for the executor's lifetime).
         workers: Worker processes (``1``: this process). With ``N > 1`` each worker loads its own
             model (N times the memory) and runs ``threads`` torch threads; results are the same
-            (:mod:`factlens.runner.processes`). Two single-thread workers do ~1.25x the work of
-            one two-thread process on a CPU (docs/performance.md).
+            (:mod:`factlens.runner.processes`). On a CPU, two single-thread workers keep both
+            cores busy where one two-thread process does not (docs/performance.md).
         threads: Torch threads per worker (default: this process's threads divided by ``workers``).
     """
 

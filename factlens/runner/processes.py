@@ -2,7 +2,7 @@
 
 Why processes: on a CPU, two single-thread processes get more work done than one process
 with two threads (the small matrix products of a 270M model do not keep two threads busy;
-measured in docs/performance.md). Each worker keeps its own
+see docs/performance.md). Each worker keeps its own
 :class:`~factlens.runner.pipeline.Workspace` (its own model copy: N times the memory) for
 all the jobs it runs, and runs ``threads`` torch threads.
 
