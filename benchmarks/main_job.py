@@ -356,14 +356,19 @@ def scaling(args) -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def job_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options naming one (localization, seed) job, shared with ``main_job_ab.py``."""
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--localization", default="random")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--forget-size", type=int, default=16)
     ap.add_argument("--suites", default=None, help="comma-separated suites (default: the runner's)")
     ap.add_argument("--threads", type=int, default=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    job_arguments(ap)
     ap.add_argument("--variants", default="before,after", help="comma-separated names of VARIANTS, each run in a "
                     "fresh subprocess, compared metric by metric with the first")
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: run one variant here

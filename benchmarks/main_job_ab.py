@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from _memory import PeakRSS, release_memory
-from main_job import GB, VARIANTS, applied, metric_values, run_config
+from main_job import GB, VARIANTS, applied, job_arguments, metric_values, run_config
 
 
 @contextmanager
@@ -45,12 +45,7 @@ def measure(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--localization", default="random")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--forget-size", type=int, default=16)
-    ap.add_argument("--suites", default=None)
-    ap.add_argument("--threads", type=int, default=1)
+    job_arguments(ap)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
