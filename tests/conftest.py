@@ -19,6 +19,12 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def shared_data_or_none() -> Path | None:
+    """``../shared/data`` when present, else ``None`` (for tests that run either way, with a fallback)."""
+    return SHARED if SHARED.is_dir() else None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_progress_bars():
     """No tqdm bars in test output: ``factlens.progress(False)`` for the whole session.

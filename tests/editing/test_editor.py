@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +27,6 @@ from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.tokens import answer_logprobs
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # small, fast settings for the tiny models (no accumulation, tiny SFT batches)
 TINY = EditConfig(lr=1e-2, steps=3, batch_size=4, grad_accum=2, n_sft_chunks=4, sft_batch_size=2, sft_seq_len=16,
                   sft_positions=4)
@@ -97,8 +95,8 @@ def test_load_texts_builtin_and_chunks():
         load_texts("./no/such/file.txt")
 
 
-def test_load_texts_wikitext_file():
-    path = SHARED / "wikitext2" / "test.txt"
+def test_load_texts_wikitext_file(shared_data):
+    path = shared_data / "wikitext2" / "test.txt"
     if not path.exists():
         pytest.skip("../shared/data/wikitext2 not available")
     texts = load_texts(str(path), n=50)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,12 +13,11 @@ from factlens.tasks import sports_athlete_editing
 
 pytestmark = pytest.mark.slow
 
-SHARED = Path(os.environ.get("FACTLENS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="module")
-def unedited_eval(gemma):
-    shared = SHARED if SHARED.is_dir() else None
+def unedited_eval(gemma, shared_data_or_none):
+    shared = shared_data_or_none
     sp = sports_facts()
     # the built-in list is ordered by sport (its first 60 are all basketball): take 20 per sport
     idx = [i for s in ("basketball", "baseball", "football") for i in [j for j, r in enumerate(sp) if r.answer == s][:20]]
