@@ -284,7 +284,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(("factlens `attribution_patching` (approximate)", at["time_s"], at["time_s"] / at["forward_s"],
                      at["peak_rss_mb"], at["time_s"] / fl["time_s"]))
         try:
-            import numpy as np
             from scipy.stats import spearmanr
 
             from factlens.localization.activation import activation_patching  # noqa: F401 (same scores)

@@ -26,7 +26,6 @@ import argparse
 import cProfile
 import gc
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _memory import PeakRSS, release_memory, rss  # benchmarks/_memory.py (the script's folder is on sys.path)
+from _memory import PeakRSS  # benchmarks/_memory.py (the script's folder is on sys.path)
 
 GB = 1e9
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from factlens.components import Component, Mask, ModelShape, project_out_hook, resid_hook
+from factlens.components import Mask, ModelShape, project_out_hook, resid_hook
 from factlens.editing import EditConfig, EditResult, ParamDelta
 from factlens.evaluation import evaluate
 from factlens.evaluation.attacks import TaskScores, attack_damage, score_task

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import factlens
-from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.testing.invariants import assert_unchanged, snapshot
 from factlens.components import ModelShape
 from factlens.localization import attribution as attribution_mod
 from factlens.localization.attribution import attribution_correlation, attribution_patching

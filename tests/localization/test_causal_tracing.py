@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import factlens
-from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.testing.invariants import assert_unchanged, snapshot
 from factlens.components import attn_hook, embed_hook, mlp_hook, resid_hook
 from factlens.localization import causal_tracing as ct_mod
 from factlens.localization.causal_tracing import causal_tracing, embedding_std

@@ -107,7 +107,6 @@ def _brute_force_direct(model, records, sender: Component) -> float:
     """Mean drop when ``sender`` is noised and every other head/MLP is frozen at clean."""
     pairs = make_pairs(model, records)
     n = model.cfg.n_layers
-    clean, corr = {}, {}
     names = [attn_hook(l, "z") for l in range(n)] + [mlp_hook(l, "out") for l in range(n)]
     with torch.no_grad():
         _, cc = model.run_with_cache(pairs.clean.tokens, names_filter=lambda x: x in names)

@@ -110,8 +110,12 @@ def test_planted_probe(planted):
 
 
 def test_planted_task(planted):
-    try:
-        import factlens.tasks  # noqa: F401
-    except ImportError:
-        pytest.skip("factlens.tasks is not available")
-    assert planted.task is planted.task
+    """The lazily built task is cached and is the documented sports_athlete_editing of the planted facts."""
+    from factlens.tasks import sports_athlete_editing
+
+    task = planted.task
+    assert task is planted.task  # built once (cached_property)
+    expected = sports_athlete_editing(planted.dataset, n_forget=8, seed=planted.seed)
+    assert [r.subject for r in task.forget] == [r.subject for r in expected.forget]
+    assert len(task.forget) == 8 and {r.subject for r in task.forget} <= set(planted.subjects)
+    assert not {r.subject for r in task.forget} & {r.subject for r in task.maintain}
