@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
 
 from factlens.config import ConfigBase
 
@@ -61,6 +62,12 @@ class EditConfig(ConfigBase):
             activation norms at ``rmu_layer``: tune it.
         rmu_alpha: Weight of RMU's retain activation loss (multiplied by ``l_retain``).
             Default 100: the reference code's default (1200 for the released Zephyr-7B model).
+        methods: Settings of the edit methods that have their own config type
+            (``EditMethod.config_type`` in :data:`~factlens.editing.registry.EDIT_METHODS`:
+            ``"rome"`` -> :class:`~factlens.editing.rome.RomeConfig`, ``"memit"`` ->
+            :class:`~factlens.editing.memit.MemitConfig`): method name -> a table of its fields.
+            Fields left out take the method's defaults; :meth:`method_config` builds the typed
+            config. In the runner: ``--edit methods.rome.v_num_grad_steps=10``.
 
     Example:
         >>> c = EditConfig(lr=1e-4).replace(steps=10)
@@ -93,6 +100,7 @@ class EditConfig(ConfigBase):
     rmu_layer: int | None = None
     rmu_steering_coef: float = 20.0
     rmu_alpha: float = 100.0
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -127,6 +135,37 @@ class EditConfig(ConfigBase):
             raise ValueError(f"rmu_alpha must be a finite number >= 0, got {self.rmu_alpha}")
         if self.rmu_layer is not None and self.rmu_layer < 0:
             raise ValueError(f"rmu_layer must be >= 0 or None (the mask's last layer), got {self.rmu_layer}")
+        object.__setattr__(self, "methods", self._method_tables())
+
+    def _method_tables(self) -> dict[str, dict[str, Any]]:
+        """``methods`` as plain tables (a copy); each one is checked by building its typed config."""
+        if not isinstance(self.methods, Mapping):
+            raise TypeError(f"EditConfig.methods must map edit-method names to settings, got {self.methods!r}")
+        tables: dict[str, dict[str, Any]] = {}
+        for name, value in self.methods.items():
+            if hasattr(value, "to_dict") and not isinstance(value, Mapping):
+                value = value.to_dict()
+            if not isinstance(value, Mapping):
+                raise TypeError(f"EditConfig.methods[{name!r}] must be a table of the method's settings, "
+                                f"got {type(value).__name__}: {value!r}")
+            tables[str(name)] = copy.deepcopy({str(k): v for k, v in value.items()})
+            _method_config_type(str(name))._from_table(tables[str(name)], where=f"EditConfig.methods[{name!r}]")
+        return tables
+
+    def method_config(self, method):
+        """The typed settings of edit method ``method`` (a name or an ``EditMethod`` entry): its
+        defaults, then ``sft_source`` (as the key-covariance text) and ``seed``, then its table
+        in :attr:`methods` (under the method's name).
+
+        Raises:
+            ValueError: ``method`` is not registered or has no settings of its own (the message
+                lists the methods that do), or its table has an unknown field.
+
+        Example:
+            >>> EditConfig(methods={"rome": {"v_num_grad_steps": 5}}).method_config("rome").v_num_grad_steps
+            5
+        """
+        return _method_config_type(method).from_edit_config(self)
 
     @classmethod
     def fast(cls, **overrides: Any) -> "EditConfig":
@@ -143,3 +182,19 @@ class EditConfig(ConfigBase):
         base.update(overrides)
         return cls(**base)
 
+
+def _method_config_type(method):
+    """The config type that edit method ``method`` (a name in ``EDIT_METHODS`` or an
+    :class:`~factlens.editing.registry.EditMethod`) declares; a clear error when it has none."""
+    from factlens.editing.registry import EDIT_METHODS
+    from factlens.registry import load
+
+    with_settings = sorted(m.name for m in EDIT_METHODS if m.config_type is not None)
+    if isinstance(method, str) and method not in EDIT_METHODS:
+        raise ValueError(f"EditConfig.methods: unknown edit method {method!r}; methods with settings: {with_settings}")
+    entry = EDIT_METHODS.get(method)
+    name = entry.name
+    if entry.config_type is None:
+        raise ValueError(f"edit method {name!r} takes its settings from EditConfig's own fields, not from "
+                         f"EditConfig.methods; methods with settings there: {with_settings}")
+    return load(entry.config_type)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -94,6 +94,7 @@ class MemitConfig(ValueEditConfig):
         seed: Seed of the prefix choice.
     """
 
+    method: ClassVar[str] = "memit"
     v_num_grad_steps: int = 25
     clamp_norm_factor: float | None = 0.75
     prefix_lengths: tuple[tuple[int, int], ...] = ((10, 5),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor
@@ -55,6 +55,9 @@ def check_value_fields(cfg: Any) -> None:
 
 
 class EditorConfigMixin:
+    #: The edit method's name in ``EDIT_METHODS`` (its table in ``EditConfig.methods``).
+    method: ClassVar[str] = ""
+
     def replace(self, **changes: Any):
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
@@ -65,20 +68,28 @@ class EditorConfigMixin:
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         """Inverse of :meth:`to_dict` (unknown keys raise a clear error)."""
+        return cls._from_table(d)
+
+    @classmethod
+    def _from_table(cls, d: Mapping[str, Any], *, where: str = ""):
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}{f' (in {where})' if where else ''}; "
+                             f"known: {sorted(names)}")
         return cls(**d)
 
     @classmethod
     def from_edit_config(cls, config: EditConfig):
-        """Defaults, with the general text (``sft_source``) and ``seed`` of an :class:`EditConfig`.
+        """The settings ``factlens.edit(..., method=...)`` uses for an :class:`EditConfig`.
 
-        This is what ``factlens.edit(..., method=...)`` uses: ``EditConfig.sft_source`` (the
-        general text of the edit) becomes the covariance text, ``seed`` the prefix seed.
+        The defaults; then ``EditConfig.sft_source`` (the general text of the edit) as the
+        covariance text and ``seed`` as the prefix seed; then the method's table in
+        ``EditConfig.methods`` (under ``cls.method``), whose fields win.
         """
-        return cls(text_source=config.sft_source, seed=config.seed)
+        table = dict(config.methods.get(cls.method, {}))
+        return cls._from_table({"text_source": config.sft_source, "seed": config.seed, **table},
+                               where=f"EditConfig.methods[{cls.method!r}]")
 
 
 @dataclass(frozen=True)

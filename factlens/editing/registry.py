@@ -49,12 +49,17 @@ class EditMethod:
             bars through :func:`factlens.progress_bars.progress_bar`).
         objectives: The objectives the method supports.
         doc: One line (and the paper it comes from).
+        config_type: The method's own settings (a config class with ``from_edit_config(EditConfig)``
+            and ``_from_table(table, where=...)``, e.g. :class:`~factlens.editing.rome.RomeConfig`),
+            set per run in ``EditConfig.methods[name]``; ``None``: the method reads
+            :class:`~factlens.editing.config.EditConfig`'s own fields (masked fine-tuning).
     """
 
     name: str
     fn: Ref | Callable[..., Any]
     objectives: tuple[str, ...]
     doc: str = ""
+    config_type: Ref | type | None = None
 
     def check_objective(self, objective: str) -> None:
         if objective not in self.objectives:
@@ -85,7 +90,9 @@ EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
     EditMethod("finetune", Ref("factlens.editing.editor", "finetune"), OBJECTIVES.names(),
                doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)"),
     EditMethod("rome", Ref("factlens.editing.rome", "rome"), ("inject",),
-               doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)"),
+               doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)",
+               config_type=Ref("factlens.editing.rome", "RomeConfig")),
     EditMethod("memit", Ref("factlens.editing.memit", "memit"), ("inject",),
-               doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)"),
+               doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)",
+               config_type=Ref("factlens.editing.memit", "MemitConfig")),
 ))

@@ -50,7 +50,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,8 @@ class RomeConfig(ValueEditConfig):
         ...
         ValueError: RomeConfig.kl_prompts need exactly one '{}' slot for the subject, got ['no slot']
     """
+
+    method: ClassVar[str] = "rome"
 
 
 # --- prompts --------------------------------------------------------------------------

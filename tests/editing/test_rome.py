@@ -231,6 +231,33 @@ def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
     assert RomeConfig.from_edit_config(EditConfig(sft_source="x.txt")).text_source == "x.txt"
 
 
+def test_edit_dispatch_reads_the_methods_table(task):
+    """``EditConfig.methods["rome"]`` reaches ROME through factlens.edit (and the runner's --edit)."""
+    m = tiny_model()
+    ec = EditConfig(seed=3, sft_source="x.txt").override({"methods.rome.v_num_grad_steps": 2,
+                                                          "methods.rome.prefix_lengths": [[3, 2]],
+                                                          "methods.rome.text_source": None})
+    cfg = ec.method_config("rome")
+    assert cfg == RomeConfig(seed=3, v_num_grad_steps=2, prefix_lengths=((3, 2),), text_source=None)
+    res = factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method="rome", config=ec, show_progress=False)
+    assert res.meta["rome_config"] == cfg.to_dict()
+    assert all(f["steps"] <= 2 for f in res.meta["facts"])  # two value steps per fact, the last only evaluates
+    assert res.meta["n_prefixes"] == 3  # the bare prompt and two prefixes
+    assert EditConfig.from_dict(ec.to_dict()) == ec
+
+
+@pytest.mark.parametrize("methods, error, match", [
+    ({"romee": {}}, ValueError, r"unknown edit method 'romee'; methods with settings: \['memit', 'rome'\]"),
+    ({"finetune": {"lr": 1}}, ValueError, "takes its settings from EditConfig's own fields"),
+    ({"rome": {"v_lrr": 1}}, ValueError, r"unknown RomeConfig fields \['v_lrr'\] \(in EditConfig.methods\['rome'\]\)"),
+    ({"memit": 3}, TypeError, "must be a table of the method's settings"),
+    ({"rome": {"prefix_lengths": [[0, 2]]}}, ValueError, "prefix_lengths need words >= 1"),
+])
+def test_methods_table_bad_input(methods, error, match):
+    with pytest.raises(error, match=match):
+        EditConfig(methods=methods)
+
+
 def test_key_statistics_cache(cache_dir):
     m = tiny_model(seed=5)
     st = key_statistics(m, 1, n_tokens=700)

@@ -144,6 +144,10 @@ def test_yaml_config_and_bad_settings(tmp_path: Path, capsys):
     c = config_from_args(build_parser().parse_args(["run", "--config", str(y)]))
     assert c.seeds == (0, 1) and c.edit == {"steps": 4} and c.out == str(Path("results") / "planted")
     assert c.edit_config(1).steps == 4 and c.edit_config(1).seed == 1
+    c = config_from_args(build_parser().parse_args(["run", "planted", "--edit", "methods.rome.prefix_lengths=[[10, 5]]",
+                                                     "--edit", "methods.rome.v_num_grad_steps=10"]))
+    rc = c.edit_config(0).method_config("rome")
+    assert rc.prefix_lengths == ((10, 5),) and rc.v_num_grad_steps == 10 and rc.v_lr == 0.5  # the rest: defaults
     bad = tmp_path / "bad.toml"
     bad.write_text('task = "planted"\nmodel = "planted"\nlearning_rate = 1\n')
     assert main(["run", "--config", str(bad)]) == 2
