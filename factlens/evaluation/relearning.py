@@ -21,6 +21,7 @@ and the optimizer only holds the adapters, so the shared tensors stay bitwise eq
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -58,16 +59,21 @@ class RelearningConfig(ConfigBase):
         lr: Learning rate (AdamW, no weight decay): 1e-4 for Gemma 3 270M, ~1e-3 for the
             planted test model (measured: docs/reproduction.md, "Robustness").
         batch_size: Facts per step (and as many retain facts).
+        both_halves: Attack twice, once trained on each half of the forget set and scored on
+            the other (cross-fitting), so that every forget fact is a held-out fact once: twice
+            the held-out n (and the training cost). ``False``: train on half A, hold out half B.
+            The runner's CPU preset turns it off to keep the main job's time (docs/performance.md).
 
     Example:
         >>> RelearningConfig(steps=10).replace(lr=1e-3)
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True)
     """
 
     steps: int = 20
     rank: int = 512
     lr: float = 1e-4
     batch_size: int = 8
+    both_halves: bool = True
 
     def __post_init__(self) -> None:
         if int(self.steps) < 0:
@@ -276,9 +282,13 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                    baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
 
+    With ``config.relearning.both_halves`` (the default) the attack runs twice, trained on each
+    half and scored on the other, so every forget fact is held out once (cross-fitting: the
+    held-out metrics have ``n = len(task.forget)``); otherwise once, trained on half A.
+
     Args:
         model: The evaluated (edited / unlearned) model; not modified.
-        task: The task; ``task.forget`` is split in halves A (retrained) and B (held out),
+        task: The task; ``task.forget`` is split in halves A and B (trained on / held out),
             ``task.retain`` feeds the retain loss.
         original: The unedited model; its (un-attacked) forget accuracy on each half is the
             ``baseline`` of the forget metrics (what the model knew before editing).
@@ -287,15 +297,18 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
 
     Returns:
         Metrics (all forget accuracies = true answer wins among the candidates, lower is
-        better): ``relearn_forget_accuracy`` (half B after relearning),
-        ``relearn_forget_accuracy_before`` (half B before), ``relearn_train_accuracy`` and
-        ``relearn_train_accuracy_before`` (half A), ``relearn_edit_accuracy`` (half B, edit
-        target wins after relearning; inject tasks) and ``relearn_maintain_accuracy``
-        (``task.maintain`` after relearning, higher is better); the ``baseline`` of these two
-        is the evaluated model before relearning. One per-fact row per forget
-        fact (``half`` "A"/"B", ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``).
-        ``extra`` holds the loss history, the halves' ids, LoRA size, the SFT source and the
-        attack budget (``budget``: steps, lr, rank, batch size, number of training facts).
+        better): ``relearn_forget_accuracy`` (held-out facts after relearning),
+        ``relearn_forget_accuracy_before`` (the same facts before), ``relearn_train_accuracy``
+        and ``relearn_train_accuracy_before`` (the trained-on facts), ``relearn_edit_accuracy``
+        (held out, edit target wins after relearning; inject tasks) and
+        ``relearn_maintain_accuracy`` (``task.maintain`` after the attack trained on half A,
+        higher is better); the ``baseline`` of these two is the evaluated model before
+        relearning. One per-fact row per forget fact (``half`` "A"/"B", ``held_out``,
+        ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``). ``extra`` holds the
+        halves' ids, one entry per attack in ``attacks`` (loss history, LoRA size and update
+        norm, SFT source), the first attack's loss history as ``history``, and the attack
+        budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
+        attacks).
 
     Example:
         >>> from factlens.evaluation import EvalConfig
@@ -311,6 +324,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     config = or_default(config)
     t0 = time.perf_counter()
     half_a, half_b = split_halves(task.forget, seed=config.seed)
+    facts = {"A": half_a, "B": half_b}
     halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
     before = {h: score_prompts(model, items, batch_size=config.batch_size) for h, items in halves.items()}
     base = None
@@ -319,33 +333,44 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
             h: cached(baselines, ("scores", items_key(items), config.batch_size),
                       lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
             for h, items in halves.items()}
-    rel = relearn(model, half_a, retain=task.retain, config=config)
     maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
-    try:
-        with parametrize.cached():
-            after = {h: score_prompts(rel.model, items, batch_size=config.batch_size) for h, items in halves.items()}
-            maintain_after = forget_scores(rel.model, task.maintain, config) if len(task.maintain) else None
-    finally:
-        rel.lora.remove()
-    history, sft_kind, train_seconds, lora_meta = rel.history, rel.sft_kind, rel.seconds, rel.meta
-    del rel  # drop the relearned copy before building the result
-    metrics = _metrics(task, before, after, base)
+    trained: dict[str, PromptScores] = {}  # half -> its scores after the attack that trained on it
+    held: dict[str, PromptScores] = {}  # half -> its scores after the attack that held it out
+    maintain_after, attacks = None, []
+    for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
+        rel = relearn(model, facts[train], retain=task.retain, config=config)
+        try:
+            with parametrize.cached():
+                trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
+                held[out] = score_prompts(rel.model, halves[out], batch_size=config.batch_size)
+                if maintain_after is None and len(task.maintain):  # after the first attack (trained on A)
+                    maintain_after = forget_scores(rel.model, task.maintain, config)
+        finally:
+            rel.lora.remove()
+        attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
+                        "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
+                        "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
+        del rel  # drop the relearned copy before the next attack
+    metrics = _metrics(task, _roles(held, before, base), _roles(trained, before, base))
     if maintain_after is not None:
         metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
                                baseline=_wins(maintain_before), higher_is_better=True))
-    rows = _fact_rows(before, after, base)
+    rows = _fact_rows(before, trained, held, base)
+    first = attacks[0]
     extra: dict[str, Any] = {
-        "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": list(history),
-        "sft": sft_kind, "lora_params": lora_meta["n_lora_params"], "lora_delta_norm": lora_meta["delta_norm"],
-        "train_seconds": train_seconds, "chance": _chance(after["B"]),
+        "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": first["history"],
+        "attacks": attacks, "sft": first["sft"], "lora_params": first["n_lora_params"],
+        "lora_delta_norm": first["lora_delta_norm"], "train_seconds": sum(a["train_seconds"] for a in attacks),
+        "chance": _chance(before["B"]),
         "budget": {"steps": config.relearning.steps, "lr": config.relearning.lr, "rank": config.relearning.rank,
                    "batch_size": config.relearning.batch_size, "n_train_facts": len(half_a),
-                   "n_lora_params": lora_meta["n_lora_params"]},
-        "note": ("baselines: forget/train accuracies = the original model without relearning; edit and maintain "
-                 "accuracies = the evaluated model before relearning"),
+                   "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
+                   "n_attacks": len(attacks)},
+        "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
+                                       if config.relearning.both_halves else "half B, after training on half A")
+                 + "; baselines: forget/train accuracies = the original model without relearning; edit and maintain "
+                 "accuracies = the evaluated model before relearning (maintain after the attack trained on half A)"),
     }
-    if original is None:
-        extra["baseline_note"] = "original=None: forget metrics have no baseline"
     return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 
 
@@ -353,38 +378,76 @@ def _wins(s: PromptScores) -> np.ndarray:
     return s.answer_wins.astype(float)
 
 
-def _metrics(task, before: dict[str, PromptScores], after: dict[str, PromptScores],
-             base: dict[str, PromptScores] | None) -> list[Metric]:
-    """Forget accuracy of half B and train accuracy of half A before / after relearning (baseline:
-    the original), and the edit accuracy of half B (inject tasks; baseline: before relearning)."""
-    at_chance = {h: (base is not None and _not_above(_wins(base[h]), _chance(base[h]))) for h in ("A", "B")}
+def _concat(parts: Sequence[PromptScores]) -> PromptScores:
+    """The prompts of several :class:`PromptScores` as one (in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    return PromptScores(**{f.name: (tuple(x for p in parts for x in p.items) if f.name == "items"
+                                    else np.concatenate([getattr(p, f.name) for p in parts]))
+                           for f in dataclasses.fields(PromptScores)})
+
+
+@dataclass(frozen=True)
+class _Role:
+    """The facts of one role (held out / trained on) of every attack: their scores after the
+    attack, before it, and on the original (``None`` without it)."""
+
+    after: PromptScores
+    before: PromptScores
+    base: PromptScores | None
+
+
+def _roles(after: dict[str, PromptScores], before: dict[str, PromptScores],
+           base: dict[str, PromptScores] | None) -> _Role:
+    hs = sorted(after, key=lambda h: h != "B")  # half B first: the one-half attack's held-out half
+    return _Role(_concat([after[h] for h in hs]), _concat([before[h] for h in hs]),
+                 _concat([base[h] for h in hs]) if base is not None else None)
+
+
+def _metrics(task, held: _Role, trained: _Role) -> list[Metric]:
+    """Forget accuracy of the held-out facts and train accuracy of the trained-on facts before /
+    after relearning (baseline: the original), and the held-out edit accuracy (inject tasks;
+    baseline: before relearning)."""
+    def at_chance(role: _Role) -> bool:
+        return role.base is not None and _not_above(_wins(role.base), _chance(role.base))
+
+    def base(role: _Role):
+        return _wins(role.base) if role.base is not None else None
+
     metrics = [
-        _metric("relearn_forget_accuracy", after["B"], _wins(after["B"]), baseline=_wins(base["B"]) if base else None,
-                at_chance=at_chance["B"]),
-        _metric("relearn_forget_accuracy_before", before["B"], _wins(before["B"]),
-                baseline=_wins(base["B"]) if base else None, at_chance=at_chance["B"]),
-        _metric("relearn_train_accuracy", after["A"], _wins(after["A"]), baseline=_wins(base["A"]) if base else None,
-                at_chance=at_chance["A"]),
-        _metric("relearn_train_accuracy_before", before["A"], _wins(before["A"]),
-                baseline=_wins(base["A"]) if base else None, at_chance=at_chance["A"]),
+        _metric("relearn_forget_accuracy", held.after, _wins(held.after), baseline=base(held), at_chance=at_chance(held)),
+        _metric("relearn_forget_accuracy_before", held.before, _wins(held.before), baseline=base(held),
+                at_chance=at_chance(held)),
+        _metric("relearn_train_accuracy", trained.after, _wins(trained.after), baseline=base(trained),
+                at_chance=at_chance(trained)),
+        _metric("relearn_train_accuracy_before", trained.before, _wins(trained.before), baseline=base(trained),
+                at_chance=at_chance(trained)),
     ]
-    has_t = np.array([it.target is not None for it in after["B"].items])
+    has_t = np.array([it.target is not None for it in held.after.items])
     if task.objective == "inject" and has_t.any():
-        metrics.append(_metric("relearn_edit_accuracy", after["B"], np.where(has_t, after["B"].target_wins, np.nan),
-                               baseline=np.where(has_t, before["B"].target_wins, np.nan), higher_is_better=True))
+        metrics.append(_metric("relearn_edit_accuracy", held.after, np.where(has_t, held.after.target_wins, np.nan),
+                               baseline=np.where(has_t, held.before.target_wins, np.nan), higher_is_better=True))
     return metrics
 
 
-def _fact_rows(before: dict[str, PromptScores], after: dict[str, PromptScores],
+def _fact_rows(before: dict[str, PromptScores], trained: dict[str, PromptScores], held: dict[str, PromptScores],
                base: dict[str, PromptScores] | None) -> list[dict[str, Any]]:
-    """One row per forget fact of both halves: wins and answer probability before / after relearning."""
+    """One row per forget fact: wins and answer probability before / after relearning.
+
+    ``held_out`` says which attack the ``_after`` columns come from: the one that held the fact
+    out (every fact with ``both_halves``; half B otherwise) or the one trained on it (half A of
+    a one-half attack). With both halves, ``answer_wins_after_trained`` is the trained-on result."""
     rows: list[dict[str, Any]] = []
     for h in ("A", "B"):
-        b, a = before[h], after[h]
+        b = before[h]
+        a = held[h] if h in held else trained[h]
         for i, it in enumerate(a.items):
-            row = {"record_id": it.record_id, "half": h, "answer": it.answer, "target": it.target,
-                   "answer_wins_before": bool(b.answer_wins[i]), "answer_wins_after": bool(a.answer_wins[i]),
-                   "p_answer_before": float(b.p_answer_norm[i]), "p_answer_after": float(a.p_answer_norm[i])}
+            row = {"record_id": it.record_id, "half": h, "held_out": h in held, "answer": it.answer,
+                   "target": it.target, "answer_wins_before": bool(b.answer_wins[i]),
+                   "answer_wins_after": bool(a.answer_wins[i]), "p_answer_before": float(b.p_answer_norm[i]),
+                   "p_answer_after": float(a.p_answer_norm[i])}
+            if h in held and h in trained:
+                row["answer_wins_after_trained"] = bool(trained[h].answer_wins[i])
             if it.target is not None:
                 row.update(target_wins_before=bool(b.target_wins[i]), target_wins_after=bool(a.target_wins[i]))
             if base is not None:

@@ -110,7 +110,7 @@ DEFAULT_LOCALIZE_OPTIONS: dict[str, Any] = {"causal_tracing": {"include_resid": 
 #: recorded in the report).
 CPU_EVAL_DEFAULTS: dict[str, Any] = {
     "batch_size": 16, "text": {"n_chunks": 16, "seq_len": 64}, "side_effects": {"n_mmlu": 57},
-    "relearning": {"steps": 10, "batch_size": 8},
+    "relearning": {"steps": 10, "batch_size": 8, "both_halves": False},
     "soft_prompts": {"steps": 25, "seeds": 1},
 }
 #: Edit settings for the planted model on top of ``EditConfig.fast()`` (its weights are O(1-10)).
@@ -118,7 +118,7 @@ PLANTED_EDIT_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "n_sft_chunks": 8}
 #: Evaluation sizes for the planted model (a smoke run in about a minute).
 PLANTED_EVAL_DEFAULTS: dict[str, Any] = {
     "batch_size": 16, "text": {"n_chunks": 4, "seq_len": 16}, "side_effects": {"n_mmlu": 8},
-    "relearning": {"steps": 5, "batch_size": 8},
+    "relearning": {"steps": 5, "batch_size": 8, "both_halves": False},
     "soft_prompts": {"steps": 10, "seeds": 1},
 }
 #: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).

@@ -88,9 +88,11 @@ def test_relearning_on_unedited_model_is_noop_in_effect(planted):
     assert unchanged(planted.model, snap) and no_hooks(planted.model)
 
 
-def test_relearning_after_unlearning(planted, unlearned):
+@pytest.mark.parametrize("both", [False, True])
+def test_relearning_after_unlearning(planted, unlearned, both):
     snap = snapshot(unlearned)
-    cfg = EvalConfig(relearning=RelearningConfig(steps=8, rank=8, lr=1e-2), text={"n_chunks": 4, "seq_len": 16})
+    cfg = EvalConfig(relearning=RelearningConfig(steps=8, rank=8, lr=1e-2, both_halves=both),
+                     text={"n_chunks": 4, "seq_len": 16})
     r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg)
     names = {m.name: m for m in r.metrics}
     for m in names.values():
@@ -100,12 +102,33 @@ def test_relearning_after_unlearning(planted, unlearned):
     # per-fact rows agree with the aggregates
     b_rows = [row for row in r.per_fact if row["half"] == "B"]
     a_rows = [row for row in r.per_fact if row["half"] == "A"]
+    held = [row for row in r.per_fact if row["held_out"]]
     assert len(a_rows) + len(b_rows) == len(planted.task.forget)
-    assert names["relearn_forget_accuracy"].value == pytest.approx(np.mean([x["answer_wins_after"] for x in b_rows]))
-    assert names["relearn_forget_accuracy"].n == len(b_rows)
-    # retraining half A brings half A back
+    assert held == (a_rows + b_rows if both else b_rows)
+    assert names["relearn_forget_accuracy"].value == pytest.approx(np.mean([x["answer_wins_after"] for x in held]))
+    assert names["relearn_forget_accuracy"].n == len(held)
+    assert len(r.extra["attacks"]) == r.extra["budget"]["n_attacks"] == (2 if both else 1)
+    assert all(("answer_wins_after_trained" in row) == both for row in r.per_fact)
+    # retraining a half brings that half back
     assert names["relearn_train_accuracy"].value > names["relearn_train_accuracy_before"].value
+    assert names["relearn_train_accuracy"].n == len(planted.task.forget if both else a_rows)
     assert unchanged(unlearned, snap) and no_hooks(unlearned)
+
+
+def test_relearning_both_halves_extends_the_one_half_attack(planted, unlearned):
+    """Cross-fitting adds the attack trained on half B; the attack trained on A is the same one."""
+    cfg = EvalConfig(relearning=RelearningConfig(steps=4, rank=8, lr=1e-2, both_halves=False),
+                     text={"n_chunks": 4, "seq_len": 16})
+    one = run_relearning(unlearned, planted.task, original=planted.model, config=cfg)
+    two = run_relearning(unlearned, planted.task, original=planted.model,
+                         config=cfg.override({"relearning.both_halves": True}))
+    b_one = [row for row in one.per_fact if row["half"] == "B"]
+    b_two = [{k: v for k, v in row.items() if k != "answer_wins_after_trained"} for row in two.per_fact
+             if row["half"] == "B"]
+    assert b_one == b_two
+    assert two.extra["attacks"][0]["history"] == one.extra["attacks"][0]["history"] == one.extra["history"]
+    assert [a["train"] for a in two.extra["attacks"]] == ["A", "B"]
+    assert two["relearn_maintain_accuracy"].value == one["relearn_maintain_accuracy"].value
 
 
 # -- soft prompts ---------------------------------------------------------------------------------------
