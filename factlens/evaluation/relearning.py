@@ -334,23 +334,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                       lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
             for h, items in halves.items()}
     maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
-    trained: dict[str, PromptScores] = {}  # half -> its scores after the attack that trained on it
-    held: dict[str, PromptScores] = {}  # half -> its scores after the attack that held it out
-    maintain_after, attacks = None, []
-    for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
-        rel = relearn(model, facts[train], retain=task.retain, config=config)
-        try:
-            with parametrize.cached():
-                trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
-                held[out] = score_prompts(rel.model, halves[out], batch_size=config.batch_size)
-                if maintain_after is None and len(task.maintain):  # after the first attack (trained on A)
-                    maintain_after = forget_scores(rel.model, task.maintain, config)
-        finally:
-            rel.lora.remove()
-        attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
-                        "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
-                        "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
-        del rel  # drop the relearned copy before the next attack
+    trained, held, maintain_after, attacks = _attacks(model, task, facts, halves, config)
     metrics = _metrics(task, _roles(held, before, base), _roles(trained, before, base))
     if maintain_after is not None:
         metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
@@ -372,6 +356,30 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                  "accuracies = the evaluated model before relearning (maintain after the attack trained on half A)"),
     }
     return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+
+
+def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list], config: EvalConfig):
+    """Relearn on half A (and on half B with ``both_halves``); score each half after the attack
+    that trained on it (``trained``) and after the one that held it out (``held``), and the
+    maintain facts after the first attack. Returns ``(trained, held, maintain_after, attacks)``."""
+    trained: dict[str, PromptScores] = {}
+    held: dict[str, PromptScores] = {}
+    maintain_after, attacks = None, []
+    for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
+        rel = relearn(model, facts[train], retain=task.retain, config=config)
+        try:
+            with parametrize.cached():
+                trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
+                held[out] = score_prompts(rel.model, halves[out], batch_size=config.batch_size)
+                if maintain_after is None and len(task.maintain):
+                    maintain_after = forget_scores(rel.model, task.maintain, config)
+        finally:
+            rel.lora.remove()
+        attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
+                        "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
+                        "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
+        del rel  # drop the relearned copy before the next attack
+    return trained, held, maintain_after, attacks
 
 
 def _wins(s: PromptScores) -> np.ndarray:
