@@ -51,6 +51,7 @@ use the same ``k*``. Only the mask layers' ``W_out`` change.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -69,7 +70,8 @@ from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, con
                                 optimize_delta, subject_keys)
 from factlens.progress_bars import progress_bar
 
-__all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output"]
+__all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output",
+           "unwritable_share"]
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,8 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Ten
     ``r`` (bare prompt): ``dr = s(r) * P (R / w)``, ``P`` removing the component along ``r``
     (the norm is blind to the scale of ``r``, so that part of ``R`` cannot be written), which
     gives ``N(r + dr) = N(r) + w * P(R / w)`` to first order. MEMIT's reference has no such
-    step (GPT-J has no post-MLP norm).
+    step (GPT-J has no post-MLP norm). Dimensions whose norm weight is zero cannot be written
+    at all; they get no change (:func:`unwritable_share` measures how much of ``R`` lies there).
     """
     norm = post_mlp_norm(model, layer)
     if norm is None:
@@ -215,12 +218,25 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Ten
         model(batch.tokens, stop_at_layer=layer + 1)
     raw = got[0].to("cpu", torch.float64)
     w = norm.w.detach().to("cpu", torch.float64) if hasattr(norm, "w") else torch.ones(raw.shape[1], dtype=torch.float64)
-    if bool((w.abs() < 1e-12).any()):
-        raise ValueError(f"the post-MLP norm of block {layer} has zero weights; MEMIT cannot write through it")
+    # A zero norm weight (Gemma 3 270M's ln2_post has some, as loaded by TransformerLens) blocks its
+    # dimension: no change of the MLP output reaches the residual stream there. The least-squares
+    # answer writes the reachable dimensions and leaves those at 0 (their share: unwritable_share).
+    w = torch.where(w.abs() < 1e-12, torch.full_like(w, math.inf), w)
     s = (raw.pow(2).mean(-1, keepdim=True) + float(norm.eps)).sqrt()
     x = s * residuals.to(torch.float64) / w
     unit = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     return x - (x * unit).sum(-1, keepdim=True) * unit
+
+
+def unwritable_share(model, layer: int, residuals: Tensor) -> float:
+    """Share of ``|R|^2`` in the residual dimensions that block ``layer``'s post-MLP norm zeroes
+    (its weight is 0 there), which no change of the MLP output can write; 0 without such a norm."""
+    norm = post_mlp_norm(model, layer)
+    if norm is None or not hasattr(norm, "w"):
+        return 0.0
+    dead = norm.w.detach().abs().to("cpu") < 1e-12
+    total = float(residuals.to(torch.float64).pow(2).sum())
+    return float(residuals.to("cpu", torch.float64)[:, dead].pow(2).sum()) / total if total > 0 else 0.0
 
 
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
@@ -272,7 +288,8 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
             with torch.no_grad():
                 W.add_(upd.to(device=W.device, dtype=W.dtype))
             per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
-                              "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l])})
+                              "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l]),
+                              "unwritable_share": unwritable_share(work, l, resid)})
     except BaseException:
         with torch.no_grad():
             for n, o in originals.items():

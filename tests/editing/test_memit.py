@@ -226,3 +226,29 @@ def test_rome_and_memit_on_gemma3_shaped_model(task):
     assert mm.meta["final_residual_norm"] < 0.2 * first
     assert _no_module_hooks(mm.model) and no_hooks(mm.model)
     assert_unchanged(m, snap)
+
+
+def test_post_norm_with_zero_weights_writes_the_other_dimensions(task):
+    """Gemma 3 270M (as TransformerLens loads it) has zeros in ln2_post's weight: MEMIT raised
+    there. The zeroed dimensions cannot be written; the others are, as without zeros."""
+    from factlens.editing.memit import residual_to_mlp_output, unwritable_share
+    from factlens.testing.shaped import gemma3_shaped
+
+    m = gemma3_shaped(n_layers=3)
+    dead = torch.zeros(m.cfg.d_model, dtype=torch.bool)
+    dead[:3] = True
+    with torch.no_grad():
+        m.blocks[1].ln2_post.w[dead] = 0.0
+    recs = list(task.forget)
+    R = torch.randn(len(recs), m.cfg.d_model, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dr = residual_to_mlp_output(m, 1, recs, R)  # raised ValueError("... has zero weights") before
+    assert torch.isfinite(dr).all()
+    R_live = R.clone()
+    R_live[:, dead] = 0.0
+    assert torch.allclose(dr, residual_to_mlp_output(m, 1, recs, R_live))  # the dead part is dropped
+    share = unwritable_share(m, 1, R)
+    assert share == pytest.approx(float(R[:, dead].pow(2).sum() / R.pow(2).sum()))
+    assert 0 < share < 0.1 and unwritable_share(tiny_model(), 1, R) == 0.0
+    edited = memit(m, Mask.from_labels(["L1.mlp"]), task, config=MemitConfig(v_num_grad_steps=2, n_cov_tokens=200),
+                   inplace=False)
+    assert edited.meta["layers"][0]["unwritable_share"] > 0
