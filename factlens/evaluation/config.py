@@ -146,11 +146,11 @@ class EvalConfig(ConfigBase):
         >>> EvalConfig.from_dict(cfg.to_dict()) == cfg
         True
         >>> cfg.override({"relearning.lr": 1e-3}).relearning
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True)
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'lr', 'rank', 'steps']
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'lr', 'rank', 'steps']
     """
 
     _renamed = RENAMED

@@ -484,14 +484,33 @@ def _as_dict(x: Any) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
+#: Evaluation settings added after run folders were first written: dotted path -> the value
+#: that reproduces what the versions before them did (a stored record without the key ran so).
+_ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False}
+
+
+def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` (nested, normalized) with each absent :data:`_ADDED_EVAL_FIELDS` entry at its old value."""
+    out = copy.deepcopy(table)
+    for path, old_value in _ADDED_EVAL_FIELDS.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(leaf, old_value)
+    return out
+
+
 def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
     """A run folder's ``run_config.json`` record with the settings in today's form.
 
     Older versions wrote the resolved evaluation settings flat (``relearn_steps``,
     ``text_source``...) and labelled the input files ``eval.text_source`` /
     ``eval.mmlu_source``; the resume check compares this upgraded record with the current
-    run, so such a folder resumes when its settings are the same. (The ``config`` part is
-    read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
+    run, so such a folder resumes when its settings are the same. A setting added since
+    (``relearning.both_halves``) that the record lacks gets the value that reproduces what the
+    older version did (one half), not today's default. (The ``config`` part is read by
+    :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
 
     Example:
         >>> old = {"resolved": {"eval": {"relearn_steps": 5}}, "inputs": {"eval.text_source": {"sha256": None}}}
@@ -508,7 +527,7 @@ def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                resolved["eval"] = EvalConfig.from_dict(ev).to_dict()
+                resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
             except (TypeError, ValueError):
                 pass  # settings this version no longer has: the resume check reports the difference
         out["resolved"] = resolved

@@ -29,6 +29,8 @@ def _strip(record: dict) -> dict:
         if isinstance(suite, dict):
             suite.pop("seconds", None)
             suite.get("extra", {}).pop("train_seconds", None)
+            for attack in suite.get("extra", {}).get("attacks", []):  # relearning: one entry per attack
+                attack.pop("train_seconds", None)
     out["eval"] = ev
     out["edit"] = {k: v for k, v in out["edit"].items() if k != "seconds"}
     return json.loads(json.dumps(out, sort_keys=True, default=str))

@@ -34,7 +34,8 @@ def test_eval_overrides_are_typed_and_merge_into_the_preset():
     assert c.eval == {"relearning": {"steps": 3}}
     ec = c.eval_config(2)
     # only the field named changes: the planted preset's relearning batch size and text sizes stay
-    assert ec.relearning == RelearningConfig(steps=3, batch_size=PLANTED_EVAL_DEFAULTS["relearning"]["batch_size"])
+    assert ec.relearning == RelearningConfig(steps=3, batch_size=PLANTED_EVAL_DEFAULTS["relearning"]["batch_size"],
+                                             both_halves=PLANTED_EVAL_DEFAULTS["relearning"]["both_halves"])
     assert ec.text.n_chunks == PLANTED_EVAL_DEFAULTS["text"]["n_chunks"] and ec.seed == 2
     d = c.to_dict()
     assert d["eval"] == {"relearning": {"steps": 3}} and d["edit"] == {}
@@ -47,7 +48,7 @@ def test_bad_overrides_fail_when_the_run_config_is_made():
         _cfg(eval={"relearning": {"stepz": 3}})
     msg = str(e.value)
     assert "unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning)" in msg
-    assert "valid fields: ['batch_size', 'lr', 'rank', 'steps']" in msg
+    assert "valid fields: ['batch_size', 'both_halves', 'lr', 'rank', 'steps']" in msg
     with pytest.raises(ValueError, match=r"eval option relearning.steps='3' has the wrong type \(str\)"):
         _cfg(eval={"relearning.steps": "3"})
     with pytest.raises(ValueError, match="unknown EditConfig fields"):
@@ -77,9 +78,10 @@ def test_migrated_presets_equal_the_old_flat_ones():
                "relearn_batch_size": 8, "soft_prompt_steps": 25, "soft_prompt_seeds": 1}
     old_planted = {"batch_size": 16, "n_text_chunks": 4, "text_seq_len": 16, "n_mmlu": 8, "relearn_steps": 5,
                    "relearn_batch_size": 8, "soft_prompt_steps": 10, "soft_prompt_seeds": 1}
+    one_half = {"relearning.both_halves": False}  # added since; the presets keep the old one-half attack
     with pytest.warns(DeprecationWarning):
-        assert EvalConfig.from_dict(old_cpu) == EvalConfig.from_dict(CPU_EVAL_DEFAULTS)
-        assert EvalConfig.from_dict(old_planted) == EvalConfig.from_dict(PLANTED_EVAL_DEFAULTS)
+        assert EvalConfig.from_dict(old_cpu).override(one_half) == EvalConfig.from_dict(CPU_EVAL_DEFAULTS)
+        assert EvalConfig.from_dict(old_planted).override(one_half) == EvalConfig.from_dict(PLANTED_EVAL_DEFAULTS)
     assert EvalConfig.from_dict(CPU_EVAL_DEFAULTS) != EvalConfig()
 
 
@@ -135,3 +137,16 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     with pytest.raises(Exception, match="relearning"):
         RunDir(out).open(_cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
                               eval={"relearning": {"steps": 3}, "text": {"source": str(text)}}))
+
+
+def test_upgrade_fills_added_settings_with_their_old_behaviour():
+    """A run folder written before ``relearning.both_halves`` existed ran one half: its upgraded
+    record says so (today's default, two halves, would make an unchanged folder look changed)."""
+    old = {"resolved": {"eval": {"relearning": {"steps": 2, "rank": 512, "lr": 1e-4, "batch_size": 8}}}}
+    assert RelearningConfig().both_halves  # the default now
+    assert upgrade_stored(old)["resolved"]["eval"]["relearning"]["both_halves"] is False
+    flat = {"resolved": {"eval": {"relearn_steps": 2}}}
+    assert upgrade_stored(flat)["resolved"]["eval"]["relearning"] == {**RelearningConfig(steps=2).to_dict(),
+                                                                        "both_halves": False}
+    new = {"resolved": {"eval": {"relearning": {"both_halves": True}}}}
+    assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["both_halves"] is True
