@@ -308,7 +308,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         halves' ids, one entry per attack in ``attacks`` (loss history, LoRA size and update
         norm, SFT source), the first attack's loss history as ``history``, and the attack
         budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
-        attacks).
+        attacks), and ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning
+        is not above chance, so the relearned forget accuracy is not evidence of recovery).
 
     Example:
         >>> from factlens.evaluation import EvalConfig
@@ -350,6 +351,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                    "batch_size": config.relearning.batch_size, "n_train_facts": len(half_a),
                    "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
                    "n_attacks": len(attacks)},
+        "maintain_collapse": _collapse(maintain_before, maintain_after),
         "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
                                        if config.relearning.both_halves else "half B, after training on half A")
                  + "; baselines: forget/train accuracies = the original model without relearning; edit and maintain "
@@ -380,6 +382,18 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
                         "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
         del rel  # drop the relearned copy before the next attack
     return trained, held, maintain_after, attacks
+
+
+def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:
+    """Did relearning collapse the model's answers? Its maintain accuracy after the attack, and
+    whether that is no longer above chance: then the relearned model gives (nearly) one answer
+    to every athlete, and a high relearned forget accuracy on a single-answer forget set (all
+    basketball players, in Sports-Unlearning) says nothing about recovered knowledge."""
+    if before is None or after is None or not len(after):
+        return {"collapsed": None, "note": "no maintain facts"}
+    acc, chance = float(_wins(after).mean()), _chance(after)
+    return {"collapsed": _not_above(_wins(after), chance), "maintain_before": float(_wins(before).mean()),
+            "maintain_after": acc, "chance": chance, "n": len(after)}
 
 
 def _wins(s: PromptScores) -> np.ndarray:

@@ -112,7 +112,32 @@ def test_relearning_after_unlearning(planted, unlearned, both):
     # retraining a half brings that half back
     assert names["relearn_train_accuracy"].value > names["relearn_train_accuracy_before"].value
     assert names["relearn_train_accuracy"].n == len(planted.task.forget if both else a_rows)
+    mc = r.extra["maintain_collapse"]
+    assert mc["maintain_after"] == pytest.approx(names["relearn_maintain_accuracy"].value)
+    assert mc["collapsed"] == (mc["maintain_after"] < mc["chance"] + 2 * np.sqrt(mc["chance"] * (1 - mc["chance"]) / mc["n"]))
     assert unchanged(unlearned, snap) and no_hooks(unlearned)
+
+
+def test_relearning_flags_a_collapsed_model(planted, monkeypatch):
+    """A relearned model that gives one answer to everyone (maintain accuracy at chance) is flagged."""
+    from factlens.evaluation import relearning as rl
+    from factlens.prompt_scores import PromptScores
+
+    real = rl.forget_scores
+    calls = []
+
+    def one_answer(model, facts, config):  # the maintain facts after relearning: every answer wrong
+        s = real(model, facts, config)
+        calls.append(1)
+        if len(calls) == 2:
+            s = PromptScores(**{**s.__dict__, "answer_wins": np.zeros_like(s.answer_wins)})
+        return s
+
+    monkeypatch.setattr(rl, "forget_scores", one_answer)
+    cfg = EvalConfig(relearning=RelearningConfig(steps=1, rank=4, both_halves=False), text={"n_chunks": 4, "seq_len": 16})
+    r = run_relearning(planted.model, planted.task, original=planted.model, config=cfg)
+    assert r["relearn_maintain_accuracy"].value == 0.0 and r.extra["maintain_collapse"]["collapsed"] is True
+    assert r.extra["maintain_collapse"]["maintain_before"] == 1.0
 
 
 def test_relearning_both_halves_extends_the_one_half_attack(planted, unlearned):
