@@ -15,6 +15,7 @@ from typing import Any
 
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import edit, lr_factor
+from factlens.editing.memory_editing import MaskNotSupported
 from factlens.editing.losses import answer_log1m_prob, answer_logprob_grad, fact_losses, forget_loss, retain_loss, sft_loss
 from factlens.editing.result import EditResult, ParamDelta
 from factlens.editing.sequential import SequentialEditResult, edit_sequential
@@ -26,7 +27,7 @@ _LAZY = {
 
 __all__ = ["edit", "EditConfig", "EditResult", "ParamDelta", "edit_sequential", "SequentialEditResult",
            "answer_logprob_grad", "answer_log1m_prob", "fact_losses", "forget_loss", "retain_loss", "sft_loss",
-           "lr_factor", *_LAZY]
+           "lr_factor", "MaskNotSupported", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,12 @@ from factlens.editing.covariance import KeyStatistics, key_statistics
 from factlens.editing.result import EditResult, ParamDelta
 
 __all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_mlp_layers", "forget_records", "split_config",
-           "build_result", "layer_key_statistics", "covariance_meta"]
+           "build_result", "layer_key_statistics", "covariance_meta", "MaskNotSupported"]
+
+
+class MaskNotSupported(ValueError):
+    """An edit method cannot edit this mask (ROME: exactly one MLP; ROME and MEMIT: no heads or
+    neurons). The runner reports it with the unit's name instead of a traceback."""
 
 
 def check_value_fields(cfg: Any) -> None:
@@ -133,11 +138,11 @@ def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
             raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
     other = [c.label for c in comps if not isinstance(c, Component) or c.kind != "mlp"]
     if other:
-        raise ValueError(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
+        raise MaskNotSupported(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
                          "(heads/neurons). Use a mask of MLP layers only, e.g. "
                          "Mask([c for c in mask if c.kind == 'mlp']), or method='finetune'")
     if not comps:
-        raise ValueError(f"{method} needs a mask with at least one MLP layer; the mask is empty")
+        raise MaskNotSupported(f"{method} needs a mask with at least one MLP layer; the mask is empty")
     shape = ModelShape.of(model)
     for c in comps:
         c.param_slices(shape)  # raises for layers that do not exist / attention-only models

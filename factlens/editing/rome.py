@@ -60,7 +60,7 @@ from torch import Tensor
 from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
-from factlens.editing.memory_editing import (ValueEditConfig, build_result, covariance_meta,
+from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, build_result, covariance_meta,
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.result import EditResult
 from factlens.progress_bars import progress_bar
@@ -423,7 +423,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     cfg, edit_config = split_config(config, RomeConfig)
     layers = mask_mlp_layers(mask, model, method="ROME")
     if len(layers) != 1:
-        raise ValueError(f"ROME edits exactly one MLP layer; the mask has MLPs at layers {layers}. Use method='memit' "
+        raise MaskNotSupported(f"ROME edits exactly one MLP layer; the mask has MLPs at layers {layers}. Use method='memit' "
                          "to spread the edit over several layers, or a mask with one MLP")
     layer = layers[0]
     records = forget_records(task, objective, method="ROME")

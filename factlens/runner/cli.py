@@ -146,6 +146,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from factlens.editing.memory_editing import MaskNotSupported
     from factlens.runner.executor import RunDirError, run_experiment
 
     try:
@@ -157,6 +158,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
     except RunDirError as e:  # results of another configuration, --out is a file or someone else's folder
+        return _error(e)
+    except MaskNotSupported as e:  # a method that cannot edit a localization's mask (ROME on several MLPs)
         return _error(e)
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factlens.editing.memory_editing import MaskNotSupported
 from factlens.memory import release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
@@ -493,9 +494,12 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     try:
         res = _edit(prep, mask, cfg, seed, method=method,
                     objective=None if objective == cfg.default_objective else objective)
-    except BaseException:
+    except BaseException as e:
         _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
         _check_pristine(prep, workspace)
+        if isinstance(e, MaskNotSupported):
+            raise MaskNotSupported(f"unit {unit!r} (seed {seed}): {e}. Completed units are saved; give this method "
+                                   "its own run folder with a localization whose mask it can edit") from None
         raise
     timings["edit"] = time.perf_counter() - t0
     cpu["edit"] = time.process_time() - c0

@@ -286,3 +286,16 @@ def test_damaged_or_outdated_run_config_is_a_clear_error(tmp_path: Path, capsys)
         RunDir(out).open(_cfg(out))
     RunDir(out).open(_cfg(out), overwrite=True)  # --overwrite still starts over
     assert json.loads((out / "run_config.json").read_text())["config"]["data"] is None
+
+
+def test_method_that_cannot_edit_a_mask_is_a_clear_error(tmp_path: Path, capsys):
+    """ROME crossed with a several-MLP localization: the unit is named, no traceback, exit 2;
+    the units before it are saved (they raised a bare ValueError with a traceback before)."""
+    out = tmp_path / "run"
+    rc = _main("planted", "--out", str(out), "--localizations", "all_mlps", "--methods", "finetune,rome",
+               "--suites", "standard", "--edit", "steps=1", "--no-report")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "factlens: error: unit 'all_mlps+rome' (seed 0): ROME edits exactly one MLP layer" in err
+    assert (out / "runs" / "seed0" / "all_mlps.json").is_file()
+    assert not (out / "runs" / "seed0" / "all_mlps+rome.json").exists()
