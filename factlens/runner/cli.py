@@ -207,9 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``factlens`` command (``[project.scripts] factlens``).
 
     Returns:
-        0 on success, 2 for bad settings or a run directory holding results of another
-        configuration (the message says what to change), 130 when interrupted (rerun the
-        same command to resume). Errors during the run itself propagate with a traceback.
+        0 on success, 2 for bad settings, a run directory holding results of another
+        configuration, or an edit method crossed with a localization whose mask it cannot
+        edit (the message says what to change; completed units stay saved), 130 when
+        interrupted (rerun the same command to resume). Other errors during the run itself
+        propagate with a traceback.
     """
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
