@@ -408,7 +408,8 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
         statistics used, ``meta["rome_config"]`` the hyper-parameters.
 
     Raises:
-        ValueError: A mask with heads, neurons, no MLP or several MLP layers; an objective
+        MaskNotSupported: (a ``ValueError``) A mask with heads, neurons, no MLP or several MLP layers.
+        ValueError: An objective
             other than ``"inject"``; facts without ``target_new``.
 
     Example:
@@ -417,7 +418,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
         >>> rome(p.model, Mask.from_labels(["L1.mlp", "L2.mlp"]), p.task)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: ROME edits exactly one MLP layer; the mask has MLPs at layers [1, 2]...
+        factlens.editing.memory_editing.MaskNotSupported: ROME edits exactly one MLP layer; the mask has MLPs at layers [1, 2]...
     """
     t0 = time.perf_counter()
     cfg, edit_config = split_config(config, RomeConfig)
