@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 

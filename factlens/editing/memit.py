@@ -235,8 +235,9 @@ def unwritable_share(model, layer: int, residuals: Tensor) -> float:
     if norm is None or not hasattr(norm, "w"):
         return 0.0
     dead = norm.w.detach().abs().to("cpu") < 1e-12
-    total = float(residuals.to(torch.float64).pow(2).sum())
-    return float(residuals.to("cpu", torch.float64)[:, dead].pow(2).sum()) / total if total > 0 else 0.0
+    sq = residuals.to("cpu", torch.float64).pow(2)
+    total = float(sq.sum())
+    return float(sq[:, dead].sum()) / total if total > 0 else 0.0
 
 
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
