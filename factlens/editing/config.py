@@ -59,7 +59,13 @@ class EditConfig(ConfigBase):
         rmu_steering_coef: RMU's ``c``, the norm of the forget activations' target. Default
             20: the default of the reference code (centerforaisafety/wmdp ``rmu/unlearn.py``;
             the released Zephyr-7B model used 6.5). The right value depends on the model's
-            activation norms at ``rmu_layer``: tune it.
+            activation norms at ``rmu_layer``: tune it, or set ``rmu_adaptive_scale``.
+        rmu_adaptive_scale: Adaptive RMU's ``beta`` (Dang et al. 2025, "On effects of steering
+            latent representation for large language model unlearning"): ``c = beta x`` the
+            original model's mean activation norm at ``rmu_layer`` over the forget prompts'
+            tokens, so the target scales with the model instead of being a fixed number
+            (``rmu_steering_coef`` is then ignored). ``None`` (default): plain RMU. The
+            authors' default is 5.
         rmu_alpha: Weight of RMU's retain activation loss (multiplied by ``l_retain``).
             Default 100: the reference code's default (1200 for the released Zephyr-7B model).
         methods: Settings of the edit methods that have their own config type
@@ -99,6 +105,7 @@ class EditConfig(ConfigBase):
     simnpo_gamma: float = 0.0
     rmu_layer: int | None = None
     rmu_steering_coef: float = 20.0
+    rmu_adaptive_scale: float | None = None
     rmu_alpha: float = 100.0
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
@@ -133,6 +140,10 @@ class EditConfig(ConfigBase):
             raise ValueError(f"simnpo_gamma must be finite, got {self.simnpo_gamma}")
         if not (self.rmu_alpha >= 0 and math.isfinite(self.rmu_alpha)):
             raise ValueError(f"rmu_alpha must be a finite number >= 0, got {self.rmu_alpha}")
+        if self.rmu_adaptive_scale is not None and not (self.rmu_adaptive_scale > 0
+                                                        and math.isfinite(self.rmu_adaptive_scale)):
+            raise ValueError(f"rmu_adaptive_scale must be a finite number > 0 or None (plain RMU), "
+                             f"got {self.rmu_adaptive_scale}")
         if self.rmu_layer is not None and self.rmu_layer < 0:
             raise ValueError(f"rmu_layer must be >= 0 or None (the mask's last layer), got {self.rmu_layer}")
         object.__setattr__(self, "methods", self._method_tables())

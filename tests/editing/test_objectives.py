@@ -14,6 +14,7 @@ from factlens.data.formats import format_prompts
 from factlens.editing import EditConfig, edit
 from factlens.editing.losses import (activation_mse, answer_logprobs_and_lengths, fact_losses, gradient_ascent_loss,
                                   npo_loss, prompt_activations, simnpo_loss)
+from factlens.editing.objectives.rmu import mean_activation_norm
 from factlens.editing.objectives import (GradDiffObjective, GradientAscentObjective, InjectObjective, NPOObjective,
                                       RMUObjective, SimNPOObjective, TrainingObjective, UnlearnObjective)
 from factlens.editing.registry import OBJECTIVES
@@ -184,6 +185,30 @@ def test_rmu_objective(planted):
     with pytest.raises(ValueError, match="rmu_layer"):
         RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=9))
     assert obj.describe()["rmu_layer"] == 2
+    assert obj.forget_norm is None and "rmu_forget_norm" not in obj.describe()
+
+
+def test_adaptive_rmu_scales_c_by_the_originals_forget_norm(planted):
+    """Adaptive RMU: ``c = beta * mean ||resid_post||`` over the forget prompts' tokens (BOS excluded)."""
+    m = planted.model
+    fb, rb = _items(planted)
+    mask = Mask([planted.lookup_mlp, planted.extraction_head])
+    cfg = _cfg(rmu_adaptive_scale=2.5, rmu_steering_coef=4.0, seed=7)
+    obj = RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg)
+    norms = []
+    for p in dict.fromkeys(it.prompt for it in fb):
+        _, cache = m.run_with_cache(p, names_filter=resid_hook(2, "post"))
+        norms.append(cache[resid_hook(2, "post")][0, 1:].norm(dim=-1))
+    hand = float(torch.cat(norms).mean())
+    assert obj.forget_norm == pytest.approx(hand, rel=1e-5)
+    assert float(obj.control.norm()) == pytest.approx(2.5 * hand, rel=1e-5)  # rmu_steering_coef is ignored
+    plain = RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_adaptive_scale=None))
+    assert torch.allclose(obj.control / obj.control.norm(), plain.control / plain.control.norm())  # same direction u
+    assert obj.describe()["rmu_forget_norm"] == pytest.approx(hand, rel=1e-5)
+    assert mean_activation_norm(m, [it.prompt for it in fb] * 2, 2) == pytest.approx(hand, rel=1e-5)  # repeats count once
+    with pytest.raises(ValueError, match="forget prompts"):
+        mean_activation_norm(m, [], 2)
+    assert no_hooks(m)
 
 
 # --- registry and config -------------------------------------------------------------------
@@ -203,8 +228,11 @@ def test_config_objective_fields():
     assert (c.npo_beta, c.simnpo_beta, c.simnpo_gamma, c.rmu_layer, c.rmu_steering_coef, c.rmu_alpha) == \
         (0.1, 2.5, 0.0, None, 20.0, 100.0)
     assert EditConfig.from_dict(c.replace(rmu_layer=3).to_dict()).rmu_layer == 3
+    assert c.rmu_adaptive_scale is None
+    assert EditConfig.from_dict(c.replace(rmu_adaptive_scale=5.0).to_dict()).rmu_adaptive_scale == 5.0
     for bad in (dict(npo_beta=0), dict(simnpo_beta=-1), dict(rmu_steering_coef=0), dict(rmu_alpha=-1),
-                dict(rmu_layer=-1), dict(simnpo_gamma=float("nan"))):
+                dict(rmu_layer=-1), dict(simnpo_gamma=float("nan")), dict(rmu_adaptive_scale=0),
+                dict(rmu_adaptive_scale=float("inf"))):
         with pytest.raises(ValueError, match=next(iter(bad))):
             EditConfig(**bad)
 
@@ -247,6 +275,26 @@ def test_each_objective_unlearns_inside_the_mask(planted, objective, flush_denor
         assert res.meta["n_retain_prompts"] == 0 and all(h["loss_retain"] == 0 for h in res.history)
     if objective == "rmu":
         assert res.meta["rmu_layer"] == 2
+
+
+def test_adaptive_rmu_unlearns_on_the_planted_model(planted, flush_denormal):
+    """``rmu_adaptive_scale=5`` (the authors' beta) sets ``c`` from the planted norms and unlearns like plain RMU.
+
+    Measured: forget norm 0.85 at layer 2, so c = 4.26; forget accuracy 1.0 -> 0.5 after 20 steps.
+    """
+    task = replace(planted.task, objective="unlearn")
+    mask = Mask([planted.lookup_mlp, planted.extraction_head])
+    snap = snapshot(planted.model)
+    cfg = RMU.replace(rmu_adaptive_scale=5.0, rmu_steering_coef=1e-3)  # the fixed c would do nothing
+    res = edit(planted.model, mask, task, objective="rmu", config=cfg, show_progress=False)
+    assert_unchanged(planted.model, snap)
+    assert res.meta["rmu_control_norm"] == pytest.approx(5.0 * res.meta["rmu_forget_norm"], rel=1e-5)
+    after = score_prompts(res.model, format_prompts(task.forget)).accuracy()
+    assert after <= 0.75, after
+    pm = mask.to_param_masks(res.model)
+    for n, p in res.model.named_parameters():
+        keep = ~pm[n] if n in pm else torch.ones_like(p, dtype=torch.bool)
+        assert torch.equal(p.detach()[keep], snap.state[n][keep]), n
 
 
 def test_objective_with_heads_only_and_neuron_masks(planted, flush_denormal):

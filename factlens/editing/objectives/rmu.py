@@ -14,7 +14,19 @@ the MSE averages over tokens and dimensions per prompt, then over prompts
 (:func:`factlens.editing.losses.activation_mse`). The model runs only up to block ``l``, so an
 RMU micro-batch costs ``(l + 1) / n_layers`` of a full forward pass; the original's retain
 activations are cached once in :meth:`RMUObjective.prepare` (``n_retain x tokens x d_model``
-floats). Parameters above layer ``l`` get no gradient from these losses (only from the
+floats).
+
+Adaptive RMU (Dang et al. 2025; ``EditConfig.rmu_adaptive_scale = beta``) sets
+``c = beta * mean ||h_l^orig(forget)||``, the original model's mean activation norm over the
+forget prompts' tokens: a fixed ``c`` that suits one model's norms (20 for Zephyr-7B's layer
+7) is far below another's (Gemma 3 270M's residual norms are about 2,800 at layer 4, where
+``c = 20`` does not unlearn). The authors' code averages the norm over every position of the
+first forget batch at step 0 (the original model; BOS and padding included); factlens
+averages over the prompt tokens of every forget prompt (BOS and padding excluded, as in the
+losses above), so ``c`` depends neither on the batch order nor on padding, and BOS's often
+outsized norm does not set the scale.
+
+Parameters above layer ``l`` get no gradient from these losses (only from the
 general-text term, if ``l_sft > 0``).
 """
 
@@ -31,7 +43,7 @@ from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import activation_mse, prompt_activations
 from factlens.editing.objectives.base import TrainingObjective
 
-__all__ = ["RMUObjective", "rmu_layer"]
+__all__ = ["RMUObjective", "rmu_layer", "mean_activation_norm"]
 
 _CACHE_BATCH = 32  # prompts per no-grad forward when caching the original's retain activations
 
@@ -49,6 +61,24 @@ def rmu_layer(mask, config, n_layers: int) -> int:
     return layer
 
 
+def mean_activation_norm(model, prompts: Sequence[str], layer: int) -> float:
+    """Mean L2 norm of ``resid_post`` at ``layer`` over the prompts' tokens (BOS and padding excluded).
+
+    Every token counts once (a prompt with more tokens weighs more), computed without gradient.
+    """
+    prompts = list(dict.fromkeys(prompts))
+    if not prompts:
+        raise ValueError("adaptive RMU needs forget prompts to measure the activation norm")
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(prompts), _CACHE_BATCH):
+            acts, valid = prompt_activations(model, prompts[i:i + _CACHE_BATCH], layer)
+            norms = acts.float().norm(dim=-1)[valid]
+            total += float(norms.sum())
+            count += int(norms.numel())
+    return total / count
+
+
 @dataclass(frozen=True)
 class RMUObjective(TrainingObjective):
     """RMU's forget and retain activation losses at one layer.
@@ -58,12 +88,15 @@ class RMUObjective(TrainingObjective):
         control: ``c * u``, the forget activations' target (``[d_model]``).
         alpha: Weight of the retain term inside ``L_retain`` (``EditConfig.rmu_alpha``).
         retain_reference: Retain prompt -> the original's activations at its tokens (``[n_tokens, d_model]``).
+        forget_norm: Adaptive RMU: the original's mean activation norm over the forget
+            prompts' tokens (``c = rmu_adaptive_scale * forget_norm``); ``None`` for plain RMU.
     """
 
     layer: int
     control: Tensor
     alpha: float
     retain_reference: Mapping[str, Tensor]
+    forget_norm: float | None = None
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -71,7 +104,12 @@ class RMUObjective(TrainingObjective):
         layer = rmu_layer(mask, config, model.cfg.n_layers)
         gen = torch.Generator().manual_seed(config.seed)
         u = torch.rand(model.cfg.d_model, generator=gen)
-        control = (u / u.norm() * config.rmu_steering_coef).to(model.cfg.device)
+        forget_norm = None
+        coef = config.rmu_steering_coef
+        if config.rmu_adaptive_scale is not None:
+            forget_norm = mean_activation_norm(model, [it.prompt for it in forget_items], layer)
+            coef = config.rmu_adaptive_scale * forget_norm
+        control = (u / u.norm() * coef).to(model.cfg.device)
         ref: dict[str, Tensor] = {}
         prompts = list(dict.fromkeys(it.prompt for it in retain_items))
         with torch.no_grad():
@@ -79,10 +117,14 @@ class RMUObjective(TrainingObjective):
                 chunk = prompts[i:i + _CACHE_BATCH]
                 acts, valid = prompt_activations(model, chunk, layer)
                 ref.update({p: acts[j][valid[j]].clone() for j, p in enumerate(chunk)})
-        return cls(layer=layer, control=control, alpha=config.rmu_alpha, retain_reference=MappingProxyType(ref))
+        return cls(layer=layer, control=control, alpha=config.rmu_alpha, retain_reference=MappingProxyType(ref),
+                   forget_norm=forget_norm)
 
     def describe(self) -> dict[str, Any]:
-        return {"rmu_layer": self.layer, "rmu_control_norm": float(self.control.norm())}
+        out = {"rmu_layer": self.layer, "rmu_control_norm": float(self.control.norm())}
+        if self.forget_norm is not None:
+            out["rmu_forget_norm"] = self.forget_norm
+        return out
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
