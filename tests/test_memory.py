@@ -28,3 +28,69 @@ def test_freed_heap_memory_goes_back():
     after = _rss()
     assert before - after > 150e6, (before, after)
     assert all(float(t.sum()) == 16 * 1024 for t in keep)  # live memory untouched
+
+
+def _grads(model, tokens, first_read=None):
+    """Gradients of a loss through the model's blocks, optionally through the shared-prefix path."""
+    from factlens.prefix import residual_after_prefix
+
+    params = [p for n, p in model.named_parameters() if n.startswith("blocks.")]
+    with torch.enable_grad():
+        if first_read is None:
+            out = model(tokens, stop_at_layer=model.cfg.n_layers)
+        else:
+            out, _ = residual_after_prefix(model, tokens, first_read=first_read)
+        loss = (out ** 2).mean()
+        return loss.detach(), torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_checkpointed_blocks_give_the_same_gradients(prefix):
+    """Recomputing each block in backward changes no gradient (bitwise on CPU), with and without
+    the shared-prefix key/value cache (whose first pass must not be recomputed), and leaves no
+    instance forward behind."""
+    from factlens.memory import checkpointed_blocks
+    from factlens.testing import tiny_model
+
+    m = tiny_model()
+    toks = torch.tensor([[1, 5, 6, 7, 8, 9, 10], [1, 5, 6, 7, 8, 11, 12]])
+    first = 5 if prefix else None
+    loss0, g0 = _grads(m, toks, first)
+    with checkpointed_blocks(m):
+        assert all("forward" in vars(b) for b in m.blocks)
+        loss1, g1 = _grads(m, toks, first)
+        with pytest.raises(RuntimeError, match="already"):
+            with checkpointed_blocks(m):
+                pass
+        assert all("forward" in vars(b) for b in m.blocks)  # the failed nested call undid nothing of ours
+    assert not any("forward" in vars(b) for b in m.blocks)
+    assert torch.equal(loss0, loss1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+    with checkpointed_blocks(m, enabled=False):
+        assert not any("forward" in vars(b) for b in m.blocks)
+
+
+def test_checkpointed_relearning_gives_the_same_attack(planted):
+    """``RelearningConfig(checkpoint=True)``: the same loss history and scores as without."""
+    from factlens.evaluation.config import EvalConfig
+    from factlens.evaluation.relearning import RelearningConfig, run_relearning
+
+    cfg = EvalConfig(relearning=RelearningConfig(steps=3, rank=8, lr=1e-2, both_halves=False),
+                     text={"n_chunks": 4, "seq_len": 16})
+    a = run_relearning(planted.model, planted.task, config=cfg)
+    b = run_relearning(planted.model, planted.task, config=cfg.override({"relearning.checkpoint": True}))
+    assert a.extra["history"] == b.extra["history"]
+    assert [(m.name, m.value) for m in a.metrics] == [(m.name, m.value) for m in b.metrics]
+    assert not any("forward" in vars(blk) for blk in planted.model.blocks)
+
+
+def test_shared_copy_shares_buffers_and_weights():
+    from factlens.evaluation.relearning import shared_copy
+    from factlens.testing.shaped import gemma3_shaped
+
+    m = gemma3_shaped()
+    c = shared_copy(m)
+    bufs = dict(m.named_buffers())
+    assert bufs and all(b is bufs[n] for n, b in c.named_buffers())
+    assert all(p.data_ptr() == q.data_ptr() for p, q in zip(m.parameters(), c.parameters()))
+    c.blocks[0].attn.rotary_sin = c.blocks[0].attn.rotary_sin * 0  # TransformerLens rebinds buffers like this
+    assert not torch.equal(m.blocks[0].attn.rotary_sin, c.blocks[0].attn.rotary_sin)

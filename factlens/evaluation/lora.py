@@ -117,6 +117,17 @@ class LoraHandle:
         """Number of adapter parameters."""
         return sum(p.numel() for p in self.parameters())
 
+    def materialize(self) -> None:
+        """Build every adapted weight ``W + scale * A @ B`` now.
+
+        Inside ``torch.nn.utils.parametrize.cached()`` the weights are then computed once, here,
+        instead of at their first use inside the forward pass; gradient checkpointing
+        (:func:`factlens.memory.checkpointed_blocks`) needs that, since its recomputation
+        would find them cached and save fewer tensors than the first pass did.
+        """
+        for module, attr, _ in self._sites:
+            getattr(module, attr)
+
     def delta_norm(self) -> float:
         """Frobenius norm of all weight changes ``scale * A @ B`` together."""
         with torch.no_grad():

@@ -40,6 +40,7 @@ from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
 
@@ -63,10 +64,14 @@ class RelearningConfig(ConfigBase):
             the other (cross-fitting), so that every forget fact is a held-out fact once: twice
             the held-out n (and the training cost). ``False``: train on half A, hold out half B.
             The runner's CPU preset turns it off to keep the main job's time (docs/performance.md).
+        checkpoint: Recompute each block's activations in the backward pass instead of keeping
+            them (:func:`factlens.memory.checkpointed_blocks`): the same gradients and results
+            (bitwise on CPU), a lower peak memory (the attack is the main job's peak), about one
+            more forward pass per step (docs/performance.md).
 
     Example:
         >>> RelearningConfig(steps=10).replace(lr=1e-3)
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True)
     """
 
     steps: int = 20
@@ -74,6 +79,7 @@ class RelearningConfig(ConfigBase):
     lr: float = 1e-4
     batch_size: int = 8
     both_halves: bool = True
+    checkpoint: bool = True
 
     def __post_init__(self) -> None:
         if int(self.steps) < 0:
@@ -109,10 +115,12 @@ def shared_copy(model):
     """A copy of ``model`` whose weights share memory with the original's, frozen.
 
     The copy has new module objects; each of its parameters is a new ``Parameter`` over the
-    original's storage (``p.detach()``) with ``requires_grad=False``, and the tokenizer is
-    shared. Changing the copy's structure (parametrizations, hooks, train/eval mode) or its
-    gradient flags leaves the original untouched, and no autograd graph runs through the
-    weights; the shared storage must only be read.
+    original's storage (``p.detach()``) with ``requires_grad=False``, and the tokenizer and the
+    buffers (rotary tables, masks: 0.3 GB for Gemma 3 270M at ``n_ctx`` 8192) are the
+    original's own objects. Changing the copy's structure (parametrizations, hooks, train/eval
+    mode) or its gradient flags leaves the original untouched, and no autograd graph runs
+    through the weights; the shared storage must only be read (TransformerLens replaces its
+    buffers by assignment, which rebinds the copy's attribute only).
 
     Example:
         >>> from factlens.testing import tiny_model
@@ -124,6 +132,7 @@ def shared_copy(model):
         (False, True)
     """
     memo: dict[int, Any] = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    memo.update({id(b): b for b in model.buffers()})
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         memo[id(tok)] = tok
@@ -237,13 +246,14 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     c_it = _cycle(len(chunks), gen) if chunks is not None and len(chunks) else None
     history: list[dict[str, float]] = []
     positions = sft_positions(config.text.seq_len, 16, kl=False) if chunks is not None else None
-    with torch.enable_grad():
+    with torch.enable_grad(), checkpointed_blocks(work, rc.checkpoint):
         for step in progress_bar(range(rc.steps), desc="relearning", leave=False):
             fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
             rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
             cb = (chunks[[next(c_it) for _ in range(min(config.text.batch_size, len(chunks)))]]
                   if c_it is not None else None)
             with parametrize.cached():  # each adapter's W + A @ B is built once per step
+                lora.materialize()  # here, outside any checkpointed block
                 loss, rec = _loss(work, fb, rb, cb, positions, l_retain=l_retain, l_sft=l_sft)
                 grads = torch.autograd.grad(loss, trainable)  # the shared weights get no gradient
             for p, g in zip(trainable, grads):
