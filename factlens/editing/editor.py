@@ -51,6 +51,7 @@ from factlens.editing.registry import OBJECTIVES, Objective
 from factlens.editing.result import EditResult, ParamDelta
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
+from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import load
 
@@ -220,9 +221,10 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         try:
             t_train = time.perf_counter()
             bar = progress_bar(range(config.steps), desc="editing", leave=False)
-            for step in bar:
-                history.append(train_step(state, step))
-                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            with checkpointed_blocks(work, config.checkpoint):
+                for step in bar:
+                    history.append(train_step(state, step))
+                    bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             t_end = time.perf_counter()
         except BaseException:
             state.restore()  # leave the model as it was (matters for inplace=True)
