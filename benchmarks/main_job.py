@@ -91,11 +91,11 @@ def run_config(args):
     from factlens.runner.config import RunConfig
 
     ev = {}
+    suites = tuple(args.suites.split(",")) if args.suites else None
     if (SHARED / "wikitext2" / "test.txt").exists():
         ev["text.source"] = str((SHARED / "wikitext2" / "test.txt").resolve())
-    if (SHARED / "mmlu" / "dev").exists():
+    if (SHARED / "mmlu" / "dev").exists() and (suites is None or "side_effects" in suites):  # else the run refuses it
         ev["side_effects.mmlu_source"] = str((SHARED / "mmlu" / "dev").resolve())
-    suites = tuple(args.suites.split(",")) if args.suites else None
     kw = {"suites": suites} if suites else {}
     return RunConfig(task="sports-athlete-editing", model=args.model, localizations=(args.localization,),
                      forget_size=args.forget_size, seeds=(args.seed,), eval=ev, show_progress=False, **kw)
@@ -142,11 +142,14 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
 #: What each variant turns on: shared-prefix reuse (factlens.prefix), the unedited model as an
 #: OriginalView sharing the model's weights (factlens.runner.pristine) instead of a deepcopy,
 #: the weight layout without per-forward copies (factlens.layout) and the editor's two backward
-#: passes per step (factlens.editing.training.train_step; "before" uses the earlier single one).
+#: passes per step (factlens.editing.training.train_step; "before" uses the earlier single one),
+#: and per-block gradient checkpointing in the edit and the relearning attack
+#: (EditConfig.checkpoint, RelearningConfig.checkpoint; "no-checkpoint" is "after" without it).
 VARIANTS = {
-    "before": {"prefix_reuse": False, "original": "copy", "layout": False, "two_pass": False},
-    "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True},
-    "view-only": {"prefix_reuse": False, "original": "view", "layout": False, "two_pass": False},
+    "before": {"prefix_reuse": False, "original": "copy", "layout": False, "two_pass": False, "checkpoint": False},
+    "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True},
+    "view-only": {"prefix_reuse": False, "original": "view", "layout": False, "two_pass": False, "checkpoint": False},
+    "no-checkpoint": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": False},
 }
 
 
@@ -203,6 +206,9 @@ def run_variant(args) -> dict:
     torch.set_num_threads(args.threads)
     v = VARIANTS[args.variant]
     cfg = run_config(args)
+    ck = bool(v.get("checkpoint", True))
+    cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": ck},
+                      eval={**cfg.eval.to_dict(), "relearning.checkpoint": ck})
     suites = list(cfg.suites)
     print(f"variant {args.variant} {v}; torch threads {torch.get_num_threads()}; suites {suites}; "
           f"localization {args.localization}; seed {args.seed}", flush=True)
