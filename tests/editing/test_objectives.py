@@ -164,12 +164,16 @@ def test_prompt_activations_are_resid_post_and_leave_no_hooks(planted):
         prompt_activations(m, prompts, m.cfg.n_layers)
 
 
-def test_rmu_objective(planted):
-    m = planted.model
+def _rmu(planted, **settings):
+    """The planted model, its forget/retain items, the lookup MLP + head mask, the config and RMU prepared on them."""
     fb, rb = _items(planted)
     mask = Mask([planted.lookup_mlp, planted.extraction_head])
-    cfg = _cfg(rmu_steering_coef=4.0, rmu_alpha=3.0, seed=7)
-    obj = RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg)
+    cfg = _cfg(**settings)
+    return planted.model, fb, rb, mask, cfg, RMUObjective.prepare(planted.model, fb, rb, mask=mask, config=cfg)
+
+
+def test_rmu_objective(planted):
+    m, fb, rb, mask, cfg, obj = _rmu(planted, rmu_steering_coef=4.0, rmu_alpha=3.0, seed=7)
     assert obj.layer == 2  # the mask's last layer
     assert float(obj.control.norm()) == pytest.approx(4.0) and bool((obj.control >= 0).all())
     assert torch.equal(obj.control, RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg).control)  # seeded
@@ -190,11 +194,7 @@ def test_rmu_objective(planted):
 
 def test_adaptive_rmu_scales_c_by_the_originals_forget_norm(planted):
     """Adaptive RMU: ``c = beta * mean ||resid_post||`` over the forget prompts' tokens (BOS excluded)."""
-    m = planted.model
-    fb, rb = _items(planted)
-    mask = Mask([planted.lookup_mlp, planted.extraction_head])
-    cfg = _cfg(rmu_adaptive_scale=2.5, rmu_steering_coef=4.0, seed=7)
-    obj = RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg)
+    m, fb, rb, mask, cfg, obj = _rmu(planted, rmu_adaptive_scale=2.5, rmu_steering_coef=4.0, seed=7)
     norms = []
     for p in dict.fromkeys(it.prompt for it in fb):
         _, cache = m.run_with_cache(p, names_filter=resid_hook(2, "post"))
