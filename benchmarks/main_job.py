@@ -307,9 +307,11 @@ def scaling_one(args) -> dict:
     task = sports_athlete_editing(sports_facts(), n_forget=16, seed=0, n_maintain=32)
     L = model.cfg.n_layers
     mask = Mask.from_labels([f"L{l}.mlp" for l in (L // 9, L // 9 + 1, L // 9 + 2)])  # 3 early MLPs, as FLU
-    ecfg = EditConfig.fast(steps=args.scaling_steps)
+    ck = bool(v.get("checkpoint", True))
+    ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=ck)
     vcfg = EvalConfig.from_dict(_cpu_eval()).override({"relearning.steps": args.scaling_steps,
-                                                       "soft_prompts.steps": args.scaling_steps})
+                                                       "soft_prompts.steps": args.scaling_steps,
+                                                       "relearning.checkpoint": ck})
     cache = BaselineCache()
     with applied(v):
         with stages.stage("edit"):
