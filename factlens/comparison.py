@@ -41,30 +41,68 @@ COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci
 _UNITS = {"chunk": "chunks", "question": "questions"}
 
 
-def load_evaluations(runs: str | Path | Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
-    """``{localization: {seed: EvalResult}}`` from a run directory or a mapping.
+def _fact_ids(ev) -> frozenset[str]:
+    """The forget facts behind a run's standard suite (the ids its per-fact samples are keyed by)."""
+    s = ev.suites.get("standard") if hasattr(ev, "suites") else None
+    if s is None:
+        return frozenset()
+    return frozenset(k for m in s.metrics if m.name.startswith("forget_") and m.samples for k in m.samples)
+
+
+def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
+    """Units of several run directories, merged; each seed's folders must hold the same facts.
+
+    A method that cannot be crossed with every localization of a run (ROME edits one MLP) runs
+    in its own folder; merging the folders makes "method x localization" one comparison, which
+    is only sound when every folder edited the same facts: same task, size, seed and data.
+    """
+    from factlens.runner.report import load_run_dir
+
+    out: dict[str, dict[Any, Any]] = {}
+    seen: dict[tuple[str, Any], str] = {}  # (unit, seed) -> folder
+    facts: dict[Any, tuple[str, Any, frozenset[str]]] = {}  # seed -> (folder, task summary, fact ids)
+    for d in dirs:
+        for r in load_run_dir(d)["runs"]:
+            unit, seed = r["localization"], r["seed"]
+            if (unit, seed) in seen:
+                raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
+                                 "unit once (compare the folders separately, or leave one out)")
+            seen[unit, seed] = str(d)
+            here = (str(d), r.get("task"), _fact_ids(r["eval"]))
+            first = facts.setdefault(seed, here)
+            if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
+                raise ValueError(f"{first[0]} and {d} hold different facts for seed {seed} (task {first[1]} vs "
+                                 f"{here[1]}): paired comparisons need the same task, forget size, seed and data")
+            out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
+    if not out:
+        raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet: nothing to compare")
+    return out
+
+
+def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
+    """``{localization: {seed: EvalResult}}`` from run directories or a mapping.
 
     Args:
-        runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``),
-            or ``{localization: [EvalResult, ...]}`` with one result per seed (results of
+        runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``);
+            a list of such directories that hold the same facts (their units are merged,
+            e.g. ROME's one-MLP folder next to the fine-tuning folder); or
+            ``{localization: [EvalResult, ...]}`` with one result per seed (results of
             different localizations are paired by their position in the lists),
             ``{localization: {seed: EvalResult}}`` (paired by seed), or
             ``{localization: EvalResult}`` for a single seed.
+
+    Raises:
+        ValueError: A unit appears in two directories, or the directories hold different facts.
     """
     from factlens.evaluation.result import EvalResult
 
     if isinstance(runs, (str, Path)):
-        from factlens.runner.report import load_run_dir
-
-        out: dict[str, dict[Any, Any]] = {}
-        for r in load_run_dir(runs)["runs"]:
-            out.setdefault(r["localization"], {})[r["seed"]] = r["eval"]  # load_run_dir reads it typed
-        if not out:
-            raise ValueError(f"{runs} holds no finished runs yet: nothing to compare")
-        return out
+        return _load_dirs([runs])
+    if isinstance(runs, (list, tuple)) and runs and all(isinstance(x, (str, Path)) for x in runs):
+        return _load_dirs(list(runs))
     if not isinstance(runs, Mapping):
-        raise TypeError(f"runs must be a run directory path or a mapping localization -> [EvalResult], "
-                        f"got {type(runs).__name__}")
+        raise TypeError(f"runs must be a run directory path, a list of them, or a mapping localization -> "
+                        f"[EvalResult], got {type(runs).__name__}")
     out = {}
     for loc, rs in runs.items():
         by_seed = dict(rs) if isinstance(rs, Mapping) else dict(enumerate([rs] if isinstance(rs, EvalResult) else rs))
@@ -136,13 +174,14 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
             "mdd": minimum_detectable_difference(int(ok.sum()), sd=sd)}
 
 
-def compare(runs: str | Path | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
+def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
             alpha: float = 0.05, seed: int = 0):
     """Paired comparison of every localization with ``reference``, one row per (localization, metric).
 
     Args:
-        runs: A run directory (``factlens run ... --out DIR``) or a mapping
-            ``localization -> [EvalResult per seed]`` (see :func:`load_evaluations`).
+        runs: A run directory (``factlens run ... --out DIR``), a list of run directories
+            with the same facts (merged: a ROME folder next to a fine-tuning folder), or a
+            mapping ``localization -> [EvalResult per seed]`` (see :func:`load_evaluations`).
         reference: The localization compared against (``"flu"``, ``"random"``...).
         metrics: Metric names (``"forget_accuracy"`` or ``"standard.forget_accuracy"``) to
             compare; ``None``: every metric with per-unit samples in both.

@@ -151,6 +151,30 @@ def test_run_dir_compare_cli_and_report(run_dir: Path, tmp_path: Path, capsys):
     assert "<h2>Comparisons</h2>" in html and "Holm" in html
 
 
+def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path, tmp_path: Path, capsys):
+    """A second folder (here all_mlps; in practice ROME's one-MLP folder) joins the first one's units."""
+    from factlens.runner.cli import main
+
+    def run(out, *extra):
+        assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
+                     "--suites", "standard", *extra]) == 0
+        return out
+
+    other = run(tmp_path / "other", "--localizations", "all_mlps")
+    t = factlens.compare([run_dir, other], reference="flu", metrics=["forget_accuracy"])
+    assert set(t["localization"]) == {"random", "all_mlps"} and (t["n_facts"] == 16).all()
+    alone = factlens.compare(other, reference="all_mlps")
+    assert alone.empty  # one folder alone has nothing to compare all_mlps with
+    assert main(["compare", str(run_dir), str(other), "--metrics", "forget_accuracy"]) == 0
+    assert "| all_mlps | forget_accuracy |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="is in both"):
+        load_evaluations([run_dir, run_dir])
+    fewer = run(tmp_path / "fewer", "--localizations", "all_mlps", "--forget-size", "8")
+    with pytest.raises(ValueError, match="different facts"):
+        load_evaluations([run_dir, fewer])
+    assert main(["compare", str(run_dir), str(fewer)]) == 2
+
+
 def test_the_comparison_module_is_not_shadowed_by_the_verb():
     # ``factlens.compare`` is the function; the module has its own name, so both import styles work
     import factlens

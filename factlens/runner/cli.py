@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="One row per (localization, metric): difference from the reference with a "
                                       "paired bootstrap 95% CI, sign-flip permutation p-value, Holm-corrected "
                                       "significance and minimum detectable difference (docs/statistics.md).")
-    cmp_.add_argument("out", type=Path, help="run directory")
+    cmp_.add_argument("out", type=Path, nargs="+",
+                      help="run directory; several directories with the same facts are merged (e.g. a ROME folder "
+                           "next to a fine-tuning folder)")
     cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
     cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
     cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file")
@@ -193,7 +195,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        table = compare(args.out, reference=args.reference, metrics=metrics)
+        table = compare(args.out[0] if len(args.out) == 1 else list(args.out), reference=args.reference,
+                        metrics=metrics)
     except ValueError as e:
         return _error(e)
     if args.csv is not None:
