@@ -146,7 +146,7 @@ class EvalConfig(ConfigBase):
         >>> EvalConfig.from_dict(cfg.to_dict()) == cfg
         True
         >>> cfg.override({"relearning.lr": 1e-3}).relearning
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True)
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
