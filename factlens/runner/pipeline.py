@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import platform
 import random
 import time
@@ -453,6 +454,9 @@ def _edit_summary(res, config) -> dict[str, Any]:
         out["n_edits"] = len(res.results)
     out["history"] = [dict(h) for h in getattr(res, "history", [])]
     out["config"] = config.to_dict()
+    meta = getattr(res, "meta", None)
+    if meta:  # method diagnostics: ROME/MEMIT per fact and layer, RMU's target norm... (JSON-safe)
+        out["meta"] = json.loads(json.dumps(meta, default=str))
     try:
         dn = res.delta_norm()
         out["delta_norm"] = float(dn) if not isinstance(dn, dict) else {k: float(v) for k, v in dn.items()}

@@ -43,6 +43,9 @@ def test_each_unit_is_one_job_with_its_method_and_objective(tmp_path):
     # the two objectives train differently, and the update-size suite saw each edit
     h0, h1 = (recs[k]["edit"]["history"][-1]["loss_forget"] for k in ("all_mlps", "all_mlps+graddiff"))
     assert h0 != h1
+    # the edit's own diagnostics are kept (JSON-safe), e.g. how many prompts each loss saw
+    assert all(r["edit"]["meta"]["n_forget_prompts"] > 0 for r in recs.values())
+    assert recs["all_mlps+graddiff"]["edit"]["meta"]["n_retain_prompts"] > 0
     for r in recs.values():
         assert "update_size" in r["eval"]["suites"] and r["restore"]["exact"]
     again = run_experiment(cfg, report=False)  # resumable per unit
