@@ -150,7 +150,7 @@ class EvalConfig(ConfigBase):
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'lr', 'rank', 'steps']
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lr', 'rank', 'steps']
     """
 
     _renamed = RENAMED
