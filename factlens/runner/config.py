@@ -165,9 +165,10 @@ class RunConfig:
             cross-validated accuracy never left chance), every other localization uses the
             forget facts.
         localize_options: Extra ``localization_mask`` keywords: shared ones (e.g.
-            ``batch_size``, passed to the methods that take them) and per-localization tables
-            (``{"causal_tracing": {"n_samples": 5}}``). Default:
-            :data:`DEFAULT_LOCALIZE_OPTIONS`.
+            ``batch_size``, passed to the methods that take them) and tables per scoring method
+            or localization (``{"causal_tracing": {"n_samples": 5}}`` applies to every
+            localization scored by causal tracing; a localization's own table, e.g.
+            ``"causal_tracing_mlps"``, overrides it). Default: :data:`DEFAULT_LOCALIZE_OPTIONS`.
         edit_preset: ``"fast"`` (``EditConfig.fast()``, for CPU; with
             :data:`PLANTED_EDIT_DEFAULTS` on the planted model) or ``"paper"`` (``EditConfig()``).
         edit: ``EditConfig`` field overrides on top of the preset: a mapping (or an

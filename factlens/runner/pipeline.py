@@ -280,17 +280,21 @@ def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
 
 
 def _localize_options(cfg: RunConfig, localization: str) -> dict[str, Any]:
-    """Options for ``localization_mask``: shared ones the method accepts, then ``localize_options[localization]``."""
+    """Options for ``localization_mask``: shared ones the method accepts, then the table of the
+    scoring method (``localize_options["causal_tracing"]`` applies to ``causal_tracing``,
+    ``causal_tracing_mlps`` and ``causal_tracing_top_mlp`` alike, so their scores agree), then
+    the localization's own table (``localize_options["causal_tracing_mlps"]``)."""
     from factlens.localization.registry import LOCALIZATIONS, METHODS
 
     names = set(LOCALIZATIONS.names()) | set(METHODS.names())
     shared = {k: v for k, v in cfg.localize_options.items() if k not in names}
-    own = cfg.localize_options.get(localization, {})
     method = LOCALIZATIONS.get(localization).scoring
     if method is None or method.name == "random":
         return {}
     opts = {k: v for k, v in shared.items() if method.accepts(k)}
-    opts.update(own)
+    if method.name != localization:
+        opts.update(cfg.localize_options.get(method.name, {}))
+    opts.update(cfg.localize_options.get(localization, {}))
     return opts
 
 

@@ -150,3 +150,21 @@ def test_upgrade_fills_added_settings_with_their_old_behaviour():
                                                                         "both_halves": False}
     new = {"resolved": {"eval": {"relearning": {"both_halves": True}}}}
     assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["both_halves"] is True
+
+
+def test_method_options_reach_every_localization_of_that_method():
+    """``localize_options["causal_tracing"]`` (the default run's 5 samples, no residual traces) applies
+    to causal_tracing_mlps and causal_tracing_top_mlp too; before, those two silently ran
+    causal tracing's own defaults (10 samples plus residual traces, ~4x the time) and so scored
+    components differently from ``causal_tracing`` in the same run."""
+    from factlens.runner.pipeline import _localize_options
+
+    cfg = RunConfig(task="planted", model="planted")
+    want = {"include_resid": False, "n_samples": 5}
+    for loc in ("causal_tracing", "causal_tracing_mlps", "causal_tracing_top_mlp"):
+        assert _localize_options(cfg, loc) == want, loc
+    own = RunConfig(task="planted", model="planted", localize_options={
+        "causal_tracing": {"n_samples": 5}, "causal_tracing_mlps": {"n_samples": 3}, "batch_size": 4})
+    assert _localize_options(own, "causal_tracing_mlps") == {"n_samples": 3, "batch_size": 4}
+    assert _localize_options(own, "causal_tracing_top_mlp") == {"n_samples": 5, "batch_size": 4}
+    assert _localize_options(own, "random") == {}
