@@ -58,7 +58,9 @@ class RelearningConfig(ConfigBase):
         steps: Optimizer steps.
         rank: LoRA rank (capped at each matrix's rank).
         lr: Learning rate (AdamW, no weight decay): 1e-4 for Gemma 3 270M, ~1e-3 for the
-            planted test model (measured: docs/reproduction.md, "Robustness").
+            planted test model (measured: docs/reproduction.md, "Robustness"). On Gemma 3 270M
+            3e-4 and 1e-3 collapse the relearned model onto one answer instead of recovering
+            more facts (sweep: docs/attacks.md, benchmarks/relearning_sweep.py).
         batch_size: Facts per step (and as many retain facts).
         both_halves: Attack twice, once trained on each half of the forget set and scored on
             the other (cross-fitting), so that every forget fact is a held-out fact once: twice
