@@ -441,14 +441,14 @@ def test_kl_reference_cached_equals_functional_call(tiny_task, monkeypatch):
 
 @pytest.mark.parametrize("objective", ["inject", "rmu"])
 def test_checkpointed_edit_is_the_same_edit(planted, objective):
-    """``EditConfig(checkpoint=True)`` (the default) recomputes block activations in backward: the
-    history and every trained entry are bitwise those of ``checkpoint=False``, and no block keeps
-    an instance ``forward``."""
+    """``EditConfig(checkpoint=True)`` recomputes block activations in backward: the history and
+    every trained entry are bitwise those of ``checkpoint=False`` (the default), and no block
+    keeps an instance ``forward``."""
     task = planted.task if objective == "inject" else replace(planted.task, objective="unlearn")
     mask = Mask([planted.lookup_mlp, planted.extraction_head])
     cfg = EditConfig(lr=1e-2, steps=3, batch_size=4, grad_accum=2, n_sft_chunks=4, sft_seq_len=16,
-                     rmu_steering_coef=8.0, rmu_alpha=1.0)
-    assert cfg.checkpoint is True
+                     rmu_steering_coef=8.0, rmu_alpha=1.0, checkpoint=True)
+    assert EditConfig().checkpoint is False
     a = edit(planted.model, mask, task, objective=objective, config=cfg, show_progress=False)
     b = edit(planted.model, mask, task, objective=objective, config=cfg.replace(checkpoint=False), show_progress=False)
     assert a.history == b.history
