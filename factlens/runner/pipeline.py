@@ -436,12 +436,35 @@ def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str]
                            "unedited model); the workspace dropped it, the next job reloads it")
 
 
+def method_edit_config(cfg: RunConfig, seed: int, method: str):
+    """``cfg.edit_config(seed)``, with the run's general text as the key-covariance text of a
+    method that estimates one (ROME, MEMIT: a ``text_source`` field in its config type),
+    unless ``--edit methods.<method>.text_source=...`` set it. Without this, a run given
+    ``--text-source`` still estimated ROME's and MEMIT's covariance on the built-in text."""
+    from dataclasses import fields
+
+    from factlens.editing.registry import EDIT_METHODS
+    from factlens.registry import load
+
+    ec = cfg.edit_config(seed)
+    src = cfg.eval.get_path("text.source")
+    entry = EDIT_METHODS.get(method)
+    if src is None or entry.config_type is None:
+        return ec
+    if "text_source" not in {f.name for f in fields(load(entry.config_type))}:
+        return ec
+    own = dict(ec.methods.get(method, {}))
+    if own.get("text_source") is not None:
+        return ec
+    return ec.replace(methods={**ec.methods, method: {**own, "text_source": str(src)}})
+
+
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, *, method: str = "finetune",
           objective: str | None = None):
     from factlens.editing.editor import edit
     from factlens.editing.sequential import edit_sequential
 
-    ec = cfg.edit_config(seed)
+    ec = method_edit_config(cfg, seed, method)
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
         if method != "finetune":
             raise ValueError(f"sequential editing runs masked fine-tuning only; method {method!r} is not supported there")
@@ -517,7 +540,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         if res.model is not prep.model:
             raise RuntimeError("edit(..., inplace=True) returned a different model object")
         prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
-        edit_info = _edit_summary(res, cfg.edit_config(seed))
+        edit_info = _edit_summary(res, method_edit_config(cfg, seed, method))
         _seed_everything(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),

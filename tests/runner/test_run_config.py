@@ -168,3 +168,21 @@ def test_method_options_reach_every_localization_of_that_method():
     assert _localize_options(own, "causal_tracing_mlps") == {"n_samples": 3, "batch_size": 4}
     assert _localize_options(own, "causal_tracing_top_mlp") == {"n_samples": 5, "batch_size": 4}
     assert _localize_options(own, "random") == {}
+
+
+def test_rome_and_memit_estimate_their_covariance_on_the_runs_text(tmp_path):
+    """``--text-source`` reaches ROME's and MEMIT's key covariance (issue: "the same --text-source as
+    the side-effects suite"); before, they used the built-in text (2,667 tokens on Gemma 3 270M)."""
+    from factlens.runner.pipeline import method_edit_config
+
+    text = tmp_path / "t.txt"
+    text.write_text("Some general text.\n")
+    cfg = RunConfig(task="planted", model="planted", methods=("rome",), localizations=("causal_tracing_top_mlp",),
+                    eval={"text.source": str(text)})
+    for method in ("rome", "memit"):
+        assert method_edit_config(cfg, 0, method).method_config(method).text_source == str(text)
+    assert method_edit_config(cfg, 0, "finetune") == cfg.edit_config(0)
+    own = cfg.replace(edit={"methods": {"rome": {"text_source": "other.txt"}}})
+    assert method_edit_config(own, 0, "rome").method_config("rome").text_source == "other.txt"
+    plain = RunConfig(task="planted", model="planted", methods=("rome",), localizations=("causal_tracing_top_mlp",))
+    assert method_edit_config(plain, 0, "rome").method_config("rome").text_source is None
