@@ -33,6 +33,8 @@ def _strip(record: dict) -> dict:
                 attack.pop("train_seconds", None)
     out["eval"] = ev
     out["edit"] = {k: v for k, v in out["edit"].items() if k != "seconds"}
+    if "meta" in out["edit"]:  # the edit's diagnostics include its own timings
+        out["edit"]["meta"] = {k: v for k, v in out["edit"]["meta"].items() if "seconds" not in k}
     return json.loads(json.dumps(out, sort_keys=True, default=str))
 
 

@@ -15,7 +15,7 @@ from factlens.runner.processes import JobError, ProcessPool
 
 #: Fields that say how and when a job ran, not what it computed.
 VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "executor", "baseline_cache", "seconds",
-            "total_seconds", "train_seconds", "load_seconds", "copy_seconds", "data_seconds"}
+            "total_seconds", "train_seconds", "load_seconds", "copy_seconds", "data_seconds", "seconds_per_step"}
 
 
 def _strip(x):
