@@ -330,9 +330,10 @@ class RunConfig:
             out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
                        f"the suites are {list(self.suites)}")
         readers = ("side_effects", "relearning", "unrelated_finetune")
-        if text is not None and not set(readers) & set(self.suites):
-            out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites read it, and the suites are "
-                       f"{list(self.suites)}")
+        covariance = ("rome", "memit")  # their key covariance is estimated on the run's text too
+        if text is not None and not set(readers) & set(self.suites) and not set(covariance) & set(self.methods):
+            out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
+                       f"{' and '.join(covariance)} read it, and the suites are {list(self.suites)}")
         out += self._unused_task_options()
         return out
 

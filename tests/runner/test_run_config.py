@@ -186,3 +186,7 @@ def test_rome_and_memit_estimate_their_covariance_on_the_runs_text(tmp_path):
     assert method_edit_config(own, 0, "rome").method_config("rome").text_source == "other.txt"
     plain = RunConfig(task="planted", model="planted", methods=("rome",), localizations=("causal_tracing_top_mlp",))
     assert method_edit_config(plain, 0, "rome").method_config("rome").text_source is None
+    # so a run whose suites do not read the text still accepts it for ROME / MEMIT, and refuses it otherwise
+    RunConfig(task="planted", model="planted", methods=("memit",), suites=("standard",), eval={"text.source": str(text)})
+    with pytest.raises(ValueError, match="key covariance"):
+        RunConfig(task="planted", model="planted", suites=("standard",), eval={"text.source": str(text)})
