@@ -488,7 +488,12 @@ def _as_dict(x: Any) -> dict[str, Any]:
 
 #: Evaluation settings added after run folders were first written: dotted path -> the value
 #: that reproduces what the versions before them did (a stored record without the key ran so).
+#: (``relearning.checkpoint`` is absent on purpose: it changes no result, so an older record
+#: takes today's default and resumes.)
 _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False}
+#: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
+#: exist, which is what their values below do.
+_ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
 
 
 def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
@@ -532,6 +537,10 @@ def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
                 resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
             except (TypeError, ValueError):
                 pass  # settings this version no longer has: the resume check reports the difference
+        out["resolved"] = resolved
+    ed = resolved.get("edit")
+    if isinstance(ed, Mapping) and "error" not in ed:
+        resolved["edit"] = {**{k: copy.deepcopy(v) for k, v in _ADDED_EDIT_FIELDS.items()}, **ed}
         out["resolved"] = resolved
     if isinstance(out.get("inputs"), Mapping):
         out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}

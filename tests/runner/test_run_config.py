@@ -125,8 +125,11 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     stored["config"]["eval"] = {"relearn_steps": 2, "text_source": str(text)}
     stored["resolved"]["eval"] = _flat_eval(stored["resolved"]["eval"])
     stored["inputs"] = {("eval.text_source" if k == "eval.text.source" else k): v for k, v in stored["inputs"].items()}
+    for added in ("methods", "rmu_adaptive_scale", "checkpoint"):  # edit settings added since folders were written
+        del stored["resolved"]["edit"][added]
     path.write_text(json.dumps(stored))
     assert upgrade_stored(stored)["resolved"]["eval"] == cfg.resolved()["eval"]
+    assert upgrade_stored(stored)["resolved"]["edit"] == cfg.resolved()["edit"]
 
     again = run_experiment(cfg)  # same settings, written the old way: resumes, nothing reruns
     assert again.ran == () and again.skipped == ("seed0/all_mlps",) and again.report is not None
