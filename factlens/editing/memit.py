@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,7 +71,7 @@ from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, con
                                 optimize_delta, subject_keys)
 from factlens.progress_bars import progress_bar
 
-__all__ = ["MemitConfig", "memit", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output",
+__all__ = ["MemitConfig", "memit", "memit_apply", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output",
            "unwritable_share"]
 
 
@@ -240,6 +241,34 @@ def unwritable_share(model, layer: int, residuals: Tensor) -> float:
     return float(sq[:, dead].sum()) / total if total > 0 else 0.0
 
 
+def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats: Mapping[int, KeyStatistics],
+                config: MemitConfig, prefixes: Sequence[str]) -> list[dict[str, Any]]:
+    """Spread the residual ``targets - z`` over ``layers`` (in order), editing their ``W_out`` in place.
+
+    MEMIT's layer loop: at layer ``j`` of ``L`` the remaining residual at the last layer is
+    divided by ``L - j`` and written through :func:`memit_update` with that layer's keys, which
+    are read on the model as edited so far. Split from :func:`memit` so that the update can be
+    re-applied with another ``mom2_update_weight`` or covariance without re-optimizing the
+    targets (``benchmarks/memit_sweep.py``). Returns per-layer diagnostics; the caller restores
+    the weights if it needs to.
+    """
+    params = dict(model.named_parameters())
+    z_layer = layers[-1]
+    per_layer = []
+    for j, l in enumerate(progress_bar(layers, desc="MEMIT layers", leave=False)):
+        keys = subject_keys(model, l, records, prefixes)
+        resid = (targets - _current_z(model, z_layer, records)) / (len(layers) - j)
+        values = residual_to_mlp_output(model, l, records, resid)
+        upd = memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
+        W = params[param_name(l, "mlp", "W_out")]
+        with torch.no_grad():
+            W.add_(upd.to(device=W.device, dtype=W.dtype))
+        per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
+                          "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l]),
+                          "unwritable_share": unwritable_share(model, l, resid)})
+    return per_layer
+
+
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
           inplace: bool = False) -> EditResult:
     """Write all of the task's new facts at once into the mask's MLP layers with MEMIT.
@@ -277,20 +306,9 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     names = {l: param_name(l, "mlp", "W_out") for l in layers}
     originals = {names[l]: params[names[l]].detach().clone() for l in layers}
     z_layer = layers[-1]
-    per_layer = []
     try:
         targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes)
-        for j, l in enumerate(progress_bar(layers, desc="MEMIT layers", leave=False)):
-            keys = subject_keys(work, l, records, prefixes)
-            resid = (targets - _current_z(work, z_layer, records)) / (len(layers) - j)
-            values = residual_to_mlp_output(work, l, records, resid)
-            upd = memit_update(stats[l], keys, values, mom2_update_weight=cfg.mom2_update_weight, ridge=cfg.cov_ridge)
-            W = params[names[l]]
-            with torch.no_grad():
-                W.add_(upd.to(device=W.device, dtype=W.dtype))
-            per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
-                              "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l]),
-                              "unwritable_share": unwritable_share(work, l, resid)})
+        per_layer = memit_apply(work, layers, records, targets, stats=stats, config=cfg, prefixes=prefixes)
     except BaseException:
         with torch.no_grad():
             for n, o in originals.items():
