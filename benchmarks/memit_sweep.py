@@ -46,25 +46,18 @@ def _args(argv):
 
 
 def _prepare(run_dir: Path, unit: str, seed: int | None):
-    """The run's config, seed, stored record, prepared seed, mask and the unit's MEMIT config."""
-    from factlens.components import Mask
+    """The run's unit (:func:`_runs.open_unit`) and the MEMIT config its edit used."""
+    from _runs import open_unit  # benchmarks/_runs.py (the script's folder is on sys.path)
     from factlens.editing import EditConfig
     from factlens.editing.memit import MemitConfig
-    from factlens.runner.config import RunConfig
-    from factlens.runner.executor import read_json
-    from factlens.runner.pipeline import _seed_everything, method_edit_config, prepare
+    from factlens.runner.pipeline import method_edit_config
 
-    cfg = RunConfig.from_dict(read_json(run_dir / "run_config.json")["config"])
-    seed = cfg.seeds[0] if seed is None else seed
-    _, method, _ = cfg.split_unit(unit)
-    if method != "memit":
-        raise SystemExit(f"unit {unit!r} is not a MEMIT unit (its method is {method!r}); pass e.g. --unit flu+memit")
-    rec = read_json(run_dir / "runs" / f"seed{seed}" / f"{unit}.json")
-    prep = prepare(cfg, seed)
-    _seed_everything(seed)
-    stored = rec.get("edit", {}).get("config")  # what the run used (older runs: no covariance text -> built-in)
-    base = MemitConfig.from_edit_config(EditConfig.from_dict(stored) if stored else method_edit_config(cfg, seed, "memit"))
-    return cfg, seed, rec, prep, Mask.from_dict(rec["mask"]), base
+    u = open_unit(run_dir, unit, seed)
+    if u.method != "memit":
+        raise SystemExit(f"unit {unit!r} is not a MEMIT unit (its method is {u.method!r}); pass e.g. --unit flu+memit")
+    stored = u.record.get("edit", {}).get("config")  # what the run used (older runs: no covariance text -> built-in)
+    ec = EditConfig.from_dict(stored) if stored else method_edit_config(u.config, u.seed, "memit")
+    return u, MemitConfig.from_edit_config(ec)
 
 
 def _row(ev, weight: float, source: str, per_layer: list, final: float, cpu: float) -> dict:
@@ -74,11 +67,6 @@ def _row(ev, weight: float, source: str, per_layer: list, final: float, cpu: flo
         for m in suite.metrics:
             row[m.name] = {"value": m.value, "ci": [m.ci_low, m.ci_high], "n": m.n}
     return row
-
-
-def _stored(rec: dict) -> dict:
-    suites = rec.get("eval", {}).get("suites", {}) if isinstance(rec.get("eval"), dict) else {}
-    return {m["name"]: m["value"] for s in suites.values() for m in s.get("metrics", [])}
 
 
 def main(argv=None) -> int:
@@ -92,7 +80,8 @@ def main(argv=None) -> int:
     from factlens.evaluation import evaluate
 
     factlens.progress(False)
-    cfg, seed, rec, prep, mask, base = _prepare(a.run_dir, a.unit, a.seed)
+    u, base = _prepare(a.run_dir, a.unit, a.seed)
+    cfg, seed, prep, mask = u.config, u.seed, u.prep, u.mask
     model, records = prep.model, list(prep.task.forget)
     layers = mask_mlp_layers(mask, model, method="MEMIT")
     prefixes = context_prefixes(base.prefix_lengths, base.seed)
@@ -102,7 +91,7 @@ def main(argv=None) -> int:
     targets, history = memit_targets(model, layers[-1], records, config=base, prefixes=prefixes)
     target_cpu = time.process_time() - t0
     print(json.dumps({"targets_cpu_seconds": target_cpu, "layers": layers, "n_facts": len(records)}), flush=True)
-    ec, want, rows = cfg.eval_config(seed), _stored(rec), []
+    ec, want, rows = cfg.eval_config(seed), u.stored_metrics(), []
     params = dict(model.named_parameters())
     names = [param_name(l, "mlp", "W_out") for l in layers]
     for src in sources:

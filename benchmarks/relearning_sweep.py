@@ -43,21 +43,13 @@ def _args(argv):
 
 def _recreate(run_dir: Path, unit: str, seed: int | None):
     """The run's config, the prepared seed and the unit's edit, applied in place (as the runner does)."""
-    from factlens.components import Mask
-    from factlens.runner.config import RunConfig
-    from factlens.runner.executor import read_json
-    from factlens.runner.pipeline import _edit, _seed_everything, prepare
+    from _runs import open_unit  # benchmarks/_runs.py (the script's folder is on sys.path)
+    from factlens.runner.pipeline import _edit
 
-    cfg = RunConfig.from_dict(read_json(run_dir / "run_config.json")["config"])
-    seed = cfg.seeds[0] if seed is None else seed
-    rec = read_json(run_dir / "runs" / f"seed{seed}" / f"{unit}.json")
-    mask = Mask.from_dict(rec["mask"])
-    _, method, objective = cfg.split_unit(unit)
-    prep = prepare(cfg, seed)
-    _seed_everything(seed)
-    res = _edit(prep, mask, cfg, seed, method=method, objective=None if objective == cfg.default_objective else objective)
-    prep.pristine.show(res)
-    return cfg, seed, rec, prep, res
+    u = open_unit(run_dir, unit, seed)
+    res = _edit(u.prep, u.mask, u.config, u.seed, method=u.method, objective=u.objective)
+    u.prep.pristine.show(res)
+    return u.config, u.seed, u.record, u.prep, res
 
 
 def _row(ev, lr: float, steps: int, cpu: float) -> dict:

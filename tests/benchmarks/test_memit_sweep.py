@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from factlens.runner import RunConfig, run_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memit_sweep.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("memit_sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sweep_reproduces_the_run_and_a_huge_weight_writes_nothing(tmp_path, capsys):
+def test_sweep_reproduces_the_run_and_a_huge_weight_writes_nothing(tmp_path, capsys, load_benchmark):
     run = tmp_path / "run"
     # planted residuals need a looser clamp than MEMIT's GPT-J 0.75 (tests/editing/test_memit.py)
     cfg = RunConfig(task="planted", model="planted", localizations=("causal_tracing_top_mlp",), methods=("memit",),
@@ -32,7 +22,7 @@ def test_sweep_reproduces_the_run_and_a_huge_weight_writes_nothing(tmp_path, cap
     want = {m["name"]: m["value"] for m in stored["eval"]["suites"]["standard"]["metrics"]}
     assert want["edit_accuracy"] > 0.5  # the run did edit: the comparison below means something
     out = tmp_path / "sweep.json"
-    assert _load().main([str(run), "--unit", "causal_tracing_top_mlp+memit", "--weights", "15000,1e12", "--out", str(out)]) == 0
+    assert load_benchmark('memit_sweep').main([str(run), "--unit", "causal_tracing_top_mlp+memit", "--weights", "15000,1e12", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["matches_run"] is True
     assert rows[0]["edit_accuracy"]["value"] == want["edit_accuracy"]
@@ -44,9 +34,17 @@ def test_sweep_reproduces_the_run_and_a_huge_weight_writes_nothing(tmp_path, cap
     assert "| covariance text | mom2_update_weight |" in capsys.readouterr().out
 
 
-def test_a_unit_that_is_not_memit_is_refused(tmp_path):
+def test_a_unit_that_is_not_memit_is_refused(tmp_path, load_benchmark):
     run = tmp_path / "run"
     run_experiment(RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
                              edit={"steps": 1}, out=str(run), show_progress=False), report=False)
     with pytest.raises(SystemExit, match="not a MEMIT unit"):
-        _load().main([str(run), "--unit", "all_mlps"])
+        load_benchmark('memit_sweep').main([str(run), "--unit", "all_mlps"])
+
+
+def test_a_unit_that_has_not_finished_is_a_clear_error(tmp_path, load_benchmark):
+    run = tmp_path / "run"
+    run_experiment(RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
+                             edit={"steps": 1}, out=str(run), show_progress=False), report=False)
+    with pytest.raises(SystemExit, match="has not finished"):
+        load_benchmark("memit_sweep").main([str(run), "--unit", "all_mlps+memit"])

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from factlens.runner import RunConfig, run_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "relearning_sweep.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("relearning_sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sweep_reproduces_the_run_and_a_stronger_attack_recovers_more(tmp_path, capsys):
+def test_sweep_reproduces_the_run_and_a_stronger_attack_recovers_more(tmp_path, capsys, load_benchmark):
     run = tmp_path / "run"
     cfg = RunConfig(task="planted", model="planted", localizations=("flu",), suites=("relearning",), out=str(run),
                     show_progress=False)
@@ -31,7 +21,7 @@ def test_sweep_reproduces_the_run_and_a_stronger_attack_recovers_more(tmp_path, 
     rc = stored["eval"]["meta"]["config"]["relearning"]
     out = tmp_path / "sweep.json"
     # the run's own setting (planted preset: lr 1e-4, 5 steps), then a 10x higher learning rate
-    assert _load().main([str(run), "--lrs", f"{rc['lr']},{rc['lr'] * 10}", "--steps", str(rc["steps"]),
+    assert load_benchmark('relearning_sweep').main([str(run), "--lrs", f"{rc['lr']},{rc['lr'] * 10}", "--steps", str(rc["steps"]),
                          "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["matches_run"] is True and rows[0]["held_out_after"] == want["relearn_forget_accuracy"]
