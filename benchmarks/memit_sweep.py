@@ -62,7 +62,8 @@ def _prepare(run_dir: Path, unit: str, seed: int | None):
 
 def _row(ev, weight: float, source: str, per_layer: list, final: float, cpu: float) -> dict:
     row = {"mom2_update_weight": weight, "text_source": source, "cpu_seconds": cpu,
-           "update_norm": sum(p["update_norm"] for p in per_layer) / len(per_layer), "final_residual_norm": final}
+           "update_norm": sum(p["update_norm"] for p in per_layer) / len(per_layer),
+           "residual_norm_before": per_layer[0]["residual_norm"], "final_residual_norm": final}
     for suite in ev.suites.values():
         for m in suite.metrics:
             row[m.name] = {"value": m.value, "ci": [m.ci_low, m.ci_high], "n": m.n}
