@@ -39,6 +39,8 @@ def _args(argv):
     ap.add_argument("--weights", default="1.5e3,1.5e4,1.5e5,1.5e6", help="comma-separated mom2_update_weight values")
     ap.add_argument("--text-sources", default="builtin",
                     help="comma-separated covariance texts: 'builtin' or a text file / dataset name")
+    ap.add_argument("--norm-weight-floors", default=None,
+                    help="comma-separated MemitConfig.norm_weight_floor values (default: the run's)")
     ap.add_argument("--suites", default="standard", help="evaluation suites of each row (the run's settings)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the rows")
@@ -57,7 +59,11 @@ def _prepare(run_dir: Path, unit: str, seed: int | None):
         raise SystemExit(f"unit {unit!r} is not a MEMIT unit (its method is {u.method!r}); pass e.g. --unit flu+memit")
     stored = u.record.get("edit", {}).get("config")  # what the run used (older runs: no covariance text -> built-in)
     ec = EditConfig.from_dict(stored) if stored else method_edit_config(u.config, u.seed, "memit")
-    return u, MemitConfig.from_edit_config(ec)
+    base = MemitConfig.from_edit_config(ec)
+    if stored and "norm_weight_floor" not in ec.methods.get("memit", {}):
+        meta = u.record.get("edit", {}).get("meta", {}).get("memit_config", {})
+        base = base.replace(norm_weight_floor=meta.get("norm_weight_floor", 0.0))  # older code wrote every non-zero weight
+    return u, base
 
 
 def _row(ev, weight: float, source: str, per_layer: list, final: float, cpu: float) -> dict:
@@ -70,15 +76,38 @@ def _row(ev, weight: float, source: str, per_layer: list, final: float, cpu: flo
     return row
 
 
+def _sweep_row(u, mask, layers, records, targets, history, stats, row_cfg, prefixes, *, suites, eval_config) -> dict:
+    """Write MEMIT's update with ``row_cfg`` into the run's model, evaluate it, revert it; the row."""
+    from factlens.components import param_name
+    from factlens.editing.memit import _current_z, memit_apply
+    from factlens.editing.memory_editing import build_result
+    from factlens.evaluation import evaluate
+
+    model, prep = u.prep.model, u.prep
+    c0 = time.process_time()
+    params = dict(model.named_parameters())
+    originals = {n: params[n].detach().clone() for n in (param_name(l, "mlp", "W_out") for l in layers)}
+    per_layer = memit_apply(model, layers, records, targets, stats=stats, config=row_cfg, prefixes=prefixes)
+    final = float((targets - _current_z(model, layers[-1], records)).norm(dim=1).mean())
+    res = build_result(model, mask, u.config.edit_config(u.seed), originals, task=prep.task, t0=time.perf_counter(),
+                       history=history, meta={"method": "memit"})
+    try:
+        prep.pristine.show(res)
+        ev = evaluate(model, prep.task, original=prep.original, suites=suites, config=eval_config)
+    finally:
+        res.revert()
+        prep.pristine.reset()
+    return {**_row(ev, row_cfg.mom2_update_weight, row_cfg.text_source or "builtin", per_layer, final,
+                   time.process_time() - c0), "norm_weight_floor": row_cfg.norm_weight_floor}
+
+
 def main(argv=None) -> int:
     a = _args(argv)
     torch.set_num_threads(a.threads)
     import factlens
-    from factlens.components import param_name
-    from factlens.editing.memit import _current_z, memit_apply, memit_targets
-    from factlens.editing.memory_editing import build_result, layer_key_statistics, mask_mlp_layers
+    from factlens.editing.memit import memit_targets
+    from factlens.editing.memory_editing import layer_key_statistics, mask_mlp_layers
     from factlens.editing.rome import context_prefixes
-    from factlens.evaluation import evaluate
 
     factlens.progress(False)
     u, base = _prepare(a.run_dir, a.unit, a.seed)
@@ -93,29 +122,18 @@ def main(argv=None) -> int:
     target_cpu = time.process_time() - t0
     print(json.dumps({"targets_cpu_seconds": target_cpu, "layers": layers, "n_facts": len(records)}), flush=True)
     ec, want, rows = cfg.eval_config(seed), u.stored_metrics(), []
-    params = dict(model.named_parameters())
-    names = [param_name(l, "mlp", "W_out") for l in layers]
+    floors = [base.norm_weight_floor] if a.norm_weight_floors is None else [float(x) for x in a.norm_weight_floors.split(",")]
     for src in sources:
         for w in (float(x) for x in a.weights.split(",")):
-            c0 = time.process_time()
-            row_cfg = base.replace(text_source=src, mom2_update_weight=w)
-            originals = {n: params[n].detach().clone() for n in names}
-            per_layer = memit_apply(model, layers, records, targets, stats=stats[src], config=row_cfg, prefixes=prefixes)
-            final = float((targets - _current_z(model, layers[-1], records)).norm(dim=1).mean())
-            res = build_result(model, mask, cfg.edit_config(seed), originals, task=prep.task, t0=time.perf_counter(),
-                               history=history, meta={"method": "memit"})
-            try:
-                prep.pristine.show(res)
-                ev = evaluate(model, prep.task, original=prep.original, suites=a.suites.split(","), config=ec)
-            finally:
-                res.revert()
-                prep.pristine.reset()
-            row = _row(ev, w, src or "builtin", per_layer, final, time.process_time() - c0)
-            if w == base.mom2_update_weight and src == base.text_source and want:
-                row["matches_run"] = all(want.get(k) == v["value"] for k, v in row.items()
-                                         if isinstance(v, dict) and k in want)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for floor in floors:
+                row_cfg = base.replace(text_source=src, mom2_update_weight=w, norm_weight_floor=floor)
+                row = _sweep_row(u, mask, layers, records, targets, history, stats[src], row_cfg, prefixes,
+                                 suites=a.suites.split(","), eval_config=ec)
+                if row_cfg == base and want:
+                    row["matches_run"] = all(want.get(k) == v["value"] for k, v in row.items()
+                                             if isinstance(v, dict) and k in want)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     out = {"run_dir": str(a.run_dir), "unit": a.unit, "seed": seed, "layers": layers, "targets_cpu_seconds": target_cpu,
            "memit": base.to_dict(), "rows": rows}
     if a.out:
@@ -129,11 +147,11 @@ def _table(rows: list[dict]) -> None:
         m = r.get(k)
         return "–" if m is None else f"{m['value']:.3f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}] ({m['n']})"
 
-    print("| covariance text | mom2_update_weight | edit acc. [95% CI] (n) | maintain acc. [95% CI] (n) "
+    print("| covariance text | mom2_update_weight | norm_weight_floor | edit acc. [95% CI] (n) | maintain acc. [95% CI] (n) "
           "| mean update norm | residual left | CPU s |")
-    print("|---|---:|---|---|---:|---:|---:|")
+    print("|---|---:|---:|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {Path(r['text_source']).name} | {r['mom2_update_weight']:g} | {cell(r, 'edit_accuracy')} "
+        print(f"| {Path(r['text_source']).name} | {r['mom2_update_weight']:g} | {r['norm_weight_floor']:g} | {cell(r, 'edit_accuracy')} "
               f"| {cell(r, 'maintain_accuracy')} | {r['update_norm']:.3g} | {r['final_residual_norm']:.3g} "
               f"| {r['cpu_seconds']:.0f} |")
 

@@ -89,6 +89,13 @@ class MemitConfig(ValueEditConfig):
         kl_prompts: Essence prompts, ``{}`` = the subject.
         prefix_lengths: ``(words, count)`` pairs of general-text prefixes (plus the bare prompt).
         mom2_update_weight: ``lambda``, the weight of the covariance against the new keys (>= 0).
+        norm_weight_floor: Models with a norm after the MLP (Gemma 2/3): residual dimensions
+            whose norm weight ``|w|`` is below this fraction of its median are not written
+            (as zero weights are not). Gemma 3 270M's ``ln2_post`` at layer 4 has 7 weights
+            between 0 and 0.01 (median 5.7): writing through them blew the update up (layer 4's
+            update norm 34 instead of 0.5 on 4 athletes) and left a larger gap at the targets
+            (839 against 277; docs/methods/memit.md). ``0``: write every non-zero dimension
+            (factlens before 2026-11-30). No effect on models without such a norm.
         text_source: General text for the key covariance (``None``: built-in).
         n_cov_tokens: Tokens for the key covariance of each layer.
         cov_seq_len: Tokens per covariance chunk.
@@ -102,11 +109,15 @@ class MemitConfig(ValueEditConfig):
     clamp_norm_factor: float | None = 0.75
     prefix_lengths: tuple[tuple[int, int], ...] = ((10, 5),)
     mom2_update_weight: float = 15000.0
+    norm_weight_floor: float = 0.01
 
     def __post_init__(self) -> None:
         check_value_fields(self)
         if self.mom2_update_weight < 0:
             raise ValueError(f"MemitConfig.mom2_update_weight must be >= 0, got {self.mom2_update_weight}")
+        if not (0 <= self.norm_weight_floor < 1):
+            raise ValueError(f"MemitConfig.norm_weight_floor must be in [0, 1) (a fraction of the norm weight's "
+                             f"median; 0 = write every non-zero dimension), got {self.norm_weight_floor}")
 
 
 def memit_update(stats: KeyStatistics, keys: Float[Tensor, "n d_mlp"], residuals: Float[Tensor, "n d_model"], *,
@@ -187,7 +198,7 @@ def post_mlp_norm(model, layer: int):
     return norm
 
 
-def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Tensor:
+def residual_to_mlp_output(model, layer: int, records, residuals: Tensor, *, weight_floor: float = 0.0) -> Tensor:
     """Map residual-stream changes to changes of MLP ``layer``'s raw output (``W_out``'s value space).
 
     Without a norm after the MLP this is the identity. With an RMS norm ``N(r) = w * r / s(r)``
@@ -197,6 +208,11 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Ten
     gives ``N(r + dr) = N(r) + w * P(R / w)`` to first order. MEMIT's reference has no such
     step (GPT-J has no post-MLP norm). Dimensions whose norm weight is zero cannot be written
     at all; they get no change (:func:`unwritable_share` measures how much of ``R`` lies there).
+
+    ``weight_floor``: dimensions whose ``|w|`` is below ``weight_floor`` times the layer's
+    median ``|w|`` count as unwritable too. Writing ``R`` there takes a raw change ``R / w``
+    hundreds of times larger than elsewhere, which moves ``s(r)`` and with it every other
+    dimension: far outside the linearization (see ``MemitConfig.norm_weight_floor``).
     """
     norm = post_mlp_norm(model, layer)
     if norm is None:
@@ -222,20 +238,28 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor) -> Ten
     # A zero norm weight (Gemma 3 270M's ln2_post has some, as loaded by TransformerLens) blocks its
     # dimension: no change of the MLP output reaches the residual stream there. The least-squares
     # answer writes the reachable dimensions and leaves those at 0 (their share: unwritable_share).
-    w = torch.where(w.abs() < 1e-12, torch.full_like(w, math.inf), w)
+    w = torch.where(_unwritable(w, weight_floor), torch.full_like(w, math.inf), w)
     s = (raw.pow(2).mean(-1, keepdim=True) + float(norm.eps)).sqrt()
     x = s * residuals.to(torch.float64) / w
     unit = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     return x - (x * unit).sum(-1, keepdim=True) * unit
 
 
-def unwritable_share(model, layer: int, residuals: Tensor) -> float:
+def _unwritable(w: Tensor, weight_floor: float) -> Tensor:
+    """Dimensions of a post-MLP norm weight that MEMIT does not write: zero, or below
+    ``weight_floor`` times the median ``|w|``."""
+    a = w.abs()
+    return (a < 1e-12) | (a < weight_floor * float(a.median()))
+
+
+def unwritable_share(model, layer: int, residuals: Tensor, *, weight_floor: float = 0.0) -> float:
     """Share of ``|R|^2`` in the residual dimensions that block ``layer``'s post-MLP norm zeroes
-    (its weight is 0 there), which no change of the MLP output can write; 0 without such a norm."""
+    (its weight is 0 there, or below ``weight_floor`` times its median, see
+    :func:`residual_to_mlp_output`), which MEMIT does not write; 0 without such a norm."""
     norm = post_mlp_norm(model, layer)
     if norm is None or not hasattr(norm, "w"):
         return 0.0
-    dead = norm.w.detach().abs().to("cpu") < 1e-12
+    dead = _unwritable(norm.w.detach().to("cpu", torch.float64), weight_floor)
     sq = residuals.to("cpu", torch.float64).pow(2)
     total = float(sq.sum())
     return float(sq[:, dead].sum()) / total if total > 0 else 0.0
@@ -258,14 +282,14 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
     for j, l in enumerate(progress_bar(layers, desc="MEMIT layers", leave=False)):
         keys = subject_keys(model, l, records, prefixes)
         resid = (targets - _current_z(model, z_layer, records)) / (len(layers) - j)
-        values = residual_to_mlp_output(model, l, records, resid)
+        values = residual_to_mlp_output(model, l, records, resid, weight_floor=config.norm_weight_floor)
         upd = memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
         W = params[param_name(l, "mlp", "W_out")]
         with torch.no_grad():
             W.add_(upd.to(device=W.device, dtype=W.dtype))
         per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
                           "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l]),
-                          "unwritable_share": unwritable_share(model, l, resid)})
+                          "unwritable_share": unwritable_share(model, l, resid, weight_floor=config.norm_weight_floor)})
     return per_layer
 
 

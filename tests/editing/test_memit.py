@@ -252,3 +252,38 @@ def test_post_norm_with_zero_weights_writes_the_other_dimensions(task):
     edited = memit(m, Mask.from_labels(["L1.mlp"]), task, config=MemitConfig(v_num_grad_steps=2, n_cov_tokens=200),
                    inplace=False)
     assert edited.meta["layers"][0]["unwritable_share"] > 0
+
+
+def test_tiny_post_norm_weights_count_as_unwritable(task):
+    """Gemma 3 270M's ln2_post at layer 4 has weights between 0 and 0.01 (median 5.7). Writing the
+    residual through them takes raw changes hundreds of times larger than elsewhere, which the
+    norm's linearization cannot follow: MEMIT's update blew up and the gap at the targets grew.
+    ``norm_weight_floor`` (default 0.01 of the median) leaves those dimensions unwritten."""
+    from factlens.editing.memit import residual_to_mlp_output, unwritable_share
+    from factlens.testing.shaped import gemma3_shaped
+
+    m = gemma3_shaped(n_layers=3)
+    tiny = torch.zeros(m.cfg.d_model, dtype=torch.bool)
+    tiny[:3] = True
+    with torch.no_grad():
+        med = float(m.blocks[1].ln2_post.w.abs().median())
+        m.blocks[1].ln2_post.w[tiny] = 1e-4 * med
+    recs = list(task.forget)
+    R = torch.randn(len(recs), m.cfg.d_model, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    R_live = R.clone()
+    R_live[:, tiny] = 0.0
+    floored = residual_to_mlp_output(m, 1, recs, R, weight_floor=0.01)
+    assert torch.allclose(floored, residual_to_mlp_output(m, 1, recs, R_live))  # the tiny part is dropped
+    assert float(residual_to_mlp_output(m, 1, recs, R).norm()) > 10 * float(floored.norm())  # unfloored: blown up
+    assert unwritable_share(m, 1, R, weight_floor=0.01) == pytest.approx(float(R[:, tiny].pow(2).sum() / R.pow(2).sum()))
+    assert unwritable_share(m, 1, R) == 0.0
+    cfg = FAST.replace(prefix_lengths=(), mom2_update_weight=0.0)
+    gaps = {}
+    for floor in (0.0, 0.01):
+        res = memit(m, Mask.from_labels(["L1.mlp"]), task, config=cfg.replace(norm_weight_floor=floor))
+        gaps[floor] = res.meta["final_residual_norm"] / res.meta["layers"][0]["residual_norm"]
+        assert res.meta["memit_config"]["norm_weight_floor"] == floor
+    assert gaps[0.01] < gaps[0.0]
+    assert MemitConfig().norm_weight_floor == 0.01
+    with pytest.raises(ValueError, match="norm_weight_floor must be in"):
+        MemitConfig(norm_weight_floor=1.5)
