@@ -92,9 +92,10 @@ class MemitConfig(ValueEditConfig):
         norm_weight_floor: Models with a norm after the MLP (Gemma 2/3): residual dimensions
             whose norm weight ``|w|`` is below this fraction of its median are not written
             (as zero weights are not). Gemma 3 270M's ``ln2_post`` at layer 4 has 7 weights
-            between 0 and 0.01 (median 5.7): writing through them blew the update up (layer 4's
-            update norm 34 instead of 0.5 on 4 athletes) and left a larger gap at the targets
-            (839 against 277; docs/methods/memit.md). ``0``: write every non-zero dimension
+            between 0 and 0.01 (median 5.7): writing through them blew the update up and left
+            a larger gap at the targets (16 athletes at the FLU's MLPs 2-4: mean update norm 25
+            against 2.4, gap 824 against 272; benchmarks/memit_sweep.py, docs/methods/memit.md).
+            ``0``: write every non-zero dimension
             (factlens before 2026-11-30). No effect on models without such a norm.
         text_source: General text for the key covariance (``None``: built-in).
         n_cov_tokens: Tokens for the key covariance of each layer.
