@@ -150,7 +150,16 @@ VARIANTS = {
     "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True},
     "view-only": {"prefix_reuse": False, "original": "view", "layout": False, "two_pass": False, "checkpoint": False},
     "no-checkpoint": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": False},
+    "merged-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
+                    "lora_forward": "merged"},
+    "factored-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
+                      "lora_forward": "factored"},
 }
+
+
+def _lora_forward(variant: dict) -> dict:
+    """The variant's ``relearning.lora_forward`` override (none: the default)."""
+    return {"relearning.lora_forward": variant["lora_forward"]} if "lora_forward" in variant else {}
 
 
 def one_backward_step(state, step):
@@ -208,7 +217,7 @@ def run_variant(args) -> dict:
     cfg = run_config(args)
     ck = bool(v.get("checkpoint", True))
     cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": ck},
-                      eval={**cfg.eval.to_dict(), "relearning.checkpoint": ck})
+                      eval={**cfg.eval.to_dict(), "relearning.checkpoint": ck, **_lora_forward(v)})
     suites = list(cfg.suites)
     print(f"variant {args.variant} {v}; torch threads {torch.get_num_threads()}; suites {suites}; "
           f"localization {args.localization}; seed {args.seed}", flush=True)
@@ -311,7 +320,7 @@ def scaling_one(args) -> dict:
     ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=ck)
     vcfg = EvalConfig.from_dict(_cpu_eval()).override({"relearning.steps": args.scaling_steps,
                                                        "soft_prompts.steps": args.scaling_steps,
-                                                       "relearning.checkpoint": ck})
+                                                       "relearning.checkpoint": ck, **_lora_forward(v)})
     cache = BaselineCache()
     with applied(v):
         with stages.stage("edit"):

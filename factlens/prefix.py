@@ -84,11 +84,30 @@ def common_prefix_len(tokens: Tensor, lengths: Tensor | None = None) -> int:
     return int(diff[0, 0]) if len(diff) else n
 
 
+_POSITIONWISE = "_factlens_positionwise"
+
+
+def mark_positionwise(fn):
+    """Declare the hook ``fn`` position-wise: its output at each position depends only on that
+    position's values, so splitting a batch into a prefix pass and the rest stays exact, and
+    its presence does not switch reuse off (the factored LoRA hooks). Returns ``fn``."""
+    setattr(fn, _POSITIONWISE, True)
+    return fn
+
+
+def is_positionwise_hook(fn) -> bool:
+    """Whether ``fn`` was declared position-wise by :func:`mark_positionwise`."""
+    return bool(getattr(fn, _POSITIONWISE, False))
+
+
 def _has_hooks(model) -> bool:
+    """Hooks that might read or write particular positions (factored-LoRA hooks act on each
+    position alone, so they keep the prefix split exact and are not counted)."""
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
         return True  # not a HookedTransformer: do not guess
-    return any(hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks for hp in hook_dict.values())
+    return any(any(not is_positionwise_hook(f) for f in hooks.values())
+               for hp in hook_dict.values() for hooks in (hp._forward_hooks, hp._forward_pre_hooks, hp._backward_hooks))
 
 
 def _supported(model) -> bool:

@@ -145,12 +145,13 @@ class EvalConfig(ConfigBase):
         (10, 4, 512)
         >>> EvalConfig.from_dict(cfg.to_dict()) == cfg
         True
-        >>> cfg.override({"relearning.lr": 1e-3}).relearning
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True)
+        >>> cfg.override({"relearning.lr": 1e-3}).relearning  # doctest: +NORMALIZE_WHITESPACE
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True,
+        lora_forward='factored')
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lr', 'rank', 'steps']
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps']
     """
 
     _renamed = RENAMED

@@ -4,7 +4,10 @@
 then sees ``W + scale * (A @ B)`` (in TransformerLens orientation, ``x @ W``), with ``B``
 zero-initialized so the adapter starts as an exact no-op. The original parameter tensor is
 kept untouched (as ``parametrizations.<name>.original``) and :meth:`LoraHandle.remove`
-puts it back, so the model's weights are restored **bitwise**.
+puts it back, so the model's weights are restored **bitwise**. With ``forward="factored"``
+the weights are not wrapped at all: hooks add ``scale * (x @ A) @ B`` to each product
+(:mod:`factlens.evaluation.lora_factored`), which spares a copy of every adapted matrix per
+training step.
 
 Matrix view of the weights (the rank is capped at the smaller side of this matrix):
 
@@ -29,13 +32,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-__all__ = ["LoraHandle", "add_lora", "DEFAULT_TARGETS"]
+__all__ = ["LoraHandle", "add_lora", "DEFAULT_TARGETS", "LORA_FORWARDS", "reshape_delta"]
 
 #: Short names of the weight matrices adapted by default (``W_K``/``W_V`` also match the
 #: grouped-query ``_W_K``/``_W_V``).
@@ -59,6 +62,24 @@ def _matrix_dims(short: str, shape: torch.Size) -> tuple[int, int]:
     raise ValueError(f"cannot view a {short} parameter of shape {tuple(shape)} as a matrix")
 
 
+def reshape_delta(d: Tensor, short: str, shape: Sequence[int]) -> Tensor:
+    """A ``[d_in, d_out]`` matrix-view update in the weight's own shape (see the module docstring)."""
+    if len(shape) == 2:
+        return d
+    n, x, y = shape
+    if short in _HEAD_IN:  # [d_model, n * d_head] -> [n, d_model, d_head]
+        return d.reshape(x, n, y).permute(1, 0, 2)
+    return d.reshape(n, x, y)  # [n * d_head, d_model] -> [n, d_head, d_model]
+
+
+def _init_adapter(d_in: int, d_out: int, rank: int, *, generator: torch.Generator, device,
+                  dtype: torch.dtype) -> tuple[nn.Parameter, nn.Parameter]:
+    """``A`` kaiming-uniform(a=sqrt(5)) as in PEFT, ``B`` zero (the adapter starts as a no-op)."""
+    bound = 1.0 / math.sqrt(d_in)
+    a = (torch.rand(d_in, rank, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+    return nn.Parameter(a.to(device=device, dtype=dtype)), nn.Parameter(torch.zeros(rank, d_out, device=device, dtype=dtype))
+
+
 class _LoraDelta(nn.Module):
     """Parametrization ``W -> W + scale * reshape(A @ B)`` (``B`` starts at zero)."""
 
@@ -66,20 +87,10 @@ class _LoraDelta(nn.Module):
                  device, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.short, self.shape, self.scale = short, tuple(shape), float(scale)
-        d_in, d_out = _matrix_dims(short, shape)
-        bound = 1.0 / math.sqrt(d_in)  # kaiming-uniform(a=sqrt(5)) as in PEFT
-        a = (torch.rand(d_in, rank, generator=generator, dtype=torch.float32) * 2 - 1) * bound
-        self.A = nn.Parameter(a.to(device=device, dtype=dtype))
-        self.B = nn.Parameter(torch.zeros(rank, d_out, device=device, dtype=dtype))
+        self.A, self.B = _init_adapter(*_matrix_dims(short, shape), rank, generator=generator, device=device, dtype=dtype)
 
     def delta(self) -> Tensor:
-        d = (self.A @ self.B) * self.scale
-        if len(self.shape) == 2:
-            return d
-        n, x, y = self.shape
-        if self.short in _HEAD_IN:  # [d_model, n * d_head] -> [n, d_model, d_head]
-            return d.reshape(x, n, y).permute(1, 0, 2)
-        return d.reshape(n, x, y)  # [n * d_head, d_model] -> [n, d_head, d_model]
+        return reshape_delta((self.A @ self.B) * self.scale, self.short, self.shape)
 
     def forward(self, W: Tensor) -> Tensor:
         return W + self.delta().to(W.dtype)
@@ -93,24 +104,30 @@ class LoraHandle:
         model: The adapted model.
         ranks: Parameter name -> rank used (``min(rank, d_in, d_out)`` of its matrix view).
         scale: ``alpha / rank`` factor applied to every ``A @ B``.
+        forward: ``"merged"`` (parametrizations: the model sees ``W + scale * A @ B``) or
+            ``"factored"`` (hooks add ``scale * (x @ A) @ B``: :mod:`factlens.evaluation.lora_factored`).
         removed: True after :meth:`remove`.
     """
 
     model: nn.Module
     ranks: dict[str, int]
     scale: float
+    forward: str = "merged"
     _sites: list[tuple[nn.Module, str, str]] = field(default_factory=list, repr=False)
+    _factored: list[Any] = field(default_factory=list, repr=False)
     removed: bool = False
 
-    def _deltas(self) -> Iterator[tuple[str, _LoraDelta]]:
-        for module, attr, full in self._sites:
-            yield full, module.parametrizations[attr][0]
+    def _adapters(self) -> Iterator[Any]:
+        """Every adapter (``_LoraDelta`` or ``FactoredSite``: both have ``A``, ``B`` and ``delta()``), in target order."""
+        for module, attr, _ in self._sites:
+            yield module.parametrizations[attr][0]
+        yield from self._factored
 
     def parameters(self) -> list[nn.Parameter]:
         """The trainable adapter parameters (``A`` and ``B`` of every site)."""
         if self.removed:
             raise RuntimeError("the LoRA adapters were removed")
-        return [p for _, d in self._deltas() for p in (d.A, d.B)]
+        return [p for d in self._adapters() for p in (d.A, d.B)]
 
     @property
     def n_params(self) -> int:
@@ -118,7 +135,7 @@ class LoraHandle:
         return sum(p.numel() for p in self.parameters())
 
     def materialize(self) -> None:
-        """Build every adapted weight ``W + scale * A @ B`` now.
+        """Build every adapted weight ``W + scale * A @ B`` now (merged form; factored: nothing to build).
 
         Inside ``torch.nn.utils.parametrize.cached()`` the weights are then computed once, here,
         instead of at their first use inside the forward pass; gradient checkpointing
@@ -131,7 +148,7 @@ class LoraHandle:
     def delta_norm(self) -> float:
         """Frobenius norm of all weight changes ``scale * A @ B`` together."""
         with torch.no_grad():
-            return float(math.sqrt(sum(float(d.delta().float().pow(2).sum()) for _, d in self._deltas())))
+            return float(math.sqrt(sum(float(d.delta().float().pow(2).sum()) for d in self._adapters())))
 
     def remove(self) -> None:
         """Remove every adapter and restore the original parameters (bitwise; idempotent)."""
@@ -139,6 +156,8 @@ class LoraHandle:
             return
         for module, attr, _ in self._sites:
             parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        for site in self._factored:
+            site.remove()
         self.removed = True
 
 
@@ -152,15 +171,17 @@ def _targets_of(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return out
 
 
+#: How the adapted weights are computed (see :class:`LoraHandle`).
+LORA_FORWARDS: tuple[str, ...] = ("merged", "factored")
+
+
 def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TARGETS, alpha: float | None = None,
-             seed: int = 0, dtype: torch.dtype = torch.float32) -> LoraHandle:
+             seed: int = 0, dtype: torch.dtype = torch.float32, forward: str = "merged") -> LoraHandle:
     """Add LoRA adapters to ``model``'s weight matrices (in place, removable).
 
-    The weights themselves are never written: the adapters are parametrizations that add
-    ``scale * A @ B`` on the fly. Train :meth:`LoraHandle.parameters`; call
-    :meth:`LoraHandle.remove` to get the untouched model back. While adapters are
-    attached, ``model.named_parameters()`` lists the originals as
-    ``...parametrizations.<name>.original`` plus the adapters.
+    The weights themselves are never written: the adapters add ``scale * A @ B`` on the fly.
+    Train :meth:`LoraHandle.parameters`; call :meth:`LoraHandle.remove` to get the untouched
+    model back.
 
     Args:
         model: A ``HookedTransformer`` (or any module with TransformerLens-shaped weights).
@@ -169,21 +190,33 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
             also matches ``_W_K``) or full parameter names.
         alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank`` (default ``alpha =
             rank``: scale 1).
-        seed: Seed of the random ``A`` initialization.
+        seed: Seed of the random ``A`` initialization (the same adapters in both forms).
         dtype: Dtype of the adapter parameters (float32 by default, also for bf16 models).
+        forward: ``"merged"``: parametrizations, the model sees ``W + scale * A @ B`` (while
+            attached, ``model.named_parameters()`` lists the originals as
+            ``...parametrizations.<name>.original`` plus the adapters); works for any module.
+            ``"factored"``: the weights stay as they are and hooks add ``scale * (x @ A) @ B`` to
+            each product (:mod:`factlens.evaluation.lora_factored`): no copy of the adapted
+            matrices per step; the same function up to float rounding; TransformerLens
+            attention and MLP blocks only.
 
     Returns:
         The handle (adapter parameters, ranks, ``remove()``).
 
     Raises:
-        ValueError: ``rank < 1`` or no parameter matches ``targets``.
+        ValueError: ``rank < 1``, an unknown ``forward``, no parameter matches ``targets``, or
+            (factored) a target the hooks cannot reach.
     """
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    if forward not in LORA_FORWARDS:
+        raise ValueError(f"unknown LoRA forward {forward!r}; use one of {list(LORA_FORWARDS)}")
+    from factlens.evaluation.lora_factored import FactoredSite, attach_factored
+
     scale = 1.0 if alpha is None else float(alpha) / rank
     gen = torch.Generator().manual_seed(seed)
     modules = dict(model.named_modules())
-    handle = LoraHandle(model, {}, scale)
+    handle = LoraHandle(model, {}, scale, forward)
     try:
         for full in _targets_of(model, targets):
             mod_name, _, attr = full.rpartition(".")
@@ -191,10 +224,16 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
             p = getattr(module, attr)
             short = _short(full)
             r = min(rank, *_matrix_dims(short, p.shape))
-            delta = _LoraDelta(short, p.shape, r, scale, generator=gen, device=p.device, dtype=dtype)
-            parametrize.register_parametrization(module, attr, delta, unsafe=True)  # shape and dtype are kept
-            handle._sites.append((module, attr, full))
+            if forward == "factored":
+                a, b = _init_adapter(*_matrix_dims(short, p.shape), r, generator=gen, device=p.device, dtype=dtype)
+                handle._factored.append(FactoredSite(full, short, a, b, scale, tuple(p.shape)))
+            else:
+                delta = _LoraDelta(short, p.shape, r, scale, generator=gen, device=p.device, dtype=dtype)
+                parametrize.register_parametrization(module, attr, delta, unsafe=True)  # shape and dtype are kept
+                handle._sites.append((module, attr, full))
             handle.ranks[full] = r
+        if handle._factored:
+            attach_factored(model, handle._factored)
     except BaseException:
         handle.remove()
         raise

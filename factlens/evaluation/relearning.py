@@ -70,10 +70,17 @@ class RelearningConfig(ConfigBase):
             them (:func:`factlens.memory.checkpointed_blocks`): the same gradients and results
             (bitwise on CPU), a lower peak memory (the attack is the main job's peak), about one
             more forward pass per step (docs/performance.md).
+        lora_forward: How the adapters enter the model (:func:`~factlens.evaluation.lora.add_lora`):
+            ``"factored"`` adds ``(x @ A) @ B`` beside the frozen weights, ``"merged"`` builds
+            ``W + A @ B`` for every adapted matrix on each step (one more copy of the block
+            weights with its gradient). The same attack up to float rounding; the measured
+            memory and time of both are in docs/performance.md. Models whose blocks the
+            factored hooks cannot reach (see :mod:`factlens.evaluation.lora_factored`) need
+            ``"merged"``.
 
     Example:
         >>> RelearningConfig(steps=10).replace(lr=1e-3)
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True)
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True, lora_forward='factored')
     """
 
     steps: int = 20
@@ -82,8 +89,13 @@ class RelearningConfig(ConfigBase):
     batch_size: int = 8
     both_halves: bool = True
     checkpoint: bool = True
+    lora_forward: str = "factored"
 
     def __post_init__(self) -> None:
+        from factlens.evaluation.lora import LORA_FORWARDS
+
+        if self.lora_forward not in LORA_FORWARDS:
+            raise ValueError(f"RelearningConfig.lora_forward must be one of {list(LORA_FORWARDS)}, got {self.lora_forward!r}")
         if int(self.steps) < 0:
             raise ValueError(f"RelearningConfig.steps must be >= 0, got {self.steps!r}")
         for name in ("rank", "batch_size"):
@@ -237,7 +249,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     t0 = time.perf_counter()
     work = shared_copy(model)
     work.eval()
-    lora = add_lora(work, rank=rc.rank, targets=targets, seed=config.seed)
+    lora = add_lora(work, rank=rc.rank, targets=targets, seed=config.seed, forward=rc.lora_forward)
     trainable = lora.parameters()
     opt = torch.optim.AdamW(trainable, lr=rc.lr, weight_decay=0.0)
     chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
@@ -260,9 +272,10 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
                 grads = torch.autograd.grad(loss, trainable)  # the shared weights get no gradient
             for p, g in zip(trainable, grads):
                 p.grad = g
+            del grads
             opt.step()
+            opt.zero_grad(set_to_none=True)  # the next step's backward must not run beside these gradients
             history.append({"step": step, **rec, "loss": loss.item()})
-    opt.zero_grad(set_to_none=True)
     meta = {"n_lora_params": lora.n_params, "delta_norm": lora.delta_norm(), "n_train_facts": len(facts)}
     return Relearned(work, lora, tuple(history), sft_kind, time.perf_counter() - t0, meta)
 

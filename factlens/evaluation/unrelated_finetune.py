@@ -66,6 +66,9 @@ class UnrelatedFinetuneConfig(ConfigBase):
         rank: LoRA rank (capped at each matrix's rank).
         batch_size: Retain facts per step (text: ``EvalConfig.text.batch_size`` chunks).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
+        lora_forward: ``"factored"`` or ``"merged"``, as ``RelearningConfig.lora_forward``
+            (the same fine-tuning up to float rounding; factored keeps no copy of the adapted
+            weights per step).
     """
 
     data: tuple[str, ...] = DATA_SOURCES
@@ -75,8 +78,14 @@ class UnrelatedFinetuneConfig(ConfigBase):
     rank: int = 64
     batch_size: int = 8
     damage_tolerance: float = DAMAGE_TOLERANCE
+    lora_forward: str = "factored"
 
     def __post_init__(self) -> None:
+        from factlens.evaluation.lora import LORA_FORWARDS
+
+        if self.lora_forward not in LORA_FORWARDS:
+            raise ValueError(f"UnrelatedFinetuneConfig.lora_forward must be one of {list(LORA_FORWARDS)}, "
+                             f"got {self.lora_forward!r}")
         v = self.data
         object.__setattr__(self, "data", (v,) if isinstance(v, str) else tuple(v))
         if not self.data or any(d not in DATA_SOURCES for d in self.data):
@@ -121,14 +130,15 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
     raise ValueError(f"unknown data source {source!r}; known: {list(DATA_SOURCES)}")
 
 
-def _trainable_copy(model, method: str, rank: int, seed: int) -> tuple[Any, list[nn.Parameter], Callable[[], None]]:
+def _trainable_copy(model, method: str, rank: int, seed: int,
+                    lora_forward: str = "factored") -> tuple[Any, list[nn.Parameter], Callable[[], None]]:
     from factlens.evaluation.lora import add_lora
     from factlens.evaluation.relearning import shared_copy
 
     work = shared_copy(model)
     work.eval()
     if method == "lora":
-        lora = add_lora(work, rank=rank, seed=seed)
+        lora = add_lora(work, rank=rank, seed=seed, forward=lora_forward)
         return work, lora.parameters(), lora.remove
     modules = dict(work.named_modules())
     trainable = []
@@ -160,7 +170,7 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     """
     from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 
-    work, trainable, cleanup = _trainable_copy(model, settings.method, settings.rank, config.seed)
+    work, trainable, cleanup = _trainable_copy(model, settings.method, settings.rank, config.seed, settings.lora_forward)
     opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     is_text = isinstance(data, torch.Tensor)

@@ -48,7 +48,7 @@ def test_bad_overrides_fail_when_the_run_config_is_made():
         _cfg(eval={"relearning": {"stepz": 3}})
     msg = str(e.value)
     assert "unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning)" in msg
-    assert "valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lr', 'rank', 'steps']" in msg
+    assert "valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps']" in msg
     with pytest.raises(ValueError, match=r"eval option relearning.steps='3' has the wrong type \(str\)"):
         _cfg(eval={"relearning.steps": "3"})
     with pytest.raises(ValueError, match="unknown EditConfig fields"):

@@ -1,0 +1,121 @@
+"""LoRA's factored forward (hooks adding ``(x @ A) @ B``) against the merged one (``W + A @ B``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from factlens.editing.losses import answer_logprob_grad
+from factlens.evaluation import EvalConfig
+from factlens.evaluation.lora import add_lora
+from factlens.evaluation.relearning import RelearningConfig, relearn
+from factlens.memory import checkpointed_blocks
+from factlens.prefix import prefix_reuse, residual_after_prefix
+from factlens.testing import tiny_model
+from factlens.testing.invariants import snapshot, unchanged
+from factlens.testing.shaped import gemma3_shaped
+from factlens.tokens import tokenize_prompts
+
+PROMPTS = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of",
+           "Fact: Tiger Woods plays the sport of golf\nFact: Tom Brady plays the sport of"]
+ANSWERS = ["basketball", "football"]
+
+
+def _models():
+    return {"standard": tiny_model(), "gqa_gated": tiny_model(variant="gqa_gated"), "gemma3": gemma3_shaped(),
+            "ln_absolute": tiny_model(normalization_type="LN", positional_embedding_type="standard")}
+
+
+def _randomize(handle, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in handle.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def _loss_and_grads(model, handle):
+    lp = answer_logprob_grad(model, PROMPTS, ANSWERS)
+    grads = torch.autograd.grad(-lp.mean(), handle.parameters())
+    return lp.detach(), torch.cat([g.flatten() for g in grads])
+
+
+@pytest.mark.parametrize("name", ["standard", "gqa_gated", "gemma3", "ln_absolute"])
+def test_factored_equals_merged(name):
+    """Same adapters (same seed, same values): the same log-probabilities and gradients up to
+    float rounding, the same update norm, and the model untouched after ``remove()``."""
+    m = _models()[name]
+    snap = snapshot(m)
+    out = {}
+    for forward in ("merged", "factored"):
+        h = add_lora(m, rank=4, seed=0, forward=forward)
+        assert h.forward == forward
+        _randomize(h)
+        with torch.enable_grad():
+            out[forward] = (*_loss_and_grads(m, h), h.delta_norm(), list(h.ranks.items()))
+        h.remove()
+        assert unchanged(m, snap)
+    (lp_m, g_m, n_m, r_m), (lp_f, g_f, n_f, r_f) = out["merged"], out["factored"]
+    assert r_m == r_f and n_m == pytest.approx(n_f, rel=1e-6)
+    assert not torch.equal(lp_m, answer_logprob_grad(m, PROMPTS, ANSWERS).detach())  # the adapters did something
+    torch.testing.assert_close(lp_f, lp_m, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_f, g_m, rtol=1e-4, atol=1e-6)
+
+
+def test_factored_hooks_are_removed_and_keep_prefix_reuse_exact():
+    """The hooks are position-wise: the shared-prefix pass stays on and gives what the full pass
+    gives; after remove() no hook is left on any module."""
+    m = gemma3_shaped()
+    h = add_lora(m, rank=4, forward="factored")
+    _randomize(h)
+    toks = tokenize_prompts(m, PROMPTS).tokens
+    assert residual_after_prefix(m, toks, first_read=toks.shape[1] - 1)[1] > 0  # the prefix pass is taken
+    with torch.enable_grad():
+        lp_reuse, g_reuse = _loss_and_grads(m, h)
+        with prefix_reuse(False):
+            lp_full, g_full = _loss_and_grads(m, h)
+    torch.testing.assert_close(lp_reuse, lp_full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_reuse, g_full, rtol=1e-4, atol=1e-6)
+    h.remove()
+    assert all(not (mod._forward_hooks or mod._forward_pre_hooks) for mod in m.modules())
+
+
+def test_factored_with_gradient_checkpointing_gives_the_same_gradients():
+    m = gemma3_shaped()
+    h = add_lora(m, rank=4, forward="factored")
+    _randomize(h)
+    with torch.enable_grad():
+        plain = _loss_and_grads(m, h)
+        with checkpointed_blocks(m):
+            ck = _loss_and_grads(m, h)
+    assert torch.equal(plain[0], ck[0])
+    assert torch.equal(plain[1], ck[1])
+    h.remove()
+
+
+def test_factored_bad_input():
+    m = tiny_model()
+    with pytest.raises(ValueError, match="unknown LoRA forward"):
+        add_lora(m, rank=2, forward="fused")
+    m.cfg.use_attn_result = True  # per-head outputs: W_O's product is not where the hook looks
+    with pytest.raises(ValueError, match="use_attn_result.*forward='merged'"):
+        add_lora(m, rank=2, forward="factored")
+    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())  # nothing left behind
+    m.cfg.use_attn_result = False
+    with pytest.raises(ValueError, match="adapts only"):
+        add_lora(m, rank=2, targets=["embed.W_E"], forward="factored")
+    with pytest.raises(ValueError, match="lora_forward"):
+        RelearningConfig(lora_forward="fused")
+
+
+def test_relearning_factored_matches_merged(planted):
+    """The attack itself: the same loss history and update size in both forms (float rounding only)."""
+    runs = {}
+    for forward in ("merged", "factored"):
+        cfg = EvalConfig(relearning=RelearningConfig(steps=3, rank=8, lr=1e-3, lora_forward=forward))
+        r = relearn(planted.model, planted.task.forget, retain=planted.task.retain, config=cfg)
+        assert r.lora.forward == forward
+        runs[forward] = ([h["loss"] for h in r.history], r.meta["delta_norm"])
+        r.lora.remove()
+    (loss_m, norm_m), (loss_f, norm_f) = runs["merged"], runs["factored"]
+    assert loss_f == pytest.approx(loss_m, rel=1e-4)
+    assert norm_f == pytest.approx(norm_m, rel=1e-3) and norm_m > 0
