@@ -375,7 +375,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         "budget": {"steps": config.relearning.steps, "lr": config.relearning.lr, "rank": config.relearning.rank,
                    "batch_size": config.relearning.batch_size, "n_train_facts": len(half_a),
                    "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
-                   "n_attacks": len(attacks)},
+                   "n_attacks": len(attacks), "lora_forward": config.relearning.lora_forward},
         "maintain_collapse": _collapse(maintain_before, maintain_after),
         "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
                                        if config.relearning.both_halves else "half B, after training on half A")

@@ -273,7 +273,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
     extra: dict[str, Any] = {
         "settings": st.to_dict(), "data": per_data,
         "budget": {"method": st.method, "steps": st.steps, "lr": st.lr, "rank": st.rank if st.method == "lora" else None,
-                   "batch_size": st.batch_size},
+                   "batch_size": st.batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None},
         "damaged": [d for d, v in per_data.items() if v["attack_damage"].get("damaged")],
         "note": ("baselines: the unedited model fine-tuned the same way; recovery = forget accuracy after fine-tuning "
                  "minus before"),

@@ -345,7 +345,7 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     rl = run_relearning(edited, p.task, original=p.model, config=cfg)
     assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearning.lr, "rank": 4, "batch_size": cfg.relearning.batch_size,
                                   "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"],
-                                  "both_halves": True, "n_attacks": 2}
+                                  "both_halves": True, "n_attacks": 2, "lora_forward": "factored"}
 
 
 # -- every suite through evaluate(): model unchanged, no hooks ----------------------------------
