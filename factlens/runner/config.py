@@ -48,9 +48,10 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from factlens.config import Overrides
+from factlens.runner.method_settings import resolved_method_settings, upgrade_method_settings
 
 if TYPE_CHECKING:
     from factlens.editing import EditConfig
@@ -464,11 +465,18 @@ class RunConfig:
         return {k: hash_input(v) for k, v in self.input_files().items()}
 
     def resolved(self) -> dict[str, Any]:
-        """The exact edit/eval settings (seed 0 shown; each run uses its own seed)."""
+        """The exact edit/eval settings (the first seed shown; each run uses its own seed).
+
+        ``edit.methods`` holds every field of each edit method of the run that has settings of
+        its own (:func:`~factlens.runner.method_settings.resolved_method_settings`), defaults
+        included, so that a default changed by a later version is seen when a folder resumes.
+        """
         seed = self.seeds[0]
         out: dict[str, Any] = {}
         try:
-            out["edit"] = _as_dict(self.edit_config(seed))
+            ec = self.edit_config(seed)
+            out["edit"] = {**_as_dict(ec), "methods": resolved_method_settings(
+                ec, self.methods, self.eval.get_path("text.source"))}
         except ImportError as e:  # editor not installed: still record what was asked
             out["edit"] = {"error": str(e)}
         try:
@@ -492,7 +500,8 @@ def _as_dict(x: Any) -> dict[str, Any]:
 #: takes today's default and resumes.)
 _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False}
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
-#: exist, which is what their values below do.
+#: exist, which is what their values below do. (Fields of the methods' own settings:
+#: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
 _ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
 
 
@@ -508,7 +517,7 @@ def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) -> dict[str, Any]:
     """A run folder's ``run_config.json`` record with the settings in today's form.
 
     Older versions wrote the resolved evaluation settings flat (``relearn_steps``,
@@ -516,8 +525,12 @@ def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
     ``eval.mmlu_source``; the resume check compares this upgraded record with the current
     run, so such a folder resumes when its settings are the same. A setting added since
     (``relearning.both_halves``) that the record lacks gets the value that reproduces what the
-    older version did (one half), not today's default. (The ``config`` part is read by
-    :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
+    older version did (one half), not today's default. The edit methods the run used get every
+    field of their settings (records before it kept only the user's tables): a field that
+    changed meaning takes the value the folder's finished units (``run_files``) ran with, or,
+    when none finished, the old value (MEMIT's ``norm_weight_floor``: 0, as MEMIT ran before
+    the floor existed; :func:`~factlens.runner.method_settings.upgrade_method_settings`).
+    (The ``config`` part is read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
 
     Example:
         >>> old = {"resolved": {"eval": {"relearn_steps": 5}}, "inputs": {"eval.text_source": {"sha256": None}}}
@@ -540,7 +553,10 @@ def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
         out["resolved"] = resolved
     ed = resolved.get("edit")
     if isinstance(ed, Mapping) and "error" not in ed:
-        resolved["edit"] = {**{k: copy.deepcopy(v) for k, v in _ADDED_EDIT_FIELDS.items()}, **ed}
+        ed = {**{k: copy.deepcopy(v) for k, v in _ADDED_EDIT_FIELDS.items()}, **ed}
+        config = out.get("config") if isinstance(out.get("config"), Mapping) else {}
+        methods = config.get("methods") or RunConfig.methods  # absent: written before methods existed
+        resolved["edit"] = upgrade_method_settings(ed, resolved.get("eval"), methods, run_files)
         out["resolved"] = resolved
     if isinstance(out.get("inputs"), Mapping):
         out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from factlens.evaluation.result import json_default
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, upgrade_stored
+from factlens.runner.method_settings import method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
 __all__ = [
@@ -413,22 +414,29 @@ class RunDir:
             except (ValueError, KeyError, TypeError) as e:  # e.g. options this version refuses
                 raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
                                           "--overwrite to discard the old results, or choose another --out") from e
-            diff = _diff(old.experiment_dict(), config.experiment_dict())
-            upgraded = upgrade_stored(stored)  # settings written flat by older versions
+            diff = _diff(without_method_tables(old.experiment_dict()), without_method_tables(config.experiment_dict()))
+            upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
-            diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(old_res.get(k, {}), resolved.get(k, {}))
-                     if "error" not in old_res.get(k, {}) and "error" not in resolved.get(k, {})]
-            diff += _input_diff(upgraded.get("inputs"), inputs)
-            if diff:
-                raise ConfigMismatchError(
-                    f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
-                    + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "
-                      "or choose another --out.")
             merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
                                     seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
                                     methods=tuple(dict.fromkeys(old.methods + config.methods)),
                                     objectives=tuple(dict.fromkeys(old.objectives + config.objectives)))
-            resolved = merged.resolved()
+            new_res = merged.resolved()  # the record to write: its method settings must match every stored method's
+            methods_diff, flags = method_settings_diff((old_res.get("edit") or {}).get("methods"),
+                                                       (new_res.get("edit") or {}).get("methods"))
+            a, b = without_method_tables(old_res), without_method_tables(resolved)
+            diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(a.get(k, {}), b.get(k, {}))
+                     if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
+            diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
+            if diff:
+                raise ConfigMismatchError(
+                    f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
+                    + (f"\nTo resume with the method settings the stored units ran with, pass {' '.join(flags)} "
+                       "(a setting the stored record lacks holds the value its finished units ran with, or, if none "
+                       "finished, that of the versions before the setting existed)." if flags else "")
+                    + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "
+                      "or choose another --out.")
+            resolved = new_res
         self.path.mkdir(parents=True, exist_ok=True)
         self.own(self.config_path, self.report_path)
         if config_file is not None:

@@ -440,23 +440,12 @@ def method_edit_config(cfg: RunConfig, seed: int, method: str):
     """``cfg.edit_config(seed)``, with the run's general text as the key-covariance text of a
     method that estimates one (ROME, MEMIT: a ``text_source`` field in its config type),
     unless ``--edit methods.<method>.text_source=...`` set it. Without this, a run given
-    ``--text-source`` still estimated ROME's and MEMIT's covariance on the built-in text."""
-    from dataclasses import fields
+    ``--text-source`` still estimated ROME's and MEMIT's covariance on the built-in text
+    (:func:`~factlens.runner.method_settings.covariance_text_config`, which ``RunConfig.resolved``
+    also uses to record the settings)."""
+    from factlens.runner.method_settings import covariance_text_config
 
-    from factlens.editing.registry import EDIT_METHODS
-    from factlens.registry import load
-
-    ec = cfg.edit_config(seed)
-    src = cfg.eval.get_path("text.source")
-    entry = EDIT_METHODS.get(method)
-    if src is None or entry.config_type is None:
-        return ec
-    if "text_source" not in {f.name for f in fields(load(entry.config_type))}:
-        return ec
-    own = dict(ec.methods.get(method, {}))
-    if own.get("text_source") is not None:
-        return ec
-    return ec.replace(methods={**ec.methods, method: {**own, "text_source": str(src)}})
+    return covariance_text_config(cfg.edit_config(seed), method, cfg.eval.get_path("text.source"))
 
 
 def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, *, method: str = "finetune",
