@@ -497,12 +497,62 @@ def _as_dict(x: Any) -> dict[str, Any]:
 #: Evaluation settings added after run folders were first written: dotted path -> the value
 #: that reproduces what the versions before them did (a stored record without the key ran so).
 #: (``relearning.checkpoint`` is absent on purpose: it changes no result, so an older record
-#: takes today's default and resumes.)
-_ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False}
+#: takes today's default and resumes. ``lora_forward`` is here although both forms train the
+#: same adapters: they differ in float rounding, which can flip a fact near a tie, so the
+#: units of one folder keep one form.)
+_ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearning.lora_forward": "merged",
+                                      "unrelated_finetune.lora_forward": "merged"}
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
 #: exist, which is what their values below do. (Fields of the methods' own settings:
 #: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
 _ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
+
+
+def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's given settings without the :data:`_ADDED_EVAL_FIELDS` in its ``eval`` table.
+
+    The resume check compares those settings through the resolved records only (the upgraded
+    stored one holds the old value): so a user who resumes an older folder by spelling out the
+    value it ran with (``--eval relearning.lora_forward=merged``) is not refused for having
+    given an option the folder's own command did not.
+
+    Example:
+        >>> without_added_eval_fields({"eval": {"relearning": {"steps": 2, "lora_forward": "merged"}}, "seeds": [0]})
+        {'eval': {'relearning': {'steps': 2}}, 'seeds': [0]}
+    """
+    out = dict(record)
+    ev = out.get("eval")
+    if not isinstance(ev, Mapping):
+        return out
+    ev = copy.deepcopy(dict(ev))
+    for path in _ADDED_EVAL_FIELDS:
+        ev.pop(path, None)  # a dotted key as given
+        section, _, leaf = path.rpartition(".")
+        node = ev.get(section)
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+            if not node:
+                del ev[section]
+    out["eval"] = ev
+    return out
+
+
+def added_eval_flags(stored_eval: Mapping[str, Any], now_eval: Mapping[str, Any]) -> list[str]:
+    """``--eval path=value`` that resumes a folder whose (upgraded) resolved evaluation settings
+    differ from today's in an :data:`_ADDED_EVAL_FIELDS` setting (the value the folder ran with).
+
+    Example:
+        >>> added_eval_flags({"relearning": {"lora_forward": "merged"}}, {"relearning": {"lora_forward": "factored"}})
+        ['--eval relearning.lora_forward=merged']
+    """
+    def get(table, path):
+        node: Any = table
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node
+
+    return [f"--eval {path}={get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
+            if get(stored_eval, path) is not None and get(stored_eval, path) != get(now_eval, path)]
 
 
 def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:

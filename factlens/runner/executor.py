@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from factlens.evaluation.result import json_default
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig, upgrade_stored
+from factlens.runner.config import RunConfig, added_eval_flags, upgrade_stored, without_added_eval_fields
 from factlens.runner.method_settings import method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
@@ -414,7 +414,7 @@ class RunDir:
             except (ValueError, KeyError, TypeError) as e:  # e.g. options this version refuses
                 raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
                                           "--overwrite to discard the old results, or choose another --out") from e
-            diff = _diff(without_method_tables(old.experiment_dict()), without_method_tables(config.experiment_dict()))
+            diff = _diff(*(without_added_eval_fields(without_method_tables(c.experiment_dict())) for c in (old, config)))
             upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
             merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
@@ -428,10 +428,11 @@ class RunDir:
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(a.get(k, {}), b.get(k, {}))
                      if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
             diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
+            flags += added_eval_flags(a.get("eval") or {}, b.get("eval") or {})
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
-                    + (f"\nTo resume with the method settings the stored units ran with, pass {' '.join(flags)} "
+                    + (f"\nTo resume with the settings the stored units ran with, pass {' '.join(flags)} "
                        "(a setting the stored record lacks holds the value its finished units ran with, or, if none "
                        "finished, that of the versions before the setting existed)." if flags else "")
                     + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "

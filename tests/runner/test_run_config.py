@@ -14,6 +14,7 @@ from factlens.evaluation import EvalConfig
 from factlens.evaluation.config import RENAMED
 from factlens.evaluation.relearning import RelearningConfig
 from factlens.runner import RunConfig, run_experiment
+from factlens.runner.executor import ConfigMismatchError
 from factlens.runner.cli import build_parser, config_from_args
 from factlens.runner.config import CPU_EVAL_DEFAULTS, PLANTED_EVAL_DEFAULTS, upgrade_stored
 from factlens.runner.executor import RunDir
@@ -115,9 +116,13 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     text = tmp_path / "general.txt"
     text.write_text("The quick brown fox jumps over the lazy dog near the river bank.\n" * 40)
     out = tmp_path / "run"
-    cfg = _cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
-               eval={"relearning": {"steps": 2}, "text": {"source": str(text)}})
-    first = run_experiment(cfg, report=False)
+    def cfg_with(**forms):
+        return _cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
+                    eval={"relearning": {"steps": 2, **forms}, "text": {"source": str(text)},
+                          **({"unrelated_finetune": forms} if forms else {})})
+
+    cfg, cfg_old_form = cfg_with(), cfg_with(lora_forward="merged")
+    first = run_experiment(cfg_old_form, report=False)  # trained as versions before lora_forward did
     assert first.ran == ("seed0/all_mlps",)
     # rewrite run_config.json as an older version wrote it: flat eval keys, old input labels
     path = out / "run_config.json"
@@ -128,13 +133,19 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     for added in ("methods", "rmu_adaptive_scale", "checkpoint"):  # edit settings added since folders were written
         del stored["resolved"]["edit"][added]
     path.write_text(json.dumps(stored))
-    assert upgrade_stored(stored)["resolved"]["eval"] == cfg.resolved()["eval"]
     assert upgrade_stored(stored)["resolved"]["edit"] == cfg.resolved()["edit"]
+    # today's default LoRA form differs from the one the folder ran with: refused, with the flags that resume
+    with pytest.raises(ConfigMismatchError, match="--eval relearning.lora_forward=merged --eval "
+                                                  "unrelated_finetune.lora_forward=merged"):
+        run_experiment(cfg)
+    cfg = cfg_old_form
+    assert upgrade_stored(stored)["resolved"]["eval"] == cfg.resolved()["eval"]
 
     again = run_experiment(cfg)  # same settings, written the old way: resumes, nothing reruns
     assert again.ran == () and again.skipped == ("seed0/all_mlps",) and again.report is not None
     now = json.loads(path.read_text())
-    assert now["config"]["eval"] == {"relearning": {"steps": 2}, "text": {"source": str(text)}}
+    assert now["config"]["eval"] == {"relearning": {"steps": 2, "lora_forward": "merged"}, "text": {"source": str(text)},
+                                     "unrelated_finetune": {"lora_forward": "merged"}}
     assert now["resolved"]["eval"]["relearning"]["steps"] == 2 and "eval.text.source" in now["inputs"]
     # other settings are still refused
     with pytest.raises(Exception, match="relearning"):
@@ -150,9 +161,20 @@ def test_upgrade_fills_added_settings_with_their_old_behaviour():
     assert upgrade_stored(old)["resolved"]["eval"]["relearning"]["both_halves"] is False
     flat = {"resolved": {"eval": {"relearn_steps": 2}}}
     assert upgrade_stored(flat)["resolved"]["eval"]["relearning"] == {**RelearningConfig(steps=2).to_dict(),
-                                                                        "both_halves": False}
-    new = {"resolved": {"eval": {"relearning": {"both_halves": True}}}}
+                                                                        "both_halves": False, "lora_forward": "merged"}
+    new = {"resolved": {"eval": {"relearning": {"both_halves": True, "lora_forward": "factored"}}}}
     assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["both_halves"] is True
+    assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["lora_forward"] == "factored"
+
+
+def test_upgrade_keeps_the_lora_form_of_older_folders():
+    """Folders written before ``lora_forward`` existed trained merged adapters; today's default is
+    factored (float rounding apart, the same attack). The upgraded record says merged, so a
+    resume with today's default is reported as a difference instead of mixing both forms."""
+    old = {"resolved": {"eval": {"relearning": {"steps": 2, "both_halves": True}}}}
+    up = upgrade_stored(old)["resolved"]["eval"]
+    assert RelearningConfig().lora_forward == "factored"
+    assert up["relearning"]["lora_forward"] == "merged" and up["unrelated_finetune"]["lora_forward"] == "merged"
 
 
 def test_method_options_reach_every_localization_of_that_method():
