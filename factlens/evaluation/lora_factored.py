@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from factlens.evaluation.lora import reshape_delta
 from factlens.prefix import mark_positionwise as _positionwise
 
 __all__ = ["FactoredSite", "attach_factored"]
@@ -59,8 +60,6 @@ class FactoredSite:
 
     def delta(self) -> Tensor:
         """``scale * A @ B`` in the weight's own shape (as the merged form adds it)."""
-        from factlens.evaluation.lora import reshape_delta
-
         return reshape_delta((self.A @ self.B) * self.scale, self.short, self.shape)
 
     def apply(self, x: Tensor) -> Tensor:
@@ -99,7 +98,7 @@ def _input_of(args: tuple, kwargs: dict, name: str, index: int) -> Tensor:
     return kwargs[name] if name in kwargs else args[index]
 
 
-def _qkv_out(site: FactoredSite, state: dict, key: str, module: nn.Module) -> Callable:
+def _qkv_out(site: FactoredSite, state: dict, key: str) -> Callable:
     def hook(_hp, _inp, out: Tensor) -> Tensor:
         x = state[key]
         d = site.apply(x)  # [batch, pos, heads * d_head] of the adapter's matrix view
@@ -135,7 +134,7 @@ def _attach_attention(attn: nn.Module, sites: dict[str, FactoredSite]) -> None:
     for short, key, hp in (("W_Q", "query_input", attn.hook_q), ("W_K", "key_input", attn.hook_k),
                            ("W_V", "value_input", attn.hook_v)):
         if short in sites:
-            sites[short].handles.append(hp.register_forward_hook(_qkv_out(sites[short], state, key, attn), prepend=True))
+            sites[short].handles.append(hp.register_forward_hook(_qkv_out(sites[short], state, key), prepend=True))
     if "W_O" in sites:
         site = sites["W_O"]
 

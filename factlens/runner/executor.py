@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from factlens.evaluation.result import json_default
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, added_eval_flags, upgrade_stored, without_added_eval_fields
-from factlens.runner.method_settings import method_settings_diff, without_method_tables
+from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 
 __all__ = [
@@ -477,10 +477,6 @@ def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = sorted(set(a) | set(b))
     return [f"{k}: {a.get(k)!r} (stored) != {b.get(k)!r} (now)" for k in keys if _norm(a.get(k)) != _norm(b.get(k))]
-
-
-def _norm(v: Any) -> Any:
-    return json.loads(json.dumps(v, sort_keys=True, default=str))
 
 
 @dataclass(frozen=True)
