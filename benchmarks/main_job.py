@@ -154,6 +154,9 @@ VARIANTS = {
                     "lora_forward": "merged"},
     "factored-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                       "lora_forward": "factored"},
+    # the soft prompts without each prompt's own cached keys and values (only the shared prefix reused)
+    "no-row-prefix": {"prefix_reuse": True, "row_prefix_reuse": False, "original": "view", "layout": True,
+                      "two_pass": True, "checkpoint": True, "lora_forward": "factored"},
 }
 
 
@@ -191,7 +194,7 @@ def applied(v: dict, model=None):
     import importlib
 
     from factlens.layout import contiguous_layout, linear_layout
-    from factlens.prefix import prefix_reuse
+    from factlens.prefix import prefix_reuse, row_prefix_reuse
 
     editor = importlib.import_module("factlens.editing.editor")
     real = editor.train_step
@@ -200,7 +203,7 @@ def applied(v: dict, model=None):
     if not v["two_pass"]:
         editor.train_step = one_backward_step
     try:
-        with prefix_reuse(v["prefix_reuse"]):
+        with prefix_reuse(v["prefix_reuse"]), row_prefix_reuse(v.get("row_prefix_reuse", True)):
             yield
     finally:
         editor.train_step = real

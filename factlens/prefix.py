@@ -23,6 +23,11 @@ change semantics:
 * reuse is switched off with :func:`prefix_reuse` (``with prefix_reuse(False): ...``), which
   the benchmarks use to measure before/after in one process.
 
+:func:`residual_after_row_prefixes` serves the other case: rows whose first tokens differ
+from row to row but stay fixed while what follows them is optimized (the prompt before an
+appended soft prompt); each row's prefix runs once into a key/value cache that is kept across
+the optimization's steps.
+
 Example:
     >>> import torch
     >>> from factlens.testing import tiny_model
@@ -40,17 +45,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["residual_after_prefix", "common_prefix_len", "prefix_reuse", "prefix_reuse_enabled", "MIN_PREFIX"]
+__all__ = ["residual_after_prefix", "residual_after_row_prefixes", "row_prefix_reuse_supported", "common_prefix_len",
+           "prefix_reuse", "row_prefix_reuse", "prefix_reuse_enabled", "MIN_PREFIX"]
 
 #: Shortest common prefix (tokens, BOS included) worth a separate pass.
 MIN_PREFIX = 4
 
 _ENABLED: ContextVar[bool] = ContextVar("factlens_prefix_reuse", default=True)
+_ROWS_ENABLED: ContextVar[bool] = ContextVar("factlens_row_prefix_reuse", default=True)
 
 
 @contextmanager
@@ -62,6 +69,18 @@ def prefix_reuse(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _ENABLED.reset(token)
+
+
+@contextmanager
+def row_prefix_reuse(enabled: bool) -> Iterator[None]:
+    """Switch :func:`residual_after_row_prefixes` off (or on) inside the block, leaving shared-prefix
+    reuse as it is; results are equal either way up to float summation order (the benchmarks
+    measure the two against each other). ``prefix_reuse(False)`` switches both off."""
+    token = _ROWS_ENABLED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ROWS_ENABLED.reset(token)
 
 
 def prefix_reuse_enabled() -> bool:
@@ -176,3 +195,104 @@ def residual_after_prefix(model, tokens: Tensor, *, first_read: int, lengths: Te
         resid = model(rest, past_kv_cache=cache, attention_mask=torch.ones(rest.shape, dtype=torch.long, device=device),
                       stop_at_layer=stop)
     return resid, p
+
+
+def row_prefix_reuse_supported(model) -> bool:
+    """Whether :func:`residual_after_row_prefixes` may be used here (reuse switched on, a causal
+    ``HookedTransformer`` without position-reading hooks); otherwise run the plain forward pass."""
+    return prefix_reuse_enabled() and _ROWS_ENABLED.get() and _supported(model)
+
+
+def _row_prefix_kv(model, tokens: Tensor, rows: list[int], cut: int, stop: int,
+                   store: dict | None) -> list[tuple[Tensor, Tensor]]:
+    """Per layer ``(keys, values)`` ``[len(rows), cut, heads, d_head]`` of ``tokens[rows, :cut]``,
+    computed without gradient (rows found in ``store`` are taken from it, new ones added)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    keys = [(tuple(tokens[i, :cut].tolist()), stop) for i in rows]
+    store = {} if store is None else store
+    missing = sorted({k for k in keys if k not in store})
+    if missing:
+        toks = torch.tensor([k[0] for k in missing], dtype=tokens.dtype, device=tokens.device)
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(missing))
+        with torch.no_grad():
+            model(toks, past_kv_cache=cache, attention_mask=torch.ones(toks.shape, dtype=torch.long, device=toks.device),
+                  stop_at_layer=stop)
+        for j, k in enumerate(missing):
+            store[k] = [(e.past_keys[j], e.past_values[j]) for e in cache.entries[:stop]]
+    per_row = [store[k] for k in keys]
+    return [(torch.stack([r[layer][0] for r in per_row]), torch.stack([r[layer][1] for r in per_row]))
+            for layer in range(stop)]
+
+
+def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], lengths: Tensor | None = None,
+                                stop_at_layer: int | None = None, hooks: Callable[[], list] | None = None,
+                                store: dict | None = None) -> tuple[Tensor, Tensor]:
+    """Residual stream of right-padded rows from each row's own ``cuts[i]`` on; the tokens before
+    it are constants whose keys and values are computed once (and kept in ``store``).
+
+    Where :func:`residual_after_prefix` runs the prefix all rows *share* once, this serves rows
+    whose first ``cuts[i]`` tokens are fixed but differ from row to row, and whose later
+    positions are trained or patched: an appended soft prompt is optimized for 25 steps on the
+    same facts, and the prompt before it is the same at every step. Rows are grouped by cut;
+    each group runs only its positions from the cut on, attending to the cached keys and values
+    (the rotary positions continue from the cut). The result equals the plain forward pass up
+    to float summation order. **No gradient reaches the positions before the cut**: use it only
+    where what is differentiated enters after it (the soft vectors), never to train weights.
+
+    Args:
+        model: A ``HookedTransformer`` (:func:`row_prefix_reuse_supported` must be true).
+        tokens: ``[batch, pos]`` right-padded token ids.
+        cuts: Per row, the first position that is run (and may be changed by ``hooks`` or read).
+        lengths: Real tokens per row (``None``: all positions count).
+        stop_at_layer: As in ``HookedTransformer.forward`` (``None``: ``n_layers``).
+        hooks: ``hooks()`` returns ``[(hook_name, fn), ...]`` attached while each group's rows
+            run from their cut (activation position ``t`` is position ``cuts[i] + t``; rows of a
+            group are in the order of ``tokens``).
+        store: A dict to keep the row prefixes' keys and values between calls (keyed by their
+            tokens); ``None``: computed for this call only.
+
+    Returns:
+        ``(resid, offsets)``: ``resid[i, t]`` is the residual of row ``i`` at position
+        ``offsets[i] + t`` (``offsets`` = ``cuts``); positions past a row's length are padding.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> toks = torch.tensor([[1, 5, 6, 7, 8, 9], [1, 7, 6, 5, 8, 9]])
+        >>> resid, off = residual_after_row_prefixes(m, toks, cuts=[3, 4])
+        >>> plain = m(toks, stop_at_layer=m.cfg.n_layers)
+        >>> off.tolist(), bool(torch.allclose(resid[1, :2], plain[1, 4:], atol=1e-5))
+        ([3, 4], True)
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    stop = model.cfg.n_layers if stop_at_layer is None else int(stop_at_layer)
+    b, n_pos = tokens.shape
+    cuts = [int(c) for c in cuts]
+    if len(cuts) != b or any(not 0 < c < n_pos for c in cuts):
+        raise ValueError(f"cuts must give one position in 1..{n_pos - 1} per row ({b} rows), got {cuts}")
+    lens = [n_pos] * b if lengths is None else [int(x) for x in lengths]
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(cuts):
+        groups.setdefault(c, []).append(i)
+    width = max(max(lens[i] - cuts[i] for i in range(b)), 1)
+    pieces, order = [], []
+    for cut, rows in groups.items():
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(rows))
+        for entry, (k, v) in zip(cache.entries, _row_prefix_kv(model, tokens, rows, cut, stop, store)):
+            entry.past_keys, entry.past_values = k, v
+        cache.previous_attention_mask = torch.ones(len(rows), cut, dtype=torch.int, device=tokens.device)
+        cache.freeze()
+        n = max(max(lens[i] - cut for i in rows), 1)
+        rest = tokens[rows, cut : cut + n]
+        fwd_hooks = hooks() if hooks is not None else []
+        with (model.hooks(fwd_hooks=fwd_hooks) if fwd_hooks else nullcontext()):
+            resid = model(rest, past_kv_cache=cache, attention_mask=torch.ones(rest.shape, dtype=torch.long,
+                          device=tokens.device), stop_at_layer=stop)
+        pieces.append(torch.nn.functional.pad(resid, (0, 0, 0, width - resid.shape[1])))
+        order += rows
+    out = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    inverse = torch.empty(b, dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(b)
+    return out[inverse.to(out.device)], torch.tensor(cuts)

@@ -189,9 +189,26 @@ def test_probe_activations_equal(gemma_like, facts, reused):
     assert not any(hp._forward_hooks for hp in gemma_like.hook_dict.values())
 
 
+@pytest.fixture
+def row_cuts(monkeypatch):
+    """The cuts the soft-prompt code ran :func:`residual_after_row_prefixes` with (proves that path ran)."""
+    import factlens.evaluation.soft_prompts as sp
+
+    seen: list[list[int]] = []
+    real = sp.residual_after_row_prefixes
+
+    def spy(*args, **kwargs):
+        seen.append(list(kwargs["cuts"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sp, "residual_after_row_prefixes", spy)
+    return seen
+
+
 @pytest.mark.parametrize("position", ["append", "prepend"])
-def test_soft_prompt_equal(gemma_like, facts, position, reused):
-    """Soft-prompt training (gradients through the suffix) and scoring give the same numbers."""
+def test_soft_prompt_equal(gemma_like, facts, position, row_cuts):
+    """Soft-prompt training (gradients through the soft vectors) and scoring give the same
+    numbers with each prompt's keys and values cached as with the plain forward pass."""
     from factlens.evaluation import EvalConfig
     from factlens.evaluation.soft_prompts import soft_prompt_scores, train_soft_prompt
 
@@ -199,14 +216,95 @@ def test_soft_prompt_equal(gemma_like, facts, position, reused):
     items = format_prompts(facts[8:16], "default")
     out = []
     for use in (False, True):
-        reused.clear()
+        row_cuts.clear()
         with prefix_reuse(use):
             soft, losses = train_soft_prompt(gemma_like, facts[:8], config=cfg, seed=0, max_norm=1.0)
             out.append((soft, losses, soft_prompt_scores(gemma_like, soft, items, batch_size=8, position=position)))
-        assert (min(reused) > 0) == (use and position == "append")  # prepend: placeholders right after BOS
+        assert bool(row_cuts) == use
+        if use and position == "append":  # prompts of several lengths: several groups of rows
+            assert max(len(set(c)) for c in row_cuts) > 1
     (s0, l0, r0), (s1, l1, r1) = out
     np.testing.assert_allclose(l0, l1, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s0, s1, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(r0["p_answer"], r1["p_answer"], atol=1e-5)
     assert (r0["answer_wins"] == r1["answer_wins"]).all()
     assert not any(hp._forward_hooks for hp in gemma_like.hook_dict.values())
+
+
+def test_soft_prompt_multi_token_answers_equal(gemma_like):
+    """Answers of several tokens (read at several positions after the soft vectors)."""
+    from factlens.evaluation.soft_prompts import _soft_logprobs
+
+    prompts = ["Fact: Tiger Woods plays the sport of golf\nFact: Lionel Messi plays the sport of",
+               "Fact: Tiger Woods plays the sport of golf\nFact: a b c d e f is known for",
+               "The capital of France is"]
+    answers = ["association football", "the very long answer here", "Paris"]
+    soft = torch.randn(4, gemma_like.cfg.d_model, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    res = []
+    for use in (False, True):
+        with prefix_reuse(use):
+            lp = _soft_logprobs(gemma_like, soft, prompts, answers, store={})
+            (g,) = torch.autograd.grad(lp.sum(), [soft])
+        res.append((lp.detach(), g))
+    torch.testing.assert_close(res[0][0], res[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(res[0][1], res[1][1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [gemma3_shaped, tiny_model, lambda: tiny_model(positional_embedding_type="standard"),
+                                  lambda: tiny_model(variant="gqa_gated")], ids=["gemma3", "tiny", "tiny-abs", "gqa"])
+def test_row_prefixes_equal_plain_forward(make):
+    """Rows with their own cuts and lengths (padding after the real tokens): every real
+    position from the cut on equals the plain forward pass; hooks see only those positions."""
+    from factlens.prefix import residual_after_row_prefixes
+
+    m = make()
+    toks = _rows(n=6, shared=2, vocab=min(500, m.cfg.d_vocab))
+    cuts, lengths = [3, 7, 3, 5, 7, 12], torch.tensor([14, 14, 9, 11, 10, 14])
+    plain = m(toks, stop_at_layer=m.cfg.n_layers)
+    widths = []
+    resid, off = residual_after_row_prefixes(m, toks, cuts=cuts, lengths=lengths,
+                                             hooks=lambda: [("hook_embed", lambda a, hook: widths.append(a.shape[1]))])
+    assert off.tolist() == cuts and resid.shape[1] == max(int(n) - c for c, n in zip(cuts, lengths))
+    for i, (c, n) in enumerate(zip(cuts, lengths.tolist())):
+        torch.testing.assert_close(resid[i, : n - c], plain[i, c:n], atol=1e-5, rtol=1e-4)
+    assert sorted(widths) == sorted({c: max(int(n) - c for c2, n in zip(cuts, lengths) if c2 == c) for c in cuts}.values())
+    assert not any(hp._forward_hooks for hp in m.hook_dict.values())
+
+
+def test_row_prefix_store_reused_and_gradients_after_the_cut(gemma_like):
+    """The store keeps each row prefix once; a second call runs no prefix and gives the same
+    result; a gradient taken through positions after the cut equals the plain one."""
+    from factlens.prefix import residual_after_row_prefixes
+
+    toks = _rows(n=4, shared=3, vocab=500)
+    toks[2] = toks[0]  # a repeated row prefix is stored once
+    cuts = [6, 8, 6, 6]
+    x = torch.randn(gemma_like.cfg.d_model, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+
+    def add_x(p):  # adds x to the embedding at absolute position 9 of every row
+        return lambda a, hook: torch.cat([a[:, : 9 - p], a[:, 9 - p : 10 - p] + x, a[:, 10 - p :]], dim=1)
+
+    store: dict = {}
+    outs = []
+    for _ in range(2):
+        groups = iter(sorted(set(cuts), key=cuts.index))
+        resid, _ = residual_after_row_prefixes(gemma_like, toks, cuts=cuts, store=store,
+                                               hooks=lambda: [("hook_embed", add_x(next(groups)))])
+        outs.append(resid)
+        assert len(store) == 3
+    torch.testing.assert_close(outs[0], outs[1])
+    last = torch.tensor([13 - c for c in cuts])  # absolute position 13 of every row
+    (g_rows,) = torch.autograd.grad(outs[0][torch.arange(4), last].sum(), [x])
+    with gemma_like.hooks(fwd_hooks=[("hook_embed", add_x(0))]):
+        plain = gemma_like(toks, stop_at_layer=gemma_like.cfg.n_layers)
+    (g_plain,) = torch.autograd.grad(plain[:, -1].sum(), [x])
+    torch.testing.assert_close(outs[1][0, :8], plain[0, 6:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g_rows, g_plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cuts", [[0, 3], [3, 14], [3]])
+def test_row_prefixes_bad_cuts(gemma_like, cuts):
+    from factlens.prefix import residual_after_row_prefixes
+
+    with pytest.raises(ValueError, match="cuts must give one position"):
+        residual_after_row_prefixes(gemma_like, _rows(n=2, vocab=500), cuts=cuts)

@@ -23,6 +23,11 @@ attention), so the same code serves GPT-2-style and Gemma-style models. After ea
 every soft vector is projected onto the ball of radius ``max_norm`` (default:
 the mean norm of the token embeddings), so the attack stays within the scale of real tokens.
 
+Speed: the prompt before appended vectors does not depend on them, so each prompt's keys and
+values are computed once per training run and every step runs only the soft vectors and the
+answer tokens (:func:`factlens.prefix.residual_after_row_prefixes`; equal to the plain forward
+pass up to float summation order, measured in docs/performance.md).
+
 The model is never changed: its parameters get no gradient (only the soft vectors are
 differentiated, with :func:`torch.autograd.grad`) and the hook is removed on exit.
 """
@@ -47,7 +52,7 @@ from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.prefix import residual_after_prefix
+from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
 
@@ -143,35 +148,51 @@ def _rows(model, prompts: Sequence[str], conts: Sequence[Sequence[int]], k: int,
     return toks.to(model.cfg.device), starts, lasts
 
 
-def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor, lengths: Sequence[int] | None = None
-                ) -> tuple[Float[Tensor, "batch pos d_model"], int]:
+def _soft_resid(model, toks: Tensor, starts: Sequence[int], soft: Tensor, lengths: Sequence[int] | None = None,
+                *, store: dict | None = None) -> tuple[Float[Tensor, "batch pos d_model"], Tensor]:
     """Final residual stream with the soft vectors written over the placeholder embeddings.
 
-    Returns ``(resid, p)``: ``resid[:, t]`` is position ``p + t``; the tokens before the first
-    placeholder that every row shares ran once (:func:`factlens.prefix.residual_after_prefix`).
+    Returns ``(resid, offsets)``: ``resid[i, t]`` is row ``i``'s position ``offsets[i] + t``.
+    Nothing before the first placeholder depends on the soft vectors, so those positions are
+    not run with them: each row's prompt runs once into a key/value cache (kept in ``store``
+    across the steps of one training run), and only the placeholders and what follows them run
+    at each step (:func:`factlens.prefix.residual_after_row_prefixes`); where that is not
+    available, the tokens every row shares run once
+    (:func:`factlens.prefix.residual_after_prefix`). Both equal the plain forward pass up to
+    float summation order.
     """
     k = soft.shape[0]
-    rows = torch.arange(len(starts), device=toks.device).repeat_interleave(k)
-    cols = (torch.tensor(starts, device=toks.device)[:, None] + torch.arange(k, device=toks.device)).reshape(-1)
-    which = torch.arange(k, device=toks.device).repeat(len(starts))
+    dev = toks.device
+    lens = torch.tensor(lengths, device=dev) if lengths is not None else None
+    if min(starts) > 0 and row_prefix_reuse_supported(model):
+        def write_soft():
+            def hook(act, hook):
+                return torch.cat([soft.to(act.dtype).expand(act.shape[0], k, -1), act[:, k:]], dim=1)
+            return [(embed_hook(), hook)]
+
+        return residual_after_row_prefixes(model, toks, cuts=starts, lengths=lens, hooks=write_soft, store=store)
+    rows = torch.arange(len(starts), device=dev).repeat_interleave(k)
+    cols = (torch.tensor(starts, device=dev)[:, None] + torch.arange(k, device=dev)).reshape(-1)
+    which = torch.arange(k, device=dev).repeat(len(starts))
 
     def hooks(p: int):
         def hook(act, hook):
             return act.index_put((rows, cols - p), soft[which].to(act.dtype))
         return [(embed_hook(), hook)]
 
-    lens = torch.tensor(lengths, device=toks.device) if lengths is not None else None
-    return residual_after_prefix(model, toks, first_read=min(starts), lengths=lens, hooks=hooks)
+    resid, p = residual_after_prefix(model, toks, first_read=min(starts), lengths=lens, hooks=hooks)
+    return resid, torch.full((len(starts),), p, dtype=torch.long)
 
 
 def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequence[str],
-                   position: str = "append") -> Float[Tensor, "n"]:
+                   position: str = "append", *, store: dict | None = None) -> Float[Tensor, "n"]:
     """Summed log-probability of each answer after the prompt with ``soft`` (differentiable in ``soft``)."""
     conts = [answer_token_ids(model, a) for a in answers]
     toks, starts, lasts = _rows(model, prompts, conts, soft.shape[0], position)
-    resid, p = _soft_resid(model, toks, starts, soft, [last + len(c) for last, c in zip(lasts, conts)])
+    resid, off = _soft_resid(model, toks, starts, soft, [last + len(c) for last, c in zip(lasts, conts)], store=store)
     owner, pos, tgt = [], [], []
     for i, (last, c) in enumerate(zip(lasts, conts)):
+        p = int(off[i])
         owner += [i] * len(c)
         pos += list(range(last - p, last - p + len(c)))
         tgt += list(c)
@@ -202,8 +223,8 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
             for sl in iter_batches(n, batch_size):
                 part = items[sl]
                 toks, starts, lasts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0], position)
-                resid, p = _soft_resid(model, toks, starts, soft, [last + 1 for last in lasts])
-                last = torch.tensor(lasts, device=resid.device) - p
+                resid, off = _soft_resid(model, toks, starts, soft, [last + 1 for last in lasts])
+                last = (torch.tensor(lasts) - off).to(resid.device)
                 lp = F.log_softmax(unembed(model, resid[torch.arange(len(part), device=resid.device), last][:, None])[:, 0]
                                    .float(), dim=-1).cpu()
                 for r, it in enumerate(part):
@@ -273,12 +294,14 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = 
     bs = min(config.batch_size, len(items))
     order: list[int] = []
     losses: list[float] = []
+    store: dict = {}  # the prompts' keys and values, the same at every step (see _soft_resid)
     with torch.enable_grad():
         for _ in progress_bar(range(sc.steps), desc="soft prompt", leave=False):
             if len(order) < bs:
                 order += torch.randperm(len(items), generator=gen).tolist()
             batch, order = [items[i] for i in order[:bs]], order[bs:]
-            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch], sc.position).mean()
+            loss = -_soft_logprobs(model, soft, [p for p, _ in batch], [a for _, a in batch], sc.position,
+                                   store=store).mean()
             (grad,) = torch.autograd.grad(loss, [soft])  # no gradient reaches the model's parameters
             soft.grad = grad
             opt.step()
