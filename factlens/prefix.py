@@ -203,26 +203,41 @@ def row_prefix_reuse_supported(model) -> bool:
     return prefix_reuse_enabled() and _ROWS_ENABLED.get() and _supported(model)
 
 
-def _row_prefix_kv(model, tokens: Tensor, rows: list[int], cut: int, stop: int,
+def _row_prefix_kv(model, tokens: Tensor, rows: list[int], cuts: list[int], stop: int,
                    store: dict | None) -> list[tuple[Tensor, Tensor]]:
-    """Per layer ``(keys, values)`` ``[len(rows), cut, heads, d_head]`` of ``tokens[rows, :cut]``,
-    computed without gradient (rows found in ``store`` are taken from it, new ones added)."""
+    """Per layer ``(keys, values)`` ``[len(rows), max cut, heads, d_head]`` of each row's
+    ``tokens[i, :cuts[i]]`` (zeros after a shorter row's cut), computed without gradient; rows
+    found in ``store`` are taken from it, new ones added. (TransformerLens caches keys before
+    the rotary embedding, which it applies at the positions the attention mask counts.)"""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    keys = [(tuple(tokens[i, :cut].tolist()), stop) for i in rows]
+    keys = [(tuple(tokens[i, : cuts[i]].tolist()), stop) for i in rows]
     store = {} if store is None else store
-    missing = sorted({k for k in keys if k not in store})
-    if missing:
-        toks = torch.tensor([k[0] for k in missing], dtype=tokens.dtype, device=tokens.device)
-        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(missing))
+    missing = [k for k in dict.fromkeys(keys) if k not in store]
+    for n in sorted({len(k[0]) for k in missing}):  # one pass per prefix length, no padding
+        same = [k for k in missing if len(k[0]) == n]
+        toks = torch.tensor([k[0] for k in same], dtype=tokens.dtype, device=tokens.device)
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(same))
         with torch.no_grad():
             model(toks, past_kv_cache=cache, attention_mask=torch.ones(toks.shape, dtype=torch.long, device=toks.device),
                   stop_at_layer=stop)
-        for j, k in enumerate(missing):
+        for j, k in enumerate(same):
             store[k] = [(e.past_keys[j], e.past_values[j]) for e in cache.entries[:stop]]
+    width = max(len(k[0]) for k in keys)
+
+    def padded(x: Tensor) -> Tensor:
+        return torch.nn.functional.pad(x, (0, 0, 0, 0, 0, width - x.shape[0]))
+
     per_row = [store[k] for k in keys]
-    return [(torch.stack([r[layer][0] for r in per_row]), torch.stack([r[layer][1] for r in per_row]))
+    return [(torch.stack([padded(r[layer][0]) for r in per_row]), torch.stack([padded(r[layer][1]) for r in per_row]))
             for layer in range(stop)]
+
+
+def _local_window(model) -> int | None:
+    """The sliding window of the model's local attention layers (``None``: no local layers)."""
+    cfg = model.cfg
+    local = getattr(cfg, "use_local_attn", False) or "local" in (getattr(cfg, "attn_types", None) or ())
+    return int(cfg.window_size) if local and getattr(cfg, "window_size", None) else None
 
 
 def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], lengths: Tensor | None = None,
@@ -234,11 +249,14 @@ def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], l
     Where :func:`residual_after_prefix` runs the prefix all rows *share* once, this serves rows
     whose first ``cuts[i]`` tokens are fixed but differ from row to row, and whose later
     positions are trained or patched: an appended soft prompt is optimized for 25 steps on the
-    same facts, and the prompt before it is the same at every step. Rows are grouped by cut;
-    each group runs only its positions from the cut on, attending to the cached keys and values
-    (the rotary positions continue from the cut). The result equals the plain forward pass up
-    to float summation order. **No gradient reaches the positions before the cut**: use it only
-    where what is differentiated enters after it (the soft vectors), never to train weights.
+    same facts, and the prompt before it is the same at every step. All rows run together from
+    their cuts, attending to their own cached keys and values: a shorter prefix is padded, the
+    padding masked out, and the rotary or learned positions continue from each row's cut
+    (TransformerLens counts positions through the attention mask). Only where a sliding-window
+    layer could see the padding (padded length beyond its window) are the rows run in groups of
+    equal cut. The result equals the plain forward pass up to float summation order. **No
+    gradient reaches the positions before the cut**: use it only where what is differentiated
+    enters after it (the soft vectors), never to train weights.
 
     Args:
         model: A ``HookedTransformer`` (:func:`row_prefix_reuse_supported` must be true).
@@ -246,9 +264,9 @@ def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], l
         cuts: Per row, the first position that is run (and may be changed by ``hooks`` or read).
         lengths: Real tokens per row (``None``: all positions count).
         stop_at_layer: As in ``HookedTransformer.forward`` (``None``: ``n_layers``).
-        hooks: ``hooks()`` returns ``[(hook_name, fn), ...]`` attached while each group's rows
-            run from their cut (activation position ``t`` is position ``cuts[i] + t``; rows of a
-            group are in the order of ``tokens``).
+        hooks: ``hooks()`` returns ``[(hook_name, fn), ...]`` attached while rows run from their
+            cut (activation position ``t`` is row ``i``'s position ``cuts[i] + t``; the rows of
+            one pass are in the order of ``tokens``).
         store: A dict to keep the row prefixes' keys and values between calls (keyed by their
             tokens); ``None``: computed for this call only.
 
@@ -273,19 +291,24 @@ def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], l
     if len(cuts) != b or any(not 0 < c < n_pos for c in cuts):
         raise ValueError(f"cuts must give one position in 1..{n_pos - 1} per row ({b} rows), got {cuts}")
     lens = [n_pos] * b if lengths is None else [int(x) for x in lengths]
+    width = max(max(lens[i] - cuts[i] for i in range(b)), 1)
+    window = _local_window(model)
+    together = window is None or max(cuts) + width <= window
     groups: dict[int, list[int]] = {}
     for i, c in enumerate(cuts):
-        groups.setdefault(c, []).append(i)
-    width = max(max(lens[i] - cuts[i] for i in range(b)), 1)
+        groups.setdefault(0 if together else c, []).append(i)
+    wide = torch.nn.functional.pad(tokens, (0, width), value=int(tokens[0, 0]))  # past the end: never read
     pieces, order = [], []
-    for cut, rows in groups.items():
+    for rows in groups.values():
+        mc = max(cuts[i] for i in rows)
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(rows))
-        for entry, (k, v) in zip(cache.entries, _row_prefix_kv(model, tokens, rows, cut, stop, store)):
+        for entry, (k, v) in zip(cache.entries, _row_prefix_kv(model, tokens, rows, cuts, stop, store)):
             entry.past_keys, entry.past_values = k, v
-        cache.previous_attention_mask = torch.ones(len(rows), cut, dtype=torch.int, device=tokens.device)
+        cache.previous_attention_mask = torch.tensor([[1] * cuts[i] + [0] * (mc - cuts[i]) for i in rows],
+                                                     dtype=torch.int, device=tokens.device)
         cache.freeze()
-        n = max(max(lens[i] - cut for i in rows), 1)
-        rest = tokens[rows, cut : cut + n]
+        n = max(max(lens[i] - cuts[i] for i in rows), 1)
+        rest = torch.stack([wide[i, cuts[i] : cuts[i] + n] for i in rows])
         fwd_hooks = hooks() if hooks is not None else []
         with (model.hooks(fwd_hooks=fwd_hooks) if fwd_hooks else nullcontext()):
             resid = model(rest, past_kv_cache=cache, attention_mask=torch.ones(rest.shape, dtype=torch.long,
@@ -293,6 +316,8 @@ def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], l
         pieces.append(torch.nn.functional.pad(resid, (0, 0, 0, width - resid.shape[1])))
         order += rows
     out = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    if order == list(range(b)):
+        return out, torch.tensor(cuts)
     inverse = torch.empty(b, dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(b)
     return out[inverse.to(out.device)], torch.tensor(cuts)
