@@ -33,7 +33,13 @@ __all__ = ["covariance_text_config", "resolved_method_settings", "upgrade_method
 #: non-zero dimension of a post-MLP norm, which is a floor of 0 (the default is 0.01 since).
 #: Fields that change no result, or whose default is the old behaviour, need no entry: an older
 #: record takes today's value for them and resumes.
-_ADDED_METHOD_FIELDS: dict[str, dict[str, Any]] = {"memit": {"norm_weight_floor": 0.0}}
+#: ``text_source`` (ROME, MEMIT): the field always existed, but before 2026-11-30 (ae244d2) the
+#: runner did not pass ``--text-source`` to it, so those units estimated the key covariance on the
+#: built-in text; it is taken from the finished units only (:data:`_FROM_UNITS`), and with none
+#: finished today's value stands (no unit ran with another one).
+_FROM_UNITS = "<the finished units' value, else today's>"
+_ADDED_METHOD_FIELDS: dict[str, dict[str, Any]] = {"memit": {"norm_weight_floor": 0.0, "text_source": _FROM_UNITS},
+                                                   "rome": {"text_source": _FROM_UNITS}}
 #: The stored value of a field the finished units of a method disagree on (matches no run).
 _MIXED = "differs between the finished units: "
 
@@ -119,7 +125,9 @@ def upgrade_method_settings(edit: Mapping[str, Any], eval_: Mapping[str, Any] | 
     missing = {m: [f for f in _ADDED_METHOD_FIELDS.get(m, {}) if f not in (given.get(m) or {})] for m in tables}
     ran = finished_unit_values(run_files) if any(missing.values()) else {}
     for m, fields in missing.items():
-        tables[m].update({f: ran.get(m, {}).get(f, copy.deepcopy(_ADDED_METHOD_FIELDS[m][f])) for f in fields})
+        for f in fields:
+            old = _ADDED_METHOD_FIELDS[m][f]
+            tables[m][f] = ran.get(m, {}).get(f, tables[m][f] if old is _FROM_UNITS else copy.deepcopy(old))
     return {**edit, "methods": tables}
 
 
@@ -147,6 +155,8 @@ def finished_unit_values(run_files: Iterable[Path]) -> dict[str, dict[str, Any]]
         if not isinstance(ran, Mapping) or rec.get("kind") != "factlens.run" or unit.get("method") != m:
             continue
         for f, old in _ADDED_METHOD_FIELDS[m].items():
+            if f not in ran and old is _FROM_UNITS:
+                continue
             values = seen.setdefault(m, {}).setdefault(f, [])
             if _norm(ran.get(f, old)) not in values:
                 values.append(_norm(ran.get(f, old)))
@@ -195,7 +205,11 @@ def method_settings_diff(stored: Mapping[str, Any] | None, now: Mapping[str, Any
         for f in sorted(set(a) | set(b)):
             if _norm(a.get(f)) != _norm(b.get(f)):
                 lines.append(f"methods.{m}.{f}: {a.get(f)!r} (stored) != {b.get(f)!r} (now)")
-                if f in a and not str(a[f]).startswith(_MIXED):
+                if f == "text_source" and a.get(f) is None:
+                    # the runner replaces an unset covariance text by --text-source: no flag reproduces it
+                    lines[-1] += (f" ({m}'s finished units estimated the key covariance on the built-in text; "
+                                  "a run with --text-source cannot extend them: use a new --out)")
+                elif f in a and not str(a[f]).startswith(_MIXED):
                     flags.append(f"--edit methods.{m}.{f}={json.dumps(a[f])}")
     return lines, flags
 

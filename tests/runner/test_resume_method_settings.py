@@ -165,3 +165,59 @@ def test_units_that_disagree_match_no_run(tmp_path):
     for floor in (0.0, 0.01):
         lines, flags = method_settings_diff(values, {"memit": {"norm_weight_floor": floor}})
         assert len(lines) == 1 and flags == []
+
+
+# -- the key-covariance text of ROME and MEMIT (ae244d2 started passing --text-source to it) ------
+@pytest.fixture(scope="module")
+def memit_text_folder(tmp_path_factory) -> Path:
+    """A run folder with a general-text file (``--text-source``) and one finished MEMIT unit."""
+    root = tmp_path_factory.mktemp("memit_text")
+    text = root / "text.txt"
+    text.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog near river {i}. " * 6
+                                for i in range(40)))
+    out = root / "run"
+    assert run_experiment(_cfg(out, eval={"text.source": str(text)}), report=False).ran == ("seed0/all_mlps+memit",)
+    return out
+
+
+def _cfg_of(out: Path) -> RunConfig:
+    rec = json.loads((out / "run_config.json").read_text())
+    return _cfg(out, eval={"text.source": rec["resolved"]["eval"]["text"]["source"]})
+
+
+def _unit_text_source(out: Path, value) -> None:
+    unit = out / UNIT
+    r = json.loads(unit.read_text())
+    r["edit"]["meta"]["memit_config"]["text_source"] = value
+    unit.write_text(json.dumps(r))
+
+
+def test_old_folder_whose_memit_covariance_used_the_builtin_text_is_refused(memit_text_folder, tmp_path):
+    """A folder of the versions before --text-source reached MEMIT (its unit estimated the key
+    covariance on the built-in text, and the record held only the user's tables): adding a seed
+    now, when MEMIT would read the run's text, is refused, the message says why, and it offers no
+    flag that cannot reproduce the old behaviour."""
+    out = _copy(memit_text_folder, tmp_path)
+    _as_old_record(out, unit_floor=0.01)
+    _unit_text_source(out, None)
+    up = upgrade_stored(json.loads((out / "run_config.json").read_text()), RunDir(out).run_files())
+    assert up["resolved"]["edit"]["methods"]["memit"]["text_source"] is None
+    with pytest.raises(ConfigMismatchError) as e:
+        run_experiment(_cfg_of(out).replace(seeds=(0, 1)), report=False)
+    msg = str(e.value)
+    assert "methods.memit.text_source: None (stored)" in msg and "built-in text" in msg
+    assert "--edit methods.memit.text_source" not in msg
+    assert not (out / "runs" / "seed1").exists()
+
+
+def test_old_folder_whose_memit_covariance_used_the_run_text_resumes(memit_text_folder, tmp_path):
+    """The same record written after --text-source reached MEMIT (the unit says it read the run's
+    text) resumes; so does an old record with no finished MEMIT unit (no unit ran with another text)."""
+    out = _copy(memit_text_folder, tmp_path)
+    _as_old_record(out, unit_floor=0.01)
+    RunDir(out).open(_cfg_of(out).replace(seeds=(0, 1)))
+    bare = tmp_path / "bare"
+    shutil.copytree(memit_text_folder, bare)
+    _as_old_record(bare, unit_floor=0.01)
+    (bare / UNIT).unlink()
+    RunDir(bare).open(_with_floor(_cfg_of(bare).replace(seeds=(0, 1)), 0.0))  # (the floor: none finished, the old 0)
