@@ -12,18 +12,76 @@ block's activations are recomputed in the backward pass instead of being kept fr
 forward pass (gradient checkpointing), so a step holds one block's activations instead of
 every block's. The recomputation runs the same operations on the same inputs, so gradients
 are unchanged (bitwise on CPU, tested); it costs about one more forward pass per step.
+
+:class:`PeakRSS` measures the peak resident memory of a block of code (a thread samples
+:func:`rss`), so the runner can say which stage of which job set a worker's peak.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
-__all__ = ["release_memory", "checkpointed_blocks"]
+__all__ = ["release_memory", "checkpointed_blocks", "rss", "PeakRSS", "StagePeaks"]
+
+
+def rss() -> int:
+    """Resident set size of this process in bytes (``/proc/self/statm``; ``psutil`` elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        import psutil
+
+        return psutil.Process(os.getpid()).memory_info().rss
+
+
+class PeakRSS:
+    """Peak resident set size while the block runs, sampled in a thread every ``interval`` seconds.
+
+    ``.start`` and ``.peak`` are absolute sizes in bytes; ``.delta`` is the increase over the
+    start. A sampler rather than the kernel's high-water mark: resetting that mark
+    (``/proc/self/clear_refs``) would also hide the process's true peak from ``getrusage``
+    and ``/usr/bin/time``. A peak shorter than ``interval`` can be missed.
+
+    Example:
+        >>> with PeakRSS(interval=0.01) as mem:
+        ...     block = bytearray(50_000_000)
+        >>> mem.peak >= mem.start, mem.delta >= 0
+        (True, True)
+    """
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.start = self.peak = 0
+
+    def __enter__(self) -> "PeakRSS":
+        self.start = self.peak = rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, rss())
+
+    @property
+    def delta(self) -> int:
+        return self.peak - self.start
 
 
 def release_memory() -> None:
@@ -81,3 +139,52 @@ def checkpointed_blocks(model, enabled: bool = True) -> Iterator[None]:
     finally:
         for block in blocks:
             vars(block).pop("forward", None)
+
+
+class StagePeaks(PeakRSS):
+    """:class:`PeakRSS` split by stage: :meth:`begin` names the stage that the samples count for.
+
+    Example:
+        >>> with StagePeaks(interval=0.01) as peaks:
+        ...     peaks.begin("small")
+        ...     peaks.begin("large")
+        ...     block = bytearray(50_000_000)
+        >>> sorted(peaks.by_stage), peaks.by_stage["large"] >= peaks.by_stage["small"] > 0
+        (['large', 'small'], True)
+    """
+
+    def __init__(self, interval: float = 0.01):
+        super().__init__(interval)
+        self.by_stage: dict[str, int] = {}
+        self._stage: str | None = None
+        self._lock = threading.Lock()
+
+    def begin(self, stage: str) -> None:
+        """Samples from now on count for ``stage`` (the previous stage gets a last sample)."""
+        now = rss()
+        with self._lock:
+            self._count(now)
+            self._stage = stage
+            self._count(now)
+
+    def _count(self, now: int) -> None:
+        self.peak = max(self.peak, now)
+        if self._stage is not None:
+            self.by_stage[self._stage] = max(self.by_stage.get(self._stage, 0), now)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = rss()
+            with self._lock:
+                self._count(now)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        with self._lock:
+            self._count(rss())
+
+    def gb(self) -> dict[str, float]:
+        """Peak per stage in GB (10^9 bytes), rounded to 0.01."""
+        return {k: round(v / 1e9, 2) for k, v in self.by_stage.items()}

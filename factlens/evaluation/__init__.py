@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from factlens.evaluation.baseline_cache import BaselineCache
+from factlens.evaluation.baseline_store import BaselineStore
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.memory import release_memory
@@ -32,7 +33,7 @@ from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
 
 __all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
-           "Metric", "SuiteResult", "BaselineCache"]
+           "Metric", "SuiteResult", "BaselineCache", "BaselineStore"]
 
 #: The optional inputs of :func:`evaluate` that a suite can declare in ``Suite.needs``.
 INPUTS: tuple[str, ...] = ("mask", "mechanisms", "weight_mask", "weight_mask_threshold", "edit_result")

@@ -24,6 +24,11 @@ state; using it with a different model object raises ``ValueError``. Entries are
 everything that decides them (suite, facts, prompts, settings), so evaluating another task
 or config simply adds entries. Memory: the entries are small (scores, final residuals of
 the general-text chunks, probe curves), a few MB for the default settings.
+
+``BaselineCache(store=BaselineStore(folder))`` also shares the entries between processes:
+each computed value is written to the folder, and a cache of another process (the runner's
+other worker) reads it there instead of computing it (:mod:`factlens.evaluation.baseline_store`;
+``store_hits`` counts those reads).
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Callable, Hashable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from factlens.evaluation.baseline_store import BaselineStore
 
 __all__ = ["BaselineCache", "cached", "facts_key", "items_key", "config_key"]
 
@@ -50,23 +58,32 @@ def _fingerprint(model, chunk: int = 2**20) -> tuple[float, ...]:
 class BaselineCache:
     """Results on one unedited model, reused across evaluations (see the module docs).
 
+    Args:
+        store: A :class:`~factlens.evaluation.baseline_store.BaselineStore` shared with other
+            processes (default: none, entries stay in this process).
+
     Attributes:
-        hits: Lookups answered from the cache.
+        hits: Lookups answered from the cache's memory.
+        store_hits: Lookups answered from the shared store (computed by another process).
         misses: Lookups that computed (and stored) their value.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, store: "BaselineStore | None" = None) -> None:
         self._original: Any = None
         self._fingerprint: tuple[float, ...] | None = None
+        self._digest: str | None = None
         self._store: dict[Hashable, Any] = {}
+        self.shared = store
         self.hits = 0
+        self.store_hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._store)
 
     def __repr__(self) -> str:
-        return f"BaselineCache(entries={len(self)}, hits={self.hits}, misses={self.misses})"
+        shared = f", store_hits={self.store_hits}" if self.shared is not None else ""
+        return f"BaselineCache(entries={len(self)}, hits={self.hits}{shared}, misses={self.misses})"
 
     def clear(self) -> None:
         """Drop every entry (the binding to the original model stays)."""
@@ -89,15 +106,24 @@ class BaselineCache:
         if fp != self._fingerprint:
             self._store.clear()  # the original's parameters changed since the entries were made
             self._fingerprint = fp
+            self._digest = None if self.shared is None else self.shared.model_digest(fp, original)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The value stored under ``key``, computing and storing it on the first call."""
         if key in self._store:
             self.hits += 1
             return self._store[key]
+        if self._digest is not None:
+            found, value = self.shared.get(self._digest, key)
+            if found:
+                self.store_hits += 1
+                self._store[key] = value
+                return value
         self.misses += 1
         value = compute()
         self._store[key] = value
+        if self._digest is not None:
+            self.shared.put(self._digest, key, value)
         return value
 
 

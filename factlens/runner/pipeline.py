@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import os
 import platform
 import random
 import time
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from factlens.editing.memory_editing import MaskNotSupported
-from factlens.memory import release_memory
+from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
 
@@ -118,14 +119,19 @@ class Workspace:
         fast_layout: Store the loaded model's gated-MLP weights and ``W_O`` so that
             TransformerLens copies no weight on each forward pass
             (:func:`factlens.layout.linear_layout`; bitwise the same results).
+        baseline_store: A folder shared with the other processes of the run: the unedited
+            model's evaluation numbers computed here are written there and read by the others
+            (:class:`~factlens.evaluation.baseline_store.BaselineStore`); ``None``: this process only.
     """
 
-    def __init__(self, *, original: str = "view", fast_layout: bool = True) -> None:
+    def __init__(self, *, original: str = "view", fast_layout: bool = True,
+                 baseline_store: str | os.PathLike | None = None) -> None:
         if original not in ("view", "copy"):
             raise ValueError(f"Workspace(original=...) must be 'view' (no second copy of the weights) or 'copy' "
                              f"(a deepcopy), got {original!r}")
         self.original = original
         self.fast_layout = bool(fast_layout)
+        self.baseline_store = baseline_store
         self._entries: dict[str, Any] = {}
 
     def clear(self) -> None:
@@ -154,8 +160,15 @@ class Workspace:
             meta.update(original=self.original, fast_layout=self.fast_layout, copy_seconds=time.perf_counter() - t0)
 
             e.update(model_key=key, model=model, original=pristine.view, pristine=pristine, builtin=builtin,
-                     model_meta=meta, baselines=BaselineCache())
+                     model_meta=meta, baselines=BaselineCache(store=self._store()))
         return e["model"], e["original"], e["builtin"], e["model_meta"]
+
+    def _store(self):
+        if self.baseline_store is None:
+            return None
+        from factlens.evaluation.baseline_store import BaselineStore
+
+        return BaselineStore(self.baseline_store)
 
     def pristine(self):
         """The :class:`~factlens.runner.pristine.OriginalView` (or ``PristineCopy``) of the loaded model."""
@@ -491,16 +504,30 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     objective. The model is edited in place, evaluated against the unedited model and reverted; the
     record's ``restore`` entry says whether every parameter came back bit-identical (if not,
     the parameters are copied back from the unedited model and ``restore["repaired"]`` is set).
+    The record's ``peak_rss_gb`` gives the process's peak resident memory in each stage
+    (:class:`~factlens.memory.StagePeaks`; ``prepare`` includes loading the model for the
+    process's first job).
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    with StagePeaks() as peaks:
+        record = _run_unit(cfg, seed, localization, plan, workspace, peaks)
+    record["peak_rss_gb"] = peaks.gb()
+    return record
+
+
+def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any], workspace: Workspace | None,
+              peaks: StagePeaks) -> dict[str, Any]:
+    """The body of :func:`run_localization`; ``peaks.begin`` marks each stage."""
     from factlens.evaluation import evaluate
 
+    peaks.begin("prepare")
     unit = localization
     localization, method, objective = cfg.split_unit(unit)
     prep = prepare(cfg, seed, workspace=workspace)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
     _seed_everything(seed)
+    peaks.begin("localize")
     t0, c0 = time.perf_counter(), time.process_time()
     mask, scores, reused = _mask_and_scores(prep, cfg, seed, localization, plan)
     timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0)
@@ -510,6 +537,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         raise RuntimeError(f"localization {localization!r} selected no component at budget {plan.get('param_budget')}")
 
     _seed_everything(seed)
+    peaks.begin("edit")
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         res = _edit(prep, mask, cfg, seed, method=method,
@@ -531,6 +559,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
         edit_info = _edit_summary(res, method_edit_config(cfg, seed, method))
         _seed_everything(seed)
+        peaks.begin("evaluate")
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
                       mask=mask, mechanisms=_mechanisms(plan), edit_result=res, baselines=prep.baselines)
@@ -539,6 +568,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         for suite, sec in ev.meta.get("seconds", {}).items():
             timings[f"evaluate.{suite}"] = sec
     finally:
+        peaks.begin("revert")
         t0 = time.perf_counter()
         res.revert()
         restore = check_restored(prep.model, prep.original)
@@ -562,7 +592,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
         "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
         "dropped_facts": _dropped_facts(scores),
         "edit": edit_info, "eval": ev.to_dict(), "restore": restore, "timings": timings, "cpu_seconds": cpu,
-        "baseline_cache": {"hits": prep.baselines.hits, "misses": prep.baselines.misses, "entries": len(prep.baselines)},
+        "baseline_cache": {"hits": prep.baselines.hits, "store_hits": prep.baselines.store_hits,
+                           "misses": prep.baselines.misses, "entries": len(prep.baselines)},
         "data": {k: v for k, v in prep.meta.items() if k not in ("shape",)}, "shape": prep.meta.get("shape"),
         "versions": versions(), "finished_at": _now(),
     }

@@ -9,7 +9,9 @@ all the jobs it runs, and runs ``threads`` torch threads.
 Jobs are handed out one at a time, as workers become free, preferring a job of the seed
 the worker ran last: the unedited model's evaluation numbers of a seed
 (:class:`~factlens.evaluation.baseline_cache.BaselineCache`) are then computed by as few workers as
-possible. Every job seeds its own random generators, so results do not depend on which
+possible, and the workers share them through a temporary folder
+(:class:`~factlens.evaluation.baseline_store.BaselineStore`, deleted by :meth:`ProcessPool.close`):
+a number one worker computed on the unedited model is read, not recomputed, by the others. Every job seeds its own random generators, so results do not depend on which
 worker ran it or in which order (tests/runner/test_processes.py checks the run files are
 identical to a one-process run). A failed job does not stop the others; :meth:`ProcessPool.map`
 raises at the end, naming the failed jobs.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import shutil
+import tempfile
 import traceback
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
@@ -32,14 +36,14 @@ class JobError(RuntimeError):
     """A job failed in a worker process (the message holds the worker's traceback)."""
 
 
-def _worker(inbox, outbox, threads: int) -> None:
+def _worker(inbox, outbox, threads: int, store: str | None = None) -> None:
     """Worker loop: run ``fn(item, workspace)`` for each ``(index, fn, item)`` until ``None``."""
     import torch
 
     from factlens.runner.pipeline import Workspace
 
     torch.set_num_threads(threads)
-    workspace = Workspace()
+    workspace = Workspace(baseline_store=store)
     while True:
         msg = inbox.get()
         if msg is None:
@@ -65,15 +69,17 @@ class ProcessPool:
         self._procs: list[Any] = []
         self._inboxes: list[Any] = []
         self._outbox: Any = None
+        self.store: str | None = None  # the workers' shared BaselineStore folder, while they run
 
     def _start(self) -> None:
         if self._procs:
             return
         ctx = mp.get_context("spawn")
         self._outbox = ctx.Queue()
+        self.store = tempfile.mkdtemp(prefix="factlens-baselines-")
         for _ in range(self.workers):
             inbox = ctx.Queue()
-            p = ctx.Process(target=_worker, args=(inbox, self._outbox, self.threads), daemon=True)
+            p = ctx.Process(target=_worker, args=(inbox, self._outbox, self.threads, self.store), daemon=True)
             p.start()
             self._procs.append(p)
             self._inboxes.append(inbox)
@@ -87,6 +93,9 @@ class ProcessPool:
             if p.is_alive():
                 p.terminate()
         self._procs, self._inboxes, self._outbox = [], [], None
+        if self.store is not None:
+            shutil.rmtree(self.store, ignore_errors=True)
+            self.store = None
 
     def __enter__(self) -> "ProcessPool":
         return self

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SUITES = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts", "mechanisms", "quantization",
           "update_size")
-VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "data", "baseline_cache"}
+VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "data", "baseline_cache", "peak_rss_gb"}
 
 
 def _strip(record: dict) -> dict:

@@ -14,7 +14,7 @@ from factlens.runner.pipeline import Job, run_job
 from factlens.runner.processes import JobError, ProcessPool
 
 #: Fields that say how and when a job ran, not what it computed.
-VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "executor", "baseline_cache", "seconds",
+VOLATILE = {"timings", "cpu_seconds", "versions", "finished_at", "executor", "baseline_cache", "peak_rss_gb", "seconds",
             "total_seconds", "train_seconds", "load_seconds", "copy_seconds", "data_seconds", "seconds_per_step"}
 
 
@@ -74,3 +74,18 @@ def test_bad_worker_counts():
         RunConfig(task="planted", model="planted", workers=0)
     with pytest.raises(ValueError, match="only the local executor uses worker processes"):
         RunConfig(task="planted", model="planted", executor="ray", workers=2)
+
+
+def _store_of(item, workspace):
+    """A job that reports its worker's BaselineStore folder (a module-level function: workers import it)."""
+    return workspace.baseline_store
+
+
+def test_workers_share_one_baseline_folder_that_close_removes():
+    got: list = []
+    with ProcessPool(2, threads=1) as pool:
+        pool.map(_store_of, [0, 1, 2, 3], on_result=lambda item, store: got.append(store))
+        folder = pool.store
+        assert folder is not None and Path(folder).is_dir()
+    assert got == [folder] * 4  # every worker's unedited-model numbers go to the same folder
+    assert pool.store is None and not Path(folder).exists()

@@ -69,6 +69,9 @@ def test_cli_writes_runs_and_report(run_dir: Path):
         assert set(r["eval"]["suites"]) == {"standard", "side_effects", "mechanisms"}
         assert r["edit"]["config"]["steps"] == 2 and len(r["edit"]["history"]) == 2
         assert {"localize", "edit", "evaluate", "revert"} <= set(r["timings"])
+        peaks = r["peak_rss_gb"]  # the process's peak resident memory in each stage
+        assert set(peaks) == {"prepare", "localize", "edit", "evaluate", "revert"} and min(peaks.values()) > 0
+        assert r["baseline_cache"]["store_hits"] == 0  # one process: no shared store
         assert r["versions"]["torch"]
     cfg = json.loads((run_dir / "run_config.json").read_text())
     assert cfg["config"]["localizations"] == ["flu", "random", "all_mlps"]
