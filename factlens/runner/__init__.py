@@ -18,7 +18,7 @@ from factlens.runner.executor import (
     make_executor,
     run_experiment,
 )
-from factlens.runner.pipeline import Workspace
+from factlens.runner.workspace import Workspace
 from factlens.runner.report import build_report, write_report
 
 __all__ = [

@@ -51,7 +51,7 @@ __all__ = [
 class Executor(ABC):
     """Runs independent jobs and hands each result to ``on_result`` as soon as it is done.
 
-    A job function is called as ``fn(item, workspace)``: the :class:`~factlens.runner.pipeline.Workspace`
+    A job function is called as ``fn(item, workspace)``: the :class:`~factlens.runner.workspace.Workspace`
     (loaded model and data) of the process it runs in.
     """
 

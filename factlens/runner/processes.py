@@ -3,7 +3,7 @@
 Why processes: on a CPU, two single-thread processes get more work done than one process
 with two threads (the small matrix products of a 270M model do not keep two threads busy;
 see docs/performance.md). Each worker keeps its own
-:class:`~factlens.runner.pipeline.Workspace` (its own model copy: N times the memory) for
+:class:`~factlens.runner.workspace.Workspace` (its own model copy: N times the memory) for
 all the jobs it runs, and runs ``threads`` torch threads.
 
 Jobs are handed out one at a time, as workers become free, preferring a job of the seed
@@ -40,7 +40,7 @@ def _worker(inbox, outbox, threads: int, store: str | None = None) -> None:
     """Worker loop: run ``fn(item, workspace)`` for each ``(index, fn, item)`` until ``None``."""
     import torch
 
-    from factlens.runner.pipeline import Workspace
+    from factlens.runner.workspace import Workspace
 
     torch.set_num_threads(threads)
     workspace = Workspace(baseline_store=store)

@@ -10,6 +10,7 @@ import pytest
 
 from factlens.runner import RunConfig, run_experiment
 from factlens.runner import pipeline
+from factlens.runner import workspace as workspace_module
 from factlens.runner.cli import main
 from factlens.runner.executor import ConfigMismatchError, RunDir, write_json_atomic
 
@@ -218,13 +219,13 @@ def test_local_executor_loads_the_model_once_per_workspace(tmp_path: Path, monke
     from factlens.runner import LocalExecutor, Workspace
 
     loads: list[str] = []
-    real = pipeline._load_models
+    real = workspace_module._load_models
 
     def spy(cfg):
         loads.append(cfg.model)
         return real(cfg)
 
-    monkeypatch.setattr(pipeline, "_load_models", spy)
+    monkeypatch.setattr(workspace_module, "_load_models", spy)
     cfg = RunConfig(task="planted", model="planted", localizations=("random", "all_mlps"), suites=("standard",),
                     out=str(tmp_path / "a"), show_progress=False, edit={"steps": 1})
     ws = Workspace()
