@@ -10,10 +10,11 @@ Jobs are handed out one at a time, as workers become free, preferring a job of t
 the worker ran last: the unedited model's evaluation numbers of a seed
 (:class:`~factlens.evaluation.baseline_cache.BaselineCache`) are then computed by as few workers as
 possible, and the workers share them through a temporary folder
-(:class:`~factlens.evaluation.baseline_store.BaselineStore`, deleted by :meth:`ProcessPool.close`):
-a number one worker computed on the unedited model is read, not recomputed, by the others. Every job seeds its own random generators, so results do not depend on which
-worker ran it or in which order (tests/runner/test_processes.py checks the run files are
-identical to a one-process run). A failed job does not stop the others; :meth:`ProcessPool.map`
+(:class:`~factlens.evaluation.baseline_store.BaselineStore`, deleted by
+:meth:`ProcessPool.close`): a number one worker computed on the unedited model is read, not
+recomputed, by the others. Every job seeds its own random generators, so results do not
+depend on which worker ran it or in which order (tests/runner/test_processes.py checks the
+run files are identical to a one-process run). A failed job does not stop the others; :meth:`ProcessPool.map`
 raises at the end, naming the failed jobs.
 """
 
