@@ -6,7 +6,8 @@
 into the run directory and :func:`write_report` renders them as one self-contained HTML file.
 """
 
-from factlens.runner.config import DEFAULT_LOCALIZATIONS, RunConfig, load_config_file
+from factlens.runner.config import DEFAULT_LOCALIZATIONS, RunConfig
+from factlens.runner.inputs import load_config_file
 from factlens.runner.executor import (
     ConfigMismatchError,
     Executor,

@@ -109,7 +109,8 @@ _PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", 
 
 def config_from_args(args: argparse.Namespace):
     """Defaults, then ``--config``, then the flags given."""
-    from factlens.runner.config import RunConfig, load_config_file
+    from factlens.runner.config import RunConfig
+    from factlens.runner.inputs import load_config_file
 
     d: dict[str, Any] = {}
     if args.config is not None:

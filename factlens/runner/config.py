@@ -37,7 +37,8 @@ Config files use the field names as keys (dashes or underscores), with ``[edit]`
 value of the wrong type, is an error that names it and lists the valid keys), kept as nested
 tables in ``run_config.json``. The flat evaluation keys of older versions (``relearn_steps``,
 ``text_source``...) are still read, with a ``DeprecationWarning``, so that run folders written
-by them resume and report (:func:`upgrade_stored`).
+by them resume and report (:func:`~factlens.runner.stored.upgrade_stored`). Input files are
+hashed and config files read in :mod:`factlens.runner.inputs`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from factlens.config import Overrides
-from factlens.runner.method_settings import resolved_method_settings, upgrade_method_settings
+from factlens.runner.inputs import _looks_local, _split_list, _where, hash_input
+from factlens.runner.inputs import load_config_file  # noqa: F401 - importable from here, as before the split
+from factlens.runner.method_settings import resolved_method_settings
 
 if TYPE_CHECKING:
     from factlens.editing import EditConfig
@@ -62,7 +64,6 @@ __all__ = [
     "DEFAULT_LOCALIZATIONS",
     "ALL_SUITES",
     "TASK_NAMES",
-    "load_config_file",
     "EXECUTION_FIELDS",
     "SCOPE_FIELDS",
     "CPU_EVAL_DEFAULTS",
@@ -70,11 +71,9 @@ __all__ = [
     "PLANTED_EDIT_DEFAULTS",
     "DEFAULT_LOCALIZE_OPTIONS",
     "SMALL_N_MAINTAIN",
-    "hash_input",
     "split_unit",
     "unit_names",
     "default_objective",
-    "upgrade_stored",
 ]
 
 #: The paper's six localizations compared in Table 1.
@@ -122,9 +121,6 @@ PLANTED_EVAL_DEFAULTS: dict[str, Any] = {
     "relearning": {"steps": 5, "batch_size": 8, "both_halves": False},
     "soft_prompts": {"steps": 10, "seeds": 1},
 }
-#: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
-_RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
-                                   "eval.mmlu_source": "eval.side_effects.mmlu_source"}
 
 
 @dataclass(frozen=True)
@@ -461,7 +457,7 @@ class RunConfig:
         return {k: str(v) for k, v in found.items() if v is not None}
 
     def input_hashes(self) -> dict[str, dict[str, Any]]:
-        """Content hashes of :meth:`input_files` (see :func:`hash_input`); compared on resume."""
+        """Content hashes of :meth:`input_files` (see :func:`~factlens.runner.inputs.hash_input`); compared on resume."""
         return {k: hash_input(v) for k, v in self.input_files().items()}
 
     def resolved(self) -> dict[str, Any]:
@@ -492,216 +488,6 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
-
-
-#: Evaluation settings added after run folders were first written: dotted path -> the value
-#: that reproduces what the versions before them did (a stored record without the key ran so).
-#: (``relearning.checkpoint`` is absent on purpose: it changes no result, so an older record
-#: takes today's default and resumes. ``lora_forward`` is here although both forms train the
-#: same adapters: they differ in float rounding, which can flip a fact near a tie, so the
-#: units of one folder keep one form.)
-_ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearning.lora_forward": "merged",
-                                      "unrelated_finetune.lora_forward": "merged"}
-#: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
-#: exist, which is what their values below do. (Fields of the methods' own settings:
-#: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
-_ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
-
-
-def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's given settings without the :data:`_ADDED_EVAL_FIELDS` in its ``eval`` table.
-
-    The resume check compares those settings through the resolved records only (the upgraded
-    stored one holds the old value): so a user who resumes an older folder by spelling out the
-    value it ran with (``--eval relearning.lora_forward=merged``) is not refused for having
-    given an option the folder's own command did not.
-
-    Example:
-        >>> without_added_eval_fields({"eval": {"relearning": {"steps": 2, "lora_forward": "merged"}}, "seeds": [0]})
-        {'eval': {'relearning': {'steps': 2}}, 'seeds': [0]}
-    """
-    out = dict(record)
-    ev = out.get("eval")
-    if not isinstance(ev, Mapping):
-        return out
-    ev = copy.deepcopy(dict(ev))
-    for path in _ADDED_EVAL_FIELDS:
-        ev.pop(path, None)  # a dotted key as given
-        section, _, leaf = path.rpartition(".")
-        node = ev.get(section)
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-            if not node:
-                del ev[section]
-    out["eval"] = ev
-    return out
-
-
-def added_eval_flags(stored_eval: Mapping[str, Any], now_eval: Mapping[str, Any]) -> list[str]:
-    """``--eval path=value`` that resumes a folder whose (upgraded) resolved evaluation settings
-    differ from today's in an :data:`_ADDED_EVAL_FIELDS` setting (the value the folder ran with).
-
-    Example:
-        >>> added_eval_flags({"relearning": {"lora_forward": "merged"}}, {"relearning": {"lora_forward": "factored"}})
-        ['--eval relearning.lora_forward=merged']
-    """
-    def get(table, path):
-        node: Any = table
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, Mapping) else None
-        return node
-
-    return [f"--eval {path}={get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
-            if get(stored_eval, path) is not None and get(stored_eval, path) != get(now_eval, path)]
-
-
-def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
-    """``table`` (nested, normalized) with each absent :data:`_ADDED_EVAL_FIELDS` entry at its old value."""
-    out = copy.deepcopy(table)
-    for path, old_value in _ADDED_EVAL_FIELDS.items():
-        *parents, leaf = path.split(".")
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-        node.setdefault(leaf, old_value)
-    return out
-
-
-def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) -> dict[str, Any]:
-    """A run folder's ``run_config.json`` record with the settings in today's form.
-
-    Older versions wrote the resolved evaluation settings flat (``relearn_steps``,
-    ``text_source``...) and labelled the input files ``eval.text_source`` /
-    ``eval.mmlu_source``; the resume check compares this upgraded record with the current
-    run, so such a folder resumes when its settings are the same. A setting added since
-    (``relearning.both_halves``) that the record lacks gets the value that reproduces what the
-    older version did (one half), not today's default. The edit methods the run used get every
-    field of their settings (records before it kept only the user's tables): a field that
-    changed meaning takes the value the folder's finished units (``run_files``) ran with, or,
-    when none finished, the old value (MEMIT's ``norm_weight_floor``: 0, as MEMIT ran before
-    the floor existed; :func:`~factlens.runner.method_settings.upgrade_method_settings`).
-    (The ``config`` part is read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
-
-    Example:
-        >>> old = {"resolved": {"eval": {"relearn_steps": 5}}, "inputs": {"eval.text_source": {"sha256": None}}}
-        >>> up = upgrade_stored(old)
-        >>> up["resolved"]["eval"]["relearning"]["steps"], list(up["inputs"])
-        (5, ['eval.text.source'])
-    """
-    out = dict(stored)
-    resolved = dict(out.get("resolved") or {})
-    ev = resolved.get("eval")
-    if isinstance(ev, Mapping) and "error" not in ev:
-        from factlens.evaluation import EvalConfig
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
-            except (TypeError, ValueError):
-                pass  # settings this version no longer has: the resume check reports the difference
-        out["resolved"] = resolved
-    ed = resolved.get("edit")
-    if isinstance(ed, Mapping) and "error" not in ed:
-        ed = {**{k: copy.deepcopy(v) for k, v in _ADDED_EDIT_FIELDS.items()}, **ed}
-        config = out.get("config") if isinstance(out.get("config"), Mapping) else {}
-        methods = config.get("methods") or RunConfig.methods  # absent: written before methods existed
-        resolved["edit"] = upgrade_method_settings(ed, resolved.get("eval"), methods, run_files)
-        out["resolved"] = resolved
-    if isinstance(out.get("inputs"), Mapping):
-        out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}
-    return out
-
-
-def hash_input(source: str | Path) -> dict[str, Any]:
-    """The sha256 of a local input file, or of a folder's files (relative path and content of
-    each, in sorted order); sources that are not local paths (Hugging Face names) get ``None``.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> f = pathlib.Path(tempfile.mkdtemp()) / "facts.csv"
-        >>> _ = f.write_text("a,b")
-        >>> h = hash_input(f)
-        >>> (h["kind"], h["sha256"][:12])
-        ('file', '1eb7c54d5283')
-        >>> hash_input("azhx/counterfact")["sha256"] is None
-        True
-    """
-    import hashlib
-
-    p = Path(source).expanduser()
-    if p.is_file():
-        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": _file_sha256(p)}
-    if p.is_dir():
-        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f"{f.relative_to(p).as_posix()}\0{_file_sha256(f)}\n".encode())
-        return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
-    return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
-
-
-_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
-
-
-def _looks_local(source: str) -> bool:
-    """Whether an input names a local path (not a Hugging Face dataset name such as ``"azhx/counterfact"``)."""
-    return (source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
-            or source.lower().endswith(_FILE_SUFFIXES))
-
-
-def _where(source: str) -> str:
-    p = Path(source).expanduser()
-    return f"looked for {p.resolve()}" + ("" if p.is_absolute() else f" from {Path.cwd()}")
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _split_list(v: str | int) -> list[str]:
-    if isinstance(v, int):
-        return [v]  # type: ignore[list-item]
-    return [p.strip() for p in v.split(",") if p.strip()]
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) run config into a mapping.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: Unsupported suffix or the file is not a mapping.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file {p} does not exist")
-    text = p.read_text()
-    if p.suffix == ".toml":
-        import tomllib
-
-        try:
-            d = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{p}: invalid TOML ({e})") from e
-    elif p.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("YAML configs need PyYAML: pip install pyyaml (or use a .toml config)") from e
-        d = yaml.safe_load(text) or {}
-    elif p.suffix == ".json":
-        d = json.loads(text)
-    else:
-        raise ValueError(f"config file {p} must end in .toml, .yaml, .yml or .json")
-    if not isinstance(d, dict):
-        raise ValueError(f"{p}: a run config must be a mapping of keys to values, got {type(d).__name__}")
-    return d
 
 
 def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, str, str]:
@@ -748,3 +534,7 @@ def unit_names(localizations, methods=("finetune",), objectives=(), *, default_o
             for o in objectives or (default_objective,):
                 out.append("+".join([loc] + ([m] if m != "finetune" else []) + ([o] if o != default_objective else [])))
     return tuple(out)
+
+
+# Kept importable from here (it lived in this module before the module was split).
+from factlens.runner.stored import upgrade_stored  # noqa: E402,F401

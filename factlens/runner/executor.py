@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 
 from factlens.evaluation.result import json_default
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig, added_eval_flags, upgrade_stored, without_added_eval_fields
+from factlens.runner.config import RunConfig
+from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 

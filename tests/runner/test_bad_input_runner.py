@@ -13,7 +13,7 @@ import pytest
 
 from factlens.runner import RunConfig, RunDir
 from factlens.runner.cli import build_parser, config_from_args, main
-from factlens.runner.config import hash_input
+from factlens.runner.inputs import hash_input
 from factlens.runner.executor import ConfigMismatchError, RunDirError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,7 +18,7 @@ import pytest
 
 from factlens.editing.memit import MemitConfig
 from factlens.runner import RunConfig, RunDir, run_experiment
-from factlens.runner.config import upgrade_stored
+from factlens.runner.stored import upgrade_stored
 from factlens.runner.executor import ConfigMismatchError
 from factlens.runner.method_settings import _MIXED, finished_unit_values, method_settings_diff
 

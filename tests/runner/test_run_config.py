@@ -16,7 +16,8 @@ from factlens.evaluation.relearning import RelearningConfig
 from factlens.runner import RunConfig, run_experiment
 from factlens.runner.executor import ConfigMismatchError
 from factlens.runner.cli import build_parser, config_from_args
-from factlens.runner.config import CPU_EVAL_DEFAULTS, PLANTED_EVAL_DEFAULTS, upgrade_stored
+from factlens.runner.config import CPU_EVAL_DEFAULTS, PLANTED_EVAL_DEFAULTS
+from factlens.runner.stored import upgrade_stored
 from factlens.runner.executor import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,0 +1,148 @@
+"""Run folders written by older versions: their stored settings in today's form.
+
+A run folder's ``run_config.json`` keeps the settings it ran with. Settings were renamed,
+nested and added since the first folders were written; :func:`upgrade_stored` rewrites a
+stored record so that the resume check (:meth:`~factlens.runner.executor.RunDir.open`)
+compares like with like: a folder resumes when it ran with today's settings, and is refused,
+naming the setting, when it did not.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from factlens.runner.method_settings import upgrade_method_settings
+
+__all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags"]
+
+#: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
+_RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
+                                   "eval.mmlu_source": "eval.side_effects.mmlu_source"}
+
+#: Evaluation settings added after run folders were first written: dotted path -> the value
+#: that reproduces what the versions before them did (a stored record without the key ran so).
+#: (``relearning.checkpoint`` is absent on purpose: it changes no result, so an older record
+#: takes today's default and resumes. ``lora_forward`` is here although both forms train the
+#: same adapters: they differ in float rounding, which can flip a fact near a tie, so the
+#: units of one folder keep one form.)
+_ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearning.lora_forward": "merged",
+                                      "unrelated_finetune.lora_forward": "merged"}
+#: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
+#: exist, which is what their values below do. (Fields of the methods' own settings:
+#: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
+_ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
+
+
+def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's given settings without the :data:`_ADDED_EVAL_FIELDS` in its ``eval`` table.
+
+    The resume check compares those settings through the resolved records only (the upgraded
+    stored one holds the old value): so a user who resumes an older folder by spelling out the
+    value it ran with (``--eval relearning.lora_forward=merged``) is not refused for having
+    given an option the folder's own command did not.
+
+    Example:
+        >>> without_added_eval_fields({"eval": {"relearning": {"steps": 2, "lora_forward": "merged"}}, "seeds": [0]})
+        {'eval': {'relearning': {'steps': 2}}, 'seeds': [0]}
+    """
+    out = dict(record)
+    ev = out.get("eval")
+    if not isinstance(ev, Mapping):
+        return out
+    ev = copy.deepcopy(dict(ev))
+    for path in _ADDED_EVAL_FIELDS:
+        ev.pop(path, None)  # a dotted key as given
+        section, _, leaf = path.rpartition(".")
+        node = ev.get(section)
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+            if not node:
+                del ev[section]
+    out["eval"] = ev
+    return out
+
+
+def added_eval_flags(stored_eval: Mapping[str, Any], now_eval: Mapping[str, Any]) -> list[str]:
+    """``--eval path=value`` that resumes a folder whose (upgraded) resolved evaluation settings
+    differ from today's in an :data:`_ADDED_EVAL_FIELDS` setting (the value the folder ran with).
+
+    Example:
+        >>> added_eval_flags({"relearning": {"lora_forward": "merged"}}, {"relearning": {"lora_forward": "factored"}})
+        ['--eval relearning.lora_forward=merged']
+    """
+    def get(table, path):
+        node: Any = table
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node
+
+    return [f"--eval {path}={get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
+            if get(stored_eval, path) is not None and get(stored_eval, path) != get(now_eval, path)]
+
+
+def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` (nested, normalized) with each absent :data:`_ADDED_EVAL_FIELDS` entry at its old value."""
+    out = copy.deepcopy(table)
+    for path, old_value in _ADDED_EVAL_FIELDS.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(leaf, old_value)
+    return out
+
+
+def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) -> dict[str, Any]:
+    """A run folder's ``run_config.json`` record with the settings in today's form.
+
+    Older versions wrote the resolved evaluation settings flat (``relearn_steps``,
+    ``text_source``...) and labelled the input files ``eval.text_source`` /
+    ``eval.mmlu_source``; the resume check compares this upgraded record with the current
+    run, so such a folder resumes when its settings are the same. A setting added since
+    (``relearning.both_halves``) that the record lacks gets the value that reproduces what the
+    older version did (one half), not today's default. The edit methods the run used get every
+    field of their settings (records before it kept only the user's tables): a field that
+    changed meaning takes the value the folder's finished units (``run_files``) ran with, or,
+    when none finished, the old value (MEMIT's ``norm_weight_floor``: 0, as MEMIT ran before
+    the floor existed; :func:`~factlens.runner.method_settings.upgrade_method_settings`).
+    (The ``config`` part is read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
+
+    Example:
+        >>> old = {"resolved": {"eval": {"relearn_steps": 5}}, "inputs": {"eval.text_source": {"sha256": None}}}
+        >>> up = upgrade_stored(old)
+        >>> up["resolved"]["eval"]["relearning"]["steps"], list(up["inputs"])
+        (5, ['eval.text.source'])
+    """
+    out = dict(stored)
+    resolved = dict(out.get("resolved") or {})
+    ev = resolved.get("eval")
+    if isinstance(ev, Mapping) and "error" not in ev:
+        from factlens.evaluation import EvalConfig
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
+            except (TypeError, ValueError):
+                pass  # settings this version no longer has: the resume check reports the difference
+        out["resolved"] = resolved
+    ed = resolved.get("edit")
+    if isinstance(ed, Mapping) and "error" not in ed:
+        ed = {**{k: copy.deepcopy(v) for k, v in _ADDED_EDIT_FIELDS.items()}, **ed}
+        config = out.get("config") if isinstance(out.get("config"), Mapping) else {}
+        methods = config.get("methods") or _default_methods()  # absent: written before methods existed
+        resolved["edit"] = upgrade_method_settings(ed, resolved.get("eval"), methods, run_files)
+        out["resolved"] = resolved
+    if isinstance(out.get("inputs"), Mapping):
+        out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}
+    return out
+
+
+def _default_methods() -> tuple[str, ...]:
+    """The edit methods of a run whose record predates the ``methods`` field (``RunConfig``'s default)."""
+    from factlens.runner.config import RunConfig  # here: config re-exports this module's functions
+
+    return RunConfig.methods
