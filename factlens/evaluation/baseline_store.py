@@ -44,12 +44,13 @@ import importlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Hashable
 
 import numpy as np
 import torch
+
+from factlens.files import write_atomic
 
 __all__ = ["BaselineStore", "encode_value", "decode_value", "key_text"]
 
@@ -234,19 +235,8 @@ class BaselineStore:
         if tensors:
             from safetensors.torch import save_file
 
-            _atomic(data_file, lambda tmp: save_file(tensors, str(tmp)))
+            write_atomic(data_file, lambda tmp: save_file(tensors, str(tmp)))
         body = json.dumps({"key": text, "value": tree, "tensors": bool(tensors)})
-        _atomic(meta_file, lambda tmp: tmp.write_text(body))
+        write_atomic(meta_file, lambda tmp: tmp.write_text(body))
         self.writes += 1
         return True
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

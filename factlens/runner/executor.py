@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -37,11 +36,12 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from factlens.evaluation.result import json_default
+from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig
-from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
+from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
 __all__ = [
     "Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunDir", "RunSummary", "run_experiment",
@@ -242,16 +242,9 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=json_default, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written; :func:`~factlens.files.write_atomic`)."""
+    text = json.dumps(obj, indent=1, default=json_default, allow_nan=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _now() -> str:

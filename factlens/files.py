@@ -1,0 +1,44 @@
+"""Writing a file so that no reader ever sees half of it.
+
+Run folders are read while they are written (a resumed run, a report, another worker
+process reading a shared :class:`~factlens.evaluation.baseline_store.BaselineStore`), and a
+run can be interrupted at any point. :func:`write_atomic` writes into a temporary file next
+to the target and moves it over the target in one step (``os.replace``), so a reader finds
+the old file or the new one, never a truncated one. The temporary files are named
+``.<name>.<random>.tmp`` (hidden), so that a run folder can find and delete the ones an
+interruption left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["write_atomic"]
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then move it to ``path``.
+
+    The folder is created if needed. If ``write`` raises, the temporary file is deleted and
+    ``path`` is left as it was.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "sub" / "a.txt"
+        >>> write_atomic(p, lambda tmp: tmp.write_text("done"))
+        >>> p.read_text(), sorted(q.name for q in p.parent.iterdir())
+        ('done', ['a.txt'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,28 @@
+"""factlens.files.write_atomic: the target is the old file or the new one, never half of one."""
+
+from pathlib import Path
+
+import pytest
+
+from factlens.files import write_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path):
+    target = tmp_path / "record.json"
+    target.write_text("old")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+
+
+def test_the_temporary_is_hidden_next_to_the_target(tmp_path: Path):
+    seen: list[Path] = []
+    write_atomic(tmp_path / "a.json", lambda tmp: seen.append(tmp) or tmp.write_text("{}"))
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".a.json.") and seen[0].name.endswith(".tmp")
+    assert (tmp_path / "a.json").read_text() == "{}" and not seen[0].exists()
