@@ -35,6 +35,7 @@ before the next scheme).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -215,8 +216,33 @@ def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
         return bf.int8_vectorwise_dequant(q, stats).to(M.dtype)
     if scheme == "nf4":
         q, state = bf.quantize_4bit(M.float().contiguous(), blocksize=block_size, quant_type="nf4")
-        return bf.dequantize_4bit(q, state).to(M.dtype)
+        out = bf.dequantize_4bit(q, state)
+        if not state.nested and not torch.equal(out.reshape(-1), _nf4_blocks_dequant(q, state, M.numel())):
+            warnings.warn(
+                f"bitsandbytes {_bnb_version()} dequantized a [{M.shape[0]}, {M.shape[1]}] matrix on {M.device} with "
+                f"other blocks' scales than its quantization used (consecutive blocks of {block_size} weights): its "
+                "CPU kernel does so for rows whose length is a multiple of 16 but not of the block size (every "
+                "weight of Gemma, Llama and GPT-2 has rows that are multiples of 64). The weights below are "
+                "bitsandbytes' own output; QuantizationConfig(backend='torch') follows the blocks of the "
+                "quantization", UserWarning, stacklevel=3)
+        return out.to(M.dtype)
     raise ValueError(f"bitsandbytes has no {scheme!r} scheme; use backend='torch'")
+
+
+def _nf4_blocks_dequant(packed: Tensor, state, n: int) -> Tensor:
+    """bitsandbytes' packed 4-bit codes (high nibble first) times their block's absmax, blocks
+    of consecutive weights: the dequantization its quantization implies (and its CUDA kernel
+    and generic backend compute)."""
+    b = packed.reshape(-1).to(torch.uint8)
+    codes = torch.stack([b >> 4, b & 0xF], dim=1).reshape(-1)[:n].long()
+    absmax = state.absmax.float().repeat_interleave(state.blocksize)[:n]
+    return state.code.to(absmax.device)[codes] * absmax
+
+
+def _bnb_version() -> str:
+    import importlib.metadata as md
+
+    return md.version("bitsandbytes")
 
 
 def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, backend: str = "torch") -> Tensor:
@@ -285,7 +311,9 @@ class QuantizationConfig(ConfigBase):
         formats: Prompt formats evaluated (``"default"`` is the trained format; the others as
             in the ``formats`` suite, except ``neighborhood``).
         backend: ``"torch"`` (everywhere) or ``"bitsandbytes"`` (int8 and nf4 through
-            bitsandbytes; needs it installed with a backend for the model's device).
+            bitsandbytes; needs it installed with a backend for the model's device; warns
+            where bitsandbytes' CPU kernel dequantizes with other blocks' scales than it
+            quantized with, which bitsandbytes 0.50 does for rows of 16, 32, 48, 80... weights).
         damage_tolerance: The unedited model may lose at most this accuracy on the task's
             facts under a scheme before the scheme is flagged as damaging
             (:func:`~factlens.evaluation.attacks.attack_damage`).

@@ -77,6 +77,18 @@ def test_blocks_span_rows_and_keep_a_partial_last_block():
         assert all(torch.isclose(codes, v, atol=1e-6).any() for v in qf[sl])
 
 
+#: Matrix shapes for the bitsandbytes comparisons: rows of a multiple of the block size (every
+#: weight of the supported models), a row shorter than a block, rows not a multiple of 16.
+_BNB_SHAPES = [(64, 64), (32, 128), (3, 320), (7, 50), (4, 100)]
+
+
+def _bnb_or_skip(m, scheme):
+    try:
+        return _bnb_matrix(m, scheme, 64)
+    except (RuntimeError, NotImplementedError) as e:  # no bitsandbytes backend on this device
+        pytest.skip(f"bitsandbytes cannot quantize on {m.device}: {e}")
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("scheme", ["int8", "nf4"])
 def test_same_weights_as_bitsandbytes(scheme, device):
@@ -84,18 +96,34 @@ def test_same_weights_as_bitsandbytes(scheme, device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     g = torch.Generator().manual_seed(1)
-    for shape in [(32, 96), (7, 50), (64, 64)]:
+    for shape in _BNB_SHAPES + ([(32, 96), (8, 48)] if scheme == "int8" or device == "cuda" else []):
         m = (torch.randn(shape, generator=g) * 0.05).to(device)
-        try:
-            ref = _bnb_matrix(m, scheme, 64)
-        except (RuntimeError, NotImplementedError) as e:  # no bitsandbytes backend on this device
-            pytest.skip(f"bitsandbytes cannot quantize on {device}: {e}")
-        assert torch.equal(quantize_matrix(m, scheme, block_size=64), ref), shape
+        assert torch.equal(quantize_matrix(m, scheme, block_size=64), _bnb_or_skip(m, scheme)), shape
+
+
+@pytest.mark.parametrize("shape", [(32, 96), (8, 48), (5, 80)])
+def test_nf4_codes_and_scales_are_bitsandbytes_own_where_its_cpu_kernel_reads_other_scales(shape):
+    """bitsandbytes 0.50's CPU kernel dequantizes rows whose length is a multiple of 16 but not
+    of 64 with other blocks' scales than its own quantization used; factlens keeps the blocks
+    of the quantization (as bitsandbytes' CUDA kernel does) and its backend warns."""
+    bf = pytest.importorskip("bitsandbytes.functional")
+    m = torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 0.05
+    packed, state = bf.quantize_4bit(m.contiguous(), blocksize=64, quant_type="nf4")
+    b = packed.reshape(-1)
+    codes = torch.stack([b >> 4, b & 0xF], dim=1).reshape(-1)[:m.numel()].long()
+    own_blocks = (torch.tensor(NF4_CODE)[codes] * state.absmax.repeat_interleave(64)[:m.numel()]).reshape(shape)
+    assert torch.equal(quantize_matrix(m, "nf4", block_size=64), own_blocks)
+    kernel = bf.dequantize_4bit(packed, state)
+    if torch.equal(kernel, own_blocks):  # a bitsandbytes whose CPU kernel follows its own blocks
+        return
+    with pytest.warns(UserWarning, match="other blocks' scales"):
+        got = _bnb_matrix(m, "nf4", 64)
+    assert torch.equal(got, kernel)  # bitsandbytes' own output, with the warning
 
 
 def test_bitsandbytes_backend_gives_the_same_copy():
     pytest.importorskip("bitsandbytes")
-    m = tiny_model(variant="gqa_gated")
+    m = tiny_model(variant="gqa_gated", d_model=64, d_head=16, d_mlp=128)  # rows of 64 or 128 weights
     a, _ = quantized_copy(m, "nf4")
     b, _ = quantized_copy(m, "nf4", backend="bitsandbytes")
     for (n, x), (_, y) in zip(quantized_params(a), quantized_params(b)):
