@@ -32,6 +32,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests factlens -m "slow or not slow" -q --timeout=1800
+	# the quantization attack against bitsandbytes itself, installed beside the venv, not in it:
+	# TransformerLens imports bitsandbytes whenever it is installed (+120 MB, +3 s per process)
+	$(BIN)/pip install -q --no-deps --upgrade --target build/bitsandbytes "bitsandbytes>=0.43"
+	FACTLENS_TEST_BITSANDBYTES=1 PYTHONPATH=build/bitsandbytes $(BIN)/python -m pytest tests/evaluation/test_attacks.py -q -k bitsandbytes
 	$(BIN)/factlens run planted --model planted --no-progress --out build/planted --overwrite
 	$(BIN)/mkdocs build --strict -q -d build/site
 	$(BIN)/python -m jupytext --to ipynb --output build/explore_circuits.ipynb examples/explore_circuits.py
