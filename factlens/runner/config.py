@@ -457,7 +457,7 @@ class RunConfig:
         return {k: str(v) for k, v in found.items() if v is not None}
 
     def input_hashes(self) -> dict[str, dict[str, Any]]:
-        """Content hashes of :meth:`input_files` (see :func:`~factlens.runner.inputs.hash_input`); compared on resume."""
+        """Content hashes of :meth:`input_files` (:func:`~factlens.runner.inputs.hash_input`), compared on resume."""
         return {k: hash_input(v) for k, v in self.input_files().items()}
 
     def resolved(self) -> dict[str, Any]:

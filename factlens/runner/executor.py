@@ -242,7 +242,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written; :func:`~factlens.files.write_atomic`)."""
+    """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`)."""
     text = json.dumps(obj, indent=1, default=json_default, allow_nan=True)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
