@@ -209,6 +209,7 @@ def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
 
 def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
     """The same round trip with bitsandbytes (int8 and nf4; ImportError when it is not installed)."""
+    import bitsandbytes
     import bitsandbytes.functional as bf
 
     if scheme == "int8":
@@ -219,12 +220,13 @@ def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
         out = bf.dequantize_4bit(q, state)
         if not state.nested and not torch.equal(out.reshape(-1), _nf4_blocks_dequant(q, state, M.numel())):
             warnings.warn(
-                f"bitsandbytes {_bnb_version()} dequantized a [{M.shape[0]}, {M.shape[1]}] matrix on {M.device} with "
-                f"other blocks' scales than its quantization used (consecutive blocks of {block_size} weights): its "
-                "CPU kernel does so for rows whose length is a multiple of 16 but not of the block size (every "
-                "weight of Gemma, Llama and GPT-2 has rows that are multiples of 64). The weights below are "
-                "bitsandbytes' own output; QuantizationConfig(backend='torch') follows the blocks of the "
-                "quantization", UserWarning, stacklevel=3)
+                f"bitsandbytes {bitsandbytes.__version__} dequantized a [{M.shape[0]}, {M.shape[1]}] matrix on "
+                f"{M.device} with other blocks' scales than its quantization used (consecutive blocks of "
+                f"{block_size} weights; bitsandbytes 0.50's CPU kernel does so for rows whose length is a multiple "
+                "of 16 but not of the block size, and every weight of Gemma, Llama and GPT-2 has rows that are "
+                "multiples of 64). The weights below are bitsandbytes' own output; "
+                "QuantizationConfig(backend='torch') follows the blocks of the quantization",
+                UserWarning, stacklevel=3)
         return out.to(M.dtype)
     raise ValueError(f"bitsandbytes has no {scheme!r} scheme; use backend='torch'")
 
@@ -237,12 +239,6 @@ def _nf4_blocks_dequant(packed: Tensor, state, n: int) -> Tensor:
     codes = torch.stack([b >> 4, b & 0xF], dim=1).reshape(-1)[:n].long()
     absmax = state.absmax.float().repeat_interleave(state.blocksize)[:n]
     return state.code.to(absmax.device)[codes] * absmax
-
-
-def _bnb_version() -> str:
-    import importlib.metadata as md
-
-    return md.version("bitsandbytes")
 
 
 def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, backend: str = "torch") -> Tensor:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from factlens.config import Overrides
-from factlens.runner.inputs import _looks_local, _split_list, _where, hash_input
+from factlens.runner.inputs import _looks_local, _where, hash_input
 from factlens.runner.inputs import load_config_file  # noqa: F401 - importable from here, as before the split
 from factlens.runner.method_settings import resolved_method_settings
 
@@ -488,6 +488,12 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
+
+
+def _split_list(v: str | int) -> list[str]:
+    if isinstance(v, int):
+        return [v]  # type: ignore[list-item]
+    return [p.strip() for p in v.split(",") if p.strip()]
 
 
 def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, str, str]:

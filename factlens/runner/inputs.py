@@ -66,12 +66,6 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _split_list(v: str | int) -> list[str]:
-    if isinstance(v, int):
-        return [v]  # type: ignore[list-item]
-    return [p.strip() for p in v.split(",") if p.strip()]
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) run config into a mapping.
 
