@@ -27,6 +27,7 @@ import cProfile
 import gc
 import json
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,8 +102,11 @@ def run_config(args):
                      forget_size=args.forget_size, seeds=(args.seed,), eval=ev, show_progress=False, **kw)
 
 
-def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
-    """One (localization, seed) as ``run_localization`` does it, timed stage by stage."""
+def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites, *, offload: bool = True) -> dict:
+    """One (localization, seed) as ``run_localization`` does it, timed stage by stage.
+
+    ``offload``: the edit's record goes to a mapped file in ``cfg.out`` while evaluating, as
+    the runner does (``pipeline._offload_record``)."""
     from factlens.evaluation import evaluate
     from factlens.runner import pipeline as P
 
@@ -116,8 +120,10 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
     with stages.stage("edit"):
         P._seed_everything(seed)
         res = P._edit(prep, mask, cfg, seed)
-        prep.pristine.show(res)  # as run_localization: the unedited model's view of what the edit changed
+        offloaded = P._offload_record(res, cfg) if offload else 0
         P.release_memory()
+        prep.pristine.show(res)  # as run_localization: the unedited model's view of what the edit changed
+        print(f"  edit record offloaded: {offloaded / GB:.3f} GB", flush=True)
     results = {}
     try:
         for suite in suites:
@@ -136,7 +142,7 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites) -> dict:
     from factlens.evaluation.result import EvalResult
 
     return {"metrics": metric_values(EvalResult(results)), "restore": restore,
-            "edit_loss": [h["loss"] for h in res.history]}
+            "edit_loss": [h["loss"] for h in res.history], "record_offloaded_gb": offloaded / GB}
 
 
 #: What each variant turns on: shared-prefix reuse (factlens.prefix), the unedited model as an
@@ -150,6 +156,9 @@ VARIANTS = {
     "after": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True},
     "view-only": {"prefix_reuse": False, "original": "view", "layout": False, "two_pass": False, "checkpoint": False},
     "no-checkpoint": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": False},
+    # the edit's record kept in memory while the model is evaluated (EditResult.offload not called)
+    "no-offload": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
+                   "offload": False},
     "merged-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                     "lora_forward": "merged"},
     "factored-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
@@ -219,7 +228,7 @@ def run_variant(args) -> dict:
     v = VARIANTS[args.variant]
     cfg = run_config(args)
     ck = bool(v.get("checkpoint", True))
-    cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": ck},
+    cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": ck}, out=tempfile.mkdtemp(prefix="factlens-bench-"),
                       eval={**cfg.eval.to_dict(), "relearning.checkpoint": ck, **_lora_forward(v)})
     suites = list(cfg.suites)
     print(f"variant {args.variant} {v}; torch threads {torch.get_num_threads()}; suites {suites}; "
@@ -232,13 +241,13 @@ def run_variant(args) -> dict:
             prepare(cfg, args.seed, workspace=ws)
         model = ws.models(cfg)[0]
         model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
-        out = one_job(cfg, args.seed, args.localization, ws, stages, suites)
+        out = one_job(cfg, args.seed, args.localization, ws, stages, suites, offload=v.get("offload", True))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
     title = f"{args.variant} ({args.localization}, seed {args.seed}, {args.threads} thread(s))"
     print(f"restore: {out['restore']}; model parameters {model_gb:.2f} GB; process peak RSS {peak:.2f} GB")
     return {"variant": args.variant, "settings": v, "rows": stages.rows, "table": stages.table(title),
             "metrics": out["metrics"], "restore": out["restore"], "model_gb": model_gb, "process_peak_rss_gb": peak,
-            "edit_loss": out["edit_loss"]}
+            "edit_loss": out["edit_loss"], "record_offloaded_gb": out["record_offloaded_gb"]}
 
 
 def main_job(args) -> None:

@@ -15,6 +15,10 @@ are unchanged (bitwise on CPU, tested); it costs about one more forward pass per
 
 :class:`PeakRSS` measures the peak resident memory of a block of code (a thread samples
 :func:`rss`), so the runner can say which stage of which job set a worker's peak.
+
+:func:`mapped_copies` moves tensors that a long step keeps but rarely reads (an edit's
+record while the edited model is evaluated) to a file mapped into memory: resident only
+where read.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import tempfile
+import warnings
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Mapping
 
 import torch
 
-__all__ = ["release_memory", "checkpointed_blocks", "rss", "PeakRSS", "StagePeaks"]
+__all__ = ["release_memory", "checkpointed_blocks", "rss", "PeakRSS", "StagePeaks", "mapped_copies"]
 
 
 def rss() -> int:
@@ -188,3 +195,55 @@ class StagePeaks(PeakRSS):
     def gb(self) -> dict[str, float]:
         """Peak per stage in GB (10^9 bytes), rounded to 0.01."""
         return {k: round(v / 1e9, 2) for k, v in self.by_stage.items()}
+
+
+#: Byte alignment of each tensor in a :func:`mapped_copies` file (any dtype's element size divides it).
+_ALIGN = 64
+
+
+def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> dict[str, torch.Tensor]:
+    """Bitwise copies of CPU tensors backed by one file in ``folder``, resident only where read.
+
+    The tensors are written to a hidden temporary file in ``folder``, which is mapped
+    privately (``torch.from_file(..., shared=False)``: pages are read from the file when a
+    copy is first read, and writing into a copy changes this process's page, never the file)
+    and unlinked at once, so nothing stays on disk and the space is freed with the last copy
+    (where a mapped file cannot be deleted, a warning names it).
+    Tensors not on the CPU are returned as they are. The caller drops its references to the
+    originals to free their memory.
+
+    Example:
+        >>> import tempfile
+        >>> t = {"a": torch.arange(6.0).reshape(2, 3).T, "m": torch.tensor([True, False])}
+        >>> c = mapped_copies(t, tempfile.mkdtemp())
+        >>> all(torch.equal(c[k], t[k]) and c[k].dtype == t[k].dtype for k in t), c["a"].shape
+        (True, torch.Size([3, 2]))
+    """
+    cpu = {k: t.detach().contiguous() for k, t in tensors.items() if t.device.type == "cpu"}
+    out = {k: t for k, t in tensors.items() if k not in cpu}
+    offsets, total = {}, 0
+    for k, t in cpu.items():
+        offsets[k] = total
+        total += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
+    if total == 0:
+        return {**out, **{k: t.clone() for k, t in cpu.items()}}
+    fd, name = tempfile.mkstemp(prefix=".factlens-mapped.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for k, t in cpu.items():
+                f.seek(offsets[k])
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            f.truncate(total)
+        buf = torch.from_file(name, shared=False, size=total, dtype=torch.uint8)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    try:
+        os.unlink(name)  # the mapping keeps the data (POSIX)
+    except OSError as e:  # a mapped file cannot be deleted on some systems (Windows)
+        warnings.warn(f"could not delete the temporary file {name} while it is mapped ({e}); delete it once this "
+                      "process has ended", RuntimeWarning, stacklevel=2)
+    for k, t in cpu.items():
+        n = t.numel() * t.element_size()
+        out[k] = buf[offsets[k]:offsets[k] + n].view(t.dtype).view(t.shape)
+    return {k: out[k] for k in tensors}

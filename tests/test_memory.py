@@ -1,4 +1,4 @@
-"""factlens.memory.release_memory returns freed heap memory to the OS (glibc)."""
+"""factlens.memory: freed heap memory goes back to the OS (glibc); mapped copies are resident only where read."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 import pytest
 import torch
 
-from factlens.memory import release_memory
+from factlens.memory import mapped_copies, release_memory
 
 
 def _rss() -> int:
@@ -94,3 +94,28 @@ def test_shared_copy_shares_buffers_and_weights():
     assert all(p.data_ptr() == q.data_ptr() for p, q in zip(m.parameters(), c.parameters()))
     c.blocks[0].attn.rotary_sin = c.blocks[0].attn.rotary_sin * 0  # TransformerLens rebinds buffers like this
     assert not torch.equal(m.blocks[0].attn.rotary_sin, c.blocks[0].attn.rotary_sin)
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/statm")
+def test_mapped_copies_leave_memory_until_read(tmp_path):
+    big = torch.randn(64 * 2**20, generator=torch.Generator().manual_seed(0))  # 256 MB
+    expected = float(big[::4096].sum())
+    copies = mapped_copies({"big": big, "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3)}, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the file is unlinked at once; the mapping keeps the data
+    del big
+    release_memory()
+    before = _rss()
+    assert float(copies["big"][::4096].sum()) == expected  # reads one value per 16 KB: every page
+    assert _rss() - before > 200e6  # the pages became resident only now
+    assert copies["mask"].tolist() == [True, False] and copies["empty"].shape == (0, 3)
+    copies["big"][0] = 1.0  # a private mapping: writable, the change stays in this process
+    assert float(copies["big"][0]) == 1.0
+
+
+def test_mapped_copies_are_bitwise_equal_in_every_dtype_and_layout(tmp_path):
+    ts = {"f32_t": torch.randn(5, 7).T, "bf16": torch.randn(9, dtype=torch.bfloat16),
+          "i64": torch.arange(3), "b": torch.tensor([[True], [False]]), "scalar": torch.tensor(2.5)}
+    copies = mapped_copies(ts, tmp_path)
+    for k, t in ts.items():
+        assert copies[k].dtype == t.dtype and copies[k].shape == t.shape and torch.equal(copies[k], t), k
+        assert copies[k].data_ptr() != t.data_ptr()

@@ -48,7 +48,7 @@ from factlens.components import Component, Mask, ModelShape
 from factlens.data.formats import format_prompts
 from factlens.editing.config import EditConfig
 from factlens.editing.registry import OBJECTIVES, Objective
-from factlens.editing.result import EditResult, ParamDelta
+from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
 from factlens.memory import checkpointed_blocks
@@ -146,10 +146,22 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
 
 
 def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
-    """The revertible delta; for fully selected tensors the old values are a view of the saved copy."""
+    """The revertible delta, built one tensor at a time; consumes ``state.originals``.
+
+    A fully selected tensor's old values are its saved copy (a view when that copy is row-major,
+    else one row-major copy, after which the saved one is freed) and its new values one
+    row-major copy; a partially selected tensor keeps the selected entries (indexing copies)."""
+    out = {}
     with torch.no_grad():
-        return {n: ParamDelta(m, state.originals[n].reshape(-1) if n not in state.unselected else state.originals[n][m],
-                              state.params[n].detach()[m].clone()) for n, m in param_masks.items()}
+        for n, m in param_masks.items():
+            original, p = state.originals.pop(n), state.params[n].detach()
+            if n in state.unselected:
+                out[n] = ParamDelta(m, original[m], p[m])
+            else:
+                old = original.reshape(-1) if original.is_contiguous() else flat_copy(original)
+                del original
+                out[n] = ParamDelta(full_mask(m.shape, m.device), old, flat_copy(p))
+    return out
 
 
 def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),

@@ -12,13 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-import torch
 from torch import Tensor
 
 from factlens.components import Component, Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics
-from factlens.editing.result import EditResult, ParamDelta
+from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
 
 __all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_mlp_layers", "forget_records", "split_config",
            "build_result", "layer_key_statistics", "covariance_meta", "MaskNotSupported"]
@@ -181,8 +180,8 @@ def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tenso
                  history: list[dict[str, Any]], meta: dict[str, Any]) -> EditResult:
     """An :class:`EditResult` whose deltas are the whole ``W_out`` tensors in ``originals``."""
     params = dict(work.named_parameters())
-    deltas = {n: ParamDelta(torch.ones(o.shape, dtype=torch.bool, device=o.device), o.reshape(-1),
-                            params[n].detach().reshape(-1).clone()) for n, o in originals.items()}
+    deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1) if o.is_contiguous() else flat_copy(o),
+                            flat_copy(params[n])) for n, o in originals.items()}
     if not isinstance(mask, Mask):
         comps = [mask] if isinstance(mask, Component) else mask
         mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))

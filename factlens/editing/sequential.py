@@ -74,6 +74,10 @@ class SequentialEditResult:
             total += float(torch.sum((now - before) ** 2))
         return total ** 0.5
 
+    def offload(self, folder) -> int:
+        """:meth:`EditResult.offload` of every edit; returns the bytes moved out of memory."""
+        return sum(r.offload(folder) for r in self.results)
+
     def revert(self):
         """Undo every edit, the last one first; returns the reverted model."""
         model = None

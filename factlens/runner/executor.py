@@ -367,6 +367,8 @@ class RunDir:
         for d in [self.path, self.path / "plan", *(self.path / "runs").glob("seed*")]:  # interrupted atomic writes
             for tmp in d.glob(".*.json.*.tmp") if d.is_dir() else ():
                 tmp.unlink(missing_ok=True)
+        for tmp in self.path.glob(".factlens-mapped.*.tmp"):  # an edit record offloaded by a killed worker
+            tmp.unlink(missing_ok=True)
         for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):  # folders left empty
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()

@@ -352,6 +352,26 @@ def _edit_summary(res, config) -> dict[str, Any]:
     return out
 
 
+def _offload_record(res, cfg: RunConfig) -> int:
+    """Move the edit's record (old and new values) out of memory into the run folder while the
+    model is evaluated (:meth:`~factlens.editing.EditResult.offload`; bitwise the same values,
+    read back by the revert); bytes moved. 0 where the run folder does not exist yet (a direct
+    call of :func:`run_localization`) or the result cannot be offloaded; a failure (a full
+    disk) keeps the record in memory with a warning, since the results do not depend on it."""
+    import warnings
+    from pathlib import Path
+
+    folder = Path(cfg.out)
+    if not hasattr(res, "offload") or not folder.is_dir():
+        return 0
+    try:
+        return int(res.offload(folder))
+    except OSError as e:
+        warnings.warn(f"the edit's record stays in memory: it could not be written to {folder} ({e})", RuntimeWarning,
+                      stacklevel=2)
+        return 0
+
+
 def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
                      workspace: Workspace | None = None) -> dict[str, Any]:
     """Run one unit (localization, or localization+method/objective) of one seed; return its JSON record.
@@ -408,13 +428,14 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any]
         raise
     timings["edit"] = time.perf_counter() - t0
     cpu["edit"] = time.process_time() - c0
-    release_memory()
     restore: dict[str, Any] = {}
     try:
         if res.model is not prep.model:
             raise RuntimeError("edit(..., inplace=True) returned a different model object")
-        prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
         edit_info = _edit_summary(res, method_edit_config(cfg, seed, method))
+        edit_info["record_offloaded_bytes"] = _offload_record(res, cfg)
+        release_memory()
+        prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
         _seed_everything(seed)
         peaks.begin("evaluate")
         t0, c0 = time.perf_counter(), time.process_time()

@@ -58,6 +58,7 @@ def test_cli_writes_runs_and_report(run_dir: Path):
                      "runs/seed0/flu.json", "runs/seed0/random.json"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["files"] == sorted([*files, "report.html"])  # every file factlens wrote, nothing else
+    assert not list(run_dir.glob(".*"))  # no temporary file left (offloaded records, atomic writes)
     plan = json.loads((run_dir / "plan/seed0.json").read_text())
     budget = plan["param_budget"]
     assert plan["budget_source"] == "flu" and budget > 0
@@ -67,6 +68,7 @@ def test_cli_writes_runs_and_report(run_dir: Path):
     assert recs["all_mlps"]["budgeted"] is False and recs["all_mlps"]["n_params"] > budget
     for r in recs.values():
         assert r["restore"]["exact"], r["restore"]  # in-place edit reverted bit for bit
+        assert r["edit"]["record_offloaded_bytes"] > 0  # the record sat in a mapped file while evaluated
         assert set(r["eval"]["suites"]) == {"standard", "side_effects", "mechanisms"}
         assert r["edit"]["config"]["steps"] == 2 and len(r["edit"]["history"]) == 2
         assert {"localize", "edit", "evaluate", "revert"} <= set(r["timings"])

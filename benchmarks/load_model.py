@@ -1,0 +1,118 @@
+"""Benchmark: peak memory and time of loading the embedded model, first load against cached load.
+
+The first ``factlens.load_model()`` on a machine converts the GGUF file (GGUF -> Hugging Face
+-> TransformerLens, with TransformerLens's weight processing) and caches the converted
+checkpoint; every later load reads the cache. Each load runs in a fresh subprocess (one
+thread, its own empty cache folder for the first load), and a sampling thread attributes
+the resident memory to the loading phase that is running::
+
+    python benchmarks/load_model.py [--json load.json]
+
+Phases are found by wrapping factlens's and TransformerLens's loading functions in this
+process only (the library is not changed). Results: docs/performance.md (Memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+GB = 1e9
+
+
+class Phases:
+    """Peak resident memory per named phase (a thread samples every 0.5 ms)."""
+
+    def __init__(self) -> None:
+        from factlens.memory import rss
+
+        self.rss, self.now, self.peaks, self.order = rss, "import", {}, []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            p, r = self.now, self.rss()
+            if p not in self.peaks:
+                self.peaks[p] = [r, r]
+                self.order.append(p)
+            self.peaks[p][1] = max(self.peaks[p][1], r)
+            time.sleep(0.0005)
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        f = getattr(owner, name)
+
+        def wrapped(*a, **k):
+            old, self.now = self.now, label
+            try:
+                return f(*a, **k)
+            finally:
+                self.now = old
+
+        setattr(owner, name, wrapped)
+
+
+def one_load() -> dict:
+    """Load the embedded model in this process; per-phase start and peak RSS (GB)."""
+    import torch
+
+    torch.set_num_threads(1)
+    phases = Phases()
+    import safetensors.torch as st
+    import transformer_lens.loading_from_pretrained as tl_loading
+    from transformer_lens import HookedTransformer
+
+    import factlens.models as models
+
+    phases.wrap(models, "_load_gguf_hf", "GGUF -> Hugging Face model")
+    phases.wrap(tl_loading, "get_pretrained_state_dict", "TransformerLens: convert the state dict")
+    phases.wrap(HookedTransformer, "__init__", "TransformerLens: build the model")
+    phases.wrap(HookedTransformer, "load_and_process_state_dict", "TransformerLens: process weights and load")
+    phases.wrap(st, "save_file", "write the cache")
+    phases.now = "load_model (rest)"
+    t0 = time.perf_counter()
+    model = models.load_model("gemma-3-270m")
+    seconds = time.perf_counter() - t0
+    phases.now = "loaded"
+    time.sleep(0.05)
+    model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
+    rows = [{"phase": p, "start_gb": s / GB, "peak_gb": m / GB} for p, (s, m) in
+            ((p, phases.peaks[p]) for p in phases.order)]
+    return {"seconds": seconds, "model_gb": model_gb, "rows": rows,
+            "process_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write both loads' tables to this file")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one load, write its JSON here
+    args = ap.parse_args()
+    if args.one:
+        Path(args.one).write_text(json.dumps(one_load()))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="factlens-load-") as cache:
+        env = {**os.environ, "FACTLENS_CACHE": cache, "OMP_NUM_THREADS": "1"}
+        for kind in ("first load (converts and caches)", "cached load"):
+            out = Path(cache) / "result.json"
+            subprocess.run([sys.executable, __file__, "--one", str(out)], check=True, env=env)
+            results[kind] = json.loads(out.read_text())
+    for kind, r in results.items():
+        print(f"\n#### {kind}: {r['seconds']:.1f} s, process peak {r['process_peak_gb']:.2f} GB "
+              f"({r['process_peak_gb'] / r['model_gb']:.1f}x the {r['model_gb']:.3f} GB model)\n")
+        print("| phase | RSS at start GB | peak RSS GB |\n|---|---:|---:|")
+        for row in r["rows"]:
+            print(f"| {row['phase']} | {row['start_gb']:.2f} | {row['peak_gb']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
