@@ -27,9 +27,9 @@ import ctypes
 import gc
 import os
 import tempfile
-import warnings
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -210,7 +210,8 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
     and unlinked at once, so nothing stays on disk and the space is freed with the last copy
     (where a mapped file cannot be deleted, a warning names it).
     Tensors not on the CPU are returned as they are. The caller drops its references to the
-    originals to free their memory.
+    originals to free their memory. ``folder`` should be on disk: on a memory-backed file
+    system (``tmpfs``, which ``/tmp`` is on some systems) the file stays in memory.
 
     Example:
         >>> import tempfile
@@ -219,6 +220,9 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
         >>> all(torch.equal(c[k], t[k]) and c[k].dtype == t[k].dtype for k in t), c["a"].shape
         (True, torch.Size([3, 2]))
     """
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"mapped_copies: {folder} is not an existing folder; pass a folder on disk (the run "
+                                "folder, for example) to hold the temporary file")
     cpu = {k: t.detach().contiguous() for k, t in tensors.items() if t.device.type == "cpu"}
     out = {k: t for k, t in tensors.items() if k not in cpu}
     offsets, total = {}, 0

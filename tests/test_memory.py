@@ -119,3 +119,8 @@ def test_mapped_copies_are_bitwise_equal_in_every_dtype_and_layout(tmp_path):
     for k, t in ts.items():
         assert copies[k].dtype == t.dtype and copies[k].shape == t.shape and torch.equal(copies[k], t), k
         assert copies[k].data_ptr() != t.data_ptr()
+
+
+def test_mapped_copies_refuse_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        mapped_copies({"a": torch.zeros(2)}, tmp_path / "missing")

@@ -385,7 +385,7 @@ class EditResult:
                 tensors[f"{n}/mask"] = d.mask
         moved = sum(t.numel() * t.element_size() for t in tensors.values() if t.device.type == "cpu")
         mapped = mapped_copies(tensors, folder)
-        for model, previous in self._applied._stack:  # revert's saved values: the same tensors where they are old
+        for _model, previous in self._applied._stack:  # revert's saved values: the same tensors where they are old
             for n, t in previous.items():
                 if n in self.deltas and t is self.deltas[n].old:
                     previous[n] = mapped[f"{n}/old"]
