@@ -209,7 +209,8 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
     first = next(iter(model.parameters()), None)
     check_optimizer(config, first.device if first is not None else torch.device("cpu"))
     work = model if inplace else copy.deepcopy(model)
-    param_masks = mask.to_param_masks(work)
+    # whole tensors' masks as one-byte views: 0.1 GB less for the whole edit of a non-localized mask on Gemma 3 270M
+    param_masks = {n: full_mask(m.shape, m.device) if bool(m.all()) else m for n, m in mask.to_param_masks(work).items()}
     common = dict(mask=mask, config=config, objective=entry.name, shape=ModelShape.of(work),
                   model_name=str(getattr(work.cfg, "model_name", "")), task_name=getattr(task, "name", ""))
     if not param_masks:
