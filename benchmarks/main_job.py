@@ -93,7 +93,8 @@ def run_config(args):
 
     ev = {}
     suites = tuple(args.suites.split(",")) if args.suites else None
-    if (SHARED / "wikitext2" / "test.txt").exists():
+    readers = {"side_effects", "relearning", "unrelated_finetune"}  # else the run refuses an unused text source
+    if (SHARED / "wikitext2" / "test.txt").exists() and (suites is None or readers & set(suites)):
         ev["text.source"] = str((SHARED / "wikitext2" / "test.txt").resolve())
     if (SHARED / "mmlu" / "dev").exists() and (suites is None or "side_effects" in suites):  # else the run refuses it
         ev["side_effects.mmlu_source"] = str((SHARED / "mmlu" / "dev").resolve())
