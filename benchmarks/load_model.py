@@ -21,7 +21,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,62 +28,65 @@ GB = 1e9
 
 
 class Phases:
-    """Peak resident memory per named phase (a thread samples every 0.5 ms)."""
+    """Names the loading phase that ``peaks`` (a running :class:`factlens.memory.StagePeaks`)
+    counts for, and keeps the resident size when each phase first began."""
 
-    def __init__(self) -> None:
+    def __init__(self, peaks) -> None:
         from factlens.memory import rss
 
-        self.rss, self.now, self.peaks, self.order = rss, "import", {}, []
-        threading.Thread(target=self._run, daemon=True).start()
+        self.rss, self.peaks, self.starts, self.now = rss, peaks, {}, None
 
-    def _run(self) -> None:
-        while True:
-            p, r = self.now, self.rss()
-            if p not in self.peaks:
-                self.peaks[p] = [r, r]
-                self.order.append(p)
-            self.peaks[p][1] = max(self.peaks[p][1], r)
-            time.sleep(0.0005)
+    def begin(self, label: str) -> None:
+        self.starts.setdefault(label, self.rss())
+        self.now = label
+        self.peaks.begin(label)
 
     def wrap(self, owner, name: str, label: str) -> None:
         f = getattr(owner, name)
 
         def wrapped(*a, **k):
-            old, self.now = self.now, label
+            old = self.now
+            self.begin(label)
             try:
                 return f(*a, **k)
             finally:
-                self.now = old
+                self.begin(old)
 
         setattr(owner, name, wrapped)
+
+    def rows(self) -> list[dict]:
+        return [{"phase": p, "start_gb": self.starts[p] / GB, "peak_gb": self.peaks.by_stage[p] / GB}
+                for p in self.starts]
 
 
 def one_load() -> dict:
     """Load the embedded model in this process; per-phase start and peak RSS (GB)."""
     import torch
 
+    from factlens.memory import StagePeaks
+
     torch.set_num_threads(1)
-    phases = Phases()
-    import safetensors.torch as st
-    import transformer_lens.loading_from_pretrained as tl_loading
-    from transformer_lens import HookedTransformer
+    with StagePeaks(interval=0.0005) as peaks:
+        phases = Phases(peaks)
+        phases.begin("import")
+        import safetensors.torch as st
+        import transformer_lens.loading_from_pretrained as tl_loading
+        from transformer_lens import HookedTransformer
 
-    import factlens.models as models
+        import factlens.models as models
 
-    phases.wrap(models, "_load_gguf_hf", "GGUF -> Hugging Face model")
-    phases.wrap(tl_loading, "get_pretrained_state_dict", "TransformerLens: convert the state dict")
-    phases.wrap(HookedTransformer, "__init__", "TransformerLens: build the model")
-    phases.wrap(HookedTransformer, "load_and_process_state_dict", "TransformerLens: process weights and load")
-    phases.wrap(st, "save_file", "write the cache")
-    phases.now = "load_model (rest)"
-    t0 = time.perf_counter()
-    model = models.load_model("gemma-3-270m")
-    seconds = time.perf_counter() - t0
-    phases.now = "loaded"
-    time.sleep(0.05)
+        phases.wrap(models, "_load_gguf_hf", "GGUF -> Hugging Face model")
+        phases.wrap(tl_loading, "get_pretrained_state_dict", "TransformerLens: convert the state dict")
+        phases.wrap(HookedTransformer, "__init__", "TransformerLens: build the model")
+        phases.wrap(HookedTransformer, "load_and_process_state_dict", "TransformerLens: process weights and load")
+        phases.wrap(st, "save_file", "write the cache")
+        phases.begin("load_model (rest)")
+        t0 = time.perf_counter()
+        model = models.load_model("gemma-3-270m")
+        seconds = time.perf_counter() - t0
+        phases.begin("loaded")
     model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
-    rows = [{"phase": p, "start_gb": s / GB, "peak_gb": m / GB} for p, (s, m) in
-            ((p, phases.peaks[p]) for p in phases.order)]
+    rows = phases.rows()
     return {"seconds": seconds, "model_gb": model_gb, "rows": rows,
             "process_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB}
 

@@ -148,9 +148,10 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
 def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
     """The revertible delta, built one tensor at a time; consumes ``state.originals``.
 
-    A fully selected tensor's old values are its saved copy (a view when that copy is row-major,
-    else one row-major copy, after which the saved one is freed) and its new values one
-    row-major copy; a partially selected tensor keeps the selected entries (indexing copies)."""
+    A fully selected tensor's old values are its saved copy (``reshape``: a view when that copy
+    is row-major, else one row-major copy, after which the saved one is freed) and its new
+    values one row-major copy; a partially selected tensor keeps the selected entries
+    (indexing copies). ``param_masks`` holds whole tensors' masks as :func:`full_mask` views."""
     out = {}
     with torch.no_grad():
         for n, m in param_masks.items():
@@ -158,9 +159,7 @@ def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str
             if n in state.unselected:
                 out[n] = ParamDelta(m, original[m], p[m])
             else:
-                old = original.reshape(-1) if original.is_contiguous() else flat_copy(original)
-                del original
-                out[n] = ParamDelta(full_mask(m.shape, m.device), old, flat_copy(p))
+                out[n] = ParamDelta(m, original.reshape(-1), flat_copy(p))
     return out
 
 

@@ -180,8 +180,8 @@ def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tenso
                  history: list[dict[str, Any]], meta: dict[str, Any]) -> EditResult:
     """An :class:`EditResult` whose deltas are the whole ``W_out`` tensors in ``originals``."""
     params = dict(work.named_parameters())
-    deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1) if o.is_contiguous() else flat_copy(o),
-                            flat_copy(params[n])) for n, o in originals.items()}
+    deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1), flat_copy(params[n]))
+              for n, o in originals.items()}
     if not isinstance(mask, Mask):
         comps = [mask] if isinstance(mask, Component) else mask
         mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))

@@ -156,6 +156,13 @@ class _Applications:
                 return self._stack.pop(i)
         return None
 
+    def replace(self, old: Tensor, new: Tensor) -> None:
+        """Where a saved previous value is the tensor ``old`` itself, use ``new`` (equal values) instead."""
+        for _, previous in self._stack:
+            for n, t in previous.items():
+                if t is old:
+                    previous[n] = new
+
     def __len__(self) -> int:
         return len(self._stack)
 
@@ -385,10 +392,8 @@ class EditResult:
                 tensors[f"{n}/mask"] = d.mask
         moved = sum(t.numel() * t.element_size() for t in tensors.values() if t.device.type == "cpu")
         mapped = mapped_copies(tensors, folder)
-        for _model, previous in self._applied._stack:  # revert's saved values: the same tensors where they are old
-            for n, t in previous.items():
-                if n in self.deltas and t is self.deltas[n].old:
-                    previous[n] = mapped[f"{n}/old"]
+        for n, d in self.deltas.items():  # revert's saved values are these old values when the edit was made here
+            self._applied.replace(d.old, mapped[f"{n}/old"])
         new = {n: ParamDelta(mapped.get(f"{n}/mask", d.mask), mapped[f"{n}/old"], mapped[f"{n}/new"])
                for n, d in self.deltas.items()}
         if isinstance(self.deltas, dict):

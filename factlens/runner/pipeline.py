@@ -22,7 +22,9 @@ import json
 import platform
 import random
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -358,9 +360,6 @@ def _offload_record(res, cfg: RunConfig) -> int:
     read back by the revert); bytes moved. 0 where the run folder does not exist yet (a direct
     call of :func:`run_localization`) or the result cannot be offloaded; a failure (a full
     disk) keeps the record in memory with a warning, since the results do not depend on it."""
-    import warnings
-    from pathlib import Path
-
     folder = Path(cfg.out)
     if not hasattr(res, "offload") or not folder.is_dir():
         return 0
@@ -496,8 +495,6 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
 
 def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
-    import warnings
-
     # progress: set here, a worker process does not inherit the driver's setting
     with warnings.catch_warnings(), progress(job.show_progress):
         # trained weights in factlens.layout's layout: torch notes the grad's strides
