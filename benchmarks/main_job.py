@@ -103,14 +103,25 @@ def run_config(args):
                      forget_size=args.forget_size, seeds=(args.seed,), eval=ev, show_progress=False, **kw)
 
 
-def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites, *, offload: bool = True) -> dict:
+def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites, *, offload: bool = True,
+            originals_offload: bool = True) -> dict:
     """One (localization, seed) as ``run_localization`` does it, timed stage by stage.
 
     ``offload``: the edit's record goes to a mapped file in ``cfg.out`` while evaluating, as
-    the runner does (``pipeline._offload_record``)."""
+    the runner does (``pipeline._offload_record``). ``originals_offload``: the editor keeps its
+    saved originals in a mapped file there too (``edit(..., offload=cfg.out)``, as the runner)."""
     from factlens.evaluation import evaluate
     from factlens.runner import pipeline as P
 
+    if not originals_offload:  # the editor's originals in memory: the runner's edit() call without offload
+        import factlens.editing.editor as editor
+
+        real_edit = editor.edit
+
+        def edit_in_memory(*a, offload=None, **kw):
+            return real_edit(*a, **kw)
+
+        editor.edit = edit_in_memory
     prep = P.prepare(cfg, seed, workspace=ws)
     with stages.stage("localize"):
         P._seed_everything(seed)
@@ -160,6 +171,13 @@ VARIANTS = {
     # the edit's record kept in memory while the model is evaluated (EditResult.offload not called)
     "no-offload": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                    "offload": False},
+    # the runner's defaults: checkpointing in the relearning attack only, the editor's originals and the
+    # edit's record in mapped files, the unedited model fingerprinted once per worker
+    "runner": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
+               "edit_checkpoint": False},
+    # the runner as of 065880a: the editor's originals in memory, the unedited model fingerprinted at every evaluate()
+    "runner-065880a": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
+                       "edit_checkpoint": False, "originals_offload": False, "recheck": True},
     "merged-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                     "lora_forward": "merged"},
     "factored-lora": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
@@ -229,7 +247,8 @@ def run_variant(args) -> dict:
     v = VARIANTS[args.variant]
     cfg = run_config(args)
     ck = bool(v.get("checkpoint", True))
-    cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": ck}, out=tempfile.mkdtemp(prefix="factlens-bench-"),
+    cfg = cfg.replace(edit={**cfg.edit.to_dict(), "checkpoint": bool(v.get("edit_checkpoint", ck))},
+                      out=tempfile.mkdtemp(prefix="factlens-bench-"),
                       eval={**cfg.eval.to_dict(), "relearning.checkpoint": ck, **_lora_forward(v)})
     suites = list(cfg.suites)
     print(f"variant {args.variant} {v}; torch threads {torch.get_num_threads()}; suites {suites}; "
@@ -242,7 +261,10 @@ def run_variant(args) -> dict:
             prepare(cfg, args.seed, workspace=ws)
         model = ws.models(cfg)[0]
         model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
-        out = one_job(cfg, args.seed, args.localization, ws, stages, suites, offload=v.get("offload", True))
+        if v.get("recheck", False):  # the unedited model fingerprinted at every evaluate(), as before 2026-12-01
+            ws.baselines().recheck = True
+        out = one_job(cfg, args.seed, args.localization, ws, stages, suites, offload=v.get("offload", True),
+                      originals_offload=v.get("originals_offload", True))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
     title = f"{args.variant} ({args.localization}, seed {args.seed}, {args.threads} thread(s))"
     print(f"restore: {out['restore']}; model parameters {model_gb:.2f} GB; process peak RSS {peak:.2f} GB")

@@ -17,8 +17,8 @@ are unchanged (bitwise on CPU, tested); it costs about one more forward pass per
 :func:`rss`), so the runner can say which stage of which job set a worker's peak.
 
 :func:`mapped_copies` moves tensors that a long step keeps but rarely reads (an edit's
-record while the edited model is evaluated) to a file mapped into memory: resident only
-where read.
+record while the edited model is evaluated, an editor's saved originals while it trains:
+:func:`kept_copies`) to a file mapped into memory: resident only where read.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from typing import Iterator, Mapping
 
 import torch
 
-__all__ = ["release_memory", "checkpointed_blocks", "rss", "PeakRSS", "StagePeaks", "mapped_copies"]
+__all__ = ["release_memory", "checkpointed_blocks", "rss", "PeakRSS", "StagePeaks", "mapped_copies", "kept_copies",
+           "check_folder"]
 
 
 def rss() -> int:
@@ -209,7 +210,9 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
     copy is first read, and writing into a copy changes this process's page, never the file)
     and unlinked at once, so nothing stays on disk and the space is freed with the last copy
     (where a mapped file cannot be deleted, a warning names it).
-    Tensors not on the CPU are returned as they are. The caller drops its references to the
+    Tensors not on the CPU are returned as they are; the copies are row-major (a tensor
+    stored in another layout is written one tensor at a time, so at most one tensor's
+    row-major copy is in memory at once). The caller drops its references to the
     originals to free their memory. ``folder`` should be on disk: on a memory-backed file
     system (``tmpfs``, which ``/tmp`` is on some systems) the file stays in memory.
 
@@ -223,7 +226,7 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"mapped_copies: {folder} is not an existing folder; pass a folder on disk (the run "
                                 "folder, for example) to hold the temporary file")
-    cpu = {k: t.detach().contiguous() for k, t in tensors.items() if t.device.type == "cpu"}
+    cpu = {k: t.detach() for k, t in tensors.items() if t.device.type == "cpu"}
     out = {k: t for k, t in tensors.items() if k not in cpu}
     offsets, total = {}, 0
     for k, t in cpu.items():
@@ -234,9 +237,9 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
     fd, name = tempfile.mkstemp(prefix=".factlens-mapped.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            for k, t in cpu.items():
+            for k, t in cpu.items():  # one row-major copy at a time (at most one tensor's size in memory)
                 f.seek(offsets[k])
-                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+                f.write(memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()))
             f.truncate(total)
         buf = torch.from_file(name, shared=False, size=total, dtype=torch.uint8)
     except BaseException:
@@ -251,3 +254,43 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
         n = t.numel() * t.element_size()
         out[k] = buf[offsets[k]:offsets[k] + n].view(t.dtype).view(t.shape)
     return {k: out[k] for k in tensors}
+
+
+def check_folder(folder: str | Path | None, what: str = "offload") -> None:
+    """Raise ``FileNotFoundError`` now when ``folder`` is given but is not an existing folder
+    (before an editor spends minutes on work that would then fail to keep its copies)."""
+    if folder is not None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"{what}={str(folder)!r} is not an existing folder; pass a folder on disk (the run "
+                                "folder, for example) or None to keep the copies in memory")
+
+
+def kept_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Bitwise copies of ``tensors`` that an editor keeps to restore them: in memory (``clone``,
+    same layout) when ``folder`` is ``None``, else :func:`mapped_copies` in ``folder`` (row-major,
+    resident only where read).
+
+    An editor reads these copies only to undo a failed edit, to build the edit's record and,
+    for masked fine-tuning with an uncached KL reference, to run the original model; keeping
+    them in a file spares their size in memory for the whole edit (0.4 GB for the
+    non-localized edit of Gemma 3 270M). Tensors on other devices (CUDA) are cloned on their
+    device, as without a folder. A folder that cannot take the file (a full disk)
+    means copies in memory, with a ``RuntimeWarning``; a missing folder raises
+    ``FileNotFoundError``.
+
+    Example:
+        >>> import tempfile
+        >>> t = {"w": torch.arange(6.0).reshape(2, 3)}
+        >>> a, b = kept_copies(t), kept_copies(t, tempfile.mkdtemp())
+        >>> torch.equal(a["w"], t["w"]) and torch.equal(b["w"], t["w"]), a["w"].data_ptr() != t["w"].data_ptr()
+        (True, True)
+    """
+    check_folder(folder)
+    cpu = {k: t for k, t in tensors.items() if t.device.type == "cpu"}
+    out: dict[str, torch.Tensor] = {}
+    if folder is not None and cpu:
+        try:
+            out = mapped_copies(cpu, folder)
+        except OSError as e:  # a full disk: the copies are an optimization, the edit need not fail for it
+            warnings.warn(f"keeping the copies in memory: they could not be written to {folder} ({e})", RuntimeWarning,
+                          stacklevel=2)
+    return {k: out[k] if k in out else t.detach().clone() for k, t in tensors.items()}  # other devices: clones there

@@ -124,3 +124,26 @@ def test_mapped_copies_are_bitwise_equal_in_every_dtype_and_layout(tmp_path):
 def test_mapped_copies_refuse_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an existing folder"):
         mapped_copies({"a": torch.zeros(2)}, tmp_path / "missing")
+
+
+def test_kept_copies_in_memory_or_mapped_and_in_memory_when_the_disk_refuses(tmp_path, monkeypatch):
+    import factlens.memory as M
+
+    t = {"w": torch.arange(12.0).reshape(3, 4).T, "b": torch.arange(3)}  # a transposed tensor and an integer one
+    clones = M.kept_copies(t)
+    assert all(torch.equal(clones[k], t[k]) and clones[k].stride() == t[k].stride() for k in t)  # same layout
+    mapped = M.kept_copies(t, tmp_path)
+    assert all(torch.equal(mapped[k], t[k]) and mapped[k].is_contiguous() for k in t) and not list(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        M.kept_copies(t, tmp_path / "nosuch")
+    other = torch.zeros(2, 3, device="meta")  # stands in for a CUDA tensor: copied on its device, never aliased
+    kept_other = M.kept_copies({"g": other}, tmp_path)["g"]
+    assert kept_other is not other and kept_other.device == other.device and kept_other.shape == other.shape
+
+    def full_disk(tensors, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(M, "mapped_copies", full_disk)
+    with pytest.warns(RuntimeWarning, match="No space left"):
+        kept = M.kept_copies(t, tmp_path)
+    assert all(torch.equal(kept[k], t[k]) for k in t)

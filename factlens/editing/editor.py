@@ -32,12 +32,14 @@ Masking guarantees:
 * Besides the model, the editor keeps one copy of each *touched* parameter tensor (for the
   exact restore, the revertible delta and, with ``sft_source=None``, the KL reference: the
   original model is evaluated with ``torch.func.functional_call`` on those originals,
-  without a full model copy).
+  without a full model copy). ``offload=folder`` keeps the copies of wholly selected tensors
+  in a file mapped from that folder instead (:func:`factlens.memory.kept_copies`).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from typing import Any
@@ -51,7 +53,7 @@ from factlens.editing.registry import OBJECTIVES, Objective
 from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
-from factlens.memory import checkpointed_blocks
+from factlens.memory import check_folder, checkpointed_blocks, kept_copies
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import load
 
@@ -119,14 +121,16 @@ def _training_items(task, entry: Objective, config: EditConfig):
 
 @takes_show_progress
 def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
-         inplace: bool = False, show_progress: bool | None = None) -> EditResult:
+         inplace: bool = False, offload: str | os.PathLike | None = None, show_progress: bool | None = None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
 
     ``method`` names an entry of :data:`factlens.editing.registry.EDIT_METHODS` (default
     ``"finetune"``: masked fine-tuning, see :func:`finetune` for the arguments); an
     :class:`~factlens.editing.registry.EditMethod` entry of your own is accepted too.
     ``show_progress`` draws (``True``) or hides (``False``) the progress bars of this call;
-    ``None`` (default) follows :func:`factlens.progress`.
+    ``None`` (default) follows :func:`factlens.progress`. ``offload``: a folder on disk where
+    the method keeps its saved original values while it edits (see :func:`finetune`); passed
+    to methods whose entry ``takes_offload`` (the built-in ones), ignored by the others.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -139,10 +143,12 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     from factlens.editing.registry import EDIT_METHODS
 
     entry = EDIT_METHODS.get(method)
+    check_folder(offload)
     if entry.name != "finetune":
         _check_task(task, objective)
         entry.check_objective(objective or task.objective)
-    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace)
+    extra = {"offload": offload} if offload is not None and entry.takes_offload else {}
+    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace, **extra)
 
 
 def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
@@ -163,8 +169,17 @@ def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str
     return out
 
 
+def _originals(params: dict[str, torch.nn.Parameter], unselected: dict[str, torch.Tensor],
+               folder: str | os.PathLike | None) -> dict[str, torch.Tensor]:
+    """Each trained tensor's values before training; those trained whole in a file in ``folder``
+    when given (a partially selected tensor's originals are read at every step, so they stay)."""
+    whole = kept_copies({n: p for n, p in params.items() if n not in unselected}, folder)
+    part = {n: p.detach().clone() for n, p in params.items() if n in unselected}
+    return {n: whole[n] if n in whole else part[n] for n in params}
+
+
 def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),
-             inplace: bool = False) -> EditResult:
+             inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by training only the components in ``mask``.
 
     Args:
@@ -179,6 +194,13 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         config: Hyper-parameters (:class:`EditConfig`; ``EditConfig.fast()`` for CPU).
         inplace: Edit ``model`` itself. Default ``False``: edit a deep copy (one extra model
             copy of memory); the original stays untouched.
+        offload: A folder on disk (the run folder, say). The original values of the tensors
+            the mask selects whole are then kept in a file mapped from there
+            (:func:`factlens.memory.kept_copies`) instead of in memory, for the whole edit:
+            training reads them only to restore after a failure and, with an uncached KL
+            reference, to run the original model; they become the record's old values.
+            Bitwise the same edit; 0.4 GB less memory for the non-localized edit of
+            Gemma 3 270M. ``None`` (default): in memory.
 
     Returns:
         The :class:`EditResult` (``.model`` is the edited model; ``.revert()`` undoes the edit).
@@ -201,6 +223,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         True
     """
     t0 = time.perf_counter()
+    check_folder(offload)
     mask, entry = _as_mask(mask), _check_task(task, objective)
     if not isinstance(config, EditConfig):
         raise TypeError(f"config must be an EditConfig, got {type(config).__name__}")
@@ -226,7 +249,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
     with trainable(work, names) as all_params:
         params = {n: all_params[n] for n in names}
         unselected = {n: ~m for n, m in param_masks.items() if not bool(m.all())}  # partially selected tensors
-        state = TrainState(work, params, {n: p.detach().clone() for n, p in params.items()}, unselected,
+        state = TrainState(work, params, _originals(params, unselected, offload), unselected,
                            make_optimizer(list(params.values()), config), prepared,
                            BatchSampler(forget_items, config.batch_size, gen),
                            BatchSampler(retain_items, config.batch_size, gen), text, config)

@@ -51,6 +51,7 @@ use the same ``k*``. Only the mask layers' ``W_out`` change.
 from __future__ import annotations
 
 import copy
+import os
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,7 @@ from factlens.editing.memory_editing import (ValueEditConfig, build_result, chec
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
                                 optimize_delta, subject_keys)
+from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
 
 __all__ = ["MemitConfig", "memit", "memit_apply", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output",
@@ -295,7 +297,7 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
 
 
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
-          inplace: bool = False) -> EditResult:
+          inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Write all of the task's new facts at once into the mask's MLP layers with MEMIT.
 
     Args:
@@ -306,6 +308,8 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         config: A :class:`MemitConfig`; an :class:`EditConfig` (what ``factlens.edit``
             passes) means ``MemitConfig.from_edit_config(config)``.
         inplace: Edit ``model`` itself (restored if an error interrupts the edit); default: a deep copy.
+        offload: A folder on disk for the saved original ``W_out`` tensors (a mapped file,
+            :func:`factlens.memory.kept_copies`); ``None``: in memory.
 
     Returns:
         An :class:`EditResult` with the mask layers' ``W_out`` as deltas; ``history`` holds the
@@ -321,6 +325,7 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         factlens.editing.memory_editing.MaskNotSupported: MEMIT edits whole MLP layers (their W_out); the mask also has ['L2H1'] ...
     """
     t0 = time.perf_counter()
+    check_folder(offload)
     cfg, edit_config = split_config(config, MemitConfig)
     layers = mask_mlp_layers(mask, model, method="MEMIT")
     records = forget_records(task, objective, method="MEMIT")
@@ -329,7 +334,7 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     stats = {l: layer_key_statistics(work, l, cfg) for l in layers}  # on the unedited model
     params = dict(work.named_parameters())
     names = {l: param_name(l, "mlp", "W_out") for l in layers}
-    originals = {names[l]: params[names[l]].detach().clone() for l in layers}
+    originals = kept_copies({names[l]: params[names[l]] for l in layers}, offload)
     z_layer = layers[-1]
     try:
         targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes)

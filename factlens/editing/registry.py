@@ -46,9 +46,14 @@ class EditMethod:
     Attributes:
         name: What users pass as ``method=``.
         fn: ``fn(model, mask, task, *, objective, config, inplace) -> EditResult`` (progress
-            bars through :func:`factlens.progress_bars.progress_bar`).
+            bars through :func:`factlens.progress_bars.progress_bar`); with ``takes_offload``
+            also ``offload=folder`` when the caller gives one.
         objectives: The objectives the method supports.
         doc: One line (and the paper it comes from).
+        takes_offload: ``fn`` takes ``offload=`` (a folder on disk where it keeps its saved
+            original values in a mapped file, :func:`factlens.memory.kept_copies`); ``edit(...,
+            offload=...)`` passes it only then (for other methods it only saves memory that
+            they do not save).
         config_type: The method's own settings (a config class with ``from_edit_config(EditConfig)``
             and ``_from_table(table, where=...)``, e.g. :class:`~factlens.editing.rome.RomeConfig`),
             set per run in ``EditConfig.methods[name]``; ``None``: the method reads
@@ -60,6 +65,7 @@ class EditMethod:
     objectives: tuple[str, ...]
     doc: str = ""
     config_type: Ref | type | None = None
+    takes_offload: bool = False
 
     def check_objective(self, objective: str) -> None:
         if objective not in self.objectives:
@@ -88,11 +94,11 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
 
 EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
     EditMethod("finetune", Ref("factlens.editing.editor", "finetune"), OBJECTIVES.names(),
-               doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)"),
+               doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)", takes_offload=True),
     EditMethod("rome", Ref("factlens.editing.rome", "rome"), ("inject",),
                doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)",
-               config_type=Ref("factlens.editing.rome", "RomeConfig")),
+               config_type=Ref("factlens.editing.rome", "RomeConfig"), takes_offload=True),
     EditMethod("memit", Ref("factlens.editing.memit", "memit"), ("inject",),
                doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)",
-               config_type=Ref("factlens.editing.memit", "MemitConfig")),
+               config_type=Ref("factlens.editing.memit", "MemitConfig"), takes_offload=True),
 ))

@@ -46,6 +46,7 @@ same layer. The mask must contain exactly one MLP layer; only that layer's ``W_o
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F
 from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, build_result, covariance_meta,
                                           forget_records, layer_key_statistics, mask_mlp_layers, split_config)
 from factlens.editing.result import EditResult
+from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
 
 __all__ = ["RomeConfig", "RankOneEdit", "rome", "rome_step", "rome_closed_form", "context_prefixes", "subject_keys"]
@@ -387,7 +389,7 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
 
 
 def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig | EditConfig | None = None,
-         inplace: bool = False) -> EditResult:
+         inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Write the task's new facts into the mask's single MLP layer with ROME, one fact after another.
 
     Args:
@@ -400,6 +402,8 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
             as covariance text and its ``seed``.
         inplace: Edit ``model`` itself (restored if an error interrupts the edit); default:
             a deep copy.
+        offload: A folder on disk for the saved original ``W_out`` (a mapped file,
+            :func:`factlens.memory.kept_copies`); ``None``: in memory.
 
     Returns:
         An :class:`EditResult`: ``deltas`` holds the layer's ``W_out``; ``history`` the value
@@ -421,6 +425,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
         factlens.editing.memory_editing.MaskNotSupported: ROME edits exactly one MLP layer; the mask has MLPs at layers [1, 2]...
     """
     t0 = time.perf_counter()
+    check_folder(offload)
     cfg, edit_config = split_config(config, RomeConfig)
     layers = mask_mlp_layers(mask, model, method="ROME")
     if len(layers) != 1:
@@ -433,7 +438,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
     name = param_name(layer, "mlp", "W_out")
     W = dict(work.named_parameters())[name]
-    original = W.detach().clone()
+    original = kept_copies({name: W}, offload)[name]
     history, facts, offset = [], [], 0
     try:
         for i, r in enumerate(progress_bar(records, desc="ROME", leave=False)):

@@ -7,6 +7,7 @@ on the model that already carries the previous chunks' edits, with the same reta
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import _as_mask, edit
 from factlens.editing.result import EditResult, plot_histories
+from factlens.memory import check_folder
 from factlens.progress_bars import progress, progress_bar
 
 __all__ = ["edit_sequential", "SequentialEditResult"]
@@ -158,6 +160,7 @@ def edit_sequential(
     per_fact: bool = False,
     objective: str | None = None,
     chunk_size: int | None = None,
+    offload: str | os.PathLike | None = None,
 ) -> SequentialEditResult:
     """Edit ``task.chunks`` one after another, each on the model carrying the previous edits.
 
@@ -176,6 +179,10 @@ def edit_sequential(
             facts of a chunk that get the same mask are edited together in one batch.
         objective: ``"inject"``/``"unlearn"`` (default: ``task.objective``).
         chunk_size: Split ``task.forget`` into chunks of this size when the task has none.
+        offload: A folder on disk: each chunk's edit keeps its saved original values there
+            (``edit(..., offload=...)``) and its record is moved there once the chunk is done
+            (:meth:`EditResult.offload`), so the records of earlier chunks do not add up in
+            memory; ``None`` (default): in memory.
 
     Returns:
         A :class:`SequentialEditResult`; ``.revert()`` undoes all edits in reverse order.
@@ -191,6 +198,7 @@ def edit_sequential(
         (2, False)
     """
     t0 = time.perf_counter()
+    check_folder(offload)
     chunks = _chunks(task, chunk_size)
     _check_masks(masks, localize_fn, per_fact, len(chunks))
     work = model if inplace else copy.deepcopy(model)
@@ -201,7 +209,10 @@ def edit_sequential(
             for mask, facts in _jobs(work, chunk, k, masks, localize_fn, per_fact):
                 sub = replace(task, forget=facts, chunks=())
                 with progress(False):  # one bar: over the chunks
-                    results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True))
+                    results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True,
+                                        offload=offload))
+                if offload is not None:
+                    results[-1].offload(offload)
                 edited.append(facts)
     except BaseException:
         if inplace:  # leave the caller's model as it was before the first edit

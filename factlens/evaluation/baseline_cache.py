@@ -61,6 +61,13 @@ class BaselineCache:
     Args:
         store: A :class:`~factlens.evaluation.baseline_store.BaselineStore` shared with other
             processes (default: none, entries stay in this process).
+        recheck: Fingerprint the original at every :meth:`bind` (every ``evaluate`` call;
+            default), emptying the cache when its parameters changed. ``False``: only at the
+            first bind; the caller guarantees that the original keeps its values and calls
+            :meth:`clear` otherwise. The fingerprint reads every parameter, so a caller whose
+            original is a view that pages some of them in from a file (the runner's unedited
+            view of an offloaded edit) keeps them out of memory this way; the runner checks
+            every parameter bit for bit after each revert instead.
 
     Attributes:
         hits: Lookups answered from the cache's memory.
@@ -68,12 +75,13 @@ class BaselineCache:
         misses: Lookups that computed (and stored) their value.
     """
 
-    def __init__(self, *, store: "BaselineStore | None" = None) -> None:
+    def __init__(self, *, store: "BaselineStore | None" = None, recheck: bool = True) -> None:
         self._original: Any = None
         self._fingerprint: tuple[float, ...] | None = None
         self._digest: str | None = None
         self._store: dict[Hashable, Any] = {}
         self.shared = store
+        self.recheck = bool(recheck)
         self.hits = 0
         self.store_hits = 0
         self.misses = 0
@@ -90,7 +98,8 @@ class BaselineCache:
         self._store.clear()
 
     def bind(self, original) -> None:
-        """Bind to ``original`` (first call) or check it is the same object, unchanged.
+        """Bind to ``original`` (first call) or check it is the same object, unchanged
+        (with ``recheck=False`` only the same object).
 
         Raises:
             ValueError: ``original`` is another object than the one the cache belongs to.
@@ -102,6 +111,8 @@ class BaselineCache:
         elif self._original is not original:
             raise ValueError("this BaselineCache holds results of another original model object; use one cache per "
                              "original model (or cache.clear() and a new BaselineCache)")
+        elif not self.recheck:
+            return  # fingerprinted at the first bind; the caller vouches for the original
         fp = _fingerprint(original)
         if fp != self._fingerprint:
             self._store.clear()  # the original's parameters changed since the entries were made

@@ -74,8 +74,15 @@ class Workspace:
             pristine = OriginalView(model) if self.original == "view" else PristineCopy(model)
             meta.update(original=self.original, fast_layout=self.fast_layout, copy_seconds=time.perf_counter() - t0)
 
+            # fingerprinted once, here, on the unedited model: every evaluate() call re-reading the whole view would
+            # page an offloaded edit's old values back in (0.41 GB for the non-localized unit). The per-call check
+            # guarded nothing here: the view shares the model's weights, so a changed model changes the "unedited"
+            # numbers whatever the cache holds; the runner checks every parameter bit for bit after each revert
+            # instead and drops the model and this cache when one differs (_check_pristine)
+            baselines = BaselineCache(store=self._store(), recheck=False)
+            baselines.bind(pristine.view)
             e.update(model_key=key, model=model, original=pristine.view, pristine=pristine, builtin=builtin,
-                     model_meta=meta, baselines=BaselineCache(store=self._store()))
+                     model_meta=meta, baselines=baselines)
         return e["model"], e["original"], e["builtin"], e["model_meta"]
 
     def _store(self):

@@ -7,6 +7,7 @@ Gemma-2-9B) and allocated the new values twice for tensors stored transposed."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -110,3 +111,103 @@ def test_offloaded_record_reverts_saves_and_reapplies_bitwise(edited, tmp_path):
     loaded.revert()
     res.apply(p.model)  # the offloaded result applies again too
     assert_unchanged(p.model, after)
+
+
+# --- edit(..., offload=folder): the editor's saved originals in a mapped file -------------------
+
+
+def _file_backed(t: torch.Tensor) -> bool:
+    """Whether ``t``'s memory lies in a mapping of a factlens temporary file (``/proc/self/maps``)."""
+    addr = t.untyped_storage().data_ptr()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, *rest = line.split()
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= addr < hi:
+                return ".factlens-mapped." in line
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_offloaded_originals_give_the_same_edit_bitwise_and_map_the_old_values(tmp_path):
+    plain_p, mapped_p = planted_fact_model(), planted_fact_model()
+    for p in (plain_p, mapped_p):
+        _transpose_storage(p.model, "blocks.1.mlp.W_in")
+    before = snapshot(mapped_p.model)
+    plain = edit(plain_p.model, MASK, plain_p.task, config=CFG, inplace=True)
+    mapped = edit(mapped_p.model, MASK, mapped_p.task, config=CFG, inplace=True, offload=tmp_path)
+    assert_unchanged(mapped_p.model, snapshot(plain_p.model))  # the same edit, bit for bit
+    assert [h["loss"] for h in mapped.history] == [h["loss"] for h in plain.history]
+    for n, d in mapped.deltas.items():
+        assert torch.equal(d.old, plain.deltas[n].old) and torch.equal(d.new, plain.deltas[n].new), n
+        # whole tensors' old values are the mapped copies (no second copy); partial ones stay in memory
+        assert _file_backed(d.old) == n.startswith("blocks.1.mlp."), n
+    assert list(tmp_path.iterdir()) == []  # the file was unlinked at once
+    mapped.revert()
+    assert_unchanged(mapped_p.model, before)
+
+
+def test_offload_to_a_missing_folder_is_refused_before_any_work(tmp_path):
+    p = planted_fact_model()
+    before = snapshot(p.model)
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        edit(p.model, MASK, p.task, config=CFG, inplace=True, offload=tmp_path / "nosuch")
+    assert_unchanged(p.model, before)
+
+
+def test_a_failed_edit_restores_from_offloaded_originals(tmp_path):
+    p = planted_fact_model()
+    before = snapshot(p.model)
+    with pytest.raises(FloatingPointError):
+        edit(p.model, MASK, p.task, config=EditConfig(lr=1e30, steps=3, batch_size=None, n_sft_chunks=4, clip_grad=None),
+             inplace=True, offload=tmp_path)
+    assert_unchanged(p.model, before)
+
+
+def test_edit_passes_offload_only_to_methods_that_take_it(tmp_path):
+    from factlens.editing.registry import EditMethod
+
+    seen = {}
+
+    def mine(model, mask, task, *, objective, config, inplace):  # a method of one's own, without offload
+        seen["called"] = True
+        return edit(model, mask, task, objective=objective, config=config, inplace=inplace)
+
+    p = planted_fact_model()
+    res = edit(p.model, MASK, p.task, method=EditMethod("mine", mine, ("inject",)), config=CFG, offload=tmp_path)
+    assert seen["called"] and res.deltas
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_rome_offloads_its_original_bitwise(tmp_path):
+    from factlens.editing.rome import RomeConfig
+
+    p = planted_fact_model()
+    before = snapshot(p.model)
+    cfg = RomeConfig(v_num_grad_steps=4, prefix_lengths=((5, 3),), n_cov_tokens=1500, cache_covariance=False)
+    plain = edit(p.model, Mask([Component("mlp", 1)]), p.task, method="rome", config=cfg)
+    mapped = edit(p.model, Mask([Component("mlp", 1)]), p.task, method="rome", config=cfg, inplace=True,
+                  offload=tmp_path)
+    d = mapped.deltas["blocks.1.mlp.W_out"]
+    assert _file_backed(d.old) and torch.equal(d.old, plain.deltas["blocks.1.mlp.W_out"].old)
+    assert torch.equal(d.new, plain.deltas["blocks.1.mlp.W_out"].new)
+    mapped.revert()
+    assert_unchanged(p.model, before)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_sequential_editing_offloads_each_chunk_and_reverts_bitwise(tmp_path):
+    from dataclasses import replace
+
+    from factlens.editing.sequential import edit_sequential
+
+    p = planted_fact_model()
+    before = snapshot(p.model)
+    task = replace(p.task, chunks=(p.task.forget[:4], p.task.forget[4:]))
+    plain = edit_sequential(p.model, MASK, task, config=CFG)
+    res = edit_sequential(p.model, MASK, task, config=CFG, inplace=True, offload=tmp_path)
+    assert_unchanged(p.model, snapshot(plain.model))
+    for r in res.results:  # every chunk's record, old and new values, lives in the mapped file
+        assert all(_file_backed(d.old) and _file_backed(d.new) for d in r.deltas.values())
+    res.revert()
+    assert_unchanged(p.model, before)

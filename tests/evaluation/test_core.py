@@ -305,3 +305,27 @@ def test_baseline_cache_reuses_the_original_and_changes_nothing():
     finally:
         with torch.no_grad():
             p.model.blocks[0].mlp.b_out.copy_(saved)
+
+
+def test_baseline_cache_without_recheck_fingerprints_only_at_the_first_bind(planted, monkeypatch):
+    import copy
+
+    from factlens.evaluation import BaselineCache, baseline_cache
+
+    calls = []
+    real = baseline_cache._fingerprint
+    monkeypatch.setattr(baseline_cache, "_fingerprint", lambda m, *a, **k: calls.append(1) or real(m, *a, **k))
+    original = copy.deepcopy(planted.model)
+    once, every = BaselineCache(recheck=False), BaselineCache()
+    for cache in (once, every):
+        cache.bind(original)
+        cache.get("k", lambda: 1.0)
+    with torch.no_grad():
+        original.blocks[0].mlp.b_out.add_(1.0)  # the caller broke its promise: only the rechecking cache notices
+    n = len(calls)
+    once.bind(original)
+    assert len(calls) == n and len(once) == 1
+    every.bind(original)
+    assert len(calls) == n + 1 and len(every) == 0
+    with pytest.raises(ValueError, match="another original"):
+        once.bind(copy.deepcopy(original))

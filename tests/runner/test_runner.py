@@ -274,3 +274,26 @@ def test_report_reads_typed_results(run_dir: Path, copy_of_run: Path):
     bad.write_text(json.dumps(rec))
     with pytest.raises(ValueError, match=r"random\.json.*suite 'standard'.*lacks \['n'\]"):
         load_run_dir(copy_of_run)
+
+
+def test_the_unedited_model_is_fingerprinted_once_per_workspace(tmp_path: Path, monkeypatch):
+    """Not at every evaluate(): that pass read an offloaded edit's old values back into memory."""
+    from factlens.evaluation import baseline_cache
+    from factlens.runner import LocalExecutor, Workspace
+
+    calls: list[int] = []
+    real = baseline_cache._fingerprint
+
+    def spy(model, *a, **kw):
+        calls.append(id(model))
+        return real(model, *a, **kw)
+
+    monkeypatch.setattr(baseline_cache, "_fingerprint", spy)
+    cfg = RunConfig(task="planted", model="planted", localizations=("random", "all_mlps", "nonlocalized"),
+                    suites=("standard",), out=str(tmp_path / "a"), show_progress=False, edit={"steps": 1})
+    ws = Workspace()
+    run_experiment(cfg, executor=LocalExecutor(ws), report=False)
+    assert len(calls) == 1 and ws.baselines().hits > 0  # three evaluations, one fingerprint, numbers reused
+    for loc in ("random", "all_mlps", "nonlocalized"):
+        rec = json.loads((tmp_path / "a" / "runs" / "seed0" / f"{loc}.json").read_text())
+        assert rec["restore"]["exact"]
