@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_model", "check_model_name", "cache_dir", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+__all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
 
 DEFAULT_MODEL = "gemma-3-270m"
 EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-3-270m": "google/gemma-3-270m"}
@@ -71,7 +71,14 @@ def load_model(
             (checked before any Hugging Face Hub call; see :func:`check_model_name`).
         OSError: The Hugging Face Hub is unreachable (the message lists offline options).
     """
-    device = torch.device(device or "cpu")
+    model = _load(name, device=torch.device(device or "cpu"), dtype=dtype, path=path, gguf=gguf, tl_name=tl_name,
+                  use_cache=use_cache, **kwargs)
+    drop_tokenizer_build_copies(getattr(model, "tokenizer", None))
+    return model
+
+
+def _load(name, *, device, dtype, path, gguf, tl_name, use_cache, **kwargs):
+    """:func:`load_model`'s body (the checks and the loaders)."""
     if gguf is not None:  # local paths are checked first: a typo never reaches the Hugging Face Hub
         if not Path(gguf).expanduser().is_file():
             raise FileNotFoundError(f"GGUF file {gguf} does not exist ({_where(gguf)})")
@@ -93,6 +100,42 @@ def load_model(
     if name in EMBEDDED_MODELS:
         return _load_embedded(name, device=device, dtype=dtype, use_cache=use_cache, **kwargs)
     return _from_hub(check_model_name(name), device=device, dtype=dtype, **kwargs)
+
+
+#: The text a tokenizer must encode identically before and after :func:`drop_tokenizer_build_copies`.
+_PROBE = "The quick brown fox: Michael Jordan plays basketball, 1998 \u00e9t\u00e9 \u4e2d\u6587 <b>"
+
+
+def drop_tokenizer_build_copies(tokenizer) -> int:
+    """Free the Python copies of the vocabulary and merges that a Rust-backed tokenizer keeps
+    after building itself; the number of entries freed.
+
+    transformers 5's BPE tokenizers (``GemmaTokenizer``, ``GPT2Tokenizer``, ...) keep the
+    ``vocab`` dict and ``merges`` list they were built from as ``_vocab`` and ``_merges``, which
+    only their constructor reads; tokenizing runs in the Rust ``tokenizer._tokenizer``. For
+    Gemma 3's 262k-token vocabulary (514k merges) they take 0.15 GB of every process that loads
+    the model (measured with ``/proc/self/statm``, 0.28 → 0.13 GB for the tokenizer alone).
+    Checked on the spot: if a probe text no longer encodes to the same ids, the copies are put
+    back (and 0 is returned). Other tokenizers are left as they are.
+
+    Example:
+        >>> drop_tokenizer_build_copies(None)
+        0
+    """
+    if tokenizer is None or getattr(tokenizer, "_tokenizer", None) is None:
+        return 0
+    kept = {a: getattr(tokenizer, a) for a in ("_vocab", "_merges") if isinstance(getattr(tokenizer, a, None), (dict, list))}
+    n = sum(len(v) for v in kept.values())
+    if n == 0:
+        return 0
+    before = tokenizer.encode(_PROBE)
+    for a, v in kept.items():
+        setattr(tokenizer, a, type(v)())
+    if tokenizer.encode(_PROBE) != before:
+        for a, v in kept.items():
+            setattr(tokenizer, a, v)
+        return 0
+    return n
 
 
 _PATH_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")

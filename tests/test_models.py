@@ -36,3 +36,43 @@ def test_other_dtype_and_truncated_file(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
     with pytest.raises(ValueError, match="truncated"):
         _load_weights(tiny_model(seed=2), tmp_path / "cut.safetensors", torch.float32)
+
+
+def _tiny_gemma_tokenizer():
+    from transformers import GemmaTokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for c in "abcdefghijklmnopqrstuvwxyz \u2581":
+        vocab.setdefault(c, len(vocab))
+    for m in ("ab", "abc", "th", "the"):
+        vocab[m] = len(vocab)
+    return GemmaTokenizer(vocab=vocab, merges=[("a", "b"), ("ab", "c"), ("t", "h"), ("th", "e")])
+
+
+def test_tokenizer_build_copies_are_dropped_and_tokenizing_is_unchanged():
+    from factlens.models import drop_tokenizer_build_copies
+
+    tok = _tiny_gemma_tokenizer()
+    texts = ["the abc", "abcabc the", "xyz", ""]
+    before = [tok.encode(t) for t in texts]
+    assert drop_tokenizer_build_copies(tok) == len(tok.get_vocab()) + 4
+    assert tok._vocab == {} and tok._merges == []
+    assert [tok.encode(t) for t in texts] == before and tok.decode(before[0]) == tok.decode(tok.encode("the abc"))
+    assert drop_tokenizer_build_copies(tok) == 0  # nothing left to drop
+
+
+def test_tokenizer_build_copies_are_put_back_when_tokenizing_would_change():
+    from factlens.models import drop_tokenizer_build_copies
+
+    class ReadsItsVocab:  # a tokenizer whose encode still reads the copies: they must stay
+        _tokenizer = object()
+
+        def __init__(self):
+            self._vocab, self._merges = {"a": 1, "b": 2}, [("a", "b")]
+
+        def encode(self, text):
+            return [self._vocab.get(c, 0) for c in text]
+
+    tok = ReadsItsVocab()
+    assert drop_tokenizer_build_copies(tok) == 0
+    assert tok._vocab == {"a": 1, "b": 2} and tok._merges == [("a", "b")]
