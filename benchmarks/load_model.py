@@ -88,7 +88,27 @@ def one_load() -> dict:
     model_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
     rows = phases.rows()
     return {"seconds": seconds, "model_gb": model_gb, "rows": rows,
-            "process_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB}
+            "process_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
+            **tokenizer_sizes(model)}
+
+
+def tokenizer_sizes(model) -> dict:
+    """Resident size after loading (freed heap returned), and what a second copy of the model's
+    tokenizer adds with and without its build copies (``factlens.models.drop_tokenizer_build_copies``)."""
+    from transformers import AutoTokenizer
+
+    from factlens.memory import release_memory, rss
+    from factlens.models import drop_tokenizer_build_copies
+
+    release_memory()
+    loaded = rss()
+    tok = AutoTokenizer.from_pretrained(model.tokenizer.name_or_path)
+    release_memory()
+    with_copies = rss() - loaded
+    dropped = drop_tokenizer_build_copies(tok)
+    release_memory()
+    return {"loaded_rss_gb": loaded / GB, "tokenizer_gb": with_copies / GB,
+            "tokenizer_without_build_copies_gb": (rss() - loaded) / GB, "build_copy_entries": dropped}
 
 
 def main() -> None:
@@ -112,6 +132,9 @@ def main() -> None:
         print("| phase | RSS at start GB | peak RSS GB |\n|---|---:|---:|")
         for row in r["rows"]:
             print(f"| {row['phase']} | {row['start_gb']:.2f} | {row['peak_gb']:.2f} |")
+        print(f"\nloaded, freed heap returned: {r['loaded_rss_gb']:.2f} GB; a second copy of the tokenizer: "
+              f"{r['tokenizer_gb']:.3f} GB, {r['tokenizer_without_build_copies_gb']:.3f} GB without its build copies "
+              f"({r['build_copy_entries']} entries)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
