@@ -85,7 +85,9 @@ def main() -> None:
         return real_edit(*a, offload=None if args.in_memory else offload, **kw)
 
     training.masked_update, editor.train_step, editor.edit = update, step, edit
-    with PeakRSS() as whole:
+    from factlens import progress
+
+    with PeakRSS() as whole, progress(False):  # no bar between the printed lines
         res = P._edit(prep, mask, cfg, 0)
     losses = json.dumps([[h["loss"], h["loss_forget"], h["loss_sft"]] for h in res.history])
     model_gb = sum(p.numel() * p.element_size() for p in prep.model.parameters()) / GB

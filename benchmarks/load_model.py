@@ -100,9 +100,12 @@ def tokenizer_sizes(model) -> dict:
     from factlens.memory import release_memory, rss
     from factlens.models import drop_tokenizer_build_copies
 
+    from factlens.models import cache_dir
+
     release_memory()
     loaded = rss()
-    tok = AutoTokenizer.from_pretrained(model.tokenizer.name_or_path)
+    folder = next(cache_dir().glob("gemma-3-270m-tl-v*/tokenizer"))  # as cached by the load (also after converting)
+    tok = AutoTokenizer.from_pretrained(str(folder))
     release_memory()
     with_copies = rss() - loaded
     dropped = drop_tokenizer_build_copies(tok)

@@ -114,7 +114,7 @@ def drop_tokenizer_build_copies(tokenizer) -> int:
     ``vocab`` dict and ``merges`` list they were built from as ``_vocab`` and ``_merges``, which
     only their constructor reads; tokenizing runs in the Rust ``tokenizer._tokenizer``. For
     Gemma 3's 262k-token vocabulary (514k merges) they take 0.15 GB of every process that loads
-    the model (measured with ``/proc/self/statm``, 0.28 → 0.13 GB for the tokenizer alone).
+    the model (a tokenizer takes 0.27 GB with them, 0.12 GB without: ``benchmarks/load_model.py``).
     Checked on the spot: if a probe text no longer encodes to the same ids, the copies are put
     back (and 0 is returned). Other tokenizers are left as they are.
 
