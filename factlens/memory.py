@@ -256,11 +256,11 @@ def mapped_copies(tensors: Mapping[str, torch.Tensor], folder: str | Path) -> di
     return {k: out[k] for k in tensors}
 
 
-def check_folder(folder: str | Path | None, what: str = "offload") -> None:
+def check_folder(folder: str | Path | None) -> None:
     """Raise ``FileNotFoundError`` now when ``folder`` is given but is not an existing folder
     (before an editor spends minutes on work that would then fail to keep its copies)."""
     if folder is not None and not Path(folder).is_dir():
-        raise FileNotFoundError(f"{what}={str(folder)!r} is not an existing folder; pass a folder on disk (the run "
+        raise FileNotFoundError(f"offload={str(folder)!r} is not an existing folder; pass a folder on disk (the run "
                                 "folder, for example) or None to keep the copies in memory")
 
 

@@ -173,9 +173,9 @@ def _originals(params: dict[str, torch.nn.Parameter], unselected: dict[str, torc
                folder: str | os.PathLike | None) -> dict[str, torch.Tensor]:
     """Each trained tensor's values before training; those trained whole in a file in ``folder``
     when given (a partially selected tensor's originals are read at every step, so they stay)."""
-    whole = kept_copies({n: p for n, p in params.items() if n not in unselected}, folder)
-    part = {n: p.detach().clone() for n, p in params.items() if n in unselected}
-    return {n: whole[n] if n in whole else part[n] for n in params}
+    kept = kept_copies({n: p for n, p in params.items() if n in unselected})
+    kept.update(kept_copies({n: p for n, p in params.items() if n not in unselected}, folder))
+    return {n: kept[n] for n in params}
 
 
 def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),

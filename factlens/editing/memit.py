@@ -51,8 +51,8 @@ use the same ``k*``. Only the mask layers' ``W_out`` change.
 from __future__ import annotations
 
 import copy
-import os
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

@@ -326,7 +326,7 @@ def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, *, method: str = "fin
     from factlens.editing.sequential import edit_sequential
 
     ec = method_edit_config(cfg, seed, method)
-    folder = Path(cfg.out) if Path(cfg.out).is_dir() else None  # the editor's saved originals in a file there
+    folder = _run_folder(cfg)  # the editor's saved originals in a file there
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
         if method != "finetune":
             raise ValueError(f"sequential editing runs masked fine-tuning only; method {method!r} is not supported there")
@@ -356,14 +356,20 @@ def _edit_summary(res, config) -> dict[str, Any]:
     return out
 
 
+def _run_folder(cfg: RunConfig) -> Path | None:
+    """The run folder, where the runner's mapped files go; ``None`` before it exists (a direct
+    call of :func:`run_localization`)."""
+    return Path(cfg.out) if Path(cfg.out).is_dir() else None
+
+
 def _offload_record(res, cfg: RunConfig) -> int:
     """Move the edit's record (old and new values) out of memory into the run folder while the
     model is evaluated (:meth:`~factlens.editing.EditResult.offload`; bitwise the same values,
     read back by the revert); bytes moved. 0 where the run folder does not exist yet (a direct
     call of :func:`run_localization`) or the result cannot be offloaded; a failure (a full
     disk) keeps the record in memory with a warning, since the results do not depend on it."""
-    folder = Path(cfg.out)
-    if not hasattr(res, "offload") or not folder.is_dir():
+    folder = _run_folder(cfg)
+    if not hasattr(res, "offload") or folder is None:
         return 0
     try:
         return int(res.offload(folder))
