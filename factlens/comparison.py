@@ -14,9 +14,14 @@ their ids. For each localization and metric, :func:`compare` reports
   ``significant`` = ``p_holm < 0.05``; metrics flagged ``at_chance`` (the unedited model is
   not above chance in that format) are kept but never significant and stay out of the
   Holm family;
-* ``mdd`` — the minimum detectable difference at this ``n`` (alpha 0.05, power 0.8,
-  :func:`factlens.stats.minimum_detectable_difference`), so that "not significant" reads as
-  "no difference larger than ``mdd``".
+* ``mdd`` — the minimum detectable difference at this ``n`` and power 0.8
+  (:func:`factlens.stats.minimum_detectable_difference`) at the level that ``significant``
+  needs whatever the other metrics show: ``alpha / n_tests``, Holm's first step over the
+  ``n_tests`` metrics of the localization's family (a raw p-value below it always survives
+  the correction). So "not significant" reads as "no difference larger than ``mdd``".
+  ``mdd_unadjusted`` is the same at ``alpha`` itself (one planned comparison, no
+  correction); it is smaller, and reading a non-significant Holm result against it
+  overstates what the run rules out. At-chance rows are never tested: their ``mdd`` is NaN.
 
 With several seeds the sign-flip test pools all (seed, unit) pairs, each seed weighted
 equally; it conditions on the trained edits, while the bootstrap interval of ``diff`` also
@@ -36,7 +41,7 @@ __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
 #: Columns of :func:`compare`'s table.
 COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
                    "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "at_chance",
-                   "higher_is_better", "n_facts", "n_seeds", "mdd")
+                   "higher_is_better", "n_facts", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
 
 _UNITS = {"chunk": "chunks", "question": "questions"}
 
@@ -145,8 +150,9 @@ def _unit(m) -> str:
     return _UNITS.get(first.split(":", 1)[0], "facts") if ":" in first else "facts"
 
 
-def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int) -> dict[str, Any]:
-    """One comparison row (``p_holm`` and ``significant`` are filled per localization later)."""
+def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
+         alpha: float) -> dict[str, Any]:
+    """One comparison row (``p_holm``, ``significant``, ``n_tests`` and ``mdd`` are filled per localization later)."""
     from factlens.stats import (hierarchical_bootstrap_interval, minimum_detectable_difference,
                                 paired_bootstrap_diff, sign_flip_test)
 
@@ -163,7 +169,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs:
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": 0, "mdd": float("nan")}
+                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan"), "_power": None}
     diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
     d = np.concatenate([x - y for x, y in pairs])
     w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
@@ -171,7 +177,29 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
-            "mdd": minimum_detectable_difference(int(ok.sum()), sd=sd)}
+            "mdd_unadjusted": minimum_detectable_difference(int(ok.sum()), sd=sd, alpha=alpha),
+            "_power": (int(ok.sum()), sd)}  # what the family-level mdd needs, dropped by compare()
+
+
+def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
+    """Holm across one localization's tested rows; each row's ``mdd`` at the family's first-step level.
+
+    A raw p-value below ``alpha / m`` (``m`` tests) survives Holm's correction whatever the
+    other p-values are, so a true difference of ``mdd`` is marked significant with at least
+    the stated power; at ``alpha`` itself it would not be (``mdd_unadjusted``).
+    """
+    from factlens.stats import holm, minimum_detectable_difference
+
+    fam = [i for i, r in enumerate(loc_rows) if not r["at_chance"] and not np.isnan(r["p_value"])]
+    adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha)
+    for r in loc_rows:
+        r["p_holm"], r["significant"], r["n_tests"], r["mdd"] = float("nan"), False, 0, float("nan")
+    for i, p in zip(fam, adj):
+        n, sd = loc_rows[i]["_power"]
+        loc_rows[i].update(p_holm=float(p), significant=bool(p < alpha), n_tests=len(fam),
+                           mdd=minimum_detectable_difference(n, sd=sd, alpha=alpha / len(fam)))
+    for r in loc_rows:
+        del r["_power"]
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
@@ -194,8 +222,10 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
         ``p_holm``, ``significant``, ``at_chance``, ``n_facts`` (paired units per seed: facts,
-        or text chunks / MMLU questions, see ``unit``), ``n_seeds`` and ``mdd`` (minimum
-        detectable difference, alpha 0.05, power 0.8). The reference itself has no rows.
+        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the size of
+        the localization's Holm family; 0 for rows outside it), ``mdd`` (minimum detectable
+        difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
+        ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 
     Raises:
         ValueError: ``reference`` is not among the localizations, or nothing is comparable.
@@ -211,8 +241,6 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     """
     import pandas as pd
 
-    from factlens.stats import holm
-
     evals = load_evaluations(runs)
     if reference not in evals:
         raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
@@ -225,13 +253,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         idx = _metric_index(res)
         keys = [k for k in idx if k in ref and _wanted(k, metrics)
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
-        loc_rows = [_row(loc, k, idx[k], ref[k], seed) for k in keys]
-        fam = [i for i, r in enumerate(loc_rows) if not r["at_chance"] and not np.isnan(r["p_value"])]
-        adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha)
-        for r in loc_rows:
-            r["p_holm"], r["significant"] = float("nan"), False
-        for i, p in zip(fam, adj):
-            loc_rows[i]["p_holm"], loc_rows[i]["significant"] = float(p), bool(p < alpha)
+        loc_rows = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
+        _holm_family(loc_rows, alpha)
         rows += loc_rows
     if metrics is not None and not rows:
         raise ValueError(f"none of the metrics {list(metrics)} is in both {reference!r} and another localization")

@@ -206,8 +206,9 @@ def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
             "to 16); Holm: corrected across the metrics of one localization in this table; sig.: Holm p < 0.05 (metrics at chance "
-            "on the unedited model are never significant). MDD: minimum detectable difference at this n (alpha "
-            "0.05, power 0.8).")
+            "on the unedited model are never significant). MDD: minimum detectable difference at this n (power 0.8) "
+            "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of tested "
+            "metrics: a non-significant difference rules out differences larger than the MDD, no smaller.")
 
 
 def compare_text(table, *, reference: str) -> str:
