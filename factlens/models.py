@@ -218,14 +218,74 @@ def _from_hub(name: str, *, device, dtype, **kwargs):
     return model.eval()
 
 
-def _hf_to_tl(hf_model, tokenizer, tl_name: str, *, device, dtype, **kwargs):
+def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
+    """``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` with a lower memory peak.
+
+    ``hf`` is a one-element list holding the Hugging Face model; it is emptied, so that the
+    model is freed as soon as TransformerLens has converted it (the caller keeps no reference).
+    On another device or dtype the call is ``from_pretrained`` itself.
+
+    TransformerLens's weight processing deep-copies the whole state dict in each of its steps
+    while the previous copy is still referenced; on Gemma 3 270M the last two steps, centering
+    the unembedding and folding the value biases, raised the first load's peak from 5.5 to
+    8.0 GB. Both touch few tensors (``W_U``/``b_U``; the attention biases and ``W_O``), so
+    when the caller leaves them at their defaults they run here, after the conversion, with
+    TransformerLens's own functions on just those tensors (:func:`_finish_processing`), with
+    bit-identical weights (tests/test_models.py compares both ways on a small random Gemma 3).
+    """
     HookedTransformer = _hooked_transformer()
+    hf_model = hf.pop()
     if getattr(hf_model.config, "quantization_config", None) is not None:
         del hf_model.config.quantization_config  # dequantized weights: TL must not treat them as quantized
-    model = HookedTransformer.from_pretrained(
-        tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs
-    )
+    if torch.device(device) != torch.device("cpu") or dtype != torch.float32:
+        # TransformerLens rounds to ``dtype`` before processing: keep its own path, bit for bit
+        model = HookedTransformer.from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                                  dtype=dtype, **kwargs)
+        return model.eval()
+    late = {k: kwargs.pop(k, True) for k in ("center_unembed", "fold_value_biases")}
+    model = HookedTransformer.from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device="cpu",
+                                              dtype=torch.float32, center_unembed=False, fold_value_biases=False,
+                                              **kwargs)
+    del hf_model
+    _finish_processing(model, center_unembed=late["center_unembed"] and _tl_would_center_unembed(model.cfg),
+                       fold_value_biases=late["fold_value_biases"])
     return model.eval()
+
+
+def _tl_would_center_unembed(cfg) -> bool:
+    """Whether ``from_pretrained(center_unembed=True)`` centers ``W_U`` for this config (it skips
+    shortformer models and models with a logit soft cap, whose output centering would change)."""
+    from transformer_lens.utilities import softcap_enabled
+
+    return cfg.positional_embedding_type != "shortformer" and not softcap_enabled(cfg.output_logits_soft_cap)
+
+
+def _finish_processing(model, *, center_unembed: bool, fold_value_biases: bool) -> None:
+    """TransformerLens's ``center_unembed`` and ``fold_value_biases`` on the tensors they change.
+
+    Each gets a state dict of only the keys it reads, laid out as inside
+    ``ProcessWeights.process_weights`` (``W_U`` transposed in memory, as the folded Hugging Face
+    ``lm_head`` view leaves it), so that its reductions run in the same order; the results are
+    copied into the model's parameters.
+    """
+    from transformer_lens.weight_processing import ProcessWeights
+
+    cfg = model.cfg
+    with torch.no_grad():
+        if center_unembed:
+            u = model.unembed
+            sub = {"unembed.W_U": u.W_U.t().contiguous().t(), "unembed.b_U": u.b_U.detach().clone()}
+            out = ProcessWeights.center_unembed(sub, cfg=cfg)
+            del sub
+            u.W_U.copy_(out.pop("unembed.W_U"))
+            u.b_U.copy_(out.pop("unembed.b_U"))
+        if fold_value_biases:
+            state = model.state_dict()
+            keys = [k for k in state if k.split(".")[-1] in ("b_V", "_b_V", "W_O", "b_O") and ".attn." in k]
+            out = ProcessWeights.fold_value_biases({k: state[k] for k in keys}, cfg)
+            for k in keys:
+                if k in out and out[k] is not state[k]:
+                    state[k].copy_(out[k])
 
 
 def _load_gguf_hf(gguf: Path, dtype):
@@ -236,8 +296,8 @@ def _load_gguf_hf(gguf: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
-    return hf, tok
+    drop_tokenizer_build_copies(tok)  # before the conversion, whose peak it would add to
+    return [AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)], tok
 
 
 def _from_gguf(gguf: Path, tl_name: str, *, device, dtype, **kwargs):
@@ -253,8 +313,8 @@ def _from_hf_dir(path: Path, tl_name: str, *, device, dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
-    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return _hf_to_tl(hf, tok, tl_name, device=device, dtype=dtype, **kwargs)
+    return _hf_to_tl([AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)], tok, tl_name,
+                     device=device, dtype=dtype, **kwargs)
 
 
 def embedded_gguf_path() -> Path:
@@ -319,7 +379,6 @@ def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
     gguf = embedded_gguf_path()
     hf, tok = _load_gguf_hf(gguf, torch.float32)
     model = _hf_to_tl(hf, tok, tl_name, device=torch.device("cpu"), dtype=torch.float32, **kwargs)
-    del hf
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "model.safetensors.tmp"

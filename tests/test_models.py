@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -76,3 +77,38 @@ def test_tokenizer_build_copies_are_put_back_when_tokenizing_would_change():
     tok = ReadsItsVocab()
     assert drop_tokenizer_build_copies(tok) == 0
     assert tok._vocab == {"a": 1, "b": 2} and tok._merges == [("a", "b")]
+
+
+@pytest.mark.parametrize("gqa", [None, 2])
+def test_late_processing_steps_give_transformer_lens_weights_bit_for_bit(gqa):
+    """The conversion runs TransformerLens's unembedding centering and value-bias folding after
+    loading, on only the tensors they change (lower peak); the weights must be the ones
+    TransformerLens's full processing gives, bit for bit, including a transposed ``W_U`` (the
+    Hugging Face ``lm_head`` view) and non-zero value and unembedding biases."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from factlens.models import _finish_processing
+
+    cfg = dict(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_mlp=32, d_vocab=50, act_fn="gelu",
+               normalization_type="RMS", gated_mlp=True, positional_embedding_type="rotary",
+               n_key_value_heads=gqa, seed=0)
+    torch.manual_seed(0)
+    src = HookedTransformer(HookedTransformerConfig(**cfg))
+    sd = {k: v.detach().clone() for k, v in src.state_dict().items()}
+    for k in sd:
+        if k.endswith(("b_V", "unembed.b_U", "ln1.w", "ln2.w", "ln_final.w")):
+            sd[k] = torch.randn_like(sd[k])
+    sd["unembed.W_U"] = sd["unembed.W_U"].t().contiguous().t()
+    models = []
+    for late in (True, False):
+        m = HookedTransformer(HookedTransformerConfig(**cfg))
+        m.load_and_process_state_dict(dict(sd), fold_ln=True, center_writing_weights=True, center_unembed=late,
+                                      fold_value_biases=late)
+        if not late:
+            _finish_processing(m, center_unembed=True, fold_value_biases=True)
+        models.append(m.state_dict())
+    ref, lean = models
+    assert ref.keys() == lean.keys()
+    changed = [k for k in ref if not torch.equal(ref[k], lean[k])]
+    assert not changed, changed
+    assert not torch.equal(ref["unembed.W_U"], sd["unembed.W_U"])  # the steps did change something

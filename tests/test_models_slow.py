@@ -25,7 +25,7 @@ def test_gemma_shape_and_cached_reload(gemma):
 def test_gemma_logits_match_hf(gemma):
     from factlens.models import _load_gguf_hf, embedded_gguf_path
 
-    hf, tok = _load_gguf_hf(embedded_gguf_path(), torch.float32)
+    (hf,), tok = _load_gguf_hf(embedded_gguf_path(), torch.float32)
     prompts = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of",
                "The capital of France is"]
     for p in prompts:
