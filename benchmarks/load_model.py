@@ -79,6 +79,11 @@ def one_load() -> dict:
         phases.wrap(tl_loading, "get_pretrained_state_dict", "TransformerLens: convert the state dict")
         phases.wrap(HookedTransformer, "__init__", "TransformerLens: build the model")
         phases.wrap(HookedTransformer, "load_and_process_state_dict", "TransformerLens: process weights and load")
+        from transformer_lens.weight_processing import ProcessWeights
+
+        for step in ("fold_layer_norm", "center_unembed", "fold_value_biases"):  # each copies what it is given
+            phases.wrap(ProcessWeights, step, f"TransformerLens: {step}")
+        phases.wrap(models, "_finish_processing", "factlens: the late processing steps")
         phases.wrap(st, "save_file", "write the cache")
         phases.begin("load_model (rest)")
         t0 = time.perf_counter()
