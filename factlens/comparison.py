@@ -186,7 +186,7 @@ def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
 
     A raw p-value below ``alpha / m`` (``m`` tests) survives Holm's correction whatever the
     other p-values are, so a true difference of ``mdd`` is marked significant with at least
-    the stated power; at ``alpha`` itself it would not be (``mdd_unadjusted``).
+    the stated power; one of ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be.
     """
     from factlens.stats import holm, minimum_detectable_difference
 
