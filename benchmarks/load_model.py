@@ -83,7 +83,8 @@ def one_load() -> dict:
 
         for step in ("fold_layer_norm", "center_unembed", "fold_value_biases"):  # each copies what it is given
             phases.wrap(ProcessWeights, step, f"TransformerLens: {step}")
-        phases.wrap(models, "_finish_processing", "factlens: the late processing steps")
+        if hasattr(models, "_finish_processing"):  # since 1b124d2 (the script also runs on older checkouts)
+            phases.wrap(models, "_finish_processing", "factlens: the late processing steps")
         phases.wrap(st, "save_file", "write the cache")
         phases.begin("load_model (rest)")
         t0 = time.perf_counter()

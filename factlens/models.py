@@ -285,7 +285,7 @@ def _finish_processing(model, *, center_unembed: bool, fold_value_biases: bool) 
             keys = [k for k in state if k.split(".")[-1] in ("b_V", "_b_V", "W_O", "b_O") and ".attn." in k]
             out = ProcessWeights.fold_value_biases({k: state[k] for k in keys}, cfg)
             for k in keys:
-                if k in out and out[k] is not state[k]:
+                if k in out:
                     state[k].copy_(out[k])
 
 
