@@ -79,6 +79,7 @@ def one_load() -> dict:
         phases.wrap(tl_loading, "get_pretrained_state_dict", "TransformerLens: convert the state dict")
         phases.wrap(HookedTransformer, "__init__", "TransformerLens: build the model")
         phases.wrap(HookedTransformer, "load_and_process_state_dict", "TransformerLens: process weights and load")
+        phases.wrap(HookedTransformer, "from_pretrained_no_processing", "TransformerLens: load unprocessed")
         from transformer_lens.weight_processing import ProcessWeights
 
         for step in ("fold_layer_norm", "center_unembed", "fold_value_biases"):  # each copies what it is given

@@ -219,37 +219,56 @@ def _from_hub(name: str, *, device, dtype, **kwargs):
 
 
 def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
-    """``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` with a lower memory peak.
+    """``HookedTransformer.from_pretrained(tl_name, hf_model=...)``, with a lower memory peak
+    for RMS-normalized models (Gemma, Llama, Mistral, Qwen...) loaded on the CPU in float32.
 
     ``hf`` is a one-element list holding the Hugging Face model; it is emptied, so that the
-    model is freed as soon as TransformerLens has converted it (the caller keeps no reference).
-    On another device or dtype the call is ``from_pretrained`` itself.
+    model is freed as soon as TransformerLens has read it (the caller keeps no reference).
 
-    TransformerLens's weight processing deep-copies the whole state dict in each of its steps
-    while the previous copy is still referenced; on Gemma 3 270M the last two steps, centering
-    the unembedding and folding the value biases, raised the first load's peak from 5.5 to
-    8.0 GB. Both touch few tensors (``W_U``/``b_U``; the attention biases and ``W_O``), so
-    when the caller leaves them at their defaults they run here, after the conversion, with
-    TransformerLens's own functions on just those tensors (:func:`_finish_processing`), with
-    bit-identical weights (all 381 tensors of the embedded Gemma 3 270M; tests/test_models.py
-    compares both ways on a small random RMS-norm model with grouped-query attention).
+    TransformerLens's ``from_pretrained`` keeps the Hugging Face model and the unprocessed
+    state dict while each of its weight-processing steps deep-copies the whole state dict
+    (Gemma 3 270M: 6.2-8.0 GB for a 1.75 GB model). The lean route loads the weights
+    unprocessed (``from_pretrained_no_processing``; the Hugging Face model is freed on return),
+    folds the norms with TransformerLens's own ``load_and_process_state_dict`` on the model's
+    weights, then runs its unembedding centering and value-bias folding on just the tensors
+    they change (:func:`_finish_processing`). The weights are bit for bit TransformerLens's:
+    RMS norm folding only multiplies, and the one reduction (centering ``W_U``) runs on
+    ``W_U`` laid out as ``from_pretrained`` has it (tests/test_models.py compares both routes
+    on small Gemma 3 and GPT-2 models; all 381 tensors of the embedded Gemma 3 270M matched).
+    Every other case keeps ``from_pretrained`` itself: another device or dtype (TransformerLens
+    rounds before processing), LayerNorm models (their weight centering reduces over tensors
+    whose memory layout differs between the routes) and ``refactor_factored_attn_matrices``.
     """
+    from transformer_lens import loading
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    from factlens.memory import release_memory
+
     HookedTransformer = _hooked_transformer()
     hf_model = hf.pop()
     if getattr(hf_model.config, "quantization_config", None) is not None:
         del hf_model.config.quantization_config  # dequantized weights: TL must not treat them as quantized
-    if torch.device(device) != torch.device("cpu") or dtype != torch.float32:
-        # TransformerLens rounds to ``dtype`` before processing: keep its own path, bit for bit
+    steps = {k: kwargs.pop(k, True) for k in ("fold_ln", "center_writing_weights", "center_unembed",
+                                              "fold_value_biases")}
+    cfg = loading.get_pretrained_model_config(loading.get_official_model_name(tl_name),
+                                              hf_cfg=hf_model.config.to_dict(), fold_ln=False)
+    lean = (torch.device(device) == torch.device("cpu") and dtype == torch.float32
+            and not kwargs.get("refactor_factored_attn_matrices", False)
+            and cfg.normalization_type in ("RMS", "RMSPre") and cfg.positional_embedding_type != "shortformer"
+            and cfg.original_architecture not in POST_NORM_ARCHITECTURES)
+    if not lean:
         model = HookedTransformer.from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device,
-                                                  dtype=dtype, **kwargs)
+                                                  dtype=dtype, **steps, **kwargs)
         return model.eval()
-    late = {k: kwargs.pop(k, True) for k in ("center_unembed", "fold_value_biases")}
-    model = HookedTransformer.from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device="cpu",
-                                              dtype=torch.float32, center_unembed=False, fold_value_biases=False,
-                                              **kwargs)
+    model = HookedTransformer.from_pretrained_no_processing(tl_name, hf_model=hf_model, tokenizer=tokenizer,
+                                                            device="cpu", dtype=torch.float32, **kwargs)
     del hf_model
-    _finish_processing(model, center_unembed=late["center_unembed"] and _tl_would_center_unembed(model.cfg),
-                       fold_value_biases=late["fold_value_biases"])
+    release_memory()  # return the Hugging Face model's freed heap (0.4 GB here) before the folding allocates
+    # center_writing_weights only acts on LayerNorm models, so it is a no-op here, as in from_pretrained
+    model.load_and_process_state_dict(model.state_dict(), fold_ln=steps["fold_ln"], center_writing_weights=False,
+                                      center_unembed=False, fold_value_biases=False)
+    _finish_processing(model, center_unembed=steps["center_unembed"] and _tl_would_center_unembed(model.cfg),
+                       fold_value_biases=steps["fold_value_biases"])
     return model.eval()
 
 

@@ -112,3 +112,70 @@ def test_late_processing_steps_give_transformer_lens_weights_bit_for_bit(gqa):
     changed = [k for k in ref if not torch.equal(ref[k], lean[k])]
     assert not changed, changed
     assert not torch.equal(ref["unembed.W_U"], sd["unembed.W_U"])  # the steps did change something
+
+
+def _tiny_hf(kind: str):
+    """A small random Hugging Face model (GPT-2: LayerNorm; Gemma 3: RMS norms, grouped-query
+    attention) with non-zero biases and norm weights, so that every processing step acts."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=100))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, vocab_size=100, max_position_embeddings=64, sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name or "norm" in name or ".ln_" in name:
+                p.normal_()
+    return model.eval()
+
+
+def _tiny_tl_config(real):
+    """TransformerLens's config reader, answering for the tiny models above without the Hub."""
+
+    def convert(name, **kwargs):
+        if "gemma" in name:
+            d = real(name)
+            d.update(n_layers=2, d_model=32, d_mlp=64, n_heads=4, n_key_value_heads=2, d_head=8, d_vocab=100,
+                     n_ctx=64, window_size=16, use_local_attn=True, attn_types=["local", "global"],
+                     tokenizer_name=None)
+            return d
+        return dict(d_model=32, d_head=8, n_heads=4, d_mlp=128, n_layers=2, n_ctx=64, eps=1e-5, d_vocab=100,
+                    act_fn="gelu_new", use_attn_scale=True, use_local_attn=False, normalization_type="LN",
+                    scale_attn_by_inverse_layer_idx=False, original_architecture="GPT2LMHeadModel",
+                    tokenizer_name=None, positional_embedding_type="standard")
+
+    return convert
+
+
+@pytest.mark.parametrize("kind,name,lean", [("gemma", "google/gemma-3-270m", True), ("gpt2", "gpt2", False)])
+def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(monkeypatch, kind, name, lean):
+    """factlens's conversion of a Hugging Face model (``load_model(path=... | gguf=...)``, the
+    embedded model) must give TransformerLens's ``from_pretrained`` weights and config exactly.
+    RMS-norm models take the lean route (unprocessed load, then TransformerLens's processing on
+    the model's weights); LayerNorm models keep ``from_pretrained`` (before, the late
+    value-bias folding skipped the ``b_O`` centering that TransformerLens does for them)."""
+    import transformer_lens.loading_from_pretrained as tl_loading
+    from transformer_lens import HookedTransformer
+
+    from factlens.models import _cfg_to_json, _hf_to_tl
+
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    unprocessed = []
+    real = HookedTransformer.from_pretrained_no_processing
+    monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing",
+                        lambda *a, **k: unprocessed.append(1) or real(*a, **k))
+    ref = HookedTransformer.from_pretrained(name, hf_model=_tiny_hf(kind), tokenizer=None, device="cpu")
+    hf = [_tiny_hf(kind)]
+    ours = _hf_to_tl(hf, None, name, device="cpu", dtype=torch.float32)
+    assert hf == [] and bool(unprocessed) == lean
+    a, b = ref.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert _cfg_to_json(ref.cfg) == _cfg_to_json(ours.cfg)
+    tokens = torch.tensor([[1, 5, 7, 9, 11]])
+    assert torch.equal(ref(tokens), ours(tokens))
