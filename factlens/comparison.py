@@ -17,8 +17,9 @@ their ids. For each localization and metric, :func:`compare` reports
 * ``mdd`` — the minimum detectable difference at this ``n`` and power 0.8
   (:func:`factlens.stats.minimum_detectable_difference`) at the level that ``significant``
   needs whatever the other metrics show: ``alpha / n_tests``, Holm's first step over the
-  ``n_tests`` metrics of the localization's family (a raw p-value below it always survives
-  the correction). So "not significant" reads as "no difference larger than ``mdd``".
+  ``n_tests`` distinct tests of the localization's family (a raw p-value below it always
+  survives the correction; metrics that are the same per-fact outcome, or its complement,
+  are one test). So "not significant" reads as "no difference larger than ``mdd``".
   ``mdd_unadjusted`` is the same at ``alpha`` itself (one planned comparison, no
   correction); it is smaller, and reading a non-significant Holm result against it
   overstates what the run rules out. At-chance rows are never tested: their ``mdd`` is NaN.
@@ -154,7 +155,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
          alpha: float) -> dict[str, Any]:
     """One comparison row (``p_holm``, ``significant``, ``n_tests`` and ``mdd`` are filled per localization later)."""
     from factlens.stats import (hierarchical_bootstrap_interval, minimum_detectable_difference,
-                                paired_bootstrap_diff, sign_flip_test)
+                                paired_bootstrap_diff, paired_test_key, sign_flip_test)
 
     pairs = _pairs(lm, rm)
     first = next(iter(lm.values()))
@@ -169,7 +170,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs:
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan"), "_power": None}
+                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan"), "_test": None}
     diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
     d = np.concatenate([x - y for x, y in pairs])
     w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
@@ -178,7 +179,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
             "mdd_unadjusted": minimum_detectable_difference(int(ok.sum()), sd=sd, alpha=alpha),
-            "_power": (int(ok.sum()), sd)}  # what the family-level mdd needs, dropped by compare()
+            "_test": (int(ok.sum()), sd, paired_test_key(np.concatenate([x for x, _ in pairs]),
+                                                          np.concatenate([y for _, y in pairs]), w))}  # for the Holm family; dropped by compare()
 
 
 def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
@@ -187,19 +189,24 @@ def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
     A raw p-value below ``alpha / m`` (``m`` tests) survives Holm's correction whatever the
     other p-values are, so a true difference of ``mdd`` is marked significant with at least
     the stated power; one of ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be.
+    Rows that are the same test on the same data (the same per-fact values on both sides, or
+    their complements: CounterFact's paraphrase forget error and edit accuracy are one
+    per-fact outcome) count once: ``m`` is the number of distinct tests.
     """
     from factlens.stats import holm, minimum_detectable_difference
 
     fam = [i for i, r in enumerate(loc_rows) if not r["at_chance"] and not np.isnan(r["p_value"])]
-    adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha)
+    keys = [loc_rows[i]["_test"][2] for i in fam]
+    adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha, same=keys)
+    m = len(set(keys))
     for r in loc_rows:
         r["p_holm"], r["significant"], r["n_tests"], r["mdd"] = float("nan"), False, 0, float("nan")
     for i, p in zip(fam, adj):
-        n, sd = loc_rows[i]["_power"]
-        loc_rows[i].update(p_holm=float(p), significant=bool(p < alpha), n_tests=len(fam),
-                           mdd=minimum_detectable_difference(n, sd=sd, alpha=alpha / len(fam)))
+        n, sd, _ = loc_rows[i]["_test"]
+        loc_rows[i].update(p_holm=float(p), significant=bool(p < alpha), n_tests=m,
+                           mdd=minimum_detectable_difference(n, sd=sd, alpha=alpha / m))
     for r in loc_rows:
-        del r["_power"]
+        del r["_test"]
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
@@ -222,8 +229,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
         ``p_holm``, ``significant``, ``at_chance``, ``n_facts`` (paired units per seed: facts,
-        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the size of
-        the localization's Holm family; 0 for rows outside it), ``mdd`` (minimum detectable
+        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the number of
+        distinct tests in the localization's Holm family; 0 for rows outside it), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
 __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "paired_bootstrap_diff", "sign_flip_test", "holm", "minimum_detectable_difference", "variance_components",
+           "paired_bootstrap_diff", "sign_flip_test", "holm", "paired_test_key", "minimum_detectable_difference",
+           "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
 
 #: Up to this many paired units the sign-flip test enumerates all 2**n sign patterns.
@@ -290,21 +291,73 @@ def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
     return min(1.0, 2 * min(greater, less))
 
 
-def holm(pvalues: Sequence[float], *, alpha: float = 0.05) -> np.ndarray:
+def holm(pvalues: Sequence[float], *, alpha: float = 0.05, same: Sequence[Hashable] | None = None) -> np.ndarray:
     """Holm-adjusted p-values (family-wise error across ``pvalues``); NaN entries stay NaN.
+
+    Args:
+        pvalues: One p-value per test.
+        alpha: The family-wise level (passed to statsmodels; the adjusted values do not depend on it).
+        same: Optional key per p-value (:func:`paired_test_key`): p-values with equal keys come
+            from the same test on the same data (two metrics with the same per-fact outcomes,
+            or one the complement of the other) and count once in the family, each getting the
+            group's adjusted value. Counting such a test twice only makes the correction
+            stricter than the number of distinct hypotheses needs.
+
+    Raises:
+        ValueError: ``same`` has another length, or groups p-values that differ.
 
     Example:
         >>> holm([0.01, 0.04, 0.03]).round(2).tolist()
         [0.03, 0.06, 0.06]
+        >>> holm([0.01, 0.01, 0.04], same=["a", "a", "b"]).round(2).tolist()  # two distinct tests
+        [0.02, 0.02, 0.04]
     """
     from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(pvalues, dtype=float).ravel()
     out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    keys = list(range(len(p))) if same is None else list(same)
+    if len(keys) != len(p):
+        raise ValueError(f"same= needs one key per p-value ({len(keys)} keys for {len(p)} p-values)")
+    groups: dict[Hashable, list[int]] = {}
+    for i in np.flatnonzero(~np.isnan(p)):
+        groups.setdefault(keys[i], []).append(int(i))
+    for k, members in groups.items():
+        if len({float(p[i]) for i in members}) > 1:
+            raise ValueError(f"same= puts p-values {sorted({float(p[i]) for i in members})} in one test ({k!r}); "
+                             "equal keys must mark the same test on the same data")
+    if groups:
+        adj = multipletests([p[m[0]] for m in groups.values()], alpha=alpha, method="holm")[1]
+        for members, a in zip(groups.values(), adj):
+            out[members] = a
     return out
+
+
+def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None) -> frozenset:
+    """A key that two paired tests share when they compare the same per-unit outcomes.
+
+    ``x`` and ``y`` are the paired values (a localization's and the reference's, unit by
+    unit, in order), ``weights`` the units' weights; units that :func:`sign_flip_test` drops
+    (NaN, zero weight) are left out. Two metrics get the same key when their values agree
+    unit by unit for both sides, or one is the complement ``1 - v`` of the other (a forget
+    error and a forget accuracy): their two-sided tests are then one test on the same data.
+    Equal differences alone are not enough: two different metrics can differ by the same
+    amounts by chance, and counting them once would make the family depend on the data.
+
+    Example:
+        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([0, 1, 0], [1, 1, 0])  # complements
+        True
+        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([1, 1, 1], [0, 1, 1])  # same differences
+        False
+    """
+    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    w = np.ones_like(a) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if not a.shape == b.shape == w.shape:
+        raise ValueError(f"x ({a.shape}), y ({b.shape}) and weights ({w.shape}) must have one entry per unit")
+    keep = ~np.isnan(a - b) & (w > 0)
+    a, b, w = a[keep] + 0.0, b[keep] + 0.0, w[keep]  # + 0.0: -0.0 and 0.0 give the same bytes
+    return frozenset({(a.tobytes(), b.tobytes(), w.tobytes()),
+                      ((1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
 
 
 def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: float = 0.05,

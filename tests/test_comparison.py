@@ -214,3 +214,51 @@ def test_mdd_is_what_the_holm_corrected_test_detects():
     assert np.median([r["mdd_unadjusted"] for r in rows]) < 0.85 * planted
     found = sum(bool(r["significant"]) for r in rows)
     assert binomtest(found, len(rows), 0.8).pvalue > 0.01, found
+
+
+def test_metrics_that_are_one_test_count_once_in_holm():
+    """CounterFact's paraphrase forget error and edit accuracy are the same per-fact outcome,
+    and a forget error is the complement of a forget accuracy: such metrics are one test of the
+    Holm family (before, each counted, and the correction was stricter than the distinct
+    hypotheses need)."""
+    rng = np.random.default_rng(3)
+    ref_acc = (rng.uniform(size=24) < 0.8).astype(float)
+    loc_acc = ref_acc.copy()
+    loc_acc[:10] = 0.0  # the localization forgets more
+    maintain = (rng.uniform(size=24) < 0.5).astype(float)
+    ref = _result({"forget_accuracy": ref_acc, "forget_error": 1 - ref_acc, "edit_accuracy": 1 - ref_acc,
+                   "maintain_accuracy": maintain})
+    loc = _result({"forget_accuracy": loc_acc, "forget_error": 1 - loc_acc, "edit_accuracy": 1 - loc_acc,
+                   "maintain_accuracy": 1 - maintain})
+    t = factlens.compare({"flu": [ref], "x": [loc]}).set_index("metric")
+    assert (t["n_tests"] == 2).all()
+    p = t.loc["forget_accuracy", "p_value"]
+    assert t.loc[["forget_accuracy", "forget_error", "edit_accuracy"], "p_value"].tolist() == [p, p, p]
+    p_m = t.loc["maintain_accuracy", "p_value"]
+    assert p < p_m
+    assert t.loc[["forget_accuracy", "forget_error", "edit_accuracy"], "p_holm"].tolist() == pytest.approx([2 * p] * 3)
+    from factlens.stats import minimum_detectable_difference
+
+    assert t.loc["maintain_accuracy", "mdd"] == pytest.approx(
+        minimum_detectable_difference(24, sd=float(np.std((1 - maintain) - maintain, ddof=1)), alpha=0.025))
+
+
+def test_table1_cells_that_are_one_test_count_once():
+    """Table 1's Holm family over a row's cells counts cells with the same per-fact outcomes once."""
+    from factlens.runner.report_stats import annotate_table1
+
+    n = 7  # exact sign-flip test: all 7 facts moved, p = 2 / 2**7 = 0.0156
+    ref = _result({"forget_accuracy": [1.0] * n, "edit_accuracy": [0.0] * n, "forget_error": [0.0] * n,
+                   "maintain_accuracy": [1.0] * n})
+    loc = _result({"forget_accuracy": [0.0] * n, "edit_accuracy": [1.0] * n, "forget_error": [1.0] * n,
+                   "maintain_accuracy": [1.0] * n})
+    runs = [{"seed": 0, "localization": "flu", "eval": ref}, {"seed": 0, "localization": "x", "eval": loc}]
+    cols = [("Standard", "Forget", "standard", ("forget_accuracy",), "one_minus"),
+            ("Standard", "Edit", "standard", ("edit_accuracy",), None),
+            ("Standard", "Forget error", "standard", ("forget_error",), None),
+            ("Standard", "Maintain", "standard", ("maintain_accuracy",), None)]
+    rows = [{"name": "x", "cells": [{"mean": 1.0} for _ in cols]}]
+    assert annotate_table1(runs, cols, rows, reference="flu")
+    # two distinct tests (p = 0.0156 and 1): Holm 0.031, significant; counting the first
+    # three times (four tests) would give 0.0625 and no mark
+    assert [c["significant"] for c in rows[0]["cells"]] == [True, True, True, False]

@@ -179,3 +179,29 @@ def test_results_without_intervals_still_load(tmp_path):
     new.save(tmp_path / "r.json")
     back = EvalResult.load(tmp_path / "r.json").metric("a")
     assert back.samples == {"x": 1.0, "y": 0.0} and back.ci_low == new.metric("a").ci_low
+
+
+def test_holm_counts_one_test_once():
+    """p-values marked as the same test (``same=``) form one hypothesis of the family."""
+    assert holm([0.01, 0.01, 0.04], same=["a", "a", "b"]).tolist() == pytest.approx([0.02, 0.02, 0.04])
+    assert holm([0.01, 0.01, 0.04]).tolist() == pytest.approx([0.03, 0.03, 0.04])  # three tests without keys
+    adj = holm([0.01, float("nan"), 0.01], same=["a", "a", "a"])
+    assert adj[0] == adj[2] == pytest.approx(0.01) and math.isnan(adj[1])
+    with pytest.raises(ValueError, match="same test"):
+        holm([0.01, 0.02], same=["a", "a"])
+    with pytest.raises(ValueError, match="one key per p-value"):
+        holm([0.01, 0.02], same=["a"])
+
+
+def test_paired_test_key_identifies_the_same_test():
+    from factlens.stats import paired_test_key, sign_flip_test
+
+    x, y = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0, 1.0, float("nan")])
+    assert paired_test_key(x, y) == paired_test_key(1 - x, 1 - y)  # a metric and its complement
+    assert sign_flip_test(x - y) == sign_flip_test((1 - x) - (1 - y))
+    assert paired_test_key(x, y) != paired_test_key(x[::-1], y[::-1])  # other units in order: another test
+    assert paired_test_key(x, y) != paired_test_key(x + 0.5, y + 0.5)  # same differences, other outcomes
+    assert paired_test_key([0.0, 1.0], [1.0, 1.0]) == paired_test_key([-0.0, 1.0], [1.0, 1.0])
+    assert paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5]) != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75])
+    with pytest.raises(ValueError, match="one entry per unit"):
+        paired_test_key([1.0, 0.0], [1.0])

@@ -6,7 +6,8 @@ A cell's 95 % interval is the metric's own (Wilson / bootstrap, see
 otherwise a bootstrap over the cell's per-fact values (the mean over the cell's metrics of
 each fact's value), resampling seeds and then facts. A cell is marked when it differs from
 the reference localization's cell: paired sign-flip permutation test over facts on the
-same per-fact values, Holm-corrected across the cells of the row, ``p < 0.05``; cells at
+same per-fact values, Holm-corrected across the cells of the row (cells that are the same
+test on the same per-fact values, or their complements, count once), ``p < 0.05``; cells at
 chance are never marked. The Comparisons section is :func:`factlens.compare` against FLU and
 against random.
 """
@@ -29,7 +30,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
                  "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
-                 "(exact for up to 16 facts), Holm-corrected across the columns of the row, p < 0.05.")
+                 "(exact for up to 16 facts), Holm-corrected across the columns of the row (columns with the same per-fact "
+                 "outcomes count once), p < 0.05.")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
@@ -108,19 +110,23 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     return hierarchical_bootstrap_interval(groups) if groups else None
 
 
-def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> float:
-    """Sign-flip p-value of a cell against the reference's cell on the same (seed, fact) units."""
-    from factlens.stats import sign_flip_test
+def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any]:
+    """Sign-flip p-value of a cell against the reference's cell on the same (seed, fact) units,
+    and the test's :func:`~factlens.stats.paired_test_key` (cells that are one test count once in Holm)."""
+    from factlens.stats import paired_test_key, sign_flip_test
 
     _, _, suite, names, transform = col
     a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
-    d, w = [], []
+    x, y, w = [], [], []
     seeds = [s for s in a if s in b]
     for s in seeds:
         ids = [k for k in a[s] if k in b[s]]
-        d += [a[s][k] - b[s][k] for k in ids]
+        x += [a[s][k] for k in ids]
+        y += [b[s][k] for k in ids]
         w += [1.0 / len(ids)] * len(ids)
-    return sign_flip_test(d, weights=w) if d else float("nan")
+    if not x:
+        return float("nan"), None
+    return sign_flip_test(np.subtract(x, y), weights=w), paired_test_key(x, y, w)
 
 
 def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict], *, reference: str = "flu") -> bool:
@@ -141,7 +147,7 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
     for row in rows:
         base = row["name"] == "original"
         sub = list(firsts.values()) if base else by_loc.get(row["name"], [])
-        ps: list[tuple[int, float]] = []
+        ps: list[tuple[int, float, Any]] = []
         for j, (col, cell) in enumerate(zip(cols, row["cells"])):
             if cell is None:
                 continue
@@ -149,10 +155,10 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
             cell["ci_low"], cell["ci_high"] = ci if ci else (None, None)
             cell["significant"] = False
             if marked and not base and row["name"] != reference and not cell.get("at_chance"):
-                p = _cell_test(sub, by_loc[reference], col)
+                p, key = _cell_test(sub, by_loc[reference], col)
                 if not math.isnan(p):
-                    ps.append((j, p))
-        for (j, _), p in zip(ps, holm([p for _, p in ps])):
+                    ps.append((j, p, key))
+        for (j, _, _), p in zip(ps, holm([p for _, p, _ in ps], same=[k for _, _, k in ps])):
             row["cells"][j]["significant"] = bool(p < 0.05)
     return marked
 
@@ -205,10 +211,11 @@ def _cells(r: dict) -> list[str]:
 def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
-            "to 16); Holm: corrected across the metrics of one localization in this table; sig.: Holm p < 0.05 (metrics at chance "
+            "to 16); Holm: corrected across the metrics of one localization in this table (metrics with the same per-fact "
+            "outcomes, or complementary ones, count once); sig.: Holm p < 0.05 (metrics at chance "
             "on the unedited model are never significant). MDD: minimum detectable difference at this n (power 0.8) "
-            "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of tested "
-            "metrics: a non-significant difference rules out differences larger than the MDD, no smaller.")
+            "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of distinct "
+            "tests: a non-significant difference rules out differences larger than the MDD, no smaller.")
 
 
 def compare_text(table, *, reference: str) -> str:
