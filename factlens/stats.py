@@ -341,8 +341,10 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
     (NaN, zero weight) are left out. Two metrics get the same key when their values agree
     unit by unit for both sides, or one is the complement ``1 - v`` of the other (a forget
     error and a forget accuracy): their two-sided tests are then one test on the same data.
-    Equal differences alone are not enough: two different metrics can differ by the same
-    amounts by chance, and counting them once would make the family depend on the data.
+    Which keys coincide depends only on which values coincide, and swapping a unit's two
+    sides (the sign-flip null) does not change that, so Holm over the distinct keys keeps
+    its guarantee. Equal differences alone are not enough: different outcomes that move by
+    the same amounts stay separate tests.
 
     Example:
         >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([0, 1, 0], [1, 1, 0])  # complements
