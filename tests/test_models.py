@@ -152,13 +152,21 @@ def _tiny_tl_config(real):
     return convert
 
 
-@pytest.mark.parametrize("kind,name,lean", [("gemma", "google/gemma-3-270m", True), ("gpt2", "gpt2", False)])
-def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(monkeypatch, kind, name, lean):
+@pytest.mark.parametrize("kind,name,lean,options", [
+    ("gemma", "google/gemma-3-270m", True, {}),
+    ("gemma", "google/gemma-3-270m", True, {"fold_ln": False}),
+    ("gemma", "google/gemma-3-270m", True, {"center_unembed": False, "fold_value_biases": False}),
+    ("gpt2", "gpt2", False, {"refactor_factored_attn_matrices": True}),
+    ("gpt2", "gpt2", False, {}),
+])
+def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(monkeypatch, kind, name, lean, options):
     """factlens's conversion of a Hugging Face model (``load_model(path=... | gguf=...)``, the
     embedded model) must give TransformerLens's ``from_pretrained`` weights and config exactly.
     RMS-norm models take the lean route (unprocessed load, then TransformerLens's processing on
-    the model's weights); LayerNorm models keep ``from_pretrained`` (before, the late
-    value-bias folding skipped the ``b_O`` centering that TransformerLens does for them)."""
+    the model's weights), with the caller's processing options; LayerNorm models and
+    ``refactor_factored_attn_matrices`` keep ``from_pretrained`` (before, the late value-bias
+    folding skipped the ``b_O`` centering that TransformerLens does for LayerNorm models, and
+    ran after the refactoring instead of before it)."""
     import transformer_lens.loading_from_pretrained as tl_loading
     from transformer_lens import HookedTransformer
 
@@ -169,9 +177,9 @@ def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(m
     real = HookedTransformer.from_pretrained_no_processing
     monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing",
                         lambda *a, **k: unprocessed.append(1) or real(*a, **k))
-    ref = HookedTransformer.from_pretrained(name, hf_model=_tiny_hf(kind), tokenizer=None, device="cpu")
+    ref = HookedTransformer.from_pretrained(name, hf_model=_tiny_hf(kind), tokenizer=None, device="cpu", **options)
     hf = [_tiny_hf(kind)]
-    ours = _hf_to_tl(hf, None, name, device="cpu", dtype=torch.float32)
+    ours = _hf_to_tl(hf, None, name, device="cpu", dtype=torch.float32, **options)
     assert hf == [] and bool(unprocessed) == lean
     a, b = ref.state_dict(), ours.state_dict()
     assert a.keys() == b.keys()
