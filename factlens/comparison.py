@@ -179,8 +179,9 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
             "mdd_unadjusted": minimum_detectable_difference(int(ok.sum()), sd=sd, alpha=alpha),
+            # what the Holm family needs (n, spread, which test it is); dropped by compare()
             "_test": (int(ok.sum()), sd, paired_test_key(np.concatenate([x for x, _ in pairs]),
-                                                          np.concatenate([y for _, y in pairs]), w))}  # for the Holm family; dropped by compare()
+                                                          np.concatenate([y for _, y in pairs]), w))}
 
 
 def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:

@@ -30,8 +30,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
                  "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
-                 "(exact for up to 16 facts), Holm-corrected across the columns of the row (columns with the same per-fact "
-                 "outcomes count once), p < 0.05.")
+                 "(exact for up to 16 facts), Holm-corrected across the columns of the row (columns with the same "
+                 "per-fact outcomes count once), p < 0.05.")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
@@ -211,8 +211,8 @@ def _cells(r: dict) -> list[str]:
 def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
-            "to 16); Holm: corrected across the metrics of one localization in this table (metrics with the same per-fact "
-            "outcomes, or complementary ones, count once); sig.: Holm p < 0.05 (metrics at chance "
+            "to 16); Holm: corrected across the metrics of one localization in this table (metrics with the same "
+            "per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 (metrics at chance "
             "on the unedited model are never significant). MDD: minimum detectable difference at this n (power 0.8) "
             "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of distinct "
             "tests: a non-significant difference rules out differences larger than the MDD, no smaller.")
