@@ -172,7 +172,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
                 "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan"), "_test": None}
     diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
-    d = np.concatenate([x - y for x, y in pairs])
+    xs, ys = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+    d = xs - ys
     w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
     ok = ~np.isnan(d)
     sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
@@ -180,8 +181,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
             "mdd_unadjusted": minimum_detectable_difference(int(ok.sum()), sd=sd, alpha=alpha),
             # what the Holm family needs (n, spread, which test it is); dropped by compare()
-            "_test": (int(ok.sum()), sd, paired_test_key(np.concatenate([x for x, _ in pairs]),
-                                                          np.concatenate([y for _, y in pairs]), w))}
+            "_test": (int(ok.sum()), sd, paired_test_key(xs, ys, w))}
 
 
 def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:

@@ -240,6 +240,7 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
     whose memory layout differs between the routes) and ``refactor_factored_attn_matrices``.
     """
     from transformer_lens import loading
+    from transformer_lens.utilities import softcap_enabled
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     from factlens.memory import release_memory
@@ -267,17 +268,11 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
     # center_writing_weights only acts on LayerNorm models, so it is a no-op here, as in from_pretrained
     model.load_and_process_state_dict(model.state_dict(), fold_ln=steps["fold_ln"], center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False)
-    _finish_processing(model, center_unembed=steps["center_unembed"] and _tl_would_center_unembed(model.cfg),
-                       fold_value_biases=steps["fold_value_biases"])
+    # from_pretrained skips centering W_U under a logit soft cap, which centering would change
+    # (and for shortformer models, which never take this route)
+    center_unembed = steps["center_unembed"] and not softcap_enabled(model.cfg.output_logits_soft_cap)
+    _finish_processing(model, center_unembed=center_unembed, fold_value_biases=steps["fold_value_biases"])
     return model.eval()
-
-
-def _tl_would_center_unembed(cfg) -> bool:
-    """Whether ``from_pretrained(center_unembed=True)`` centers ``W_U`` for this config (it skips
-    shortformer models and models with a logit soft cap, whose output centering would change)."""
-    from transformer_lens.utilities import softcap_enabled
-
-    return cfg.positional_embedding_type != "shortformer" and not softcap_enabled(cfg.output_logits_soft_cap)
 
 
 def _finish_processing(model, *, center_unembed: bool, fold_value_biases: bool) -> None:
