@@ -75,6 +75,21 @@ def test_hierarchical_interval_includes_seed_variance():
     assert w_shift > 1.5 * w_pooled and w_shift > w_same
 
 
+def test_hierarchical_interval_resamples_facts_afresh_for_every_draw_of_a_seed():
+    """The seeds-then-facts bootstrap has a known variance: (V_seed + mean_g var_g / n_g) / G,
+    with V_seed the plug-in variance of the G seed means. When a resample that drew one seed
+    k times reused that seed's one resampled mean, the fact term grew by E[k^2] = 2 - 1/G
+    (the interval was ~15 % too wide here)."""
+    rng = np.random.default_rng(11)
+    groups = [rng.normal(0.0, 1.0, 20) for _ in range(3)]
+    seed_means = np.array([g.mean() for g in groups])
+    fact_var = np.mean([g.var() / len(g) for g in groups])
+    sd = np.sqrt((seed_means.var() + fact_var) / len(groups))
+    width = np.diff(hierarchical_bootstrap_interval(groups, n_resamples=20000))[0]
+    # the statistic is a mean of normal draws, so the 95 % percentile interval is ~3.92 sd wide
+    assert width / (2 * 1.959964) == pytest.approx(sd, rel=0.05)
+
+
 # -- the sign-flip test --------------------------------------------------------------------------
 def test_sign_flip_exact_values():
     assert sign_flip_test([1.0] * 6) == pytest.approx(2 / 2 ** 6)
@@ -83,6 +98,15 @@ def test_sign_flip_exact_values():
     assert sign_flip_test([1.0, -1.0, 1.0, -1.0]) == 1.0
     with pytest.raises(ValueError, match="alternative"):
         sign_flip_test([1.0], alternative="bigger")
+
+
+def test_sign_flip_exact_test_does_not_depend_on_the_scale_of_the_data():
+    """Six equal tiny differences (a KL change of 1e-13) are as significant as six equal
+    large ones; an absolute tie tolerance of 1e-12 used to call every pattern a tie (p = 1)."""
+    for scale in (1e-13, 1e-6, 1.0, 1e6):
+        assert sign_flip_test([scale] * 6) == pytest.approx(2 / 2 ** 6), scale
+        assert sign_flip_test(scale * np.array([1.0, 2.0, -0.5, 3.0, 1.5, 2.5, 0.7])) == pytest.approx(
+            sign_flip_test([1.0, 2.0, -0.5, 3.0, 1.5, 2.5, 0.7])), scale
 
 
 def test_sign_flip_exact_and_random_paths_agree():
@@ -153,6 +177,37 @@ def test_minimum_detectable_difference_without_spread():
     rejections = sum(sign_flip_test(rng.binomial(1, mdd, n).astype(float)) < 0.05 for _ in range(N_DATASETS))
     assert _within_binomial(rejections, N_DATASETS, 0.8)
     assert minimum_detectable_difference(5, sd=0.5) == math.inf  # 2 * 2**-5 > 0.05: nothing can be significant
+
+
+@pytest.mark.parametrize("n,m", [(6, 1), (8, 4)])
+def test_minimum_detectable_difference_has_the_stated_power_for_few_units(n, m):
+    """Near the smallest n at which anything can be significant, the exact test's few
+    attainable p-values cost power: the t-test's MDD gave it ~0.6 at n = 6 (0.05) and
+    n = 8 (0.05 / 4); the MDD now comes from the exact test's own power."""
+    alpha = 0.05 / m
+    mdd = minimum_detectable_difference(n, sd=1.0, alpha=alpha)
+    rng = np.random.default_rng(21)  # other draws than the MDD's own simulation
+    rejections = sum(sign_flip_test(rng.normal(mdd, 1.0, n)) < alpha for _ in range(300))
+    assert _within_binomial(rejections, 300, 0.8), (mdd, rejections)
+
+
+def test_minimum_detectable_difference_of_0_1_outcomes_is_at_least_the_exact_tests():
+    """16 facts with 0/1 outcomes of which one differed: the spread of that one fact's
+    difference promised 0.19, but the exact test needs 6 facts changed one way (at 0.19
+    about 3 change: power 0.07). The 0/1 floor gives 0.449, whose power is 0.8."""
+    n = 16
+    d = np.zeros(n)
+    d[0] = 1.0
+    sd = float(d.std(ddof=1))
+    assert minimum_detectable_difference(n, sd=sd) < 0.2  # what the t-test alone says
+    mdd = minimum_detectable_difference(n, sd=sd, binary=True)
+    assert mdd == pytest.approx(minimum_detectable_difference(n)) and mdd > 0.44
+    rng = np.random.default_rng(9)
+    rejections = sum(sign_flip_test(rng.binomial(1, mdd, n).astype(float)) < 0.05 for _ in range(N_DATASETS))
+    assert _within_binomial(rejections, N_DATASETS, 0.8)
+    # many differing facts, both ways: the spread decides, above the floor
+    big = minimum_detectable_difference(n, sd=0.9, binary=True)
+    assert big == pytest.approx(minimum_detectable_difference(n, sd=0.9)) and big > mdd
 
 
 def test_variance_components_separates_seed_from_facts():
