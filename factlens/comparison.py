@@ -32,6 +32,7 @@ Statistics: docs/statistics.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -74,14 +75,41 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
                                  "unit once (compare the folders separately, or leave one out)")
             seen[unit, seed] = str(d)
-            here = (str(d), r.get("task"), _fact_ids(r["eval"]))
+            here = (str(d), r.get("task"), _fact_ids(r["eval"]), _setup(r))
             first = facts.setdefault(seed, here)
             if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
                 raise ValueError(f"{first[0]} and {d} hold different facts for seed {seed} (task {first[1]} vs "
                                  f"{here[1]}): paired comparisons need the same task, forget size, seed and data")
+            differ = sorted(k for k in first[3].keys() & here[3].keys() if first[3][k] != here[3][k])
+            if differ:
+                raise ValueError(f"{first[0]} and {d} measured seed {seed} differently ("
+                                 + ", ".join(f"{k}: {first[3][k]!r} vs {here[3][k]!r}" for k in differ)
+                                 + "): paired comparisons need the same model and evaluation settings; rerun one "
+                                 "folder with the other's --model and eval options")
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
     if not out:
         raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet: nothing to compare")
+    return out
+
+
+def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run was measured with, flattened: the model and every evaluation setting but batch sizes.
+
+    Side-effect units are text chunks and MMLU questions keyed by position, and every suite's
+    numbers depend on its settings (steps, learning rates, held-out split), so two folders'
+    units pair only when these agree. Batch sizes change no result and are left out.
+    """
+    out: dict[str, Any] = {"model": rec.get("model")}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                if k != "batch_size":
+                    walk(f"{prefix}.{k}", x)
+        else:
+            out[prefix] = v
+
+    walk("eval", rec["eval"].meta.get("config") or {})
     return out
 
 
@@ -98,7 +126,8 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
             ``{localization: EvalResult}`` for a single seed.
 
     Raises:
-        ValueError: A unit appears in two directories, or the directories hold different facts.
+        ValueError: A unit appears in two directories, or the directories hold different facts or
+            were measured with a different model or evaluation settings.
     """
     from factlens.evaluation.result import EvalResult
 
@@ -151,10 +180,20 @@ def _unit(m) -> str:
     return _UNITS.get(first.split(":", 1)[0], "facts") if ":" in first else "facts"
 
 
+@dataclass(frozen=True)
+class _PairedTest:
+    """What a row's Holm family needs: paired units, spread of the differences, which test it is."""
+
+    n: int
+    sd: float
+    binary: bool  # 0/1 outcomes on both sides: the MDD is at least the exact test's for 0/1 data
+    key: Any  # factlens.stats.paired_test_key: rows with equal keys are one test
+
+
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
-         alpha: float) -> dict[str, Any]:
-    """One comparison row (``p_holm``, ``significant``, ``n_tests`` and ``mdd`` are filled per localization later)."""
-    from factlens.stats import (hierarchical_bootstrap_interval, minimum_detectable_difference,
+         alpha: float) -> tuple[dict[str, Any], _PairedTest | None]:
+    """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
+    from factlens.stats import (hierarchical_bootstrap_interval, is_binary, minimum_detectable_difference,
                                 paired_bootstrap_diff, paired_test_key, sign_flip_test)
 
     pairs = _pairs(lm, rm)
@@ -170,21 +209,20 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs:
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan"), "_test": None}
+                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan")}, None
     diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
     xs, ys = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
     d = xs - ys
     w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
     ok = ~np.isnan(d)
     sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
+    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), paired_test_key(xs, ys, w))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
-            "mdd_unadjusted": minimum_detectable_difference(int(ok.sum()), sd=sd, alpha=alpha),
-            # what the Holm family needs (n, spread, which test it is); dropped by compare()
-            "_test": (int(ok.sum()), sd, paired_test_key(xs, ys, w))}
+            "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary)}, test
 
 
-def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
+def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> None:
     """Holm across one localization's tested rows; each row's ``mdd`` at the family's first-step level.
 
     A raw p-value below ``alpha / m`` (``m`` tests) survives Holm's correction whatever the
@@ -196,18 +234,17 @@ def _holm_family(loc_rows: list[dict[str, Any]], alpha: float) -> None:
     """
     from factlens.stats import holm, minimum_detectable_difference
 
-    fam = [i for i, r in enumerate(loc_rows) if not r["at_chance"] and not np.isnan(r["p_value"])]
-    keys = [loc_rows[i]["_test"][2] for i in fam]
+    fam = [i for i, (r, t) in enumerate(zip(loc_rows, tests))
+           if t is not None and not r["at_chance"] and not np.isnan(r["p_value"])]
+    keys = [tests[i].key for i in fam]
     adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha, same=keys)
     m = len(set(keys))
     for r in loc_rows:
         r["p_holm"], r["significant"], r["n_tests"], r["mdd"] = float("nan"), False, 0, float("nan")
     for i, p in zip(fam, adj):
-        n, sd, _ = loc_rows[i]["_test"]
         loc_rows[i].update(p_holm=float(p), significant=bool(p < alpha), n_tests=m,
-                           mdd=minimum_detectable_difference(n, sd=sd, alpha=alpha / m))
-    for r in loc_rows:
-        del r["_test"]
+                           mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / m,
+                                                            binary=tests[i].binary))
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
@@ -261,8 +298,9 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         idx = _metric_index(res)
         keys = [k for k in idx if k in ref and _wanted(k, metrics)
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
-        loc_rows = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
-        _holm_family(loc_rows, alpha)
+        done = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
+        loc_rows, tests = [r for r, _ in done], [t for _, t in done]
+        _holm_family(loc_rows, tests, alpha)
         rows += loc_rows
     if metrics is not None and not rows:
         raise ValueError(f"none of the metrics {list(metrics)} is in both {reference!r} and another localization")

@@ -179,6 +179,23 @@ def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path,
     assert main(["compare", str(run_dir), str(fewer)]) == 2
 
 
+def test_run_dirs_measured_with_different_settings_are_not_merged(run_dir: Path, tmp_path: Path):
+    """Same facts, but other text chunks: side-effect units are keyed by position, so chunk 3 of one
+    folder is not chunk 3 of the other. Merging them paired unrelated numbers without a word."""
+    from factlens.runner.cli import main
+
+    other = tmp_path / "chunks"
+    assert main(["run", "planted", "--model", "planted", "--out", str(other), "--no-progress", "--no-report",
+                 "--suites", "standard", "--localizations", "all_mlps", "--eval", "text.seq_len=8"]) == 0
+    with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.seq_len: 16 vs 8\)"):
+        load_evaluations([run_dir, other])
+    # batch sizes change no result: such folders still merge
+    same = tmp_path / "batch"
+    assert main(["run", "planted", "--model", "planted", "--out", str(same), "--no-progress", "--no-report",
+                 "--suites", "standard", "--localizations", "all_mlps", "--eval", "text.batch_size=2"]) == 0
+    assert set(load_evaluations([run_dir, same])) >= {"flu", "all_mlps"}
+
+
 def test_the_comparison_module_is_not_shadowed_by_the_verb():
     # ``factlens.compare`` is the function; the module has its own name, so both import styles work
     import factlens
