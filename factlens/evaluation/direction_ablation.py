@@ -34,7 +34,7 @@ from factlens.components import project_out_hook
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -167,7 +167,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         task: The task (forget facts vs ``task.retain``, or ``task.maintain`` if retain is empty).
         original: The unedited model, attacked the same way (baselines, damage flags).
         config: Evaluation settings (``batch_size``, ``seed``).
-        baselines: Cache of computations on ``original``.
+        baselines: Cache of computations on ``original``. The original's sweep is keyed by the
+            contrast facts (its directions depend on them) as well as the task and settings.
         mask: The edited localization (its first layer is where the sweep starts).
         edit_result: Used for its mask when ``mask`` is not given.
         direction_ablation_config: The suite's settings (default: ``config.direction_ablation``).
@@ -198,7 +199,9 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     if original is not None:
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
-        key = ("direction_ablation", tuple(layers), st.positions, contrast_name, config_key(config), task_key(task, config))
+        # the contrast facts define the original's directions: key them, not only the contrast's name
+        key = ("direction_ablation", tuple(layers), st.positions, contrast_name, facts_key(contrast),
+               config_key(config), task_key(task, config))
         base_runs = runs if original is model else cached(
             baselines, key, lambda: _sweep(original, task, config, contrast, layers, st.positions))
     best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))

@@ -46,7 +46,8 @@ class ProbesConfig(ConfigBase):
     """Settings of the ``probes`` suite (``EvalConfig.probes``).
 
     Attributes:
-        layers: Layers probed (``None``: all).
+        layers: Layers probed (``None``: all). The probes run on them in ascending order,
+            without duplicates, so the ``_last`` metrics are those of the deepest layer.
         C: Inverse regularization strength of the logistic-regression probes.
 
     Example:
@@ -169,10 +170,12 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
     """Train a probe per layer on ``train`` answers and apply it to ``test``.
 
     Each probe is ``scaling`` (see :func:`_standardizer`) followed by an L2-regularized
-    logistic regression (``C``).
+    logistic regression (``C``). ``layers`` (``None``: all) are probed in ascending order,
+    duplicates dropped, whatever order they are given in: every curve runs from the shallowest
+    to the deepest layer, and its last entry is the deepest layer's.
 
     Returns:
-        ``{"layers", "classes", "true" (per-layer accuracy of predicting each test fact's
+        ``{"layers" (sorted), "classes", "true" (per-layer accuracy of predicting each test fact's
         answer), "target" (of predicting its ``target_new``; NaN without targets),
         "maintain_cv" (cross-validated accuracy on ``train``), "predictions"
         ([n_test][n_layers] labels), "chance" (majority-class share of ``train``)}``.
@@ -184,7 +187,7 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
         >>> out["true"][0] < 0.7, out["true"][1]
         (True, 1.0)
     """
-    layers = list(range(model.cfg.n_layers)) if layers is None else [int(l) for l in layers]
+    layers = list(range(model.cfg.n_layers)) if layers is None else sorted({int(l) for l in layers})
     bad = [l for l in layers if not 0 <= l < model.cfg.n_layers]
     if bad or not layers:
         raise ValueError(f"probe layers {bad or layers} out of range for a model with {model.cfg.n_layers} layers")
@@ -219,19 +222,21 @@ def _nan_max(x: Sequence[float]) -> float:
 
 
 def _fact_metric(name: str, ids: list[str], hits: np.ndarray, which: str, baseline: float | None,
-                 hib: bool) -> Metric:
-    """Accuracy over facts of the probe at the last layer (Wilson interval) or at the best layer.
+                 hib: bool, *, at_chance: bool = False) -> Metric:
+    """Accuracy over facts of the probe at the last (deepest) layer (Wilson interval) or at the best layer.
 
     ``hits`` is ``[n_facts, n_layers]`` (probe prediction correct). For the maximum over
     layers the samples are the facts' outcomes at the best layer, and the interval is a
     bootstrap over facts of the maximum itself (``"bootstrap-max"``): each resample picks
     its own best layer, so the optimism of choosing the layer is part of the interval.
+    ``at_chance`` is the flag of :func:`_original_at_chance`.
     """
     from factlens.stats import bootstrap_interval
 
     h = hits.astype(float)
     col = h.shape[1] - 1 if which == "last" else int(np.argmax(h.mean(0)))
-    m = Metric.from_samples(name, dict(zip(ids, h[:, col])), baseline=baseline, higher_is_better=hib)
+    m = Metric.from_samples(name, dict(zip(ids, h[:, col])), baseline=baseline, higher_is_better=hib,
+                            at_chance=at_chance)
     if which == "max":
         ci = bootstrap_interval(len(ids), lambda i: h[i].mean(-2).max(-1))
         m = replace(m, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
@@ -244,14 +249,45 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
 
     Each training fact is predicted once (stratified k-fold), so ``accuracy * n_train`` counts
     correct held-out predictions: its Wilson interval (``"wilson-approx"``) ignores the choice
-    of the best layer (no per-fact predictions are kept, so no ``samples``).
+    of the best layer (no per-fact predictions are kept, so no ``samples``). ``at_chance``:
+    the original's best cross-validated accuracy is not above the majority-class share of the
+    training facts (``n = n_train``), so even the unedited model's probes read no answer.
     """
+    from factlens.evaluation.standard import not_above_chance
     from factlens.stats import wilson_interval
 
     v, n = _nan_max(res["maintain_cv"]), int(res["n_train"])
     ci = wilson_interval(int(round(v * n)), n) if n and not np.isnan(v) else None
-    return Metric("probe_maintain_cv_max", v, n, "facts", _nan_max(base["maintain_cv"]) if base is not None else None,
-                  False, True, None, ci[0] if ci else None, ci[1] if ci else None, "wilson-approx" if ci else None)
+    b = _nan_max(base["maintain_cv"]) if base is not None else None
+    flag = base is not None and not_above_chance(b, float(base["chance"]), int(base["n_train"]))
+    return Metric("probe_maintain_cv_max", v, n, "facts", b, flag, True, None, ci[0] if ci else None,
+                  ci[1] if ci else None, "wilson-approx" if ci else None)
+
+
+def _hits(res: dict[str, Any], forget) -> dict[str, np.ndarray]:
+    """``[n_facts, n_layers]`` booleans of a :func:`probe_layers` result on ``forget``: each
+    layer's probe predicted the fact's true answer (``"true"``) / its edit target (``"target"``)."""
+    preds = np.array(res["predictions"], dtype=object).reshape(len(forget), -1)
+    return {"true": preds == np.array([r.answer for r in forget], dtype=object)[:, None],
+            "target": preds == np.array([r.target_new for r in forget], dtype=object)[:, None]}
+
+
+def _original_at_chance(base_hits: np.ndarray, which: str, chance: float) -> bool:
+    """Does the original's probe read the true answer of these facts no better than chance?
+
+    ``base_hits`` is ``[n_facts, n_layers]``: the original's probe predicted the fact's true
+    answer. Its accuracy at the deepest layer (``which="last"``) or the best layer (``"max"``)
+    is compared with ``chance`` (the majority-class share of the training facts) by
+    :func:`~factlens.evaluation.standard.not_above_chance` with ``n`` = the facts. Where even
+    the unedited model's probe cannot read the answer, neither the true-answer nor the
+    edit-target accuracy of the edited model's probe says anything about the edit (at such a
+    layer the probe predicts the majority class, which may happen to be the edit target).
+    """
+    from factlens.evaluation.standard import not_above_chance
+
+    acc = base_hits.astype(float).mean(0)
+    v = float(acc[-1]) if which == "last" else _nan_max(acc)
+    return not_above_chance(v, chance, int(base_hits.shape[0]))
 
 
 def _train_facts(task, train_on: Sequence[str]):
@@ -297,9 +333,11 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
         train_on: Task splits whose facts train the probes.
 
     Returns:
-        Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / last probed layer;
+        Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / deepest probed layer;
         lower is better: the true answer should not be latent), ``probe_target_accuracy_max`` /
-        ``_last`` (inject tasks; higher is better) and ``probe_maintain_cv_max``; per-fact rows
+        ``_last`` (inject tasks; higher is better) and ``probe_maintain_cv_max``, each
+        ``at_chance`` where the original's probe is not above ``extra["chance"]`` (see
+        :func:`_original_at_chance` and :func:`_cv_metric`; no flags without ``original``); per-fact rows
         with each layer's prediction; ``extra`` with the curves ``{"layers", "true", "target",
         "maintain_cv"}`` for :func:`factlens.evaluation.plots.probe_curves`.
 
@@ -328,16 +366,17 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
     n_t = sum(r.target_new is not None for r in task.forget)
 
     ids = [r.id for r in task.forget]
-    preds = np.array(res["predictions"], dtype=object).reshape(n, -1)
-    hits = {"true": preds == np.array([r.answer for r in task.forget], dtype=object)[:, None],
-            "target": preds == np.array([r.target_new for r in task.forget], dtype=object)[:, None]}
+    hits = _hits(res, task.forget)
+    base_hits = _hits(base, task.forget)["true"] if base is not None else None
     rows_t = np.array([r.target_new is not None for r in task.forget])
 
     def metric(name: str, key: str, which: str, hib: bool) -> Metric:
         b = base[key] if base is not None else None
         b = (_nan_max(b) if which == "max" else float(b[-1])) if b is not None else None
         keep = rows_t if key == "target" else np.ones(n, dtype=bool)
-        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep], which, b, hib)
+        # flagged by the original's TRUE-answer probe accuracy on the same facts, for the target metrics too
+        flag = base_hits is not None and _original_at_chance(base_hits[keep], which, float(base["chance"]))
+        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep], which, b, hib, at_chance=flag)
 
     metrics = [metric("probe_true_accuracy_max", "true", "max", False),
                metric("probe_true_accuracy_last", "true", "last", False)]

@@ -329,15 +329,60 @@ def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, ma
 
 
 def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
-            stderr: float | None = None) -> Metric:
+            stderr: float | None = None, at_chance: bool = False) -> Metric:
     """Per-fact values (aligned with ``items``, one prompt per fact) -> a metric with its 95 % interval.
 
     ``samples`` are keyed by ``record_id``; ``stderr`` (when given) is the standard error over
-    soft-prompt seeds instead of over facts.
+    soft-prompt seeds instead of over facts; ``at_chance`` is the flag of :func:`_original_at_chance`.
     """
     m = Metric.from_samples(name, {it.record_id: float(x) for it, x in zip(items, per_fact)}, baseline=baseline,
-                            higher_is_better=higher_is_better)
+                            higher_is_better=higher_is_better, at_chance=at_chance)
     return m if stderr is None else replace(m, stderr=stderr)
+
+
+def _original_at_chance(scores: PromptScores | None) -> bool:
+    """Is the unedited model not clearly above chance on these prompts (without a soft prompt)?
+
+    The rule of the relearning suite: its true-answer accuracy against the chance level of the
+    prompts' candidates, ``n`` = the number of prompts
+    (:func:`~factlens.evaluation.standard.not_above_chance`). A model that never knew the facts
+    cannot show that an attack brings them back, so the metrics on these facts say nothing.
+    ``False`` without the original (``scores is None``): no flag is computed.
+    """
+    from factlens.evaluation.standard import chance_of, not_above_chance
+
+    if scores is None:
+        return False
+    acc = float(scores.answer_wins.mean()) if len(scores) else float("nan")
+    return not_above_chance(acc, chance_of(scores.items), len(scores))
+
+
+def _metrics(task, items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None,
+             orig_a: PromptScores | None, orig_b: PromptScores | None) -> list[Metric]:
+    """The suite's metrics (see :func:`run_soft_prompts`).
+
+    ``orig_a`` / ``orig_b`` are the unedited model's scores of half A / B without a soft prompt
+    (``None`` without it): ``orig_b``'s accuracy is the baseline of the forget accuracy before
+    the attack, and each half's at-chance flag (:func:`_original_at_chance`) goes to every
+    metric scored on that half (half B: forget, before and edit accuracy; half A: train accuracy).
+    """
+    ch_a, ch_b = _original_at_chance(orig_a), _original_at_chance(orig_b)
+    metrics = [
+        _metric("soft_prompt_forget_accuracy", items_b, _per_fact(runs, "B", "answer_wins"),
+                _seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
+                stderr=_seed_se(runs, "B", "answer_wins"), at_chance=ch_b),
+        _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
+                float(orig_b.answer_wins.mean()) if orig_b is not None else None, at_chance=ch_b),
+        _metric("soft_prompt_train_accuracy", items_a, _per_fact(runs, "A", "answer_wins"),
+                _seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
+                stderr=_seed_se(runs, "A", "answer_wins"), at_chance=ch_a),
+    ]
+    has_t = np.array([it.target is not None for it in items_b])
+    if task.objective == "inject" and has_t.any():
+        pf = np.where(has_t, _per_fact(runs, "B", "target_wins"), np.nan)
+        base = float(np.nanmean(np.where(has_t, _per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
+        metrics.append(_metric("soft_prompt_edit_accuracy", items_b, pf, base, higher_is_better=True, at_chance=ch_b))
+    return metrics
 
 
 def _per_fact(runs: list[dict], half: str, key: str) -> np.ndarray:
@@ -400,6 +445,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         over seeds, lower is better), ``soft_prompt_forget_accuracy_before`` (half B without
         it), ``soft_prompt_train_accuracy`` (half A with it) and ``soft_prompt_edit_accuracy``
         (half B, edit target wins with the soft prompt; inject tasks, higher is better).
+        ``at_chance`` flags the metrics of a half on which the unedited model, without a soft
+        prompt, is not clearly above chance (half B: the forget, before and edit accuracies;
+        half A: the train accuracy), as in the relearning suite; no flags without ``original``.
         Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
         losses of each seed, ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
         whether the attack costs the unedited model accuracy on half B
@@ -425,28 +473,17 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
     runs = _attack(model, half_a, items_a, items_b, config, norm)
     before = forget_scores(model, half_b, config)
-    base_runs, orig_before = None, None
+    base_runs = orig_a = orig_before = None
     if original is not None:
         key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
         base_runs = runs if original is model else cached(
             baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm))
+        # the original without a soft prompt, on each half: the baseline "before" and the at-chance flags
+        orig_a = cached(baselines, ("scores", items_key(items_a), config.batch_size),
+                        lambda: forget_scores(original, half_a, config))
         orig_before = cached(baselines, ("scores", items_key(items_b), config.batch_size),
                              lambda: forget_scores(original, half_b, config))
-    metrics = [
-        _metric("soft_prompt_forget_accuracy", items_b, _per_fact(runs, "B", "answer_wins"),
-                _seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
-                stderr=_seed_se(runs, "B", "answer_wins")),
-        _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
-                float(orig_before.answer_wins.mean()) if orig_before is not None else None),
-        _metric("soft_prompt_train_accuracy", items_a, _per_fact(runs, "A", "answer_wins"),
-                _seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
-                stderr=_seed_se(runs, "A", "answer_wins")),
-    ]
-    has_t = np.array([it.target is not None for it in items_b])
-    if task.objective == "inject" and has_t.any():
-        pf = np.where(has_t, _per_fact(runs, "B", "target_wins"), np.nan)
-        base = float(np.nanmean(np.where(has_t, _per_fact(base_runs, "B", "target_wins"), np.nan))) if base_runs else None
-        metrics.append(_metric("soft_prompt_edit_accuracy", items_b, pf, base, higher_is_better=True))
+    metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_a, orig_before)
     rows = _fact_rows(items_a, items_b, runs, before, base_runs)
     extra: dict[str, Any] = {
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),

@@ -27,6 +27,7 @@ state). The caller's model is never changed.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -38,7 +39,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
+from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -205,6 +206,21 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     return work, cleanup, history
 
 
+def _data_key(data) -> tuple | str:
+    """A hashable key of the training data itself, for the cache key of the fine-tuned original.
+
+    The data is not fixed by the task's forget and maintain facts (what
+    :func:`~factlens.evaluation.attacks.task_key` covers): ``"retain"`` trains on the retain
+    facts, so two tasks that differ only in ``retain`` train the original differently. A
+    ``FactDataset`` is keyed by its facts (:func:`~factlens.evaluation.baseline_cache.facts_key`),
+    a token tensor by a SHA-256 digest of its shape and token ids.
+    """
+    if isinstance(data, torch.Tensor):
+        ids = data.detach().to("cpu", torch.int64).contiguous()
+        return hashlib.sha256(repr(tuple(ids.shape)).encode() + ids.numpy().tobytes()).hexdigest()
+    return facts_key(data)
+
+
 def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalConfig) -> tuple[TaskScores, list[float]]:
     work, cleanup, history = finetuned_copy(model, data, settings=settings, config=config)
     try:
@@ -225,7 +241,9 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         task: The task (``retain`` is the fact data; forget and maintain facts are scored).
         original: The unedited model, fine-tuned the same way (baselines, damage flags).
         config: Evaluation settings (``seed``, ``batch_size``, text settings for ``"text"``).
-        baselines: Cache of computations on ``original``.
+        baselines: Cache of computations on ``original``. The fine-tuned original is keyed by
+            the data it was trained on (the kept retain facts, or the text chunks) as well as
+            the task and settings, so tasks that differ only in ``retain`` never share it.
         unrelated_finetune_config: The suite's settings (default: ``config.unrelated_finetune``).
 
     Returns:
@@ -258,7 +276,8 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         seconds = time.perf_counter() - t1
         base = base_hist = None
         if original is not None:
-            key = ("unrelated_finetune", source, config_key(st), config_key(config), task_key(task, config))
+            key = ("unrelated_finetune", source, config_key(st), config_key(config), task_key(task, config),
+                   _data_key(data))
             base, base_hist = (attacked, history) if original is model else cached(
                 baselines, key, lambda: _attack(original, task, data, st, config))
         pre = f"finetune_{source}"

@@ -306,6 +306,34 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
         ablation_layers(edited, layers=[7])
 
 
+def test_direction_ablation_cache_keys_the_contrast_facts():
+    """The original's directions are forget-vs-contrast (retain) means: a task that differs only in its retain
+    facts must not get the original's cached sweep of another retain set (it used to: only the contrast's
+    name was in the key). With retain = the baseball facts only, the original's final-position curve differs."""
+    from factlens.evaluation import BaselineCache
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out.mul_(0.7)
+    t1 = p.task
+    t2 = dataclasses.replace(t1, retain=t1.retain.filter(lambda r: r.answer == "baseball"))
+
+    def curves(r):
+        return {pos: (c["baseline_forget_accuracy"], c["baseline_maintain_accuracy"])
+                for pos, c in r.extra["curves"].items()}
+
+    cache = BaselineCache()
+    first = curves(run_direction_ablation(edited, t1, original=p.model, baselines=cache))
+    misses = cache.misses
+    shared = curves(run_direction_ablation(edited, t2, original=p.model, baselines=cache))
+    alone = curves(run_direction_ablation(edited, t2, original=p.model))
+    assert alone != first  # the contrast set changes the original's sweep (measured: final [1, 1, .5, .5])
+    assert shared == alone and cache.misses == misses + 1  # recomputed, not served from t1's entry
+    run_direction_ablation(edited, t2, original=p.model, baselines=cache)
+    assert cache.misses == misses + 1  # the same contrast set is still served from the cache
+
+
 # -- fine-tuning on unrelated data ------------------------------------------------------------
 def test_unrelated_finetune_data_excludes_forget_facts(sub_bin):
     p, orig, edited, task, _, _ = sub_bin
@@ -339,6 +367,30 @@ def test_unrelated_finetune_runs_both_models_and_leaves_them(sub_bin, method):
     assert len(r.per_fact) == len(task.forget) + len(task.maintain)
     for m, snap in zip((edited, orig), snaps):
         assert_unchanged(m, snap)
+
+
+def test_unrelated_finetune_cache_keys_the_training_data():
+    """With data "retain" the original is fine-tuned on task.retain: two tasks that differ only in retain
+    must not share the fine-tuned original (they used to: the key covered only forget and maintain facts)."""
+    from factlens.evaluation import BaselineCache
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out.mul_(0.7)
+    t1 = p.task
+    t2 = dataclasses.replace(t1, retain=t1.retain[:4])  # same forget and maintain facts, other retain facts
+    cfg = EvalConfig.from_dict({"unrelated_finetune": {"data": ["retain"], "steps": 10, "lr": 3e-2, "rank": 8}})
+
+    def baseline(task, cache):
+        return run_unrelated_finetune(edited, task, original=p.model, config=cfg,
+                                      baselines=cache)["finetune_retain_maintain_accuracy"].baseline
+
+    cache = BaselineCache()
+    first = baseline(t1, cache)
+    shared, alone = baseline(t2, cache), baseline(t2, None)
+    assert alone != first  # measured: 0.9 after training on 4 retain facts, 1.0 on all 20
+    assert shared == alone
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

@@ -217,6 +217,26 @@ def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     assert all(p.grad is None for p in unlearned.parameters())
 
 
+def test_soft_prompts_flag_the_halves_the_original_does_not_know(planted):
+    """at_chance: the original (no soft prompt) is not above chance on the scored half, as in relearning.
+    An "original" that lost half B's facts flags the half-B metrics (forget, before, edit) but not the train
+    accuracy on half A, which it still knows (4 facts of 3 candidates each: above chance needs 4 of 4)."""
+    task = planted.task
+    half_b = split_halves(task.forget, seed=0)[1]
+    lost_b = copy.deepcopy(planted.model)
+    with torch.no_grad():
+        lost_b.blocks[planted.lookup_layer].mlp.W_out[[int(r.id) for r in half_b]] = 0.0
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=1, seeds=1, length=3))
+    r = run_soft_prompts(planted.model, task, original=lost_b, config=cfg)
+    flags = {m.name: m.at_chance for m in r.metrics}
+    assert flags == {"soft_prompt_forget_accuracy": True, "soft_prompt_forget_accuracy_before": True,
+                     "soft_prompt_train_accuracy": False, "soft_prompt_edit_accuracy": True}
+    assert r["soft_prompt_forget_accuracy_before"].baseline == 0.0
+    for original in (planted.model, None):  # an original that knows every fact, and none: no flags
+        assert not any(m.at_chance for m in run_soft_prompts(planted.model, task, original=original,
+                                                             config=cfg).metrics)
+
+
 def test_soft_prompt_norm_bound(planted):
     cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=3, length=4, lr=1.0))
     soft, losses = train_soft_prompt(planted.model, planted.task.forget, config=cfg, max_norm=0.3)
@@ -255,6 +275,41 @@ def test_probes_after_unlearning_and_bad_input(planted, unlearned):
         run_probes(planted.model, planted.task, config=EvalConfig(probes={"layers": 7}))
     with pytest.raises(ValueError, match="position"):
         run_probes(planted.model, planted.task, position="middle")
+
+
+def test_probes_last_metrics_are_the_deepest_layer(planted):
+    """``_last`` is the deepest probed layer whatever order ProbesConfig.layers lists (it used to be the last
+    listed one: layers=(3, 0) reported layer 0, where the planted attribute is not yet written)."""
+    def run(layers):
+        return run_probes(planted.model, planted.task, original=planted.model, position="subject_last",
+                          config=EvalConfig(probes=ProbesConfig(layers=layers)))
+
+    ref = run((0, 3))
+    for layers in ((3, 0), (3, 0, 3)):
+        r = run(layers)
+        assert r.extra["layers"] == [0, 3] and r.extra["true"] == ref.extra["true"] == [0.0, 1.0]
+        assert r["probe_true_accuracy_last"].value == r["probe_true_accuracy_last"].baseline == 1.0
+        assert [(m.name, m.value, m.baseline) for m in r.metrics] == [(m.name, m.value, m.baseline) for m in ref.metrics]
+
+
+def test_probes_flag_an_original_whose_probe_reads_no_answer(planted):
+    """at_chance: the original's probe accuracy is not above the majority-class share of the training facts.
+    At layer 0 (subject_last) the planted attribute is not written yet: the original's probe predicts the
+    majority sport (football) for every fact, true accuracy 0 of 8, cross-validated 0.45 of 40 (chance 0.4).
+    The target metrics are flagged by the original's TRUE-answer accuracy: its target accuracy there is 0.875
+    only because most edit targets are football."""
+    def run(layers, original):
+        return run_probes(planted.model, planted.task, original=original, position="subject_last",
+                          config=EvalConfig(probes=ProbesConfig(layers=layers)))
+
+    dead = run((0,), planted.model)
+    assert dead.extra["chance"] == 0.4 and dead["probe_target_accuracy_last"].baseline == 0.875
+    assert {m.name: m.at_chance for m in dead.metrics} == {
+        "probe_true_accuracy_max": True, "probe_true_accuracy_last": True, "probe_target_accuracy_max": True,
+        "probe_target_accuracy_last": True, "probe_maintain_cv_max": True}
+    # the deepest layer reads every answer: nothing flagged, "max" included (best layer 3)
+    assert not any(m.at_chance for m in run((0, 3), planted.model).metrics)
+    assert not any(m.at_chance for m in run((0,), None).metrics)  # no original: no flags
 
 
 # -- mechanisms ---------------------------------------------------------------------------------------
