@@ -10,8 +10,9 @@ MEMIT estimate ``C`` on 100,000 Wikipedia tokens; factlens uses the general text
 or a Hugging Face dataset -- the same sources as the side-effects suite) and by default
 10,000 tokens (the built-in text gives only about 3,000 tokens with Gemma's tokenizer).
 
-Position 0 of every chunk (BOS) is left out: subject keys never sit there, and BOS
-activations are outliers in many models (attention sinks) that would dominate ``C``.
+Position 0 of every chunk is left out: it is BOS where the model prepends one (subject keys
+never sit there, and BOS activations are outliers in many models, attention sinks, that would
+dominate ``C``), and for a model without BOS the chunk's first token, read without any context.
 
 :func:`key_statistics` caches ``C`` as safetensors under ``<cache dir>/key_stats``
 (``$FACTLENS_CACHE``, see :func:`factlens.models.cache_dir`), keyed by model name, layer,
@@ -176,7 +177,7 @@ def key_statistics(model, layer: int, *, text_source: str | None = None, n_token
         layer: The MLP layer.
         text_source: General text: ``None`` (built-in), a local text file or a Hugging Face
             dataset name (see :func:`factlens.data.text.load_texts`).
-        n_tokens: Keys to average (BOS positions excluded). Capped by the text: the
+        n_tokens: Keys to average (position 0 of every chunk excluded). Capped by the text: the
             result's ``n_tokens`` says how many were used.
         seq_len: Tokens per chunk (BOS included; capped at the model's ``n_ctx``).
         batch_size: Chunks per forward pass.

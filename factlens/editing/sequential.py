@@ -2,6 +2,13 @@
 
 The paper edits 4 chunks of 16 facts with 25 optimizer steps each; every chunk is trained
 on the model that already carries the previous chunks' edits, with the same retain set.
+
+Every reference a training objective takes from "the original" is taken from the model the
+chunk starts from, i.e. after the earlier chunks: NPO's reference log-probabilities, the
+KL term to the original on general text, RMU's retain activations. Each chunk is therefore
+anchored to the model it edits, as in sequential model editing generally (each edit is an
+edit of the current model); the drift from the unedited model accumulated over chunks is not
+penalized by training, and the runner's evaluation measures it against the true original.
 """
 
 from __future__ import annotations
