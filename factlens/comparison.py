@@ -43,7 +43,7 @@ __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
 #: Columns of :func:`compare`'s table.
 COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
                    "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "at_chance",
-                   "higher_is_better", "n_facts", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
+                   "collapsed", "higher_is_better", "n_facts", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
 
 _UNITS = {"chunk": "chunks", "question": "questions"}
 
@@ -160,6 +160,21 @@ def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any,
     return idx
 
 
+def _collapsed_seeds(results: Mapping[Any, Any], suite: str) -> set[Any]:
+    """Seeds whose ``suite`` reports that its attack collapsed the model (``extra["maintain_collapse"]``).
+
+    The relearning suite sets it when the maintain accuracy after the attack is not above
+    chance: the model then gives one answer to everyone, and its relearned forget accuracy
+    partly counts that answer, not recovered facts.
+    """
+    out = set()
+    for seed, ev in results.items():
+        s = ev.suites.get(suite)
+        if s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"):
+            out.add(seed)
+    return out
+
+
 def _wanted(key: tuple[str, str], metrics: Sequence[str] | None) -> bool:
     return metrics is None or key[1] in metrics or f"{key[0]}.{key[1]}" in metrics
 
@@ -266,7 +281,9 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
         then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
-        ``p_holm``, ``significant``, ``at_chance``, ``n_facts`` (paired units per seed: facts,
+        ``p_holm``, ``significant``, ``at_chance``, ``collapsed`` (the suite's attack collapsed the
+        model of either side in a paired seed, ``extra["maintain_collapse"]``: the metric then
+        partly counts one answer given to everyone; reported, not excluded), ``n_facts`` (paired units per seed: facts,
         or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the number of
         distinct tests in the localization's Holm family; 0 for rows outside it), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
@@ -300,6 +317,10 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
         done = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
         loc_rows, tests = [r for r, _ in done], [t for _, t in done]
+        for r, k in zip(loc_rows, keys):  # an attack that collapsed either side's model, in a paired seed
+            shared = set(idx[k]) & set(ref[k])
+            hit = shared & (_collapsed_seeds(res, k[0]) | _collapsed_seeds(evals[reference], k[0]))
+            r["collapsed"] = bool(hit) and not k[1].endswith("_before")  # "_before": measured before the attack
         _holm_family(loc_rows, tests, alpha)
         rows += loc_rows
     if metrics is not None and not rows:

@@ -279,3 +279,24 @@ def test_table1_cells_that_are_one_test_count_once():
     # two distinct tests (p = 0.0156 and 1): Holm 0.031, significant; counting the first
     # three times (four tests) would give 0.0625 and no mark
     assert [c["significant"] for c in rows[0]["cells"]] == [True, True, True, False]
+
+
+def test_compare_marks_rows_whose_attack_collapsed_a_model():
+    """A relearned accuracy on a model that the attack collapsed onto one answer is partly that
+    answer, not recovered facts (seed 1 of the 32-player Sports-Unlearning run): compare said nothing."""
+    from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    from factlens.runner.report_stats import compare_text
+
+    def ev(after, collapsed):
+        ms = (Metric.from_samples("relearn_forget_accuracy", {f"f{i}": x for i, x in enumerate(after)}),
+              Metric.from_samples("relearn_forget_accuracy_before", {f"f{i}": 0.0 for i in range(len(after))}))
+        suite = SuiteResult("relearning", ms, extra={"maintain_collapse": {"collapsed": collapsed}})
+        return EvalResult({"relearning": suite})
+
+    t = factlens.compare({"flu": [ev([1] * 12, True)], "random": [ev([0] * 12, False)]}, reference="flu")
+    row = t.set_index("metric").loc["relearn_forget_accuracy"]
+    assert bool(row["collapsed"]) and bool(row["significant"])  # reported, still tested
+    assert not bool(t.set_index("metric").loc["relearn_forget_accuracy_before", "collapsed"])
+    assert "yes ◊" in compare_text(t, reference="flu")
+    calm = factlens.compare({"flu": [ev([1] * 12, False)], "random": [ev([0] * 12, False)]}, reference="flu")
+    assert not calm["collapsed"].any() and "◊ |" not in compare_text(calm, reference="flu")

@@ -202,7 +202,7 @@ def _cells(r: dict) -> list[str]:
     diff = _num(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-    sig = "yes" if r["significant"] else ("at chance" if r["at_chance"] else "no")
+    sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "no")) + (" ◊" if r.get("collapsed") else "")
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
     return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
             _p(r["p_value"]), _p(r["p_holm"]), sig, n, _num(r["mdd"], ".2f")]
@@ -215,7 +215,9 @@ def _legend(reference: str) -> str:
             "per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 (metrics at chance "
             "on the unedited model are never significant). MDD: minimum detectable difference at this n (power 0.8) "
             "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of distinct "
-            "tests: a non-significant difference rules out differences larger than the MDD, no smaller.")
+            "tests: a non-significant difference rules out differences larger than the MDD, no smaller. ◊: the "
+            "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
+            "the metric partly counts one answer given to everyone, not recovered facts.")
 
 
 def compare_text(table, *, reference: str) -> str:
