@@ -160,18 +160,18 @@ def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any,
     return idx
 
 
-def _collapsed_seeds(results: Mapping[Any, Any], suite: str) -> set[Any]:
-    """Seeds whose ``suite`` reports that its attack collapsed the model (``extra["maintain_collapse"]``).
+def _collapsed_seeds(results: Mapping[Any, Any]) -> dict[str, set[Any]]:
+    """Per suite, the seeds whose attack collapsed the model (``extra["maintain_collapse"]``).
 
     The relearning suite sets it when the maintain accuracy after the attack is not above
     chance: the model then gives one answer to everyone, and its relearned forget accuracy
     partly counts that answer, not recovered facts.
     """
-    out = set()
+    out: dict[str, set[Any]] = {}
     for seed, ev in results.items():
-        s = ev.suites.get(suite)
-        if s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"):
-            out.add(seed)
+        for name, s in ev.suites.items():
+            if ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"):
+                out.setdefault(name, set()).add(seed)
     return out
 
 
@@ -308,6 +308,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
                          f"reference=<one of them> (CLI: --reference)")
     ref = _metric_index(evals[reference])
+    ref_collapsed = _collapsed_seeds(evals[reference])
     rows = []
     for loc, res in evals.items():
         if loc == reference:
@@ -317,9 +318,9 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
         done = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
         loc_rows, tests = [r for r, _ in done], [t for _, t in done]
+        loc_collapsed = _collapsed_seeds(res)
         for r, k in zip(loc_rows, keys):  # an attack that collapsed either side's model, in a paired seed
-            shared = set(idx[k]) & set(ref[k])
-            hit = shared & (_collapsed_seeds(res, k[0]) | _collapsed_seeds(evals[reference], k[0]))
+            hit = set(idx[k]) & set(ref[k]) & (loc_collapsed.get(k[0], set()) | ref_collapsed.get(k[0], set()))
             r["collapsed"] = bool(hit) and not k[1].endswith("_before")  # "_before": measured before the attack
         _holm_family(loc_rows, tests, alpha)
         rows += loc_rows
