@@ -27,6 +27,8 @@ class PromptScores:
         target_wins: The edit target has the highest log-probability among the candidates.
         p_answer_norm: Probability of the answer normalized over the candidates.
         p_target_norm: Same for the target (NaN where none).
+        winner: Index into ``items[i].candidates`` of the candidate with the highest
+            log-probability (what the model answers among the candidates; :meth:`predicted`).
     """
 
     items: tuple[FormattedPrompt, ...]
@@ -36,6 +38,7 @@ class PromptScores:
     target_wins: np.ndarray
     p_answer_norm: np.ndarray
     p_target_norm: np.ndarray
+    winner: np.ndarray
 
     def __len__(self) -> int:
         return len(self.items)
@@ -50,6 +53,10 @@ class PromptScores:
 
     def accuracy(self) -> float:
         return float(self.answer_wins.mean()) if len(self) else float("nan")
+
+    def predicted(self) -> list[str]:
+        """The winning candidate of each prompt (the model's answer among its candidates)."""
+        return [it.candidates[int(w)] for it, w in zip(self.items, self.winner)]
 
     def by_record(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -74,6 +81,7 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
     la, lt = np.full(n, np.nan), np.full(n, np.nan)
     aw, tw = np.zeros(n, bool), np.zeros(n, bool)
     pa, pt = np.full(n, np.nan), np.full(n, np.nan)
+    win = np.zeros(n, np.int64)
     chunks = list(iter_batches(n, max(batch_size, 1) * 4)) if n else []
     for sl in progress_bar(chunks, desc="scoring", leave=False):
         part = items[sl]
@@ -84,6 +92,7 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
             best = int(torch.argmax(lp))
+            win[i] = best
             norm = torch.softmax(lp, 0)
             aw[i] = best == ci
             pa[i] = float(norm[ci])
@@ -92,4 +101,4 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
                 lt[i] = float(lp[ti])
                 tw[i] = best == ti
                 pt[i] = float(norm[ti])
-    return PromptScores(items, la, lt, aw, tw, pa, pt)
+    return PromptScores(items, la, lt, aw, tw, pa, pt, win)

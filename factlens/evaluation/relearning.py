@@ -40,6 +40,7 @@ from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.evaluation.selectivity import selectivity
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -328,7 +329,12 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         (held out, edit target wins after relearning; inject tasks) and
         ``relearn_maintain_accuracy`` (``task.maintain`` after the attack trained on half A,
         higher is better); the ``baseline`` of these two is the evaluated model before
-        relearning. One per-fact row per forget fact (``half`` "A"/"B", ``held_out``,
+        relearning. ``relearn_control_bias`` (the rate at which each attack gives the held-out
+        facts' answers to maintain facts that have another answer, its controls) and
+        ``relearn_selective_recovery`` (held-out forget accuracy minus that bias: recovery net
+        of an attack that gives the forget answer to everyone; per-unit samples over facts and
+        controls, :mod:`factlens.evaluation.selectivity`), both with the original model's value
+        as baseline and absent when no held-out fact has a control. One per-fact row per forget fact (``half`` "A"/"B", ``held_out``,
         ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``). ``extra`` holds the
         halves' ids, one entry per attack in ``attacks`` (loss history, LoRA size and update
         norm, SFT source), the first attack's loss history as ``history``, and the attack
@@ -353,18 +359,22 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     facts = {"A": half_a, "B": half_b}
     halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
     before = {h: score_prompts(model, items, batch_size=config.batch_size) for h, items in halves.items()}
-    base = None
-    if original is not None:
-        base = before if original is model else {
-            h: cached(baselines, ("scores", items_key(items), config.batch_size),
-                      lambda items=items: score_prompts(original, items, batch_size=config.batch_size))
-            for h, items in halves.items()}
-    maintain_before = forget_scores(model, task.maintain, config) if len(task.maintain) else None
-    trained, held, maintain_after, attacks = _attacks(model, task, facts, halves, config)
-    metrics = _metrics(task, _roles(held, before, base), _roles(trained, before, base))
+    base = None if original is None else {h: _original_scores(original, model, items, before[h], config, baselines)
+                                          for h, items in halves.items()}
+    maintain_items = format_prompts(task.maintain, "default", seed=config.seed)
+    maintain_before = score_prompts(model, maintain_items, batch_size=config.batch_size) if maintain_items else None
+    trained, held, controls, attacks = _attacks(model, task, facts, halves, config)
+    held_role = _roles(held, before, base)
+    metrics = _metrics(task, held_role, _roles(trained, before, base))
+    maintain_after = controls.get(attacks[0]["held_out"])
     if maintain_after is not None:
         metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
                                baseline=_wins(maintain_before), higher_is_better=True))
+        original_maintain = None if original is None else _original_scores(
+            original, model, maintain_items, maintain_before, config, baselines)
+        sel_metrics, sel_extra = _selectivity_metrics(held, controls, base, original_maintain,
+                                                      at_chance=_role_at_chance(held_role), seed=config.seed)
+        metrics += sel_metrics
     rows = _fact_rows(before, trained, held, base)
     first = attacks[0]
     extra: dict[str, Any] = {
@@ -377,6 +387,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                    "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
                    "n_attacks": len(attacks), "lora_forward": config.relearning.lora_forward},
         "maintain_collapse": _collapse(maintain_before, maintain_after),
+        "selectivity": sel_extra if maintain_after is not None else {"note": "no maintain facts"},
         "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
                                        if config.relearning.both_halves else "half B, after training on half A")
                  + "; baselines: forget/train accuracies = the original model without relearning; edit and maintain "
@@ -385,28 +396,64 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 
 
+def _original_scores(original, model, items: list, evaluated: PromptScores, config: EvalConfig,
+                     baselines: BaselineCache | None) -> PromptScores:
+    """The original model's scores of ``items`` (``evaluated``, the evaluated model's, when they
+    are the same model), cached under the key every suite uses for prompt scores."""
+    if original is model:
+        return evaluated
+    return cached(baselines, ("scores", items_key(items), config.batch_size),
+                  lambda: score_prompts(original, items, batch_size=config.batch_size))
+
+
 def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list], config: EvalConfig):
     """Relearn on half A (and on half B with ``both_halves``); score each half after the attack
     that trained on it (``trained``) and after the one that held it out (``held``), and the
-    maintain facts after the first attack. Returns ``(trained, held, maintain_after, attacks)``."""
+    maintain facts after each attack (``controls``, keyed like ``held`` by the held-out half).
+    Returns ``(trained, held, controls, attacks)``."""
     trained: dict[str, PromptScores] = {}
     held: dict[str, PromptScores] = {}
-    maintain_after, attacks = None, []
+    controls: dict[str, PromptScores] = {}
+    attacks = []
     for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
         rel = relearn(model, facts[train], retain=task.retain, config=config)
         try:
             with parametrize.cached():
                 trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
                 held[out] = score_prompts(rel.model, halves[out], batch_size=config.batch_size)
-                if maintain_after is None and len(task.maintain):
-                    maintain_after = forget_scores(rel.model, task.maintain, config)
+                if len(task.maintain):
+                    controls[out] = forget_scores(rel.model, task.maintain, config)
         finally:
             rel.lora.remove()
         attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
                         "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
                         "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
         del rel  # drop the relearned copy before the next attack
-    return trained, held, maintain_after, attacks
+    return trained, held, controls, attacks
+
+
+def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, PromptScores],
+                         base: dict[str, PromptScores] | None, original_maintain: PromptScores | None, *,
+                         at_chance: bool, seed: int) -> tuple[list[Metric], dict[str, Any]]:
+    """``relearn_selective_recovery`` (each held-out fact's win minus the rate at which the attack
+    gives its answer to its own control facts) and ``relearn_control_bias`` (that rate), with
+    the original model's values as baselines, and the controls dealt to each fact; nothing
+    when no held-out fact has a control (:mod:`factlens.evaluation.selectivity`)."""
+    hs = sorted(held, key=lambda h: h != "B")
+    attack_of = [h for h in hs for _ in range(len(held[h]))]
+    sel = selectivity(_concat([held[h] for h in hs]), attack_of, controls, seed=seed)
+    if sel is None:
+        return [], {"note": "no held-out fact has a control (a maintain fact that could be given its answer)"}
+    b_sel = None
+    if base is not None and original_maintain is not None:
+        b_sel = selectivity(_concat([base[h] for h in hs]), attack_of, {h: original_maintain for h in controls}, seed=seed)
+    metrics = [
+        Metric.from_samples("relearn_selective_recovery", sel.recovery, baseline=b_sel.value if b_sel else None,
+                            at_chance=at_chance, higher_is_better=False),
+        Metric.from_samples("relearn_control_bias", sel.bias, higher_is_better=False,
+                            baseline=float(np.mean(list(b_sel.bias.values()))) if b_sel else None),
+    ]
+    return metrics, {"controls": {k: list(v) for k, v in sel.controls.items()}}
 
 
 def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:
@@ -451,12 +498,16 @@ def _roles(after: dict[str, PromptScores], before: dict[str, PromptScores],
                  _concat([base[h] for h in hs]) if base is not None else None)
 
 
+def _role_at_chance(role: _Role) -> bool:
+    """The original model is not above chance on the role's facts (``False`` without it)."""
+    return role.base is not None and _not_above(_wins(role.base), _chance(role.base))
+
+
 def _metrics(task, held: _Role, trained: _Role) -> list[Metric]:
     """Forget accuracy of the held-out facts and train accuracy of the trained-on facts before /
     after relearning (baseline: the original), and the held-out edit accuracy (inject tasks;
     baseline: before relearning)."""
-    def at_chance(role: _Role) -> bool:
-        return role.base is not None and _not_above(_wins(role.base), _chance(role.base))
+    at_chance = _role_at_chance
 
     def base(role: _Role):
         return _wins(role.base) if role.base is not None else None

@@ -217,7 +217,9 @@ def _legend(reference: str) -> str:
             "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of distinct "
             "tests: a non-significant difference rules out differences larger than the MDD, no smaller. ◊: the "
             "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
-            "the metric partly counts one answer given to everyone, not recovered facts.")
+            "the metric partly counts one answer given to everyone, not recovered facts; relearn_selective_recovery "
+            "(each held-out fact's win minus the rate at which the attack gives its answer to its own control "
+            "facts) is the relearning number that holds up there.")
 
 
 def compare_text(table, *, reference: str) -> str:

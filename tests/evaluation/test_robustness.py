@@ -96,7 +96,7 @@ def test_relearning_after_unlearning(planted, unlearned, both):
     r = run_relearning(unlearned, planted.task, original=planted.model, config=cfg)
     names = {m.name: m for m in r.metrics}
     for m in names.values():
-        assert 0.0 <= m.value <= 1.0
+        assert (-1.0 if m.name == "relearn_selective_recovery" else 0.0) <= m.value <= 1.0
     assert names["relearn_forget_accuracy_before"].value == 0.0  # the unlearning worked
     assert names["relearn_forget_accuracy"].baseline == 1.0  # the original knew the facts
     # per-fact rows agree with the aggregates
@@ -129,7 +129,7 @@ def test_relearning_flags_a_collapsed_model(planted, monkeypatch):
     def one_answer(model, facts, config):  # the maintain facts after relearning: every answer wrong
         s = real(model, facts, config)
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 1:
             s = PromptScores(**{**s.__dict__, "answer_wins": np.zeros_like(s.answer_wins)})
         return s
 

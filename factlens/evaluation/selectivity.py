@@ -1,0 +1,157 @@
+"""Recovery net of bias: what an attack brings back on held-out facts, minus what it gives to everyone.
+
+An attack that retrains the true answers of half the forget set (relearning) can raise the
+held-out half's forget accuracy in two ways: by recovering facts the edit only suppressed,
+or by pushing the model towards the forget answers for *every* subject. On a forget set
+with one answer (Sports-Unlearning: all basketball players) the second is enough to
+"relearn" every fact; measured on Gemma 3 270M, one seed's relearned FLU model called most
+athletes of other sports basketball players (docs/reproduction.md). Accuracy alone cannot
+tell the two apart.
+
+The **controls** of a held-out forget fact with answer ``y`` are maintain facts whose
+candidates include ``y`` and whose own answer is not ``y`` (athletes of other sports, for
+``y`` = basketball). Each fact gets its own controls: the maintain facts are dealt out in a
+seeded order, round robin, each fact taking one eligible control that no fact has yet while
+any is left (two each for 64 maintain and 32 forget facts of one answer); a control serves
+several facts only for a fact whose eligible controls are all taken. After the attack that held the fact out, its
+**bias** is the fraction of its controls the model answers ``y`` (false alarms), and its
+**selective recovery** is its win (0/1) minus that bias (hit minus false alarms): 0 on
+average for an attack that only biases the model towards the forget answers, the forget
+accuracy for one that recovers facts and leaves others alone.
+
+Why per-fact controls rather than one bias rate over all controls subtracted from every
+fact: a fact together with its own controls is one unit, so resampling or sign-flipping
+facts (:meth:`~factlens.evaluation.result.Metric.from_samples`, :func:`factlens.compare`)
+carries the sampling error of the bias too; a common rate would be the same constant in
+every fact's value and its error would vanish from every interval and test. The controls
+depend only on the facts, the maintain set and the seed, so two models evaluated on them
+are paired unit by unit. The dealing is elementary bookkeeping with no library equivalent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from factlens.data.formats import FormattedPrompt
+from factlens.prompt_scores import PromptScores
+
+__all__ = ["Selectivity", "selectivity", "deal_controls"]
+
+
+@dataclass(frozen=True)
+class Selectivity:
+    """Per-fact selective recovery and bias (see the module docstring), keyed by ``record_id``.
+
+    Attributes:
+        recovery: Fact -> its win minus its bias (facts without an eligible control are left out).
+        bias: Fact -> fraction of its controls given its answer after its attack.
+        controls: Fact -> the record ids of its controls.
+    """
+
+    recovery: dict[str, float]
+    bias: dict[str, float]
+    controls: dict[str, tuple[str, ...]]
+
+    @property
+    def value(self) -> float:
+        return float(np.mean(list(self.recovery.values())))
+
+
+def deal_controls(facts: Sequence[tuple[str, str]], maintain: Sequence[FormattedPrompt], *,
+                  seed: int) -> dict[str, tuple[str, ...]]:
+    """Controls of each fact: its answer's eligible maintain facts, dealt round robin.
+
+    Args:
+        facts: ``(record_id, answer)`` of the held-out facts.
+        maintain: The maintain facts' prompts (one per fact).
+        seed: Seed of the dealing order.
+
+    Returns:
+        Fact id -> control record ids (empty when no maintain fact is eligible).
+
+    Example:
+        >>> from factlens.data.formats import format_prompts
+        >>> from factlens.testing import planted_fact_model
+        >>> t = planted_fact_model().task
+        >>> c = deal_controls([(r.id, r.answer) for r in t.forget], format_prompts(t.maintain), seed=0)
+        >>> sorted(len(v) for v in c.values())  # 20 maintain facts (each used once), 8 forget facts
+        [2, 2, 2, 2, 3, 3, 3, 3]
+    """
+    rng = np.random.default_rng(seed)
+    pool = sorted({u.record_id for u in maintain})
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    answer = {u.record_id: u.answer for u in maintain}
+    cands = {u.record_id: set(u.candidates) for u in maintain}
+    facts = sorted(set(facts))
+    order = [facts[i] for i in rng.permutation(len(facts))]
+    eligible = {rid: [u for u in pool if y in cands[u] and answer[u] != y] for rid, y in order}
+    used = dict.fromkeys(pool, 0)
+    dealt: dict[str, list[str]] = {rid: [] for rid, _ in order}
+    progress = True
+    while progress:  # rounds: every fact takes one control no fact has yet, while any is left
+        progress = False
+        for rid, _ in order:
+            free = next((u for u in eligible[rid] if not used[u]), None)
+            if free is not None:
+                dealt[rid].append(free)
+                used[free] += 1
+                progress = True
+    for rid, _ in order:  # more facts than controls: share the least used one
+        if not dealt[rid] and eligible[rid]:
+            u = min(eligible[rid], key=used.__getitem__)
+            dealt[rid].append(u)
+            used[u] += 1
+    return {rid: tuple(v) for rid, v in dealt.items()}
+
+
+def selectivity(held_out: PromptScores, attack_of: Sequence[str], controls: Mapping[str, PromptScores], *,
+                seed: int = 0) -> Selectivity | None:
+    """Selective recovery and bias of held-out forget facts against their own controls.
+
+    Args:
+        held_out: Scores of the held-out forget facts after the attack (one prompt per fact).
+        attack_of: For each prompt of ``held_out``, the key in ``controls`` of the attack
+            that held it out.
+        controls: Attack key -> scores of the maintain facts after that attack (the same
+            prompts for every attack).
+        seed: Seed of :func:`deal_controls`.
+
+    Returns:
+        The per-fact values, or ``None`` when no held-out fact has a control.
+
+    Example:
+        >>> from factlens.data.formats import format_prompts
+        >>> from factlens.prompt_scores import score_prompts
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> held = score_prompts(p.model, format_prompts(p.task.forget))
+        >>> s = selectivity(held, ["A"] * len(held), {"A": score_prompts(p.model, format_prompts(p.task.maintain))})
+        >>> s.value, len(s.recovery)  # the planted model knows every fact and gives no control a wrong answer
+        (1.0, 8)
+    """
+    if len(attack_of) != len(held_out):
+        raise ValueError(f"attack_of has {len(attack_of)} entries for {len(held_out)} held-out prompts")
+    missing = sorted(set(attack_of) - set(controls))
+    if missing:
+        raise ValueError(f"no control scores for the attacks {missing}; pass controls for every key of attack_of")
+    ids = [it.record_id for it in held_out.items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("selectivity needs one prompt per held-out fact (the default format); got repeated record ids")
+    first = next(iter(controls.values()))
+    dealt = deal_controls([(it.record_id, it.answer) for it in held_out.items], first.items, seed=seed)
+    said = {h: dict(zip((u.record_id for u in s.items), s.predicted())) for h, s in controls.items()}
+    recovery: dict[str, float] = {}
+    bias: dict[str, float] = {}
+    for i, it in enumerate(held_out.items):
+        mine = dealt.get(it.record_id, ())
+        if not mine:
+            continue
+        b = float(np.mean([said[attack_of[i]][u] == it.answer for u in mine]))
+        bias[it.record_id] = b
+        recovery[it.record_id] = float(held_out.answer_wins[i]) - b
+    if not recovery:
+        return None
+    return Selectivity(recovery, bias, {rid: dealt[rid] for rid in recovery})
