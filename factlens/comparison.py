@@ -10,14 +10,17 @@ their ids. For each localization and metric, :func:`compare` reports
   the per-seed means), with a 95 % paired bootstrap interval (``ci_low``, ``ci_high``): over
   facts, or with several seeds over seeds and then facts within each drawn seed;
 * ``p_value`` — a paired sign-flip permutation test over the paired units (exact for up to
-  16 units), ``p_holm`` — Holm-corrected across the metrics of one localization, and
+  16 units), ``p_holm`` — Holm-corrected across the metrics of one localization that can
+  reach significance at all (``testable``: Tarone's modification,
+  :func:`factlens.stats.tarone_holm`; a metric whose paired differences are all zero, or
+  differ on too few facts, is left out rather than making every other metric stricter), and
   ``significant`` = ``p_holm < 0.05``; metrics flagged ``at_chance`` (the unedited model is
   not above chance in that format) are kept but never significant and stay out of the
   Holm family;
 * ``mdd`` — the minimum detectable difference at this ``n`` and power 0.8
   (:func:`factlens.stats.minimum_detectable_difference`) at the level that ``significant``
   needs whatever the other metrics show: ``alpha / n_tests``, Holm's first step over the
-  ``n_tests`` distinct tests of the localization's family (a raw p-value below it always
+  ``n_tests`` distinct testable tests of the localization's family (a raw p-value below it always
   survives the correction; metrics that are the same per-fact outcome, or its complement,
   are one test). So "not significant" reads as "no difference larger than ``mdd``".
   ``mdd_unadjusted`` is the same at ``alpha`` itself (one planned comparison, no
@@ -42,7 +45,8 @@ __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
 
 #: Columns of :func:`compare`'s table.
 COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
-                   "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "at_chance",
+                   "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "testable",
+                   "at_chance",
                    "collapsed", "higher_is_better", "n_facts", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
 
 _UNITS = {"chunk": "chunks", "question": "questions"}
@@ -203,13 +207,14 @@ class _PairedTest:
     sd: float
     binary: bool  # 0/1 outcomes on both sides: the MDD is at least the exact test's for 0/1 data
     key: Any  # factlens.stats.paired_test_key: rows with equal keys are one test
+    smallest: float  # factlens.stats.smallest_attainable_p: Tarone's selection of the Holm family
 
 
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
          alpha: float) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
     from factlens.stats import (hierarchical_bootstrap_interval, is_binary, minimum_detectable_difference,
-                                paired_bootstrap_diff, paired_test_key, sign_flip_test)
+                                paired_bootstrap_diff, paired_test_key, sign_flip_test, smallest_attainable_p)
 
     pairs = _pairs(lm, rm)
     first = next(iter(lm.values()))
@@ -231,34 +236,40 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
     ok = ~np.isnan(d)
     sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
-    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), paired_test_key(xs, ys, w))
+    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), paired_test_key(xs, ys, w),
+                       smallest_attainable_p(d, weights=w, seed=seed))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
             "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary)}, test
 
 
 def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> None:
-    """Holm across one localization's tested rows; each row's ``mdd`` at the family's first-step level.
+    """Holm across one localization's testable rows; each row's ``mdd`` at the family's first-step level.
 
-    A raw p-value below ``alpha / m`` (``m`` tests) survives Holm's correction whatever the
-    other p-values are, so a true difference of ``mdd`` is marked significant with at least
-    the stated power; one of ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be.
     Rows that are the same test on the same data (the same per-fact values on both sides, or
     their complements: CounterFact's paraphrase forget error and edit accuracy are one
-    per-fact outcome) count once: ``m`` is the number of distinct tests.
+    per-fact outcome) count once. Rows whose smallest attainable p-value is above the level
+    they would need (all paired differences zero, or too few differing facts for an exact
+    test to reach it) are left out of the family (``testable`` false), as Tarone's
+    modification allows (:func:`factlens.stats.tarone_holm`): ``m`` is the number of distinct
+    testable tests. A raw p-value below ``alpha / m`` survives Holm's correction whatever the
+    other p-values are, so a true difference of ``mdd`` is marked significant with at least
+    the stated power in a family of this size; one of ``mdd_unadjusted`` (the MDD at
+    ``alpha`` itself) need not be.
     """
-    from factlens.stats import holm, minimum_detectable_difference
+    from factlens.stats import minimum_detectable_difference, tarone_holm
 
+    for r in loc_rows:
+        r["p_holm"], r["significant"], r["testable"], r["n_tests"], r["mdd"] = float("nan"), False, False, 0, float("nan")
     fam = [i for i, (r, t) in enumerate(zip(loc_rows, tests))
            if t is not None and not r["at_chance"] and not np.isnan(r["p_value"])]
     keys = [tests[i].key for i in fam]
-    adj = holm([loc_rows[i]["p_value"] for i in fam], alpha=alpha, same=keys)
-    m = len(set(keys))
-    for r in loc_rows:
-        r["p_holm"], r["significant"], r["n_tests"], r["mdd"] = float("nan"), False, 0, float("nan")
-    for i, p in zip(fam, adj):
-        loc_rows[i].update(p_holm=float(p), significant=bool(p < alpha), n_tests=m,
-                           mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / m,
+    adj, ok = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha,
+                          same=keys)
+    m = len({k for k, t in zip(keys, ok) if t})
+    for i, p, t in zip(fam, adj, ok):
+        loc_rows[i].update(p_holm=float(p), significant=bool(t and p < alpha), testable=bool(t), n_tests=m,
+                           mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / max(m, 1),
                                                             binary=tests[i].binary))
 
 
@@ -281,11 +292,15 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
         then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
-        ``p_holm``, ``significant``, ``at_chance``, ``collapsed`` (the suite's attack collapsed the
+        ``p_holm`` (Holm within the localization's family of testable rows, NaN outside it),
+        ``significant``, ``testable`` (the row is in that family: its smallest attainable p
+        reaches the level Tarone's selection needs, :func:`factlens.stats.tarone_holm`; rows
+        whose paired differences are all zero, or too few, can never be significant and stay
+        out, so that they do not make the other rows stricter), ``at_chance``, ``collapsed`` (the suite's attack collapsed the
         model of either side in a paired seed, ``extra["maintain_collapse"]``: the metric then
         partly counts one answer given to everyone; reported, not excluded), ``n_facts`` (paired units per seed: facts,
         or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the number of
-        distinct tests in the localization's Holm family; 0 for rows outside it), ``mdd`` (minimum detectable
+        distinct tests in the localization's Holm family; 0 for untested rows), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 

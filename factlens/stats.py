@@ -17,6 +17,8 @@ an MMLU question) and two localizations are evaluated on the same units:
   patterns for small ``n``, otherwise ``scipy.stats.permutation_test`` with
   ``permutation_type="samples"`` (seeded).
 * :func:`holm` — Holm's step-down correction (``statsmodels.stats.multitest.multipletests``).
+* :func:`tarone_holm` — Holm over the tests that can reach significance at all (Tarone's
+  modification for discrete tests), with :func:`smallest_attainable_p`.
 * :func:`minimum_detectable_difference` — the smallest true paired difference the test
   finds with the given power (see its docstring for how it is computed).
 * :func:`variance_components` — the split of the variance of a seed-averaged mean between
@@ -39,7 +41,8 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 
 __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "paired_bootstrap_diff", "sign_flip_test", "holm", "paired_test_key", "minimum_detectable_difference",
+           "paired_bootstrap_diff", "sign_flip_test", "holm", "tarone_holm", "smallest_attainable_p",
+           "paired_test_key", "minimum_detectable_difference",
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
 
@@ -334,6 +337,83 @@ def holm(pvalues: Sequence[float], *, alpha: float = 0.05, same: Sequence[Hashab
         for members, a in zip(groups.values(), adj):
             out[members] = a
     return out
+
+
+def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[float] | None = None,
+                          exact_max_n: int = EXACT_MAX_N, n_resamples: int = 9999, seed: int = 0) -> float:
+    """The smallest p-value :func:`sign_flip_test` can give for differences of these sizes.
+
+    The sign-flip test conditions on the sizes ``|d_i|`` and asks how extreme the signs are;
+    the most extreme case is all signs alike, so this is the test's p-value on ``|d|``. With
+    ``k`` non-zero differences it is ``2 / 2**k`` (exact test): 0.0625 for five differing 0/1
+    facts, so such a test can never be significant at 0.05. It depends on the sizes only,
+    which flipping signs leaves unchanged: choosing tests by it does not bias them
+    (:func:`tarone_holm`).
+
+    Example:
+        >>> smallest_attainable_p([1, -1, 0, 0, 1, 0, 0, -1, 1])  # 5 facts differ
+        0.0625
+        >>> smallest_attainable_p([0, 0, 0])
+        1.0
+    """
+    d = np.abs(np.asarray(differences, dtype=float))
+    return sign_flip_test(d, weights=weights, exact_max_n=exact_max_n, n_resamples=n_resamples, seed=seed)
+
+
+def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: float = 0.05,
+                same: Sequence[Hashable] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's correction over the tests that can reach significance (Tarone's modification).
+
+    A discrete test has a smallest attainable p-value (:func:`smallest_attainable_p`): a
+    metric whose paired differences are all zero can only give p = 1, one with five differing
+    0/1 facts no less than 0.0625. Plain Holm counts such tests in its family, and every
+    other test pays for them. Tarone (1990, Biometrics 46:515) keeps only tests that could
+    reach their level: ``K`` is the smallest number such that at most ``K`` (distinct) tests
+    have a smallest attainable p of at most ``alpha / K``; those tests form the family, and
+    Holm runs within it (at ``alpha / |family|`` first, no stricter than Tarone's ``alpha / K``;
+    Hommel & Krummenauer 1998, Biometrics 54:673 discuss the step-down versions). Valid
+    because the family is chosen from the differences' sizes alone, which the sign-flip null
+    leaves unchanged: given them, the family is fixed and Holm within it controls the
+    family-wise error at ``alpha``, while tests outside it are never rejected. The adjusted
+    p-values hold for this ``alpha`` (the family depends on it). Hand-written because neither
+    statsmodels nor scipy implements Tarone's selection.
+
+    Args:
+        pvalues: One p-value per test (NaN: not tested).
+        smallest: Each test's smallest attainable p-value.
+        alpha: The family-wise level.
+        same: Optional key per test: equal keys are the same test (count once, see :func:`holm`).
+
+    Returns:
+        ``(adjusted, testable)``: Holm-adjusted p-values within the family (NaN outside it
+        and for NaN inputs) and whether each test is in the family.
+
+    Example:
+        >>> adj, ok = tarone_holm([0.01, 0.02, 1.0, 0.3], [1e-4, 1e-3, 1.0, 0.0625])
+        >>> adj.round(3).tolist(), ok.tolist()  # two tests can reach 0.05 / 2: Holm over those two
+        ([0.02, 0.02, nan, nan], [True, True, False, False])
+    """
+    p = np.asarray(pvalues, dtype=float).ravel()
+    lo = np.asarray(smallest, dtype=float).ravel()
+    if lo.shape != p.shape:
+        raise ValueError(f"smallest= needs one value per p-value ({lo.shape[0]} for {p.shape[0]})")
+    keys = list(range(len(p))) if same is None else list(same)
+    if len(keys) != len(p):
+        raise ValueError(f"same= needs one key per p-value ({len(keys)} keys for {len(p)} p-values)")
+    groups: dict[Hashable, list[int]] = {}
+    for i in np.flatnonzero(~np.isnan(p)):
+        groups.setdefault(keys[i], []).append(int(i))
+    floor = sorted(max(lo[m]) for m in groups.values())  # one smallest attainable p per distinct test
+    k = next((k for k in range(1, len(floor) + 1) if sum(f <= alpha / k for f in floor) <= k), max(len(floor), 1))
+    testable = np.zeros(len(p), bool)
+    for members in groups.values():
+        if max(lo[members]) <= alpha / k:
+            testable[members] = True
+    adj = np.full_like(p, np.nan)
+    if testable.any():
+        idx = np.flatnonzero(testable)
+        adj[idx] = holm(p[idx], alpha=alpha, same=[keys[i] for i in idx])
+    return adj, testable
 
 
 def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None) -> frozenset:

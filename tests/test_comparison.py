@@ -224,13 +224,35 @@ def test_mdd_is_what_the_holm_corrected_test_detects():
     rows = []
     for _ in range(150):
         base = {name: rng.normal(0, 1, n) for name in ("a", "b", "c", "d")}
-        loc = {k: v + (rng.normal(planted, 1, n) if k == "a" else 0.0) for k, v in base.items()}
+        # the other three differ by noise of mean 0 (with no difference at all they would be untestable
+        # and Tarone's selection would leave them out of the family)
+        loc = {k: v + rng.normal(planted if k == "a" else 0.0, 1, n) for k, v in base.items()}
         rows.append(factlens.compare({"flu": [_result(base)], "x": [_result(loc)]}).set_index("metric").loc["a"])
     assert {r["n_tests"] for r in rows} == {4}
     assert np.median([r["mdd"] for r in rows]) == pytest.approx(planted, rel=0.1)
     assert np.median([r["mdd_unadjusted"] for r in rows]) < 0.85 * planted
     found = sum(bool(r["significant"]) for r in rows)
     assert binomtest(found, len(rows), 0.8).pvalue > 0.01, found
+
+
+def test_metrics_that_cannot_reach_significance_leave_the_holm_family():
+    """Metrics whose paired differences are all zero (the forget accuracy of two edits that both
+    forget everything) or differ on too few facts used to count in Holm's family and made every
+    other metric stricter (Tarone's modification leaves them out); they are never significant."""
+    n = 12
+    ref = {"effect": [0.0] * n, "zero_a": [0.0] * n, "zero_b": [1.0] * n, "few": [0.0] * n}
+    loc = {"effect": [1.0] * 9 + [0.0] * 3, "zero_a": [0.0] * n, "zero_b": [1.0] * n, "few": [1.0] * 3 + [0.0] * 9}
+    t = factlens.compare({"flu": [_result(ref)], "x": [_result(loc)]}).set_index("metric")
+    p = t.loc["effect", "p_value"]
+    assert p == pytest.approx(2 / 2 ** 9)
+    assert t.loc["effect", "p_holm"] == pytest.approx(p) and t.loc["effect", "testable"]  # alone in its family
+    assert t.loc["effect", "n_tests"] == 1
+    for name in ("zero_a", "zero_b", "few"):  # 0, 0 and 3 differing facts: p >= 0.25 whatever the signs
+        assert not t.loc[name, "testable"] and not t.loc[name, "significant"] and math.isnan(t.loc[name, "p_holm"])
+    from factlens.runner.report_stats import compare_text
+
+    text = compare_text(t.reset_index()[list(COMPARE_COLUMNS)], reference="flu")
+    assert "| x | few |" in text and "n.t." in text and "Tarone" in text
 
 
 def test_metrics_that_are_one_test_count_once_in_holm():

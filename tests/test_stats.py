@@ -272,3 +272,52 @@ def test_paired_test_key_identifies_the_same_test():
     assert paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5]) != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75])
     with pytest.raises(ValueError, match="one entry per unit"):
         paired_test_key([1.0, 0.0], [1.0])
+
+
+# -- Tarone's modification of Holm ----------------------------------------------------------------
+def test_smallest_attainable_p_is_the_all_alike_pattern():
+    from factlens.stats import smallest_attainable_p
+
+    for k in range(1, 8):  # k differing 0/1 facts among 12: 2 / 2**k
+        d = np.array([1.0] * k + [0.0] * (12 - k))
+        assert smallest_attainable_p(d) == pytest.approx(min(1.0, 2 / 2 ** k))
+        assert smallest_attainable_p(-d) == smallest_attainable_p(d) <= sign_flip_test(d * np.where(np.arange(12) % 2, 1, -1))
+    assert smallest_attainable_p([0.0, 0.0]) == 1.0
+
+
+def test_tarone_holm_leaves_out_tests_that_cannot_reach_the_level():
+    from factlens.stats import tarone_holm
+
+    # one real effect (p = 0.004) beside four metrics whose differences are all zero and two with 3 differing facts
+    p = [0.004, 1.0, 1.0, 1.0, 1.0, 0.25, 0.5]
+    smallest = [2 / 2 ** 12, 1.0, 1.0, 1.0, 1.0, 0.25, 0.25]
+    assert holm(p)[0] == pytest.approx(0.028)  # plain Holm: 7 tests, 0.004 x 7
+    adj, ok = tarone_holm(p, smallest)
+    assert ok.tolist() == [True] + [False] * 6 and adj[0] == pytest.approx(0.004) and np.isnan(adj[1:]).all()
+    # same= still merges identical tests; NaN p-values stay out
+    adj, ok = tarone_holm([0.01, 0.01, 0.02, float("nan")], [1e-4, 1e-4, 1e-3, 1e-4], same=["a", "a", "b", "c"])
+    assert adj[:3].tolist() == pytest.approx([0.02, 0.02, 0.02]) and not ok[3]
+    # Tarone's K: with many testable tests the level tightens, and a test near it drops out
+    adj, ok = tarone_holm([0.001] * 4 + [0.3], [1e-6] * 4 + [0.011])
+    assert ok.tolist() == [True] * 4 + [False]  # K = 4: 0.011 > 0.05 / 4
+    with pytest.raises(ValueError, match="one value per p-value"):
+        tarone_holm([0.01, 0.02], [0.01])
+
+
+def test_tarone_holm_keeps_the_family_wise_error_under_the_null():
+    """Many discrete tests on few facts under the null: the family-wise error rate stays at most alpha,
+    and more is rejected than with plain Holm (the all-zero and few-difference tests no longer count)."""
+    from factlens.stats import smallest_attainable_p, tarone_holm
+
+    rng = np.random.default_rng(7)
+    fwer_tarone = fwer_holm = 0
+    for _ in range(N_DATASETS):
+        ds = []
+        for k in (0, 0, 0, 2, 4, 5, 10, 12):  # metrics differing on k of 12 facts, signs at random (the null)
+            ds.append(np.r_[rng.choice([-1.0, 1.0], k), np.zeros(12 - k)])
+        p = [sign_flip_test(d) for d in ds]
+        adj, _ = tarone_holm(p, [smallest_attainable_p(d) for d in ds])
+        fwer_tarone += bool(np.nanmin(adj, initial=1.0) < 0.05)
+        fwer_holm += bool(holm(p).min() < 0.05)
+    assert fwer_tarone <= 0.05 * N_DATASETS or _within_binomial(fwer_tarone, N_DATASETS, 0.05)
+    assert fwer_tarone >= fwer_holm

@@ -30,8 +30,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
                  "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
-                 "(exact for up to 16 facts), Holm-corrected across the columns of the row (columns with the same "
-                 "per-fact outcomes count once), p < 0.05.")
+                 "(exact for up to 16 facts), Holm-corrected across the columns of the row that can reach "
+                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
@@ -110,10 +110,11 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     return hierarchical_bootstrap_interval(groups) if groups else None
 
 
-def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any]:
+def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any, float]:
     """Sign-flip p-value of a cell against the reference's cell on the same (seed, fact) units,
-    and the test's :func:`~factlens.stats.paired_test_key` (cells that are one test count once in Holm)."""
-    from factlens.stats import paired_test_key, sign_flip_test
+    the test's :func:`~factlens.stats.paired_test_key` (cells that are one test count once in Holm)
+    and its smallest attainable p-value (Tarone's selection, :func:`~factlens.stats.tarone_holm`)."""
+    from factlens.stats import paired_test_key, sign_flip_test, smallest_attainable_p
 
     _, _, suite, names, transform = col
     a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
@@ -125,8 +126,9 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
         y += [b[s][k] for k in ids]
         w += [1.0 / len(ids)] * len(ids)
     if not x:
-        return float("nan"), None
-    return sign_flip_test(np.subtract(x, y), weights=w), paired_test_key(x, y, w)
+        return float("nan"), None, float("nan")
+    d = np.subtract(x, y)
+    return sign_flip_test(d, weights=w), paired_test_key(x, y, w), smallest_attainable_p(d, weights=w)
 
 
 def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict], *, reference: str = "flu") -> bool:
@@ -135,7 +137,7 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
     Returns:
         Whether significance marks were computed (``reference`` is among the localizations).
     """
-    from factlens.stats import holm
+    from factlens.stats import tarone_holm
 
     by_loc: dict[str, list[dict]] = {}
     for r in runs:
@@ -147,7 +149,7 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
     for row in rows:
         base = row["name"] == "original"
         sub = list(firsts.values()) if base else by_loc.get(row["name"], [])
-        ps: list[tuple[int, float, Any]] = []
+        ps: list[tuple[int, float, Any, float]] = []
         for j, (col, cell) in enumerate(zip(cols, row["cells"])):
             if cell is None:
                 continue
@@ -155,11 +157,12 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
             cell["ci_low"], cell["ci_high"] = ci if ci else (None, None)
             cell["significant"] = False
             if marked and not base and row["name"] != reference and not cell.get("at_chance"):
-                p, key = _cell_test(sub, by_loc[reference], col)
+                p, key, smallest = _cell_test(sub, by_loc[reference], col)
                 if not math.isnan(p):
-                    ps.append((j, p, key))
-        for (j, _, _), p in zip(ps, holm([p for _, p, _ in ps], same=[k for _, _, k in ps])):
-            row["cells"][j]["significant"] = bool(p < 0.05)
+                    ps.append((j, p, key, smallest))
+        adj, ok = tarone_holm([t[1] for t in ps], [t[3] for t in ps], same=[t[2] for t in ps])
+        for (j, *_), p, t in zip(ps, adj, ok):
+            row["cells"][j]["significant"] = bool(t and p < 0.05)
     return marked
 
 
@@ -202,7 +205,9 @@ def _cells(r: dict) -> list[str]:
     diff = _num(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-    sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "no")) + (" ◊" if r.get("collapsed") else "")
+    untestable = not r["at_chance"] and r.get("testable") is False and r.get("n_tests", 0) > 0
+    sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
+           ) + (" ◊" if r.get("collapsed") else "")
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
     return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
             _p(r["p_value"]), _p(r["p_holm"]), sig, n, _num(r["mdd"], ".2f")]
@@ -211,11 +216,14 @@ def _cells(r: dict) -> list[str]:
 def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
-            "to 16); Holm: corrected across the metrics of one localization in this table (metrics with the same "
-            "per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 (metrics at chance "
-            "on the unedited model are never significant). MDD: minimum detectable difference at this n (power 0.8) "
-            "at the level Holm needs whatever the other metrics show, 0.05 / the localization's number of distinct "
-            "tests: a non-significant difference rules out differences larger than the MDD, no smaller. ◊: the "
+            "to 16); Holm: corrected across the metrics of one localization in this table that can reach significance "
+            "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 "
+            "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
+            "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
+            "Holm family instead of making the others stricter (Tarone). MDD: minimum detectable difference at this "
+            "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the localization's "
+            "number of distinct testable tests: a non-significant difference rules out differences larger than the "
+            "MDD, no smaller. ◊: the "
             "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
             "the metric partly counts one answer given to everyone, not recovered facts; relearn_selective_recovery "
             "(each held-out fact's win minus the rate at which the attack gives its answer to its own control "
