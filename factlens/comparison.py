@@ -20,7 +20,7 @@ their ids. For each localization and metric, :func:`compare` reports
 * ``mdd`` — the minimum detectable difference at this ``n`` and power 0.8
   (:func:`factlens.stats.minimum_detectable_difference`) at the level that ``significant``
   needs whatever the other metrics show: ``alpha / n_tests``, Holm's first step over the
-  ``n_tests`` distinct testable tests of the localization's family (a raw p-value below it always
+  ``n_tests`` tests of the localization's family that can reach the level (Tarone's count; a raw p-value below it always
   survives the correction; metrics that are the same per-fact outcome, or its complement,
   are one test). So "not significant" reads as "no difference larger than ``mdd``".
   ``mdd_unadjusted`` is the same at ``alpha`` itself (one planned comparison, no
@@ -250,12 +250,12 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     their complements: CounterFact's paraphrase forget error and edit accuracy are one
     per-fact outcome) count once. Rows whose smallest attainable p-value is above the level
     they would need (all paired differences zero, or too few differing facts for an exact
-    test to reach it) are left out of the family (``testable`` false), as Tarone's
-    modification allows (:func:`factlens.stats.tarone_holm`): ``m`` is the number of distinct
-    testable tests. A raw p-value below ``alpha / m`` survives Holm's correction whatever the
-    other p-values are, so a true difference of ``mdd`` is marked significant with at least
-    the stated power in a family of this size; one of ``mdd_unadjusted`` (the MDD at
-    ``alpha`` itself) need not be.
+    test to reach it) do not count (``testable`` false), as Tarone's modification of Holm's
+    step-down allows (:func:`factlens.stats.tarone_holm`): ``m`` is Tarone's ``K`` over the
+    distinct tests, at most their number. A raw p-value below ``alpha / m`` survives the
+    correction whatever the other p-values are, so a true difference of ``mdd`` is marked
+    significant with at least the stated power in a family like this one; one of
+    ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be.
     """
     from factlens.stats import minimum_detectable_difference, tarone_holm
 
@@ -264,10 +264,9 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     fam = [i for i, (r, t) in enumerate(zip(loc_rows, tests))
            if t is not None and not r["at_chance"] and not np.isnan(r["p_value"])]
     keys = [tests[i].key for i in fam]
-    adj, ok = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha,
-                          same=keys)
-    m = len({k for k, t in zip(keys, ok) if t})
-    for i, p, t in zip(fam, adj, ok):
+    res = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha, same=keys)
+    m = res.k
+    for i, p, t in zip(fam, res.adjusted, res.testable):
         loc_rows[i].update(p_holm=float(p), significant=bool(t and p < alpha), testable=bool(t), n_tests=m,
                            mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / max(m, 1),
                                                             binary=tests[i].binary))
@@ -292,15 +291,17 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
         then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
-        ``p_holm`` (Holm within the localization's family of testable rows, NaN outside it),
+        ``p_holm`` (Holm's step-down over the localization's rows, counting only those that can
+        reach the level, Tarone; NaN for untestable rows),
         ``significant``, ``testable`` (the row is in that family: its smallest attainable p
         reaches the level Tarone's selection needs, :func:`factlens.stats.tarone_holm`; rows
         whose paired differences are all zero, or too few, can never be significant and stay
         out, so that they do not make the other rows stricter), ``at_chance``, ``collapsed`` (the suite's attack collapsed the
         model of either side in a paired seed, ``extra["maintain_collapse"]``: the metric then
         partly counts one answer given to everyone; reported, not excluded), ``n_facts`` (paired units per seed: facts,
-        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (the number of
-        distinct tests in the localization's Holm family; 0 for untested rows), ``mdd`` (minimum detectable
+        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (Tarone's count
+        of the localization's distinct tests that can reach the level, the divisor of the
+        correction's first step; 0 for untested rows), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 import inspect
 import math
 from typing import Callable, Hashable, Sequence
@@ -41,7 +42,7 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 
 __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "paired_bootstrap_diff", "sign_flip_test", "holm", "tarone_holm", "smallest_attainable_p",
+           "paired_bootstrap_diff", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm", "smallest_attainable_p",
            "paired_test_key", "minimum_detectable_difference",
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
@@ -360,23 +361,50 @@ def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[flo
     return sign_flip_test(d, weights=weights, exact_max_n=exact_max_n, n_resamples=n_resamples, seed=seed)
 
 
+def _tarone_k(smallest: Sequence[float], alpha: float) -> int:
+    """Tarone's K: the smallest K >= 1 such that at most K tests have a smallest attainable p <= alpha / K."""
+    return next((k for k in range(1, len(smallest) + 1) if sum(f <= alpha / k for f in smallest) <= k),
+                max(len(smallest), 1))
+
+
+@dataclass(frozen=True)
+class TaroneHolm:
+    """The result of :func:`tarone_holm`.
+
+    Attributes:
+        adjusted: Adjusted p-value per input (NaN for NaN inputs and untestable tests).
+        testable: Whether each test's smallest attainable p reaches ``alpha / K`` at its step.
+        k: Tarone's ``K`` at the first step, over all distinct tests: a raw p-value at most
+            ``alpha / k`` is rejected whatever the other tests show (the level for power).
+    """
+
+    adjusted: np.ndarray
+    testable: np.ndarray
+    k: int
+
+
 def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: float = 0.05,
-                same: Sequence[Hashable] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Holm's correction over the tests that can reach significance (Tarone's modification).
+                same: Sequence[Hashable] | None = None) -> TaroneHolm:
+    """Holm's step-down correction that counts only the tests able to reach significance (Tarone).
 
     A discrete test has a smallest attainable p-value (:func:`smallest_attainable_p`): a
     metric whose paired differences are all zero can only give p = 1, one with five differing
-    0/1 facts no less than 0.0625. Plain Holm counts such tests in its family, and every
-    other test pays for them. Tarone (1990, Biometrics 46:515) keeps only tests that could
-    reach their level: ``K`` is the smallest number such that at most ``K`` (distinct) tests
-    have a smallest attainable p of at most ``alpha / K``; those tests form the family, and
-    Holm runs within it (at ``alpha / |family|`` first, no stricter than Tarone's ``alpha / K``;
-    Hommel & Krummenauer 1998, Biometrics 54:673 discuss the step-down versions). Valid
-    because the family is chosen from the differences' sizes alone, which the sign-flip null
-    leaves unchanged: given them, the family is fixed and Holm within it controls the
-    family-wise error at ``alpha``, while tests outside it are never rejected. The adjusted
-    p-values hold for this ``alpha`` (the family depends on it). Hand-written because neither
-    statsmodels nor scipy implements Tarone's selection.
+    0/1 facts no less than 0.0625. Plain Holm divides the level by the number of tests left,
+    these included, and every other test pays for them. Tarone (1990, Biometrics 46:515)
+    divides by ``K``, the smallest number such that at most ``K`` tests have a smallest
+    attainable p of at most ``alpha / K`` (never more than the number of tests). This is the
+    step-down version (Hommel & Krummenauer 1998, Biometrics 54:673): tests are taken in
+    order of their p-values, and at each step ``K`` is recomputed over the tests not yet
+    rejected; the procedure rejects while ``p <= alpha / K`` and stops at the first test that
+    fails. ``K`` never exceeds Holm's count, so it rejects whatever Holm rejects.
+
+    Valid because it is a shortcut of closed testing with Tarone's test of each intersection
+    (a subset of tests never has a larger ``K``, so the hardest intersection containing a test
+    is the set still open at its step), and each Tarone test is valid: it chooses the tests
+    it counts by the differences' sizes alone, which the sign-flip null leaves unchanged.
+    The adjusted p-values are Holm's with ``K`` in place of the count, so ``adjusted <=
+    alpha`` is the procedure's decision at *this* ``alpha`` (``K`` depends on it).
+    Hand-written because neither statsmodels nor scipy implements Tarone's procedure.
 
     Args:
         pvalues: One p-value per test (NaN: not tested).
@@ -385,13 +413,14 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
         same: Optional key per test: equal keys are the same test (count once, see :func:`holm`).
 
     Returns:
-        ``(adjusted, testable)``: Holm-adjusted p-values within the family (NaN outside it
-        and for NaN inputs) and whether each test is in the family.
+        A :class:`TaroneHolm`: adjusted p-values (NaN for NaN inputs and for tests that are
+        not testable), whether each test's smallest attainable p reaches ``alpha / K`` at its
+        step (whether it could be rejected there at all), and the first step's ``K``.
 
     Example:
-        >>> adj, ok = tarone_holm([0.01, 0.02, 1.0, 0.3], [1e-4, 1e-3, 1.0, 0.0625])
-        >>> adj.round(3).tolist(), ok.tolist()  # two tests can reach 0.05 / 2: Holm over those two
-        ([0.02, 0.02, nan, nan], [True, True, False, False])
+        >>> r = tarone_holm([0.01, 0.02, 1.0, 0.3], [1e-4, 1e-3, 1.0, 0.0625])
+        >>> r.adjusted.round(3).tolist(), r.testable.tolist(), r.k  # two tests can reach the level
+        ([0.02, 0.02, nan, nan], [True, True, False, False], 2)
     """
     p = np.asarray(pvalues, dtype=float).ravel()
     lo = np.asarray(smallest, dtype=float).ravel()
@@ -403,17 +432,17 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
     groups: dict[Hashable, list[int]] = {}
     for i in np.flatnonzero(~np.isnan(p)):
         groups.setdefault(keys[i], []).append(int(i))
-    floor = sorted(max(lo[m]) for m in groups.values())  # one smallest attainable p per distinct test
-    k = next((k for k in range(1, len(floor) + 1) if sum(f <= alpha / k for f in floor) <= k), max(len(floor), 1))
-    testable = np.zeros(len(p), bool)
-    for members in groups.values():
-        if max(lo[members]) <= alpha / k:
+    # one test per key; should rounding ever part a group's values, the larger ones count
+    tests = sorted(((max(p[m]), max(lo[m]), m) for m in groups.values()), key=lambda t: t[0])
+    adj, testable = np.full_like(p, np.nan), np.zeros(len(p), bool)
+    running = 0.0
+    for j, (pj, lj, members) in enumerate(tests):
+        k = _tarone_k([t[1] for t in tests[j:]], alpha)  # over the tests not yet rejected
+        running = max(running, min(1.0, k * pj))
+        if lj <= alpha / k:
             testable[members] = True
-    adj = np.full_like(p, np.nan)
-    if testable.any():
-        idx = np.flatnonzero(testable)
-        adj[idx] = holm(p[idx], alpha=alpha, same=[keys[i] for i in idx])
-    return adj, testable
+            adj[members] = running
+    return TaroneHolm(adj, testable, _tarone_k([t[1] for t in tests], alpha) if tests else 0)
 
 
 def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None) -> frozenset:

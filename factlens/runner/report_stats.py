@@ -160,8 +160,8 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
                 p, key, smallest = _cell_test(sub, by_loc[reference], col)
                 if not math.isnan(p):
                     ps.append((j, p, key, smallest))
-        adj, ok = tarone_holm([t[1] for t in ps], [t[3] for t in ps], same=[t[2] for t in ps])
-        for (j, *_), p, t in zip(ps, adj, ok):
+        res = tarone_holm([t[1] for t in ps], [t[3] for t in ps], same=[t[2] for t in ps])
+        for (j, *_), p, t in zip(ps, res.adjusted, res.testable):
             row["cells"][j]["significant"] = bool(t and p < 0.05)
     return marked
 
@@ -221,9 +221,9 @@ def _legend(reference: str) -> str:
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
             "Holm family instead of making the others stricter (Tarone). MDD: minimum detectable difference at this "
-            "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the localization's "
-            "number of distinct testable tests: a non-significant difference rules out differences larger than the "
-            "MDD, no smaller. ◊: the "
+            "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the number of the "
+            "localization's distinct tests that can reach it (Tarone's K): a non-significant difference rules out "
+            "differences larger than the MDD, no smaller. ◊: the "
             "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
             "the metric partly counts one answer given to everyone, not recovered facts; relearn_selective_recovery "
             "(each held-out fact's win minus the rate at which the attack gives its answer to its own control "
