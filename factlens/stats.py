@@ -301,6 +301,17 @@ def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
     return min(1.0, 2 * min(greater, less))
 
 
+def _same_test_groups(p: np.ndarray, same: Sequence[Hashable] | None) -> dict[Hashable, list[int]]:
+    """Indices of the non-NaN p-values grouped by their ``same=`` key (one group per distinct test)."""
+    keys = list(range(len(p))) if same is None else list(same)
+    if len(keys) != len(p):
+        raise ValueError(f"same= needs one key per p-value ({len(keys)} keys for {len(p)} p-values)")
+    groups: dict[Hashable, list[int]] = {}
+    for i in np.flatnonzero(~np.isnan(p)):
+        groups.setdefault(keys[i], []).append(int(i))
+    return groups
+
+
 def holm(pvalues: Sequence[float], *, alpha: float = 0.05, same: Sequence[Hashable] | None = None) -> np.ndarray:
     """Holm-adjusted p-values (family-wise error across ``pvalues``); NaN entries stay NaN.
 
@@ -327,12 +338,7 @@ def holm(pvalues: Sequence[float], *, alpha: float = 0.05, same: Sequence[Hashab
 
     p = np.asarray(pvalues, dtype=float).ravel()
     out = np.full_like(p, np.nan)
-    keys = list(range(len(p))) if same is None else list(same)
-    if len(keys) != len(p):
-        raise ValueError(f"same= needs one key per p-value ({len(keys)} keys for {len(p)} p-values)")
-    groups: dict[Hashable, list[int]] = {}
-    for i in np.flatnonzero(~np.isnan(p)):
-        groups.setdefault(keys[i], []).append(int(i))
+    groups = _same_test_groups(p, same)
     if groups:
         adj = multipletests([max(p[m]) for m in groups.values()], alpha=alpha, method="holm")[1]
         for members, a in zip(groups.values(), adj):
@@ -426,12 +432,7 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
     lo = np.asarray(smallest, dtype=float).ravel()
     if lo.shape != p.shape:
         raise ValueError(f"smallest= needs one value per p-value ({lo.shape[0]} for {p.shape[0]})")
-    keys = list(range(len(p))) if same is None else list(same)
-    if len(keys) != len(p):
-        raise ValueError(f"same= needs one key per p-value ({len(keys)} keys for {len(p)} p-values)")
-    groups: dict[Hashable, list[int]] = {}
-    for i in np.flatnonzero(~np.isnan(p)):
-        groups.setdefault(keys[i], []).append(int(i))
+    groups = _same_test_groups(p, same)
     # one test per key; should rounding ever part a group's values, the larger ones count
     tests = sorted(((max(p[m]), max(lo[m]), m) for m in groups.values()), key=lambda t: t[0])
     adj, testable = np.full_like(p, np.nan), np.zeros(len(p), bool)
