@@ -329,12 +329,13 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         (held out, edit target wins after relearning; inject tasks) and
         ``relearn_maintain_accuracy`` (``task.maintain`` after the attack trained on half A,
         higher is better); the ``baseline`` of these two is the evaluated model before
-        relearning. ``relearn_control_bias`` (the rate at which each attack gives the held-out
-        facts' answers to maintain facts that have another answer, its controls) and
-        ``relearn_selective_recovery`` (held-out forget accuracy minus that bias: recovery net
-        of an attack that gives the forget answer to everyone; per-unit samples over facts and
-        controls, :mod:`factlens.evaluation.selectivity`), both with the original model's value
-        as baseline and absent when no held-out fact has a control. One per-fact row per forget fact (``half`` "A"/"B", ``held_out``,
+        relearning. ``relearn_control_bias`` (per held-out fact, the share of its own control
+        facts, maintain facts with another answer, that the attack that held it out makes
+        give its answer) and ``relearn_selective_recovery`` (the fact's relearned win minus
+        that bias: recovery net of an attack that gives the forget answer to everyone;
+        :mod:`factlens.evaluation.selectivity`), both with the original model's value as
+        baseline and absent when no held-out fact has a control (the controls dealt to each
+        fact are in ``extra["selectivity"]``). One per-fact row per forget fact (``half`` "A"/"B", ``held_out``,
         ``answer_wins_before``/``_after``, ``p_answer_before``/``_after``). ``extra`` holds the
         halves' ids, one entry per attack in ``attacks`` (loss history, LoRA size and update
         norm, SFT source), the first attack's loss history as ``history``, and the attack
