@@ -34,9 +34,9 @@ Example:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
 import numpy as np

@@ -447,7 +447,8 @@ def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, Prom
         return [], {"note": "no held-out fact has a control (a maintain fact that could be given its answer)"}
     b_sel = None
     if base is not None and original_maintain is not None:
-        b_sel = selectivity(_concat([base[h] for h in hs]), attack_of, {h: original_maintain for h in controls}, seed=seed)
+        b_sel = selectivity(_concat([base[h] for h in hs]), attack_of, dict.fromkeys(controls, original_maintain),
+                            seed=seed)
     metrics = [
         Metric.from_samples("relearn_selective_recovery", sel.recovery, baseline=b_sel.value if b_sel else None,
                             at_chance=at_chance, higher_is_better=False),
@@ -508,19 +509,18 @@ def _metrics(task, held: _Role, trained: _Role) -> list[Metric]:
     """Forget accuracy of the held-out facts and train accuracy of the trained-on facts before /
     after relearning (baseline: the original), and the held-out edit accuracy (inject tasks;
     baseline: before relearning)."""
-    at_chance = _role_at_chance
-
     def base(role: _Role):
         return _wins(role.base) if role.base is not None else None
 
     metrics = [
-        _metric("relearn_forget_accuracy", held.after, _wins(held.after), baseline=base(held), at_chance=at_chance(held)),
+        _metric("relearn_forget_accuracy", held.after, _wins(held.after), baseline=base(held),
+                at_chance=_role_at_chance(held)),
         _metric("relearn_forget_accuracy_before", held.before, _wins(held.before), baseline=base(held),
-                at_chance=at_chance(held)),
+                at_chance=_role_at_chance(held)),
         _metric("relearn_train_accuracy", trained.after, _wins(trained.after), baseline=base(trained),
-                at_chance=at_chance(trained)),
+                at_chance=_role_at_chance(trained)),
         _metric("relearn_train_accuracy_before", trained.before, _wins(trained.before), baseline=base(trained),
-                at_chance=at_chance(trained)),
+                at_chance=_role_at_chance(trained)),
     ]
     has_t = np.array([it.target is not None for it in held.after.items])
     if task.objective == "inject" and has_t.any():
