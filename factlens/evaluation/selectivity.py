@@ -31,14 +31,14 @@ are paired unit by unit. The dealing is elementary bookkeeping with no library e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
 from factlens.data.formats import FormattedPrompt
 from factlens.prompt_scores import PromptScores
 
-__all__ = ["Selectivity", "selectivity", "deal_controls"]
+__all__ = ["Selectivity", "selectivity", "selectivity_of", "mean_selectivity", "deal_controls"]
 
 
 @dataclass(frozen=True)
@@ -137,21 +137,70 @@ def selectivity(held_out: PromptScores, attack_of: Sequence[str], controls: Mapp
     missing = sorted(set(attack_of) - set(controls))
     if missing:
         raise ValueError(f"no control scores for the attacks {missing}; pass controls for every key of attack_of")
-    ids = [it.record_id for it in held_out.items]
+    first = next(iter(controls.values()))
+    said = {h: dict(zip((u.record_id for u in s.items), s.predicted())) for h, s in controls.items()}
+    return selectivity_of(held_out.items, held_out.answer_wins, attack_of, said, first.items, seed=seed)
+
+
+def selectivity_of(items: Sequence[FormattedPrompt], wins: Sequence[float], attack_of: Sequence[Hashable],
+                   said: Mapping[Hashable, Mapping[str, str]], maintain: Sequence[FormattedPrompt], *,
+                   seed: int) -> Selectivity | None:
+    """:func:`selectivity` from plain predictions, for attacks that do not produce
+    :class:`~factlens.prompt_scores.PromptScores` (the soft-prompt attack).
+
+    Args:
+        items: The held-out forget facts' prompts (one per fact).
+        wins: Each prompt's outcome after the attack that held it out (1: its answer wins).
+        attack_of: For each prompt, the key in ``said`` of that attack.
+        said: Attack key -> maintain record id -> the candidate the model gives after that attack.
+        maintain: The maintain facts' prompts (the controls are dealt from them).
+        seed: Seed of :func:`deal_controls`.
+
+    Example:
+        >>> from factlens.data.formats import format_prompts
+        >>> from factlens.testing import planted_fact_model
+        >>> t = planted_fact_model().task
+        >>> held, maintain = format_prompts(t.forget), format_prompts(t.maintain)
+        >>> said = {0: {u.record_id: held[0].answer for u in maintain}}  # an attack that says one answer to all
+        >>> s = selectivity_of(held, [1.0] * len(held), [0] * len(held), said, maintain, seed=0)
+        >>> s.bias[held[0].record_id], s.recovery[held[0].record_id]
+        (1.0, 0.0)
+    """
+    if len(attack_of) != len(items) or len(wins) != len(items):
+        raise ValueError(f"attack_of has {len(attack_of)} entries and wins {len(wins)} for {len(items)} held-out "
+                         "prompts; give one of each per prompt")
+    missing = sorted(map(str, set(attack_of) - set(said)))
+    if missing:
+        raise ValueError(f"no control predictions for the attacks {missing}; pass them for every key of attack_of")
+    ids = [it.record_id for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("selectivity needs one prompt per held-out fact (the default format); got repeated record ids")
-    first = next(iter(controls.values()))
-    dealt = deal_controls([(it.record_id, it.answer) for it in held_out.items], first.items, seed=seed)
-    said = {h: dict(zip((u.record_id for u in s.items), s.predicted())) for h, s in controls.items()}
+    dealt = deal_controls([(it.record_id, it.answer) for it in items], maintain, seed=seed)
     recovery: dict[str, float] = {}
     bias: dict[str, float] = {}
-    for i, it in enumerate(held_out.items):
+    for it, win, attack in zip(items, wins, attack_of):
         mine = dealt.get(it.record_id, ())
         if not mine:
             continue
-        b = float(np.mean([said[attack_of[i]][u] == it.answer for u in mine]))
+        b = float(np.mean([said[attack][u] == it.answer for u in mine]))
         bias[it.record_id] = b
-        recovery[it.record_id] = float(held_out.answer_wins[i]) - b
+        recovery[it.record_id] = float(win) - b
     if not recovery:
         return None
     return Selectivity(recovery, bias, {rid: dealt[rid] for rid in recovery})
+
+
+def mean_selectivity(parts: Sequence[Selectivity]) -> Selectivity:
+    """Per-fact mean of several runs of one attack on the same facts and controls (soft-prompt seeds).
+
+    Example:
+        >>> a = Selectivity({"f": 1.0}, {"f": 0.0}, {"f": ("m",)})
+        >>> mean_selectivity([a, Selectivity({"f": 0.0}, {"f": 1.0}, {"f": ("m",)})]).recovery
+        {'f': 0.5}
+    """
+    if not parts:
+        raise ValueError("mean_selectivity needs at least one Selectivity")
+    if any(p.controls != parts[0].controls for p in parts[1:]):
+        raise ValueError("mean_selectivity averages runs on the same facts and controls; these differ")
+    return Selectivity({k: float(np.mean([p.recovery[k] for p in parts])) for k in parts[0].recovery},
+                       {k: float(np.mean([p.bias[k] for p in parts])) for k in parts[0].bias}, parts[0].controls)

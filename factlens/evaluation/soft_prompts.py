@@ -52,6 +52,7 @@ from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
@@ -208,12 +209,13 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
     """Candidate scores of prompts with the soft prompt (``position``: ``"append"`` or ``"prepend"``).
 
     Returns:
-        ``answer_wins``, ``target_wins`` (False where no target) and ``p_answer`` (normalized
-        over the candidates), one entry per item.
+        ``answer_wins``, ``target_wins`` (False where no target), ``p_answer`` (normalized
+        over the candidates) and ``winner`` (index into the item's candidates of the one the
+        model gives), one entry per item.
     """
     items = list(items)
     n = len(items)
-    aw, tw, pa = np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan)
+    aw, tw, pa, win = np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, int)
     flat = [(i, c) for i, it in enumerate(items) for c in it.candidates]
     lps = torch.empty(len(flat))
     ids = {c: answer_token_ids(model, c) for c in {c for _, c in flat}}
@@ -240,13 +242,13 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
     for i, it in enumerate(items):
         lp = lps[j : j + len(it.candidates)].double()
         j += len(it.candidates)
-        best = int(torch.argmax(lp))
+        best = win[i] = int(torch.argmax(lp))
         ci = it.candidates.index(it.answer)
         aw[i] = best == ci
         pa[i] = float(torch.softmax(lp, 0)[ci])
         if it.target is not None and it.target in it.candidates:
             tw[i] = best == it.candidates.index(it.target)
-    return {"answer_wins": aw, "target_wins": tw, "p_answer": pa}
+    return {"answer_wins": aw, "target_wins": tw, "p_answer": pa, "winner": win}
 
 
 def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = None, seed: int = 0,
@@ -316,16 +318,32 @@ def _project(x: Tensor, max_norm: float) -> Tensor:
     return x * (max_norm / norms).clamp(max=1.0)
 
 
-def _attack(model, half_a: FactDataset, items_a, items_b, config: EvalConfig, max_norm: float):
+def _attack(model, half_a: FactDataset, items_a, items_b, items_m, config: EvalConfig, max_norm: float):
+    """Train one soft prompt per seed on half A; score halves A and B and the maintain facts
+    (``"M"``, the controls of :mod:`~factlens.evaluation.selectivity`; absent without them) with it."""
     runs = []
     position = config.soft_prompts.position
     seeds = [config.seed + i for i in range(config.soft_prompts.seeds)]
     for s in progress_bar(seeds, desc="soft-prompt seeds", leave=False):
         soft, losses = train_soft_prompt(model, half_a, config=config, seed=s, max_norm=max_norm)
-        runs.append({"seed": s, "losses": losses,
-                     "A": soft_prompt_scores(model, soft, items_a, batch_size=config.batch_size, position=position),
-                     "B": soft_prompt_scores(model, soft, items_b, batch_size=config.batch_size, position=position)})
+        run = {"seed": s, "losses": losses}
+        for key, items in (("A", items_a), ("B", items_b), ("M", items_m)):
+            if items:
+                run[key] = soft_prompt_scores(model, soft, items, batch_size=config.batch_size, position=position)
+        runs.append(run)
     return runs
+
+
+def _selectivity(items_b, items_m, runs: list[dict], seed: int) -> Selectivity | None:
+    """Each held-out fact's selective recovery and bias, averaged over the soft-prompt seeds
+    (:func:`~factlens.evaluation.selectivity.selectivity_of`; ``None`` without controls)."""
+    if not items_m:
+        return None
+    parts = []
+    for r in runs:
+        said = {0: {u.record_id: u.candidates[int(w)] for u, w in zip(items_m, r["M"]["winner"])}}
+        parts.append(selectivity_of(items_b, r["B"]["answer_wins"], [0] * len(items_b), said, items_m, seed=seed))
+    return None if parts[0] is None else mean_selectivity(parts)
 
 
 def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
@@ -400,8 +418,20 @@ def _seed_se(runs: list[dict], half: str, key: str) -> float | None:
     return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
 
 
-def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None) -> list[dict]:
-    """One row per fact of both halves: wins and answer probability per seed, before / baseline rates."""
+def _selectivity_metrics(sel: Selectivity, base: Selectivity | None, *, at_chance: bool) -> list[Metric]:
+    """``soft_prompt_selective_recovery`` and ``soft_prompt_control_bias`` (see :func:`run_soft_prompts`)."""
+    return [
+        Metric.from_samples("soft_prompt_selective_recovery", sel.recovery, baseline=base.value if base else None,
+                            at_chance=at_chance, higher_is_better=False),
+        Metric.from_samples("soft_prompt_control_bias", sel.bias, higher_is_better=False,
+                            baseline=float(np.mean(list(base.bias.values()))) if base else None),
+    ]
+
+
+def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None,
+               sel: Selectivity | None = None) -> list[dict]:
+    """One row per fact of both halves: wins and answer probability per seed, before / baseline
+    rates, and (half B, with controls) the fact's control bias and selective recovery."""
     rows: list[dict[str, Any]] = []
     for half, items in (("A", items_a), ("B", items_b)):
         for i, it in enumerate(items):
@@ -415,6 +445,9 @@ def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_ru
                 row["answer_wins_before"] = bool(before.answer_wins[i])
             if base_runs is not None:
                 row["baseline_answer_win_rate"] = float(np.mean([r[half]["answer_wins"][i] for r in base_runs]))
+            if half == "B" and sel is not None and it.record_id in sel.bias:
+                row["control_bias"] = sel.bias[it.record_id]
+                row["selective_recovery"] = sel.recovery[it.record_id]
             rows.append(row)
     return rows
 
@@ -445,6 +478,14 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         over seeds, lower is better), ``soft_prompt_forget_accuracy_before`` (half B without
         it), ``soft_prompt_train_accuracy`` (half A with it) and ``soft_prompt_edit_accuracy``
         (half B, edit target wins with the soft prompt; inject tasks, higher is better).
+        ``soft_prompt_control_bias`` (per half-B fact, the share of its own control facts,
+        maintain facts with another answer, that the soft prompt makes give the fact's answer)
+        and ``soft_prompt_selective_recovery`` (the fact's win with the soft prompt minus that
+        bias), both averaged over the seeds, with the unedited model under the same attack as
+        baseline: a soft prompt that pushes every subject towards the forget answers raises the
+        forget accuracy without recovering anything, and only the second number tells the two
+        apart (:mod:`factlens.evaluation.selectivity`; absent when no half-B fact has a control;
+        the controls dealt to each fact are in ``extra["selectivity"]``).
         ``at_chance`` flags the metrics of a half on which the unedited model, without a soft
         prompt, is not clearly above chance (half B: the forget, before and edit accuracies;
         half A: the train accuracy), as in the relearning suite; no flags without ``original``.
@@ -470,27 +511,35 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     half_a, half_b = split_halves(task.forget, seed=config.seed)
     items_a = format_prompts(half_a, "default", seed=config.seed)
     items_b = format_prompts(half_b, "default", seed=config.seed)
+    items_m = format_prompts(task.maintain, "default", seed=config.seed)
     norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
-    runs = _attack(model, half_a, items_a, items_b, config, norm)
+    runs = _attack(model, half_a, items_a, items_b, items_m, config, norm)
     before = forget_scores(model, half_b, config)
     base_runs = orig_a = orig_before = None
     if original is not None:
-        key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), config_key(config), norm)
+        key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), items_key(items_m),
+               config_key(config), norm)
         base_runs = runs if original is model else cached(
-            baselines, key, lambda: _attack(original, half_a, items_a, items_b, config, norm))
+            baselines, key, lambda: _attack(original, half_a, items_a, items_b, items_m, config, norm))
         # the original without a soft prompt, on each half: the baseline "before" and the at-chance flags
         orig_a = cached(baselines, ("scores", items_key(items_a), config.batch_size),
                         lambda: forget_scores(original, half_a, config))
         orig_before = cached(baselines, ("scores", items_key(items_b), config.batch_size),
                              lambda: forget_scores(original, half_b, config))
     metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_a, orig_before)
-    rows = _fact_rows(items_a, items_b, runs, before, base_runs)
+    sel = _selectivity(items_b, items_m, runs, config.seed)
+    base_sel = _selectivity(items_b, items_m, base_runs, config.seed) if base_runs is not None else None
+    if sel is not None:
+        metrics += _selectivity_metrics(sel, base_sel, at_chance=_original_at_chance(orig_before))
+    rows = _fact_rows(items_a, items_b, runs, before, base_runs, sel)
     extra: dict[str, Any] = {
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
                       "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
                       "losses": r["losses"]} for r in runs],
         "max_norm": norm, "soft_prompt_len": sc.length, "position": sc.position,
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b],
+        "selectivity": ({"controls": {k: list(v) for k, v in sel.controls.items()}} if sel is not None else
+                        {"note": "no held-out fact has a control (a maintain fact that could be given its answer)"}),
     }
     if base_runs is not None:
         extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}

@@ -227,7 +227,8 @@ def _legend(reference: str) -> str:
             "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
             "the metric partly counts one answer given to everyone, not recovered facts; relearn_selective_recovery "
             "(each held-out fact's win minus the rate at which the attack gives its answer to its own control "
-            "facts) is the relearning number that holds up there.")
+            "facts) is the relearning number that holds up there, and soft_prompt_selective_recovery the same "
+            "for the soft-prompt attack.")
 
 
 def compare_text(table, *, reference: str) -> str:

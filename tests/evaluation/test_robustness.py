@@ -198,6 +198,7 @@ def test_soft_prompt_scores_match_ordinary_scoring(planted):
     got = soft_prompt_scores(m, soft, short)
     want = score_prompts(m, items)
     assert np.array_equal(got["answer_wins"], want.answer_wins) and got["answer_wins"].all()
+    assert np.array_equal(got["winner"], want.winner)
     np.testing.assert_allclose(got["p_answer"], want.p_answer_norm, rtol=1e-4)
 
 
@@ -230,7 +231,8 @@ def test_soft_prompts_flag_the_halves_the_original_does_not_know(planted):
     r = run_soft_prompts(planted.model, task, original=lost_b, config=cfg)
     flags = {m.name: m.at_chance for m in r.metrics}
     assert flags == {"soft_prompt_forget_accuracy": True, "soft_prompt_forget_accuracy_before": True,
-                     "soft_prompt_train_accuracy": False, "soft_prompt_edit_accuracy": True}
+                     "soft_prompt_train_accuracy": False, "soft_prompt_edit_accuracy": True,
+                     "soft_prompt_selective_recovery": True, "soft_prompt_control_bias": False}
     assert r["soft_prompt_forget_accuracy_before"].baseline == 0.0
     for original in (planted.model, None):  # an original that knows every fact, and none: no flags
         assert not any(m.at_chance for m in run_soft_prompts(planted.model, task, original=original,

@@ -14,7 +14,9 @@ from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.relearning import RelearningConfig, run_relearning
 from factlens.evaluation.result import EvalResult
-from factlens.evaluation.selectivity import deal_controls, selectivity
+from factlens.evaluation.relearning import split_halves
+from factlens.evaluation.selectivity import Selectivity, deal_controls, mean_selectivity, selectivity, selectivity_of
+from factlens.evaluation.soft_prompts import SoftPromptsConfig, run_soft_prompts
 from factlens.prompt_scores import PromptScores, score_prompts
 from factlens.testing.invariants import no_hooks, snapshot, unchanged
 
@@ -111,3 +113,56 @@ def test_compare_pairs_selective_recovery_fact_by_fact(planted):
     df = compare(runs, reference="honest", metrics=["relearn_selective_recovery"])
     row = df.set_index("metric").loc["relearn_selective_recovery"]
     assert row["diff"] == pytest.approx(-1.0) and row["n_facts"] == len(planted.task.forget)
+
+
+def test_selectivity_of_plain_predictions_matches_selectivity():
+    held = _scores([("f0", "basketball", "basketball"), ("f1", "baseball", "football"), ("f2", "football", "football")])
+    maintain = _scores([(f"m{i}", SPORTS[i % 3], SPORTS[(i + 1) % 3]) for i in range(9)])  # every control wrong
+    want = selectivity(held, ["A"] * 3, {"A": maintain}, seed=3)
+    said = {"A": dict(zip((u.record_id for u in maintain.items), maintain.predicted()))}
+    assert selectivity_of(held.items, held.answer_wins, ["A"] * 3, said, maintain.items, seed=3) == want
+    with pytest.raises(ValueError, match="wins 2 for 3 held-out"):
+        selectivity_of(held.items, held.answer_wins[:2], ["A"] * 3, said, maintain.items, seed=3)
+    with pytest.raises(ValueError, match="no control predictions"):
+        selectivity_of(held.items, held.answer_wins, ["B"] * 3, said, maintain.items, seed=3)
+
+
+def test_mean_selectivity_averages_fact_by_fact():
+    a = Selectivity({"f": 1.0, "g": 0.0}, {"f": 0.0, "g": 1.0}, {"f": ("m",), "g": ("n",)})
+    b = Selectivity({"f": 0.5, "g": 1.0}, {"f": 0.5, "g": 0.0}, {"f": ("m",), "g": ("n",)})
+    m = mean_selectivity([a, b])
+    assert m.recovery == {"f": 0.75, "g": 0.5} and m.bias == {"f": 0.25, "g": 0.5} and m.value == 0.625
+    with pytest.raises(ValueError, match="same facts and controls"):
+        mean_selectivity([a, Selectivity({"f": 1.0}, {"f": 0.0}, {"f": ("x",)})])
+    with pytest.raises(ValueError, match="at least one"):
+        mean_selectivity([])
+
+
+def test_soft_prompts_report_selective_recovery_of_a_biased_model(planted):
+    """A soft prompt on a model that says basketball to everyone 'recovers' the held-out basketball players;
+    net of what it gives their controls it recovers nothing, on every fact and every seed."""
+    biased = _basketball_model(planted)
+    snap = snapshot(biased)
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=2, seeds=2, length=3))
+    r = run_soft_prompts(biased, planted.task, original=planted.model, config=cfg)
+    half_b = split_halves(planted.task.forget, seed=0)[1]
+    is_b = {x.id: float(x.answer == "basketball") for x in half_b}
+    assert 0 < sum(is_b.values()) < len(half_b)  # the held-out half has basketball players and others
+    acc, sel, bias = r["soft_prompt_forget_accuracy"], r["soft_prompt_selective_recovery"], r["soft_prompt_control_bias"]
+    assert acc.samples == is_b
+    assert sel.samples == dict.fromkeys(is_b, 0.0) and bias.samples == is_b
+    assert sel.n == bias.n == len(half_b) and sel.baseline is not None and not sel.higher_is_better
+    rows = {row["record_id"]: row for row in r.per_fact if row["half"] == "B"}
+    assert {k: rows[k]["selective_recovery"] for k in is_b} == sel.samples
+    maintain = {x.id: x.answer for x in planted.task.maintain}
+    answers = {x.id: x.answer for x in half_b}
+    controls = r.extra["selectivity"]["controls"]
+    assert set(controls) == set(is_b) and all(maintain[u] != answers[f] for f, us in controls.items() for u in us)
+    assert unchanged(biased, snap) and no_hooks(biased)
+
+
+def test_soft_prompts_without_maintain_facts_have_no_selectivity(planted):
+    task = dataclasses.replace(planted.task, maintain=planted.task.maintain.subset([]))
+    r = run_soft_prompts(planted.model, task, config=EvalConfig(soft_prompts=SoftPromptsConfig(steps=1, seeds=1)))
+    assert "soft_prompt_selective_recovery" not in {m.name for m in r.metrics}
+    assert "no held-out fact has a control" in r.extra["selectivity"]["note"]
