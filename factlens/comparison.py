@@ -9,8 +9,8 @@ their ids. For each localization and metric, :func:`compare` reports
 * ``diff`` — the mean paired difference localization minus reference (mean over seeds of
   the per-seed means), with a 95 % paired bootstrap interval (``ci_low``, ``ci_high``): over
   facts, or with several seeds over seeds and then facts within each drawn seed;
-* ``p_value`` — a paired sign-flip permutation test over the paired units (exact for up to
-  16 units), ``p_holm`` — Holm-corrected across the metrics of one localization that can
+* ``p_value`` — a paired sign-flip permutation test over the paired units (exact when at
+  most 16 units differ), ``p_holm`` — Holm-corrected across the metrics of one localization that can
   reach significance at all (``testable``: Tarone's modification,
   :func:`factlens.stats.tarone_holm`; a metric whose paired differences are all zero, or
   differ on too few facts, is left out rather than making every other metric stricter), and

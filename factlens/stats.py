@@ -47,7 +47,7 @@ __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
 
-#: Up to this many paired units the sign-flip test enumerates all 2**n sign patterns.
+#: Up to this many non-zero paired differences the sign-flip test enumerates all sign patterns.
 EXACT_MAX_N = 16
 #: Default number of bootstrap resamples (intervals) and random sign patterns (large n).
 N_RESAMPLES = 2000
@@ -242,8 +242,9 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
 
     Under the null hypothesis that the two evaluations do not differ, each unit's paired
     difference is equally likely to have either sign. The statistic is the (weighted) mean
-    difference; its null distribution comes from flipping signs. With ``n <= exact_max_n``
-    non-zero-weight units all ``2**n`` patterns are enumerated (exact p-value), otherwise
+    difference; its null distribution comes from flipping signs. When at most ``exact_max_n``
+    units have a non-zero difference (and weight), all sign patterns are enumerated (exact
+    p-value; units whose difference is zero cannot change the statistic), otherwise
     ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
     random patterns (seeded; the p-value then counts the observed pattern, so it is never 0).
 
@@ -251,7 +252,7 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
         weights: Optional weight per unit (e.g. ``1 / n_facts`` of the unit's seed, so each
             seed counts once in the statistic).
-        exact_max_n: Largest ``n`` enumerated exactly.
+        exact_max_n: Most non-zero differences enumerated exactly.
         n_resamples: Random sign patterns for larger ``n``.
         seed: Seed of the random patterns.
         alternative: ``"two-sided"``, ``"greater"`` (x > y) or ``"less"``.
@@ -275,8 +276,12 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     d, w = d[keep], w[keep] / w[keep].sum() if keep.any() else w[keep]
     if len(d) == 0 or np.all(d == 0):
         return 1.0
-    if len(d) <= exact_max_n:
-        return _exact_sign_flip(d * w, alternative)
+    moved = d != 0
+    if moved.sum() <= exact_max_n:
+        # a zero difference adds nothing to the statistic whatever its sign, so the share of
+        # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
+        # non-zero differences: exact, and cheap however many units did not move
+        return _exact_sign_flip(d[moved] * w[moved], alternative)
     # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
     res = permutation_test((d, np.zeros_like(d)), lambda a, b, axis=-1: ((a - b) * w).sum(axis),
                            permutation_type="samples", vectorized=True, n_resamples=n_resamples,

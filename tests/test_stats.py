@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.stats import (bootstrap_mean_interval, hierarchical_bootstrap_interval, holm,
-                            minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test,
+                            minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test, smallest_attainable_p,
                             variance_components, wilson_interval)
 
 N_DATASETS = 200
@@ -107,6 +107,20 @@ def test_sign_flip_exact_test_does_not_depend_on_the_scale_of_the_data():
         assert sign_flip_test([scale] * 6) == pytest.approx(2 / 2 ** 6), scale
         assert sign_flip_test(scale * np.array([1.0, 2.0, -0.5, 3.0, 1.5, 2.5, 0.7])) == pytest.approx(
             sign_flip_test([1.0, 2.0, -0.5, 3.0, 1.5, 2.5, 0.7])), scale
+
+
+def test_sign_flip_is_exact_when_few_of_many_units_differ():
+    """32 facts of which 5 moved, all the same way: the exact p is 2 / 2**5 whatever the unmoved facts.
+    Before, more than 16 units meant 9,999 random sign patterns, so the p-value (and Tarone's smallest
+    attainable p, which decides whether a metric counts in the Holm family) carried Monte Carlo noise."""
+    d = np.zeros(32)
+    d[[3, 9, 14, 20, 27]] = 1.0
+    assert sign_flip_test(d) == 2 / 2 ** 5 and sign_flip_test(d, seed=7) == 2 / 2 ** 5
+    assert smallest_attainable_p(np.where(d > 0, [-1.0, 1.0] * 16, 0.0)) == 2 / 2 ** 5
+    assert sign_flip_test(d, alternative="greater") == 2 ** -5
+    w = np.r_[np.full(16, 1 / 16), np.full(16, 1 / 32)]  # weights of two seeds: the same exact enumeration
+    mixed = d * np.array([1, -1] * 16)
+    assert sign_flip_test(mixed, weights=w) == sign_flip_test(mixed[d != 0], weights=w[d != 0])
 
 
 def test_sign_flip_exact_and_random_paths_agree():

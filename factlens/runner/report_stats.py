@@ -30,7 +30,7 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
                  "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
-                 "(exact for up to 16 facts), Holm-corrected across the columns of the row that can reach "
+                 "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
@@ -215,8 +215,8 @@ def _cells(r: dict) -> list[str]:
 
 def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
-            "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact for up "
-            "to 16); Holm: corrected across the metrics of one localization in this table that can reach significance "
+            "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
+            "at most 16 differ); Holm: corrected across the metrics of one localization in this table that can reach significance "
             "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 "
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
