@@ -53,3 +53,17 @@ def test_importing_every_module_keeps_the_verbs_functions():
         obj = getattr(factlens, verb)
         assert callable(obj) and not hasattr(obj, "__path__"), f"factlens.{verb} is {obj!r}"
     assert len(skipped) < 5, skipped
+
+
+def test_a_module_doctested_alone_is_the_package_module():
+    """``pytest factlens/evaluation/relearning.py`` alone: with ``--import-mode=importlib`` pytest
+    used to execute the file as a second copy of the module (its ``RelearningConfig`` was not the
+    one ``EvalConfig`` checks against), so its doctests failed; the root conftest imports the
+    package first."""
+    from pathlib import Path
+
+    root = Path(factlens.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--doctest-modules",
+                          "factlens/evaluation/relearning.py"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
