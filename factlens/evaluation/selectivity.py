@@ -1,12 +1,14 @@
 """Recovery net of bias: what an attack brings back on held-out facts, minus what it gives to everyone.
 
-An attack that retrains the true answers of half the forget set (relearning) can raise the
+An attack trained on the true answers of half the forget set (relearning, a soft prompt) can raise the
 held-out half's forget accuracy in two ways: by recovering facts the edit only suppressed,
 or by pushing the model towards the forget answers for *every* subject. On a forget set
 with one answer (Sports-Unlearning: all basketball players) the second is enough to
 "relearn" every fact; measured on Gemma 3 270M, one seed's relearned FLU model called most
-athletes of other sports basketball players (docs/reproduction.md). Accuracy alone cannot
-tell the two apart.
+athletes of other sports basketball players (docs/reproduction.md); the appended soft
+prompt's recovery of the main job's FLU edit was bias too. Accuracy alone cannot tell the
+two apart. The relearning suite uses :func:`selectivity`; the soft-prompt suite, whose
+scores are plain arrays, :func:`selectivity_of` per seed and :func:`mean_selectivity`.
 
 The **controls** of a held-out forget fact with answer ``y`` are maintain facts whose
 candidates include ``y`` and whose own answer is not ``y`` (athletes of other sports, for
