@@ -527,10 +527,14 @@ def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
 # markdown
 
 
-#: Robustness metrics of the markdown summary: (label, suite, metric, lower is better).
+#: Robustness metrics of the markdown summary: (label, suite, metric); ↓ lower is better. The
+#: "net of bias" columns are the selective recoveries (:mod:`factlens.evaluation.selectivity`):
+#: an attack that gives the forget answers to every subject raises the raw accuracies beside them.
 ROBUSTNESS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("relearned forget acc ↓", "relearning", "relearn_forget_accuracy"),
+    ("relearned, net of bias ↓", "relearning", "relearn_selective_recovery"),
     ("soft-prompt forget acc ↓", "soft_prompts", "soft_prompt_forget_accuracy"),
+    ("soft prompt, net of bias ↓", "soft_prompts", "soft_prompt_selective_recovery"),
     ("probe: true sport, last layer ↓", "probes", "probe_true_accuracy_last"),
     ("probe: new sport, last layer ↑", "probes", "probe_target_accuracy_last"),
 )

@@ -249,6 +249,8 @@ def test_report_markdown_summary(run_dir: Path, capsys):
     names = [l.split("|")[1].strip() for l in lines[2:] if l.startswith("| ") and "original" not in l][:3]
     assert names == ["flu", "random", "all_mlps"]
     assert "| original |" in md and "relearned forget acc" not in md.split("\n\n")[0]
+    attacks = next(l for l in lines if l.startswith("| localization | components |"))
+    assert "relearned, net of bias ↓" in attacks and "soft prompt, net of bias ↓" in attacks
     assert "flu (seed 0): localize" in md
 
 
