@@ -40,7 +40,7 @@ from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.evaluation.selectivity import selectivity
+from factlens.evaluation.selectivity import selectivity, selectivity_metrics
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -449,13 +449,8 @@ def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, Prom
     if base is not None and original_maintain is not None:
         b_sel = selectivity(_concat([base[h] for h in hs]), attack_of, dict.fromkeys(controls, original_maintain),
                             seed=seed)
-    metrics = [
-        Metric.from_samples("relearn_selective_recovery", sel.recovery, baseline=b_sel.value if b_sel else None,
-                            at_chance=at_chance, higher_is_better=False),
-        Metric.from_samples("relearn_control_bias", sel.bias, higher_is_better=False,
-                            baseline=float(np.mean(list(b_sel.bias.values()))) if b_sel else None),
-    ]
-    return metrics, {"controls": {k: list(v) for k, v in sel.controls.items()}}
+    return selectivity_metrics("relearn", sel, b_sel, at_chance=at_chance), {
+        "controls": {k: list(v) for k, v in sel.controls.items()}}
 
 
 def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:

@@ -38,9 +38,10 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 
 from factlens.data.formats import FormattedPrompt
+from factlens.evaluation.result import Metric
 from factlens.prompt_scores import PromptScores
 
-__all__ = ["Selectivity", "selectivity", "selectivity_of", "mean_selectivity", "deal_controls"]
+__all__ = ["Selectivity", "selectivity", "selectivity_of", "mean_selectivity", "selectivity_metrics", "deal_controls"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class Selectivity:
     @property
     def value(self) -> float:
         return float(np.mean(list(self.recovery.values())))
+
+    @property
+    def mean_bias(self) -> float:
+        return float(np.mean(list(self.bias.values())))
 
 
 def deal_controls(facts: Sequence[tuple[str, str]], maintain: Sequence[FormattedPrompt], *,
@@ -206,3 +211,21 @@ def mean_selectivity(parts: Sequence[Selectivity]) -> Selectivity:
         raise ValueError("mean_selectivity averages runs on the same facts and controls; these differ")
     return Selectivity({k: float(np.mean([p.recovery[k] for p in parts])) for k in parts[0].recovery},
                        {k: float(np.mean([p.bias[k] for p in parts])) for k in parts[0].bias}, parts[0].controls)
+
+
+def selectivity_metrics(prefix: str, sel: Selectivity, base: Selectivity | None, *, at_chance: bool) -> list[Metric]:
+    """``{prefix}_selective_recovery`` and ``{prefix}_control_bias`` (lower is better), with the
+    unedited model's values under the same attack (``base``; ``None``: no baselines).
+    ``at_chance`` goes to the selective recovery, the flag of the held-out facts it scores.
+
+    Example:
+        >>> sel = Selectivity({"f": 0.0}, {"f": 1.0}, {"f": ("m",)})
+        >>> [(m.name, m.value, m.baseline) for m in selectivity_metrics("relearn", sel, None, at_chance=False)]
+        [('relearn_selective_recovery', 0.0, None), ('relearn_control_bias', 1.0, None)]
+    """
+    return [
+        Metric.from_samples(f"{prefix}_selective_recovery", sel.recovery, baseline=base.value if base else None,
+                            at_chance=at_chance, higher_is_better=False),
+        Metric.from_samples(f"{prefix}_control_bias", sel.bias, higher_is_better=False,
+                            baseline=base.mean_bias if base else None),
+    ]

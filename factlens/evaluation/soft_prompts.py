@@ -52,7 +52,7 @@ from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_of
+from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
@@ -418,16 +418,6 @@ def _seed_se(runs: list[dict], half: str, key: str) -> float | None:
     return float(np.std(accs, ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else None
 
 
-def _selectivity_metrics(sel: Selectivity, base: Selectivity | None, *, at_chance: bool) -> list[Metric]:
-    """``soft_prompt_selective_recovery`` and ``soft_prompt_control_bias`` (see :func:`run_soft_prompts`)."""
-    return [
-        Metric.from_samples("soft_prompt_selective_recovery", sel.recovery, baseline=base.value if base else None,
-                            at_chance=at_chance, higher_is_better=False),
-        Metric.from_samples("soft_prompt_control_bias", sel.bias, higher_is_better=False,
-                            baseline=float(np.mean(list(base.bias.values()))) if base else None),
-    ]
-
-
 def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None,
                sel: Selectivity | None = None) -> list[dict]:
     """One row per fact of both halves: wins and answer probability per seed, before / baseline
@@ -530,7 +520,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     sel = _selectivity(items_b, items_m, runs, config.seed)
     base_sel = _selectivity(items_b, items_m, base_runs, config.seed) if base_runs is not None else None
     if sel is not None:
-        metrics += _selectivity_metrics(sel, base_sel, at_chance=_original_at_chance(orig_before))
+        metrics += selectivity_metrics("soft_prompt", sel, base_sel, at_chance=_original_at_chance(orig_before))
     rows = _fact_rows(items_a, items_b, runs, before, base_runs, sel)
     extra: dict[str, Any] = {
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
