@@ -51,7 +51,7 @@ def main() -> None:
         cfg = cfg.replace(edit={**cfg.edit.to_dict(), "steps": args.steps})
     prep = P.prepare(cfg, 0, workspace=P.Workspace())
     plan = P.plan_budget(prep, cfg, 0, need_budget=args.localization not in P.UNBUDGETED)
-    mask, _, _ = P._mask_and_scores(prep, cfg, 0, args.localization, plan)
+    mask, *_ = P._mask_and_scores(prep, cfg, 0, args.localization, plan)
     release_memory()
     print(f"{args.localization}: {mask.n_params(prep.model) / 1e6:.1f} M parameters trained; before the edit "
           f"{rss() / GB:.2f} GB", flush=True)

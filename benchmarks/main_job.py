@@ -128,7 +128,7 @@ def one_job(cfg, seed: int, loc: str, ws, stages: Stages, suites, *, offload: bo
         plan = P.plan_budget(prep, cfg, seed, need_budget=loc not in P.UNBUDGETED)
         if "mechanisms" in suites:
             plan["mechanisms"] = P.plan_mechanisms(prep, cfg, seed, plan)
-        mask, scores, _ = P._mask_and_scores(prep, cfg, seed, loc, plan)
+        mask, scores, *_ = P._mask_and_scores(prep, cfg, seed, loc, plan)
     with stages.stage("edit"):
         P._seed_everything(seed)
         res = P._edit(prep, mask, cfg, seed)

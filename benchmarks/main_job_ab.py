@@ -61,7 +61,7 @@ def main() -> None:
     plan = P.plan_budget(prep, cfg, args.seed, need_budget=args.localization not in P.UNBUDGETED)
     if "mechanisms" in cfg.suites:
         plan["mechanisms"] = P.plan_mechanisms(prep, cfg, args.seed, plan)
-    mask, _, _ = P._mask_and_scores(prep, cfg, args.seed, args.localization, plan)
+    mask, *_ = P._mask_and_scores(prep, cfg, args.seed, args.localization, plan)
     print(f"torch threads {torch.get_num_threads()}; {args.localization}: {len(mask)} components", flush=True)
     rows, diffs = [], {}
 

@@ -21,7 +21,8 @@ from factlens.progress_bars import takes_show_progress
 from factlens.registry import Ref, Registry, load
 from factlens.scores import ComponentScores
 
-__all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask"]
+__all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask",
+           "localization_scores", "mask_from_scores"]
 
 _COMMON = ("seed", "batch_size")
 
@@ -36,12 +37,18 @@ class ScoringMethod:
             :class:`~factlens.registry.Ref`, or the function itself for methods defined elsewhere).
         options: The keyword options ``fn`` accepts (the runner passes only these).
         doc: One line for listings.
+        heavy: Scoring runs the model once or more per component and fact (patching,
+            tracing), which makes it the longest part of a job: the runner starts the jobs of
+            such localizations first, so that a long job does not end the run alone on one
+            worker while the others idle (causal tracing: 326 of its job's 750 CPU seconds in
+            the main job, docs/performance.md).
     """
 
     name: str
     fn: Ref | Callable[..., ComponentScores]
     options: tuple[str, ...]
     doc: str = ""
+    heavy: bool = False
 
     def accepts(self, option: str) -> bool:
         return option in self.options
@@ -96,16 +103,16 @@ class Localization:
 METHODS: Registry[ScoringMethod] = Registry("localization method", (
     ScoringMethod("activation_patching", Ref("factlens.localization.activation", "activation_patching"),
                   ("components", "direction", "metric", "normalize", "corrupted_prompts", "corrupted_answers",
-                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs"),
+                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs", heavy=True),
     ScoringMethod("causal_tracing", Ref("factlens.localization.causal_tracing", "causal_tracing"),
                   ("noise_scale", "n_samples", "window", "components", "include_resid", *_COMMON),
-                  "ROME's causal tracing: noise the subject, restore one component"),
+                  "ROME's causal tracing: noise the subject, restore one component", heavy=True),
     ScoringMethod("attribution_patching", Ref("factlens.localization.attribution", "attribution_patching"),
                   ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "partners", *_COMMON),
                   "gradient (first-order) approximation of activation patching"),
     ScoringMethod("path_patching", Ref("factlens.localization.path_patching", "path_patching"),
                   ("receivers", "senders", "metric", "corrupted_prompts", "partners", *_COMMON),
-                  "effect of each sender through the receivers (or directly on the logits)"),
+                  "effect of each sender through the receivers (or directly on the logits)", heavy=True),
     ScoringMethod("probing", Ref("factlens.localization.probing", "probing"),
                   ("positions", "layers", "cv", "C", "scaling", "repeats", *_COMMON),
                   "linear probes for the answer attribute on the residual stream, per layer"),
@@ -192,6 +199,7 @@ def localization_mask(
     extraction heads (other relations); ``*_mlps`` restrict a method to MLP layers; budgeted
     localizations (``random``, ``causal_tracing``, ``attribution_patching``...) take the top
     components within ``param_budget``; ``all_mlps`` and ``nonlocalized`` ignore the budget.
+    The same as :func:`localization_scores` followed by :func:`mask_from_scores`.
 
     ``show_progress`` draws (``True``) or hides (``False``) the progress bars of this call;
     ``None`` (default) follows :func:`factlens.progress`. Other ``options`` go to the method.
@@ -200,12 +208,32 @@ def localization_mask(
         The mask and the scores it came from (``None`` for ``all_mlps``/``nonlocalized``).
     """
     loc = LOCALIZATIONS.get(localization)
-    if loc.fixed == "all_mlps":
-        return Mask.all_mlps(model), None
-    if loc.fixed == "everything":
-        return Mask.everything(model), None
     if loc.budgeted and param_budget is None:
         raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
+    scores = localization_scores(model, dataset, loc, seed=seed, **options)
+    return mask_from_scores(model, loc, scores, param_budget=param_budget), scores
+
+
+@takes_show_progress
+def localization_scores(model, dataset, localization: str | Localization, *, seed: int = 0,
+                        show_progress: bool | None = None, **options: Any) -> ComponentScores | None:
+    """The scores a named localization selects its mask from (``None`` for the fixed masks).
+
+    The expensive half of :func:`localization_mask`, which needs no parameter budget: the
+    runner scores a budgeted localization while the FLU budget is still being computed
+    elsewhere, then selects with :func:`mask_from_scores`. Options as in :func:`localization_mask`.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> s = localization_scores(p.model, p.dataset, "random", seed=1)
+        >>> m = mask_from_scores(p.model, "random", s, param_budget=1000)
+        >>> (s.name, m) == ("random", localization_mask(p.model, p.dataset, "random", param_budget=1000, seed=1)[0])
+        True
+    """
+    loc = LOCALIZATIONS.get(localization)
+    if loc.fixed is not None:
+        return None
     method = loc.scoring
     assert method is not None
     opts = dict(options)
@@ -218,11 +246,26 @@ def localization_mask(
         scores = scores.restrict("mlp")
     if scores.name != loc.name:
         scores = _renamed(scores, loc.name)
+    return scores
+
+
+def mask_from_scores(model, localization: str | Localization, scores: ComponentScores | None, *,
+                     param_budget: int | None = None) -> Mask:
+    """The mask a named localization selects from its :func:`localization_scores` (see :func:`localization_mask`)."""
+    loc = LOCALIZATIONS.get(localization)
+    if loc.fixed == "all_mlps":
+        return Mask.all_mlps(model)
+    if loc.fixed == "everything":
+        return Mask.everything(model)
+    if scores is None:
+        raise ValueError(f"localization {loc.name!r} selects its mask from scores; got scores=None")
     if loc.top_k is not None:
-        return scores.to_mask(top_k=loc.top_k, name=loc.name), scores
+        return scores.to_mask(top_k=loc.top_k, name=loc.name)
     if not loc.budgeted:
-        return scores.to_mask(threshold=loc.threshold, name=loc.name), scores
-    return scores.to_mask(param_budget=param_budget, name=loc.name), scores
+        return scores.to_mask(threshold=loc.threshold, name=loc.name)
+    if param_budget is None:
+        raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
+    return scores.to_mask(param_budget=param_budget, name=loc.name)
 
 
 def _renamed(scores: ComponentScores, name: str) -> ComponentScores:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
-from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
+from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, run_plan_or_job, versions
+from factlens.runner.plan_handoff import PlanHandoff
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
 __all__ = [
@@ -109,9 +111,11 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.close()
 
-    def map(self, fn, items, *, on_result, desc="jobs") -> None:
+    def map(self, fn, items, *, on_result, desc="jobs", on_error=None) -> None:
+        """As :meth:`Executor.map`; ``on_error(item, message)`` is called, here, for each job that
+        fails in a worker process, as soon as it fails (the map still raises at the end)."""
         if self._pool is not None:
-            self._pool.map(fn, items, on_result=on_result, desc=desc)
+            self._pool.map(fn, items, on_result=on_result, on_error=on_error, desc=desc)
             return
         with progress_bar(total=len(items), desc=desc, position=0) as bar:
             for item in items:
@@ -556,16 +560,23 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         rd.write_json(rd.plan_path(job.seed), plan)
         plans[job.seed] = plan
 
-    executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)")
+    # Several local workers: jobs start while their seed's plan is computed and read it where they need
+    # it (factlens.runner.plan_handoff); elsewhere (one process, Ray) every plan is done first.
+    overlap = bool(todo_plans) and isinstance(executor, LocalExecutor) and executor.workers > 1
+    if not overlap:
+        executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)")
 
     jobs: list[Job] = []
     skipped: list[str] = []
+    handoff = PlanHandoff(tempfile.mkdtemp(prefix="factlens-plans-")) if overlap else None
     for s in config.seeds:
-        for unit in config.units():  # localization x method x objective
+        for unit in _start_order(config, config.units()):  # localization x method x objective
             if rd.completed(s, unit):
                 skipped.append(f"seed{s}/{unit}")
-            else:
+            elif s in plans:
                 jobs.append(Job(cfg_dict, s, unit, plans[s], inner))
+            else:
+                jobs.append(Job(cfg_dict, s, unit, None, inner, plan_handoff=handoff.folder))
     ran: list[str] = []
     files: list[Path] = []
 
@@ -578,7 +589,25 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
     if skipped and show:
         tqdm.write(f"resuming {rd.path}: skipping {len(skipped)} completed run(s): {', '.join(skipped)}")
-    executor.map(run_job, jobs, on_result=_run_done, desc="localizations")
+    if handoff is None:
+        executor.map(run_job, jobs, on_result=_run_done, desc="localizations")
+    else:
+        def _done(item: Any, result: dict[str, Any]) -> None:
+            if isinstance(item, PlanJob):
+                _plan_done(item, result)
+                handoff.put(item.seed, result)
+            else:
+                _run_done(item, result)
+
+        def _failed(item: Any, message: str) -> None:
+            if isinstance(item, PlanJob):
+                handoff.fail(item.seed, message)
+
+        try:
+            executor.map(run_plan_or_job, [*todo_plans, *jobs], on_result=_done, on_error=_failed,
+                         desc="plan and localizations")
+        finally:
+            handoff.close()
 
     report_path = None
     if report:
@@ -586,6 +615,20 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
         report_path = write_report(rd.path)
     return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
+
+
+def _start_order(config: RunConfig, units: Sequence[str]) -> list[str]:
+    """``units`` with those whose localization scores with a heavy method (``ScoringMethod.heavy``:
+    patching, tracing) first, in their given order otherwise: the longest jobs start first, so
+    that none of them ends the run alone while the other workers idle (results do not depend on
+    the order)."""
+    from factlens.localization import LOCALIZATIONS
+
+    def heavy(unit: str) -> bool:
+        loc = LOCALIZATIONS.get(config.split_unit(unit)[0])
+        return loc.scoring is not None and loc.scoring.heavy
+
+    return sorted(units, key=lambda u: not heavy(u))
 
 
 def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:

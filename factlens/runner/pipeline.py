@@ -37,7 +37,7 @@ from factlens.runner.config import RunConfig
 from factlens.runner.workspace import Workspace  # noqa: F401 - also importable from here, as before
 
 __all__ = [
-    "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "Job", "PlanJob",
+    "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "run_plan_or_job", "Job", "PlanJob",
     "versions", "check_restored", "UNBUDGETED", "plan_mechanisms",
 ]
 
@@ -88,14 +88,17 @@ class PlanJob:
 class Job:
     """One localization of one seed: localize -> mask -> edit -> evaluate -> revert.
 
-    ``show_progress``: the job's progress setting, as in :class:`PlanJob`.
+    ``show_progress``: the job's progress setting, as in :class:`PlanJob`. ``plan`` is
+    ``None`` when the job may start before its seed's plan is done: it then reads the plan
+    from the ``plan_handoff`` folder where it first needs it (:mod:`factlens.runner.plan_handoff`).
     """
 
     config: dict[str, Any]
     seed: int
     localization: str
-    plan: dict[str, Any]
+    plan: dict[str, Any] | None
     show_progress: bool = True
+    plan_handoff: str | None = None  # plan None: read it from this PlanHandoff folder when needed
 
     @property
     def key(self) -> str:
@@ -257,20 +260,25 @@ def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
     return {k: Mask.from_dict(d) for k, d in mech["masks"].items()}
 
 
-def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any]):
+def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan):
+    """``(mask, scores, reused, waited)``: the FLU mask of the plan (``reused``), or the
+    localization's scores, computed before the plan is read (an awaited plan may not be done
+    yet), and its mask; ``waited``: seconds spent waiting for the plan."""
     from factlens.components import Mask
-    from factlens.localization import localization_mask
+    from factlens.localization import LOCALIZATIONS, localization_scores, mask_from_scores
     from factlens.scores import ComponentScores
 
-    flu = plan.get("flu")
-    if localization == "flu" and flu is not None:
-        scores = ComponentScores.from_dict(flu["scores"]) if flu.get("scores") else None
-        return Mask.from_dict(flu["mask"]), scores, True
+    loc = LOCALIZATIONS.get(localization)
+    if localization == "flu":
+        flu = plan.get("flu")  # reads the plan
+        if flu is not None:
+            scores = ComponentScores.from_dict(flu["scores"]) if flu.get("scores") else None
+            return Mask.from_dict(flu["mask"]), scores, True, getattr(plan, "waited", 0.0)
+    scores = localization_scores(prep.model, _localize_dataset(prep, cfg, localization), loc, seed=seed,
+                                 **_localize_options(cfg, localization), **_partners(prep, cfg, localization))
     budget = None if localization in UNBUDGETED else plan["param_budget"]
-    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, localization), localization, param_budget=budget, seed=seed,
-                                     **_localize_options(cfg, localization),
-                                     **_partners(prep, cfg, localization))
-    return mask, scores, False
+    mask = mask_from_scores(prep.model, loc, scores, param_budget=budget)
+    return mask, scores, False, getattr(plan, "waited", 0.0)
 
 
 def check_restored(model, original) -> dict[str, Any]:
@@ -413,8 +421,8 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any]
     _seed_everything(seed)
     peaks.begin("localize")
     t0, c0 = time.perf_counter(), time.process_time()
-    mask, scores, reused = _mask_and_scores(prep, cfg, seed, localization, plan)
-    timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0)
+    mask, scores, reused, waited = _mask_and_scores(prep, cfg, seed, localization, plan)
+    timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0 - waited)
     cpu["localize"] = plan["flu"].get("cpu_seconds", 0.0) if reused else time.process_time() - c0
     n_params = int(mask.n_params(prep.model))
     if len(mask) == 0:
@@ -467,6 +475,8 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any]
         release_memory()
         _check_pristine(prep, workspace, left)
         timings["revert"] = time.perf_counter() - t0
+    if getattr(plan, "awaited", False):  # started before its seed's plan was done (factlens.runner.plan_handoff)
+        timings["plan_wait"] = plan.waited
     return {
         "kind": "factlens.run", "format": 1,
         "localization": unit, "seed": seed, "model": cfg.model, "task": prep.task.summary(),
@@ -507,7 +517,19 @@ def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
     with warnings.catch_warnings(), progress(job.show_progress):
         # trained weights in factlens.layout's layout: torch notes the grad's strides
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        return run_localization(job.config, job.seed, job.localization, plan=job.plan, workspace=workspace)
+        plan = job.plan
+        if plan is None:
+            from factlens.runner.plan_handoff import AwaitedPlan
+
+            if job.plan_handoff is None:
+                raise ValueError(f"job {job.key} has neither a plan nor a plan_handoff folder to read it from")
+            plan = AwaitedPlan(job.plan_handoff, job.seed)
+        return run_localization(job.config, job.seed, job.localization, plan=plan, workspace=workspace)
+
+
+def run_plan_or_job(item: PlanJob | Job, workspace: Workspace | None = None) -> dict[str, Any]:
+    """Executor entry point for a mixed list of plans and jobs (:func:`plan_job` or :func:`run_job`)."""
+    return plan_job(item, workspace) if isinstance(item, PlanJob) else run_job(item, workspace)
 
 
 def versions() -> dict[str, str]:

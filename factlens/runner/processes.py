@@ -6,7 +6,7 @@ see docs/performance.md). Each worker keeps its own
 :class:`~factlens.runner.workspace.Workspace` (its own model copy: N times the memory) for
 all the jobs it runs, and runs ``threads`` torch threads.
 
-Jobs are handed out one at a time, as workers become free, preferring a job of the seed
+Jobs are handed out one at a time, in the order given, as workers become free, preferring a job of the seed
 the worker ran last: the unedited model's evaluation numbers of a seed
 (:class:`~factlens.evaluation.baseline_cache.BaselineCache`) are then computed by as few workers as
 possible, and the workers share them through a temporary folder
@@ -105,8 +105,9 @@ class ProcessPool:
         self.close()
 
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, on_result: Callable[[Any, Any], None],
-            desc: str = "jobs") -> None:
-        """Run ``fn(item, workspace)`` for every item in the workers; ``on_result`` runs here, as results arrive.
+            desc: str = "jobs", on_error: Callable[[Any, str], None] | None = None) -> None:
+        """Run ``fn(item, workspace)`` for every item in the workers; ``on_result`` runs here, as results arrive
+        (``on_error(item, message)`` as failures arrive).
 
         Raises:
             JobError: One or more jobs failed (after every other job ran), or a worker died.
@@ -159,6 +160,8 @@ class ProcessPool:
                     on_result(item, payload)
                 else:
                     errors.append((item, payload))
+                    if on_error is not None:
+                        on_error(item, payload)
                 bar.set_postfix_str(getattr(item, "key", ""))
                 bar.update()
                 assign(w)

@@ -221,7 +221,7 @@ def test_runner_pairs_forget_facts_with_known_partners_and_records_drops():
     prep = Prepared(p.model, p.model, known, task, {})
     cfg = RunConfig(model="planted", task="planted", localize_on="forget")
     with pytest.warns(UserWarning, match="left out 1 of 3"):
-        _, scores, _ = _mask_and_scores(prep, cfg, 0, "attribution_patching", {"param_budget": 10**9})
+        _, scores, _, _ = _mask_and_scores(prep, cfg, 0, "attribution_patching", {"param_budget": 10**9})
     # the two same-answer forget facts have no partner among the forget facts: the known facts pair them
     assert scores.n_examples == 2
     assert _dropped_facts(scores) == {"n_dropped": 1, "dropped_ids": ["two-token"]}

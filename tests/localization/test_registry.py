@@ -77,3 +77,30 @@ def test_top_mlp_localization_is_one_mlp_for_rome(planted):
     assert mask.name == "causal_tracing_top_mlp" and scores is not None
     with pytest.raises(ValueError, match="top_k"):
         Localization("bad", "random", top_k=1)  # a top-k selection cannot also be budgeted
+
+
+@pytest.mark.parametrize("name", ["flu", "causal_tracing_mlps", "attribution_patching_top_mlp", "random", "all_mlps",
+                                  "nonlocalized"])
+def test_scores_then_mask_is_localization_mask(planted, name):
+    from factlens.localization import localization_scores, mask_from_scores
+
+    budget = 2 * planted.model.cfg.d_model * planted.model.cfg.d_mlp
+    opts = {"n_samples": 2} if name.startswith("causal_tracing") else {}
+    mask, scores = localization_mask(planted.model, planted.dataset, name, param_budget=budget, seed=1, **opts)
+    s = localization_scores(planted.model, planted.dataset, name, seed=1, **opts)
+    assert mask_from_scores(planted.model, name, s, param_budget=budget) == mask
+    assert (s is None) == (scores is None) and (s is None or s.values.tolist() == scores.values.tolist())
+
+
+def test_mask_from_scores_says_what_is_missing(planted):
+    from factlens.localization import localization_scores, mask_from_scores
+
+    s = localization_scores(planted.model, planted.dataset, "random", seed=0)
+    with pytest.raises(ValueError, match="'random' needs param_budget="):
+        mask_from_scores(planted.model, "random", s)
+    with pytest.raises(ValueError, match="selects its mask from scores; got scores=None"):
+        mask_from_scores(planted.model, "random", None, param_budget=10)
+
+
+def test_only_the_per_component_methods_are_heavy():
+    assert {m.name for m in METHODS if m.heavy} == {"activation_patching", "causal_tracing", "path_patching"}

@@ -53,6 +53,9 @@ def test_two_workers_write_the_same_runs(tmp_path: Path):
         assert a[name] == b[name], name
     rec = json.loads((tmp_path / "two" / "runs" / "seed1" / "random.json").read_text())
     assert rec["executor"] == {"name": "local", "workers": 2, "threads_per_worker": 1}
+    # the two-worker jobs started beside their seed's plan and read it when they needed it
+    assert "plan_wait" in rec["timings"]
+    assert "plan_wait" not in json.loads((tmp_path / "one" / "runs" / "seed1" / "random.json").read_text())["timings"]
 
 
 def test_a_failed_job_does_not_stop_the_others():
@@ -89,3 +92,17 @@ def test_workers_share_one_baseline_folder_that_close_removes():
         assert folder is not None and Path(folder).is_dir()
     assert got == [folder] * 4  # every worker's unedited-model numbers go to the same folder
     assert pool.store is None and not Path(folder).exists()
+
+
+def test_a_failed_plan_fails_the_jobs_that_wait_for_it_instead_of_hanging(tmp_path: Path):
+    # the FLU probe rejects cv=-3, so the plan fails; both jobs started beside it and wait for its budget/mechanisms
+    cfg = RunConfig(task="planted", model="planted", localizations=("random", "all_mlps"),
+                    suites=("standard", "mechanisms"), show_progress=False, edit={"steps": 1},
+                    localize_options={"flu": {"cv": -3}}, out=str(tmp_path / "run"))
+    ex = LocalExecutor(workers=2, threads=1)
+    try:
+        with pytest.raises(JobError, match=r"3 job\(s\) failed: .*plan/seed0.*seed0/random.*seed0/all_mlps.*need cv >= 2"):
+            run_experiment(cfg, executor=ex, report=False)
+    finally:
+        ex.close()
+    assert not list((tmp_path / "run").rglob("runs/*/*.json"))

@@ -1,0 +1,102 @@
+"""A seed's plan handed to jobs that started before it was done (:class:`PlanHandoff`, :class:`AwaitedPlan`).
+
+With several local worker processes, the runner does not make every job wait for the plan
+(the FLU budget and the mechanisms of a seed, :func:`~factlens.runner.pipeline.plan_job`):
+while one worker computes it, the others already start their jobs, and each job reads the
+plan only where it needs it. A causal-tracing job scores its components (its longest part)
+before it needs the budget; ``all_mlps`` and ``nonlocalized`` need the plan only for the
+``mechanisms`` suite, after their edit. The driver writes the finished plan (or the plan
+job's error) into a temporary folder; an :class:`AwaitedPlan` reads it on first use, waiting
+for it. The plan a job reads is the same JSON the run folder keeps (``plan/seed<S>.json``),
+so its results are those of a run resumed from that file.
+
+Example:
+    >>> import tempfile
+    >>> handoff = PlanHandoff(tempfile.mkdtemp())
+    >>> plan = AwaitedPlan(handoff.folder, seed=0)
+    >>> handoff.put(0, {"seed": 0, "param_budget": 1000})
+    >>> plan["param_budget"], plan.get("flu"), plan.waited >= 0
+    (1000, None, True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from factlens.files import write_atomic
+
+__all__ = ["PlanHandoff", "AwaitedPlan", "PlanFailed"]
+
+
+class PlanFailed(RuntimeError):
+    """The plan a job waited for failed (its message names the plan job's error)."""
+
+
+class PlanHandoff:
+    """The driver's side: a folder where finished plans (``seed<S>.json``) and failures
+    (``seed<S>.error``) appear, each written atomically."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = str(folder)
+
+    def put(self, seed: int, plan: dict[str, Any]) -> None:
+        """Hand over the finished plan of ``seed``."""
+        from factlens.evaluation.result import json_default
+
+        write_atomic(Path(self.folder) / f"seed{int(seed)}.json",
+                     lambda tmp: tmp.write_text(json.dumps(plan, default=json_default)))
+
+    def fail(self, seed: int, message: str) -> None:
+        """Tell the jobs of ``seed`` that its plan failed (they raise :class:`PlanFailed`)."""
+        write_atomic(Path(self.folder) / f"seed{int(seed)}.error", lambda tmp: tmp.write_text(message))
+
+    def close(self) -> None:
+        """Delete the folder."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class AwaitedPlan(Mapping):
+    """The plan of ``seed``, read from a :class:`PlanHandoff` folder on first use (waiting for it).
+
+    Attributes:
+        waited: Seconds spent waiting for the plan (0 until it is first used).
+        awaited: Always ``True`` (the runner records ``timings["plan_wait"]`` for such jobs).
+    """
+
+    awaited = True
+
+    def __init__(self, folder: str | os.PathLike, seed: int, *, poll: float = 0.2) -> None:
+        self.folder, self.seed, self.poll = Path(folder), int(seed), float(poll)
+        self.waited = 0.0
+        self._plan: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._plan is None:
+            done, failed = self.folder / f"seed{self.seed}.json", self.folder / f"seed{self.seed}.error"
+            t0 = time.perf_counter()
+            while not done.exists():
+                if failed.exists():
+                    raise PlanFailed(f"the plan of seed {self.seed} (FLU budget, mechanisms) failed, so this job "
+                                     f"cannot go on: {failed.read_text()[:2000]}")
+                if not self.folder.is_dir():
+                    raise PlanFailed(f"the plan of seed {self.seed} never arrived: its folder {self.folder} is gone "
+                                     "(the run was stopped)")
+                time.sleep(self.poll)
+            self.waited = time.perf_counter() - t0
+            self._plan = json.loads(done.read_text())
+        return self._plan
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
