@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
-from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, run_plan_or_job, versions
-from factlens.runner.plan_handoff import PlanHandoff
+from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
+from factlens.runner.plan_handoff import PlanHandoff, start_order
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
 __all__ = [
@@ -568,9 +567,9 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
     jobs: list[Job] = []
     skipped: list[str] = []
-    handoff = PlanHandoff(tempfile.mkdtemp(prefix="factlens-plans-")) if overlap else None
+    handoff = PlanHandoff.temporary() if overlap else None
     for s in config.seeds:
-        for unit in _start_order(config, config.units()):  # localization x method x objective
+        for unit in start_order(config, config.units()):  # localization x method x objective
             if rd.completed(s, unit):
                 skipped.append(f"seed{s}/{unit}")
             elif s in plans:
@@ -592,22 +591,7 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
     if handoff is None:
         executor.map(run_job, jobs, on_result=_run_done, desc="localizations")
     else:
-        def _done(item: Any, result: dict[str, Any]) -> None:
-            if isinstance(item, PlanJob):
-                _plan_done(item, result)
-                handoff.put(item.seed, result)
-            else:
-                _run_done(item, result)
-
-        def _failed(item: Any, message: str) -> None:
-            if isinstance(item, PlanJob):
-                handoff.fail(item.seed, message)
-
-        try:
-            executor.map(run_plan_or_job, [*todo_plans, *jobs], on_result=_done, on_error=_failed,
-                         desc="plan and localizations")
-        finally:
-            handoff.close()
+        handoff.run(executor, todo_plans, jobs, on_plan=_plan_done, on_job=_run_done)
 
     report_path = None
     if report:
@@ -615,20 +599,6 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
         report_path = write_report(rd.path)
     return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
-
-
-def _start_order(config: RunConfig, units: Sequence[str]) -> list[str]:
-    """``units`` with those whose localization scores with a heavy method (``ScoringMethod.heavy``:
-    patching, tracing) first, in their given order otherwise: the longest jobs start first, so
-    that none of them ends the run alone while the other workers idle (results do not depend on
-    the order)."""
-    from factlens.localization import LOCALIZATIONS
-
-    def heavy(unit: str) -> bool:
-        loc = LOCALIZATIONS.get(config.split_unit(unit)[0])
-        return loc.scoring is not None and loc.scoring.heavy
-
-    return sorted(units, key=lambda u: not heavy(u))
 
 
 def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:

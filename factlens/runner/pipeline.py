@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -251,7 +251,7 @@ def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, A
             "cpu_seconds": time.process_time() - c0}
 
 
-def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
+def _mechanisms(plan: Mapping[str, Any]) -> dict[str, Any] | None:
     from factlens.components import Mask
 
     mech = plan.get("mechanisms")
@@ -260,7 +260,7 @@ def _mechanisms(plan: dict[str, Any]) -> dict[str, Any] | None:
     return {k: Mask.from_dict(d) for k, d in mech["masks"].items()}
 
 
-def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan):
+def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, Any]):
     """``(mask, scores, reused, waited)``: the FLU mask of the plan (``reused``), or the
     localization's scores, computed before the plan is read (an awaited plan may not be done
     yet), and its mask; ``waited``: seconds spent waiting for the plan."""
@@ -387,7 +387,7 @@ def _offload_record(res, cfg: RunConfig) -> int:
         return 0
 
 
-def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: dict[str, Any],
+def run_localization(config: RunConfig | dict[str, Any], seed: int, localization: str, *, plan: Mapping[str, Any],
                      workspace: Workspace | None = None) -> dict[str, Any]:
     """Run one unit (localization, or localization+method/objective) of one seed; return its JSON record.
 
@@ -398,7 +398,9 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     the parameters are copied back from the unedited model and ``restore["repaired"]`` is set).
     The record's ``peak_rss_gb`` gives the process's peak resident memory in each stage
     (:class:`~factlens.memory.StagePeaks`; ``prepare`` includes loading the model for the
-    process's first job).
+    process's first job). ``plan`` is the seed's plan (:func:`plan_job`), or an
+    :class:`~factlens.runner.plan_handoff.AwaitedPlan` read where it is first needed (the
+    record's ``timings["plan_wait"]`` then says how long the job waited for it).
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     with StagePeaks() as peaks:
@@ -407,7 +409,7 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     return record
 
 
-def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: dict[str, Any], workspace: Workspace | None,
+def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, Any], workspace: Workspace | None,
               peaks: StagePeaks) -> dict[str, Any]:
     """The body of :func:`run_localization`; ``peaks.begin`` marks each stage."""
     from factlens.evaluation import evaluate

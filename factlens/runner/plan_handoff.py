@@ -1,4 +1,5 @@
-"""A seed's plan handed to jobs that started before it was done (:class:`PlanHandoff`, :class:`AwaitedPlan`).
+"""A seed's plan handed to jobs that started before it was done (:class:`PlanHandoff`,
+:class:`AwaitedPlan`), and the order in which jobs start (:func:`start_order`).
 
 With several local worker processes, the runner does not make every job wait for the plan
 (the FLU budget and the mechanisms of a seed, :func:`~factlens.runner.pipeline.plan_job`):
@@ -24,14 +25,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from factlens.files import write_atomic
 
-__all__ = ["PlanHandoff", "AwaitedPlan", "PlanFailed"]
+__all__ = ["PlanHandoff", "AwaitedPlan", "PlanFailed", "start_order"]
 
 
 class PlanFailed(RuntimeError):
@@ -44,6 +46,35 @@ class PlanHandoff:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = str(folder)
+
+    @classmethod
+    def temporary(cls) -> "PlanHandoff":
+        """A handoff in a new temporary folder (:meth:`run` deletes it)."""
+        return cls(tempfile.mkdtemp(prefix="factlens-plans-"))
+
+    def run(self, executor, plans: Sequence[Any], jobs: Sequence[Any], *, on_plan: Callable[[Any, dict], None],
+            on_job: Callable[[Any, dict], None]) -> None:
+        """Run ``plans`` (``PlanJob``) and ``jobs`` (``Job`` with ``plan_handoff=self.folder``) in one
+        ``executor.map``: each finished plan goes to ``on_plan`` and here, each failed one here as a
+        failure; the folder is deleted at the end (jobs still waiting then stop)."""
+        from factlens.runner.pipeline import PlanJob, run_plan_or_job
+
+        def done(item: Any, result: dict) -> None:
+            if isinstance(item, PlanJob):
+                on_plan(item, result)
+                self.put(item.seed, result)
+            else:
+                on_job(item, result)
+
+        def failed(item: Any, message: str) -> None:
+            if isinstance(item, PlanJob):
+                self.fail(item.seed, message)
+
+        try:
+            executor.map(run_plan_or_job, [*plans, *jobs], on_result=done, on_error=failed,
+                         desc="plan and localizations")
+        finally:
+            self.close()
 
     def put(self, seed: int, plan: dict[str, Any]) -> None:
         """Hand over the finished plan of ``seed``."""
@@ -100,3 +131,23 @@ class AwaitedPlan(Mapping):
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+def start_order(config, units: Sequence[str]) -> list[str]:
+    """``units`` with those whose localization scores with a heavy method (``ScoringMethod.heavy``:
+    patching, tracing) first, in their given order otherwise: the longest jobs start first, so
+    that none of them ends the run alone while the other workers idle (results do not depend on
+    the order).
+
+    Example:
+        >>> from factlens.runner import RunConfig
+        >>> start_order(RunConfig(task="planted", model="planted"), ["flu", "random", "causal_tracing"])
+        ['causal_tracing', 'flu', 'random']
+    """
+    from factlens.localization import LOCALIZATIONS
+
+    def heavy(unit: str) -> bool:
+        loc = LOCALIZATIONS.get(config.split_unit(unit)[0])
+        return loc.scoring is not None and loc.scoring.heavy
+
+    return sorted(units, key=lambda u: not heavy(u))

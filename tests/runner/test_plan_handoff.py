@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from factlens.runner import RunConfig
-from factlens.runner.executor import _start_order
+from factlens.runner.plan_handoff import start_order as _start_order
 from factlens.runner.plan_handoff import AwaitedPlan, PlanFailed, PlanHandoff
 
 
