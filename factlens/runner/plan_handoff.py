@@ -77,11 +77,10 @@ class PlanHandoff:
             self.close()
 
     def put(self, seed: int, plan: dict[str, Any]) -> None:
-        """Hand over the finished plan of ``seed``."""
-        from factlens.evaluation.result import json_default
+        """Hand over the finished plan of ``seed`` (written as the run folder's ``plan/seed<S>.json``)."""
+        from factlens.runner.executor import write_json_atomic  # here: executor imports this module
 
-        write_atomic(Path(self.folder) / f"seed{int(seed)}.json",
-                     lambda tmp: tmp.write_text(json.dumps(plan, default=json_default)))
+        write_json_atomic(Path(self.folder) / f"seed{int(seed)}.json", plan)
 
     def fail(self, seed: int, message: str) -> None:
         """Tell the jobs of ``seed`` that its plan failed (they raise :class:`PlanFailed`)."""
