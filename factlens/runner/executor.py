@@ -393,15 +393,13 @@ class RunDir:
             RunDirError: The path is a file, or it holds files of someone else.
         """
         self._check_is_folder()
+        # --config may be the run folder's own copy (edited by the user), which clear() deletes: keep its text
+        config_text = Path(config_file).read_bytes() if config_file is not None else None
         if overwrite:
             self.clear()
         stored = self.stored()
         if stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
-            ours = [p for p in (self.path / "runs", self.path / "plan", self.report_path, self.manifest_path) if p.exists()]
-            if ours:
-                raise ConfigMismatchError(
-                    f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
-                    "run folder (or a damaged one). Choose another --out")
+            self._check_not_foreign(config_file)
         merged = config
         resolved = config.resolved()
         inputs = config.input_hashes()
@@ -423,7 +421,8 @@ class RunDir:
             new_res = merged.resolved()  # the record to write: its method settings must match every stored method's
             methods_diff, flags = method_settings_diff((old_res.get("edit") or {}).get("methods"),
                                                        (new_res.get("edit") or {}).get("methods"))
-            a, b = without_method_tables(old_res), without_method_tables(resolved)
+            # merged's first seed is the stored one: a run that adds seeds compares the same seed's settings
+            a, b = without_method_tables(old_res), without_method_tables(new_res)
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(a.get(k, {}), b.get(k, {}))
                      if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
             diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
@@ -440,7 +439,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.own(self.config_path, self.report_path)
         if config_file is not None:
-            self._copy_config_file(Path(config_file))
+            self._copy_config_file(Path(config_file), config_text)
         now = _now()
         write_json_atomic(self.config_path, {
             "config": merged.to_dict(), "resolved": resolved, "inputs": inputs, "versions": versions(),
@@ -448,7 +447,23 @@ class RunDir:
         })
         return merged
 
-    def _copy_config_file(self, src: Path) -> None:
+    def _check_not_foreign(self, config_file: str | Path | None) -> None:
+        """Refuse a folder without ``run_config.json`` that holds anything but the ``--config`` file itself."""
+        ours = [p for p in (self.path / "runs", self.path / "plan", self.report_path, self.manifest_path) if p.exists()]
+        if ours:
+            raise ConfigMismatchError(
+                f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
+                "run folder (or a damaged one). Choose another --out")
+        own_config = Path(config_file).resolve() if config_file is not None else None
+        other = sorted(p.name for p in self.path.iterdir() if p.resolve() != own_config)
+        if other:
+            raise RunDirError(
+                f"{self.path} is not a factlens run folder (no run_config.json) and holds other files "
+                f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); the run would write its results "
+                "among them. Choose a new or empty --out")
+
+    def _copy_config_file(self, src: Path, text: bytes | None = None) -> None:
+        """Copy ``--config`` into the folder (``text``: its content, read before ``--overwrite`` cleared it)."""
         dst = self.path / f"config{src.suffix}"
         if dst.exists() and dst.resolve() == src.resolve():
             return  # the user's own file, already in place: never list it as ours
@@ -456,7 +471,10 @@ class RunDir:
             raise RunDirError(f"{dst} exists and factlens did not write it; the run's copy of --config {src} would "
                               "replace it. Move it away or choose another --out")
         self.own(dst)
-        shutil.copyfile(src, dst)
+        if text is None:
+            shutil.copyfile(src, dst)
+        else:
+            dst.write_bytes(text)
 
 
 def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:

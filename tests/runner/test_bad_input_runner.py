@@ -196,6 +196,50 @@ def test_config_file_inside_the_run_folder_is_not_claimed(tmp_path: Path, monkey
     assert cfg_file.read_text() == 'task = "planted"\n'
 
 
+def test_overwrite_with_the_run_folders_own_config_copy_keeps_it(tmp_path: Path):
+    """Editing ``<out>/config.toml`` and running it with ``--overwrite``: the copy was factlens's
+    file, but it is also the ``--config`` being run, so clearing the folder must not lose it."""
+    src = tmp_path / "run.toml"
+    src.write_text('task = "planted"\n')
+    out = tmp_path / "run"
+    rd = RunDir(out)
+    rd.open(_cfg(out), config_file=src)
+    copy = out / "config.toml"
+    assert copy.read_text() == src.read_text() and "config.toml" in rd.owned()
+    copy.write_text('task = "planted"\n# edited\n')
+    rd.open(_cfg(out, edit={"steps": 2}), overwrite=True, config_file=copy)
+    assert copy.read_text() == 'task = "planted"\n# edited\n' and "config.toml" in rd.owned()
+
+
+@pytest.mark.parametrize("seeds", [(1,), (1, 0), (0, 1)])
+def test_adding_seeds_resumes_the_folder(tmp_path: Path, seeds):
+    """docs/runner.md: adding seeds adds runs; the stored settings are those of the first seed,
+    so the new command's settings are compared at that seed, not at its own first seed."""
+    out = tmp_path / "run"
+    RunDir(out).open(_cfg(out, seeds=(0,)))
+    merged = RunDir(out).open(_cfg(out, seeds=seeds))
+    assert merged.seeds == tuple(dict.fromkeys((0, *seeds)))
+    with pytest.raises(ConfigMismatchError, match="steps"):  # a real change is still refused
+        RunDir(out).open(_cfg(out, seeds=(2,), edit={"steps": 3}))
+
+
+def test_a_folder_of_the_users_files_is_refused(tmp_path: Path):
+    """Without ``--overwrite`` too: run files are not scattered among a folder's other files."""
+    out = tmp_path / "project"
+    out.mkdir()
+    mine = {"notes.txt": "keep me", "results.csv": "a,b\n"}
+    for rel, text in mine.items():
+        (out / rel).write_text(text)
+    with pytest.raises(RunDirError, match="not a factlens run folder.*holds other files"):
+        RunDir(out).open(_cfg(out))
+    assert {p.name: p.read_text() for p in out.iterdir()} == mine
+    alone = tmp_path / "alone"  # a folder holding only the --config file is fine
+    alone.mkdir()
+    (alone / "my.toml").write_text('task = "planted"\n')
+    RunDir(alone).open(_cfg(alone), config_file=alone / "my.toml")
+    assert (alone / "run_config.json").exists() and (alone / "config.toml").exists()
+
+
 # -- clear errors -------------------------------------------------------------------------------
 
 
