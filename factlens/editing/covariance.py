@@ -16,7 +16,9 @@ dominate ``C``), and for a model without BOS the chunk's first token, read witho
 
 :func:`key_statistics` caches ``C`` as safetensors under ``<cache dir>/key_stats``
 (``$FACTLENS_CACHE``, see :func:`factlens.models.cache_dir`), keyed by model name, layer,
-text source and number of tokens, plus a fingerprint of every weight that influences the
+text source and number of tokens, a hash of the token ids the statistics are taken over
+(so an edited text file, or a built-in text or tokenizer that changed, never reads a matrix of
+other text), plus a fingerprint of every weight that influences the
 keys of that layer (embeddings, the blocks below, the layer's attention, norms and
 ``W_in``/``W_gate``/``b_in``). The layer's own ``W_out``/``b_out`` is not part of the
 fingerprint, so sequential ROME edits of a layer reuse its statistics, while a fine-tuned
@@ -41,6 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import mlp_hook, param_name
+from factlens.files import write_atomic
 from factlens.progress_bars import progress_bar
 
 __all__ = ["KeyStatistics", "key_statistics", "weights_fingerprint", "collect_keys"]
@@ -131,14 +134,24 @@ def _slug(text: str) -> str:
     return s[-40:] or "x"
 
 
-def _cache_path(model_name: str, layer: int, source: str, n_tokens: int, seq_len: int, fingerprint: str) -> Path:
+def tokens_digest(tokens: Tensor) -> str:
+    """BLAKE2b of the token ids (shape and values) that the statistics are taken over."""
+    t = tokens.detach().to("cpu", torch.int64).contiguous()
+    h = hashlib.blake2b(f"{tuple(t.shape)};".encode(), digest_size=16)
+    h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _cache_path(model_name: str, layer: int, source: str, n_tokens: int, seq_len: int, fingerprint: str,
+                text_digest: str) -> Path:
     from factlens.models import cache_dir
 
     if source == "builtin":
         src = "builtin"
     else:
         src = f"{_slug(Path(source).name)}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-    name = f"{_slug(model_name)}_L{layer}_{src}_{n_tokens}tok_s{seq_len}_{fingerprint[:16]}.safetensors"
+    name = (f"{_slug(model_name)}_L{layer}_{src}-{text_digest[:12]}_{n_tokens}tok_s{seq_len}_{fingerprint[:16]}"
+            ".safetensors")
     return cache_dir() / "key_stats" / name
 
 
@@ -203,10 +216,10 @@ def key_statistics(model, layer: int, *, text_source: str | None = None, n_token
     source = "builtin" if text_source is None else str(text_source)
     model_name = str(getattr(model.cfg, "model_name", "") or "model")
     fp = weights_fingerprint(model, layer)
-    path = _cache_path(model_name, layer, source, n_tokens, seq_len, fp) if cache else None
+    chunks = token_chunks(model, load_texts(text_source), seq_len=seq_len, n_chunks=math.ceil(n_tokens / (seq_len - 1)))
+    path = _cache_path(model_name, layer, source, n_tokens, seq_len, fp, tokens_digest(chunks)) if cache else None
     if path is not None and path.is_file():
         return _load(path)
-    chunks = token_chunks(model, load_texts(text_source), seq_len=seq_len, n_chunks=math.ceil(n_tokens / (seq_len - 1)))
     mom2 = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
     seen = 0
     starts = range(0, chunks.shape[0], batch_size)
@@ -229,9 +242,10 @@ def _save(stats: KeyStatistics, path: Path, *, requested: int, seq_len: int) -> 
             "layer": stats.layer, "model_name": stats.model_name, "text_source": stats.text_source,
             "fingerprint": stats.fingerprint, "seq_len": seq_len}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"mom2": stats.mom2.contiguous()}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    # atomic, through a temporary file of this writer's own: a concurrent reader never sees half
+    # a file, and two processes that compute the same statistics never write into one file
+    write_atomic(path, lambda tmp: save_file({"mom2": stats.mom2.contiguous()}, str(tmp),
+                                             metadata={_META_KEY: json.dumps(meta)}))
 
 
 def _load(path: Path) -> KeyStatistics:

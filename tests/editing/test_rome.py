@@ -280,3 +280,18 @@ def test_key_statistics_cache(cache_dir):
         key_statistics(m, 7)
     with pytest.raises(ValueError, match="singular"):
         key_statistics(m, 1, n_tokens=10, cache=False).solve(torch.ones(64))
+
+
+def test_key_statistics_cache_follows_the_texts_content(cache_dir, tmp_path):
+    """An edited text file (same path) must not read the matrix of its old content."""
+    m = tiny_model(seed=5)
+    text = tmp_path / "general.txt"
+    text.write_text("\n".join(f"The river number {i} runs past the old mill and into the sea." for i in range(60)))
+    first = key_statistics(m, 1, text_source=str(text), n_tokens=600)
+    assert key_statistics(m, 1, text_source=str(text), n_tokens=600).path == first.path  # unchanged text: a hit
+    text.write_text("\n".join(f"Seven green apples fell from tree {i} during the storm." for i in range(60)))
+    second = key_statistics(m, 1, text_source=str(text), n_tokens=600)
+    fresh = key_statistics(m, 1, text_source=str(text), n_tokens=600, cache=False)
+    assert second.path != first.path and torch.allclose(second.mom2, fresh.mom2)
+    assert not torch.allclose(second.mom2, first.mom2)
+    assert not list(second.path.parent.glob("*.tmp")) and not list(second.path.parent.glob(".*.tmp"))
