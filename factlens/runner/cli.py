@@ -115,6 +115,8 @@ def config_from_args(args: argparse.Namespace):
     d: dict[str, Any] = {}
     if args.config is not None:
         d.update({str(k).replace("-", "_"): v for k, v in load_config_file(args.config).items()})
+        if isinstance(d.get("localize_options"), dict):
+            d["localize_options"] = _on_default_options(d["localize_options"])
     if args.task is not None:
         d["task"] = args.task
     for name in _PLAIN_FLAGS:
@@ -146,6 +148,21 @@ def config_from_args(args: argparse.Namespace):
     if "out" not in d:
         d["out"] = str(Path("results") / d.get("task", RunConfig.task))
     return RunConfig.from_dict(d)
+
+
+def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
+    """A config file's ``[localize_options.<method>]`` tables on top of the defaults' tables.
+
+    Like ``[edit]`` and ``[eval]``, a table names only what changes: ``n_samples = 4`` for
+    causal tracing keeps the default ``include_resid = false`` instead of dropping it (which
+    made the run trace the residual stream too, about 4x the time).
+    """
+    from factlens.runner.config import DEFAULT_LOCALIZE_OPTIONS
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in DEFAULT_LOCALIZE_OPTIONS.items()}
+    for k, v in given.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

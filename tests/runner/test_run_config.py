@@ -216,3 +216,18 @@ def test_rome_and_memit_estimate_their_covariance_on_the_runs_text(tmp_path):
     RunConfig(task="planted", model="planted", methods=("memit",), suites=("standard",), eval={"text.source": str(text)})
     with pytest.raises(ValueError, match="key covariance"):
         RunConfig(task="planted", model="planted", suites=("standard",), eval={"text.source": str(text)})
+
+
+def test_config_file_localize_options_are_on_top_of_the_defaults(tmp_path):
+    """docs/runner.md's example sets only ``n_samples`` for causal tracing: the file's table must
+    keep the default ``include_resid = false`` (it was dropped, so the run traced the residual
+    stream too, about 4x the time), like ``[edit]``/``[eval]`` tables on top of their presets."""
+    f = tmp_path / "run.toml"
+    f.write_text('task = "planted"\n[localize_options]\nbatch_size = 4\n[localize_options.causal_tracing]\n'
+                 'n_samples = 4\n[localize_options.causal_tracing_mlps]\nn_samples = 8\n')
+    cfg = config_from_args(build_parser().parse_args(["run", "--config", str(f)]))
+    assert cfg.localize_options == {"causal_tracing": {"include_resid": False, "n_samples": 4},
+                                    "causal_tracing_mlps": {"n_samples": 8}, "batch_size": 4}
+    f.write_text('task = "planted"\n[localize_options.causal_tracing]\ninclude_resid = true\n')
+    cfg = config_from_args(build_parser().parse_args(["run", "--config", str(f)]))
+    assert cfg.localize_options == {"causal_tracing": {"include_resid": True, "n_samples": 5}}
