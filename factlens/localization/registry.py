@@ -13,6 +13,7 @@ functions.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -22,7 +23,7 @@ from factlens.registry import Ref, Registry, load
 from factlens.scores import ComponentScores
 
 __all__ = ["ScoringMethod", "Localization", "METHODS", "LOCALIZATIONS", "localize", "get_method", "localization_mask",
-           "localization_scores", "mask_from_scores"]
+           "localization_scores", "mask_from_scores", "check_localize_options"]
 
 _COMMON = ("seed", "batch_size")
 
@@ -270,3 +271,52 @@ def mask_from_scores(model, localization: str | Localization, scores: ComponentS
 
 def _renamed(scores: ComponentScores, name: str) -> ComponentScores:
     return dataclasses.replace(scores, extra=dict(scores.extra), name=name)  # keeps the typed fields
+
+
+#: Options the caller of :func:`localization_scores` never passes: set from the localization or the run.
+_SET_BY_CALLER = ("seed", "mlps_only", "param_budget", "partners", "show_progress")
+
+
+def check_localize_options(options: Mapping[str, Any]) -> None:
+    """Refuse run-level ``localize_options`` that no localization would take, before any job runs.
+
+    ``options`` holds shared options (``batch_size``: passed to every method that declares it)
+    and tables per scoring method or named localization (``{"causal_tracing": {"n_samples": 4}}``).
+
+    Raises:
+        ValueError: A table names no method or localization, or a localization without scores;
+            an option its method does not declare; a shared option no method declares; or an
+            option set by the runner itself (``seed``, ``mlps_only``...).
+
+    Example:
+        >>> check_localize_options({"batch_size": 4, "causal_tracing": {"n_samples": 4}})
+        >>> check_localize_options({"causal_tracing": {"n_sample": 4}})
+        Traceback (most recent call last):
+        ...
+        ValueError: localize_options.causal_tracing: unknown option(s) ['n_sample'] of scoring method 'causal_tracing'; it accepts [...]
+    """
+    for key, value in options.items():
+        if key in _SET_BY_CALLER:
+            raise ValueError(f"localize_options.{key}: set by the run itself (per seed and localization); remove it")
+        if not isinstance(value, Mapping):
+            if not any(m.accepts(key) for m in METHODS):
+                raise ValueError(f"localize_options.{key}: no scoring method takes this option; shared options are "
+                                 f"{sorted({o for m in METHODS for o in m.options} - set(_SET_BY_CALLER))}, tables are "
+                                 "named after a method or localization")
+            continue
+        if key in METHODS.names():
+            method = METHODS.get(key)
+        elif key in LOCALIZATIONS.names():
+            method = LOCALIZATIONS.get(key).scoring
+            if method is None or method.name == "random":
+                raise ValueError(f"localize_options.{key}: localization {key!r} takes no options (it is not scored)")
+        else:
+            raise ValueError(f"localize_options.{key}: no scoring method or localization of that name; methods: "
+                             f"{list(METHODS.names())}, localizations: {list(LOCALIZATIONS.names())}")
+        reserved = sorted(set(value) & set(_SET_BY_CALLER))
+        if reserved:
+            raise ValueError(f"localize_options.{key}: {reserved} set by the run itself; remove them")
+        bad = sorted(set(value) - set(method.options))
+        if bad:
+            raise ValueError(f"localize_options.{key}: unknown option(s) {bad} of scoring method {method.name!r}; "
+                             f"it accepts {sorted(set(method.options) - set(_SET_BY_CALLER))}")

@@ -280,6 +280,9 @@ class RunConfig:
             raise ValueError(f"eval_preset must be 'small' or 'full', got {self.eval_preset!r}")
         if self.localize_on not in ("auto", "forget", "known"):
             raise ValueError(f"localize_on must be 'auto', 'forget' or 'known', got {self.localize_on!r}")
+        from factlens.localization.registry import check_localize_options
+
+        check_localize_options(self.localize_options)
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

@@ -104,3 +104,26 @@ def test_mask_from_scores_says_what_is_missing(planted):
 
 def test_only_the_per_component_methods_are_heavy():
     assert {m.name for m in METHODS if m.heavy} == {"activation_patching", "causal_tracing", "path_patching"}
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"seed": 3}, "set by the run itself"),                       # was: TypeError "multiple values" in every job
+    ({"causal_tracing": {"seed": 1}}, "set by the run itself"),
+    ({"causal_tracing": {"n_sample": 4}}, r"unknown option\(s\) \['n_sample'\]"),  # was: TypeError at job time
+    ({"batchsize": 4}, "no scoring method takes this option"),    # was: silently passed to no method
+    ({"causal_trace": {"n_samples": 4}}, "no scoring method or localization of that name"),  # was: ignored
+    ({"all_mlps": {"n_samples": 4}}, "takes no options"),
+])
+def test_run_localize_options_are_checked_up_front(options, match):
+    from factlens.runner import RunConfig
+
+    with pytest.raises(ValueError, match=match):
+        RunConfig(task="planted", model="planted", localize_options=options)
+
+
+def test_run_localize_options_that_a_method_takes_are_accepted():
+    from factlens.runner import RunConfig
+
+    cfg = RunConfig(task="planted", model="planted", localize_options={
+        "batch_size": 4, "causal_tracing": {"n_samples": 3}, "causal_tracing_mlps": {"window": 3}})
+    assert cfg.localize_options["causal_tracing_mlps"] == {"window": 3}
