@@ -112,7 +112,8 @@ class ComponentScores:
     Attributes:
         components: The scored components (:meth:`ModelShape.all_components` order unless a
             method was given its own list).
-        values: One score per component (``float64``); larger ``|value|`` = more important.
+        values: One score per component (``float64``); larger ``|value|`` = more important
+            (larger ``value`` with ``rank_by="value"``).
         method: The method name (``"activation_patching"``, ...).
         metric: What the score measures (``"logit_diff"``, ``"prob"``, ``"probe_accuracy"``...).
         shape: The model's :class:`ModelShape`, used for parameter budgets and plotting.
@@ -132,6 +133,12 @@ class ComponentScores:
     * ``resid`` / ``mlp_window``: :class:`ResidMap` layer x position maps.
     * ``dropped_ids``: facts left out because no subject swap of their relation keeps the
       tokens aligned (:attr:`n_dropped`); ``None`` for methods that pair no facts.
+
+    ``rank_by`` says how :meth:`top` and :meth:`to_mask` rank: ``"abs"`` (default) by
+    ``|value|``, for effects whose sign only says their direction (patching: a component that
+    lowers the answer matters as much as one that raises it); ``"value"`` by the signed value,
+    for scores where a negative value means "not here" (probing: a layer where the probe's
+    accuracy drops is not where the attribute is written).
 
     Example:
         >>> s = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
@@ -156,9 +163,12 @@ class ComponentScores:
     resid: ResidMap | None = None
     mlp_window: ResidMap | None = None
     dropped_ids: tuple[str, ...] | None = None
+    rank_by: str = "abs"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.rank_by not in RANK_BY:
+            raise ValueError(f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
         vals = np.asarray(self.values, dtype=np.float64).reshape(-1)
         set_(self, "values", vals)
         set_(self, "components", tuple(self.components))
@@ -229,10 +239,13 @@ class ComponentScores:
         n = len(self.components)
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=self.components.__getitem__)] = np.arange(n)
-        return np.lexsort((rank, -np.abs(self.values)))
+        return np.lexsort((rank, -self._key()))
+
+    def _key(self) -> np.ndarray:
+        return np.abs(self.values) if self.rank_by == "abs" else self.values
 
     def top(self, k: int) -> list[Component]:
-        """The ``k`` components with the largest ``|score|``.
+        """The ``k`` components with the largest ``|score|`` (``score`` with ``rank_by="value"``).
 
         Ties go in :class:`Component` order (heads, then MLPs, then neurons, each by layer and index).
         """
@@ -256,7 +269,8 @@ class ComponentScores:
         """Turn scores into a :class:`Mask`; give exactly one of the three options.
 
         Args:
-            top_k: The ``k`` components with the largest ``|score|``.
+            top_k: The ``k`` components with the largest ``|score|`` (here and below: the
+                signed score where :attr:`rank_by` is ``"value"``).
             threshold: Components with ``|score| >= threshold``.
             param_budget: Components in order of ``|score|`` while the total parameter count
                 stays within the budget; a component that would overshoot is skipped and
@@ -271,7 +285,7 @@ class ComponentScores:
         if top_k is not None:
             return Mask(frozenset(self.top(top_k)), name=name)
         if threshold is not None:
-            return Mask(frozenset(c for c, v in zip(self.components, self.values) if abs(v) >= threshold), name=name)
+            return Mask(frozenset(c for c, v in zip(self.components, self._key()) if v >= threshold), name=name)
         if param_budget < 0:
             raise ValueError("param_budget must be >= 0")
         chosen: set[Component] = set()
@@ -340,6 +354,8 @@ class ComponentScores:
             v = getattr(self, f)
             if v is not None:
                 d[f] = v.to_dict() if isinstance(v, ResidMap) else _jsonable(v)
+        if self.rank_by != "abs":  # files of |value|-ranked scores stay as they were
+            d["rank_by"] = self.rank_by
         return d
 
     @classmethod
@@ -352,7 +368,8 @@ class ComponentScores:
                 typed[f] = ResidMap.from_dict(typed[f])
         _from_legacy_extra(extra, typed)
         return cls.from_dict_of_scores(d["scores"], method=d["method"], metric=d["metric"],
-                                       shape=ModelShape(**d["shape"]), extra=extra, name=d.get("name", ""), **typed)
+                                       shape=ModelShape(**d["shape"]), extra=extra, name=d.get("name", ""),
+                                       rank_by=d.get("rank_by", "abs"), **typed)
 
     def save(self, path: str | Path) -> None:
         """Save as JSON."""
@@ -362,6 +379,9 @@ class ComponentScores:
     def load(cls, path: str | Path) -> "ComponentScores":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+
+#: How :class:`ComponentScores` ranks components: by ``|value|`` or by the signed value.
+RANK_BY = ("abs", "value")
 
 #: The typed keyword fields of :class:`ComponentScores` (saved as top-level JSON keys).
 _TYPED = ("per_example", "example_ids", "clean_metric", "corrupted_metric", "patched", "resid", "mlp_window",

@@ -215,7 +215,8 @@ def probing(
     Returns:
         Scores (method ``"probing"``, metric ``"probe_accuracy"``): MLP ``l`` = accuracy gain
         at the subject position (``"subject_last"`` if probed, else the first position) from
-        the previous probed layer to ``l``; heads 0. ``extra``: ``"probe_accuracy"``
+        the previous probed layer to ``l``; heads 0; ranked by the signed gain
+        (``rank_by="value"``: a budget takes layers where accuracy rises, not where it drops). ``extra``: ``"probe_accuracy"``
         ``{position: [acc per probed layer]}``, ``"probe_accuracy_std"`` (over folds),
         ``"embedding_accuracy"`` (``{position: acc}`` of the embedding), ``"layers"``, ``"chance"`` (majority-class rate), ``"n_splits"``, ``"classes"``,
         ``"gain_position"``.
@@ -263,4 +264,5 @@ def probing(
         "scaling": scaling,
         "repeats": repeats,
     }
-    return ComponentScores(tuple(comps), np.array(values), "probing", "probe_accuracy", shape, extra)
+    # a layer where decodability drops is not where the attribute is written: rank by the signed gain
+    return ComponentScores(tuple(comps), np.array(values), "probing", "probe_accuracy", shape, extra, rank_by="value")

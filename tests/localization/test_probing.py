@@ -72,3 +72,30 @@ def test_probe_accuracy_is_cross_validated():
     noise = rng.normal(size=(30, 50))
     assert probe_accuracy(noise, y)[0] < 0.6  # unseen examples: no memorization
     assert probe_accuracy(noise + 5 * np.eye(3)[y] @ rng.normal(size=(3, 50)), y)[0] == 1.0
+
+
+def test_probing_masks_take_rises_not_drops():
+    """A layer where the probe's accuracy drops is not where the attribute is written: the
+    budgeted probing mask ranks by the signed gain (it ranked by |gain|, so a drop of 0.3 beat a
+    rise of 0.2)."""
+    from factlens.components import Component, ModelShape
+    from factlens.scores import ComponentScores
+
+    shape = ModelShape(n_layers=3, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
+    comps = (Component("mlp", 0), Component("mlp", 1), Component("mlp", 2))
+    gains = ComponentScores(comps, [0.2, -0.3, 0.05], "probing", "probe_accuracy", shape, rank_by="value")
+    one_mlp = ComponentScores(comps[:1], [1.0], "x", "y", shape).to_mask(top_k=1).n_params(shape)
+    assert gains.to_mask(param_budget=one_mlp).components == frozenset({Component("mlp", 0)})
+    assert gains.top(3) == [Component("mlp", 0), Component("mlp", 2), Component("mlp", 1)]
+    assert gains.to_mask(threshold=0.1).components == frozenset({Component("mlp", 0)})
+    assert ComponentScores.from_dict(gains.to_dict()).rank_by == "value"
+    plain = ComponentScores(comps, [0.2, -0.3, 0.05], "activation_patching", "logit_diff", shape)
+    assert plain.top(1) == [Component("mlp", 1)] and "rank_by" not in plain.to_dict()  # patching: |effect|
+    with pytest.raises(ValueError, match="rank_by"):
+        ComponentScores(comps, [0.0] * 3, "x", "y", shape, rank_by="signed")
+
+
+def test_probing_scores_rank_by_signed_gain(planted):
+    from factlens.localization.probing import probing
+
+    assert probing(planted.model, planted.dataset).rank_by == "value"
