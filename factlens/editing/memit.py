@@ -39,9 +39,9 @@ of ordinary text (GPT-J: 16384), so models with smaller MLPs get weaker edits at
 the residual as is (GPT-J). factlens maps ``R`` through the norm linearized at each fact's
 current MLP output (:func:`residual_to_mlp_output`), which closes much more of the gap
 than writing ``R`` unmapped (measured on a Gemma-3-shaped random model: docs/methods/memit.md).
-The part of ``R`` along the current output cannot be written through an RMS norm (it only
-sees directions), so one layer never closes the gap; ``meta["final_residual_norm"]`` reports
-what is left.
+One direction of ``R`` cannot be written through an RMS norm to first order (the norm is
+blind to the scale of the current output), so one layer never closes the gap;
+``meta["final_residual_norm"]`` reports what is left.
 
 Keys are averaged over the bare prompt and the prefixed prompts with equal weights (ROME's
 average; MEMIT's code weights the bare prompt 1/2), so that MEMIT on one layer and ROME
@@ -206,11 +206,15 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor, *, wei
 
     Without a norm after the MLP this is the identity. With an RMS norm ``N(r) = w * r / s(r)``
     (Gemma 2/3's ``ln2_post``) the change is linearized at each fact's current raw output
-    ``r`` (bare prompt): ``dr = s(r) * P (R / w)``, ``P`` removing the component along ``r``
-    (the norm is blind to the scale of ``r``, so that part of ``R`` cannot be written), which
-    gives ``N(r + dr) = N(r) + w * P(R / w)`` to first order. MEMIT's reference has no such
-    step (GPT-J has no post-MLP norm). Dimensions whose norm weight is zero cannot be written
-    at all; they get no change (:func:`unwritable_share` measures how much of ``R`` lies there).
+    ``r`` (bare prompt): to first order ``N(r + dr) - N(r) = w * P_r(dr) / s(r)``, ``P_r``
+    removing the component along ``r`` (the norm is blind to the scale of ``r``). What it can
+    write is every change orthogonal to ``q = r / w``, so the least-squares answer writes
+    ``R' = R - (R . q^) q^`` exactly: ``dr = s(r) * R' / w`` (already orthogonal to ``r``).
+    (Before, the map took ``dr = s(r) * P_r(R / w)``, which leaves a first-order gap larger by
+    the factor ``|w * r^| |r^ / w| >= 1``, equal only where ``w`` is uniform.) MEMIT's reference
+    has no such step (GPT-J has no post-MLP norm). Dimensions whose norm weight is zero cannot
+    be written at all; they get no change (:func:`unwritable_share` measures how much of ``R``
+    lies there).
 
     ``weight_floor``: dimensions whose ``|w|`` is below ``weight_floor`` times the layer's
     median ``|w|`` count as unwritable too. Writing ``R`` there takes a raw change ``R / w``
@@ -243,9 +247,10 @@ def residual_to_mlp_output(model, layer: int, records, residuals: Tensor, *, wei
     # answer writes the reachable dimensions and leaves those at 0 (their share: unwritable_share).
     w = torch.where(_unwritable(w, weight_floor), torch.full_like(w, math.inf), w)
     s = (raw.pow(2).mean(-1, keepdim=True) + float(norm.eps)).sqrt()
-    x = s * residuals.to(torch.float64) / w
-    unit = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return x - (x * unit).sum(-1, keepdim=True) * unit
+    q = raw / w  # the direction (in the residual) the linearized norm cannot write
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    R = residuals.to(torch.float64)
+    return s * (R - (R * q).sum(-1, keepdim=True) * q) / w
 
 
 def _unwritable(w: Tensor, weight_floor: float) -> Tensor:

@@ -169,6 +169,8 @@ def test_post_norm_mapping_is_first_order_exact(task):
     assert post_mlp_norm(m, 1) is m.blocks[1].ln2_post and post_mlp_norm(tiny_model(), 1) is None
     recs = list(task.forget)
     g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-uniform norm weights, as real Gemma's: the old map (P_r(R / w)) was not least squares
+        m.blocks[1].ln2_post.w.copy_(torch.exp(0.7 * torch.randn(m.cfg.d_model, generator=g)))
     R = torch.randn(len(recs), m.cfg.d_model, generator=g, dtype=torch.float64)
     dr = residual_to_mlp_output(m, 1, recs, R)
     texts, spans = [], []
@@ -194,9 +196,9 @@ def test_post_norm_mapping_is_first_order_exact(task):
         m(b.tokens, stop_at_layer=2)
     r = raw[0][rows, b.subject_last].double()
     w = m.blocks[1].ln2_post.w.detach().double()
-    unit = r / r.norm(dim=-1, keepdim=True)
-    x = R / w
-    expected = w * (x - (x * unit).sum(-1, keepdim=True) * unit)  # w * P(R / w)
+    q = r / w  # the linearized norm writes exactly the changes orthogonal to r / w
+    q = q / q.norm(dim=-1, keepdim=True)
+    expected = R - (R * q).sum(-1, keepdim=True) * q  # least squares: all of R but its part along q
     eps = 1e-3
     change = (mlp_out(eps * dr) - mlp_out()) / eps  # finite difference of the normalized MLP output
     assert float((change - expected).norm()) < 1e-2 * float(expected.norm())
@@ -273,7 +275,14 @@ def test_tiny_post_norm_weights_count_as_unwritable(task):
     R_live = R.clone()
     R_live[:, tiny] = 0.0
     floored = residual_to_mlp_output(m, 1, recs, R, weight_floor=0.01)
-    assert torch.allclose(floored, residual_to_mlp_output(m, 1, recs, R_live))  # the tiny part is dropped
+    assert torch.allclose(floored, residual_to_mlp_output(m, 1, recs, R_live, weight_floor=0.01))
+    assert torch.all(floored[:, tiny] == 0)  # the tiny dimensions get no change ...
+    w = m.blocks[1].ln2_post.w
+    with torch.no_grad():  # ... exactly as if their weights were zero (unwritable)
+        kept, w[tiny] = w[tiny].clone(), 0.0
+        as_zero = residual_to_mlp_output(m, 1, recs, R)
+        w[tiny] = kept
+    assert torch.allclose(floored, as_zero)
     assert float(residual_to_mlp_output(m, 1, recs, R).norm()) > 10 * float(floored.norm())  # unfloored: blown up
     assert unwritable_share(m, 1, R, weight_floor=0.01) == pytest.approx(float(R[:, tiny].pow(2).sum() / R.pow(2).sum()))
     assert unwritable_share(m, 1, R) == 0.0
