@@ -393,6 +393,39 @@ def test_unrelated_finetune_cache_keys_the_training_data():
     assert shared == alone
 
 
+def test_attack_caches_key_the_data_sets_candidate_answers():
+    """score_task formats prompts with the data set's candidates (a fact without its own): two tasks
+    with the same facts and another answer set must not share the unedited model's cached scores
+    (task_key used to key only the facts, so the second task got the first one's baselines)."""
+    from factlens.evaluation import BaselineCache
+    from factlens.data import sports_facts
+    from factlens.tasks import sports_athlete_editing
+    from factlens.tokens import answer_token_ids
+
+    orig = tiny_model(seed=6)  # a random model: its accuracy depends on the candidate set
+    edited = copy.deepcopy(orig)
+    with torch.no_grad():
+        edited.blocks[0].mlp.W_out.mul_(1.01)
+    narrow = sports_athlete_editing(sports_facts()[:80], n_forget=16, seed=0)
+    extra = [w for w in ("golf", "tennis", "hockey", "soccer", "cricket", "boxing")
+             if len(answer_token_ids(orig, w)) == 1]
+    wide_c = tuple(narrow.forget.candidates) + tuple(extra)
+    wide = dataclasses.replace(narrow, forget=narrow.forget.with_candidates(wide_c),
+                               maintain=narrow.maintain.with_candidates(wide_c))
+    qc = QuantizationConfig(schemes=("int8",))
+    names = ("quant_int8_forget_accuracy", "quant_int8_maintain_accuracy")
+
+    def baselines(task, cache):
+        r = run_quantization(edited, task, original=orig, baselines=cache, quantization_config=qc)
+        return [r[n].baseline for n in names]
+
+    cache = BaselineCache()
+    first = baselines(wide, cache)
+    shared, alone = baselines(narrow, cache), baselines(narrow, None)
+    assert alone != first  # measured: 1.0 and 1.0 among the three sports, 0.0 and 0.0 among nine answers
+    assert shared == alone
+
+
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_finetune_on_text_lowers_its_loss(method):
     """The attack trains (not a no-op): the next-token loss on the general text falls."""
