@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from contextlib import contextmanager
 import json
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, TypeVar
 
@@ -45,7 +46,7 @@ import torch
 if TYPE_CHECKING:
     from factlens.evaluation.baseline_store import BaselineStore
 
-__all__ = ["BaselineCache", "cached", "facts_key", "items_key", "config_key"]
+__all__ = ["BaselineCache", "bound", "cached", "facts_key", "items_key", "config_key"]
 
 T = TypeVar("T")
 
@@ -151,6 +152,7 @@ class BaselineCache:
 
     def __init__(self, *, store: "BaselineStore | None" = None, recheck: bool = True) -> None:
         self._original: Any = None
+        self._held: Any = None  # the original that the running evaluate() call has checked (see held())
         self._fingerprint: str | None = None
         self._digest: str | None = None
         self._store: dict[Hashable, Any] = {}
@@ -173,7 +175,7 @@ class BaselineCache:
 
     def bind(self, original) -> None:
         """Bind to ``original`` (first call) or check it is the same object, unchanged
-        (with ``recheck=False`` only the same object).
+        (with ``recheck=False``, or inside :meth:`held` for that object, only the same object).
 
         Raises:
             ValueError: ``original`` is another object than the one the cache belongs to.
@@ -185,16 +187,36 @@ class BaselineCache:
         elif self._original is not original:
             raise ValueError("this BaselineCache holds results of another original model object; use one cache per "
                              "original model (or cache.clear() and a new BaselineCache)")
-        elif not self.recheck:
-            return  # fingerprinted at the first bind; the caller vouches for the original
+        elif not self.recheck or self._held is original:
+            return  # fingerprinted at the first bind (the caller vouches), or by the running evaluate() call
         fp = _fingerprint(original)
         if fp != self._fingerprint:
             self._store.clear()  # the original's parameters changed since the entries were made
             self._fingerprint = fp
             self._digest = None if self.shared is None else self.shared.model_digest(fp, original)
 
+    @contextmanager
+    def held(self, original) -> Iterator["BaselineCache"]:
+        """:meth:`bind` to ``original`` once, then trust that check inside the block: the suites
+        that ``evaluate`` runs bind the cache again (as direct calls must), and inside the block
+        that costs no second fingerprint. Whoever holds it must not change ``original`` meanwhile."""
+        self.bind(original)
+        before, self._held = self._held, original
+        try:
+            yield self
+        finally:
+            self._held = before
+
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The value stored under ``key``, computing and storing it on the first call."""
+        """The value stored under ``key``, computing and storing it on the first call.
+
+        Raises:
+            ValueError: The cache was never bound to an original model (its entries could
+                belong to any model).
+        """
+        if self._original is None:
+            raise ValueError("this BaselineCache is not bound to an original model: call cache.bind(original) first "
+                             "(evaluate() and every run_<suite>(..., original=..., baselines=cache) do)")
         if key in self._store:
             self.hits += 1
             return self._store[key]
@@ -215,6 +237,40 @@ class BaselineCache:
 def cached(cache: BaselineCache | None, key: Hashable, compute: Callable[[], T]) -> T:
     """``cache.get(key, compute)``, or just ``compute()`` without a cache."""
     return compute() if cache is None else cache.get(key, compute)
+
+
+def bound(cache: BaselineCache | None, model, original) -> BaselineCache | None:
+    """``cache`` bound to (and checked against) ``original``, or ``None`` when there is nothing to reuse
+    (no cache, no original, or the original is the evaluated model itself).
+
+    Every suite calls it first, so a cache passed straight to ``run_<suite>`` is checked as in
+    :func:`~factlens.evaluation.evaluate`: another original object raises ``ValueError``, a changed
+    one empties the cache. Inside ``evaluate`` (:meth:`BaselineCache.held`) this costs no fingerprint.
+
+    Raises:
+        TypeError: ``cache`` is not a :class:`BaselineCache`.
+        ValueError: ``cache`` belongs to another original model object.
+    """
+    cache = reusable(cache, model, original)
+    if cache is not None:
+        cache.bind(original)
+    return cache
+
+
+def reusable(cache: BaselineCache | None, model, original) -> BaselineCache | None:
+    """``cache``, or ``None`` when there is nothing to reuse (no cache, no original, or the original
+    is the evaluated model itself); does not bind it (:func:`bound` does).
+
+    Raises:
+        TypeError: ``cache`` is not a :class:`BaselineCache`.
+    """
+    if cache is None:
+        return None
+    if not isinstance(cache, BaselineCache):
+        raise TypeError(f"baselines must be a factlens.evaluation.BaselineCache, got {type(cache).__name__}")
+    if original is None or original is model:
+        return None  # nothing to reuse: no original, or the original is the model itself
+    return cache
 
 
 def facts_key(facts: Iterable[Any]) -> tuple:
