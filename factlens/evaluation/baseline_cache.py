@@ -17,12 +17,13 @@ A :class:`BaselineCache` passed as ``evaluate(..., baselines=cache)`` keeps them
 >>> cache.misses, cache.hits  # forget and maintain scores of the original: computed once, then reused
 (2, 2)
 
-A cache belongs to one original model *object*. Every ``evaluate`` call re-checks a
-fingerprint of the original (its config and every bit of its parameters and buffers, one
-pass over the weights: 0.7 s for tensors of Gemma 3 270M's shapes in float32 on one CPU
-thread, ``python benchmarks/fingerprint.py``) and empties the cache if it changed, so a cache can never serve numbers of another model
-state (values changed, moved or swapped in place); using it with a different model object
-raises ``ValueError``. Entries are keyed by
+A cache belongs to one original model *object*. Every ``evaluate`` call (and every direct
+``run_<suite>(..., original=..., baselines=cache)`` call) re-checks a fingerprint of the
+original (its config and every bit of its parameters and buffers, one pass over the
+weights: 0.68 s for tensors of Gemma 3 270M's shapes in float32 on one CPU thread,
+``python benchmarks/fingerprint.py``) and empties the cache if it changed, so a cache can
+never serve numbers of another model state (values changed, moved or swapped in place);
+using it with a different model object raises ``ValueError``. Entries are keyed by
 everything that decides them (suite, facts, prompts, settings), so evaluating another task
 or config simply adds entries. Memory: the entries are small (scores, final residuals of
 the general-text chunks, probe curves), a few MB for the default settings.
