@@ -18,7 +18,10 @@ change semantics:
 
 * the common prefix is shorter than :data:`MIN_PREFIX` tokens, or the batch has one row;
 * a position the caller reads lies inside the prefix;
-* the model has hooks attached (hooks would see only the suffix positions);
+* the model has hooks attached (hooks would see only the suffix positions): hooks on its
+  TransformerLens hook points and plain PyTorch hooks (forward, forward-pre, backward) on any
+  of its modules or registered globally, except hooks declared position-wise with
+  :func:`mark_positionwise`;
 * the model is not a TransformerLens ``HookedTransformer`` with a causal attention;
 * reuse is switched off with :func:`prefix_reuse` (``with prefix_reuse(False): ...``), which
   the benchmarks use to measure before/after in one process.
@@ -119,14 +122,29 @@ def is_positionwise_hook(fn) -> bool:
     return bool(getattr(fn, _POSITIONWISE, False))
 
 
+#: The hook tables of a ``torch.nn.Module`` (the ``with_kwargs`` and full backward variants live in the same tables).
+_HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+#: torch's global hooks (``register_module_forward_hook`` ...), called for every module.
+_GLOBAL_HOOK_TABLES = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                       "_global_backward_pre_hooks")
+
+
 def _has_hooks(model) -> bool:
-    """Hooks that might read or write particular positions (factored-LoRA hooks act on each
-    position alone, so they keep the prefix split exact and are not counted)."""
-    hook_dict = getattr(model, "hook_dict", None)
-    if hook_dict is None:
+    """Whether a hook that might read or write particular positions is attached: any forward,
+    forward-pre or backward hook on any module of ``model`` (its TransformerLens hook points
+    included) or registered globally with torch. Such a hook would see the prefix pass and the
+    suffix pass each with their own position indices, so reuse must be off. Hooks declared
+    position-wise with :func:`mark_positionwise` (the factored LoRA hooks) keep the split exact
+    and are not counted."""
+    if getattr(model, "hook_dict", None) is None:
         return True  # not a HookedTransformer: do not guess
-    return any(any(not is_positionwise_hook(f) for f in hooks.values())
-               for hp in hook_dict.values() for hooks in (hp._forward_hooks, hp._forward_pre_hooks, hp._backward_hooks))
+    from torch.nn.modules import module as torch_module
+
+    tables = [getattr(torch_module, t, None) for t in _GLOBAL_HOOK_TABLES]
+    for m in model.modules():
+        d = m.__dict__
+        tables.extend(d[t] for t in _HOOK_TABLES if d.get(t))
+    return any(not is_positionwise_hook(f) for table in tables if table for f in table.values())
 
 
 def _supported(model) -> bool:

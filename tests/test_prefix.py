@@ -108,6 +108,79 @@ def test_falls_back_when_it_cannot_help(gemma_like, planted):
     assert not any(hp._forward_hooks for hp in m.hook_dict.values())
 
 
+def _module_hooks():
+    """Plain PyTorch hooks a user or a tool may attach: ``(kind, attach(model) -> handle)``."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    def same(*args, **kwargs):
+        return None
+
+    return [("forward", lambda m: m.blocks[0].register_forward_hook(same)),
+            ("forward_with_kwargs", lambda m: m.blocks[1].attn.register_forward_hook(same, with_kwargs=True)),
+            ("forward_pre", lambda m: m.blocks[0].mlp.register_forward_pre_hook(same)),
+            ("forward_pre_with_kwargs", lambda m: m.blocks[0].register_forward_pre_hook(same, with_kwargs=True)),
+            ("full_backward", lambda m: m.blocks[0].mlp.register_full_backward_hook(same)),
+            ("backward_pre", lambda m: m.blocks[0].register_full_backward_pre_hook(same)),
+            ("on_a_hook_point", lambda m: m.blocks[0].hook_resid_post.register_forward_hook(same)),
+            ("on_the_model", lambda m: m.register_forward_hook(same)),
+            ("global", lambda m: register_module_forward_hook(same))]
+
+
+@pytest.mark.parametrize("kind,attach", _module_hooks(), ids=[k for k, _ in _module_hooks()])
+def test_plain_module_hooks_switch_reuse_off(gemma_like, kind, attach):
+    """A plain PyTorch hook on any module (not only on a TransformerLens hook point) turns reuse off:
+    it would see the prefix and the suffix passes with their own positions. It used to stay on."""
+    toks = _rows()
+    handle = attach(gemma_like)
+    try:
+        assert residual_after_prefix(gemma_like, toks, first_read=9)[1] == 0
+    finally:
+        handle.remove()
+    assert residual_after_prefix(gemma_like, toks, first_read=9)[1] == 9  # removed: reuse is back
+
+
+def test_positionwise_module_hooks_keep_reuse(gemma_like):
+    """A hook declared position-wise (mark_positionwise, as the factored LoRA hooks are) keeps reuse on,
+    and the result still equals the plain pass."""
+    from factlens.prefix import mark_positionwise
+
+    toks = _rows()
+    handle = gemma_like.blocks[0].mlp.register_forward_hook(mark_positionwise(lambda mod, args, out: out * 1.5))
+    try:
+        resid, p = residual_after_prefix(gemma_like, toks, first_read=9)
+        plain = gemma_like(toks, stop_at_layer=gemma_like.cfg.n_layers)
+    finally:
+        handle.remove()
+    assert p == 9
+    torch.testing.assert_close(resid, plain[:, p:], rtol=1e-5, atol=1e-5)
+
+
+def test_position_dependent_module_hook_gives_the_plain_pass(gemma_like):
+    """A user's hook that steers token position 3 of block 0's output: answer log-probabilities with
+    reuse on (the default) equal the plain pass (they differed: the suffix pass's position 3 was
+    another token)."""
+    from factlens.tokens import answer_logprobs
+
+    prompts = [f"Fact: Tiger Woods plays the sport of golf\nFact: {s} plays the sport of"
+               for s in ("LeBron James", "Tom Brady", "Babe Ruth")]
+    answers = ["basketball", "football", "baseball"]
+    v = torch.randn(gemma_like.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 5
+
+    def steer_position_3(module, args, out):
+        out = out.clone()
+        out[:, 3] += v
+        return out
+
+    handle = gemma_like.blocks[0].register_forward_hook(steer_position_3)
+    try:
+        got = answer_logprobs(gemma_like, prompts, answers)
+        with prefix_reuse(False):
+            want = answer_logprobs(gemma_like, prompts, answers)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("fmt", ["default", "mcq"])
 def test_score_prompts_equal(gemma_like, facts, fmt, reused):
     from factlens.prompt_scores import score_prompts

@@ -21,10 +21,11 @@ Suites:
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from factlens.evaluation.baseline_cache import BaselineCache
+from factlens.evaluation.baseline_cache import BaselineCache, reusable
 from factlens.evaluation.baseline_store import BaselineStore
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
@@ -184,7 +185,7 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         e.check(inputs)
     _check_settings(entries, config)
     fns = {e.name: load(e.fn) for e in entries}  # fail on import errors before running anything
-    baselines = _bound(baselines, model, original)
+    baselines = reusable(baselines, model, original)  # bound by held() below, once; the suites' bind() is free
 
     results: dict[str, SuiteResult] = {}
     timings: dict[str, float] = {}
@@ -192,17 +193,18 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     for m, _ in modes:
         m.eval()
     try:
-        for name in progress_bar(suites, desc="evaluate"):
-            entry = next(e for e in entries if e.name == name)
-            kw = {"original": original, "config": config, "baselines": baselines,
-                  **{n: inputs[n] for n in entry.needs if inputs[n] is not None}}
-            t0 = time.perf_counter()
-            res = fns[name](model, task, **kw)
-            timings[name] = time.perf_counter() - t0
-            release_memory()  # a suite's freed memory does not stay resident into the next one
-            if not isinstance(res, SuiteResult):
-                raise TypeError(f"suite {name!r} returned {type(res).__name__}, expected SuiteResult")
-            results[name] = res
+        with baselines.held(original) if baselines is not None else nullcontext():
+            for name in progress_bar(suites, desc="evaluate"):
+                entry = next(e for e in entries if e.name == name)
+                kw = {"original": original, "config": config, "baselines": baselines,
+                      **{n: inputs[n] for n in entry.needs if inputs[n] is not None}}
+                t0 = time.perf_counter()
+                res = fns[name](model, task, **kw)
+                timings[name] = time.perf_counter() - t0
+                release_memory()  # a suite's freed memory does not stay resident into the next one
+                if not isinstance(res, SuiteResult):
+                    raise TypeError(f"suite {name!r} returned {type(res).__name__}, expected SuiteResult")
+                results[name] = res
     finally:
         for m, was_training in modes:
             m.train(was_training)
@@ -231,18 +233,6 @@ def _check_settings(entries: tuple[Suite, ...], config: EvalConfig) -> None:
     for e in entries:
         if e.config_type is not None:
             config.suite_config(e)
-
-
-def _bound(baselines: BaselineCache | None, model, original) -> BaselineCache | None:
-    """``baselines`` bound to ``original``, or ``None`` when there is nothing to reuse."""
-    if baselines is None:
-        return None
-    if not isinstance(baselines, BaselineCache):
-        raise TypeError(f"baselines must be a factlens.evaluation.BaselineCache, got {type(baselines).__name__}")
-    if original is None or original is model:
-        return None  # nothing to reuse: no original, or the original is the model itself
-    baselines.bind(original)
-    return baselines
 
 
 def _meta(model, original, suites: tuple[str, ...], timings: dict[str, float], config: EvalConfig,

@@ -107,6 +107,12 @@ class TaskScores:
                 **{f"maintain:{k}": v for k, v in self.maintain.items()}}
 
 
+def _task_items(task, config: EvalConfig, fmt: str) -> dict[str, list]:
+    """The formatted prompts of ``task.forget`` and ``task.maintain`` that :func:`score_task` scores."""
+    return {split: format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+            for split, ds in (("forget", task.forget), ("maintain", task.maintain))}
+
+
 def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> TaskScores:
     """Score ``task.forget`` and ``task.maintain`` in format ``fmt`` (the standard suite's helpers).
 
@@ -123,8 +129,7 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
     out: dict[str, dict[str, float]] = {"forget": {}, "edit": {}, "maintain": {}}
     chance: dict[str, float] = {}
     n: dict[str, int] = {}
-    for split, ds in (("forget", task.forget), ("maintain", task.maintain)):
-        items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+    for split, items in _task_items(task, config, fmt).items():
         n[split] = len(items)
         if not items:
             continue
@@ -138,11 +143,26 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
 
 
 def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
-    """A hashable key of what :func:`score_task` depends on (for :class:`~factlens.evaluation.BaselineCache`)."""
-    from factlens.evaluation.baseline_cache import facts_key
+    """A hashable key of what :func:`score_task` depends on (for :class:`~factlens.evaluation.BaselineCache`).
 
-    return (fmt, task.objective, facts_key(task.forget), facts_key(task.maintain), config.seed, config.n_shots,
-            config.batch_size)
+    That is the prompts it formats, each with its answer, target, candidate answers and fact id
+    (the candidates come from the fact or else from its data set, so two tasks with the same
+    facts and other data-set candidates get other keys; so do other paraphrases or questions in
+    another format), the task's objective and the batch size.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from factlens.evaluation import EvalConfig
+        >>> from factlens.testing import planted_fact_model
+        >>> t = planted_fact_model().task
+        >>> fewer = replace(t, forget=t.forget.with_candidates(t.forget.candidates[:2]))
+        >>> task_key(t, EvalConfig()) == task_key(fewer, EvalConfig())
+        False
+    """
+    items = _task_items(task, config, fmt)
+    return (fmt, task.objective, *(tuple((it.prompt, it.answer, it.target, tuple(it.candidates), it.record_id)
+                                         for it in items[split]) for split in ("forget", "maintain")),
+            config.seed, config.n_shots, config.batch_size)
 
 
 def metric_prefix(prefix: str, fmt: str = "default") -> str:

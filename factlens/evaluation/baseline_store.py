@@ -15,8 +15,9 @@ lists, tuples, dicts, numpy arrays and scalars, torch tensors and dataclasses de
 keeps its own copy). Floats go through ``repr`` and arrays through their raw bytes, so a
 value read back is bit for bit the one written (tests/evaluation/test_baseline_store.py).
 
-Entries live under a digest of the original model's parameters (the cache's fingerprint,
-dtype and device), so a store never serves one model's numbers to another; each entry
+Entries live under a digest of the original model (the cache's fingerprint of every bit of
+its parameters and buffers, its dtype, device and architecture config), so a store never
+serves one model's numbers to another; each entry
 holds its full key, compared on reading. Writes are atomic (a temporary file, then a
 rename; the JSON last), so a reader sees a whole entry or none; two processes that compute
 the same entry at once both write it, with the same content. A store holds results of the
@@ -188,11 +189,16 @@ class BaselineStore:
         return f"BaselineStore({str(self.path)!r}, writes={self.writes}, skipped={self.skipped})"
 
     @staticmethod
-    def model_digest(fingerprint: tuple[float, ...], model) -> str:
-        """The folder name of one original model's entries: its fingerprint, dtype and device."""
+    def model_digest(fingerprint: str, model) -> str:
+        """The folder name of one original model's entries: its fingerprint (the cache's digest of
+        every parameter's and buffer's bits), dtype, device and architecture config (``model.cfg``:
+        two models with equal weights and, say, another attention window do not share entries)."""
+        from factlens.evaluation.baseline_cache import model_config_text
+
         p = next(iter(model.parameters()), None)
         where = "" if p is None else f"{p.dtype}|{p.device}"
-        return hashlib.sha256(f"{where}|{key_text(tuple(fingerprint))}".encode()).hexdigest()[:24]
+        text = f"{where}|{model_config_text(model)}|{key_text(fingerprint)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def _files(self, model_digest: str, text: str) -> tuple[Path, Path]:
         name = hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -34,7 +34,7 @@ from factlens.components import project_out_hook
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -182,6 +182,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         ``damaged`` per layer), ``best`` (layer, position, recovery), ``attack_damage`` at the
         best variant and ``damaged`` (flagged variants ``"<position>:L<layer>"``).
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     t0 = time.perf_counter()
     from factlens.evaluation.config import or_default
 

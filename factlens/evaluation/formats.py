@@ -26,7 +26,7 @@ import numpy as np
 from factlens.config import ConfigBase
 from factlens.data.formats import available_formats, format_prompts
 from factlens.evaluation.result import Metric, SuiteResult
-from factlens.evaluation.baseline_cache import BaselineCache
+from factlens.evaluation.baseline_cache import BaselineCache, bound
 from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
                                         score_both)
 
@@ -188,6 +188,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
         >>> r["paraphrase_forget_error"].value, "mcq" in r.extra["formats"]
         (0.0, False)
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from factlens.components import resid_hook
 from factlens.config import ConfigBase
 from factlens.data.records import FactDataset
-from factlens.evaluation.baseline_cache import BaselineCache, cached, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
 from factlens.progress_bars import progress_bar
@@ -348,6 +348,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
         >>> r["probe_true_accuracy_last"].value
         1.0
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

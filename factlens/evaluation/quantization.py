@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        metric_prefix, outcome_columns, score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key
 from factlens.evaluation.lora import DEFAULT_TARGETS
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
@@ -386,6 +386,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
         >>> r["quant_nf4_forget_accuracy"].value, r["quant_nf4_forget_recovery"].value, r.extra["damaged"]
         (1.0, 0.0, [])
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     t0 = time.perf_counter()
     from factlens.evaluation.config import or_default
 

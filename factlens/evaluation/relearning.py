@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
-from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
@@ -352,6 +352,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         >>> r["relearn_forget_accuracy_before"].value, r["relearn_forget_accuracy"].value
         (1.0, 1.0)
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from factlens.config import ConfigBase
 from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
-from factlens.evaluation.baseline_cache import BaselineCache, cached
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.standard import not_above_chance
 from factlens.progress_bars import progress_bar
@@ -225,6 +225,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig | No
         >>> r["kl_divergence"].value, r.extra["mmlu_note"][:9]
         (0.0, 'MMLU skip')
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

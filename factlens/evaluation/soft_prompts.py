@@ -49,7 +49,7 @@ from factlens.components import embed_hook
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key, items_key
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
@@ -493,6 +493,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         >>> r["soft_prompt_forget_accuracy_before"].value
         1.0
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

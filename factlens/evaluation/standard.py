@@ -21,7 +21,7 @@ import numpy as np
 
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.known import chance_level
-from factlens.evaluation.baseline_cache import BaselineCache, cached, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prompt_scores import PromptScores, score_prompts
 
@@ -156,6 +156,7 @@ def run_standard(model, task, *, original=None, config: EvalConfig | None = None
         >>> r["maintain_accuracy"].value, r["maintain_accuracy"].baseline, len(r.per_fact) == len(p.task.forget) + len(p.task.maintain)
         (1.0, 1.0, True)
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
 
     config = or_default(config)

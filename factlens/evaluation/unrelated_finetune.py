@@ -39,7 +39,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, cached, config_key, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -254,6 +254,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget.
         One per-fact row per forget and maintain fact.
     """
+    baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     t0 = time.perf_counter()
     from factlens.evaluation.config import or_default
 

@@ -393,6 +393,92 @@ def test_unrelated_finetune_cache_keys_the_training_data():
     assert shared == alone
 
 
+def test_attack_caches_key_the_data_sets_candidate_answers():
+    """score_task formats prompts with the data set's candidates (a fact without its own): two tasks
+    with the same facts and another answer set must not share the unedited model's cached scores
+    (task_key used to key only the facts, so the second task got the first one's baselines)."""
+    from factlens.evaluation import BaselineCache
+    from factlens.data import sports_facts
+    from factlens.tasks import sports_athlete_editing
+    from factlens.tokens import answer_token_ids
+
+    orig = tiny_model(seed=6)  # a random model: its accuracy depends on the candidate set
+    edited = copy.deepcopy(orig)
+    with torch.no_grad():
+        edited.blocks[0].mlp.W_out.mul_(1.01)
+    narrow = sports_athlete_editing(sports_facts()[:80], n_forget=16, seed=0)
+    extra = [w for w in ("golf", "tennis", "hockey", "soccer", "cricket", "boxing")
+             if len(answer_token_ids(orig, w)) == 1]
+    wide_c = tuple(narrow.forget.candidates) + tuple(extra)
+    wide = dataclasses.replace(narrow, forget=narrow.forget.with_candidates(wide_c),
+                               maintain=narrow.maintain.with_candidates(wide_c))
+    qc = QuantizationConfig(schemes=("int8",))
+    names = ("quant_int8_forget_accuracy", "quant_int8_maintain_accuracy")
+
+    def baselines(task, cache):
+        r = run_quantization(edited, task, original=orig, baselines=cache, quantization_config=qc)
+        return [r[n].baseline for n in names]
+
+    cache = BaselineCache()
+    first = baselines(wide, cache)
+    shared, alone = baselines(narrow, cache), baselines(narrow, None)
+    assert alone != first  # measured: 1.0 and 1.0 among the three sports, 0.0 and 0.0 among nine answers
+    assert shared == alone
+
+
+def test_a_cache_passed_straight_to_a_suite_is_bound_and_checked():
+    """run_<suite>(..., baselines=cache) without evaluate(): a second call with another original
+    raises instead of serving the first original's baselines (it used to: maintain 1.0 where 0.2
+    is right), and an original changed in place is scored again."""
+    from factlens.evaluation import BaselineCache
+    from factlens.tokens import answer_token_ids
+
+    p = planted_fact_model()
+    orig_a = p.model
+    orig_b = copy.deepcopy(orig_a)  # another original: two sports' unembedding columns swapped
+    a, b = (answer_token_ids(orig_b, s)[0] for s in p.task.forget.candidates[:2])
+    with torch.no_grad():
+        orig_b.unembed.W_U[:, [a, b]] = orig_b.unembed.W_U[:, [b, a]]
+    edited = copy.deepcopy(orig_a)
+    qc = QuantizationConfig(schemes=("int8",))
+    name = "quant_int8_maintain_accuracy"
+    cache = BaselineCache()
+    first = run_quantization(edited, p.task, original=orig_a, baselines=cache, quantization_config=qc)[name].baseline
+    with pytest.raises(ValueError, match="another original"):
+        run_quantization(edited, p.task, original=orig_b, baselines=cache, quantization_config=qc)
+    want = run_quantization(edited, p.task, original=orig_b, quantization_config=qc)[name].baseline
+    assert want != first  # measured: 0.2 and 1.0
+    with torch.no_grad():  # the same object, changed in place: recomputed, not served
+        orig_a.unembed.W_U[:, [a, b]] = orig_a.unembed.W_U[:, [b, a]]
+    try:
+        again = run_quantization(edited, p.task, original=orig_a, baselines=cache, quantization_config=qc)
+    finally:
+        with torch.no_grad():
+            orig_a.unembed.W_U[:, [a, b]] = orig_a.unembed.W_U[:, [b, a]]
+    assert again[name].baseline == want
+    with pytest.raises(ValueError, match="not bound"):
+        BaselineCache().get("k", lambda: 1.0)
+
+
+def test_evaluate_fingerprints_the_original_once_per_call(monkeypatch):
+    """evaluate() checks the cache once; the suites' own bind() inside it costs no fingerprint."""
+    from factlens.evaluation import BaselineCache, baseline_cache
+
+    calls = []
+    real = baseline_cache._fingerprint
+    monkeypatch.setattr(baseline_cache, "_fingerprint", lambda m, *a, **k: calls.append(1) or real(m, *a, **k))
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    cfg = EvalConfig(quantization=QuantizationConfig(schemes=("int8",)))
+    cache = BaselineCache()
+    for n in (1, 2):
+        evaluate(edited, p.task, original=p.model, suites=["standard", "quantization"], config=cfg, baselines=cache,
+                 show_progress=False)
+        assert len(calls) == n
+    run_quantization(edited, p.task, original=p.model, baselines=cache, config=cfg)
+    assert len(calls) == 3  # a direct call checks on its own
+
+
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_finetune_on_text_lowers_its_loss(method):
     """The attack trains (not a no-op): the next-token loss on the general text falls."""

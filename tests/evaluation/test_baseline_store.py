@@ -156,6 +156,23 @@ def test_another_model_never_reads_the_entries(tmp_path: Path):
     assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 2  # one folder per original model
 
 
+def test_model_digest_covers_moved_values_and_the_architecture_config():
+    """The store's folder of an original: equal weights with another config (attention window) or
+    with two values swapped (same sums) are other models. Both used to share the folder."""
+    from factlens.evaluation.baseline_cache import _fingerprint
+    from factlens.testing.shaped import gemma3_shaped
+
+    a, b = gemma3_shaped(window_size=4), gemma3_shaped(window_size=8)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))  # the same weights
+    digest = BaselineStore.model_digest
+    assert digest(_fingerprint(a), a) != digest(_fingerprint(b), b)
+    c = copy.deepcopy(a)
+    assert digest(_fingerprint(c), c) == digest(_fingerprint(a), a)
+    with torch.no_grad():
+        c.blocks[0].mlp.W_out[[0, 1]] = c.blocks[0].mlp.W_out[[1, 0]]
+    assert digest(_fingerprint(c), c) != digest(_fingerprint(a), a)
+
+
 def test_a_damaged_entry_is_computed_again(tmp_path: Path):
     p = planted_fact_model()
     edited = _edited(p)

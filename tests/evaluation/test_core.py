@@ -307,6 +307,85 @@ def test_baseline_cache_reuses_the_original_and_changes_nothing():
             p.model.blocks[0].mlp.b_out.copy_(saved)
 
 
+def _swap_columns(w: torch.Tensor, a: int, b: int) -> None:
+    with torch.no_grad():
+        col = w[:, a].clone()
+        w[:, a] = w[:, b]
+        w[:, b] = col
+
+
+def test_fingerprint_sees_values_that_move_buffers_and_the_config():
+    """In-place changes that keep every parameter's sum (two unembedding columns swapped, two neurons
+    permuted) change the fingerprint; so do a buffer and the architecture config. The former
+    fingerprint (one float64 sum per parameter) missed the first two."""
+    from factlens.evaluation.baseline_cache import _fingerprint
+    from factlens.testing.shaped import gemma3_shaped
+
+    m = gemma3_shaped()
+    first = _fingerprint(m)
+    assert _fingerprint(copy.deepcopy(m)) == first
+    _swap_columns(m.unembed.W_U, 3, 5)
+    assert _fingerprint(m) != first
+    _swap_columns(m.unembed.W_U, 3, 5)
+    assert _fingerprint(m) == first  # back as it was
+    mlp, perm = m.blocks[0].mlp, torch.arange(m.cfg.d_mlp)
+    perm[[0, 1]] = perm[[1, 0]]
+    saved = {n: w.detach().clone() for n, w in mlp.named_parameters()}
+    with torch.no_grad():  # a permutation of neurons: the same function, other parameters
+        for name in ("W_in", "W_gate", "b_in"):
+            getattr(mlp, name).copy_(getattr(mlp, name)[..., perm])
+        mlp.W_out.copy_(mlp.W_out[perm])
+    assert _fingerprint(m) != first
+    with torch.no_grad():
+        for n, w in mlp.named_parameters():
+            w.copy_(saved[n])
+    assert _fingerprint(m) == first
+    sin = m.blocks[0].attn.rotary_sin
+    saved_sin = sin.clone()
+    sin[[0, 1]] = sin[[1, 0]]
+    assert _fingerprint(m) != first
+    sin.copy_(saved_sin)
+    m.cfg.window_size += 1
+    assert _fingerprint(m) != first
+    m.cfg.window_size -= 1
+    assert _fingerprint(m) == first
+
+
+def test_fingerprint_pieces_cover_every_element_in_order():
+    """A non-contiguous weight is read a few rows at a time, in its logical order."""
+    from factlens.evaluation.baseline_cache import _pieces
+
+    t = torch.arange(60.0).reshape(6, 10).T  # non-contiguous
+    for words in (1, 3, 7, 100):
+        pieces = list(_pieces(t, words))
+        assert all(p.is_contiguous() and p.numel() <= max(1, words) for p in pieces)
+        assert torch.equal(torch.cat(pieces), t.reshape(-1))
+
+
+def test_baseline_cache_drops_entries_when_the_original_swaps_two_answers():
+    """Swapping two sports' unembedding columns of the original keeps every parameter's sum: the
+    cache used to serve the old baselines (maintain 1.0 where 0.2 is right)."""
+    from factlens.evaluation import BaselineCache
+    from factlens.testing import planted_fact_model
+    from factlens.tokens import answer_token_ids
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    cache = BaselineCache()
+    evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache, show_progress=False)
+    a, b = (answer_token_ids(p.model, s)[0] for s in p.task.forget.candidates[:2])
+    _swap_columns(p.model.unembed.W_U, a, b)
+    try:
+        cached_run = evaluate(edited, p.task, original=p.model, suites=["standard"], baselines=cache,
+                              show_progress=False)
+        fresh = evaluate(edited, p.task, original=p.model, suites=["standard"], show_progress=False)
+    finally:
+        _swap_columns(p.model.unembed.W_U, a, b)
+    for name in ("forget_accuracy", "maintain_accuracy"):
+        assert cached_run["standard"][name].baseline == fresh["standard"][name].baseline
+    assert fresh["standard"]["maintain_accuracy"].baseline != 1.0  # the swap matters (measured: 0.2)
+
+
 def test_baseline_cache_without_recheck_fingerprints_only_at_the_first_bind(planted, monkeypatch):
     import copy
 

@@ -121,6 +121,34 @@ def test_relearning_factored_matches_merged(planted):
     assert norm_f == pytest.approx(norm_m, rel=1e-3) and norm_m > 0
 
 
+@pytest.mark.parametrize("forward", ["factored", "merged"])
+def test_relearning_keeps_prefix_reuse(forward, monkeypatch):
+    """Prefix reuse stays on while the relearning attack trains (the factored adapters' module hooks
+    are declared position-wise; any other module hook switches reuse off): every training pass over
+    the forget and retain prompts runs their shared prefix once."""
+    import factlens.editing.losses as losses
+    from factlens.data import sports_facts
+    from factlens.tasks import sports_athlete_editing
+
+    task = sports_athlete_editing(sports_facts()[:40], n_forget=8, seed=0, n_retain=8, n_maintain=4)
+    seen: list[int] = []
+    real = losses.residual_after_prefix
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out[1])
+        return out
+
+    monkeypatch.setattr(losses, "residual_after_prefix", spy)
+    cfg = EvalConfig(relearning=RelearningConfig(steps=2, rank=4, lr=1e-3, lora_forward=forward))
+    m = gemma3_shaped()
+    snap = snapshot(m)
+    r = relearn(m, task.forget, retain=task.retain, config=cfg)
+    r.lora.remove()
+    assert seen and all(p > 0 for p in seen)  # the shared few-shot example ran once per pass
+    assert unchanged(m, snap)
+
+
 @pytest.mark.slow
 def test_gemma_relearning_factored_matches_merged(gemma):
     """On Gemma 3 270M (the model as load_model gives it, TransformerLens's layout): both forms
