@@ -12,6 +12,8 @@ an MMLU question) and two localizations are evaluated on the same units:
 * :func:`hierarchical_bootstrap_interval` — several training seeds: resample seeds, then
   units within each drawn seed, so the interval includes the seed-to-seed variance.
 * :func:`paired_bootstrap_diff` — the difference of two paired evaluations and its interval.
+* :func:`weighted_mean_se` — standard error of a mean over units, with per-unit weights
+  (tokens per text chunk) when the metric is token-weighted.
 * :func:`sign_flip_test` — paired permutation test: under "no difference" each paired
   difference is as likely to have either sign. Exact enumeration of all ``2**n`` sign
   patterns for small ``n``, otherwise ``scipy.stats.permutation_test`` with
@@ -44,7 +46,8 @@ import numpy as np
 from factlens.power import minimum_detectable_difference
 
 __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "paired_bootstrap_diff", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm", "smallest_attainable_p",
+           "paired_bootstrap_diff", "weighted_mean_se", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm",
+           "smallest_attainable_p",
            "paired_test_key", "minimum_detectable_difference",
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
@@ -163,7 +166,8 @@ def bootstrap_mean_interval(values: Sequence[float], *, weights: Sequence[float]
                               n_resamples=n_resamples, seed=seed)
 
 
-def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *, confidence: float = 0.95,
+def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *,
+                                    weights: Sequence[Sequence[float]] | None = None, confidence: float = 0.95,
                                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
     """Interval of the mean over groups (seeds) of per-group means, resampling seeds then units.
 
@@ -172,31 +176,85 @@ def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *, confid
     interval therefore includes both the fact-sampling and the seed-to-seed variance. With
     one group it is the ordinary percentile bootstrap of the mean.
 
+    Args:
+        groups: Per group (seed), one value per unit (NaN entries are dropped, with their weights).
+        weights: Optional weight per unit, shaped like ``groups`` (tokens per text chunk): each
+            group's mean is then ``sum(w * v) / sum(w)`` over its resampled units, the
+            statistic a token-weighted metric reports; ``None``: plain means.
+        confidence, n_resamples, seed: As for :func:`bootstrap_mean_interval`.
+
     Example:
         >>> lo, hi = hierarchical_bootstrap_interval([[0, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]])
         >>> lo < 10 / 12 < hi
         True
     """
-    gs = [_clean(g) for g in groups]
-    gs = [g for g in gs if len(g)]
-    if not gs:
+    pairs = [p for p in _weighted_groups(groups, weights) if len(p[0])]
+    if not pairs:
         return None
-    if len(gs) == 1:
-        return bootstrap_mean_interval(gs[0], confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if len(pairs) == 1:
+        return bootstrap_mean_interval(pairs[0][0], weights=None if weights is None else pairs[0][1],
+                                       confidence=confidence, n_resamples=n_resamples, seed=seed)
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(gs), size=(n_resamples, len(gs)))  # seeds drawn per resample
+    pick = rng.integers(0, len(pairs), size=(n_resamples, len(pairs)))  # seeds drawn per resample
+
+    def resampled_means(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+        i = rng.integers(0, len(g), size=(n_resamples, len(g)))
+        # with unit weights this is g[i].mean(1) to the last bit (the same sum, divided by len(g))
+        return (w[i] * g[i]).sum(1) / w[i].sum(1)
+
     # every draw resamples its seed's facts afresh, also when a resample draws a seed twice:
     # slot j of resample b uses boot[j][pick[b, j], b]
-    boot = np.stack([np.stack([g[rng.integers(0, len(g), size=(n_resamples, len(g)))].mean(1) for g in gs])
-                     for _ in range(len(gs))])  # [slot, G, B]
+    boot = np.stack([np.stack([resampled_means(g, w) for g, w in pairs]) for _ in range(len(pairs))])  # [slot, G, B]
     b = np.arange(n_resamples)[:, None]
-    stats = boot[np.arange(len(gs))[None, :], pick, b].mean(1)
+    stats = boot[np.arange(len(pairs))[None, :], pick, b].mean(1)
     a = (1 - confidence) / 2
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
 
 
+def _weighted_groups(groups, weights) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group, ``(values, weights)`` without NaN values (unit weights when ``weights`` is None)."""
+    gs = [np.asarray(g, dtype=float).ravel() for g in groups]
+    ws = [np.ones_like(g) for g in gs] if weights is None else [np.asarray(w, dtype=float).ravel() for w in weights]
+    if len(ws) != len(gs) or any(w.shape != g.shape for g, w in zip(gs, ws)):
+        raise ValueError(f"weights need one entry per unit of every group: {[len(g) for g in gs]} units, "
+                         f"{[len(w) for w in ws]} weights")
+    out = [(g[~np.isnan(g)], w[~np.isnan(g)]) for g, w in zip(gs, ws)]
+    if any(len(w) and (np.any(~(w >= 0)) or not w.sum() > 0) for _, w in out):
+        raise ValueError("weights must be >= 0, with a positive one in every group that has values")
+    return out
+
+
+def weighted_mean_se(values: Sequence[float], *, weights: Sequence[float] | None = None) -> float | None:
+    """Standard error of a (weighted) mean over independent units; ``None`` for fewer than 2 units.
+
+    With weights (tokens per text chunk) the mean ``sum(w v) / sum(w)`` is a ratio of two sums
+    over units, and its standard error is the usual linearization
+    ``sqrt(n / (n - 1) * sum(w**2 (v - mean)**2)) / sum(w)``; with equal weights it is
+    ``sd / sqrt(n)`` (ddof = 1). Written here because ``statsmodels``' ``DescrStatsW`` reads
+    weights as frequencies (500 tokens would count as 500 independent units, while the
+    tokens of one chunk are not independent).
+
+    Example:
+        >>> round(weighted_mean_se([0.0, 1.0, 0.0, 1.0]), 4), round(weighted_mean_se([0.0, 1.0], weights=[1, 3]), 4)
+        (0.2887, 0.375)
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape != v.shape:
+        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
+    keep = ~np.isnan(v)
+    v, w = v[keep], w[keep]
+    if len(v) < 2:
+        return None
+    if weights is None:
+        return float(v.std(ddof=1) / math.sqrt(len(v)))
+    m = (w * v).sum() / w.sum()
+    return float(math.sqrt(len(v) / (len(v) - 1) * float((w ** 2 * (v - m) ** 2).sum())) / w.sum())
+
+
 def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[float] | Sequence[Sequence[float]],
-                          *, confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
+                          *, weights: Sequence[float] | Sequence[Sequence[float]] | None = None,
+                          confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
                           seed: int = 0) -> tuple[float, tuple[float, float] | None]:
     """Mean paired difference ``x - y`` and its bootstrap interval.
 
@@ -205,6 +263,10 @@ def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Seq
             per seed (``[[seed 0 units], [seed 1 units], ...]``): then the difference is the
             mean over seeds of the per-seed mean differences and the interval comes from
             :func:`hierarchical_bootstrap_interval` (seeds, then facts within seed).
+        weights: Optional weight of each pair, shaped like ``x`` (tokens per text chunk): each
+            seed's difference is then ``sum(w (x - y)) / sum(w)``, which is the difference of
+            the two weighted means when both sides are on the same units; the bootstrap
+            resamples pairs with their weights.
         confidence, n_resamples, seed: As for :func:`bootstrap_mean_interval`.
 
     Returns:
@@ -214,21 +276,25 @@ def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Seq
         >>> d, (lo, hi) = paired_bootstrap_diff([1, 1, 1, 0, 1, 1], [0, 0, 1, 0, 0, 0])
         >>> round(d, 3), lo > 0
         (0.667, True)
+        >>> round(paired_bootstrap_diff([0.5, 0.9], [0.6, 0.6], weights=[10, 500])[0], 3)
+        0.292
     """
     xs, ys = _as_groups(x), _as_groups(y)
     if len(xs) != len(ys):
         raise ValueError(f"x has {len(xs)} seed groups, y has {len(ys)}")
-    ds = []
-    for a, b in zip(xs, ys):
-        if a.shape != b.shape:
-            raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
-        d = a - b
-        ds.append(d[~np.isnan(d)])
-    ds = [d for d in ds if len(d)]
-    if not ds:
+    if any(a.shape != b.shape for a, b in zip(xs, ys)):
+        raise ValueError(f"paired values need equal lengths, got {[a.shape for a in xs]} and {[b.shape for b in ys]}")
+    ws = None if weights is None else _as_groups(weights)
+    pairs = [p for p in _weighted_groups([a - b for a, b in zip(xs, ys)], ws) if len(p[0])]
+    if not pairs:
         return float("nan"), None
-    diff = float(np.mean([d.mean() for d in ds]))
-    return diff, hierarchical_bootstrap_interval(ds, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if weights is None:
+        diff = float(np.mean([d.mean() for d, _ in pairs]))
+    else:
+        diff = float(np.mean([(w * d).sum() / w.sum() for d, w in pairs]))
+    return diff, hierarchical_bootstrap_interval([d for d, _ in pairs], weights=None if weights is None else
+                                                 [w for _, w in pairs], confidence=confidence,
+                                                 n_resamples=n_resamples, seed=seed)
 
 
 def _as_groups(x) -> list[np.ndarray]:
@@ -482,14 +548,18 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
                       ((1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
 
 
-def variance_components(groups: Sequence[Sequence[float]]) -> dict[str, float]:
+def variance_components(groups: Sequence[Sequence[float]], *,
+                        weights: Sequence[Sequence[float]] | None = None) -> dict[str, float]:
     """Split the variance of a seed-averaged mean between fact sampling and training seed.
 
     With ``S`` seeds, per-seed means ``m_s`` over ``n_s`` units and within-seed variances
     ``v_s``: the fact-sampling variance of one seed's mean is ``mean(v_s / n_s)``; the seed
     variance is the method-of-moments estimate ``max(var(m_s) - mean(v_s / n_s), 0)`` (the
     spread of the seed means beyond what fact sampling explains). Both are variances of a
-    *single seed's* mean; the seed share is ``seed / (seed + facts)``.
+    *single seed's* mean; the seed share is ``seed / (seed + facts)``. With ``weights``
+    (one per unit, shaped like ``groups``: tokens per text chunk) ``m_s`` is the weighted
+    mean and ``v_s / n_s`` the squared :func:`weighted_mean_se`, the statistic a
+    token-weighted metric reports.
 
     Returns:
         ``{"var_facts", "var_seed", "seed_share", "n_seeds"}`` (NaN with fewer than 2 seeds).
@@ -499,12 +569,15 @@ def variance_components(groups: Sequence[Sequence[float]]) -> dict[str, float]:
         >>> vc["var_seed"] > vc["var_facts"] > 0
         True
     """
-    gs = [_clean(g) for g in groups]
-    gs = [g for g in gs if len(g) > 1]
+    gs = [(g, w) for g, w in _weighted_groups(groups, weights) if len(g) > 1]
     if len(gs) < 2:
         return {"var_facts": float("nan"), "var_seed": float("nan"), "seed_share": float("nan"), "n_seeds": len(gs)}
-    means = np.array([g.mean() for g in gs])
-    within = float(np.mean([g.var(ddof=1) / len(g) for g in gs]))
+    if weights is None:
+        means = np.array([g.mean() for g, _ in gs])
+        within = float(np.mean([g.var(ddof=1) / len(g) for g, _ in gs]))
+    else:
+        means = np.array([(w * g).sum() / w.sum() for g, w in gs])
+        within = float(np.mean([weighted_mean_se(g, weights=w) ** 2 for g, w in gs]))
     seed = max(float(means.var(ddof=1)) - within, 0.0)
     total = seed + within
     return {"var_facts": within, "var_seed": seed, "seed_share": seed / total if total > 0 else float("nan"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +323,54 @@ def test_compare_marks_rows_whose_attack_collapsed_a_model():
     assert "yes ◊" in compare_text(t, reference="flu")
     calm = factlens.compare({"flu": [ev([1] * 12, False)], "random": [ev([0] * 12, False)]}, reference="flu")
     assert not calm["collapsed"].any() and "◊ |" not in compare_text(calm, reference="flu")
+
+
+# -- token-weighted metrics ----------------------------------------------------------------------
+_TOKENS = np.array([10.0] * 7 + [500.0])  # one long chunk, as in real text
+
+
+def _token_result(values) -> EvalResult:
+    """A side-effects result built as side_effects._token_metric builds it (weights = tokens per chunk)."""
+    ids = [f"chunk:{i}" for i in range(len(values))]
+    m = Metric.from_samples("next_token_accuracy", dict(zip(ids, map(float, values))), unit="tokens",
+                            weights=dict(zip(ids, _TOKENS)))
+    return EvalResult({"side_effects": SuiteResult("side_effects", (m,))})
+
+
+def test_token_weighted_metrics_compare_their_weighted_means():
+    """diff, its interval and p were the plain chunk mean's while value and reference_value are
+    token-weighted: diff was -0.05 where value - reference_value is +0.25."""
+    import itertools
+
+    loc, ref = np.array([0.5] * 7 + [0.9]), np.array([0.6] * 8)
+    row = factlens.compare({"loc": [_token_result(loc)], "flu": [_token_result(ref)]}, reference="flu").iloc[0]
+    assert row["diff"] == pytest.approx(row["value"] - row["reference_value"]) and row["diff"] > 0.25
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    wd = _TOKENS * (loc - ref)  # exact weighted sign-flip p over all 2**8 patterns
+    null = np.array([abs(np.dot(s, wd)) for s in itertools.product([1, -1], repeat=8)])
+    assert row["p_value"] == pytest.approx(float(np.mean(null >= abs(wd.sum()) - 1e-12)))
+    # several seeds: the value interval is the hierarchical bootstrap of the weighted mean
+    runs = {"loc": [_token_result(loc + 0.01 * s) for s in range(2)], "flu": [_token_result(ref + 0.01 * s)
+                                                                           for s in range(2)]}
+    row2 = factlens.compare(runs, reference="flu").iloc[0]
+    assert row2["value_ci_low"] <= row2["value"] <= row2["value_ci_high"]
+    assert row2["diff"] == pytest.approx(row2["value"] - row2["reference_value"])
+    vs = variance_split(runs).set_index("localization")
+    w = _TOKENS
+    se2 = np.mean([(w ** 2 * (g - (w * g).sum() / w.sum()) ** 2).sum() * 8 / 7 / w.sum() ** 2
+                   for g in (loc, loc + 0.01)])
+    assert vs.loc["loc", "var_facts"] == pytest.approx(se2)
+
+
+def test_sides_that_weight_the_same_units_differently_are_refused():
+    a = _token_result([0.5] * 8)
+    ids = [f"chunk:{i}" for i in range(8)]
+    other = Metric.from_samples("next_token_accuracy", dict(zip(ids, [0.6] * 8)), unit="tokens",
+                                weights=dict(zip(ids, _TOKENS + 1)))
+    b = EvalResult({"side_effects": SuiteResult("side_effects", (other,))})
+    with pytest.raises(ValueError, match=r"weight the same units differently \(chunk:0: 10 vs 11\)"):
+        factlens.compare({"loc": [a], "flu": [b]}, reference="flu")
+    # a side saved before weights were kept takes the other side's (the units' own weights)
+    old = EvalResult({"side_effects": SuiteResult("side_effects", (replace(other, weights=None),))})
+    row = factlens.compare({"loc": [a], "flu": [old]}, reference="flu").iloc[0]
+    assert row["diff"] == pytest.approx(-0.1)
