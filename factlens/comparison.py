@@ -296,7 +296,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         sd = se * float(np.sqrt(ok.sum())) if se is not None else 0.0
     else:
         sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
-    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), paired_test_key(xs, ys, w),
+    key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
+    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), key,
                        smallest_attainable_p(d, weights=w, seed=seed))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),

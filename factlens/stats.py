@@ -519,33 +519,51 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
     return TaroneHolm(adj, testable, _tarone_k([t[1] for t in tests], alpha) if tests else 0)
 
 
-def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None) -> frozenset:
-    """A key that two paired tests share when they compare the same per-unit outcomes.
+def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None, *,
+                    ids: Sequence[Hashable]) -> frozenset:
+    """A key that two paired tests share when they compare the same per-unit outcomes on the same units.
 
     ``x`` and ``y`` are the paired values (a localization's and the reference's, unit by
-    unit, in order), ``weights`` the units' weights; units that :func:`sign_flip_test` drops
-    (NaN, zero weight) are left out. Two metrics get the same key when their values agree
-    unit by unit for both sides, or one is the complement ``1 - v`` of the other (a forget
-    error and a forget accuracy): their two-sided tests are then one test on the same data.
-    Which keys coincide depends only on which values coincide, and swapping a unit's two
-    sides (the sign-flip null) does not change that, so Holm over the distinct keys keeps
-    its guarantee. Equal differences alone are not enough: different outcomes that move by
-    the same amounts stay separate tests.
+    unit), ``weights`` the units' weights and ``ids`` the units' ids (a fact's ``record.id``,
+    ``"chunk:<i>"``; ``(seed, id)`` when several seeds are pooled); units that
+    :func:`sign_flip_test` drops (NaN, zero weight) are left out. Two metrics get the same
+    key when they are on the same units and their values agree unit by unit for both sides,
+    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy):
+    their two-sided tests are then one test on the same data. Which keys coincide depends
+    only on which values coincide, and swapping a unit's two sides (the sign-flip null) does
+    not change that, so Holm over the distinct keys keeps its guarantee. Equal differences
+    alone are not enough (different outcomes that move by the same amounts stay separate
+    tests), and neither are equal values on different units: two metrics on disjoint facts
+    are independent hypotheses, whose sides are swapped independently, however alike their
+    outcomes look (until this key took the ids, they were merged, which was anti-conservative).
+
+    Raises:
+        ValueError: ``x``, ``y``, ``weights`` and ``ids`` differ in length, or an id repeats.
 
     Example:
-        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([0, 1, 0], [1, 1, 0])  # complements
+        >>> f, g = ["f0", "f1", "f2"], ["g0", "g1", "g2"]
+        >>> key = paired_test_key([1, 0, 1], [0, 0, 1], ids=f)
+        >>> key == paired_test_key([0, 1, 0], [1, 1, 0], ids=f)  # complements
         True
-        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([1, 1, 1], [0, 1, 1])  # same differences
+        >>> key == paired_test_key([1, 1, 1], [0, 1, 1], ids=f)  # same differences, other outcomes
+        False
+        >>> key == paired_test_key([1, 0, 1], [0, 0, 1], ids=g)  # same outcomes on other facts
         False
     """
     a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     w = np.ones_like(a) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if not a.shape == b.shape == w.shape:
-        raise ValueError(f"x ({a.shape}), y ({b.shape}) and weights ({w.shape}) must have one entry per unit")
-    keep = ~np.isnan(a - b) & (w > 0)
-    a, b, w = a[keep] + 0.0, b[keep] + 0.0, w[keep]  # + 0.0: -0.0 and 0.0 give the same bytes
-    return frozenset({(a.tobytes(), b.tobytes(), w.tobytes()),
-                      ((1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
+    units = list(ids)
+    if not a.shape == b.shape == w.shape == (len(units),):
+        raise ValueError(f"x ({a.shape}), y ({b.shape}), weights ({w.shape}) and ids ({len(units)}) must have one "
+                         "entry per unit")
+    if len(set(units)) != len(units):
+        raise ValueError("ids must name each unit once")
+    keep = np.flatnonzero(~np.isnan(a - b) & (w > 0))
+    order = keep[sorted(range(len(keep)), key=lambda i: repr(units[keep[i]]))]  # the units, canonically ordered
+    a, b, w = a[order] + 0.0, b[order] + 0.0, w[order]  # + 0.0: -0.0 and 0.0 give the same bytes
+    on = tuple(units[i] for i in order)
+    return frozenset({(on, a.tobytes(), b.tobytes(), w.tobytes()),
+                      (on, (1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
 
 
 def variance_components(groups: Sequence[Sequence[float]], *,

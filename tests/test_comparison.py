@@ -374,3 +374,37 @@ def test_sides_that_weight_the_same_units_differently_are_refused():
     old = EvalResult({"side_effects": SuiteResult("side_effects", (replace(other, weights=None),))})
     row = factlens.compare({"loc": [a], "flu": [old]}, reference="flu").iloc[0]
     assert row["diff"] == pytest.approx(-0.1)
+
+
+def test_metrics_on_different_facts_are_separate_tests_even_with_equal_outcomes():
+    """Audit repro_3: edit accuracy (forget facts) and maintain accuracy (maintain facts) with
+    the same 0/1 pattern were merged into one test, so the family had 3 tests where there are
+    4, and all four rows were significant; Holm over the 4 distinct tests marks none."""
+    from statsmodels.stats.multitest import multipletests
+
+    from factlens.stats import sign_flip_test, smallest_attainable_p, tarone_holm
+
+    forget, maintain, facts = ([f"{p}{i}" for i in range(n)] for p, n in (("forget", 8), ("maintain", 8), ("f", 16)))
+    moved, kept = [0.0] * 7 + [1.0], [1.0] * 8
+    c = ([0.52, 0.66, 0.59, 0.62, 0.42, 0.52, 0.71, 0.85, 0.3, 0.85, 0.82, 0.71, 0.6, 0.49, 0.84, 0.94],
+         [0.81, 0.71, 0.52, 0.21, 0.45, 0.58, 0.19, 0.53, 0.54, 0.59, 0.21, 0.32, 0.36, 0.22, 0.8, 0.35])
+    d = ([0.58, 0.65, 0.58, 0.42, 0.53, 0.61, 0.5, 0.48, 0.8, 0.36, 0.48, 0.14, 0.66, 0.72, 0.66, 0.73],
+         [0.54, 0.52, 0.54, 0.4, 0.69, 0.38, 0.16, 0.62, 0.82, 0.26, 0.43, 0.31, 0.37, 0.46, 0.2, 0.39])
+
+    def ev(i: int) -> EvalResult:
+        a = (moved, kept)[i]
+        return EvalResult({"standard": SuiteResult("standard", (
+            Metric.from_samples("edit_accuracy", dict(zip(forget, a))),
+            Metric.from_samples("maintain_accuracy", dict(zip(maintain, a))),
+            Metric.from_samples("forget_probability", dict(zip(facts, c[i]))),
+            Metric.from_samples("edit_probability", dict(zip(facts, d[i])))))})
+
+    t = factlens.compare({"loc": [ev(0)], "flu": [ev(1)]}, reference="flu")
+    assert (t["n_tests"] == 4).all()
+    diffs = [np.subtract(moved, kept)] * 2 + [np.subtract(*x) for x in (c, d)]
+    p = [sign_flip_test(x) for x in diffs]
+    assert t["p_value"].tolist() == pytest.approx(p)
+    # four distinct tests: Tarone-Holm (what compare runs) and plain Holm both mark none
+    res = tarone_holm(p, [smallest_attainable_p(x) for x in diffs])
+    assert t["p_holm"].tolist() == pytest.approx(res.adjusted.tolist(), nan_ok=True)
+    assert not (multipletests(p, method="holm")[1] < 0.05).any() and not t["significant"].any()

@@ -278,14 +278,34 @@ def test_paired_test_key_identifies_the_same_test():
     from factlens.stats import paired_test_key, sign_flip_test
 
     x, y = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0, 1.0, float("nan")])
-    assert paired_test_key(x, y) == paired_test_key(1 - x, 1 - y)  # a metric and its complement
+    f = [f"f{i}" for i in range(6)]
+    assert paired_test_key(x, y, ids=f) == paired_test_key(1 - x, 1 - y, ids=f)  # a metric and its complement
     assert sign_flip_test(x - y) == sign_flip_test((1 - x) - (1 - y))
-    assert paired_test_key(x, y) != paired_test_key(x[::-1], y[::-1])  # other units in order: another test
-    assert paired_test_key(x, y) != paired_test_key(x + 0.5, y + 0.5)  # same differences, other outcomes
-    assert paired_test_key([0.0, 1.0], [1.0, 1.0]) == paired_test_key([-0.0, 1.0], [1.0, 1.0])
-    assert paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5]) != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75])
+    assert paired_test_key(x, y, ids=f) != paired_test_key(x[::-1], y[::-1], ids=f)  # other outcome per unit
+    assert paired_test_key(x, y, ids=f) != paired_test_key(x + 0.5, y + 0.5, ids=f)  # same differences, other outcomes
+    two = ["a", "b"]
+    assert paired_test_key([0.0, 1.0], [1.0, 1.0], ids=two) == paired_test_key([-0.0, 1.0], [1.0, 1.0], ids=two)
+    assert (paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5], ids=two)
+            != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75], ids=two))
     with pytest.raises(ValueError, match="one entry per unit"):
-        paired_test_key([1.0, 0.0], [1.0])
+        paired_test_key([1.0, 0.0], [1.0], ids=two)
+    with pytest.raises(ValueError, match="each unit once"):
+        paired_test_key([1.0, 0.0], [1.0, 1.0], ids=["a", "a"])
+
+
+def test_paired_test_key_tells_apart_equal_outcomes_on_different_units():
+    """The key compared only the ordered values, so metrics on DIFFERENT facts whose 0/1
+    patterns coincide (edit accuracy on the forget facts, maintain accuracy on the maintain
+    facts) were one test in Holm/Tarone: anti-conservative."""
+    from factlens.stats import paired_test_key
+
+    x, y = [0.0] * 7 + [1.0], [1.0] * 8
+    forget, maintain = [f"forget{i}" for i in range(8)], [f"maintain{i}" for i in range(8)]
+    assert paired_test_key(x, y, ids=forget) != paired_test_key(x, y, ids=maintain)
+    # the same units in another order are the same test
+    assert paired_test_key(x, y, ids=forget) == paired_test_key(x[::-1], y[::-1], ids=forget[::-1])
+    seeds = [(s, k) for s in (0, 1) for k in forget[:4]]  # pooled seeds: (seed, unit) ids
+    assert paired_test_key(x, y, ids=seeds) != paired_test_key(x, y, ids=[(s + 1, k) for s, k in seeds])
 
 
 # -- Tarone's modification of Holm ----------------------------------------------------------------

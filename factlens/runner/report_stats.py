@@ -142,10 +142,11 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
     _, _, suite, names, transform = col
     a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
     wa, wb = cell_weights(runs, suite, names), cell_weights(ref_runs, suite, names)
-    x, y, w = [], [], []
+    x, y, w, units = [], [], [], []
     seeds = [s for s in a if s in b]
     for s in seeds:
         ids = [k for k in a[s] if k in b[s]]
+        units += [(s, k) for k in ids]
         x += [a[s][k] for k in ids]
         y += [b[s][k] for k in ids]
         uw = np.array([_pair_weight(wa[s].get(k), wb[s].get(k), k, suite, names) for k in ids])
@@ -153,7 +154,7 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
     if not x:
         return float("nan"), None, float("nan")
     d = np.subtract(x, y)
-    return sign_flip_test(d, weights=w), paired_test_key(x, y, w), smallest_attainable_p(d, weights=w)
+    return sign_flip_test(d, weights=w), paired_test_key(x, y, w, ids=units), smallest_attainable_p(d, weights=w)
 
 
 def _pair_weight(a: float | None, b: float | None, unit: str, suite: str, names: Sequence[str]) -> float:

@@ -31,3 +31,34 @@ def test_token_weighted_cells_over_seeds_contain_their_value():
     _, rows = table1_rows(runs)
     cell = _cell(rows, "random")
     assert cell["ci_low"] <= cell["mean"] <= cell["ci_high"]
+
+
+def test_table1_cells_on_different_facts_are_separate_tests():
+    """Audit repro_3: Table 1's row family merged the Edit (forget facts) and Maintain
+    (maintain facts) cells when their 0/1 patterns coincided, and marked all four cells;
+    over the four distinct tests none is significant."""
+    from factlens.stats import sign_flip_test, smallest_attainable_p, tarone_holm
+
+    forget, maintain = [f"forget{i}" for i in range(8)], [f"maintain{i}" for i in range(8)]
+    facts = [f"f{i}" for i in range(16)]
+    moved, kept = [0.0] * 7 + [1.0], [1.0] * 8
+    c = ([0.52, 0.66, 0.59, 0.62, 0.42, 0.52, 0.71, 0.85, 0.3, 0.85, 0.82, 0.71, 0.6, 0.49, 0.84, 0.94],
+         [0.81, 0.71, 0.52, 0.21, 0.45, 0.58, 0.19, 0.53, 0.54, 0.59, 0.21, 0.32, 0.36, 0.22, 0.8, 0.35])
+    d = ([0.58, 0.65, 0.58, 0.42, 0.53, 0.61, 0.5, 0.48, 0.8, 0.36, 0.48, 0.14, 0.66, 0.72, 0.66, 0.73],
+         [0.54, 0.52, 0.54, 0.4, 0.69, 0.38, 0.16, 0.62, 0.82, 0.26, 0.43, 0.31, 0.37, 0.46, 0.2, 0.39])
+
+    def run(name: str, i: int) -> dict:
+        a = (moved, kept)[i]
+        std = SuiteResult("standard", (Metric.from_samples("edit_accuracy", dict(zip(forget, a))),
+                                       Metric.from_samples("maintain_accuracy", dict(zip(maintain, a)))))
+        fmt = SuiteResult("formats", (Metric.from_samples("mcq_forget_error", dict(zip(facts, c[i]))),
+                                      Metric.from_samples("mcq_edit_accuracy", dict(zip(facts, d[i])))))
+        return {"localization": name, "seed": 0, "eval": EvalResult({"standard": std, "formats": fmt})}
+
+    cols, rows = table1_rows([run("flu", 1), run("random", 0)])
+    marks = [cell["significant"] for cell in rows[[r["name"] for r in rows].index("random")]["cells"]]
+    assert [c[3][0] for c in cols] == ["edit_accuracy", "maintain_accuracy", "mcq_forget_error", "mcq_edit_accuracy"]
+    diffs = [np.subtract(moved, kept)] * 2 + [np.subtract(*x) for x in (c, d)]
+    res = tarone_holm([sign_flip_test(x) for x in diffs], [smallest_attainable_p(x) for x in diffs])
+    expect = [bool(t and a < 0.05) for a, t in zip(res.adjusted, res.testable)]  # four distinct tests
+    assert marks == expect == [False] * 4
