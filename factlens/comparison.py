@@ -134,7 +134,8 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
 
     Raises:
         ValueError: A unit appears in two directories, or the directories hold different facts or
-            were measured with a different model or evaluation settings.
+            were measured with a different model or evaluation settings. (Mappings whose
+            results hold different facts are refused by :func:`compare`, metric by metric.)
     """
     from factlens.evaluation.result import EvalResult
 
@@ -198,11 +199,26 @@ class _Paired:
 
 
 def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any], where: str) -> list[_Paired]:
-    """Per common seed, the paired (localization, reference) values on common unit ids, with their weights."""
+    """Per common seed, the paired (localization, reference) values with their weights.
+
+    Both sides must hold values for the same units (``where`` names the comparison in the
+    error): evaluations of the same task, forget set and seed do (a unit without a value is
+    one without, e.g., an edit target, on either side). Pairing different unit sets on their
+    intersection would mix two fact sets in one row (``value`` over one set, ``diff`` over
+    another); directories with different facts are refused by :func:`load_evaluations`,
+    and so is this for any input.
+    """
     out = []
     for seed in sorted(set(loc) & set(ref), key=str):
         a, b = loc[seed].samples or {}, ref[seed].samples or {}
         ids = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+        na, nb = sum(v is not None for v in a.values()), sum(v is not None for v in b.values())
+        if a and b and not len(ids) == na == nb:
+            unit = _unit(loc[seed])
+            raise ValueError(f"{where}, seed {seed}: the localization has values for {na} {unit}, the reference "
+                             f"for {nb}, {len(ids)} of them common: a paired comparison needs both evaluated on "
+                             "the same facts; pass evaluations of the same task, forget set and seed for every "
+                             "localization (compare results on other facts separately)")
         if ids:
             w = _pair_weights(loc[seed], ref[seed], ids, f"{where}, seed {seed}")
             x, y = np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)
@@ -367,7 +383,10 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 
     Raises:
-        ValueError: ``reference`` is not among the localizations, or nothing is comparable.
+        ValueError: ``reference`` is not among the localizations, nothing is comparable, or a
+            localization and the reference hold values for different units (facts) of a
+            metric in a seed (the message names them and the counts), or weight the same
+            units differently.
 
     Example:
         >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult

@@ -408,3 +408,17 @@ def test_metrics_on_different_facts_are_separate_tests_even_with_equal_outcomes(
     res = tarone_holm(p, [smallest_attainable_p(x) for x in diffs])
     assert t["p_holm"].tolist() == pytest.approx(res.adjusted.tolist(), nan_ok=True)
     assert not (multipletests(p, method="holm")[1] < 0.05).any() and not t["significant"].any()
+
+
+def test_results_on_different_facts_are_refused_not_paired_on_their_intersection():
+    """Audit repro_4: a mapping of EvalResults on different facts was paired on the common
+    facts without a word (value 0.333, reference 0.5, yet diff -1 over 6 facts)."""
+    loc = _result({"forget_accuracy": [float(i < 4) for i in range(12)]}, ids=[f"f{i}" for i in range(12)])
+    ref = _result({"forget_accuracy": [1.0] * 6 + [0.0] * 6}, ids=[f"f{i}" for i in range(6, 12)]
+                  + [f"g{i}" for i in range(6)])
+    with pytest.raises(ValueError, match=r"'loc' vs 'flu', standard\.forget_accuracy, seed 0: the localization has "
+                                         r"values for 12 facts, the reference for 12, 6 of them common.*same facts"):
+        factlens.compare({"loc": [loc], "flu": [ref]}, reference="flu")
+    sub = _result({"forget_accuracy": [1.0] * 6}, ids=[f"f{i}" for i in range(6)])  # a subset is refused too
+    with pytest.raises(ValueError, match="values for 12 facts, the reference for 6"):
+        factlens.compare({"loc": [loc], "flu": [sub]}, reference="flu")
