@@ -314,7 +314,9 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     units have a non-zero difference (and weight), all sign patterns are enumerated (exact
     p-value; units whose difference is zero cannot change the statistic), otherwise
     ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
-    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0).
+    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0;
+    the units are put in a canonical order first, so the same differences and weights give
+    the same p-value in any order).
 
     Args:
         differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
@@ -350,6 +352,10 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
         # non-zero differences: exact, and cheap however many units did not move
         return _exact_sign_flip(d[moved] * w[moved], alternative)
+    # random patterns are drawn for the units in a canonical order (by difference, then
+    # weight): the same data give the same p-value whatever order the units come in
+    order = np.lexsort((w, d))
+    d, w = d[order], w[order]
     # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
     res = permutation_test((d, np.zeros_like(d)), lambda a, b, axis=-1: ((a - b) * w).sum(axis),
                            permutation_type="samples", vectorized=True, n_resamples=n_resamples,
