@@ -19,7 +19,7 @@ __all__ = ["minimum_detectable_difference"]
 
 
 def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: float = 0.05,
-                                  power: float = 0.8, binary: bool = False) -> float:
+                                  power: float = 0.8, binary: bool | None = None) -> float:
     """Smallest true mean paired difference detected with probability ``power`` at level ``alpha``.
 
     How it is computed:
@@ -35,14 +35,19 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
       exact test's few attainable p-values cost power (the t-test's ``d`` gives it 0.6 at
       n = 6 or at n = 8 with 0.05/4), so ``d`` comes from the power of the exact sign-flip
       test itself, simulated (seeded) under normal differences. The result is ``d * sd``.
-    * Without a spread (``sd`` is ``None`` or 0: no unit differed, e.g. both evaluations
-      forget every fact), or as a floor with ``binary=True`` (0/1 outcomes per unit, such as
-      an accuracy over facts): a true difference ``delta`` of 0/1 outcomes is at best each
-      unit changing by 1 with probability ``delta``, all in one direction; the exact test
-      rejects once ``k`` units changed with ``2 * 2**-k <= alpha`` (k = 6 at 0.05), so
-      ``delta`` solves ``P(Binomial(n, delta) >= k) = power``. For 0/1 outcomes no
+    * For 0/1 outcomes (``binary=True``, such as an accuracy over facts) without a spread
+      (``sd`` is ``None`` or 0: no unit differed, e.g. both evaluations forget every fact),
+      and as a floor whatever ``sd`` is: a true difference ``delta`` of 0/1 outcomes is at
+      best each unit changing by 1 with probability ``delta``, all in one direction; the
+      exact test rejects once ``k`` units changed with ``2 * 2**-k <= alpha`` (k = 6 at
+      0.05), so ``delta`` solves ``P(Binomial(n, delta) >= k) = power``. For 0/1 outcomes no
       difference below that is detected with the stated power, however few units differed
       in the data (an ``sd`` from one differing fact alone would promise 0.19 at n = 16).
+    * ``binary=False`` (continuous outcomes: probabilities, KL) without a spread: NaN. Equal
+      paired differences give no scale for a true difference (the 0/1 model above would
+      call 16 differences of 0.2, p = 3e-5, undetectable below 0.45).
+    * ``binary=None`` (the caller does not know): with ``sd`` > 0 no floor (as ``False``),
+      without a spread the 0/1 model (as ``True``).
 
     Example:
         >>> round(minimum_detectable_difference(16, sd=0.5), 3)
@@ -51,17 +56,22 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
         (0.449, inf)
         >>> round(minimum_detectable_difference(16, sd=0.25, binary=True), 3)  # one of 16 facts differed
         0.449
+        >>> minimum_detectable_difference(16, sd=0.0, binary=False)  # continuous, all differences equal
+        nan
     """
     k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
     if n < max(k, 2):
         return float("inf")
+    spread = sd is not None and sd > 0
+    if binary is False and not spread:
+        return float("nan")
     floor = 0.0
-    if binary or sd is None or not sd > 0:
+    if binary or not spread:
         from scipy.optimize import brentq
         from scipy.stats import binom
 
         floor = float(brentq(lambda p: binom.sf(k - 1, n, p) - power, 1e-9, 1 - 1e-9))
-    if sd is None or not sd > 0:
+    if not spread:
         return floor
     if n <= _EXACT_POWER_MAX_N:
         d = _exact_sign_flip_effect(n, alpha, power)

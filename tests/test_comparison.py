@@ -45,7 +45,10 @@ def test_a_planted_difference_is_significant_and_a_copy_is_not():
     assert s.loc["forget_prob", "ci_high"] < 0 and s.loc["forget_prob", "p_holm"] >= s.loc["forget_prob", "p_value"]
     c = t[t["localization"] == "copy"]
     assert not c["significant"].any() and (c["p_value"] == 1.0).all() and (c["diff"] == 0).all()
-    assert (c["n_facts"] == 32).all() and (c["n_seeds"] == 1).all() and (c["mdd"] > 0).all()
+    assert (c["n_facts"] == 32).all() and (c["n_seeds"] == 1).all()
+    # no unit differs: the 0/1 metric's MDD is the binomial model's; the continuous one has no scale
+    c = c.set_index("metric")
+    assert c.loc["forget_accuracy", "mdd"] > 0 and math.isnan(c.loc["forget_prob", "mdd"])
 
 
 def test_comparing_a_localization_with_itself_marks_nothing():
@@ -422,3 +425,15 @@ def test_results_on_different_facts_are_refused_not_paired_on_their_intersection
     sub = _result({"forget_accuracy": [1.0] * 6}, ids=[f"f{i}" for i in range(6)])  # a subset is refused too
     with pytest.raises(ValueError, match="values for 12 facts, the reference for 6"):
         factlens.compare({"loc": [loc], "flu": [sub]}, reference="flu")
+
+
+def test_mdd_of_a_continuous_metric_without_spread_is_not_the_0_1_floor():
+    """All 16 paired differences 0.25 (p = 3e-5): compare reported the 0/1 floor 0.449 as MDD."""
+    base = np.arange(16) / 32  # exact in binary: every difference is exactly 0.25, sd 0
+    t = factlens.compare({"flu": [_result({"forget_prob": base})], "x": [_result({"forget_prob": base + 0.25})]})
+    row = t.iloc[0]
+    assert row["p_value"] < 1e-4 and row["significant"]
+    assert math.isnan(row["mdd"]) and math.isnan(row["mdd_unadjusted"])
+    acc = factlens.compare({"flu": [_result({"forget_accuracy": [1.0] * 16})],
+                            "x": [_result({"forget_accuracy": [1.0] * 16})]}).iloc[0]  # 0/1, no unit differed
+    assert acc["mdd_unadjusted"] == pytest.approx(0.449, abs=1e-3)

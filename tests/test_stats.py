@@ -453,3 +453,14 @@ def test_random_sign_flip_p_does_not_depend_on_the_order_of_the_units():
     assert sign_flip_test(d) == sign_flip_test(d[perm])
     assert sign_flip_test(d, weights=w) == sign_flip_test(d[perm], weights=w[perm])
 
+
+def test_minimum_detectable_difference_without_spread_uses_the_0_1_model_only_for_0_1_outcomes():
+    """16 equal continuous differences (p = 3e-5) got the 0/1 binomial MDD 0.449; without a
+    spread a continuous metric has no scale for a detectable difference: NaN."""
+    assert sign_flip_test([0.2] * 16) < 1e-4
+    assert math.isnan(minimum_detectable_difference(16, sd=0.0, binary=False))
+    assert math.isnan(minimum_detectable_difference(16, binary=False))
+    floor = minimum_detectable_difference(16, sd=0.0, binary=True)
+    assert floor == pytest.approx(0.449, abs=1e-3) == minimum_detectable_difference(16)  # unknown: the 0/1 model
+    assert minimum_detectable_difference(16, sd=0.5, binary=False) == minimum_detectable_difference(16, sd=0.5)
+    assert minimum_detectable_difference(5, sd=0.0, binary=False) == math.inf  # nothing can be significant
