@@ -29,7 +29,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 
 #: Legend of the Table 1 marks (HTML and markdown).
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
-                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
+                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds; the "
+                 "original row: the same for its baseline accuracies). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
@@ -96,26 +97,47 @@ def cell_weights(runs: Sequence[dict], suite: str, names: Sequence[str]) -> dict
     return out
 
 
-def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None,
-            baseline: bool) -> tuple[float, float] | None:
-    """The metric's own interval when a cell is one metric of one seed (baseline: Wilson of k/n)."""
-    from factlens.stats import wilson_interval
-
+def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
+            transform: str | None) -> tuple[float, float] | None:
+    """The metric's own interval when a cell is one metric of one seed."""
     if len(runs) != 1:
         return None
     ms = _cell_metrics(runs[0], suite, names)
-    if len(ms) != 1:
+    if len(ms) != 1 or ms[0].ci_low is None or ms[0].ci_high is None:
         return None
-    m = ms[0]
-    if baseline:
-        b, n = m.baseline, m.n
-        if b is None or not n or m.ci_method != "wilson" or math.isnan(b):
+    lo, hi = ms[0].ci_low, ms[0].ci_high
+    return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)
+
+
+def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
+                 transform: str | None) -> tuple[float, float] | None:
+    """The original row's interval (``runs``: one per seed) of a one-metric cell of 0/1 outcomes.
+
+    One seed: the Wilson interval of the baseline accuracy ``k / n``. Several: the
+    hierarchical bootstrap (seeds, then facts) of the seeds' baseline outcomes, ``k`` ones
+    and ``n - k`` zeros each (a mean of 0/1 values depends on the counts only; the baseline
+    keeps no per-fact values). ``None`` for cells of several metrics or non-0/1 metrics.
+    """
+    from factlens.stats import hierarchical_bootstrap_interval, wilson_interval
+
+    counts = []
+    for r in runs:
+        ms = _cell_metrics(r, suite, names)
+        if len(ms) > 1:
             return None
-        lo, hi = wilson_interval(int(round(b * n)), int(n))
-    else:
-        lo, hi = m.ci_low, m.ci_high
-        if lo is None or hi is None:
+        if not ms:
+            continue
+        b, n = ms[0].baseline, ms[0].n
+        if b is None or not n or ms[0].ci_method != "wilson" or math.isnan(b):
             return None
+        counts.append((int(round(b * n)), int(n)))
+    if not counts:
+        return None
+    ci = (wilson_interval(*counts[0]) if len(counts) == 1
+          else hierarchical_bootstrap_interval([[1.0] * k + [0.0] * (n - k) for k, n in counts]))
+    if ci is None:
+        return None
+    lo, hi = ci
     return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)
 
 
@@ -123,8 +145,10 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     from factlens.stats import hierarchical_bootstrap_interval
 
     _, _, suite, names, transform = col
-    own = _own_ci(runs, suite, names, transform, baseline)
-    if own is not None or baseline:
+    if baseline:
+        return _baseline_ci(runs, suite, names, transform)
+    own = _own_ci(runs, suite, names, transform)
+    if own is not None:
         return own
     vals, ws = cell_samples(runs, suite, names, transform), cell_weights(runs, suite, names)
     groups = [list(v.values()) for v in vals.values()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.runner.report import table1_rows
@@ -62,3 +63,25 @@ def test_table1_cells_on_different_facts_are_separate_tests():
     res = tarone_holm([sign_flip_test(x) for x in diffs], [smallest_attainable_p(x) for x in diffs])
     expect = [bool(t and a < 0.05) for a, t in zip(res.adjusted, res.testable)]  # four distinct tests
     assert marks == expect == [False] * 4
+
+
+def test_original_row_has_an_interval_with_several_seeds():
+    """The unedited model's row had the Wilson interval of its baseline with one seed and
+    none with two (audit check9.py); now the seeds-then-facts bootstrap of its outcomes."""
+    from factlens.stats import hierarchical_bootstrap_interval, wilson_interval
+
+    ids = [f"f{i}" for i in range(16)]
+
+    def run(loc: str, seed: int, base: float) -> dict:
+        m = Metric.from_samples("forget_accuracy", dict(zip(ids, [0.0] * 8 + [1.0] * 8)), baseline=base)
+        return {"localization": loc, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    _, rows = table1_rows([run(loc, 0, 0.875) for loc in ("flu", "random")])
+    one = _cell(rows, "original")  # Forget = 1 - accuracy: 2 of 16 forgotten
+    lo, hi = wilson_interval(14, 16)
+    assert (one["ci_low"], one["ci_high"]) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
+    _, rows = table1_rows([run(loc, s, b) for s, b in ((0, 0.875), (1, 0.75)) for loc in ("flu", "random")])
+    two = _cell(rows, "original")
+    lo, hi = hierarchical_bootstrap_interval([[1.0] * 14 + [0.0] * 2, [1.0] * 12 + [0.0] * 4])
+    assert (two["ci_low"], two["ci_high"]) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
+    assert two["mean"] == pytest.approx(0.1875) and two["ci_low"] <= two["mean"] <= two["ci_high"]
