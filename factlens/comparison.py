@@ -8,7 +8,10 @@ their ids. For each localization and metric, :func:`compare` reports
 
 * ``diff`` — the mean paired difference localization minus reference (mean over seeds of
   the per-seed means), with a 95 % paired bootstrap interval (``ci_low``, ``ci_high``): over
-  facts, or with several seeds over seeds and then facts within each drawn seed;
+  facts, or with several seeds over seeds and then facts within each drawn seed; for a
+  token-weighted metric (``Metric.weights``: tokens per text chunk) the per-seed means, the
+  bootstrap and the test below weigh each chunk by its tokens, so ``diff`` is
+  ``value - reference_value`` on the same units;
 * ``p_value`` — a paired sign-flip permutation test over the paired units (exact when at
   most 16 units differ), ``p_holm`` — Holm-corrected across the metrics of one localization that can
   reach significance at all (``testable``: Tarone's modification,
@@ -131,7 +134,8 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
 
     Raises:
         ValueError: A unit appears in two directories, or the directories hold different facts or
-            were measured with a different model or evaluation settings.
+            were measured with a different model or evaluation settings. (Mappings whose
+            results hold different facts are refused by :func:`compare`, metric by metric.)
     """
     from factlens.evaluation.result import EvalResult
 
@@ -183,15 +187,79 @@ def _wanted(key: tuple[str, str], metrics: Sequence[str] | None) -> bool:
     return metrics is None or key[1] in metrics or f"{key[0]}.{key[1]}" in metrics
 
 
-def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per common seed, the paired (localization, reference) values on common unit ids."""
+@dataclass(frozen=True)
+class _Paired:
+    """One seed's paired units of a metric: ids, localization and reference values, the units' weights."""
+
+    seed: Any
+    ids: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray  # tokens per text chunk for token-weighted metrics; ones otherwise
+
+
+def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any], where: str) -> list[_Paired]:
+    """Per common seed, the paired (localization, reference) values with their weights.
+
+    Both sides must hold values for the same units (``where`` names the comparison in the
+    error): evaluations of the same task, forget set and seed do (a unit without a value is
+    one without, e.g., an edit target, on either side). Pairing different unit sets on their
+    intersection would mix two fact sets in one row (``value`` over one set, ``diff`` over
+    another); directories with different facts are refused by :func:`load_evaluations`,
+    and so is this for any input.
+    """
     out = []
     for seed in sorted(set(loc) & set(ref), key=str):
         a, b = loc[seed].samples or {}, ref[seed].samples or {}
         ids = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+        na, nb = sum(v is not None for v in a.values()), sum(v is not None for v in b.values())
+        if a and b and not len(ids) == na == nb:
+            unit = _unit(loc[seed])
+            raise ValueError(f"{where}, seed {seed}: the localization has values for {na} {unit}, the reference "
+                             f"for {nb}, {len(ids)} of them common: a paired comparison needs both evaluated on "
+                             "the same facts; pass evaluations of the same task, forget set and seed for every "
+                             "localization (compare results on other facts separately)")
         if ids:
-            out.append((np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)))
+            w = _pair_weights(loc[seed], ref[seed], ids, f"{where}, seed {seed}")
+            x, y = np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)
+            out.append(_Paired(seed, ids, x, y, w))
     return out
+
+
+def _unit_weights(m, ids: Sequence[str], where: str) -> np.ndarray | None:
+    if m.weights is None:
+        return None
+    missing = [k for k in ids if k not in m.weights]
+    if missing:
+        raise ValueError(f"{where}: the metric's weights lack {len(missing)} of its units (e.g. {missing[:3]}); "
+                         "the result is damaged, re-evaluate it")
+    return np.array([m.weights[k] for k in ids], float)
+
+
+def _pair_weights(lm, rm, ids: Sequence[str], where: str) -> np.ndarray:
+    """The weights of paired units: the units' own (tokens per chunk), which both sides must agree on.
+
+    A weight belongs to the unit (a chunk's token count), not to the localization, so both
+    sides carry the same weights and the weighted paired difference is the difference of the
+    two weighted means. A side without weights (an unweighted metric, or a result saved
+    before weights were kept) takes the other side's; both without: equal weights. Sides
+    with different weights (another tokenizer) are refused: no single weighting then makes
+    the paired difference the difference of the two reported values.
+    """
+    wa, wb = _unit_weights(lm, ids, where), _unit_weights(rm, ids, where)
+    if wa is not None and wb is not None and not np.allclose(wa, wb, rtol=1e-9, atol=0.0):
+        k = next(i for i, (p, q) in enumerate(zip(wa, wb)) if not np.isclose(p, q, rtol=1e-9, atol=0.0))
+        raise ValueError(f"{where}: the two sides weight the same units differently ({ids[k]}: {wa[k]:g} vs "
+                         f"{wb[k]:g}); a weighted paired comparison needs the same units with the same weights "
+                         "(same model, tokenizer and text settings): compare evaluations of one run")
+    w = wa if wa is not None else wb
+    return np.ones(len(ids)) if w is None else w
+
+
+def _unit_values(m) -> tuple[list[float], list[float]]:
+    """A metric's per-unit values and weights (1 without weights), units without a value left out."""
+    ks = [k for k, v in (m.samples or {}).items() if v is not None]
+    return [m.samples[k] for k in ks], [1.0 if m.weights is None else m.weights.get(k, 1.0) for k in ks]
 
 
 def _unit(m) -> str:
@@ -211,12 +279,13 @@ class _PairedTest:
 
 
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
-         alpha: float) -> tuple[dict[str, Any], _PairedTest | None]:
+         alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
     from factlens.stats import (hierarchical_bootstrap_interval, is_binary, minimum_detectable_difference,
-                                paired_bootstrap_diff, paired_test_key, sign_flip_test, smallest_attainable_p)
+                                paired_bootstrap_diff, paired_test_key, sign_flip_test, smallest_attainable_p,
+                                weighted_mean_se)
 
-    pairs = _pairs(lm, rm)
+    pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
     first = next(iter(lm.values()))
     at_chance = any(m.at_chance for m in (*lm.values(), *rm.values()))
     row: dict[str, Any] = {
@@ -224,19 +293,27 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         "value": float(np.mean([m.value for m in lm.values()])),
         "reference_value": float(np.mean([m.value for m in rm.values()])),
         "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
-    groups = [[v for v in (m.samples or {}).values() if v is not None] for m in lm.values()]
-    vci = hierarchical_bootstrap_interval(groups, seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high)
+    weighted = any(m.weights is not None for m in (*lm.values(), *rm.values()))  # token-weighted metric
+    units = [_unit_values(m) for m in lm.values()]
+    vci = (hierarchical_bootstrap_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
+                                           seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high))
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs:
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
                 "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan")}, None
-    diff, ci = paired_bootstrap_diff([x for x, _ in pairs], [y for _, y in pairs], seed=seed)
-    xs, ys = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+    diff, ci = paired_bootstrap_diff([p.x for p in pairs], [p.y for p in pairs],
+                                     weights=[p.w for p in pairs] if weighted else None, seed=seed)
+    xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     d = xs - ys
-    w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
+    w = np.concatenate([p.w / p.w.sum() for p in pairs])  # each seed counts once, its units by their weights
     ok = ~np.isnan(d)
-    sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
-    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), paired_test_key(xs, ys, w),
+    if weighted:  # the sd that makes sd / sqrt(n) the standard error of the weighted mean difference
+        se = weighted_mean_se(d[ok], weights=np.concatenate([p.w for p in pairs])[ok])
+        sd = se * float(np.sqrt(ok.sum())) if se is not None else 0.0
+    else:
+        sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
+    key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
+    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), key,
                        smallest_attainable_p(d, weights=w, seed=seed))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
@@ -306,7 +383,10 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 
     Raises:
-        ValueError: ``reference`` is not among the localizations, or nothing is comparable.
+        ValueError: ``reference`` is not among the localizations, nothing is comparable, or a
+            localization and the reference hold values for different units (facts) of a
+            metric in a seed (the message names them and the counts), or weight the same
+            units differently.
 
     Example:
         >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult
@@ -332,7 +412,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         idx = _metric_index(res)
         keys = [k for k in idx if k in ref and _wanted(k, metrics)
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
-        done = [_row(loc, k, idx[k], ref[k], seed, alpha) for k in keys]
+        done = [_row(loc, k, idx[k], ref[k], seed, alpha, reference=reference) for k in keys]
         loc_rows, tests = [r for r, _ in done], [t for _, t in done]
         loc_collapsed = _collapsed_seeds(res)
         for r, k in zip(loc_rows, keys):  # an attack that collapsed either side's model, in a paired seed
@@ -366,10 +446,11 @@ def variance_split(runs: str | Path | Mapping[str, Any], metrics: Sequence[str] 
         for key, per_seed in _metric_index(res).items():
             if not _wanted(key, metrics):
                 continue
-            groups = [[v for v in m.samples.values() if v is not None] for m in per_seed.values() if m.samples]
-            if len(groups) < 2:
+            units = [_unit_values(m) for m in per_seed.values() if m.samples]
+            if len(units) < 2:
                 continue
-            vc = variance_components(groups)
+            weighted = any(m.weights is not None for m in per_seed.values())  # token-weighted: split its variance
+            vc = variance_components([v for v, _ in units], weights=[w for _, w in units] if weighted else None)
             rows.append({"localization": loc, "metric": key[1], "suite": key[0], **vc})
     cols = ["localization", "metric", "suite", "n_seeds", "var_facts", "var_seed", "seed_share"]
     return pd.DataFrame(rows, columns=cols)

@@ -12,6 +12,8 @@ an MMLU question) and two localizations are evaluated on the same units:
 * :func:`hierarchical_bootstrap_interval` — several training seeds: resample seeds, then
   units within each drawn seed, so the interval includes the seed-to-seed variance.
 * :func:`paired_bootstrap_diff` — the difference of two paired evaluations and its interval.
+* :func:`weighted_mean_se` — standard error of a mean over units, with per-unit weights
+  (tokens per text chunk) when the metric is token-weighted.
 * :func:`sign_flip_test` — paired permutation test: under "no difference" each paired
   difference is as likely to have either sign. Exact enumeration of all ``2**n`` sign
   patterns for small ``n``, otherwise ``scipy.stats.permutation_test`` with
@@ -20,7 +22,8 @@ an MMLU question) and two localizations are evaluated on the same units:
 * :func:`tarone_holm` — Holm over the tests that can reach significance at all (Tarone's
   modification for discrete tests), with :func:`smallest_attainable_p`.
 * :func:`minimum_detectable_difference` — the smallest true paired difference the test
-  finds with the given power (see its docstring for how it is computed).
+  finds with the given power (see its docstring for how it is computed; it lives in
+  :mod:`factlens.power` and is re-exported here).
 * :func:`variance_components` — the split of the variance of a seed-averaged mean between
   fact sampling and training seed.
 
@@ -33,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -41,8 +43,11 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from factlens.power import minimum_detectable_difference
+
 __all__ = ["wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "paired_bootstrap_diff", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm", "smallest_attainable_p",
+           "paired_bootstrap_diff", "weighted_mean_se", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm",
+           "smallest_attainable_p",
            "paired_test_key", "minimum_detectable_difference",
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
@@ -161,7 +166,8 @@ def bootstrap_mean_interval(values: Sequence[float], *, weights: Sequence[float]
                               n_resamples=n_resamples, seed=seed)
 
 
-def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *, confidence: float = 0.95,
+def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *,
+                                    weights: Sequence[Sequence[float]] | None = None, confidence: float = 0.95,
                                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
     """Interval of the mean over groups (seeds) of per-group means, resampling seeds then units.
 
@@ -170,31 +176,85 @@ def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *, confid
     interval therefore includes both the fact-sampling and the seed-to-seed variance. With
     one group it is the ordinary percentile bootstrap of the mean.
 
+    Args:
+        groups: Per group (seed), one value per unit (NaN entries are dropped, with their weights).
+        weights: Optional weight per unit, shaped like ``groups`` (tokens per text chunk): each
+            group's mean is then ``sum(w * v) / sum(w)`` over its resampled units, the
+            statistic a token-weighted metric reports; ``None``: plain means.
+        confidence, n_resamples, seed: As for :func:`bootstrap_mean_interval`.
+
     Example:
         >>> lo, hi = hierarchical_bootstrap_interval([[0, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]])
         >>> lo < 10 / 12 < hi
         True
     """
-    gs = [_clean(g) for g in groups]
-    gs = [g for g in gs if len(g)]
-    if not gs:
+    pairs = [p for p in _weighted_groups(groups, weights) if len(p[0])]
+    if not pairs:
         return None
-    if len(gs) == 1:
-        return bootstrap_mean_interval(gs[0], confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if len(pairs) == 1:
+        return bootstrap_mean_interval(pairs[0][0], weights=None if weights is None else pairs[0][1],
+                                       confidence=confidence, n_resamples=n_resamples, seed=seed)
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(gs), size=(n_resamples, len(gs)))  # seeds drawn per resample
+    pick = rng.integers(0, len(pairs), size=(n_resamples, len(pairs)))  # seeds drawn per resample
+
+    def resampled_means(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+        i = rng.integers(0, len(g), size=(n_resamples, len(g)))
+        # with unit weights this is g[i].mean(1) to the last bit (the same sum, divided by len(g))
+        return (w[i] * g[i]).sum(1) / w[i].sum(1)
+
     # every draw resamples its seed's facts afresh, also when a resample draws a seed twice:
     # slot j of resample b uses boot[j][pick[b, j], b]
-    boot = np.stack([np.stack([g[rng.integers(0, len(g), size=(n_resamples, len(g)))].mean(1) for g in gs])
-                     for _ in range(len(gs))])  # [slot, G, B]
+    boot = np.stack([np.stack([resampled_means(g, w) for g, w in pairs]) for _ in range(len(pairs))])  # [slot, G, B]
     b = np.arange(n_resamples)[:, None]
-    stats = boot[np.arange(len(gs))[None, :], pick, b].mean(1)
+    stats = boot[np.arange(len(pairs))[None, :], pick, b].mean(1)
     a = (1 - confidence) / 2
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
 
 
+def _weighted_groups(groups, weights) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group, ``(values, weights)`` without NaN values (unit weights when ``weights`` is None)."""
+    gs = [np.asarray(g, dtype=float).ravel() for g in groups]
+    ws = [np.ones_like(g) for g in gs] if weights is None else [np.asarray(w, dtype=float).ravel() for w in weights]
+    if len(ws) != len(gs) or any(w.shape != g.shape for g, w in zip(gs, ws)):
+        raise ValueError(f"weights need one entry per unit of every group: {[len(g) for g in gs]} units, "
+                         f"{[len(w) for w in ws]} weights")
+    out = [(g[~np.isnan(g)], w[~np.isnan(g)]) for g, w in zip(gs, ws)]
+    if any(len(w) and (np.any(~(w >= 0)) or not w.sum() > 0) for _, w in out):
+        raise ValueError("weights must be >= 0, with a positive one in every group that has values")
+    return out
+
+
+def weighted_mean_se(values: Sequence[float], *, weights: Sequence[float] | None = None) -> float | None:
+    """Standard error of a (weighted) mean over independent units; ``None`` for fewer than 2 units.
+
+    With weights (tokens per text chunk) the mean ``sum(w v) / sum(w)`` is a ratio of two sums
+    over units, and its standard error is the usual linearization
+    ``sqrt(n / (n - 1) * sum(w**2 (v - mean)**2)) / sum(w)``; with equal weights it is
+    ``sd / sqrt(n)`` (ddof = 1). Written here because ``statsmodels``' ``DescrStatsW`` reads
+    weights as frequencies (500 tokens would count as 500 independent units, while the
+    tokens of one chunk are not independent).
+
+    Example:
+        >>> round(weighted_mean_se([0.0, 1.0, 0.0, 1.0]), 4), round(weighted_mean_se([0.0, 1.0], weights=[1, 3]), 4)
+        (0.2887, 0.375)
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape != v.shape:
+        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
+    keep = ~np.isnan(v)
+    v, w = v[keep], w[keep]
+    if len(v) < 2:
+        return None
+    if weights is None:
+        return float(v.std(ddof=1) / math.sqrt(len(v)))
+    m = (w * v).sum() / w.sum()
+    return float(math.sqrt(len(v) / (len(v) - 1) * float((w ** 2 * (v - m) ** 2).sum())) / w.sum())
+
+
 def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[float] | Sequence[Sequence[float]],
-                          *, confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
+                          *, weights: Sequence[float] | Sequence[Sequence[float]] | None = None,
+                          confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
                           seed: int = 0) -> tuple[float, tuple[float, float] | None]:
     """Mean paired difference ``x - y`` and its bootstrap interval.
 
@@ -203,6 +263,10 @@ def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Seq
             per seed (``[[seed 0 units], [seed 1 units], ...]``): then the difference is the
             mean over seeds of the per-seed mean differences and the interval comes from
             :func:`hierarchical_bootstrap_interval` (seeds, then facts within seed).
+        weights: Optional weight of each pair, shaped like ``x`` (tokens per text chunk): each
+            seed's difference is then ``sum(w (x - y)) / sum(w)``, which is the difference of
+            the two weighted means when both sides are on the same units; the bootstrap
+            resamples pairs with their weights.
         confidence, n_resamples, seed: As for :func:`bootstrap_mean_interval`.
 
     Returns:
@@ -212,21 +276,25 @@ def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Seq
         >>> d, (lo, hi) = paired_bootstrap_diff([1, 1, 1, 0, 1, 1], [0, 0, 1, 0, 0, 0])
         >>> round(d, 3), lo > 0
         (0.667, True)
+        >>> round(paired_bootstrap_diff([0.5, 0.9], [0.6, 0.6], weights=[10, 500])[0], 3)
+        0.292
     """
     xs, ys = _as_groups(x), _as_groups(y)
     if len(xs) != len(ys):
         raise ValueError(f"x has {len(xs)} seed groups, y has {len(ys)}")
-    ds = []
-    for a, b in zip(xs, ys):
-        if a.shape != b.shape:
-            raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
-        d = a - b
-        ds.append(d[~np.isnan(d)])
-    ds = [d for d in ds if len(d)]
-    if not ds:
+    if any(a.shape != b.shape for a, b in zip(xs, ys)):
+        raise ValueError(f"paired values need equal lengths, got {[a.shape for a in xs]} and {[b.shape for b in ys]}")
+    ws = None if weights is None else _as_groups(weights)
+    pairs = [p for p in _weighted_groups([a - b for a, b in zip(xs, ys)], ws) if len(p[0])]
+    if not pairs:
         return float("nan"), None
-    diff = float(np.mean([d.mean() for d in ds]))
-    return diff, hierarchical_bootstrap_interval(ds, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if weights is None:
+        diff = float(np.mean([d.mean() for d, _ in pairs]))
+    else:
+        diff = float(np.mean([(w * d).sum() / w.sum() for d, w in pairs]))
+    return diff, hierarchical_bootstrap_interval([d for d, _ in pairs], weights=None if weights is None else
+                                                 [w for _, w in pairs], confidence=confidence,
+                                                 n_resamples=n_resamples, seed=seed)
 
 
 def _as_groups(x) -> list[np.ndarray]:
@@ -246,7 +314,9 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     units have a non-zero difference (and weight), all sign patterns are enumerated (exact
     p-value; units whose difference is zero cannot change the statistic), otherwise
     ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
-    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0).
+    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0;
+    the units are put in a canonical order first, so the same differences and weights give
+    the same p-value in any order).
 
     Args:
         differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
@@ -282,6 +352,10 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
         # non-zero differences: exact, and cheap however many units did not move
         return _exact_sign_flip(d[moved] * w[moved], alternative)
+    # random patterns are drawn for the units in a canonical order (by difference, then
+    # weight): the same data give the same p-value whatever order the units come in
+    order = np.lexsort((w, d))
+    d, w = d[order], w[order]
     # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
     res = permutation_test((d, np.zeros_like(d)), lambda a, b, axis=-1: ((a - b) * w).sum(axis),
                            permutation_type="samples", vectorized=True, n_resamples=n_resamples,
@@ -451,129 +525,65 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
     return TaroneHolm(adj, testable, _tarone_k([t[1] for t in tests], alpha) if tests else 0)
 
 
-def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None) -> frozenset:
-    """A key that two paired tests share when they compare the same per-unit outcomes.
+def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None, *,
+                    ids: Sequence[Hashable]) -> frozenset:
+    """A key that two paired tests share when they compare the same per-unit outcomes on the same units.
 
     ``x`` and ``y`` are the paired values (a localization's and the reference's, unit by
-    unit, in order), ``weights`` the units' weights; units that :func:`sign_flip_test` drops
-    (NaN, zero weight) are left out. Two metrics get the same key when their values agree
-    unit by unit for both sides, or one is the complement ``1 - v`` of the other (a forget
-    error and a forget accuracy): their two-sided tests are then one test on the same data.
-    Which keys coincide depends only on which values coincide, and swapping a unit's two
-    sides (the sign-flip null) does not change that, so Holm over the distinct keys keeps
-    its guarantee. Equal differences alone are not enough: different outcomes that move by
-    the same amounts stay separate tests.
+    unit), ``weights`` the units' weights and ``ids`` the units' ids (a fact's ``record.id``,
+    ``"chunk:<i>"``; ``(seed, id)`` when several seeds are pooled); units that
+    :func:`sign_flip_test` drops (NaN, zero weight) are left out. Two metrics get the same
+    key when they are on the same units and their values agree unit by unit for both sides,
+    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy):
+    their two-sided tests are then one test on the same data. Which keys coincide depends
+    only on which values coincide, and swapping a unit's two sides (the sign-flip null) does
+    not change that, so Holm over the distinct keys keeps its guarantee. Equal differences
+    alone are not enough (different outcomes that move by the same amounts stay separate
+    tests), and neither are equal values on different units: two metrics on disjoint facts
+    are independent hypotheses, whose sides are swapped independently, however alike their
+    outcomes look (until this key took the ids, they were merged, which was anti-conservative).
+
+    Raises:
+        ValueError: ``x``, ``y``, ``weights`` and ``ids`` differ in length, or an id repeats.
 
     Example:
-        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([0, 1, 0], [1, 1, 0])  # complements
+        >>> f, g = ["f0", "f1", "f2"], ["g0", "g1", "g2"]
+        >>> key = paired_test_key([1, 0, 1], [0, 0, 1], ids=f)
+        >>> key == paired_test_key([0, 1, 0], [1, 1, 0], ids=f)  # complements
         True
-        >>> paired_test_key([1, 0, 1], [0, 0, 1]) == paired_test_key([1, 1, 1], [0, 1, 1])  # same differences
+        >>> key == paired_test_key([1, 1, 1], [0, 1, 1], ids=f)  # same differences, other outcomes
+        False
+        >>> key == paired_test_key([1, 0, 1], [0, 0, 1], ids=g)  # same outcomes on other facts
         False
     """
     a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     w = np.ones_like(a) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if not a.shape == b.shape == w.shape:
-        raise ValueError(f"x ({a.shape}), y ({b.shape}) and weights ({w.shape}) must have one entry per unit")
-    keep = ~np.isnan(a - b) & (w > 0)
-    a, b, w = a[keep] + 0.0, b[keep] + 0.0, w[keep]  # + 0.0: -0.0 and 0.0 give the same bytes
-    return frozenset({(a.tobytes(), b.tobytes(), w.tobytes()),
-                      ((1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
+    units = list(ids)
+    if not a.shape == b.shape == w.shape == (len(units),):
+        raise ValueError(f"x ({a.shape}), y ({b.shape}), weights ({w.shape}) and ids ({len(units)}) must have one "
+                         "entry per unit")
+    if len(set(units)) != len(units):
+        raise ValueError("ids must name each unit once")
+    keep = np.flatnonzero(~np.isnan(a - b) & (w > 0))
+    order = keep[sorted(range(len(keep)), key=lambda i: repr(units[keep[i]]))]  # the units, canonically ordered
+    a, b, w = a[order] + 0.0, b[order] + 0.0, w[order]  # + 0.0: -0.0 and 0.0 give the same bytes
+    on = tuple(units[i] for i in order)
+    return frozenset({(on, a.tobytes(), b.tobytes(), w.tobytes()),
+                      (on, (1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
 
 
-def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: float = 0.05,
-                                  power: float = 0.8, binary: bool = False) -> float:
-    """Smallest true mean paired difference detected with probability ``power`` at level ``alpha``.
-
-    How it is computed:
-
-    * Whatever the data, the sign-flip test's smallest attainable two-sided p-value is
-      ``2 * 2**-n``, so for ``n < k`` with ``2 * 2**-k <= alpha`` (k = 6 at 0.05) no
-      difference can be significant: the result is ``inf``.
-    * With ``sd`` > 0 (the standard deviation of the paired differences), normal
-      differences: for ``n`` > 12 the two-sided paired (one-sample) t-test's power
-      calculation (``statsmodels.stats.power.TTestPower().solve_power``) gives the smallest
-      standardized effect ``d``; the permutation test has about the t-test's power there
-      (simulated: 0.78-0.82 at n = 12-32 and levels 0.05 to 0.05/28). For ``n`` <= 12 the
-      exact test's few attainable p-values cost power (the t-test's ``d`` gives it 0.6 at
-      n = 6 or at n = 8 with 0.05/4), so ``d`` comes from the power of the exact sign-flip
-      test itself, simulated (seeded) under normal differences. The result is ``d * sd``.
-    * Without a spread (``sd`` is ``None`` or 0: no unit differed, e.g. both evaluations
-      forget every fact), or as a floor with ``binary=True`` (0/1 outcomes per unit, such as
-      an accuracy over facts): a true difference ``delta`` of 0/1 outcomes is at best each
-      unit changing by 1 with probability ``delta``, all in one direction; the exact test
-      rejects once ``k`` units changed with ``2 * 2**-k <= alpha`` (k = 6 at 0.05), so
-      ``delta`` solves ``P(Binomial(n, delta) >= k) = power``. For 0/1 outcomes no
-      difference below that is detected with the stated power, however few units differed
-      in the data (an ``sd`` from one differing fact alone would promise 0.19 at n = 16).
-
-    Example:
-        >>> round(minimum_detectable_difference(16, sd=0.5), 3)
-        0.375
-        >>> round(minimum_detectable_difference(16), 3), minimum_detectable_difference(5)
-        (0.449, inf)
-        >>> round(minimum_detectable_difference(16, sd=0.25, binary=True), 3)  # one of 16 facts differed
-        0.449
-    """
-    k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
-    if n < max(k, 2):
-        return float("inf")
-    floor = 0.0
-    if binary or sd is None or not sd > 0:
-        from scipy.optimize import brentq
-        from scipy.stats import binom
-
-        floor = float(brentq(lambda p: binom.sf(k - 1, n, p) - power, 1e-9, 1 - 1e-9))
-    if sd is None or not sd > 0:
-        return floor
-    if n <= _EXACT_POWER_MAX_N:
-        d = _exact_sign_flip_effect(n, alpha, power)
-    else:
-        from statsmodels.stats.power import TTestPower
-
-        d = float(np.asarray(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                                      alternative="two-sided")).item())
-    return max(d * float(sd), floor)
-
-
-_EXACT_POWER_MAX_N = 12  # 4,096 sign patterns: a second or two of simulation
-
-
-@functools.lru_cache(maxsize=64)  # a pure function of its arguments: compare() asks once per row
-def _exact_sign_flip_effect(n: int, alpha: float, power: float, n_sim: int = 2000) -> float:
-    """Standardized mean difference that the exact two-sided sign-flip test detects with ``power``.
-
-    Simulated under normal differences ``delta + N(0, 1)`` with common random numbers
-    (fixed seed), so the answer is deterministic; solved by bisection on ``delta``. Written
-    here because no library computes the power of this permutation test.
-    """
-    rng = np.random.default_rng(12345)
-    z = rng.standard_normal((n_sim, n))
-    signs = (1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)).astype(float)  # [2**n, n]
-
-    def rejects(delta: float) -> float:
-        d = z + delta
-        null = np.abs(d @ signs.T)  # [n_sim, 2**n]
-        obs = np.abs(d.sum(1, keepdims=True))
-        p = (null >= obs - 1e-9 * np.abs(d).sum(1, keepdims=True)).mean(1)
-        return float((p <= alpha).mean())
-
-    lo, hi = 0.0, 1.0
-    while rejects(hi) < power:
-        lo, hi = hi, 2 * hi
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if rejects(mid) >= power else (mid, hi)
-    return hi
-
-
-def variance_components(groups: Sequence[Sequence[float]]) -> dict[str, float]:
+def variance_components(groups: Sequence[Sequence[float]], *,
+                        weights: Sequence[Sequence[float]] | None = None) -> dict[str, float]:
     """Split the variance of a seed-averaged mean between fact sampling and training seed.
 
     With ``S`` seeds, per-seed means ``m_s`` over ``n_s`` units and within-seed variances
     ``v_s``: the fact-sampling variance of one seed's mean is ``mean(v_s / n_s)``; the seed
     variance is the method-of-moments estimate ``max(var(m_s) - mean(v_s / n_s), 0)`` (the
     spread of the seed means beyond what fact sampling explains). Both are variances of a
-    *single seed's* mean; the seed share is ``seed / (seed + facts)``.
+    *single seed's* mean; the seed share is ``seed / (seed + facts)``. With ``weights``
+    (one per unit, shaped like ``groups``: tokens per text chunk) ``m_s`` is the weighted
+    mean and ``v_s / n_s`` the squared :func:`weighted_mean_se`, the statistic a
+    token-weighted metric reports.
 
     Returns:
         ``{"var_facts", "var_seed", "seed_share", "n_seeds"}`` (NaN with fewer than 2 seeds).
@@ -583,12 +593,15 @@ def variance_components(groups: Sequence[Sequence[float]]) -> dict[str, float]:
         >>> vc["var_seed"] > vc["var_facts"] > 0
         True
     """
-    gs = [_clean(g) for g in groups]
-    gs = [g for g in gs if len(g) > 1]
+    gs = [(g, w) for g, w in _weighted_groups(groups, weights) if len(g) > 1]
     if len(gs) < 2:
         return {"var_facts": float("nan"), "var_seed": float("nan"), "seed_share": float("nan"), "n_seeds": len(gs)}
-    means = np.array([g.mean() for g in gs])
-    within = float(np.mean([g.var(ddof=1) / len(g) for g in gs]))
+    if weights is None:
+        means = np.array([g.mean() for g, _ in gs])
+        within = float(np.mean([g.var(ddof=1) / len(g) for g, _ in gs]))
+    else:
+        means = np.array([(w * g).sum() / w.sum() for g, w in gs])
+        within = float(np.mean([weighted_mean_se(g, weights=w) ** 2 for g, w in gs]))
     seed = max(float(means.var(ddof=1)) - within, 0.0)
     total = seed + within
     return {"var_facts": within, "var_seed": seed, "seed_share": seed / total if total > 0 else float("nan"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,10 @@ def test_a_planted_difference_is_significant_and_a_copy_is_not():
     assert s.loc["forget_prob", "ci_high"] < 0 and s.loc["forget_prob", "p_holm"] >= s.loc["forget_prob", "p_value"]
     c = t[t["localization"] == "copy"]
     assert not c["significant"].any() and (c["p_value"] == 1.0).all() and (c["diff"] == 0).all()
-    assert (c["n_facts"] == 32).all() and (c["n_seeds"] == 1).all() and (c["mdd"] > 0).all()
+    assert (c["n_facts"] == 32).all() and (c["n_seeds"] == 1).all()
+    # no unit differs: the 0/1 metric's MDD is the binomial model's; the continuous one has no scale
+    c = c.set_index("metric")
+    assert c.loc["forget_accuracy", "mdd"] > 0 and math.isnan(c.loc["forget_prob", "mdd"])
 
 
 def test_comparing_a_localization_with_itself_marks_nothing():
@@ -322,3 +326,114 @@ def test_compare_marks_rows_whose_attack_collapsed_a_model():
     assert "yes ◊" in compare_text(t, reference="flu")
     calm = factlens.compare({"flu": [ev([1] * 12, False)], "random": [ev([0] * 12, False)]}, reference="flu")
     assert not calm["collapsed"].any() and "◊ |" not in compare_text(calm, reference="flu")
+
+
+# -- token-weighted metrics ----------------------------------------------------------------------
+_TOKENS = np.array([10.0] * 7 + [500.0])  # one long chunk, as in real text
+
+
+def _token_result(values) -> EvalResult:
+    """A side-effects result built as side_effects._token_metric builds it (weights = tokens per chunk)."""
+    ids = [f"chunk:{i}" for i in range(len(values))]
+    m = Metric.from_samples("next_token_accuracy", dict(zip(ids, map(float, values))), unit="tokens",
+                            weights=dict(zip(ids, _TOKENS)))
+    return EvalResult({"side_effects": SuiteResult("side_effects", (m,))})
+
+
+def test_token_weighted_metrics_compare_their_weighted_means():
+    """diff, its interval and p were the plain chunk mean's while value and reference_value are
+    token-weighted: diff was -0.05 where value - reference_value is +0.25."""
+    import itertools
+
+    loc, ref = np.array([0.5] * 7 + [0.9]), np.array([0.6] * 8)
+    row = factlens.compare({"loc": [_token_result(loc)], "flu": [_token_result(ref)]}, reference="flu").iloc[0]
+    assert row["diff"] == pytest.approx(row["value"] - row["reference_value"]) and row["diff"] > 0.25
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    wd = _TOKENS * (loc - ref)  # exact weighted sign-flip p over all 2**8 patterns
+    null = np.array([abs(np.dot(s, wd)) for s in itertools.product([1, -1], repeat=8)])
+    assert row["p_value"] == pytest.approx(float(np.mean(null >= abs(wd.sum()) - 1e-12)))
+    # several seeds: the value interval is the hierarchical bootstrap of the weighted mean
+    runs = {"loc": [_token_result(loc + 0.01 * s) for s in range(2)], "flu": [_token_result(ref + 0.01 * s)
+                                                                           for s in range(2)]}
+    row2 = factlens.compare(runs, reference="flu").iloc[0]
+    assert row2["value_ci_low"] <= row2["value"] <= row2["value_ci_high"]
+    assert row2["diff"] == pytest.approx(row2["value"] - row2["reference_value"])
+    vs = variance_split(runs).set_index("localization")
+    w = _TOKENS
+    se2 = np.mean([(w ** 2 * (g - (w * g).sum() / w.sum()) ** 2).sum() * 8 / 7 / w.sum() ** 2
+                   for g in (loc, loc + 0.01)])
+    assert vs.loc["loc", "var_facts"] == pytest.approx(se2)
+
+
+def test_sides_that_weight_the_same_units_differently_are_refused():
+    a = _token_result([0.5] * 8)
+    ids = [f"chunk:{i}" for i in range(8)]
+    other = Metric.from_samples("next_token_accuracy", dict(zip(ids, [0.6] * 8)), unit="tokens",
+                                weights=dict(zip(ids, _TOKENS + 1)))
+    b = EvalResult({"side_effects": SuiteResult("side_effects", (other,))})
+    with pytest.raises(ValueError, match=r"weight the same units differently \(chunk:0: 10 vs 11\)"):
+        factlens.compare({"loc": [a], "flu": [b]}, reference="flu")
+    # a side saved before weights were kept takes the other side's (the units' own weights)
+    old = EvalResult({"side_effects": SuiteResult("side_effects", (replace(other, weights=None),))})
+    row = factlens.compare({"loc": [a], "flu": [old]}, reference="flu").iloc[0]
+    assert row["diff"] == pytest.approx(-0.1)
+
+
+def test_metrics_on_different_facts_are_separate_tests_even_with_equal_outcomes():
+    """Audit repro_3: edit accuracy (forget facts) and maintain accuracy (maintain facts) with
+    the same 0/1 pattern were merged into one test, so the family had 3 tests where there are
+    4, and all four rows were significant; Holm over the 4 distinct tests marks none."""
+    from statsmodels.stats.multitest import multipletests
+
+    from factlens.stats import sign_flip_test, smallest_attainable_p, tarone_holm
+
+    forget, maintain, facts = ([f"{p}{i}" for i in range(n)] for p, n in (("forget", 8), ("maintain", 8), ("f", 16)))
+    moved, kept = [0.0] * 7 + [1.0], [1.0] * 8
+    c = ([0.52, 0.66, 0.59, 0.62, 0.42, 0.52, 0.71, 0.85, 0.3, 0.85, 0.82, 0.71, 0.6, 0.49, 0.84, 0.94],
+         [0.81, 0.71, 0.52, 0.21, 0.45, 0.58, 0.19, 0.53, 0.54, 0.59, 0.21, 0.32, 0.36, 0.22, 0.8, 0.35])
+    d = ([0.58, 0.65, 0.58, 0.42, 0.53, 0.61, 0.5, 0.48, 0.8, 0.36, 0.48, 0.14, 0.66, 0.72, 0.66, 0.73],
+         [0.54, 0.52, 0.54, 0.4, 0.69, 0.38, 0.16, 0.62, 0.82, 0.26, 0.43, 0.31, 0.37, 0.46, 0.2, 0.39])
+
+    def ev(i: int) -> EvalResult:
+        a = (moved, kept)[i]
+        return EvalResult({"standard": SuiteResult("standard", (
+            Metric.from_samples("edit_accuracy", dict(zip(forget, a))),
+            Metric.from_samples("maintain_accuracy", dict(zip(maintain, a))),
+            Metric.from_samples("forget_probability", dict(zip(facts, c[i]))),
+            Metric.from_samples("edit_probability", dict(zip(facts, d[i])))))})
+
+    t = factlens.compare({"loc": [ev(0)], "flu": [ev(1)]}, reference="flu")
+    assert (t["n_tests"] == 4).all()
+    diffs = [np.subtract(moved, kept)] * 2 + [np.subtract(*x) for x in (c, d)]
+    p = [sign_flip_test(x) for x in diffs]
+    assert t["p_value"].tolist() == pytest.approx(p)
+    # four distinct tests: Tarone-Holm (what compare runs) and plain Holm both mark none
+    res = tarone_holm(p, [smallest_attainable_p(x) for x in diffs])
+    assert t["p_holm"].tolist() == pytest.approx(res.adjusted.tolist(), nan_ok=True)
+    assert not (multipletests(p, method="holm")[1] < 0.05).any() and not t["significant"].any()
+
+
+def test_results_on_different_facts_are_refused_not_paired_on_their_intersection():
+    """Audit repro_4: a mapping of EvalResults on different facts was paired on the common
+    facts without a word (value 0.333, reference 0.5, yet diff -1 over 6 facts)."""
+    loc = _result({"forget_accuracy": [float(i < 4) for i in range(12)]}, ids=[f"f{i}" for i in range(12)])
+    ref = _result({"forget_accuracy": [1.0] * 6 + [0.0] * 6}, ids=[f"f{i}" for i in range(6, 12)]
+                  + [f"g{i}" for i in range(6)])
+    with pytest.raises(ValueError, match=r"'loc' vs 'flu', standard\.forget_accuracy, seed 0: the localization has "
+                                         r"values for 12 facts, the reference for 12, 6 of them common.*same facts"):
+        factlens.compare({"loc": [loc], "flu": [ref]}, reference="flu")
+    sub = _result({"forget_accuracy": [1.0] * 6}, ids=[f"f{i}" for i in range(6)])  # a subset is refused too
+    with pytest.raises(ValueError, match="values for 12 facts, the reference for 6"):
+        factlens.compare({"loc": [loc], "flu": [sub]}, reference="flu")
+
+
+def test_mdd_of_a_continuous_metric_without_spread_is_not_the_0_1_floor():
+    """All 16 paired differences 0.25 (p = 3e-5): compare reported the 0/1 floor 0.449 as MDD."""
+    base = np.arange(16) / 32  # exact in binary: every difference is exactly 0.25, sd 0
+    t = factlens.compare({"flu": [_result({"forget_prob": base})], "x": [_result({"forget_prob": base + 0.25})]})
+    row = t.iloc[0]
+    assert row["p_value"] < 1e-4 and row["significant"]
+    assert math.isnan(row["mdd"]) and math.isnan(row["mdd_unadjusted"])
+    acc = factlens.compare({"flu": [_result({"forget_accuracy": [1.0] * 16})],
+                            "x": [_result({"forget_accuracy": [1.0] * 16})]}).iloc[0]  # 0/1, no unit differed
+    assert acc["mdd_unadjusted"] == pytest.approx(0.449, abs=1e-3)

@@ -278,14 +278,34 @@ def test_paired_test_key_identifies_the_same_test():
     from factlens.stats import paired_test_key, sign_flip_test
 
     x, y = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0, 1.0, float("nan")])
-    assert paired_test_key(x, y) == paired_test_key(1 - x, 1 - y)  # a metric and its complement
+    f = [f"f{i}" for i in range(6)]
+    assert paired_test_key(x, y, ids=f) == paired_test_key(1 - x, 1 - y, ids=f)  # a metric and its complement
     assert sign_flip_test(x - y) == sign_flip_test((1 - x) - (1 - y))
-    assert paired_test_key(x, y) != paired_test_key(x[::-1], y[::-1])  # other units in order: another test
-    assert paired_test_key(x, y) != paired_test_key(x + 0.5, y + 0.5)  # same differences, other outcomes
-    assert paired_test_key([0.0, 1.0], [1.0, 1.0]) == paired_test_key([-0.0, 1.0], [1.0, 1.0])
-    assert paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5]) != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75])
+    assert paired_test_key(x, y, ids=f) != paired_test_key(x[::-1], y[::-1], ids=f)  # other outcome per unit
+    assert paired_test_key(x, y, ids=f) != paired_test_key(x + 0.5, y + 0.5, ids=f)  # same differences, other outcomes
+    two = ["a", "b"]
+    assert paired_test_key([0.0, 1.0], [1.0, 1.0], ids=two) == paired_test_key([-0.0, 1.0], [1.0, 1.0], ids=two)
+    assert (paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5], ids=two)
+            != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75], ids=two))
     with pytest.raises(ValueError, match="one entry per unit"):
-        paired_test_key([1.0, 0.0], [1.0])
+        paired_test_key([1.0, 0.0], [1.0], ids=two)
+    with pytest.raises(ValueError, match="each unit once"):
+        paired_test_key([1.0, 0.0], [1.0, 1.0], ids=["a", "a"])
+
+
+def test_paired_test_key_tells_apart_equal_outcomes_on_different_units():
+    """The key compared only the ordered values, so metrics on DIFFERENT facts whose 0/1
+    patterns coincide (edit accuracy on the forget facts, maintain accuracy on the maintain
+    facts) were one test in Holm/Tarone: anti-conservative."""
+    from factlens.stats import paired_test_key
+
+    x, y = [0.0] * 7 + [1.0], [1.0] * 8
+    forget, maintain = [f"forget{i}" for i in range(8)], [f"maintain{i}" for i in range(8)]
+    assert paired_test_key(x, y, ids=forget) != paired_test_key(x, y, ids=maintain)
+    # the same units in another order are the same test
+    assert paired_test_key(x, y, ids=forget) == paired_test_key(x[::-1], y[::-1], ids=forget[::-1])
+    seeds = [(s, k) for s in (0, 1) for k in forget[:4]]  # pooled seeds: (seed, unit) ids
+    assert paired_test_key(x, y, ids=seeds) != paired_test_key(x, y, ids=[(s + 1, k) for s, k in seeds])
 
 
 # -- Tarone's modification of Holm ----------------------------------------------------------------
@@ -359,3 +379,88 @@ def test_tarone_holm_keeps_the_family_wise_error_under_the_null():
         found_t += bool(adj[0] <= 0.05)
         found_h += bool(holm(p)[0] <= 0.05)
     assert found_t > found_h + 0.1 * N_DATASETS, (found_t, found_h)
+
+
+# -- token-weighted metrics (text chunks weighted by their tokens) ------------------------------
+def test_token_weights_are_kept_saved_and_old_results_load_as_equal_weights(tmp_path):
+    """Metric.from_samples weighted the mean but dropped the weights, so every paired or
+    multi-seed statistic of a token-weighted metric was a plain chunk mean."""
+    tok = Metric.from_samples("next_token_accuracy", {"chunk:0": 0.5, "chunk:1": 0.9, "chunk:2": float("nan")},
+                              weights={"chunk:0": 10, "chunk:1": 500, "chunk:2": 7}, unit="tokens")
+    assert tok.weights == {"chunk:0": 10.0, "chunk:1": 500.0}  # the units with a value
+    r = EvalResult({"side_effects": SuiteResult("side_effects", (tok,))})
+    r.save(tmp_path / "r.json")
+    assert EvalResult.load(tmp_path / "r.json").metric("next_token_accuracy").weights == tok.weights
+    d = tok.to_dict()
+    del d["weights"]  # saved before weights were kept
+    assert Metric.from_dict(d).weights is None
+    assert Metric.from_samples("forget_accuracy", {"a": 1.0, "b": 0.0}).weights is None
+    with pytest.raises(ValueError, match="weights lack 1 of the 2 units"):
+        Metric.from_samples("kl", {"chunk:0": 0.1, "chunk:1": 0.2}, weights={"chunk:0": 3})
+    with pytest.raises(ValueError, match=">= 0 with a positive sum"):
+        Metric.from_samples("kl", {"chunk:0": 0.1, "chunk:1": 0.2}, weights={"chunk:0": -1, "chunk:1": 2})
+
+
+def test_stderr_of_a_token_weighted_metric_is_the_weighted_means():
+    from factlens.stats import weighted_mean_se
+
+    rng = np.random.default_rng(0)
+    v, w = rng.uniform(0.3, 0.9, 40), np.where(rng.uniform(size=40) < 0.25, 1000.0, 10.0)  # a few long chunks
+    tok = Metric.from_samples("next_token_accuracy", {f"chunk:{i}": x for i, x in enumerate(v)},
+                              weights={f"chunk:{i}": x for i, x in enumerate(w)}, unit="tokens")
+    # linearization of the ratio sum(w v) / sum(w), checked against a large bootstrap of it
+    i = rng.integers(0, 40, (100_000, 40))
+    boot_sd = float(((w[i] * v[i]).sum(1) / w[i].sum(1)).std())
+    assert tok.stderr == pytest.approx(weighted_mean_se_(v, w))
+    assert tok.stderr == pytest.approx(boot_sd, rel=0.05)
+    assert tok.stderr > 1.5 * float(v.std(ddof=1) / math.sqrt(40))  # the plain chunk se it used to be
+    assert weighted_mean_se(v) == pytest.approx(float(v.std(ddof=1) / math.sqrt(40)))
+
+
+def test_weighted_paired_difference_and_intervals():
+    """Paired difference of token-weighted values: sum(w (x - y)) / sum(w), and intervals
+    (one seed, several seeds) that contain their point estimates."""
+    x, y, w = np.array([0.5] * 7 + [0.9]), np.array([0.6] * 8), np.array([10.0] * 7 + [500.0])
+    d, ci = paired_bootstrap_diff(x, y, weights=w)
+    assert d == pytest.approx(float((w * x).sum() / w.sum() - 0.6)) and ci[0] <= d <= ci[1]
+    unweighted, _ = paired_bootstrap_diff(x, y)
+    assert unweighted == pytest.approx(-0.05)  # what it reported before: the opposite sign
+    d2, ci2 = paired_bootstrap_diff([x, x + 0.01], [y, y], weights=[w, w])
+    assert d2 == pytest.approx(d + 0.005) and ci2[0] <= d2 <= ci2[1]
+    groups = [x, x + 0.01]
+    m = float(np.mean([(w * g).sum() / w.sum() for g in groups]))
+    lo, hi = hierarchical_bootstrap_interval(groups, weights=[w, w])
+    assert lo <= m <= hi
+    assert not hierarchical_bootstrap_interval(groups)[1] >= m  # the plain chunk means miss it
+    vc = variance_components(groups, weights=[w, w])
+    assert vc["var_facts"] == pytest.approx(np.mean([(weighted_mean_se_(g, w)) ** 2 for g in groups]))
+    with pytest.raises(ValueError, match="one entry per unit"):
+        hierarchical_bootstrap_interval(groups, weights=[w])
+
+
+def weighted_mean_se_(v, w):
+    """Independent: linearized standard error of sum(w v) / sum(w)."""
+    m = (w * v).sum() / w.sum()
+    return math.sqrt(len(v) / (len(v) - 1) * ((w * (v - m)) ** 2).sum()) / w.sum()
+
+
+def test_random_sign_flip_p_does_not_depend_on_the_order_of_the_units():
+    """With more than 16 differing units the Monte-Carlo p-value depended on the order of
+    the units (the same 40 differences gave 0.2956 and 0.2880)."""
+    rng = np.random.default_rng(4)
+    d, w = rng.normal(0.3, 1, 40), rng.integers(1, 50, 40).astype(float)
+    perm = rng.permutation(40)
+    assert sign_flip_test(d) == sign_flip_test(d[perm])
+    assert sign_flip_test(d, weights=w) == sign_flip_test(d[perm], weights=w[perm])
+
+
+def test_minimum_detectable_difference_without_spread_uses_the_0_1_model_only_for_0_1_outcomes():
+    """16 equal continuous differences (p = 3e-5) got the 0/1 binomial MDD 0.449; without a
+    spread a continuous metric has no scale for a detectable difference: NaN."""
+    assert sign_flip_test([0.2] * 16) < 1e-4
+    assert math.isnan(minimum_detectable_difference(16, sd=0.0, binary=False))
+    assert math.isnan(minimum_detectable_difference(16, binary=False))
+    floor = minimum_detectable_difference(16, sd=0.0, binary=True)
+    assert floor == pytest.approx(0.449, abs=1e-3) == minimum_detectable_difference(16)  # unknown: the 0/1 model
+    assert minimum_detectable_difference(16, sd=0.5, binary=False) == minimum_detectable_difference(16, sd=0.5)
+    assert minimum_detectable_difference(5, sd=0.0, binary=False) == math.inf  # nothing can be significant

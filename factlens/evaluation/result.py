@@ -40,6 +40,12 @@ class Metric:
             ``"chunk:<i>"`` for general-text chunks, ``"question:<i>"`` for MMLU) -> value.
             Two evaluations on the same units are paired on these ids
             (:func:`factlens.compare`). ``None`` when the metric has no per-unit values.
+        weights: The per-unit weights behind ``value`` when it is a weighted mean (tokens per
+            text chunk for ``next_token_accuracy``, ``next_token_loss``, ``kl_divergence``):
+            unit id -> weight, the same ids as ``samples``. Paired differences, intervals over
+            seeds and tests of the metric use them, so they estimate the same weighted mean
+            as ``value``. ``None``: every unit counts the same (also results saved before
+            weights were kept, whose token metrics then pair as plain chunk means).
     """
 
     name: str
@@ -54,6 +60,7 @@ class Metric:
     ci_high: float | None = None
     ci_method: str | None = None
     samples: dict[str, float] | None = field(default=None, compare=False, repr=False)
+    weights: dict[str, float] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
@@ -61,7 +68,8 @@ class Metric:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Metric":
         """Inverse of :meth:`to_dict` (``None`` values load as NaN, as :meth:`to_dict` writes NaN as
-        ``None``); results saved before intervals existed load with ``ci_* = None``.
+        ``None``); results saved before intervals existed load with ``ci_* = None``, those saved
+        before weights were kept with ``weights = None`` (equal weights).
 
         Raises:
             ValueError: ``d`` is not a mapping with ``name``, ``value`` and ``n``.
@@ -95,28 +103,31 @@ class Metric:
             baseline: The unedited model's value.
             at_chance: The chance flag of the format.
             higher_is_better: Direction.
-            weights: Optional weight per unit (tokens per text chunk): weighted mean, and
-                the bootstrap resamples units with their weights.
+            weights: Optional weight per unit (tokens per text chunk; >= 0, one for every unit
+                with a value): weighted mean, its standard error
+                (:func:`factlens.stats.weighted_mean_se`), and the bootstrap resamples units
+                with their weights. Kept in the metric's ``weights`` for paired comparisons.
             confidence: Interval coverage.
             seed: Bootstrap seed.
 
         Raises:
-            ValueError: No unit has a value.
+            ValueError: No unit has a value, or ``weights`` lacks a unit, has a negative or
+                non-finite weight, or sums to zero.
 
         Example:
             >>> m = Metric.from_samples("forget_accuracy", {f"f{i}": float(i < 8) for i in range(16)})
             >>> m.value, m.n, round(m.ci_low, 3), round(m.ci_high, 3), m.ci_method
             (0.5, 16, 0.28, 0.72, 'wilson')
         """
-        from factlens.stats import bootstrap_mean_interval, is_binary, wilson_interval
+        from factlens.stats import bootstrap_mean_interval, is_binary, weighted_mean_se, wilson_interval
 
         ids = [k for k, v in samples.items() if v is not None and not math.isnan(float(v))]
         if not ids:
             raise ValueError(f"metric {name!r}: no unit has a value (all {len(samples)} are missing/NaN)")
         v = np.array([float(samples[k]) for k in ids])
-        w = None if weights is None else np.array([float(weights[k]) for k in ids])
+        w = None if weights is None else _unit_weights(name, ids, weights)
         value = float(v.mean()) if w is None else float((w * v).sum() / w.sum())
-        se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+        se = weighted_mean_se(v, weights=w)
         if w is None and is_binary(v):
             ci, method = wilson_interval(int(v.sum()), len(v), confidence=confidence), "wilson"
         else:
@@ -124,7 +135,21 @@ class Metric:
             method = "bootstrap" if ci is not None else None
         n = len(v) if w is None else int(w.sum())
         return cls(name, value, n, unit, baseline, bool(at_chance), higher_is_better, se,
-                   ci[0] if ci else None, ci[1] if ci else None, method, {k: float(x) for k, x in zip(ids, v)})
+                   ci[0] if ci else None, ci[1] if ci else None, method, {k: float(x) for k, x in zip(ids, v)},
+                   None if w is None else {k: float(x) for k, x in zip(ids, w)})
+
+
+def _unit_weights(name: str, ids: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
+    """The weights of ``ids`` (``Metric.from_samples``), checked: one per unit, finite, >= 0, not all 0."""
+    missing = [k for k in ids if k not in weights]
+    if missing:
+        raise ValueError(f"metric {name!r}: weights lack {len(missing)} of the {len(ids)} units with a value "
+                         f"(e.g. {missing[:3]}); give one weight per unit")
+    w = np.array([float(weights[k]) for k in ids])
+    if not np.all(np.isfinite(w) & (w >= 0)) or not w.sum() > 0:
+        raise ValueError(f"metric {name!r}: weights must be finite and >= 0 with a positive sum, got "
+                         f"min {w.min()}, sum {w.sum()}")
+    return w
 
 
 @dataclass(frozen=True)
@@ -209,10 +234,10 @@ class EvalResult:
     def to_frame(self):
         """One row per metric: suite, name, value, n, unit, baseline, at_chance, higher_is_better,
         stderr, ci_low, ci_high, ci_method (the 95 % interval; ``None`` only where no sample is
-        behind the number, see :class:`Metric`). The per-unit ``samples`` are left out."""
+        behind the number, see :class:`Metric`). The per-unit ``samples`` and ``weights`` are left out."""
         import pandas as pd
 
-        rows = [{"suite": s.suite, **{k: v for k, v in m.to_dict().items() if k != "samples"}}
+        rows = [{"suite": s.suite, **{k: v for k, v in m.to_dict().items() if k not in ("samples", "weights")}}
                 for s in self.suites.values() for m in s.metrics]
         return pd.DataFrame(rows)
 

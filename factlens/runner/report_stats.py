@@ -4,7 +4,8 @@ Table 1 cells average one or several metrics (e.g. the three sports phrasings) o
 A cell's 95 % interval is the metric's own (Wilson / bootstrap, see
 :class:`~factlens.evaluation.result.Metric`) when the cell is one metric of one seed, and
 otherwise a bootstrap over the cell's per-fact values (the mean over the cell's metrics of
-each fact's value), resampling seeds and then facts. A cell is marked when it differs from
+each fact's value), resampling seeds and then facts; a token-weighted metric's chunks count
+by their tokens there and in the test (:func:`cell_weights`). A cell is marked when it differs from
 the reference localization's cell: paired sign-flip permutation test over facts on the
 same per-fact values, Holm-corrected across the cells of the row (cells that are the same
 test on the same per-fact values, or their complements, count once), ``p < 0.05``; cells at
@@ -28,7 +29,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 
 #: Legend of the Table 1 marks (HTML and markdown).
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
-                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds). "
+                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds; the "
+                 "original row: the same for its baseline accuracies). "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
@@ -76,26 +78,66 @@ def cell_samples(runs: Sequence[dict], suite: str, names: Sequence[str], transfo
     return out
 
 
-def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None,
-            baseline: bool) -> tuple[float, float] | None:
-    """The metric's own interval when a cell is one metric of one seed (baseline: Wilson of k/n)."""
-    from factlens.stats import wilson_interval
+def cell_weights(runs: Sequence[dict], suite: str, names: Sequence[str]) -> dict[Any, dict]:
+    """``{seed: {unit id: weight}}`` of the cell's weighted units (see :func:`cell_samples`).
 
+    A unit's weight is the metric's own (tokens per text chunk for the token-weighted
+    side-effect metrics, :attr:`~factlens.evaluation.result.Metric.weights`), averaged over
+    the cell's metrics that weight it; units of unweighted metrics are absent (weight 1).
+    The cell's mean over its units with these weights is then the value the metric reports.
+    """
+    out: dict[Any, dict] = {}
+    for r in runs:
+        acc: dict[str, list[float]] = {}
+        for m in _cell_metrics(r, suite, names):
+            for k, v in (m.samples or {}).items():
+                if m.weights is not None and v is not None and not math.isnan(v):
+                    acc.setdefault(k, []).append(float(m.weights[k]))
+        out[r["seed"]] = {k: float(np.mean(w)) for k, w in acc.items()}
+    return out
+
+
+def _own_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
+            transform: str | None) -> tuple[float, float] | None:
+    """The metric's own interval when a cell is one metric of one seed."""
     if len(runs) != 1:
         return None
     ms = _cell_metrics(runs[0], suite, names)
-    if len(ms) != 1:
+    if len(ms) != 1 or ms[0].ci_low is None or ms[0].ci_high is None:
         return None
-    m = ms[0]
-    if baseline:
-        b, n = m.baseline, m.n
-        if b is None or not n or m.ci_method != "wilson" or math.isnan(b):
+    lo, hi = ms[0].ci_low, ms[0].ci_high
+    return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)
+
+
+def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
+                 transform: str | None) -> tuple[float, float] | None:
+    """The original row's interval (``runs``: one per seed) of a one-metric cell of 0/1 outcomes.
+
+    One seed: the Wilson interval of the baseline accuracy ``k / n``. Several: the
+    hierarchical bootstrap (seeds, then facts) of the seeds' baseline outcomes, ``k`` ones
+    and ``n - k`` zeros each (a mean of 0/1 values depends on the counts only; the baseline
+    keeps no per-fact values). ``None`` for cells of several metrics or non-0/1 metrics.
+    """
+    from factlens.stats import hierarchical_bootstrap_interval, wilson_interval
+
+    counts = []
+    for r in runs:
+        ms = _cell_metrics(r, suite, names)
+        if len(ms) > 1:
             return None
-        lo, hi = wilson_interval(int(round(b * n)), int(n))
-    else:
-        lo, hi = m.ci_low, m.ci_high
-        if lo is None or hi is None:
+        if not ms:
+            continue
+        b, n = ms[0].baseline, ms[0].n
+        if b is None or not n or ms[0].ci_method != "wilson" or math.isnan(b):
             return None
+        counts.append((int(round(b * n)), int(n)))
+    if not counts:
+        return None
+    ci = (wilson_interval(*counts[0]) if len(counts) == 1
+          else hierarchical_bootstrap_interval([[1.0] * k + [0.0] * (n - k) for k, n in counts]))
+    if ci is None:
+        return None
+    lo, hi = ci
     return (1.0 - hi, 1.0 - lo) if transform == "one_minus" else (lo, hi)
 
 
@@ -103,11 +145,16 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     from factlens.stats import hierarchical_bootstrap_interval
 
     _, _, suite, names, transform = col
-    own = _own_ci(runs, suite, names, transform, baseline)
-    if own is not None or baseline:
+    if baseline:
+        return _baseline_ci(runs, suite, names, transform)
+    own = _own_ci(runs, suite, names, transform)
+    if own is not None:
         return own
-    groups = [list(s.values()) for s in cell_samples(runs, suite, names, transform).values()]
-    return hierarchical_bootstrap_interval(groups) if groups else None
+    vals, ws = cell_samples(runs, suite, names, transform), cell_weights(runs, suite, names)
+    groups = [list(v.values()) for v in vals.values()]
+    weights = [[ws[seed].get(k, 1.0) for k in v] for seed, v in vals.items()]
+    weighted = any(ws.values())  # unweighted cells: plain means, as before weights were kept
+    return hierarchical_bootstrap_interval(groups, weights=weights if weighted else None) if groups else None
 
 
 def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any, float]:
@@ -118,17 +165,29 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
 
     _, _, suite, names, transform = col
     a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
-    x, y, w = [], [], []
+    wa, wb = cell_weights(runs, suite, names), cell_weights(ref_runs, suite, names)
+    x, y, w, units = [], [], [], []
     seeds = [s for s in a if s in b]
     for s in seeds:
         ids = [k for k in a[s] if k in b[s]]
+        units += [(s, k) for k in ids]
         x += [a[s][k] for k in ids]
         y += [b[s][k] for k in ids]
-        w += [1.0 / len(ids)] * len(ids)
+        uw = np.array([_pair_weight(wa[s].get(k), wb[s].get(k), k, suite, names) for k in ids])
+        w += list(uw / uw.sum())  # each seed counts once, its units by their weights (tokens per chunk)
     if not x:
         return float("nan"), None, float("nan")
     d = np.subtract(x, y)
-    return sign_flip_test(d, weights=w), paired_test_key(x, y, w), smallest_attainable_p(d, weights=w)
+    return sign_flip_test(d, weights=w), paired_test_key(x, y, w, ids=units), smallest_attainable_p(d, weights=w)
+
+
+def _pair_weight(a: float | None, b: float | None, unit: str, suite: str, names: Sequence[str]) -> float:
+    """A paired unit's weight: its own, which both sides share (the rule of ``comparison._pair_weights``)."""
+    if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-9):
+        raise ValueError(f"Table 1, {suite}.{'/'.join(names)}: the localization and the reference weight {unit} "
+                         f"differently ({a:g} vs {b:g}); a weighted paired test needs the same units with the same "
+                         "weights (one model and text settings)")
+    return next((x for x in (a, b) if x is not None), 1.0)
 
 
 def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict], *, reference: str = "flu") -> bool:

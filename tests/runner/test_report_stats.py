@@ -1,0 +1,87 @@
+"""factlens.runner.report_stats: Table 1's intervals and significance marks (synthetic results)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+from factlens.runner.report import table1_rows
+
+_TOKENS = np.array([10.0] * 7 + [500.0])  # one long chunk, as in real text
+
+
+def _token_run(localization: str, seed: int, values) -> dict:
+    """A run record whose side-effects result is built as side_effects._token_metric builds it."""
+    ids = [f"chunk:{i}" for i in range(len(values))]
+    m = Metric.from_samples("next_token_accuracy", dict(zip(ids, map(float, values))), unit="tokens",
+                            weights=dict(zip(ids, _TOKENS)))
+    return {"localization": localization, "seed": seed,
+            "eval": EvalResult({"side_effects": SuiteResult("side_effects", (m,))})}
+
+
+def _cell(rows: list[dict], name: str, j: int = 0) -> dict:
+    return rows[[r["name"] for r in rows].index(name)]["cells"][j]
+
+
+def test_token_weighted_cells_over_seeds_contain_their_value():
+    """The Text-acc cell's interval over two seeds was the plain chunk mean's: [0.50, 0.63]
+    around a token-weighted 0.856."""
+    loc, ref = np.array([0.5] * 7 + [0.9]), np.array([0.6] * 8)
+    runs = [_token_run(name, s, v + 0.01 * s) for s in (0, 1) for name, v in (("flu", ref), ("random", loc))]
+    _, rows = table1_rows(runs)
+    cell = _cell(rows, "random")
+    assert cell["ci_low"] <= cell["mean"] <= cell["ci_high"]
+
+
+def test_table1_cells_on_different_facts_are_separate_tests():
+    """Audit repro_3: Table 1's row family merged the Edit (forget facts) and Maintain
+    (maintain facts) cells when their 0/1 patterns coincided, and marked all four cells;
+    over the four distinct tests none is significant."""
+    from factlens.stats import sign_flip_test, smallest_attainable_p, tarone_holm
+
+    forget, maintain = [f"forget{i}" for i in range(8)], [f"maintain{i}" for i in range(8)]
+    facts = [f"f{i}" for i in range(16)]
+    moved, kept = [0.0] * 7 + [1.0], [1.0] * 8
+    c = ([0.52, 0.66, 0.59, 0.62, 0.42, 0.52, 0.71, 0.85, 0.3, 0.85, 0.82, 0.71, 0.6, 0.49, 0.84, 0.94],
+         [0.81, 0.71, 0.52, 0.21, 0.45, 0.58, 0.19, 0.53, 0.54, 0.59, 0.21, 0.32, 0.36, 0.22, 0.8, 0.35])
+    d = ([0.58, 0.65, 0.58, 0.42, 0.53, 0.61, 0.5, 0.48, 0.8, 0.36, 0.48, 0.14, 0.66, 0.72, 0.66, 0.73],
+         [0.54, 0.52, 0.54, 0.4, 0.69, 0.38, 0.16, 0.62, 0.82, 0.26, 0.43, 0.31, 0.37, 0.46, 0.2, 0.39])
+
+    def run(name: str, i: int) -> dict:
+        a = (moved, kept)[i]
+        std = SuiteResult("standard", (Metric.from_samples("edit_accuracy", dict(zip(forget, a))),
+                                       Metric.from_samples("maintain_accuracy", dict(zip(maintain, a)))))
+        fmt = SuiteResult("formats", (Metric.from_samples("mcq_forget_error", dict(zip(facts, c[i]))),
+                                      Metric.from_samples("mcq_edit_accuracy", dict(zip(facts, d[i])))))
+        return {"localization": name, "seed": 0, "eval": EvalResult({"standard": std, "formats": fmt})}
+
+    cols, rows = table1_rows([run("flu", 1), run("random", 0)])
+    marks = [cell["significant"] for cell in rows[[r["name"] for r in rows].index("random")]["cells"]]
+    assert [c[3][0] for c in cols] == ["edit_accuracy", "maintain_accuracy", "mcq_forget_error", "mcq_edit_accuracy"]
+    diffs = [np.subtract(moved, kept)] * 2 + [np.subtract(*x) for x in (c, d)]
+    res = tarone_holm([sign_flip_test(x) for x in diffs], [smallest_attainable_p(x) for x in diffs])
+    expect = [bool(t and a < 0.05) for a, t in zip(res.adjusted, res.testable)]  # four distinct tests
+    assert marks == expect == [False] * 4
+
+
+def test_original_row_has_an_interval_with_several_seeds():
+    """The unedited model's row had the Wilson interval of its baseline with one seed and
+    none with two (audit check9.py); now the seeds-then-facts bootstrap of its outcomes."""
+    from factlens.stats import hierarchical_bootstrap_interval, wilson_interval
+
+    ids = [f"f{i}" for i in range(16)]
+
+    def run(loc: str, seed: int, base: float) -> dict:
+        m = Metric.from_samples("forget_accuracy", dict(zip(ids, [0.0] * 8 + [1.0] * 8)), baseline=base)
+        return {"localization": loc, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    _, rows = table1_rows([run(loc, 0, 0.875) for loc in ("flu", "random")])
+    one = _cell(rows, "original")  # Forget = 1 - accuracy: 2 of 16 forgotten
+    lo, hi = wilson_interval(14, 16)
+    assert (one["ci_low"], one["ci_high"]) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
+    _, rows = table1_rows([run(loc, s, b) for s, b in ((0, 0.875), (1, 0.75)) for loc in ("flu", "random")])
+    two = _cell(rows, "original")
+    lo, hi = hierarchical_bootstrap_interval([[1.0] * 14 + [0.0] * 2, [1.0] * 12 + [0.0] * 4])
+    assert (two["ci_low"], two["ci_high"]) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
+    assert two["mean"] == pytest.approx(0.1875) and two["ci_low"] <= two["mean"] <= two["ci_high"]
