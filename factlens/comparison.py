@@ -187,6 +187,27 @@ def _wanted(key: tuple[str, str], metrics: Sequence[str] | None) -> bool:
     return metrics is None or key[1] in metrics or f"{key[0]}.{key[1]}" in metrics
 
 
+def _metric_names(metrics: str | Sequence[str] | None, evals: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """``metrics`` as a tuple of names (one name may be given as a string), each checked to exist.
+
+    A string used to be searched as a sequence (``"forget_accuracy" in "relearn_forget_accuracy"``
+    is true), and a name matching no metric gave an empty table without a word.
+
+    Raises:
+        ValueError: A name matches no metric of any localization (the message lists them).
+    """
+    if metrics is None:
+        return None
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    keys = {k for res in evals.values() for k in _metric_index(res)}
+    known = {k[1] for k in keys} | {f"{k[0]}.{k[1]}" for k in keys}
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise ValueError(f"no metric named {unknown} in these results; metrics: {sorted({k[1] for k in keys})} "
+                         "(or suite.metric)")
+    return names
+
+
 @dataclass(frozen=True)
 class _Paired:
     """One seed's paired units of a metric: ids, localization and reference values, the units' weights."""
@@ -349,7 +370,8 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
                                                             binary=tests[i].binary))
 
 
-def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu", metrics: Sequence[str] | None = None, *,
+def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu",
+            metrics: str | Sequence[str] | None = None, *,
             alpha: float = 0.05, seed: int = 0):
     """Paired comparison of every localization with ``reference``, one row per (localization, metric).
 
@@ -403,6 +425,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     if reference not in evals:
         raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
                          f"reference=<one of them> (CLI: --reference)")
+    metrics = _metric_names(metrics, evals)
     ref = _metric_index(evals[reference])
     ref_collapsed = _collapsed_seeds(evals[reference])
     rows = []
@@ -425,7 +448,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
-def variance_split(runs: str | Path | Mapping[str, Any], metrics: Sequence[str] | None = None):
+def variance_split(runs: str | Path | Mapping[str, Any], metrics: str | Sequence[str] | None = None):
     """How much of each metric's variance comes from fact sampling and how much from the training seed.
 
     For every localization and metric with per-unit samples in at least two seeds,
@@ -442,7 +465,9 @@ def variance_split(runs: str | Path | Mapping[str, Any], metrics: Sequence[str] 
     from factlens.stats import variance_components
 
     rows = []
-    for loc, res in load_evaluations(runs).items():
+    evals = load_evaluations(runs)
+    metrics = _metric_names(metrics, evals)
+    for loc, res in evals.items():
         for key, per_seed in _metric_index(res).items():
             if not _wanted(key, metrics):
                 continue

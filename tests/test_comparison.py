@@ -437,3 +437,20 @@ def test_mdd_of_a_continuous_metric_without_spread_is_not_the_0_1_floor():
     acc = factlens.compare({"flu": [_result({"forget_accuracy": [1.0] * 16})],
                             "x": [_result({"forget_accuracy": [1.0] * 16})]}).iloc[0]  # 0/1, no unit differed
     assert acc["mdd_unadjusted"] == pytest.approx(0.449, abs=1e-3)
+
+
+def test_metric_names_are_names_not_substrings_and_unknown_ones_are_refused():
+    """``metrics="relearn_forget_accuracy"`` (a string) also selected ``forget_accuracy``
+    (substring of it), and a misspelt name gave an empty table without a word."""
+    def res(shift):
+        return _result({"forget_accuracy": [1.0 - shift] * 8, "relearn_forget_accuracy": [0.5] * 8})
+
+    runs = {"flu": [res(0.0)], "random": [res(1.0)]}
+    one = factlens.compare(runs, reference="flu", metrics="relearn_forget_accuracy")
+    assert list(one["metric"]) == ["relearn_forget_accuracy"]
+    assert list(factlens.compare(runs, reference="flu", metrics=["standard.forget_accuracy"])["metric"]) == \
+        ["forget_accuracy"]
+    with pytest.raises(ValueError, match=r"no metric named \['forget_acuracy'\].*forget_accuracy"):
+        factlens.compare(runs, reference="flu", metrics=["forget_acuracy"])
+    with pytest.raises(ValueError, match="no metric named"):
+        factlens.comparison.variance_split(runs, metrics="forget_acuracy")
