@@ -153,12 +153,7 @@ def bootstrap_mean_interval(values: Sequence[float], *, weights: Sequence[float]
         >>> 0.1 <= lo < 0.3 < hi <= 0.5
         True
     """
-    v = np.asarray(values, dtype=float).ravel()
-    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if w.shape != v.shape:
-        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
-    keep = ~np.isnan(v)
-    v, w = v[keep], w[keep]
+    v, w = _values_and_weights(values, weights)
     if weights is None:
         return bootstrap_interval(len(v), lambda i: v[i].mean(-1), confidence=confidence,
                                   n_resamples=n_resamples, seed=seed)
@@ -224,6 +219,16 @@ def _weighted_groups(groups, weights) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _values_and_weights(values, weights) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` and their ``weights`` (ones when ``None``) as flat arrays, NaN values dropped with their weights."""
+    v = np.asarray(values, dtype=float).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape != v.shape:
+        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
+    keep = ~np.isnan(v)
+    return v[keep], w[keep]
+
+
 def weighted_mean_se(values: Sequence[float], *, weights: Sequence[float] | None = None) -> float | None:
     """Standard error of a (weighted) mean over independent units; ``None`` for fewer than 2 units.
 
@@ -238,12 +243,7 @@ def weighted_mean_se(values: Sequence[float], *, weights: Sequence[float] | None
         >>> round(weighted_mean_se([0.0, 1.0, 0.0, 1.0]), 4), round(weighted_mean_se([0.0, 1.0], weights=[1, 3]), 4)
         (0.2887, 0.375)
     """
-    v = np.asarray(values, dtype=float).ravel()
-    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if w.shape != v.shape:
-        raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
-    keep = ~np.isnan(v)
-    v, w = v[keep], w[keep]
+    v, w = _values_and_weights(values, weights)
     if len(v) < 2:
         return None
     if weights is None:
