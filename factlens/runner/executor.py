@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -462,8 +461,8 @@ class RunDir:
                 f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); the run would write its results "
                 "among them. Choose a new or empty --out")
 
-    def _copy_config_file(self, src: Path, text: bytes | None = None) -> None:
-        """Copy ``--config`` into the folder (``text``: its content, read before ``--overwrite`` cleared it)."""
+    def _copy_config_file(self, src: Path, text: bytes) -> None:
+        """Write ``--config``'s ``text`` (read before ``--overwrite`` could clear it) into the folder."""
         dst = self.path / f"config{src.suffix}"
         if dst.exists() and dst.resolve() == src.resolve():
             return  # the user's own file, already in place: never list it as ours
@@ -471,10 +470,7 @@ class RunDir:
             raise RunDirError(f"{dst} exists and factlens did not write it; the run's copy of --config {src} would "
                               "replace it. Move it away or choose another --out")
         self.own(dst)
-        if text is None:
-            shutil.copyfile(src, dst)
-        else:
-            dst.write_bytes(text)
+        dst.write_bytes(text)
 
 
 def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
