@@ -280,8 +280,12 @@ def facts_key(facts: Iterable[Any]) -> tuple:
 
 
 def items_key(items: Iterable[Any]) -> tuple:
-    """A hashable key of formatted prompts (prompt, answer, target, candidates)."""
-    return tuple((it.prompt, it.answer, it.target, tuple(it.candidates)) for it in items)
+    """A hashable key of formatted prompts (prompt, answer, target, candidates, fact id, format).
+
+    The fact id and format are part of the key because cached scores carry their items, and
+    per-fact values are keyed by the items' ids.
+    """
+    return tuple((it.prompt, it.answer, it.target, tuple(it.candidates), it.record_id, it.format) for it in items)
 
 
 def config_key(config: Any) -> str:

@@ -408,3 +408,27 @@ def test_baseline_cache_without_recheck_fingerprints_only_at_the_first_bind(plan
     assert len(calls) == n + 1 and len(every) == 0
     with pytest.raises(ValueError, match="another original"):
         once.bind(copy.deepcopy(original))
+
+
+def test_baseline_cache_keys_the_prompts_record_ids():
+    """Two prompt lists with the same texts but other fact ids must not share the unedited
+    model's cached scores: the scores carry their items, and the ids key every per-fact value
+    (items_key used to omit them, so the second list got scores keyed by the first one's ids)."""
+    import dataclasses
+
+    from factlens.data.formats import format_prompts
+    from factlens.evaluation import BaselineCache, EvalConfig
+    from factlens.evaluation.standard import fact_means, score_both
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    items = format_prompts(p.task.forget, "default", seed=0)
+    renamed = [dataclasses.replace(it, record_id=f"renamed:{it.record_id}") for it in items]
+    cache = BaselineCache()
+    cache.bind(p.model)
+    cfg = EvalConfig()
+    score_both(edited, p.model, items, cfg, cache)
+    _, base = score_both(edited, p.model, renamed, cfg, cache)
+    assert [it.record_id for it in base.items] == [it.record_id for it in renamed]
+    assert set(fact_means(base, base.answer_wins)) == {it.record_id for it in renamed}
