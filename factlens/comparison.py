@@ -19,7 +19,10 @@ their ids. For each localization and metric, :func:`compare` reports
   differ on too few facts, is left out rather than making every other metric stricter), and
   ``significant`` = ``p_holm < 0.05``; metrics flagged ``at_chance`` (the unedited model is
   not above chance in that format) are kept but never significant and stay out of the
-  Holm family;
+  Holm family, and so are maxima over layers (``Metric.selected``: a probe's best layer,
+  chosen on the same facts; each side's samples are its outcomes at its own best layer, so
+  a paired test over them would ignore the choice): their rows keep ``diff`` without an
+  interval or p-value (compare the ``_last`` metrics, or one fixed layer, to test);
 * ``mdd`` — the minimum detectable difference at this ``n`` and power 0.8
   (:func:`factlens.stats.minimum_detectable_difference`) at the level that ``significant``
   needs whatever the other metrics show: ``alpha / n_tests``, Holm's first step over the
@@ -319,9 +322,10 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     vci = (hierarchical_bootstrap_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
                                            seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high))
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
-    if not pairs:
+    if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": 0, "mdd_unadjusted": float("nan")}, None
+                "p_value": float("nan"), "n_facts": int(np.mean([len(p.ids) for p in pairs])) if pairs else 0,
+                "mdd_unadjusted": float("nan")}, None
     diff, ci = paired_bootstrap_diff([p.x for p in pairs], [p.y for p in pairs],
                                      weights=[p.w for p in pairs] if weighted else None, seed=seed)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])

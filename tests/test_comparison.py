@@ -454,3 +454,31 @@ def test_metric_names_are_names_not_substrings_and_unknown_ones_are_refused():
         factlens.compare(runs, reference="flu", metrics=["forget_acuracy"])
     with pytest.raises(ValueError, match="no metric named"):
         factlens.comparison.variance_split(runs, metrics="forget_acuracy")
+
+
+def test_maxima_over_layers_are_compared_but_not_tested_as_paired_facts():
+    """A probe's best-layer accuracy keeps each side's outcomes at its own best layer: a
+    sign-flip test over those facts pairs different layers and ignores the choice of layer
+    (it used to be tested and could enter the Holm family). Its row keeps value and diff,
+    has no p-value or interval, and leaves the family to the other metrics."""
+    from factlens.evaluation.probes import _fact_metric
+
+    rng = np.random.default_rng(0)
+    ids = [f"fact{i}" for i in range(32)]
+
+    def ev(hits, shift):
+        m = _fact_metric("probe_true_accuracy_max", ids, hits, "max", None, False)
+        assert m.ci_method == "bootstrap-max"
+        other = Metric.from_samples("forget_accuracy", dict(zip(ids, (rng.uniform(size=32) < shift).astype(float))))
+        return EvalResult({"probes": SuiteResult("probes", (m,)), "standard": SuiteResult("standard", (other,))})
+
+    ref_hits = np.zeros((32, 6), bool)
+    ref_hits[:4, 0] = True
+    loc_hits = np.zeros((32, 6), bool)
+    loc_hits[:, 5] = True  # all facts at its best layer, another layer than the reference's
+    t = factlens.compare({"flu": [ev(ref_hits, 0.0)], "x": [ev(loc_hits, 0.9)]}, reference="flu").set_index("metric")
+    row = t.loc["probe_true_accuracy_max"]
+    assert row["value"] == 1.0 and row["reference_value"] == 0.125 and row["diff"] == pytest.approx(0.875)
+    assert math.isnan(row["p_value"]) and math.isnan(row["p_holm"]) and not row["testable"] and not row["significant"]
+    assert row["ci_low"] is None or math.isnan(row["ci_low"])
+    assert t.loc["forget_accuracy", "testable"] and t.loc["forget_accuracy", "n_tests"] == 1

@@ -62,6 +62,16 @@ class Metric:
     samples: dict[str, float] | None = field(default=None, compare=False, repr=False)
     weights: dict[str, float] | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def selected(self) -> bool:
+        """Is ``value`` the best of several statistics chosen on the same data (a maximum over layers)?
+
+        Its ``samples`` are the units' outcomes at the chosen layer, so a paired test over
+        them would ignore the choice (and pair two sides chosen at different layers):
+        :func:`factlens.compare` reports the difference of such metrics but does not test it.
+        """
+        return self.ci_method == "bootstrap-max"
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
 
