@@ -545,5 +545,25 @@ def unit_names(localizations, methods=("finetune",), objectives=(), *, default_o
     return tuple(out)
 
 
+def merged_objectives(old: "RunConfig", new: "RunConfig") -> tuple[str, ...]:
+    """The objectives of a resumed run: the stored ones and the new ones, in order.
+
+    An empty tuple means the task's own objective, so it counts as that objective when the
+    other side names some: a default-objective run resumed with ``--objectives npo`` keeps
+    its default units (``objectives=("npo",)`` alone would drop them from the configured
+    units, and a later resume that adds a seed would run only the npo units).
+
+    Example:
+        >>> a = RunConfig(task="planted", model="planted")
+        >>> merged_objectives(a, a.replace(objectives=("graddiff",)))
+        ('inject', 'graddiff')
+        >>> merged_objectives(a, a)
+        ()
+    """
+    if not old.objectives and not new.objectives:
+        return ()
+    return tuple(dict.fromkeys((old.objectives or (old.default_objective,)) + (new.objectives or (new.default_objective,))))
+
+
 # Kept importable from here (it lived in this module before the module was split).
 from factlens.runner.stored import upgrade_stored  # noqa: E402,F401

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from factlens.evaluation.result import json_default
 from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig
+from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
 from factlens.runner.plan_handoff import PlanHandoff, start_order
@@ -416,7 +416,7 @@ class RunDir:
             merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
                                     seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
                                     methods=tuple(dict.fromkeys(old.methods + config.methods)),
-                                    objectives=tuple(dict.fromkeys(old.objectives + config.objectives)))
+                                    objectives=merged_objectives(old, config))
             new_res = merged.resolved()  # the record to write: its method settings must match every stored method's
             methods_diff, flags = method_settings_diff((old_res.get("edit") or {}).get("methods"),
                                                        (new_res.get("edit") or {}).get("methods"))

@@ -50,3 +50,23 @@ def test_each_unit_is_one_job_with_its_method_and_objective(tmp_path):
         assert "update_size" in r["eval"]["suites"] and r["restore"]["exact"]
     again = run_experiment(cfg, report=False)  # resumable per unit
     assert again.ran == () and len(again.skipped) == 2
+
+
+def test_adding_an_objective_keeps_the_default_objective_units(tmp_path):
+    """A run with the task's default objective resumed with --objectives graddiff records both
+    (it used to record objectives=["graddiff"]: the finished default units left the configured
+    units that the report lists and checks for completeness)."""
+    out = str(tmp_path / "run")
+    base = dict(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",), out=out,
+                show_progress=False)
+    run_experiment(RunConfig(**base), report=False)
+    s = run_experiment(RunConfig(**base, objectives=("graddiff",)), report=False)
+    assert s.ran == ("seed0/all_mlps+graddiff",)
+    stored = json.loads((tmp_path / "run" / "run_config.json").read_text())["config"]
+    assert stored["objectives"] == ["inject", "graddiff"]
+    s = run_experiment(RunConfig(**base, seeds=(1,)), report=False)  # runs the units asked for
+    assert s.ran == ("seed1/all_mlps",)
+    stored = json.loads((tmp_path / "run" / "run_config.json").read_text())["config"]
+    assert stored["objectives"] == ["inject", "graddiff"] and stored["seeds"] == [0, 1]
+    from factlens.runner.report import _units
+    assert _units(stored) == ["all_mlps", "all_mlps+graddiff"]
