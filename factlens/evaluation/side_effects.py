@@ -78,14 +78,18 @@ def text_chunks(model, config: EvalConfig) -> torch.Tensor:
 
 
 def _real_targets(model, targets: torch.Tensor) -> torch.Tensor:
-    """Mask of target positions that are real text (not padding, not BOS)."""
-    bad = {_pad_id(model)}
+    """Mask of target positions that are real text: not the trailing padding, not BOS.
+
+    Padding is the run of pad ids at the end of a chunk (chunks of
+    :func:`~factlens.data.text.token_chunks` have none). A pad-id token inside the text is
+    counted: without a pad token the pad id is EOS (or 0), which text can contain.
+    """
+    pad = targets == _pad_id(model)
+    trailing = pad.flip(-1).int().cumprod(-1).flip(-1).bool()  # pad from here to the end
+    mask = ~trailing
     bos = _bos_id(model)
     if bos is not None:
-        bad.add(bos)
-    mask = torch.ones_like(targets, dtype=torch.bool)
-    for t in bad:
-        mask &= targets != t
+        mask &= targets != bos
     return mask
 
 

@@ -432,3 +432,18 @@ def test_baseline_cache_keys_the_prompts_record_ids():
     _, base = score_both(edited, p.model, renamed, cfg, cache)
     assert [it.record_id for it in base.items] == [it.record_id for it in renamed]
     assert set(fact_means(base, base.answer_wins)) == {it.record_id for it in renamed}
+
+
+def test_text_metrics_count_real_tokens_that_share_the_pad_id():
+    """Only trailing padding is left out of the text metrics: a token of the text that has the
+    pad id (a tokenizer without a pad token pads with EOS, or with 0) is a real target. Every
+    target equal to the pad id used to be dropped, wherever it stood."""
+    from factlens.evaluation.side_effects import text_metrics
+    from factlens.tokens import _bos_id, _pad_id
+
+    m = tiny_model()
+    pad, bos = _pad_id(m), _bos_id(m)
+    words = [t for t in range(5, 40) if t not in (pad, bos)]
+    chunk = torch.tensor([[bos, *words[:4], pad, *words[4:8], pad, pad]])  # one real pad-id token, two of padding
+    rows = text_metrics(m, chunk)
+    assert rows[0]["n_tokens"] == 9  # 8 words + the pad-id token inside the text; the trailing two are padding
