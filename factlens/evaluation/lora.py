@@ -188,8 +188,10 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
         rank: Requested rank; each matrix gets ``min(rank, d_in, d_out)``.
         targets: Short names (``"W_Q"``, ``"W_in"``, ...; matched in every block, ``"W_K"``
             also matches ``_W_K``) or full parameter names.
-        alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank`` (default ``alpha =
-            rank``: scale 1).
+        alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank`` with the requested
+            ``rank``, also for a matrix that caps it (the convention of ``peft``'s
+            ``lora_alpha / r``, so one ``alpha`` means the same scale on every matrix); default
+            ``alpha = rank``: scale 1.
         seed: Seed of the random ``A`` initialization (the same adapters in both forms).
         dtype: Dtype of the adapter parameters (float32 by default, also for bf16 models).
         forward: ``"merged"``: parametrizations, the model sees ``W + scale * A @ B`` (while
