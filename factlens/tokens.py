@@ -187,6 +187,33 @@ def iter_batches(n: int, batch_size: int):
         yield slice(s, min(n, s + batch_size))
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, *, spread: float = 1.25) -> list[list[int]]:
+    """Indices of prompts grouped into batches of similar length, shortest first.
+
+    Right-padded batches cost as much as their longest row times their size. Sorted by
+    length, a batch closes at ``batch_size`` rows or when the next prompt is longer than
+    ``spread`` times the batch's shortest, so a few long prompts (MMLU's reading passages run
+    to ~470 tokens where most questions have ~60-120) no longer pad a whole batch to their
+    length: on the 57 MMLU dev questions with Gemma 3's tokenizer, 6,729 positions instead of
+    8,850 in batches of 16 (6,179 without padding). Each row's result does not depend on its
+    batch (up to float summation order).
+
+    Example:
+        >>> length_batches([60, 470, 62, 61, 120], 16)
+        [[0, 3, 2], [4], [1]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not spread >= 1:
+        raise ValueError(f"spread must be >= 1, got {spread}")
+    out: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda k: (lengths[k], k)):
+        if not out or len(out[-1]) >= batch_size or lengths[i] > spread * lengths[out[-1][0]]:
+            out.append([])
+        out[-1].append(i)
+    return out
+
+
 def final_residual(model, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_model"]:
     """Residual stream after the last block at ``positions`` (before the final norm).
 

@@ -66,3 +66,39 @@ def test_planted_known_via_scores():
     p = planted_fact_model()
     lp = answer_logprobs(p.model, [r.prompt for r in p.dataset], [r.answer for r in p.dataset])
     assert (lp.exp() > 0.5).all()
+
+
+def test_length_batches_cover_every_prompt_once_within_size_and_spread():
+    import random
+
+    import pytest
+
+    from factlens.tokens import length_batches
+
+    rng = random.Random(0)
+    lengths = [rng.choice([rng.randint(40, 130), rng.randint(150, 480)]) for _ in range(200)]
+    batches = length_batches(lengths, 16, spread=1.25)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        ls = [lengths[i] for i in b]
+        assert len(b) <= 16 and max(ls) <= 1.25 * min(ls) and ls == sorted(ls)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    order = sorted(range(200), key=lambda i: lengths[i])
+    plain = sum(len(order[s:s + 16]) * max(lengths[i] for i in order[s:s + 16]) for s in range(0, 200, 16))
+    assert sum(lengths) <= padded < plain
+    with pytest.raises(ValueError, match="spread"):
+        length_batches(lengths, 16, spread=0.5)
+
+
+def test_mmlu_answers_do_not_depend_on_the_batches():
+    """Grouping MMLU prompts by token length changes which prompts share a batch, not any answer."""
+    import numpy as np
+
+    from factlens.data.mmlu import MMLUQuestion, mmlu_accuracy
+
+    m = tiny_model()
+    qs = [MMLUQuestion("s", "Which one? " + "filler words here " * k, ("a", "b", "c", "d"), k % 4)
+          for k in (0, 1, 2, 30, 3, 40, 4, 5)]
+    one, many = mmlu_accuracy(m, qs, batch_size=1), mmlu_accuracy(m, qs, batch_size=8)
+    assert np.array_equal(one.predicted, many.predicted)
+    np.testing.assert_allclose(one.p_correct, many.p_correct, rtol=0, atol=1e-6)

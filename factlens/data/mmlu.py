@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from factlens.progress_bars import progress_bar
-from factlens.tokens import PromptBatch, _pad_id, answer_token_ids, final_logits, iter_batches, tokenize_prompts
+from factlens.tokens import (PromptBatch, _encode, _pad_id, answer_token_ids, final_logits, length_batches,
+                             tokenize_prompts)
 
 __all__ = ["MMLUQuestion", "MMLUResult", "load_mmlu", "mmlu_prompt", "mmlu_accuracy", "MMLU_CHANCE"]
 
@@ -313,13 +314,12 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
     for q in questions:
         shots = [s for s in pool if s.subject == q.subject and s != q][:n_shots] if n_shots else []
         prompts.append(mmlu_prompt(q, shots))
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = [len(_encode(model, p)[0]) for p in prompts]
     pred = np.zeros(len(questions), dtype=int)
     pc = np.zeros(len(questions))
     truncated = 0
     with torch.no_grad():
-        for sl in progress_bar(list(iter_batches(len(order), batch_size)), desc="MMLU", leave=False):
-            idx = order[sl]
+        for idx in progress_bar(length_batches(lengths, batch_size), desc="MMLU", leave=False):
             batch, cut = _fit_context(model, tokenize_prompts(model, [prompts[i] for i in idx]))
             truncated += cut
             logits = final_logits(model, batch).float()
