@@ -332,8 +332,10 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     d = xs - ys
     w = np.concatenate([p.w / p.w.sum() for p in pairs])  # each seed counts once, its units by their weights
     ok = ~np.isnan(d)
-    if weighted:  # the sd that makes sd / sqrt(n) the standard error of the weighted mean difference
-        se = weighted_mean_se(d[ok], weights=np.concatenate([p.w for p in pairs])[ok])
+    if weighted or not np.allclose(w[ok], w[ok][0] if ok.any() else 1.0):
+        # the sd that makes sd / sqrt(n) the standard error of the mean difference the test weighs:
+        # tokens per chunk, and each seed counting once (seeds with different numbers of units)
+        se = weighted_mean_se(d[ok], weights=w[ok])
         sd = se * float(np.sqrt(ok.sum())) if se is not None else 0.0
     else:
         sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0

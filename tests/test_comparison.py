@@ -482,3 +482,26 @@ def test_maxima_over_layers_are_compared_but_not_tested_as_paired_facts():
     assert math.isnan(row["p_value"]) and math.isnan(row["p_holm"]) and not row["testable"] and not row["significant"]
     assert row["ci_low"] is None or math.isnan(row["ci_low"])
     assert t.loc["forget_accuracy", "testable"] and t.loc["forget_accuracy", "n_tests"] == 1
+
+
+def test_mdd_with_seeds_of_different_sizes_is_that_of_the_test_that_weighs_seeds_equally():
+    """The sign-flip test weighs each seed once, so a seed of 8 facts weighs as much as one of 32;
+    the MDD is that of the same weighted mean (it used the pooled sd of all 40 differences, as if
+    every fact counted the same: smaller than what the test can detect)."""
+    from factlens.stats import minimum_detectable_difference, weighted_mean_se
+
+    rng = np.random.default_rng(3)
+    n = {0: 32, 1: 8}
+    ref, loc, diffs, weights = {}, {}, [], []
+    for seed, k in n.items():
+        y = rng.uniform(0.2, 0.8, k)
+        d = rng.normal(0.0, 0.05 if seed == 0 else 0.3, k)  # the small seed is the noisy one
+        ids = [f"s{seed}f{i}" for i in range(k)]
+        ref[seed] = EvalResult({"standard": SuiteResult("standard", (Metric.from_samples("forget_prob", dict(zip(ids, y))),))})
+        loc[seed] = EvalResult({"standard": SuiteResult("standard", (Metric.from_samples("forget_prob", dict(zip(ids, y + d))),))})
+        diffs += list(d)
+        weights += [1 / k] * k
+    row = factlens.compare({"flu": ref, "x": loc}, reference="flu").iloc[0]
+    sd = weighted_mean_se(diffs, weights=weights) * math.sqrt(40)
+    assert row["mdd_unadjusted"] == pytest.approx(minimum_detectable_difference(40, sd=sd, binary=False))
+    assert row["mdd_unadjusted"] > 1.5 * minimum_detectable_difference(40, sd=float(np.std(diffs, ddof=1)), binary=False)
