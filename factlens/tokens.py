@@ -194,9 +194,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, spread: float = 1
     length, a batch closes at ``batch_size`` rows or when the next prompt is longer than
     ``spread`` times the batch's shortest, so a few long prompts (MMLU's reading passages run
     to ~470 tokens where most questions have ~60-120) no longer pad a whole batch to their
-    length: on the 57 MMLU dev questions with Gemma 3's tokenizer, 6,672 positions instead of
-    9,673 in batches of 16 sorted by characters (6,122 without padding). Each row's result does not depend on its
-    batch (up to float summation order).
+    length: on the 57 MMLU dev questions with Gemma 3's tokenizer, 6,672 positions instead
+    of 9,673 in batches of 16 sorted by characters (6,122 without padding). Each row's result
+    does not depend on its batch (up to float summation order).
 
     Example:
         >>> length_batches([60, 470, 62, 61, 120], 16)
