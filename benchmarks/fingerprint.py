@@ -15,12 +15,13 @@ Results: docs/performance.md (the BaselineCache fingerprint).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
 from torch import nn
+
+from _output import emit  # benchmarks/_output.py (the script's folder is on sys.path)
 
 #: Gemma 3 270M: vocabulary, d_model, layers, query heads, key/value heads, d_head, d_mlp, n_ctx of the runner.
 VOCAB, D, LAYERS, HEADS, KV_HEADS, D_HEAD, D_MLP, N_CTX = 262144, 640, 18, 4, 1, 256, 2048, 8192
@@ -86,10 +87,7 @@ def main() -> None:
            "embedding_sums_s": best_of(lambda: sums(emb), args.repeats),
            "model_s": best_of(lambda: _fingerprint(model), args.repeats),
            "model_sums_s": best_of(lambda: sums(model), args.repeats)}
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

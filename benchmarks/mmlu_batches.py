@@ -14,13 +14,14 @@ Results: docs/performance.md (MMLU batches).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from _output import emit  # benchmarks/_output.py (the script's folder is on sys.path)
 
 
 @contextmanager
@@ -80,10 +81,7 @@ def main() -> None:
         "max_abs_p_correct_diff": float(np.max(np.abs(a.p_correct - b.p_correct))),
         "accuracy": [a.accuracy, b.accuracy],
     }
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":
