@@ -121,6 +121,7 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
         d["n"] += 1
         d["known"] += int(k)
     meta = dict(dataset.meta)
-    meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt,
-                     "criterion": "argmax among candidates" if dataset.candidates else f"p > {p_threshold or 0.5}"}
+    thr = f"p > {0.5 if p_threshold is None else p_threshold}"
+    crit = ("argmax among candidates" + (f" and {thr}" if p_threshold is not None else "")) if dataset.candidates else thr
+    meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt, "criterion": crit}
     return replace(dataset, records=tuple(kept), meta=meta)

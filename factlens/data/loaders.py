@@ -216,7 +216,7 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "reco
             opts = tuple(o.strip() for o in mcq["options"])
         else:
             opts = (mcq["target_true"].strip(),) + tuple(o.strip() for o in mcq["targets_false"])
-        opts = tuple(dict.fromkeys(opts))
+        opts = _own_spelling(tuple(dict.fromkeys(opts)), (true, new))
         if true in opts:
             mc = MultipleChoice(mcq["question"], opts, opts.index(true), opts.index(new) if new in opts else None)
     try:
@@ -226,13 +226,37 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "reco
         raise ValueError(f"{where}: {e}") from e
 
 
+def _own_spelling(options: tuple[str, ...], answers: tuple[str, ...]) -> tuple[str, ...]:
+    """``options`` with each one that equals an answer up to case and spacing spelled as the answer.
+
+    The multiple-choice file and CounterFact spell some answers differently ("Baseball" and
+    "baseball", case 1375 of the sample): matched exactly, such a fact lost its question.
+    """
+    def key(x: str) -> str:
+        return " ".join(x.split()).casefold()
+
+    own = {key(a): a for a in answers}
+    return tuple(dict.fromkeys(own.get(key(o), o) for o in options))
+
+
 def _mcq_table(mcq_path: str | Path, split: str) -> dict[str, dict]:
+    """Multiple-choice rows by ``prompt_id``; an identical repeat is dropped with a warning, a different one raises."""
     mcqs: dict[str, dict] = {}
+    repeated: list[str] = []
     for i, m in enumerate(_rows_from(mcq_path, split=split)):
         if m.get("prompt_id") is None:
             raise ValueError(f"{mcq_path}: multiple-choice record {i} has no 'prompt_id' (the CounterFact case_id it "
                              f"belongs to); found fields {sorted(m)[:12]}")
-        mcqs[str(m["prompt_id"])] = m
+        pid = str(m["prompt_id"])
+        if pid in mcqs:
+            if mcqs[pid] != m:
+                raise ValueError(f"{mcq_path}: prompt_id {pid} is used by two different multiple-choice records (record "
+                                 f"{i} and an earlier one); each fact needs one question: keep one of them")
+            repeated.append(pid)
+        mcqs[pid] = m
+    if repeated:
+        warnings.warn(f"{mcq_path}: left out {len(repeated)} repeated multiple-choice record(s) with prompt_ids "
+                      f"{repeated[:10]}", UserWarning, stacklevel=3)
     return mcqs
 
 
@@ -266,8 +290,10 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
             records with the same ``case_id`` (an identical repeat is dropped with a warning).
         mcq_path: Multiple-choice questions (JSONL or parquet with ``question``,
             ``target_true``, ``targets_false``, ``prompt_id``), joined on ``case_id``.
-            Raises when no ``prompt_id`` matches a ``case_id``; warns when some facts get
-            no question.
+            Options are matched to the fact's answers up to case and spacing (and spelled
+            as the fact spells them). Raises when no ``prompt_id`` matches a ``case_id`` or
+            one ``prompt_id`` has two different questions; warns when some facts get no
+            question (no row, or the true answer is not among the options), naming them.
 
     Example:
         >>> cf = counterfact()
@@ -290,9 +316,15 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
             raise ValueError(f"{mcq_path}: no multiple-choice prompt_id matches a case_id of {src} (prompt_ids e.g. "
                              f"{list(mcqs)[:5]}, case_ids e.g. {[str(d['case_id']) for d in rows[:5]]}); pass the "
                              "questions of these facts")
-        if matched < len(rows):
-            warnings.warn(f"{mcq_path}: {len(rows) - matched} of {len(rows)} facts have no multiple-choice question "
-                          "(no matching prompt_id)", UserWarning, stacklevel=2)
+        unmatched = [r.id for r in recs if r.id not in mcqs]
+        wrong = [r.id for r in recs if r.id in mcqs and r.mcq is None]
+        if unmatched or wrong:
+            why = [f"{len(unmatched)} without a matching prompt_id" if unmatched else "",
+                   f"{len(wrong)} whose true answer is not among its question's options (case_ids {wrong[:10]})"
+                   if wrong else ""]
+            warnings.warn(f"{mcq_path}: {len(unmatched) + len(wrong)} of {len(rows)} facts have no multiple-choice "
+                          f"question ({'; '.join(w for w in why if w)}); their MCQ metrics leave them out",
+                          UserWarning, stacklevel=2)
     return FactDataset(tuple(recs), name="counterfact", candidates=(), meta={"source": src, "mcq": str(mcq_path)})
 
 

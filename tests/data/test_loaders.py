@@ -39,15 +39,18 @@ def test_real_sports_csv(shared_data):
 
 
 def test_real_counterfact_with_mcq(shared_data):
-    cf = counterfact(shared_data / "counterfact" / "counterfact_sample.json",
-                     shared_data / "counterfact" / "counterfact_sample_mcq.jsonl")
+    with pytest.warns(UserWarning, match=r"1 of 300 facts .*case_ids \['1661'\]"):  # 'Buddhist philosophy' options
+        cf = counterfact(shared_data / "counterfact" / "counterfact_sample.json",
+                         shared_data / "counterfact" / "counterfact_sample_mcq.jsonl")
+    r1375 = next(x for x in cf if x.id == "1375")  # options spell it 'Baseball'
+    assert r1375.mcq is not None and r1375.mcq.options[r1375.mcq.answer_index] == r1375.answer == "baseball"
     assert len(cf) == 300
     r = next(x for x in cf if x.id == "3")
     assert r.subject == "Autonomous University of Madrid" and r.answer == "Spain" and r.target_new == "Sweden"
     assert r.prompt == "Autonomous University of Madrid, which is located in"
     assert r.neighborhood[0].answer == "Spain" and len(r.paraphrases) == 2
     assert r.mcq.options[r.mcq.answer_index] == "Spain" and r.mcq.target_index is not None
-    assert sum(x.mcq is not None for x in cf) >= 250
+    assert sum(x.mcq is not None for x in cf) == 299
 
 
 def test_missing_file_errors(tmp_path):
@@ -57,3 +60,50 @@ def test_missing_file_errors(tmp_path):
     bad.write_text("name,x\nA,b\n")
     with pytest.raises(ValueError, match="athlete"):
         sports_facts(bad)
+
+
+def _cf_files(tmp_path, mcq_rows, *, true="baseball", new="soccer"):
+    import json
+
+    rows = [{"case_id": 1, "requested_rewrite": {"prompt": "{} plays", "subject": "X", "relation_id": "P1",
+                                                 "target_true": {"str": true}, "target_new": {"str": new}}},
+            {"case_id": 2, "requested_rewrite": {"prompt": "{} is located in", "subject": "Y", "relation_id": "P2",
+                                                 "target_true": {"str": "France"}, "target_new": {"str": "Italy"}}}]
+    p, q = tmp_path / "cf.json", tmp_path / "mc.jsonl"
+    p.write_text(json.dumps(rows))
+    q.write_text("".join(json.dumps(m) + "\n" for m in mcq_rows))
+    return p, q
+
+
+def test_mcq_options_match_the_answer_whatever_their_case(tmp_path):
+    """An MCQ row spelling the answer 'Baseball' where CounterFact has 'baseball' keeps its question
+    (it was dropped without a word: case 1375 of the shared sample), with the fact's own spelling."""
+    p, q = _cf_files(tmp_path, [
+        {"question": "Which sport does X play?", "target_true": "Baseball", "targets_false": ["Soccer", "Golf", "Tennis"],
+         "prompt_id": 1},
+        {"question": "Where is Y?", "target_true": "France", "targets_false": ["Italy", "Spain", "Peru"], "prompt_id": 2}])
+    ds = counterfact(p, q)
+    mc = ds[0].mcq
+    assert mc is not None and mc.options[mc.answer_index] == "baseball" and mc.options[mc.target_index] == "soccer"
+
+
+def test_a_fact_whose_answer_is_not_among_its_options_is_named_in_a_warning(tmp_path):
+    p, q = _cf_files(tmp_path, [
+        {"question": "Which sport does X play?", "target_true": "Base ball game", "targets_false": ["Soccer", "Golf"],
+         "prompt_id": 1},
+        {"question": "Where is Y?", "target_true": "France", "targets_false": ["Italy", "Spain", "Peru"], "prompt_id": 2}])
+    with pytest.warns(UserWarning, match=r"1 of 2 facts have no multiple-choice question.*case_ids \['1'\]"):
+        ds = counterfact(p, q)
+    assert ds[0].mcq is None and ds[1].mcq is not None
+
+
+def test_repeated_mcq_prompt_ids_are_refused_unless_identical(tmp_path):
+    row = {"question": "Where is Y?", "target_true": "France", "targets_false": ["Italy", "Spain", "Peru"], "prompt_id": 2}
+    other = {**row, "question": "Which city is the capital of Y?"}
+    p, q = _cf_files(tmp_path, [row, other])
+    with pytest.raises(ValueError, match="prompt_id 2 is used by two different"):
+        counterfact(p, q)
+    p, q = _cf_files(tmp_path, [row, row])
+    with pytest.warns(UserWarning, match="repeated"):
+        ds = counterfact(p, q)
+    assert ds[1].mcq is not None and ds[1].mcq.question == "Where is Y?"
