@@ -175,5 +175,6 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
 
 
 def available_formats(dataset: FactDataset) -> list[str]:
-    """Formats for which at least one record of ``dataset`` has a prompt."""
-    return [f for f in FORMATS if any(FORMATS[f](dataset, r) for r in list(dataset)[:50])]
+    """Formats for which at least one record of ``dataset`` has a prompt (every record is looked
+    at until one has; a mixed dataset may have a format only in its later records)."""
+    return [f for f in FORMATS if any(FORMATS[f](dataset, r) for r in dataset)]

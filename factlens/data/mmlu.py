@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -211,8 +212,11 @@ class MMLUResult:
         questions: The questions asked.
         predicted: Index of the most likely letter per question.
         p_correct: Probability of the correct letter normalized over A-D.
-        n_shots: Solved examples per prompt.
+        n_shots: Solved examples asked for per prompt.
         truncated: Number of prompts cut (from the left) to the model's context length.
+        shots_used: Solved examples each prompt actually holds: fewer than ``n_shots`` where
+            the pool has fewer other questions of the subject (the dev split has 5 per
+            subject, so at most 4 besides the question itself).
     """
 
     questions: tuple[MMLUQuestion, ...]
@@ -220,6 +224,7 @@ class MMLUResult:
     p_correct: np.ndarray
     n_shots: int = 0
     truncated: int = 0
+    shots_used: tuple[int, ...] = ()
 
     @property
     def correct(self) -> np.ndarray:
@@ -310,10 +315,16 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
         raise ValueError("no MMLU questions given")
     pool = list(shots_pool) if shots_pool is not None else list(questions)
     letters = torch.tensor(_letter_ids(model))
-    prompts = []
+    prompts, used = [], []
     for q in questions:
         shots = [s for s in pool if s.subject == q.subject and s != q][:n_shots] if n_shots else []
         prompts.append(mmlu_prompt(q, shots))
+        used.append(len(shots))
+    short = sum(u < n_shots for u in used)
+    if short:
+        warnings.warn(f"MMLU: {short} of {len(questions)} prompts hold fewer than the {n_shots} solved examples asked "
+                      f"for (between {min(used)} and {max(used)}): the pool has too few other questions of their "
+                      "subjects (pass shots_pool=<a larger split>, or ask for fewer shots)", UserWarning, stacklevel=2)
     lengths = [len(_encode(model, p)[0]) for p in prompts]
     pred = np.zeros(len(questions), dtype=int)
     pc = np.zeros(len(questions))
@@ -327,4 +338,4 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
             for j, i in enumerate(idx):
                 pred[i] = int(lp[j].argmax())
                 pc[i] = float(lp[j, questions[i].answer_index].exp())
-    return MMLUResult(questions, pred, pc, n_shots, truncated)
+    return MMLUResult(questions, pred, pc, n_shots, truncated, tuple(used))

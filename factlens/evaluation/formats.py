@@ -64,7 +64,7 @@ class FormatsConfig(ConfigBase):
 
 def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
     both = task.forget.concat(task.maintain) if len(task.maintain) else task.forget
-    avail = [f for f in available_formats(both) if any(format_prompts(both[:50], f, seed=config.seed,
+    avail = [f for f in available_formats(both) if any(format_prompts(both, f, seed=config.seed,
                                                                       n_shots=config.n_shots))]
     wanted = config.formats.formats
     if wanted is None:

@@ -47,7 +47,10 @@ class SideEffectsConfig(ConfigBase):
             datasets name (``"cais/mmlu:all"``, ``"tinyBenchmarks/tinyMMLU"``); ``None``
             skips MMLU (with a note in the result).
         n_mmlu: Number of MMLU questions (stratified over subjects; ``None``: all).
-        mmlu_n_shots: Solved same-subject examples in each MMLU prompt.
+        mmlu_n_shots: Solved same-subject examples in each MMLU prompt, from the whole
+            source (with the dev split at most 4: it has 5 questions per subject; the
+            number each prompt got is in ``extra["mmlu_shots_used"]``, and fewer than asked
+            for warns).
     """
 
     mmlu_source: str | None = None
@@ -187,6 +190,7 @@ def _mmlu(model, original, config: EvalConfig, baselines: BaselineCache | None, 
         m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
                                 unit="questions", baseline=m.baseline, at_chance=flag)
     extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=se.mmlu_n_shots,
+                 mmlu_shots_used=[min(res.shots_used), max(res.shots_used)] if res.shots_used else None,
                  mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
                  mmlu_by_subject=res.by_subject())
     if base is None:

@@ -22,3 +22,13 @@ def test_formats_and_mcq_shuffling():
     cf = counterfact()[:5]
     assert len(format_prompts(cf, "paraphrase")) == 10
     assert all(it.target == r.target_new for it, r in zip(format_prompts(cf, "default"), cf))
+
+
+def test_available_formats_look_at_every_record():
+    """A format only later records have (CounterFact paraphrases after 50 sports facts) is available;
+    only the first 50 records were looked at, and the formats suite skipped it without a word."""
+    from factlens.data import available_formats, counterfact, sports_facts
+    from factlens.data.records import FactDataset
+
+    mixed = FactDataset(sports_facts()[:50].records + counterfact()[:20].records, name="mixed")
+    assert {"paraphrase", "neighborhood"} <= set(available_formats(mixed))

@@ -447,3 +447,17 @@ def test_text_metrics_count_real_tokens_that_share_the_pad_id():
     chunk = torch.tensor([[bos, *words[:4], pad, *words[4:8], pad, pad]])  # one real pad-id token, two of padding
     rows = text_metrics(m, chunk)
     assert rows[0]["n_tokens"] == 9  # 8 words + the pad-id token inside the text; the trailing two are padding
+
+
+def test_mmlu_reports_the_shots_its_prompts_hold():
+    """MMLUResult.n_shots said 5 where every prompt held 0 (one question per subject) or 4 (the
+    dev split's 5 per subject); the result now keeps each prompt's count and warns."""
+    m = tiny_model()
+    qs = [MMLUQuestion(s, f"Q{i} of {s}?", ("a", "b", "c", "d"), i % 4) for s in ("x", "y") for i in range(5)]
+    with pytest.warns(UserWarning, match="10 of 10 prompts hold fewer than the 5 solved examples"):
+        r = mmlu_accuracy(m, qs, n_shots=5)
+    assert r.n_shots == 5 and r.shots_used == (4,) * 10
+    one = [qs[0], qs[5]]  # one question per subject, the default pool: no examples at all
+    with pytest.warns(UserWarning, match="between 0 and 0"):
+        assert mmlu_accuracy(m, one, n_shots=2).shots_used == (0, 0)
+    assert mmlu_accuracy(m, qs, n_shots=3).shots_used == (3,) * 10
