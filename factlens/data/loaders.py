@@ -166,7 +166,7 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
             continue
         seen[name] = str(r["sport"]).strip().lower()
         tgt = r.get("inject_sport_without_golf") or None
-        rid = str(r.get("") or r.get("Unnamed: 0") or i)
+        rid = str(next((r[k] for k in ("", "Unnamed: 0") if r.get(k) is not None and str(r[k]) != ""), i))
         recs.append(sports_record(name, r["sport"], template=template, target_new=tgt.strip() if tgt else None,
                                   id=f"sports:{rid}"))
     if repeated:

@@ -107,3 +107,16 @@ def test_repeated_mcq_prompt_ids_are_refused_unless_identical(tmp_path):
     with pytest.warns(UserWarning, match="repeated"):
         ds = counterfact(p, q)
     assert ds[1].mcq is not None and ds[1].mcq.question == "Where is Y?"
+
+
+def test_sports_ids_keep_an_integer_index_of_zero(tmp_path):
+    """An index column holding the integer 0 (parquet, JSON) is the fact's id; it used to fall
+    through to the row position, which another row's index could also be (two facts, one id)."""
+    import json
+
+    rows = [{"Unnamed: 0": 5, "athlete": "A One", "sport": "baseball"},
+            {"Unnamed: 0": 0, "athlete": "B Two", "sport": "football"},
+            {"Unnamed: 0": 1, "athlete": "C Three", "sport": "basketball"}]
+    p = tmp_path / "sports.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r.id for r in sports_facts(p)] == ["sports:5", "sports:0", "sports:1"]
