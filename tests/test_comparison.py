@@ -482,6 +482,11 @@ def test_maxima_over_layers_are_compared_but_not_tested_as_paired_facts():
     assert math.isnan(row["p_value"]) and math.isnan(row["p_holm"]) and not row["testable"] and not row["significant"]
     assert row["ci_low"] is None or math.isnan(row["ci_low"])
     assert t.loc["forget_accuracy", "testable"] and t.loc["forget_accuracy", "n_tests"] == 1
+    from factlens.runner.report_stats import compare_text
+
+    text = compare_text(t.reset_index(), reference="flu")  # untested: "n.t." (it read "no", as a tested row)
+    line = next(x for x in text.splitlines() if "probe_true_accuracy_max" in x)
+    assert line.split("|")[8].strip() == "n.t." and "not tested at all" in text
 
 
 def test_mdd_with_seeds_of_different_sizes_is_that_of_the_test_that_weighs_seeds_equally():

@@ -30,7 +30,8 @@ __all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "
 #: Legend of the Table 1 marks (HTML and markdown).
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
                  "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds; the "
-                 "original row: the same for its baseline accuracies). "
+                 "original row: the same for its baseline accuracies). ± s: a cell without per-fact values, "
+                 "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
@@ -264,7 +265,9 @@ def _cells(r: dict) -> list[str]:
     diff = _num(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-    untestable = not r["at_chance"] and r.get("testable") is False and r.get("n_tests", 0) > 0
+    p = r["p_value"]
+    untested = p is None or (isinstance(p, float) and math.isnan(p))  # nothing paired, or a maximum over layers
+    untestable = not r["at_chance"] and r.get("testable") is False and (r.get("n_tests", 0) > 0 or untested)
     sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
            ) + (" ◊" if r.get("collapsed") else "")
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
@@ -279,7 +282,8 @@ def _legend(reference: str) -> str:
             "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 "
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
-            "Holm family instead of making the others stricter (Tarone). MDD: minimum detectable difference at this "
+            "Holm family instead of making the others stricter (Tarone), or not tested at all (p –: a maximum over "
+            "layers, whose layer each side chose on the same facts, or no paired facts). MDD: minimum detectable difference at this "
             "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the number of the "
             "localization's distinct tests that can reach it (Tarone's K): a non-significant difference rules out "
             "differences larger than the MDD, no smaller. ◊: the "
