@@ -98,6 +98,18 @@ def _typed_run(rec: dict[str, Any], path: Path) -> dict[str, Any]:
                          "delete it and rerun the same command to redo that run") from e
 
 
+def params_edited(runs: Sequence[dict], fmt) -> dict[str, str]:
+    """Per unit, the parameters its edits trained: one number, or ``lo–hi`` when seeds differ.
+
+    Each seed localizes on its own facts, so masks (and their sizes) can differ between seeds;
+    the table used to show the last seed's count only.
+    """
+    counts: dict[str, list[int]] = {}
+    for r in runs:
+        counts.setdefault(r["localization"], []).append(int(r["n_params"]))
+    return {u: fmt(min(c)) if min(c) == max(c) else f"{fmt(min(c))}–{fmt(max(c))}" for u, c in counts.items()}
+
+
 def _units(cfg: dict) -> list[str]:
     """The configured units (localization x method x objective); the localizations for old configs."""
     from factlens.runner.config import default_objective, unit_names
@@ -472,7 +484,7 @@ def build_report(path: str | Path) -> str:
         parts.append("<p>No finished runs yet.</p></body></html>")
         return "".join(parts)
 
-    budgets = {r["localization"]: f"{r['n_params']:,}" for r in runs}
+    budgets = params_edited(runs, lambda n: f"{n:,}")
     evals = _eval_results(runs)
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
@@ -555,7 +567,7 @@ def markdown_summary(path: str | Path) -> str:
     runs = d["runs"]
     if not runs:
         raise ValueError(f"{path} holds no finished runs yet")
-    budgets = {r["localization"]: f"{r['n_params'] / 1e6:.2f}M" for r in runs}
+    budgets = params_edited(runs, lambda n: f"{n / 1e6:.2f}M")
     cols, rows = table1_rows(runs)
     out = ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
            "|---|---:|" + "---:|" * len(cols)]

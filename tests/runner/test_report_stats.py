@@ -85,3 +85,13 @@ def test_original_row_has_an_interval_with_several_seeds():
     lo, hi = hierarchical_bootstrap_interval([[1.0] * 14 + [0.0] * 2, [1.0] * 12 + [0.0] * 4])
     assert (two["ci_low"], two["ci_high"]) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
     assert two["mean"] == pytest.approx(0.1875) and two["ci_low"] <= two["mean"] <= two["ci_high"]
+
+
+def test_params_edited_show_every_seeds_count():
+    """Seeds localize on their own facts, so a mask's size can differ by seed: the table showed the
+    last seed's count alone."""
+    from factlens.runner.report import params_edited
+
+    runs = [{"localization": "flu", "n_params": 12448}, {"localization": "flu", "n_params": 12384},
+            {"localization": "random", "n_params": 500}, {"localization": "random", "n_params": 500}]
+    assert params_edited(runs, lambda n: f"{n:,}") == {"flu": "12,384–12,448", "random": "500"}
