@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from factlens.evaluation.result import EvalResult
-from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html,
+from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, seed_pooled,
                                           comparisons_markdown, run_eval, run_metric)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
@@ -254,26 +254,31 @@ def _try_fig(make: Callable[[], Any], what: str) -> str:
 
 def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
     """Spider, format bars, relearning bars and probe curves from ``factlens.evaluation.plots``."""
-    first = {loc: rs[0] for loc, rs in evals.items()}
+    first = {loc: seed_pooled(rs) for loc, rs in evals.items()}  # means over seeds, as Table 1
+    n_seeds = max(len(rs) for rs in evals.values())
+    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
     try:
         from factlens.evaluation import plots as P
     except ImportError as e:
         msg = f"<p class='err'>factlens.evaluation.plots is not available ({_e(str(e))}).</p>"
         return {k: msg for k in ("spider", "formats", "relearning", "probes")}
     has = lambda suite: any(suite in r.suites for r in first.values())  # noqa: E731
-    out = {"spider": _try_fig(lambda: P.spider_plot(first), "spider plot")}
+    out = {"spider": _try_fig(lambda: P.spider_plot(first, title="Robustness per localization (outward = better)"
+                                                    + over), "spider plot")}
     fmt_names = list(dict.fromkeys(m.name for r in first.values() if "formats" in r.suites
                                    for m in r.suites["formats"].metrics))
     change = [n for n in fmt_names if "maintain" not in n]
     keep = [n for n in fmt_names if "maintain" in n]
-    out["formats"] = (_try_fig(lambda: [P.metric_bars(first, change, title="Format robustness: forget and edit"),
-                                        P.metric_bars(first, keep, title="Format robustness: maintained facts")]
-                               if keep else P.metric_bars(first, change, title="Format robustness"),
+    out["formats"] = (_try_fig(lambda: [P.metric_bars(first, change, title="Format robustness: forget and edit" + over),
+                                        P.metric_bars(first, keep, title="Format robustness: maintained facts" + over)]
+                               if keep else P.metric_bars(first, change, title="Format robustness" + over),
                                "format-robustness bars")
                       if fmt_names else "<p class='note'>formats suite not run.</p>")
-    out["relearning"] = _try_fig(lambda: P.relearning_bars(first), "relearning bars") \
+    out["relearning"] = _try_fig(lambda: P.relearning_bars(
+        first, title="Forget accuracy on held-out facts under relearning" + over), "relearning bars") \
         if has("relearning") else "<p class='note'>relearning suite not run.</p>"
-    out["probes"] = _try_fig(lambda: P.probe_curves(first), "probe curves") \
+    curves = "Probe accuracy on the forget facts per layer" + (" (first seed of each localization)" if over else "")
+    out["probes"] = _try_fig(lambda: P.probe_curves(first, title=curves), "probe curves") \
         if has("probes") else "<p class='note'>probes suite not run.</p>"
     return out
 

@@ -53,6 +53,43 @@ def run_eval(run: Mapping[str, Any]) -> EvalResult:
     return EvalResult.from_dict(ev) if ev else EvalResult({})
 
 
+def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
+    """One result per localization for the report's plots: every metric's mean over the seeds.
+
+    One seed: the result itself. Several: each metric's ``value`` (and ``baseline``) is the
+    mean over the seeds that have it, with the interval Table 1 uses (a hierarchical
+    bootstrap, seeds then units, token-weighted where the metric is), flagged at chance when
+    any seed is; per-unit samples are left out, and ``extra`` (probe curves) is the first
+    seed's. The plots used to draw the first seed alone beside Table 1's means.
+    """
+    from dataclasses import replace as _replace
+
+    from factlens.evaluation.result import SuiteResult
+    from factlens.stats import hierarchical_bootstrap_interval
+
+    if len(results) == 1:
+        return results[0]
+    suites = {}
+    for name, first in results[0].suites.items():
+        metrics = []
+        for m0 in first.metrics:
+            ms = [m for m in (r.suites[name].get(m0.name) if name in r.suites else None for r in results) if m]
+            vals = [m.value for m in ms if m.value is not None and not math.isnan(m.value)]
+            base = [m.baseline for m in ms if m.baseline is not None and not math.isnan(m.baseline)]
+            groups = [[v for v in m.samples.values() if v is not None] for m in ms if m.samples]
+            ws = [[(m.weights or {}).get(k, 1.0) for k, v in m.samples.items() if v is not None] for m in ms if m.samples]
+            weighted = any(m.weights is not None for m in ms)
+            ci = (hierarchical_bootstrap_interval(groups, weights=ws if weighted else None)
+                  if len(groups) == len(ms) > 1 and all(groups) else None)
+            metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
+                                    baseline=float(np.mean(base)) if base else None,
+                                    at_chance=any(m.at_chance for m in ms), stderr=None,
+                                    ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
+                                    ci_method="bootstrap" if ci else None, samples=None, weights=None))
+        suites[name] = SuiteResult(name, tuple(metrics), (), first.extra, first.seconds)
+    return EvalResult(suites)
+
+
 def run_metric(run: Mapping[str, Any], suite: str, name: str) -> Metric | None:
     """The metric ``name`` of ``suite`` in a run record, or ``None`` when the run has none."""
     s = run_eval(run).suites.get(suite)

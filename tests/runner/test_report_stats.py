@@ -95,3 +95,21 @@ def test_params_edited_show_every_seeds_count():
     runs = [{"localization": "flu", "n_params": 12448}, {"localization": "flu", "n_params": 12384},
             {"localization": "random", "n_params": 500}, {"localization": "random", "n_params": 500}]
     assert params_edited(runs, lambda n: f"{n:,}") == {"flu": "12,384–12,448", "random": "500"}
+
+
+def test_plots_pool_the_seeds_as_table1_does():
+    """The report's plots drew the first seed alone beside Table 1's means over seeds."""
+    from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    from factlens.runner.report_stats import seed_pooled
+
+    def ev(vals, base):
+        m = Metric.from_samples("relearn_forget_accuracy", {f"f{i}": float(v) for i, v in enumerate(vals)},
+                                baseline=base, higher_is_better=False)
+        return EvalResult({"relearning": SuiteResult("relearning", (m,), extra={"note": len(vals)})})
+
+    one, two = ev([1] * 8 + [1] * 8, 1.0), ev([0] * 8 + [1] * 8, 0.5)
+    assert seed_pooled([one]) is one
+    m = seed_pooled([one, two])["relearning"]["relearn_forget_accuracy"]
+    assert m.value == 0.75 and m.baseline == 0.75 and not m.higher_is_better
+    assert m.ci_low < 0.75 < m.ci_high and m.ci_method == "bootstrap" and m.samples is None
+    assert seed_pooled([one, two])["relearning"].extra == {"note": 16}
