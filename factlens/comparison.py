@@ -305,7 +305,7 @@ class _PairedTest:
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
          alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
-    from factlens.stats import (hierarchical_bootstrap_interval, is_binary, minimum_detectable_difference,
+    from factlens.stats import (is_binary, mean_interval, minimum_detectable_difference,
                                 paired_bootstrap_diff, paired_test_key, sign_flip_test, smallest_attainable_p,
                                 weighted_mean_se)
 
@@ -319,8 +319,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
     weighted = any(m.weights is not None for m in (*lm.values(), *rm.values()))  # token-weighted metric
     units = [_unit_values(m) for m in lm.values()]
-    vci = (hierarchical_bootstrap_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
-                                           seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high))
+    vci = (mean_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
+                         seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high))
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,

@@ -510,3 +510,21 @@ def test_mdd_with_seeds_of_different_sizes_is_that_of_the_test_that_weighs_seeds
     sd = weighted_mean_se(diffs, weights=weights) * math.sqrt(40)
     assert row["mdd_unadjusted"] == pytest.approx(minimum_detectable_difference(40, sd=sd, binary=False))
     assert row["mdd_unadjusted"] > 1.5 * minimum_detectable_difference(40, sd=float(np.std(diffs, ddof=1)), binary=False)
+
+
+def test_a_value_with_identical_outcomes_over_seeds_has_the_pooled_wilson_interval():
+    """Every fact edited in both seeds: the bootstrap over seeds and facts gave [1.00, 1.00], a
+    95 % interval of no width; it is the Wilson interval of 32 of 32 (one seed's is [0.81, 1])."""
+    from factlens.stats import wilson_interval
+
+    runs = {"flu": [_result({"edit_accuracy": [1] * 16}), _result({"edit_accuracy": [1] * 16})],
+            "x": [_result({"edit_accuracy": [1] * 16}), _result({"edit_accuracy": [1] * 15 + [0]})]}
+    t = factlens.compare(runs, reference="flu").iloc[0]
+    assert t["value_ci_low"] < t["value"] < t["value_ci_high"]  # 31 of 32: the bootstrap, as before
+    from factlens.runner.report_stats import seed_pooled
+
+    m = seed_pooled(runs["flu"])["standard"]["edit_accuracy"]
+    assert (m.ci_low, m.ci_high) == pytest.approx(wilson_interval(32, 32))
+    d = factlens.compare({"x": runs["flu"], "flu": runs["x"]}, reference="flu").iloc[0]
+    assert (d["value_ci_low"], d["value_ci_high"]) == pytest.approx(wilson_interval(32, 32))
+    assert d["ci_low"] == 0.0 < d["ci_high"]  # the paired difference keeps its own bootstrap (one fact moved)

@@ -65,7 +65,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
     from dataclasses import replace as _replace
 
     from factlens.evaluation.result import SuiteResult
-    from factlens.stats import hierarchical_bootstrap_interval
+    from factlens.stats import mean_interval
 
     if len(results) == 1:
         return results[0]
@@ -79,7 +79,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
             groups = [[v for v in m.samples.values() if v is not None] for m in ms if m.samples]
             ws = [[(m.weights or {}).get(k, 1.0) for k, v in m.samples.items() if v is not None] for m in ms if m.samples]
             weighted = any(m.weights is not None for m in ms)
-            ci = (hierarchical_bootstrap_interval(groups, weights=ws if weighted else None)
+            ci = (mean_interval(groups, weights=ws if weighted else None)
                   if len(groups) == len(ms) > 1 and all(groups) else None)
             metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
                                     baseline=float(np.mean(base)) if base else None,
@@ -156,7 +156,7 @@ def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
     and ``n - k`` zeros each (a mean of 0/1 values depends on the counts only; the baseline
     keeps no per-fact values). ``None`` for cells of several metrics or non-0/1 metrics.
     """
-    from factlens.stats import hierarchical_bootstrap_interval, wilson_interval
+    from factlens.stats import mean_interval, wilson_interval
 
     counts = []
     for r in runs:
@@ -172,7 +172,7 @@ def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
     if not counts:
         return None
     ci = (wilson_interval(*counts[0]) if len(counts) == 1
-          else hierarchical_bootstrap_interval([[1.0] * k + [0.0] * (n - k) for k, n in counts]))
+          else mean_interval([[1.0] * k + [0.0] * (n - k) for k, n in counts]))
     if ci is None:
         return None
     lo, hi = ci
@@ -180,7 +180,7 @@ def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
 
 
 def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, float] | None:
-    from factlens.stats import hierarchical_bootstrap_interval
+    from factlens.stats import mean_interval
 
     _, _, suite, names, transform = col
     if baseline:
@@ -192,7 +192,7 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     groups = [list(v.values()) for v in vals.values()]
     weights = [[ws[seed].get(k, 1.0) for k in v] for seed, v in vals.items()]
     weighted = any(ws.values())  # unweighted cells: plain means, as before weights were kept
-    return hierarchical_bootstrap_interval(groups, weights=weights if weighted else None) if groups else None
+    return mean_interval(groups, weights=weights if weighted else None) if groups else None
 
 
 def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any, float]:
