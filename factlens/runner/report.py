@@ -22,7 +22,7 @@ import numpy as np
 
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, seed_pooled,
-                                          comparisons_markdown, run_eval, run_metric)
+                                          comparisons_markdown, params_edited, run_eval, run_metric)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
 
@@ -96,18 +96,6 @@ def _typed_run(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     except ValueError as e:
         raise ValueError(f"{path}: the evaluation in this run file cannot be read ({e}); the file is damaged, "
                          "delete it and rerun the same command to redo that run") from e
-
-
-def params_edited(runs: Sequence[dict], fmt) -> dict[str, str]:
-    """Per unit, the parameters its edits trained: one number, or ``lo–hi`` when seeds differ.
-
-    Each seed localizes on its own facts, so masks (and their sizes) can differ between seeds;
-    the table used to show the last seed's count only.
-    """
-    counts: dict[str, list[int]] = {}
-    for r in runs:
-        counts.setdefault(r["localization"], []).append(int(r["n_params"]))
-    return {u: fmt(min(c)) if min(c) == max(c) else f"{fmt(min(c))}–{fmt(max(c))}" for u, c in counts.items()}
 
 
 def _units(cfg: dict) -> list[str]:

@@ -24,7 +24,8 @@ import numpy as np
 from factlens.evaluation.plots import HEADLINE_METRICS
 from factlens.evaluation.result import EvalResult, Metric
 
-__all__ = ["annotate_table1", "cell_text", "compare_text", "comparisons_html", "comparisons_markdown", "run_eval",
+__all__ = ["annotate_table1", "cell_text", "params_edited", "seed_pooled", "compare_text", "comparisons_html",
+           "comparisons_markdown", "run_eval",
            "run_metric", "TABLE1_LEGEND", "HEADLINE_METRICS"]
 
 #: Legend of the Table 1 marks (HTML and markdown).
@@ -51,6 +52,18 @@ def run_eval(run: Mapping[str, Any]) -> EvalResult:
     if isinstance(ev, EvalResult):
         return ev
     return EvalResult.from_dict(ev) if ev else EvalResult({})
+
+
+def params_edited(runs: Sequence[dict], fmt) -> dict[str, str]:
+    """Per unit, the parameters its edits trained: one number, or ``lo–hi`` when seeds differ.
+
+    Each seed localizes on its own facts, so masks (and their sizes) can differ between seeds;
+    the table used to show the last seed's count only.
+    """
+    counts: dict[str, list[int]] = {}
+    for r in runs:
+        counts.setdefault(r["localization"], []).append(int(r["n_params"]))
+    return {u: fmt(min(c)) if min(c) == max(c) else f"{fmt(min(c))}–{fmt(max(c))}" for u, c in counts.items()}
 
 
 def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:

@@ -90,7 +90,7 @@ def test_original_row_has_an_interval_with_several_seeds():
 def test_params_edited_show_every_seeds_count():
     """Seeds localize on their own facts, so a mask's size can differ by seed: the table showed the
     last seed's count alone."""
-    from factlens.runner.report import params_edited
+    from factlens.runner.report_stats import params_edited
 
     runs = [{"localization": "flu", "n_params": 12448}, {"localization": "flu", "n_params": 12384},
             {"localization": "random", "n_params": 500}, {"localization": "random", "n_params": 500}]
