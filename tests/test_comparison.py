@@ -524,7 +524,8 @@ def test_a_value_with_identical_outcomes_over_seeds_has_the_pooled_wilson_interv
     from factlens.runner.report_stats import seed_pooled
 
     m = seed_pooled(runs["flu"])["standard"]["edit_accuracy"]
-    assert (m.ci_low, m.ci_high) == pytest.approx(wilson_interval(32, 32))
+    assert (m.ci_low, m.ci_high) == pytest.approx(wilson_interval(32, 32)) and m.ci_method == "wilson"
+    assert seed_pooled(runs["x"])["standard"]["edit_accuracy"].ci_method == "bootstrap"
     d = factlens.compare({"x": runs["flu"], "flu": runs["x"]}, reference="flu").iloc[0]
     assert (d["value_ci_low"], d["value_ci_high"]) == pytest.approx(wilson_interval(32, 32))
     assert d["ci_low"] == 0.0 < d["ci_high"]  # the paired difference keeps its own bootstrap (one fact moved)

@@ -94,11 +94,13 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
             weighted = any(m.weights is not None for m in ms)
             ci = (mean_interval(groups, weights=ws if weighted else None)
                   if len(groups) == len(ms) > 1 and all(groups) else None)
+            same = {float(v) for g in groups for v in g}
+            method = None if not ci else "wilson" if len(same) == 1 and same <= {0.0, 1.0} else "bootstrap"
             metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
                                     baseline=float(np.mean(base)) if base else None,
                                     at_chance=any(m.at_chance for m in ms), stderr=None,
                                     ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
-                                    ci_method="bootstrap" if ci else None, samples=None, weights=None))
+                                    ci_method=method, samples=None, weights=None))
         suites[name] = SuiteResult(name, tuple(metrics), (), first.extra, first.seconds)
     return EvalResult(suites)
 
