@@ -223,10 +223,16 @@ def mean_interval(groups: Sequence[Sequence[float]], *, weights: Sequence[Sequen
         >>> [round(x, 2) for x in mean_interval([[1.0] * 16, [1.0] * 16])]
         [0.89, 1.0]
     """
-    flat = [float(v) for g in groups for v in g if not math.isnan(float(v))]
-    if flat and len(set(flat)) == 1 and flat[0] in (0.0, 1.0):
+    if identical_binary(groups):
+        flat = [float(v) for g in groups for v in g if not math.isnan(float(v))]
         return wilson_interval(int(sum(flat)), len(flat))
     return hierarchical_bootstrap_interval(groups, weights=weights, seed=seed)
+
+
+def identical_binary(groups: Sequence[Sequence[float]]) -> bool:
+    """Do all (non-NaN) units of ``groups`` have the same value, 0 or 1? (:func:`mean_interval`'s Wilson case.)"""
+    flat = {float(v) for g in groups for v in g if not math.isnan(float(v))}
+    return len(flat) == 1 and flat <= {0.0, 1.0}
 
 
 def _weighted_groups(groups, weights) -> list[tuple[np.ndarray, np.ndarray]]:

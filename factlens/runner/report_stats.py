@@ -78,7 +78,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
     from dataclasses import replace as _replace
 
     from factlens.evaluation.result import SuiteResult
-    from factlens.stats import mean_interval
+    from factlens.stats import identical_binary, mean_interval
 
     if len(results) == 1:
         return results[0]
@@ -94,8 +94,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
             weighted = any(m.weights is not None for m in ms)
             ci = (mean_interval(groups, weights=ws if weighted else None)
                   if len(groups) == len(ms) > 1 and all(groups) else None)
-            same = {float(v) for g in groups for v in g}
-            method = None if not ci else "wilson" if len(same) == 1 and same <= {0.0, 1.0} else "bootstrap"
+            method = None if not ci else "wilson" if identical_binary(groups) else "bootstrap"
             metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
                                     baseline=float(np.mean(base)) if base else None,
                                     at_chance=any(m.at_chance for m in ms), stderr=None,
