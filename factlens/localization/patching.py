@@ -115,7 +115,10 @@ def prefix_cache(model, tokens: Int[Tensor, "batch pos"], p0: int):
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
-    model(tokens[:, :p0], past_kv_cache=cache, return_type=None)
+    # an explicit all-ones mask: without one TransformerLens masks every prefix token equal to the pad id,
+    # and where pad = BOS (GPT-2, Pythia) a prefix of just the BOS is masked in every run that reads the cache
+    ones = torch.ones(tokens.shape[0], p0, dtype=torch.long, device=tokens.device)
+    model(tokens[:, :p0], past_kv_cache=cache, attention_mask=ones, return_type=None)
     cache.freeze()
     return cache
 

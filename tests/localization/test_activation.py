@@ -265,3 +265,18 @@ def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         activation_patching(model, _records(model), **kwargs)
     assert no_hooks(model)
+
+
+@pytest.mark.parametrize("pos", ["standard", "rotary"])
+def test_matches_transformer_lens_when_pad_is_bos(pos):
+    """GPT-2 / Pythia convention (pad token = BOS) with a one-token shared prefix (the BOS): the
+    prefix's key/value cache must not mask it as padding (every patched run read a masked BOS)."""
+    model = tiny_model(n_layers=2, positional_embedding_type=pos)
+    model.tokenizer.pad_token = model.tokenizer.bos_token
+    assert model.tokenizer.pad_token_id == model.tokenizer.bos_token_id
+    recs = _records(model, per=(2, 2, 1), template=SHORT)
+    ref = _tl_reference(model, recs, "denoising", "logit_diff", resid=False)
+    s = activation_patching(model, recs, include_resid=False)
+    heads, mlps = _ours(s)
+    np.testing.assert_allclose(heads, ref["heads"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(mlps, ref["mlps"].numpy(), atol=1e-4, rtol=0)

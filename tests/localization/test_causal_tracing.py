@@ -220,6 +220,22 @@ def test_tiny_gqa_variants_run(variant):
     assert s.mlp_window.by_role.shape == (2, len(ROLES)) and s.mlp_window.roles == ROLES
 
 
+def test_pad_token_equal_to_bos_changes_nothing():
+    """GPT-2 / Pythia convention (pad = BOS): zero-shot prompts share only the BOS, whose cached keys
+    and values the restored runs read; they were masked as padding (the restored scores moved)."""
+    from factlens.data import FactDataset
+    from factlens.data.records import FactRecord
+
+    recs = [FactRecord(subject=s, template="{} plays the sport of", answer=a) for s, a in
+            (("Tiger Woods", "golf"), ("Phil Mickelson", "golf"), ("Jack Nicklaus", "tennis"))]
+    model = tiny_model(n_layers=2, positional_embedding_type="standard")
+    ds = FactDataset(records=tuple(recs))
+    before = causal_tracing(model, ds, n_samples=2, include_resid=False)
+    model.tokenizer.pad_token = model.tokenizer.bos_token
+    after = causal_tracing(model, ds, n_samples=2, include_resid=False)
+    np.testing.assert_allclose(after.values, before.values, rtol=1e-5, atol=1e-7)
+
+
 def test_embedding_std_matches_torch():
     model = tiny_model()
     assert embedding_std(model) == pytest.approx(float(model.embed.W_E.detach().std()), rel=1e-6)
