@@ -129,10 +129,23 @@ class ModelShape:
     gated_mlp: bool = False
     attn_only: bool = False
     has_bias: bool = True
+    #: TransformerLens's grouped-query attention module, whose K/V parameters are ``_W_K``, ``_W_V``,
+    #: ``_b_K``, ``_b_V``: every model whose config sets ``n_key_value_heads``, also where it equals
+    #: ``n_heads`` (as TransformerLens's Gemma-7B config does)
+    grouped_kv_params: bool = False
 
     @property
     def grouped(self) -> bool:
-        return self.n_kv_heads != self.n_heads
+        """Whether the K/V parameters are the grouped-query ones (``_W_K`` ...)."""
+        return self.grouped_kv_params or self.n_kv_heads != self.n_heads
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelShape":
+        """Inverse of :meth:`to_dict`; files written before ``grouped_kv_params`` existed get
+        ``n_kv_heads != n_heads``, what :attr:`grouped` meant then."""
+        d = dict(d)
+        d.setdefault("grouped_kv_params", d["n_kv_heads"] != d["n_heads"])
+        return cls(**d)
 
     @property
     def group_size(self) -> int:
@@ -152,6 +165,7 @@ class ModelShape:
             d_mlp=cfg.d_mlp or 0,
             gated_mlp=bool(getattr(cfg, "gated_mlp", False)),
             attn_only=bool(getattr(cfg, "attn_only", False)),
+            grouped_kv_params=getattr(cfg, "n_key_value_heads", None) is not None,
         )
 
     def to_dict(self) -> dict:

@@ -368,7 +368,7 @@ class ComponentScores:
                 typed[f] = ResidMap.from_dict(typed[f])
         _from_legacy_extra(extra, typed)
         return cls.from_dict_of_scores(d["scores"], method=d["method"], metric=d["metric"],
-                                       shape=ModelShape(**d["shape"]), extra=extra, name=d.get("name", ""),
+                                       shape=ModelShape.from_dict(d["shape"]), extra=extra, name=d.get("name", ""),
                                        rank_by=d.get("rank_by", "abs"), **typed)
 
     def save(self, path: str | Path) -> None:

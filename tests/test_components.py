@@ -50,6 +50,27 @@ def test_gqa_head_includes_shared_kv():
     assert two - one == 2 * s.d_model * s.d_head + s.d_head  # only Q and O of the second head
 
 
+def test_kv_heads_equal_to_heads_use_grouped_parameter_names():
+    """TransformerLens builds its grouped-query module (``_W_K``, ``_b_K`` ...) whenever the config sets
+    ``n_key_value_heads``, also where it equals ``n_heads`` (its Gemma-7B config): a head mask raised
+    KeyError for ``W_K`` there."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=16,
+                                  act_fn="gelu", n_key_value_heads=2, device="cpu")
+    m = HookedTransformer(cfg)
+    mask = Mask.from_labels(["L0H1"])
+    pm = mask.to_param_masks(m)
+    assert pm["blocks.0.attn._W_K"][1].all() and not pm["blocks.0.attn._W_K"][0].any()
+    assert pm["blocks.0.attn._b_V"][1].all() and not pm["blocks.0.attn._b_V"][0].any()
+    assert sum(int(t.sum()) for t in pm.values()) == mask.n_params(m)
+    shape = ModelShape.of(m)
+    assert shape.grouped and ModelShape.from_dict(shape.to_dict()) == shape
+    # files written before the field: what grouped meant then (n_kv_heads != n_heads)
+    old = {k: v for k, v in ModelShape.of(tiny_model(variant="gqa")).to_dict().items() if k != "grouped_kv_params"}
+    assert ModelShape.from_dict(old) == ModelShape.of(tiny_model(variant="gqa"))
+
+
 def test_mask_set_operations_and_io(tmp_path):
     a = Mask.from_labels(["L0H1", "L1.mlp"], name="a")
     b = Mask.from_labels(["L1.mlp", "L0.mlp"])

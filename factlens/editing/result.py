@@ -471,7 +471,7 @@ class EditResult:
                                  f"saved for shape {tuple(shp)}; the file is damaged")
         return cls(model=None, mask=Mask.from_dict(d["mask"]), config=EditConfig.from_dict(d["config"]),
                    objective=d["objective"], history=tuple(d["history"]), seconds=d["seconds"], sft_kind=d["sft_kind"],
-                   n_params_trained=d["n_params_trained"], deltas=deltas, shape=ModelShape(**d["shape"]),
+                   n_params_trained=d["n_params_trained"], deltas=deltas, shape=ModelShape.from_dict(d["shape"]),
                    model_name=d["model_name"], task_name=d.get("task_name", ""), meta=d.get("meta", {}),
                    original_fingerprint=d.get("original_fingerprint"))
 

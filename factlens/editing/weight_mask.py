@@ -328,7 +328,7 @@ class WeightMaskResult:
         logits = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("logits/")}
         region = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("region/")}
         return cls(logits=logits, region=region, mask=Mask.from_dict(meta["mask"]),
-                   config=WeightMaskConfig.from_dict(meta["config"]), shape=ModelShape(**meta["shape"]),
+                   config=WeightMaskConfig.from_dict(meta["config"]), shape=ModelShape.from_dict(meta["shape"]),
                    objective=meta["objective"], history=meta.get("history", []), seconds=meta.get("seconds", 0.0),
                    task_summary=meta.get("task_summary", {}))
 
