@@ -179,6 +179,10 @@ def attribution_patching(
         True
     """
     _check_options(metric, direction, ig_steps, batch_size)
+    if model.cfg.positional_embedding_type == "shortformer":  # as activation patching and causal tracing
+        raise ValueError("attribution_patching does not support shortformer positional embeddings: its gradient "
+                         "pass starts from the input residual, and a shortformer adds the positions inside each "
+                         "attention layer, which that pass never receives (the scores would be silently wrong)")
     # gradients are needed even when the caller runs under torch.inference_mode()
     with torch.inference_mode(False):
         return _attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,

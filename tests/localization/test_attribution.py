@@ -176,6 +176,14 @@ def test_bad_options(planted12, kw, match):
         attribution_patching(planted12.model, planted12.dataset, **kw)
 
 
+def test_shortformer_models_are_refused(sports_small):
+    """A shortformer adds positions inside each attention layer; the gradient pass from the input
+    residual never got them, and the scores were silently those of a model without positions."""
+    model = tiny_model(n_layers=2, positional_embedding_type="shortformer")
+    with pytest.raises(ValueError, match="shortformer"):
+        attribution_patching(model, sports_small)
+
+
 def test_registry_dispatch(planted12):
     s = factlens.localize(planted12.model, planted12.dataset, method="attribution_patching", show_progress=False)
     assert s.method == "attribution_patching" and set(s.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
