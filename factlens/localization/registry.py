@@ -76,9 +76,11 @@ class Localization:
         threshold: Score threshold of unbudgeted, scored localizations (FLU scores are 1/0).
         top_k: Select the ``top_k`` components with the largest ``|score|`` instead (unbudgeted):
             ``causal_tracing_top_mlp`` is ROME's choice of the one MLP layer to edit.
-        seeded: ``localization_mask(seed=...)`` is passed on to the method (random draws,
-            FLU probe folds). Other methods keep their own ``seed`` option (default 0), so
-            their scores do not depend on the run's seed unless asked.
+        seeded: The run's seed is passed on to the method (random draws, FLU probe folds;
+            ``seed=None`` means 0). Other methods (the corrupting subjects of patching, causal
+            tracing's noise) use their own default seed 0 unless ``localization_mask`` /
+            ``localization_scores`` get ``seed=`` explicitly: the runner passes its seed to
+            seeded localizations only, so their scores do not depend on the run's seed.
         doc: One line for listings.
     """
 
@@ -190,7 +192,7 @@ def localization_mask(
     localization: str | Localization,
     *,
     param_budget: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     show_progress: bool | None = None,
     **options: Any,
 ) -> tuple[Mask, ComponentScores | None]:
@@ -202,8 +204,11 @@ def localization_mask(
     components within ``param_budget``; ``all_mlps`` and ``nonlocalized`` ignore the budget.
     The same as :func:`localization_scores` followed by :func:`mask_from_scores`.
 
-    ``show_progress`` draws (``True``) or hides (``False``) the progress bars of this call;
-    ``None`` (default) follows :func:`factlens.progress`. Other ``options`` go to the method.
+    ``seed``: the seed of the seeded localizations (``random``, ``flu``; ``None`` = 0); the other
+    scoring methods (patching's corrupting subjects, causal tracing's noise) get it only when it is
+    given (``None`` keeps their default 0). ``show_progress`` draws (``True``) or hides (``False``) the
+    progress bars of this call; ``None`` (default) follows :func:`factlens.progress`. Other ``options``
+    go to the method.
 
     Returns:
         The mask and the scores it came from (``None`` for ``all_mlps``/``nonlocalized``).
@@ -216,7 +221,7 @@ def localization_mask(
 
 
 @takes_show_progress
-def localization_scores(model, dataset, localization: str | Localization, *, seed: int = 0,
+def localization_scores(model, dataset, localization: str | Localization, *, seed: int | None = None,
                         show_progress: bool | None = None, **options: Any) -> ComponentScores | None:
     """The scores a named localization selects its mask from (``None`` for the fixed masks).
 
@@ -239,6 +244,8 @@ def localization_scores(model, dataset, localization: str | Localization, *, see
     assert method is not None
     opts = dict(options)
     if loc.seeded:
+        opts["seed"] = 0 if seed is None else seed
+    elif seed is not None and method.accepts("seed"):  # asked for explicitly (the runner never does)
         opts["seed"] = seed
     if method.accepts("mlps_only"):
         opts["mlps_only"] = loc.mlps_only

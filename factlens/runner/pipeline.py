@@ -274,7 +274,8 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
         if flu is not None:
             scores = ComponentScores.from_dict(flu["scores"]) if flu.get("scores") else None
             return Mask.from_dict(flu["mask"]), scores, True, getattr(plan, "waited", 0.0)
-    scores = localization_scores(prep.model, _localize_dataset(prep, cfg, localization), loc, seed=seed,
+    scores = localization_scores(prep.model, _localize_dataset(prep, cfg, localization), loc,
+                                 seed=seed if loc.seeded else None,  # the others keep their own seed (0)
                                  **_localize_options(cfg, localization), **_partners(prep, cfg, localization))
     budget = None if localization in UNBUDGETED else plan["param_budget"]
     mask = mask_from_scores(prep.model, loc, scores, param_budget=budget)

@@ -127,3 +127,17 @@ def test_run_localize_options_that_a_method_takes_are_accepted():
     cfg = RunConfig(task="planted", model="planted", localize_options={
         "batch_size": 4, "causal_tracing": {"n_samples": 3}, "causal_tracing_mlps": {"window": 3}})
     assert cfg.localize_options["causal_tracing_mlps"] == {"window": 3}
+
+
+def test_an_explicit_seed_reaches_unseeded_methods(planted):
+    """``localization_mask(..., seed=3)`` on attribution patching silently used seed 0 (the corrupting
+    subjects of seed 0); without ``seed=`` the method keeps its own default."""
+    import numpy as np
+
+    a0 = factlens.localize(planted.model, planted.dataset, method="attribution_patching", seed=0)
+    a3 = factlens.localize(planted.model, planted.dataset, method="attribution_patching", seed=3)
+    assert not np.allclose(a0.values, a3.values)  # the seed matters for this method
+    _, s3 = localization_mask(planted.model, planted.dataset, "attribution_patching", param_budget=5000, seed=3)
+    _, s_default = localization_mask(planted.model, planted.dataset, "attribution_patching", param_budget=5000)
+    np.testing.assert_allclose(s3.values, a3.values)
+    np.testing.assert_allclose(s_default.values, a0.values)
