@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from factlens.components import Mask
+from factlens.components import Component, Mask
 from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import _as_mask, edit
@@ -29,7 +29,7 @@ from factlens.progress_bars import progress, progress_bar
 
 __all__ = ["edit_sequential", "SequentialEditResult"]
 
-MaskSpec = Mask | Sequence[Mask] | Callable[[FactDataset], Mask]
+MaskSpec = Mask | Sequence[Mask] | Sequence[Component | str] | Callable[[FactDataset], Mask]
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,27 @@ def _chunks(task, chunk_size: int | None) -> tuple[FactDataset, ...]:
     return tuple(f[i:i + chunk_size] for i in range(0, len(f), chunk_size))
 
 
+def _per_chunk(masks) -> bool:
+    """Whether ``masks`` is a list with one mask per chunk; a list of components or labels is one mask for
+    every chunk, as :func:`~factlens.editing.edit` reads it."""
+    if not isinstance(masks, (list, tuple)):
+        return False
+    single = [isinstance(m, (Component, str)) for m in masks]
+    if masks and all(single):
+        return False
+    if any(single):
+        raise TypeError("masks= mixes components or labels with masks: give one Mask (or one list of components) "
+                        "for all chunks, or a list with one Mask per chunk")
+    return True
+
+
 def _check_masks(masks, localize_fn, per_fact: bool, n_chunks: int) -> None:
     """Raise unless exactly one of ``masks`` / ``localize_fn`` is given, in a form that fits."""
     if masks is None and localize_fn is None:
         raise ValueError("give masks= (a Mask, a list of masks or a callable) or localize_fn=")
     if masks is not None and localize_fn is not None:
         raise ValueError("give either masks= or localize_fn=, not both")
-    if isinstance(masks, (list, tuple)):
+    if _per_chunk(masks):
         if len(masks) != n_chunks:
             raise ValueError(f"{len(masks)} masks for {n_chunks} chunks; give one mask per chunk")
         if per_fact:
@@ -145,7 +159,7 @@ def _jobs(work, chunk: FactDataset, k: int, masks, localize_fn, per_fact: bool) 
     so far), or one group of facts per distinct mask with ``per_fact``."""
     if localize_fn is not None:
         fn = lambda ds, _m=work: localize_fn(_m, ds)  # noqa: E731
-    elif isinstance(masks, (list, tuple)):
+    elif _per_chunk(masks):
         fn = None
     else:
         fn = masks if callable(masks) and not isinstance(masks, Mask) else None
@@ -153,7 +167,7 @@ def _jobs(work, chunk: FactDataset, k: int, masks, localize_fn, per_fact: bool) 
         return _group_per_fact(chunk, fn)
     if fn is not None:
         return [(_as_mask(fn(chunk)), chunk)]
-    return [(_as_mask(masks[k] if isinstance(masks, (list, tuple)) else masks), chunk)]
+    return [(_as_mask(masks[k] if _per_chunk(masks) else masks), chunk)]
 
 
 def edit_sequential(
@@ -173,7 +187,8 @@ def edit_sequential(
 
     Args:
         model: A ``HookedTransformer``.
-        masks: One :class:`Mask` for all chunks; a list with one mask per chunk; or a
+        masks: One :class:`Mask` (or a list of components or labels, as ``edit`` takes) for all
+            chunks; a list with one :class:`Mask` per chunk; or a
             callable ``chunk_dataset -> Mask`` (a separate localization per chunk). ``None``
             requires ``localize_fn``.
         task: A task with ``chunks`` (e.g. ``sequential_counterfact_editing``); without

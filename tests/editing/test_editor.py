@@ -416,6 +416,19 @@ def test_sequential_masks_and_revert(planted):
         edit_sequential(planted.model, masks[0], planted.task, config=cfg)
 
 
+def test_sequential_list_of_components_is_one_mask(planted):
+    """A list of components (one mask to ``edit``) as long as the chunks was read as one mask per chunk:
+    chunk 0 trained the lookup MLP alone, chunk 1 the head alone."""
+    t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
+    cfg = PLANTED.replace(steps=1, l_sft=0)
+    both = Mask([planted.lookup_mlp, planted.extraction_head])
+    for spec in ([planted.lookup_mlp, planted.extraction_head], [planted.lookup_mlp.label, planted.extraction_head.label]):
+        res = edit_sequential(planted.model, spec, t, config=cfg)
+        assert [m.components for m in res.masks] == [both.components] * 2
+    with pytest.raises(TypeError, match="mixes components"):
+        edit_sequential(planted.model, [planted.lookup_mlp, both], t, config=cfg)
+
+
 def test_lazy_exports():
     assert callable(factlens.edit) and factlens.EditConfig is EditConfig and factlens.EditResult is EditResult
     import factlens.editing as fe
