@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 import pytest
+
+from factlens.stats import wilson_interval
 import torch
 
 from factlens.components import Mask, ModelShape, project_out_hook, resid_hook
@@ -295,6 +297,12 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     assert r.extra["best"]["layer"] in (1, 2) and r.extra["best"]["recovery"] == 1.0
     assert r.extra["curves"]["subject_last"]["forget_accuracy"][0] == 1.0  # layer 1, subject position
     assert r["ablation_forget_accuracy"].baseline == 1.0 and r.extra["attack_damage"]["damaged"] is False
+    # the best of the variants is chosen on these facts: its forget metrics are marked (compare does not
+    # test them as paired facts; they were tested before), the accuracy's interval is that of the maximum
+    fa = r["ablation_forget_accuracy"]
+    assert fa.selected and fa.ci_method == "wilson-max" and r["ablation_forget_recovery"].selected
+    assert fa.ci_low < wilson_interval(round(fa.value * fa.n), fa.n)[0]
+    assert not r["ablation_maintain_accuracy"].selected
     # on the unedited model the final-position direction of layers 2-3 carries answers: removing it costs
     # 8 of its 20 maintain facts, and those variants are flagged (docs/attacks.md cites this)
     assert r.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 0.6, 0.6]
@@ -382,14 +390,16 @@ def test_unrelated_finetune_cache_keys_the_training_data():
     t2 = dataclasses.replace(t1, retain=t1.retain[:4])  # same forget and maintain facts, other retain facts
     cfg = EvalConfig.from_dict({"unrelated_finetune": {"data": ["retain"], "steps": 10, "lr": 3e-2, "rank": 8}})
 
-    def baseline(task, cache):
-        return run_unrelated_finetune(edited, task, original=p.model, config=cfg,
-                                      baselines=cache)["finetune_retain_maintain_accuracy"].baseline
+    def baseline(task, cache):  # the unedited model's fine-tuning: its loss curve and an accuracy after it
+        r = run_unrelated_finetune(edited, task, original=p.model, config=cfg, baselines=cache)
+        return r.extra["data"]["retain"]["baseline_history"], r["finetune_retain_maintain_accuracy"].baseline
 
     cache = BaselineCache()
     first = baseline(t1, cache)
     shared, alone = baseline(t2, cache), baseline(t2, None)
-    assert alone != first  # measured: 0.9 after training on 4 retain facts, 1.0 on all 20
+    # the loss curve, not an accuracy, tells the two trainings apart: the maintain accuracy after training on
+    # 4 or on 20 retain facts was 0.9 vs 1.0 with one environment's packages and 1.0 vs 1.0 with another's
+    assert alone[0] != first[0]
     assert shared == alone
 
 
