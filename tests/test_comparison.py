@@ -468,7 +468,7 @@ def test_maxima_over_layers_are_compared_but_not_tested_as_paired_facts():
 
     def ev(hits, shift):
         m = _fact_metric("probe_true_accuracy_max", ids, hits, "max", None, False)
-        assert m.ci_method == "bootstrap-max"
+        assert m.ci_method == "wilson-max" and m.selected
         other = Metric.from_samples("forget_accuracy", dict(zip(ids, (rng.uniform(size=32) < shift).astype(float))))
         return EvalResult({"probes": SuiteResult("probes", (m,)), "standard": SuiteResult("standard", (other,))})
 

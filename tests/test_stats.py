@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
-from factlens.stats import (bootstrap_mean_interval, hierarchical_bootstrap_interval, holm,
+from factlens.stats import (bootstrap_interval, bootstrap_mean_interval, hierarchical_bootstrap_interval, holm, max_wilson_interval,
                             minimum_detectable_difference, paired_bootstrap_diff, sign_flip_test, smallest_attainable_p,
                             variance_components, wilson_interval)
 
@@ -464,3 +464,24 @@ def test_minimum_detectable_difference_without_spread_uses_the_0_1_model_only_fo
     assert floor == pytest.approx(0.449, abs=1e-3) == minimum_detectable_difference(16)  # unknown: the 0/1 model
     assert minimum_detectable_difference(16, sd=0.5, binary=False) == minimum_detectable_difference(16, sd=0.5)
     assert minimum_detectable_difference(5, sd=0.0, binary=False) == math.inf  # nothing can be significant
+
+
+def test_max_wilson_interval_covers_the_best_of_close_layers():
+    """The best of 12 layers chosen on the same 32 facts (true accuracies 0.6 at every layer, correlated
+    outcomes): the interval of the maximum covers the true best at >= 95 %; the percentile bootstrap of
+    the maximum that probes used before covered it about a third of the time (a statistical test with
+    a fixed seed)."""
+    rng = np.random.default_rng(0)
+    n, layers, hits, boot_hits = 32, 12, 0, 0
+    for _ in range(N_DATASETS):
+        shared = rng.uniform(size=(n, 1)) < 0.6
+        own = rng.uniform(size=(n, layers)) < 0.6
+        h = np.where(rng.uniform(size=(n, layers)) < 0.5, shared, own).astype(float)  # each layer P(hit) = 0.6
+        lo, hi = max_wilson_interval(h.sum(0), n)
+        hits += lo <= 0.6 <= hi
+        b = bootstrap_interval(n, lambda i: h[i].mean(-2).max(-1), n_resamples=500)
+        boot_hits += b[0] <= 0.6 <= b[1]
+    assert hits / N_DATASETS >= 0.95
+    assert boot_hits / N_DATASETS < 0.6
+    with pytest.raises(ValueError):
+        max_wilson_interval([], 8)

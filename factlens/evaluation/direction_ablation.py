@@ -156,6 +156,27 @@ def _curves(runs: dict[tuple[str, int], TaskScores], base_runs: dict[tuple[str, 
     return curves, damaged
 
 
+def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
+    """The best variant's forget metrics are chosen on the same facts: the forget accuracy gets the
+    interval of the largest of the variants' accuracies (``"wilson-max"``), the recovery is marked
+    ``"bootstrap-selected"``; neither is tested as paired facts by :func:`factlens.compare` (two
+    localizations' best variants differ). Edit and maintain metrics were not the choice's criterion."""
+    from dataclasses import replace
+
+    from factlens.stats import max_wilson_interval
+
+    out = []
+    for m in metrics:
+        if m.name == "ablation_forget_accuracy" and m.n > 0:
+            ks = [int(np.nansum(list(r.forget.values()))) for r in runs.values()]
+            lo, hi = max_wilson_interval(ks, m.n)
+            m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
+        elif m.name == "ablation_forget_recovery" and m.ci_method is not None:
+            m = replace(m, ci_method="bootstrap-selected")
+        out.append(m)
+    return out
+
+
 def run_direction_ablation(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
                            direction_ablation_config: DirectionAblationConfig | None = None, **_: Any) -> SuiteResult:
@@ -207,7 +228,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
             baselines, key, lambda: _sweep(original, task, config, contrast, layers, st.positions))
     best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
     attacked, base = runs[best], base_runs[best] if base_runs else None
-    metrics: list[Metric] = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
+    metrics: list[Metric] = _selected(attack_metrics("ablation", attacked, before, base_attacked=base,
+                                                     base_before=base_before), runs)
     curves, damaged = _curves(runs, base_runs, base_before, layers, st)
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
                                             "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}

@@ -114,8 +114,8 @@ Scaling = Literal["clip", "feature", "global"]
 def _standardizer(mode: Scaling):
     """Feature scaling fit on the training activations.
 
-    ``"global"`` (default): per-feature centring and one common scale (the overall standard
-    deviation), so relative feature magnitudes are kept and low-variance noise directions
+    ``"global"`` (default): per-feature centring and one common scale (the RMS of the centred
+    features), so relative feature magnitudes are kept and low-variance noise directions
     are not inflated to the size of the signal (with a few hundred training facts and
     hundreds of dimensions, per-feature scaling lets the probe fit noise).
     ``"feature"``: per-feature standardization (sklearn's ``StandardScaler``). ``"clip"``:
@@ -132,7 +132,9 @@ def _standardizer(mode: Scaling):
         def fit(self, X, y=None):
             X = np.asarray(X, dtype=np.float64)
             self.mean_ = X.mean(0)
-            sd = X.std(0) if self.mode != "global" else np.full(X.shape[1], X.std())
+            # global: one scale, the RMS of the centred features (as the FLU probes'); X.std() also counted the
+            # spread of the features' means, so a constant offset in one dimension shrank every feature
+            sd = X.std(0) if self.mode != "global" else np.full(X.shape[1], np.sqrt(((X - self.mean_) ** 2).mean()))
             self.scale_ = np.where(sd > 0, sd, 1.0)
             z = (X - self.mean_) / self.scale_
             self.lo_, self.hi_ = z.min(0), z.max(0)
@@ -226,21 +228,20 @@ def _fact_metric(name: str, ids: list[str], hits: np.ndarray, which: str, baseli
     """Accuracy over facts of the probe at the last (deepest) layer (Wilson interval) or at the best layer.
 
     ``hits`` is ``[n_facts, n_layers]`` (probe prediction correct). For the maximum over
-    layers the samples are the facts' outcomes at the best layer, and the interval is a
-    bootstrap over facts of the maximum itself (``"bootstrap-max"``): each resample picks
-    its own best layer, so the optimism of choosing the layer is part of the interval.
-    ``at_chance`` is the flag of :func:`_original_at_chance`.
+    layers the samples are the facts' outcomes at the best layer, and the interval is that of
+    the largest of the layers' accuracies (``"wilson-max"``, :func:`factlens.stats.max_wilson_interval`:
+    Wilson intervals at the Bonferroni level over the layers), so choosing the layer on the same
+    facts is paid for. ``at_chance`` is the flag of :func:`_original_at_chance`.
     """
-    from factlens.stats import bootstrap_interval
+    from factlens.stats import max_wilson_interval
 
     h = hits.astype(float)
     col = h.shape[1] - 1 if which == "last" else int(np.argmax(h.mean(0)))
     m = Metric.from_samples(name, dict(zip(ids, h[:, col])), baseline=baseline, higher_is_better=hib,
                             at_chance=at_chance)
     if which == "max":
-        ci = bootstrap_interval(len(ids), lambda i: h[i].mean(-2).max(-1))
-        m = replace(m, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
-                    ci_method="bootstrap-max" if ci else None)
+        lo, hi = max_wilson_interval(h.sum(0), len(ids))
+        m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
     return m
 
 

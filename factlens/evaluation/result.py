@@ -13,6 +13,10 @@ import numpy as np
 __all__ = ["Metric", "SuiteResult", "EvalResult"]
 
 
+#: ``Metric.ci_method`` values of metrics chosen on the same data (a best layer or attack variant)
+SELECTED_CI_METHODS = frozenset({"wilson-max", "bootstrap-selected", "bootstrap-max"})
+
+
 @dataclass(frozen=True)
 class Metric:
     """One aggregated number with the count behind it.
@@ -33,9 +37,13 @@ class Metric:
             not estimates, and a metric over a single unit has no spread to resample.
         ci_method: How the interval was computed: ``"wilson"`` (Wilson score interval of a
             proportion of 0/1 outcomes), ``"bootstrap"`` (seeded percentile bootstrap of the
-            mean over units, 2,000 resamples), ``"bootstrap-max"`` (the same for a maximum
-            over layers, so the layer choice is resampled too), ``"wilson-approx"`` (Wilson
-            on a cross-validated accuracy at the selected layer); ``None`` without interval.
+            mean over units, 2,000 resamples), ``"wilson-max"`` (the largest of several
+            accuracies on the same units, e.g. over layers: Wilson intervals at the Bonferroni
+            level, :func:`factlens.stats.max_wilson_interval`), ``"bootstrap-selected"`` (the
+            bootstrap of a metric measured at a variant chosen on the same facts: the interval
+            of that variant, not of the choice), ``"bootstrap-max"`` (results saved before
+            ``"wilson-max"``: a bootstrap of the maximum, which undercovers), ``"wilson-approx"``
+            (Wilson on a cross-validated accuracy at the selected layer); ``None`` without interval.
         samples: The per-unit values behind ``value``: unit id (the fact's ``record.id``,
             ``"chunk:<i>"`` for general-text chunks, ``"question:<i>"`` for MMLU) -> value.
             Two evaluations on the same units are paired on these ids
@@ -64,13 +72,14 @@ class Metric:
 
     @property
     def selected(self) -> bool:
-        """Is ``value`` the best of several statistics chosen on the same data (a maximum over layers)?
+        """Is ``value`` the best of several statistics chosen on the same data (a maximum over layers),
+        or measured at a variant chosen that way (the strongest direction ablation)?
 
         Its ``samples`` are the units' outcomes at the chosen layer, so a paired test over
         them would ignore the choice (and pair two sides chosen at different layers):
         :func:`factlens.compare` reports the difference of such metrics but does not test it.
         """
-        return self.ci_method == "bootstrap-max"
+        return self.ci_method in SELECTED_CI_METHODS
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
