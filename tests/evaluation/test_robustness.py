@@ -419,3 +419,18 @@ def test_evaluate_passes_a_learned_weight_mask_to_mechanisms(planted):
     for k in mech:
         assert r[f"weight_mask_{k}_count"].value == counts[k]
     assert res.meta["weight_mask_threshold"] == 0.9
+
+
+def test_probe_global_scale_ignores_a_feature_offset():
+    """The global scale is the RMS of the centred features: a constant offset in one dimension (real
+    residual streams have such dimensions) carries no information and must not shrink every feature;
+    X.std() counted it and cost the planted probe a quarter of its accuracy."""
+    from factlens.evaluation.probes import _standardizer
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6))
+    shifted = X.copy()
+    shifted[:, 2] += 100.0
+    a, b = _standardizer("global").fit(X), _standardizer("global").fit(shifted)
+    np.testing.assert_allclose(b.transform(shifted), a.transform(X), atol=1e-9)
+    assert a.scale_[0] == pytest.approx(np.sqrt(((X - X.mean(0)) ** 2).mean()))
