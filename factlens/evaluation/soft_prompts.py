@@ -442,14 +442,22 @@ def _fact_rows(items_a, items_b, runs: list[dict], before: PromptScores, base_ru
     return rows
 
 
-def _attack_damage(items_b, before: PromptScores, base_runs: list[dict]) -> dict[str, Any]:
-    """Does the attack itself cost the unedited model accuracy on half B?
-    (:func:`~factlens.evaluation.attacks.attack_damage` of its scores before and after.)"""
+def _attack_damage(items_b, before: PromptScores, base_runs: list[dict], items_m=(),
+                   before_m: PromptScores | None = None) -> dict[str, Any]:
+    """Does the attack itself cost the unedited model accuracy on half B and the maintain facts?
+    (:func:`~factlens.evaluation.attacks.attack_damage` of its scores before and after, over both, as
+    for the other attacks; the maintain facts were left out before, so a soft prompt that broke them
+    went unflagged.)"""
     from factlens.evaluation.attacks import TaskScores, attack_damage
 
     ids, after_b = [it.record_id for it in items_b], _per_fact(base_runs, "B", "answer_wins")
-    return attack_damage(TaskScores(dict(zip(ids, map(float, before.answer_wins))), {}, {}),
-                         TaskScores(dict(zip(ids, map(float, after_b))), {}, {}))
+    m_before = m_after = {}
+    if items_m and before_m is not None:
+        ids_m = [it.record_id for it in items_m]
+        m_before = dict(zip(ids_m, map(float, before_m.answer_wins)))
+        m_after = dict(zip(ids_m, map(float, _per_fact(base_runs, "M", "answer_wins"))))
+    return attack_damage(TaskScores(dict(zip(ids, map(float, before.answer_wins))), {}, m_before),
+                         TaskScores(dict(zip(ids, map(float, after_b))), {}, m_after))
 
 
 def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = None,
@@ -506,7 +514,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     norm = sc.max_norm if sc.max_norm is not None else mean_embedding_norm(model)
     runs = _attack(model, half_a, items_a, items_b, items_m, config, norm)
     before = forget_scores(model, half_b, config)
-    base_runs = orig_a = orig_before = None
+    base_runs = orig_a = orig_before = orig_m = None
     if original is not None:
         key = ("soft_prompts", facts_key(half_a), items_key(items_a), items_key(items_b), items_key(items_m),
                config_key(config), norm)
@@ -517,6 +525,8 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
                         lambda: forget_scores(original, half_a, config))
         orig_before = cached(baselines, ("scores", items_key(items_b), config.batch_size),
                              lambda: forget_scores(original, half_b, config))
+        orig_m = cached(baselines, ("scores", items_key(items_m), config.batch_size),
+                        lambda: forget_scores(original, task.maintain, config)) if items_m else None
     metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_a, orig_before)
     sel = _selectivity(items_b, items_m, runs, config.seed)
     base_sel = _selectivity(items_b, items_m, base_runs, config.seed) if base_runs is not None else None
@@ -535,7 +545,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     if base_runs is not None:
         extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}
                                       for r in base_runs]
-        extra["attack_damage"] = _attack_damage(items_b, orig_before, base_runs)
+        extra["attack_damage"] = _attack_damage(items_b, orig_before, base_runs, items_m, orig_m)
     else:
         extra["baseline_note"] = "original=None: the attack was not run on the unedited model (no baselines)"
     return SuiteResult("soft_prompts", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

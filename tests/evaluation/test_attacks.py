@@ -526,13 +526,27 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     edited = copy.deepcopy(p.model)
     s = run_soft_prompts(edited, p.task, original=p.model, config=cfg)
     dmg = s.extra["attack_damage"]
-    assert dmg["damaged"] in (True, False) and dmg["n_facts"] == len(s.extra["half_b"])
-    assert dmg["accuracy_before"] == s["soft_prompt_forget_accuracy_before"].baseline
-    assert dmg["accuracy_after"] == pytest.approx(s["soft_prompt_forget_accuracy"].baseline)
+    # half B and the maintain facts, as for the other attacks
+    assert dmg["damaged"] in (True, False) and dmg["n_facts"] == len(s.extra["half_b"]) + len(p.task.maintain)
     rl = run_relearning(edited, p.task, original=p.model, config=cfg)
     assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearning.lr, "rank": 4, "batch_size": cfg.relearning.batch_size,
                                   "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"],
                                   "both_halves": True, "n_attacks": 2, "lora_forward": "factored"}
+
+
+def test_soft_prompt_damage_counts_the_maintain_facts():
+    """An untrained soft prompt of a large norm leaves the unedited model's half B right but breaks its
+    maintain facts (1.00 -> 0.00): the flag looked at half B alone and said not damaged."""
+    from factlens.evaluation.soft_prompts import run_soft_prompts
+    from factlens.tasks import sports_unlearning
+
+    p = planted_fact_model()
+    task = sports_unlearning(p.dataset, n_forget=12)
+    cfg = EvalConfig(seed=3, soft_prompts={"steps": 0, "seeds": 1, "length": 4, "max_norm": 30.0})
+    s = run_soft_prompts(copy.deepcopy(p.model), task, original=p.model, config=cfg)
+    dmg = s.extra["attack_damage"]
+    assert s["soft_prompt_forget_accuracy"].baseline == 1.0  # half B untouched on the unedited model
+    assert dmg["damaged"] and dmg["n_facts"] == len(s.extra["half_b"]) + len(task.maintain)
 
 
 # -- every suite through evaluate(): model unchanged, no hooks ----------------------------------
