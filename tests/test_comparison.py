@@ -283,7 +283,8 @@ def test_metrics_that_are_one_test_count_once_in_holm():
     from factlens.stats import minimum_detectable_difference
 
     assert t.loc["maintain_accuracy", "mdd"] == pytest.approx(
-        minimum_detectable_difference(24, sd=float(np.std((1 - maintain) - maintain, ddof=1)), alpha=0.025))
+        minimum_detectable_difference(24, sd=float(np.std((1 - maintain) - maintain, ddof=1)), alpha=0.025,
+                                      binary=True))
 
 
 def test_table1_cells_that_are_one_test_count_once():
