@@ -146,7 +146,7 @@ def max_wilson_interval(ks: Sequence[int], n: int, *, confidence: float = 0.95) 
 
     Example:
         >>> [round(x, 3) for x in max_wilson_interval([10, 12, 9], 16)]
-        [0.444, 0.911]
+        [0.452, 0.916]
         >>> [round(x, 3) for x in max_wilson_interval([12], 16)] == [round(x, 3) for x in wilson_interval(12, 16)]
         True
     """
@@ -392,6 +392,8 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float).ravel()
     if w.shape != d.shape:
         raise ValueError(f"weights ({w.shape}) must match differences ({d.shape})")
+    if (w < 0).any():
+        raise ValueError("weights must be >= 0 (0 leaves a unit out); a negative weight was silently dropped")
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
     keep = ~np.isnan(d) & (w > 0)

@@ -501,3 +501,10 @@ def test_max_wilson_interval_covers_the_best_of_close_layers():
     assert boot_hits / N_DATASETS < 0.6
     with pytest.raises(ValueError):
         max_wilson_interval([], 8)
+
+
+def test_sign_flip_test_refuses_negative_weights():
+    """A negative weight used to drop its unit silently (only weights > 0 were kept)."""
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        sign_flip_test([0.5, 0.2, -0.1], weights=[1.0, -1.0, 1.0])
+    assert sign_flip_test([0.5, 0.2, -0.1], weights=[1.0, 0.0, 1.0]) == sign_flip_test([0.5, -0.1])

@@ -35,7 +35,9 @@ TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an
                  "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
-                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05.")
+                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05. With several seeds "
+                 "the test pools the seeds' facts: it holds for these trained edits, not for another training seed "
+                 "(the interval includes the seed-to-seed variance, the test does not).")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
@@ -334,7 +336,9 @@ def _legend(reference: str) -> str:
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
             "Holm family instead of making the others stricter (Tarone), or not tested at all (p –: a maximum over "
-            "layers, whose layer each side chose on the same facts, or no paired facts). "
+            "layers or the best attack variant, which each side chose on the same facts, or no paired facts). "
+            "With several seeds p pools the seeds' facts and holds for these trained edits only; the CI also "
+            "includes the seed-to-seed variance. "
             "MDD: minimum detectable difference at this "
             "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the number of the "
             "localization's distinct tests that can reach it (Tarone's K): a non-significant difference rules out "
