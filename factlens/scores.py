@@ -274,8 +274,8 @@ class ComponentScores:
             threshold: Components with ``|score| >= threshold``.
             param_budget: Components in order of ``|score|`` while the total parameter count
                 stays within the budget; a component that would overshoot is skipped and
-                smaller ones further down are still tried, so the budget is met as closely as
-                the component granularity allows (never exceeded).
+                smaller ones further down are still tried (a greedy fill in score order: the
+                budget is never exceeded, but a lower-scored set could sometimes fill it closer).
             name: Name of the mask (default: the scores' name or method).
         """
         given = [x is not None for x in (top_k, threshold, param_budget)]
