@@ -95,8 +95,9 @@ def _binary_sign_test_effect(n: int, sd: float, alpha: float, power: float) -> f
     at n = 24-64). The trinomial ``P(+1) = p_minus + delta``, ``P(-1) = p_minus`` with
     ``p_minus = (sd**2 + delta**2 - delta) / 2`` has mean ``delta`` and standard deviation ``sd``
     (where no such trinomial exists ``p_minus`` is clipped: at 0, all changes going one way, the
-    binomial floor's model; at ``(1 - delta) / 2``, every unit differing). Its power is summed exactly over ``D`` and the number of ``+1``; the
-    effect is solved by bisection. Written here because no library computes this test's power.
+    binomial floor's model; at ``(1 - delta) / 2``, every unit differing). Its power is summed
+    exactly over ``D`` and the number of ``+1``; the effect is solved by bisection. Written here
+    because no library computes this test's power.
     """
     from scipy.stats import binom
 

@@ -46,8 +46,8 @@ import numpy as np
 from factlens.multiple_testing import TaroneHolm, holm, tarone_holm
 from factlens.power import minimum_detectable_difference
 
-__all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", "bootstrap_interval", "hierarchical_bootstrap_interval",
-           "mean_interval",
+__all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", "bootstrap_interval",
+           "hierarchical_bootstrap_interval", "mean_interval",
            "paired_bootstrap_diff", "weighted_mean_se", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm",
            "smallest_attainable_p",
            "paired_test_key", "minimum_detectable_difference",

@@ -35,9 +35,9 @@ TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an
                  "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
-                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05. With several seeds "
-                 "the test pools the seeds' facts: it holds for these trained edits, not for another training seed "
-                 "(the interval includes the seed-to-seed variance, the test does not).")
+                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05. With "
+                 "several seeds the test pools the seeds' facts: it holds for these trained edits, not for another "
+                 "training seed (the interval includes the seed-to-seed variance, the test does not).")
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
