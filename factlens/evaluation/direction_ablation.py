@@ -23,6 +23,7 @@ variant is flagged as damaging (:func:`~factlens.evaluation.attacks.attack_damag
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -166,13 +167,14 @@ def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) ->
     from factlens.stats import max_wilson_interval
 
     out = []
+    binary = all(v in (0.0, 1.0) for r in runs.values() for v in r.forget.values() if not math.isnan(v))
     for m in metrics:
-        if m.name == "ablation_forget_accuracy" and m.n > 0:
+        if m.name == "ablation_forget_accuracy" and m.n > 0 and binary:
             ks = [int(np.nansum(list(r.forget.values()))) for r in runs.values()]
             lo, hi = max_wilson_interval(ks, m.n)
             m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
-        elif m.name == "ablation_forget_recovery" and m.ci_method is not None:
-            m = replace(m, ci_method="bootstrap-selected")
+        elif m.name in ("ablation_forget_accuracy", "ablation_forget_recovery") and m.ci_method is not None:
+            m = replace(m, ci_method="bootstrap-selected")  # fractional outcomes (several prompts per fact)
         out.append(m)
     return out
 
