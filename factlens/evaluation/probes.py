@@ -391,6 +391,10 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
     extra: dict[str, Any] = {k: res[k] for k in curves}
     extra.update({k: res[k] for k in ("classes", "chance", "true_in_classes", "target_in_classes", "n_train")})
     extra.update(position=position, scaling=scaling, train_on=list(train_on))
+    if res["true_in_classes"] < res["n_test"]:  # e.g. Sports-Unlearning: every forget fact's sport is absent
+        extra["note"] = (f"{res['n_test'] - res['true_in_classes']} of {res['n_test']} forget facts have a true answer "
+                         "no training fact has: the probe can never predict it, so the true-answer accuracy counts "
+                         "them as misses on both models (train on splits that hold those answers to read them)")
     extra = {k: ([None if isinstance(x, float) and np.isnan(x) else x for x in v] if isinstance(v, list) else v)
              for k, v in extra.items()}
     if base is not None:

@@ -434,3 +434,15 @@ def test_probe_global_scale_ignores_a_feature_offset():
     a, b = _standardizer("global").fit(X), _standardizer("global").fit(shifted)
     np.testing.assert_allclose(b.transform(shifted), a.transform(X), atol=1e-9)
     assert a.scale_[0] == pytest.approx(np.sqrt(((X - X.mean(0)) ** 2).mean()))
+
+
+def test_probes_say_when_forget_answers_are_absent_from_training(planted):
+    """Sports-Unlearning forgets one whole sport: no training fact has it, the probe can never predict it,
+    and its true-answer accuracy is 0 on both models; the suite says so instead of a bare at-chance flag."""
+    from factlens.tasks import sports_unlearning
+
+    task = sports_unlearning(planted.dataset, n_forget=8)
+    cfg = EvalConfig(probes=ProbesConfig(layers=(3,)))
+    r = run_probes(planted.model, task, original=planted.model, config=cfg)
+    assert r.extra["true_in_classes"] == 0 and "can never predict it" in r.extra["note"]
+    assert "note" not in run_probes(planted.model, planted.task, original=planted.model, config=cfg).extra
