@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from factlens.data.formats import FormattedPrompt, format_prompts
-from factlens.data.known import chance_level
+from factlens.data.known import prompt_chance
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -104,7 +104,8 @@ def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalCo
 
 
 def chance_of(items: Sequence[FormattedPrompt]) -> float:
-    return chance_level([it.candidates for it in items])
+    """:func:`factlens.data.known.prompt_chance` (uniform guessing; for option letters at least the best constant letter)."""
+    return prompt_chance(items)
 
 
 def original_note(original) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """Which facts a model knows, per format (factlens.data.known)."""
 
+import pytest
+
 from factlens.data import filter_known, format_accuracy
 from factlens.testing import planted_fact_model
 
@@ -27,3 +29,22 @@ def test_the_recorded_criterion_is_the_one_applied():
     ov = p.dataset.with_candidates(())
     assert filter_known(p.model, ov, p_threshold=0.0).meta["known"]["criterion"] == "p > 0.0"
     assert filter_known(p.model, ov).meta["known"]["criterion"] == "p > 0.5"
+
+
+def test_multiple_choice_chance_is_at_least_the_best_constant_letter():
+    """The options are shuffled per question, so the right letters are uneven: "A" is right for 115 of the
+    385 sports questions (seed 0). A model that always says "A" (0.299) was called above chance (uniform
+    0.25 + 2 SE = 0.294); the chance level is now at least the best constant letter's accuracy."""
+    from factlens.data import sports_facts
+    from factlens.data.formats import format_prompts
+    from factlens.data.known import chance_level, prompt_chance
+    from factlens.evaluation.standard import chance_of, not_above_chance
+
+    items = format_prompts(sports_facts(), "mcq", seed=0)
+    always_a = sum(it.answer == "A" for it in items) / len(items)
+    assert always_a == pytest.approx(115 / 385)
+    assert not not_above_chance(always_a, chance_level([it.candidates for it in items]), len(items))  # the old bar
+    assert prompt_chance(items) == chance_of(items) == pytest.approx(always_a)
+    assert not_above_chance(always_a, prompt_chance(items), len(items))
+    default = format_prompts(sports_facts(), "default", seed=0)  # named answers: uniform guessing as before
+    assert prompt_chance(default) == chance_level([it.candidates for it in default])
