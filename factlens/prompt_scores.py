@@ -89,6 +89,13 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
         for j, (it, lp) in enumerate(zip(part, lps)):
             i = sl.start + j
             lp = lp.double()
+            if torch.isnan(lp).any():  # argmax would pick the first candidate (the true answer) and call it known
+                bad = [x.record_id for x, v in zip(part, lps) if torch.isnan(v).any()]
+                raise FloatingPointError(
+                    f"the model gave NaN log-probabilities for prompt(s) of fact(s) {bad[:5]}: its weights or "
+                    "activations are not finite (a diverged edit or attack? lower the learning rate or check "
+                    "the model); such prompts cannot be scored, and scoring them as the first candidate would "
+                    "count a broken model as knowing or forgetting the fact")
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
             best = int(torch.argmax(lp))
