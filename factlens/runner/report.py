@@ -80,7 +80,11 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     from factlens.runner.executor import read_json  # names a truncated/corrupt file in its error
 
     meta = read_json(cfg_file)
-    runs = [_typed_run(read_json(f), f) for f in sorted((p / "runs").glob("seed*/*.json"))]
+    from factlens.runner.run_files import check_one_setup, is_run_file
+
+    files = [f for f in sorted((p / "runs").glob("seed*/*.json")) if is_run_file(f)]
+    runs = [_typed_run(read_json(f), f) for f in files]
+    check_one_setup(meta["config"], runs, files)
     order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
     runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
     plans = {int(f.stem[4:]): read_json(f) for f in sorted((p / "plan").glob("seed*.json"))}
