@@ -21,9 +21,11 @@ raises at the end, naming the failed jobs.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import tempfile
+import threading
 import traceback
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
@@ -37,12 +39,33 @@ class JobError(RuntimeError):
     """A job failed in a worker process (the message holds the worker's traceback)."""
 
 
+def _exit_with_parent(store: str | None) -> None:
+    """End this worker (and remove the shared store folder) as soon as the driver process is gone.
+
+    A driver killed outright (SIGKILL, the out-of-memory killer) never sends the stop message; the
+    workers waited on their inbox for ever, each holding its model copy (570 MB on the planted model,
+    GBs on a real one), and the store folder stayed in the temporary directory.
+    """
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the driver's process has ended
+        if store is not None:
+            shutil.rmtree(store, ignore_errors=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="factlens-exit-with-parent", daemon=True).start()
+
+
 def _worker(inbox, outbox, threads: int, store: str | None = None) -> None:
     """Worker loop: run ``fn(item, workspace)`` for each ``(index, fn, item)`` until ``None``."""
     import torch
 
     from factlens.runner.workspace import Workspace
 
+    _exit_with_parent(store)
     torch.set_num_threads(threads)
     workspace = Workspace(baseline_store=store)
     while True:
@@ -60,7 +83,7 @@ class ProcessPool:
     """``workers`` processes (spawned), each with ``threads`` torch threads and its own workspace.
 
     Use as a context manager or call :meth:`close`; the processes are daemons and end with
-    this process in any case.
+    this process in any case, also when it is killed outright (each worker watches it).
     """
 
     def __init__(self, workers: int, threads: int = 1) -> None:

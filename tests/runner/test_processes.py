@@ -106,3 +106,56 @@ def test_a_failed_plan_fails_the_jobs_that_wait_for_it_instead_of_hanging(tmp_pa
     finally:
         ex.close()
     assert not list((tmp_path / "run").rglob("runs/*/*.json"))
+
+
+_DRIVER = """
+import os, sys, time
+from factlens.runner.processes import ProcessPool
+
+
+def pid(item, workspace):
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    pool = ProcessPool(2, threads=1)
+    pids = []
+    pool.map(pid, [0, 1, 2, 3], on_result=lambda item, p: pids.append(p))
+    print(" ".join(map(str, sorted(set(pids)))), pool.store, flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\\nState:\\tZ" not in state  # a zombie has ended
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_workers_end_when_the_driver_is_killed_outright(tmp_path: Path):
+    """SIGKILL (the out-of-memory killer) leaves no stop message: the workers waited for ever, each with
+    its model copy, and the shared store folder stayed behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        workers, store = [int(x) for x in line[:-1]], line[-1]
+        assert len(workers) >= 1 and all(_alive(w) for w in workers) and Path(store).is_dir()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+        assert not Path(store).exists()
+    finally:
+        proc.kill()
