@@ -267,6 +267,8 @@ class RunConfig:
         self._validate_methods()
         if not self.seeds:
             raise ValueError("give at least one seed (e.g. --seeds 0)")
+        if len(set(self.seeds)) != len(self.seeds):  # --seeds 0,0 ran the same jobs twice
+            raise ValueError(f"seeds listed twice: {list(self.seeds)}")
         from factlens.evaluation import SUITES
 
         bad = [s for s in self.suites if s not in SUITES]

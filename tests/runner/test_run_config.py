@@ -231,3 +231,10 @@ def test_config_file_localize_options_are_on_top_of_the_defaults(tmp_path):
     f.write_text('task = "planted"\n[localize_options.causal_tracing]\ninclude_resid = true\n')
     cfg = config_from_args(build_parser().parse_args(["run", "--config", str(f)]))
     assert cfg.localize_options == {"causal_tracing": {"include_resid": True, "n_samples": 5}}
+
+
+def test_a_seed_listed_twice_is_refused():
+    """--seeds 0,0 was accepted and ran every job of seed 0 twice (localizations listed twice were refused)."""
+    with pytest.raises(ValueError, match="seeds listed twice"):
+        _cfg(seeds=(0, 0))
+    assert _cfg(seeds=(0, 1)).seeds == (0, 1)
