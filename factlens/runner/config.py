@@ -269,6 +269,11 @@ class RunConfig:
             raise ValueError("give at least one seed (e.g. --seeds 0)")
         if len(set(self.seeds)) != len(self.seeds):  # --seeds 0,0 ran the same jobs twice
             raise ValueError(f"seeds listed twice: {list(self.seeds)}")
+        # recorded, then replaced by each job's seed (a whole EditConfig / EvalConfig carries its default seed 0)
+        for name, over in (("edit", self.edit), ("eval", self.eval)):
+            if over.get("seed", 0) != 0:
+                raise ValueError(f"--{name} seed={over['seed']} has no effect: every job's edit and evaluation use the "
+                                 "run's seed; choose the seeds with --seeds")
         from factlens.evaluation import SUITES
 
         bad = [s for s in self.suites if s not in SUITES]

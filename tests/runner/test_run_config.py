@@ -238,3 +238,10 @@ def test_a_seed_listed_twice_is_refused():
     with pytest.raises(ValueError, match="seeds listed twice"):
         _cfg(seeds=(0, 0))
     assert _cfg(seeds=(0, 1)).seeds == (0, 1)
+
+
+@pytest.mark.parametrize("kind", ["edit", "eval"])
+def test_a_seed_inside_edit_or_eval_options_is_refused(kind):
+    """--eval seed=5 / --edit seed=5 were recorded in run_config.json and then replaced by each job's seed."""
+    with pytest.raises(ValueError, match="choose the seeds with --seeds"):
+        _cfg(**{kind: {"seed": 5}})
