@@ -135,8 +135,10 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
         True
     """
     items = format_prompts(dataset, fmt)
-    if len(items) != len(dataset):
-        raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact")
+    # one prompt per fact, in the dataset's order: the scores are matched to the facts by position (a count
+    # check alone let one fact's two paraphrases cover another fact that has none)
+    if [it.record_id for it in items] != [r.id for r in dataset]:
+        raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact, in order")
     s = score_prompts(model, items, batch_size=batch_size)
     if dataset.candidates:
         keep = s.answer_wins.copy()

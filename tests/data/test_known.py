@@ -48,3 +48,18 @@ def test_multiple_choice_chance_is_at_least_the_best_constant_letter():
     assert not_above_chance(always_a, prompt_chance(items), len(items))
     default = format_prompts(sports_facts(), "default", seed=0)  # named answers: uniform guessing as before
     assert prompt_chance(default) == chance_level([it.candidates for it in default])
+
+
+def test_filter_known_refuses_a_format_that_does_not_give_one_prompt_per_fact_in_order():
+    """Scores are matched to facts by position: a format giving one fact two paraphrases and another none
+    passed the count check, and the second fact was kept on the first fact's score."""
+    from factlens.data.records import FactDataset, FactRecord
+    from factlens.testing import tiny_model
+
+    r1 = FactRecord(subject="LeBron James", template="{} plays the sport of", answer="basketball",
+                    paraphrases=("LeBron James plays the sport of", "LeBron James plays"))
+    r2 = FactRecord(subject="Tom Brady", template="{} plays the sport of", answer="football", paraphrases=())
+    ds = FactDataset((r1, r2), candidates=("basketball", "football"))
+    with pytest.raises(ValueError, match="exactly one prompt per fact"):
+        filter_known(tiny_model(), ds, fmt="paraphrase")
+    assert len(filter_known(tiny_model(), ds)) <= 2  # the default format: one prompt per fact, accepted
