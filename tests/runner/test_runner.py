@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,6 @@ LOCS = "flu,random,all_mlps"
 
 def _run(out: Path, *extra: str, locs: str = LOCS) -> int:
     return main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", locs, *FAST, *extra])
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runner") / "planted"
-    assert _run(out) == 0
-    return out
-
-
-@pytest.fixture()
-def copy_of_run(run_dir: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(run_dir, dst)
-    return dst
 
 
 @pytest.fixture()
