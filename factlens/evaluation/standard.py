@@ -104,7 +104,8 @@ def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalCo
 
 
 def chance_of(items: Sequence[FormattedPrompt]) -> float:
-    """:func:`factlens.data.known.prompt_chance` (uniform guessing; for option letters at least the best constant letter)."""
+    """:func:`factlens.data.known.prompt_chance`: uniform guessing; for option letters at least the best
+    constant letter."""
     return prompt_chance(items)
 
 

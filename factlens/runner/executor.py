@@ -401,7 +401,8 @@ class RunDir:
         if stored is not None and not self._holds_results():
             # a run that failed before any plan or run file (e.g. a forget size larger than the known facts) left
             # only its settings: nothing to resume or lose, so the folder takes the new ones instead of refusing
-            warnings.warn(f"{self.path} holds settings but no results yet: replacing them with this run's", stacklevel=3)
+            warnings.warn(f"{self.path} holds settings but no results yet: replacing them with this run's",
+                          stacklevel=3)
             stored = None
         elif stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
             self._check_not_foreign(config_file)
