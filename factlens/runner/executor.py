@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,13 +397,7 @@ class RunDir:
         if overwrite:
             self.clear()
         stored = self.stored()
-        if stored is not None and not self._holds_results():
-            # a run that failed before any plan or run file (e.g. a forget size larger than the known facts) left
-            # only its settings: nothing to resume or lose, so the folder takes the new ones instead of refusing
-            warnings.warn(f"{self.path} holds settings but no results yet: replacing them with this run's",
-                          stacklevel=3)
-            stored = None
-        elif stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
+        if stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
             self._check_not_foreign(config_file)
         merged = config
         resolved = config.resolved()
@@ -452,10 +445,6 @@ class RunDir:
             "created": (stored or {}).get("created", now), "updated": now,
         })
         return merged
-
-    def _holds_results(self) -> bool:
-        """Any run file or plan (a seed's FLU budget) in the folder?"""
-        return bool(self.run_files()) or any((self.path / "plan").glob("seed*.json"))
 
     def _check_not_foreign(self, config_file: str | Path | None) -> None:
         """Refuse a folder without ``run_config.json`` that holds anything but the ``--config`` file itself."""
