@@ -25,9 +25,18 @@ __all__ = [
     "TASKS",
     "TaskEntry",
     "task_entry",
+    "TaskSizeError",
 ]
 
 Objective = Literal["inject", "unlearn"]
+
+
+class TaskSizeError(ValueError):
+    """A task asks for more facts than its dataset (the facts the model knows) holds.
+
+    A setting to change, not a defect: ``factlens run`` prints the message (which names the
+    largest size that fits) instead of a traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int =
     """
     _check_sports(dataset)
     if n_forget > len(dataset) - 2:
-        raise ValueError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of {len(dataset)} "
+        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of {len(dataset)} "
                          f"(the facts the model knows): use at most {len(dataset) - 2} (--forget-size)")
     forget, rest = dataset.split(n_forget, seed=seed)
     rng = random.Random(seed)
@@ -158,7 +167,7 @@ def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0,
                         n_maintain: int | None = None) -> Task:
     """CounterFact-Editing: ``n_forget`` facts are edited to their counterfactual targets."""
     if n_forget > len(dataset) - 2:
-        raise ValueError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)} (the facts the "
+        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)} (the facts the "
                          f"model knows): use at most {len(dataset) - 2} (--forget-size)")
     forget, rest = dataset.split(n_forget, seed=seed)
     _check_targets(forget)
@@ -170,6 +179,11 @@ def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chun
                                    n_retain: int | None = None, n_maintain: int | None = None) -> Task:
     """Sequential-CounterFact-Editing: ``n_chunks`` chunks of ``chunk_size`` facts, edited one after another."""
     n = n_chunks * chunk_size
+    if n > len(dataset) - 2:
+        most = (len(dataset) - 2) // max(n_chunks, 1)
+        raise TaskSizeError(f"{n_chunks} chunks of {chunk_size} facts need {n} facts besides the retain/maintain ones, "
+                            f"and the dataset (the facts the model knows) holds {len(dataset)}: use chunks of at most "
+                            f"{most} (--forget-size {most}) or fewer chunks ([task_options] n_chunks)")
     t = counterfact_editing(dataset, n_forget=n, seed=seed, n_retain=n_retain, n_maintain=n_maintain)
     shuffled = t.forget.shuffled(seed + 7)
     chunks = tuple(shuffled[i * chunk_size:(i + 1) * chunk_size] for i in range(n_chunks))

@@ -61,3 +61,15 @@ def test_unknown_task_lists_the_known_ones():
         task_entry("sports")
     with pytest.raises(TypeError, match="must be a str"):
         task_entry(3)
+
+
+def test_too_many_facts_for_the_known_ones_is_a_task_size_error_that_names_what_fits():
+    from factlens.tasks import TaskSizeError
+
+    small = counterfact().split(20, seed=0)[0]  # like a model that knows 20 facts
+    with pytest.raises(TaskSizeError, match=r"use at most 18 \(--forget-size\)"):
+        counterfact_editing(small, n_forget=19)
+    # sequential editing names the chunk size that fits, not the product of chunks and size
+    with pytest.raises(TaskSizeError, match=r"3 chunks of 8 facts need 24 .* chunks of at most 6 \(--forget-size 6\)"):
+        sequential_counterfact_editing(small, n_chunks=3, chunk_size=8)
+    assert len(sequential_counterfact_editing(small, n_chunks=3, chunk_size=6).forget) == 18

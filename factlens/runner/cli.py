@@ -168,6 +168,8 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from factlens.editing.memory_editing import MaskNotSupported
     from factlens.runner.executor import RunDirError, run_experiment
+    from factlens.runner.processes import JobError
+    from factlens.tasks import TaskSizeError
 
     try:
         cfg = config_from_args(args)
@@ -181,6 +183,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _error(e)
     except MaskNotSupported as e:  # a method that cannot edit a localization's mask (ROME on several MLPs)
         return _error(e)
+    except TaskSizeError as e:  # --forget-size larger than the known facts allow (the message names the largest)
+        return _error(e)
+    except JobError as e:  # the same from a worker process (--workers > 1): its plan job and the jobs waiting for it
+        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported))]
+        if not bad:
+            raise
+        return _error(bad[0])
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
         print(f"report: {summary.report}", file=sys.stderr)
@@ -228,9 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``factlens`` command (``[project.scripts] factlens``).
 
     Returns:
-        0 on success, 2 for bad settings, a run directory holding results of another
-        configuration, or an edit method crossed with a localization whose mask it cannot
-        edit (the message says what to change; completed units stay saved), 130 when
+        0 on success, 2 for bad settings (a forget size larger than the known facts allow
+        included), a run directory holding results of another configuration, or an edit method
+        crossed with a localization whose mask it cannot edit (the message says what to change;
+        completed units stay saved), 130 when
         interrupted (rerun the same command to resume). Other errors during the run itself
         propagate with a traceback.
     """

@@ -376,6 +376,21 @@ class RunDir:
                 d.rmdir()
         self.manifest_path.unlink(missing_ok=True)
 
+    def discard_if_empty(self, *, remove_folder: bool) -> bool:
+        """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
+        was interrupted before its first result); returns whether it did.
+
+        Without it the folder would keep the failed run's settings and refuse the corrected
+        command as "a different configuration" until ``--overwrite``. ``remove_folder``: the
+        folder did not exist before, so it goes too once empty (the user's files always stay).
+        """
+        if self.run_files() or any((self.path / "plan").glob("seed*.json")):
+            return False
+        self.clear()
+        if remove_folder and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+        return True
+
     def _check_is_folder(self) -> None:
         for p in [self.path, *self.path.parents]:
             if p.exists() and not p.is_dir():
@@ -538,12 +553,18 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     """
     t_start = time.perf_counter()
     rd = RunDir(Path(config.out))
+    existed = rd.path.exists()
+    fresh = overwrite or not rd.config_path.exists()
     rd.open(config, overwrite=overwrite, config_file=config_file)
     own = executor is None
     executor = executor or make_executor(config)
     try:
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
             return _run(config, rd, executor, report, t_start)
+    except BaseException:
+        if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
+            rd.discard_if_empty(remove_folder=not existed)
+        raise
     finally:
         if own and isinstance(executor, LocalExecutor):
             executor.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import shutil
 import tempfile
@@ -36,7 +37,20 @@ __all__ = ["ProcessPool", "JobError"]
 
 
 class JobError(RuntimeError):
-    """A job failed in a worker process (the message holds the worker's traceback)."""
+    """A job failed in a worker process (the message holds the worker's traceback).
+
+    Attributes:
+        causes: The exceptions the failed jobs raised, in the order they arrived, where they
+            could be sent back from the worker (an exception that does not pickle is left out);
+            the first is also ``__cause__``. The driver tells a bad setting (e.g.
+            :class:`~factlens.tasks.TaskSizeError`) from a defect by their types.
+    """
+
+    def __init__(self, message: str, causes: Sequence[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.causes = tuple(causes)
+        if self.causes:
+            self.__cause__ = self.causes[0]
 
 
 def _exit_with_parent(store: str | None) -> None:
@@ -74,9 +88,19 @@ def _worker(inbox, outbox, threads: int, store: str | None = None) -> None:
             return
         index, fn, item = msg
         try:
-            outbox.put((index, True, fn(item, workspace)))
+            outbox.put((index, True, fn(item, workspace), None))
         except BaseException as e:  # noqa: BLE001 - reported to the driver, which raises
-            outbox.put((index, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            outbox.put((index, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", _sendable(e)))
+
+
+def _sendable(e: BaseException) -> BaseException | None:
+    """``e`` without its traceback if it survives pickling (the queue pickles it), else None."""
+    try:
+        e = e.with_traceback(None)
+        pickle.loads(pickle.dumps(e))
+    except Exception:  # noqa: BLE001 - any exception type may refuse pickling; the text still goes
+        return None
+    return e
 
 
 class ProcessPool:
@@ -143,7 +167,7 @@ class ProcessPool:
             by_seed.setdefault(getattr(it, "seed", None), []).append(i)
         last: dict[int, Any] = {}
         busy: dict[int, int] = {}  # worker -> item index
-        errors: list[tuple[Any, str]] = []
+        errors: list[tuple[Any, str, BaseException | None]] = []
 
         def next_for(w: int) -> int | None:
             if not by_seed:
@@ -168,7 +192,7 @@ class ProcessPool:
         with progress_bar(total=len(items), desc=desc, position=0) as bar:
             while busy:
                 try:
-                    index, ok, payload = self._outbox.get(timeout=5)
+                    index, ok, payload, exc = self._outbox.get(timeout=5)
                 except queue.Empty:
                     dead = [w for w in busy if not self._procs[w].is_alive()]
                     if dead:
@@ -182,12 +206,13 @@ class ProcessPool:
                 if ok:
                     on_result(item, payload)
                 else:
-                    errors.append((item, payload))
+                    errors.append((item, payload, exc))
                     if on_error is not None:
                         on_error(item, payload)
                 bar.set_postfix_str(getattr(item, "key", ""))
                 bar.update()
                 assign(w)
         if errors:
-            keys = [getattr(it, "key", str(it)) for it, _ in errors]
-            raise JobError(f"{len(errors)} job(s) failed: {keys}; first error: {errors[0][1]}")
+            keys = [getattr(it, "key", str(it)) for it, _, _ in errors]
+            raise JobError(f"{len(errors)} job(s) failed: {keys}; first error: {errors[0][1]}",
+                           [e for _, _, e in errors if e is not None])

@@ -101,10 +101,13 @@ def test_a_failed_plan_fails_the_jobs_that_wait_for_it_instead_of_hanging(tmp_pa
                     localize_options={"flu": {"cv": -3}}, out=str(tmp_path / "run"))
     ex = LocalExecutor(workers=2, threads=1)
     try:
-        with pytest.raises(JobError, match=r"3 job\(s\) failed: .*plan/seed0.*seed0/random.*seed0/all_mlps.*need cv >= 2"):
+        with pytest.raises(JobError, match=r"3 job\(s\) failed: .*plan/seed0.*seed0/random.*seed0/all_mlps.*need cv >= 2") as err:
             run_experiment(cfg, executor=ex, report=False)
     finally:
         ex.close()
+    # the workers' exceptions come back as objects too, so the driver can tell a bad setting by its type
+    assert any(isinstance(c, ValueError) and "need cv >= 2" in str(c) for c in err.value.causes)
+    assert err.value.__cause__ is err.value.causes[0]
     assert not list((tmp_path / "run").rglob("runs/*/*.json"))
 
 

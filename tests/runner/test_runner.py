@@ -286,11 +286,39 @@ def test_the_unedited_model_is_fingerprinted_once_per_workspace(tmp_path: Path, 
         assert rec["restore"]["exact"]
 
 
-def test_a_forget_size_larger_than_the_known_facts_says_the_size_that_fits(tmp_path: Path):
-    """The error names the largest forget size that fits. The folder keeps the settings it was opened with
-    (a folder without results may be a run in progress elsewhere): rerun with --overwrite."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_forget_size_larger_than_the_known_facts_is_a_clear_error_that_leaves_no_folder(
+        tmp_path: Path, capsys, workers: str):
+    """Exit code 2 and the largest forget size that fits instead of a traceback (with several
+    workers the error comes from a worker process too); the folder the failed run created is
+    gone, so the corrected command runs without --overwrite."""
     out = tmp_path / "bad"
-    with pytest.raises(ValueError, match="use at most"):
-        _run(out, "--forget-size", "1000", "--no-report", locs="random")
-    assert _run(out, "--no-report", locs="random") == 2
-    assert _run(out, "--no-report", "--overwrite", locs="random") == 0
+    assert _run(out, "--forget-size", "1000", "--no-report", "--workers", workers, locs="random") == 2
+    assert "use at most 46 (--forget-size)" in capsys.readouterr().err
+    assert not out.exists()
+    assert _run(out, "--forget-size", "8", "--no-report", "--workers", workers, locs="random") == 0
+
+
+def test_a_failed_first_run_keeps_the_folder_it_found_and_the_users_files(tmp_path: Path):
+    out = tmp_path / "bad"
+    out.mkdir()
+    (out / "config.toml").write_text(
+        'task = "planted"\nmodel = "planted"\nlocalizations = ["random"]\nsuites = ["standard"]\nforget_size = 1000\n')
+    assert main(["run", "--config", str(out / "config.toml"), "--out", str(out), "--no-progress", "--no-report"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # the user's file, nothing of the failed run
+
+
+def test_a_failed_resume_keeps_the_folder_and_its_results(copy_of_run: Path, monkeypatch):
+    """Only a run that opened a fresh folder removes what it wrote: adding a seed whose plan fails
+    leaves the stored configuration and every result in place."""
+    from factlens.tasks import TaskSizeError
+
+    def fail(*a, **k):
+        raise TaskSizeError("planted failure")
+
+    before = {p.relative_to(copy_of_run).as_posix(): p.read_bytes() for p in copy_of_run.rglob("*") if p.is_file()}
+    monkeypatch.setattr(pipeline, "build_task", fail)
+    assert _run(copy_of_run, "--seeds", "0,1", "--no-report") == 2
+    after = {p.relative_to(copy_of_run).as_posix(): p.read_bytes() for p in copy_of_run.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert {k for k in after if after[k] != before[k]} <= {"run_config.json"}  # its seeds now include 1; nothing lost
