@@ -1,5 +1,7 @@
 """factlens.files.write_atomic: the target is the old file or the new one, never half of one."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,18 @@ def test_the_temporary_is_hidden_next_to_the_target(tmp_path: Path):
     write_atomic(tmp_path / "a.json", lambda tmp: seen.append(tmp) or tmp.write_text("{}"))
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".a.json.") and seen[0].name.endswith(".tmp")
     assert (tmp_path / "a.json").read_text() == "{}" and not seen[0].exists()
+
+
+def test_a_new_file_gets_the_mode_of_a_plain_open_and_an_old_one_keeps_its_own(tmp_path: Path):
+    """The temporary file is created 0600; the result must not be (a run folder shared with a group,
+    a report served from the folder)."""
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("{}"))
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+    (tmp_path / "new.json").chmod(0o640)
+    write_atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("[]"))
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640
