@@ -135,7 +135,7 @@ def config_from_args(args: argparse.Namespace):
     for name in ("edit", "eval"):
         pairs = getattr(args, name, None) or []
         if pairs:
-            d[name] = {**d.get(name, {}), **dict(pairs)}
+            d[name] = _merged(d.get(name, {}), dict(pairs))
     ev = dict(d.get("eval", {}))
     if args.text_source is not None:
         ev["text.source"] = args.text_source
@@ -148,6 +148,16 @@ def config_from_args(args: argparse.Namespace):
     if "out" not in d:
         d["out"] = str(Path("results") / d.get("task", RunConfig.task))
     return RunConfig.from_dict(d)
+
+
+def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` on top of ``base``, table by table: ``--eval 'relearning={"both_halves": true}'``
+    changes that key of the config file's ``[eval.relearning]`` and keeps its others (as
+    ``--eval relearning.both_halves=true`` does), instead of replacing the whole table."""
+    out = dict(base)
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:

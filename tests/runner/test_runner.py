@@ -322,3 +322,13 @@ def test_a_failed_resume_keeps_the_folder_and_its_results(copy_of_run: Path, mon
     after = {p.relative_to(copy_of_run).as_posix(): p.read_bytes() for p in copy_of_run.rglob("*") if p.is_file()}
     assert after.keys() == before.keys()
     assert {k for k in after if after[k] != before[k]} <= {"run_config.json"}  # its seeds now include 1; nothing lost
+
+
+def test_a_table_given_on_the_command_line_changes_only_its_keys_of_the_config_files_table(tmp_path: Path):
+    from factlens.runner.cli import build_parser, config_from_args
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('task = "planted"\nmodel = "planted"\n[eval.relearning]\nsteps = 7\nlr = 0.002\n')
+    args = build_parser().parse_args(["run", "--config", str(cfg_file), "--eval", 'relearning={"both_halves": true}'])
+    relearning = config_from_args(args).resolved()["eval"]["relearning"]
+    assert (relearning["steps"], relearning["lr"], relearning["both_halves"]) == (7, 0.002, True)
