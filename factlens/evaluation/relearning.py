@@ -154,12 +154,18 @@ def shared_copy(model):
     return copy.deepcopy(model, memo)
 
 
-def _text_chunks(model, config: EvalConfig) -> tuple[Tensor, str]:
-    """General-text chunks for the SFT loss (``config.text``: ``source``, ``n_chunks``, ``seq_len``)."""
+def _text_chunks(model, config: EvalConfig, avoid_subjects: Sequence[str] = ()) -> tuple[Tensor, str, int]:
+    """General-text chunks for the SFT loss (``config.text``: ``source``, ``n_chunks``, ``seq_len``)
+    from the passages that name none of ``avoid_subjects``; also returns how many passages were
+    dropped (the same rule as the unrelated fine-tuning attack's text)."""
     text = config.text
     texts = load_texts(text.source, seed=config.seed)
-    chunks = token_chunks(model, texts, seq_len=text.seq_len, n_chunks=text.n_chunks)
-    return chunks, f"text:{text.source or 'builtin'}"
+    kept = [t for t in texts if not any(s in t for s in avoid_subjects)] if avoid_subjects else texts
+    if not kept:
+        raise ValueError(f"every passage of the text {text.source or 'builtin'!r} names a subject of the evaluated "
+                         "facts; give other text (--text-source) or set l_sft=0")
+    chunks = token_chunks(model, kept, seq_len=text.seq_len, n_chunks=text.n_chunks)
+    return chunks, f"text:{text.source or 'builtin'}", len(texts) - len(kept)
 
 
 # -- the attack ------------------------------------------------------------------------------
@@ -211,7 +217,8 @@ def _loss(work, fb: list, rb: list, cb: Tensor | None, positions, *, l_retain: f
 
 
 def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig | None = None,
-            targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0) -> Relearned:
+            targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0,
+            avoid_subjects: Sequence[str] = ()) -> Relearned:
     """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
 
     Each step uses ``config.relearning.batch_size`` facts (cycling through a seeded
@@ -228,6 +235,9 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
         targets: LoRA targets (see :func:`~factlens.evaluation.lora.add_lora`).
         l_retain: Weight of the retain loss.
         l_sft: Weight of the SFT loss (0 disables it and skips loading text).
+        avoid_subjects: Text passages that name any of these (exact substring) are left out of
+            the SFT loss, so that general text cannot teach the held-out facts the attack is
+            judged on (the relearning suite passes every forget and maintain subject).
 
     Returns:
         The relearned copy with its adapters and the loss history.
@@ -253,7 +263,8 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     lora = add_lora(work, rank=rc.rank, targets=targets, seed=config.seed, forward=rc.lora_forward)
     trainable = lora.parameters()
     opt = torch.optim.AdamW(trainable, lr=rc.lr, weight_decay=0.0)
-    chunks, sft_kind = (None, "skipped: l_sft=0") if l_sft == 0 else _text_chunks(work, config)
+    chunks, sft_kind, n_dropped = ((None, "skipped: l_sft=0", 0) if l_sft == 0
+                                   else _text_chunks(work, config, tuple(dict.fromkeys(avoid_subjects))))
     gen = torch.Generator().manual_seed(config.seed)
     bs = rc.batch_size
     f_it = _cycle(len(facts), gen)
@@ -277,7 +288,8 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
             opt.step()
             opt.zero_grad(set_to_none=True)  # the next step's backward must not run beside these gradients
             history.append({"step": step, **rec, "loss": loss.item()})
-    meta = {"n_lora_params": lora.n_params, "delta_norm": lora.delta_norm(), "n_train_facts": len(facts)}
+    meta = {"n_lora_params": lora.n_params, "delta_norm": lora.delta_norm(), "n_train_facts": len(facts),
+            "n_dropped_passages": n_dropped}
     return Relearned(work, lora, tuple(history), sft_kind, time.perf_counter() - t0, meta)
 
 
@@ -418,7 +430,8 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
     controls: dict[str, PromptScores] = {}
     attacks = []
     for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
-        rel = relearn(model, facts[train], retain=task.retain, config=config)
+        avoid = [r.subject for r in (*task.forget, *task.maintain) if r.subject]
+        rel = relearn(model, facts[train], retain=task.retain, config=config, avoid_subjects=avoid)
         try:
             with parametrize.cached():
                 trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
@@ -429,7 +442,8 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
             rel.lora.remove()
         attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
                         "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
-                        "n_train_facts": len(facts[train]), "sft": rel.sft_kind})
+                        "n_train_facts": len(facts[train]), "sft": rel.sft_kind,
+                        "n_dropped_passages": rel.meta["n_dropped_passages"]})
         del rel  # drop the relearned copy before the next attack
     return trained, held, controls, attacks
 

@@ -596,3 +596,23 @@ def test_bad_settings_are_refused_with_clear_errors(sub_bin):
         run_quantization(edited, task, quantization_config=UpdateSizeConfig())
     with pytest.raises(ValueError, match="scheme"):
         quantize_matrix(torch.ones(2, 2), "fp4")
+
+
+def test_relearning_text_leaves_out_passages_that_name_an_evaluated_subject(tmp_path):
+    """The SFT text must not teach the held-out facts the attack is judged on: a passage naming a
+    forget (or maintain) subject is dropped, and the record counts it."""
+    from factlens.evaluation.relearning import run_relearning
+
+    p = planted_fact_model()
+    subject = p.task.forget[0].subject
+    lines = [f"{subject} plays {p.task.forget[0].answer} every day ."] + [
+        "the river runs past the old mill and the town sleeps ."] * 12
+    src = tmp_path / "text.txt"
+    src.write_text("\n".join(lines) + "\n")
+    cfg = EvalConfig(relearning={"steps": 1, "rank": 2}, text={"source": str(src), "n_chunks": 2, "seq_len": 8})
+    rl = run_relearning(copy.deepcopy(p.model), p.task, original=p.model, config=cfg)
+    assert [a["n_dropped_passages"] for a in rl.extra["attacks"]] == [1, 1]
+    only = tmp_path / "only.txt"
+    only.write_text(lines[0] + "\n")
+    with pytest.raises(ValueError, match="names a subject of the evaluated facts"):
+        run_relearning(copy.deepcopy(p.model), p.task, original=p.model, config=cfg.replace(text={"source": str(only)}))
