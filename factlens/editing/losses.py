@@ -40,6 +40,7 @@ from factlens.prefix import residual_after_prefix
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, unembed
 
 __all__ = [
+    "shared_prompt_tokens",
     "answer_logprob_grad",
     "answer_log1m_prob",
     "fact_losses",
@@ -283,6 +284,30 @@ def answer_logprobs_and_lengths(model, prompts: Sequence[str], answers: Sequence
     lp, _, owner = _answer_token_stats(model, prompts, answers)
     n = len(prompts)
     return _sum_by_owner(lp, owner, n), _sum_by_owner(torch.ones_like(lp), owner, n)
+
+
+def shared_prompt_tokens(model, prompts: Sequence[str]) -> int:
+    """Leading token positions (BOS included) on which every prompt agrees, less one for the
+    shortest prompt's last token, which always stays.
+
+    In a causal model the activations there are the same for every prompt (a few-shot example
+    that every fact prompt starts with): an activation loss on them cannot tell forget from
+    retain prompts. RMU leaves them out.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> shared_prompt_tokens(tiny_model(), ["the cat sat", "the cat ran"]) > 1
+        True
+    """
+    if not prompts:
+        return 0
+    bos = _bos_id(model)
+    rows = [([bos] if bos is not None else []) + _encode(model, p)[0] for p in dict.fromkeys(prompts)]
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return min(n, shortest - 1)
 
 
 def prompt_activations(model, prompts: Sequence[str], layer: int) -> tuple[Float[Tensor, "n pos d_model"], Tensor]:

@@ -343,3 +343,30 @@ def test_diverging_learning_rate_stops_and_restores(inplace):
     with pytest.raises(FloatingPointError, match="diverged at optimizer step .*restored"):
         edit(model, Mask.from_labels(["L0.mlp", "L1H1"]), task, config=cfg, inplace=inplace, show_progress=False)
     assert_unchanged(model, snap)
+
+
+def test_rmu_steers_only_what_depends_on_the_subject():
+    """Every default sports prompt starts with the same one-shot example (12 tokens after BOS), whose
+    activations are the same for all prompts. RMU used to steer them too: its forget term fought the
+    retain term there, and what it won moved every prompt, held-out ones included (MSE 5.0 on the
+    held-out prompts' shared positions in this setting, against 0.19 now)."""
+    from factlens.editing.losses import prompt_activations, shared_prompt_tokens
+    from factlens.tasks import sports_unlearning
+
+    torch.manual_seed(0)
+    m = tiny_model()
+    task = sports_unlearning(sports_facts(), n_forget=8, n_retain=16, n_maintain=16)
+    fb, rb, mb = (format_prompts(d) for d in (task.forget, task.retain, task.maintain))
+    shared = shared_prompt_tokens(m, [it.prompt for it in (*fb, *rb)])
+    assert shared == 13  # BOS + "Fact: Tiger Woods plays the sport of golf\nFact:"
+    mask = Mask([Component("mlp", 0), Component("mlp", 1)])
+    cfg = EditConfig(rmu_alpha=1.0, lr=1e-1, steps=40, batch_size=None, grad_accum=1, l_sft=0.0,
+                     rmu_adaptive_scale=5.0, rmu_layer=1)
+    res = edit(m, mask, task, objective="rmu", config=cfg, show_progress=False)
+    assert res.meta["rmu_shared_tokens"] == shared
+    with torch.no_grad():
+        before, valid = prompt_activations(m, [it.prompt for it in mb], 1)
+        after, _ = prompt_activations(res.model, [it.prompt for it in mb], 1)
+    change = ((after - before) ** 2).mean(-1)
+    assert float(change[:, 1:shared].mean()) < 1.0  # was 5.0: the forget term steered the shared example
+    assert res.history[-1]["loss_forget"] < 0.2 * res.history[0]["loss_forget"]  # was stuck at 60 % with α = 100

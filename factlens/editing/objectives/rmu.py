@@ -10,15 +10,21 @@ the original model's:
 with ``u`` a unit vector drawn once (as in the reference code: uniform in ``[0, 1)^d``, then
 normalized; seeded by ``EditConfig.seed``) and ``alpha = rmu_alpha``. ``h_l`` is the
 activation at ``factlens.components.resid_hook(l, "post")`` at every prompt token after BOS;
-the MSE averages over tokens and dimensions per prompt, then over prompts
-(:func:`factlens.editing.losses.activation_mse`). The model runs only up to block ``l``, so an
+the forget term also leaves out the tokens that all training prompts share
+(:func:`~factlens.editing.losses.shared_prompt_tokens`: the few-shot example that fact prompts
+start with, 12 of about 18 tokens of the default sports prompt). Their activations are the
+same for every prompt: steering them would pull against the retain term on the very same
+numbers, and what it won there would change every prompt, held-out ones included
+(open-unlearning's RMU likewise scores only the answer positions). The retain term keeps
+them at the original's. The MSE averages over tokens and dimensions per prompt, then over
+prompts (:func:`factlens.editing.losses.activation_mse`). The model runs only up to block ``l``, so an
 RMU micro-batch costs ``(l + 1) / n_layers`` of a full forward pass; the original's retain
 activations are cached once in :meth:`RMUObjective.prepare` (``n_retain x tokens x d_model``
 floats).
 
 Adaptive RMU (Dang et al. 2025; ``EditConfig.rmu_adaptive_scale = beta``) sets
 ``c = beta * mean ||h_l^orig(forget)||``, the original model's mean activation norm over the
-forget prompts' tokens: a fixed ``c`` that suits one model's norms (20 for Zephyr-7B's layer
+forget prompts' tokens (the shared ones left out as above): a fixed ``c`` that suits one model's norms (20 for Zephyr-7B's layer
 7) is far below another's (Gemma 3 270M's residual norms are about 2,800 at layer 4, where
 ``c = 20`` does not unlearn). The authors' code averages the norm over every position of the
 first forget batch at step 0 (the original model; BOS and padding included); factlens
@@ -40,7 +46,7 @@ import torch
 from torch import Tensor
 
 from factlens.data.formats import FormattedPrompt
-from factlens.editing.losses import activation_mse, prompt_activations
+from factlens.editing.losses import activation_mse, prompt_activations, shared_prompt_tokens
 from factlens.editing.objectives.base import TrainingObjective
 
 __all__ = ["RMUObjective", "rmu_layer", "mean_activation_norm"]
@@ -61,8 +67,9 @@ def rmu_layer(mask, config, n_layers: int) -> int:
     return layer
 
 
-def mean_activation_norm(model, prompts: Sequence[str], layer: int) -> float:
-    """Mean L2 norm of ``resid_post`` at ``layer`` over the prompts' tokens (BOS and padding excluded).
+def mean_activation_norm(model, prompts: Sequence[str], layer: int, *, skip: int = 0) -> float:
+    """Mean L2 norm of ``resid_post`` at ``layer`` over the prompts' tokens (BOS, padding and
+    the first ``skip`` positions excluded).
 
     Every token counts once (a prompt with more tokens weighs more), computed without gradient.
     """
@@ -73,6 +80,7 @@ def mean_activation_norm(model, prompts: Sequence[str], layer: int) -> float:
     with torch.no_grad():
         for i in range(0, len(prompts), _CACHE_BATCH):
             acts, valid = prompt_activations(model, prompts[i:i + _CACHE_BATCH], layer)
+            valid[:, :skip] = False
             norms = acts.float().norm(dim=-1)[valid]
             total += float(norms.sum())
             count += int(norms.numel())
@@ -90,6 +98,8 @@ class RMUObjective(TrainingObjective):
         retain_reference: Retain prompt -> the original's activations at its tokens (``[n_tokens, d_model]``).
         forget_norm: Adaptive RMU: the original's mean activation norm over the forget
             prompts' tokens (``c = rmu_adaptive_scale * forget_norm``); ``None`` for plain RMU.
+        skip: Leading positions (BOS included) every training prompt shares: the forget term
+            and the adaptive norm leave them out, the retain term keeps them at the original.
     """
 
     layer: int
@@ -97,6 +107,7 @@ class RMUObjective(TrainingObjective):
     alpha: float
     retain_reference: Mapping[str, Tensor]
     forget_norm: float | None = None
+    skip: int = 1
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -106,8 +117,9 @@ class RMUObjective(TrainingObjective):
         u = torch.rand(model.cfg.d_model, generator=gen)
         forget_norm = None
         coef = config.rmu_steering_coef
+        skip = shared_prompt_tokens(model, [it.prompt for it in (*forget_items, *retain_items)])
         if config.rmu_adaptive_scale is not None:
-            forget_norm = mean_activation_norm(model, [it.prompt for it in forget_items], layer)
+            forget_norm = mean_activation_norm(model, [it.prompt for it in forget_items], layer, skip=skip)
             coef = config.rmu_adaptive_scale * forget_norm
         control = (u / u.norm() * coef).to(model.cfg.device)
         ref: dict[str, Tensor] = {}
@@ -118,10 +130,10 @@ class RMUObjective(TrainingObjective):
                 acts, valid = prompt_activations(model, chunk, layer)
                 ref.update({p: acts[j][valid[j]].clone() for j, p in enumerate(chunk)})
         return cls(layer=layer, control=control, alpha=config.rmu_alpha, retain_reference=MappingProxyType(ref),
-                   forget_norm=forget_norm)
+                   forget_norm=forget_norm, skip=skip)
 
     def describe(self) -> dict[str, Any]:
-        out = {"rmu_layer": self.layer, "rmu_control_norm": float(self.control.norm())}
+        out = {"rmu_layer": self.layer, "rmu_control_norm": float(self.control.norm()), "rmu_shared_tokens": self.skip}
         if self.forget_norm is not None:
             out["rmu_forget_norm"] = self.forget_norm
         return out
@@ -131,7 +143,9 @@ class RMUObjective(TrainingObjective):
         nf = len(forget_batch)
         acts, valid = prompt_activations(model, [it.prompt for it in forget_batch] + [it.prompt for it in retain_batch],
                                          self.layer)
-        loss_forget = activation_mse(acts[:nf], self.control.to(acts.dtype), valid[:nf])
+        forget_valid = valid[:nf].clone()
+        forget_valid[:, :self.skip] = False  # the shared positions: kept by the retain term, never steered
+        loss_forget = activation_mse(acts[:nf], self.control.to(acts.dtype), forget_valid)
         if not retain_batch:
             return loss_forget, acts.new_zeros(())
         acts_r, valid_r = acts[nf:], valid[nf:]
