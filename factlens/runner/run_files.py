@@ -42,6 +42,10 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
                              "that include it")
         task = {k: v for k, v in (r.get("task") or {}).items() if k != "seed"}
         setup = _setup(r)
+        eval_seed = setup.pop("eval.seed", r["seed"])  # each seed's evaluation runs with that seed
+        if eval_seed != r["seed"]:
+            raise ValueError(f"{f}: a run of seed {r['seed']} evaluated with seed {eval_seed}: a run file edited or "
+                             "made elsewhere? Move it out of the folder")
         if first is None:
             first = (f, task, setup)
             continue

@@ -332,3 +332,22 @@ def test_a_table_given_on_the_command_line_changes_only_its_keys_of_the_config_f
     args = build_parser().parse_args(["run", "--config", str(cfg_file), "--eval", 'relearning={"both_halves": true}'])
     relearning = config_from_args(args).resolved()["eval"]["relearning"]
     assert (relearning["steps"], relearning["lr"], relearning["both_halves"]) == (7, 0.002, True)
+
+
+def test_a_run_of_several_seeds_writes_its_report_and_compares_over_both_seeds(tmp_path: Path):
+    """Each seed's evaluation runs with that seed; the one-setup check took the differing eval seeds
+    for files of two configurations, so every multi-seed run ended without a report and with a
+    folder that neither factlens report nor factlens compare would read."""
+    from factlens.comparison import compare
+
+    out = tmp_path / "two"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random",
+                 "--seeds", "0,1", "--edit", "steps=2", "--suites", "standard", "--no-progress"]) == 0
+    assert (out / "report.html").exists()
+    table = compare(out, reference="flu")
+    assert set(table["n_seeds"]) == {2}
+    rec = json.loads((out / "runs/seed1/random.json").read_text())
+    rec["eval"]["meta"]["config"]["seed"] = 0  # a seed-1 unit evaluated with seed 0: not this folder's
+    write_json_atomic(out / "runs/seed1/random.json", rec)
+    with pytest.raises(ValueError, match="a run of seed 1 evaluated with seed 0"):
+        compare(out, reference="flu")
