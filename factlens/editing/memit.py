@@ -67,7 +67,8 @@ from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics
 from factlens.editing.result import EditResult
 from factlens.editing.memory_editing import (ValueEditConfig, build_result, check_value_fields, covariance_meta,
-                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config)
+                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config,
+                                          with_gradients)
 from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
                                 optimize_delta, subject_keys)
 from factlens.memory import check_folder, kept_copies
@@ -301,6 +302,7 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
     return per_layer
 
 
+@with_gradients
 def memit(model, mask, task, *, objective: str | None = None, config: MemitConfig | EditConfig | None = None,
           inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Write all of the task's new facts at once into the mask's MLP layers with MEMIT.

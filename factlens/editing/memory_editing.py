@@ -8,10 +8,12 @@ whose deltas are whole ``W_out`` tensors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
+import torch
 from torch import Tensor
 
 from factlens.components import Component, Mask, ModelShape
@@ -28,6 +30,17 @@ class MaskNotSupported(ValueError):
     neurons). The runner reports it with the unit's name instead of a traceback."""
 
 
+def with_gradients(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with gradients on, also when the caller is under ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (a notebook's evaluation block): the model copy, the optimized
+    value and its graph must be ordinary tensors."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def check_value_fields(cfg: Any) -> None:
     """Validation shared by :class:`~factlens.editing.rome.RomeConfig` and :class:`~factlens.editing.memit.MemitConfig`."""
     name = type(cfg).__name__
@@ -41,6 +54,9 @@ def check_value_fields(cfg: Any) -> None:
     if cfg.clamp_norm_factor is not None and not cfg.clamp_norm_factor > 0:
         raise ValueError(f"{name}.clamp_norm_factor must be > 0 (or None: no clamp), got {cfg.clamp_norm_factor}")
     kl = tuple(cfg.kl_prompts) if not isinstance(cfg.kl_prompts, str) else (cfg.kl_prompts,)
+    if not kl:  # the KL term would be 0/0: NaN losses that never reach stop_loss
+        raise ValueError(f"{name}.kl_prompts is empty; keep at least one essence prompt and set kl_factor=0 to "
+                         "switch the KL term off")
     bad = [p for p in kl if p.count("{}") != 1]
     if bad:
         raise ValueError(f"{name}.kl_prompts need exactly one '{{}}' slot for the subject, got {bad}")

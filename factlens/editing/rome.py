@@ -63,7 +63,8 @@ from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: 
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
 from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, build_result, covariance_meta,
-                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config)
+                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config,
+                                          with_gradients)
 from factlens.editing.result import EditResult
 from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
@@ -269,6 +270,22 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: st
     Returns:
         ``(delta, o, history)``: float32 ``[d_model]`` on the model's device.
     """
+    last = model.cfg.n_layers - 1
+    if layer >= last and not bool((batch.nll_pos == batch.lookup[batch.nll_rows]).any()):
+        method = "ROME" if where == "mlp" else "MEMIT"
+        raise MaskNotSupported(
+            f"{method} writes the new value at the subject's last token after layer {layer}, the model's last block: "
+            "no attention layer after it carries that position to the prediction, so the edit could not change the "
+            f"answer (it would write optimizer noise into W_out). Use a mask whose {'' if where == 'mlp' else 'last '}"
+            f"MLP layer is below {last}")
+    # gradients are needed even when the caller runs under torch.no_grad() or inference_mode(): delta, the
+    # optimizer and the graph are made outside both
+    with torch.inference_mode(False), torch.enable_grad():
+        return _optimize_delta(model, layer, batch, cfg, where, fact)
+
+
+def _optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, where: str,
+                    fact: int) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
     dev = batch.tokens.device
     delta = torch.zeros(model.cfg.d_model, device=dev, dtype=torch.float32, requires_grad=True)
     rows = torch.arange(batch.tokens.shape[0], device=dev)
@@ -389,6 +406,7 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
     return RankOneEdit(layer, key, value, u, rome_closed_form(W, key, value, u, b), tuple(history))
 
 
+@with_gradients
 def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig | EditConfig | None = None,
          inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Write the task's new facts into the mask's single MLP layer with ROME, one fact after another.

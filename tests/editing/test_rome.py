@@ -12,6 +12,7 @@ from factlens.components import Component, Mask
 from factlens.data import sports_facts
 from factlens.editing import EditConfig, EditResult
 from factlens.editing.covariance import key_statistics, weights_fingerprint
+from factlens.editing.memit import MemitConfig, memit
 from factlens.editing.rome import RomeConfig, context_prefixes, rome, rome_closed_form, rome_step, subject_keys
 from factlens.tasks import sports_athlete_editing, sports_unlearning
 from factlens.testing import planted_fact_model, tiny_model
@@ -204,7 +205,7 @@ def test_invariants_inplace_revert_save_load(task, tmp_path):
 def test_inplace_edit_is_restored_when_interrupted(task, monkeypatch):
     from factlens.editing import rome as rome_mod
 
-    m = tiny_model()
+    m = tiny_model(n_layers=3)  # L1 has a block after it
     snap = snapshot(m)
     calls = []
     real = rome_mod.rome_step
@@ -222,7 +223,7 @@ def test_inplace_edit_is_restored_when_interrupted(task, monkeypatch):
 
 
 def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
-    m = tiny_model()
+    m = tiny_model(n_layers=3)  # L1 has a block after it
     res = factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method="rome", config=EditConfig(seed=3),
                         show_progress=False)
     assert res.meta["rome_config"] == RomeConfig(seed=3).to_dict()
@@ -233,7 +234,7 @@ def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
 
 def test_edit_dispatch_reads_the_methods_table(task):
     """``EditConfig.methods["rome"]`` reaches ROME through factlens.edit (and the runner's --edit)."""
-    m = tiny_model()
+    m = tiny_model(n_layers=3)  # L1 has a block after it
     ec = EditConfig(seed=3, sft_source="x.txt").override({"methods.rome.v_num_grad_steps": 2,
                                                           "methods.rome.prefix_lengths": [[3, 2]],
                                                           "methods.rome.text_source": None})
@@ -295,3 +296,37 @@ def test_key_statistics_cache_follows_the_texts_content(cache_dir, tmp_path):
     assert second.path != first.path and torch.allclose(second.mom2, fresh.mom2)
     assert not torch.allclose(second.mom2, first.mom2)
     assert not list(second.path.parent.glob("*.tmp")) and not list(second.path.parent.glob(".*.tmp"))
+
+
+def test_a_value_written_after_the_last_block_is_refused_not_written_from_noise(task):
+    """At the last block nothing carries the subject's last token to the prediction: the target's loss has
+    no gradient, and ROME/MEMIT wrote the optimizer's noise into W_out (0 % edited, a nonzero update)."""
+    from factlens.editing.memory_editing import MaskNotSupported
+
+    m = tiny_model(n_layers=3)
+    before = snapshot(m)
+    with pytest.raises(MaskNotSupported, match="ROME writes the new value .* after layer 2, the model's last block"):
+        rome(m, Mask.from_labels(["L2.mlp"]), task, config=FAST)
+    with pytest.raises(MaskNotSupported, match="MEMIT writes the new value .* after layer 2.*last MLP layer is below 2"):
+        memit(m, Mask.all_mlps(m), task, config=MemitConfig(v_num_grad_steps=4, prefix_lengths=((5, 3),),
+                                                            n_cov_tokens=1500))
+    assert_unchanged(m, before)
+    assert no_hooks(m)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_rome_and_memit_run_under_no_grad_and_inference_mode(task, mode):
+    """A notebook's evaluation block: the value optimization needs gradients and ordinary tensors."""
+    m = tiny_model(n_layers=3)
+    with getattr(torch, mode)():
+        r = rome(m, Mask.from_labels(["L1.mlp"]), task, config=FAST)
+        e = memit(m, Mask.from_labels(["L0.mlp", "L1.mlp"]), task,
+                  config=MemitConfig(v_num_grad_steps=4, prefix_lengths=((5, 3),), n_cov_tokens=1500))
+    for res in (r, e):
+        w = res.model.blocks[1].mlp.W_out
+        assert not w.is_inference() and not torch.equal(w, m.blocks[1].mlp.W_out)
+
+
+def test_an_empty_kl_prompt_list_is_refused():
+    with pytest.raises(ValueError, match="kl_prompts is empty.*kl_factor=0"):
+        RomeConfig(kl_prompts=())
