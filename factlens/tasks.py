@@ -172,7 +172,31 @@ def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0,
     forget, rest = dataset.split(n_forget, seed=seed)
     _check_targets(forget)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
-    return Task("counterfact_editing", "inject", forget, retain, maintain, seed=seed)
+    forget, retain, maintain, dropped = _without_trained_neighbors(forget, retain, maintain)
+    return Task("counterfact_editing", "inject", forget, retain, maintain, seed=seed,
+                meta={"neighbors_dropped": dropped})
+
+
+def _without_trained_neighbors(*splits: FactDataset) -> tuple[Any, ...]:
+    """``splits`` (forget, retain, maintain) without the neighborhood prompts that are the prompt of a
+    forget or retain fact, and how many were dropped.
+
+    CounterFact's neighbors are other subjects' prompts, often the very prompts of other facts in
+    the dataset ("The capital of China is" is a fact and a neighbor of "The capital of France
+    is"). Scored as neighbors, an edited forget fact would count as damage and a retain fact,
+    which the edit trains on, as generalization.
+    """
+    trained = {r.prompt for ds in splits[:2] for r in ds}
+    dropped = 0
+
+    def clean(r: FactRecord) -> FactRecord:
+        nonlocal dropped
+        kept = tuple(n for n in r.neighborhood if n.prompt not in trained)
+        dropped += len(r.neighborhood) - len(kept)
+        return r if len(kept) == len(r.neighborhood) else replace(r, neighborhood=kept)
+
+    out = tuple(ds.map(clean) for ds in splits)
+    return (*out, dropped)
 
 
 def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chunk_size: int = 16, seed: int = 0, *,
@@ -187,7 +211,8 @@ def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chun
     t = counterfact_editing(dataset, n_forget=n, seed=seed, n_retain=n_retain, n_maintain=n_maintain)
     shuffled = t.forget.shuffled(seed + 7)
     chunks = tuple(shuffled[i * chunk_size:(i + 1) * chunk_size] for i in range(n_chunks))
-    return replace(t, name="sequential_counterfact_editing", chunks=chunks, meta={"n_chunks": n_chunks, "chunk_size": chunk_size})
+    return replace(t, name="sequential_counterfact_editing", chunks=chunks,
+                   meta={**t.meta, "n_chunks": n_chunks, "chunk_size": chunk_size})
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,16 @@ def test_too_many_facts_for_the_known_ones_is_a_task_size_error_that_names_what_
     with pytest.raises(TaskSizeError, match=r"3 chunks of 8 facts need 24 .* chunks of at most 6 \(--forget-size 6\)"):
         sequential_counterfact_editing(small, n_chunks=3, chunk_size=8)
     assert len(sequential_counterfact_editing(small, n_chunks=3, chunk_size=6).forget) == 18
+
+
+def test_counterfact_neighbors_that_are_prompts_of_edited_or_trained_facts_are_dropped():
+    """In the built-in CounterFact set most neighbors are other facts' own prompts: scored as neighbors,
+    an edited forget fact counted as damage and a retain fact (trained) as generalization."""
+    cf = counterfact()
+    fact_prompts = {r.prompt for r in cf}
+    assert sum(n.prompt in fact_prompts for r in cf for n in r.neighborhood) > 100  # why it matters
+    for t in (counterfact_editing(cf, n_forget=16, seed=0), sequential_counterfact_editing(cf, n_chunks=2, chunk_size=8)):
+        trained = {r.prompt for r in (*t.forget, *t.retain)}
+        assert not [n.prompt for r in (*t.forget, *t.retain, *t.maintain) for n in r.neighborhood if n.prompt in trained]
+        assert t.meta["neighbors_dropped"] > 0 and t.summary()["neighbors_dropped"] == t.meta["neighbors_dropped"]
+        assert any(r.neighborhood for r in t.maintain)  # the other neighbors stay

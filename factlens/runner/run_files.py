@@ -40,7 +40,8 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
             raise ValueError(f"{f}: seed {r['seed']} is not one of this folder's seeds {sorted(seeds)} "
                              "(run_config.json): a run file from another folder? Move it out, or run with --seeds "
                              "that include it")
-        task = {k: v for k, v in (r.get("task") or {}).items() if k != "seed"}
+        # the seed and what the seed's split decides (neighbors that are other facts' prompts) differ by seed
+        task = {k: v for k, v in (r.get("task") or {}).items() if k not in ("seed", "neighbors_dropped")}
         setup = _setup(r)
         eval_seed = setup.pop("eval.seed", r["seed"])  # each seed's evaluation runs with that seed
         if eval_seed != r["seed"]:
