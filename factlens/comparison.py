@@ -11,7 +11,9 @@ their ids. For each localization and metric, :func:`compare` reports
   facts, or with several seeds over seeds and then facts within each drawn seed; for a
   token-weighted metric (``Metric.weights``: tokens per text chunk) the per-seed means, the
   bootstrap and the test below weigh each chunk by its tokens, so ``diff`` is
-  ``value - reference_value`` on the same units;
+  ``value - reference_value`` on the same units; ``value`` and ``reference_value`` (and
+  ``n_seeds``) count only the seeds both sides have (folders run with other ``--seeds``, or
+  a run still in progress);
 * ``p_value`` — a paired sign-flip permutation test over the paired units (exact when at
   most 16 units differ), ``p_holm`` — Holm-corrected across the metrics of one localization that can
   reach significance at all (``testable``: Tarone's modification,
@@ -310,6 +312,9 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
                                 weighted_mean_se)
 
     pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
+    if pairs:  # value and reference_value over the seeds the difference is taken on (folders with other --seeds)
+        paired = {p.seed for p in pairs}
+        lm, rm = ({s: m for s, m in side.items() if s in paired} for side in (lm, rm))
     first = next(iter(lm.values()))
     at_chance = any(m.at_chance for m in (*lm.values(), *rm.values()))
     row: dict[str, Any] = {

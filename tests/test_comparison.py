@@ -530,3 +530,16 @@ def test_a_value_with_identical_outcomes_over_seeds_has_the_pooled_wilson_interv
     d = factlens.compare({"x": runs["flu"], "flu": runs["x"]}, reference="flu").iloc[0]
     assert (d["value_ci_low"], d["value_ci_high"]) == pytest.approx(wilson_interval(32, 32))
     assert d["ci_low"] == 0.0 < d["ci_high"]  # the paired difference keeps its own bootstrap (one fact moved)
+
+
+def test_value_and_reference_value_count_the_seeds_the_difference_is_taken_on():
+    """The reference has seeds 0 and 1, the other side only seed 0 (its own folder, or a run in progress):
+    the values were means over each side's own seeds (1.0 vs 0.5) beside a diff over seed 0 alone (0.0)."""
+    def ev(vals):
+        m = Metric.from_samples("forget_accuracy", {f"f{i}": float(v) for i, v in enumerate(vals)},
+                                higher_is_better=False)
+        return EvalResult({"standard": SuiteResult("standard", (m,))})
+
+    t = factlens.compare({"flu": {0: ev([1] * 16), 1: ev([0] * 16)}, "rome": {0: ev([1] * 16)}}, reference="flu")
+    r = t.iloc[0]
+    assert (r["value"], r["reference_value"], r["diff"], r["n_seeds"]) == (1.0, 1.0, 0.0, 1)
