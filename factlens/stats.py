@@ -240,13 +240,15 @@ def mean_interval(groups: Sequence[Sequence[float]], *, weights: Sequence[Sequen
     gave [1.00, 1.00] where one seed's Wilson interval is [0.81, 1.00]. A mean is never known
     better than that count allows, so the degenerate case takes the Wilson interval of all
     units (k of n), which ignores the seed variance that identical outcomes do not show.
-    Only for values, not for paired differences (all-zero differences are not a proportion).
+    Only for values, not for paired differences (all-zero differences are not a proportion),
+    and not for token-weighted means (``weights`` given: a KL of 0 on every text chunk is not
+    0 successes of n), as :meth:`~factlens.evaluation.result.Metric.from_samples` does for one seed.
 
     Example:
         >>> [round(x, 2) for x in mean_interval([[1.0] * 16, [1.0] * 16])]
         [0.89, 1.0]
     """
-    if identical_binary(groups):
+    if weights is None and identical_binary(groups):
         flat = [float(v) for g in groups for v in g if not math.isnan(float(v))]
         return wilson_interval(int(sum(flat)), len(flat))
     return hierarchical_bootstrap_interval(groups, weights=weights, seed=seed)

@@ -508,3 +508,12 @@ def test_sign_flip_test_refuses_negative_weights():
     with pytest.raises(ValueError, match="weights must be >= 0"):
         sign_flip_test([0.5, 0.2, -0.1], weights=[1.0, -1.0, 1.0])
     assert sign_flip_test([0.5, 0.2, -0.1], weights=[1.0, 0.0, 1.0]) == sign_flip_test([0.5, -0.1])
+
+
+def test_a_token_weighted_mean_of_identical_zeros_is_not_a_proportion():
+    """A KL of exactly 0 on every text chunk in two seeds: the Wilson interval of "0 of 6 chunks" gave
+    [0.00, 0.39]; one seed gives the bootstrap's [0, 0], and so do several now."""
+    from factlens.stats import mean_interval
+
+    assert mean_interval([[0.0] * 3, [0.0] * 3], weights=[[40, 55, 61]] * 2) == (0.0, 0.0)
+    assert mean_interval([[0.0] * 3, [0.0] * 3])[1] > 0.3  # unweighted 0/1 outcomes keep the count's interval

@@ -96,7 +96,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
             weighted = any(m.weights is not None for m in ms)
             ci = (mean_interval(groups, weights=ws if weighted else None)
                   if len(groups) == len(ms) > 1 and all(groups) else None)
-            method = None if not ci else "wilson" if identical_binary(groups) else "bootstrap"
+            method = None if not ci else "wilson" if not weighted and identical_binary(groups) else "bootstrap"
             metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
                                     baseline=float(np.mean(base)) if base else None,
                                     at_chance=any(m.at_chance for m in ms), stderr=None,
