@@ -100,6 +100,26 @@ def _csv_rows(p: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _plain(value: Any) -> Any:
+    """A parquet row's value as JSON would give it: arrays as lists, missing values (NaN, NA) as None.
+
+    pandas hands list columns over as numpy arrays (two equal rows then fail ``==``) and
+    missing strings as NaN (which ``or None`` keeps, being truthy).
+    """
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    try:
+        import pandas as pd
+
+        return None if pd.isna(value) else value
+    except (TypeError, ValueError):
+        return value
+
+
 def _rows_from(path: str | Path, *, split: str = "train") -> list[dict[str, Any]]:
     """The records of a local file or Hugging Face dataset (raises when it holds none)."""
     p = Path(path)
@@ -110,7 +130,7 @@ def _rows_from(path: str | Path, *, split: str = "train") -> list[dict[str, Any]
         if p.suffix == ".parquet":
             import pandas as pd
 
-            rows = pd.read_parquet(p).to_dict("records")
+            rows = [_plain(r) for r in pd.read_parquet(p).to_dict("records")]
         elif p.suffix in readers:
             rows = readers[p.suffix](p)
         else:
@@ -217,7 +237,9 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "reco
         else:
             opts = (mcq["target_true"].strip(),) + tuple(o.strip() for o in mcq["targets_false"])
         opts = _own_spelling(tuple(dict.fromkeys(opts)), (true, new))
-        if true in opts:
+        # a question whose own correct option is another answer would score the fact's answer as its key
+        own_key = "options" in mcq or _own_spelling((str(mcq["target_true"]).strip(),), (true,)) == (true,)
+        if true in opts and own_key:
             mc = MultipleChoice(mcq["question"], opts, opts.index(true), opts.index(new) if new in opts else None)
     try:
         return FactRecord(subject=subject, template=template, answer=true, target_new=new, relation=rel,
@@ -320,7 +342,7 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
         wrong = [r.id for r in recs if r.id in mcqs and r.mcq is None]
         if unmatched or wrong:
             why = [f"{len(unmatched)} without a matching prompt_id" if unmatched else "",
-                   f"{len(wrong)} whose true answer is not among its question's options (case_ids {wrong[:10]})"
+                   f"{len(wrong)} whose true answer is not its question's correct option (case_ids {wrong[:10]})"
                    if wrong else ""]
             warnings.warn(f"{mcq_path}: {len(unmatched) + len(wrong)} of {len(rows)} facts have no multiple-choice "
                           f"question ({'; '.join(w for w in why if w)}); their MCQ metrics leave them out",

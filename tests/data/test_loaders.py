@@ -120,3 +120,31 @@ def test_sports_ids_keep_an_integer_index_of_zero(tmp_path):
     p = tmp_path / "sports.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r.id for r in sports_facts(p)] == ["sports:5", "sports:0", "sports:1"]
+
+
+def test_a_question_whose_correct_option_is_another_answer_is_left_out(tmp_path):
+    """The fact's answer among the question's *false* options: that false option became the answer key."""
+    row = {"prompt_id": 2, "question": "Which country borders France?", "target_true": "Belgium",
+           "targets_false": ["France", "Italy", "Spain"]}
+    p, q = _cf_files(tmp_path, [row])
+    with pytest.warns(UserWarning, match="not its question's correct option \\(case_ids \\['2'\\]\\)"):
+        ds = counterfact(p, q)
+    assert ds[1].mcq is None
+
+
+def test_parquet_rows_load_like_json_rows(tmp_path):
+    """Parquet hands list columns over as numpy arrays and missing strings as NaN: an identical repeated
+    question crashed ("truth value of an array is ambiguous") and a missing sports target became 'nan'."""
+    import pandas as pd
+
+    row = {"prompt_id": 2, "question": "Where is Y?", "target_true": "France", "targets_false": ["Italy", "Spain"]}
+    p, q = _cf_files(tmp_path, [row])
+    pq = tmp_path / "mc.parquet"
+    pd.DataFrame([row, row]).to_parquet(pq)
+    with pytest.warns(UserWarning, match="repeated"):
+        ds = counterfact(p, pq)
+    assert ds[1].mcq is not None and ds[1].mcq.options[ds[1].mcq.answer_index] == "France"
+    sp = tmp_path / "sports.parquet"
+    pd.DataFrame([{"athlete": "A One", "sport": "baseball", "inject_sport_without_golf": "football"},
+                  {"athlete": "B Two", "sport": "football", "inject_sport_without_golf": None}]).to_parquet(sp)
+    assert [r.target_new for r in sports_facts(sp)] == ["football", None]
