@@ -137,7 +137,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_run_dir_compare_cli_and_report(run_dir: Path, tmp_path: Path, capsys):
     from factlens.runner.cli import main
-    from factlens.runner.report import build_report, markdown_summary
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
 
     t = factlens.compare(run_dir)
     assert set(t["localization"]) == {"random"}

@@ -213,7 +213,8 @@ def _error(e: BaseException) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from factlens.runner.report import markdown_summary, write_report
+    from factlens.runner.report import write_report
+    from factlens.runner.report_markdown import markdown_summary
 
     try:
         if args.markdown:

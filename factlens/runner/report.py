@@ -16,7 +16,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from factlens.evaluation.result import EvalResult
 from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, seed_pooled,
                                           comparisons_markdown, params_edited, run_eval, run_metric)
 
-__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS", "markdown_summary"]
+__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS"]
 
 # (group, label, suite, metric name(s), transform): names are averaged when several exist
 # (over the formats that are not at chance, if any); "one_minus" shows 1 - value (the paper
@@ -453,6 +453,15 @@ def _pre(obj: Any) -> str:
 # the report
 
 
+def _facts_used(data: Mapping[str, Any]) -> str:
+    """The header's fact count: known of all, and the number used when ``--max-facts`` cut it."""
+    total, used = data.get("n_facts_total", "?"), data.get("n_facts", "?")
+    if data.get("filter_known") is False:
+        return f"{used} of {total}, not filtered for known facts"
+    known = (data.get("known") or {}).get("known", used)
+    return f"{known} known of {total}" + (f", {used} used (--max-facts)" if used != known else "")
+
+
 def build_report(path: str | Path) -> str:
     """The report of a run directory as one HTML string (plotly.js embedded once)."""
     import plotly.offline
@@ -471,8 +480,7 @@ def build_report(path: str | Path) -> str:
         f"task {task.get('name', cfg.get('task'))} ({task.get('objective', '?')})",
         f"{task.get('n_forget', '?')} forget / {task.get('n_retain', '?')} retain / {task.get('n_maintain', '?')} "
         "maintain facts",
-        f"data: {data.get('data', cfg.get('data') or 'built-in')} ({data.get('n_facts', '?')} known of "
-        f"{data.get('n_facts_total', '?')})",
+        f"data: {data.get('data', cfg.get('data') or 'built-in')} ({_facts_used(data)})",
         f"seeds {', '.join(map(str, cfg.get('seeds', [])))}",
         f"{len(runs)} finished run(s)"]) + "</p>")
     if missing:
@@ -530,85 +538,3 @@ def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# markdown
-
-
-#: Robustness metrics of the markdown summary: (label, suite, metric); ↓ lower is better. The
-#: "net of bias" columns are the selective recoveries (:mod:`factlens.evaluation.selectivity`):
-#: an attack that gives the forget answers to every subject raises the raw accuracies beside them.
-ROBUSTNESS_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("relearned forget acc ↓", "relearning", "relearn_forget_accuracy"),
-    ("relearned, net of bias ↓", "relearning", "relearn_selective_recovery"),
-    ("soft-prompt forget acc ↓", "soft_prompts", "soft_prompt_forget_accuracy"),
-    ("soft prompt, net of bias ↓", "soft_prompts", "soft_prompt_selective_recovery"),
-    ("probe: true sport, last layer ↓", "probes", "probe_true_accuracy_last"),
-    ("probe: new sport, last layer ↑", "probes", "probe_target_accuracy_last"),
-)
-
-
-def _md_cell(cell: dict | None) -> str:
-    text, klass = _fmt(cell)
-    return text
-
-
-def markdown_summary(path: str | Path) -> str:
-    """Markdown tables of a run directory: Table 1, the attacks and probes, and timings.
-
-    Every number is read from the run's JSON files, so a documentation page built from it
-    says exactly what the run measured (``factlens report <run dir> --markdown``).
-    """
-    d = load_run_dir(path)
-    runs = d["runs"]
-    if not runs:
-        raise ValueError(f"{path} holds no finished runs yet")
-    budgets = params_edited(runs, lambda n: f"{n / 1e6:.2f}M")
-    cols, rows = table1_rows(runs)
-    out = ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
-           "|---|---:|" + "---:|" * len(cols)]
-    for row in rows:
-        cells = " | ".join(_md_cell(c) for c in row["cells"])
-        out.append(f"| {row['name']} | {budgets.get(row['name'], '–')} | {cells} |")
-    out.append("")
-    out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
-               "robustness). Forget = 1 − accuracy on the true answer. " + TABLE1_LEGEND.format(ref="flu"))
-    out.append("")
-    out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
-    out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
-    first = runs[0]
-    base = []
-    for _, suite, name in ROBUSTNESS_COLUMNS:
-        m = run_metric(first, suite, name)
-        base.append("–" if m is None or m.baseline is None else f"{_num(m.baseline):.3f}")
-    out.append("| original | – | " + " | ".join(base) + " |")
-    for r in runs:
-        vals = []
-        for _, suite, name in ROBUSTNESS_COLUMNS:
-            m = run_metric(r, suite, name)
-            ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.2f}, {m.ci_high:.2f}]"
-            vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})")
-        labels = r.get("mask_labels", [])
-        comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
-        out.append(f"| {r['localization']} (seed {r['seed']}) | {comps} | " + " | ".join(vals) + " |")
-    out.append("")
-    out.append("## Comparisons")
-    out.append("")
-    out.append(comparisons_markdown(path))
-    out.append("| step | seconds |")
-    out.append("|---|---:|")
-    for s_, plan in sorted(d["plans"].items()):
-        data = plan.get("data", {})
-        for k in ("load_seconds", "data_seconds"):
-            if k in data:
-                out.append(f"| seed {s_}: {k.replace('_seconds', '')} | {data[k]:.0f} |")
-        if plan.get("flu"):
-            out.append(f"| seed {s_}: FLU (budget) | {plan['flu']['seconds']:.0f} |")
-        if plan.get("mechanisms"):
-            out.append(f"| seed {s_}: mechanisms | {plan['mechanisms']['seconds']:.0f} |")
-    for r in runs:
-        t = r.get("timings", {})
-        parts = " + ".join(f"{k} {t[k]:.0f}" for k in ("localize", "edit", "evaluate") if k in t)
-        out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {sum(t.get(k, 0.0) for k in ('localize', 'edit', 'evaluate', 'revert')):.0f} |")
-    return "\n".join(out) + "\n"

@@ -351,3 +351,11 @@ def test_a_run_of_several_seeds_writes_its_report_and_compares_over_both_seeds(t
     write_json_atomic(out / "runs/seed1/random.json", rec)
     with pytest.raises(ValueError, match="a run of seed 1 evaluated with seed 0"):
         compare(out, reference="flu")
+
+
+def test_the_report_header_counts_known_facts_and_the_ones_max_facts_kept(tmp_path: Path):
+    out = tmp_path / "cut"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "random",
+                 "--max-facts", "40", "--edit", "steps=1", "--suites", "standard", "--no-progress"]) == 0
+    html = (out / "report.html").read_text()
+    assert "48 known of 48, 40 used (--max-facts)" in html  # said "40 known of 48"
