@@ -335,6 +335,10 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
             truncated += cut
             logits = final_logits(model, batch).float()
             lp = torch.log_softmax(logits[:, letters.to(logits.device)], dim=-1).cpu()
+            if not bool(torch.isfinite(lp).all()):  # argmax would answer "A" to every broken row
+                raise FloatingPointError("the model gave non-finite scores for MMLU answer letters: its weights or "
+                                         "activations are not finite (a diverged edit or attack?); such questions "
+                                         "cannot be scored, and argmax would answer 'A' to each of them")
             for j, i in enumerate(idx):
                 pred[i] = int(lp[j].argmax())
                 pc[i] = float(lp[j, questions[i].answer_index].exp())

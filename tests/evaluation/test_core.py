@@ -466,3 +466,17 @@ def test_mmlu_reports_the_shots_its_prompts_hold():
     with pytest.warns(UserWarning, match="between 0 and 0"):
         assert mmlu_accuracy(m, one, n_shots=2).shots_used == (0, 0)
     assert mmlu_accuracy(m, qs, n_shots=3).shots_used == (3,) * 10
+
+
+def test_side_effects_refuse_a_model_with_non_finite_outputs(tmp_path):
+    """A NaN chunk was dropped from loss and KL but counted as wrong in accuracy (the three metrics then
+    covered different chunks), and MMLU's argmax over NaN answered 'A' to every question."""
+    broken = tiny_model()
+    with torch.no_grad():
+        broken.blocks[0].mlp.W_out[0, 0] = float("nan")
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16})
+    with pytest.raises(FloatingPointError, match="text chunk 0"):
+        run_side_effects(broken, original=tiny_model(), config=cfg)
+    (tmp_path / "anatomy_dev.csv").write_text("Bones?,1,2,3,4,B\n")
+    with pytest.raises(FloatingPointError, match="MMLU answer letters"):
+        mmlu_accuracy(broken, load_mmlu(tmp_path))
