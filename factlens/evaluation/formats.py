@@ -118,7 +118,7 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
     """The unedited model's accuracy in this format per split, and whether it is at chance
     (pooled over the splits)."""
     out: list[dict[str, Any]] = []
-    hits, n_all, chances = 0.0, 0, []
+    hits, n_all, pooled = 0.0, 0, []
     for split, (items, _, b) in scored.items():
         ch = chance_of(items)
         acc = b.accuracy()
@@ -128,8 +128,10 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
                     "at_chance": not_above_chance(acc, ch, len(items))})
         hits += acc * len(items)
         n_all += len(items)
-        chances += [ch] * len(items)
-    return out, not_above_chance(hits / n_all, float(np.mean(chances)), n_all)
+        pooled += list(items)
+    # one chance over all prompts: a model that always gives one letter gives it in every split (the mean of
+    # each split's best constant letter was higher, and flagged formats the model answers above chance)
+    return out, not_above_chance(hits / n_all, chance_of(pooled), n_all)
 
 
 def _format_metrics(fmt: str, scored: dict[str, tuple], *, inject: bool, at_chance: bool) -> list[Metric]:

@@ -480,3 +480,31 @@ def test_side_effects_refuse_a_model_with_non_finite_outputs(tmp_path):
     (tmp_path / "anatomy_dev.csv").write_text("Bones?,1,2,3,4,B\n")
     with pytest.raises(FloatingPointError, match="MMLU answer letters"):
         mmlu_accuracy(broken, load_mmlu(tmp_path))
+
+
+def test_a_formats_at_chance_flag_uses_the_chance_of_all_prompts_together():
+    """A model that always gives one letter gives it in every split: the bar is the best constant letter of
+    the pooled prompts, not the mean of each split's best letter (0.479 against 0.333 on this split, which
+    flagged a format answered above chance)."""
+    from factlens.evaluation.formats import _format_baselines
+    from factlens.prompt_scores import PromptScores
+
+    ds = sports_facts()
+    f, rest = ds.split(16, seed=136)
+    m, _ = rest.split(32, seed=136)
+    fi, mi = format_prompts(f, "mcq", seed=0), format_prompts(m, "mcq", seed=0)
+    pooled = prompt_chance(fi + mi)
+    mean_of_splits = (prompt_chance(fi) * len(fi) + prompt_chance(mi) * len(mi)) / (len(fi) + len(mi))
+    assert mean_of_splits > pooled + 0.1  # the split this test needs
+
+    def scores(items, k):  # right on the first k prompts
+        z = np.zeros(len(items))
+        return PromptScores(tuple(items), z, z, np.arange(len(items)) < k, np.zeros(len(items), bool), z + .5, z,
+                            np.zeros(len(items), int))
+
+    n = len(fi) + len(mi)
+    hits = math.ceil((pooled + 2 * math.sqrt(pooled * (1 - pooled) / n)) * n + 1e-9)  # just above the pooled bar
+    assert not not_above_chance(hits / n, pooled, n)
+    _, flag = _format_baselines("mcq", {"forget": (fi, None, scores(fi, hits // 3)),
+                                        "maintain": (mi, None, scores(mi, hits - hits // 3))})
+    assert flag is False
