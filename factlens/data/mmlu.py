@@ -240,7 +240,13 @@ class MMLUResult:
 
     @property
     def chance(self) -> float:
-        return MMLU_CHANCE
+        """Uniform guessing (1/4), or the accuracy of always giving the same letter where that is
+        higher (as for every multiple-choice format, :func:`factlens.data.known.prompt_chance`:
+        the dev set's answers are not uniform over A-D, and a letter preference is not knowledge)."""
+        if not self.n:
+            return MMLU_CHANCE
+        letters = np.bincount([q.answer_index for q in self.questions], minlength=4)
+        return max(MMLU_CHANCE, float(letters.max() / self.n))
 
     @property
     def stderr(self) -> float:
@@ -249,7 +255,8 @@ class MMLUResult:
     @property
     def at_chance(self) -> bool:
         """Accuracy below chance + 2 binomial standard errors."""
-        return bool(self.accuracy < MMLU_CHANCE + 2 * math.sqrt(MMLU_CHANCE * (1 - MMLU_CHANCE) / max(self.n, 1)))
+        c = self.chance
+        return bool(self.accuracy < c + 2 * math.sqrt(c * (1 - c) / max(self.n, 1)))
 
     def by_subject(self) -> dict[str, dict[str, float]]:
         out: dict[str, list[bool]] = {}
@@ -307,8 +314,8 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
         >>> from factlens.testing import tiny_model
         >>> q = MMLUQuestion("sports", "Which sport does Tiger Woods play?", ("golf", "football", "baseball", "basketball"), 0)
         >>> r = mmlu_accuracy(tiny_model(), [q])
-        >>> r.n, r.chance
-        (1, 0.25)
+        >>> r.n, r.chance  # one question: always giving its letter answers all of them
+        (1, 1.0)
     """
     questions = tuple(questions)
     if not questions:

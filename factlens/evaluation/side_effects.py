@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from factlens.config import ConfigBase
-from factlens.data.mmlu import MMLU_CHANCE, load_mmlu, mmlu_accuracy
+from factlens.data.mmlu import load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
@@ -190,17 +190,17 @@ def _mmlu(model, original, config: EvalConfig, baselines: BaselineCache | None, 
     if original is not None:
         key = ("mmlu", str(se.mmlu_source), se.n_mmlu, se.mmlu_n_shots, config.seed, config.batch_size)
         base = res if original is model else cached(baselines, key, lambda: mmlu_accuracy(original, qs, **kw))
-    flag = not_above_chance(base.accuracy, MMLU_CHANCE, base.n) if base is not None else False
+    flag = not_above_chance(base.accuracy, res.chance, base.n) if base is not None else False
     m = Metric("mmlu_accuracy", res.accuracy, res.n, "questions", base.accuracy if base else None, flag)
     if res.n:  # Wilson interval over questions, per-question samples for paired comparisons
         m = Metric.from_samples("mmlu_accuracy", {f"question:{i}": float(c) for i, c in enumerate(res.correct)},
                                 unit="questions", baseline=m.baseline, at_chance=flag)
-    extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=MMLU_CHANCE, mmlu_n_shots=se.mmlu_n_shots,
+    extra.update(mmlu_source=str(se.mmlu_source), mmlu_chance=res.chance, mmlu_n_shots=se.mmlu_n_shots,
                  mmlu_shots_used=[min(res.shots_used), max(res.shots_used)] if res.shots_used else None,
                  mmlu_truncated_prompts=res.truncated, mmlu_model_at_chance=res.at_chance,
                  mmlu_by_subject=res.by_subject())
     if base is None:
-        extra["mmlu_note"] = "original=None: no MMLU baseline or at-chance flag (chance is 0.25)"
+        extra["mmlu_note"] = f"original=None: no MMLU baseline or at-chance flag (chance is {res.chance:.3f})"
     qrows = []
     for i, q in enumerate(res.questions):
         r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[int(res.predicted[i])],

@@ -194,7 +194,8 @@ def test_mmlu_local_csv(tmp_path, tiny):
                                          "school physics.\n\nWhat is 2+2?\nA. 3\nB. 4")
     assert mmlu_prompt(qs[1], [qs[2]]).count("Answer:") == 2
     res = mmlu_accuracy(tiny, qs, n_shots=1)
-    assert res.n == 3 and 0 <= res.accuracy <= 1 and res.chance == 0.25
+    assert res.n == 3 and 0 <= res.accuracy <= 1
+    assert res.chance == pytest.approx(1 / 3)  # answers A, B, D: always "A" gets one of three, above 1/4
     (tmp_path / "bad.csv").write_text("q,a,b\n")
     with pytest.raises(ValueError, match="6 columns"):
         load_mmlu(tmp_path / "bad.csv")
@@ -225,7 +226,10 @@ def test_side_effects_mmlu_shared(shared_data, tiny):
     m = r["mmlu_accuracy"]
     assert m.n == 57 and m.unit == "questions" and 0 <= m.value <= 1 and m.baseline == m.value
     assert m.at_chance  # a random model
-    assert r.extra["mmlu_chance"] == 0.25 and len(r.extra["mmlu_questions"]) == 57
+    # the 57 questions' best constant letter (17 of them) is above 1/4: an always-one-letter model gets it
+    letters = [q["answer"] for q in r.extra["mmlu_questions"]]
+    assert r.extra["mmlu_chance"] == max(letters.count(x) for x in "ABCD") / 57 > 0.25
+    assert len(r.extra["mmlu_questions"]) == 57
     assert len(r.extra["mmlu_by_subject"]) == 57
 
 
