@@ -238,6 +238,10 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
                 part = flat[sl]
                 lps[sl] = _soft_logprobs(model, soft, [items[i].prompt for i, _ in part], [c for _, c in part],
                                          position).cpu()
+    if not bool(torch.isfinite(lps).all()):  # argmax would pick a NaN candidate (often the true answer first)
+        raise FloatingPointError("the model with the soft prompt gave non-finite log-probabilities: the soft prompt "
+                                 "or the model diverged (lower the attack's learning rate or set max_norm); such "
+                                 "prompts cannot be scored, and argmax would count them as recovered")
     j = 0
     for i, it in enumerate(items):
         lp = lps[j : j + len(it.candidates)].double()

@@ -616,3 +616,18 @@ def test_relearning_text_leaves_out_passages_that_name_an_evaluated_subject(tmp_
     only.write_text(lines[0] + "\n")
     with pytest.raises(ValueError, match="names a subject of the evaluated facts"):
         run_relearning(copy.deepcopy(p.model), p.task, original=p.model, config=cfg.replace(text={"source": str(only)}))
+
+
+def test_soft_prompt_scores_refuse_non_finite_log_probabilities():
+    """torch.argmax counts NaN as the largest: a diverged soft prompt scored as its first candidate, often
+    the true answer, i.e. as recovered knowledge."""
+    import torch
+
+    from factlens.data.formats import format_prompts
+    from factlens.evaluation.soft_prompts import soft_prompt_scores
+
+    p = planted_fact_model()
+    items = format_prompts(p.task.forget)[:2]
+    soft = torch.full((2, p.model.cfg.d_model), float("nan"))
+    with pytest.raises(FloatingPointError, match="soft prompt"):
+        soft_prompt_scores(p.model, soft, items)
