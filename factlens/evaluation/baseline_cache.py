@@ -171,8 +171,12 @@ class BaselineCache:
         return f"BaselineCache(entries={len(self)}, hits={self.hits}{shared}, misses={self.misses})"
 
     def clear(self) -> None:
-        """Drop every entry (the binding to the original model stays)."""
+        """Drop every entry (the binding to the original model stays); the next :meth:`bind`
+        fingerprints the original again, also with ``recheck=False``, so that the shared store
+        is read and written under its current key, not the old weights' key."""
         self._store.clear()
+        self._fingerprint = None
+        self._digest = None
 
     def bind(self, original) -> None:
         """Bind to ``original`` (first call) or check it is the same object, unchanged
@@ -188,7 +192,7 @@ class BaselineCache:
         elif self._original is not original:
             raise ValueError("this BaselineCache holds results of another original model object; use one cache per "
                              "original model (or cache.clear() and a new BaselineCache)")
-        elif not self.recheck or self._held is original:
+        elif (not self.recheck or self._held is original) and self._fingerprint is not None:
             return  # fingerprinted at the first bind (the caller vouches), or by the running evaluate() call
         fp = _fingerprint(original)
         if fp != self._fingerprint:

@@ -217,3 +217,20 @@ def test_another_process_reads_what_this_one_computed(tmp_path: Path):
     assert theirs["misses"] > 0 and cache.misses == 0 and cache.store_hits == theirs["misses"]
     np.testing.assert_array_equal(np.array(theirs["baseline"], dtype=float),
                                   res.to_frame()["baseline"].astype(float).to_numpy())
+
+
+def test_clear_makes_a_cache_without_recheck_read_the_store_under_the_new_weights(tmp_path):
+    """recheck=False: the caller calls clear() when the original changes (as documented); clear() kept the
+    old weights' store key, so the old model's baselines came back from the shared store."""
+    p = planted_fact_model()
+    original, edited = copy.deepcopy(p.model), copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[1].mlp.W_out.mul_(0.5)
+    cache = BaselineCache(store=BaselineStore(tmp_path / "store"), recheck=False)
+    evaluate(edited, p.task, original=original, suites=["standard"], baselines=cache)
+    with torch.no_grad():
+        original.blocks[1].mlp.W_out.zero_()
+    cache.clear()
+    after = evaluate(edited, p.task, original=original, suites=["standard"], baselines=cache).to_frame()
+    truth = evaluate(edited, p.task, original=original, suites=["standard"]).to_frame()
+    assert after["baseline"].tolist() == truth["baseline"].tolist()
