@@ -147,9 +147,27 @@ def _normalize(x: Any) -> Any:
     return json.loads(json.dumps(x, sort_keys=True, default=str))
 
 
-def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_len: int) -> dict[str, Any]:
+def _facts_digest(task) -> str:
+    """sha256 of every fact of the task's splits (targets, candidates and formats included)."""
+    blob = json.dumps({name: [list(ds.candidates), [r.to_dict() for r in ds]]
+                       for name, ds in (("forget", task.forget), ("retain", task.retain), ("maintain", task.maintain))},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_len: int,
+            batch_size: int) -> dict[str, Any]:
+    """What a finished run's numbers depend on besides its config: a resumed sweep reuses runs only
+    when all of it is the same (format 2 adds the weights, every fact and the batch size; a stale
+    file of format 1 is refused, never read as this setup's)."""
+    from factlens.evaluation.baseline_cache import _fingerprint
+
     return _normalize({
         "type": "header",
+        "format": 2,
+        "weights": _fingerprint(model),
+        "facts": _facts_digest(task),
+        "batch_size": batch_size,
         "task": task.summary(),
         "forget_ids": [r.id for r in task.forget],
         "mask": mask.labels,
@@ -176,7 +194,7 @@ def _read_runs(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if diffs:
         detail = "; ".join(f"{k}: stored {stored.get(k)!r} vs now {header.get(k)!r}" for k in diffs)
         raise ValueError(f"{path} holds a sweep of a different setup ({detail}). Use another out_dir (or delete the "
-                         "file) instead of mixing results of different tasks, masks, models or general text.")
+                         "file) instead of mixing results of different tasks, facts, masks, models, weights or general text.")
     runs = {}
     for line in lines[1:]:
         try:
@@ -234,7 +252,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     if not isinstance(mask, Mask) or len(mask) == 0:
         raise ValueError(f"mask must be a non-empty factlens.Mask, got {mask!r}")
     configs = [base_config.replace(lr=float(lr), l_forget=float(l1)) for l1 in l_forget for lr in lrs]
-    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len)
+    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size)
     path = None
     done: dict[str, dict[str, Any]] = {}
     if out_dir is not None:

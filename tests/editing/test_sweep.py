@@ -123,3 +123,25 @@ def test_bad_input(planted, mask):
         sweep(planted.model, mask, planted.task, lrs=(), show_progress=False)
     with pytest.raises(ValueError, match="mask"):
         sweep(planted.model, Mask.empty(), planted.task, lrs=LRS, show_progress=False)
+
+
+def test_a_resumed_sweep_reuses_runs_only_for_the_same_weights_facts_and_batch_size(tmp_path, planted, mask, calls):
+    """The header named the model and the forget ids only: other weights, other maintain facts or other
+    edit targets got the stored numbers back as cached (maintain 0.55 instead of 0.2, ...)."""
+    import copy
+    from dataclasses import replace
+
+    import torch
+
+    sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+    other = copy.deepcopy(planted.model)
+    with torch.no_grad():
+        other.blocks[0].mlp.W_out.mul_(0.5)
+    fewer = replace(planted.task, maintain=planted.task.maintain[:-1])
+    retarget = replace(planted.task, forget=planted.task.forget.map(lambda r: replace(r, target_new=r.answer)))
+    for what, model, task, bs in (("weights", other, planted.task, 16), ("facts", planted.model, fewer, 16),
+                                  ("facts", planted.model, retarget, 16), ("batch_size", planted.model, planted.task, 4)):
+        with pytest.raises(ValueError, match=f"different setup \\({what}: stored"):
+            sweep(model, mask, task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, batch_size=bs,
+                  show_progress=False)
+    assert len(calls) == 1
