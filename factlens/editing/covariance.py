@@ -108,14 +108,20 @@ class KeyStatistics:
 
 
 def weights_fingerprint(model, layer: int) -> str:
-    """Hash (BLAKE2b) of every parameter that influences the keys of MLP ``layer``.
+    """Hash (BLAKE2b) of the model's architecture config and of every parameter that influences
+    the keys of MLP ``layer``.
 
     That is everything in blocks ``0 .. layer`` and the embeddings, except the layer's own
-    ``W_out`` and ``b_out`` (which act after the key). Hashes the exact bytes.
+    ``W_out`` and ``b_out`` (which act after the key). Hashes the exact bytes. The config
+    (activation function, normalization, positional embedding, ... and with it the buffers it
+    builds) is part of it since format 2: two models with the same name and weights but another
+    ``act_fn`` shared one cache file and got each other's covariance.
     """
+    from factlens.evaluation.baseline_cache import model_config_text
+
     skip = {param_name(layer, "mlp", "W_out"), param_name(layer, "mlp", "b_out")}
     pat = re.compile(r"^blocks\.(\d+)\.")
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.blake2b(f"key-statistics format 2|{model_config_text(model)}|".encode(), digest_size=16)
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         m = pat.match(name)
         if name in skip or (m is not None and int(m.group(1)) > layer):

@@ -330,3 +330,18 @@ def test_rome_and_memit_run_under_no_grad_and_inference_mode(task, mode):
 def test_an_empty_kl_prompt_list_is_refused():
     with pytest.raises(ValueError, match="kl_prompts is empty.*kl_factor=0"):
         RomeConfig(kl_prompts=())
+
+
+def test_the_key_statistics_fingerprint_covers_the_model_config():
+    """Same name and weights, another activation function: one cache file served both covariances."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    a = tiny_model(n_layers=3)
+    fields = HookedTransformerConfig.__dataclass_fields__
+    d = {k: v for k, v in a.cfg.to_dict().items() if k in fields and fields[k].init}
+    b = HookedTransformer(HookedTransformerConfig(**{**d, "act_fn": "relu" if a.cfg.act_fn != "relu" else "gelu"}),
+                          tokenizer=a.tokenizer)
+    b.load_state_dict(a.state_dict())
+    assert b.cfg.model_name == a.cfg.model_name
+    assert weights_fingerprint(a, 1) != weights_fingerprint(b, 1)
+    assert weights_fingerprint(a, 1) == weights_fingerprint(copy.deepcopy(a), 1)
