@@ -145,8 +145,26 @@ def _attach_attention(attn: nn.Module, sites: dict[str, FactoredSite]) -> None:
             z = state["z"]
             return out + site.apply(z.reshape(*z.shape[:-2], -1)).to(out.dtype)
 
-        site.handles.append(attn.hook_z.register_forward_hook(_positionwise(keep_z)))
+        site.handles.extend(_last_hook(attn, attn.hook_z, _positionwise(keep_z)))
         site.handles.append(attn.register_forward_hook(_positionwise(add_o), prepend=True))
+
+
+def _last_hook(module: nn.Module, hook_point: nn.Module, fn: Callable) -> list:
+    """Register ``fn`` as a forward hook of ``hook_point`` that runs after every other hook there,
+    also after hooks added later (``model.hooks(...)``, ``run_with_hooks``: a patched or ablated
+    ``hook_z`` / ``hook_post``), so that the adapter reads the activation the base weight reads.
+
+    Returns the hook's handle and that of the ``module`` pre-hook that moves it to the end of
+    the hook point's hooks at every call.
+    """
+    handle = hook_point.register_forward_hook(fn)
+
+    def last(_m, _args):
+        hooks = hook_point._forward_hooks
+        if handle.id in hooks:
+            hooks.move_to_end(handle.id)
+
+    return [handle, module.register_forward_pre_hook(_positionwise(last))]
 
 
 def _attach_mlp(mlp: nn.Module, sites: dict[str, FactoredSite]) -> None:
@@ -175,7 +193,7 @@ def _attach_mlp(mlp: nn.Module, sites: dict[str, FactoredSite]) -> None:
         def keep_post(_hp, _inp, post):
             state["post"] = post
 
-        sites["W_out"].handles.append(mlp.hook_post.register_forward_hook(_positionwise(keep_post)))
+        sites["W_out"].handles.extend(_last_hook(mlp, mlp.hook_post, _positionwise(keep_post)))
         sites["W_out"].handles.append(mlp.register_forward_hook(add_from(sites["W_out"], "post"), prepend=True))
 
 

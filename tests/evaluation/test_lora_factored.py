@@ -168,3 +168,25 @@ def test_gemma_relearning_factored_matches_merged(gemma):
     assert runs["factored"][0] == pytest.approx(runs["merged"][0], rel=1e-3)
     assert runs["factored"][1] == pytest.approx(runs["merged"][1], rel=1e-2) and runs["merged"][1] > 0
     assert unchanged(gemma, snap)
+
+
+@pytest.mark.parametrize("hook_name, fn", [
+    ("blocks.0.attn.hook_z", lambda z, hook: torch.cat([torch.zeros_like(z[:, :, :1]), z[:, :, 1:]], dim=2)),
+    ("blocks.1.mlp.hook_post", lambda post, hook: torch.zeros_like(post)),
+])
+def test_factored_and_merged_agree_under_a_patch_added_later(hook_name, fn):
+    """A head or neuron ablation added with model.hooks() after the adapters: the factored adapter read the
+    activation before the patch (merged -8.377 vs factored -8.581 with MLP 1's neurons zeroed)."""
+    prompts = ["Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of"]
+    m = tiny_model()
+    out = {}
+    for fwd in ("merged", "factored"):
+        h = add_lora(m, rank=4, seed=0, forward=fwd)
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in h.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            with m.hooks(fwd_hooks=[(hook_name, fn)]):
+                out[fwd] = float(answer_logprob_grad(m, prompts, ["basketball"]))
+        h.remove()
+    assert out["factored"] == pytest.approx(out["merged"], abs=1e-5)
