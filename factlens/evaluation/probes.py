@@ -293,13 +293,15 @@ def _original_at_chance(base_hits: np.ndarray, which: str, chance: float) -> boo
 
 def _train_facts(task, train_on: Sequence[str]):
     """The facts of the task splits ``train_on``, concatenated."""
-    bad = [s for s in train_on if s not in ("maintain", "retain", "forget")]
+    bad = [s for s in train_on if s not in ("maintain", "retain")]
     if bad or not train_on:
-        raise ValueError(f"train_on must name task splits among 'maintain', 'retain', got {list(train_on)}")
+        raise ValueError(f"train_on must name task splits among 'maintain', 'retain' (the probes are tested on the "
+                         f"forget facts, so they never train on them), got {list(train_on)}")
     train = getattr(task, train_on[0])
     for s in train_on[1:]:
         train = train.concat(getattr(task, s))
-    return train
+    ids, subjects = {r.id for r in task.forget}, {r.subject for r in task.forget}
+    return train.filter(lambda r: r.id not in ids and r.subject not in subjects)  # a task built by hand may share them
 
 
 def _fact_rows(forget, res: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str, Any]]:

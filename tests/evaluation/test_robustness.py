@@ -446,3 +446,17 @@ def test_probes_say_when_forget_answers_are_absent_from_training(planted):
     r = run_probes(planted.model, task, original=planted.model, config=cfg)
     assert r.extra["true_in_classes"] == 0 and "can never predict it" in r.extra["note"]
     assert "note" not in run_probes(planted.model, planted.task, original=planted.model, config=cfg).extra
+
+
+def test_probes_never_train_on_the_facts_they_are_tested_on(planted):
+    """train_on=("forget",) was accepted (and a hand-built task may share facts): the probes then trained on
+    the very facts they scored."""
+    from dataclasses import replace
+
+    from factlens.evaluation.probes import _train_facts
+
+    with pytest.raises(ValueError, match="never train on them"):
+        run_probes(planted.model, planted.task, train_on=("forget",))
+    shared = replace(planted.task, maintain=planted.task.maintain.concat(planted.task.forget))
+    train = _train_facts(shared, ("maintain",))
+    assert not {r.id for r in train} & {r.id for r in planted.task.forget} and len(train) == len(planted.task.maintain)
