@@ -115,6 +115,7 @@ class LoraHandle:
     forward: str = "merged"
     _sites: list[tuple[nn.Module, str, str]] = field(default_factory=list, repr=False)
     _factored: list[Any] = field(default_factory=list, repr=False)
+    _orders: list[tuple[nn.Module, tuple[str, ...]]] = field(default_factory=list, repr=False)
     removed: bool = False
 
     def _adapters(self) -> Iterator[Any]:
@@ -156,6 +157,11 @@ class LoraHandle:
             return
         for module, attr, _ in self._sites:
             parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        for module, order in self._orders:  # removal re-registers a weight last: put each back in its place
+            params = module._parameters
+            ordered = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
+            params.clear()
+            params.update(ordered)
         for site in self._factored:
             site.remove()
         self.removed = True
@@ -231,6 +237,8 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
                 handle._factored.append(FactoredSite(full, short, a, b, scale, tuple(p.shape)))
             else:
                 delta = _LoraDelta(short, p.shape, r, scale, generator=gen, device=p.device, dtype=dtype)
+                if all(m is not module for m, _ in handle._orders):
+                    handle._orders.append((module, tuple(module._parameters)))
                 parametrize.register_parametrization(module, attr, delta, unsafe=True)  # shape and dtype are kept
                 handle._sites.append((module, attr, full))
             handle.ranks[full] = r

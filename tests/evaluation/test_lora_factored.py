@@ -190,3 +190,15 @@ def test_factored_and_merged_agree_under_a_patch_added_later(hook_name, fn):
                 out[fwd] = float(answer_logprob_grad(m, prompts, ["basketball"]))
         h.remove()
     assert out["factored"] == pytest.approx(out["merged"], abs=1e-5)
+
+
+def test_removing_merged_adapters_keeps_the_parameter_order():
+    """Removing a parametrization re-registers the weight last: named_parameters() and state_dict() came back
+    in another order, and a BaselineCache bound to the model took that for other weights."""
+    from factlens.evaluation.baseline_cache import _fingerprint
+
+    m = tiny_model()
+    names, fp = [n for n, _ in m.named_parameters()], _fingerprint(m)
+    add_lora(m, rank=2, seed=0, forward="merged").remove()
+    assert [n for n, _ in m.named_parameters()] == names and list(m.state_dict()) == list(tiny_model().state_dict())
+    assert _fingerprint(m) == fp
