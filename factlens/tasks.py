@@ -116,8 +116,9 @@ def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int =
     """
     _check_sports(dataset)
     if n_forget > len(dataset) - 2:
-        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of {len(dataset)} "
-                         f"(the facts the model knows): use at most {len(dataset) - 2} (--forget-size)")
+        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of "
+                            f"{len(dataset)} (the facts the model knows): use at most {len(dataset) - 2} "
+                            "(--forget-size)")
     forget, rest = dataset.split(n_forget, seed=seed)
     rng = random.Random(seed)
     sports = [c for c in dataset.candidates if c != "golf"]
@@ -167,8 +168,8 @@ def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0,
                         n_maintain: int | None = None) -> Task:
     """CounterFact-Editing: ``n_forget`` facts are edited to their counterfactual targets."""
     if n_forget > len(dataset) - 2:
-        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)} (the facts the "
-                         f"model knows): use at most {len(dataset) - 2} (--forget-size)")
+        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)} (the facts "
+                            f"the model knows): use at most {len(dataset) - 2} (--forget-size)")
     forget, rest = dataset.split(n_forget, seed=seed)
     _check_targets(forget)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)

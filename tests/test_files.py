@@ -39,7 +39,8 @@ def test_a_new_file_gets_the_mode_of_a_plain_open_and_an_old_one_keeps_its_own(t
         (tmp_path / "plain.json").write_text("{}")
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+    mode = stat.S_IMODE((tmp_path / "new.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
     (tmp_path / "new.json").chmod(0o640)
     write_atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("[]"))
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640

@@ -194,7 +194,8 @@ def _read_runs(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if diffs:
         detail = "; ".join(f"{k}: stored {stored.get(k)!r} vs now {header.get(k)!r}" for k in diffs)
         raise ValueError(f"{path} holds a sweep of a different setup ({detail}). Use another out_dir (or delete the "
-                         "file) instead of mixing results of different tasks, facts, masks, models, weights or general text.")
+                         "file) instead of mixing results of different tasks, facts, masks, models, weights or "
+                         "general text.")
     runs = {}
     for line in lines[1:]:
         try:

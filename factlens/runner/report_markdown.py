@@ -87,5 +87,6 @@ def markdown_summary(path: str | Path) -> str:
     for r in runs:
         t = r.get("timings", {})
         parts = " + ".join(f"{k} {t[k]:.0f}" for k in ("localize", "edit", "evaluate") if k in t)
-        out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {sum(t.get(k, 0.0) for k in ('localize', 'edit', 'evaluate', 'revert')):.0f} |")
+        total = sum(t.get(k, 0.0) for k in ("localize", "edit", "evaluate", "revert"))
+        out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {total:.0f} |")
     return "\n".join(out) + "\n"

@@ -307,7 +307,8 @@ def test_a_value_written_after_the_last_block_is_refused_not_written_from_noise(
     before = snapshot(m)
     with pytest.raises(MaskNotSupported, match="ROME writes the new value .* after layer 2, the model's last block"):
         rome(m, Mask.from_labels(["L2.mlp"]), task, config=FAST)
-    with pytest.raises(MaskNotSupported, match="MEMIT writes the new value .* after layer 2.*last MLP layer is below 2"):
+    with pytest.raises(MaskNotSupported,
+                       match="MEMIT writes the new value .* after layer 2.*last MLP layer is below 2"):
         memit(m, Mask.all_mlps(m), task, config=MemitConfig(v_num_grad_steps=4, prefix_lengths=((5, 3),),
                                                             n_cov_tokens=1500))
     assert_unchanged(m, before)

@@ -140,7 +140,8 @@ def test_a_resumed_sweep_reuses_runs_only_for_the_same_weights_facts_and_batch_s
     fewer = replace(planted.task, maintain=planted.task.maintain[:-1])
     retarget = replace(planted.task, forget=planted.task.forget.map(lambda r: replace(r, target_new=r.answer)))
     for what, model, task, bs in (("weights", other, planted.task, 16), ("facts", planted.model, fewer, 16),
-                                  ("facts", planted.model, retarget, 16), ("batch_size", planted.model, planted.task, 4)):
+                                  ("facts", planted.model, retarget, 16),
+                                  ("batch_size", planted.model, planted.task, 4)):
         with pytest.raises(ValueError, match=f"different setup \\({what}: stored"):
             sweep(model, mask, task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, batch_size=bs,
                   show_progress=False)

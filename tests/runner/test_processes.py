@@ -101,7 +101,8 @@ def test_a_failed_plan_fails_the_jobs_that_wait_for_it_instead_of_hanging(tmp_pa
                     localize_options={"flu": {"cv": -3}}, out=str(tmp_path / "run"))
     ex = LocalExecutor(workers=2, threads=1)
     try:
-        with pytest.raises(JobError, match=r"3 job\(s\) failed: .*plan/seed0.*seed0/random.*seed0/all_mlps.*need cv >= 2") as err:
+        with pytest.raises(JobError,
+                           match=r"3 job\(s\) failed: .*plan/seed0.*seed0/random.*seed0/all_mlps.*need cv >= 2") as err:
             run_experiment(cfg, executor=ex, report=False)
     finally:
         ex.close()

@@ -24,7 +24,8 @@ floats).
 
 Adaptive RMU (Dang et al. 2025; ``EditConfig.rmu_adaptive_scale = beta``) sets
 ``c = beta * mean ||h_l^orig(forget)||``, the original model's mean activation norm over the
-forget prompts' tokens (the shared ones left out as above): a fixed ``c`` that suits one model's norms (20 for Zephyr-7B's layer
+forget prompts' tokens (the shared ones left out as above): a fixed ``c`` that suits one
+model's norms (20 for Zephyr-7B's layer
 7) is far below another's (Gemma 3 270M's residual norms are about 2,800 at layer 4, where
 ``c = 20`` does not unlearn). The authors' code averages the norm over every position of the
 first forget batch at step 0 (the original model; BOS and padding included); factlens
