@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["load_texts", "token_chunks", "BUILTIN_TEXT"]
+__all__ = ["load_texts", "token_chunks", "passages_without", "BUILTIN_TEXT"]
 
 #: Name of the built-in general-text file inside ``factlens/data/builtin``.
 BUILTIN_TEXT = "general_text.txt"
@@ -129,6 +129,18 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
             keep = sorted(random.Random(seed).sample(range(len(lines)), n))
             lines = [lines[i] for i in keep]
     return lines
+
+
+def passages_without(texts: Sequence[str], subjects: Sequence[str]) -> list[str]:
+    """The passages that name none of ``subjects`` (exact substring): the attacks' general text
+    must not teach the facts they are judged on.
+
+    Example:
+        >>> passages_without(["Tiger Woods won.", "It rained."], ["Tiger Woods"])
+        ['It rained.']
+    """
+    subjects = tuple(dict.fromkeys(s for s in subjects if s))
+    return [t for t in texts if not any(s in t for s in subjects)]
 
 
 def token_chunks(model, texts: Sequence[str], *, seq_len: int = 64, n_chunks: int | None = None) -> Int[Tensor, "n seq_len"]:

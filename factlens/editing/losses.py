@@ -36,7 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from factlens.data.formats import FormattedPrompt
-from factlens.prefix import residual_after_prefix
+from factlens.prefix import common_prefix_len, residual_after_prefix
 from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, unembed
 
 __all__ = [
@@ -302,12 +302,10 @@ def shared_prompt_tokens(model, prompts: Sequence[str]) -> int:
     if not prompts:
         return 0
     bos = _bos_id(model)
-    rows = [([bos] if bos is not None else []) + _encode(model, p)[0] for p in dict.fromkeys(prompts)]
-    shortest = min(len(r) for r in rows)
-    n = 0
-    while n < shortest and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return min(n, shortest - 1)
+    rows = [torch.tensor(([bos] if bos is not None else []) + _encode(model, p)[0]) for p in dict.fromkeys(prompts)]
+    lengths = torch.tensor([len(r) for r in rows])
+    tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    return min(common_prefix_len(tokens, lengths), int(lengths.min()) - 1)
 
 
 def prompt_activations(model, prompts: Sequence[str], layer: int) -> tuple[Float[Tensor, "n pos d_model"], Tensor]:

@@ -259,6 +259,7 @@ def _delta_hooks(model, layer: int, where: str, fn) -> Iterator[None]:
         raise ValueError(f"where must be 'mlp' or 'resid_post', got {where!r}")
 
 
+@with_gradients  # also under the caller's torch.no_grad() or inference_mode(): delta and its graph need them
 def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: str = "mlp",
                    fact: int = 0) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
     """Optimize the vector added at the subject's last token after ``layer`` (ROME's ``compute_v``).
@@ -278,14 +279,6 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: st
             "no attention layer after it carries that position to the prediction, so the edit could not change the "
             f"answer (it would write optimizer noise into W_out). Use a mask whose {'' if where == 'mlp' else 'last '}"
             f"MLP layer is below {last}")
-    # gradients are needed even when the caller runs under torch.no_grad() or inference_mode(): delta, the
-    # optimizer and the graph are made outside both
-    with torch.inference_mode(False), torch.enable_grad():
-        return _optimize_delta(model, layer, batch, cfg, where, fact)
-
-
-def _optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, where: str,
-                    fact: int) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
     dev = batch.tokens.device
     delta = torch.zeros(model.cfg.d_model, device=dev, dtype=torch.float32, requires_grad=True)
     rows = torch.arange(batch.tokens.shape[0], device=dev)

@@ -37,7 +37,7 @@ from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
-from factlens.data.text import load_texts, token_chunks
+from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
@@ -160,7 +160,7 @@ def _text_chunks(model, config: EvalConfig, avoid_subjects: Sequence[str] = ()) 
     dropped (the same rule as the unrelated fine-tuning attack's text)."""
     text = config.text
     texts = load_texts(text.source, seed=config.seed)
-    kept = [t for t in texts if not any(s in t for s in avoid_subjects)] if avoid_subjects else texts
+    kept = passages_without(texts, avoid_subjects)
     if not kept:
         raise ValueError(f"every passage of the text {text.source or 'builtin'!r} names a subject of the evaluated "
                          "facts; give other text (--text-source) or set l_sft=0")
@@ -264,7 +264,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     trainable = lora.parameters()
     opt = torch.optim.AdamW(trainable, lr=rc.lr, weight_decay=0.0)
     chunks, sft_kind, n_dropped = ((None, "skipped: l_sft=0", 0) if l_sft == 0
-                                   else _text_chunks(work, config, tuple(dict.fromkeys(avoid_subjects))))
+                                   else _text_chunks(work, config, avoid_subjects))
     gen = torch.Generator().manual_seed(config.seed)
     bs = rc.batch_size
     f_it = _cycle(len(facts), gen)
@@ -430,7 +430,7 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
     controls: dict[str, PromptScores] = {}
     attacks = []
     for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
-        avoid = [r.subject for r in (*task.forget, *task.maintain) if r.subject]
+        avoid = [r.subject for r in (*task.forget, *task.maintain)]
         rel = relearn(model, facts[train], retain=task.retain, config=config, avoid_subjects=avoid)
         try:
             with parametrize.cached():

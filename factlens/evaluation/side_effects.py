@@ -135,13 +135,13 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
             tgt = toks[j, 1:]
             real = _real_targets(model, tgt)
             lp = F.log_softmax(unembed(model, resid[j, :-1]).float(), dim=-1)
-            if not bool(torch.isfinite(lp[real]).all()):
+            ce = -lp.gather(1, tgt[:, None])[:, 0]
+            if not bool(torch.isfinite(ce[real]).all()):  # a NaN logit makes its whole row NaN
                 raise FloatingPointError(
                     f"the evaluated model gave non-finite log-probabilities on text chunk {sl.start + j}: its weights "
                     "or activations are not finite (a diverged edit or attack?). Such a chunk cannot be scored: "
                     "dropped from the loss and KL but counted as wrong in the accuracy, it made the three metrics "
                     "cover different chunks")
-            ce = -lp.gather(1, tgt[:, None])[:, 0]
             acc = (lp.argmax(-1) == tgt).float()
             n = int(real.sum())
             row: dict[str, Any] = {"chunk": sl.start + j, "n_tokens": n,

@@ -112,7 +112,7 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
     Raises:
         ValueError: Unknown source, or nothing is left to train on.
     """
-    from factlens.data.text import load_texts, token_chunks
+    from factlens.data.text import load_texts, passages_without, token_chunks
 
     ids, subjects = {r.id for r in task.forget}, {r.subject for r in task.forget}
     if source == "retain":
@@ -124,7 +124,7 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
     if source == "text":
         text = config.text
         texts = load_texts(text.source, seed=config.seed)
-        kept = [t for t in texts if not any(s in t for s in subjects)]
+        kept = passages_without(texts, sorted(subjects))
         chunks = token_chunks(model, kept, seq_len=text.seq_len, n_chunks=text.n_chunks)
         return chunks, {"n_train": int(chunks.shape[0]), "n_dropped_passages": len(texts) - len(kept),
                         "source": text.source or "builtin"}
