@@ -92,16 +92,22 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
             if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
                 raise ValueError(f"{first[0]} and {d} hold different facts for seed {seed} (task {first[1]} vs "
                                  f"{here[1]}): paired comparisons need the same task, forget size, seed and data")
-            differ = sorted(k for k in first[3].keys() & here[3].keys() if first[3][k] != here[3][k])
-            if differ:
-                raise ValueError(f"{first[0]} and {d} measured seed {seed} differently ("
-                                 + ", ".join(f"{k}: {first[3][k]!r} vs {here[3][k]!r}" for k in differ)
-                                 + "): paired comparisons need the same model and evaluation settings; rerun one "
-                                 "folder with the other's --model and eval options")
+            _check_same_setup(first[0], first[3], str(d), here[3], seed, fix="rerun one folder with the other's "
+                              "--model and eval options")
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
     if not out:
         raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet: nothing to compare")
     return out
+
+
+def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mapping[str, Any], seed: Any, *,
+                      fix: str) -> None:
+    """Refuse to pair two evaluations of one seed whose settings (:func:`_setup`) differ."""
+    differ = sorted(k for k in setup_a.keys() & setup_b.keys() if setup_a[k] != setup_b[k])
+    if differ:
+        raise ValueError(f"{a} and {b} measured seed {seed} differently ("
+                         + ", ".join(f"{k}: {setup_a[k]!r} vs {setup_b[k]!r}" for k in differ)
+                         + f"): paired comparisons need the same model and evaluation settings; {fix}")
 
 
 def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,8 +145,10 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
 
     Raises:
         ValueError: A unit appears in two directories, or the directories hold different facts or
-            were measured with a different model or evaluation settings. (Mappings whose
-            results hold different facts are refused by :func:`compare`, metric by metric.)
+            were measured with a different model or evaluation settings; results of one seed in a
+            mapping were evaluated with different settings (their recorded ``meta["config"]``).
+            (Mappings whose results hold different facts are refused by :func:`compare`, metric
+            by metric.)
     """
     from factlens.evaluation.result import EvalResult
 
@@ -160,7 +168,28 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
         out[str(loc)] = by_seed
     if not out:
         raise ValueError("runs is empty: nothing to compare")
+    _check_mapping_setups(out)
     return out
+
+
+def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
+    """In-memory results of one seed must come from the same evaluation settings, as run folders must.
+
+    Side-effect units are text chunks and MMLU questions keyed by position: two evaluations with
+    other text or MMLU settings (``n_chunks``, ``seq_len``, ``source``, ``n_mmlu``) have units of
+    the same names that are different chunks and questions, and the pairs would be meaningless.
+    Results without a recorded config (built by hand) are not checked.
+    """
+    first: dict[Any, tuple[str, dict[str, Any]]] = {}
+    for loc, by_seed in evals.items():
+        for seed, ev in by_seed.items():
+            if not (ev.meta or {}).get("config"):
+                continue
+            setup = _setup({"eval": ev})
+            setup.pop("model")
+            name, ref = first.setdefault(seed, (f"runs[{loc!r}]", setup))
+            _check_same_setup(name, ref, f"runs[{loc!r}]", setup, seed,
+                              fix="evaluate every localization with one EvalConfig per seed")
 
 
 def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any, Any]]:

@@ -381,6 +381,25 @@ def test_sides_that_weight_the_same_units_differently_are_refused():
     assert row["diff"] == pytest.approx(-0.1)
 
 
+def test_in_memory_results_with_other_text_or_mmlu_settings_are_refused():
+    """Chunks and MMLU questions are keyed by position: results evaluated with other text or MMLU
+    settings have units of the same names that are other chunks and questions (run folders were
+    checked; mappings of EvalResults were paired without a word)."""
+    from factlens.evaluation import EvalConfig
+
+    a, b = _synthetic(0, 0.0), _synthetic(1, 0.3)
+    cfg = EvalConfig()
+    a.meta["config"] = cfg.to_dict()
+    b.meta["config"] = cfg.replace(text=cfg.text.replace(seq_len=32)).to_dict()
+    with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.seq_len: 64 vs 32\)"):
+        factlens.compare({"flu": [a], "loc": [b]}, reference="flu")
+    b.meta["config"] = cfg.replace(side_effects=cfg.side_effects.replace(n_mmlu=5)).to_dict()
+    with pytest.raises(ValueError, match=r"eval\.side_effects\.n_mmlu: 57 vs 5"):
+        factlens.compare({"flu": [a], "loc": [b]}, reference="flu")
+    b.meta["config"] = cfg.replace(batch_size=3).to_dict()  # batch sizes change no result
+    assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) == 2
+
+
 def test_metrics_on_different_facts_are_separate_tests_even_with_equal_outcomes():
     """Audit repro_3: edit accuracy (forget facts) and maintain accuracy (maintain facts) with
     the same 0/1 pattern were merged into one test, so the family had 3 tests where there are
