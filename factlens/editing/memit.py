@@ -338,13 +338,15 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
     records = forget_records(task, objective, method="MEMIT")
     work = model if inplace else copy.deepcopy(model)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
-    stats = {l: layer_key_statistics(work, l, cfg) for l in layers}  # on the unedited model
     params = dict(work.named_parameters())
     names = {l: param_name(l, "mlp", "W_out") for l in layers}
     originals = kept_copies({names[l]: params[names[l]] for l in layers}, offload)
     z_layer = layers[-1]
     try:
+        # the targets first: they refuse a last layer that cannot carry the value (MaskNotSupported)
+        # before the key statistics of every layer are computed (minutes each on a real model)
         targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes)
+        stats = {l: layer_key_statistics(work, l, cfg) for l in layers}  # the model is still unedited
         per_layer = memit_apply(work, layers, records, targets, stats=stats, config=cfg, prefixes=prefixes)
     except BaseException:
         with torch.no_grad():

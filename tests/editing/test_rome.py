@@ -315,6 +315,20 @@ def test_a_value_written_after_the_last_block_is_refused_not_written_from_noise(
     assert no_hooks(m)
 
 
+def test_memit_refuses_a_last_layer_before_computing_any_key_statistics(task, monkeypatch):
+    """MEMIT on every MLP (the runner's all_mlps) computed the key statistics of every layer (minutes
+    each on a real model) before it found that the last layer cannot carry the value."""
+    import factlens.editing.memit as memit_module
+    from factlens.editing.memory_editing import MaskNotSupported
+
+    computed = []
+    monkeypatch.setattr(memit_module, "layer_key_statistics", lambda m, layer, cfg: computed.append(layer))
+    with pytest.raises(MaskNotSupported, match="MEMIT writes the new value .* after layer 2"):
+        memit(tiny_model(n_layers=3), Mask.all_mlps(tiny_model(n_layers=3)), task,
+              config=MemitConfig(v_num_grad_steps=4, prefix_lengths=((5, 3),), n_cov_tokens=1500))
+    assert computed == []
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_rome_and_memit_run_under_no_grad_and_inference_mode(task, mode):
     """A notebook's evaluation block: the value optimization needs gradients and ordinary tensors."""
