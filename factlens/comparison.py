@@ -115,9 +115,17 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
 
     Side-effect units are text chunks and MMLU questions keyed by position, and every suite's
     numbers depend on its settings (steps, learning rates, held-out split), so two folders'
-    units pair only when these agree. Batch sizes change no result and are left out.
+    units pair only when these agree. Batch sizes change no result and are left out, and so are
+    the tables of suites the evaluation did not run (their settings decide none of its numbers:
+    a folder without side effects need not name the other folder's MMLU source).
     """
+    from factlens.evaluation import SUITES
+
     out: dict[str, Any] = {"model": rec.get("model")}
+    ran = set(getattr(rec["eval"], "suites", None) or ())
+    config = {k: v for k, v in (rec["eval"].meta.get("config") or {}).items() if k not in SUITES or k in ran}
+    if isinstance(config.get("other_suites"), Mapping):
+        config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
 
     def walk(prefix: str, v: Any) -> None:
         if isinstance(v, Mapping):
@@ -127,7 +135,7 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[prefix] = v
 
-    walk("eval", rec["eval"].meta.get("config") or {})
+    walk("eval", config)
     return out
 
 

@@ -201,6 +201,19 @@ def test_run_dirs_measured_with_different_settings_are_not_merged(run_dir: Path,
     assert set(load_evaluations([run_dir, same])) >= {"flu", "all_mlps"}
 
 
+def test_settings_of_a_suite_one_folder_did_not_run_do_not_stop_a_merge(run_dir: Path, tmp_path: Path):
+    """A folder's unused suite settings decide none of its numbers: a fine-tuning folder with side
+    effects and MMLU could not be merged with a ROME folder without them (``--mmlu-source`` is refused
+    where side effects do not run), nor with one whose soft-prompt steps differ but ran no soft prompts."""
+    from factlens.runner.cli import main
+
+    other = tmp_path / "soft"
+    assert main(["run", "planted", "--model", "planted", "--out", str(other), "--no-progress", "--no-report",
+                 "--suites", "standard", "--localizations", "all_mlps", "--eval", "soft_prompts.steps=3",
+                 "--eval", "side_effects.n_mmlu=5"]) == 0
+    assert set(load_evaluations([run_dir, other])) == {"flu", "random", "all_mlps"}
+
+
 def test_the_comparison_module_is_not_shadowed_by_the_verb():
     # ``factlens.compare`` is the function; the module has its own name, so both import styles work
     import factlens
@@ -394,8 +407,11 @@ def test_in_memory_results_with_other_text_or_mmlu_settings_are_refused():
     with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.seq_len: 64 vs 32\)"):
         factlens.compare({"flu": [a], "loc": [b]}, reference="flu")
     b.meta["config"] = cfg.replace(side_effects=cfg.side_effects.replace(n_mmlu=5)).to_dict()
+    assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) == 2  # neither ran side effects
+    c, d = _token_result([0.5] * 8), _token_result([0.4] * 8)
+    c.meta["config"], d.meta["config"] = a.meta["config"], b.meta["config"]
     with pytest.raises(ValueError, match=r"eval\.side_effects\.n_mmlu: 57 vs 5"):
-        factlens.compare({"flu": [a], "loc": [b]}, reference="flu")
+        factlens.compare({"flu": [c], "loc": [d]}, reference="flu")
     b.meta["config"] = cfg.replace(batch_size=3).to_dict()  # batch sizes change no result
     assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) == 2
 
