@@ -138,7 +138,9 @@ class ComponentScores:
     ``|value|``, for effects whose sign only says their direction (patching: a component that
     lowers the answer matters as much as one that raises it); ``"value"`` by the signed value,
     for scores where a negative value means "not here" (probing: a layer where the probe's
-    accuracy drops is not where the attribute is written).
+    accuracy drops is not where the attribute is written). With ``"value"``, :meth:`top` and a
+    ``param_budget`` take only components with a positive score: zero is "no evidence" (probing
+    scores every head 0), and a budget filled with them was a mask of layer-0 heads nobody scored.
 
     Example:
         >>> s = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
@@ -235,17 +237,20 @@ class ComponentScores:
 
     def _order(self) -> np.ndarray:
         # by |score| descending; ties in Component order (heads, MLPs, neurons, each by layer and
-        # index), so the selection does not depend on the order a method lists components in
+        # index), so the selection does not depend on the order a method lists components in.
+        # Signed ranking: only positive scores are candidates (see the class docstring).
         n = len(self.components)
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=self.components.__getitem__)] = np.arange(n)
-        return np.lexsort((rank, -self._key()))
+        order = np.lexsort((rank, -self._key()))
+        return order if self.rank_by == "abs" else order[self.values[order] > 0]
 
     def _key(self) -> np.ndarray:
         return np.abs(self.values) if self.rank_by == "abs" else self.values
 
     def top(self, k: int) -> list[Component]:
-        """The ``k`` components with the largest ``|score|`` (``score`` with ``rank_by="value"``).
+        """The ``k`` components with the largest ``|score|`` (``score`` with ``rank_by="value"``,
+        where only positive scores count: fewer than ``k`` when fewer are positive).
 
         Ties go in :class:`Component` order (heads, then MLPs, then neurons, each by layer and index).
         """

@@ -86,13 +86,34 @@ def test_probing_masks_take_rises_not_drops():
     gains = ComponentScores(comps, [0.2, -0.3, 0.05], "probing", "probe_accuracy", shape, rank_by="value")
     one_mlp = ComponentScores(comps[:1], [1.0], "x", "y", shape).to_mask(top_k=1).n_params(shape)
     assert gains.to_mask(param_budget=one_mlp).components == frozenset({Component("mlp", 0)})
-    assert gains.top(3) == [Component("mlp", 0), Component("mlp", 2), Component("mlp", 1)]
+    assert gains.top(3) == [Component("mlp", 0), Component("mlp", 2)]  # a drop is never taken
+    assert gains.to_mask(param_budget=3 * one_mlp).components == {Component("mlp", 0), Component("mlp", 2)}
     assert gains.to_mask(threshold=0.1).components == frozenset({Component("mlp", 0)})
     assert ComponentScores.from_dict(gains.to_dict()).rank_by == "value"
     plain = ComponentScores(comps, [0.2, -0.3, 0.05], "activation_patching", "logit_diff", shape)
     assert plain.top(1) == [Component("mlp", 1)] and "rank_by" not in plain.to_dict()  # patching: |effect|
     with pytest.raises(ValueError, match="rank_by"):
         ComponentScores(comps, [0.0] * 3, "x", "y", shape, rank_by="signed")
+
+
+def test_a_probing_budget_is_never_filled_with_heads_probing_did_not_score():
+    """Probing scores every head 0.0, which ranked above any MLP whose gain is negative: a budget larger
+    than the rising layers filled up with layer-0 heads (a 4-layer model at a 3-MLP budget gave
+    L0H0-L0H3, L0.mlp, L3.mlp)."""
+    import factlens
+    from factlens.components import Mask
+    from factlens.data import sports_facts
+    from factlens.localization import localization_mask
+    from factlens.testing import tiny_model
+
+    m = tiny_model(n_layers=4)
+    scores = factlens.localize(m, sports_facts(), method="probing", repeats=1, show_progress=False)
+    rising = {c for c, v in zip(scores.components, scores.values) if v > 0}
+    assert rising and all(c.kind == "mlp" for c in rising) and len(rising) < 4
+    budget = Mask.from_labels([f"L{i}.mlp" for i in range(3)]).n_params(m)
+    mask, _ = localization_mask(m, sports_facts(), "probing", param_budget=budget, repeats=1)
+    assert mask.components == rising
+    assert scores.top(10) == [c for c in scores.top(len(rising))] and len(scores.top(10)) == len(rising)
 
 
 def test_probing_scores_rank_by_signed_gain(planted):
