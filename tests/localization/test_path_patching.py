@@ -146,6 +146,20 @@ def test_direct_effect_equals_freezing_everything_else(kind):
     assert np.abs(ref).max() > 1e-3  # not trivially zero
 
 
+def test_direct_effects_of_a_bf16_model_are_computed_not_refused():
+    """The check that the attention output can be recomputed from hook_z allowed 1e-3 relative error,
+    below one bf16 rounding step: a bf16 model (the planted one here) was refused as an unsupported
+    architecture, and with it the non-sports FLU."""
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model(n_subjects=12)
+    fp32 = path_patching(p.model, p.dataset)
+    p.model.to(torch.bfloat16)
+    bf16 = path_patching(p.model, p.dataset)
+    assert bf16.restrict("head").top(1) == fp32.restrict("head").top(1) == [p.extraction_head]
+    assert bf16[p.extraction_head] == pytest.approx(fp32[p.extraction_head], rel=0.05)
+
+
 def test_path_patching_input_errors(planted):
     m, ds = planted.model, planted.dataset
     with pytest.raises(ValueError, match="does not exist"):
