@@ -111,12 +111,17 @@ def make_pairs(
     Raises:
         TypeError: When ``dataset`` (or ``partners``) is not a collection of facts.
         ValueError: When no fact can be paired (or, with ``drop_unpaired=False``, any fact
-            cannot), user-given corrupted prompts differ in token length, or two candidate
+            cannot), user-given corrupted prompts differ in token length, ``corrupted_answers``
+            come without ``corrupted_prompts``, or two candidate
             answers (or a corrupted answer and its clean answer) share their first token.
     """
     records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")
+    if corrupted_answers is not None and corrupted_prompts is None:
+        raise ValueError("corrupted_answers= gives the answers of user-given corrupted prompts; pass them with "
+                         "corrupted_prompts= (without it each fact is corrupted by another subject and scored "
+                         "against that subject's own answer)")
     first_token = _first_tokens(model)
     _check_candidates(dataset, records, first_token)
     clean = encode_records(model, records)

@@ -200,6 +200,15 @@ def test_given_corrupted_answer_sharing_first_token_raises():
         make_pairs(m, [r], corrupted_prompts=["The home of B is"])
 
 
+def test_corrupted_answers_without_corrupted_prompts_are_refused_not_ignored(planted):
+    """They only apply to user-given corrupted prompts; alone they changed nothing, without a word."""
+    import factlens
+
+    with pytest.raises(ValueError, match="pass them with corrupted_prompts="):
+        factlens.localize(planted.model, planted.dataset, method="activation_patching", include_resid=False,
+                          show_progress=False, corrupted_answers=["golf"] * len(planted.dataset))
+
+
 # --- the runner: partners from every known fact, dropped facts in the job's JSON -----------------
 
 
