@@ -172,10 +172,27 @@ def flu_scores(
         raise ValueError(f"unknown approach {approach!r}; use 'auto', 'probing' or 'path_patching'")
     if ModelShape.of(model).attn_only:
         raise ValueError("the model is attention-only: there are no MLPs to localize")
-    if approach == "probing" or (approach == "auto" and is_sports(dataset)):
+    use_probing = approach == "probing" or (approach == "auto" and is_sports(dataset))
+    _check_approach_options("probing" if use_probing else "path_patching", options)
+    if use_probing:
         return _flu_probing(model, dataset, seed=seed, rule_threshold=rule_threshold, **options)
     return _flu_path_patching(model, dataset, seed=seed, n_std=n_std, extraction_k=extraction_k,
                               min_fact_fraction=min_fact_fraction, partners=partners, **options)
+
+
+def _check_approach_options(method: str, options: dict) -> None:
+    """The FLU's registry entry takes the options of both approaches; refuse those the chosen one
+    does not take (``metric=`` for probing failed deep inside it with a TypeError, after the run
+    had checked and accepted it)."""
+    from factlens.localization.registry import METHODS
+
+    takes = set(METHODS.get(method).options)
+    bad = sorted(k for k in options if k not in takes)
+    if bad:
+        why = "sports facts" if method == "probing" else "facts other than sports"
+        raise ValueError(f"the FLU localizes with {method} here ({why}, or approach={method!r}), which does not "
+                         f"take {bad}; it takes {sorted(takes - {'seed'})}. Drop them, or choose the other "
+                         "approach with approach=")
 
 
 def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> ComponentScores:

@@ -53,3 +53,14 @@ def test_flu_on_planted_model_path_patching(planted):
     with pytest.raises(ValueError, match="approach"):
         flu_scores(planted.model, planted.dataset, approach="magic")
     assert no_hooks(planted.model)
+
+
+def test_options_of_the_other_approach_are_refused_with_the_approach_named(planted):
+    """The FLU's entry takes both approaches' options: metric= reached probing and failed there with a
+    TypeError, after the run had accepted it."""
+    from factlens.localization.flu import flu_scores
+
+    with pytest.raises(ValueError, match=r"localizes with probing here .* does not take \['metric'\]"):
+        flu_scores(planted.model, planted.dataset, approach="probing", metric="prob")
+    with pytest.raises(ValueError, match=r"localizes with path_patching here .* does not take \['cv'\]"):
+        flu_scores(planted.model, planted.dataset, approach="path_patching", cv=3)
