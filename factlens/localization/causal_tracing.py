@@ -331,7 +331,7 @@ def causal_tracing(
         probabilities), ``clean_metric`` / ``corrupted_metric`` (the clean and subject-noised
         answer probability per example; means ``clean_mean`` / ``corrupted_mean``) and, with
         ``include_resid``, the ``resid`` and ``mlp_window`` maps. ``extra``: ``indirect_effect``
-        (score minus the noised probability, per component), ``sigma``, ``noise_std``,
+        (score minus the noised probability, ``{label: value}``), ``sigma``, ``noise_std``,
         ``noise_scale``, ``n_samples``, ``window``, ``seed`` and ``forward_equivalents``
         (prompt-forwards per prompt: a restored run from layer ``L`` over ``S`` of ``T``
         positions counts ``(n_layers - L) / n_layers * S / T``).
@@ -359,7 +359,8 @@ def causal_tracing(
                batch_size=batch_size, include_resid=include_resid)
     values = t.per_example.mean(axis=0)
     extra: dict = {
-        "indirect_effect": (values - t.p_noised.mean()).tolist(),
+        # keyed by label, so that restrict("mlp") (causal_tracing_mlps) cannot misalign it
+        "indirect_effect": {c.label: float(v) for c, v in zip(comps, values - t.p_noised.mean())},
         "sigma": sigma,
         "noise_std": noise_std,
         "noise_scale": float(noise_scale),

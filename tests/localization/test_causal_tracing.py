@@ -78,7 +78,9 @@ def test_planted_noise_destroys_and_lookup_restores(planted12, planted_trace):
     np.testing.assert_allclose(resid[:3, subj], clean, atol=1e-5)
     np.testing.assert_allclose(resid[3, -1], clean, atol=1e-5)  # after the mover, at the last token
     np.testing.assert_allclose(resid[:, 0], noised, atol=1e-5)  # before the subject: nothing to restore
-    np.testing.assert_allclose(s.extra["indirect_effect"], s.values - noised)
+    np.testing.assert_allclose([s.extra["indirect_effect"][c.label] for c in s.components], s.values - noised)
+    mlps = s.restrict("mlp")  # causal_tracing_mlps: a list kept its first entries, the heads'
+    assert all(s.extra["indirect_effect"][c.label] == pytest.approx(mlps[c] - noised) for c in mlps.components)
     assert s[planted12.extraction_head] == pytest.approx(clean, abs=1e-5)
     per = s.per_example
     assert per.shape == (len(s), len(planted12.dataset)) and s.example_ids == tuple(r.id for r in planted12.dataset)
