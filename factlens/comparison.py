@@ -19,7 +19,7 @@ their ids. For each localization and metric, :func:`compare` reports
   reach significance at all (``testable``: Tarone's modification,
   :func:`factlens.stats.tarone_holm`; a metric whose paired differences are all zero, or
   differ on too few facts, is left out rather than making every other metric stricter), and
-  ``significant`` = ``p_holm < 0.05``; metrics flagged ``at_chance`` (the unedited model is
+  ``significant`` = ``p_holm <= 0.05``; metrics flagged ``at_chance`` (the unedited model is
   not above chance in that format) are kept but never significant and stay out of the
   Holm family, and so are maxima over layers (``Metric.selected``: a probe's best layer,
   chosen on the same facts; each side's samples are its outcomes at its own best layer, so
@@ -344,9 +344,8 @@ class _PairedTest:
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
          alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
-    from factlens.stats import (is_binary, mean_interval, minimum_detectable_difference,
-                                paired_bootstrap_diff, paired_test_key, sign_flip_test, smallest_attainable_p,
-                                weighted_mean_se)
+    from factlens.stats import (is_binary, mean_interval, minimum_detectable_difference, paired_diff,
+                                paired_test_key, sign_flip_test, smallest_attainable_p, weighted_mean_se)
 
     pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
     if pairs:  # value and reference_value over the seeds the difference is taken on (folders with other --seeds)
@@ -368,8 +367,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
                 "p_value": float("nan"), "n_facts": int(np.mean([len(p.ids) for p in pairs])) if pairs else 0,
                 "mdd_unadjusted": float("nan")}, None
-    diff, ci = paired_bootstrap_diff([p.x for p in pairs], [p.y for p in pairs],
-                                     weights=[p.w for p in pairs] if weighted else None, seed=seed)
+    diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs],
+                           weights=[p.w for p in pairs] if weighted else None, seed=seed)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     d = xs - ys
     w = np.concatenate([p.w / p.w.sum() for p in pairs])  # each seed counts once, its units by their weights
@@ -381,6 +380,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         sd = se * float(np.sqrt(ok.sum())) if se is not None else 0.0
     else:
         sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
+    if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
+        sd = 0.0
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
     test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), key,
                        smallest_attainable_p(d, weights=w, seed=seed))
@@ -413,7 +414,7 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     res = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha, same=keys)
     m = res.k
     for i, p, t in zip(fam, res.adjusted, res.testable):
-        loc_rows[i].update(p_holm=float(p), significant=bool(t and p < alpha), testable=bool(t), n_tests=m,
+        loc_rows[i].update(p_holm=float(p), significant=bool(t and p <= alpha), testable=bool(t), n_tests=m,
                            mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / max(m, 1),
                                                             binary=tests[i].binary))
 

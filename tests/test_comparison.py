@@ -565,7 +565,12 @@ def test_a_value_with_identical_outcomes_over_seeds_has_the_pooled_wilson_interv
     assert seed_pooled(runs["x"])["standard"]["edit_accuracy"].ci_method == "bootstrap"
     d = factlens.compare({"x": runs["flu"], "flu": runs["x"]}, reference="flu").iloc[0]
     assert (d["value_ci_low"], d["value_ci_high"]) == pytest.approx(wilson_interval(32, 32))
-    assert d["ci_low"] == 0.0 < d["ci_high"]  # the paired difference keeps its own bootstrap (one fact moved)
+    # the paired difference of 0/1 outcomes: the bootstrap's [0, 0.06] (one fact moved) widened to the
+    # pooled score interval, which allows the one fact to be chance either way
+    from factlens.stats import paired_proportion_diff_interval
+
+    score = paired_proportion_diff_interval([1] * 32, [1] * 31 + [0])
+    assert d["ci_low"] == pytest.approx(score[0]) and d["ci_low"] < 0 < d["ci_high"]
 
 
 def test_value_and_reference_value_count_the_seeds_the_difference_is_taken_on():
@@ -579,3 +584,18 @@ def test_value_and_reference_value_count_the_seeds_the_difference_is_taken_on():
     t = factlens.compare({"flu": {0: ev([1] * 16), 1: ev([0] * 16)}, "rome": {0: ev([1] * 16)}}, reference="flu")
     r = t.iloc[0]
     assert (r["value"], r["reference_value"], r["diff"], r["n_seeds"]) == (1.0, 1.0, 0.0, 1)
+
+
+def test_equal_continuous_differences_have_no_mdd_and_a_p_at_the_level_is_significant(monkeypatch):
+    """Six differences of exactly 0.1 have an sd of ~3e-17 in floating point, which gave an MDD of
+    3e-17 ('0.00') instead of NaN (no scale); and a Holm p of exactly 0.05 was not significant
+    though the test rejects at p <= alpha."""
+    t = factlens.compare({"flu": [_result({"forget_prob": [0.1] * 6})], "x": [_result({"forget_prob": [0.2] * 6})]},
+                         reference="flu").iloc[0]
+    assert t["p_value"] == pytest.approx(2 / 64) and math.isnan(t["mdd"]) and math.isnan(t["mdd_unadjusted"])
+    from factlens import stats
+
+    monkeypatch.setattr(stats, "sign_flip_test", lambda d, **kw: 0.05)
+    t = factlens.compare({"flu": [_synthetic(0, 0.0)], "x": [_synthetic(1, 0.3)]}, reference="flu",
+                         metrics=["forget_prob"]).iloc[0]
+    assert t["p_holm"] == 0.05 and bool(t["significant"])

@@ -8,7 +8,7 @@ each fact's value), resampling seeds and then facts; a token-weighted metric's c
 by their tokens there and in the test (:func:`cell_weights`). A cell is marked when it differs from
 the reference localization's cell: paired sign-flip permutation test over facts on the
 same per-fact values, Holm-corrected across the cells of the row (cells that are the same
-test on the same per-fact values, or their complements, count once), ``p < 0.05``; cells at
+test on the same per-fact values, or their complements, count once), ``p <= 0.05``; cells at
 chance are never marked. The Comparisons section is :func:`factlens.compare` against FLU and
 against random.
 """
@@ -35,7 +35,7 @@ TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an
                  "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
-                 "significance (columns with the same per-fact outcomes count once; Tarone), p < 0.05. With "
+                 "significance (columns with the same per-fact outcomes count once; Tarone), p ≤ 0.05. With "
                  "several seeds the test pools the seeds' facts: it holds for these trained edits, not for another "
                  "training seed (the interval includes the seed-to-seed variance, the test does not).")
 
@@ -275,7 +275,7 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
                     ps.append((j, p, key, smallest))
         res = tarone_holm([t[1] for t in ps], [t[3] for t in ps], same=[t[2] for t in ps])
         for (j, *_), p, t in zip(ps, res.adjusted, res.testable):
-            row["cells"][j]["significant"] = bool(t and p < 0.05)
+            row["cells"][j]["significant"] = bool(t and p <= 0.05)
     return marked
 
 
@@ -332,7 +332,7 @@ def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
             "at most 16 differ); Holm: corrected across the metrics of one localization in this table that can reach significance "
-            "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p < 0.05 "
+            "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p ≤ 0.05 "
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
             "Holm family instead of making the others stricter (Tarone), or not tested at all (p –: a maximum over "
