@@ -270,7 +270,8 @@ def _weighted_groups(groups, weights) -> list[tuple[np.ndarray, np.ndarray]]:
     out = [(g[~np.isnan(g)], w[~np.isnan(g)]) for g, w in zip(gs, ws)]
     if any(len(w) and (np.any(~(w >= 0)) or not w.sum() > 0) for _, w in out):
         raise ValueError("weights must be >= 0, with a positive one in every group that has values")
-    return out
+    # a unit of weight 0 is not in the weighted mean: resampled alone it made 0/0 (a NaN interval)
+    return [(g[w > 0], w[w > 0]) for g, w in out]
 
 
 def _values_and_weights(values, weights) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +280,7 @@ def _values_and_weights(values, weights) -> tuple[np.ndarray, np.ndarray]:
     w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
     if w.shape != v.shape:
         raise ValueError(f"weights ({w.shape}) must match values ({v.shape})")
-    keep = ~np.isnan(v)
+    keep = ~np.isnan(v) & ~(w == 0)  # weight 0: not in the weighted mean (and 0/0 when resampled alone)
     return v[keep], w[keep]
 
 

@@ -557,3 +557,14 @@ def test_sign_flip_test_refuses_infinite_differences():
     """An infinite difference made every pattern's statistic infinite: p = 0, 'significant'."""
     with pytest.raises(ValueError, match="infinite"):
         sign_flip_test([np.inf, 1, 1, 1, 1, 1])
+
+
+def test_units_of_weight_zero_leave_the_bootstrap():
+    """A unit of weight 0 is not in the weighted mean; resampled alone it made 0/0, and the interval
+    (nan, nan) with several seeds or None with one."""
+    vals, w = [0.1, 0.2, 0.3, 0.9, 0.5], [0, 0, 0, 0, 1]
+    lo, hi = hierarchical_bootstrap_interval([vals, vals], weights=[w, w])
+    assert (lo, hi) == (0.5, 0.5)
+    vals, w = [0.1, 0.2, 0.3, 0.9, 0.5, 0.7], [0, 0, 1, 0, 1, 2]
+    kept = bootstrap_mean_interval([0.3, 0.5, 0.7], weights=[1, 1, 2])
+    assert bootstrap_mean_interval(vals, weights=w) == kept and kept is not None and not math.isnan(kept[0])
