@@ -408,6 +408,8 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
 
     for r in loc_rows:
         r["p_holm"], r["significant"], r["testable"], r["n_tests"], r["mdd"] = float("nan"), False, False, 0, float("nan")
+        if r["at_chance"]:  # never tested, so no power either (the docs and the mdd column say so)
+            r["mdd_unadjusted"] = float("nan")
     fam = [i for i, (r, t) in enumerate(zip(loc_rows, tests))
            if t is not None and not r["at_chance"] and not np.isnan(r["p_value"])]
     keys = [tests[i].key for i in fam]

@@ -66,6 +66,7 @@ def test_at_chance_metrics_are_kept_but_never_significant():
     assert t.loc["forget_accuracy", "significant"]
     # the at-chance row is outside the Holm family: no family-level MDD, one test in the family
     assert math.isnan(t.loc["mcq_forget_error", "mdd"]) and t.loc["mcq_forget_error", "n_tests"] == 0
+    assert math.isnan(t.loc["mcq_forget_error", "mdd_unadjusted"])  # never tested: no power to state either
     assert t.loc["forget_accuracy", "n_tests"] == 1
     assert t.loc["forget_accuracy", "mdd"] == t.loc["forget_accuracy", "mdd_unadjusted"]  # one test: nothing to correct
 
