@@ -52,7 +52,8 @@ from factlens.editing.config import EditConfig
 from factlens.editing.registry import OBJECTIVES, Objective
 from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
 from factlens.editing.sampling import BatchSampler, GeneralText
-from factlens.editing.training import TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable
+from factlens.editing.training import (TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable,
+                                       with_gradients)
 from factlens.memory import check_folder, checkpointed_blocks, kept_copies
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import load
@@ -120,6 +121,7 @@ def _training_items(task, entry: Objective, config: EditConfig):
 
 
 @takes_show_progress
+@with_gradients  # every method copies and trains; under the caller's no_grad() they trained nothing
 def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
          inplace: bool = False, offload: str | os.PathLike | None = None, show_progress: bool | None = None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
@@ -178,6 +180,7 @@ def _originals(params: dict[str, torch.nn.Parameter], unselected: dict[str, torc
     return {n: kept[n] for n in params}
 
 
+@with_gradients  # also under the caller's torch.no_grad() / inference_mode(): it trained nothing there
 def finetune(model, mask, task, *, objective: str | None = None, config: EditConfig = EditConfig(),
              inplace: bool = False, offload: str | os.PathLike | None = None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by training only the components in ``mask``.

@@ -8,10 +8,9 @@ whose deltas are whole ``W_out`` tensors.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor
@@ -20,6 +19,7 @@ from factlens.components import Component, Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics
 from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
+from factlens.editing.training import with_gradients  # noqa: F401  (ROME and MEMIT import it from here)
 
 __all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_mlp_layers", "forget_records", "split_config",
            "build_result", "layer_key_statistics", "covariance_meta", "MaskNotSupported"]
@@ -28,17 +28,6 @@ __all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_m
 class MaskNotSupported(ValueError):
     """An edit method cannot edit this mask (ROME: exactly one MLP; ROME and MEMIT: no heads or
     neurons). The runner reports it with the unit's name instead of a traceback."""
-
-
-def with_gradients(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` with gradients on, also when the caller is under ``torch.no_grad()`` or
-    ``torch.inference_mode()`` (a notebook's evaluation block): the model copy, the optimized
-    value and its graph must be ordinary tensors."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode(False), torch.enable_grad():
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def check_value_fields(cfg: Any) -> None:

@@ -24,6 +24,7 @@ from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import _as_mask, edit
 from factlens.editing.result import EditResult, plot_histories
+from factlens.editing.training import with_gradients
 from factlens.memory import check_folder
 from factlens.progress_bars import progress, progress_bar
 
@@ -170,6 +171,7 @@ def _jobs(work, chunk: FactDataset, k: int, masks, localize_fn, per_fact: bool) 
     return [(_as_mask(masks[k] if _per_chunk(masks) else masks), chunk)]
 
 
+@with_gradients  # its model copy too must be an ordinary tensor under the caller's inference_mode()
 def edit_sequential(
     model,
     masks: MaskSpec | None,

@@ -15,10 +15,11 @@ caller restores the model).
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -27,8 +28,20 @@ from factlens.editing.config import EditConfig
 from factlens.editing.objectives.base import TrainingObjective
 from factlens.editing.sampling import BatchSampler, GeneralText
 
-__all__ = ["TrainState", "train_step", "masked_update", "micro_batch_losses", "lr_factor", "make_optimizer",
+__all__ = ["with_gradients", "TrainState", "train_step", "masked_update", "micro_batch_losses", "lr_factor", "make_optimizer",
            "check_optimizer", "trainable"]
+
+
+def with_gradients(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with gradients on, also when the caller is under ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (a notebook's evaluation block): an edit's model copy, its
+    trained parameters and their graph must be ordinary tensors (masked fine-tuning under
+    ``no_grad`` trained nothing and reported success)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def lr_factor(config: EditConfig, t: int) -> float:

@@ -54,6 +54,7 @@ from torch import Tensor
 from factlens.components import Component, Mask, ModelShape
 from factlens.config import ConfigBase
 from factlens.editing.sampling import BatchSampler, GeneralText
+from factlens.editing.training import with_gradients
 from factlens.progress_bars import progress_bar
 
 __all__ = ["WeightMaskConfig", "WeightMaskResult", "learn_weight_mask", "default_evaluate"]
@@ -376,6 +377,7 @@ def _loss_terms(model, cfg: WeightMaskConfig, objective: str, fb: list, rb: list
     return terms
 
 
+@with_gradients  # also under the caller's torch.no_grad() / inference_mode()
 def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = WeightMaskConfig()) -> WeightMaskResult:
     """Learn which weights of ``mask``'s components to ablate to unlearn/edit ``task``.
 

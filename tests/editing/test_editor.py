@@ -185,6 +185,22 @@ def test_unmasked_entries_bitwise_identical_gqa_gated(tiny_task):
     assert "blocks.0.attn._W_K" in res.deltas and "blocks.1.mlp.W_gate" in res.deltas
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_an_edit_under_no_grad_trains_as_outside_it(tiny_task, mode):
+    """A notebook's evaluation block: under torch.no_grad() the editor skipped every backward pass,
+    trained nothing and reported success (loss unchanged over all steps, n_changed 0)."""
+    mask = Mask.from_labels(["L0H1", "L1.mlp"])
+    plain = edit(tiny_model(), mask, tiny_task, config=TINY, show_progress=False)
+    a, b = tiny_model(), tiny_model()  # loaded before, used inside the block
+    with getattr(torch, mode)():
+        quiet = edit(a, mask, tiny_task, config=TINY, show_progress=False)
+        seq = edit_sequential(b, mask, tiny_task, chunk_size=2, config=TINY.replace(steps=2))
+    assert plain.n_changed > 0 and quiet.n_changed == plain.n_changed
+    assert [h["loss"] for h in quiet.history] == [h["loss"] for h in plain.history]
+    assert all(r.n_changed > 0 for r in seq.results)
+    assert not next(iter(quiet.model.parameters())).is_inference()
+
+
 def test_unmasked_entries_bitwise_identical_planted(planted):
     mask = Mask([planted.extraction_head, Component("neuron", 3, 5)])
     _check_masked_edit(planted.model, mask, planted.task, PLANTED.replace(steps=3, weight_decay=0.1))

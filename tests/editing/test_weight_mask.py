@@ -34,6 +34,15 @@ def learned(planted, task, mask):
     return learn_weight_mask(planted.model, mask, task, config=FAST)
 
 
+def test_learned_under_no_grad_as_outside_it(planted, task, mask, learned):
+    """Under torch.no_grad() learning failed with an autograd error about tensors without grad."""
+    import torch
+
+    with torch.no_grad():
+        quiet = learn_weight_mask(planted.model, mask, task, config=FAST)
+    assert [h["loss"] for h in quiet.history] == [h["loss"] for h in learned.history]
+
+
 def test_user_model_untouched_and_sft_path(planted, task, mask):
     before = snapshot(planted.model)
     res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=3, l_sft=1.0, n_sft_chunks=4, sft_seq_len=16))
