@@ -52,8 +52,8 @@ from factlens.editing.config import EditConfig
 from factlens.editing.registry import OBJECTIVES, Objective
 from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
 from factlens.editing.sampling import BatchSampler, GeneralText
-from factlens.editing.training import (TrainState, check_optimizer, lr_factor, make_optimizer, train_step, trainable,
-                                       with_gradients)
+from factlens.editing.training import (TrainState, check_optimizer, half_precision_masters, lr_factor, make_optimizer,
+                                       optimized_tensors, train_step, trainable, with_gradients)
 from factlens.memory import check_folder, checkpointed_blocks, kept_copies
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import load
@@ -252,10 +252,11 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
     with trainable(work, names) as all_params:
         params = {n: all_params[n] for n in names}
         unselected = {n: ~m for n, m in param_masks.items() if not bool(m.all())}  # partially selected tensors
+        master = half_precision_masters(params)
         state = TrainState(work, params, _originals(params, unselected, offload), unselected,
-                           make_optimizer(list(params.values()), config), prepared,
+                           make_optimizer(optimized_tensors(params, master), config), prepared,
                            BatchSampler(forget_items, config.batch_size, gen),
-                           BatchSampler(retain_items, config.batch_size, gen), text, config)
+                           BatchSampler(retain_items, config.batch_size, gen), text, config, master)
         try:
             t_train = time.perf_counter()
             bar = progress_bar(range(config.steps), desc="editing", leave=False)

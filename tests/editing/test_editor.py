@@ -201,6 +201,20 @@ def test_an_edit_under_no_grad_trains_as_outside_it(tiny_task, mode):
     assert not next(iter(quiet.model.parameters())).is_inference()
 
 
+def test_half_precision_models_are_edited_through_float32_masters(tiny_task):
+    """AdamW in fp16 divided by its eps of 1e-8 = 0 (every fp16 edit diverged at step 0, at any lr), and
+    in bf16 updates below a weight's rounding step were lost at every step (about half the edit's
+    norm at lr 1e-4 here); the optimizer now steps float32 copies and the model gets their rounded values."""
+    mask = Mask.from_labels(["L0H1", "L1.mlp"])
+    cfg = TINY.replace(lr=1e-4, steps=5)
+    ref = edit(tiny_model(), mask, tiny_task, config=cfg, show_progress=False)
+    for dtype in (torch.bfloat16, torch.float16):
+        res = _check_masked_edit(tiny_model().to(dtype), mask, tiny_task, cfg)
+        assert all(p.dtype == dtype for p in res.model.parameters())
+        assert res.delta_norm() == pytest.approx(ref.delta_norm(), rel=0.1), dtype
+        res.revert()
+
+
 def test_unmasked_entries_bitwise_identical_planted(planted):
     mask = Mask([planted.extraction_head, Component("neuron", 3, 5)])
     _check_masked_edit(planted.model, mask, planted.task, PLANTED.replace(steps=3, weight_decay=0.1))
