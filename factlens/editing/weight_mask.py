@@ -400,7 +400,7 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
     cfg = config
     t0 = time.perf_counter()
     shape = ModelShape.of(model)
-    region = mask.to_param_masks(model)
+    region = {n: r for n, r in sorted(mask.to_param_masks(model).items())}  # a fixed order: sums do not depend on hashing
     params = dict(model.named_parameters())
     fb_items = format_prompts(task.forget, cfg.train_format)
     rb_items = format_prompts(task.retain, cfg.train_format)
@@ -430,8 +430,11 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
         n_abl = 0
         for n, s in logits.items():
             soft = torch.sigmoid(s)
-            keep = (s >= 0).to(soft.dtype) + soft - soft.detach() if cfg.relaxation == "straight_through" else soft
-            n_abl += int((region[n] & (s < 0)).sum())
+            # the hard mask of discretize()/apply() (ablated where sigmoid(s) < 0.5), exactly 0 or 1 in the
+            # forward pass: (hard + soft) - soft rounded to 0.99999994 for a quarter of the kept entries
+            hard = (soft >= 0.5).to(soft.dtype)
+            keep = hard + (soft - soft.detach()) if cfg.relaxation == "straight_through" else soft
+            n_abl += int((region[n] & (soft < 0.5)).sum())
             keep = torch.where(region[n], keep, torch.ones_like(keep))
             reg = reg + ((1 - soft) * region[n]).sum()
             W = params[n].detach()

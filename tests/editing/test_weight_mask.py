@@ -182,3 +182,23 @@ def test_bad_input(planted, task):
 def test_sigmoid_relaxation_runs(planted, task, mask):
     res = learn_weight_mask(planted.model, mask, task, config=FAST.replace(relaxation="sigmoid", steps=3))
     assert len(res.history) == 3 and res.n_masked() == 0  # logits start at 3 and move <= 0.2 per step
+
+
+def test_straight_through_forward_uses_exactly_the_hard_mask(planted, task, mask, monkeypatch):
+    """(hard + soft) - soft rounded to 0.99999994 for about a quarter of the kept entries, so the
+    trained forward pass was not the hard mask that discretize()/apply() give."""
+    import torch
+
+    seen = []
+    real = torch.func.functional_call
+
+    def spy(module, params, *args, **kwargs):
+        seen.append({n: t.detach().clone() for n, t in params.items()})
+        return real(module, params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.func, "functional_call", spy)
+    # init 4.0: sigmoid(4) is one of the values where (1 + soft) - soft rounds to 0.99999994
+    learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=1, init=4.0, relaxation="straight_through"))
+    weights = dict(planted.model.named_parameters())
+    for n in mask.to_param_masks(planted.model):  # the initial logits keep every entry
+        assert torch.equal(seen[0][f"model.{n}"], weights[n].detach()), n
