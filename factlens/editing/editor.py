@@ -134,6 +134,11 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     the method keeps its saved original values while it edits (see :func:`finetune`); passed
     to methods whose entry ``takes_offload`` (the built-in ones), ignored by the others.
 
+    The mask alone decides what is trained: a parameter the caller froze
+    (``requires_grad=False``) is trained when the mask selects entries of it, and every flag
+    is as before when the call returns. It runs with gradients on also inside the caller's
+    ``torch.no_grad()`` or ``torch.inference_mode()``.
+
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
