@@ -164,6 +164,7 @@ class StagePeaks(PeakRSS):
     def __init__(self, interval: float = 0.01):
         super().__init__(interval)
         self.by_stage: dict[str, int] = {}
+        self.cuda_by_stage: dict[str, int] = {}  # peak allocated GPU memory per stage (CUDA in use only)
         self._stage: str | None = None
         self._lock = threading.Lock()
 
@@ -172,8 +173,19 @@ class StagePeaks(PeakRSS):
         now = rss()
         with self._lock:
             self._count(now)
+            self._cuda_stage_end()
             self._stage = stage
             self._count(now)
+
+    def _cuda_stage_end(self) -> None:
+        """The ending stage's peak of ``torch.cuda.max_memory_allocated`` (the RSS leaves out GPU
+        memory), then the counter reset for the next stage; nothing where CUDA is not in use."""
+        if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+            return
+        if self._stage is not None:
+            self.cuda_by_stage[self._stage] = max(self.cuda_by_stage.get(self._stage, 0),
+                                                  int(torch.cuda.max_memory_allocated()))
+        torch.cuda.reset_peak_memory_stats()
 
     def _count(self, now: int) -> None:
         self.peak = max(self.peak, now)
@@ -192,10 +204,15 @@ class StagePeaks(PeakRSS):
         self._t.join()
         with self._lock:
             self._count(rss())
+            self._cuda_stage_end()
 
     def gb(self) -> dict[str, float]:
         """Peak per stage in GB (10^9 bytes), rounded to 0.01."""
         return {k: round(v / 1e9, 2) for k, v in self.by_stage.items()}
+
+    def cuda_gb(self) -> dict[str, float]:
+        """Peak allocated GPU memory per stage in GB (empty without CUDA)."""
+        return {k: round(v / 1e9, 2) for k, v in self.cuda_by_stage.items()}
 
 
 #: Byte alignment of each tensor in a :func:`mapped_copies` file (any dtype's element size divides it).

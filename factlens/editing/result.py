@@ -105,7 +105,7 @@ def _original_tensors(model, deltas: Mapping[str, "ParamDelta"]) -> dict[str, Te
         for name, d in deltas.items():
             p = params[name]
             if bool(d.mask.all()):
-                out[name] = d.old.to(dtype=p.dtype).reshape(p.shape)
+                out[name] = d.old.to(device=p.device, dtype=p.dtype).reshape(p.shape)  # a loaded result's are on the CPU
             else:
                 t = p.detach().clone()
                 t[d.mask.to(p.device)] = d.old.to(device=p.device, dtype=p.dtype)

@@ -100,7 +100,7 @@ def text_accuracy(model, chunks: torch.Tensor, *, batch_size: int = 2) -> float:
     right = total = 0
     with torch.no_grad():
         for s in range(0, chunks.shape[0], batch_size):
-            toks = chunks[s:s + batch_size]
+            toks = chunks[s:s + batch_size].to(model.cfg.device)  # chunks made on the CPU, model on a GPU
             resid = model(toks, stop_at_layer=model.cfg.n_layers)[:, :-1]
             for i in range(resid.shape[0]):  # one chunk at a time: [pos, d_vocab] logits only
                 pred = unembed(model, resid[i]).argmax(-1)

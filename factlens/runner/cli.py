@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--text-source", help="general text for side effects (e.g. ../shared/data/wikitext2/test.txt)")
     r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
     r.add_argument("--device", help="model device (default: cpu)")
+    r.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="model weight dtype (default: float32; bfloat16 for 7-9B models on a GPU)")
     r.add_argument("--executor", choices=("local", "ray"), help="where jobs run (default: local)")
     r.add_argument("--workers", type=int, help="worker processes of the local executor (default 1; each loads its "
                                                "own model: N times the memory, same results)")
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _LIST_FLAGS = ("localizations", "seeds", "suites", "methods", "objectives")
 _PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", "filter_known", "param_budget", "localize_on",
-                "edit_preset", "eval_preset", "device", "executor", "workers", "ray_address", "gpus_per_job", "cpus_per_job",
+                "edit_preset", "eval_preset", "device", "dtype", "executor", "workers", "ray_address", "gpus_per_job", "cpus_per_job",
                 "show_progress")
 
 

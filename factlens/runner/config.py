@@ -66,6 +66,7 @@ __all__ = [
     "TASK_NAMES",
     "EXECUTION_FIELDS",
     "SCOPE_FIELDS",
+    "MODEL_DTYPES",
     "CPU_EVAL_DEFAULTS",
     "PLANTED_EVAL_DEFAULTS",
     "PLANTED_EDIT_DEFAULTS",
@@ -96,6 +97,8 @@ TASK_NAMES: tuple[str, ...] = (
 EXECUTION_FIELDS: frozenset[str] = frozenset({"out", "executor", "workers", "ray_address", "gpus_per_job", "cpus_per_job",
                                               "show_progress"})
 SCOPE_FIELDS: frozenset[str] = frozenset({"localizations", "seeds", "methods", "objectives"})
+#: ``RunConfig.dtype`` values: the model's weight dtypes the runner loads.
+MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 #: With ``eval_preset="small"``, tasks keep at most this many held-out facts to measure
 #: maintenance (every suite scores them, in every format; the other known facts feed the
@@ -178,6 +181,9 @@ class RunConfig:
         eval_preset: ``"small"`` (the defaults above) or ``"full"``.
         suites: Evaluation suites (:data:`ALL_SUITES`).
         device: Device of the model (``"cpu"``, ``"cuda"``...).
+        dtype: Dtype of the model's weights: ``"float32"`` (default), ``"bfloat16"`` (the
+            paper's 7-9B models on a GPU: half the memory of float32; edits train float32
+            master copies of the masked tensors) or ``"float16"``.
         out: Run directory.
         executor: ``"local"`` or ``"ray"``.
         workers: Worker processes of the local executor (each loads its own model: ``workers``
@@ -210,6 +216,7 @@ class RunConfig:
     eval_preset: str = "small"
     suites: tuple[str, ...] = ALL_SUITES
     device: str = "cpu"
+    dtype: str = "float32"
     out: str = "results"
     executor: str = "local"
     workers: int = 1
@@ -292,6 +299,12 @@ class RunConfig:
         check_localize_options(self.localize_options)
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"dtype must be one of {list(MODEL_DTYPES)}, got {self.dtype!r}")
+        if self.executor == "ray" and str(self.device).startswith("cuda") and not self.gpus_per_job > 0:
+            # Ray hides every GPU from a task that reserved none: each job would fail to load on cuda
+            raise ValueError("--executor ray with --device cuda needs --gpus-per-job > 0 (e.g. 1): Ray shows a job "
+                             "only the GPUs it reserved")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be a whole number >= 1 (worker processes of the local executor), "
                              f"got {self.workers!r}")

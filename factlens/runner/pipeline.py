@@ -399,7 +399,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     the parameters are copied back from the unedited model and ``restore["repaired"]`` is set).
     The record's ``peak_rss_gb`` gives the process's peak resident memory in each stage
     (:class:`~factlens.memory.StagePeaks`; ``prepare`` includes loading the model for the
-    process's first job). ``plan`` is the seed's plan (:func:`plan_job`), or an
+    process's first job), and on a GPU ``peak_cuda_gb`` the peak allocated GPU memory in each
+    stage (``torch.cuda.max_memory_allocated``). ``plan`` is the seed's plan (:func:`plan_job`), or an
     :class:`~factlens.runner.plan_handoff.AwaitedPlan` read where it is first needed (the
     record's ``timings["plan_wait"]`` then says how long the job waited for it).
     """
@@ -407,6 +408,8 @@ def run_localization(config: RunConfig | dict[str, Any], seed: int, localization
     with StagePeaks() as peaks:
         record = _run_unit(cfg, seed, localization, plan, workspace, peaks)
     record["peak_rss_gb"] = peaks.gb()
+    if peaks.cuda_by_stage:  # on a GPU the RSS leaves out the model and its activations
+        record["peak_cuda_gb"] = peaks.cuda_gb()
     return record
 
 

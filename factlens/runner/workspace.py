@@ -14,6 +14,8 @@ import os
 import time
 from typing import Any
 
+import torch
+
 from factlens.runner.config import RunConfig
 
 __all__ = ["Workspace"]
@@ -123,15 +125,21 @@ def _load_models(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
 
         p = planted_fact_model()
         model = copy.deepcopy(p.model)  # never edit an object someone else may hold
+        # on the run's device and dtype, as a loaded model (--device was recorded but not applied)
+        first = next(model.parameters())
+        if first.device != torch.device(cfg.device):
+            model.to(cfg.device, print_details=False)  # TransformerLens's to(): moves and updates cfg.device
+        if first.dtype != getattr(torch, cfg.dtype):
+            model.to(getattr(torch, cfg.dtype), print_details=False)
         dataset = p.dataset
     else:
         from factlens.models import load_model
 
-        model = load_model(cfg.model, device=cfg.device)
+        model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
     load_s = time.perf_counter() - t0
     meta = {"model": cfg.model, "load_seconds": load_s,
             "n_params": int(sum(p.numel() for p in model.parameters())),
-            "shape": _shape_dict(model), "device": str(cfg.device)}
+            "shape": _shape_dict(model), "device": str(cfg.device), "dtype": cfg.dtype}
     return model, dataset, meta
 
 

@@ -245,3 +245,25 @@ def test_a_seed_inside_edit_or_eval_options_is_refused(kind):
     """--eval seed=5 / --edit seed=5 were recorded in run_config.json and then replaced by each job's seed."""
     with pytest.raises(ValueError, match="choose the seeds with --seeds"):
         _cfg(**{kind: {"seed": 5}})
+
+
+def test_the_model_dtype_is_a_run_setting(tmp_path):
+    """The runner loaded every model in float32 (no --dtype): Gemma-2-9B took ~37 GB before any
+    edit; and the planted model ignored --device. A bf16 run loads, edits and records bf16."""
+    import torch
+
+    args = build_parser().parse_args(["run", "planted", "--model", "planted", "--dtype", "bfloat16"])
+    assert config_from_args(args).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        _cfg(dtype="float64")
+    with pytest.raises(ValueError, match="needs --gpus-per-job > 0"):
+        _cfg(executor="ray", device="cuda")
+    from factlens.runner.workspace import _load_models
+
+    model, _, meta = _load_models(_cfg(dtype="bfloat16"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and meta["dtype"] == "bfloat16"
+    summary = run_experiment(_cfg(dtype="bfloat16", out=str(tmp_path / "bf16")))
+    rec = json.loads(next((tmp_path / "bf16" / "runs" / "seed0").glob("all_mlps.json")).read_text())
+    assert rec["data"]["dtype"] == "bfloat16" and summary.ran
+    with pytest.raises(ConfigMismatchError, match="dtype"):  # a folder holds one dtype
+        run_experiment(_cfg(out=str(tmp_path / "bf16")))
