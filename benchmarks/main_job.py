@@ -51,6 +51,9 @@ class Stages:
     def stage(self, name: str):
         gc.collect()
         prof = cProfile.Profile() if self.profile_dir else None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # the RSS leaves out GPU memory: its own peak
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
             t0, c0 = time.perf_counter(), time.process_time()
             if prof:
@@ -62,10 +65,16 @@ class Stages:
                     prof.disable()
                     self.profile_dir.mkdir(parents=True, exist_ok=True)
                     prof.dump_stats(self.profile_dir / f"{self.prefix}{name}.prof")
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    torch.cuda.synchronize()  # kernels run asynchronously: the stage ends when they do
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        self.rows.append({"stage": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_gb": mem.peak / GB,
-                          "start_rss_gb": mem.start / GB})
-        print(f"  {self.prefix}{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {mem.peak / GB:.2f} GB", flush=True)
+        row = {"stage": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_gb": mem.peak / GB, "start_rss_gb": mem.start / GB}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            row["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / GB
+        self.rows.append(row)
+        gpu_note = f", GPU peak {row['peak_cuda_gb']:.2f} GB" if "peak_cuda_gb" in row else ""
+        print(f"  {self.prefix}{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {mem.peak / GB:.2f} GB{gpu_note}",
+              flush=True)
 
     def table(self, title: str) -> str:
         lines = [f"#### {title}", "", "| stage | wall s | CPU s | peak RSS GB |", "|---|---:|---:|---:|"]
@@ -318,6 +327,10 @@ SCALING_SIZES = {
     "gemma3-270m/4": dict(n_layers=18, d_model=320, n_heads=2, d_head=256, d_mlp=1024, d_vocab=65536, global_every=6),
     "gemma3-270m": "GEMMA3_270M",
     "gemma3-1b": "GEMMA3_1B",
+    # the paper's models' sizes (on Gemma 3's architecture): for a GPU, e.g.
+    # --scaling --sizes gemma2-9b,llama3-8b --device cuda --dtype bfloat16 --optimizer adamw8bit --variants runner
+    "gemma2-9b": "GEMMA2_9B",
+    "llama3-8b": "LLAMA3_8B",
 }
 
 
@@ -340,7 +353,8 @@ def scaling_one(args) -> dict:
     kw = getattr(shaped, size) if isinstance(size, str) else size
     stages = Stages(None, prefix=f"{args.size}.{args.variant}.")
     with stages.stage("build"):
-        model = shaped.gemma3_shaped(**{"window_size": 512, "n_ctx": 2048, **kw})
+        model = shaped.gemma3_shaped(**{"window_size": 512, "n_ctx": 2048, **kw}, dtype=getattr(torch, args.dtype),
+                                     device=args.device)
         if v["layout"]:
             from factlens.layout import linear_layout
 
@@ -352,7 +366,7 @@ def scaling_one(args) -> dict:
     L = model.cfg.n_layers
     mask = Mask.from_labels([f"L{l}.mlp" for l in (L // 9, L // 9 + 1, L // 9 + 2)])  # 3 early MLPs, as FLU
     ck = bool(v.get("checkpoint", True))
-    ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=ck)
+    ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=ck, optimizer=args.optimizer)
     vcfg = EvalConfig.from_dict(_cpu_eval()).override({"relearning.steps": args.scaling_steps,
                                                        "soft_prompts.steps": args.scaling_steps,
                                                        "relearning.checkpoint": ck, **_lora_forward(v)})
@@ -371,7 +385,8 @@ def scaling_one(args) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
     print(f"{args.size}: {n_params / 1e9:.2f}B parameters, {model_gb:.2f} GB; process peak RSS {peak:.2f} GB", flush=True)
     return {"size": args.size, "variant": args.variant, "n_params": n_params, "model_gb": model_gb, "rows": stages.rows,
-            "process_peak_rss_gb": peak, "steps": args.scaling_steps}
+            "process_peak_rss_gb": peak, "steps": args.scaling_steps, "device": args.device, "dtype": args.dtype,
+            "optimizer": args.optimizer}
 
 
 def _cpu_eval() -> dict:
@@ -390,7 +405,8 @@ def scaling(args) -> None:
             out = Path(args.json or "scaling.json").with_suffix(f".{size.replace('/', '_')}.{variant}.json")
             cmd = [sys.executable, __file__, "--scaling-one", "--size", size, "--variant", variant, "--out-json", str(out),
                    "--threads", str(args.threads), "--scaling-steps", str(args.scaling_steps),
-                   "--scaling-suites", args.scaling_suites]
+                   "--scaling-suites", args.scaling_suites, "--device", args.device, "--dtype", args.dtype,
+                   "--optimizer", args.optimizer]
             subprocess.run(cmd, check=True)
             results.append(json.loads(out.read_text()))
     stages = [r["stage"] for r in results[0]["rows"]]
@@ -398,7 +414,8 @@ def scaling(args) -> None:
             + " | process peak GB | (peak - empty process) / model |")
     lines = [head, "|" + "---|" * (len(stages) + 6)]
     for r in results:
-        cells = [f"{x['cpu_s']:.1f} s, {x['peak_rss_gb']:.2f} GB" for x in r["rows"]]
+        cells = [(f"{x['wall_s']:.1f} s wall, GPU {x['peak_cuda_gb']:.2f} GB, " if "peak_cuda_gb" in x else "")
+                 + f"{x['cpu_s']:.1f} s, {x['peak_rss_gb']:.2f} GB" for x in r["rows"]]
         lines.append(f"| {r['size']} | {r['variant']} | {r['n_params'] / 1e9:.2f}B | {r['model_gb']:.2f} | "
                      + " | ".join(cells) + f" | {r['process_peak_rss_gb']:.2f} | "
                      f"{(r['process_peak_rss_gb'] - r['rows'][0]['start_rss_gb']) / r['model_gb']:.2f}x |")
@@ -430,6 +447,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="gemma3-270m/4,gemma3-270m,gemma3-1b", help="--scaling: comma-separated sizes")
     ap.add_argument("--scaling-steps", type=int, default=2, help="--scaling: edit / relearning / soft-prompt steps")
     ap.add_argument("--scaling-suites", default="standard,side_effects,relearning", help="--scaling: suites")
+    ap.add_argument("--device", default="cpu", help="--scaling: where the random models run (e.g. cuda)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="--scaling: weights")
+    ap.add_argument("--optimizer", default="adamw", choices=("adamw", "adamw8bit"),
+                    help="--scaling: the edit's optimizer (adamw8bit: bitsandbytes, CUDA only)")
     ap.add_argument("--scaling-one", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -22,7 +22,7 @@ import torch
 from factlens.testing.tiny import build_hooked, builtin_words, seeded
 from factlens.testing.tokenizer import word_tokenizer
 
-__all__ = ["gemma3_shaped", "GEMMA3_270M", "GEMMA3_1B"]
+__all__ = ["gemma3_shaped", "GEMMA3_270M", "GEMMA3_1B", "GEMMA2_9B", "LLAMA3_8B"]
 
 #: The sizes of Gemma 3 270M (``google/gemma-3-270m``).
 GEMMA3_270M: dict[str, Any] = dict(n_layers=18, d_model=640, n_heads=4, d_head=256, d_mlp=2048, d_vocab=262144,
@@ -30,15 +30,27 @@ GEMMA3_270M: dict[str, Any] = dict(n_layers=18, d_model=640, n_heads=4, d_head=2
 #: The sizes of Gemma 3 1B (``google/gemma-3-1b-pt``).
 GEMMA3_1B: dict[str, Any] = dict(n_layers=26, d_model=1152, n_heads=4, d_head=256, d_mlp=6912, d_vocab=262144,
                                  global_every=6)
+#: The sizes of Gemma-2-9B (``google/gemma-2-9b``: 8 key/value heads, local and global layers
+#: alternating) on Gemma 3's architecture (QK norms instead of Gemma 2's logit soft-capping):
+#: the paper's model's blocks (8.3B parameters) and memory, for the scaling benchmark on a GPU; the
+#: unembedding is untied here (10.2B in all, against Gemma-2-9B's 9.2B with its tied embedding).
+GEMMA2_9B: dict[str, Any] = dict(n_layers=42, d_model=3584, n_heads=16, n_kv_heads=8, d_head=256, d_mlp=14336,
+                                 d_vocab=256000, global_every=2)
+#: The sizes of Llama-3-8B (``meta-llama/Meta-Llama-3-8B``: 8 key/value heads, every layer global)
+#: on Gemma 3's architecture (the same parameter count; Llama's norms and activation differ).
+LLAMA3_8B: dict[str, Any] = dict(n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, d_head=128, d_mlp=14336,
+                                 d_vocab=128256, global_every=1)
 
 
 def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_head: int = 8, d_mlp: int = 64,
                   d_vocab: int | None = None, global_every: int = 3, window_size: int = 4, n_ctx: int = 256,
-                  seed: int = 0, dtype: torch.dtype = torch.float32, init_range: float = 0.02):
+                  seed: int = 0, dtype: torch.dtype = torch.float32, init_range: float = 0.02, n_kv_heads: int = 1,
+                  device: str | torch.device = "cpu"):
     """A random ``HookedTransformer`` with Gemma 3's architecture and the given sizes.
 
     Args:
-        n_layers, d_model, n_heads, d_head, d_mlp: Sizes (one key/value head, as Gemma 3 270M/1B).
+        n_layers, d_model, n_heads, d_head, d_mlp: Sizes.
+        n_kv_heads: Key/value heads (1, as Gemma 3 270M/1B; 8 for the Gemma-2-9B / Llama-3-8B sizes).
         d_vocab: Vocabulary size (``None``: the word tokenizer's; larger values pad the
             embedding with ids the tokenizer never produces, to get a real model's memory).
         global_every: Every ``global_every``-th layer is global, the others local.
@@ -48,6 +60,7 @@ def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_h
         seed: Weight seed (global RNG states are left as they were).
         dtype: Parameter dtype.
         init_range: Standard deviation of the normal weight initialization.
+        device: Where the model ends up (built on the CPU, then moved).
     """
     from transformer_lens import HookedTransformerConfig
 
@@ -55,7 +68,7 @@ def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_h
     attn_types = ["global" if (i + 1) % global_every == 0 else "local" for i in range(n_layers)]
     cfg = HookedTransformerConfig(
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, n_ctx=n_ctx,
-        d_vocab=max(d_vocab or 0, len(tok)), act_fn="gelu_pytorch_tanh", gated_mlp=True, n_key_value_heads=1,
+        d_vocab=max(d_vocab or 0, len(tok)), act_fn="gelu_pytorch_tanh", gated_mlp=True, n_key_value_heads=n_kv_heads,
         normalization_type="RMSPre", final_rms=True, use_normalization_before_and_after=True, use_qk_norm=True,
         positional_embedding_type="rotary", rotary_dim=d_head, rotary_base=1_000_000, rotary_base_local=10_000,
         use_local_attn=True, window_size=window_size, attn_types=attn_types, attn_scale=float(d_head) ** 0.5,
@@ -68,4 +81,6 @@ def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_h
                 if name.endswith(".w"):
                     p.copy_(1.0 + 0.1 * torch.randn_like(p))
     cfg.seed = seed
+    if torch.device(device) != torch.device("cpu"):
+        model.to(device, print_details=False)  # TransformerLens's to(): moves and updates cfg.device
     return model.eval()

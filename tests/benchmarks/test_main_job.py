@@ -16,3 +16,25 @@ def test_run_config_passes_the_text_source_only_to_suites_that_read_it(load_benc
     cfg = mj.run_config(argparse.Namespace(model="planted", localization="flu", forget_size=8, seed=0, suites=suites))
     reads = suites == "" or "relearning" in suites
     assert (cfg.eval.get_path("text.source") is not None) == reads
+
+
+def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark):
+    """The GPU check of the issue (bf16, adamw8bit, Gemma-2-9B / Llama-3-8B sizes) needs the scaling
+    benchmark to take a device, a dtype and an optimizer; it built float32 CPU models only."""
+    import torch
+
+    from factlens.testing import shaped
+
+    mj = load_benchmark("main_job")
+    args = argparse.Namespace(threads=1, variant="runner", size="tiny", scaling_steps=1, scaling_suites="standard",
+                              device="cpu", dtype="bfloat16", optimizer="adamw")
+    out = mj.scaling_one(args)
+    assert out["dtype"] == "bfloat16" and [r["stage"] for r in out["rows"]][:2] == ["build", "edit"]
+    # the real models' parameters without embeddings (Gemma-2-9B: 9.24B with its tied embedding of 0.92B;
+    # Llama-3-8B: 8.03B with 1.05B of untied embedding and unembedding)
+    for size, n in (("gemma2-9b", 8.32e9), ("llama3-8b", 6.98e9)):
+        shape = dict(getattr(shaped, mj.SCALING_SIZES[size]))
+        L, d, h, kv, dh, m = (shape[k] for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp"))
+        assert L * (d * h * dh * 2 + d * kv * dh * 2 + 3 * d * m) == pytest.approx(n, rel=0.01), size
+    m = shaped.gemma3_shaped(n_heads=4, n_kv_heads=2, dtype=torch.bfloat16)
+    assert m.cfg.n_key_value_heads == 2 and next(m.parameters()).dtype == torch.bfloat16
