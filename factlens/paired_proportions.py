@@ -1,7 +1,7 @@
 """The interval of a difference of two paired proportions (factlens.compare's 0/1 metrics).
 
-Kept apart from :mod:`factlens.stats` (which re-exports it) so that module stays one screenful
-per topic; it depends on scipy only.
+Kept apart from :mod:`factlens.stats` (which re-exports it, so this module imports stats'
+helpers when called, not at import).
 """
 
 from __future__ import annotations
@@ -12,17 +12,6 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["paired_proportion_diff_interval"]
-
-
-def _binary(v: np.ndarray) -> bool:
-    return bool(np.isin(v, (0.0, 1.0)).all())
-
-
-def _wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def paired_proportion_diff_interval(x: Sequence[float], y: Sequence[float], *,
@@ -42,15 +31,17 @@ def paired_proportion_diff_interval(x: Sequence[float], y: Sequence[float], *,
         >>> [round(v, 4) for v in paired_proportion_diff_interval([1] * 65 + [0] * 96, [1] * 59 + [0] * 6 + [1] * 16 + [0] * 80)]
         [-0.1186, -0.0046]
     """
+    from factlens.stats import is_binary, wilson_interval
+
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape or len(x) == 0 or not (_binary(x) and _binary(y)):
+    if x.shape != y.shape or len(x) == 0 or not (is_binary(x) and is_binary(y)):
         raise ValueError("paired_proportion_diff_interval needs two equally long, non-empty sequences of 0/1 outcomes")
     n = len(x)
     a, b = float(((x == 1) & (y == 1)).sum()), float(((x == 1) & (y == 0)).sum())
     c, d = float(((x == 0) & (y == 1)).sum()), float(((x == 0) & (y == 0)).sum())
     p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = _wilson(int(a + b), n, confidence)
-    l2, u2 = _wilson(int(a + c), n, confidence)
+    l1, u1 = wilson_interval(a + b, n, confidence=confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence=confidence)
     margins = (a + b) * (c + d) * (a + c) * (b + d)
     num = a * d - b * c
     psi = 0.0 if margins == 0 or 0 <= num <= n / 2 else (num - n / 2 if num > 0 else num) / math.sqrt(margins)
