@@ -55,7 +55,7 @@ __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
 COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
                    "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "testable",
                    "at_chance",
-                   "collapsed", "higher_is_better", "n_facts", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
+                   "collapsed", "higher_is_better", "n_facts", "n_units", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
 
 _UNITS = {"chunk": "chunks", "question": "questions"}
 
@@ -365,8 +365,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": int(np.mean([len(p.ids) for p in pairs])) if pairs else 0,
-                "mdd_unadjusted": float("nan")}, None
+                "p_value": float("nan"), "n_facts": min((len(p.ids) for p in pairs), default=0),
+                "n_units": sum(len(p.ids) for p in pairs), "mdd_unadjusted": float("nan")}, None
     diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs],
                            weights=[p.w for p in pairs] if weighted else None, seed=seed)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
@@ -386,8 +386,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), key,
                        smallest_attainable_p(d, weights=w, seed=seed))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
-            "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": int(round(ok.sum() / len(pairs))),
-            "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary)}, test
+            "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": min(int(np.sum(~np.isnan(p.x - p.y))) for p in pairs),
+            "n_units": int(ok.sum()), "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary)}, test
 
 
 def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> None:
@@ -449,7 +449,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         out, so that they do not make the other rows stricter), ``at_chance``, ``collapsed`` (the suite's attack collapsed the
         model of either side in a paired seed, ``extra["maintain_collapse"]``: the metric then
         partly counts one answer given to everyone; reported, not excluded), ``n_facts`` (paired units per seed: facts,
-        or text chunks / MMLU questions, see ``unit``), ``n_seeds``, ``n_tests`` (Tarone's count
+        or text chunks / MMLU questions, see ``unit``; the smallest seed's when seeds have
+        different numbers), ``n_units`` (paired units over all seeds), ``n_seeds``, ``n_tests`` (Tarone's count
         of the localization's distinct tests that can reach the level, the divisor of the
         correction's first step; 0 for untested rows), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and

@@ -600,3 +600,25 @@ def test_equal_continuous_differences_have_no_mdd_and_a_p_at_the_level_is_signif
     t = factlens.compare({"flu": [_synthetic(0, 0.0)], "x": [_synthetic(1, 0.3)]}, reference="flu",
                          metrics=["forget_prob"]).iloc[0]
     assert t["p_holm"] == 0.05 and bool(t["significant"])
+
+
+def test_seeds_with_different_numbers_of_facts_show_their_total_not_a_rounded_mean():
+    """Seeds of 6 and 10 facts were shown as "8 facts × 2 seeds" (a rounded mean): the row now
+    has ``n_units`` (16) and the table says "16 facts over 2 seeds"."""
+    from factlens.runner.report_stats import compare_text
+
+    rng = np.random.default_rng(5)
+    ref, loc = {}, {}
+    for seed, k in {0: 6, 1: 10}.items():
+        ids = [f"s{seed}f{i}" for i in range(k)]
+        y = rng.uniform(0.2, 0.8, k)
+        ref[seed] = _result({"forget_prob": y}, ids=ids)
+        loc[seed] = _result({"forget_prob": y + rng.normal(0.0, 0.1, k)}, ids=ids)
+    t = factlens.compare({"flu": ref, "x": loc}, reference="flu")
+    row = t.iloc[0]
+    assert row["n_units"] == 16 and row["n_seeds"] == 2
+    text = compare_text(t, reference="flu")
+    assert "16 facts over 2 seeds" in text and "8 facts × 2 seeds" not in text
+    equal = factlens.compare({"flu": [_synthetic(0, 0.0), _synthetic(1, 0.0)],
+                              "x": [_synthetic(0, 0.2), _synthetic(1, 0.2)]}, reference="flu")
+    assert (equal["n_units"] == 64).all() and "32 facts × 2 seeds" in compare_text(equal, reference="flu")

@@ -324,6 +324,9 @@ def _cells(r: dict) -> list[str]:
     sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
            ) + (" ◊" if r.get("collapsed") else "")
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
+    total = r.get("n_units")  # absent in tables written before it existed
+    if r["n_seeds"] > 1 and total is not None and total != r["n_facts"] * r["n_seeds"]:  # seeds of different sizes
+        n = f"{total} {r['unit']} over {r['n_seeds']} seeds (≥ {r['n_facts']} each)"
     return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
             _p(r["p_value"]), _p(r["p_holm"]), sig, n, _num(r["mdd"], ".2f")]
 
