@@ -151,7 +151,9 @@ class WeightMaskResult:
         shape: The model's shape.
         objective: ``"unlearn"`` or ``"inject"``.
         history: Per step: ``step, loss, loss_forget, loss_retain, loss_sft, loss_reg,
-            n_ablated`` (hard count at threshold 0.5).
+            n_ablated``, all of the mask the step's loss was computed with, before its update
+            (``n_ablated``: hard count at threshold 0.5). The learned mask is the one after the
+            last update, so :meth:`n_masked` can differ from the last entry by a few entries.
         seconds: Training time.
         task_summary: ``task.summary()`` of the training task.
         task: The training task (not saved; ``None`` after :meth:`load`).
