@@ -152,10 +152,16 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     entry = EDIT_METHODS.get(method)
     check_folder(offload)
     if entry.name != "finetune":
-        _check_task(task, objective)
+        # other methods declare the objectives they support by name, and get the name (an
+        # Objective entry was compared with those names, and refused, before)
+        objective = _check_task(task, objective).name if objective is not None else None
         entry.check_objective(objective or task.objective)
     extra = {"offload": offload} if offload is not None and entry.takes_offload else {}
-    return load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace, **extra)
+    result = load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace, **extra)
+    if not isinstance(result, EditResult):  # it would fail far from here (evaluate, revert, save)
+        raise TypeError(f"edit method {entry.name!r} returned a {type(result).__name__}, not an EditResult: an "
+                        "edit method returns factlens.editing.EditResult (see docs/extending.md)")
+    return result
 
 
 def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:

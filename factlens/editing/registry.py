@@ -67,7 +67,8 @@ class EditMethod:
     config_type: Ref | type | None = None
     takes_offload: bool = False
 
-    def check_objective(self, objective: str) -> None:
+    def check_objective(self, objective: "str | Objective") -> None:
+        objective = getattr(objective, "name", objective)  # an Objective entry is checked by its name
         if objective not in self.objectives:
             raise ValueError(f"edit method {self.name!r} does not support objective {objective!r}; "
                              f"it supports {list(self.objectives)}")

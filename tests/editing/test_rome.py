@@ -232,6 +232,33 @@ def test_edit_dispatch_uses_defaults_and_edit_config_text(task):
     assert RomeConfig.from_edit_config(EditConfig(sft_source="x.txt")).text_source == "x.txt"
 
 
+def test_edit_takes_an_objective_entry_and_checks_what_a_method_returns(task):
+    """An Objective entry is accepted by every method, as names are (rome refused it before: "does not
+    support objective Objective(name='inject', ...); it supports ['inject']"), and the method gets the
+    name; a method returning something other than an EditResult is refused at edit() (it failed later, in
+    evaluate or revert, with an AttributeError)."""
+    from factlens.editing.registry import OBJECTIVES, EditMethod
+
+    m = tiny_model(n_layers=3)
+    cfg = EditConfig(seed=3, methods={"rome": FAST.to_dict()})
+    res = factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method="rome", objective=OBJECTIVES.get("inject"),
+                        config=cfg, show_progress=False)
+    assert res.objective == "inject"
+    seen = {}
+
+    def mine(model, mask, task, *, objective, config, inplace):
+        seen["objective"] = objective
+        return model  # not an EditResult
+
+    with pytest.raises(TypeError, match="edit method 'mine' returned a HookedTransformer, not an EditResult"):
+        factlens.edit(m, Mask.from_labels(["L1.mlp"]), task, method=EditMethod("mine", mine, ("inject",)),
+                      objective=OBJECTIVES.get("inject"))
+    assert seen["objective"] == "inject"
+    with pytest.raises(ValueError, match=r"does not support objective 'unlearn'; it supports \['inject'\]"):
+        factlens.edit(m, Mask.from_labels(["L1.mlp"]), sports_unlearning(sports_facts()[:40], n_forget=2, seed=0),
+                      method="rome", objective=OBJECTIVES.get("unlearn"))
+
+
 def test_edit_dispatch_reads_the_methods_table(task):
     """``EditConfig.methods["rome"]`` reaches ROME through factlens.edit (and the runner's --edit)."""
     m = tiny_model(n_layers=3)  # L1 has a block after it
