@@ -27,7 +27,7 @@ class Workspace:
 
     :class:`~factlens.runner.executor.LocalExecutor` keeps one workspace for all its jobs, so
     the model is loaded and ``filter_known`` runs once per run; each Ray job gets a fresh one.
-    One model is held at a time: asking for another model (or device) drops the old one.
+    One model is held at a time: asking for another model, device or dtype drops the old one.
 
     Args:
         original: ``"view"`` (default): the unedited model is an
@@ -59,8 +59,8 @@ class Workspace:
         return key in self._entries
 
     def models(self, cfg: RunConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
-        """``(model, original, builtin dataset or None, meta)`` of ``cfg.model`` on ``cfg.device``."""
-        key = f"{cfg.model}@{cfg.device}"
+        """``(model, original, builtin dataset or None, meta)`` of ``cfg.model`` on ``cfg.device`` in ``cfg.dtype``."""
+        key = f"{cfg.model}@{cfg.device}/{cfg.dtype}"  # a bf16 run must not reuse a float32 model (it did)
         e = self._entries
         if e.get("model_key") != key:
             e.clear()

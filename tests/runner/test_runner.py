@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from factlens.runner import RunConfig, run_experiment
 from factlens.runner import pipeline
@@ -222,6 +223,9 @@ def test_local_executor_loads_the_model_once_per_workspace(tmp_path: Path, monke
     assert loads == ["planted"]  # reused by a second run with the same workspace
     run_experiment(cfg.replace(out=str(tmp_path / "c")), executor=LocalExecutor(), report=False)
     assert loads == ["planted", "planted"]  # a new executor, a new workspace
+    # another dtype is another model: a bf16 run reusing the workspace evaluated the float32 model
+    run_experiment(cfg.replace(out=str(tmp_path / "d"), dtype="bfloat16"), executor=LocalExecutor(ws), report=False)
+    assert loads == ["planted"] * 3 and next(ws.models(cfg.replace(dtype="bfloat16"))[0].parameters()).dtype == torch.bfloat16
     ws.clear()
     assert "model_key" not in ws
 
