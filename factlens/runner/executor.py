@@ -376,17 +376,26 @@ class RunDir:
                 d.rmdir()
         self.manifest_path.unlink(missing_ok=True)
 
-    def discard_if_empty(self, *, remove_folder: bool) -> bool:
+    def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None) -> bool:
         """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
         was interrupted before its first result); returns whether it did.
 
         Without it the folder would keep the failed run's settings and refuse the corrected
         command as "a different configuration" until ``--overwrite``. ``remove_folder``: the
         folder did not exist before, so it goes too once empty (the user's files always stay).
+        ``keep``: the ``--config`` file the run was started with; when it is the folder's own
+        copy (which factlens wrote, so :meth:`clear` deletes it) it stays, as the user's file:
+        ``--overwrite`` with an edited ``config.toml`` that failed at once lost the edits.
         """
         if self.run_files() or any((self.path / "plan").glob("seed*.json")):
             return False
+        kept = None
+        if keep is not None and keep.is_file() and keep.resolve().parent == self.path.resolve():
+            kept = (keep, keep.read_bytes())
         self.clear()
+        if kept is not None:
+            kept[0].write_bytes(kept[1])  # not in a manifest any more: the user's file
+            return True
         if remove_folder and self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
         return True
@@ -563,7 +572,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
             return _run(config, rd, executor, report, t_start)
     except BaseException:
         if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
-            rd.discard_if_empty(remove_folder=not existed)
+            rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None)
         raise
     finally:
         if own and isinstance(executor, LocalExecutor):

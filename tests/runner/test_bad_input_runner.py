@@ -211,6 +211,22 @@ def test_overwrite_with_the_run_folders_own_config_copy_keeps_it(tmp_path: Path)
     assert copy.read_text() == 'task = "planted"\n# edited\n' and "config.toml" in rd.owned()
 
 
+def test_a_failed_overwrite_run_of_the_folders_own_config_keeps_it(tmp_path: Path):
+    """The same, when that --overwrite run fails before its first result (a forget size the facts
+    cannot fill): the cleanup of the failed run deleted the edited config.toml with the rest."""
+    src = tmp_path / "run.toml"
+    src.write_text('task = "planted"\nmodel = "planted"\nlocalizations = ["all_mlps"]\nsuites = ["standard"]\n'
+                   '[edit]\nsteps = 1\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(src), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    copy = out / "config.toml"
+    edited = "forget_size = 1000  # my edits\n" + copy.read_text()
+    copy.write_text(edited)
+    assert main(["run", "--config", str(copy), "--out", str(out), "--overwrite", "--no-progress", "--no-report"]) == 2
+    assert copy.read_text() == edited and sorted(p.name for p in out.iterdir()) == ["config.toml"]
+    assert "config.toml" not in RunDir(out).owned()  # the user's file now
+
+
 @pytest.mark.parametrize("seeds", [(1,), (1, 0), (0, 1)])
 def test_adding_seeds_resumes_the_folder(tmp_path: Path, seeds):
     """docs/runner.md: adding seeds adds runs; the stored settings are those of the first seed,
