@@ -115,24 +115,29 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
 
     Side-effect units are text chunks and MMLU questions keyed by position, and every suite's
     numbers depend on its settings (steps, learning rates, held-out split), so two folders'
-    units pair only when these agree. Batch sizes change no result and are left out, and so are
-    the tables of suites the evaluation did not run (their settings decide none of its numbers:
-    a folder without side effects need not name the other folder's MMLU source).
+    units pair only when these agree. The forward-pass sizes (``batch_size``, ``text.batch_size``)
+    change no result and are left out; the attacks' training batches are compared (every field
+    called ``batch_size`` was left out before, the relearning attack's facts per step too). So
+    are the tables of suites the evaluation did not run left out (their settings decide none of
+    its numbers: a folder without side effects need not name the other folder's MMLU source).
+    Settings added since a folder was written take the value it ran with
+    (:func:`factlens.runner.stored.upgrade_stored`'s table).
     """
     from factlens.evaluation import SUITES
+    from factlens.runner.stored import with_added_eval_fields
 
     out: dict[str, Any] = {"model": rec.get("model")}
     ran = set(getattr(rec["eval"], "suites", None) or ())
-    config = {k: v for k, v in (rec["eval"].meta.get("config") or {}).items() if k not in SUITES or k in ran}
+    config = with_added_eval_fields(rec["eval"].meta.get("config") or {})
+    config = {k: v for k, v in config.items() if k not in SUITES or k in ran}
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
 
     def walk(prefix: str, v: Any) -> None:
         if isinstance(v, Mapping):
             for k, x in v.items():
-                if k != "batch_size":
-                    walk(f"{prefix}.{k}", x)
-        else:
+                walk(f"{prefix}.{k}", x)
+        elif prefix not in ("eval.batch_size", "eval.text.batch_size"):
             out[prefix] = v
 
     walk("eval", config)

@@ -622,3 +622,30 @@ def test_seeds_with_different_numbers_of_facts_show_their_total_not_a_rounded_me
     equal = factlens.compare({"flu": [_synthetic(0, 0.0), _synthetic(1, 0.0)],
                               "x": [_synthetic(0, 0.2), _synthetic(1, 0.2)]}, reference="flu")
     assert (equal["n_units"] == 64).all() and "32 facts × 2 seeds" in compare_text(equal, reference="flu")
+
+
+def test_attack_training_batches_are_compared_forward_pass_sizes_are_not():
+    """Every setting called ``batch_size`` was left out of the settings two folders must share, the
+    relearning attack's facts per step too: folders whose attacks trained differently were paired.
+    Only the forward-pass sizes are left out now, and an older folder's relearning chunks per step
+    (then ``text.batch_size``) are read from where it took them."""
+    from factlens.comparison import _check_same_setup, _setup
+    from factlens.evaluation import EvalConfig
+
+    def rec(cfg: EvalConfig, **drop):
+        table = cfg.to_dict()
+        for section, key in drop.items():  # a record written before the field existed
+            table[section].pop(key)
+        ev = EvalResult({"relearning": SuiteResult("relearning", ())}, meta={"config": table})
+        return _setup({"model": "m", "eval": ev})
+
+    base = EvalConfig()
+    same = rec(base.replace(batch_size=4, text=base.text.replace(batch_size=1)))
+    _check_same_setup("a", rec(base), "b", same, 0, fix="")  # forward-pass sizes: merged
+    with pytest.raises(ValueError, match=r"eval\.relearning\.batch_size: 8 vs 2"):
+        _check_same_setup("a", rec(base), "b", rec(base.replace(relearning=base.relearning.replace(batch_size=2))),
+                          0, fix="")
+    old = rec(base.replace(text=base.text.replace(batch_size=2)), relearning="text_batch_size")
+    assert old["eval.relearning.text_batch_size"] == 2  # it trained on text.batch_size = 2 chunks per step
+    with pytest.raises(ValueError, match=r"eval\.relearning\.text_batch_size: 4 vs 2"):
+        _check_same_setup("a", rec(base), "b", old, 0, fix="")

@@ -92,8 +92,10 @@ class TextConfig(ConfigBase):
             built-in general text.
         n_chunks: Number of text chunks.
         seq_len: Tokens per chunk (BOS included).
-        batch_size: Chunks per forward pass (the logits of one chunk at a time are
-            materialized, so keep it small for 262k-token vocabularies).
+        batch_size: Chunks per forward pass of the ``side_effects`` suite (the logits of one
+            chunk at a time are materialized, so keep it small for 262k-token vocabularies).
+            Changes no result; the attacks' chunks per training step are their own settings
+            (``relearning.text_batch_size``, ``unrelated_finetune.text_batch_size``).
     """
 
     source: str | None = None
@@ -118,7 +120,8 @@ class EvalConfig(ConfigBase):
     Attributes:
         seed: Seed of everything random (multiple-choice option order, text and MMLU
             sampling, relearning and soft-prompt initialisation).
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass when scoring. Changes no result; the soft-prompt
+            attack's facts per step are ``soft_prompts.batch_size``.
         n_shots: Solved in-context examples in multiple-choice prompts.
         text: General text (:class:`TextConfig`).
         formats: The ``formats`` suite (:class:`~factlens.evaluation.formats.FormatsConfig`).
@@ -146,12 +149,12 @@ class EvalConfig(ConfigBase):
         >>> EvalConfig.from_dict(cfg.to_dict()) == cfg
         True
         >>> cfg.override({"relearning.lr": 1e-3}).relearning  # doctest: +NORMALIZE_WHITESPACE
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True,
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, text_batch_size=4, both_halves=True, checkpoint=True,
         lora_forward='factored')
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps']
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps', 'text_batch_size']
     """
 
     _renamed = RENAMED

@@ -63,6 +63,10 @@ class RelearningConfig(ConfigBase):
             3e-4 and 1e-3 collapse the relearned model onto one answer instead of recovering
             more facts (sweep: docs/attacks.md, benchmarks/relearning_sweep.py).
         batch_size: Facts per step (and as many retain facts).
+        text_batch_size: General-text chunks per step (the SFT term; ``EvalConfig.text`` says
+            which text). A training setting: it changes the attack, so it is its own field
+            (before 2026-12-03 it was ``EvalConfig.text.batch_size``, documented as a
+            forward-pass size; run folders of then resume with that value).
         both_halves: Attack twice, once trained on each half of the forget set and scored on
             the other (cross-fitting), so that every forget fact is a held-out fact once: twice
             the held-out n (and the training cost). ``False``: train on half A, hold out half B.
@@ -81,13 +85,14 @@ class RelearningConfig(ConfigBase):
 
     Example:
         >>> RelearningConfig(steps=10).replace(lr=1e-3)
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, both_halves=True, checkpoint=True, lora_forward='factored')
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, text_batch_size=4, both_halves=True, checkpoint=True, lora_forward='factored')
     """
 
     steps: int = 20
     rank: int = 512
     lr: float = 1e-4
     batch_size: int = 8
+    text_batch_size: int = 4
     both_halves: bool = True
     checkpoint: bool = True
     lora_forward: str = "factored"
@@ -99,7 +104,7 @@ class RelearningConfig(ConfigBase):
             raise ValueError(f"RelearningConfig.lora_forward must be one of {list(LORA_FORWARDS)}, got {self.lora_forward!r}")
         if int(self.steps) < 0:
             raise ValueError(f"RelearningConfig.steps must be >= 0, got {self.steps!r}")
-        for name in ("rank", "batch_size"):
+        for name in ("rank", "batch_size", "text_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"RelearningConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.lr > 0:
@@ -222,8 +227,8 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
     """Retrain a copy of ``model`` on the true answers of ``facts`` with LoRA adapters.
 
     Each step uses ``config.relearning.batch_size`` facts (cycling through a seeded
-    permutation), the same number of retain facts and ``config.text.batch_size`` general-text
-    chunks (SFT); the loss is ``-logp(true answers) + l_retain * -logp(retain answers) + l_sft *
+    permutation), the same number of retain facts and ``config.relearning.text_batch_size``
+    general-text chunks (SFT); the loss is ``-logp(true answers) + l_retain * -logp(retain answers) + l_sft *
     next-token CE``, optimized with AdamW (``config.relearning.lr``) on the adapters only.
 
     Args:
@@ -276,7 +281,7 @@ def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, con
         for step in progress_bar(range(rc.steps), desc="relearning", leave=False):
             fb = [facts[next(f_it)] for _ in range(min(bs, len(facts)))]
             rb = [retain[next(r_it)] for _ in range(min(bs, len(retain)))] if r_it is not None and l_retain else []
-            cb = (chunks[[next(c_it) for _ in range(min(config.text.batch_size, len(chunks)))]]
+            cb = (chunks[[next(c_it) for _ in range(min(rc.text_batch_size, len(chunks)))]]
                   if c_it is not None else None)
             with parametrize.cached():  # each adapter's W + A @ B is built once per step
                 lora.materialize()  # here, outside any checkpointed block
@@ -397,7 +402,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         "lora_delta_norm": first["lora_delta_norm"], "train_seconds": sum(a["train_seconds"] for a in attacks),
         "chance": _chance(before["B"]),
         "budget": {"steps": config.relearning.steps, "lr": config.relearning.lr, "rank": config.relearning.rank,
-                   "batch_size": config.relearning.batch_size, "n_train_facts": len(half_a),
+                   "batch_size": config.relearning.batch_size,
+                   "text_batch_size": config.relearning.text_batch_size, "n_train_facts": len(half_a),
                    "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
                    "n_attacks": len(attacks), "lora_forward": config.relearning.lora_forward},
         "maintain_collapse": _collapse(maintain_before, maintain_after),

@@ -76,6 +76,9 @@ class SoftPromptsConfig(ConfigBase):
         steps: Optimization steps of each soft prompt.
         lr: Learning rate (Adam).
         seeds: Independent soft-prompt runs.
+        batch_size: Facts per optimization step (before 2026-12-03 this was
+            ``EvalConfig.batch_size``, documented as a forward-pass size although it changes
+            the attack; run folders of then resume with that value).
         max_norm: Norm bound of each soft-prompt vector (``None``: the mean token-embedding norm).
         position: ``"append"`` (after the prompt; the answer is read at the last soft vector)
             or ``"prepend"`` (after BOS, before the prompt; the answer is read at the prompt's
@@ -90,13 +93,16 @@ class SoftPromptsConfig(ConfigBase):
     steps: int = 50
     lr: float = 1e-2
     seeds: int = 3
+    batch_size: int = 16
     max_norm: float | None = None
     position: str = "append"
 
     def __post_init__(self) -> None:
-        for name in ("length", "seeds"):
+        for name in ("length", "seeds", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SoftPromptsConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:  # lr=0 never trains the prompt: the edit would look robust to an attack that did nothing
+            raise ValueError(f"SoftPromptsConfig.lr must be > 0, got {self.lr!r}")
         if int(self.steps) < 0:
             raise ValueError(f"SoftPromptsConfig.steps must be >= 0, got {self.steps!r}")
         if self.position not in SOFT_PROMPT_POSITIONS:
@@ -297,7 +303,7 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = 
     soft = _project(init.clone(), max_norm).requires_grad_(True)
     opt = torch.optim.Adam([soft], lr=sc.lr)
     items = [(r.prompt, r.answer) for r in facts]
-    bs = min(config.batch_size, len(items))
+    bs = min(sc.batch_size, len(items))
     order: list[int] = []
     losses: list[float] = []
     store: dict = {}  # the prompts' keys and values, the same at every step (see _soft_resid)

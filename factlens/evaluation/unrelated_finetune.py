@@ -65,7 +65,10 @@ class UnrelatedFinetuneConfig(ConfigBase):
             on Gemma 3 270M is 1e-4 (``EvalConfig.relearning.lr``); the planted test model
             needs ~1e-2 to move at all.
         rank: LoRA rank (capped at each matrix's rank).
-        batch_size: Retain facts per step (text: ``EvalConfig.text.batch_size`` chunks).
+        batch_size: Retain facts per step.
+        text_batch_size: Text chunks per step of the ``"text"`` run (before 2026-12-03 this was
+            ``EvalConfig.text.batch_size``, documented as a forward-pass size; run folders of
+            then resume with that value).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
         lora_forward: ``"factored"`` or ``"merged"``, as ``RelearningConfig.lora_forward``
             (the same fine-tuning up to float rounding; factored keeps no copy of the adapted
@@ -78,6 +81,7 @@ class UnrelatedFinetuneConfig(ConfigBase):
     lr: float = 1e-4
     rank: int = 64
     batch_size: int = 8
+    text_batch_size: int = 4
     damage_tolerance: float = DAMAGE_TOLERANCE
     lora_forward: str = "factored"
 
@@ -94,7 +98,7 @@ class UnrelatedFinetuneConfig(ConfigBase):
                              f"got {self.data}")
         if self.method not in ("lora", "full"):
             raise ValueError(f"UnrelatedFinetuneConfig.method must be 'lora' or 'full', got {self.method!r}")
-        for name in ("steps", "rank", "batch_size"):
+        for name in ("steps", "rank", "batch_size", "text_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"UnrelatedFinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -176,7 +180,7 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     gen = torch.Generator().manual_seed(config.seed)
     is_text = isinstance(data, torch.Tensor)
     n = int(data.shape[0]) if is_text else len(data)
-    bs = min(config.text.batch_size if is_text else settings.batch_size, n)
+    bs = min(settings.text_batch_size if is_text else settings.batch_size, n)
     positions = sft_positions(int(data.shape[1]), 16, kl=False) if is_text else None
     order: list[int] = []
     history: list[float] = []
@@ -293,7 +297,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
     extra: dict[str, Any] = {
         "settings": st.to_dict(), "data": per_data,
         "budget": {"method": st.method, "steps": st.steps, "lr": st.lr, "rank": st.rank if st.method == "lora" else None,
-                   "batch_size": st.batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None},
+                   "batch_size": st.batch_size, "text_batch_size": st.text_batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None},
         "damaged": [d for d, v in per_data.items() if v["attack_damage"].get("damaged")],
         "note": ("baselines: the unedited model fine-tuned the same way; recovery = forget accuracy after fine-tuning "
                  "minus before"),

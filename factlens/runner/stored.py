@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from factlens.runner.method_settings import upgrade_method_settings
 
-__all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags"]
+__all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags", "with_added_eval_fields"]
 
 #: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
 _RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
@@ -29,7 +29,13 @@ _RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
 #: same adapters: they differ in float rounding, which can flip a fact near a tie, so the
 #: units of one folder keep one form.)
 _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearning.lora_forward": "merged",
-                                      "unrelated_finetune.lora_forward": "merged"}
+                                      "unrelated_finetune.lora_forward": "merged",
+                                      # the attacks' training batches were the shared forward-pass sizes
+                                      "relearning.text_batch_size": ("text.batch_size", 4),
+                                      "unrelated_finetune.text_batch_size": ("text.batch_size", 4),
+                                      "soft_prompts.batch_size": ("batch_size", 16)}
+#: (A tuple ``(path, default)`` as the value: the setting took the value of that other setting,
+#: ``default`` when the record lacks it too.)
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
 #: exist, which is what their values below do. (Fields of the methods' own settings:
 #: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
@@ -73,20 +79,47 @@ def added_eval_flags(stored_eval: Mapping[str, Any], now_eval: Mapping[str, Any]
         >>> added_eval_flags({"relearning": {"lora_forward": "merged"}}, {"relearning": {"lora_forward": "factored"}})
         ['--eval relearning.lora_forward=merged']
     """
-    def get(table, path):
-        node: Any = table
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, Mapping) else None
-        return node
+    return [f"--eval {path}={_get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
+            if _get(stored_eval, path) is not None and _get(stored_eval, path) != _get(now_eval, path)]
 
-    return [f"--eval {path}={get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
-            if get(stored_eval, path) is not None and get(stored_eval, path) != get(now_eval, path)]
+
+def _get(table: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` of a nested table (``None`` when absent)."""
+    node: Any = table
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node
+
+
+def with_added_eval_fields(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored evaluation table (an ``EvalResult``'s ``meta["config"]``, nested or in an older
+    flat form) in today's nested form, each setting added since at the value it ran with.
+
+    Example:
+        >>> t = with_added_eval_fields({"text": {"batch_size": 2}, "relearning": {"steps": 3}})
+        >>> t["relearning"]["text_batch_size"], t["soft_prompts"]["batch_size"], t["relearning"]["both_halves"]
+        (2, 16, False)
+    """
+    from factlens.evaluation import EvalConfig
+
+    if not table:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return _with_added_fields(EvalConfig.normalize(dict(table)))
+        except (TypeError, ValueError):
+            return dict(table)  # settings this version no longer has: compared as stored
 
 
 def _with_added_fields(table: dict[str, Any]) -> dict[str, Any]:
     """``table`` (nested, normalized) with each absent :data:`_ADDED_EVAL_FIELDS` entry at its old value."""
     out = copy.deepcopy(table)
     for path, old_value in _ADDED_EVAL_FIELDS.items():
+        if isinstance(old_value, tuple):  # the value of the setting it was read from before
+            source, default = old_value
+            old_value = _get(table, source)
+            old_value = default if old_value is None else old_value
         *parents, leaf = path.split(".")
         node = out
         for key in parents:

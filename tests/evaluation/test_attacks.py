@@ -502,6 +502,12 @@ def test_finetune_on_text_lowers_its_loss(method):
     work, cleanup, hist = finetuned_copy(m, chunks, settings=st, config=cfg)
     assert hist[-1] < 0.8 * hist[0]  # measured: 7.75 -> 5.19 (LoRA), 7.75 -> 4.47 (full)
     cleanup()
+    # text.batch_size is a forward-pass size (it was the chunks per step); the attack's own field is
+    _, cleanup, same = finetuned_copy(m, chunks, settings=st, config=cfg.replace(text=cfg.text.replace(batch_size=1)))
+    cleanup()
+    _, cleanup, other = finetuned_copy(m, chunks, settings=st.replace(text_batch_size=1), config=cfg)
+    cleanup()
+    assert same == hist and other != hist
     assert_unchanged(m, snap)
 
 
@@ -529,7 +535,7 @@ def test_soft_prompts_and_relearning_report_damage_and_budget():
     # half B and the maintain facts, as for the other attacks
     assert dmg["damaged"] in (True, False) and dmg["n_facts"] == len(s.extra["half_b"]) + len(p.task.maintain)
     rl = run_relearning(edited, p.task, original=p.model, config=cfg)
-    assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearning.lr, "rank": 4, "batch_size": cfg.relearning.batch_size,
+    assert rl.extra["budget"] == {"steps": 2, "lr": cfg.relearning.lr, "rank": 4, "batch_size": cfg.relearning.batch_size, "text_batch_size": 4,
                                   "n_train_facts": len(rl.extra["half_a"]), "n_lora_params": rl.extra["lora_params"],
                                   "both_halves": True, "n_attacks": 2, "lora_forward": "factored"}
 

@@ -58,7 +58,7 @@ def test_nested_round_trip_through_json():
     cfg = NESTED.replace(quantization=QuantizationConfig(schemes=("nf4",), formats=("default", "mcq")),
                          direction_ablation=DirectionAblationConfig(layers=(1,)))
     d = json.loads(json.dumps(cfg.to_dict()))
-    assert d["relearning"] == {"steps": 5, "rank": 8, "lr": 1e-3, "batch_size": 4, "both_halves": True, "checkpoint": True,
+    assert d["relearning"] == {"steps": 5, "rank": 8, "lr": 1e-3, "batch_size": 4, "text_batch_size": 4, "both_halves": True, "checkpoint": True,
                                 "lora_forward": "factored"}
     assert d["quantization"]["schemes"] == ["nf4"] and d["probes"]["layers"] == [1, 2]
     back = EvalConfig.from_dict(d)

@@ -460,3 +460,26 @@ def test_probes_never_train_on_the_facts_they_are_tested_on(planted):
     shared = replace(planted.task, maintain=planted.task.maintain.concat(planted.task.forget))
     train = _train_facts(shared, ("maintain",))
     assert not {r.id for r in train} & {r.id for r in planted.task.forget} and len(train) == len(planted.task.maintain)
+
+
+def test_forward_pass_batch_sizes_leave_the_attacks_unchanged_their_own_batch_sizes_do_not(planted, unlearned):
+    """``EvalConfig.batch_size`` and ``text.batch_size`` are forward-pass sizes; the soft-prompt attack
+    trained on ``batch_size`` facts per step and relearning on ``text.batch_size`` chunks per step, so
+    lowering them to save memory changed the attacks (selective recovery 0.0 -> 0.5, relearned forget
+    accuracy 0.50 -> 0.75 on this model). Each attack's training batch is now its own setting, recorded."""
+    sp = SoftPromptsConfig(steps=5, seeds=1, length=3)
+    soft = {bs: run_soft_prompts(unlearned, planted.task, config=EvalConfig(batch_size=bs, soft_prompts=sp))
+            for bs in (16, 1)}
+    assert soft[16].extra["per_seed"][0]["losses"] == soft[1].extra["per_seed"][0]["losses"]
+    own = run_soft_prompts(unlearned, planted.task, config=EvalConfig(soft_prompts=sp.replace(batch_size=1)))
+    assert own.extra["per_seed"][0]["losses"] != soft[16].extra["per_seed"][0]["losses"]
+    with pytest.raises(ValueError, match="SoftPromptsConfig.lr must be > 0"):
+        SoftPromptsConfig(lr=0.0)
+
+    rc = RelearningConfig(steps=4, rank=8, lr=1e-2, both_halves=False)
+    rel = {tbs: run_relearning(unlearned, planted.task, config=EvalConfig(
+        relearning=rc, text={"n_chunks": 4, "seq_len": 16, "batch_size": tbs})) for tbs in (4, 1)}
+    assert rel[4].extra["history"] == rel[1].extra["history"]
+    own = run_relearning(unlearned, planted.task, config=EvalConfig(
+        relearning=rc.replace(text_batch_size=1), text={"n_chunks": 4, "seq_len": 16}))
+    assert own.extra["history"] != rel[4].extra["history"] and own.extra["budget"]["text_batch_size"] == 1

@@ -50,7 +50,7 @@ def test_bad_overrides_fail_when_the_run_config_is_made():
         _cfg(eval={"relearning": {"stepz": 3}})
     msg = str(e.value)
     assert "unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning)" in msg
-    assert "valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps']" in msg
+    assert "valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps', 'text_batch_size']" in msg
     with pytest.raises(ValueError, match=r"eval option relearning.steps='3' has the wrong type \(str\)"):
         _cfg(eval={"relearning.steps": "3"})
     with pytest.raises(ValueError, match="unknown EditConfig fields"):
@@ -163,6 +163,11 @@ def test_upgrade_fills_added_settings_with_their_old_behaviour():
     flat = {"resolved": {"eval": {"relearn_steps": 2}}}
     assert upgrade_stored(flat)["resolved"]["eval"]["relearning"] == {**RelearningConfig(steps=2).to_dict(),
                                                                         "both_halves": False, "lora_forward": "merged"}
+    # the attacks' chunks / facts per step were the shared forward-pass sizes: the folder's own values
+    up = upgrade_stored({"resolved": {"eval": {"batch_size": 4, "text": {"batch_size": 2}, "relearning": {"steps": 2}}}})
+    ev = up["resolved"]["eval"]
+    assert (ev["relearning"]["text_batch_size"], ev["unrelated_finetune"]["text_batch_size"],
+            ev["soft_prompts"]["batch_size"]) == (2, 2, 4)
     new = {"resolved": {"eval": {"relearning": {"both_halves": True, "lora_forward": "factored"}}}}
     assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["both_halves"] is True
     assert upgrade_stored(new)["resolved"]["eval"]["relearning"]["lora_forward"] == "factored"
