@@ -39,7 +39,7 @@ from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
-from factlens.runner.pipeline import UNBUDGETED, Job, PlanJob, Workspace, plan_job, run_job, versions
+from factlens.runner.pipeline import Job, PlanJob, Workspace, plan_job, run_job, unbudgeted, versions
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
@@ -179,8 +179,14 @@ class RayExecutor(Executor):
                 for ref in pending:
                     ray.cancel(ref, force=True)
             if errors:
+                from factlens.runner.processes import JobError
+
                 keys = [getattr(it, "key", str(it)) for it, _ in errors]
-                raise RuntimeError(f"{len(errors)} Ray job(s) failed: {keys}; first error: {errors[0][1]}") from errors[0][1]
+                # the jobs' own exceptions (a RayTaskError wraps one as .cause), so that the CLI tells a bad
+                # setting (TaskSizeError, MaskNotSupported) from a defect as with local workers; it printed a traceback
+                causes = [getattr(e, "cause", None) or e for _, e in errors]
+                raise JobError(f"{len(errors)} Ray job(s) failed: {keys}; first error: {errors[0][1]}",
+                               causes) from causes[0]
         finally:
             if started:
                 ray.shutdown()
@@ -591,13 +597,15 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         todo = [config.split_unit(u)[0] for u in config.units() if not rd.completed(s, u)]
         if not todo:
             continue
-        need = any(loc not in UNBUDGETED or loc == "flu" for loc in todo)  # flu reuses the plan's mask
+        need = any(loc not in unbudgeted() or loc == "flu" for loc in todo)  # flu reuses the plan's mask
         need_mech = "mechanisms" in config.suites
         p = rd.load_plan(s)
         if p is not None and (p.get("param_budget") is not None or not need) and (p.get("mechanisms") or not need_mech):
             plans[s] = p
         else:
-            todo_plans.append(PlanJob(cfg_dict, s, inner, need))
+            done = any(rd.completed(s, u) for u in config.units())  # units scored against the stored mechanisms
+            keep = p.get("mechanisms") if p is not None and done else None
+            todo_plans.append(PlanJob(cfg_dict, s, inner, need, keep))
 
     def _plan_done(job: PlanJob, plan: dict[str, Any]) -> None:
         rd.write_json(rd.plan_path(job.seed), plan)

@@ -38,7 +38,7 @@ from factlens.runner.workspace import Workspace  # noqa: F401 - also importable 
 
 __all__ = [
     "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "run_plan_or_job", "Job", "PlanJob",
-    "versions", "check_restored", "UNBUDGETED", "plan_mechanisms",
+    "versions", "check_restored", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
 ]
 
 
@@ -71,13 +71,16 @@ class PlanJob:
     """Compute the parameter budget (FLU mask) of one seed.
 
     ``show_progress`` is the job's progress setting (:func:`factlens.progress`), passed in the
-    job because a worker process does not inherit the driver's context.
+    job because a worker process does not inherit the driver's context. ``mechanisms``: the
+    mechanisms of the seed's stored plan, kept when a resume recomputes the plan for its budget
+    (finished units were scored against them; recomputing rewrote them).
     """
 
     config: dict[str, Any]
     seed: int
     show_progress: bool = True
     need_budget: bool = True
+    mechanisms: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -192,44 +195,62 @@ def _dropped_facts(scores) -> dict[str, Any] | None:
     return {"n_dropped": scores.n_dropped, "dropped_ids": list(scores.dropped_ids)}
 
 
-def _unbudgeted() -> frozenset[str]:
-    from factlens.localization.registry import LOCALIZATIONS
+def unbudgeted() -> frozenset[str]:
+    """Localizations that take no parameter budget, from the registry's ``budgeted`` flags as
+    they are when called (an entry added after import counts; a snapshot taken at import
+    recorded such a localization as budgeted)."""
+    from factlens.localization import registry
 
-    return frozenset(loc.name for loc in LOCALIZATIONS if not loc.budgeted)
+    return frozenset(loc.name for loc in registry.LOCALIZATIONS if not loc.budgeted)
 
 
-#: Localizations that take no parameter budget (from the registry's ``budgeted`` flags).
-UNBUDGETED: frozenset[str] = _unbudgeted()
+#: The built-in localizations without a budget (a snapshot at import; the runner calls :func:`unbudgeted`).
+UNBUDGETED: frozenset[str] = unbudgeted()
 
 
-def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, need_budget: bool = True) -> dict[str, Any]:
+def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, need_budget: bool = True,
+                need_flu: bool = False) -> dict[str, Any]:
     """The parameter budget of the budgeted localizations (the FLU mask's size by default).
+
+    ``need_flu``: compute the FLU even when no localization needs a budget (the mechanisms
+    suite's fact-lookup MLPs); its size is then the plan's budget too.
 
     Returns:
         ``{"seed", "param_budget", "budget_source", "flu": {"mask", "scores", "seconds"} | None}``
-        (``param_budget`` is ``None`` when ``need_budget`` is false: only unbudgeted
-        localizations run).
+        (``param_budget`` is ``None`` when neither a budget nor the FLU is needed: only
+        unbudgeted localizations run).
     """
-    from factlens.localization import localization_mask
-
     if cfg.param_budget is not None:
         return {"seed": seed, "param_budget": int(cfg.param_budget), "budget_source": "config", "flu": None}
-    if not need_budget:
+    if not (need_budget or need_flu):
         return {"seed": seed, "param_budget": None, "budget_source": None, "flu": None}
-    _seed_everything(seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    mask, scores = localization_mask(prep.model, _localize_dataset(prep, cfg, "flu"), "flu", seed=seed,
-                                     **_localize_options(cfg, "flu"), **_partners(prep, cfg, "flu"))
+    mask, scores = _run_flu(prep, cfg, seed)
     n = int(mask.n_params(prep.model))
-    if n == 0:
+    if n == 0 and need_budget:
         raise RuntimeError("the FLU mask is empty, so it gives no parameter budget; set param_budget= in the config")
-    return {"seed": seed, "param_budget": n, "budget_source": "flu", "flu": {
+    return {"seed": seed, "param_budget": n or None, "budget_source": "flu" if n else None, "flu": {
         "mask": mask.to_dict(), "scores": scores.to_dict() if scores is not None else None,
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}}
 
 
+def _run_flu(prep: Prepared, cfg: RunConfig, seed: int):
+    """The run's FLU: ``(mask, scores)`` on its facts with its options (``localize_options.flu``)."""
+    from factlens.localization import localization_mask
+
+    _seed_everything(seed)
+    return localization_mask(prep.model, _localize_dataset(prep, cfg, "flu"), "flu", seed=seed,
+                             **_localize_options(cfg, "flu"), **_partners(prep, cfg, "flu"))
+
+
 def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, Any]) -> dict[str, Any]:
     """The paper's mechanisms (fact-lookup MLPs, extraction heads/MLPs) on the unedited model.
+
+    The fact-lookup MLPs come from the run's FLU: the plan's, or, when the budget came from
+    ``param_budget`` (no FLU in the plan), the same FLU computed here. (Before, such a run's
+    mechanisms used an FLU of their own, with default options and on the forget facts only, so
+    a ROME or ``all_mlps`` folder and the fine-tuning folder it is compared with had different
+    mechanisms.)
 
     Returns:
         ``{"masks": {name: Mask.to_dict()}, "seconds"}`` (the ``mechanisms`` suite compares
@@ -246,6 +267,9 @@ def plan_mechanisms(prep: Prepared, cfg: RunConfig, seed: int, plan: dict[str, A
         flu_scores = ComponentScores.from_dict(flu["scores"])
     elif flu.get("mask"):
         flu_scores = Mask.from_dict(flu["mask"])
+    else:
+        mask, scores = _run_flu(prep, cfg, seed)
+        flu_scores = scores if scores is not None else mask
     mech = default_mechanisms(prep.model, _localize_dataset(prep, cfg, "mechanisms"), flu_scores=flu_scores, seed=seed)
     return {"masks": {k: m.to_dict() for k, m in mech.items()}, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
@@ -277,7 +301,7 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
     scores = localization_scores(prep.model, _localize_dataset(prep, cfg, localization), loc,
                                  seed=seed if loc.seeded else None,  # the others keep their own seed (0)
                                  **_localize_options(cfg, localization), **_partners(prep, cfg, localization))
-    budget = None if localization in UNBUDGETED else plan["param_budget"]
+    budget = None if localization in unbudgeted() else plan["param_budget"]
     mask = mask_from_scores(prep.model, loc, scores, param_budget=budget)
     return mask, scores, False, getattr(plan, "waited", 0.0)
 
@@ -488,7 +512,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         "localization": unit, "seed": seed, "model": cfg.model, "task": prep.task.summary(),
         "unit": {"localization": localization, "method": method, "objective": objective},
         "param_budget": plan.get("param_budget"), "budget_source": plan.get("budget_source"),
-        "budgeted": localization not in UNBUDGETED,
+        "budgeted": localization not in unbudgeted(),
         "mask": mask.to_dict(), "mask_labels": sorted(c.label for c in mask), "n_params": n_params,
         "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
         "dropped_facts": _dropped_facts(scores),
@@ -509,9 +533,12 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     cfg = RunConfig.from_dict(job.config)
     with progress(job.show_progress):  # set here: a worker process does not inherit the driver's setting
         prep = prepare(cfg, job.seed, workspace=workspace)
-        out = plan_budget(prep, cfg, job.seed, need_budget=job.need_budget)
-        if "mechanisms" in cfg.suites:
-            out["mechanisms"] = plan_mechanisms(prep, cfg, job.seed, out)
+        mech = "mechanisms" in cfg.suites
+        # with mechanisms the FLU runs anyway (their fact-lookup MLPs): its size is the budget too, so
+        # that a resume adding a budgeted unit finds the plan complete instead of recomputing it
+        out = plan_budget(prep, cfg, job.seed, need_budget=job.need_budget, need_flu=mech)
+        if mech:
+            out["mechanisms"] = job.mechanisms or plan_mechanisms(prep, cfg, job.seed, out)
     out["data"] = {k: v for k, v in prep.meta.items() if k != "shape"}
     out["task"] = prep.task.summary()
     return out

@@ -167,7 +167,7 @@ class ProcessPool:
             by_seed.setdefault(getattr(it, "seed", None), []).append(i)
         last: dict[int, Any] = {}
         busy: dict[int, int] = {}  # worker -> item index
-        errors: list[tuple[Any, str, BaseException | None]] = []
+        errors: list[tuple[int, Any, str, BaseException | None]] = []  # in the order they failed
 
         def next_for(w: int) -> int | None:
             if not by_seed:
@@ -206,13 +206,14 @@ class ProcessPool:
                 if ok:
                     on_result(item, payload)
                 else:
-                    errors.append((item, payload, exc))
+                    errors.append((index, item, payload, exc))
                     if on_error is not None:
                         on_error(item, payload)
                 bar.set_postfix_str(getattr(item, "key", ""))
                 bar.update()
                 assign(w)
         if errors:
-            keys = [getattr(it, "key", str(it)) for it, _, _ in errors]
-            raise JobError(f"{len(errors)} job(s) failed: {keys}; first error: {errors[0][1]}",
-                           [e for _, _, e in errors if e is not None])
+            # named in the order given (the order they failed in changes from run to run), the first error first
+            keys = [getattr(it, "key", str(it)) for _, it, _, _ in sorted(errors, key=lambda x: x[0])]
+            raise JobError(f"{len(errors)} job(s) failed: {keys}; first error: {errors[0][2]}",
+                           [e for _, _, _, e in errors if e is not None])

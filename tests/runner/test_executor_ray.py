@@ -11,6 +11,7 @@ ray = pytest.importorskip("ray")
 
 from factlens.runner import LocalExecutor, RayExecutor, RunConfig, run_experiment  # noqa: E402
 from factlens.runner.pipeline import Workspace  # noqa: E402
+from factlens.runner.processes import JobError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,18 @@ def test_ray_job_errors_are_reported(local_ray, tmp_path: Path):
         return item * 10
 
     got: list[tuple[int, int]] = []
-    with pytest.raises(RuntimeError, match="1 Ray job"):
+    with pytest.raises(JobError, match="1 Ray job") as err:
         RayExecutor().map(boom, [1, 2, 3], on_result=lambda i, r: got.append((i, r)))
     assert sorted(got) == [(1, 10), (3, 30)]  # the other results still arrive
+    # the job's own exception, as local workers give it: the CLI prints a bad setting instead of a traceback
+    assert isinstance(err.value.causes[0], ValueError) and "job two failed" in str(err.value.causes[0])
+
+
+def test_ray_setting_errors_exit_2_like_local_ones(local_ray, tmp_path: Path, capsys):
+    """A forget size the facts cannot fill gave a RuntimeError traceback under Ray (exit 2 locally)."""
+    from factlens.runner.cli import main
+
+    rc = main(["run", "planted", "--model", "planted", "--out", str(tmp_path / "r"), "--localizations", "random",
+               "--suites", "standard", "--forget-size", "1000", "--param-budget", "20000", "--no-progress",
+               "--no-report", "--executor", "ray"])
+    assert rc == 2 and "use at most" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,30 @@ def test_adding_an_objective_keeps_the_default_objective_units(tmp_path):
     assert stored["objectives"] == ["inject", "graddiff"] and stored["seeds"] == [0, 1]
     from factlens.runner.report import _units
     assert _units(stored) == ["all_mlps", "all_mlps+graddiff"]
+
+
+def test_mechanisms_use_the_runs_flu_and_a_resume_adding_flu_keeps_the_plan(tmp_path: Path):
+    """A run without a budgeted unit (all_mlps only, or a ROME folder) built the mechanisms' fact-lookup
+    MLPs from an FLU of its own, with default options, on the forget facts; a resume adding ``flu``
+    then recomputed the plan and overwrote its mechanisms, so the units of one seed were scored
+    against different masks (here fact-lookup [L1] before, [L0, L1] after, with the run's
+    rule_threshold 0.99). The plan's FLU is now the run's, and a complete plan is kept."""
+    from factlens.runner.cli import main
+
+    cfg = tmp_path / "mech.toml"
+    cfg.write_text('task = "planted"\nmodel = "planted"\nsuites = ["standard", "mechanisms"]\n'
+                   '[edit]\nsteps = 2\n[localize_options.flu]\nrule_threshold = 0.99\n')
+
+    def run(out, locs):
+        assert main(["run", "--config", str(cfg), "--no-progress", "--no-report", "--out", str(out),
+                     "--localizations", locs]) == 0
+        return json.loads((out / "plan" / "seed0.json").read_text())
+
+    lookup = lambda plan: plan["mechanisms"]["masks"]["fact_lookup_mlps"]["components"]  # noqa: E731
+    first = run(tmp_path / "a", "all_mlps")
+    resumed = run(tmp_path / "a", "flu,all_mlps")
+    fresh = run(tmp_path / "b", "flu,all_mlps")
+    assert lookup(first) == lookup(resumed) == lookup(fresh) and len(lookup(fresh)) == 2
+    assert first == resumed  # not recomputed
+    flu = json.loads((tmp_path / "a" / "runs" / "seed0" / "flu.json").read_text())
+    assert sorted(flu["mask_labels"]) == ["L0.mlp", "L1.mlp"]
