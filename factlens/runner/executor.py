@@ -443,10 +443,18 @@ class RunDir:
             diff = _diff(*(without_added_eval_fields(without_method_tables(c.experiment_dict())) for c in (old, config)))
             upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
-            merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
-                                    seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
-                                    methods=tuple(dict.fromkeys(old.methods + config.methods)),
-                                    objectives=merged_objectives(old, config))
+            try:
+                merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
+                                        seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
+                                        methods=tuple(dict.fromkeys(old.methods + config.methods)),
+                                        objectives=merged_objectives(old, config))
+            except ValueError as e:  # e.g. the folder's rome units and this run's npo: no cross product holds both
+                raise ConfigMismatchError(
+                    f"{self.path} holds units of methods {list(old.methods)} and objectives "
+                    f"{list(old.objectives or (old.default_objective,))}; adding this run's methods "
+                    f"{list(config.methods)} and objectives {list(config.objectives or (config.default_objective,))} "
+                    f"to them is not possible ({e}). Run them in another --out (factlens compare merges folders), "
+                    "or pass --overwrite to discard the old results.") from None
             new_res = merged.resolved()  # the record to write: its method settings must match every stored method's
             methods_diff, flags = method_settings_diff((old_res.get("edit") or {}).get("methods"),
                                                        (new_res.get("edit") or {}).get("methods"))
@@ -570,6 +578,9 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     fresh = overwrite or not rd.config_path.exists()
+    # a resume that fails before any new unit must leave the folder's settings as they were: a failed
+    # --methods rome attempt recorded rome, and every later resume was crossed with it
+    previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()))
     rd.open(config, overwrite=overwrite, config_file=config_file)
     own = executor is None
     executor = executor or make_executor(config)
@@ -579,6 +590,8 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     except BaseException:
         if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
             rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None)
+        elif previous is not None and set(rd.run_files()) == previous[1]:
+            write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))
         raise
     finally:
         if own and isinstance(executor, LocalExecutor):

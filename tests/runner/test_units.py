@@ -98,3 +98,29 @@ def test_mechanisms_use_the_runs_flu_and_a_resume_adding_flu_keeps_the_plan(tmp_
     assert first == resumed  # not recomputed
     flu = json.loads((tmp_path / "a" / "runs" / "seed0" / "flu.json").read_text())
     assert sorted(flu["mask_labels"]) == ["L0.mlp", "L1.mlp"]
+
+
+def test_a_failed_resume_leaves_the_folders_settings_and_a_resume_that_cannot_merge_says_why(tmp_path: Path, capsys):
+    """A resume whose new method failed before any unit (ROME on a mask it cannot edit) still recorded
+    the method in run_config.json, and every later resume was crossed with it: adding npo to the
+    fine-tuning units then crashed with a bare ValueError about rome (exit 1). The settings are now
+    restored, and a folder that did run rome units refuses npo with a clear error (exit 2)."""
+    from factlens.runner.cli import main
+
+    out = tmp_path / "run"
+    base = ["run", "planted", "--model", "planted", "--out", str(out), "--suites", "standard", "--no-progress",
+            "--no-report", "--edit", "steps=1"]
+    assert main([*base, "--localizations", "random"]) == 0
+    stored = (out / "run_config.json").read_bytes()
+    assert main([*base, "--localizations", "random", "--methods", "rome"]) == 2  # random's mask has several MLPs
+    assert (out / "run_config.json").read_bytes() == stored
+    assert main([*base, "--localizations", "random", "--objectives", "inject,npo"]) == 0
+    assert (out / "runs" / "seed0" / "random+npo.json").exists()
+
+    rome = tmp_path / "rome"
+    assert main([*base[:5], str(rome), *base[6:], "--localizations", "causal_tracing_top_mlp", "--methods", "rome"]) == 0
+    capsys.readouterr()
+    assert main([*base[:5], str(rome), *base[6:], "--localizations", "causal_tracing_top_mlp",
+                 "--objectives", "inject,npo"]) == 2
+    err = capsys.readouterr().err
+    assert "holds units of methods ['rome']" in err and "another --out" in err and "Traceback" not in err
