@@ -483,9 +483,10 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         prep.pristine.show(res)  # prep.original now shows the unedited values of what the edit changed
         _seed_everything(seed)
         peaks.begin("evaluate")
+        mechanisms = _mechanisms(plan)  # may wait for an awaited plan: plan_wait, not evaluate time
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(prep.model, prep.task, original=prep.original, suites=cfg.suites, config=cfg.eval_config(seed),
-                      mask=mask, mechanisms=_mechanisms(plan), edit_result=res, baselines=prep.baselines)
+                      mask=mask, mechanisms=mechanisms, edit_result=res, baselines=prep.baselines)
         timings["evaluate"] = time.perf_counter() - t0
         cpu["evaluate"] = time.process_time() - c0
         for suite, sec in ev.meta.get("seconds", {}).items():

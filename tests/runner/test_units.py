@@ -124,3 +124,38 @@ def test_a_failed_resume_leaves_the_folders_settings_and_a_resume_that_cannot_me
                  "--objectives", "inject,npo"]) == 2
     err = capsys.readouterr().err
     assert "holds units of methods ['rome']" in err and "another --out" in err and "Traceback" not in err
+
+
+def test_the_plan_wait_of_an_unbudgeted_unit_is_not_evaluate_time(monkeypatch):
+    """all_mlps first reads an awaited plan for its mechanisms, which was inside the timed evaluate
+    stage: with --workers the wait counted twice (plan_wait and evaluate). A fake clock that jumps
+    100 s while the plan is first read shows where the wait lands."""
+    import time as real_time
+
+    from factlens.runner import pipeline
+
+    clock = {"offset": 0.0}
+
+    class Clock:
+        def __getattr__(self, name):
+            return getattr(real_time, name)
+
+        def perf_counter(self):
+            return real_time.perf_counter() + clock["offset"]
+
+    cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard", "mechanisms"),
+                    show_progress=False, edit={"steps": 1})
+    ready = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False))
+
+    class Awaited(dict):  # the AwaitedPlan protocol: the first read waits
+        awaited, waited = True, 0.0
+
+        def get(self, key, default=None):
+            if not self.waited:
+                clock["offset"] += 100.0
+                self.waited = 100.0
+            return super().get(key, default)
+
+    monkeypatch.setattr(pipeline, "time", Clock())
+    rec = pipeline.run_localization(cfg, 0, "all_mlps", plan=Awaited(ready))
+    assert rec["timings"]["plan_wait"] == 100.0 and rec["timings"]["evaluate"] < 100.0
