@@ -440,7 +440,10 @@ class RunDir:
             except (ValueError, KeyError, TypeError) as e:  # e.g. options this version refuses
                 raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
                                           "--overwrite to discard the old results, or choose another --out") from e
-            diff = _diff(*(without_added_eval_fields(without_method_tables(c.experiment_dict())) for c in (old, config)))
+            # the edit / eval overrides as given are compared through the resolved settings below: an option
+            # spelled out at the value the folder ran with (relearning.steps=5 where the preset says 5) was refused
+            diff = _diff(*({k: v for k, v in without_added_eval_fields(without_method_tables(c.experiment_dict())).items()
+                            if k not in ("edit", "eval")} for c in (old, config)))
             upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
             try:

@@ -359,3 +359,15 @@ def test_method_that_cannot_edit_a_mask_is_a_clear_error(tmp_path: Path, capsys)
     assert "factlens: error: unit 'all_mlps+rome' (seed 0): ROME edits exactly one MLP layer" in err
     assert (out / "runs" / "seed0" / "all_mlps.json").is_file()
     assert not (out / "runs" / "seed0" / "all_mlps+rome.json").exists()
+
+
+def test_a_resume_spelling_out_the_values_the_folder_ran_with_is_not_refused(tmp_path: Path):
+    """relearning.steps=5 where the planted preset says 5, or the fast preset's own lr, changes no
+    setting; the raw overrides were compared besides the resolved settings and refused it."""
+    out = tmp_path / "run"
+    a = _cfg(out, suites=("standard", "relearning"))
+    RunDir(out).open(a)
+    for extra in ({"eval": {"relearning.steps": 5}}, {"edit": {"steps": 1, "lr": a.edit_config(0).lr}}):
+        RunDir(out).open(_cfg(out, suites=("standard", "relearning"), **extra))
+    with pytest.raises(ConfigMismatchError, match="relearning"):
+        RunDir(out).open(_cfg(out, suites=("standard", "relearning"), eval={"relearning.steps": 6}))
