@@ -43,6 +43,11 @@ class ScoringMethod:
             such localizations first, so that a long job does not end the run alone on one
             worker while the others idle (causal tracing: 326 of its job's 750 CPU seconds in
             the main job, docs/performance.md).
+        compared: The paper's comparison includes it: :data:`LOCALIZATIONS` gets the named
+            localizations ``<name>`` (top components at the parameter budget) and
+            ``<name>_mlps`` (top MLPs), which ``factlens run --localizations`` takes. A
+            method of your own with ``compared=True`` in :data:`METHODS` gets them too, with
+            no second entry.
     """
 
     name: str
@@ -50,6 +55,7 @@ class ScoringMethod:
     options: tuple[str, ...]
     doc: str = ""
     heavy: bool = False
+    compared: bool = False
 
     def accepts(self, option: str) -> bool:
         return option in self.options
@@ -106,25 +112,27 @@ class Localization:
 METHODS: Registry[ScoringMethod] = Registry("localization method", (
     ScoringMethod("activation_patching", Ref("factlens.localization.activation", "activation_patching"),
                   ("components", "direction", "metric", "normalize", "corrupted_prompts", "corrupted_answers",
-                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs", heavy=True),
+                   "partners", "include_resid", *_COMMON), "exact activation patching of clean/corrupted pairs", heavy=True,
+                  compared=True),
     ScoringMethod("causal_tracing", Ref("factlens.localization.causal_tracing", "causal_tracing"),
                   ("noise_scale", "n_samples", "window", "components", "include_resid", *_COMMON),
-                  "ROME's causal tracing: noise the subject, restore one component", heavy=True),
+                  "ROME's causal tracing: noise the subject, restore one component", heavy=True, compared=True),
     ScoringMethod("attribution_patching", Ref("factlens.localization.attribution", "attribution_patching"),
                   ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "partners", *_COMMON),
-                  "gradient (first-order) approximation of activation patching"),
+                  "gradient (first-order) approximation of activation patching", compared=True),
     ScoringMethod("path_patching", Ref("factlens.localization.path_patching", "path_patching"),
                   ("receivers", "senders", "metric", "corrupted_prompts", "partners", *_COMMON),
-                  "effect of each sender through the receivers (or directly on the logits)", heavy=True),
+                  "effect of each sender through the receivers (or directly on the logits)", heavy=True,
+                  compared=True),
     ScoringMethod("probing", Ref("factlens.localization.probing", "probing"),
                   ("positions", "layers", "cv", "C", "scaling", "repeats", *_COMMON),
-                  "linear probes for the answer attribute on the residual stream, per layer"),
+                  "linear probes for the answer attribute on the residual stream, per layer", compared=True),
     ScoringMethod("flu", Ref("factlens.localization.flu", "flu_scores"),
                   ("rule_threshold", "approach", "n_std", "extraction_k", "min_fact_fraction", "positions", "layers",
                    "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "partners", *_COMMON),
                   "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
     ScoringMethod("random", Ref("factlens.localization.controls", "random_scores"), ("seed", "mlps_only"),
-                  "uniform random scores (the equal-budget control)"),
+                  "uniform random scores (the equal-budget control)", compared=True),
     ScoringMethod("manual", Ref("factlens.localization.controls", "manual_scores"), ("components",),
                   "1 for the given components, 0 elsewhere"),
 ))
@@ -136,7 +144,7 @@ def _localizations() -> tuple[Localization, ...]:
         Localization("all_mlps", None, budgeted=False, fixed="all_mlps", doc="every MLP layer"),
         Localization("nonlocalized", None, budgeted=False, fixed="everything", doc="every head and MLP"),
     ]
-    for m in ("causal_tracing", "attribution_patching", "activation_patching", "path_patching", "probing", "random"):
+    for m in (e.name for e in METHODS if e.compared):
         seeded = m == "random"
         out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
         out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
@@ -182,7 +190,12 @@ def localize(model, dataset, method: str | ScoringMethod = "attribution_patching
         >>> p.lookup_mlp in scores.top(3) and p.extraction_head in scores.top(3)
         True
     """
-    return METHODS.get(method)(model, dataset, **options)
+    entry = METHODS.get(method)
+    scores = entry(model, dataset, **options)
+    if isinstance(scores, ComponentScores) and scores.method != entry.name:
+        # a method of your own built on another's function (manual_scores) is named as its entry, not "manual"
+        scores = dataclasses.replace(scores, method=entry.name, name=entry.name)
+    return scores
 
 
 @takes_show_progress

@@ -264,11 +264,14 @@ class RunConfig:
             raise ValueError(f"the planted model only knows sports facts; task {self.task!r} needs a real model")
         if not self.localizations:
             raise ValueError("give at least one localization (e.g. --localizations flu,random)")
-        from factlens.localization.registry import LOCALIZATIONS
+        from factlens.localization.registry import LOCALIZATIONS, METHODS
 
         bad = [l for l in self.localizations if l not in LOCALIZATIONS]
         if bad:
-            raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS.names())}")
+            scoring = [l for l in bad if l in METHODS]
+            hint = (f" ({scoring} are scoring methods without named localizations: give the ScoringMethod entry "
+                    "compared=True, or add a Localization entry, see docs/extending.md)" if scoring else "")
+            raise ValueError(f"unknown localization(s) {bad}; known: {list(LOCALIZATIONS.names())}{hint}")
         if len(set(self.localizations)) != len(self.localizations):
             raise ValueError(f"localizations listed twice: {list(self.localizations)}")
         self._validate_methods()

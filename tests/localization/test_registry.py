@@ -141,3 +141,43 @@ def test_an_explicit_seed_reaches_unseeded_methods(planted):
     _, s_default = localization_mask(planted.model, planted.dataset, "attribution_patching", param_budget=5000)
     np.testing.assert_allclose(s3.values, a3.values)
     np.testing.assert_allclose(s_default.values, a0.values)
+
+
+def _by_layer(model, dataset, *, seed: int = 0) -> ComponentScores:
+    """A toy method: every component scored by its layer (the deepest first)."""
+    from factlens.localization.controls import manual_scores
+
+    s = manual_scores(model, dataset, components=[Component("mlp", 0)])
+    return ComponentScores(s.components, [float(c.layer + 1) for c in s.components], "by_layer", "toy", s.shape)
+
+
+def test_a_compared_method_gets_its_runner_localizations_from_its_one_entry(planted, tmp_path, monkeypatch):
+    """A scoring method needed a second entry (a Localization, added to a hard-coded list of names) before
+    ``factlens run --localizations`` took it, and the error did not say so; ``compared=True`` on its one
+    ScoringMethod entry now gives ``<name>`` and ``<name>_mlps``. ``localize`` names scores after the
+    entry (a method built on manual_scores gave scores named "manual")."""
+    import factlens.localization as package
+    from factlens.localization import registry
+    from factlens.runner import RunConfig
+    from factlens.runner.cli import main
+
+    toy = ScoringMethod("by_layer", _by_layer, ("seed",), "toy", compared=True)
+    assert factlens.localize(planted.model, planted.dataset, method=toy).method == "by_layer"
+    last = ScoringMethod("last_mlp", _last_layer_mlp, ("seed",), "toy")
+    assert factlens.localize(planted.model, planted.dataset, method=last).name == "last_mlp"
+
+    methods = METHODS.with_entry(toy)  # what one entry in METHODS does in a package
+    monkeypatch.setattr(registry, "METHODS", methods)
+    with pytest.raises(ValueError, match=r"\['by_layer'\] are scoring methods without named localizations"):
+        RunConfig(task="planted", model="planted", localizations=("by_layer",))  # LOCALIZATIONS not rebuilt yet
+    locs = registry.Registry("localization", registry._localizations())
+    assert {"by_layer", "by_layer_mlps"} <= set(locs.names()) and locs.get("by_layer").budgeted
+    for module in (registry, package):
+        monkeypatch.setattr(module, "LOCALIZATIONS", locs)
+    out = tmp_path / "run"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "flu,by_layer_mlps",
+                 "--suites", "standard", "--no-progress", "--no-report", "--edit", "steps=1"]) == 0
+    import json
+
+    rec = json.loads((out / "runs" / "seed0" / "by_layer_mlps.json").read_text())
+    assert rec["budgeted"] and rec["mask_labels"][0] == f"L{planted.model.cfg.n_layers - 1}.mlp"
