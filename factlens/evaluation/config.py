@@ -185,6 +185,18 @@ class EvalConfig(ConfigBase):
         object.__setattr__(self, "other_suites", self._other_suite_tables())
 
     @classmethod
+    def _unknown_error(cls, unknown: list[str], where: str = "") -> ValueError:
+        """The base message, and where a suite without a field of its own keeps its settings."""
+        from factlens.evaluation import SUITES
+
+        err = super()._unknown_error(unknown, where)
+        others = sorted({k.split(".")[0] for k in unknown if k.split(".")[0] in SUITES} - set(cls.suite_fields()))
+        if not others or where:
+            return err
+        return ValueError(f"{err} (the settings of {others} live in other_suites: e.g. "
+                          f"--eval other_suites.{unknown[0]}=... or EvalConfig(other_suites={{{others[0]!r}: ...}}))")
+
+    @classmethod
     def suite_fields(cls) -> dict[str, type[ConfigBase]]:
         """The suites with a field of their own: suite name -> config type."""
         return {k: v for k, v in cls.nested_types().items() if k not in cls._shared}

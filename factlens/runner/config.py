@@ -390,6 +390,17 @@ class RunConfig:
                 raise ValueError(f"{name} listed twice: {list(vals)}")
         if not self.methods:
             raise ValueError("give at least one edit method (e.g. --methods finetune)")
+        # unit names are "<localization>+<method>+<objective>" (split_unit): a name with "+", or one that is
+        # both a method and an objective, would be read as another unit (an edit method called npo ran
+        # instead of fine-tuning on the npo objective)
+        both = sorted(set(EDIT_METHODS.names()) & set(OBJECTIVES.names()))
+        if both:
+            raise ValueError(f"{both} name both an edit method and an objective; unit names could not tell "
+                             "them apart: rename one of the entries")
+        plus = [n for n in (*self.localizations, *EDIT_METHODS.names(), *OBJECTIVES.names()) if "+" in n]
+        if plus:
+            raise ValueError(f"names with '+' cannot be part of a unit name ('<localization>+<method>+<objective>'): "
+                             f"{plus}; rename them")
         for m in self.methods:
             entry = EDIT_METHODS.get(m)
             for o in self.objectives or (self.default_objective,):

@@ -215,12 +215,15 @@ def test_adaptive_rmu_scales_c_by_the_originals_forget_norm(planted):
 
 
 def test_registry_entries_load_objectives():
-    assert set(OBJECTIVES.names()) == {"inject", "unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"}
+    """Properties of every entry and of the built-ins (a pinned set of names refused a new objective
+    added as documented: one module and one entry)."""
+    builtin = {"inject", "unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"}
+    assert builtin <= set(OBJECTIVES.names())
     for entry in OBJECTIVES:
         cls = load(entry.loss)
         assert issubclass(cls, TrainingObjective) and entry.doc, entry.name
-    assert [e.name for e in OBJECTIVES if e.needs_target_new] == ["inject"]
-    assert [e.name for e in OBJECTIVES if not e.uses_retain] == ["gradient_ascent"]
+    assert {e.name for e in OBJECTIVES if e.needs_target_new} & builtin == {"inject"}
+    assert {e.name for e in OBJECTIVES if not e.uses_retain} & builtin == {"gradient_ascent"}
 
 
 def test_config_objective_fields():

@@ -159,3 +159,22 @@ def test_the_plan_wait_of_an_unbudgeted_unit_is_not_evaluate_time(monkeypatch):
     monkeypatch.setattr(pipeline, "time", Clock())
     rec = pipeline.run_localization(cfg, 0, "all_mlps", plan=Awaited(ready))
     assert rec["timings"]["plan_wait"] == 100.0 and rec["timings"]["evaluate"] < 100.0
+
+
+def test_names_a_unit_name_could_not_tell_apart_are_refused(monkeypatch):
+    """An edit method registered as "npo" turned the unit "flu+npo" into an npo edit instead of
+    fine-tuning on the npo objective, without a word; a "+" in a name split it wrongly."""
+    from factlens.editing import registry
+    from factlens.editing.registry import EditMethod
+
+    def clash(name):
+        monkeypatch.setattr(registry, "EDIT_METHODS", registry.EDIT_METHODS.with_entry(
+            EditMethod(name, lambda *a, **k: None, ("inject",))))
+
+    clash("npo")
+    with pytest.raises(ValueError, match=r"\['npo'\] name both an edit method and an objective"):
+        RunConfig(task="planted", model="planted", objectives=("inject", "npo"))
+    monkeypatch.undo()
+    clash("my+edit")
+    with pytest.raises(ValueError, match=r"names with '\+'.*my\+edit"):
+        RunConfig(task="planted", model="planted")
