@@ -43,6 +43,7 @@ Statistics: docs/statistics.md.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -80,9 +81,17 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     out: dict[str, dict[Any, Any]] = {}
     seen: dict[tuple[str, Any], str] = {}  # (unit, seed) -> folder
     facts: dict[Any, tuple[str, Any, frozenset[str]]] = {}  # seed -> (folder, task summary, fact ids)
+    budgets: dict[Any, tuple[str, Any]] = {}  # seed -> (folder, parameter budget of its budgeted units)
     for d in dirs:
         for r in load_run_dir(d)["runs"]:
             unit, seed = r["localization"], r["seed"]
+            if r.get("budgeted") and r.get("param_budget") is not None:
+                first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
+                if first_budget[1] != r["param_budget"]:
+                    warnings.warn(f"{first_budget[0]} and {d} localized seed {seed} at different parameter budgets "
+                                  f"({first_budget[1]:,} vs {r['param_budget']:,}): their budgeted localizations are "
+                                  "not compared at an equal budget", UserWarning, stacklevel=3)
+                    budgets[seed] = (str(d), r["param_budget"])  # warn once per change
             if (unit, seed) in seen:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
                                  "unit once (compare the folders separately, or leave one out)")

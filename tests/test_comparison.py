@@ -179,6 +179,10 @@ def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path,
     assert "| all_mlps | forget_accuracy |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="is in both"):
         load_evaluations([run_dir, run_dir])
+    # budgeted units of another budget are compared, with a warning (a ROME folder's one MLP is a legitimate pairing)
+    budget = run(tmp_path / "budget", "--localizations", "random_mlps", "--param-budget", "20000")
+    with pytest.warns(UserWarning, match=r"different parameter budgets \(.* vs 20,000\)"):
+        assert "random_mlps" in load_evaluations([run_dir, budget])
     fewer = run(tmp_path / "fewer", "--localizations", "all_mlps", "--forget-size", "8")
     with pytest.raises(ValueError, match="different facts"):
         load_evaluations([run_dir, fewer])
