@@ -79,7 +79,14 @@ class EditConfig(ConfigBase):
             ``"rome"`` -> :class:`~factlens.editing.rome.RomeConfig`, ``"memit"`` ->
             :class:`~factlens.editing.memit.MemitConfig`): method name -> a table of its fields.
             Fields left out take the method's defaults; :meth:`method_config` builds the typed
-            config. In the runner: ``--edit methods.rome.v_num_grad_steps=10``.
+            config. In the runner: ``--edit methods.rome.v_num_grad_steps=10``. A table under
+            the name of an edit method that is not registered (one of your own, passed to
+            :func:`~factlens.edit` as an entry) is checked when ``edit`` runs that method.
+        objectives: Settings of the training objectives that declare a config type
+            (``Objective.config_type``; the built-in ones read the fields above, ``npo_beta``,
+            ``rmu_layer``...): objective name -> a table of its fields, built by
+            :meth:`objective_config` and passed to the objective's ``prepare`` as
+            ``settings=``. In the runner: ``--edit objectives.<name>.<field>=...``.
 
     Example:
         >>> c = EditConfig(lr=1e-4).replace(steps=10)
@@ -115,6 +122,7 @@ class EditConfig(ConfigBase):
     rmu_alpha: float = 100.0
     checkpoint: bool = False
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    objectives: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -153,22 +161,63 @@ class EditConfig(ConfigBase):
                              f"got {self.rmu_adaptive_scale}")
         if self.rmu_layer is not None and self.rmu_layer < 0:
             raise ValueError(f"rmu_layer must be >= 0 or None (the mask's last layer), got {self.rmu_layer}")
-        object.__setattr__(self, "methods", self._method_tables())
+        object.__setattr__(self, "methods", self._tables("methods"))
+        object.__setattr__(self, "objectives", self._tables("objectives"))
 
-    def _method_tables(self) -> dict[str, dict[str, Any]]:
-        """``methods`` as plain tables (a copy); each one is checked by building its typed config."""
-        if not isinstance(self.methods, Mapping):
-            raise TypeError(f"EditConfig.methods must map edit-method names to settings, got {self.methods!r}")
+    def _tables(self, field_name: str) -> dict[str, dict[str, Any]]:
+        """``methods`` / ``objectives`` as plain tables (a copy); those of registered entries are
+        checked by building their typed config (others when ``edit`` runs them)."""
+        from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
+
+        given, registry = getattr(self, field_name), (EDIT_METHODS if field_name == "methods" else OBJECTIVES)
+        if not isinstance(given, Mapping):
+            raise TypeError(f"EditConfig.{field_name} must map {registry.kind} names to settings, got {given!r}")
         tables: dict[str, dict[str, Any]] = {}
-        for name, value in self.methods.items():
+        for name, value in given.items():
             if hasattr(value, "to_dict") and not isinstance(value, Mapping):
                 value = value.to_dict()
             if not isinstance(value, Mapping):
-                raise TypeError(f"EditConfig.methods[{name!r}] must be a table of the method's settings, "
+                raise TypeError(f"EditConfig.{field_name}[{name!r}] must be a table of the {registry.kind}'s settings, "
                                 f"got {type(value).__name__}: {value!r}")
             tables[str(name)] = copy.deepcopy({str(k): v for k, v in value.items()})
-            _method_config_type(str(name))._from_table(tables[str(name)], where=f"EditConfig.methods[{name!r}]")
+            if str(name) in registry:
+                _typed(_settings_type(registry.get(str(name)), field_name), tables[str(name)],
+                       f"EditConfig.{field_name}[{name!r}]")
         return tables
+
+    def objective_config(self, objective):
+        """The typed settings of training objective ``objective`` (a name or an ``Objective``
+        entry): its config type's defaults, then its table in :attr:`objectives`.
+
+        Raises:
+            ValueError: The objective declares no settings of its own, or its table has an
+                unknown field.
+        """
+        from factlens.editing.registry import OBJECTIVES
+
+        entry = OBJECTIVES.get(objective)
+        return _typed(_settings_type(entry, "objectives"), self.objectives.get(entry.name, {}),
+                      f"EditConfig.objectives[{entry.name!r}]")
+
+    def check_tables(self, method, objective) -> None:
+        """Refuse tables of entries that are neither registered nor the ones ``edit`` runs (a
+        misspelt name), and check the tables of the method and objective of your own it runs
+        (``None``: every table must name a registered entry).
+
+        Raises:
+            ValueError: Such a table, or a field the entry's settings do not have.
+        """
+        from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
+
+        for field_name, registry, used in (("methods", EDIT_METHODS, method), ("objectives", OBJECTIVES, objective)):
+            tables, name = getattr(self, field_name), getattr(used, "name", used)
+            stray = sorted(n for n in tables if n not in registry and n != name)
+            if stray:
+                runs = f" nor the one this edit runs ({name!r})" if name is not None else ""
+                raise ValueError(f"EditConfig.{field_name} has settings for {stray}, which is neither a registered "
+                                 f"{registry.kind} {list(registry.names())}{runs}: a misspelt name?")
+            if name in tables and name not in registry:  # an entry of your own: its table is checked now
+                _typed(_settings_type(used, field_name), tables[name], f"EditConfig.{field_name}[{name!r}]")
 
     def method_config(self, method):
         """The typed settings of edit method ``method`` (a name or an ``EditMethod`` entry): its
@@ -183,7 +232,11 @@ class EditConfig(ConfigBase):
             >>> EditConfig(methods={"rome": {"v_num_grad_steps": 5}}).method_config("rome").v_num_grad_steps
             5
         """
-        return _method_config_type(method).from_edit_config(self)
+        cls = _method_config_type(method)
+        if hasattr(cls, "from_edit_config"):  # ROME's and MEMIT's also read sft_source and seed
+            return cls.from_edit_config(self)
+        name = getattr(method, "name", method)
+        return _typed(cls, self.methods.get(name, {}), f"EditConfig.methods[{name!r}]")
 
     @classmethod
     def fast(cls, **overrides: Any) -> "EditConfig":
@@ -199,6 +252,26 @@ class EditConfig(ConfigBase):
         base = dict(lr=1e-4, steps=20, batch_size=16, grad_accum=1, sft_batch_size=4, n_sft_chunks=16, sft_positions=16)
         base.update(overrides)
         return cls(**base)
+
+
+def _typed(cls, table: Mapping[str, Any], where: str):
+    """``cls`` built from ``table`` (a :class:`~factlens.config.ConfigBase`, or ROME's and MEMIT's
+    settings with their own ``_from_table``); an unknown field is an error naming ``where``."""
+    if hasattr(cls, "_from_table"):
+        return cls._from_table(dict(table), where=where)
+    return cls._build(cls.normalize(dict(table), where=where))
+
+
+def _settings_type(entry, field_name: str):
+    """The config type an edit method's or objective's entry declares; a clear error when none."""
+    from factlens.registry import load
+
+    if getattr(entry, "config_type", None) is None:
+        own = ("EditConfig's own fields (npo_beta, rmu_layer...)" if field_name == "objectives"
+               else "EditConfig's own fields")
+        raise ValueError(f"{entry.name!r} takes its settings from {own}, not from EditConfig.{field_name}; give its "
+                         "entry a config_type to have settings of its own")
+    return load(entry.config_type)
 
 
 def _method_config_type(method):

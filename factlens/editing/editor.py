@@ -151,6 +151,8 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
 
     entry = EDIT_METHODS.get(method)
     check_folder(offload)
+    if isinstance(config, EditConfig):  # a misspelt table name, or a bad field of your own method's / objective's
+        config.check_tables(entry, objective or getattr(task, "objective", None))
     if entry.name != "finetune":
         # other methods declare the objectives they support by name, and get the name (an
         # Objective entry was compared with those names, and refused, before)
@@ -257,7 +259,8 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
     text = None if config.l_sft == 0 else GeneralText.prepare(
         work, source=config.sft_source, seq_len=config.sft_seq_len, n_chunks=config.n_sft_chunks,
         n_positions=config.sft_positions, batch_size=config.sft_batch_size or config.batch_size, gen=gen)
-    prepared = load(entry.loss).prepare(work, forget_items, retain_items, mask=mask, config=config)
+    settings = {"settings": config.objective_config(entry)} if entry.config_type is not None else {}
+    prepared = load(entry.loss).prepare(work, forget_items, retain_items, mask=mask, config=config, **settings)
     names = sorted(param_masks)
     history: list[dict[str, Any]] = []
     with trainable(work, names) as all_params:

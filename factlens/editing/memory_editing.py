@@ -18,7 +18,7 @@ from torch import Tensor
 from factlens.components import Component, Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics
-from factlens.editing.result import EditResult, ParamDelta, flat_copy, full_mask
+from factlens.editing.result import EditResult
 from factlens.editing.training import with_gradients  # noqa: F401  (ROME and MEMIT import it from here)
 
 __all__ = ["check_value_fields", "EditorConfigMixin", "ValueEditConfig", "mask_mlp_layers", "forget_records", "split_config",
@@ -184,17 +184,8 @@ def split_config(config, cls) -> tuple[Any, EditConfig]:
 def build_result(work, mask, edit_config: EditConfig, originals: dict[str, Tensor], *, task, t0: float,
                  history: list[dict[str, Any]], meta: dict[str, Any]) -> EditResult:
     """An :class:`EditResult` whose deltas are the whole ``W_out`` tensors in ``originals``."""
-    params = dict(work.named_parameters())
-    deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1), flat_copy(params[n]))
-              for n, o in originals.items()}
-    if not isinstance(mask, Mask):
-        comps = [mask] if isinstance(mask, Component) else mask
-        mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
-    return EditResult(model=work, mask=mask, config=edit_config, objective="inject", history=tuple(history),
-                      seconds=time.perf_counter() - t0, sft_kind="none",
-                      n_params_trained=int(sum(o.numel() for o in originals.values())), deltas=deltas,
-                      shape=ModelShape.of(work), model_name=str(getattr(work.cfg, "model_name", "")),
-                      task_name=getattr(task, "name", ""), meta=meta)
+    return EditResult.from_originals(work, mask, originals, config=edit_config, objective="inject", task=task,
+                                     history=tuple(history), seconds=time.perf_counter() - t0, meta=meta)
 
 
 def layer_key_statistics(model, layer: int, cfg: Any) -> KeyStatistics:

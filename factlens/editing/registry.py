@@ -30,6 +30,10 @@ class Objective:
         uses_retain: The objective has a retain term (weighted by ``EditConfig.l_retain``);
             ``False``: ``task.retain`` is not used (plain gradient ascent).
         doc: One line (and the paper it comes from).
+        config_type: The objective's own settings (a frozen
+            :class:`~factlens.config.ConfigBase`), set per run in ``EditConfig.objectives[name]``
+            and passed to ``loss.prepare(..., settings=...)``; ``None`` (the built-in
+            objectives): it reads :class:`~factlens.editing.config.EditConfig`'s own fields.
     """
 
     name: str
@@ -37,6 +41,7 @@ class Objective:
     needs_target_new: bool = False
     uses_retain: bool = True
     doc: str = ""
+    config_type: Ref | type | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,12 @@ class EditMethod:
             original values in a mapped file, :func:`factlens.memory.kept_copies`); ``edit(...,
             offload=...)`` passes it only then (for other methods it only saves memory that
             they do not save).
-        config_type: The method's own settings (a config class with ``from_edit_config(EditConfig)``
-            and ``_from_table(table, where=...)``, e.g. :class:`~factlens.editing.rome.RomeConfig`),
-            set per run in ``EditConfig.methods[name]``; ``None``: the method reads
-            :class:`~factlens.editing.config.EditConfig`'s own fields (masked fine-tuning).
+        config_type: The method's own settings (a frozen :class:`~factlens.config.ConfigBase`,
+            e.g. :class:`~factlens.editing.rome.RomeConfig`, which also has
+            ``from_edit_config(EditConfig)`` to read ``sft_source`` and ``seed``), set per run in
+            ``EditConfig.methods[name]`` and built by ``config.method_config(entry)``; ``None``:
+            the method reads :class:`~factlens.editing.config.EditConfig`'s own fields (masked
+            fine-tuning).
     """
 
     name: str

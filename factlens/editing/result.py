@@ -223,6 +223,46 @@ class EditResult:
                 object.__setattr__(self, "original_fingerprint", fp)
             self._applied.push(self.model, {n: d.old for n, d in self.deltas.items()})
 
+    @classmethod
+    def from_originals(cls, model, mask, originals: Mapping[str, Tensor], *, config: EditConfig, objective: str,
+                       task=None, history: tuple[dict, ...] = (), seconds: float = 0.0,
+                       meta: dict[str, Any] | None = None) -> "EditResult":
+        """The result of an edit that changed whole parameter tensors of ``model`` in place:
+        ``originals`` maps each changed parameter's name to a copy of its values before.
+
+        For an edit method of your own (docs/extending.md): every entry the method changed must
+        be in ``originals`` (the runner checks, after each unit, that reverting brought every
+        parameter back bit for bit).
+
+        Example:
+            >>> import torch
+            >>> from factlens.components import Mask
+            >>> from factlens.testing import planted_fact_model
+            >>> p = planted_fact_model()
+            >>> W = p.model.blocks[p.lookup_layer].mlp.W_out
+            >>> old = {f"blocks.{p.lookup_layer}.mlp.W_out": W.detach().clone()}
+            >>> with torch.no_grad():
+            ...     _ = W.mul_(0.5)
+            >>> r = EditResult.from_originals(p.model, Mask([p.lookup_mlp]), old, config=EditConfig(), objective="unlearn")
+            >>> r.n_changed > 0, r.revert() is p.model, torch.equal(W, old[f"blocks.{p.lookup_layer}.mlp.W_out"])
+            (True, True, True)
+        """
+        from factlens.components import Component
+
+        if not isinstance(mask, Mask):
+            comps = [mask] if isinstance(mask, Component) else mask
+            mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
+        params = dict(model.named_parameters())
+        unknown = sorted(set(originals) - set(params))
+        if unknown:
+            raise ValueError(f"originals names parameters the model does not have: {unknown[:5]}")
+        deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1), flat_copy(params[n]))
+                  for n, o in originals.items()}
+        return cls(model=model, mask=mask, config=config, objective=objective, history=tuple(history),
+                   seconds=seconds, sft_kind="none", n_params_trained=int(sum(o.numel() for o in originals.values())),
+                   deltas=deltas, shape=ModelShape.of(model), model_name=str(getattr(model.cfg, "model_name", "")),
+                   task_name=getattr(task, "name", ""), meta=dict(meta or {}))
+
     # -- summaries ----------------------------------------------------------------------
     @property
     def n_changed(self) -> int:

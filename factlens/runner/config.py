@@ -329,7 +329,10 @@ class RunConfig:
 
             check_model_name(self.model)
         for seed in self.seeds[:1]:  # bad edit/eval overrides fail here, before any file is written
-            self.edit_config(seed)
+            try:  # the runner runs registered methods and objectives only: every table must name one
+                self.edit_config(seed).check_tables(None, None)
+            except ValueError as e:
+                raise ValueError(f"bad edit option(s) {self.edit.to_dict()}: {e}") from e
             self.eval_config(seed)
 
     def unused_options(self) -> list[str]:

@@ -39,7 +39,7 @@ _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearni
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
 #: exist, which is what their values below do. (Fields of the methods' own settings:
 #: :data:`factlens.runner.method_settings._ADDED_METHOD_FIELDS`.)
-_ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False}
+_ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False, "objectives": {}}
 
 
 def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:

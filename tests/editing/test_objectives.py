@@ -373,3 +373,63 @@ def test_rmu_steers_only_what_depends_on_the_subject():
     change = ((after - before) ** 2).mean(-1)
     assert float(change[:, 1:shared].mean()) < 1.0  # was 5.0: the forget term steered the shared example
     assert res.history[-1]["loss_forget"] < 0.2 * res.history[0]["loss_forget"]  # was stuck at 60 % with α = 100
+
+
+def test_objectives_and_edit_methods_of_your_own_have_settings_of_their_own(planted):
+    """An objective had nowhere to keep a hyper-parameter but a new EditConfig field, and the tables of
+    an edit method of your own were refused ("unknown edit method"): ``config_type`` on either entry
+    and a table under its name in ``EditConfig.objectives`` / ``methods`` now carry them."""
+    from dataclasses import dataclass
+
+    from factlens.config import ConfigBase
+    from factlens.editing.objectives import TrainingObjective
+    from factlens.editing.registry import EditMethod, Objective
+    from factlens.editing.objectives.base import answer_logprobs as logprobs
+
+    @dataclass(frozen=True)
+    class HingeConfig(ConfigBase):
+        margin: float = 1.0
+
+    @dataclass(frozen=True)
+    class Hinge(TrainingObjective):
+        margin: float = 1.0
+
+        @classmethod
+        def prepare(cls, model, forget_items, retain_items, *, mask, config, settings):
+            return cls(margin=settings.margin)
+
+        def losses(self, model, forget_batch, retain_batch):
+            logp_f, _, logp_r = logprobs(model, forget_batch, retain_batch)
+            return torch.relu(logp_f + self.margin).mean(), -logp_r.mean() if logp_r.numel() else logp_r.new_zeros(())
+
+        def describe(self):
+            return {"margin": self.margin}
+
+    hinge = Objective("hinge", Hinge, config_type=HingeConfig, doc="hinge on log p(answer)")
+    task = replace(planted.task, objective="unlearn")
+    cfg = FAST.replace(steps=1, objectives={"hinge": {"margin": 3.0}})
+    assert cfg.objective_config(hinge) == HingeConfig(margin=3.0)
+    res = edit(planted.model, Mask([planted.lookup_mlp]), task, objective=hinge, config=cfg, show_progress=False)
+    assert res.meta["margin"] == 3.0 and res.objective == "hinge" and res.n_changed > 0
+    with pytest.raises(ValueError, match=r"unknown HingeConfig fields \['margn'\]"):
+        edit(planted.model, Mask([planted.lookup_mlp]), task, objective=hinge,
+             config=cfg.replace(objectives={"hinge": {"margn": 3.0}}), show_progress=False)
+    with pytest.raises(ValueError, match="takes its settings from EditConfig's own fields"):
+        EditConfig(objectives={"npo": {"beta": 1.0}})
+
+    @dataclass(frozen=True)
+    class ShrinkConfig(ConfigBase):
+        factor: float = 0.5
+
+    seen = {}
+
+    def shrink(model, mask, task, *, objective, config, inplace):
+        seen["settings"] = config.method_config(SHRINK)
+        # it runs masked fine-tuning itself, with a config that no longer holds its own table
+        return edit(model, mask, task, objective=objective, config=config.replace(steps=1, methods={}),
+                    show_progress=False)
+
+    SHRINK = EditMethod("shrink", shrink, ("unlearn",), config_type=ShrinkConfig)
+    cfg = FAST.replace(methods={"shrink": {"factor": 0.25}})
+    edit(planted.model, Mask([planted.lookup_mlp]), task, method=SHRINK, config=cfg, show_progress=False)
+    assert seen["settings"] == ShrinkConfig(factor=0.25)

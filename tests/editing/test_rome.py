@@ -275,15 +275,26 @@ def test_edit_dispatch_reads_the_methods_table(task):
 
 
 @pytest.mark.parametrize("methods, error, match", [
-    ({"romee": {}}, ValueError, r"unknown edit method 'romee'; methods with settings: \['memit', 'rome'\]"),
     ({"finetune": {"lr": 1}}, ValueError, "takes its settings from EditConfig's own fields"),
     ({"rome": {"v_lrr": 1}}, ValueError, r"unknown RomeConfig fields \['v_lrr'\] \(in EditConfig.methods\['rome'\]\)"),
-    ({"memit": 3}, TypeError, "must be a table of the method's settings"),
+    ({"memit": 3}, TypeError, "must be a table of the edit method's settings"),
     ({"rome": {"prefix_lengths": [[0, 2]]}}, ValueError, "prefix_lengths need words >= 1"),
 ])
 def test_methods_table_bad_input(methods, error, match):
     with pytest.raises(error, match=match):
         EditConfig(methods=methods)
+
+
+def test_a_misspelt_method_table_is_refused_by_edit_and_the_runner(task):
+    """A table under a name no edit method has is refused before anything runs (tables of a method of
+    your own, not registered, are allowed until edit() runs another method)."""
+    from factlens.runner import RunConfig
+
+    cfg = EditConfig(methods={"romee": {}})
+    with pytest.raises(ValueError, match=r"EditConfig.methods has settings for \['romee'\], which is neither"):
+        factlens.edit(tiny_model(n_layers=3), Mask.from_labels(["L1.mlp"]), task, method="rome", config=cfg)
+    with pytest.raises(ValueError, match=r"settings for \['romee'\]"):
+        RunConfig(task="planted", model="planted", edit={"methods": {"romee": {"v_lr": 1.0}}})
 
 
 def test_key_statistics_cache(cache_dir):

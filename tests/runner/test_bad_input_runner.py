@@ -273,7 +273,7 @@ def test_out_pointing_at_a_file(tmp_path: Path, capsys):
     (["--edit", "nosuchfield=1"], ["nosuchfield", "EditConfig fields"]),
     (["--edit", "steps=abc"], ["steps='abc'", "int"]),
     (["--edit", "methods.rome.v_lrr=1"], ["v_lrr", "RomeConfig fields", "EditConfig.methods['rome']"]),
-    (["--edit", "methods.romee.v_lr=1"], ["unknown edit method 'romee'", "methods with settings"]),
+    (["--edit", "methods.romee.v_lr=1"], ["settings for ['romee']", "neither a registered edit method"]),
     (["--eval", "text.n_chunks=two"], ["text.n_chunks='two'", "int"]),
     (["--eval", "relearning.stepz=1"], ["stepz", "RelearningConfig fields", "EvalConfig.relearning", "steps"]),
     (["--param-budget", "0"], ["param_budget", ">= 1"]),
