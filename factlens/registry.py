@@ -107,8 +107,10 @@ class Registry(Generic[E]):
     def with_entry(self, entry: E) -> "Registry[E]":
         """A new registry with ``entry`` added (or replacing the entry of the same name).
 
-        Registries are immutable module constants; an extension (or a test) that adds a
-        method builds its own registry with this and passes it where a registry is accepted.
+        Registries are immutable module constants, and no verb takes a registry: a method of
+        your own is passed as its entry (``localize(method=entry)``, ``edit(method=entry)``,
+        ``evaluate(suites=[entry])``), and reaches the runner by an entry in the package's
+        registry. Tests use this to build the registry a package would have.
         """
         kept = tuple(e for e in self.entries if e.name != entry.name)  # type: ignore[attr-defined]
         return Registry(self.kind, kept + (entry,))

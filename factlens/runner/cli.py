@@ -45,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="gemma-3-270m (default), planted, or a TransformerLens model name")
     r.add_argument("--localizations", help="comma-separated localizations "
                                            "(default: flu,causal_tracing,attribution_patching,random,all_mlps,nonlocalized)")
-    r.add_argument("--methods", help="comma-separated edit methods crossed with the localizations: finetune (default), "
-                                     "rome (one-MLP masks: --localizations causal_tracing_top_mlp), memit")
+    from factlens.editing.registry import EDIT_METHODS, OBJECTIVES  # the names registered (entries only, no imports)
+
+    r.add_argument("--methods", help=f"comma-separated edit methods crossed with the localizations: "
+                                     f"{', '.join(EDIT_METHODS.names())} (default: finetune; rome needs one-MLP masks: "
+                                     "--localizations causal_tracing_top_mlp)")
     r.add_argument("--objectives", help="comma-separated training objectives crossed with the localizations: "
-                                        "inject, unlearn, gradient_ascent, graddiff, npo, simnpo, rmu "
-                                        "(default: the task's own)")
+                                        f"{', '.join(OBJECTIVES.names())} (default: the task's own)")
     r.add_argument("--forget-size", type=int, help="facts to edit (chunk size for sequential editing); default 16")
     r.add_argument("--seeds", help="comma-separated seeds, one run each (default: 0)")
     r.add_argument("--out", help="run directory (default: results/<task>)")
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-preset", choices=("small", "full"), help="small evaluation sizes (default) or EvalConfig()")
     r.add_argument("--edit", action="append", type=_kv, metavar="KEY=VALUE", help="EditConfig field (repeatable)")
     r.add_argument("--eval", action="append", type=_kv, metavar="KEY=VALUE",
-                   help="EvalConfig field; a suite's setting as SUITE.FIELD, e.g. relearning.steps=5 (repeatable)")
+                   help="EvalConfig field; a built-in suite's setting as SUITE.FIELD, e.g. relearning.steps=5, a "
+                        "suite without a field of its own as other_suites.SUITE.FIELD (repeatable)")
     r.add_argument("--text-source", help="general text for side effects (e.g. ../shared/data/wikitext2/test.txt)")
     r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
     r.add_argument("--device", help="model device (default: cpu)")
