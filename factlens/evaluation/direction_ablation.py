@@ -181,7 +181,7 @@ def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) ->
 
 def run_direction_ablation(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
-                           direction_ablation_config: DirectionAblationConfig | None = None, **_: Any) -> SuiteResult:
+                           direction_ablation_config: DirectionAblationConfig | None = None) -> SuiteResult:
     """Project the forget-vs-contrast direction out of each layer; do the edited facts come back?
 
     Args:

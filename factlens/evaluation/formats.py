@@ -164,7 +164,7 @@ def _format_metrics(fmt: str, scored: dict[str, tuple], *, inject: bool, at_chan
 
 
 def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
-                baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+                baselines: BaselineCache | None = None) -> SuiteResult:
     """Forget error, edit accuracy and maintain accuracy per prompt format, with baselines.
 
     Args:

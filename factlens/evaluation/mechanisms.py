@@ -115,13 +115,13 @@ def mechanism_table(masks: Mapping[str, Mask], mechanisms: Mapping[str, Mask], m
 
 def run_mechanisms(model, task=None, *, original=None, config: EvalConfig | None = None, mask: Mask | None = None,
                    mechanisms: Mapping[str, Mask] | None = None, weight_mask=None,
-                   weight_mask_threshold: float | None = None, **_: Any) -> SuiteResult:
+                   weight_mask_threshold: float | None = None, baselines=None) -> SuiteResult:
     """Mechanism composition of the edited localization (and of a learned weight mask).
 
     Args:
         model: The model (only its parameter shapes are read).
         task: Unused (suites share one signature).
-        original: Unused.
+        original, baselines: Unused (mechanisms are properties of the masks).
         config: Unused.
         mask: The localization that was edited.
         mechanisms: Mechanism name -> mask (see :func:`default_mechanisms`).

@@ -321,7 +321,7 @@ def _fact_rows(forget, res: dict[str, Any], base: dict[str, Any] | None) -> list
 
 def run_probes(model, task, *, original=None, config: EvalConfig | None = None, position: Position = "final",
                scaling: Scaling = "global", train_on: Sequence[str] = ("maintain", "retain"),
-               baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+               baselines: BaselineCache | None = None) -> SuiteResult:
     """Per-layer linear probes for the true answer and the edit target of the forget facts.
 
     Args:

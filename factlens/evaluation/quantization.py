@@ -357,8 +357,8 @@ def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str
 
 
 def run_quantization(model, task, *, original=None, config: EvalConfig | None = None,
-                     baselines: BaselineCache | None = None, quantization_config: QuantizationConfig | None = None,
-                     **_: Any) -> SuiteResult:
+                     baselines: BaselineCache | None = None, quantization_config: QuantizationConfig | None = None
+                     ) -> SuiteResult:
     """Quantize the edited model and the original (control); do the edited facts come back?
 
     Args:

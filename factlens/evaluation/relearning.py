@@ -322,7 +322,7 @@ def _chance(s: PromptScores) -> float:
 
 
 def run_relearning(model, task, *, original=None, config: EvalConfig | None = None,
-                   baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+                   baselines: BaselineCache | None = None) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
 
     With ``config.relearning.both_halves`` (the default) the attack runs twice, trained on each

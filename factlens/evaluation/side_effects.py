@@ -213,7 +213,7 @@ def _mmlu(model, original, config: EvalConfig, baselines: BaselineCache | None, 
 
 
 def run_side_effects(model, task=None, *, original=None, config: EvalConfig | None = None,
-                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+                     baselines: BaselineCache | None = None) -> SuiteResult:
     """Next-token accuracy / loss / KL on general text, and MMLU accuracy.
 
     Args:

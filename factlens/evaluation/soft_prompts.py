@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -357,15 +357,16 @@ def _selectivity(items_b, items_m, runs: list[dict], seed: int) -> Selectivity |
 
 
 def _metric(name: str, items, per_fact: np.ndarray, baseline: float | None, *, higher_is_better: bool = False,
-            stderr: float | None = None, at_chance: bool = False) -> Metric:
+            at_chance: bool = False) -> Metric:
     """Per-fact values (aligned with ``items``, one prompt per fact) -> a metric with its 95 % interval.
 
-    ``samples`` are keyed by ``record_id``; ``stderr`` (when given) is the standard error over
-    soft-prompt seeds instead of over facts; ``at_chance`` is the flag of :func:`_original_at_chance`.
+    ``samples`` are keyed by ``record_id``; ``stderr`` and the interval are over facts (the
+    spread over soft-prompt seeds is the suite's ``extra["seed_stderr"]``: it replaced the
+    stderr before, 0.0 beside an interval of [0.21, 1.00] for one held-out fact);
+    ``at_chance`` is the flag of :func:`_original_at_chance`.
     """
-    m = Metric.from_samples(name, {it.record_id: float(x) for it, x in zip(items, per_fact)}, baseline=baseline,
-                            higher_is_better=higher_is_better, at_chance=at_chance)
-    return m if stderr is None else replace(m, stderr=stderr)
+    return Metric.from_samples(name, {it.record_id: float(x) for it, x in zip(items, per_fact)}, baseline=baseline,
+                               higher_is_better=higher_is_better, at_chance=at_chance)
 
 
 def _original_at_chance(scores: PromptScores | None) -> bool:
@@ -397,13 +398,11 @@ def _metrics(task, items_a, items_b, runs: list[dict], before: PromptScores, bas
     ch_a, ch_b = _original_at_chance(orig_a), _original_at_chance(orig_b)
     metrics = [
         _metric("soft_prompt_forget_accuracy", items_b, _per_fact(runs, "B", "answer_wins"),
-                _seed_mean(base_runs, "B", "answer_wins") if base_runs else None,
-                stderr=_seed_se(runs, "B", "answer_wins"), at_chance=ch_b),
+                _seed_mean(base_runs, "B", "answer_wins") if base_runs else None, at_chance=ch_b),
         _metric("soft_prompt_forget_accuracy_before", items_b, before.answer_wins.astype(float),
                 float(orig_b.answer_wins.mean()) if orig_b is not None else None, at_chance=ch_b),
         _metric("soft_prompt_train_accuracy", items_a, _per_fact(runs, "A", "answer_wins"),
-                _seed_mean(base_runs, "A", "answer_wins") if base_runs else None,
-                stderr=_seed_se(runs, "A", "answer_wins"), at_chance=ch_a),
+                _seed_mean(base_runs, "A", "answer_wins") if base_runs else None, at_chance=ch_a),
     ]
     has_t = np.array([it.target is not None for it in items_b])
     if task.objective == "inject" and has_t.any():
@@ -471,7 +470,7 @@ def _attack_damage(items_b, before: PromptScores, base_runs: list[dict], items_m
 
 
 def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = None,
-                     baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+                     baselines: BaselineCache | None = None) -> SuiteResult:
     """Soft-prompt attack: train on half A of the forget set, measure forget accuracy on half B.
 
     Args:
@@ -498,7 +497,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         prompt, is not clearly above chance (half B: the forget, before and edit accuracies;
         half A: the train accuracy), as in the relearning suite; no flags without ``original``.
         Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
-        losses of each seed, ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
+        losses of each seed, ``extra["seed_stderr"]`` the standard error of the accuracies over
+        the seeds (``None`` for one seed; the metrics' own ``stderr`` is over facts),
+        ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
         whether the attack costs the unedited model accuracy on half B
         (:func:`~factlens.evaluation.attacks.attack_damage`; ``damaged`` flags it).
 
@@ -547,7 +548,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
                       "train_accuracy": float(r["A"]["answer_wins"].mean()), "final_loss": r["losses"][-1] if r["losses"] else None,
                       "losses": r["losses"]} for r in runs],
-        "max_norm": norm, "soft_prompt_len": sc.length, "position": sc.position,
+        "seed_stderr": {"soft_prompt_forget_accuracy": _seed_se(runs, "B", "answer_wins"),
+                        "soft_prompt_train_accuracy": _seed_se(runs, "A", "answer_wins")},
+        "max_norm": norm, "soft_prompt_len": sc.length, "position": sc.position, "batch_size": sc.batch_size,
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b],
         "selectivity": ({"controls": {k: list(v) for k, v in sel.controls.items()}} if sel is not None else
                         {"note": "no held-out fact has a control (a maintain fact that could be given its answer)"}),

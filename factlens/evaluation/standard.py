@@ -137,7 +137,7 @@ def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str]
 
 
 def run_standard(model, task, *, original=None, config: EvalConfig | None = None,
-                 baselines: BaselineCache | None = None, **_: Any) -> SuiteResult:
+                 baselines: BaselineCache | None = None) -> SuiteResult:
     """Forget / edit / maintain accuracy and probability in the trained ("default") format.
 
     Args:

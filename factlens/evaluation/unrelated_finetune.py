@@ -237,7 +237,7 @@ def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalCo
 
 def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None,
-                           unrelated_finetune_config: UnrelatedFinetuneConfig | None = None, **_: Any) -> SuiteResult:
+                           unrelated_finetune_config: UnrelatedFinetuneConfig | None = None) -> SuiteResult:
     """Fine-tune the edited model and the original on data without the forget facts; compare.
 
     Args:

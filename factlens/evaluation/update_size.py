@@ -200,14 +200,14 @@ def update_sizes(edit_result, model=None, *, config: UpdateSizeConfig = UpdateSi
     return UpdateSizes(table, hists, tuple(float(e) for e in edges), tot, config.to_dict())
 
 
-def run_update_size(model, task, *, original=None, config: EvalConfig | None = None,
-                    edit_result=None, update_size_config: UpdateSizeConfig | None = None, **_: Any) -> SuiteResult:
+def run_update_size(model, task, *, original=None, config: EvalConfig | None = None, baselines=None,
+                    edit_result=None, update_size_config: UpdateSizeConfig | None = None) -> SuiteResult:
     """The ``update_size`` suite: :func:`update_sizes` of ``edit_result`` as metrics and a per-tensor table.
 
     Args:
         model: The edited model (its unmasked weights give the blocks' absmax).
         task: Unused (the measure is a property of the edit).
-        original: Unused.
+        original, baselines: Unused (the size of an edit needs no model but the edited one).
         config: Evaluation settings (``config.update_size`` may hold an :class:`UpdateSizeConfig`).
         edit_result: The :class:`~factlens.editing.EditResult` that produced ``model`` (required).
         update_size_config: The suite's settings (default: ``config.update_size``).

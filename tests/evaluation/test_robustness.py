@@ -483,3 +483,17 @@ def test_forward_pass_batch_sizes_leave_the_attacks_unchanged_their_own_batch_si
     own = run_relearning(unlearned, planted.task, config=EvalConfig(
         relearning=rc.replace(text_batch_size=1), text={"n_chunks": 4, "seq_len": 16}))
     assert own.extra["history"] != rel[4].extra["history"] and own.extra["budget"]["text_batch_size"] == 1
+
+
+def test_soft_prompt_stderr_is_over_facts_and_the_seed_spread_is_kept_apart(planted, unlearned):
+    """The metrics' stderr was the spread over soft-prompt seeds (0.0 beside an interval over facts of
+    [0.21, 1.00] when the seeds agreed); it is over facts now, as the interval, and the seeds'
+    spread is ``extra["seed_stderr"]``."""
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=2, seeds=2, length=3))
+    r = run_soft_prompts(unlearned, planted.task, config=cfg)
+    m = r["soft_prompt_forget_accuracy"]
+    x = np.array(list(m.samples.values()))
+    assert m.stderr == pytest.approx(x.std(ddof=1) / np.sqrt(len(x)))
+    accs = [s["forget_accuracy"] for s in r.extra["per_seed"]]
+    assert r.extra["seed_stderr"]["soft_prompt_forget_accuracy"] == pytest.approx(np.std(accs, ddof=1) / np.sqrt(2))
+    assert r.extra["batch_size"] == 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 
@@ -142,3 +143,18 @@ def test_every_built_in_suite_with_settings_declares_its_field_type():
     assert {k: declared.get(k) for k in EvalConfig.suite_fields()} == EvalConfig.suite_fields()
     cfg = EvalConfig()
     assert all(cfg.suite_config(name) is getattr(cfg, name) for name in declared)
+
+
+def test_a_suite_called_directly_refuses_keywords_it_does_not_take(planted):
+    """Every suite ended in ``**_``: a misspelt ``orignal=`` dropped the baseline and
+    ``relearning_config=`` was ignored without a word (evaluate passes only what a suite declares)."""
+    from factlens.evaluation.relearning import run_relearning
+    from factlens.evaluation.standard import run_standard
+
+    for fn in (run_relearning, run_standard):
+        with pytest.raises(TypeError, match="orignal"):
+            fn(planted.model, planted.task, orignal=planted.model)
+    for entry in SUITES:
+        params = inspect.signature(load(entry.fn)).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), entry.name
+        assert {"original", "config", "baselines", *entry.needs} <= set(params), entry.name  # what evaluate passes
