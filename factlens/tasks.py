@@ -9,6 +9,7 @@ All splits are seeded and reproducible.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -179,20 +180,32 @@ def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0,
 
 
 def _without_trained_neighbors(*splits: FactDataset) -> tuple[Any, ...]:
-    """``splits`` (forget, retain, maintain) without the neighborhood prompts that are the prompt of a
-    forget or retain fact, and how many were dropped.
+    """``splits`` (forget, retain, maintain) without the neighborhood prompts that state a forget
+    or retain fact, and how many were dropped.
 
     CounterFact's neighbors are other subjects' prompts, often the very prompts of other facts in
     the dataset ("The capital of China is" is a fact and a neighbor of "The capital of France
-    is"). Scored as neighbors, an edited forget fact would count as damage and a retain fact,
-    which the edit trains on, as generalization.
+    is"), or the same fact in other words ("Lev Landau, speaker of" -> Russian restates "The
+    mother tongue of Lev Landau is" -> Russian). Scored as neighbors, an edited forget fact would
+    count as damage and a retain fact, which the edit trains on, as generalization. A neighbor
+    states a fact when it is that fact's prompt, or when it names the fact's subject (as a whole
+    word) under the same relation with the same answer (only exact prompts were dropped before).
     """
     trained = {r.prompt for ds in splits[:2] for r in ds}
+    subjects: dict[tuple[str, str], list[re.Pattern]] = {}  # (relation, answer) -> the trained facts' subjects
+    for ds in splits[:2]:
+        for f in ds:
+            if f.subject:
+                subjects.setdefault((f.relation, f.answer.strip()), []).append(
+                    re.compile(r"(?<!\w)" + re.escape(f.subject) + r"(?!\w)"))
     dropped = 0
+
+    def states_trained(r: FactRecord, n) -> bool:
+        return n.prompt in trained or any(p.search(n.prompt) for p in subjects.get((r.relation, n.answer.strip()), ()))
 
     def clean(r: FactRecord) -> FactRecord:
         nonlocal dropped
-        kept = tuple(n for n in r.neighborhood if n.prompt not in trained)
+        kept = tuple(n for n in r.neighborhood if not states_trained(r, n))
         dropped += len(r.neighborhood) - len(kept)
         return r if len(kept) == len(r.neighborhood) else replace(r, neighborhood=kept)
 

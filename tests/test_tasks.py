@@ -88,3 +88,24 @@ def test_counterfact_neighbors_that_are_prompts_of_edited_or_trained_facts_are_d
         assert not [p for p in neighbors if p in trained]
         assert t.meta["neighbors_dropped"] > 0 and t.summary()["neighbors_dropped"] == t.meta["neighbors_dropped"]
         assert any(r.neighborhood for r in t.maintain)  # the other neighbors stay
+
+
+def test_counterfact_neighbors_that_restate_a_trained_fact_in_other_words_are_dropped():
+    """"Lev Landau, speaker of" -> Russian is the fact "The mother tongue of Lev Landau is" -> Russian
+    in other words: only exact prompts were dropped, so editing that fact counted as neighborhood
+    damage (6 such neighbors kept for 64 facts of the CounterFact sample, 13 for 150)."""
+    from factlens.data.records import FactDataset, FactRecord, Neighbor
+    from factlens.tasks import _without_trained_neighbors
+
+    landau = FactRecord(subject="Lev Landau", template="The mother tongue of {} is", answer="Russian",
+                        target_new="French", relation="P103", id="4199")
+    other = FactRecord(subject="Danielle Darrieux", template="The mother tongue of {} is", answer="French",
+                       relation="P103", id="0", neighborhood=(
+                           Neighbor("Lev Landau, speaker of", "Russian"),           # restates the forget fact
+                           Neighbor("Lev Landauer, speaker of", "Russian"),         # another subject
+                           Neighbor("Lev Landau was born in", "Baku"),              # another answer
+                           Neighbor("The mother tongue of Lev Landau is", "Russian")))  # the exact prompt
+    forget, retain, maintain = FactDataset((landau,)), FactDataset(()), FactDataset((other,))
+    *_, kept, dropped = _without_trained_neighbors(forget, retain, maintain)
+    assert [n.prompt for n in kept[0].neighborhood] == ["Lev Landauer, speaker of", "Lev Landau was born in"]
+    assert dropped == 2
