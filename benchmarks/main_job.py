@@ -97,6 +97,24 @@ def metric_values(ev) -> dict[str, float]:
     return out
 
 
+def value_diffs(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """``|a - b|`` per metric both hold: 0 where both are NaN, inf where only one is (``max`` of a
+    list with a NaN in it can be 0.0, so a variant that produced NaN read as identical).
+
+    Example:
+        >>> value_diffs({"x": 1.0, "y": float("nan"), "z": float("nan")}, {"x": 1.5, "y": 2.0, "z": float("nan")})
+        {'x': 0.5, 'y': inf, 'z': 0.0}
+    """
+    out = {}
+    for k in a.keys() & b.keys():
+        x, y = a[k], b[k]
+        if x is None or y is None:
+            continue
+        nx, ny = x != x, y != y
+        out[k] = 0.0 if nx and ny else float("inf") if nx or ny else abs(x - y)
+    return dict(sorted(out.items()))
+
+
 def run_config(args):
     from factlens.runner.config import RunConfig
 
@@ -302,7 +320,7 @@ def main_job(args) -> None:
     base = results[0]["metrics"]
     for r in results[1:]:
         b = r["metrics"]
-        diffs = {k: abs(base[k] - b[k]) for k in base if k in b and base[k] is not None and b[k] is not None}
+        diffs = value_diffs(base, b)
         worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:8]
         print(f"max |{results[0]['variant']} - {r['variant']}| over {len(diffs)} metric values: "
               f"{max(diffs.values()) if diffs else float('nan'):.3g}; largest: {worst}; "
@@ -366,14 +384,26 @@ def scaling_one(args) -> dict:
     L = model.cfg.n_layers
     mask = Mask.from_labels([f"L{l}.mlp" for l in (L // 9, L // 9 + 1, L // 9 + 2)])  # 3 early MLPs, as FLU
     ck = bool(v.get("checkpoint", True))
-    ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=ck, optimizer=args.optimizer)
+    # the variant's edit settings as the main-job mode (and the runner) use them: checkpointing in the edit
+    # only where the variant says so, the editor's originals and the edit's record in mapped files, the
+    # unedited model fingerprinted once (they were ignored here: the edit ran checkpointed, kept both in
+    # memory, and every evaluate() fingerprinted the model again)
+    settings = {"edit_checkpoint": bool(v.get("edit_checkpoint", ck)), "originals_offload": v.get("originals_offload", True),
+                "offload": v.get("offload", True), "recheck": v.get("recheck", False)}
+    ecfg = EditConfig.fast(steps=args.scaling_steps, checkpoint=settings["edit_checkpoint"], optimizer=args.optimizer)
     vcfg = EvalConfig.from_dict(_cpu_eval()).override({"relearning.steps": args.scaling_steps,
                                                        "soft_prompts.steps": args.scaling_steps,
                                                        "relearning.checkpoint": ck, **_lora_forward(v)})
-    cache = BaselineCache()
-    with applied(v):
+    cache = BaselineCache(recheck=settings["recheck"])
+    if not settings["recheck"]:
+        cache.bind(pristine.view)
+    folder = tempfile.TemporaryDirectory(prefix="factlens-scaling-")
+    with applied(v), folder:
         with stages.stage("edit"):
-            res = edit(model, mask, task, config=ecfg, inplace=True, show_progress=False)
+            res = edit(model, mask, task, config=ecfg, inplace=True, show_progress=False,
+                       offload=folder.name if settings["originals_offload"] else None)
+            if settings["offload"]:
+                res.offload(folder.name)
             pristine.show(res)
         for suite in args.scaling_suites.split(","):
             with stages.stage(f"evaluate.{suite}"):
@@ -386,7 +416,7 @@ def scaling_one(args) -> dict:
     print(f"{args.size}: {n_params / 1e9:.2f}B parameters, {model_gb:.2f} GB; process peak RSS {peak:.2f} GB", flush=True)
     return {"size": args.size, "variant": args.variant, "n_params": n_params, "model_gb": model_gb, "rows": stages.rows,
             "process_peak_rss_gb": peak, "steps": args.scaling_steps, "device": args.device, "dtype": args.dtype,
-            "optimizer": args.optimizer}
+            "optimizer": args.optimizer, "settings": settings}
 
 
 def _cpu_eval() -> dict:
@@ -410,18 +440,25 @@ def scaling(args) -> None:
             subprocess.run(cmd, check=True)
             results.append(json.loads(out.read_text()))
     stages = [r["stage"] for r in results[0]["rows"]]
-    head = ("| size | variant | parameters | model GB | " + " | ".join(stages)
-            + " | process peak GB | (peak - empty process) / model |")
+    gpu = results[0].get("device", "cpu") != "cpu"  # the model lives on the GPU: host memory says little of it
+    head = ("| size | variant | parameters | model GB | " + " | ".join(stages) + " | process peak GB | "
+            + ("GPU peak / model |" if gpu else "(peak - empty process) / model |"))
     lines = [head, "|" + "---|" * (len(stages) + 6)]
     for r in results:
         cells = [(f"{x['wall_s']:.1f} s wall, GPU {x['peak_cuda_gb']:.2f} GB, " if "peak_cuda_gb" in x else "")
                  + f"{x['cpu_s']:.1f} s, {x['peak_rss_gb']:.2f} GB" for x in r["rows"]]
         lines.append(f"| {r['size']} | {r['variant']} | {r['n_params'] / 1e9:.2f}B | {r['model_gb']:.2f} | "
-                     + " | ".join(cells) + f" | {r['process_peak_rss_gb']:.2f} | "
-                     f"{(r['process_peak_rss_gb'] - r['rows'][0]['start_rss_gb']) / r['model_gb']:.2f}x |")
+                     + " | ".join(cells) + f" | {r['process_peak_rss_gb']:.2f} | " + _ratio_cell(r, gpu))
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _ratio_cell(r: dict, gpu: bool) -> str:
+    """The peak against the model's size: GPU memory on a GPU, host memory over the empty process on CPU."""
+    if gpu:
+        return f"{max(x.get('peak_cuda_gb', 0.0) for x in r['rows']) / r['model_gb']:.2f}x |"
+    return f"{(r['process_peak_rss_gb'] - r['rows'][0]['start_rss_gb']) / r['model_gb']:.2f}x |"
 
 
 def job_arguments(ap: argparse.ArgumentParser) -> None:
@@ -454,6 +491,8 @@ def main() -> None:
     ap.add_argument("--scaling-one", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not (args.scaling or args.scaling_one) and (args.device, args.dtype, args.optimizer) != ("cpu", "float32", "adamw"):
+        ap.error("--device, --dtype and --optimizer apply to --scaling only (the main-job mode runs the runner's model)")
     if args.scaling_one:
         Path(args.out_json).write_text(json.dumps(scaling_one(args), indent=1))
     elif args.scaling:

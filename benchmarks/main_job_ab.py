@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from _memory import PeakRSS, release_memory
-from main_job import GB, VARIANTS, applied, job_arguments, metric_values, run_config
+from main_job import GB, VARIANTS, applied, job_arguments, metric_values, run_config, value_diffs
 
 
 @contextmanager
@@ -93,7 +93,7 @@ def main() -> None:
                 rows.append({"stage": f"evaluate.{suite}", "variant": name, **m})
                 print(f"  {suite} {name}: {m['cpu_s']:.1f} CPU s, {m['wall_s']:.1f} s wall", flush=True)
             a, b = vals["before"], vals["after"]
-            d = [abs(a[k] - b[k]) for k in a if k in b and a[k] is not None and b[k] is not None]
+            d = list(value_diffs(a, b).values())
             diffs[suite] = max(d) if d else 0.0
     finally:
         res.revert()

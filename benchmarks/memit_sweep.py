@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     from factlens.editing.memory_editing import layer_key_statistics, mask_mlp_layers
     from factlens.editing.rome import context_prefixes
 
-    factlens.progress(False)
+    factlens.progress(False).__enter__()  # bars off for the rest of the process (a bare call set nothing)
     u, base = _prepare(a.run_dir, a.unit, a.seed)
     cfg, seed, prep, mask = u.config, u.seed, u.prep, u.mask
     model, records = prep.model, list(prep.task.forget)

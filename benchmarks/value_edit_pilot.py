@@ -17,9 +17,11 @@ from factlens.editing import EditConfig
 from factlens.evaluation import evaluate, EvalConfig
 from factlens.tasks import sports_athlete_editing
 
+if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+    sys.exit(f"usage: {sys.argv[0]} rome|memit LAYERS [SETTINGS_JSON]  (e.g. memit 1,2 '{{\"v_lr\": 0.5}}')")
 method, layers = sys.argv[1], sys.argv[2]
 extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-factlens.progress(False)
+factlens.progress(False).__enter__()  # bars off for the rest of the process (a bare call set nothing)
 model = factlens.load_model()
 sp = sports_facts()
 idx = [i for s in ("basketball", "baseball", "football") for i in [j for j, r in enumerate(sp) if r.answer == s][:8]]

@@ -30,6 +30,8 @@ def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark):
                               device="cpu", dtype="bfloat16", optimizer="adamw")
     out = mj.scaling_one(args)
     assert out["dtype"] == "bfloat16" and [r["stage"] for r in out["rows"]][:2] == ["build", "edit"]
+    # the runner's settings, which this mode ignored (edit checkpointed, originals and record in memory, rechecks)
+    assert out["settings"] == {"edit_checkpoint": False, "originals_offload": True, "offload": True, "recheck": False}
     # the real models' parameters without embeddings (Gemma-2-9B: 9.24B with its tied embedding of 0.92B;
     # Llama-3-8B: 8.03B with 1.05B of untied embedding and unembedding)
     for size, n in (("gemma2-9b", 8.32e9), ("llama3-8b", 6.98e9)):
@@ -38,3 +40,12 @@ def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark):
         assert L * (d * h * dh * 2 + d * kv * dh * 2 + 3 * d * m) == pytest.approx(n, rel=0.01), size
     m = shaped.gemma3_shaped(n_heads=4, n_kv_heads=2, dtype=torch.bfloat16)
     assert m.cfg.n_key_value_heads == 2 and next(m.parameters()).dtype == torch.bfloat16
+
+
+def test_a_variant_that_gives_nan_is_not_read_as_identical(load_benchmark):
+    """max(|a - b|) over values with a NaN can be 0.0 (max([0.0, nan]) == 0.0 in Python): a variant
+    that produced NaN where the other had a number was reported as bitwise the same."""
+    mj = load_benchmark("main_job")
+    nan = float("nan")
+    assert max(mj.value_diffs({"a": 0.5, "b": 1.0}, {"a": 0.5, "b": nan}).values()) == float("inf")
+    assert mj.value_diffs({"a": nan}, {"a": nan}) == {"a": 0.0}

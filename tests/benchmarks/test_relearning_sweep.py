@@ -29,3 +29,21 @@ def test_sweep_reproduces_the_run_and_a_stronger_attack_recovers_more(tmp_path, 
     assert rows[1]["held_out_after"] >= rows[0]["held_out_after"]
     assert all(0 <= r["ci"][0] <= r["held_out_after"] <= r["ci"][1] <= 1 for r in rows)
     assert "| lr | steps |" in capsys.readouterr().out
+
+
+def test_matches_run_needs_the_same_edit_not_only_the_same_accuracy(tmp_path, load_benchmark):
+    """One stored accuracy over 8 facts decided "re-created exactly": an edit at 0.75x the run's learning
+    rate matched too. The re-created edit's loss history must now equal the stored one."""
+    run = tmp_path / "run"
+    cfg = RunConfig(task="planted", model="planted", localizations=("flu",), suites=("relearning",), out=str(run),
+                    show_progress=False)
+    run_experiment(cfg, report=False)
+    path = run / "runs" / "seed0" / "flu.json"
+    stored = json.loads(path.read_text())
+    rc = stored["eval"]["meta"]["config"]["relearning"]
+    stored["edit"]["history"][0]["loss"] += 1e-3  # as if the stored unit's edit had taken other steps
+    path.write_text(json.dumps(stored))
+    out = tmp_path / "sweep.json"
+    assert load_benchmark("relearning_sweep").main([str(run), "--lrs", str(rc["lr"]), "--steps", str(rc["steps"]),
+                                                    "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["matches_run"] is False
