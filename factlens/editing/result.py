@@ -166,6 +166,10 @@ class _Applications:
     def __len__(self) -> int:
         return len(self._stack)
 
+    def holds(self, model) -> bool:
+        """Whether the edit is applied to ``model`` (the object itself)."""
+        return any(m is model for m, _ in self._stack)
+
     def __repr__(self) -> str:
         return f"_Applications({len(self._stack)} applied)"
 
@@ -446,6 +450,10 @@ class EditResult:
     def applied(self) -> bool:
         """Whether the edit is currently applied to some model."""
         return bool(self._applied)
+
+    def is_applied_to(self, model) -> bool:
+        """Whether the edit is currently applied to ``model`` (that object)."""
+        return self._applied.holds(model)
 
     # -- persistence --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

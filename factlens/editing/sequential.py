@@ -74,7 +74,7 @@ class SequentialEditResult:
             return 0.0
         params = dict(self.model.named_parameters())
         total = 0.0
-        for n in {n for r in self.results for n in r.deltas}:
+        for n in sorted({n for r in self.results for n in r.deltas}):  # a set's order varies with PYTHONHASHSEED
             now = params[n].detach().double()
             before = now.clone()
             for r in reversed(self.results):  # the first edit touching an entry holds its original value
@@ -88,13 +88,21 @@ class SequentialEditResult:
         """:meth:`EditResult.offload` of every edit; returns the bytes moved out of memory."""
         return sum(r.offload(folder) for r in self.results)
 
-    def revert(self):
-        """Undo every edit, the last one first; returns the reverted model."""
-        model = None
+    def revert(self, model=None):
+        """Undo every edit on ``model`` (default: :attr:`model`, else the model each edit was last
+        applied to), the last one first; returns the reverted model.
+
+        (Each edit was reverted on the model it was last applied to: after one chunk's edit was
+        applied to another model, ``revert()`` reverted that one and left :attr:`model` edited.)
+        """
+        target = model if model is not None else self.model
+        out = None
         for r in reversed(self.results):
-            if r.applied:
-                model = r.revert()
-        return model if model is not None else self.model
+            if target is not None and r.is_applied_to(target):
+                out = r.revert(target)
+            elif target is None and r.applied:
+                out = r.revert()
+        return out if out is not None else target
 
     def plot_history(self, title: str = "sequential edit"):
         """Plotly figure of the loss histories of all edits, one after another."""
@@ -241,7 +249,7 @@ def edit_sequential(
     except BaseException:
         if inplace:  # leave the caller's model as it was before the first edit
             for r in reversed(results):
-                r.revert()
+                r.revert(work)
         raise
     return SequentialEditResult(model=work, results=tuple(results), chunks=tuple(edited),
                                 seconds=time.perf_counter() - t0)

@@ -446,6 +446,24 @@ def test_sequential_masks_and_revert(planted):
         edit_sequential(planted.model, masks[0], planted.task, config=cfg)
 
 
+def test_sequential_revert_undoes_its_own_model(planted):
+    """After one chunk's edit was applied to another model, revert() reverted that other model and left
+    the sequential result's own model edited."""
+    t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
+    cfg = PLANTED.replace(steps=2, l_sft=0)
+    before = snapshot(planted.model)
+    res = edit_sequential(planted.model, [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])], t, config=cfg)
+    norm = res.delta_norm()
+    other = copy.deepcopy(planted.model)
+    res.results[1].apply(other)
+    assert res.revert() is res.model
+    assert_unchanged(res.model, before)
+    assert res.results[1].is_applied_to(other) and not res.results[1].is_applied_to(res.model)
+    res.results[1].revert(other)
+    assert_unchanged(other, before)
+    assert norm > 0
+
+
 def test_sequential_list_of_components_is_one_mask(planted):
     """A list of components (one mask to ``edit``) as long as the chunks was read as one mask per chunk:
     chunk 0 trained the lookup MLP alone, chunk 1 the head alone."""
