@@ -223,6 +223,11 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
           batch_size: int = 16, show_progress: bool | None = None) -> SweepResult:
     """Edit with every ``(lr, l_forget)`` pair and pick the config with the best train-time score.
 
+    A task with chunks (Sequential-CounterFact-Editing) is edited chunk by chunk
+    (:func:`~factlens.editing.edit_sequential`), as the runner edits it. A config whose edit
+    diverges (the editor's ``FloatingPointError``) is a row with ``diverged`` true and no
+    score, stored like any other run; the sweep goes on.
+
     Args:
         model: A ``HookedTransformer`` (never modified: every edit works on a copy).
         mask: Components to edit.
@@ -268,28 +273,45 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         texts = load_texts(general_text)
         chunks = token_chunks(model, texts, seq_len=text_seq_len, n_chunks=n_text_chunks)
     rows = []
+    stored = set(done)  # runs read from sweep.jsonl (a config listed twice is run once, and not "cached")
     for cfg in progress_bar(configs, desc="sweep"):
         key = config_key(cfg)
+        cached = key in stored
         if key in done:
-            rec, cached = done[key], True
+            rec = done[key]
         else:
-            t0 = time.perf_counter()
-            with progress(False):  # one bar: over the configs
-                res = edit(model, mask, task, config=cfg, inplace=False)
-                metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size)
-            final_loss = res.history[-1]["loss"] if res.history else float("nan")
-            del res  # discard the edited copy
-            rec = {"type": "run", "key": key, "config": cfg.to_dict(), "metrics": metrics,
-                   "final_loss": final_loss, "seconds": time.perf_counter() - t0}
-            cached = False
-            done[key] = rec
+            rec = done[key] = _run_one(model, mask, task, cfg, chunks, batch_size)
             if path is not None:
                 _append(path, rec)
         m = rec["metrics"]
         rows.append({"lr": cfg.lr, "l_forget": cfg.l_forget, "key": key,
                      **{k: (float("nan") if m.get(k) is None else m[k]) for k in (*METRICS, "score")},
-                     "seconds": rec.get("seconds"), "final_loss": rec.get("final_loss"), "cached": cached})
+                     "seconds": rec.get("seconds"), "final_loss": rec.get("final_loss"), "cached": cached,
+                     "diverged": "diverged" in rec})
     return _result(rows, configs)
+
+
+def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int) -> dict[str, Any]:
+    """One grid point: edit a copy (chunk by chunk for a task with chunks, as the runner does) and
+    score it; a run that diverges is a row with no metrics (it aborted the whole sweep, and every
+    resume of it, before)."""
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"type": "run", "key": config_key(cfg), "config": cfg.to_dict()}
+    try:
+        with progress(False):  # one bar: over the configs
+            if getattr(task, "chunks", None):  # Sequential-CounterFact-Editing: edit() would train all chunks at once
+                from factlens.editing.sequential import edit_sequential
+
+                res = edit_sequential(model, mask, task, config=cfg)
+            else:
+                res = edit(model, mask, task, config=cfg, inplace=False)
+            metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size)
+    except FloatingPointError as e:  # the editor's NaN/inf guard (the model is restored)
+        return {**rec, "metrics": {}, "final_loss": float("nan"), "diverged": str(e), "seconds": time.perf_counter() - t0}
+    history = res.history
+    final_loss = history[-1]["loss"] if history else float("nan")
+    del res  # discard the edited copy
+    return {**rec, "metrics": metrics, "final_loss": final_loss, "seconds": time.perf_counter() - t0}
 
 
 def _result(rows: list[dict[str, Any]], configs: list[EditConfig]) -> SweepResult:
@@ -298,6 +320,6 @@ def _result(rows: list[dict[str, Any]], configs: list[EditConfig]) -> SweepResul
     table = pd.DataFrame(rows)
     scores = table["score"].astype(float)
     if scores.isna().all():
-        raise ValueError("every run of the sweep has a NaN score")
+        raise ValueError("every run of the sweep has a NaN score (diverged runs have no score: lower the learning rates)")
     best = int(scores.fillna(-math.inf).to_numpy().argmax())
     return SweepResult(table=table, best_config=configs[best], best_score=float(scores.iloc[best]))

@@ -146,3 +146,34 @@ def test_a_resumed_sweep_reuses_runs_only_for_the_same_weights_facts_and_batch_s
             sweep(model, mask, task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, batch_size=bs,
                   show_progress=False)
     assert len(calls) == 1
+
+
+def test_a_sweep_of_a_chunked_task_edits_chunk_by_chunk(planted, mask):
+    """sweep() called edit(), which trains every chunk at once: a sweep of Sequential-CounterFact-Editing
+    tuned a one-shot edit (score 1.00 where the chunk-by-chunk edit it is for scores 2.18 on this model)."""
+    from dataclasses import replace
+
+    from factlens.editing import edit_sequential
+
+    f = planted.task.forget
+    seq = replace(planted.task, chunks=tuple(f[i:i + 1] for i in range(len(f))))
+    base = EditConfig(steps=5, batch_size=None, grad_accum=1, l_sft=0.0)
+    res = sweep(planted.model, mask, seq, lrs=(1e-2,), base_config=base, show_progress=False, n_text_chunks=2,
+                text_seq_len=16)
+    real = score_edit(edit_sequential(planted.model, mask, seq, config=res.best_config).model, seq)
+    assert res.table.iloc[0]["score"] == pytest.approx(real["score"])
+
+
+def test_a_diverging_learning_rate_is_a_row_not_the_end_of_the_sweep(tmp_path, planted, mask, calls):
+    """A learning rate that diverged raised out of sweep(): no table, the later grid points never ran,
+    and a resume hit the same rate again (it was not recorded)."""
+    base = EditConfig(steps=5, batch_size=None, grad_accum=1, l_sft=0.0, clip_grad=None)
+    grid = dict(lrs=(3e-2, 1e10, 1e-3), base_config=base, out_dir=tmp_path, show_progress=False, n_text_chunks=2,
+                text_seq_len=16)
+    res = sweep(planted.model, mask, planted.task, **grid)
+    assert list(res.table["diverged"]) == [False, True, False] and math.isnan(res.table["score"].iloc[1])
+    assert res.best_config.lr in (3e-2, 1e-3) and len(calls) == 3
+    again = sweep(planted.model, mask, planted.task, **grid)
+    assert len(calls) == 3 and again.table["cached"].all()  # the diverged run is stored too
+    twice = sweep(planted.model, mask, planted.task, **{**grid, "lrs": (1e-3, 1e-3), "out_dir": None})
+    assert list(twice.table["cached"]) == [False, False] and len(calls) == 4  # run once, not "cached"
