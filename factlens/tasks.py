@@ -216,6 +216,8 @@ def _without_trained_neighbors(*splits: FactDataset) -> tuple[Any, ...]:
 def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chunk_size: int = 16, seed: int = 0, *,
                                    n_retain: int | None = None, n_maintain: int | None = None) -> Task:
     """Sequential-CounterFact-Editing: ``n_chunks`` chunks of ``chunk_size`` facts, edited one after another."""
+    if n_chunks < 1 or chunk_size < 1:
+        raise ValueError(f"sequential editing needs n_chunks >= 1 and chunk_size >= 1, got {n_chunks} and {chunk_size}")
     n = n_chunks * chunk_size
     if n > len(dataset) - 2:
         most = (len(dataset) - 2) // max(n_chunks, 1)

@@ -121,9 +121,25 @@ def _group_per_fact(chunk: FactDataset, fn: Callable[[FactDataset], Mask]) -> li
 
 
 def _chunks(task, chunk_size: int | None) -> tuple[FactDataset, ...]:
-    """``task.chunks``, else ``task.forget`` split in order into chunks of ``chunk_size``."""
+    """``task.chunks``, else ``task.forget`` split in order into chunks of ``chunk_size``.
+
+    The task's chunks must split its forget facts: each fact in exactly one chunk, none empty
+    (facts edited twice or never were scored as edited), and ``chunk_size`` is refused beside
+    them (it was ignored).
+    """
     chunks = tuple(getattr(task, "chunks", ()) or ())
     if chunks:
+        if chunk_size is not None:
+            raise ValueError(f"chunk_size={chunk_size} with a task that has its own {len(chunks)} chunks: pass one or "
+                             "the other (dataclasses.replace(task, chunks=()) to split task.forget by chunk_size)")
+        ids = [r.id for c in chunks for r in c]
+        forget = [r.id for r in task.forget]
+        if any(len(c) == 0 for c in chunks) or sorted(map(str, ids)) != sorted(map(str, forget)):
+            twice = sorted({str(i) for i in ids if ids.count(i) > 1})
+            never = sorted({str(i) for i in forget} - {str(i) for i in ids})
+            raise ValueError(f"the task's chunks must split its forget facts, each fact in one non-empty chunk "
+                             f"(sizes {[len(c) for c in chunks]}; in two chunks: {twice[:5]}; in none: {never[:5]}; "
+                             f"not forget facts: {sorted({str(i) for i in ids} - {str(i) for i in forget})[:5]})")
         return chunks
     if chunk_size is None:
         raise ValueError("the task has no chunks; use a sequential task (e.g. sequential_counterfact_editing) or "

@@ -404,6 +404,8 @@ def _offload_record(res, cfg: RunConfig) -> int:
     folder = _run_folder(cfg)
     if not hasattr(res, "offload") or folder is None:
         return 0
+    if hasattr(res, "results"):  # edit_sequential(offload=folder) mapped each chunk's record already: offloading
+        return 0  # again rewrote them into a second file and counted bytes that were not in memory
     try:
         return int(res.offload(folder))
     except OSError as e:

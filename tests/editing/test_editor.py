@@ -516,3 +516,19 @@ def test_checkpointed_edit_is_the_same_edit(planted, objective):
     sa, sb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert not any("forward" in vars(blk) for m in (planted.model, a.model, b.model) for blk in m.blocks)
+
+
+def test_sequential_chunks_must_split_the_forget_facts(planted):
+    """Chunks that edit a fact twice or never were accepted and every forget fact scored as edited;
+    chunk_size beside the task's chunks was ignored; chunk_size=0 gave a task of empty chunks."""
+    from factlens.tasks import sequential_counterfact_editing
+
+    f, cfg = planted.task.forget, PLANTED.replace(steps=1, l_sft=0)
+    mask = Mask([planted.lookup_mlp])
+    for chunks, what in (((f[:4], f[:4]), "in two chunks"), ((f[:4],), "in none"), ((f[:4], f[4:], f[:0]), "non-empty")):
+        with pytest.raises(ValueError, match=what):
+            edit_sequential(planted.model, mask, replace(planted.task, chunks=chunks), config=cfg)
+    with pytest.raises(ValueError, match="chunk_size=2 with a task that has its own 2 chunks"):
+        edit_sequential(planted.model, mask, replace(planted.task, chunks=(f[:4], f[4:])), config=cfg, chunk_size=2)
+    with pytest.raises(ValueError, match="chunk_size >= 1"):
+        sequential_counterfact_editing(planted.dataset, n_chunks=2, chunk_size=0)

@@ -178,3 +178,21 @@ def test_names_a_unit_name_could_not_tell_apart_are_refused(monkeypatch):
     clash("my+edit")
     with pytest.raises(ValueError, match=r"names with '\+'.*my\+edit"):
         RunConfig(task="planted", model="planted")
+
+
+def test_a_sequential_edit_is_not_offloaded_twice(tmp_path: Path):
+    """edit_sequential(offload=folder) maps every chunk's record to a file; the runner offloaded the
+    result again, rewriting the records and reporting bytes that were never in memory."""
+    from dataclasses import replace
+
+    from factlens.components import Mask
+    from factlens.editing import EditConfig, edit_sequential
+    from factlens.runner.pipeline import _offload_record
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    t = replace(p.task, chunks=(p.task.forget[:4], p.task.forget[4:]))
+    res = edit_sequential(p.model, Mask([p.lookup_mlp]), t, offload=tmp_path,
+                          config=EditConfig(lr=1e-2, steps=1, batch_size=None, n_sft_chunks=4))
+    cfg = RunConfig(task="planted", model="planted", out=str(tmp_path))
+    assert _offload_record(res, cfg) == 0
