@@ -9,16 +9,14 @@ into the run directory and :func:`write_report` renders them as one self-contain
 from factlens.runner.config import DEFAULT_LOCALIZATIONS, RunConfig
 from factlens.runner.inputs import load_config_file
 from factlens.runner.executor import (
-    ConfigMismatchError,
     Executor,
     LocalExecutor,
     RayExecutor,
-    RunDir,
-    RunDirError,
     RunSummary,
     make_executor,
     run_experiment,
 )
+from factlens.runner.run_dir import ConfigMismatchError, RunDir, RunDirError
 from factlens.runner.workspace import Workspace
 from factlens.runner.report import build_report, write_report
 

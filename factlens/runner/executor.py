@@ -1,19 +1,5 @@
-"""Executors run independent jobs; :func:`run_experiment` plans them over a run directory.
-
-A run directory holds::
-
-    run_config.json          the config (and the exact edit/eval settings, the sha256 of every
-                             input file) of its results
-    manifest.json            every file factlens wrote here (``--overwrite`` deletes only those)
-    config.toml|yaml         the user's config file, when one was given
-    plan/seed<S>.json        the parameter budget (FLU mask) and mechanisms of seed S
-    runs/seed<S>/<loc>.json  one finished localization (written atomically on completion)
-    report.html              the self-contained report
-
-Files of the user in the same folder are never deleted: ``--overwrite`` deletes the files
-listed in ``manifest.json`` (a folder written before manifests existed: ``run_config.json``,
-``plan/seed*.json``, ``runs/seed*/*.json``, ``report.html`` and the copied ``config.*``), and
-refuses a non-empty folder that is not a factlens run folder.
+"""Executors run independent jobs; :func:`run_experiment` plans them over a run directory
+(:mod:`factlens.runner.run_dir`: its files, the manifest, the resume check).
 
 Jobs are independent: :class:`LocalExecutor` runs them one after another in this process
 (sharing the loaded model); :class:`RayExecutor` sends them to a Ray cluster (one job per
@@ -24,7 +10,6 @@ interrupted runs resume on any executor.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -34,19 +19,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from factlens.evaluation.result import json_default
 from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig, merged_objectives
-from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
-from factlens.runner.pipeline import Job, PlanJob, Workspace, plan_job, run_job, unbudgeted, versions
+from factlens.runner.config import RunConfig
+from factlens.runner.pipeline import Job, PlanJob, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
-from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
+# the run folder lived here: its names stay importable from this module
+from factlens.runner.run_dir import (MANIFEST, ConfigMismatchError, RunDir, RunDirError,  # noqa: F401
+                                     read_json, write_json_atomic)
 
-__all__ = [
-    "Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunDir", "RunSummary", "run_experiment",
-    "ConfigMismatchError", "RunDirError", "write_json_atomic", "read_json",
-]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "RunSummary", "run_experiment", "completed_runs"]
 
 
 class Executor(ABC):
@@ -225,312 +207,6 @@ def make_executor(config: RunConfig) -> Executor:
     if config.executor == "ray":
         return RayExecutor(address=config.ray_address, num_gpus=config.gpus_per_job, num_cpus=config.cpus_per_job)
     return LocalExecutor(workers=config.workers)
-
-
-# ---------------------------------------------------------------------------------------------
-# run directory
-
-
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked (the message says why and what to do)."""
-
-
-class ConfigMismatchError(RunDirError):
-    """The run directory holds results of a different configuration."""
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a truncated or corrupt file raises ``ValueError`` naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it is truncated or was edited by hand. Delete it and rerun "
-                         "`factlens run` with the same settings to redo it") from e
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`)."""
-    text = json.dumps(obj, indent=1, default=json_default, allow_nan=True)
-    write_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-MANIFEST = "manifest.json"
-
-
-@dataclass
-class RunDir:
-    """The files of one run directory (see the module docstring)."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        self.path = Path(self.path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "run_config.json"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path / MANIFEST
-
-    def plan_path(self, seed: int) -> Path:
-        return self.path / "plan" / f"seed{seed}.json"
-
-    def run_path(self, seed: int, localization: str) -> Path:
-        return self.path / "runs" / f"seed{seed}" / f"{localization}.json"
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / "report.html"
-
-    def stored(self) -> dict[str, Any] | None:
-        if not self.config_path.exists():
-            return None
-        try:
-            return read_json(self.config_path)
-        except ValueError as e:
-            raise RunDirError(f"{e}; or pass --overwrite to discard the folder's results") from e
-
-    def completed(self, seed: int, localization: str) -> bool:
-        p = self.run_path(seed, localization)
-        if not p.exists():
-            return False
-        try:
-            return json.loads(p.read_text()).get("kind") == "factlens.run"
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            return False
-
-    def load_plan(self, seed: int) -> dict[str, Any] | None:
-        p = self.plan_path(seed)
-        return read_json(p) if p.exists() else None
-
-    def run_files(self) -> list[Path]:
-        return sorted((self.path / "runs").glob("seed*/*.json"))
-
-    # -- the manifest of factlens's own files ----------------------------------------------
-    def owned(self) -> list[str]:
-        """Paths (relative, POSIX) of the files factlens wrote here; ``[]`` without a manifest."""
-        if not self.manifest_path.exists():
-            return []
-        m = read_json(self.manifest_path)
-        if not isinstance(m, dict) or m.get("kind") != "factlens.manifest":
-            raise RunDirError(f"{self.manifest_path} is not a factlens manifest; choose another --out")
-        return list(m.get("files", []))
-
-    def own(self, *paths: Path) -> None:
-        """Add ``paths`` to the manifest (call before writing them: a crash never leaves an unlisted file)."""
-        have = self.owned()
-        new = [p.relative_to(self.path).as_posix() for p in paths]
-        files = sorted(set(have) | set(new) | {MANIFEST})
-        if files != sorted(have):
-            write_json_atomic(self.manifest_path, {"kind": "factlens.manifest", "format": 1, "files": files})
-
-    def write_json(self, path: Path, obj: Any) -> None:
-        """Write one of this directory's JSON files atomically and list it in the manifest."""
-        self.own(path)
-        write_json_atomic(path, obj)
-
-    def _legacy_files(self) -> list[str]:
-        """The files a factlens run folder held before manifests existed (their known names)."""
-        found = [self.config_path, self.report_path, *(self.path / "plan").glob("seed*.json"), *self.run_files(),
-                 *(self.path / f"config{sfx}" for sfx in (".toml", ".yaml", ".yml", ".json"))]
-        return [p.relative_to(self.path).as_posix() for p in found if p.is_file()]
-
-    def clear(self) -> None:
-        """Delete the results this directory holds: only the files factlens wrote.
-
-        Raises:
-            RunDirError: The folder holds files but is not a factlens run folder (no
-                ``manifest.json`` and no ``run_config.json``).
-        """
-        if not self.path.exists():
-            return
-        self._check_is_folder()
-        files = self.owned()
-        if not files:
-            if not self.config_path.exists():
-                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir())
-                if other:
-                    raise RunDirError(
-                        f"{self.path} is not a factlens run folder (no run_config.json or {MANIFEST}) and holds other "
-                        f"files ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); --overwrite only deletes "
-                        "files factlens wrote. Choose a new or empty --out")
-                return
-            files = self._legacy_files()
-        dirs: set[Path] = set()
-        for rel in files:
-            if rel == MANIFEST:
-                continue
-            p = self.path / rel
-            p.unlink(missing_ok=True)
-            dirs.update(q for q in p.parents if self.path in q.parents)
-        for d in [self.path, self.path / "plan", *(self.path / "runs").glob("seed*")]:  # interrupted atomic writes
-            for tmp in d.glob(".*.json.*.tmp") if d.is_dir() else ():
-                tmp.unlink(missing_ok=True)
-        for tmp in self.path.glob(".factlens-mapped.*.tmp"):  # an edit record offloaded by a killed worker
-            tmp.unlink(missing_ok=True)
-        for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):  # folders left empty
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-        self.manifest_path.unlink(missing_ok=True)
-
-    def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None) -> bool:
-        """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
-        was interrupted before its first result); returns whether it did.
-
-        Without it the folder would keep the failed run's settings and refuse the corrected
-        command as "a different configuration" until ``--overwrite``. ``remove_folder``: the
-        folder did not exist before, so it goes too once empty (the user's files always stay).
-        ``keep``: the ``--config`` file the run was started with; when it is the folder's own
-        copy (which factlens wrote, so :meth:`clear` deletes it) it stays, as the user's file:
-        ``--overwrite`` with an edited ``config.toml`` that failed at once lost the edits.
-        """
-        if self.run_files() or any((self.path / "plan").glob("seed*.json")):
-            return False
-        kept = None
-        if keep is not None and keep.is_file() and keep.resolve().parent == self.path.resolve():
-            kept = (keep, keep.read_bytes())
-        self.clear()
-        if kept is not None:
-            kept[0].write_bytes(kept[1])  # not in a manifest any more: the user's file
-            return True
-        if remove_folder and self.path.is_dir() and not any(self.path.iterdir()):
-            self.path.rmdir()
-        return True
-
-    def _check_is_folder(self) -> None:
-        for p in [self.path, *self.path.parents]:
-            if p.exists() and not p.is_dir():
-                raise RunDirError(f"--out {self.path}: {p} is a file, not a folder; give a folder for the run's results")
-            if p.exists():
-                return
-
-    def open(self, config: RunConfig, *, overwrite: bool = False, config_file: str | Path | None = None) -> RunConfig:
-        """Create or resume the run directory for ``config``; returns the merged config.
-
-        Raises:
-            ConfigMismatchError: Results of another configuration (or of other input file
-                contents) are there (and not ``overwrite``).
-            RunDirError: The path is a file, or it holds files of someone else.
-        """
-        self._check_is_folder()
-        # --config may be the run folder's own copy (edited by the user), which clear() deletes: keep its text
-        config_text = Path(config_file).read_bytes() if config_file is not None else None
-        if overwrite:
-            self.clear()
-        stored = self.stored()
-        if stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
-            self._check_not_foreign(config_file)
-        merged = config
-        resolved = config.resolved()
-        inputs = config.input_hashes()
-        if stored is not None:
-            if not self.manifest_path.exists():  # adopt a folder written before manifests existed
-                self.own(*(self.path / f for f in self._legacy_files()))
-            try:
-                old = RunConfig.from_dict(stored["config"])
-            except (ValueError, KeyError, TypeError) as e:  # e.g. options this version refuses
-                raise ConfigMismatchError(f"{self.config_path} holds settings that are no longer accepted ({e}); pass "
-                                          "--overwrite to discard the old results, or choose another --out") from e
-            # the edit / eval overrides as given are compared through the resolved settings below: an option
-            # spelled out at the value the folder ran with (relearning.steps=5 where the preset says 5) was refused
-            diff = _diff(*({k: v for k, v in without_added_eval_fields(without_method_tables(c.experiment_dict())).items()
-                            if k not in ("edit", "eval")} for c in (old, config)))
-            upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
-            old_res = upgraded.get("resolved", {})
-            try:
-                merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
-                                        seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
-                                        methods=tuple(dict.fromkeys(old.methods + config.methods)),
-                                        objectives=merged_objectives(old, config))
-            except ValueError as e:  # e.g. the folder's rome units and this run's npo: no cross product holds both
-                raise ConfigMismatchError(
-                    f"{self.path} holds units of methods {list(old.methods)} and objectives "
-                    f"{list(old.objectives or (old.default_objective,))}; adding this run's methods "
-                    f"{list(config.methods)} and objectives {list(config.objectives or (config.default_objective,))} "
-                    f"to them is not possible ({e}). Run them in another --out (factlens compare merges folders), "
-                    "or pass --overwrite to discard the old results.") from None
-            new_res = merged.resolved()  # the record to write: its method settings must match every stored method's
-            methods_diff, flags = method_settings_diff((old_res.get("edit") or {}).get("methods"),
-                                                       (new_res.get("edit") or {}).get("methods"))
-            # merged's first seed is the stored one: a run that adds seeds compares the same seed's settings
-            a, b = without_method_tables(old_res), without_method_tables(new_res)
-            diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(a.get(k, {}), b.get(k, {}))
-                     if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
-            diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
-            flags += added_eval_flags(a.get("eval") or {}, b.get("eval") or {})
-            if diff:
-                raise ConfigMismatchError(
-                    f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
-                    + (f"\nTo resume with the settings the stored units ran with, pass {' '.join(flags)} "
-                       "(a setting the stored record lacks holds the value its finished units ran with, or, if none "
-                       "finished, that of the versions before the setting existed)." if flags else "")
-                    + "\nRerun with the same settings to resume, pass --overwrite to discard the old results, "
-                      "or choose another --out.")
-            resolved = new_res
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.own(self.config_path, self.report_path)
-        if config_file is not None:
-            self._copy_config_file(Path(config_file), config_text)
-        now = _now()
-        write_json_atomic(self.config_path, {
-            "config": merged.to_dict(), "resolved": resolved, "inputs": inputs, "versions": versions(),
-            "created": (stored or {}).get("created", now), "updated": now,
-        })
-        return merged
-
-    def _check_not_foreign(self, config_file: str | Path | None) -> None:
-        """Refuse a folder without ``run_config.json`` that holds anything but the ``--config`` file itself."""
-        ours = [p for p in (self.path / "runs", self.path / "plan", self.report_path, self.manifest_path) if p.exists()]
-        if ours:
-            raise ConfigMismatchError(
-                f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
-                "run folder (or a damaged one). Choose another --out")
-        own_config = Path(config_file).resolve() if config_file is not None else None
-        other = sorted(p.name for p in self.path.iterdir() if p.resolve() != own_config)
-        if other:
-            raise RunDirError(
-                f"{self.path} is not a factlens run folder (no run_config.json) and holds other files "
-                f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); the run would write its results "
-                "among them. Choose a new or empty --out")
-
-    def _copy_config_file(self, src: Path, text: bytes) -> None:
-        """Write ``--config``'s ``text`` (read before ``--overwrite`` could clear it) into the folder."""
-        dst = self.path / f"config{src.suffix}"
-        if dst.exists() and dst.resolve() == src.resolve():
-            return  # the user's own file, already in place: never list it as ours
-        if dst.exists() and dst.relative_to(self.path).as_posix() not in self.owned():
-            raise RunDirError(f"{dst} exists and factlens did not write it; the run's copy of --config {src} would "
-                              "replace it. Move it away or choose another --out")
-        self.own(dst)
-        dst.write_bytes(text)
-
-
-def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """Input files whose content changed (``stored`` is ``None`` for folders written before hashes were kept)."""
-    if stored is None:
-        return []
-    out = []
-    for k in sorted(set(stored) | set(now)):
-        a, b = (stored.get(k) or {}).get("sha256"), (now.get(k) or {}).get("sha256")
-        if a != b:
-            path = (now.get(k) or stored.get(k) or {}).get("path")
-            out.append(f"input {k} ({path}): its content changed since the stored results were made "
-                       f"(sha256 {str(a)[:12]} stored, {str(b)[:12]} now)")
-    return out
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k)!r} (stored) != {b.get(k)!r} (now)" for k in keys if _norm(a.get(k)) != _norm(b.get(k))]
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class PlanHandoff:
 
     def put(self, seed: int, plan: dict[str, Any]) -> None:
         """Hand over the finished plan of ``seed`` (written as the run folder's ``plan/seed<S>.json``)."""
-        from factlens.runner.executor import write_json_atomic  # here: executor imports this module
+        from factlens.runner.run_dir import write_json_atomic  # imported when used, as before
 
         write_json_atomic(Path(self.folder) / f"seed{int(seed)}.json", plan)
 

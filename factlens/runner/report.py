@@ -77,7 +77,7 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     cfg_file = p / "run_config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{p} is not a factlens run directory (no run_config.json); run `factlens run` first")
-    from factlens.runner.executor import read_json  # names a truncated/corrupt file in its error
+    from factlens.runner.run_dir import read_json  # names a truncated/corrupt file in its error
 
     meta = read_json(cfg_file)
     from factlens.runner.run_files import check_one_setup, is_run_file

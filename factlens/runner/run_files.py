@@ -17,7 +17,7 @@ __all__ = ["is_run_file", "check_one_setup"]
 def is_run_file(path: Path) -> bool:
     """A run record (``localization``, ``seed`` and ``eval``); another JSON file under ``runs/`` (a user's
     own, which ``--overwrite`` keeps) is left alone with a warning instead of crashing the report."""
-    from factlens.runner.executor import read_json
+    from factlens.runner.run_dir import read_json
 
     rec = read_json(path)
     if isinstance(rec, dict) and {"localization", "seed", "eval"} <= rec.keys():

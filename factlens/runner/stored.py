@@ -2,7 +2,7 @@
 
 A run folder's ``run_config.json`` keeps the settings it ran with. Settings were renamed,
 nested and added since the first folders were written; :func:`upgrade_stored` rewrites a
-stored record so that the resume check (:meth:`~factlens.runner.executor.RunDir.open`)
+stored record so that the resume check (:meth:`~factlens.runner.run_dir.RunDir.open`)
 compares like with like: a folder resumes when it ran with today's settings, and is refused,
 naming the setting, when it did not.
 """
