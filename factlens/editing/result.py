@@ -251,11 +251,9 @@ class EditResult:
             >>> r.n_changed > 0, r.revert() is p.model, torch.equal(W, old[f"blocks.{p.lookup_layer}.mlp.W_out"])
             (True, True, True)
         """
-        from factlens.components import Component
+        from factlens.editing.editor import _as_mask  # edit()'s reading of a mask (editor imports this module)
 
-        if not isinstance(mask, Mask):
-            comps = [mask] if isinstance(mask, Component) else mask
-            mask = Mask(frozenset(Component.parse(c) if isinstance(c, str) else c for c in comps))
+        mask = _as_mask(mask)
         params = dict(model.named_parameters())
         unknown = sorted(set(originals) - set(params))
         if unknown:
