@@ -8,13 +8,15 @@ known names. Adding a method is one new module plus one entry (see docs/extendin
 
 Entries point at their implementation with a :class:`Ref` (module and attribute), imported
 only when used: a registry can list methods whose modules pull in optional dependencies.
+Installed packages add entries through entry points (:mod:`factlens.plugins`): a registry
+built with ``plugins=`` reads them at its first lookup, after factlens's own entries.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any, Generic, Iterator, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 __all__ = ["Ref", "Registry", "load"]
 
@@ -60,7 +62,7 @@ class Registry(Generic[E]):
     """An immutable, ordered collection of entries with a ``name`` attribute.
 
     Example:
-        >>> from dataclasses import dataclass
+        >>> from dataclasses import dataclass, field
         >>> @dataclass(frozen=True)
         ... class Toy:
         ...     name: str
@@ -75,6 +77,9 @@ class Registry(Generic[E]):
 
     kind: str
     entries: tuple[E, ...]
+    #: ``plugins(builtin_names)`` -> the entries installed packages add (checked by
+    #: :func:`factlens.plugins.plugin_entries`); ``None``: factlens's own entries only
+    plugins: Callable[[tuple[str, ...]], tuple[E, ...]] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [e.name for e in self.entries]  # type: ignore[attr-defined]
@@ -82,15 +87,21 @@ class Registry(Generic[E]):
         if dup:
             raise ValueError(f"{self.kind} registry has duplicate names {dup}")
 
+    def all_entries(self) -> tuple[E, ...]:
+        """factlens's own entries, then those of installed packages (:mod:`factlens.plugins`)."""
+        if self.plugins is None:
+            return self.entries
+        return self.entries + tuple(self.plugins(tuple(e.name for e in self.entries)))  # type: ignore[attr-defined]
+
     def names(self) -> tuple[str, ...]:
-        return tuple(e.name for e in self.entries)  # type: ignore[attr-defined]
+        return tuple(e.name for e in self.all_entries())  # type: ignore[attr-defined]
 
     def get(self, name: "str | E") -> E:
         """The entry called ``name``; an entry object itself is accepted and returned as is
         (so a method defined outside factlens can be passed where a name is expected)."""
         if not isinstance(name, str) and hasattr(name, "name"):
             return name  # type: ignore[return-value]
-        for e in self.entries:
+        for e in self.all_entries():
             if e.name == name:  # type: ignore[attr-defined]
                 return e
         raise ValueError(f"unknown {self.kind} {name!r}; known: {list(self.names())}")
@@ -99,10 +110,10 @@ class Registry(Generic[E]):
         return name in self.names()
 
     def __iter__(self) -> Iterator[E]:
-        return iter(self.entries)
+        return iter(self.all_entries())
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.all_entries())
 
     def with_entry(self, entry: E) -> "Registry[E]":
         """A new registry with ``entry`` added (or replacing the entry of the same name).
@@ -110,7 +121,8 @@ class Registry(Generic[E]):
         Registries are immutable module constants, and no verb takes a registry: a method of
         your own is passed as its entry (``localize(method=entry)``, ``edit(method=entry)``,
         ``evaluate(suites=[entry])``), and reaches the runner by an entry in the package's
-        registry. Tests use this to build the registry a package would have.
+        registry. Tests use this to build the registry a package would have. The new
+        registry holds the installed packages' entries as its own (it reads no plugins again).
         """
-        kept = tuple(e for e in self.entries if e.name != entry.name)  # type: ignore[attr-defined]
+        kept = tuple(e for e in self.all_entries() if e.name != entry.name)  # type: ignore[attr-defined]
         return Registry(self.kind, kept + (entry,))

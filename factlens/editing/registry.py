@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from functools import partial
+
+from factlens.plugins import plugin_entries
 from factlens.registry import Ref, Registry
 
 __all__ = ["EditMethod", "Objective", "EDIT_METHODS", "OBJECTIVES"]
@@ -53,7 +56,8 @@ class EditMethod:
         fn: ``fn(model, mask, task, *, objective, config, inplace) -> EditResult`` (progress
             bars through :func:`factlens.progress_bars.progress_bar`); with ``takes_offload``
             also ``offload=folder`` when the caller gives one.
-        objectives: The objectives the method supports.
+        objectives: The objectives the method supports; ``None``: every registered objective,
+            those of installed packages too (masked fine-tuning trains on any of them).
         doc: One line (and the paper it comes from).
         takes_offload: ``fn`` takes ``offload=`` (a folder on disk where it keeps its saved
             original values in a mapped file, :func:`factlens.memory.kept_copies`); ``edit(...,
@@ -69,16 +73,20 @@ class EditMethod:
 
     name: str
     fn: Ref | Callable[..., Any]
-    objectives: tuple[str, ...]
+    objectives: tuple[str, ...] | None
     doc: str = ""
     config_type: Ref | type | None = None
     takes_offload: bool = False
 
+    def supported_objectives(self) -> tuple[str, ...]:
+        """The names of the objectives the method supports (``objectives``, or every registered one)."""
+        return OBJECTIVES.names() if self.objectives is None else self.objectives
+
     def check_objective(self, objective: "str | Objective") -> None:
         objective = getattr(objective, "name", objective)  # an Objective entry is checked by its name
-        if objective not in self.objectives:
+        if objective not in self.supported_objectives():
             raise ValueError(f"edit method {self.name!r} does not support objective {objective!r}; "
-                             f"it supports {list(self.objectives)}")
+                             f"it supports {list(self.supported_objectives())}")
 
 
 _OBJ = "factlens.editing.objectives"
@@ -98,10 +106,10 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
               doc="reference-free, length-normalized NPO (Fan et al. 2024)"),
     Objective("rmu", Ref(f"{_OBJ}.rmu", "RMUObjective"),
               doc="steer forget activations to a random direction at one layer, keep retain ones (Li et al. 2024)"),
-))
+), plugins=partial(plugin_entries, "objective", Objective))
 
 EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
-    EditMethod("finetune", Ref("factlens.editing.editor", "finetune"), OBJECTIVES.names(),
+    EditMethod("finetune", Ref("factlens.editing.editor", "finetune"), None,
                doc="masked fine-tuning: gradient steps on the mask's parameter entries only (Guo et al.)", takes_offload=True),
     EditMethod("rome", Ref("factlens.editing.rome", "rome"), ("inject",),
                doc="rank-one edit of one MLP layer's W_out, one fact after another (Meng et al. 2022)",
@@ -109,4 +117,4 @@ EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
     EditMethod("memit", Ref("factlens.editing.memit", "memit"), ("inject",),
                doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)",
                config_type=Ref("factlens.editing.memit", "MemitConfig"), takes_offload=True),
-))
+), plugins=partial(plugin_entries, "edit method", EditMethod))

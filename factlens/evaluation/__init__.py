@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -30,6 +31,7 @@ from factlens.evaluation.baseline_store import BaselineStore
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.memory import release_memory
+from factlens.plugins import plugin_entries
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
 
@@ -105,8 +107,7 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
              doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
     _builtin("direction_ablation", "DirectionAblationConfig", needs=("mask", "edit_result"),
              doc="forget-vs-retain mean-difference direction projected out per layer"),
-))
-
+), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 
 

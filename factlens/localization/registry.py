@@ -17,7 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from collections.abc import Iterable
+from functools import partial
+
 from factlens.components import Mask
+from factlens.plugins import PluginError, plugin_entries
 from factlens.progress_bars import takes_show_progress
 from factlens.registry import Ref, Registry, load
 from factlens.scores import ComponentScores
@@ -135,19 +139,27 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
                   "uniform random scores (the equal-budget control)", compared=True),
     ScoringMethod("manual", Ref("factlens.localization.controls", "manual_scores"), ("components",),
                   "1 for the given components, 0 elsewhere"),
-))
+), plugins=partial(plugin_entries, "localization method", ScoringMethod))
 
 
-def _localizations() -> tuple[Localization, ...]:
+def _compared(methods: "Iterable[ScoringMethod]") -> list[Localization]:
+    """``<name>`` and ``<name>_mlps`` of each method with ``compared=True``."""
+    out = []
+    for m in (e.name for e in methods if e.compared):
+        seeded = m == "random"
+        out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
+        out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
+    return out
+
+
+def _localizations(methods: "Iterable[ScoringMethod] | None" = None) -> tuple[Localization, ...]:
+    """The named localizations of ``methods`` (default: every registered scoring method)."""
     out = [
         Localization("flu", "flu", budgeted=False, seeded=True, doc="fact-lookup MLPs (sets the budget of the others)"),
         Localization("all_mlps", None, budgeted=False, fixed="all_mlps", doc="every MLP layer"),
         Localization("nonlocalized", None, budgeted=False, fixed="everything", doc="every head and MLP"),
+        *_compared(METHODS if methods is None else methods),
     ]
-    for m in (e.name for e in METHODS if e.compared):
-        seeded = m == "random"
-        out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
-        out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
     for m in ("causal_tracing", "attribution_patching"):  # ROME edits one MLP: the top one of a method
         out.append(Localization(f"{m}_top_mlp", m, mlps_only=True, budgeted=False, top_k=1,
                                 doc=f"the one MLP with the largest {m} score (for method='rome')"))
@@ -155,7 +167,23 @@ def _localizations() -> tuple[Localization, ...]:
     return tuple(out)
 
 
-LOCALIZATIONS: Registry[Localization] = Registry("localization", _localizations())
+def _plugin_localizations(builtin: tuple[str, ...]) -> tuple[Localization, ...]:
+    """The localizations installed packages add: their own entries, and ``<name>`` /
+    ``<name>_mlps`` of their scoring methods with ``compared=True``."""
+    own = plugin_entries("localization", Localization, builtin)
+    derived = _compared(METHODS.all_entries()[len(METHODS.entries):])
+    taken = {*builtin, *(e.name for e in own)}
+    clash = sorted(e.name for e in derived if e.name in taken)
+    if clash:
+        raise PluginError(f"an installed scoring method with compared=True gives the localizations {clash}, "
+                          "which already exist; rename the method (factlens.plugins)")
+    return own + tuple(derived)
+
+
+# factlens's own scoring methods only: an installed package's are read at the first lookup
+# (importing a plugin while factlens is being imported could not work)
+LOCALIZATIONS: Registry[Localization] = Registry("localization", _localizations(METHODS.entries),
+                                                 plugins=_plugin_localizations)
 
 
 def get_method(method: str | ScoringMethod) -> Callable[..., ComponentScores]:

@@ -407,9 +407,9 @@ class RunConfig:
         for m in self.methods:
             entry = EDIT_METHODS.get(m)
             for o in self.objectives or (self.default_objective,):
-                if o not in entry.objectives:
+                if o not in entry.supported_objectives():
                     raise ValueError(f"edit method {m!r} does not support objective {o!r} (it supports "
-                                     f"{list(entry.objectives)}); run it in a separate --out, or drop it")
+                                     f"{list(entry.supported_objectives())}); run it in a separate --out, or drop it")
 
     @property
     def default_objective(self) -> str:

@@ -568,9 +568,12 @@ def run_plan_or_job(item: PlanJob | Job, workspace: Workspace | None = None) -> 
     return plan_job(item, workspace) if isinstance(item, PlanJob) else run_job(item, workspace)
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages that decide results."""
+def versions() -> dict[str, Any]:
+    """Versions of Python, the platform and the packages that decide results; ``plugins``: those of
+    the installed packages that add methods through entry points (:mod:`factlens.plugins`)."""
     import importlib.metadata as md
+
+    from factlens.plugins import plugin_versions
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("factlens", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn", "plotly"):
@@ -582,6 +585,7 @@ def versions() -> dict[str, str]:
 
                 out[pkg] = getattr(factlens, "__version__", "unknown")
     out["torch_threads"] = str(torch.get_num_threads())
+    out["plugins"] = plugin_versions()
     return out
 
 
