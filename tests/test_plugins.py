@@ -121,6 +121,10 @@ def test_factlens_run_runs_a_plugins_localization_suite_and_objective(install, p
     assert json.loads((out / "runs" / "seed0" / "last_mlp+hinge.json").read_text())["budgeted"]
     assert rec["edit"]["config"]["steps"] == 1 and rec["versions"]["plugins"] == {"demo-plugin": "0.1"}
     assert json.loads((out / "run_config.json").read_text())["versions"]["plugins"] == {"demo-plugin": "0.1"}
+    from factlens.runner.report_markdown import markdown_summary
+
+    md = markdown_summary(out)  # the plugin's suite has its table in the markdown report
+    assert "### count" in md and any(l.startswith("| n_forget |") for l in md.splitlines())
 
 
 @pytest.mark.parametrize("groups, message", [

@@ -21,10 +21,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from factlens.evaluation.result import EvalResult
-from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_text, comparisons_html, seed_pooled,
-                                          comparisons_markdown, params_edited, run_eval, run_metric)
+from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_interval, cell_text, comparisons_html,
+                                          comparisons_markdown, params_edited, run_eval, run_metric, seed_pooled)
 
-__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "TABLE_COLUMNS"]
+__all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "metric_matrix", "TABLE_COLUMNS"]
 
 # (group, label, suite, metric name(s), transform): names are averaged when several exist
 # (over the formats that are not at chance, if any); "one_minus" shows 1 - value (the paper
@@ -386,34 +386,55 @@ def _short(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
-def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None) -> str:
+def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
+                  ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every metric of every suite, one row per (suite, metric): the unedited model's value and
+    each localization's (cells as :func:`table1_rows` gives them), and ``n`` with its unit.
+
+    Returns:
+        ``(localizations, rows)``; a row is ``{"suite", "metric", "original", "cells", "n"}``.
+    """
     locs = _localizations(runs)
     names: list[tuple[str, str]] = []
     for r in runs:
         for sname, s in run_eval(r).suites.items():
             if suites is not None and sname not in suites:
                 continue
-            for m in s.metrics:
-                if (sname, m.name) not in names:
-                    names.append((sname, m.name))
-    if not names:
-        return "<p class='note'>no metrics.</p>"
-    h = ["<table><tr><th class='l'>suite</th><th class='l'>metric</th><th>original</th>"]
-    h += [f"<th>{_e(l)}</th>" for l in locs] + ["<th>n</th></tr>"]
+            names += [(sname, m.name) for m in s.metrics if (sname, m.name) not in names]
+    rows = []
     for sname, mname in names:
-        base = _cell(runs, sname, (mname,), None, baseline=True)
-        h.append(f"<tr><td class='l'>{_e(sname)}</td><td class='l'>{_e(mname)}</td>")
-        text, klass = _fmt(base)
-        h.append(f"<td class='{klass}'>{_e(text)}</td>")
-        n = ""
+        cells, n = [], ""
         for loc in locs:
             sub = [r for r in runs if r["localization"] == loc]
-            text, klass = _fmt(_cell(sub, sname, (mname,), None, baseline=False))
-            h.append(f"<td class='{klass}'>{_e(text)}</td>")
+            cells.append(_with_interval(_cell(sub, sname, (mname,), None, baseline=False), sub, sname, mname, False))
             m = next((m for r in sub for m in [run_metric(r, sname, mname)] if m is not None), None)
             if m is not None and not n:
                 n = f"{m.n} {m.unit}"
-        h.append(f"<td>{_e(n)}</td></tr>")
+        firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
+        original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
+        rows.append({"suite": sname, "metric": mname, "original": original, "cells": cells, "n": n})
+    return locs, rows
+
+
+def _with_interval(cell: dict | None, runs: Sequence[dict], suite: str, metric: str, baseline: bool) -> dict | None:
+    if cell is not None:
+        ci = cell_interval(runs, suite, metric, baseline=baseline)
+        cell["ci_low"], cell["ci_high"] = ci if ci else (None, None)
+    return cell
+
+
+def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None) -> str:
+    locs, rows = metric_matrix(runs, suites=suites)
+    if not rows:
+        return "<p class='note'>no metrics.</p>"
+    h = ["<table><tr><th class='l'>suite</th><th class='l'>metric</th><th>original</th>"]
+    h += [f"<th>{_e(l)}</th>" for l in locs] + ["<th>n</th></tr>"]
+    for row in rows:
+        h.append(f"<tr><td class='l'>{_e(row['suite'])}</td><td class='l'>{_e(row['metric'])}</td>")
+        for cell in (row["original"], *row["cells"]):
+            text, klass = _fmt(cell)
+            h.append(f"<td class='{klass}'>{_e(text)}</td>")
+        h.append(f"<td>{_e(row['n'])}</td></tr>")
     return "".join(h) + "</table>"
 
 

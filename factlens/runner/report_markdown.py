@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factlens.runner.report import _fmt, _num, load_run_dir, table1_rows
+from factlens.runner.report import _fmt, _num, load_run_dir, metric_matrix, table1_rows
 from factlens.runner.report_stats import TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric
 
 __all__ = ["markdown_summary"]
@@ -32,7 +32,8 @@ def _md_cell(cell: dict | None) -> str:
 
 
 def markdown_summary(path: str | Path) -> str:
-    """Markdown tables of a run directory: Table 1, the attacks and probes, and timings.
+    """Markdown tables of a run directory: Table 1, the attacks and probes, the comparisons,
+    every metric of every suite (those of suites added to factlens too), and timings.
 
     Every number is read from the run's JSON files, so a documentation page built from it
     says exactly what the run measured (``factlens report <run dir> --markdown``).
@@ -73,6 +74,9 @@ def markdown_summary(path: str | Path) -> str:
     out.append("## Comparisons")
     out.append("")
     out.append(comparisons_markdown(path))
+    out.append(all_metrics_markdown(runs))
+    out.append("## Timings")
+    out.append("")
     out.append("| step | seconds |")
     out.append("|---|---:|")
     for s_, plan in sorted(d["plans"].items()):
@@ -89,4 +93,21 @@ def markdown_summary(path: str | Path) -> str:
         parts = " + ".join(f"{k} {t[k]:.0f}" for k in ("localize", "edit", "evaluate") if k in t)
         total = sum(t.get(k, 0.0) for k in ("localize", "edit", "evaluate", "revert"))
         out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {total:.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def all_metrics_markdown(runs: list[dict]) -> str:
+    """``## All metrics``: one table per suite, a row per metric, the unedited model's value and
+    each localization's with its interval (the HTML report's "All metrics", as Markdown)."""
+    locs, rows = metric_matrix(runs)
+    out = ["## All metrics", "",
+           "value [95% interval] over the facts (mean over seeds where there are several); † at chance on the "
+           "unedited model in that format.", ""]
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        out += [f"### {suite}", "", "| metric | original | " + " | ".join(locs) + " | n |",
+                "|---|---:|" + "---:|" * len(locs) + "---|"]
+        for row in (r for r in rows if r["suite"] == suite):
+            cells = " | ".join(_md_cell(c) for c in (row["original"], *row["cells"]))
+            out.append(f"| {row['metric']} | {cells} | {row['n']} |")
+        out.append("")
     return "\n".join(out) + "\n"

@@ -24,7 +24,7 @@ import numpy as np
 from factlens.evaluation.plots import HEADLINE_METRICS
 from factlens.evaluation.result import EvalResult, Metric
 
-__all__ = ["annotate_table1", "cell_text", "params_edited", "seed_pooled", "compare_text", "comparisons_html",
+__all__ = ["annotate_table1", "cell_interval", "cell_text", "params_edited", "seed_pooled", "compare_text", "comparisons_html",
            "comparisons_markdown", "run_eval",
            "run_metric", "TABLE1_LEGEND", "HEADLINE_METRICS"]
 
@@ -211,6 +211,12 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     return mean_interval(groups, weights=weights if weighted else None) if groups else None
 
 
+def cell_interval(runs: Sequence[dict], suite: str, metric: str, *, baseline: bool) -> tuple[float, float] | None:
+    """The 95 % interval of one metric's cell (``runs``: one localization's runs, or the first run
+    of each seed for the unedited model), as Table 1's cells have it."""
+    return _cell_ci(runs, ("", "", suite, (metric,), None), baseline)
+
+
 def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tuple[float, Any, float]:
     """Sign-flip p-value of a cell against the reference's cell on the same (seed, fact) units,
     the test's :func:`~factlens.stats.paired_test_key` (cells that are one test count once in Holm)
@@ -378,10 +384,14 @@ def _tables(path, references: Sequence[str]) -> list[tuple[str, Any, Any]]:
 
 
 def comparisons_markdown(path, references: Sequence[str] = ("flu", "random")) -> str:
-    """Markdown of the headline comparisons against each reference present in the run."""
+    """Markdown of the comparisons against each reference present in the run: the headline
+    metrics, then every metric in a collapsed ``<details>`` block (as the HTML report has them)."""
     parts = []
-    for ref, head, _ in _tables(path, references):
+    for ref, head, full in _tables(path, references):
         parts.append(f"### Against {ref}\n\n" + compare_text(head, reference=ref))
+        if len(full) > len(head):
+            parts.append(f"<details><summary>all {len(full)} comparisons against {ref} (Holm across all metrics of "
+                         f"a localization)</summary>\n\n" + compare_text(full, reference=ref) + "\n</details>\n")
     return "\n".join(parts) if parts else "No reference localization (flu, random) in this run to compare against.\n"
 
 

@@ -241,6 +241,12 @@ def test_report_markdown_summary(run_dir: Path, capsys):
     attacks = next(l for l in lines if l.startswith("| localization | components |"))
     assert "relearned, net of bias ↓" in attacks and "soft prompt, net of bias ↓" in attacks
     assert "flu (seed 0): localize" in md
+    # every metric of every suite, with its interval (the markdown had only Table 1's fixed columns and the
+    # headline comparisons; a suite's other metrics were in the HTML report only)
+    assert "## All metrics" in md and "### standard" in md and "### side_effects" in md
+    kl = next(l for l in lines if l.startswith("| kl_divergence |"))
+    assert kl.count("[") == kl.count("]") >= 2  # the localizations' cells carry intervals
+    assert "<details><summary>all " in md and md.count("</details>") == md.count("<details>")
 
 
 def test_report_reads_typed_results(run_dir: Path, copy_of_run: Path):
