@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -372,8 +375,6 @@ def _cfg_from_json(d: dict):
 
 
 def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
-    from safetensors.torch import save_file
-
     tl_name = EMBEDDED_MODELS[name]
     folder = cache_dir() / f"{name}-tl-v{_CACHE_VERSION}"
     weights, cfg_file = folder / "model.safetensors", folder / "config.json"
@@ -388,23 +389,68 @@ def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
         cfg.dtype = dtype
         tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
         model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
-        _load_weights(model, weights, dtype)
-        return _place(model, device, dtype)
+        try:
+            _load_weights(model, weights, dtype, strict=True)
+            return _place(model, device, dtype)
+        except StaleCheckpoint as e:  # another TransformerLens wrote it: its missing weights would stay random
+            warnings.warn(f"{e}; converting {name} again (the cache is rebuilt)", stacklevel=3)
+            del model
     t0 = time.time()
     gguf = embedded_gguf_path()
     hf, tok = _load_gguf_hf(gguf, torch.float32)
     model = _hf_to_tl(hf, tok, tl_name, device=torch.device("cpu"), dtype=torch.float32, **kwargs)
     if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        tok.save_pretrained(str(folder / "tokenizer"))
-        cfg_file.write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
-        tmp.rename(weights)
-        (folder / "README.txt").write_text(
-            f"factlens conversion of {tl_name} from {gguf.name} (took {time.time() - t0:.0f}s); delete to rebuild.\n"
-        )
+        _write_cache(folder, model, tok, f"factlens conversion of {tl_name} from {gguf.name} (took "
+                                         f"{time.time() - t0:.0f}s); delete to rebuild.\n")
     return _place(model, device, dtype)
+
+
+def _write_cache(folder: Path, model, tok, readme: str) -> None:
+    """Write the converted model into ``folder`` as a whole: the files go to a private temporary
+    folder first, renamed into place in one step, so that another process (the runner's
+    ``--workers``) converting at the same time, or reading, never sees a partial cache. When
+    another process got there first with a usable cache, its folder is kept; a stale or partial
+    one is replaced."""
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make a shared cache private to its writer
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        tok.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
+        (tmp / "README.txt").write_text(readme)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # the folder exists (another process's cache, or a stale / partial one)
+            if _usable_cache(folder, model):
+                return
+            aside = folder.with_name(f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(folder, aside)
+            os.rename(tmp, folder)
+            shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usable_cache(folder: Path, model) -> bool:
+    """Whether ``folder`` holds a complete cache with every tensor ``model`` has."""
+    import struct
+
+    weights = folder / "model.safetensors"
+    if not (weights.exists() and (folder / "config.json").exists() and (folder / "tokenizer").is_dir()):
+        return False
+    try:
+        with open(weights, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            return set(model.state_dict()) <= set(json.loads(f.read(n)))
+    except (OSError, ValueError, struct.error):
+        return False
+
+
+class StaleCheckpoint(ValueError):
+    """A cached checkpoint lacks tensors the model has (written by another TransformerLens version)."""
 
 
 #: safetensors dtype names -> torch dtypes (the ones a converted checkpoint can hold).
@@ -413,9 +459,11 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, 
               "BOOL": torch.bool}
 
 
-def _load_weights(model, weights: Path, dtype: torch.dtype) -> None:
+def _load_weights(model, weights: Path, dtype: torch.dtype, *, strict: bool = False) -> None:
     """Read a safetensors checkpoint into ``model`` tensor by tensor (keys the model lacks are
-    skipped, as ``load_state_dict(strict=False)``).
+    skipped, as ``load_state_dict(strict=False)``). ``strict``: a tensor of the model that the
+    file lacks is a :class:`StaleCheckpoint` error, checked before anything is read (the
+    model's own value would otherwise stay, for the cache a random initialisation).
 
     Tensors whose dtype, shape and layout match are read straight into the parameter's memory;
     others go through one temporary tensor. Plain reads, not a memory map: a mapped 1.8 GB file
@@ -427,6 +475,9 @@ def _load_weights(model, weights: Path, dtype: torch.dtype) -> None:
     with torch.no_grad(), open(weights, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
+        missing = sorted(set(state) - set(header))
+        if strict and missing:
+            raise StaleCheckpoint(f"{weights} lacks {len(missing)} tensors of the model ({missing[:3]}...)")
         base = 8 + n
         for key, info in header.items():
             if key == "__metadata__" or key not in state:

@@ -187,3 +187,78 @@ def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(m
     assert _cfg_to_json(ref.cfg) == _cfg_to_json(ours.cfg)
     tokens = torch.tensor([[1, 5, 7, 9, 11]])
     assert torch.equal(ref(tokens), ours(tokens))
+
+
+@pytest.fixture
+def fake_embedded(tmp_path, monkeypatch):
+    """The embedded model's cache in ``tmp_path``, with the GGUF conversion replaced by a tiny
+    model whose weights are not HookedTransformer's initialisation (so a weight left random shows)."""
+    import copy
+
+    import factlens.models as M
+    from factlens.testing import tiny_model
+
+    monkeypatch.setenv("FACTLENS_CACHE", str(tmp_path / "cache"))
+    src = tiny_model(variant="gqa_gated")
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.5)
+    calls = []
+    monkeypatch.setattr(M, "embedded_gguf_path", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(M, "_load_gguf_hf", lambda gguf, dtype: ([None], src.tokenizer))
+    monkeypatch.setattr(M, "_hf_to_tl", lambda hf, tok, name, **kw: calls.append(name) or copy.deepcopy(src))
+    return src, calls
+
+
+def test_a_cached_checkpoint_missing_a_tensor_is_converted_again_not_left_random(fake_embedded):
+    """A cache written by another TransformerLens version that lacks a tensor (a new norm, a renamed
+    weight) gave a model with that weight at its random initialisation and no error."""
+    from safetensors.torch import load_file
+
+    import factlens.models as M
+
+    src, calls = fake_embedded
+    first = M.load_model("gemma-3-270m")
+    weights = M.cache_dir() / f"gemma-3-270m-tl-v{M._CACHE_VERSION}" / "model.safetensors"
+    assert calls == [M.EMBEDDED_MODELS["gemma-3-270m"]] and weights.exists()
+    state = load_file(str(weights))
+    missing = "blocks.1.mlp.W_gate"
+    save_file({k: v for k, v in state.items() if k != missing}, str(weights))  # a stale cache
+    with pytest.warns(UserWarning, match=r"lacks 1 tensors of the model .*converting gemma-3-270m again"):
+        model = M.load_model("gemma-3-270m")
+    assert len(calls) == 2 and torch.equal(model.get_parameter(missing), src.get_parameter(missing))
+    assert missing in load_file(str(weights))  # the rebuilt cache is whole again
+    assert all(torch.equal(p, first.get_parameter(n)) for n, p in model.named_parameters())
+
+
+def test_two_processes_filling_an_empty_cache_at_once_both_load(fake_embedded, monkeypatch):
+    """Both wrote the fixed temporary name model.safetensors.tmp: the first rename won and the
+    second load_model failed (FileNotFoundError) -- the runner's --workers N on a fresh machine."""
+    import threading
+    import time
+
+    import safetensors.torch as st
+
+    import factlens.models as M
+
+    real = st.save_file
+    monkeypatch.setattr(st, "save_file", lambda *a, **k: (real(*a, **k), time.sleep(1.0)))  # a slow, big write
+    errors: list[BaseException] = []
+
+    def load():
+        try:
+            M.load_model("gemma-3-270m")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    folder = M.cache_dir() / f"gemma-3-270m-tl-v{M._CACHE_VERSION}"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temporary folder left
+    src, _ = fake_embedded
+    model = M.load_model("gemma-3-270m")  # from the cache
+    assert all(torch.equal(p, src.get_parameter(n)) for n, p in model.named_parameters())
