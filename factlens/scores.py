@@ -243,7 +243,9 @@ class ComponentScores:
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=self.components.__getitem__)] = np.arange(n)
         order = np.lexsort((rank, -self._key()))
-        return order if self.rank_by == "abs" else order[self.values[order] > 0]
+        # a NaN score is no score: never a candidate (threshold= already left it out; top_k and a
+        # budget took NaN components once the finite ones ran out)
+        return order[~np.isnan(self.values[order])] if self.rank_by == "abs" else order[self.values[order] > 0]
 
     def _key(self) -> np.ndarray:
         return np.abs(self.values) if self.rank_by == "abs" else self.values
@@ -354,6 +356,7 @@ class ComponentScores:
             "shape": self.shape.to_dict(),
             "scores": self.as_dict(),
             "extra": _jsonable(self.extra),
+            "format": _FORMAT,
         }
         for f in _TYPED:
             v = getattr(self, f)
@@ -365,25 +368,34 @@ class ComponentScores:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ComponentScores":
-        """Inverse of :meth:`to_dict`; also reads files saved when these fields lived in ``extra``."""
+        """Inverse of :meth:`to_dict`; also reads files saved when these fields lived in ``extra``
+        (files without ``format``: only those have their ``extra`` keys moved, so that a method's
+        own ``extra`` keys called ``roles`` or ``patched`` survive a round trip)."""
         extra = dict(d.get("extra", {}))
         typed = {f: d[f] for f in _TYPED if d.get(f) is not None}
         for f in ("resid", "mlp_window"):
             if f in typed:
                 typed[f] = ResidMap.from_dict(typed[f])
-        _from_legacy_extra(extra, typed)
+        if "format" not in d:
+            _from_legacy_extra(extra, typed)
         return cls.from_dict_of_scores(d["scores"], method=d["method"], metric=d["metric"],
                                        shape=ModelShape.from_dict(d["shape"]), extra=extra, name=d.get("name", ""),
                                        rank_by=d.get("rank_by", "abs"), **typed)
 
     def save(self, path: str | Path) -> None:
-        """Save as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file)."""
+        from factlens.files import write_atomic
+
+        text = json.dumps(self.to_dict(), indent=1)
+        write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "ComponentScores":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+
+#: Version of :meth:`ComponentScores.to_dict`'s layout (files without it kept the typed fields in ``extra``).
+_FORMAT = 2
 
 #: How :class:`ComponentScores` ranks components: by ``|value|`` or by the signed value.
 RANK_BY = ("abs", "value")

@@ -137,3 +137,40 @@ def test_selection_does_not_depend_on_the_listing_order():
     budget = Mask.from_labels(["L0H1", "L1H1", "L0H0"]).n_params(SHAPE)
     assert canonical.to_mask(param_budget=budget) == shuffled.to_mask(param_budget=budget)
     assert canonical.to_mask(param_budget=budget).labels == ["L0H0", "L0H1", "L1H1"]
+
+
+def test_extra_keys_of_a_method_of_ones_own_survive_a_round_trip(tmp_path):
+    """Every file went through the migration of older files: ``extra`` keys called ``roles``,
+    ``n_examples``, ``patched``... were deleted or moved into typed fields, and an ``extra["resid"]``
+    that is not a map made ``load`` fail on a file ``save`` had just written."""
+    extra = {"roles": ["subject"], "n_examples": 7, "patched": [1, 2], "resid": "none", "mine": {"a": 1}}
+    s = ComponentScores(COMPS, np.arange(6.0), "my_method", "x", SHAPE, extra)
+    s.save(tmp_path / "s.json")
+    back = ComponentScores.load(tmp_path / "s.json")
+    assert back.extra == extra and back.patched is None and back.resid is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # written through a temporary file
+
+
+def test_nan_scores_are_never_selected():
+    """``threshold=`` left NaN-scored components out, but ``top_k`` and a budget took them once the
+    finite scores ran out (``rank_by="abs"``)."""
+    values = {"L0H0": 0.5, "L1H0": 0.2, "L0H1": np.nan, "L0.mlp": np.nan, "L1H1": np.nan, "L1.mlp": np.nan}
+    s = ComponentScores.from_dict_of_scores(values, method="m", metric="x", shape=SHAPE)
+    assert s.to_mask(top_k=4).labels == s.to_mask(param_budget=10**6).labels == s.to_mask(threshold=0).labels \
+        == ["L0H0", "L1H0"]
+
+
+def test_selection_scores_never_fill_a_budget_with_unselected_components():
+    """FLU and manual scores are 1 (selected) or 0: ranked by |value|, ``top(k)`` and a budget added
+    zero-scored layer-0 heads after the selected MLP."""
+    from factlens.localization.controls import manual_scores
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    s = manual_scores(p.model, p.dataset, components=[Component("mlp", 1)])
+    assert s.top(3) == [Component("mlp", 1)]
+    assert s.to_mask(param_budget=10**9).labels == s.to_mask(threshold=0.5).labels == ["L1.mlp"]
+    from factlens.localization.flu import _mlp_scores
+
+    flu = _mlp_scores(p.model, [1], {})  # the FLU's scores of its fact-lookup MLPs
+    assert flu.top(3) == [Component("mlp", 1)] and flu.to_mask(param_budget=10**9).labels == ["L1.mlp"]

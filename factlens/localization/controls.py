@@ -67,5 +67,6 @@ def manual_scores(model, dataset=None, *, components: Sequence[Component | str])
     comps = resolve_components(shape) + [c for c in chosen if c.kind == "neuron"]
     sel = set(chosen)
     values = np.array([1.0 if c in sel else 0.0 for c in comps])
+    # 1 = selected, 0 = not: ranked by value, so that top(k) or a budget never adds unselected ones
     return ComponentScores(tuple(comps), values, "manual", "selected", shape,
-                           {"components": [c.label for c in chosen]}, "manual")
+                           {"components": [c.label for c in chosen]}, "manual", rank_by="value")

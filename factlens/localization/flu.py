@@ -114,8 +114,9 @@ def _mlp_scores(model, mlp_layers: Sequence[int], extra: dict[str, Any],
     sel = set(mlp_layers)
     values = np.array([1.0 if c.kind == "mlp" and c.layer in sel else 0.0 for c in comps])
     extra = dict(extra, flu_layers=sorted(sel))
+    # 1 = a fact-lookup MLP, 0 = not: ranked by value, so that top(k) or a budget never adds the others
     return ComponentScores(tuple(comps), values, "flu", extra.get("metric", "selected"), shape, extra, "flu",
-                           dropped_ids=dropped_ids)
+                           dropped_ids=dropped_ids, rank_by="value")
 
 
 def flu_scores(
