@@ -98,8 +98,13 @@ class Registry(Generic[E]):
 
     def get(self, name: "str | E") -> E:
         """The entry called ``name``; an entry object itself is accepted and returned as is
-        (so a method defined outside factlens can be passed where a name is expected)."""
+        (so a method defined outside factlens can be passed where a name is expected); an entry
+        of another registry's type is a TypeError here rather than an AttributeError later."""
         if not isinstance(name, str) and hasattr(name, "name"):
+            kind = type(self.entries[0]) if self.entries else None
+            if kind is not None and not isinstance(name, kind):  # e.g. a ScoringMethod where a Localization goes
+                raise TypeError(f"a {self.kind} is a name or a {kind.__name__} entry, got a {type(name).__name__} "
+                                f"({getattr(name, 'name', '?')!r})")
             return name  # type: ignore[return-value]
         for e in self.all_entries():
             if e.name == name:  # type: ignore[attr-defined]

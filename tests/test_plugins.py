@@ -170,3 +170,11 @@ def test_with_entry_keeps_the_installed_entries(install):
     install(GOOD)
     extended = METHODS.with_entry(ScoringMethod("other", manual_scores, ("components",)))
     assert {"last_mlp", "other"} <= set(extended.names())
+
+
+def test_an_entry_of_another_registry_is_refused_where_a_name_goes():
+    """``LOCALIZATIONS.get(<ScoringMethod>)`` returned it, and ``localization_mask`` failed later with
+    ``AttributeError: 'ScoringMethod' object has no attribute 'budgeted'``."""
+    with pytest.raises(TypeError, match=r"a localization is a name or a Localization entry, got a ScoringMethod"):
+        LOCALIZATIONS.get(METHODS.get("random"))
+    assert METHODS.get(METHODS.get("random")) is METHODS.get("random")
