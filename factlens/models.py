@@ -376,7 +376,9 @@ def _cfg_from_json(d: dict):
 
 def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
     tl_name = EMBEDDED_MODELS[name]
-    folder = cache_dir() / f"{name}-tl-v{_CACHE_VERSION}"
+    # keyed by the model, not the spelling: "google/gemma-3-270m" converted a second copy
+    key = next(k for k, v in EMBEDDED_MODELS.items() if v == tl_name and "/" not in k)
+    folder = cache_dir() / f"{key}-tl-v{_CACHE_VERSION}"
     weights, cfg_file = folder / "model.safetensors", folder / "config.json"
     if kwargs:
         use_cache = False  # custom conversion options: do not reuse or pollute the cache

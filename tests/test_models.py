@@ -262,3 +262,13 @@ def test_two_processes_filling_an_empty_cache_at_once_both_load(fake_embedded, m
     src, _ = fake_embedded
     model = M.load_model("gemma-3-270m")  # from the cache
     assert all(torch.equal(p, src.get_parameter(n)) for n, p in model.named_parameters())
+
+
+def test_the_embedded_models_two_spellings_share_one_cache(fake_embedded):
+    """``load_model("google/gemma-3-270m")`` converted (minutes) and stored a second copy."""
+    import factlens.models as M
+
+    _, calls = fake_embedded
+    M.load_model("gemma-3-270m")
+    M.load_model("google/gemma-3-270m")
+    assert len(calls) == 1 and [p.name for p in M.cache_dir().iterdir()] == [f"gemma-3-270m-tl-v{M._CACHE_VERSION}"]
