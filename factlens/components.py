@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -218,6 +219,12 @@ class Component:
     def __post_init__(self) -> None:
         if self.kind not in ("head", "mlp", "neuron"):
             raise ValueError(f"Component kind must be 'head', 'mlp' or 'neuron', got {self.kind!r}")
+        for name in ("layer", "index"):  # a float index gave labels like L1.0H2.0 that Mask.load cannot read
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"Component {name} must be an int, got {v!r}")
+            if isinstance(v, np.integer):
+                object.__setattr__(self, name, int(v))
         if self.layer < 0:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         if self.kind == "mlp" and self.index is not None:

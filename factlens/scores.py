@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from factlens.components import Component, Mask, ModelShape
+from factlens.components import COMPONENT_KEYWORDS, Component, Mask, ModelShape, _checked
 
 __all__ = ["ComponentScores", "ResidMap"]
 
@@ -171,13 +171,18 @@ class ComponentScores:
         set_ = object.__setattr__
         if self.rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
-        vals = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        vals = np.array(self.values, dtype=np.float64)  # a copy: the caller's array may change later
+        if vals.ndim != 1:
+            raise ValueError(f"values must be one score per component (1-d), got shape {vals.shape}; a grid "
+                             "flattened here would put scores on the wrong components")
         set_(self, "values", vals)
         set_(self, "components", tuple(self.components))
         if len(vals) != len(self.components):
             raise ValueError(f"{len(self.components)} components but {len(vals)} values")
         if len(set(self.components)) != len(self.components):
             raise ValueError("components must be unique")
+        for c in self.components:  # a component the model lacks would count in masks and budgets
+            _checked(c, self.shape, True, "ComponentScores components")
         for name, ndim in (("per_example", 2), ("clean_metric", 1), ("corrupted_metric", 1), ("patched", 1)):
             set_(self, name, _floats(getattr(self, name), ndim, name))
         for name in ("example_ids", "dropped_ids"):
@@ -206,6 +211,8 @@ class ComponentScores:
     def __getitem__(self, c: Component | str) -> float:
         if isinstance(c, str):
             c = Component.parse(c)
+        if c not in self.components:
+            raise KeyError(f"{c.label} has no score here ({len(self.components)} components scored)")
         return float(self.values[self.components.index(c)])
 
     def as_dict(self) -> dict[str, float]:
@@ -265,7 +272,9 @@ class ComponentScores:
 
         The per-component fields (``per_example``, ``patched``) keep the matching rows.
         """
-        kinds = {kind} if isinstance(kind, str) else set(kind)
+        kinds = {COMPONENT_KEYWORDS.get(k, k) for k in ([kind] if isinstance(kind, str) else kind)}
+        if not kinds <= {"head", "mlp", "neuron"}:
+            raise ValueError(f"restrict takes 'head', 'mlp', 'neuron' (or 'heads', 'mlps'), got {kind!r}")
         idx = [i for i, c in enumerate(self.components) if c.kind in kinds]
         rows = {n: getattr(self, n)[idx] for n in ("per_example", "patched") if getattr(self, n) is not None}
         return dataclasses.replace(self, components=tuple(self.components[i] for i in idx), values=self.values[idx],
@@ -310,7 +319,8 @@ class ComponentScores:
 
     # tables and plots
     def to_frame(self):
-        """A pandas DataFrame with one row per component (label, kind, layer, index, score)."""
+        """A pandas DataFrame with one row per component: ``component`` (its label), ``kind``,
+        ``layer``, ``index`` (nullable integers: head or neuron index, missing for MLPs), ``score``."""
         import pandas as pd
 
         return pd.DataFrame(
@@ -318,7 +328,7 @@ class ComponentScores:
                 "component": [c.label for c in self.components],
                 "kind": [c.kind for c in self.components],
                 "layer": [c.layer for c in self.components],
-                "index": [c.index for c in self.components],
+                "index": pd.array([c.index for c in self.components], dtype="Int64"),
                 "score": self.values,
             }
         )

@@ -174,3 +174,25 @@ def test_selection_scores_never_fill_a_budget_with_unselected_components():
 
     flu = _mlp_scores(p.model, [1], {})  # the FLU's scores of its fact-lookup MLPs
     assert flu.top(3) == [Component("mlp", 1)] and flu.to_mask(param_budget=10**9).labels == ["L1.mlp"]
+
+
+def test_scores_refuse_input_that_would_land_on_the_wrong_components():
+    """A 2-d grid was flattened onto the components, components the model lacks counted in masks,
+    ``restrict("mlps")`` gave no component, and the scores shared the caller's array."""
+    with pytest.raises(ValueError, match=r"1-d\), got shape \(2, 3\)"):
+        ComponentScores(COMPS, np.zeros((2, 3)), "m", "x", SHAPE)
+    with pytest.raises(ValueError, match=r"L7.mlp does not exist in a model with 2 layers"):
+        ComponentScores.from_dict_of_scores({"L0H0": 1.0, "L7.mlp": 2.0}, method="m", metric="x", shape=SHAPE)
+    values = np.arange(6.0)
+    s = ComponentScores(COMPS, values, "m", "x", SHAPE)
+    values[:] = 0.0
+    assert s["L1.mlp"] == 5.0  # its own copy
+    assert [c.label for c in s.restrict("mlps").components] == ["L0.mlp", "L1.mlp"] == \
+        [c.label for c in s.restrict("mlp").components]
+    with pytest.raises(KeyError, match="L0.N3 has no score here"):
+        s["L0.N3"]
+    with pytest.raises(TypeError, match=r"Component index must be an int, got 2.0"):
+        Component("head", 1, 2.0)
+    assert Component("head", np.int64(1), np.int64(0)).label == "L1H0"
+    frame = s.to_frame()
+    assert list(frame.columns) == ["component", "kind", "layer", "index", "score"] and str(frame["index"].dtype) == "Int64"
