@@ -446,7 +446,8 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         # non-zero differences: exact, and cheap however many units did not move
         return _exact_sign_flip(d[moved] * w[moved], alternative)
     # random patterns are drawn for the units in a canonical order (by difference, then
-    # weight): the same data give the same p-value whatever order the units come in
+    # weight): the same data give the same p-value whatever order the units come in (x - y and
+    # y - x draw other patterns: their p-values differ by Monte Carlo error)
     order = np.lexsort((w, d))
     d, w = d[order], w[order]
     # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
@@ -503,7 +504,8 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
     ``"chunk:<i>"``; ``(seed, id)`` when several seeds are pooled); units that
     :func:`sign_flip_test` drops (NaN, zero weight) are left out. Two metrics get the same
     key when they are on the same units and their values agree unit by unit for both sides,
-    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy):
+    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy;
+    values are compared to 12 decimals, so that a complement stored in floating point counts):
     their two-sided tests are then one test on the same data. Which keys coincide depends
     only on which values coincide, and swapping a unit's two sides (the sign-flip null) does
     not change that, so Holm over the distinct keys keeps its guarantee. Equal differences
@@ -524,6 +526,9 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
         False
         >>> key == paired_test_key([1, 0, 1], [0, 0, 1], ids=g)  # same outcomes on other facts
         False
+        >>> p = paired_test_key([0.7, 0.2], [0.1, 0.9], ids=["f0", "f1"])
+        >>> p == paired_test_key([1 - 0.7, 1 - 0.2], [1 - 0.1, 1 - 0.9], ids=["f0", "f1"])  # 0.30000000000000004
+        True
     """
     a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     w = np.ones_like(a) if weights is None else np.asarray(weights, dtype=float).ravel()
@@ -535,10 +540,15 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
         raise ValueError("ids must name each unit once")
     keep = np.flatnonzero(~np.isnan(a - b) & (w > 0))
     order = keep[sorted(range(len(keep)), key=lambda i: repr(units[keep[i]]))]  # the units, canonically ordered
-    a, b, w = a[order] + 0.0, b[order] + 0.0, w[order]  # + 0.0: -0.0 and 0.0 give the same bytes
+    a, b, w = a[order], b[order], w[order]
     on = tuple(units[i] for i in order)
-    return frozenset({(on, a.tobytes(), b.tobytes(), w.tobytes()),
-                      (on, (1.0 - a).tobytes(), (1.0 - b).tobytes(), w.tobytes())})
+
+    def exact(v: np.ndarray) -> bytes:
+        # to 12 decimals: a stored complement (edit_prob = 1 - forget_prob) differs from 1 - v by
+        # ~1e-16 and was a second test; + 0.0: -0.0 and 0.0 give the same bytes
+        return (np.round(v, 12) + 0.0).tobytes()
+
+    return frozenset({(on, exact(a), exact(b), w.tobytes()), (on, exact(1.0 - a), exact(1.0 - b), w.tobytes())})
 
 
 def variance_components(groups: Sequence[Sequence[float]], *,

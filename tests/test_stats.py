@@ -303,6 +303,14 @@ def test_paired_test_key_identifies_the_same_test():
     assert paired_test_key([0.0, 1.0], [1.0, 1.0], ids=two) == paired_test_key([-0.0, 1.0], [1.0, 1.0], ids=two)
     assert (paired_test_key([1.0, 1.0], [0.0, 0.0], [0.5, 0.5], ids=two)
             != paired_test_key([1.0, 1.0], [0.0, 0.0], [0.25, 0.75], ids=two))
+    # a complement stored in floating point (CounterFact's edit_prob = 1 - forget_prob, ~1e-16 off) is the same
+    # test: compared bit for bit, it was a second test in Holm (n_tests 7 instead of 6 on the CounterFact run)
+    rng = np.random.default_rng(0)
+    p, q = rng.random(6), rng.random(6)
+    ep, eq = np.nextafter(1.0 - p, 2.0), np.nextafter(1.0 - q, -1.0)  # one unit in the last place off
+    assert not np.array_equal(1.0 - ep, p)  # the stored values are not exact complements
+    assert paired_test_key(p, q, ids=f) == paired_test_key(ep, eq, ids=f)
+    assert paired_test_key(p, q, ids=f) != paired_test_key(p + 1e-9, q, ids=f)  # other outcomes stay apart
     with pytest.raises(ValueError, match="one entry per unit"):
         paired_test_key([1.0, 0.0], [1.0], ids=two)
     with pytest.raises(ValueError, match="each unit once"):
