@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "check_output"]
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
@@ -44,6 +44,43 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output(path: str | Path, *, what: str, ours: Callable[[str], bool],
+                 protected: "list[str | Path] | tuple[str | Path, ...]" = (), allowed: tuple[str, ...] = ()) -> Path:
+    """Check that writing ``path`` loses nothing: it is not a folder, not a file inside one of the
+    ``protected`` folders (a run folder being read; ``allowed`` names files there that may be
+    written, e.g. ``report.html``), and, if it exists, a file this kind of output wrote before
+    (``ours(first_bytes)``). Returns the path.
+
+    Raises:
+        ValueError: What is wrong and what to do instead.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "notes.txt").write_text("mine")
+        4
+        >>> check_output(d / "notes.txt", what="CSV", ours=lambda head: head.startswith("a,b"))
+        Traceback (most recent call last):
+        ...
+        ValueError: .../notes.txt exists and is not a CSV factlens wrote; it is left alone: remove it or choose another file
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the {what}'s file name (e.g. {path / 'out'}...)")
+    target = path.resolve()
+    for folder in protected:
+        folder = Path(folder).resolve()
+        if target.is_relative_to(folder) and not (target.parent == folder and target.name in allowed):
+            raise ValueError(f"{path} is inside the run folder {folder}: writing the {what} there could replace "
+                             "the run's own files; choose a file outside it")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+        if not ours(head):
+            raise ValueError(f"{path} exists and is not a {what} factlens wrote; it is left alone: remove it or "
+                             "choose another file")
+    return path
 
 
 def _umask() -> int:

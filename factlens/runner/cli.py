@@ -89,21 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write report.html of a run directory")
     rep.add_argument("out", type=Path, help="run directory")
-    rep.add_argument("--output", type=Path, help="where to write the HTML (default: <out>/report.html)")
+    rep.add_argument("--output", type=Path,
+                     help="where to write the HTML (default: <out>/report.html), or the markdown with --markdown "
+                          "(default: print it); never a file inside the run folder, nor an existing file that is "
+                          "not such a report")
     rep.add_argument("--markdown", action="store_true",
-                     help="print markdown tables (Table 1, attacks and probes, comparisons, timings) instead of "
-                          "writing HTML")
+                     help="markdown tables (Table 1, attacks and probes, comparisons, every metric, timings) "
+                          "instead of HTML")
 
     cmp_ = sub.add_parser("compare", help="paired comparison of every localization with a reference (CI, p, power)",
                           description="One row per (localization, metric): difference from the reference with a "
-                                      "paired bootstrap 95% CI, sign-flip permutation p-value, Holm-corrected "
+                                      "paired 95% CI (Newcombe's for 0/1 outcomes of one seed, else a paired "
+                                      "bootstrap), sign-flip permutation p-value, Holm-corrected "
                                       "significance and minimum detectable difference (docs/statistics.md).")
     cmp_.add_argument("out", type=Path, nargs="+",
                       help="run directory; several directories with the same facts are merged (e.g. a ROME folder "
                            "next to a fine-tuning folder)")
     cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
     cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
-    cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file")
+    cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
+                                               "over an existing file only if it is such a CSV)")
     return p
 
 
@@ -224,7 +229,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         if args.markdown:
-            print(markdown_summary(args.out), end="")
+            text = markdown_summary(args.out)
+            if args.output is None:
+                print(text, end="")
+                return 0
+            from factlens.files import check_output, write_atomic
+
+            check_output(args.output, what="markdown report", ours=lambda head: head.startswith("| localization"),
+                         protected=[args.out])
+            write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            print(str(args.output))
             return 0
         path = write_report(args.out, output=args.output)
     except ValueError as e:  # a truncated or corrupt JSON file of the run directory (the message names it)
@@ -237,14 +251,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare
     from factlens.runner.report_stats import compare_text
 
+    from factlens.files import check_output, write_atomic
+
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
+        if args.csv is not None:  # checked first: never over a run's own file or someone's other file
+            check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
+                         protected=[p for p in args.out if Path(p).is_dir()])
         table = compare(args.out[0] if len(args.out) == 1 else list(args.out), reference=args.reference,
                         metrics=metrics)
     except ValueError as e:
         return _error(e)
     if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+        write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
         print(f"wrote {args.csv}", file=sys.stderr)
     print(compare_text(table, reference=args.reference), end="")
     return 0

@@ -553,9 +553,12 @@ def _edit_table(runs: Sequence[dict]) -> str:
 
 def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``output``) for a run directory and return its path."""
+    from factlens.files import check_output, write_atomic
+
     out = Path(output) if output is not None else Path(path) / "report.html"
+    # never over a run file (--output DIR/run_config.json destroyed the folder) nor a file of one's own
+    check_output(out, what="report", ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head,
+                 protected=[path], allowed=("report.html",))
     text = build_report(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

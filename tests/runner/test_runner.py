@@ -369,3 +369,35 @@ def test_the_report_header_counts_known_facts_and_the_ones_max_facts_kept(tmp_pa
                  "--max-facts", "40", "--edit", "steps=1", "--suites", "standard", "--no-progress"]) == 0
     html = (out / "report.html").read_text()
     assert "48 known of 48, 40 used (--max-facts)" in html  # said "40 known of 48"
+
+
+def test_report_and_compare_outputs_never_replace_a_run_file_or_a_file_of_ones_own(copy_of_run: Path, tmp_path: Path,
+                                                                                   capsys):
+    """``report --output DIR/run_config.json`` and ``compare --csv DIR/run_config.json`` wrote over the run's
+    own files (exit 0; the folder could no longer be reported or resumed); an existing file of someone
+    else was overwritten; a folder as --output was a traceback."""
+    run_config = copy_of_run / "run_config.json"
+    before = run_config.read_bytes()
+    unit = next((copy_of_run / "runs" / "seed0").glob("*.json"))
+    for argv in (["report", str(copy_of_run), "--output", str(run_config)],
+                 ["report", str(copy_of_run), "--output", str(unit)],
+                 ["report", str(copy_of_run), "--markdown", "--output", str(unit)],
+                 ["compare", str(copy_of_run), "--reference", "flu", "--csv", str(run_config)]):
+        assert main(argv) == 2
+        assert "inside the run folder" in capsys.readouterr().err
+    assert run_config.read_bytes() == before and json.loads(unit.read_text())
+    mine = tmp_path / "notes.csv"
+    mine.write_text("my own notes\n")
+    assert main(["compare", str(copy_of_run), "--reference", "flu", "--csv", str(mine)]) == 2
+    assert "is not a comparison CSV factlens wrote" in capsys.readouterr().err and mine.read_text() == "my own notes\n"
+    assert main(["report", str(copy_of_run), "--output", str(tmp_path)]) == 2  # a folder
+    assert "is a folder" in capsys.readouterr().err
+    csv, html, md = tmp_path / "new" / "cmp.csv", tmp_path / "new" / "r.html", tmp_path / "r.md"
+    for _ in range(2):  # written into a new folder, then over its own earlier output
+        assert main(["compare", str(copy_of_run), "--reference", "flu", "--csv", str(csv)]) == 0
+        assert main(["report", str(copy_of_run), "--output", str(html)]) == 0
+        assert main(["report", str(copy_of_run), "--markdown", "--output", str(md)]) == 0
+    capsys.readouterr()
+    assert csv.read_text().startswith("localization,metric,") and "<title>factlens" in html.read_text()
+    assert md.read_text().startswith("| localization") and main(["report", str(copy_of_run)]) == 0  # report.html
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["cmp.csv", "r.html"]  # no temporary file left
