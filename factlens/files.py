@@ -33,6 +33,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
         ('done', ['a.txt'])
     """
     path = Path(path)
+    if path.is_symlink():  # write through the link: replacing it left its target stale and the link a plain file
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -44,3 +44,12 @@ def test_a_new_file_gets_the_mode_of_a_plain_open_and_an_old_one_keeps_its_own(t
     (tmp_path / "new.json").chmod(0o640)
     write_atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("[]"))
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640
+
+
+def test_a_symlinked_target_is_written_through_the_link(tmp_path: Path):
+    """The link was replaced by a plain file and its target kept the old content."""
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    write_atomic(link, lambda tmp: tmp.write_text("new"))
+    assert link.is_symlink() and target.read_text() == "new" == link.read_text()
