@@ -52,6 +52,8 @@ class ScoringMethod:
             ``<name>_mlps`` (top MLPs), which ``factlens run --localizations`` takes. A
             method of your own with ``compared=True`` in :data:`METHODS` gets them too, with
             no second entry.
+        required: Options the method cannot run without (``manual``: ``components``); the
+            runner refuses a run that does not give them before any file is written.
     """
 
     name: str
@@ -60,6 +62,12 @@ class ScoringMethod:
     doc: str = ""
     heavy: bool = False
     compared: bool = False
+    required: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not set(self.required) <= set(self.options):
+            raise ValueError(f"scoring method {self.name!r}: required options {list(self.required)} must be among "
+                             f"its options {list(self.options)}")
 
     def accepts(self, option: str) -> bool:
         return option in self.options
@@ -138,7 +146,7 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
     ScoringMethod("random", Ref("factlens.localization.controls", "random_scores"), ("seed", "mlps_only"),
                   "uniform random scores (the equal-budget control)", compared=True),
     ScoringMethod("manual", Ref("factlens.localization.controls", "manual_scores"), ("components",),
-                  "1 for the given components, 0 elsewhere"),
+                  "1 for the given components, 0 elsewhere", required=("components",)),
 ), plugins=partial(plugin_entries, "localization method", ScoringMethod))
 
 

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an experiment (localize -> edit -> evaluate) and write a report",
                        description="Run every localization x seed of a task; completed runs in --out are skipped.")
     r.add_argument("task", nargs="?", choices=TASK_NAMES, help="task (default: from --config, else sports-athlete-editing)")
-    r.add_argument("--config", type=Path, help="YAML or TOML run config (flags given here override it)")
+    r.add_argument("--config", type=Path, help="TOML, YAML or JSON run config (flags given here override it)")
     r.add_argument("--model", help="gemma-3-270m (default), planted, or a TransformerLens model name")
     r.add_argument("--localizations", help="comma-separated localizations "
                                            "(default: flu,causal_tracing,attribution_patching,random,all_mlps,nonlocalized)")
@@ -138,11 +138,6 @@ def config_from_args(args: argparse.Namespace):
         v = getattr(args, name, None)
         if v is not None:
             d[name] = [x.strip() for x in v.split(",") if x.strip()]
-    if "seeds" in d:
-        try:
-            d["seeds"] = [int(s) for s in d["seeds"]]
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"seeds must be integers, got {d['seeds']!r}") from e
     for name in ("edit", "eval"):
         pairs = getattr(args, name, None) or []
         if pairs:
@@ -189,7 +184,9 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from factlens.editing.memory_editing import MaskNotSupported
     from factlens.runner.executor import RunDirError, run_experiment
+    from factlens.runner.pipeline import EmptyMask
     from factlens.runner.processes import JobError
+    from factlens.runner.run_files import RunFileError
     from factlens.tasks import TaskSizeError
 
     try:
@@ -200,14 +197,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"seeds={','.join(map(str, cfg.seeds))} out={cfg.out} executor={cfg.executor}", file=sys.stderr)
     try:
         summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
-    except RunDirError as e:  # results of another configuration, --out is a file or someone else's folder
-        return _error(e)
+    except (RunDirError, RunFileError) as e:  # another configuration's results, --out a file or someone else's
+        return _error(e)                       # folder, a damaged or foreign file in it
     except MaskNotSupported as e:  # a method that cannot edit a localization's mask (ROME on several MLPs)
         return _error(e)
-    except TaskSizeError as e:  # --forget-size larger than the known facts allow (the message names the largest)
+    except (TaskSizeError, EmptyMask) as e:  # --forget-size larger than the known facts allow, --param-budget too small
         return _error(e)
     except JobError as e:  # the same from a worker process (--workers > 1): its plan job and the jobs waiting for it
-        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported))]
+        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported, EmptyMask))]
         if not bad:
             raise
         return _error(bad[0])

@@ -231,7 +231,7 @@ class RunConfig:
             if isinstance(v, (str, int)):
                 v = _split_list(v)
             object.__setattr__(self, name, tuple(v))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "seeds", tuple(_seed(s) for s in self.seeds))
         for name in ("task_options", "localize_options"):
             v = getattr(self, name)
             if not isinstance(v, Mapping):
@@ -286,11 +286,13 @@ class RunConfig:
                                  "run's seed; choose the seeds with --seeds")
         from factlens.evaluation import SUITES
 
+        if not self.suites:  # --suites "" localized and edited, then measured nothing
+            raise ValueError("give at least one evaluation suite (e.g. --suites standard)")
+        if len(set(self.suites)) != len(self.suites):
+            raise ValueError(f"suites listed twice: {list(self.suites)}")
         bad = [s for s in self.suites if s not in SUITES]
         if bad:
             raise ValueError(f"unknown evaluation suite(s) {bad}; known: {list(SUITES.names())}")
-        if self.forget_size is not None and self.forget_size < 1:
-            raise ValueError(f"forget_size must be >= 1, got {self.forget_size}")
         if self.edit_preset not in ("fast", "paper"):
             raise ValueError(f"edit_preset must be 'fast' or 'paper', got {self.edit_preset!r}")
         if self.eval_preset not in ("small", "full"):
@@ -311,11 +313,11 @@ class RunConfig:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be a whole number >= 1 (worker processes of the local executor), "
                              f"got {self.workers!r}")
-        for name in ("param_budget", "max_facts"):
+        for name, default in (("forget_size", "the task's default"), ("param_budget", "the FLU mask size"),
+                              ("max_facts", "all facts")):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a whole number >= 1 (or left out: "
-                                 f"{'the FLU mask size' if name == 'param_budget' else 'all facts'}), got {v!r}")
+                raise ValueError(f"{name} must be a whole number >= 1 (or left out: {default}), got {v!r}")
         unused = self.unused_options()
         if unused:
             raise ValueError("options this run does not use (remove them):\n  " + "\n  ".join(unused))
@@ -324,6 +326,7 @@ class RunConfig:
         if missing:
             raise ValueError("input files not found (relative paths start from the working folder):\n  "
                              + "\n  ".join(missing))
+        self._validate_late_failures()
         if self.model != "planted":
             from factlens.models import check_model_name
 
@@ -331,9 +334,43 @@ class RunConfig:
         for seed in self.seeds[:1]:  # bad edit/eval overrides fail here, before any file is written
             try:  # the runner runs registered methods and objectives only: every table must name one
                 self.edit_config(seed).check_tables(None, None)
-            except ValueError as e:
-                raise ValueError(f"bad edit option(s) {self.edit.to_dict()}: {e}") from e
+            except ValueError as e:  # edit_config's own errors already name the options
+                raise (e if str(e).startswith("bad edit option") else
+                       ValueError(f"bad edit option(s) {self.edit.to_dict()}: {e}")) from e
             self.eval_config(seed)
+
+    def _validate_late_failures(self) -> None:
+        """Settings that passed the checks above but failed inside a job, after files were written
+        and minutes of work (each a traceback, and the folder kept the bad settings)."""
+        from factlens.editing.registry import OBJECTIVES
+        from factlens.localization.registry import LOCALIZATIONS
+        from factlens.runner.pipeline import _localize_options
+
+        bad = []
+        for k, v in self.input_files().items():
+            p = Path(v).expanduser()
+            if not (_looks_local(v) and p.exists()):
+                continue
+            if p.is_dir() and k in ("eval.text.source", "edit.sft_source"):
+                bad.append(f"{k}={v!r} is a folder; give a text file (e.g. {p}/train.txt)")
+            elif p.is_dir() and k == "eval.side_effects.mmlu_source" and not any(p.glob("*.csv")):
+                bad.append(f"{k}={v!r} has no .csv files; expected the MMLU CSVs (e.g. abstract_algebra_dev.csv)")
+            elif p.is_file() and p.stat().st_size == 0:
+                bad.append(f"{k}={v!r} is an empty file")
+        for loc in self.localizations:
+            method = LOCALIZATIONS.get(loc).scoring
+            missing = [o for o in (method.required if method else ()) if o not in _localize_options(self, loc)]
+            if missing:
+                bad.append(f"localization {loc!r} needs the option(s) {missing}: set them in the config file's "
+                           f"[localize_options.{method.name}] table (e.g. components = [\"L3.mlp\"])")
+        if self.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
+            bad += [f"objective {o!r} trains towards a new answer (target_new), which task {self.task!r} does not "
+                    "give: choose an unlearning objective" for o in self.objectives if OBJECTIVES.get(o).needs_target_new]
+        if self.gpus_per_job < 0 or self.cpus_per_job <= 0:
+            bad.append(f"gpus_per_job must be >= 0 and cpus_per_job > 0, got {self.gpus_per_job}, {self.cpus_per_job}")
+        bad += _device_problems(self.device, local=self.executor == "local")
+        if bad:
+            raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
 
     def unused_options(self) -> list[str]:
         """Options that are set but that this task / executor / suite selection never reads."""
@@ -528,6 +565,33 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
+
+
+def _device_problems(device: str, *, local: bool) -> list[str]:
+    """Why ``device`` cannot hold the model here (a misspelt name; CUDA on a machine without it,
+    checked for the local executor only: Ray workers may have GPUs the driver lacks)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        return [f"device={device!r} is not a device torch knows ({e}); e.g. cpu, cuda, cuda:1, mps"]
+    if local and dev.type == "cuda" and not torch.cuda.is_available():
+        return [f"device={device!r}: this torch has no usable CUDA device here (torch {torch.__version__}); use "
+                "--device cpu, or --executor ray for GPUs on other machines"]
+    if local and dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return [f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here"]
+    return []
+
+
+def _seed(value: Any) -> int:
+    """A seed as an int: a whole number in numpy's range (0 ... 2**32 - 1), or its decimal string
+    (``--seeds 0,1``); a float such as 0.5 was silently run as seed 0, -1 failed inside a job."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"seeds must be whole numbers from 0 to 2**32 - 1, got {value!r}")
+    return value
 
 
 def _split_list(v: str | int) -> list[str]:

@@ -266,9 +266,10 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     try:
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
             return _run(config, rd, executor, report, t_start)
-    except BaseException:
+    except BaseException as e:
         if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
-            rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None)
+            rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None,
+                                plans_too=not isinstance(e, KeyboardInterrupt))
         elif previous is not None and set(rd.run_files()) == previous[1]:
             write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))
         raise

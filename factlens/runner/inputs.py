@@ -67,7 +67,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) run config into a mapping.
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON (``.json``) run config into a mapping.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -76,6 +76,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"config file {p} does not exist")
+    if p.is_dir():
+        raise ValueError(f"config file {p} is a folder; give the .toml / .yaml file (e.g. {p}/config.toml)")
     text = p.read_text()
     if p.suffix == ".toml":
         import tomllib
@@ -89,9 +91,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             import yaml
         except ImportError as e:  # pragma: no cover
             raise ImportError("YAML configs need PyYAML: pip install pyyaml (or use a .toml config)") from e
-        d = yaml.safe_load(text) or {}
+        try:
+            d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: invalid YAML ({e})") from e
     elif p.suffix == ".json":
-        d = json.loads(text)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: invalid JSON ({e})") from e
     else:
         raise ValueError(f"config file {p} must end in .toml, .yaml, .yml or .json")
     if not isinstance(d, dict):

@@ -38,7 +38,7 @@ from factlens.runner.workspace import Workspace  # noqa: F401 - also importable 
 
 __all__ = [
     "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "run_plan_or_job", "Job", "PlanJob",
-    "versions", "check_restored", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
+    "versions", "check_restored", "EmptyMask", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
 ]
 
 
@@ -155,6 +155,10 @@ def _localize_dataset(prep: Prepared, cfg: RunConfig, localization: str):
         probing_flu = localization == "flu" and not cfg.task.startswith(("counterfact", "sequential"))
         return prep.dataset if probing_flu else prep.task.forget
     return prep.task.forget if cfg.localize_on == "forget" else prep.dataset
+
+
+class EmptyMask(ValueError):
+    """A localization selected no component (a setting to change: ``factlens run`` exits 2)."""
 
 
 def _localize_options(cfg: RunConfig, localization: str) -> dict[str, Any]:
@@ -458,7 +462,9 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     cpu["localize"] = plan["flu"].get("cpu_seconds", 0.0) if reused else time.process_time() - c0
     n_params = int(mask.n_params(prep.model))
     if len(mask) == 0:
-        raise RuntimeError(f"localization {localization!r} selected no component at budget {plan.get('param_budget')}")
+        raise EmptyMask(f"localization {localization!r} selected no component at the parameter budget "
+                        f"{plan.get('param_budget')} (smaller than any component, or no component scored above "
+                        "zero): give a larger --param-budget, or leave it out for the FLU's size")
 
     _seed_everything(seed)
     peaks.begin("edit")

@@ -29,6 +29,7 @@ from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.pipeline import versions
+from factlens.runner.run_files import RunFileError
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
 __all__ = ["RunDir", "RunDirError", "ConfigMismatchError", "read_json", "write_json_atomic", "MANIFEST"]
@@ -50,8 +51,17 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it is truncated or was edited by hand. Delete it and rerun "
-                         "`factlens run` with the same settings to redo it") from e
+        raise RunFileError(f"{path} is not valid JSON ({e}); it is truncated or was edited by hand. "
+                         + _recovery(path)) from e
+
+
+def _recovery(path: Path) -> str:
+    """What to do about a damaged file of a run folder: a unit's or a plan's file is redone when it
+    is deleted; without run_config.json or manifest.json the folder is no run folder any more."""
+    if path.name in ("run_config.json", "manifest.json"):
+        return (f"The folder's settings cannot be read: restore the file from a copy, or start the run afresh "
+                f"with --overwrite (which deletes the results in {path.parent}) or another --out")
+    return "Delete it and rerun `factlens run` with the same settings to redo it"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -187,7 +197,7 @@ class RunDir:
                 d.rmdir()
         self.manifest_path.unlink(missing_ok=True)
 
-    def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None) -> bool:
+    def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None, plans_too: bool = False) -> bool:
         """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
         was interrupted before its first result); returns whether it did.
 
@@ -197,8 +207,12 @@ class RunDir:
         ``keep``: the ``--config`` file the run was started with; when it is the folder's own
         copy (which factlens wrote, so :meth:`clear` deletes it) it stays, as the user's file:
         ``--overwrite`` with an edited ``config.toml`` that failed at once lost the edits.
+        ``plans_too``: plan files (the seed's FLU and budget) do not keep the folder either (a run
+        that failed with a bad setting after its plan: the corrected command was refused as "a
+        different configuration" though no result existed); an interrupted run keeps them, so
+        that rerunning the same command reuses them.
         """
-        if self.run_files() or any((self.path / "plan").glob("seed*.json")):
+        if self.run_files() or (not plans_too and any((self.path / "plan").glob("seed*.json"))):
             return False
         kept = None
         if keep is not None and keep.is_file() and keep.resolve().parent == self.path.resolve():

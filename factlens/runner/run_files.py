@@ -11,6 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+
+class RunFileError(ValueError):
+    """A file of a run folder cannot be used (damaged, or made with other settings than its
+    folder's); the message names it and what to do. ``factlens run``/``report`` exit 2."""
+
 __all__ = ["is_run_file", "check_one_setup"]
 
 
@@ -37,7 +42,7 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
     first: tuple[Path, dict, dict] | None = None
     for r, f in zip(runs, files):
         if seeds and r["seed"] not in seeds:
-            raise ValueError(f"{f}: seed {r['seed']} is not one of this folder's seeds {sorted(seeds)} "
+            raise RunFileError(f"{f}: seed {r['seed']} is not one of this folder's seeds {sorted(seeds)} "
                              "(run_config.json): a run file from another folder? Move it out, or run with --seeds "
                              "that include it")
         # the seed and what the seed's split decides (neighbors that are other facts' prompts) differ by seed
@@ -45,7 +50,7 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
         setup = _setup(r)
         eval_seed = setup.pop("eval.seed", r["seed"])  # each seed's evaluation runs with that seed
         if eval_seed != r["seed"]:
-            raise ValueError(f"{f}: a run of seed {r['seed']} evaluated with seed {eval_seed}: a run file edited or "
+            raise RunFileError(f"{f}: a run of seed {r['seed']} evaluated with seed {eval_seed}: a run file edited or "
                              "made elsewhere? Move it out of the folder")
         if first is None:
             first = (f, task, setup)
@@ -54,6 +59,6 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
         if task != first[1] or differ:
             what = (f"task {first[1]} vs {task}" if task != first[1] else
                     ", ".join(f"{k}: {first[2][k]!r} vs {setup[k]!r}" for k in differ))
-            raise ValueError(f"{first[0]} and {f} were made with different settings ({what}): one folder's "
+            raise RunFileError(f"{first[0]} and {f} were made with different settings ({what}): one folder's "
                              "report and comparisons need one task, model and evaluation setup; move the foreign "
                              "run files out (or compare the folders with factlens compare DIR1 DIR2)")

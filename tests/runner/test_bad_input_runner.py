@@ -371,3 +371,94 @@ def test_a_resume_spelling_out_the_values_the_folder_ran_with_is_not_refused(tmp
         RunDir(out).open(_cfg(out, suites=("standard", "relearning"), **extra))
     with pytest.raises(ConfigMismatchError, match="relearning"):
         RunDir(out).open(_cfg(out, suites=("standard", "relearning"), eval={"relearning.steps": 6}))
+
+
+# -- settings that failed inside a job (a traceback after files were written) are refused up front -------------
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"seeds": (-1,)}, r"seeds must be whole numbers from 0 to 2\*\*32 - 1, got -1"),  # numpy traceback in a job
+    ({"seeds": (2**32,)}, r"got 4294967296"),
+    ({"seeds": (0.5,)}, r"got 0.5"),  # silently run as seed 0
+    ({"forget_size": "8"}, r"forget_size must be a whole number >= 1 .*got '8'"),  # TypeError traceback
+    ({"forget_size": 8.7}, r"forget_size must be a whole number >= 1 .*got 8.7"),  # a misleading error after loading
+    ({"localizations": ("manual",)}, r"localization 'manual' needs the option\(s\) \['components'\]"),
+    ({"task": "sports-unlearning", "objectives": ("inject",)}, r"objective 'inject' trains towards a new answer"),
+    ({"device": "bogus"}, r"device='bogus' is not a device torch knows"),
+    ({"executor": "ray", "gpus_per_job": -1}, r"gpus_per_job must be >= 0"),
+])
+def test_settings_that_failed_inside_a_job_are_refused_up_front(tmp_path: Path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(tmp_path / "run", **kw)
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_files_that_failed_inside_a_job_are_refused_up_front(tmp_path: Path):
+    empty, folder = tmp_path / "empty.txt", tmp_path / "texts"
+    empty.write_text("")
+    folder.mkdir()
+    side = dict(suites=("standard", "side_effects"))
+    with pytest.raises(ValueError, match=r"eval.text.source=.*texts' is a folder; give a text file"):
+        _cfg(tmp_path / "run", eval={"text": {"source": str(folder)}}, **side)
+    with pytest.raises(ValueError, match=r"empty.txt' is an empty file"):
+        _cfg(tmp_path / "run", eval={"text": {"source": str(empty)}}, **side)
+    with pytest.raises(ValueError, match=r"has no .csv files"):
+        _cfg(tmp_path / "run", eval={"side_effects": {"mmlu_source": str(folder)}}, **side)
+    assert _cfg(tmp_path / "run", seeds="0,1").seeds == (0, 1)  # a config file's "0,1" string is a list
+    assert _cfg(tmp_path / "run", localizations=("manual",),
+                localize_options={"manual": {"components": ["L1.mlp"]}}).localizations == ("manual",)
+
+
+def test_cuda_on_a_machine_without_it_is_refused_for_the_local_executor(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=r"device='cuda': this torch has no usable CUDA device here"):
+        _cfg(tmp_path / "run", device="cuda")
+    assert _cfg(tmp_path / "run", device="cuda", executor="ray", gpus_per_job=1).device == "cuda"  # Ray workers may
+
+
+def test_a_run_that_fails_after_its_plan_leaves_no_settings_that_refuse_the_corrected_command(tmp_path: Path, capsys):
+    """A budget smaller than any component failed after the plan was written (RuntimeError traceback);
+    the folder kept the bad settings and refused the corrected command as "a different configuration"."""
+    out = tmp_path / "run"
+    assert _main("planted", "--model", "planted", "--out", str(out), "--localizations", "random",
+                 "--param-budget", "10", "--suites", "standard", "--edit", "steps=1", "--no-report") == 2
+    assert "selected no component at the parameter budget 10" in capsys.readouterr().err
+    assert not out.exists()  # nothing of the failed attempt stays
+    assert _main("planted", "--model", "planted", "--out", str(out), "--localizations", "random",
+                 "--suites", "standard", "--edit", "steps=1", "--no-report") == 0
+
+
+def test_damaged_run_folder_files_and_config_files_are_exit_2_naming_them(tmp_path: Path, capsys):
+    """``run`` showed a traceback for a truncated plan file (``report`` gave exit 2 for it); a --config
+    folder or malformed YAML was a traceback, malformed JSON did not name the file; the advice for a
+    damaged run_config.json (delete it and rerun) left a folder that was refused as not a run folder."""
+    out = tmp_path / "run"
+    common = ["--model", "planted", "--out", str(out), "--suites", "standard", "--edit", "steps=1", "--no-report"]
+    assert _main("planted", *common, "--localizations", "flu") == 0
+    plan = out / "plan" / "seed0.json"
+    plan.write_text(plan.read_text()[:40])
+    assert _main("planted", *common, "--localizations", "flu,random") == 2  # needs the plan: reads it
+    assert f"{plan} is not valid JSON" in capsys.readouterr().err
+    (out / "run_config.json").write_text('{"config": ')
+    with pytest.raises(RunDirError, match=r"(?s)settings cannot be read.*--overwrite"):
+        RunDir(out).open(_cfg(out))
+    bad_yaml, bad_json = tmp_path / "c.yaml", tmp_path / "c.json"
+    bad_yaml.write_text("task: [planted\n")
+    bad_json.write_text("{")
+    for config, message in ((tmp_path, "is a folder"), (bad_yaml, "invalid YAML"), (bad_json, "invalid JSON")):
+        assert _main("--config", str(config), "--out", str(tmp_path / "other")) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(config) in err
+
+
+def test_no_or_duplicate_suites_and_the_edit_prefix_once(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"give at least one evaluation suite"):  # localized and edited, measured nothing
+        _cfg(tmp_path / "run", suites=())
+    with pytest.raises(ValueError, match=r"suites listed twice: \['standard', 'standard'\]"):
+        _cfg(tmp_path / "run", suites=("standard", "standard"))
+    with pytest.raises(ValueError) as e:
+        _cfg(tmp_path / "run", edit={"lr": -1.0})
+    assert str(e.value).count("bad edit option") == 1 and "lr" in str(e.value)
