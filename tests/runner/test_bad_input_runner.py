@@ -462,3 +462,17 @@ def test_no_or_duplicate_suites_and_the_edit_prefix_once(tmp_path: Path):
     with pytest.raises(ValueError) as e:
         _cfg(tmp_path / "run", edit={"lr": -1.0})
     assert str(e.value).count("bad edit option") == 1 and "lr" in str(e.value)
+
+
+def test_settings_of_a_suite_the_run_does_not_run_do_not_stop_a_resume(tmp_path: Path, capsys):
+    """``--eval relearning.steps=3`` on a run without relearning was recorded, and the same command
+    without it was refused ("resolved eval relearning steps 3 (stored) != 5 (now)")."""
+    out = tmp_path / "run"
+    common = ["--model", "planted", "--out", str(out), "--suites", "standard", "--localizations", "all_mlps",
+              "--edit", "steps=1", "--no-report"]
+    assert _main("planted", *common, "--eval", "relearning.steps=3") == 0
+    assert _main("planted", *common) == 0, capsys.readouterr().err
+    assert "skipped 1 completed" in capsys.readouterr().err
+    assert _main("planted", *common, "--eval", "soft_prompts.steps=7") == 0  # nor soft prompts (not run)
+    assert _main("planted", *common[:-3], "--edit", "steps=2", "--no-report") == 2  # a setting that counts
+    assert "resolved edit" in capsys.readouterr().err
