@@ -30,7 +30,8 @@ __all__ = ["annotate_table1", "cell_interval", "cell_text", "params_edited", "se
 
 #: Legend of the Table 1 marks (HTML and markdown).
 TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
-                 "otherwise a percentile bootstrap over facts, resampling seeds then facts with several seeds; the "
+                 "and on the pooled count where every fact of every seed is 0 or 1 alike; otherwise a percentile "
+                 "bootstrap over facts, resampling seeds then facts with several seeds; the "
                  "original row: the same for its baseline accuracies). ± s: a cell without per-fact values, "
                  "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
