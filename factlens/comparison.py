@@ -119,6 +119,10 @@ def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mappi
                          + f"): paired comparisons need the same model and evaluation settings; {fix}")
 
 
+#: the suites that read ``EvalConfig.text`` (general text for side effects and the attacks' text term)
+_TEXT_READERS = frozenset({"side_effects", "relearning", "unrelated_finetune"})
+
+
 def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     """What a run was measured with, flattened: the model and every evaluation setting but batch sizes.
 
@@ -128,7 +132,8 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     change no result and are left out; the attacks' training batches are compared (every field
     called ``batch_size`` was left out before, the relearning attack's facts per step too). So
     are the tables of suites the evaluation did not run left out (their settings decide none of
-    its numbers: a folder without side effects need not name the other folder's MMLU source).
+    its numbers: a folder without side effects need not name the other folder's MMLU source), and
+    the general text's settings of a folder that ran no suite reading it.
     Settings added since a folder was written take the value it ran with
     (:func:`factlens.runner.stored.upgrade_stored`'s table).
     """
@@ -139,6 +144,8 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     ran = set(getattr(rec["eval"], "suites", None) or ())
     config = with_added_eval_fields(rec["eval"].meta.get("config") or {})
     config = {k: v for k, v in config.items() if k not in SUITES or k in ran}
+    if not ran & _TEXT_READERS:  # the general text decides none of its numbers: its settings neither
+        config.pop("text", None)
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
 

@@ -217,6 +217,11 @@ def test_settings_of_a_suite_one_folder_did_not_run_do_not_stop_a_merge(run_dir:
                  "--suites", "standard", "--localizations", "all_mlps", "--eval", "soft_prompts.steps=3",
                  "--eval", "side_effects.n_mmlu=5"]) == 0
     assert set(load_evaluations([run_dir, other])) == {"flu", "random", "all_mlps"}
+    # nor with one whose general text differs but ran no suite that reads it ("eval.text.n_chunks: 2 vs 4")
+    plain = tmp_path / "plain"
+    assert main(["run", "planted", "--model", "planted", "--out", str(plain), "--no-progress", "--no-report",
+                 "--suites", "standard", "--localizations", "nonlocalized", "--eval", "text.n_chunks=3"]) == 0
+    assert set(load_evaluations([run_dir, plain])) == {"flu", "random", "nonlocalized"}
 
 
 def test_the_comparison_module_is_not_shadowed_by_the_verb():
