@@ -96,11 +96,14 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
                                  "unit once (compare the folders separately, or leave one out)")
             seen[unit, seed] = str(d)
-            here = (str(d), r.get("task"), _fact_ids(r["eval"]), _setup(r))
+            here = (f"{d} ({unit})", r.get("task"), _fact_ids(r["eval"]), _setup(r))
             first = facts.setdefault(seed, here)
             if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
-                raise ValueError(f"{first[0]} and {d} hold different facts for seed {seed} (task {first[1]} vs "
-                                 f"{here[1]}): paired comparisons need the same task, forget size, seed and data")
+                # the units named too: two units of one folder with other facts named the folder twice
+                only = sorted((first[2] ^ here[2]) if first[2] and here[2] else ())
+                raise ValueError(f"{first[0]} and {here[0]} hold different facts for seed {seed} (task {first[1]} "
+                                 f"vs {here[1]}{'; facts in one only: ' + str(only[:4]) if only else ''}): paired "
+                                 "comparisons need the same task, forget size, seed and data")
             _check_same_setup(first[0], first[3], str(d), here[3], seed, fix="rerun one folder with the other's "
                               "--model and eval options")
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed

@@ -658,3 +658,22 @@ def test_attack_training_batches_are_compared_forward_pass_sizes_are_not():
     assert old["eval.relearning.text_batch_size"] == 2  # it trained on text.batch_size = 2 chunks per step
     with pytest.raises(ValueError, match=r"eval\.relearning\.text_batch_size: 4 vs 2"):
         _check_same_setup("a", rec(base), "b", old, 0, fix="")
+
+
+def test_units_of_one_folder_with_other_facts_are_named_in_the_refusal(run_dir: Path, tmp_path: Path):
+    """The message named the folder twice ("…/run and …/run hold different facts")."""
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    f = copy / "runs" / "seed0" / "random.json"
+    rec = json.loads(f.read_text())
+    for m in rec["eval"]["suites"]["standard"]["metrics"]:
+        if m["name"].startswith("forget_") and m["samples"]:
+            k = sorted(m["samples"])[0]
+            m["samples"]["renamed"] = m["samples"].pop(k)
+    f.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"\(flu\) and .*\(random\) hold different facts for seed 0 .*facts in one "
+                                         r"only: \[.*'renamed'"):
+        factlens.compare(copy)
