@@ -365,6 +365,18 @@ class _PairedTest:
     smallest: float  # factlens.stats.smallest_attainable_p: Tarone's selection of the Holm family
 
 
+def declared_continuous(m: Any) -> bool:
+    """A metric built with ``Metric.from_samples(..., proportion=False)`` (values that can lie
+    outside [0, 1]): its values are all 0 or 1 and yet it took the bootstrap interval, which an
+    unweighted 0/1 metric only takes when so declared. Its comparisons are then not those of
+    proportions (no Newcombe interval, no binomial MDD), whatever values a run happened to give."""
+    from factlens.stats import is_binary
+
+    if m.ci_method != "bootstrap" or m.weights is not None or not m.samples:
+        return False
+    return is_binary(np.array([v for v in m.samples.values() if v == v], dtype=float))
+
+
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
          alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
@@ -383,16 +395,17 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         "reference_value": float(np.mean([m.value for m in rm.values()])),
         "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
     weighted = any(m.weights is not None for m in (*lm.values(), *rm.values()))  # token-weighted metric
+    proportion = not any(declared_continuous(m) for m in (*lm.values(), *rm.values()))
     units = [_unit_values(m) for m in lm.values()]
     vci = (mean_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
-                         seed=seed) if len(lm) > 1 else (first.ci_low, first.ci_high))
+                         seed=seed, proportion=proportion) if len(lm) > 1 else (first.ci_low, first.ci_high))
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
                 "p_value": float("nan"), "n_facts": min((len(p.ids) for p in pairs), default=0),
                 "n_units": sum(len(p.ids) for p in pairs), "mdd_unadjusted": float("nan")}, None
     diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs],
-                           weights=[p.w for p in pairs] if weighted else None, seed=seed)
+                           weights=[p.w for p in pairs] if weighted else None, seed=seed, proportion=proportion)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     d = xs - ys
     w = np.concatenate([p.w / p.w.sum() for p in pairs])  # each seed counts once, its units by their weights
@@ -407,7 +420,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
         sd = 0.0
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
-    test = _PairedTest(int(ok.sum()), sd, is_binary(xs[ok]) and is_binary(ys[ok]), key,
+    test = _PairedTest(int(ok.sum()), sd, proportion and is_binary(xs[ok]) and is_binary(ys[ok]), key,
                        smallest_attainable_p(d, weights=w, seed=seed))
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": min(int(np.sum(~np.isnan(p.x - p.y))) for p in pairs),

@@ -233,7 +233,7 @@ def hierarchical_bootstrap_interval(groups: Sequence[Sequence[float]], *,
 
 
 def mean_interval(groups: Sequence[Sequence[float]], *, weights: Sequence[Sequence[float]] | None = None,
-                  seed: int = 0) -> tuple[float, float] | None:
+                  seed: int = 0, proportion: bool = True) -> tuple[float, float] | None:
     """Interval of a mean over seeds and units: :func:`hierarchical_bootstrap_interval`, except
     where every unit has the same value 0 or 1, where it is the Wilson interval of the pooled count.
 
@@ -244,12 +244,14 @@ def mean_interval(groups: Sequence[Sequence[float]], *, weights: Sequence[Sequen
     Only for values, not for paired differences (all-zero differences are not a proportion),
     and not for token-weighted means (``weights`` given: a KL of 0 on every text chunk is not
     0 successes of n), as :meth:`~factlens.evaluation.result.Metric.from_samples` does for one seed.
+    ``proportion=False``: values that can lie outside [0, 1] (a selective recovery, -1 ... 1)
+    are never read as 0/1 outcomes, even when they all are 0 or 1.
 
     Example:
         >>> [round(x, 2) for x in mean_interval([[1.0] * 16, [1.0] * 16])]
         [0.89, 1.0]
     """
-    if weights is None and identical_binary(groups):
+    if weights is None and proportion and identical_binary(groups):
         flat = [float(v) for g in groups for v in g if not math.isnan(float(v))]
         return wilson_interval(int(sum(flat)), len(flat))
     return hierarchical_bootstrap_interval(groups, weights=weights, seed=seed)
@@ -355,7 +357,8 @@ def paired_bootstrap_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Seq
 
 def paired_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[float] | Sequence[Sequence[float]],
                 *, weights: Sequence[float] | Sequence[Sequence[float]] | None = None, confidence: float = 0.95,
-                n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+                n_resamples: int = N_RESAMPLES, seed: int = 0,
+                proportion: bool = True) -> tuple[float, tuple[float, float] | None]:
     """Mean paired difference ``x - y`` and its interval: what :func:`factlens.compare` reports.
 
     Arguments and the difference as :func:`paired_bootstrap_diff`. The interval is its
@@ -366,7 +369,8 @@ def paired_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[floa
     :func:`paired_proportion_diff_interval` of all pairs (one seed), or, with several seeds, the
     hull of that pooled interval and the bootstrap over seeds then facts (the pooled interval
     ignores the seed variance the bootstrap sees; the bootstrap misses what few differing facts
-    leave open).
+    leave open). ``proportion=False``: outcomes that can lie outside [0, 1] always take the
+    bootstrap (:func:`mean_interval`).
 
     Example:
         >>> d, ci = paired_diff([1] * 16, [1] * 16)
@@ -377,7 +381,7 @@ def paired_diff(x: Sequence[float] | Sequence[Sequence[float]], y: Sequence[floa
     xs, ys = _as_groups(x), _as_groups(y)
     flat_x, flat_y = np.concatenate(xs), np.concatenate(ys)
     ok = ~(np.isnan(flat_x) | np.isnan(flat_y))
-    if weights is not None or not ok.any() or not (is_binary(flat_x[ok]) and is_binary(flat_y[ok])):
+    if weights is not None or not proportion or not ok.any() or not (is_binary(flat_x[ok]) and is_binary(flat_y[ok])):
         return diff, ci
     score = paired_proportion_diff_interval(flat_x[ok], flat_y[ok], confidence=confidence)
     if len(xs) == 1 or ci is None:

@@ -576,3 +576,26 @@ def test_units_of_weight_zero_leave_the_bootstrap():
     vals, w = [0.1, 0.2, 0.3, 0.9, 0.5, 0.7], [0, 0, 1, 0, 1, 2]
     kept = bootstrap_mean_interval([0.3, 0.5, 0.7], weights=[1, 1, 2])
     assert bootstrap_mean_interval(vals, weights=w) == kept and kept is not None and not math.isnan(kept[0])
+
+
+def test_a_metric_that_can_be_negative_is_never_read_as_a_proportion():
+    """A selective recovery (-1 ... 1) whose facts all happened to score 0 got a Wilson interval pinned
+    at 0 ("0.000 [0.00, 0.19]"), and compare gave it Newcombe's interval and the binomial MDD floor."""
+    import factlens
+    from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    from factlens.stats import paired_diff
+
+    zeros = {f"f{i}": 0.0 for i in range(16)}
+    m = Metric.from_samples("relearn_selective_recovery", zeros, proportion=False)
+    assert m.ci_method == "bootstrap" and (m.ci_low, m.ci_high) == (0.0, 0.0)
+    assert Metric.from_samples("forget_accuracy", zeros).ci_method == "wilson"  # an accuracy stays one
+
+    def ev(values):
+        s = SuiteResult("relearning", (Metric.from_samples("relearn_selective_recovery", values, proportion=False),))
+        return EvalResult({"relearning": s})
+
+    ones = dict(zeros, **{f"f{i}": 1.0 for i in range(4)})
+    row = factlens.compare({"a": [ev(ones)], "b": [ev(zeros)]}, reference="b").iloc[0]
+    d, boot = paired_diff([list(ones.values())], [list(zeros.values())], proportion=False)
+    assert (row["ci_low"], row["ci_high"]) == boot and boot != paired_diff([list(ones.values())],
+                                                                          [list(zeros.values())])[1]

@@ -107,7 +107,8 @@ class Metric:
     @classmethod
     def from_samples(cls, name: str, samples: Mapping[str, float], *, unit: str = "facts",
                      baseline: float | None = None, at_chance: bool = False, higher_is_better: bool = True,
-                     weights: Mapping[str, float] | None = None, confidence: float = 0.95, seed: int = 0) -> "Metric":
+                     weights: Mapping[str, float] | None = None, confidence: float = 0.95, seed: int = 0,
+                     proportion: bool = True) -> "Metric":
         """The mean of per-unit values with its 95 % interval (the one way suites build metrics).
 
         The interval is a Wilson score interval when every value is 0 or 1 (an accuracy over
@@ -128,6 +129,10 @@ class Metric:
                 with their weights. Kept in the metric's ``weights`` for paired comparisons.
             confidence: Interval coverage.
             seed: Bootstrap seed.
+            proportion: ``False`` for a metric whose per-unit values can lie outside [0, 1] (a
+                selective recovery, -1 ... 1): it keeps the bootstrap interval when its values
+                happen to be all 0 or 1 (a Wilson interval pinned at 0 is no interval of such a
+                mean), and :func:`factlens.compare` then treats it as continuous too.
 
         Raises:
             ValueError: No unit has a value, or ``weights`` lacks a unit, has a negative or
@@ -147,7 +152,7 @@ class Metric:
         w = None if weights is None else _unit_weights(name, ids, weights)
         value = float(v.mean()) if w is None else float((w * v).sum() / w.sum())
         se = weighted_mean_se(v, weights=w)
-        if w is None and is_binary(v):
+        if w is None and proportion and is_binary(v):
             ci, method = wilson_interval(int(v.sum()), len(v), confidence=confidence), "wilson"
         else:
             ci = bootstrap_mean_interval(v, weights=w, confidence=confidence, seed=seed)

@@ -225,7 +225,7 @@ def selectivity_metrics(prefix: str, sel: Selectivity, base: Selectivity | None,
     """
     return [
         Metric.from_samples(f"{prefix}_selective_recovery", sel.recovery, baseline=base.value if base else None,
-                            at_chance=at_chance, higher_is_better=False),
+                            at_chance=at_chance, higher_is_better=False, proportion=False),  # -1 ... 1
         Metric.from_samples(f"{prefix}_control_bias", sel.bias, higher_is_better=False,
                             baseline=base.mean_bias if base else None),
     ]

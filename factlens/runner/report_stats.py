@@ -209,7 +209,10 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     groups = [list(v.values()) for v in vals.values()]
     weights = [[ws[seed].get(k, 1.0) for k in v] for seed, v in vals.items()]
     weighted = any(ws.values())  # unweighted cells: plain means, as before weights were kept
-    return mean_interval(groups, weights=weights if weighted else None) if groups else None
+    from factlens.comparison import declared_continuous
+
+    proportion = not any(declared_continuous(m) for r in runs for m in _cell_metrics(r, suite, names))
+    return mean_interval(groups, weights=weights if weighted else None, proportion=proportion) if groups else None
 
 
 def cell_interval(runs: Sequence[dict], suite: str, metric: str, *, baseline: bool) -> tuple[float, float] | None:
