@@ -218,7 +218,8 @@ def attack_metrics(prefix: str, attacked: TaskScores, before: TaskScores, *, bas
         if not samples or all(math.isnan(x) for x in samples.values()):
             continue
         b = base_rec if name == "forget_recovery" else _mean(base)
-        out.append(Metric.from_samples(f"{prefix}_{name}", samples, baseline=b, higher_is_better=hib, at_chance=ch))
+        out.append(Metric.from_samples(f"{prefix}_{name}", samples, baseline=b, higher_is_better=hib, at_chance=ch,
+                                       proportion=name != "forget_recovery"))  # after - before: -1 ... 1
     return out
 
 

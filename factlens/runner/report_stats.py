@@ -183,7 +183,9 @@ def _baseline_ci(runs: Sequence[dict], suite: str, names: Sequence[str],
         if not ms:
             continue
         b, n = ms[0].baseline, ms[0].n
-        if b is None or not n or ms[0].ci_method != "wilson" or math.isnan(b):
+        # a "wilson" metric whose baseline lies outside [0, 1] is a difference that happened to be 0/1 in the
+        # edited model (a recovery, after - before; folders written before proportion=False): no count of ones
+        if b is None or not n or ms[0].ci_method != "wilson" or math.isnan(b) or not 0.0 <= b <= 1.0:
             return None
         counts.append((int(round(b * n)), int(n)))
     if not counts:

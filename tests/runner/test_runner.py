@@ -401,3 +401,31 @@ def test_report_and_compare_outputs_never_replace_a_run_file_or_a_file_of_ones_o
     assert csv.read_text().startswith("localization,metric,") and "<title>factlens" in html.read_text()
     assert md.read_text().startswith("| localization") and main(["report", str(copy_of_run)]) == 0  # report.html
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["cmp.csv", "r.html"]  # no temporary file left
+
+
+def test_a_recovery_metric_with_a_negative_baseline_does_not_stop_the_report(copy_of_run: Path):
+    """A quantization forget recovery (after - before per fact) whose edited facts were all 0 or 1 was
+    labelled "wilson"; its baseline (the unedited model's mean recovery) is negative when quantization
+    costs the unedited model facts, and the report's "All metrics" cells then failed (k = -9 of 16)."""
+    from factlens.evaluation.attacks import attack_metrics
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+
+    f = next((copy_of_run / "runs" / "seed0").glob("*.json"))
+    rec = json.loads(f.read_text())
+    samples = {str(i): float(i < 4) for i in range(16)}
+    rec["eval"]["suites"]["quantization"] = {"suite": "quantization", "metrics": [
+        {"name": "quant_int4_forget_recovery", "value": 0.25, "n": 16, "unit": "facts", "baseline": -0.5625,
+         "at_chance": False, "higher_is_better": False, "stderr": 0.1, "ci_low": 0.1, "ci_high": 0.5,
+         "ci_method": "wilson", "samples": samples, "weights": None}]}  # as folders before proportion=False have it
+    f.write_text(json.dumps(rec))
+    assert "quant_int4_forget_recovery" in markdown_summary(copy_of_run) and build_report(copy_of_run)
+    # and today's attacks label a recovery as the difference it is, whatever values it happens to take
+    from factlens.evaluation.attacks import TaskScores
+
+    before = TaskScores(forget={k: 0.0 for k in samples}, edit={}, maintain={"m": 1.0})
+    after = TaskScores(forget=samples, edit={}, maintain={"m": 1.0})
+    rec_metric = next(m for m in attack_metrics("quant_int4", after, before) if m.name.endswith("forget_recovery"))
+    assert rec_metric.ci_method == "bootstrap"
+    assert next(m for m in attack_metrics("quant_int4", after, before)
+                if m.name.endswith("forget_accuracy")).ci_method == "wilson"
