@@ -196,7 +196,7 @@ def test_run_dirs_measured_with_different_settings_are_not_merged(run_dir: Path,
 
     other = tmp_path / "chunks"
     assert main(["run", "planted", "--model", "planted", "--out", str(other), "--no-progress", "--no-report",
-                 "--suites", "standard", "--localizations", "all_mlps", "--eval", "text.seq_len=8"]) == 0
+                 "--suites", "standard,side_effects", "--localizations", "all_mlps", "--eval", "text.seq_len=8"]) == 0
     with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.seq_len: 16 vs 8\)"):
         load_evaluations([run_dir, other])
     # batch sizes change no result: such folders still merge
@@ -414,8 +414,12 @@ def test_in_memory_results_with_other_text_or_mmlu_settings_are_refused():
     cfg = EvalConfig()
     a.meta["config"] = cfg.to_dict()
     b.meta["config"] = cfg.replace(text=cfg.text.replace(seq_len=32)).to_dict()
+    assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) == 2  # neither read the text
+    ids = [f"chunk:{i}" for i in range(4)]
+    reads = lambda r, v: EvalResult({**r.suites, "side_effects": SuiteResult("side_effects", (  # noqa: E731
+        Metric.from_samples("kl_divergence", dict(zip(ids, v)), unit="tokens"),))}, meta=r.meta)
     with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.seq_len: 64 vs 32\)"):
-        factlens.compare({"flu": [a], "loc": [b]}, reference="flu")
+        factlens.compare({"flu": [reads(a, [0.1] * 4)], "loc": [reads(b, [0.2] * 4)]}, reference="flu")
     b.meta["config"] = cfg.replace(side_effects=cfg.side_effects.replace(n_mmlu=5)).to_dict()
     assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) == 2  # neither ran side effects
     c, d = _token_result([0.5] * 8), _token_result([0.4] * 8)
