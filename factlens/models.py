@@ -429,8 +429,15 @@ def _write_cache(folder: Path, model, tok, readme: str) -> None:
             if _usable_cache(folder, model):
                 return
             aside = folder.with_name(f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-            os.rename(folder, aside)
-            os.rename(tmp, folder)
+            try:
+                os.rename(folder, aside)
+            except FileNotFoundError:  # another process moved the stale folder aside first
+                pass
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # ... and put its own in place: keep it if it is whole
+                if not _usable_cache(folder, model):
+                    raise
             shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -178,3 +178,21 @@ def test_an_entry_of_another_registry_is_refused_where_a_name_goes():
     with pytest.raises(TypeError, match=r"a localization is a name or a Localization entry, got a ScoringMethod"):
         LOCALIZATIONS.get(METHODS.get("random"))
     assert METHODS.get(METHODS.get("random")) is METHODS.get("random")
+
+
+def test_two_compared_methods_whose_localizations_collide_are_refused(install):
+    """Methods "last_mlp" and "last_mlp_mlps" both gave a localization "last_mlp_mlps"; the name then
+    ran the first method."""
+    source = PLUGIN + "\nLAST_MLPS = ScoringMethod('last_mlp_mlps', last_mlp, ('seed',), compared=True)\n"
+    install({"factlens.localization_methods": "last_mlp = {m}:LAST_MLP\nlast_mlp_mlps = {m}:LAST_MLPS"},
+            source=source)
+    with pytest.raises(plugins.PluginError, match=r"gives the localizations \['last_mlp_mlps'\], which already exist"):
+        LOCALIZATIONS.get("last_mlp_mlps")
+
+
+def test_a_broken_plugin_is_a_clear_exit_2_of_every_command(install, capsys):
+    from factlens.runner.cli import main
+
+    install({"factlens.objectives": "hinge = {m}:MISSING"})
+    assert main(["run", "planted", "--model", "planted", "--out", "x"]) == 2
+    assert "could not be loaded" in capsys.readouterr().err

@@ -181,7 +181,8 @@ def _plugin_localizations(builtin: tuple[str, ...]) -> tuple[Localization, ...]:
     own = plugin_entries("localization", Localization, builtin)
     derived = _compared(METHODS.all_entries()[len(METHODS.entries):])
     taken = {*builtin, *(e.name for e in own)}
-    clash = sorted(e.name for e in derived if e.name in taken)
+    names = [e.name for e in derived]  # two methods "wn" and "wn_mlps" both give "wn_mlps"
+    clash = sorted({n for n in names if n in taken or names.count(n) > 1})
     if clash:
         raise PluginError(f"an installed scoring method with compared=True gives the localizations {clash}, "
                           "which already exist; rename the method (factlens.plugins)")

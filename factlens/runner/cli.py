@@ -183,6 +183,7 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from factlens.editing.memory_editing import MaskNotSupported
+    from factlens.runner.config import check_device
     from factlens.runner.executor import RunDirError, run_experiment
     from factlens.runner.pipeline import EmptyMask
     from factlens.runner.processes import JobError
@@ -191,6 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(args)
+        check_device(cfg)
     except (ValueError, FileNotFoundError, ImportError) as e:
         return _error(e)
     print(f"factlens run {cfg.task}: model={cfg.model} localizations={','.join(cfg.localizations)} "
@@ -277,7 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted (rerun the same command to resume). Other errors during the run itself
         propagate with a traceback.
     """
-    parser = build_parser()
+    from factlens.plugins import PluginError
+
+    try:
+        parser = build_parser()  # --help lists the registered methods: reads the plugins
+    except PluginError as e:
+        return _error(e)
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         if args.command == "run":
@@ -289,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)
         return 130
     except FileNotFoundError as e:
+        return _error(e)
+    except PluginError as e:  # an installed package's entry point (the message names the package)
         return _error(e)
 
 

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+
 from factlens.config import Overrides
 from factlens.runner.inputs import _looks_local, _where, hash_input
 from factlens.runner.inputs import load_config_file  # noqa: F401 - importable from here, as before the split
@@ -368,7 +370,6 @@ class RunConfig:
                     "give: choose an unlearning objective" for o in self.objectives if OBJECTIVES.get(o).needs_target_new]
         if self.gpus_per_job < 0 or self.cpus_per_job <= 0:
             bad.append(f"gpus_per_job must be >= 0 and cpus_per_job > 0, got {self.gpus_per_job}, {self.cpus_per_job}")
-        bad += _device_problems(self.device, local=self.executor == "local")
         if bad:
             raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
 
@@ -567,6 +568,22 @@ def _as_dict(x: Any) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
+def check_device(config: "RunConfig") -> None:
+    """Refuse a device this machine cannot hold the model on, before any file is written.
+
+    Checked for the run asked for now (``factlens run``, :func:`~factlens.runner.run_experiment`),
+    not in :meth:`RunConfig.validate`: a stored folder's settings name the device it ran on, which
+    need not exist where it is resumed or reported (a GPU run resumed through Ray from a CPU
+    driver).
+
+    Raises:
+        ValueError: What is wrong and what to use instead.
+    """
+    bad = _device_problems(config.device, local=config.executor == "local")
+    if bad:
+        raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
+
+
 def _device_problems(device: str, *, local: bool) -> list[str]:
     """Why ``device`` cannot hold the model here (a misspelt name; CUDA on a machine without it,
     checked for the local executor only: Ray workers may have GPUs the driver lacks)."""
@@ -589,6 +606,8 @@ def _seed(value: Any) -> int:
     (``--seeds 0,1``); a float such as 0.5 was silently run as seed 0, -1 failed inside a job."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
+    if isinstance(value, np.integer) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)  # np.arange(3), or 1.0 from a YAML file: whole numbers
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
         raise ValueError(f"seeds must be whole numbers from 0 to 2**32 - 1, got {value!r}")
     return value

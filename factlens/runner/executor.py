@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
-from factlens.runner.config import RunConfig
+from factlens.runner.config import RunConfig, check_device
 from factlens.runner.pipeline import Job, PlanJob, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 # the run folder lived here: its names stay importable from this module
@@ -254,6 +254,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
         ('seed0/all_mlps',)
     """
     t_start = time.perf_counter()
+    check_device(config)  # the device asked for now (a stored folder's need not exist here)
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     fresh = overwrite or not rd.config_path.exists()
@@ -269,13 +270,27 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     except BaseException as e:
         if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
             rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None,
-                                plans_too=not isinstance(e, KeyboardInterrupt))
+                                plans_too=_bad_setting(e))
         elif previous is not None and set(rd.run_files()) == previous[1]:
             write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))
         raise
     finally:
         if own and isinstance(executor, LocalExecutor):
             executor.close()
+
+
+def _bad_setting(e: BaseException) -> bool:
+    """Whether ``e`` says a setting must change (then the plan goes with the failed attempt's
+    settings, which would refuse the corrected command): a forget size the facts cannot fill, a
+    budget that selects nothing, a mask the method cannot edit, also from a worker. Any other
+    failure (out of memory, a crashed worker, an interrupt) keeps the plan for the same command."""
+    from factlens.editing.memory_editing import MaskNotSupported
+    from factlens.runner.pipeline import EmptyMask
+    from factlens.runner.processes import JobError
+    from factlens.tasks import TaskSizeError
+
+    settings = (TaskSizeError, EmptyMask, MaskNotSupported)
+    return isinstance(e, settings) or (isinstance(e, JobError) and any(isinstance(c, settings) for c in e.causes))
 
 
 def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_start: float) -> "RunSummary":

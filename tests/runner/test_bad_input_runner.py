@@ -384,7 +384,6 @@ def test_a_resume_spelling_out_the_values_the_folder_ran_with_is_not_refused(tmp
     ({"forget_size": 8.7}, r"forget_size must be a whole number >= 1 .*got 8.7"),  # a misleading error after loading
     ({"localizations": ("manual",)}, r"localization 'manual' needs the option\(s\) \['components'\]"),
     ({"task": "sports-unlearning", "objectives": ("inject",)}, r"objective 'inject' trains towards a new answer"),
-    ({"device": "bogus"}, r"device='bogus' is not a device torch knows"),
     ({"executor": "ray", "gpus_per_job": -1}, r"gpus_per_job must be >= 0"),
 ])
 def test_settings_that_failed_inside_a_job_are_refused_up_front(tmp_path: Path, kw, message):
@@ -409,14 +408,27 @@ def test_input_files_that_failed_inside_a_job_are_refused_up_front(tmp_path: Pat
                 localize_options={"manual": {"components": ["L1.mlp"]}}).localizations == ("manual",)
 
 
-def test_cuda_on_a_machine_without_it_is_refused_for_the_local_executor(tmp_path: Path):
+def test_a_device_this_machine_lacks_is_refused_for_the_run_asked_for_not_for_a_stored_one(tmp_path: Path, capsys):
+    """An unknown device or CUDA without CUDA failed inside a job; a stored folder's device is not
+    checked (a GPU run resumed through Ray from a CPU-only driver was refused, with --overwrite advised)."""
+    import numpy as np
     import torch
 
+    from factlens.runner import run_experiment
+    from factlens.runner.config import check_device
+
+    with pytest.raises(ValueError, match=r"device='bogus' is not a device torch knows"):
+        check_device(_cfg(tmp_path / "run", device="bogus"))
+    assert _main("planted", "--model", "planted", "--out", str(tmp_path / "b"), "--device", "bogus") == 2
+    assert "is not a device torch knows" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert _cfg(tmp_path / "run", seeds=np.arange(2)).seeds == (0, 1) == _cfg(tmp_path / "r", seeds=(0.0, 1.0)).seeds
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        return
+    gpu = _cfg(tmp_path / "run", device="cuda")  # a config, e.g. a stored folder's: not refused
     with pytest.raises(ValueError, match=r"device='cuda': this torch has no usable CUDA device here"):
-        _cfg(tmp_path / "run", device="cuda")
-    assert _cfg(tmp_path / "run", device="cuda", executor="ray", gpus_per_job=1).device == "cuda"  # Ray workers may
+        run_experiment(gpu)
+    assert not (tmp_path / "run").exists()
+    check_device(gpu.replace(executor="ray", gpus_per_job=1))  # Ray workers may have the GPUs
 
 
 def test_a_run_that_fails_after_its_plan_leaves_no_settings_that_refuse_the_corrected_command(tmp_path: Path, capsys):
@@ -476,3 +488,20 @@ def test_settings_of_a_suite_the_run_does_not_run_do_not_stop_a_resume(tmp_path:
     assert _main("planted", *common, "--eval", "soft_prompts.steps=7") == 0  # nor soft prompts (not run)
     assert _main("planted", *common[:-3], "--edit", "steps=2", "--no-report") == 2  # a setting that counts
     assert "resolved edit" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_for_another_reason_keeps_its_plan(tmp_path: Path, monkeypatch):
+    """Only a failure that says a setting must change discards the plan with the failed attempt; out of
+    memory, a crashed worker or a defect in a suite kept it before and keeps it now (the FLU is the
+    expensive part of a plan)."""
+    import factlens.evaluation.standard as standard
+
+    def boom(*a, **k):
+        raise RuntimeError("a defect in a suite")
+
+    monkeypatch.setattr(standard, "run_standard", boom)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="a defect in a suite"):
+        _main("planted", "--model", "planted", "--out", str(out), "--localizations", "flu", "--suites", "standard",
+              "--edit", "steps=1", "--no-report")
+    assert (out / "plan" / "seed0.json").exists() and (out / "run_config.json").exists()
