@@ -11,7 +11,9 @@ as an entry point in the group of its kind, named after the entry::
     weight_norm = "mypkg.weight_norm:WEIGHT_NORM"    # a ScoringMethod called "weight_norm"
 
 The registries read their group the first time they are used in a process (the worker processes
-of ``--workers`` read it again, from the same installed packages). A plugin may not replace a
+of ``--workers`` read it again, from the same installed packages); a lookup of a built-in name
+reads no plugin, so a plugin module may wrap a built-in entry (``METHODS.get("causal_tracing")``)
+while it is imported. A plugin may not replace a
 built-in entry or another plugin's entry, and its entry point must name an entry of the group's
 type with the entry point's own name: anything else is a :class:`PluginError` naming the package,
 so that a run never uses a method other than the one its name says. ``factlens run`` records the
@@ -97,12 +99,8 @@ def plugin_entries(kind: str, entry_type: type, builtin: tuple[str, ...]) -> tup
 
 
 def plugin_versions() -> dict[str, str]:
-    """``{distribution name: version}`` of the installed packages that declare factlens entry points.
-
-    Example:
-        >>> isinstance(plugin_versions(), dict)
-        True
-    """
+    """``{distribution name: version}`` of the installed packages that declare factlens entry points
+    (read now, not cached: after installing a plugin in a notebook, :func:`refresh` the registries too)."""
     out: dict[str, str] = {}
     for group in GROUPS.values():
         for ep in md.entry_points(group=group):

@@ -106,7 +106,10 @@ class Registry(Generic[E]):
                 raise TypeError(f"a {self.kind} is a name or a {kind.__name__} entry, got a {type(name).__name__} "
                                 f"({getattr(name, 'name', '?')!r})")
             return name  # type: ignore[return-value]
-        for e in self.all_entries():
+        for e in self.entries:  # factlens's own first: a plugin module may look one up while it is imported
+            if e.name == name:  # type: ignore[attr-defined]
+                return e
+        for e in self.all_entries()[len(self.entries):]:
             if e.name == name:  # type: ignore[attr-defined]
                 return e
         raise ValueError(f"unknown {self.kind} {name!r}; known: {list(self.names())}")

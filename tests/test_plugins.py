@@ -147,8 +147,9 @@ def test_a_plugin_cannot_replace_a_built_in_method_or_another_plugins(install):
     source = PLUGIN + "\nFLU = ScoringMethod('flu', last_mlp, ('seed',))\nALL = ScoringMethod('all', last_mlp, " \
                       "('seed',), compared=True)\n"
     install({"factlens.localization_methods": "flu = {m}:FLU"}, source=source)
+    assert METHODS.get("flu") is METHODS.entries[[e.name for e in METHODS.entries].index("flu")]  # never the plugin's
     with pytest.raises(plugins.PluginError, match=r"registers the localization method 'flu', which factlens already has"):
-        METHODS.get("flu")
+        METHODS.names()
     plugins.refresh()
     install({"factlens.localization_methods": "all = {m}:ALL"}, source=source)  # gives all, all_mlps (built in)
     with pytest.raises(plugins.PluginError, match=r"gives the localizations \['all_mlps'\], which already exist"):
@@ -196,3 +197,12 @@ def test_a_broken_plugin_is_a_clear_exit_2_of_every_command(install, capsys):
     install({"factlens.objectives": "hinge = {m}:MISSING"})
     assert main(["run", "planted", "--model", "planted", "--out", "x"]) == 2
     assert "could not be loaded" in capsys.readouterr().err
+
+
+def test_a_plugin_may_wrap_a_built_in_entry_while_it_is_imported(install, planted):
+    """Looking up a built-in name read the plugins, whose import was under way: a nested PluginError."""
+    source = PLUGIN + (
+        "\nfrom dataclasses import replace\nfrom factlens.localization import METHODS\n"
+        "WRAPPED = replace(METHODS.get('random'), name='random2', compared=False)\n")
+    install({"factlens.localization_methods": "random2 = {m}:WRAPPED"}, source=source)
+    assert METHODS.get("random2").fn == METHODS.get("random").fn
