@@ -1,0 +1,145 @@
+"""The checks of a :class:`~factlens.runner.config.RunConfig` beyond its fields' own: options the
+run would never read, settings that used to fail only inside a job, the device, the seeds.
+
+They run before any file is written (``RunConfig.validate``; the device in ``factlens run`` and
+:func:`~factlens.runner.run_experiment`), so that a bad setting costs an exit 2 with a message,
+not a traceback after minutes of work and a folder that keeps the bad settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from factlens.runner.inputs import _looks_local
+
+if TYPE_CHECKING:
+    from factlens.runner.config import RunConfig
+
+__all__ = ["late_failures", "unused_options", "check_device", "as_seed"]
+
+
+def late_failures(config: "RunConfig") -> list[str]:
+    """Settings that pass :meth:`RunConfig.validate`'s field checks but failed inside a job, after
+    files were written and minutes of work (each a traceback, and the folder kept the bad settings):
+    one line per problem, ``[]`` when there is none."""
+    from factlens.editing.registry import OBJECTIVES
+    from factlens.localization.registry import LOCALIZATIONS
+    from factlens.runner.pipeline import _localize_options
+
+    bad = []
+    for k, v in config.input_files().items():
+        p = Path(v).expanduser()
+        if not (_looks_local(v) and p.exists()):
+            continue
+        if p.is_dir() and k in ("eval.text.source", "edit.sft_source"):
+            bad.append(f"{k}={v!r} is a folder; give a text file (e.g. {p}/train.txt)")
+        elif p.is_dir() and k == "eval.side_effects.mmlu_source" and not any(p.glob("*.csv")):
+            bad.append(f"{k}={v!r} has no .csv files; expected the MMLU CSVs (e.g. abstract_algebra_dev.csv)")
+        elif p.is_file() and p.stat().st_size == 0:
+            bad.append(f"{k}={v!r} is an empty file")
+    for loc in config.localizations:
+        method = LOCALIZATIONS.get(loc).scoring
+        missing = [o for o in (method.required if method else ()) if o not in _localize_options(config, loc)]
+        if missing:
+            bad.append(f"localization {loc!r} needs the option(s) {missing}: set them in the config file's "
+                       f"[localize_options.{method.name}] table (e.g. components = [\"L3.mlp\"])")
+    if config.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
+        bad += [f"objective {o!r} trains towards a new answer (target_new), which task {config.task!r} does not "
+                "give: choose an unlearning objective" for o in config.objectives if OBJECTIVES.get(o).needs_target_new]
+    if config.gpus_per_job < 0 or config.cpus_per_job <= 0:
+        bad.append(f"gpus_per_job must be >= 0 and cpus_per_job > 0, got {config.gpus_per_job}, {config.cpus_per_job}")
+    return bad
+
+
+def unused_options(config: "RunConfig") -> list[str]:
+    """Options that are set but that this task / executor / suite selection never reads."""
+    out: list[str] = []
+    if config.task == "planted":
+        out += [f"{f}={getattr(config, f)!r}: task 'planted' uses the planted model's built-in facts and never reads "
+                f"--{f.replace('_', '-')}" for f in ("data", "mcq_data") if getattr(config, f) is not None]
+    elif config.mcq_data is not None and not config.task.startswith(("counterfact", "sequential")):
+        out.append(f"mcq_data={config.mcq_data!r}: only the CounterFact tasks read multiple-choice questions; "
+                   f"task {config.task!r} does not")
+    if config.executor == "local":
+        defaults = {"ray_address": None, "gpus_per_job": 0.0, "cpus_per_job": 1.0}
+        out += [f"{k}={getattr(config, k)!r}: only the Ray executor uses it (add --executor ray)"
+                for k, v in defaults.items() if getattr(config, k) != v]
+    elif config.workers != 1:
+        out.append(f"workers={config.workers!r}: only the local executor uses worker processes (Ray schedules its "
+                   "own; use --cpus-per-job)")
+    mmlu, text = config.eval.get_path("side_effects.mmlu_source"), config.eval.get_path("text.source")
+    if mmlu is not None and "side_effects" not in config.suites:
+        out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
+                   f"the suites are {list(config.suites)}")
+    readers = ("side_effects", "relearning", "unrelated_finetune")
+    covariance = ("rome", "memit")  # their key covariance is estimated on the run's text too
+    if text is not None and not set(readers) & set(config.suites) and not set(covariance) & set(config.methods):
+        out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
+                   f"{' and '.join(covariance)} read it, and the suites are {list(config.suites)}")
+    out += _unused_task_options(config)
+    return out
+
+def _unused_task_options(config: "RunConfig") -> list[str]:
+    import inspect
+
+    from factlens.tasks import task_entry
+
+    name = "sports-athlete-editing" if config.task == "planted" else config.task
+    params = inspect.signature(task_entry(name).fn).parameters
+    own = {"dataset", "seed", "n_forget", "chunk_size"}  # given by the runner (forget_size, seeds)
+    accepted = sorted(set(params) - own)
+    out = []
+    for k in config.task_options:
+        if k in ("n_forget", "chunk_size"):
+            out.append(f"task_options.{k}: set forget_size (--forget-size) instead")
+        elif k not in params:
+            out.append(f"task_options.{k}: task {config.task!r} does not take it (it takes {accepted})")
+    return out
+
+
+def check_device(config: "RunConfig") -> None:
+    """Refuse a device this machine cannot hold the model on, before any file is written.
+
+    Checked for the run asked for now (``factlens run``, :func:`~factlens.runner.run_experiment`),
+    not in :meth:`RunConfig.validate`: a stored folder's settings name the device it ran on, which
+    need not exist where it is resumed or reported (a GPU run resumed through Ray from a CPU
+    driver).
+
+    Raises:
+        ValueError: What is wrong and what to use instead.
+    """
+    bad = _device_problems(config.device, local=config.executor == "local")
+    if bad:
+        raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
+
+
+def _device_problems(device: str, *, local: bool) -> list[str]:
+    """Why ``device`` cannot hold the model here (a misspelt name; CUDA on a machine without it,
+    checked for the local executor only: Ray workers may have GPUs the driver lacks)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        return [f"device={device!r} is not a device torch knows ({e}); e.g. cpu, cuda, cuda:1, mps"]
+    if local and dev.type == "cuda" and not torch.cuda.is_available():
+        return [f"device={device!r}: this torch has no usable CUDA device here (torch {torch.__version__}); use "
+                "--device cpu, or --executor ray for GPUs on other machines"]
+    if local and dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return [f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here"]
+    return []
+
+
+def as_seed(value: Any) -> int:
+    """A seed as an int: a whole number in numpy's range (0 ... 2**32 - 1), or its decimal string
+    (``--seeds 0,1``); a float such as 0.5 was silently run as seed 0, -1 failed inside a job."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, np.integer) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)  # np.arange(3), or 1.0 from a YAML file: whole numbers
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"seeds must be whole numbers from 0 to 2**32 - 1, got {value!r}")
+    return value
