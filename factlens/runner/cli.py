@@ -223,19 +223,18 @@ def _error(e: BaseException) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from factlens.files import check_output, write_atomic
     from factlens.runner.report import write_report
     from factlens.runner.report_markdown import markdown_summary
 
     try:
         if args.markdown:
-            text = markdown_summary(args.out)
             if args.output is None:
-                print(text, end="")
+                print(markdown_summary(args.out), end="")
                 return 0
-            from factlens.files import check_output, write_atomic
-
             check_output(args.output, what="markdown report", ours=lambda head: head.startswith("| localization"),
                          protected=[args.out])
+            text = markdown_summary(args.out)
             write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             print(str(args.output))
             return 0
@@ -248,9 +247,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare
-    from factlens.runner.report_stats import compare_text
-
     from factlens.files import check_output, write_atomic
+    from factlens.runner.report_stats import compare_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
