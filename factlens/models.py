@@ -452,10 +452,18 @@ def _usable_cache(folder: Path, model) -> bool:
         return False
     try:
         with open(weights, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            return set(model.state_dict()) <= set(json.loads(f.read(n)))
+            return set(model.state_dict()) <= set(_safetensors_header(f))
     except (OSError, ValueError, struct.error):
         return False
+
+
+def _safetensors_header(f) -> dict[str, Any]:
+    """The header of a safetensors file open at its start (tensor name -> dtype, shape, offsets);
+    ``f`` is left at the first tensor's bytes."""
+    import struct
+
+    (n,) = struct.unpack("<Q", f.read(8))
+    return json.loads(f.read(n))
 
 
 class StaleCheckpoint(ValueError):
@@ -478,16 +486,13 @@ def _load_weights(model, weights: Path, dtype: torch.dtype, *, strict: bool = Fa
     others go through one temporary tensor. Plain reads, not a memory map: a mapped 1.8 GB file
     counts in the process's resident memory while it is read, next to the model itself.
     """
-    import struct
-
     state = model.state_dict()
     with torch.no_grad(), open(weights, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        header = _safetensors_header(f)
+        base = f.tell()  # the tensors' bytes start after the header
         missing = sorted(set(state) - set(header))
         if strict and missing:
             raise StaleCheckpoint(f"{weights} lacks {len(missing)} tensors of the model ({missing[:3]}...)")
-        base = 8 + n
         for key, info in header.items():
             if key == "__metadata__" or key not in state:
                 continue

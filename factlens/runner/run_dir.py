@@ -282,9 +282,9 @@ class RunDir:
                                                        (new_res.get("edit") or {}).get("methods"))
             # merged's first seed is the stored one: a run that adds seeds compares the same seed's settings
             a, b = without_method_tables(old_res), without_method_tables(new_res)
-            ran = _ran_only(config.suites)  # a suite the run does not run decides none of its numbers
-            diff += [f"resolved {k}: {d}" for k in ("edit", "eval")
-                     for d in _diff(*((ran(x.get(k, {})) if k == "eval" else x.get(k, {})) for x in (a, b)))
+            # a suite the run does not run decides none of its numbers
+            ran = [{**x, "eval": _ran_only(x.get("eval", {}), config.suites)} for x in (a, b)]
+            diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(ran[0].get(k, {}), ran[1].get(k, {}))
                      if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
             diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
             flags += added_eval_flags(a.get("eval") or {}, b.get("eval") or {})
@@ -349,21 +349,17 @@ def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]
     return out
 
 
-def _ran_only(suites: tuple[str, ...]):
+def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     """Resolved evaluation settings without the tables of suites not in ``suites`` (``--eval
     relearning.steps=3`` on a run without relearning was recorded, and then refused a resume
     without it as a different configuration)."""
     from factlens.evaluation import EvalConfig
 
     fields = set(EvalConfig.suite_fields())
-
-    def keep(ev: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in ev.items() if k not in fields or k in suites}
-        if isinstance(out.get("other_suites"), dict):
-            out["other_suites"] = {k: v for k, v in out["other_suites"].items() if k in suites}
-        return out
-
-    return keep
+    out = {k: v for k, v in ev.items() if k not in fields or k in suites}
+    if isinstance(out.get("other_suites"), dict):
+        out["other_suites"] = {k: v for k, v in out["other_suites"].items() if k in suites}
+    return out
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
