@@ -55,7 +55,8 @@ __all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", 
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
 
-#: Up to this many non-zero paired differences the sign-flip test enumerates all sign patterns.
+#: The sign-flip test is exact when it needs at most ``2**EXACT_MAX_N`` terms: up to this many
+#: non-zero paired differences, or more of few distinct sizes (any number of 0/1 outcomes).
 EXACT_MAX_N = 16
 #: Default number of bootstrap resamples (intervals) and random sign patterns (large n).
 N_RESAMPLES = 2000
@@ -402,19 +403,25 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
 
     Under the null hypothesis that the two evaluations do not differ, each unit's paired
     difference is equally likely to have either sign. The statistic is the (weighted) mean
-    difference; its null distribution comes from flipping signs. When at most ``exact_max_n``
-    units have a non-zero difference (and weight), all sign patterns are enumerated (exact
-    p-value; units whose difference is zero cannot change the statistic), otherwise
+    difference; its null distribution comes from flipping signs. The p-value is exact
+    (units whose difference is zero cannot change the statistic) when the non-zero weighted
+    differences need at most ``2**exact_max_n`` terms: a pattern's statistic depends only on how
+    many differences of each distinct size keep their sign, so this holds for up to
+    ``exact_max_n`` differences of any sizes and for any number of 0/1 outcomes (one size: the
+    exact two-sided sign test) or of accuracies over a few prompts. The p-value then does not
+    depend on which evaluation is subtracted from which. Otherwise
     ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
     random patterns (seeded; the p-value then counts the observed pattern, so it is never 0;
     the units are put in a canonical order first, so the same differences and weights give
-    the same p-value in any order).
+    the same p-value in any order, but ``x - y`` and ``y - x`` draw other patterns and differ
+    by Monte Carlo error).
 
     Args:
         differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
         weights: Optional weight per unit (e.g. ``1 / n_facts`` of the unit's seed, so each
             seed counts once in the statistic).
-        exact_max_n: Most non-zero differences enumerated exactly.
+        exact_max_n: Exact when the enumeration needs at most ``2**exact_max_n`` terms (at
+            most ``exact_max_n`` non-zero differences, or more of few distinct sizes).
         n_resamples: Random sign patterns for larger ``n``.
         seed: Seed of the random patterns.
         alternative: ``"two-sided"``, ``"greater"`` (x > y) or ``"less"``.
@@ -425,6 +432,8 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     Example:
         >>> round(sign_flip_test([1, 1, 1, 1, 1, 1]), 5)  # exact: 2 * 2**-6
         0.03125
+        >>> sign_flip_test([1] * 30 + [-1] * 10) == sign_flip_test([-1] * 30 + [1] * 10)  # exact sign test
+        True
     """
     from scipy.stats import permutation_test
 
@@ -444,11 +453,12 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     if len(d) == 0 or np.all(d == 0):
         return 1.0
     moved = d != 0
-    if moved.sum() <= exact_max_n:
+    wd = d[moved] * w[moved]
+    if _n_sign_counts(wd) <= 2 ** exact_max_n:
         # a zero difference adds nothing to the statistic whatever its sign, so the share of
         # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
         # non-zero differences: exact, and cheap however many units did not move
-        return _exact_sign_flip(d[moved] * w[moved], alternative)
+        return _exact_sign_flip(wd, alternative)
     # random patterns are drawn for the units in a canonical order (by difference, then
     # weight): the same data give the same p-value whatever order the units come in (x - y and
     # y - x draw other patterns: their p-values differ by Monte Carlo error)
@@ -461,16 +471,38 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     return float(res.pvalue)
 
 
+def _n_sign_counts(wd: np.ndarray) -> int:
+    """How many (sum, probability) terms :func:`_exact_sign_flip` enumerates: one per number of
+    positive signs among the differences of each distinct size."""
+    _, counts = np.unique(np.abs(wd), return_counts=True)
+    return math.prod(int(c) + 1 for c in counts)
+
+
 def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
-    n = len(wd)
-    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # all 2**n patterns
-    null = signs @ wd
+    """Exact sign-flip p-value of the weighted differences ``wd`` (all non-zero).
+
+    The statistic of a sign pattern depends only on how many differences of each distinct size
+    ``m`` (there are ``c`` of them) keep their sign: ``m * (2 * k - c)`` with probability
+    ``comb(c, k) / 2**c``. Enumerating these counts instead of the ``2**n`` patterns gives the
+    same null distribution, and stays small when the differences take few sizes: 0/1 outcomes
+    (one size: the two-sided sign test, the model of the binary power calculation in
+    :mod:`factlens.power`) and accuracies over a few prompts per fact are exact at any number of
+    facts. Written here because scipy's ``permutation_test`` enumerates patterns, not counts.
+    """
+    sizes, counts = np.unique(np.abs(wd), return_counts=True)
+    values, probs = np.zeros(1), np.ones(1)
+    for m, c in zip(sizes, counts):
+        k = np.arange(c + 1)
+        # comb(c, k) / 2**c: exact in float for the sizes that occur (c <= 56), rounded beyond
+        pk = np.array([math.comb(int(c), int(j)) for j in k], dtype=float) * 2.0 ** -int(c)
+        values = (values[:, None] + m * (2 * k - c)[None, :]).ravel()
+        probs = (probs[:, None] * pk[None, :]).ravel()
     obs = wd.sum()
     # ties up to float rounding, relative to the data's own scale (an absolute tolerance would
     # call every pattern a tie for differences of ~1e-13, e.g. tiny KL changes)
     tol = 1e-9 * float(np.abs(wd).sum())
-    greater = float(np.mean(null >= obs - tol))
-    less = float(np.mean(null <= obs + tol))
+    greater = min(1.0, float(probs[values >= obs - tol].sum()))
+    less = min(1.0, float(probs[values <= obs + tol].sum()))
     if alternative == "greater":
         return greater
     if alternative == "less":

@@ -123,6 +123,43 @@ def test_sign_flip_is_exact_when_few_of_many_units_differ():
     assert sign_flip_test(mixed, weights=w) == sign_flip_test(mixed[d != 0], weights=w[d != 0])
 
 
+def _brute_force_sign_flip(d: np.ndarray) -> float:
+    signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+    null, obs, tol = signs @ d, d.sum(), 1e-9 * np.abs(d).sum()
+    return min(1.0, 2 * min(np.mean(null >= obs - tol), np.mean(null <= obs + tol)))
+
+
+def test_sign_flip_counting_equals_enumerating_every_pattern():
+    """The exact test counts how many differences of each size keep their sign; on sizes with
+    repeats and without, it gives the p-value of enumerating all 2**n patterns."""
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(1, 13))
+        sizes = rng.choice([0.25, 0.5, 1.0, 0.3], n) if trial % 2 else rng.normal(0.3, 1.0, n)
+        d = sizes * rng.choice([-1.0, 1.0], n)
+        assert sign_flip_test(d) == pytest.approx(_brute_force_sign_flip(d), abs=1e-12), d
+
+
+def test_sign_flip_is_exact_and_symmetric_for_many_zero_one_outcomes():
+    """40 facts of 0/1 outcomes, 28 better and 12 worse: the exact two-sided sign test, whichever
+    evaluation is subtracted. Before, more than 16 differing facts drew 9,999 random sign patterns:
+    the p-value carried Monte Carlo error and x - y and y - x gave different p-values."""
+    from scipy.stats import binom
+
+    d = np.r_[np.ones(28), -np.ones(12), np.zeros(8)]
+    expected = 2 * binom.sf(27, 40, 0.5)
+    assert sign_flip_test(d) == pytest.approx(expected, rel=1e-12)
+    assert sign_flip_test(-d) == sign_flip_test(d) == sign_flip_test(d, seed=5)
+    # three seeds of 16 facts, each seed weighted once: still one size, still exact
+    w = np.full(48, 1 / 16)
+    assert sign_flip_test(d, weights=w) == pytest.approx(expected, rel=1e-12)
+    # accuracies over four prompts per fact (sizes 1/4, 1/2, 3/4, 1): 60 facts, exact and symmetric
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-4, 5, 60) / 4 + 0.0
+    assert sign_flip_test(acc) == sign_flip_test(-acc)
+    assert sign_flip_test(acc) == pytest.approx(sign_flip_test(acc, exact_max_n=0, n_resamples=50000, seed=1), abs=0.01)
+
+
 def test_sign_flip_exact_and_random_paths_agree():
     d = np.random.default_rng(4).normal(0.4, 1.0, 14)
     exact = sign_flip_test(d)

@@ -35,7 +35,7 @@ TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an
                  "original row: the same for its baseline accuracies). ± s: a cell without per-fact values, "
                  "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
                  "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
-                 "(exact when at most 16 facts differ), Holm-corrected across the columns of the row that can reach "
+                 "(exact when at most 16 facts differ or the differences take few values, e.g. 0/1 outcomes), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p ≤ 0.05. With "
                  "several seeds the test pools the seeds' facts: it holds for these trained edits, not for another "
                  "training seed (the interval includes the seed-to-seed variance, the test does not).")
@@ -346,7 +346,7 @@ def _cells(r: dict) -> list[str]:
 def _legend(reference: str) -> str:
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
             "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
-            "at most 16 differ); Holm: corrected across the metrics of one localization in this table that can reach significance "
+            "at most 16 differ or the differences take few values, e.g. 0/1 outcomes); Holm: corrected across the metrics of one localization in this table that can reach significance "
             "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p ≤ 0.05 "
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
             "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
