@@ -358,6 +358,11 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         from factlens.runner.report import write_report
 
         report_path = write_report(rd.path)
+    elif ran and (rd.path / "report.html").exists():  # an earlier run's report no longer shows every result
+        import warnings
+
+        warnings.warn(f"{rd.path / 'report.html'} was written before the {len(ran)} run(s) that just finished and "
+                      f"does not show them; `factlens report {rd.path}` rewrites it", UserWarning, stacklevel=2)
     return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
 
 

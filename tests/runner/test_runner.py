@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,18 @@ def test_resume_skips_completed(copy_of_run: Path, counted: list[str]):
     assert cfg["localizations"] == ["flu", "random", "all_mlps", "nonlocalized"]
     assert (copy_of_run / "runs/seed0/nonlocalized.json").exists()
     assert "nonlocalized" in (copy_of_run / "report.html").read_text()
+
+
+def test_no_report_warns_that_the_earlier_report_misses_the_new_runs(copy_of_run: Path, counted: list[str]):
+    """``--no-report`` after new units kept the earlier report.html without a word: it looked
+    current but lacked the new localization. It is kept (no result is lost) and named stale."""
+    before = (copy_of_run / "report.html").read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing new ran: the report is current, no warning
+        assert _run(copy_of_run, "--no-report") == 0
+    with pytest.warns(UserWarning, match=r"report.html was written before the 1 run\(s\).*factlens report"):
+        assert _run(copy_of_run, "--no-report", locs="flu,random,all_mlps,nonlocalized") == 0
+    assert counted == ["nonlocalized"] and (copy_of_run / "report.html").read_bytes() == before
 
 
 def test_config_mismatch_errors(copy_of_run: Path, counted: list[str], capsys):
