@@ -17,7 +17,7 @@ validates the keys itself (in ``__post_init__``), since only it knows what they 
 
 A config whose fields moved lists the old names in ``_renamed`` (old key -> dotted path now,
 e.g. ``"relearn_steps" -> "relearning.steps"``): ``from_dict`` / ``override`` / :class:`Overrides`
-map such a key with a ``DeprecationWarning``, so that files written by older versions still
+map such a key with a ``FutureWarning`` (shown by default: the user typed the old name), so that files written by older versions still
 load; ``replace`` (keyword arguments, as in code) rejects it and names the new place.
 
 :class:`Overrides` holds validated field overrides of one config type: the ``[edit]`` /
@@ -124,7 +124,7 @@ class ConfigBase:
             if key in cls._renamed and (key not in names or (key in nested and not _is_table(value))):
                 new = cls._renamed[key]
                 warnings.warn(f"{cls.__name__} key {key!r} is deprecated; it is now {new!r} (write "
-                              f"{_as_table(new)})", DeprecationWarning, stacklevel=3)
+                              f"{_as_table(new)})", FutureWarning, stacklevel=3)
                 key, value = _split_path(new, value)
             elif "." in key and key.split(".", 1)[0] in nested:
                 key, value = _split_path(key, value)
@@ -221,7 +221,7 @@ class Overrides(Mapping[str, Any], Generic[C]):
 
     Keys are checked at every level (:meth:`ConfigBase.normalize`: unknown ones raise with the
     valid fields, dotted keys become tables, renamed keys are mapped with a
-    ``DeprecationWarning``) and values are checked against the fields' annotations. It reads
+    ``FutureWarning``) and values are checked against the fields' annotations. It reads
     as a read-only dict of the normalized tables, compares equal to one, and serializes as
     one (:meth:`to_dict`).
 

@@ -85,11 +85,11 @@ def test_override_merges_partial_tables_and_dotted_keys():
 
 
 def test_renamed_keys_map_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match=r"'inner_steps' is deprecated; it is now 'inner.steps'"):
+    with pytest.warns(FutureWarning, match=r"'inner_steps' is deprecated; it is now 'inner.steps'"):
         c = Outer.from_dict({"inner_steps": 8})
     assert c == Outer(inner=Inner(steps=8))
     # a renamed key that is also a nested field's name: a table is the new form, anything else the old one
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):
         assert WithFormats.from_dict({"formats": ["m"]}).formats == Formats(formats=("m",))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

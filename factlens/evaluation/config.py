@@ -31,7 +31,7 @@ nested tables, and an unknown key at any level is an error that lists the valid 
 The flat names of older versions (``relearn_steps``, ``soft_prompt_len``, ``text_source``,
 ``mmlu_source``, ``probe_layers``...; see :data:`RENAMED`) are still read by
 ``EvalConfig.from_dict`` / ``override`` and by the runner's ``--eval`` options and run
-configs, with a ``DeprecationWarning``: a run folder written by an older version resumes and
+configs, with a ``FutureWarning``: a run folder written by an older version resumes and
 reports. Code passes the nested form: ``EvalConfig(relearning=RelearningConfig(steps=10))``
 or ``EvalConfig(relearning={"steps": 10})``.
 """

@@ -36,7 +36,7 @@ Config files use the field names as keys (dashes or underscores), with ``[edit]`
 ``EvalConfig``: checked when the ``RunConfig`` is made (an unknown key at any level, or a
 value of the wrong type, is an error that names it and lists the valid keys), kept as nested
 tables in ``run_config.json``. The flat evaluation keys of older versions (``relearn_steps``,
-``text_source``...) are still read, with a ``DeprecationWarning``, so that run folders written
+``text_source``...) are still read, with a ``FutureWarning``, so that run folders written
 by them resume and report (:func:`~factlens.runner.stored.upgrade_stored`). Input files are
 hashed and config files read in :mod:`factlens.runner.inputs`.
 """

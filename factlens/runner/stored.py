@@ -105,7 +105,7 @@ def with_added_eval_fields(table: Mapping[str, Any]) -> dict[str, Any]:
     if not table:
         return {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         try:
             return _with_added_fields(EvalConfig.normalize(dict(table)))
         except (TypeError, ValueError):
@@ -156,7 +156,7 @@ def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) ->
         from factlens.evaluation import EvalConfig
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             try:
                 resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
             except (TypeError, ValueError):

@@ -92,10 +92,10 @@ def test_nested_field_takes_its_config_or_a_table_only():
 
 
 def test_old_flat_keys_map_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match="'relearn_steps' is deprecated; it is now 'relearning.steps'"):
+    with pytest.warns(FutureWarning, match="'relearn_steps' is deprecated; it is now 'relearning.steps'"):
         got = EvalConfig.from_dict(OLD_FLAT)
     assert got == NESTED
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):
         assert EvalConfig().override({"soft_prompt_steps": 4}).soft_prompts.steps == 4
     assert set(RENAMED) == set(OLD_FLAT) - {"seed", "batch_size", "n_shots"}  # every old key is mapped
     # the new form never warns

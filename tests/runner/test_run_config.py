@@ -62,11 +62,25 @@ def test_bad_overrides_fail_when_the_run_config_is_made():
 
 
 def test_old_flat_eval_keys_still_accepted():
-    with pytest.warns(DeprecationWarning, match="relearn_steps"):
+    with pytest.warns(FutureWarning, match="relearn_steps"):
         old = _cfg(eval={"relearn_steps": 3, "text_source": "wikitext"}, suites=("relearning",))
     new = _cfg(eval={"relearning": {"steps": 3}, "text": {"source": "wikitext"}}, suites=("relearning",))
     assert old == new and old.to_dict() == new.to_dict() and old.eval_config(0) == new.eval_config(0)
     assert old.input_files() == {"eval.text.source": "wikitext"}
+
+
+def test_an_old_flat_eval_key_on_the_command_line_is_reported_to_the_user():
+    """Python's default filters hide a DeprecationWarning raised inside a library, so
+    ``--eval relearn_steps=2`` was renamed without a word on the command line; a FutureWarning
+    (meant for end users) is shown. Run in a fresh interpreter: pytest's own filters differ."""
+    import subprocess
+    import sys
+
+    code = ("from factlens.runner.cli import build_parser, config_from_args\n"
+            "config_from_args(build_parser().parse_args(['run', 'planted', '--eval', 'relearn_steps=2']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "'relearn_steps' is deprecated; it is now 'relearning.steps'" in res.stderr
 
 
 def test_an_eval_config_fixes_every_field():
@@ -81,7 +95,7 @@ def test_migrated_presets_equal_the_old_flat_ones():
     old_planted = {"batch_size": 16, "n_text_chunks": 4, "text_seq_len": 16, "n_mmlu": 8, "relearn_steps": 5,
                    "relearn_batch_size": 8, "soft_prompt_steps": 10, "soft_prompt_seeds": 1}
     one_half = {"relearning.both_halves": False}  # added since; the presets keep the old one-half attack
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):
         assert EvalConfig.from_dict(old_cpu).override(one_half) == EvalConfig.from_dict(CPU_EVAL_DEFAULTS)
         assert EvalConfig.from_dict(old_planted).override(one_half) == EvalConfig.from_dict(PLANTED_EVAL_DEFAULTS)
     assert EvalConfig.from_dict(CPU_EVAL_DEFAULTS) != EvalConfig()
