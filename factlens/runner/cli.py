@@ -204,12 +204,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except MaskNotSupported as e:  # a method that cannot edit a localization's mask (ROME on several MLPs)
         return _error(e)
     except (TaskSizeError, EmptyMask) as e:  # --forget-size larger than the known facts allow, --param-budget too small
-        return _error(e)
+        return _error(_with_cap(e, cfg))
     except JobError as e:  # the same from a worker process (--workers > 1): its plan job and the jobs waiting for it
         bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported, EmptyMask))]
         if not bad:
             raise
-        return _error(bad[0])
+        return _error(_with_cap(bad[0], cfg))
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
         print(f"report: {summary.report}", file=sys.stderr)
@@ -220,6 +220,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _error(e: BaseException) -> int:
     print(f"factlens: error: {e}", file=sys.stderr)
     return 2
+
+
+def _with_cap(e: BaseException, cfg) -> BaseException | str:
+    """A task-size error names "the facts the model knows"; with ``--max-facts`` the dataset is
+    the user's cap, which the message then says (raising the cap is the fix, not the data)."""
+    from factlens.tasks import TaskSizeError
+
+    if isinstance(e, TaskSizeError) and cfg.max_facts is not None:
+        return f"{e}; the dataset is capped at {cfg.max_facts} facts by --max-facts: raise the cap or leave it out"
+    return e
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

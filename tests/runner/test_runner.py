@@ -322,6 +322,14 @@ def test_a_forget_size_larger_than_the_known_facts_is_a_clear_error_that_leaves_
     assert _run(out, "--forget-size", "8", "--no-report", "--workers", workers, locs="random") == 0
 
 
+def test_a_forget_size_larger_than_the_max_facts_cap_names_the_cap(tmp_path: Path, capsys):
+    """``--max-facts 5`` made the dataset 5 facts, and the error said "a dataset of 5 (the facts
+    the model knows)": the user's cap read as the model's knowledge. The message names the cap."""
+    assert _run(tmp_path / "bad", "--max-facts", "5", "--no-report", locs="random") == 2
+    err = capsys.readouterr().err
+    assert "use at most 3 (--forget-size)" in err and "capped at 5 facts by --max-facts" in err
+
+
 def test_a_failed_first_run_keeps_the_folder_it_found_and_the_users_files(tmp_path: Path):
     out = tmp_path / "bad"
     out.mkdir()
