@@ -115,6 +115,9 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
             lines = _file_lines(p)
         elif p.is_dir():
             raise ValueError(f"{p} is a folder; give a text file (e.g. {p}/train.txt)")
+        elif p.exists():  # a device, a pipe, a socket: read once or never, so not a reproducible source
+            raise ValueError(f"{p} is not a regular file (a device or pipe cannot be read again to resume or "
+                             "reproduce a run); give a .txt file")
         elif isinstance(source, Path) or _looks_like_path(str(source)):
             raise FileNotFoundError(f"text file {p} does not exist (give an existing .txt file, a Hugging Face "
                                     "dataset name like 'wikitext:wikitext-2-raw-v1', or None for the built-in text)")

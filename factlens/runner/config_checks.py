@@ -40,6 +40,9 @@ def late_failures(config: "RunConfig") -> list[str]:
             bad.append(f"{k}={v!r} has no .csv files; expected the MMLU CSVs (e.g. abstract_algebra_dev.csv)")
         elif p.is_file() and p.stat().st_size == 0:
             bad.append(f"{k}={v!r} is an empty file")
+        elif not p.is_dir() and not p.is_file():  # /dev/null, a pipe: was reported as missing, late
+            bad.append(f"{k}={v!r} is not a regular file (a device or pipe cannot be read again to resume or "
+                       "reproduce a run); give a file")
     for loc in config.localizations:
         method = LOCALIZATIONS.get(loc).scoring
         missing = [o for o in (method.required if method else ()) if o not in _localize_options(config, loc)]

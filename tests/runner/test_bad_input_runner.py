@@ -401,6 +401,9 @@ def test_input_files_that_failed_inside_a_job_are_refused_up_front(tmp_path: Pat
         _cfg(tmp_path / "run", eval={"text": {"source": str(folder)}}, **side)
     with pytest.raises(ValueError, match=r"empty.txt' is an empty file"):
         _cfg(tmp_path / "run", eval={"text": {"source": str(empty)}}, **side)
+    # a device exists but is no text file: it was called missing ("does not exist")
+    with pytest.raises(ValueError, match=r"/dev/null. is not a regular file"):
+        _cfg(tmp_path / "run", eval={"text": {"source": "/dev/null"}}, **side)
     with pytest.raises(ValueError, match=r"has no .csv files"):
         _cfg(tmp_path / "run", eval={"side_effects": {"mmlu_source": str(folder)}}, **side)
     assert _cfg(tmp_path / "run", seeds="0,1").seeds == (0, 1)  # a config file's "0,1" string is a list
