@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, check_device
-from factlens.runner.pipeline import Job, PlanJob, Workspace, plan_job, run_job, unbudgeted
+from factlens.runner.pipeline import Job, PlanJob, Unsupported, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 # the run folder lived here: its names stay importable from this module
 from factlens.runner.run_dir import (MANIFEST, ConfigMismatchError, RunDir, RunDirError,  # noqa: F401
@@ -338,8 +338,12 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
                 jobs.append(Job(cfg_dict, s, unit, None, inner, plan_handoff=handoff.folder))
     ran: list[str] = []
     files: list[Path] = []
+    unsupported: list[Unsupported] = []
 
-    def _run_done(job: Job, record: dict[str, Any]) -> None:
+    def _run_done(job: Job, record: dict[str, Any] | Unsupported) -> None:
+        if isinstance(record, Unsupported):  # the method cannot edit this unit's mask: the others go on
+            unsupported.append(record)
+            return
         record["executor"] = executor.describe()
         path = rd.run_path(job.seed, job.localization)
         rd.write_json(path, record)
@@ -354,7 +358,7 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         handoff.run(executor, todo_plans, jobs, on_plan=_plan_done, on_job=_run_done)
 
     report_path = None
-    if report:
+    if report and (ran or not unsupported):
         from factlens.runner.report import write_report
 
         report_path = write_report(rd.path)
@@ -363,7 +367,21 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
         warnings.warn(f"{rd.path / 'report.html'} was written before the {len(ran)} run(s) that just finished and "
                       f"does not show them; `factlens report {rd.path}` rewrites it", UserWarning, stacklevel=2)
+    if unsupported:
+        raise _unsupported_error(unsupported, ran)
     return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
+
+
+def _unsupported_error(unsupported: Sequence[Unsupported], ran: Sequence[str]) -> Exception:
+    """One error for every unit whose edit method could not edit its mask, after the other units ran."""
+    from factlens.editing.memory_editing import MaskNotSupported
+
+    keys = [u.key for u in unsupported]
+    return MaskNotSupported(
+        f"{len(keys)} unit(s) could not be edited: {keys}; {len(ran)} other unit(s) finished and are saved.\n"
+        + "".join(f"  - {u.message}\n" for u in unsupported)
+        + "Leave these localizations out (--localizations) or give the method its own run folder with "
+        "localizations whose masks it can edit; rerunning the same command tries them again")
 
 
 def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:

@@ -38,7 +38,7 @@ from factlens.runner.workspace import Workspace  # noqa: F401 - also importable 
 
 __all__ = [
     "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "run_plan_or_job", "Job", "PlanJob",
-    "versions", "check_restored", "EmptyMask", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
+    "versions", "check_restored", "EmptyMask", "Unsupported", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
 ]
 
 
@@ -106,6 +106,15 @@ class Job:
     @property
     def key(self) -> str:
         return f"seed{self.seed}/{self.localization}"
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """What :func:`run_job` returns for a unit whose edit method cannot edit its mask
+    (:class:`MaskNotSupported`): the run finishes the other units, then names every such unit."""
+
+    key: str
+    message: str
 
 
 def build_task(cfg: RunConfig, dataset, seed: int):
@@ -476,8 +485,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
         _check_pristine(prep, workspace)
         if isinstance(e, MaskNotSupported):
-            raise MaskNotSupported(f"unit {unit!r} (seed {seed}): {e}. Completed units are saved; give this method "
-                                   "its own run folder with a localization whose mask it can edit") from None
+            raise MaskNotSupported(f"unit {unit!r} (seed {seed}): {e}") from None
         raise
     timings["edit"] = time.perf_counter() - t0
     cpu["edit"] = time.process_time() - c0
@@ -553,8 +561,9 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     return out
 
 
-def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
-    """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time)."""
+def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any] | Unsupported:
+    """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time); an
+    :class:`Unsupported` when the unit's edit method cannot edit its mask."""
     # progress: set here, a worker process does not inherit the driver's setting
     with warnings.catch_warnings(), progress(job.show_progress):
         # trained weights in factlens.layout's layout: torch notes the grad's strides
@@ -566,7 +575,10 @@ def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any]:
             if job.plan_handoff is None:
                 raise ValueError(f"job {job.key} has neither a plan nor a plan_handoff folder to read it from")
             plan = AwaitedPlan(job.plan_handoff, job.seed)
-        return run_localization(job.config, job.seed, job.localization, plan=plan, workspace=workspace)
+        try:
+            return run_localization(job.config, job.seed, job.localization, plan=plan, workspace=workspace)
+        except MaskNotSupported as e:  # a setting of this unit only: the other units still run
+            return Unsupported(job.key, str(e))
 
 
 def run_plan_or_job(item: PlanJob | Job, workspace: Workspace | None = None) -> dict[str, Any]:

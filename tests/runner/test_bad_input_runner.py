@@ -356,9 +356,28 @@ def test_method_that_cannot_edit_a_mask_is_a_clear_error(tmp_path: Path, capsys)
                "--suites", "standard", "--edit", "steps=1", "--no-report")
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert "factlens: error: unit 'all_mlps+rome' (seed 0): ROME edits exactly one MLP layer" in err
+    assert "factlens: error: 1 unit(s) could not be edited: ['seed0/all_mlps+rome']" in err
+    assert "unit 'all_mlps+rome' (seed 0): ROME edits exactly one MLP layer" in err
     assert (out / "runs" / "seed0" / "all_mlps.json").is_file()
     assert not (out / "runs" / "seed0" / "all_mlps+rome.json").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_unit_a_method_cannot_edit_is_named_after_the_others_ran(tmp_path: Path, capsys, workers: str):
+    """MEMIT crossed with localizations whose masks it cannot edit: the run stopped at the first
+    such unit, so the units after it never ran and the user met the next refusal only on the next
+    run. Now every other unit runs and is saved, and one error (exit 2) names them all."""
+    out = tmp_path / "run"
+    rc = _main("planted", "--out", str(out), "--localizations", "causal_tracing,flu,all_mlps,nonlocalized",
+               "--methods", "memit", "--suites", "standard", "--workers", workers,
+               "--edit", "methods.memit.v_num_grad_steps=2", "--edit", "methods.memit.n_cov_tokens=256")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    for unit in ("causal_tracing", "all_mlps", "nonlocalized"):
+        assert f"unit '{unit}+memit' (seed 0): MEMIT" in err, unit
+    assert "3 unit(s) could not be edited" in err and "1 other unit(s) finished and are saved" in err
+    assert sorted(p.name for p in (out / "runs" / "seed0").iterdir()) == ["flu+memit.json"]
+    assert (out / "report.html").is_file()  # the finished unit's report
 
 
 def test_a_resume_spelling_out_the_values_the_folder_ran_with_is_not_refused(tmp_path: Path):
