@@ -8,7 +8,8 @@ machine; the metrics of both runs are compared one by one.
 
 "before" is: no shared-prefix reuse (``factlens.prefix.prefix_reuse(False)``), contiguous
 weights (``factlens.layout.contiguous_layout``), one summed backward per editing step (the
-earlier ``train_step``, below). Both variants use the same unedited view (memory is measured
+earlier ``train_step``, below). The suites alternate which variant runs first
+(:func:`variant_order`). Both variants use the same unedited view (memory is measured
 by ``main_job.py``). Each variant of a suite gets its own empty ``BaselineCache``, so both
 include the work on the unedited model (a first localization).
 
@@ -26,6 +27,13 @@ import torch
 
 from _memory import PeakRSS, release_memory
 from main_job import GB, VARIANTS, applied, job_arguments, metric_values, run_config, value_diffs
+
+
+def variant_order(i: int) -> tuple[str, str]:
+    """Which variant of the ``i``-th suite runs first: alternately "before" and "after" (ABBA), so
+    that neither always meets the machine first (cold memory, caches) and the ratio is not biased
+    by the order. (The edit always runs "before" first: the "after" edit is the one evaluated.)"""
+    return ("before", "after") if i % 2 == 0 else ("after", "before")
 
 
 @contextmanager
@@ -80,9 +88,9 @@ def main() -> None:
     diffs["edit.delta"] = max(float((deltas[n] - d.new).abs().max()) for n, d in res.deltas.items())
     prep.pristine.show(res)
     try:
-        for suite in cfg.suites:
+        for i, suite in enumerate(cfg.suites):
             vals = {}
-            for name in ("before", "after"):
+            for name in variant_order(i):
                 with variant(prep.model, name):
                     P._seed_everything(args.seed)
                     ev, m = measure(lambda: evaluate(
