@@ -543,7 +543,11 @@ class Mask:
         return cls.from_labels(d["components"], name=d.get("name", ""))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file)."""
+        from factlens.files import write_atomic
+
+        text = json.dumps(self.to_dict(), indent=1)
+        write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":

@@ -165,3 +165,24 @@ def test_resolve_components_attention_only_errors():
         resolve_components(attn, "mlps")
     with pytest.raises(ValueError, match="L0.mlp does not exist: the model is attention-only"):
         resolve_components(attn, ["L0.mlp"])
+
+
+def test_an_interrupted_mask_save_leaves_the_old_file(tmp_path, monkeypatch):
+    """Mask.save wrote the file in place: interrupted half way, the saved mask was lost (the same
+    as ComponentScores.save before it wrote a temporary file first)."""
+    import pathlib
+
+    path = tmp_path / "mask.json"
+    old = Mask([Component("mlp", 1)])
+    old.save(path)
+    real = pathlib.Path.write_text
+
+    def half_then_fail(self, text, *a, **kw):
+        real(self, text[: len(text) // 2], *a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        Mask([Component("mlp", 2), Component("head", 0, 1)]).save(path)
+    monkeypatch.undo()
+    assert Mask.load(path) == old
