@@ -15,9 +15,9 @@ an MMLU question) and two localizations are evaluated on the same units:
 * :func:`weighted_mean_se` — standard error of a mean over units, with per-unit weights
   (tokens per text chunk) when the metric is token-weighted.
 * :func:`sign_flip_test` — paired permutation test: under "no difference" each paired
-  difference is as likely to have either sign. Exact enumeration of all ``2**n`` sign
-  patterns for small ``n``, otherwise ``scipy.stats.permutation_test`` with
-  ``permutation_type="samples"`` (seeded).
+  difference is as likely to have either sign. Exact (sign counts per distinct difference
+  size) for up to 16 differing units or differences of few sizes (0/1 outcomes), otherwise
+  99,999 seeded random sign patterns.
 * :func:`holm` — Holm's step-down correction (``statsmodels.stats.multitest.multipletests``).
 * :func:`tarone_holm` — Holm over the tests that can reach significance at all (Tarone's
   modification for discrete tests), with :func:`smallest_attainable_p` (both live in
@@ -397,7 +397,7 @@ def _as_groups(x) -> list[np.ndarray]:
 
 
 def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | None = None,
-                   exact_max_n: int = EXACT_MAX_N, n_resamples: int = 9999, seed: int = 0,
+                   exact_max_n: int = EXACT_MAX_N, n_resamples: int = 99_999, seed: int = 0,
                    alternative: str = "two-sided") -> float:
     """Paired permutation (sign-flip) test of "the mean paired difference is zero".
 
@@ -409,12 +409,11 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
     many differences of each distinct size keep their sign, so this holds for up to
     ``exact_max_n`` differences of any sizes and for any number of 0/1 outcomes (one size: the
     exact two-sided sign test) or of accuracies over a few prompts. The p-value then does not
-    depend on which evaluation is subtracted from which. Otherwise
-    ``scipy.stats.permutation_test(permutation_type="samples")`` draws ``n_resamples``
-    random patterns (seeded; the p-value then counts the observed pattern, so it is never 0;
-    the units are put in a canonical order first, so the same differences and weights give
-    the same p-value in any order, but ``x - y`` and ``y - x`` draw other patterns and differ
-    by Monte Carlo error).
+    depend on which evaluation is subtracted from which. Otherwise ``n_resamples`` random
+    patterns are drawn (seeded; the p-value then counts the observed pattern, so it is never 0;
+    the units are put in a canonical order and orientation first, so the same differences and
+    weights give the same p-value in any order and for ``x - y`` as for ``y - x``; see
+    :func:`_random_sign_flip`).
 
     Args:
         differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
@@ -435,8 +434,6 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         >>> sign_flip_test([1] * 30 + [-1] * 10) == sign_flip_test([-1] * 30 + [1] * 10)  # exact sign test
         True
     """
-    from scipy.stats import permutation_test
-
     d = np.asarray(differences, dtype=float).ravel()
     w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float).ravel()
     if w.shape != d.shape:
@@ -459,16 +456,41 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
         # non-zero differences: exact, and cheap however many units did not move
         return _exact_sign_flip(wd, alternative)
-    # random patterns are drawn for the units in a canonical order (by difference, then
-    # weight): the same data give the same p-value whatever order the units come in (x - y and
-    # y - x draw other patterns: their p-values differ by Monte Carlo error)
-    order = np.lexsort((w, d))
-    d, w = d[order], w[order]
-    # pairs (x, y) = (d, 0): permuting within pairs is flipping the sign of d
-    res = permutation_test((d, np.zeros_like(d)), lambda a, b, axis=-1: ((a - b) * w).sum(axis),
-                           permutation_type="samples", vectorized=True, n_resamples=n_resamples,
-                           alternative=alternative, **_rng_kwargs(permutation_test, seed))
-    return float(res.pvalue)
+    return _random_sign_flip(wd, alternative, n_resamples, seed)
+
+
+def _random_sign_flip(wd: np.ndarray, alternative: str, n_resamples: int, seed: int) -> float:
+    """Monte Carlo sign-flip p-value of the weighted non-zero differences ``wd``.
+
+    The differences are put in a canonical orientation (the sign of their sum; a tie by the
+    sorted values) and order (sorted), so the same data give the same p-value whatever order the
+    units come in and whichever side is subtracted (``x - y`` and ``y - x`` drew other patterns
+    before, p-values apart by Monte Carlo error). As ``scipy.stats.permutation_test`` does, the
+    observed pattern counts (``(k + 1) / (n + 1)``, never 0) and the two-sided p-value doubles
+    the smaller tail. Written here rather than with ``permutation_test`` because that took
+    0.15 s for 9,999 patterns of 64 units and 9 s for 99,999 of 192; drawing the sign matrix in
+    blocks and multiplying takes milliseconds, which affords 99,999 patterns (Monte Carlo
+    standard error about 0.0004 at p = 0.005, against 0.0013 with 9,999).
+    """
+    if wd.sum() < 0 or (wd.sum() == 0 and tuple(np.sort(-wd)) > tuple(np.sort(wd))):
+        wd = -wd
+        alternative = {"greater": "less", "less": "greater"}.get(alternative, alternative)
+    wd = np.sort(wd)
+    obs = float(wd.sum())
+    tol = 1e-9 * float(np.abs(wd).sum())  # ties up to float rounding, as in the exact test
+    rng = np.random.default_rng(seed)
+    ge = le = 0
+    for start in range(0, n_resamples, 8192):  # blocks of patterns: memory 8,192 x n
+        signs = rng.integers(0, 2, (min(8192, n_resamples - start), len(wd))) * 2.0 - 1.0
+        null = signs @ wd
+        ge += int(np.count_nonzero(null >= obs - tol))
+        le += int(np.count_nonzero(null <= obs + tol))
+    greater, less = (ge + 1) / (n_resamples + 1), (le + 1) / (n_resamples + 1)
+    if alternative == "greater":
+        return greater
+    if alternative == "less":
+        return less
+    return min(1.0, 2 * min(greater, less))
 
 
 def _n_sign_counts(wd: np.ndarray) -> int:
@@ -511,7 +533,7 @@ def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
 
 
 def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[float] | None = None,
-                          exact_max_n: int = EXACT_MAX_N, n_resamples: int = 9999, seed: int = 0) -> float:
+                          exact_max_n: int = EXACT_MAX_N, n_resamples: int = 99_999, seed: int = 0) -> float:
     """The smallest p-value :func:`sign_flip_test` can give for differences of these sizes.
 
     The sign-flip test conditions on the sizes ``|d_i|`` and asks how extreme the signs are;
