@@ -1,7 +1,8 @@
 """Statistics for factlens results: confidence intervals, paired tests, multiple testing, power.
 
-Every function wraps a well-kept implementation (scipy, statsmodels) and fixes the choices
-that matter for factlens, where the unit of sampling is the *fact* (or a general-text chunk,
+Every function wraps a well-kept implementation (scipy, statsmodels) where one fits (the
+sign-flip test's exact counting and random draw are factlens's own; their docstrings say why)
+and fixes the choices that matter for factlens, where the unit of sampling is the *fact* (or a general-text chunk,
 an MMLU question) and two localizations are evaluated on the same units:
 
 * :func:`wilson_interval` — 95 % Wilson score interval of an accuracy ``k / n``
