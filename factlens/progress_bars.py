@@ -123,4 +123,30 @@ def progress_bar(iterable: Iterable[Any] | None = None, **tqdm_kwargs: Any) -> t
     if "disable" in tqdm_kwargs:
         raise TypeError("progress_bar() takes no disable=: the factlens.progress setting decides whether bars are "
                         "drawn (wrap the call in `with factlens.progress(False):`)")
+    if "mininterval" not in tqdm_kwargs and _to_log_file(tqdm_kwargs.get("file")):
+        tqdm_kwargs["mininterval"] = LOG_INTERVAL_S
     return tqdm(iterable, disable=not _ENABLED.get(), **tqdm_kwargs)
+
+
+#: Seconds between a bar's updates when it writes to a file or pipe (``nohup ... 2> log``), not a
+#: terminal or a notebook: a bar redrawn ten times a second filled a long run's log with updates.
+LOG_INTERVAL_S = 30.0
+
+
+def _to_log_file(file: Any) -> bool:
+    """Whether a bar writing to ``file`` (default: stderr) ends up in a file or pipe rather than a
+    terminal; a notebook's bars are widgets and keep tqdm's own interval."""
+    import sys
+
+    try:
+        from tqdm.notebook import tqdm as notebook_bar
+
+        if issubclass(tqdm, notebook_bar):
+            return False
+    except ImportError:  # tqdm without its notebook module (no ipywidgets): no widget bars
+        pass
+    stream = file if file is not None else sys.stderr
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return True

@@ -101,3 +101,25 @@ def test_no_progress_silences_the_run_and_its_workers(tmp_path, capfd, workers):
         loud = capfd.readouterr().err
     assert "%|" not in quiet and not _bars(quiet, "localizations"), quiet  # the CLI's own lines remain
     assert _bars(loud, "localizations") and "%|" in loud
+
+
+def test_a_bar_into_a_log_file_updates_every_half_minute_not_ten_times_a_second(tmp_path):
+    """`factlens run ... 2> log` (nohup, a cluster job): a bar redrawn every 0.1 s wrote an
+    update per 0.1 s of a long run into the log. Into a file or pipe it updates every 30 s; a
+    terminal keeps tqdm's interval, and a bar's own mininterval= is kept."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with factlens.progress(True), open(tmp_path / "log.txt", "w") as log:
+        bar = progress_bar(range(3), file=log)
+        assert bar.mininterval == 30.0
+        bar.close()
+        bar = progress_bar(range(3), file=log, mininterval=1.0)
+        assert bar.mininterval == 1.0
+        bar.close()
+        bar = progress_bar(range(3), file=Terminal())
+        assert bar.mininterval == 0.1
+        bar.close()
