@@ -59,7 +59,7 @@ __all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", 
 #: The sign-flip test is exact when it needs at most ``2**EXACT_MAX_N`` terms: up to this many
 #: non-zero paired differences, or more of few distinct sizes (any number of 0/1 outcomes).
 EXACT_MAX_N = 16
-#: Default number of bootstrap resamples (intervals) and random sign patterns (large n).
+#: Default number of bootstrap resamples (intervals); the sign-flip test draws 99,999 patterns.
 N_RESAMPLES = 2000
 
 
