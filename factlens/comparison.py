@@ -365,14 +365,25 @@ class _PairedTest:
     smallest: float  # factlens.stats.smallest_attainable_p: Tarone's selection of the Holm family
 
 
+#: Name endings of factlens's metrics that are differences (after - before, hits - false alarms,
+#: -1 ... 1): folders written before they were declared ``proportion=False`` (``c678655``) stored
+#: an all-0/1 run of them as a proportion ("wilson"); these names say what they are.
+DIFFERENCE_METRICS = ("_selective_recovery", "_forget_recovery")
+
+
 def declared_continuous(m: Any) -> bool:
     """A metric built with ``Metric.from_samples(..., proportion=False)`` (values that can lie
     outside [0, 1]): its values are all 0 or 1 and yet it took the bootstrap interval, which an
-    unweighted 0/1 metric only takes when so declared. Its comparisons are then not those of
+    unweighted 0/1 metric only takes when so declared; or one of factlens's difference metrics
+    (:data:`DIFFERENCE_METRICS`) stored by an older version. Its comparisons are then not those of
     proportions (no Newcombe interval, no binomial MDD), whatever values a run happened to give."""
     from factlens.stats import is_binary
 
-    if m.ci_method != "bootstrap" or m.weights is not None or not m.samples:
+    if m.weights is not None or not m.samples:
+        return False
+    if m.ci_method == "wilson" and str(m.name).endswith(DIFFERENCE_METRICS):
+        return True
+    if m.ci_method != "bootstrap":
         return False
     return is_binary(np.array([v for v in m.samples.values() if v == v], dtype=float))
 

@@ -649,3 +649,32 @@ def test_a_metric_that_can_be_negative_is_never_read_as_a_proportion():
     d, boot = paired_diff([list(ones.values())], [list(zeros.values())], proportion=False)
     assert (row["ci_low"], row["ci_high"]) == boot and boot != paired_diff([list(ones.values())],
                                                                           [list(zeros.values())])[1]
+
+
+def test_a_stored_difference_metric_of_an_older_folder_is_not_read_as_a_proportion():
+    """Folders written before proportion=False stored an all-0/1 selective or forget recovery as
+    "wilson"; compare read it as a proportion (Newcombe interval, binomial MDD) though the metric is
+    a difference (-1 ... 1). Its name says what it is; an accuracy stored the same way stays one."""
+    import dataclasses
+
+    import factlens
+    from factlens.comparison import declared_continuous
+    from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    from factlens.stats import paired_diff
+
+    zeros = {f"f{i}": 0.0 for i in range(16)}
+    ones = dict(zeros, **{f"f{i}": 1.0 for i in range(4)})
+
+    def old(name, values):  # as an older version stored it: the proportion's interval and method
+        return dataclasses.replace(Metric.from_samples(name, values, proportion=False), ci_method="wilson")
+
+    assert declared_continuous(old("relearn_selective_recovery", ones))
+    assert declared_continuous(old("quant_nf4_forget_recovery", zeros))
+    assert not declared_continuous(Metric.from_samples("relearn_forget_accuracy", ones))
+
+    def ev(values):
+        return EvalResult({"relearning": SuiteResult("relearning", (old("relearn_selective_recovery", values),))})
+
+    row = factlens.compare({"a": [ev(ones)], "b": [ev(zeros)]}, reference="b").iloc[0]
+    _, boot = paired_diff([list(ones.values())], [list(zeros.values())], proportion=False)
+    assert (row["ci_low"], row["ci_high"]) == boot
