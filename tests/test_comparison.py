@@ -175,6 +175,9 @@ def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path,
     assert set(t["localization"]) == {"random", "all_mlps"} and (t["n_facts"] == 16).all()
     alone = factlens.compare(other, reference="all_mlps")
     assert alone.empty  # one folder alone has nothing to compare all_mlps with
+    # the command says so (it printed "No metric with per-fact values to compare against", exit 0)
+    assert main(["compare", str(other), "--reference", "all_mlps"]) == 2
+    assert "holds only 'all_mlps': nothing to compare it with" in capsys.readouterr().err
     assert main(["compare", str(run_dir), str(other), "--metrics", "forget_accuracy"]) == 0
     assert "| all_mlps | forget_accuracy |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="is in both"):

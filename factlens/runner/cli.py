@@ -256,7 +256,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from factlens.comparison import compare
+    from factlens.comparison import compare, load_evaluations
     from factlens.files import check_output, write_atomic
     from factlens.runner.report_stats import compare_text
 
@@ -265,8 +265,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
             check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
                          protected=[p for p in args.out if Path(p).is_dir()])
-        table = compare(args.out[0] if len(args.out) == 1 else list(args.out), reference=args.reference,
-                        metrics=metrics)
+        runs = args.out[0] if len(args.out) == 1 else list(args.out)
+        table = compare(runs, reference=args.reference, metrics=metrics)
+        if table.empty and set(load_evaluations(runs)) == {args.reference}:  # not "no metric with per-fact values"
+            verb = "hold" if len(args.out) > 1 else "holds"
+            raise ValueError(f"{', '.join(map(str, args.out))} {verb} only {args.reference!r}: nothing to compare "
+                             "it with; run more localizations into the folder (e.g. --localizations flu,random) "
+                             "or compare it with another folder")
     except ValueError as e:
         return _error(e)
     if args.csv is not None:
