@@ -501,6 +501,16 @@ def _n_sign_counts(wd: np.ndarray) -> int:
     return math.prod(int(c) + 1 for c in counts)
 
 
+def _half_binomial_pmf(c: int) -> np.ndarray:
+    """``comb(c, k) / 2**c`` for ``k = 0 ... c``: exact in float up to ``c = 56`` (dyadic), from
+    the exact integers up to ``c = 1000``, from scipy beyond (``comb`` no longer fits a float)."""
+    if c > 1000:
+        from scipy.stats import binom
+
+        return binom.pmf(np.arange(c + 1), c, 0.5)
+    return np.array([math.comb(c, j) for j in range(c + 1)], dtype=float) * 2.0 ** -c
+
+
 def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
     """Exact sign-flip p-value of the weighted differences ``wd`` (all non-zero).
 
@@ -516,8 +526,7 @@ def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
     values, probs = np.zeros(1), np.ones(1)
     for m, c in zip(sizes, counts):
         k = np.arange(c + 1)
-        # comb(c, k) / 2**c: exact in float for the sizes that occur (c <= 56), rounded beyond
-        pk = np.array([math.comb(int(c), int(j)) for j in k], dtype=float) * 2.0 ** -int(c)
+        pk = _half_binomial_pmf(int(c))
         values = (values[:, None] + m * (2 * k - c)[None, :]).ravel()
         probs = (probs[:, None] * pk[None, :]).ravel()
     obs = wd.sum()

@@ -173,6 +173,16 @@ def test_sign_flip_random_patterns_give_one_p_value_whichever_side_is_subtracted
     assert sign_flip_test(d[::-1]) == sign_flip_test(d)  # and whatever order the units come in
 
 
+def test_sign_flip_exact_test_of_thousands_of_zero_one_outcomes():
+    """3 seeds x 1,000 facts of 0/1 outcomes: comb(3000, k) does not fit a float (it overflowed)."""
+    from scipy.stats import binom
+
+    d = np.r_[np.ones(1600), -np.ones(1400)]
+    assert sign_flip_test(d) == pytest.approx(2 * binom.sf(1599, 3000, 0.5), rel=1e-9)
+    d = np.r_[np.ones(530), -np.ones(470)]
+    assert sign_flip_test(d) == pytest.approx(2 * binom.sf(529, 1000, 0.5), rel=1e-9)
+
+
 def test_sign_flip_exact_and_random_paths_agree():
     d = np.random.default_rng(4).normal(0.4, 1.0, 14)
     exact = sign_flip_test(d)
