@@ -481,8 +481,9 @@ def _random_sign_flip(wd: np.ndarray, alternative: str, n_resamples: int, seed: 
     tol = 1e-9 * float(np.abs(wd).sum())  # ties up to float rounding, as in the exact test
     rng = np.random.default_rng(seed)
     ge = le = 0
-    for start in range(0, n_resamples, 8192):  # blocks of patterns: memory 8,192 x n
-        signs = rng.integers(0, 2, (min(8192, n_resamples - start), len(wd))) * 2.0 - 1.0
+    block = max(1, min(8192, 2_000_000 // len(wd)))  # patterns per block: at most ~16 MB of signs
+    for start in range(0, n_resamples, block):
+        signs = rng.integers(0, 2, (min(block, n_resamples - start), len(wd))) * 2.0 - 1.0
         null = signs @ wd
         ge += int(np.count_nonzero(null >= obs - tol))
         le += int(np.count_nonzero(null <= obs + tol))
