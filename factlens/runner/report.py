@@ -505,7 +505,8 @@ def build_report(path: str | Path) -> str:
         f"seeds {', '.join(map(str, cfg.get('seeds', [])))}",
         f"{len(runs)} finished run(s)"]) + "</p>")
     if missing:
-        parts.append(f"<p class='err'>Not finished yet (rerun the same command to resume): {_e(', '.join(missing))}</p>")
+        parts.append(f"<p class='err'>Not finished (rerun the same command to resume; a unit whose edit method cannot "
+                     f"edit its mask stays unfinished, and the run's error names it): {_e(', '.join(missing))}</p>")
     if not runs:
         parts.append("<p>No finished runs yet.</p></body></html>")
         return "".join(parts)

@@ -377,7 +377,8 @@ def test_every_unit_a_method_cannot_edit_is_named_after_the_others_ran(tmp_path:
         assert f"unit '{unit}+memit' (seed 0): MEMIT" in err, unit
     assert "3 unit(s) could not be edited" in err and "1 other unit(s) finished and are saved" in err
     assert sorted(p.name for p in (out / "runs" / "seed0").iterdir()) == ["flu+memit.json"]
-    assert (out / "report.html").is_file()  # the finished unit's report
+    html = (out / "report.html").read_text()  # the finished unit's report, naming the others as unfinished
+    assert "a unit whose edit method cannot edit its mask stays unfinished" in html and "nonlocalized+memit" in html
 
 
 def test_a_resume_spelling_out_the_values_the_folder_ran_with_is_not_refused(tmp_path: Path):
