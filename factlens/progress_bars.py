@@ -138,13 +138,8 @@ def _to_log_file(file: Any) -> bool:
     terminal; a notebook's bars are widgets and keep tqdm's own interval."""
     import sys
 
-    try:
-        from tqdm.notebook import tqdm as notebook_bar
-
-        if issubclass(tqdm, notebook_bar):
-            return False
-    except ImportError:  # tqdm without its notebook module (no ipywidgets): no widget bars
-        pass
+    if any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__):  # tqdm.auto chose the widget bar
+        return False
     stream = file if file is not None else sys.stderr
     try:
         return not stream.isatty()
