@@ -17,9 +17,7 @@ instead, twice the memory; both give the same results).
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
 import random
 import time
 import warnings
@@ -34,6 +32,8 @@ from factlens.editing.memory_editing import MaskNotSupported
 from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
+from factlens.runner.provenance import now as _now
+from factlens.runner.provenance import versions  # noqa: F401 - also importable from here, as before
 from factlens.runner.workspace import Workspace  # noqa: F401 - also importable from here, as before
 
 __all__ = [
@@ -584,28 +584,3 @@ def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any] | Un
 def run_plan_or_job(item: PlanJob | Job, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point for a mixed list of plans and jobs (:func:`plan_job` or :func:`run_job`)."""
     return plan_job(item, workspace) if isinstance(item, PlanJob) else run_job(item, workspace)
-
-
-def versions() -> dict[str, Any]:
-    """Versions of Python, the platform and the packages that decide results; ``plugins``: those of
-    the installed packages that add methods through entry points (:mod:`factlens.plugins`)."""
-    import importlib.metadata as md
-
-    from factlens.plugins import plugin_versions
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("factlens", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn", "plotly"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            if pkg == "factlens":
-                import factlens
-
-                out[pkg] = getattr(factlens, "__version__", "unknown")
-    out["torch_threads"] = str(torch.get_num_threads())
-    out["plugins"] = plugin_versions()
-    return out
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

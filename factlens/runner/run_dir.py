@@ -28,7 +28,8 @@ from factlens.evaluation.result import json_default
 from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
-from factlens.runner.pipeline import versions
+from factlens.runner.provenance import now as _now
+from factlens.runner.provenance import versions
 from factlens.runner.run_files import RunFileError
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
 
@@ -68,12 +69,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`)."""
     text = json.dumps(obj, indent=1, default=json_default, allow_nan=True)
     write_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 MANIFEST = "manifest.json"
