@@ -483,6 +483,14 @@ def _facts_used(data: Mapping[str, Any]) -> str:
     return f"{known} known of {total}" + (f", {used} used (--max-facts)" if used != known else "")
 
 
+def _comparisons(section, path) -> str:
+    """A comparisons section of a folder this report has read already (its warnings given once)."""
+    from factlens.runner.run_files import warned_already
+
+    with warned_already():
+        return section(path)
+
+
 def build_report(path: str | Path) -> str:
     """The report of a run directory as one HTML string (plotly.js embedded once)."""
     import plotly.offline
@@ -515,7 +523,7 @@ def build_report(path: str | Path) -> str:
     evals = _eval_results(runs)
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
-              "<h2>Comparisons</h2>", comparisons_html(path),
+              "<h2>Comparisons</h2>", _comparisons(comparisons_html, path),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factlens.runner.report import _fmt, _num, load_run_dir, metric_matrix, table1_rows
+from factlens.runner.report import _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
 from factlens.runner.report_stats import TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric
 
 __all__ = ["markdown_summary"]
@@ -73,7 +73,7 @@ def markdown_summary(path: str | Path) -> str:
     out.append("")
     out.append("## Comparisons")
     out.append("")
-    out.append(comparisons_markdown(path))
+    out.append(_comparisons(comparisons_markdown, path))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")
     out.append("")

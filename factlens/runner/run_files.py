@@ -8,15 +8,19 @@ folder with other settings, which were pooled into one report and one comparison
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 
 class RunFileError(ValueError):
     """A file of a run folder cannot be used (damaged, or made with other settings than its
     folder's); the message names it and what to do. ``factlens run``/``report`` exit 2."""
 
-__all__ = ["is_run_file", "check_one_setup"]
+__all__ = ["is_run_file", "check_one_setup", "warned_already"]
+
+#: The start of :func:`is_run_file`'s warning (its ``message`` filter in :func:`warned_already`).
+_NOT_A_RUN_FILE = "is not a factlens run file"
 
 
 def is_run_file(path: Path) -> bool:
@@ -27,9 +31,17 @@ def is_run_file(path: Path) -> bool:
     rec = read_json(path)
     if isinstance(rec, dict) and {"localization", "seed", "eval"} <= rec.keys():
         return True
-    warnings.warn(f"{path} is not a factlens run file (no localization/seed/eval): left out of the report",
-                  stacklevel=3)
+    warnings.warn(f"{path} {_NOT_A_RUN_FILE} (no localization/seed/eval): left out of the report", stacklevel=3)
     return False
+
+
+@contextmanager
+def warned_already() -> Iterator[None]:
+    """Inside the block, reading a folder again does not repeat :func:`is_run_file`'s warning
+    (the report reads its folder for its tables, then for its comparisons; the first read warned)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f".* {_NOT_A_RUN_FILE}", category=UserWarning)
+        yield
 
 
 def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:

@@ -47,3 +47,18 @@ def test_a_users_own_json_under_runs_is_left_out_with_a_warning(copy_of_run: Pat
     with pytest.warns(UserWarning, match="not a factlens run file"):
         runs = load_run_dir(copy_of_run)["runs"]
     assert sorted(r["localization"] for r in runs) == ["all_mlps", "flu", "random"]
+
+
+@pytest.mark.parametrize("markdown", [False, True])
+def test_the_report_warns_once_about_a_users_json(copy_of_run: Path, markdown: bool):
+    """The report read the folder twice (its tables, then its comparisons) and warned twice."""
+    import warnings
+
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+
+    (copy_of_run / "runs" / "seed0" / "mynotes.json").write_text('{"mine": 1}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (markdown_summary if markdown else build_report)(copy_of_run)
+    assert [str(w.message).count("mynotes.json") for w in caught if "not a factlens run file" in str(w.message)] == [1]
