@@ -69,7 +69,7 @@ def _holm_adjusted(p: np.ndarray) -> np.ndarray:
 
     Written here rather than taken from ``statsmodels.stats.multitest.multipletests(...,
     method="holm")``, which gives the same values (tests/test_stats.py checks it) but runs a
-    full ``gc.collect()`` on every call (statsmodels 0.14-0.15): about 0.2 s in a small process,
+    full ``gc.collect()`` on every call (statsmodels 0.15.0): about 0.2 s in a small process,
     more in a notebook holding a model, for what is a sort and a cumulative maximum.
     """
     order = np.argsort(p, kind="stable")

@@ -19,7 +19,8 @@ an MMLU question) and two localizations are evaluated on the same units:
   difference is as likely to have either sign. Exact (sign counts per distinct difference
   size) for up to 16 differing units or differences of few sizes (0/1 outcomes), otherwise
   99,999 seeded random sign patterns.
-* :func:`holm` — Holm's step-down correction (own code, checked against ``statsmodels.stats.multitest.multipletests``, which runs the garbage collector at every call).
+* :func:`holm` — Holm's step-down correction (own code, checked against
+  ``statsmodels.stats.multitest.multipletests``, which runs the garbage collector at every call).
 * :func:`tarone_holm` — Holm over the tests that can reach significance at all (Tarone's
   modification for discrete tests), with :func:`smallest_attainable_p` (both live in
   :mod:`factlens.multiple_testing` and are re-exported here).

@@ -19,7 +19,7 @@ class RunFileError(ValueError):
 
 __all__ = ["is_run_file", "check_one_setup", "warned_already"]
 
-#: The start of :func:`is_run_file`'s warning (its ``message`` filter in :func:`warned_already`).
+#: The words after the path in :func:`is_run_file`'s warning (what :func:`warned_already` filters).
 _NOT_A_RUN_FILE = "is not a factlens run file"
 
 
