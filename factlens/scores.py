@@ -393,10 +393,15 @@ class ComponentScores:
                                        rank_by=d.get("rank_by", "abs"), **typed)
 
     def save(self, path: str | Path) -> None:
-        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file)."""
-        from factlens.files import write_atomic
+        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file).
 
-        text = json.dumps(self.to_dict(), indent=1)
+        NaN and infinities are written as ``null`` (strict JSON, :mod:`factlens.strict_json`) and
+        load as NaN (e.g. ``by_role`` of a token role that no prompt has).
+        """
+        from factlens.files import write_atomic
+        from factlens.strict_json import strict_dumps
+
+        text = strict_dumps(self.to_dict())
         write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod

@@ -9,6 +9,7 @@ import pytest
 
 from factlens.components import Component, Mask, ModelShape
 from factlens.scores import ComponentScores, ResidMap
+from factlens.strict_json import strict_loads
 
 SHAPE = ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_model=8, d_head=4, d_mlp=16)
 COMPS = tuple(SHAPE.all_components())  # L0H0 L0H1 L0.mlp L1H0 L1H1 L1.mlp
@@ -38,7 +39,8 @@ def test_typed_fields_and_properties():
 def test_json_round_trip_keeps_typed_fields(tmp_path):
     s = _scores()
     s.save(tmp_path / "s.json")
-    d = json.loads((tmp_path / "s.json").read_text())
+    d = strict_loads((tmp_path / "s.json").read_text())  # standard JSON: the NaN below is written as null
+    assert d["resid"]["by_role"][0] == [1.0, None] and d["resid"]["values"][1] == [0.4, None, 0.6]
     assert d["extra"] == {"direction": "noising"} and d["dropped_ids"] == ["c"] and d["resid"]["offsets"] == [-3, -2, -1]
     back = ComponentScores.load(tmp_path / "s.json")
     assert back.components == s.components and back.extra == s.extra

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from factlens.components import Mask, ModelShape
 from factlens.editing.config import EditConfig
+from factlens.strict_json import strict_dumps
 
 __all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS", "full_mask", "flat_copy"]
 
@@ -474,7 +475,7 @@ class EditResult:
             tensors[f"{name}/mask"] = d.mask.detach().cpu().contiguous()
             tensors[f"{name}/old"] = d.old.detach().cpu().contiguous()
             tensors[f"{name}/new"] = d.new.detach().cpu().contiguous()
-        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.to_dict())})
+        save_file(tensors, str(path), metadata={_META_KEY: strict_dumps(self.to_dict(), indent=None)})
 
     @classmethod
     def load(cls, path: str | Path) -> "EditResult":

@@ -46,6 +46,7 @@ from factlens.components import Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.editor import edit
 from factlens.progress_bars import progress, progress_bar, takes_show_progress
+from factlens.strict_json import strict_dumps
 
 __all__ = ["SweepResult", "sweep", "score_edit", "config_key", "text_accuracy"]
 
@@ -209,7 +210,7 @@ def _read_runs(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _append(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
-        f.write(json.dumps(_normalize(record), sort_keys=True) + "\n")
+        f.write(strict_dumps(_normalize(record), indent=None, sort_keys=True) + "\n")
         f.flush()
 
 

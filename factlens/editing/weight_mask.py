@@ -56,6 +56,7 @@ from factlens.config import ConfigBase
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import with_gradients
 from factlens.progress_bars import progress_bar
+from factlens.strict_json import strict_dumps
 
 __all__ = ["WeightMaskConfig", "WeightMaskResult", "learn_weight_mask", "default_evaluate"]
 
@@ -316,7 +317,7 @@ class WeightMaskResult:
         meta = {"format_version": 1, "mask": self.mask.to_dict(), "config": self.config.to_dict(),
                 "shape": self.shape.to_dict(), "objective": self.objective, "history": self.history,
                 "seconds": self.seconds, "task_summary": self.task_summary}
-        (path / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        (path / "meta.json").write_text(strict_dumps(meta, default=str))
 
     @classmethod
     def load(cls, path: str | Path) -> "WeightMaskResult":

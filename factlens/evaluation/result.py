@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from factlens.strict_json import json_default, strict_dumps  # json_default: importable here as before
+
 __all__ = ["Metric", "SuiteResult", "EvalResult"]
 
 
@@ -306,18 +308,10 @@ class EvalResult:
         return cls(suites, dict(d.get("task") or {}), dict(d.get("meta") or {}))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=json_default))
+        """Save as JSON that strict parsers read too (NaN and infinities as ``null``,
+        :mod:`factlens.strict_json`)."""
+        Path(path).write_text(strict_dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalResult":
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def json_default(x: Any) -> Any:
-    """``json.dump(..., default=json_default)``: arrays and tensors as lists, numpy scalars as
-    Python numbers, anything else as its ``str`` (results and run files are written with it)."""
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)

@@ -553,7 +553,7 @@ def _edit_table(runs: Sequence[dict]) -> str:
         hist = e.get("history") or []
         last = hist[-1].get("loss") if hist else None
         rest = r.get("restore", {})
-        ok = "yes" if rest.get("exact") else f"no (max |Δ| {rest.get('max_abs_diff', float('nan')):.2g}; repaired)"
+        ok = "yes" if rest.get("exact") else f"no (max |Δ| {_short(rest.get('max_abs_diff'))}; repaired)"
         h.append(f"<tr><td class='l'>seed {r['seed']} / {_e(r['localization'])}</td><td>{len(hist)}</td>"
                  f"<td>{_short(last)}</td><td>{_short(e.get('seconds'))}</td><td>{_e(e.get('sft_kind'))}</td>"
                  f"<td>{ok}</td></tr>")

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factlens.evaluation.result import json_default
 from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
@@ -32,6 +31,7 @@ from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import versions
 from factlens.runner.run_files import RunFileError
 from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
+from factlens.strict_json import strict_dumps
 
 __all__ = ["RunDir", "RunDirError", "ConfigMismatchError", "read_json", "write_json_atomic", "MANIFEST"]
 
@@ -66,8 +66,9 @@ def _recovery(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`)."""
-    text = json.dumps(obj, indent=1, default=json_default, allow_nan=True)
+    """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`), with NaN
+    and infinities as ``null`` so that strict parsers read it (:mod:`factlens.strict_json`)."""
+    text = strict_dumps(obj)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 

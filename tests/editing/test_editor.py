@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import replace
 
@@ -328,6 +329,12 @@ def test_revert_save_load_apply_roundtrip(tiny_task, tmp_path):
     assert res.model is model and res.delta_norm() > 0 and res.n_changed > 0
     path = tmp_path / "edit.safetensors"
     res.save(path)
+    from safetensors import safe_open
+
+    from factlens.strict_json import strict_loads
+
+    with safe_open(str(path), "pt") as f:  # the metadata is standard JSON, which other tools read too
+        assert strict_loads(f.metadata()["factlens_edit"])["history"] == json.loads(json.dumps(res.history))
     res.revert()
     assert_unchanged(model, before)
     with pytest.raises(RuntimeError, match="nothing to revert"):

@@ -11,6 +11,7 @@ import factlens.editing.sweep as sweep_mod
 from factlens.components import Mask
 from factlens.editing.config import EditConfig
 from factlens.editing.sweep import SweepResult, config_key, score_edit, sweep, text_accuracy
+from factlens.strict_json import strict_loads
 from factlens.tasks import sports_unlearning
 from factlens.testing import planted_fact_model
 from factlens.testing.invariants import assert_unchanged, snapshot
@@ -175,5 +176,8 @@ def test_a_diverging_learning_rate_is_a_row_not_the_end_of_the_sweep(tmp_path, p
     assert res.best_config.lr in (3e-2, 1e-3) and len(calls) == 3
     again = sweep(planted.model, mask, planted.task, **grid)
     assert len(calls) == 3 and again.table["cached"].all()  # the diverged run is stored too
+    lines = [strict_loads(line) for line in (tmp_path / "sweep.jsonl").read_text().splitlines()]  # standard JSON
+    assert [r.get("final_loss") for r in lines[1:]][1] is None  # the diverged run's NaN loss, written as null
+    assert math.isnan(again.table["score"].iloc[1]) and math.isnan(again.table["final_loss"].iloc[1])
     twice = sweep(planted.model, mask, planted.task, **{**grid, "lrs": (1e-3, 1e-3), "out_dir": None})
     assert list(twice.table["cached"]) == [False, False] and len(calls) == 4  # run once, not "cached"

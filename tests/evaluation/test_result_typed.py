@@ -11,6 +11,7 @@ import pytest
 
 from factlens.evaluation.plots import HEADLINE_METRICS, metric_label
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+from factlens.strict_json import strict_loads
 
 
 def _result() -> EvalResult:
@@ -48,6 +49,24 @@ def test_from_dict_is_the_inverse_of_to_dict_and_save(tmp_path):
     path = tmp_path / "eval.json"
     res.save(path)
     assert EvalResult.load(path).to_dict() == back.to_dict()
+
+
+def test_save_writes_standard_json_and_undefined_values_load_as_nan_or_none(tmp_path):
+    """Per-fact rows and suite extras may hold NaN (a fact without an edit target, a layer whose
+    probe had no target); save wrote the token NaN, which strict JSON parsers reject."""
+    nan = float("nan")
+    m = Metric.from_samples("edit_accuracy", {"f0": 1.0, "f1": nan, "f2": 0.0})
+    res = EvalResult({"standard": SuiteResult("standard", (m, Metric("kl", nan, 0)),
+                                              per_fact=({"record_id": "f1", "target_wins": nan},),
+                                              extra={"target": [0.5, nan], "best": float("inf")})})
+    path = tmp_path / "eval.json"
+    res.save(path)
+    d = strict_loads(path.read_text())
+    s = d["suites"]["standard"]
+    assert s["per_fact"] == [{"record_id": "f1", "target_wins": None}]
+    assert s["extra"] == {"target": [0.5, None], "best": None}
+    back = EvalResult.load(path)["standard"]
+    assert math.isnan(back["kl"].value) and back["edit_accuracy"].value == m.value and back["edit_accuracy"].n == 2
 
 
 def test_metric_dict_saved_before_intervals_loads():

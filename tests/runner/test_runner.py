@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from factlens.runner import pipeline
 from factlens.runner import workspace as workspace_module
 from factlens.runner.cli import main
 from factlens.runner.executor import ConfigMismatchError, RunDir, write_json_atomic
+from factlens.strict_json import strict_loads
 
 # fast settings: a couple of edit steps and the cheap suites (plus the mechanisms table)
 FAST = ["--edit", "steps=2", "--suites", "standard,side_effects,mechanisms", "--no-progress",
@@ -210,7 +212,7 @@ def test_restore_check_and_atomic_json(tmp_path: Path):
     assert not res["exact"] and res["n_changed"] == 1 and res["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
     p = tmp_path / "a" / "x.json"
     write_json_atomic(p, {"v": float("nan")})
-    assert json.loads(p.read_text())["v"] != json.loads(p.read_text())["v"]  # NaN survives
+    assert strict_loads(p.read_text()) == {"v": None}  # standard JSON: NaN as null
     assert [q.name for q in p.parent.iterdir()] == ["x.json"]
     assert RunDir(tmp_path / "none").stored() is None
 
@@ -450,3 +452,42 @@ def test_a_recovery_metric_with_a_negative_baseline_does_not_stop_the_report(cop
     assert rec_metric.ci_method == "bootstrap"
     assert next(m for m in attack_metrics("quant_int4", after, before)
                 if m.name.endswith("forget_accuracy")).ci_method == "wilson"
+
+
+def test_every_file_of_a_run_is_standard_json_and_undefined_values_load_as_nan(tmp_path: Path):
+    """Attribution patching's by_role is NaN for a token role no prompt has; the unit record held
+    the token NaN, which strict parsers (JavaScript's JSON.parse, jq < 1.7) reject. It is null now
+    and loads as NaN again."""
+    from factlens.runner.report import load_run_dir
+
+    out = tmp_path / "run"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "attribution_patching",
+                 "--suites", "standard", "--edit", "steps=1", "--no-progress"]) == 0
+    files = sorted(out.rglob("*.json"))
+    assert len(files) == 4  # manifest, run_config, plan, the unit
+    for f in files:
+        strict_loads(f.read_text())
+    rec = strict_loads((out / "runs" / "seed0" / "attribution_patching.json").read_text())
+    assert any(v is None for row in rec["scores"]["resid"]["by_role"] for v in row)  # the role without tokens
+    from factlens.scores import ComponentScores
+
+    scores = ComponentScores.from_dict(load_run_dir(out)["runs"][0]["scores"])
+    assert np.isnan(scores.resid.by_role).any() and np.isfinite(scores.resid.values).all()
+
+
+def test_the_report_reads_records_whose_undefined_values_are_null(copy_of_run: Path):
+    """NaN is written as null now; the report's tables format what they read (a repaired restore's
+    max |delta| and a diverged loss were formatted as numbers)."""
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+
+    f = copy_of_run / "runs" / "seed0" / "random.json"
+    rec = json.loads(f.read_text())
+    rec["restore"] = {"exact": False, "max_abs_diff": float("nan"), "n_changed": 1}
+    rec["edit"]["history"][-1]["loss"] = float("nan")
+    rec["eval"]["suites"]["standard"]["metrics"][0]["value"] = float("nan")
+    write_json_atomic(f, rec)
+    assert strict_loads(f.read_text())["restore"]["max_abs_diff"] is None
+    html = build_report(copy_of_run)
+    assert "no (max |Δ| –; repaired)" in html
+    assert "random" in markdown_summary(copy_of_run)
