@@ -223,10 +223,11 @@ def _restore_components(tb: _TraceBatch, layer: int, comps: list[Component]) -> 
     return tb.restore(layer, variants).T.double().cpu().numpy()
 
 
-def _trace_positions(tb: _TraceBatch, batch: PromptBatch, noised_ex: Tensor, window: int,
-                     bar) -> tuple[np.ndarray, np.ndarray]:
+def _trace_positions(tb: _TraceBatch, batch: PromptBatch, noised_ex: Tensor, window: int | None,
+                     bar) -> tuple[np.ndarray, np.ndarray | None]:
     """Restored probability per example x layer x position: the residual stream at one layer and
-    position (``resid``), and a window of ``window`` MLPs around each layer (``mlp_window``).
+    position (``resid``), and a window of ``window`` MLPs around each layer (``mlp_window``;
+    ``None`` with ``window=None``: an attention-only model has no MLPs).
 
     Positions before the batch's first subject token keep the noised probability (nothing
     differs there to restore).
@@ -241,6 +242,8 @@ def _trace_positions(tb: _TraceBatch, batch: PromptBatch, noised_ex: Tensor, win
         variants = [[(resid_hook(layer, "pre"), None, p)] for p in positions]
         res[:, layer, lo:] = tb.restore(layer, variants).T.double().cpu().numpy()
         bar.update(1)
+    if window is None:
+        return res, None
     for layer in range(L):
         layers = range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
         variants = [[(mlp_hook(w, "out"), None, p) for w in layers] for p in positions]
@@ -271,7 +274,8 @@ def _trace(model, enc: PromptBatch, answers: Tensor, comps: list[Component], *, 
         by_layer[c.layer].append(j)
     t = _Traces(np.zeros((n, len(comps))), np.zeros(n), np.zeros(n))
     batches = list(iter_batches(n, batch_size))
-    steps_per_batch = len(by_layer) + (2 * model.cfg.n_layers if include_resid else 0)
+    mlps = not ModelShape.of(model).attn_only  # an attention-only model has a resid map but no MLP window
+    steps_per_batch = len(by_layer) + ((1 + mlps) * model.cfg.n_layers if include_resid else 0)
     bar = progress_bar(total=len(batches) * steps_per_batch, desc="causal tracing")
     try:
         with torch.inference_mode():
@@ -286,11 +290,12 @@ def _trace(model, enc: PromptBatch, answers: Tensor, comps: list[Component], *, 
                     t.per_example[sl, js] = _restore_components(tb, layer, [comps[j] for j in js])
                     bar.update(1)
                 if include_resid:
-                    res, win = _trace_positions(tb, batch, noised_ex, window, bar)
+                    res, win = _trace_positions(tb, batch, noised_ex, window if mlps else None, bar)
                     for i in range(tb.B):
                         length = int(batch.lengths[i])
                         t.resid_maps.append(res[i, :, :length])
-                        t.window_maps.append(win[i, :, :length])
+                        if win is not None:
+                            t.window_maps.append(win[i, :, :length])
                 t.cost += tb.cost_rows
     finally:
         bar.close()
@@ -324,7 +329,8 @@ def causal_tracing(
         seed: Seed of the noise (with the example index; independent of ``batch_size``).
         batch_size: Prompts per batch (each is repeated ``n_samples`` times).
         include_resid: Also compute ``scores.resid`` and ``scores.mlp_window``
-            (layer x position traces; the most expensive part).
+            (layer x position traces; the most expensive part). An attention-only model gets
+            ``resid`` only (it has no MLPs to restore; ``mlp_window`` is ``None``).
 
     Returns:
         Scores (``method="causal_tracing"``, ``metric="prob"``) with ``per_example`` (restored
@@ -349,8 +355,6 @@ def causal_tracing(
         raise ValueError("the dataset is empty")
     shape = ModelShape.of(model)
     comps = resolve_components(shape, components)
-    if include_resid and shape.attn_only:
-        raise ValueError("mlp_window traces need MLPs; pass include_resid=False for an attention-only model")
     enc, answers = _encode(model, records)
     sigma = embedding_std(model)
     noise_std = noise_scale * sigma
@@ -371,7 +375,9 @@ def causal_tracing(
     }
     maps = {}
     if include_resid:
-        maps = dict(resid=resid_map(model, t.resid_maps, enc), mlp_window=resid_map(model, t.window_maps, enc))
+        maps = dict(resid=resid_map(model, t.resid_maps, enc))
+        if t.window_maps:
+            maps["mlp_window"] = resid_map(model, t.window_maps, enc)
     return ComponentScores(tuple(comps), values, "causal_tracing", "prob", shape, extra, per_example=t.per_example.T,
                            example_ids=[r.id for r in records], clean_metric=t.p_clean, corrupted_metric=t.p_noised,
                            **maps)

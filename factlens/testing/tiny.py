@@ -32,7 +32,7 @@ from factlens.testing.tokenizer import word_tokenizer
 
 __all__ = ["tiny_model", "builtin_words", "build_hooked", "COMMON_WORDS", "Variant"]
 
-Variant = Literal["standard", "gqa", "gated", "gqa_gated"]
+Variant = Literal["standard", "gqa", "gated", "gqa_gated", "attn_only"]
 
 #: Words used by prompt templates (few-shot facts, multiple-choice formats...).
 COMMON_WORDS: tuple[str, ...] = (
@@ -126,7 +126,8 @@ def tiny_model(
     Args:
         variant: ``"standard"``; ``"gqa"`` (grouped-query attention with
             ``n_key_value_heads = n_heads // 2``); ``"gated"`` (gated MLP, ``W_gate``);
-            ``"gqa_gated"`` (both).
+            ``"gqa_gated"`` (both); ``"attn_only"`` (no MLPs, as TransformerLens's
+            ``attn-only-*`` models).
         n_layers: Number of blocks.
         d_model: Residual width.
         n_heads: Attention heads per layer.
@@ -148,8 +149,8 @@ def tiny_model(
     """
     from transformer_lens import HookedTransformerConfig
 
-    if variant not in ("standard", "gqa", "gated", "gqa_gated"):
-        raise ValueError(f"unknown variant {variant!r}; use 'standard', 'gqa', 'gated' or 'gqa_gated'")
+    if variant not in ("standard", "gqa", "gated", "gqa_gated", "attn_only"):
+        raise ValueError(f"unknown variant {variant!r}; use 'standard', 'gqa', 'gated', 'gqa_gated' or 'attn_only'")
     gqa = variant in ("gqa", "gqa_gated")
     gated = variant in ("gated", "gqa_gated")
     if gqa and (n_heads < 2 or n_heads % 2):
@@ -162,7 +163,8 @@ def tiny_model(
         d_model=d_model,
         n_heads=n_heads,
         d_head=d_head,
-        d_mlp=d_mlp,
+        d_mlp=None if variant == "attn_only" else d_mlp,
+        attn_only=variant == "attn_only",
         n_ctx=n_ctx,
         d_vocab=len(tok),
         act_fn="silu" if gated else "gelu",

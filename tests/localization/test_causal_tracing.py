@@ -222,6 +222,26 @@ def test_tiny_gqa_variants_run(variant):
     assert s.mlp_window.by_role.shape == (2, len(ROLES)) and s.mlp_window.roles == ROLES
 
 
+def test_an_attention_only_model_gets_the_resid_map_without_an_mlp_window():
+    """include_resid (the default) raised on an attention-only model (TransformerLens's
+    attn-only-*), though only the MLP window needs MLPs; the residual map is computed now."""
+    from factlens.data import sports_facts
+
+    ds = sports_facts().subset([0, 3, 150])
+    model = tiny_model(variant="attn_only", n_layers=2)
+    snap = snapshot(model)
+    s = causal_tracing(model, ds, n_samples=2)
+    assert_unchanged(model, snap)
+    assert [c.label for c in s.components] == [f"L{l}H{h}" for l in range(2) for h in range(4)]
+    T = max(encode_records(model, ds).lengths.tolist())
+    assert s.resid.values.shape == (2, T) and np.isfinite(s.resid.values).all() and s.mlp_window is None
+    same = causal_tracing(model, ds, n_samples=2, include_resid=False)
+    np.testing.assert_array_equal(same.values, s.values)  # the components' scores do not depend on it
+    back = type(s).from_dict(s.to_dict())
+    np.testing.assert_array_equal(back.resid.values, s.resid.values)
+    assert back.mlp_window is None
+
+
 def test_pad_token_equal_to_bos_changes_nothing():
     """GPT-2 / Pythia convention (pad = BOS): zero-shot prompts share only the BOS, whose cached keys
     and values the restored runs read; they were masked as padding (the restored scores moved)."""

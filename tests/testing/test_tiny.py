@@ -11,7 +11,7 @@ from factlens.testing import tiny_model
 FEW_SHOT = "Fact: Tiger Woods plays the sport of golf\nFact: LeBron James plays the sport of"
 
 
-@pytest.mark.parametrize("variant", ["standard", "gqa", "gated", "gqa_gated"])
+@pytest.mark.parametrize("variant", ["standard", "gqa", "gated", "gqa_gated", "attn_only"])
 def test_tiny_variants_forward(variant):
     model = tiny_model(variant=variant)
     logits = model(FEW_SHOT)
@@ -24,6 +24,8 @@ def test_tiny_variants_forward(variant):
         assert model.cfg.n_key_value_heads is not None and model.cfg.n_key_value_heads < model.cfg.n_heads
     if "gated" in variant:
         assert model.cfg.gated_mlp and model.blocks[0].mlp.W_gate.shape == (model.cfg.d_model, model.cfg.d_mlp)
+    if variant == "attn_only":
+        assert model.cfg.attn_only and not any(".mlp." in n for n, _ in model.named_parameters())
 
 
 def test_tiny_options_and_determinism():
