@@ -51,7 +51,8 @@ class Suite:
         fn: ``run_<suite>(model, task, *, original, config, baselines, **inputs)``.
         needs: Optional inputs (of :data:`INPUTS`) passed to ``fn`` when given.
         requires: Groups of inputs of which at least one must be given (checked before any
-            suite runs), e.g. ``(("mask", "mechanisms"),)``.
+            suite runs), e.g. ``(("mask",), ("mechanisms",))``: both; ``(("mask", "weight_mask"),)``:
+            either.
         doc: One line for listings.
         config_type: The suite's settings, a frozen :class:`~factlens.config.ConfigBase` dataclass
             (or a :class:`~factlens.registry.Ref` to one); ``None``: it has none. The suite reads
@@ -96,7 +97,7 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("probes", "ProbesConfig", doc="linear probes for the old answer in the latents"),
     _builtin("soft_prompts", "SoftPromptsConfig", doc="adversarial soft prompts that try to bring the old answer back"),
     _builtin("mechanisms", needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"),
-             requires=(("mask", "mechanisms"),),
+             requires=(("mask",), ("mechanisms",)),  # both: run_mechanisms counts the mask within each
              doc="overlap of the edited mask (or learned weight mask) with the model's mechanisms"),
     _builtin("quantization", "QuantizationConfig",
              doc="int8 / NF4 / int4 round trip of the linear weights: do the edited facts come back? "
@@ -166,8 +167,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         suite and the config.
 
     Raises:
-        ValueError: Unknown suite name, or ``mechanisms`` requested without a ``mask`` or
-            ``mechanisms``.
+        ValueError: Unknown suite name, or a suite requested without an input it needs
+            (``mechanisms`` needs both ``mask`` and ``mechanisms``), before any suite runs.
 
     Example:
         >>> from factlens.testing import planted_fact_model

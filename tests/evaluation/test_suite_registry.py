@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 import factlens.evaluation
+from factlens.components import Mask
 from factlens.config import ConfigBase, Overrides
 from factlens.evaluation import SUITES, EvalConfig, Suite, SuiteResult, evaluate
 from factlens.evaluation.result import Metric
@@ -26,8 +27,15 @@ def test_missing_inputs_fail_before_any_suite_runs(planted):
 
     spy = Suite("spy", run_spy)
     # issue 11 item 7: 'mechanisms' without mask/mechanisms used to fail only after the suites before it had run
-    with pytest.raises(ValueError, match="'mechanisms' suite needs mask=... and/or mechanisms=..."):
+    with pytest.raises(ValueError, match="'mechanisms' suite needs mask=..."):
         evaluate(planted.model, planted.task, suites=[spy, "mechanisms"], show_progress=False)
+    # it needs both: with one of them the check passed, and run_mechanisms failed after the suites before it
+    mask = Mask.from_labels(["L1.mlp"])
+    with pytest.raises(ValueError, match="'mechanisms' suite needs mechanisms=..."):
+        evaluate(planted.model, planted.task, suites=[spy, "mechanisms"], mask=mask, show_progress=False)
+    with pytest.raises(ValueError, match="'mechanisms' suite needs mask=..."):
+        evaluate(planted.model, planted.task, suites=[spy, "mechanisms"], mechanisms={"lookup": mask},
+                 show_progress=False)
     with pytest.raises(ValueError, match="'update_size' suite needs edit_result"):
         evaluate(planted.model, planted.task, suites=[spy, "update_size"], show_progress=False)
     assert calls == []
@@ -49,7 +57,7 @@ def test_a_suite_of_ones_own_gets_only_what_it_declares(planted):
 def test_unknown_inputs_in_an_entry_are_refused():
     with pytest.raises(ValueError, match="unknown inputs \\['maks'\\]"):
         Suite("bad", lambda *a, **k: None, needs=("maks",))
-    assert "quantization" in SUITES and SUITES.get("mechanisms").requires == (("mask", "mechanisms"),)
+    assert "quantization" in SUITES and SUITES.get("mechanisms").requires == (("mask",), ("mechanisms",))
 
 
 # The worked example of docs/extending.md: a suite with settings of its own is one function, one
