@@ -140,6 +140,10 @@ def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
             comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
         except TypeError:
             raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
+    shape = ModelShape.of(model)
+    if shape.attn_only:  # "use a mask of MLP layers only" cannot be followed on this model
+        raise MaskNotSupported(f"{method} edits MLP layers (their W_out), and the model is attention-only: it has no "
+                               "MLPs. Use method='finetune' (any mask of heads)")
     other = [c.label for c in comps if not isinstance(c, Component) or c.kind != "mlp"]
     if other:
         raise MaskNotSupported(f"{method} edits whole MLP layers (their W_out); the mask also has {other[:6]} "
@@ -147,7 +151,6 @@ def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
                          "Mask([c for c in mask if c.kind == 'mlp']), or method='finetune'")
     if not comps:
         raise MaskNotSupported(f"{method} needs a mask with at least one MLP layer; the mask is empty")
-    shape = ModelShape.of(model)
     for c in comps:
         c.param_slices(shape)  # raises for layers that do not exist / attention-only models
     return sorted({c.layer for c in comps})

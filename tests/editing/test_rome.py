@@ -125,6 +125,12 @@ def test_mask_must_be_exactly_one_mlp_layer(task):
     with pytest.raises(ValueError, match="does not exist"):
         rome(m, Mask.from_labels(["L5.mlp"]), task, config=FAST)
     assert no_hooks(m)
+    # an attention-only model: the advice to keep only the mask's MLP layers cannot be followed
+    attn = tiny_model(variant="attn_only")
+    for edit_fn in (rome, memit):
+        with pytest.raises(ValueError, match="attention-only: it has no MLPs. Use method='finetune'"):
+            edit_fn(attn, Mask.from_labels(["L1H0"]), task)
+    assert no_hooks(attn)
 
 
 def test_bad_task_objective_and_config(task):
