@@ -152,7 +152,8 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
                     lpo = lp
                 else:
                     lpo = F.log_softmax(unembed(original, resid_o[j, :-1]).float(), dim=-1).to(lp.device)
-                kl = (lpo.exp() * (lpo - lp)).sum(-1)
+                # KL >= 0; float32 rounding of two nearly equal distributions gives -1e-8-level values
+                kl = (lpo.exp() * (lpo - lp)).sum(-1).clamp_min(0.0)
                 ceo = -lpo.gather(1, tgt[:, None])[:, 0]
                 acco = (lpo.argmax(-1) == tgt).float()
                 row.update(kl=float(kl[real].mean()) if n else float("nan"),

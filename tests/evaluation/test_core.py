@@ -183,6 +183,17 @@ def test_side_effects_text(tiny):
     assert "kl_note" in r4.extra and [m.name for m in r4.metrics] == ["next_token_accuracy", "next_token_loss"]
 
 
+def test_kl_is_never_negative_for_two_nearly_equal_models(tiny):
+    """Float32 rounding of two almost equal distributions made per-token KL values of -1e-8 and
+    a negative kl_divergence (and interval); KL is never below 0, so each token's is clamped at 0."""
+    near = copy.deepcopy(tiny)
+    with torch.no_grad():
+        near.blocks[1].attn.W_O.mul_(1 + 1e-6)
+    kl = run_side_effects(near, original=tiny, config=FAST_TEXT)["kl_divergence"]
+    assert min(kl.samples.values()) >= 0 and kl.value >= 0 and kl.ci_low >= 0
+    assert kl.value < 1e-6  # still the noise floor, not a difference
+
+
 def test_mmlu_local_csv(tmp_path, tiny):
     (tmp_path / "high_school_physics_dev.csv").write_text('"What is 2+2?",3,4,5,6,B\nWhy?,a,b,c,d,D\n')
     (tmp_path / "anatomy_dev.csv").write_text("Bones?,1,2,3,4,A\n")
