@@ -22,8 +22,9 @@ an MMLU question) and two localizations are evaluated on the same units:
 * :func:`holm` — Holm's step-down correction (own code, checked against
   ``statsmodels.stats.multitest.multipletests``, which runs the garbage collector at every call).
 * :func:`tarone_holm` — Holm over the tests that can reach significance at all (Tarone's
-  modification for discrete tests), with :func:`smallest_attainable_p` (both live in
-  :mod:`factlens.multiple_testing` and are re-exported here).
+  modification for discrete tests; it lives in :mod:`factlens.multiple_testing` and is
+  re-exported here), with :func:`smallest_attainable_p` (:mod:`factlens.sign_flip`, as the
+  sign-flip test and :func:`paired_test_key`).
 * :func:`minimum_detectable_difference` — the smallest true paired difference the test
   finds with the given power (see its docstring for how it is computed; it lives in
   :mod:`factlens.power` and is re-exported here).
@@ -48,6 +49,7 @@ import numpy as np
 from factlens.multiple_testing import TaroneHolm, holm, tarone_holm
 from factlens.paired_proportions import paired_proportion_diff_interval
 from factlens.power import minimum_detectable_difference
+from factlens.sign_flip import EXACT_MAX_N, paired_test_key, sign_flip_test, smallest_attainable_p
 
 __all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", "bootstrap_interval",
            "hierarchical_bootstrap_interval", "mean_interval",
@@ -57,9 +59,6 @@ __all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", 
            "variance_components",
            "is_binary", "EXACT_MAX_N", "N_RESAMPLES"]
 
-#: The sign-flip test is exact when it needs at most ``2**EXACT_MAX_N`` terms: up to this many
-#: non-zero paired differences, or more of few distinct sizes (any number of 0/1 outcomes).
-EXACT_MAX_N = 16
 #: Default number of bootstrap resamples (intervals); the sign-flip test draws 99,999 patterns.
 N_RESAMPLES = 2000
 
@@ -396,229 +395,6 @@ def _as_groups(x) -> list[np.ndarray]:
     if len(x) and isinstance(x[0], (list, tuple, np.ndarray)):
         return [np.asarray(g, dtype=float).ravel() for g in x]
     return [np.asarray(x, dtype=float).ravel()]
-
-
-def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | None = None,
-                   exact_max_n: int = EXACT_MAX_N, n_resamples: int = 99_999, seed: int = 0,
-                   alternative: str = "two-sided") -> float:
-    """Paired permutation (sign-flip) test of "the mean paired difference is zero".
-
-    Under the null hypothesis that the two evaluations do not differ, each unit's paired
-    difference is equally likely to have either sign. The statistic is the (weighted) mean
-    difference; its null distribution comes from flipping signs. The p-value is exact
-    (units whose difference is zero cannot change the statistic) when the non-zero weighted
-    differences need at most ``2**exact_max_n`` terms: a pattern's statistic depends only on how
-    many differences of each distinct size keep their sign, so this holds for up to
-    ``exact_max_n`` differences of any sizes and for any number of 0/1 outcomes (one size: the
-    exact two-sided sign test) or of accuracies over a few prompts. The p-value then does not
-    depend on which evaluation is subtracted from which. Otherwise ``n_resamples`` random
-    patterns are drawn (seeded; the p-value then counts the observed pattern, so it is never 0;
-    the units are put in a canonical order and orientation first, so the same differences and
-    weights give the same p-value in any order and for ``x - y`` as for ``y - x``; see
-    :func:`_random_sign_flip`).
-
-    Args:
-        differences: Paired differences ``x_i - y_i`` (NaN entries dropped).
-        weights: Optional weight per unit (e.g. ``1 / n_facts`` of the unit's seed, so each
-            seed counts once in the statistic).
-        exact_max_n: Exact when the enumeration needs at most ``2**exact_max_n`` terms (at
-            most ``exact_max_n`` non-zero differences, or more of few distinct sizes).
-        n_resamples: Random sign patterns for larger ``n``.
-        seed: Seed of the random patterns.
-        alternative: ``"two-sided"``, ``"greater"`` (x > y) or ``"less"``.
-
-    Returns:
-        The p-value (1.0 when every difference is zero or there is none).
-
-    Example:
-        >>> round(sign_flip_test([1, 1, 1, 1, 1, 1]), 5)  # exact: 2 * 2**-6
-        0.03125
-        >>> sign_flip_test([1] * 30 + [-1] * 10) == sign_flip_test([-1] * 30 + [1] * 10)  # exact sign test
-        True
-    """
-    d = np.asarray(differences, dtype=float).ravel()
-    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if w.shape != d.shape:
-        raise ValueError(f"weights ({w.shape}) must match differences ({d.shape})")
-    if (w < 0).any():
-        raise ValueError("weights must be >= 0 (0 leaves a unit out); a negative weight was silently dropped")
-    if np.isinf(d).any():  # every pattern's statistic would be +-inf: p = 0 without meaning
-        raise ValueError("a paired difference is infinite; the sign-flip test needs finite differences (a metric "
-                         "that can be infinite, e.g. a KL, should be compared on a bounded transform)")
-    if alternative not in ("two-sided", "greater", "less"):
-        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
-    keep = ~np.isnan(d) & (w > 0)
-    d, w = d[keep], w[keep] / w[keep].sum() if keep.any() else w[keep]
-    if len(d) == 0 or np.all(d == 0):
-        return 1.0
-    moved = d != 0
-    wd = d[moved] * w[moved]
-    if _n_sign_counts(wd) <= 2 ** exact_max_n:
-        # a zero difference adds nothing to the statistic whatever its sign, so the share of
-        # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
-        # non-zero differences: exact, and cheap however many units did not move
-        return _exact_sign_flip(wd, alternative)
-    return _random_sign_flip(wd, alternative, n_resamples, seed)
-
-
-def _random_sign_flip(wd: np.ndarray, alternative: str, n_resamples: int, seed: int) -> float:
-    """Monte Carlo sign-flip p-value of the weighted non-zero differences ``wd``.
-
-    The differences are put in a canonical orientation (the sign of their sum; a tie by the
-    sorted values) and order (sorted), so the same data give the same p-value whatever order the
-    units come in and whichever side is subtracted (``x - y`` and ``y - x`` drew other patterns
-    before, p-values apart by Monte Carlo error). As ``scipy.stats.permutation_test`` does, the
-    observed pattern counts (``(k + 1) / (n + 1)``, never 0) and the two-sided p-value doubles
-    the smaller tail. Written here rather than with ``permutation_test`` because that took
-    0.15 s for 9,999 patterns of 64 units and 9 s for 99,999 of 192; drawing the sign matrix in
-    blocks and multiplying takes milliseconds, which affords 99,999 patterns (Monte Carlo
-    standard error of a two-sided p about 0.0003 at p = 0.005, against 0.001 with 9,999).
-    """
-    if wd.sum() < 0 or (wd.sum() == 0 and tuple(np.sort(-wd)) > tuple(np.sort(wd))):
-        wd = -wd
-        alternative = {"greater": "less", "less": "greater"}.get(alternative, alternative)
-    wd = np.sort(wd)
-    obs = float(wd.sum())
-    tol = 1e-9 * float(np.abs(wd).sum())  # ties up to float rounding, as in the exact test
-    rng = np.random.default_rng(seed)
-    ge = le = 0
-    block = max(1, min(8192, 2_000_000 // len(wd)))  # patterns per block: at most ~16 MB of signs
-    for start in range(0, n_resamples, block):
-        signs = rng.integers(0, 2, (min(block, n_resamples - start), len(wd))) * 2.0 - 1.0
-        null = signs @ wd
-        ge += int(np.count_nonzero(null >= obs - tol))
-        le += int(np.count_nonzero(null <= obs + tol))
-    greater, less = (ge + 1) / (n_resamples + 1), (le + 1) / (n_resamples + 1)
-    if alternative == "greater":
-        return greater
-    if alternative == "less":
-        return less
-    return min(1.0, 2 * min(greater, less))
-
-
-def _n_sign_counts(wd: np.ndarray) -> int:
-    """How many (sum, probability) terms :func:`_exact_sign_flip` enumerates: one per number of
-    positive signs among the differences of each distinct size."""
-    _, counts = np.unique(np.abs(wd), return_counts=True)
-    return math.prod(int(c) + 1 for c in counts)
-
-
-def _half_binomial_pmf(c: int) -> np.ndarray:
-    """``comb(c, k) / 2**c`` for ``k = 0 ... c``: exact in float up to ``c = 56`` (dyadic), from
-    the exact integers up to ``c = 1000``, from scipy beyond (``comb`` no longer fits a float)."""
-    if c > 1000:
-        from scipy.stats import binom
-
-        return binom.pmf(np.arange(c + 1), c, 0.5)
-    return np.array([math.comb(c, j) for j in range(c + 1)], dtype=float) * 2.0 ** -c
-
-
-def _exact_sign_flip(wd: np.ndarray, alternative: str) -> float:
-    """Exact sign-flip p-value of the weighted differences ``wd`` (all non-zero).
-
-    The statistic of a sign pattern depends only on how many differences of each distinct size
-    ``m`` (there are ``c`` of them) keep their sign: ``m * (2 * k - c)`` with probability
-    ``comb(c, k) / 2**c``. Enumerating these counts instead of the ``2**n`` patterns gives the
-    same null distribution, and stays small when the differences take few sizes: 0/1 outcomes
-    (one size: the two-sided sign test, the model of the binary power calculation in
-    :mod:`factlens.power`) and accuracies over a few prompts per fact are exact at any number of
-    facts. Written here because scipy's ``permutation_test`` enumerates patterns, not counts.
-    """
-    sizes, counts = np.unique(np.abs(wd), return_counts=True)
-    values, probs = np.zeros(1), np.ones(1)
-    for m, c in zip(sizes, counts):
-        k = np.arange(c + 1)
-        pk = _half_binomial_pmf(int(c))
-        values = (values[:, None] + m * (2 * k - c)[None, :]).ravel()
-        probs = (probs[:, None] * pk[None, :]).ravel()
-    obs = wd.sum()
-    # ties up to float rounding, relative to the data's own scale (an absolute tolerance would
-    # call every pattern a tie for differences of ~1e-13, e.g. tiny KL changes)
-    tol = 1e-9 * float(np.abs(wd).sum())
-    greater = min(1.0, float(probs[values >= obs - tol].sum()))
-    less = min(1.0, float(probs[values <= obs + tol].sum()))
-    if alternative == "greater":
-        return greater
-    if alternative == "less":
-        return less
-    return min(1.0, 2 * min(greater, less))
-
-
-def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[float] | None = None,
-                          exact_max_n: int = EXACT_MAX_N, n_resamples: int = 99_999, seed: int = 0) -> float:
-    """The smallest p-value :func:`sign_flip_test` can give for differences of these sizes.
-
-    The sign-flip test conditions on the sizes ``|d_i|`` and asks how extreme the signs are;
-    the most extreme case is all signs alike, so this is the test's p-value on ``|d|``. With
-    ``k`` non-zero differences it is ``2 / 2**k`` (exact test): 0.0625 for five differing 0/1
-    facts, so such a test can never be significant at 0.05. It depends on the sizes only,
-    which flipping signs leaves unchanged: choosing tests by it does not bias them
-    (:func:`tarone_holm`).
-
-    Example:
-        >>> smallest_attainable_p([1, -1, 0, 0, 1, 0, 0, -1, 1])  # 5 facts differ
-        0.0625
-        >>> smallest_attainable_p([0, 0, 0])
-        1.0
-    """
-    d = np.abs(np.asarray(differences, dtype=float))
-    return sign_flip_test(d, weights=weights, exact_max_n=exact_max_n, n_resamples=n_resamples, seed=seed)
-
-
-def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None, *,
-                    ids: Sequence[Hashable]) -> frozenset:
-    """A key that two paired tests share when they compare the same per-unit outcomes on the same units.
-
-    ``x`` and ``y`` are the paired values (a localization's and the reference's, unit by
-    unit), ``weights`` the units' weights and ``ids`` the units' ids (a fact's ``record.id``,
-    ``"chunk:<i>"``; ``(seed, id)`` when several seeds are pooled); units that
-    :func:`sign_flip_test` drops (NaN, zero weight) are left out. Two metrics get the same
-    key when they are on the same units and their values agree unit by unit for both sides,
-    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy;
-    values are compared to 12 decimals, so that a complement stored in floating point counts):
-    their two-sided tests are then one test on the same data. Which keys coincide depends
-    only on which values coincide, and swapping a unit's two sides (the sign-flip null) does
-    not change that, so Holm over the distinct keys keeps its guarantee. Equal differences
-    alone are not enough (different outcomes that move by the same amounts stay separate
-    tests), and neither are equal values on different units: two metrics on disjoint facts
-    are independent hypotheses, whose sides are swapped independently, however alike their
-    outcomes look (until this key took the ids, they were merged, which was anti-conservative).
-
-    Raises:
-        ValueError: ``x``, ``y``, ``weights`` and ``ids`` differ in length, or an id repeats.
-
-    Example:
-        >>> f, g = ["f0", "f1", "f2"], ["g0", "g1", "g2"]
-        >>> key = paired_test_key([1, 0, 1], [0, 0, 1], ids=f)
-        >>> key == paired_test_key([0, 1, 0], [1, 1, 0], ids=f)  # complements
-        True
-        >>> key == paired_test_key([1, 1, 1], [0, 1, 1], ids=f)  # same differences, other outcomes
-        False
-        >>> key == paired_test_key([1, 0, 1], [0, 0, 1], ids=g)  # same outcomes on other facts
-        False
-        >>> p = paired_test_key([0.7, 0.2], [0.1, 0.9], ids=["f0", "f1"])
-        >>> p == paired_test_key([1 - 0.7, 1 - 0.2], [1 - 0.1, 1 - 0.9], ids=["f0", "f1"])  # 0.30000000000000004
-        True
-    """
-    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    w = np.ones_like(a) if weights is None else np.asarray(weights, dtype=float).ravel()
-    units = list(ids)
-    if not a.shape == b.shape == w.shape == (len(units),):
-        raise ValueError(f"x ({a.shape}), y ({b.shape}), weights ({w.shape}) and ids ({len(units)}) must have one "
-                         "entry per unit")
-    if len(set(units)) != len(units):
-        raise ValueError("ids must name each unit once")
-    keep = np.flatnonzero(~np.isnan(a - b) & (w > 0))
-    order = keep[sorted(range(len(keep)), key=lambda i: repr(units[keep[i]]))]  # the units, canonically ordered
-    a, b, w = a[order], b[order], w[order]
-    on = tuple(units[i] for i in order)
-
-    def exact(v: np.ndarray) -> bytes:
-        # to 12 decimals: a stored complement (edit_prob = 1 - forget_prob) differs from 1 - v by
-        # ~1e-16 and was a second test; + 0.0: -0.0 and 0.0 give the same bytes
-        return (np.round(v, 12) + 0.0).tobytes()
-
-    return frozenset({(on, exact(a), exact(b), w.tobytes()), (on, exact(1.0 - a), exact(1.0 - b), w.tobytes())})
 
 
 def variance_components(groups: Sequence[Sequence[float]], *,
