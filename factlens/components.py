@@ -129,7 +129,6 @@ class ModelShape:
     d_mlp: int
     gated_mlp: bool = False
     attn_only: bool = False
-    has_bias: bool = True
     #: TransformerLens's grouped-query attention module, whose K/V parameters are ``_W_K``, ``_W_V``,
     #: ``_b_K``, ``_b_V``: every model whose config sets ``n_key_value_heads``, also where it equals
     #: ``n_heads`` (as TransformerLens's Gemma-7B config does)
@@ -143,8 +142,11 @@ class ModelShape:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelShape":
         """Inverse of :meth:`to_dict`; files written before ``grouped_kv_params`` existed get
-        ``n_kv_heads != n_heads``, what :attr:`grouped` meant then."""
+        ``n_kv_heads != n_heads``, what :attr:`grouped` meant then. Files written before
+        2026-12-03 also hold ``has_bias`` (always ``True``, whatever the model: it was never read
+        from the model nor used), which is dropped."""
         d = dict(d)
+        d.pop("has_bias", None)
         d.setdefault("grouped_kv_params", d["n_kv_heads"] != d["n_heads"])
         return cls(**d)
 

@@ -69,6 +69,9 @@ def test_kv_heads_equal_to_heads_use_grouped_parameter_names():
     # files written before the field: what grouped meant then (n_kv_heads != n_heads)
     old = {k: v for k, v in ModelShape.of(tiny_model(variant="gqa")).to_dict().items() if k != "grouped_kv_params"}
     assert ModelShape.from_dict(old) == ModelShape.of(tiny_model(variant="gqa"))
+    # files written before has_bias was dropped (always True, never read from the model)
+    with_bias = {**ModelShape.of(m).to_dict(), "has_bias": True}
+    assert ModelShape.from_dict(with_bias) == shape and "has_bias" not in shape.to_dict()
 
 
 def test_mask_set_operations_and_io(tmp_path):
