@@ -156,8 +156,16 @@ class ModelShape:
 
     @classmethod
     def of(cls, model_or_cfg) -> "ModelShape":
-        """Read the shape of a ``HookedTransformer`` or its config."""
+        """Read the shape of a ``HookedTransformer`` or its config.
+
+        Raises:
+            TypeError: ``model_or_cfg`` is neither (a model name, a plain ``nn.Module``, ``None``).
+        """
         cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
+        if not all(hasattr(cfg, a) for a in ("n_layers", "n_heads", "d_model", "d_head")):
+            raise TypeError(f"expected a TransformerLens HookedTransformer (or its config), got "
+                            f"{type(model_or_cfg).__name__}: {str(model_or_cfg)[:80]!r}; load one with "
+                            "factlens.load_model(...) or HookedTransformer.from_pretrained(...)")
         n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         return cls(
             n_layers=cfg.n_layers,

@@ -32,7 +32,7 @@ import functools
 import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
-__all__ = ["ConfigBase", "Overrides", "type_ok"]
+__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -197,7 +197,7 @@ class ConfigBase:
             elif isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, Mapping):
-                v = copy.deepcopy(dict(v))  # a copy: the caller may change it
+                v = _plain(v)  # a copy the caller may change (plain dicts and lists)
             out[f.name] = v
         return out
 
@@ -370,6 +370,59 @@ def _check_types(cls: type[ConfigBase], norm: Mapping[str, Any], *, label: str =
             default = defaults[k] if defaults[k] is not dataclasses.MISSING else None
             raise ValueError(f"{label + ' ' if label else ''}option {prefix}{k}={v!r} has the wrong type "
                              f"({type(v).__name__}); {cls.__name__}.{k} takes {hint} (default {default!r})")
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of ``value`` with every mapping as a ``dict`` and every tuple as a list."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def check_numbers(cfg: Any) -> None:
+    """Raise for a field annotated ``int`` or ``float`` (or ``... | None``) whose value is not one.
+
+    An ``int`` field takes any integer (numpy's too, not ``bool``); a ``float`` field any finite
+    real number (an infinity or NaN in a loss weight or learning rate made every loss NaN, which
+    the editor reported as a learning rate too high). A config calls it first in its
+    ``__post_init__``, so that its range checks compare numbers.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Toy:
+        ...     steps: int = 1
+        ...     lr: float | None = 0.1
+        >>> check_numbers(Toy(steps=2.5))
+        Traceback (most recent call last):
+        ...
+        TypeError: Toy.steps must be an integer, got 2.5 (float)
+        >>> check_numbers(Toy(lr=float("nan")))
+        Traceback (most recent call last):
+        ...
+        ValueError: Toy.lr must be a finite number, got nan
+    """
+    import math
+    import numbers
+    import types
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        hint, value = hints.get(f.name), getattr(cfg, f.name)
+        args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+        if value is None or not args & {int, float} or not args <= {int, float, type(None)}:
+            continue
+        where = f"{type(cfg).__name__}.{f.name}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            kind = "an integer" if args & {int, float} == {int} else "a number"
+            raise TypeError(f"{where} must be {kind}, got {value!r} ({type(value).__name__})")
+        if float not in args and not isinstance(value, numbers.Integral):
+            raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
 
 
 def type_ok(value: Any, hint: Any) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 
 __all__ = ["EditConfig", "OPTIMIZERS", "SCHEDULES"]
 
@@ -125,6 +124,7 @@ class EditConfig(ConfigBase):
     objectives: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN passed every "< 0" check below
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.steps < 0:
@@ -161,12 +161,13 @@ class EditConfig(ConfigBase):
                              f"got {self.rmu_adaptive_scale}")
         if self.rmu_layer is not None and self.rmu_layer < 0:
             raise ValueError(f"rmu_layer must be >= 0 or None (the mask's last layer), got {self.rmu_layer}")
-        object.__setattr__(self, "methods", self._tables("methods"))
-        object.__setattr__(self, "objectives", self._tables("objectives"))
+        object.__setattr__(self, "methods", _ReadOnlyTable(self._tables("methods")))
+        object.__setattr__(self, "objectives", _ReadOnlyTable(self._tables("objectives")))
 
     def _tables(self, field_name: str) -> dict[str, dict[str, Any]]:
-        """``methods`` / ``objectives`` as plain tables (a copy); those of registered entries are
-        checked by building their typed config (others when ``edit`` runs them)."""
+        """``methods`` / ``objectives`` as read-only tables (a copy, lists as tuples, so that a
+        saved config loads back equal and a frozen config cannot be changed in place); those of
+        registered entries are checked by building their typed config (others when ``edit`` runs them)."""
         from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
 
         given, registry = getattr(self, field_name), (EDIT_METHODS if field_name == "methods" else OBJECTIVES)
@@ -179,7 +180,7 @@ class EditConfig(ConfigBase):
             if not isinstance(value, Mapping):
                 raise TypeError(f"EditConfig.{field_name}[{name!r}] must be a table of the {registry.kind}'s settings, "
                                 f"got {type(value).__name__}: {value!r}")
-            tables[str(name)] = copy.deepcopy({str(k): v for k, v in value.items()})
+            tables[str(name)] = _read_only({str(k): v for k, v in value.items()})
             if str(name) in registry:
                 _typed(_settings_type(registry.get(str(name)), field_name), tables[str(name)],
                        f"EditConfig.{field_name}[{name!r}]")
@@ -289,3 +290,28 @@ def _method_config_type(method):
         raise ValueError(f"edit method {name!r} takes its settings from EditConfig's own fields, not from "
                          f"EditConfig.methods; methods with settings there: {with_settings}")
     return load(entry.config_type)
+
+
+class _ReadOnlyTable(dict):
+    """A ``dict`` that refuses changes: the ``methods`` / ``objectives`` tables of a frozen
+    :class:`EditConfig` (changed in place, they changed the settings an :class:`EditResult`
+    records after the edit, without validation). JSON and pickle see a plain ``dict``."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("EditConfig's methods/objectives tables are read-only (the config is frozen); build a new "
+                        "config instead, e.g. config.replace(methods={**config.methods, 'rome': {...}})")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (type(self), (dict(self),))
+
+
+def _read_only(value: Any) -> Any:
+    """``value`` with every mapping as a :class:`_ReadOnlyTable` and every list or tuple as a tuple
+    (JSON gives lists back: both load as the same tuple)."""
+    if isinstance(value, Mapping):
+        return _ReadOnlyTable({k: _read_only(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_read_only(v) for v in value)
+    return value

@@ -66,6 +66,8 @@ def _as_mask(mask) -> Mask:
         return mask
     if isinstance(mask, Component):
         return Mask(frozenset([mask]))
+    if isinstance(mask, str):  # one label (iterated, it was parsed letter by letter: "cannot parse 'L'")
+        return Mask(frozenset([Component.parse(mask)]))
     try:
         comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
     except TypeError:
@@ -73,6 +75,16 @@ def _as_mask(mask) -> Mask:
     if not all(isinstance(c, Component) for c in comps):
         raise TypeError("mask must be a factlens Mask, a list of Components or of labels like 'L3.mlp'")
     return Mask(frozenset(comps))
+
+
+def check_model(model) -> None:
+    """Raise ``TypeError`` unless ``model`` is a TransformerLens model (a ``torch.nn.Module`` with
+    a ``HookedTransformerConfig``): a model name or another module failed deep inside."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a TransformerLens HookedTransformer, got {type(model).__name__}: "
+                        f"{str(model)[:80]!r}; load one with factlens.load_model(...) or "
+                        "HookedTransformer.from_pretrained(...)")
+    ModelShape.of(model)  # a module without a TransformerLens config
 
 
 def _check_targets(task, entry: Objective) -> None:
@@ -150,6 +162,7 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     from factlens.editing.registry import EDIT_METHODS
 
     entry = EDIT_METHODS.get(method)
+    check_model(model)
     check_folder(offload)
     if isinstance(config, EditConfig):  # a misspelt table name, or a bad field of your own method's / objective's
         config.check_tables(entry, objective or getattr(task, "objective", None))

@@ -133,6 +133,8 @@ def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
     """The MLP layers of a mask of whole MLPs; heads or neurons raise a clear ``ValueError``."""
     if isinstance(mask, Component):
         comps = [mask]
+    elif isinstance(mask, str):  # one label
+        comps = [Component.parse(mask)]
     elif isinstance(mask, Mask):
         comps = list(mask)
     else:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from factlens.components import Component, Mask
 from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
-from factlens.editing.editor import _as_mask, edit
+from factlens.editing.editor import _as_mask, check_model, edit
 from factlens.editing.result import EditResult, plot_histories
 from factlens.editing.training import with_gradients
 from factlens.memory import check_folder
@@ -246,8 +246,11 @@ def edit_sequential(
         (2, False)
     """
     t0 = time.perf_counter()
+    check_model(model)
     check_folder(offload)
     chunks = _chunks(task, chunk_size)
+    if not chunks:  # edit() refuses such a task; this returned an empty result as if it had edited
+        raise ValueError("the task has no forget facts to edit")
     _check_masks(masks, localize_fn, per_fact, len(chunks))
     work = model if inplace else copy.deepcopy(model)
     results: list[EditResult] = []

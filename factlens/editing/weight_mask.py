@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from factlens.components import Component, Mask, ModelShape
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.editing.sampling import BatchSampler, GeneralText
 from factlens.editing.training import with_gradients
 from factlens.progress_bars import progress_bar
@@ -103,6 +103,7 @@ class WeightMaskConfig(ConfigBase):
     sft_positions: int | None = 16
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.relaxation not in ("straight_through", "sigmoid"):
             raise ValueError(f"relaxation must be 'straight_through' or 'sigmoid', got {self.relaxation!r}")
         if self.steps < 0 or self.lr <= 0:
@@ -110,6 +111,13 @@ class WeightMaskConfig(ConfigBase):
         for name in ("l_forget", "l_retain", "l_sft", "l_reg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("forget_batch_size", "retain_batch_size", "sft_batch_size", "sft_positions"):
+            v = getattr(self, name)  # 0 drew no facts: the forget loss was silently left out
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1{' or None' if name != 'sft_batch_size' else ''}, got {v}")
+        if self.sft_seq_len < 2 or self.n_sft_chunks < 1:
+            raise ValueError(f"sft_seq_len must be >= 2 and n_sft_chunks >= 1, got {self.sft_seq_len}, "
+                             f"{self.n_sft_chunks}")
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -68,6 +69,51 @@ def test_config_defaults_presets_and_roundtrip():
         EditConfig(lr=0)
     with pytest.raises(ValueError, match="unknown EditConfig fields"):
         EditConfig.from_dict({"lr": 1e-3, "nope": 1})
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"steps": 2.5}, TypeError, "EditConfig.steps must be an integer, got 2.5"),
+    ({"steps": "3"}, TypeError, "EditConfig.steps must be an integer, got '3'"),
+    ({"batch_size": True}, TypeError, "EditConfig.batch_size must be an integer, got True"),
+    ({"rmu_layer": 0.5}, TypeError, "EditConfig.rmu_layer must be an integer"),
+    ({"l_forget": float("nan")}, ValueError, "EditConfig.l_forget must be a finite number, got nan"),
+    ({"l_sft": float("inf")}, ValueError, "EditConfig.l_sft must be a finite number, got inf"),
+    ({"lr": float("inf")}, ValueError, "EditConfig.lr must be a finite number"),
+    ({"weight_decay": float("nan")}, ValueError, "EditConfig.weight_decay must be a finite number"),
+])
+def test_config_types_and_finiteness_are_checked_when_built(kw, error, match):
+    """NaN passed every "< 0" check (a NaN loss weight was then reported as a learning rate too
+    high), floats and strings failed deep inside the editor with bare TypeErrors."""
+    with pytest.raises(error, match=match):
+        EditConfig(**kw)
+
+
+def test_config_accepts_numpy_numbers():
+    import numpy as np
+
+    c = EditConfig(steps=np.int64(3), lr=np.float32(1e-3), batch_size=np.int32(2))
+    assert c.steps == 3 and c.batch_size == 2
+
+
+def test_methods_tables_are_read_only_and_load_back_equal(tmp_path):
+    """A RomeConfig in ``methods`` kept its tuples, which JSON gives back as lists: the saved
+    result did not load back equal. The tables were also plain dicts of a frozen config: changed
+    in place, they changed the settings a result records, unvalidated."""
+    from factlens.editing.rome import RomeConfig
+
+    cfg = EditConfig(methods={"rome": RomeConfig(v_num_grad_steps=2, n_cov_tokens=200)})
+    assert EditConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.methods["rome"]["v_num_grad_steps"] = -7
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.objectives["npo"] = {}
+    d = cfg.to_dict()  # a plain copy the caller may change
+    d["methods"]["rome"]["v_num_grad_steps"] = 5
+    assert type(d["methods"]["rome"]) is dict and cfg.methods["rome"]["v_num_grad_steps"] == 2
+    assert copy.deepcopy(cfg) == cfg and pickle.loads(pickle.dumps(cfg)) == cfg  # worker processes get it
+    more = cfg.replace(methods={**cfg.methods, "memit": {"v_num_grad_steps": 3}})
+    assert set(more.methods) == {"rome", "memit"} and cfg.override({"methods": {"rome": {"v_lr": 0.1}}}).methods[
+        "rome"]["v_lr"] == 0.1
 
 
 def test_lr_schedule():
@@ -383,6 +429,27 @@ def test_bad_inputs(tiny_task, planted):
         edit(tiny_model(), Mask.from_labels(["L0.mlp"]), unlearn, objective="inject", show_progress=False)
     with pytest.raises(ValueError, match="objective"):
         edit(tiny_model(), Mask.from_labels(["L0.mlp"]), tiny_task, objective="forget", show_progress=False)
+
+
+def test_a_label_string_is_one_component_and_a_non_model_is_a_clear_error(tiny_task):
+    """A single label was iterated letter by letter ("cannot parse component label 'L'"); a model
+    name or another module failed with bare AttributeErrors deep inside; edit_sequential returned
+    an empty result for a task without forget facts, which edit refuses."""
+    cfg = TINY.replace(steps=1)
+    m = tiny_model()
+    res = edit(m, "L1H1", tiny_task, config=cfg, show_progress=False)
+    assert res.mask == Mask.from_labels(["L1H1"]) and res.n_changed > 0
+    for bad in ("gpt2", torch.nn.Linear(2, 2), None):
+        with pytest.raises(TypeError, match="TransformerLens HookedTransformer"):
+            edit(bad, ["L1H1"], tiny_task, config=cfg, show_progress=False)
+        with pytest.raises(TypeError, match="TransformerLens HookedTransformer"):
+            edit_sequential(bad, ["L1H1"], tiny_task, chunk_size=1, config=cfg)
+        with pytest.raises(TypeError, match="TransformerLens HookedTransformer"):
+            res.apply(bad)
+    empty = replace(tiny_task, forget=tiny_task.forget[:0])
+    with pytest.raises(ValueError, match="no forget facts"):
+        edit_sequential(m, "L1H1", empty, chunk_size=2, config=cfg)
+    assert no_hooks(m)
 
 
 # --- evidence on the planted model ----------------------------------------------------

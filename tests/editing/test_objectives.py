@@ -185,7 +185,11 @@ def test_rmu_objective(planted):
         _, cache = m.run_with_cache(it.prompt, names_filter=resid_hook(2, "post"))
         hand.append(float(((cache[resid_hook(2, "post")][0, 1:] - obj.control) ** 2).mean()))
     assert float(lf) == pytest.approx(sum(hand) / len(hand), rel=1e-5)
-    assert RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=0)).layer == 0
+    assert RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=1)).layer == 1
+    # below every masked layer (the lookup MLP is at 1): nothing could change the steered activations, and
+    # the edit trained nothing while reporting a normal loss
+    with pytest.raises(ValueError, match="rmu_layer=0 is below every layer of the mask \\(the first is 1\\)"):
+        RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=0))
     with pytest.raises(ValueError, match="rmu_layer"):
         RMUObjective.prepare(m, fb, rb, mask=mask, config=cfg.replace(rmu_layer=9))
     assert obj.describe()["rmu_layer"] == 2

@@ -125,6 +125,9 @@ def test_mask_must_be_exactly_one_mlp_layer(task):
     with pytest.raises(ValueError, match="does not exist"):
         rome(m, Mask.from_labels(["L5.mlp"]), task, config=FAST)
     assert no_hooks(m)
+    from factlens.editing.memory_editing import mask_mlp_layers
+
+    assert mask_mlp_layers("L1.mlp", m, method="ROME") == [1]  # one label, not its letters
     # an attention-only model: the advice to keep only the mask's MLP layers cannot be followed
     attn = tiny_model(variant="attn_only")
     for edit_fn in (rome, memit):

@@ -177,6 +177,15 @@ def test_bad_input(planted, task):
         WeightMaskConfig(relaxation="gumbel")
     with pytest.raises(ValueError, match="l_reg"):
         WeightMaskConfig(l_reg=-1)
+    # batch sizes of 0 trained without the forget loss (or crashed deep inside); NaN and floats passed
+    with pytest.raises(ValueError, match="forget_batch_size must be >= 1 or None, got 0"):
+        WeightMaskConfig(forget_batch_size=0)
+    with pytest.raises(ValueError, match="sft_batch_size must be >= 1, got 0"):
+        WeightMaskConfig(sft_batch_size=0)
+    with pytest.raises(ValueError, match="WeightMaskConfig.init must be a finite number, got nan"):
+        WeightMaskConfig(init=float("nan"))
+    with pytest.raises(TypeError, match="WeightMaskConfig.steps must be an integer, got 2.5"):
+        WeightMaskConfig(steps=2.5)
 
 
 def test_sigmoid_relaxation_runs(planted, task, mask):

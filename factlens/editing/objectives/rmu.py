@@ -56,7 +56,12 @@ _CACHE_BATCH = 32  # prompts per no-grad forward when caching the original's ret
 
 
 def rmu_layer(mask, config, n_layers: int) -> int:
-    """The layer RMU steers: ``config.rmu_layer``, else the last layer of ``mask``'s components."""
+    """The layer RMU steers: ``config.rmu_layer``, else the last layer of ``mask``'s components.
+
+    Raises:
+        ValueError: The layer is outside the model, or below every component of ``mask`` (then
+            no masked parameter can change the activations the loss reads: nothing would train).
+    """
     layer = config.rmu_layer
     if layer is None:
         layers = [c.layer for c in mask]
@@ -65,6 +70,12 @@ def rmu_layer(mask, config, n_layers: int) -> int:
         layer = max(layers)
     if not 0 <= layer < n_layers:
         raise ValueError(f"rmu_layer={layer} is outside this model's layers 0..{n_layers - 1}")
+    first = min((c.layer for c in mask), default=layer)
+    if first > layer:  # the loss reads resid_post at `layer`: no masked component could change it
+        raise ValueError(f"rmu_layer={layer} is below every layer of the mask (the first is {first}): RMU's loss "
+                         f"reads the residual stream after layer {layer}, which no masked component can change, so "
+                         f"nothing would be trained; set EditConfig(rmu_layer=...) to a layer >= {first}, or None "
+                         "(the mask's last layer)")
     return layer
 
 
