@@ -395,9 +395,10 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
                                 paired_test_key, sign_flip_test, smallest_attainable_p, weighted_mean_se)
 
     pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
-    if pairs:  # value and reference_value over the seeds the difference is taken on (folders with other --seeds)
-        paired = {p.seed for p in pairs}
-        lm, rm = ({s: m for s, m in side.items() if s in paired} for side in (lm, rm))
+    # value and reference_value over the seeds the difference is taken on (folders with other --seeds)
+    common = {p.seed for p in pairs} or set(lm) & set(rm)
+    if common:
+        lm, rm = ({s: m for s, m in side.items() if s in common} for side in (lm, rm))
     first = next(iter(lm.values()))
     at_chance = any(m.at_chance for m in (*lm.values(), *rm.values()))
     row: dict[str, Any] = {
@@ -412,7 +413,9 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
                          seed=seed, proportion=proportion) if len(lm) > 1 else (first.ci_low, first.ci_high))
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
-        return {**row, "diff": row["value"] - row["reference_value"], "ci_low": None, "ci_high": None,
+        # no seed in common: a difference would be one of two trainings and fact samples, not of localizations
+        diff = row["value"] - row["reference_value"] if common else float("nan")
+        return {**row, "diff": diff, "ci_low": None, "ci_high": None,
                 "p_value": float("nan"), "n_facts": min((len(p.ids) for p in pairs), default=0),
                 "n_units": sum(len(p.ids) for p in pairs), "mdd_unadjusted": float("nan")}, None
     diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs],

@@ -684,3 +684,24 @@ def test_units_of_one_folder_with_other_facts_are_named_in_the_refusal(run_dir: 
     with pytest.raises(ValueError, match=r"\(flu\) and .*\(random\) hold different facts for seed 0 .*facts in one "
                                          r"only: \[.*'renamed'"):
         factlens.compare(copy)
+
+
+def test_sides_without_a_common_seed_have_no_difference_not_one_across_seeds():
+    """``flu`` ran seed 0 and ``rome`` seed 1 (two folders of other --seeds): the row's diff was
+    rome(seed 1) - flu(seed 0), a difference of two trainings and two fact samples shown as the
+    localization's effect; with no seed in common there is no difference to show."""
+    def ev(vals):
+        m = Metric.from_samples("forget_accuracy", {f"f{i}": float(v) for i, v in enumerate(vals)})
+        return EvalResult({"standard": SuiteResult("standard", (m,))})
+
+    t = factlens.compare({"flu": {0: ev([1] * 16)}, "rome": {1: ev([0] * 16)}}, reference="flu")
+    r = t.iloc[0]
+    assert (r["value"], r["reference_value"], r["n_seeds"]) == (0.0, 1.0, 0)
+    assert math.isnan(r["diff"]) and math.isnan(r["p_value"]) and not r["significant"]
+    # a metric without per-fact samples, on a common seed, still shows its (unpaired) difference
+    one = Metric("retain_kl", 0.25, 1, higher_is_better=False)
+    two = Metric("retain_kl", 0.75, 1, higher_is_better=False)
+    t = factlens.compare({"flu": {0: EvalResult({"s": SuiteResult("s", (one,))})},
+                          "rome": {0: EvalResult({"s": SuiteResult("s", (two,))})}}, reference="flu",
+                         metrics=["retain_kl"])
+    assert t.iloc[0]["diff"] == pytest.approx(0.5)

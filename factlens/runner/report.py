@@ -403,17 +403,25 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
             names += [(sname, m.name) for m in s.metrics if (sname, m.name) not in names]
     rows = []
     for sname, mname in names:
-        cells, n = [], ""
+        cells = []
         for loc in locs:
             sub = [r for r in runs if r["localization"] == loc]
             cells.append(_with_interval(_cell(sub, sname, (mname,), None, baseline=False), sub, sname, mname, False))
-            m = next((m for r in sub for m in [run_metric(r, sname, mname)] if m is not None), None)
-            if m is not None and not n:
-                n = f"{m.n} {m.unit}"
         firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
         original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
-        rows.append({"suite": sname, "metric": mname, "original": original, "cells": cells, "n": n})
+        rows.append({"suite": sname, "metric": mname, "original": original, "cells": cells,
+                     "n": _n_text(runs, sname, mname)})
     return locs, rows
+
+
+def _n_text(runs: Sequence[dict], suite: str, metric: str) -> str:
+    """A metric's ``n`` per (localization, seed): one number, or its range where they differ (seeds of
+    other sizes, a localization without edit targets for some facts), not the first run's alone."""
+    ms = [m for r in runs for m in [run_metric(r, suite, metric)] if m is not None]
+    if not ms:
+        return ""
+    lo, hi = min(m.n for m in ms), max(m.n for m in ms)
+    return f"{lo} {ms[0].unit}" if lo == hi else f"{lo}–{hi} {ms[0].unit}"
 
 
 def _with_interval(cell: dict | None, runs: Sequence[dict], suite: str, metric: str, baseline: bool) -> dict | None:

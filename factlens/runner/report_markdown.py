@@ -65,7 +65,7 @@ def markdown_summary(path: str | Path) -> str:
         vals = []
         for _, suite, name in ROBUSTNESS_COLUMNS:
             m = run_metric(r, suite, name)
-            ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.2f}, {m.ci_high:.2f}]"
+            ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
             vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})")
         labels = r.get("mask_labels", [])
         comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"

@@ -297,7 +297,7 @@ def cell_text(cell: dict | None) -> str:
         return "–"
     s = f"{cell['mean']:.3f}"
     if cell.get("ci_low") is not None and cell.get("ci_high") is not None:
-        s += f" [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+        s += f" [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]"
     elif cell.get("std") is not None:
         s += f" ± {cell['std']:.3f}"
     if cell.get("significant"):
@@ -329,7 +329,7 @@ _HEAD = ("localization", "metric", "value", "reference", "diff [95% CI]", "p", "
 def _cells(r: dict) -> list[str]:
     diff = _num(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
-        diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
     p = r["p_value"]
     untested = p is None or (isinstance(p, float) and math.isnan(p))  # nothing paired, or a maximum over layers
     untestable = not r["at_chance"] and r.get("testable") is False and (r.get("n_tests", 0) > 0 or untested)

@@ -113,3 +113,30 @@ def test_plots_pool_the_seeds_as_table1_does():
     assert m.value == 0.75 and m.baseline == 0.75 and not m.higher_is_better
     assert m.ci_low < 0.75 < m.ci_high and m.ci_method == "bootstrap" and m.samples is None
     assert seed_pooled([one, two])["relearning"].extra == {"note": 16}
+
+
+def test_intervals_are_printed_to_the_precision_of_their_values():
+    """Cells and diffs printed ``0.031 [0.01, 0.16]``: the value to three places, its interval to
+    two (a lower end of 0.0056 showed as 0.01, an interval that seemed to miss half its width)."""
+    from factlens.runner.report_stats import _cells, cell_text
+
+    assert cell_text({"mean": 0.03125, "ci_low": 0.0056, "ci_high": 0.1571}) == "0.031 [0.006, 0.157]"
+    row = {"localization": "a", "metric": "m", "value": 0.5, "reference_value": 0.4, "diff": 0.1,
+           "ci_low": -0.0049, "ci_high": 0.2049, "p_value": 0.2, "p_holm": 0.4, "significant": False,
+           "at_chance": False, "n_facts": 16, "unit": "facts", "n_seeds": 1, "mdd": 0.3}
+    assert _cells(row)[4] == "+0.100 [-0.005, +0.205]"
+
+
+def test_all_metrics_n_is_every_runs_not_the_first_localizations():
+    """The "All metrics" n column showed the first localization's first seed's n (16 facts) for a
+    metric another localization measured on 12: now the range over every (localization, seed)."""
+    from factlens.runner.report import metric_matrix
+
+    def run(loc, n):
+        m = Metric.from_samples("edit_accuracy", {f"f{i}": 1.0 for i in range(n)})
+        return {"localization": loc, "seed": 0, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    _, rows = metric_matrix([run("flu", 16), run("rome", 12)])
+    assert rows[0]["n"] == "12–16 facts"
+    _, rows = metric_matrix([run("flu", 16), run("rome", 16)])
+    assert rows[0]["n"] == "16 facts"
