@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor
 
+from factlens.config import check_numbers
 from factlens.components import Component, Mask, ModelShape
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics
@@ -32,6 +33,7 @@ class MaskNotSupported(ValueError):
 
 def check_value_fields(cfg: Any) -> None:
     """Validation shared by :class:`~factlens.editing.rome.RomeConfig` and :class:`~factlens.editing.memit.MemitConfig`."""
+    check_numbers(cfg)  # types and finiteness first: NaN passed the range checks below
     name = type(cfg).__name__
     if cfg.v_num_grad_steps < 1:
         raise ValueError(f"{name}.v_num_grad_steps must be >= 1, got {cfg.v_num_grad_steps}")

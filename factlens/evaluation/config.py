@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.registry import load
 
 # The suites' own settings live in the suite modules; these import EvalConfig only for type
@@ -104,6 +104,7 @@ class TextConfig(ConfigBase):
     batch_size: int = 4
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         if self.source is not None and not isinstance(self.source, str):
             object.__setattr__(self, "source", str(self.source))
         for name in ("n_chunks", "batch_size"):
@@ -177,6 +178,7 @@ class EvalConfig(ConfigBase):
     other_suites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         self._nest_tables()
         if int(self.batch_size) < 1:
             raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size!r}")

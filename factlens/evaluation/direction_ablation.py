@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from factlens.components import project_out_hook
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
@@ -65,6 +65,7 @@ class DirectionAblationConfig(ConfigBase):
     damage_tolerance: float = DAMAGE_TOLERANCE
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.positions
         object.__setattr__(self, "positions", (v,) if isinstance(v, str) else tuple(v))
         if self.layers is not None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import available_formats, format_prompts
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.baseline_cache import BaselineCache, bound
@@ -52,6 +52,7 @@ class FormatsConfig(ConfigBase):
     formats: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.formats
         if v is not None:
             object.__setattr__(self, "formats", (v,) if isinstance(v, str) else tuple(v))

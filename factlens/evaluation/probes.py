@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 
 from factlens.components import resid_hook
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
@@ -59,6 +59,7 @@ class ProbesConfig(ConfigBase):
     C: float = 1.0
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.layers
         if v is not None:
             object.__setattr__(self, "layers", (v,) if isinstance(v, int) else tuple(v))

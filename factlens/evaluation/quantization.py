@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        metric_prefix, outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key
@@ -329,6 +329,7 @@ class QuantizationConfig(ConfigBase):
     def __post_init__(self) -> None:
         from factlens.data.formats import FORMATS
 
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         for name in ("schemes", "targets", "formats"):
             v = getattr(self, name)
             object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(v))

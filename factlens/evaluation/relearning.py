@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
@@ -100,6 +100,7 @@ class RelearningConfig(ConfigBase):
     def __post_init__(self) -> None:
         from factlens.evaluation.lora import LORA_FORWARDS
 
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         if self.lora_forward not in LORA_FORWARDS:
             raise ValueError(f"RelearningConfig.lora_forward must be one of {list(LORA_FORWARDS)}, got {self.lora_forward!r}")
         if int(self.steps) < 0:

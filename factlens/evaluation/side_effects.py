@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.data.mmlu import load_mmlu, mmlu_accuracy
 from factlens.data.text import load_texts, token_chunks
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
@@ -58,6 +58,7 @@ class SideEffectsConfig(ConfigBase):
     mmlu_n_shots: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         if self.mmlu_source is not None and not isinstance(self.mmlu_source, str):
             object.__setattr__(self, "mmlu_source", str(self.mmlu_source))
         if self.n_mmlu is not None and self.n_mmlu < 1:

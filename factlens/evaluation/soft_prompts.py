@@ -46,7 +46,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import embed_hook
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key, items_key
@@ -98,6 +98,7 @@ class SoftPromptsConfig(ConfigBase):
     position: str = "append"
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         for name in ("length", "seeds", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SoftPromptsConfig.{name} must be >= 1, got {getattr(self, name)!r}")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
@@ -88,6 +88,7 @@ class UnrelatedFinetuneConfig(ConfigBase):
     def __post_init__(self) -> None:
         from factlens.evaluation.lora import LORA_FORWARDS
 
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         if self.lora_forward not in LORA_FORWARDS:
             raise ValueError(f"UnrelatedFinetuneConfig.lora_forward must be one of {list(LORA_FORWARDS)}, "
                              f"got {self.lora_forward!r}")

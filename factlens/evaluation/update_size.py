@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from factlens.config import ConfigBase
+from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.quantization import QUANTIZED_WEIGHTS, SCHEMES, bin_widths, linear_view, quantize_matrix
 from factlens.evaluation.result import Metric, SuiteResult
 
@@ -60,6 +60,7 @@ class UpdateSizeConfig(ConfigBase):
     n_bins: int = 32
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.schemes
         object.__setattr__(self, "schemes", (v,) if isinstance(v, str) else tuple(v))
         if not self.schemes or any(s not in SCHEMES for s in self.schemes):

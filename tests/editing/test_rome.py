@@ -407,3 +407,14 @@ def test_the_key_statistics_fingerprint_covers_the_model_config():
     assert b.cfg.model_name == a.cfg.model_name
     assert weights_fingerprint(a, 1) != weights_fingerprint(b, 1)
     assert weights_fingerprint(a, 1) == weights_fingerprint(copy.deepcopy(a), 1)
+
+
+@pytest.mark.parametrize("cls", [RomeConfig, MemitConfig])
+def test_value_edit_configs_refuse_non_finite_and_non_numbers(cls):
+    """``kl_factor=nan`` and ``cov_ridge=inf`` passed their ``< 0`` checks (NaN losses; an infinite
+    ridge), and a string ``n_cov_tokens`` failed deep in the covariance pass."""
+    for name, bad in (("kl_factor", float("nan")), ("cov_ridge", float("inf")), ("stop_loss", float("nan"))):
+        with pytest.raises(ValueError, match=f"{cls.__name__}.{name} must be a finite number"):
+            cls(**{name: bad})
+    with pytest.raises(TypeError, match=f"{cls.__name__}.n_cov_tokens must be an integer"):
+        cls(n_cov_tokens="100")

@@ -138,3 +138,40 @@ def test_evaluate_reads_an_attack_suite_section(planted):
     assert "quant_nf4_forget_accuracy" in names and not any(n.startswith(("quant_int8", "quant_int4")) for n in names)
     assert res["quantization"].extra["settings"]["schemes"] == ["nf4"]
     assert res.meta["config"]["quantization"]["schemes"] == ["nf4"]
+
+
+def _number_fields(cls):
+    """(field, is_float) of a config's fields annotated int or float (or either | None)."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        h = hints[f.name]
+        args = set(typing.get_args(h)) if typing.get_origin(h) in (typing.Union, types.UnionType) else {h}
+        if args & {int, float} and args <= {int, float, type(None)}:
+            yield f.name, float in args
+
+
+def test_every_evaluation_config_refuses_non_numbers_and_non_finite_numbers():
+    """``--eval relearning.lr=Infinity`` ran the job into a FloatingPointError after the edits (NaN
+    and infinity passed every range check), stored the setting as null, and then refused the same
+    command; a string passed ``int(...) < 1`` checks and failed later. Every evaluation config now
+    refuses them when built."""
+    from factlens.evaluation.config import EvalConfig
+
+    classes = [EvalConfig, *EvalConfig.nested_types().values()]
+    checked = 0
+    for cls in classes:
+        for name, is_float in _number_fields(cls):
+            with pytest.raises(TypeError, match=f"{cls.__name__}.{name} must be"):
+                cls(**{name: "3"})
+            if is_float:
+                for bad in (float("nan"), float("inf")):
+                    with pytest.raises(ValueError, match=f"{cls.__name__}.{name} must be a finite number"):
+                        cls(**{name: bad})
+            checked += 1
+    assert checked >= 20
+    with pytest.raises(ValueError, match="RelearningConfig.lr must be a finite number"):
+        EvalConfig().override({"relearning.lr": float("inf")})
