@@ -126,6 +126,10 @@ def config_from_args(args: argparse.Namespace):
     d: dict[str, Any] = {}
     if args.config is not None:
         d.update({str(k).replace("-", "_"): v for k, v in load_config_file(args.config).items()})
+        for name in ("edit", "eval"):  # merged with the flags below: a non-table was a TypeError traceback
+            if name in d and not isinstance(d[name], dict):
+                raise ValueError(f"{args.config}: {name} must be a table of {name.capitalize()}Config options "
+                                 f"([{name}] in TOML, a mapping in YAML/JSON), got {d[name]!r}")
         if isinstance(d.get("localize_options"), dict):
             d["localize_options"] = _on_default_options(d["localize_options"])
     if args.task is not None:
@@ -137,7 +141,11 @@ def config_from_args(args: argparse.Namespace):
     for name in _LIST_FLAGS:
         v = getattr(args, name, None)
         if v is not None:
-            d[name] = [x.strip() for x in v.split(",") if x.strip()]
+            items = [x.strip() for x in v.split(",")] if v.strip() else []
+            if "" in items[:-1]:  # "0,,1" (a value left out) was read as "0,1"; a trailing comma is fine
+                raise ValueError(f"--{name.replace('_', '-')} {v!r} has an empty item; give comma-separated "
+                                 f"values, e.g. --{name.replace('_', '-')} {','.join(x for x in items if x) or '0'}")
+            d[name] = [x for x in items if x]
     for name in ("edit", "eval"):
         pairs = getattr(args, name, None) or []
         if pairs:

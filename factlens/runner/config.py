@@ -48,7 +48,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from factlens.config import Overrides
 from factlens.runner.config_checks import as_seed, check_device  # noqa: F401 - check_device: importable from here
@@ -238,6 +238,9 @@ class RunConfig:
             if not isinstance(v, Mapping):
                 raise ValueError(f"config field {name!r} must be a table/mapping of options, got {v!r}")
             object.__setattr__(self, name, dict(v))
+        if isinstance(self.out, (str, Path)) and str(self.out).startswith("~"):
+            # a config file's out = "~/runs/x" (no shell to expand it) made a folder named "~" here
+            object.__setattr__(self, "out", str(Path(self.out).expanduser()))
         self._type_overrides()
         self.validate()
 
@@ -255,8 +258,32 @@ class RunConfig:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad {name} option(s): {e}") from e
 
+    #: Scalar fields checked for their type up front (the others have checks of their own).
+    _TYPED: ClassVar[tuple[str, ...]] = ("task", "model", "data", "mcq_data", "filter_known", "localize_on",
+                                         "edit_preset", "eval_preset", "device", "dtype", "out", "executor",
+                                         "ray_address", "gpus_per_job", "cpus_per_job", "show_progress")
+
+    def _check_types(self) -> None:
+        """A config file's ``filter_known = "no"`` or ``show_progress = "false"`` was truthy (kept every
+        fact, showed bars); ``gpus_per_job = nan`` passed ``< 0``; ``task = ["x"]`` was a TypeError."""
+        import math
+        import typing
+
+        from factlens.config import type_ok
+        from factlens.editing import EditConfig
+        from factlens.evaluation import EvalConfig
+
+        hints = typing.get_type_hints(type(self), localns={"EditConfig": EditConfig, "EvalConfig": EvalConfig})
+        for name in self._TYPED:
+            v, hint = getattr(self, name), hints[name]
+            if not type_ok(v, hint) or (isinstance(v, float) and not math.isfinite(v)):
+                kind = {bool: "true or false", float: "a finite number"}.get(hint, "a string" + (
+                    " (or left out)" if type(None) in typing.get_args(hint) else ""))
+                raise ValueError(f"config field {name!r} must be {kind}, got {v!r} ({type(v).__name__})")
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the accepted values."""
+        self._check_types()
         if self.task not in TASK_NAMES:
             raise ValueError(f"unknown task {self.task!r}; choose one of {list(TASK_NAMES)}")
         if self.task == "planted" and self.model != "planted":

@@ -78,7 +78,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {p} does not exist")
     if p.is_dir():
         raise ValueError(f"config file {p} is a folder; give the .toml / .yaml file (e.g. {p}/config.toml)")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {p} is not UTF-8 text ({e}); save it as UTF-8") from e
     if p.suffix == ".toml":
         import tomllib
 

@@ -528,3 +528,38 @@ def test_a_run_that_fails_for_another_reason_keeps_its_plan(tmp_path: Path, monk
         _main("planted", "--model", "planted", "--out", str(out), "--localizations", "flu", "--suites", "standard",
               "--edit", "steps=1", "--no-report")
     assert (out / "plan" / "seed0.json").exists() and (out / "run_config.json").exists()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"filter_known": "no"}, r"'filter_known' must be true or false, got 'no'"),  # truthy: kept the filter on
+    ({"show_progress": "false"}, r"'show_progress' must be true or false"),  # truthy: bars shown
+    ({"executor": "ray", "gpus_per_job": float("nan")}, r"'gpus_per_job' must be a finite number, got nan"),
+    ({"executor": "ray", "ray_address": 3}, r"'ray_address' must be a string \(or left out\), got 3"),
+    ({"task": ["planted"]}, r"'task' must be a string, got \['planted'\]"),  # unhashable: TypeError traceback
+])
+def test_run_config_fields_of_the_wrong_type_are_refused(tmp_path: Path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(tmp_path / "run", **kw)
+
+
+def test_config_file_mistakes_are_clear_errors(tmp_path: Path, capsys, monkeypatch):
+    """A config file's ``eval = 3`` (or ``edit = 3``) was a TypeError traceback; a non-UTF-8 file's
+    error did not name it; ``--seeds 0,,1`` ran seeds 0 and 1 silently; ``out = "~/x"`` made a
+    folder named ``~`` in the working folder."""
+    for name in ("eval", "edit"):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'task = "planted"\nmodel = "planted"\n{name} = 3\n')
+        assert _main("--config", str(cfg), "--out", str(tmp_path / "o")) == 2
+        err = capsys.readouterr().err
+        assert f"{cfg}: {name} must be a table" in err and "Traceback" not in err
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('task = "planted"\n# café\n'.encode("latin-1"))
+    assert _main("--config", str(latin), "--out", str(tmp_path / "o")) == 2
+    assert f"config file {latin} is not UTF-8 text" in capsys.readouterr().err
+    assert _main("planted", "--model", "planted", "--seeds", "0,,1", "--out", str(tmp_path / "o")) == 2
+    assert "--seeds '0,,1' has an empty item" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    args = build_parser().parse_args(["run", "planted", "--seeds", "0,1,"])
+    assert config_from_args(args).seeds == (0, 1)  # a trailing comma is no value left out
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _cfg(Path("~/runs/x")).out == str(tmp_path / "home" / "runs" / "x")
