@@ -32,7 +32,7 @@ import functools
 import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
-__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers"]
+__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "keyword_problem"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -423,6 +423,39 @@ def check_numbers(cfg: Any) -> None:
             raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
         if not math.isfinite(value):
             raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+
+def keyword_problem(fn: Any, name: str, value: Any) -> str | None:
+    """Why ``fn(..., name=value)`` has a value its annotation excludes, or ``None``.
+
+    Options passed through to a function from a config file (a localization's or a task's) are
+    checked this way before any job runs: ``n_samples = "5"`` failed inside the job otherwise.
+    Only the value's type and finiteness are checked; an annotation that cannot be resolved (a
+    type imported only for type checkers) or is absent checks nothing.
+
+    Example:
+        >>> def f(*, n: int = 1, lr: float = 0.1, name: str | None = None): ...
+        >>> keyword_problem(f, "n", "5"), keyword_problem(f, "lr", float("inf")), keyword_problem(f, "name", None)
+        ('takes int, got str', 'must be a finite number', None)
+    """
+    import inspect
+    import math
+
+    try:
+        param = inspect.signature(fn).parameters.get(name)
+        hint = param.annotation if param is not None else inspect.Parameter.empty
+        if isinstance(hint, str):  # postponed annotations: resolved in the function's own module
+            hint = eval(hint, getattr(inspect.unwrap(fn), "__globals__", {}))  # noqa: S307 - its own annotation
+    except Exception:  # NameError for a TYPE_CHECKING-only name, or no signature: not checked
+        return None
+    if hint is inspect.Parameter.empty:
+        return None
+    if not type_ok(value, hint):
+        shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        return f"takes {shown}, got {type(value).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    return None
 
 
 def type_ok(value: Any, hint: Any) -> bool:

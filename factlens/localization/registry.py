@@ -377,3 +377,22 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
         if bad:
             raise ValueError(f"localize_options.{key}: unknown option(s) {bad} of scoring method {method.name!r}; "
                              f"it accepts {sorted(set(method.options) - set(_SET_BY_CALLER))}")
+        for option, v in value.items():
+            _check_option_type(method, f"localize_options.{key}.{option}", option, v)
+    for key, value in options.items():  # shared options, against every method that takes them
+        if not isinstance(value, Mapping):
+            for m in METHODS:
+                if m.accepts(key):
+                    _check_option_type(m, f"localize_options.{key}", key, value)
+
+
+def _check_option_type(method: ScoringMethod, where: str, option: str, value: Any) -> None:
+    """Refuse a value its scoring function's annotation excludes (``n_samples = "5"`` from a config
+    file failed inside the job, after the folder was written). Which options a method takes is its
+    entry's ``options``; the annotation only checks a value's type."""
+    from factlens.config import keyword_problem
+
+    fn = load(method.fn) if isinstance(method.fn, (str, Ref)) else method.fn
+    problem = keyword_problem(fn, option, value)
+    if problem:
+        raise ValueError(f"{where}={value!r}: {problem} ({method.name})")

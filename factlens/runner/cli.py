@@ -214,10 +214,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (TaskSizeError, EmptyMask) as e:  # --forget-size larger than the known facts allow, --param-budget too small
         return _error(_with_cap(e, cfg))
     except JobError as e:  # the same from a worker process (--workers > 1): its plan job and the jobs waiting for it
-        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported, EmptyMask))]
+        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported, EmptyMask, ValueError))]
         if not bad:
             raise
         return _error(_with_cap(bad[0], cfg))
+    except ValueError as e:  # a setting a job is the first to check (a --text-source too short for one chunk)
+        return _error(e)
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
         print(f"report: {summary.report}", file=sys.stderr)

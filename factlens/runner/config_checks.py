@@ -52,6 +52,13 @@ def late_failures(config: "RunConfig") -> list[str]:
     if config.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
         bad += [f"objective {o!r} trains towards a new answer (target_new), which task {config.task!r} does not "
                 "give: choose an unlearning objective" for o in config.objectives if OBJECTIVES.get(o).needs_target_new]
+    bad += _task_option_types(config)
+    from factlens.evaluation import SUITES
+
+    stray = sorted(n for n in config.eval.to_dict().get("other_suites", {}) if n not in SUITES)
+    if stray:  # evaluate refused them inside the first job, after its localization and edit
+        bad.append(f"eval.other_suites has settings for {stray}, which is no registered suite (suites with "
+                   f"settings: {sorted(n for n in SUITES.names() if SUITES.get(n).config_type is not None)})")
     if config.gpus_per_job < 0 or config.cpus_per_job <= 0:
         bad.append(f"gpus_per_job must be >= 0 and cpus_per_job > 0, got {config.gpus_per_job}, {config.cpus_per_job}")
     return bad
@@ -101,6 +108,17 @@ def _unused_task_options(config: "RunConfig") -> list[str]:
         elif k not in params:
             out.append(f"task_options.{k}: task {config.task!r} does not take it (it takes {accepted})")
     return out
+
+
+def _task_option_types(config: "RunConfig") -> list[str]:
+    """Task options of a type the task function's annotation excludes (``n_maintain = "8"`` failed in
+    the job as "does not accept options", after the folder was written)."""
+    from factlens.config import keyword_problem
+    from factlens.tasks import task_entry
+
+    fn = task_entry("sports-athlete-editing" if config.task == "planted" else config.task).fn
+    return [f"task_options.{k}={v!r}: {p}" for k, v in config.task_options.items()
+            for p in [keyword_problem(fn, k, v)] if p]
 
 
 def check_device(config: "RunConfig") -> None:

@@ -563,3 +563,26 @@ def test_config_file_mistakes_are_clear_errors(tmp_path: Path, capsys, monkeypat
     assert config_from_args(args).seeds == (0, 1)  # a trailing comma is no value left out
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert _cfg(Path("~/runs/x")).out == str(tmp_path / "home" / "runs" / "x")
+
+
+def test_settings_only_a_job_can_check_leave_no_folder_that_refuses_the_corrected_command(tmp_path: Path, capsys):
+    """A --text-source too short for one chunk (the tokenizer decides) failed inside the job with a
+    traceback; the folder kept the settings and refused the corrected command as "a different
+    configuration"; a config file's wrongly typed localization or task option and settings for an
+    unregistered suite failed the same way, after the folder was written."""
+    short, out = tmp_path / "short.txt", tmp_path / "run"
+    short.write_text("short text only.\n")
+    common = ["--model", "planted", "--out", str(out), "--localizations", "random", "--edit", "steps=1",
+              "--no-report", "--suites", "standard,side_effects"]
+    assert _main("planted", *common, "--text-source", str(short)) == 2
+    err = capsys.readouterr().err
+    assert "fewer than one chunk" in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"localize_options.causal_tracing.n_samples='5': takes int, got str"):
+        _cfg(out, localizations=("causal_tracing_mlps",), localize_options={"causal_tracing": {"n_samples": "5"}})
+    with pytest.raises(ValueError, match=r"task_options.n_maintain='8': takes int \| None, got str"):
+        _cfg(out, task_options={"n_maintain": "8"})
+    with pytest.raises(ValueError, match=r"eval.other_suites has settings for \['foo'\], which is no registered suite"):
+        _cfg(out, eval={"other_suites": {"foo": {"x": 1}}})
+    assert not out.exists()
+    assert _main("planted", *common[:-1], "standard") == 0  # the corrected command
