@@ -77,9 +77,9 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     cfg_file = p / "run_config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{p} is not a factlens run directory (no run_config.json); run `factlens run` first")
-    from factlens.runner.run_dir import read_json  # names a truncated/corrupt file in its error
+    from factlens.runner.run_dir import read_json, read_json_table  # name a damaged file in their errors
 
-    meta = read_json(cfg_file)
+    meta = read_json_table(cfg_file, tables=("config",))
     from factlens.runner.run_files import check_one_setup, is_run_file
 
     files = [f for f in sorted((p / "runs").glob("seed*/*.json")) if is_run_file(f)]
@@ -87,7 +87,7 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     check_one_setup(meta["config"], runs, files)
     order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
     runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
-    plans = {int(f.stem[4:]): read_json(f) for f in sorted((p / "plan").glob("seed*.json"))}
+    plans = {int(f.stem[4:]): read_json_table(f) for f in sorted((p / "plan").glob("seed*.json"))}
     return {"path": str(p), "config": meta["config"], "resolved": meta.get("resolved", {}),
             "versions": meta.get("versions", {}), "created": meta.get("created"), "updated": meta.get("updated"),
             "plans": plans, "runs": runs}

@@ -56,6 +56,24 @@ def read_json(path: str | Path) -> Any:
                          + _recovery(path)) from e
 
 
+def read_json_table(path: str | Path, *, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """:func:`read_json` of a file that holds a JSON object (whose ``tables`` entries are objects too).
+
+    Valid JSON of another shape (``[]``, ``{"config": 3}``) in a run folder's file was an
+    ``AttributeError`` or ``KeyError`` traceback wherever it was first used; this names the file.
+    """
+    path = Path(path)
+    rec = read_json(path)
+    if not isinstance(rec, dict):
+        raise RunFileError(f"{path} holds a JSON {type(rec).__name__}, not the object factlens writes. "
+                           + _recovery(path))
+    bad = [k for k in tables if not isinstance(rec.get(k), dict)]
+    if bad:
+        raise RunFileError(f"{path} lacks the table(s) {bad} factlens writes (or they are not objects). "
+                           + _recovery(path))
+    return rec
+
+
 def _recovery(path: Path) -> str:
     """What to do about a damaged file of a run folder: a unit's or a plan's file is redone when it
     is deleted; without run_config.json or manifest.json the folder is no run folder any more."""
@@ -106,7 +124,7 @@ class RunDir:
         if not self.config_path.exists():
             return None
         try:
-            return read_json(self.config_path)
+            return read_json_table(self.config_path, tables=("config",))
         except ValueError as e:
             raise RunDirError(f"{e}; or pass --overwrite to discard the folder's results") from e
 
@@ -121,7 +139,7 @@ class RunDir:
 
     def load_plan(self, seed: int) -> dict[str, Any] | None:
         p = self.plan_path(seed)
-        return read_json(p) if p.exists() else None
+        return read_json_table(p) if p.exists() else None
 
     def run_files(self) -> list[Path]:
         return sorted((self.path / "runs").glob("seed*/*.json"))

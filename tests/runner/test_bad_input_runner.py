@@ -586,3 +586,22 @@ def test_settings_only_a_job_can_check_leave_no_folder_that_refuses_the_correcte
         _cfg(out, eval={"other_suites": {"foo": {"x": 1}}})
     assert not out.exists()
     assert _main("planted", *common[:-1], "standard") == 0  # the corrected command
+
+
+def test_run_folder_files_of_another_json_shape_are_exit_2_naming_them(tmp_path: Path, capsys):
+    """Valid JSON of the wrong shape (``[]``, ``{"config": 3}``) in run_config.json or a plan file was an
+    AttributeError/KeyError traceback from run, report and compare."""
+    out = tmp_path / "run"
+    common = ["--model", "planted", "--out", str(out), "--suites", "standard", "--edit", "steps=1", "--no-report"]
+    assert _main("planted", *common, "--localizations", "random,all_mlps") == 0
+    cfg, plan = out / "run_config.json", out / "plan" / "seed0.json"
+    good = {p: p.read_text() for p in (cfg, plan)}
+    for path, text, words in ((plan, "[]", "holds a JSON list"), (cfg, "[]", "holds a JSON list"),
+                              (cfg, '{"config": 3}', "lacks the table(s) ['config']")):
+        path.write_text(text)
+        for argv in (["run", "planted", *common, "--localizations", "random,all_mlps,flu", "--no-progress"],
+                     ["report", str(out), "--markdown"], ["compare", str(out), "--reference", "random"]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert f"{path} {words}" in err and "Traceback" not in err, (argv, err)
+        path.write_text(good[path])
