@@ -490,7 +490,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     Returns:
         A pandas DataFrame with :data:`COMPARE_COLUMNS`: ``value`` (mean over seeds) with its
         95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
-        then facts for several), ``reference_value``, ``diff`` (mean paired difference) with
+        then facts for several), ``reference_value``, ``diff`` (mean paired difference; NaN when the two share no seed, e.g.
+        folders run with other ``--seeds``: a difference across seeds would mix trainings) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
         ``p_holm`` (Holm's step-down over the localization's rows, counting only those that can
         reach the level, Tarone; NaN for untestable rows),
