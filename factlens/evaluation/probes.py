@@ -157,13 +157,25 @@ def _probe(C: float, scaling: Scaling = "global"):
     return make_pipeline(_standardizer(scaling), LogisticRegression(C=C, max_iter=2000))
 
 
+def _cv_facts(y: np.ndarray) -> np.ndarray:
+    """The training facts cross-validation can use: those whose answer at least one other fact
+    has (a stratified fold needs two of a class). A single fact of a rare answer made every
+    layer's accuracy NaN, and the metric was flagged "at chance" on CounterFact-like data where
+    most answers are rare, even where the probes read the answer perfectly."""
+    classes, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
+    keep = counts[inv] >= 2
+    return keep if len(np.unique(y[keep])) >= 2 else np.zeros(len(y), dtype=bool)
+
+
 def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling) -> float:
+    """Stratified k-fold accuracy (k = min(5, the rarest kept class)) on the facts of :func:`_cv_facts`."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    _, counts = np.unique(y, return_counts=True)
-    k = int(min(5, counts.min()))
-    if k < 2:
+    keep = _cv_facts(y)
+    if not keep.any():
         return float("nan")
+    X, y = X[keep], y[keep]
+    k = int(min(5, np.unique(y, return_counts=True)[1].min()))
     return float(cross_val_score(_probe(C, scaling), X, y, cv=StratifiedKFold(n_splits=k)).mean())
 
 
@@ -180,7 +192,9 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
     Returns:
         ``{"layers" (sorted), "classes", "true" (per-layer accuracy of predicting each test fact's
         answer), "target" (of predicting its ``target_new``; NaN without targets),
-        "maintain_cv" (cross-validated accuracy on ``train``), "predictions"
+        "maintain_cv" (cross-validated accuracy on ``train``'s facts whose answer another fact
+        has; NaN when fewer than two answers have two facts), "n_cv" (those facts), "cv_chance"
+        (their majority-class share), "predictions"
         ([n_test][n_layers] labels), "chance" (majority-class share of ``train``)}``.
 
     Example:
@@ -213,8 +227,11 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
             acc_true.append(float(np.mean(pred == true)))
             acc_target.append(float(np.mean(pred[has_t] == target[has_t])) if has_t.any() else float("nan"))
             cvs.append(_cv_accuracy(Xtr[:, j], y, C, scaling) if cv else float("nan"))
+    kept = y[_cv_facts(y)]
+    cv_chance = float(np.unique(kept, return_counts=True)[1].max() / len(kept)) if len(kept) else float("nan")
     return {"layers": layers, "classes": classes.tolist(), "true": acc_true, "target": acc_target,
-            "maintain_cv": cvs, "predictions": np.array(preds).T.tolist(), "chance": float(counts.max() / counts.sum()),
+            "maintain_cv": cvs, "n_cv": int(len(kept)), "cv_chance": cv_chance,
+            "predictions": np.array(preds).T.tolist(), "chance": float(counts.max() / counts.sum()),
             "true_in_classes": int(np.isin(true, classes).sum()),
             "target_in_classes": int(np.isin(target[has_t], classes).sum()), "n_train": len(y), "n_test": len(true)}
 
@@ -258,10 +275,12 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
     from factlens.evaluation.standard import not_above_chance
     from factlens.stats import wilson_interval
 
-    v, n = _nan_max(res["maintain_cv"]), int(res["n_train"])
+    v, n = _nan_max(res["maintain_cv"]), int(res.get("n_cv", res["n_train"]))  # results cached before n_cv
     ci = wilson_interval(int(round(v * n)), n) if n and not np.isnan(v) else None
     b = _nan_max(base["maintain_cv"]) if base is not None else None
-    flag = base is not None and not_above_chance(b, float(base["chance"]), int(base["n_train"]))
+    # NaN (too few facts per answer to cross-validate): not measured, which is no finding of chance
+    flag = (base is not None and not np.isnan(b)
+            and not_above_chance(b, float(base.get("cv_chance", base["chance"])), int(base.get("n_cv", base["n_train"]))))
     return Metric("probe_maintain_cv_max", v, n, "facts", b, flag, True, None, ci[0] if ci else None,
                   ci[1] if ci else None, "wilson-approx" if ci else None)
 
@@ -290,6 +309,19 @@ def _original_at_chance(base_hits: np.ndarray, which: str, chance: float) -> boo
     acc = base_hits.astype(float).mean(0)
     v = float(acc[-1]) if which == "last" else _nan_max(acc)
     return not_above_chance(v, chance, int(base_hits.shape[0]))
+
+
+def _informative_layers(base_hits: np.ndarray, chance: float) -> np.ndarray:
+    """Columns (layers) where the original's probe reads the true answer above ``chance``.
+
+    The edit-target accuracy's maximum over layers is taken over these only: at a layer where
+    even the unedited model's probe reads nothing it predicts the majority class, which may be
+    the edit target, and the maximum picked that layer (0.5 on a model never edited, not
+    flagged, since the flag came from the original's best layer)."""
+    from factlens.evaluation.standard import not_above_chance
+
+    acc, n = base_hits.astype(float).mean(0), int(base_hits.shape[0])
+    return np.array([j for j, a in enumerate(acc) if not not_above_chance(float(a), chance, n)], dtype=int)
 
 
 def _train_facts(task, train_on: Sequence[str]):
@@ -339,7 +371,9 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
     Returns:
         Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / deepest probed layer;
         lower is better: the true answer should not be latent), ``probe_target_accuracy_max`` /
-        ``_last`` (inject tasks; higher is better) and ``probe_maintain_cv_max``, each
+        ``_last`` (inject tasks; higher is better; with ``original``, the maximum is over the layers
+        where the original's probe reads the true answer above chance, :func:`_informative_layers`)
+        and ``probe_maintain_cv_max``, each
         ``at_chance`` where the original's probe is not above ``extra["chance"]`` (see
         :func:`_original_at_chance` and :func:`_cv_metric`; no flags without ``original``); per-fact rows
         with each layer's prediction; ``extra`` with the curves ``{"layers", "true", "target",
@@ -376,12 +410,18 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
     rows_t = np.array([r.target_new is not None for r in task.forget])
 
     def metric(name: str, key: str, which: str, hib: bool) -> Metric:
-        b = base[key] if base is not None else None
-        b = (_nan_max(b) if which == "max" else float(b[-1])) if b is not None else None
         keep = rows_t if key == "target" else np.ones(n, dtype=bool)
+        cols = np.arange(len(res["layers"]))
+        if key == "target" and which == "max" and base_hits is not None:
+            cols = _informative_layers(base_hits[keep], float(base["chance"]))
+        b = np.asarray(base[key], dtype=float)[cols] if base is not None and len(cols) else None
+        b = (_nan_max(b) if which == "max" else float(b[-1])) if b is not None else None
         # flagged by the original's TRUE-answer probe accuracy on the same facts, for the target metrics too
-        flag = base_hits is not None and _original_at_chance(base_hits[keep], which, float(base["chance"]))
-        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep], which, b, hib, at_chance=flag)
+        flag = base_hits is not None and (not len(cols) or _original_at_chance(base_hits[keep][:, cols], which,
+                                                                                float(base["chance"])))
+        cols = cols if len(cols) else np.arange(len(res["layers"]))
+        return _fact_metric(name, [i for i, k in zip(ids, keep) if k], hits[key][keep][:, cols], which, b, hib,
+                            at_chance=flag)
 
     metrics = [metric("probe_true_accuracy_max", "true", "max", False),
                metric("probe_true_accuracy_last", "true", "last", False)]

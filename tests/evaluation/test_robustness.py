@@ -314,6 +314,37 @@ def test_probes_flag_an_original_whose_probe_reads_no_answer(planted):
     assert not any(m.at_chance for m in run((0,), None).metrics)  # no original: no flags
 
 
+def test_probe_target_maximum_skips_layers_where_the_original_reads_nothing(planted):
+    """With layers 0 and 3, the unedited model's edit-target accuracy over layers was 0.875: layer 0's
+    probe predicts the majority sport, which most edit targets are, and it was not flagged (the flag
+    came from the original's best layer, 3). The maximum is now over the layers where the original's
+    probe reads the true answer above chance (layer 3 here)."""
+    r = run_probes(planted.model, planted.task, original=planted.model, position="subject_last",
+                   config=EvalConfig(probes=ProbesConfig(layers=(0, 3))))
+    t = r["probe_target_accuracy_max"]
+    assert r.extra["target"][0] == 0.875  # the layer the maximum picked
+    assert t.value == t.baseline == r.extra["target"][1] == r["probe_target_accuracy_last"].value
+    assert not t.at_chance
+
+
+def test_probe_cross_validation_leaves_out_answers_only_one_fact_has(planted):
+    """One training fact of a rare answer made every layer's cross-validated accuracy NaN (a stratified
+    fold needs two of each answer), and the metric was flagged "at chance" where the probes read
+    every held-out answer: CounterFact's answers are mostly rare."""
+    from factlens.data import FactDataset
+    from factlens.evaluation.probes import probe_layers
+
+    train = list(planted.task.maintain) + list(planted.task.retain)
+    rare = dataclasses.replace(train[0], template="Known for the sport, {} plays", answer="hockey", id="rare-answer")
+    out = probe_layers(planted.model, FactDataset([*train, rare]), planted.task.forget, layers=(3,),
+                       position="subject_last")
+    assert out["n_cv"] == len(train) and out["maintain_cv"][0] == 1.0
+    r = run_probes(planted.model, dataclasses.replace(planted.task, retain=FactDataset([*planted.task.retain, rare])),
+                   original=planted.model, position="subject_last", config=EvalConfig(probes=ProbesConfig(layers=(3,))))
+    m = r["probe_maintain_cv_max"]
+    assert m.value == 1.0 and m.n == len(train) and not m.at_chance
+
+
 # -- mechanisms ---------------------------------------------------------------------------------------
 def test_mechanism_table_and_suite(planted):
     mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), "extraction_heads": Mask.from_labels(["L2H1"]),
