@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests Qu
     from factlens.evaluation.config import EvalConfig
 
 __all__ = ["NF4_CODE", "INT4_CODE", "SCHEMES", "QUANTIZED_WEIGHTS", "QuantizationConfig", "linear_view",
-           "from_linear_view", "quantize_matrix", "quantize_weight", "bin_widths", "quantized_params", "quantized_copy",
+           "from_linear_view", "quantize_codes", "quantize_matrix", "quantize_weight", "bin_widths", "quantized_params", "quantized_copy",
            "run_quantization"]
 
 #: The 16 NormalFloat-4 values of bitsandbytes (``get_4bit_type("nf4")``; QLoRA, Dettmers et al. 2023).
@@ -181,6 +181,34 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     scaled, absmax = _blocks(M, block_size)
     q = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2, out_int32=True)
     return (code[q.long()] * absmax).reshape(M.shape).to(M.dtype)
+
+
+def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
+    """The integer code each entry of ``M`` (``[out, in]``) is stored as under ``scheme``.
+
+    int8: ``round(w * 127 / absmax_row)`` (0 in an all-zero row); nf4 / int4: the index of the
+    nearest code value of the block-scaled entry. Two matrices with equal codes quantize to
+    the same values up to their block scales: what :mod:`~factlens.evaluation.update_size`
+    counts as an update rounding erases (a change of a block's absmax moves every dequantized
+    value of the block by at most that change, the update's own size).
+
+    Example:
+        >>> M = torch.tensor([[2.0, -1.2, 0.5, 0.05]])
+        >>> quantize_codes(M, "int4", block_size=4)  # levels k / 7 of the absmax: 7, -4, 2, 0
+        tensor([[14,  3,  9,  7]], dtype=torch.int32)
+    """
+    _check_scheme(scheme)
+    if M.ndim != 2:
+        raise ValueError(f"quantize_codes expects an [out, in] matrix, got shape {tuple(M.shape)}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if scheme == "int8":
+        row = _row_absmax(M).view(-1, 1)
+        q = torch.round(M.float() * (127.0 / row.clamp(min=1e-38)))
+        return torch.where(row > 0, q, torch.zeros_like(q)).to(torch.int32)
+    code = _code(scheme, M.device)
+    scaled, _ = _blocks(M, block_size)
+    return torch.bucketize(scaled, (code[:-1] + code[1:]) / 2, out_int32=True).reshape(M.shape)
 
 
 def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:

@@ -243,6 +243,32 @@ def test_update_size_of_a_sub_bin_edit(sub_bin):
         update_sizes(dataclasses.replace(er, model=None))
 
 
+def test_an_update_of_every_weight_below_the_bin_counts_as_erased():
+    """An unlearning-size update (1e-5) of EVERY weight of a matrix: every entry keeps its NF4 code,
+    but each block's absmax moved by ~6e-5 relative, so the dequantized values all differ slightly and
+    ``erased`` (exact equality of dequantized values) was 0.13 beside ``below_half`` 1.0."""
+    from factlens.editing.result import ParamDelta, full_mask
+    from factlens.evaluation.quantization import quantize_codes
+
+    m = tiny_model()
+    name = "blocks.1.mlp.W_in"
+    p = dict(m.named_parameters())[name].detach()
+    old = p.reshape(-1).clone()
+    new = old + torch.randn(old.shape, generator=torch.Generator().manual_seed(0)) * 1e-5
+
+    class Edit:  # the two fields update_sizes reads
+        model, deltas = m, {name: ParamDelta(full_mask(p.shape), old, new)}
+
+        def check_compatible(self, model):
+            pass
+
+    u = update_sizes(Edit(), m, config=UpdateSizeConfig(schemes=("nf4", "int4")))
+    for s in ("nf4", "int4"):
+        assert u.totals[f"below_half_{s}"] == 1.0 and u.totals[f"erased_{s}"] == 1.0
+        view = linear_view(name, new.reshape(p.shape))
+        assert torch.equal(quantize_codes(linear_view(name, p), s), quantize_codes(view, s))
+
+
 # -- direction ablation ------------------------------------------------------------------------
 U_EDIT = 4.0
 
