@@ -150,6 +150,14 @@ def _blocks(M: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     return scaled, absmax.repeat_interleave(block_size)[:n]
 
 
+def _check_matrix(fn: str, M: Tensor, scheme: str, block_size: int) -> None:
+    _check_scheme(scheme)
+    if M.ndim != 2:
+        raise ValueError(f"{fn} expects an [out, in] matrix, got shape {tuple(M.shape)}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+
+
 def _row_absmax(M: Tensor) -> Tensor:
     return M.float().abs().amax(dim=1)
 
@@ -166,11 +174,7 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         >>> quantize_matrix(M, "int4", block_size=4)  # levels k / 7 of the absmax
         tensor([[ 2.0000, -1.1429,  0.5714,  0.0000]])
     """
-    _check_scheme(scheme)
-    if M.ndim != 2:
-        raise ValueError(f"quantize_matrix expects an [out, in] matrix, got shape {tuple(M.shape)}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    _check_matrix("quantize_matrix", M, scheme, block_size)
     if scheme == "int8":
         row = _row_absmax(M)
         q = torch.round(M.float() * (127.0 / row.unsqueeze(-1)))
@@ -197,11 +201,7 @@ def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         >>> quantize_codes(M, "int4", block_size=4)  # levels k / 7 of the absmax: 7, -4, 2, 0
         tensor([[14,  3,  9,  7]], dtype=torch.int32)
     """
-    _check_scheme(scheme)
-    if M.ndim != 2:
-        raise ValueError(f"quantize_codes expects an [out, in] matrix, got shape {tuple(M.shape)}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    _check_matrix("quantize_codes", M, scheme, block_size)
     if scheme == "int8":
         row = _row_absmax(M).view(-1, 1)
         q = torch.round(M.float() * (127.0 / row.clamp(min=1e-38)))
