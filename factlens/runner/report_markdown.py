@@ -31,6 +31,23 @@ def _md_cell(cell: dict | None) -> str:
     return text
 
 
+def _original_rows(runs: list[dict]) -> list[str]:
+    """The robustness table's unedited-model rows: one per seed (each seed samples its own facts, so
+    the unedited model's values differ by seed; the table showed the first run's for every seed), each
+    value from the first run of the seed that has the metric."""
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    rows = []
+    for s in seeds:
+        base = []
+        for _, suite, name in ROBUSTNESS_COLUMNS:
+            m = next((m for r in runs if r["seed"] == s and (m := run_metric(r, suite, name)) is not None
+                      and m.baseline is not None), None)
+            base.append("–" if m is None else f"{_num(m.baseline):.3f}")
+        label = "original" if len(seeds) == 1 else f"original (seed {s})"
+        rows.append(f"| {label} | – | " + " | ".join(base) + " |")
+    return rows
+
+
 def markdown_summary(path: str | Path) -> str:
     """Markdown tables of a run directory: Table 1, the attacks and probes, the comparisons,
     every metric of every suite (those of suites added to factlens too), and timings.
@@ -55,12 +72,7 @@ def markdown_summary(path: str | Path) -> str:
     out.append("")
     out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
     out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
-    first = runs[0]
-    base = []
-    for _, suite, name in ROBUSTNESS_COLUMNS:
-        m = run_metric(first, suite, name)
-        base.append("–" if m is None or m.baseline is None else f"{_num(m.baseline):.3f}")
-    out.append("| original | – | " + " | ".join(base) + " |")
+    out += _original_rows(runs)
     for r in runs:
         vals = []
         for _, suite, name in ROBUSTNESS_COLUMNS:

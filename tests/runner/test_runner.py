@@ -491,3 +491,27 @@ def test_the_report_reads_records_whose_undefined_values_are_null(copy_of_run: P
     html = build_report(copy_of_run)
     assert "no (max |Δ| –; repaired)" in html
     assert "random" in markdown_summary(copy_of_run)
+
+
+def test_the_markdown_robustness_table_has_the_unedited_model_of_every_seed(copy_of_run: Path):
+    """Each seed samples its own facts, so the unedited model's relearning accuracy differs by seed;
+    the markdown robustness table's one "original" row showed the first run's (seed 0) for all."""
+    from factlens.runner.report_markdown import markdown_summary
+
+    seed0 = copy_of_run / "runs" / "seed0"
+    (copy_of_run / "runs" / "seed1").mkdir()
+    for f in sorted(seed0.glob("*.json")):
+        for seed, baseline in ((0, 0.875), (1, 0.625)):
+            rec = json.loads(f.read_text())
+            rec["seed"] = rec["eval"]["meta"]["config"]["seed"] = seed
+            rec["eval"]["suites"]["relearning"] = {"suite": "relearning", "metrics": [
+                {"name": "relearn_forget_accuracy", "value": 0.5, "n": 8, "unit": "facts", "baseline": baseline,
+                 "at_chance": False, "higher_is_better": False, "ci_low": 0.2, "ci_high": 0.8, "ci_method": "wilson",
+                 "samples": {str(i): float(i < 4) for i in range(8)}, "weights": None}]}
+            write_json_atomic(copy_of_run / "runs" / f"seed{seed}" / f.name, rec)
+    cfg = json.loads((copy_of_run / "run_config.json").read_text())
+    cfg["config"]["seeds"] = [0, 1]
+    write_json_atomic(copy_of_run / "run_config.json", cfg)
+    lines = markdown_summary(copy_of_run).splitlines()
+    assert next(l for l in lines if l.startswith("| original (seed 0) |")).split("|")[3].strip() == "0.875"
+    assert next(l for l in lines if l.startswith("| original (seed 1) |")).split("|")[3].strip() == "0.625"
