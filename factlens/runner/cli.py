@@ -190,13 +190,9 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from factlens.editing.memory_editing import MaskNotSupported
     from factlens.runner.config import check_device
-    from factlens.runner.executor import RunDirError, run_experiment
-    from factlens.runner.pipeline import EmptyMask
+    from factlens.runner.executor import run_experiment
     from factlens.runner.processes import JobError
-    from factlens.runner.run_files import RunFileError
-    from factlens.tasks import TaskSizeError
 
     try:
         cfg = config_from_args(args)
@@ -207,19 +203,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"seeds={','.join(map(str, cfg.seeds))} out={cfg.out} executor={cfg.executor}", file=sys.stderr)
     try:
         summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
-    except (RunDirError, RunFileError) as e:  # another configuration's results, --out a file or someone else's
-        return _error(e)                       # folder, a damaged or foreign file in it
-    except MaskNotSupported as e:  # a method that cannot edit a localization's mask (ROME on several MLPs)
-        return _error(e)
-    except (TaskSizeError, EmptyMask) as e:  # --forget-size larger than the known facts allow, --param-budget too small
-        return _error(_with_cap(e, cfg))
-    except JobError as e:  # the same from a worker process (--workers > 1): its plan job and the jobs waiting for it
-        bad = [c for c in e.causes if isinstance(c, (TaskSizeError, MaskNotSupported, EmptyMask, ValueError))]
+    except JobError as e:  # a setting refused in a worker process (--workers > 1): its plan job and those waiting for it
+        bad = [c for c in e.causes if isinstance(c, ValueError)]
         if not bad:
             raise
         return _error(_with_cap(bad[0], cfg))
-    except ValueError as e:  # a setting a job is the first to check (a --text-source too short for one chunk)
-        return _error(e)
+    except ValueError as e:  # every refused setting is one: RunDirError and RunFileError (another configuration's
+        # results, --out a file, a damaged file in it), TaskSizeError (--forget-size beyond the known facts),
+        # EmptyMask (--param-budget too small), MaskNotSupported (ROME on several MLPs), and what a job is the
+        # first to check (a --text-source too short for one chunk)
+        return _error(_with_cap(e, cfg))
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
         print(f"report: {summary.report}", file=sys.stderr)

@@ -285,15 +285,11 @@ def _bad_setting(e: BaseException) -> bool:
     budget that selects nothing, a mask the method cannot edit, also from a worker. Any other
     failure (out of memory, a crashed worker, an interrupt) keeps the plan for the same command.
     A ``ValueError`` counts as a setting: a job raises it for a setting only it can check."""
-    from factlens.editing.memory_editing import MaskNotSupported
-    from factlens.runner.pipeline import EmptyMask
     from factlens.runner.processes import JobError
-    from factlens.tasks import TaskSizeError
 
     # TaskSizeError, EmptyMask and MaskNotSupported are ValueErrors, and so is what a job raises for a
     # setting only it can check (a --text-source too short for one chunk needs the tokenizer)
-    settings = (TaskSizeError, EmptyMask, MaskNotSupported, ValueError)
-    return isinstance(e, settings) or (isinstance(e, JobError) and any(isinstance(c, settings) for c in e.causes))
+    return isinstance(e, ValueError) or (isinstance(e, JobError) and any(isinstance(c, ValueError) for c in e.causes))
 
 
 def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_start: float) -> "RunSummary":
