@@ -86,6 +86,11 @@ class LocalExecutor(Executor):
             return {"name": self.name}
         return {"name": self.name, "workers": self.workers, "threads_per_worker": self._pool.threads}
 
+    def scratch_folder(self) -> str | None:
+        """A temporary folder removed with the worker processes, also when this process is killed
+        outright (:meth:`ProcessPool.scratch`); ``None`` without worker processes."""
+        return self._pool.scratch() if self._pool is not None else None
+
     def close(self) -> None:
         """Stop the worker processes (if any)."""
         if self._pool is not None:
@@ -326,7 +331,8 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
 
     jobs: list[Job] = []
     skipped: list[str] = []
-    handoff = PlanHandoff.temporary() if overlap else None
+    # in the workers' folder: a driver killed outright left factlens-plans-* in the temporary directory
+    handoff = PlanHandoff.temporary(within=executor.scratch_folder()) if overlap else None
     for s in config.seeds:
         for unit in start_order(config, config.units()):  # localization x method x objective
             if rd.completed(s, unit):

@@ -48,9 +48,10 @@ class PlanHandoff:
         self.folder = str(folder)
 
     @classmethod
-    def temporary(cls) -> "PlanHandoff":
-        """A handoff in a new temporary folder (:meth:`run` deletes it)."""
-        return cls(tempfile.mkdtemp(prefix="factlens-plans-"))
+    def temporary(cls, *, within: str | os.PathLike | None = None) -> "PlanHandoff":
+        """A handoff in a new temporary folder (:meth:`run` deletes it), made in ``within`` if given
+        (the worker processes' folder, which they remove if the driver is killed)."""
+        return cls(tempfile.mkdtemp(prefix="factlens-plans-", dir=within))
 
     def run(self, executor, plans: Sequence[Any], jobs: Sequence[Any], *, on_plan: Callable[[Any, dict], None],
             on_job: Callable[[Any, dict], None]) -> None:

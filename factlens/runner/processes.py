@@ -132,6 +132,13 @@ class ProcessPool:
             self._procs.append(p)
             self._inboxes.append(inbox)
 
+    def scratch(self) -> str:
+        """The workers' shared folder (started with them): what the driver puts in it goes with it,
+        also when the driver is killed outright (the workers remove it as they end)."""
+        self._start()
+        assert self.store is not None
+        return self.store
+
     def close(self) -> None:
         """Stop the workers (their models are freed)."""
         for inbox in self._inboxes:

@@ -114,6 +114,7 @@ def test_a_failed_plan_fails_the_jobs_that_wait_for_it_instead_of_hanging(tmp_pa
 
 _DRIVER = """
 import os, sys, time
+from factlens.runner.plan_handoff import PlanHandoff
 from factlens.runner.processes import ProcessPool
 
 
@@ -125,7 +126,8 @@ if __name__ == "__main__":
     pool = ProcessPool(2, threads=1)
     pids = []
     pool.map(pid, [0, 1, 2, 3], on_result=lambda item, p: pids.append(p))
-    print(" ".join(map(str, sorted(set(pids)))), pool.store, flush=True)
+    plans = PlanHandoff.temporary(within=pool.scratch()).folder  # as run_experiment makes it
+    print(" ".join(map(str, sorted(set(pids)))), pool.store, plans, flush=True)
     time.sleep(600)
 """
 
@@ -152,14 +154,38 @@ def test_workers_end_when_the_driver_is_killed_outright(tmp_path: Path):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().split()
-        workers, store = [int(x) for x in line[:-1]], line[-1]
-        assert len(workers) >= 1 and all(_alive(w) for w in workers) and Path(store).is_dir()
+        workers, store, plans = [int(x) for x in line[:-2]], line[-2], line[-1]
+        assert len(workers) >= 1 and all(_alive(w) for w in workers) and Path(store).is_dir() and Path(plans).is_dir()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 30
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(_alive(w) for w in workers)
-        assert not Path(store).exists()
+        assert not Path(store).exists() and not Path(plans).exists()
     finally:
         proc.kill()
+
+
+def test_the_plan_handoff_folder_is_in_the_workers_folder(tmp_path: Path, monkeypatch):
+    """Jobs that wait for their seed's plan read it from a temporary folder; made in the system's
+    temporary directory, it stayed there when the driver was killed outright (the workers remove
+    their own folder as they end, test above)."""
+    from factlens.runner import plan_handoff
+
+    made: list[str] = []
+    real = plan_handoff.PlanHandoff.run
+
+    def run(self, *args, **kwargs):
+        made.append(self.folder)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(plan_handoff.PlanHandoff, "run", run)
+    cfg = RunConfig(task="planted", model="planted", localizations=("random",), suites=("standard",),
+                    show_progress=False, edit={"steps": 1}, out=str(tmp_path / "run"))
+    ex = LocalExecutor(workers=2, threads=1)
+    try:
+        run_experiment(cfg, executor=ex, report=False)
+        assert len(made) == 1 and Path(made[0]).parent == Path(ex.scratch_folder())
+    finally:
+        ex.close()
