@@ -409,8 +409,13 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     weighted = any(m.weights is not None for m in (*lm.values(), *rm.values()))  # token-weighted metric
     proportion = not any(declared_continuous(m) for m in (*lm.values(), *rm.values()))
     units = [_unit_values(m) for m in lm.values()]
-    vci = (mean_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
-                         seed=seed, proportion=proportion) if len(lm) > 1 else (first.ci_low, first.ci_high))
+    if len(lm) == 1:
+        vci = (first.ci_low, first.ci_high)
+    elif any(m.selected for m in lm.values()):  # a bootstrap of each seed's facts at its chosen layer ignores the
+        vci = None                                # choice (covered the true best 1 time in 3); no valid pooled interval
+    else:
+        vci = mean_interval([v for v, _ in units], weights=[w for _, w in units] if weighted else None,
+                            seed=seed, proportion=proportion)
     row["value_ci_low"], row["value_ci_high"] = (vci if vci else (None, None))
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         # no seed in common: a difference would be one of two trainings and fact samples, not of localizations
@@ -490,7 +495,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     Returns:
         A pandas DataFrame with :data:`COMPARE_COLUMNS`: ``value`` (mean over seeds) with its
         95 % interval ``value_ci_low``/``value_ci_high`` (Wilson/bootstrap for one seed, seeds
-        then facts for several), ``reference_value``, ``diff`` (mean paired difference; NaN when the two share no seed, e.g.
+        then facts for several; none for a maximum over layers of several seeds, whose per-layer
+        counts are not kept), ``reference_value``, ``diff`` (mean paired difference; NaN when the two share no seed, e.g.
         folders run with other ``--seeds``: a difference across seeds would mix trainings) with
         its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
         ``p_holm`` (Holm's step-down over the localization's rows, counting only those that can

@@ -140,3 +140,73 @@ def test_all_metrics_n_is_every_runs_not_the_first_localizations():
     assert rows[0]["n"] == "12–16 facts"
     _, rows = metric_matrix([run("flu", 16), run("rome", 16)])
     assert rows[0]["n"] == "16 facts"
+
+
+def _probe_max(seed: int, rng: np.random.Generator) -> EvalResult:
+    """A probe's best-of-12-layers accuracy on 16 facts (true accuracy 0.6 at every layer), as
+    probes.py reports it: the facts' outcomes at the chosen layer and the ``wilson-max`` interval."""
+    from dataclasses import replace
+
+    from factlens.stats import max_wilson_interval
+
+    hits = (rng.uniform(size=(16, 12)) < 0.6).astype(float)
+    best = int(np.argmax(hits.mean(0)))
+    m = Metric.from_samples("probe_true_accuracy_max", {f"f{i}": hits[i, best] for i in range(16)}, baseline=0.9)
+    lo, hi = max_wilson_interval(hits.sum(0), 16)
+    return EvalResult({"probes": SuiteResult("probes", (replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max"),))})
+
+
+def test_a_maximum_over_layers_gets_no_interval_over_seeds():
+    """With one seed a best-layer accuracy keeps its wilson-max interval; with two, Table 1, the
+    "All metrics" table, compare and the plots bootstrapped the facts at each seed's chosen layer,
+    which ignores the choice: over 300 draws such intervals held the true best (0.6) 1 time in 3."""
+    from factlens.comparison import compare
+    from factlens.runner.report_stats import cell_interval, seed_pooled
+
+    rng = np.random.default_rng(1)
+    evs = {loc: [_probe_max(s, rng) for s in (0, 1)] for loc in ("flu", "random")}
+    runs = [{"localization": loc, "seed": s, "eval": e} for loc, es in evs.items() for s, e in enumerate(es)]
+    one = evs["random"][0]["probes"]["probe_true_accuracy_max"]
+    assert cell_interval(runs[2:3], "probes", "probe_true_accuracy_max", baseline=False) == (one.ci_low, one.ci_high)
+    assert cell_interval(runs[2:], "probes", "probe_true_accuracy_max", baseline=False) is None
+    pooled = seed_pooled(evs["random"])["probes"]["probe_true_accuracy_max"]
+    assert pooled.ci_low is None and pooled.selected  # still marked a maximum
+    row = compare(evs, reference="flu").set_index("localization").loc["random"]
+    assert row["value_ci_low"] is None or np.isnan(row["value_ci_low"])
+    assert compare({k: v[:1] for k, v in evs.items()}).set_index("localization").loc["random", "value_ci_low"] == one.ci_low
+
+
+def test_pooled_plots_read_a_difference_metric_as_no_proportion():
+    """A selective recovery (-1 ... 1) of zeros on every fact of two seeds: Table 1 gave [0, 0], the
+    plots' pooled metric the Wilson interval of 0 ones in 32, [0, 0.107]."""
+    from factlens.runner.report_stats import cell_interval, seed_pooled
+
+    def ev() -> EvalResult:
+        m = Metric.from_samples("relearn_selective_recovery", {f"f{i}": 0.0 for i in range(16)}, proportion=False,
+                                higher_is_better=False)
+        return EvalResult({"relearning": SuiteResult("relearning", (m,))})
+
+    evs = [ev(), ev()]
+    pooled = seed_pooled(evs)["relearning"]["relearn_selective_recovery"]
+    runs = [{"localization": "a", "seed": s, "eval": e} for s, e in enumerate(evs)]
+    assert (pooled.ci_low, pooled.ci_high) == cell_interval(runs, "relearning", "relearn_selective_recovery",
+                                                            baseline=False) == (0.0, 0.0)
+    assert pooled.ci_method == "bootstrap"
+
+
+def test_table1_marks_no_test_on_facts_the_reference_lacks():
+    """The localization's cell holds 16 facts, the reference's 8: the significance mark came from a
+    test on the 8 shared facts beside a value over 16 (factlens.compare refuses such folders)."""
+    from factlens.runner.report_stats import _cell_test
+
+    ids = [f"f{i}" for i in range(16)]
+
+    def run(loc: str, outcomes: dict) -> dict:
+        m = Metric.from_samples("forget_accuracy", outcomes)
+        return {"localization": loc, "seed": 0, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    col = ("Standard", "Forget", "standard", ("forget_accuracy",), "one_minus")
+    p, key, _ = _cell_test([run("a", {k: 0.0 for k in ids})], [run("flu", {k: 1.0 for k in ids[:8]})], col)
+    assert np.isnan(p) and key is None
+    p, _, _ = _cell_test([run("a", {k: 0.0 for k in ids})], [run("flu", {k: 1.0 for k in ids})], col)
+    assert p < 0.001  # the same facts on both sides: tested
