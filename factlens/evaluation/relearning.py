@@ -35,6 +35,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
+from factlens.editing.training import with_gradients
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, passages_without, token_chunks
@@ -222,6 +223,7 @@ def _loss(work, fb: list, rb: list, cb: Tensor | None, positions, *, l_retain: f
     return loss, rec
 
 
+@with_gradients  # also under a notebook's torch.inference_mode(): enable_grad alone does not leave it
 def relearn(model, facts: FactDataset, *, retain: FactDataset | None = None, config: EvalConfig | None = None,
             targets: Sequence[str] = DEFAULT_TARGETS, l_retain: float = 1.0, l_sft: float = 1.0,
             avoid_subjects: Sequence[str] = ()) -> Relearned:

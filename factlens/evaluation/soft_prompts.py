@@ -49,6 +49,7 @@ from factlens.components import embed_hook
 from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.data.records import FactDataset
+from factlens.editing.training import with_gradients
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key, items_key
 from factlens.evaluation.relearning import forget_scores, split_halves
 from factlens.evaluation.result import Metric, SuiteResult
@@ -262,6 +263,7 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
     return {"answer_wins": aw, "target_wins": tw, "p_answer": pa, "winner": win}
 
 
+@with_gradients  # also under a notebook's torch.inference_mode(): enable_grad alone does not leave it
 def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = None, seed: int = 0,
                       max_norm: float | None = None) -> tuple[Tensor, list[float]]:
     """Optimize a soft prompt that makes ``model`` give the true answers of ``facts``.

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from factlens.config import ConfigBase, check_numbers
+from factlens.editing.training import with_gradients
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
@@ -157,6 +158,7 @@ def _trainable_copy(model, method: str, rank: int, seed: int,
     return work, trainable, lambda: None
 
 
+@with_gradients  # also under a notebook's torch.inference_mode(): enable_grad alone does not leave it
 def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: EvalConfig):
     """Fine-tune a copy of ``model`` on ``data`` (a FactDataset: true answers; a token tensor: next tokens).
 

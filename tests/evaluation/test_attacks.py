@@ -663,3 +663,15 @@ def test_soft_prompt_scores_refuse_non_finite_log_probabilities():
     soft = torch.full((2, p.model.cfg.d_model), float("nan"))
     with pytest.raises(FloatingPointError, match="soft prompt"):
         soft_prompt_scores(p.model, soft, items)
+
+
+def test_unrelated_finetune_runs_under_inference_mode(sub_bin):
+    """torch.enable_grad() does not leave torch.inference_mode(): the fine-tuning attack failed there
+    ("element 0 of tensors does not require grad")."""
+    p, orig, edited, task, _, _ = sub_bin
+    st = UnrelatedFinetuneConfig(steps=2, lr=1e-2, rank=4, method="lora")
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16})
+    plain = run_unrelated_finetune(edited, task, original=orig, config=cfg, unrelated_finetune_config=st)
+    with torch.inference_mode():
+        inside = run_unrelated_finetune(edited, task, original=orig, config=cfg, unrelated_finetune_config=st)
+    assert [(m.name, m.value) for m in inside.metrics] == [(m.name, m.value) for m in plain.metrics]

@@ -528,3 +528,16 @@ def test_soft_prompt_stderr_is_over_facts_and_the_seed_spread_is_kept_apart(plan
     accs = [s["forget_accuracy"] for s in r.extra["per_seed"]]
     assert r.extra["seed_stderr"]["soft_prompt_forget_accuracy"] == pytest.approx(np.std(accs, ddof=1) / np.sqrt(2))
     assert r.extra["batch_size"] == 16
+
+
+def test_training_attacks_give_the_same_numbers_under_inference_mode(planted, unlearned):
+    """A notebook's evaluation block under torch.inference_mode(): torch.enable_grad() alone does not
+    leave it, and the relearning and soft-prompt attacks failed ("Inference tensors cannot be saved
+    for backward", "element 0 of tensors does not require grad"); edit() already ran there."""
+    cfg = EvalConfig(relearning=RelearningConfig(steps=3, rank=4, lr=1e-2, both_halves=False),
+                     soft_prompts=SoftPromptsConfig(steps=3, seeds=1, length=3), text={"n_chunks": 2, "seq_len": 16})
+    for run in (run_relearning, run_soft_prompts):
+        plain = run(unlearned, planted.task, original=planted.model, config=cfg)
+        with torch.inference_mode():
+            inside = run(unlearned, planted.task, original=planted.model, config=cfg)
+        assert [(m.name, m.value) for m in inside.metrics] == [(m.name, m.value) for m in plain.metrics]
