@@ -21,8 +21,8 @@ ROBUSTNESS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("relearned, net of bias ↓", "relearning", "relearn_selective_recovery"),
     ("soft-prompt forget acc ↓", "soft_prompts", "soft_prompt_forget_accuracy"),
     ("soft prompt, net of bias ↓", "soft_prompts", "soft_prompt_selective_recovery"),
-    ("probe: true sport, last layer ↓", "probes", "probe_true_accuracy_last"),
-    ("probe: new sport, last layer ↑", "probes", "probe_target_accuracy_last"),
+    ("probe: true answer, last layer ↓", "probes", "probe_true_accuracy_last"),
+    ("probe: new answer, last layer ↑", "probes", "probe_target_accuracy_last"),
 )
 
 
