@@ -506,6 +506,7 @@ class Mask:
         that are ``True`` may be changed by an editor; everything else must stay bitwise equal.
         """
         shape = ModelShape.of(model)
+        self._check_fits(shape)
         params = dict(model.named_parameters())
         out: dict[str, torch.Tensor] = {}
         for comp in self.components:
@@ -520,6 +521,12 @@ class Mask:
                 out[name][idx] = True
         return out
 
+    def _check_fits(self, shape: ModelShape) -> None:
+        """Raise ``ValueError`` for a component the model does not have (a mask loaded from a file
+        or built from labels for another model)."""
+        for c in self.components:
+            _checked(c, shape, True, f"mask {self.name!r}" if self.name else "mask")
+
     def n_params(self, model_or_shape) -> int:
         """Number of parameter entries the mask selects (shared GQA K/V counted once).
 
@@ -528,6 +535,7 @@ class Mask:
         :meth:`to_param_masks`.
         """
         s = model_or_shape if isinstance(model_or_shape, ModelShape) else ModelShape.of(model_or_shape)
+        self._check_fits(s)  # counted from the shape alone, L7H9 of a 2-layer model had 1,048 parameters
         dm, dh, dmlp = s.d_model, s.d_head, s.d_mlp
         gate = 2 if s.gated_mlp else 1
         total = 0

@@ -189,3 +189,18 @@ def test_an_interrupted_mask_save_leaves_the_old_file(tmp_path, monkeypatch):
         Mask([Component("mlp", 2), Component("head", 0, 1)]).save(path)
     monkeypatch.undo()
     assert Mask.load(path) == old
+
+
+def test_a_mask_with_components_the_model_lacks_is_refused(model):
+    """n_params counted from the shape alone: L7H9 of a 2-layer model had 1,048 parameters, L0.N999
+    65, while to_param_masks raised (a mask loaded from another model's file sets a budget)."""
+    for labels, what in ((["L7H9"], "does not exist in a model with 2 layers"),
+                         (["L0H0", "L0.N999"], "neuron index out of range")):
+        m = Mask.from_labels(labels, name="saved")
+        for count in (lambda: m.n_params(model), lambda: m.n_params(ModelShape.of(model)),
+                      lambda: m.to_param_masks(model)):
+            with pytest.raises(ValueError, match=f"mask 'saved': .*{what}"):
+                count()
+    attn_only = tiny_model(variant="attn_only")
+    with pytest.raises(ValueError, match="attention-only and has no MLPs"):
+        Mask.from_labels(["L0.mlp"]).n_params(attn_only)
