@@ -88,7 +88,7 @@ def residual_features(
 
         hooks = [(resid_hook(0, "pre") if l == -1 else resid_hook(l, "post"), keep(l)) for l in layers]
         with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-            model(batch.tokens, stop_at_layer=max(layers) + 1)
+            model(batch.tokens, stop_at_layer=max(max(layers), 0) + 1)  # -1 alone: block 0's resid_pre must run
     return {p: {l: np.concatenate(v) for l, v in d.items()} for p, d in feats.items()}
 
 

@@ -120,3 +120,16 @@ def test_probing_scores_rank_by_signed_gain(planted):
     from factlens.localization.probing import probing
 
     assert probing(planted.model, planted.dataset).rank_by == "value"
+
+
+def test_residual_features_of_the_embedding_alone(planted):
+    """Layer -1 (the embedding) alone stopped the forward pass before block 0's resid_pre ran, and
+    nothing was collected ("need at least one array to concatenate")."""
+    from factlens.localization.probing import residual_features
+
+    alone = residual_features(planted.model, planted.dataset, layers=[-1])
+    with_0 = residual_features(planted.model, planted.dataset, layers=[-1, 0])
+    d = planted.model.cfg.d_model
+    for p in ("subject_last", "final"):
+        assert alone[p][-1].shape == (len(planted.dataset), d)
+        np.testing.assert_array_equal(alone[p][-1], with_0[p][-1])
