@@ -10,9 +10,9 @@
 3. **Restored runs**: one clean state is written back into the noised run and the
    answer probability ``p_restored`` is read.
 
-``sigma``: ROME uses the standard deviation of subject-token embeddings over a corpus;
-we use the standard deviation of **all entries of the token embedding matrix** ``W_E``
-(no corpus needed, ``extra["sigma"]``). The noise is added where the embedding is fed to
+``sigma``: ROME uses the standard deviation of the embeddings of its known-facts dataset's
+subject tokens; we use the standard deviation of **all entries of the token embedding matrix**
+``W_E`` (the same for every dataset, ``extra["sigma"]``). The noise is added where the embedding is fed to
 the residual stream (``hook_embed``, before positional embeddings): TransformerLens folds
 Gemma's ``sqrt(d_model)`` embedding scale into ``W_E`` at conversion
 (``state_dict["embed.W_E"] = embed_tokens.weight * sqrt(d_model)``) and ``hook_embed`` is
