@@ -7,8 +7,10 @@ localizations can be compared fact by fact: the per-unit values that each
 their ids. For each localization and metric, :func:`compare` reports
 
 * ``diff`` — the mean paired difference localization minus reference (mean over seeds of
-  the per-seed means), with a 95 % paired bootstrap interval (``ci_low``, ``ci_high``): over
-  facts, or with several seeds over seeds and then facts within each drawn seed; for a
+  the per-seed means), with a 95 % interval (``ci_low``, ``ci_high``): for 0/1 outcomes on
+  both sides Newcombe's paired-proportion score interval (with several seeds its hull with the
+  bootstrap below), otherwise a paired bootstrap over facts, or with several seeds over seeds
+  and then facts within each drawn seed (:func:`factlens.stats.paired_diff`); for a
   token-weighted metric (``Metric.weights``: tokens per text chunk) the per-seed means, the
   bootstrap and the test below weigh each chunk by its tokens, so ``diff`` is
   ``value - reference_value`` on the same units; ``value`` and ``reference_value`` (and
@@ -498,7 +500,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         then facts for several; none for a maximum over layers of several seeds, whose per-layer
         counts are not kept), ``reference_value``, ``diff`` (mean paired difference; NaN when the two share no seed, e.g.
         folders run with other ``--seeds``: a difference across seeds would mix trainings) with
-        its paired bootstrap interval ``ci_low``/``ci_high``, ``p_value`` (sign-flip test),
+        its paired interval ``ci_low``/``ci_high`` (Newcombe's for 0/1 outcomes, else a bootstrap), ``p_value`` (sign-flip test),
         ``p_holm`` (Holm's step-down over the localization's rows, counting only those that can
         reach the level, Tarone; NaN for untestable rows),
         ``significant``, ``testable`` (the row is in that family: its smallest attainable p

@@ -355,8 +355,9 @@ def _cells(r: dict) -> list[str]:
 
 
 def _legend(reference: str) -> str:
-    return (f"diff = localization − {reference}, mean paired difference over the same facts, with a paired bootstrap "
-            "95 % CI (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
+    return (f"diff = localization − {reference}, mean paired difference over the same facts, with a 95 % CI: "
+            "Newcombe's paired-proportion score interval for 0/1 outcomes (with several seeds, its hull with the "
+            "bootstrap over seeds then facts), otherwise a paired bootstrap (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
             "at most 16 differ or the differences take few values, e.g. 0/1 outcomes); Holm: corrected across the metrics of one localization in this table that can reach significance "
             "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p ≤ 0.05 "
             "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
