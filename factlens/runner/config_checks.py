@@ -67,8 +67,9 @@ def late_failures(config: "RunConfig") -> list[str]:
 def unused_options(config: "RunConfig") -> list[str]:
     """Options that are set but that this task / executor / suite selection never reads."""
     out: list[str] = []
-    if config.task == "planted":
-        out += [f"{f}={getattr(config, f)!r}: task 'planted' uses the planted model's built-in facts and never reads "
+    if config.task == "planted" or config.model == "planted":  # the planted model brings its own facts, whatever the task
+        who = "task 'planted'" if config.task == "planted" else "--model planted"
+        out += [f"{f}={getattr(config, f)!r}: {who} uses the planted model's built-in facts and never reads "
                 f"--{f.replace('_', '-')}" for f in ("data", "mcq_data") if getattr(config, f) is not None]
     elif config.mcq_data is not None and not config.task.startswith(("counterfact", "sequential")):
         out.append(f"mcq_data={config.mcq_data!r}: only the CounterFact tasks read multiple-choice questions; "

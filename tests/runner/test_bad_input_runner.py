@@ -59,7 +59,7 @@ def test_changed_text_source_refused_on_resume(tmp_path: Path):
 def test_changed_data_file_refused_on_resume(tmp_path: Path):
     data = tmp_path / "facts.csv"
     data.write_text("athlete,sport\nA B,basketball\n")
-    cfg = _cfg(tmp_path / "run", task="sports-athlete-editing", data=str(data))
+    cfg = _cfg(tmp_path / "run", task="sports-athlete-editing", model="gemma-3-270m", data=str(data))  # never loaded
     RunDir(tmp_path / "run").open(cfg)
     data.write_text("athlete,sport\nC D,football\n")
     with pytest.raises(ConfigMismatchError, match=r"input data .*facts\.csv.*changed"):
@@ -97,6 +97,15 @@ def test_planted_task_refuses_data(tmp_path: Path, no_run, capsys):
     assert _main("planted", "--data", str(existing), "--out", str(tmp_path / "out")) == 2
     assert "--data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_the_planted_model_refuses_data_for_any_task(tmp_path: Path):
+    """A sports task on --model planted ran on the planted facts while run_config.json recorded
+    --data (and its sha256) as the data used."""
+    facts = tmp_path / "facts.csv"
+    facts.write_text("athlete,sport\n")
+    with pytest.raises(ValueError, match="--model planted uses the planted model's built-in facts and never reads --data"):
+        _cfg(tmp_path / "run", task="sports-athlete-editing", data=str(facts))
 
 
 @pytest.mark.parametrize("kw, word", [
@@ -315,7 +324,7 @@ def test_missing_model_path_fails_fast_without_the_hub(tmp_path: Path, monkeypat
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path: Path, no_run, capsys):
-    assert _main("sports-athlete-editing", "--model", "planted", "--data", "data/athletes.csv",
+    assert _main("sports-athlete-editing", "--model", "gemma-3-270m", "--data", "data/athletes.csv",
                  "--out", str(tmp_path / "o")) == 2
     assert "data/athletes.csv" in capsys.readouterr().err
 
