@@ -64,6 +64,7 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
         if eval_seed != r["seed"]:
             raise RunFileError(f"{f}: a run of seed {r['seed']} evaluated with seed {eval_seed}: a run file edited or "
                              "made elsewhere? Move it out of the folder")
+        _check_unit(config, r, f)
         if first is None:
             first = (f, task, setup)
             continue
@@ -74,3 +75,43 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
             raise RunFileError(f"{first[0]} and {f} were made with different settings ({what}): one folder's "
                              "report and comparisons need one task, model and evaluation setup; move the foreign "
                              "run files out (or compare the folders with factlens compare DIR1 DIR2)")
+    _check_edits_and_budgets(runs, files)
+
+
+_FOREIGN = "a run file from another folder? Move it out (or compare the folders with factlens compare DIR1 DIR2)"
+
+
+def _check_unit(config: Mapping[str, Any], r: Mapping[str, Any], f: Path) -> None:
+    """A run of a localization the folder's configuration does not list was pooled into its report."""
+    locs = config.get("localizations")
+    unit = r.get("unit") if isinstance(r.get("unit"), Mapping) else {}
+    loc = unit.get("localization", r.get("localization"))  # "localization" is the unit's label (flu+npo)
+    if locs and loc not in locs:
+        raise RunFileError(f"{f}: localization {loc!r} is not one of this folder's "
+                           f"{list(locs)} (run_config.json): {_FOREIGN}")
+
+
+def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:
+    """Refuse runs of one edit method trained with other settings, and runs of one seed made with
+    another parameter budget (each records its seed's plan budget): a file copied in from a run with ``--edit lr=0.1 --param-budget 30000``
+    was compared with the folder's own runs as if at an equal budget."""
+    edits: dict[Any, tuple[Path, dict]] = {}
+    budgets: dict[Any, tuple[Path, Any]] = {}
+    for r, f in zip(runs, files):
+        cfg = ((r.get("edit") or {}).get("config")) if isinstance(r.get("edit"), Mapping) else None
+        if isinstance(cfg, Mapping):
+            method = (r.get("unit") or {}).get("method") if isinstance(r.get("unit"), Mapping) else None
+            cfg = {k: v for k, v in cfg.items() if k != "seed"}  # each seed trains with its own
+            seen = edits.setdefault(method, (f, cfg))
+            if seen[1] != cfg:
+                differ = sorted(k for k in seen[1].keys() | cfg.keys() if seen[1].get(k) != cfg.get(k))
+                raise RunFileError(f"{seen[0]} and {f} were edited with different settings "
+                                   f"({', '.join(f'{k}: {seen[1].get(k)!r} vs {cfg.get(k)!r}' for k in differ)}): "
+                                   f"{_FOREIGN}")
+        if r.get("param_budget") is not None:  # every run of a seed records its plan's budget, used or not
+            seen_b = budgets.setdefault(r["seed"], (f, (r["param_budget"], r.get("budget_source"))))
+            if seen_b[1] != (r["param_budget"], r.get("budget_source")):
+                raise RunFileError(f"{seen_b[0]} and {f} localized seed {r['seed']} at different parameter budgets "
+                                   f"({seen_b[1][0]:,} from {seen_b[1][1]} vs {r['param_budget']:,} from "
+                                   f"{r.get('budget_source')}): the folder's localizations are compared at one "
+                                   f"budget per seed; {_FOREIGN}")

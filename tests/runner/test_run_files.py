@@ -41,6 +41,20 @@ def test_a_run_file_of_a_seed_the_folder_never_ran_is_refused(copy_of_run: Path)
         load_run_dir(copy_of_run)
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r["edit"]["config"].update(lr=0.1), "edited with different settings.*lr"),
+    (lambda r: r.update(param_budget=30000), "different parameter budgets.*30,000"),
+    (lambda r: r["unit"].update(localization="random_mlps"), "'random_mlps' is not one of this folder's"),
+])
+def test_a_run_file_of_another_edit_budget_or_localization_is_refused(copy_of_run: Path, change, match):
+    """A random_mlps run copied in from a folder run with --edit lr=0.1 --param-budget 30000 was pooled
+    into the report and compared with FLU as if at one budget (significant, -0.625 forget accuracy);
+    only the evaluation settings, task and seed were checked."""
+    _edit(copy_of_run / "runs" / "seed0" / "random.json", change)
+    with pytest.raises(ValueError, match=match):
+        load_run_dir(copy_of_run)
+
+
 def test_a_users_own_json_under_runs_is_left_out_with_a_warning(copy_of_run: Path):
     """--overwrite keeps a user's files; report and compare crashed on one with KeyError: 'localization'."""
     (copy_of_run / "runs" / "seed0" / "mynotes.json").write_text('{"mine": 1}')
