@@ -473,7 +473,8 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     if len(mask) == 0:
         raise EmptyMask(f"localization {localization!r} selected no component at the parameter budget "
                         f"{plan.get('param_budget')} (smaller than any component, or no component scored above "
-                        "zero): give a larger --param-budget, or leave it out for the FLU's size")
+                        "zero): give a larger --param-budget, or leave it out for the FLU's size (with --overwrite "
+                        "or another --out where this folder holds finished runs: they make it refuse another budget)")
 
     _seed_everything(seed)
     peaks.begin("edit")

@@ -475,6 +475,19 @@ def test_a_run_that_fails_after_its_plan_leaves_no_settings_that_refuse_the_corr
                  "--suites", "standard", "--edit", "steps=1", "--no-report") == 0
 
 
+def test_a_budget_too_small_after_finished_runs_names_the_command_that_works(tmp_path: Path, capsys):
+    """FLU finished, then random selected nothing at --param-budget 3000; the message said "give a larger
+    --param-budget, or leave it out", which the folder (holding FLU's run at 3000) then refused."""
+    out = tmp_path / "run"
+    args = ["planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random", "--suites",
+            "standard", "--edit", "steps=1", "--no-report"]
+    assert _main(*args, "--param-budget", "3000") == 2
+    assert "with --overwrite or another --out" in capsys.readouterr().err
+    assert (out / "runs" / "seed0" / "flu.json").exists()
+    assert _main(*args) == 2  # what the message's first half alone suggests
+    assert _main(*args, "--overwrite") == 0
+
+
 def test_damaged_run_folder_files_and_config_files_are_exit_2_naming_them(tmp_path: Path, capsys):
     """``run`` showed a traceback for a truncated plan file (``report`` gave exit 2 for it); a --config
     folder or malformed YAML was a traceback, malformed JSON did not name the file; the advice for a
