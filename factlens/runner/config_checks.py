@@ -90,6 +90,12 @@ def unused_options(config: "RunConfig") -> list[str]:
     if text is not None and not set(readers) & set(config.suites) and not set(covariance) & set(config.methods):
         out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
                    f"{' and '.join(covariance)} read it, and the suites are {list(config.suites)}")
+    if config.param_budget is not None:
+        from factlens.runner.pipeline import unbudgeted
+
+        if set(config.localizations) <= unbudgeted():  # each record said param_budget=N though no mask used it
+            out.append(f"param_budget={config.param_budget!r}: only budgeted localizations (random, causal_tracing, "
+                       f"...) take it, and {list(config.localizations)} take none (FLU sets its own size)")
     out += _unused_task_options(config)
     return out
 

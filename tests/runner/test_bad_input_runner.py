@@ -117,6 +117,7 @@ def test_the_planted_model_refuses_data_for_any_task(tmp_path: Path):
     ({"eval": {"text_source": "wikitext"}, "suites": ("standard",)}, "text.source"),  # the old flat key
     ({"task_options": {"sport": "golf"}}, "sport"),
     ({"task_options": {"n_forget": 4}}, "forget_size"),
+    ({"localizations": ("flu", "all_mlps"), "param_budget": 5000}, "param_budget=5000: only budgeted"),
 ])
 def test_unused_options_refused(tmp_path: Path, kw, word):
     if "mcq_data" in kw:
