@@ -93,8 +93,8 @@ def _check_unit(config: Mapping[str, Any], r: Mapping[str, Any], f: Path) -> Non
 
 def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:
     """Refuse runs of one edit method trained with other settings, and runs of one seed made with
-    another parameter budget (each records its seed's plan budget): a file copied in from a run with ``--edit lr=0.1 --param-budget 30000``
-    was compared with the folder's own runs as if at an equal budget."""
+    another parameter budget (each records its seed's plan budget): a file copied in from a run
+    with ``--edit lr=0.1 --param-budget 30000`` was compared with the folder's own as if at one budget."""
     edits: dict[Any, tuple[Path, dict]] = {}
     budgets: dict[Any, tuple[Path, Any]] = {}
     for r, f in zip(runs, files):
@@ -103,8 +103,9 @@ def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[
             method = (r.get("unit") or {}).get("method") if isinstance(r.get("unit"), Mapping) else None
             cfg = {k: v for k, v in cfg.items() if k != "seed"}  # each seed trains with its own
             seen = edits.setdefault(method, (f, cfg))
-            if seen[1] != cfg:
-                differ = sorted(k for k in seen[1].keys() | cfg.keys() if seen[1].get(k) != cfg.get(k))
+            # settings both records have (a field added since an older run was written is no difference)
+            differ = sorted(k for k in seen[1].keys() & cfg.keys() if seen[1][k] != cfg[k])
+            if differ:
                 raise RunFileError(f"{seen[0]} and {f} were edited with different settings "
                                    f"({', '.join(f'{k}: {seen[1].get(k)!r} vs {cfg.get(k)!r}' for k in differ)}): "
                                    f"{_FOREIGN}")
