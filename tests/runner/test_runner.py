@@ -187,7 +187,7 @@ def test_interrupt_keeps_finished_runs(tmp_path: Path, monkeypatch, capsys):
 
     monkeypatch.setattr(pipeline, "run_localization", flaky)
     out = tmp_path / "run"
-    assert _run(out, "--param-budget", "5000", locs="all_mlps,nonlocalized") == 130
+    assert _run(out, locs="all_mlps,nonlocalized") == 130
     assert "resume" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "runs/seed0").iterdir()) == ["all_mlps.json"]  # no partial file
     monkeypatch.setattr(pipeline, "run_localization", real)
