@@ -536,6 +536,10 @@ class Mask:
         """
         s = model_or_shape if isinstance(model_or_shape, ModelShape) else ModelShape.of(model_or_shape)
         self._check_fits(s)  # counted from the shape alone, L7H9 of a 2-layer model had 1,048 parameters
+        return self._count(s)
+
+    def _count(self, s: ModelShape) -> int:
+        """:meth:`n_params` of components known to exist in ``s`` (no check)."""
         dm, dh, dmlp = s.d_model, s.d_head, s.d_mlp
         gate = 2 if s.gated_mlp else 1
         total = 0

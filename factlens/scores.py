@@ -309,7 +309,7 @@ class ComponentScores:
         for i in self._order():
             c = self.components[i]
             trial = Mask(frozenset(chosen | {c}))
-            n = trial.n_params(self.shape)
+            n = trial._count(self.shape)  # the scores' components exist in their shape (checked when made)
             if n <= param_budget:
                 chosen.add(c)
                 used = n

@@ -84,8 +84,7 @@ _FOREIGN = "a run file from another folder? Move it out (or compare the folders 
 def _check_unit(config: Mapping[str, Any], r: Mapping[str, Any], f: Path) -> None:
     """A run of a localization the folder's configuration does not list was pooled into its report."""
     locs = config.get("localizations")
-    unit = r.get("unit") if isinstance(r.get("unit"), Mapping) else {}
-    loc = unit.get("localization", r.get("localization"))  # "localization" is the unit's label (flu+npo)
+    loc = (r.get("unit") or {}).get("localization", r.get("localization"))  # "localization" is the unit's label (flu+npo)
     if locs and loc not in locs:
         raise RunFileError(f"{f}: localization {loc!r} is not one of this folder's "
                            f"{list(locs)} (run_config.json): {_FOREIGN}")
@@ -98,9 +97,9 @@ def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[
     edits: dict[Any, tuple[Path, dict]] = {}
     budgets: dict[Any, tuple[Path, Any]] = {}
     for r, f in zip(runs, files):
-        cfg = ((r.get("edit") or {}).get("config")) if isinstance(r.get("edit"), Mapping) else None
-        if isinstance(cfg, Mapping):
-            method = (r.get("unit") or {}).get("method") if isinstance(r.get("unit"), Mapping) else None
+        cfg = (r.get("edit") or {}).get("config")
+        if cfg:
+            method = (r.get("unit") or {}).get("method")
             cfg = {k: v for k, v in cfg.items() if k != "seed"}  # each seed trains with its own
             seen = edits.setdefault(method, (f, cfg))
             # settings both records have (a field added since an older run was written is no difference)
