@@ -210,3 +210,12 @@ def test_table1_marks_no_test_on_facts_the_reference_lacks():
     assert np.isnan(p) and key is None
     p, _, _ = _cell_test([run("a", {k: 0.0 for k in ids})], [run("flu", {k: 1.0 for k in ids})], col)
     assert p < 0.001  # the same facts on both sides: tested
+
+
+def test_the_comparison_legend_names_newcombes_interval_for_0_1_outcomes():
+    """The printed legend said every difference interval was a paired bootstrap; 0/1 differences use
+    Newcombe's score interval (factlens.stats.paired_diff), as docs/statistics.md says."""
+    from factlens.runner.report_stats import _legend
+
+    text = _legend("flu")
+    assert "Newcombe" in text and "otherwise a paired bootstrap" in text

@@ -76,3 +76,10 @@ def test_the_report_warns_once_about_a_users_json(copy_of_run: Path, markdown: b
         warnings.simplefilter("always")
         (markdown_summary if markdown else build_report)(copy_of_run)
     assert [str(w.message).count("mynotes.json") for w in caught if "not a factlens run file" in str(w.message)] == [1]
+
+
+def test_a_run_written_before_an_edit_setting_existed_is_not_refused(copy_of_run: Path):
+    """An older run file lacks edit fields added since (``checkpoint``); comparing every field refused
+    a folder resumed with today's code as "edited with different settings"."""
+    _edit(copy_of_run / "runs" / "seed0" / "random.json", lambda r: r["edit"]["config"].pop("checkpoint"))
+    assert len(load_run_dir(copy_of_run)["runs"]) == 3

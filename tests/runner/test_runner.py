@@ -515,3 +515,11 @@ def test_the_markdown_robustness_table_has_the_unedited_model_of_every_seed(copy
     lines = markdown_summary(copy_of_run).splitlines()
     assert next(l for l in lines if l.startswith("| original (seed 0) |")).split("|")[3].strip() == "0.875"
     assert next(l for l in lines if l.startswith("| original (seed 1) |")).split("|")[3].strip() == "0.625"
+
+
+def test_markdown_probe_columns_name_the_answer_not_a_sport(run_dir: Path):
+    """CounterFact runs have the same probe metrics; the columns said "true sport" / "new sport"."""
+    from factlens.runner.report_markdown import markdown_summary
+
+    header = next(l for l in markdown_summary(run_dir).splitlines() if l.startswith("| localization | components |"))
+    assert "probe: true answer, last layer" in header and "sport" not in header
