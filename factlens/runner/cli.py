@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", help="Ray cluster address (default: local instance)")
     r.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job")
     r.add_argument("--cpus-per-job", type=float, help="CPUs per Ray job")
-    r.add_argument("--overwrite", action="store_true", help="discard results already in --out")
+    r.add_argument("--overwrite", action="store_true",
+                   help="discard results already in --out (they come back if the run fails before its first result)")
     r.add_argument("--no-progress", dest="show_progress", action="store_const", const=False, help="no progress bars")
     r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
 
@@ -121,6 +122,38 @@ _PLAIN_FLAGS = ("model", "forget_size", "out", "data", "mcq_data", "max_facts", 
 def config_from_args(args: argparse.Namespace):
     """Defaults, then ``--config``, then the flags given."""
     from factlens.runner.config import RunConfig
+
+    return RunConfig.from_dict(_settings(args)[1])
+
+
+def flag_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """The settings of ``--config`` that the flags given changed, as ``"key: file value -> run value"``
+    (dotted keys inside ``edit``/``eval``); empty without ``--config``.
+
+    The folder's copy of the file keeps the file's values, so a rerun of the copy alone was
+    refused as another configuration without a word on why; the run now prints these at its
+    start and heads the copy with them.
+    """
+    if args.config is None:
+        return ()
+    file_d, d = _settings(args)
+    a, b = _flat(file_d), _flat(d)
+    return tuple(f"{k}: {a[k]!r} -> {b.get(k)!r}" for k in a if b.get(k, a[k]) != a[k])
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings of ``--config`` alone, and with the flags given on top."""
+    from factlens.runner.config import RunConfig
     from factlens.runner.inputs import load_config_file
 
     d: dict[str, Any] = {}
@@ -132,6 +165,7 @@ def config_from_args(args: argparse.Namespace):
                                  f"([{name}] in TOML, a mapping in YAML/JSON), got {d[name]!r}")
         if isinstance(d.get("localize_options"), dict):
             d["localize_options"] = _on_default_options(d["localize_options"])
+    file_d = dict(d)
     if args.task is not None:
         d["task"] = args.task
     for name in _PLAIN_FLAGS:
@@ -161,7 +195,7 @@ def config_from_args(args: argparse.Namespace):
         d["model"] = "planted"
     if "out" not in d:
         d["out"] = str(Path("results") / d.get("task", RunConfig.task))
-    return RunConfig.from_dict(d)
+    return file_d, d
 
 
 def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -201,8 +235,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _error(e)
     print(f"factlens run {cfg.task}: model={cfg.model} localizations={','.join(cfg.localizations)} "
           f"seeds={','.join(map(str, cfg.seeds))} out={cfg.out} executor={cfg.executor}", file=sys.stderr)
+    overrides = flag_overrides(args)
+    if overrides:
+        print(f"flags change {len(overrides)} setting(s) of {args.config}: " + "; ".join(overrides), file=sys.stderr)
     try:
-        summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report)
+        summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report,
+                                 config_overrides=overrides)
     except JobError as e:  # a setting refused in a worker process (--workers > 1): its plan job and those waiting for it
         bad = [c for c in e.causes if isinstance(c, ValueError)]
         if not bad:

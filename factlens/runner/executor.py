@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,15 +236,19 @@ class RunSummary:
 
 
 def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Executor | None = None,
-                   config_file: str | Path | None = None, report: bool = True) -> RunSummary:
+                   config_file: str | Path | None = None, report: bool = True,
+                   config_overrides: Sequence[str] = ()) -> RunSummary:
     """Run (or resume) every localization x seed of ``config`` and write the report.
 
     Args:
         config: The run configuration; ``config.out`` is the run directory.
-        overwrite: Discard results of the run directory first.
+        overwrite: Discard the run directory's results (they are set aside, and come back
+            if this run fails or is interrupted before its first result).
         executor: Where jobs run (default: :func:`make_executor` of the config).
         config_file: The config file the run came from (copied into the run directory).
         report: Write ``report.html`` at the end.
+        config_overrides: The settings of ``config_file`` that ``config`` changes (as the CLI's
+            :func:`~factlens.runner.cli.flag_overrides` says them): the folder's copy names them.
 
     Raises:
         ConfigMismatchError: The run directory holds results of another configuration or
@@ -266,21 +271,28 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     # a resume that fails before any new unit must leave the folder's settings as they were: a failed
     # --methods rome attempt recorded rome, and every later resume was crossed with it
     previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()))
-    rd.open(config, overwrite=overwrite, config_file=config_file)
+    rd.open(config, overwrite=overwrite, config_file=config_file, config_overrides=config_overrides)
     own = executor is None
-    executor = executor or make_executor(config)
     try:
+        executor = executor or make_executor(config)
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
-            return _run(config, rd, executor, report, t_start)
+            summary = _run(config, rd, executor, report, t_start)
+        rd.drop_set_aside()
+        return summary
     except BaseException as e:
-        if fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
+        if overwrite and rd.run_files():  # the new run has results: --overwrite took effect
+            rd.drop_set_aside()
+        elif overwrite and rd.restore_set_aside():
+            warnings.warn(f"the --overwrite run stopped before its first result; {rd.path}'s earlier results are back "
+                          "in place", UserWarning, stacklevel=2)
+        elif fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
             rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None,
                                 plans_too=_bad_setting(e))
         elif previous is not None and set(rd.run_files()) == previous[1]:
             write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))
         raise
     finally:
-        if own and isinstance(executor, LocalExecutor):
+        if own and isinstance(executor, LocalExecutor):  # (None when make_executor failed)
             executor.close()
 
 

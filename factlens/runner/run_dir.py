@@ -20,9 +20,11 @@ plans the jobs over it.
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
@@ -91,6 +93,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 MANIFEST = "manifest.json"
+SET_ASIDE = ".factlens-overwritten"  # --overwrite's old results until the new run has one (RunDir.set_aside)
 
 
 @dataclass
@@ -173,8 +176,10 @@ class RunDir:
                  *(self.path / f"config{sfx}" for sfx in (".toml", ".yaml", ".yml", ".json"))]
         return [p.relative_to(self.path).as_posix() for p in found if p.is_file()]
 
-    def clear(self) -> None:
+    def clear(self, *, move_to: Path | None = None) -> None:
         """Delete the results this directory holds: only the files factlens wrote.
+
+        ``move_to``: move them into that folder (same relative paths) instead of deleting them.
 
         Raises:
             RunDirError: The folder holds files but is not a factlens run folder (no
@@ -186,7 +191,7 @@ class RunDir:
         files = self.owned()
         if not files:
             if not self.config_path.exists():
-                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir())
+                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir() if p.name != SET_ASIDE)
                 if other:
                     raise RunDirError(
                         f"{self.path} is not a factlens run folder (no run_config.json or {MANIFEST}) and holds other "
@@ -199,6 +204,9 @@ class RunDir:
             if rel == MANIFEST:
                 continue
             p = self.path / rel
+            if move_to is not None and p.is_file():
+                (move_to / rel).parent.mkdir(parents=True, exist_ok=True)
+                p.replace(move_to / rel)
             p.unlink(missing_ok=True)
             dirs.update(q for q in p.parents if self.path in q.parents)
         for d in [self.path, self.path / "plan", *(self.path / "runs").glob("seed*")]:  # interrupted atomic writes
@@ -209,7 +217,62 @@ class RunDir:
         for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):  # folders left empty
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+        if move_to is not None and self.manifest_path.is_file():
+            move_to.mkdir(parents=True, exist_ok=True)
+            self.manifest_path.replace(move_to / MANIFEST)
         self.manifest_path.unlink(missing_ok=True)
+
+    # -- --overwrite: the old results stay until the new run has one --------------------------
+    @property
+    def set_aside_path(self) -> Path:
+        return self.path / SET_ASIDE
+
+    def set_aside(self) -> None:
+        """``--overwrite``: move factlens's files into :data:`SET_ASIDE` (the user's files stay).
+
+        They come back with :meth:`restore_set_aside` when the new run fails or is interrupted
+        before its first result, and go with :meth:`drop_set_aside` once it has one: deleting them
+        at once lost a finished run to a command with a setting that failed (``--forget-size 500
+        --overwrite`` left an empty folder).
+        """
+        self._check_is_folder()
+        self.settle_set_aside()  # what a killed --overwrite run left there
+        if not self.path.exists():
+            return
+        self.clear(move_to=self.set_aside_path)
+
+    def restore_set_aside(self) -> bool:
+        """Delete the new run's files and put the set-aside results back; returns whether any were."""
+        if not self.set_aside_path.is_dir():
+            return False
+        if self.owned() or self.config_path.exists():  # the new run wrote something
+            self.clear()
+        aside = self.set_aside_path
+        for p in sorted(q for q in aside.rglob("*") if q.is_file()):
+            dst = self.path / p.relative_to(aside)
+            if dst.exists():  # a file of the user's made meanwhile under one of our names: keep both
+                raise RunDirError(f"{dst} was made while the run ran; the earlier results set aside in {aside} were "
+                                  f"not moved back over it. Move {dst} away and {aside}'s files back by hand")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            p.replace(dst)
+        shutil.rmtree(aside)
+        return True
+
+    def drop_set_aside(self) -> None:
+        """Delete the results :meth:`set_aside` moved away (the new run has results of its own)."""
+        if self.set_aside_path.is_dir():
+            shutil.rmtree(self.set_aside_path)
+
+    def settle_set_aside(self) -> None:
+        """A ``--overwrite`` run killed outright leaves the old results set aside: if it had
+        finished a result they go (as after any --overwrite run that has one), if not they come back."""
+        if not self.set_aside_path.is_dir():
+            return
+        if self.run_files():
+            self.drop_set_aside()
+        elif self.restore_set_aside():
+            warnings.warn(f"{self.path}: an earlier --overwrite run stopped before its first result; the results it "
+                          "had set aside are back in place", UserWarning, stacklevel=3)
 
     def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None, plans_too: bool = False) -> bool:
         """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
@@ -246,8 +309,15 @@ class RunDir:
             if p.exists():
                 return
 
-    def open(self, config: RunConfig, *, overwrite: bool = False, config_file: str | Path | None = None) -> RunConfig:
+    def open(self, config: RunConfig, *, overwrite: bool = False, config_file: str | Path | None = None,
+             config_overrides: Sequence[str] = ()) -> RunConfig:
         """Create or resume the run directory for ``config``; returns the merged config.
+
+        ``config_overrides``: settings of ``config_file`` that ``config`` changes; the folder's
+        copy of the file is headed by them (in a comment; a JSON file has none, only the run's
+        message names them).
+        ``overwrite``: the folder's results are set aside (:meth:`set_aside`); the caller keeps
+        them back with :meth:`restore_set_aside` or lets them go with :meth:`drop_set_aside`.
 
         Raises:
             ConfigMismatchError: Results of another configuration (or of other input file
@@ -257,8 +327,20 @@ class RunDir:
         self._check_is_folder()
         # --config may be the run folder's own copy (edited by the user), which clear() deletes: keep its text
         config_text = Path(config_file).read_bytes() if config_file is not None else None
+        if config_text is not None and config_overrides and Path(config_file).suffix != ".json":
+            config_text = _with_overrides_header(config_text, config_overrides)
         if overwrite:
-            self.clear()
+            self.set_aside()
+            try:
+                return self._open(config, overwrite=True, config_file=config_file, config_text=config_text)
+            except BaseException:
+                self.restore_set_aside()
+                raise
+        self.settle_set_aside()
+        return self._open(config, overwrite=False, config_file=config_file, config_text=config_text)
+
+    def _open(self, config: RunConfig, *, overwrite: bool, config_file: str | Path | None,
+              config_text: bytes | None) -> RunConfig:
         stored = self.stored()
         if stored is None and self.path.exists() and not overwrite:  # (after clear(): the user's files remain)
             self._check_not_foreign(config_file)
@@ -330,7 +412,7 @@ class RunDir:
                 f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
                 "run folder (or a damaged one). Choose another --out")
         own_config = Path(config_file).resolve() if config_file is not None else None
-        other = sorted(p.name for p in self.path.iterdir() if p.resolve() != own_config)
+        other = sorted(p.name for p in self.path.iterdir() if p.resolve() != own_config and p.name != SET_ASIDE)
         if other:
             raise RunDirError(
                 f"{self.path} is not a factlens run folder (no run_config.json) and holds other files "
@@ -347,6 +429,21 @@ class RunDir:
                               "replace it. Move it away or choose another --out")
         self.own(dst)
         dst.write_bytes(text)
+
+
+_HEADER = ("# factlens: the run changed these settings of this file with flags (run_config.json holds the\n"
+           "# settings it ran with; rerun this copy with the same flags):\n")
+
+
+def _with_overrides_header(text: bytes, overrides: Sequence[str]) -> bytes:
+    """``text`` of ``--config`` (TOML or YAML) headed by a comment naming the settings flags changed
+    (a header an earlier run wrote is replaced, not stacked)."""
+    if text.startswith(_HEADER.encode()):
+        lines = text.splitlines(keepends=True)[2:]
+        while lines and lines[0].startswith(b"#   "):
+            lines.pop(0)
+        text = b"".join(lines)
+    return (_HEADER + "".join(f"#   {o}\n" for o in overrides)).encode() + text
 
 
 def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:

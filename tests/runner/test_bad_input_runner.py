@@ -15,6 +15,7 @@ from factlens.runner import RunConfig, RunDir
 from factlens.runner.cli import build_parser, config_from_args, main
 from factlens.runner.inputs import hash_input
 from factlens.runner.executor import ConfigMismatchError, RunDirError
+from factlens.runner.run_dir import SET_ASIDE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -232,9 +233,53 @@ def test_a_failed_overwrite_run_of_the_folders_own_config_keeps_it(tmp_path: Pat
     copy = out / "config.toml"
     edited = "forget_size = 1000  # my edits\n" + copy.read_text()
     copy.write_text(edited)
-    assert main(["run", "--config", str(copy), "--out", str(out), "--overwrite", "--no-progress", "--no-report"]) == 2
-    assert copy.read_text() == edited and sorted(p.name for p in out.iterdir()) == ["config.toml"]
-    assert "config.toml" not in RunDir(out).owned()  # the user's file now
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "config.toml"}
+    with pytest.warns(UserWarning, match="earlier results are back"):
+        assert main(["run", "--config", str(copy), "--out", str(out), "--overwrite", "--no-progress",
+                     "--no-report"]) == 2
+    assert copy.read_text() == edited  # and the finished run is back (see the test below)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "config.toml"} \
+        == before
+
+
+_PLANTED = ["--no-progress", "--no-report", "--localizations", "all_mlps", "--suites", "standard", "--edit", "steps=1"]
+
+
+def test_a_failed_overwrite_run_keeps_the_finished_results(tmp_path: Path):
+    """``--overwrite`` deleted a finished run before the new settings were known to work: a forget
+    size the facts cannot fill ended with exit 2 and an empty folder. The old files are set aside
+    and come back when the new run fails before its first result."""
+    out = tmp_path / "run"
+    assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any(p.parts[0] == "runs" for p in before)
+    with pytest.warns(UserWarning, match="stopped before its first result.*earlier results are back"):
+        assert main(["run", "planted", "--out", str(out), "--forget-size", "1000", "--overwrite", *_PLANTED]) == 2
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0  # resumes as before: nothing to redo
+    # an --overwrite run that succeeds replaces them, and nothing stays set aside
+    assert main(["run", "planted", "--out", str(out), "--overwrite", *_PLANTED[:-1], "steps=2"]) == 0
+    assert not (out / SET_ASIDE).exists()
+    assert json.loads((out / "run_config.json").read_text())["config"]["edit"] == {"steps": 2}
+
+
+def test_an_overwrite_run_killed_outright_is_settled_by_the_next_run(tmp_path: Path):
+    """A killed --overwrite run leaves the old results set aside: the next run puts them back when
+    the killed run had no result yet, and deletes them when it had one."""
+    out = tmp_path / "run"
+    rd = RunDir(out)
+    rd.open(_cfg(out))
+    _fake_results(rd)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)  # ... and killed before its first result
+    assert (out / SET_ASIDE).is_dir() and not rd.run_path(0, "all_mlps").exists()
+    with pytest.warns(UserWarning, match="stopped before its first result"):
+        RunDir(out).open(_cfg(out))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)
+    rd.write_json(rd.run_path(0, "all_mlps"), {"kind": "factlens.run"})  # killed after its first result
+    RunDir(out).open(_cfg(out, edit={"steps": 2}))
+    assert not (out / SET_ASIDE).exists() and rd.stored()["config"]["edit"] == {"steps": 2}
 
 
 @pytest.mark.parametrize("seeds", [(1,), (1, 0), (0, 1)])

@@ -143,6 +143,39 @@ def test_toml_config_replaces_flags(tmp_path: Path):
     assert c.forget_size == 9 and c.seeds == (1, 2) and c.localizations == ("all_mlps",) and c.edit == {"steps": 1}
 
 
+def test_flags_that_change_the_config_file_are_named(tmp_path: Path, capsys):
+    """The folder's config.toml kept the file's values when flags changed them, without a word: a
+    rerun of the copy alone was refused as another configuration. The run names the changes at its
+    start and heads the copy with them; the copy rerun with the same flags resumes."""
+    import tomllib
+
+    cfg_file = tmp_path / "run.toml"
+    text = ('task = "planted"\nmodel = "planted"\nlocalizations = ["all_mlps"]\nforget-size = 6\n'
+            'suites = ["standard"]\nshow_progress = false\n[edit]\nsteps = 1\nlr = 0.01\n')
+    cfg_file.write_text(text)
+    out = tmp_path / "out"
+    flags = ["--forget-size", "5", "--edit", "steps=2", "--edit", "lr=0.01", "--no-report"]
+    assert main(["run", "--config", str(cfg_file), "--out", str(out), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "flags change 2 setting(s)" in err and "forget_size: 6 -> 5" in err and "edit.steps: 1 -> 2" in err
+    copy = (out / "config.toml").read_text()
+    assert copy.endswith(text) and "#   forget_size: 6 -> 5\n#   edit.steps: 1 -> 2\n" in copy
+    assert "lr" not in copy[:-len(text)]  # given by a flag at the file's value: no change
+    assert tomllib.loads(copy) == tomllib.loads(text)  # a comment: the file's settings are unchanged
+    assert main(["run", "--config", str(out / "config.toml"), "--out", str(out), *flags]) == 0
+    assert "ran 0 run(s)" in capsys.readouterr().err
+    assert main(["run", "--config", str(cfg_file), "--out", str(tmp_path / "same"), "--forget-size", "6",
+                 "--no-report"]) == 0
+    assert "flags change" not in capsys.readouterr().err and (tmp_path / "same/config.toml").read_text() == text
+
+
+def test_overrides_header_is_replaced_not_stacked():
+    from factlens.runner.run_dir import _with_overrides_header
+
+    once = _with_overrides_header(b"a = 1\n", ["a: 1 -> 2", "b: 3 -> 4"])
+    assert _with_overrides_header(once, ["a: 1 -> 5"]) == _with_overrides_header(b"a = 1\n", ["a: 1 -> 5"])
+
+
 def test_yaml_config_and_bad_settings(tmp_path: Path, capsys):
     from factlens.runner.cli import build_parser, config_from_args
 
