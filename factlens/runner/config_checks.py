@@ -18,7 +18,7 @@ from factlens.runner.inputs import _looks_local
 if TYPE_CHECKING:
     from factlens.runner.config import RunConfig
 
-__all__ = ["late_failures", "unused_options", "check_device", "as_seed"]
+__all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
 
 
 def late_failures(config: "RunConfig") -> list[str]:
@@ -98,6 +98,33 @@ def unused_options(config: "RunConfig") -> list[str]:
                        f"...) take it, and {list(config.localizations)} take none (FLU sets its own size)")
     out += _unused_task_options(config)
     return out
+
+def unread_settings(config: "RunConfig") -> list[str]:
+    """Settings that this run accepts but that change none of its numbers, or that make its
+    comparisons unequal; one line each, warned at the start of :func:`~factlens.runner.run_experiment`.
+
+    Warned, not refused (as :func:`unused_options` are): one config file often serves runs of
+    other ``--suites`` / ``--methods``. Before, they passed without a word, and a user who set
+    ``relearning.steps`` with ``--suites standard`` read no relearning number and no reason.
+    """
+    from factlens.evaluation import SUITES
+    from factlens.runner.pipeline import unbudgeted
+
+    out = []
+    ev = config.eval.to_dict()
+    tables = [k for k in (*ev, *(ev.get("other_suites") or {})) if k in SUITES and k not in config.suites]
+    if tables:
+        out.append(f"eval settings of suite(s) {tables} change nothing: the run's suites are {list(config.suites)}")
+    methods = [m for m in (config.edit.get_path("methods") or {}) if m not in config.methods]
+    if methods:
+        out.append(f"edit settings of method(s) {methods} change nothing: the run's edit methods are "
+                   f"{list(config.methods)}")
+    budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
+    if config.param_budget is not None and "flu" in config.localizations and budgeted:
+        out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "
+                   "comparisons with flu are not at an equal budget (leave out --param-budget to give them flu's size)")
+    return out
+
 
 def _unused_task_options(config: "RunConfig") -> list[str]:
     import inspect

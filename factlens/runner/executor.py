@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, check_device
+from factlens.runner.config_checks import unread_settings
 from factlens.runner.pipeline import Job, PlanJob, Unsupported, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 # the run folder lived here: its names stay importable from this module
@@ -265,6 +266,8 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     """
     t_start = time.perf_counter()
     check_device(config)  # the device asked for now (a stored folder's need not exist here)
+    for msg in unread_settings(config):
+        warnings.warn(msg, UserWarning, stacklevel=2)
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     fresh = overwrite or not rd.config_path.exists()

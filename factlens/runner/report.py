@@ -22,7 +22,8 @@ import numpy as np
 
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_interval, cell_text, comparisons_html,
-                                          comparisons_markdown, params_edited, run_eval, run_metric, seed_pooled)
+                                          comparisons_markdown, params_edited, run_eval, run_metric, seed_pooled,
+                                          unequal_budget_note)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "metric_matrix", "TABLE_COLUMNS"]
 
@@ -499,6 +500,11 @@ def _comparisons(section, path) -> str:
         return section(path)
 
 
+def _budget_note(runs: Sequence[dict]) -> str:
+    note = unequal_budget_note(runs)
+    return f"<p class='err'>{_e(note)}</p>" if note else ""
+
+
 def build_report(path: str | Path) -> str:
     """The report of a run directory as one HTML string (plotly.js embedded once)."""
     import plotly.offline
@@ -531,7 +537,7 @@ def build_report(path: str | Path) -> str:
     evals = _eval_results(runs)
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
-              "<h2>Comparisons</h2>", _comparisons(comparisons_html, path),
+              "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from factlens.runner.report import _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
-from factlens.runner.report_stats import TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric
+from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
+                                          unequal_budget_note)
 
 __all__ = ["markdown_summary"]
 
@@ -85,6 +86,9 @@ def markdown_summary(path: str | Path) -> str:
     out.append("")
     out.append("## Comparisons")
     out.append("")
+    note = unequal_budget_note(runs)
+    if note:
+        out += [f"> {note}", ""]
     out.append(_comparisons(comparisons_markdown, path))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")

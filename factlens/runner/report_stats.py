@@ -69,6 +69,21 @@ def params_edited(runs: Sequence[dict], fmt) -> dict[str, str]:
     return {u: fmt(min(c)) if min(c) == max(c) else f"{fmt(min(c))}–{fmt(max(c))}" for u, c in counts.items()}
 
 
+def unequal_budget_note(runs: Sequence[dict]) -> str | None:
+    """A warning for the comparisons when the budgeted localizations had a budget of their own
+    (``--param-budget``) beside FLU, whose mask keeps its size: then "against flu" is not at an
+    equal budget, which nothing in the tables said. ``None`` when the budgets are FLU's."""
+    flu = {r["seed"]: int(r["n_params"]) for r in runs if r["localization"] == "flu"}
+    own = sorted({(r["seed"], r["param_budget"]) for r in runs
+                  if r.get("budgeted") and r.get("budget_source") == "config" and r["seed"] in flu})
+    if not own:
+        return None
+    sizes = "; ".join(f"seed {s}: flu {flu[s]:,} parameters, the budgeted localizations {b:,}" for s, b in own)
+    return (f"Unequal budgets ({sizes}): the budget was set with --param-budget, and flu keeps its own size, so "
+            "differences from flu mix the localization with the number of parameters edited. Rerun without "
+            "--param-budget for an equal budget.")
+
+
 def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
     """One result per localization for the report's plots: every metric's mean over the seeds.
 

@@ -7,6 +7,7 @@ Most checks refuse before any job runs, so they open run directories directly
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -673,3 +674,30 @@ def test_run_folder_files_of_another_json_shape_are_exit_2_naming_them(tmp_path:
             err = capsys.readouterr().err
             assert f"{path} {words}" in err and "Traceback" not in err, (argv, err)
         path.write_text(good[path])
+
+
+def test_settings_that_change_nothing_and_unequal_budgets_are_named(tmp_path: Path):
+    """Settings of a suite or edit method the run does not use passed without a word (a user read no
+    relearning number and no reason), and with --param-budget beside FLU the comparisons with FLU were
+    at unequal budgets with nothing in the run or the report saying so."""
+    from factlens.runner.report_markdown import markdown_summary
+
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning) as caught:
+        assert _main("planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random",
+                     "--param-budget", "20000", "--suites", "standard", "--edit", "steps=1", "--eval",
+                     "relearning.steps=3", "--edit", "methods.rome.v_num_grad_steps=3", "--no-report") == 0
+    said = " | ".join(str(w.message) for w in caught)
+    assert "eval settings of suite(s) ['relearning'] change nothing" in said
+    assert "edit settings of method(s) ['rome'] change nothing" in said
+    assert "param_budget=20,000 sizes ['random']; flu keeps its own mask" in said
+    flu = json.loads((out / "runs/seed0/flu.json").read_text())["n_params"]
+    assert flu != 20000
+    assert f"> Unequal budgets (seed 0: flu {flu:,} parameters, the budgeted localizations 20,000)" \
+        in markdown_summary(out)
+    plain = tmp_path / "plain"  # FLU's budget: no note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _main("planted", "--model", "planted", "--out", str(plain), "--localizations", "flu,random",
+                     "--suites", "standard", "--edit", "steps=1", "--no-report") == 0
+    assert "Unequal budgets" not in markdown_summary(plain)
