@@ -24,6 +24,7 @@ from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, check_device
 from factlens.runner.config_checks import unread_settings
+from factlens.runner.run_lock import RunLock
 from factlens.runner.pipeline import Job, PlanJob, Unsupported, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 # the run folder lived here: its names stay importable from this module
@@ -270,6 +271,20 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
         warnings.warn(msg, UserWarning, stacklevel=2)
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
+    rd._check_is_folder()
+    lock = RunLock.acquire(rd.path)  # one run per folder at a time
+    try:
+        return _locked(config, rd, overwrite=overwrite, executor=executor, config_file=config_file, report=report,
+                       config_overrides=config_overrides, t_start=t_start)
+    finally:
+        lock.release()
+        if not existed and rd.path.is_dir() and not any(rd.path.iterdir()):  # a failed first attempt left nothing
+            rd.path.rmdir()
+
+
+def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executor | None, config_file: str | Path | None,
+            report: bool, config_overrides: Sequence[str], t_start: float) -> RunSummary:
+    """:func:`run_experiment` once the folder is locked."""
     fresh = overwrite or not rd.config_path.exists()
     # a resume that fails before any new unit must leave the folder's settings as they were: a failed
     # --methods rome attempt recorded rome, and every later resume was crossed with it
@@ -287,9 +302,10 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
             rd.drop_set_aside()
         elif overwrite and rd.restore_set_aside():
             warnings.warn(f"the --overwrite run stopped before its first result; {rd.path}'s earlier results are back "
-                          "in place", UserWarning, stacklevel=2)
+                          "in place", UserWarning, stacklevel=3)
         elif fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
-            rd.discard_if_empty(remove_folder=not existed, keep=Path(config_file) if config_file is not None else None,
+            # (the folder keeps the lock's file until run_experiment removes a folder it made)
+            rd.discard_if_empty(remove_folder=False, keep=Path(config_file) if config_file is not None else None,
                                 plans_too=_bad_setting(e))
         elif previous is not None and set(rd.run_files()) == previous[1]:
             write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))

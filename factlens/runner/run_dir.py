@@ -9,6 +9,8 @@ A run directory holds::
     plan/seed<S>.json        the parameter budget (FLU mask) and mechanisms of seed S
     runs/seed<S>/<loc>.json  one finished localization (written atomically on completion)
     report.html              the self-contained report
+    .factlens-run.lock       while a run works here (factlens.runner.run_lock)
+    .factlens-overwritten/   the results --overwrite set aside, until the new run has one
 
 Files of the user in the same folder are never deleted: ``--overwrite`` deletes the files
 listed in ``manifest.json`` (a folder written before manifests existed: ``run_config.json``,
@@ -94,6 +96,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 MANIFEST = "manifest.json"
 SET_ASIDE = ".factlens-overwritten"  # --overwrite's old results until the new run has one (RunDir.set_aside)
+LOCK = ".factlens-run.lock"  # the process running in the folder (factlens.runner.run_lock)
+_OURS_HIDDEN = (SET_ASIDE, LOCK)
 
 
 @dataclass
@@ -191,7 +195,8 @@ class RunDir:
         files = self.owned()
         if not files:
             if not self.config_path.exists():
-                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir() if p.name != SET_ASIDE)
+                other = sorted(p.relative_to(self.path).as_posix() for p in self.path.iterdir()
+                               if p.name not in _OURS_HIDDEN)
                 if other:
                     raise RunDirError(
                         f"{self.path} is not a factlens run folder (no run_config.json or {MANIFEST}) and holds other "
@@ -412,7 +417,8 @@ class RunDir:
                 f"{self.path} holds {', '.join(p.name for p in ours)} but no run_config.json; it is not a factlens "
                 "run folder (or a damaged one). Choose another --out")
         own_config = Path(config_file).resolve() if config_file is not None else None
-        other = sorted(p.name for p in self.path.iterdir() if p.resolve() != own_config and p.name != SET_ASIDE)
+        other = sorted(p.name for p in self.path.iterdir()
+                       if p.resolve() != own_config and p.name not in _OURS_HIDDEN)
         if other:
             raise RunDirError(
                 f"{self.path} is not a factlens run folder (no run_config.json) and holds other files "
