@@ -110,7 +110,10 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                               "--model and eval options")
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
     if not out:
-        raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet: nothing to compare")
+        from factlens.runner.run_dir import RunDir
+
+        notes = "".join(RunDir(Path(d)).set_aside_note() for d in dirs)
+        raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet{notes}: nothing to compare")
     return out
 
 

@@ -99,13 +99,15 @@ def unused_options(config: "RunConfig") -> list[str]:
     out += _unused_task_options(config)
     return out
 
-def unread_settings(config: "RunConfig") -> list[str]:
+def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = None) -> list[str]:
     """Settings that this run accepts but that change none of its numbers, or that make its
     comparisons unequal; one line each, warned at the start of :func:`~factlens.runner.run_experiment`.
 
     Warned, not refused (as :func:`unused_options` are): one config file often serves runs of
     other ``--suites`` / ``--methods``. Before, they passed without a word, and a user who set
     ``relearning.steps`` with ``--suites standard`` read no relearning number and no reason.
+    ``methods``: the edit methods whose settings count (default ``config.methods``; a resumed
+    folder's stored methods too, whose settings are compared with the stored ones).
     """
     from factlens.evaluation import SUITES
     from factlens.runner.pipeline import unbudgeted
@@ -115,10 +117,14 @@ def unread_settings(config: "RunConfig") -> list[str]:
     tables = [k for k in (*ev, *(ev.get("other_suites") or {})) if k in SUITES and k not in config.suites]
     if tables:
         out.append(f"eval settings of suite(s) {tables} change nothing: the run's suites are {list(config.suites)}")
-    methods = [m for m in (config.edit.get_path("methods") or {}) if m not in config.methods]
-    if methods:
-        out.append(f"edit settings of method(s) {methods} change nothing: the run's edit methods are "
-                   f"{list(config.methods)}")
+    used = config.methods if methods is None else methods
+    unused = [m for m in (config.edit.get_path("methods") or {}) if m not in used]
+    if unused:
+        out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
+    readers = ("side_effects", "relearning", "unrelated_finetune")  # as unused_options's check of text.source
+    if ev.get("text") and not set(readers) & set(config.suites) and not {"rome", "memit"} & set(used):
+        out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
+                   f"{', '.join(readers)} suites and the key covariance of rome and memit read it")
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "

@@ -267,8 +267,6 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     """
     t_start = time.perf_counter()
     check_device(config)  # the device asked for now (a stored folder's need not exist here)
-    for msg in unread_settings(config):
-        warnings.warn(msg, UserWarning, stacklevel=2)
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     rd._check_is_folder()
@@ -285,24 +283,24 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
 def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executor | None, config_file: str | Path | None,
             report: bool, config_overrides: Sequence[str], t_start: float) -> RunSummary:
     """:func:`run_experiment` once the folder is locked."""
+    rd.settle_earlier()  # before the state a failed resume restores is read (a killed --overwrite run's)
     fresh = overwrite or not rd.config_path.exists()
     # a resume that fails before any new unit must leave the folder's settings as they were: a failed
     # --methods rome attempt recorded rome, and every later resume was crossed with it
     previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()))
-    rd.open(config, overwrite=overwrite, config_file=config_file, config_overrides=config_overrides)
+    merged = rd.open(config, overwrite=overwrite, config_file=config_file, config_overrides=config_overrides)
+    for msg in unread_settings(config, methods=merged.methods):  # (a method the folder stores is compared)
+        warnings.warn(msg, UserWarning, stacklevel=3)
     own = executor is None
     try:
         executor = executor or make_executor(config)
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
             summary = _run(config, rd, executor, report, t_start)
-        rd.drop_set_aside()
+        _settle_overwrite(rd, overwrite)
         return summary
     except BaseException as e:
-        if overwrite and rd.run_files():  # the new run has results: --overwrite took effect
-            rd.drop_set_aside()
-        elif overwrite and rd.restore_set_aside():
-            warnings.warn(f"the --overwrite run stopped before its first result; {rd.path}'s earlier results are back "
-                          "in place", UserWarning, stacklevel=3)
+        if overwrite and rd.set_aside_path.is_dir():
+            _settle_overwrite(rd, overwrite)
         elif fresh:  # e.g. a forget size the known facts cannot fill: the next run may take other settings
             # (the folder keeps the lock's file until run_experiment removes a folder it made)
             rd.discard_if_empty(remove_folder=False, keep=Path(config_file) if config_file is not None else None,
@@ -313,6 +311,14 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
     finally:
         if own and isinstance(executor, LocalExecutor):  # (None when make_executor failed)
             executor.close()
+
+
+def _settle_overwrite(rd: RunDir, overwrite: bool) -> None:
+    """After an ``--overwrite`` run: the old results go once it has a result of its own, and come
+    back (with a warning) when it ended without one (failed, interrupted, or every unit refused)."""
+    if overwrite and rd.settle_set_aside():
+        warnings.warn(f"the --overwrite run ended before its first result; {rd.path}'s earlier results are back in "
+                      "place", UserWarning, stacklevel=4)
 
 
 def _bad_setting(e: BaseException) -> bool:

@@ -530,7 +530,9 @@ def build_report(path: str | Path) -> str:
         parts.append(f"<p class='err'>Not finished (rerun the same command to resume; a unit whose edit method cannot "
                      f"edit its mask stays unfinished, and the run's error names it): {_e(', '.join(missing))}</p>")
     if not runs:
-        parts.append("<p>No finished runs yet.</p></body></html>")
+        from factlens.runner.run_dir import RunDir
+
+        parts.append(f"<p>No finished runs yet{_e(RunDir(Path(path)).set_aside_note())}.</p></body></html>")
         return "".join(parts)
 
     budgets = params_edited(runs, lambda n: f"{n:,}")

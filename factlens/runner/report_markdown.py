@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factlens.runner.report import _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
+from factlens.runner.run_dir import RunDir
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
 
@@ -59,7 +60,7 @@ def markdown_summary(path: str | Path) -> str:
     d = load_run_dir(path)
     runs = d["runs"]
     if not runs:
-        raise ValueError(f"{path} holds no finished runs yet")
+        raise ValueError(f"{path} holds no finished runs yet{RunDir(Path(path)).set_aside_note()}")
     budgets = params_edited(runs, lambda n: f"{n / 1e6:.2f}M")
     cols, rows = table1_rows(runs)
     out = ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",

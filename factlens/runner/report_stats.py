@@ -75,7 +75,8 @@ def unequal_budget_note(runs: Sequence[dict]) -> str | None:
     equal budget, which nothing in the tables said. ``None`` when the budgets are FLU's."""
     flu = {r["seed"]: int(r["n_params"]) for r in runs if r["localization"] == "flu"}
     own = sorted({(r["seed"], r["param_budget"]) for r in runs
-                  if r.get("budgeted") and r.get("budget_source") == "config" and r["seed"] in flu})
+                  if r.get("budgeted") and r.get("budget_source") == "config" and r["seed"] in flu
+                  and r["param_budget"] != flu[r["seed"]]})
     if not own:
         return None
     sizes = "; ".join(f"seed {s}: flu {flu[s]:,} parameters, the budgeted localizations {b:,}" for s, b in own)

@@ -98,6 +98,7 @@ MANIFEST = "manifest.json"
 SET_ASIDE = ".factlens-overwritten"  # --overwrite's old results until the new run has one (RunDir.set_aside)
 LOCK = ".factlens-run.lock"  # the process running in the folder (factlens.runner.run_lock)
 _OURS_HIDDEN = (SET_ASIDE, LOCK)
+_COMPLETE = ".complete"  # in SET_ASIDE once every file is there
 
 
 @dataclass
@@ -238,46 +239,85 @@ class RunDir:
         They come back with :meth:`restore_set_aside` when the new run fails or is interrupted
         before its first result, and go with :meth:`drop_set_aside` once it has one: deleting them
         at once lost a finished run to a command with a setting that failed (``--forget-size 500
-        --overwrite`` left an empty folder).
+        --overwrite`` left an empty folder). A move that fails part way (another disk, Ctrl-C)
+        moves back what it moved; a marker file says that every file was moved, so that a run
+        killed during the move is settled by putting the files back, never by deleting them.
         """
         self._check_is_folder()
-        self.settle_set_aside()  # what a killed --overwrite run left there
+        self.settle_earlier()  # what a killed --overwrite run left there
         if not self.path.exists():
             return
-        self.clear(move_to=self.set_aside_path)
+        try:
+            self.clear(move_to=self.set_aside_path)
+        except BaseException as e:
+            self._move_back()
+            if isinstance(e, OSError):
+                raise RunDirError(f"could not set the results of {self.path} aside for --overwrite ({e}); they are "
+                                  "where they were. Delete them by hand, or choose another --out") from e
+            raise
+        if self.set_aside_path.is_dir():
+            (self.set_aside_path / _COMPLETE).touch()
 
     def restore_set_aside(self) -> bool:
-        """Delete the new run's files and put the set-aside results back; returns whether any were."""
-        if not self.set_aside_path.is_dir():
-            return False
-        if self.owned() or self.config_path.exists():  # the new run wrote something
-            self.clear()
+        """Delete the new run's files and put the set-aside results back; returns whether any were.
+
+        Raises:
+            RunDirError: A file of the user's is where a set-aside file goes back (nothing is
+                moved then; the message says what to do).
+        """
         aside = self.set_aside_path
-        for p in sorted(q for q in aside.rglob("*") if q.is_file()):
+        if not aside.is_dir():
+            return False
+        if (aside / _COMPLETE).exists() and (self.owned() or self.config_path.exists()):  # the new run's files
+            self.clear()
+        self._move_back()
+        return True
+
+    def _move_back(self) -> None:
+        aside = self.set_aside_path
+        if not aside.is_dir():
+            return
+        files = sorted(q for q in aside.rglob("*") if q.is_file() and q != aside / _COMPLETE)
+        taken = [self.path / p.relative_to(aside) for p in files if (self.path / p.relative_to(aside)).exists()]
+        if taken:
+            raise RunDirError(f"{', '.join(map(str, taken[:3]))} exist(s) where the earlier results set aside in "
+                              f"{aside} go back; move them away and rerun, or move {aside}'s files back by hand")
+        for p in files:
             dst = self.path / p.relative_to(aside)
-            if dst.exists():  # a file of the user's made meanwhile under one of our names: keep both
-                raise RunDirError(f"{dst} was made while the run ran; the earlier results set aside in {aside} were "
-                                  f"not moved back over it. Move {dst} away and {aside}'s files back by hand")
             dst.parent.mkdir(parents=True, exist_ok=True)
             p.replace(dst)
         shutil.rmtree(aside)
-        return True
+
+    def set_aside_note(self) -> str:
+        """For a folder that shows no results: where a killed ``--overwrite`` run left them (``""`` if not)."""
+        if not self.set_aside_path.is_dir():
+            return ""
+        return (f" (the results of an earlier run are set aside in {self.set_aside_path} by an --overwrite run that "
+                "stopped; the next `factlens run` on this folder puts them back unless that run finished a result)")
 
     def drop_set_aside(self) -> None:
         """Delete the results :meth:`set_aside` moved away (the new run has results of its own)."""
         if self.set_aside_path.is_dir():
             shutil.rmtree(self.set_aside_path)
 
-    def settle_set_aside(self) -> None:
-        """A ``--overwrite`` run killed outright leaves the old results set aside: if it had
-        finished a result they go (as after any --overwrite run that has one), if not they come back."""
+    def settle_set_aside(self) -> bool:
+        """The end of an ``--overwrite`` run: the results it set aside go if it finished a result,
+        and come back if not (returns whether they did).
+
+        Also what the next :meth:`open` does for a run killed outright, which left them set aside.
+        """
         if not self.set_aside_path.is_dir():
-            return
-        if self.run_files():
+            return False
+        if self.run_files() and (self.set_aside_path / _COMPLETE).exists():
             self.drop_set_aside()
-        elif self.restore_set_aside():
+            return False
+        return self.restore_set_aside()  # (also a move killed part way: its run files are the old ones)
+
+    def settle_earlier(self) -> None:
+        """:meth:`settle_set_aside` of what a run killed outright left, with a warning when the results come back."""
+        if self.settle_set_aside():
             warnings.warn(f"{self.path}: an earlier --overwrite run stopped before its first result; the results it "
-                          "had set aside are back in place", UserWarning, stacklevel=3)
+                          "had set aside are back in place", UserWarning, stacklevel=4)
 
     def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None, plans_too: bool = False) -> bool:
         """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
@@ -332,7 +372,7 @@ class RunDir:
         self._check_is_folder()
         # --config may be the run folder's own copy (edited by the user), which clear() deletes: keep its text
         config_text = Path(config_file).read_bytes() if config_file is not None else None
-        if config_text is not None and config_overrides and Path(config_file).suffix != ".json":
+        if config_text is not None and Path(config_file).suffix != ".json":
             config_text = _with_overrides_header(config_text, config_overrides)
         if overwrite:
             self.set_aside()
@@ -341,7 +381,7 @@ class RunDir:
             except BaseException:
                 self.restore_set_aside()
                 raise
-        self.settle_set_aside()
+        self.settle_earlier()
         return self._open(config, overwrite=False, config_file=config_file, config_text=config_text)
 
     def _open(self, config: RunConfig, *, overwrite: bool, config_file: str | Path | None,
@@ -443,13 +483,18 @@ _HEADER = ("# factlens: the run changed these settings of this file with flags (
 
 def _with_overrides_header(text: bytes, overrides: Sequence[str]) -> bytes:
     """``text`` of ``--config`` (TOML or YAML) headed by a comment naming the settings flags changed
-    (a header an earlier run wrote is replaced, not stacked)."""
+    (a header an earlier run wrote is replaced, not stacked, and goes when no flag changed any).
+    A UTF-8 byte order mark stays first."""
+    bom = b"\xef\xbb\xbf" if text.startswith(b"\xef\xbb\xbf") else b""
+    text = text[len(bom):]
     if text.startswith(_HEADER.encode()):
         lines = text.splitlines(keepends=True)[2:]
         while lines and lines[0].startswith(b"#   "):
             lines.pop(0)
         text = b"".join(lines)
-    return (_HEADER + "".join(f"#   {o}\n" for o in overrides)).encode() + text
+    if not overrides:
+        return bom + text
+    return bom + (_HEADER + "".join(f"#   {o}\n" for o in overrides)).encode() + text
 
 
 def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:

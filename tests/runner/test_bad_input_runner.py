@@ -15,7 +15,7 @@ import pytest
 from factlens.runner import RunConfig, RunDir
 from factlens.runner.cli import build_parser, config_from_args, main
 from factlens.runner.inputs import hash_input
-from factlens.runner.executor import ConfigMismatchError, RunDirError
+from factlens.runner.executor import ConfigMismatchError, Executor, RunDirError, run_experiment
 from factlens.runner.run_dir import SET_ASIDE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -254,7 +254,7 @@ def test_a_failed_overwrite_run_keeps_the_finished_results(tmp_path: Path):
     assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert any(p.parts[0] == "runs" for p in before)
-    with pytest.warns(UserWarning, match="stopped before its first result.*earlier results are back"):
+    with pytest.warns(UserWarning, match="ended before its first result.*earlier results are back"):
         assert main(["run", "planted", "--out", str(out), "--forget-size", "1000", "--overwrite", *_PLANTED]) == 2
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0  # resumes as before: nothing to redo
@@ -275,8 +275,12 @@ def test_an_overwrite_run_killed_outright_is_settled_by_the_next_run(tmp_path: P
     RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)  # ... and killed before its first result
     assert (out / SET_ASIDE).is_dir() and not rd.run_path(0, "all_mlps").exists()
     with pytest.warns(UserWarning, match="stopped before its first result"):
-        RunDir(out).open(_cfg(out))
-    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        RunDir(out).open(_cfg(out))  # (rewrites run_config.json's "updated" time, as every open does)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert {k: v for k, v in after.items() if k.name != "run_config.json"} \
+        == {k: v for k, v in before.items() if k.name != "run_config.json"}
+    assert rd.stored()["config"] == json.loads(before[Path("run_config.json")])["config"]
     RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)
     rd.write_json(rd.run_path(0, "all_mlps"), {"kind": "factlens.run"})  # killed after its first result
     RunDir(out).open(_cfg(out, edit={"steps": 2}))
@@ -701,3 +705,91 @@ def test_settings_that_change_nothing_and_unequal_budgets_are_named(tmp_path: Pa
         assert _main("planted", "--model", "planted", "--out", str(plain), "--localizations", "flu,random",
                      "--suites", "standard", "--edit", "steps=1", "--no-report") == 0
     assert "Unequal budgets" not in markdown_summary(plain)
+
+
+class _Interrupted(Executor):
+    """An executor interrupted (Ctrl-C) before its first job."""
+
+    def map(self, fn, items, *, on_result, desc="jobs"):
+        raise KeyboardInterrupt
+
+
+def test_a_failed_resume_after_a_killed_overwrite_run_keeps_the_restored_settings(tmp_path: Path):
+    """The folder's state that a failed resume restores was read before the killed --overwrite run's
+    set-aside results came back: an interrupted resume that added random recorded random for good."""
+    out = tmp_path / "run"
+    assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0
+    RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)  # ... and killed before its first result
+    with pytest.warns(UserWarning, match="stopped before its first result"), pytest.raises(KeyboardInterrupt):
+        run_experiment(_cfg(out, edit={"steps": 1}, localizations=("all_mlps", "random")), executor=_Interrupted(),
+                       report=False)
+    assert RunDir(out).stored()["config"]["localizations"] == ["all_mlps"]
+
+
+def test_a_set_aside_that_fails_part_way_moves_everything_back(tmp_path: Path, monkeypatch):
+    """The move of --overwrite that failed part way (runs/ on another disk, Ctrl-C) escaped as an OSError
+    traceback, and the next run deleted the half it had moved (the folder's settings and plan)."""
+    out = tmp_path / "run"
+    rd = RunDir(out)
+    rd.open(_cfg(out))
+    _fake_results(rd)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = Path.replace
+
+    def cross_device(self, target):
+        if "runs" in self.parts and SET_ASIDE in Path(target).parts:
+            raise OSError(18, "Invalid cross-device link")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", cross_device)
+    with pytest.raises(RunDirError, match="could not set the results .* aside .*they are where they were"):
+        RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(Path, "replace", real)
+    # killed during the move: no marker, so the next run puts the moved files back, whatever is still in place
+    aside = out / SET_ASIDE
+    (aside / "plan").mkdir(parents=True)
+    (out / "plan/seed0.json").replace(aside / "plan/seed0.json")
+    (out / "run_config.json").replace(aside / "run_config.json")
+    with pytest.warns(UserWarning, match="stopped before its first result"):
+        RunDir(out).open(_cfg(out))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys() and not aside.exists()
+    assert after[Path("plan/seed0.json")] == before[Path("plan/seed0.json")]
+
+
+def test_the_config_copy_header_keeps_a_bom_first_and_goes_without_changes():
+    from factlens.runner.run_dir import _with_overrides_header
+
+    bom = b"\xef\xbb\xbfforget_size: 6\n"
+    headed = _with_overrides_header(bom, ["forget_size: 6 -> 5"])
+    assert headed.startswith(b"\xef\xbb\xbf# factlens:") and headed.endswith(b"forget_size: 6\n")
+    import yaml
+
+    assert yaml.safe_load(headed.decode("utf-8")) == {"forget_size": 6}
+    assert _with_overrides_header(headed, []) == bom  # rerun without flags: the stale header goes
+
+
+def test_flag_overrides_compare_values_as_the_config_holds_them(tmp_path: Path):
+    """``--seeds 0`` against the file's ``seeds = [0]`` was named as a change ([0] -> ['0']), and so was
+    ``--out x/`` against ``out = "x"``."""
+    from factlens.runner.cli import flag_overrides
+
+    f = tmp_path / "run.toml"
+    f.write_text('task = "planted"\nmodel = "planted"\nseeds = [0]\nout = "x"\nforget_size = 6\n')
+    parse = lambda *a: build_parser().parse_args(["run", "--config", str(f), *a])  # noqa: E731
+    assert flag_overrides(parse("--seeds", "0", "--out", "x/")) == ()
+    assert flag_overrides(parse("--seeds", "0,1", "--forget-size", "6")) == ("seeds: [0] -> [0, 1]",)
+
+
+def test_settings_of_a_method_the_folder_stores_are_not_called_unused(tmp_path: Path):
+    """A folder with rome units resumed with --methods finetune compares the stored rome settings: the
+    warning that they change nothing was false (and removing them was then refused)."""
+    out = tmp_path / "run"
+    table = ["--edit", "methods.rome.v_num_grad_steps=3"]
+    common = ["planted", "--model", "planted", "--out", str(out), "--localizations", "flu", "--suites", "standard",
+              "--edit", "steps=1", "--no-report", *table]
+    assert _main(*common, "--methods", "finetune,rome") == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _main(*common, "--methods", "finetune") == 0
