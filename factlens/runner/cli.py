@@ -134,22 +134,32 @@ def flag_overrides(args: argparse.Namespace) -> tuple[str, ...]:
     refused as another configuration without a word on why; the run now prints these at its
     start and heads the copy with them.
     """
-    from factlens.runner.config import RunConfig
-
     if args.config is None:
         return ()
     file_d, d = _settings(args)
-    try:  # as the config holds them (--seeds 0 is the file's seeds = [0]; --out x/ its out = "x")
-        file_d, d = ({k: v for k, v in RunConfig.from_dict(x).to_dict().items() if k in x} for x in (file_d, d))
-    except (ValueError, TypeError):  # the file alone is no valid config (flags complete it): as written
-        pass
     a, b = _flat(file_d), _flat(d)
-    return tuple(f"{k}: {a[k]!r} -> {b.get(k)!r}" for k in a if not _same(k, b.get(k, a[k]), a[k]))
+    return tuple(f"{k}: {a[k]!r} -> {_held(k, b.get(k))!r}" for k in a if not _same(k, b.get(k, a[k]), a[k]))
+
+
+def _held(key: str, v: Any) -> Any:
+    """A setting as the config holds it, without checking it (the file alone need not be a valid
+    config): list flags as lists, ``--seeds 0`` as ``[0]``."""
+    from factlens.runner.config_checks import as_seed
+
+    if isinstance(v, (list, tuple)):
+        v = list(v)
+        if key == "seeds":
+            try:
+                v = [as_seed(x) for x in v]
+            except ValueError:
+                pass
+    return v
 
 
 def _same(key: str, a: Any, b: Any) -> bool:
+    a, b = _held(key, a), _held(key, b)
     if key in ("out", "data", "mcq_data") and isinstance(a, str) and isinstance(b, str):
-        return Path(a) == Path(b)
+        return Path(a) == Path(b)  # --out x/ is the file's out = "x"
     return a == b
 
 

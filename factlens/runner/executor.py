@@ -24,7 +24,7 @@ from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, check_device
 from factlens.runner.config_checks import unread_settings
-from factlens.runner.run_lock import RunLock
+from factlens.runner.run_lock import LOCK, RunLock
 from factlens.runner.pipeline import Job, PlanJob, Unsupported, Workspace, plan_job, run_job, unbudgeted
 from factlens.runner.plan_handoff import PlanHandoff, start_order
 # the run folder lived here: its names stay importable from this module
@@ -275,9 +275,16 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
         return _locked(config, rd, overwrite=overwrite, executor=executor, config_file=config_file, report=report,
                        config_overrides=config_overrides, t_start=t_start)
     finally:
-        lock.release()
-        if not existed and rd.path.is_dir() and not any(rd.path.iterdir()):  # a failed first attempt left nothing
-            rd.path.rmdir()
+        removed = False
+        try:  # a folder this run made and left empty but for the lock (a failed first attempt): removed while
+            # still locked, so that no run starting meanwhile loses its folder
+            if not existed and rd.path.is_dir() and {p.name for p in rd.path.iterdir()} <= {LOCK}:
+                lock.path.unlink(missing_ok=True)
+                removed = True
+                rd.path.rmdir()
+        except OSError:
+            pass  # something arrived meanwhile: the folder stays
+        lock.release(remove_file=not removed)
 
 
 def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executor | None, config_file: str | Path | None,

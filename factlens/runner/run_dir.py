@@ -293,7 +293,8 @@ class RunDir:
         if not self.set_aside_path.is_dir():
             return ""
         return (f" (the results of an earlier run are set aside in {self.set_aside_path} by an --overwrite run that "
-                "stopped; the next `factlens run` on this folder puts them back unless that run finished a result)")
+                "is still going or stopped; after it, `factlens run` on this folder puts them back unless that run "
+                "finished a result)")
 
     def drop_set_aside(self) -> None:
         """Delete the results :meth:`set_aside` moved away (the new run has results of its own)."""

@@ -58,7 +58,10 @@ class RunLock:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / LOCK
         while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as e:  # e.g. another user's lock file in a shared folder
+                raise RunDirError(f"cannot open the run lock {path} ({e}); choose another --out") from e
             try:
                 held = not _try_lock(fd)
             except OSError as e:
@@ -79,14 +82,31 @@ class RunLock:
             if same:
                 break
             os.close(fd)  # we locked a file no longer in the folder: try again with the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now()}).encode())
-        return cls(path, fd)
+        lock = cls(path, fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now()}).encode())
+        except BaseException as e:  # (a full disk): never keep the folder locked for the rest of this process
+            lock.release()
+            if isinstance(e, OSError):
+                raise RunDirError(f"cannot write the run lock {path} ({e})") from e
+            raise
+        return lock
 
-    def release(self) -> None:
-        """Give the lock up (its file goes first, so that no one locks a file about to go)."""
-        self.path.unlink(missing_ok=True)
-        os.close(self.fd)
+    def release(self, *, remove_file: bool = True) -> None:
+        """Give the lock up (its file goes first, so that no one locks a file about to go; on
+        Windows, which cannot delete an open file, after). ``remove_file=False``: the caller
+        removed it already (the path may name another run's lock by now)."""
+        try:
+            if remove_file and os.name != "nt":
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+        if remove_file and os.name == "nt":
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # another process has it open now
 
 
 def _try_lock(fd: int) -> bool:

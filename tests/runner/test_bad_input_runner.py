@@ -780,6 +780,13 @@ def test_flag_overrides_compare_values_as_the_config_holds_them(tmp_path: Path):
     parse = lambda *a: build_parser().parse_args(["run", "--config", str(f), *a])  # noqa: E731
     assert flag_overrides(parse("--seeds", "0", "--out", "x/")) == ()
     assert flag_overrides(parse("--seeds", "0,1", "--forget-size", "6")) == ("seeds: [0] -> [0, 1]",)
+    # a file that is no valid config alone, which the flags correct: compared as written, and the run goes
+    f.write_text('task = "planted"\nmodel = "./no-such-checkpoint"\nseeds = [0]\nlocalizations = ["all_mlps", "x"]\n'
+                 'suites = ["standard"]\n[edit]\nsteps = 1\n')
+    assert flag_overrides(parse("--seeds", "0", "--localizations", "all_mlps", "--model", "planted")) == (
+        "model: './no-such-checkpoint' -> 'planted'", "localizations: ['all_mlps', 'x'] -> ['all_mlps']")
+    assert main(["run", "--config", str(f), "--model", "planted", "--localizations", "all_mlps", "--out",
+                 str(tmp_path / "out"), "--no-progress", "--no-report"]) == 0
 
 
 def test_settings_of_a_method_the_folder_stores_are_not_called_unused(tmp_path: Path):

@@ -64,3 +64,18 @@ def test_a_new_folder_whose_run_fails_at_once_is_removed_with_its_lock(tmp_path:
     out = tmp_path / "new"
     assert main(["run", "planted", "--out", str(out), *_ARGS, "--forget-size", "1000"]) == 2
     assert not out.exists()
+
+
+def test_a_lock_whose_record_cannot_be_written_is_given_up(tmp_path: Path, monkeypatch):
+    """A full disk while writing the holder's record left the lock taken (its fd open) for the rest of
+    the process: a notebook's next run on the folder was refused until the kernel restarted."""
+    real = os.write
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(ValueError, match="cannot write the run lock"):
+        RunLock.acquire(tmp_path)
+    monkeypatch.setattr(os, "write", real)
+    RunLock.acquire(tmp_path).release()
