@@ -99,6 +99,7 @@ def unused_options(config: "RunConfig") -> list[str]:
     out += _unused_task_options(config)
     return out
 
+
 def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = None) -> list[str]:
     """Settings that this run accepts but that change none of its numbers, or that make its
     comparisons unequal; one line each, warned at the start of :func:`~factlens.runner.run_experiment`.

@@ -212,7 +212,7 @@ class RunDir:
             p = self.path / rel
             if move_to is not None and p.is_file():
                 (move_to / rel).parent.mkdir(parents=True, exist_ok=True)
-                p.replace(move_to / rel)
+                _move(p, move_to / rel)
             p.unlink(missing_ok=True)
             dirs.update(q for q in p.parents if self.path in q.parents)
         for d in [self.path, self.path / "plan", *(self.path / "runs").glob("seed*")]:  # interrupted atomic writes
@@ -225,7 +225,7 @@ class RunDir:
                 d.rmdir()
         if move_to is not None and self.manifest_path.is_file():
             move_to.mkdir(parents=True, exist_ok=True)
-            self.manifest_path.replace(move_to / MANIFEST)
+            _move(self.manifest_path, move_to / MANIFEST)
         self.manifest_path.unlink(missing_ok=True)
 
     # -- --overwrite: the old results stay until the new run has one --------------------------
@@ -285,7 +285,7 @@ class RunDir:
         for p in files:
             dst = self.path / p.relative_to(aside)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            p.replace(dst)
+            _move(p, dst)
         shutil.rmtree(aside)
 
     def set_aside_note(self) -> str:
@@ -476,6 +476,12 @@ class RunDir:
                               "replace it. Move it away or choose another --out")
         self.own(dst)
         dst.write_bytes(text)
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move one file, also to another disk (``runs/`` may be a link to one): a rename where it
+    can be, else a copy and a delete (:func:`shutil.move`)."""
+    shutil.move(str(src), str(dst))
 
 
 _HEADER = ("# factlens: the run changed these settings of this file with flags (run_config.json holds the\n"

@@ -727,25 +727,27 @@ def test_a_failed_resume_after_a_killed_overwrite_run_keeps_the_restored_setting
 
 
 def test_a_set_aside_that_fails_part_way_moves_everything_back(tmp_path: Path, monkeypatch):
-    """The move of --overwrite that failed part way (runs/ on another disk, Ctrl-C) escaped as an OSError
-    traceback, and the next run deleted the half it had moved (the folder's settings and plan)."""
+    """The move of --overwrite that failed part way (a file it may not move, Ctrl-C) escaped as an
+    OSError traceback, and the next run deleted the half it had moved (the folder's settings and plan)."""
+    import shutil
+
     out = tmp_path / "run"
     rd = RunDir(out)
     rd.open(_cfg(out))
     _fake_results(rd)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real = Path.replace
+    real = shutil.move
 
-    def cross_device(self, target):
-        if "runs" in self.parts and SET_ASIDE in Path(target).parts:
-            raise OSError(18, "Invalid cross-device link")
-        return real(self, target)
+    def refused(src, dst):
+        if "runs" in Path(src).parts and SET_ASIDE in Path(dst).parts:
+            raise PermissionError(13, "Permission denied")
+        return real(src, dst)
 
-    monkeypatch.setattr(Path, "replace", cross_device)
+    monkeypatch.setattr(shutil, "move", refused)
     with pytest.raises(RunDirError, match="could not set the results .* aside .*they are where they were"):
         RunDir(out).open(_cfg(out, edit={"steps": 2}), overwrite=True)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    monkeypatch.setattr(Path, "replace", real)
+    monkeypatch.setattr(shutil, "move", real)
     # killed during the move: no marker, so the next run puts the moved files back, whatever is still in place
     aside = out / SET_ASIDE
     (aside / "plan").mkdir(parents=True)
@@ -756,6 +758,26 @@ def test_a_set_aside_that_fails_part_way_moves_everything_back(tmp_path: Path, m
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after.keys() == before.keys() and not aside.exists()
     assert after[Path("plan/seed0.json")] == before[Path("plan/seed0.json")]
+
+
+def test_overwrite_sets_aside_results_on_another_disk(tmp_path: Path, monkeypatch):
+    """``runs/`` linked to another disk: a rename cannot move its files into the set-aside folder
+    (EXDEV), so --overwrite could not start at all; they are copied and deleted instead, and come back."""
+    import os
+
+    out = tmp_path / "run"
+    assert main(["run", "planted", "--out", str(out), *_PLANTED]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for name in ("rename", "replace"):
+        def no_cross_device(src, dst, *a, _real=getattr(os, name), **k):
+            if "runs" in Path(src).parts or "runs" in Path(dst).parts:
+                raise OSError(18, "Invalid cross-device link")
+            return _real(src, dst, *a, **k)
+
+        monkeypatch.setattr(os, name, no_cross_device)
+    with pytest.warns(UserWarning, match="earlier results are back"):
+        assert main(["run", "planted", "--out", str(out), "--forget-size", "1000", "--overwrite", *_PLANTED]) == 2
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_the_config_copy_header_keeps_a_bom_first_and_goes_without_changes():
