@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
 
+_TEXT_READERS = ("side_effects", "relearning", "unrelated_finetune")  # the suites that read the general text
+_TEXT_COVARIANCE = ("rome", "memit")  # their key covariance is estimated on the run's text too
+
 
 def late_failures(config: "RunConfig") -> list[str]:
     """Settings that pass :meth:`RunConfig.validate`'s field checks but failed inside a job, after
@@ -85,8 +88,7 @@ def unused_options(config: "RunConfig") -> list[str]:
     if mmlu is not None and "side_effects" not in config.suites:
         out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
                    f"the suites are {list(config.suites)}")
-    readers = ("side_effects", "relearning", "unrelated_finetune")
-    covariance = ("rome", "memit")  # their key covariance is estimated on the run's text too
+    readers, covariance = _TEXT_READERS, _TEXT_COVARIANCE
     if text is not None and not set(readers) & set(config.suites) and not set(covariance) & set(config.methods):
         out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
                    f"{' and '.join(covariance)} read it, and the suites are {list(config.suites)}")
@@ -122,10 +124,9 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     unused = [m for m in (config.edit.get_path("methods") or {}) if m not in used]
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
-    readers = ("side_effects", "relearning", "unrelated_finetune")  # as unused_options's check of text.source
-    if ev.get("text") and not set(readers) & set(config.suites) and not {"rome", "memit"} & set(used):
+    if ev.get("text") and not set(_TEXT_READERS) & set(config.suites) and not set(_TEXT_COVARIANCE) & set(used):
         out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
-                   f"{', '.join(readers)} suites and the key covariance of rome and memit read it")
+                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of rome and memit read it")
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "
