@@ -10,7 +10,9 @@ edit / maintain accuracy of the quantized model, next to the quantized **unedite
 Schemes (pure torch, CPU or GPU; the arithmetic follows bitsandbytes 0.50 step by step):
 
 * ``"int8"``: absmax per output row (LLM.int8() without outliers): ``q = round(w * 127 /
-  absmax_row)``, ``w' = q * absmax_row / 127``.
+  absmax_row)``, ``w' = q * absmax_row / 127``, on the weights rounded to float16 first, as
+  bitsandbytes' ``Int8Params`` does on every device when a model is loaded in 8 bits (its CUDA
+  kernel takes float16 only).
 * ``"nf4"``: blocks of ``block_size`` (64) consecutive weights of the flattened
   ``[out, in]`` matrix; each weight divided by its block's absmax is rounded to the nearest
   of the 16 NormalFloat-4 values :data:`NF4_CODE` (QLoRA), ``w' = code * absmax``.
@@ -158,6 +160,23 @@ def _check_matrix(fn: str, M: Tensor, scheme: str, block_size: int) -> None:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
 
 
+def _int8_input(M: Tensor) -> Tensor:
+    """``M`` rounded to float16 (in float32): the weights LLM.int8() quantizes.
+
+    bitsandbytes' ``Int8Params`` casts a layer's weight to float16 before its
+    ``int8_vectorwise_quant`` on every device (the CUDA kernel refuses anything else), so a model
+    loaded in 8 bits stores the codes of the float16 weights, which differ from those of float32
+    or bfloat16 weights near bin edges (0.7-0.9 % of the codes of random matrices, against
+    bitsandbytes 0.50 on an H200, 2026-12-04).
+    """
+    M16 = M.to(torch.float16)
+    if not torch.isfinite(M16).all() and torch.isfinite(M).all():
+        raise ValueError(f"int8 (LLM.int8) quantizes float16 weights; this [{M.shape[0]}, {M.shape[1]}] matrix has "
+                         f"entries beyond float16's range (|w| up to {float(M.float().abs().max()):.4g} > 65504), "
+                         "which bitsandbytes would turn into inf; use scheme 'nf4' or 'int4' for it")
+    return M16.float()
+
+
 def _row_absmax(M: Tensor) -> Tensor:
     return M.float().abs().amax(dim=1)
 
@@ -176,8 +195,9 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """
     _check_matrix("quantize_matrix", M, scheme, block_size)
     if scheme == "int8":
-        row = _row_absmax(M)
-        q = torch.round(M.float() * (127.0 / row.unsqueeze(-1)))
+        M32 = _int8_input(M)
+        row = _row_absmax(M32)
+        q = torch.round(M32 * (127.0 / row.unsqueeze(-1)))
         out = q * row.view(-1, 1) * _INT8_INV
         out = torch.where(row.view(-1, 1) > 0, out, torch.zeros_like(out))
         return out.to(M.dtype)
@@ -190,7 +210,7 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
 def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """The integer code each entry of ``M`` (``[out, in]``) is stored as under ``scheme``.
 
-    int8: ``round(w * 127 / absmax_row)`` (0 in an all-zero row); nf4 / int4: the index of the
+    int8: ``round(w * 127 / absmax_row)`` of the float16-rounded weights (0 in an all-zero row); nf4 / int4: the index of the
     nearest code value of the block-scaled entry. Two matrices with equal codes quantize to
     the same values up to their block scales: what :mod:`~factlens.evaluation.update_size`
     counts as an update rounding erases (a change of a block's absmax moves every dequantized
@@ -203,8 +223,9 @@ def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """
     _check_matrix("quantize_codes", M, scheme, block_size)
     if scheme == "int8":
-        row = _row_absmax(M).view(-1, 1)
-        q = torch.round(M.float() * (127.0 / row.clamp(min=1e-38)))
+        M32 = _int8_input(M)
+        row = _row_absmax(M32).view(-1, 1)
+        q = torch.round(M32 * (127.0 / row.clamp(min=1e-38)))
         return torch.where(row > 0, q, torch.zeros_like(q)).to(torch.int32)
     code = _code(scheme, M.device)
     scaled, _ = _blocks(M, block_size)
@@ -226,7 +247,7 @@ def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """
     _check_scheme(scheme)
     if scheme == "int8":
-        return (_row_absmax(M) / 127.0).view(-1, 1).expand(M.shape).clone()
+        return (_row_absmax(_int8_input(M)) / 127.0).view(-1, 1).expand(M.shape).clone()
     code = _code(scheme, M.device)
     mids = (code[:-1] + code[1:]) / 2
     edges = torch.cat([code[:1], mids, code[-1:]])
@@ -241,7 +262,8 @@ def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
     import bitsandbytes.functional as bf
 
     if scheme == "int8":
-        q, stats, _ = bf.int8_vectorwise_quant(M.float().contiguous())
+        # float16, as its Int8Params gives it (on CUDA float32 was refused: 'A must be float16')
+        q, stats, _ = bf.int8_vectorwise_quant(M.to(torch.float16).contiguous())
         return bf.int8_vectorwise_dequant(q, stats).to(M.dtype)
     if scheme == "nf4":
         q, state = bf.quantize_4bit(M.float().contiguous(), blocksize=block_size, quant_type="nf4")

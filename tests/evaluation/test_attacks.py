@@ -22,7 +22,7 @@ from factlens.evaluation.direction_ablation import (DirectionAblationConfig, abl
                                                   run_direction_ablation)
 from factlens.evaluation.quantization import (INT4_CODE, NF4_CODE, QuantizationConfig, _bnb_matrix, bin_widths,
                                             from_linear_view, linear_view, quantize_matrix, quantize_weight,
-                                            quantized_copy, quantized_params, run_quantization)
+                                            quantized_copy, quantized_params, run_quantization, quantize_codes)
 from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig, finetune_data, run_unrelated_finetune
 from factlens.evaluation.update_size import UpdateSizeConfig, run_update_size, update_sizes
 from factlens.tasks import Task, full_sports_editing
@@ -112,6 +112,35 @@ def test_same_weights_as_bitsandbytes(scheme, device):
     for shape in _BNB_SHAPES + ([(32, 96), (8, 48)] if scheme == "int8" or device == "cuda" else []):
         m = (torch.randn(shape, generator=g) * 0.05).to(device)
         assert torch.equal(quantize_matrix(m, scheme, block_size=64), _bnb_or_skip(m, scheme)), shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_is_what_bitsandbytes_stores_when_loading_in_8_bits(dtype):
+    """LLM.int8() loading (bitsandbytes' Int8Params) quantizes the float16-rounded weights;
+    factlens's int8 gives the same codes and weights (it quantized the float32 values before,
+    about 1 % of the codes apart, and its bitsandbytes backend failed on CUDA)."""
+    bnb = _need_bitsandbytes()
+    bf = _need_bitsandbytes("bitsandbytes.functional")
+    g = torch.Generator().manual_seed(3)
+    for shape in _BNB_SHAPES + [(48, 256)]:
+        M = (torch.randn(shape, generator=g) * 0.05).to(dtype)
+        p = bnb.nn.Int8Params(M.clone(), requires_grad=False, has_fp16_weights=False).to("cpu")  # quantizes
+        assert torch.equal(quantize_codes(M, "int8", block_size=64), p.CB.int()), shape
+        assert torch.equal(quantize_matrix(M, "int8", block_size=64), bf.int8_vectorwise_dequant(p.CB, p.SCB).to(dtype))
+        assert torch.equal(_bnb_matrix(M, "int8", 64), quantize_matrix(M, "int8", block_size=64))
+
+
+def test_int8_quantizes_the_float16_weights():
+    M = torch.randn(64, 256, generator=torch.Generator().manual_seed(4)) * 0.05
+    M16 = M.half().float()
+    codes = quantize_codes(M, "int8")
+    assert torch.equal(codes, quantize_codes(M16, "int8"))
+    assert torch.equal(quantize_matrix(M, "int8"), quantize_matrix(M16, "int8"))
+    assert torch.equal(bin_widths(M, "int8"), bin_widths(M16, "int8"))
+    own = torch.round(M * (127.0 / M.abs().amax(1, keepdim=True))).int()  # the float32 codes differ somewhere
+    assert 0 < int((own != codes).sum()) < M.numel() // 20
+    with pytest.raises(ValueError, match=r"beyond float16's range .*nf4"):
+        quantize_matrix(torch.tensor([[7.0e4, 1.0]]), "int8")
 
 
 @pytest.mark.parametrize("shape", [(32, 96), (8, 48), (5, 80)])
