@@ -369,7 +369,7 @@ def scaling_one(args) -> dict:
     v = VARIANTS[args.variant]
     size = SCALING_SIZES[args.size]
     kw = getattr(shaped, size) if isinstance(size, str) else size
-    stages = Stages(None, prefix=f"{args.size}.{args.variant}.")
+    stages = Stages(Path(args.profile) if args.profile else None, prefix=f"{args.size}.{args.variant}.")
     with stages.stage("build"):
         model = shaped.gemma3_shaped(**{"window_size": 512, "n_ctx": 2048, **kw}, dtype=getattr(torch, args.dtype),
                                      device=args.device)
@@ -436,7 +436,7 @@ def scaling(args) -> None:
             cmd = [sys.executable, __file__, "--scaling-one", "--size", size, "--variant", variant, "--out-json", str(out),
                    "--threads", str(args.threads), "--scaling-steps", str(args.scaling_steps),
                    "--scaling-suites", args.scaling_suites, "--device", args.device, "--dtype", args.dtype,
-                   "--optimizer", args.optimizer]
+                   "--optimizer", args.optimizer] + (["--profile", args.profile] if args.profile else [])
             subprocess.run(cmd, check=True)
             results.append(json.loads(out.read_text()))
     stages = [r["stage"] for r in results[0]["rows"]]

@@ -18,7 +18,7 @@ def test_run_config_passes_the_text_source_only_to_suites_that_read_it(load_benc
     assert (cfg.eval.get_path("text.source") is not None) == reads
 
 
-def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark):
+def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark, tmp_path):
     """The GPU check of the issue (bf16, adamw8bit, Gemma-2-9B / Llama-3-8B sizes) needs the scaling
     benchmark to take a device, a dtype and an optimizer; it built float32 CPU models only."""
     import torch
@@ -27,9 +27,12 @@ def test_scaling_runs_a_bf16_model_and_knows_the_papers_sizes(load_benchmark):
 
     mj = load_benchmark("main_job")
     args = argparse.Namespace(threads=1, variant="runner", size="tiny", scaling_steps=1, scaling_suites="standard",
-                              device="cpu", dtype="bfloat16", optimizer="adamw")
+                              device="cpu", dtype="bfloat16", optimizer="adamw", profile=str(tmp_path / "prof"))
     out = mj.scaling_one(args)
     assert out["dtype"] == "bfloat16" and [r["stage"] for r in out["rows"]][:2] == ["build", "edit"]
+    # --profile: one cProfile file per stage (the GPU run's edit stage needs one; --scaling ignored it)
+    assert sorted(f.name for f in (tmp_path / "prof").iterdir()) == sorted(
+        f"tiny.runner.{r['stage']}.prof" for r in out["rows"])
     # the runner's settings, which this mode ignored (edit checkpointed, originals and record in memory, rechecks)
     assert out["settings"] == {"edit_checkpoint": False, "originals_offload": True, "offload": True, "recheck": False}
     # the real models' parameters without embeddings (Gemma-2-9B: 9.24B with its tied embedding of 0.92B;
