@@ -170,7 +170,7 @@ def _int8_input(M: Tensor) -> Tensor:
     bitsandbytes 0.50 on an H200, 2026-12-04).
     """
     M16 = M.to(torch.float16)
-    if not torch.isfinite(M16).all() and torch.isfinite(M).all():
+    if (torch.isfinite(M) & ~torch.isfinite(M16)).any():  # finite entries float16 cannot hold
         raise ValueError(f"int8 (LLM.int8) quantizes float16 weights; this [{M.shape[0]}, {M.shape[1]}] matrix has "
                          f"entries beyond float16's range (|w| up to {float(M.float().abs().max()):.4g} > 65504), "
                          "which bitsandbytes would turn into inf; use scheme 'nf4' or 'int4' for it")

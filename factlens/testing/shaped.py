@@ -100,7 +100,8 @@ def _build_on(cfg, tok, device: torch.device, *, seed: int, init_range: float):
     cfg.init_weights = False
     with torch.device(device):
         model = build_hooked(cfg, tok)
-    model.to(device, print_details=False)  # buffers TransformerLens made on cfg.device; updates cfg.device
+    # buffers TransformerLens made on cfg.device; updates cfg.device (a string keeps the index: cuda:1)
+    model.to(str(device), print_details=False)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -108,5 +109,5 @@ def _build_on(cfg, tok, device: torch.device, *, seed: int, init_range: float):
                 p.normal_(0.0, init_range, generator=gen)
             elif name.endswith(".w"):
                 p.normal_(1.0, 0.1, generator=gen)
-    cfg.seed = seed
+    cfg.seed, cfg.init_weights = seed, True  # drawn: a model rebuilt from this config is drawn too
     return model.eval()

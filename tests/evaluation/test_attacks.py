@@ -141,6 +141,9 @@ def test_int8_quantizes_the_float16_weights():
     assert 0 < int((own != codes).sum()) < M.numel() // 20
     with pytest.raises(ValueError, match=r"beyond float16's range .*nf4"):
         quantize_matrix(torch.tensor([[7.0e4, 1.0]]), "int8")
+    with pytest.raises(ValueError, match=r"beyond float16's range"):  # an inf elsewhere hid it
+        quantize_matrix(torch.tensor([[float("inf"), 1.0], [7.0e4, 1.0]]), "int8")
+    assert torch.equal(quantize_matrix(torch.tensor([[65519.0, 1.0]]), "int8"), torch.tensor([[65504.0, 0.0]]))
 
 
 @pytest.mark.parametrize("shape", [(32, 96), (8, 48), (5, 80)])
