@@ -210,8 +210,8 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
 def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """The integer code each entry of ``M`` (``[out, in]``) is stored as under ``scheme``.
 
-    int8: ``round(w * 127 / absmax_row)`` of the float16-rounded weights (0 in an all-zero row); nf4 / int4: the index of the
-    nearest code value of the block-scaled entry. Two matrices with equal codes quantize to
+    int8: ``round(w * 127 / absmax_row)`` of the float16-rounded weights (0 in an all-zero row);
+    nf4 / int4: the index of the nearest code value of the block-scaled entry. Two matrices with equal codes quantize to
     the same values up to their block scales: what :mod:`~factlens.evaluation.update_size`
     counts as an update rounding erases (a change of a block's absmax moves every dequantized
     value of the block by at most that change, the update's own size).

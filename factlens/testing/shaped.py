@@ -87,8 +87,6 @@ def gemma3_shaped(*, n_layers: int = 3, d_model: int = 32, n_heads: int = 2, d_h
                 if name.endswith(".w"):
                     p.copy_(1.0 + 0.1 * torch.randn_like(p))
     cfg.seed = seed
-    if torch.device(device) != torch.device("cpu"):
-        model.to(device, print_details=False)  # TransformerLens's to(): moves and updates cfg.device
     return model.eval()
 
 
