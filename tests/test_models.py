@@ -311,8 +311,8 @@ def fake_gguf_package(monkeypatch, tmp_path):
 
 def test_a_second_process_never_reads_the_gguf_file_half_written(fake_gguf_package):
     """Two workers loading the embedded model on a fresh machine: the second saw the first's
-    partial file and stopped with 'already exists with an unexpected sha256' (make demo's
-    --workers 2 and the attacks job failed so)."""
+    partial file and stopped with 'already exists with an unexpected sha256' (the every-attack
+    job with --workers 2 failed so on a fresh machine)."""
     import factlens.models as M
 
     pkg, payload = fake_gguf_package

@@ -126,7 +126,8 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
     if ev.get("text") and not set(_TEXT_READERS) & set(config.suites) and not set(_TEXT_COVARIANCE) & set(used):
         out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
-                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of rome and memit read it")
+                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of "
+                   f"{' and '.join(_TEXT_COVARIANCE)} read it")
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "
