@@ -43,6 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import mlp_hook, param_name
+from factlens.digests import update_with_tensor
 from factlens.files import write_atomic
 from factlens.progress_bars import progress_bar
 
@@ -128,10 +129,8 @@ def weights_fingerprint(model, layer: int) -> str:
             continue
         if m is None and not name.startswith(("embed.", "pos_embed.")):
             continue  # final norm, unembedding
-        t = p.detach().to("cpu").contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        if t.numel():
-            h.update(memoryview(t.view(torch.uint8).numpy()))  # no copy of big embeddings
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+        update_with_tensor(h, p)  # no host copy of a whole embedding
     return h.hexdigest()
 
 

@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from factlens.components import Mask, ModelShape
+from factlens.digests import update_with_tensor
 from factlens.editing.config import EditConfig
 from factlens.strict_json import strict_dumps
 
@@ -92,9 +93,9 @@ def _fingerprint(tensors: Mapping[str, Tensor]) -> str:
     """sha256 of named tensors (name, dtype, shape and bytes of each, in sorted name order)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy())
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        update_with_tensor(h, t)  # the same bytes, a piece at a time
     return h.hexdigest()
 
 

@@ -44,56 +44,14 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, T
 
 import torch
 
+from factlens.digests import content_digests
+
 if TYPE_CHECKING:
     from factlens.evaluation.baseline_store import BaselineStore
 
 __all__ = ["BaselineCache", "bound", "cached", "facts_key", "items_key", "config_key"]
 
 T = TypeVar("T")
-
-
-#: Odd 64-bit multipliers of the position weights (splitmix64's constants as signed int64).
-_MIX = (-7046029254386353131, 7145878131446345753, -4658895280553007687)
-
-
-def _position_weights(n: int, device) -> torch.Tensor:
-    """``n`` pseudo-random odd int64 weights, one per position of a piece (the same on every device)."""
-    w = torch.arange(n, dtype=torch.int64, device=device) * _MIX[0] + _MIX[1]
-    return (w ^ (w >> 31)) * _MIX[2] | 1
-
-
-def _pieces(t: torch.Tensor, words: int) -> Iterator[torch.Tensor]:
-    """``t``'s elements in order as contiguous 1-D pieces of at most ``words`` 4-byte words (a view
-    of a contiguous tensor; a non-contiguous one is copied a few rows at a time)."""
-    n = max(1, words * 4 // t.element_size())
-    if t.is_contiguous():
-        yield from t.reshape(-1).split(n)
-        return
-    rows = max(1, n // max(1, t[0].numel()))
-    for block in t.split(rows):
-        yield from block.contiguous().reshape(-1).split(n)
-
-
-def _content_digest(t: torch.Tensor, weights: torch.Tensor, scratch: torch.Tensor) -> bytes:
-    """Per piece of ``t``: the sum over its 4-byte words of ``word * weight[position]`` (int64,
-    wrapping), plus the 1-3 bytes after the last whole word. Exact integer arithmetic on the raw
-    bits: moving or swapping values changes it, and it runs where ``t`` is (no copy to the CPU)."""
-    sums, tails = [], []
-    for piece in _pieces(t.detach(), weights.numel()):
-        raw = piece.view(torch.uint8)
-        n4 = raw.numel() // 4
-        if n4:
-            try:
-                word = raw[: 4 * n4].view(torch.int32)
-            except RuntimeError:  # a view whose start is not 4-byte aligned
-                word = raw[: 4 * n4].clone().view(torch.int32)
-            acc = scratch[:n4]
-            acc.copy_(word)
-            sums.append(acc.mul_(weights[:n4]).sum())
-        if raw.numel() > 4 * n4:
-            tails.append(raw[4 * n4 :].cpu().numpy().tobytes())
-    head = torch.stack(sums).cpu().numpy().tobytes() if sums else b""
-    return head + b"|" + b"".join(tails)
 
 
 def model_config_text(model) -> str:
@@ -108,7 +66,7 @@ def model_config_text(model) -> str:
 
 def _fingerprint(model, chunk: int = 2**20) -> str:
     """A digest of the model's architecture config and of the content of every parameter and buffer
-    (name, dtype, shape and every bit of its values, in order: :func:`_content_digest`).
+    (name, dtype, shape and every bit of its values, in order: :func:`factlens.digests.content_digests`).
 
     One pass over the weights where they are, ``chunk`` words at a time (two int64 scratch
     vectors of ``chunk`` entries per device, 16 MB), never a float64 copy of a weight. On one
@@ -117,17 +75,12 @@ def _fingerprint(model, chunk: int = 2**20) -> str:
     (``OMP_NUM_THREADS=1 python benchmarks/fingerprint.py --dtype float32``). Unlike a sum per
     parameter, it changes when values move (two unembedding columns swapped, neurons permuted)."""
     h = hashlib.blake2b(model_config_text(model).encode(), digest_size=20)
-    tools: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
-    with torch.no_grad():
-        for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-            for name, t in named:
-                h.update(f"\n{kind}|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-                if t.numel() == 0 or t.device.type == "meta":
-                    continue
-                if t.device not in tools:
-                    tools[t.device] = (_position_weights(chunk, t.device),
-                                       torch.empty(chunk, dtype=torch.int64, device=t.device))
-                h.update(_content_digest(t, *tools[t.device]))
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        tensors = dict(named)
+        for name, digest in content_digests(tensors, words=chunk).items():
+            t = tensors[name]
+            h.update(f"\n{kind}|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(digest)
     return h.hexdigest()
 
 

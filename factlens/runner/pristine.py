@@ -10,9 +10,10 @@ memory (1.8 GB more for Gemma 3 270M in float32, 36 GB for Gemma-2-9B). An
 * during an evaluation, for the parameters the edit changed, the values before the edit,
   taken from the edit's own record (:attr:`EditResult.deltas`; a fully trained tensor's old
   values are already a whole tensor, so nothing is copied for it either);
-* a sha256 digest per parameter of the unedited model, so that a change *outside* the
-  edit's record (which the view could not show as it was) is detected, never evaluated
-  silently: after the edit and after the revert every other parameter is checked bit for bit.
+* a digest per parameter of the unedited model (:func:`param_digests`, computed where the
+  weights are), so that a change *outside* the edit's record (which the view could not show
+  as it was) is detected, never evaluated silently: after the edit and after the revert every
+  other parameter is checked against it.
 
 Example:
     >>> import torch
@@ -33,25 +34,24 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from factlens.digests import weight_digests
+
 __all__ = ["OriginalView", "PristineCopy", "original_tensors", "param_digests"]
 
 
-def param_digests(model) -> dict[str, str]:
-    """sha256 of each parameter's bytes (with dtype and shape), by name."""
-    out = {}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            t = p.detach().to("cpu").contiguous().reshape(-1)
-            h = hashlib.sha256(f"{t.dtype}|{tuple(p.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy())
-            out[name] = h.hexdigest()
-    return out
+def param_digests(model) -> dict[str, bytes]:
+    """A digest of each parameter (dtype, shape and every bit of its values), by name.
+
+    :func:`factlens.digests.weight_digests`: on a GPU computed there, with no host copy of the
+    weights (a host copy and a one-thread sha256 of every parameter of the Gemma-2-9B shape,
+    20 GB, at every check); on the CPU the sha256 of each parameter, hashed in place.
+    """
+    return weight_digests({name: p.detach() for name, p in model.named_parameters()})
 
 
 def original_tensors(result, model) -> dict[str, Tensor]:

@@ -371,17 +371,6 @@ def test_fingerprint_sees_values_that_move_buffers_and_the_config():
     assert _fingerprint(m) == first
 
 
-def test_fingerprint_pieces_cover_every_element_in_order():
-    """A non-contiguous weight is read a few rows at a time, in its logical order."""
-    from factlens.evaluation.baseline_cache import _pieces
-
-    t = torch.arange(60.0).reshape(6, 10).T  # non-contiguous
-    for words in (1, 3, 7, 100):
-        pieces = list(_pieces(t, words))
-        assert all(p.is_contiguous() and p.numel() <= max(1, words) for p in pieces)
-        assert torch.equal(torch.cat(pieces), t.reshape(-1))
-
-
 def test_baseline_cache_drops_entries_when_the_original_swaps_two_answers():
     """Swapping two sports' unembedding columns of the original keeps every parameter's sum: the
     cache used to serve the old baselines (maintain 1.0 where 0.2 is right)."""
