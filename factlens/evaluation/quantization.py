@@ -152,12 +152,23 @@ def _blocks(M: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     return scaled, absmax.repeat_interleave(block_size)[:n]
 
 
+def _check_finite(what: str, M: Tensor) -> None:
+    """Refuse weights holding NaN or inf: their absmax is not a number, and the schemes give
+    silently different answers for them (factlens's int8 zeroed such a row, bitsandbytes gives
+    NaN), so an attack on a damaged model would report numbers about nothing."""
+    bad = int((~torch.isfinite(M)).sum())
+    if bad:
+        raise ValueError(f"{what} has {bad} NaN or inf entries: quantizing it is undefined. The model's weights are "
+                         "damaged; reload the model (an edit that diverges stops with an error before it gets here)")
+
+
 def _check_matrix(fn: str, M: Tensor, scheme: str, block_size: int) -> None:
     _check_scheme(scheme)
     if M.ndim != 2:
         raise ValueError(f"{fn} expects an [out, in] matrix, got shape {tuple(M.shape)}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    _check_finite(f"the matrix given to {fn}", M)
 
 
 def _int8_input(M: Tensor) -> Tensor:
@@ -245,7 +256,7 @@ def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         >>> round(float(w[0, 0]), 4), round(float(w[0, 1]), 4)
         (0.277, 0.1706)
     """
-    _check_scheme(scheme)
+    _check_matrix("bin_widths", M, scheme, block_size)
     if scheme == "int8":
         return (_row_absmax(_int8_input(M)) / 127.0).view(-1, 1).expand(M.shape).clone()
     code = _code(scheme, M.device)
@@ -294,6 +305,7 @@ def _nf4_blocks_dequant(packed: Tensor, state, n: int) -> Tensor:
 def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, backend: str = "torch") -> Tensor:
     """Round-trip one TransformerLens weight (``W_in``, ``W_Q``...) as its linear layer would be quantized."""
     M = linear_view(name, W.detach())
+    _check_finite(f"weight {name}", M)
     Q = _bnb_matrix(M, scheme, block_size) if backend == "bitsandbytes" else quantize_matrix(M, scheme,
                                                                                             block_size=block_size)
     return from_linear_view(name, Q, W.shape)

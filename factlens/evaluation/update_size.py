@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from factlens.config import ConfigBase, check_numbers
-from factlens.evaluation.quantization import QUANTIZED_WEIGHTS, SCHEMES, bin_widths, linear_view, quantize_codes
+from factlens.evaluation.quantization import (QUANTIZED_WEIGHTS, SCHEMES, _check_finite, bin_widths, linear_view,
+                                            quantize_codes)
 from factlens.evaluation.result import Metric, SuiteResult
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UpdateSizeConfig)
@@ -150,6 +151,7 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
     tot["n_changed"] += row["n_changed"]
     tot["n_masked"] += row["n_masked"]
     m_old, m_new = linear_view(name, old), linear_view(name, new)
+    _check_finite(f"weight {name} (its values before the edit)", m_old)  # with its name, before the bins
     m_mask = linear_view(name, d.mask.to(base.device))
     sel = m_mask & (m_new != m_old)
     dl = (m_new.double() - m_old.double())[sel].abs()

@@ -141,9 +141,39 @@ def test_int8_quantizes_the_float16_weights():
     assert 0 < int((own != codes).sum()) < M.numel() // 20
     with pytest.raises(ValueError, match=r"beyond float16's range .*nf4"):
         quantize_matrix(torch.tensor([[7.0e4, 1.0]]), "int8")
-    with pytest.raises(ValueError, match=r"beyond float16's range"):  # an inf elsewhere hid it
+    with pytest.raises(ValueError, match=r"NaN or inf"):  # an inf elsewhere: refused for itself
         quantize_matrix(torch.tensor([[float("inf"), 1.0], [7.0e4, 1.0]]), "int8")
     assert torch.equal(quantize_matrix(torch.tensor([[65519.0, 1.0]]), "int8"), torch.tensor([[65504.0, 0.0]]))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "nf4", "int4"])
+def test_weights_with_nan_or_inf_are_refused_by_name(scheme):
+    """A NaN in a row used to give that row as zeros under int8 (bitsandbytes gives NaN) and NaN
+    codes under the block schemes: the attack scored a model that was not the one given."""
+    M = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    for bad in (float("nan"), float("inf")):
+        D = M.clone()
+        D[2, 5] = bad
+        for fn in (quantize_matrix, quantize_codes, bin_widths):
+            with pytest.raises(ValueError, match=r"has 1 NaN or inf entries.*reload the model"):
+                fn(D, scheme)
+    m = tiny_model()
+    name = "blocks.1.mlp.W_in"
+    with torch.no_grad():
+        m.get_parameter(name)[0, 3] = float("nan")
+    with pytest.raises(ValueError, match=rf"weight {name} has 1 NaN or inf"):
+        quantized_copy(m, scheme)
+
+
+def test_update_size_refuses_a_damaged_weight_by_name(sub_bin):
+    p, orig, edited, task, er, name = sub_bin
+    damaged = copy.deepcopy(edited)
+    with torch.no_grad():
+        w = damaged.get_parameter(name)
+        free = (~er.deltas[name].mask.reshape(w.shape).to(w.device)).nonzero()[0]  # an entry the edit left alone
+        w[tuple(free.tolist())] = float("inf")
+    with pytest.raises(ValueError, match=rf"weight {name} \(its values before the edit\) has 1 NaN or inf"):
+        update_sizes(er, damaged)
 
 
 @pytest.mark.parametrize("shape", [(32, 96), (8, 48), (5, 80)])
