@@ -14,8 +14,10 @@ the forget term also leaves out the tokens that all training prompts share
 (:func:`~factlens.editing.losses.shared_prompt_tokens`: the few-shot example that fact prompts
 start with, 12 of about 18 tokens of the default sports prompt). Their activations are the
 same for every prompt: steering them would pull against the retain term on the very same
-numbers, and what it won there would change every prompt, held-out ones included
-(open-unlearning's RMU likewise scores only the answer positions). The retain term keeps
+numbers, and what it won there would change every prompt, held-out ones included. (The
+references differ here too: the WMDP authors' RMU steers every token; open-unlearning's scores
+the answer tokens only, ``labels != -100``; factlens scores the prompt tokens after the shared
+ones, never answer tokens.) The retain term keeps
 them at the original's. The MSE averages over tokens and dimensions per prompt, then over
 prompts (:func:`factlens.editing.losses.activation_mse`). The model runs only up to block ``l``, so an
 RMU micro-batch costs ``(l + 1) / n_layers`` of a full forward pass; the original's retain
