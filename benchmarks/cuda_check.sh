@@ -2,9 +2,9 @@
 # The CUDA check of docs/performance.md ("On a GPU"), as one command that fits a short GPU lease:
 #   bash benchmarks/cuda_check.sh OUT_DIR [SECONDS]
 # Needs python3 with torch (CUDA), factlens's dependencies and bitsandbytes importable (PYTHONPATH
-# may point at them; the repository root is added). Runs the bitsandbytes comparison tests, then
-# benchmarks/main_job.py --scaling one size per process (Gemma 3 1B first: if it fails, the larger
-# sizes are not tried), each within what is left of SECONDS (default 580). Writes OUT_DIR/log.txt
+# may point at them; the repository root is added). Runs the bitsandbytes comparison tests and the
+# GPU digest test, then benchmarks/main_job.py --scaling one size per process (Gemma 3 1B first: if
+# it fails, the larger sizes are not tried), each within what is left of SECONDS (default 580). Writes OUT_DIR/log.txt
 # and two JSON files per size, and profiles.tgz (cProfile files per size and stage); a size cut by the
 # deadline leaves its stages so far in the log. Exit status 1 when a step failed or ran out of time.
 # The timings carry cProfile's overhead (Python-heavy stages more): for the table, run main_job.py
@@ -29,6 +29,9 @@ status=0
 echo "== bitsandbytes comparisons $(date +%T)"
 FACTLENS_TEST_BITSANDBYTES=1 timeout 90 python3 -m pytest tests/evaluation/test_attacks.py -k bitsandbytes -q \
     -p no:cacheprovider -o addopts="--import-mode=importlib" -rs || status=1
+echo "== digests of GPU tensors $(date +%T)"  # the runner's change check hashes a GPU model where it is
+timeout 60 python3 -m pytest tests/test_digests.py -k gpu -q -p no:cacheprovider -o addopts="--import-mode=importlib" \
+    -rs || status=1
 for size in $sizes; do
   left=$((budget - SECONDS)); t=$left; [ "$size" = "${sizes%% *}" ] && t=$((left < 120 ? left : 120))
   [ "$t" -le 10 ] && { echo "== $size: no time left"; status=1; continue; }

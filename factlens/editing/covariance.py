@@ -5,7 +5,8 @@ while disturbing the outputs for *other* keys as little as possible. "Other keys
 modelled by their uncentered second moment ``C = E[k k^T]`` over general text, where a
 key ``k`` is the MLP's hidden activation (the input of ``W_out``; TransformerLens hook
 ``blocks.L.mlp.hook_post``, for gated MLPs ``act(x W_gate) * (x W_in) + b_in``). ROME and
-MEMIT estimate ``C`` on 100,000 Wikipedia tokens; factlens uses the general text of
+MEMIT estimate ``C`` on 100,000 Wikipedia *articles* (their ``layer_stats`` counts samples,
+each up to the model's context length: tens of millions of tokens); factlens uses the general text of
 :func:`factlens.data.text.load_texts` (the built-in text, a local file such as WikiText-2,
 or a Hugging Face dataset -- the same sources as the side-effects suite) and by default
 10,000 tokens (the built-in text gives only about 3,000 tokens with Gemma's tokenizer).

@@ -33,7 +33,7 @@ into layer ``L`` in three steps:
 Defaults are the ROME paper's GPT-2 XL hyper-parameters (``v_num_grad_steps=20``,
 ``v_lr=0.5``, ``v_weight_decay=0.5``, ``clamp_norm_factor=4``, ``kl_factor=0.0625``), except
 the covariance: 10,000 tokens of the chosen general text instead of 100,000 Wikipedia
-samples, with a small relative ridge (``cov_ridge=1e-3``) because a few thousand tokens
+articles (samples of up to the context length each, thousands of times more tokens), with a small relative ridge (``cov_ridge=1e-3``) because a few thousand tokens
 give a poorly conditioned estimate for ``d_mlp`` in the thousands. One documented
 departure from the reference code: the update's denominator uses the averaged key ``k*``
 (the paper's formula; the code uses the bare prompt's key). The residual written is
