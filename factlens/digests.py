@@ -1,13 +1,18 @@
 """Digests of tensors' bytes that stay cheap on large models and on GPUs.
 
 * :func:`content_digests`: for checks within a process (did a weight change?). Per piece of a
-  tensor, the sum over its 4-byte words of ``word * weight[position]`` in wrapping int64
-  arithmetic, with odd pseudo-random position weights: exact integer arithmetic on the raw
-  bits, so a changed word always changes the sum (an odd weight times a nonzero difference
-  of two int32 words is never 0 modulo 2**64) and moved or swapped values change it too. It
-  runs where the tensor is (nothing is copied to the host) and depends on the values in
-  row-major order only, not on the strides. The :class:`~factlens.evaluation.BaselineCache`'s
-  fingerprint uses it.
+  tensor, the sum over its 4-byte words of ``mix(word) * weight[position]`` in wrapping int64
+  arithmetic, with odd pseudo-random position weights and ``mix`` a one-to-one scrambling of
+  the word (a multiplication by an odd constant, then an xor with its own high bits shifted
+  down). A single changed word always changes the sum (``mix`` changes, and an odd weight
+  times a nonzero difference is never 0 modulo 2**64); several changed words go unnoticed
+  only if their weighted changes cancel modulo 2**64. Without ``mix`` they did far too often:
+  a change of bit 31 of a word counts only through the low 33 bits of its weight, so flipping
+  the signs of two values (or swapping ``x`` and ``-x``) went unnoticed at 123 position
+  pairs of a 2**20-word piece. It is a checksum against accidental changes, not a
+  cryptographic hash. It runs where the tensor is (nothing is copied to the host) and depends
+  on the values in row-major order only, not on the strides. The
+  :class:`~factlens.evaluation.BaselineCache`'s fingerprint uses it.
 * :func:`weight_digests`: the runner's check that an edit changed no parameter outside its
   record (:class:`~factlens.runner.pristine.OriginalView`, every parameter after each edit
   and each revert): content digests on a GPU, sha256 on the host. It used to copy every
@@ -46,12 +51,22 @@ __all__ = ["content_digests", "weight_digests", "update_with_tensor", "DEFAULT_W
 #: Odd 64-bit multipliers of the position weights (splitmix64's constants as signed int64).
 _MIX = (-7046029254386353131, 7145878131446345753, -4658895280553007687)
 
-#: 4-byte words per piece of :func:`content_digests` (two int64 scratch vectors of this length
-#: per device, 16 MB). Part of the digest: pieces of another length give other digests.
+#: The low 35 bits (a logical right shift by 29 of an int64, which torch shifts arithmetically).
+_LOW35 = (1 << 35) - 1
+
+#: 4-byte words per piece of :func:`content_digests` (three int64 vectors of this length
+#: per device, 24 MB). Part of the digest: pieces of another length give other digests.
 DEFAULT_WORDS = 2**20
 
 #: The most bytes of one tensor :func:`update_with_tensor` copies to the host at once (64 MiB).
 DEFAULT_CHUNK_BYTES = 64 << 20
+
+
+def _flat(x: Tensor) -> Tensor:
+    """``x`` as a 1-D tensor of stride 1 (a view where it can be; one element of a strided tensor
+    counts as contiguous but keeps its stride, which a byte view refuses)."""
+    x = x.reshape(-1)
+    return x if x.numel() == 0 or x.stride(0) == 1 else x.clone(memory_format=torch.contiguous_format)
 
 
 def _pieces(t: Tensor, max_bytes: int) -> Iterator[Tensor]:
@@ -60,11 +75,11 @@ def _pieces(t: Tensor, max_bytes: int) -> Iterator[Tensor]:
     device)."""
     n = max(1, max_bytes // t.element_size())
     if t.is_contiguous():
-        yield from t.reshape(-1).split(n)
+        yield from _flat(t).split(n)
         return
     rows = max(1, n // max(1, t[0].numel()))
     for block in t.split(rows):
-        yield from block.contiguous().reshape(-1).split(n)
+        yield from _flat(block.contiguous()).split(n)
 
 
 def _position_weights(n: int, device) -> Tensor:
@@ -79,7 +94,7 @@ def _blocks(t: Tensor, n: int, per_word: int) -> Iterator[tuple[int, Tensor]]:
     elements (views); a non-contiguous one is copied a few rows at a time, each block starting
     at a multiple of ``per_word`` (the elements of a 4-byte word)."""
     if t.is_contiguous():
-        flat = t.reshape(-1)
+        flat = _flat(t)
         for start in range(0, flat.numel(), n):
             yield start, flat[start:start + n]
         return
@@ -87,12 +102,12 @@ def _blocks(t: Tensor, n: int, per_word: int) -> Iterator[tuple[int, Tensor]]:
     step = per_word // math.gcd(row, per_word)  # rows per block come in steps that fill whole words
     rows = max(step, n // row // step * step)
     for i in range(0, t.shape[0], rows):
-        yield i * row, t[i:i + rows].contiguous().reshape(-1)
+        yield i * row, _flat(t[i:i + rows].contiguous())
 
 
-def _content_digest(t: Tensor, weights: Tensor, scratch: Tensor) -> bytes:
+def _content_digest(t: Tensor, weights: Tensor, scratch: Tensor, spare: Tensor) -> bytes:
     """The digest of one tensor (see the module docs): per piece of ``weights.numel()`` words of
-    its row-major bytes, the weighted sum of the words, plus the 1-3 bytes after the last
+    its row-major bytes, the weighted sum of the mixed words, plus the 1-3 bytes after the last
     whole word. It depends on the values in row-major order only, not on the strides."""
     size = t.element_size()
     n = max(1, weights.numel() * 4 // size)  # elements per piece
@@ -110,8 +125,10 @@ def _content_digest(t: Tensor, weights: Tensor, scratch: Tensor) -> bytes:
                 except RuntimeError:  # a view whose start is not 4-byte aligned
                     word = raw[: 4 * n4].clone().view(torch.int32)
                 at = (lo % n) * size // 4  # the part's first word within its piece
-                acc = scratch[:n4]
-                acc.copy_(word)
+                acc, tmp = scratch[:n4], spare[:n4]
+                acc.copy_(word).mul_(_MIX[2])  # an odd factor: one-to-one on int64
+                torch.bitwise_right_shift(acc, 29, out=tmp)
+                acc.bitwise_xor_(tmp.bitwise_and_(_LOW35))  # one-to-one; high bits reach the low ones
                 part = acc.mul_(weights[at:at + n4]).sum()
                 k = lo // n
                 sums[k] = part if k not in sums else sums[k] + part
@@ -130,7 +147,7 @@ def content_digests(tensors: Mapping[str, Tensor], *, words: int = DEFAULT_WORDS
     """
     if words < 4:
         raise ValueError(f"words must be at least 4 (a piece holds at least one element of up to 16 bytes), got {words}")
-    tools: dict[torch.device, tuple[Tensor, Tensor]] = {}
+    tools: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
     out = {}
     with torch.no_grad():
         for name, t in tensors.items():
@@ -139,6 +156,7 @@ def content_digests(tensors: Mapping[str, Tensor], *, words: int = DEFAULT_WORDS
                 continue
             if t.device not in tools:
                 tools[t.device] = (_position_weights(words, t.device),
+                                   torch.empty(words, dtype=torch.int64, device=t.device),
                                    torch.empty(words, dtype=torch.int64, device=t.device))
             out[name] = _content_digest(t, *tools[t.device])
     return out
@@ -149,10 +167,11 @@ def weight_digests(tensors: Mapping[str, Tensor]) -> dict[str, bytes]:
     for checks that a weight did not change within a process.
 
     On the host the sha256 of the tensor's row-major bytes (:func:`update_with_tensor`: one pass,
-    hashed in place, on no torch thread: the int64 passes of :func:`content_digests` were slower
-    on this 2-core machine when torch's threads were busy, 15.8 s against 8.9 s per check at
-    Gemma 3 1B's shape); on any other device the :func:`content_digests` (computed there, no host
-    copy). Digests of the same tensor on two devices differ: compare digests taken on one.
+    hashed in place, on no torch thread; at Gemma 3 1B's shape, beside another job on this 2-core
+    machine, the content digest's int64 passes, before the mixing, took 15.8 s per check where a
+    host copy and sha256 took 8.9 s); on any other device the :func:`content_digests` (computed
+    there, no host copy). Digests of the same tensor on two devices differ: compare digests
+    taken on one.
     """
     on_host = {n: t for n, t in tensors.items() if t.device.type == "cpu"}
     elsewhere = content_digests({n: t for n, t in tensors.items() if n not in on_host})

@@ -91,6 +91,40 @@ def test_content_digests_see_every_change_and_only_changes():
     assert content_digests({"a": odd}) != content_digests({"a": changed})
 
 
+def test_two_sign_flips_change_the_content_digest():
+    """A change of bit 31 of a word counted only through the low 33 bits of its position weight:
+    flipping the signs of the values at two positions whose weights agree there (123 such pairs
+    in a piece of 2**20 words) left the digest as it was."""
+    import numpy as np
+
+    from factlens.digests import DEFAULT_WORDS, _position_weights
+
+    low = _position_weights(DEFAULT_WORDS, "cpu").numpy().view(np.uint64) & np.uint64((1 << 33) - 1)
+    order = np.argsort(low, kind="stable")
+    same = np.nonzero(low[order][1:] == low[order][:-1])[0]
+    assert len(same) > 0
+    x = torch.rand(DEFAULT_WORDS, generator=torch.Generator().manual_seed(3)) + 0.1
+    for k in same[:20]:
+        i, j = int(order[k]), int(order[k + 1])
+        y = x.clone()
+        y[j] = -y[j]  # one sign bit set, the other clear: the flips change the words by +2**31 and -2**31
+        z = y.clone()
+        z[i], z[j] = -z[i], -z[j]
+        assert content_digests({"x": z}) != content_digests({"x": y}), (i, j)
+
+
+def test_one_element_left_of_a_strided_tensor():
+    """A strided 1-D tensor whose last piece or row block is one element: that element counts as
+    contiguous but keeps its stride, and its byte view raised."""
+    t = torch.randn(34, generator=torch.Generator().manual_seed(5))[::2]  # 17 elements, 16 per 64-byte chunk
+    h = hashlib.sha256()
+    update_with_tensor(h, t, chunk_bytes=64)
+    assert h.hexdigest() == _whole(t, header=False)
+    u = torch.randn(10)[::2]  # 5 float32 elements, 4 per piece of 4 words
+    assert content_digests({"u": u}, words=4) == content_digests({"u": u.contiguous()}, words=4)
+    assert weight_digests({"u": u}) == weight_digests({"u": u.contiguous()})
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="words must be at least 4"):
         content_digests({"t": torch.ones(2)}, words=0)

@@ -20,7 +20,7 @@ A :class:`BaselineCache` passed as ``evaluate(..., baselines=cache)`` keeps them
 A cache belongs to one original model *object*. Every ``evaluate`` call (and every direct
 ``run_<suite>(..., original=..., baselines=cache)`` call) re-checks a fingerprint of the
 original (its config and every bit of its parameters and buffers, one pass over the
-weights: 0.68 s for tensors of Gemma 3 270M's shapes in float32 on one CPU thread,
+weights: 2.0 s for tensors of Gemma 3 270M's shapes in float32 on one CPU thread,
 ``python benchmarks/fingerprint.py``) and empties the cache if it changed, so a cache can
 never serve numbers of another model state (values changed, moved or swapped in place);
 using it with a different model object raises ``ValueError``. Entries are keyed by
@@ -68,12 +68,13 @@ def _fingerprint(model, chunk: int = 2**20) -> str:
     """A digest of the model's architecture config and of the content of every parameter and buffer
     (name, dtype, shape and every bit of its values, in order: :func:`factlens.digests.content_digests`).
 
-    One pass over the weights where they are, ``chunk`` words at a time (two int64 scratch
-    vectors of ``chunk`` entries per device, 16 MB), never a float64 copy of a weight. On one
-    CPU thread the 262144 x 640 embedding takes 0.21 s in float32 (0.12 s in bfloat16), all of
-    Gemma 3 270M's parameters and rotary tables 0.68 s (0.27 s), 2.4-4x the former float64 sums
-    (``OMP_NUM_THREADS=1 python benchmarks/fingerprint.py --dtype float32``). Unlike a sum per
-    parameter, it changes when values move (two unembedding columns swapped, neurons permuted)."""
+    One pass over the weights where they are, ``chunk`` words at a time (three int64 vectors of
+    ``chunk`` entries per device, 24 MB), never a float64 copy of a weight. On one CPU thread the
+    262144 x 640 embedding takes 0.65 s in float32 (0.33 s in bfloat16), all of Gemma 3 270M's
+    parameters and rotary tables 2.0 s (1.0 s), 3-5.5x the former float64 sums
+    (``OMP_NUM_THREADS=1 python benchmarks/fingerprint.py --dtype float32``; docs/performance.md).
+    Unlike a sum per parameter, it changes when values move (two unembedding columns swapped,
+    neurons permuted)."""
     h = hashlib.blake2b(model_config_text(model).encode(), digest_size=20)
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         tensors = dict(named)
