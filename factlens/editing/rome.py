@@ -69,7 +69,11 @@ from factlens.editing.result import EditResult
 from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
 
-__all__ = ["RomeConfig", "RankOneEdit", "rome", "rome_step", "rome_closed_form", "context_prefixes", "subject_keys"]
+__all__ = ["RomeConfig", "UPDATE_KEYS", "RankOneEdit", "rome", "rome_step", "rome_closed_form", "context_prefixes", "subject_keys"]
+
+
+#: ``RomeConfig.update_key``: the paper's averaged key ``k*`` or the reference code's bare-prompt key.
+UPDATE_KEYS = ("averaged", "bare")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,12 @@ class RomeConfig(ValueEditConfig):
         cov_ridge: Relative ridge ``cov_ridge * mean(diag C)`` added to ``C`` before solving.
         cache_covariance: Cache the covariance on disk (see :mod:`factlens.editing.covariance`).
         seed: Seed of the prefix choice.
+        update_key: The key whose output the closed form sets: ``"averaged"`` (the paper's
+            formula: ``k*``, the key averaged over the bare and the prefixed prompts, maps to
+            ``k* W + b + delta``) or ``"bare"`` (the reference code's ``compute_v``: the bare
+            prompt's key ``k0`` maps to its own output plus ``delta``; the direction ``C^-1 k*``
+            is the same). They differ by the factor ``(k0 . C^-1 k*) / (k* . C^-1 k*)`` on what
+            the bare prompt gets, 0.15-0.85 for three subjects of a tiny test model.
 
     Example:
         >>> RomeConfig(v_lr=0.1).replace(kl_prompts=["{} is a"]).kl_prompts
@@ -103,6 +113,13 @@ class RomeConfig(ValueEditConfig):
     """
 
     method: ClassVar[str] = "rome"
+    update_key: str = "averaged"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.update_key not in UPDATE_KEYS:
+            raise ValueError(f"RomeConfig.update_key must be one of {list(UPDATE_KEYS)} (the paper's averaged key or "
+                             f"the reference code's bare-prompt key), got {self.update_key!r}")
 
 
 # --- prompts --------------------------------------------------------------------------
@@ -354,8 +371,9 @@ class RankOneEdit:
 
     Attributes:
         layer: The edited MLP layer.
-        key: ``k*`` (``[d_mlp]``).
-        value: ``v*`` (``[d_model]``), the MLP output the edited layer gives ``k*``.
+        key: The key the closed form maps (``[d_mlp]``): ``k*``, or the bare prompt's key with
+            ``RomeConfig.update_key="bare"``.
+        value: ``v*`` (``[d_model]``), the MLP output the edited layer gives ``key``.
         c_inv_key: ``C^-1 k*`` (with the configured ridge).
         update: The change of ``W_out`` (``[d_mlp, d_model]``).
         history: The value optimization's steps.
@@ -389,13 +407,20 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
         True
     """
     texts, spans = _fact_texts(record, prefixes)
-    key = _subject_acts(model, mlp_hook(layer, "post"), texts, spans, layer + 1).mean(0)
+    acts = _subject_acts(model, mlp_hook(layer, "post"), texts, spans, layer + 1)
+    averaged = acts.mean(0)
     batch = _value_batch(model, record, prefixes, config.kl_prompts)
     delta, _, history = optimize_delta(model, layer, batch, config, where="mlp", fact=fact)
     mlp = model.blocks[layer].mlp
     W, b = mlp.W_out.detach().to("cpu", torch.float64), mlp.b_out.detach().to("cpu", torch.float64)
+    u = stats.solve(averaged, config.cov_ridge)  # the direction: C^-1 k* either way
+    key = averaged
+    if config.update_key == "bare":
+        if not prefixes or prefixes[0] != "":
+            raise ValueError("RomeConfig.update_key='bare' maps the bare prompt's key, which is the first of the "
+                             f"prefixes when it is '' (as context_prefixes gives them); got {list(prefixes[:2])}")
+        key = acts[0]
     value = key @ W + b + delta.to("cpu", torch.float64)
-    u = stats.solve(key, config.cov_ridge)
     return RankOneEdit(layer, key, value, u, rome_closed_form(W, key, value, u, b), tuple(history))
 
 

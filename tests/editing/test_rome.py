@@ -95,6 +95,33 @@ def _one_fact(task):
     return replace(task, forget=task.forget[:1])
 
 
+def test_the_reference_codes_bare_key_gets_the_whole_delta(model, task):
+    """``update_key="bare"`` (the reference code's ``compute_v``): the bare prompt's key maps to its
+    own output plus ``delta``, along the same direction ``C^-1 k*``; the paper's default maps ``k*``,
+    so the bare prompt gets the fraction ``(k0 . C^-1 k*) / (k* . C^-1 k*)`` of ``delta``."""
+    layer = 1
+    stats = _stats(model, layer)
+    prefixes = context_prefixes(FAST.prefix_lengths, FAST.seed)
+    paper = rome_step(model, layer, task.forget[0], config=FAST, stats=stats, prefixes=prefixes)
+    ref = rome_step(model, layer, task.forget[0], config=FAST.replace(update_key="bare"), stats=stats,
+                    prefixes=prefixes)
+    k0 = subject_keys(model, layer, task.forget[:1], ("",))[0]
+    W0 = model.blocks[layer].mlp.W_out.detach().double()
+    b = model.blocks[layer].mlp.b_out.detach().double()
+    assert torch.allclose(ref.key, k0) and torch.allclose(paper.c_inv_key, ref.c_inv_key)
+    delta = paper.value - (paper.key @ W0 + b)  # the same optimization, seeded alike
+    assert torch.allclose(ref.value - (k0 @ W0 + b), delta, atol=1e-6)
+    assert torch.allclose(k0 @ (W0 + ref.update) + b, k0 @ W0 + b + delta, atol=1e-6)
+    share = float(k0 @ paper.c_inv_key / (paper.key @ paper.c_inv_key))
+    assert torch.allclose(k0 @ paper.update, share * delta, atol=1e-6)
+    assert torch.allclose(ref.update, paper.update / share, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="update_key must be one of"):
+        RomeConfig(update_key="k0")
+    with pytest.raises(ValueError, match="first of the prefixes"):
+        rome_step(model, layer, task.forget[0], config=FAST.replace(update_key="bare"), stats=stats,
+                  prefixes=prefixes[1:])
+
+
 def test_c_orthogonal_keys_are_unchanged(model, task):
     layer = 1
     stats = _stats(model, layer)
