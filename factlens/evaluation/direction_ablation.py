@@ -15,10 +15,14 @@ out of the activations. This suite looks for it at each layer ``L`` of the mask 
 
 The layer and position with the highest forget accuracy (the most recovery) are reported as
 the attack's result; picking the best of many variants flatters the attack, so the per-layer
-curves are in ``extra``. The unedited model is attacked the same way (its own
-difference-of-means direction, same layer and position) as the control: ablating a
-direction of a model that knows all facts should not cost accuracy, and where it does the
-variant is flagged as damaging (:func:`~factlens.evaluation.attacks.attack_damage`).
+curves are in ``extra``. The control is the unedited model with the same direction removed
+(the edited model's, same layer and position): if removing it costs the unedited model
+accuracy, the direction carries the facts themselves and what it brings back is not a
+suppression undone, so the variant is flagged as damaging
+(:func:`~factlens.evaluation.attacks.attack_damage`). Until 2026-12-04 the control removed
+the unedited model's *own* forget-vs-contrast direction, which on a model that knows the
+facts points along their answers: it cost the control accuracy the attack on the edited model
+never removed, deflated the baselines and flagged variants as damaging for that reason.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from factlens.components import project_out_hook
 from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -115,15 +119,32 @@ def mean_difference_directions(model, facts, contrast, *, layers: Sequence[int],
     return a.astype(np.float64).mean(0) - b.astype(np.float64).mean(0)
 
 
-def _sweep(model, task, config: EvalConfig, contrast, layers: list[int],
+def _directions(model, task, config: EvalConfig, contrast, layers: list[int],
+                positions: Sequence[str]) -> dict[str, np.ndarray]:
+    """The edited model's forget-vs-contrast directions: position -> ``[len(layers), d_model]``."""
+    return {pos: mean_difference_directions(model, task.forget, contrast, layers=layers, position=pos,
+                                            batch_size=config.batch_size) for pos in positions}
+
+
+def _directions_key(dirs: dict[str, np.ndarray]) -> str:
+    """sha256 of the directions (the original's sweep is keyed by what it removes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for pos in sorted(dirs):
+        a = np.ascontiguousarray(dirs[pos], dtype=np.float64)
+        h.update(f"{pos}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _sweep(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
            positions: Sequence[str]) -> dict[tuple[str, int], TaskScores]:
-    """Scores with each (position, layer) direction projected out (directions of ``model`` itself)."""
+    """Scores of ``model`` with each (position, layer) direction of ``dirs`` projected out."""
     out: dict[tuple[str, int], TaskScores] = {}
     for pos in positions:
-        dirs = mean_difference_directions(model, task.forget, contrast, layers=layers, position=pos,
-                                          batch_size=config.batch_size)
         for j, layer in enumerate(progress_bar(layers, desc=f"ablation ({pos})", leave=False)):
-            d = torch.from_numpy(dirs[j]).float()
+            d = torch.from_numpy(dirs[pos][j]).float()
             if not float(d.norm()) > 0:
                 out[(pos, layer)] = score_task(model, task, config)  # no direction: nothing to remove
                 continue
@@ -161,8 +182,12 @@ def _curves(runs: dict[tuple[str, int], TaskScores], base_runs: dict[tuple[str, 
 def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
     """The best variant's forget metrics are chosen on the same facts: the forget accuracy gets the
     interval of the largest of the variants' accuracies (``"wilson-max"``), the recovery is marked
-    ``"bootstrap-selected"``; neither is tested as paired facts by :func:`factlens.compare` (two
-    localizations' best variants differ). Edit and maintain metrics were not the choice's criterion."""
+    ``"bootstrap-selected"``. The edit accuracy is measured on those facts too, and a prompt
+    cannot give the true answer and the new one at once, so the variant with the most forget
+    wins tends to have the fewest edit wins: it is marked selected as well (``"wilson-selected"``
+    or ``"bootstrap-selected"``, its own variant's interval). None of them is tested as paired
+    facts by :func:`factlens.compare` (two localizations' best variants differ, and their number
+    with the mask's first layer). The maintain facts were not the choice's criterion."""
     from dataclasses import replace
 
     from factlens.stats import max_wilson_interval
@@ -176,6 +201,8 @@ def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) ->
             m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
         elif m.name in ("ablation_forget_accuracy", "ablation_forget_recovery") and m.ci_method is not None:
             m = replace(m, ci_method="bootstrap-selected")  # fractional outcomes (several prompts per fact)
+        elif m.name == "ablation_edit_accuracy" and m.ci_method is not None:
+            m = replace(m, ci_method="wilson-selected" if m.ci_method == "wilson" else "bootstrap-selected")
         out.append(m)
     return out
 
@@ -192,7 +219,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         original: The unedited model, attacked the same way (baselines, damage flags).
         config: Evaluation settings (``batch_size``, ``seed``).
         baselines: Cache of computations on ``original``. The original's sweep is keyed by the
-            contrast facts (its directions depend on them) as well as the task and settings.
+            directions it removes (the edited model's) as well as the task and settings, so it is
+            reused only for the same edit.
         mask: The edited localization (its first layer is where the sweep starts).
         edit_result: Used for its mask when ``mask`` is not given.
         direction_ablation_config: The suite's settings (default: ``config.direction_ablation``).
@@ -200,7 +228,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     Returns:
         At the (position, layer) with the highest forget accuracy: ``ablation_forget_accuracy``,
         ``ablation_forget_recovery``, ``ablation_edit_accuracy``, ``ablation_maintain_accuracy``
-        (baselines: the original with its own direction removed at the same place).
+        (baselines: the original with the same direction, the edited model's, removed at the same
+        place).
         ``extra``: ``layers``, per position the curves (``forget_accuracy``,
         ``edit_accuracy``, ``maintain_accuracy`` and the original's ``baseline_*``,
         ``damaged`` per layer), ``best`` (layer, position, recovery), ``attack_damage`` at the
@@ -219,16 +248,17 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     if len(task.forget) == 0 or len(contrast) == 0:
         raise ValueError("direction ablation needs forget facts and retain (or maintain) facts for the direction")
     before = score_task(model, task, config)
-    runs = _sweep(model, task, config, contrast, layers, st.positions)
+    dirs = _directions(model, task, config, contrast, layers, st.positions)
+    runs = _sweep(model, task, config, dirs, layers, st.positions)
     base_before = base_runs = None
     if original is not None:
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
-        # the contrast facts define the original's directions: key them, not only the contrast's name
-        key = ("direction_ablation", tuple(layers), st.positions, contrast_name, facts_key(contrast),
-               config_key(config), task_key(task, config))
+        # the control removes the very directions removed from the edited model: key them
+        key = ("direction_ablation", tuple(layers), st.positions, _directions_key(dirs), config_key(config),
+               task_key(task, config))
         base_runs = runs if original is model else cached(
-            baselines, key, lambda: _sweep(original, task, config, contrast, layers, st.positions))
+            baselines, key, lambda: _sweep(original, task, config, dirs, layers, st.positions))
     best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
     attacked, base = runs[best], base_runs[best] if base_runs else None
     metrics: list[Metric] = _selected(attack_metrics("ablation", attacked, before, base_attacked=base,
@@ -247,7 +277,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
                  "recovery": attacked.accuracy("forget") - before.accuracy("forget")},
         "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
         "note": (f"metrics at the best of {len(runs)} (position, layer) variants by forget accuracy (optimistic for "
-                 "the attack); baselines: the unedited model with its own direction removed at the same place"),
+                 "the attack); baselines: the unedited model with the same direction (the edited model's) removed "
+                 "at the same place"),
     }
     if original is None:
         extra["baseline_note"] = "original=None: the ablated original (control) was not evaluated"

@@ -16,7 +16,7 @@ __all__ = ["Metric", "SuiteResult", "EvalResult"]
 
 
 #: ``Metric.ci_method`` values of metrics chosen on the same data (a best layer or attack variant)
-SELECTED_CI_METHODS = frozenset({"wilson-max", "bootstrap-selected", "bootstrap-max"})
+SELECTED_CI_METHODS = frozenset({"wilson-max", "wilson-selected", "bootstrap-selected", "bootstrap-max"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Metric:
             accuracies on the same units, e.g. over layers: Wilson intervals at the Bonferroni
             level, :func:`factlens.stats.max_wilson_interval`), ``"bootstrap-selected"`` (the
             bootstrap of a metric measured at a variant chosen on the same facts: the interval
-            of that variant, not of the choice), ``"bootstrap-max"`` (results saved before
+            of that variant, not of the choice), ``"wilson-selected"`` (the same for 0/1 outcomes:
+            the Wilson interval of that variant), ``"bootstrap-max"`` (results saved before
             ``"wilson-max"``: a bootstrap of the maximum, which undercovers), ``"wilson-approx"``
             (Wilson on a cross-validated accuracy at the selected layer); ``None`` without interval.
         samples: The per-unit values behind ``value``: unit id (the fact's ``record.id``,

@@ -110,7 +110,9 @@ class UnrelatedFinetuneConfig(ConfigBase):
 
 
 def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, dict[str, Any]]:
-    """The training data of one source, free of the forget facts, and a note on what was dropped.
+    """The training data of one source, free of the facts the attack is scored on (forget and
+    maintain: a passage or retain fact naming a maintain subject could teach it back and hide
+    the damage the attack does there, as in the relearning suite), and a note on what was dropped.
 
     Returns ``(data, info)``: ``data`` is a ``FactDataset`` (``"retain"``) or a ``[n, seq_len]``
     token tensor (``"text"``); ``info`` counts the items kept and dropped.
@@ -120,12 +122,14 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
     """
     from factlens.data.text import load_texts, passages_without, token_chunks
 
-    ids, subjects = {r.id for r in task.forget}, {r.subject for r in task.forget}
+    scored = (*task.forget, *task.maintain)
+    ids, subjects = {r.id for r in scored}, {r.subject for r in scored}
     if source == "retain":
         data = task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
         info = {"n_train": len(data), "n_dropped": len(task.retain) - len(data)}
         if not len(data):
-            raise ValueError("task.retain has no fact that is not a forget fact: nothing to fine-tune on")
+            raise ValueError("task.retain has no fact that is not a forget or maintain fact (or about their subjects): "
+                             "nothing to fine-tune on; use UnrelatedFinetuneConfig(data=('text',))")
         return data, info
     if source == "text":
         text = config.text

@@ -391,10 +391,21 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     assert fa.selected and fa.ci_method == "wilson-max" and r["ablation_forget_recovery"].selected
     assert fa.ci_low < wilson_interval(round(fa.value * fa.n), fa.n)[0]
     assert not r["ablation_maintain_accuracy"].selected
-    # on the unedited model the final-position direction of layers 2-3 carries answers: removing it costs
-    # 8 of its 20 maintain facts, and those variants are flagged (docs/attacks.md cites this)
-    assert r.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 0.6, 0.6]
-    assert r.extra["damaged"] == ["final:L2", "final:L3"]
+    # the edit accuracy is on the same facts, and the most forget wins tend to be the fewest edit wins
+    # (a prompt gives one answer): chosen by the choice too, so not tested as paired facts either
+    ea = r["ablation_edit_accuracy"]
+    assert ea.selected and ea.ci_method == "wilson-selected"
+    assert (ea.ci_low, ea.ci_high) == pytest.approx(wilson_interval(round(ea.value * ea.n), ea.n))
+    # the control removes the edited model's direction from the unedited model: the suppression direction
+    # costs it nothing anywhere (its own forget-vs-retain direction, the control until 2026-12-04, carries
+    # the answers at the final position of layers 2-3 and cost it 8 of its 20 maintain facts there)
+    assert r.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 1.0, 1.0]
+    assert r.extra["damaged"] == []
+    # an "edit" that changed nothing: the direction removed is the unedited model's own, which carries the
+    # answers at the final position of layers 2-3: the control loses them there and those variants are flagged
+    same = run_direction_ablation(copy.deepcopy(p.model), task, original=p.model, mask=Mask([p.lookup_mlp]))
+    assert same.extra["curves"]["final"]["baseline_maintain_accuracy"] == [1.0, 0.6, 0.6]
+    assert same.extra["damaged"] == ["final:L2", "final:L3"]
     for m, snap in zip((edited, p.model), snaps):
         assert_unchanged(m, snap)
     assert ablation_layers(edited, mask=None) == [0, 1, 2, 3]
@@ -402,10 +413,11 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
         ablation_layers(edited, layers=[7])
 
 
-def test_direction_ablation_cache_keys_the_contrast_facts():
-    """The original's directions are forget-vs-contrast (retain) means: a task that differs only in its retain
-    facts must not get the original's cached sweep of another retain set (it used to: only the contrast's
-    name was in the key). With retain = the baseball facts only, the original's final-position curve differs."""
+def test_direction_ablation_cache_keys_the_directions():
+    """The control removes the edited model's forget-vs-contrast (retain) directions from the original: a
+    task that differs only in its retain facts, or another edit, must not get the original's cached sweep
+    of other directions (only the contrast's name was once in the key). With retain = the baseball facts
+    only, the original's final-position curve differs."""
     from factlens.evaluation import BaselineCache
 
     p = planted_fact_model()
@@ -428,6 +440,11 @@ def test_direction_ablation_cache_keys_the_contrast_facts():
     assert shared == alone and cache.misses == misses + 1  # recomputed, not served from t1's entry
     run_direction_ablation(edited, t2, original=p.model, baselines=cache)
     assert cache.misses == misses + 1  # the same contrast set is still served from the cache
+    other = copy.deepcopy(p.model)  # another edit: other directions, so the original's sweep is recomputed
+    with torch.no_grad():
+        other.blocks[1].mlp.W_out.mul_(0.4)
+    again = curves(run_direction_ablation(other, t2, original=p.model, baselines=cache))
+    assert cache.misses == misses + 2 and again == curves(run_direction_ablation(other, t2, original=p.model))
 
 
 # -- fine-tuning on unrelated data ------------------------------------------------------------
@@ -443,6 +460,24 @@ def test_unrelated_finetune_data_excludes_forget_facts(sub_bin):
     assert tuple(chunks.shape) == (2, 16) and info["n_train"] == 2
     with pytest.raises(ValueError, match="unknown data source"):
         finetune_data(orig, task, "forget", EvalConfig())
+
+
+def test_unrelated_finetune_data_excludes_maintain_subjects(sub_bin, tmp_path):
+    """The attack is judged on the maintain facts too (scores and damage): text naming a maintain
+    subject, or a retain fact about one, was trained on and could teach it back."""
+    p, orig, edited, task, _, _ = sub_bin
+    from factlens.data.records import FactDataset
+
+    kept, forget, maintain = "A passage about the weather in spring.", task.forget[0].subject, task.maintain[0].subject
+    src = tmp_path / "text.txt"
+    src.write_text(f"{kept}\n\n{maintain} plays a sport.\n\n{forget} plays a sport.\n")
+    cfg = EvalConfig(text={"source": str(src), "n_chunks": 1, "seq_len": 4})
+    chunks, info = finetune_data(orig, task, "text", cfg)
+    assert info["n_dropped_passages"] == 2
+    leaky = dataclasses.replace(task, retain=FactDataset(tuple(task.retain) + tuple(task.maintain[:3]), name="r",
+                                                         candidates=task.retain.candidates))
+    data, info = finetune_data(orig, leaky, "retain", EvalConfig())
+    assert info["n_dropped"] == 3 and not {r.subject for r in data} & {r.subject for r in task.maintain}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
