@@ -1,4 +1,4 @@
-"""Fine-tuning on data without the forget facts (Lucki et al. 2024; Deeb & Roger 2024).
+"""Fine-tuning on data without the evaluated facts (Lucki et al. 2024; Deeb & Roger 2024).
 
 Lucki et al. ("An adversarial perspective on machine unlearning") recovered most of what
 RMU removed with a few fine-tuning steps on *unrelated* examples; Deeb & Roger found that
@@ -7,12 +7,14 @@ accuracy. An edit that only suppresses the facts (rather than removing them) is 
 any update that disturbs the suppression, whatever the data.
 
 The attack fine-tunes a copy of the model for ``steps`` steps on data that contains none of
-the forget facts, one run per data source:
+the facts it is scored on (forget and maintain), one run per data source:
 
 * ``"retain"``: the true answers of ``task.retain`` (facts the attacker knows; any retain
-  fact whose id or subject is a forget fact's is dropped first);
+  fact whose id or subject is a forget or maintain fact's is dropped first);
 * ``"text"``: next-token loss on general text (``EvalConfig.text``, the built-in text
-  by default; passages that name a forget subject are dropped).
+  by default; passages that name a forget or maintain subject are dropped). Until
+  2026-12-04 only forget subjects were left out, so the data could teach the maintain facts
+  back and hide damage there.
 
 then measures forget / edit / maintain accuracy. The unedited model fine-tuned the same
 way (same data, steps, seed) is the control: its accuracy drop flags an attack that damages
@@ -245,7 +247,7 @@ def _attack(model, task, data, settings: UnrelatedFinetuneConfig, config: EvalCo
 def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None,
                            unrelated_finetune_config: UnrelatedFinetuneConfig | None = None) -> SuiteResult:
-    """Fine-tune the edited model and the original on data without the forget facts; compare.
+    """Fine-tune the edited model and the original on data without the evaluated facts; compare.
 
     Args:
         model: The evaluated (edited) model; not changed.
