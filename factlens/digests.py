@@ -72,14 +72,10 @@ def _flat(x: Tensor) -> Tensor:
 def _pieces(t: Tensor, max_bytes: int) -> Iterator[Tensor]:
     """``t``'s elements in row-major order as contiguous 1-D pieces of at most ``max_bytes``
     (views of a contiguous tensor; a non-contiguous one is copied a few rows at a time, on its
-    device)."""
+    device, by :func:`_blocks`; a single row longer than that is split)."""
     n = max(1, max_bytes // t.element_size())
-    if t.is_contiguous():
-        yield from _flat(t).split(n)
-        return
-    rows = max(1, n // max(1, t[0].numel()))
-    for block in t.split(rows):
-        yield from _flat(block.contiguous()).split(n)
+    for _, block in _blocks(t, n, 1):
+        yield from block.split(n)
 
 
 def _position_weights(n: int, device) -> Tensor:
