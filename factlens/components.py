@@ -38,6 +38,7 @@ __all__ = [
     "embed_hook",
     "final_norm_hook",
     "project_out_hook",
+    "project_out_everywhere_hooks",
 ]
 
 Kind = Literal["head", "mlp", "neuron"]
@@ -79,6 +80,24 @@ def final_norm_hook() -> str:
     return "ln_final.hook_normalized"
 
 
+def _projection(direction: torch.Tensor):
+    """The hook ``x -> x - (x . d) d`` (``d`` the unit ``direction``), declared position-wise so that
+    the shared-prefix forward pass stays on (:func:`factlens.prefix.mark_positionwise`)."""
+    from factlens.prefix import mark_positionwise
+
+    d = direction.detach().float()
+    n = float(d.norm())
+    if not n > 0:
+        raise ValueError("project_out_hook needs a non-zero direction")
+    d = d / n
+
+    def hook(act, hook):
+        u = d.to(device=act.device, dtype=act.dtype)
+        return act - (act @ u).unsqueeze(-1) * u
+
+    return mark_positionwise(hook)
+
+
 def project_out_hook(layer: int, direction: torch.Tensor, where: Literal["pre", "mid", "post"] = "post"):
     """``(hook name, hook)`` removing the component along ``direction`` from the residual stream at ``layer``.
 
@@ -90,17 +109,32 @@ def project_out_hook(layer: int, direction: torch.Tensor, where: Literal["pre", 
         >>> name, fn(torch.tensor([[[1.0, 5.0]]]), None).tolist()
         ('blocks.2.hook_resid_post', [[[1.0, 0.0]]])
     """
-    d = direction.detach().float()
-    n = float(d.norm())
-    if not n > 0:
-        raise ValueError("project_out_hook needs a non-zero direction")
-    d = d / n
+    return resid_hook(layer, where), _projection(direction)
 
-    def hook(act, hook):
-        u = d.to(device=act.device, dtype=act.dtype)
-        return act - (act @ u).unsqueeze(-1) * u
 
-    return resid_hook(layer, where), hook
+def project_out_everywhere_hooks(direction: torch.Tensor, cfg) -> list[tuple[str, object]]:
+    """Hooks removing ``direction`` from every residual-stream read of a model (directional ablation).
+
+    Arditi et al. (2024) ablate a direction from every layer's block input and from what each
+    attention and MLP layer writes, so that it appears nowhere in the stream. Hooks at every
+    place the stream is *read* do the same: each layer's ``resid_pre`` (what attention reads,
+    and the MLP in parallel-attention models), ``resid_mid`` where the model has one (what the
+    MLP reads) and the last layer's ``resid_post`` (what the unembedding reads). On pre-norm
+    models this equals projecting the embeddings and every attention/MLP output (projection is
+    linear and idempotent); on post-norm models it also removes what a normalization brings back.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(n_layers=2, attn_only=False, parallel_attn_mlp=False)
+        >>> [n for n, _ in project_out_everywhere_hooks(torch.tensor([1.0, 0.0]), cfg)]  # doctest: +NORMALIZE_WHITESPACE
+        ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_mid', 'blocks.1.hook_resid_pre', 'blocks.1.hook_resid_mid',
+         'blocks.1.hook_resid_post']
+    """
+    fn = _projection(direction)
+    mid = not getattr(cfg, "attn_only", False) and not getattr(cfg, "parallel_attn_mlp", False)
+    n = int(cfg.n_layers)
+    names = [resid_hook(layer, w) for layer in range(n) for w in (("pre", "mid") if mid else ("pre",))]
+    return [(name, fn) for name in names + [resid_hook(n - 1, "post")]]
 
 
 def param_name(layer: int, module: Literal["attn", "mlp"], name: str) -> str:

@@ -3,39 +3,51 @@
 An edit that suppresses facts may do so by writing one direction into the residual stream
 whenever a forget fact comes up (a "refusal"-like feature) while the knowledge stays
 readable. Lucki et al. recovered most of what RMU removed by projecting such a direction
-out of the activations. This suite looks for it at each layer ``L`` of the mask and after:
+out of the activations. For each layer ``L`` of the mask and after, and each position, the
+suite
 
-1. the difference-of-means direction ``d = mean(forget) - mean(contrast)`` of the edited
-   model's residual stream (``resid_post`` of ``L``) between the forget facts and facts it
-   was not meant to change (``task.retain``, or ``task.maintain`` when there is no retain
-   set), at the subject's last token and at the final token (one direction each);
-2. ``d`` projected out of ``resid_post`` of ``L`` at every position
-   (:func:`factlens.components.project_out_hook`, on for the scoring only);
-3. forget / edit / maintain accuracy of the ablated model.
+1. fits a direction at ``resid_post`` of ``L`` (``direction``): ``"forget_vs_contrast"``,
+   the difference of means between the edited model's forget facts and facts it was not
+   meant to change (``task.retain``, or ``task.maintain`` without a retain set), the recipe
+   of Arditi et al.; or ``"edit_shift"``, the edited model's mean minus the unedited model's
+   mean on the same forget prompts: what the edit added to the stream there;
+2. removes it (``scope``): from every residual-stream read of every layer, as Arditi et al.
+   ablate (``"every_layer"``, :func:`factlens.components.project_out_everywhere_hooks`), or
+   from ``resid_post`` of ``L`` only (``"layer"``); at every position, hooks on for the
+   scoring only;
+3. scores the forget facts it was fitted on; the (position, layer) variant that brings the
+   most of them back is the attack.
 
-The layer and position with the highest forget accuracy (the most recovery) are reported as
-the attack's result; picking the best of many variants flatters the attack, so the per-layer
-curves are in ``extra``. The control is the unedited model with the same direction removed
-(the edited model's, same layer and position): if removing it costs the unedited model
-accuracy, the direction carries the facts themselves and what it brings back is not a
-suppression undone, so the variant is flagged as damaging
-(:func:`~factlens.evaluation.attacks.attack_damage`). Until 2026-12-04 the control removed
-the unedited model's *own* forget-vs-contrast direction, which on a model that knows the
-facts points along their answers: it cost the control accuracy the attack on the edited model
-never removed, deflated the baselines and flagged variants as damaging for that reason.
+**Cross-fitting** (``folds``, default 2): the forget facts are split at random (``seed``)
+into ``folds`` parts; the direction of each part is fitted and its variant chosen on the
+*other* parts, and the part is scored under it. Every forget fact's outcome thus comes from
+a direction and a variant chosen without it, so ``ablation_forget_accuracy`` and
+``ablation_edit_accuracy`` are plain accuracies over the facts (Wilson intervals, paired by
+:func:`factlens.compare`) rather than the best of many variants on the facts that chose it.
+The maintain facts are scored under each fold's choice and averaged. ``folds=1`` fits,
+chooses and scores on the same facts (the suite's only mode until 2026-12-05): those metrics
+are marked selected and get the interval of a maximum.
+
+The control is the unedited model with the same directions removed at the same places: if
+that costs it accuracy, the direction carries the facts themselves and what it brings back is
+not a suppression undone (:func:`~factlens.evaluation.attacks.attack_damage`, flagged in
+``extra["attack_damage"]``). Until 2026-12-04 the control removed the unedited model's *own*
+forget-vs-contrast direction, which on a model that knows the facts points along their
+answers; until 2026-12-05 the direction was removed at one layer only, a weaker attack than
+the one cited, and fitted, chosen and scored on the same facts.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
-from factlens.components import project_out_hook
+from factlens.components import project_out_everywhere_hooks, project_out_hook
 from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
@@ -46,11 +58,15 @@ from factlens.progress_bars import progress_bar
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests DirectionAblationConfig)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["DirectionAblationConfig", "POSITIONS", "mean_difference_directions", "ablation_layers",
-           "run_direction_ablation"]
+__all__ = ["DirectionAblationConfig", "POSITIONS", "DIRECTIONS", "SCOPES", "mean_difference_directions",
+           "ablation_layers", "fact_folds", "run_direction_ablation"]
 
 #: Token positions at which the directions are taken.
 POSITIONS: tuple[str, ...] = ("subject_last", "final")
+#: How the direction is fitted (see the module docstring).
+DIRECTIONS: tuple[str, ...] = ("forget_vs_contrast", "edit_shift")
+#: Where it is removed: every residual-stream read of every layer, or ``resid_post`` of its own layer.
+SCOPES: tuple[str, ...] = ("every_layer", "layer")
 
 
 @dataclass(frozen=True)
@@ -59,13 +75,21 @@ class DirectionAblationConfig(ConfigBase):
 
     Attributes:
         positions: Where the directions are taken (:data:`POSITIONS`).
-        layers: Layers to ablate (``None``: the first layer of the mask and every later layer;
-            all layers when no mask is given).
+        layers: Layers whose directions are tried (``None``: the first layer of the mask and
+            every later layer; all layers when no mask is given).
+        direction: How each direction is fitted (:data:`DIRECTIONS`); ``"edit_shift"`` needs
+            the unedited model (``original=``).
+        scope: Where it is removed (:data:`SCOPES`).
+        folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is scored under a
+            direction and variant chosen on the other folds; ``1``: on the facts themselves).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
     """
 
     positions: tuple[str, ...] = POSITIONS
     layers: tuple[int, ...] | None = None
+    direction: str = "forget_vs_contrast"
+    scope: str = "every_layer"
+    folds: int = 2
     damage_tolerance: float = DAMAGE_TOLERANCE
 
     def __post_init__(self) -> None:
@@ -79,6 +103,13 @@ class DirectionAblationConfig(ConfigBase):
         if not self.positions or any(p not in POSITIONS for p in self.positions):
             raise ValueError(f"DirectionAblationConfig.positions must be a non-empty subset of {list(POSITIONS)}, "
                              f"got {self.positions}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"DirectionAblationConfig.direction must be one of {list(DIRECTIONS)}, got {self.direction!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"DirectionAblationConfig.scope must be one of {list(SCOPES)}, got {self.scope!r}")
+        if self.folds < 1:
+            raise ValueError(f"DirectionAblationConfig.folds must be an integer >= 1 (2 or more cross-fits), "
+                             f"got {self.folds!r}")
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"DirectionAblationConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
@@ -103,93 +134,150 @@ def ablation_layers(model, *, mask=None, layers: Sequence[int] | None = None) ->
 
 
 def mean_difference_directions(model, facts, contrast, *, layers: Sequence[int], position: str = "subject_last",
-                               batch_size: int = 16) -> np.ndarray:
+                               batch_size: int = 16, contrast_model=None) -> np.ndarray:
     """``mean(resid_post[facts]) - mean(resid_post[contrast])`` per layer at ``position``: ``[len(layers), d_model]``.
+
+    The contrast's activations come from ``contrast_model`` when given (the edit's shift: the
+    edited model on the forget facts minus the unedited model on the same facts).
 
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
         >>> mean_difference_directions(p.model, p.task.forget, p.task.retain, layers=[1, 2]).shape
         (2, 96)
+        >>> float(abs(mean_difference_directions(p.model, p.task.forget, p.task.forget, layers=[1],
+        ...                                      contrast_model=p.model)).max())
+        0.0
     """
     from factlens.evaluation.probes import collect_activations
 
     a = collect_activations(model, facts, layers=layers, position=position, batch_size=batch_size)
-    b = collect_activations(model, contrast, layers=layers, position=position, batch_size=batch_size)
+    b = collect_activations(model if contrast_model is None else contrast_model, contrast, layers=layers,
+                            position=position, batch_size=batch_size)
     return a.astype(np.float64).mean(0) - b.astype(np.float64).mean(0)
 
 
-def _directions(model, task, config: EvalConfig, contrast, layers: list[int],
-                positions: Sequence[str]) -> dict[str, np.ndarray]:
-    """The edited model's forget-vs-contrast directions: position -> ``[len(layers), d_model]``."""
-    return {pos: mean_difference_directions(model, task.forget, contrast, layers=layers, position=pos,
-                                            batch_size=config.batch_size) for pos in positions}
+def fact_folds(ids: Sequence[str], folds: int, *, seed: int = 0) -> list[tuple[str, ...]]:
+    """``ids`` split at random into ``folds`` parts of near-equal size (one part, all of them, for ``folds=1``).
+
+    Example:
+        >>> [len(p) for p in fact_folds([str(i) for i in range(7)], 2)]
+        [4, 3]
+
+    Raises:
+        ValueError: Fewer facts than folds (a fold would be empty).
+    """
+    if folds > len(ids):
+        raise ValueError(f"direction ablation cannot cross-fit {len(ids)} forget facts in {folds} folds: every fold "
+                         f"needs a fact; lower direction_ablation.folds (1 fits, chooses and scores on the same facts)")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return [tuple(ids[i] for i in sorted(part)) for part in np.array_split(order, folds)]
 
 
-def _directions_key(dirs: dict[str, np.ndarray]) -> str:
-    """sha256 of the directions (the original's sweep is keyed by what it removes)."""
+def _directions(model, original, facts, contrast, st: DirectionAblationConfig, layers: list[int],
+                batch_size: int) -> dict[str, np.ndarray]:
+    """The directions fitted on ``facts``: position -> ``[len(layers), d_model]`` (see ``direction``)."""
+    other_model, other = (original, facts) if st.direction == "edit_shift" else (model, contrast)
+    return {pos: mean_difference_directions(model, facts, other, layers=layers, position=pos, batch_size=batch_size,
+                                            contrast_model=other_model) for pos in st.positions}
+
+
+def _array_key(dirs: dict[str, np.ndarray]) -> str:
+    """sha256 of named arrays (the control is keyed by the directions it removes)."""
     import hashlib
 
     h = hashlib.sha256()
-    for pos in sorted(dirs):
-        a = np.ascontiguousarray(dirs[pos], dtype=np.float64)
-        h.update(f"{pos}|{a.shape}|".encode())
+    for name in sorted(dirs):
+        a = np.ascontiguousarray(dirs[name], dtype=np.float64)
+        h.update(f"{name}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
 
 
-def _sweep(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
-           positions: Sequence[str]) -> dict[tuple[str, int], TaskScores]:
-    """Scores of ``model`` with each (position, layer) direction of ``dirs`` projected out."""
-    out: dict[tuple[str, int], TaskScores] = {}
-    for pos in positions:
-        for j, layer in enumerate(progress_bar(layers, desc=f"ablation ({pos})", leave=False)):
-            d = torch.from_numpy(dirs[pos][j]).float()
-            if not float(d.norm()) > 0:
-                out[(pos, layer)] = score_task(model, task, config)  # no direction: nothing to remove
-                continue
-            with model.hooks(fwd_hooks=[project_out_hook(layer, d)]):
-                out[(pos, layer)] = score_task(model, task, config)
-    return out
+def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int, scope: str) -> TaskScores:
+    """``model``'s scores on ``task`` with ``direction`` removed (``scope``); unchanged for a zero direction."""
+    d = torch.from_numpy(np.asarray(direction)).float()
+    if not float(d.norm()) > 0:
+        return score_task(model, task, config)  # no direction: nothing to remove
+    hooks = (project_out_everywhere_hooks(d, model.cfg) if scope == "every_layer" else [project_out_hook(layer, d)])
+    with model.hooks(fwd_hooks=hooks):
+        return score_task(model, task, config)
 
 
-def _curves(runs: dict[tuple[str, int], TaskScores], base_runs: dict[tuple[str, int], TaskScores] | None,
-            base_before: TaskScores | None, layers: list[int],
-            st: DirectionAblationConfig) -> tuple[dict[str, Any], list[str]]:
-    """Per position, the accuracies after ablating at each layer (and the original's, with damage
-    flags); and the variants ``"<position>:L<layer>"`` whose ablation damages the original."""
-    curves: dict[str, Any] = {}
-    damaged: list[str] = []
+def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
+            st: DirectionAblationConfig, desc: str) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores]]:
+    """Score ``task``'s forget facts under each (position, layer) variant; the one with the most
+    forget wins (ties: the earlier layer, then the earlier position) and every variant's scores."""
+    runs: dict[tuple[str, int], TaskScores] = {}
     for pos in st.positions:
-        c: dict[str, list] = {k: [] for k in ("forget_accuracy", "edit_accuracy", "maintain_accuracy",
-                                              "baseline_forget_accuracy", "baseline_maintain_accuracy", "damaged")}
-        for layer in layers:
-            s = runs[(pos, layer)]
-            c["forget_accuracy"].append(s.accuracy("forget"))
-            c["edit_accuracy"].append(s.accuracy("edit") if s.edit else None)
-            c["maintain_accuracy"].append(s.accuracy("maintain") if s.maintain else None)
-            b = base_runs[(pos, layer)] if base_runs else None
-            c["baseline_forget_accuracy"].append(b.accuracy("forget") if b else None)
-            c["baseline_maintain_accuracy"].append(b.accuracy("maintain") if b and b.maintain else None)
-            dmg = attack_damage(base_before, b, tolerance=st.damage_tolerance)["damaged"]
-            c["damaged"].append(dmg)
-            if dmg:
-                damaged.append(f"{pos}:L{layer}")
-        curves[pos] = c
-    return curves, damaged
+        for j, layer in enumerate(progress_bar(layers, desc=f"{desc} ({pos})", leave=False)):
+            runs[(pos, layer)] = _ablated(model, task, config, dirs[pos][j], layer, st.scope)
+    best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
+    return best, runs
+
+
+def _merge(parts: Sequence[TaskScores], before: TaskScores) -> TaskScores:
+    """The folds' scores as one: forget and edit facts from the fold that held them out, each
+    maintain fact the mean over the folds."""
+    maintain = {k: float(np.mean([p.maintain[k] for p in parts])) for k in parts[0].maintain}
+    return TaskScores(forget={k: v for p in parts for k, v in p.forget.items()},
+                      edit={k: v for p in parts for k, v in p.edit.items()}, maintain=maintain,
+                      chance=dict(before.chance), n_prompts=dict(before.n_prompts))
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """One cross-fit: the held-out forget facts, the variant chosen on the others and its direction."""
+
+    held_out: tuple[str, ...]
+    best: tuple[str, int]
+    direction: np.ndarray
+    fit_accuracy: dict[str, list[float]]  # position -> forget accuracy per layer on the fitting facts
+
+    def to_dict(self, layers: list[int]) -> dict[str, Any]:
+        return {"n_held_out": len(self.held_out), "position": self.best[0], "layer": self.best[1],
+                "layers": layers, "fit_forget_accuracy": self.fit_accuracy}
+
+
+def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list[int],
+               st: DirectionAblationConfig) -> tuple[list[_Fold], dict[tuple[str, int], TaskScores]]:
+    """Each fold's direction and variant, chosen on the other folds' forget facts (on all of them
+    for ``folds=1``); and, for ``folds=1``, every variant's scores (for the interval of the maximum)."""
+    ids = [r.id for r in task.forget]
+    parts = fact_folds(ids, int(st.folds), seed=config.seed)
+    folds, runs = [], {}
+    for k, held in enumerate(parts):
+        fit_ids = set(ids) - set(held) if len(parts) > 1 else set(ids)
+        fit = task.forget.filter(lambda r: r.id in fit_ids)
+        dirs = _directions(model, original, fit, contrast, st, layers, config.batch_size)
+        fit_task = replace(task, forget=fit, maintain=task.maintain[:0])
+        best, runs = _choose(model, fit_task, config, dirs, layers, st, desc=f"ablation fold {k + 1}/{len(parts)}")
+        curve = {pos: [runs[(pos, layer)].accuracy("forget") for layer in layers] for pos in st.positions}
+        folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], curve))
+    return folds, (runs if len(parts) == 1 else {})
+
+
+def _score_folds(model, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig,
+                 before: TaskScores) -> TaskScores:
+    """``model`` with each fold's direction removed, scored on that fold's forget facts and every
+    maintain fact; merged over the folds."""
+    parts = []
+    for f in folds:
+        held = set(f.held_out)
+        held_task = replace(task, forget=task.forget.filter(lambda r: r.id in held))
+        parts.append(_ablated(model, held_task, config, f.direction, f.best[1], st.scope))
+    return _merge(parts, before)
 
 
 def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
-    """The best variant's forget metrics are chosen on the same facts: the forget accuracy gets the
-    interval of the largest of the variants' accuracies (``"wilson-max"``), the recovery is marked
-    ``"bootstrap-selected"``. The edit accuracy is measured on those facts too, and a prompt
-    cannot give the true answer and the new one at once, so the variant with the most forget
-    wins tends to have the fewest edit wins: it is marked selected as well (``"wilson-selected"``
-    or ``"bootstrap-selected"``, its own variant's interval). None of them is tested as paired
-    facts by :func:`factlens.compare` (two localizations' best variants differ, and their number
-    with the mask's first layer). The maintain facts were not the choice's criterion."""
-    from dataclasses import replace
-
+    """With ``folds=1`` the variant is chosen on the facts it is scored on: the forget accuracy gets
+    the interval of the largest of the variants' accuracies (``"wilson-max"``), the recovery is
+    marked ``"bootstrap-selected"``. The edit accuracy is measured on those facts too, and a
+    prompt cannot give the true answer and the new one at once, so the variant with the most
+    forget wins tends to have the fewest edit wins: it is marked selected as well
+    (``"wilson-selected"`` or ``"bootstrap-selected"``, its own variant's interval). None of them
+    is tested as paired facts by :func:`factlens.compare`. The maintain facts were not the
+    choice's criterion."""
     from factlens.stats import max_wilson_interval
 
     out = []
@@ -210,30 +298,33 @@ def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) ->
 def run_direction_ablation(model, task, *, original=None, config: EvalConfig | None = None,
                            baselines: BaselineCache | None = None, mask=None, edit_result=None,
                            direction_ablation_config: DirectionAblationConfig | None = None) -> SuiteResult:
-    """Project the forget-vs-contrast direction out of each layer; do the edited facts come back?
+    """Remove a fitted direction from the residual stream; do the edited facts come back?
 
     Args:
         model: The evaluated (edited) model; hooks are attached only while scoring and always
             removed.
-        task: The task (forget facts vs ``task.retain``, or ``task.maintain`` if retain is empty).
-        original: The unedited model, attacked the same way (baselines, damage flags).
-        config: Evaluation settings (``batch_size``, ``seed``).
-        baselines: Cache of computations on ``original``. The original's sweep is keyed by the
-            directions it removes (the edited model's) as well as the task and settings, so it is
-            reused only for the same edit.
-        mask: The edited localization (its first layer is where the sweep starts).
+        task: The task (forget facts; ``task.retain``, or ``task.maintain`` if retain is empty,
+            as the contrast of ``"forget_vs_contrast"``).
+        original: The unedited model: attacked the same way (the control), and the reference of
+            ``"edit_shift"`` directions.
+        config: Evaluation settings (``batch_size``; ``seed`` draws the folds).
+        baselines: Cache of computations on ``original``; the control is keyed by the
+            directions it removes as well as the task and settings, so it is reused only for the
+            same edit.
+        mask: The edited localization (its first layer is where the layers start).
         edit_result: Used for its mask when ``mask`` is not given.
         direction_ablation_config: The suite's settings (default: ``config.direction_ablation``).
 
     Returns:
-        At the (position, layer) with the highest forget accuracy: ``ablation_forget_accuracy``,
-        ``ablation_forget_recovery``, ``ablation_edit_accuracy``, ``ablation_maintain_accuracy``
-        (baselines: the original with the same direction, the edited model's, removed at the same
-        place).
-        ``extra``: ``layers``, per position the curves (``forget_accuracy``,
-        ``edit_accuracy``, ``maintain_accuracy`` and the original's ``baseline_*``,
-        ``damaged`` per layer), ``best`` (layer, position, recovery), ``attack_damage`` at the
-        best variant and ``damaged`` (flagged variants ``"<position>:L<layer>"``).
+        ``ablation_forget_accuracy``, ``ablation_forget_recovery``, ``ablation_edit_accuracy``,
+        ``ablation_maintain_accuracy`` (baselines: the original with the same directions removed
+        at the same places). ``extra``: ``settings``, ``layers``, ``positions``, ``contrast``,
+        ``folds`` (per fold: held-out facts, the chosen position and layer, the forget accuracy
+        of every variant on the fitting facts), ``attack_damage`` and ``note``.
+
+    Raises:
+        ValueError: No forget facts, no contrast facts for ``"forget_vs_contrast"``, no
+            ``original`` for ``"edit_shift"``, or fewer forget facts than folds.
     """
     baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     t0 = time.perf_counter()
@@ -245,40 +336,45 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         mask = edit_result.mask
     layers = ablation_layers(model, mask=mask, layers=st.layers)
     contrast, contrast_name = (task.retain, "retain") if len(task.retain) else (task.maintain, "maintain")
-    if len(task.forget) == 0 or len(contrast) == 0:
-        raise ValueError("direction ablation needs forget facts and retain (or maintain) facts for the direction")
+    if len(task.forget) == 0:
+        raise ValueError("direction ablation needs forget facts")
+    if st.direction == "forget_vs_contrast" and len(contrast) == 0:
+        raise ValueError("direction ablation needs retain (or maintain) facts for a forget-vs-contrast direction; "
+                         "give the task some, or use direction_ablation.direction='edit_shift'")
+    if st.direction == "edit_shift" and original is None:
+        raise ValueError("direction_ablation.direction='edit_shift' fits the edited minus the unedited model's "
+                         "activations: pass original= (the unedited model)")
     before = score_task(model, task, config)
-    dirs = _directions(model, task, config, contrast, layers, st.positions)
-    runs = _sweep(model, task, config, dirs, layers, st.positions)
-    base_before = base_runs = None
+    folds, runs = _cross_fit(model, original, task, config, contrast, layers, st)
+    attacked = _score_folds(model, task, config, folds, st, before)
+    base_before = base = None
     if original is not None:
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
-        # the control removes the very directions removed from the edited model: key them
-        key = ("direction_ablation", tuple(layers), st.positions, _directions_key(dirs), config_key(config),
+        key = ("direction_ablation", st.scope, tuple((f.held_out, f.best) for f in folds),
+               _array_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config),
                task_key(task, config))
-        base_runs = runs if original is model else cached(
-            baselines, key, lambda: _sweep(original, task, config, dirs, layers, st.positions))
-    best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
-    attacked, base = runs[best], base_runs[best] if base_runs else None
-    metrics: list[Metric] = _selected(attack_metrics("ablation", attacked, before, base_attacked=base,
-                                                     base_before=base_before), runs)
-    curves, damaged = _curves(runs, base_runs, base_before, layers, st)
+        base = attacked if original is model else cached(
+            baselines, key, lambda: _score_folds(original, task, config, folds, st, base_before))
+    metrics = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
+    if runs:
+        metrics = _selected(metrics, runs)
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
                                             "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}
     if attacked.edit:
         columns.update(target_wins_before=before.edit, ablation_target_wins=attacked.edit)
     if base is not None:
         columns["baseline_ablation_answer_wins"] = {**base.forget, **base.maintain}
+    n_variants = len(st.positions) * len(layers)
     extra: dict[str, Any] = {
         "settings": st.to_dict(), "layers": layers, "positions": list(st.positions), "contrast": contrast_name,
-        "curves": curves, "damaged": damaged,
-        "best": {"position": best[0], "layer": best[1],
-                 "recovery": attacked.accuracy("forget") - before.accuracy("forget")},
+        "folds": [f.to_dict(layers) for f in folds],
         "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
-        "note": (f"metrics at the best of {len(runs)} (position, layer) variants by forget accuracy (optimistic for "
-                 "the attack); baselines: the unedited model with the same direction (the edited model's) removed "
-                 "at the same place"),
+        "note": (f"each forget fact scored under the best of {n_variants} (position, layer) variants chosen on the "
+                 f"other {len(folds) - 1} fold(s)" if len(folds) > 1 else
+                 f"metrics at the best of {n_variants} (position, layer) variants by forget accuracy on the same "
+                 "facts (optimistic for the attack)") + "; baselines: the unedited model with the same directions "
+                "removed at the same places",
     }
     if original is None:
         extra["baseline_note"] = "original=None: the ablated original (control) was not evaluated"
