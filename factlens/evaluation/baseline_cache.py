@@ -40,7 +40,7 @@ import dataclasses
 import hashlib
 from contextlib import contextmanager
 import json
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 import torch
 
@@ -49,7 +49,7 @@ from factlens.digests import content_digests
 if TYPE_CHECKING:
     from factlens.evaluation.baseline_store import BaselineStore
 
-__all__ = ["BaselineCache", "bound", "cached", "facts_key", "items_key", "config_key"]
+__all__ = ["BaselineCache", "bound", "cached", "facts_key", "items_key", "config_key", "arrays_key"]
 
 T = TypeVar("T")
 
@@ -244,6 +244,29 @@ def items_key(items: Iterable[Any]) -> tuple:
     per-fact values are keyed by the items' ids.
     """
     return tuple((it.prompt, it.answer, it.target, tuple(it.candidates), it.record_id, it.format) for it in items)
+
+
+def arrays_key(arrays: Mapping[str, Any]) -> str:
+    """SHA-256 of named arrays or tensors (name, dtype, shape and values), for what a key cannot hold
+    as a tuple: the training tokens of unrelated fine-tuning, the directions a control removes.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.arange(6).reshape(2, 3)
+        >>> arrays_key({"x": a}) == arrays_key({"x": torch.arange(6).reshape(2, 3)})
+        True
+        >>> arrays_key({"x": a}) == arrays_key({"x": a.reshape(3, 2)})
+        False
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        v = arrays[name]
+        a = np.ascontiguousarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def config_key(config: Any) -> str:

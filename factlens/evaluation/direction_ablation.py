@@ -51,7 +51,7 @@ from factlens.components import project_out_everywhere_hooks, project_out_hook
 from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key
+from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -180,18 +180,6 @@ def _directions(model, original, facts, contrast, st: DirectionAblationConfig, l
     other_model, other = (original, facts) if st.direction == "edit_shift" else (model, contrast)
     return {pos: mean_difference_directions(model, facts, other, layers=layers, position=pos, batch_size=batch_size,
                                             contrast_model=other_model) for pos in st.positions}
-
-
-def _array_key(dirs: dict[str, np.ndarray]) -> str:
-    """sha256 of named arrays (the control is keyed by the directions it removes)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in sorted(dirs):
-        a = np.ascontiguousarray(dirs[name], dtype=np.float64)
-        h.update(f"{name}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int, scope: str) -> TaskScores:
@@ -352,7 +340,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
         key = ("direction_ablation", st.scope, tuple((f.held_out, f.best) for f in folds),
-               _array_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config),
+               arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config),
                task_key(task, config))
         base = attacked if original is model else cached(
             baselines, key, lambda: _score_folds(original, task, config, folds, st, base_before))

@@ -29,7 +29,6 @@ state). The caller's model is never changed.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -42,7 +41,7 @@ from factlens.config import ConfigBase, check_numbers
 from factlens.editing.training import with_gradients
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
-from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, config_key, facts_key
+from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
 
@@ -226,11 +225,11 @@ def _data_key(data) -> tuple | str:
     :func:`~factlens.evaluation.attacks.task_key` covers): ``"retain"`` trains on the retain
     facts, so two tasks that differ only in ``retain`` train the original differently. A
     ``FactDataset`` is keyed by its facts (:func:`~factlens.evaluation.baseline_cache.facts_key`),
-    a token tensor by a SHA-256 digest of its shape and token ids.
+    a token tensor by a SHA-256 digest of its shape and token ids
+    (:func:`~factlens.evaluation.baseline_cache.arrays_key`).
     """
     if isinstance(data, torch.Tensor):
-        ids = data.detach().to("cpu", torch.int64).contiguous()
-        return hashlib.sha256(repr(tuple(ids.shape)).encode() + ids.numpy().tobytes()).hexdigest()
+        return arrays_key({"tokens": data.detach().to("cpu", torch.int64)})
     return facts_key(data)
 
 
