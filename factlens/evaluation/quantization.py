@@ -162,13 +162,14 @@ def _check_finite(what: str, M: Tensor) -> None:
                          "damaged; reload the model (an edit that diverges stops with an error before it gets here)")
 
 
-def _check_matrix(fn: str, M: Tensor, scheme: str, block_size: int) -> None:
+def _check_matrix(fn: str, M: Tensor, scheme: str, block_size: int, *, what: str | None = None) -> None:
+    """Scheme, shape, block size and finite entries (``what`` names the matrix in the error)."""
     _check_scheme(scheme)
     if M.ndim != 2:
         raise ValueError(f"{fn} expects an [out, in] matrix, got shape {tuple(M.shape)}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    _check_finite(f"the matrix given to {fn}", M)
+    _check_finite(what or f"the matrix given to {fn}", M)
 
 
 def _int8_input(M: Tensor) -> Tensor:
@@ -205,6 +206,11 @@ def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         tensor([[ 2.0000, -1.1429,  0.5714,  0.0000]])
     """
     _check_matrix("quantize_matrix", M, scheme, block_size)
+    return _quantize_matrix(M, scheme, block_size)
+
+
+def _quantize_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
+    """:func:`quantize_matrix` of a checked matrix (each check is a pass over the weight)."""
     if scheme == "int8":
         M32 = _int8_input(M)
         row = _row_absmax(M32)
@@ -233,6 +239,11 @@ def quantize_codes(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         tensor([[14,  3,  9,  7]], dtype=torch.int32)
     """
     _check_matrix("quantize_codes", M, scheme, block_size)
+    return _quantize_codes(M, scheme, block_size)
+
+
+def _quantize_codes(M: Tensor, scheme: str, block_size: int) -> Tensor:
+    """:func:`quantize_codes` of a checked matrix."""
     if scheme == "int8":
         M32 = _int8_input(M)
         row = _row_absmax(M32).view(-1, 1)
@@ -257,6 +268,11 @@ def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
         (0.277, 0.1706)
     """
     _check_matrix("bin_widths", M, scheme, block_size)
+    return _bin_widths(M, scheme, block_size)
+
+
+def _bin_widths(M: Tensor, scheme: str, block_size: int) -> Tensor:
+    """:func:`bin_widths` of a checked matrix."""
     if scheme == "int8":
         return (_row_absmax(_int8_input(M)) / 127.0).view(-1, 1).expand(M.shape).clone()
     code = _code(scheme, M.device)
@@ -305,9 +321,8 @@ def _nf4_blocks_dequant(packed: Tensor, state, n: int) -> Tensor:
 def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, backend: str = "torch") -> Tensor:
     """Round-trip one TransformerLens weight (``W_in``, ``W_Q``...) as its linear layer would be quantized."""
     M = linear_view(name, W.detach())
-    _check_finite(f"weight {name}", M)
-    Q = _bnb_matrix(M, scheme, block_size) if backend == "bitsandbytes" else quantize_matrix(M, scheme,
-                                                                                            block_size=block_size)
+    _check_matrix(f"quantize_weight ({name})", M, scheme, block_size, what=f"weight {name}")
+    Q = _bnb_matrix(M, scheme, block_size) if backend == "bitsandbytes" else _quantize_matrix(M, scheme, block_size)
     return from_linear_view(name, Q, W.shape)
 
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from factlens.config import ConfigBase, check_numbers
-from factlens.evaluation.quantization import (QUANTIZED_WEIGHTS, SCHEMES, _check_finite, bin_widths, linear_view,
-                                            quantize_codes)
+from factlens.evaluation.quantization import (QUANTIZED_WEIGHTS, SCHEMES, _bin_widths, _check_finite, _quantize_codes,
+                                            linear_view)
 from factlens.evaluation.result import Metric, SuiteResult
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UpdateSizeConfig)
@@ -151,16 +151,17 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
     tot["n_changed"] += row["n_changed"]
     tot["n_masked"] += row["n_masked"]
     m_old, m_new = linear_view(name, old), linear_view(name, new)
-    _check_finite(f"weight {name} (its values before the edit)", m_old)  # with its name, before the bins
+    # with its name, once: the bins and codes below take the checked matrices (9 more passes over each before)
+    _check_finite(f"weight {name} (its values before the edit)", m_old)
+    _check_finite(f"weight {name} (its values after the edit)", m_new)
     m_mask = linear_view(name, d.mask.to(base.device))
     sel = m_mask & (m_new != m_old)
     dl = (m_new.double() - m_old.double())[sel].abs()
     for s in sc.schemes:
-        ratio = dl / bin_widths(m_old, s, block_size=sc.block_size).double()[sel]
+        ratio = dl / _bin_widths(m_old, s, sc.block_size).double()[sel]
         # the same stored code: equal dequantized values were required until 2026-12-04, and an update of
         # every weight moves each block's absmax, so almost nothing counted as erased (0.13 for 1e-5 updates)
-        erased = quantize_codes(m_old, s, block_size=sc.block_size)[sel] == quantize_codes(
-            m_new, s, block_size=sc.block_size)[sel]
+        erased = _quantize_codes(m_old, s, sc.block_size)[sel] == _quantize_codes(m_new, s, sc.block_size)[sel]
         n = int(sel.sum())
         below, er = int((ratio < 0.5).sum()), int(erased.sum())
         row[f"median_ratio_{s}"] = float(ratio.median()) if n else None

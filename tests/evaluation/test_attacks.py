@@ -175,6 +175,12 @@ def test_update_size_refuses_a_damaged_weight_by_name(sub_bin):
         w[tuple(free.tolist())] = float("inf")
     with pytest.raises(ValueError, match=rf"weight {name} \(its values before the edit\) has 1 NaN or inf"):
         update_sizes(er, damaged)
+    d = er.deltas[name]  # an edit whose new values hold a NaN: named as such (the codes took it unnamed before)
+    bad = d.new.clone()
+    bad[0] = float("nan")
+    diverged = dataclasses.replace(er, deltas={**er.deltas, name: dataclasses.replace(d, new=bad)})
+    with pytest.raises(ValueError, match=rf"weight {name} \(its values after the edit\) has 1 NaN or inf"):
+        update_sizes(diverged, edited)
 
 
 @pytest.mark.parametrize("shape", [(32, 96), (8, 48), (5, 80)])
