@@ -35,8 +35,9 @@ class Objective:
         doc: One line (and the paper it comes from).
         config_type: The objective's own settings (a frozen
             :class:`~factlens.config.ConfigBase`), set per run in ``EditConfig.objectives[name]``
-            and passed to ``loss.prepare(..., settings=...)``; ``None`` (the built-in
-            objectives): it reads :class:`~factlens.editing.config.EditConfig`'s own fields.
+            and passed to ``loss.prepare(..., settings=...)`` (GA and GradDiff's
+            :class:`~factlens.editing.objectives.gradient_ascent.GradientAscentConfig`); ``None``:
+            it reads :class:`~factlens.editing.config.EditConfig`'s own fields (``npo_beta``...).
     """
 
     name: str
@@ -97,9 +98,11 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
     Objective("unlearn", Ref(f"{_OBJ}.paper", "UnlearnObjective"),
               doc="-log(1 - p(answer)) on the forget facts (the paper's unlearning loss)"),
     Objective("gradient_ascent", Ref(f"{_OBJ}.gradient_ascent", "GradientAscentObjective"), uses_retain=False,
-              doc="gradient ascent on the forget answers' cross-entropy, no retain term"),
+              doc="gradient ascent on the forget answers' cross-entropy, no retain term",
+              config_type=Ref(f"{_OBJ}.gradient_ascent", "GradientAscentConfig")),
     Objective("graddiff", Ref(f"{_OBJ}.gradient_ascent", "GradDiffObjective"),
-              doc="gradient ascent on the forget facts + cross-entropy on the retain facts (GradDiff)"),
+              doc="gradient ascent on the forget facts + cross-entropy on the retain facts (GradDiff)",
+              config_type=Ref(f"{_OBJ}.gradient_ascent", "GradientAscentConfig")),
     Objective("npo", Ref(f"{_OBJ}.npo", "NPOObjective"),
               doc="Negative Preference Optimization against the frozen original (Zhang et al. 2024)"),
     Objective("simnpo", Ref(f"{_OBJ}.npo", "SimNPOObjective"),

@@ -127,8 +127,8 @@ def test_logprob_objectives_match_scoring(planted):
     ga = GradientAscentObjective.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)
     assert float(ga[0].detach()) == pytest.approx(float(lp_f.mean()), abs=1e-5) and float(ga[1]) == 0.0
     gd = GradDiffObjective.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)
-    assert float(gd[0]) == pytest.approx(float(lp_f.mean()), abs=1e-5)
-    assert float(gd[1]) == pytest.approx(float(-lp_r.mean()), abs=1e-5)
+    assert float(gd[0].detach()) == pytest.approx(float(lp_f.mean()), abs=1e-5)
+    assert float(gd[1].detach()) == pytest.approx(float(-lp_r.mean()), abs=1e-5)
 
     npo = NPOObjective.prepare(m, fb, rb, mask=mask, config=cfg)
     assert npo.beta == 0.3 and len(npo.reference) == len(fb)
@@ -437,3 +437,39 @@ def test_objectives_and_edit_methods_of_your_own_have_settings_of_their_own(plan
     cfg = FAST.replace(methods={"shrink": {"factor": 0.25}})
     edit(planted.model, Mask([planted.lookup_mlp]), task, method=SHRINK, config=cfg, show_progress=False)
     assert seen["settings"] == ShrinkConfig(factor=0.25)
+
+
+def test_gradient_ascent_token_reduction_weighs_answer_tokens():
+    """``reduction="token"`` is the mean over answer tokens (open-unlearning's GA/GradDiff loss), the
+    default the mean over facts of each answer's summed log-probability: equal for one-token answers,
+    not for a two-token one."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.editing.objectives.gradient_ascent import GradientAscentConfig
+
+    m = tiny_model()
+
+    def item(prompt, answer):
+        return FormattedPrompt(prompt, answer, None, (answer,), prompt, "default")
+
+    fb = [item("Fact: Tiger Woods plays the sport of", "golf"), item("The sport played by X is", "basketball player")]
+    rb = [item("Fact: Y plays the sport of", "tennis"), item("Z plays", "baseball")]
+    lp, n = answer_logprobs_and_lengths(m, [it.prompt for it in fb + rb], [it.answer for it in fb + rb])
+    assert n.tolist()[:2] == [1.0, 2.0]
+    lp, n = lp.detach(), n.detach()
+    mask, cfg = Mask([Component("mlp", 0)]), _cfg()
+    for cls in (GradientAscentObjective, GradDiffObjective):
+        fact = [x.detach() for x in cls.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)]
+        token = [x.detach() for x in cls.prepare(m, fb, rb, mask=mask, config=cfg,
+                                                 settings=GradientAscentConfig(reduction="token")).losses(m, fb, rb)]
+        assert float(fact[0]) == pytest.approx(float(lp[:2].mean()), abs=1e-5)
+        assert float(token[0]) == pytest.approx(float(lp[:2].sum() / n[:2].sum()), abs=1e-5)
+        assert abs(float(fact[0]) - float(token[0])) > 1e-3
+        if cls is GradDiffObjective:
+            assert float(fact[1]) == pytest.approx(float(-lp[2:].mean()), abs=1e-5)
+            assert float(token[1]) == pytest.approx(float(-lp[2:].sum() / n[2:].sum()), abs=1e-5)
+        else:
+            assert float(token[1]) == 0.0
+    # through the editor's settings table, checked by the registry's config type
+    assert EditConfig(objectives={"graddiff": {"reduction": "token"}}).objective_config("graddiff").reduction == "token"
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        EditConfig(objectives={"gradient_ascent": {"reduction": "mean"}})

@@ -1,9 +1,17 @@
 """Gradient ascent (GA) and gradient difference (GradDiff) unlearning.
 
-GA maximizes the cross-entropy of the forget answers, i.e. minimizes ``mean(log p(answer))``
-(:func:`factlens.editing.losses.gradient_ascent_loss`); it has no retain term and is unbounded
-below. GradDiff (gradient difference, the ``GradDiff`` baseline of TOFU, Maini et al. 2024,
-and of open-unlearning) adds cross-entropy on the retain facts.
+GA maximizes the cross-entropy of the forget answers, i.e. minimizes their mean
+log-probability (:func:`factlens.editing.losses.gradient_ascent_loss`); it has no retain term
+and is unbounded below. GradDiff (gradient difference, the ``GradDiff`` baseline of TOFU,
+Maini et al. 2024, and of open-unlearning) adds cross-entropy on the retain facts.
+
+What the mean is over (:class:`GradientAscentConfig`, ``EditConfig.objectives["graddiff"]``):
+``"fact"`` (default) averages each answer's log-probability, summed over its tokens, over the
+facts: every fact weighs the same whatever its answer's length. ``"token"`` averages over the
+micro-batch's answer tokens, as a Hugging Face model's loss does and so open-unlearning's
+GradAscent and GradDiff: an answer of three tokens weighs three times one of one token, and
+the loss is the per-token cross-entropy whatever the answers' lengths. With one-token answers
+(the sports tasks on most tokenizers) the two are equal; on CounterFact they are not.
 """
 
 from __future__ import annotations
@@ -13,28 +21,77 @@ from typing import Sequence
 
 from torch import Tensor
 
+from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
-from factlens.editing.losses import gradient_ascent_loss
-from factlens.editing.objectives.base import TrainingObjective, answer_logprobs, retain_cross_entropy
+from factlens.editing.losses import answer_logprobs_and_lengths, gradient_ascent_loss
+from factlens.editing.objectives.base import TrainingObjective, retain_cross_entropy
 
-__all__ = ["GradientAscentObjective", "GradDiffObjective"]
+__all__ = ["GradientAscentConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
+
+#: What GA's and GradDiff's means are over (see the module docstring).
+REDUCTIONS: tuple[str, ...] = ("fact", "token")
+
+
+@dataclass(frozen=True)
+class GradientAscentConfig(ConfigBase):
+    """Settings of ``objective="gradient_ascent"`` and ``"graddiff"`` (``EditConfig.objectives[name]``).
+
+    Attributes:
+        reduction: ``"fact"``: the mean over facts of each answer's (token-summed)
+            log-probability; ``"token"``: the mean over answer tokens (open-unlearning's loss).
+
+    Example:
+        >>> GradientAscentConfig(reduction="token").reduction
+        'token'
+    """
+
+    reduction: str = "fact"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {self.reduction!r}")
+
+
+def _logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch: Sequence[FormattedPrompt],
+              reduction: str) -> tuple[Tensor, Tensor]:
+    """Mean answer log-probability of the forget and of the retain batch (one forward pass);
+    the retain mean is 0 without retain facts."""
+    items = list(forget_batch) + list(retain_batch)
+    logp, n_tok = answer_logprobs_and_lengths(model, [it.prompt for it in items], [it.answer for it in items])
+    nf = len(forget_batch)
+    if reduction == "token":
+        means = [logp[s].sum() / n_tok[s].sum() if logp[s].numel() else logp.new_zeros(())
+                 for s in (slice(0, nf), slice(nf, None))]
+    else:
+        means = [gradient_ascent_loss(logp[:nf]), -retain_cross_entropy(logp[nf:])]
+    return means[0], means[1]
 
 
 @dataclass(frozen=True)
 class GradientAscentObjective(TrainingObjective):
     """``L_forget = mean(log p(answer))``; no retain term (its registry entry has ``uses_retain=False``)."""
 
+    reduction: str = "fact"
+
+    @classmethod
+    def prepare(cls, model, forget_items, retain_items, *, mask, config,
+                settings: GradientAscentConfig | None = None) -> "GradientAscentObjective":
+        return cls(reduction=(settings or GradientAscentConfig()).reduction)
+
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
-        logp_f, _, _ = answer_logprobs(model, forget_batch, [])
-        return gradient_ascent_loss(logp_f), logp_f.new_zeros(())
+        lf, _ = _logprobs(model, forget_batch, [], self.reduction)
+        return lf, lf.new_zeros(())
+
+    def describe(self) -> dict[str, str]:
+        return {"reduction": self.reduction}
 
 
 @dataclass(frozen=True)
-class GradDiffObjective(TrainingObjective):
+class GradDiffObjective(GradientAscentObjective):
     """``L_forget = mean(log p(answer))`` on the forget facts, ``L_retain = -mean(log p(answer))`` on the retain facts."""
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
-        logp_f, _, logp_r = answer_logprobs(model, forget_batch, retain_batch)
-        return gradient_ascent_loss(logp_f), retain_cross_entropy(logp_r)
+        lf, lr = _logprobs(model, forget_batch, retain_batch, self.reduction)
+        return lf, -lr
