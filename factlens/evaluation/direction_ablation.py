@@ -58,7 +58,7 @@ from factlens.progress_bars import progress_bar
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests DirectionAblationConfig)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["DirectionAblationConfig", "POSITIONS", "DIRECTIONS", "SCOPES", "mean_difference_directions",
+__all__ = ["DirectionAblationConfig", "POSITIONS", "DIRECTIONS", "SCOPES", "SELECTIONS", "mean_difference_directions",
            "ablation_layers", "fact_folds", "run_direction_ablation"]
 
 #: Token positions at which the directions are taken.
@@ -67,6 +67,8 @@ POSITIONS: tuple[str, ...] = ("subject_last", "final")
 DIRECTIONS: tuple[str, ...] = ("forget_vs_contrast", "edit_shift")
 #: Where it is removed: every residual-stream read of every layer, or ``resid_post`` of its own layer.
 SCOPES: tuple[str, ...] = ("every_layer", "layer")
+#: How the (position, layer) variant is chosen on the fitting facts.
+SELECTIONS: tuple[str, ...] = ("selective", "forget")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class DirectionAblationConfig(ConfigBase):
         scope: Where it is removed (:data:`SCOPES`).
         folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is scored under a
             direction and variant chosen on the other folds; ``1``: on the facts themselves).
+        selection: How the variant is chosen (:data:`SELECTIONS`): ``"selective"``, the most
+            forget wins on the fitting facts plus true-answer wins on as many retain facts (an
+            ablation that makes the model give one answer to everyone does not win);
+            ``"forget"``, forget wins only.
+        random_control: Also remove a random direction (seeded) at each chosen place, from the
+            edited model and the original: the ``ablation_random_*`` metrics, what removing *a*
+            direction there costs or brings back.
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
     """
 
@@ -90,6 +99,8 @@ class DirectionAblationConfig(ConfigBase):
     direction: str = "forget_vs_contrast"
     scope: str = "every_layer"
     folds: int = 2
+    selection: str = "selective"
+    random_control: bool = True
     damage_tolerance: float = DAMAGE_TOLERANCE
 
     def __post_init__(self) -> None:
@@ -107,6 +118,8 @@ class DirectionAblationConfig(ConfigBase):
             raise ValueError(f"DirectionAblationConfig.direction must be one of {list(DIRECTIONS)}, got {self.direction!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"DirectionAblationConfig.scope must be one of {list(SCOPES)}, got {self.scope!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"DirectionAblationConfig.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
         if self.folds < 1:
             raise ValueError(f"DirectionAblationConfig.folds must be an integer >= 1 (2 or more cross-fits), "
                              f"got {self.folds!r}")
@@ -194,13 +207,19 @@ def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int,
 
 def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
             st: DirectionAblationConfig, desc: str) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores]]:
-    """Score ``task``'s forget facts under each (position, layer) variant; the one with the most
-    forget wins (ties: the earlier layer, then the earlier position) and every variant's scores."""
+    """Score ``task``'s forget facts (and its maintain slot, the retain guard of ``"selective"``)
+    under each (position, layer) variant; the best (ties: the earlier layer, then the earlier
+    position) and every variant's scores."""
     runs: dict[tuple[str, int], TaskScores] = {}
     for pos in st.positions:
         for j, layer in enumerate(progress_bar(layers, desc=f"{desc} ({pos})", leave=False)):
             runs[(pos, layer)] = _ablated(model, task, config, dirs[pos][j], layer, st.scope)
-    best = max(runs, key=lambda k: (runs[k].accuracy("forget"), -k[1], -st.positions.index(k[0])))
+
+    def score(k):
+        r = runs[k]
+        return r.accuracy("forget") + (r.accuracy("maintain") if r.maintain else 0.0)
+
+    best = max(runs, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
     return best, runs
 
 
@@ -213,7 +232,7 @@ def _merge(parts: Sequence[TaskScores], before: TaskScores) -> TaskScores:
                       chance=dict(before.chance), n_prompts=dict(before.n_prompts))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Fold:
     """One cross-fit: the held-out forget facts, the variant chosen on the others and its direction."""
 
@@ -221,10 +240,20 @@ class _Fold:
     best: tuple[str, int]
     direction: np.ndarray
     fit_accuracy: dict[str, list[float]]  # position -> forget accuracy per layer on the fitting facts
+    guard_accuracy: dict[str, list[float]]  # position -> accuracy per layer on the retain guard (if any)
 
     def to_dict(self, layers: list[int]) -> dict[str, Any]:
         return {"n_held_out": len(self.held_out), "position": self.best[0], "layer": self.best[1],
-                "layers": layers, "fit_forget_accuracy": self.fit_accuracy}
+                "layers": layers, "fit_forget_accuracy": self.fit_accuracy,
+                "guard_retain_accuracy": self.guard_accuracy}
+
+
+def _guard(task, n: int, st: DirectionAblationConfig, seed: int):
+    """Up to ``n`` retain facts whose true answers the ``"selective"`` choice rewards (none for
+    ``"forget"`` or without retain facts: the maintain facts are scored and must not choose)."""
+    if st.selection != "selective" or not len(task.retain):
+        return task.maintain[:0]
+    return task.retain.shuffled(seed)[:n]
 
 
 def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list[int],
@@ -238,11 +267,18 @@ def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list
         fit_ids = set(ids) - set(held) if len(parts) > 1 else set(ids)
         fit = task.forget.filter(lambda r: r.id in fit_ids)
         dirs = _directions(model, original, fit, contrast, st, layers, config.batch_size)
-        fit_task = replace(task, forget=fit, maintain=task.maintain[:0])
+        fit_task = replace(task, forget=fit, maintain=_guard(task, len(fit), st, config.seed + k))
         best, runs = _choose(model, fit_task, config, dirs, layers, st, desc=f"ablation fold {k + 1}/{len(parts)}")
-        curve = {pos: [runs[(pos, layer)].accuracy("forget") for layer in layers] for pos in st.positions}
-        folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], curve))
+        curves = [{pos: [runs[(pos, layer)].accuracy(split) if getattr(runs[(pos, layer)], split) else None
+                         for layer in layers] for pos in st.positions} for split in ("forget", "maintain")]
+        folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], *curves))
     return folds, (runs if len(parts) == 1 else {})
+
+
+def _random_folds(folds: list[_Fold], d_model: int, seed: int) -> list[_Fold]:
+    """The folds with their directions replaced by random ones (Gaussian, seeded per fold)."""
+    return [replace(f, direction=np.random.default_rng([seed, k]).standard_normal(d_model))
+            for k, f in enumerate(folds)]
 
 
 def _score_folds(model, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig,
@@ -255,6 +291,31 @@ def _score_folds(model, task, config: EvalConfig, folds: list[_Fold], st: Direct
         held_task = replace(task, forget=task.forget.filter(lambda r: r.id in held))
         parts.append(_ablated(model, held_task, config, f.direction, f.best[1], st.scope))
     return _merge(parts, before)
+
+
+def _check_inputs(task, contrast, original, st: DirectionAblationConfig) -> None:
+    if len(task.forget) == 0:
+        raise ValueError("direction ablation needs forget facts")
+    if st.direction == "forget_vs_contrast" and len(contrast) == 0:
+        raise ValueError("direction ablation needs retain (or maintain) facts for a forget-vs-contrast direction; "
+                         "give the task some, or use direction_ablation.direction='edit_shift'")
+    if st.direction == "edit_shift" and original is None:
+        raise ValueError("direction_ablation.direction='edit_shift' fits the edited minus the unedited model's "
+                         "activations: pass original= (the unedited model)")
+
+
+def _attack_and_control(model, original, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig,
+                        befores: tuple[TaskScores, TaskScores | None], baselines: BaselineCache | None,
+                        tag: str) -> tuple[TaskScores, TaskScores | None]:
+    """``model`` and the original (``None`` without one) with the folds' directions removed; the
+    original's scores are cached under the directions and places they remove."""
+    before, base_before = befores
+    attacked = _score_folds(model, task, config, folds, st, before)
+    if original is None or original is model:
+        return attacked, (None if original is None else attacked)
+    key = (tag, st.scope, tuple((f.held_out, f.best) for f in folds),
+           arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config), task_key(task, config))
+    return attacked, cached(baselines, key, lambda: _score_folds(original, task, config, folds, st, base_before))
 
 
 def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
@@ -306,9 +367,11 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     Returns:
         ``ablation_forget_accuracy``, ``ablation_forget_recovery``, ``ablation_edit_accuracy``,
         ``ablation_maintain_accuracy`` (baselines: the original with the same directions removed
-        at the same places). ``extra``: ``settings``, ``layers``, ``positions``, ``contrast``,
-        ``folds`` (per fold: held-out facts, the chosen position and layer, the forget accuracy
-        of every variant on the fitting facts), ``attack_damage`` and ``note``.
+        at the same places); with ``random_control`` the same four ``ablation_random_*``, a
+        random direction removed at each chosen place instead. ``extra``: ``settings``,
+        ``layers``, ``positions``, ``contrast``, ``selection``, ``folds`` (per fold: held-out
+        facts, the chosen position and layer, every variant's accuracy on the fitting facts and
+        the retain guard), ``attack_damage``, ``random_attack_damage`` and ``note``.
 
     Raises:
         ValueError: No forget facts, no contrast facts for ``"forget_vs_contrast"``, no
@@ -324,29 +387,24 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         mask = edit_result.mask
     layers = ablation_layers(model, mask=mask, layers=st.layers)
     contrast, contrast_name = (task.retain, "retain") if len(task.retain) else (task.maintain, "maintain")
-    if len(task.forget) == 0:
-        raise ValueError("direction ablation needs forget facts")
-    if st.direction == "forget_vs_contrast" and len(contrast) == 0:
-        raise ValueError("direction ablation needs retain (or maintain) facts for a forget-vs-contrast direction; "
-                         "give the task some, or use direction_ablation.direction='edit_shift'")
-    if st.direction == "edit_shift" and original is None:
-        raise ValueError("direction_ablation.direction='edit_shift' fits the edited minus the unedited model's "
-                         "activations: pass original= (the unedited model)")
+    _check_inputs(task, contrast, original, st)
     before = score_task(model, task, config)
+    base_before = None if original is None else before if original is model else cached(
+        baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
     folds, runs = _cross_fit(model, original, task, config, contrast, layers, st)
-    attacked = _score_folds(model, task, config, folds, st, before)
-    base_before = base = None
-    if original is not None:
-        base_before = before if original is model else cached(
-            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
-        key = ("direction_ablation", st.scope, tuple((f.held_out, f.best) for f in folds),
-               arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config),
-               task_key(task, config))
-        base = attacked if original is model else cached(
-            baselines, key, lambda: _score_folds(original, task, config, folds, st, base_before))
+    attacked, base = _attack_and_control(model, original, task, config, folds, st, (before, base_before), baselines,
+                                         "direction_ablation")
     metrics = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
     if runs:
         metrics = _selected(metrics, runs)
+    random_damage = None
+    if st.random_control:  # what removing *a* direction at the same places does: the attack's null
+        rand = _random_folds(folds, int(model.cfg.d_model), config.seed)
+        r_att, r_base = _attack_and_control(model, original, task, config, rand, st, (before, base_before),
+                                            baselines, "direction_ablation_random")
+        metrics += attack_metrics("ablation_random", r_att, before, base_attacked=r_base, base_before=base_before)
+        if r_base is not None:
+            random_damage = attack_damage(base_before, r_base, tolerance=st.damage_tolerance)
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
                                             "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}
     if attacked.edit:
@@ -358,6 +416,9 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         "settings": st.to_dict(), "layers": layers, "positions": list(st.positions), "contrast": contrast_name,
         "folds": [f.to_dict(layers) for f in folds],
         "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
+        "random_attack_damage": random_damage,
+        "selection": ("forget wins on the fitting facts plus true-answer wins on as many retain facts"
+                      if st.selection == "selective" and len(task.retain) else "forget wins on the fitting facts"),
         "note": (f"each forget fact scored under the best of {n_variants} (position, layer) variants chosen on the "
                  f"other {len(folds) - 1} fold(s)" if len(folds) > 1 else
                  f"metrics at the best of {n_variants} (position, layer) variants by forget accuracy on the same "

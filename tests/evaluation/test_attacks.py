@@ -496,6 +496,47 @@ def test_direction_ablation_checks_its_inputs(suppressed):
     assert folds == fact_folds([str(i) for i in range(9)], 2, seed=3) != fact_folds([str(i) for i in range(9)], 2)
 
 
+def test_direction_ablation_random_control(suppressed):
+    """A random direction removed at the chosen places brings back none of the suppressed facts and costs
+    the original nothing: the attack's null, reported beside it (``ablation_random_*``)."""
+    p, edited, task, _ = suppressed
+    st = DirectionAblationConfig(direction="edit_shift")
+    r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
+    assert r["ablation_forget_accuracy"].value == 1.0
+    ra = r["ablation_random_forget_accuracy"]
+    assert ra.value == 0.0 and ra.baseline == 1.0 and ra.ci_method == "wilson" and ra.n == 8
+    assert r["ablation_random_maintain_accuracy"].value == 1.0 and r.extra["random_attack_damage"]["damaged"] is False
+    off = run_direction_ablation(edited, task, original=p.model,
+                                 direction_ablation_config=dataclasses.replace(st, random_control=False))
+    assert not [m for m in off.metrics if m.name.startswith("ablation_random")] and off.extra["random_attack_damage"] is None
+    assert [m.value for m in off.metrics] == [m.value for m in r.metrics if not m.name.startswith("ablation_random")]
+
+
+def test_direction_ablation_selective_choice_passes_over_a_collapse(suppressed, monkeypatch):
+    """An ablation that makes the model give one answer to everyone "brings back" every forget fact of a
+    one-answer forget set; "selective" (default) also counts retain facts (not scored by the suite) and
+    takes the variant that keeps them; "forget" takes the collapse."""
+    import factlens.evaluation.direction_ablation as da
+
+    p, edited, task, _ = suppressed
+
+    def fake(model, t, config, direction, layer, scope):  # layer 1: collapse; layer 2: selective recovery
+        forget = {r.id: 1.0 if layer == 1 else float(i % 4 != 0) for i, r in enumerate(t.forget)}
+        return TaskScores(forget, {}, {r.id: 0.0 if layer == 1 else 1.0 for r in t.maintain})
+
+    monkeypatch.setattr(da, "_ablated", fake)
+    chosen = {}
+    for sel in ("selective", "forget"):
+        st = DirectionAblationConfig(direction="edit_shift", selection=sel, random_control=False, layers=(1, 2))
+        r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
+        chosen[sel] = {f["layer"] for f in r.extra["folds"]}
+        assert r.extra["folds"][0]["guard_retain_accuracy"]["final"] == ([0.0, 1.0] if sel == "selective" else
+                                                                           [None, None])
+    assert chosen == {"selective": {2}, "forget": {1}}
+    with pytest.raises(ValueError, match="selection must be one of"):
+        DirectionAblationConfig(selection="best")
+
+
 def test_direction_ablation_cache_keys_the_directions():
     """The control removes the edited model's forget-vs-contrast (retain) directions from the original: a
     task that differs only in its retain facts, or another edit, must not get the original's cached
