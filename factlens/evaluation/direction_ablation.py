@@ -15,8 +15,11 @@ suite
    ablate (``"every_layer"``, :func:`factlens.components.project_out_everywhere_hooks`), or
    from ``resid_post`` of ``L`` only (``"layer"``); at every position, hooks on for the
    scoring only;
-3. scores the forget facts it was fitted on; the (position, layer) variant that brings the
-   most of them back is the attack.
+3. scores the forget facts it was fitted on and as many retain facts (``selection``): the
+   (position, layer) variant with the most forget wins plus retain wins is the attack (an
+   ablation that makes the model give one answer to everyone does not win; ``"forget"``
+   counts forget wins only). A random direction removed at the same places
+   (``random_control``) gives the attack's null, ``ablation_random_*``.
 
 **Cross-fitting** (``folds``, default 2): the forget facts are split at random (``seed``)
 into ``folds`` parts; the direction of each part is fitted and its variant chosen on the
@@ -397,16 +400,17 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     metrics = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
     if runs:
         metrics = _selected(metrics, runs)
+    columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
+                                            "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}
     random_damage = None
     if st.random_control:  # what removing *a* direction at the same places does: the attack's null
         rand = _random_folds(folds, int(model.cfg.d_model), config.seed)
         r_att, r_base = _attack_and_control(model, original, task, config, rand, st, (before, base_before),
                                             baselines, "direction_ablation_random")
         metrics += attack_metrics("ablation_random", r_att, before, base_attacked=r_base, base_before=base_before)
+        columns["ablation_random_answer_wins"] = {**r_att.forget, **r_att.maintain}
         if r_base is not None:
             random_damage = attack_damage(base_before, r_base, tolerance=st.damage_tolerance)
-    columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
-                                            "ablation_answer_wins": {**attacked.forget, **attacked.maintain}}
     if attacked.edit:
         columns.update(target_wins_before=before.edit, ablation_target_wins=attacked.edit)
     if base is not None:

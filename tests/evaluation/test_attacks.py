@@ -506,6 +506,9 @@ def test_direction_ablation_random_control(suppressed):
     ra = r["ablation_random_forget_accuracy"]
     assert ra.value == 0.0 and ra.baseline == 1.0 and ra.ci_method == "wilson" and ra.n == 8
     assert r["ablation_random_maintain_accuracy"].value == 1.0 and r.extra["random_attack_damage"]["damaged"] is False
+    rows = {row["record_id"]: row for row in r.per_fact}  # per fact, pairable with the fitted direction's
+    assert [rows[f.id]["ablation_random_answer_wins"] for f in task.forget] == [0.0] * 8
+    assert [rows[f.id]["ablation_answer_wins"] for f in task.forget] == [1.0] * 8
     off = run_direction_ablation(edited, task, original=p.model,
                                  direction_ablation_config=dataclasses.replace(st, random_control=False))
     assert not [m for m in off.metrics if m.name.startswith("ablation_random")] and off.extra["random_attack_damage"] is None
