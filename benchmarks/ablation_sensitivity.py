@@ -6,7 +6,8 @@ question: does removing *any* one direction break the model? It scores the task 
 (its forget and maintain facts, seed 0) on the unedited model with seeded Gaussian directions
 removed from every residual-stream read (``everywhere``), from ``resid_post`` of single layers,
 and with the component set to its mean over the first 64 retain prompts (positions from 1 on)
-instead of 0 (affine ablation)::
+instead of 0 (affine ablation); and, per layer, the residual dimensions of largest mean
+|activation| against the median one::
 
     OMP_NUM_THREADS=1 python benchmarks/ablation_sensitivity.py results/ablation-v2 [--directions 3] \
         [--layers 2 9] [--json out.json]
@@ -68,6 +69,21 @@ def measure(model, task, *, n_directions: int, layers: Sequence[int], seed: int 
     return rows
 
 
+def largest_dimensions(model, task, layers: Sequence[int], k: int = 5) -> list[dict[str, Any]]:
+    """Per layer, the ``k`` residual dimensions of largest mean |activation| (``resid_post``, the
+    subject's last token of the forget prompts) and the median over all dimensions."""
+    from factlens.evaluation.probes import collect_activations
+
+    layers = [L for L in layers if L < model.cfg.n_layers]
+    acts = np.abs(collect_activations(model, task.forget, layers=layers, position="subject_last")).mean(0)
+    out = []
+    for j, L in enumerate(layers):
+        top = np.argsort(-acts[j])[:k]
+        out.append({"layer": L, "dims": top.tolist(), "mean_abs": [round(float(x), 2) for x in acts[j][top]],
+                    "median_mean_abs": round(float(np.median(acts[j])), 3)})
+    return out
+
+
 def _acc(s) -> dict[str, float]:
     return {"forget_accuracy": s.accuracy("forget"), "maintain_accuracy": s.accuracy("maintain"),
             "n_forget": len(s.forget), "n_maintain": len(s.maintain)}
@@ -97,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepared = prepare(rc["config"], 0)
             model, task = prepared.model, prepared.task  # unedited: nothing has run on it yet
         rows = measure(model, task, n_directions=args.directions, layers=args.layers)
-    emit({"run": args.run, "rows": rows}, args.json)
+        dims = largest_dimensions(model, task, args.layers)
+    emit({"run": args.run, "rows": rows, "largest_dimensions": dims}, args.json)
     return 0
 
 
