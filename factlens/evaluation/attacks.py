@@ -88,6 +88,9 @@ class TaskScores:
         maintain: True answer wins, maintain facts.
         chance: Split -> chance level of the format (uniform guessing among the candidates).
         n_prompts: Split -> number of prompts.
+        maintain_said: Maintain fact -> the candidate the model gives (one prompt per fact;
+            empty otherwise): what :mod:`~factlens.evaluation.selectivity` needs for the bias
+            of an attack.
     """
 
     forget: dict[str, float]
@@ -95,6 +98,7 @@ class TaskScores:
     maintain: dict[str, float]
     chance: dict[str, float] = field(default_factory=dict)
     n_prompts: dict[str, int] = field(default_factory=dict)
+    maintain_said: dict[str, str] = field(default_factory=dict)
 
     def accuracy(self, split: str) -> float:
         """Mean of a split's per-fact values (NaN when it has none)."""
@@ -129,6 +133,7 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
     out: dict[str, dict[str, float]] = {"forget": {}, "edit": {}, "maintain": {}}
     chance: dict[str, float] = {}
     n: dict[str, int] = {}
+    said: dict[str, str] = {}
     for split, items in _task_items(task, config, fmt).items():
         n[split] = len(items)
         if not items:
@@ -139,7 +144,9 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
         has_t = np.array([it.target is not None for it in items])
         if split == "forget" and task.objective == "inject" and has_t.any():
             out["edit"] = fact_means(s, np.where(has_t, s.target_wins.astype(float), np.nan))
-    return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n)
+        if split == "maintain" and len({it.record_id for it in items}) == len(items):
+            said = {it.record_id: c for it, c in zip(items, s.predicted())}
+    return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n, said)
 
 
 def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:

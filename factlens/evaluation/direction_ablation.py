@@ -19,7 +19,11 @@ suite
    (position, layer) variant with the most forget wins plus retain wins is the attack (an
    ablation that makes the model give one answer to everyone does not win; ``"forget"``
    counts forget wins only). A random direction removed at the same places
-   (``random_control``) gives the attack's null, ``ablation_random_*``.
+   (``random_control``) gives the attack's null, ``ablation_random_*``; and each forget fact's
+   win minus the rate at which its fold's ablation gives the fact's answer to its control
+   athletes is ``ablation_selective_recovery`` (with ``ablation_control_bias``, the rate;
+   :mod:`~factlens.evaluation.selectivity`): an ablation that tilts every answer towards the
+   forget set's brings back nothing net of that bias.
 
 **Cross-fitting** (``folds``, default 2): the forget facts are split at random (``seed``)
 into ``folds`` parts; the direction of each part is fitted and its variant chosen on the
@@ -56,6 +60,7 @@ from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_da
                                        score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
+from factlens.evaluation.selectivity import selectivity_metrics
 from factlens.progress_bars import progress_bar
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests DirectionAblationConfig)
@@ -284,16 +289,33 @@ def _random_folds(folds: list[_Fold], d_model: int, seed: int) -> list[_Fold]:
             for k, f in enumerate(folds)]
 
 
-def _score_folds(model, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig,
-                 before: TaskScores) -> TaskScores:
+def _score_folds(model, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig) -> list[TaskScores]:
     """``model`` with each fold's direction removed, scored on that fold's forget facts and every
-    maintain fact; merged over the folds."""
+    maintain fact (one :class:`TaskScores` per fold; :func:`_merge` joins them)."""
     parts = []
     for f in folds:
         held = set(f.held_out)
         held_task = replace(task, forget=task.forget.filter(lambda r: r.id in held))
         parts.append(_ablated(model, held_task, config, f.direction, f.best[1], st.scope))
-    return _merge(parts, before)
+    return parts
+
+
+def _selectivity(task, config: EvalConfig, folds: list[_Fold], parts: list[TaskScores]):
+    """Each forget fact's win under its fold's ablation minus the rate at which that ablation gives
+    the fact's answer to its control athletes (:mod:`~factlens.evaluation.selectivity`); ``None``
+    without one prompt per fact or without controls."""
+    from factlens.evaluation.attacks import _task_items
+    from factlens.evaluation.selectivity import selectivity_of
+
+    items = _task_items(task, config, "default")
+    f_items, m_items = items["forget"], items["maintain"]
+    if (not m_items or not all(p.maintain_said for p in parts)
+            or len({it.record_id for it in f_items}) != len(f_items)):
+        return None
+    fold_of = {rid: k for k, f in enumerate(folds) for rid in f.held_out}
+    wins = {rid: v for p in parts for rid, v in p.forget.items()}
+    return selectivity_of(f_items, [wins[it.record_id] for it in f_items], [fold_of[it.record_id] for it in f_items],
+                          {k: p.maintain_said for k, p in enumerate(parts)}, m_items, seed=config.seed)
 
 
 def _check_inputs(task, contrast, original, st: DirectionAblationConfig) -> None:
@@ -308,17 +330,15 @@ def _check_inputs(task, contrast, original, st: DirectionAblationConfig) -> None
 
 
 def _attack_and_control(model, original, task, config: EvalConfig, folds: list[_Fold], st: DirectionAblationConfig,
-                        befores: tuple[TaskScores, TaskScores | None], baselines: BaselineCache | None,
-                        tag: str) -> tuple[TaskScores, TaskScores | None]:
-    """``model`` and the original (``None`` without one) with the folds' directions removed; the
-    original's scores are cached under the directions and places they remove."""
-    before, base_before = befores
-    attacked = _score_folds(model, task, config, folds, st, before)
+                        baselines: BaselineCache | None, tag: str) -> tuple[list[TaskScores], list[TaskScores] | None]:
+    """Per fold, ``model`` and the original (``None`` without one) with the fold's direction
+    removed; the original's scores are cached under the directions and places they remove."""
+    attacked = _score_folds(model, task, config, folds, st)
     if original is None or original is model:
         return attacked, (None if original is None else attacked)
     key = (tag, st.scope, tuple((f.held_out, f.best) for f in folds),
            arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config), task_key(task, config))
-    return attacked, cached(baselines, key, lambda: _score_folds(original, task, config, folds, st, base_before))
+    return attacked, cached(baselines, key, lambda: _score_folds(original, task, config, folds, st))
 
 
 def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
@@ -339,7 +359,8 @@ def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) ->
             ks = [int(np.nansum(list(r.forget.values()))) for r in runs.values()]
             lo, hi = max_wilson_interval(ks, m.n)
             m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
-        elif m.name in ("ablation_forget_accuracy", "ablation_forget_recovery") and m.ci_method is not None:
+        elif (m.name in ("ablation_forget_accuracy", "ablation_forget_recovery", "ablation_selective_recovery")
+              and m.ci_method is not None):
             m = replace(m, ci_method="bootstrap-selected")  # fractional outcomes (several prompts per fact)
         elif m.name == "ablation_edit_accuracy" and m.ci_method is not None:
             m = replace(m, ci_method="wilson-selected" if m.ci_method == "wilson" else "bootstrap-selected")
@@ -370,7 +391,9 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     Returns:
         ``ablation_forget_accuracy``, ``ablation_forget_recovery``, ``ablation_edit_accuracy``,
         ``ablation_maintain_accuracy`` (baselines: the original with the same directions removed
-        at the same places); with ``random_control`` the same four ``ablation_random_*``, a
+        at the same places); ``ablation_selective_recovery`` and ``ablation_control_bias``
+        (one prompt per fact, with control athletes); with ``random_control`` the same four
+        ``ablation_random_*``, a
         random direction removed at each chosen place instead. ``extra``: ``settings``,
         ``layers``, ``positions``, ``contrast``, ``selection``, ``folds`` (per fold: held-out
         facts, the chosen position and layer, every variant's accuracy on the fitting facts and
@@ -395,9 +418,13 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     base_before = None if original is None else before if original is model else cached(
         baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
     folds, runs = _cross_fit(model, original, task, config, contrast, layers, st)
-    attacked, base = _attack_and_control(model, original, task, config, folds, st, (before, base_before), baselines,
-                                         "direction_ablation")
+    parts, base_parts = _attack_and_control(model, original, task, config, folds, st, baselines, "direction_ablation")
+    attacked, base = _merge(parts, before), (_merge(base_parts, before) if base_parts is not None else None)
     metrics = attack_metrics("ablation", attacked, before, base_attacked=base, base_before=base_before)
+    sel = _selectivity(task, config, folds, parts)
+    if sel is not None:
+        b_sel = _selectivity(task, config, folds, base_parts) if base_parts is not None else None
+        metrics += selectivity_metrics("ablation", sel, b_sel, at_chance=metrics[0].at_chance)
     if runs:
         metrics = _selected(metrics, runs)
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain},
@@ -405,8 +432,10 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     random_damage = None
     if st.random_control:  # what removing *a* direction at the same places does: the attack's null
         rand = _random_folds(folds, int(model.cfg.d_model), config.seed)
-        r_att, r_base = _attack_and_control(model, original, task, config, rand, st, (before, base_before),
-                                            baselines, "direction_ablation_random")
+        r_parts, r_base_parts = _attack_and_control(model, original, task, config, rand, st, baselines,
+                                                    "direction_ablation_random")
+        r_att = _merge(r_parts, before)
+        r_base = _merge(r_base_parts, before) if r_base_parts is not None else None
         metrics += attack_metrics("ablation_random", r_att, before, base_attacked=r_base, base_before=base_before)
         columns["ablation_random_answer_wins"] = {**r_att.forget, **r_att.maintain}
         if r_base is not None:

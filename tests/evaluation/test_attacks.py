@@ -540,6 +540,33 @@ def test_direction_ablation_selective_choice_passes_over_a_collapse(suppressed, 
         DirectionAblationConfig(selection="best")
 
 
+def test_direction_ablation_selective_recovery(suppressed, monkeypatch):
+    """Net of bias: the planted suppression comes back without the ablation giving any control athlete a
+    forget fact's answer (selective recovery 1.0); an "ablation" that says one sport to every maintain
+    athlete gets, for the forget facts of that sport, a bias of 1 and a selective recovery of 0."""
+    import factlens.evaluation.direction_ablation as da
+
+    p, edited, task, _ = suppressed
+    st = DirectionAblationConfig(direction="edit_shift", random_control=False)
+    r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
+    sr, bias = r["ablation_selective_recovery"], r["ablation_control_bias"]
+    assert sr.value == 1.0 and bias.value == 0.0 and sr.baseline == 1.0 and not sr.selected
+    sport = task.forget[0].answer
+
+    def one_answer(model, t, config, direction, layer, scope):
+        return TaskScores({f.id: 1.0 for f in t.forget}, {}, {m.id: float(m.answer == sport) for m in t.maintain},
+                          maintain_said={m.id: sport for m in t.maintain})
+
+    monkeypatch.setattr(da, "_ablated", one_answer)
+    r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
+    rec, b = r["ablation_selective_recovery"].samples, r["ablation_control_bias"].samples
+    assert r["ablation_forget_accuracy"].value == 1.0
+    for f in task.forget:
+        if f.id in rec:
+            assert b[f.id] == (1.0 if f.answer == sport else 0.0) and rec[f.id] == 1.0 - b[f.id]
+    assert any(f.answer == sport and f.id in rec for f in task.forget)
+
+
 def test_direction_ablation_cache_keys_the_directions():
     """The control removes the edited model's forget-vs-contrast (retain) directions from the original: a
     task that differs only in its retain facts, or another edit, must not get the original's cached
