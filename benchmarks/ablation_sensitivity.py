@@ -31,15 +31,21 @@ from _output import emit  # benchmarks/_output.py (the script's folder is on sys
 
 
 def _affine_hooks(model, d: torch.Tensor, names: list[str], reference) -> list[tuple[str, Any]]:
-    """Hooks setting the component along ``d`` to its mean over ``reference`` prompts (positions >= 1)."""
-    toks = model.to_tokens([r.prompt for r in reference])
+    """Hooks setting the component along ``d`` to its mean over ``reference`` prompts (their real
+    tokens from position 1 on; each prompt runs alone, so no padding enters the mean)."""
+    sums = dict.fromkeys(names, 0.0)
+    count = 0
     with torch.no_grad():
-        _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names)
-    means = {n: float((cache[n][:, 1:].float() @ d).mean()) for n in names}
+        for r in reference:
+            _, cache = model.run_with_cache(model.to_tokens(r.prompt), names_filter=lambda n: n in names)
+            for n in names:
+                sums[n] += float((cache[n][0, 1:].float() @ d.to(cache[n].device)).sum())
+            count += int(cache[names[0]].shape[1]) - 1
+    means = {n: sums[n] / count for n in names}
 
     def hook_for(name: str):
         def hook(act, hook):
-            u = d.to(act.dtype)
+            u = d.to(device=act.device, dtype=act.dtype)
             return act - ((act @ u) - means[name]).unsqueeze(-1) * u
         return hook
 

@@ -118,8 +118,22 @@ def mark_positionwise(fn):
 
 
 def is_positionwise_hook(fn) -> bool:
-    """Whether ``fn`` was declared position-wise by :func:`mark_positionwise`."""
-    return bool(getattr(fn, _POSITIONWISE, False))
+    """Whether ``fn`` was declared position-wise by :func:`mark_positionwise`, directly or as the
+    hook that TransformerLens's ``HookPoint.add_hook`` wraps: it registers a closure over the
+    function it is given and the hook point itself (the way ``model.hooks(fwd_hooks=...)``
+    attaches the projection hooks of :mod:`factlens.components`)."""
+    if getattr(fn, _POSITIONWISE, False):
+        return True
+    contents = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            contents.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    from transformer_lens.hook_points import HookPoint
+
+    return (any(isinstance(c, HookPoint) for c in contents)
+            and any(callable(c) and getattr(c, _POSITIONWISE, False) for c in contents))
 
 
 #: The hook tables of a ``torch.nn.Module`` (the ``with_kwargs`` and full backward variants live in the same tables).

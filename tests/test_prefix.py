@@ -155,6 +155,25 @@ def test_positionwise_module_hooks_keep_reuse(gemma_like):
     torch.testing.assert_close(resid, plain[:, p:], rtol=1e-5, atol=1e-5)
 
 
+def test_projection_hooks_through_model_hooks_keep_reuse(gemma_like):
+    """The direction-ablation hooks go on through ``model.hooks(fwd_hooks=...)``, which wraps each in
+    TransformerLens's own closure: the position-wise mark is found through it (before 2026-12-05 it was
+    not, and every ablated pass ran the whole prefix again), and the result equals the plain pass."""
+    from factlens.components import project_out_everywhere_hooks
+    from factlens.prefix import _has_hooks
+
+    toks = _rows()
+    d = torch.randn(gemma_like.cfg.d_model, generator=torch.Generator().manual_seed(3))
+    with gemma_like.hooks(fwd_hooks=project_out_everywhere_hooks(d, gemma_like.cfg)):
+        assert not _has_hooks(gemma_like)
+        resid, p = residual_after_prefix(gemma_like, toks, first_read=9)
+        plain = gemma_like(toks, stop_at_layer=gemma_like.cfg.n_layers)
+    assert p == 9
+    torch.testing.assert_close(resid, plain[:, p:], rtol=1e-5, atol=1e-5)
+    with gemma_like.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda act, hook: act * 1.0)]):
+        assert _has_hooks(gemma_like)  # an unmarked hook through the same wrapper still switches reuse off
+
+
 def test_position_dependent_module_hook_gives_the_plain_pass(gemma_like):
     """A user's hook that steers token position 3 of block 0's output: answer log-probabilities with
     reuse on (the default) equal the plain pass (they differed: the suffix pass's position 3 was

@@ -251,7 +251,8 @@ class _Fold:
     guard_accuracy: dict[str, list[float]]  # position -> accuracy per layer on the retain guard (if any)
 
     def to_dict(self, layers: list[int]) -> dict[str, Any]:
-        return {"n_held_out": len(self.held_out), "position": self.best[0], "layer": self.best[1],
+        return {"held_out": list(self.held_out), "n_held_out": len(self.held_out), "position": self.best[0],
+                "layer": self.best[1],
                 "layers": layers, "fit_forget_accuracy": self.fit_accuracy,
                 "guard_retain_accuracy": self.guard_accuracy}
 
@@ -336,8 +337,11 @@ def _attack_and_control(model, original, task, config: EvalConfig, folds: list[_
     attacked = _score_folds(model, task, config, folds, st)
     if original is None or original is model:
         return attacked, (None if original is None else attacked)
-    key = (tag, st.scope, tuple((f.held_out, f.best) for f in folds),
-           arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config), task_key(task, config))
+    # where a direction is removed depends on the chosen layer only for scope="layer"; every_layer removes it
+    # everywhere, so the variant is not part of the key (the random control is then shared by every edit)
+    places = tuple((f.held_out, f.best[1] if st.scope == "layer" else None) for f in folds)
+    key = (tag, st.scope, places, arrays_key({str(i): f.direction for i, f in enumerate(folds)}), config_key(config),
+           task_key(task, config))
     return attacked, cached(baselines, key, lambda: _score_folds(original, task, config, folds, st))
 
 
@@ -454,9 +458,11 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
                       if st.selection == "selective" and len(task.retain) else "forget wins on the fitting facts"),
         "note": (f"each forget fact scored under the best of {n_variants} (position, layer) variants chosen on the "
                  f"other {len(folds) - 1} fold(s)" if len(folds) > 1 else
-                 f"metrics at the best of {n_variants} (position, layer) variants by forget accuracy on the same "
-                 "facts (optimistic for the attack)") + "; baselines: the unedited model with the same directions "
-                "removed at the same places",
+                 f"metrics at the best of {n_variants} (position, layer) variants chosen on the same forget facts "
+                 "(optimistic for the attack)") + "; baselines: the unedited model with the same directions "
+                "removed at the same places; a maintain fact lost under one fold's direction only counts half"
+                + ("; the maintain facts were the contrast the directions were fitted against (no retain facts)"
+                   if contrast_name == "maintain" and st.direction == "forget_vs_contrast" else ""),
     }
     if original is None:
         extra["baseline_note"] = "original=None: the ablated original (control) was not evaluated"
