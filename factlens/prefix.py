@@ -119,21 +119,23 @@ def mark_positionwise(fn):
 
 def is_positionwise_hook(fn) -> bool:
     """Whether ``fn`` was declared position-wise by :func:`mark_positionwise`, directly or as the
-    hook that TransformerLens's ``HookPoint.add_hook`` wraps: it registers a closure over the
-    function it is given and the hook point itself (the way ``model.hooks(fwd_hooks=...)``
-    attaches the projection hooks of :mod:`factlens.components`)."""
+    hook that TransformerLens's ``HookPoint.add_hook`` wraps (its ``full_hook`` closure, the way
+    ``model.hooks(fwd_hooks=...)`` attaches the projection hooks of :mod:`factlens.components`).
+    Only that wrapper is looked into: another closure that merely holds a marked function may
+    still read particular positions."""
     if getattr(fn, _POSITIONWISE, False):
         return True
-    contents = []
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            contents.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            continue
-    from transformer_lens.hook_points import HookPoint
-
-    return (any(isinstance(c, HookPoint) for c in contents)
-            and any(callable(c) and getattr(c, _POSITIONWISE, False) for c in contents))
+    code = getattr(fn, "__code__", None)
+    if (getattr(fn, "__module__", None) != "transformer_lens.hook_points"
+            or not getattr(fn, "__qualname__", "").endswith("add_hook.<locals>.full_hook")
+            or code is None or "hook" not in code.co_freevars or "self" not in code.co_freevars):
+        return False
+    cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
+    try:
+        inner, point = cells["hook"].cell_contents, cells["self"].cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return bool(getattr(inner, _POSITIONWISE, False)) and getattr(point, "hook_conversion", None) is None
 
 
 #: The hook tables of a ``torch.nn.Module`` (the ``with_kwargs`` and full backward variants live in the same tables).

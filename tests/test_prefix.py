@@ -172,6 +172,14 @@ def test_projection_hooks_through_model_hooks_keep_reuse(gemma_like):
     torch.testing.assert_close(resid, plain[:, p:], rtol=1e-5, atol=1e-5)
     with gemma_like.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda act, hook: act * 1.0)]):
         assert _has_hooks(gemma_like)  # an unmarked hook through the same wrapper still switches reuse off
+    from factlens.prefix import is_positionwise_hook, mark_positionwise
+
+    marked, point = mark_positionwise(lambda act, hook: act), gemma_like.blocks[0].hook_resid_pre
+
+    def own_closure(module, args, out):  # holds a marked function and a hook point, but is not TL's wrapper
+        return marked(out, hook=point)[:, :3]
+
+    assert not is_positionwise_hook(own_closure)
 
 
 def test_position_dependent_module_hook_gives_the_plain_pass(gemma_like):
