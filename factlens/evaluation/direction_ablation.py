@@ -56,8 +56,8 @@ import torch
 
 from factlens.components import project_out_everywhere_hooks, project_out_hook
 from factlens.config import ConfigBase, check_numbers
-from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
-                                       score_task, suite_settings, task_key)
+from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, _task_items, attack_damage, attack_metrics,
+                                       fact_rows, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity_metrics
@@ -170,12 +170,16 @@ def mean_difference_directions(model, facts, contrast, *, layers: Sequence[int],
         ...                                      contrast_model=p.model)).max())
         0.0
     """
+    b = _mean_activations(model if contrast_model is None else contrast_model, contrast, layers, position, batch_size)
+    return _mean_activations(model, facts, layers, position, batch_size) - b
+
+
+def _mean_activations(model, facts, layers: Sequence[int], position: str, batch_size: int) -> np.ndarray:
+    """Mean ``resid_post`` of ``facts`` per layer at ``position`` (float64): ``[len(layers), d_model]``."""
     from factlens.evaluation.probes import collect_activations
 
-    a = collect_activations(model, facts, layers=layers, position=position, batch_size=batch_size)
-    b = collect_activations(model if contrast_model is None else contrast_model, contrast, layers=layers,
-                            position=position, batch_size=batch_size)
-    return a.astype(np.float64).mean(0) - b.astype(np.float64).mean(0)
+    acts = collect_activations(model, facts, layers=layers, position=position, batch_size=batch_size)
+    return acts.astype(np.float64).mean(0)
 
 
 def fact_folds(ids: Sequence[str], folds: int, *, seed: int = 0) -> list[tuple[str, ...]]:
@@ -195,12 +199,17 @@ def fact_folds(ids: Sequence[str], folds: int, *, seed: int = 0) -> list[tuple[s
     return [tuple(ids[i] for i in sorted(part)) for part in np.array_split(order, folds)]
 
 
-def _directions(model, original, facts, contrast, st: DirectionAblationConfig, layers: list[int],
-                batch_size: int) -> dict[str, np.ndarray]:
-    """The directions fitted on ``facts``: position -> ``[len(layers), d_model]`` (see ``direction``)."""
-    other_model, other = (original, facts) if st.direction == "edit_shift" else (model, contrast)
-    return {pos: mean_difference_directions(model, facts, other, layers=layers, position=pos, batch_size=batch_size,
-                                            contrast_model=other_model) for pos in st.positions}
+def _directions(model, original, facts, contrast_means: dict[str, np.ndarray] | None, st: DirectionAblationConfig,
+                layers: list[int], batch_size: int) -> dict[str, np.ndarray]:
+    """The directions fitted on ``facts``: position -> ``[len(layers), d_model]`` (see ``direction``).
+    ``contrast_means``: the contrast facts' mean activations per position, the same for every fold
+    (``"forget_vs_contrast"``; computed once by the caller)."""
+    out = {}
+    for pos in st.positions:
+        other = (_mean_activations(original, facts, layers, pos, batch_size) if st.direction == "edit_shift"
+                 else contrast_means[pos])
+        out[pos] = _mean_activations(model, facts, layers, pos, batch_size) - other
+    return out
 
 
 def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int, scope: str) -> TaskScores:
@@ -272,10 +281,12 @@ def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list
     ids = [r.id for r in task.forget]
     parts = fact_folds(ids, int(st.folds), seed=config.seed)
     folds, runs = [], {}
+    contrast_means = None if st.direction == "edit_shift" else {
+        pos: _mean_activations(model, contrast, layers, pos, config.batch_size) for pos in st.positions}
     for k, held in enumerate(parts):
         fit_ids = set(ids) - set(held) if len(parts) > 1 else set(ids)
         fit = task.forget.filter(lambda r: r.id in fit_ids)
-        dirs = _directions(model, original, fit, contrast, st, layers, config.batch_size)
+        dirs = _directions(model, original, fit, contrast_means, st, layers, config.batch_size)
         fit_task = replace(task, forget=fit, maintain=_guard(task, len(fit), st, config.seed + k))
         best, runs = _choose(model, fit_task, config, dirs, layers, st, desc=f"ablation fold {k + 1}/{len(parts)}")
         curves = [{pos: [runs[(pos, layer)].accuracy(split) if getattr(runs[(pos, layer)], split) else None
@@ -305,7 +316,6 @@ def _selectivity(task, config: EvalConfig, folds: list[_Fold], parts: list[TaskS
     """Each forget fact's win under its fold's ablation minus the rate at which that ablation gives
     the fact's answer to its control athletes (:mod:`~factlens.evaluation.selectivity`); ``None``
     without one prompt per fact or without controls."""
-    from factlens.evaluation.attacks import _task_items
     from factlens.evaluation.selectivity import selectivity_of
 
     items = _task_items(task, config, "default")
