@@ -11,7 +11,7 @@ The editor minimizes ``L = l_forget * L_forget + l_retain * L_retain + l_sft * L
   true answer to 0 (it is not gradient ascent on the answer's cross-entropy). ``p`` of a
   multi-token answer is the product of its token probabilities. ``log(1 - p)`` is computed
   exactly and stably: per token ``log(1 - p_i) = logsumexp(other logits) - logsumexp(all
-  logits)``, and ``1 - p_1 p_2 ... p_n = sum_i p_1 ... p_{i-1} (1 - p_i)`` is combined in log
+  logits)`` where ``p_i >= 1/2`` and ``log1p(-p_i)`` below, and ``1 - p_1 p_2 ... p_n = sum_i p_1 ... p_{i-1} (1 - p_i)`` is combined in log
   space, so the loss is finite with a useful gradient even when ``p`` rounds to 1.
 * ``L_retain``: cross-entropy of the true answers of the retain facts.
 * ``L_SFT``: next-token cross-entropy on general text, or ``KL(p_original || p_model)`` of
@@ -28,6 +28,7 @@ positions), never ``[batch, pos, d_vocab]``.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -60,6 +61,21 @@ __all__ = [
 
 def _unembed_rows(model, resid: Float[Tensor, "k d_model"]) -> Float[Tensor, "k d_vocab"]:
     return unembed(model, resid[:, None, :])[:, 0].float()
+
+
+def _log1m_token(logits: Tensor, tok: Tensor, lp: Tensor, lse: Tensor) -> Tensor:
+    """``log(1 - p)`` of each row's token, accurate at both ends (Maechler's ``log1mexp``).
+
+    Where ``p >= 1/2``: ``logsumexp(other logits) - logsumexp(all logits)``, which stays finite
+    when ``p`` rounds to 1. Where ``p < 1/2``: ``log1p(-p)``; the difference of two logsumexps that
+    agree to float32 rounding was exactly 0 below ``p ~ 1e-7`` (the loss said "forgotten" while
+    ``p`` could still fall by orders of magnitude). Each branch's input is clamped to its own
+    range, so the branch not taken has a finite gradient (0 after ``where``)."""
+    half = -math.log(2.0)
+    small = torch.log1p(-torch.exp(lp.clamp(max=half)))
+    others = logits.scatter(1, tok[:, None], float("-inf"))
+    large = torch.logsumexp(others, dim=-1) - lse
+    return torch.where(lp < half, small, large)
 
 
 def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *, with_log1m: Sequence[bool] | None = None):
@@ -103,8 +119,7 @@ def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *
     lp = tok_logit - lse
     log1m = None
     if with_log1m is not None and any(with_log1m):
-        others = logits.scatter(1, tok_t[:, None], float("-inf"))
-        log1m = torch.logsumexp(others, dim=-1) - lse
+        log1m = _log1m_token(logits, tok_t, lp, lse)
     return lp, log1m, owner_t.to(logits.device)
 
 
@@ -113,13 +128,16 @@ def _sum_by_owner(values: Tensor, owner: Tensor, n: int) -> Tensor:
 
 
 def _log1m_from_tokens(lp: Tensor, log1m: Tensor, owner: Tensor, idx: Sequence[int]) -> Tensor:
-    """``log(1 - prod_i p_i)`` per prompt in ``idx`` = logsumexp_i (sum_{j<i} log p_j + log(1 - p_i))."""
+    """``log(1 - prod_i p_i)`` per prompt in ``idx`` = logsumexp_i (sum_{j<i} log p_j + log(1 - p_i)),
+    or ``log1p(-prod_i p_i)`` where the product is below 1/2."""
     out = []
     for i in idx:
         sel = (owner == i).nonzero()[:, 0]
         lpi, l1 = lp[sel], log1m[sel]
         prefix = torch.cat([lpi.new_zeros(1), torch.cumsum(lpi, 0)[:-1]])
-        out.append(torch.logsumexp(prefix + l1, dim=0))
+        total = prefix[-1] + lpi[-1]  # log p(answer); below log(1/2), log1p(-p) (see _log1m_token)
+        small = torch.log1p(-torch.exp(total.clamp(max=-math.log(2.0))))
+        out.append(torch.where(total < -math.log(2.0), small, torch.logsumexp(prefix + l1, dim=0)))
     return torch.stack(out)
 
 

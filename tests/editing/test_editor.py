@@ -27,7 +27,7 @@ from factlens.prompt_scores import score_prompts
 from factlens.tasks import sports_athlete_editing, sports_unlearning
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
-from factlens.tokens import answer_logprobs
+from factlens.tokens import answer_logprobs, answer_token_ids
 
 # small, fast settings for the tiny models (no accumulation, tiny SFT batches)
 TINY = EditConfig(lr=1e-2, steps=3, batch_size=4, grad_accum=2, n_sft_chunks=4, sft_batch_size=2, sft_seq_len=16,
@@ -167,6 +167,33 @@ def test_answer_logprob_grad_matches_no_grad_scoring():
     model.zero_grad(set_to_none=True)
     l1m = answer_log1m_prob(model, prompts, answers).detach()
     assert torch.allclose(l1m, torch.log1p(-ref.exp()), atol=1e-5)
+
+
+def test_log1m_accurate_when_p_is_tiny():
+    """For p(answer) below ~1e-7, ``log(1 - p)`` was the difference of two logsumexps that agree to
+    float32 rounding: exactly 0 (or +-1e-7), not -p; it is now ``log1p(-p)`` where ``p < 1/2``."""
+    model = tiny_model()
+    prompt, answer = "Fact: Tiger Woods plays the sport of", "golf"
+    tok = answer_token_ids(model, answer)
+    assert len(tok) == 1
+    with torch.no_grad():
+        model.unembed.b_U[tok[0]] -= 10.0
+        lp = answer_logprobs(model, [prompt], [answer]).double()
+    assert float(lp.exp()) < 1e-6
+    l1m = answer_log1m_prob(model, [prompt], [answer])
+    want = torch.log1p(-lp.exp())
+    assert float(l1m.detach()) < 0.0
+    assert float(l1m.detach()) == pytest.approx(float(want), rel=1e-4, abs=0)
+    l1m.sum().backward()  # finite gradient through the log1p branch
+    assert torch.isfinite(model.unembed.b_U.grad).all()
+    two = "basketball player"  # several tokens: the product of their probabilities is tiny too
+    assert len(answer_token_ids(model, two)) > 1
+    with torch.no_grad():
+        model.unembed.b_U[answer_token_ids(model, two)[-1]] -= 20.0
+        lp2 = answer_logprobs(model, [prompt], [two]).double()
+    assert float(lp2.exp()) < 1e-6
+    got = float(answer_log1m_prob(model, [prompt], [two]).detach())
+    assert got < 0.0 and got == pytest.approx(float(torch.log1p(-lp2.exp())), rel=1e-4, abs=0)
 
 
 def test_unlearn_loss_stable_when_p_is_one():
