@@ -135,7 +135,8 @@ def _training_items(task, entry: Objective, config: EditConfig):
 @takes_show_progress
 @with_gradients  # every method copies and trains; under the caller's no_grad() they trained nothing
 def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),
-         inplace: bool = False, offload: str | os.PathLike | None = None, show_progress: bool | None = None) -> EditResult:
+         inplace: bool = False, offload: str | os.PathLike | None = None, show_progress: bool | None = None,
+         edited_before=None) -> EditResult:
     """Edit or unlearn the facts of ``task`` by changing only the components in ``mask``.
 
     ``method`` names an entry of :data:`factlens.editing.registry.EDIT_METHODS` (default
@@ -145,6 +146,9 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     ``None`` (default) follows :func:`factlens.progress`. ``offload``: a folder on disk where
     the method keeps its saved original values while it edits (see :func:`finetune`); passed
     to methods whose entry ``takes_offload`` (the built-in ones), ignored by the others.
+    ``edited_before``: the facts earlier edits of a sequence wrote (:func:`edit_sequential`
+    passes them), passed to methods whose entry ``takes_edited_before`` (AlphaEdit keeps their
+    keys' outputs); the others edit the model as it is without them.
 
     The mask alone decides what is trained: a parameter the caller froze
     (``requires_grad=False``) is trained when the mask selects entries of it, and every flag
@@ -172,6 +176,8 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
         objective = _check_task(task, objective).name if objective is not None else None
         entry.check_objective(objective or task.objective)
     extra = {"offload": offload} if offload is not None and entry.takes_offload else {}
+    if edited_before is not None and len(edited_before) and entry.takes_edited_before:
+        extra["edited_before"] = edited_before
     result = load(entry.fn)(model, mask, task, objective=objective, config=config, inplace=inplace, **extra)
     if not isinstance(result, EditResult):  # it would fail far from here (evaluate, revert, save)
         raise TypeError(f"edit method {entry.name!r} returned a {type(result).__name__}, not an EditResult: an "

@@ -54,7 +54,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -75,7 +75,7 @@ from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
 
 __all__ = ["MemitConfig", "memit", "memit_apply", "memit_update", "memit_targets", "post_mlp_norm", "residual_to_mlp_output",
-           "unwritable_share"]
+           "spread_edit", "unwritable_share"]
 
 
 @dataclass(frozen=True)
@@ -275,15 +275,18 @@ def unwritable_share(model, layer: int, residuals: Tensor, *, weight_floor: floa
 
 
 def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats: Mapping[int, KeyStatistics],
-                config: MemitConfig, prefixes: Sequence[str]) -> list[dict[str, Any]]:
+                config: MemitConfig, prefixes: Sequence[str],
+                update: Callable[[int, Tensor, Tensor], Tensor] | None = None) -> list[dict[str, Any]]:
     """Spread the residual ``targets - z`` over ``layers`` (in order), editing their ``W_out`` in place.
 
     MEMIT's layer loop: at layer ``j`` of ``L`` the remaining residual at the last layer is
     divided by ``L - j`` and written through :func:`memit_update` with that layer's keys, which
     are read on the model as edited so far. Split from :func:`memit` so that the update can be
     re-applied with another ``mom2_update_weight`` or covariance without re-optimizing the
-    targets (``benchmarks/memit_sweep.py``). Returns per-layer diagnostics; the caller restores
-    the weights if it needs to.
+    targets (``benchmarks/memit_sweep.py``). ``update(layer, keys, values)``: another rule for
+    the change of ``W_out`` from the keys and the values to write (AlphaEdit's projected one,
+    :mod:`factlens.editing.alphaedit`); default: :func:`memit_update`. Returns per-layer
+    diagnostics; the caller restores the weights if it needs to.
     """
     params = dict(model.named_parameters())
     z_layer = layers[-1]
@@ -292,7 +295,8 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
         keys = subject_keys(model, l, records, prefixes)
         resid = (targets - _current_z(model, z_layer, records)) / (len(layers) - j)
         values = residual_to_mlp_output(model, l, records, resid, weight_floor=config.norm_weight_floor)
-        upd = memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
+        upd = (memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
+               if update is None else update(l, keys, values))
         W = params[param_name(l, "mlp", "W_out")]
         with torch.no_grad():
             W.add_(upd.to(device=W.device, dtype=W.dtype))
@@ -331,11 +335,26 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         ...
         factlens.editing.memory_editing.MaskNotSupported: MEMIT edits whole MLP layers (their W_out); the mask also has ['L2H1'] ...
     """
+    return spread_edit(model, mask, task, objective=objective, config=config, cls=MemitConfig, label="MEMIT",
+                       inplace=inplace, offload=offload)
+
+
+#: ``make_update(model, layers, stats, config, prefixes) -> (update, per-layer meta)``: the rule of
+#: :func:`memit_apply`'s ``update`` for a method that changes MEMIT's (AlphaEdit), built once the
+#: key statistics are there, and what it adds to each layer's diagnostics.
+UpdateFactory = Callable[..., tuple[Callable[[int, Tensor, Tensor], Tensor], dict[int, dict[str, Any]]]]
+
+
+def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, label: str, inplace: bool,
+                offload: str | os.PathLike | None, make_update: UpdateFactory | None = None) -> EditResult:
+    """MEMIT's procedure (targets at the last mask layer, then spread over the mask's layers), with
+    ``cls`` as its settings and ``make_update`` (default: MEMIT's update) as the rule per layer;
+    the mask layers' ``W_out`` are restored if anything fails."""
     t0 = time.perf_counter()
     check_folder(offload)
-    cfg, edit_config = split_config(config, MemitConfig)
-    layers = mask_mlp_layers(mask, model, method="MEMIT")
-    records = forget_records(task, objective, method="MEMIT")
+    cfg, edit_config = split_config(config, cls)
+    layers = mask_mlp_layers(mask, model, method=label)
+    records = forget_records(task, objective, method=label)
     work = model if inplace else copy.deepcopy(model)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
     params = dict(work.named_parameters())
@@ -347,15 +366,17 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         # before the key statistics of every layer are computed (minutes each on a real model)
         targets, history = memit_targets(work, z_layer, records, config=cfg, prefixes=prefixes)
         stats = {l: layer_key_statistics(work, l, cfg) for l in layers}  # the model is still unedited
-        per_layer = memit_apply(work, layers, records, targets, stats=stats, config=cfg, prefixes=prefixes)
+        update, extra = (None, {}) if make_update is None else make_update(work, layers, stats, cfg, prefixes)
+        per_layer = memit_apply(work, layers, records, targets, stats=stats, config=cfg, prefixes=prefixes,
+                                update=update)
     except BaseException:
         with torch.no_grad():
             for n, o in originals.items():
                 params[n].copy_(o)
         raise
     final = float((targets - _current_z(work, z_layer, records)).norm(dim=1).mean())
-    meta = {"method": "memit", "layers": per_layer, "z_layer": z_layer, "memit_config": cfg.to_dict(),
+    meta = {"method": cls.method, "layers": [{**d, **extra.get(d["layer"], {})} for d in per_layer],
+            "z_layer": z_layer, f"{cls.method}_config": cfg.to_dict(),
             "final_residual_norm": final, "n_facts": len(records), "n_prefixes": len(prefixes),
             "inplace": inplace, "device": str(next(iter(originals.values())).device)}
     return build_result(work, mask, edit_config, originals, task=task, t0=t0, history=history, meta=meta)
-

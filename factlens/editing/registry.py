@@ -4,7 +4,7 @@ An edit method changes the parameters of a mask to edit or unlearn a task's fact
 ``fn(model, mask, task, *, objective, config, inplace) -> EditResult``, one
 module per method, one :class:`EditMethod` entry in :data:`EDIT_METHODS`. Masked fine-tuning
 (``"finetune"``, the paper's) trains on an :class:`Objective` from :data:`OBJECTIVES`; closed-form
-editors (ROME, MEMIT) declare the objectives they support.
+editors (ROME, MEMIT, AlphaEdit) declare the objectives they support.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class EditMethod:
             ``EditConfig.methods[name]`` and built by ``config.method_config(entry)``; ``None``:
             the method reads :class:`~factlens.editing.config.EditConfig`'s own fields (masked
             fine-tuning).
+        takes_edited_before: ``fn`` also takes ``edited_before=``, the facts that earlier edits of
+            a sequence wrote (:func:`factlens.edit_sequential` passes the earlier chunks'), for
+            methods that keep them unchanged (AlphaEdit); other methods edit the current model
+            without them.
     """
 
     name: str
@@ -78,6 +82,7 @@ class EditMethod:
     doc: str = ""
     config_type: Ref | type | None = None
     takes_offload: bool = False
+    takes_edited_before: bool = False
 
     def supported_objectives(self) -> tuple[str, ...]:
         """The names of the objectives the method supports (``objectives``, or every registered one)."""
@@ -120,4 +125,9 @@ EDIT_METHODS: Registry[EditMethod] = Registry("edit method", (
     EditMethod("memit", Ref("factlens.editing.memit", "memit"), ("inject",),
                doc="all facts at once, spread over the mask's MLP layers' W_out (Meng et al. 2023)",
                config_type=Ref("factlens.editing.memit", "MemitConfig"), takes_offload=True),
+    EditMethod("alphaedit", Ref("factlens.editing.alphaedit", "alphaedit"), ("inject",),
+               doc="MEMIT's update projected onto the null space of preserved keys; keeps earlier "
+                   "edits in sequences (Fang et al. 2025)",
+               config_type=Ref("factlens.editing.alphaedit", "AlphaEditConfig"), takes_offload=True,
+               takes_edited_before=True),
 ), plugins=partial(plugin_entries, "edit method", EditMethod))

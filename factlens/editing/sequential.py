@@ -2,6 +2,8 @@
 
 The paper edits 4 chunks of 16 facts with 25 optimizer steps each; every chunk is trained
 on the model that already carries the previous chunks' edits, with the same retain set.
+``method=`` edits the chunks with another edit method (ROME, MEMIT, AlphaEdit; AlphaEdit also
+keeps the earlier chunks' keys mapped to their current outputs).
 
 Every reference a training objective takes from "the original" is taken from the model the
 chunk starts from, i.e. after the earlier chunks: NPO's reference log-probabilities, the
@@ -14,6 +16,7 @@ penalized by training, and the runner's evaluation measures it against the true 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -208,6 +211,7 @@ def edit_sequential(
     objective: str | None = None,
     chunk_size: int | None = None,
     offload: str | os.PathLike | None = None,
+    method: str = "finetune",
 ) -> SequentialEditResult:
     """Edit ``task.chunks`` one after another, each on the model carrying the previous edits.
 
@@ -231,6 +235,11 @@ def edit_sequential(
             (``edit(..., offload=...)``) and its record is moved there once the chunk is done
             (:meth:`EditResult.offload`), so the records of earlier chunks do not add up in
             memory; ``None`` (default): in memory.
+        method: The edit method of every chunk (an entry of
+            :data:`~factlens.editing.registry.EDIT_METHODS`; default masked fine-tuning, the
+            paper's). Methods whose entry ``takes_edited_before`` (AlphaEdit) get the facts of
+            the earlier chunks as ``edited_before``; ROME and MEMIT edit each chunk on the model
+            as it is.
 
     Returns:
         A :class:`SequentialEditResult`; ``.revert()`` undoes all edits in reverse order.
@@ -260,8 +269,9 @@ def edit_sequential(
             for mask, facts in _jobs(work, chunk, k, masks, localize_fn, per_fact):
                 sub = replace(task, forget=facts, chunks=())
                 with progress(False):  # one bar: over the chunks
-                    results.append(edit(work, mask, sub, objective=objective, config=config, inplace=True,
-                                        offload=offload))
+                    before = functools.reduce(FactDataset.concat, edited) if edited else None
+                    results.append(edit(work, mask, sub, method=method, objective=objective, config=config,
+                                        inplace=True, offload=offload, edited_before=before))
                 if offload is not None:
                     results[-1].offload(offload)
                 edited.append(facts)

@@ -374,9 +374,8 @@ def _edit(prep: Prepared, mask, cfg: RunConfig, seed: int, *, method: str = "fin
     ec = method_edit_config(cfg, seed, method)
     folder = _run_folder(cfg)  # the editor's saved originals in a file there
     if prep.task.chunks:  # sequential editing: the chunks one after another, each with the run's mask
-        if method != "finetune":
-            raise ValueError(f"sequential editing runs masked fine-tuning only; method {method!r} is not supported there")
-        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, objective=objective, offload=folder)
+        return edit_sequential(prep.model, mask, prep.task, config=ec, inplace=True, objective=objective, offload=folder,
+                               method=method)
     return edit(prep.model, mask, prep.task, method=method, objective=objective, config=ec, inplace=True,
                 offload=folder)
 
