@@ -30,13 +30,15 @@ and ``["nullspace_energy"]``, the share of ``trace(C)`` the update can touch, sa
 so directions that text of this size never visits count as null space although a larger
 sample would not leave them empty.
 
-**Sequential editing** (:func:`factlens.edit_sequential` with ``method="alphaedit"``, the
+**Sequential editing** (:func:`factlens.editing.edit_sequential` with ``method="alphaedit"``, the
 setting AlphaEdit was made for): the facts of the earlier chunks come in as ``edited_before``
 and their keys are taken on the model as it is when the chunk starts. The reference adds each
 batch's ``K K^T`` to a running sum right after the batch's edit and never recomputes it; here
 the earlier facts' keys are read on the current model, which is what the constraint protects
-(for the chunk's lowest mask layer the two are the same: only edits of layers below change a
-layer's keys).
+(with the same mask for every chunk the two are the same at its lowest layer: only edits of
+layers below change a layer's keys). Likewise ``C`` of every mask layer above the lowest is
+estimated again on the edited model at each chunk (its cache is keyed on the weights below),
+where the reference estimates it once on the unedited model.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class AlphaEditConfig(ValueEditConfig):
         norm_weight_floor: As :class:`~factlens.editing.memit.MemitConfig`'s (post-MLP norms).
 
     The target and covariance fields are :class:`~factlens.editing.memit.MemitConfig`'s
-    (``v_num_grad_steps=25``, ``clamp_norm_factor=0.75``, five 10-word prefixes).
+    (``v_num_grad_steps=25``, ``clamp_norm_factor=0.75``, five 10-word prefixes), except
+    ``cov_ridge``, which AlphaEdit does not use: the null space is read from ``C``'s own
+    eigenvalues, and ``l2`` regularizes the solve.
     """
 
     method: ClassVar[str] = "alphaedit"
@@ -189,7 +193,7 @@ def alphaedit(model, mask, task, *, objective: str | None = None, config: AlphaE
         inplace: Edit ``model`` itself (restored if an error interrupts the edit); default: a deep copy.
         offload: A folder on disk for the saved original ``W_out`` tensors; ``None``: in memory.
         edited_before: Facts that earlier edits wrote (a :class:`~factlens.data.FactDataset` or
-            records; :func:`factlens.edit_sequential` passes the earlier chunks): their keys are
+            records; :func:`factlens.editing.edit_sequential` passes the earlier chunks): their keys are
             kept mapped to their current outputs. ``None``: none.
 
     Returns:

@@ -71,7 +71,7 @@ class EditMethod:
             the method reads :class:`~factlens.editing.config.EditConfig`'s own fields (masked
             fine-tuning).
         takes_edited_before: ``fn`` also takes ``edited_before=``, the facts that earlier edits of
-            a sequence wrote (:func:`factlens.edit_sequential` passes the earlier chunks'), for
+            a sequence wrote (:func:`factlens.editing.edit_sequential` passes the earlier chunks'), for
             methods that keep them unchanged (AlphaEdit); other methods edit the current model
             without them.
     """

@@ -261,6 +261,9 @@ def edit_sequential(
     if not chunks:  # edit() refuses such a task; this returned an empty result as if it had edited
         raise ValueError("the task has no forget facts to edit")
     _check_masks(masks, localize_fn, per_fact, len(chunks))
+    from factlens.editing.registry import EDIT_METHODS
+
+    wants_before = EDIT_METHODS.get(method).takes_edited_before  # (an unknown name is refused here, before any copy)
     work = model if inplace else copy.deepcopy(model)
     results: list[EditResult] = []
     edited: list[FactDataset] = []
@@ -269,7 +272,7 @@ def edit_sequential(
             for mask, facts in _jobs(work, chunk, k, masks, localize_fn, per_fact):
                 sub = replace(task, forget=facts, chunks=())
                 with progress(False):  # one bar: over the chunks
-                    before = functools.reduce(FactDataset.concat, edited) if edited else None
+                    before = functools.reduce(FactDataset.concat, edited) if edited and wants_before else None
                     results.append(edit(work, mask, sub, method=method, objective=objective, config=config,
                                         inplace=True, offload=offload, edited_before=before))
                 if offload is not None:

@@ -21,7 +21,22 @@ if TYPE_CHECKING:
 __all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
 
 _TEXT_READERS = ("side_effects", "relearning", "unrelated_finetune")  # the suites that read the general text
-_TEXT_COVARIANCE = ("rome", "memit")  # their key covariance is estimated on the run's text too
+
+
+def _text_covariance() -> tuple[str, ...]:
+    """The edit methods whose settings have a ``text_source`` (their key covariance is estimated on
+    the run's text too: ROME, MEMIT, AlphaEdit, and any registered method of that kind)."""
+    from dataclasses import fields
+
+    from factlens.editing.registry import EDIT_METHODS
+    from factlens.registry import load
+
+    out = []
+    for name in EDIT_METHODS.names():
+        ref = EDIT_METHODS.get(name).config_type
+        if ref is not None and "text_source" in {f.name for f in fields(load(ref))}:
+            out.append(name)
+    return tuple(out)
 
 
 def late_failures(config: "RunConfig") -> list[str]:
@@ -88,10 +103,10 @@ def unused_options(config: "RunConfig") -> list[str]:
     if mmlu is not None and "side_effects" not in config.suites:
         out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
                    f"the suites are {list(config.suites)}")
-    readers, covariance = _TEXT_READERS, _TEXT_COVARIANCE
+    readers, covariance = _TEXT_READERS, _text_covariance()
     if text is not None and not set(readers) & set(config.suites) and not set(covariance) & set(config.methods):
         out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
-                   f"{' and '.join(covariance)} read it, and the suites are {list(config.suites)}")
+                   f"{', '.join(covariance)} read it, and the suites are {list(config.suites)}")
     if config.param_budget is not None:
         from factlens.runner.pipeline import unbudgeted
 
@@ -124,10 +139,10 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     unused = [m for m in (config.edit.get_path("methods") or {}) if m not in used]
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
-    if ev.get("text") and not set(_TEXT_READERS) & set(config.suites) and not set(_TEXT_COVARIANCE) & set(used):
+    covariance = _text_covariance()
+    if ev.get("text") and not set(_TEXT_READERS) & set(config.suites) and not set(covariance) & set(used):
         out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
-                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of "
-                   f"{' and '.join(_TEXT_COVARIANCE)} read it")
+                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of {', '.join(covariance)} read it")
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "

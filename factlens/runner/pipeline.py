@@ -390,6 +390,8 @@ def _edit_summary(res, config) -> dict[str, Any]:
     out["history"] = [dict(h) for h in getattr(res, "history", [])]
     out["config"] = config.to_dict()
     meta = getattr(res, "meta", None)
+    if meta is None and getattr(res, "results", None) and any(r.meta for r in res.results):
+        meta = {"chunks": [r.meta for r in res.results]}  # sequential: each chunk's own (AlphaEdit's null spaces...)
     if meta:  # method diagnostics: ROME/MEMIT per fact and layer, RMU's target norm... (JSON-safe)
         out["meta"] = json.loads(json.dumps(meta, default=str))
     try:

@@ -17,6 +17,7 @@ from factlens.editing.alphaedit import AlphaEditConfig, alphaedit, alphaedit_upd
 from factlens.editing.covariance import KeyStatistics, collect_keys
 from factlens.editing.memit import MemitConfig, memit
 from factlens.data.text import load_texts, token_chunks
+from factlens.runner.pipeline import _edit_summary
 from factlens.tasks import sports_athlete_editing
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
@@ -167,5 +168,8 @@ def test_sequences_with_memit_and_rome(task):
         cfg = EditConfig(methods={method: fast})
         seq = edit_sequential(m, Mask.from_labels(["L1.mlp"]), t, config=cfg, method=method)
         assert len(seq) == 2 and all(r.meta["method"] == method for r in seq.results)
+        # the runner's record keeps each chunk's diagnostics (a sequential result has no meta of its own)
+        summary = _edit_summary(seq, cfg)
+        assert [c["method"] for c in summary["meta"]["chunks"]] == [method, method]
         assert not torch.equal(dict(seq.model.named_parameters())["blocks.1.mlp.W_out"], snap.state["blocks.1.mlp.W_out"])
         assert_unchanged(m, snap)

@@ -46,7 +46,7 @@ def _exact_sum_step(captured):
 
 def test_bf16_gradients_accumulate_in_float32(monkeypatch):
     """Each ``backward()`` used to add into the bf16 ``.grad`` (8 significant bits): after 2 x 16
-    micro-batch passes the stepped gradient was off by about 1e-3 of its norm; it is now summed in
+    micro-batch passes the stepped gradient was off by 4e-3 of its norm; it is now summed in
     the float32 master's gradient, off only by float32 rounding."""
     tiny_task = sports_athlete_editing(sports_facts()[:40], n_forget=4, seed=0, n_retain=8, n_maintain=8)
     mask = Mask.from_labels(["L0H1", "L1.mlp"])

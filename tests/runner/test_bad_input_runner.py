@@ -17,6 +17,7 @@ from factlens.runner.cli import build_parser, config_from_args, main
 from factlens.runner.inputs import hash_input
 from factlens.runner.executor import ConfigMismatchError, Executor, RunDirError, run_experiment
 from factlens.runner.run_dir import SET_ASIDE
+from factlens.runner.config_checks import unread_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,6 +135,11 @@ def test_used_options_still_accepted(tmp_path: Path):
     _cfg(tmp_path / "b", task_options={"n_maintain": 4}, suites=("standard", "relearning"),
          eval={"text": {"source": "wikitext"}})
     _cfg(tmp_path / "c", suites=("unrelated_finetune",), eval={"text": {"source": "wikitext"}})  # its "text" data
+    # every edit method whose settings have a covariance text reads the run's text (AlphaEdit was refused)
+    for method in ("rome", "memit", "alphaedit"):
+        cfg = _cfg(tmp_path / method, suites=("standard",), methods=("finetune", method),
+                   eval={"text": {"source": "wikitext"}})
+        assert not [w for w in unread_settings(cfg) if "general text" in w]
 
 
 # -- item 9: --overwrite deletes only factlens's files ------------------------------------------
