@@ -97,9 +97,14 @@ class AlphaEditConfig(ValueEditConfig):
             raise ValueError(f"AlphaEditConfig.norm_weight_floor must be in [0, 1), got {self.norm_weight_floor}")
 
 
-def null_space_basis(stats: KeyStatistics, threshold: float) -> tuple[Float[Tensor, "d_mlp r"], dict[str, Any]]:
+def null_space_basis(stats: KeyStatistics, threshold: float, *, device: str | torch.device = "cpu"
+                     ) -> tuple[Float[Tensor, "d_mlp r"], dict[str, Any]]:
     """Orthonormal eigenvectors of ``C`` with eigenvalue below ``threshold`` (float64, CPU), and
     ``{"nullspace_dim", "d_mlp", "nullspace_energy", "eigenvalue_range"}``.
+
+    ``device``: where the eigendecomposition runs (float64 there; :func:`alphaedit` passes the
+    device of the model's layer, so a model on a GPU does its ``O(d_mlp^3)`` work there, once per
+    mask layer and edit).
 
     Raises:
         ValueError: No eigenvalue is below ``threshold`` (the update could change nothing).
@@ -110,8 +115,9 @@ def null_space_basis(stats: KeyStatistics, threshold: float) -> tuple[Float[Tens
         >>> U.shape, info["nullspace_dim"]
         (torch.Size([3, 1]), 1)
     """
-    C = stats.mom2.to("cpu", torch.float64)
+    C = stats.mom2.to(device, torch.float64)
     evals, evecs = torch.linalg.eigh((C + C.T) / 2)
+    evals, evecs = evals.cpu(), evecs.cpu()
     keep = evals < threshold
     lo, hi = float(evals[0]), float(evals[-1])
     if not bool(keep.any()):
@@ -165,7 +171,8 @@ def _update_factory(edited_before):
         earlier = list(edited_before) if edited_before is not None else []
         previous = {}
         for l in layers:
-            bases[l], extra[l] = null_space_basis(stats[l], cfg.nullspace_threshold)
+            device = model.blocks[l].mlp.W_out.device
+            bases[l], extra[l] = null_space_basis(stats[l], cfg.nullspace_threshold, device=device)
             # the earlier facts' keys on the model as the chunk finds it (before this edit's first layer)
             previous[l] = subject_keys(model, l, earlier, prefixes) if earlier else None
             extra[l]["n_previous_keys"] = len(earlier)
