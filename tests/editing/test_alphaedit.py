@@ -23,18 +23,10 @@ from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.tokens import candidate_logprobs
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "cache_dir")  # covariances in a temporary cache
 
 FAST = dict(v_num_grad_steps=8, prefix_lengths=((5, 3),), n_cov_tokens=1500)
 CANDS = ("basketball", "baseball", "football", "golf")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FACTLENS_CACHE", str(tmp_path_factory.mktemp("factlens_cache")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -19,21 +19,11 @@ from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
 from factlens.tokens import candidate_logprobs
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "cache_dir")  # covariances in a temporary cache
 
 # small and fast: few prefixes and steps, a covariance of 1,500 tokens (d_mlp = 64)
 FAST = RomeConfig(v_num_grad_steps=8, prefix_lengths=((5, 3),), n_cov_tokens=1500)
 VARIANTS = ["standard", "gated"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Covariances go to a temporary cache, never to ~/.cache."""
-    mp = pytest.MonkeyPatch()
-    path = tmp_path_factory.mktemp("factlens_cache")
-    mp.setenv("FACTLENS_CACHE", str(path))
-    yield path
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
