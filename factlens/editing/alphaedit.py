@@ -79,6 +79,7 @@ class AlphaEditConfig(ValueEditConfig):
     """
 
     method: ClassVar[str] = "alphaedit"
+    label: ClassVar[str] = "AlphaEdit"  # in messages and progress bars
     v_num_grad_steps: int = 25
     clamp_norm_factor: float | None = 0.75
     prefix_lengths: tuple[tuple[int, int], ...] = ((10, 5),)
@@ -217,5 +218,4 @@ def alphaedit(model, mask, task, *, objective: str | None = None, config: AlphaE
         ...
         factlens.editing.memory_editing.MaskNotSupported: AlphaEdit edits whole MLP layers (their W_out); ...
     """
-    return spread_edit(model, mask, task, objective=objective, config=config, cls=AlphaEditConfig, label="AlphaEdit",
-                       inplace=inplace, offload=offload, make_update=_update_factory(edited_before))
+    return spread_edit(model, mask, task, objective=objective, config=config, cls=AlphaEditConfig, inplace=inplace, offload=offload, make_update=_update_factory(edited_before))

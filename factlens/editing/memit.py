@@ -109,6 +109,7 @@ class MemitConfig(ValueEditConfig):
     """
 
     method: ClassVar[str] = "memit"
+    label: ClassVar[str] = "MEMIT"  # in messages and progress bars
     v_num_grad_steps: int = 25
     clamp_norm_factor: float | None = 0.75
     prefix_lengths: tuple[tuple[int, int], ...] = ((10, 5),)
@@ -161,7 +162,7 @@ def memit_targets(model, layer: int, records, *, config: MemitConfig, prefixes
     Returns ``([n, d_model] float64 CPU, history)``.
     """
     zs, history, offset = [], [], 0
-    for i, r in enumerate(progress_bar(records, desc="MEMIT targets", leave=False)):
+    for i, r in enumerate(progress_bar(records, desc=f"{getattr(config, 'label', 'MEMIT')} targets", leave=False)):
         batch = _value_batch(model, r, prefixes, config.kl_prompts)
         delta, z, hist = optimize_delta(model, layer, batch, config, where="resid_post", fact=i)
         zs.append((z + delta).to("cpu", torch.float64))
@@ -291,7 +292,7 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
     params = dict(model.named_parameters())
     z_layer = layers[-1]
     per_layer = []
-    for j, l in enumerate(progress_bar(layers, desc="MEMIT layers", leave=False)):
+    for j, l in enumerate(progress_bar(layers, desc=f"{getattr(config, 'label', 'MEMIT')} layers", leave=False)):
         keys = subject_keys(model, l, records, prefixes)
         resid = (targets - _current_z(model, z_layer, records)) / (len(layers) - j)
         values = residual_to_mlp_output(model, l, records, resid, weight_floor=config.norm_weight_floor)
@@ -335,8 +336,8 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
         ...
         factlens.editing.memory_editing.MaskNotSupported: MEMIT edits whole MLP layers (their W_out); the mask also has ['L2H1'] ...
     """
-    return spread_edit(model, mask, task, objective=objective, config=config, cls=MemitConfig, label="MEMIT",
-                       inplace=inplace, offload=offload)
+    return spread_edit(model, mask, task, objective=objective, config=config, cls=MemitConfig, inplace=inplace,
+                       offload=offload)
 
 
 #: ``make_update(model, layers, stats, config, prefixes) -> (update, per-layer meta)``: the rule of
@@ -345,7 +346,7 @@ def memit(model, mask, task, *, objective: str | None = None, config: MemitConfi
 UpdateFactory = Callable[..., tuple[Callable[[int, Tensor, Tensor], Tensor], dict[int, dict[str, Any]]]]
 
 
-def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, label: str, inplace: bool,
+def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, inplace: bool,
                 offload: str | os.PathLike | None, make_update: UpdateFactory | None = None) -> EditResult:
     """MEMIT's procedure (targets at the last mask layer, then spread over the mask's layers), with
     ``cls`` as its settings and ``make_update`` (default: MEMIT's update) as the rule per layer;
@@ -353,8 +354,8 @@ def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, 
     t0 = time.perf_counter()
     check_folder(offload)
     cfg, edit_config = split_config(config, cls)
-    layers = mask_mlp_layers(mask, model, method=label)
-    records = forget_records(task, objective, method=label)
+    layers = mask_mlp_layers(mask, model, method=cls.label)
+    records = forget_records(task, objective, method=cls.label)
     work = model if inplace else copy.deepcopy(model)
     prefixes = context_prefixes(cfg.prefix_lengths, cfg.seed)
     params = dict(work.named_parameters())
