@@ -165,3 +165,19 @@ def test_sequences_with_memit_and_rome(task):
         assert [c["method"] for c in summary["meta"]["chunks"]] == [method, method]
         assert not torch.equal(dict(seq.model.named_parameters())["blocks.1.mlp.W_out"], snap.state["blocks.1.mlp.W_out"])
         assert_unchanged(m, snap)
+
+
+def test_progress_bars_name_the_method(task, monkeypatch):
+    """AlphaEdit's progress bars said "MEMIT targets" / "MEMIT layers"."""
+    import factlens.editing.memit as memit_mod
+
+    seen = []
+    real = memit_mod.progress_bar
+
+    def spy(it, *a, desc=None, **k):
+        seen.append(desc)
+        return real(it, *a, desc=desc, **k)
+
+    monkeypatch.setattr(memit_mod, "progress_bar", spy)
+    alphaedit(tiny_model(n_layers=3), Mask.from_labels(["L1.mlp"]), task, config=AlphaEditConfig(**FAST))
+    assert seen == ["AlphaEdit targets", "AlphaEdit layers"]
