@@ -16,7 +16,6 @@ penalized by training, and the runner's evaluation measures it against the true 
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -267,17 +266,19 @@ def edit_sequential(
     work = model if inplace else copy.deepcopy(model)
     results: list[EditResult] = []
     edited: list[FactDataset] = []
+    before: FactDataset | None = None  # the facts edited so far, for methods that keep them
     try:
         for k, chunk in enumerate(progress_bar(chunks, desc="chunks", leave=False)):
             for mask, facts in _jobs(work, chunk, k, masks, localize_fn, per_fact):
                 sub = replace(task, forget=facts, chunks=())
                 with progress(False):  # one bar: over the chunks
-                    before = functools.reduce(FactDataset.concat, edited) if edited and wants_before else None
                     results.append(edit(work, mask, sub, method=method, objective=objective, config=config,
                                         inplace=True, offload=offload, edited_before=before))
                 if offload is not None:
                     results[-1].offload(offload)
                 edited.append(facts)
+                if wants_before:
+                    before = facts if before is None else before.concat(facts)
     except BaseException:
         if inplace:  # leave the caller's model as it was before the first edit
             for r in reversed(results):

@@ -26,17 +26,10 @@ _TEXT_READERS = ("side_effects", "relearning", "unrelated_finetune")  # the suit
 def _text_covariance() -> tuple[str, ...]:
     """The edit methods whose settings have a ``text_source`` (their key covariance is estimated on
     the run's text too: ROME, MEMIT, AlphaEdit, and any registered method of that kind)."""
-    from dataclasses import fields
-
     from factlens.editing.registry import EDIT_METHODS
-    from factlens.registry import load
+    from factlens.runner.method_settings import reads_covariance_text
 
-    out = []
-    for name in EDIT_METHODS.names():
-        ref = EDIT_METHODS.get(name).config_type
-        if ref is not None and "text_source" in {f.name for f in fields(load(ref))}:
-            out.append(name)
-    return tuple(out)
+    return tuple(name for name in EDIT_METHODS.names() if reads_covariance_text(name))
 
 
 def late_failures(config: "RunConfig") -> list[str]:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-__all__ = ["covariance_text_config", "resolved_method_settings", "upgrade_method_settings",
+__all__ = ["covariance_text_config", "reads_covariance_text", "resolved_method_settings", "upgrade_method_settings",
            "finished_unit_values", "without_method_tables", "method_settings_diff"]
 
 #: Fields of the methods' config types added after run folders were first written: method ->
@@ -53,6 +53,15 @@ def _config_type(method: str) -> type | None:
     return None if entry.config_type is None else load(entry.config_type)
 
 
+def reads_covariance_text(method: str) -> bool:
+    """Whether edit method ``method``'s settings have a ``text_source``: its key covariance is
+    estimated on general text (ROME, MEMIT, AlphaEdit)."""
+    from dataclasses import fields
+
+    cls = _config_type(method)
+    return cls is not None and "text_source" in {f.name for f in fields(cls)}
+
+
 def covariance_text_config(edit_config, method: str, text_source: str | None):
     """``edit_config`` with ``text_source`` as the key-covariance text of ``method`` when its config
     type has a ``text_source`` field (ROME, MEMIT) and the method's own table does not set one.
@@ -60,12 +69,7 @@ def covariance_text_config(edit_config, method: str, text_source: str | None):
     The runner passes its general text (``eval.text.source``) so that ROME and MEMIT estimate the
     covariance on the run's text, not on the built-in one.
     """
-    from dataclasses import fields
-
-    if text_source is None:
-        return edit_config
-    cls = _config_type(method)
-    if cls is None or "text_source" not in {f.name for f in fields(cls)}:
+    if text_source is None or not reads_covariance_text(method):
         return edit_config
     own = dict(edit_config.methods.get(method, {}))
     if own.get("text_source") is not None:
