@@ -108,6 +108,9 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
              doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
     _builtin("direction_ablation", "DirectionAblationConfig", needs=("mask", "edit_result"),
              doc="forget-vs-retain mean-difference direction projected out per layer"),
+    _builtin("logit_lens", "LogitLensConfig",
+             doc="every layer's residual read through the final norm and unembedding: is the forgotten "
+                 "answer still there before the output? (Patil et al. 2023)"),
 ), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
-__all__ = ["spider_plot", "metric_bars", "suite_bars", "probe_curves", "relearning_bars", "update_size_histogram",
+__all__ = ["spider_plot", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "relearning_bars", "update_size_histogram",
            "metric_label", "SPIDER_METRICS", "BAR_METRICS", "HEADLINE_METRICS"]
 
 #: Default axes of :func:`spider_plot` (those present in the results are drawn).
@@ -277,29 +277,25 @@ def suite_bars(result, metrics: Sequence[str] | None = None, *, show_baseline: b
     return fig
 
 
-def probe_curves(result_or_results, *, title: str | None = None):
-    """Per-layer probe accuracy on the forget facts: true answer vs edit target (paper Figure 40).
-
-    Args:
-        result_or_results: An EvalResult / the ``probes`` SuiteResult, or a dict of them.
-        title: Figure title.
-    """
+def _layer_curves(result_or_results, suite: str, lines: Sequence[tuple[str, str, str]], *, title: str,
+                  single_only: Sequence[str] = ()):
+    """Per-layer lines of ``suite``'s ``extra`` (``(key, dash, label)``), one set per localization,
+    with the original's true-answer line (``extra["baseline"]["true"]``) when there is one result."""
     go = _go()
     res = _as_dict(result_or_results)
     fig = go.Figure()
     single = len(res) == 1
     chance = None
     for loc, r in res.items():
-        s = _suite(r, "probes")
+        s = _suite(r, suite)
         if s is None:
             continue
         layers = s.extra.get("layers") or list(range(len(s.extra.get("true", []))))
         chance = s.extra.get("chance", chance)
         pre = "" if single else f"{loc}: "
-        for key, dash, label in (("true", "solid", "true answer"), ("target", "dash", "edit target"),
-                                 ("maintain_cv", "dot", "maintain (cv)")):
+        for key, dash, label in lines:
             ys = s.extra.get(key)
-            if not ys or all(y is None for y in ys) or (key == "maintain_cv" and not single):
+            if not ys or all(y is None for y in ys) or (key in single_only and not single):
                 continue
             fig.add_trace(go.Scatter(x=layers, y=ys, mode="lines+markers", name=pre + label, line={"dash": dash}))
         base = s.extra.get("baseline")
@@ -307,12 +303,38 @@ def probe_curves(result_or_results, *, title: str | None = None):
             fig.add_trace(go.Scatter(x=layers, y=base["true"], mode="lines", name="true answer (original)",
                                      line={"dash": "dot", "color": "gray"}))
     if not fig.data:
-        raise ValueError("no 'probes' suite with per-layer curves in the results")
+        raise ValueError(f"no {suite!r} suite with per-layer curves in the results")
     if chance is not None:
         fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
-    fig.update_layout(title=title or "Probe accuracy on the forget facts per layer", xaxis_title="layer (resid_post)",
-                      yaxis_title="accuracy", yaxis_range=[0, 1.05])
+    fig.update_layout(title=title, xaxis_title="layer (resid_post)", yaxis_title="accuracy", yaxis_range=[0, 1.05])
     return fig
+
+
+def probe_curves(result_or_results, *, title: str | None = None):
+    """Per-layer probe accuracy on the forget facts: true answer vs edit target (paper Figure 40).
+
+    Args:
+        result_or_results: An EvalResult / the ``probes`` SuiteResult, or a dict of them.
+        title: Figure title.
+    """
+    return _layer_curves(result_or_results, "probes", (("true", "solid", "true answer"), ("target", "dash", "edit target"),
+                                                       ("maintain_cv", "dot", "maintain (cv)")),
+                         title=title or "Probe accuracy on the forget facts per layer", single_only=("maintain_cv",))
+
+
+def lens_curves(result_or_results, *, title: str | None = None):
+    """Per-layer logit-lens reading of the forget facts (the ``logit_lens`` suite): how often the
+    true answer and the edit target win among the candidates, and how often the answer is among
+    the top k tokens, at each layer; the maintain facts for comparison.
+
+    Args:
+        result_or_results: An EvalResult / the ``logit_lens`` SuiteResult, or a dict of them.
+        title: Figure title.
+    """
+    return _layer_curves(result_or_results, "logit_lens",
+                         (("true", "solid", "true answer"), ("target", "dash", "edit target"),
+                          ("topk", "dashdot", "answer in top k"), ("maintain", "dot", "maintain")),
+                         title=title or "Logit lens on the forget facts per layer", single_only=("maintain", "topk"))
 
 
 def relearning_bars(results, *, title: str | None = None):

@@ -246,7 +246,7 @@ def _try_fig(make: Callable[[], Any], what: str) -> str:
 
 
 def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
-    """Spider, format bars, relearning bars and probe curves from ``factlens.evaluation.plots``."""
+    """Spider, format bars, relearning bars, probe and logit-lens curves from ``factlens.evaluation.plots``."""
     first = {loc: seed_pooled(rs) for loc, rs in evals.items()}  # means over seeds, as Table 1
     n_seeds = max(len(rs) for rs in evals.values())
     over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
@@ -273,6 +273,9 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
     curves = "Probe accuracy on the forget facts per layer" + (" (first seed of each localization)" if over else "")
     out["probes"] = _try_fig(lambda: P.probe_curves(first, title=curves), "probe curves") \
         if has("probes") else "<p class='note'>probes suite not run.</p>"
+    if has("logit_lens"):  # an opt-in attack: its figure joins the latent-knowledge section
+        lens = "Logit lens on the forget facts per layer" + over
+        out["probes"] += _try_fig(lambda: P.lens_curves(first, title=lens), "logit-lens curves")
     return out
 
 
@@ -543,7 +546,7 @@ def build_report(path: str | Path) -> str:
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],
-              "<h2>Latent knowledge (linear probes)</h2>", plots["probes"],
+              "<h2>Latent knowledge (linear probes, logit lens)</h2>", plots["probes"],
               "<h2>Mechanisms</h2>", _mechanisms_html(runs),
               "<h2>Localizations</h2>", _scores_section(runs, plans),
               "<h2>Editing</h2>", _try_fig(lambda: _history_fig(runs), "edit loss curves"),

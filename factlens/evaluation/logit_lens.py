@@ -1,0 +1,419 @@
+"""Logit lens: is an edited fact still readable in the middle of the model?
+
+An edit can remove a fact or only keep it from reaching the output: the answer is still
+computed in the residual stream and a late component overrides it. The logit lens reads each
+layer's residual stream (``resid_post`` at the final prompt token) through the model's own
+final norm and unembedding, as if the layers after it were skipped. If the true answer of a
+forgotten fact wins among the candidates at some layer, the edit suppressed it after that
+layer; if it wins nowhere, the lens finds nothing (which does not prove removal: a probe or a
+relearning attack may still find it). This is the training-free attack of Patil et al. 2023
+("Can Sensitive Information Be Deleted From LLMs?", their head projection attack on ROME and
+MEMIT edits) and one of Lynch et al. 2024's eight robustness evaluations.
+
+Two numbers per model (the edited one, and the original read the same way as the control):
+
+* **Best layer, cross-fitted** (``logit_lens_forget_accuracy`` and the other
+  :func:`~factlens.evaluation.attacks.attack_metrics`): the forget facts are split at random
+  into ``folds`` parts; each part is scored at the layer where the lens gives the true answer
+  most often on the *other* parts (ties: the higher mean candidate probability, then the
+  deeper layer), so the choice of the best of ``n_layers`` layers does not inflate the number.
+  Maintain facts are split into the same number of parts and each is read at one part's
+  layer. The recovery is per fact: the lens at its layer minus the model's own output.
+* **Any layer, top k** (``logit_lens_forget_topk``): the share of forget facts whose answer's
+  first token is among the ``top_k`` tokens of the whole vocabulary at *some* read layer
+  (Patil et al.'s attack succeeds when the answer is among the candidates the lens offers). No
+  choice is involved; the original model's rate is its baseline.
+
+Only each candidate's **first token** can be read from one position: facts whose candidates
+share a first token are left out of the lens metrics (``extra["n_ambiguous"]``), and for
+multi-token candidates the last layer's lens can differ from the ``standard`` suite, which
+scores whole answers. The model is never changed and no hook outlives a call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from factlens.components import resid_hook
+from factlens.config import ConfigBase, check_numbers
+from factlens.evaluation.attacks import (TaskScores, _task_items, attack_metrics, fact_rows, score_task, suite_settings,
+                                         task_key)
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
+from factlens.evaluation.result import Metric, SuiteResult
+from factlens.prefix import residual_after_prefix
+from factlens.progress_bars import progress_bar
+from factlens.tokens import answer_token_ids, iter_batches, tokenize_prompts, unembed
+
+if TYPE_CHECKING:
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.config import EvalConfig
+
+__all__ = ["LogitLensConfig", "LensScores", "lens_scores", "lens_layers", "run_logit_lens", "SELECTIONS"]
+
+#: How the layer of each fold is chosen on the fitting facts (:class:`LogitLensConfig`).
+SELECTIONS: tuple[str, ...] = ("selective", "forget")
+
+
+@dataclass(frozen=True)
+class LogitLensConfig(ConfigBase):
+    """Settings of the ``logit_lens`` suite (``EvalConfig(other_suites={"logit_lens": ...})``).
+
+    Attributes:
+        layers: Layers whose ``resid_post`` is read (``None``: every layer; the last one is the
+            model's own output for single-token candidates).
+        top_k: The vocabulary rank below which the answer's first token counts as offered by
+            a layer (``logit_lens_forget_topk``; Patil et al. use 20).
+        folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is read at a layer
+            chosen on the other folds; ``1``: on the facts themselves, optimistic for the attack).
+        selection: How the layer is chosen (:data:`SELECTIONS`): ``"selective"``, the true
+            answer's win rate on the fitting forget facts plus its win rate on the task's retain
+            facts (a layer that carries no fact and answers one candidate for every prompt wins
+            on the forget facts of that candidate only, and loses on the retain facts);
+            ``"forget"``, forget wins only (also what ``"selective"`` does without retain facts:
+            the maintain facts are scored, so they never choose).
+
+    Example:
+        >>> LogitLensConfig(layers=[3, 1, 3]).layers
+        (1, 3)
+    """
+
+    layers: tuple[int, ...] | None = None
+    top_k: int = 20
+    folds: int = 2
+    selection: str = "selective"
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        if self.layers is not None:
+            v = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
+            if not v or any(isinstance(x, bool) or int(x) != x or x < 0 for x in v):
+                raise ValueError(f"LogitLensConfig.layers must be non-negative layer indices (or None for every "
+                                 f"layer), got {self.layers!r}")
+            object.__setattr__(self, "layers", tuple(sorted({int(x) for x in v})))
+        if self.top_k < 1:
+            raise ValueError(f"LogitLensConfig.top_k must be an integer >= 1, got {self.top_k!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"LogitLensConfig.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
+        if self.folds < 1:
+            raise ValueError(f"LogitLensConfig.folds must be an integer >= 1 (2 or more cross-fit the layer), "
+                             f"got {self.folds!r}")
+
+
+@dataclass(frozen=True)
+class LensScores:
+    """The lens read at every layer for a list of prompts (rows: prompts, columns: layers).
+
+    Attributes:
+        layers: The read layers.
+        answer_wins: The answer's first token has the largest logit among the candidates'
+            first tokens (NaN for a prompt whose candidates share a first token).
+        target_wins: Same for the edit target (NaN without one, or when ambiguous).
+        p_answer: The answer's probability among the candidates' first tokens.
+        answer_rank: Rank of the answer's first token in the whole vocabulary (0 = top).
+    """
+
+    layers: tuple[int, ...]
+    answer_wins: np.ndarray
+    target_wins: np.ndarray
+    p_answer: np.ndarray
+    answer_rank: np.ndarray
+
+    @property
+    def ambiguous(self) -> np.ndarray:
+        """Prompts whose candidates share a first token (not scored)."""
+        return np.isnan(self.answer_wins[:, 0]) if self.answer_wins.size else np.zeros(0, bool)
+
+
+def lens_layers(model, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` checked against the model (``None``: every layer).
+
+    Raises:
+        ValueError: A layer the model does not have.
+    """
+    n = int(model.cfg.n_layers)
+    out = list(range(n)) if layers is None else sorted({int(x) for x in layers})
+    bad = [x for x in out if x >= n]
+    if bad:
+        raise ValueError(f"logit lens layers {bad} do not exist in a model with {n} layers (0 ... {n - 1})")
+    return out
+
+
+def _first_tokens(model, items: Sequence[FormattedPrompt]) -> list[list[int] | None]:
+    """Each prompt's candidates' first tokens (``None`` when two candidates share one)."""
+    out: list[list[int] | None] = []
+    for it in items:
+        ids = [answer_token_ids(model, c)[0] for c in it.candidates]
+        out.append(ids if len(set(ids)) == len(ids) else None)
+    return out
+
+
+def _read(model, tokens, pos, lengths, layers: list[int]) -> dict[int, torch.Tensor]:
+    """``resid_post`` of ``layers`` at ``pos`` of each row (one forward pass, hooks removed after)."""
+    store: dict[int, torch.Tensor] = {}
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+
+    def hooks(p: int):  # the prompts' shared prefix runs once; hooks see positions from p on
+        def keep(layer: int):
+            def hook(act, hook):
+                store[layer] = act[rows.to(act.device), (pos - p).to(act.device)].detach()
+            return hook
+        return [(resid_hook(layer, "post"), keep(layer)) for layer in layers]
+
+    residual_after_prefix(model, tokens, first_read=int(pos.min()), lengths=lengths, stop_at_layer=max(layers) + 1,
+                          hooks=hooks)
+    return store
+
+
+def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int], batch_size: int = 16) -> LensScores:
+    """Read ``items`` through the logit lens at ``layers`` (see the module docstring).
+
+    Example:
+        >>> from factlens.data.formats import format_prompts
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> s = lens_scores(p.model, format_prompts(p.task.forget), layers=[0, 3])
+        >>> s.answer_wins.shape, float(s.answer_wins[:, 1].mean()), int(s.answer_rank[:, 1].max())
+        ((8, 2), 1.0, 0)
+    """
+    items, layers = tuple(items), list(layers)
+    if not layers:
+        raise ValueError("no layers to read through the logit lens")
+    n, nl = len(items), len(layers)
+    aw, tw, pa = (np.full((n, nl), np.nan) for _ in range(3))
+    rank = np.full((n, nl), -1, dtype=np.int64)
+    firsts = _first_tokens(model, items)
+    with torch.no_grad():
+        for sl in progress_bar(list(iter_batches(n, batch_size)), desc="logit lens", leave=False):
+            batch = tokenize_prompts(model, [it.prompt for it in items[sl]])
+            store = _read(model, batch.tokens, batch.last_pos, batch.lengths, layers)
+            for j, layer in enumerate(layers):
+                logits = unembed(model, store[layer][:, None, :])[:, 0].float()
+                for r, i in enumerate(range(sl.start, sl.stop)):
+                    ids, it = firsts[i], items[i]
+                    ai = it.candidates.index(it.answer)
+                    a_id = answer_token_ids(model, it.answer)[0]
+                    rank[i, j] = int((logits[r] > logits[r, a_id]).sum())
+                    if ids is None:
+                        continue
+                    cand = logits[r, torch.tensor(ids, device=logits.device)].double()
+                    best = int(torch.argmax(cand))
+                    aw[i, j] = float(best == ai)
+                    pa[i, j] = float(torch.softmax(cand, 0)[ai])
+                    if it.target is not None and it.target in it.candidates:
+                        tw[i, j] = float(best == it.candidates.index(it.target))
+    return LensScores(tuple(layers), aw, tw, pa, rank)
+
+
+def _fact_mean(items, values: np.ndarray) -> dict[str, float]:
+    """Per fact (``record_id``) the mean of ``values`` over its prompts (NaN where none has one)."""
+    out: dict[str, list[float]] = {}
+    for it, v in zip(items, values):
+        out.setdefault(it.record_id, []).append(float(v))
+    return {k: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The lens on one model: the task's forget and maintain prompts."""
+
+    items: dict[str, tuple]
+    scores: dict[str, LensScores]
+
+    def at(self, split: str, layer_of: dict[str, int], field: str = "answer_wins") -> dict[str, float]:
+        """Per fact of ``split`` the value of ``field`` at the layer ``layer_of[record_id]``."""
+        s = self.scores[split]
+        col = {layer: j for j, layer in enumerate(s.layers)}
+        vals = getattr(s, field)
+        rows = [vals[i, col[layer_of[it.record_id]]] for i, it in enumerate(self.items[split])]
+        return _fact_mean(self.items[split], np.array(rows, dtype=float))
+
+    def curve(self, split: str, field: str = "answer_wins") -> list[float | None]:
+        """Per layer the mean over the split's facts (``None`` where no fact has a value)."""
+        s = self.scores[split]
+        out = []
+        for j in range(len(s.layers)):
+            v = list(_fact_mean(self.items[split], getattr(s, field)[:, j]).values())
+            v = [x for x in v if not np.isnan(x)]
+            out.append(float(np.mean(v)) if v else None)
+        return out
+
+    def topk(self, split: str, k: int) -> dict[str, float]:
+        """Per fact 1.0 when its answer's first token ranks below ``k`` at some read layer."""
+        hit = (self.scores[split].answer_rank < k).any(axis=1).astype(float)
+        return _fact_mean(self.items[split], hit)
+
+
+def _read_task(model, task, config: EvalConfig, layers: list[int], guard: bool) -> _Read:
+    from factlens.data.formats import format_prompts
+
+    items = {s: tuple(v) for s, v in _task_items(task, config, "default").items()}
+    if guard:
+        items["retain"] = tuple(format_prompts(task.retain, "default", seed=config.seed, n_shots=config.n_shots))
+    return _Read(items, {s: lens_scores(model, v, layers=layers, batch_size=config.batch_size) if v else
+                         LensScores(tuple(layers), *(np.zeros((0, len(layers))) for _ in range(3)),
+                                    np.zeros((0, len(layers)), dtype=np.int64))
+                         for s, v in items.items()})
+
+
+def _rates(read: _Read, split: str, fit: set[str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per layer the answer's win rate and mean candidate probability over ``split``'s scored
+    prompts (of the facts ``fit`` only, when given); ``None`` without one."""
+    s, items = read.scores.get(split), read.items.get(split, ())
+    if s is None:
+        return None
+    rows = [i for i, it in enumerate(items)
+            if (fit is None or it.record_id in fit) and not np.isnan(s.answer_wins[i, 0])]
+    return (np.nanmean(s.answer_wins[rows], axis=0), np.nanmean(s.p_answer[rows], axis=0)) if rows else None
+
+
+def _choose(read: _Read, fit: set[str], layers: list[int]) -> int:
+    """The layer where the lens gives the true answer most often on the forget facts ``fit``, plus
+    on the retain facts when they were read (ties: the higher mean candidate probability, then the
+    deeper layer)."""
+    rates = _rates(read, "forget", fit)
+    if rates is None:
+        return layers[-1]
+    acc, prob = rates
+    guard = _rates(read, "retain")
+    if guard is not None:
+        acc, prob = acc + guard[0], prob + guard[1]
+    return layers[int(np.lexsort((np.arange(len(layers)), prob, acc))[-1])]
+
+
+def _assign(task, read: _Read, layers: list[int], folds: int, seed: int) -> tuple[dict[str, int], list[dict]]:
+    """Per forget and maintain fact the layer it is read at, and per fold its facts and layer."""
+    from factlens.evaluation.direction_ablation import fact_folds
+
+    forget = [r.id for r in task.forget]
+    parts = fact_folds(forget, folds, seed=seed)
+    m_ids = [r.id for r in task.maintain]
+    m_parts = fact_folds(m_ids, min(folds, len(m_ids)), seed=seed + 1) if m_ids else []
+    layer_of: dict[str, int] = {}
+    info = []
+    for k, held in enumerate(parts):
+        fit = set(forget) - set(held) if folds > 1 else set(forget)
+        best = _choose(read, fit, layers)
+        layer_of.update({rid: best for rid in held})
+        maint = m_parts[k] if k < len(m_parts) else ()
+        layer_of.update({rid: best for rid in maint})
+        info.append({"layer": best, "n_held_out": len(held), "n_maintain": len(maint), "held_out": list(held)})
+    return layer_of, info
+
+
+def _scores_at(read: _Read, layer_of: dict[str, int], task) -> TaskScores:
+    edit = read.at("forget", layer_of, "target_wins") if task.objective == "inject" else {}
+    return TaskScores(read.at("forget", layer_of), {k: v for k, v in edit.items() if not np.isnan(v)},
+                      read.at("maintain", layer_of))
+
+
+def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = None,
+                   baselines: BaselineCache | None = None, logit_lens_config: LogitLensConfig | None = None
+                   ) -> SuiteResult:
+    """Read the edited facts through the logit lens at every layer; is the answer still there?
+
+    Args:
+        model: The evaluated (edited) model; not changed.
+        task: The task (forget facts with their answers and edit targets; maintain facts).
+        original: The unedited model, read the same way at the same layers (the baselines).
+        config: Evaluation settings (``batch_size``; ``seed`` draws the folds).
+        baselines: Cache of computations on ``original``.
+        logit_lens_config: The suite's settings (default: ``config.suite_config("logit_lens")``).
+
+    Returns:
+        ``logit_lens_forget_accuracy`` (lower is better), ``logit_lens_forget_recovery`` (the
+        lens minus the model's output, per fact), ``logit_lens_edit_accuracy`` (inject tasks),
+        ``logit_lens_maintain_accuracy``, each at the cross-fitted layer with the original read
+        at the same layer as ``baseline``; ``logit_lens_forget_topk``. ``extra``: ``layers``,
+        per-layer curves (``true``, ``target``, ``maintain``, ``topk``; ``baseline`` holds the
+        original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
+        ``n_ambiguous``, ``chance``, ``settings`` and ``note``. One per-fact row per forget and
+        maintain fact.
+
+    Raises:
+        ValueError: No forget facts, fewer forget facts than folds, or a layer the model lacks.
+
+    Example:
+        >>> from factlens.testing import planted_fact_model
+        >>> p = planted_fact_model()
+        >>> r = run_logit_lens(p.model, p.task, original=p.model)
+        >>> r["logit_lens_forget_accuracy"].value, r["logit_lens_forget_recovery"].value, r.extra["layers"]
+        (1.0, 0.0, [0, 1, 2, 3])
+    """
+    baselines = bound(baselines, model, original)
+    t0 = time.perf_counter()
+    from factlens.evaluation.config import or_default
+
+    config = or_default(config)
+    st = suite_settings(config, "logit_lens", LogitLensConfig, logit_lens_config)
+    layers = lens_layers(model, st.layers)
+    if not len(task.forget):
+        raise ValueError("the logit lens reads the task's forget facts, and it has none")
+    before = score_task(model, task, config)
+    guard = st.selection == "selective" and len(task.retain) > 0
+    read = _read_task(model, task, config, layers, guard)
+    layer_of, folds = _assign(task, read, layers, int(st.folds), config.seed)
+    attacked = _scores_at(read, layer_of, task)
+    base_before = base = base_read = None
+    if original is not None:
+        key = (tuple(layers), task_key(task, config))
+        base_before = before if original is model else cached(
+            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
+        base_read = read if original is model else cached(baselines, ("logit_lens", *key),
+                                                          lambda: _read_task(original, task, config, layers, False))
+        base = _scores_at(base_read, layer_of, task)
+    metrics = attack_metrics("logit_lens", attacked, before, base_attacked=base, base_before=base_before)
+    if st.folds == 1:  # the layer was chosen on the facts it is scored on
+        metrics = [_mark_selected(m) for m in metrics]
+    top = read.topk("forget", st.top_k)
+    metrics.append(Metric.from_samples("logit_lens_forget_topk", top, higher_is_better=False,
+                                       baseline=(float(np.nanmean(list(base_read.topk("forget", st.top_k).values())))
+                                                 if base_read is not None else None)))
+    columns = {"answer_wins_before": {**before.forget, **before.maintain},
+               "logit_lens_answer_wins": {**attacked.forget, **attacked.maintain},
+               "logit_lens_topk": top, "logit_lens_layer": {k: float(v) for k, v in layer_of.items()}}
+    if attacked.edit:
+        columns["logit_lens_target_wins"] = attacked.edit
+    if base is not None:
+        columns["baseline_logit_lens_answer_wins"] = {**base.forget, **base.maintain}
+    extra = _extra(read, base_read, layers, folds, st, before)
+    return SuiteResult("logit_lens", tuple(metrics), tuple(fact_rows(task, columns)), extra, time.perf_counter() - t0)
+
+
+def _mark_selected(m: Metric) -> Metric:
+    from dataclasses import replace
+
+    if m.ci_method is None or not m.name.startswith(("logit_lens_forget", "logit_lens_edit")):
+        return m
+    return replace(m, ci_method=("wilson-selected" if m.ci_method == "wilson" else "bootstrap-selected"))
+
+
+def _extra(read: _Read, base_read: _Read | None, layers: list[int], folds: list[dict], st: LogitLensConfig,
+           before: TaskScores) -> dict[str, Any]:
+    def curves(r: _Read) -> dict[str, Any]:
+        hit = (r.scores["forget"].answer_rank < st.top_k).astype(float)
+        return {"true": r.curve("forget"), "target": r.curve("forget", "target_wins"),
+                "maintain": r.curve("maintain"),
+                "topk": [float(hit[:, j].mean()) if hit.size else None for j in range(len(layers))]}
+
+    n_amb = {s: int(read.scores[s].ambiguous.sum()) for s in ("forget", "maintain")}
+    out: dict[str, Any] = {
+        "settings": st.to_dict(), "layers": layers, **curves(read), "folds": folds, "n_ambiguous": n_amb,
+        "chance": before.chance.get("forget"),
+        "selection": ("true-answer wins on the fitting forget facts plus on the task's retain facts"
+                      if "retain" in read.scores else "true-answer wins on the fitting forget facts"),
+        "note": (f"each forget fact read at the layer chosen (see selection) on the other {len(folds) - 1} fold(s)"
+                 if len(folds) > 1 else
+                 "every forget fact read at the layer chosen on the forget facts themselves (optimistic)")
+                + f" among {len(layers)} layers; candidates compared by their first token only; "
+                  f"topk: the answer's first token among the {st.top_k} most likely tokens at some layer",
+    }
+    if base_read is not None:
+        out["baseline"] = curves(base_read)
+    else:
+        out["baseline_note"] = "original=None: the unedited model was not read through the lens (no baselines)"
+    return out

@@ -1,0 +1,214 @@
+"""The logit-lens attack on planted edits whose mechanism is known: a late suppression (the
+answer is still in the residual stream before the last layer) and a rewrite at the lookup MLP
+(the answer is gone from every layer)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from factlens.data.formats import format_prompts
+from factlens.evaluation import BaselineCache, evaluate
+from factlens.evaluation.attacks import score_task
+from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.logit_lens import LogitLensConfig, lens_layers, lens_scores, run_logit_lens
+from factlens.stats import wilson_interval
+from factlens.tasks import Task
+from factlens.testing import planted_fact_model
+from factlens.testing.invariants import assert_unchanged, no_hooks, snapshot
+from factlens.testing.planted import SPORTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GOLF_WEIGHT = 3.0
+
+
+def _task(p, candidates=SPORTS + ("golf",)):
+    ds = p.dataset.with_candidates(candidates)
+    forget, rest = ds.split(8, seed=0)
+    forget = forget.map(lambda r: dataclasses.replace(r, target_new="golf"))
+    retain, maintain = rest.split(20, seed=0)
+    return Task("planted-golf", "inject", forget, retain, maintain, seed=0)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    p = planted_fact_model()
+    return p, _task(p)
+
+
+@pytest.fixture(scope="module")
+def late(planted):
+    """Suppression after the answer is computed: each forget subject's lookup neuron also writes
+    an unused residual dim U; a new layer-3 head (head 2.1's attention pattern) reads U at the
+    subject and writes golf at the end. After layer 2 the true sport is in the residual stream;
+    the output says golf."""
+    p, task = planted
+    U = p.layout["moved"]["golf"] + 1
+    m = copy.deepcopy(p.model)
+    with torch.no_grad():
+        m.blocks[1].mlp.W_out[[int(r.id) for r in task.forget], U] += 2.0  # relu output 0.5: U = 1
+        src, dst = m.blocks[2].attn, m.blocks[3].attn
+        for name in ("W_Q", "W_K", "b_Q", "b_K"):
+            getattr(dst, name)[1] = getattr(src, name)[1]
+        dst.W_V[1, U, 0] += 1.0
+        dst.W_O[1, 0, p.layout["moved"]["golf"]] += GOLF_WEIGHT
+    return m
+
+
+@pytest.fixture(scope="module")
+def rewritten(planted):
+    """The edit made where the fact is stored: the forget subjects' lookup neurons write golf
+    instead of their sport, so no layer holds the old answer."""
+    p, task = planted
+    m = copy.deepcopy(p.model)
+    ids = [int(r.id) for r in task.forget]
+    with torch.no_grad():
+        for i, r in zip(ids, task.forget):
+            m.blocks[1].mlp.W_out[i, p.layout["attr"][r.answer]] -= 2.0
+            m.blocks[1].mlp.W_out[i, p.layout["attr"]["golf"]] += 2.0
+    return m
+
+
+def test_a_late_suppression_is_read_before_it(planted, late):
+    p, task = planted
+    snaps = snapshot(late), snapshot(p.model)
+    assert score_task(late, task, EvalConfig()).accuracy("forget") == 0.0  # the output gives golf
+    r = run_logit_lens(late, task, original=p.model, logit_lens_config=LogitLensConfig(top_k=1))
+    assert r.extra["layers"] == [0, 1, 2, 3]
+    assert r.extra["true"][2] == 1.0 and r.extra["true"][3] == 0.0 and r.extra["target"][3] == 1.0
+    assert r.extra["baseline"]["true"][2:] == [1.0, 1.0]
+    # each fold's layer is chosen on the other fold's facts: layer 2, where the old answer still wins
+    assert [f["layer"] for f in r.extra["folds"]] == [2, 2] and [f["n_held_out"] for f in r.extra["folds"]] == [4, 4]
+    fa = r["logit_lens_forget_accuracy"]
+    assert fa.value == 1.0 and fa.baseline == 1.0 and fa.ci_method == "wilson"
+    assert (fa.ci_low, fa.ci_high) == pytest.approx(wilson_interval(8, 8))
+    assert r["logit_lens_forget_recovery"].value == 1.0
+    assert r["logit_lens_edit_accuracy"].value == 0.0 and r["logit_lens_maintain_accuracy"].value == 1.0
+    assert r["logit_lens_forget_topk"].value == 1.0  # the sport is the top token after layer 2
+    rows = {row["record_id"]: row for row in r.per_fact}
+    assert all(rows[f.id]["logit_lens_answer_wins"] == 1.0 and rows[f.id]["logit_lens_layer"] == 2.0
+               for f in task.forget)
+    assert_unchanged(late, snaps[0])
+    assert_unchanged(p.model, snaps[1])
+    assert no_hooks(late) and no_hooks(p.model)
+
+
+def test_a_rewrite_at_the_lookup_leaves_nothing_to_read(planted, late, rewritten):
+    p, task = planted
+    cfg = LogitLensConfig(top_k=1)
+    r = run_logit_lens(rewritten, task, original=p.model, logit_lens_config=cfg)
+    # no layer holds the old sport: wherever the lens has it win, noise did it (layers 0-1)
+    assert r.extra["true"][2:] == [0.0, 0.0] and r.extra["target"][2:] == [1.0, 1.0]
+    s = r["logit_lens_forget_accuracy"]
+    assert s.value <= 0.25 < r["logit_lens_forget_accuracy"].baseline
+    assert r["logit_lens_forget_topk"].value == 0.0 and r["logit_lens_forget_topk"].baseline == 1.0
+    sup = run_logit_lens(late, task, original=p.model, logit_lens_config=cfg)
+    assert sup["logit_lens_forget_recovery"].value - r["logit_lens_forget_recovery"].value >= 0.75
+
+
+def test_the_last_layer_is_the_models_output(planted, late, rewritten):
+    p, task = planted
+    items = format_prompts(task.forget) + format_prompts(task.maintain)
+    for m in (p.model, late, rewritten):
+        s = lens_scores(m, items, layers=[m.cfg.n_layers - 1])
+        ts = score_task(m, task, EvalConfig())
+        assert s.answer_wins[:, 0].tolist() == [*ts.forget.values(), *ts.maintain.values()]
+
+
+def test_reading_layers_one_at_a_time_gives_the_same_scores(planted, late):
+    items = format_prompts(planted[1].forget)
+    both = lens_scores(late, items, layers=[1, 2], batch_size=3)
+    for j, layer in enumerate((1, 2)):
+        one = lens_scores(late, items, layers=[layer], batch_size=16)
+        np.testing.assert_array_equal(both.answer_wins[:, j], one.answer_wins[:, 0])
+        np.testing.assert_array_equal(both.answer_rank[:, j], one.answer_rank[:, 0])
+        np.testing.assert_allclose(both.p_answer[:, j], one.p_answer[:, 0], rtol=1e-5)
+
+
+def test_one_fold_chooses_on_the_scored_facts_and_says_so(planted, late):
+    p, task = planted
+    r = run_logit_lens(late, task, original=p.model, logit_lens_config=LogitLensConfig(folds=1))
+    assert r["logit_lens_forget_accuracy"].ci_method == "wilson-selected"
+    assert r["logit_lens_forget_recovery"].ci_method == "bootstrap-selected"
+    assert r["logit_lens_maintain_accuracy"].ci_method == "wilson"
+    assert r["logit_lens_forget_accuracy"].selected and not r["logit_lens_maintain_accuracy"].selected
+    assert "optimistic" in r.extra["note"] and len(r.extra["folds"]) == 1
+
+
+def test_candidates_sharing_a_first_token_are_left_out(planted):
+    p, _ = planted
+    task = _task(p, SPORTS + ("golf", "basketball player"))  # "basketball" and "basketball player" share one
+    r = run_logit_lens(p.model, task, original=p.model)
+    assert r.extra["n_ambiguous"] == {"forget": 8, "maintain": 20}
+    assert "logit_lens_forget_accuracy" not in r and "logit_lens_forget_topk" in r
+
+
+def test_runs_through_evaluate_with_its_settings_and_reuses_the_original(planted, late):
+    p, task = planted
+    cache = BaselineCache()
+    cfg = EvalConfig(other_suites={"logit_lens": {"top_k": 1, "layers": [2, 3]}})
+    first = evaluate(late, task, original=p.model, suites=["logit_lens"], config=cfg, baselines=cache)
+    misses = cache.misses
+    second = evaluate(late, task, original=p.model, suites=["logit_lens"], config=cfg, baselines=cache)
+    assert cache.misses == misses  # the original's scores and lens read once
+    for res in (first, second):
+        s = res.suites["logit_lens"]
+        assert s.extra["layers"] == [2, 3] and s.extra["settings"]["top_k"] == 1
+        assert s["logit_lens_forget_accuracy"].value == 1.0
+
+
+def test_bad_settings_and_inputs_are_refused(planted):
+    p, task = planted
+    with pytest.raises(ValueError, match="top_k"):
+        LogitLensConfig(top_k=0)
+    with pytest.raises(ValueError, match="folds"):
+        LogitLensConfig(folds=0)
+    with pytest.raises(ValueError, match="layer indices"):
+        LogitLensConfig(layers=(-1,))
+    with pytest.raises(ValueError, match="do not exist"):
+        lens_layers(p.model, [4])
+    with pytest.raises(ValueError, match="forget facts"):
+        run_logit_lens(p.model, dataclasses.replace(task, forget=task.forget[:0]))
+    with pytest.raises(ValueError, match="fold"):
+        run_logit_lens(p.model, task, logit_lens_config=LogitLensConfig(folds=9))
+    with pytest.raises(ValueError, match="unknown key|valid"):
+        EvalConfig(other_suites={"logit_lens": {"topk": 3}})
+
+
+def test_the_selective_choice_passes_over_layers_that_carry_no_fact(planted, rewritten):
+    """Layers 0-1 hold no sport at the last token: there the lens answers by the noise, the same
+    candidate for nearly every prompt, and wins on the forget facts of that sport. Chosen on forget
+    wins alone, a fold can pick such a layer; with the retain facts in the criterion it cannot."""
+    p, task = planted
+    only = run_logit_lens(rewritten, task, original=p.model,
+                          logit_lens_config=LogitLensConfig(selection="forget"))
+    sel = run_logit_lens(rewritten, task, original=p.model)
+    assert any(f["layer"] < 2 for f in only.extra["folds"])
+    assert only["logit_lens_forget_accuracy"].value > 0.25  # noise wins, no old answer anywhere
+    assert only["logit_lens_maintain_accuracy"].value < 0.75  # ... and the maintain facts show the layer is blind
+    assert all(f["layer"] >= 2 for f in sel.extra["folds"]) and sel["logit_lens_forget_accuracy"].value == 0.0
+    assert "retain" in sel.extra["selection"] and "retain" not in only.extra["selection"]
+    with pytest.raises(ValueError, match="selection"):
+        LogitLensConfig(selection="best")
+
+
+def test_lens_curves_plot(planted, late):
+    import plotly.graph_objects as go
+
+    from factlens.evaluation.plots import lens_curves
+    from factlens.evaluation.result import EvalResult
+
+    p, task = planted
+    r = evaluate(late, task, original=p.model, suites=["standard", "logit_lens"])
+    fig = lens_curves(r)
+    names = [t.name for t in fig.data]
+    assert isinstance(fig, go.Figure) and names[:2] == ["true answer", "edit target"]
+    assert "true answer (original)" in names and list(fig.data[0].y) == r.suites["logit_lens"].extra["true"]
+    assert len(lens_curves({"a": r, "b": r}).data) == 4  # true + target per localization
+    with pytest.raises(ValueError, match="logit_lens"):
+        lens_curves({"x": EvalResult({"standard": r.suites["standard"]})})
