@@ -187,6 +187,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
     aw, tw, pa = (np.full((n, nl), np.nan) for _ in range(3))
     rank = np.full((n, nl), -1, dtype=np.int64)
     firsts = _first_tokens(model, items)
+    answer_ids = [answer_token_ids(model, it.answer)[0] for it in items]
     with torch.no_grad():
         for sl in progress_bar(list(iter_batches(n, batch_size)), desc="logit lens", leave=False):
             batch = tokenize_prompts(model, [it.prompt for it in items[sl]])
@@ -196,8 +197,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
                 for r, i in enumerate(range(sl.start, sl.stop)):
                     ids, it = firsts[i], items[i]
                     ai = it.candidates.index(it.answer)
-                    a_id = answer_token_ids(model, it.answer)[0]
-                    rank[i, j] = int((logits[r] > logits[r, a_id]).sum())
+                    rank[i, j] = int((logits[r] > logits[r, answer_ids[i]]).sum())
                     if ids is None:
                         continue
                     cand = logits[r, torch.tensor(ids, device=logits.device)].double()
@@ -353,6 +353,10 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
     layers = lens_layers(model, st.layers)
     if not len(task.forget):
         raise ValueError("the logit lens reads the task's forget facts, and it has none")
+    if st.folds > len(task.forget):
+        raise ValueError(f"the logit lens cannot cross-fit {len(task.forget)} forget facts in {st.folds} folds (every "
+                         "fold needs a fact): lower other_suites.logit_lens.folds (1 chooses the layer on the "
+                         "scored facts themselves)")
     before = score_task(model, task, config)
     guard = st.selection == "selective" and len(task.retain) > 0
     read = _read_task(model, task, config, layers, guard)

@@ -174,7 +174,7 @@ def test_bad_settings_and_inputs_are_refused(planted):
         lens_layers(p.model, [4])
     with pytest.raises(ValueError, match="forget facts"):
         run_logit_lens(p.model, dataclasses.replace(task, forget=task.forget[:0]))
-    with pytest.raises(ValueError, match="fold"):
+    with pytest.raises(ValueError, match="logit lens cannot cross-fit 8 forget facts in 9 folds"):
         run_logit_lens(p.model, task, logit_lens_config=LogitLensConfig(folds=9))
     with pytest.raises(ValueError, match="unknown key|valid"):
         EvalConfig(other_suites={"logit_lens": {"topk": 3}})
