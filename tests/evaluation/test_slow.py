@@ -72,3 +72,21 @@ def test_side_effects_unedited_gemma(unedited_eval):
     assert m.n == 57 and 0.0 <= m.value <= 1.0 and m.baseline == m.value
     # measured: 0.30 (17/57; the model answers "D" most of the time) -> not above chance (0.25 + 2 SE)
     assert m.at_chance == (m.value < 0.25 + 2 * math.sqrt(0.25 * 0.75 / 57))
+
+
+def test_logit_lens_unedited_gemma(unedited_eval, gemma):
+    """The lens through Gemma's RMSNorm, tied unembedding and soft-cap: at the last layer it is the
+    model's own output (single-token sports); the early layers do not hold the sport yet."""
+    from factlens.evaluation.logit_lens import run_logit_lens
+
+    task, res = unedited_eval
+    r = run_logit_lens(gemma, task, original=gemma)
+    assert r.extra["n_ambiguous"] == {"forget": 0, "maintain": 0}
+    assert r.extra["layers"] == list(range(gemma.cfg.n_layers))
+    assert r.extra["true"][-1] == res["standard"]["forget_accuracy"].value == 1.0
+    assert r.extra["maintain"][-1] == res["standard"]["maintain_accuracy"].value
+    assert min(r.extra["true"][:4]) < 0.75  # the first layers' readings are not the fact yet
+    lens = r["logit_lens_forget_accuracy"]
+    assert lens.baseline == lens.value and r["logit_lens_forget_recovery"].value <= 0.0
+    print(f"\nlogit lens, unedited Gemma: true {r.extra['true']}, top-k {r.extra['topk']}, "
+          f"folds {[f['layer'] for f in r.extra['folds']]}")
