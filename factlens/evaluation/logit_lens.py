@@ -19,6 +19,11 @@ Two numbers per model (the edited one, and the original read the same way as the
   deeper layer), so the choice of the best of ``n_layers`` layers does not inflate the number.
   Maintain facts are split into the same number of parts and each is read at one part's
   layer. The recovery is per fact: the lens at its layer minus the model's own output.
+* **Net of bias** (``logit_lens_selective_recovery``, ``logit_lens_control_bias``): each
+  forget fact's lens win minus the rate at which the lens at its layer gives that answer to
+  the fact's own control facts (maintain facts of other answers;
+  :mod:`~factlens.evaluation.selectivity`), as for the relearning, soft-prompt and
+  direction-ablation attacks: a layer that answers one candidate for every prompt scores 0.
 * **Any layer, top k** (``logit_lens_forget_topk``): the share of forget facts whose answer's
   first token is among the ``top_k`` tokens of the whole vocabulary at *some* read layer
   (Patil et al.'s attack succeeds when the answer is among the candidates the lens offers). No
@@ -115,6 +120,7 @@ class LensScores:
         target_wins: Same for the edit target (NaN without one, or when ambiguous).
         p_answer: The answer's probability among the candidates' first tokens.
         answer_rank: Rank of the answer's first token in the whole vocabulary (0 = top).
+        winner: Index into the prompt's candidates of the one that wins (-1 when ambiguous).
     """
 
     layers: tuple[int, ...]
@@ -122,6 +128,7 @@ class LensScores:
     target_wins: np.ndarray
     p_answer: np.ndarray
     answer_rank: np.ndarray
+    winner: np.ndarray
 
     @property
     def ambiguous(self) -> np.ndarray:
@@ -185,7 +192,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
         raise ValueError("no layers to read through the logit lens")
     n, nl = len(items), len(layers)
     aw, tw, pa = (np.full((n, nl), np.nan) for _ in range(3))
-    rank = np.full((n, nl), -1, dtype=np.int64)
+    rank, win = np.full((n, nl), -1, dtype=np.int64), np.full((n, nl), -1, dtype=np.int64)
     firsts = _first_tokens(model, items)
     answer_ids = [answer_token_ids(model, it.answer)[0] for it in items]
     with torch.no_grad():
@@ -202,11 +209,12 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
                         continue
                     cand = logits[r, torch.tensor(ids, device=logits.device)].double()
                     best = int(torch.argmax(cand))
+                    win[i, j] = best
                     aw[i, j] = float(best == ai)
                     pa[i, j] = float(torch.softmax(cand, 0)[ai])
                     if it.target is not None and it.target in it.candidates:
                         tw[i, j] = float(best == it.candidates.index(it.target))
-    return LensScores(tuple(layers), aw, tw, pa, rank)
+    return LensScores(tuple(layers), aw, tw, pa, rank, win)
 
 
 def _fact_mean(items, values: np.ndarray) -> dict[str, float]:
@@ -256,7 +264,7 @@ def _read_task(model, task, config: EvalConfig, layers: list[int], guard: bool) 
         items["retain"] = tuple(format_prompts(task.retain, "default", seed=config.seed, n_shots=config.n_shots))
     return _Read(items, {s: lens_scores(model, v, layers=layers, batch_size=config.batch_size) if v else
                          LensScores(tuple(layers), *(np.zeros((0, len(layers))) for _ in range(3)),
-                                    np.zeros((0, len(layers)), dtype=np.int64))
+                                    *(np.zeros((0, len(layers)), dtype=np.int64) for _ in range(2)))
                          for s, v in items.items()})
 
 
@@ -305,6 +313,29 @@ def _assign(task, read: _Read, layers: list[int], folds: int, seed: int) -> tupl
     return layer_of, info
 
 
+def _selectivity(read: _Read, wins: dict[str, float], folds: list[dict], seed: int):
+    """Each forget fact's lens win at its fold's layer minus the rate at which the lens at that
+    layer gives the fact's answer to its control facts (:mod:`~factlens.evaluation.selectivity`:
+    what a layer that says one answer to everyone "recovers"); ``None`` without controls or
+    without one prompt per fact."""
+    from factlens.evaluation.selectivity import selectivity_of
+
+    f_items = [it for it in read.items["forget"] if not np.isnan(wins.get(it.record_id, float("nan")))]
+    m_scores = read.scores["maintain"]
+    m_rows = [i for i, it in enumerate(read.items["maintain"]) if m_scores.winner[i, 0] >= 0]
+    m_items = [read.items["maintain"][i] for i in m_rows]
+    ids = [it.record_id for it in [*f_items, *m_items]]
+    if not f_items or not m_items or len(set(ids)) != len(ids):
+        return None
+    col = {layer: j for j, layer in enumerate(m_scores.layers)}
+    said = {k: {read.items["maintain"][i].record_id:
+                read.items["maintain"][i].candidates[int(m_scores.winner[i, col[f["layer"]]])] for i in m_rows}
+            for k, f in enumerate(folds)}
+    fold_of = {rid: k for k, f in enumerate(folds) for rid in f["held_out"]}
+    return selectivity_of(f_items, [wins[it.record_id] for it in f_items], [fold_of[it.record_id] for it in f_items],
+                          said, m_items, seed=seed)
+
+
 def _scores_at(read: _Read, layer_of: dict[str, int], task) -> TaskScores:
     edit = read.at("forget", layer_of, "target_wins") if task.objective == "inject" else {}
     return TaskScores(read.at("forget", layer_of), {k: v for k, v in edit.items() if not np.isnan(v)},
@@ -328,7 +359,10 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         ``logit_lens_forget_accuracy`` (lower is better), ``logit_lens_forget_recovery`` (the
         lens minus the model's output, per fact), ``logit_lens_edit_accuracy`` (inject tasks),
         ``logit_lens_maintain_accuracy``, each at the cross-fitted layer with the original read
-        at the same layer as ``baseline``; ``logit_lens_forget_topk``. ``extra``: ``layers``,
+        at the same layer as ``baseline``; ``logit_lens_selective_recovery`` and
+        ``logit_lens_control_bias`` (each forget fact's win minus the rate at which the lens at
+        its layer gives its answer to its control facts; :mod:`~factlens.evaluation.selectivity`);
+        ``logit_lens_forget_topk``. ``extra``: ``layers``,
         per-layer curves (``true``, ``target``, ``maintain``, ``topk``; ``baseline`` holds the
         original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
         ``n_ambiguous``, ``chance``, ``settings`` and ``note``. One per-fact row per forget and
@@ -371,6 +405,12 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
                                                           lambda: _read_task(original, task, config, layers, False))
         base = _scores_at(base_read, layer_of, task)
     metrics = attack_metrics("logit_lens", attacked, before, base_attacked=base, base_before=base_before)
+    sel = _selectivity(read, attacked.forget, folds, config.seed)
+    if sel is not None:
+        from factlens.evaluation.selectivity import selectivity_metrics
+
+        b_sel = _selectivity(base_read, base.forget, folds, config.seed) if base is not None else None
+        metrics += selectivity_metrics("logit_lens", sel, b_sel, at_chance=metrics[0].at_chance)
     if st.folds == 1:  # the layer was chosen on the facts it is scored on
         metrics = [_mark_selected(m) for m in metrics]
     top = read.topk("forget", st.top_k)
@@ -391,7 +431,8 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
 def _mark_selected(m: Metric) -> Metric:
     from dataclasses import replace
 
-    if m.ci_method is None or not m.name.startswith(("logit_lens_forget", "logit_lens_edit")):
+    if m.ci_method is None or not m.name.startswith(("logit_lens_forget", "logit_lens_edit",
+                                                        "logit_lens_selective")):
         return m
     return replace(m, ci_method=("wilson-selected" if m.ci_method == "wilson" else "bootstrap-selected"))
 

@@ -90,6 +90,8 @@ def test_a_late_suppression_is_read_before_it(planted, late):
     assert r["logit_lens_forget_recovery"].value == 1.0
     assert r["logit_lens_edit_accuracy"].value == 0.0 and r["logit_lens_maintain_accuracy"].value == 1.0
     assert r["logit_lens_forget_topk"].value == 1.0  # the sport is the top token after layer 2
+    # net of bias: at layer 2 the lens gives the control athletes their own sports, so every win counts
+    assert r["logit_lens_selective_recovery"].value == 1.0 and r["logit_lens_control_bias"].value == 0.0
     rows = {row["record_id"]: row for row in r.per_fact}
     assert all(rows[f.id]["logit_lens_answer_wins"] == 1.0 and rows[f.id]["logit_lens_layer"] == 2.0
                for f in task.forget)
@@ -191,6 +193,9 @@ def test_the_selective_choice_passes_over_layers_that_carry_no_fact(planted, rew
     assert any(f["layer"] < 2 for f in only.extra["folds"])
     assert only["logit_lens_forget_accuracy"].value > 0.25  # noise wins, no old answer anywhere
     assert only["logit_lens_maintain_accuracy"].value < 0.75  # ... and the maintain facts show the layer is blind
+    # ... and so does the selectivity: the noise layer gives the same sport to the facts' control athletes
+    assert only["logit_lens_control_bias"].value > 0.25
+    assert only["logit_lens_selective_recovery"].value < only["logit_lens_forget_accuracy"].value - 0.25
     assert all(f["layer"] >= 2 for f in sel.extra["folds"]) and sel["logit_lens_forget_accuracy"].value == 0.0
     assert "retain" in sel.extra["selection"] and "retain" not in only.extra["selection"]
     with pytest.raises(ValueError, match="selection"):
