@@ -96,7 +96,7 @@ class LogitLensConfig(ConfigBase):
         check_numbers(self)
         if self.layers is not None:
             v = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
-            if not v or any(isinstance(x, bool) or int(x) != x or x < 0 for x in v):
+            if not v or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in v):
                 raise ValueError(f"LogitLensConfig.layers must be non-negative layer indices (or None for every "
                                  f"layer), got {self.layers!r}")
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in v})))

@@ -170,8 +170,9 @@ def test_bad_settings_and_inputs_are_refused(planted):
         LogitLensConfig(top_k=0)
     with pytest.raises(ValueError, match="folds"):
         LogitLensConfig(folds=0)
-    with pytest.raises(ValueError, match="layer indices"):
-        LogitLensConfig(layers=(-1,))
+    for bad in ((-1,), ("2",), (1.5,), (True,), ()):
+        with pytest.raises(ValueError, match="layer indices"):
+            LogitLensConfig(layers=bad)
     with pytest.raises(ValueError, match="do not exist"):
         lens_layers(p.model, [4])
     with pytest.raises(ValueError, match="forget facts"):
