@@ -77,8 +77,9 @@ class LogitLensConfig(ConfigBase):
             chosen on the other folds; ``1``: on the facts themselves, optimistic for the attack).
         selection: How the layer is chosen (:data:`SELECTIONS`): ``"selective"``, the true
             answer's win rate on the fitting forget facts plus its win rate on the task's retain
-            facts (a layer that carries no fact and answers one candidate for every prompt wins
-            on the forget facts of that candidate only, and loses on the retain facts);
+            facts, among the layers where the lens reads the retain facts above chance (a
+            layer that carries no fact answers one candidate for every prompt: it wins on the
+            forget facts of that candidate only, and on few retain facts);
             ``"forget"``, forget wins only (also what ``"selective"`` does without retain facts:
             the maintain facts are scored, so they never choose).
 
@@ -279,17 +280,33 @@ def _rates(read: _Read, split: str, fit: set[str] | None = None) -> tuple[np.nda
     return (np.nanmean(s.answer_wins[rows], axis=0), np.nanmean(s.p_answer[rows], axis=0)) if rows else None
 
 
+def _readable(read: _Read) -> np.ndarray | None:
+    """Per layer: does the lens read the retain facts above chance there (chance + 2 binomial
+    standard errors, the at-chance rule of the formats)? ``None`` without retain facts."""
+    from factlens.evaluation.standard import chance_of, not_above_chance
+
+    rates = _rates(read, "retain")
+    if rates is None:
+        return None
+    items = [it for i, it in enumerate(read.items["retain"]) if not np.isnan(read.scores["retain"].answer_wins[i, 0])]
+    chance = chance_of(items)
+    return np.array([not not_above_chance(float(a), chance, len(items)) for a in rates[0]])
+
+
 def _choose(read: _Read, fit: set[str], layers: list[int]) -> int:
     """The layer where the lens gives the true answer most often on the forget facts ``fit``, plus
-    on the retain facts when they were read (ties: the higher mean candidate probability, then the
-    deeper layer)."""
+    on the retain facts when they were read, among the layers that read the retain facts above
+    chance (all layers when none does); ties: the higher mean candidate probability, then the
+    deeper layer."""
     rates = _rates(read, "forget", fit)
     if rates is None:
         return layers[-1]
     acc, prob = rates
-    guard = _rates(read, "retain")
+    guard, readable = _rates(read, "retain"), _readable(read)
     if guard is not None:
         acc, prob = acc + guard[0], prob + guard[1]
+    if readable is not None and readable.any():  # a layer that reads no fact answers by class share
+        acc = np.where(readable, acc, -np.inf)
     return layers[int(np.lexsort((np.arange(len(layers)), prob, acc))[-1])]
 
 

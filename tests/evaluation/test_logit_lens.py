@@ -218,3 +218,31 @@ def test_lens_curves_plot(planted, late):
     assert len(lens_curves({"a": r, "b": r}).data) == 4  # true + target per localization
     with pytest.raises(ValueError, match="logit_lens"):
         lens_curves({"x": EvalResult({"standard": r.suites["standard"]})})
+
+
+def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
+    """Layer 0 answers "basketball" for everyone: it wins on 4 of 4 fitting basketball players and on
+    the retain facts' basketball share (7 of 20, chance 1/3); layer 1 reads 18 of 20 retain facts but
+    the edit removed the forget facts there. forget + retain wins alone chose layer 0 (1.35 against
+    0.9); layer 0 reads no retain fact above chance, so layer 1 is chosen."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.logit_lens import LensScores, _choose, _Read
+
+    sports = ("basketball", "baseball", "football")
+
+    def items(prefix, answers):
+        return tuple(FormattedPrompt(f"{prefix}{i} plays", a, None, sports, f"{prefix}{i}", "default")
+                     for i, a in enumerate(answers))
+
+    def scores(wins):
+        w = np.array(wins, dtype=float)
+        return LensScores((0, 1), w, np.full(w.shape, np.nan), w * 0.9 + 0.05, np.zeros(w.shape, np.int64),
+                          np.zeros(w.shape, np.int64))
+
+    forget = items("f", ["basketball"] * 4)
+    retain = items("r", ["basketball"] * 7 + ["baseball"] * 7 + ["football"] * 6)
+    read = _Read({"forget": forget, "maintain": (), "retain": retain},
+                 {"forget": scores([[1, 0]] * 4),
+                  "retain": scores([[float(a == "basketball"), float(i < 18)] for i, a in
+                                    enumerate(it.answer for it in retain)])})
+    assert _choose(read, {it.record_id for it in forget}, [0, 1]) == 1
