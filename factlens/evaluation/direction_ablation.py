@@ -93,8 +93,10 @@ class DirectionAblationConfig(ConfigBase):
         folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is scored under a
             direction and variant chosen on the other folds; ``1``: on the facts themselves).
         selection: How the variant is chosen (:data:`SELECTIONS`): ``"selective"``, the most
-            forget wins on the fitting facts plus true-answer wins on as many retain facts (an
-            ablation that makes the model give one answer to everyone does not win);
+            forget wins on the fitting facts plus true-answer wins on as many retain facts, among
+            the variants that keep those retain facts above chance (chance + 2 binomial standard
+            errors; all variants when none does): an ablation that makes the model give one
+            answer to everyone does not win;
             ``"forget"``, forget wins only.
         random_control: Also remove a random direction (seeded) at each chosen place, from the
             edited model and the original: the ``ablation_random_*`` metrics, what removing *a*
@@ -236,8 +238,20 @@ def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers
         r = runs[k]
         return r.accuracy("forget") + (r.accuracy("maintain") if r.maintain else 0.0)
 
-    best = max(runs, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
+    # a variant under which the retain guard is not answered above chance has collapsed the model (one
+    # answer for everyone: it "recovers" the forget facts of that answer); it is chosen only if all are
+    keep = [k for k in runs if _guard_above_chance(runs[k])]
+    best = max(keep or runs, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
     return best, runs
+
+
+def _guard_above_chance(r: TaskScores) -> bool:
+    """The retain guard's accuracy is above chance + 2 binomial standard errors (True without a guard)."""
+    from factlens.evaluation.standard import not_above_chance
+
+    if not r.maintain or "maintain" not in r.chance:
+        return True
+    return not not_above_chance(r.accuracy("maintain"), r.chance["maintain"], r.n_prompts.get("maintain", 0))
 
 
 def _merge(parts: Sequence[TaskScores], before: TaskScores) -> TaskScores:

@@ -540,6 +540,29 @@ def test_direction_ablation_selective_choice_passes_over_a_collapse(suppressed, 
         DirectionAblationConfig(selection="best")
 
 
+def test_direction_ablation_selective_choice_passes_over_a_partial_collapse(suppressed, monkeypatch):
+    """Measured on Gemma 3 270M (docs/attacks.md): the chosen ablation made the model answer one sport
+    for every athlete; its forget wins (that sport's players) plus its retain wins (that sport's share)
+    beat every variant that kept the facts. Here layer 1 gives 4 of 4 fitting facts and 2 of 4 retain
+    facts (chance 1/4 + 2 SE = 0.68: not above chance), layer 2 none of the forget facts and all retain
+    facts: forget + retain alone chose layer 1 (1.5 against 1.0)."""
+    import factlens.evaluation.direction_ablation as da
+
+    p, edited, task, _ = suppressed
+
+    def fake(model, t, config, direction, layer, scope):
+        forget = {r.id: float(layer == 1) for r in t.forget}
+        guard = {r.id: 1.0 if layer == 2 else float(i % 2 == 0) for i, r in enumerate(t.maintain)}
+        return TaskScores(forget, {}, guard, chance={"forget": 0.25, "maintain": 0.25},
+                          n_prompts={"forget": len(forget), "maintain": len(guard)})
+
+    monkeypatch.setattr(da, "_ablated", fake)
+    st = DirectionAblationConfig(direction="edit_shift", random_control=False, layers=(1, 2))
+    r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
+    assert [f["layer"] for f in r.extra["folds"]] == [2, 2]
+    assert [f["guard_retain_accuracy"]["final"] for f in r.extra["folds"]] == [[0.5, 1.0], [0.5, 1.0]]
+
+
 def test_direction_ablation_selective_recovery(suppressed, monkeypatch):
     """Net of bias: the planted suppression comes back without the ablation giving any control athlete a
     forget fact's answer (selective recovery 1.0); an "ablation" that says one sport to every maintain
