@@ -434,6 +434,14 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
     metrics.append(Metric.from_samples("logit_lens_forget_topk", top, higher_is_better=False,
                                        baseline=(float(np.nanmean(list(base_read.topk("forget", st.top_k).values())))
                                                  if base_read is not None else None)))
+    rows = fact_rows(task, _columns(before, attacked, base, top, layer_of))
+    extra = _extra(read, base_read, layers, folds, st, before)
+    return SuiteResult("logit_lens", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+
+
+def _columns(before: TaskScores, attacked: TaskScores, base: TaskScores | None, top: dict[str, float],
+             layer_of: dict[str, int]) -> dict[str, dict[str, float]]:
+    """The per-fact columns: outcomes before, under the lens (and the original's), top k, the layer read."""
     columns = {"answer_wins_before": {**before.forget, **before.maintain},
                "logit_lens_answer_wins": {**attacked.forget, **attacked.maintain},
                "logit_lens_topk": top, "logit_lens_layer": {k: float(v) for k, v in layer_of.items()}}
@@ -441,8 +449,7 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         columns["logit_lens_target_wins"] = attacked.edit
     if base is not None:
         columns["baseline_logit_lens_answer_wins"] = {**base.forget, **base.maintain}
-    extra = _extra(read, base_read, layers, folds, st, before)
-    return SuiteResult("logit_lens", tuple(metrics), tuple(fact_rows(task, columns)), extra, time.perf_counter() - t0)
+    return columns
 
 
 def _mark_selected(m: Metric) -> Metric:
