@@ -79,7 +79,8 @@ class LogitLensConfig(ConfigBase):
             answer's win rate on the fitting forget facts plus its win rate on the task's retain
             facts, among the layers where the lens reads the retain facts above chance (a
             layer that carries no fact answers one candidate for every prompt: it wins on the
-            forget facts of that candidate only, and on few retain facts);
+            forget facts of that candidate only, and on few retain facts; when no layer reads
+            the retain facts above chance, every layer is eligible);
             ``"forget"``, forget wins only (also what ``"selective"`` does without retain facts:
             the maintain facts are scored, so they never choose).
 
@@ -252,9 +253,17 @@ class _Read:
         return out
 
     def topk(self, split: str, k: int) -> dict[str, float]:
-        """Per fact 1.0 when its answer's first token ranks below ``k`` at some read layer."""
-        hit = (self.scores[split].answer_rank < k).any(axis=1).astype(float)
+        """Per fact 1.0 when its answer's first token ranks below ``k`` at some read layer (NaN for
+        a prompt whose candidates share a first token: a hit would not say which one is there)."""
+        s = self.scores[split]
+        hit = np.where(s.ambiguous, np.nan, (s.answer_rank < k).any(axis=1).astype(float))
         return _fact_mean(self.items[split], hit)
+
+    def topk_curve(self, split: str, k: int) -> list[float | None]:
+        """Per layer the share of the split's unambiguous prompts whose answer ranks below ``k``."""
+        s = self.scores[split]
+        hit = (s.answer_rank[~s.ambiguous] < k).astype(float)
+        return [float(hit[:, j].mean()) if len(hit) else None for j in range(len(s.layers))]
 
 
 def _read_task(model, task, config: EvalConfig, layers: list[int], guard: bool) -> _Read:
@@ -297,7 +306,7 @@ def _choose(read: _Read, fit: set[str], layers: list[int]) -> int:
     """The layer where the lens gives the true answer most often on the forget facts ``fit``, plus
     on the retain facts when they were read, among the layers that read the retain facts above
     chance (all layers when none does); ties: the higher mean candidate probability, then the
-    deeper layer."""
+    deeper layer. The last layer (the model's output) when no fitting fact can be scored."""
     rates = _rates(read, "forget", fit)
     if rates is None:
         return layers[-1]
@@ -431,9 +440,11 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
     if st.folds == 1:  # the layer was chosen on the facts it is scored on
         metrics = [_mark_selected(m) for m in metrics]
     top = read.topk("forget", st.top_k)
-    metrics.append(Metric.from_samples("logit_lens_forget_topk", top, higher_is_better=False,
-                                       baseline=(float(np.nanmean(list(base_read.topk("forget", st.top_k).values())))
-                                                 if base_read is not None else None)))
+    if any(not np.isnan(v) for v in top.values()):
+        metrics.append(Metric.from_samples(
+            "logit_lens_forget_topk", top, higher_is_better=False,
+            baseline=float(np.nanmean(list(base_read.topk("forget", st.top_k).values()))) if base_read is not None
+            else None))
     rows = fact_rows(task, _columns(before, attacked, base, top, layer_of))
     extra = _extra(read, base_read, layers, folds, st, before)
     return SuiteResult("logit_lens", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
@@ -464,16 +475,18 @@ def _mark_selected(m: Metric) -> Metric:
 def _extra(read: _Read, base_read: _Read | None, layers: list[int], folds: list[dict], st: LogitLensConfig,
            before: TaskScores) -> dict[str, Any]:
     def curves(r: _Read) -> dict[str, Any]:
-        hit = (r.scores["forget"].answer_rank < st.top_k).astype(float)
-        return {"true": r.curve("forget"), "target": r.curve("forget", "target_wins"),
-                "maintain": r.curve("maintain"),
-                "topk": [float(hit[:, j].mean()) if hit.size else None for j in range(len(layers))]}
+        out = {"true": r.curve("forget"), "target": r.curve("forget", "target_wins"),
+               "maintain": r.curve("maintain"), "topk": r.topk_curve("forget", st.top_k)}
+        if "retain" in r.scores:  # what the layer choice's guard saw
+            out["retain"] = r.curve("retain")
+        return out
 
     n_amb = {s: int(read.scores[s].ambiguous.sum()) for s in ("forget", "maintain")}
     out: dict[str, Any] = {
         "settings": st.to_dict(), "layers": layers, **curves(read), "folds": folds, "n_ambiguous": n_amb,
         "chance": before.chance.get("forget"),
-        "selection": ("true-answer wins on the fitting forget facts plus on the task's retain facts"
+        "selection": ("true-answer wins on the fitting forget facts plus on the task's retain facts, among the "
+                      "layers that read the retain facts above chance (chance + 2 SE; all layers when none does)"
                       if "retain" in read.scores else "true-answer wins on the fitting forget facts"),
         "note": (f"each forget fact read at the layer chosen (see selection) on the other {len(folds) - 1} fold(s)"
                  if len(folds) > 1 else

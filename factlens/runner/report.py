@@ -274,7 +274,7 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
     out["probes"] = _try_fig(lambda: P.probe_curves(first, title=curves), "probe curves") \
         if has("probes") else "<p class='note'>probes suite not run.</p>"
     if has("logit_lens"):  # an opt-in attack: its figure joins the latent-knowledge section
-        lens = "Logit lens on the forget facts per layer" + over
+        lens = "Logit lens on the forget facts per layer" + (" (first seed of each localization)" if over else "")
         out["probes"] += _try_fig(lambda: P.lens_curves(first, title=lens), "logit-lens curves")
     return out
 

@@ -147,7 +147,9 @@ def test_candidates_sharing_a_first_token_are_left_out(planted):
     task = _task(p, SPORTS + ("golf", "basketball player"))  # "basketball" and "basketball player" share one
     r = run_logit_lens(p.model, task, original=p.model)
     assert r.extra["n_ambiguous"] == {"forget": 8, "maintain": 20}
-    assert "logit_lens_forget_accuracy" not in r and "logit_lens_forget_topk" in r
+    # a top-k hit on " basketball" would not say which of the two is there: no lens metric at all
+    assert "logit_lens_forget_accuracy" not in r and "logit_lens_forget_topk" not in r
+    assert r.extra["topk"] == [None] * 4 and r.extra["true"] == [None] * 4
 
 
 def test_runs_through_evaluate_with_its_settings_and_reuses_the_original(planted, late):
@@ -246,3 +248,35 @@ def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
                   "retain": scores([[float(a == "basketball"), float(i < 18)] for i, a in
                                     enumerate(it.answer for it in retain)])})
     assert _choose(read, {it.record_id for it in forget}, [0, 1]) == 1
+
+
+def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
+    """Fold A's forget facts win only at layer 0, fold B's only at layer 1: a choice made without the
+    held-out facts reads A at layer 1 and B at layer 0 (a choice that saw them would read each at its
+    own best layer, 1.0). The selectivity uses each fact's own fold's layer: at layer 0 the lens says
+    basketball for every control athlete, at layer 1 each control's own sport."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.direction_ablation import fact_folds
+    from factlens.evaluation.logit_lens import LensScores, _assign, _Read, _selectivity
+
+    sports = ("basketball", "baseball", "football")
+    forget = tuple(FormattedPrompt(f"f{i} plays", "basketball", None, sports, f"f{i}", "default") for i in range(8))
+    maintain = tuple(FormattedPrompt(f"m{i} plays", sports[1 + i % 2], None, sports, f"m{i}", "default")
+                     for i in range(8))
+    a, b = fact_folds([it.record_id for it in forget], 2, seed=0)
+    wins = np.array([[float(it.record_id in a), float(it.record_id in b)] for it in forget])
+    m_win = np.array([[0.0, 1.0]] * 8)
+    m_said = np.array([[0, sports.index(it.answer)] for it in maintain])
+    zeros = np.zeros((8, 2), np.int64)
+    read = _Read({"forget": forget, "maintain": maintain},
+                 {"forget": LensScores((0, 1), wins, np.full((8, 2), np.nan), wins, zeros, zeros),
+                  "maintain": LensScores((0, 1), m_win, np.full((8, 2), np.nan), m_win, zeros, m_said)})
+    task = type("T", (), {"forget": [type("R", (), {"id": it.record_id})() for it in forget],
+                          "maintain": [type("R", (), {"id": it.record_id})() for it in maintain]})()
+    layer_of, folds = _assign(task, read, [0, 1], 2, seed=0)
+    assert {layer_of[r] for r in a} == {1} and {layer_of[r] for r in b} == {0}
+    assert [f["layer"] for f in folds] == [1, 0] and [set(f["held_out"]) for f in folds] == [set(a), set(b)]
+    read_wins = read.at("forget", layer_of)
+    assert all(v == 0.0 for v in read_wins.values())
+    sel = _selectivity(read, read_wins, folds, seed=0)
+    assert {sel.bias[r] for r in a} == {0.0} and {sel.bias[r] for r in b} == {1.0}

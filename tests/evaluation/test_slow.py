@@ -86,7 +86,7 @@ def test_logit_lens_unedited_gemma(unedited_eval, gemma):
     assert r.extra["true"][-1] == res["standard"]["forget_accuracy"].value == 1.0
     assert r.extra["maintain"][-1] == res["standard"]["maintain_accuracy"].value
     assert min(r.extra["true"][:4]) < 0.75  # the first layers' readings are not the fact yet
-    lens = r["logit_lens_forget_accuracy"]
-    assert lens.baseline == lens.value and r["logit_lens_forget_recovery"].value <= 0.0
+    # each half read at the layer chosen on the other (measured: 15 and 15), where it knows every athlete
+    assert all(f["layer"] >= 12 for f in r.extra["folds"]) and r["logit_lens_forget_accuracy"].value == 1.0
     print(f"\nlogit lens, unedited Gemma: true {r.extra['true']}, top-k {r.extra['topk']}, "
           f"folds {[f['layer'] for f in r.extra['folds']]}")
