@@ -7,8 +7,9 @@ final norm and unembedding, as if the layers after it were skipped. If the true 
 forgotten fact wins among the candidates at some layer, the edit suppressed it after that
 layer; if it wins nowhere, the lens finds nothing (which does not prove removal: a probe or a
 relearning attack may still find it). This is the training-free attack of Patil et al. 2023
-("Can Sensitive Information Be Deleted From LLMs?", their head projection attack on ROME and
-MEMIT edits) and one of Lynch et al. 2024's eight robustness evaluations.
+("Can Sensitive Information Be Deleted From LLMs?", their head projection attack, which reads
+intermediate hidden states after ROME deletions) and one of Lynch et al. 2024's eight robustness
+evaluations.
 
 Two numbers per model (the edited one, and the original read the same way as the control):
 
@@ -72,7 +73,7 @@ class LogitLensConfig(ConfigBase):
         layers: Layers whose ``resid_post`` is read (``None``: every layer; the last one is the
             model's own output for single-token candidates).
         top_k: The vocabulary rank below which the answer's first token counts as offered by
-            a layer (``logit_lens_forget_topk``; Patil et al. use 20).
+            a layer (``logit_lens_forget_topk``; Patil et al.'s candidate set size).
         folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is read at a layer
             chosen on the other folds; ``1``: on the facts themselves, optimistic for the attack).
         selection: How the layer is chosen (:data:`SELECTIONS`): ``"selective"``, the true
