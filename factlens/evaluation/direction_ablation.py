@@ -240,8 +240,11 @@ def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers
 
     # a variant under which the retain guard is not answered above chance has collapsed the model (one
     # answer for everyone: it "recovers" the forget facts of that answer); it is chosen only if all are
-    keep = [k for k in runs if _guard_above_chance(runs[k])]
-    best = max(keep or runs, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
+    from factlens.evaluation.standard import eligible
+
+    keys = list(runs)
+    keep = [k for k, ok in zip(keys, eligible([_guard_above_chance(runs[k]) for k in keys])) if ok]
+    best = max(keep, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
     return best, runs
 
 

@@ -26,9 +26,12 @@ Two numbers per model (the edited one, and the original read the same way as the
   :mod:`~factlens.evaluation.selectivity`), as for the relearning, soft-prompt and
   direction-ablation attacks: a layer that answers one candidate for every prompt scores 0.
 * **Any layer, top k** (``logit_lens_forget_topk``): the share of forget facts whose answer's
-  first token is among the ``top_k`` tokens of the whole vocabulary at *some* read layer
+  first token is among the ``top_k`` tokens of the whole vocabulary at *some* eligible layer
   (Patil et al.'s attack succeeds when the answer is among the candidates the lens offers). No
-  choice is involved; the original model's rate is its baseline.
+  fitting is involved; the original model's rate at the same layers is its baseline. Eligible
+  are the layers that read the task's retain facts above chance, as for the layer choice
+  (``extra["topk_layers"]``): a layer that carries no fact offers the same tokens for every
+  prompt, and on a forget set with one answer (an unlearned sport) those would count as hits.
 
 Only each candidate's **first token** can be read from one position: facts whose candidates
 share a first token are left out of the lens metrics (``extra["n_ambiguous"]``), and for
@@ -73,7 +76,8 @@ class LogitLensConfig(ConfigBase):
         layers: Layers whose ``resid_post`` is read (``None``: every layer; the last one is the
             model's own output for single-token candidates).
         top_k: The vocabulary rank below which the answer's first token counts as offered by
-            a layer (``logit_lens_forget_topk``; Patil et al.'s candidate set size).
+            a layer (``logit_lens_forget_topk``; Patil et al.'s candidate set size). Only the
+            layers eligible for the layer choice are searched (with ``"forget"``, every layer).
         folds: Cross-fitting folds over the forget facts (``>= 2``: each fact is read at a layer
             chosen on the other folds; ``1``: on the facts themselves, optimistic for the attack).
         selection: How the layer is chosen (:data:`SELECTIONS`): ``"selective"``, the true
@@ -196,27 +200,33 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
     n, nl = len(items), len(layers)
     aw, tw, pa = (np.full((n, nl), np.nan) for _ in range(3))
     rank, win = np.full((n, nl), -1, dtype=np.int64), np.full((n, nl), -1, dtype=np.int64)
-    firsts = _first_tokens(model, items)
+    firsts = _first_tokens(model, items)  # per prompt, once: the loop below runs per layer
     answer_ids = [answer_token_ids(model, it.answer)[0] for it in items]
+    answer_at = [it.candidates.index(it.answer) for it in items]
+    target_at = [it.candidates.index(it.target) if it.target is not None and it.target in it.candidates else None
+                 for it in items]
     with torch.no_grad():
         for sl in progress_bar(list(iter_batches(n, batch_size)), desc="logit lens", leave=False):
             batch = tokenize_prompts(model, [it.prompt for it in items[sl]])
             store = _read(model, batch.tokens, batch.last_pos, batch.lengths, layers)
+            cands = [None if firsts[i] is None else torch.tensor(firsts[i], device=batch.tokens.device)
+                     for i in range(sl.start, sl.stop)]
+            answers = torch.tensor(answer_ids[sl], device=batch.tokens.device)
             for j, layer in enumerate(layers):
                 logits = unembed(model, store[layer][:, None, :])[:, 0].float()
+                cands = [None if c is None else c.to(logits.device) for c in cands]
+                own = logits.gather(1, answers.to(logits.device)[:, None])
+                rank[sl, j] = (logits > own).sum(1).cpu().numpy()
                 for r, i in enumerate(range(sl.start, sl.stop)):
-                    ids, it = firsts[i], items[i]
-                    ai = it.candidates.index(it.answer)
-                    rank[i, j] = int((logits[r] > logits[r, answer_ids[i]]).sum())
-                    if ids is None:
+                    if cands[r] is None:
                         continue
-                    cand = logits[r, torch.tensor(ids, device=logits.device)].double()
+                    cand = logits[r, cands[r]].double()
                     best = int(torch.argmax(cand))
                     win[i, j] = best
-                    aw[i, j] = float(best == ai)
-                    pa[i, j] = float(torch.softmax(cand, 0)[ai])
-                    if it.target is not None and it.target in it.candidates:
-                        tw[i, j] = float(best == it.candidates.index(it.target))
+                    aw[i, j] = float(best == answer_at[i])
+                    pa[i, j] = float(torch.softmax(cand, 0)[answer_at[i]])
+                    if target_at[i] is not None:
+                        tw[i, j] = float(best == target_at[i])
     return LensScores(tuple(layers), aw, tw, pa, rank, win)
 
 
@@ -253,11 +263,13 @@ class _Read:
             out.append(float(np.mean(v)) if v else None)
         return out
 
-    def topk(self, split: str, k: int) -> dict[str, float]:
-        """Per fact 1.0 when its answer's first token ranks below ``k`` at some read layer (NaN for
-        a prompt whose candidates share a first token: a hit would not say which one is there)."""
+    def topk(self, split: str, k: int, among: np.ndarray | None = None) -> dict[str, float]:
+        """Per fact 1.0 when its answer's first token ranks below ``k`` at some read layer (of the
+        layers where ``among`` is true, when given; NaN for a prompt whose candidates share a
+        first token: a hit would not say which one is there)."""
         s = self.scores[split]
-        hit = np.where(s.ambiguous, np.nan, (s.answer_rank < k).any(axis=1).astype(float))
+        ranks = s.answer_rank if among is None else s.answer_rank[:, np.asarray(among, dtype=bool)]
+        hit = np.where(s.ambiguous, np.nan, (ranks < k).any(axis=1).astype(float))
         return _fact_mean(self.items[split], hit)
 
     def topk_curve(self, split: str, k: int) -> list[float | None]:
@@ -290,37 +302,39 @@ def _rates(read: _Read, split: str, fit: set[str] | None = None) -> tuple[np.nda
     return (np.nanmean(s.answer_wins[rows], axis=0), np.nanmean(s.p_answer[rows], axis=0)) if rows else None
 
 
-def _readable(read: _Read) -> np.ndarray | None:
-    """Per layer: does the lens read the retain facts above chance there (chance + 2 binomial
-    standard errors, the at-chance rule of the formats)? ``None`` without retain facts."""
-    from factlens.evaluation.standard import chance_of, not_above_chance
+def _eligible(read: _Read) -> np.ndarray:
+    """Per read layer: may the attack use it? Those where the lens reads the retain facts above
+    chance (chance + 2 binomial standard errors, the at-chance rule of the formats; a layer that
+    reads no fact answers by class share); every layer when none does or no retain facts were read."""
+    from factlens.evaluation.standard import chance_of, eligible, not_above_chance
 
+    n_layers = len(next(iter(read.scores.values())).layers)
     rates = _rates(read, "retain")
     if rates is None:
-        return None
+        return np.ones(n_layers, dtype=bool)
     items = [it for i, it in enumerate(read.items["retain"]) if not np.isnan(read.scores["retain"].answer_wins[i, 0])]
     chance = chance_of(items)
-    return np.array([not not_above_chance(float(a), chance, len(items)) for a in rates[0]])
+    return eligible([not not_above_chance(float(a), chance, len(items)) for a in rates[0]])
 
 
-def _choose(read: _Read, fit: set[str], layers: list[int]) -> int:
+def _choose(read: _Read, fit: set[str], layers: list[int], ok: np.ndarray) -> int:
     """The layer where the lens gives the true answer most often on the forget facts ``fit``, plus
-    on the retain facts when they were read, among the layers that read the retain facts above
-    chance (all layers when none does); ties: the higher mean candidate probability, then the
-    deeper layer. The last layer (the model's output) when no fitting fact can be scored."""
+    on the retain facts when they were read, among the ``ok`` layers (:func:`_eligible`); ties: the
+    higher mean candidate probability, then the deeper layer. The last layer (the model's output)
+    when no fitting fact can be scored."""
     rates = _rates(read, "forget", fit)
     if rates is None:
         return layers[-1]
     acc, prob = rates
-    guard, readable = _rates(read, "retain"), _readable(read)
+    guard = _rates(read, "retain")
     if guard is not None:
         acc, prob = acc + guard[0], prob + guard[1]
-    if readable is not None and readable.any():  # a layer that reads no fact answers by class share
-        acc = np.where(readable, acc, -np.inf)
+    acc = np.where(ok, acc, -np.inf)
     return layers[int(np.lexsort((np.arange(len(layers)), prob, acc))[-1])]
 
 
-def _assign(task, read: _Read, layers: list[int], folds: int, seed: int) -> tuple[dict[str, int], list[dict]]:
+def _assign(task, read: _Read, layers: list[int], folds: int, seed: int,
+            ok: np.ndarray) -> tuple[dict[str, int], list[dict]]:
     """Per forget and maintain fact the layer it is read at, and per fold its facts and layer."""
     from factlens.evaluation.direction_ablation import fact_folds
 
@@ -332,7 +346,7 @@ def _assign(task, read: _Read, layers: list[int], folds: int, seed: int) -> tupl
     info = []
     for k, held in enumerate(parts):
         fit = set(forget) - set(held) if folds > 1 else set(forget)
-        best = _choose(read, fit, layers)
+        best = _choose(read, fit, layers, ok)
         layer_of.update({rid: best for rid in held})
         maint = m_parts[k] if k < len(m_parts) else ()
         layer_of.update({rid: best for rid in maint})
@@ -389,7 +403,7 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         at the same layer as ``baseline``; ``logit_lens_selective_recovery`` and
         ``logit_lens_control_bias`` (each forget fact's win minus the rate at which the lens at
         its layer gives its answer to its control facts; :mod:`~factlens.evaluation.selectivity`);
-        ``logit_lens_forget_topk``. ``extra``: ``layers``,
+        ``logit_lens_forget_topk`` (at the eligible layers, ``topk_layers``). ``extra``: ``layers``,
         per-layer curves (``true``, ``target``, ``maintain``, ``topk``; ``baseline`` holds the
         original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
         ``n_ambiguous``, ``chance``, ``settings`` and ``note``. One per-fact row per forget and
@@ -421,7 +435,8 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
     before = score_task(model, task, config)
     guard = st.selection == "selective" and len(task.retain) > 0
     read = _read_task(model, task, config, layers, guard)
-    layer_of, folds = _assign(task, read, layers, int(st.folds), config.seed)
+    ok = _eligible(read)
+    layer_of, folds = _assign(task, read, layers, int(st.folds), config.seed, ok)
     attacked = _scores_at(read, layer_of, task)
     base_before = base = base_read = None
     if original is not None:
@@ -440,14 +455,15 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         metrics += selectivity_metrics("logit_lens", sel, b_sel, at_chance=metrics[0].at_chance)
     if st.folds == 1:  # the layer was chosen on the facts it is scored on
         metrics = [_mark_selected(m) for m in metrics]
-    top = read.topk("forget", st.top_k)
+    top = read.topk("forget", st.top_k, ok)
     if any(not np.isnan(v) for v in top.values()):
         metrics.append(Metric.from_samples(
             "logit_lens_forget_topk", top, higher_is_better=False,
-            baseline=float(np.nanmean(list(base_read.topk("forget", st.top_k).values()))) if base_read is not None
-            else None))
+            baseline=float(np.nanmean(list(base_read.topk("forget", st.top_k, ok).values())))
+            if base_read is not None else None))
     rows = fact_rows(task, _columns(before, attacked, base, top, layer_of))
-    extra = _extra(read, base_read, layers, folds, st, before)
+    extra = {**_extra(read, base_read, layers, folds, st, before),
+             "topk_layers": [layer for layer, o in zip(layers, ok) if o]}
     return SuiteResult("logit_lens", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 
 
@@ -493,7 +509,8 @@ def _extra(read: _Read, base_read: _Read | None, layers: list[int], folds: list[
                  if len(folds) > 1 else
                  "every forget fact read at the layer chosen on the forget facts themselves (optimistic)")
                 + f" among {len(layers)} layers; candidates compared by their first token only; "
-                  f"topk: the answer's first token among the {st.top_k} most likely tokens at some layer",
+                  f"topk: the answer's first token among the {st.top_k} most likely tokens at some eligible "
+                  "layer (topk_layers)",
     }
     if base_read is not None:
         out["baseline"] = curves(base_read)

@@ -28,7 +28,7 @@ from factlens.prompt_scores import PromptScores, score_prompts
 if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_standard", "fact_means", "not_above_chance", "mean_metric", "json_value"]
+__all__ = ["run_standard", "fact_means", "not_above_chance", "eligible", "mean_metric", "json_value"]
 
 
 # -- shared helpers --------------------------------------------------------------------------
@@ -70,6 +70,19 @@ def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
         return True
     se = math.sqrt(max(chance * (1 - chance), 1e-12) / n)
     return bool(accuracy < chance + 2 * se)
+
+
+def eligible(flags: Sequence[bool]) -> np.ndarray:
+    """``flags`` as a boolean array, or every entry ``True`` when none is: the attacks choose a
+    layer or variant only among those that read the retain facts above chance, and among all
+    when none does (a rule that leaves nothing to choose from would be no rule).
+
+    Example:
+        >>> eligible([False, True]).tolist(), eligible([False, False]).tolist()
+        ([False, True], [True, True])
+    """
+    a = np.asarray(flags, dtype=bool)
+    return a if a.any() else np.ones_like(a)
 
 
 def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, float] | None = None, unit: str = "facts",

@@ -228,7 +228,7 @@ def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
     the edit removed the forget facts there. forget + retain wins alone chose layer 0 (1.35 against
     0.9); layer 0 reads no retain fact above chance, so layer 1 is chosen."""
     from factlens.data.formats import FormattedPrompt
-    from factlens.evaluation.logit_lens import LensScores, _choose, _Read
+    from factlens.evaluation.logit_lens import LensScores, _choose, _eligible, _Read
 
     sports = ("basketball", "baseball", "football")
 
@@ -247,7 +247,8 @@ def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
                  {"forget": scores([[1, 0]] * 4),
                   "retain": scores([[float(a == "basketball"), float(i < 18)] for i, a in
                                     enumerate(it.answer for it in retain)])})
-    assert _choose(read, {it.record_id for it in forget}, [0, 1]) == 1
+    assert _eligible(read).tolist() == [False, True]
+    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)) == 1
 
 
 def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
@@ -257,7 +258,7 @@ def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
     basketball for every control athlete, at layer 1 each control's own sport."""
     from factlens.data.formats import FormattedPrompt
     from factlens.evaluation.direction_ablation import fact_folds
-    from factlens.evaluation.logit_lens import LensScores, _assign, _Read, _selectivity
+    from factlens.evaluation.logit_lens import LensScores, _assign, _eligible, _Read, _selectivity
 
     sports = ("basketball", "baseball", "football")
     forget = tuple(FormattedPrompt(f"f{i} plays", "basketball", None, sports, f"f{i}", "default") for i in range(8))
@@ -273,10 +274,24 @@ def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
                   "maintain": LensScores((0, 1), m_win, np.full((8, 2), np.nan), m_win, zeros, m_said)})
     task = type("T", (), {"forget": [type("R", (), {"id": it.record_id})() for it in forget],
                           "maintain": [type("R", (), {"id": it.record_id})() for it in maintain]})()
-    layer_of, folds = _assign(task, read, [0, 1], 2, seed=0)
+    layer_of, folds = _assign(task, read, [0, 1], 2, seed=0, ok=_eligible(read))
     assert {layer_of[r] for r in a} == {1} and {layer_of[r] for r in b} == {0}
     assert [f["layer"] for f in folds] == [1, 0] and [set(f["held_out"]) for f in folds] == [set(a), set(b)]
     read_wins = read.at("forget", layer_of)
     assert all(v == 0.0 for v in read_wins.values())
     sel = _selectivity(read, read_wins, folds, seed=0)
     assert {sel.bias[r] for r in a} == {0.0} and {sel.bias[r] for r in b} == {1.0}
+
+
+def test_top_k_searches_only_the_layers_that_carry_facts(planted, rewritten):
+    """At layer 0 the lens offers the same few tokens for every prompt, and one of the sports ranks
+    in the top 20 of the planted vocabulary for half the forget facts: a hit that says nothing about
+    the edit. The top k searches only the layers that read the retain facts above chance."""
+    p, task = planted
+    cfg = LogitLensConfig(top_k=20)
+    sel = run_logit_lens(rewritten, task, original=p.model, logit_lens_config=cfg)
+    assert sel.extra["topk_layers"] == [2, 3] and sel.extra["topk"][0] >= 0.5  # the blind layer's "hits"
+    assert sel["logit_lens_forget_topk"].value <= 0.125 and sel["logit_lens_forget_topk"].baseline == 1.0
+    every = run_logit_lens(rewritten, task, original=p.model,
+                           logit_lens_config=dataclasses.replace(cfg, selection="forget"))
+    assert every.extra["topk_layers"] == [0, 1, 2, 3] and every["logit_lens_forget_topk"].value >= 0.5

@@ -88,5 +88,8 @@ def test_logit_lens_unedited_gemma(unedited_eval, gemma):
     assert min(r.extra["true"][:4]) < 0.75  # the first layers' readings are not the fact yet
     # each half read at the layer chosen on the other (measured: 15 and 15), where it knows every athlete
     assert all(f["layer"] >= 12 for f in r.extra["folds"]) and r["logit_lens_forget_accuracy"].value == 1.0
-    print(f"\nlogit lens, unedited Gemma: true {r.extra['true']}, top-k {r.extra['topk']}, "
+    # the top k searches the layers that read the retain athletes above chance (measured: 12-17;
+    # layer 11 ranks every sport high for every athlete while the true one wins for a quarter)
+    assert min(r.extra["topk_layers"]) >= 12 and r.extra["topk_layers"][-1] == gemma.cfg.n_layers - 1
+    print(f"\nlogit lens, unedited Gemma: true {r.extra['true']}, top-k {r.extra['topk']} at {r.extra['topk_layers']}, "
           f"folds {[f['layer'] for f in r.extra['folds']]}")

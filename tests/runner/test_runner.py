@@ -560,16 +560,20 @@ def test_markdown_probe_columns_name_the_answer_not_a_sport(run_dir: Path):
 
 def test_a_run_with_the_logit_lens_takes_its_settings_and_draws_its_curves(tmp_path: Path):
     """An opt-in suite without an EvalConfig field: its table in other_suites comes from --eval,
-    its metrics are compared and its per-layer figure joins the report's latent-knowledge section."""
+    its metrics are compared and its per-layer figure joins the report's latent-knowledge section.
+    With two seeds the figure draws the first seed's curves (``extra`` is not pooled) and its
+    title says so."""
     from factlens.comparison import compare
 
     out = tmp_path / "lens"
     assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random",
                  "--edit", "steps=2", "--suites", "standard,logit_lens", "--eval", "other_suites.logit_lens.top_k=1",
-                 "--no-progress"]) == 0
+                 "--seeds", "0,1", "--no-progress"]) == 0
     rec = json.loads((out / "runs/seed0/flu.json").read_text())
     lens = rec["eval"]["suites"]["logit_lens"]
     assert lens["extra"]["settings"]["top_k"] == 1 and lens["extra"]["layers"] == [0, 1, 2, 3]
-    assert "Logit lens on the forget facts per layer" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "Logit lens on the forget facts per layer (first seed of each localization)" in html
+    assert "Logit lens on the forget facts per layer (mean" not in html
     table = compare(out, reference="flu")
     assert {"logit_lens_forget_accuracy", "logit_lens_selective_recovery"} <= set(table["metric"])
