@@ -111,6 +111,9 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("logit_lens", "LogitLensConfig",
              doc="every layer's residual read through the final norm and unembedding: is the forgotten "
                  "answer still there before the output? (Patil et al. 2023)"),
+    _builtin("linear_lens", "LinearLensConfig",
+             doc="the logit lens through a least-squares map from each layer to the last, fitted to each "
+                 "model on general text: reads the middle layers the logit lens is blind to (Din et al. 2023)"),
 ), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 

@@ -238,23 +238,25 @@ def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers
         r = runs[k]
         return r.accuracy("forget") + (r.accuracy("maintain") if r.maintain else 0.0)
 
-    # a variant under which the retain guard is not answered above chance has collapsed the model (one
+    # a variant under which the retain guard is answered no better than by one answer for all has collapsed the model (one
     # answer for everyone: it "recovers" the forget facts of that answer); it is chosen only if all are
     from factlens.evaluation.standard import eligible
 
+    guard_items = _task_items(task, config, "default")["maintain"]
     keys = list(runs)
-    keep = [k for k, ok in zip(keys, eligible([_guard_above_chance(runs[k]) for k in keys])) if ok]
+    keep = [k for k, ok in zip(keys, eligible([_guard_reads_facts(runs[k], guard_items) for k in keys])) if ok]
     best = max(keep, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
     return best, runs
 
 
-def _guard_above_chance(r: TaskScores) -> bool:
-    """The retain guard's accuracy is above chance + 2 binomial standard errors (True without a guard)."""
-    from factlens.evaluation.standard import not_above_chance
+def _guard_reads_facts(r: TaskScores, items) -> bool:
+    """The retain guard is answered better than one answer for everyone would (its largest answer
+    share or uniform chance, + 2 binomial standard errors; True without a guard)."""
+    from factlens.evaluation.standard import reads_facts
 
-    if not r.maintain or "maintain" not in r.chance:
+    if not r.maintain or not items:
         return True
-    return not not_above_chance(r.accuracy("maintain"), r.chance["maintain"], r.n_prompts.get("maintain", 0))
+    return reads_facts(r.accuracy("maintain"), items)
 
 
 def _merge(parts: Sequence[TaskScores], before: TaskScores) -> TaskScores:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,13 @@ if TYPE_CHECKING:
     from factlens.data.formats import FormattedPrompt
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["LogitLensConfig", "LensScores", "lens_scores", "lens_layers", "run_logit_lens", "SELECTIONS"]
+__all__ = ["LogitLensConfig", "LensScores", "lens_scores", "lens_layers", "run_logit_lens", "run_lens", "SELECTIONS",
+           "Translate"]
+
+#: A map applied to a layer's residual before the final norm and unembedding (``(layer, resid) ->
+#: resid``, same shape): ``None`` in the logit lens, a fitted affine map in
+#: :mod:`~factlens.evaluation.linear_lens`.
+Translate = Callable[[int, torch.Tensor], torch.Tensor]
 
 #: How the layer of each fold is chosen on the fitting facts (:class:`LogitLensConfig`).
 SELECTIONS: tuple[str, ...] = ("selective", "forget")
@@ -101,18 +107,19 @@ class LogitLensConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         check_numbers(self)
+        cls = type(self).__name__
         if self.layers is not None:
             v = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
             if not v or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in v):
-                raise ValueError(f"LogitLensConfig.layers must be non-negative layer indices (or None for every "
+                raise ValueError(f"{cls}.layers must be non-negative layer indices (or None for every "
                                  f"layer), got {self.layers!r}")
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in v})))
         if self.top_k < 1:
-            raise ValueError(f"LogitLensConfig.top_k must be an integer >= 1, got {self.top_k!r}")
+            raise ValueError(f"{cls}.top_k must be an integer >= 1, got {self.top_k!r}")
         if self.selection not in SELECTIONS:
-            raise ValueError(f"LogitLensConfig.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
+            raise ValueError(f"{cls}.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
         if self.folds < 1:
-            raise ValueError(f"LogitLensConfig.folds must be an integer >= 1 (2 or more cross-fit the layer), "
+            raise ValueError(f"{cls}.folds must be an integer >= 1 (2 or more cross-fit the layer), "
                              f"got {self.folds!r}")
 
 
@@ -183,8 +190,10 @@ def _read(model, tokens, pos, lengths, layers: list[int]) -> dict[int, torch.Ten
     return store
 
 
-def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int], batch_size: int = 16) -> LensScores:
-    """Read ``items`` through the logit lens at ``layers`` (see the module docstring).
+def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int], batch_size: int = 16,
+                translate: Translate | None = None, desc: str = "logit lens") -> LensScores:
+    """Read ``items`` through the logit lens at ``layers`` (see the module docstring); with
+    ``translate``, each layer's residual is mapped by it first (a tuned or linear lens).
 
     Example:
         >>> from factlens.data.formats import format_prompts
@@ -206,14 +215,15 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
     target_at = [it.candidates.index(it.target) if it.target is not None and it.target in it.candidates else None
                  for it in items]
     with torch.no_grad():
-        for sl in progress_bar(list(iter_batches(n, batch_size)), desc="logit lens", leave=False):
+        for sl in progress_bar(list(iter_batches(n, batch_size)), desc=desc, leave=False):
             batch = tokenize_prompts(model, [it.prompt for it in items[sl]])
             store = _read(model, batch.tokens, batch.last_pos, batch.lengths, layers)
             cands = [None if firsts[i] is None else torch.tensor(firsts[i], device=batch.tokens.device)
                      for i in range(sl.start, sl.stop)]
             answers = torch.tensor(answer_ids[sl], device=batch.tokens.device)
             for j, layer in enumerate(layers):
-                logits = unembed(model, store[layer][:, None, :])[:, 0].float()
+                h = store[layer] if translate is None else translate(layer, store[layer])
+                logits = unembed(model, h[:, None, :])[:, 0].float()
                 cands = [None if c is None else c.to(logits.device) for c in cands]
                 own = logits.gather(1, answers.to(logits.device)[:, None])
                 rank[sl, j] = (logits > own).sum(1).cpu().numpy()
@@ -279,13 +289,15 @@ class _Read:
         return [float(hit[:, j].mean()) if len(hit) else None for j in range(len(s.layers))]
 
 
-def _read_task(model, task, config: EvalConfig, layers: list[int], guard: bool) -> _Read:
+def _read_task(model, task, config: EvalConfig, layers: list[int], guard: bool, translate: Translate | None = None,
+               desc: str = "logit lens") -> _Read:
     from factlens.data.formats import format_prompts
 
     items = {s: tuple(v) for s, v in _task_items(task, config, "default").items()}
     if guard:
         items["retain"] = tuple(format_prompts(task.retain, "default", seed=config.seed, n_shots=config.n_shots))
-    return _Read(items, {s: lens_scores(model, v, layers=layers, batch_size=config.batch_size) if v else
+    return _Read(items, {s: lens_scores(model, v, layers=layers, batch_size=config.batch_size, translate=translate,
+                                        desc=desc) if v else
                          LensScores(tuple(layers), *(np.zeros((0, len(layers))) for _ in range(3)),
                                     *(np.zeros((0, len(layers)), dtype=np.int64) for _ in range(2)))
                          for s, v in items.items()})
@@ -303,18 +315,18 @@ def _rates(read: _Read, split: str, fit: set[str] | None = None) -> tuple[np.nda
 
 
 def _eligible(read: _Read) -> np.ndarray:
-    """Per read layer: may the attack use it? Those where the lens reads the retain facts above
-    chance (chance + 2 binomial standard errors, the at-chance rule of the formats; a layer that
-    reads no fact answers by class share); every layer when none does or no retain facts were read."""
-    from factlens.evaluation.standard import chance_of, eligible, not_above_chance
+    """Per read layer: may the attack use it? Those where the lens reads the retain facts better
+    than one answer for everyone would (the largest answer share or uniform chance, + 2 binomial
+    standard errors: :func:`~factlens.evaluation.standard.reads_facts`; a layer that reads no fact
+    answers by class share); every layer when none does or no retain facts were read."""
+    from factlens.evaluation.standard import eligible, reads_facts
 
     n_layers = len(next(iter(read.scores.values())).layers)
     rates = _rates(read, "retain")
     if rates is None:
         return np.ones(n_layers, dtype=bool)
     items = [it for i, it in enumerate(read.items["retain"]) if not np.isnan(read.scores["retain"].answer_wins[i, 0])]
-    chance = chance_of(items)
-    return eligible([not not_above_chance(float(a), chance, len(items)) for a in rates[0]])
+    return eligible([reads_facts(float(a), items) for a in rates[0]])
 
 
 def _choose(read: _Read, fit: set[str], layers: list[int], ok: np.ndarray) -> int:
@@ -419,72 +431,94 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         >>> r["logit_lens_forget_accuracy"].value, r["logit_lens_forget_recovery"].value, r.extra["layers"]
         (1.0, 0.0, [0, 1, 2, 3])
     """
-    baselines = bound(baselines, model, original)
-    t0 = time.perf_counter()
     from factlens.evaluation.config import or_default
 
     config = or_default(config)
     st = suite_settings(config, "logit_lens", LogitLensConfig, logit_lens_config)
-    layers = lens_layers(model, st.layers)
+    return run_lens(model, task, name="logit_lens", settings=st, original=original, config=config,
+                    baselines=baselines)
+
+
+#: Fits a lens to one model: the map applied to each layer's residual before the unembedding
+#: (``None``: the logit lens) and a JSON-ready record of the fit for ``extra``.
+FitLens = Callable[[Any], tuple["Translate | None", "dict[str, Any] | None"]]
+
+
+def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalConfig, fit: FitLens | None = None,
+             fit_key: tuple = (), original=None, baselines: BaselineCache | None = None) -> SuiteResult:
+    """The lens attack of :func:`run_logit_lens` under the suite name ``name`` (its metrics'
+    prefix), with each model's residual first mapped by the lens ``fit`` returns for it: the
+    edited model and the original each get their own, as an attacker with the weights would fit
+    one (``fit_key`` names the fit's settings in the baseline cache). See the module docstring.
+    """
+    baselines = bound(baselines, model, original)
+    t0 = time.perf_counter()
+    label = name.replace("_", " ")
+    layers = lens_layers(model, settings.layers)
     if not len(task.forget):
-        raise ValueError("the logit lens reads the task's forget facts, and it has none")
-    if st.folds > len(task.forget):
-        raise ValueError(f"the logit lens cannot cross-fit {len(task.forget)} forget facts in {st.folds} folds (every "
-                         "fold needs a fact): lower other_suites.logit_lens.folds (1 chooses the layer on the "
+        raise ValueError(f"the {label} reads the task's forget facts, and it has none")
+    if settings.folds > len(task.forget):
+        raise ValueError(f"the {label} cannot cross-fit {len(task.forget)} forget facts in {settings.folds} folds "
+                         f"(every fold needs a fact): lower other_suites.{name}.folds (1 chooses the layer on the "
                          "scored facts themselves)")
     before = score_task(model, task, config)
-    guard = st.selection == "selective" and len(task.retain) > 0
-    read = _read_task(model, task, config, layers, guard)
+    guard = settings.selection == "selective" and len(task.retain) > 0
+    translate, fit_info = fit(model) if fit is not None else (None, None)
+    read = _read_task(model, task, config, layers, guard, translate, label)
     ok = _eligible(read)
-    layer_of, folds = _assign(task, read, layers, int(st.folds), config.seed, ok)
+    layer_of, folds = _assign(task, read, layers, int(settings.folds), config.seed, ok)
     attacked = _scores_at(read, layer_of, task)
-    base_before = base = base_read = None
+    base_before = base = base_read = base_fit = None
     if original is not None:
-        key = (tuple(layers), task_key(task, config))
+        def read_original():
+            tr, info = fit(original) if fit is not None else (None, None)
+            return _read_task(original, task, config, layers, False, tr, label), info
+
+        key = (name, *fit_key, tuple(layers), task_key(task, config))
         base_before = before if original is model else cached(
             baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
-        base_read = read if original is model else cached(baselines, ("logit_lens", *key),
-                                                          lambda: _read_task(original, task, config, layers, False))
+        base_read, base_fit = (read, fit_info) if original is model else cached(baselines, key, read_original)
         base = _scores_at(base_read, layer_of, task)
-    metrics = attack_metrics("logit_lens", attacked, before, base_attacked=base, base_before=base_before)
+    metrics = attack_metrics(name, attacked, before, base_attacked=base, base_before=base_before)
     sel = _selectivity(read, attacked.forget, folds, config.seed)
     if sel is not None:
         from factlens.evaluation.selectivity import selectivity_metrics
 
         b_sel = _selectivity(base_read, base.forget, folds, config.seed) if base is not None else None
-        metrics += selectivity_metrics("logit_lens", sel, b_sel, at_chance=metrics[0].at_chance)
-    if st.folds == 1:  # the layer was chosen on the facts it is scored on
-        metrics = [_mark_selected(m) for m in metrics]
-    top = read.topk("forget", st.top_k, ok)
+        metrics += selectivity_metrics(name, sel, b_sel, at_chance=metrics[0].at_chance)
+    if settings.folds == 1:  # the layer was chosen on the facts it is scored on
+        metrics = [_mark_selected(m, name) for m in metrics]
+    top = read.topk("forget", settings.top_k, ok)
     if any(not np.isnan(v) for v in top.values()):
         metrics.append(Metric.from_samples(
-            "logit_lens_forget_topk", top, higher_is_better=False,
-            baseline=float(np.nanmean(list(base_read.topk("forget", st.top_k, ok).values())))
+            f"{name}_forget_topk", top, higher_is_better=False,
+            baseline=float(np.nanmean(list(base_read.topk("forget", settings.top_k, ok).values())))
             if base_read is not None else None))
-    rows = fact_rows(task, _columns(before, attacked, base, top, layer_of))
-    extra = {**_extra(read, base_read, layers, folds, st, before),
+    rows = fact_rows(task, _columns(name, before, attacked, base, top, layer_of))
+    extra = {**_extra(read, base_read, layers, folds, settings, before),
              "topk_layers": [layer for layer, o in zip(layers, ok) if o]}
-    return SuiteResult("logit_lens", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+    if fit is not None:
+        extra["fit"] = {"model": fit_info, **({"original": base_fit} if original is not None else {})}
+    return SuiteResult(name, tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 
 
-def _columns(before: TaskScores, attacked: TaskScores, base: TaskScores | None, top: dict[str, float],
+def _columns(name: str, before: TaskScores, attacked: TaskScores, base: TaskScores | None, top: dict[str, float],
              layer_of: dict[str, int]) -> dict[str, dict[str, float]]:
     """The per-fact columns: outcomes before, under the lens (and the original's), top k, the layer read."""
     columns = {"answer_wins_before": {**before.forget, **before.maintain},
-               "logit_lens_answer_wins": {**attacked.forget, **attacked.maintain},
-               "logit_lens_topk": top, "logit_lens_layer": {k: float(v) for k, v in layer_of.items()}}
+               f"{name}_answer_wins": {**attacked.forget, **attacked.maintain},
+               f"{name}_topk": top, f"{name}_layer": {k: float(v) for k, v in layer_of.items()}}
     if attacked.edit:
-        columns["logit_lens_target_wins"] = attacked.edit
+        columns[f"{name}_target_wins"] = attacked.edit
     if base is not None:
-        columns["baseline_logit_lens_answer_wins"] = {**base.forget, **base.maintain}
+        columns[f"baseline_{name}_answer_wins"] = {**base.forget, **base.maintain}
     return columns
 
 
-def _mark_selected(m: Metric) -> Metric:
+def _mark_selected(m: Metric, name: str) -> Metric:
     from dataclasses import replace
 
-    if m.ci_method is None or not m.name.startswith(("logit_lens_forget", "logit_lens_edit",
-                                                        "logit_lens_selective")):
+    if m.ci_method is None or not m.name.startswith((f"{name}_forget", f"{name}_edit", f"{name}_selective")):
         return m
     return replace(m, ci_method=("wilson-selected" if m.ci_method == "wilson" else "bootstrap-selected"))
 

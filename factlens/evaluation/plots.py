@@ -322,19 +322,23 @@ def probe_curves(result_or_results, *, title: str | None = None):
                          title=title or "Probe accuracy on the forget facts per layer", single_only=("maintain_cv",))
 
 
-def lens_curves(result_or_results, *, title: str | None = None):
-    """Per-layer logit-lens reading of the forget facts (the ``logit_lens`` suite): how often the
-    true answer and the edit target win among the candidates, and how often the answer is among
-    the top k tokens, at each layer; the maintain facts for comparison.
+def lens_curves(result_or_results, *, title: str | None = None, suite: str = "logit_lens"):
+    """Per-layer lens reading of the forget facts (the ``logit_lens`` suite, or ``linear_lens``):
+    how often the true answer and the edit target win among the candidates, and how often the
+    answer is among the top k tokens, at each layer; the maintain facts for comparison.
 
     Args:
-        result_or_results: An EvalResult / the ``logit_lens`` SuiteResult, or a dict of them.
+        result_or_results: An EvalResult / the lens's SuiteResult, or a dict of them.
         title: Figure title.
+        suite: Which lens: ``"logit_lens"`` or ``"linear_lens"``.
     """
-    return _layer_curves(result_or_results, "logit_lens",
+    if suite not in ("logit_lens", "linear_lens"):
+        raise ValueError(f"lens_curves draws the 'logit_lens' or 'linear_lens' suite, got {suite!r}")
+    name = "Logit lens" if suite == "logit_lens" else "Linear lens"
+    return _layer_curves(result_or_results, suite,
                          (("true", "solid", "true answer"), ("target", "dash", "edit target"),
                           ("topk", "dashdot", "answer in top k"), ("maintain", "dot", "maintain")),
-                         title=title or "Logit lens on the forget facts per layer", single_only=("maintain", "topk"))
+                         title=title or f"{name} on the forget facts per layer", single_only=("maintain", "topk"))
 
 
 def relearning_bars(results, *, title: str | None = None):

@@ -28,7 +28,8 @@ from factlens.prompt_scores import PromptScores, score_prompts
 if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_standard", "fact_means", "not_above_chance", "eligible", "mean_metric", "json_value"]
+__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "reads_facts", "eligible", "mean_metric",
+           "json_value"]
 
 
 # -- shared helpers --------------------------------------------------------------------------
@@ -70,6 +71,35 @@ def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
         return True
     se = math.sqrt(max(chance * (1 - chance), 1e-12) / n)
     return bool(accuracy < chance + 2 * se)
+
+
+def constant_bar(items: Sequence[FormattedPrompt]) -> float:
+    """What a reader that gives one candidate to every prompt scores on ``items`` at best: the
+    largest share of one answer (or uniform chance, if higher). A blind layer or a collapsed model
+    does exactly that, and on unbalanced facts it beats uniform chance: 32 athletes half of whom
+    play baseball are "read" at 0.5 by a layer that says baseball to everyone.
+
+    Example:
+        >>> from factlens.data.formats import FormattedPrompt
+        >>> sports = ("basketball", "baseball", "football")
+        >>> answers = ["baseball"] * 2 + ["football"] * 2
+        >>> items = [FormattedPrompt("q", a, None, sports, str(i), "default") for i, a in enumerate(answers)]
+        >>> round(chance_of(items), 3), constant_bar(items)
+        (0.333, 0.5)
+    """
+    items = list(items)
+    if not items:
+        return float("nan")
+    answers = [it.answer for it in items]
+    return max(chance_of(items), max(answers.count(a) for a in set(answers)) / len(answers))
+
+
+def reads_facts(accuracy: float, items: Sequence[FormattedPrompt]) -> bool:
+    """Is ``accuracy`` on ``items`` (one value per prompt, averaged) above what one answer for
+    everyone scores, by 2 binomial standard errors (:func:`constant_bar`, :func:`not_above_chance`)?
+    The attacks' rule for a layer or variant that carries facts."""
+    items = list(items)
+    return bool(items) and not not_above_chance(accuracy, constant_bar(items), len(items))
 
 
 def eligible(flags: Sequence[bool]) -> np.ndarray:

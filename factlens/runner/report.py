@@ -273,9 +273,11 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
     curves = "Probe accuracy on the forget facts per layer" + (" (first seed of each localization)" if over else "")
     out["probes"] = _try_fig(lambda: P.probe_curves(first, title=curves), "probe curves") \
         if has("probes") else "<p class='note'>probes suite not run.</p>"
-    if has("logit_lens"):  # an opt-in attack: its figure joins the latent-knowledge section
-        lens = "Logit lens on the forget facts per layer" + (" (first seed of each localization)" if over else "")
-        out["probes"] += _try_fig(lambda: P.lens_curves(first, title=lens), "logit-lens curves")
+    for suite, name in (("logit_lens", "Logit lens"), ("linear_lens", "Linear lens")):
+        if has(suite):  # opt-in attacks: their figures join the latent-knowledge section
+            lens = f"{name} on the forget facts per layer" + (" (first seed of each localization)" if over else "")
+            out["probes"] += _try_fig(lambda s=suite, t=lens: P.lens_curves(first, title=t, suite=s),
+                                      f"{name.lower()} curves")
     return out
 
 
@@ -546,7 +548,7 @@ def build_report(path: str | Path) -> str:
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],
-              "<h2>Latent knowledge (linear probes, logit lens)</h2>", plots["probes"],
+              "<h2>Latent knowledge (linear probes, logit and linear lens)</h2>", plots["probes"],
               "<h2>Mechanisms</h2>", _mechanisms_html(runs),
               "<h2>Localizations</h2>", _scores_section(runs, plans),
               "<h2>Editing</h2>", _try_fig(lambda: _history_fig(runs), "edit loss curves"),

@@ -543,12 +543,15 @@ def test_direction_ablation_selective_choice_passes_over_a_collapse(suppressed, 
 def test_direction_ablation_selective_choice_passes_over_a_partial_collapse(suppressed, monkeypatch):
     """Measured on Gemma 3 270M (docs/attacks.md): the chosen ablation made the model answer one sport
     for every athlete; its forget wins (that sport's players) plus its retain wins (that sport's share)
-    beat every variant that kept the facts. Here layer 1 gives 4 of 4 fitting facts and 2 of 4 retain
-    facts (chance 1/4 + 2 SE = 0.68: not above chance), layer 2 none of the forget facts and all retain
-    facts: forget + retain alone chose layer 1 (1.5 against 1.0)."""
+    beat every variant that kept the facts. Here layer 1 gives 4 of 4 fitting facts and half of 16
+    retain facts (not above the best constant answer's share + 2 SE), layer 2 none of the forget
+    facts and all retain facts: forget + retain alone chose layer 1 (1.5 against 1.0). (The guard is
+    widened to 16 retain facts: of 4, one answer for everyone can score 3, and then no variant
+    passes the bar and every one is eligible.)"""
     import factlens.evaluation.direction_ablation as da
 
     p, edited, task, _ = suppressed
+    monkeypatch.setattr(da, "_guard", lambda t, n, st, seed: t.retain.shuffled(seed)[:16])
 
     def fake(model, t, config, direction, layer, scope):
         forget = {r.id: float(layer == 1) for r in t.forget}
@@ -561,6 +564,22 @@ def test_direction_ablation_selective_choice_passes_over_a_partial_collapse(supp
     r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
     assert [f["layer"] for f in r.extra["folds"]] == [2, 2]
     assert [f["guard_retain_accuracy"]["final"] for f in r.extra["folds"]] == [[0.5, 1.0], [0.5, 1.0]]
+
+
+def test_direction_ablation_guard_bar_is_the_best_constant_answer():
+    """A collapsed variant answers one sport for everyone: on a guard of two sports, half each, it
+    scores 0.5, above uniform chance + 2 SE (1/3 + 0.12 with 64 facts) but not above what one answer
+    for everyone gets (0.5 + 0.125)."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.direction_ablation import _guard_reads_facts
+
+    sports = ("basketball", "baseball", "football")
+    items = [FormattedPrompt(f"r{i} plays", a, None, sports, f"r{i}", "default")
+             for i, a in enumerate(["baseball", "football"] * 32)]
+    collapsed = TaskScores({}, {}, {it.record_id: float(it.answer == "baseball") for it in items})
+    kept = TaskScores({}, {}, {it.record_id: float(i < 58) for i, it in enumerate(items)})
+    assert not _guard_reads_facts(collapsed, items) and _guard_reads_facts(kept, items)
+    assert _guard_reads_facts(TaskScores({}, {}, {}), items)  # no guard: every variant may be chosen
 
 
 def test_direction_ablation_selective_recovery(suppressed, monkeypatch):

@@ -295,3 +295,32 @@ def test_top_k_searches_only_the_layers_that_carry_facts(planted, rewritten):
     every = run_logit_lens(rewritten, task, original=p.model,
                            logit_lens_config=dataclasses.replace(cfg, selection="forget"))
     assert every.extra["topk_layers"] == [0, 1, 2, 3] and every["logit_lens_forget_topk"].value >= 0.5
+
+
+def test_a_layer_that_says_the_majority_answer_to_everyone_is_not_eligible():
+    """Sports-Unlearning on Gemma: the retain athletes play baseball or football, half each, and a
+    blind layer that says "baseball" to everyone reads them at 0.5, above uniform chance + 2 SE
+    (1/3 + 0.12 with 64 facts). Such a layer carries no fact; the bar is the best constant answer.
+    Here the forget facts are baseball players: forget + retain wins chose the blind layer 0 (1.5
+    against 0.9) while it counted as reading the retain facts."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.logit_lens import LensScores, _choose, _eligible, _Read
+
+    sports = ("basketball", "baseball", "football")
+
+    def items(prefix, answers):
+        return tuple(FormattedPrompt(f"{prefix}{i} plays", a, None, sports, f"{prefix}{i}", "default")
+                     for i, a in enumerate(answers))
+
+    def scores(wins):
+        w = np.array(wins, dtype=float)
+        return LensScores((0, 1), w, np.full(w.shape, np.nan), w * 0.9 + 0.05, np.zeros(w.shape, np.int64),
+                          np.zeros(w.shape, np.int64))
+
+    forget = items("f", ["baseball"] * 4)
+    retain = items("r", ["baseball", "football"] * 32)
+    read = _Read({"forget": forget, "maintain": (), "retain": retain},
+                 {"forget": scores([[1, 0]] * 4),
+                  "retain": scores([[float(it.answer == "baseball"), float(i < 58)] for i, it in enumerate(retain)])})
+    assert _eligible(read).tolist() == [False, True]
+    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)) == 1

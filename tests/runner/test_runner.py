@@ -567,7 +567,8 @@ def test_a_run_with_the_logit_lens_takes_its_settings_and_draws_its_curves(tmp_p
 
     out = tmp_path / "lens"
     assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random",
-                 "--edit", "steps=2", "--suites", "standard,logit_lens", "--eval", "other_suites.logit_lens.top_k=1",
+                 "--edit", "steps=2", "--suites", "standard,logit_lens,linear_lens", "--eval",
+                 "other_suites.logit_lens.top_k=1", "--eval", "other_suites.linear_lens.n_chunks=8",
                  "--seeds", "0,1", "--no-progress"]) == 0
     rec = json.loads((out / "runs/seed0/flu.json").read_text())
     lens = rec["eval"]["suites"]["logit_lens"]
@@ -575,5 +576,7 @@ def test_a_run_with_the_logit_lens_takes_its_settings_and_draws_its_curves(tmp_p
     html = (out / "report.html").read_text()
     assert "Logit lens on the forget facts per layer (first seed of each localization)" in html
     assert "Logit lens on the forget facts per layer (mean" not in html
+    assert "Linear lens on the forget facts per layer (first seed of each localization)" in html
+    assert rec["eval"]["suites"]["linear_lens"]["extra"]["fit"]["model"]["n_tokens"] == 8 * 63
     table = compare(out, reference="flu")
     assert {"logit_lens_forget_accuracy", "logit_lens_selective_recovery"} <= set(table["metric"])
