@@ -127,10 +127,6 @@ def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mappi
                          + f"): paired comparisons need the same model and evaluation settings; {fix}")
 
 
-#: the suites that read ``EvalConfig.text`` (general text for side effects and the attacks' text term)
-_TEXT_READERS = frozenset({"side_effects", "relearning", "unrelated_finetune"})
-
-
 def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     """What a run was measured with, flattened: the model and every evaluation setting but batch sizes.
 
@@ -145,14 +141,14 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     Settings added since a folder was written take the value it ran with
     (:func:`factlens.runner.stored.upgrade_stored`'s table).
     """
-    from factlens.evaluation import SUITES
+    from factlens.evaluation import SUITES, text_readers
     from factlens.runner.stored import with_added_eval_fields
 
     out: dict[str, Any] = {"model": rec.get("model")}
     ran = set(getattr(rec["eval"], "suites", None) or ())
     config = with_added_eval_fields(rec["eval"].meta.get("config") or {})
     config = {k: v for k, v in config.items() if k not in SUITES or k in ran}
-    if not ran & _TEXT_READERS:  # the general text decides none of its numbers: its settings neither
+    if not ran & text_readers():  # the general text decides none of its numbers: its settings neither
         config.pop("text", None)
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}

@@ -35,7 +35,7 @@ from factlens.plugins import plugin_entries
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
 
-__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "EvalConfig", "EvalResult",
+__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "text_readers", "EvalConfig", "EvalResult",
            "Metric", "SuiteResult", "BaselineCache", "BaselineStore"]
 
 #: The optional inputs of :func:`evaluate` that a suite can declare in ``Suite.needs``.
@@ -54,6 +54,9 @@ class Suite:
             suite runs), e.g. ``(("mask",), ("mechanisms",))``: both; ``(("mask", "weight_mask"),)``:
             either.
         doc: One line for listings.
+        reads_text: The suite reads the general text (``EvalConfig.text``): its settings then
+            decide the suite's numbers (the runner refuses a text source no suite reads, and
+            :func:`factlens.compare` pairs folders only when their text settings agree).
         config_type: The suite's settings, a frozen :class:`~factlens.config.ConfigBase` dataclass
             (or a :class:`~factlens.registry.Ref` to one); ``None``: it has none. The suite reads
             them with ``config.suite_config(name_or_entry)``: the ``EvalConfig`` field of the same
@@ -67,6 +70,7 @@ class Suite:
     requires: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
     config_type: Ref | type | None = None
+    reads_text: bool = False
 
     def __post_init__(self) -> None:
         bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
@@ -91,9 +95,10 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("standard", doc="forget / edit / maintain accuracy and probability in the trained format"),
     _builtin("formats", "FormatsConfig",
              doc="the same facts asked differently (MCQ, paraphrases, other phrasings), with at-chance flags"),
-    _builtin("side_effects", "SideEffectsConfig", doc="general-text accuracy, loss and KL to the original; MMLU"),
+    _builtin("side_effects", "SideEffectsConfig", doc="general-text accuracy, loss and KL to the original; MMLU",
+             reads_text=True),
     _builtin("relearning", "RelearningConfig",
-             doc="LoRA relearning on half the forget facts, tested on the other half"),
+             doc="LoRA relearning on half the forget facts, tested on the other half", reads_text=True),
     _builtin("probes", "ProbesConfig", doc="linear probes for the old answer in the latents"),
     _builtin("soft_prompts", "SoftPromptsConfig", doc="adversarial soft prompts that try to bring the old answer back"),
     _builtin("mechanisms", needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"),
@@ -105,7 +110,8 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("update_size", "UpdateSizeConfig", needs=("edit_result",), requires=(("edit_result",),),
              doc="the edit's |delta| against the quantization bin of the original weights"),
     _builtin("unrelated_finetune", "UnrelatedFinetuneConfig",
-             doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?"),
+             doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?",
+             reads_text=True),
     _builtin("direction_ablation", "DirectionAblationConfig", needs=("mask", "edit_result"),
              doc="forget-vs-retain mean-difference direction projected out per layer"),
     _builtin("logit_lens", "LogitLensConfig",
@@ -113,9 +119,20 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
                  "answer still there before the output? (Patil et al. 2023)"),
     _builtin("linear_lens", "LinearLensConfig",
              doc="the logit lens through a least-squares map from each layer to the last, fitted to each "
-                 "model on general text: reads the middle layers the logit lens is blind to (Din et al. 2023)"),
+                 "model on general text: reads the middle layers the logit lens is blind to (Din et al. 2023)",
+             reads_text=True),
 ), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
+
+
+def text_readers() -> frozenset[str]:
+    """The suites (registered plugins included) that read the general text (``Suite.reads_text``).
+
+    Example:
+        >>> sorted(text_readers())
+        ['linear_lens', 'relearning', 'side_effects', 'unrelated_finetune']
+    """
+    return frozenset(s.name for s in SUITES if s.reads_text)
 
 
 def suite_function(name: str | Suite) -> Callable[..., SuiteResult]:

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 __all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
 
-_TEXT_READERS = ("side_effects", "relearning", "unrelated_finetune")  # the suites that read the general text
+def _text_readers() -> tuple[str, ...]:
+    """The suites that read the general text (``Suite.reads_text`` in the registry), in its order."""
+    from factlens.evaluation import SUITES
+
+    return tuple(s.name for s in SUITES if s.reads_text)
 
 
 def _text_covariance() -> tuple[str, ...]:
@@ -96,7 +100,7 @@ def unused_options(config: "RunConfig") -> list[str]:
     if mmlu is not None and "side_effects" not in config.suites:
         out.append(f"eval.side_effects.mmlu_source={mmlu!r}: only the side_effects suite reads it, and "
                    f"the suites are {list(config.suites)}")
-    readers, covariance = _TEXT_READERS, _text_covariance()
+    readers, covariance = _text_readers(), _text_covariance()
     if text is not None and not set(readers) & set(config.suites) and not set(covariance) & set(config.methods):
         out.append(f"eval.text.source={text!r}: only the {', '.join(readers)} suites and the key covariance of "
                    f"{', '.join(covariance)} read it, and the suites are {list(config.suites)}")
@@ -133,9 +137,9 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
     covariance = _text_covariance()
-    if ev.get("text") and not set(_TEXT_READERS) & set(config.suites) and not set(covariance) & set(used):
+    if ev.get("text") and not set(_text_readers()) & set(config.suites) and not set(covariance) & set(used):
         out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
-                   f"{', '.join(_TEXT_READERS)} suites and the key covariance of {', '.join(covariance)} read it")
+                   f"{', '.join(_text_readers())} suites and the key covariance of {', '.join(covariance)} read it")
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "

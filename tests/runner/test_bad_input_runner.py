@@ -102,6 +102,15 @@ def test_planted_task_refuses_data(tmp_path: Path, no_run, capsys):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_a_text_source_read_only_by_the_linear_lens_is_accepted(tmp_path: Path):
+    """The linear lens fits its maps on the general text: a run with it and --text-source was
+    refused as if no suite read the text (the readers were a string table without it)."""
+    from factlens.evaluation import text_readers
+
+    cfg = _cfg(tmp_path / "run", eval={"text.source": "wikitext"}, suites=("standard", "linear_lens"))
+    assert cfg.eval.get_path("text.source") == "wikitext" and "linear_lens" in text_readers()
+
+
 def test_the_planted_model_refuses_data_for_any_task(tmp_path: Path):
     """A sports task on --model planted ran on the planted facts while run_config.json recorded
     --data (and its sha256) as the data used."""
