@@ -93,3 +93,27 @@ def test_logit_lens_unedited_gemma(unedited_eval, gemma):
     assert min(r.extra["topk_layers"]) >= 12 and r.extra["topk_layers"][-1] == gemma.cfg.n_layers - 1
     print(f"\nlogit lens, unedited Gemma: true {r.extra['true']}, top-k {r.extra['topk']} at {r.extra['topk_layers']}, "
           f"folds {[f['layer'] for f in r.extra['folds']]}")
+
+
+def test_linear_lens_unedited_gemma(unedited_eval, gemma, shared_data_or_none):
+    """The least-squares lens explains more of the last layer's residual than the identity (the
+    logit lens) at every layer before the last, and at the last layer it is the model's output.
+    Measured (WikiText-2, 128 chunks of 64 tokens): held-out r2 0.29 at layer 0 to 0.93 at 16, the
+    identity's below 0 until layer 16; the sport is still unreadable before layer 12 (one answer
+    for everyone), as with the logit lens: at the last token it arrives there, not earlier."""
+    from factlens.evaluation.config import EvalConfig
+    from factlens.evaluation.linear_lens import run_linear_lens
+
+    task, res = unedited_eval
+    wiki = shared_data_or_none / "wikitext2" / "test.txt" if shared_data_or_none else None
+    cfg = EvalConfig(text={"source": str(wiki) if wiki is not None and wiki.is_file() else None})
+    r = run_linear_lens(gemma, task, original=gemma, config=cfg)
+    fit = r.extra["fit"]["model"]
+    last = gemma.cfg.n_layers - 1
+    assert fit["n_tokens"] == 128 * 63 if cfg.text.source else fit["n_tokens"] > 0
+    assert fit["r2"][last] == 1.0
+    assert all(a > b for a, b in zip(fit["r2"][:last], fit["r2_identity"][:last]))
+    assert r.extra["true"][last] == res["standard"]["forget_accuracy"].value == 1.0
+    assert min(r.extra["topk_layers"]) >= 12 and r["linear_lens_forget_accuracy"].value == 1.0
+    print(f"\nlinear lens, unedited Gemma: r2 {fit['r2']}, identity {fit['r2_identity']}, true {r.extra['true']}, "
+          f"folds {[f['layer'] for f in r.extra['folds']]}, {r.seconds:.1f}s")
