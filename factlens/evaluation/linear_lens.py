@@ -113,6 +113,12 @@ class LinearLens:
         w, b = self.weight[j].to(h.device), self.bias[j].to(h.device)
         return (h.float() @ w + b).to(h.dtype)
 
+    def to(self, device: str | torch.device) -> LinearLens:
+        """The same lens with its maps on ``device`` (so :meth:`translate` copies nothing per call)."""
+        from dataclasses import replace
+
+        return replace(self, weight=self.weight.to(device), bias=self.bias.to(device))
+
     def summary(self) -> dict[str, Any]:
         """The fit, JSON-ready (``extra["fit"]`` of the suite)."""
         return {"layers": list(self.layers), "n_tokens": self.n_tokens, "ridge": self.ridge,
@@ -184,7 +190,9 @@ class _Sums:
         cxy = self.xy / self.n - torch.outer(mx, my)
         lam = ridge * float(torch.trace(cxx)) / cxx.shape[0]
         eye = torch.eye(cxx.shape[0], dtype=cxx.dtype)
-        w = torch.linalg.solve(cxx + lam * eye, cxy)
+        # least squares rather than solve: without ridge, a dimension that never varies in the
+        # text leaves the system singular, and the minimum-norm solution maps it to nothing
+        w = torch.linalg.lstsq(cxx + lam * eye, cxy, driver="gelsd").solution
         return w, my - mx @ w
 
     def r2(self, w: torch.Tensor, b: torch.Tensor) -> float:
@@ -288,7 +296,7 @@ def _fitter(config: EvalConfig, st: LinearLensConfig):
         texts = load_texts(config.text.source, seed=config.seed)
         chunks = token_chunks(model, texts, seq_len=st.seq_len, n_chunks=st.n_chunks)
         lens = fit_linear_lens(model, chunks, layers=st.layers, ridge=st.ridge, batch_size=max(1, config.batch_size // 2))
-        return lens.translate, {**lens.summary(), "text": config.text.source or "builtin"}
+        return lens.to(_device(model)).translate, {**lens.summary(), "text": config.text.source or "builtin"}
     return fit
 
 

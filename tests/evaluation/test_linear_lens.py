@@ -228,3 +228,20 @@ def test_lens_curves_draw_the_linear_lens(planted, suppressed, hidden, text_conf
         lens_curves(r)  # the default draws the logit lens, which this result does not have
     with pytest.raises(ValueError, match="'logit_lens' or 'linear_lens'"):
         lens_curves(r, suite="probes")
+
+
+def test_a_dimension_the_text_never_moves_is_mapped_to_nothing_without_ridge():
+    """Without ridge, a residual dimension constant over the text made the moment matrix singular;
+    the minimum-norm least-squares map gives it no weight instead of failing."""
+    from factlens.evaluation.linear_lens import _Sums
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    x[:, 3] = 2.0  # never varies
+    y = x[:, :3] @ torch.randn(3, 4, generator=g, dtype=torch.float64) + 1.0
+    s = _Sums(4)
+    s.add(x, y)
+    w, b = s.solve(0.0)
+    assert torch.isfinite(w).all() and w[3].abs().max() < 1e-8
+    np.testing.assert_allclose((x @ w + b).numpy(), y.numpy(), atol=1e-8)
+    assert s.r2(w, b) == pytest.approx(1.0)
