@@ -222,25 +222,31 @@ def test_lens_curves_plot(planted, late):
         lens_curves({"x": EvalResult({"standard": r.suites["standard"]})})
 
 
+def _sport_items(prefix, answers):
+    """Default-format prompts of athletes with these answers (ids ``<prefix><i>``)."""
+    from factlens.data.formats import FormattedPrompt
+
+    return tuple(FormattedPrompt(f"{prefix}{i} plays", a, None, SPORTS, f"{prefix}{i}", "default")
+                 for i, a in enumerate(answers))
+
+
+def _two_layer_scores(wins):
+    """Lens scores at layers 0 and 1 with these answer wins (rows: prompts)."""
+    from factlens.evaluation.logit_lens import LensScores
+
+    w = np.array(wins, dtype=float)
+    return LensScores((0, 1), w, np.full(w.shape, np.nan), w * 0.9 + 0.05, np.zeros(w.shape, np.int64),
+                      np.zeros(w.shape, np.int64))
+
+
 def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
     """Layer 0 answers "basketball" for everyone: it wins on 4 of 4 fitting basketball players and on
     the retain facts' basketball share (7 of 20, chance 1/3); layer 1 reads 18 of 20 retain facts but
     the edit removed the forget facts there. forget + retain wins alone chose layer 0 (1.35 against
     0.9); layer 0 reads no retain fact above chance, so layer 1 is chosen."""
-    from factlens.data.formats import FormattedPrompt
-    from factlens.evaluation.logit_lens import LensScores, _choose, _eligible, _Read
+    from factlens.evaluation.logit_lens import _choose, _eligible, _Read
 
-    sports = ("basketball", "baseball", "football")
-
-    def items(prefix, answers):
-        return tuple(FormattedPrompt(f"{prefix}{i} plays", a, None, sports, f"{prefix}{i}", "default")
-                     for i, a in enumerate(answers))
-
-    def scores(wins):
-        w = np.array(wins, dtype=float)
-        return LensScores((0, 1), w, np.full(w.shape, np.nan), w * 0.9 + 0.05, np.zeros(w.shape, np.int64),
-                          np.zeros(w.shape, np.int64))
-
+    items, scores = _sport_items, _two_layer_scores
     forget = items("f", ["basketball"] * 4)
     retain = items("r", ["basketball"] * 7 + ["baseball"] * 7 + ["football"] * 6)
     read = _Read({"forget": forget, "maintain": (), "retain": retain},
@@ -303,20 +309,9 @@ def test_a_layer_that_says_the_majority_answer_to_everyone_is_not_eligible():
     (1/3 + 0.12 with 64 facts). Such a layer carries no fact; the bar is the best constant answer.
     Here the forget facts are baseball players: forget + retain wins chose the blind layer 0 (1.5
     against 0.9) while it counted as reading the retain facts."""
-    from factlens.data.formats import FormattedPrompt
-    from factlens.evaluation.logit_lens import LensScores, _choose, _eligible, _Read
+    from factlens.evaluation.logit_lens import _choose, _eligible, _Read
 
-    sports = ("basketball", "baseball", "football")
-
-    def items(prefix, answers):
-        return tuple(FormattedPrompt(f"{prefix}{i} plays", a, None, sports, f"{prefix}{i}", "default")
-                     for i, a in enumerate(answers))
-
-    def scores(wins):
-        w = np.array(wins, dtype=float)
-        return LensScores((0, 1), w, np.full(w.shape, np.nan), w * 0.9 + 0.05, np.zeros(w.shape, np.int64),
-                          np.zeros(w.shape, np.int64))
-
+    items, scores = _sport_items, _two_layer_scores
     forget = items("f", ["baseball"] * 4)
     retain = items("r", ["baseball", "football"] * 32)
     read = _Read({"forget": forget, "maintain": (), "retain": retain},
