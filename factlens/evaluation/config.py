@@ -84,7 +84,8 @@ class TextConfig(ConfigBase):
     """General text of the evaluation (``EvalConfig.text``).
 
     Read by the ``side_effects`` suite (next-token accuracy / loss / KL), the ``relearning``
-    attack (its SFT term) and the ``unrelated_finetune`` attack (its ``"text"`` data).
+    attack (its SFT term) and the ``unrelated_finetune`` attack (its ``"text"`` data); the
+    ``linear_lens`` suite fits its maps on ``source`` only, with chunks of its own size.
 
     Attributes:
         source: A local ``.txt`` file (e.g. ``"../shared/data/wikitext2/test.txt"``), a

@@ -225,7 +225,7 @@ def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int,
 
 
 def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
-            st: DirectionAblationConfig, desc: str) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores]]:
+            st: DirectionAblationConfig, desc: str) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores], str]:
     """Score ``task``'s forget facts (and its maintain slot, the retain guard of ``"selective"``)
     under each (position, layer) variant; the best (ties: the earlier layer, then the earlier
     position) and every variant's scores."""
@@ -238,25 +238,25 @@ def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers
         r = runs[k]
         return r.accuracy("forget") + (r.accuracy("maintain") if r.maintain else 0.0)
 
-    # a variant under which the retain guard is answered no better than by one answer for all has collapsed the model (one
-    # answer for everyone: it "recovers" the forget facts of that answer); it is chosen only if all are
-    from factlens.evaluation.standard import eligible
-
-    guard_items = _task_items(task, config, "default")["maintain"]
+    # a variant under which the retain guard is answered no better than by one answer for everyone has
+    # collapsed the model (it "recovers" the forget facts of that answer): only the variants that read
+    # the guard are chosen (standard.readable: that bar, else uniform chance, else all)
     keys = list(runs)
-    keep = [k for k, ok in zip(keys, eligible([_guard_reads_facts(runs[k], guard_items) for k in keys])) if ok]
+    ok, bar = _guard_readable([runs[k] for k in keys], _task_items(task, config, "default")["maintain"])
+    keep = [k for k, o in zip(keys, ok) if o]
     best = max(keep, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
-    return best, runs
+    return best, runs, bar
 
 
-def _guard_reads_facts(r: TaskScores, items) -> bool:
-    """The retain guard is answered better than one answer for everyone would (its largest answer
-    share or uniform chance, + 2 binomial standard errors; True without a guard)."""
-    from factlens.evaluation.standard import reads_facts
+def _guard_readable(scores: Sequence[TaskScores], items) -> tuple[np.ndarray, str]:
+    """Which variants answer the retain guard as a model that carries facts does
+    (:func:`~factlens.evaluation.standard.readable`), and the bar used; all (``"no guard"``)
+    without one."""
+    from factlens.evaluation.standard import readable
 
-    if not r.maintain or not items:
-        return True
-    return reads_facts(r.accuracy("maintain"), items)
+    if not items or not all(r.maintain for r in scores):
+        return np.ones(len(scores), dtype=bool), "no guard"
+    return readable([r.accuracy("maintain") for r in scores], items)
 
 
 def _merge(parts: Sequence[TaskScores], before: TaskScores) -> TaskScores:
@@ -277,12 +277,13 @@ class _Fold:
     direction: np.ndarray
     fit_accuracy: dict[str, list[float]]  # position -> forget accuracy per layer on the fitting facts
     guard_accuracy: dict[str, list[float]]  # position -> accuracy per layer on the retain guard (if any)
+    guard_bar: str = "no guard"  # the bar that made variants eligible (standard.readable)
 
     def to_dict(self, layers: list[int]) -> dict[str, Any]:
         return {"held_out": list(self.held_out), "n_held_out": len(self.held_out), "position": self.best[0],
                 "layer": self.best[1],
                 "layers": layers, "fit_forget_accuracy": self.fit_accuracy,
-                "guard_retain_accuracy": self.guard_accuracy}
+                "guard_retain_accuracy": self.guard_accuracy, "guard_bar": self.guard_bar}
 
 
 def _guard(task, n: int, st: DirectionAblationConfig, seed: int):
@@ -307,10 +308,11 @@ def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list
         fit = task.forget.filter(lambda r: r.id in fit_ids)
         dirs = _directions(model, original, fit, contrast_means, st, layers, config.batch_size)
         fit_task = replace(task, forget=fit, maintain=_guard(task, len(fit), st, config.seed + k))
-        best, runs = _choose(model, fit_task, config, dirs, layers, st, desc=f"ablation fold {k + 1}/{len(parts)}")
+        best, runs, bar = _choose(model, fit_task, config, dirs, layers, st,
+                                  desc=f"ablation fold {k + 1}/{len(parts)}")
         curves = [{pos: [runs[(pos, layer)].accuracy(split) if getattr(runs[(pos, layer)], split) else None
                          for layer in layers] for pos in st.positions} for split in ("forget", "maintain")]
-        folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], *curves))
+        folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], *curves, guard_bar=bar))
     return folds, (runs if len(parts) == 1 else {})
 
 

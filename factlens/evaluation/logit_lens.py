@@ -29,8 +29,8 @@ Two numbers per model (the edited one, and the original read the same way as the
   first token is among the ``top_k`` tokens of the whole vocabulary at *some* eligible layer
   (Patil et al.'s attack succeeds when the answer is among the candidates the lens offers). No
   fitting is involved; the original model's rate at the same layers is its baseline. Eligible
-  are the layers that read the task's retain facts above chance, as for the layer choice
-  (``extra["topk_layers"]``): a layer that carries no fact offers the same tokens for every
+  are the layers that read the task's retain facts better than one answer for everyone would,
+  as for the layer choice (``extra["topk_layers"]``, ``extra["eligibility"]``): a layer that carries no fact offers the same tokens for every
   prompt, and on a forget set with one answer (an unlearned sport) those would count as hits.
 
 Only each candidate's **first token** can be read from one position: facts whose candidates
@@ -88,10 +88,12 @@ class LogitLensConfig(ConfigBase):
             chosen on the other folds; ``1``: on the facts themselves, optimistic for the attack).
         selection: How the layer is chosen (:data:`SELECTIONS`): ``"selective"``, the true
             answer's win rate on the fitting forget facts plus its win rate on the task's retain
-            facts, among the layers where the lens reads the retain facts above chance (a
-            layer that carries no fact answers one candidate for every prompt: it wins on the
-            forget facts of that candidate only, and on few retain facts; when no layer reads
-            the retain facts above chance, every layer is eligible);
+            facts, among the layers where the lens reads the retain facts better than one
+            answer for everyone would (a layer that carries no fact answers one candidate for
+            every prompt: it wins on the forget facts of that candidate only, and on that
+            candidate's share of the retain facts; when no layer passes that bar, the layers
+            above uniform chance, else every layer:
+            :func:`~factlens.evaluation.standard.readable`);
             ``"forget"``, forget wins only (also what ``"selective"`` does without retain facts:
             the maintain facts are scored, so they never choose).
 
@@ -160,7 +162,7 @@ def lens_layers(model, layers: Sequence[int] | None) -> list[int]:
     out = list(range(n)) if layers is None else sorted({int(x) for x in layers})
     bad = [x for x in out if x >= n]
     if bad:
-        raise ValueError(f"logit lens layers {bad} do not exist in a model with {n} layers (0 ... {n - 1})")
+        raise ValueError(f"lens layers {bad} do not exist in a model with {n} layers (0 ... {n - 1})")
     return out
 
 
@@ -314,19 +316,19 @@ def _rates(read: _Read, split: str, fit: set[str] | None = None) -> tuple[np.nda
     return (np.nanmean(s.answer_wins[rows], axis=0), np.nanmean(s.p_answer[rows], axis=0)) if rows else None
 
 
-def _eligible(read: _Read) -> np.ndarray:
+def _eligible(read: _Read) -> tuple[np.ndarray, str]:
     """Per read layer: may the attack use it? Those where the lens reads the retain facts better
-    than one answer for everyone would (the largest answer share or uniform chance, + 2 binomial
-    standard errors: :func:`~factlens.evaluation.standard.reads_facts`; a layer that reads no fact
-    answers by class share); every layer when none does or no retain facts were read."""
-    from factlens.evaluation.standard import eligible, reads_facts
+    than one answer for everyone would, else better than uniform chance, else every layer
+    (:func:`~factlens.evaluation.standard.readable`; a layer that reads no fact answers by class
+    share); and the bar that decided (``"no retain facts"`` when none were read)."""
+    from factlens.evaluation.standard import readable
 
     n_layers = len(next(iter(read.scores.values())).layers)
     rates = _rates(read, "retain")
     if rates is None:
-        return np.ones(n_layers, dtype=bool)
+        return np.ones(n_layers, dtype=bool), "no retain facts"
     items = [it for i, it in enumerate(read.items["retain"]) if not np.isnan(read.scores["retain"].answer_wins[i, 0])]
-    return eligible([reads_facts(float(a), items) for a in rates[0]])
+    return readable(rates[0], items)
 
 
 def _choose(read: _Read, fit: set[str], layers: list[int], ok: np.ndarray) -> int:
@@ -451,6 +453,9 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
     edited model and the original each get their own, as an attacker with the weights would fit
     one (``fit_key`` names the fit's settings in the baseline cache). See the module docstring.
     """
+    if fit is not None and not fit_key:
+        raise ValueError(f"run_lens({name!r}) with a fit needs a fit_key naming its settings: the original's "
+                         "reading is cached under it, and one without would be served to another fit")
     baselines = bound(baselines, model, original)
     t0 = time.perf_counter()
     label = name.replace("_", " ")
@@ -465,7 +470,7 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
     guard = settings.selection == "selective" and len(task.retain) > 0
     translate, fit_info = fit(model) if fit is not None else (None, None)
     read = _read_task(model, task, config, layers, guard, translate, label)
-    ok = _eligible(read)
+    ok, bar = _eligible(read)
     layer_of, folds = _assign(task, read, layers, int(settings.folds), config.seed, ok)
     attacked = _scores_at(read, layer_of, task)
     base_before = base = base_read = base_fit = None
@@ -496,7 +501,7 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
             if base_read is not None else None))
     rows = fact_rows(task, _columns(name, before, attacked, base, top, layer_of))
     extra = {**_extra(read, base_read, layers, folds, settings, before),
-             "topk_layers": [layer for layer, o in zip(layers, ok) if o]}
+             "topk_layers": [layer for layer, o in zip(layers, ok) if o], "eligibility": bar}
     if fit is not None:
         extra["fit"] = {"model": fit_info, **({"original": base_fit} if original is not None else {})}
     return SuiteResult(name, tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
@@ -537,7 +542,8 @@ def _extra(read: _Read, base_read: _Read | None, layers: list[int], folds: list[
         "settings": st.to_dict(), "layers": layers, **curves(read), "folds": folds, "n_ambiguous": n_amb,
         "chance": before.chance.get("forget"),
         "selection": ("true-answer wins on the fitting forget facts plus on the task's retain facts, among the "
-                      "layers that read the retain facts above chance (chance + 2 SE; all layers when none does)"
+                      "layers that read the retain facts above one answer for everyone + 2 SE (else above uniform "
+                      "chance + 2 SE, else all layers; the bar used is in eligibility)"
                       if "retain" in read.scores else "true-answer wins on the fitting forget facts"),
         "note": (f"each forget fact read at the layer chosen (see selection) on the other {len(folds) - 1} fold(s)"
                  if len(folds) > 1 else

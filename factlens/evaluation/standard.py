@@ -28,7 +28,7 @@ from factlens.prompt_scores import PromptScores, score_prompts
 if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "reads_facts", "eligible", "mean_metric",
+__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "readable", "mean_metric",
            "json_value"]
 
 
@@ -94,25 +94,34 @@ def constant_bar(items: Sequence[FormattedPrompt]) -> float:
     return max(chance_of(items), max(answers.count(a) for a in set(answers)) / len(answers))
 
 
-def reads_facts(accuracy: float, items: Sequence[FormattedPrompt]) -> bool:
-    """Is ``accuracy`` on ``items`` (one value per prompt, averaged) above what one answer for
-    everyone scores, by 2 binomial standard errors (:func:`constant_bar`, :func:`not_above_chance`)?
-    The attacks' rule for a layer or variant that carries facts."""
-    items = list(items)
-    return bool(items) and not not_above_chance(accuracy, constant_bar(items), len(items))
+def readable(accuracies: Sequence[float], items: Sequence[FormattedPrompt]) -> tuple[np.ndarray, str]:
+    """Which of several readings of ``items`` (accuracies per layer or variant) carry facts, and
+    by which bar: the attacks choose a layer or variant only among these.
 
-
-def eligible(flags: Sequence[bool]) -> np.ndarray:
-    """``flags`` as a boolean array, or every entry ``True`` when none is: the attacks choose a
-    layer or variant only among those that read the retain facts above chance, and among all
-    when none does (a rule that leaves nothing to choose from would be no rule).
+    First bar: above what one answer for everyone scores (:func:`constant_bar`) by 2 binomial
+    standard errors. A small or one-sided set can make that bar unreachable (4 facts, 3 of one
+    answer: 0.75 + 0.43); then the second bar, uniform chance + 2 SE, still keeps out a reading
+    that is plainly blind; when none passes either, every reading is eligible (a rule that leaves
+    nothing to choose from would be no rule). Returns the mask and the bar that decided it
+    (``"constant answer"``, ``"uniform chance"`` or ``"none"``).
 
     Example:
-        >>> eligible([False, True]).tolist(), eligible([False, False]).tolist()
-        ([False, True], [True, True])
+        >>> from factlens.data.formats import FormattedPrompt
+        >>> sports = ("basketball", "baseball", "football")
+        >>> items = [FormattedPrompt("q", a, None, sports, str(i), "default")
+        ...          for i, a in enumerate(["baseball", "football"] * 32)]
+        >>> [(m.tolist(), bar) for m, bar in (readable([0.5, 0.9], items), readable([0.5, 0.55], items),
+        ...                                   readable([0.3], items))]
+        [([False, True], 'constant answer'), ([True, True], 'uniform chance'), ([True], 'none')]
     """
-    a = np.asarray(flags, dtype=bool)
-    return a if a.any() else np.ones_like(a)
+    items, acc = list(items), [float(a) for a in accuracies]
+    n = len(items)
+    if n:
+        for name, bar in (("constant answer", constant_bar(items)), ("uniform chance", chance_of(items))):
+            ok = np.array([not not_above_chance(a, bar, n) for a in acc], dtype=bool)
+            if ok.any():
+                return ok, name
+    return np.ones(len(acc), dtype=bool), "none"
 
 
 def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, float] | None = None, unit: str = "facts",

@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval", action="append", type=_kv, metavar="KEY=VALUE",
                    help="EvalConfig field; a built-in suite's setting as SUITE.FIELD, e.g. relearning.steps=5, a "
                         "suite without a field of its own as other_suites.SUITE.FIELD (repeatable)")
-    r.add_argument("--text-source", help="general text for side effects (e.g. ../shared/data/wikitext2/test.txt)")
+    r.add_argument("--text-source", help="general text for side effects, the relearning and unrelated fine-tuning "
+                   "attacks, the linear lens's fit and ROME/MEMIT's key covariance "
+                   "(e.g. ../shared/data/wikitext2/test.txt)")
     r.add_argument("--mmlu-source", help="MMLU folder of CSVs or datasets name (default: skip MMLU)")
     r.add_argument("--device", help="model device (default: cpu)")
     r.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),

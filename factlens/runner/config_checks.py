@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
 
-def _text_readers() -> tuple[str, ...]:
-    """The suites that read the general text (``Suite.reads_text`` in the registry), in its order."""
-    from factlens.evaluation import SUITES
 
-    return tuple(s.name for s in SUITES if s.reads_text)
+def _text_readers() -> tuple[str, ...]:
+    """The suites that read the general text (``Suite.reads_text`` in the registry), sorted."""
+    from factlens.evaluation import text_readers
+
+    return tuple(sorted(text_readers()))
 
 
 def _text_covariance() -> tuple[str, ...]:

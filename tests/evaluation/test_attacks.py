@@ -543,15 +543,14 @@ def test_direction_ablation_selective_choice_passes_over_a_collapse(suppressed, 
 def test_direction_ablation_selective_choice_passes_over_a_partial_collapse(suppressed, monkeypatch):
     """Measured on Gemma 3 270M (docs/attacks.md): the chosen ablation made the model answer one sport
     for every athlete; its forget wins (that sport's players) plus its retain wins (that sport's share)
-    beat every variant that kept the facts. Here layer 1 gives 4 of 4 fitting facts and half of 16
-    retain facts (not above the best constant answer's share + 2 SE), layer 2 none of the forget
-    facts and all retain facts: forget + retain alone chose layer 1 (1.5 against 1.0). (The guard is
-    widened to 16 retain facts: of 4, one answer for everyone can score 3, and then no variant
-    passes the bar and every one is eligible.)"""
+    beat every variant that kept the facts. Here layer 1 gives 4 of 4 fitting facts and 2 of 4 retain
+    facts, layer 2 none of the forget facts and all retain facts: forget + retain alone chose layer 1
+    (1.5 against 1.0). Of 4 guard facts, 3 may share a sport, and then not even 4 of 4 passes the
+    best constant answer's bar (0.75 + 2 SE); the uniform-chance bar (1/4 + 2 SE = 0.68) still
+    keeps layer 1 out."""
     import factlens.evaluation.direction_ablation as da
 
     p, edited, task, _ = suppressed
-    monkeypatch.setattr(da, "_guard", lambda t, n, st, seed: t.retain.shuffled(seed)[:16])
 
     def fake(model, t, config, direction, layer, scope):
         forget = {r.id: float(layer == 1) for r in t.forget}
@@ -564,6 +563,7 @@ def test_direction_ablation_selective_choice_passes_over_a_partial_collapse(supp
     r = run_direction_ablation(edited, task, original=p.model, direction_ablation_config=st)
     assert [f["layer"] for f in r.extra["folds"]] == [2, 2]
     assert [f["guard_retain_accuracy"]["final"] for f in r.extra["folds"]] == [[0.5, 1.0], [0.5, 1.0]]
+    assert {f["guard_bar"] for f in r.extra["folds"]} <= {"constant answer", "uniform chance"}
 
 
 def test_direction_ablation_guard_bar_is_the_best_constant_answer():
@@ -571,15 +571,18 @@ def test_direction_ablation_guard_bar_is_the_best_constant_answer():
     scores 0.5, above uniform chance + 2 SE (1/3 + 0.12 with 64 facts) but not above what one answer
     for everyone gets (0.5 + 0.125)."""
     from factlens.data.formats import FormattedPrompt
-    from factlens.evaluation.direction_ablation import _guard_reads_facts
+    from factlens.evaluation.direction_ablation import _guard_readable
 
     sports = ("basketball", "baseball", "football")
     items = [FormattedPrompt(f"r{i} plays", a, None, sports, f"r{i}", "default")
              for i, a in enumerate(["baseball", "football"] * 32)]
     collapsed = TaskScores({}, {}, {it.record_id: float(it.answer == "baseball") for it in items})
     kept = TaskScores({}, {}, {it.record_id: float(i < 58) for i, it in enumerate(items)})
-    assert not _guard_reads_facts(collapsed, items) and _guard_reads_facts(kept, items)
-    assert _guard_reads_facts(TaskScores({}, {}, {}), items)  # no guard: every variant may be chosen
+    ok, bar = _guard_readable([collapsed, kept], items)
+    assert ok.tolist() == [False, True] and bar == "constant answer"
+    assert _guard_readable([collapsed], items)[1] == "uniform chance"  # alone it is kept, by the weaker bar
+    ok, bar = _guard_readable([TaskScores({}, {}, {})], items)
+    assert ok.tolist() == [True] and bar == "no guard"
 
 
 def test_direction_ablation_selective_recovery(suppressed, monkeypatch):

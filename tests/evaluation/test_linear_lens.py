@@ -82,7 +82,8 @@ def text_config(planted, tmp_path_factory):
     (never the forget ones)."""
     _, task = planted
     path = tmp_path_factory.mktemp("text") / "athletes.txt"
-    path.write_text("".join(f"{r.subject} plays the sport of {r.answer} .\n" for r in (*task.retain, *task.maintain)))
+    path.write_text("".join(f"{r.subject} plays the sport of {r.answer} . {r.subject} is a professional {r.answer} .\n"
+                            for r in (*task.retain, *task.maintain)))
     return EvalConfig(text={"source": str(path)})
 
 
@@ -156,16 +157,19 @@ def test_an_identity_lens_is_the_logit_lens(planted, suppressed, text_config):
     ident = LinearLens((0, 1, 2, 3), torch.eye(d).repeat(4, 1, 1), torch.zeros(4, d), 0, (1.0,) * 4, (1.0,) * 4, 0.0)
     a = run_logit_lens(suppressed, task, original=p.model, config=text_config)
     b = run_lens(suppressed, task, name="logit_lens", settings=LogitLensConfig(), config=text_config,
-                 fit=lambda m: (ident.translate, {}), original=p.model)
+                 fit=lambda m: (ident.translate, {}), fit_key=("identity",), original=p.model)
     assert [m.value for m in a.metrics] == [m.value for m in b.metrics]
     assert a.extra["true"] == b.extra["true"] and a.extra["topk"] == b.extra["topk"]
+    with pytest.raises(ValueError, match="needs a fit_key"):
+        run_lens(suppressed, task, name="logit_lens", settings=LogitLensConfig(), config=text_config,
+                 fit=lambda m: (ident.translate, {}), original=p.model)
 
 
 def test_save_and_load_round_trip_and_never_overwrite(tmp_path):
     from factlens.testing import tiny_model
 
     m = tiny_model()
-    lens = fit_linear_lens(m, torch.randint(0, m.cfg.d_vocab, (4, 8), generator=torch.Generator().manual_seed(1)))
+    lens = fit_linear_lens(m, torch.randint(0, m.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(1)))
     path = lens.save(tmp_path / "lens.safetensors")
     back = LinearLens.load(path)
     assert torch.equal(back.weight, lens.weight) and torch.equal(back.bias, lens.bias)
@@ -197,12 +201,22 @@ def test_runs_through_evaluate_from_other_suites_and_caches_the_originals_fit(pl
         s = r.suites["linear_lens"]
         assert s.extra["layers"] == [2, 3] and s.extra["fit"]["original"]["layers"] == [2, 3]
         assert s["linear_lens_forget_accuracy"].value == 1.0
+    # another fit, or the logit lens at the same layers, is never served the cached reading
+    other = dataclasses.replace(cfg, other_suites={"linear_lens": {"n_chunks": 14, "seq_len": 16, "layers": [2, 3]},
+                                                   "logit_lens": {"layers": [2, 3]}})
+    third = evaluate(suppressed, task, original=hidden, suites=["linear_lens", "logit_lens"], config=other,
+                     baselines=cache)
+    assert cache.misses == misses + 2
+    assert third.suites["linear_lens"].extra["fit"]["original"]["n_chunks"] == 14
+    # the original at layer 2: the linear lens reads the sport, the logit lens does not
+    assert third.suites["linear_lens"].extra["baseline"]["true"][0] == 1.0
+    assert third.suites["logit_lens"].extra["baseline"]["true"][0] < 1.0
 
 
 def test_bad_settings_and_inputs_are_refused(planted):
     p, task = planted
-    with pytest.raises(ValueError, match="LinearLensConfig.n_chunks"):
-        LinearLensConfig(n_chunks=0)
+    with pytest.raises(ValueError, match="LinearLensConfig.n_chunks must be an integer >= 2"):
+        LinearLensConfig(n_chunks=1)
     with pytest.raises(ValueError, match="LinearLensConfig.seq_len"):
         LinearLensConfig(seq_len=1)
     with pytest.raises(ValueError, match="LinearLensConfig.ridge"):
@@ -211,6 +225,8 @@ def test_bad_settings_and_inputs_are_refused(planted):
         LinearLensConfig(top_k=0)
     with pytest.raises(ValueError, match="two halves"):
         fit_linear_lens(p.model, torch.zeros(1, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="97 coefficients per output on 28 text positions per half"):
+        fit_linear_lens(p.model, torch.zeros(8, 8, dtype=torch.long))  # d_model 96
     with pytest.raises(ValueError, match="linear lens cannot cross-fit 8 forget facts in 9 folds"):
         run_linear_lens(p.model, task, linear_lens_config=dataclasses.replace(SMALL, folds=9))
     with pytest.raises(ValueError, match="do not exist"):

@@ -253,8 +253,8 @@ def test_a_layer_that_reads_no_retain_fact_above_chance_is_never_chosen():
                  {"forget": scores([[1, 0]] * 4),
                   "retain": scores([[float(a == "basketball"), float(i < 18)] for i, a in
                                     enumerate(it.answer for it in retain)])})
-    assert _eligible(read).tolist() == [False, True]
-    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)) == 1
+    assert _eligible(read)[0].tolist() == [False, True]
+    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)[0]) == 1
 
 
 def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
@@ -280,7 +280,7 @@ def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
                   "maintain": LensScores((0, 1), m_win, np.full((8, 2), np.nan), m_win, zeros, m_said)})
     task = type("T", (), {"forget": [type("R", (), {"id": it.record_id})() for it in forget],
                           "maintain": [type("R", (), {"id": it.record_id})() for it in maintain]})()
-    layer_of, folds = _assign(task, read, [0, 1], 2, seed=0, ok=_eligible(read))
+    layer_of, folds = _assign(task, read, [0, 1], 2, seed=0, ok=_eligible(read)[0])
     assert {layer_of[r] for r in a} == {1} and {layer_of[r] for r in b} == {0}
     assert [f["layer"] for f in folds] == [1, 0] and [set(f["held_out"]) for f in folds] == [set(a), set(b)]
     read_wins = read.at("forget", layer_of)
@@ -317,5 +317,5 @@ def test_a_layer_that_says_the_majority_answer_to_everyone_is_not_eligible():
     read = _Read({"forget": forget, "maintain": (), "retain": retain},
                  {"forget": scores([[1, 0]] * 4),
                   "retain": scores([[float(it.answer == "baseball"), float(i < 58)] for i, it in enumerate(retain)])})
-    assert _eligible(read).tolist() == [False, True]
-    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)) == 1
+    assert _eligible(read)[0].tolist() == [False, True] and _eligible(read)[1] == "constant answer"
+    assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)[0]) == 1
