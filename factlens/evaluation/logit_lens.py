@@ -32,6 +32,9 @@ Two numbers per model (the edited one, and the original read the same way as the
   are the layers that read the task's retain facts better than one answer for everyone would,
   as for the layer choice (``extra["topk_layers"]``, ``extra["eligibility"]``): a layer that carries no fact offers the same tokens for every
   prompt, and on a forget set with one answer (an unlearned sport) those would count as hits.
+  ``logit_lens_forget_log_rank`` reads the same ranks without a budget: per fact ``log10(1 + r)``
+  of the answer's best rank ``r`` over those layers (0: the top token at some layer; higher: the
+  edit pushed it further down), a continuous number that compares more finely than a top k.
 
 Only each candidate's **first token** can be read from one position: facts whose candidates
 share a first token are left out of the lens metrics (``extra["n_ambiguous"]``), and for
@@ -284,6 +287,14 @@ class _Read:
         hit = np.where(s.ambiguous, np.nan, (ranks < k).any(axis=1).astype(float))
         return _fact_mean(self.items[split], hit)
 
+    def log_rank(self, split: str, among: np.ndarray | None = None) -> dict[str, float]:
+        """Per fact ``log10(1 + r)``, ``r`` the answer's best vocabulary rank over the read layers
+        (those where ``among`` is true; 0: the top token somewhere; NaN when ambiguous)."""
+        s = self.scores[split]
+        ranks = s.answer_rank if among is None else s.answer_rank[:, np.asarray(among, dtype=bool)]
+        best = ranks.min(axis=1).astype(float) if ranks.shape[1] else np.full(len(ranks), np.nan)
+        return _fact_mean(self.items[split], np.where(s.ambiguous, np.nan, np.log10(1.0 + best)))
+
     def topk_curve(self, split: str, k: int) -> list[float | None]:
         """Per layer the share of the split's unambiguous prompts whose answer ranks below ``k``."""
         s = self.scores[split]
@@ -417,7 +428,8 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         at the same layer as ``baseline``; ``logit_lens_selective_recovery`` and
         ``logit_lens_control_bias`` (each forget fact's win minus the rate at which the lens at
         its layer gives its answer to its control facts; :mod:`~factlens.evaluation.selectivity`);
-        ``logit_lens_forget_topk`` (at the eligible layers, ``topk_layers``). ``extra``: ``layers``,
+        ``logit_lens_forget_topk`` and ``logit_lens_forget_log_rank`` (at the eligible layers,
+        ``topk_layers``). ``extra``: ``layers``,
         per-layer curves (``true``, ``target``, ``maintain``, ``topk``; ``baseline`` holds the
         original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
         ``n_ambiguous``, ``chance``, ``settings`` and ``note``. One per-fact row per forget and
@@ -493,13 +505,9 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
         metrics += selectivity_metrics(name, sel, b_sel, at_chance=metrics[0].at_chance)
     if settings.folds == 1:  # the layer was chosen on the facts it is scored on
         metrics = [_mark_selected(m, name) for m in metrics]
-    top = read.topk("forget", settings.top_k, ok)
-    if any(not np.isnan(v) for v in top.values()):
-        metrics.append(Metric.from_samples(
-            f"{name}_forget_topk", top, higher_is_better=False,
-            baseline=float(np.nanmean(list(base_read.topk("forget", settings.top_k, ok).values())))
-            if base_read is not None else None))
-    rows = fact_rows(task, _columns(name, before, attacked, base, top, layer_of))
+    vocab, columns = _vocab_metrics(name, read, base_read, settings.top_k, ok)
+    metrics += vocab
+    rows = fact_rows(task, {**_columns(name, before, attacked, base, layer_of), **columns})
     extra = {**_extra(read, base_read, layers, folds, settings, before),
              "topk_layers": [layer for layer, o in zip(layers, ok) if o], "eligibility": bar}
     if fit is not None:
@@ -507,12 +515,32 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
     return SuiteResult(name, tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 
 
-def _columns(name: str, before: TaskScores, attacked: TaskScores, base: TaskScores | None, top: dict[str, float],
+def _vocab_metrics(name: str, read: _Read, base_read: _Read | None, k: int,
+                   ok: np.ndarray) -> tuple[list[Metric], dict[str, dict[str, float]]]:
+    """The whole-vocabulary metrics at the eligible layers ``ok`` (no layer choice involved, the
+    original at the same layers as baseline): ``<name>_forget_topk`` and ``<name>_forget_log_rank``
+    (``log10(1 + best rank)`` of the old answer: a continuous reading of how far down the edit
+    pushed it, for every candidate budget ``k`` at once); and their per-fact columns."""
+    top, rank = read.topk("forget", k, ok), read.log_rank("forget", ok)
+    if all(np.isnan(v) for v in top.values()):
+        return [], {}
+
+    def base(values: dict[str, float] | None) -> float | None:
+        return float(np.nanmean(list(values.values()))) if values is not None else None
+
+    b_top, b_rank = (base_read.topk("forget", k, ok), base_read.log_rank("forget", ok)) if base_read else (None, None)
+    metrics = [Metric.from_samples(f"{name}_forget_topk", top, higher_is_better=False, baseline=base(b_top)),
+               Metric.from_samples(f"{name}_forget_log_rank", rank, higher_is_better=True, baseline=base(b_rank),
+                                   proportion=False)]
+    return metrics, {f"{name}_topk": top, f"{name}_log_rank": rank}
+
+
+def _columns(name: str, before: TaskScores, attacked: TaskScores, base: TaskScores | None,
              layer_of: dict[str, int]) -> dict[str, dict[str, float]]:
-    """The per-fact columns: outcomes before, under the lens (and the original's), top k, the layer read."""
+    """The per-fact columns: outcomes before, under the lens (and the original's), the layer read."""
     columns = {"answer_wins_before": {**before.forget, **before.maintain},
                f"{name}_answer_wins": {**attacked.forget, **attacked.maintain},
-               f"{name}_topk": top, f"{name}_layer": {k: float(v) for k, v in layer_of.items()}}
+               f"{name}_layer": {k: float(v) for k, v in layer_of.items()}}
     if attacked.edit:
         columns[f"{name}_target_wins"] = attacked.edit
     if base is not None:

@@ -90,6 +90,8 @@ def test_a_late_suppression_is_read_before_it(planted, late):
     assert r["logit_lens_forget_recovery"].value == 1.0
     assert r["logit_lens_edit_accuracy"].value == 0.0 and r["logit_lens_maintain_accuracy"].value == 1.0
     assert r["logit_lens_forget_topk"].value == 1.0  # the sport is the top token after layer 2
+    lr = r["logit_lens_forget_log_rank"]
+    assert lr.value == 0.0 and lr.baseline == 0.0 and lr.ci_method == "bootstrap" and lr.higher_is_better
     # net of bias: at layer 2 the lens gives the control athletes their own sports, so every win counts
     assert r["logit_lens_selective_recovery"].value == 1.0 and r["logit_lens_control_bias"].value == 0.0
     rows = {row["record_id"]: row for row in r.per_fact}
@@ -298,6 +300,12 @@ def test_top_k_searches_only_the_layers_that_carry_facts(planted, rewritten):
     sel = run_logit_lens(rewritten, task, original=p.model, logit_lens_config=cfg)
     assert sel.extra["topk_layers"] == [2, 3] and sel.extra["topk"][0] >= 0.5  # the blind layer's "hits"
     assert sel["logit_lens_forget_topk"].value <= 0.125 and sel["logit_lens_forget_topk"].baseline == 1.0
+    # the ranks without a budget: the old sport is pushed near the bottom of the 141-token vocabulary
+    # for 7 of 8 facts (log10(1 + 139) = 2.1), to rank 2 for one; the original has it on top
+    lr = sel["logit_lens_forget_log_rank"]
+    assert lr.value > 1.5 and lr.baseline == 0.0
+    rows = {row["record_id"]: row for row in sel.per_fact}
+    assert sorted(round(rows[f.id]["logit_lens_log_rank"], 2) for f in task.forget)[0] == round(np.log10(3), 2)
     every = run_logit_lens(rewritten, task, original=p.model,
                            logit_lens_config=dataclasses.replace(cfg, selection="forget"))
     assert every.extra["topk_layers"] == [0, 1, 2, 3] and every["logit_lens_forget_topk"].value >= 0.5
