@@ -252,7 +252,7 @@ def fit_linear_lens(model, tokens: torch.Tensor, *, layers: Sequence[int] | None
     if tokens.shape[1] - start < 1:
         raise ValueError(f"chunks of {tokens.shape[1]} tokens leave no position to fit after BOS")
     d = int(model.cfg.d_model)
-    per_half = min(int((torch.arange(tokens.shape[0]) % 2 == h).sum()) for h in (0, 1)) * (tokens.shape[1] - start)
+    per_half = tokens.shape[0] // 2 * (tokens.shape[1] - start)  # the odd chunks: the smaller half
     if per_half < d + 1:
         raise ValueError(f"the linear lens would fit {d + 1} coefficients per output on {per_half} text positions per "
                          f"half of the chunks: give more text (a longer --text-source, or more n_chunks / seq_len: at "

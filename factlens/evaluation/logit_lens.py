@@ -223,14 +223,14 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
         for sl in progress_bar(list(iter_batches(n, batch_size)), desc=desc, leave=False):
             batch = tokenize_prompts(model, [it.prompt for it in items[sl]])
             store = _read(model, batch.tokens, batch.last_pos, batch.lengths, layers)
-            cands = [None if firsts[i] is None else torch.tensor(firsts[i], device=batch.tokens.device)
-                     for i in range(sl.start, sl.stop)]
-            answers = torch.tensor(answer_ids[sl], device=batch.tokens.device)
             for j, layer in enumerate(layers):
                 h = store[layer] if translate is None else translate(layer, store[layer])
                 logits = unembed(model, h[:, None, :])[:, 0].float()
-                cands = [None if c is None else c.to(logits.device) for c in cands]
-                own = logits.gather(1, answers.to(logits.device)[:, None])
+                if j == 0:  # the ids once per batch, on the device the logits land on (the same for every layer)
+                    answers = torch.tensor(answer_ids[sl], device=logits.device)
+                    cands = [None if firsts[i] is None else torch.tensor(firsts[i], device=logits.device)
+                             for i in range(sl.start, sl.stop)]
+                own = logits.gather(1, answers[:, None])
                 rank[sl, j] = (logits > own).sum(1).cpu().numpy()
                 for r, i in enumerate(range(sl.start, sl.stop)):
                     if cands[r] is None:
