@@ -137,18 +137,22 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     called ``batch_size`` was left out before, the relearning attack's facts per step too). So
     are the tables of suites the evaluation did not run left out (their settings decide none of
     its numbers: a folder without side effects need not name the other folder's MMLU source), and
-    the general text's settings of a folder that ran no suite reading it.
+    the general text's settings that no suite it ran reads (``Suite.reads_text``: the linear lens
+    reads the source alone).
     Settings added since a folder was written take the value it ran with
     (:func:`factlens.runner.stored.upgrade_stored`'s table).
     """
-    from factlens.evaluation import SUITES, text_readers
+    from factlens.evaluation import SUITES, text_fields
     from factlens.runner.stored import with_added_eval_fields
 
     out: dict[str, Any] = {"model": rec.get("model")}
     ran = set(getattr(rec["eval"], "suites", None) or ())
     config = with_added_eval_fields(rec["eval"].meta.get("config") or {})
     config = {k: v for k, v in config.items() if k not in SUITES or k in ran}
-    if not ran & text_readers():  # the general text decides none of its numbers: its settings neither
+    read = text_fields(sorted(ran))  # per field: the linear lens reads only the source
+    if isinstance(config.get("text"), Mapping):
+        config["text"] = {k: v for k, v in config["text"].items() if k in read}
+    if not config.get("text"):  # the general text decides none of its numbers: its settings neither
         config.pop("text", None)
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}

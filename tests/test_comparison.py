@@ -667,6 +667,26 @@ def test_attack_training_batches_are_compared_forward_pass_sizes_are_not():
         _check_same_setup("a", rec(base), "b", old, 0, fix="")
 
 
+def test_folders_pair_when_only_text_settings_their_suites_do_not_read_differ():
+    """The linear lens reads the text's source alone: folders that ran it (and no other text
+    reader) with other ``text.n_chunks`` were refused as measured differently; another source
+    still is."""
+    from factlens.comparison import _check_same_setup, _setup
+    from factlens.evaluation import EvalConfig
+
+    def rec(cfg: EvalConfig, suite: str = "linear_lens"):
+        ev = EvalResult({suite: SuiteResult(suite, ())}, meta={"config": cfg.to_dict()})
+        return _setup({"model": "m", "eval": ev})
+
+    base = EvalConfig()
+    _check_same_setup("a", rec(base), "b", rec(base.replace(text=base.text.replace(n_chunks=3, seq_len=8))), 0, fix="")
+    with pytest.raises(ValueError, match=r"eval\.text\.source: None vs 'x\.txt'"):
+        _check_same_setup("a", rec(base), "b", rec(base.replace(text=base.text.replace(source="x.txt"))), 0, fix="")
+    with pytest.raises(ValueError, match=r"eval\.text\.n_chunks: 16 vs 3"):  # a suite that reads the chunks
+        _check_same_setup("a", rec(base, "relearning"), "b",
+                          rec(base.replace(text=base.text.replace(n_chunks=3)), "relearning"), 0, fix="")
+
+
 def test_units_of_one_folder_with_other_facts_are_named_in_the_refusal(run_dir: Path, tmp_path: Path):
     """The message named the folder twice ("…/run and …/run hold different facts")."""
     import json

@@ -23,19 +23,19 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, fields as dataclass_fields
 from typing import Any, Callable, Sequence
 
 from factlens.evaluation.baseline_cache import BaselineCache, reusable
 from factlens.evaluation.baseline_store import BaselineStore
-from factlens.evaluation.config import EvalConfig
+from factlens.evaluation.config import EvalConfig, TextConfig
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 from factlens.memory import release_memory
 from factlens.plugins import plugin_entries
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
 
-__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "text_readers", "EvalConfig", "EvalResult",
+__all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "text_readers", "text_fields", "EvalConfig", "EvalResult",
            "Metric", "SuiteResult", "BaselineCache", "BaselineStore"]
 
 #: The optional inputs of :func:`evaluate` that a suite can declare in ``Suite.needs``.
@@ -54,9 +54,12 @@ class Suite:
             suite runs), e.g. ``(("mask",), ("mechanisms",))``: both; ``(("mask", "weight_mask"),)``:
             either.
         doc: One line for listings.
-        reads_text: The suite reads the general text (``EvalConfig.text``): its settings then
-            decide the suite's numbers (the runner refuses a text source no suite reads, and
-            :func:`factlens.compare` pairs folders only when their text settings agree).
+        reads_text: The fields of the general text (``EvalConfig.text``: ``source``,
+            ``n_chunks``, ``seq_len``, ``batch_size``) that the suite reads; ``True``: all of them,
+            ``False`` / ``()``: none (stored as a tuple). Only these decide the suite's numbers:
+            the runner refuses a text source no suite reads and warns about text settings no
+            suite reads, and :func:`factlens.compare` pairs folders only when the read fields
+            agree (the linear lens reads ``source`` alone: its chunks are its own settings).
         config_type: The suite's settings, a frozen :class:`~factlens.config.ConfigBase` dataclass
             (or a :class:`~factlens.registry.Ref` to one); ``None``: it has none. The suite reads
             them with ``config.suite_config(name_or_entry)``: the ``EvalConfig`` field of the same
@@ -70,12 +73,18 @@ class Suite:
     requires: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
     config_type: Ref | type | None = None
-    reads_text: bool = False
+    reads_text: bool | tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
         if bad:
             raise ValueError(f"suite {self.name!r} declares unknown inputs {bad}; known: {list(INPUTS)}")
+        known = tuple(f.name for f in dataclass_fields(TextConfig))
+        read = known if self.reads_text is True else () if self.reads_text is False else self.reads_text
+        if isinstance(read, str) or not all(isinstance(n, str) and n in known for n in read):
+            raise ValueError(f"suite {self.name!r}: reads_text must be True, False or a tuple of TextConfig fields "
+                             f"{list(known)}, got {self.reads_text!r}")
+        object.__setattr__(self, "reads_text", tuple(read))
 
     def check(self, given: dict[str, Any]) -> None:
         """Raise if a required input group has no given member (the message says which)."""
@@ -98,7 +107,8 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("side_effects", "SideEffectsConfig", doc="general-text accuracy, loss and KL to the original; MMLU",
              reads_text=True),
     _builtin("relearning", "RelearningConfig",
-             doc="LoRA relearning on half the forget facts, tested on the other half", reads_text=True),
+             doc="LoRA relearning on half the forget facts, tested on the other half",
+             reads_text=("source", "n_chunks", "seq_len")),  # its chunks per step are its own setting
     _builtin("probes", "ProbesConfig", doc="linear probes for the old answer in the latents"),
     _builtin("soft_prompts", "SoftPromptsConfig", doc="adversarial soft prompts that try to bring the old answer back"),
     _builtin("mechanisms", needs=("mask", "mechanisms", "weight_mask", "weight_mask_threshold"),
@@ -111,7 +121,7 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
              doc="the edit's |delta| against the quantization bin of the original weights"),
     _builtin("unrelated_finetune", "UnrelatedFinetuneConfig",
              doc="fine-tuning on retain facts / general text (no forget facts): do the edited facts come back?",
-             reads_text=True),
+             reads_text=("source", "n_chunks", "seq_len")),
     _builtin("direction_ablation", "DirectionAblationConfig", needs=("mask", "edit_result"),
              doc="forget-vs-retain mean-difference direction projected out per layer"),
     _builtin("logit_lens", "LogitLensConfig",
@@ -120,7 +130,7 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
     _builtin("linear_lens", "LinearLensConfig",
              doc="the logit lens through a least-squares map from each layer to the last, fitted to each "
                  "model on general text: reads the middle layers the logit lens is blind to (Din et al. 2023)",
-             reads_text=True),
+             reads_text=("source",)),  # chunks of its own size (LinearLensConfig)
 ), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 
@@ -133,6 +143,18 @@ def text_readers() -> frozenset[str]:
         ['linear_lens', 'relearning', 'side_effects', 'unrelated_finetune']
     """
     return frozenset(s.name for s in SUITES if s.reads_text)
+
+
+def text_fields(suites: Sequence[str]) -> frozenset[str]:
+    """The fields of ``EvalConfig.text`` that any of ``suites`` reads (``Suite.reads_text``).
+
+    Example:
+        >>> sorted(text_fields(["standard", "linear_lens"]))
+        ['source']
+        >>> sorted(text_fields(["side_effects"]))
+        ['batch_size', 'n_chunks', 'seq_len', 'source']
+    """
+    return frozenset(f for s in SUITES if s.name in suites for f in s.reads_text)
 
 
 def suite_function(name: str | Suite) -> Callable[..., SuiteResult]:

@@ -137,15 +137,36 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     unused = [m for m in (config.edit.get_path("methods") or {}) if m not in used]
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
-    covariance = _text_covariance()
-    if ev.get("text") and not set(_text_readers()) & set(config.suites) and not set(covariance) & set(used):
-        out.append(f"eval settings of the general text {sorted(ev['text'])} change nothing: only the "
-                   f"{', '.join(_text_readers())} suites and the key covariance of {', '.join(covariance)} read it")
+    out += _unread_text(ev.get("text") or {}, config.suites, used)
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "
                    "comparisons with flu are not at an equal budget (leave out --param-budget to give them flu's size)")
     return out
+
+
+def _unread_text(text: dict[str, Any], suites: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
+    """A warning for the general-text settings (``eval.text.<field>``) that none of ``suites``
+    reads (``Suite.reads_text``) nor, for ``source``, the key covariance of ``methods``.
+
+    Per field: the linear lens reads ``source`` alone (its chunks are its own settings), so
+    ``text.n_chunks`` in a run whose only text reader is the linear lens changes nothing, and was
+    not reported while the suites were counted as reading the whole text or none of it.
+    """
+    from factlens.evaluation import SUITES, text_fields
+
+    covariance = _text_covariance()
+    read = set(text_fields(suites)) | ({"source"} if set(covariance) & set(methods) else set())
+    unread = sorted(set(text) - read)
+    if not unread:
+        return []
+    if not read:
+        return [f"eval settings of the general text {unread} change nothing: only the "
+                f"{', '.join(_text_readers())} suites and the key covariance of {', '.join(covariance)} read it"]
+    readers = {f: [s.name for s in SUITES if f in s.reads_text] for f in unread}
+    return [f"eval settings of the general text {unread} change nothing in this run: it reads only "
+            f"{sorted(read)} (" + "; ".join(f"text.{f} is read by {', '.join(r) or 'no suite'}"
+                                            for f, r in readers.items()) + ")"]
 
 
 def _unused_task_options(config: "RunConfig") -> list[str]:

@@ -111,6 +111,35 @@ def test_a_text_source_read_only_by_the_linear_lens_is_accepted(tmp_path: Path):
     assert cfg.eval.get_path("text.source") == "wikitext" and "linear_lens" in text_readers()
 
 
+def test_text_settings_the_linear_lens_does_not_read_are_warned(tmp_path: Path):
+    """The linear lens reads the text's source alone (its chunks are its own settings): with it as
+    the only text reader, ``text.n_chunks`` changed nothing and passed without a word (the suites
+    were counted as reading the whole text or none of it)."""
+    cfg = _cfg(tmp_path / "run", eval={"text": {"source": "wikitext", "n_chunks": 4}}, suites=("standard", "linear_lens"))
+    (warning,) = [w for w in unread_settings(cfg) if "general text" in w]
+    assert "['n_chunks']" in warning and "text.n_chunks is read by" in warning and "side_effects" in warning
+    assert "'source'" in warning.split("reads only")[1]  # the source is read: not listed as unread
+    read_all = _cfg(tmp_path / "b", eval={"text": {"source": "wikitext", "n_chunks": 4}},
+                    suites=("linear_lens", "side_effects"))
+    assert not [w for w in unread_settings(read_all) if "general text" in w]
+    # the key covariance of ROME reads the source only, too
+    rome = _cfg(tmp_path / "c", suites=("standard",), methods=("finetune", "rome"),
+                eval={"text": {"source": "wikitext", "seq_len": 16}})
+    (warning,) = [w for w in unread_settings(rome) if "general text" in w]
+    assert "['seq_len']" in warning and "no suite" not in warning
+
+
+def test_a_suite_entry_names_only_text_fields_that_exist():
+    from factlens.evaluation import Suite
+
+    assert Suite("x", print, reads_text=True).reads_text == ("source", "n_chunks", "seq_len", "batch_size")
+    assert Suite("x", print).reads_text == () and Suite("x", print, reads_text=False).reads_text == ()
+    with pytest.raises(ValueError, match=r"reads_text must be True, False or a tuple of TextConfig fields"):
+        Suite("x", print, reads_text=("sources",))
+    with pytest.raises(ValueError, match="reads_text must be"):
+        Suite("x", print, reads_text="source")  # a string, not a tuple of one
+
+
 def test_the_planted_model_refuses_data_for_any_task(tmp_path: Path):
     """A sports task on --model planted ran on the planted facts while run_config.json recorded
     --data (and its sha256) as the data used."""
