@@ -20,8 +20,8 @@ the evaluation itself; at the last layer it is the identity, so the last layer's
 model's output as in the logit lens. Everything else (candidates by first token, the
 cross-fitted layer, the eligibility rule, selectivity, top k) is the logit lens's, with metrics
 named ``linear_lens_*``. ``extra["fit"]`` records each lens's fit: tokens used and, per layer,
-the held-out share of the last layer's residual variance it explains (``r2``, two-fold over the
-chunks) against that of the identity map, the logit lens (``r2_identity``).
+the held-out share of the last layer's residual variance it explains (``r2``, two-fold over the first
+and second half of the chunks) against that of the identity map, the logit lens (``r2_identity``).
 
 Memory: the fit keeps, per read layer, two ``d_model x d_model`` float64 sums per half of the
 text (``32 * d_model**2`` bytes per layer: 13 MB on Gemma 3 270M, 410 MB on a model with
@@ -225,8 +225,10 @@ def fit_linear_lens(model, tokens: torch.Tensor, *, layers: Sequence[int] | None
     Args:
         model: A ``HookedTransformer`` (not changed, no hooks left, not moved).
         tokens: ``[n_chunks, seq_len]`` token ids (e.g. :func:`factlens.data.text.token_chunks`);
-            position 0 is left out when the model prepends BOS. Chunks alternate between two
-            halves for the held-out ``r2``; the maps are fitted on both.
+            position 0 is left out when the model prepends BOS. The first and the second half of
+            the chunks are the two folds of the held-out ``r2`` (contiguous: chunks are consecutive
+            pieces of the text, so alternating ones put neighbours of one passage in both folds);
+            the maps are fitted on both.
         layers: The layers to map (``None``: every layer). The last layer's map is the identity.
         ridge: Ridge penalty on the standardized residual (times each dimension's variance).
         batch_size: Chunks per forward pass.
@@ -252,7 +254,8 @@ def fit_linear_lens(model, tokens: torch.Tensor, *, layers: Sequence[int] | None
     if tokens.shape[1] - start < 1:
         raise ValueError(f"chunks of {tokens.shape[1]} tokens leave no position to fit after BOS")
     d = int(model.cfg.d_model)
-    per_half = tokens.shape[0] // 2 * (tokens.shape[1] - start)  # the odd chunks: the smaller half
+    first = tokens.shape[0] // 2  # chunks [0, first) are one fold, the rest (as many or one more) the other
+    per_half = first * (tokens.shape[1] - start)
     if per_half < d + 1:
         raise ValueError(f"the linear lens would fit {d + 1} coefficients per output on {per_half} text positions per "
                          f"half of the chunks: give more text (a longer --text-source, or more n_chunks / seq_len: at "
@@ -274,8 +277,8 @@ def fit_linear_lens(model, tokens: torch.Tensor, *, layers: Sequence[int] | None
         with torch.no_grad(), model.hooks(fwd_hooks=hooks):
             model(tokens[idx].to(_device(model)), stop_at_layer=last + 1)
         n_tokens += store[last].shape[0] * store[last].shape[1]
-        for half in (0, 1):  # alternate chunks: each half sees every part of the text
-            sel = idx % 2 == half
+        for half in (0, 1):
+            sel = idx < first if half == 0 else idx >= first
             if sel.any():
                 y = store[last][sel].reshape(-1, d)
                 for x in fitted:

@@ -126,8 +126,8 @@ def _lstsq(x, y):
 
 def test_the_fit_is_least_squares_and_its_r2_is_held_out():
     """Without ridge the maps are the least-squares solution with an intercept (a reference solver
-    on the activations); ``r2`` is the share of variance explained on one half of the chunks by the
-    map fitted on the other, averaged over both ways."""
+    on the activations); ``r2`` is the share of variance explained on one half of the chunks (the
+    first six, the last six) by the map fitted on the other, averaged over both ways."""
     from factlens.testing import tiny_model
 
     m = tiny_model()
@@ -140,7 +140,7 @@ def test_the_fit_is_least_squares_and_its_r2_is_held_out():
     np.testing.assert_allclose(lens.bias[0].numpy(), b.float().numpy(), atol=2e-4, rtol=1e-3)
     assert torch.equal(lens.weight[1], torch.eye(m.cfg.d_model)) and lens.r2[1] == 1.0  # the last layer
     held, ident = [], []
-    for fit_rows, test_rows in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
+    for fit_rows, test_rows in ((slice(0, 6), slice(6, None)), (slice(6, None), slice(0, 6))):
         w, b = _lstsq(x[fit_rows], y[fit_rows])
         xt, yt = (t[test_rows].reshape(-1, t.shape[-1]) for t in (x, y))
         sst = float(((yt - yt.mean(0)) ** 2).sum())
@@ -149,6 +149,33 @@ def test_the_fit_is_least_squares_and_its_r2_is_held_out():
     assert lens.r2[0] == pytest.approx(np.mean(held), abs=1e-6)
     assert lens.r2_identity[0] == pytest.approx(np.mean(ident), abs=1e-6)
     assert lens.n_tokens == 12 * 23
+
+
+def test_the_held_out_r2_never_scores_a_chunk_next_to_a_fitted_one():
+    """Chunks are consecutive pieces of the text: the halves alternated, so a passage's
+    neighbouring chunks fell on both sides and the "held-out" r2 scored text the map was fitted
+    on. Here every chunk is followed by a copy of itself (a passage repeated): alternating halves
+    scored the map on the very positions it was fitted on (0.94 here); contiguous halves share
+    no chunk and score it on text it never saw (below 0 here: 33 coefficients on 66 positions
+    overfit)."""
+    from factlens.testing import tiny_model
+
+    m = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    unique = torch.randint(0, m.cfg.d_vocab, (6, 12), generator=g)
+    tokens = unique.repeat_interleave(2, dim=0)  # chunk 2k+1 = chunk 2k
+    lens = fit_linear_lens(m, tokens, layers=[0, 1], ridge=0.0)
+    x, y = _activations(m, tokens, 0)
+    w, b = _lstsq(x[:6], y[:6])  # the first half's fit, scored on the second
+    xt, yt = (t[6:].reshape(-1, t.shape[-1]) for t in (x, y))
+    one_way = 1 - float(((yt - (xt @ w + b)) ** 2).sum()) / float(((yt - yt.mean(0)) ** 2).sum())
+    assert one_way < 0.5 and lens.r2[0] < 0.5  # out of sample: far from the in-sample fit
+    in_sample = fit_linear_lens(m, tokens[torch.tensor([0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11])], layers=[0, 1],
+                                ridge=0.0)  # the old alternating halves, as contiguous ones
+    w, b = _lstsq(x[0::2], y[0::2])
+    xs, ys = (t[0::2].reshape(-1, t.shape[-1]) for t in (x, y))
+    fit_r2 = 1 - float(((ys - (xs @ w + b)) ** 2).sum()) / float(((ys - ys.mean(0)) ** 2).sum())
+    assert in_sample.r2[0] == pytest.approx(fit_r2, abs=1e-6) and fit_r2 > 0.9
 
 
 def test_an_identity_lens_is_the_logit_lens(planted, suppressed, text_config):
