@@ -63,7 +63,8 @@ __all__ = ["AlphaEditConfig", "alphaedit", "alphaedit_update", "null_space_basis
 
 @dataclass(frozen=True)
 class AlphaEditConfig(ValueEditConfig):
-    """Hyper-parameters of :func:`alphaedit` (defaults: the reference's GPT-J / Llama-3-8B settings).
+    """Hyper-parameters of :func:`alphaedit` (defaults: the reference's GPT-J settings; its Llama-3-8B
+    file differs in ``v_lr=0.1``).
 
     Attributes:
         nullspace_threshold: Eigenvalues of the key second moment ``C`` below this (absolute)
