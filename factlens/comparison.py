@@ -432,8 +432,11 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
                            weights=[p.w for p in pairs] if weighted else None, seed=seed, proportion=proportion)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     d = xs - ys
-    w = np.concatenate([p.w / p.w.sum() for p in pairs])  # each seed counts once, its units by their weights
     ok = ~np.isnan(d)
+    # each seed counts once, its units (those with a value on both sides) by their weights: as in
+    # ``paired_diff``; normalized before the NaN units were dropped, a seed with few values counted
+    # less in the test than in ``diff``
+    w = np.concatenate([_seed_weights(p) for p in pairs])
     if weighted or not np.allclose(w[ok], w[ok][0] if ok.any() else 1.0):
         # the sd that makes sd / sqrt(n) the standard error of the mean difference the test weighs:
         # tokens per chunk, and each seed counting once (seeds with different numbers of units)
@@ -451,6 +454,13 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
             "n_units": int(ok.sum()), "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary)}, test
 
 
+def _seed_weights(p) -> np.ndarray:
+    """One seed's unit weights for the test, summing to 1 over the units paired on both sides (0
+    for the others; all 0 when none is)."""
+    w = np.where(np.isnan(p.x - p.y), 0.0, p.w)
+    return w / w.sum() if w.sum() > 0 else w
+
+
 def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> None:
     """Holm across one localization's testable rows; each row's ``mdd`` at the family's first-step level.
 
@@ -463,7 +473,10 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     distinct tests, at most their number. A raw p-value below ``alpha / m`` survives the
     correction whatever the other p-values are, so a true difference of ``mdd`` is marked
     significant with at least the stated power in a family like this one; one of
-    ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be.
+    ``mdd_unadjusted`` (the MDD at ``alpha`` itself) need not be. A row that is not testable
+    would join the count if it differed by that much, so its ``mdd`` is at ``alpha / (m + 1)``
+    (Tarone's ``K`` grows by at most one with one more testable test; at ``alpha / m`` such a
+    row, e.g. one where both sides forget every fact, claimed 0.8 power where it had 0.63).
     """
     from factlens.stats import minimum_detectable_difference, tarone_holm
 
@@ -477,8 +490,9 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     res = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha, same=keys)
     m = res.k
     for i, p, t in zip(fam, res.adjusted, res.testable):
+        level = alpha / max(m if t else m + 1, 1)
         loc_rows[i].update(p_holm=float(p), significant=bool(t and p <= alpha), testable=bool(t), n_tests=m,
-                           mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=alpha / max(m, 1),
+                           mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=level,
                                                             binary=tests[i].binary))
 
 

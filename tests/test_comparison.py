@@ -667,6 +667,53 @@ def test_attack_training_batches_are_compared_forward_pass_sizes_are_not():
         _check_same_setup("a", rec(base), "b", old, 0, fix="")
 
 
+def test_an_untestable_rows_mdd_is_at_the_level_it_would_face_once_testable():
+    """Both sides forget every fact: the row cannot reach the level (p = 1), so it is not in
+    Tarone's count K = 3 of the three continuous rows. Its mdd was computed at alpha / 3, but a
+    difference that large would make it testable and face alpha / 4: the power at the reported
+    mdd was 0.63, not 0.8 (0.51 for 0.57 at 16 facts)."""
+    from factlens.stats import minimum_detectable_difference
+
+    rng = np.random.default_rng(0)
+    ids = [f"f{i}" for i in range(16)]
+    ref = {f"m{j}": rng.uniform(size=16) for j in range(3)}
+    loc = {k: v + rng.normal(0, 0.3, 16) for k, v in ref.items()}
+    ref["forget_accuracy"] = loc["forget_accuracy"] = np.zeros(16)
+    ev = lambda cols: EvalResult({"standard": SuiteResult("standard", tuple(  # noqa: E731
+        Metric.from_samples(k, dict(zip(ids, v))) for k, v in cols.items()))})
+    t = factlens.compare({"flu": [ev(ref)], "x": [ev(loc)]}, reference="flu").set_index("metric")
+    assert t["testable"].tolist() == [True, True, True, False] and (t["n_tests"] == 3).all()
+    row = t.loc["forget_accuracy"]
+    assert row["mdd"] == pytest.approx(minimum_detectable_difference(16, alpha=0.05 / 4, binary=True))
+    assert row["mdd"] > minimum_detectable_difference(16, alpha=0.05 / 3, binary=True)
+    assert t.loc["m0", "mdd"] == pytest.approx(minimum_detectable_difference(
+        16, sd=float(np.std(loc["m0"] - ref["m0"], ddof=1)), alpha=0.05 / 3))  # testable rows: alpha / K
+
+
+def test_a_seed_with_missing_units_counts_once_in_the_test_as_in_the_difference():
+    """Seed 0's eight facts are 0.3 lower, seed 1's two remaining facts 0.3 higher: each seed
+    counting once, the difference is 0 and so is the evidence (p = 1). The test normalized each
+    seed's weights before its NaN units were dropped, so seed 1 counted a quarter as much as in
+    ``diff``, and the test found seed 0's effect (p = 0.109)."""
+    from factlens.stats import sign_flip_test
+
+    rng = np.random.default_rng(0)
+
+    def ev(values, s):
+        m = Metric("p_true", float(np.nanmean(values)), len(values),
+                   samples={f"s{s}f{i}": float(v) for i, v in enumerate(values)})
+        return EvalResult({"standard": SuiteResult("standard", (m,))})
+
+    x0 = rng.uniform(size=8)
+    x1 = rng.uniform(size=8)
+    y0, y1 = x0 + 0.3, x1 - 0.3
+    x1[:6] = np.nan  # a hand-built metric with missing units (stored runs drop NaN)
+    row = factlens.compare({"flu": [ev(y0, 0), ev(y1, 1)], "x": [ev(x0, 0), ev(x1, 1)]}, reference="flu").iloc[0]
+    assert row["diff"] == pytest.approx(0.0, abs=1e-12)
+    d = np.r_[x0 - y0, x1[6:] - y1[6:]]
+    assert row["p_value"] == pytest.approx(sign_flip_test(d, weights=np.r_[[1 / 8] * 8, [1 / 2] * 2])) == 1.0
+
+
 def test_folders_pair_when_only_text_settings_their_suites_do_not_read_differ():
     """The linear lens reads the text's source alone: folders that ran it (and no other text
     reader) with other ``text.n_chunks`` were refused as measured differently; another source

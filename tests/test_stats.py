@@ -140,6 +140,36 @@ def test_sign_flip_counting_equals_enumerating_every_pattern():
         assert sign_flip_test(d) == pytest.approx(_brute_force_sign_flip(d), abs=1e-12), d
 
 
+def test_sign_flip_is_exact_for_accuracies_over_three_prompts_at_128_facts():
+    """Differences of accuracies over three prompts take the sizes 1/3, 2/3 and 1, but in floats
+    ``1/3 - 0`` and ``2/3 - 1/3`` differ in the last bit: one size became two, the exact test's
+    terms grew from 24,480 to 2.3 million and it fell back to random patterns (0.00258 for the
+    exact 0.00243). Sizes equal up to rounding are one size now; the exact p-value is the
+    sign-flip distribution of the integer counts (thirds), summed independently here."""
+    from itertools import product
+
+    from scipy.stats import binom
+
+    from factlens.sign_flip import _n_sign_counts
+
+    rng = np.random.default_rng(7)
+    levels = np.array([0, 1 / 3, 2 / 3, 1.0])
+    x, y = (levels[rng.choice(4, 128, p=p)] for p in ([.1, .2, .3, .4], [.2, .3, .3, .2]))
+    d = (x - y)[x != y]
+    thirds = np.rint(np.abs(d) * 3).astype(int)
+    counts = [int((thirds == k).sum()) for k in (1, 2, 3)]
+    assert _n_sign_counts(d) == math.prod(c + 1 for c in counts)
+    obs = int(np.rint((d * 3).sum()))
+    pmf = [binom.pmf(np.arange(c + 1), c, 0.5) for c in counts]
+    greater = less = 0.0  # P(sum of k * (2 * j - c) over the three sizes >= / <= obs), j ~ Bin(c, 1/2)
+    for js in product(*(range(c + 1) for c in counts)):
+        stat = sum(k * (2 * j - c) for k, j, c in zip((1, 2, 3), js, counts))
+        pr = pmf[0][js[0]] * pmf[1][js[1]] * pmf[2][js[2]]
+        greater += pr * (stat >= obs)
+        less += pr * (stat <= obs)
+    assert sign_flip_test(x - y) == pytest.approx(min(1.0, 2 * min(greater, less)), rel=1e-9)
+
+
 def test_sign_flip_is_exact_and_symmetric_for_many_zero_one_outcomes():
     """40 facts of 0/1 outcomes, 28 better and 12 worse: the exact two-sided sign test, whichever
     evaluation is subtracted. Before, more than 16 differing facts drew 9,999 random sign patterns:
