@@ -26,11 +26,46 @@ import torch
 
 from factlens.files import file_sha256, write_atomic
 
-__all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+__all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "fold_scales", "DEFAULT_MODEL",
+           "EMBEDDED_MODELS"]
 
 DEFAULT_MODEL = "gemma-3-270m"
 EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-3-270m": "google/gemma-3-270m"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the folded norm scales are kept beside the weights (fold_scales)
+_FOLD_ATTR = "_factlens_fold_scales"  # the model attribute that holds them
+_FOLD_KEY = "factlens.fold_scales."  # their keys' prefix in a cached checkpoint
+
+
+def fold_scales(model) -> dict[str, torch.Tensor] | None:
+    """The RMS norm scales TransformerLens folded into the weights after them when ``model`` was
+    loaded (``{"blocks.L.ln1.w": ..., "blocks.L.ln2.w": ...}``, float32 on the CPU), or ``None``
+    when unknown.
+
+    ``fold_ln`` multiplies input dimension ``i`` of ``W_Q/W_K/W_V`` by ``ln1.w[i]`` and of
+    ``W_in/W_gate`` by ``ln2.w[i]`` and drops the norms' weights, so the loaded weights are not
+    the checkpoint's; the quantization attack needs the checkpoint's (bitsandbytes quantizes
+    those and applies the norm at run time). :func:`load_model` records the scales on the CPU
+    float32 route (the embedded default, ``path=``, ``gguf=``); other routes (another device or
+    dtype, LayerNorm models) go through TransformerLens's ``from_pretrained``, which keeps no
+    record, and give ``None``. Copies of the model (``copy.deepcopy``) keep them.
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> fold_scales(tiny_model()) is None  # built, not loaded
+        True
+    """
+    return getattr(model, _FOLD_ATTR, None) or None
+
+
+def _norm_scales(model) -> dict[str, torch.Tensor]:
+    """The weights of the norms that ``fold_ln`` folds into the weights after them (``ln1``, ``ln2``)."""
+    out = {}
+    for i, block in enumerate(model.blocks):
+        for ln in ("ln1", "ln2"):
+            w = getattr(getattr(block, ln, None), "w", None)
+            if isinstance(w, torch.Tensor):
+                out[f"blocks.{i}.{ln}.w"] = w.detach().float().cpu().clone()
+    return out
 
 
 def cache_dir() -> Path:
@@ -270,9 +305,12 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
                                                             device="cpu", dtype=torch.float32, **kwargs)
     del hf_model
     release_memory()  # return the Hugging Face model's freed heap (0.4 GB here) before the folding allocates
+    scales = _norm_scales(model) if steps["fold_ln"] else {}  # fold_ln drops them: kept for the quantization attack
     # center_writing_weights only acts on LayerNorm models, so it is a no-op here, as in from_pretrained
     model.load_and_process_state_dict(model.state_dict(), fold_ln=steps["fold_ln"], center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False)
+    if scales:
+        setattr(model, _FOLD_ATTR, scales)
     # from_pretrained skips centering W_U under a logit soft cap, which centering would change
     # (and for shortformer models, which never take this route)
     center_unembed = steps["center_unembed"] and not softcap_enabled(model.cfg.output_logits_soft_cap)
@@ -404,6 +442,9 @@ def _load_embedded(name: str, *, device, dtype, use_cache: bool, **kwargs):
         model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
         try:
             _load_weights(model, weights, dtype, strict=True)
+            scales = _read_fold_scales(weights)
+            if scales:
+                setattr(model, _FOLD_ATTR, scales)
             return _place(model, device, dtype)
         except StaleCheckpoint as e:  # another TransformerLens wrote it: its missing weights would stay random
             warnings.warn(f"{e}; converting {name} again (the cache is rebuilt)", stacklevel=3)
@@ -430,7 +471,9 @@ def _write_cache(folder: Path, model, tok, readme: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make a shared cache private to its writer
     try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        state.update({_FOLD_KEY + k: v.contiguous() for k, v in (fold_scales(model) or {}).items()})
+        save_file(state, str(tmp / "model.safetensors"))
         tok.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
         (tmp / "README.txt").write_text(readme)
@@ -466,6 +509,14 @@ def _usable_cache(folder: Path, model) -> bool:
             return set(model.state_dict()) <= set(_safetensors_header(f))
     except (OSError, ValueError, struct.error):
         return False
+
+
+def _read_fold_scales(weights: Path) -> dict[str, torch.Tensor]:
+    """The folded norm scales stored beside a cached checkpoint's weights (:func:`fold_scales`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return {k[len(_FOLD_KEY):]: f.get_tensor(k) for k in f.keys() if k.startswith(_FOLD_KEY)}
 
 
 def _safetensors_header(f) -> dict[str, Any]:

@@ -333,3 +333,57 @@ def test_a_damaged_gguf_file_in_the_cache_is_assembled_again(fake_gguf_package):
     target.write_bytes(payload[:100])  # left by a process killed half way (before the fix)
     with pytest.warns(UserWarning, match="partial or damaged copy"):
         assert M.embedded_gguf_path().read_bytes() == payload
+
+
+@pytest.mark.parametrize("scheme", ["int8", "nf4"])
+def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, scheme):
+    """TransformerLens folds each RMS norm's scale into the weights after it (input dimension i of
+    W_Q/W_K/W_V times ln1.w[i], of W_in/W_gate times ln2.w[i]); bitsandbytes quantizes the
+    checkpoint's weights and applies the norm at run time. The quantization attack quantized the
+    folded weights, whose blocks mix the norm's scales (on Gemma 3 270M: the unedited model lost
+    4x the facts under int8). The loader now records the scales, and quantizing the folded model
+    gives the folded quantized checkpoint: the same model bitsandbytes would run."""
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    from factlens.evaluation.quantization import linear_view, norm_scale, quantized_copy, quantized_params
+    from factlens.models import _hf_to_tl, fold_scales
+
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    folded = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32)
+    plain = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32,
+                      fold_ln=False)
+    scales = fold_scales(folded)
+    assert fold_scales(plain) is None and sorted(scales) == [f"blocks.{i}.{n}.w" for i in (0, 1) for n in ("ln1", "ln2")]
+    pf, pp = dict(folded.named_parameters()), dict(plain.named_parameters())
+    qf, info = quantized_copy(folded, scheme)
+    qp, _ = quantized_copy(plain, scheme)
+    qf, qp = dict(qf.named_parameters()), dict(qp.named_parameters())
+    assert info["norm_scales"] == "unfolded"
+    n_scaled = 0
+    for name, _ in quantized_params(folded):
+        s = norm_scale(scales, name)
+        if s is None:  # W_O, W_out: no norm before them
+            assert torch.equal(pf[name], pp[name]) and torch.equal(qf[name], qp[name]), name
+            continue
+        n_scaled += 1
+        # the recorded scale is the one folded in, and the quantized folded weight is the folded quantized one
+        torch.testing.assert_close(linear_view(name, pf[name]), linear_view(name, pp[name]) * s, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(linear_view(name, qf[name]), linear_view(name, qp[name]) * s, rtol=1e-5, atol=1e-6)
+    assert n_scaled == 2 * 5  # W_Q, _W_K, _W_V, W_in, W_gate per layer
+    off, info_off = quantized_copy(folded, scheme, unfold_norms=False)
+    assert info_off["norm_scales"] == "off" and not torch.equal(dict(off.named_parameters())["blocks.0.mlp.W_in"],
+                                                                qf["blocks.0.mlp.W_in"])
+
+
+def test_the_cache_keeps_the_folded_norm_scales(fake_embedded):
+    import factlens.models as M
+
+    src, calls = fake_embedded
+    scales = {"blocks.0.ln1.w": torch.linspace(0.0, 3.0, src.cfg.d_model)}
+    setattr(src, M._FOLD_ATTR, scales)
+    first = M.load_model("gemma-3-270m")  # converted, then cached
+    again = M.load_model("gemma-3-270m")  # from the cache
+    assert len(calls) == 1
+    for m in (first, again):
+        assert list(M.fold_scales(m)) == ["blocks.0.ln1.w"]
+        assert torch.equal(M.fold_scales(m)["blocks.0.ln1.w"], scales["blocks.0.ln1.w"])

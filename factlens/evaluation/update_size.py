@@ -35,7 +35,7 @@ import torch
 
 from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.quantization import (QUANTIZED_WEIGHTS, SCHEMES, _bin_widths, _check_finite, _quantize_codes,
-                                            linear_view)
+                                            linear_view, norm_scale, norm_scales_note)
 from factlens.evaluation.result import Metric, SuiteResult
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UpdateSizeConfig)
@@ -54,6 +54,11 @@ class UpdateSizeConfig(ConfigBase):
             ratios are counted in the first bin).
         log10_max: Upper end (larger ratios go to the last bin).
         n_bins: Histogram bins.
+        unfold_norms: Measure in the checkpoint's weights (the folded norm scales divided out,
+            as the quantization suite quantizes them: its module docstring) where
+            :func:`factlens.models.fold_scales` knows the scales; ``False``: in the loaded
+            weights (before 2026-12-05). Entries whose scale is 0 count as neither below half
+            a bin nor erased.
     """
 
     schemes: tuple[str, ...] = SCHEMES
@@ -61,6 +66,7 @@ class UpdateSizeConfig(ConfigBase):
     log10_min: float = -6.0
     log10_max: float = 2.0
     n_bins: int = 32
+    unfold_norms: bool = True
 
     def __post_init__(self) -> None:
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
@@ -135,7 +141,8 @@ def _full(base: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch
 
 
 def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: np.ndarray,
-                hists: dict[str, dict[str, list[int]]], tot: dict[str, float]) -> dict[str, Any]:
+                hists: dict[str, dict[str, list[int]]], tot: dict[str, float],
+                scale: torch.Tensor | None = None) -> dict[str, Any]:
     comp, short = _label(name)
     old, new = _full(base, d.mask, d.old), _full(base, d.mask, d.new)
     quantized = name.split(".")[0] == "blocks" and short in QUANTIZED_WEIGHTS and base.ndim in (2, 3)
@@ -156,12 +163,20 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
     _check_finite(f"weight {name} (its values after the edit)", m_new)
     m_mask = linear_view(name, d.mask.to(base.device))
     sel = m_mask & (m_new != m_old)
+    lost = torch.zeros_like(sel)  # entries of a zero norm scale: no checkpoint counterpart
+    if scale is not None:  # the checkpoint's weights, as the quantization suite quantizes them
+        sv = scale.to(device=m_old.device, dtype=m_old.dtype)
+        nz = (sv != 0).expand_as(m_old)
+        safe = torch.where(sv != 0, sv, 1)
+        m_old, m_new = torch.where(nz, m_old / safe, 0), torch.where(nz, m_new / safe, 0)
+        lost = ~nz
     dl = (m_new.double() - m_old.double())[sel].abs()
     for s in sc.schemes:
-        ratio = dl / _bin_widths(m_old, s, sc.block_size).double()[sel]
+        ratio = (dl / _bin_widths(m_old, s, sc.block_size).double()[sel]).masked_fill(lost[sel], float("inf"))
         # the same stored code: equal dequantized values were required until 2026-12-04, and an update of
         # every weight moves each block's absmax, so almost nothing counted as erased (0.13 for 1e-5 updates)
-        erased = _quantize_codes(m_old, s, sc.block_size)[sel] == _quantize_codes(m_new, s, sc.block_size)[sel]
+        erased = (_quantize_codes(m_old, s, sc.block_size)[sel] == _quantize_codes(m_new, s, sc.block_size)[sel]
+                  ) & ~lost[sel]
         n = int(sel.sum())
         below, er = int((ratio < 0.5).sum()), int(erased.sum())
         row[f"median_ratio_{s}"] = float(ratio.median()) if n else None
@@ -200,8 +215,12 @@ def update_sizes(edit_result, model=None, *, config: UpdateSizeConfig = UpdateSi
     hists: dict[str, dict[str, list[int]]] = {s: {} for s in config.schemes}
     tot: dict[str, Any] = {"n_changed": 0, "n_masked": 0, **{f"{k}_{s}": 0 for s in config.schemes
                                                               for k in ("below_half", "erased")}}
+    from factlens.models import fold_scales
+
+    scales = fold_scales(model) if config.unfold_norms else None
     with torch.no_grad():
-        table = tuple(_tensor_row(n, params[n], d, config, edges, hists, tot) for n, d in sorted(edit_result.deltas.items()))
+        table = tuple(_tensor_row(n, params[n], d, config, edges, hists, tot, scale=norm_scale(scales, n))
+                      for n, d in sorted(edit_result.deltas.items()))
     for s in config.schemes:
         for k in ("below_half", "erased"):
             tot[f"{k}_{s}"] = tot[f"{k}_{s}"] / tot["n_changed"] if tot["n_changed"] else None
@@ -247,7 +266,8 @@ def run_update_size(model, task, *, original=None, config: EvalConfig | None = N
             v = u.totals[f"{key}_{s}"]
             metrics.append(Metric(name, float("nan") if v is None else float(v), n, "entries", higher_is_better=False))
     extra = {**u.to_dict(), "note": ("fractions of the changed entries of quantized weights; ratio = |delta| / width of "
-                                     "the original weight's bin; 'erased' = same quantized value before and after")}
+                                     "the original weight's bin; 'erased' = same quantized value before and after"),
+             "norm_scales": norm_scales_note(model) if sc.unfold_norms else "off"}
     if n == 0:
         extra["empty_note"] = "the edit changed no entry of a quantized weight: the fractions are undefined (NaN)"
     return SuiteResult("update_size", tuple(metrics), (), extra, time.perf_counter() - t0)

@@ -33,7 +33,9 @@ _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearni
                                       # the attacks' training batches were the shared forward-pass sizes
                                       "relearning.text_batch_size": ("text.batch_size", 4),
                                       "unrelated_finetune.text_batch_size": ("text.batch_size", 4),
-                                      "soft_prompts.batch_size": ("batch_size", 16)}
+                                      "soft_prompts.batch_size": ("batch_size", 16),
+                                      # quantized / measured the loaded weights, norm scales folded in
+                                      "quantization.unfold_norms": False, "update_size.unfold_norms": False}
 #: (A tuple ``(path, default)`` as the value: the setting took the value of that other setting,
 #: ``default`` when the record lacks it too.)
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not
