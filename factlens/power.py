@@ -80,8 +80,10 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
     else:
         from statsmodels.stats.power import TTestPower
 
-        d = float(np.asarray(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                                      alternative="two-sided")).item())
+        # the two-sided power is symmetric in d, and statsmodels' root finder can return the negative
+        # root (-0.402 at n = 96, alpha = 0.05/19), which the max() below turned into an mdd of 0
+        d = abs(float(np.asarray(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                                          alternative="two-sided")).item()))
     return max(d * float(sd), floor)
 
 

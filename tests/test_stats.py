@@ -291,6 +291,22 @@ def test_minimum_detectable_difference_has_the_stated_power_at_holm_levels(n, m)
     assert _within_binomial(rejections, 300, 0.8), rejections
 
 
+@pytest.mark.parametrize("n, m", [(96, 19), (96, 1), (64, 12), (200, 40), (32, 19)])
+def test_minimum_detectable_difference_is_positive_at_every_level(n, m):
+    """statsmodels' solver returned the negative root of the symmetric two-sided power equation
+    at some (n, level) pairs (-0.402 at 96 units and 0.05/19: a three-seed run of 32 facts), and
+    the mdd became max(-0.402 * sd, 0) = 0, "no difference larger than 0.00". The normal
+    approximation (z_{1 - a/2} + z_power) / sqrt(n) is within a few percent of the t-test's d."""
+    from scipy.stats import norm
+
+    from factlens.stats import minimum_detectable_difference
+
+    alpha = 0.05 / m
+    d = minimum_detectable_difference(n, sd=1.0, alpha=alpha, binary=False)
+    approx = (norm.ppf(1 - alpha / 2) + norm.ppf(0.8)) / math.sqrt(n)
+    assert approx <= d <= 1.08 * approx
+
+
 def test_minimum_detectable_difference_without_spread():
     """Binary flips all in one direction: at the MDD the exact test rejects ~80 % of the time."""
     n = 12
