@@ -132,9 +132,10 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     text.write_text("The quick brown fox jumps over the lazy dog near the river bank.\n" * 40)
     out = tmp_path / "run"
     def cfg_with(**forms):
+        old = {"unrelated_finetune": forms, "quantization": {"unfold_norms": False},
+               "update_size": {"unfold_norms": False}} if forms else {}  # settings added since, at their old value
         return _cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
-                    eval={"relearning": {"steps": 2, **forms}, "text": {"source": str(text)},
-                          **({"unrelated_finetune": forms} if forms else {})})
+                    eval={"relearning": {"steps": 2, **forms}, "text": {"source": str(text)}, **old})
 
     cfg, cfg_old_form = cfg_with(), cfg_with(lora_forward="merged")
     first = run_experiment(cfg_old_form, report=False)  # trained as versions before lora_forward did
@@ -151,7 +152,8 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     assert upgrade_stored(stored)["resolved"]["edit"] == cfg.resolved()["edit"]
     # today's default LoRA form differs from the one the folder ran with: refused, with the flags that resume
     with pytest.raises(ConfigMismatchError, match="--eval relearning.lora_forward=merged --eval "
-                                                  "unrelated_finetune.lora_forward=merged"):
+                                                  "unrelated_finetune.lora_forward=merged .*--eval "
+                                                  "quantization.unfold_norms=False --eval update_size.unfold_norms=False"):
         run_experiment(cfg)
     cfg = cfg_old_form
     assert upgrade_stored(stored)["resolved"]["eval"] == cfg.resolved()["eval"]
@@ -160,7 +162,8 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     assert again.ran == () and again.skipped == ("seed0/all_mlps",) and again.report is not None
     now = json.loads(path.read_text())
     assert now["config"]["eval"] == {"relearning": {"steps": 2, "lora_forward": "merged"}, "text": {"source": str(text)},
-                                     "unrelated_finetune": {"lora_forward": "merged"}}
+                                     "unrelated_finetune": {"lora_forward": "merged"},
+                                     "quantization": {"unfold_norms": False}, "update_size": {"unfold_norms": False}}
     assert now["resolved"]["eval"]["relearning"]["steps"] == 2 and "eval.text.source" in now["inputs"]
     # other settings are still refused
     with pytest.raises(Exception, match="relearning"):
