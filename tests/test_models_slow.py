@@ -14,12 +14,20 @@ pytestmark = pytest.mark.slow
 def test_gemma_shape_and_cached_reload(gemma):
     cfg = gemma.cfg
     assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_mlp, cfg.d_vocab) == (18, 4, 1, 640, 2048, 262144)
-    assert (cache_dir() / "gemma-3-270m-tl-v1" / "model.safetensors").exists()
+    from factlens.models import _CACHE_VERSION, fold_scales
+
+    assert (cache_dir() / f"gemma-3-270m-tl-v{_CACHE_VERSION}" / "model.safetensors").exists()
     t = time.time()
     again = factlens.load_model("gemma-3-270m")
     assert time.time() - t < 30
     for (n1, p1), (n2, p2) in zip(gemma.state_dict().items(), again.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
+    # the RMS norm scales folded into W_Q/K/V and W_in/W_gate, kept for the quantization attack
+    scales = fold_scales(gemma)
+    assert sorted(scales) == sorted(f"blocks.{i}.{n}.w" for i in range(18) for n in ("ln1", "ln2"))
+    assert all(torch.equal(v, fold_scales(again)[k]) for k, v in scales.items())
+    s6 = scales["blocks.6.ln2.w"]
+    assert float(s6.min()) < 0.05 * float(s6.max())  # one matrix mixes scales 0 to ~27: why it matters
 
 
 def test_gemma_logits_match_hf(gemma):
