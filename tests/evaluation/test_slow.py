@@ -119,3 +119,29 @@ def test_linear_lens_unedited_gemma(unedited_eval, gemma, shared_data_or_none):
     assert min(r.extra["topk_layers"]) >= 12 and r["linear_lens_forget_accuracy"].value == 1.0
     print(f"\nlinear lens, unedited Gemma: r2 {fit['r2']}, identity {fit['r2_identity']}, true {r.extra['true']}, "
           f"folds {[f['layer'] for f in r.extra['folds']]}, {r.seconds:.1f}s")
+
+
+def test_int8_keeps_the_unedited_gemmas_facts_when_quantized_as_the_checkpoint(unedited_eval, gemma):
+    """Quantizing TransformerLens's folded weights (the RMS norm scales, 0 to ~120 on this model,
+    multiplied into W_Q/K/V and W_in/W_gate) cost the unedited model a quarter to a third of its
+    facts under int8; quantized as the checkpoint (the scales divided out and back) it keeps them,
+    as LLM.int8() does. Measured on 96 Sports-Unlearning facts (results/su-quant-unfold): 94
+    kept, against 68 with the folded weights; on this fixture's 24 facts 24 against 22 (130 s
+    beside another Gemma job, code of 83cbd62)."""
+    from factlens.evaluation.attacks import score_task
+    from factlens.evaluation.config import EvalConfig
+    from factlens.evaluation.quantization import quantized_copy
+
+    task, _ = unedited_eval
+    cfg = EvalConfig()
+    before = score_task(gemma, task, cfg)
+    known = before.accuracy("forget") * len(task.forget) + before.accuracy("maintain") * len(task.maintain)
+    kept = {}
+    for unfold in (True, False):
+        q, info = quantized_copy(gemma, "int8", unfold_norms=unfold)
+        s = score_task(q, task, cfg)
+        kept[unfold] = s.accuracy("forget") * len(task.forget) + s.accuracy("maintain") * len(task.maintain)
+        del q
+    print(f"\nint8 on unedited Gemma: {known:.0f} facts known, {kept[True]:.0f} kept as the checkpoint, "
+          f"{kept[False]:.0f} with the folded weights")
+    assert kept[True] >= known - 1 and kept[False] < kept[True]
