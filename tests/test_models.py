@@ -341,7 +341,7 @@ def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, scheme):
     W_Q/W_K/W_V times ln1.w[i], of W_in/W_gate times ln2.w[i]); bitsandbytes quantizes the
     checkpoint's weights and applies the norm at run time. The quantization attack quantized the
     folded weights, whose blocks mix the norm's scales (on Gemma 3 270M: the unedited model lost
-    4x the facts under int8). The loader now records the scales, and quantizing the folded model
+    28 of 96 Sports-Unlearning facts under int8 instead of 2). The loader now records the scales, and quantizing the folded model
     gives the folded quantized checkpoint: the same model bitsandbytes would run."""
     import transformer_lens.loading_from_pretrained as tl_loading
 
