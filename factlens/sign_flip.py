@@ -137,7 +137,7 @@ def _sizes(wd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p-value."""
     a = np.abs(wd)
     scale = float(a.max(initial=0.0)) or 1.0
-    keys, inverse, counts = np.unique(np.round(a / scale, 12), return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(np.round(a / scale, 12), return_inverse=True, return_counts=True)
     sizes = np.bincount(inverse, weights=a) / counts  # each group's mean size
     return sizes, counts
 

@@ -347,11 +347,17 @@ def quantize_weight(name: str, W: Tensor, scheme: str, *, block_size: int = 64, 
     s = None if scale is None else scale.detach().to(device=M.device, dtype=M.dtype)
     if s is not None and s.shape != (M.shape[1],):
         raise ValueError(f"the norm scale of {name} has shape {tuple(s.shape)}; its input dimension is {M.shape[1]}")
-    U = M if s is None else torch.where(s != 0, M / torch.where(s != 0, s, 1), 0)
+    U = M if s is None else unfold(M, s)
     Q = _bnb_matrix(U, scheme, block_size) if backend == "bitsandbytes" else _quantize_matrix(U, scheme, block_size)
     if s is not None:
         Q = torch.where(s != 0, Q * s, M)
     return from_linear_view(name, Q, W.shape)
+
+
+def unfold(M: Tensor, s: Tensor) -> Tensor:
+    """The checkpoint's ``[out, in]`` matrix of a folded one: ``M / s`` along the input dimension,
+    0 where the scale is 0 (no checkpoint counterpart)."""
+    return torch.where(s != 0, M / torch.where(s != 0, s, 1), 0)
 
 
 #: The norm whose scale TransformerLens folds into each weight's input dimension.
@@ -417,7 +423,6 @@ def quantized_copy(model, scheme: str, *, block_size: int = 64, targets: Sequenc
         True
     """
     from factlens.evaluation.relearning import shared_copy
-
     from factlens.models import fold_scales
 
     _check_scheme(scheme)

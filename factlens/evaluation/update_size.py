@@ -35,7 +35,7 @@ import torch
 
 from factlens.config import ConfigBase, check_numbers
 from factlens.evaluation.quantization import (QUANTIZED_WEIGHTS, SCHEMES, _bin_widths, _check_finite, _quantize_codes,
-                                            linear_view, norm_scale, norm_scales_note)
+                                            linear_view, norm_scale, norm_scales_note, unfold)
 from factlens.evaluation.result import Metric, SuiteResult
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UpdateSizeConfig)
@@ -166,10 +166,8 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
     lost = torch.zeros_like(sel)  # entries of a zero norm scale: no checkpoint counterpart
     if scale is not None:  # the checkpoint's weights, as the quantization suite quantizes them
         sv = scale.to(device=m_old.device, dtype=m_old.dtype)
-        nz = (sv != 0).expand_as(m_old)
-        safe = torch.where(sv != 0, sv, 1)
-        m_old, m_new = torch.where(nz, m_old / safe, 0), torch.where(nz, m_new / safe, 0)
-        lost = ~nz
+        m_old, m_new = unfold(m_old, sv), unfold(m_new, sv)
+        lost = (sv == 0).expand_as(m_old)
     dl = (m_new.double() - m_old.double())[sel].abs()
     for s in sc.schemes:
         ratio = (dl / _bin_widths(m_old, s, sc.block_size).double()[sel]).masked_fill(lost[sel], float("inf"))
