@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-3-270m":
 _CACHE_VERSION = 2  # 2: the folded norm scales are kept beside the weights (fold_scales)
 _FOLD_ATTR = "_factlens_fold_scales"  # the model attribute that holds them
 _FOLD_KEY = "factlens.fold_scales."  # their keys' prefix in a cached checkpoint
+_FOLDED_NORM = re.compile(r"blocks\.\d+\.ln[12]\.w")  # the norms fold_ln folds into the weights after them
 
 
 def fold_scales(model) -> dict[str, torch.Tensor] | None:
@@ -44,10 +46,11 @@ def fold_scales(model) -> dict[str, torch.Tensor] | None:
     ``fold_ln`` multiplies input dimension ``i`` of ``W_Q/W_K/W_V`` by ``ln1.w[i]`` and of
     ``W_in/W_gate`` by ``ln2.w[i]`` and drops the norms' weights, so the loaded weights are not
     the checkpoint's; the quantization attack needs the checkpoint's (bitsandbytes quantizes
-    those and applies the norm at run time). :func:`load_model` records the scales on the CPU
-    float32 route (the embedded default, ``path=``, ``gguf=``); other routes (another device or
-    dtype, LayerNorm models) go through TransformerLens's ``from_pretrained``, which keeps no
-    record, and give ``None``. Copies of the model (``copy.deepcopy``) keep them.
+    those and applies the norm at run time). :func:`load_model` records them on every route that
+    folds RMS norms (Gemma, Llama, Mistral, Qwen...; the embedded default, ``path=``, ``gguf=``,
+    a TransformerLens name on any device and dtype), as the folding read them. LayerNorm models (GPT-2...) give ``None``: their folding also centers the
+    weights, which no scale undoes; so do ``fold_ln=False`` and models built rather than loaded.
+    Copies of the model (``copy.deepcopy``) keep them.
 
     Example:
         >>> from factlens.testing import tiny_model
@@ -242,10 +245,36 @@ def _hooked_transformer():
     return HookedTransformer
 
 
-def _from_hub(name: str, *, device, dtype, **kwargs):
+def _from_pretrained(name: str, **kwargs):
+    """``HookedTransformer.from_pretrained(name, **kwargs)``, keeping the RMS norm scales that its
+    weight processing folds (:func:`fold_scales`).
+
+    ``from_pretrained`` builds the model with ``cls(...)`` and then hands the unprocessed state
+    dict to ``load_and_process_state_dict``; a subclass that reads the norm weights there sees
+    exactly the tensors folded in, in the dtype they were folded in, on every architecture
+    TransformerLens knows, with no extra copy of the weights. The model is then given back its
+    own class, so that the caller gets a plain ``HookedTransformer``.
+    """
     HookedTransformer = _hooked_transformer()
+
+    class _KeepsFoldScales(HookedTransformer):
+        def load_and_process_state_dict(self, state_dict, fold_ln=True, **process):
+            rms = self.cfg.normalization_type in ("RMS", "RMSPre")
+            scales = {k: v.detach().float().cpu().clone() for k, v in state_dict.items()
+                      if rms and fold_ln and _FOLDED_NORM.fullmatch(k)}
+            super().load_and_process_state_dict(state_dict, fold_ln=fold_ln, **process)
+            # recorded only where TransformerLens did fold (it skips models whose checkpoint has no norm weights)
+            if scales and self.cfg.normalization_type == "RMSPre" and not hasattr(self.blocks[0].ln1, "w"):
+                setattr(self, _FOLD_ATTR, scales)
+
+    model = _KeepsFoldScales.from_pretrained(name, **kwargs)
+    model.__class__ = HookedTransformer
+    return model
+
+
+def _from_hub(name: str, *, device, dtype, **kwargs):
     try:
-        model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kwargs)
+        model = _from_pretrained(name, device=device, dtype=dtype, **kwargs)
     except (OSError, ConnectionError) as e:  # hub unreachable, or missing weights
         raise OSError(
             f"could not load {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}).\n"
@@ -298,8 +327,8 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
             and cfg.normalization_type in ("RMS", "RMSPre") and cfg.positional_embedding_type != "shortformer"
             and cfg.original_architecture not in POST_NORM_ARCHITECTURES)
     if not lean:
-        model = HookedTransformer.from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device,
-                                                  dtype=dtype, **steps, **kwargs)
+        model = _from_pretrained(tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype,
+                                 **steps, **kwargs)
         return model.eval()
     model = HookedTransformer.from_pretrained_no_processing(tl_name, hf_model=hf_model, tokenizer=tokenizer,
                                                             device="cpu", dtype=torch.float32, **kwargs)

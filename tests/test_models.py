@@ -375,6 +375,43 @@ def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, scheme):
                                                                 qf["blocks.0.mlp.W_in"])
 
 
+@pytest.mark.parametrize("route", ["path", "hub"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_every_route_that_folds_rms_norms_records_their_scales(monkeypatch, route, dtype):
+    """Models loaded in another dtype or on a GPU go through TransformerLens's ``from_pretrained``,
+    which folds the norms too; it kept no record of their scales, so the quantization attack on
+    ``load_model("gemma-2-9b", device="cuda", dtype=torch.bfloat16)`` quantized folded weights.
+    Now every route records the scales the folding read, and the
+    model the caller gets is a plain HookedTransformer."""
+    import transformer_lens.loading_from_pretrained as tl_loading
+    from transformer_lens import HookedTransformer
+
+    from factlens.models import _from_hub, _hf_to_tl, fold_scales
+
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    lean = fold_scales(_hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32))
+    if route == "path":
+        model = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=dtype)
+    else:
+        model = _from_hub("google/gemma-3-270m", device="cpu", dtype=dtype, hf_model=_tiny_hf("gemma"), tokenizer=None)
+    assert type(model) is HookedTransformer and model.cfg.dtype == dtype
+    scales = fold_scales(model)
+    assert scales is not None and scales.keys() == lean.keys()
+    for k, s in scales.items():
+        # as the folding read them: in the Hugging Face model's dtype (float32 here), up to bfloat16 rounding otherwise
+        assert s.dtype == torch.float32, k
+        tol = 1e-2 if dtype == torch.bfloat16 else 1e-7
+        torch.testing.assert_close(s, lean[k], rtol=tol, atol=tol)
+    # the scales are the ones folded in: the unprocessed model's W_in times ln2's scale
+    plain = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=dtype, fold_ln=False)
+    assert fold_scales(plain) is None
+    w, w0 = model.blocks[1].mlp.W_in.float(), plain.blocks[1].mlp.W_in.float()
+    torch.testing.assert_close(w, w0 * scales["blocks.1.ln2.w"][:, None], rtol=1e-2, atol=1e-2)
+    # LayerNorm models: folding also centers the weights, so no scale is recorded
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    assert fold_scales(_hf_to_tl([_tiny_hf("gpt2")], None, "gpt2", device="cpu", dtype=dtype)) is None
+
+
 def test_the_cache_keeps_the_folded_norm_scales(fake_embedded):
     import factlens.models as M
 

@@ -29,8 +29,8 @@ use on the Hugging Face checkpoint. TransformerLens folds the RMS norms' scales 
 weights after them when it loads a model (``W_Q/W_K/W_V`` take ``ln1``'s, ``W_in/W_gate``
 ``ln2``'s: input dimension ``i`` times ``s_i``), while bitsandbytes quantizes the checkpoint's
 own weights and applies the norm at run time. Where :func:`factlens.models.fold_scales` knows
-the scales (models loaded by :func:`factlens.load_model` on the CPU in float32, the embedded
-default included), the suite quantizes ``Q(W / s) * s``, the folded view of what bitsandbytes
+the scales (RMS-norm models loaded by :func:`factlens.load_model`, on any device and in any
+dtype), the suite quantizes ``Q(W / s) * s``, the folded view of what bitsandbytes
 computes; entries whose scale is 0 have no checkpoint counterpart and are kept as they are.
 Without the scales (``extra["norm_scales"]`` says so) the folded weights themselves are
 quantized, which on Gemma 3 270M cost the unedited model 28 of 96 Sports-Unlearning facts under
@@ -392,7 +392,8 @@ def norm_scales_note(model) -> str:
     if str(getattr(model.cfg, "normalization_type", None)) not in ("RMSPre", "LNPre"):
         return "none folded"
     return ("folded weights quantized: the model's norms are folded into its weights and their scales were not "
-            "recorded (load it with factlens.load_model on the CPU in float32), so blocks mix the norm's scales in")
+            "recorded (load it with factlens.load_model; LayerNorm models cannot be unfolded), so blocks mix the "
+            "norm's scales in")
 
 
 def quantized_params(model, targets: Sequence[str] = QUANTIZED_WEIGHTS) -> Iterator[tuple[str, nn.Parameter]]:
