@@ -429,7 +429,7 @@ class RunDir:
             diff += [f"resolved {k}: {d}" for k in ("edit", "eval") for d in _diff(ran[0].get(k, {}), ran[1].get(k, {}))
                      if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
             diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
-            flags += added_eval_flags(a.get("eval") or {}, b.get("eval") or {})
+            flags += added_eval_flags(ran[0].get("eval") or {}, ran[1].get("eval") or {})
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
