@@ -52,6 +52,7 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
 
     seeds = set(config.get("seeds") or ())
     first: tuple[Path, dict, dict] | None = None
+    _check_places(runs, files)
     for r, f in zip(runs, files):
         if seeds and r["seed"] not in seeds:
             raise RunFileError(f"{f}: seed {r['seed']} is not one of this folder's seeds {sorted(seeds)} "
@@ -79,6 +80,26 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
 
 
 _FOREIGN = "a run file from another folder? Move it out (or compare the folders with factlens compare DIR1 DIR2)"
+
+
+def _check_places(runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:
+    """Each unit of each seed once, at the path the runner writes it (``runs/seed<S>/<unit>.json``).
+
+    A copy (``flu (copy).json``) or a record filed under another seed was read as one more run:
+    Table 1 averaged it in (the FLU's seed 0 counted twice) while its intervals, keyed by seed,
+    did not, so the mean sat beside another sample's interval.
+    """
+    seen: dict[tuple[Any, Any], Path] = {}
+    for r, f in zip(runs, files):
+        seed, unit = r["seed"], r["localization"]
+        if f.parent.name != f"seed{seed}" or f.stem != str(unit):
+            raise RunFileError(f"{f}: this record is the run of {unit!r} at seed {seed}, which the runner writes to "
+                               f"runs/seed{seed}/{unit}.json: a copied or renamed file? Move it out of runs/ "
+                               "(or back to that name)")
+        key = (seed, unit)
+        if key in seen:  # (two spellings of one path, e.g. a case-insensitive file system)
+            raise RunFileError(f"{seen[key]} and {f} are both the run of {unit!r} at seed {seed}: move one out of runs/")
+        seen[key] = f
 
 
 def _check_unit(config: Mapping[str, Any], r: Mapping[str, Any], f: Path) -> None:

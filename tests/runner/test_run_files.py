@@ -41,6 +41,20 @@ def test_a_run_file_of_a_seed_the_folder_never_ran_is_refused(copy_of_run: Path)
         load_run_dir(copy_of_run)
 
 
+@pytest.mark.parametrize("name", ["flu (copy).json", "renamed.json"])
+def test_a_copied_or_renamed_run_file_is_refused(copy_of_run: Path, name: str):
+    """A copy of seed 0's FLU record beside it was read as one more run: Table 1 averaged it in
+    (seed 0 counted twice) while the intervals, keyed by seed, did not."""
+    src = copy_of_run / "runs" / "seed0" / "flu.json"
+    shutil.copy(src, src.with_name(name))
+    with pytest.raises(ValueError, match=r"run of 'flu' at seed 0, which the runner writes to runs/seed0/flu\.json"):
+        load_run_dir(copy_of_run)
+    if name == "renamed.json":  # moved rather than copied: still not where the runner put it
+        src.unlink()
+        with pytest.raises(ValueError, match="a copied or renamed file"):
+            load_run_dir(copy_of_run)
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda r: r["edit"]["config"].update(lr=0.1), "edited with different settings.*lr"),
     (lambda r: r.update(param_budget=30000), "different parameter budgets.*30,000"),
