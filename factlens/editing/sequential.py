@@ -66,7 +66,18 @@ class SequentialEditResult:
 
     @property
     def n_params_trained(self) -> int:
-        return sum(r.n_params_trained for r in self.results)
+        """Distinct parameter entries the edits let change: an entry that several chunks trained
+        (one mask for every chunk, as in the paper) counts once. (The sum over edits counted it
+        once per chunk: four chunks with one mask gave four times the mask's size.) Each edit's
+        own count is its result's ``n_params_trained``."""
+        import torch
+
+        union: dict[str, torch.Tensor] = {}
+        for r in self.results:
+            for n, d in r.deltas.items():
+                m = d.mask.cpu()
+                union[n] = (union[n] if n in union else torch.zeros(m.shape, dtype=torch.bool)) | m
+        return int(sum(int(m.sum()) for m in union.values()))
 
     def delta_norm(self) -> float:
         """L2 norm of the total weight change (the model now vs. before the first edit)."""

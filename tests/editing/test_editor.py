@@ -526,6 +526,10 @@ def test_sequential_masks_and_revert(planted):
     masks = [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])]
     res = edit_sequential(model, masks, t, config=cfg, inplace=True)
     assert len(res) == 2 and res.masks == masks and res.model is model and res.delta_norm() > 0
+    # distinct entries: the two masks are disjoint, so their sum; one mask for both chunks counts once (was twice)
+    assert res.n_params_trained == masks[0].n_params(model) + masks[1].n_params(model)
+    same = edit_sequential(planted.model, masks[0], t, config=cfg)
+    assert same.n_params_trained == masks[0].n_params(model) == same.results[0].n_params_trained
     assert len(res.history) == 4 and {h["edit"] for h in res.history} == {0, 1}
     res.revert()
     assert_unchanged(model, before)
