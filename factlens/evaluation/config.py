@@ -152,11 +152,11 @@ class EvalConfig(ConfigBase):
         True
         >>> cfg.override({"relearning.lr": 1e-3}).relearning  # doctest: +NORMALIZE_WHITESPACE
         RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, text_batch_size=4, both_halves=True, checkpoint=True,
-        lora_forward='factored')
+        lora_forward='factored', retain_avoids_subjects=True)
         >>> EvalConfig.from_dict({"relearning": {"stepz": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps', 'text_batch_size']
+        ValueError: unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning); valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'retain_avoids_subjects', 'steps', 'text_batch_size']
     """
 
     _renamed = RENAMED

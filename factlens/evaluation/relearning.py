@@ -83,10 +83,18 @@ class RelearningConfig(ConfigBase):
             memory and time of both are in docs/performance.md. Models whose blocks the
             factored hooks cannot reach (see :mod:`factlens.evaluation.lora_factored`) need
             ``"merged"``.
+        retain_avoids_subjects: Leave out of the retain loss the retain facts about a forget or
+            maintain fact's subject, as the general-text passages naming one are left out (and
+            as the unrelated fine-tuning attack does): "The official language of Italy is"
+            trained beside a held-out "The capital of Italy is" can teach the held-out fact
+            back, which the attack would count as recovered. (On sports tasks no retain fact
+            shares a subject; CounterFact's 16-fact task kept 12 of 63.) Run folders written
+            before 2026-12-05 resume with ``False``, as those versions trained.
 
     Example:
-        >>> RelearningConfig(steps=10).replace(lr=1e-3)
-        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, text_batch_size=4, both_halves=True, checkpoint=True, lora_forward='factored')
+        >>> RelearningConfig(steps=10).replace(lr=1e-3)  # doctest: +NORMALIZE_WHITESPACE
+        RelearningConfig(steps=10, rank=512, lr=0.001, batch_size=8, text_batch_size=4, both_halves=True,
+                         checkpoint=True, lora_forward='factored', retain_avoids_subjects=True)
     """
 
     steps: int = 20
@@ -97,6 +105,7 @@ class RelearningConfig(ConfigBase):
     both_halves: bool = True
     checkpoint: bool = True
     lora_forward: str = "factored"
+    retain_avoids_subjects: bool = True
 
     def __post_init__(self) -> None:
         from factlens.evaluation.lora import LORA_FORWARDS
@@ -438,9 +447,14 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
     held: dict[str, PromptScores] = {}
     controls: dict[str, PromptScores] = {}
     attacks = []
+    scored = (*task.forget, *task.maintain)
+    avoid = [r.subject for r in scored]
+    retain = task.retain
+    if config.relearning.retain_avoids_subjects:
+        ids, subjects = {r.id for r in scored}, set(avoid)
+        retain = task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
     for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
-        avoid = [r.subject for r in (*task.forget, *task.maintain)]
-        rel = relearn(model, facts[train], retain=task.retain, config=config, avoid_subjects=avoid)
+        rel = relearn(model, facts[train], retain=retain, config=config, avoid_subjects=avoid)
         try:
             with parametrize.cached():
                 trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
@@ -452,7 +466,8 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
         attacks.append({"train": train, "held_out": out, "history": list(rel.history), "train_seconds": rel.seconds,
                         "lora_delta_norm": rel.meta["delta_norm"], "n_lora_params": rel.meta["n_lora_params"],
                         "n_train_facts": len(facts[train]), "sft": rel.sft_kind,
-                        "n_dropped_passages": rel.meta["n_dropped_passages"]})
+                        "n_dropped_passages": rel.meta["n_dropped_passages"], "n_retain": len(retain),
+                        "n_dropped_retain": len(task.retain) - len(retain)})
         del rel  # drop the relearned copy before the next attack
     return trained, held, controls, attacks
 

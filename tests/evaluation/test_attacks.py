@@ -14,6 +14,7 @@ from factlens.stats import wilson_interval
 import torch
 
 from factlens.components import Mask, ModelShape, project_out_hook, resid_hook
+from factlens.data.records import FactDataset
 from factlens.editing import EditConfig, EditResult, ParamDelta
 from factlens.evaluation import evaluate
 from factlens.evaluation.attacks import TaskScores, attack_damage, score_task
@@ -950,6 +951,30 @@ def test_relearning_text_leaves_out_passages_that_name_an_evaluated_subject(tmp_
     only.write_text(lines[0] + "\n")
     with pytest.raises(ValueError, match="names a subject of the evaluated facts"):
         run_relearning(copy.deepcopy(p.model), p.task, original=p.model, config=cfg.replace(text={"source": str(only)}))
+
+
+def test_relearning_retain_loss_leaves_out_facts_about_an_evaluated_subject(monkeypatch):
+    """A retain fact about a held-out forget fact's subject ("The official language of Italy" beside
+    "The capital of Italy") trained in the retain loss could teach the held-out fact back; the
+    general-text passages naming one were dropped, the retain facts were not (the unrelated
+    fine-tuning attack did drop them). Older folders resume with the old behaviour."""
+    from dataclasses import replace
+
+    import factlens.evaluation.relearning as R
+
+    p = planted_fact_model()
+    about = replace(p.task.retain[0], subject=p.task.forget[1].subject, id="about-forget")
+    task = replace(p.task, retain=p.task.retain.concat(FactDataset([about])))
+    seen = []
+    real = R.relearn
+    monkeypatch.setattr(R, "relearn", lambda *a, retain, **k: seen.append({r.id for r in retain}) or real(*a, retain=retain, **k))
+    cfg = EvalConfig(relearning={"steps": 1, "rank": 2, "both_halves": False}, text={"n_chunks": 2, "seq_len": 8})
+    rl = R.run_relearning(copy.deepcopy(p.model), task, original=p.model, config=cfg)
+    assert "about-forget" not in seen[-1] and len(seen[-1]) == len(p.task.retain)
+    assert [(a["n_retain"], a["n_dropped_retain"]) for a in rl.extra["attacks"]] == [(len(p.task.retain), 1)]
+    R.run_relearning(copy.deepcopy(p.model), task, original=p.model,
+                     config=cfg.override({"relearning.retain_avoids_subjects": False}))
+    assert "about-forget" in seen[-1]
 
 
 def test_soft_prompt_scores_refuse_non_finite_log_probabilities():

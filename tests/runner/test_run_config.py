@@ -50,7 +50,8 @@ def test_bad_overrides_fail_when_the_run_config_is_made():
         _cfg(eval={"relearning": {"stepz": 3}})
     msg = str(e.value)
     assert "unknown RelearningConfig fields ['stepz'] (in EvalConfig.relearning)" in msg
-    assert "valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', 'steps', 'text_batch_size']" in msg
+    assert ("valid fields: ['batch_size', 'both_halves', 'checkpoint', 'lora_forward', 'lr', 'rank', "
+            "'retain_avoids_subjects', 'steps', 'text_batch_size']") in msg
     with pytest.raises(ValueError, match=r"eval option relearning.steps='3' has the wrong type \(str\)"):
         _cfg(eval={"relearning.steps": "3"})
     with pytest.raises(ValueError, match="unknown EditConfig fields"):
@@ -135,7 +136,7 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
         return _cfg(out=str(out), suites=("standard", "relearning"), edit={"steps": 1},
                     eval={"relearning": {"steps": 2, **forms}, "text": {"source": str(text)}})
 
-    cfg, cfg_old_form = cfg_with(), cfg_with(lora_forward="merged")
+    cfg, cfg_old_form = cfg_with(), cfg_with(lora_forward="merged", retain_avoids_subjects=False)
     first = run_experiment(cfg_old_form, report=False)  # trained as versions before lora_forward did
     assert first.ran == ("seed0/all_mlps",)
     # rewrite run_config.json as an older version wrote it: flat eval keys, old input labels
@@ -150,7 +151,8 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     assert upgrade_stored(stored)["resolved"]["edit"] == cfg.resolved()["edit"]
     # today's default LoRA form differs from the one the folder ran with: refused, with the flags that resume;
     # settings added since to suites the run does not run decide nothing and are not asked for (they were)
-    with pytest.raises(ConfigMismatchError, match="pass --eval relearning.lora_forward=merged \\(") as refused:
+    with pytest.raises(ConfigMismatchError, match="pass --eval relearning.lora_forward=merged "
+                                                  "--eval relearning.retain_avoids_subjects=False \\(") as refused:
         run_experiment(cfg)
     assert "unrelated_finetune" not in str(refused.value) and "unfold_norms" not in str(refused.value)
     cfg = cfg_old_form
@@ -161,7 +163,8 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     again = run_experiment(cfg)  # same settings, written the old way: resumes, nothing reruns
     assert again.ran == () and again.skipped == ("seed0/all_mlps",) and again.report is not None
     now = json.loads(path.read_text())
-    assert now["config"]["eval"] == {"relearning": {"steps": 2, "lora_forward": "merged"}, "text": {"source": str(text)}}
+    assert now["config"]["eval"] == {"relearning": {"steps": 2, "lora_forward": "merged", "retain_avoids_subjects": False},
+                                     "text": {"source": str(text)}}
     assert now["resolved"]["eval"]["relearning"]["steps"] == 2 and "eval.text.source" in now["inputs"]
     # other settings are still refused
     with pytest.raises(Exception, match="relearning"):
@@ -177,7 +180,8 @@ def test_upgrade_fills_added_settings_with_their_old_behaviour():
     assert upgrade_stored(old)["resolved"]["eval"]["relearning"]["both_halves"] is False
     flat = {"resolved": {"eval": {"relearn_steps": 2}}}
     assert upgrade_stored(flat)["resolved"]["eval"]["relearning"] == {**RelearningConfig(steps=2).to_dict(),
-                                                                        "both_halves": False, "lora_forward": "merged"}
+                                                                        "both_halves": False, "lora_forward": "merged",
+                                                                        "retain_avoids_subjects": False}
     # the attacks' chunks / facts per step were the shared forward-pass sizes: the folder's own values
     up = upgrade_stored({"resolved": {"eval": {"batch_size": 4, "text": {"batch_size": 2}, "relearning": {"steps": 2}}}})
     ev = up["resolved"]["eval"]
