@@ -32,6 +32,8 @@ __all__ = ["load_texts", "token_chunks", "passages_without", "BUILTIN_TEXT"]
 
 #: Name of the built-in general-text file inside ``factlens/data/builtin``.
 BUILTIN_TEXT = "general_text.txt"
+#: Built-in passages that no factlens trainer reads (see :func:`load_texts`'s ``held_out``).
+HELD_OUT_TEXT = "general_text_held_out.txt"
 
 _HEADING = re.compile(r"^\s*=+\s.*\s=+\s*$")
 # WikiText's tokenized form: " @-@ " inside words and numbers, spaces before punctuation
@@ -39,11 +41,11 @@ _WIKI_FIXES = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" ,", ","), (" .
                (" :", ":"), (" 's", "'s"), (" )", ")"), ("( ", "("))
 
 
-def _builtin_lines() -> list[str]:
+def _builtin_lines(name: str = BUILTIN_TEXT) -> list[str]:
     try:
-        text = resources.files("factlens.data").joinpath("builtin", BUILTIN_TEXT).read_text(encoding="utf-8")
+        text = resources.files("factlens.data").joinpath("builtin", name).read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError, TypeError):  # pragma: no cover - source checkout fallback
-        text = (Path(__file__).resolve().parent / "builtin" / BUILTIN_TEXT).read_text(encoding="utf-8")
+        text = (Path(__file__).resolve().parent / "builtin" / name).read_text(encoding="utf-8")
     return [l.strip() for l in text.splitlines() if l.strip()]
 
 
@@ -84,16 +86,21 @@ def _dataset_lines(source: str) -> list[str]:
     return [_clean_wiki(t) for t in ds["text"] if t and t.strip() and not _HEADING.match(t)]
 
 
-def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0) -> list[str]:
+def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0, held_out: bool = False) -> list[str]:
     """Passages of general text.
 
     Args:
-        source: ``None`` for the built-in general English text; a local text file (one
+        source: ``None`` for the built-in general English text (what the editor's KL term,
+            ROME/MEMIT's covariance and the attacks read by default); a local text file (one
             passage per line; blank lines and WikiText ``" = Heading = "`` lines are
             dropped and WikiText's ``" @-@ "`` escapes undone); or a Hugging Face dataset
             ``"name"`` / ``"name:config"`` with a ``text`` column (needs the Hub).
         n: Keep ``n`` passages chosen at random (seeded; original order kept). ``None``: all.
         seed: Seed of that choice.
+        held_out: With ``source=None``, the built-in passages that nothing in factlens trains
+            on (48 passages, about 1,600 Gemma 3 tokens; :data:`HELD_OUT_TEXT`): the side
+            effects of an edit are measured there, not on the text its KL term was trained
+            to keep.
 
     Returns:
         The passages (non-empty strings).
@@ -107,8 +114,11 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
         >>> len(texts) >= 80 and all(t.strip() for t in texts)
         True
     """
+    if held_out and source is not None:
+        raise ValueError(f"held_out=True selects the built-in held-out text; it cannot be combined with source={source!r} "
+                         "(give source=None, or drop held_out)")
     if source is None:
-        lines = _builtin_lines()
+        lines = _builtin_lines(HELD_OUT_TEXT if held_out else BUILTIN_TEXT)
     else:
         p = Path(source).expanduser()
         if p.is_file():

@@ -51,11 +51,18 @@ class SideEffectsConfig(ConfigBase):
             source (with the dev split at most 4: it has 5 questions per subject; the
             number each prompt got is in ``extra["mmlu_shots_used"]``, and fewer than asked
             for warns).
+        held_out_text: With ``EvalConfig.text.source=None``, measure on the built-in passages
+            nothing trains on (:func:`~factlens.data.text.load_texts` ``held_out=True``)
+            instead of the built-in text the editor's KL term is trained to keep by default
+            (with both at their defaults, every passage of the 16 chunks was among those of
+            the editor's 32 training chunks on Gemma 3 270M, which understates the damage). Run folders written before 2026-12-05
+            resume with ``False``, as those versions measured.
     """
 
     mmlu_source: str | None = None
     n_mmlu: int | None = 57
     mmlu_n_shots: int = 0
+    held_out_text: bool = True
 
     def __post_init__(self) -> None:
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
@@ -68,16 +75,18 @@ class SideEffectsConfig(ConfigBase):
 
 
 def text_chunks(model, config: EvalConfig) -> torch.Tensor:
-    """The general-text chunks of ``config.text`` (seeded sample of passages, then cut)."""
+    """The general-text chunks of ``config.text`` (seeded sample of passages, then cut); with
+    the built-in text, its held-out passages (``SideEffectsConfig.held_out_text``)."""
     text = config.text
     n = text.n_chunks
-    texts = load_texts(text.source, n=max(4 * n, 32), seed=config.seed)
+    held_out = text.source is None and config.side_effects.held_out_text
+    texts = load_texts(text.source, n=max(4 * n, 32), seed=config.seed, held_out=held_out)
     try:
         chunks = token_chunks(model, texts, seq_len=text.seq_len, n_chunks=n)
     except ValueError:
         chunks = None
     if chunks is None or chunks.shape[0] < n:  # short passages: use all the text
-        chunks = token_chunks(model, load_texts(text.source), seq_len=text.seq_len, n_chunks=n)
+        chunks = token_chunks(model, load_texts(text.source, held_out=held_out), seq_len=text.seq_len, n_chunks=n)
     return chunks
 
 
@@ -247,7 +256,8 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig | No
     config = or_default(config)
     t0 = time.perf_counter()
     metrics: list[Metric] = []
-    extra: dict[str, Any] = {"text_source": config.text.source or "builtin"}
+    held_out = config.text.source is None and config.side_effects.held_out_text
+    extra: dict[str, Any] = {"text_source": config.text.source or ("builtin (held out)" if held_out else "builtin")}
 
     chunks = text_chunks(model, config)
     rows = text_metrics(model, chunks, original=original, batch_size=config.text.batch_size, baselines=baselines)

@@ -138,6 +138,7 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
     out += _unread_text(ev.get("text") or {}, config.suites, used)
+    out += _side_effects_on_trained_text(config)
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
     if config.param_budget is not None and "flu" in config.localizations and budgeted:
         out.append(f"param_budget={config.param_budget:,} sizes {budgeted}; flu keeps its own mask and size, so their "
@@ -167,6 +168,29 @@ def _unread_text(text: dict[str, Any], suites: tuple[str, ...], methods: tuple[s
     return [f"eval settings of the general text {unread} change nothing in this run: it reads only "
             f"{sorted(read)} (" + "; ".join(f"text.{f} is read by {', '.join(r) or 'no suite'}"
                                             for f, r in readers.items()) + ")"]
+
+
+def _side_effects_on_trained_text(config: "RunConfig") -> list[str]:
+    """The side effects measured on the text the editor's KL/SFT term trains on (one file given as
+    both ``edit.sft_source`` and ``eval.text.source``): the damage there is what the edit was told
+    to avoid, so it understates the damage elsewhere. (With neither given, the suite reads
+    built-in passages nothing trains on: ``SideEffectsConfig.held_out_text``.)"""
+    from pathlib import Path
+
+    if "side_effects" not in config.suites:
+        return []
+    edit_text, eval_text = config.edit.get_path("sft_source"), config.eval.get_path("text.source")
+    if edit_text is None or eval_text is None:
+        return []
+    same = str(edit_text) == str(eval_text)
+    a, b = Path(str(edit_text)).expanduser(), Path(str(eval_text)).expanduser()
+    if not same and a.is_file() and b.is_file():
+        same = a.resolve() == b.resolve()
+    if not same:
+        return []
+    return [f"eval.text.source and edit.sft_source are both {str(eval_text)!r}: the side_effects suite measures general "
+            "text where the editor's KL term trained the edit to keep it (its chunks can be the editor's own), which "
+            "understates the damage; give the evaluation another text (e.g. a held-out split)"]
 
 
 def _unused_task_options(config: "RunConfig") -> list[str]:

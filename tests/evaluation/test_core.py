@@ -13,6 +13,7 @@ from factlens.data import counterfact, sports_facts
 from factlens.data.formats import format_prompts
 from factlens.data.known import prompt_chance
 from factlens.data.mmlu import MMLUQuestion, load_mmlu, mmlu_accuracy, mmlu_prompt
+from factlens.editing import EditConfig
 from factlens.evaluation import SUITES, EvalConfig, EvalResult, evaluate, suite_function
 from factlens.evaluation.formats import FormatsConfig, run_formats
 from factlens.evaluation.side_effects import SideEffectsConfig, run_side_effects
@@ -512,3 +513,39 @@ def test_a_formats_at_chance_flag_uses_the_chance_of_all_prompts_together():
     _, flag = _format_baselines("mcq", {"forget": (fi, None, scores(fi, hits // 3)),
                                         "maintain": (mi, None, scores(mi, hits - hits // 3))})
     assert flag is False
+
+
+def test_side_effects_on_the_builtin_text_are_measured_on_text_the_editor_never_trained_on():
+    """With the defaults (no text source for the editor's KL term nor for the evaluation) every
+    side-effects chunk lay inside the editor's 32 training chunks of the built-in text, so the
+    damage was measured on text the edit was trained to keep. Now the suite reads built-in
+    passages nothing trains on; older folders resume with the shared text."""
+    import torch
+
+    from factlens.data.text import load_texts, token_chunks
+    from factlens.editing.sampling import GeneralText
+    from factlens.evaluation.side_effects import text_chunks
+
+    tiny = tiny_model()
+    held, train = load_texts(None, held_out=True), load_texts(None)
+    assert len(held) == 48 and not set(held) & set(train)
+    edit_cfg = EditConfig()
+    trained = GeneralText.prepare(tiny, source=edit_cfg.sft_source, seq_len=edit_cfg.sft_seq_len,
+                                  n_chunks=edit_cfg.n_sft_chunks, n_positions=None, batch_size=None,
+                                  gen=torch.Generator().manual_seed(0), cache_bytes=0).tokens
+    stream = trained[:, 1:].reshape(-1).tolist()  # the editor's training text, BOS dropped
+    seen = {tuple(stream[i:i + 12]) for i in range(len(stream) - 11)}
+    cfg = EvalConfig(text={"n_chunks": 4})
+
+    def inside(chunks):  # share of the chunks' 12-token pieces that occur in the editor's training text
+        pieces = [tuple(c[i:i + 12]) for c in chunks[:, 1:].tolist() for i in range(len(c) - 11)]
+        return sum(p in seen for p in pieces) / len(pieces)
+
+    assert inside(text_chunks(tiny, cfg)) < 0.1  # (the tiny tokenizer's runs of unknown-word ids match by chance)
+    assert inside(text_chunks(tiny, cfg.override({"side_effects.held_out_text": False}))) > 0.8  # as before
+    r = run_side_effects(tiny, original=tiny, config=cfg)
+    assert r.extra["text_source"] == "builtin (held out)"
+    with pytest.raises(ValueError, match="held_out=True selects the built-in held-out text"):
+        load_texts("wikitext", held_out=True)
+    assert torch.equal(text_chunks(tiny, cfg), token_chunks(tiny, load_texts(None, n=32, seed=0, held_out=True),
+                                                            seq_len=cfg.text.seq_len, n_chunks=4))

@@ -111,6 +111,22 @@ def test_a_text_source_read_only_by_the_linear_lens_is_accepted(tmp_path: Path):
     assert cfg.eval.get_path("text.source") == "wikitext" and "linear_lens" in text_readers()
 
 
+def test_side_effects_on_the_editors_own_text_are_warned(tmp_path: Path):
+    """One file as the editor's KL text and the evaluation's general text: the side effects were
+    measured where the edit was trained to keep the text, without a word."""
+    text = tmp_path / "general.txt"
+    text.write_text("A passage of general text.\n" * 40)
+    both = _cfg(tmp_path / "run", suites=("standard", "side_effects"), edit={"sft_source": str(text)},
+                eval={"text": {"source": str(tmp_path / "." / "general.txt")}})
+    (warning,) = [w for w in unread_settings(both) if "edit.sft_source" in w]
+    assert "understates the damage" in warning
+    other = _cfg(tmp_path / "b", suites=("standard", "side_effects"), edit={"sft_source": str(text)},
+                 eval={"text": {"source": "wikitext"}})
+    no_suite = _cfg(tmp_path / "c", suites=("standard", "relearning"), edit={"sft_source": str(text)},
+                    eval={"text": {"source": str(text)}})
+    assert not [w for c in (other, no_suite) for w in unread_settings(c) if "edit.sft_source" in w]
+
+
 def test_text_settings_the_linear_lens_does_not_read_are_warned(tmp_path: Path):
     """The linear lens reads the text's source alone (its chunks are its own settings): with it as
     the only text reader, ``text.n_chunks`` changed nothing and passed without a word (the suites
