@@ -59,7 +59,7 @@ def test_nested_round_trip_through_json():
                          direction_ablation=DirectionAblationConfig(layers=(1,)))
     d = json.loads(json.dumps(cfg.to_dict()))
     assert d["relearning"] == {"steps": 5, "rank": 8, "lr": 1e-3, "batch_size": 4, "text_batch_size": 4, "both_halves": True, "checkpoint": True,
-                                "lora_forward": "factored"}
+                                "lora_forward": "factored", "retain_avoids_subjects": True}
     assert d["quantization"]["schemes"] == ["nf4"] and d["probes"]["layers"] == [1, 2]
     back = EvalConfig.from_dict(d)
     assert back == cfg and hash(back) == hash(cfg)
