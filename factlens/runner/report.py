@@ -189,9 +189,13 @@ def table1_rows(runs: Sequence[dict], *, reference: str = "flu") -> tuple[list[t
 
 
 def _fmt(cell: dict | None) -> tuple[str, str]:
+    if cell is not None and cell.get("varies"):
+        return "per localization", ""
     if cell is None or cell["mean"] is None or math.isnan(cell["mean"]):
         return "–", ""
     s = cell_text(cell)
+    if cell.get("own_baseline") is not None and not math.isnan(cell["own_baseline"]):
+        s += f" (unedited {cell['own_baseline']:.3f})"
     if cell.get("at_chance"):
         return s + " †", "chance"
     return s, ""
@@ -413,11 +417,38 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
         for loc in locs:
             sub = [r for r in runs if r["localization"] == loc]
             cells.append(_with_interval(_cell(sub, sname, (mname,), None, baseline=False), sub, sname, mname, False))
-        firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
-        original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
+        if _baselines_vary(runs, sname, mname):  # read at each mask's layers: one unedited value per localization
+            for loc, cell in zip(locs, cells):
+                own = _cell([r for r in runs if r["localization"] == loc], sname, (mname,), None, baseline=True)
+                if cell is not None and own is not None:
+                    cell["own_baseline"] = own["mean"]
+            original: dict | None = {"mean": None, "varies": True}
+        else:
+            firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
+            original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
         rows.append({"suite": sname, "metric": mname, "original": original, "cells": cells,
                      "n": _n_text(runs, sname, mname)})
     return locs, rows
+
+
+#: The "All metrics" legend for metrics whose unedited value is each mask's own.
+VARIES_NOTE = ("\"per localization\": the unedited model's value depends on the mask (read at its layers: the lens "
+               "suites, direction ablation), so each cell gives its own as \"(unedited x)\".")
+
+
+def _baselines_vary(runs: Sequence[dict], suite: str, metric: str) -> bool:
+    """Whether the unedited model's value of a metric differs between the localizations of one seed.
+
+    The lens suites and direction ablation read the unedited model at each mask's layers, so its
+    value is the mask's own; the "original" column showed the first localization's (the FLU's)
+    beside every localization's (on lens-sae-v3, 0.958 beside causal tracing, whose own is 0.833).
+    """
+    by_seed: dict[Any, list[float]] = {}
+    for r in runs:
+        m = run_metric(r, suite, metric)
+        if m is not None and m.baseline is not None and not math.isnan(_num(m.baseline)):
+            by_seed.setdefault(r["seed"], []).append(_num(m.baseline))
+    return any(max(v) - min(v) > 1e-12 for v in by_seed.values())
 
 
 def _n_text(runs: Sequence[dict], suite: str, metric: str) -> str:
@@ -449,7 +480,7 @@ def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None)
             text, klass = _fmt(cell)
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append(f"<td>{_e(row['n'])}</td></tr>")
-    return "".join(h) + "</table>"
+    return "".join(h) + f"</table><p class='note'>{_e(VARIES_NOTE)}</p>"
 
 
 def _timings_html(runs: Sequence[dict], plans: dict[int, dict]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factlens.runner.report import _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
+from factlens.runner.report import VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
@@ -119,7 +119,7 @@ def all_metrics_markdown(runs: list[dict]) -> str:
     locs, rows = metric_matrix(runs)
     out = ["## All metrics", "",
            "value [95% interval] over the facts (mean over seeds where there are several); † at chance on the "
-           "unedited model in that format.", ""]
+           "unedited model in that format. " + VARIES_NOTE, ""]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         out += [f"### {suite}", "", "| metric | original | " + " | ".join(locs) + " | n |",
                 "|---|---:|" + "---:|" * len(locs) + "---|"]

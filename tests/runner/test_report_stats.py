@@ -142,6 +142,30 @@ def test_all_metrics_n_is_every_runs_not_the_first_localizations():
     assert rows[0]["n"] == "16 facts"
 
 
+def test_all_metrics_give_each_localization_its_own_unedited_value_where_it_depends_on_the_mask():
+    """The lens suites read the unedited model at each mask's layers; the "original" column showed
+    the first localization's baseline (FLU's 0.958) beside causal tracing's edit, whose own is 0.833."""
+    from factlens.runner.report import _fmt, metric_matrix
+    from factlens.runner.report_markdown import all_metrics_markdown
+
+    def run(loc, seed, base):
+        outs = {f"f{i}": float(i % 4 == 0) for i in range(16)}
+        lens = Metric.from_samples("logit_lens_forget_accuracy", outs, baseline=base)
+        std = Metric.from_samples("forget_accuracy", outs, baseline=0.9 + 0.01 * seed)
+        return {"localization": loc, "seed": seed, "eval": EvalResult(
+            {"logit_lens": SuiteResult("logit_lens", (lens,)), "standard": SuiteResult("standard", (std,))})}
+
+    runs = [run("flu", s, 0.958) for s in (0, 1)] + [run("causal_tracing", s, 0.833) for s in (0, 1)]
+    locs, rows = metric_matrix(runs)
+    lens, std = (next(r for r in rows if r["metric"] == m) for m in ("logit_lens_forget_accuracy", "forget_accuracy"))
+    assert _fmt(lens["original"])[0] == "per localization"
+    assert [round(c["own_baseline"], 3) for c in lens["cells"]] == [0.958, 0.833]
+    assert "(unedited 0.833)" in _fmt(lens["cells"][locs.index("causal_tracing")])[0]
+    # one unedited value per seed: the column keeps it, and the cells carry none
+    assert std["original"]["mean"] == pytest.approx(0.905) and all("own_baseline" not in c for c in std["cells"])
+    assert "| logit_lens_forget_accuracy | per localization |" in all_metrics_markdown(runs)
+
+
 def _probe_max(seed: int, rng: np.random.Generator) -> EvalResult:
     """A probe's best-of-12-layers accuracy on 16 facts (true accuracy 0.6 at every layer), as
     probes.py reports it: the facts' outcomes at the chosen layer and the ``wilson-max`` interval."""
