@@ -185,7 +185,19 @@ def table1_rows(runs: Sequence[dict], *, reference: str = "flu") -> tuple[list[t
         sub = [r for r in runs if r["localization"] == loc]
         rows.append({"name": loc, "cells": [_cell(sub, c[2], c[3], c[4], baseline=False) for c in cols]})
     annotate_table1(runs, cols, rows, reference=reference)
+    for j in range(len(cols)):
+        _mark_unequal_seeds([row["cells"][j] for row in rows])
     return cols, rows
+
+
+def _mark_unequal_seeds(cells: Sequence[dict | None]) -> None:
+    """Cells of one column (one metric) that are means over different numbers of seeds (a unit not
+    finished or failed) each say their count: the table read "means over seeds" while one row
+    averaged three seeds and the next one, with nothing to show it."""
+    present = [c for c in cells if c is not None and c.get("n_seeds")]
+    if len({c["n_seeds"] for c in present}) > 1:
+        for c in present:
+            c["seeds_shown"] = c["n_seeds"]
 
 
 def _fmt(cell: dict | None) -> tuple[str, str]:
@@ -196,6 +208,8 @@ def _fmt(cell: dict | None) -> tuple[str, str]:
     s = cell_text(cell)
     if cell.get("own_baseline") is not None and not math.isnan(cell["own_baseline"]):
         s += f" (unedited {cell['own_baseline']:.3f})"
+    if cell.get("seeds_shown"):
+        s += f" ({cell['seeds_shown']} seed{'s' if cell['seeds_shown'] != 1 else ''})"
     if cell.get("at_chance"):
         return s + " †", "chance"
     return s, ""
@@ -252,8 +266,10 @@ def _try_fig(make: Callable[[], Any], what: str) -> str:
 def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
     """Spider, format bars, relearning bars, probe and logit-lens curves from ``factlens.evaluation.plots``."""
     first = {loc: seed_pooled(rs) for loc, rs in evals.items()}  # means over seeds, as Table 1
-    n_seeds = max(len(rs) for rs in evals.values())
-    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
+    counts = sorted({len(rs) for rs in evals.values()})
+    # a unit not finished at some seed: the localizations' means are over different numbers of seeds
+    over = ("" if counts[-1] <= 1 else f" (mean over {counts[0]} seeds)" if len(counts) == 1
+            else f" (means over {counts[0]}–{counts[-1]} seeds: not every unit finished)")
     try:
         from factlens.evaluation import plots as P
     except ImportError as e:
@@ -426,6 +442,7 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
         else:
             firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
             original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
+        _mark_unequal_seeds([original, *cells])
         rows.append({"suite": sname, "metric": mname, "original": original, "cells": cells,
                      "n": _n_text(runs, sname, mname)})
     return locs, rows
@@ -536,6 +553,12 @@ def _comparisons(section, path) -> str:
         return section(path)
 
 
+def missing_units(cfg: dict, runs: Sequence[dict]) -> list[str]:
+    """The configured ``seed<S>/<unit>`` that have no finished run in ``runs``."""
+    return [f"seed{s}/{l}" for s in cfg.get("seeds", []) for l in _units(cfg)
+            if not any(r["seed"] == s and r["localization"] == l for r in runs)]
+
+
 def _budget_note(runs: Sequence[dict]) -> str:
     note = unequal_budget_note(runs)
     return f"<p class='err'>{_e(note)}</p>" if note else ""
@@ -548,8 +571,7 @@ def build_report(path: str | Path) -> str:
     d = load_run_dir(path)
     cfg, runs, plans = d["config"], d["runs"], d["plans"]
     title = f"factlens: {cfg.get('task')} on {cfg.get('model')}"
-    missing = [f"seed{s}/{l}" for s in cfg.get("seeds", []) for l in _units(cfg)
-               if not any(r["seed"] == s and r["localization"] == l for r in runs)]
+    missing = missing_units(cfg, runs)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>",
              f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",
              f"<h1>{_e(title)}</h1>"]

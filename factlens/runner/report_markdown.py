@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factlens.runner.report import VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, table1_rows
+from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, missing_units,
+                                    table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
@@ -61,9 +62,12 @@ def markdown_summary(path: str | Path) -> str:
     runs = d["runs"]
     if not runs:
         raise ValueError(f"{path} holds no finished runs yet{RunDir(Path(path)).set_aside_note()}")
-    budgets = params_edited(runs, lambda n: f"{n / 1e6:.2f}M")
+    budgets = params_edited(runs, lambda n: f"{n:,}")  # (as millions to 2 places, 12,448 and 12,384 both read 0.01M)
     cols, rows = table1_rows(runs)
-    out = ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
+    missing = missing_units(d["config"], runs)
+    out = [f"> Not finished: {', '.join(missing)} (their cells are left out; cells over fewer seeds say how many).",
+           ""] if missing else []
+    out += ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
            "|---|---:|" + "---:|" * len(cols)]
     for row in rows:
         cells = " | ".join(_md_cell(c) for c in row["cells"])

@@ -347,7 +347,10 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 def _p(x: Any) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    return "<0.001" if x < 0.001 else f"{x:.3f}"
+    if x < 0.001:
+        return "<0.001"
+    # near the 0.05 level three places can round across it (0.0504 read "0.050" beside "sig. no")
+    return f"{x:.4f}" if 0.04 <= x < 0.06 else f"{x:.3f}"
 
 
 _HEAD = ("localization", "metric", "value", "reference", "diff [95% CI]", "p", "p (Holm)", "sig.", "n", "MDD")

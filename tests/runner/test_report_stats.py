@@ -243,3 +243,28 @@ def test_the_comparison_legend_names_newcombes_interval_for_0_1_outcomes():
 
     text = _legend("flu")
     assert "Newcombe" in text and "otherwise a paired bootstrap" in text
+
+
+def test_cells_over_fewer_seeds_say_how_many():
+    """With one unit unfinished at seeds 1 and 2, Table 1 put causal tracing's seed-0 value beside
+    FLU's mean over three seeds under "means over seeds", with nothing to show it."""
+    from factlens.runner.report import _fmt, metric_matrix
+
+    def run(loc, seed):
+        m = Metric.from_samples("maintain_accuracy", {f"f{i}": float(i % 3 > 0) for i in range(16)}, baseline=0.9)
+        return {"localization": loc, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    runs = [run("flu", s) for s in (0, 1, 2)] + [run("causal_tracing", 0)]
+    _, rows = table1_rows(runs)
+    texts = [_fmt(row["cells"][0])[0] for row in rows]  # original, flu, causal_tracing
+    assert texts[1].endswith("(3 seeds)") and texts[2].endswith("(1 seed)")
+    _, matrix = metric_matrix(runs)
+    assert _fmt(matrix[0]["cells"][1])[0].endswith("(1 seed)")
+    _, even = table1_rows(runs[:3] + [run("causal_tracing", s) for s in (0, 1, 2)])
+    assert not any("seed" in _fmt(c)[0] for row in even for c in row["cells"])
+
+
+def test_p_values_near_the_level_keep_a_fourth_place():
+    from factlens.runner.report_stats import _p
+
+    assert _p(0.0504) == "0.0504" and _p(0.0496) == "0.0496" and _p(0.2314) == "0.231" and _p(0.0004) == "<0.001"

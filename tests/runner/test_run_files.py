@@ -97,3 +97,12 @@ def test_a_run_written_before_an_edit_setting_existed_is_not_refused(copy_of_run
     a folder resumed with today's code as "edited with different settings"."""
     _edit(copy_of_run / "runs" / "seed0" / "random.json", lambda r: r["edit"]["config"].pop("checkpoint"))
     assert len(load_run_dir(copy_of_run)["runs"]) == 3
+
+
+def test_the_markdown_report_names_unfinished_units(copy_of_run: Path):
+    """The HTML report listed units not finished; the Markdown report (the docs' tables) said nothing."""
+    from factlens.runner.report_markdown import markdown_summary
+
+    assert "Not finished" not in markdown_summary(copy_of_run)
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()
+    assert "> Not finished: seed0/random" in markdown_summary(copy_of_run)
