@@ -38,6 +38,23 @@ SPORTS_PHRASINGS: dict[str, str] = {
 # in-context examples for sports multiple choice (golfers are never in the dataset)
 SPORTS_MCQ_SHOTS: tuple[tuple[str, str], ...] = (("Tiger Woods", "golf"), ("Phil Mickelson", "golf"))
 
+#: Solved examples for the multiple-choice prompts of other facts (``mcq_shots="fixed"``): general
+#: knowledge that no CounterFact relation asks, so an example never states a fact of the task
+#: (drawn from the scored split, a forget fact's prompt showed two other forget facts with their
+#: original answers marked correct, while maintain prompts showed untouched facts).
+GENERAL_MCQ_SHOTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("How many legs does a spider have?", ("six", "eight", "four", "ten"), 1),
+    ("Which planet is closest to the sun?", ("Venus", "Mars", "Mercury", "Jupiter"), 2),
+    ("What colour do you get by mixing blue and yellow?", ("green", "purple", "orange", "brown"), 0),
+    ("How many days are there in a leap year?", ("364", "365", "367", "366"), 3),
+    ("Which gas do plants take from the air to make sugar?", ("oxygen", "carbon dioxide", "nitrogen", "helium"), 1),
+    ("What is the largest ocean on Earth?", ("Atlantic", "Indian", "Pacific", "Arctic"), 2),
+    ("How many minutes are there in an hour?", ("sixty", "thirty", "ninety", "hundred"), 0),
+    ("At what temperature in degrees Celsius does water freeze?", ("ten", "minus ten", "one hundred", "zero"), 3),
+)
+#: Where the solved examples of non-sports multiple-choice prompts come from.
+MCQ_SHOT_SOURCES = ("fixed", "dataset")
+
 
 @dataclass(frozen=True)
 class FormattedPrompt:
@@ -115,12 +132,19 @@ def _mcq_block(question: str, options: Sequence[str], answer_letter: str | None)
     return "\n".join(lines)
 
 
-def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2) -> FormattedPrompt | None:
+def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2,
+               shots_from: str = "fixed") -> FormattedPrompt | None:
     """The multiple-choice prompt of a record, with ``n_shots`` solved in-context examples.
 
     Options are shuffled with a seed derived from ``seed`` and the record id, so the letter
-    of the true answer varies across facts but is reproducible.
+    of the true answer varies across facts but is reproducible. Sports facts are shown golfers
+    (never in the dataset); other facts are shown ``n_shots`` of :data:`GENERAL_MCQ_SHOTS`
+    (``shots_from="fixed"``, chosen per record and seed), the same pool for every split, or
+    (``"dataset"``, the behaviour before 2026-12-05) other facts of ``ds`` itself, which for a
+    forget split are other forget facts with their original answers marked correct.
     """
+    if shots_from not in MCQ_SHOT_SOURCES:
+        raise ValueError(f"shots_from must be one of {list(MCQ_SHOT_SOURCES)}, got {shots_from!r}")
     if r.mcq is None:
         return None
     shots = []
@@ -130,6 +154,12 @@ def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 
             mc = MultipleChoice(f"Which sport does {name} play?", opts_all, opts_all.index(sport))
             o, a, _ = _shuffled_options(mc, f"shot{k}", seed)
             shots.append(_mcq_block(mc.question, o, LETTERS[a]))
+    elif shots_from == "fixed":
+        rng = random.Random(zlib.crc32(f"shots:{seed}:{r.id}".encode()))
+        for k in rng.sample(range(len(GENERAL_MCQ_SHOTS)), min(n_shots, len(GENERAL_MCQ_SHOTS))):
+            question, options, answer = GENERAL_MCQ_SHOTS[k]
+            o, a, _ = _shuffled_options(MultipleChoice(question, options, answer), f"general:{k}:{r.id}", seed)
+            shots.append(_mcq_block(question, o, LETTERS[a]))
     else:
         others = [x for x in ds if x.mcq is not None and x.id != r.id and x.relation != r.relation]
         others = others or [x for x in ds if x.mcq is not None and x.id != r.id]
@@ -143,8 +173,9 @@ def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 
     return FormattedPrompt(text, letters[ans], letters[tgt] if tgt is not None else None, letters, r.id, "mcq")
 
 
-def _mcq(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2, **_) -> list[FormattedPrompt]:
-    p = mcq_prompt(ds, r, seed=seed, n_shots=n_shots)
+def _mcq(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2, mcq_shots: str = "fixed",
+         **_) -> list[FormattedPrompt]:
+    p = mcq_prompt(ds, r, seed=seed, n_shots=n_shots, shots_from=mcq_shots)
     return [p] if p is not None else []
 
 
@@ -157,8 +188,11 @@ FORMATS: dict[str, Callable[..., list[FormattedPrompt]]] = {
 }
 
 
-def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0, n_shots: int = 2) -> list[FormattedPrompt]:
+def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0, n_shots: int = 2,
+                   mcq_shots: str = "fixed") -> list[FormattedPrompt]:
     """All prompts of ``dataset`` in format ``fmt`` (records without that format are skipped).
+
+    ``n_shots`` / ``mcq_shots``: the multiple-choice prompts' solved examples (:func:`mcq_prompt`).
 
     Example:
         >>> from factlens.data import sports_facts
@@ -168,9 +202,11 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown prompt format {fmt!r}; known formats: {sorted(FORMATS)}")
+    if mcq_shots not in MCQ_SHOT_SOURCES:
+        raise ValueError(f"mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {mcq_shots!r}")
     out: list[FormattedPrompt] = []
     for r in dataset:
-        out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots))
+        out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots, mcq_shots=mcq_shots))
     return out
 
 

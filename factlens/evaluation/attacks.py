@@ -113,7 +113,7 @@ class TaskScores:
 
 def _task_items(task, config: EvalConfig, fmt: str) -> dict[str, list]:
     """The formatted prompts of ``task.forget`` and ``task.maintain`` that :func:`score_task` scores."""
-    return {split: format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+    return {split: format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots, mcq_shots=config.mcq_shots)
             for split, ds in (("forget", task.forget), ("maintain", task.maintain))}
 
 

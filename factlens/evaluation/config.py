@@ -125,6 +125,12 @@ class EvalConfig(ConfigBase):
         batch_size: Prompts per forward pass when scoring. Changes no result; the soft-prompt
             attack's facts per step are ``soft_prompts.batch_size``.
         n_shots: Solved in-context examples in multiple-choice prompts.
+        mcq_shots: Where the solved examples of multiple-choice prompts of non-sports facts
+            come from: ``"fixed"``, a fixed pool of general-knowledge questions no task asks
+            (:data:`factlens.data.formats.GENERAL_MCQ_SHOTS`), the same for every split;
+            ``"dataset"``, other facts of the split being scored (a forget fact's prompt then
+            shows other forget facts with their original answers marked correct, a maintain
+            fact's untouched facts), as before 2026-12-05: older run folders resume with it.
         text: General text (:class:`TextConfig`).
         formats: The ``formats`` suite (:class:`~factlens.evaluation.formats.FormatsConfig`).
         side_effects: The ``side_effects`` suite's MMLU
@@ -166,6 +172,7 @@ class EvalConfig(ConfigBase):
     seed: int = 0
     batch_size: int = 16
     n_shots: int = 2
+    mcq_shots: str = "fixed"
     text: TextConfig = TextConfig()
     formats: FormatsConfig = FormatsConfig()
     side_effects: SideEffectsConfig = SideEffectsConfig()
@@ -185,6 +192,10 @@ class EvalConfig(ConfigBase):
             raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size!r}")
         if int(self.n_shots) < 0:
             raise ValueError(f"EvalConfig.n_shots must be >= 0, got {self.n_shots!r}")
+        from factlens.data.formats import MCQ_SHOT_SOURCES
+
+        if self.mcq_shots not in MCQ_SHOT_SOURCES:
+            raise ValueError(f"EvalConfig.mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {self.mcq_shots!r}")
         object.__setattr__(self, "other_suites", self._other_suite_tables())
 
     @classmethod

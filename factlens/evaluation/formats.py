@@ -66,7 +66,7 @@ class FormatsConfig(ConfigBase):
 def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
     both = task.forget.concat(task.maintain) if len(task.maintain) else task.forget
     avail = [f for f in available_formats(both) if any(format_prompts(both, f, seed=config.seed,
-                                                                      n_shots=config.n_shots))]
+                                                                      n_shots=config.n_shots, mcq_shots=config.mcq_shots))]
     wanted = config.formats.formats
     if wanted is None:
         return [f for f in avail if f != "default"], []
@@ -102,7 +102,8 @@ def _score_format(model, original, fmt: str, splits, config: EvalConfig, baselin
     out because their answer is the edit target are counted in ``skipped``."""
     scored = {}
     for split, ds in splits:
-        items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots)
+        items = format_prompts(ds, fmt, seed=config.seed, n_shots=config.n_shots,
+                               mcq_shots=config.mcq_shots)
         degenerate = [it for it in items if it.target is not None and it.target == it.answer]
         if degenerate:  # e.g. a neighbor whose own answer is the edit target: says nothing
             items = [it for it in items if not (it.target is not None and it.target == it.answer)]

@@ -32,3 +32,28 @@ def test_available_formats_look_at_every_record():
 
     mixed = FactDataset(sports_facts()[:50].records + counterfact()[:20].records, name="mixed")
     assert {"paraphrase", "neighborhood"} <= set(available_formats(mixed))
+
+
+def test_counterfact_mcq_examples_never_show_a_fact_of_the_scored_split():
+    """The solved examples of a CounterFact multiple-choice prompt were other facts of the split
+    being scored: a forget fact's prompt showed two other forget facts with their original answers
+    marked correct (contradicting the edits in context), a maintain fact's prompt untouched facts."""
+    from factlens.data import counterfact
+    from factlens.data.formats import GENERAL_MCQ_SHOTS
+
+    ds = counterfact()
+    forget = ds.filter(lambda r: r.mcq is not None)[:8]
+    questions = {r.mcq.question for r in forget}
+    fixed = format_prompts(forget, "mcq", seed=0, n_shots=2)
+    assert len(fixed) == 8
+    for p in fixed:
+        blocks = p.prompt.split("\n\n")
+        assert len(blocks) == 3 and not any(q in b for b in blocks[:-1] for q in questions)
+        assert all(any(b.startswith(f"Question: {q}\n") for q, _, _ in GENERAL_MCQ_SHOTS) for b in blocks[:-1])
+    # the same examples whatever split the fact is scored in; the old behaviour stays available
+    alone = format_prompts(forget[:1], "mcq", seed=0, n_shots=2)[0]
+    assert alone.prompt == fixed[0].prompt
+    old = format_prompts(forget, "mcq", seed=0, n_shots=2, mcq_shots="dataset")
+    assert all(any(q in b for b in p.prompt.split("\n\n")[:-1] for q in questions) for p in old)
+    with pytest.raises(ValueError, match="mcq_shots must be one of"):
+        format_prompts(forget, "mcq", mcq_shots="retain")
