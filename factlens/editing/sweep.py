@@ -8,8 +8,15 @@ every edited model with
 * ``forget_acc``: the true answer wins among the candidates on ``task.forget``;
 * ``edit_acc``: the edit target wins on ``task.forget`` (inject tasks). Unlearning tasks
   have no target: the column is ``NaN`` and adds 0 to the score;
-* ``maintain_acc``: the true answer wins on ``task.maintain``;
-* ``text_acc``: next-token accuracy on general text (:mod:`factlens.data.text`).
+* ``maintain_acc``: the true answer wins on ``task.maintain`` (or the ``maintain=`` facts);
+* ``text_acc``: next-token accuracy on general text (:mod:`factlens.data.text`); by default the
+  built-in passages nothing trains on, not the built-in text the editor's KL term keeps (which
+  the score read before 2026-12-05: its 16 chunks were the editor's first 16 training chunks).
+
+What the selection sees is not held out from it: ``task.maintain`` is the split the evaluation
+reports as the held-out maintain accuracy, so a config chosen here and then evaluated on the same
+task has had its maintain accuracy looked at. Pass ``maintain=`` a validation split (facts the
+evaluation does not score) to keep the reported numbers out of the selection.
 
 Prompts are in the config's ``train_format``. Robustness metrics (other formats,
 relearning, probes, soft prompts) are never used, so the selection cannot overfit them.
@@ -36,6 +43,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -111,8 +119,9 @@ def text_accuracy(model, chunks: torch.Tensor, *, batch_size: int = 2) -> float:
 
 
 def score_edit(model, task, *, fmt: str = "default", chunks: torch.Tensor | None = None,
-               batch_size: int = 16) -> dict[str, float]:
-    """The sweep's metrics and score for one (edited) model.
+               batch_size: int = 16, maintain=None) -> dict[str, float]:
+    """The sweep's metrics and score for one (edited) model (``maintain``: the facts of
+    ``maintain_acc``, default ``task.maintain``).
 
     Returns:
         ``forget_acc, edit_acc (NaN for unlearning), maintain_acc, text_acc (NaN without
@@ -128,7 +137,7 @@ def score_edit(model, task, *, fmt: str = "default", chunks: torch.Tensor | None
     from factlens.prompt_scores import score_prompts
 
     forget = format_prompts(task.forget, fmt)
-    maintain = format_prompts(task.maintain, fmt)
+    maintain = format_prompts(task.maintain if maintain is None else maintain, fmt)
     if not forget:
         raise ValueError(f"the task's forget facts have no prompts in format {fmt!r}")
     f = score_prompts(model, forget, batch_size=batch_size)
@@ -156,16 +165,25 @@ def _facts_digest(task) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _facts_digest_of(ds) -> str | None:
+    """sha256 of a dataset's facts (``None``: not given)."""
+    if ds is None:
+        return None
+    blob = json.dumps([list(ds.candidates), [r.to_dict() for r in ds]], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_len: int,
-            batch_size: int) -> dict[str, Any]:
+            batch_size: int, maintain=None) -> dict[str, Any]:
     """What a finished run's numbers depend on besides its config: a resumed sweep reuses runs only
-    when all of it is the same (format 2 adds the weights, every fact and the batch size; a stale
-    file of format 1 is refused, never read as this setup's)."""
+    when all of it is the same (format 2 adds the weights, every fact and the batch size; format 3
+    the held-out built-in text and the maintain facts; a stale file of an older format is refused,
+    never read as this setup's)."""
     from factlens.evaluation.baseline_cache import _fingerprint
 
     return _normalize({
         "type": "header",
-        "format": 2,
+        "format": 3,
         "weights": _fingerprint(model),
         "facts": _facts_digest(task),
         "batch_size": batch_size,
@@ -174,7 +192,9 @@ def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_
         "mask": mask.labels,
         "model": {"name": getattr(model.cfg, "model_name", ""), "d_vocab": model.cfg.d_vocab,
                   **ModelShape.of(model).to_dict()},
+        # None: the built-in held-out passages (format 3; format 2 read the editor's own built-in text)
         "general_text": None if general_text is None else str(general_text),
+        "maintain": _facts_digest_of(maintain),
         "n_text_chunks": n_text_chunks,
         "text_seq_len": text_seq_len,
     })
@@ -221,7 +241,7 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4),
           l_forget: Sequence[float] = (1.0,), base_config: EditConfig = EditConfig(), out_dir: str | Path | None = None,
           general_text: str | Path | None = None, n_text_chunks: int = 16, text_seq_len: int = 64,
-          batch_size: int = 16, show_progress: bool | None = None) -> SweepResult:
+          batch_size: int = 16, maintain=None, show_progress: bool | None = None) -> SweepResult:
     """Edit with every ``(lr, l_forget)`` pair and pick the config with the best train-time score.
 
     A task with chunks (Sequential-CounterFact-Editing) is edited chunk by chunk
@@ -238,7 +258,11 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         base_config: All other settings (``lr`` and ``l_forget`` are replaced).
         out_dir: Folder for ``sweep.jsonl`` (resumable); ``None``: nothing is written.
         general_text: Source of the general text for ``text_acc``
-            (:func:`factlens.data.text.load_texts`; ``None``: built-in text).
+            (:func:`factlens.data.text.load_texts`; ``None``: the built-in held-out passages,
+            which nothing trains on). Giving ``base_config.sft_source`` here scores the text
+            the edit's KL term trains on, and warns.
+        maintain: The facts ``maintain_acc`` scores (a ``FactDataset``; ``None``:
+            ``task.maintain``, which the evaluation reports as held out, see above).
         n_text_chunks: Text chunks scored for ``text_acc``.
         text_seq_len: Tokens per chunk.
         batch_size: Prompts per forward pass when scoring.
@@ -259,7 +283,11 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     if not isinstance(mask, Mask) or len(mask) == 0:
         raise ValueError(f"mask must be a non-empty factlens.Mask, got {mask!r}")
     configs = [base_config.replace(lr=float(lr), l_forget=float(l1)) for l1 in l_forget for lr in lrs]
-    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size)
+    if general_text is not None and base_config.sft_source is not None and str(general_text) == str(base_config.sft_source):
+        warnings.warn(f"general_text is the editor's sft_source ({str(general_text)!r}): text_acc scores text the edit's "
+                      "KL term trains on, which favours configs that keep it; give another text (or None: the built-in "
+                      "held-out passages)", stacklevel=2)
+    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size, maintain)
     path = None
     done: dict[str, dict[str, Any]] = {}
     if out_dir is not None:
@@ -271,7 +299,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     chunks = None
     todo = [c for c in configs if config_key(c) not in done]
     if todo:
-        texts = load_texts(general_text)
+        texts = load_texts(general_text, held_out=general_text is None)
         chunks = token_chunks(model, texts, seq_len=text_seq_len, n_chunks=n_text_chunks)
     rows = []
     stored = set(done)  # runs read from sweep.jsonl (a config listed twice is run once, and not "cached")
@@ -281,7 +309,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         if key in done:
             rec = done[key]
         else:
-            rec = done[key] = _run_one(model, mask, task, cfg, chunks, batch_size)
+            rec = done[key] = _run_one(model, mask, task, cfg, chunks, batch_size, maintain)
             if path is not None:
                 _append(path, rec)
         m = rec["metrics"]
@@ -292,7 +320,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     return _result(rows, configs)
 
 
-def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int) -> dict[str, Any]:
+def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int, maintain=None) -> dict[str, Any]:
     """One grid point: edit a copy (chunk by chunk for a task with chunks, as the runner does) and
     score it; a run that diverges is a row with no metrics (it aborted the whole sweep, and every
     resume of it, before)."""
@@ -306,7 +334,8 @@ def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int) -> dic
                 res = edit_sequential(model, mask, task, config=cfg)
             else:
                 res = edit(model, mask, task, config=cfg, inplace=False)
-            metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size)
+            metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size,
+                                 maintain=maintain)
     except FloatingPointError as e:  # the editor's NaN/inf guard (the model is restored)
         return {**rec, "metrics": {}, "final_loss": float("nan"), "diverged": str(e), "seconds": time.perf_counter() - t0}
     history = res.history

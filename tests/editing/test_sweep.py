@@ -181,3 +181,32 @@ def test_a_diverging_learning_rate_is_a_row_not_the_end_of_the_sweep(tmp_path, p
     assert math.isnan(again.table["score"].iloc[1]) and math.isnan(again.table["final_loss"].iloc[1])
     twice = sweep(planted.model, mask, planted.task, **{**grid, "lrs": (1e-3, 1e-3), "out_dir": None})
     assert list(twice.table["cached"]) == [False, False] and len(calls) == 4  # run once, not "cached"
+
+
+def test_the_sweep_scores_text_and_maintenance_it_can_keep_out_of_the_evaluation(tmp_path, planted, mask, monkeypatch):
+    """text_acc scored the editor's first 16 KL training chunks of the built-in text (the score
+    favoured configs that keep exactly that text); maintain_acc scored task.maintain, the split the
+    evaluation reports as held out, with no way to select on another. Now the built-in held-out
+    passages, and ``maintain=`` a validation split; the stored header says which, so an older
+    sweep file is not mixed in."""
+    from factlens.data.text import load_texts, token_chunks
+
+    seen = []
+    real = sweep_mod.score_edit
+    monkeypatch.setattr(sweep_mod, "score_edit", lambda *a, **k: seen.append(k) or real(*a, **k))
+    val = planted.task.maintain[:5]
+    res = sweep(planted.model, mask, planted.task, lrs=(3e-2,), base_config=BASE, out_dir=tmp_path, n_text_chunks=2,
+                text_seq_len=16, maintain=val, show_progress=False)
+    held = token_chunks(planted.model, load_texts(None, held_out=True), seq_len=16, n_chunks=2)
+    assert (seen[0]["chunks"] == held).all() and seen[0]["maintain"] is val
+    assert len(res.table) == 1
+    header = json.loads((tmp_path / "sweep.jsonl").read_text().splitlines()[0])
+    assert header["format"] == 3 and header["maintain"] is not None
+    with pytest.raises(ValueError, match="different setup"):  # another maintain split: not the same sweep
+        sweep(planted.model, mask, planted.task, lrs=(3e-2,), base_config=BASE, out_dir=tmp_path, n_text_chunks=2,
+              text_seq_len=16, show_progress=False)
+    text = tmp_path / "t.txt"
+    text.write_text("The old mill stands by the river and the town sleeps .\n" * 30)
+    with pytest.warns(UserWarning, match="sft_source"):
+        sweep(planted.model, mask, planted.task, lrs=(3e-2,), base_config=BASE.replace(sft_source=str(text)),
+              general_text=str(text), n_text_chunks=2, text_seq_len=16, show_progress=False)
