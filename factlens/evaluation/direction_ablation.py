@@ -3,10 +3,11 @@
 An edit that suppresses facts may do so by writing one direction into the residual stream
 whenever a forget fact comes up (a "refusal"-like feature) while the knowledge stays
 readable. Lucki et al. recovered most of what RMU removed by projecting such a direction
-out of the activations. For each layer ``L`` of the mask and after, and each position, the
+out of the activations. For each layer ``L`` (all of them by default) and each position, the
 suite
 
-1. fits a direction at ``resid_post`` of ``L`` (``direction``): ``"forget_vs_contrast"``,
+1. fits a direction at ``resid_post`` of ``L`` (``direction``; the layers are the same for
+   every mask: ``search_layers``): ``"forget_vs_contrast"``,
    the difference of means between the edited model's forget facts and facts it was not
    meant to change (``task.retain``, or ``task.maintain`` without a retain set), the recipe
    of Arditi et al.; or ``"edit_shift"``, the edited model's mean minus the unedited model's
@@ -75,6 +76,8 @@ POSITIONS: tuple[str, ...] = ("subject_last", "final")
 DIRECTIONS: tuple[str, ...] = ("forget_vs_contrast", "edit_shift")
 #: Where it is removed: every residual-stream read of every layer, or ``resid_post`` of its own layer.
 SCOPES: tuple[str, ...] = ("every_layer", "layer")
+#: Which layers' directions are tried when ``layers`` is not given.
+SEARCH_LAYERS: tuple[str, ...] = ("all", "from_mask")
 #: How the (position, layer) variant is chosen on the fitting facts.
 SELECTIONS: tuple[str, ...] = ("selective", "forget")
 
@@ -85,8 +88,13 @@ class DirectionAblationConfig(ConfigBase):
 
     Attributes:
         positions: Where the directions are taken (:data:`POSITIONS`).
-        layers: Layers whose directions are tried (``None``: the first layer of the mask and
-            every later layer; all layers when no mask is given).
+        layers: Layers whose directions are tried (``None``: as ``search_layers`` says).
+        search_layers: Without ``layers``: ``"all"``, every layer, whatever the mask, so that
+            every localization faces the same attack (an attacker does not know where the edit
+            is); ``"from_mask"``, the mask's first layer and every later one (the only choice
+            before 2026-12-05, which older run folders resume with): a mask that starts late
+            was attacked with fewer directions than one that starts early. (Layers the edit
+            has not reached give ``"edit_shift"`` a zero direction, scored as no ablation.)
         direction: How each direction is fitted (:data:`DIRECTIONS`); ``"edit_shift"`` needs
             the unedited model (``original=``).
         scope: Where it is removed (:data:`SCOPES`).
@@ -106,6 +114,7 @@ class DirectionAblationConfig(ConfigBase):
 
     positions: tuple[str, ...] = POSITIONS
     layers: tuple[int, ...] | None = None
+    search_layers: str = "all"
     direction: str = "forget_vs_contrast"
     scope: str = "every_layer"
     folds: int = 2
@@ -124,6 +133,9 @@ class DirectionAblationConfig(ConfigBase):
         if not self.positions or any(p not in POSITIONS for p in self.positions):
             raise ValueError(f"DirectionAblationConfig.positions must be a non-empty subset of {list(POSITIONS)}, "
                              f"got {self.positions}")
+        if self.search_layers not in SEARCH_LAYERS:
+            raise ValueError(f"DirectionAblationConfig.search_layers must be one of {list(SEARCH_LAYERS)}, "
+                             f"got {self.search_layers!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"DirectionAblationConfig.direction must be one of {list(DIRECTIONS)}, got {self.direction!r}")
         if self.scope not in SCOPES:
@@ -446,7 +458,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     st = suite_settings(config, "direction_ablation", DirectionAblationConfig, direction_ablation_config)
     if mask is None and edit_result is not None:
         mask = edit_result.mask
-    layers = ablation_layers(model, mask=mask, layers=st.layers)
+    layers = ablation_layers(model, mask=mask if st.search_layers == "from_mask" else None, layers=st.layers)
     contrast, contrast_name = (task.retain, "retain") if len(task.retain) else (task.maintain, "maintain")
     _check_inputs(task, contrast, original, st)
     before = score_task(model, task, config)

@@ -30,7 +30,7 @@ _RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
 #: units of one folder keep one form.)
 _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearning.lora_forward": "merged",
                                       "relearning.retain_avoids_subjects": False, "side_effects.held_out_text": False,
-                                      "mcq_shots": "dataset",
+                                      "mcq_shots": "dataset", "direction_ablation.search_layers": "from_mask",
                                       "unrelated_finetune.lora_forward": "merged",
                                       # the attacks' training batches were the shared forward-pass sizes
                                       "relearning.text_batch_size": ("text.batch_size", 4),

@@ -391,7 +391,7 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     # exactly: fitted on 4 facts it removes the suppression from the other 4, in both folds
     shift = DirectionAblationConfig(direction="edit_shift")
     r = run_direction_ablation(edited, task, original=p.model, mask=mask, direction_ablation_config=shift)
-    assert r.extra["layers"] == [1, 2, 3] and [f["n_held_out"] for f in r.extra["folds"]] == [4, 4]
+    assert r.extra["layers"] == [0, 1, 2, 3] and [f["n_held_out"] for f in r.extra["folds"]] == [4, 4]
     assert r["ablation_forget_accuracy"].value == 1.0 and r["ablation_forget_recovery"].value == 1.0
     assert r["ablation_edit_accuracy"].value == 0.0 and r["ablation_maintain_accuracy"].value == 1.0
     assert all(f["layer"] in (1, 2) for f in r.extra["folds"])
@@ -415,6 +415,13 @@ def test_direction_ablation_finds_and_removes_the_suppression(suppressed):
     for m, snap in zip((edited, p.model), snaps):
         assert_unchanged(m, snap)
     assert ablation_layers(edited, mask=None) == [0, 1, 2, 3]
+    # every mask faces directions fitted at every layer; "from_mask" (before) started at the mask's first layer
+    late = Mask([c for c in mask if c.layer == max(x.layer for x in mask)])
+    st = DirectionAblationConfig(folds=1, positions=("final",), random_control=False)
+    every = run_direction_ablation(edited, task, original=p.model, mask=late, direction_ablation_config=st)
+    old = run_direction_ablation(edited, task, original=p.model, mask=late,
+                                 direction_ablation_config=st.replace(search_layers="from_mask"))
+    assert every.extra["layers"] == [0, 1, 2, 3] and old.extra["layers"] == list(range(min(c.layer for c in late), 4))
     with pytest.raises(ValueError, match="do not exist"):
         ablation_layers(edited, layers=[7])
 
