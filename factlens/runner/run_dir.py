@@ -528,6 +528,11 @@ def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     out = {k: v for k, v in ev.items() if k not in fields or k in suites}
     if isinstance(out.get("other_suites"), dict):
         out["other_suites"] = {k: v for k, v in out["other_suites"].items() if k in suites}
+    # the multiple-choice examples (a shared setting) decide only the suites that score multiple choice
+    reads_mcq = "formats" in suites or any("mcq" in (ev.get(k) or {}).get("formats", ()) for k in suites
+                                           if isinstance(ev.get(k), dict))
+    if not reads_mcq:
+        out.pop("mcq_shots", None)
     return out
 
 

@@ -291,3 +291,16 @@ def test_the_model_dtype_is_a_run_setting(tmp_path):
     assert rec["data"]["dtype"] == "bfloat16" and summary.ran
     with pytest.raises(ConfigMismatchError, match="dtype"):  # a folder holds one dtype
         run_experiment(_cfg(out=str(tmp_path / "bf16")))
+
+
+def test_the_multiple_choice_examples_decide_a_resume_only_where_multiple_choice_is_scored():
+    """``mcq_shots`` is a shared setting: a folder that never scored multiple choice (standard and
+    relearning) was refused for it; one whose formats suite, or an attack's formats, score it is not
+    resumed with other examples."""
+    from factlens.runner.run_dir import _ran_only
+
+    ev = {"mcq_shots": "dataset", "n_shots": 2, "formats": {"formats": None}, "quantization": {"formats": ["mcq"]}}
+    assert "mcq_shots" not in _ran_only(ev, ("standard", "relearning"))
+    assert _ran_only(ev, ("standard", "formats"))["mcq_shots"] == "dataset"
+    assert _ran_only(ev, ("quantization",))["mcq_shots"] == "dataset"
+    assert "mcq_shots" not in _ran_only({**ev, "quantization": {"formats": ["default"]}}, ("quantization",))
