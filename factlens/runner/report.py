@@ -12,7 +12,6 @@ data, config, package versions and timings per step). plotly.js is embedded once
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from factlens.evaluation.result import EvalResult
+from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
 from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_interval, cell_text, comparisons_html,
                                           comparisons_markdown, params_edited, run_eval, run_metric, seed_pooled,
                                           unequal_budget_note)
@@ -345,23 +345,6 @@ def _dropped_note(run: dict) -> str:
     return note
 
 
-def _history_fig(runs: Sequence[dict]):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for r in runs:
-        hist = r.get("edit", {}).get("history") or []
-        if not hist:
-            continue
-        fig.add_trace(go.Scatter(x=[h.get("step", i) for i, h in enumerate(hist)], y=[h.get("loss") for h in hist],
-                                 mode="lines", name=f"{r['localization']} (seed {r['seed']})"))
-    if not fig.data:
-        return None
-    fig.update_layout(title="edit: training loss per step", xaxis_title="step", yaxis_title="loss", width=760,
-                      height=380)
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------
 # tables
 
@@ -401,15 +384,6 @@ def _mechanisms_html(runs: Sequence[dict]) -> str:
                  f"the unedited model (seed {rows[0]['seed']}): "
                  + "; ".join(f"<b>{_e(k)}</b>: {_e(', '.join(v) or 'none')}" for k, v in comps.items()) + ".</p>")
     return "".join(h)
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        s = json.dumps(v)
-        return s if len(s) < 120 else s[:117] + "..."
-    return "–" if v is None else str(v)
 
 
 def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
@@ -498,34 +472,6 @@ def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None)
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append(f"<td>{_e(row['n'])}</td></tr>")
     return "".join(h) + f"</table><p class='note'>{_e(VARIES_NOTE)}</p>"
-
-
-def _timings_html(runs: Sequence[dict], plans: dict[int, dict]) -> str:
-    keys: list[str] = []
-    for r in runs:
-        keys += [k for k in r.get("timings", {}) if k not in keys]
-    h = ["<table><tr><th class='l'>run</th>"] + [f"<th>{_e(k)} (s)</th>" for k in keys]
-    h.append("<th>total (s)</th><th title='process CPU seconds, all threads'>CPU: localize / edit / evaluate (s)</th></tr>")
-    for r in runs:
-        t = r.get("timings", {})
-        total = sum(v for k, v in t.items() if "." not in k)
-        cpu = r.get("cpu_seconds", {})
-        cpu_text = " / ".join(f"{cpu[k]:.0f}" if k in cpu else "–" for k in ("localize", "edit", "evaluate"))
-        h.append(f"<tr><td class='l'>seed {r['seed']} / {_e(r['localization'])}</td>")
-        h += [f"<td>{t[k]:.1f}</td>" if k in t else "<td>–</td>" for k in keys]
-        h.append(f"<td>{total:.1f}</td><td>{cpu_text}</td></tr>")
-    h.append("</table><p class='note'>Wall-clock seconds per step (evaluate.* are the suites); CPU seconds count "
-             "every thread of the process, so they stay comparable when the machine is shared.</p>")
-    if plans:
-        h.append("<p class='note'>Budget (FLU) per seed: " + "; ".join(
-            (f"seed {s}: {p['param_budget']:,} params from {_e(p.get('budget_source'))}" if p.get("param_budget")
-             is not None else f"seed {s}: none (only unbudgeted localizations)")
-            + (f" in {p['flu']['seconds']:.1f}s" if p.get("flu") else "") for s, p in sorted(plans.items())) + "</p>")
-    return "".join(h)
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
 
 
 def _pre(obj: Any) -> str:
@@ -617,21 +563,6 @@ def build_report(path: str | Path) -> str:
               "Per-run JSON: runs/seed&lt;S&gt;/&lt;localization&gt;.json.</p>",
               "</body></html>"]
     return "".join(parts)
-
-
-def _edit_table(runs: Sequence[dict]) -> str:
-    h = ["<table><tr><th class='l'>run</th><th>steps</th><th>final loss</th><th>edit time (s)</th><th>SFT term</th>"
-         "<th>restored exactly</th></tr>"]
-    for r in runs:
-        e = r.get("edit", {})
-        hist = e.get("history") or []
-        last = hist[-1].get("loss") if hist else None
-        rest = r.get("restore", {})
-        ok = "yes" if rest.get("exact") else f"no (max |Δ| {_short(rest.get('max_abs_diff'))}; repaired)"
-        h.append(f"<tr><td class='l'>seed {r['seed']} / {_e(r['localization'])}</td><td>{len(hist)}</td>"
-                 f"<td>{_short(last)}</td><td>{_short(e.get('seconds'))}</td><td>{_e(e.get('sft_kind'))}</td>"
-                 f"<td>{ok}</td></tr>")
-    return "".join(h) + "</table>"
 
 
 def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
