@@ -46,7 +46,8 @@ class Metric:
             of that variant, not of the choice), ``"wilson-selected"`` (the same for 0/1 outcomes:
             the Wilson interval of that variant), ``"bootstrap-max"`` (results saved before
             ``"wilson-max"``: a bootstrap of the maximum, which undercovers), ``"wilson-approx"``
-            (Wilson on a cross-validated accuracy at the selected layer); ``None`` without interval.
+            (results saved before 2026-12-05: Wilson on a cross-validated accuracy at the layer
+            chosen on it, which ignores the choice); ``None`` without interval.
         samples: The per-unit values behind ``value``: unit id (the fact's ``record.id``,
             ``"chunk:<i>"`` for general-text chunks, ``"question:<i>"`` for MMLU) -> value.
             Two evaluations on the same units are paired on these ids

@@ -541,3 +541,76 @@ def test_training_attacks_give_the_same_numbers_under_inference_mode(planted, un
         with torch.inference_mode():
             inside = run(unlearned, planted.task, original=planted.model, config=cfg)
         assert [(m.name, m.value) for m in inside.metrics] == [(m.name, m.value) for m in plain.metrics]
+
+
+def test_a_blind_layer_does_not_read_removed_facts_as_latent(planted):
+    """10 football facts truly removed (their lookup neurons zeroed), probes trained on facts whose
+    majority answer is football: layer 0 carries no sport and says football to everyone, so the
+    true-answer maximum over layers read 1.0 ("still latent") at it, unflagged, because the bar
+    was the training facts' majority share (0.375). The bar is now what a blind probe scores on
+    these facts, and the maxima skip layers where the unedited model's probe does not beat it."""
+    import collections
+
+    from factlens.evaluation.probes import blind_chance
+    from factlens.tasks import Task
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model(n_subjects=48)
+    football = p.dataset.filter(lambda r: r.answer == "football")
+    forget = football.split(10, seed=0)[0]
+    fid = {r.id for r in forget}
+    rest, seen, keep = p.dataset.filter(lambda r: r.id not in fid), collections.Counter(), set()
+    for r in rest:
+        if r.answer == "football" or seen[r.answer] < 5:
+            keep.add(r.id)
+            seen[r.answer] += 1
+    maintain, retain = rest.filter(lambda r: r.id in keep).split(8, seed=1)
+    mixed = forget.concat(rest.filter(lambda r: r.id not in keep))  # forget facts of every sport
+    edited = copy.deepcopy(p.model)
+    index = {s: i for i, s in enumerate(p.subjects)}
+    with torch.no_grad():
+        for r in mixed:
+            edited.blocks[1].mlp.W_in[:, index[r.subject]] = 0
+            edited.blocks[1].mlp.b_in[index[r.subject]] = -1
+    one_answer = run_probes(edited, Task("custom", "unlearn", forget, retain, maintain), original=p.model,
+                            position="subject_last")
+    m = one_answer["probe_true_accuracy_max"]
+    assert one_answer.extra["forget_chance"] == 1.0 and m.at_chance  # all football: a blind probe is right on all
+    task = Task("custom", "unlearn", mixed, retain, maintain)
+    r = run_probes(edited, task, original=p.model, position="subject_last")
+    chance = blind_chance([x.answer for x in mixed], r.extra["classes"])
+    assert r.extra["forget_chance"] == chance < 1.0
+    blind = [j for j, a in enumerate(r.extra["baseline"]["true"]) if a <= chance]
+    assert blind == [0]  # layer 0 reads no sport on the unedited model either: left out of the maximum
+    assert r["probe_true_accuracy_max"].value == max(a for j, a in enumerate(r.extra["true"]) if j not in blind)
+
+
+def test_the_best_cross_validated_layer_gets_the_interval_of_a_maximum(planted):
+    """The best of the layers' cross-validated accuracies got one layer's Wilson interval and a
+    2-standard-error chance bar; noise over 12 layers read above chance in 17 of 40 draws."""
+    from factlens.stats import max_wilson_interval
+
+    r = run_probes(planted.model, planted.task, original=planted.model, position="subject_last")
+    m = r["probe_maintain_cv_max"]
+    ks = [round(a * m.n) for a in r.extra["maintain_cv"]]
+    assert m.ci_method == "wilson-max" and (m.ci_low, m.ci_high) == pytest.approx(max_wilson_interval(ks, m.n))
+
+
+def test_probe_cross_validation_keeps_a_subjects_facts_in_one_fold():
+    """Two templates of one subject have the same activations at its last token; the folds split
+    facts, so a probe memorised the subject in one fold and read it back in the other: 0.67
+    cross-validated at layer 0, which carries no sport (0.08 on new subjects)."""
+    from factlens.data.records import FactDataset, FactRecord
+    from factlens.evaluation.probes import probe_layers
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model(n_subjects=48)
+    recs = []
+    for r in list(p.dataset)[:36]:
+        recs += [r, FactRecord(subject=r.subject, template="{} is a professional", answer=r.answer, relation="sport",
+                               id=r.id + "b")]
+    train = FactDataset(tuple(recs), name="two_templates", candidates=p.dataset.candidates)
+    test = FactDataset(tuple(list(p.dataset)[36:]), name="new_subjects", candidates=p.dataset.candidates)
+    out = probe_layers(p.model, train, test, layers=[0], position="subject_last")
+    assert out["true"][0] < 0.2  # layer 0 reads no sport of a new subject
+    assert out["maintain_cv"][0] < out["cv_chance"] + 0.15  # nor, now, of a held-out subject (was 0.67)
