@@ -10,7 +10,7 @@ import torch
 
 from factlens.data.formats import FormattedPrompt
 from factlens.progress_bars import progress_bar
-from factlens.tokens import candidate_logprobs, iter_batches
+from factlens.tokens import candidate_logprobs, iter_batches, unique_argmax
 
 __all__ = ["PromptScores", "score_prompts"]
 
@@ -28,7 +28,8 @@ class PromptScores:
         p_answer_norm: Probability of the answer normalized over the candidates.
         p_target_norm: Same for the target (NaN where none).
         winner: Index into ``items[i].candidates`` of the candidate with the highest
-            log-probability (what the model answers among the candidates; :meth:`predicted`).
+            log-probability (what the model answers among the candidates; :meth:`predicted`);
+            -1 where several share it (:func:`unique_argmax`: then no candidate wins).
     """
 
     items: tuple[FormattedPrompt, ...]
@@ -54,9 +55,10 @@ class PromptScores:
     def accuracy(self) -> float:
         return float(self.answer_wins.mean()) if len(self) else float("nan")
 
-    def predicted(self) -> list[str]:
-        """The winning candidate of each prompt (the model's answer among its candidates)."""
-        return [it.candidates[int(w)] for it, w in zip(self.items, self.winner)]
+    def predicted(self) -> list[str | None]:
+        """The winning candidate of each prompt (the model's answer among its candidates; ``None``
+        where candidates tie at the top)."""
+        return [it.candidates[int(w)] if w >= 0 else None for it, w in zip(self.items, self.winner)]
 
     def by_record(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -98,8 +100,7 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
                     "count a broken model as knowing or forgetting the fact")
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
-            best = int(torch.argmax(lp))
-            win[i] = best
+            best = win[i] = unique_argmax(lp)  # -1: a tie at the top, a win for none
             norm = torch.softmax(lp, 0)
             aw[i] = best == ci
             pa[i] = float(norm[ci])

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 __all__ = [
+    "unique_argmax",
     "PromptBatch",
     "tokenize_prompts",
     "encode_records",
@@ -339,3 +340,20 @@ def candidate_logprobs(
     for v, i in zip(lp, owner):
         res[i].append(v)
     return [torch.stack(r) for r in res]
+
+
+def unique_argmax(scores) -> int:
+    """The index of the largest score, or -1 when several share it.
+
+    A tie at the top is no answer: ``argmax`` gave it to the first candidate, which is the true
+    answer (CounterFact, the multiple-choice "A", sports' "basketball") or another fixed one, so
+    a model that cannot tell the candidates apart was scored as knowing the fact (in bfloat16,
+    Gemma 3 270M tied at the top on 52 of 600 athletes, 23 of them "won" by the true answer).
+
+    Example:
+        >>> import torch
+        >>> unique_argmax(torch.tensor([0.1, 0.7, 0.2])), unique_argmax(torch.tensor([0.7, 0.7, 0.2]))
+        (1, -1)
+    """
+    best = int(torch.argmax(scores))
+    return best if int((scores == scores[best]).sum()) == 1 else -1

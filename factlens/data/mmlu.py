@@ -35,7 +35,7 @@ import torch
 
 from factlens.progress_bars import progress_bar
 from factlens.tokens import (PromptBatch, _encode, _pad_id, answer_token_ids, final_logits, length_batches,
-                             tokenize_prompts)
+                             tokenize_prompts, unique_argmax)
 
 __all__ = ["MMLUQuestion", "MMLUResult", "load_mmlu", "mmlu_prompt", "mmlu_accuracy", "MMLU_CHANCE"]
 
@@ -210,7 +210,8 @@ class MMLUResult:
 
     Attributes:
         questions: The questions asked.
-        predicted: Index of the most likely letter per question.
+        predicted: Index of the most likely letter per question (-1 where letters tie at the
+            top: no answer, scored wrong).
         p_correct: Probability of the correct letter normalized over A-D.
         n_shots: Solved examples asked for per prompt.
         truncated: Number of prompts cut (from the left) to the model's context length.
@@ -347,6 +348,6 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
                                          "activations are not finite (a diverged edit or attack?); such questions "
                                          "cannot be scored, and argmax would answer 'A' to each of them")
             for j, i in enumerate(idx):
-                pred[i] = int(lp[j].argmax())
+                pred[i] = unique_argmax(lp[j])  # -1: letters tied at the top, no answer (argmax said "A")
                 pc[i] = float(lp[j, questions[i].answer_index].exp())
     return MMLUResult(questions, pred, pc, n_shots, truncated, tuple(used))

@@ -59,7 +59,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
 from factlens.progress_bars import progress_bar
-from factlens.tokens import answer_token_ids, iter_batches, tokenize_prompts, unembed
+from factlens.tokens import answer_token_ids, iter_batches, tokenize_prompts, unembed, unique_argmax
 
 if TYPE_CHECKING:
     from factlens.data.formats import FormattedPrompt
@@ -236,8 +236,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
                     if cands[r] is None:
                         continue
                     cand = logits[r, cands[r]].double()
-                    best = int(torch.argmax(cand))
-                    win[i, j] = best
+                    best = win[i, j] = unique_argmax(cand)  # -1: a tie at the top, a win for none
                     aw[i, j] = float(best == answer_at[i])
                     pa[i, j] = float(torch.softmax(cand, 0)[answer_at[i]])
                     if target_at[i] is not None:

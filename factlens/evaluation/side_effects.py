@@ -214,7 +214,8 @@ def _mmlu(model, original, config: EvalConfig, baselines: BaselineCache | None, 
         extra["mmlu_note"] = f"original=None: no MMLU baseline or at-chance flag (chance is {res.chance:.3f})"
     qrows = []
     for i, q in enumerate(res.questions):
-        r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[int(res.predicted[i])],
+        said = int(res.predicted[i])
+        r = {"subject": q.subject, "answer": q.answer_letter, "predicted": "ABCD"[said] if said >= 0 else "tie",
              "correct": bool(res.correct[i]), "p_correct": float(res.p_correct[i])}
         if base is not None:
             r.update(baseline_correct=bool(base.correct[i]), baseline_p_correct=float(base.p_correct[i]))

@@ -56,7 +56,7 @@ from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
-from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed
+from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed, unique_argmax
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SoftPromptsConfig)
     from factlens.evaluation.config import EvalConfig
@@ -254,7 +254,7 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
     for i, it in enumerate(items):
         lp = lps[j : j + len(it.candidates)].double()
         j += len(it.candidates)
-        best = win[i] = int(torch.argmax(lp))
+        best = win[i] = unique_argmax(lp)  # -1: a tie at the top, a win for none
         ci = it.candidates.index(it.answer)
         aw[i] = best == ci
         pa[i] = float(torch.softmax(lp, 0)[ci])
@@ -354,7 +354,7 @@ def _selectivity(items_b, items_m, runs: list[dict], seed: int) -> Selectivity |
         return None
     parts = []
     for r in runs:
-        said = {0: {u.record_id: u.candidates[int(w)] for u, w in zip(items_m, r["M"]["winner"])}}
+        said = {0: {u.record_id: (u.candidates[int(w)] if w >= 0 else None) for u, w in zip(items_m, r["M"]["winner"])}}
         parts.append(selectivity_of(items_b, r["B"]["answer_wins"], [0] * len(items_b), said, items_m, seed=seed))
     return None if parts[0] is None else mean_selectivity(parts)
 
