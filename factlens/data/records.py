@@ -176,7 +176,7 @@ class FactRecord:
             mcq = dict(mcq)
             mcq["options"] = tuple(mcq["options"])
             d["mcq"] = MultipleChoice(**mcq)
-        d["id"] = str(d.get("id") or "")
+        d["id"] = "" if d.get("id") is None else str(d["id"])  # (``or`` turned the id 0 into a new hash id)
         return cls(**d)
 
 
