@@ -102,3 +102,22 @@ def test_mmlu_answers_do_not_depend_on_the_batches():
     one, many = mmlu_accuracy(m, qs, batch_size=1), mmlu_accuracy(m, qs, batch_size=8)
     assert np.array_equal(one.predicted, many.predicted)
     np.testing.assert_allclose(one.p_correct, many.p_correct, rtol=0, atol=1e-6)
+
+
+def test_a_reduced_precision_model_scores_candidates_on_float32_logits():
+    """In bfloat16 the logits are rounded to steps of 0.125 at 16-32, so candidates that differ less
+    tied; the last positions' unembedding now runs in float32 (the model stays bfloat16)."""
+    import torch
+
+    from factlens.testing import tiny_model
+    from factlens.tokens import final_logits, final_residual, tokenize_prompts, unembed
+
+    m = tiny_model().to(torch.bfloat16)
+    batch = tokenize_prompts(m, ["The river runs past", "The old mill stands by the"])
+    logits = final_logits(m, batch)
+    assert logits.dtype == torch.float32 and m.unembed.W_U.dtype == torch.bfloat16
+    resid = m.ln_final(final_residual(m, batch.tokens, batch.last_pos)[:, None, :])[:, 0]
+    exact = resid.float() @ m.unembed.W_U.float() + m.unembed.b_U.float()
+    torch.testing.assert_close(logits, exact, rtol=1e-5, atol=1e-5)
+    coarse = unembed(m, final_residual(m, batch.tokens, batch.last_pos)[:, None, :])[:, 0]  # the bfloat16 logits
+    assert coarse.dtype == torch.bfloat16 and len(torch.unique(logits[0])) > len(torch.unique(coarse[0]))
