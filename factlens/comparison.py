@@ -143,7 +143,7 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     (:func:`factlens.runner.stored.upgrade_stored`'s table).
     """
     from factlens.evaluation import SUITES, text_fields
-    from factlens.runner.stored import with_added_eval_fields
+    from factlens.runner.stored import reads_multiple_choice, with_added_eval_fields
 
     out: dict[str, Any] = {"model": rec.get("model")}
     ran = set(getattr(rec["eval"], "suites", None) or ())
@@ -156,6 +156,8 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
         config.pop("text", None)
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
+    if not reads_multiple_choice(config, sorted(ran)):  # (a resume without multiple choice does not ask for it)
+        config.pop("mcq_shots", None)
 
     def walk(prefix: str, v: Any) -> None:
         if isinstance(v, Mapping):

@@ -772,3 +772,19 @@ def test_sides_without_a_common_seed_have_no_difference_not_one_across_seeds():
                           "rome": {0: EvalResult({"s": SuiteResult("s", (two,))})}}, reference="flu",
                          metrics=["retain_kl"])
     assert t.iloc[0]["diff"] == pytest.approx(0.5)
+
+
+def test_the_multiple_choice_examples_part_folders_only_where_multiple_choice_was_scored():
+    """A folder resumed after mcq_shots existed holds units recorded with and without it; the
+    resume was accepted (no suite scored multiple choice) and the report then refused the folder
+    as made with different settings (eval.mcq_shots: 'dataset' vs 'fixed')."""
+    from factlens.comparison import _setup
+    from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+
+    def rec(config, suite="standard"):
+        m = Metric.from_samples("forget_accuracy", {"a": 1.0, "b": 0.0})
+        return {"model": "m", "eval": EvalResult({suite: SuiteResult(suite, (m,))}, meta={"config": config})}
+
+    old, new = {"n_shots": 2}, {"n_shots": 2, "mcq_shots": "fixed"}
+    assert _setup(rec(old)) == _setup(rec(new))
+    assert _setup(rec(old, "formats"))["eval.mcq_shots"] == "dataset" != _setup(rec(new, "formats"))["eval.mcq_shots"]

@@ -131,6 +131,8 @@ class EvalConfig(ConfigBase):
             ``"dataset"``, other facts of the split being scored (a forget fact's prompt then
             shows other forget facts with their original answers marked correct, a maintain
             fact's untouched facts), as before 2026-12-05: older run folders resume with it.
+            (The editor's own multiple-choice training prompts, ``EditConfig.train_format="mcq"``,
+            take the fixed pool too since then; an older folder trained that way is not told.)
         text: General text (:class:`TextConfig`).
         formats: The ``formats`` suite (:class:`~factlens.evaluation.formats.FormatsConfig`).
         side_effects: The ``side_effects`` suite's MMLU

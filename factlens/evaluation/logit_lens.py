@@ -139,7 +139,8 @@ class LensScores:
         target_wins: Same for the edit target (NaN without one, or when ambiguous).
         p_answer: The answer's probability among the candidates' first tokens.
         answer_rank: Rank of the answer's first token in the whole vocabulary (0 = top).
-        winner: Index into the prompt's candidates of the one that wins (-1 when ambiguous).
+        winner: Index into the prompt's candidates of the one that wins (-1 when ambiguous, or
+            where candidates tie at the top at that layer: no answer).
     """
 
     layers: tuple[int, ...]
@@ -387,15 +388,18 @@ def _selectivity(read: _Read, wins: dict[str, float], folds: list[dict], seed: i
 
     f_items = [it for it in read.items["forget"] if not np.isnan(wins.get(it.record_id, float("nan")))]
     m_scores = read.scores["maintain"]
-    m_rows = [i for i, it in enumerate(read.items["maintain"]) if m_scores.winner[i, 0] >= 0]
+    # the prompts with candidates to score (a -1 winner is also a tie at that layer: a control that says nothing)
+    m_rows = [i for i in range(len(read.items["maintain"])) if not m_scores.ambiguous[i]]
     m_items = [read.items["maintain"][i] for i in m_rows]
     ids = [it.record_id for it in [*f_items, *m_items]]
     if not f_items or not m_items or len(set(ids)) != len(ids):
         return None
     col = {layer: j for j, layer in enumerate(m_scores.layers)}
-    said = {k: {read.items["maintain"][i].record_id:
-                read.items["maintain"][i].candidates[int(m_scores.winner[i, col[f["layer"]]])] for i in m_rows}
-            for k, f in enumerate(folds)}
+    def said_at(i: int, layer: int) -> str | None:
+        w = int(m_scores.winner[i, col[layer]])
+        return read.items["maintain"][i].candidates[w] if w >= 0 else None  # -1: a tie, no answer
+
+    said = {k: {read.items["maintain"][i].record_id: said_at(i, f["layer"]) for i in m_rows} for k, f in enumerate(folds)}
     fold_of = {rid: k for k, f in enumerate(folds) for rid in f["held_out"]}
     return selectivity_of(f_items, [wins[it.record_id] for it in f_items], [fold_of[it.record_id] for it in f_items],
                           said, m_items, seed=seed)

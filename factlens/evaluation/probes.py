@@ -158,13 +158,17 @@ def _probe(C: float, scaling: Scaling = "global"):
     return make_pipeline(_standardizer(scaling), LogisticRegression(C=C, max_iter=2000))
 
 
-def _cv_facts(y: np.ndarray) -> np.ndarray:
+def _cv_facts(y: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """The training facts cross-validation can use: those whose answer at least one other fact
     has (a stratified fold needs two of a class). A single fact of a rare answer made every
     layer's accuracy NaN, and the metric was flagged "at chance" on CounterFact-like data where
-    most answers are rare, even where the probes read the answer perfectly."""
-    classes, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
-    keep = counts[inv] >= 2
+    most answers are rare, even where the probes read the answer perfectly. With ``groups``
+    (subjects) that repeat, the folds keep a subject together, so an answer needs two subjects."""
+    grouped = groups is not None and len(set(groups)) < len(groups)
+    per_class: dict[Any, set] = {}
+    for i, c in enumerate(y):
+        per_class.setdefault(c, set()).add(groups[i] if grouped else i)
+    keep = np.array([len(per_class[c]) >= 2 for c in y], dtype=bool)
     return keep if len(np.unique(y[keep])) >= 2 else np.zeros(len(y), dtype=bool)
 
 
@@ -180,7 +184,7 @@ def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling, group
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
 
-    keep = _cv_facts(y)
+    keep = _cv_facts(y, groups)
     if not keep.any():
         return float("nan")
     X, y = X[keep], y[keep]
@@ -244,7 +248,7 @@ def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequen
             acc_true.append(float(np.mean(pred == true)))
             acc_target.append(float(np.mean(pred[has_t] == target[has_t])) if has_t.any() else float("nan"))
             cvs.append(_cv_accuracy(Xtr[:, j], y, C, scaling, subjects) if cv else float("nan"))
-    kept = y[_cv_facts(y)]
+    kept = y[_cv_facts(y, subjects)]
     cv_chance = float(np.unique(kept, return_counts=True)[1].max() / len(kept)) if len(kept) else float("nan")
     return {"layers": layers, "classes": classes.tolist(), "true": acc_true, "target": acc_target,
             "maintain_cv": cvs, "n_cv": int(len(kept)), "cv_chance": cv_chance,

@@ -34,7 +34,7 @@ from factlens.runner.method_settings import _norm, method_settings_diff, without
 from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import versions
 from factlens.runner.run_files import RunFileError
-from factlens.runner.stored import added_eval_flags, upgrade_stored, without_added_eval_fields
+from factlens.runner.stored import added_eval_flags, reads_multiple_choice, upgrade_stored, without_added_eval_fields
 from factlens.strict_json import strict_dumps
 
 __all__ = ["RunDir", "RunDirError", "ConfigMismatchError", "read_json", "write_json_atomic", "MANIFEST"]
@@ -529,9 +529,7 @@ def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(out.get("other_suites"), dict):
         out["other_suites"] = {k: v for k, v in out["other_suites"].items() if k in suites}
     # the multiple-choice examples (a shared setting) decide only the suites that score multiple choice
-    reads_mcq = "formats" in suites or any("mcq" in (ev.get(k) or {}).get("formats", ()) for k in suites
-                                           if isinstance(ev.get(k), dict))
-    if not reads_mcq:
+    if not reads_multiple_choice(ev, suites):
         out.pop("mcq_shots", None)
     return out
 

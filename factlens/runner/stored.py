@@ -46,6 +46,22 @@ _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearni
 _ADDED_EDIT_FIELDS: dict[str, Any] = {"methods": {}, "rmu_adaptive_scale": None, "checkpoint": False, "objectives": {}}
 
 
+def reads_multiple_choice(eval_table: Mapping[str, Any], suites) -> bool:
+    """Whether an evaluation with these (nested) settings and ``suites`` scores multiple-choice
+    prompts: the formats suite, or a suite whose own ``formats`` include ``"mcq"``. Only then do
+    the multiple-choice settings (``mcq_shots``) decide any of its numbers.
+
+    Example:
+        >>> reads_multiple_choice({"quantization": {"formats": ["default", "mcq"]}}, ["quantization"])
+        True
+        >>> reads_multiple_choice({"quantization": {"formats": ["default"]}}, ["standard", "quantization"])
+        False
+    """
+    suites = tuple(suites)
+    return "formats" in suites or any(
+        "mcq" in ((eval_table.get(k) or {}).get("formats") or ()) for k in suites if isinstance(eval_table.get(k), Mapping))
+
+
 def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """A run's given settings without the :data:`_ADDED_EVAL_FIELDS` in its ``eval`` table.
 

@@ -637,3 +637,23 @@ def test_sequential_chunks_must_split_the_forget_facts(planted):
         edit_sequential(planted.model, mask, replace(planted.task, chunks=(f[:4], f[4:])), config=cfg, chunk_size=2)
     with pytest.raises(ValueError, match="chunk_size >= 1"):
         sequential_counterfact_editing(planted.dataset, n_chunks=2, chunk_size=0)
+
+
+def test_sequential_count_of_fully_trained_parameters_builds_no_mask(monkeypatch):
+    """Counting distinct entries materialized each fully trained parameter's one-byte mask view
+    (a byte per entry: 9 GB for Gemma-2-9B's non-localized edit)."""
+    from factlens.editing.result import EditResult, ParamDelta, full_mask
+    from factlens.editing.sequential import SequentialEditResult
+
+    n = 4_000_000
+    deltas = {"w": ParamDelta(full_mask((n,)), torch.zeros(1).expand(n), torch.ones(1).expand(n))}
+    part = torch.zeros(n, dtype=torch.bool)
+    part[:10] = True
+    results = []
+    for d in (deltas, {"w": ParamDelta(part, torch.zeros(10), torch.ones(10))}):
+        results.append(EditResult.__new__(EditResult))
+        object.__setattr__(results[-1], "deltas", d)
+    seq = SequentialEditResult(model=None, results=tuple(results), chunks=())
+    built, zeros = [], torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *a, **k: built.append(a) or zeros(*a, **k))
+    assert seq.n_params_trained == n and built == []  # no n-byte mask was built

@@ -614,3 +614,22 @@ def test_probe_cross_validation_keeps_a_subjects_facts_in_one_fold():
     out = probe_layers(p.model, train, test, layers=[0], position="subject_last")
     assert out["true"][0] < 0.2  # layer 0 reads no sport of a new subject
     assert out["maintain_cv"][0] < out["cv_chance"] + 0.15  # nor, now, of a held-out subject (was 0.67)
+
+
+def test_grouped_cross_validation_leaves_out_an_answer_only_one_subject_has():
+    """Keeping a subject's facts in one fold, an answer whose two facts are one subject's had a
+    single group: every layer's cross-validated accuracy became NaN (what leaving out answers of
+    one fact was for)."""
+    from factlens.data.records import FactDataset, FactRecord
+    from factlens.evaluation.probes import probe_layers
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model(n_subjects=48)
+    base = list(p.dataset)[:30]
+    twin = FactRecord(subject=base[0].subject, template="{} is a professional", answer="hockey", relation="sport",
+                      id="twin-a")
+    twin2 = dataclasses.replace(twin, template="Known for the sport, {} plays", id="twin-b")
+    train = FactDataset((*base, twin, twin2), name="t", candidates=p.dataset.candidates)
+    out = probe_layers(p.model, train, FactDataset(tuple(list(p.dataset)[30:]), name="u", candidates=p.dataset.candidates),
+                       layers=[3], position="subject_last")
+    assert out["n_cv"] == len(base) and out["maintain_cv"][0] > 0.9  # hockey (one subject) left out, not NaN
