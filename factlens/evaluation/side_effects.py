@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,11 @@ def text_chunks(model, config: EvalConfig) -> torch.Tensor:
         chunks = None
     if chunks is None or chunks.shape[0] < n:  # short passages: use all the text
         chunks = token_chunks(model, load_texts(text.source, held_out=held_out), seq_len=text.seq_len, n_chunks=n)
+    if chunks.shape[0] < n:  # (extra["n_text_chunks"] records it too)
+        what = "the built-in held-out text" if held_out else f"the text {text.source or 'built in'!r}"
+        warnings.warn(f"{what} gives {chunks.shape[0]} chunks of {text.seq_len} tokens, fewer than text.n_chunks={n}: "
+                      "the side effects are measured on those; give a longer text (eval text.source) for more",
+                      stacklevel=2)
     return chunks
 
 

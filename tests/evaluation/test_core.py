@@ -549,3 +549,14 @@ def test_side_effects_on_the_builtin_text_are_measured_on_text_the_editor_never_
         load_texts("wikitext", held_out=True)
     assert torch.equal(text_chunks(tiny, cfg), token_chunks(tiny, load_texts(None, n=32, seed=0, held_out=True),
                                                             seq_len=cfg.text.seq_len, n_chunks=4))
+
+
+def test_side_effects_warn_when_the_text_gives_fewer_chunks_than_asked():
+    """The built-in held-out passages give about 25 chunks of 64 Gemma tokens: asking for more
+    measured on fewer with no word but a count in ``extra``."""
+    from factlens.evaluation.side_effects import text_chunks
+
+    tiny = tiny_model()
+    with pytest.warns(UserWarning, match="fewer than text.n_chunks=500"):
+        chunks = text_chunks(tiny, EvalConfig(text={"n_chunks": 500}))
+    assert 0 < chunks.shape[0] < 500
