@@ -316,7 +316,9 @@ def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], ba
         for i, a in enumerate(a_ids):
             L = int(batch.lengths[i])
             pos = torch.arange(L - 1 - p, L - 1 - p + len(a), device=resid.device)
-            lp = F.log_softmax(unembed(model, resid[i, pos]).float(), dim=-1)
+            h = resid[i, pos]
+            logits = _unembed_float32(model, h) if h.dtype in (torch.bfloat16, torch.float16) else unembed(model, h)
+            lp = F.log_softmax(logits.float(), dim=-1)
             scores.append(lp[torch.arange(len(a)), torch.tensor(a, device=lp.device)].sum())
         out.append(torch.stack(scores))
     return torch.cat(out)

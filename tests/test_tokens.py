@@ -121,3 +121,21 @@ def test_a_reduced_precision_model_scores_candidates_on_float32_logits():
     torch.testing.assert_close(logits, exact, rtol=1e-5, atol=1e-5)
     coarse = unembed(m, final_residual(m, batch.tokens, batch.last_pos)[:, None, :])[:, 0]  # the bfloat16 logits
     assert coarse.dtype == torch.bfloat16 and len(torch.unique(logits[0])) > len(torch.unique(coarse[0]))
+
+
+def test_multi_token_answers_of_a_reduced_precision_model_are_scored_on_float32_logits(monkeypatch):
+    import torch
+
+    import factlens.tokens as T
+    from factlens.testing import tiny_model
+    from factlens.tokens import answer_logprobs
+
+    calls, real = [], T._unembed_float32
+    monkeypatch.setattr(T, "_unembed_float32", lambda model, h, **k: calls.append(h.shape) or real(model, h, **k))
+    m = tiny_model()
+    half = tiny_model().to(torch.bfloat16)
+    a32 = answer_logprobs(m, ["The river runs past the"], ["old stone mill"])
+    a16 = answer_logprobs(half, ["The river runs past the"], ["old stone mill"])
+    assert a16.dtype == torch.float32 and torch.isfinite(a16).all()
+    torch.testing.assert_close(a16, a32, rtol=0.05, atol=0.05)  # bfloat16 activations, float32 logits
+    assert calls  # the teacher-forced positions went through the float32 unembedding
