@@ -431,7 +431,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         baselines: Cache of computations on ``original``; the control is keyed by the
             directions it removes as well as the task and settings, so it is reused only for the
             same edit.
-        mask: The edited localization (its first layer is where the layers start).
+        mask: The edited localization (with ``search_layers="from_mask"`` its first layer is where
+            the layers start; the default searches every layer).
         edit_result: Used for its mask when ``mask`` is not given.
         direction_ablation_config: The suite's settings (default: ``config.direction_ablation``).
 
