@@ -222,8 +222,9 @@ def _task_option_types(config: "RunConfig") -> list[str]:
             for p in [keyword_problem(fn, k, v)] if p]
 
 
-def check_device(config: "RunConfig") -> None:
-    """Refuse a device this machine cannot hold the model on, before any file is written.
+def check_device(config: "RunConfig", *, local: bool | None = None) -> None:
+    """Refuse a device this machine cannot hold the model on, before any file is written
+    (``local``: whether the jobs run in this machine's processes; ``None``: as ``config.executor`` says).
 
     Checked for the run asked for now (``factlens run``, :func:`~factlens.runner.run_experiment`),
     not in :meth:`RunConfig.validate`: a stored folder's settings name the device it ran on, which
@@ -233,7 +234,7 @@ def check_device(config: "RunConfig") -> None:
     Raises:
         ValueError: What is wrong and what to use instead.
     """
-    bad = _device_problems(config.device, local=config.executor == "local")
+    bad = _device_problems(config.device, local=config.executor == "local" if local is None else local)
     if bad:
         raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
 

@@ -266,7 +266,9 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
         ('seed0/all_mlps',)
     """
     t_start = time.perf_counter()
-    check_device(config)  # the device asked for now (a stored folder's need not exist here)
+    # the device asked for now (a stored folder's need not exist here), where the jobs will run: an
+    # executor passed here (RunConfig.executor "local" with a RayExecutor given was refused for CUDA)
+    check_device(config, local=None if executor is None else isinstance(executor, LocalExecutor))
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     rd._check_is_folder()
