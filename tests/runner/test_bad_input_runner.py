@@ -574,7 +574,7 @@ def test_a_device_this_machine_lacks_is_refused_for_the_run_asked_for_not_for_a_
     check_device(gpu.replace(executor="ray", gpus_per_job=1))  # Ray workers may have the GPUs
     check_device(gpu, local=False)  # an executor passed to run_experiment that runs elsewhere (docs' Ray snippet)
     with pytest.raises(ValueError, match="no usable CUDA device"):
-        check_device(gpu.replace(executor="ray"), local=True)
+        check_device(gpu.replace(executor="ray", gpus_per_job=1), local=True)
 
 
 def test_a_run_that_fails_after_its_plan_leaves_no_settings_that_refuse_the_corrected_command(tmp_path: Path, capsys):
