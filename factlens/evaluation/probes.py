@@ -309,9 +309,7 @@ def _cv_metric(res: dict[str, Any], base: dict[str, Any] | None) -> Metric:
     # NaN (too few facts per answer to cross-validate): not measured, which is no finding of chance
     flag = False
     if base is not None and not np.isnan(b):
-        bk, bn = counts(base)
-        flag = _max_not_above_chance(np.array([[1] * k + [0] * (bn - k) for k in bk]).T,
-                                     float(base.get("cv_chance", base["chance"])))
+        flag = _best_count_not_above_chance(*counts(base), float(base.get("cv_chance", base["chance"])))
     return Metric("probe_maintain_cv_max", v, n, "facts", b, flag, True, None, ci[0] if ci else None,
                   ci[1] if ci else None, "wilson-max" if ci else None)
 
@@ -345,12 +343,16 @@ def _max_not_above_chance(hits: np.ndarray, chance: float) -> bool:
     """Is the best layer's accuracy (``hits``: ``[n_facts, n_layers]``) no better than ``chance``?
     The best of the layers is tested as such: the lower end of its interval at the Bonferroni
     level over the layers (:func:`factlens.stats.max_wilson_interval`) is not above ``chance``."""
+    return _best_count_not_above_chance([int(k) for k in hits.astype(int).sum(0)], int(hits.shape[0]), chance)
+
+
+def _best_count_not_above_chance(ks: Sequence[int], n: int, chance: float) -> bool:
+    """:func:`_max_not_above_chance` from the layers' counts of correct facts (``ks``, of ``n``)."""
     from factlens.stats import max_wilson_interval
 
-    n = int(hits.shape[0])
-    if n == 0 or hits.shape[1] == 0 or math.isnan(chance):
+    if n == 0 or not len(ks) or math.isnan(chance):
         return True
-    lo, _ = max_wilson_interval([int(k) for k in hits.astype(int).sum(0)], n)
+    lo, _ = max_wilson_interval(list(ks), n)
     return bool(lo <= chance)
 
 
