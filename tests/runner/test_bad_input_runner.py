@@ -885,3 +885,16 @@ def test_settings_of_a_method_the_folder_stores_are_not_called_unused(tmp_path: 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _main(*common, "--methods", "finetune") == 0
+
+
+def test_the_suites_help_names_every_attack_that_runs_only_when_listed(capsys):
+    """``factlens run --help`` (where docs/extending.md sends users) listed four of the six attack
+    suites that run only when asked for: the logit and linear lenses were missing."""
+    from factlens.evaluation import SUITES
+    from factlens.runner.config import ALL_SUITES
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    builtin = [s.name for s in SUITES if s.fn.module.startswith("factlens.") and s.name not in ALL_SUITES]
+    assert len(builtin) >= 6 and all(name in text for name in builtin)
