@@ -48,8 +48,9 @@ def fold_scales(model) -> dict[str, torch.Tensor] | None:
     the checkpoint's; the quantization attack needs the checkpoint's (bitsandbytes quantizes
     those and applies the norm at run time). :func:`load_model` records them on every route that
     folds RMS norms (Gemma, Llama, Mistral, Qwen...; the embedded default, ``path=``, ``gguf=``,
-    a TransformerLens name on any device and dtype), as the folding read them. LayerNorm models (GPT-2...) give ``None``: their folding also centers the
-    weights, which no scale undoes; so do ``fold_ln=False`` and models built rather than loaded.
+    a TransformerLens name on any device and dtype), as the folding read them. LayerNorm models
+    (GPT-2...) give ``None``: their folding also centers the weights, which no scale undoes; so
+    do ``fold_ln=False`` and models built rather than loaded.
     Copies of the model (``copy.deepcopy``) keep them.
 
     Example:

@@ -239,11 +239,16 @@ def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_
     ``hook_out`` hook points (equal up to float summation order); any other unembedding
     module is called as is.
     """
+    return _unembed_with(model, resid, _unembed_linear)
+
+
+def _unembed_with(model, resid: Tensor, linear) -> Tensor:
+    """Final norm, then ``linear(model.unembed, x)``, then the logit soft cap."""
     from transformer_lens.utilities import apply_softcap  # type: ignore
 
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
-    return apply_softcap(_unembed_linear(model.unembed, resid), model.cfg.output_logits_soft_cap)
+    return apply_softcap(linear(model.unembed, resid), model.cfg.output_logits_soft_cap)
 
 
 def _unembed_linear(u, x: Tensor) -> Tensor:
@@ -259,33 +264,34 @@ def final_logits(model, batch: PromptBatch) -> Float[Tensor, "batch d_vocab"]:
     """Logits at the last real token of each prompt, unembedding only those positions.
 
     For a model in bfloat16 or float16 the unembedding of these few rows runs in float32
-    (:func:`_unembed_float32`): in bfloat16 logits of 16 to 32 are rounded to steps of 0.125, so
+    (:func:`_scoring_logits`): in bfloat16 logits of 16 to 32 are rounded to steps of 0.125, so
     candidates that differ less tie, and the scores built on these logits (answer wins,
     probabilities, MMLU) lost that difference (Gemma 3 270M in bfloat16 tied at the top on 52 of
     600 athletes).
     """
-    resid = final_residual(model, batch.tokens, batch.last_pos)[:, None, :]
-    if resid.dtype in (torch.bfloat16, torch.float16):
-        return _unembed_float32(model, resid)[:, 0]
-    return unembed(model, resid)[:, 0]
+    return _scoring_logits(model, final_residual(model, batch.tokens, batch.last_pos)[:, None, :])[:, 0]
 
 
-def _unembed_float32(model, resid: Tensor, *, chunk: int = 32768) -> Tensor:
-    """:func:`unembed` with the matrix product in float32 (the final norm stays the model's own):
-    ``W_U`` is read ``chunk`` columns at a time, so the extra memory is one float32 slice of it
-    (84 MB for Gemma 3 270M, 470 MB at Gemma-2-9B's width), never a float32 copy of the whole."""
+def _scoring_logits(model, resid: Tensor) -> Tensor:
+    """:func:`unembed` for scoring: in float32 for a bfloat16 or float16 ``resid`` (the final
+    norm stays the model's own), else as it is."""
+    if resid.dtype not in (torch.bfloat16, torch.float16):
+        return unembed(model, resid)
+    return _unembed_with(model, resid, _unembed_linear_float32).float()
+
+
+def _unembed_linear_float32(u, x: Tensor, *, chunk: int = 32768) -> Tensor:
+    """:func:`_unembed_linear` with the product in float32: ``W_U`` is read ``chunk`` columns at a
+    time, so the extra memory is one float32 slice of it (84 MB for Gemma 3 270M, 470 MB at
+    Gemma-2-9B's width), never a float32 copy of the whole."""
     from transformer_lens.components import Unembed  # type: ignore
-    from transformer_lens.utilities import apply_softcap  # type: ignore
 
-    u = model.unembed
     if type(u).forward is not Unembed.forward:  # another unembedding: as it computes
-        return unembed(model, resid).float()
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    x = u.hook_in(resid).float()
+        return u(x)
+    x = u.hook_in(x).float()
     W, b = u.W_U, u.b_U
-    out = torch.cat([x @ W[:, i:i + chunk].float() + b[i:i + chunk].float() for i in range(0, W.shape[1], chunk)], -1)
-    return apply_softcap(u.hook_out(out), model.cfg.output_logits_soft_cap)
+    return u.hook_out(torch.cat([x @ W[:, i:i + chunk].float() + b[i:i + chunk].float()
+                                 for i in range(0, W.shape[1], chunk)], -1))
 
 
 def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], batch_size: int) -> Tensor:
@@ -316,9 +322,7 @@ def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], ba
         for i, a in enumerate(a_ids):
             L = int(batch.lengths[i])
             pos = torch.arange(L - 1 - p, L - 1 - p + len(a), device=resid.device)
-            h = resid[i, pos]
-            logits = _unembed_float32(model, h) if h.dtype in (torch.bfloat16, torch.float16) else unembed(model, h)
-            lp = F.log_softmax(logits.float(), dim=-1)
+            lp = F.log_softmax(_scoring_logits(model, resid[i, pos]).float(), dim=-1)
             scores.append(lp[torch.arange(len(a)), torch.tensor(a, device=lp.device)].sum())
         out.append(torch.stack(scores))
     return torch.cat(out)

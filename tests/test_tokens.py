@@ -130,8 +130,8 @@ def test_multi_token_answers_of_a_reduced_precision_model_are_scored_on_float32_
     from factlens.testing import tiny_model
     from factlens.tokens import answer_logprobs
 
-    calls, real = [], T._unembed_float32
-    monkeypatch.setattr(T, "_unembed_float32", lambda model, h, **k: calls.append(h.shape) or real(model, h, **k))
+    calls, real = [], T._unembed_linear_float32
+    monkeypatch.setattr(T, "_unembed_linear_float32", lambda u, h, **k: calls.append(h.shape) or real(u, h, **k))
     m = tiny_model()
     half = tiny_model().to(torch.bfloat16)
     a32 = answer_logprobs(m, ["The river runs past the"], ["old stone mill"])

@@ -115,8 +115,8 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
         True
     """
     if held_out and source is not None:
-        raise ValueError(f"held_out=True selects the built-in held-out text; it cannot be combined with source={source!r} "
-                         "(give source=None, or drop held_out)")
+        raise ValueError(f"held_out=True selects the built-in held-out text; it cannot be combined with "
+                         f"source={source!r} (give source=None, or drop held_out)")
     if source is None:
         lines = _builtin_lines(HELD_OUT_TEXT if held_out else BUILTIN_TEXT)
     else:
@@ -142,6 +142,22 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
             keep = sorted(random.Random(seed).sample(range(len(lines)), n))
             lines = [lines[i] for i in keep]
     return lines
+
+
+def same_text_source(a: str | Path | None, b: str | Path | None) -> bool:
+    """Whether two given text sources name the same text (the same string, or paths of one file);
+    ``None`` (the built-in text, by caller's choice) never counts.
+
+    Example:
+        >>> same_text_source("wikitext", "wikitext"), same_text_source(None, None)
+        (True, False)
+    """
+    if a is None or b is None:
+        return False
+    if str(a) == str(b):
+        return True
+    pa, pb = Path(str(a)).expanduser(), Path(str(b)).expanduser()
+    return pa.is_file() and pb.is_file() and pa.resolve() == pb.resolve()
 
 
 def passages_without(texts: Sequence[str], subjects: Sequence[str]) -> list[str]:

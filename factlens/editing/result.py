@@ -78,6 +78,13 @@ class ParamDelta:
             object.__setattr__(self, "mask", full_mask(m.shape, m.device))
 
     @property
+    def trains_all(self) -> bool:
+        """Every entry of the parameter may change (the mask is a :func:`full_mask`), read
+        without building the mask."""
+        m = self.mask
+        return m.untyped_storage().nbytes() <= 1 and bool(m[(0,) * m.dim()]) if m.numel() else False
+
+    @property
     def n_changed(self) -> int:
         return int((self.old != self.new).sum())
 

@@ -76,14 +76,13 @@ class SequentialEditResult:
         whole: dict[str, int] = {}  # parameters some edit trained entirely: every entry, no mask built
         for r in self.results:
             for n, d in r.deltas.items():
-                m = d.mask
                 if n in whole:
                     continue
-                if m.dim() and all(st == 0 for st in m.stride()) and bool(m.reshape(-1)[0]):  # a full_mask view
-                    whole[n] = m.numel()
+                if d.trains_all:
+                    whole[n] = d.mask.numel()
                     union.pop(n, None)
                     continue
-                m = m.cpu()
+                m = d.mask.cpu()
                 union[n] = (union[n] if n in union else torch.zeros(m.shape, dtype=torch.bool)) | m
         return int(sum(whole.values()) + sum(int(m.sum()) for m in union.values()))
 

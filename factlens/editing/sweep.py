@@ -159,18 +159,17 @@ def _normalize(x: Any) -> Any:
 
 def _facts_digest(task) -> str:
     """sha256 of every fact of the task's splits (targets, candidates and formats included)."""
-    blob = json.dumps({name: [list(ds.candidates), [r.to_dict() for r in ds]]
-                       for name, ds in (("forget", task.forget), ("retain", task.retain), ("maintain", task.maintain))},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return _digest({name: _facts(ds) for name, ds in (("forget", task.forget), ("retain", task.retain),
+                                                      ("maintain", task.maintain))})
 
 
-def _facts_digest_of(ds) -> str | None:
-    """sha256 of a dataset's facts (``None``: not given)."""
-    if ds is None:
-        return None
-    blob = json.dumps([list(ds.candidates), [r.to_dict() for r in ds]], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _facts(ds) -> list:
+    """A dataset's candidates and records, as JSON values."""
+    return [list(ds.candidates), [r.to_dict() for r in ds]]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_len: int,
@@ -194,7 +193,7 @@ def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_
                   **ModelShape.of(model).to_dict()},
         # None: the built-in held-out passages (format 3; format 2 read the editor's own built-in text)
         "general_text": None if general_text is None else str(general_text),
-        "maintain": _facts_digest_of(maintain),
+        "maintain": None if maintain is None else _digest(_facts(maintain)),
         "n_text_chunks": n_text_chunks,
         "text_seq_len": text_seq_len,
     })
@@ -275,7 +274,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     Raises:
         ValueError: An empty grid, or ``out_dir`` holds a sweep of another task/mask/model.
     """
-    from factlens.data.text import load_texts, token_chunks
+    from factlens.data.text import load_texts, same_text_source, token_chunks
 
     lrs, l_forget = list(lrs), list(l_forget)
     if not lrs or not l_forget:
@@ -283,7 +282,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     if not isinstance(mask, Mask) or len(mask) == 0:
         raise ValueError(f"mask must be a non-empty factlens.Mask, got {mask!r}")
     configs = [base_config.replace(lr=float(lr), l_forget=float(l1)) for l1 in l_forget for lr in lrs]
-    if general_text is not None and base_config.sft_source is not None and str(general_text) == str(base_config.sft_source):
+    if same_text_source(general_text, base_config.sft_source):
         warnings.warn(f"general_text is the editor's sft_source ({str(general_text)!r}): text_acc scores text the edit's "
                       "KL term trains on, which favours configs that keep it; give another text (or None: the built-in "
                       "held-out passages)", stacklevel=2)

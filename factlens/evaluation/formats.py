@@ -65,8 +65,8 @@ class FormatsConfig(ConfigBase):
 
 def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
     both = task.forget.concat(task.maintain) if len(task.maintain) else task.forget
-    avail = [f for f in available_formats(both) if any(format_prompts(both, f, seed=config.seed,
-                                                                      n_shots=config.n_shots, mcq_shots=config.mcq_shots))]
+    avail = [f for f in available_formats(both)
+             if any(format_prompts(both, f, seed=config.seed, n_shots=config.n_shots, mcq_shots=config.mcq_shots))]
     wanted = config.formats.formats
     if wanted is None:
         return [f for f in avail if f != "default"], []

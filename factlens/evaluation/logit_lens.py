@@ -399,7 +399,8 @@ def _selectivity(read: _Read, wins: dict[str, float], folds: list[dict], seed: i
         w = int(m_scores.winner[i, col[layer]])
         return read.items["maintain"][i].candidates[w] if w >= 0 else None  # -1: a tie, no answer
 
-    said = {k: {read.items["maintain"][i].record_id: said_at(i, f["layer"]) for i in m_rows} for k, f in enumerate(folds)}
+    said = {k: {read.items["maintain"][i].record_id: said_at(i, f["layer"]) for i in m_rows}
+            for k, f in enumerate(folds)}
     fold_of = {rid: k for k, f in enumerate(folds) for rid in f["held_out"]}
     return selectivity_of(f_items, [wins[it.record_id] for it in f_items], [fold_of[it.record_id] for it in f_items],
                           said, m_items, seed=seed)

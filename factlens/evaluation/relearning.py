@@ -123,6 +123,15 @@ class RelearningConfig(ConfigBase):
 
 
 # -- shared helpers (also used by the soft-prompt suite) -------------------------------------
+def retain_not_about_scored(task) -> FactDataset:
+    """``task.retain`` without the facts that are, or are about the subject of, a forget or
+    maintain fact: an attack that trains on them could teach the facts it is judged on (also the
+    unrelated fine-tuning attack's retain data)."""
+    scored = (*task.forget, *task.maintain)
+    ids, subjects = {r.id for r in scored}, {r.subject for r in scored}
+    return task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
+
+
 def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDataset]:
     """Seeded split of ``facts`` into half A (``ceil(n/2)``, trained on) and half B (held out).
 
@@ -447,12 +456,8 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
     held: dict[str, PromptScores] = {}
     controls: dict[str, PromptScores] = {}
     attacks = []
-    scored = (*task.forget, *task.maintain)
-    avoid = [r.subject for r in scored]
-    retain = task.retain
-    if config.relearning.retain_avoids_subjects:
-        ids, subjects = {r.id for r in scored}, set(avoid)
-        retain = task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
+    avoid = [r.subject for r in (*task.forget, *task.maintain)]
+    retain = retain_not_about_scored(task) if config.relearning.retain_avoids_subjects else task.retain
     for train, out in (("A", "B"), ("B", "A")) if config.relearning.both_halves else (("A", "B"),):
         rel = relearn(model, facts[train], retain=retain, config=config, avoid_subjects=avoid)
         try:

@@ -56,8 +56,9 @@ class SideEffectsConfig(ConfigBase):
             nothing trains on (:func:`~factlens.data.text.load_texts` ``held_out=True``)
             instead of the built-in text the editor's KL term is trained to keep by default
             (with both at their defaults, every passage of the 16 chunks was among those of
-            the editor's 32 training chunks on Gemma 3 270M, which understates the damage). Run folders written before 2026-12-05
-            resume with ``False``, as those versions measured.
+            the editor's 32 training chunks on Gemma 3 270M, which understates the damage).
+            Run folders written before 2026-12-05 resume with ``False``, as those versions
+            measured.
     """
 
     mmlu_source: str | None = None
@@ -80,7 +81,7 @@ def text_chunks(model, config: EvalConfig) -> torch.Tensor:
     the built-in text, its held-out passages (``SideEffectsConfig.held_out_text``)."""
     text = config.text
     n = text.n_chunks
-    held_out = text.source is None and config.side_effects.held_out_text
+    held_out = _held_out(config)
     texts = load_texts(text.source, n=max(4 * n, 32), seed=config.seed, held_out=held_out)
     try:
         chunks = token_chunks(model, texts, seq_len=text.seq_len, n_chunks=n)
@@ -94,6 +95,11 @@ def text_chunks(model, config: EvalConfig) -> torch.Tensor:
                       "the side effects are measured on those; give a longer text (eval text.source) for more",
                       stacklevel=2)
     return chunks
+
+
+def _held_out(config: EvalConfig) -> bool:
+    """The suite reads the built-in held-out passages (no text source, ``held_out_text``)."""
+    return config.text.source is None and config.side_effects.held_out_text
 
 
 def _real_targets(model, targets: torch.Tensor) -> torch.Tensor:
@@ -263,8 +269,7 @@ def run_side_effects(model, task=None, *, original=None, config: EvalConfig | No
     config = or_default(config)
     t0 = time.perf_counter()
     metrics: list[Metric] = []
-    held_out = config.text.source is None and config.side_effects.held_out_text
-    extra: dict[str, Any] = {"text_source": config.text.source or ("builtin (held out)" if held_out else "builtin")}
+    extra: dict[str, Any] = {"text_source": config.text.source or ("builtin (held out)" if _held_out(config) else "builtin")}
 
     chunks = text_chunks(model, config)
     rows = text_metrics(model, chunks, original=original, batch_size=config.text.batch_size, baselines=baselines)

@@ -122,11 +122,11 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
         ValueError: Unknown source, or nothing is left to train on.
     """
     from factlens.data.text import load_texts, passages_without, token_chunks
+    from factlens.evaluation.relearning import retain_not_about_scored
 
-    scored = (*task.forget, *task.maintain)
-    ids, subjects = {r.id for r in scored}, {r.subject for r in scored}
+    subjects = {r.subject for r in (*task.forget, *task.maintain)}
     if source == "retain":
-        data = task.retain.filter(lambda r: r.id not in ids and r.subject not in subjects)
+        data = retain_not_about_scored(task)
         info = {"n_train": len(data), "n_dropped": len(task.retain) - len(data)}
         if not len(data):
             raise ValueError("task.retain has no fact that is not a forget or maintain fact (or about their subjects): "

@@ -175,18 +175,10 @@ def _side_effects_on_trained_text(config: "RunConfig") -> list[str]:
     both ``edit.sft_source`` and ``eval.text.source``): the damage there is what the edit was told
     to avoid, so it understates the damage elsewhere. (With neither given, the suite reads
     built-in passages nothing trains on: ``SideEffectsConfig.held_out_text``.)"""
-    from pathlib import Path
+    from factlens.data.text import same_text_source
 
-    if "side_effects" not in config.suites:
-        return []
-    edit_text, eval_text = config.edit.get_path("sft_source"), config.eval.get_path("text.source")
-    if edit_text is None or eval_text is None:
-        return []
-    same = str(edit_text) == str(eval_text)
-    a, b = Path(str(edit_text)).expanduser(), Path(str(eval_text)).expanduser()
-    if not same and a.is_file() and b.is_file():
-        same = a.resolve() == b.resolve()
-    if not same:
+    eval_text = config.eval.get_path("text.source")
+    if "side_effects" not in config.suites or not same_text_source(config.edit.get_path("sft_source"), eval_text):
         return []
     return [f"eval.text.source and edit.sft_source are both {str(eval_text)!r}: the side_effects suite measures general "
             "text where the editor's KL term trained the edit to keep it (its chunks can be the editor's own), which "

@@ -58,8 +58,8 @@ def reads_multiple_choice(eval_table: Mapping[str, Any], suites) -> bool:
         False
     """
     suites = tuple(suites)
-    return "formats" in suites or any(
-        "mcq" in ((eval_table.get(k) or {}).get("formats") or ()) for k in suites if isinstance(eval_table.get(k), Mapping))
+    tables = [eval_table[k] for k in suites if isinstance(eval_table.get(k), Mapping)]
+    return "formats" in suites or any("mcq" in (t.get("formats") or ()) for t in tables)
 
 
 def without_added_eval_fields(record: Mapping[str, Any]) -> dict[str, Any]:
