@@ -79,13 +79,16 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     is only sound when every folder edited the same facts: same task, size, seed and data.
     """
     from factlens.runner.report import load_run_dir
+    from factlens.runner.run_files import mixed_code_note
 
     out: dict[str, dict[Any, Any]] = {}
+    records: list[Mapping[str, Any]] = []  # every unit read, for the check that one code computed them
     seen: dict[tuple[str, Any], str] = {}  # (unit, seed) -> folder
     facts: dict[Any, tuple[str, Any, frozenset[str]]] = {}  # seed -> (folder, task summary, fact ids)
     budgets: dict[Any, tuple[str, Any]] = {}  # seed -> (folder, parameter budget of its budgeted units)
     for d in dirs:
         for r in load_run_dir(d)["runs"]:
+            records.append(r)
             unit, seed = r["localization"], r["seed"]
             if r.get("budgeted") and r.get("param_budget") is not None:
                 first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
@@ -109,6 +112,8 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
             _check_same_setup(first[0], first[3], str(d), here[3], seed, fix="rerun one folder with the other's "
                               "--model and eval options")
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
+    if (code := mixed_code_note(records)) is not None:
+        warnings.warn(code, UserWarning, stacklevel=3)
     if not out:
         from factlens.runner.run_dir import RunDir
 

@@ -530,6 +530,10 @@ def build_report(path: str | Path) -> str:
         f"data: {data.get('data', cfg.get('data') or 'built-in')} ({_facts_used(data)})",
         f"seeds {', '.join(map(str, cfg.get('seeds', [])))}",
         f"{len(runs)} finished run(s)"]) + "</p>")
+    from factlens.runner.run_files import mixed_code_note
+
+    if (code := mixed_code_note(runs)) is not None:
+        parts.append(f"<p class='err'>{_e(code)}</p>")
     if missing:
         parts.append(f"<p class='err'>Not finished (rerun the same command to resume; a unit whose edit method cannot "
                      f"edit its mask stays unfinished, and the run's error names it): {_e(', '.join(missing))}</p>")

@@ -11,6 +11,7 @@ from pathlib import Path
 from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, missing_units,
                                     table1_rows)
 from factlens.runner.run_dir import RunDir
+from factlens.runner.run_files import mixed_code_note
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
 
@@ -67,6 +68,8 @@ def markdown_summary(path: str | Path) -> str:
     missing = missing_units(d["config"], runs)
     out = [f"> Not finished: {', '.join(missing)} (their cells are left out; cells over fewer seeds say how many).",
            ""] if missing else []
+    if (code := mixed_code_note(runs)) is not None:
+        out = [f"> {code}", "", *out]
     out += ["| localization | params edited | " + " | ".join(f"{g} {label}" for g, label, *_ in cols) + " |",
            "|---|---:|" + "---:|" * len(cols)]
     for row in rows:

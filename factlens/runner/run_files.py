@@ -17,10 +17,16 @@ class RunFileError(ValueError):
     """A file of a run folder cannot be used (damaged, or made with other settings than its
     folder's); the message names it and what to do. ``factlens run``/``report`` exit 2."""
 
-__all__ = ["is_run_file", "check_one_setup", "warned_already"]
+__all__ = ["is_run_file", "check_one_setup", "warned_already", "mixed_code_note", "CODE_KEYS"]
 
 #: The words after the path in :func:`is_run_file`'s warning (what :func:`warned_already` filters).
 _NOT_A_RUN_FILE = "is not a factlens run file"
+#: The words that start :func:`mixed_code_note` (the report shows the note itself: its warning is filtered).
+_MIXED_CODE = "The units here were computed by different code"
+#: The entries of a run record's ``versions`` that decide its numbers (the factlens source commit, then
+#: the packages of :data:`~factlens.runner.provenance.RESULT_PACKAGES` but the plotting one).
+CODE_KEYS = ("factlens_source", "factlens", "torch", "transformer-lens", "transformers", "numpy", "scipy",
+             "statsmodels", "scikit-learn")
 
 
 def is_run_file(path: Path) -> bool:
@@ -41,7 +47,44 @@ def warned_already() -> Iterator[None]:
     (the report reads its folder for its tables, then for its comparisons; the first read warned)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".* {_NOT_A_RUN_FILE}", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_MIXED_CODE, category=UserWarning)
         yield
+
+
+def mixed_code_note(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """A sentence naming the :data:`CODE_KEYS` whose recorded values differ between ``runs`` (and the
+    units of each value), or ``None`` when every unit was computed by the same code.
+
+    A folder resumed after an update of factlens or torch, or folders of several sessions merged by
+    ``factlens compare``, pool units computed by different code; nothing in their numbers shows it,
+    and a difference between two localizations may then be one between two versions. A unit whose
+    record lacks an entry (written before factlens recorded its source commit) reads "not recorded":
+    it cannot be told to be the same code.
+
+    Example:
+        >>> a = {"localization": "flu", "seed": 0, "versions": {"factlens_source": "a" * 40, "torch": "2.13.0"}}
+        >>> b = {"localization": "random", "seed": 0, "versions": {"factlens_source": "b" * 40, "torch": "2.13.0"}}
+        >>> mixed_code_note([a, a]) is None
+        True
+        >>> print(mixed_code_note([a, b]))  # doctest: +ELLIPSIS
+        The units here were computed by different code ... factlens_source: aaaaaaaaaaaa (seed 0 flu); bbbbbbbbbbbb (seed 0 random). Rerun ...
+    """
+    differ = []
+    for key in CODE_KEYS:
+        units: dict[str, list[str]] = {}
+        for r in runs:
+            value = str((r.get("versions") or {}).get(key) or "not recorded")
+            if key == "factlens_source" and value != "not recorded":
+                value = value[:12] + ("+changes" if value.endswith("+changes") else "")
+            units.setdefault(value, []).append(f"seed {r.get('seed')} {r.get('localization')}")
+        if len(units) > 1:
+            differ.append(f"{key}: " + "; ".join(
+                f"{v} ({', '.join(u[:3])}{f' and {len(u) - 3} more' if len(u) > 3 else ''})" for v, u in units.items()))
+    if not differ:
+        return None
+    return (f"{_MIXED_CODE} (a folder resumed after an update, or folders merged): a difference between units "
+            "may be one between versions. " + " | ".join(differ) + ". Rerun the units of the older code "
+            "(delete their run files and rerun the same command) to compare like with like.")
 
 
 def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:

@@ -106,3 +106,46 @@ def test_the_markdown_report_names_unfinished_units(copy_of_run: Path):
     assert "Not finished" not in markdown_summary(copy_of_run)
     (copy_of_run / "runs" / "seed0" / "random.json").unlink()
     assert "> Not finished: seed0/random" in markdown_summary(copy_of_run)
+
+
+def _source(commit: str):
+    def set_source(rec):
+        rec["versions"]["factlens_source"] = commit
+    return set_source
+
+
+def test_units_of_one_code_carry_no_code_note(copy_of_run: Path):
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+
+    assert "computed by different code" not in markdown_summary(copy_of_run)
+    assert "computed by different code" not in build_report(copy_of_run)
+
+
+def test_units_computed_by_different_factlens_code_are_named_in_report_and_compare(copy_of_run: Path):
+    """factlens's version stays 0.1.0 between commits, so a folder resumed after an update (or folders of
+    two sessions merged by compare) pooled units of different code without a word."""
+    import warnings
+
+    from factlens.comparison import compare
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+
+    for name, commit in (("flu", "1" * 40), ("all_mlps", "1" * 40), ("random", "2" * 40 + "+changes")):
+        _edit(copy_of_run / "runs" / "seed0" / f"{name}.json", _source(commit))
+    md = markdown_summary(copy_of_run)
+    assert "> The units here were computed by different code" in md
+    assert "factlens_source: 111111111111 (seed 0 flu, seed 0 all_mlps); 222222222222+changes (seed 0 random)" in md
+    assert "computed by different code" in build_report(copy_of_run)
+    with pytest.warns(UserWarning, match="computed by different code"):
+        compare(copy_of_run, reference="flu")
+    with warnings.catch_warnings(record=True) as caught:  # the report says it once, in the page
+        warnings.simplefilter("always")
+        build_report(copy_of_run)
+    assert not [w for w in caught if "different code" in str(w.message)]
+
+
+def test_every_run_record_names_the_factlens_source_it_ran():
+    from factlens.runner.provenance import factlens_source, versions
+
+    assert "factlens_source" in versions() and versions()["factlens_source"] == factlens_source()
