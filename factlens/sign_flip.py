@@ -24,7 +24,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["sign_flip_test", "smallest_attainable_p", "paired_test_key", "EXACT_MAX_N"]
+__all__ = ["sign_flip_test", "smallest_attainable_p", "paired_test_key", "PairedTestKey", "EXACT_MAX_N"]
 
 #: The sign-flip test is exact when it needs at most ``2**EXACT_MAX_N`` terms: up to this many
 #: non-zero paired differences, or more of few distinct sizes (any number of 0/1 outcomes).
@@ -212,7 +212,7 @@ def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[flo
 
 
 def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None, *,
-                    ids: Sequence[Hashable]) -> frozenset:
+                    ids: Sequence[Hashable]) -> "PairedTestKey":
     """A key that two paired tests share when they compare the same per-unit outcomes on the same units.
 
     ``x`` and ``y`` are the paired values (a localization's and the reference's, unit by
@@ -220,8 +220,10 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
     ``"chunk:<i>"``; ``(seed, id)`` when several seeds are pooled); units that
     :func:`sign_flip_test` drops (NaN, zero weight) are left out. Two metrics get the same
     key when they are on the same units and their values agree unit by unit for both sides,
-    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy;
-    values are compared to 12 decimals, so that a complement stored in floating point counts):
+    or one is the complement ``1 - v`` of the other (a forget error and a forget accuracy):
+    values agree to 12 significant digits, complements to that or to four units in the last
+    place of 1 (a complement stored in floating point is ~1e-16 off, which is most of a
+    probability of 1e-13; see :class:`PairedTestKey`):
     their two-sided tests are then one test on the same data. Which keys coincide depends
     only on which values coincide, and swapping a unit's two sides (the sign-flip null) does
     not change that, so Holm over the distinct keys keeps its guarantee. Equal differences
@@ -259,9 +261,53 @@ def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[fl
     a, b, w = a[order], b[order], w[order]
     on = tuple(units[i] for i in order)
 
-    def exact(v: np.ndarray) -> bytes:
-        # to 12 decimals: a stored complement (edit_prob = 1 - forget_prob) differs from 1 - v by
-        # ~1e-16 and was a second test; + 0.0: -0.0 and 0.0 give the same bytes
-        return (np.round(v, 12) + 0.0).tobytes()
+    return PairedTestKey(on, a + 0.0, b + 0.0, w)  # + 0.0: -0.0 and 0.0 alike
 
-    return frozenset({(on, exact(a), exact(b), w.tobytes()), (on, exact(1.0 - a), exact(1.0 - b), w.tobytes())})
+
+#: Relative agreement of two tests' values (12 significant digits) and the absolute slack of a
+#: complement ``1 - v`` stored in floating point (four units in the last place of 1).
+_RTOL, _COMPLEMENT_ATOL = 1e-12, 4 * float(np.finfo(float).eps)
+
+
+class PairedTestKey:
+    """:func:`paired_test_key`'s key: two keys are equal when they are one test on the same data.
+
+    Equality compares the units and weights exactly and the values with a tolerance: unit by
+    unit to 12 significant digits on both sides, or, for complements, ``a`` against ``1 - b`` to
+    that or to ``4 * eps``. A relative tolerance because rounding to 12 *decimals* (before) made
+    every probability below 5e-13 zero, so two unrelated metrics on the same facts (a true
+    answer's probability after unlearning, in two prompt formats) were one test and Holm's
+    count shrank; the absolute slack only for complements, whose stored value carries the
+    rounding of ``1 - v`` (1.1e-16 at most). Equality with a tolerance is not transitive, so
+    the key hashes the units and weights only and :func:`~factlens.multiple_testing.holm`
+    groups keys by ``==`` within a hash bucket (a chain of near-equal keys could join a group
+    through its first member; only values within 1e-12 of each other can).
+    """
+
+    __slots__ = ("units", "x", "y", "w")
+
+    def __init__(self, units: tuple, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        self.units, self.x, self.y, self.w = units, x, y, w
+
+    def __hash__(self) -> int:
+        return hash((self.units, self.w.tobytes()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PairedTestKey):
+            return NotImplemented
+        if self.units != other.units or not np.array_equal(self.w, other.w):
+            return False
+        return ((_agree(self.x, other.x) and _agree(self.y, other.y))
+                or (_complements(self.x, other.x) and _complements(self.y, other.y)))
+
+    def __repr__(self) -> str:
+        return f"PairedTestKey({len(self.units)} units)"
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(np.abs(a - b) <= _RTOL * np.maximum(np.abs(a), np.abs(b))))
+
+
+def _complements(a: np.ndarray, b: np.ndarray) -> bool:
+    c = 1.0 - b
+    return bool(np.all(np.abs(a - c) <= _RTOL * np.maximum(np.abs(a), np.abs(c)) + _COMPLEMENT_ATOL))

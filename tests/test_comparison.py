@@ -690,6 +690,21 @@ def test_an_untestable_rows_mdd_is_at_the_level_it_would_face_once_testable():
         16, sd=float(np.std(loc["m0"] - ref["m0"], ddof=1)), alpha=0.05 / 3))  # testable rows: alpha / K
 
 
+def test_an_untestable_rows_mdd_is_not_stricter_than_the_level_it_would_face():
+    """Tarone's K often stays put when one more test becomes testable: a lone row where both sides
+    forget every fact would be alone in its family at 0.05 (mdd 0.449 at 16 facts), but was given
+    the level 0.05 / 2 (0.512), understating what the run could detect."""
+    from factlens.stats import minimum_detectable_difference
+
+    ids = [f"f{i}" for i in range(16)]
+    ev = lambda: EvalResult({"standard": SuiteResult("standard", (  # noqa: E731
+        Metric.from_samples("forget_accuracy", dict.fromkeys(ids, 0.0)),))})
+    row = factlens.compare({"flu": [ev()], "x": [ev()]}, reference="flu").iloc[0]
+    assert not row["testable"] and row["n_tests"] == 1
+    assert row["mdd"] == pytest.approx(minimum_detectable_difference(16, alpha=0.05, binary=True))
+    assert row["mdd"] == pytest.approx(0.449, abs=1e-3)
+
+
 def test_a_seed_with_missing_units_counts_once_in_the_test_as_in_the_difference():
     """Seed 0's eight facts are 0.3 lower, seed 1's two remaining facts 0.3 higher: each seed
     counting once, the difference is 0 and so is the evidence (p = 1). The test normalized each

@@ -441,6 +441,24 @@ def test_paired_test_key_identifies_the_same_test():
         paired_test_key([1.0, 0.0], [1.0, 1.0], ids=["a", "a"])
 
 
+def test_paired_test_key_tells_apart_two_metrics_of_tiny_probabilities():
+    """Rounded to 12 decimals, every probability below 5e-13 was 0: two unrelated metrics on the same facts
+    (a true answer's probability after unlearning, in two formats) were one test, and Holm counted one."""
+    from factlens.stats import holm, paired_test_key, sign_flip_test
+
+    rng = np.random.default_rng(1)
+    f = [f"f{i}" for i in range(12)]
+    a, b = rng.random(12) * 1e-13, rng.random(12) * 1e-13  # two formats' probabilities on the edited model
+    ref_a, ref_b = rng.random(12) * 1e-14, rng.random(12) * 1e-14
+    ka, kb = paired_test_key(a, ref_a, ids=f), paired_test_key(b, ref_b, ids=f)
+    assert sign_flip_test(a - ref_a) != sign_flip_test(b - ref_b)  # two tests, two p-values
+    assert ka != kb
+    assert holm([0.01, 0.02], same=[ka, kb]).tolist() == pytest.approx([0.02, 0.02])  # counted twice
+    # a tiny probability's complement stored in floating point is still the same test
+    assert ka == paired_test_key(np.nextafter(1.0 - a, 2.0), 1.0 - ref_a, ids=f)
+    assert ka == paired_test_key(a * (1 + 1e-14), ref_a, ids=f)  # agreement to 12 significant digits
+
+
 def test_paired_test_key_tells_apart_equal_outcomes_on_different_units():
     """The key compared only the ordered values, so metrics on DIFFERENT facts whose 0/1
     patterns coincide (edit accuracy on the forget facts, maintain accuracy on the maintain
