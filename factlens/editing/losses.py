@@ -310,7 +310,11 @@ def shared_prompt_tokens(model, prompts: Sequence[str]) -> int:
 
     In a causal model the activations there are the same for every prompt (a few-shot example
     that every fact prompt starts with): an activation loss on them cannot tell forget from
-    retain prompts. RMU leaves them out.
+    retain prompts. RMU leaves them out. With fewer than two distinct prompts nothing tells a
+    shared prefix from the fact's own tokens (a one-fact chunk of sequential editing with no
+    retain prompts), so only BOS is left out, as the reference steers every token: taken over
+    one prompt, the common prefix was the whole prompt but its last token, and RMU steered
+    that token alone (never the subject).
 
     Example:
         >>> from factlens.testing import tiny_model
@@ -320,7 +324,10 @@ def shared_prompt_tokens(model, prompts: Sequence[str]) -> int:
     if not prompts:
         return 0
     bos = _bos_id(model)
-    rows = [torch.tensor(([bos] if bos is not None else []) + _encode(model, p)[0]) for p in dict.fromkeys(prompts)]
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < 2:
+        return min(int(bos is not None), len(_encode(model, distinct[0])[0]) + int(bos is not None) - 1)
+    rows = [torch.tensor(([bos] if bos is not None else []) + _encode(model, p)[0]) for p in distinct]
     lengths = torch.tensor([len(r) for r in rows])
     tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
     return min(common_prefix_len(tokens, lengths), int(lengths.min()) - 1)

@@ -379,6 +379,18 @@ def test_rmu_steers_only_what_depends_on_the_subject():
     assert res.history[-1]["loss_forget"] < 0.2 * res.history[0]["loss_forget"]  # was stuck at 60 % with α = 100
 
 
+def test_rmu_with_one_distinct_prompt_steers_every_token_but_bos():
+    """Over one prompt (a one-fact chunk with no retain prompts) the "shared prefix" was the whole prompt
+    but its last token: 18 of 19 positions left out, the subject never steered."""
+    from factlens.editing.losses import _bos_id, _encode, shared_prompt_tokens
+
+    m = tiny_model()
+    prompt = format_prompts(sports_facts()[:1])[0].prompt
+    assert len(_encode(m, prompt)[0]) > 5
+    assert shared_prompt_tokens(m, [prompt]) == shared_prompt_tokens(m, [prompt, prompt]) == int(_bos_id(m) is not None)
+    assert shared_prompt_tokens(m, []) == 0
+
+
 def test_objectives_and_edit_methods_of_your_own_have_settings_of_their_own(planted):
     """An objective had nowhere to keep a hyper-parameter but a new EditConfig field, and the tables of
     an edit method of your own were refused ("unknown edit method"): ``config_type`` on either entry
