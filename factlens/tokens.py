@@ -30,6 +30,7 @@ __all__ = [
     "final_residual",
     "final_logits",
     "unembed",
+    "scoring_logits",
     "answer_logprobs",
     "candidate_logprobs",
     "iter_batches",
@@ -264,15 +265,15 @@ def final_logits(model, batch: PromptBatch) -> Float[Tensor, "batch d_vocab"]:
     """Logits at the last real token of each prompt, unembedding only those positions.
 
     For a model in bfloat16 or float16 the unembedding of these few rows runs in float32
-    (:func:`_scoring_logits`): in bfloat16 logits of 16 to 32 are rounded to steps of 0.125, so
+    (:func:`scoring_logits`): in bfloat16 logits of 16 to 32 are rounded to steps of 0.125, so
     candidates that differ less tie, and the scores built on these logits (answer wins,
     probabilities, MMLU) lost that difference (Gemma 3 270M in bfloat16 tied at the top on 52 of
     600 athletes).
     """
-    return _scoring_logits(model, final_residual(model, batch.tokens, batch.last_pos)[:, None, :])[:, 0]
+    return scoring_logits(model, final_residual(model, batch.tokens, batch.last_pos)[:, None, :])[:, 0]
 
 
-def _scoring_logits(model, resid: Tensor) -> Tensor:
+def scoring_logits(model, resid: Tensor) -> Tensor:
     """:func:`unembed` for scoring: in float32 for a bfloat16 or float16 ``resid`` (the final
     norm stays the model's own), else as it is."""
     if resid.dtype not in (torch.bfloat16, torch.float16):
@@ -322,7 +323,7 @@ def _logprob_sequences(model, prompts: Sequence[str], answers: Sequence[str], ba
         for i, a in enumerate(a_ids):
             L = int(batch.lengths[i])
             pos = torch.arange(L - 1 - p, L - 1 - p + len(a), device=resid.device)
-            lp = F.log_softmax(_scoring_logits(model, resid[i, pos]).float(), dim=-1)
+            lp = F.log_softmax(scoring_logits(model, resid[i, pos]).float(), dim=-1)
             scores.append(lp[torch.arange(len(a)), torch.tensor(a, device=lp.device)].sum())
         out.append(torch.stack(scores))
     return torch.cat(out)

@@ -104,7 +104,7 @@ class SweepResult:
 
 def text_accuracy(model, chunks: torch.Tensor, *, batch_size: int = 2) -> float:
     """Next-token accuracy (argmax) over all positions of ``[n, seq_len]`` token chunks."""
-    from factlens.tokens import unembed
+    from factlens.tokens import scoring_logits
 
     right = total = 0
     with torch.no_grad():
@@ -112,7 +112,7 @@ def text_accuracy(model, chunks: torch.Tensor, *, batch_size: int = 2) -> float:
             toks = chunks[s:s + batch_size].to(model.cfg.device)  # chunks made on the CPU, model on a GPU
             resid = model(toks, stop_at_layer=model.cfg.n_layers)[:, :-1]
             for i in range(resid.shape[0]):  # one chunk at a time: [pos, d_vocab] logits only
-                pred = unembed(model, resid[i]).argmax(-1)
+                pred = scoring_logits(model, resid[i]).argmax(-1)  # float32 in bf16: no rounded ties
                 right += int((pred == toks[i, 1:]).sum())
                 total += int(toks.shape[1] - 1)
     return right / max(total, 1)

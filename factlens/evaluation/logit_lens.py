@@ -59,7 +59,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.prefix import residual_after_prefix
 from factlens.progress_bars import progress_bar
-from factlens.tokens import answer_token_ids, iter_batches, tokenize_prompts, unembed, unique_argmax
+from factlens.tokens import answer_token_ids, iter_batches, scoring_logits, tokenize_prompts, unique_argmax
 
 if TYPE_CHECKING:
     from factlens.data.formats import FormattedPrompt
@@ -226,7 +226,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
             store = _read(model, batch.tokens, batch.last_pos, batch.lengths, layers)
             for j, layer in enumerate(layers):
                 h = store[layer] if translate is None else translate(layer, store[layer])
-                logits = unembed(model, h[:, None, :])[:, 0].float()
+                logits = scoring_logits(model, h[:, None, :])[:, 0].float()  # float32 in bf16: no rounded ties
                 if j == 0:  # the ids once per batch, on the device the logits land on (the same for every layer)
                     answers = torch.tensor(answer_ids[sl], device=logits.device)
                     cands = [None if firsts[i] is None else torch.tensor(firsts[i], device=logits.device)

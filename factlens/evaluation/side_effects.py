@@ -30,7 +30,7 @@ from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.standard import not_above_chance
 from factlens.progress_bars import progress_bar
-from factlens.tokens import _bos_id, _pad_id, iter_batches, unembed
+from factlens.tokens import _bos_id, _pad_id, iter_batches, scoring_logits
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SideEffectsConfig)
     from factlens.evaluation.config import EvalConfig
@@ -156,7 +156,7 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         for j in range(toks.shape[0]):
             tgt = toks[j, 1:]
             real = _real_targets(model, tgt)
-            lp = F.log_softmax(unembed(model, resid[j, :-1]).float(), dim=-1)
+            lp = F.log_softmax(scoring_logits(model, resid[j, :-1]).float(), dim=-1)  # float32 in bf16
             ce = -lp.gather(1, tgt[:, None])[:, 0]
             if not bool(torch.isfinite(ce[real]).all()):  # a NaN logit makes its whole row NaN
                 raise FloatingPointError(
@@ -173,7 +173,7 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
                 if resid_o is None:  # original is model
                     lpo = lp
                 else:
-                    lpo = F.log_softmax(unembed(original, resid_o[j, :-1]).float(), dim=-1).to(lp.device)
+                    lpo = F.log_softmax(scoring_logits(original, resid_o[j, :-1]).float(), dim=-1).to(lp.device)
                 # KL >= 0; float32 rounding of two nearly equal distributions gives -1e-8-level values
                 kl = (lpo.exp() * (lpo - lp)).sum(-1).clamp_min(0.0)
                 ceo = -lpo.gather(1, tgt[:, None])[:, 0]

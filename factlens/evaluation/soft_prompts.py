@@ -56,7 +56,7 @@ from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
-from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, unembed, unique_argmax
+from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, scoring_logits, unique_argmax
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SoftPromptsConfig)
     from factlens.evaluation.config import EvalConfig
@@ -207,7 +207,8 @@ def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequenc
         tgt += list(c)
     dev = resid.device
     owner_t = torch.tensor(owner, device=dev)
-    lp = F.log_softmax(unembed(model, resid[owner_t, torch.tensor(pos, device=dev)][:, None])[:, 0].float(), dim=-1)
+    lp = F.log_softmax(scoring_logits(model, resid[owner_t, torch.tensor(pos, device=dev)][:, None])[:, 0].float(),
+                       dim=-1)
     tok_lp = lp.gather(1, torch.tensor(tgt, device=dev)[:, None])[:, 0]
     return torch.zeros(len(prompts), device=dev).index_add(0, owner_t, tok_lp)
 
@@ -235,8 +236,8 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
                 toks, starts, lasts = _rows(model, [it.prompt for it in part], [[0]] * len(part), soft.shape[0], position)
                 resid, off = _soft_resid(model, toks, starts, soft, [last + 1 for last in lasts])
                 last = (torch.tensor(lasts) - off).to(resid.device)
-                lp = F.log_softmax(unembed(model, resid[torch.arange(len(part), device=resid.device), last][:, None])[:, 0]
-                                   .float(), dim=-1).cpu()
+                lp = F.log_softmax(scoring_logits(model, resid[torch.arange(len(part), device=resid.device), last][:, None])
+                                   [:, 0].float(), dim=-1).cpu()
                 for r, it in enumerate(part):
                     for c in it.candidates:
                         lps[j] = lp[r, ids[c][0]]
