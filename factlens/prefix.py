@@ -203,8 +203,8 @@ def residual_after_prefix(model, tokens: Tensor, *, first_read: int, lengths: Te
     p = 0
     if tokens.shape[0] > 1 and prefix_reuse_enabled() and _supported(model):
         p = min(common_prefix_len(tokens, lengths), int(first_read))
-    if p < max(1, min_prefix) or p >= tokens.shape[1]:
-        p = 0
+    if p < max(1, min_prefix) or p >= tokens.shape[1] or stop == 0:
+        p = 0  # stop 0 runs no block: an empty key/value cache would put the rows at position 0 (learned positions)
     fwd_hooks = hooks(p) if hooks is not None else []
 
     def attached():

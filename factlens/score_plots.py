@@ -8,7 +8,8 @@ __all__ = ["scores_heatmap", "probe_curve"]
 
 
 def scores_heatmap(scores, *, title: str | None = None):
-    """Heads heatmap (layers x heads) with a diverging scale centred at 0, plus an MLP column."""
+    """Heads heatmap (layers x heads) with a diverging scale centred at 0, plus an MLP column;
+    neuron scores have no cell, and the figure says how many it leaves out."""
     import plotly.graph_objects as go
 
     arr = scores.heatmap_array()
@@ -24,6 +25,10 @@ def scores_heatmap(scores, *, title: str | None = None):
             hovertemplate="%{y} %{x}: %{z:.4g}<extra></extra>",
         )
     )
+    neurons = sum(c.kind == "neuron" for c in scores.components)
+    if neurons:  # the grid has no cell for a neuron: say so rather than draw an empty map
+        fig.add_annotation(text=f"{neurons} neuron score(s) not drawn (scores.to_frame() lists them)",
+                           xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom", showarrow=False)
     fig.update_layout(
         title=title or f"{scores.name or scores.method} ({scores.metric})",
         xaxis_title="head / MLP", yaxis_title="layer", yaxis_autorange="reversed",
@@ -38,11 +43,16 @@ def probe_curve(scores, *, title: str | None = None):
 
     fig = go.Figure()
     acc = scores.extra["probe_accuracy"]
+
+    def at(vals) -> list[int]:  # the probed layers (probing(layers=[4, 8, 12]) was drawn at 0, 1, 2)
+        layers = list(scores.extra.get("layers") or ())
+        return layers if len(layers) == len(vals) else list(range(len(vals)))
+
     if isinstance(acc, dict):
         for pos, vals in acc.items():
-            fig.add_trace(go.Scatter(y=list(vals), x=list(range(len(vals))), mode="lines+markers", name=str(pos)))
+            fig.add_trace(go.Scatter(y=list(vals), x=at(vals), mode="lines+markers", name=str(pos)))
     else:
-        fig.add_trace(go.Scatter(y=list(acc), x=list(range(len(acc))), mode="lines+markers", name="accuracy"))
+        fig.add_trace(go.Scatter(y=list(acc), x=at(acc), mode="lines+markers", name="accuracy"))
     if "chance" in scores.extra:
         fig.add_hline(y=scores.extra["chance"], line_dash="dot", annotation_text="chance")
     for l in scores.extra.get("flu_layers", []):

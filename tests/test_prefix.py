@@ -63,6 +63,16 @@ def test_residual_equals_plain_forward(make):
     torch.testing.assert_close(resid, plain[:, p:], atol=1e-5, rtol=1e-5)
 
 
+def test_stop_at_layer_0_is_the_plain_embedding():
+    """stop_at_layer=0 runs no block, so the prefix pass filled no key/value cache and a model with
+    learned positions put the rows at position 0: a shape error (rotary models were unaffected)."""
+    m = tiny_model(positional_embedding_type="standard")
+    toks = _rows(vocab=min(500, m.cfg.d_vocab))
+    resid, p = residual_after_prefix(m, toks, first_read=9, stop_at_layer=0)
+    assert p == 0
+    torch.testing.assert_close(resid, m(toks, stop_at_layer=0))
+
+
 def test_gradients_equal(gemma_like):
     m = gemma_like
     toks = _rows()

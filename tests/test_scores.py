@@ -198,3 +198,25 @@ def test_scores_refuse_input_that_would_land_on_the_wrong_components():
     assert Component("head", np.int64(1), np.int64(0)).label == "L1H0"
     frame = s.to_frame()
     assert list(frame.columns) == ["component", "kind", "layer", "index", "score"] and str(frame["index"].dtype) == "Int64"
+
+
+def test_probe_curve_draws_each_accuracy_at_its_probed_layer(planted):
+    """probing(layers=[1, 2]) drew its two accuracies at x = 0, 1 while the FLU shading used layer numbers."""
+    from factlens.localization.probing import probing
+
+    s = probing(planted.model, planted.dataset, layers=[1, 2], cv=2, positions=("subject_last",))
+    s.extra["flu_layers"] = [2]
+    fig = s.plot()
+    assert [list(t.x) for t in fig.data] == [[1, 2]]
+    assert fig.layout.shapes[-1].x0 == 1.5  # the shaded layer 2 sits on the curve's second point
+
+
+def test_a_heatmap_of_neuron_scores_says_it_leaves_them_out(planted):
+    """A manual localization of neurons drew an all-empty heatmap without a word."""
+    import factlens
+
+    s = factlens.localize(planted.model, planted.dataset, method="manual", components=["L1.N3", "L0.N5"])
+    fig = s.plot()
+    assert any("2 neuron score(s) not drawn" in a.text for a in fig.layout.annotations)
+    no_neurons = factlens.localize(planted.model, planted.dataset, method="manual", components=["L1.mlp"]).plot()
+    assert not any("neuron" in (a.text or "") for a in no_neurons.layout.annotations)

@@ -139,7 +139,8 @@ def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | N
 
     Metrics where lower is better (``higher_is_better=False``, e.g. forget accuracy) are shown
     as ``1 - value``; only metrics in ``[0, 1]`` are drawn. A localization missing a metric
-    has a gap there.
+    has a gap there. An axis whose metric is at chance on the unedited model for some
+    localization says "(at chance)" (its value says nothing about robustness).
 
     Args:
         results: ``{localization: EvalResult}`` (or one result).
@@ -155,7 +156,10 @@ def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | N
     labels = []
     for n in names:
         m = next(m for m in (_find(r, n) for r in res.values()) if m is not None)
-        labels.append(metric_label(n) if m.higher_is_better else f"1 - {metric_label(n)}")
+        label = metric_label(n) if m.higher_is_better else f"1 - {metric_label(n)}"
+        # as the bars and Table 1 say: the unedited model is not above chance there
+        chance = any(x is not None and x.at_chance for x in (_find(r, n) for r in res.values()))
+        labels.append(f"{label} (at chance)" if chance else label)
     for loc, r in res.items():
         vals = []
         for n in names:

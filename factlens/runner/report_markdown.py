@@ -11,6 +11,7 @@ from pathlib import Path
 from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, missing_units,
                                     table1_rows)
 from factlens.runner.run_dir import RunDir
+from factlens.runner.report_runs import unit_seconds
 from factlens.runner.run_files import mixed_code_note
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
@@ -115,7 +116,7 @@ def markdown_summary(path: str | Path) -> str:
     for r in runs:
         t = r.get("timings", {})
         parts = " + ".join(f"{k} {t[k]:.0f}" for k in ("localize", "edit", "evaluate") if k in t)
-        total = sum(t.get(k, 0.0) for k in ("localize", "edit", "evaluate", "revert"))
+        total = unit_seconds(t)
         out.append(f"| {r['localization']} (seed {r['seed']}): {parts} | {total:.0f} |")
     return "\n".join(out) + "\n"
 

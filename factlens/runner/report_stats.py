@@ -92,7 +92,8 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
     mean over the seeds that have it, with the interval Table 1 uses (a hierarchical
     bootstrap, seeds then units, token-weighted where the metric is), flagged at chance when
     any seed is; per-unit samples are left out, and ``extra`` (probe curves) is the first
-    seed's. The plots used to draw the first seed alone beside Table 1's means. A maximum over
+    seed's; ``n`` counts the units of every seed. The plots used to draw the first seed alone
+    beside Table 1's means. A maximum over
     layers (:attr:`~factlens.evaluation.result.Metric.selected`) gets no interval over seeds:
     a valid one needs each seed's per-layer counts, which are not kept.
     """
@@ -124,6 +125,7 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
             metrics.append(_replace(m0, value=float(np.mean(vals)) if vals else float("nan"),
                                     baseline=float(np.mean(base)) if base else None,
                                     at_chance=any(m.at_chance for m in ms), stderr=None,
+                                    n=sum(int(m.n or 0) for m in ms),  # the units of all seeds (hover: n=96, not 32)
                                     ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
                                     ci_method=method, samples=None, weights=None))
         suites[name] = SuiteResult(name, tuple(metrics), (), first.extra, first.seconds)
@@ -233,6 +235,8 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     if any(m.selected for r in runs for m in _cell_metrics(r, suite, names)):
         return None  # a maximum over layers of several seeds: see seed_pooled
     vals, ws = cell_samples(runs, suite, names, transform), cell_weights(runs, suite, names)
+    if len(vals) < len({r["seed"] for r in runs if _cell_metrics(r, suite, names)}):
+        return None  # a seed without per-fact values (an older run file) is in the mean, so not in an interval
     groups = [list(v.values()) for v in vals.values()]
     weights = [[ws[seed].get(k, 1.0) for k in v] for seed, v in vals.items()]
     weighted = any(ws.values())  # unweighted cells: plain means, as before weights were kept

@@ -93,3 +93,11 @@ def test_roundtrip_results_plot(tmp_path, results):
     path = tmp_path / "r.json"
     results["flu"].save(path)
     assert spider_plot({"flu": EvalResult.load(path)}).data
+
+
+def test_spider_plot_names_the_axes_at_chance(results):
+    """Table 1 greys at-chance cells and the bars say "(at chance)"; the spider drew them as any axis."""
+    fig = spider_plot(results, metrics=["forget_accuracy", "mcq_edit_accuracy", "mcq_forget_error"])
+    theta = list(fig.data[0].theta)
+    assert any(t.endswith("(at chance)") and "MCQ" in t for t in theta)
+    assert sum(t.endswith("(at chance)") for t in theta[:-1]) == 1  # only the metric flagged at chance

@@ -268,3 +268,25 @@ def test_p_values_near_the_level_keep_a_fourth_place():
     from factlens.runner.report_stats import _p
 
     assert _p(0.0504) == "0.0504" and _p(0.0496) == "0.0496" and _p(0.2314) == "0.231" and _p(0.0004) == "<0.001"
+
+
+def test_a_cell_whose_seed_lacks_per_fact_values_has_no_interval_and_pooled_n_counts_every_seed():
+    """A seed without per-fact values (an older run file) was in the cell's mean but not its interval:
+    0.844 over three seeds with the interval of two. And the plots' pooled n was the first seed's."""
+    from dataclasses import replace
+
+    from factlens.runner.report_stats import cell_interval, seed_pooled
+
+    def run(seed, vals, samples=True):
+        m = Metric.from_samples("maintain_accuracy", {f"f{i}": float(v) for i, v in enumerate(vals)})
+        if not samples:
+            m = replace(m, samples=None)
+        return {"localization": "random", "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    rng = np.random.default_rng(0)
+    runs = [run(s, rng.integers(0, 2, 32)) for s in range(3)]
+    assert cell_interval(runs, "standard", "maintain_accuracy", baseline=False) is not None
+    runs[2] = run(2, rng.integers(0, 2, 32), samples=False)
+    assert cell_interval(runs, "standard", "maintain_accuracy", baseline=False) is None
+    pooled = seed_pooled([r["eval"] for r in runs[:2]])["standard"]["maintain_accuracy"]
+    assert pooled.n == 64

@@ -149,3 +149,22 @@ def test_every_run_record_names_the_factlens_source_it_ran():
     from factlens.runner.provenance import factlens_source, versions
 
     assert "factlens_source" in versions() and versions()["factlens_source"] == factlens_source()
+
+
+def test_html_and_markdown_give_a_unit_the_same_total_time(copy_of_run: Path):
+    """The HTML report's total added the plan wait (405 s against the Markdown's 362 s for one unit)."""
+    import re
+
+    from factlens.runner.report import build_report
+    from factlens.runner.report_markdown import markdown_summary
+    from factlens.runner.report_runs import unit_seconds
+
+    def timed(rec):
+        rec["timings"] = {"localize": 35.4, "edit": 167.8, "evaluate": 154.9, "evaluate.standard": 20.0,
+                          "revert": 3.7, "plan_wait": 43.1}
+    _edit(copy_of_run / "runs" / "seed0" / "flu.json", timed)
+    assert unit_seconds({"localize": 35.4, "edit": 167.8, "evaluate": 154.9, "revert": 3.7, "plan_wait": 43.1}) \
+        == pytest.approx(361.8)
+    assert re.search(r"\| flu \(seed 0\): localize 35 \+ edit 168 \+ evaluate 155 \| 362 \|", markdown_summary(copy_of_run))
+    html = build_report(copy_of_run)
+    assert "<td>361.8</td>" in html and "<td>404.9</td>" not in html
