@@ -36,10 +36,12 @@ __all__ = ["covariance_text_config", "reads_covariance_text", "resolved_method_s
 #: ``text_source`` (ROME, MEMIT): the field always existed, but before 2026-11-30 (ae244d2) the
 #: runner did not pass ``--text-source`` to it, so those units estimated the key covariance on the
 #: built-in text; it is taken from the finished units only (:data:`_FROM_UNITS`), and with none
-#: finished today's value stands (no unit ran with another one).
+#: finished today's value stands (no unit ran with another one). ``alphaedit.protect_bos``: before
+#: 2026-12-05 (session 42) AlphaEdit's null space held the BOS key's direction.
 _FROM_UNITS = "<the finished units' value, else today's>"
 _ADDED_METHOD_FIELDS: dict[str, dict[str, Any]] = {"memit": {"norm_weight_floor": 0.0, "text_source": _FROM_UNITS},
-                                                   "rome": {"text_source": _FROM_UNITS}}
+                                                   "rome": {"text_source": _FROM_UNITS},
+                                                   "alphaedit": {"protect_bos": False}}
 #: The stored value of a field the finished units of a method disagree on (matches no run).
 _MIXED = "differs between the finished units: "
 

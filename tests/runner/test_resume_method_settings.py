@@ -223,3 +223,17 @@ def test_old_folder_whose_memit_covariance_used_the_run_text_resumes(memit_text_
     _as_old_record(bare, unit_floor=0.01)
     (bare / UNIT).unlink()
     RunDir(bare).open(_with_floor(_cfg_of(bare).replace(seeds=(0, 1)), 0.0))  # (the floor: none finished, the old 0)
+
+
+def test_an_alphaedit_folder_from_before_protect_bos_resumes_with_it_off():
+    """A folder whose AlphaEdit units ran before protect_bos existed ran with the BOS key in the null
+    space: its stored table must read protect_bos=False, not today's True."""
+    from factlens.editing import EditConfig
+    from factlens.runner.method_settings import method_settings_diff, resolved_method_settings, upgrade_method_settings
+
+    old = {**EditConfig().to_dict(), "methods": {"alphaedit": {"l2": 10.0}}}
+    up = upgrade_method_settings(old, None, ["alphaedit"])["methods"]
+    assert up["alphaedit"]["protect_bos"] is False and up["alphaedit"]["l2"] == 10.0
+    lines, flags = method_settings_diff(up, resolved_method_settings(EditConfig(), ["alphaedit"]))
+    assert lines == ["methods.alphaedit.protect_bos: False (stored) != True (now)"]
+    assert flags == ["--edit methods.alphaedit.protect_bos=false"]
