@@ -9,6 +9,10 @@ the MLP output at BOS) next to the mean and largest change at the other position
 and the KL of the next token on an unrelated prompt::
 
     OMP_NUM_THREADS=1 python benchmarks/alphaedit_bos.py [--layers 2,3,4] [--n-forget 8] [--json out.json]
+    OMP_NUM_THREADS=1 python benchmarks/alphaedit_bos.py --no-edit --layers 2,3,4,5,13   # the shares only (~1 min)
+
+``--no-edit`` prints only, per layer, the share of the BOS key's norm in the null space and the mean
+share of the other tokens' keys of the prompts (no edit).
 
 Results: docs/methods/alphaedit.md ("The BOS key"). One edit per setting: no interval (a
 deterministic edit of one fact sample; the change is what it is for these facts).
@@ -31,6 +35,7 @@ def main() -> None:
     ap.add_argument("--layers", default="2,3,4")
     ap.add_argument("--n-forget", type=int, default=8)
     ap.add_argument("--json")
+    ap.add_argument("--no-edit", action="store_true", help="only the null-space shares of the keys")
     args = ap.parse_args()
     import factlens
     from factlens.components import Component, Mask, mlp_hook
@@ -42,8 +47,8 @@ def main() -> None:
     model = factlens.load_model()
     task = sports_athlete_editing(sports_facts(), n_forget=args.n_forget, seed=0, n_maintain=8)
     mask = Mask([Component("mlp", l) for l in layers])
-    out = {"layers": layers, "n_forget": args.n_forget, "runs": {}}
-    for protect in (False, True):
+    out = {"layers": layers, "n_forget": args.n_forget, "shares": shares(model, layers), "runs": {}}
+    for protect in (() if args.no_edit else (False, True)):
         t0 = time.perf_counter()
         res = factlens.edit(model, mask, task, method="alphaedit", config=AlphaEditConfig(protect_bos=protect),
                             show_progress=False)
@@ -63,6 +68,29 @@ def main() -> None:
             run["kl_unrelated_next_token"] = float((a.exp() * (a - b)).sum())
         out["runs"]["protect_bos" if protect else "unprotected"] = run
     emit(out, args.json)
+
+
+def shares(model, layers: list[int]) -> dict[int, dict[str, float]]:
+    """Per layer: the share of the BOS key's norm in AlphaEdit's default null space, and the mean
+    share of the other positions' keys of :data:`PROMPTS`."""
+    from factlens.components import mlp_hook
+    from factlens.editing.alphaedit import AlphaEditConfig, bos_key, null_space_basis
+    from factlens.editing.covariance import key_statistics
+
+    out = {}
+    with torch.no_grad():
+        for l in layers:
+            U, info = null_space_basis(key_statistics(model, l), AlphaEditConfig().nullspace_threshold)
+            U = U.double()
+            k0 = bos_key(model, l).double().cpu()
+            others = []
+            for p in PROMPTS:
+                _, cache = model.run_with_cache(model.to_tokens(p), names_filter=mlp_hook(l, "post"))
+                k = cache[mlp_hook(l, "post")][0, 1:].double().cpu()
+                others.append((k @ U).norm(dim=-1) / k.norm(dim=-1))
+            out[l] = {"nullspace_dim": info["nullspace_dim"], "bos": float((k0 @ U).norm() / k0.norm()),
+                      "other_tokens_mean": float(torch.cat(others).mean())}
+    return out
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ their ids. For each localization and metric, :func:`compare` reports
   ``n_tests`` tests of the localization's family that can reach the level (Tarone's count; a raw p-value below it always
   survives the correction; metrics that are the same per-fact outcome, or its complement,
   are one test). So "not significant" reads as "no difference larger than ``mdd``".
+  A row that is not testable gets its ``mdd`` at the level it would face once testable
+  (Tarone's ``K`` of the family with it in: ``n_tests`` or one more).
   ``mdd_unadjusted`` is the same at ``alpha`` itself (one planned comparison, no
   correction); it is smaller, and reading a non-significant Holm result against it
   overstates what the run rules out. At-chance rows are never tested: their ``mdd`` is NaN.
@@ -492,6 +494,7 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     0.63; at ``alpha / (m + 1)``, as before, it claimed too little where ``K`` does not grow:
     a lone row of 16 facts read 0.512 instead of 0.449).
     """
+    from factlens.multiple_testing import _same_test_groups, _tarone_k
     from factlens.stats import minimum_detectable_difference, tarone_holm
 
     for r in loc_rows:
@@ -503,11 +506,13 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     keys = [tests[i].key for i in fam]
     res = tarone_holm([loc_rows[i]["p_value"] for i in fam], [tests[i].smallest for i in fam], alpha=alpha, same=keys)
     m = res.k
+    groups = _same_test_groups(np.array([loc_rows[i]["p_value"] for i in fam], dtype=float), keys)
+    smallest = {g: max(tests[fam[jj]].smallest for jj in members) for g, members in groups.items()}
+    group_of = {jj: g for g, members in groups.items() for jj in members}
     for j, (i, p, t) in enumerate(zip(fam, res.adjusted, res.testable)):
         k = m
-        if not t:  # K with this test able to reach any level: one more, or as often the same K
-            able = [0.0 if keys[jj] == keys[j] else tests[ii].smallest for jj, ii in enumerate(fam)]
-            k = tarone_holm([loc_rows[ii]["p_value"] for ii in fam], able, alpha=alpha, same=keys).k
+        if not t:  # Tarone's K with this test able to reach any level: one more, or as often the same K
+            k = _tarone_k([0.0 if g == group_of[j] else v for g, v in smallest.items()], alpha)
         level = alpha / max(k, 1)
         loc_rows[i].update(p_holm=float(p), significant=bool(t and p <= alpha), testable=bool(t), n_tests=m,
                            mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=level,

@@ -199,7 +199,7 @@ def residual_after_prefix(model, tokens: Tensor, *, first_read: int, lengths: Te
         ``(resid, p)``: ``resid[:, t]`` is the residual at position ``p + t`` (``p = 0``: the
         plain forward pass ``model(tokens, stop_at_layer=...)``).
     """
-    stop = model.cfg.n_layers if stop_at_layer is None else int(stop_at_layer)
+    stop = _stop(model, stop_at_layer)
     p = 0
     if tokens.shape[0] > 1 and prefix_reuse_enabled() and _supported(model):
         p = min(common_prefix_len(tokens, lengths), int(first_read))
@@ -229,6 +229,17 @@ def residual_after_prefix(model, tokens: Tensor, *, first_read: int, lengths: Te
         resid = model(rest, past_kv_cache=cache, attention_mask=torch.ones(rest.shape, dtype=torch.long, device=device),
                       stop_at_layer=stop)
     return resid, p
+
+
+def _stop(model, stop_at_layer: int | None) -> int:
+    """``stop_at_layer`` as a block count in ``0..n_layers`` (``None``: ``n_layers``; negative: from the end,
+    as ``HookedTransformer.forward`` reads it, so that ``-n_layers`` is the embedding's stop 0)."""
+    n = model.cfg.n_layers
+    stop = n if stop_at_layer is None else int(stop_at_layer)
+    stop = n + stop if stop < 0 else stop
+    if not 0 <= stop <= n:
+        raise ValueError(f"stop_at_layer must be in -{n}..{n} for a model of {n} blocks, got {stop_at_layer}")
+    return stop
 
 
 def row_prefix_reuse_supported(model) -> bool:
@@ -319,13 +330,19 @@ def residual_after_row_prefixes(model, tokens: Tensor, *, cuts: Sequence[int], l
     """
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    stop = model.cfg.n_layers if stop_at_layer is None else int(stop_at_layer)
+    stop = _stop(model, stop_at_layer)
     b, n_pos = tokens.shape
     cuts = [int(c) for c in cuts]
     if len(cuts) != b or any(not 0 < c < n_pos for c in cuts):
         raise ValueError(f"cuts must give one position in 1..{n_pos - 1} per row ({b} rows), got {cuts}")
     lens = [n_pos] * b if lengths is None else [int(x) for x in lengths]
     width = max(max(lens[i] - cuts[i] for i in range(b)), 1)
+    if stop == 0:  # no block runs, so no key/value cache would place the rows: the embedding, row by row
+        if hooks is not None:
+            raise ValueError("stop_at_layer=0 with hooks: the rows' positions differ from the plain pass's "
+                             "there; run model(tokens, stop_at_layer=0) under your hooks instead")
+        full = torch.nn.functional.pad(model(tokens, stop_at_layer=0), (0, 0, 0, width))
+        return torch.stack([full[i, cuts[i]: cuts[i] + width] for i in range(b)]), torch.tensor(cuts)
     window = _local_window(model)
     together = window is None or max(cuts) + width <= window
     groups: dict[int, list[int]] = {}

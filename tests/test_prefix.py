@@ -8,7 +8,8 @@ import torch
 
 from factlens.data import sports_facts
 from factlens.data.formats import format_prompts
-from factlens.prefix import MIN_PREFIX, common_prefix_len, prefix_reuse, residual_after_prefix
+from factlens.prefix import (MIN_PREFIX, common_prefix_len, prefix_reuse, residual_after_prefix,
+                             residual_after_row_prefixes)
 from factlens.testing import planted_fact_model, tiny_model
 from factlens.testing.shaped import gemma3_shaped
 
@@ -71,6 +72,12 @@ def test_stop_at_layer_0_is_the_plain_embedding():
     resid, p = residual_after_prefix(m, toks, first_read=9, stop_at_layer=0)
     assert p == 0
     torch.testing.assert_close(resid, m(toks, stop_at_layer=0))
+    resid, p = residual_after_prefix(m, toks, first_read=9, stop_at_layer=-m.cfg.n_layers)  # the same stop, counted back
+    torch.testing.assert_close(resid, m(toks, stop_at_layer=0))
+    rows, cuts = residual_after_row_prefixes(m, toks, cuts=[9, 10, 9, 11, 9], stop_at_layer=0)
+    emb = m(toks, stop_at_layer=0)
+    for i, c in enumerate(cuts.tolist()):
+        torch.testing.assert_close(rows[i, : toks.shape[1] - c], emb[i, c:])
 
 
 def test_gradients_equal(gemma_like):

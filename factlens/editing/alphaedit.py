@@ -78,7 +78,8 @@ class AlphaEditConfig(ValueEditConfig):
             token; so the BOS key, which is the same in every prompt and which later tokens
             attend to (an attention sink), lay 77-97 % in the null space at Gemma 3 270M's layers
             3-5, and an 8-fact edit of MLPs 2-4 changed the MLP output at BOS by 23 % at layer 3
-            (5.6-6.6 % at 2 and 4). ``False``: as before 2026-12-05 (session 42).
+            (5.6-6.6 % at 2 and 4; ``benchmarks/alphaedit_bos.py``, docs/methods/alphaedit.md).
+            ``False``: as before 2026-12-05 (session 42).
 
     The target and covariance fields are :class:`~factlens.editing.memit.MemitConfig`'s
     (``v_num_grad_steps=25``, ``clamp_norm_factor=0.75``, five 10-word prefixes), except
@@ -237,6 +238,10 @@ def _update_factory(edited_before):
             if k0 is not None:  # the BOS key, left out of C, is no direction the update may use
                 bases[l], extra[l]["bos_key_in_nullspace"] = without_key(bases[l], k0.cpu())
                 extra[l]["nullspace_dim"] = int(bases[l].shape[1])
+                if not bases[l].shape[1]:
+                    raise ValueError(f"layer {l}'s null space at nullspace_threshold={cfg.nullspace_threshold:g} has one "
+                                     "direction, and it carries the BOS key: AlphaEdit's update would be zero. Raise "
+                                     "AlphaEditConfig.nullspace_threshold (--edit methods.alphaedit.nullspace_threshold=...)")
             # the earlier facts' keys on the model as the chunk finds it (before this edit's first layer)
             previous[l] = subject_keys(model, l, earlier, prefixes) if earlier else None
             extra[l]["n_previous_keys"] = len(earlier)

@@ -56,7 +56,8 @@ from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
-from factlens.tokens import _bos_id, _encode, _pad_id, answer_token_ids, iter_batches, scoring_logits, unique_argmax
+from factlens.tokens import (_bos_id, _encode, _pad_id, answer_token_ids, iter_batches, scoring_logits, unembed,
+                             unique_argmax)
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests SoftPromptsConfig)
     from factlens.evaluation.config import EvalConfig
@@ -207,8 +208,10 @@ def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequenc
         tgt += list(c)
     dev = resid.device
     owner_t = torch.tensor(owner, device=dev)
-    lp = F.log_softmax(scoring_logits(model, resid[owner_t, torch.tensor(pos, device=dev)][:, None])[:, 0].float(),
-                       dim=-1)
+    # scoring (no gradients): float32 logits, no rounded ties; training: the model's own dtype, since autograd
+    # would keep a float32 copy of all of W_U for the backward pass (671 MB at Gemma 3 270M's width)
+    read = scoring_logits if not torch.is_grad_enabled() else unembed
+    lp = F.log_softmax(read(model, resid[owner_t, torch.tensor(pos, device=dev)][:, None])[:, 0].float(), dim=-1)
     tok_lp = lp.gather(1, torch.tensor(tgt, device=dev)[:, None])[:, 0]
     return torch.zeros(len(prompts), device=dev).index_add(0, owner_t, tok_lp)
 

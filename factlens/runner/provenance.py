@@ -63,34 +63,47 @@ def now() -> str:
 
 
 def factlens_source() -> str | None:
-    """The git commit of the factlens source that runs (40 hex digits), with ``"+changes"`` when its
-    files differ from that commit (edited or untracked files under the package); ``None`` when
-    factlens does not run from a git checkout that tracks it (an installed wheel: its version says
-    which code it is) or git cannot be run.
+    """The factlens source that runs, as git knows it: ``"tree <sha>"``, the git tree of the package
+    folder at the checkout's commit (the same for two commits that differ only outside the
+    package, in docs or tests), with ``" +changes <digest>"`` when the package's files differ from
+    it (a digest of those differences: two different uncommitted states do not read the same);
+    ``None`` when factlens does not run from a git checkout that tracks it (an installed wheel:
+    its version says which code it is) or git cannot be run.
 
     Example:
         >>> s = factlens_source()
-        >>> s is None or len(s.split("+")[0]) == 40
+        >>> s is None or (s.startswith("tree ") and len(s.split()[1]) == 40)
         True
     """
+    import hashlib
+
     import factlens
 
     package = Path(factlens.__file__).resolve().parent
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=20,
-                              check=False)
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, timeout=20, check=False)
 
     try:
         # the package must be tracked by the checkout that holds it: a wheel inside a venv inside the
-        # user's own repository (ignored there) has no commit of ours
+        # user's own repository (ignored there) has no tree of ours
         if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
             return None
-        head = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--", ".")
+        tree = git("rev-parse", "HEAD:./")  # the package folder's tree (HEAD:./ is relative to -C)
+        diff = git("diff", "HEAD", "--binary", "--", ".")
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z", "--", ".")
     except (OSError, subprocess.SubprocessError):  # no git on this machine, or it hung
         return None
-    commit = head.stdout.strip()
-    if head.returncode != 0 or status.returncode != 0 or len(commit) != 40:
+    sha = tree.stdout.decode().strip()
+    if tree.returncode or diff.returncode or untracked.returncode or len(sha) != 40:
         return None
-    return commit + ("+changes" if status.stdout.strip() else "")
+    if not diff.stdout and not untracked.stdout:
+        return f"tree {sha}"
+    h = hashlib.blake2b(diff.stdout, digest_size=6)
+    for name in sorted(n for n in untracked.stdout.decode().split("\0") if n):
+        h.update(b"\0" + name.encode())
+        try:
+            h.update((package / name).read_bytes())
+        except OSError:
+            continue
+    return f"tree {sha} +changes {h.hexdigest()}"

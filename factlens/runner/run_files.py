@@ -62,20 +62,21 @@ def mixed_code_note(runs: Sequence[Mapping[str, Any]]) -> str | None:
     it cannot be told to be the same code.
 
     Example:
-        >>> a = {"localization": "flu", "seed": 0, "versions": {"factlens_source": "a" * 40, "torch": "2.13.0"}}
-        >>> b = {"localization": "random", "seed": 0, "versions": {"factlens_source": "b" * 40, "torch": "2.13.0"}}
+        >>> a = {"localization": "flu", "seed": 0, "versions": {"factlens_source": "tree " + "a" * 40, "torch": "2.13.0"}}
+        >>> b = {"localization": "random", "seed": 0, "versions": {"factlens_source": "tree " + "b" * 40, "torch": "2.13.0"}}
         >>> mixed_code_note([a, a]) is None
         True
         >>> print(mixed_code_note([a, b]))  # doctest: +ELLIPSIS
-        The units here were computed by different code ... factlens_source: aaaaaaaaaaaa (seed 0 flu); bbbbbbbbbbbb (seed 0 random). Rerun ...
+        The units here were computed by different code ... factlens_source: tree aaaaaaaaaaaa (seed 0 flu); tree bbbbbbbbbbbb (seed 0 random). Rerun ...
     """
     differ = []
     for key in CODE_KEYS:
         units: dict[str, list[str]] = {}
         for r in runs:
             value = str((r.get("versions") or {}).get(key) or "not recorded")
-            if key == "factlens_source" and value != "not recorded":
-                value = value[:12] + ("+changes" if value.endswith("+changes") else "")
+            if key == "factlens_source" and value.startswith("tree "):  # "tree <sha> [+changes <digest>]"
+                parts = value.split()
+                value = " ".join([parts[0], parts[1][:12], *parts[2:]])
             units.setdefault(value, []).append(f"seed {r.get('seed')} {r.get('localization')}")
         if len(units) > 1:
             differ.append(f"{key}: " + "; ".join(

@@ -131,11 +131,13 @@ def test_units_computed_by_different_factlens_code_are_named_in_report_and_compa
     from factlens.runner.report import build_report
     from factlens.runner.report_markdown import markdown_summary
 
-    for name, commit in (("flu", "1" * 40), ("all_mlps", "1" * 40), ("random", "2" * 40 + "+changes")):
-        _edit(copy_of_run / "runs" / "seed0" / f"{name}.json", _source(commit))
+    for name, source in (("flu", "tree " + "1" * 40), ("all_mlps", "tree " + "1" * 40),
+                         ("random", "tree " + "2" * 40 + " +changes 0a1b2c3d4e5f")):
+        _edit(copy_of_run / "runs" / "seed0" / f"{name}.json", _source(source))
     md = markdown_summary(copy_of_run)
     assert "> The units here were computed by different code" in md
-    assert "factlens_source: 111111111111 (seed 0 flu, seed 0 all_mlps); 222222222222+changes (seed 0 random)" in md
+    assert ("factlens_source: tree 111111111111 (seed 0 flu, seed 0 all_mlps); tree 222222222222 +changes 0a1b2c3d4e5f "
+            "(seed 0 random)") in md
     assert "computed by different code" in build_report(copy_of_run)
     with pytest.warns(UserWarning, match="computed by different code"):
         compare(copy_of_run, reference="flu")
@@ -145,10 +147,53 @@ def test_units_computed_by_different_factlens_code_are_named_in_report_and_compa
     assert not [w for w in caught if "different code" in str(w.message)]
 
 
-def test_every_run_record_names_the_factlens_source_it_ran():
-    from factlens.runner.provenance import factlens_source, versions
+def test_the_factlens_source_is_the_package_tree_and_its_uncommitted_changes(tmp_path: Path):
+    """The commit changed with every docs-only commit (a resumed folder read as "different code"), and two
+    different uncommitted states both read "<commit>+changes" (the same code)."""
+    import subprocess
 
-    assert "factlens_source" in versions() and versions()["factlens_source"] == factlens_source()
+    import factlens
+    from factlens.runner import provenance
+
+    assert "factlens_source" in provenance.versions()
+    repo = tmp_path / "checkout"
+    pkg = repo / "factlens"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 1\n")
+    (repo / "README.md").write_text("docs\n")
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *a], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    real = factlens.__file__
+    try:
+        factlens.__file__ = str(pkg / "__init__.py")
+        clean = provenance.factlens_source()
+        (repo / "README.md").write_text("more docs\n")
+        git("commit", "-qam", "docs only")
+        assert provenance.factlens_source() == clean and clean.startswith("tree ") and "+changes" not in clean
+        (pkg / "__init__.py").write_text("x = 2\n")
+        two = provenance.factlens_source()
+        (pkg / "__init__.py").write_text("x = 3\n")
+        three = provenance.factlens_source()
+        assert two.startswith(clean + " +changes ") and three.startswith(clean + " +changes ") and two != three
+        (pkg / "__init__.py").write_text("x = 1\n")
+        (pkg / "new_module.py").write_text("y = 1\n")  # an untracked module is a change too
+        assert provenance.factlens_source().startswith(clean + " +changes ")
+    finally:
+        factlens.__file__ = real
+    outside = tmp_path / "elsewhere" / "factlens"
+    outside.mkdir(parents=True)
+    (outside / "__init__.py").write_text("")
+    try:
+        factlens.__file__ = str(outside / "__init__.py")
+        assert provenance.factlens_source() is None  # not in a git checkout: the version number says it
+    finally:
+        factlens.__file__ = real
 
 
 def test_html_and_markdown_give_a_unit_the_same_total_time(copy_of_run: Path):
