@@ -212,3 +212,22 @@ def test_progress_bars_name_the_method(task, monkeypatch):
     monkeypatch.setattr(memit_mod, "progress_bar", spy)
     alphaedit(tiny_model(n_layers=3), Mask.from_labels(["L1.mlp"]), task, config=AlphaEditConfig(**FAST))
     assert seen == ["AlphaEdit targets", "AlphaEdit layers"]
+
+
+def test_a_null_space_that_only_the_bos_key_fills_is_refused(task, monkeypatch):
+    """A one-direction null space carrying the BOS key left no direction after protect_bos, and the edit
+    silently wrote a zero update (null_space_basis refuses the equivalent empty case)."""
+    import factlens.editing.alphaedit as A
+
+    real = A.null_space_basis
+
+    def one_direction(stats, threshold, *, device="cpu"):
+        U, info = real(stats, threshold, device=device)
+        return U[:, :1], {**info, "nullspace_dim": 1}
+
+    monkeypatch.setattr(A, "null_space_basis", one_direction)
+    m = tiny_model(n_layers=3)
+    with pytest.raises(ValueError, match="carries the BOS key"):
+        alphaedit(m, Mask.from_labels(["L1.mlp"]), task, config=AlphaEditConfig(**FAST, nullspace_threshold=1e9))
+    V, share = A.without_key(torch.eye(4, dtype=torch.float64)[:, :1], torch.ones(4, dtype=torch.float64))
+    assert V.shape == (4, 0) and share == pytest.approx(0.5)

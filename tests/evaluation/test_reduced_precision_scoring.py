@@ -60,3 +60,29 @@ def test_side_effects_text_of_a_bfloat16_model_reads_float32_logits(planted, cou
     toks = torch.randint(1, m.cfg.d_vocab, (2, 8))
     text_metrics(m, toks)
     assert counted
+
+
+def test_side_effects_kl_reads_both_models_in_float32_and_training_keeps_the_model_dtype(planted, counted):
+    import copy
+
+    from factlens.editing.sweep import text_accuracy
+    from factlens.evaluation.side_effects import text_metrics
+    from factlens.evaluation.soft_prompts import _soft_logprobs
+
+    m = copy.deepcopy(planted.model).to(torch.bfloat16)
+    original = copy.deepcopy(planted.model).to(torch.bfloat16)
+    toks = torch.randint(1, m.cfg.d_vocab, (2, 8))
+    text_metrics(m, toks, original=original)
+    assert len(counted) == 4  # two chunks, the edited and the original model each
+    counted.clear()
+    text_accuracy(m, toks)
+    assert len(counted) == 2
+    counted.clear()
+    # training a soft prompt: autograd would keep a float32 copy of W_U, so the model's own dtype there
+    soft = torch.zeros(2, m.cfg.d_model, dtype=torch.bfloat16, requires_grad=True)
+    lp = _soft_logprobs(m, soft, ["Michael Jordan plays the sport of"], ["basketball"], "prepend")
+    lp.sum().backward()
+    assert not counted and soft.grad is not None
+    with torch.no_grad():
+        _soft_logprobs(m, soft, ["Michael Jordan plays the sport of"], ["basketball"], "prepend")
+    assert counted  # scoring without gradients: float32
