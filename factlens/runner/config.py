@@ -491,6 +491,10 @@ class RunConfig:
         found = {"data": self.data, "mcq_data": self.mcq_data, "eval.text.source": self.eval.get_path("text.source"),
                  "eval.side_effects.mmlu_source": self.eval.get_path("side_effects.mmlu_source"),
                  "edit.sft_source": self.edit.get("sft_source")}
+        methods = self.edit.get_path("methods") or {}
+        for name, table in sorted(methods.items()):  # a method's own covariance text (ROME, MEMIT, AlphaEdit)
+            if name in self.methods and isinstance(table, Mapping) and table.get("text_source") is not None:
+                found[f"edit.methods.{name}.text_source"] = table["text_source"]
         return {k: str(v) for k, v in found.items() if v is not None}
 
     def input_hashes(self) -> dict[str, dict[str, Any]]:

@@ -512,15 +512,23 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     finally:
         peaks.begin("revert")
         t0 = time.perf_counter()
-        res.revert()
-        restore = check_restored(prep.model, prep.original)
-        left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
-        restore["exact"] = restore["exact"] and not left
-        if not restore["exact"]:
-            _restore_from(prep.model, prep.original)
-            restore["repaired"] = True
-            left = prep.pristine.changed()
-        prep.pristine.reset()
+        try:
+            res.revert()
+            restore = check_restored(prep.model, prep.original)
+            left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
+            restore["exact"] = restore["exact"] and not left
+            if not restore["exact"]:
+                _restore_from(prep.model, prep.original)
+                restore["repaired"] = True
+                left = prep.pristine.changed()
+            prep.pristine.reset()
+        except BaseException:
+            # the model may still hold the edit (a failed read of the offloaded record, out of memory, Ctrl-C):
+            # drop it, or this worker's next plan and its unedited-model numbers (shared with the other
+            # workers through the baseline store) would come from the edited weights
+            if workspace is not None:
+                workspace.clear()
+            raise
         release_memory()
         _check_pristine(prep, workspace, left)
         timings["revert"] = time.perf_counter() - t0

@@ -505,11 +505,15 @@ def _with_overrides_header(text: bytes, overrides: Sequence[str]) -> bytes:
 
 
 def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """Input files whose content changed (``stored`` is ``None`` for folders written before hashes were kept)."""
+    """Input files whose content changed (``stored`` is ``None`` for folders written before hashes were kept).
+
+    Only inputs both records name are compared: an option given on one side only is a changed
+    setting, which the configuration check reports, and a folder written before an input was
+    hashed (the edit methods' ``text_source``, since 2026-12-05) lacks its entry."""
     if stored is None:
         return []
     out = []
-    for k in sorted(set(stored) | set(now)):
+    for k in sorted(set(stored) & set(now)):
         a, b = (stored.get(k) or {}).get("sha256"), (now.get(k) or {}).get("sha256")
         if a != b:
             path = (now.get(k) or stored.get(k) or {}).get("path")

@@ -59,6 +59,26 @@ def test_changed_text_source_refused_on_resume(tmp_path: Path):
         RunDir(tmp_path / "run").open(cfg)
 
 
+def test_a_changed_method_covariance_text_is_refused_on_resume(tmp_path: Path):
+    """--edit methods.rome.text_source=FILE was not hashed: rewriting the file between two invocations
+    resumed the folder, and its units estimated ROME's covariance on different text."""
+    text = tmp_path / "cov.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 20)
+    cfg = _cfg(tmp_path / "run", methods=("finetune", "rome"), edit={"methods": {"rome": {"text_source": str(text)}}})
+    assert "edit.methods.rome.text_source" not in _cfg(tmp_path, edit=cfg.edit.to_dict()).input_files()  # rome unused
+    RunDir(tmp_path / "run").open(cfg)
+    stored = json.loads((tmp_path / "run/run_config.json").read_text())
+    assert stored["inputs"]["edit.methods.rome.text_source"]["sha256"] == hash_input(text)["sha256"]
+    RunDir(tmp_path / "run").open(cfg)  # same content: resumes
+    text.write_text("Another text entirely.\n" * 20)
+    with pytest.raises(ConfigMismatchError, match=r"edit.methods.rome.text_source.*changed"):
+        RunDir(tmp_path / "run").open(cfg)
+    # a folder written before these inputs were hashed has no entry for them: it resumes
+    stored["inputs"].pop("edit.methods.rome.text_source")
+    (tmp_path / "run/run_config.json").write_text(json.dumps(stored))
+    RunDir(tmp_path / "run").open(cfg)
+
+
 def test_changed_data_file_refused_on_resume(tmp_path: Path):
     data = tmp_path / "facts.csv"
     data.write_text("athlete,sport\nA B,basketball\n")

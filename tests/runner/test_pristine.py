@@ -131,6 +131,32 @@ def test_failed_restore_drops_the_workspace_model(monkeypatch):
     assert rec["restore"]["exact"]
 
 
+def test_a_revert_that_raises_drops_the_workspace_model(monkeypatch):
+    """When the revert itself failed (a read of the offloaded record, out of memory, Ctrl-C), the worker
+    kept the edited model: its next plan, and the unedited-model numbers it shared with other workers
+    through the baseline store, came from the edited weights."""
+    cfg = RunConfig(task="planted", model="planted", localizations=("random",), suites=("standard",),
+                    show_progress=False, edit={"steps": 1})
+    ws = Workspace()
+    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+    real = pipeline._edit
+
+    def unrevertable(prep, *a, **kw):
+        res = real(prep, *a, **kw)
+
+        def fail():
+            raise OSError("the offloaded record could not be read")
+        object.__setattr__(res, "revert", fail)
+        return res
+
+    monkeypatch.setattr(pipeline, "_edit", unrevertable)
+    with pytest.raises(OSError, match="offloaded record"):
+        pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws)
+    assert "model_key" not in ws  # the edited model is gone; the next job loads a fresh one
+    monkeypatch.setattr(pipeline, "_edit", real)
+    assert pipeline.run_localization(cfg, 0, "random", plan=plan, workspace=ws)["restore"]["exact"]
+
+
 def test_workspace_rejects_unknown_original():
     with pytest.raises(ValueError, match="'view'.*'copy'"):
         Workspace(original="clone")
