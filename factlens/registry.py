@@ -105,6 +105,11 @@ class Registry(Generic[E]):
             if kind is not None and not isinstance(name, kind):  # e.g. a ScoringMethod where a Localization goes
                 raise TypeError(f"a {self.kind} is a name or a {kind.__name__} entry, got a {type(name).__name__} "
                                 f"({getattr(name, 'name', '?')!r})")
+            known = next((e for e in self.all_entries() if e.name == name.name), None)  # type: ignore[attr-defined]
+            if known is not None and known != name:
+                # results would be stored (and settings looked up) under the registered entry's name
+                raise ValueError(f"your {self.kind} entry is named {name.name!r}, the name of a registered "  # type: ignore[attr-defined]
+                                 f"{self.kind} that it is not: give it a name of its own")
             return name  # type: ignore[return-value]
         for e in self.entries:  # factlens's own first: a plugin module may look one up while it is imported
             if e.name == name:  # type: ignore[attr-defined]

@@ -265,7 +265,11 @@ def _entries(suites: Sequence[str | Suite] | str | Suite) -> tuple[Suite, ...]:
     """The requested entries in order, each once (an unknown name raises, listing the known ones)."""
     if isinstance(suites, (str, Suite)):
         suites = (suites,)
-    return tuple({e.name: e for e in (SUITES.get(x) for x in suites)}.values())
+    out: dict[str, Suite] = {}
+    for e in (SUITES.get(x) for x in suites):
+        if out.setdefault(e.name, e) != e:  # two different suites under one name: one would silently go
+            raise ValueError(f"two different suites are both named {e.name!r}: give each its own name")
+    return tuple(out.values())
 
 
 def _check_settings(entries: tuple[Suite, ...], config: EvalConfig) -> None:

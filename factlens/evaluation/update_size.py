@@ -91,9 +91,12 @@ class UpdateSizes:
     Attributes:
         table: One row per edited tensor: ``param``, ``component`` (``"L3.mlp"``), ``weight``
             (``"W_in"``), ``quantized``, ``n_masked``, ``n_changed``, ``median_abs_delta``,
-            ``max_abs_delta`` and per scheme ``s``: ``median_ratio_<s>``,
-            ``below_half_<s>``, ``erased_<s>`` (fractions of the changed entries).
-        histograms: Scheme -> param -> counts of ``log10(ratio)`` over ``edges`` (changed entries).
+            ``max_abs_delta`` (in the loaded weights, which fold the norm scale into ``W_in``/
+            ``W_Q``...: compare with the literature's update sizes only after dividing by it) and
+            per scheme ``s``: ``median_ratio_<s>``, ``below_half_<s>``, ``erased_<s>``
+            (fractions of the changed entries, in the checkpoint's weights).
+        histograms: Scheme -> param -> counts of ``log10(ratio)`` over ``edges`` (changed entries
+            that have a bin: entries of a zero norm scale are left out).
         edges: Histogram bin edges (log10 of the ratio).
         totals: Over all changed entries of quantized weights: ``n_changed``, ``n_masked``
             and per scheme ``below_half_<s>``, ``erased_<s>``.
@@ -151,6 +154,8 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
     absd = delta_all[changed].abs()
     row: dict[str, Any] = {"param": name, "component": comp, "weight": short, "quantized": quantized,
                            "n_masked": int(d.mask.sum()), "n_changed": int(changed.sum()),
+                           # in the loaded (norm-folded) weights, as the edit changed them; the ratios below
+                           # are in the checkpoint's weights (unfolded by the norm scale, up to 122x on Gemma)
                            "median_abs_delta": float(absd.median()) if len(absd) else None,
                            "max_abs_delta": float(absd.max()) if len(absd) else None}
     if not quantized:
@@ -182,7 +187,9 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
         row[f"erased_{s}"] = er / n if n else None
         tot[f"below_half_{s}"] += below
         tot[f"erased_{s}"] += er
-        lr = np.clip(np.log10(ratio.clamp_min(1e-300).cpu().numpy()), edges[0], edges[-1])
+        # entries of a zero norm scale have no bin (ratio inf): left out of the histogram, which drew them as
+        # huge updates in its top bin; the table counts them as neither below half nor erased
+        lr = np.clip(np.log10(ratio[~lost[sel]].clamp_min(1e-300).cpu().numpy()), edges[0], edges[-1])
         hists[s][name] = np.histogram(lr, bins=edges)[0].astype(int).tolist()
     return row
 

@@ -93,3 +93,5 @@ def test_update_size_with_scales_is_the_update_of_the_checkpoint_weights():
     z = update_sizes(_edit(copy.deepcopy(folded), NAME, zero, folded.blocks[0].mlp.W_in.detach() + 1e-6), folded,
                      config=cfg)
     assert z.totals["n_changed"] == 4 and z.totals["below_half_nf4"] == 0.0 and z.totals["erased_nf4"] == 0.0
+    # and they have no bin: the histogram drew them in its top bin, as huge updates
+    assert sum(z.histograms["nf4"][NAME]) == 0 and sum(z.histograms["int8"][NAME]) == 0

@@ -170,3 +170,19 @@ def test_a_suite_called_directly_refuses_keywords_it_does_not_take(planted):
         params = inspect.signature(load(entry.fn)).parameters
         assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), entry.name
         assert {"original", "config", "baselines", *entry.needs} <= set(params), entry.name  # what evaluate passes
+
+
+def test_an_entry_of_ones_own_named_like_a_built_in_is_refused(planted):
+    """evaluate(suites=["standard", Suite("standard", mine)]) ran only the user's function and stored its
+    numbers as "standard"; in the other order the user's suite was dropped without a word."""
+    def mine(model, task, **kw):
+        return SuiteResult("standard", (Metric("forget_accuracy", 0.0, 1),))
+
+    fake = Suite("standard", mine)
+    for order in (["standard", fake], [fake, "standard"], [fake]):
+        with pytest.raises(ValueError, match="'standard'"):
+            evaluate(planted.model, planted.task, original=planted.model, suites=order)
+    ok = Suite("my_standard", mine)
+    assert SUITES.get(ok) is ok and SUITES.get(SUITES.get("standard")) is SUITES.get("standard")
+    with pytest.raises(ValueError, match="two different suites are both named 'mine'"):
+        evaluate(planted.model, planted.task, suites=[Suite("mine", mine), Suite("mine", lambda m, t, **k: None)])
