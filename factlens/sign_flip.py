@@ -280,8 +280,10 @@ class PairedTestKey:
     count shrank; the absolute slack only for complements, whose stored value carries the
     rounding of ``1 - v`` (1.1e-16 at most). Equality with a tolerance is not transitive, so
     the key hashes the units and weights only and :func:`~factlens.multiple_testing.holm`
-    groups keys by ``==`` within a hash bucket (a chain of near-equal keys could join a group
-    through its first member; only values within 1e-12 of each other can).
+    groups keys by ``==`` within a hash bucket, joining a key to the first group whose first key
+    it equals (so members of a group agree with that key to 1e-12, with each other to 2e-12,
+    and a chain of near-equal keys can group differently in another order; only values that
+    agree to about 12 digits are ever at stake).
     """
 
     __slots__ = ("units", "x", "y", "w")
@@ -305,9 +307,11 @@ class PairedTestKey:
 
 
 def _agree(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(np.abs(a - b) <= _RTOL * np.maximum(np.abs(a), np.abs(b))))
+    with np.errstate(invalid="ignore"):  # inf - inf: equal infinities agree through a == b
+        return bool(np.all((a == b) | (np.abs(a - b) <= _RTOL * np.maximum(np.abs(a), np.abs(b)))))
 
 
 def _complements(a: np.ndarray, b: np.ndarray) -> bool:
     c = 1.0 - b
-    return bool(np.all(np.abs(a - c) <= _RTOL * np.maximum(np.abs(a), np.abs(c)) + _COMPLEMENT_ATOL))
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((a == c) | (np.abs(a - c) <= _RTOL * np.maximum(np.abs(a), np.abs(c)) + _COMPLEMENT_ATOL)))

@@ -494,6 +494,8 @@ def test_paired_test_key_tells_apart_two_metrics_of_tiny_probabilities():
     # a tiny probability's complement stored in floating point is still the same test
     assert ka == paired_test_key(np.nextafter(1.0 - a, 2.0), 1.0 - ref_a, ids=f)
     assert ka == paired_test_key(a * (1 + 1e-14), ref_a, ids=f)  # agreement to 12 significant digits
+    inf = paired_test_key([np.inf, 1.0], [0.0, 1.0], ids=["a", "b"])
+    assert inf == paired_test_key([np.inf, 1.0], [0.0, 1.0], ids=["a", "b"])  # inf - inf is NaN: compared as equal
 
 
 def test_paired_test_key_tells_apart_equal_outcomes_on_different_units():
