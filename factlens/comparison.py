@@ -378,6 +378,7 @@ class _PairedTest:
     key: Any  # factlens.stats.paired_test_key: rows with equal keys are one test
     smallest: float  # factlens.stats.smallest_attainable_p: Tarone's selection of the Holm family
     step: float | None = None  # the differences' lattice (accuracies over a few prompts): see minimum_detectable_difference
+    sizes: tuple[float, ...] | None = None  # the non-zero |differences| on that lattice
 
 
 #: Name endings of factlens's metrics that are differences (after - before, hits - false alarms,
@@ -448,7 +449,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     # ``paired_diff``; normalized before the NaN units were dropped, a seed with few values counted
     # less in the test than in ``diff``
     w = np.concatenate([_seed_weights(p) for p in pairs])
-    step = None
+    step, sizes = None, None
     if weighted or not np.allclose(w[ok], w[ok][0] if ok.any() else 1.0):
         # the sd that makes sd / sqrt(n) the standard error of the mean difference the test weighs:
         # tokens per chunk, and each seed counting once (seeds with different numbers of units)
@@ -457,15 +458,19 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     else:
         sd = float(d[ok].std(ddof=1)) if ok.sum() > 1 else 0.0
         step = lattice_step(d[ok]) if proportion else None  # unit weights only: the lattice model's test
+        if step is not None:
+            nz = np.abs(d[ok][d[ok] != 0])
+            sizes = tuple(sorted(float(x) for x in np.round(nz / step) * step))
     if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
         sd = 0.0
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
     test = _PairedTest(int(ok.sum()), sd, proportion and is_binary(xs[ok]) and is_binary(ys[ok]), key,
-                       smallest_attainable_p(d, weights=w, seed=seed), step)
+                       smallest_attainable_p(d, weights=w, seed=seed), step, sizes)
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": min(int(np.sum(~np.isnan(p.x - p.y))) for p in pairs),
             "n_units": int(ok.sum()),
-            "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary, step=test.step)}, test
+            "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary, step=test.step,
+                                                            sizes=test.sizes)}, test
 
 
 def _seed_weights(p) -> np.ndarray:
@@ -516,7 +521,8 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
         level = alpha / max(k, 1)
         loc_rows[i].update(p_holm=float(p), significant=bool(t and p <= alpha), testable=bool(t), n_tests=m,
                            mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=level,
-                                                            binary=tests[i].binary, step=tests[i].step))
+                                                            binary=tests[i].binary, step=tests[i].step,
+                                                            sizes=tests[i].sizes))
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu",
