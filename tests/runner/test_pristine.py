@@ -108,12 +108,17 @@ def test_sequential_original_tensors():
     assert orig and all(torch.equal(t, before[n]) for n, t in orig.items())
 
 
-def test_failed_restore_drops_the_workspace_model(monkeypatch):
-    """A job whose model cannot be brought back raises, and the next job reloads the model."""
+def _one_unit():
+    """A one-unit planted run, its workspace and its plan (for the restore tests)."""
     cfg = RunConfig(task="planted", model="planted", localizations=("random",), suites=("standard",),
                     show_progress=False, edit={"steps": 1})
     ws = Workspace()
-    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+    return cfg, ws, pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+
+
+def test_failed_restore_drops_the_workspace_model(monkeypatch):
+    """A job whose model cannot be brought back raises, and the next job reloads the model."""
+    cfg, ws, plan = _one_unit()
     real = pipeline._edit
 
     def leaky(prep, *a, **kw):
@@ -135,10 +140,7 @@ def test_a_revert_that_raises_drops_the_workspace_model(monkeypatch):
     """When the revert itself failed (a read of the offloaded record, out of memory, Ctrl-C), the worker
     kept the edited model: its next plan, and the unedited-model numbers it shared with other workers
     through the baseline store, came from the edited weights."""
-    cfg = RunConfig(task="planted", model="planted", localizations=("random",), suites=("standard",),
-                    show_progress=False, edit={"steps": 1})
-    ws = Workspace()
-    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False), ws)
+    cfg, ws, plan = _one_unit()
     real = pipeline._edit
 
     def unrevertable(prep, *a, **kw):
