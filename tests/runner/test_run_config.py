@@ -232,8 +232,12 @@ def test_rome_and_memit_estimate_their_covariance_on_the_runs_text(tmp_path):
     for method in ("rome", "memit"):
         assert method_edit_config(cfg, 0, method).method_config(method).text_source == str(text)
     assert method_edit_config(cfg, 0, "finetune") == cfg.edit_config(0)
-    own = cfg.replace(edit={"methods": {"rome": {"text_source": "other.txt"}}})
-    assert method_edit_config(own, 0, "rome").method_config("rome").text_source == "other.txt"
+    other = tmp_path / "other.txt"
+    other.write_text("Other general text.\n")
+    own = cfg.replace(edit={"methods": {"rome": {"text_source": str(other)}}})
+    assert method_edit_config(own, 0, "rome").method_config("rome").text_source == str(other)
+    with pytest.raises(ValueError, match="edit.methods.rome.text_source=.*no such file"):  # hashed, so checked up front
+        cfg.replace(edit={"methods": {"rome": {"text_source": str(tmp_path / "missing.txt")}}})
     plain = RunConfig(task="planted", model="planted", methods=("rome",), localizations=("causal_tracing_top_mlp",))
     assert method_edit_config(plain, 0, "rome").method_config("rome").text_source is None
     # so a run whose suites do not read the text still accepts it for ROME / MEMIT, and refuses it otherwise
