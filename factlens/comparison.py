@@ -460,7 +460,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         step = lattice_step(d[ok]) if proportion else None  # unit weights only: the lattice model's test
         if step is not None:
             nz = np.abs(d[ok][d[ok] != 0])
-            sizes = tuple(sorted(float(x) for x in np.round(nz / step) * step))
+            sizes = tuple(float(x) for x in np.round(nz / step) * step)  # minimum_detectable_difference sorts them
     if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
         sd = 0.0
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])

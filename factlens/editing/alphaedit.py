@@ -162,8 +162,10 @@ def without_key(basis: Float[Tensor, "d_mlp r"], key: Float[Tensor, "d_mlp"]
     w = U.T @ k  # [r]: the key in the span's coordinates
     knorm, wnorm = float(k.norm()), float(w.norm())
     share = wnorm / knorm if knorm > 0 else 0.0
-    if wnorm <= 1e-12 * max(knorm, 1e-300) or U.shape[1] < 2:
-        return (U, share) if wnorm <= 1e-12 * max(knorm, 1e-300) else (U[:, :0], share)
+    if wnorm <= 1e-12 * max(knorm, 1e-300):  # the key has no part in the span: nothing to take out
+        return U, share
+    if U.shape[1] < 2:  # the span is the key's direction alone
+        return U[:, :0], share
     w = w / wnorm
     u = w.clone()
     u[0] -= 1.0

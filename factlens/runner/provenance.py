@@ -6,7 +6,7 @@ a result: the model code (torch, TransformerLens, transformers), the arrays and 
 scikit-learn) and the statistics of every interval and p-value (scipy, statsmodels).
 
 factlens's own version number stays put between commits, so a run from a git checkout also records
-the commit of the factlens source that computed it (:func:`factlens_source`): the report and
+the git tree of the factlens source that computed it (:func:`factlens_source`): the report and
 ``factlens compare`` say when the units they pool were computed by different code (a folder resumed
 after an update, folders of several sessions merged), which their numbers alone never show.
 """
@@ -28,7 +28,8 @@ RESULT_PACKAGES = ("factlens", "torch", "transformer-lens", "transformers", "num
 
 def versions() -> dict[str, Any]:
     """Versions of Python, the platform and :data:`RESULT_PACKAGES` (those installed), the factlens
-    source commit (:func:`factlens_source`, ``None`` outside a git checkout), torch's thread count, and ``plugins``: the installed packages that add methods through entry points
+    source tree (:func:`factlens_source`, ``None`` outside a git checkout), torch's thread count,
+    and ``plugins``: the installed packages that add methods through entry points
     (:mod:`factlens.plugins`).
 
     Example:

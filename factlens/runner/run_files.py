@@ -23,7 +23,7 @@ __all__ = ["is_run_file", "check_one_setup", "warned_already", "mixed_code_note"
 _NOT_A_RUN_FILE = "is not a factlens run file"
 #: The words that start :func:`mixed_code_note` (the report shows the note itself: its warning is filtered).
 _MIXED_CODE = "The units here were computed by different code"
-#: The entries of a run record's ``versions`` that decide its numbers (the factlens source commit, then
+#: The entries of a run record's ``versions`` that decide its numbers (the factlens source tree, then
 #: the packages of :data:`~factlens.runner.provenance.RESULT_PACKAGES` but the plotting one).
 CODE_KEYS = ("factlens_source", "factlens", "torch", "transformer-lens", "transformers", "numpy", "scipy",
              "statsmodels", "scikit-learn")
@@ -58,7 +58,7 @@ def mixed_code_note(runs: Sequence[Mapping[str, Any]]) -> str | None:
     A folder resumed after an update of factlens or torch, or folders of several sessions merged by
     ``factlens compare``, pool units computed by different code; nothing in their numbers shows it,
     and a difference between two localizations may then be one between two versions. A unit whose
-    record lacks an entry (written before factlens recorded its source commit) reads "not recorded":
+    record lacks an entry (written before factlens recorded its source tree) reads "not recorded":
     it cannot be told to be the same code.
 
     Example:
