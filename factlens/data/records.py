@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-__all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset", "fact_id", "as_records"]
+__all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset", "fact_id", "as_records", "grouped_parts"]
 
 SLOT = "{}"
 
@@ -34,6 +34,38 @@ def fact_id(subject: str, template: str, answer: str) -> str:
     """
     digest = hashlib.sha1(json.dumps([subject, template, answer]).encode("utf-8")).hexdigest()
     return f"fact:{digest[:12]}"
+
+
+def grouped_parts(order: Sequence[int], groups: Sequence[str], sizes: Sequence[int]) -> list[list[int]]:
+    """Deal ``order`` (indices, in a seeded order) into parts of about ``sizes`` without splitting a group.
+
+    Cross-fitted attacks train or fit on some facts and score the others; two facts about one
+    subject (CounterFact: "The capital of Italy", "The official language of Italy") have the same
+    activations at the subject, so one of them on each side lets the attack learn the held-out
+    fact. Groups (``groups[i]``: index ``i``'s subject) are dealt whole, in the order their first
+    member appears in ``order``, each to the first part it fits into, else to the part with the
+    most room left (first fit). With one index per group the parts are ``order`` cut at
+    ``sizes``, exactly, so splits without shared subjects stay what they were. A part can stay
+    empty only with fewer groups than parts (callers refuse that). scikit-learn's ``GroupKFold``
+    does not keep a caller's seeded order and part sizes, hence this short function.
+
+    Example:
+        >>> grouped_parts([3, 0, 2, 1], ["a", "b", "c", "d"], [2, 2])  # no shared group: order cut at sizes
+        [[3, 0], [2, 1]]
+        >>> grouped_parts([3, 0, 2, 1], ["a", "b", "a", "c"], [2, 2])  # 0 and 2 share "a"
+        [[3, 1], [0, 2]]
+    """
+    if sum(sizes) != len(order):
+        raise ValueError(f"part sizes {list(sizes)} do not add up to the {len(order)} indices")
+    members: dict[str, list[int]] = {}
+    for i in order:
+        members.setdefault(groups[i], []).append(i)
+    parts: list[list[int]] = [[] for _ in sizes]
+    for group in members.values():
+        room = [size - len(part) for size, part in zip(sizes, parts)]
+        k = next((j for j, r in enumerate(room) if r >= len(group)), max(range(len(room)), key=room.__getitem__))
+        parts[k].extend(group)
+    return parts
 
 
 def as_records(dataset: Any, *, what: str = "dataset") -> list["FactRecord"]:

@@ -102,9 +102,11 @@ class DirectionAblationConfig(ConfigBase):
             direction and variant chosen on the other folds; ``1``: on the facts themselves).
         selection: How the variant is chosen (:data:`SELECTIONS`): ``"selective"``, the most
             forget wins on the fitting facts plus true-answer wins on as many retain facts, among
-            the variants that keep those retain facts above chance (chance + 2 binomial standard
-            errors; all variants when none does): an ablation that makes the model give one
-            answer to everyone does not win;
+            the variants that keep those retain facts readable: above what giving every retain fact
+            the most common answer scores, + 2 binomial standard errors; when no variant clears
+            that, above uniform chance + 2 standard errors; when none clears either, all variants
+            (:func:`~factlens.evaluation.standard.readable`): an ablation that makes the model give
+            one answer to everyone does not win;
             ``"forget"``, forget wins only.
         random_control: Also remove a random direction (seeded) at each chosen place, from the
             edited model and the original: the ``ablation_random_*`` metrics, what removing *a*
@@ -196,21 +198,35 @@ def _mean_activations(model, facts, layers: Sequence[int], position: str, batch_
     return acts.astype(np.float64).mean(0)
 
 
-def fact_folds(ids: Sequence[str], folds: int, *, seed: int = 0) -> list[tuple[str, ...]]:
+def fact_folds(ids: Sequence[str], folds: int, *, seed: int = 0,
+               subjects: Sequence[str] | None = None) -> list[tuple[str, ...]]:
     """``ids`` split at random into ``folds`` parts of near-equal size (one part, all of them, for ``folds=1``).
+
+    ``subjects`` (one per id): facts about one subject go to one fold
+    (:func:`~factlens.data.records.grouped_parts`), so no fact is scored under a direction
+    fitted on another fact's activations at its own subject; without shared subjects the
+    folds are the same as without ``subjects``.
 
     Example:
         >>> [len(p) for p in fact_folds([str(i) for i in range(7)], 2)]
         [4, 3]
 
     Raises:
-        ValueError: Fewer facts than folds (a fold would be empty).
+        ValueError: Fewer facts (or subjects) than folds (a fold would be empty).
     """
+    from factlens.data.records import grouped_parts
+
     if folds > len(ids):
         raise ValueError(f"direction ablation cannot cross-fit {len(ids)} forget facts in {folds} folds: every fold "
                          f"needs a fact; lower direction_ablation.folds (1 fits, chooses and scores on the same facts)")
     order = np.random.default_rng(seed).permutation(len(ids))
-    return [tuple(ids[i] for i in sorted(part)) for part in np.array_split(order, folds)]
+    sizes = [len(part) for part in np.array_split(order, folds)]
+    parts = grouped_parts([int(i) for i in order], list(ids) if subjects is None else list(subjects), sizes)
+    if not all(parts):
+        raise ValueError(f"cannot cross-fit {len(ids)} forget facts about {len(set(subjects or ids))} subjects in "
+                         f"{folds} folds: facts about one subject share a fold, and every fold needs one; lower the "
+                         "suite's folds setting (1 fits, chooses and scores on the same facts)")
+    return [tuple(ids[i] for i in sorted(part)) for part in parts]
 
 
 def _directions(model, original, facts, contrast_means: dict[str, np.ndarray] | None, st: DirectionAblationConfig,
@@ -311,7 +327,7 @@ def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list
     """Each fold's direction and variant, chosen on the other folds' forget facts (on all of them
     for ``folds=1``); and, for ``folds=1``, every variant's scores (for the interval of the maximum)."""
     ids = [r.id for r in task.forget]
-    parts = fact_folds(ids, int(st.folds), seed=config.seed)
+    parts = fact_folds(ids, int(st.folds), seed=config.seed, subjects=[r.subject for r in task.forget])
     folds, runs = [], {}
     contrast_means = None if st.direction == "edit_shift" else {
         pos: _mean_activations(model, contrast, layers, pos, config.batch_size) for pos in st.positions}

@@ -364,7 +364,7 @@ def _assign(task, read: _Read, layers: list[int], folds: int, seed: int,
     from factlens.evaluation.direction_ablation import fact_folds
 
     forget = [r.id for r in task.forget]
-    parts = fact_folds(forget, folds, seed=seed)
+    parts = fact_folds(forget, folds, seed=seed, subjects=[r.subject for r in task.forget])
     m_ids = [r.id for r in task.maintain]
     m_parts = fact_folds(m_ids, min(folds, len(m_ids)), seed=seed + 1) if m_ids else []
     layer_of: dict[str, int] = {}

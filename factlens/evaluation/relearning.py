@@ -133,7 +133,15 @@ def retain_not_about_scored(task) -> FactDataset:
 
 
 def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDataset]:
-    """Seeded split of ``facts`` into half A (``ceil(n/2)``, trained on) and half B (held out).
+    """Seeded split of ``facts`` into half A (about ``ceil(n/2)``, trained on) and half B (held out).
+
+    Facts about one subject stay in one half (:func:`~factlens.data.records.grouped_parts`):
+    an attack trained on "The capital of Italy" would otherwise be scored on "The official
+    language of Italy", whose activations at the subject are the same. With one fact per subject
+    (the sports tasks) this is :meth:`FactDataset.split`'s seeded ``ceil(n/2)`` cut.
+
+    Raises:
+        ValueError: Fewer than 2 facts, or every fact is about one subject.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -141,9 +149,20 @@ def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDat
         >>> len(a), len(b), set(r.id for r in a).isdisjoint(r.id for r in b)
         (4, 4, True)
     """
-    if len(facts) < 2:
-        raise ValueError(f"the attack needs at least 2 forget facts (one to train on, one held out), got {len(facts)}")
-    return facts.split((len(facts) + 1) // 2, seed=seed)
+    import random
+
+    from factlens.data.records import grouped_parts
+
+    n = len(facts)
+    if n < 2:
+        raise ValueError(f"the attack needs at least 2 forget facts (one to train on, one held out), got {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)  # FactDataset.split's order: splits without shared subjects are unchanged
+    a, b = grouped_parts(order, [r.subject for r in facts], [(n + 1) // 2, n // 2])
+    if not b:
+        raise ValueError(f"all {n} forget facts are about one subject ({facts[0].subject!r}); the attack needs "
+                         "held-out facts about subjects it does not train on")
+    return facts.subset(sorted(a)), facts.subset(sorted(b))
 
 
 def forget_scores(model, facts: FactDataset, config: EvalConfig) -> PromptScores:

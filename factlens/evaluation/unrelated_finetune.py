@@ -136,6 +136,10 @@ def finetune_data(model, task, source: str, config: EvalConfig) -> tuple[Any, di
         text = config.text
         texts = load_texts(text.source, seed=config.seed)
         kept = passages_without(texts, sorted(subjects))
+        if not kept:
+            raise ValueError(f"every passage of the text {text.source or 'builtin'!r} names a subject of the evaluated "
+                             f"(forget or maintain) facts, so nothing is left to fine-tune on; give other text "
+                             "(--text-source) or fine-tune on the retain facts (UnrelatedFinetuneConfig(data=('retain',)))")
         chunks = token_chunks(model, kept, seq_len=text.seq_len, n_chunks=text.n_chunks)
         return chunks, {"n_train": int(chunks.shape[0]), "n_dropped_passages": len(texts) - len(kept),
                         "source": text.source or "builtin"}

@@ -487,6 +487,29 @@ def test_direction_ablation_control_flags_a_direction_that_carries_the_answers(s
     assert zero.extra["attack_damage"]["damaged"] is False
 
 
+def test_fact_folds_keep_the_facts_of_a_subject_in_one_fold(suppressed, monkeypatch):
+    ids = [f"f{i}" for i in range(10)]
+    subjects = [f"s{i // 2}" for i in range(10)]  # two facts per subject
+    for seed in range(10):
+        parts = fact_folds(ids, 3, seed=seed, subjects=subjects)
+        fold_of = {f: k for k, part in enumerate(parts) for f in part}
+        assert sorted(fold_of) == sorted(ids) and all(parts)
+        assert all(fold_of[f"f{2 * s}"] == fold_of[f"f{2 * s + 1}"] for s in range(5)), seed
+        # one fact per subject: the folds are the seeded permutation cut in near-equal parts, as before
+        order = np.random.default_rng(seed).permutation(10)
+        assert fact_folds(ids, 3, seed=seed, subjects=ids) == fact_folds(ids, 3, seed=seed) == [
+            tuple(ids[i] for i in sorted(part)) for part in np.array_split(order, 3)]
+    with pytest.raises(ValueError, match="about 2 subjects in 3 folds"):
+        fact_folds(ids[:4], 3, seed=0, subjects=subjects[:4])
+    # the suite passes the forget facts' subjects
+    import factlens.evaluation.direction_ablation as da
+    seen = []
+    monkeypatch.setattr(da, "fact_folds", lambda *a, **k: seen.append(k.get("subjects")) or fact_folds(*a, **k))
+    p, edited, task, _ = suppressed
+    run_direction_ablation(edited, task, direction_ablation_config=DirectionAblationConfig(layers=(3,)))
+    assert seen == [[r.subject for r in task.forget]]
+
+
 def test_direction_ablation_checks_its_inputs(suppressed):
     p, edited, task, _ = suppressed
     with pytest.raises(ValueError, match="pass original="):
@@ -691,6 +714,9 @@ def test_unrelated_finetune_data_excludes_maintain_subjects(sub_bin, tmp_path):
                                                          candidates=task.retain.candidates))
     data, info = finetune_data(orig, leaky, "retain", EvalConfig())
     assert info["n_dropped"] == 3 and not {r.subject for r in data} & {r.subject for r in task.maintain}
+    src.write_text(f"{maintain} plays a sport.\n\n{forget} plays a sport.\n")  # the filter leaves nothing
+    with pytest.raises(ValueError, match="names a subject of the evaluated .* nothing is left to fine-tune on"):
+        finetune_data(orig, task, "text", cfg)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

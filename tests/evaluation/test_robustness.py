@@ -17,6 +17,7 @@ from factlens.evaluation.mechanisms import default_mechanisms, mechanism_counts,
 from factlens.evaluation.probes import ProbesConfig, run_probes
 from factlens.evaluation.relearning import RelearningConfig, run_relearning, split_halves
 from factlens.data.formats import format_prompts
+from factlens.data.records import FactDataset, FactRecord
 from factlens.evaluation.soft_prompts import (SoftPromptsConfig, _soft_logprobs, run_soft_prompts, soft_prompt_scores,
                                               train_soft_prompt)
 from factlens.prompt_scores import score_prompts
@@ -74,6 +75,27 @@ def test_split_halves_seeded(planted):
     assert a == a2 and b == b2 and len(a) + len(b) == len(planted.task.forget)
     with pytest.raises(ValueError, match="at least 2"):
         split_halves(planted.task.forget[:1], seed=0)
+
+
+def _two_facts_per_subject(n_subjects: int, singles: int = 0) -> FactDataset:
+    recs = [FactRecord(subject=f"S{i}", template=t, answer="a", candidates=("a", "b"))
+            for i in range(n_subjects) for t in ("{} plays", "{} lives in")]
+    recs += [FactRecord(subject=f"T{i}", template="{} plays", answer="b", candidates=("a", "b")) for i in range(singles)]
+    return FactDataset(tuple(recs))
+
+
+def test_split_halves_keeps_the_facts_of_a_subject_in_one_half():
+    # an attack trained on "The capital of Italy" must not be scored on "The official language of Italy"
+    facts = _two_facts_per_subject(6, singles=3)
+    for seed in range(20):
+        a, b = split_halves(facts, seed=seed)
+        assert {r.subject for r in a}.isdisjoint(r.subject for r in b), seed
+        assert len(a) + len(b) == len(facts) and abs(len(a) - 8) <= 2  # off by at most one group
+    distinct = FactDataset(tuple(FactRecord(subject=f"S{i}", template="{} x", answer="a") for i in range(9)))
+    for seed in range(5):  # one fact per subject (the sports tasks): the split is what it was
+        assert split_halves(distinct, seed=seed) == distinct.split(5, seed=seed)
+    with pytest.raises(ValueError, match="about one subject"):
+        split_halves(_two_facts_per_subject(1), seed=0)
 
 
 def test_relearning_on_unedited_model_is_noop_in_effect(planted):
