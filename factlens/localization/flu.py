@@ -10,7 +10,9 @@ away; at least the majority-class rate) and ``rise = max(acc) - base``, the FLU 
 **shortest contiguous range of layers** ``a..b`` whose net accuracy gain
 ``acc[b] - acc[a - 1]`` (``acc[-1] := base``) is at least ``rule_threshold * rise``
 (default ``0.5``; ties: the larger gain, then the earlier range). The FLU is the MLPs of
-those layers (``resid_post`` of layer ``l`` is the first point that includes MLP ``l``).
+those layers (``resid_post`` of layer ``l`` is the first point that includes MLP ``l``); when
+only some layers are probed (``layers=``), every MLP from the one after the probed layer before
+the range (MLP 0 for the first) up to the range's last layer, since all of them write the gain.
 The probe curve is averaged over 3 repetitions of the 5-fold cross-validation by default
 (``repeats=3``).
 
@@ -114,8 +116,10 @@ def _mlp_scores(model, mlp_layers: Sequence[int], extra: dict[str, Any],
     sel = set(mlp_layers)
     values = np.array([1.0 if c.kind == "mlp" and c.layer in sel else 0.0 for c in comps])
     extra = dict(extra, flu_layers=sorted(sel))
-    # 1 = a fact-lookup MLP, 0 = not: ranked by value, so that top(k) or a budget never adds the others
-    return ComponentScores(tuple(comps), values, "flu", extra.get("metric", "selected"), shape, extra, "flu",
+    # 1 = a fact-lookup MLP, 0 = not: ranked by value, so that top(k) or a budget never adds the others.
+    # The metric says what the values are (membership, as for manual scores), not what chose them:
+    # plots titled the 0/1 map "probe_accuracy"; the approach's metric stays in extra["metric"].
+    return ComponentScores(tuple(comps), values, "flu", "selected", shape, extra, "flu",
                            dropped_ids=dropped_ids, rank_by="value")
 
 
@@ -138,8 +142,9 @@ def flu_scores(
         model: A ``HookedTransformer`` (left unchanged).
         dataset: Facts the model knows (filter them first).
         seed: Seed of the probe folds / corrupting subjects.
-        rule_threshold: Share of the probe-accuracy rise (chance -> max) that the FLU layers
-            must hold (probing; the shortest such range, see :func:`rise_layers`).
+        rule_threshold: Share of the probe-accuracy rise (from the embedding's accuracy, at
+            least chance, to the max) that the FLU layers must hold (probing; the shortest such
+            range, see :func:`rise_layers`).
         approach: ``"auto"`` (probing for sports, path patching otherwise), ``"probing"``
             or ``"path_patching"``.
         n_std: Per-fact outlier threshold of the path-patching approach.
@@ -204,10 +209,13 @@ def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> Componen
     if "subject_last" not in options["positions"]:
         raise ValueError("the FLU rule reads the probe curve at 'subject_last'; include it in positions=")
     probe = probing(model, dataset, seed=seed, **options)
-    curve = probe.extra["probe_accuracy"]["subject_last"]
-    start = probe.extra["embedding_accuracy"]["subject_last"] if probe.extra["layers"][0] == 0 else None
-    idx = rise_layers(curve, probe.extra["chance"], fraction=rule_threshold, start=start)
-    layers = [probe.extra["layers"][i] for i in idx]
+    curve, probed = probe.extra["probe_accuracy"]["subject_last"], probe.extra["layers"]
+    idx = rise_layers(curve, probe.extra["chance"], fraction=rule_threshold,
+                      start=probe.extra["embedding_accuracy"]["subject_last"])
+    # the gain from the probed layer before the range (the embedding before the first) to its last
+    # is written by every MLP in between: with layers=[0, 2, 3] a rise at 2 is MLPs 1 and 2, not MLP 2
+    # alone (which missed the planted lookup MLP 1); with every layer probed the range is idx itself
+    layers = list(range(probed[idx[0] - 1] + 1 if idx[0] else 0, probed[idx[-1]] + 1))
     extra = dict(probe.extra, approach="probing", rule_threshold=rule_threshold, metric="probe_accuracy",
                  rule=f"shortest contiguous range of layers holding >= {rule_threshold:g} of the subject_last "
                       "probe-accuracy rise (from the embedding's accuracy, at least chance, to the max)")

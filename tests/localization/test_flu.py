@@ -44,6 +44,15 @@ def test_flu_on_planted_model_probing(planted):
     json.dumps(s.extra)
 
 
+def test_flu_with_some_layers_probed_takes_every_mlp_that_writes_the_gain(planted):
+    # the gain between two probed layers (or from the embedding to the first) is written by every
+    # MLP in between; crediting it to the later MLP alone missed the planted lookup MLP (layer 1)
+    assert flu_scores(planted.model, planted.dataset, layers=[0, 2, 3]).extra["flu_layers"] == [1, 2]
+    s = flu_scores(planted.model, planted.dataset, layers=[2, 3])
+    assert s.extra["flu_layers"] == [0, 1, 2] and planted.lookup_mlp in s.to_mask(threshold=0.5)
+    assert s.metric == "selected" and s.extra["metric"] == "probe_accuracy"  # the values are 0/1 membership
+
+
 def test_flu_on_planted_model_path_patching(planted):
     s = flu_scores(planted.model, planted.dataset.subset(range(18)), approach="path_patching", n_std=1.0)
     assert s.to_mask(threshold=0.5).labels == ["L1.mlp"]
