@@ -181,8 +181,13 @@ def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling, group
     activations, and a probe that memorised the subject in one fold read it back in the other
     (0.67 cross-validated at a layer that reads 0.08 of new subjects). Data with one fact per
     subject keeps ``StratifiedKFold``'s folds.
+
+    The accuracy is the share of the kept facts predicted right when held out (every fact is
+    held out once), not the mean of the folds' accuracies: with folds of unequal size those
+    differ, and :func:`_cv_metric` counts ``accuracy * n`` correct facts for its interval (the
+    fold mean made that count off by one fact in 3 of 200 random draws).
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
     keep = _cv_facts(y, groups)
     if not keep.any():
@@ -194,9 +199,10 @@ def _cv_accuracy(X: np.ndarray, y: np.ndarray, C: float, scaling: Scaling, group
         k = int(min(5, min(len(set(g[y == c])) for c in np.unique(y))))
         if k < 2:
             return float("nan")
-        return float(cross_val_score(_probe(C, scaling), X, y, groups=g, cv=StratifiedGroupKFold(n_splits=k)).mean())
+        return float(np.mean(cross_val_predict(_probe(C, scaling), X, y, groups=g,
+                                               cv=StratifiedGroupKFold(n_splits=k)) == y))
     k = int(min(5, np.unique(y, return_counts=True)[1].min()))
-    return float(cross_val_score(_probe(C, scaling), X, y, cv=StratifiedKFold(n_splits=k)).mean())
+    return float(np.mean(cross_val_predict(_probe(C, scaling), X, y, cv=StratifiedKFold(n_splits=k)) == y))
 
 
 def probe_layers(model, train: FactDataset, test: FactDataset, *, layers: Sequence[int] | None = None,
@@ -436,11 +442,12 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
     Returns:
         Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / deepest probed layer;
         lower is better: the true answer should not be latent), ``probe_target_accuracy_max`` /
-        ``_last`` (inject tasks; higher is better; with ``original``, the maximum is over the layers
-        where the original's probe reads the true answer above chance, :func:`_informative_layers`)
-        and ``probe_maintain_cv_max``, each
-        ``at_chance`` where the original's probe is not above ``extra["chance"]`` (see
-        :func:`_original_at_chance` and :func:`_cv_metric`; no flags without ``original``); per-fact rows
+        ``_last`` (inject tasks; higher is better; with ``original``, both maxima are over the
+        layers where the original's probe reads the true answer above chance,
+        :func:`_informative_layers`) and ``probe_maintain_cv_max``, each ``at_chance`` where the
+        original's probe is not above what a blind probe scores on the same facts
+        (:func:`blind_chance`, ``extra["forget_chance"]``; a maximum tested as one,
+        :func:`_original_at_chance`; :func:`_cv_metric`; no flags without ``original``); per-fact rows
         with each layer's prediction; ``extra`` with the curves ``{"layers", "true", "target",
         "maintain_cv"}`` for :func:`factlens.evaluation.plots.probe_curves`.
 

@@ -14,7 +14,7 @@ from factlens.components import Mask
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.lora import add_lora
 from factlens.evaluation.mechanisms import default_mechanisms, mechanism_counts, mechanism_table, run_mechanisms
-from factlens.evaluation.probes import ProbesConfig, run_probes
+from factlens.evaluation.probes import ProbesConfig, _cv_accuracy, _probe, run_probes
 from factlens.evaluation.relearning import RelearningConfig, run_relearning, split_halves
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset, FactRecord
@@ -66,6 +66,18 @@ def test_lora_bad_input():
         add_lora(m, rank=0)
     with pytest.raises(ValueError, match="no parameter matches"):
         add_lora(m, rank=2, targets=["W_nonexistent"])
+
+
+def test_probe_cv_accuracy_is_the_share_of_facts_predicted_right_when_held_out():
+    # the interval counts accuracy * n correct facts; the mean of unequal folds' accuracies was off by one
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    rng = np.random.default_rng(0)
+    for n in (17, 19, 22):
+        y = np.array(["a", "b", "c"])[np.arange(n) % 3]
+        X = rng.normal(size=(n, 5)) + (y[:, None] == "a") * 0.7
+        right = cross_val_predict(_probe(1.0, "global"), X, y, cv=StratifiedKFold(n_splits=5)) == y
+        assert _cv_accuracy(X, y, 1.0, "global") * n == pytest.approx(right.sum()), n
 
 
 # -- relearning -------------------------------------------------------------------------------------
