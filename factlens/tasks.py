@@ -86,6 +86,13 @@ def _with_target(r: FactRecord, target: str | None) -> FactRecord:
 
 
 def _split_rest(rest: FactDataset, *, n_retain: int | None, n_maintain: int | None, seed: int) -> tuple[FactDataset, FactDataset]:
+    """``rest`` shuffled (seeded) and cut into retain and maintain facts (sizes capped at what there is).
+
+    A negative size is refused: as a slice end it took all but that many facts.
+    """
+    for name, value in (("n_retain", n_retain), ("n_maintain", n_maintain)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0 (or None for the task's default), got {value}")
     rest = rest.shuffled(seed + 1)
     n = len(rest)
     if n_retain is None and n_maintain is None:
@@ -109,6 +116,11 @@ def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int =
                            n_maintain: int | None = None) -> Task:
     """Sports-Athlete-Editing: ``n_forget`` random athletes are edited to a random other sport.
 
+    The task draws each edit target itself (seeded, uniformly among the dataset's other
+    sports, golf left out); a ``target_new`` the data already holds (the Sports Facts CSV's
+    ``inject_sport_without_golf`` column) stays on the records but is not used here (stored
+    results depend on this draw).
+
     Example:
         >>> from factlens.data import sports_facts
         >>> t = sports_athlete_editing(sports_facts(), n_forget=16, seed=0)
@@ -130,7 +142,11 @@ def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int =
 
 def full_sports_editing(dataset: FactDataset, sport: str = "basketball", target: str = "golf", seed: int = 0, *,
                         n_forget: int | None = None, n_retain: int | None = None, n_maintain: int | None = None) -> Task:
-    """Full-Sports-Editing: every athlete of ``sport`` is edited to ``target`` (golf)."""
+    """Full-Sports-Editing: every athlete of ``sport`` is edited to ``target`` (golf).
+
+    ``n_forget``: edit a seeded sample of that many of them instead (:class:`TaskSizeError` when the
+    dataset has fewer).
+    """
     _check_sports(dataset)
     if sport not in dataset.candidates:
         raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
@@ -138,22 +154,35 @@ def full_sports_editing(dataset: FactDataset, sport: str = "basketball", target:
     ds = dataset.with_candidates(cands)
     forget = ds.filter(lambda r: r.answer == sport)
     if n_forget is not None:
-        forget = forget.split(min(n_forget, len(forget)), seed=seed)[0]
+        forget = forget.split(_sport_size(n_forget, len(forget), sport), seed=seed)[0]
     rest = ds.filter(lambda r: r.answer != sport)
     forget = forget.map(lambda r: _with_target(r, target))
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("full_sports_editing", "inject", forget, retain, maintain, seed=seed, meta={"sport": sport, "target": target})
 
 
+def _sport_size(n_forget: int, n_sport: int, sport: str) -> int:
+    """``n_forget``, or a :class:`TaskSizeError` when the dataset has fewer facts of ``sport`` (it was cut
+    to them without a word, while the other tasks refuse)."""
+    if n_forget > n_sport:
+        raise TaskSizeError(f"n_forget={n_forget} asks for more {sport} facts than the {n_sport} in the dataset (the "
+                            f"facts the model knows): use at most {n_sport} (--forget-size)")
+    return n_forget
+
+
 def sports_unlearning(dataset: FactDataset, sport: str = "basketball", seed: int = 0, *, n_forget: int | None = None,
                       n_retain: int | None = None, n_maintain: int | None = None) -> Task:
-    """Sports-Unlearning: every athlete of ``sport`` is unlearned (no edit target)."""
+    """Sports-Unlearning: every athlete of ``sport`` is unlearned (no edit target).
+
+    ``n_forget``: unlearn a seeded sample of that many of them instead (:class:`TaskSizeError` when
+    the dataset has fewer).
+    """
     _check_sports(dataset)
     if sport not in dataset.candidates:
         raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
     forget = dataset.filter(lambda r: r.answer == sport).map(lambda r: _with_target(r, None))
     if n_forget is not None:
-        forget = forget.split(min(n_forget, len(forget)), seed=seed)[0]
+        forget = forget.split(_sport_size(n_forget, len(forget), sport), seed=seed)[0]
     rest = dataset.filter(lambda r: r.answer != sport)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("sports_unlearning", "unlearn", forget, retain, maintain, seed=seed, meta={"sport": sport})

@@ -109,3 +109,39 @@ def test_counterfact_neighbors_that_restate_a_trained_fact_in_other_words_are_dr
     *_, kept, dropped = _without_trained_neighbors(forget, retain, maintain)
     assert [n.prompt for n in kept[0].neighborhood] == ["Lev Landauer, speaker of", "Lev Landau was born in"]
     assert dropped == 2
+
+
+@pytest.mark.parametrize("task", [full_sports_editing, sports_unlearning])
+def test_more_facts_than_the_sport_has_is_a_task_size_error(task):
+    """Both tasks cut n_forget to the sport's facts without a word, while the other tasks refuse."""
+    from factlens.tasks import TaskSizeError
+
+    ds = sports_facts()[:40]
+    n = sum(r.answer == "basketball" for r in ds)
+    with pytest.raises(TaskSizeError, match=rf"n_forget={n + 1} .* than the {n} in the dataset.*use at most {n} "):
+        task(ds, sport="basketball", n_forget=n + 1)
+    assert len(task(ds, sport="basketball", n_forget=n).forget) == n
+
+
+@pytest.mark.parametrize("option", ["n_retain", "n_maintain"])
+def test_negative_retain_or_maintain_sizes_are_refused(option):
+    """A negative size was a slice end: n_retain=-5 kept all but 5 facts to retain."""
+    with pytest.raises(ValueError, match=rf"{option} must be >= 0 .* got -5"):
+        sports_unlearning(sports_facts(), **{option: -5})
+    assert len(getattr(sports_unlearning(sports_facts(), **{option: 0}), option[2:])) == 0
+
+
+def test_sports_athlete_editing_draws_its_own_targets_as_the_docstrings_say(tmp_path):
+    """The loader's docstring said the CSV's target column becomes the edit target; the task draws its own."""
+    from factlens.data.loaders import sports_facts as loader
+
+    p = tmp_path / "sports.csv"
+    rows = [f"A{i} B,{s},golf" for i, s in enumerate(["basketball", "baseball", "football"] * 8)]
+    p.write_text("athlete,sport,inject_sport_without_golf\n" + "\n".join(rows) + "\n")
+    ds = loader(p)
+    assert {r.target_new for r in ds} == {"golf"}  # the column's value stays on the record ...
+    t = sports_athlete_editing(ds, n_forget=8, seed=0)
+    assert all(r.target_new not in ("golf", r.answer) for r in t.forget)  # ... but the task draws another sport
+    assert "becomes the record's" not in loader.__doc__
+    for doc in (loader.__doc__, sports_athlete_editing.__doc__):
+        assert "draws" in doc and "not use" in " ".join(doc.split())

@@ -21,11 +21,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from factlens.data.records import FactDataset, FactRecord, MultipleChoice
+from factlens.data.records import OPTION_LETTERS, FactDataset, FactRecord, MultipleChoice
 
 __all__ = ["FormattedPrompt", "FORMATS", "SPORTS_PHRASINGS", "format_prompts", "available_formats", "mcq_prompt"]
 
-LETTERS = "ABCDEFGH"
+LETTERS = OPTION_LETTERS  # MultipleChoice refuses more options than letters
 
 ONE_SHOT_SPORTS = "Fact: Tiger Woods plays the sport of golf\nFact: {} plays the sport of"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from factlens.data.formats import ONE_SHOT_SPORTS
-from factlens.data.records import FactDataset, FactRecord, MultipleChoice, Neighbor
+from factlens.data.records import FactDataset, FactRecord, MultipleChoice, Neighbor, string_list
 
 __all__ = ["sports_facts", "counterfact", "SPORTS", "SPORTS_MCQ_OPTIONS"]
 
@@ -159,8 +159,11 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
 
     Args:
         path: ``None`` for the built-in set, else the paper's CSV (local path or Hugging
-            Face dataset name). The CSV's ``inject_sport_without_golf`` column becomes the
-            record's ``target_new`` when present.
+            Face dataset name). Every row needs ``athlete`` and ``sport`` strings (else
+            ``ValueError`` naming the file and record). The CSV's ``inject_sport_without_golf``
+            column is kept as the record's ``target_new`` when present, but
+            :func:`factlens.tasks.sports_athlete_editing` does not use it: the task draws its
+            own seeded edit target among the other sports.
         template: Prompt template (default: the paper's one-shot prompt).
 
     Example:
@@ -177,22 +180,39 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
         raise ValueError(f"{path}: expected columns 'athlete' and 'sport' (the Sports Facts CSV layout)")
     recs, seen, repeated = [], {}, []
     for i, r in enumerate(rows):
-        name = str(r["athlete"]).strip()
+        name, sport, tgt = _sports_row(r, f"{path}: record {i}")
         if name in seen:
-            if str(r["sport"]).strip().lower() != seen[name]:
+            if sport.strip().lower() != seen[name]:
                 raise ValueError(f"{path}: athlete {name!r} is listed with two sports ({seen[name]!r} and "
-                                 f"{str(r['sport']).strip().lower()!r}); keep one row per athlete")
+                                 f"{sport.strip().lower()!r}); keep one row per athlete")
             repeated.append(name)
             continue
-        seen[name] = str(r["sport"]).strip().lower()
-        tgt = r.get("inject_sport_without_golf") or None
+        seen[name] = sport.strip().lower()
         rid = str(next((r[k] for k in ("", "Unnamed: 0") if r.get(k) is not None and str(r[k]) != ""), i))
-        recs.append(sports_record(name, r["sport"], template=template, target_new=tgt.strip() if tgt else None,
-                                  id=f"sports:{rid}"))
+        try:
+            recs.append(sports_record(name, sport, template=template, target_new=tgt.strip() if tgt else None,
+                                      id=f"sports:{rid}"))
+        except ValueError as e:
+            raise ValueError(f"{path}: record {i}: {e}") from e
     if repeated:
         warnings.warn(f"{path}: left out {len(repeated)} repeated athlete row(s): {repeated[:10]}", UserWarning,
                       stacklevel=2)
     return FactDataset(tuple(recs), name="sports", candidates=SPORTS, meta={"source": str(path)})
+
+
+def _sports_row(r: dict[str, Any], where: str) -> tuple[str, str, str | None]:
+    """The athlete (stripped), sport and edit target of a Sports Facts row; checked on every row (a row
+    without a sport, or with a number for one, crashed deep inside with a bare KeyError)."""
+    for key in ("athlete", "sport"):
+        if not isinstance(r.get(key), str):
+            found = f"no {key!r} value" if r.get(key) is None else f"the {type(r[key]).__name__} {r[key]!r}"
+            raise ValueError(f"{where} (athlete {r.get('athlete', '?')!r}): {key!r} must be a string, found {found} "
+                             f"(fields {sorted(r)[:12]}); the Sports Facts layout has 'athlete' and 'sport' columns")
+    tgt = r.get("inject_sport_without_golf") or None
+    if tgt is not None and not isinstance(tgt, str):
+        raise ValueError(f"{where} (athlete {r['athlete']!r}): inject_sport_without_golf must be a sport name, "
+                         f"found the {type(tgt).__name__} {tgt!r}")
+    return r["athlete"].strip(), r["sport"], tgt
 
 
 _REWRITE_FIELDS = ("prompt", "subject", "relation_id", "target_true", "target_new")
@@ -223,29 +243,81 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "reco
         w = f"{where} requested_rewrite"
     else:  # factlens built-in layout
         rw, w = d, where
-        mcq = mcq or d.get("mcq")
+        if not mcq and d.get("mcq") is not None:
+            mcq = _check_mcq(d["mcq"], f"{where} mcq")
     true = _target(_field(rw, "target_true", w), "target_true", w)
     new = _target(_field(rw, "target_new", w), "target_new", w)
     template, subject, rel = (str(_field(rw, k, w)) for k in ("prompt", "subject", "relation_id"))
-    paras = tuple(d.get("paraphrase_prompts", ()))
-    neigh = tuple(Neighbor(p, true) if isinstance(p, str) else Neighbor(p["prompt"], p["answer"])
-                  for p in d.get("neighborhood_prompts", ()))
-    mc = None
-    if mcq is not None:
-        if "options" in mcq:
-            opts = tuple(o.strip() for o in mcq["options"])
-        else:
-            opts = (mcq["target_true"].strip(),) + tuple(o.strip() for o in mcq["targets_false"])
-        opts = _own_spelling(tuple(dict.fromkeys(opts)), (true, new))
-        # a question whose own correct option is another answer would score the fact's answer as its key
-        own_key = "options" in mcq or _own_spelling((str(mcq["target_true"]).strip(),), (true,)) == (true,)
-        if true in opts and own_key:
-            mc = MultipleChoice(mcq["question"], opts, opts.index(true), opts.index(new) if new in opts else None)
+    paras = string_list(_listed(d, "paraphrase_prompts"), "paraphrase_prompts", where)
+    neigh = _neighbors(_listed(d, "neighborhood_prompts"), true, where)
     try:
+        mc = _cf_mcq(mcq, true, new) if mcq is not None else None
         return FactRecord(subject=subject, template=template, answer=true, target_new=new, relation=rel,
                           id=str(case_id), paraphrases=paras, neighborhood=neigh, mcq=mc)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
+
+
+def _listed(d: dict[str, Any], key: str) -> Any:
+    """``d[key]``, with a missing or null value (parquet's NaN for a missing list) as no items."""
+    value = d.get(key)
+    return () if value is None else value
+
+
+def _neighbors(value: Any, true: str, where: str) -> tuple[Neighbor, ...]:
+    """CounterFact ``neighborhood_prompts``: a list of prompts (answer: the fact's own) or of
+    ``{"prompt": ..., "answer": ...}`` objects (a string where the list belongs became one
+    neighbor per character)."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: neighborhood_prompts must be a list of prompts, got a {type(value).__name__} "
+                         f"{str(value)[:60]!r}; write it as [\"...\", ...] (a list even for one prompt)")
+    out = []
+    for p in value:
+        if isinstance(p, str):
+            out.append(Neighbor(p, true))
+        elif isinstance(p, dict) and isinstance(p.get("prompt"), str) and isinstance(p.get("answer"), str):
+            out.append(Neighbor(p["prompt"], p["answer"]))
+        else:
+            raise ValueError(f"{where}: neighborhood_prompts must hold prompt strings or {{'prompt': ..., "
+                             f"'answer': ...}} objects with string values, found {str(p)[:60]!r}")
+    return tuple(out)
+
+
+def _check_mcq(m: Any, where: str) -> dict[str, Any]:
+    """``m`` when it is a usable multiple-choice row: a ``question`` string and either ``options`` or
+    ``target_true`` and ``targets_false`` (a missing one crashed with a bare ``KeyError``), else a
+    ``ValueError`` naming ``where`` (file, row and ``prompt_id``)."""
+    if not isinstance(m, dict):
+        raise ValueError(f"{where} is a {type(m).__name__}, not an object with named fields")
+    if not isinstance(m.get("question"), str):
+        raise ValueError(f"{where} has no 'question' string (found {m.get('question')!r} among fields "
+                         f"{sorted(m)[:12]}); each multiple-choice row needs 'question', 'target_true', "
+                         "'targets_false' and 'prompt_id'")
+    if "options" in m:
+        string_list(m["options"], "options", where)
+        return m
+    if not isinstance(m.get("target_true"), str) or not m["target_true"].strip():
+        raise ValueError(f"{where}: target_true (the correct option) must be a non-empty string, found "
+                         f"{m.get('target_true')!r}")
+    if m.get("targets_false") is None:
+        raise ValueError(f"{where} has no 'targets_false' (the list of wrong options; fields {sorted(m)[:12]})")
+    string_list(m["targets_false"], "targets_false", where)
+    return m
+
+
+def _cf_mcq(mcq: dict[str, Any], true: str, new: str) -> MultipleChoice | None:
+    """The fact's question from a checked multiple-choice row, or ``None`` when its correct option is
+    not the fact's answer."""
+    if "options" in mcq:
+        opts = tuple(o.strip() for o in mcq["options"])
+    else:
+        opts = (mcq["target_true"].strip(),) + tuple(o.strip() for o in mcq["targets_false"])
+    opts = _own_spelling(tuple(dict.fromkeys(opts)), (true, new))
+    # a question whose own correct option is another answer would score the fact's answer as its key
+    own_key = "options" in mcq or _own_spelling((str(mcq["target_true"]).strip(),), (true,)) == (true,)
+    if true in opts and own_key:
+        return MultipleChoice(mcq["question"], opts, opts.index(true), opts.index(new) if new in opts else None)
+    return None
 
 
 def _own_spelling(options: tuple[str, ...], answers: tuple[str, ...]) -> tuple[str, ...]:
@@ -270,6 +342,7 @@ def _mcq_table(mcq_path: str | Path, split: str) -> dict[str, dict]:
             raise ValueError(f"{mcq_path}: multiple-choice record {i} has no 'prompt_id' (the CounterFact case_id it "
                              f"belongs to); found fields {sorted(m)[:12]}")
         pid = str(m["prompt_id"])
+        _check_mcq(m, f"{mcq_path}: multiple-choice record {i} (prompt_id {pid})")
         if pid in mcqs:
             if mcqs[pid] != m:
                 raise ValueError(f"{mcq_path}: prompt_id {pid} is used by two different multiple-choice records (record "

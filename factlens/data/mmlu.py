@@ -17,7 +17,8 @@ file, or a Hugging Face dataset (``"cais/mmlu:all"``, ``"tinyBenchmarks/tinyMMLU
     Answer:
 
 (optionally preceded by solved same-subject examples) and takes the argmax over the tokens
-``" A"``, ``" B"``, ``" C"``, ``" D"``. Chance is 0.25.
+``" A"``, ``" B"``, ``" C"``, ``" D"``. Chance (:attr:`MMLUResult.chance`) is the larger of 0.25
+and the accuracy of always giving the most frequent answer letter of the questions asked.
 """
 
 from __future__ import annotations
@@ -83,14 +84,18 @@ def _subject_of(path: Path) -> str:
 def _read_csv(path: Path) -> list[MMLUQuestion]:
     subject = _subject_of(path)
     out = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.reader(f)):
-            if not row:
-                continue
-            if len(row) != 6 or row[5].strip() not in LETTERS:
-                raise ValueError(f"{path}:{i + 1}: expected 6 columns (question, A, B, C, D, answer letter A-D), "
-                                 f"got {len(row)} columns ending in {row[-1][:20]!r}")
-            out.append(MMLUQuestion(subject, row[0], tuple(row[1:5]), LETTERS.index(row[5].strip())))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        if len(row) != 6 or row[5].strip() not in LETTERS:
+            raise ValueError(f"{path}:{i + 1}: expected 6 columns (question, A, B, C, D, answer letter A-D), "
+                             f"got {len(row)} columns ending in {row[-1][:20]!r}")
+        out.append(MMLUQuestion(subject, row[0], tuple(row[1:5]), LETTERS.index(row[5].strip())))
     return out
 
 
@@ -141,8 +146,8 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
     """Load MMLU questions.
 
     Args:
-        source: A folder of MMLU CSVs (every ``*.csv`` in it), one CSV file, or a Hugging
-            Face dataset name ``"name"`` / ``"name:config"`` (``"cais/mmlu:all"``,
+        source: A folder of MMLU CSVs (every ``*.csv`` in it), one CSV file (``~`` is
+            expanded, as the runner's input checks do), or a Hugging Face dataset name ``"name"`` / ``"name:config"`` (``"cais/mmlu:all"``,
             ``"tinyBenchmarks/tinyMMLU"``).
         n: Number of questions (``None``: all). Questions are then spread evenly over the
             subjects (with 57 subjects, ``n=57`` takes one question per subject).
@@ -155,9 +160,9 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
     Raises:
         FileNotFoundError: A local path that does not exist (and is no dataset name).
         OSError: A dataset name that cannot be loaded (e.g. no network).
-        ValueError: Malformed CSV rows, or a folder with no CSV files.
+        ValueError: Malformed CSV rows, a file that is not UTF-8, or a folder with no CSV files.
     """
-    p = Path(source)
+    p = Path(source).expanduser()
     if p.is_dir():
         files = sorted(p.glob("*.csv"))
         if not files:

@@ -21,6 +21,34 @@ __all__ = ["MultipleChoice", "Neighbor", "FactRecord", "FactDataset", "fact_id",
 
 SLOT = "{}"
 
+#: The letters that name multiple-choice options (``factlens.data.formats`` asks with them), so a
+#: question takes at most this many options.
+OPTION_LETTERS = "ABCDEFGH"
+
+
+def string_list(value: Any, field: str, where: str) -> tuple[str, ...]:
+    """``value`` (a list of strings, as read from a data file) as a tuple, else a ``ValueError``.
+
+    A string where a list belongs was read as one item per character ("Paris" became the five
+    paraphrases "P", "a", ...): it is refused, naming ``where`` (file and record) and ``field``.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: {field} must be a list of strings, got a {type(value).__name__} "
+                         f"{str(value)[:60]!r}; write it as [\"...\", ...] (a list even for one item)")
+    bad = next((v for v in value if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ValueError(f"{where}: {field} must be a list of strings, but it holds the {type(bad).__name__} "
+                         f"{str(bad)[:60]!r}")
+    return tuple(value)
+
+
+def _check_prompt_end(text: str, what: str) -> None:
+    """Refuse a prompt that ends in whitespace: the answer would be scored after a lone space token."""
+    if text[-1:].isspace():
+        raise ValueError(f"{what} {text!r} ends in whitespace: remove the trailing space (the answer's own leading "
+                         "space is added when tokenizing, so the model would be scored on the answer after a lone "
+                         "space token)")
+
 
 def fact_id(subject: str, template: str, answer: str) -> str:
     """The id a record gets when none is given: a short hash of subject, template and answer.
@@ -106,6 +134,10 @@ class MultipleChoice:
     def __post_init__(self) -> None:
         if len(set(self.options)) != len(self.options):
             raise ValueError(f"multiple-choice options must be distinct, got {self.options!r}")
+        if len(self.options) > len(OPTION_LETTERS):
+            raise ValueError(f"a multiple-choice question takes at most {len(OPTION_LETTERS)} options (letters "
+                             f"{OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]}), got {len(self.options)} for "
+                             f"{self.question[:60]!r}; leave out some of its wrong options")
         if not 0 <= self.answer_index < len(self.options):
             raise ValueError(f"answer_index {self.answer_index} out of range for {len(self.options)} options")
 
@@ -125,7 +157,9 @@ class FactRecord:
     Attributes:
         subject: The subject string as it appears in the prompt, e.g. ``"LeBron James"``.
         template: Prompt template with exactly one ``{}`` slot for the subject; the answer
-            follows the prompt as its next word(s) (no trailing space).
+            follows the prompt as its next word(s). No trailing space (nor in paraphrases and
+            neighborhood prompts): one is refused, as the answer would be scored after a lone
+            space token.
         answer: The true answer, without the leading space (``"basketball"``).
         target_new: Optional edit target (``"golf"``).
         relation: A relation id (``"sport"``, ``"P36"``, ...).
@@ -159,6 +193,13 @@ class FactRecord:
     candidates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("subject", "template", "answer"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__} "
+                                f"{getattr(self, name)!r}")
+        if self.target_new is not None and not isinstance(self.target_new, str):
+            raise TypeError(f"target_new must be a string or None, got {type(self.target_new).__name__} "
+                            f"{self.target_new!r}")
         if self.template.count(SLOT) != 1:
             raise ValueError(
                 f"template must contain exactly one '{{}}' slot for the subject, got {self.template!r}"
@@ -172,6 +213,11 @@ class FactRecord:
             )
         if self.target_new is not None and self.target_new.strip() != self.target_new:
             raise ValueError(f"target_new must have no surrounding whitespace, got {self.target_new!r}")
+        _check_prompt_end(self.template, "template")
+        for p in self.paraphrases:
+            _check_prompt_end(p, "paraphrase")
+        for n in self.neighborhood:
+            _check_prompt_end(n.prompt, "neighborhood prompt")
         rid = "" if self.id is None else str(self.id).strip()
         object.__setattr__(self, "id", rid or fact_id(self.subject, self.template, self.answer))
 
@@ -198,15 +244,20 @@ class FactRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FactRecord":
+    def from_dict(cls, d: dict[str, Any], *, where: str = "record") -> "FactRecord":
+        """The record of :meth:`to_dict`'s dict; ``where`` (file and record) names it in errors."""
         d = dict(d)
-        d["paraphrases"] = tuple(d.get("paraphrases", ()))
-        d["candidates"] = tuple(d.get("candidates", ()))
-        d["neighborhood"] = tuple(Neighbor(**n) for n in d.get("neighborhood", ()))
+        d["paraphrases"] = string_list(d.get("paraphrases", ()), "paraphrases", where)
+        d["candidates"] = string_list(d.get("candidates", ()), "candidates", where)
+        neighborhood = d.get("neighborhood", ())
+        if not isinstance(neighborhood, (list, tuple)) or not all(isinstance(n, dict) for n in neighborhood):
+            raise ValueError(f"{where}: neighborhood must be a list of {{'prompt': ..., 'answer': ...}} objects, got "
+                             f"{str(neighborhood)[:60]!r}")
+        d["neighborhood"] = tuple(Neighbor(**n) for n in neighborhood)
         mcq = d.get("mcq")
         if mcq is not None:
             mcq = dict(mcq)
-            mcq["options"] = tuple(mcq["options"])
+            mcq["options"] = string_list(mcq.get("options"), "mcq options", where)
             d["mcq"] = MultipleChoice(**mcq)
         d["id"] = "" if d.get("id") is None else str(d["id"])  # (``or`` turned the id 0 into a new hash id)
         return cls(**d)
@@ -355,8 +406,22 @@ class FactDataset(Sequence[FactRecord]):
             keys = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"{path}: expected a FactDataset JSON object with a 'records' list, found {keys}")
         return cls(
-            records=tuple(FactRecord.from_dict(r) for r in d["records"]),
+            records=tuple(_record_from_json(r, f"{path}: record {i}") for i, r in enumerate(d["records"])),
             name=d.get("name", "facts"),
             candidates=tuple(d.get("candidates", ())),
             meta=d.get("meta", {}),
         )
+
+
+def _record_from_json(d: Any, where: str) -> FactRecord:
+    """One record of :meth:`FactDataset.from_json`; a bad one raises ``ValueError`` naming ``where`` (file and
+    record) and its id."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} is a {type(d).__name__} ({str(d)[:60]!r}), not an object with named fields "
+                         "(subject, template, answer, ...)")
+    if d.get("id") not in (None, ""):
+        where = f"{where} (id {d['id']!r})"
+    try:
+        return FactRecord.from_dict(d, where=where)
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e) if str(e).startswith(where) else f"{where}: {e}") from e

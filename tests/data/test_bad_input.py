@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from factlens.data import FactDataset, FactRecord, counterfact, sports_facts
+from factlens.data import FactDataset, FactRecord, Neighbor, counterfact, sports_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,3 +168,138 @@ def test_shared_counterfact_sample_loads_with_one_warning_only(shared_data):
 def test_dataset_of_strings_raises_type_error():
     with pytest.raises(TypeError, match="not a FactRecord"):
         FactDataset(("LeBron James plays the sport of",))
+
+
+# --- wrong field types, rows checked one by one (audit s43) --------------------------------------
+
+
+_MCQ = {"question": "What is the capital of France?", "target_true": "Paris", "targets_false": ["Rome", "Lima", "Oslo"],
+        "prompt_id": 1}
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("paraphrase_prompts", "France's capital is", "paraphrase_prompts must be a list of strings, got a str"),
+    ("neighborhood_prompts", "The capital of Spain is", "neighborhood_prompts must be a list of prompts, got a str"),
+    ("paraphrase_prompts", ["France's capital is", 3], "paraphrase_prompts must be a list of strings, but it holds"),
+])
+def test_a_string_where_a_list_belongs_is_refused_not_read_as_characters(tmp_path, key, value, field):
+    """A string instead of a list loaded as one paraphrase (or neighbor) per character."""
+    p = _write(tmp_path, "cf.json", [_rome(1), {**_rome(2, "Germany", "Berlin"), key: value}])
+    with pytest.raises(ValueError, match=rf"cf.json: record 1 \(case_id 2\): {field}"):
+        counterfact(p)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"targets_false": "Rome"}, r"targets_false must be a list of strings, got a str 'Rome'"),
+    ({"question": None}, r"has no 'question' string"),
+    ({"targets_false": None}, r"has no 'targets_false'"),
+    ({"target_true": None}, r"target_true \(the correct option\) must be a non-empty string"),
+])
+def test_a_malformed_multiple_choice_row_names_the_file_row_and_prompt_id(tmp_path, change, message):
+    """Such rows gave a question with the options 'R', 'o', 'm', 'e', or a bare KeyError / AttributeError."""
+    p = _write(tmp_path, "cf.json", [_rome(1), _rome(2, "Germany", "Berlin")])
+    q = tmp_path / "mcq.jsonl"
+    q.write_text(json.dumps({**_MCQ, "prompt_id": 2, "target_true": "Berlin"}) + "\n" + json.dumps({**_MCQ, **change}))
+    with pytest.raises(ValueError, match=rf"mcq.jsonl: multiple-choice record 1 \(prompt_id 1\).*{message}"):
+        counterfact(p, q)
+
+
+@pytest.mark.parametrize("row, found", [
+    ({"athlete": "B Two"}, "'sport' must be a string, found no 'sport' value"),
+    ({"athlete": "B Two", "sport": 3}, "'sport' must be a string, found the int 3"),
+    ({"sport": "football"}, "'athlete' must be a string, found no 'athlete' value"),
+])
+def test_every_sports_row_is_checked_not_only_the_first(tmp_path, row, found):
+    """Only the first row's columns were checked: a later one crashed with a bare KeyError / AttributeError."""
+    p = _write(tmp_path, "sports.json", [{"athlete": "A One", "sport": "baseball"}, row])
+    with pytest.raises(ValueError, match=rf"sports.json: record 1 \(athlete .*\): {found}"):
+        sports_facts(p)
+
+
+def test_an_unknown_sport_names_the_file_and_record(tmp_path):
+    p = tmp_path / "sports.csv"
+    p.write_text("athlete,sport\nLeBron James,basketball\nTiger Woods,\n")
+    with pytest.raises(ValueError, match=r"sports.csv: record 1: unknown sport '' for 'Tiger Woods'"):
+        sports_facts(p)
+
+
+@pytest.mark.parametrize("where, make", [
+    ("template", lambda: FactRecord(subject="A", template="{} plays the sport of ", answer="golf")),
+    ("paraphrase", lambda: _rec("A", paraphrases=("A plays the sport of\n",))),
+    ("neighborhood prompt", lambda: _rec("A", neighborhood=(Neighbor("B plays the sport of ", "golf"),))),
+])
+def test_a_prompt_with_a_trailing_space_is_refused(where, make):
+    """The answer was scored after a lone space token ('... is', '▁', '▁Paris'), not as natural text."""
+    with pytest.raises(ValueError, match=rf"{where} .* ends in whitespace: remove the trailing space"):
+        make()
+
+
+def test_a_counterfact_prompt_with_a_trailing_space_names_the_record(tmp_path):
+    p = _write(tmp_path, "cf.json", [_rome(1), _rome(2, "Germany", "Berlin", prompt="The capital of {} is ")])
+    with pytest.raises(ValueError, match=r"cf.json: record 1 \(case_id 2\): template .* remove the trailing space"):
+        counterfact(p)
+    p = _write(tmp_path, "cf.json", [{**_rome(1), "paraphrase_prompts": ["France's capital city is "]}])
+    with pytest.raises(ValueError, match=r"record 0 \(case_id 1\): paraphrase .* remove the trailing space"):
+        counterfact(p)
+
+
+def test_the_shipped_and_shared_prompts_have_no_trailing_space(shared_data_or_none):
+    """The trailing-space check refuses none of the built-in facts, nor the reference data when present."""
+    datasets = [sports_facts(), counterfact()]
+    if shared_data_or_none is not None:
+        cf = shared_data_or_none / "counterfact"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            datasets += [sports_facts(shared_data_or_none / "sports_facts" / "sports.csv"),
+                         counterfact(cf / "counterfact_sample.json", cf / "counterfact_sample_mcq.jsonl")]
+    prompts = [p for ds in datasets for r in ds for p in (r.prompt, *r.paraphrases, *(n.prompt for n in r.neighborhood))]
+    assert len(prompts) > 1000 and not [p for p in prompts if p != p.rstrip()]
+
+
+def test_more_options_than_letters_are_refused_where_the_question_is_made():
+    """A ninth option crashed the multiple-choice format with a bare IndexError (letters A-H)."""
+    from factlens.data import MultipleChoice, format_prompts
+    from factlens.data.loaders import from_records
+
+    with pytest.raises(ValueError, match=r"at most 8 options \(letters A-H\), got 9"):
+        MultipleChoice("Which city?", tuple(f"city{i}" for i in range(9)))
+    eight = MultipleChoice("Which city?", tuple(f"city{i}" for i in range(8)), 0, 1)
+    ds = from_records([_rec("A", answer="city0", target_new="city1", mcq=eight)])
+    assert format_prompts(ds, "mcq")[0].candidates == tuple("ABCDEFGH")
+
+
+@pytest.mark.parametrize("record, message", [
+    ("A plays golf", r"record 1 is a str \('A plays golf'\), not an object"),
+    ({"subject": "B", "template": "{} plays", "answer": 7, "id": "b"}, r"record 1 \(id 'b'\): answer must be a string"),
+    ({"subject": "B", "template": "{} plays", "answer": "golf", "paraphrases": "B plays"},
+     r"record 1: paraphrases must be a list of strings, got a str"),
+    ({"subject": "B", "template": "{} plays", "answer": "golf", "candidates": "golf"},
+     r"record 1: candidates must be a list of strings, got a str"),
+])
+def test_a_bad_dataset_json_record_is_named(tmp_path, record, message):
+    """from_json read a string as per-character paraphrases or candidates, and gave errors that named no record."""
+    ok = {"subject": "A", "template": "{} plays", "answer": "golf"}
+    p = _write(tmp_path, "ds.json", {"name": "x", "records": [ok, record]})
+    with pytest.raises(ValueError, match=rf"ds.json: {message}"):
+        FactDataset.from_json(p)
+
+
+def test_mmlu_non_utf8_file_is_named(tmp_path):
+    from factlens.data.mmlu import load_mmlu
+
+    p = tmp_path / "french_dev.csv"
+    p.write_bytes("Qui a écrit?,Hugo,Zola,Camus,Sartre,A\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"french_dev.csv: not UTF-8 text"):
+        load_mmlu(p)
+
+
+def test_mmlu_source_expands_the_home_folder(tmp_path, monkeypatch):
+    """'~/...' was not expanded (the runner's checks do expand it): the run failed after localizing and editing."""
+    from factlens.data import mmlu
+
+    (tmp_path / "mmlu").mkdir()
+    (tmp_path / "mmlu" / "anatomy_dev.csv").write_text("What is 2+2?,3,4,5,6,B\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    qs = mmlu.load_mmlu("~/mmlu")
+    assert [(q.subject, q.answer_letter) for q in qs] == [("anatomy", "B")]
+    assert "Chance is 0.25" not in mmlu.__doc__ and "MMLUResult.chance" in mmlu.__doc__
