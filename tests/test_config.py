@@ -125,3 +125,22 @@ def test_type_ok():
     assert type_ok(1, float) and not type_ok("1", float) and not type_ok(True, int)
     assert type_ok(None, int | None) and type_ok(["a", "b"], tuple[str, ...]) and type_ok("a", tuple[str, ...])
     assert not type_ok([1, "a"], tuple[int, ...])
+
+
+def test_eval_configs_other_suites_cannot_be_changed_in_place():
+    """``cfg.other_suites["logit_lens"]["top_k"] = "five"`` (and a table for no suite) passed on a frozen
+    EvalConfig, values its constructor refuses; the tables are read-only copies that still load back
+    equal from JSON and pickle, and ``to_dict`` gives plain tables."""
+    from factlens.evaluation import EvalConfig
+
+    cfg = EvalConfig(other_suites={"logit_lens": {"top_k": 5, "layers": [2, 3]}})
+    with pytest.raises(TypeError, match="EvalConfig.other_suites is read-only"):
+        cfg.other_suites["logit_lens"]["top_k"] = "five"
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.other_suites["no_such_suite"] = {"x": 1}
+    assert cfg.other_suites == {"logit_lens": {"top_k": 5, "layers": (2, 3)}}
+    d = cfg.to_dict()
+    assert d["other_suites"] == {"logit_lens": {"top_k": 5, "layers": [2, 3]}} and type(d["other_suites"]) is dict
+    assert EvalConfig.from_dict(json.loads(json.dumps(d))) == cfg and pickle.loads(pickle.dumps(cfg)) == cfg
+    assert cfg.override({"other_suites.logit_lens.top_k": 3}).suite_config("logit_lens").top_k == 3
+    assert cfg.suite_config("logit_lens").layers == (2, 3)

@@ -44,6 +44,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from factlens.config import ConfigBase, check_numbers
+from factlens.editing.config import _ReadOnlyTable
 from factlens.registry import load
 
 # The suites' own settings live in the suite modules; these import EvalConfig only for type
@@ -61,7 +62,7 @@ from factlens.evaluation.update_size import UpdateSizeConfig
 if TYPE_CHECKING:
     from factlens.evaluation import Suite
 
-__all__ = ["EvalConfig", "TextConfig", "RENAMED", "or_default"]
+__all__ = ["EvalConfig", "TextConfig", "RENAMED", "or_default", "read_only_table"]
 
 #: The flat ``EvalConfig`` keys of older versions -> where each lives now.
 RENAMED: Mapping[str, str] = MappingProxyType({
@@ -198,7 +199,8 @@ class EvalConfig(ConfigBase):
 
         if self.mcq_shots not in MCQ_SHOT_SOURCES:
             raise ValueError(f"EvalConfig.mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {self.mcq_shots!r}")
-        object.__setattr__(self, "other_suites", self._other_suite_tables())
+        object.__setattr__(self, "other_suites", read_only_table(self._other_suite_tables(),
+                                                                 where="EvalConfig.other_suites"))
 
     @classmethod
     def _unknown_error(cls, unknown: list[str], where: str = "") -> ValueError:
@@ -218,7 +220,7 @@ class EvalConfig(ConfigBase):
         return {k: v for k, v in cls.nested_types().items() if k not in cls._shared}
 
     def _other_suite_tables(self) -> dict[str, dict[str, Any]]:
-        """``other_suites`` as plain tables (a copy), checked as far as the registered suites allow."""
+        """``other_suites`` as read-only tables (a copy), checked as far as the registered suites allow."""
         if not isinstance(self.other_suites, Mapping):
             raise TypeError(f"EvalConfig.other_suites must map suite names to settings, got {self.other_suites!r}")
         tables: dict[str, dict[str, Any]] = {}
@@ -233,7 +235,7 @@ class EvalConfig(ConfigBase):
             elif not isinstance(value, Mapping):
                 raise TypeError(f"EvalConfig.other_suites[{name!r}] must be the suite's config or a table of its "
                                 f"fields, got {type(value).__name__}: {value!r}")
-            tables[name] = copy.deepcopy({str(k): v for k, v in value.items()})
+            tables[name] = read_only_table({str(k): v for k, v in value.items()}, where="EvalConfig.other_suites")
             entry = _registered_suite(name)
             if entry is not None and entry.config_type is None:
                 raise ValueError(f"the {name!r} suite takes no settings; suites with settings: "
@@ -304,3 +306,48 @@ def _registered_with_settings() -> list[str]:
 def or_default(config: EvalConfig | None) -> EvalConfig:
     """``config``, or ``EvalConfig()`` for ``None`` (the default of every suite function)."""
     return EvalConfig() if config is None else config
+
+
+class _FrozenTable(_ReadOnlyTable):
+    """A read-only table of a frozen config that names its field when it refuses a change
+    (``EvalConfig.other_suites``, ``RunConfig.task_options`` / ``localize_options``): changed in
+    place, such a table took values its constructor refuses, and ``RunConfig``'s default
+    ``localize_options`` shared its tables with the module's defaults, so one change reached
+    every later config. JSON and pickle see a plain ``dict``."""
+
+    def __init__(self, values: Mapping[str, Any] = MappingProxyType({}), where: str = "the table") -> None:
+        super().__init__(values)
+        self._where = where
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        field_name = self._where.rpartition(".")[2]
+        raise TypeError(f"{self._where} is read-only (the config is frozen); build a new config instead, e.g. "
+                        f"config.replace({field_name}={{**config.{field_name}, ...}})")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (type(self), (dict(self), self._where))
+
+
+def read_only_table(value: Any, *, where: str) -> Any:
+    """A deep copy of ``value`` with every mapping as a read-only table that names ``where`` when
+    it refuses a change, and every list or tuple as a tuple (JSON gives lists back: both load as
+    the same tuple; ``to_dict`` gives plain dicts and lists).
+
+    Example:
+        >>> import json
+        >>> t = read_only_table({"a": {"b": [1]}}, where="RunConfig.task_options")
+        >>> t == {"a": {"b": (1,)}}, json.dumps(t)
+        (True, '{"a": {"b": [1]}}')
+        >>> try:
+        ...     t["a"]["b"] = 2
+        ... except TypeError as e:
+        ...     print(str(e).split(";")[0])
+        RunConfig.task_options is read-only (the config is frozen)
+    """
+    if isinstance(value, Mapping):
+        return _FrozenTable({k: read_only_table(v, where=where) for k, v in value.items()}, where)
+    if isinstance(value, (list, tuple)):
+        return tuple(read_only_table(v, where=where) for v in value)
+    return copy.deepcopy(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,14 +23,28 @@ __all__ = ["main", "build_parser", "config_from_args"]
 
 
 def _kv(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--edit`` / ``--eval``: the value as JSON (``5``, ``true``, ``[1, 2]``), else
+    as a number Python spells but JSON does not (``.5``, ``5.``, ``+1``: kept as strings, they were
+    refused as the wrong type), else the string itself (``adamw``)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
         val: Any = json.loads(v)
     except json.JSONDecodeError:
-        val = v
+        val = _number(v)
     return k.strip().replace("-", "_"), val
+
+
+def _number(text: str) -> Any:
+    """``text`` as an int, else as a finite float, else ``text`` unchanged (``nan``, ``inf``: words)."""
+    for kind in (int, float):
+        try:
+            val = kind(text)
+        except ValueError:
+            continue
+        return val if math.isfinite(val) else text
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +198,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
 
     d: dict[str, Any] = {}
     if args.config is not None:
-        d.update({str(k).replace("-", "_"): v for k, v in load_config_file(args.config).items()})
+        given = _run_record_settings(load_config_file(args.config))
+        d.update({str(k).replace("-", "_"): v for k, v in given.items()})
         for name in ("edit", "eval"):  # merged with the flags below: a non-table was a TypeError traceback
             if name in d and not isinstance(d[name], dict):
                 raise ValueError(f"{args.config}: {name} must be a table of {name.capitalize()}Config options "
@@ -221,6 +237,16 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
     if "out" not in d:
         d["out"] = str(Path("results") / d.get("task", RunConfig.task))
     return file_d, d
+
+
+def _run_record_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """``--config`` as read; a run folder's ``run_config.json`` (its ``config`` and ``resolved``
+    tables: no setting has either name) as the settings it ran with, its ``config`` table, less
+    ``out``: a run is reproduced into a new folder (``--out``, else ``results/<task>``), not over
+    the one it ran in (read as settings, the record was refused: "unknown config key 'config'")."""
+    if not (isinstance(d.get("config"), dict) and "resolved" in d):
+        return d
+    return {k: v for k, v in d["config"].items() if k != "out"}
 
 
 def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -301,15 +327,14 @@ def _with_cap(e: BaseException, cfg) -> BaseException | str:
 def _cmd_report(args: argparse.Namespace) -> int:
     from factlens.files import check_output, write_atomic
     from factlens.runner.report import write_report
-    from factlens.runner.report_markdown import markdown_summary
+    from factlens.runner.report_markdown import is_markdown_summary, markdown_summary
 
     try:
         if args.markdown:
             if args.output is None:
                 print(markdown_summary(args.out), end="")
                 return 0
-            check_output(args.output, what="markdown report", ours=lambda head: head.startswith("| localization"),
-                         protected=[args.out])
+            check_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
             text = markdown_summary(args.out)
             write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             print(str(args.output))

@@ -50,8 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from factlens.config import Overrides
-from factlens.runner.config_checks import as_seed, check_device  # noqa: F401 - check_device: importable from here
+from factlens.config import Overrides, _plain
+from factlens.runner.config_checks import as_list_field, as_seed
+from factlens.runner.config_checks import check_device  # noqa: F401 - importable from here
 from factlens.runner.inputs import _looks_local, _where, hash_input
 from factlens.runner.inputs import load_config_file  # noqa: F401 - importable from here, as before the split
 from factlens.runner.method_settings import resolved_method_settings
@@ -228,16 +229,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name in ("localizations", "seeds", "suites", "methods", "objectives"):
-            v = getattr(self, name)
-            if isinstance(v, (str, int)):
-                v = _split_list(v)
-            object.__setattr__(self, name, tuple(v))
+            object.__setattr__(self, name, as_list_field(name, getattr(self, name)))
         object.__setattr__(self, "seeds", tuple(as_seed(s) for s in self.seeds))
-        for name in ("task_options", "localize_options"):
+        from factlens.evaluation.config import read_only_table
+
+        for name in ("task_options", "localize_options"):  # a deep, read-only copy: never changed in place
             v = getattr(self, name)
             if not isinstance(v, Mapping):
                 raise ValueError(f"config field {name!r} must be a table/mapping of options, got {v!r}")
-            object.__setattr__(self, name, dict(v))
+            object.__setattr__(self, name, read_only_table(v, where=f"RunConfig.{name}"))
         if isinstance(self.out, (str, Path)) and str(self.out).startswith("~"):
             # a config file's out = "~/runs/x" (no shell to expand it) made a folder named "~" here
             object.__setattr__(self, "out", str(Path(self.out).expanduser()))
@@ -428,11 +428,13 @@ class RunConfig:
         return split_unit(unit, default_objective=self.default_objective)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (tuples as lists, ``edit`` / ``eval`` as nested tables)."""
+        """Plain JSON-ready values (tuples as lists, ``edit`` / ``eval`` as nested tables, the
+        read-only option tables as plain dicts the caller may change)."""
         d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            d[f.name] = v.to_dict() if isinstance(v, Overrides) else list(v) if isinstance(v, tuple) else copy.deepcopy(v)
+            d[f.name] = (v.to_dict() if isinstance(v, Overrides) else list(v) if isinstance(v, tuple)
+                         else _plain(v) if isinstance(v, Mapping) else copy.deepcopy(v))
         return d
 
     @classmethod
@@ -529,12 +531,6 @@ def _as_dict(x: Any) -> dict[str, Any]:
     else:
         d = dataclasses.asdict(x)
     return json.loads(json.dumps(d, default=str))
-
-
-def _split_list(v: str | int) -> list[str]:
-    if isinstance(v, int):
-        return [v]  # type: ignore[list-item]
-    return [p.strip() for p in v.split(",") if p.strip()]
 
 
 def split_unit(unit: str, *, default_objective: str = "inject") -> tuple[str, str, str]:

@@ -9,7 +9,7 @@ not a traceback after minutes of work and a folder that keeps the bad settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from factlens.runner.inputs import _looks_local
 if TYPE_CHECKING:
     from factlens.runner.config import RunConfig
 
-__all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed"]
+__all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed", "as_list_field"]
 
 
 def _text_readers() -> tuple[str, ...]:
@@ -258,3 +258,34 @@ def as_seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
         raise ValueError(f"seeds must be whole numbers from 0 to 2**32 - 1, got {value!r}")
     return value
+
+
+#: What each list field of a ``RunConfig`` takes (:func:`as_list_field`'s error messages).
+_LIST_ITEMS: dict[str, str] = {"localizations": "localization names", "seeds": "seeds (whole numbers)",
+                               "suites": "evaluation suite names", "methods": "edit method names",
+                               "objectives": "objective names"}
+
+
+def as_list_field(name: str, value: Any) -> tuple[Any, ...]:
+    """A list field of a ``RunConfig`` (``localizations``, ``seeds``...) as a tuple: a list, a
+    comma-separated string, or one seed. A config file's ``seeds = 0.5`` was a TypeError traceback
+    ("'float' object is not iterable"), ``suites = [{a = 1}]`` an unhashable-type one; each is
+    now a ``ValueError`` naming the field and what it takes.
+
+    Example:
+        >>> as_list_field("localizations", "flu, random"), as_list_field("seeds", 3)
+        (('flu', 'random'), (3,))
+    """
+    what = _LIST_ITEMS.get(name, "values")
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    if isinstance(value, int):  # one seed (a bool is refused by as_seed or as no name below)
+        value = [value]
+    if isinstance(value, (Mapping, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"config field {name!r} must be a list (or a comma-separated string) of {what}, "
+                         f"got {value!r} ({type(value).__name__})")
+    items = tuple(value)
+    bad = [x for x in items if not isinstance(x, str)] if name != "seeds" else []
+    if bad:
+        raise ValueError(f"config field {name!r} must be a list of {what} (strings), got {list(items)!r}")
+    return items

@@ -12,11 +12,11 @@ from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _num, load_
                                     table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
-from factlens.runner.run_files import mixed_code_note
+from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
 from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
                                           unequal_budget_note)
 
-__all__ = ["markdown_summary"]
+__all__ = ["markdown_summary", "is_markdown_summary"]
 
 #: Robustness metrics of the markdown summary: (label, suite, metric); ↓ lower is better. The
 #: "net of bias" columns are the selective recoveries (:mod:`factlens.evaluation.selectivity`):
@@ -51,6 +51,34 @@ def _original_rows(runs: list[dict]) -> list[str]:
         label = "original" if len(seeds) == 1 else f"original (seed {s})"
         rows.append(f"| {label} | – | " + " | ".join(base) + " |")
     return rows
+
+
+#: How the notes that may head a :func:`markdown_summary` begin (unfinished units, units of other code).
+_NOTE_STARTS: tuple[str, ...] = ("> Not finished: ", f"> {_MIXED_CODE}")
+#: The line that starts Table 1, the first line of a summary without notes.
+_TABLE1_START = "| localization"
+
+
+def is_markdown_summary(head: str) -> bool:
+    """Whether ``head`` (a file's first bytes) begins a :func:`markdown_summary`: Table 1's header,
+    after the notes that may come first (``factlens report --markdown --output F`` refused to
+    rewrite its own earlier file when it began with such a note). A head that ends inside the
+    notes (a long list of unfinished units) counts too; any other file is someone else's.
+
+    Example:
+        >>> is_markdown_summary("> Not finished: seed0/random (their cells...).\\n\\n| localization | params |")
+        True
+        >>> is_markdown_summary("> my own notes\\n\\n| localization | params |"), is_markdown_summary("# notes")
+        (False, False)
+    """
+    lines, notes = head.splitlines(), False
+    for i, line in enumerate(lines):
+        if line.startswith(_NOTE_STARTS):
+            notes = True
+        elif line.strip():
+            cut = i == len(lines) - 1 and any(s.startswith(line) for s in (*_NOTE_STARTS, _TABLE1_START))
+            return line.startswith(_TABLE1_START) or (notes and cut)  # cut: the head ends inside that line
+    return notes
 
 
 def markdown_summary(path: str | Path) -> str:

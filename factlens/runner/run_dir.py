@@ -137,13 +137,16 @@ class RunDir:
             raise RunDirError(f"{e}; or pass --overwrite to discard the folder's results") from e
 
     def completed(self, seed: int, localization: str) -> bool:
+        """Whether the unit's run file is a finished factlens run (valid JSON that is not an object,
+        ``null`` or ``[]``, is no run file: it crashed with an AttributeError)."""
         p = self.run_path(seed, localization)
         if not p.exists():
             return False
         try:
-            return json.loads(p.read_text()).get("kind") == "factlens.run"
+            record = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             return False
+        return isinstance(record, dict) and record.get("kind") == "factlens.run"
 
     def load_plan(self, seed: int) -> dict[str, Any] | None:
         p = self.plan_path(seed)

@@ -10,6 +10,8 @@ naming the setting, when it did not.
 from __future__ import annotations
 
 import copy
+import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -95,12 +97,25 @@ def added_eval_flags(stored_eval: Mapping[str, Any], now_eval: Mapping[str, Any]
     """``--eval path=value`` that resumes a folder whose (upgraded) resolved evaluation settings
     differ from today's in an :data:`_ADDED_EVAL_FIELDS` setting (the value the folder ran with).
 
+    Each value is written as ``--eval`` reads it back (JSON): ``False`` as ``false`` (printed
+    with ``str``, the flag suggested was refused as a string).
+
     Example:
-        >>> added_eval_flags({"relearning": {"lora_forward": "merged"}}, {"relearning": {"lora_forward": "factored"}})
-        ['--eval relearning.lora_forward=merged']
+        >>> added_eval_flags({"relearning": {"lora_forward": "merged", "both_halves": False}},
+        ...                  {"relearning": {"lora_forward": "factored", "both_halves": True}})
+        ['--eval relearning.both_halves=false', '--eval relearning.lora_forward=merged']
     """
-    return [f"--eval {path}={_get(stored_eval, path)}" for path in _ADDED_EVAL_FIELDS
+    return [f"--eval {path}={_flag_value(_get(stored_eval, path))}" for path in _ADDED_EVAL_FIELDS
             if _get(stored_eval, path) is not None and _get(stored_eval, path) != _get(now_eval, path)]
+
+
+def _flag_value(value: Any) -> str:
+    """``value`` as a ``KEY=VALUE`` option reads it back: JSON (``false``, ``4``), a plain word bare
+    (``merged``: read as a string, since it is no JSON)."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) \
+            and value.lower() not in ("true", "false", "null", "nan", "infinity", "inf"):
+        return value
+    return json.dumps(value)
 
 
 def _get(table: Mapping[str, Any], path: str) -> Any:

@@ -5,6 +5,7 @@ still resume and report."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -152,7 +153,7 @@ def test_run_folder_of_an_older_version_resumes_and_reports(tmp_path: Path):
     # today's default LoRA form differs from the one the folder ran with: refused, with the flags that resume;
     # settings added since to suites the run does not run decide nothing and are not asked for (they were)
     with pytest.raises(ConfigMismatchError, match="pass --eval relearning.lora_forward=merged "
-                                                  "--eval relearning.retain_avoids_subjects=False \\(") as refused:
+                                                  "--eval relearning.retain_avoids_subjects=false \\(") as refused:
         run_experiment(cfg)
     assert "unrelated_finetune" not in str(refused.value) and "unfold_norms" not in str(refused.value)
     cfg = cfg_old_form
@@ -308,3 +309,89 @@ def test_the_multiple_choice_examples_decide_a_resume_only_where_multiple_choice
     assert _ran_only(ev, ("standard", "formats"))["mcq_shots"] == "dataset"
     assert _ran_only(ev, ("quantization",))["mcq_shots"] == "dataset"
     assert "mcq_shots" not in _ran_only({**ev, "quantization": {"formats": ["default"]}}, ("quantization",))
+
+
+def test_the_flag_a_resume_refusal_suggests_is_accepted_as_printed(tmp_path: Path):
+    """A folder written before ``side_effects.held_out_text`` existed ran with ``False``; the refusal
+    suggested ``--eval side_effects.held_out_text=False`` (``str``), which ``--eval`` (JSON values)
+    refused as a string. The flag as printed now resumes the folder."""
+    argv = ["run", "planted", "--out", str(tmp_path / "run"), "--localizations", "all_mlps",
+            "--suites", "standard,side_effects", "--no-progress"]
+    RunDir(tmp_path / "run").open(config_from_args(build_parser().parse_args(argv)))
+    path = tmp_path / "run" / "run_config.json"
+    rec = json.loads(path.read_text())
+    del rec["resolved"]["eval"]["side_effects"]["held_out_text"]  # as an older version wrote it
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="pass --eval side_effects.held_out_text=false") as refused:
+        RunDir(tmp_path / "run").open(config_from_args(build_parser().parse_args(argv)))
+    flag = re.search(r"pass (--eval \S+)", str(refused.value)).group(1).split(" ", 1)
+    RunDir(tmp_path / "run").open(config_from_args(build_parser().parse_args(argv + flag)))  # resumes
+
+
+@pytest.mark.parametrize("body, match", [
+    ("seeds = 0.5", r"config field 'seeds' must be a list \(or a comma-separated string\) of seeds"),
+    ("localizations = 1.5", "config field 'localizations' must be a list .* of localization names, got 1.5"),
+    ('localizations = [["flu"]]', r"config field 'localizations' must be a list of localization names \(strings\)"),
+    ("suites = [{a = 1}]", r"config field 'suites' must be a list of evaluation suite names \(strings\)"),
+])
+def test_a_list_field_of_the_wrong_type_in_a_config_file_is_a_clear_error(tmp_path: Path, capsys, body, match):
+    """``seeds = 0.5`` / ``localizations = 1.5`` were a TypeError traceback ('float' object is not
+    iterable), ``suites = [{a = 1}]`` one of 'unhashable type: dict' (exit 1, not 2)."""
+    from factlens.runner.cli import main
+
+    (tmp_path / "run.toml").write_text(f'task = "planted"\n{body}\n')
+    assert main(["run", "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "never")]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "never").exists()
+    assert _cfg(seeds="0, 1").seeds == (0, 1) and _cfg(seeds=3).seeds == (3,)  # the forms that were read stay read
+
+
+def test_a_run_configs_option_tables_cannot_be_changed_in_place():
+    """``cfg.localize_options["causal_tracing"]["n_samples"] = -3`` passed (no check) and, the default
+    being a shallow copy, rewrote DEFAULT_LOCALIZE_OPTIONS for every later RunConfig;
+    ``cfg.task_options["n_maintain"] = "eight"`` took a value the constructor refuses."""
+    import copy
+    import pickle
+
+    from factlens.runner.config import DEFAULT_LOCALIZE_OPTIONS
+
+    default = copy.deepcopy(DEFAULT_LOCALIZE_OPTIONS)
+    c = _cfg(task_options={"n_maintain": 8}, localize_options={**DEFAULT_LOCALIZE_OPTIONS, "batch_size": 4})
+    with pytest.raises(TypeError, match="RunConfig.localize_options is read-only"):
+        _cfg().localize_options["causal_tracing"]["n_samples"] = -3
+    with pytest.raises(TypeError, match="RunConfig.task_options is read-only"):
+        c.task_options["n_maintain"] = "eight"
+    with pytest.raises(TypeError, match="read-only"):
+        c.localize_options.update(batch_size=2)
+    assert DEFAULT_LOCALIZE_OPTIONS == default and _cfg().localize_options == default
+    assert RunConfig.from_dict(json.loads(c.to_json())) == c and pickle.loads(pickle.dumps(c)) == c
+    d = c.to_dict()  # plain tables the caller may change
+    d["localize_options"]["causal_tracing"]["n_samples"] = 9
+    assert type(d["task_options"]) is dict and c.localize_options["causal_tracing"]["n_samples"] == 5
+    assert c.replace(seeds=(1,)).task_options == {"n_maintain": 8}
+
+
+@pytest.mark.parametrize("given, value", [("lr=.5", 0.5), ("lr=5.", 5.0), ("steps=+1", 1), ("lr=-.5", -0.5),
+                                          ("optimizer=adamw", "adamw"), ("lr=1e-3", 1e-3), ("x=nan", "nan")])
+def test_numbers_python_spells_are_read_as_numbers(given, value):
+    """``--edit lr=.5`` (also ``5.`` and ``+1``: no JSON) was kept as a string and refused as
+    'wrong type (str)'; a word stays a string (and ``nan``: no finite number)."""
+    from factlens.runner.cli import _kv
+
+    key, got = _kv(given)
+    assert got == value and type(got) is type(value)
+
+
+def test_a_run_folders_run_config_json_reproduces_the_run_as_a_config_file(tmp_path: Path):
+    """docs/runner.md: a run is reproduced from its ``run_config.json``; ``--config RUN/run_config.json``
+    was refused ("unknown config key 'config'"). Its ``config`` table is read, less ``out``."""
+    argv = ["run", "planted", "--model", "planted", "--localizations", "all_mlps,random", "--seeds", "0,3",
+            "--edit", "steps=2", "--eval", "relearning.steps=3", "--suites", "standard,relearning", "--no-progress"]
+    cfg = config_from_args(build_parser().parse_args([*argv, "--out", str(tmp_path / "run")]))
+    RunDir(tmp_path / "run").open(cfg)
+    record = str(tmp_path / "run" / "run_config.json")
+    again = config_from_args(build_parser().parse_args(["run", "--config", record, "--out", str(tmp_path / "new")]))
+    assert again == cfg.replace(out=str(tmp_path / "new"))
+    assert config_from_args(build_parser().parse_args(["run", "--config", record])).out == str(Path("results/planted"))
+    flagged = config_from_args(build_parser().parse_args(["run", "--config", record, "--seeds", "1"]))
+    assert flagged.seeds == (1,) and flagged.edit == {"steps": 2}  # flags change it as any config file's settings

@@ -213,3 +213,48 @@ def test_html_and_markdown_give_a_unit_the_same_total_time(copy_of_run: Path):
     assert re.search(r"\| flu \(seed 0\): localize 35 \+ edit 168 \+ evaluate 155 \| 362 \|", markdown_summary(copy_of_run))
     html = build_report(copy_of_run)
     assert "<td>361.8</td>" in html and "<td>404.9</td>" not in html
+
+
+@pytest.mark.parametrize("record", ["null", "[]", "3"])
+def test_a_run_file_that_is_json_but_no_object_is_not_a_finished_unit(copy_of_run: Path, record: str):
+    """A run file holding ``null``, ``[]`` or ``3`` (valid JSON, no object) crashed the resume check
+    with an AttributeError ('NoneType' object has no attribute 'get')."""
+    from factlens.runner.run_dir import RunDir
+
+    path = copy_of_run / "runs" / "seed0" / "random.json"
+    assert RunDir(copy_of_run).completed(0, "random")
+    path.write_text(record)
+    assert not RunDir(copy_of_run).completed(0, "random")
+    assert RunDir(copy_of_run).completed(0, "flu")
+
+
+@pytest.mark.parametrize("note", ["unfinished", "other code"])
+def test_the_markdown_report_rewrites_its_own_file_that_begins_with_a_note(copy_of_run: Path, tmp_path: Path,
+                                                                           capsys, note: str):
+    """``report --markdown --output F`` knew its own file only by a first line '| localization'; a
+    summary headed by a '> Not finished' or '> ... different code' note was refused the second time
+    ("exists and is not a markdown report factlens wrote"). Someone else's file stays refused."""
+    from factlens.runner.cli import main
+
+    if note == "unfinished":
+        (copy_of_run / "runs" / "seed0" / "random.json").unlink()
+    else:
+        _edit(copy_of_run / "runs" / "seed0" / "random.json", _source("tree " + "2" * 40))
+    md = tmp_path / "summary.md"
+    for _ in range(2):  # written, then over its own earlier output
+        assert main(["report", str(copy_of_run), "--markdown", "--output", str(md)]) == 0, capsys.readouterr().err
+    assert md.read_text().startswith("> ")
+    mine = tmp_path / "mine.md"
+    for text in ("> my own notes\n\n| localization | mine |\n", "> Not finished: but mine\n\n# my notes\n"):
+        mine.write_text(text)
+        assert main(["report", str(copy_of_run), "--markdown", "--output", str(mine)]) == 2
+        assert "is not a markdown report factlens wrote" in capsys.readouterr().err and mine.read_text() == text
+
+
+def test_a_long_list_of_unfinished_units_still_marks_the_markdown_report_as_factlens_own():
+    """Only a file's first 4 KiB are read: a note longer than that still names the file as a summary."""
+    from factlens.runner.report_markdown import is_markdown_summary
+
+    head = ("> Not finished: " + ", ".join(f"seed{s}/flu+npo" for s in range(400)))[:4096]
+    assert is_markdown_summary(head)
+    assert not is_markdown_summary("") and not is_markdown_summary("\n\n") and not is_markdown_summary("| loc")
