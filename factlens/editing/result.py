@@ -196,7 +196,7 @@ class EditResult:
             is the edited copy.
         mask: The components that were trained.
         config: The hyper-parameters.
-        objective: ``"inject"`` or ``"unlearn"``.
+        objective: The objective's name (``"inject"``, ``"unlearn"``, ``"npo"``, ``"rmu"``...).
         history: One dict per optimizer step: ``step, loss, loss_forget, loss_retain, loss_sft, lr``.
         seconds: Wall-clock time of the training loop (setup included).
         sft_kind: ``"text:<source>"``, ``"kl:builtin"`` or ``"none"`` (``l_sft=0``).

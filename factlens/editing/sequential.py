@@ -246,7 +246,8 @@ def edit_sequential(
             also given the model as edited so far (localize on the edited model).
         per_fact: Localize each fact separately (``masks``/``localize_fn`` must be callable);
             facts of a chunk that get the same mask are edited together in one batch.
-        objective: ``"inject"``/``"unlearn"`` (default: ``task.objective``).
+        objective: A registered objective's name (``factlens.editing.registry.OBJECTIVES``: ``"inject"``,
+            ``"unlearn"``, ``"npo"``...; default: ``task.objective``).
         chunk_size: Split ``task.forget`` into chunks of this size when the task has none.
         offload: A folder on disk: each chunk's edit keeps its saved original values there
             (``edit(..., offload=...)``) and its record is moved there once the chunk is done

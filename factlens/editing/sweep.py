@@ -74,7 +74,7 @@ class SweepResult:
 
     Attributes:
         table: One row per config: ``lr, l_forget, key, forget_acc, edit_acc,
-            maintain_acc, text_acc, score, seconds, final_loss, cached`` (a pandas DataFrame).
+            maintain_acc, text_acc, score, seconds, final_loss, cached, diverged`` (a pandas DataFrame).
         best_config: The config with the highest score.
         best_score: Its score.
     """
@@ -259,7 +259,8 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         general_text: Source of the general text for ``text_acc``
             (:func:`factlens.data.text.load_texts`; ``None``: the built-in held-out passages,
             which nothing trains on). Giving ``base_config.sft_source`` here scores the text
-            the edit's KL term trains on, and warns.
+            the edit's general-text term (next-token cross-entropy on that text) trains on,
+            and warns.
         maintain: The facts ``maintain_acc`` scores (a ``FactDataset``; ``None``:
             ``task.maintain``, which the evaluation reports as held out, see above).
         n_text_chunks: Text chunks scored for ``text_acc``.
@@ -284,7 +285,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     configs = [base_config.replace(lr=float(lr), l_forget=float(l1)) for l1 in l_forget for lr in lrs]
     if same_text_source(general_text, base_config.sft_source):
         warnings.warn(f"general_text is the editor's sft_source ({str(general_text)!r}): text_acc scores text the edit's "
-                      "KL term trains on, which favours configs that keep it; give another text (or None: the built-in "
+                      "general-text (cross-entropy) term trains on, which favours configs that keep it; give another text (or None: the built-in "
                       "held-out passages)", stacklevel=2)
     header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size, maintain)
     path = None

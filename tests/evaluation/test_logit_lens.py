@@ -280,7 +280,7 @@ def test_each_fold_is_read_at_the_layer_the_other_fold_chose():
     read = _Read({"forget": forget, "maintain": maintain},
                  {"forget": LensScores((0, 1), wins, np.full((8, 2), np.nan), wins, zeros, zeros),
                   "maintain": LensScores((0, 1), m_win, np.full((8, 2), np.nan), m_win, zeros, m_said)})
-    task = type("T", (), {"forget": [type("R", (), {"id": it.record_id})() for it in forget],
+    task = type("T", (), {"forget": [type("R", (), {"id": it.record_id, "subject": it.record_id})() for it in forget],
                           "maintain": [type("R", (), {"id": it.record_id})() for it in maintain]})()
     layer_of, folds = _assign(task, read, [0, 1], 2, seed=0, ok=_eligible(read)[0])
     assert {layer_of[r] for r in a} == {1} and {layer_of[r] for r in b} == {0}
