@@ -103,10 +103,14 @@ def test_counterfact_file_without_records_raises(tmp_path, content, found):
 # --- clear errors --------------------------------------------------------------------------------
 
 
-def test_csv_short_row_names_the_line(tmp_path):
+@pytest.mark.parametrize("second_row, found", [
+    ("Tom Brady", r"sports.csv, line 3: too few fields"),
+    ("Tiger Woods,", r"sports.csv: record 1: unknown sport '' for 'Tiger Woods'"),
+])
+def test_a_bad_csv_row_names_the_line_or_record(tmp_path, second_row, found):
     p = tmp_path / "sports.csv"
-    p.write_text("athlete,sport\nLeBron James,basketball\nTom Brady\n")
-    with pytest.raises(ValueError, match=r"sports.csv, line 3: too few fields"):
+    p.write_text(f"athlete,sport\nLeBron James,basketball\n{second_row}\n")
+    with pytest.raises(ValueError, match=found):
         sports_facts(p)
 
 
@@ -213,13 +217,6 @@ def test_every_sports_row_is_checked_not_only_the_first(tmp_path, row, found):
     """Only the first row's columns were checked: a later one crashed with a bare KeyError / AttributeError."""
     p = _write(tmp_path, "sports.json", [{"athlete": "A One", "sport": "baseball"}, row])
     with pytest.raises(ValueError, match=rf"sports.json: record 1 \(athlete .*\): {found}"):
-        sports_facts(p)
-
-
-def test_an_unknown_sport_names_the_file_and_record(tmp_path):
-    p = tmp_path / "sports.csv"
-    p.write_text("athlete,sport\nLeBron James,basketball\nTiger Woods,\n")
-    with pytest.raises(ValueError, match=r"sports.csv: record 1: unknown sport '' for 'Tiger Woods'"):
         sports_facts(p)
 
 
