@@ -170,7 +170,7 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
         qs = [q for f in files for q in _read_csv(f)]
     elif p.is_file():
         qs = _read_csv(p)
-    elif "/" in str(source) and not str(source).startswith((".", "/", "~")):
+    elif _dataset_name(str(source)):
         qs = _from_datasets(str(source), split)
     else:
         raise FileNotFoundError(f"MMLU source {str(source)!r} does not exist; pass a folder of MMLU CSVs or a dataset "
@@ -182,6 +182,19 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
             raise ValueError(f"n must be >= 1 or None, got {n}")
         qs = _stratified(qs, n, seed)
     return qs
+
+
+def _dataset_name(source: str) -> bool:
+    """Whether a source that is no local file or folder reads as a Hugging Face dataset name
+    (``"owner/name"``, optionally ``":config"``): a missing local path such as ``data/mmlu/dev``
+    (two slashes) or ``dev.csv`` was sent to the Hub and failed there, far from the typo.
+
+    Example:
+        >>> [_dataset_name(s) for s in ("cais/mmlu:all", "data/mmlu/dev", "./mmlu", "mmlu/dev.csv")]
+        [True, False, False, False]
+    """
+    return (source.count("/") == 1 and not source.startswith((".", "/", "~", "\\"))
+            and not source.lower().endswith(".csv"))
 
 
 def _block(q: MMLUQuestion, with_answer: bool) -> str:

@@ -300,3 +300,14 @@ def test_mmlu_source_expands_the_home_folder(tmp_path, monkeypatch):
     qs = mmlu.load_mmlu("~/mmlu")
     assert [(q.subject, q.answer_letter) for q in qs] == [("anatomy", "B")]
     assert "Chance is 0.25" not in mmlu.__doc__ and "MMLUResult.chance" in mmlu.__doc__
+
+
+@pytest.mark.parametrize("source", ["data/mmlu/dev", "mmlu/dev.csv"])
+def test_a_missing_local_mmlu_path_is_not_sent_to_the_hub(tmp_path, monkeypatch, source):
+    """A missing local path with a slash was taken for a Hugging Face dataset name and failed there."""
+    from factlens.data import mmlu
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mmlu, "_from_datasets", lambda *a: pytest.fail(f"{source!r} was sent to the Hub"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mmlu.load_mmlu(source)
