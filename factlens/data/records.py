@@ -72,16 +72,19 @@ def grouped_parts(order: Sequence[int], groups: Sequence[str], sizes: Sequence[i
     activations at the subject, so one of them on each side lets the attack learn the held-out
     fact. Groups (``groups[i]``: index ``i``'s subject) are dealt whole, in the order their first
     member appears in ``order``, each to the first part it fits into, else to the part with the
-    most room left (first fit). With one index per group the parts are ``order`` cut at
-    ``sizes``, exactly, so splits without shared subjects stay what they were. A part can stay
-    empty only with fewer groups than parts (callers refuse that). scikit-learn's ``GroupKFold``
-    does not keep a caller's seeded order and part sizes, hence this short function.
+    most room left (first fit); once no more groups are left than parts still empty, each goes
+    to the first empty one. With one index per group the parts are ``order`` cut at ``sizes``,
+    exactly, so splits without shared subjects stay what they were. A part of nonzero size stays
+    empty only with fewer groups than such parts (callers refuse that). scikit-learn's
+    ``GroupKFold`` does not keep a caller's seeded order and part sizes, hence this short function.
 
     Example:
         >>> grouped_parts([3, 0, 2, 1], ["a", "b", "c", "d"], [2, 2])  # no shared group: order cut at sizes
         [[3, 0], [2, 1]]
         >>> grouped_parts([3, 0, 2, 1], ["a", "b", "a", "c"], [2, 2])  # 0 and 2 share "a"
         [[3, 1], [0, 2]]
+        >>> grouped_parts(list(range(6)), list("aaaabc"), [2, 2, 2])  # "a" overfills a part; b and c fill the others
+        [[0, 1, 2, 3], [4], [5]]
     """
     if sum(sizes) != len(order):
         raise ValueError(f"part sizes {list(sizes)} do not add up to the {len(order)} indices")
@@ -89,9 +92,14 @@ def grouped_parts(order: Sequence[int], groups: Sequence[str], sizes: Sequence[i
     for i in order:
         members.setdefault(groups[i], []).append(i)
     parts: list[list[int]] = [[] for _ in sizes]
-    for group in members.values():
+    queue = list(members.values())
+    for g, group in enumerate(queue):
+        empty = [j for j, (size, part) in enumerate(zip(sizes, parts)) if size > 0 and not part]
         room = [size - len(part) for size, part in zip(sizes, parts)]
-        k = next((j for j, r in enumerate(room) if r >= len(group)), max(range(len(room)), key=room.__getitem__))
+        if empty and len(queue) - g <= len(empty):  # every group left must open a part still empty
+            k = empty[0]
+        else:
+            k = next((j for j, r in enumerate(room) if r >= len(group)), max(range(len(room)), key=room.__getitem__))
         parts[k].extend(group)
     return parts
 
@@ -148,6 +156,12 @@ class Neighbor:
 
     prompt: str
     answer: str
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "answer"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"a neighborhood prompt's {name} must be a string, got "
+                                f"{type(getattr(self, name)).__name__} {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -408,7 +422,7 @@ class FactDataset(Sequence[FactRecord]):
         return cls(
             records=tuple(_record_from_json(r, f"{path}: record {i}") for i, r in enumerate(d["records"])),
             name=d.get("name", "facts"),
-            candidates=tuple(d.get("candidates", ())),
+            candidates=string_list(d.get("candidates", ()), "candidates", str(path)),
             meta=d.get("meta", {}),
         )
 

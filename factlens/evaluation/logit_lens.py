@@ -478,10 +478,12 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
     layers = lens_layers(model, settings.layers)
     if not len(task.forget):
         raise ValueError(f"the {label} reads the task's forget facts, and it has none")
-    if settings.folds > len(task.forget):
-        raise ValueError(f"the {label} cannot cross-fit {len(task.forget)} forget facts in {settings.folds} folds "
-                         f"(every fold needs a fact): lower other_suites.{name}.folds (1 chooses the layer on the "
-                         "scored facts themselves)")
+    n_subjects = len({r.subject for r in task.forget})  # a subject's facts share a fold (fact_folds)
+    if settings.folds > n_subjects:
+        about = "" if n_subjects == len(task.forget) else f" about {n_subjects} subject(s)"
+        raise ValueError(f"the {label} cannot cross-fit {len(task.forget)} forget facts{about} in {settings.folds} "
+                         f"folds (every fold needs a fact, and facts about one subject share a fold): lower "
+                         f"other_suites.{name}.folds (1 chooses the layer on the scored facts themselves)")
     before = score_task(model, task, config)
     guard = settings.selection == "selective" and len(task.retain) > 0
     translate, fit_info = fit(model) if fit is not None else (None, None)

@@ -272,12 +272,23 @@ def test_more_options_than_letters_are_refused_where_the_question_is_made():
      r"record 1: paraphrases must be a list of strings, got a str"),
     ({"subject": "B", "template": "{} plays", "answer": "golf", "candidates": "golf"},
      r"record 1: candidates must be a list of strings, got a str"),
+    ({"subject": "B", "template": "{} plays", "answer": "golf", "neighborhood": [{"prompt": 5, "answer": "x"}]},
+     r"record 1: a neighborhood prompt's prompt must be a string, got int 5"),
+    ({"subject": "B", "template": "{} plays", "answer": "golf", "neighborhood": [{"prompt": "C plays", "answer": 7}]},
+     r"record 1: a neighborhood prompt's answer must be a string, got int 7"),
 ])
 def test_a_bad_dataset_json_record_is_named(tmp_path, record, message):
     """from_json read a string as per-character paraphrases or candidates, and gave errors that named no record."""
     ok = {"subject": "A", "template": "{} plays", "answer": "golf"}
     p = _write(tmp_path, "ds.json", {"name": "x", "records": [ok, record]})
     with pytest.raises(ValueError, match=rf"ds.json: {message}"):
+        FactDataset.from_json(p)
+
+
+def test_a_dataset_candidates_string_is_refused_not_read_as_characters(tmp_path):
+    p = _write(tmp_path, "ds.json", {"name": "x", "candidates": "golf",
+                                     "records": [{"subject": "A", "template": "{} plays", "answer": "golf"}]})
+    with pytest.raises(ValueError, match="ds.json: candidates must be a list of strings, got a str"):
         FactDataset.from_json(p)
 
 

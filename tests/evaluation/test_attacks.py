@@ -501,6 +501,9 @@ def test_fact_folds_keep_the_facts_of_a_subject_in_one_fold(suppressed, monkeypa
             tuple(ids[i] for i in sorted(part)) for part in np.array_split(order, 3)]
     with pytest.raises(ValueError, match="about 2 subjects in 3 folds"):
         fact_folds(ids[:4], 3, seed=0, subjects=subjects[:4])
+    # a subject too big for one fold does not leave a fold empty while subjects remain for it
+    for seed in range(10):
+        assert all(fact_folds(ids[:6], 3, seed=seed, subjects=list("aaaabc")))
     # the suite passes the forget facts' subjects
     import factlens.evaluation.direction_ablation as da
     seen = []

@@ -183,6 +183,11 @@ def test_bad_settings_and_inputs_are_refused(planted):
         run_logit_lens(p.model, dataclasses.replace(task, forget=task.forget[:0]))
     with pytest.raises(ValueError, match="logit lens cannot cross-fit 8 forget facts in 9 folds"):
         run_logit_lens(p.model, task, logit_lens_config=LogitLensConfig(folds=9))
+    one = task.forget.map(lambda r: dataclasses.replace(r, subject=task.forget[0].subject,
+                                                        template=r.template.replace("{}", "{} " + r.id)))
+    # facts about one subject share a fold: refused before the models are read, naming the setting
+    with pytest.raises(ValueError, match=r"8 forget facts about 1 subject\(s\) in 2 folds.*logit_lens.folds"):
+        run_logit_lens(p.model, dataclasses.replace(task, forget=one), logit_lens_config=LogitLensConfig(folds=2))
     with pytest.raises(ValueError, match="unknown key|valid"):
         EvalConfig(other_suites={"logit_lens": {"topk": 3}})
 

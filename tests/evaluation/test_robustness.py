@@ -108,6 +108,10 @@ def test_split_halves_keeps_the_facts_of_a_subject_in_one_half():
         assert split_halves(distinct, seed=seed) == distinct.split(5, seed=seed)
     with pytest.raises(ValueError, match="about one subject"):
         split_halves(_two_facts_per_subject(1), seed=0)
+    # one fact about "Solo", four about "Italy" (too many for either half): still split, for every seed
+    two = FactDataset(tuple(FactRecord(subject=s, template=f"{{}} has {i}", answer="a")
+                            for i, s in enumerate(["Solo"] + ["Italy"] * 4)))
+    assert all(len(split_halves(two, seed=seed)[1]) for seed in range(10))
 
 
 def test_relearning_on_unedited_model_is_noop_in_effect(planted):
