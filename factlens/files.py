@@ -16,7 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["write_atomic", "check_output", "file_sha256"]
+__all__ = ["write_atomic", "check_output", "file_sha256", "looks_local"]
+
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
+
+
+def looks_local(source: str) -> bool:
+    """Whether an input names a local path (not a Hugging Face dataset name such as ``"azhx/counterfact"``).
+
+    Example:
+        >>> [looks_local(s) for s in ("cais/mmlu", "data/mmlu/dev", "./mmlu", "dev.csv")]
+        [False, True, True, True]
+    """
+    return (source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+            or source.lower().endswith(_FILE_SUFFIXES))
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:

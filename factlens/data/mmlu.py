@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from factlens.files import looks_local
 from factlens.progress_bars import progress_bar
 from factlens.tokens import (PromptBatch, _encode, _pad_id, answer_token_ids, final_logits, length_batches,
                              tokenize_prompts, unique_argmax)
@@ -193,8 +194,7 @@ def _dataset_name(source: str) -> bool:
         >>> [_dataset_name(s) for s in ("cais/mmlu:all", "data/mmlu/dev", "./mmlu", "mmlu/dev.csv")]
         [True, False, False, False]
     """
-    return (source.count("/") == 1 and not source.startswith((".", "/", "~", "\\"))
-            and not source.lower().endswith(".csv"))
+    return "/" in source and not looks_local(source)
 
 
 def _block(q: MMLUQuestion, with_answer: bool) -> str:

@@ -375,8 +375,11 @@ class FactDataset(Sequence[FactRecord]):
         random.Random(seed).shuffle(idx)
         return self.subset(idx)
 
-    def split(self, n_first: int, *, seed: int) -> tuple["FactDataset", "FactDataset"]:
+    def split(self, n_first: int, *, seed: int, by_subject: bool = False) -> tuple["FactDataset", "FactDataset"]:
         """Seeded, reproducible split into ``n_first`` records and the rest.
+
+        ``by_subject``: records about one subject stay on one side (:func:`grouped_parts`; the
+        first part then holds about ``n_first``); with one record per subject the split is the same.
 
         Example:
             >>> ds = FactDataset(tuple(FactRecord(subject=f"s{i}", template="{} x", answer="a") for i in range(5)))
@@ -388,9 +391,11 @@ class FactDataset(Sequence[FactRecord]):
             raise ValueError(f"cannot take {n_first} records from a dataset of {len(self)}")
         idx = list(range(len(self)))
         random.Random(seed).shuffle(idx)
-        first = sorted(idx[:n_first])
-        rest = sorted(idx[n_first:])
-        return self.subset(first), self.subset(rest)
+        if by_subject:
+            first, rest = grouped_parts(idx, [r.subject for r in self.records], [n_first, len(self) - n_first])
+        else:
+            first, rest = idx[:n_first], idx[n_first:]
+        return self.subset(sorted(first)), self.subset(sorted(rest))
 
     def by_relation(self) -> dict[str, "FactDataset"]:
         out: dict[str, list[FactRecord]] = {}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from factlens.config import ConfigBase, check_numbers
@@ -295,23 +297,34 @@ def _method_config_type(method):
 class _ReadOnlyTable(dict):
     """A ``dict`` that refuses changes: the ``methods`` / ``objectives`` tables of a frozen
     :class:`EditConfig` (changed in place, they changed the settings an :class:`EditResult`
-    records after the edit, without validation). JSON and pickle see a plain ``dict``."""
+    records after the edit, without validation), and, named by ``where``, the option tables of
+    ``EvalConfig`` and ``RunConfig`` (:func:`factlens.evaluation.config.read_only_table`). JSON
+    and pickle see a plain ``dict``."""
+
+    def __init__(self, values: Mapping[str, Any] = MappingProxyType({}), where: str | None = None) -> None:
+        super().__init__(values)
+        self._where = where
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("EditConfig's methods/objectives tables are read-only (the config is frozen); build a new "
-                        "config instead, e.g. config.replace(methods={**config.methods, 'rome': {...}})")
+        if self._where is None:
+            raise TypeError("EditConfig's methods/objectives tables are read-only (the config is frozen); build a new "
+                            "config instead, e.g. config.replace(methods={**config.methods, 'rome': {...}})")
+        field_name = self._where.rpartition(".")[2]
+        raise TypeError(f"{self._where} is read-only (the config is frozen); build a new config instead, e.g. "
+                        f"config.replace({field_name}={{**config.{field_name}, ...}})")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
     def __reduce__(self):
-        return (type(self), (dict(self),))
+        return (type(self), (dict(self), self._where))
 
 
-def _read_only(value: Any) -> Any:
-    """``value`` with every mapping as a :class:`_ReadOnlyTable` and every list or tuple as a tuple
-    (JSON gives lists back: both load as the same tuple)."""
+def _read_only(value: Any, where: str | None = None) -> Any:
+    """A deep copy of ``value`` with every mapping as a :class:`_ReadOnlyTable` (naming ``where``
+    when it refuses a change) and every list or tuple as a tuple (JSON gives lists back: both load
+    as the same tuple)."""
     if isinstance(value, Mapping):
-        return _ReadOnlyTable({k: _read_only(v) for k, v in value.items()})
+        return _ReadOnlyTable({k: _read_only(v, where) for k, v in value.items()}, where)
     if isinstance(value, (list, tuple)):
-        return tuple(_read_only(v) for v in value)
-    return value
+        return tuple(_read_only(v, where) for v in value)
+    return copy.deepcopy(value)

@@ -38,13 +38,12 @@ or ``EvalConfig(relearning={"steps": 10})``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from factlens.config import ConfigBase, check_numbers
-from factlens.editing.config import _ReadOnlyTable
+from factlens.editing.config import _read_only
 from factlens.registry import load
 
 # The suites' own settings live in the suite modules; these import EvalConfig only for type
@@ -308,28 +307,6 @@ def or_default(config: EvalConfig | None) -> EvalConfig:
     return EvalConfig() if config is None else config
 
 
-class _FrozenTable(_ReadOnlyTable):
-    """A read-only table of a frozen config that names its field when it refuses a change
-    (``EvalConfig.other_suites``, ``RunConfig.task_options`` / ``localize_options``): changed in
-    place, such a table took values its constructor refuses, and ``RunConfig``'s default
-    ``localize_options`` shared its tables with the module's defaults, so one change reached
-    every later config. JSON and pickle see a plain ``dict``."""
-
-    def __init__(self, values: Mapping[str, Any] = MappingProxyType({}), where: str = "the table") -> None:
-        super().__init__(values)
-        self._where = where
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        field_name = self._where.rpartition(".")[2]
-        raise TypeError(f"{self._where} is read-only (the config is frozen); build a new config instead, e.g. "
-                        f"config.replace({field_name}={{**config.{field_name}, ...}})")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
-
-    def __reduce__(self):
-        return (type(self), (dict(self), self._where))
-
-
 def read_only_table(value: Any, *, where: str) -> Any:
     """A deep copy of ``value`` with every mapping as a read-only table that names ``where`` when
     it refuses a change, and every list or tuple as a tuple (JSON gives lists back: both load as
@@ -346,8 +323,4 @@ def read_only_table(value: Any, *, where: str) -> Any:
         ...     print(str(e).split(";")[0])
         RunConfig.task_options is read-only (the config is frozen)
     """
-    if isinstance(value, Mapping):
-        return _FrozenTable({k: read_only_table(v, where=where) for k, v in value.items()}, where)
-    if isinstance(value, (list, tuple)):
-        return tuple(read_only_table(v, where=where) for v in value)
-    return copy.deepcopy(value)
+    return _read_only(value, where)

@@ -149,20 +149,14 @@ def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDat
         >>> len(a), len(b), set(r.id for r in a).isdisjoint(r.id for r in b)
         (4, 4, True)
     """
-    import random
-
-    from factlens.data.records import grouped_parts
-
     n = len(facts)
     if n < 2:
         raise ValueError(f"the attack needs at least 2 forget facts (one to train on, one held out), got {n}")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)  # FactDataset.split's order: splits without shared subjects are unchanged
-    a, b = grouped_parts(order, [r.subject for r in facts], [(n + 1) // 2, n // 2])
-    if not b:
+    a, b = facts.split((n + 1) // 2, seed=seed, by_subject=True)
+    if not len(b):
         raise ValueError(f"all {n} forget facts are about one subject ({facts[0].subject!r}); the attack needs "
                          "held-out facts about subjects it does not train on")
-    return facts.subset(sorted(a)), facts.subset(sorted(b))
+    return a, b
 
 
 def forget_scores(model, facts: FactDataset, config: EvalConfig) -> PromptScores:

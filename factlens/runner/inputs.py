@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from factlens.files import file_sha256
+from factlens.files import looks_local as _looks_local  # the runner's name for it
 
 __all__ = ["hash_input", "load_config_file"]
 
@@ -42,15 +43,6 @@ def hash_input(source: str | Path) -> dict[str, Any]:
             h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
         return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
     return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
-
-
-_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
-
-
-def _looks_local(source: str) -> bool:
-    """Whether an input names a local path (not a Hugging Face dataset name such as ``"azhx/counterfact"``)."""
-    return (source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
-            or source.lower().endswith(_FILE_SUFFIXES))
 
 
 def _where(source: str) -> str:
