@@ -301,6 +301,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         except BaseException:
             state.restore()  # leave the model as it was (matters for inplace=True)
             raise
+        state.optimizer.state.clear()  # AdamW's moments (twice the trained size), not beside the record's copies
         deltas = _deltas(state, param_masks)
         del state
     meta = {"n_forget_prompts": len(forget_items), "n_retain_prompts": len(retain_items),
