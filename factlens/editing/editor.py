@@ -173,7 +173,10 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     if entry.name != "finetune":
         # other methods declare the objectives they support by name, and get the name (an
         # Objective entry was compared with those names, and refused, before)
-        objective = _check_task(task, objective).name if objective is not None else None
+        # the task is checked whether or not the objective is spelled out (edit targets equal to
+        # the answers, or outside the candidates, were accepted for ROME/MEMIT/AlphaEdit without it)
+        checked = _check_task(task, objective)
+        objective = checked.name if objective is not None else None
         entry.check_objective(objective or task.objective)
     extra = {"offload": offload} if offload is not None and entry.takes_offload else {}
     if edited_before is not None and len(edited_before) and entry.takes_edited_before:

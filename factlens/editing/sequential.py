@@ -122,6 +122,10 @@ class SequentialEditResult:
                 out = r.revert(target)
             elif target is None and r.applied:
                 out = r.revert()
+        if out is None and self.results:  # as EditResult.revert: returning the model unchanged read as success
+            raise RuntimeError("nothing to revert: none of the " + str(len(self.results)) + " edits is applied to " +
+                               ("that model" if model is not None else "any model") +
+                               " (with inplace=False the edits are on .model, a copy: revert() or revert(seq.model))")
         return out if out is not None else target
 
     def plot_history(self, title: str = "sequential edit"):

@@ -569,6 +569,37 @@ def test_sequential_revert_undoes_its_own_model(planted):
     assert norm > 0
 
 
+def test_sequential_revert_refuses_a_model_without_its_edits(planted):
+    """revert(model) on a model carrying none of the edits returned it as if reverted (EditResult.revert raises),
+    leaving the copy edited; a second revert() did the same."""
+    t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
+    before = snapshot(planted.model)
+    res = edit_sequential(planted.model, Mask([planted.lookup_mlp]), t, config=PLANTED.replace(steps=1, l_sft=0))
+    with pytest.raises(RuntimeError, match="none of the 2 edits is applied to that model"):
+        res.revert(planted.model)
+    assert all(r.is_applied_to(res.model) for r in res.results)
+    res.revert()
+    assert_unchanged(res.model, before)
+    with pytest.raises(RuntimeError, match="nothing to revert"):
+        res.revert()
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_closed_form_methods_check_targets_without_an_explicit_objective(planted, method):
+    """With objective=None (the task's own objective) a target equal to the answer, or outside the
+    candidates, was edited by ROME/MEMIT; objective="inject" refused the same request."""
+    from factlens.data.records import FactDataset, FactRecord
+
+    cfg = EditConfig(methods={method: {"v_num_grad_steps": 1, "n_cov_tokens": 200, "cache_covariance": False}})
+    template = "{} plays the sport of"
+    for rec, msg in ((FactRecord("Alvarez", template, "basketball", target_new="basketball", id="a"), "equals the true"),
+                     (FactRecord("Alvarez", template, "basketball", target_new="tennis", id="a"), "not among")):
+        task = replace(planted.task, forget=FactDataset((rec,), name="x", candidates=planted.dataset.candidates))
+        for objective in (None, "inject"):
+            with pytest.raises(ValueError, match=msg):
+                edit(planted.model, [planted.lookup_mlp], task, method=method, objective=objective, config=cfg)
+
+
 def test_sequential_list_of_components_is_one_mask(planted):
     """A list of components (one mask to ``edit``) as long as the chunks was read as one mask per chunk:
     chunk 0 trained the lookup MLP alone, chunk 1 the head alone."""
