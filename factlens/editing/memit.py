@@ -66,9 +66,9 @@ from factlens.components import param_name, resid_hook
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics
 from factlens.editing.result import EditResult
-from factlens.editing.memory_editing import (ValueEditConfig, build_result, check_value_fields, covariance_meta,
-                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config,
-                                          with_gradients)
+from factlens.editing.memory_editing import (ValueEditConfig, add_update, build_result, check_value_fields,
+                                          covariance_meta, forget_records, layer_key_statistics, mask_mlp_layers,
+                                          split_config, warn_rounding, with_gradients)
 from factlens.editing.rome import (_fact_texts, _subject_acts, _value_batch, context_prefixes, mlp_output_hook,
                                 optimize_delta, subject_keys)
 from factlens.memory import check_folder, kept_copies
@@ -299,10 +299,9 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
         upd = (memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
                if update is None else update(l, keys, values))
         W = params[param_name(l, "mlp", "W_out")]
-        with torch.no_grad():
-            W.add_(upd.to(device=W.device, dtype=W.dtype))
+        lost = add_update(W, upd)
         per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
-                          "update_norm": float(upd.norm()), "covariance": covariance_meta(stats[l]),
+                          "update_norm": float(upd.norm()), "update_lost": lost, "covariance": covariance_meta(stats[l]),
                           "unwritable_share": unwritable_share(model, l, resid, weight_floor=config.norm_weight_floor)})
     return per_layer
 
@@ -375,6 +374,8 @@ def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, 
             for n, o in originals.items():
                 params[n].copy_(o)
         raise
+    warn_rounding({d["layer"]: d["update_lost"] for d in per_layer}, method=cls.label,
+                  dtype=next(iter(originals.values())).dtype, where="layer")
     final = float((targets - _current_z(work, z_layer, records)).norm(dim=1).mean())
     meta = {"method": cls.method, "layers": [{**d, **extra.get(d["layer"], {})} for d in per_layer],
             "z_layer": z_layer, f"{cls.method}_config": cfg.to_dict(),

@@ -62,9 +62,9 @@ from torch import Tensor
 from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
-from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, build_result, covariance_meta,
-                                          forget_records, layer_key_statistics, mask_mlp_layers, split_config,
-                                          with_gradients)
+from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, add_update, build_result,
+                                          covariance_meta, forget_records, layer_key_statistics, mask_mlp_layers,
+                                          split_config, warn_rounding, with_gradients)
 from factlens.editing.result import EditResult
 from factlens.memory import check_folder, kept_copies
 from factlens.progress_bars import progress_bar
@@ -481,15 +481,15 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     try:
         for i, r in enumerate(progress_bar(records, desc="ROME", leave=False)):
             e = rome_step(work, layer, r, config=cfg, stats=stats, prefixes=prefixes, fact=i)
-            with torch.no_grad():
-                W.add_(e.update.to(device=W.device, dtype=W.dtype))
+            lost = add_update(W, e.update)
             history += [{**h, "step": offset + h["step"]} for h in e.history]
             offset += len(e.history)
-            facts.append({"id": r.id, **e.summary()})
+            facts.append({"id": r.id, **e.summary(), "update_lost": lost})
     except BaseException:
         with torch.no_grad():
             W.copy_(original)
         raise
+    warn_rounding({f["id"]: f["update_lost"] for f in facts}, method="ROME", dtype=W.dtype, where="fact")
     meta = {"method": "rome", "layer": layer, "rome_config": cfg.to_dict(), "facts": facts,
             "covariance": covariance_meta(stats), "n_prefixes": len(prefixes), "inplace": inplace,
             "device": str(W.device)}

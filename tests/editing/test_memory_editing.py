@@ -1,0 +1,67 @@
+"""The closed-form editors' shared plumbing: updates added to half-precision weights."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from factlens.editing.memory_editing import ROUNDING_WARN, add_update, warn_rounding
+
+
+def test_add_update_measures_what_bfloat16_rounds_away():
+    """AlphaEdit's update on a bfloat16 model was almost entirely rounded away without a word."""
+    W = torch.full((4, 8), 1e-2, dtype=torch.bfloat16)
+    tiny = torch.full((4, 8), 1e-6)  # far below bfloat16's step at 1e-2 (about 6e-5)
+    assert add_update(W, tiny) == pytest.approx(1.0)
+    assert torch.equal(W, torch.full((4, 8), 1e-2, dtype=torch.bfloat16))
+    big = torch.full((4, 8), 0.5)
+    lost = add_update(W, big)
+    assert 0 <= lost < 0.01 and torch.allclose(W.float(), torch.full((4, 8), 0.51), atol=4e-3)
+
+
+def test_add_update_rounds_once_and_leaves_float32_as_before():
+    W32 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    upd = 1e-3 * torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    expected = W32 + upd
+    assert add_update(W32, upd) == 0.0 and torch.equal(W32, expected)  # float32: W += update, bit for bit
+    Wb = torch.randn(16, 8, generator=torch.Generator().manual_seed(0)).bfloat16()
+    exact = Wb.float() + upd
+    add_update(Wb, upd)
+    assert torch.equal(Wb, exact.bfloat16())  # the sum rounded once, not the update first
+
+
+def test_warn_rounding_names_the_worst_layer():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_rounding({0: ROUNDING_WARN / 2}, method="MEMIT", dtype=torch.bfloat16, where="layer")  # silent
+    with pytest.warns(RuntimeWarning, match=r"AlphaEdit: 97% of the update's norm .* \(layer 2;"):
+        warn_rounding({1: 0.5, 2: 0.97}, method="AlphaEdit", dtype=torch.bfloat16, where="layer")
+
+
+def test_rome_records_the_rounding_of_each_fact(planted_small_rome):
+    res = planted_small_rome(torch.bfloat16)
+    lost = [f["update_lost"] for f in res.meta["facts"]]
+    assert len(lost) == len(res.meta["facts"]) > 0 and all(0 <= x < 1 for x in lost)
+    res32 = planted_small_rome(torch.float32)
+    assert all(f["update_lost"] == 0.0 for f in res32.meta["facts"])
+
+
+@pytest.fixture
+def planted_small_rome():
+    import copy
+
+    from factlens.editing.rome import RomeConfig, rome
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+
+    def run(dtype):
+        model = copy.deepcopy(p.model).to(dtype)
+        cfg = RomeConfig(v_num_grad_steps=2, n_cov_tokens=200, cache_covariance=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return rome(model, [p.lookup_mlp], p.task, config=cfg, inplace=True)
+
+    return run
