@@ -312,8 +312,8 @@ def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any], where: str) -> list[_
     out = []
     for seed in sorted(set(loc) & set(ref), key=str):
         a, b = loc[seed].samples or {}, ref[seed].samples or {}
-        ids = [k for k in a if k in b and a[k] is not None and b[k] is not None]
-        na, nb = sum(v is not None for v in a.values()), sum(v is not None for v in b.values())
+        ids = [k for k in a if k in b and _valued(a[k]) and _valued(b[k])]
+        na, nb = sum(map(_valued, a.values())), sum(map(_valued, b.values()))
         if a and b and not len(ids) == na == nb:
             unit = _unit(loc[seed])
             raise ValueError(f"{where}, seed {seed}: the localization has values for {na} {unit}, the reference "
@@ -325,6 +325,11 @@ def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any], where: str) -> list[_
             x, y = np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)
             out.append(_Paired(seed, ids, x, y, w))
     return out
+
+
+def _valued(v: Any) -> bool:
+    """A unit has a value: neither ``None`` nor NaN (both mean "no value"; a NaN counted as one was paired)."""
+    return v is not None and v == v
 
 
 def _unit_weights(m, ids: Sequence[str], where: str) -> np.ndarray | None:
@@ -359,7 +364,7 @@ def _pair_weights(lm, rm, ids: Sequence[str], where: str) -> np.ndarray:
 
 def _unit_values(m) -> tuple[list[float], list[float]]:
     """A metric's per-unit values and weights (1 without weights), units without a value left out."""
-    ks = [k for k, v in (m.samples or {}).items() if v is not None]
+    ks = [k for k, v in (m.samples or {}).items() if _valued(v)]
     return [m.samples[k] for k in ks], [1.0 if m.weights is None else m.weights.get(k, 1.0) for k in ks]
 
 

@@ -92,7 +92,9 @@ class TaroneHolm:
 
     Attributes:
         adjusted: Adjusted p-value per input (NaN for NaN inputs and untestable tests).
-        testable: Whether each test's smallest attainable p reaches ``alpha / K`` at its step.
+        testable: Whether each test's smallest attainable p reaches the level it faces: ``alpha / K`` at its
+            step, and for the tests after the first one the procedure cannot reject, ``alpha / K`` of that
+            step (the procedure stops there; the ``K`` of later steps would shrink as if it went on).
         k: Tarone's ``K`` at the first step, over all distinct tests: a raw p-value at most
             ``alpha / k`` is rejected whatever the other tests show (the level for power).
     """
@@ -133,8 +135,9 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
 
     Returns:
         A :class:`TaroneHolm`: adjusted p-values (NaN for NaN inputs and for tests that are
-        not testable), whether each test's smallest attainable p reaches ``alpha / K`` at its
-        step (whether it could be rejected there at all), and the first step's ``K``.
+        not testable), whether each test's smallest attainable p reaches the level it faces
+        (``alpha / K`` at its step, or at the step where the procedure stopped: whether it could
+        be rejected there at all), and the first step's ``K``.
 
     Example:
         >>> r = tarone_holm([0.01, 0.02, 1.0, 0.3], [1e-4, 1e-3, 1.0, 0.0625])
@@ -146,14 +149,21 @@ def tarone_holm(pvalues: Sequence[float], smallest: Sequence[float], *, alpha: f
     if lo.shape != p.shape:
         raise ValueError(f"smallest= needs one value per p-value ({lo.shape[0]} for {p.shape[0]})")
     groups = _same_test_groups(p, same)
-    # one test per key; should rounding ever part a group's values, the larger ones count
-    tests = sorted(((max(p[m]), max(lo[m]), m) for m in groups.values()), key=lambda t: t[0])
+    # one test per key; should rounding ever part a group's values, the larger ones count. Ties in p
+    # go smallest attainable p first (the test that can be rejected), so tied tests' flags do not
+    # depend on their input order
+    tests = sorted(((max(p[m]), max(lo[m]), m) for m in groups.values()), key=lambda t: (t[0], t[1]))
     adj, testable = np.full_like(p, np.nan), np.zeros(len(p), bool)
-    running = 0.0
+    running, k_stop = 0.0, None
     for j, (pj, lj, members) in enumerate(tests):
-        k = _tarone_k([t[1] for t in tests[j:]], alpha)  # over the tests not yet rejected
-        running = max(running, min(1.0, k * pj))
-        if lj <= alpha / k:
+        k = _tarone_k([t[1] for t in tests[j:]], alpha)  # K over the tests from here on, as Holm's count
+        running = max(running, min(1.0, k * pj))  # beyond alpha from the stop on (p >= smallest > alpha / K)
+        # the level a test faces: alpha / K at its step, and once the procedure has stopped (at the first
+        # test it cannot reject) the level of that step: no test after it is reached, so K no longer shrinks
+        level = alpha / (k if k_stop is None else k_stop)
+        if lj <= level:
             testable[members] = True
             adj[members] = running
+        if k_stop is None and (lj > level or running > alpha):
+            k_stop = k
     return TaroneHolm(adj, testable, _tarone_k([t[1] for t in tests], alpha) if tests else 0)

@@ -481,6 +481,27 @@ def test_results_on_different_facts_are_refused_not_paired_on_their_intersection
         factlens.compare({"loc": [loc], "flu": [sub]}, reference="flu")
 
 
+def test_a_nan_unit_value_is_no_value_as_none_is():
+    """Audit c12: a NaN per-fact value counted as a value in the same-facts check, so a NaN on one side was
+    paired (dropped from the test) and ``diff`` (0.400) was no longer ``value - reference_value`` (0.463).
+    It is refused as ``None`` is; a NaN on both sides leaves the unit out, as ``None`` on both sides does."""
+    ids = [f"f{i}" for i in range(8)]
+    ref = Metric.from_samples("forget_prob", {k: (0.0 if k == "f0" else 0.5) for k in ids})
+    ev = lambda m: EvalResult({"standard": SuiteResult("standard", (m,))})  # noqa: E731
+    for missing in (None, float("nan")):
+        loc = Metric("forget_prob", 0.9, 7, samples={**{k: 0.9 for k in ids}, "f0": missing})
+        with pytest.raises(ValueError, match="values for 7 facts, the reference for 8, 7 of them common.*same facts"):
+            factlens.compare({"flu": [ev(ref)], "loc": [ev(loc)]})
+    rows = []
+    for missing in (None, float("nan")):
+        both = [Metric("forget_prob", v, 7, samples={**{k: v + 0.01 * i for i, k in enumerate(ids)}, "f0": missing})
+                for v in (0.5, 0.9)]
+        rows.append(factlens.compare({"flu": [ev(both[0])], "loc": [ev(both[1])]}).iloc[0])
+    assert rows[0]["n_facts"] == rows[1]["n_facts"] == 7
+    cols = ["diff", "ci_low", "ci_high", "p_value"]
+    assert rows[1][cols].tolist() == rows[0][cols].tolist()
+
+
 def test_mdd_of_a_continuous_metric_without_spread_is_not_the_0_1_floor():
     """All 16 paired differences 0.25 (p = 3e-5): compare reported the 0/1 floor 0.449 as MDD."""
     base = np.arange(16) / 32  # exact in binary: every difference is exactly 0.25, sd 0
@@ -722,7 +743,8 @@ def test_a_seed_with_missing_units_counts_once_in_the_test_as_in_the_difference(
     x0 = rng.uniform(size=8)
     x1 = rng.uniform(size=8)
     y0, y1 = x0 + 0.3, x1 - 0.3
-    x1[:6] = np.nan  # a hand-built metric with missing units (stored runs drop NaN)
+    x1[:6] = y1[:6] = np.nan  # hand-built metrics with missing units (stored runs drop NaN); a NaN on one
+    # side only is refused as a unit without a value is (test_a_nan_unit_value_is_no_value_as_none_is)
     row = factlens.compare({"flu": [ev(y0, 0), ev(y1, 1)], "x": [ev(x0, 0), ev(x1, 1)]}, reference="flu").iloc[0]
     assert row["diff"] == pytest.approx(0.0, abs=1e-12)
     d = np.r_[x0 - y0, x1[6:] - y1[6:]]

@@ -329,6 +329,32 @@ def test_minimum_detectable_difference_has_the_stated_power_for_few_units(n, m):
     assert _within_binomial(rejections, 300, 0.8), (mdd, rejections)
 
 
+# 4,000 exact sign-flip tests: about 4 s
+def test_minimum_detectable_difference_has_the_stated_power_just_above_12_units_at_holm_levels():
+    """Audit: for n > 12 the MDD was the t-test's, but at small levels the exact test's few attainable
+    p-values still cost power: at 13 facts and 0.05 / 28 the t-test's 1.383 was found 74 % of the time.
+    The exact test's own power (enumerated up to 16 units) gives 1.448, found about 80 % of the time."""
+    n, alpha, reps = 13, 0.05 / 28, 4000
+    mdd = minimum_detectable_difference(n, sd=1.0, alpha=alpha)
+    rng = np.random.default_rng(31)  # other draws than the MDD's own simulation
+    rejections = sum(sign_flip_test(d) <= alpha for d in rng.normal(mdd, 1.0, (reps, n)))
+    assert rejections >= 0.775 * reps, (mdd, rejections / reps)  # 0.751 before with these draws, 0.806 now (se 0.007)
+
+
+def test_minimum_detectable_difference_above_16_units_is_the_exact_tests_within_its_noise():
+    """Above 16 units the t-test's effect is scaled by ``1 + 0.13 / sqrt(M)`` (``M`` the sign patterns in
+    the exact test's rejection region); at 17 units the exact test's own effect, enumerated on the same
+    seeded datasets as below 17, is within 0.5 % of it at 0.05 / 28 (the t-test's alone was 1.2 % below).
+    At the other levels of n = 13-20 the two agree within the simulation's noise (about 0.7 %)."""
+    from factlens.power import _enumerated_sign_flip_effect
+
+    exact = _enumerated_sign_flip_effect(17, 0.05 / 28, 0.8)  # 2**17 sign patterns, 2,000 datasets: about 3 s
+    assert minimum_detectable_difference(17, sd=1.0, alpha=0.05 / 28) == pytest.approx(exact, rel=0.005)
+    # the enumeration is the bisection of the simulated power (the same datasets) where both run
+    assert _enumerated_sign_flip_effect(11, 0.05, 0.8) == pytest.approx(minimum_detectable_difference(11, sd=1.0),
+                                                                        rel=1e-3)
+
+
 def test_minimum_detectable_difference_of_0_1_outcomes_is_at_least_the_exact_tests():
     """16 facts with 0/1 outcomes of which one differed: the spread of that one fact's
     difference promised 0.19, but the exact test needs 6 facts changed one way (at 0.19
@@ -575,6 +601,56 @@ def test_tarone_holm_leaves_out_tests_that_cannot_reach_the_level():
     assert adj.tolist() == pytest.approx([0.003, 0.06, 0.06])
     with pytest.raises(ValueError, match="one value per p-value"):
         tarone_holm([0.01, 0.02], [0.01])
+
+
+def test_tarone_holm_freezes_k_at_the_first_test_it_cannot_reject():
+    """Audit c10: K was recomputed over the later tests after the procedure had stopped, so two tests that
+    cannot reach 0.05 / 2 (smallest p 0.03, 0.03125) read testable [False, True], which flipped with their
+    order, and a test after the stop got its adjusted p at a K the procedure never reached."""
+    from factlens.stats import tarone_holm
+
+    for p, smallest in [([0.03125, 0.03125], [0.03125, 0.03125]), ([0.03, 0.04], [0.03, 0.03125]),
+                        ([0.04, 0.03], [0.03125, 0.03])]:
+        r = tarone_holm(p, smallest)
+        assert r.k == 2 and r.testable.tolist() == [False, False] and np.isnan(r.adjusted).all(), (p, r)
+    # rejected at K = 2, then stopped at K = 2 (smallest p 0.03 > 0.025): the last test faces 0.05 / 2 too,
+    # which it cannot reach (it read testable, with K = 1 over itself alone)
+    r = tarone_holm([0.001, 0.03, 0.04], [1e-5, 0.03, 0.03])
+    assert r.testable.tolist() == [True, False, False] and r.adjusted[0] == pytest.approx(0.002)
+    assert np.isnan(r.adjusted[1:]).all()
+    # one that can reach 0.05 / 2 stays testable, its adjusted p Holm's running maximum (not significant)
+    r = tarone_holm([0.001, 0.03, 0.04], [1e-5, 0.03, 0.01])
+    assert r.testable.tolist() == [True, False, True]
+    assert r.adjusted[[0, 2]].tolist() == pytest.approx([0.002, 0.06]) and np.isnan(r.adjusted[1])
+
+
+# 600 families of up to 5 tests, every intersection: about 2 s
+def test_tarone_holm_is_closed_testing_and_its_flags_do_not_depend_on_the_order():
+    """The decisions are those of closed testing with Tarone's test of every intersection (as before the
+    fix), and ``testable`` and ``adjusted`` do not depend on the order of the tests, ties included."""
+    import itertools
+
+    from factlens.multiple_testing import _tarone_k
+    from factlens.stats import tarone_holm
+
+    def closed(p, lo):  # reject j iff every intersection containing j has a test below alpha / K
+        subsets = [s for r in range(1, len(p) + 1) for s in itertools.combinations(range(len(p)), r)]
+        level = {s: 0.05 / _tarone_k(lo[list(s)], 0.05) for s in subsets}
+        return [all(any(lo[i] <= level[s] and p[i] <= level[s] for i in s) for s in subsets if j in s)
+                for j in range(len(p))]
+
+    rng = np.random.default_rng(5)
+    for family in range(600):
+        m = int(rng.integers(1, 6))
+        lo = rng.choice([1e-5, 0.004, 0.008, 0.0156, 0.03125, 0.0625, 1.0], m)
+        tied = rng.choice([0.005, 0.01, 0.02, 0.03125, 0.04], m)  # every other family: many ties
+        p = np.maximum(lo, tied if family % 2 else rng.random(m) ** 2 * 0.2)
+        r = tarone_holm(p, lo)
+        assert (np.nan_to_num(r.adjusted, nan=2.0) <= 0.05).tolist() == closed(p, lo), (p, lo)
+        order = rng.permutation(m)
+        shuffled = tarone_holm(p[order], lo[order])
+        assert shuffled.testable.tolist() == r.testable[order].tolist(), (p, lo)
+        np.testing.assert_array_equal(shuffled.adjusted, r.adjusted[order])
 
 
 # 400 simulated families: about 1 s
