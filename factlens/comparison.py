@@ -568,7 +568,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
 
     Raises:
-        ValueError: ``reference`` is not among the localizations, nothing is comparable, or a
+        ValueError: ``alpha`` is not a level in (0, 1); ``reference`` is not among the
+            localizations, nothing is comparable, or a
             localization and the reference hold values for different units (facts) of a
             metric in a seed (the message names them and the counts), or weight the same
             units differently.
@@ -584,6 +585,8 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     """
     import pandas as pd
 
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha is a level between 0 and 1 (e.g. 0.05 for 5 %), got {alpha!r}")
     evals = load_evaluations(runs)
     if reference not in evals:
         raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "

@@ -104,6 +104,15 @@ def test_bad_input_says_what_to_do():
         factlens.compare("/nonexistent/run")
 
 
+@pytest.mark.parametrize("alpha", [5, 50, 0, -0.1, 1.0, True, "0.05"])
+def test_a_level_outside_0_1_is_refused_up_front(alpha):
+    """alpha=5 (meaning 5 %) failed inside scipy's root finder, 0 divided by zero, and 1.0 marked rows
+    significant at level 1."""
+    ref = _synthetic(0, 0.0)
+    with pytest.raises(ValueError, match="alpha is a level between 0 and 1"):
+        factlens.compare({"flu": [ref], "x": [_synthetic(1, 0.5)]}, alpha=alpha)
+
+
 # -- the planted model: localizations of known different effect -----------------------------------
 def test_planted_model_lookup_edit_differs_from_an_edit_downstream_of_the_lookup():
     """Editing the planted lookup MLP (layer 1) changes the facts; editing the layer-3 MLP, which
