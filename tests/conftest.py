@@ -73,3 +73,19 @@ def planted12():
     from factlens.testing import planted_fact_model
 
     return planted_fact_model(n_subjects=12)
+
+
+@pytest.fixture(scope="module")
+def given_pairs12(planted12):
+    """``planted12``'s automatic corrupted pairs as user-given ``corrupted_prompts`` and
+    ``corrupted_answers``, and its records with those answers as ``target_new``."""
+    from dataclasses import replace
+
+    from factlens.localization.pairs import make_pairs
+
+    p = planted12
+    pairs = make_pairs(p.model, p.dataset)
+    assert len(pairs) == len(p.dataset)
+    by_token = {p.model.to_single_token(" " + a): a for a in p.dataset.candidates}
+    answers = [by_token[int(t)] for t in pairs.corrupted_answer]
+    return list(pairs.corrupted.prompts), answers, [replace(r, target_new=a) for r, a in zip(p.dataset, answers)]

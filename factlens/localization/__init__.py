@@ -2,10 +2,10 @@
 
 ``factlens.localize(model, dataset, method=...)`` dispatches to one module per method
 (``activation``, ``causal_tracing``, ``attribution``, ``path_patching``, ``probing``, ``flu``,
-``baselines``) through the typed registry :data:`METHODS`; ``localization_mask`` turns the
-paper's named localizations (:data:`LOCALIZATIONS`: ``flu``, ``causal_tracing_mlps``,
-``random``, ...) into masks at a budget (``localization_scores`` and ``mask_from_scores``
-are its two halves: scoring needs no budget).
+``controls``: the random and manual baselines) through the typed registry :data:`METHODS`;
+``localization_mask`` turns the paper's named localizations (:data:`LOCALIZATIONS`: ``flu``,
+``causal_tracing_mlps``, ``random``, ...) into masks at a budget (``localization_scores`` and
+``mask_from_scores`` are its two halves: scoring needs no budget).
 
 The verbs are exported as ``factlens.localize`` / ``factlens.localization_mask`` at the top
 level; this subpackage keeps its own name, so ``import factlens.localization.activation`` works.

@@ -2,8 +2,11 @@
 
 :func:`activation_patching` gives the same numbers as TransformerLens's
 ``get_act_patch_attn_head_out_all_pos`` (heads, ``hook_z[:, :, h]`` at all positions),
-``get_act_patch_mlp_out`` (MLPs, ``hook_mlp_out``) and ``get_act_patch_resid_pre``
-(residual stream per layer x position), but computes them much faster:
+``generic_activation_patch`` on ``"mlp_out"`` with a whole-activation patch setter and
+``index_axis_names=("layer",)`` (MLPs, ``hook_mlp_out`` at **all positions at once**; not
+``get_act_patch_mlp_out``, which patches one layer and position at a time) and
+``get_act_patch_resid_pre`` (residual stream per layer x position), but computes them much
+faster:
 
 * **Batched patches.** All patches of one layer run in a single forward pass: the base
   activations are repeated once per patch along the batch axis and each copy gets a

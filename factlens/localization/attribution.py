@@ -127,6 +127,7 @@ def attribution_patching(
     ig_steps: int = 0,
     normalize: bool = False,
     corrupted_prompts: Sequence[str] | None = None,
+    corrupted_answers: Sequence[str] | None = None,
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
@@ -148,6 +149,8 @@ def attribution_patching(
             ``activation_patching(normalize=True)``; 1 = the whole clean/corrupted gap).
         corrupted_prompts: Optional corrupted prompts (same token lengths); default: subject
             swaps from :func:`~factlens.localization.pairs.make_pairs`.
+        corrupted_answers: The answers of ``corrupted_prompts``, one per fact (default: each
+            record's ``target_new``); only with ``corrupted_prompts``.
         partners: More facts whose subjects may corrupt facts that have no aligned partner
             of the same relation in ``dataset`` (see :func:`~factlens.localization.pairs.make_pairs`).
         batch_size: Prompts per forward pass.
@@ -186,14 +189,17 @@ def attribution_patching(
     # gradients are needed even when the caller runs under torch.inference_mode()
     with torch.inference_mode(False):
         return _attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
-                                     normalize=normalize, corrupted_prompts=corrupted_prompts, partners=partners,
-                                     batch_size=batch_size, seed=seed)
+                                     normalize=normalize, corrupted_prompts=corrupted_prompts,
+                                     corrupted_answers=corrupted_answers, partners=partners, batch_size=batch_size,
+                                     seed=seed)
 
 
 def _attribution_patching(model, dataset, *, metric: str, direction: str, ig_steps: int, normalize: bool,
-                          corrupted_prompts, partners, batch_size: int, seed: int) -> ComponentScores:
+                          corrupted_prompts, corrupted_answers, partners, batch_size: int,
+                          seed: int) -> ComponentScores:
     # facts without an aligned corrupting subject are left out: batch over the pairs, not the dataset
-    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
+    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                       partners=partners, seed=seed)
     n = len(pairs)
     shape = ModelShape.of(model)
     components = tuple(resolve_components(shape))  # canonical order: per layer, heads then the MLP
@@ -289,6 +295,7 @@ def attribution_correlation(
     direction: Direction = "denoising",
     ig_steps: int = 0,
     corrupted_prompts: Sequence[str] | None = None,
+    corrupted_answers: Sequence[str] | None = None,
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict:
@@ -305,7 +312,7 @@ def attribution_correlation(
             :func:`factlens.localization.activation.activation_patching`). Pearson and Spearman
             correlations are invariant to a positive rescaling of either score set, so a
             normalized exact metric gives the same correlations.
-        metric, direction, ig_steps, corrupted_prompts, batch_size, seed:
+        metric, direction, ig_steps, corrupted_prompts, corrupted_answers, batch_size, seed:
             As in :func:`attribution_patching`.
 
     Returns:
@@ -314,13 +321,14 @@ def attribution_correlation(
         ``k`` in 1, 3, 10 by ``|score|``).
     """
     attr = attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
-                                corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed)
+                                corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                                batch_size=batch_size, seed=seed)
     if exact is None:
         from factlens.localization.activation import activation_patching
 
         exact = activation_patching(model, dataset, metric=metric, direction=direction, normalize=False,
-                                    corrupted_prompts=corrupted_prompts, batch_size=batch_size, seed=seed,
-                                    include_resid=False)
+                                    corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                                    batch_size=batch_size, seed=seed, include_resid=False)
     exact_d = exact.as_dict()
     labels = [c.label for c in attr.components if c.label in exact_d]
     if len(labels) < 2:

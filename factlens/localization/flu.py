@@ -54,8 +54,10 @@ Approach = Literal["auto", "probing", "path_patching"]
 
 def is_sports(dataset) -> bool:
     """Whether the FLU of ``dataset`` is found by probing (sports-like attribute data)."""
-    name = getattr(dataset, "name", "")
-    records = list(dataset)
+    return _is_sports(getattr(dataset, "name", ""), list(dataset))
+
+
+def _is_sports(name: str, records: Sequence) -> bool:
     return name in ("sports", "planted") or (bool(records) and all(r.relation == "sport" for r in records))
 
 
@@ -147,7 +149,8 @@ def flu_scores(
             range, see :func:`rise_layers`).
         approach: ``"auto"`` (probing for sports, path patching otherwise), ``"probing"``
             or ``"path_patching"``.
-        n_std: Per-fact outlier threshold of the path-patching approach.
+        n_std: Per-fact outlier threshold of the path-patching approach (``>= 0``: a fact's lookup
+            MLPs have an effect above ``mean + n_std * std`` of its MLP effects).
         extraction_k: Number of extraction components (path patching).
         min_fact_fraction: An MLP joins the FLU when selected for more than this fraction
             of the facts (path patching; 0 = union over facts).
@@ -156,7 +159,12 @@ def flu_scores(
             :func:`~factlens.localization.pairs.make_pairs`; ignored by probing).
         **options: Passed on to :func:`~factlens.localization.probing.probing` (``cv``, ``C``,
             ``repeats`` (default 3 here), ``positions``, ``batch_size``...) or to path patching
-            (``metric``, ``corrupted_prompts``, ``batch_size``).
+            (``metric``, ``corrupted_prompts``, ``corrupted_answers``, ``batch_size``; not ``senders``
+            or ``receivers``: the FLU scores every MLP through the extraction components it finds).
+
+    Raises:
+        ValueError: Options the chosen approach does not take; a negative ``n_std``; a model in
+            which no MLP comes before the extraction components (path patching: e.g. one layer).
 
     Returns:
         Scores with method ``"flu"`` and name ``"flu"``; ``extra["flu_layers"]`` (MLP layers),
@@ -173,16 +181,18 @@ def flu_scores(
         >>> s.to_mask(threshold=0.5).labels, s.extra["flu_layers"]
         (['L1.mlp'], [1])
     """
-    as_records(dataset)  # a clear TypeError for anything that is not facts
+    records = as_records(dataset)  # a clear TypeError for anything that is not facts
+    # read once: a generator was used up here, and the approach and the scoring then saw no facts
+    data = records if iter(dataset) is dataset else dataset
     if approach not in ("auto", "probing", "path_patching"):
         raise ValueError(f"unknown approach {approach!r}; use 'auto', 'probing' or 'path_patching'")
     if ModelShape.of(model).attn_only:
         raise ValueError("the model is attention-only: there are no MLPs to localize")
-    use_probing = approach == "probing" or (approach == "auto" and is_sports(dataset))
+    use_probing = approach == "probing" or (approach == "auto" and _is_sports(getattr(dataset, "name", ""), records))
     _check_approach_options("probing" if use_probing else "path_patching", options)
     if use_probing:
-        return _flu_probing(model, dataset, seed=seed, rule_threshold=rule_threshold, **options)
-    return _flu_path_patching(model, dataset, seed=seed, n_std=n_std, extraction_k=extraction_k,
+        return _flu_probing(model, data, seed=seed, rule_threshold=rule_threshold, **options)
+    return _flu_path_patching(model, data, seed=seed, n_std=n_std, extraction_k=extraction_k,
                               min_fact_fraction=min_fact_fraction, partners=partners, **options)
 
 
@@ -193,6 +203,13 @@ def _check_approach_options(method: str, options: dict) -> None:
     from factlens.localization.registry import METHODS
 
     takes = set(METHODS.get(method).options)
+    if method == "path_patching":  # the FLU picks them itself: every MLP, through the extraction components
+        takes -= {"senders", "receivers"}
+        own = sorted(k for k in options if k in ("senders", "receivers"))
+        if own:
+            raise ValueError(f"the FLU chooses the path patching's senders (every MLP) and receivers (the "
+                             f"extraction components) itself; drop {own} (extraction_k= sets how many extraction "
+                             "components it uses), or call path_patching(...) for your own paths")
     bad = sorted(k for k in options if k not in takes)
     if bad:
         why = "sports facts" if method == "probing" else "facts other than sports"
@@ -222,13 +239,27 @@ def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> Componen
     return _mlp_scores(model, layers, extra)
 
 
+def _check_lookup_candidates(shape: ModelShape, extraction: list[Component]) -> None:
+    """Refuse extraction components that no MLP can feed: every MLP is one of them or comes after them
+    (one layer: its MLP is an extraction component). The run then failed later, advising a lower n_std=."""
+    from factlens.localization.path_patching import lookup_candidates
+
+    if not lookup_candidates(shape.all_mlps(), extraction):
+        raise ValueError(f"no MLP can have an effect through the extraction components "
+                         f"{[c.label for c in extraction]}: every MLP of this {shape.n_layers}-layer model is one of "
+                         "them or comes after them, so no n_std= or min_fact_fraction= can select one; use "
+                         "approach='probing' or a model with more layers")
+
+
 def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fraction, **options) -> ComponentScores:
-    from factlens.localization.path_patching import extraction_components, fact_lookup_mlps, path_patching
+    from factlens.localization.path_patching import check_n_std, extraction_components, fact_lookup_mlps, path_patching
 
     if not 0.0 <= min_fact_fraction < 1.0:
         raise ValueError(f"min_fact_fraction must be in [0, 1), got {min_fact_fraction}")
+    check_n_std(n_std)
     direct = path_patching(model, dataset, seed=seed, **options)
     extraction = extraction_components(direct, extraction_k)
+    _check_lookup_candidates(ModelShape.of(model), extraction)
     found = fact_lookup_mlps(model, dataset, extraction=extraction, n_std=n_std, seed=seed, **options)
     dropped = list(dict.fromkeys([*direct.dropped_ids, *found["dropped_ids"]]))
     n_facts = max(1, len(found["per_fact"]))

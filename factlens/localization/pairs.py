@@ -98,8 +98,8 @@ def make_pairs(
         dataset: Clean facts.
         corrupted_prompts: Optional user-given corrupted prompts, one per fact, with the same
             token length as the clean prompt.
-        corrupted_answers: Answers for the user-given corrupted prompts (default: each
-            record's ``target_new``).
+        corrupted_answers: Answers for the user-given corrupted prompts, one string per fact in
+            the order of the facts (default: each record's ``target_new``).
         partners: More facts whose subjects may corrupt the dataset's facts when the
             dataset has no aligned partner of the same relation (e.g. every known fact
             when localizing a small forget set); they are never localized themselves.
@@ -112,7 +112,8 @@ def make_pairs(
         TypeError: When ``dataset`` (or ``partners``) is not a collection of facts.
         ValueError: When no fact can be paired (or, with ``drop_unpaired=False``, any fact
             cannot), user-given corrupted prompts differ in token length, ``corrupted_answers``
-            come without ``corrupted_prompts``, or two candidate
+            come without ``corrupted_prompts`` or are not one answer string per fact (a string
+            is refused), a fact has neither a corrupted answer nor ``target_new``, or two candidate
             answers (or a corrupted answer and its clean answer) share their first token.
     """
     records = as_records(dataset)
@@ -205,9 +206,7 @@ def _given_pairs(model, records, clean, clean_ans, corrupted_prompts, corrupted_
     if len(corrupted_prompts) != len(records):
         raise ValueError(f"{len(records)} facts but {len(corrupted_prompts)} corrupted prompts")
     corr = tokenize_prompts(model, list(corrupted_prompts))
-    answers = list(corrupted_answers) if corrupted_answers is not None else [r.target_new for r in records]
-    if any(a is None for a in answers):
-        raise ValueError("give corrupted_answers= (or records with target_new) for user-given corrupted prompts")
+    answers = _given_answers(records, corrupted_answers)
     corr_ans = [first_token(a) for a in answers]
     same = [i for i in range(len(records)) if corr_ans[i] == clean_ans[i]]
     if same:
@@ -220,6 +219,36 @@ def _given_pairs(model, records, clean, clean_ans, corrupted_prompts, corrupted_
         raise ValueError(f"corrupted prompts {bad[:5]} have a different token length than their clean prompts; "
                          "patching needs aligned positions")
     return PromptBatch(corr.tokens, corr.lengths, clean.subject_first, clean.subject_last, corr.prompts), corr_ans
+
+
+def _given_answers(records: list[FactRecord], corrupted_answers) -> list[str]:
+    """The answers of user-given corrupted prompts: ``corrupted_answers`` (one string per fact), else each
+    record's ``target_new``.
+
+    A string was read as one answer per character, and a list of another length was used as far as it
+    went (extra answers ignored, too few an ``IndexError``): both are refused here.
+    """
+    n = len(records)
+    if corrupted_answers is None:
+        missing = [r.id for r in records if r.target_new is None]
+        if missing:
+            raise ValueError(f"{len(missing)} of {n} facts have no target_new (first: {missing[0]!r}), so the "
+                             "answers of the user-given corrupted prompts are unknown; give corrupted_answers= "
+                             "(one answer per fact: the answer its corrupted prompt should give) or records with "
+                             "target_new")
+        return [r.target_new for r in records]
+    if isinstance(corrupted_answers, str):
+        raise ValueError(f"corrupted_answers must be a list of answers (one per fact), not the string "
+                         f"{corrupted_answers[:40]!r}; e.g. corrupted_answers=[{corrupted_answers[:40]!r}] * {n}")
+    answers = list(corrupted_answers)
+    if len(answers) != n:
+        raise ValueError(f"{n} facts but {len(answers)} corrupted_answers; give one answer per fact (the answer of "
+                         "its corrupted prompt), in the order of the facts")
+    bad = [i for i, a in enumerate(answers) if not isinstance(a, str) or not a.strip()]
+    if bad:
+        raise ValueError(f"corrupted_answers[{bad[0]}] is {answers[bad[0]]!r}, not a non-empty answer string "
+                         f"({len(bad)} such item(s))")
+    return answers
 
 
 def _group(r: FactRecord) -> tuple[str, str]:

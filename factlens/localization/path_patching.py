@@ -30,6 +30,7 @@ later layers with the largest direct effects); per fact, MLPs above ``mean + n_s
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,7 +45,7 @@ from factlens.progress_bars import progress_bar
 from factlens.scores import ComponentScores
 from factlens.tokens import iter_batches
 
-__all__ = ["path_patching", "fact_lookup_mlps", "extraction_components"]
+__all__ = ["path_patching", "fact_lookup_mlps", "extraction_components", "lookup_candidates", "check_n_std"]
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -222,6 +223,7 @@ def path_patching(
     senders: Sequence[Component | str] | None = None,
     metric: PatchingMetric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
+    corrupted_answers: Sequence[str] | None = None,
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
@@ -238,6 +240,8 @@ def path_patching(
         metric: ``"logit_diff"`` (clean minus corrupted answer logit) or ``"prob"``.
         corrupted_prompts: Optional corrupted prompts (see
             :func:`~factlens.localization.pairs.make_pairs`).
+        corrupted_answers: The answers of ``corrupted_prompts``, one per fact (default: each
+            record's ``target_new``); only with ``corrupted_prompts``.
         partners: More facts whose subjects may corrupt facts that have no aligned partner
             of the same relation in ``dataset`` (see :func:`~factlens.localization.pairs.make_pairs`).
         batch_size: Facts per forward pass (results do not depend on it).
@@ -268,7 +272,8 @@ def path_patching(
     recv = None if receivers is None else _nonempty(receivers, shape, "receivers",
                                                     "pass None for direct effects on the logits")
     send = resolve_components(shape, senders, what="senders")
-    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, partners=partners, seed=seed)
+    pairs = make_pairs(model, dataset, corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                       partners=partners, seed=seed)
     n = len(pairs)
     todo = list(range(len(send)))
     if recv is not None:
@@ -329,6 +334,25 @@ def extraction_components(scores: ComponentScores, k: int = 4, *, min_layer: int
     return [scores.components[i] for _, i in cand[:k]]
 
 
+def check_n_std(n_std: float) -> None:
+    """Refuse an ``n_std`` that is no outlier threshold (negative, NaN or not a number).
+
+    ``mean + n_std * std`` with ``n_std < 0`` lies below the mean: MLPs with a below-average
+    effect would count as a fact's lookup MLPs.
+    """
+    if isinstance(n_std, bool) or not isinstance(n_std, numbers.Real) or not n_std >= 0:
+        raise ValueError(f"n_std must be a number >= 0 (a fact's lookup MLPs have an effect above mean + n_std * std "
+                         f"of its MLP effects; a negative n_std selects below-average MLPs), got {n_std!r}")
+
+
+def lookup_candidates(mlps: Sequence[Component], extraction: Sequence[Component]) -> list[Component]:
+    """The MLPs that can have an effect through ``extraction``: not one of them and before one of them.
+
+    Any other MLP scores exactly 0 in :func:`fact_lookup_mlps` and is never a lookup MLP.
+    """
+    return [m for m in mlps if m not in extraction and any(_reaches(m, r) for r in extraction)]
+
+
 def fact_lookup_mlps(
     model,
     dataset,
@@ -337,6 +361,7 @@ def fact_lookup_mlps(
     n_std: float = 2.0,
     metric: PatchingMetric = "logit_diff",
     corrupted_prompts: Sequence[str] | None = None,
+    corrupted_answers: Sequence[str] | None = None,
     partners: Sequence | None = None,
     batch_size: int = 16,
     seed: int = 0,
@@ -348,7 +373,9 @@ def fact_lookup_mlps(
     ``mean + n_std * std`` of that fact's effects across all MLP layers (population std;
     MLPs that cannot reach the extraction components count as 0). Note that with ``L`` MLP
     layers a single outlier has at most ``(L - 1) / sqrt(L)`` standard deviations, so tiny
-    models need a smaller ``n_std``.
+    models need a smaller ``n_std``, but not a negative one (that is no outlier rule: it
+    selects MLPs below the mean, and is refused). ``metric``, ``corrupted_prompts``,
+    ``corrupted_answers``, ``partners``, ``batch_size`` and ``seed`` are as in :func:`path_patching`.
 
     Returns:
         ``{"per_fact": {record_id: [mlp labels]}, "groups": [{"mlps": [...], "facts": [ids]}],
@@ -367,10 +394,12 @@ def fact_lookup_mlps(
     shape = ModelShape.of(model)
     if shape.attn_only:
         raise ValueError("the model is attention-only: it has no MLPs")
+    check_n_std(n_std)
     ext = _nonempty(extraction, shape, "extraction", "use extraction_components(direct_effects, k) to find it")
     mlps = shape.all_mlps()
     scores = path_patching(model, dataset, receivers=ext, senders=mlps, metric=metric,
-                           corrupted_prompts=corrupted_prompts, partners=partners, batch_size=batch_size, seed=seed)
+                           corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
+                           partners=partners, batch_size=batch_size, seed=seed)
     ids = scores.example_ids
     eff = scores.per_example  # [n_mlps, n_facts], senders = mlps
     mean, std = eff.mean(axis=0), eff.std(axis=0)

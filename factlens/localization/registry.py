@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 from collections.abc import Iterable
 from functools import partial
 
-from factlens.components import Mask
+from factlens.components import Mask, ModelShape
 from factlens.plugins import PluginError, plugin_entries
 from factlens.progress_bars import takes_show_progress
 from factlens.registry import Ref, Registry, load
@@ -130,10 +130,11 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
                   ("noise_scale", "n_samples", "window", "components", "include_resid", *_COMMON),
                   "ROME's causal tracing: noise the subject, restore one component", heavy=True, compared=True),
     ScoringMethod("attribution_patching", Ref("factlens.localization.attribution", "attribution_patching"),
-                  ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "partners", *_COMMON),
+                  ("metric", "direction", "ig_steps", "normalize", "corrupted_prompts", "corrupted_answers", "partners",
+                   *_COMMON),
                   "gradient (first-order) approximation of activation patching", compared=True),
     ScoringMethod("path_patching", Ref("factlens.localization.path_patching", "path_patching"),
-                  ("receivers", "senders", "metric", "corrupted_prompts", "partners", *_COMMON),
+                  ("receivers", "senders", "metric", "corrupted_prompts", "corrupted_answers", "partners", *_COMMON),
                   "effect of each sender through the receivers (or directly on the logits)", heavy=True,
                   compared=True),
     ScoringMethod("probing", Ref("factlens.localization.probing", "probing"),
@@ -141,7 +142,8 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
                   "linear probes for the answer attribute on the residual stream, per layer", compared=True),
     ScoringMethod("flu", Ref("factlens.localization.flu", "flu_scores"),
                   ("rule_threshold", "approach", "n_std", "extraction_k", "min_fact_fraction", "positions", "layers",
-                   "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "partners", *_COMMON),
+                   "cv", "C", "scaling", "repeats", "metric", "corrupted_prompts", "corrupted_answers", "partners",
+                   *_COMMON),
                   "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
     ScoringMethod("random", Ref("factlens.localization.controls", "random_scores"), ("seed", "mlps_only"),
                   "uniform random scores (the equal-budget control)", compared=True),
@@ -292,6 +294,7 @@ def localization_scores(model, dataset, localization: str | Localization, *, see
         return None
     method = loc.scoring
     assert method is not None
+    _check_has_mlps(model, loc)
     opts = dict(options)
     if loc.seeded:
         opts["seed"] = 0 if seed is None else seed
@@ -317,6 +320,9 @@ def mask_from_scores(model, localization: str | Localization, scores: ComponentS
         return Mask.everything(model)
     if scores is None:
         raise ValueError(f"localization {loc.name!r} selects its mask from scores; got scores=None")
+    if loc.mlps_only:  # scores of the unrestricted method (e.g. "random"'s) must not put heads in an MLP mask
+        _check_has_mlps(model, loc)
+        scores = scores.restrict("mlp")
     if loc.top_k is not None:
         return scores.to_mask(top_k=loc.top_k, name=loc.name)
     if not loc.budgeted:
@@ -324,6 +330,16 @@ def mask_from_scores(model, localization: str | Localization, scores: ComponentS
     if param_budget is None:
         raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
     return scores.to_mask(param_budget=param_budget, name=loc.name)
+
+
+def _check_has_mlps(model, loc: Localization) -> None:
+    """Refuse an MLP-only localization of an attention-only model before any scoring: it ran the whole
+    method and returned an empty mask (``random_mlps`` alone raised)."""
+    if loc.mlps_only and (model if isinstance(model, ModelShape) else ModelShape.of(model)).attn_only:
+        method = loc.scoring.name if loc.scoring is not None else None
+        other = f" (e.g. {method!r})" if method in LOCALIZATIONS.names() else ""
+        raise ValueError(f"localization {loc.name!r} chooses among MLPs only, but the model has no MLPs to choose "
+                         f"from (attention-only); use a localization that is not restricted to MLPs{other}")
 
 
 def _renamed(scores: ComponentScores, name: str) -> ComponentScores:

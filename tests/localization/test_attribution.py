@@ -235,3 +235,28 @@ def test_gemma_attribution(gemma):
     assert_unchanged(gemma, snap)
     assert r["n_components"] == 18 * 5
     assert r["pearson"] > 0.8, r["pearson"]  # measured 0.975 (spearman 0.957) on these 8 facts
+
+
+# --- user-given corrupted prompts and answers ------------------------------------------------
+
+
+def test_corrupted_answers_are_taken_with_corrupted_prompts(planted12, given_pairs12):
+    """Without target_new the error said "give corrupted_answers=", which attribution patching did not take
+    (TypeError); given, the answers score like target_new, and like the automatic pairs they come from."""
+    prompts, answers, with_target = given_pairs12
+    with pytest.raises(ValueError, match="give corrupted_answers="):
+        attribution_patching(planted12.model, planted12.dataset, corrupted_prompts=prompts)
+    given = attribution_patching(planted12.model, planted12.dataset, corrupted_prompts=prompts,
+                                 corrupted_answers=answers)
+    via_target = attribution_patching(planted12.model, with_target, corrupted_prompts=prompts)
+    auto = attribution_patching(planted12.model, planted12.dataset)
+    np.testing.assert_array_equal(given.per_example, via_target.per_example)
+    np.testing.assert_array_equal(given.per_example, auto.per_example)
+    assert set(given.top(2)) == {planted12.lookup_mlp, planted12.extraction_head}
+    via_registry = factlens.localize(planted12.model, planted12.dataset, method="attribution_patching",
+                                     corrupted_prompts=prompts, corrupted_answers=answers)
+    np.testing.assert_array_equal(via_registry.values, given.values)
+    r = attribution_correlation(planted12.model, planted12.dataset, corrupted_prompts=prompts,
+                                corrupted_answers=answers)
+    assert r == attribution_correlation(planted12.model, with_target, corrupted_prompts=prompts)
+    assert r["pearson"] > 0.9

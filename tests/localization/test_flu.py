@@ -73,3 +73,46 @@ def test_options_of_the_other_approach_are_refused_with_the_approach_named(plant
         flu_scores(planted.model, planted.dataset, approach="probing", metric="prob")
     with pytest.raises(ValueError, match=r"localizes with path_patching here .* does not take \['cv'\]"):
         flu_scores(planted.model, planted.dataset, approach="path_patching", cv=3)
+
+
+@pytest.mark.parametrize("approach", ["auto", "path_patching"])
+def test_a_generator_of_facts_gives_the_flu_of_the_list(planted12, approach):
+    """A generator was used up checking the records: the approach was chosen on no facts (path patching
+    for sports) and the run failed with "the dataset is empty"."""
+    records = list(planted12.dataset)
+    opts = {"n_std": 1.0} if approach == "path_patching" else {}
+    listed = flu_scores(planted12.model, records, approach=approach, **opts)
+    generated = flu_scores(planted12.model, (r for r in records), approach=approach, **opts)
+    assert generated.extra == listed.extra and generated.values.tolist() == listed.values.tolist()
+    assert generated.extra["approach"] == ("probing" if approach == "auto" else "path_patching")
+
+
+@pytest.mark.parametrize("option", [{"senders": "mlps"}, {"receivers": ["L2H1"]}])
+def test_path_patching_senders_and_receivers_are_refused(planted12, option):
+    """They were accepted (path patching takes them) and made the FLU compute on a subset, failing with
+    "no head or MLP at layer >= 2 has a positive direct effect"."""
+    with pytest.raises(ValueError, match=rf"chooses the path patching's senders .* drop \['{next(iter(option))}'\]"):
+        flu_scores(planted12.model, planted12.dataset, approach="path_patching", n_std=1.0, **option)
+
+
+def test_single_layer_model_says_no_mlp_can_feed_the_extraction_components():
+    """The one MLP of a one-layer model is an extraction component (or after one): no MLP can be selected,
+    yet the error advised lowering n_std= (which cannot help)."""
+    from factlens.testing import tiny_model
+    from factlens.data import sports_facts
+
+    model = tiny_model(variant="gqa_gated", n_layers=1)
+    facts = sports_facts()
+    data = facts.subset(range(0, len(facts), 16))
+    with pytest.raises(ValueError, match=r"no MLP can have an effect through the extraction components .* every MLP "
+                                         r"of this 1-layer model is one of them or comes after them") as err:
+        flu_scores(model, data, approach="path_patching", n_std=0.0)
+    assert "lower n_std" not in str(err.value)
+
+
+def test_negative_n_std_is_refused_before_scoring(planted12, monkeypatch):
+    import factlens.localization.path_patching as pp
+
+    monkeypatch.setattr(pp, "path_patching", lambda *a, **k: pytest.fail("scored before checking n_std"))
+    with pytest.raises(ValueError, match=r"n_std must be a number >= 0 .* got -5\.0"):
+        flu_scores(planted12.model, planted12.dataset, approach="path_patching", n_std=-5.0)

@@ -238,3 +238,37 @@ def test_runner_pairs_forget_facts_with_known_partners_and_records_drops():
 
     note = _dropped_note({"dropped_facts": _dropped_facts(scores)})
     assert "1 fact(s) left out" in note and "two-token" in note and "first token" in note
+
+
+# --- user-given corrupted answers -----------------------------------------------------------------
+
+
+def _given_prompts(p):
+    """The planted facts' corrupted prompts: each subject swapped for the one six facts on."""
+    recs = list(p.dataset)
+    return recs, [r.with_subject(recs[(i + 6) % len(recs)].subject).prompt for i, r in enumerate(recs)]
+
+
+@pytest.mark.parametrize("answers, match", [
+    (lambda n: ["golf"] * (n + 1), r"12 facts but 13 corrupted_answers; give one answer per fact"),
+    (lambda n: ["golf"] * (n // 2), r"12 facts but 6 corrupted_answers; give one answer per fact"),
+    (lambda n: "golf", r"corrupted_answers must be a list of answers \(one per fact\), not the string 'golf'"),
+    (lambda n: ["golf"] * (n - 1) + [None], r"corrupted_answers\[11\] is None, not a non-empty answer string"),
+])
+def test_corrupted_answers_must_be_one_answer_string_per_fact(planted12, answers, match):
+    """7 answers for 6 facts were accepted (the extra one ignored), 3 failed with a bare IndexError, and a
+    string was read as one answer per character (``"footballs"``: 9 answers) and scored."""
+    recs, prompts = _given_prompts(planted12)
+    with pytest.raises(ValueError, match=match):
+        make_pairs(planted12.model, recs, corrupted_prompts=prompts, corrupted_answers=answers(len(recs)))
+
+
+def test_given_prompts_without_answers_name_the_options(planted12):
+    recs, prompts = _given_prompts(planted12)
+    with pytest.raises(ValueError, match=r"12 of 12 facts have no target_new \(first: '0'\).*give corrupted_answers="):
+        make_pairs(planted12.model, recs, corrupted_prompts=prompts)
+    cands = planted12.dataset.candidates
+    answers = [cands[(cands.index(r.answer) + 1) % len(cands)] for r in recs]
+    pairs = make_pairs(planted12.model, recs, corrupted_prompts=prompts, corrupted_answers=answers)
+    assert pairs.corrupted.prompts == prompts and len(pairs) == len(recs)
+    assert pairs.corrupted_answer.tolist() == [planted12.model.to_single_token(" " + a) for a in answers]

@@ -238,3 +238,42 @@ def test_fact_lookup_mlps_groups_all_facts_on_the_lookup_mlp(planted, direct):
     # with 4 MLP layers one outlier is at most 1.5 std above the mean: n_std=2 selects nothing
     strict = fact_lookup_mlps(planted.model, planted.dataset.subset(range(6)), extraction=ext)
     assert strict["groups"] == [{"mlps": [], "facts": ids[:6]}]
+
+
+# --- user-given corrupted prompts and answers ---------------------------------------------------
+
+
+def test_path_patching_takes_corrupted_answers(planted12, given_pairs12):
+    """Without target_new the error said "give corrupted_answers=", which path patching, fact_lookup_mlps
+    and the FLU did not take (TypeError); given, the answers score like target_new and like the
+    automatic pairs they come from."""
+    import factlens
+    from factlens.localization.flu import flu_scores
+
+    m, ds = planted12.model, planted12.dataset
+    prompts, answers, with_target = given_pairs12
+    given = dict(corrupted_prompts=prompts, corrupted_answers=answers)
+    with pytest.raises(ValueError, match="give corrupted_answers="):
+        path_patching(m, ds, corrupted_prompts=prompts)
+    for receivers in (None, [planted12.extraction_head]):
+        s = path_patching(m, ds, receivers=receivers, **given)
+        np.testing.assert_array_equal(s.per_example, path_patching(m, with_target, receivers=receivers,
+                                                                   corrupted_prompts=prompts).per_example)
+        np.testing.assert_array_equal(s.per_example, path_patching(m, ds, receivers=receivers).per_example)
+    out = fact_lookup_mlps(m, ds, extraction=[planted12.extraction_head], n_std=1.0, **given)
+    assert out["groups"] == [{"mlps": ["L1.mlp"], "facts": [r.id for r in ds]}]
+    assert out["effects"] == fact_lookup_mlps(m, with_target, extraction=[planted12.extraction_head], n_std=1.0,
+                                              corrupted_prompts=prompts)["effects"]
+    flu = flu_scores(m, ds, approach="path_patching", n_std=1.0, **given)
+    assert flu.extra["flu_layers"] == [1]
+    assert flu.extra == flu_scores(m, with_target, approach="path_patching", n_std=1.0, corrupted_prompts=prompts).extra
+    via_registry = factlens.localize(m, ds, method="flu", approach="path_patching", n_std=1.0, **given)
+    assert via_registry.extra == flu.extra
+    assert factlens.localize(m, ds, method="path_patching", **given).values.tolist() == \
+        path_patching(m, ds, **given).values.tolist()
+
+
+def test_fact_lookup_mlps_refuses_a_negative_n_std(planted12):
+    """mean + n_std * std below the mean is no outlier rule: it selected below-average MLPs."""
+    with pytest.raises(ValueError, match=r"n_std must be a number >= 0 .* got -1\.0"):
+        fact_lookup_mlps(planted12.model, planted12.dataset, extraction=[planted12.extraction_head], n_std=-1.0)

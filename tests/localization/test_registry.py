@@ -181,3 +181,44 @@ def test_a_compared_method_gets_its_runner_localizations_from_its_one_entry(plan
 
     rec = json.loads((out / "runs" / "seed0" / "by_layer_mlps.json").read_text())
     assert rec["budgeted"] and rec["mask_labels"][0] == f"L{planted.model.cfg.n_layers - 1}.mlp"
+
+
+@pytest.mark.parametrize("name, options", [
+    ("random_mlps", {"param_budget": 5000}),
+    ("attribution_patching_top_mlp", {}),
+    ("attribution_patching_mlps", {"param_budget": 5000}),
+    ("causal_tracing_top_mlp", {"n_samples": 2, "include_resid": False}),
+])
+def test_mlp_only_localizations_of_an_attention_only_model_are_refused_before_scoring(name, options, monkeypatch):
+    """Only random_mlps raised; the others ran the whole method and returned an empty mask."""
+    from factlens.data import sports_facts
+    from factlens.localization.registry import ScoringMethod
+    from factlens.testing import tiny_model
+
+    model = tiny_model(variant="attn_only", n_layers=2)
+    monkeypatch.setattr(ScoringMethod, "__call__", lambda *a, **k: pytest.fail("scored an attention-only model"))
+    method = LOCALIZATIONS.get(name).scoring.name
+    with pytest.raises(ValueError, match=rf"localization '{name}' chooses among MLPs only, but the model has no MLPs "
+                                         rf"to choose from \(attention-only\).*\(e\.g\. '{method}'\)"):
+        localization_mask(model, sports_facts(), name, **options)
+
+
+def test_mask_from_scores_of_an_mlp_only_localization_takes_only_mlps(planted):
+    """Given unrestricted scores (random's), random_mlps's mask was mostly heads."""
+    from factlens.components import Mask, ModelShape
+    from factlens.localization import localization_scores, mask_from_scores
+
+    budget = Mask(frozenset(ModelShape.of(planted.model).all_mlps()[:2])).n_params(planted.model)  # two MLPs
+    unrestricted = localization_scores(planted.model, planted.dataset, "random", seed=0)
+    mask = mask_from_scores(planted.model, "random_mlps", unrestricted, param_budget=budget)
+    assert len(mask) == 2 and all(c.kind == "mlp" for c in mask)
+    assert mask == unrestricted.restrict("mlp").to_mask(param_budget=budget, name="random_mlps")
+    top = mask_from_scores(planted.model, "attribution_patching_top_mlp", factlens.localize(
+        planted.model, planted.dataset, method="attribution_patching"))
+    assert set(top) == {planted.lookup_mlp}
+    from factlens.testing import tiny_model
+
+    attn_only = tiny_model(variant="attn_only", n_layers=2)
+    heads = localization_scores(attn_only, None, "random", seed=0)
+    with pytest.raises(ValueError, match="'random_mlps' chooses among MLPs only, but the model has no MLPs"):
+        mask_from_scores(attn_only, "random_mlps", heads, param_budget=budget)
