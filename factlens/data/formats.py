@@ -17,13 +17,15 @@ Formats:
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from factlens.data.records import OPTION_LETTERS, FactDataset, FactRecord, MultipleChoice
 
-__all__ = ["FormattedPrompt", "FORMATS", "SPORTS_PHRASINGS", "format_prompts", "available_formats", "mcq_prompt"]
+__all__ = ["FormattedPrompt", "FORMATS", "SPORTS_PHRASINGS", "format_prompts", "available_formats", "mcq_prompt",
+           "mcq_shots_used"]
 
 LETTERS = OPTION_LETTERS  # MultipleChoice refuses more options than letters
 
@@ -132,6 +134,29 @@ def _mcq_block(question: str, options: Sequence[str], answer_letter: str | None)
     return "\n".join(lines)
 
 
+def _shot_pool(ds: FactDataset, r: FactRecord, shots_from: str) -> Sequence:
+    """Where the solved examples of ``r``'s multiple-choice prompt come from (see :func:`mcq_prompt`)."""
+    if r.relation == "sport":
+        return SPORTS_MCQ_SHOTS
+    if shots_from == "fixed":
+        return GENERAL_MCQ_SHOTS
+    others = [x for x in ds if x.mcq is not None and x.id != r.id and x.relation != r.relation]
+    return others or [x for x in ds if x.mcq is not None and x.id != r.id]
+
+
+def mcq_shots_used(ds: FactDataset, r: FactRecord, *, n_shots: int = 2, shots_from: str = "fixed") -> int:
+    """How many solved examples :func:`mcq_prompt` puts in ``r``'s prompt: ``n_shots``, or fewer when its
+    pool has fewer (2 golfers for sports facts, 8 general questions, the other facts of ``ds``).
+
+    Example:
+        >>> from factlens.data import sports_facts
+        >>> ds = sports_facts()[:3]
+        >>> mcq_shots_used(ds, ds[0], n_shots=1), mcq_shots_used(ds, ds[0], n_shots=5)
+        (1, 2)
+    """
+    return min(n_shots, len(_shot_pool(ds, r, shots_from)))
+
+
 def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 2,
                shots_from: str = "fixed") -> FormattedPrompt | None:
     """The multiple-choice prompt of a record, with ``n_shots`` solved in-context examples.
@@ -141,7 +166,8 @@ def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 
     (never in the dataset); other facts are shown ``n_shots`` of :data:`GENERAL_MCQ_SHOTS`
     (``shots_from="fixed"``, chosen per record and seed), the same pool for every split, or
     (``"dataset"``, the behaviour before 2026-12-05) other facts of ``ds`` itself, which for a
-    forget split are other forget facts with their original answers marked correct.
+    forget split are other forget facts with their original answers marked correct. A pool
+    smaller than ``n_shots`` gives all it has (:func:`mcq_shots_used`; :func:`format_prompts` warns).
     """
     if shots_from not in MCQ_SHOT_SOURCES:
         raise ValueError(f"shots_from must be one of {list(MCQ_SHOT_SOURCES)}, got {shots_from!r}")
@@ -161,8 +187,7 @@ def mcq_prompt(ds: FactDataset, r: FactRecord, *, seed: int = 0, n_shots: int = 
             o, a, _ = _shuffled_options(MultipleChoice(question, options, answer), f"general:{k}:{r.id}", seed)
             shots.append(_mcq_block(question, o, LETTERS[a]))
     else:
-        others = [x for x in ds if x.mcq is not None and x.id != r.id and x.relation != r.relation]
-        others = others or [x for x in ds if x.mcq is not None and x.id != r.id]
+        others = list(_shot_pool(ds, r, shots_from))
         rng = random.Random(zlib.crc32(f"shots:{seed}:{r.id}".encode()))
         for x in rng.sample(others, min(n_shots, len(others))):
             o, a, _ = _shuffled_options(x.mcq, f"shot:{x.id}", seed)
@@ -192,7 +217,8 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
                    mcq_shots: str = "fixed") -> list[FormattedPrompt]:
     """All prompts of ``dataset`` in format ``fmt`` (records without that format are skipped).
 
-    ``n_shots`` / ``mcq_shots``: the multiple-choice prompts' solved examples (:func:`mcq_prompt`).
+    ``n_shots`` / ``mcq_shots``: the multiple-choice prompts' solved examples (:func:`mcq_prompt`; a
+    ``UserWarning`` says when some prompts hold fewer than ``n_shots``, :func:`mcq_shots_used`).
 
     Example:
         >>> from factlens.data import sports_facts
@@ -207,7 +233,22 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
     out: list[FormattedPrompt] = []
     for r in dataset:
         out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots, mcq_shots=mcq_shots))
+    if fmt == "mcq" and n_shots:
+        _warn_short_shots(dataset, n_shots, mcq_shots)
     return out
+
+
+def _warn_short_shots(dataset: FactDataset, n_shots: int, shots_from: str) -> None:
+    """Warn when multiple-choice prompts hold fewer solved examples than ``n_shots`` (as MMLU does):
+    the prompts are what they were, but a reader of ``n_shots`` would think them longer."""
+    used = [mcq_shots_used(dataset, r, n_shots=n_shots, shots_from=shots_from) for r in dataset if r.mcq is not None]
+    short = sum(u < n_shots for u in used)
+    if short:
+        warnings.warn(f"multiple choice: {short} of {len(used)} prompts hold fewer than the {n_shots} solved "
+                      f"examples asked for (between {min(used)} and {max(used)}): their pool has no more "
+                      f"({len(SPORTS_MCQ_SHOTS)} golfers for sports facts, {len(GENERAL_MCQ_SHOTS)} general questions, "
+                      "or the split's other facts with mcq_shots='dataset'); ask for fewer (EvalConfig.n_shots)",
+                      UserWarning, stacklevel=3)
 
 
 def available_formats(dataset: FactDataset) -> list[str]:

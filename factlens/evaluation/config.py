@@ -121,7 +121,7 @@ class EvalConfig(ConfigBase):
 
     Attributes:
         seed: Seed of everything random (multiple-choice option order, text and MMLU
-            sampling, relearning and soft-prompt initialisation).
+            sampling, relearning and soft-prompt initialisation); an integer >= 0.
         batch_size: Prompts per forward pass when scoring. Changes no result; the soft-prompt
             attack's facts per step are ``soft_prompts.batch_size``.
         n_shots: Solved in-context examples in multiple-choice prompts.
@@ -190,6 +190,8 @@ class EvalConfig(ConfigBase):
     def __post_init__(self) -> None:
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         self._nest_tables()
+        if int(self.seed) < 0:  # numpy's generators refuse it, only once the first seeded suite runs
+            raise ValueError(f"EvalConfig.seed must be an integer >= 0, got {self.seed!r}")
         if int(self.batch_size) < 1:
             raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size!r}")
         if int(self.n_shots) < 0:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from factlens.config import ConfigBase, check_numbers
-from factlens.data.formats import available_formats, format_prompts
+from factlens.data.formats import available_formats, format_prompts, mcq_shots_used
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.baseline_cache import BaselineCache, bound
 from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
@@ -41,7 +41,7 @@ class FormatsConfig(ConfigBase):
     """Settings of the ``formats`` suite (``EvalConfig.formats``).
 
     Attributes:
-        formats: Prompt formats to ask the facts in (``None``: every format the task's facts
+        formats: Prompt formats to ask the facts in, at least one (``None``: every format the task's facts
             have, except ``"default"`` which the ``standard`` suite covers).
 
     Example:
@@ -56,6 +56,9 @@ class FormatsConfig(ConfigBase):
         v = self.formats
         if v is not None:
             object.__setattr__(self, "formats", (v,) if isinstance(v, str) else tuple(v))
+            if not self.formats:  # the suite would run and report nothing
+                raise ValueError("FormatsConfig.formats must name at least one format, or be None for every "
+                                 "format the task's facts have (except 'default'), got an empty list")
             from factlens.data.formats import FORMATS
 
             bad = [f for f in self.formats if f not in FORMATS]
@@ -71,6 +74,15 @@ def _formats_to_run(task, config: EvalConfig) -> tuple[list[str], list[str]]:
     if wanted is None:
         return [f for f in avail if f != "default"], []
     return [f for f in wanted if f in avail], [f for f in wanted if f not in avail]
+
+
+def _mcq_shots(splits, config: EvalConfig) -> dict[str, Any]:
+    """The solved examples the multiple-choice prompts hold: ``asked`` (``config.n_shots``), their
+    ``source`` and the fewest and most any prompt holds (fewer than asked where the pool is smaller)."""
+    used = [mcq_shots_used(ds, r, n_shots=config.n_shots, shots_from=config.mcq_shots)
+            for _, ds in splits for r in ds if r.mcq is not None]
+    return {"asked": config.n_shots, "source": config.mcq_shots, "min_used": min(used, default=0),
+            "max_used": max(used, default=0)}
 
 
 def _fact_rows(fmt: str, split: str, items, s, b, subjects: dict[str, str]) -> list[dict[str, Any]]:
@@ -182,8 +194,9 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
         ``<fmt>_maintain_accuracy`` and ``neighborhood_edit_error``; per-fact rows per
         (fact, format, split); ``extra["format_baselines"]`` (the unedited model's accuracy per
         format on forget and maintain facts, with chance levels), ``extra["at_chance_formats"]``,
-        ``extra["formats"]`` (evaluated) and ``extra["unavailable_formats"]`` (requested but
-        absent from the data).
+        ``extra["formats"]`` (evaluated), ``extra["unavailable_formats"]`` (requested but
+        absent from the data) and, with ``mcq``, ``extra["mcq_shots"]`` (the solved examples
+        asked for and the fewest / most a prompt holds).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -217,6 +230,8 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
             if flag:
                 at_chance_formats.append(fmt)
         metrics += _format_metrics(fmt, scored, inject=inject, at_chance=flag)
+    if "mcq" in fmts:
+        extra["mcq_shots"] = _mcq_shots(splits, config)
     if skipped:
         extra["skipped_prompts"] = {"reason": "answer == edit target (the prompt cannot tell edit from truth)",
                                     "counts": skipped}

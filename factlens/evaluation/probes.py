@@ -64,8 +64,11 @@ class ProbesConfig(ConfigBase):
         v = self.layers
         if v is not None:
             object.__setattr__(self, "layers", (v,) if isinstance(v, int) else tuple(v))
-            if any(int(x) < 0 for x in self.layers):
-                raise ValueError(f"ProbesConfig.layers must be non-negative layer indices, got {self.layers}")
+            # LogitLensConfig's rule: int() turned 1.9 into layer 1 and gave a bare error for "a"
+            if not self.layers or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0
+                                      for x in self.layers):
+                raise ValueError(f"ProbesConfig.layers must be non-negative layer indices (integers; or None for "
+                                 f"every layer), got {v!r}")
         if not self.C > 0:
             raise ValueError(f"ProbesConfig.C must be > 0, got {self.C!r}")
 

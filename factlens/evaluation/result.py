@@ -35,8 +35,11 @@ class Metric:
         stderr: Standard error when meaningful.
         ci_low: Lower end of the 95 % confidence interval of ``value``.
         ci_high: Upper end. Both are ``None`` only where no sample is behind the number:
-            counts of a mask's parameters (the mechanisms suite) are properties of the mask,
-            not estimates, and a metric over a single unit has no spread to resample.
+            counts of a mask's parameters (the mechanisms suite: ``mask_params``,
+            ``<mechanism>_params`` / ``_share``, ``weight_mask_*``) are properties of the mask,
+            and the update_size suite's fractions (``update_below_half_bin_<scheme>``,
+            ``update_erased_<scheme>``) are counted over every entry the edit changed, both
+            not estimates; and a metric over a single unit has no spread to resample.
         ci_method: How the interval was computed: ``"wilson"`` (Wilson score interval of a
             proportion of 0/1 outcomes), ``"bootstrap"`` (seeded percentile bootstrap of the
             mean over units, 2,000 resamples), ``"wilson-max"`` (the largest of several

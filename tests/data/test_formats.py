@@ -57,3 +57,22 @@ def test_counterfact_mcq_examples_never_show_a_fact_of_the_scored_split():
     assert all(any(q in b for b in p.prompt.split("\n\n")[:-1] for q in questions) for p in old)
     with pytest.raises(ValueError, match="mcq_shots must be one of"):
         format_prompts(forget, "mcq", mcq_shots="retain")
+
+
+def test_mcq_prompts_warn_when_they_hold_fewer_solved_examples_than_asked():
+    """n_shots=5 gave sports prompts the 2 golfer examples there are, silently (MMLU warns in that case)."""
+    import warnings
+
+    from factlens.data.formats import GENERAL_MCQ_SHOTS, mcq_shots_used
+
+    ds = sports_facts()[:3]
+    with pytest.warns(UserWarning, match="3 of 3 prompts hold fewer than the 5 solved examples asked for"):
+        items = format_prompts(ds, "mcq", n_shots=5)
+    assert all(it.prompt.count("Answer: ") == 2 == mcq_shots_used(ds, r, n_shots=5) for it, r in zip(items, ds))
+    cf = counterfact().filter(lambda r: r.mcq is not None)[:3]
+    with pytest.warns(UserWarning, match=f"between {len(GENERAL_MCQ_SHOTS)} and {len(GENERAL_MCQ_SHOTS)}"):
+        assert format_prompts(cf, "mcq", n_shots=9)[0].prompt.count("Answer: ") == len(GENERAL_MCQ_SHOTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as many as asked for: no warning, and the same prompts as before
+        assert [it.prompt.count("Answer: ") for it in format_prompts(ds, "mcq", n_shots=2)] == [2, 2, 2]
+        format_prompts(cf, "mcq", n_shots=2, mcq_shots="dataset")

@@ -129,6 +129,25 @@ def test_sections_validate_their_values(make, word):
         make()
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: EvalConfig(seed=-1), r"EvalConfig.seed must be an integer >= 0, got -1"),
+    (lambda: SoftPromptsConfig(max_norm=0.0), r"SoftPromptsConfig.max_norm must be > 0 \(or None"),
+    (lambda: EvalConfig(soft_prompts={"max_norm": -1.0}), r"SoftPromptsConfig.max_norm must be > 0 .*got -1.0"),
+    (lambda: EvalConfig(formats={"formats": []}), r"FormatsConfig.formats must name at least one format, or be None"),
+    (lambda: EvalConfig(probes={"layers": [1.9]}), r"ProbesConfig.layers must be non-negative layer indices \(int"),
+    (lambda: ProbesConfig(layers=["a"]), r"ProbesConfig.layers must be non-negative layer indices .*'a'"),
+    (lambda: ProbesConfig(layers=[True]), r"ProbesConfig.layers must be non-negative"),
+])
+def test_settings_that_failed_mid_run_or_said_nothing_are_refused_when_built(make, message):
+    """A negative seed crashed in numpy ("expected non-negative integer") after earlier suites ran; a soft-prompt
+    norm bound of 0 or less failed mid-attack; no formats ran the formats suite into an empty result; probe
+    layer 1.9 probed layer 1 and "a" gave a bare int() error. Each is refused by name, with the valid range."""
+    with pytest.raises(ValueError, match=message):
+        make()
+    cfg = EvalConfig(seed=0, soft_prompts={"max_norm": 0.5}, probes={"layers": [2, 1]}, formats={"formats": ["mcq"]})
+    assert (cfg.seed, cfg.soft_prompts.max_norm, cfg.probes.layers, cfg.formats.formats) == (0, 0.5, (2, 1), ("mcq",))
+
+
 def test_evaluate_reads_an_attack_suite_section(planted):
     """The attack suites' settings reach them through evaluate(config=...) (before: only a keyword)."""
     cfg = EvalConfig(quantization=QuantizationConfig(schemes=("nf4",)))
