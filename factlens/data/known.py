@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from factlens.data.formats import available_formats, format_prompts
-from factlens.data.records import FactDataset
+from factlens.data.records import FactDataset, as_records
 from factlens.prompt_scores import score_prompts
 
 __all__ = ["FormatAccuracy", "format_accuracy", "filter_known", "chance_level", "prompt_chance"]
@@ -88,6 +88,15 @@ class FormatAccuracy:
         return "\n".join(lines)
 
 
+def _as_dataset(dataset, what: str) -> FactDataset:
+    """``dataset`` as a :class:`FactDataset` (a list of records becomes one, as :func:`factlens.localize`
+    takes it; a list failed with "'list' object has no attribute 'candidates_for'"); an empty one is refused."""
+    ds = dataset if isinstance(dataset, FactDataset) else FactDataset(tuple(as_records(dataset, what=what)))
+    if not len(ds):
+        raise ValueError(f"{what}: the dataset is empty; give the facts to score")
+    return ds
+
+
 def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | None = None, seed: int = 0,
                     batch_size: int = 16, group_by: str | None = "answer") -> FormatAccuracy:
     """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
@@ -95,6 +104,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
     Formats the model cannot do (accuracy not clearly above chance) are flagged
     ``at_chance`` so that nobody reads noise as robustness.
     """
+    dataset = _as_dataset(dataset, "format_accuracy")
     formats = list(formats) if formats is not None else available_formats(dataset)
     rows = []
     per_group: dict[str, dict] = {}
@@ -134,6 +144,7 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
         >>> len(filter_known(p.model, p.dataset)) == len(p.dataset)
         True
     """
+    dataset = _as_dataset(dataset, "filter_known")
     items = format_prompts(dataset, fmt)
     # one prompt per fact, in the dataset's order: the scores are matched to the facts by position (a count
     # check alone let one fact's two paraphrases cover another fact that has none)

@@ -63,3 +63,20 @@ def test_filter_known_refuses_a_format_that_does_not_give_one_prompt_per_fact_in
     with pytest.raises(ValueError, match="exactly one prompt per fact"):
         filter_known(tiny_model(), ds, fmt="paraphrase")
     assert len(filter_known(tiny_model(), ds)) <= 2  # the default format: one prompt per fact, accepted
+
+
+def test_a_list_of_records_is_scored_as_its_dataset_and_nothing_is_refused(planted):
+    """localize takes a list of records; filter_known and format_accuracy failed on one with
+    "'list' object has no attribute 'candidates_for'", and on [] the same way."""
+    from factlens.data.records import FactDataset
+
+    records = list(planted.dataset)
+    as_ds = filter_known(planted.model, FactDataset(tuple(records)))
+    as_list = filter_known(planted.model, records)
+    assert [r.id for r in as_list] == [r.id for r in as_ds] and as_list.meta["known"] == as_ds.meta["known"]
+    assert format_accuracy(planted.model, records).rows == format_accuracy(planted.model, FactDataset(tuple(records))).rows
+    for fn in (filter_known, format_accuracy):
+        with pytest.raises(ValueError, match="the dataset is empty"):
+            fn(planted.model, [])
+    with pytest.raises(TypeError, match="must be facts"):
+        filter_known(planted.model, "facts.csv")
