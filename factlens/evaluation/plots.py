@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
-__all__ = ["spider_plot", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "relearning_bars", "update_size_histogram",
+__all__ = ["spider_plot", "spider_metrics", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "relearning_bars", "update_size_histogram",
            "metric_label", "SPIDER_METRICS", "BAR_METRICS", "HEADLINE_METRICS"]
 
 #: Default axes of :func:`spider_plot` (those present in the results are drawn).
@@ -134,13 +134,52 @@ def _go():
 
 
 # -- figures -----------------------------------------------------------------------------------
+def spider_metrics(results, metrics: Sequence[str] | None = None) -> list[str]:
+    """The metrics :func:`spider_plot` draws for ``results``: those of ``metrics`` (default
+    :data:`SPIDER_METRICS`) that some result has with a value in ``[0, 1]``; empty when the
+    suites have none (``--suites mechanisms``: the report says so instead of an error)."""
+    return _present(_as_dict(results), list(metrics) if metrics is not None else SPIDER_METRICS, unit_interval=True)
+
+
+def _spider_point(m: Metric | None) -> tuple[float | None, float | None, float | None]:
+    """A metric's (value, interval low, interval high) as the spider draws it: ``1 - x`` where lower
+    is better, so the interval's ends swap there (``[a, b]`` becomes ``[1 - b, 1 - a]``)."""
+    if m is None or not _finite(m.value):
+        return None, None, None
+    ci = (m.ci_low, m.ci_high) if _finite(m.ci_low) and _finite(m.ci_high) else (None, None)
+    if m.higher_is_better:
+        return m.value, ci[0], ci[1]
+    return 1 - m.value, None if ci[1] is None else 1 - ci[1], None if ci[0] is None else 1 - ci[0]
+
+
+def _spider_interval(loc: str, labels: Sequence[str], points: Sequence[tuple], color: str):
+    """A localization's 95 % intervals: a short radial segment from low to high on each axis (plotly's
+    polar traces have no error bars), in its colour and legend group, ``None`` when it has none."""
+    go = _go()
+    r, theta, text = [], [], []
+    for label, (v, lo, hi) in zip(labels, points):
+        if lo is None:
+            continue
+        tip = f"{loc}, {label}: {v:.3f} [{lo:.3f}, {hi:.3f}]"
+        r += [lo, hi, None]
+        theta += [label, label, None]
+        text += [tip, tip, None]
+    if not r:
+        return None
+    return go.Scatterpolar(r=r, theta=theta, mode="lines+markers", name=f"{loc} 95 % interval", legendgroup=loc,
+                           showlegend=False, connectgaps=False, line={"color": color, "width": 3},
+                           marker={"size": 4, "color": color}, opacity=0.8, hoverinfo="text", text=text)
+
+
 def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | None = None):
     """Radar chart per localization over robustness metrics, oriented so that outward = better.
 
     Metrics where lower is better (``higher_is_better=False``, e.g. forget accuracy) are shown
-    as ``1 - value``; only metrics in ``[0, 1]`` are drawn. A localization missing a metric
-    has a gap there. An axis whose metric is at chance on the unedited model for some
-    localization says "(at chance)" (its value says nothing about robustness).
+    as ``1 - value`` (their interval ``[a, b]`` as ``[1 - b, 1 - a]``); only metrics in ``[0, 1]``
+    are drawn. A localization missing a metric has a gap there. An axis whose metric is at
+    chance on the unedited model for some localization says "(at chance)" (its value says
+    nothing about robustness). A metric's 95 % interval is a short radial segment on its axis
+    in the localization's colour (hover: value [low, high]); metrics without one have none.
 
     Args:
         results: ``{localization: EvalResult}`` (or one result).
@@ -149,7 +188,7 @@ def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | N
     """
     go = _go()
     res = _as_dict(results)
-    names = _present(res, list(metrics) if metrics is not None else SPIDER_METRICS, unit_interval=True)
+    names = spider_metrics(res, metrics)
     if not names:
         raise ValueError(f"none of the metrics {list(metrics or SPIDER_METRICS)} (with values in [0, 1]) is in the results")
     fig = go.Figure()
@@ -160,16 +199,27 @@ def spider_plot(results, metrics: Sequence[str] | None = None, *, title: str | N
         # as the bars and Table 1 say: the unedited model is not above chance there
         chance = any(x is not None and x.at_chance for x in (_find(r, n) for r in res.values()))
         labels.append(f"{label} (at chance)" if chance else label)
+    intervals = []
     for loc, r in res.items():
-        vals = []
-        for n in names:
-            m = _find(r, n)
-            vals.append(None if m is None or not _finite(m.value) else (m.value if m.higher_is_better else 1 - m.value))
+        points = [_spider_point(_find(r, n)) for n in names]
+        vals = [p[0] for p in points]
         fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=loc, fill="toself",
-                                      opacity=0.55, connectgaps=False))
+                                      opacity=0.55, connectgaps=False, legendgroup=loc))
+        intervals.append((loc, points))
+    colors = fig.layout.template.layout.colorway or _default_colorway()
+    for i, (loc, points) in enumerate(intervals):  # after the areas: these keep the colours they had
+        trace = _spider_interval(loc, labels, points, colors[i % len(colors)])
+        if trace is not None:
+            fig.add_trace(trace)
     fig.update_layout(title=title or "Robustness per localization (outward = better)",
                       polar={"radialaxis": {"range": [0, 1]}}, showlegend=True)
     return fig
+
+
+def _default_colorway() -> list[str]:
+    import plotly.colors
+
+    return list(plotly.colors.qualitative.Plotly)
 
 
 def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline: bool = True,
@@ -347,7 +397,8 @@ def lens_curves(result_or_results, *, title: str | None = None, suite: str = "lo
 
 def relearning_bars(results, *, title: str | None = None):
     """Forget accuracy on the held-out half before and after relearning, per localization
-    (error bars: 95 % confidence interval after relearning).
+    (error bars: 95 % confidence interval after relearning); a localization whose relearning metric
+    is at chance on the unedited model has its bars labelled "(at chance)".
 
     Args:
         results: ``{localization: EvalResult}`` (or one result / relearning SuiteResult).
@@ -367,8 +418,9 @@ def relearning_bars(results, *, title: str | None = None):
         base.append(a.baseline)
     if not locs:
         raise ValueError("no result has the relearning metric 'relearn_forget_accuracy'")
-    fig = go.Figure([go.Bar(x=locs, y=before, name="before relearning"),
-                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err))])
+    chance = ["(at chance)" if a.at_chance else "" for a in err]  # as metric_bars and the spider say it
+    fig = go.Figure([go.Bar(x=locs, y=before, name="before relearning", text=chance),
+                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err), text=chance)])
     known = [b for b in base if _finite(b)]
     if known:
         fig.add_hline(y=sum(known) / len(known), line_dash="dot", annotation_text="original")

@@ -2,7 +2,7 @@
 
 ``factlens run <task> [options]`` runs localize -> mask -> edit -> evaluate for every
 localization and seed and writes per-run JSON plus ``report.html`` into ``--out``;
-``factlens report <run dir>`` rewrites the report of a run directory; ``factlens compare
+``factlens report <run dir> [--reference UNIT]`` rewrites the report of a run directory; ``factlens compare
 <run dir> [--reference flu] [--csv out.csv]`` prints the paired comparison of every
 localization with a reference (:func:`factlens.compare`).
 
@@ -115,11 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--markdown", action="store_true",
                      help="markdown tables (Table 1, attacks and probes, comparisons, every metric, timings) "
                           "instead of HTML")
+    rep.add_argument("--reference", action="append", metavar="UNIT",
+                     help="unit to compare against, in the Comparisons section and Table 1's marks (the first "
+                          "given); repeatable (default: flu and random, else the units whose localization is flu or "
+                          "random, e.g. flu+graddiff and random+graddiff)")
 
     cmp_ = sub.add_parser("compare", help="paired comparison of every localization with a reference (CI, p, power)",
                           description="One row per (localization, metric): difference from the reference with a "
-                                      "paired 95% CI (Newcombe's for 0/1 outcomes of one seed, else a paired "
-                                      "bootstrap), sign-flip permutation p-value, Holm-corrected "
+                                      "paired 95% CI (Newcombe's for 0/1 outcomes, with several seeds its hull "
+                                      "with the paired bootstrap over seeds then facts; a paired bootstrap for "
+                                      "other values), sign-flip permutation p-value, Holm-corrected "
                                       "significance and minimum detectable difference (docs/statistics.md).")
     cmp_.add_argument("out", type=Path, nargs="+",
                       help="run directory; several directories with the same facts are merged (e.g. a ROME folder "
@@ -325,21 +330,22 @@ def _with_cap(e: BaseException, cfg) -> BaseException | str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from factlens.files import check_output, write_atomic
+    from factlens.files import write_atomic
     from factlens.runner.report import write_report
     from factlens.runner.report_markdown import is_markdown_summary, markdown_summary
+    from factlens.runner.report_output import check_report_output
 
     try:
         if args.markdown:
             if args.output is None:
-                print(markdown_summary(args.out), end="")
+                print(markdown_summary(args.out, references=args.reference), end="")
                 return 0
-            check_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
-            text = markdown_summary(args.out)
+            check_report_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
+            text = markdown_summary(args.out, references=args.reference)
             write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             print(str(args.output))
             return 0
-        path = write_report(args.out, output=args.output)
+        path = write_report(args.out, output=args.output, references=args.reference)
     except ValueError as e:  # a truncated or corrupt JSON file of the run directory (the message names it)
         return _error(e)
     print(str(path))
@@ -348,14 +354,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare, load_evaluations
-    from factlens.files import check_output, write_atomic
+    from factlens.files import write_atomic
+    from factlens.runner.report_output import check_report_output
     from factlens.runner.report_stats import compare_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
-            check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
-                         protected=[p for p in args.out if Path(p).is_dir()])
+            check_report_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
+                                protected=[p for p in args.out if Path(p).is_dir()])
         runs = args.out[0] if len(args.out) == 1 else list(args.out)
         table = compare(runs, reference=args.reference, metrics=metrics)
         if table.empty and set(load_evaluations(runs)) == {args.reference}:  # not "no metric with per-fact values"

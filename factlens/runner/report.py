@@ -3,8 +3,8 @@
 The report shows, for every localization of the run: the paper's Table 1 (forget / edit /
 maintain, format robustness, side effects, with the unedited model's values as the
 "original" row and at-chance formats flagged, each value with its 95 % confidence interval and
-significant differences from FLU marked), the paired comparisons against FLU and against
-random (:func:`factlens.compare`), spider plots, format-robustness, relearning
+significant differences from the reference marked), the paired comparisons against each
+reference unit (FLU and random by default; :func:`factlens.compare`), spider plots, format-robustness, relearning
 and latent-probe plots, the mechanism table, each localization's attribution heatmap /
 probe curve and mask, the edit loss curves, every metric, and the run metadata (model,
 data, config, package versions and timings per step). plotly.js is embedded once.
@@ -21,9 +21,9 @@ import numpy as np
 
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
-from factlens.runner.report_stats import (TABLE1_LEGEND, annotate_table1, cell_interval, cell_text, comparisons_html,
-                                          comparisons_markdown, params_edited, run_eval, run_metric, seed_pooled,
-                                          unequal_budget_note)
+from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_text, comparisons_html,
+                                          comparisons_markdown, params_edited, report_references, run_eval, run_metric,
+                                          seed_pooled, table1_legend, unequal_budget_note)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "metric_matrix", "TABLE_COLUMNS"]
 
@@ -168,7 +168,7 @@ def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str
     return {"mean": mean, "std": std, "n_seeds": int(ok.size), "at_chance": any(flags)}
 
 
-def table1_rows(runs: Sequence[dict], *, reference: str = "flu") -> tuple[list[tuple], list[dict]]:
+def table1_rows(runs: Sequence[dict], *, reference: str | None = "flu") -> tuple[list[tuple], list[dict]]:
     """The Table 1 columns present in ``runs`` and one row per localization (plus ``original``).
 
     Returns:
@@ -176,15 +176,15 @@ def table1_rows(runs: Sequence[dict], *, reference: str = "flu") -> tuple[list[t
         each row is ``{"name", "cells": [cell | None]}`` with ``cell = {"mean", "std",
         "n_seeds", "at_chance", "ci_low", "ci_high", "significant"}`` (means over seeds, 95 %
         interval, difference from ``reference`` significant; see
-        :mod:`factlens.runner.report_stats`); the first row, ``"original"``, holds the
-        unedited model's values (the metrics' baselines).
+        :mod:`factlens.runner.report_stats`; ``None``: no marks); the first row, ``"original"``,
+        holds the unedited model's values (the metrics' baselines).
     """
     cols = [c for c in TABLE_COLUMNS if _cell(runs, c[2], c[3], c[4], baseline=False) is not None]
     rows = [{"name": "original", "cells": [_cell(runs, c[2], c[3], c[4], baseline=True) for c in cols]}]
     for loc in _localizations(runs):
         sub = [r for r in runs if r["localization"] == loc]
         rows.append({"name": loc, "cells": [_cell(sub, c[2], c[3], c[4], baseline=False) for c in cols]})
-    annotate_table1(runs, cols, rows, reference=reference)
+    annotate_table1(runs, cols, rows, reference=reference or "")
     for j in range(len(cols)):
         _mark_unequal_seeds([row["cells"][j] for row in rows])
     return cols, rows
@@ -215,8 +215,13 @@ def _fmt(cell: dict | None) -> tuple[str, str]:
     return s, ""
 
 
-def _table1_html(runs: Sequence[dict], budgets: dict[str, Any]) -> str:
-    cols, rows = table1_rows(runs)
+def table1_reference(runs: Sequence[dict], references: Sequence[str] | None = None) -> str | None:
+    """The unit Table 1 marks differences from: the first of :func:`report_references` (flu by default)."""
+    return next(iter(report_references(_localizations(runs), references)), None)
+
+
+def _table1_html(runs: Sequence[dict], budgets: dict[str, Any], reference: str | None) -> str:
+    cols, rows = table1_rows(runs, reference=reference)
     if not cols:
         return "<p class='note'>No standard / format / side-effect metrics in these runs.</p>"
     groups: list[tuple[str, int]] = []
@@ -236,7 +241,7 @@ def _table1_html(runs: Sequence[dict], budgets: dict[str, Any]) -> str:
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append("</tr>")
     h.append("</table>")
-    h.append(f"<p class='note'>{_e(TABLE1_LEGEND.format(ref='flu').replace(chr(92), ''))} "
+    h.append(f"<p class='note'>{_e(table1_legend(_localizations(runs), reference).replace(chr(92), ''))} "
              "Means over seeds. <b>original</b>: the "
              "unedited model. ↑/↓: higher/lower is better; \"Forget\" is the error rate on the true answer "
              "(1 − accuracy). † and grey: the unedited model is not clearly above chance in this format, so the "
@@ -277,7 +282,8 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
         return {k: msg for k in ("spider", "formats", "relearning", "probes")}
     has = lambda suite: any(suite in r.suites for r in first.values())  # noqa: E731
     out = {"spider": _try_fig(lambda: P.spider_plot(first, title="Robustness per localization (outward = better)"
-                                                    + over), "spider plot")}
+                                                    + over), "spider plot") if P.spider_metrics(first)
+           else "<p class='note'>No spider-plot metrics (accuracies in [0, 1]) in these suites.</p>"}
     fmt_names = list(dict.fromkeys(m.name for r in first.values() if "formats" in r.suites
                                    for m in r.suites["formats"].metrics))
     change = [n for n in fmt_names if "maintain" not in n]
@@ -491,12 +497,12 @@ def _facts_used(data: Mapping[str, Any]) -> str:
     return f"{known} known of {total}" + (f", {used} used (--max-facts)" if used != known else "")
 
 
-def _comparisons(section, path) -> str:
+def _comparisons(section, path, references: Sequence[str] | None = None) -> str:
     """A comparisons section of a folder this report has read already (its warnings given once)."""
     from factlens.runner.run_files import warned_already
 
     with warned_already():
-        return section(path)
+        return section(path, references)
 
 
 def missing_units(cfg: dict, runs: Sequence[dict]) -> list[str]:
@@ -510,8 +516,9 @@ def _budget_note(runs: Sequence[dict]) -> str:
     return f"<p class='err'>{_e(note)}</p>" if note else ""
 
 
-def build_report(path: str | Path) -> str:
-    """The report of a run directory as one HTML string (plotly.js embedded once)."""
+def build_report(path: str | Path, *, references: Sequence[str] | None = None) -> str:
+    """The report of a run directory as one HTML string (plotly.js embedded once); ``references``:
+    the units compared against (``factlens report --reference``; default :func:`report_references`)."""
     import plotly.offline
 
     d = load_run_dir(path)
@@ -543,11 +550,12 @@ def build_report(path: str | Path) -> str:
         parts.append(f"<p>No finished runs yet{_e(RunDir(Path(path)).set_aside_note())}.</p></body></html>")
         return "".join(parts)
 
+    reference = table1_reference(runs, references)  # a --reference not among the units: ValueError, before the work
     budgets = params_edited(runs, lambda n: f"{n:,}")
     evals = _eval_results(runs)
     plots = _eval_plots(evals)
-    parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets),
-              "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path),
+    parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets, reference),
+              "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path, references),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],
@@ -569,14 +577,17 @@ def build_report(path: str | Path) -> str:
     return "".join(parts)
 
 
-def write_report(path: str | Path, *, output: str | Path | None = None) -> Path:
-    """Write ``report.html`` (or ``output``) for a run directory and return its path."""
-    from factlens.files import check_output, write_atomic
+def write_report(path: str | Path, *, output: str | Path | None = None,
+                 references: Sequence[str] | None = None) -> Path:
+    """Write ``report.html`` (or ``output``) for a run directory and return its path (``references``:
+    see :func:`build_report`)."""
+    from factlens.files import write_atomic
+    from factlens.runner.report_output import check_report_output
 
     out = Path(output) if output is not None else Path(path) / "report.html"
     # never over a run file (--output DIR/run_config.json destroyed the folder) nor a file of one's own
-    check_output(out, what="report", ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head,
-                 protected=[path], allowed=("report.html",))
-    text = build_report(path)
+    check_report_output(out, what="report", protected=[path], allowed=("report.html",),
+                        ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head)
+    text = build_report(path, references=references)
     write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

@@ -7,13 +7,14 @@ documentation page built from it says exactly what the run measured.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _num, load_run_dir, metric_matrix, missing_units,
-                                    table1_rows)
+from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _localizations, _num, load_run_dir,
+                                    metric_matrix, missing_units, table1_reference, table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
-from factlens.runner.report_stats import (TABLE1_LEGEND, comparisons_markdown, params_edited, run_metric,
+from factlens.runner.report_stats import (comparisons_markdown, params_edited, run_metric, table1_legend,
                                           unequal_budget_note)
 
 __all__ = ["markdown_summary", "is_markdown_summary"]
@@ -34,6 +35,19 @@ ROBUSTNESS_COLUMNS: tuple[tuple[str, str, str], ...] = (
 def _md_cell(cell: dict | None) -> str:
     text, klass = _fmt(cell)
     return text
+
+
+def _robustness_row(run: dict) -> str:
+    """One run's row of the robustness table: value [interval] (n), and † where the metric is at chance
+    on the unedited model, as Table 1 and "All metrics" mark it (the row gave no sign of it)."""
+    vals = []
+    for _, suite, name in ROBUSTNESS_COLUMNS:
+        m = run_metric(run, suite, name)
+        ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+        vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else ""))
+    labels = run.get("mask_labels", [])
+    comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
+    return f"| {run['localization']} (seed {run['seed']}) | {comps} | " + " | ".join(vals) + " |"
 
 
 def _original_rows(runs: list[dict]) -> list[str]:
@@ -81,19 +95,22 @@ def is_markdown_summary(head: str) -> bool:
     return notes
 
 
-def markdown_summary(path: str | Path) -> str:
+def markdown_summary(path: str | Path, *, references: Sequence[str] | None = None) -> str:
     """Markdown tables of a run directory: Table 1, the attacks and probes, the comparisons,
     every metric of every suite (those of suites added to factlens too), and timings.
 
     Every number is read from the run's JSON files, so a documentation page built from it
-    says exactly what the run measured (``factlens report <run dir> --markdown``).
+    says exactly what the run measured (``factlens report <run dir> --markdown``). ``references``:
+    the units compared against (``--reference``; default
+    :func:`~factlens.runner.report_stats.report_references`: flu and random).
     """
     d = load_run_dir(path)
     runs = d["runs"]
     if not runs:
         raise ValueError(f"{path} holds no finished runs yet{RunDir(Path(path)).set_aside_note()}")
+    reference = table1_reference(runs, references)  # a --reference not among the units: ValueError
     budgets = params_edited(runs, lambda n: f"{n:,}")  # (as millions to 2 places, 12,448 and 12,384 both read 0.01M)
-    cols, rows = table1_rows(runs)
+    cols, rows = table1_rows(runs, reference=reference)
     missing = missing_units(d["config"], runs)
     out = [f"> Not finished: {', '.join(missing)} (their cells are left out; cells over fewer seeds say how many).",
            ""] if missing else []
@@ -106,27 +123,23 @@ def markdown_summary(path: str | Path) -> str:
         out.append(f"| {row['name']} | {budgets.get(row['name'], '–')} | {cells} |")
     out.append("")
     out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
-               "robustness). Forget = 1 − accuracy on the true answer. " + TABLE1_LEGEND.format(ref="flu"))
+               "robustness). Forget = 1 − accuracy on the true answer. " + table1_legend(_localizations(runs), reference))
     out.append("")
     out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
     out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
     out += _original_rows(runs)
-    for r in runs:
-        vals = []
-        for _, suite, name in ROBUSTNESS_COLUMNS:
-            m = run_metric(r, suite, name)
-            ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
-            vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})")
-        labels = r.get("mask_labels", [])
-        comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
-        out.append(f"| {r['localization']} (seed {r['seed']}) | {comps} | " + " | ".join(vals) + " |")
+    robust = [_robustness_row(r) for r in runs]
+    out += robust
     out.append("")
+    if any(" †" in row for row in robust):
+        out += ["† the unedited model is not clearly above chance on that metric (the number says nothing about "
+                "robustness).", ""]
     out.append("## Comparisons")
     out.append("")
     note = unequal_budget_note(runs)
     if note:
         out += [f"> {note}", ""]
-    out.append(_comparisons(comparisons_markdown, path))
+    out.append(_comparisons(comparisons_markdown, path, references))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")
     out.append("")

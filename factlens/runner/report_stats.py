@@ -9,8 +9,8 @@ by their tokens there and in the test (:func:`cell_weights`). A cell is marked w
 the reference localization's cell: paired sign-flip permutation test over facts on the
 same per-fact values, Holm-corrected across the cells of the row (cells that are the same
 test on the same per-fact values, or their complements, count once), ``p <= 0.05``; cells at
-chance are never marked. The Comparisons section is :func:`factlens.compare` against FLU and
-against random.
+chance are never marked. The Comparisons section is :func:`factlens.compare` against each
+reference unit (:func:`report_references`: FLU and random by default).
 """
 
 from __future__ import annotations
@@ -25,20 +25,72 @@ from factlens.evaluation.plots import HEADLINE_METRICS
 from factlens.evaluation.result import EvalResult, Metric
 
 __all__ = ["annotate_table1", "cell_interval", "cell_text", "params_edited", "seed_pooled", "compare_text", "comparisons_html",
-           "comparisons_markdown", "run_eval",
-           "run_metric", "TABLE1_LEGEND", "HEADLINE_METRICS"]
+           "comparisons_markdown", "run_eval", "report_references", "no_comparison_reason", "table1_legend",
+           "run_metric", "TABLE1_LEGEND", "DEFAULT_REFERENCES", "HEADLINE_METRICS"]
 
-#: Legend of the Table 1 marks (HTML and markdown).
-TABLE1_LEGEND = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
-                 "and on the pooled count where every fact of every seed is 0 or 1 alike; otherwise a percentile "
-                 "bootstrap over facts, resampling seeds then facts with several seeds; the "
-                 "original row: the same for its baseline accuracies). ± s: a cell without per-fact values, "
-                 "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. "
-                 "\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
+#: Legend of Table 1's intervals (HTML and markdown).
+_TABLE1_INTERVALS = ("[a, b]: 95 % confidence interval (Wilson score interval for an accuracy of one metric and seed, "
+                     "and on the pooled count where every fact of every seed is 0 or 1 alike; otherwise a percentile "
+                     "bootstrap over facts, resampling seeds then facts with several seeds; the "
+                     "original row: the same for its baseline accuracies). ± s: a cell without per-fact values, "
+                     "mean ± standard deviation over seeds (not an interval); a bare number: one seed and no interval. ")
+#: Legend of Table 1's significance marks, promised only when they were computed (:func:`table1_legend`).
+_TABLE1_MARKS = ("\\* the difference from {ref} is significant: paired sign-flip permutation test over facts "
                  "(exact when at most 16 facts differ or the differences take few values, e.g. 0/1 outcomes), Holm-corrected across the columns of the row that can reach "
                  "significance (columns with the same per-fact outcomes count once; Tarone), p ≤ 0.05. With "
                  "several seeds the test pools the seeds' facts: it holds for these trained edits, not for another "
                  "training seed (the interval includes the seed-to-seed variance, the test does not).")
+#: Legend of the Table 1 marks (HTML and markdown), with ``{ref}`` the reference unit.
+TABLE1_LEGEND = _TABLE1_INTERVALS + _TABLE1_MARKS
+
+#: The localizations the report compares against by default (:func:`report_references`).
+DEFAULT_REFERENCES: tuple[str, ...] = ("flu", "random")
+
+
+def report_references(units: Sequence[str], given: Sequence[str] | None = None) -> list[str]:
+    """The units the report compares against: ``given`` (``factlens report --reference``), else the
+    units named ``flu`` / ``random``, else those whose localization (the part before ``+``) is flu /
+    random: a run of ``--objectives graddiff`` (units ``flu+graddiff``, ``random+graddiff``, ...) is
+    compared with ``flu+graddiff`` as ``factlens compare --reference flu+graddiff`` does; the report
+    had no comparisons and no Table 1 marks there.
+
+    Raises:
+        ValueError: A ``given`` reference is not a unit of the run (the message lists them).
+
+    Example:
+        >>> report_references(["flu+graddiff", "random+graddiff", "all_mlps+graddiff"])
+        ['flu+graddiff', 'random+graddiff']
+        >>> report_references(["flu", "random", "flu+npo"]), report_references(["a", "b"], ["b"])
+        (['flu', 'random'], ['b'])
+    """
+    units = list(units)
+    if given:
+        missing = [r for r in given if r not in units]
+        if missing:
+            raise ValueError(f"--reference {missing[0]!r} is not a unit of this run; its units are "
+                             f"{', '.join(units)}: name one of them")
+        return list(dict.fromkeys(given))
+    named = [u for u in DEFAULT_REFERENCES if u in units]
+    return named or [u for ref in DEFAULT_REFERENCES for u in units if u.split("+")[0] == ref]
+
+
+def no_comparison_reason(units: Sequence[str], references: Sequence[str]) -> str | None:
+    """Why the report compares nothing (one unit only, or no reference unit), else ``None``."""
+    units = list(units)
+    if len(units) < 2:
+        return f"only one unit ({units[0] if units else 'none'}) in this run: nothing to compare"
+    if not references:
+        return ("no reference unit in this run (none named flu or random, nor flu+… or random+…): pass "
+                f"--reference UNIT with one of {', '.join(units)}")
+    return None
+
+
+def table1_legend(units: Sequence[str], reference: str | None) -> str:
+    """:data:`TABLE1_LEGEND` for ``reference``; without marks (one unit, no reference) it says why
+    instead of promising marks that are not there."""
+    reason = no_comparison_reason(units, [reference] if reference else [])
+    return _TABLE1_INTERVALS + (f"No \\* marks: {reason}." if reason else _TABLE1_MARKS.format(ref=reference))
+
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
 # full table follows in a collapsed block); EvalResult.plot draws the same ones.
@@ -409,44 +461,55 @@ def compare_text(table, *, reference: str) -> str:
     return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
 
 
-def _tables(path, references: Sequence[str]) -> list[tuple[str, Any, Any]]:
-    """Per reference present: (reference, headline table, table of every metric); Holm within each."""
+def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any]], str | None]:
+    """Per reference (:func:`report_references`; ``None``: the defaults): (reference, headline table,
+    table of every metric), Holm within each; and why there are none (one unit, no reference unit)."""
     from factlens.comparison import compare, load_evaluations
 
     evals = load_evaluations(path)
+    refs = report_references(list(evals), references)
+    reason = no_comparison_reason(list(evals), refs)
     out = []
-    for ref in references:
-        if ref not in evals or len(evals) < 2:
-            continue
+    for ref in refs if reason is None else ():
         full = compare(evals, reference=ref)
         names = [m for m in HEADLINE_METRICS if m in set(full["metric"])]
         out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full))
-    return out
+    return out, reason
 
 
-def comparisons_markdown(path, references: Sequence[str] = ("flu", "random")) -> str:
-    """Markdown of the comparisons against each reference present in the run: the headline
+def _no_comparison(reason: str | None) -> str:
+    return f"No comparisons: {reason}." if reason else "No comparisons."
+
+
+def comparisons_markdown(path, references: Sequence[str] | None = None) -> str:
+    """Markdown of the comparisons against each reference (:func:`report_references`): the headline
     metrics, then every metric in a collapsed ``<details>`` block (as the HTML report has them)."""
+    tables, reason = _tables(path, references)
     parts = []
-    for ref, head, full in _tables(path, references):
+    for ref, head, full in tables:
         parts.append(f"### Against {ref}\n\n" + compare_text(head, reference=ref))
         if len(full) > len(head):
             parts.append(f"<details><summary>all {len(full)} comparisons against {ref} (Holm across all metrics of "
                          f"a localization)</summary>\n\n" + compare_text(full, reference=ref) + "\n</details>\n")
-    return "\n".join(parts) if parts else "No reference localization (flu, random) in this run to compare against.\n"
+    return "\n".join(parts) if parts else _no_comparison(reason) + "\n"
 
 
-def comparisons_html(path, references: Sequence[str] = ("flu", "random")) -> str:
-    """HTML of the comparisons against each reference: headline metrics, then every metric (collapsed)."""
+def comparisons_html(path, references: Sequence[str] | None = None) -> str:
+    """HTML of the comparisons against each reference: headline metrics, then every metric (collapsed);
+    a reference without per-fact metrics (``--suites mechanisms``) says so, as the markdown does."""
     try:
-        tables = _tables(path, references)
+        tables, reason = _tables(path, references)
     except (ValueError, KeyError) as e:
         return f"<p class='err'>comparison failed: {html.escape(str(e))}</p>"
     if not tables:
-        return "<p class='note'>No reference localization (flu, random) in this run to compare against.</p>"
+        return f"<p class='note'>{html.escape(_no_comparison(reason))}</p>"
     parts = []
     for ref, head, full in tables:
-        parts.append(f"<h3>Against {html.escape(ref)}</h3>" + _html_table(head))
+        parts.append(f"<h3>Against {html.escape(ref)}</h3>")
+        if full.empty:
+            parts.append(f"<p class='note'>{html.escape(compare_text(full, reference=ref).strip())}</p>")
+            continue
+        parts.append(_html_table(head))
         parts.append(f"<details><summary>all {len(full)} comparisons against {html.escape(ref)} (Holm across all "
                      f"metrics of a localization)</summary>{_html_table(full)}</details>"
                      f"<p class='note'>{html.escape(_legend(ref))}</p>")

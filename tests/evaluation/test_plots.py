@@ -101,3 +101,41 @@ def test_spider_plot_names_the_axes_at_chance(results):
     theta = list(fig.data[0].theta)
     assert any(t.endswith("(at chance)") and "MCQ" in t for t in theta)
     assert sum(t.endswith("(at chance)") for t in theta[:-1]) == 1  # only the metric flagged at chance
+
+
+def _interval(fig, loc: str, label: str) -> tuple[float, float]:
+    """The (low, high) ends of ``loc``'s interval segment on the spider axis ``label``, read from the figure."""
+    trace = next(t for t in fig.data if t.name == f"{loc} 95 % interval")
+    rs = [r for r, th in zip(trace.r, trace.theta) if th == label]
+    assert len(rs) == 2
+    return rs[0], rs[1]
+
+
+def test_spider_plot_draws_each_metrics_interval_with_flipped_ends_where_lower_is_better():
+    """The issue asked that "the spider and bar plots get error bars"; the spider drew none."""
+    def res(shift: float) -> EvalResult:
+        std = SuiteResult("standard", (
+            Metric("forget_accuracy", 0.1 + shift, 8, higher_is_better=False, ci_low=0.02 + shift, ci_high=0.3 + shift),
+            Metric("edit_accuracy", 0.8, 8, ci_low=0.6, ci_high=0.9),
+            Metric("maintain_accuracy", 0.95, 20)))  # no interval: no segment
+        return EvalResult({"standard": std})
+
+    locs = [f"loc{i}" for i in range(6)]
+    fig = spider_plot({loc: res(0.01 * i) for i, loc in enumerate(locs)})
+    assert _interval(fig, "loc0", "Edit") == pytest.approx((0.6, 0.9))
+    assert _interval(fig, "loc0", "1 - Forget") == pytest.approx((1 - 0.3, 1 - 0.02))  # 1 - x: the ends swap
+    assert _interval(fig, "loc5", "1 - Forget") == pytest.approx((1 - 0.35, 1 - 0.07))
+    seg = next(t for t in fig.data if t.name == "loc0 95 % interval")
+    assert "Maintain" not in seg.theta and "loc0, 1 - Forget: 0.900 [0.700, 0.980]" in seg.text
+    # readable with six localizations: one legend entry each, the segment in its area's legend group
+    assert [t.name for t in fig.data if t.showlegend is not False] == locs
+    assert {t.legendgroup for t in fig.data} == set(locs)
+
+
+def test_relearning_bars_say_at_chance():
+    """Audit (confirm_chance_robustness.py, run15): metric_bars and the spider flag a metric at chance;
+    the relearning bars did not."""
+    rel = lambda c: EvalResult({"relearning": SuiteResult("relearning", (  # noqa: E731
+        Metric("relearn_forget_accuracy", 0.5, 4, baseline=1.0, higher_is_better=False, at_chance=c),))})
+    fig = relearning_bars({"flu": rel(True), "random": rel(False)})
+    assert list(fig.data[1].text) == ["(at chance)", ""]

@@ -918,3 +918,12 @@ def test_the_suites_help_names_every_attack_that_runs_only_when_listed(capsys):
     text = " ".join(capsys.readouterr().out.split())
     builtin = [s.name for s in SUITES if s.fn.module.startswith("factlens.") and s.name not in ALL_SUITES]
     assert len(builtin) >= 6 and all(name in text for name in builtin)
+
+
+def test_the_compare_help_names_the_interval_of_several_seeds_of_0_1_outcomes(capsys):
+    """``factlens compare --help`` said "Newcombe's for 0/1 outcomes of one seed, else a paired bootstrap";
+    with several seeds of 0/1 outcomes the interval is the hull of both (stats.paired_diff)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "of one seed, else" not in text and "with several seeds its hull with the paired bootstrap" in text

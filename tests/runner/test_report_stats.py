@@ -290,3 +290,81 @@ def test_a_cell_whose_seed_lacks_per_fact_values_has_no_interval_and_pooled_n_co
     assert cell_interval(runs, "standard", "maintain_accuracy", baseline=False) is None
     pooled = seed_pooled([r["eval"] for r in runs[:2]])["standard"]["maintain_accuracy"]
     assert pooled.n == 64
+
+
+def _forget_run(unit: str, values, seed: int = 0) -> dict:
+    """A run record of one unit whose standard suite has a forget accuracy per fact (1 = still known)."""
+    m = Metric.from_samples("forget_accuracy", {f"f{i}": float(v) for i, v in enumerate(values)}, baseline=1.0,
+                            higher_is_better=False)
+    return {"localization": unit, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+
+def test_units_of_one_objective_are_compared_with_their_flu_unit_as_compare_does():
+    """Audit (run9): with ``--objectives graddiff`` (units flu+graddiff, random+graddiff) the report had no
+    Comparisons ("No reference localization (flu, random)") and Table 1 no marks, though `factlens compare
+    --reference flu+graddiff` compares them."""
+    from factlens.comparison import compare
+    from factlens.runner.report import table1_reference
+    from factlens.runner.report_stats import compare_text, comparisons_markdown, report_references, table1_legend
+
+    runs = [_forget_run("flu+graddiff", [0.0] * 16), _forget_run("random+graddiff", [1.0] * 16),
+            _forget_run("all_mlps+graddiff", [0.0] * 16)]
+    units = [r["localization"] for r in runs]
+    assert report_references(units) == ["flu+graddiff", "random+graddiff"] and table1_reference(runs) == "flu+graddiff"
+    _, rows = table1_rows(runs, reference=table1_reference(runs))
+    assert _cell(rows, "random+graddiff")["significant"] and not _cell(rows, "all_mlps+graddiff")["significant"]
+    assert "the difference from flu+graddiff is significant" in table1_legend(units, "flu+graddiff")
+    evals = {r["localization"]: [r["eval"]] for r in runs}
+    md = comparisons_markdown(evals)
+    assert md.startswith("### Against flu+graddiff\n") and "### Against random+graddiff\n" in md
+    assert compare_text(compare(evals, reference="flu+graddiff"), reference="flu+graddiff") in md  # as the CLI's
+    assert report_references(["flu", "random", "flu+npo"]) == ["flu", "random"]  # a plain run: as before
+
+
+def test_the_report_says_why_it_compares_nothing_and_promises_no_marks_it_did_not_compute():
+    """Audit (run6, run5): a run of flu alone said "No reference localization (flu, random)"; one without a
+    reference unit kept Table 1's "* the difference from flu is significant" beside no mark at all."""
+    from factlens.runner.report_stats import comparisons_markdown, report_references, table1_legend
+
+    one = comparisons_markdown({"flu": [_forget_run("flu", [0.0] * 16)["eval"]]})
+    assert one == "No comparisons: only one unit (flu) in this run: nothing to compare.\n"
+    two = {u: [_forget_run(u, [0.0] * 16)["eval"]] for u in ("causal_tracing", "all_mlps")}
+    none = comparisons_markdown(two)
+    assert "no reference unit in this run" in none and "--reference UNIT with one of causal_tracing, all_mlps" in none
+    legend = table1_legend(list(two), None)
+    assert "the difference from" not in legend and "No \\* marks: no reference unit" in legend
+    assert "No \\* marks: only one unit (flu)" in table1_legend(["flu"], "flu")
+    with pytest.raises(ValueError, match="--reference 'flu' is not a unit of this run; its units are causal_tracing"):
+        report_references(list(two), ["flu"])
+
+
+def test_html_comparisons_without_per_fact_metrics_say_so_and_the_spider_gives_no_error():
+    """Audit (run14, --suites mechanisms): the HTML showed header-only tables and "all 0 comparisons" where
+    the markdown said "No metric with per-fact values"; run13/run14 showed a red "spider plot could not be
+    drawn: ValueError" for a normal run."""
+    from factlens.runner.report import _eval_plots
+    from factlens.runner.report_stats import comparisons_html, comparisons_markdown
+
+    def ev() -> EvalResult:
+        return EvalResult({"mechanisms": SuiteResult("mechanisms", (Metric("mlp_share", 0.5, 1, unit="masks"),))})
+
+    evals = {"flu": [ev()], "random": [ev()]}
+    page, md = comparisons_html(evals), comparisons_markdown(evals)
+    assert "No metric with per-fact values to compare against 'flu'" in md
+    assert "No metric with per-fact values to compare against &#x27;flu&#x27;" in page
+    assert "all 0 comparisons" not in page and "<table>" not in page
+    spider = _eval_plots(evals)["spider"]
+    assert "class='err'" not in spider and "No spider-plot metrics" in spider
+
+
+def test_the_robustness_row_marks_a_metric_at_chance():
+    """Audit (confirm_chance_robustness.py, run15): Table 1, All metrics and the plots flag a relearning
+    metric at chance; the markdown robustness table printed it as any other value."""
+    from factlens.runner.report_markdown import _robustness_row
+
+    at, ok = (Metric.from_samples("relearn_forget_accuracy", {f"f{i}": 1.0 for i in range(8)}, at_chance=c,
+                                  higher_is_better=False) for c in (True, False))
+    row = lambda m: _robustness_row({"localization": "flu", "seed": 0, "mask_labels": ["L0H0"],  # noqa: E731
+                                     "eval": EvalResult({"relearning": SuiteResult("relearning", (m,))})})
+    assert row(at).split(" | ")[2] == "1.000 [0.676, 1.000] (n=8) †"
+    assert row(ok).split(" | ")[2] == "1.000 [0.676, 1.000] (n=8)"

@@ -580,3 +580,45 @@ def test_a_run_with_the_logit_lens_takes_its_settings_and_draws_its_curves(tmp_p
     assert rec["eval"]["suites"]["linear_lens"]["extra"]["fit"]["model"]["n_tokens"] == 8 * 63
     table = compare(out, reference="flu")
     assert {"logit_lens_forget_accuracy", "logit_lens_selective_recovery"} <= set(table["metric"])
+
+
+def test_report_reference_flag_and_the_legend_of_runs_without_flu(copy_of_run: Path, capsys):
+    """``factlens report --reference UNIT`` picks the units compared against; without a flu unit Table 1's
+    legend said "* the difference from flu is significant" beside no mark (audit run5), and a run of
+    one unit said "No reference localization (flu, random)" (audit run6)."""
+    assert main(["report", str(copy_of_run), "--markdown", "--reference", "all_mlps"]) == 0
+    md = capsys.readouterr().out
+    assert "### Against all_mlps" in md and "### Against flu" not in md and "difference from all_mlps" in md
+    assert main(["report", str(copy_of_run), "--markdown", "--reference", "nope"]) == 2
+    assert "--reference 'nope' is not a unit of this run; its units are flu, random, all_mlps" in capsys.readouterr().err
+    seed = copy_of_run / "runs" / "seed0"
+    (seed / "flu.json").unlink()
+    assert main(["report", str(copy_of_run), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "difference from random is significant" in md and "difference from flu" not in md
+    (seed / "all_mlps.json").unlink()
+    assert main(["report", str(copy_of_run), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "No comparisons: only one unit (random) in this run: nothing to compare." in md
+    assert "No \\* marks: only one unit (random)" in md and "difference from" not in md
+
+
+def test_an_output_under_an_existing_file_is_refused_before_any_work(copy_of_run: Path, tmp_path: Path, capsys,
+                                                                    monkeypatch):
+    """Audit confirm_parent_file.sh: ``--csv notes.csv/x.csv`` (a folder that is a file) was a FileExistsError
+    traceback, and compare lost the table it had computed first."""
+    import factlens.comparison
+
+    def never(*a, **kw):
+        raise AssertionError("computed before the output path was checked")
+
+    monkeypatch.setattr(factlens.comparison, "compare", never)
+    mine = tmp_path / "notes.csv"
+    mine.write_text("mine\n")
+    for argv in (["compare", str(copy_of_run), "--csv", str(mine / "x.csv")],
+                 ["report", str(copy_of_run), "--output", str(mine / "sub" / "r.html")],
+                 ["report", str(copy_of_run), "--markdown", "--output", str(mine / "r.md")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{mine} is a file, not a folder" in err and "Traceback" not in err
+    assert mine.read_text() == "mine\n"
