@@ -91,6 +91,10 @@ class TaskScores:
         maintain_said: Maintain fact -> the candidate the model gives (one prompt per fact;
             empty otherwise): what :mod:`~factlens.evaluation.selectivity` needs for the bias
             of an attack.
+        answer_shares: Split -> true answer -> share of the split's prompts with that answer.
+        said_shares: Split -> candidate -> share of the split's prompts on which the model
+            predicts it. These two give the answer-bias bar of :meth:`chance_flags`; a split
+            without them is judged by its own chance level alone.
     """
 
     forget: dict[str, float]
@@ -99,11 +103,24 @@ class TaskScores:
     chance: dict[str, float] = field(default_factory=dict)
     n_prompts: dict[str, int] = field(default_factory=dict)
     maintain_said: dict[str, str] = field(default_factory=dict)
+    answer_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    said_shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def accuracy(self, split: str) -> float:
         """Mean of a split's per-fact values (NaN when it has none)."""
         v = [x for x in getattr(self, split).values() if not math.isnan(x)]
         return float(np.mean(v)) if v else float("nan")
+
+    def chance_flags(self) -> tuple[dict[str, bool], dict[str, Any]]:
+        """At-chance flags of the forget and maintain splits (these scores being the unedited
+        model's), and which check decided (:func:`~factlens.evaluation.standard.chance_flags`: each
+        split's accuracy against its chance, and against the answer-bias bar of the other split)."""
+        from factlens.evaluation.standard import SplitTally, chance_flags, not_above_chance
+
+        splits = [s for s in ("forget", "maintain") if s in self.chance]
+        tallies = {s: SplitTally(self.accuracy(s), self.n_prompts.get(s, 0), self.chance[s],
+                                 self.answer_shares.get(s, {}), self.said_shares.get(s)) for s in splits}
+        return chance_flags(tallies, {s: not_above_chance(t.accuracy, t.chance, t.n) for s, t in tallies.items()})
 
     def known(self) -> dict[str, float]:
         """True answer wins on forget and maintain facts together (what :func:`attack_damage` compares)."""
@@ -128,12 +145,14 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
         >>> s.accuracy("forget"), s.accuracy("edit"), s.accuracy("maintain")
         (1.0, 0.0, 1.0)
     """
-    from factlens.evaluation.standard import chance_of, fact_means, score_items
+    from factlens.evaluation.standard import chance_of, fact_means, score_items, shares
 
     out: dict[str, dict[str, float]] = {"forget": {}, "edit": {}, "maintain": {}}
     chance: dict[str, float] = {}
     n: dict[str, int] = {}
     said: dict[str, str] = {}
+    answer_shares: dict[str, dict[str, float]] = {}
+    said_shares: dict[str, dict[str, float]] = {}
     for split, items in _task_items(task, config, fmt).items():
         n[split] = len(items)
         if not items:
@@ -141,12 +160,13 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
         s = score_items(model, items, config)
         chance[split] = chance_of(items)
         out[split] = fact_means(s, s.answer_wins.astype(float))
+        answer_shares[split], said_shares[split] = shares([it.answer for it in items]), shares(s.predicted())
         has_t = np.array([it.target is not None for it in items])
         if split == "forget" and task.objective == "inject" and has_t.any():
             out["edit"] = fact_means(s, np.where(has_t, s.target_wins.astype(float), np.nan))
         if split == "maintain" and len({it.record_id for it in items}) == len(items):
             said = {it.record_id: c for it, c in zip(items, s.predicted())}
-    return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n, said)
+    return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n, said, answer_shares, said_shares)
 
 
 def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
@@ -189,11 +209,10 @@ def _diff(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
 
 
 def _at_chance(base: TaskScores | None, split: str) -> bool:
-    from factlens.evaluation.standard import not_above_chance
-
+    """The unedited model's at-chance flag of ``split`` (:meth:`TaskScores.chance_flags`; ``False`` without it)."""
     if base is None or split not in base.chance:
         return False
-    return not_above_chance(base.accuracy(split), base.chance[split], base.n_prompts.get(split, 0))
+    return base.chance_flags()[0][split]
 
 
 def attack_metrics(prefix: str, attacked: TaskScores, before: TaskScores, *, base_attacked: TaskScores | None = None,

@@ -461,7 +461,8 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         random direction removed at each chosen place instead. ``extra``: ``settings``,
         ``layers``, ``positions``, ``contrast``, ``selection``, ``folds`` (per fold: held-out
         facts, the chosen position and layer, every variant's accuracy on the fitting facts and
-        the retain guard), ``attack_damage``, ``random_attack_damage`` and ``note``.
+        the retain guard), ``attack_damage``, ``random_attack_damage``, ``note`` and ``at_chance_bar``
+        (per split, which check set its at-chance flag: :meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`).
 
     Raises:
         ValueError: No forget facts, no contrast facts for ``"forget_vs_contrast"``, no
@@ -514,6 +515,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
         "folds": [f.to_dict(layers) for f in folds],
         "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
         "random_attack_damage": random_damage,
+        "at_chance_bar": base_before.chance_flags()[1] if base_before is not None else None,
         "selection": ("forget wins on the fitting facts plus true-answer wins on as many retain facts"
                       if st.selection == "selective" and len(task.retain) else "forget wins on the fitting facts"),
         "note": (f"each forget fact scored under the best of {n_variants} (position, layer) variants chosen on the "

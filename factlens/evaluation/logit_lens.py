@@ -436,8 +436,9 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         ``topk_layers``). ``extra``: ``layers``,
         per-layer curves (``true``, ``target``, ``maintain``, ``topk``; ``baseline`` holds the
         original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
-        ``n_ambiguous``, ``chance``, ``settings`` and ``note``. One per-fact row per forget and
-        maintain fact.
+        ``n_ambiguous``, ``chance``, ``settings``, ``note`` and ``at_chance_bar`` (per split, which
+        check set its at-chance flag: :meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`). One
+        per-fact row per forget and maintain fact.
 
     Raises:
         ValueError: No forget facts, fewer forget facts than folds, or a layer the model lacks.
@@ -515,7 +516,8 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
     metrics += vocab
     rows = fact_rows(task, {**_columns(name, before, attacked, base, layer_of), **columns})
     extra = {**_extra(read, base_read, layers, folds, settings, before),
-             "topk_layers": [layer for layer, o in zip(layers, ok) if o], "eligibility": bar}
+             "topk_layers": [layer for layer, o in zip(layers, ok) if o], "eligibility": bar,
+             "at_chance_bar": base_before.chance_flags()[1] if base_before is not None else None}
     if fit is not None:
         extra["fit"] = {"model": fit_info, **({"original": base_fit} if original is not None else {})}
     return SuiteResult(name, tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

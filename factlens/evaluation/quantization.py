@@ -536,8 +536,9 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
         ``quant_<s>_maintain_accuracy``; each metric's ``baseline`` is the quantized
         original. ``extra["schemes"][s]`` holds the weight error, the recovery and
         ``attack_damage`` (``damaged``: the scheme itself costs the unedited model
-        accuracy); ``extra["damaged"]`` lists the flagged schemes. One per-fact row per
-        forget and maintain fact with its outcome before and under every scheme.
+        accuracy); ``extra["damaged"]`` lists the flagged schemes; ``extra["at_chance_bar"]`` per format
+        and split which check set the at-chance flag (:meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`).
+        One per-fact row per forget and maintain fact with its outcome before and under every scheme.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -588,6 +589,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
         "settings": qc.to_dict(), "schemes": schemes,
         "norm_scales": norm_scales_note(model) if qc.unfold_norms else "off",
         "damaged": [s for s, v in schemes.items() if v["attack_damage"].get("damaged")],
+        "at_chance_bar": {fmt: base_before[fmt].chance_flags()[1] for fmt in qc.formats} if base_before else None,
         "note": ("recovery = forget accuracy of the quantized edited model minus the edited model's; baselines are the "
                  "quantized unedited model; a scheme in 'damaged' costs the unedited model more than "
                  f"{qc.damage_tolerance:.0%} accuracy on the task's facts, so its numbers mix recovery with damage"),

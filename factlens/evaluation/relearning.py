@@ -42,6 +42,7 @@ from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
+from factlens.evaluation.standard import chance_flags, tally
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -392,7 +393,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         norm, SFT source), the first attack's loss history as ``history``, and the attack
         budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
         attacks), and ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning
-        is not above chance, so the relearned forget accuracy is not evidence of recovery).
+        is not above chance, so the relearned forget accuracy is not evidence of recovery), ``at_chance_bar``
+        (per role, which check flagged its metrics: :func:`~factlens.evaluation.standard.chance_flags`).
 
     Example:
         >>> from factlens.evaluation import EvalConfig
@@ -417,16 +419,17 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     maintain_items = format_prompts(task.maintain, "default", seed=config.seed)
     maintain_before = score_prompts(model, maintain_items, batch_size=config.batch_size) if maintain_items else None
     trained, held, controls, attacks = _attacks(model, task, facts, halves, config)
-    held_role = _roles(held, before, base)
-    metrics = _metrics(task, held_role, _roles(trained, before, base))
+    held_role, trained_role = _roles(held, before, base), _roles(trained, before, base)
+    original_maintain = None if original is None or not maintain_items else _original_scores(
+        original, model, maintain_items, maintain_before, config, baselines)
+    flags, chance_bar = _flags({"held": held_role, "trained": trained_role}, original_maintain)
+    metrics = _metrics(task, held_role, trained_role, flags)
     maintain_after = controls.get(attacks[0]["held_out"])
     if maintain_after is not None:
         metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
                                baseline=_wins(maintain_before), higher_is_better=True))
-        original_maintain = None if original is None else _original_scores(
-            original, model, maintain_items, maintain_before, config, baselines)
         sel_metrics, sel_extra = _selectivity_metrics(held, controls, base, original_maintain,
-                                                      at_chance=_role_at_chance(held_role), seed=config.seed)
+                                                      at_chance=flags["held"], seed=config.seed)
         metrics += sel_metrics
     rows = _fact_rows(before, trained, held, base)
     first = attacks[0]
@@ -434,7 +437,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         "half_a": [r.id for r in half_a], "half_b": [r.id for r in half_b], "history": first["history"],
         "attacks": attacks, "sft": first["sft"], "lora_params": first["n_lora_params"],
         "lora_delta_norm": first["lora_delta_norm"], "train_seconds": sum(a["train_seconds"] for a in attacks),
-        "chance": _chance(before["B"]),
+        "chance": _chance(before["B"]), "at_chance_bar": chance_bar,
         "budget": {"steps": config.relearning.steps, "lr": config.relearning.lr, "rank": config.relearning.rank,
                    "batch_size": config.relearning.batch_size,
                    "text_batch_size": config.relearning.text_batch_size, "n_train_facts": len(half_a),
@@ -552,28 +555,26 @@ def _roles(after: dict[str, PromptScores], before: dict[str, PromptScores],
                  _concat([base[h] for h in hs]) if base is not None else None)
 
 
-def _role_at_chance(role: _Role) -> bool:
-    """The original model is not above chance on the role's facts (``False`` without it)."""
-    return role.base is not None and _not_above(_wins(role.base), _chance(role.base))
+def _flags(roles: dict[str, _Role], maintain: PromptScores | None) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Each role's at-chance flag on the original (its chance, or the answer bias of its answers on the task's
+    other facts: :func:`chance_flags`), and which check decided; no flags without the original."""
+    tallies = {k: tally(r.base, chance=_chance(r.base)) for k, r in roles.items() if r.base is not None}
+    if maintain is not None and len(maintain):
+        tallies["maintain"] = tally(maintain)
+    own = {k: r.base is not None and _not_above(_wins(r.base), _chance(r.base)) for k, r in roles.items()}
+    return chance_flags(tallies, own)
 
 
-def _metrics(task, held: _Role, trained: _Role) -> list[Metric]:
+def _metrics(task, held: _Role, trained: _Role, at_chance: dict[str, bool]) -> list[Metric]:
     """Forget accuracy of the held-out facts and train accuracy of the trained-on facts before /
-    after relearning (baseline: the original), and the held-out edit accuracy (inject tasks;
-    baseline: before relearning)."""
+    after relearning (baseline: the original; ``at_chance``: per role, from ``chance_flags``), and
+    the held-out edit accuracy (inject tasks; baseline: before relearning)."""
     def base(role: _Role):
         return _wins(role.base) if role.base is not None else None
 
-    metrics = [
-        _metric("relearn_forget_accuracy", held.after, _wins(held.after), baseline=base(held),
-                at_chance=_role_at_chance(held)),
-        _metric("relearn_forget_accuracy_before", held.before, _wins(held.before), baseline=base(held),
-                at_chance=_role_at_chance(held)),
-        _metric("relearn_train_accuracy", trained.after, _wins(trained.after), baseline=base(trained),
-                at_chance=_role_at_chance(trained)),
-        _metric("relearn_train_accuracy_before", trained.before, _wins(trained.before), baseline=base(trained),
-                at_chance=_role_at_chance(trained)),
-    ]
+    metrics = [_metric(f"relearn_{name}{suffix}", s, _wins(s), baseline=base(role), at_chance=at_chance[k])
+               for name, k, role in (("forget_accuracy", "held", held), ("train_accuracy", "trained", trained))
+               for suffix, s in (("", role.after), ("_before", role.before))]
     has_t = np.array([it.target is not None for it in held.after.items])
     if task.objective == "inject" and has_t.any():
         metrics.append(_metric("relearn_edit_accuracy", held.after, np.where(has_t, held.after.target_wins, np.nan),

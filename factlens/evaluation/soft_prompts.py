@@ -108,6 +108,9 @@ class SoftPromptsConfig(ConfigBase):
             raise ValueError(f"SoftPromptsConfig.lr must be > 0, got {self.lr!r}")
         if int(self.steps) < 0:
             raise ValueError(f"SoftPromptsConfig.steps must be >= 0, got {self.steps!r}")
+        if self.max_norm is not None and not self.max_norm > 0:  # a bound of 0 leaves no soft prompt to train
+            raise ValueError(f"SoftPromptsConfig.max_norm must be > 0 (or None: the mean token-embedding norm), "
+                             f"got {self.max_norm!r}")
         if self.position not in SOFT_PROMPT_POSITIONS:
             raise ValueError(f"SoftPromptsConfig.position must be 'append' or 'prepend', got {self.position!r}")
 
@@ -393,16 +396,28 @@ def _original_at_chance(scores: PromptScores | None) -> bool:
     return not_above_chance(acc, chance_of(scores.items), len(scores))
 
 
+def _original_flags(orig_a: PromptScores | None, orig_b: PromptScores | None, orig_m: PromptScores | None
+                    ) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Each half's at-chance flag (:func:`_original_at_chance`), also raised when the unedited model's
+    accuracy on the half is not above the answer-bias bar of its answers on the other half and the
+    maintain facts (:func:`~factlens.evaluation.standard.chance_flags`), and which check decided."""
+    from factlens.evaluation.standard import chance_flags, tally
+
+    own = {"A": _original_at_chance(orig_a), "B": _original_at_chance(orig_b)}
+    parts = {"A": orig_a, "B": orig_b, "maintain": orig_m}
+    return chance_flags({k: tally(v) for k, v in parts.items() if v is not None and len(v)}, own)
+
+
 def _metrics(task, items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None,
-             orig_a: PromptScores | None, orig_b: PromptScores | None) -> list[Metric]:
+             orig_b: PromptScores | None, at_chance: dict[str, bool]) -> list[Metric]:
     """The suite's metrics (see :func:`run_soft_prompts`).
 
-    ``orig_a`` / ``orig_b`` are the unedited model's scores of half A / B without a soft prompt
-    (``None`` without it): ``orig_b``'s accuracy is the baseline of the forget accuracy before
-    the attack, and each half's at-chance flag (:func:`_original_at_chance`) goes to every
-    metric scored on that half (half B: forget, before and edit accuracy; half A: train accuracy).
+    ``orig_b`` holds the unedited model's scores of half B without a soft prompt (``None``
+    without it): its accuracy is the baseline of the forget accuracy before the attack. Each
+    half's at-chance flag (``at_chance``, :func:`_original_flags`) goes to every metric scored
+    on that half (half B: forget, before and edit accuracy; half A: train accuracy).
     """
-    ch_a, ch_b = _original_at_chance(orig_a), _original_at_chance(orig_b)
+    ch_a, ch_b = at_chance["A"], at_chance["B"]
     metrics = [
         _metric("soft_prompt_forget_accuracy", items_b, _per_fact(runs, "B", "answer_wins"),
                 _seed_mean(base_runs, "B", "answer_wins") if base_runs else None, at_chance=ch_b),
@@ -502,7 +517,9 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         the controls dealt to each fact are in ``extra["selectivity"]``).
         ``at_chance`` flags the metrics of a half on which the unedited model, without a soft
         prompt, is not clearly above chance (half B: the forget, before and edit accuracies;
-        half A: the train accuracy), as in the relearning suite; no flags without ``original``.
+        half A: the train accuracy), or not above the answer-bias bar of its answers on the other
+        half and the maintain facts (``extra["at_chance_bar"]`` says per half which check decided),
+        as in the relearning suite; no flags without ``original``.
         Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
         losses of each seed, ``extra["seed_stderr"]`` the standard error of the accuracies over
         the seeds (``None`` for one seed; the metrics' own ``stderr`` is over facts),
@@ -545,11 +562,12 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
                              lambda: forget_scores(original, half_b, config))
         orig_m = cached(baselines, ("scores", items_key(items_m), config.batch_size),
                         lambda: forget_scores(original, task.maintain, config)) if items_m else None
-    metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_a, orig_before)
+    flags, chance_bar = _original_flags(orig_a, orig_before, orig_m)
+    metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_before, flags)
     sel = _selectivity(items_b, items_m, runs, config.seed)
     base_sel = _selectivity(items_b, items_m, base_runs, config.seed) if base_runs is not None else None
     if sel is not None:
-        metrics += selectivity_metrics("soft_prompt", sel, base_sel, at_chance=_original_at_chance(orig_before))
+        metrics += selectivity_metrics("soft_prompt", sel, base_sel, at_chance=flags["B"])
     rows = _fact_rows(items_a, items_b, runs, before, base_runs, sel)
     extra: dict[str, Any] = {
         "per_seed": [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean()),
@@ -566,6 +584,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         extra["baseline_per_seed"] = [{"seed": r["seed"], "forget_accuracy": float(r["B"]["answer_wins"].mean())}
                                       for r in base_runs]
         extra["attack_damage"] = _attack_damage(items_b, orig_before, base_runs, items_m, orig_m)
+        extra["at_chance_bar"] = chance_bar
     else:
         extra["baseline_note"] = "original=None: the attack was not run on the unedited model (no baselines)"
     return SuiteResult("soft_prompts", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,8 +28,8 @@ from factlens.prompt_scores import PromptScores, score_prompts
 if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "readable", "mean_metric",
-           "json_value"]
+__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "SplitTally", "tally", "answer_bias_bar",
+           "chance_flags", "readable", "mean_metric", "json_value"]
 
 
 # -- shared helpers --------------------------------------------------------------------------
@@ -92,6 +92,116 @@ def constant_bar(items: Sequence[FormattedPrompt]) -> float:
         return float("nan")
     answers = [it.answer for it in items]
     return max(chance_of(items), max(answers.count(a) for a in set(answers)) / len(answers))
+
+
+class SplitTally(NamedTuple):
+    """What the at-chance rule (:func:`chance_flags`) needs of the unedited model on one split of a
+    task (forget, maintain, or a part of them such as a half of the forget facts).
+
+    Attributes:
+        accuracy: Its accuracy on the split (the one its own chance check tests).
+        n: Number of prompts.
+        chance: The split's chance level (:func:`chance_of`).
+        answers: True answer -> share of the split's prompts with that answer.
+        said: Candidate -> share of the split's prompts on which the model predicts it
+            (:meth:`~factlens.prompt_scores.PromptScores.predicted`; ties count for none);
+            ``None``: not known.
+        facts: The split's fact ids (empty: not known), to tell which splits are "other".
+    """
+
+    accuracy: float
+    n: int
+    chance: float
+    answers: Mapping[str, float]
+    said: Mapping[str, float] | None
+    facts: frozenset[str] = frozenset()
+
+
+def shares(values: Sequence[str | None]) -> dict[str, float]:
+    """Each value's share of ``values`` (``None``, a tie without an answer, counts in the total only).
+
+    Example:
+        >>> shares(["a", "b", "a", None])
+        {'a': 0.5, 'b': 0.25}
+    """
+    counts: dict[str, int] = {}
+    for v in values:
+        if v is not None:
+            counts[v] = counts.get(v, 0) + 1
+    return {k: c / len(values) for k, c in counts.items()}
+
+
+def tally(scores: PromptScores, *, accuracy: float | None = None, chance: float | None = None) -> SplitTally:
+    """The :class:`SplitTally` of the unedited model's scores of one split (``accuracy`` and
+    ``chance``: the values its own chance check uses, by default the prompts' accuracy and
+    :func:`chance_of`)."""
+    return SplitTally(scores.accuracy() if accuracy is None else float(accuracy), len(scores),
+                      chance_of(scores.items) if chance is None else float(chance),
+                      shares([it.answer for it in scores.items]), shares(scores.predicted()),
+                      frozenset(it.record_id for it in scores.items))
+
+
+def answer_bias_bar(split: SplitTally, others: Sequence[SplitTally]) -> float | None:
+    """What a reader that knows no fact and answers like the model does elsewhere scores on ``split``:
+    the sum over answers ``a`` of ``a``'s share of the split's true answers times the share of the
+    ``others``' prompts (pooled) on which the model says ``a``. ``None`` without such prompts.
+
+    Example:
+        >>> forget = SplitTally(1.0, 12, 1 / 3, {"basketball": 1.0}, None)
+        >>> maintain = SplitTally(0.25, 16, 1 / 3, {"baseball": 0.5, "football": 0.5}, {"basketball": 1.0})
+        >>> answer_bias_bar(forget, [maintain]), answer_bias_bar(maintain, [forget])
+        (1.0, None)
+    """
+    ys = [y for y in others if y.n and y.said is not None]
+    n = sum(y.n for y in ys)
+    if not n:
+        return None
+    return float(sum(s * sum(y.n * y.said.get(a, 0.0) for y in ys) / n for a, s in split.answers.items()))
+
+
+def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, bool]
+                 ) -> tuple[dict[str, bool], dict[str, Any]]:
+    """The at-chance flags of a task's splits on the unedited model, and which check decided.
+
+    A split ``X`` in ``own`` is flagged when its own check flags it (``own[X]``: its accuracy
+    against its chance level, :func:`not_above_chance`), or when its accuracy is not above
+    ``max(chance, bar)`` by 2 standard errors, ``bar`` being :func:`answer_bias_bar` of ``X``
+    against the other splits (the other entries of ``tallies`` that share no fact with ``X``): what
+    a reader scores whose answers are independent of the facts and distributed like the model's
+    on the other prompts of the task. In Sports-Unlearning every forget fact is a basketball
+    player; a model that says basketball to every athlete scores 1.0 there (chance: 1/3), and
+    says basketball to every maintain athlete too: bar 1.0, flagged. A model that knows its
+    forget facts but not its maintain facts, on facts with candidates of their own (CounterFact),
+    gets a bar below chance there and its forget facts are not flagged. Without another split's scores: the own check alone.
+    Every suite that flags forget or maintain metrics goes through here.
+
+    Returns:
+        The flags (split -> bool), and for the suite's ``extra["at_chance_bar"]``, per split:
+        ``bar`` (``None``: not computed), ``accuracy``, ``chance``, ``n`` and ``decided_by``
+        (``"split chance"``, ``"answer bias"``, or ``None`` when not at chance); ``None`` for a
+        split without a tally.
+
+    Example:
+        >>> forget = SplitTally(1.0, 12, 1 / 3, {"basketball": 1.0}, {"basketball": 1.0})
+        >>> maintain = SplitTally(0.25, 16, 1 / 3, {"baseball": 0.5, "football": 0.5}, {"basketball": 1.0})
+        >>> flags, why = chance_flags({"forget": forget, "maintain": maintain}, {"forget": False, "maintain": True})
+        >>> flags, why["forget"]["decided_by"], why["forget"]["bar"], why["maintain"]["decided_by"]
+        ({'forget': True, 'maintain': True}, 'answer bias', 1.0, 'split chance')
+    """
+    flags: dict[str, bool] = {}
+    record: dict[str, Any] = {}
+    for split, own_flag in own.items():
+        x = tallies.get(split)
+        if x is None:
+            flags[split], record[split] = bool(own_flag), None
+            continue
+        ys = [y for k, y in tallies.items() if k != split and y is not None and not y.facts & x.facts]
+        bar = answer_bias_bar(x, ys)
+        biased = bar is not None and not_above_chance(x.accuracy, max(x.chance, bar), x.n)
+        flags[split] = bool(own_flag or biased)
+        record[split] = {"bar": json_value(bar), "accuracy": json_value(x.accuracy), "chance": json_value(x.chance),
+                         "n": int(x.n), "decided_by": "split chance" if own_flag else "answer bias" if biased else None}
+    return flags, record
 
 
 def readable(accuracies: Sequence[float], items: Sequence[FormattedPrompt]) -> tuple[np.ndarray, str]:
@@ -188,6 +298,47 @@ def _rows(split: str, items: Sequence[FormattedPrompt], subjects: dict[str, str]
     return rows
 
 
+def _baseline_flags(scored: dict[str, tuple], extra: dict[str, Any]) -> dict[str, bool]:
+    """The at-chance flag of each split (:func:`chance_flags`; none without the original), with
+    the original's accuracy per split and the bar that decided in ``extra``."""
+    based = {split: (items, b) for split, (items, _, b) in scored.items() if b is not None}
+    if not based:
+        return {}
+    own = {split: not_above_chance(b.accuracy(), chance_of(items), len(items)) for split, (items, b) in based.items()}
+    flags, extra["at_chance_bar"] = chance_flags({split: tally(b) for split, (_, b) in based.items()}, own)
+    for split, (items, b) in based.items():
+        extra[f"{split}_baseline"] = {"accuracy": b.accuracy(), "chance": chance_of(items), "n": len(items),
+                                      "at_chance": flags[split]}
+    return flags
+
+
+def _split_metrics(split: str, items: Sequence[FormattedPrompt], s: PromptScores, b: PromptScores | None, *,
+                   inject: bool, at_chance: bool, extra: dict[str, Any]) -> list[Metric]:
+    """A split's accuracy and probability metrics (forget facts of inject tasks: also the edit's)."""
+    metrics: list[Metric] = []
+    hib = split != "forget"  # forgetting: lower true-answer accuracy is the goal
+    pairs = [("accuracy", s.answer_wins.astype(float), b.answer_wins.astype(float) if b else None),
+             ("prob", s.p_answer_norm, b.p_answer_norm if b else None)]
+    for kind, vals, bvals in pairs:
+        m = mean_metric(f"{split}_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
+                        higher_is_better=hib, at_chance=at_chance)
+        if m is not None:
+            metrics.append(m)
+    if split == "forget" and inject:
+        has_t = np.array([it.target is not None for it in items])
+        if has_t.any():
+            for kind, vals, bvals in [("accuracy", np.where(has_t, s.target_wins, np.nan),
+                                       np.where(has_t, b.target_wins, np.nan) if b else None),
+                                      ("prob", s.p_target_norm, b.p_target_norm if b else None)]:
+                m = mean_metric(f"edit_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
+                                at_chance=at_chance)
+                if m is not None:
+                    metrics.append(m)
+        else:
+            extra["edit_note"] = "no forget fact has an edit target: no edit metrics"
+    return metrics
+
+
 def run_standard(model, task, *, original=None, config: EvalConfig | None = None,
                  baselines: BaselineCache | None = None) -> SuiteResult:
     """Forget / edit / maintain accuracy and probability in the trained ("default") format.
@@ -201,7 +352,10 @@ def run_standard(model, task, *, original=None, config: EvalConfig | None = None
     Returns:
         Metrics ``forget_accuracy``, ``forget_prob`` (lower is better), ``edit_accuracy``,
         ``edit_prob`` (inject tasks with targets), ``maintain_accuracy``, ``maintain_prob``;
-        one per-fact row per forget and maintain fact (``split`` says which).
+        one per-fact row per forget and maintain fact (``split`` says which). With ``original``,
+        ``extra["<split>_baseline"]`` holds its accuracy, chance level and at-chance flag per split,
+        and ``extra["at_chance_bar"]`` which check flagged a split (:func:`chance_flags`: its own
+        chance, or the answer-bias bar of the model's answers on the other split).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -218,38 +372,17 @@ def run_standard(model, task, *, original=None, config: EvalConfig | None = None
     metrics: list[Metric] = []
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"format": "default", **original_note(original)}
-    inject = task.objective == "inject"
+    scored: dict[str, tuple] = {}
     for split, ds in (("forget", task.forget), ("maintain", task.maintain)):
         items = format_prompts(ds, "default", seed=config.seed)
         if not items:
             extra[f"{split}_note"] = f"task.{split} is empty: no {split} metrics"
             continue
-        subjects = {r.id: r.subject for r in ds}
         s, b = score_both(model, original, items, config, baselines)
-        rows += _rows(split, items, subjects, s, b)
-        at_chance = False
-        if b is not None:
-            ch = chance_of(items)
-            at_chance = not_above_chance(b.accuracy(), ch, len(items))
-            extra[f"{split}_baseline"] = {"accuracy": b.accuracy(), "chance": ch, "n": len(items), "at_chance": at_chance}
-        hib = split != "forget"  # forgetting: lower true-answer accuracy is the goal
-        pairs = [("accuracy", s.answer_wins.astype(float), b.answer_wins.astype(float) if b else None),
-                 ("prob", s.p_answer_norm, b.p_answer_norm if b else None)]
-        for kind, vals, bvals in pairs:
-            m = mean_metric(f"{split}_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
-                            higher_is_better=hib, at_chance=at_chance)
-            if m is not None:
-                metrics.append(m)
-        if split == "forget" and inject:
-            has_t = np.array([it.target is not None for it in items])
-            if has_t.any():
-                for kind, vals, bvals in [("accuracy", np.where(has_t, s.target_wins, np.nan),
-                                           np.where(has_t, b.target_wins, np.nan) if b else None),
-                                          ("prob", s.p_target_norm, b.p_target_norm if b else None)]:
-                    m = mean_metric(f"edit_{kind}", fact_means(s, vals), baseline=fact_means(b, bvals) if b else None,
-                                    at_chance=at_chance)
-                    if m is not None:
-                        metrics.append(m)
-            else:
-                extra["edit_note"] = "no forget fact has an edit target: no edit metrics"
+        rows += _rows(split, items, {r.id: r.subject for r in ds}, s, b)
+        scored[split] = (items, s, b)
+    flags = _baseline_flags(scored, extra)
+    for split, (items, s, b) in scored.items():
+        metrics += _split_metrics(split, items, s, b, inject=task.objective == "inject",
+                                  at_chance=flags.get(split, False), extra=extra)
     return SuiteResult("standard", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

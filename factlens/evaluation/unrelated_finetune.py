@@ -267,8 +267,10 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         (after minus before per fact), ``finetune_<d>_edit_accuracy``,
         ``finetune_<d>_maintain_accuracy``, each with the fine-tuned original as baseline.
         ``extra["data"][d]``: loss history, data counts, recovery and ``attack_damage``;
-        ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget.
-        One per-fact row per forget and maintain fact.
+        ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget;
+        ``extra["at_chance_bar"]`` per split which check set the at-chance flag
+        (:meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`). One per-fact row per
+        forget and maintain fact.
     """
     baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     t0 = time.perf_counter()
@@ -311,6 +313,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         "budget": {"method": st.method, "steps": st.steps, "lr": st.lr, "rank": st.rank if st.method == "lora" else None,
                    "batch_size": st.batch_size, "text_batch_size": st.text_batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None},
         "damaged": [d for d, v in per_data.items() if v["attack_damage"].get("damaged")],
+        "at_chance_bar": base_before.chance_flags()[1] if base_before is not None else None,
         "note": ("baselines: the unedited model fine-tuned the same way; recovery = forget accuracy after fine-tuning "
                  "minus before"),
     }
