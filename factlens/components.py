@@ -459,12 +459,41 @@ def _checked(c: Component, shape: ModelShape, neurons: bool, what: str) -> Compo
 # --- masks -----------------------------------------------------------------------------
 
 
+def _mask_components(items) -> frozenset[Component]:
+    """``Mask(items)``'s components: Components or labels (parsed), checked here.
+
+    A bare label string was iterated letter by letter (``Mask("L1.mlp")``: six "components"), and
+    labels in a list were kept as strings; both failed only later, far away (``repr``,
+    ``n_params``, ``edit``: "'str' object has no attribute 'layer'"). Scores
+    (:class:`~factlens.scores.ComponentScores`) would have given a mask of every scored component.
+    """
+    if isinstance(items, frozenset) and all(type(c) is Component for c in items):
+        return items  # the usual case (masks built by factlens itself): nothing to convert
+    if isinstance(items, (str, Component)):
+        raise TypeError(f"Mask takes a list of Components or labels, got the single {type(items).__name__} "
+                        f"{str(items)!r}; write Mask([{items!r}]) (a list even for one component)")
+    if hasattr(items, "to_mask"):
+        raise TypeError("Mask(scores) would select every scored component; choose them with "
+                        "scores.to_mask(top_k=...), threshold=... or param_budget=...")
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"Mask takes a list of Components or labels such as 'L3H2' / 'L5.mlp', got "
+                        f"{type(items).__name__} {str(items)[:60]!r}") from None
+    bad = next((c for c in items if not isinstance(c, (Component, str))), None)
+    if bad is not None:
+        raise TypeError(f"a Mask holds Components or labels such as 'L3H2' / 'L5.mlp', got the item "
+                        f"{type(bad).__name__} {str(bad)[:60]!r}")
+    return frozenset(c if isinstance(c, Component) else Component.parse(c) for c in items)
+
+
 @dataclass(frozen=True)
 class Mask:
     """A set of components, the unit that localizations produce and editors consume.
 
-    Supports ``|`` (union), ``&`` (intersection), ``-`` (difference), ``in``, ``len`` and
-    iteration in sorted order.
+    Built from a list of Components or labels (``Mask(["L1.mlp", "L2H1"])``; one bare label
+    string is refused). Supports ``|`` (union), ``&`` (intersection), ``-`` (difference), ``in``,
+    ``len`` and iteration in sorted order.
 
     Example:
         >>> m = Mask.from_labels(["L1.mlp", "L0H1"]) | Mask.from_labels(["L1.mlp"])
@@ -476,10 +505,15 @@ class Mask:
     name: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "components", frozenset(self.components))
+        object.__setattr__(self, "components", _mask_components(self.components))
 
     @classmethod
     def from_labels(cls, labels: Iterable[str], name: str = "") -> "Mask":
+        """The mask of a list of labels (``["L3H2", "L5.mlp"]``); one bare label string is refused
+        (iterated, it was parsed letter by letter: "cannot parse component label 'L'")."""
+        if isinstance(labels, str):
+            raise TypeError(f"Mask.from_labels takes a list of labels, got the string {labels!r}; write "
+                            f"Mask.from_labels([{labels!r}])")
         return cls(frozenset(Component.parse(l) for l in labels), name=name)
 
     @classmethod
@@ -599,12 +633,22 @@ class Mask:
         return cls.from_labels(d["components"], name=d.get("name", ""))
 
     def save(self, path: str | Path) -> None:
-        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file)."""
-        from factlens.files import write_atomic
+        """Save as JSON (written to a temporary file first: an interrupted save leaves the old file).
 
+        A mask saved there before is replaced (a re-run notebook cell); any other file is left
+        alone and refused with a ``ValueError`` (it was overwritten without a word).
+        """
+        from factlens.files import check_output, write_atomic
+
+        check_output(path, what="saved mask", ours=is_saved_mask)
         text = json.dumps(self.to_dict(), indent=1)
         write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def is_saved_mask(head: str) -> bool:
+    """Whether a file's first characters are those of :meth:`Mask.save` (``{"name": ..., "components": [...``)."""
+    return re.match(r'\{\s*"name": "(?:[^"\\]|\\.)*",\s*"components": \[', head) is not None

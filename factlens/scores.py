@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -208,9 +209,25 @@ class ComponentScores:
     def __len__(self) -> int:
         return len(self.components)
 
-    def __getitem__(self, c: Component | str) -> float:
+    def __iter__(self) -> Iterator[Component]:
+        """The scored components, in :attr:`components` order (that of :meth:`to_frame`'s rows)."""
+        return iter(self.components)
+
+    def __contains__(self, c: object) -> bool:
+        """Whether a component (or a label such as ``"L1.mlp"``) has a score here."""
         if isinstance(c, str):
             c = Component.parse(c)
+        return c in self.components
+
+    def __getitem__(self, c: Component | str) -> float:
+        """The score of a component or label (``scores["L1.mlp"]``); positions are refused: there is
+        no "score 0" to mean (``scores.components[i]`` / ``scores.values[i]`` are by position)."""
+        if isinstance(c, str):
+            c = Component.parse(c)
+        if not isinstance(c, Component):
+            raise TypeError(f"scores are looked up by component or label (scores['L1.mlp']), got "
+                            f"{type(c).__name__} {c!r}; by position use scores.components[i] and scores.values[i], "
+                            "the best ones scores.top(k)")
         if c not in self.components:
             raise KeyError(f"{c.label} has no score here ({len(self.components)} components scored)")
         return float(self.values[self.components.index(c)])
@@ -396,11 +413,14 @@ class ComponentScores:
         """Save as JSON (written to a temporary file first: an interrupted save leaves the old file).
 
         NaN and infinities are written as ``null`` (strict JSON, :mod:`factlens.strict_json`) and
-        load as NaN (e.g. ``by_role`` of a token role that no prompt has).
+        load as NaN (e.g. ``by_role`` of a token role that no prompt has). Scores saved there before
+        are replaced (a re-run notebook cell); any other file is left alone and refused with a
+        ``ValueError`` (it was overwritten without a word).
         """
-        from factlens.files import write_atomic
+        from factlens.files import check_output, write_atomic
         from factlens.strict_json import strict_dumps
 
+        check_output(path, what="saved ComponentScores", ours=_is_saved_scores)
         text = strict_dumps(self.to_dict())
         write_atomic(path, lambda tmp: tmp.write_text(text))
 
@@ -418,6 +438,11 @@ RANK_BY = ("abs", "value")
 #: The typed keyword fields of :class:`ComponentScores` (saved as top-level JSON keys).
 _TYPED = ("per_example", "example_ids", "clean_metric", "corrupted_metric", "patched", "resid", "mlp_window",
           "dropped_ids")
+
+
+def _is_saved_scores(head: str) -> bool:
+    """Whether a file's first characters are those of :meth:`ComponentScores.save` (``{"method": ..., "metric": ...``)."""
+    return re.match(r'\{\s*"method": "(?:[^"\\]|\\.)*",\s*"metric": ', head) is not None
 
 
 def _from_legacy_extra(extra: dict[str, Any], typed: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ All splits are seeded and reproducible.
 
 from __future__ import annotations
 
+import numbers
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -107,6 +108,22 @@ def _split_rest(rest: FactDataset, *, n_retain: int | None, n_maintain: int | No
     return retain, maintain
 
 
+def _check_forget_size(n_forget: int, n_facts: int, rest: str = "") -> None:
+    """Refuse ``n_forget < 1`` (an empty forget split failed only in the edit) and a dataset too
+    small for ``n_forget`` facts plus one retain and one maintain fact (:class:`TaskSizeError`,
+    naming the largest size that fits, or the dataset and model to change when none does: it
+    said "use at most -2")."""
+    if isinstance(n_forget, bool) or not isinstance(n_forget, numbers.Integral) or n_forget < 1:
+        raise ValueError(f"n_forget must be a whole number >= 1 (facts to edit; --forget-size), got {n_forget!r}")
+    if n_facts < 3:
+        raise TaskSizeError(f"the dataset holds {n_facts} fact(s) (the facts the model knows); a task needs at least "
+                            "3 (one to edit, one to retain, one to maintain): use a larger dataset, or a model that "
+                            "knows more of its facts")
+    if n_forget > n_facts - 2:
+        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts {rest}in a dataset of {n_facts} (the facts the "
+                            f"model knows): use at most {n_facts - 2} (--forget-size)")
+
+
 def _check_sports(dataset: FactDataset) -> None:
     if not dataset.candidates:
         raise ValueError("sports tasks need a dataset with candidate answers (e.g. factlens.data.sports_facts())")
@@ -128,10 +145,7 @@ def sports_athlete_editing(dataset: FactDataset, n_forget: int = 16, seed: int =
         (16, True)
     """
     _check_sports(dataset)
-    if n_forget > len(dataset) - 2:
-        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts to retain/maintain in a dataset of "
-                            f"{len(dataset)} (the facts the model knows): use at most {len(dataset) - 2} "
-                            "(--forget-size)")
+    _check_forget_size(n_forget, len(dataset), "to retain/maintain ")
     forget, rest = dataset.split(n_forget, seed=seed)
     rng = random.Random(seed)
     sports = [c for c in dataset.candidates if c != "golf"]
@@ -153,17 +167,28 @@ def full_sports_editing(dataset: FactDataset, sport: str = "basketball", target:
     cands = tuple(dict.fromkeys(dataset.candidates + (target,)))
     ds = dataset.with_candidates(cands)
     forget = ds.filter(lambda r: r.answer == sport)
+    size = _sport_size(n_forget, len(forget), sport)
     if n_forget is not None:
-        forget = forget.split(_sport_size(n_forget, len(forget), sport), seed=seed)[0]
+        forget = forget.split(size, seed=seed)[0]
     rest = ds.filter(lambda r: r.answer != sport)
     forget = forget.map(lambda r: _with_target(r, target))
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("full_sports_editing", "inject", forget, retain, maintain, seed=seed, meta={"sport": sport, "target": target})
 
 
-def _sport_size(n_forget: int, n_sport: int, sport: str) -> int:
+def _sport_size(n_forget: int | None, n_sport: int, sport: str) -> int:
     """``n_forget``, or a :class:`TaskSizeError` when the dataset has fewer facts of ``sport`` (it was cut
-    to them without a word, while the other tasks refuse)."""
+    to them without a word, while the other tasks refuse), a ``ValueError`` below 1 (an empty forget
+    split failed only in the edit, as it did with no fact of ``sport``). ``None``: all of them."""
+    if n_forget is not None and (isinstance(n_forget, bool) or not isinstance(n_forget, numbers.Integral)
+                                 or n_forget < 1):
+        raise ValueError(f"n_forget must be a whole number >= 1 (facts to edit; --forget-size), or None for every "
+                         f"{sport} fact; got {n_forget!r}")
+    if n_sport == 0:
+        raise TaskSizeError(f"the dataset (the facts the model knows) holds no {sport} facts: choose another sport, "
+                            "a larger dataset, or a model that knows more of its facts")
+    if n_forget is None:
+        return n_sport
     if n_forget > n_sport:
         raise TaskSizeError(f"n_forget={n_forget} asks for more {sport} facts than the {n_sport} in the dataset (the "
                             f"facts the model knows): use at most {n_sport} (--forget-size)")
@@ -181,8 +206,9 @@ def sports_unlearning(dataset: FactDataset, sport: str = "basketball", seed: int
     if sport not in dataset.candidates:
         raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
     forget = dataset.filter(lambda r: r.answer == sport).map(lambda r: _with_target(r, None))
+    size = _sport_size(n_forget, len(forget), sport)
     if n_forget is not None:
-        forget = forget.split(_sport_size(n_forget, len(forget), sport), seed=seed)[0]
+        forget = forget.split(size, seed=seed)[0]
     rest = dataset.filter(lambda r: r.answer != sport)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("sports_unlearning", "unlearn", forget, retain, maintain, seed=seed, meta={"sport": sport})
@@ -197,9 +223,7 @@ def _check_targets(ds: FactDataset) -> None:
 def counterfact_editing(dataset: FactDataset, n_forget: int = 16, seed: int = 0, *, n_retain: int | None = None,
                         n_maintain: int | None = None) -> Task:
     """CounterFact-Editing: ``n_forget`` facts are edited to their counterfactual targets."""
-    if n_forget > len(dataset) - 2:
-        raise TaskSizeError(f"n_forget={n_forget} leaves too few facts in a dataset of {len(dataset)} (the facts "
-                            f"the model knows): use at most {len(dataset) - 2} (--forget-size)")
+    _check_forget_size(n_forget, len(dataset))
     forget, rest = dataset.split(n_forget, seed=seed)
     _check_targets(forget)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
@@ -250,6 +274,11 @@ def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chun
     n = n_chunks * chunk_size
     if n > len(dataset) - 2:
         most = (len(dataset) - 2) // max(n_chunks, 1)
+        if most < 1:  # "use chunks of at most 0": no chunk size fits
+            raise TaskSizeError(f"{n_chunks} chunks need at least {n_chunks + 2} facts (one per chunk, one to retain, "
+                                f"one to maintain), and the dataset (the facts the model knows) holds {len(dataset)}: "
+                                "use fewer chunks ([task_options] n_chunks), a larger dataset, or a model that knows "
+                                "more of its facts")
         raise TaskSizeError(f"{n_chunks} chunks of {chunk_size} facts need {n} facts besides the retain/maintain ones, "
                             f"and the dataset (the facts the model knows) holds {len(dataset)}: use chunks of at most "
                             f"{most} (--forget-size {most}) or fewer chunks ([task_options] n_chunks)")

@@ -204,3 +204,38 @@ def test_a_mask_with_components_the_model_lacks_is_refused(model):
     attn_only = tiny_model(variant="attn_only")
     with pytest.raises(ValueError, match="attention-only and has no MLPs"):
         Mask.from_labels(["L0.mlp"]).n_params(attn_only)
+
+
+def test_mask_items_are_parsed_and_a_bare_string_is_refused(model):
+    """Mask(["L1.mlp"]) kept the raw string and Mask("L1.mlp") six letters: both failed only later
+    (repr, n_params, edit: "'str' object has no attribute 'layer'"); from_labels("L1.mlp") parsed
+    the letters ("cannot parse component label 'L'")."""
+    m = Mask(["L1.mlp", Component("head", 0, 1)])
+    assert m == Mask.from_labels(["L1.mlp", "L0H1"]) and repr(m) == "Mask(L0H1, L1.mlp)"
+    assert m.n_params(model) == Mask.from_labels(["L0H1", "L1.mlp"]).n_params(model)
+    for bad, match in (("L1.mlp", r"got the single str 'L1.mlp'; write Mask\(\['L1.mlp'\]\)"),
+                       (Component("mlp", 1), r"got the single Component 'L1.mlp'"),
+                       ([1], r"got the item int '1'"), (5, r"got int '5'")):
+        with pytest.raises(TypeError, match=match):
+            Mask(bad)
+    with pytest.raises(ValueError, match="cannot parse component label 'L9'"):
+        Mask(["L9"])
+    with pytest.raises(TypeError, match=r"from_labels takes a list of labels, got the string 'L1.mlp'"):
+        Mask.from_labels("L1.mlp")
+    scores = ComponentScores.from_dict_of_scores({"L0H1": 1.0, "L1.mlp": 0.5}, method="manual", metric="x",
+                                                 shape=ModelShape.of(model))
+    with pytest.raises(TypeError, match=r"scores.to_mask\(top_k=...\)"):
+        Mask(scores)  # every scored component, where a chosen few were meant
+
+
+def test_mask_save_replaces_its_own_file_and_refuses_any_other(tmp_path):
+    """Mask.save overwrote any file (a notebook's notes, a CSV) without a word."""
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my precious notes\n")
+    with pytest.raises(ValueError, match=r"notes.txt exists and is not a saved mask factlens wrote; it is left alone"):
+        Mask.from_labels(["L1.mlp"]).save(notes)
+    assert notes.read_bytes() == b"my precious notes\n"
+    path = tmp_path / "m.json"
+    for labels in (["L1.mlp"], ["L0H1", "L0.mlp"], []):  # a re-run cell replaces the earlier mask
+        Mask.from_labels(labels, name='a "quoted" name').save(path)
+        assert Mask.load(path) == Mask.from_labels(labels, name='a "quoted" name')

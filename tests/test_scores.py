@@ -220,3 +220,41 @@ def test_a_heatmap_of_neuron_scores_says_it_leaves_them_out(planted):
     assert any("2 neuron score(s) not drawn" in a.text for a in fig.layout.annotations)
     no_neurons = factlens.localize(planted.model, planted.dataset, method="manual", components=["L1.mlp"]).plot()
     assert not any("neuron" in (a.text or "") for a in no_neurons.layout.annotations)
+
+
+def test_scores_iterate_over_components_and_look_up_by_component_or_label():
+    """list(scores), ``"L1.mlp" in scores`` and scores[0] failed with "'int' object has no attribute
+    'label'" (Python fell back on __getitem__(0, 1, ...))."""
+    order = (COMPS[5], COMPS[0], COMPS[2])  # a method's own listing order
+    s = ComponentScores(order, np.array([3.0, 1.0, 2.0]), "m", "x", SHAPE)
+    assert list(s) == list(order) == [Component.parse(c) for c in s.to_frame()["component"]]
+    assert "L1.mlp" in s and COMPS[0] in s and "L1H1" not in s and COMPS[1] not in s and 3 not in s
+    assert s["L1.mlp"] == 3.0 and s[COMPS[2]] == 2.0
+    with pytest.raises(TypeError, match=r"looked up by component or label .*got int 0; by position use "
+                                        r"scores.components\[i\] and scores.values\[i\]"):
+        s[0]
+
+
+def test_edit_refuses_scores_where_a_mask_belongs(planted):
+    """edit(model, scores, task) failed with "'int' object has no attribute 'label'"; iterated now,
+    the scores would have edited every scored component."""
+    from factlens.editing import edit
+
+    s = ComponentScores.from_dict_of_scores({"L1.mlp": 1.0, "L2H1": 0.5}, method="m", metric="x",
+                                            shape=ModelShape.of(planted.model))
+    with pytest.raises(TypeError, match=r"mask is a ComponentScores .* scores.to_mask\(param_budget=...\)"):
+        edit(planted.model, s, planted.task)
+
+
+def test_scores_save_replaces_its_own_file_and_refuses_any_other(tmp_path):
+    """ComponentScores.save overwrote any file (a notebook's notes, a CSV) without a word."""
+    notes = tmp_path / "notes.json"
+    notes.write_bytes(b'{"my": "notes"}\n')
+    with pytest.raises(ValueError, match=r"notes.json exists and is not a saved ComponentScores factlens wrote"):
+        _scores().save(notes)
+    assert notes.read_bytes() == b'{"my": "notes"}\n'
+    path = tmp_path / "s.json"
+    _scores().save(path)
+    again = ComponentScores(COMPS, np.arange(6.0), "probing", "probe_accuracy", SHAPE, name='a "quoted" name')
+    again.save(path)  # a re-run cell replaces the earlier scores
+    assert ComponentScores.load(path).as_dict() == again.as_dict()

@@ -145,3 +145,35 @@ def test_sports_athlete_editing_draws_its_own_targets_as_the_docstrings_say(tmp_
     assert "becomes the record's" not in loader.__doc__
     for doc in (loader.__doc__, sports_athlete_editing.__doc__):
         assert "draws" in doc and "not use" in " ".join(doc.split())
+
+
+@pytest.mark.parametrize("n_forget", [0, -1, 2.0, True])
+def test_n_forget_below_one_is_refused(n_forget):
+    """n_forget=0 was accepted and the edit failed later ("the task has no forget facts to edit")."""
+    ds = sports_facts()[:40]
+    for build in (lambda: sports_athlete_editing(ds, n_forget=n_forget), lambda: counterfact_editing(counterfact(),
+                  n_forget=n_forget), lambda: full_sports_editing(ds, n_forget=n_forget),
+                  lambda: sports_unlearning(ds, n_forget=n_forget)):
+        with pytest.raises(ValueError, match=rf"n_forget must be a whole number >= 1 .*got {n_forget!r}"):
+            build()
+
+
+def test_a_dataset_too_small_for_any_task_says_so():
+    """An empty known set said "use at most -2 (--forget-size)", two facts "use at most 0"."""
+    from factlens.tasks import TaskSizeError
+
+    ds = sports_facts()
+    for n in (0, 2):
+        with pytest.raises(TaskSizeError, match=rf"the dataset holds {n} fact\(s\) \(the facts the model knows\); a "
+                                                r"task needs at least 3 .*use a larger dataset, or a model"):
+            sports_athlete_editing(ds[:n], n_forget=16)
+        with pytest.raises(TaskSizeError, match=rf"holds {n} fact\(s\)"):
+            counterfact_editing(counterfact()[:n], n_forget=16)
+    assert len(sports_athlete_editing(ds[:3], n_forget=1).forget) == 1  # the smallest task that fits
+    with pytest.raises(TaskSizeError, match=r"4 chunks need at least 6 facts .* holds 5: use fewer chunks"):
+        sequential_counterfact_editing(counterfact()[:5], n_chunks=4, chunk_size=16)
+    no_basketball = ds.filter(lambda r: r.answer != "basketball")
+    for build in (full_sports_editing, sports_unlearning):
+        for n_forget in (None, 4):
+            with pytest.raises(TaskSizeError, match=r"holds no basketball facts: choose another sport"):
+                build(no_basketball, sport="basketball", n_forget=n_forget)

@@ -42,6 +42,14 @@ def string_list(value: Any, field: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _as_string_list(value: Any, field: str, where: str) -> tuple[str, ...]:
+    """:func:`string_list` for a field given in Python: any iterable but a string (a set, a
+    generator) is taken as the items, as before; a string is refused (it was split into characters)."""
+    if not isinstance(value, (str, bytes, list, tuple)) and isinstance(value, Iterable):
+        value = tuple(value)
+    return string_list(value, field, where)
+
+
 def _check_prompt_end(text: str, what: str) -> None:
     """Refuse a prompt that ends in whitespace: the answer would be scored after a lone space token."""
     if text[-1:].isspace():
@@ -139,7 +147,9 @@ class MultipleChoice:
     answer_index: int = 0
     target_index: int | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # a string of options was split into characters:
+        object.__setattr__(self, "options", _as_string_list(self.options, "options",
+                                                            f"the question {str(self.question)[:60]!r}"))
         if len(set(self.options)) != len(self.options):
             raise ValueError(f"multiple-choice options must be distinct, got {self.options!r}")
         if len(self.options) > len(OPTION_LETTERS):
@@ -227,6 +237,17 @@ class FactRecord:
             )
         if self.target_new is not None and self.target_new.strip() != self.target_new:
             raise ValueError(f"target_new must have no surrounding whitespace, got {self.target_new!r}")
+        where = f"the fact {self.subject!r} -> {self.answer!r}"  # a string was split into characters:
+        for name in ("paraphrases", "candidates"):  # "Who?" became the paraphrases "W", "h", "o", "?"
+            object.__setattr__(self, name, _as_string_list(getattr(self, name), name, where))
+        if isinstance(self.neighborhood, (str, bytes)) or not isinstance(self.neighborhood, Iterable):
+            raise ValueError(f"{where}: neighborhood must be a list of Neighbor(prompt, answer), got "
+                             f"{type(self.neighborhood).__name__} {str(self.neighborhood)[:60]!r}")
+        object.__setattr__(self, "neighborhood", tuple(self.neighborhood))
+        bad = next((n for n in self.neighborhood if not isinstance(n, Neighbor)), None)
+        if bad is not None:
+            raise ValueError(f"{where}: neighborhood must be a list of Neighbor(prompt, answer), but it holds the "
+                             f"{type(bad).__name__} {str(bad)[:60]!r}")
         _check_prompt_end(self.template, "template")
         for p in self.paraphrases:
             _check_prompt_end(p, "paraphrase")
@@ -331,7 +352,9 @@ class FactDataset(Sequence[FactRecord]):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", _unique_records(self.records, self.name))
-        object.__setattr__(self, "candidates", tuple(self.candidates))
+        # a string was split into characters: candidates="basketball" made every fact "known" and
+        # formats accuracy 1.0 (argmax among the letters of one word)
+        object.__setattr__(self, "candidates", _as_string_list(self.candidates, "candidates", f"dataset {self.name!r}"))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -62,8 +62,15 @@ __all__ = ["edit", "finetune", "lr_factor"]
 
 
 def _as_mask(mask) -> Mask:
+    """``mask`` (a Mask, a Component, a label or a list of them) as a :class:`Mask`; scores are refused
+    (iterated, they would select every scored component)."""
+    from factlens.scores import ComponentScores
+
     if isinstance(mask, Mask):
         return mask
+    if isinstance(mask, ComponentScores):
+        raise TypeError("mask is a ComponentScores (a localization's scores), not a Mask: choose the components "
+                        "to edit with scores.to_mask(param_budget=...) (or top_k=...), and pass that mask")
     if isinstance(mask, Component):
         return Mask(frozenset([mask]))
     if isinstance(mask, str):  # one label (iterated, it was parsed letter by letter: "cannot parse 'L'")

@@ -138,18 +138,13 @@ class ValueEditConfig(EditorConfigMixin):
 
 
 def mask_mlp_layers(mask, model, *, method: str) -> list[int]:
-    """The MLP layers of a mask of whole MLPs; heads or neurons raise a clear ``ValueError``."""
-    if isinstance(mask, Component):
-        comps = [mask]
-    elif isinstance(mask, str):  # one label
-        comps = [Component.parse(mask)]
-    elif isinstance(mask, Mask):
-        comps = list(mask)
-    else:
-        try:
-            comps = [Component.parse(c) if isinstance(c, str) else c for c in mask]
-        except TypeError:
-            raise TypeError(f"mask must be a factlens Mask (or components/labels), got {type(mask).__name__}") from None
+    """The MLP layers of a mask of whole MLPs; heads or neurons raise a clear ``ValueError``.
+
+    ``mask`` is read as :func:`factlens.editing.edit` reads it (a Mask, components or labels);
+    scores are refused (iterated, scores of MLPs would have edited every scored layer)."""
+    from factlens.editing.editor import _as_mask  # editor imports the methods' registry, not this module
+
+    comps = list(_as_mask(mask))
     shape = ModelShape.of(model)
     if shape.attn_only:  # "use a mask of MLP layers only" cannot be followed on this model
         raise MaskNotSupported(f"{method} edits MLP layers (their W_out), and the model is attention-only: it has no "

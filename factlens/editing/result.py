@@ -475,15 +475,24 @@ class EditResult:
         }
 
     def save(self, path: str | Path) -> None:
-        """Save the delta (safetensors: ``<param>/mask``, ``/old``, ``/new``) and metadata JSON."""
+        """Save the delta (safetensors: ``<param>/mask``, ``/old``, ``/new``) and metadata JSON.
+
+        The file is written to a temporary file first (an interrupted save leaves the old one). An
+        edit saved there before is replaced (a re-run notebook cell); any other file is left alone
+        and refused with a ``ValueError`` (it was overwritten without a word).
+        """
         from safetensors.torch import save_file
 
+        from factlens.files import check_output, write_atomic
+
+        check_output(path, what="saved edit", ours=_is_saved_edit)
         tensors = {}
         for name, d in self.deltas.items():
             tensors[f"{name}/mask"] = d.mask.detach().cpu().contiguous()
             tensors[f"{name}/old"] = d.old.detach().cpu().contiguous()
             tensors[f"{name}/new"] = d.new.detach().cpu().contiguous()
-        save_file(tensors, str(path), metadata={_META_KEY: strict_dumps(self.to_dict(), indent=None)})
+        meta = {_META_KEY: strict_dumps(self.to_dict(), indent=None)}
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> "EditResult":
@@ -534,6 +543,12 @@ class EditResult:
     def plot_history(self, title: str | None = None):
         """Plotly figure of the losses per optimizer step (learning rate on a second axis)."""
         return plot_histories([self.history], title=title or f"edit {self.task_name} ({self.objective}, {self.mask.name or len(self.mask)})")
+
+
+def _is_saved_edit(head: str) -> bool:
+    """Whether a file's first characters are those of :meth:`EditResult.save` (a safetensors header,
+    after its 8-byte length, that opens with the edit's metadata)."""
+    return '{"__metadata__":{"' + _META_KEY + '":' in head[:64]
 
 
 def _load_meta(text: str, path: Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,18 +315,31 @@ class WeightMaskResult:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write ``path/mask_logits.safetensors`` (logits and regions) and ``path/meta.json``."""
+        """Write ``path/mask_logits.safetensors`` (logits and regions) and ``path/meta.json``.
+
+        Each file is written to a temporary file first. A weight mask saved in the folder before
+        is replaced (a re-run notebook cell); a ``meta.json`` or ``mask_logits.safetensors`` of
+        anything else is left alone and refused with a ``ValueError``, before either file is
+        written (they were overwritten without a word). Other files in the folder are not touched.
+        """
         from safetensors.torch import save_file
 
+        from factlens.files import check_output, write_atomic
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file; WeightMaskResult.save writes a folder (meta.json and "
+                             "mask_logits.safetensors): give a folder's path")
+        check_output(path / "mask_logits.safetensors", what="weight mask's logits file", ours=_is_saved_logits)
+        check_output(path / "meta.json", what="weight mask's meta.json", ours=_is_saved_meta)
         tensors = {f"logits/{n}": s.contiguous() for n, s in self.logits.items()}
         tensors.update({f"region/{n}": r.contiguous() for n, r in self.region.items()})
-        save_file(tensors, str(path / "mask_logits.safetensors"))
         meta = {"format_version": 1, "mask": self.mask.to_dict(), "config": self.config.to_dict(),
                 "shape": self.shape.to_dict(), "objective": self.objective, "history": self.history,
                 "seconds": self.seconds, "task_summary": self.task_summary}
-        (path / "meta.json").write_text(strict_dumps(meta, default=str))
+        text = strict_dumps(meta, default=str)
+        write_atomic(path / "mask_logits.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+        write_atomic(path / "meta.json", lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "WeightMaskResult":
@@ -343,6 +357,17 @@ class WeightMaskResult:
                    config=WeightMaskConfig.from_dict(meta["config"]), shape=ModelShape.from_dict(meta["shape"]),
                    objective=meta["objective"], history=meta.get("history", []), seconds=meta.get("seconds", 0.0),
                    task_summary=meta.get("task_summary", {}))
+
+
+def _is_saved_logits(head: str) -> bool:
+    """Whether a file opens as :meth:`WeightMaskResult.save`'s safetensors file (after the header's
+    8-byte length, a tensor named ``logits/...`` or ``region/...``)."""
+    return '{"logits/' in head[:64] or '{"region/' in head[:64]
+
+
+def _is_saved_meta(head: str) -> bool:
+    """Whether a file opens as :meth:`WeightMaskResult.save`'s ``meta.json``."""
+    return re.match(r'\{\s*"format_version": \d+,\s*"mask": ', head) is not None
 
 
 # --- evaluation ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from contextlib import nullcontext
 from functools import partial
 from dataclasses import dataclass, fields as dataclass_fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from factlens.evaluation.baseline_cache import BaselineCache, reusable
 from factlens.evaluation.baseline_store import BaselineStore
@@ -212,8 +212,12 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
         suite and the config.
 
     Raises:
-        ValueError: Unknown suite name, or a suite requested without an input it needs
-            (``mechanisms`` needs both ``mask`` and ``mechanisms``), before any suite runs.
+        ValueError: Unknown suite name, no suite, or a suite requested without an input it needs
+            (``mechanisms`` needs both ``mask`` and ``mechanisms``), before any suite runs; an
+            ``original`` of another architecture or vocabulary than ``model`` (its baselines and
+            at-chance flags would describe an unrelated model).
+        TypeError: ``model`` or ``original`` is not a TransformerLens model (an edit's result:
+            pass ``result.model``), or ``task`` is not a :class:`~factlens.tasks.Task`.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -224,6 +228,11 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     """
     entries = _entries(suites)
     suites = tuple(e.name for e in entries)
+    _check_models(model, original)
+    if not all(hasattr(task, a) for a in ("forget", "retain", "maintain", "objective")):
+        raise TypeError(f"evaluate() needs a factlens Task, got {type(task).__name__} {str(task)[:60]!r}; build one "
+                        "from the facts with a task builder of factlens.tasks (e.g. sports_athlete_editing(dataset), "
+                        "counterfact_editing(dataset)): the task you edited with")
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
     inputs = {"mask": mask, "mechanisms": mechanisms, "weight_mask": weight_mask,
@@ -261,10 +270,53 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     return EvalResult(results, summary, meta)
 
 
+def _check_models(model, original) -> None:
+    """Refuse a ``model`` / ``original`` that is no TransformerLens model (an edit's result: its
+    ``.model`` is meant; it failed deep inside with "the model has no tokenizer"), and an
+    ``original`` of another architecture or vocabulary than ``model``: it must be the unedited
+    copy of the same model (an unrelated one gave baselines and at-chance flags without a word)."""
+    from factlens.components import ModelShape
+    from factlens.editing.editor import check_model
+
+    for name, m in (("model", model), ("original", original)):
+        if m is None and name == "original":
+            continue
+        if hasattr(m, "model") and not hasattr(m, "named_parameters"):  # EditResult, SequentialEditResult
+            what = "pass result.model (the edited model)" if name == "model" else (
+                "pass the unedited model (the one given to edit(..., inplace=False), or a copy.deepcopy taken "
+                "before an in-place edit)")
+            raise TypeError(f"{name} is an edit's result ({type(m).__name__}), not a model: {what}")
+        check_model(m)
+    if original is None or original is model:
+        return
+    a, b = ModelShape.of(model), ModelShape.of(original)
+    va, vb = _vocab_size(model), _vocab_size(original)
+    if a != b or va != vb:
+        diff = {k: (v, a.to_dict()[k]) for k, v in b.to_dict().items() if v != a.to_dict()[k]}
+        what = (f"architecture (original, model: {diff})" if a != b else
+                f"vocabulary (unembedding rows, tokenizer size: {vb}; the model: {va})")
+        raise ValueError(f"original must be the unedited copy of the same model, but {_model_name(original)} has "
+                         f"another {what}: its baselines and at-chance flags would describe an unrelated model")
+
+
+def _vocab_size(model) -> tuple[int | None, int | None]:
+    """The unembedding's size (``cfg.d_vocab``) and the tokenizer's (``len``; ``None`` without one)."""
+    tok = getattr(model, "tokenizer", None)
+    return getattr(model.cfg, "d_vocab", None), (len(tok) if tok is not None else None)
+
+
 def _entries(suites: Sequence[str | Suite] | str | Suite) -> tuple[Suite, ...]:
-    """The requested entries in order, each once (an unknown name raises, listing the known ones)."""
+    """The requested entries in order, each once (an unknown name raises, listing the known ones;
+    no suite at all raises: an empty result looked like a run that measured nothing wrong)."""
     if isinstance(suites, (str, Suite)):
         suites = (suites,)
+    if suites is None or not isinstance(suites, Iterable):
+        raise TypeError(f"suites must be a list of suite names, got {type(suites).__name__} {suites!r}; leave it out "
+                        f"for the default {list(DEFAULT_SUITES)}, or name some of {list(SUITES.names())}")
+    suites = list(suites)
+    if not suites:
+        raise ValueError(f"suites is empty: name at least one of {list(SUITES.names())} (or leave it out for the "
+                         f"default {list(DEFAULT_SUITES)})")
     out: dict[str, Suite] = {}
     for e in (SUITES.get(x) for x in suites):
         if out.setdefault(e.name, e) != e:  # two different suites under one name: one would silently go

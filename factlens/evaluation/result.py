@@ -314,9 +314,26 @@ class EvalResult:
 
     def save(self, path: str | Path) -> None:
         """Save as JSON that strict parsers read too (NaN and infinities as ``null``,
-        :mod:`factlens.strict_json`)."""
-        Path(path).write_text(strict_dumps(self.to_dict()))
+        :mod:`factlens.strict_json`), written atomically.
+
+        Raises:
+            ValueError: ``path`` is a folder, or an existing file that is not an evaluation
+                factlens saved (it is left alone; an earlier saved evaluation is replaced).
+        """
+        from factlens.files import check_output, write_atomic
+
+        check_output(path, what="saved EvalResult", ours=_is_saved_eval)
+        text = strict_dumps(self.to_dict())
+        write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalResult":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _is_saved_eval(head: str) -> bool:
+    """Whether a file's first characters are those of :meth:`EvalResult.save` (``{"task": ...``: its
+    first key; the task's description can be long, so nothing after it is looked at)."""
+    import re
+
+    return re.match(r'\{\s*"task": ', head) is not None

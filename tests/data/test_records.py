@@ -17,3 +17,29 @@ def test_an_id_of_zero_survives_a_json_round_trip():
     r = FactRecord.from_dict({"subject": "Alvarez", "template": "{} plays the sport of", "answer": "baseball", "id": 0})
     assert r.id == "0"
     assert FactRecord.from_dict({"subject": "A", "template": "{} is", "answer": "b"}).id.startswith("fact:")
+
+
+def test_a_string_where_a_list_belongs_is_refused_not_split_into_characters():
+    """candidates="basketball" gave ten one-letter candidates (every fact "known", format accuracy
+    1.0 at chance 0.09), paraphrases="Who?" the four paraphrases "W", "h", "o", "?"."""
+    import pytest
+
+    from factlens.data.records import FactRecord, MultipleChoice, Neighbor
+
+    fact = dict(subject="Alvarez", template="{} plays the sport of", answer="baseball")
+    for field in ("paraphrases", "candidates"):
+        with pytest.raises(ValueError, match=rf"the fact 'Alvarez' -> 'baseball': {field} must be a list of strings, "
+                                             r"got a str 'Who\?'"):
+            FactRecord(**fact, **{field: "Who?"})
+    with pytest.raises(ValueError, match=r"neighborhood must be a list of Neighbor\(prompt, answer\), got str"):
+        FactRecord(**fact, neighborhood="Brennan plays the sport of")
+    with pytest.raises(ValueError, match=r"dataset 'x': candidates must be a list of strings, got a str 'basketball'"):
+        FactDataset((FactRecord(**fact),), name="x", candidates="basketball")
+    with pytest.raises(ValueError, match=r"the question 'Which sport\?': options must be a list of strings"):
+        MultipleChoice("Which sport?", "ABC")
+    # lists, tuples and other iterables of strings are taken as before (stored as tuples)
+    r = FactRecord(**fact, paraphrases=["Alvarez plays"], candidates=("baseball", "golf"),
+                   neighborhood=[Neighbor("Brennan plays", "golf")])
+    assert r.paraphrases == ("Alvarez plays",) and r.candidates == ("baseball", "golf") and len(r.neighborhood) == 1
+    ds = FactDataset((r,), name="x", candidates=(c for c in ["baseball", "golf"]))
+    assert ds.candidates == ("baseball", "golf") and ds.candidates_for(r) == ("baseball", "golf")

@@ -65,3 +65,18 @@ def planted_small_rome():
             return rome(model, [p.lookup_mlp], p.task, config=cfg, inplace=True)
 
     return run
+
+
+def test_closed_form_editors_refuse_scores_where_a_mask_belongs():
+    """Scores iterate over their components now: passed as ROME's or MEMIT's mask, scores of MLPs
+    would have edited every scored layer instead of being refused."""
+    from factlens.editing.memory_editing import mask_mlp_layers
+    from factlens.localization.controls import random_scores
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    scores = random_scores(p.model, p.dataset).restrict("mlp")
+    with pytest.raises(TypeError, match=r"scores.to_mask\(param_budget=...\)"):
+        mask_mlp_layers(scores, p.model, method="MEMIT")
+    assert mask_mlp_layers(["L1.mlp", "L0.mlp"], p.model, method="MEMIT") == [0, 1]
+    assert mask_mlp_layers("L1.mlp", p.model, method="ROME") == [1]

@@ -187,3 +187,24 @@ def test_fingerprint_covers_unmasked_entries_of_touched_tensors(saved):
         p[~d.mask] += 1.0
     with pytest.warns(UserWarning, match="weights differ"):
         res.apply(other)
+
+
+def test_save_replaces_its_own_edit_and_refuses_any_other_file(saved, tmp_path: Path):
+    """EditResult.save overwrote any file (a notebook's notes, another tool's safetensors) without a word."""
+    from safetensors.torch import save_file
+
+    path, pristine = saved
+    res = EditResult.load(path)
+    for name, write in (("notes.txt", lambda p: p.write_bytes(b"my precious notes\n")),
+                        ("weights.safetensors", lambda p: save_file({"w": torch.ones(2)}, str(p)))):
+        foreign = tmp_path / name
+        write(foreign)
+        before = foreign.read_bytes()
+        with pytest.raises(ValueError, match=rf"{name} exists and is not a saved edit factlens wrote; it is left alone"):
+            res.save(foreign)
+        assert foreign.read_bytes() == before
+    other = _edit(copy.deepcopy(pristine), Mask([Component("mlp", 0)]))
+    other.save(path)  # a re-run cell replaces the earlier edit
+    back = EditResult.load(path)
+    assert back.mask == other.mask and set(back.deltas) == set(other.deltas)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

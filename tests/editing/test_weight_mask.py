@@ -211,3 +211,21 @@ def test_straight_through_forward_uses_exactly_the_hard_mask(planted, task, mask
     weights = dict(planted.model.named_parameters())
     for n in mask.to_param_masks(planted.model):  # the initial logits keep every entry
         assert torch.equal(seen[0][f"model.{n}"], weights[n].detach()), n
+
+
+def test_save_replaces_its_own_files_and_refuses_others(tmp_path, learned):
+    """WeightMaskResult.save overwrote a meta.json (or mask_logits.safetensors) of anything else in the folder."""
+    learned.save(tmp_path / "wm")
+    learned.save(tmp_path / "wm")  # a re-run cell replaces the earlier weight mask
+    assert WeightMaskResult.load(tmp_path / "wm").mask == learned.mask
+    for name in ("meta.json", "mask_logits.safetensors"):
+        folder = tmp_path / f"mine_{name}"
+        folder.mkdir()
+        (folder / name).write_bytes(b'{"mine": true}')
+        with pytest.raises(ValueError, match=rf"{name} exists and is not a weight mask's .* factlens wrote"):
+            learned.save(folder)
+        assert [p.name for p in folder.iterdir()] == [name]  # neither file written, the user's one unchanged
+        assert (folder / name).read_bytes() == b'{"mine": true}'
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file; WeightMaskResult.save writes a folder"):
+        learned.save(tmp_path / "a_file")

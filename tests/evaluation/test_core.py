@@ -17,7 +17,8 @@ from factlens.editing import EditConfig
 from factlens.evaluation import SUITES, EvalConfig, EvalResult, evaluate, suite_function
 from factlens.evaluation.formats import FormatsConfig, run_formats
 from factlens.evaluation.side_effects import SideEffectsConfig, run_side_effects
-from factlens.evaluation.standard import not_above_chance, run_standard
+from factlens.evaluation.standard import chance_flags, not_above_chance, run_standard, tally
+from factlens.prompt_scores import score_prompts
 from factlens.tasks import counterfact_editing, sports_athlete_editing, sports_unlearning
 from factlens.testing import tiny_model
 from factlens.testing.invariants import assert_unchanged, snapshot
@@ -106,6 +107,104 @@ def test_standard_unlearning_has_no_edit_metrics(planted):
     assert "forget_accuracy" in names and not any(n.startswith("edit_") for n in names)
 
 
+@pytest.fixture(scope="module")
+def says_basketball(planted):
+    """An "original" that says basketball to every athlete (it knows no fact), and Sports-Unlearning on the
+    planted facts: every forget fact is a basketball player, so it scores 1.0 on the forget facts."""
+    from factlens.tokens import answer_token_ids
+
+    m = copy.deepcopy(planted.model)
+    with torch.no_grad():
+        m.unembed.b_U[answer_token_ids(m, "basketball")[0]] += 100.0
+    return m, sports_unlearning(planted.dataset, n_forget=12)
+
+
+def test_standard_flags_an_original_that_gives_one_answer_to_everyone(planted, says_basketball):
+    """Uniform chance is 1/3 and the forget split's accuracy 1.0, so the split's own check passed it; the
+    model says basketball on every maintain prompt too, so a reader that answers like it elsewhere scores
+    1.0 on the forget facts (the answer-bias bar). An original that knows the facts is not flagged."""
+    biased, task = says_basketball
+    r = run_standard(biased, task, original=biased)
+    assert r["forget_accuracy"].value == 1.0 and r["forget_accuracy"].at_chance and r["forget_prob"].at_chance
+    assert r["maintain_accuracy"].at_chance and r.extra["forget_baseline"]["at_chance"]
+    bar = r.extra["at_chance_bar"]
+    assert {k: v["decided_by"] for k, v in bar.items()} == {"forget": "answer bias", "maintain": "split chance"}
+    assert bar["forget"] == {"bar": 1.0, "accuracy": 1.0, "chance": pytest.approx(1 / 3), "n": 12,
+                             "decided_by": "answer bias"}
+    known = run_standard(biased, task, original=planted.model)
+    assert not any(m.at_chance for m in known.metrics)
+    assert {k: v["decided_by"] for k, v in known.extra["at_chance_bar"].items()} == {"forget": None, "maintain": None}
+    assert known.extra["at_chance_bar"]["forget"]["bar"] < 1 / 3
+    alone = score_prompts(biased, format_prompts(task.forget, "default"))  # no other split: its own chance alone
+    assert chance_flags({"forget": tally(alone)}, {"forget": False}) == (
+        {"forget": False}, {"forget": {"bar": None, "accuracy": 1.0, "chance": pytest.approx(1 / 3), "n": 12,
+                                       "decided_by": None}})
+
+
+def _knows_forget_not_maintain(planted):
+    """A CounterFact-like task on the planted facts: two candidates per fact (its answer and another
+    sport). The model knows the 8 forget facts; half of the 40 maintain facts are given the sport it
+    does not predict as their answer, so it is at chance (0.5) on them."""
+    from dataclasses import replace
+
+    from factlens.data.records import FactDataset
+    from factlens.tasks import Task
+
+    recs = list(planted.dataset)
+    sports = planted.dataset.candidates
+    other = {a: sports[(sports.index(a) + 1) % len(sports)] for a in sports}
+    forget = [replace(r, target_new=other[r.answer], candidates=(r.answer, other[r.answer])) for r in recs[:8]]
+    maintain = [replace(r, candidates=(r.answer, other[r.answer])) if i % 2 else
+                replace(r, answer=other[r.answer], candidates=(other[r.answer], r.answer)) for i, r in enumerate(recs[8:])]
+    return Task("cf_like", "inject", FactDataset(forget, name="forget"), FactDataset((), name="retain"),
+                FactDataset(maintain, name="maintain"))
+
+
+def test_at_chance_keeps_a_known_split_when_the_other_split_is_unknown(planted):
+    """The rule that pooled forget and maintain facts flagged the known forget facts here: pooled 0.583 is
+    not above 0.5 + 2 SE (0.644). The answer-bias bar of the forget facts (what a reader answering like the
+    model does on the maintain facts scores) is about 1/3, below chance: only the maintain facts are flagged,
+    by their own chance check, in the standard suite and in the attacks' TaskScores alike."""
+    from factlens.evaluation.attacks import score_task
+
+    task = _knows_forget_not_maintain(planted)
+    r = run_standard(planted.model, task, original=planted.model)
+    assert r["forget_accuracy"].value == 1.0 and r["maintain_accuracy"].value == 0.5
+    assert not r["forget_accuracy"].at_chance and not r["edit_accuracy"].at_chance and r["maintain_accuracy"].at_chance
+    bar = r.extra["at_chance_bar"]
+    assert {k: v["decided_by"] for k, v in bar.items()} == {"forget": None, "maintain": "split chance"}
+    assert bar["forget"]["bar"] < 0.5 and (bar["forget"]["n"], bar["maintain"]["n"]) == (8, 40)
+    flags, why = score_task(planted.model, task, EvalConfig()).chance_flags()
+    assert flags == {"forget": False, "maintain": True} and why == bar
+
+
+@pytest.mark.parametrize("suite", ["relearning", "soft_prompts", "logit_lens", "quantization", "unrelated_finetune"])
+def test_every_suite_flags_the_forget_metrics_of_an_original_that_gives_one_answer(planted, says_basketball, suite):
+    """The attack suites take their at-chance flags from the same rule (standard.chance_flags) as the
+    standard suite: each split's own chance, and the answer-bias bar of the model's answers on the task's
+    other facts. Their forget metrics were not flagged for the basketball-to-everyone original. The knowing
+    original's bars stay below chance: relearning scores every forget fact in both roles (held out, trained
+    on), so a role's bar comes from the maintain facts alone (with the other role's basketball players it
+    would be 0.43)."""
+    import json
+
+    biased, task = says_basketball
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16}, relearning={"steps": 1, "rank": 4},
+                     soft_prompts={"steps": 1, "seeds": 1, "length": 2})
+
+    def forget_flags(original):
+        r = evaluate(biased, task, original=original, suites=[suite], config=cfg, show_progress=False)[suite]
+        bar = json.loads(json.dumps(r.extra["at_chance_bar"]))  # per split (quantization: per format, then split)
+        splits = list(bar.get("default", bar).values())
+        return {m.name: m.at_chance for m in r.metrics if "forget_acc" in m.name or "train_acc" in m.name}, splits
+
+    flags, splits = forget_flags(biased)
+    assert flags and all(flags.values()) and "answer bias" in [v["decided_by"] for v in splits], (flags, splits)
+    flags, splits = forget_flags(planted.model)
+    assert not any(flags.values()) and not any(v["decided_by"] for v in splits), (flags, splits)
+    assert all(v["bar"] < v["chance"] for v in splits), splits
+
+
 # --- formats ----------------------------------------------------------------------------------
 
 
@@ -142,6 +241,18 @@ def test_formats_random_tiny_model_is_at_chance(tiny):
     assert mcq and all(0.25 <= b["chance"] < 1 for b in mcq)
     items = format_prompts(task.forget, "mcq", seed=0)
     assert any(b["chance"] == pytest.approx(prompt_chance(items)) for b in mcq)
+
+
+def test_formats_records_the_solved_examples_its_mcq_prompts_hold(tiny):
+    """extra["mcq_shots"]: n_shots=5 asked for more solved examples than the 2 sports ones there are; the
+    prompts held 2 and nothing said so."""
+    task = sports_athlete_editing(sports_facts(), n_forget=4, seed=1, n_retain=0, n_maintain=4)
+    cfg = EvalConfig(n_shots=5, formats={"formats": ["mcq"]})
+    with pytest.warns(UserWarning, match="hold fewer than the 5 solved examples"):
+        r = run_formats(tiny, task, config=cfg)
+    assert r.extra["mcq_shots"] == {"asked": 5, "source": "fixed", "min_used": 2, "max_used": 2}
+    r2 = run_formats(tiny, task, config=EvalConfig(n_shots=1, formats={"formats": ["mcq"]}))
+    assert r2.extra["mcq_shots"] == {"asked": 1, "source": "fixed", "min_used": 1, "max_used": 1}
 
 
 def test_formats_counterfact_tiny(tiny):
@@ -560,3 +671,41 @@ def test_side_effects_warn_when_the_text_gives_fewer_chunks_than_asked():
     with pytest.warns(UserWarning, match="fewer than text.n_chunks=500"):
         chunks = text_chunks(tiny, EvalConfig(text={"n_chunks": 500}))
     assert 0 < chunks.shape[0] < 500
+
+
+def test_evaluate_checks_its_arguments_before_anything_runs(planted, edited):
+    """An edit's result as model or original failed with "the model has no tokenizer", a dataset as
+    task with "AttributeError: 'objective'", suites=None with "'NoneType' object is not iterable",
+    and suites=[] returned an empty result."""
+    from factlens.editing import edit
+
+    res = edit(planted.model, [planted.lookup_mlp], planted.task, config=EditConfig(steps=1, batch_size=None, grad_accum=1),
+               show_progress=False)
+    run = lambda **kw: evaluate(**{"model": res.model, "task": planted.task, "original": planted.model,
+                                   "suites": ["standard"], "show_progress": False, **kw})
+    for kw, error, match in (
+            ({"model": res}, TypeError, r"model is an edit's result \(EditResult\), not a model: pass result.model"),
+            ({"original": res}, TypeError, r"original is an edit's result .*pass the unedited model"),
+            ({"model": "gemma"}, TypeError, r"model must be a TransformerLens HookedTransformer, got str"),
+            ({"task": planted.dataset}, TypeError, r"evaluate\(\) needs a factlens Task, got FactDataset.*"
+                                                   r"sports_athlete_editing\(dataset\)"),
+            ({"suites": None}, TypeError, r"suites must be a list of suite names, got NoneType None; leave it out"),
+            ({"suites": []}, ValueError, r"suites is empty: name at least one of \['standard'")):
+        with pytest.raises(error, match=match):
+            run(**kw)
+    assert run()["standard"]["forget_accuracy"].baseline == 1.0  # the unedited model as original
+
+
+def test_evaluate_refuses_an_original_of_another_model(planted, edited):
+    """An unrelated original was accepted: the baselines and at-chance flags described it (forget
+    accuracy baseline 0.375 instead of 1.0) without a word."""
+    from factlens.testing import planted_fact_model
+
+    other = planted_fact_model(n_subjects=20, seed=1).model  # the same architecture, another vocabulary
+    for orig, what in ((other, r"another vocabulary \(unembedding rows, tokenizer size: \(113, 113\); the model: "),
+                       (tiny_model(), r"another architecture \(original, model: \{'n_layers': \(2, 4\)")):
+        with pytest.raises(ValueError, match=rf"original must be the unedited copy of the same model, .*{what}"):
+            evaluate(edited, planted.task, original=orig, suites=["standard"], show_progress=False)
+    same = evaluate(edited, planted.task, original=copy.deepcopy(planted.model), suites=["standard"],
+                    show_progress=False)
+    assert same["standard"]["forget_accuracy"].baseline == 1.0

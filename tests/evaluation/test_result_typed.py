@@ -130,3 +130,21 @@ def test_plot_options():
     with pytest.raises(TypeError, match="list of metric names"):
         res.plot(metrics="forget_accuracy")
     assert set(HEADLINE_METRICS) >= {"forget_accuracy", "maintain_accuracy", "kl_divergence"}
+
+
+def test_save_leaves_a_foreign_file_alone_and_replaces_its_own(tmp_path):
+    """EvalResult.save wrote over any file (a user's notes were replaced by JSON)."""
+    res = EvalResult({"standard": SuiteResult("standard", (Metric.from_samples("forget_accuracy", {"a": 1.0, "b": 0.0}),))},
+                     task={"name": "t"})
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match="is not a saved EvalResult factlens wrote; it is left alone"):
+        res.save(notes)
+    assert notes.read_text() == '{"mine": 1}'
+    out = tmp_path / "eval.json"
+    res.save(out)
+    again = EvalResult({"standard": SuiteResult("standard", (Metric.from_samples("forget_accuracy", {"a": 0.0}),))})
+    again.save(out)  # an earlier saved evaluation is replaced
+    assert EvalResult.load(out).to_dict() == again.to_dict()
+    res.save(out)
+    assert EvalResult.load(out).task == {"name": "t"}
