@@ -425,4 +425,4 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
 
 def from_records(records: Iterable[FactRecord], name: str = "facts", candidates: Iterable[str] = ()) -> FactDataset:
     """A dataset from your own records."""
-    return FactDataset(tuple(records), name=name, candidates=tuple(candidates))
+    return FactDataset(tuple(records), name=name, candidates=candidates)  # FactDataset refuses a bare string

@@ -47,6 +47,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import ModelShape, attn_hook, mlp_hook, resid_hook, resolve_components
+from factlens.data.records import as_records
 from factlens.localization.patching import metric_from_residual, normalization_gap, resid_map
 from factlens.localization.pairs import PatchingPairs, make_pairs
 from factlens.progress_bars import progress_bar
@@ -320,6 +321,8 @@ def attribution_correlation(
         "exact": {label: score}, "top_overlap": {k: fraction}}`` (top-k overlaps for
         ``k`` in 1, 3, 10 by ``|score|``).
     """
+    if iter(dataset) is dataset:  # a one-shot iterator: both methods read the facts
+        dataset = as_records(dataset)
     attr = attribution_patching(model, dataset, metric=metric, direction=direction, ig_steps=ig_steps,
                                 corrupted_prompts=corrupted_prompts, corrupted_answers=corrupted_answers,
                                 batch_size=batch_size, seed=seed)

@@ -35,6 +35,10 @@ def test_a_string_where_a_list_belongs_is_refused_not_split_into_characters():
         FactRecord(**fact, neighborhood="Brennan plays the sport of")
     with pytest.raises(ValueError, match=r"dataset 'x': candidates must be a list of strings, got a str 'basketball'"):
         FactDataset((FactRecord(**fact),), name="x", candidates="basketball")
+    from factlens.data.loaders import from_records
+
+    with pytest.raises(ValueError, match=r"dataset 'x': candidates must be a list of strings, got a str 'golf'"):
+        from_records([FactRecord(**fact)], name="x", candidates="golf")  # was split into 'g', 'o', 'l', 'f' first
     with pytest.raises(ValueError, match=r"the question 'Which sport\?': options must be a list of strings"):
         MultipleChoice("Which sport?", "ABC")
     # lists, tuples and other iterables of strings are taken as before (stored as tuples)

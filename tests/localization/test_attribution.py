@@ -260,3 +260,9 @@ def test_corrupted_answers_are_taken_with_corrupted_prompts(planted12, given_pai
                                 corrupted_answers=answers)
     assert r == attribution_correlation(planted12.model, with_target, corrupted_prompts=prompts)
     assert r["pearson"] > 0.9
+
+
+def test_attribution_correlation_of_a_generator_is_that_of_the_list(planted12):
+    """Both methods read the facts: a one-shot iterator gave the second nothing."""
+    ds = planted12.dataset
+    assert attribution_correlation(planted12.model, (r for r in ds)) == attribution_correlation(planted12.model, ds)
