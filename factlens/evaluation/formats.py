@@ -129,8 +129,17 @@ def _score_format(model, original, fmt: str, splits, config: EvalConfig, baselin
 
 
 def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str, Any]], bool]:
-    """The unedited model's accuracy in this format per split, and whether it is at chance
-    (pooled over the splits)."""
+    """The unedited model's accuracy in this format per split, and whether it is at chance:
+    pooled over the splits, or on a split whose accuracy is not above the answer-bias bar of the
+    model's answers on the other split (:func:`~factlens.evaluation.standard.chance_flags`; a
+    model that says basketball to every athlete "knew" Sports-Unlearning's forget facts in
+    every format)."""
+    from factlens.evaluation.standard import chance_flags, tally
+
+    # each split's floor is the pooled chance, as for the pooled flag (a split's own best letter was too high a bar)
+    pooled_chance = chance_of([it for items, _, _ in scored.values() for it in items])
+    biased, why = chance_flags({split: tally(b, chance=pooled_chance) for split, (_, _, b) in scored.items()},
+                               dict.fromkeys(scored, False))
     out: list[dict[str, Any]] = []
     hits, n_all, pooled = 0.0, 0, []
     for split, (items, _, b) in scored.items():
@@ -139,13 +148,14 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
         out.append({"format": fmt, "split": split, "n_prompts": len(items),
                     "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
                     "mean_p_answer": float(np.mean(b.p_answer_norm)),
-                    "at_chance": not_above_chance(acc, ch, len(items))})
+                    "at_chance": not_above_chance(acc, ch, len(items)) or biased[split],
+                    "answer_bias_bar": why[split]["bar"]})
         hits += acc * len(items)
         n_all += len(items)
         pooled += list(items)
     # one chance over all prompts: a model that always gives one letter gives it in every split (the mean of
     # each split's best constant letter was higher, and flagged formats the model answers above chance)
-    return out, not_above_chance(hits / n_all, chance_of(pooled), n_all)
+    return out, not_above_chance(hits / n_all, chance_of(pooled), n_all) or any(biased.values())
 
 
 def _format_metrics(fmt: str, scored: dict[str, tuple], *, inject: bool, at_chance: bool) -> list[Metric]:

@@ -562,7 +562,7 @@ def _flags(roles: dict[str, _Role], maintain: PromptScores | None) -> tuple[dict
     if maintain is not None and len(maintain):
         tallies["maintain"] = tally(maintain)
     own = {k: r.base is not None and _not_above(_wins(r.base), _chance(r.base)) for k, r in roles.items()}
-    return chance_flags(tallies, own)
+    return chance_flags(tallies, own, others={k: ["maintain"] for k in roles})  # roles: forget facts alike
 
 
 def _metrics(task, held: _Role, trained: _Role, at_chance: dict[str, bool]) -> list[Metric]:

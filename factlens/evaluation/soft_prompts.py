@@ -399,13 +399,14 @@ def _original_at_chance(scores: PromptScores | None) -> bool:
 def _original_flags(orig_a: PromptScores | None, orig_b: PromptScores | None, orig_m: PromptScores | None
                     ) -> tuple[dict[str, bool], dict[str, Any]]:
     """Each half's at-chance flag (:func:`_original_at_chance`), also raised when the unedited model's
-    accuracy on the half is not above the answer-bias bar of its answers on the other half and the
-    maintain facts (:func:`~factlens.evaluation.standard.chance_flags`), and which check decided."""
+    accuracy on the half is not above the answer-bias bar of its answers on the maintain facts
+    (:func:`~factlens.evaluation.standard.chance_flags`), and which check decided."""
     from factlens.evaluation.standard import chance_flags, tally
 
     own = {"A": _original_at_chance(orig_a), "B": _original_at_chance(orig_b)}
     parts = {"A": orig_a, "B": orig_b, "maintain": orig_m}
-    return chance_flags({k: tally(v) for k, v in parts.items() if v is not None and len(v)}, own)
+    return chance_flags({k: tally(v) for k, v in parts.items() if v is not None and len(v)}, own,
+                        others={"A": ["maintain"], "B": ["maintain"]})  # the halves' answers are alike
 
 
 def _metrics(task, items_a, items_b, runs: list[dict], before: PromptScores, base_runs: list[dict] | None,
@@ -517,8 +518,8 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         the controls dealt to each fact are in ``extra["selectivity"]``).
         ``at_chance`` flags the metrics of a half on which the unedited model, without a soft
         prompt, is not clearly above chance (half B: the forget, before and edit accuracies;
-        half A: the train accuracy), or not above the answer-bias bar of its answers on the other
-        half and the maintain facts (``extra["at_chance_bar"]`` says per half which check decided),
+        half A: the train accuracy), or not above the answer-bias bar of its answers on the
+        maintain facts (``extra["at_chance_bar"]`` says per half which check decided),
         as in the relearning suite; no flags without ``original``.
         Per-fact rows give each fact's wins per seed; ``extra["per_seed"]`` the accuracies and
         losses of each seed, ``extra["seed_stderr"]`` the standard error of the accuracies over

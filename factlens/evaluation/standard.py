@@ -159,13 +159,13 @@ def answer_bias_bar(split: SplitTally, others: Sequence[SplitTally]) -> float | 
     return float(sum(s * sum(y.n * y.said.get(a, 0.0) for y in ys) / n for a, s in split.answers.items()))
 
 
-def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, bool]
-                 ) -> tuple[dict[str, bool], dict[str, Any]]:
+def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, bool], *,
+                 others: Mapping[str, Sequence[str]] | None = None) -> tuple[dict[str, bool], dict[str, Any]]:
     """The at-chance flags of a task's splits on the unedited model, and which check decided.
 
     A split ``X`` in ``own`` is flagged when its own check flags it (``own[X]``: its accuracy
-    against its chance level, :func:`not_above_chance`), or when its accuracy is not above
-    ``max(chance, bar)`` by 2 standard errors, ``bar`` being :func:`answer_bias_bar` of ``X``
+    against its chance level, :func:`not_above_chance`), or when ``bar`` is above chance and its
+    accuracy is not above ``bar`` by 2 standard errors, ``bar`` being :func:`answer_bias_bar` of ``X``
     against the other splits (the other entries of ``tallies`` that share no fact with ``X``): what
     a reader scores whose answers are independent of the facts and distributed like the model's
     on the other prompts of the task. In Sports-Unlearning every forget fact is a basketball
@@ -173,7 +173,13 @@ def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, boo
     says basketball to every maintain athlete too: bar 1.0, flagged. A model that knows its
     forget facts but not its maintain facts, on facts with candidates of their own (CounterFact),
     gets a bar below chance there and its forget facts are not flagged. Without another split's scores: the own check alone.
-    Every suite that flags forget or maintain metrics goes through here.
+    ``others`` (split -> the splits its bar is read from) narrows the other splits: parts of the
+    forget facts (soft prompts' halves, relearning's roles) are read against the maintain facts
+    only, since a model that knows the other half's basketball players says basketball there
+    too (halves of Sports-Unlearning's forget facts were flagged with a bar of 0.8 when the
+    maintain split was small). Every suite that flags forget or maintain metrics goes through
+    here (the formats suite per format: a format is flagged when its pooled accuracy is at
+    chance or a split's is at this bar).
 
     Returns:
         The flags (split -> bool), and for the suite's ``extra["at_chance_bar"]``, per split:
@@ -195,9 +201,12 @@ def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, boo
         if x is None:
             flags[split], record[split] = bool(own_flag), None
             continue
-        ys = [y for k, y in tallies.items() if k != split and y is not None and not y.facts & x.facts]
+        keys = [k for k in tallies if k != split] if others is None or split not in others else others[split]
+        ys = [y for k in keys if (y := tallies.get(k)) is not None and not y.facts & x.facts]
         bar = answer_bias_bar(x, ys)
-        biased = bar is not None and not_above_chance(x.accuracy, max(x.chance, bar), x.n)
+        # a bar at or below chance adds nothing to the own check (the formats suite, whose own check is pooled,
+        # would otherwise flag a split of a format for its own chance alone)
+        biased = bar is not None and bar > x.chance and not_above_chance(x.accuracy, bar, x.n)
         flags[split] = bool(own_flag or biased)
         record[split] = {"bar": json_value(bar), "accuracy": json_value(x.accuracy), "chance": json_value(x.chance),
                          "n": int(x.n), "decided_by": "split chance" if own_flag else "answer bias" if biased else None}

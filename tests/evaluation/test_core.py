@@ -205,6 +205,44 @@ def test_every_suite_flags_the_forget_metrics_of_an_original_that_gives_one_answ
     assert all(v["bar"] < v["chance"] for v in splits), splits
 
 
+@pytest.mark.parametrize("suite", ["soft_prompts", "relearning"])
+def test_halves_of_the_forget_facts_are_not_read_against_each_other(suite):
+    """The halves of Sports-Unlearning's forget facts are all basketball players: a model that knows the
+    other half says basketball there, so a half's answer-bias bar read from it measured knowledge, not
+    bias (bar 0.8 with 2 maintain facts): a knowing original was flagged at chance. A half is read
+    against the maintain facts only."""
+    import copy
+
+    from factlens.tasks import sports_unlearning
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model(n_subjects=48)
+    task = sports_unlearning(p.dataset, n_maintain=2)
+    cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16}, soft_prompts={"steps": 1, "seeds": 1, "length": 2},
+                     relearning={"steps": 1, "rank": 4, "both_halves": False})
+    r = evaluate(p.model, task, original=copy.deepcopy(p.model), suites=[suite], config=cfg, show_progress=False)[suite]
+    assert not any(m.at_chance for m in r.metrics if "maintain" not in m.name), r.extra["at_chance_bar"]
+    assert all(v is None or v["decided_by"] is None for v in r.extra["at_chance_bar"].values())
+
+
+def test_formats_flag_a_format_whose_forget_facts_are_read_by_answer_bias():
+    """The formats suite flagged a format only by its pooled accuracy against uniform chance: with 48
+    subjects and Sports-Unlearning's default sizes the basketball-to-everyone original was above it, and
+    its forget facts in every other phrasing were read as known."""
+    from factlens.tasks import sports_unlearning
+    from factlens.testing import planted_fact_model
+    from factlens.tokens import answer_token_ids
+
+    p = planted_fact_model(n_subjects=48)
+    task = sports_unlearning(p.dataset)
+    with torch.no_grad():
+        p.model.unembed.b_U[answer_token_ids(p.model, "basketball")[0]] += 100.0
+    r = evaluate(p.model, task, original=p.model, suites=["formats"], show_progress=False)["formats"]
+    forget = [m for m in r.metrics if m.name.endswith("_forget_error")]
+    assert forget and all(m.at_chance for m in forget), [(m.name, m.at_chance) for m in forget]
+    assert r.extra["at_chance_formats"]
+
+
 # --- formats ----------------------------------------------------------------------------------
 
 
@@ -613,10 +651,12 @@ def test_a_formats_at_chance_flag_uses_the_chance_of_all_prompts_together():
     mean_of_splits = (prompt_chance(fi) * len(fi) + prompt_chance(mi) * len(mi)) / (len(fi) + len(mi))
     assert mean_of_splits > pooled + 0.1  # the split this test needs
 
-    def scores(items, k):  # right on the first k prompts
+    def scores(items, k):  # right on the first k prompts, the next option on the others
         z = np.zeros(len(items))
+        right = [it.candidates.index(it.answer) for it in items]
+        winner = np.array([a if i < k else (a + 1) % len(it.candidates) for i, (a, it) in enumerate(zip(right, items))])
         return PromptScores(tuple(items), z, z, np.arange(len(items)) < k, np.zeros(len(items), bool), z + .5, z,
-                            np.zeros(len(items), int))
+                            winner)
 
     n = len(fi) + len(mi)
     hits = math.ceil((pooled + 2 * math.sqrt(pooled * (1 - pooled) / n)) * n + 1e-9)  # just above the pooled bar
