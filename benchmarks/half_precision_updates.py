@@ -49,12 +49,13 @@ def main() -> None:
             warnings.simplefilter("ignore")
             rb = fn(bf16, Mask.from_labels(labels), task, config=cfg)
             rf = fn(f32, Mask.from_labels(labels), task, config=cfg)
-        lost = ([f["update_lost"] for f in rb.meta["facts"]] if "facts" in rb.meta
-                else [d["update_lost"] for d in rb.meta["layers"]])
-        for i, name in enumerate(sorted(rb.deltas)):
+        if "facts" in rb.meta:  # ROME: one layer, a share per fact
+            shares = {name: "/".join(f"{f['update_lost']:.3f}" for f in rb.meta["facts"]) for name in rb.deltas}
+        else:  # MEMIT, AlphaEdit: a share per layer
+            shares = {f"blocks.{d['layer']}.mlp.W_out": f"{d['update_lost']:.3f}" for d in rb.meta["layers"]}
+        for name, share in shares.items():
             db = rb.deltas[name].new.double() - rb.deltas[name].old.double()
             df = rf.deltas[name].new.double() - rf.deltas[name].old.double()
-            share = f"{lost[i]:.3f}" if "layers" in rb.meta else "/".join(f"{x:.3f}" for x in lost)
             print(f"| {fn.__name__} | {name} | {share} | {int((db != 0).sum())} / {db.numel()} | "
                   f"{float((db - df).norm() / df.norm()):.3f} |")
 

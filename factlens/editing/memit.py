@@ -369,13 +369,14 @@ def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, 
         update, extra = (None, {}) if make_update is None else make_update(work, layers, stats, cfg, prefixes)
         per_layer = memit_apply(work, layers, records, targets, stats=stats, config=cfg, prefixes=prefixes,
                                 update=update)
+        # inside the guard: a warning raised as an error (-W error) restores the weights like any failure
+        warn_rounding({d["layer"]: d["update_lost"] for d in per_layer}, method=cls.label,
+                      dtype=next(iter(originals.values())).dtype, where="layer")
     except BaseException:
         with torch.no_grad():
             for n, o in originals.items():
                 params[n].copy_(o)
         raise
-    warn_rounding({d["layer"]: d["update_lost"] for d in per_layer}, method=cls.label,
-                  dtype=next(iter(originals.values())).dtype, where="layer")
     final = float((targets - _current_z(work, z_layer, records)).norm(dim=1).mean())
     meta = {"method": cls.method, "layers": [{**d, **extra.get(d["layer"], {})} for d in per_layer],
             "z_layer": z_layer, f"{cls.method}_config": cfg.to_dict(),

@@ -240,7 +240,8 @@ def warn_rounding(lost: Mapping[Any, float], *, method: str, dtype: torch.dtype,
         return
     key, worst = max(lost.items(), key=lambda kv: kv[1])
     if worst > ROUNDING_WARN:
-        warnings.warn(f"{method}: {worst:.0%} of the update's norm was lost to rounding in the model's {dtype} weights "
+        share = f"{worst:.0%}" if worst <= 1 else "all (the rounding error is larger than the update)"
+        warnings.warn(f"{method}: {share} of the update's norm was lost to rounding in the model's {dtype} weights "
                       f"({where} {key}; meta records each share as 'update_lost'): the edit is weaker than computed. "
                       "Edit a float32 copy of the model (model.float()) or load it in float32", RuntimeWarning,
                       stacklevel=3)

@@ -485,11 +485,12 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
             history += [{**h, "step": offset + h["step"]} for h in e.history]
             offset += len(e.history)
             facts.append({"id": r.id, **e.summary(), "update_lost": lost})
+        # inside the guard: a warning raised as an error (-W error) restores the weights like any failure
+        warn_rounding({f["id"]: f["update_lost"] for f in facts}, method="ROME", dtype=W.dtype, where="fact")
     except BaseException:
         with torch.no_grad():
             W.copy_(original)
         raise
-    warn_rounding({f["id"]: f["update_lost"] for f in facts}, method="ROME", dtype=W.dtype, where="fact")
     meta = {"method": "rome", "layer": layer, "rome_config": cfg.to_dict(), "facts": facts,
             "covariance": covariance_meta(stats), "n_prefixes": len(prefixes), "inplace": inplace,
             "device": str(W.device)}

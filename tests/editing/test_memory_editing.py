@@ -80,3 +80,30 @@ def test_closed_form_editors_refuse_scores_where_a_mask_belongs():
         mask_mlp_layers(scores, p.model, method="MEMIT")
     assert mask_mlp_layers(["L1.mlp", "L0.mlp"], p.model, method="MEMIT") == [0, 1]
     assert mask_mlp_layers("L1.mlp", p.model, method="ROME") == [1]
+
+
+def test_a_rounding_warning_raised_as_an_error_restores_the_weights():
+    """The warning came after the editors' restore guard: under warnings-as-errors an in-place
+    AlphaEdit of a bfloat16 model raised and left its two W_out edited, with no record to revert."""
+    import copy
+
+    from factlens.components import Mask
+    from factlens.data.records import FactDataset, FactRecord
+    from factlens.editing.alphaedit import AlphaEditConfig, alphaedit
+    from factlens.tasks import Task
+    from factlens.testing.invariants import assert_unchanged, snapshot
+    from factlens.testing.shaped import gemma3_shaped
+
+    recs = (FactRecord("Question", "{} plays the sport of", "golf", target_new="sport", id="a"),
+            FactRecord("Answer player", "Fact : {} is a", "golf", target_new="team sports", id="b"))
+    ds = FactDataset(recs, name="x", candidates=("golf", "sport", "team sports"))
+    task = Task("x", "inject", ds, ds.subset([]), ds.subset([]))
+    torch.manual_seed(0)
+    model = copy.deepcopy(gemma3_shaped(n_layers=4)).to(torch.bfloat16)
+    before = snapshot(model)
+    cfg = AlphaEditConfig(n_cov_tokens=2000, v_num_grad_steps=10, cache_covariance=False, prefix_lengths=((3, 2),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match="lost to rounding"):
+            alphaedit(model, Mask.from_labels(["L1.mlp", "L2.mlp"]), task, config=cfg, inplace=True)
+    assert_unchanged(model, before)
