@@ -89,9 +89,23 @@ class FormatAccuracy:
 
 
 def _as_dataset(dataset, what: str) -> FactDataset:
-    """``dataset`` as a :class:`FactDataset` (a list of records becomes one, as :func:`factlens.localize`
-    takes it; a list failed with "'list' object has no attribute 'candidates_for'"); an empty one is refused."""
-    ds = dataset if isinstance(dataset, FactDataset) else FactDataset(tuple(as_records(dataset, what=what)))
+    """``dataset`` as a :class:`FactDataset`; an empty one is refused.
+
+    A list of records is taken when every record has candidates of its own (a list failed with
+    "'list' object has no attribute 'candidates_for'"). Otherwise the dataset's candidates decide
+    how facts are scored (argmax among them, or for open-vocabulary facts p > 0.5), and a list
+    has none: it would have been scored by the other criterion without a word, so it is refused.
+    """
+    if isinstance(dataset, FactDataset):
+        ds = dataset
+    else:
+        records = as_records(dataset, what=what)
+        bare = [r.id or r.subject for r in records if not r.candidates]
+        if bare:
+            raise TypeError(f"{what}: the facts {bare[:3]} have no candidates of their own, and a list has no "
+                            "dataset candidates to score them by; pass a FactDataset: FactDataset(records, "
+                            "candidates=(...)) for candidate answers, FactDataset(records) for open-vocabulary facts")
+        ds = FactDataset(tuple(records))
     if not len(ds):
         raise ValueError(f"{what}: the dataset is empty; give the facts to score")
     return ds

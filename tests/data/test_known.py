@@ -65,17 +65,22 @@ def test_filter_known_refuses_a_format_that_does_not_give_one_prompt_per_fact_in
     assert len(filter_known(tiny_model(), ds)) <= 2  # the default format: one prompt per fact, accepted
 
 
-def test_a_list_of_records_is_scored_as_its_dataset_and_nothing_is_refused(planted):
+def test_a_list_of_records_is_scored_as_its_dataset_or_refused(planted):
     """localize takes a list of records; filter_known and format_accuracy failed on one with
-    "'list' object has no attribute 'candidates_for'", and on [] the same way."""
+    "'list' object has no attribute 'candidates_for'", and on [] the same way. A list of records
+    without candidates of their own is refused: the dataset's candidates decide the criterion, and
+    scored without them the planted facts fell back to p > 0.5 over the vocabulary."""
+    from dataclasses import replace
+
     from factlens.data.records import FactDataset
 
-    records = list(planted.dataset)
-    as_ds = filter_known(planted.model, FactDataset(tuple(records)))
-    as_list = filter_known(planted.model, records)
+    own = [replace(r, candidates=planted.dataset.candidates) for r in planted.dataset]
+    as_list, as_ds = filter_known(planted.model, own), filter_known(planted.model, FactDataset(tuple(own)))
     assert [r.id for r in as_list] == [r.id for r in as_ds] and as_list.meta["known"] == as_ds.meta["known"]
-    assert format_accuracy(planted.model, records).rows == format_accuracy(planted.model, FactDataset(tuple(records))).rows
+    assert format_accuracy(planted.model, own).rows == format_accuracy(planted.model, FactDataset(tuple(own))).rows
     for fn in (filter_known, format_accuracy):
+        with pytest.raises(TypeError, match="have no candidates of their own"):
+            fn(planted.model, list(planted.dataset))
         with pytest.raises(ValueError, match="the dataset is empty"):
             fn(planted.model, [])
     with pytest.raises(TypeError, match="must be facts"):
