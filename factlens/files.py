@@ -63,7 +63,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 
 def check_output(path: str | Path, *, what: str, ours: Callable[[str], bool],
                  protected: "list[str | Path] | tuple[str | Path, ...]" = (), allowed: tuple[str, ...] = ()) -> Path:
-    """Check that writing ``path`` loses nothing: it is not a folder, not a file inside one of the
+    """Check that writing ``path`` loses nothing and can succeed: no folder above it is a file, it is not a folder, not a file inside one of the
     ``protected`` folders (a run folder being read; ``allowed`` names files there that may be
     written, e.g. ``report.html``), and, if it exists, a file this kind of output wrote before
     (``ours(first_bytes)``). Returns the path.
@@ -81,6 +81,10 @@ def check_output(path: str | Path, *, what: str, ours: Callable[[str], bool],
         ValueError: .../notes.txt exists and is not a CSV factlens wrote; it is left alone: remove it or choose another file
     """
     path = Path(path)
+    for folder in reversed(path.parents):  # the outermost first: the file that blocks the path
+        if folder.exists() and not folder.is_dir():  # (writing failed late, with a FileExistsError traceback)
+            raise ValueError(f"{path}: {folder} is a file, not a folder, so the {what} cannot be written under it; "
+                             "choose a path whose folders are folders (or do not exist yet)")
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the {what}'s file name (e.g. {path / 'out'}...)")
     target = path.resolve()

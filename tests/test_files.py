@@ -53,3 +53,17 @@ def test_a_symlinked_target_is_written_through_the_link(tmp_path: Path):
     link.symlink_to(target)
     write_atomic(link, lambda tmp: tmp.write_text("new"))
     assert link.is_symlink() and target.read_text() == "new" == link.read_text()
+
+
+def test_a_path_under_an_existing_file_is_refused_before_any_write(tmp_path: Path):
+    """Mask.save("notes.txt/mask.json") and the report/compare outputs raised FileExistsError from creating
+    the folder (the CLI's check was its own copy; library saves had none)."""
+    from factlens.components import Mask
+    from factlens.files import check_output
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes.txt is a file, not a folder, so the saved mask cannot be written"):
+        Mask.from_labels(["L0.mlp"]).save(tmp_path / "notes.txt" / "mask.json")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output(tmp_path / "notes.txt" / "a" / "b.csv", what="CSV", ours=lambda head: True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -330,17 +330,16 @@ def _with_cap(e: BaseException, cfg) -> BaseException | str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from factlens.files import write_atomic
+    from factlens.files import check_output, write_atomic
     from factlens.runner.report import write_report
     from factlens.runner.report_markdown import is_markdown_summary, markdown_summary
-    from factlens.runner.report_output import check_report_output
 
     try:
         if args.markdown:
             if args.output is None:
                 print(markdown_summary(args.out, references=args.reference), end="")
                 return 0
-            check_report_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
+            check_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
             text = markdown_summary(args.out, references=args.reference)
             write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             print(str(args.output))
@@ -354,15 +353,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare, load_evaluations
-    from factlens.files import write_atomic
-    from factlens.runner.report_output import check_report_output
+    from factlens.files import check_output, write_atomic
     from factlens.runner.report_stats import compare_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
-            check_report_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
-                                protected=[p for p in args.out if Path(p).is_dir()])
+            check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
+                         protected=[p for p in args.out if Path(p).is_dir()])
         runs = args.out[0] if len(args.out) == 1 else list(args.out)
         table = compare(runs, reference=args.reference, metrics=metrics)
         if table.empty and set(load_evaluations(runs)) == {args.reference}:  # not "no metric with per-fact values"

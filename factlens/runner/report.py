@@ -581,13 +581,12 @@ def write_report(path: str | Path, *, output: str | Path | None = None,
                  references: Sequence[str] | None = None) -> Path:
     """Write ``report.html`` (or ``output``) for a run directory and return its path (``references``:
     see :func:`build_report`)."""
-    from factlens.files import write_atomic
-    from factlens.runner.report_output import check_report_output
+    from factlens.files import check_output, write_atomic
 
     out = Path(output) if output is not None else Path(path) / "report.html"
     # never over a run file (--output DIR/run_config.json destroyed the folder) nor a file of one's own
-    check_report_output(out, what="report", protected=[path], allowed=("report.html",),
-                        ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head)
+    check_output(out, what="report", protected=[path], allowed=("report.html",),
+                 ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head)
     text = build_report(path, references=references)
     write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
