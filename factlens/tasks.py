@@ -108,12 +108,17 @@ def _split_rest(rest: FactDataset, *, n_retain: int | None, n_maintain: int | No
     return retain, maintain
 
 
+def _whole_count(n: object) -> bool:
+    """Whether ``n`` is a whole number >= 1 (not a bool): a forget size."""
+    return not isinstance(n, bool) and isinstance(n, numbers.Integral) and n >= 1
+
+
 def _check_forget_size(n_forget: int, n_facts: int, rest: str = "") -> None:
     """Refuse ``n_forget < 1`` (an empty forget split failed only in the edit) and a dataset too
     small for ``n_forget`` facts plus one retain and one maintain fact (:class:`TaskSizeError`,
     naming the largest size that fits, or the dataset and model to change when none does: it
     said "use at most -2")."""
-    if isinstance(n_forget, bool) or not isinstance(n_forget, numbers.Integral) or n_forget < 1:
+    if not _whole_count(n_forget):
         raise ValueError(f"n_forget must be a whole number >= 1 (facts to edit; --forget-size), got {n_forget!r}")
     if n_facts < 3:
         raise TaskSizeError(f"the dataset holds {n_facts} fact(s) (the facts the model knows); a task needs at least "
@@ -180,8 +185,7 @@ def _sport_size(n_forget: int | None, n_sport: int, sport: str) -> int:
     """``n_forget``, or a :class:`TaskSizeError` when the dataset has fewer facts of ``sport`` (it was cut
     to them without a word, while the other tasks refuse), a ``ValueError`` below 1 (an empty forget
     split failed only in the edit, as it did with no fact of ``sport``). ``None``: all of them."""
-    if n_forget is not None and (isinstance(n_forget, bool) or not isinstance(n_forget, numbers.Integral)
-                                 or n_forget < 1):
+    if n_forget is not None and not _whole_count(n_forget):
         raise ValueError(f"n_forget must be a whole number >= 1 (facts to edit; --forget-size), or None for every "
                          f"{sport} fact; got {n_forget!r}")
     if n_sport == 0:
