@@ -10,9 +10,10 @@ longer wins among the candidates) and the *edit accuracy* (the edit target wins;
 tasks), and on the maintain facts the *maintain accuracy*; for ``neighborhood`` the *edit
 error* (the edit target beats the neighbor's own answer). Every metric carries the unedited
 model's value as ``baseline``, and formats in which the unedited model is not clearly above
-chance (accuracy < chance + 2 binomial SE, pooled over forget and maintain facts) are
-flagged ``at_chance`` and listed in ``extra["at_chance_formats"]``: there an "edited" answer
-is noise, not robustness.
+chance (accuracy < chance + 2 binomial SE, pooled over forget and maintain facts), or not
+clearly above what its answer bias alone scores (the pooled answer-bias bar), are flagged
+``at_chance`` and listed in ``extra["at_chance_formats"]``, with the check that decided in
+``extra["at_chance_bar"]``: there an "edited" answer is noise, not robustness.
 """
 
 from __future__ import annotations
@@ -128,12 +129,23 @@ def _score_format(model, original, fmt: str, splits, config: EvalConfig, baselin
     return scored
 
 
-def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str, Any]], bool]:
-    """The unedited model's accuracy in this format per split, and whether it is at chance:
-    pooled over the splits, or on a split whose accuracy is not above the answer-bias bar of the
-    model's answers on the other split (:func:`~factlens.evaluation.standard.chance_flags`; a
-    model that says basketball to every athlete "knew" Sports-Unlearning's forget facts in
-    every format)."""
+def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str, Any]], bool, dict[str, Any]]:
+    """The unedited model's accuracy in this format per split, whether the format is at chance, and
+    which check decided it.
+
+    One flag covers every metric of the format, so it is one test over the format's prompts,
+    forget and maintain pooled: at chance when the pooled accuracy is not above, by 2 standard
+    errors, the pooled chance, or the pooled **answer-bias bar** where that bar is above chance
+    (the prompt-weighted mean of each split's :func:`~factlens.evaluation.standard.answer_bias_bar`
+    against the other split: what a reader scores that knows no fact and answers like the
+    model does on the other facts; a model that says basketball to every athlete "knew"
+    Sports-Unlearning's forget facts, all basketball players, in every format, and its pooled
+    accuracy equals its pooled bar). Until 2026-12-06 the bar was tested per split and any
+    flagged split flagged the format: two tests at 2 standard errors, each on a part of the
+    prompts, flag a format that the model knows more often than the one pooled test the flag
+    stands for (measured case: docs/statistics.md). The per-split rows keep each split's own
+    reading (``at_chance``: the split alone is not above its chance or its bar).
+    """
     from factlens.evaluation.standard import chance_flags, tally
 
     # each split's floor is the pooled chance, as for the pooled flag (a split's own best letter was too high a bar)
@@ -142,6 +154,7 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
                                dict.fromkeys(scored, False))
     out: list[dict[str, Any]] = []
     hits, n_all, pooled = 0.0, 0, []
+    bar_hits, bar_n, bar_sum = 0.0, 0, 0.0  # over the splits with a bar (a lone split has none)
     for split, (items, _, b) in scored.items():
         ch = chance_of(items)
         acc = b.accuracy()
@@ -153,9 +166,19 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
         hits += acc * len(items)
         n_all += len(items)
         pooled += list(items)
+        if why[split]["bar"] is not None:
+            bar_hits += acc * len(items)
+            bar_n += len(items)
+            bar_sum += why[split]["bar"] * len(items)
     # one chance over all prompts: a model that always gives one letter gives it in every split (the mean of
     # each split's best constant letter was higher, and flagged formats the model answers above chance)
-    return out, not_above_chance(hits / n_all, chance_of(pooled), n_all) or any(biased.values())
+    chance = chance_of(pooled)
+    own = not_above_chance(hits / n_all, chance, n_all)
+    bar = bar_sum / bar_n if bar_n else None
+    bias = bar is not None and bar > chance and not_above_chance(bar_hits / bar_n, bar, bar_n)
+    record = {"accuracy": json_value(hits / n_all), "n": n_all, "chance": json_value(chance), "bar": json_value(bar),
+              "decided_by": "chance" if own else "answer bias" if bias else None}
+    return out, bool(own or bias), record
 
 
 def _format_metrics(fmt: str, scored: dict[str, tuple], *, inject: bool, at_chance: bool) -> list[Metric]:
@@ -204,6 +227,8 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
         ``<fmt>_maintain_accuracy`` and ``neighborhood_edit_error``; per-fact rows per
         (fact, format, split); ``extra["format_baselines"]`` (the unedited model's accuracy per
         format on forget and maintain facts, with chance levels), ``extra["at_chance_formats"]``,
+        ``extra["at_chance_bar"]`` (with an original: per format the pooled ``accuracy``, ``n``,
+        ``chance``, answer-bias ``bar`` and ``decided_by``: ``"chance"``, ``"answer bias"`` or ``None``),
         ``extra["formats"]`` (evaluated), ``extra["unavailable_formats"]`` (requested but
         absent from the data) and, with ``mcq``, ``extra["mcq_shots"]`` (the solved examples
         asked for and the fewest / most a prompt holds).
@@ -225,6 +250,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
     rows: list[dict[str, Any]] = []
     format_baselines: list[dict[str, Any]] = []
     at_chance_formats: list[str] = []
+    at_chance_bar: dict[str, Any] = {}
     extra: dict[str, Any] = {"formats": fmts, "unavailable_formats": missing, **original_note(original)}
     inject = task.objective == "inject"
     splits = [("forget", task.forget)] + ([("maintain", task.maintain)] if len(task.maintain) else [])
@@ -235,7 +261,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
             continue
         flag = False
         if original is not None:
-            fmt_baselines, flag = _format_baselines(fmt, scored)
+            fmt_baselines, flag, at_chance_bar[fmt] = _format_baselines(fmt, scored)
             format_baselines += fmt_baselines
             if flag:
                 at_chance_formats.append(fmt)
@@ -247,4 +273,6 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
                                     "counts": skipped}
     extra["format_baselines"] = format_baselines
     extra["at_chance_formats"] = at_chance_formats
+    if original is not None:
+        extra["at_chance_bar"] = at_chance_bar
     return SuiteResult("formats", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)

@@ -178,8 +178,8 @@ def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, boo
     only, since a model that knows the other half's basketball players says basketball there
     too (halves of Sports-Unlearning's forget facts were flagged with a bar of 0.8 when the
     maintain split was small). Every suite that flags forget or maintain metrics goes through
-    here (the formats suite per format: a format is flagged when its pooled accuracy is at
-    chance or a split's is at this bar).
+    here (the formats suite per format, pooled: its one flag per format tests the format's
+    pooled accuracy against the prompt-weighted mean of its splits' bars).
 
     Returns:
         The flags (split -> bool), and for the suite's ``extra["at_chance_bar"]``, per split:

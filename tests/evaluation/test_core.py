@@ -661,9 +661,61 @@ def test_a_formats_at_chance_flag_uses_the_chance_of_all_prompts_together():
     n = len(fi) + len(mi)
     hits = math.ceil((pooled + 2 * math.sqrt(pooled * (1 - pooled) / n)) * n + 1e-9)  # just above the pooled bar
     assert not not_above_chance(hits / n, pooled, n)
-    _, flag = _format_baselines("mcq", {"forget": (fi, None, scores(fi, hits // 3)),
-                                        "maintain": (mi, None, scores(mi, hits - hits // 3))})
-    assert flag is False
+    _, flag, why = _format_baselines("mcq", {"forget": (fi, None, scores(fi, hits // 3)),
+                                             "maintain": (mi, None, scores(mi, hits - hits // 3))})
+    assert flag is False and why["decided_by"] is None
+
+
+def test_a_formats_answer_bias_flag_is_one_pooled_test_as_the_format_flag_is():
+    """The answer-bias bar was tested per split and any flagged split flagged the format: Gemma 3
+    270M's "The sport played by {} is" (0.500 on 32 forget athletes against a bar of 0.371, 0.484 on
+    64 maintain athletes against 0.381) was flagged, though over its 96 prompts it is 0.490 against
+    0.378, 2.3 standard errors above. Two tests on parts of the prompts flag a known format more
+    often than the pooled test that the format's one flag stands for."""
+    from factlens.evaluation.formats import _format_baselines
+    from factlens.evaluation.standard import answer_bias_bar
+    from factlens.prompt_scores import PromptScores
+
+    ds = sports_facts()
+    f, rest = ds.split(32, seed=2)
+    m, _ = rest.split(64, seed=2)
+    fi, mi = format_prompts(f, "sport_played", seed=0), format_prompts(m, "sport_played", seed=0)
+
+    def scores(items, k):  # right on the first k prompts, basketball on the others (the next sport for its players)
+        z = np.zeros(len(items))
+        right = np.array([it.candidates.index(it.answer) for it in items])
+        bb = np.array([it.candidates.index("basketball") for it in items])
+        wrong = np.where(bb == right, (right + 1) % 3, bb)
+        winner = np.where(np.arange(len(items)) < k, right, wrong)
+        return PromptScores(tuple(items), z, z, winner == right, np.zeros(len(items), bool), z + .5, z, winner)
+
+    sf, sm = scores(fi, 16), scores(mi, 31)  # 0.500 and 0.484, as measured
+    chance = prompt_chance(fi + mi)
+    tf, tm = tally(sf, chance=chance), tally(sm, chance=chance)
+    bars = answer_bias_bar(tf, [tm]), answer_bias_bar(tm, [tf])
+    # the premise: each split alone is not above its bar by 2 SE, the pooled prompts are
+    assert all(b > chance for b in bars)
+    assert not_above_chance(16 / 32, bars[0], 32) or not_above_chance(31 / 64, bars[1], 64), bars
+    pooled_bar = (32 * bars[0] + 64 * bars[1]) / 96
+    assert not not_above_chance(47 / 96, pooled_bar, 96), pooled_bar
+    rows, flag, why = _format_baselines("sport_played", {"forget": (fi, None, sf), "maintain": (mi, None, sm)})
+    assert flag is False and why["decided_by"] is None and why["bar"] == pytest.approx(pooled_bar)
+    assert any(r["at_chance"] for r in rows)  # the per-split rows keep the stricter reading
+    # a model that says basketball to everyone, on forget athletes who all play it: its pooled accuracy
+    # (0.56 with a third of the maintain athletes basketball players) is above chance, and is its pooled bar
+    bf = ds.filter(lambda r: r.answer == "basketball").split(32, seed=3)[0]
+    in_bf = {x.id for x in bf}
+    bm = ds.filter(lambda r: r.id not in in_bf).split(64, seed=3)[0]
+    blind = {}
+    for split, items in (("forget", format_prompts(bf, "sport_played", seed=0)),
+                         ("maintain", format_prompts(bm, "sport_played", seed=0))):
+        z = np.zeros(len(items))
+        said = np.array([it.candidates.index("basketball") for it in items])
+        hit = np.array([it.answer == "basketball" for it in items])
+        blind[split] = (items, None, PromptScores(tuple(items), z, z, hit, np.zeros(len(items), bool), z + .5, z, said))
+    _, flag, why = _format_baselines("sport_played", blind)
+    assert not not_above_chance(why["accuracy"], why["chance"], why["n"])  # the chance check alone passes it
+    assert flag is True and why["decided_by"] == "answer bias" and why["bar"] == pytest.approx(why["accuracy"])
 
 
 def test_side_effects_on_the_builtin_text_are_measured_on_text_the_editor_never_trained_on():
