@@ -128,10 +128,12 @@ class DirectionAblationConfig(ConfigBase):
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.positions
         object.__setattr__(self, "positions", (v,) if isinstance(v, str) else tuple(v))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", (self.layers,) if isinstance(self.layers, int) else tuple(self.layers))
-            if not self.layers or any(int(x) < 0 for x in self.layers):
-                raise ValueError(f"DirectionAblationConfig.layers must be non-negative layer indices, got {self.layers}")
+        if self.layers is not None:  # integers only, as LogitLensConfig: int() made 1.5 layer 1 and True layer 1
+            v = (self.layers,) if np.isscalar(self.layers) else tuple(self.layers)
+            if not v or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in v):
+                raise ValueError(f"DirectionAblationConfig.layers must be non-negative integer layer indices (or None "
+                                 f"for search_layers to choose), got {self.layers!r}")
+            object.__setattr__(self, "layers", tuple(int(x) for x in v))
         if not self.positions or any(p not in POSITIONS for p in self.positions):
             raise ValueError(f"DirectionAblationConfig.positions must be a non-empty subset of {list(POSITIONS)}, "
                              f"got {self.positions}")

@@ -133,10 +133,8 @@ def from_linear_view(name: str, M: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 def _code(scheme: str, device) -> Tensor:
-    if scheme == "nf4":
-        return torch.tensor(NF4_CODE, dtype=torch.float32, device=device)
-    if scheme == "int4":
-        return torch.tensor(INT4_CODE, dtype=torch.float32, device=device)
+    if scheme in ("nf4", "int4"):
+        return torch.tensor(NF4_CODE if scheme == "nf4" else INT4_CODE, dtype=torch.float32, device=device)
     raise ValueError(f"unknown block scheme {scheme!r}; block schemes: 'nf4', 'int4'")
 
 
@@ -198,10 +196,6 @@ def _int8_input(M: Tensor) -> Tensor:
     return M16.float()
 
 
-def _row_absmax(M: Tensor) -> Tensor:
-    return M.float().abs().amax(dim=1)
-
-
 def quantize_matrix(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
     """Round-trip an ``[out, in]`` weight matrix through ``scheme`` (quantize, then dequantize).
 
@@ -222,7 +216,7 @@ def _quantize_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
     """:func:`quantize_matrix` of a checked matrix (each check is a pass over the weight)."""
     if scheme == "int8":
         M32 = _int8_input(M)
-        row = _row_absmax(M32)
+        row = M32.abs().amax(dim=1)  # per output row (M32 is float32)
         q = torch.round(M32 * (127.0 / row.unsqueeze(-1)))
         out = q * row.view(-1, 1) * _INT8_INV
         out = torch.where(row.view(-1, 1) > 0, out, torch.zeros_like(out))
@@ -255,7 +249,7 @@ def _quantize_codes(M: Tensor, scheme: str, block_size: int) -> Tensor:
     """:func:`quantize_codes` of a checked matrix."""
     if scheme == "int8":
         M32 = _int8_input(M)
-        row = _row_absmax(M32).view(-1, 1)
+        row = M32.abs().amax(dim=1).view(-1, 1)
         q = torch.round(M32 * (127.0 / row.clamp(min=1e-38)))
         return torch.where(row > 0, q, torch.zeros_like(q)).to(torch.int32)
     code = _code(scheme, M.device)
@@ -283,7 +277,7 @@ def bin_widths(M: Tensor, scheme: str, *, block_size: int = 64) -> Tensor:
 def _bin_widths(M: Tensor, scheme: str, block_size: int) -> Tensor:
     """:func:`bin_widths` of a checked matrix."""
     if scheme == "int8":
-        return (_row_absmax(_int8_input(M)) / 127.0).view(-1, 1).expand(M.shape).clone()
+        return (_int8_input(M).abs().amax(dim=1) / 127.0).view(-1, 1).expand(M.shape).clone()
     code = _code(scheme, M.device)
     mids = (code[:-1] + code[1:]) / 2
     edges = torch.cat([code[:1], mids, code[-1:]])
@@ -454,11 +448,12 @@ class QuantizationConfig(ConfigBase):
     """Settings of the ``quantization`` suite (``EvalConfig.quantization``).
 
     Attributes:
-        schemes: Schemes to try (:data:`SCHEMES`).
+        schemes: Schemes to try (:data:`SCHEMES`), each once.
         block_size: Weights per absmax block of the 4-bit schemes (bitsandbytes' default 64).
-        targets: Short names of the quantized weights.
+        targets: Short names of the quantized weights (some of :data:`QUANTIZED_WEIGHTS`).
         formats: Prompt formats evaluated (``"default"`` is the trained format; the others as
-            in the ``formats`` suite, except ``neighborhood``).
+            in the ``formats`` suite, except ``neighborhood``); those the task's facts lack are
+            skipped and listed in ``extra["unavailable_formats"]`` (a ValueError when all are).
         backend: ``"torch"`` (everywhere) or ``"bitsandbytes"`` (int8 and nf4 through
             bitsandbytes; needs it installed with a backend for the model's device; warns
             where bitsandbytes' CPU kernel dequantizes with other blocks' scales than it
@@ -491,8 +486,13 @@ class QuantizationConfig(ConfigBase):
         for name in ("schemes", "targets", "formats"):
             v = getattr(self, name)
             object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(v))
-        if not self.schemes or any(s not in SCHEMES for s in self.schemes):
-            raise ValueError(f"QuantizationConfig.schemes must be a non-empty subset of {list(SCHEMES)}, got {self.schemes}")
+        if not self.schemes or any(s not in SCHEMES for s in self.schemes) or len(set(self.schemes)) < len(self.schemes):
+            raise ValueError(f"QuantizationConfig.schemes must be a non-empty subset of {list(SCHEMES)}, each named "
+                             f"once (a repeat gives duplicate metric names), got {self.schemes}")
+        bad = [t for t in self.targets if t not in QUANTIZED_WEIGHTS]
+        if not self.targets or bad:
+            raise ValueError(f"QuantizationConfig.targets has unknown weights {bad}; use a non-empty subset of the "
+                             f"quantized weights {list(QUANTIZED_WEIGHTS)}")
         if self.block_size < 1:
             raise ValueError(f"QuantizationConfig.block_size must be >= 1, got {self.block_size}")
         bad = [f for f in self.formats if f not in FORMATS or f == "neighborhood"]
@@ -505,6 +505,17 @@ class QuantizationConfig(ConfigBase):
             raise ValueError("bitsandbytes has no absmax int4; use backend='torch' or drop 'int4' from schemes")
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"QuantizationConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
+
+
+def _available_formats(task, config: EvalConfig, qc: QuantizationConfig) -> tuple[QuantizationConfig, list[str]]:
+    """``qc`` with the formats the task's facts have (picked as the formats suite does), and the others."""
+    from factlens.evaluation.formats import FormatsConfig, _formats_to_run
+
+    fmts, missing = _formats_to_run(task, config.replace(formats=FormatsConfig(formats=qc.formats)))
+    if not fmts:  # the suite would score no prompt and report nothing
+        raise ValueError(f"QuantizationConfig.formats {list(qc.formats)}: the task's facts have none of them ('mcq' "
+                         "needs multiple-choice questions); ask for formats the facts have, e.g. 'default'")
+    return qc.replace(formats=tuple(fmts)), missing
 
 
 def _attack(model, task, config: EvalConfig, qc: QuantizationConfig, scheme: str) -> tuple[dict[str, TaskScores], dict]:
@@ -537,7 +548,8 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
         original. ``extra["schemes"][s]`` holds the weight error, the recovery and
         ``attack_damage`` (``damaged``: the scheme itself costs the unedited model
         accuracy); ``extra["damaged"]`` lists the flagged schemes; ``extra["at_chance_bar"]`` per format
-        and split which check set the at-chance flag (:meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`).
+        and split which check set the at-chance flag (:meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`);
+        ``extra["unavailable_formats"]`` the requested formats the task's facts lack (not scored).
         One per-fact row per forget and maintain fact with its outcome before and under every scheme.
 
     Example:
@@ -553,12 +565,12 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
 
     config = or_default(config)
     qc = suite_settings(config, "quantization", QuantizationConfig, quantization_config)
+    settings = qc.to_dict()  # as asked; the run skips the formats the facts lack
+    qc, unavailable = _available_formats(task, config, qc)
     before = {fmt: score_task(model, task, config, fmt=fmt) for fmt in qc.formats}
-    base_before = None
-    if original is not None:
-        base_before = before if original is model else {
-            fmt: cached(baselines, ("task_scores", task_key(task, config, fmt)),
-                        lambda fmt=fmt: score_task(original, task, config, fmt=fmt)) for fmt in qc.formats}
+    base_before = None if original is None else before if original is model else {
+        fmt: cached(baselines, ("task_scores", task_key(task, config, fmt)),
+                    lambda fmt=fmt: score_task(original, task, config, fmt=fmt)) for fmt in qc.formats}
     metrics: list[Metric] = []
     columns: dict[str, dict[str, float]] = {}
     for fmt in qc.formats:
@@ -586,7 +598,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
                                            tolerance=qc.damage_tolerance),
         }
     extra: dict[str, Any] = {
-        "settings": qc.to_dict(), "schemes": schemes,
+        "settings": settings, "schemes": schemes, "unavailable_formats": unavailable,
         "norm_scales": norm_scales_note(model) if qc.unfold_norms else "off",
         "damaged": [s for s, v in schemes.items() if v["attack_damage"].get("damaged")],
         "at_chance_bar": {fmt: base_before[fmt].chance_flags()[1] for fmt in qc.formats} if base_before else None,

@@ -42,7 +42,7 @@ from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
-from factlens.evaluation.standard import chance_flags, tally
+from factlens.evaluation.standard import chance_flags, constant_bar, fact_means, not_above_chance, tally
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -345,8 +345,6 @@ def _mean(x: np.ndarray) -> tuple[float, float | None]:
 def _metric(name: str, scores: PromptScores, values: np.ndarray, *, baseline: np.ndarray | None = None,
             higher_is_better: bool = False, at_chance: bool = False) -> Metric:
     """Per-fact values (keyed by ``record_id``) -> a metric with its interval (``Metric.from_samples``)."""
-    from factlens.evaluation.standard import fact_means
-
     b = _mean(baseline)[0] if baseline is not None else None
     return Metric.from_samples(name, fact_means(scores, values), baseline=None if b is None or math.isnan(b) else b,
                                at_chance=at_chance, higher_is_better=higher_is_better)
@@ -392,9 +390,10 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         halves' ids, one entry per attack in ``attacks`` (loss history, LoRA size and update
         norm, SFT source), the first attack's loss history as ``history``, and the attack
         budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
-        attacks), and ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning
-        is not above chance, so the relearned forget accuracy is not evidence of recovery), ``at_chance_bar``
-        (per role, which check flagged its metrics: :func:`~factlens.evaluation.standard.chance_flags`).
+        attacks), ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning is not above what
+        one answer for everyone scores, so the relearned forget accuracy is not evidence of recovery; ``bar``:
+        the bar used, see ``_collapse``), and ``at_chance_bar`` (per role, which check flagged its metrics:
+        :func:`~factlens.evaluation.standard.chance_flags`).
 
     Example:
         >>> from factlens.evaluation import EvalConfig
@@ -514,15 +513,18 @@ def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, Prom
 
 
 def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:
-    """Did relearning collapse the model's answers? Its maintain accuracy after the attack, and
-    whether that is no longer above chance: then the relearned model gives (nearly) one answer
-    to every athlete, and a high relearned forget accuracy on a single-answer forget set (all
-    basketball players, in Sports-Unlearning) says nothing about recovered knowledge."""
+    """Did relearning collapse the model's answers? Its maintain accuracy after the attack, and whether that is
+    no longer above what one answer for everyone scores + 2 SE (``bar``: ``"constant answer"``, the commonest
+    answer's share, :func:`constant_bar`; ``"uniform chance"`` where a perfect score could not clear that, as in
+    :func:`~factlens.evaluation.standard.readable`): then the relearned model gives (nearly) one answer to every
+    athlete, and a high relearned forget accuracy says nothing about recovered knowledge."""
     if before is None or after is None or not len(after):
         return {"collapsed": None, "note": "no maintain facts"}
-    acc, chance = float(_wins(after).mean()), _chance(after)
-    return {"collapsed": _not_above(_wins(after), chance), "maintain_before": float(_wins(before).mean()),
-            "maintain_after": acc, "chance": chance, "n": len(after)}
+    bars, n = {"constant answer": constant_bar(after.items), "uniform chance": _chance(after)}, len(after)
+    bar = next((k for k, v in bars.items() if not not_above_chance(1.0, v, n)), "uniform chance")
+    return {"collapsed": _not_above(_wins(after), bars[bar]), "maintain_before": float(_wins(before).mean()),
+            "maintain_after": float(_wins(after).mean()), "chance": bars["uniform chance"], "bar": bar,
+            "bar_value": bars[bar], "n": n}
 
 
 def _wins(s: PromptScores) -> np.ndarray:
@@ -609,6 +611,4 @@ def _fact_rows(before: dict[str, PromptScores], trained: dict[str, PromptScores]
 
 
 def _not_above(wins: np.ndarray, chance: float) -> bool:
-    from factlens.evaluation.standard import not_above_chance
-
     return not_above_chance(float(np.mean(wins)) if len(wins) else float("nan"), chance, len(wins))

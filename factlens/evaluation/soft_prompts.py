@@ -525,8 +525,8 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         losses of each seed, ``extra["seed_stderr"]`` the standard error of the accuracies over
         the seeds (``None`` for one seed; the metrics' own ``stderr`` is over facts),
         ``extra["max_norm"]`` the norm bound, ``extra["attack_damage"]``
-        whether the attack costs the unedited model accuracy on half B
-        (:func:`~factlens.evaluation.attacks.attack_damage`; ``damaged`` flags it).
+        whether the attack costs the unedited model accuracy on half B and the maintain facts
+        together (:func:`~factlens.evaluation.attacks.attack_damage`; ``damaged`` flags it).
 
     Example:
         >>> from factlens.evaluation import EvalConfig

@@ -96,9 +96,9 @@ class UnrelatedFinetuneConfig(ConfigBase):
                              f"got {self.lora_forward!r}")
         v = self.data
         object.__setattr__(self, "data", (v,) if isinstance(v, str) else tuple(v))
-        if not self.data or any(d not in DATA_SOURCES for d in self.data):
-            raise ValueError(f"UnrelatedFinetuneConfig.data must be a non-empty subset of {list(DATA_SOURCES)}, "
-                             f"got {self.data}")
+        if not self.data or any(d not in DATA_SOURCES for d in self.data) or len(set(self.data)) < len(self.data):
+            raise ValueError(f"UnrelatedFinetuneConfig.data must be a non-empty subset of {list(DATA_SOURCES)}, each "
+                             f"named once (a repeat gives duplicate metric names), got {self.data}")
         if self.method not in ("lora", "full"):
             raise ValueError(f"UnrelatedFinetuneConfig.method must be 'lora' or 'full', got {self.method!r}")
         for name in ("steps", "rank", "batch_size", "text_batch_size"):

@@ -271,7 +271,9 @@ def run_update_size(model, task, *, original=None, config: EvalConfig | None = N
             v = u.totals[f"{key}_{s}"]
             metrics.append(Metric(name, float("nan") if v is None else float(v), n, "entries", higher_is_better=False))
     extra = {**u.to_dict(), "note": ("fractions of the changed entries of quantized weights; ratio = |delta| / width of "
-                                     "the original weight's bin; 'erased' = same quantized value before and after"),
+                                     "the original weight's bin; 'erased' = stored as the same quantization code "
+                                     "before and after (its dequantized value may still move with its block's "
+                                     "absmax, by at most the update's size)"),
              "norm_scales": norm_scales_note(model) if sc.unfold_norms else "off"}
     if n == 0:
         extra["empty_note"] = "the edit changed no entry of a quantized weight: the fractions are undefined (NaN)"
