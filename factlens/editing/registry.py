@@ -57,7 +57,8 @@ class EditMethod:
         fn: ``fn(model, mask, task, *, objective, config, inplace) -> EditResult`` (progress
             bars through :func:`factlens.progress_bars.progress_bar`); with ``takes_offload``
             also ``offload=folder`` when the caller gives one.
-        objectives: The objectives the method supports; ``None``: every registered objective,
+        objectives: The names of the objectives the method supports, each a registered
+            objective (checked when the entry is built); ``None``: every registered objective,
             those of installed packages too (masked fine-tuning trains on any of them).
         doc: One line (and the paper it comes from).
         takes_offload: ``fn`` takes ``offload=`` (a folder on disk where it keeps its saved
@@ -83,6 +84,25 @@ class EditMethod:
     config_type: Ref | type | None = None
     takes_offload: bool = False
     takes_edited_before: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse ``objectives`` that name no objective: a misspelt name (``("injct",)``) or a bare
+        string were accepted, and the method then refused every objective it was meant to take."""
+        if self.objectives is None:
+            return
+        if isinstance(self.objectives, str) or not all(isinstance(o, str) for o in self.objectives):
+            names = (self.objectives,) if isinstance(self.objectives, str) else tuple(
+                getattr(o, "name", o) for o in self.objectives)
+            raise ValueError(f"edit method {self.name!r}: objectives is a tuple of objective names (or None for "
+                             f"every one), got {self.objectives!r}; write objectives={names!r}")
+        builtin = {e.name for e in OBJECTIVES.entries}  # read no plugin unless a name is not factlens's own
+        if set(self.objectives) <= builtin:
+            return
+        unknown = [o for o in self.objectives if o not in OBJECTIVES.names()]
+        if unknown:
+            raise ValueError(f"edit method {self.name!r}: objectives {unknown} are no registered objective; known: "
+                             f"{list(OBJECTIVES.names())} (an objective of your own is registered by an entry "
+                             "point, see factlens.plugins)")
 
     def supported_objectives(self) -> tuple[str, ...]:
         """The names of the objectives the method supports (``objectives``, or every registered one)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass, fields as dataclass_fields, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from factlens.evaluation.baseline_cache import BaselineCache, reusable
@@ -52,7 +52,7 @@ class Suite:
         needs: Optional inputs (of :data:`INPUTS`) passed to ``fn`` when given.
         requires: Groups of inputs of which at least one must be given (checked before any
             suite runs), e.g. ``(("mask",), ("mechanisms",))``: both; ``(("mask", "weight_mask"),)``:
-            either.
+            either. Every input named here is also in ``needs`` (only those are passed to ``fn``).
         doc: One line for listings.
         reads_text: The fields of the general text (``EvalConfig.text``: ``source``,
             ``n_chunks``, ``seq_len``, ``batch_size``) that the suite reads; ``True``: all of them,
@@ -76,9 +76,7 @@ class Suite:
     reads_text: bool | tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        bad = [n for n in self.needs + tuple(n for g in self.requires for n in g) if n not in INPUTS]
-        if bad:
-            raise ValueError(f"suite {self.name!r} declares unknown inputs {bad}; known: {list(INPUTS)}")
+        _check_inputs(self)
         known = tuple(f.name for f in dataclass_fields(TextConfig))
         read = known if self.reads_text is True else () if self.reads_text is False else self.reads_text
         if isinstance(read, str) or not all(isinstance(n, str) and n in known for n in read):
@@ -91,6 +89,29 @@ class Suite:
         for group in self.requires:
             if all(given.get(n) is None for n in group):
                 raise ValueError(f"the {self.name!r} suite needs {' and/or '.join(f'{n}=...' for n in group)}")
+
+
+def _check_inputs(suite: Suite) -> None:
+    """Refuse ``needs`` / ``requires`` that cannot work: a bare string (``needs="mask"`` failed with "can
+    only concatenate str", ``requires=("mask",)`` named the inputs 'm', 'a', 's', 'k'), an unknown input,
+    and a required input not in ``needs`` (``evaluate`` demanded it, then never passed it to the suite)."""
+    where = f"suite {suite.name!r}"
+    if not isinstance(suite.needs, (tuple, list)):
+        spelling = f"needs=({suite.needs!r},)" if isinstance(suite.needs, str) else "e.g. needs=('mask',)"
+        raise ValueError(f"{where}: needs is a tuple of input names, got {suite.needs!r}; write {spelling}")
+    groups = suite.requires
+    if not isinstance(groups, (tuple, list)) or not all(isinstance(g, (tuple, list)) for g in groups):
+        one = next((g for g in ((groups,) if isinstance(groups, str) else groups) if isinstance(g, str)), "mask")
+        raise ValueError(f"{where}: requires is a tuple of groups (tuples of input names, at least one of each group "
+                         f"given), got {groups!r}; write requires=(({one!r},),) for one required input")
+    required = tuple(n for g in suite.requires for n in g)
+    bad = [n for n in tuple(suite.needs) + required if n not in INPUTS]
+    if bad:
+        raise ValueError(f"suite {suite.name!r} declares unknown inputs {bad}; known: {list(INPUTS)}")
+    missing = sorted({n for n in required if n not in suite.needs})
+    if missing:
+        raise ValueError(f"{where} requires {missing} but does not declare them in needs={tuple(suite.needs)!r}: "
+                         "evaluate passes a suite only the inputs in needs; add them to needs")
 
 
 def _builtin(name: str, config: str | None = None, **kw: Any) -> Suite:
@@ -208,8 +229,9 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
             ``None`` (default) follows :func:`factlens.progress`.
 
     Returns:
-        One :class:`SuiteResult` per suite; ``meta`` holds the model name, the time per
-        suite and the config.
+        One :class:`SuiteResult` per suite, filed and labelled (``SuiteResult.suite``) by the
+        suite's entry name whatever name its function wrote; ``meta`` holds the model name, the
+        time per suite and the config.
 
     Raises:
         ValueError: Unknown suite name, no suite, or a suite requested without an input it needs
@@ -260,7 +282,9 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
                 release_memory()  # a suite's freed memory does not stay resident into the next one
                 if not isinstance(res, SuiteResult):
                     raise TypeError(f"suite {name!r} returned {type(res).__name__}, expected SuiteResult")
-                results[name] = res
+                # filed and labelled by its entry's name (flat(), to_frame(), compare read the label): one
+                # function registered twice, or a result labelled "standard", overwrote another suite's numbers
+                results[name] = res if res.suite == name else replace(res, suite=name)
     finally:
         for m, was_training in modes:
             m.train(was_training)

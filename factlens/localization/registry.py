@@ -54,6 +54,9 @@ class ScoringMethod:
             no second entry.
         required: Options the method cannot run without (``manual``: ``components``); the
             runner refuses a run that does not give them before any file is written.
+        seeded: The method draws with the run's seed (``random``): the localizations that
+            ``compared=True`` gives it are seeded, so that each run seed gets its own draw (the
+            runner passes its seed to seeded localizations only). Needs ``"seed"`` in ``options``.
     """
 
     name: str
@@ -63,8 +66,17 @@ class ScoringMethod:
     heavy: bool = False
     compared: bool = False
     required: tuple[str, ...] = ()
+    seeded: bool = False
 
     def __post_init__(self) -> None:
+        for field_name in ("options", "required"):  # a bare string passed every check, as its letters
+            if isinstance(getattr(self, field_name), str):
+                value = getattr(self, field_name)
+                raise ValueError(f"scoring method {self.name!r}: {field_name} is a tuple of option names, got the "
+                                 f"string {value!r}; write {field_name}=({value!r},)")
+        if self.seeded and "seed" not in self.options:
+            raise ValueError(f"scoring method {self.name!r}: seeded=True passes the run's seed as seed=, but "
+                             f"'seed' is not among its options {list(self.options)}; add it (or seeded=False)")
         if not set(self.required) <= set(self.options):
             raise ValueError(f"scoring method {self.name!r}: required options {list(self.required)} must be among "
                              f"its options {list(self.options)}")
@@ -86,11 +98,12 @@ class Localization:
 
     Attributes:
         name: The name used by ``localization_mask`` and ``factlens run --localizations``.
-        method: The scoring method's name or entry (``None`` for a fixed mask).
+        method: The scoring method's name or entry (``None`` for a fixed mask, and only then).
         mlps_only: Keep only MLP scores before selecting.
         budgeted: The mask is the top components within a parameter budget (the FLU's size
             in the paper's comparison); otherwise the scores select by ``threshold``.
-        fixed: ``"all_mlps"`` or ``"everything"`` for the masks that need no scores.
+        fixed: ``"all_mlps"`` or ``"everything"`` for the masks that need no scores (with
+            ``method=None``).
         threshold: Score threshold of unbudgeted, scored localizations (FLU scores are 1/0).
         top_k: Select the ``top_k`` components with the largest ``|score|`` instead (unbudgeted):
             ``causal_tracing_top_mlp`` is ROME's choice of the one MLP layer to edit.
@@ -115,10 +128,31 @@ class Localization:
     def __post_init__(self) -> None:
         if self.top_k is not None and (self.top_k < 1 or self.budgeted):
             raise ValueError(f"localization {self.name!r}: top_k must be >= 1 and needs budgeted=False")
+        _check_fixed(self)
 
     @property
     def scoring(self) -> ScoringMethod | None:
         return None if self.method is None else METHODS.get(self.method)
+
+
+_FIXED = ("all_mlps", "everything")
+
+
+def _check_fixed(loc: Localization) -> None:
+    """Refuse an entry that is neither scored nor fixed, or both: a misspelt ``fixed`` failed only when
+    the mask was selected ("selects its mask from scores; got scores=None"), no method and no
+    ``fixed`` was a bare AssertionError, and a method beside ``fixed`` was ignored without a word."""
+    where = f"localization {loc.name!r}"
+    if loc.fixed is not None and loc.fixed not in _FIXED:
+        raise ValueError(f"{where}: fixed={loc.fixed!r} is no fixed mask; use one of {list(_FIXED)}, or fixed=None "
+                         "with a scoring method")
+    if loc.fixed is None and loc.method is None:
+        raise ValueError(f"{where} has neither a scoring method nor a fixed mask; give method= (a scoring method's "
+                         f"name or entry) or fixed= (one of {list(_FIXED)})")
+    if loc.fixed is not None and loc.method is not None:
+        name = getattr(loc.method, "name", loc.method)
+        raise ValueError(f"{where}: fixed={loc.fixed!r} takes no scores, but method={name!r} is given and would "
+                         "be ignored; give method=None for the fixed mask, or fixed=None to select from the scores")
 
 
 METHODS: Registry[ScoringMethod] = Registry("localization method", (
@@ -146,17 +180,17 @@ METHODS: Registry[ScoringMethod] = Registry("localization method", (
                    *_COMMON),
                   "the paper's fact-lookup MLPs (probing for sports, path patching otherwise)"),
     ScoringMethod("random", Ref("factlens.localization.controls", "random_scores"), ("seed", "mlps_only"),
-                  "uniform random scores (the equal-budget control)", compared=True),
+                  "uniform random scores (the equal-budget control)", compared=True, seeded=True),
     ScoringMethod("manual", Ref("factlens.localization.controls", "manual_scores"), ("components",),
                   "1 for the given components, 0 elsewhere", required=("components",)),
 ), plugins=partial(plugin_entries, "localization method", ScoringMethod))
 
 
 def _compared(methods: "Iterable[ScoringMethod]") -> list[Localization]:
-    """``<name>`` and ``<name>_mlps`` of each method with ``compared=True``."""
+    """``<name>`` and ``<name>_mlps`` of each method with ``compared=True``, seeded as the method is
+    (``ScoringMethod.seeded``: a plugin's seeded method was unseeded, its masks equal in every run seed)."""
     out = []
-    for m in (e.name for e in methods if e.compared):
-        seeded = m == "random"
+    for m, seeded in ((e.name, e.seeded) for e in methods if e.compared):
         out.append(Localization(m, m, seeded=seeded, doc=f"top {m} components at the budget"))
         out.append(Localization(f"{m}_mlps", m, mlps_only=True, seeded=seeded, doc=f"top {m} MLPs at the budget"))
     return out
