@@ -147,10 +147,10 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
     the general text's settings that no suite it ran reads (``Suite.reads_text``: the linear lens
     reads the source alone).
     Settings added since a folder was written take the value it ran with
-    (:func:`factlens.runner.stored.upgrade_stored`'s table).
+    (:func:`factlens.runner.stored.upgrade_stored`'s table); ``other_suites`` tables hold every field.
     """
     from factlens.evaluation import SUITES, text_fields
-    from factlens.runner.stored import reads_multiple_choice, with_added_eval_fields
+    from factlens.runner.stored import reads_multiple_choice, with_added_eval_fields, with_suite_defaults
 
     out: dict[str, Any] = {"model": rec.get("model")}
     ran = set(getattr(rec["eval"], "suites", None) or ())
@@ -161,6 +161,7 @@ def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
         config["text"] = {k: v for k, v in config["text"].items() if k in read}
     if not config.get("text"):  # the general text decides none of its numbers: its settings neither
         config.pop("text", None)
+    config = with_suite_defaults(config, sorted(ran))  # every field of the suites run, defaults included
     if isinstance(config.get("other_suites"), Mapping):
         config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
     if not reads_multiple_choice(config, sorted(ran)):  # (a resume without multiple choice does not ask for it)

@@ -45,6 +45,10 @@ class TaskSizeError(ValueError):
 class Task:
     """An editing or unlearning task.
 
+    An id names one fact in every split (the suites key per-fact outcomes by id and merge the
+    splits' outcomes): facts from two data sets numbered alike need distinct ids, e.g. a prefix per
+    source. ``ValueError`` otherwise, and when a chunk holds a fact that is no forget fact.
+
     Attributes:
         name: Task name (``"sports_athlete_editing"``, ...).
         objective: ``"inject"`` (edit to ``target_new``) or ``"unlearn"`` (log(1 - p)).
@@ -65,6 +69,9 @@ class Task:
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        _check_split_ids(self)
+
     @property
     def candidates(self) -> tuple[str, ...]:
         return self.forget.candidates
@@ -76,6 +83,38 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task({self.name!r}, objective={self.objective!r}, forget={len(self.forget)}, retain={len(self.retain)}, "
                 f"maintain={len(self.maintain)}, chunks={len(self.chunks)})")
+
+
+def _check_split_ids(task: Task) -> None:
+    """Refuse one id for different facts in two splits, and chunk facts that are not forget facts.
+
+    The suites key per-fact outcomes by ``record_id`` and merge the splits' outcomes (forget and
+    maintain in one column: :func:`factlens.evaluation.attacks.outcome_columns`, the logit lens's
+    layer per fact): maintain facts taken from another data set numbered from 0, as the forget
+    facts are (CounterFact ids are case ids), gave forget rows the maintain facts' outcomes. A
+    fact (same subject, template and answer) in two splits under one id is not refused here: the
+    suites that train on a split leave the evaluated facts out, and the direction-ablation attack
+    scores retain facts as its guard.
+    """
+    seen: dict[str, tuple[str, FactRecord]] = {}
+    clashes: list[str] = []
+    splits = [("forget", task.forget), ("retain", task.retain), ("maintain", task.maintain),
+              *((f"chunks[{i}]", c) for i, c in enumerate(task.chunks))]
+    for split, facts in splits:
+        for r in facts:
+            where, prev = seen.setdefault(r.id, (split, r))
+            if (prev.subject, prev.template, prev.answer) != (r.subject, r.template, r.answer):
+                clashes.append(f"{r.id!r} ({where}: {prev.prompt!r} -> {prev.answer!r}; {split}: {r.prompt!r} -> "
+                               f"{r.answer!r})")
+    if clashes:
+        raise ValueError(f"task {task.name!r}: {len(clashes)} id(s) name different facts in two splits, e.g. "
+                         f"{'; '.join(clashes[:3])}; the suites key per-fact outcomes by id, so give the facts "
+                         "distinct ids (e.g. a prefix per source data set: 'cf:0', 'extra:0')")
+    forget = {r.id for r in task.forget}
+    stray = sorted({r.id for c in task.chunks for r in c} - forget)
+    if stray:
+        raise ValueError(f"task {task.name!r}: chunks hold facts that are not forget facts (ids {stray[:5]}); "
+                         "chunks split task.forget: build them from its facts")
 
 
 def _with_target(r: FactRecord, target: str | None) -> FactRecord:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
 from factlens.config import ConfigBase, check_numbers
 from factlens.editing.config import _read_only
@@ -279,11 +279,33 @@ class EvalConfig(ConfigBase):
                                 f"{type(value).__name__}")
             return value
         if declared is None:
-            known = sorted({*self.suite_fields(), *_registered_with_settings(), *self.other_suites})
+            # (not the other_suites keys: a table names no config type, so such a name is no way to read them)
+            known = sorted({*self.suite_fields(), *_registered_with_settings()})
             hint = ("it is not registered in factlens.evaluation.SUITES: pass its Suite entry (which names its "
                     "config type)" if entry is None else "it takes no settings (its Suite entry has no config_type)")
             raise ValueError(f"no settings for suite {name!r}: {hint}; suites with settings: {known}")
         return self._typed(entry, self.other_suites.get(name, {}))
+
+    def with_suite_defaults(self, suites: Iterable[str]) -> EvalConfig:
+        """This config with every field of each of ``suites`` that keeps its settings in
+        :attr:`other_suites` (registered, with a ``config_type``) written out, defaults included.
+
+        ``other_suites`` holds the fields one set; a record of what an evaluation measured with
+        needs the others too: a run with the default ``top_k`` and one with ``top_k=1`` looked
+        alike (only one named it), and a default changed by a later version went unseen. The
+        runner's resolved record (``run_config.json``) and ``factlens compare`` read this form.
+        Other suites' tables (suites of one's own, suites not in ``suites``) stay as given.
+
+        Example:
+            >>> EvalConfig().with_suite_defaults(["standard", "logit_lens"]).other_suites["logit_lens"]["top_k"]
+            20
+        """
+        tables = dict(self.other_suites)
+        for name in suites:
+            entry = _registered_suite(name)
+            if name not in self.suite_fields() and entry is not None and entry.config_type is not None:
+                tables[name] = self.suite_config(entry).to_dict()
+        return self.replace(other_suites=tables)
 
     @staticmethod
     def _typed(entry: Suite, table: Mapping[str, Any]) -> ConfigBase:

@@ -508,7 +508,8 @@ class RunConfig:
 
         ``edit.methods`` holds every field of each edit method of the run that has settings of
         its own (:func:`~factlens.runner.method_settings.resolved_method_settings`), defaults
-        included, so that a default changed by a later version is seen when a folder resumes.
+        included, so that a default changed by a later version is seen when a folder resumes; so does
+        ``eval.other_suites`` for the suites run (:meth:`~factlens.evaluation.EvalConfig.with_suite_defaults`).
         """
         seed = self.seeds[0]
         out: dict[str, Any] = {}
@@ -519,7 +520,7 @@ class RunConfig:
         except ImportError as e:  # editor not installed: still record what was asked
             out["edit"] = {"error": str(e)}
         try:
-            out["eval"] = _as_dict(self.eval_config(seed))
+            out["eval"] = _as_dict(self.eval_config(seed).with_suite_defaults(self.suites))
         except ImportError as e:
             out["eval"] = {"error": str(e)}
         return out

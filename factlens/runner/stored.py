@@ -18,7 +18,8 @@ from typing import Any, Iterable, Mapping
 
 from factlens.runner.method_settings import upgrade_method_settings
 
-__all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags", "with_added_eval_fields"]
+__all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags", "with_added_eval_fields",
+           "with_suite_defaults"]
 
 #: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
 _RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
@@ -176,6 +177,8 @@ def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) ->
     changed meaning takes the value the folder's finished units (``run_files``) ran with, or,
     when none finished, the old value (MEMIT's ``norm_weight_floor``: 0, as MEMIT ran before
     the floor existed; :func:`~factlens.runner.method_settings.upgrade_method_settings`).
+    The suites of the run that keep their settings in ``eval.other_suites`` get every field too
+    (records before it kept only the fields given), at today's defaults.
     (The ``config`` part is read by :meth:`RunConfig.from_dict`, which maps the flat keys itself.)
 
     Example:
@@ -193,7 +196,8 @@ def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             try:
-                resolved["eval"] = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev))).to_dict()
+                upgraded = EvalConfig.from_dict(_with_added_fields(EvalConfig.normalize(ev)))
+                resolved["eval"] = upgraded.with_suite_defaults(_stored_suites(out)).to_dict()
             except (TypeError, ValueError):
                 pass  # settings this version no longer has: the resume check reports the difference
         out["resolved"] = resolved
@@ -207,6 +211,38 @@ def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) ->
     if isinstance(out.get("inputs"), Mapping):
         out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}
     return out
+
+
+def with_suite_defaults(table: Mapping[str, Any], suites: Iterable[str]) -> dict[str, Any]:
+    """A nested evaluation table whose ``other_suites`` hold every field of each of ``suites``
+    that keeps its settings there (:meth:`~factlens.evaluation.EvalConfig.with_suite_defaults`),
+    so that a stored table of the fields given and the same settings written out compare equal;
+    ``table`` as given when this version cannot read its ``other_suites``.
+
+    Example:
+        >>> with_suite_defaults({"seed": 0, "other_suites": {}}, ["logit_lens"])["other_suites"]["logit_lens"]["top_k"]
+        20
+    """
+    from factlens.evaluation import EvalConfig
+
+    out = dict(table)
+    try:
+        out["other_suites"] = EvalConfig(other_suites=table.get("other_suites") or {}).with_suite_defaults(
+            suites).to_dict()["other_suites"]
+    except (TypeError, ValueError):
+        pass  # settings this version no longer has: compared as stored
+    return out
+
+
+def _stored_suites(stored: Mapping[str, Any]) -> tuple[str, ...]:
+    """The suites of a stored run record (``RunConfig``'s default when its config lacks them)."""
+    from factlens.runner.config import RunConfig
+
+    config = stored.get("config") if isinstance(stored.get("config"), Mapping) else {}
+    suites = config.get("suites")
+    if isinstance(suites, str):  # as given on the command line
+        suites = [s.strip() for s in suites.split(",") if s.strip()]
+    return tuple(suites) if isinstance(suites, (list, tuple)) else RunConfig.suites
 
 
 def _default_methods() -> tuple[str, ...]:
