@@ -47,12 +47,14 @@ Statistics: docs/statistics.md.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+# the loading and its checks (_setup and _check_same_setup are read from here too)
+from factlens.compare_inputs import _check_same_setup, _setup, load_evaluations  # noqa: F401
 
 __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
 
@@ -63,180 +65,6 @@ COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci
                    "collapsed", "higher_is_better", "n_facts", "n_units", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
 
 _UNITS = {"chunk": "chunks", "question": "questions"}
-
-
-def _fact_ids(ev) -> frozenset[str]:
-    """The forget facts behind a run's standard suite (the ids its per-fact samples are keyed by)."""
-    s = ev.suites.get("standard") if hasattr(ev, "suites") else None
-    if s is None:
-        return frozenset()
-    return frozenset(k for m in s.metrics if m.name.startswith("forget_") and m.samples for k in m.samples)
-
-
-def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
-    """Units of several run directories, merged; each seed's folders must hold the same facts.
-
-    A method that cannot be crossed with every localization of a run (ROME edits one MLP) runs
-    in its own folder; merging the folders makes "method x localization" one comparison, which
-    is only sound when every folder edited the same facts: same task, size, seed and data.
-    """
-    from factlens.runner.report import load_run_dir
-    from factlens.runner.run_files import mixed_code_note
-
-    out: dict[str, dict[Any, Any]] = {}
-    records: list[Mapping[str, Any]] = []  # every unit read, for the check that one code computed them
-    seen: dict[tuple[str, Any], str] = {}  # (unit, seed) -> folder
-    facts: dict[Any, tuple[str, Any, frozenset[str]]] = {}  # seed -> (folder, task summary, fact ids)
-    budgets: dict[Any, tuple[str, Any]] = {}  # seed -> (folder, parameter budget of its budgeted units)
-    for d in dirs:
-        for r in load_run_dir(d)["runs"]:
-            records.append(r)
-            unit, seed = r["localization"], r["seed"]
-            if r.get("budgeted") and r.get("param_budget") is not None:
-                first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
-                if first_budget[1] != r["param_budget"]:
-                    warnings.warn(f"{first_budget[0]} and {d} localized seed {seed} at different parameter budgets "
-                                  f"({first_budget[1]:,} vs {r['param_budget']:,}): their budgeted localizations are "
-                                  "not compared at an equal budget", UserWarning, stacklevel=3)
-                    budgets[seed] = (str(d), r["param_budget"])  # warn once per change
-            if (unit, seed) in seen:
-                raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
-                                 "unit once (compare the folders separately, or leave one out)")
-            seen[unit, seed] = str(d)
-            here = (f"{d} ({unit})", r.get("task"), _fact_ids(r["eval"]), _setup(r))
-            first = facts.setdefault(seed, here)
-            if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
-                # the units named too: two units of one folder with other facts named the folder twice
-                only = sorted((first[2] ^ here[2]) if first[2] and here[2] else ())
-                raise ValueError(f"{first[0]} and {here[0]} hold different facts for seed {seed} (task {first[1]} "
-                                 f"vs {here[1]}{'; facts in one only: ' + str(only[:4]) if only else ''}): paired "
-                                 "comparisons need the same task, forget size, seed and data")
-            _check_same_setup(first[0], first[3], str(d), here[3], seed, fix="rerun one folder with the other's "
-                              "--model and eval options")
-            out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
-    if (code := mixed_code_note(records)) is not None:
-        warnings.warn(code, UserWarning, stacklevel=3)
-    if not out:
-        from factlens.runner.run_dir import RunDir
-
-        notes = "".join(RunDir(Path(d)).set_aside_note() for d in dirs)
-        raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet{notes}: nothing to compare")
-    return out
-
-
-def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mapping[str, Any], seed: Any, *,
-                      fix: str) -> None:
-    """Refuse to pair two evaluations of one seed whose settings (:func:`_setup`) differ."""
-    differ = sorted(k for k in setup_a.keys() & setup_b.keys() if setup_a[k] != setup_b[k])
-    if differ:
-        raise ValueError(f"{a} and {b} measured seed {seed} differently ("
-                         + ", ".join(f"{k}: {setup_a[k]!r} vs {setup_b[k]!r}" for k in differ)
-                         + f"): paired comparisons need the same model and evaluation settings; {fix}")
-
-
-def _setup(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run was measured with, flattened: the model and every evaluation setting but batch sizes.
-
-    Side-effect units are text chunks and MMLU questions keyed by position, and every suite's
-    numbers depend on its settings (steps, learning rates, held-out split), so two folders'
-    units pair only when these agree. The forward-pass sizes (``batch_size``, ``text.batch_size``)
-    change no result and are left out; the attacks' training batches are compared (every field
-    called ``batch_size`` was left out before, the relearning attack's facts per step too). So
-    are the tables of suites the evaluation did not run left out (their settings decide none of
-    its numbers: a folder without side effects need not name the other folder's MMLU source), and
-    the general text's settings that no suite it ran reads (``Suite.reads_text``: the linear lens
-    reads the source alone).
-    Settings added since a folder was written take the value it ran with
-    (:func:`factlens.runner.stored.upgrade_stored`'s table); ``other_suites`` tables hold every field.
-    """
-    from factlens.evaluation import SUITES, text_fields
-    from factlens.runner.stored import reads_multiple_choice, with_added_eval_fields, with_suite_defaults
-
-    out: dict[str, Any] = {"model": rec.get("model")}
-    ran = set(getattr(rec["eval"], "suites", None) or ())
-    config = with_added_eval_fields(rec["eval"].meta.get("config") or {})
-    config = {k: v for k, v in config.items() if k not in SUITES or k in ran}
-    read = text_fields(sorted(ran))  # per field: the linear lens reads only the source
-    if isinstance(config.get("text"), Mapping):
-        config["text"] = {k: v for k, v in config["text"].items() if k in read}
-    if not config.get("text"):  # the general text decides none of its numbers: its settings neither
-        config.pop("text", None)
-    config = with_suite_defaults(config, sorted(ran))  # every field of the suites run, defaults included
-    if isinstance(config.get("other_suites"), Mapping):
-        config["other_suites"] = {k: v for k, v in config["other_suites"].items() if k in ran}
-    if not reads_multiple_choice(config, sorted(ran)):  # (a resume without multiple choice does not ask for it)
-        config.pop("mcq_shots", None)
-
-    def walk(prefix: str, v: Any) -> None:
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                walk(f"{prefix}.{k}", x)
-        elif prefix not in ("eval.batch_size", "eval.text.batch_size"):
-            out[prefix] = v
-
-    walk("eval", config)
-    return out
-
-
-def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
-    """``{localization: {seed: EvalResult}}`` from run directories or a mapping.
-
-    Args:
-        runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``);
-            a list of such directories that hold the same facts (their units are merged,
-            e.g. ROME's one-MLP folder next to the fine-tuning folder); or
-            ``{localization: [EvalResult, ...]}`` with one result per seed (results of
-            different localizations are paired by their position in the lists),
-            ``{localization: {seed: EvalResult}}`` (paired by seed), or
-            ``{localization: EvalResult}`` for a single seed.
-
-    Raises:
-        ValueError: A unit appears in two directories, or the directories hold different facts or
-            were measured with a different model or evaluation settings; results of one seed in a
-            mapping were evaluated with different settings (their recorded ``meta["config"]``).
-            (Mappings whose results hold different facts are refused by :func:`compare`, metric
-            by metric.)
-    """
-    from factlens.evaluation.result import EvalResult
-
-    if isinstance(runs, (str, Path)):
-        return _load_dirs([runs])
-    if isinstance(runs, (list, tuple)) and runs and all(isinstance(x, (str, Path)) for x in runs):
-        return _load_dirs(list(runs))
-    if not isinstance(runs, Mapping):
-        raise TypeError(f"runs must be a run directory path, a list of them, or a mapping localization -> "
-                        f"[EvalResult], got {type(runs).__name__}")
-    out = {}
-    for loc, rs in runs.items():
-        by_seed = dict(rs) if isinstance(rs, Mapping) else dict(enumerate([rs] if isinstance(rs, EvalResult) else rs))
-        bad = [type(r).__name__ for r in by_seed.values() if not isinstance(r, EvalResult)]
-        if bad or not by_seed:
-            raise TypeError(f"runs[{loc!r}] must be a non-empty list of EvalResult (one per seed), got {bad or 'none'}")
-        out[str(loc)] = by_seed
-    if not out:
-        raise ValueError("runs is empty: nothing to compare")
-    _check_mapping_setups(out)
-    return out
-
-
-def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
-    """In-memory results of one seed must come from the same evaluation settings, as run folders must.
-
-    Side-effect units are text chunks and MMLU questions keyed by position: two evaluations with
-    other text or MMLU settings (``n_chunks``, ``seq_len``, ``source``, ``n_mmlu``) have units of
-    the same names that are different chunks and questions, and the pairs would be meaningless.
-    Results without a recorded config (built by hand) are not checked.
-    """
-    first: dict[Any, tuple[str, dict[str, Any]]] = {}
-    for loc, by_seed in evals.items():
-        for seed, ev in by_seed.items():
-            if not (ev.meta or {}).get("config"):
-                continue
-            setup = _setup({"eval": ev})
-            setup.pop("model")
-            name, ref = first.setdefault(seed, (f"runs[{loc!r}]", setup))
-            _check_same_setup(name, ref, f"runs[{loc!r}]", setup, seed,
-                              fix="evaluate every localization with one EvalConfig per seed")
 
 
 def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any, Any]]:

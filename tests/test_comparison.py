@@ -201,6 +201,27 @@ def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path,
     assert main(["compare", str(run_dir), str(fewer)]) == 2
 
 
+def test_run_dirs_whose_edits_were_trained_with_other_settings_are_named(run_dir: Path, tmp_path: Path):
+    """Two folders whose fine-tuning used another learning rate were merged without a word (one folder
+    holding both files is refused): the units' difference could be the settings', not the localization's."""
+    import warnings
+
+    from factlens.runner.cli import main
+
+    def run(out, *extra):
+        assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
+                     "--suites", "standard", "--localizations", "all_mlps", *extra]) == 0
+        return out
+
+    same = run(tmp_path / "same")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings: nothing to say
+        assert "all_mlps" in load_evaluations([run_dir, same])
+    faster = run(tmp_path / "faster", "--edit", "lr=0.05")
+    with pytest.warns(UserWarning, match=r"trained 'finetune' with different settings \(lr: .* vs 0\.05\)"):
+        assert "all_mlps" in load_evaluations([run_dir, faster])
+
+
 def test_run_dirs_measured_with_different_settings_are_not_merged(run_dir: Path, tmp_path: Path):
     """Same facts, but other text chunks: side-effect units are keyed by position, so chunk 3 of one
     folder is not chunk 3 of the other. Merging them paired unrelated numbers without a word."""
