@@ -462,6 +462,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     unit = localization
     localization, method, objective = cfg.split_unit(unit)
     prep = prepare(cfg, seed, workspace=workspace)
+    cache_before = _cache_counts(prep.baselines)  # the workspace's cache counts every job's lookups
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # process CPU seconds (all threads) per step: comparable across loaded machines
     _seed_everything(seed)
@@ -544,11 +545,17 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         "n_components": len(mask), "scores": scores.to_dict() if scores is not None else None,
         "dropped_facts": _dropped_facts(scores),
         "edit": edit_info, "eval": ev.to_dict(), "restore": restore, "timings": timings, "cpu_seconds": cpu,
-        "baseline_cache": {"hits": prep.baselines.hits, "store_hits": prep.baselines.store_hits,
-                           "misses": prep.baselines.misses, "entries": len(prep.baselines)},
+        "baseline_cache": {**_cache_counts(prep.baselines, since=cache_before), "entries": len(prep.baselines)},
         "data": {k: v for k, v in prep.meta.items() if k not in ("shape",)}, "shape": prep.meta.get("shape"),
         "versions": versions(), "finished_at": _now(),
     }
+
+
+def _cache_counts(cache: Any, *, since: Mapping[str, int] | None = None) -> dict[str, int]:
+    """The lookups of a :class:`~factlens.evaluation.baseline_cache.BaselineCache` (since the counts
+    ``since``): a record holds its unit's own, not the worker's running totals over its jobs."""
+    now = {"hits": cache.hits, "store_hits": cache.store_hits, "misses": cache.misses}
+    return {k: v - (since or {}).get(k, 0) for k, v in now.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,14 +139,7 @@ class RunDir:
     def completed(self, seed: int, localization: str) -> bool:
         """Whether the unit's run file is a finished factlens run (valid JSON that is not an object,
         ``null`` or ``[]``, is no run file: it crashed with an AttributeError)."""
-        p = self.run_path(seed, localization)
-        if not p.exists():
-            return False
-        try:
-            record = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            return False
-        return isinstance(record, dict) and record.get("kind") == "factlens.run"
+        return _is_run_record(self.run_path(seed, localization))
 
     def load_plan(self, seed: int) -> dict[str, Any] | None:
         p = self.plan_path(seed)
@@ -154,6 +147,13 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         return sorted((self.path / "runs").glob("seed*/*.json"))
+
+    def own_results(self) -> list[Path]:
+        """The finished run records factlens wrote here (listed in the manifest): whether a run has a
+        result of its own. A user's JSON under ``runs/``, which ``--overwrite`` leaves in place, is
+        none: counted as one, it had the set-aside results of a run that failed deleted."""
+        owned = set(self.owned())
+        return [p for p in self.run_files() if p.relative_to(self.path).as_posix() in owned and _is_run_record(p)]
 
     # -- the manifest of factlens's own files ----------------------------------------------
     def owned(self) -> list[str]:
@@ -312,7 +312,7 @@ class RunDir:
         """
         if not self.set_aside_path.is_dir():
             return False
-        if self.run_files() and (self.set_aside_path / _COMPLETE).exists():
+        if self.own_results() and (self.set_aside_path / _COMPLETE).exists():
             self.drop_set_aside()
             return False
         return self.restore_set_aside()  # (also a move killed part way: its run files are the old ones)
@@ -324,7 +324,7 @@ class RunDir:
                           "had set aside are back in place", UserWarning, stacklevel=4)
 
     def discard_if_empty(self, *, remove_folder: bool, keep: Path | None = None, plans_too: bool = False) -> bool:
-        """Delete what :meth:`open` wrote if no plan or run file followed (a run that failed or
+        """Delete what :meth:`open` wrote if no plan or run record of its own followed (a run that failed or
         was interrupted before its first result); returns whether it did.
 
         Without it the folder would keep the failed run's settings and refuse the corrected
@@ -338,7 +338,7 @@ class RunDir:
         different configuration" though no result existed); an interrupted run keeps them, so
         that rerunning the same command reuses them.
         """
-        if self.run_files() or (not plans_too and any((self.path / "plan").glob("seed*.json"))):
+        if self.own_results() or (not plans_too and any((self.path / "plan").glob("seed*.json"))):
             return False
         kept = None
         if keep is not None and keep.is_file() and keep.resolve().parent == self.path.resolve():
@@ -406,12 +406,13 @@ class RunDir:
                                           "--overwrite to discard the old results, or choose another --out") from e
             # the edit / eval overrides as given are compared through the resolved settings below: an option
             # spelled out at the value the folder ran with (relearning.steps=5 where the preset says 5) was refused
-            diff = _diff(*({k: v for k, v in without_added_eval_fields(without_method_tables(c.experiment_dict())).items()
-                            if k not in ("edit", "eval")} for c in (old, config)))
+            diff = _diff(_experiment(old), _experiment(config))
             upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
             try:
-                merged = config.replace(localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
+                merged = config.replace(suites=old.suites if sorted(old.suites) == sorted(config.suites)
+                                        else config.suites,  # the same suites keep the stored order
+                                        localizations=tuple(dict.fromkeys(old.localizations + config.localizations)),
                                         seeds=tuple(dict.fromkeys(old.seeds + config.seeds)),
                                         methods=tuple(dict.fromkeys(old.methods + config.methods)),
                                         objectives=merged_objectives(old, config))
@@ -481,6 +482,18 @@ class RunDir:
         dst.write_bytes(text)
 
 
+def _is_run_record(path: Path) -> bool:
+    """Whether ``path`` holds a finished factlens run record (valid JSON that is not an object,
+    ``null`` or ``[]``, is none)."""
+    if not path.exists():
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(record, dict) and record.get("kind") == "factlens.run"
+
+
 def _move(src: Path, dst: Path) -> None:
     """Move one file, also to another disk (``runs/`` may be a link to one): a rename where it
     can be, else a copy and a delete (:func:`shutil.move`)."""
@@ -538,6 +551,17 @@ def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     # the multiple-choice examples (a shared setting) decide only the suites that score multiple choice
     if not reads_multiple_choice(ev, suites):
         out.pop("mcq_shots", None)
+    return out
+
+
+def _experiment(config: RunConfig) -> dict[str, Any]:
+    """The settings of ``config`` that the resume check compares as given (``edit`` and ``eval`` are
+    compared resolved), with the suites as a set: their order decides no number, and a resume with
+    ``--suites formats,standard`` of a ``standard,formats`` folder was refused."""
+    out = {k: v for k, v in without_added_eval_fields(without_method_tables(config.experiment_dict())).items()
+           if k not in ("edit", "eval")}
+    if isinstance(out.get("suites"), (list, tuple)):
+        out["suites"] = sorted(out["suites"])
     return out
 
 
