@@ -1,7 +1,5 @@
 """Real-model tests on the embedded Gemma 3 270M."""
 
-import time
-
 import pytest
 import torch
 
@@ -11,15 +9,22 @@ from factlens.models import cache_dir
 pytestmark = pytest.mark.slow
 
 
-def test_gemma_shape_and_cached_reload(gemma):
+def test_gemma_shape_and_cached_reload(gemma, monkeypatch):
+    """The second load reads the cache and never converts the GGUF file again. (It asserted a load
+    under 30 s, a timed unit test: on a machine busy with other jobs it took 55 s and failed CI; the
+    load time is measured in docs/performance.md, not asserted here.)"""
     cfg = gemma.cfg
     assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_mlp, cfg.d_vocab) == (18, 4, 1, 640, 2048, 262144)
+    from factlens import models
     from factlens.models import _CACHE_VERSION, fold_scales
 
     assert (cache_dir() / f"gemma-3-270m-tl-v{_CACHE_VERSION}" / "model.safetensors").exists()
-    t = time.time()
+
+    def no_conversion(*a, **k):
+        raise AssertionError("the cached model was converted from the GGUF file again")
+
+    monkeypatch.setattr(models, "_load_gguf_hf", no_conversion)
     again = factlens.load_model("gemma-3-270m")
-    assert time.time() - t < 30
     for (n1, p1), (n2, p2) in zip(gemma.state_dict().items(), again.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
     # the RMS norm scales folded into W_Q/K/V and W_in/W_gate, kept for the quantization attack
