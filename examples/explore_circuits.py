@@ -66,7 +66,9 @@ print(format_accuracy(model, facts).to_markdown())
 # ## 2. Localize
 #
 # Each method scores every attention head and MLP. The heatmaps show layers x (heads + MLP);
-# red = the component carries the answer.
+# blue = the component carries the answer (positive score), red = it works against it (plotly's
+# RdBu centred at 0, as in TransformerLens demos). Causal tracing scores the restored probability,
+# never below the corrupted run's: every cell of its map is blue; compare cells with each other.
 
 # %%
 fast = MODEL == "planted"
