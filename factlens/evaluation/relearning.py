@@ -42,7 +42,7 @@ from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
-from factlens.evaluation.standard import chance_flags, constant_bar, fact_means, not_above_chance, tally
+from factlens.evaluation.standard import answer_bias_bar, chance_flags, fact_means, not_above_chance, tally
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores, score_prompts
@@ -391,8 +391,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         norm, SFT source), the first attack's loss history as ``history``, and the attack
         budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
         attacks), ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning is not above what
-        one answer for everyone scores, so the relearned forget accuracy is not evidence of recovery; ``bar``:
-        the bar used, see ``_collapse``), and ``at_chance_bar`` (per role, which check flagged its metrics:
+        a reader answering like the model, regardless of the athlete, scores, so the relearned forget accuracy is
+        not evidence of recovery; ``bar``: the bar used, see ``_collapse``), and ``at_chance_bar`` (per role, which check flagged its metrics:
         :func:`~factlens.evaluation.standard.chance_flags`).
 
     Example:
@@ -514,17 +514,21 @@ def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, Prom
 
 def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:
     """Did relearning collapse the model's answers? Its maintain accuracy after the attack, and whether that is
-    no longer above what one answer for everyone scores + 2 SE (``bar``: ``"constant answer"``, the commonest
-    answer's share, :func:`constant_bar`; ``"uniform chance"`` where a perfect score could not clear that, as in
-    :func:`~factlens.evaluation.standard.readable`): then the relearned model gives (nearly) one answer to every
+    not above, by 2 SE, what a reader scores whose answers are independent of the facts and distributed as the
+    model's own answers there (``bar`` ``"answer agreement"``: the sum over answers of their share of the true
+    answers times their share of the model's, Cohen's expected agreement, :func:`answer_bias_bar`; one answer
+    for everyone scores exactly it), nor above uniform chance (``"uniform chance"``, also where a perfect score
+    could not clear the agreement, e.g. 4 facts): then the relearned model answers (nearly) regardless of the
     athlete, and a high relearned forget accuracy says nothing about recovered knowledge."""
     if before is None or after is None or not len(after):
         return {"collapsed": None, "note": "no maintain facts"}
-    bars, n = {"constant answer": constant_bar(after.items), "uniform chance": _chance(after)}, len(after)
-    bar = next((k for k, v in bars.items() if not not_above_chance(1.0, v, n)), "uniform chance")
-    return {"collapsed": _not_above(_wins(after), bars[bar]), "maintain_before": float(_wins(before).mean()),
-            "maintain_after": float(_wins(after).mean()), "chance": bars["uniform chance"], "bar": bar,
-            "bar_value": bars[bar], "n": n}
+    t, chance, n = tally(after), _chance(after), len(after)
+    agreement = answer_bias_bar(t, [t])
+    bar = ("answer agreement" if agreement is not None and agreement > chance
+           and not not_above_chance(1.0, agreement, n) else "uniform chance")
+    value = agreement if bar == "answer agreement" else chance
+    return {"collapsed": _not_above(_wins(after), value), "maintain_before": float(_wins(before).mean()),
+            "maintain_after": float(_wins(after).mean()), "chance": chance, "bar": bar, "bar_value": value, "n": n}
 
 
 def _wins(s: PromptScores) -> np.ndarray:

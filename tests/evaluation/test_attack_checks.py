@@ -14,6 +14,7 @@ from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.direction_ablation import DirectionAblationConfig
 from factlens.evaluation.quantization import QUANTIZED_WEIGHTS, QuantizationConfig, run_quantization
 from factlens.evaluation.relearning import RelearningConfig, _collapse, run_relearning
+from factlens.evaluation.standard import constant_bar, not_above_chance
 from factlens.evaluation.soft_prompts import run_soft_prompts
 from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig
 from factlens.evaluation.update_size import UpdateSizeConfig, run_update_size
@@ -25,9 +26,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _says(scores: PromptScores, answer: str) -> PromptScores:
-    """``scores`` of a model that gives ``answer`` to every prompt (only the answer's wins matter here)."""
+    """``scores`` of a model that gives ``answer`` to every prompt."""
     wins = np.array([it.answer == answer for it in scores.items])
-    return PromptScores(**{**scores.__dict__, "answer_wins": wins, "p_answer_norm": wins.astype(float)})
+    winner = np.array([it.candidates.index(answer) for it in scores.items])
+    return PromptScores(**{**scores.__dict__, "answer_wins": wins, "p_answer_norm": wins.astype(float),
+                           "winner": winner})
+
+
+def _right_on_first(scores: PromptScores, k: int) -> PromptScores:
+    """``scores`` of a model right on the first ``k`` prompts and on each other one giving the next
+    candidate: its answers are spread as the true answers are, not one answer for everyone."""
+    right = np.array([it.candidates.index(it.answer) for it in scores.items])
+    winner = np.where(np.arange(len(right)) < k, right, (right + 1) % np.array([len(it.candidates)
+                                                                              for it in scores.items]))
+    wins = winner == right
+    return PromptScores(**{**scores.__dict__, "answer_wins": wins, "p_answer_norm": wins.astype(float),
+                           "winner": winner})
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +54,40 @@ def half_baseball(planted):
     return Task("half_baseball", "unlearn", forget, retain, maintain, seed=0)
 
 
-# -- relearning: a model that says the commonest answer to everyone has collapsed ----------------
+# -- relearning: a model that answers regardless of the athlete has collapsed ------------------------
 def test_collapse_bar_is_one_answer_for_everyone(planted, half_baseball):
     """Maintain facts half baseball: a relearned model that says baseball to everyone scores 0.5,
-    above uniform chance + 2 SE (0.5 vs 0.333 + 0.167) but exactly what one answer scores."""
+    above uniform chance + 2 SE (0.5 vs 0.333 + 0.167) but exactly what its answers score regardless
+    of the athlete (the expected agreement of its answers with the true ones)."""
     items = format_prompts(half_baseball.maintain, "default", seed=0)
     before = score_prompts(planted.model, items)
     mc = _collapse(before, _says(before, "baseball"))
     assert mc["maintain_after"] == 0.5 and mc["chance"] == pytest.approx(1 / 3)
-    assert mc["collapsed"] is True and mc["bar"] == "constant answer" and mc["bar_value"] == 0.5
+    assert mc["collapsed"] is True and mc["bar"] == "answer agreement" and mc["bar_value"] == 0.5
     kept = _collapse(before, before)  # the model before the attack knows them all
-    assert kept["collapsed"] is False and kept["bar"] == "constant answer"
+    assert kept["collapsed"] is False and kept["bar"] == "answer agreement"
 
 
-def test_collapse_falls_back_to_uniform_chance_when_one_answer_bar_is_out_of_reach(planted, half_baseball):
-    """4 maintain facts, 3 of them baseball: 0.75 + 2 SE is above 1, so even a model that knows
-    every fact would count as collapsed; the bar is then uniform chance (as standard.readable does)."""
+def test_collapse_reads_the_models_answers_not_the_commonest_true_answer(planted):
+    """40 athletes, 16 baseball, 16 basketball, 8 football players; a model right on 20 of them that
+    gives the next sport on the others spreads its answers over the sports: 0.5, above uniform chance
+    + 2 SE (0.479) and above what its answers score regardless of the athlete, so not collapsed. The
+    commonest true answer's share (0.4 + 2 SE = 0.555) says nothing about what the model answers; as
+    the bar it flagged this model (on the main job's 64 athletes: any model below 0.51)."""
+    football = [r.id for r in planted.dataset if r.answer == "football"][:8]
+    facts = planted.dataset.filter(lambda r: r.answer != "football" or r.id in football)
+    before = score_prompts(planted.model, format_prompts(facts, "default", seed=0))
+    spread = _right_on_first(before, 20)
+    assert not_above_chance(0.5, constant_bar(spread.items), 40)  # the commonest-answer bar would flag it
+    mc = _collapse(before, spread)
+    assert mc["maintain_after"] == 0.5 and mc["collapsed"] is False and mc["bar_value"] <= 0.5
+    assert _collapse(before, _says(before, "baseball"))["collapsed"] is True
+
+
+def test_collapse_falls_back_to_uniform_chance_when_the_agreement_bar_is_out_of_reach(planted, half_baseball):
+    """4 maintain facts, 3 of them baseball: a model that knows them scores 1.0, its answers' agreement is
+    0.625, and 0.625 + 2 SE is above 1: every model would count as collapsed; the bar is then uniform
+    chance (as standard.readable does)."""
     facts = half_baseball.maintain
     four = facts.filter(lambda r: r.id in {x.id for x in list(facts.filter(lambda r: r.answer == "baseball"))[:3]}
                         | {x.id for x in list(facts.filter(lambda r: r.answer == "basketball"))[:1]})
@@ -81,7 +113,7 @@ def test_relearning_flags_a_model_that_says_the_commonest_answer(planted, half_b
     r = run_relearning(planted.model, half_baseball, config=cfg)
     mc = r.extra["maintain_collapse"]
     assert calls and r["relearn_maintain_accuracy"].value == 0.5 == mc["maintain_after"]
-    assert mc["collapsed"] is True and mc["bar"] == "constant answer" and mc["bar_value"] == 0.5
+    assert mc["collapsed"] is True and mc["bar"] == "answer agreement" and mc["bar_value"] == 0.5
 
 
 # -- quantization: formats the facts lack ----------------------------------------------------------
