@@ -230,6 +230,8 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
         raise ValueError(f"unknown prompt format {fmt!r}; known formats: {sorted(FORMATS)}")
     if mcq_shots not in MCQ_SHOT_SOURCES:
         raise ValueError(f"mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {mcq_shots!r}")
+    if n_shots < 0:  # acted as a slice: -1 gave all solved examples but the last
+        raise ValueError(f"n_shots must be >= 0 (solved examples per multiple-choice prompt), got {n_shots}")
     out: list[FormattedPrompt] = []
     for r in dataset:
         out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots, mcq_shots=mcq_shots))

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from factlens.data.formats import ONE_SHOT_SPORTS
 from factlens.data.records import FactDataset, FactRecord, MultipleChoice, Neighbor, string_list
+from factlens.files import looks_local
 
 __all__ = ["sports_facts", "counterfact", "SPORTS", "SPORTS_MCQ_OPTIONS"]
 
@@ -41,17 +42,23 @@ def _sports_mcq(athlete: str, sport: str, target: str | None) -> MultipleChoice:
 
 def sports_record(athlete: str, sport: str, *, template: str = ONE_SHOT_SPORTS, target_new: str | None = None,
                   id: str = "") -> FactRecord:
-    """A sports fact with the paper's one-shot prompt and a multiple-choice question."""
+    """A sports fact with the paper's one-shot prompt and a multiple-choice question.
+
+    ``sport`` must be one of :data:`SPORTS`: golf is the one-shot prompt's example and an edit
+    target only, never an athlete's answer (it is not among the dataset's scoring candidates;
+    a golfer was accepted although the error listed three sports).
+    """
     sport = sport.strip().lower()
-    if sport not in SPORTS_MCQ_OPTIONS:
-        raise ValueError(f"unknown sport {sport!r} for {athlete!r}; expected one of {SPORTS}")
+    if sport not in SPORTS:
+        raise ValueError(f"unknown sport {sport!r} for {athlete!r}; expected one of {SPORTS} (golf is only the "
+                         "one-shot example and an edit target, never an athlete's sport)")
     return FactRecord(subject=athlete.strip(), template=template, answer=sport, target_new=target_new,
                       relation="sport", id=id or athlete.strip(), mcq=_sports_mcq(athlete, sport, target_new))
 
 
 def _read_text(p: Path) -> str:
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Excel, Notepad) is not text
     except UnicodeDecodeError as e:
         raise ValueError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8") from e
 
@@ -84,20 +91,40 @@ def _jsonl_rows(p: Path) -> list[Any]:
 
 
 def _csv_rows(p: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV with a header; a row with too many or too few fields raises, naming its physical
+    line(s) in the file (a quoted field may span lines, as the Sports Facts prompts do, so the record
+    number is not the line number). ``utf-8-sig``: Excel's "CSV UTF-8" starts with a byte-order mark,
+    which otherwise became part of the first column's name."""
+    rows = []
     try:
-        with p.open(newline="", encoding="utf-8") as f:
+        with p.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
+            for r in reader:
+                if None in r:
+                    raise ValueError(f"{p}, {_lines(reader.line_num, r)}: more fields than the "
+                                     f"{len(reader.fieldnames or ())} header columns")
+                short = [k for k, v in r.items() if v is None]
+                if short:
+                    raise ValueError(f"{p}, {_lines(reader.line_num, r)}: too few fields (missing {short}); every "
+                                     f"row needs the header's {len(reader.fieldnames or ())} columns")
+                rows.append(r)
     except UnicodeDecodeError as e:
         raise ValueError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8") from e
-    for n, r in enumerate(rows, start=2):  # line 1 is the header
-        if None in r:
-            raise ValueError(f"{p}, line {n}: more fields than the {len(reader.fieldnames or ())} header columns")
-        short = [k for k, v in r.items() if v is None]
-        if short:
-            raise ValueError(f"{p}, line {n}: too few fields (missing {short}); every row needs the header's "
-                             f"{len(reader.fieldnames or ())} columns")
     return rows
+
+
+def _lines(end: int, row: dict[Any, Any]) -> str:
+    """``"line N"`` or ``"lines M-N"``: where a CSV record lies, from the reader's ``line_num`` (the line
+    it ends on) and the line breaks inside its quoted fields.
+
+    Example:
+        >>> _lines(5, {"a": "x"}), _lines(5, {"a": "x\\ny", None: ["z"]})
+        ('line 5', 'lines 4-5')
+    """
+    values = [v for v in row.values() if isinstance(v, str)]
+    values += [x for v in row.values() if isinstance(v, list) for x in v if isinstance(x, str)]
+    start = end - sum(v.count("\n") for v in values)
+    return f"line {end}" if start == end else f"lines {start}-{end}"
 
 
 def _plain(value: Any) -> Any:
@@ -141,7 +168,7 @@ def _rows_from(path: str | Path, *, split: str = "train") -> list[dict[str, Any]
         if bad is not None:
             raise ValueError(f"{p}: record {bad} is a {type(rows[bad]).__name__}, not an object with named fields")
         return rows
-    if "/" in str(path) and not str(path).startswith((".", "/")):
+    if "/" in str(path) and not looks_local(str(path)):
         try:
             import datasets
         except ImportError as e:  # pragma: no cover
@@ -151,7 +178,8 @@ def _rows_from(path: str | Path, *, split: str = "train") -> list[dict[str, Any]
         except Exception as e:
             raise OSError(f"could not load Hugging Face dataset {path!r} ({type(e).__name__}: {e}); "
                           "pass a local file path instead (the Hub may be unreachable)") from e
-    raise FileNotFoundError(f"{path} does not exist (and is not a Hugging Face dataset name like 'owner/name')")
+    raise FileNotFoundError(f"{path} does not exist (a local path: check it; a Hugging Face dataset name looks like "
+                            "'owner/name')")  # a mistyped 'data/x/y.csv' was sent to the Hub and failed there
 
 
 def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPORTS, split: str = "train") -> FactDataset:
@@ -160,8 +188,10 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
     Args:
         path: ``None`` for the built-in set, else the paper's CSV (local path or Hugging
             Face dataset name). Every row needs ``athlete`` and ``sport`` strings (else
-            ``ValueError`` naming the file and record). The CSV's ``inject_sport_without_golf``
-            column is kept as the record's ``target_new`` when present, but
+            ``ValueError`` naming the file and record; a sport other than basketball, baseball
+            or football too). The CSV's ``inject_sport_without_golf`` column (lower-cased; it
+            must name another of these sports or golf, or be empty) is kept as the record's
+            ``target_new`` when present, but
             :func:`factlens.tasks.sports_athlete_editing` does not use it: the task draws its
             own seeded edit target among the other sports.
         template: Prompt template (default: the paper's one-shot prompt).
@@ -190,8 +220,7 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
         seen[name] = sport.strip().lower()
         rid = str(next((r[k] for k in ("", "Unnamed: 0") if r.get(k) is not None and str(r[k]) != ""), i))
         try:
-            recs.append(sports_record(name, sport, template=template, target_new=tgt.strip() if tgt else None,
-                                      id=f"sports:{rid}"))
+            recs.append(sports_record(name, sport, template=template, target_new=tgt, id=f"sports:{rid}"))
         except ValueError as e:
             raise ValueError(f"{path}: record {i}: {e}") from e
     if repeated:
@@ -201,8 +230,10 @@ def sports_facts(path: str | Path | None = None, *, template: str = ONE_SHOT_SPO
 
 
 def _sports_row(r: dict[str, Any], where: str) -> tuple[str, str, str | None]:
-    """The athlete (stripped), sport and edit target of a Sports Facts row; checked on every row (a row
-    without a sport, or with a number for one, crashed deep inside with a bare KeyError)."""
+    """The athlete (stripped), sport and edit target (stripped, lower case) of a Sports Facts row; checked
+    on every row (a row without a sport, or with a number for one, crashed deep inside with a bare
+    KeyError; an edit target 'Basketball' or 'hockey' became a scoring candidate and lost its
+    multiple-choice index)."""
     for key in ("athlete", "sport"):
         if not isinstance(r.get(key), str):
             found = f"no {key!r} value" if r.get(key) is None else f"the {type(r[key]).__name__} {r[key]!r}"
@@ -212,6 +243,14 @@ def _sports_row(r: dict[str, Any], where: str) -> tuple[str, str, str | None]:
     if tgt is not None and not isinstance(tgt, str):
         raise ValueError(f"{where} (athlete {r['athlete']!r}): inject_sport_without_golf must be a sport name, "
                          f"found the {type(tgt).__name__} {tgt!r}")
+    if tgt is not None:
+        tgt = tgt.strip().lower() or None
+    sport = r["sport"].strip().lower()
+    if tgt is not None and (tgt not in SPORTS_MCQ_OPTIONS or tgt == sport):
+        raise ValueError(f"{where} (athlete {r['athlete']!r}): inject_sport_without_golf (the edit target) must be "
+                         f"one of {[s for s in SPORTS_MCQ_OPTIONS if s != sport]} (an option of the sports "
+                         f"multiple-choice question other than the athlete's sport {sport!r}), "
+                         f"found {r['inject_sport_without_golf']!r}; fix the cell or leave it empty")
     return r["athlete"].strip(), r["sport"], tgt
 
 

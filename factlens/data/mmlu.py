@@ -83,21 +83,38 @@ def _subject_of(path: Path) -> str:
 
 
 def _read_csv(path: Path) -> list[MMLUQuestion]:
+    """The questions of one headerless MMLU CSV. Errors name the physical line a bad record ends on
+    (questions may span lines); ``utf-8-sig`` drops the byte-order mark of Excel's "CSV UTF-8", which
+    otherwise began the first question."""
     subject = _subject_of(path)
-    out = []
+    out: list[MMLUQuestion] = []
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if row:
+                    _check_row(row, f"{path}:{reader.line_num}", first=not out)
+                    out.append(MMLUQuestion(subject, row[0], tuple(row[1:5]), LETTERS.index(row[5].strip())))
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
-    for i, row in enumerate(rows):
-        if not row:
-            continue
-        if len(row) != 6 or row[5].strip() not in LETTERS:
-            raise ValueError(f"{path}:{i + 1}: expected 6 columns (question, A, B, C, D, answer letter A-D), "
-                             f"got {len(row)} columns ending in {row[-1][:20]!r}")
-        out.append(MMLUQuestion(subject, row[0], tuple(row[1:5]), LETTERS.index(row[5].strip())))
     return out
+
+
+def _check_row(row: list[str], where: str, *, first: bool) -> None:
+    """Raise a ``ValueError`` saying what is wrong with an MMLU CSV row (``where``: file and line): the
+    column count, a header row (MMLU CSVs have none) or the answer letter (upper-case A-D)."""
+    if len(row) != 6:
+        raise ValueError(f"{where}: expected 6 columns (question, A, B, C, D, answer letter A-D), got {len(row)} "
+                         f"columns ending in {row[-1][:20]!r}")
+    answer = row[5].strip()
+    if answer in LETTERS:
+        return
+    header = answer.lower() in ("answer", "target", "label") or [c.strip().upper() for c in row[1:5]] == list(LETTERS)
+    if first and header:
+        raise ValueError(f"{where}: {row[:6]!r} looks like a header row, but MMLU CSVs have none (each row is a "
+                         "question, its options A-D and the answer letter); delete the header row")
+    hint = " (upper case: MMLU's letters are A, B, C, D)" if answer.upper() in LETTERS else ""
+    raise ValueError(f"{where}: the answer letter (6th column) must be one of A, B, C, D, got {row[5][:20]!r}{hint}")
 
 
 def _from_datasets(name: str, split: str) -> list[MMLUQuestion]:
@@ -151,7 +168,8 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
             expanded, as the runner's input checks do), or a Hugging Face dataset name ``"name"`` / ``"name:config"`` (``"cais/mmlu:all"``,
             ``"tinyBenchmarks/tinyMMLU"``).
         n: Number of questions (``None``: all). Questions are then spread evenly over the
-            subjects (with 57 subjects, ``n=57`` takes one question per subject).
+            subjects (with 57 subjects, ``n=57`` takes one question per subject). More than the
+            source holds gives all of them, with a ``UserWarning`` saying how many.
         seed: Seed of the sampling.
         split: Dataset split for Hugging Face sources.
 
@@ -161,7 +179,8 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
     Raises:
         FileNotFoundError: A local path that does not exist (and is no dataset name).
         OSError: A dataset name that cannot be loaded (e.g. no network).
-        ValueError: Malformed CSV rows, a file that is not UTF-8, or a folder with no CSV files.
+        ValueError: Malformed CSV rows (the message names the file and line: column count,
+            header row, answer letter), a file that is not UTF-8, or a folder with no CSV files.
     """
     p = Path(source).expanduser()
     if p.is_dir():
@@ -181,6 +200,9 @@ def load_mmlu(source: str | Path, *, n: int | None = None, seed: int = 0, split:
     if n is not None:
         if n < 1:
             raise ValueError(f"n must be >= 1 or None, got {n}")
+        if n > len(qs):  # returned all of them silently: a reader of n=1000 thought 1000 were asked
+            warnings.warn(f"MMLU: asked for n={n} questions but {source!r} holds only {len(qs)}; using all {len(qs)}",
+                          UserWarning, stacklevel=2)
         qs = _stratified(qs, n, seed)
     return qs
 
@@ -321,7 +343,7 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
     Args:
         model: A ``HookedTransformer`` with a tokenizer.
         questions: The questions.
-        n_shots: Solved examples per prompt, taken from ``shots_pool`` (default: the
+        n_shots: Solved examples per prompt (>= 0), taken from ``shots_pool`` (default: the
             questions themselves) in the same subject, never the question itself.
         shots_pool: Where few-shot examples come from.
         batch_size: Prompts per forward pass.
@@ -339,6 +361,8 @@ def mmlu_accuracy(model, questions: Sequence[MMLUQuestion], *, n_shots: int = 0,
     questions = tuple(questions)
     if not questions:
         raise ValueError("no MMLU questions given")
+    if n_shots < 0:  # acted as a slice: -1 gave all but one of the pool's questions
+        raise ValueError(f"n_shots must be >= 0 (solved examples per prompt), got {n_shots}")
     pool = list(shots_pool) if shots_pool is not None else list(questions)
     letters = torch.tensor(_letter_ids(model))
     prompts, used = [], []

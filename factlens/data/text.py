@@ -56,8 +56,14 @@ def _clean_wiki(line: str) -> str:
 
 
 def _file_lines(path: Path) -> list[str]:
+    """The passages of a text file. Not UTF-8 raises, as every other factlens loader does (bad bytes were
+    replaced by U+FFFD, silently training on mangled text); a byte-order mark is dropped (``utf-8-sig``)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
     out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         if not line.strip() or _HEADING.match(line):
             continue
         out.append(_clean_wiki(line))
@@ -108,6 +114,7 @@ def load_texts(source: str | Path | None, *, n: int | None = None, seed: int = 0
     Raises:
         FileNotFoundError: ``source`` looks like a path but does not exist.
         OSError: The dataset could not be loaded (e.g. no internet).
+        ValueError: The file is not UTF-8 text (or holds no text).
 
     Example:
         >>> texts = load_texts(None)
