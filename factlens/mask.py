@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -106,12 +107,15 @@ class Mask:
         return c in self.components
 
     def __or__(self, other: "Mask") -> "Mask":
+        _check_operand(other, "|")
         return Mask(self.components | other.components, name=self.name or other.name)
 
     def __and__(self, other: "Mask") -> "Mask":
+        _check_operand(other, "&")
         return Mask(self.components & other.components, name=self.name)
 
     def __sub__(self, other: "Mask") -> "Mask":
+        _check_operand(other, "-")
         return Mask(self.components - other.components, name=self.name)
 
     def __repr__(self) -> str:
@@ -191,6 +195,14 @@ class Mask:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Mask":
+        """Inverse of :meth:`to_dict` (``{"name": ..., "components": [labels]}``).
+
+        Raises:
+            ValueError: ``d`` is not that layout (saved scores loaded as a mask were a bare
+                ``KeyError: 'components'``, a plain list of labels a ``TypeError``); the message says
+                what to load it with.
+        """
+        _check_mask_dict(d)
         return cls.from_labels(d["components"], name=d.get("name", ""))
 
     def save(self, path: str | Path) -> None:
@@ -208,6 +220,31 @@ class Mask:
     @classmethod
     def load(cls, path: str | Path) -> "Mask":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_operand(other: object, op: str) -> None:
+    """Refuse a set operation with something other than a :class:`Mask` (``mask | ["L0.mlp"]`` was an
+    ``AttributeError`` about ``components``)."""
+    if not isinstance(other, Mask):
+        raise TypeError(f"Mask {op} takes another Mask, got {type(other).__name__} {str(other)[:60]!r}; "
+                        f"wrap components or labels as Mask([...]) first, e.g. mask {op} Mask(['L0.mlp'])")
+
+
+def _check_mask_dict(d: object) -> None:
+    """Raise ``ValueError`` naming the layout when ``d`` is not what :meth:`Mask.to_dict` writes."""
+    if isinstance(d, Mapping) and isinstance(d.get("components"), (list, tuple)):
+        return
+    found = f"keys {sorted(d)}" if isinstance(d, Mapping) else f"a {type(d).__name__}"
+    if isinstance(d, Mapping) and "scores" in d:
+        hint = "it looks like saved scores: load them with ComponentScores.load, then choose with .to_mask(...)"
+    elif isinstance(d, Mapping) and "suites" in d:
+        hint = "it looks like a saved evaluation: load it with EvalResult.load"
+    elif isinstance(d, (list, tuple)):
+        hint = "for a plain list of labels use Mask.from_labels(labels)"
+    else:
+        hint = "load masks saved with Mask.save / to_dict"
+    raise ValueError(f"not a saved Mask: it needs a 'components' list of labels (what Mask.to_dict() writes, "
+                     f"with 'name'), got {found}; {hint}")
 
 
 def is_saved_mask(head: str) -> bool:

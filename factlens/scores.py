@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -314,6 +316,7 @@ class ComponentScores:
         given = [x is not None for x in (top_k, threshold, param_budget)]
         if sum(given) != 1:
             raise ValueError("give exactly one of top_k=, threshold= or param_budget=")
+        _check_selection(top_k=top_k, threshold=threshold, param_budget=param_budget)
         name = name or self.name or self.method
         if top_k is not None:
             return Mask(frozenset(self.top(top_k)), name=name)
@@ -397,7 +400,13 @@ class ComponentScores:
     def from_dict(cls, d: dict[str, Any]) -> "ComponentScores":
         """Inverse of :meth:`to_dict`; also reads files saved when these fields lived in ``extra``
         (files without ``format``: only those have their ``extra`` keys moved, so that a method's
-        own ``extra`` keys called ``roles`` or ``patched`` survive a round trip)."""
+        own ``extra`` keys called ``roles`` or ``patched`` survive a round trip).
+
+        Raises:
+            ValueError: ``d`` is not the layout :meth:`to_dict` writes (a saved mask or evaluation
+                loaded as scores was a bare ``KeyError: 'scores'``); the message says what to load it with.
+        """
+        _check_scores_dict(d)
         extra = dict(d.get("extra", {}))
         typed = {f: d[f] for f in _TYPED if d.get(f) is not None}
         for f in ("resid", "mlp_window"):
@@ -438,6 +447,42 @@ RANK_BY = ("abs", "value")
 #: The typed keyword fields of :class:`ComponentScores` (saved as top-level JSON keys).
 _TYPED = ("per_example", "example_ids", "clean_metric", "corrupted_metric", "patched", "resid", "mlp_window",
           "dropped_ids")
+
+
+def _check_selection(*, top_k: Any, threshold: Any, param_budget: Any) -> None:
+    """Refuse a wrongly typed :meth:`ComponentScores.to_mask` option: ``top_k=2.5`` failed with "slice
+    indices must be integers", ``param_budget="10000"`` with "'<' not supported", and ``top_k=True``
+    was taken as 1."""
+    for opt, value in (("top_k", top_k), ("param_budget", param_budget)):
+        if opt == "param_budget" and isinstance(value, float) and value.is_integer():
+            continue  # param_budget=1e6 worked before (it is only compared with counts)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            fix = f"; write {opt}=int({value!r})" if isinstance(value, (float, str)) else ""
+            raise TypeError(f"to_mask: {opt} must be a whole number (an int), got {type(value).__name__} "
+                            f"{value!r}{fix}")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
+        fix = f"; write threshold=float({threshold!r})" if isinstance(threshold, str) else ""
+        raise TypeError(f"to_mask: threshold must be a number (the |score| a component needs), got "
+                        f"{type(threshold).__name__} {threshold!r}{fix}")
+
+
+#: The keys every :meth:`ComponentScores.to_dict` has.
+_SCORES_KEYS = ("method", "metric", "shape", "scores")
+
+
+def _check_scores_dict(d: Any) -> None:
+    """Raise ``ValueError`` naming the layout when ``d`` is not what :meth:`ComponentScores.to_dict` writes."""
+    if isinstance(d, Mapping) and all(k in d for k in _SCORES_KEYS):
+        return
+    found = f"keys {sorted(d)}" if isinstance(d, Mapping) else f"a {type(d).__name__}"
+    if isinstance(d, Mapping) and "components" in d:
+        hint = "it looks like a saved Mask: load it with factlens.Mask.load / Mask.from_dict"
+    elif isinstance(d, Mapping) and "suites" in d:
+        hint = "it looks like a saved evaluation: load it with EvalResult.load / EvalResult.from_dict"
+    else:
+        hint = "load scores saved with ComponentScores.save / to_dict"
+    raise ValueError(f"not a saved ComponentScores: it needs the keys {list(_SCORES_KEYS)} (what "
+                     f"ComponentScores.to_dict() writes), got {found}; {hint}")
 
 
 def _is_saved_scores(head: str) -> bool:

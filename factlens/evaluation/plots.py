@@ -113,6 +113,16 @@ def _present(results: dict[str, Any], metrics: Sequence[str], *, unit_interval: 
     return out
 
 
+def _metric_names(metrics: Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """``metrics`` as a list (``default`` when ``None``), refusing one bare name: iterated, a string was
+    its letters ("none of the metrics ['f', 'o', ...]" from :func:`metric_bars` and :func:`spider_plot`)."""
+    wanted = list(default if metrics is None else metrics)
+    if isinstance(metrics, str) or not all(isinstance(n, str) for n in wanted):
+        raise TypeError(f"metrics must be a list of metric names, got {metrics!r}"
+                        + (f"; write metrics=[{metrics!r}]" if isinstance(metrics, str) else ""))
+    return wanted
+
+
 def _error_bars(ms: Sequence[Metric | None]) -> dict[str, Any]:
     """plotly ``error_y``: the metrics' 95 % intervals (asymmetric), else their standard errors."""
     up, down = [], []
@@ -138,7 +148,7 @@ def spider_metrics(results, metrics: Sequence[str] | None = None) -> list[str]:
     """The metrics :func:`spider_plot` draws for ``results``: those of ``metrics`` (default
     :data:`SPIDER_METRICS`) that some result has with a value in ``[0, 1]``; empty when the
     suites have none (``--suites mechanisms``: the report says so instead of an error)."""
-    return _present(_as_dict(results), list(metrics) if metrics is not None else SPIDER_METRICS, unit_interval=True)
+    return _present(_as_dict(results), _metric_names(metrics, SPIDER_METRICS), unit_interval=True)
 
 
 def _spider_point(m: Metric | None) -> tuple[float | None, float | None, float | None]:
@@ -237,7 +247,7 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
     """
     go = _go()
     res = _as_dict(results)
-    names = _present(res, list(metrics) if metrics is not None else BAR_METRICS)
+    names = _present(res, _metric_names(metrics, BAR_METRICS))
     if not names:
         raise ValueError(f"none of the metrics {list(metrics or BAR_METRICS)} is in the results")
     labels = [metric_label(n) for n in names]
@@ -263,9 +273,7 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
 
 def _suite_panels(result: EvalResult, metrics: Sequence[str] | None) -> list[tuple[str, list[Metric]]]:
     """``[(suite, [metric, ...])]``: per suite, the wanted metrics it has, in the order asked for."""
-    wanted = list(HEADLINE_METRICS if metrics is None else metrics)
-    if isinstance(metrics, str) or not all(isinstance(n, str) for n in wanted):
-        raise TypeError(f"metrics must be a list of metric names, got {metrics!r}")
+    wanted = _metric_names(metrics, HEADLINE_METRICS)
     rank = {n: i for i, n in enumerate(wanted)}
     panels, found = [], set()
     for s in result.suites.values():

@@ -13,6 +13,7 @@ functions.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -287,7 +288,10 @@ def localization_mask(
     ``flu`` is probing (sports, relation ``"sport"``) or path patching through the
     extraction heads (other relations); ``*_mlps`` restrict a method to MLP layers; budgeted
     localizations (``random``, ``causal_tracing``, ``attribution_patching``...) take the top
-    components within ``param_budget``; ``all_mlps`` and ``nonlocalized`` ignore the budget.
+    components within ``param_budget``. The others (``budgeted=False``) select by their own rule
+    and ignore the budget: ``flu``, ``manual`` (score threshold) and the ``*_top_mlp`` ones (top
+    ``k``) with a ``UserWarning`` when it is given, the fixed ``all_mlps`` and ``nonlocalized``
+    without one (the whole-model controls of a comparison at one budget).
     The same as :func:`localization_scores` followed by :func:`mask_from_scores`.
 
     ``seed``: the seed of the seeded localizations (``random``, ``flu``; ``None`` = 0); the other
@@ -302,8 +306,9 @@ def localization_mask(
     loc = LOCALIZATIONS.get(localization)
     if loc.budgeted and param_budget is None:
         raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
+    _warn_unused_budget(loc, param_budget, stacklevel=4)  # before the scoring, which can take minutes
     scores = localization_scores(model, dataset, loc, seed=seed, **options)
-    return mask_from_scores(model, loc, scores, param_budget=param_budget), scores
+    return mask_from_scores(model, loc, scores, param_budget=param_budget if loc.budgeted else None), scores
 
 
 @takes_show_progress
@@ -346,8 +351,10 @@ def localization_scores(model, dataset, localization: str | Localization, *, see
 
 def mask_from_scores(model, localization: str | Localization, scores: ComponentScores | None, *,
                      param_budget: int | None = None) -> Mask:
-    """The mask a named localization selects from its :func:`localization_scores` (see :func:`localization_mask`)."""
+    """The mask a named localization selects from its :func:`localization_scores` (see :func:`localization_mask`;
+    a ``param_budget`` given to a scored localization that does not use it warns as there)."""
     loc = LOCALIZATIONS.get(localization)
+    _warn_unused_budget(loc, param_budget, stacklevel=3)
     if loc.fixed == "all_mlps":
         return Mask.all_mlps(model)
     if loc.fixed == "everything":
@@ -364,6 +371,19 @@ def mask_from_scores(model, localization: str | Localization, scores: ComponentS
     if param_budget is None:
         raise ValueError(f"localization {loc.name!r} needs param_budget= (e.g. the FLU mask's n_params)")
     return scores.to_mask(param_budget=param_budget, name=loc.name)
+
+
+def _warn_unused_budget(loc: Localization, param_budget: int | None, *, stacklevel: int) -> None:
+    """Warn that a scored localization with ``budgeted=False`` (``flu``, ``manual``, ``*_top_mlp``) ignores
+    ``param_budget``: its mask came back at its own size without a word (``flu`` at ``param_budget=100``:
+    12,448 parameters). The fixed masks (``all_mlps``, ``nonlocalized``) ignore it as documented, silently."""
+    if param_budget is None or loc.budgeted or loc.fixed is not None:
+        return
+    rule = f"its top {loc.top_k} component(s) by score" if loc.top_k is not None else \
+        f"the components scoring >= {loc.threshold}"
+    warnings.warn(f"localization {loc.name!r} selects its mask by its own rule ({rule}), not by a parameter budget: "
+                  f"param_budget={param_budget!r} is ignored; leave it out, or use a budgeted localization "
+                  "(e.g. 'random', 'causal_tracing') for a mask of that size", UserWarning, stacklevel=stacklevel)
 
 
 def _check_has_mlps(model, loc: Localization) -> None:
