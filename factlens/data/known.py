@@ -13,6 +13,8 @@ from factlens.prompt_scores import score_prompts
 
 __all__ = ["FormatAccuracy", "format_accuracy", "filter_known", "chance_level", "prompt_chance"]
 
+GROUP_BY = ("answer", None)  # what format_accuracy can group the default format's accuracy by
+
 
 def chance_level(candidates_per_item: Sequence[Sequence[str]]) -> float:
     """Expected accuracy of guessing uniformly among each item's candidates."""
@@ -59,7 +61,8 @@ class FormatAccuracy:
             candidates), ``mean_p_answer`` (full-vocabulary probability), ``chance`` (uniform
             guessing among candidates; for multiple choice at least the best constant letter's
             accuracy, :func:`prompt_chance`), ``at_chance`` (accuracy not clearly above chance:
-            below chance + 2 binomial standard errors).
+            below chance + 2 binomial standard errors, counted over the facts, not the prompts:
+            a fact's prompts share its answer and are not independent trials).
         per_group: Optional accuracy per group (e.g. per sport) for the default format.
     """
 
@@ -116,8 +119,14 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
     """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
 
     Formats the model cannot do (accuracy not clearly above chance) are flagged
-    ``at_chance`` so that nobody reads noise as robustness.
+    ``at_chance`` so that nobody reads noise as robustness. The accuracy is over prompts; the
+    standard error of the test counts facts (units are facts: 16 facts with 10 neighborhood
+    prompts each are 16 trials, not 160), which with one prompt per fact is the same.
+    ``group_by``: ``"answer"`` (accuracy per true answer in the default format) or ``None``.
     """
+    if group_by not in GROUP_BY:
+        raise ValueError(f"format_accuracy: group_by={group_by!r} is not supported; use one of {list(GROUP_BY)} "
+                         "(\"answer\": accuracy per true answer in the default format, None: no grouping)")
     dataset = _as_dataset(dataset, "format_accuracy")
     formats = list(formats) if formats is not None else available_formats(dataset)
     rows = []
@@ -129,7 +138,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
         s = score_prompts(model, items, batch_size=batch_size)
         acc = s.accuracy()
         ch = prompt_chance(items)
-        se = np.sqrt(max(ch * (1 - ch), 1e-12) / len(items))
+        se = np.sqrt(max(ch * (1 - ch), 1e-12) / len({it.record_id for it in items}))  # units are facts
         rows.append({"format": fmt, "n": len(items), "accuracy": acc, "chance": ch,
                      "mean_p_answer": float(np.mean(s.p_answer)), "at_chance": bool(acc < ch + 2 * se)})
         if fmt == "default" and group_by == "answer":
@@ -140,17 +149,39 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
     return FormatAccuracy(tuple(rows), per_group)
 
 
+def _known_mask(dataset: FactDataset, s, p_threshold: float | None) -> np.ndarray:
+    """Per fact (``s``: its one prompt's scores, in order): known when the answer is the top of the
+    fact's own candidates (:meth:`FactDataset.candidates_for`; and p > ``p_threshold`` if given), or
+    for a fact without candidates when p(answer) > ``p_threshold`` (default 0.5)."""
+    has = np.array([bool(dataset.candidates_for(r)) for r in dataset], dtype=bool)
+    thr = 0.5 if p_threshold is None else p_threshold
+    top = s.answer_wins & (s.p_answer > p_threshold) if p_threshold is not None else s.answer_wins.copy()
+    return np.where(has, top, s.p_answer > thr)
+
+
+def _criterion(has_candidates: bool, p_threshold: float | None) -> str:
+    """The words ``meta["known"]["criterion"]`` gives the test of :func:`_known_mask`."""
+    thr = f"p > {0.5 if p_threshold is None else p_threshold}"
+    if not has_candidates:
+        return thr
+    return "argmax among candidates" + (f" and {thr}" if p_threshold is not None else "")
+
+
 def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = None, fmt: str = "default",
                  batch_size: int = 16) -> FactDataset:
     """Keep the facts the model gets right.
 
-    The criterion follows the paper: with a candidate answer set (sports), the true answer
-    must be the most likely candidate; for open-vocabulary data (CounterFact) the true
+    The criterion follows the paper, per fact: with a candidate answer set (sports; the
+    dataset's candidates or the fact's own, :meth:`FactDataset.candidates_for`), the true answer
+    must be the most likely candidate; for open-vocabulary facts (CounterFact) the true
     answer's probability must exceed ``p_threshold`` (default 0.5; multi-token answers use
     the product of token probabilities). Pass ``p_threshold`` to also require it for
-    candidate data.
+    candidate data. (Until 2026-12-06 only the dataset's candidates decided: a list of facts
+    with candidates of their own was judged by p > 0.5.)
 
-    The returned dataset's ``meta["known"]`` records how many facts were kept, per answer.
+    The returned dataset's ``meta["known"]`` records how many facts were kept, per group (the
+    answer for facts with candidates, the relation otherwise), and the ``criterion``: one string,
+    or where some facts have candidates and others not, a dict group -> criterion.
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -164,21 +195,19 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
     # check alone let one fact's two paraphrases cover another fact that has none)
     if [it.record_id for it in items] != [r.id for r in dataset]:
         raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact, in order")
-    s = score_prompts(model, items, batch_size=batch_size)
-    if dataset.candidates:
-        keep = s.answer_wins.copy()
-        if p_threshold is not None:
-            keep &= s.p_answer > p_threshold
-    else:
-        keep = s.p_answer > (0.5 if p_threshold is None else p_threshold)
+    keep = _known_mask(dataset, score_prompts(model, items, batch_size=batch_size), p_threshold)
     kept = [r for r, k in zip(dataset, keep) if k]
     per: dict[str, dict] = {}
+    crit: dict[str, str] = {}
     for r, k in zip(dataset, keep):
-        d = per.setdefault(r.answer if dataset.candidates else r.relation, {"n": 0, "known": 0})
+        has = bool(dataset.candidates_for(r))
+        g = r.answer if has else r.relation
+        d = per.setdefault(g, {"n": 0, "known": 0})
         d["n"] += 1
         d["known"] += int(k)
+        crit[g] = _criterion(has, p_threshold)
     meta = dict(dataset.meta)
-    thr = f"p > {0.5 if p_threshold is None else p_threshold}"
-    crit = ("argmax among candidates" + (f" and {thr}" if p_threshold is not None else "")) if dataset.candidates else thr
-    meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt, "criterion": crit}
+    one = set(crit.values())
+    meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt,
+                     "criterion": one.pop() if len(one) == 1 else crit}
     return replace(dataset, records=tuple(kept), meta=meta)

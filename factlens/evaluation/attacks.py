@@ -118,9 +118,11 @@ class TaskScores:
         from factlens.evaluation.standard import SplitTally, chance_flags, not_above_chance
 
         splits = [s for s in ("forget", "maintain") if s in self.chance]
+        # the tests count facts (a fact's prompts are not independent: SplitTally.units); they counted prompts
         tallies = {s: SplitTally(self.accuracy(s), self.n_prompts.get(s, 0), self.chance[s],
-                                 self.answer_shares.get(s, {}), self.said_shares.get(s)) for s in splits}
-        return chance_flags(tallies, {s: not_above_chance(t.accuracy, t.chance, t.n) for s, t in tallies.items()})
+                                 self.answer_shares.get(s, {}), self.said_shares.get(s),
+                                 frozenset(getattr(self, s))) for s in splits}
+        return chance_flags(tallies, {s: not_above_chance(t.accuracy, t.chance, t.units) for s, t in tallies.items()})
 
     def known(self) -> dict[str, float]:
         """True answer wins on forget and maintain facts together (what :func:`attack_damage` compares)."""

@@ -28,8 +28,8 @@ from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import available_formats, format_prompts, mcq_shots_used
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.baseline_cache import BaselineCache, bound
-from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, not_above_chance, original_note,
-                                        score_both)
+from factlens.evaluation.standard import (chance_of, fact_means, json_value, mean_metric, n_facts, not_above_chance,
+                                        original_note, score_both)
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests FormatsConfig)
     from factlens.evaluation.config import EvalConfig
@@ -145,6 +145,11 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
     prompts, flag a format that the model knows more often than the one pooled test the flag
     stands for (measured case: docs/statistics.md). The per-split rows keep each split's own
     reading (``at_chance``: the split alone is not above its chance or its bar).
+
+    Accuracies and bars are means over prompts, but every test's standard error counts facts
+    (:func:`~factlens.evaluation.standard.n_facts`; the record's ``n``): a CounterFact fact's ~10
+    neighborhood prompts or 2 paraphrases share one answer and are not independent trials. Where
+    every fact has one prompt (sports formats, ``mcq``) the two counts are the same.
     """
     from factlens.evaluation.standard import chance_flags, tally
 
@@ -154,14 +159,14 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
                                dict.fromkeys(scored, False))
     out: list[dict[str, Any]] = []
     hits, n_all, pooled = 0.0, 0, []
-    bar_hits, bar_n, bar_sum = 0.0, 0, 0.0  # over the splits with a bar (a lone split has none)
+    bar_hits, bar_n, bar_sum, bar_items = 0.0, 0, 0.0, []  # over the splits with a bar (a lone split has none)
     for split, (items, _, b) in scored.items():
         ch = chance_of(items)
         acc = b.accuracy()
         out.append({"format": fmt, "split": split, "n_prompts": len(items),
                     "n_facts": len(b.by_record()), "accuracy": acc, "chance": ch,
                     "mean_p_answer": float(np.mean(b.p_answer_norm)),
-                    "at_chance": not_above_chance(acc, ch, len(items)) or biased[split],
+                    "at_chance": not_above_chance(acc, ch, n_facts(items)) or biased[split],
                     "answer_bias_bar": why[split]["bar"]})
         hits += acc * len(items)
         n_all += len(items)
@@ -170,14 +175,16 @@ def _format_baselines(fmt: str, scored: dict[str, tuple]) -> tuple[list[dict[str
             bar_hits += acc * len(items)
             bar_n += len(items)
             bar_sum += why[split]["bar"] * len(items)
+            bar_items += list(items)
     # one chance over all prompts: a model that always gives one letter gives it in every split (the mean of
     # each split's best constant letter was higher, and flagged formats the model answers above chance)
     chance = chance_of(pooled)
-    own = not_above_chance(hits / n_all, chance, n_all)
+    # accuracies and bars weigh prompts; the tests' sample size counts facts (a fact's prompts are not independent)
+    own = not_above_chance(hits / n_all, chance, n_facts(pooled))
     bar = bar_sum / bar_n if bar_n else None
-    bias = bar is not None and bar > chance and not_above_chance(bar_hits / bar_n, bar, bar_n)
-    record = {"accuracy": json_value(hits / n_all), "n": n_all, "chance": json_value(chance), "bar": json_value(bar),
-              "decided_by": "chance" if own else "answer bias" if bias else None}
+    bias = bar is not None and bar > chance and not_above_chance(bar_hits / bar_n, bar, n_facts(bar_items))
+    record = {"accuracy": json_value(hits / n_all), "n": n_facts(pooled), "chance": json_value(chance),
+              "bar": json_value(bar), "decided_by": "chance" if own else "answer bias" if bias else None}
     return out, bool(own or bias), record
 
 
@@ -227,7 +234,7 @@ def run_formats(model, task, *, original=None, config: EvalConfig | None = None,
         ``<fmt>_maintain_accuracy`` and ``neighborhood_edit_error``; per-fact rows per
         (fact, format, split); ``extra["format_baselines"]`` (the unedited model's accuracy per
         format on forget and maintain facts, with chance levels), ``extra["at_chance_formats"]``,
-        ``extra["at_chance_bar"]`` (with an original: per format the pooled ``accuracy``, ``n``,
+        ``extra["at_chance_bar"]`` (with an original: per format the pooled ``accuracy``, ``n`` (facts),
         ``chance``, answer-bias ``bar`` and ``decided_by``: ``"chance"``, ``"answer bias"`` or ``None``),
         ``extra["formats"]`` (evaluated), ``extra["unavailable_formats"]`` (requested but
         absent from the data) and, with ``mcq``, ``extra["mcq_shots"]`` (the solved examples

@@ -28,8 +28,8 @@ from factlens.prompt_scores import PromptScores, score_prompts
 if TYPE_CHECKING:  # factlens.evaluation.config imports the suite modules (it nests their settings)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_standard", "fact_means", "not_above_chance", "constant_bar", "SplitTally", "tally", "answer_bias_bar",
-           "chance_flags", "readable", "mean_metric", "json_value"]
+__all__ = ["run_standard", "fact_means", "not_above_chance", "n_facts", "constant_bar", "SplitTally", "tally",
+           "answer_bias_bar", "chance_flags", "readable", "mean_metric", "json_value"]
 
 
 # -- shared helpers --------------------------------------------------------------------------
@@ -61,7 +61,8 @@ def fact_means(scores: PromptScores, values: np.ndarray) -> dict[str, float]:
 
 def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
     """True when ``accuracy`` is below chance + 2 binomial standard errors (the rule of
-    :func:`factlens.data.known.format_accuracy`).
+    :func:`factlens.data.known.format_accuracy`). ``n`` is the number of independent units; on
+    scored prompts that is the number of facts (:func:`n_facts`), not of prompts.
 
     Example:
         >>> not_above_chance(0.4, 1 / 3, 30), not_above_chance(0.9, 1 / 3, 30)
@@ -71,6 +72,19 @@ def not_above_chance(accuracy: float, chance: float, n: int) -> bool:
         return True
     se = math.sqrt(max(chance * (1 - chance), 1e-12) / n)
     return bool(accuracy < chance + 2 * se)
+
+
+def n_facts(items: Sequence[FormattedPrompt]) -> int:
+    """The number of distinct facts (``record_id``) among ``items``: the sample size of every at-chance
+    test on scored prompts. Units are facts (docs/statistics.md): a fact's prompts share one answer
+    and are not independent trials.
+
+    Example:
+        >>> from factlens.data.formats import FormattedPrompt
+        >>> n_facts([FormattedPrompt(f"q{k}", "a", None, ("a", "b"), f"f{k // 10}", "neighborhood") for k in range(30)])
+        3
+    """
+    return len({it.record_id for it in items})
 
 
 def constant_bar(items: Sequence[FormattedPrompt]) -> float:
@@ -106,7 +120,8 @@ class SplitTally(NamedTuple):
         said: Candidate -> share of the split's prompts on which the model predicts it
             (:meth:`~factlens.prompt_scores.PromptScores.predicted`; ties count for none);
             ``None``: not known.
-        facts: The split's fact ids (empty: not known), to tell which splits are "other".
+        facts: The split's fact ids (empty: not known), to tell which splits are "other" and to
+            count the split's independent units (:attr:`units`).
     """
 
     accuracy: float
@@ -115,6 +130,14 @@ class SplitTally(NamedTuple):
     answers: Mapping[str, float]
     said: Mapping[str, float] | None
     facts: frozenset[str] = frozenset()
+
+    @property
+    def units(self) -> int:
+        """The sample size of the split's chance tests: its number of facts, ``n`` (prompts) when the
+        facts are not known. A fact's prompts (CounterFact: ~10 neighborhood prompts, 2 paraphrases, one
+        answer) are not independent trials, so counting them overstated the evidence: 11 of 16 facts
+        right, 10 prompts each, passed chance + 2 SE with n = 160 but not with n = 16."""
+        return len(self.facts) or self.n
 
 
 def shares(values: Sequence[str | None]) -> dict[str, float]:
@@ -134,7 +157,8 @@ def shares(values: Sequence[str | None]) -> dict[str, float]:
 def tally(scores: PromptScores, *, accuracy: float | None = None, chance: float | None = None) -> SplitTally:
     """The :class:`SplitTally` of the unedited model's scores of one split (``accuracy`` and
     ``chance``: the values its own chance check uses, by default the prompts' accuracy and
-    :func:`chance_of`)."""
+    :func:`chance_of`). Its ``facts`` are the prompts' ``record_id``: the chance tests count facts
+    (:attr:`SplitTally.units`), the answer-bias bar weighs prompts."""
     return SplitTally(scores.accuracy() if accuracy is None else float(accuracy), len(scores),
                       chance_of(scores.items) if chance is None else float(chance),
                       shares([it.answer for it in scores.items]), shares(scores.predicted()),
@@ -183,7 +207,8 @@ def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, boo
 
     Returns:
         The flags (split -> bool), and for the suite's ``extra["at_chance_bar"]``, per split:
-        ``bar`` (``None``: not computed), ``accuracy``, ``chance``, ``n`` and ``decided_by``
+        ``bar`` (``None``: not computed), ``accuracy``, ``chance``, ``n`` (the test's sample size: the
+        split's facts, :attr:`SplitTally.units`) and ``decided_by``
         (``"split chance"``, ``"answer bias"``, or ``None`` when not at chance); ``None`` for a
         split without a tally.
 
@@ -206,10 +231,11 @@ def chance_flags(tallies: Mapping[str, SplitTally | None], own: Mapping[str, boo
         bar = answer_bias_bar(x, ys)
         # a bar at or below chance adds nothing to the own check (the formats suite, whose own check is pooled,
         # would otherwise flag a split of a format for its own chance alone)
-        biased = bar is not None and bar > x.chance and not_above_chance(x.accuracy, bar, x.n)
+        biased = bar is not None and bar > x.chance and not_above_chance(x.accuracy, bar, x.units)
         flags[split] = bool(own_flag or biased)
         record[split] = {"bar": json_value(bar), "accuracy": json_value(x.accuracy), "chance": json_value(x.chance),
-                         "n": int(x.n), "decided_by": "split chance" if own_flag else "answer bias" if biased else None}
+                         "n": int(x.units),
+                         "decided_by": "split chance" if own_flag else "answer bias" if biased else None}
     return flags, record
 
 
@@ -218,10 +244,10 @@ def readable(accuracies: Sequence[float], items: Sequence[FormattedPrompt]) -> t
     by which bar: the attacks choose a layer or variant only among these.
 
     First bar: above what one answer for everyone scores (:func:`constant_bar`) by 2 binomial
-    standard errors. A small or one-sided set can make that bar unreachable (4 facts, 3 of one
-    answer: 0.75 + 0.43); then the second bar, uniform chance + 2 SE, still keeps out a reading
-    that is plainly blind; when none passes either, every reading is eligible (a rule that leaves
-    nothing to choose from would be no rule). Returns the mask and the bar that decided it
+    standard errors (over the facts, :func:`n_facts`). A small or one-sided set can make that bar
+    unreachable (4 facts, 3 of one answer: 0.75 + 0.43); then the second bar, uniform chance + 2 SE,
+    still keeps out a reading that is plainly blind; when none passes either, every reading is
+    eligible (a rule that leaves nothing to choose from would be no rule). Returns the mask and the bar that decided it
     (``"constant answer"``, ``"uniform chance"`` or ``"none"``).
 
     Example:
@@ -234,7 +260,7 @@ def readable(accuracies: Sequence[float], items: Sequence[FormattedPrompt]) -> t
         [([False, True], 'constant answer'), ([True, True], 'uniform chance'), ([True], 'none')]
     """
     items, acc = list(items), [float(a) for a in accuracies]
-    n = len(items)
+    n = n_facts(items)
     if n:
         for name, bar in (("constant answer", constant_bar(items)), ("uniform chance", chance_of(items))):
             ok = np.array([not not_above_chance(a, bar, n) for a in acc], dtype=bool)
@@ -313,7 +339,8 @@ def _baseline_flags(scored: dict[str, tuple], extra: dict[str, Any]) -> dict[str
     based = {split: (items, b) for split, (items, _, b) in scored.items() if b is not None}
     if not based:
         return {}
-    own = {split: not_above_chance(b.accuracy(), chance_of(items), len(items)) for split, (items, b) in based.items()}
+    own = {split: not_above_chance(b.accuracy(), chance_of(items), n_facts(items))  # units are facts
+           for split, (items, b) in based.items()}
     flags, extra["at_chance_bar"] = chance_flags({split: tally(b) for split, (_, b) in based.items()}, own)
     for split, (items, b) in based.items():
         extra[f"{split}_baseline"] = {"accuracy": b.accuracy(), "chance": chance_of(items), "n": len(items),
