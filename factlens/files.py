@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["write_atomic", "check_output", "file_sha256", "looks_local"]
+__all__ = ["write_atomic", "check_output", "file_sha256", "looks_local", "not_saved_as"]
 
 _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
 
@@ -118,3 +118,29 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: What a loaded dict looks like (a key only its layout has) -> what it is and what loads it.
+_SAVED_KINDS = (("components", "a saved Mask", "factlens.Mask.load / Mask.from_dict"),
+                ("scores", "saved scores", "ComponentScores.load, then choose with .to_mask(...)"),
+                ("suites", "a saved evaluation", "EvalResult.load / EvalResult.from_dict"))
+
+
+def not_saved_as(what: str, d: object, *, needs: str, own_loader: str, list_hint: str | None = None) -> ValueError:
+    """The error for loading ``d`` as a ``what`` when it is not that layout: what it holds and, where
+    it is another of factlens's saved objects, what loads it (a bare ``KeyError`` said neither).
+
+    Example:
+        >>> str(not_saved_as("Mask", {"scores": []}, needs="a 'components' list", own_loader="Mask.load"))[:60]
+        "not a saved Mask: it needs a 'components' list, got keys ['s"
+    """
+    is_map = isinstance(d, dict) or hasattr(d, "keys")
+    found = f"keys {sorted(d)}" if is_map else f"a {type(d).__name__}"
+    kind = next(((text, loader) for key, text, loader in _SAVED_KINDS if is_map and key in d), None)
+    if kind is not None:
+        hint = f"it looks like {kind[0]}: load it with {kind[1]}"
+    elif list_hint is not None and isinstance(d, (list, tuple)):
+        hint = list_hint
+    else:
+        hint = f"load files saved with {own_loader}"
+    return ValueError(f"not a saved {what}: it needs {needs}, got {found}; {hint}")

@@ -234,17 +234,10 @@ def _check_mask_dict(d: object) -> None:
     """Raise ``ValueError`` naming the layout when ``d`` is not what :meth:`Mask.to_dict` writes."""
     if isinstance(d, Mapping) and isinstance(d.get("components"), (list, tuple)):
         return
-    found = f"keys {sorted(d)}" if isinstance(d, Mapping) else f"a {type(d).__name__}"
-    if isinstance(d, Mapping) and "scores" in d:
-        hint = "it looks like saved scores: load them with ComponentScores.load, then choose with .to_mask(...)"
-    elif isinstance(d, Mapping) and "suites" in d:
-        hint = "it looks like a saved evaluation: load it with EvalResult.load"
-    elif isinstance(d, (list, tuple)):
-        hint = "for a plain list of labels use Mask.from_labels(labels)"
-    else:
-        hint = "load masks saved with Mask.save / to_dict"
-    raise ValueError(f"not a saved Mask: it needs a 'components' list of labels (what Mask.to_dict() writes, "
-                     f"with 'name'), got {found}; {hint}")
+    from factlens.files import not_saved_as
+
+    raise not_saved_as("Mask", d, needs="a 'components' list of labels (what Mask.to_dict() writes, with 'name')",
+                       own_loader="Mask.save / to_dict", list_hint="for a plain list of labels use Mask.from_labels(labels)")
 
 
 def is_saved_mask(head: str) -> bool:

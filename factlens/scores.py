@@ -474,15 +474,10 @@ def _check_scores_dict(d: Any) -> None:
     """Raise ``ValueError`` naming the layout when ``d`` is not what :meth:`ComponentScores.to_dict` writes."""
     if isinstance(d, Mapping) and all(k in d for k in _SCORES_KEYS):
         return
-    found = f"keys {sorted(d)}" if isinstance(d, Mapping) else f"a {type(d).__name__}"
-    if isinstance(d, Mapping) and "components" in d:
-        hint = "it looks like a saved Mask: load it with factlens.Mask.load / Mask.from_dict"
-    elif isinstance(d, Mapping) and "suites" in d:
-        hint = "it looks like a saved evaluation: load it with EvalResult.load / EvalResult.from_dict"
-    else:
-        hint = "load scores saved with ComponentScores.save / to_dict"
-    raise ValueError(f"not a saved ComponentScores: it needs the keys {list(_SCORES_KEYS)} (what "
-                     f"ComponentScores.to_dict() writes), got {found}; {hint}")
+    from factlens.files import not_saved_as
+
+    raise not_saved_as("ComponentScores", d, needs=f"the keys {list(_SCORES_KEYS)} (what ComponentScores.to_dict() "
+                       "writes)", own_loader="ComponentScores.save / to_dict")
 
 
 def _is_saved_scores(head: str) -> bool:

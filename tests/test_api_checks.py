@@ -78,7 +78,7 @@ def test_component_scores_refuse_a_file_of_another_kind(tmp_path):
         ComponentScores.load(tmp_path / "mask.json")
     with pytest.raises(ValueError, match="got keys.*'suites'.*load it with EvalResult.load"):
         ComponentScores.from_dict({"task": {}, "meta": {}, "suites": {}})
-    with pytest.raises(ValueError, match="got a list; load scores saved with ComponentScores.save"):
+    with pytest.raises(ValueError, match="got a list; load files saved with ComponentScores.save"):
         ComponentScores.from_dict(["L1.mlp"])
     _scores().save(tmp_path / "scores.json")  # a real file still loads
     assert ComponentScores.load(tmp_path / "scores.json").values.tolist() == _scores().values.tolist()
@@ -88,7 +88,7 @@ def test_mask_refuses_a_file_of_another_kind(tmp_path):
     """Scores loaded as a mask were ``KeyError: 'components'``, a plain list of labels a ``TypeError``."""
     _scores().save(tmp_path / "scores.json")
     with pytest.raises(ValueError, match=r"not a saved Mask: it needs a 'components' list of labels .*got keys "
-                                         r"\[.*'scores'.*\]; it looks like saved scores: load them with "
+                                         r"\[.*'scores'.*\]; it looks like saved scores: load it with "
                                          r"ComponentScores\.load, then choose with \.to_mask"):
         Mask.load(tmp_path / "scores.json")
     (tmp_path / "labels.json").write_text(json.dumps(["L1.mlp", "L0H1"]))
