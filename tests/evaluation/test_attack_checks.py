@@ -199,3 +199,40 @@ def test_soft_prompt_docstring_says_attack_damage_covers_maintain_facts():
     doc = " ".join(inspect.getdoc(run_soft_prompts).split())
     sentence = doc[doc.index('``extra["attack_damage"]``'):].split(").")[0]
     assert "half B and the maintain facts" in sentence
+
+
+# -- probes: the best layer of a blind original is tested over every layer ----------------------------
+def test_a_blind_originals_best_probe_layer_is_tested_over_every_layer(planted, monkeypatch):
+    """32 forget facts, 12 layers where the original's probe reads nothing (blind chance 13/32, the
+    commonest answer's share): 12 of 32 right at 11 layers, 19 of 32 at one (above chance + 2 SE
+    alone, 0.58). The flag tested only the layers kept as informative, chosen on the same facts (that
+    one: its plain 95 % Wilson bound 0.42 > 0.41), so a blind original passed; over all 12 layers
+    (Bonferroni) its bound is 0.35: at chance."""
+    import factlens.evaluation.probes as P
+
+    ds = planted.dataset
+    forget = ds.subset(range(32))
+    task = Task("t", "inject", forget, ds.subset(range(32, 40)), ds.subset(range(40, 48)), seed=0)
+    classes = sorted(ds.candidates)
+    layers = 12
+    right = np.zeros((32, layers), bool)
+    right[:12, :] = True
+    right[:19, 5] = True  # one layer at 19/32 by luck
+
+    def blind(model, train, test, **kw):
+        true = np.array([r.answer for r in test])
+        wrong = np.array([classes[(classes.index(a) + 1) % 3] for a in true])
+        preds = np.where(right, true[:, None], wrong[:, None])
+        tgt = np.array([r.target_new for r in test])
+        return {"layers": list(range(layers)), "classes": classes, "true": list(right.mean(0)),
+                "target": list((preds == tgt[:, None]).mean(0)), "maintain_cv": [float("nan")] * layers, "n_cv": 0,
+                "cv_chance": float("nan"), "predictions": preds.tolist(), "chance": 1 / 3,
+                "true_in_classes": len(test), "target_in_classes": len(test), "n_train": 16, "n_test": len(test)}
+
+    monkeypatch.setattr(P, "probe_layers", blind)
+    r = P.run_probes(planted.model, task, original=object())
+    chance = r.extra["forget_chance"]
+    assert chance == 13 / 32
+    assert not not_above_chance(19 / 32, chance, 32)  # the lucky layer alone passes the uncorrected test
+    assert r["probe_true_accuracy_max"].at_chance is True
+    assert r["probe_true_accuracy_last"].at_chance is True
