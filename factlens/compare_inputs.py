@@ -77,14 +77,13 @@ def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: st
     """Warn when two folders trained one edit method with other settings (``--edit lr=...``): their
     units were merged without a word, so a difference between them could be one of settings rather
     than of localization (within one folder such files are refused; budgets are warned the same way)."""
-    cfg = (r.get("edit") or {}).get("config")
-    if not cfg:
+    from factlens.runner.run_files import differing, edit_settings
+
+    if (settings := edit_settings(r)) is None:
         return
-    method = (r.get("unit") or {}).get("method")
-    cfg = {k: v for k, v in cfg.items() if k != "seed"}  # each seed trains with its own
+    method, cfg = settings
     first = edits.setdefault(method, (folder, cfg))
-    # settings both records have (a field added since an older run was written is no difference)
-    differ = sorted(k for k in first[1].keys() & cfg.keys() if first[1][k] != cfg[k])
+    differ = differing(first[1], cfg)
     if differ and first[0] != folder:
         warnings.warn(f"{first[0]} and {folder} trained {method!r} with different settings ("
                       + ", ".join(f"{k}: {first[1][k]!r} vs {cfg[k]!r}" for k in differ)
@@ -96,7 +95,9 @@ def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: st
 def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mapping[str, Any], seed: Any, *,
                       fix: str) -> None:
     """Refuse to pair two evaluations of one seed whose settings (:func:`_setup`) differ."""
-    differ = sorted(k for k in setup_a.keys() & setup_b.keys() if setup_a[k] != setup_b[k])
+    from factlens.runner.run_files import differing
+
+    differ = differing(setup_a, setup_b)
     if differ:
         raise ValueError(f"{a} and {b} measured seed {seed} differently ("
                          + ", ".join(f"{k}: {setup_a[k]!r} vs {setup_b[k]!r}" for k in differ)

@@ -113,7 +113,7 @@ def check_one_setup(config: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
         if first is None:
             first = (f, task, setup)
             continue
-        differ = sorted(k for k in first[2].keys() & setup.keys() if first[2][k] != setup[k])
+        differ = differing(first[2], setup)
         if task != first[1] or differ:
             what = (f"task {first[1]} vs {task}" if task != first[1] else
                     ", ".join(f"{k}: {first[2][k]!r} vs {setup[k]!r}" for k in differ))
@@ -155,6 +155,21 @@ def _check_unit(config: Mapping[str, Any], r: Mapping[str, Any], f: Path) -> Non
                            f"{list(locs)} (run_config.json): {_FOREIGN}")
 
 
+def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The settings both records have whose values differ, sorted (a field added since an older run
+    was written is no difference)."""
+    return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+
+
+def edit_settings(r: Mapping[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """A run record's edit method and its settings but the seed (each seed trains with its own);
+    ``None`` for a record without them."""
+    cfg = (r.get("edit") or {}).get("config")
+    if not cfg:
+        return None
+    return (r.get("unit") or {}).get("method"), {k: v for k, v in cfg.items() if k != "seed"}
+
+
 def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:
     """Refuse runs of one edit method trained with other settings, and runs of one seed made with
     another parameter budget (each records its seed's plan budget): a file copied in from a run
@@ -162,14 +177,10 @@ def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[
     edits: dict[Any, tuple[Path, dict]] = {}
     budgets: dict[Any, tuple[Path, Any]] = {}
     for r, f in zip(runs, files):
-        cfg = (r.get("edit") or {}).get("config")
-        if cfg:
-            method = (r.get("unit") or {}).get("method")
-            cfg = {k: v for k, v in cfg.items() if k != "seed"}  # each seed trains with its own
+        if (settings := edit_settings(r)) is not None:
+            method, cfg = settings
             seen = edits.setdefault(method, (f, cfg))
-            # settings both records have (a field added since an older run was written is no difference)
-            differ = sorted(k for k in seen[1].keys() & cfg.keys() if seen[1][k] != cfg[k])
-            if differ:
+            if differ := differing(seen[1], cfg):
                 raise RunFileError(f"{seen[0]} and {f} were edited with different settings "
                                    f"({', '.join(f'{k}: {seen[1].get(k)!r} vs {cfg.get(k)!r}' for k in differ)}): "
                                    f"{_FOREIGN}")
