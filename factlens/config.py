@@ -32,7 +32,7 @@ import functools
 import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
-__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "keyword_problem"]
+__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "keyword_problem", "layer_indices"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -423,6 +423,43 @@ def check_numbers(cfg: Any) -> None:
             raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
         if not math.isfinite(value):
             raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+
+def layer_indices(value: Any, *, where: str, none_means: str) -> tuple[int, ...] | None:
+    """A config's ``layers`` field as a tuple of Python ints (``None`` stays ``None``).
+
+    One integer (numpy's too) is one layer; anything else must be a non-empty sequence of
+    non-negative integers. ``bool`` and floats are refused (``int()`` made ``1.9`` layer 1 and
+    ``True`` layer 1), and numpy integers become ints, so that the config serializes to JSON.
+
+    Args:
+        value: The field's value.
+        where: ``"Class.field"``, for the message.
+        none_means: What ``None`` means for this field, for the message.
+
+    Example:
+        >>> import numpy as np
+        >>> layer_indices(np.int64(2), where="X.layers", none_means="every layer")
+        (2,)
+        >>> layer_indices([1.5], where="X.layers", none_means="every layer")
+        Traceback (most recent call last):
+        ...
+        ValueError: X.layers must be non-negative integer layer indices (or None for every layer), got [1.5]
+    """
+    import numbers
+
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        v: tuple | None = (value,)
+    elif isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        v = None  # a string's letters are no layers
+    else:
+        v = tuple(value)
+    if not v or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 0 for x in v):
+        raise ValueError(f"{where} must be non-negative integer layer indices (or None for {none_means}), "
+                         f"got {value!r}")
+    return tuple(int(x) for x in v)
 
 
 def keyword_problem(fn: Any, name: str, value: Any) -> str | None:

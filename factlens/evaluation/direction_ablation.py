@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from factlens.components import project_out_everywhere_hooks, project_out_hook
-from factlens.config import ConfigBase, check_numbers
+from factlens.config import ConfigBase, check_numbers, layer_indices
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, _task_items, attack_damage, attack_metrics,
                                        fact_rows, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key
@@ -128,12 +128,8 @@ class DirectionAblationConfig(ConfigBase):
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
         v = self.positions
         object.__setattr__(self, "positions", (v,) if isinstance(v, str) else tuple(v))
-        if self.layers is not None:  # integers only, as LogitLensConfig: int() made 1.5 layer 1 and True layer 1
-            v = (self.layers,) if np.isscalar(self.layers) else tuple(self.layers)
-            if not v or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in v):
-                raise ValueError(f"DirectionAblationConfig.layers must be non-negative integer layer indices (or None "
-                                 f"for search_layers to choose), got {self.layers!r}")
-            object.__setattr__(self, "layers", tuple(int(x) for x in v))
+        object.__setattr__(self, "layers", layer_indices(self.layers, where="DirectionAblationConfig.layers",
+                                                         none_means="search_layers to choose"))
         if not self.positions or any(p not in POSITIONS for p in self.positions):
             raise ValueError(f"DirectionAblationConfig.positions must be a non-empty subset of {list(POSITIONS)}, "
                              f"got {self.positions}")

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from factlens.components import resid_hook
-from factlens.config import ConfigBase, check_numbers
+from factlens.config import ConfigBase, check_numbers, layer_indices
 from factlens.evaluation.attacks import (TaskScores, _task_items, attack_metrics, fact_rows, score_task, suite_settings,
                                          task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
@@ -114,11 +114,8 @@ class LogitLensConfig(ConfigBase):
         check_numbers(self)
         cls = type(self).__name__
         if self.layers is not None:
-            v = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
-            if not v or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in v):
-                raise ValueError(f"{cls}.layers must be non-negative layer indices (or None for every "
-                                 f"layer), got {self.layers!r}")
-            object.__setattr__(self, "layers", tuple(sorted({int(x) for x in v})))
+            v = layer_indices(self.layers, where=f"{cls}.layers", none_means="every layer")
+            object.__setattr__(self, "layers", tuple(sorted(set(v))))
         if self.top_k < 1:
             raise ValueError(f"{cls}.top_k must be an integer >= 1, got {self.top_k!r}")
         if self.selection not in SELECTIONS:

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 
 from factlens.components import resid_hook
-from factlens.config import ConfigBase, check_numbers
+from factlens.config import ConfigBase, check_numbers, layer_indices
 from factlens.data.records import FactDataset
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
@@ -61,14 +61,8 @@ class ProbesConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         check_numbers(self)  # types and finiteness first: NaN or a string passed the range checks
-        v = self.layers
-        if v is not None:
-            object.__setattr__(self, "layers", (v,) if isinstance(v, int) else tuple(v))
-            # LogitLensConfig's rule: int() turned 1.9 into layer 1 and gave a bare error for "a"
-            if not self.layers or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0
-                                      for x in self.layers):
-                raise ValueError(f"ProbesConfig.layers must be non-negative layer indices (integers; or None for "
-                                 f"every layer), got {v!r}")
+        object.__setattr__(self, "layers", layer_indices(self.layers, where="ProbesConfig.layers",
+                                                         none_means="every layer"))
         if not self.C > 0:
             raise ValueError(f"ProbesConfig.C must be > 0, got {self.C!r}")
 
@@ -440,7 +434,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
             ``EvalConfig()``).
         position: ``"final"`` (the prompt's last token) or ``"subject_last"``.
         scaling: Feature scaling of the probes (``"clip"``, ``"feature"``, ``"global"``).
-        train_on: Task splits whose facts train the probes.
+        train_on: Task splits whose facts train the probes (one name or several).
 
     Returns:
         Metrics ``probe_true_accuracy_max`` / ``_last`` (max over layers / deepest probed layer;
@@ -466,6 +460,7 @@ def run_probes(model, task, *, original=None, config: EvalConfig | None = None, 
 
     config = or_default(config)
     t0 = time.perf_counter()
+    train_on = (train_on,) if isinstance(train_on, str) else tuple(train_on)  # one split, not its letters
     train = _train_facts(task, train_on)
     if len(task.forget) == 0:
         raise ValueError("task.forget is empty: nothing to probe")

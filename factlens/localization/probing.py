@@ -140,7 +140,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
     if repeats < 1 or cv < 2:
         raise ValueError(f"need cv >= 2 and repeats >= 1, got cv={cv}, repeats={repeats}")
     y = np.asarray(y)
-    _, counts = np.unique(y, return_counts=True)
+    _, counts = _checked_classes(y)  # one class, or a class of one fact: say so, not sklearn's "n_splits=1"
     n_splits = min(cv, int(counts.min()))
     scaler = _GlobalScaler() if scaling == "global" else StandardScaler()
     # newton-cg: same optimum as lbfgs, ~20x faster on [60, 640] residual features
@@ -165,13 +165,13 @@ def _checked_sites(shape: ModelShape, positions: Sequence[str],
     return positions, layers
 
 
-def _checked_classes(y: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _checked_classes(y: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """The answers' classes and counts; raises unless there are two classes of >= 2 facts each."""
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ValueError(f"probing needs at least two different answers; all facts answer {classes[0]!r}")
+        raise ValueError(f"probing needs at least two different answers; all facts answer {classes[0].item()!r}")
     if counts.min() < 2:
-        rare = [c for c, n in zip(classes, counts) if n < 2]
+        rare = [c.item() if hasattr(c, "item") else c for c, n in zip(classes, counts) if n < 2]  # not np.str_(..)
         raise ValueError(f"answers {rare[:5]} occur only once; cross-validated probing needs >= 2 facts per answer "
                          "(filter them out, e.g. dataset.filter(...))")
     return classes, counts

@@ -134,8 +134,8 @@ def test_sections_validate_their_values(make, word):
     (lambda: SoftPromptsConfig(max_norm=0.0), r"SoftPromptsConfig.max_norm must be > 0 \(or None"),
     (lambda: EvalConfig(soft_prompts={"max_norm": -1.0}), r"SoftPromptsConfig.max_norm must be > 0 .*got -1.0"),
     (lambda: EvalConfig(formats={"formats": []}), r"FormatsConfig.formats must name at least one format, or be None"),
-    (lambda: EvalConfig(probes={"layers": [1.9]}), r"ProbesConfig.layers must be non-negative layer indices \(int"),
-    (lambda: ProbesConfig(layers=["a"]), r"ProbesConfig.layers must be non-negative layer indices .*'a'"),
+    (lambda: EvalConfig(probes={"layers": [1.9]}), r"ProbesConfig.layers must be non-negative integer layer indices"),
+    (lambda: ProbesConfig(layers=["a"]), r"ProbesConfig.layers must be non-negative integer layer indices .*'a'"),
     (lambda: ProbesConfig(layers=[True]), r"ProbesConfig.layers must be non-negative"),
 ])
 def test_settings_that_failed_mid_run_or_said_nothing_are_refused_when_built(make, message):
@@ -194,3 +194,23 @@ def test_every_evaluation_config_refuses_non_numbers_and_non_finite_numbers():
     assert checked >= 20
     with pytest.raises(ValueError, match="RelearningConfig.lr must be a finite number"):
         EvalConfig().override({"relearning.lr": float("inf")})
+
+
+def test_numpy_layer_indices_are_layers_and_serialize():
+    """ProbesConfig(layers=np.int64(2)) raised a bare "'numpy.int64' object is not iterable" (LogitLensConfig
+    too), and numpy integers in a list were stored as they came, so the config could not be written to JSON."""
+    import json
+
+    import numpy as np
+
+    from factlens.evaluation.direction_ablation import DirectionAblationConfig
+    from factlens.evaluation.logit_lens import LogitLensConfig
+
+    assert ProbesConfig(layers=np.int64(2)).layers == (2,)
+    assert LogitLensConfig(layers=np.int64(2)).layers == (2,)
+    for cfg in (ProbesConfig(layers=[np.int64(1), np.int64(3)]), LogitLensConfig(layers=np.array([3, 1])),
+                DirectionAblationConfig(layers=[np.int32(1)])):
+        assert all(type(x) is int for x in cfg.layers)
+    json.dumps(EvalConfig(probes={"layers": [np.int64(1)]}).to_dict())
+    with pytest.raises(ValueError, match=r"ProbesConfig.layers must be non-negative integer layer indices .*'ab'"):
+        ProbesConfig(layers="ab")

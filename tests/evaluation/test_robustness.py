@@ -531,6 +531,15 @@ def test_probes_never_train_on_the_facts_they_are_tested_on(planted):
     assert not {r.id for r in train} & {r.id for r in planted.task.forget} and len(train) == len(planted.task.maintain)
 
 
+def test_probes_train_on_one_split_named_by_a_string(planted):
+    """train_on="maintain" was iterated letter by letter and refused as the splits 'm', 'a', 'i', ...; one
+    name is one split, as ("maintain",) is."""
+    one = run_probes(planted.model, planted.task, train_on="maintain", config=EvalConfig(probes={"layers": [1]}))
+    both = run_probes(planted.model, planted.task, train_on=("maintain",), config=EvalConfig(probes={"layers": [1]}))
+    assert one.extra["train_on"] == ["maintain"]
+    assert one["probe_true_accuracy_last"].value == both["probe_true_accuracy_last"].value
+
+
 def test_forward_pass_batch_sizes_leave_the_attacks_unchanged_their_own_batch_sizes_do_not(planted, unlearned):
     """``EvalConfig.batch_size`` and ``text.batch_size`` are forward-pass sizes; the soft-prompt attack
     trained on ``batch_size`` facts per step and relearning on ``text.batch_size`` chunks per step, so

@@ -74,6 +74,16 @@ def test_probe_accuracy_is_cross_validated():
     assert probe_accuracy(noise + 5 * np.eye(3)[y] @ rng.normal(size=(3, 50)), y)[0] == 1.0
 
 
+def test_probe_accuracy_names_the_answer_with_one_fact():
+    """A class of one fact reached sklearn's "k-fold cross-validation requires ... n_splits=2 or more, got
+    n_splits=1", which names neither the answer nor the fix; one class gave the same."""
+    X = np.random.default_rng(0).normal(size=(9, 4))
+    with pytest.raises(ValueError, match=r"answers \['c'\] occur only once"):
+        probe_accuracy(X, ["a"] * 4 + ["b"] * 4 + ["c"])
+    with pytest.raises(ValueError, match="at least two different answers"):
+        probe_accuracy(X, ["a"] * 9)
+
+
 def test_probing_masks_take_rises_not_drops():
     """A layer where the probe's accuracy drops is not where the attribute is written: the
     budgeted probing mask ranks by the signed gain (it ranked by |gain|, so a drop of 0.3 beat a
