@@ -129,9 +129,11 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
               doc="gradient ascent on the forget facts + cross-entropy on the retain facts (GradDiff)",
               config_type=Ref(f"{_OBJ}.gradient_ascent", "GradientAscentConfig")),
     Objective("npo", Ref(f"{_OBJ}.npo", "NPOObjective"),
-              doc="Negative Preference Optimization against the frozen original (Zhang et al. 2024)"),
+              doc="Negative Preference Optimization against the frozen original (Zhang et al. 2024)",
+              config_type=Ref(f"{_OBJ}.npo", "NPOConfig")),
     Objective("simnpo", Ref(f"{_OBJ}.npo", "SimNPOObjective"),
-              doc="reference-free, length-normalized NPO (Fan et al. 2024)"),
+              doc="reference-free, length-normalized NPO (Fan et al. 2024)",
+              config_type=Ref(f"{_OBJ}.npo", "NPOConfig")),
     Objective("rmu", Ref(f"{_OBJ}.rmu", "RMUObjective"),
               doc="steer forget activations to a random direction at one layer, keep retain ones (Li et al. 2024)"),
 ), plugins=partial(plugin_entries, "objective", Objective))

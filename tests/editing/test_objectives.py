@@ -431,7 +431,7 @@ def test_objectives_and_edit_methods_of_your_own_have_settings_of_their_own(plan
         edit(planted.model, Mask([planted.lookup_mlp]), task, objective=hinge,
              config=cfg.replace(objectives={"hinge": {"margn": 3.0}}), show_progress=False)
     with pytest.raises(ValueError, match="takes its settings from EditConfig's own fields"):
-        EditConfig(objectives={"npo": {"beta": 1.0}})
+        EditConfig(objectives={"rmu": {"layer": 1}})
 
     @dataclass(frozen=True)
     class ShrinkConfig(ConfigBase):
@@ -485,3 +485,36 @@ def test_gradient_ascent_token_reduction_weighs_answer_tokens():
     assert EditConfig(objectives={"graddiff": {"reduction": "token"}}).objective_config("graddiff").reduction == "token"
     with pytest.raises(ValueError, match="reduction must be one of"):
         EditConfig(objectives={"gradient_ascent": {"reduction": "mean"}})
+
+
+def test_npo_and_simnpo_token_retain_reduction_is_open_unlearnings_nll():
+    """NPO's and SimNPO's retain term was always the mean over facts of each answer's summed ``-log p``,
+    while their docstring called it open-unlearning's NLL retain loss (a mean over answer tokens): the
+    two differ for a two-token answer. ``NPOConfig(retain_reduction="token")`` gives the token mean; the
+    default and the forget terms are unchanged."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.editing.objectives.npo import NPOConfig, NPOObjective, SimNPOObjective
+
+    m = tiny_model()
+
+    def item(prompt, answer):
+        return FormattedPrompt(prompt, answer, None, (answer,), prompt, "default")
+
+    fb = [item("Fact: Tiger Woods plays the sport of", "golf")]
+    rb = [item("The sport played by X is", "basketball player"), item("Z plays", "baseball")]
+    lp, n = answer_logprobs_and_lengths(m, [it.prompt for it in rb], [it.answer for it in rb])
+    lp, n = lp.detach(), n.detach()
+    assert n.tolist() == [2.0, 1.0]
+    mask, cfg = Mask([Component("mlp", 0)]), _cfg()
+    for cls in (NPOObjective, SimNPOObjective):
+        fact = [float(x) for x in cls.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)]
+        obj = cls.prepare(m, fb, rb, mask=mask, config=cfg, settings=NPOConfig(retain_reduction="token"))
+        token = [float(x) for x in obj.losses(m, fb, rb)]
+        assert fact[0] == token[0] and obj.describe() == {"retain_reduction": "token"}
+        assert fact[1] == pytest.approx(float(-lp.mean()), abs=1e-5)
+        assert token[1] == pytest.approx(float(-lp.sum() / n.sum()), abs=1e-5)
+        assert abs(fact[1] - token[1]) > 1e-3
+    assert EditConfig(objectives={"simnpo": {"retain_reduction": "token"}}).objective_config("simnpo") == \
+        NPOConfig(retain_reduction="token")
+    with pytest.raises(ValueError, match="NPOConfig.retain_reduction must be one of"):
+        EditConfig(objectives={"npo": {"retain_reduction": "mean"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch import Tensor
@@ -9,7 +10,12 @@ from torch import Tensor
 from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import answer_logprobs_and_lengths
 
-__all__ = ["TrainingObjective", "answer_logprobs"]
+__all__ = ["TrainingObjective", "answer_logprobs", "BatchLogprobs", "batch_logprobs", "retain_loss", "REDUCTIONS"]
+
+#: What a mean over answers is over: ``"fact"`` (each answer's log-probability summed over its
+#: tokens, averaged over the facts) or ``"token"`` (averaged over all answer tokens of the
+#: micro-batch, as a Hugging Face model's loss and so open-unlearning's NLL terms).
+REDUCTIONS: tuple[str, ...] = ("fact", "token")
 
 
 class TrainingObjective:
@@ -57,12 +63,41 @@ def answer_logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch
         ``(logp_forget, n_tokens_forget, logp_retain)`` (differentiable; ``n_tokens`` is the
         answer's token count).
     """
+    lp = batch_logprobs(model, forget_batch, retain_batch)
+    return lp.forget, lp.forget_tokens, lp.retain
+
+
+@dataclass(frozen=True)
+class BatchLogprobs:
+    """True-answer log-probabilities (each summed over the answer's tokens) of a forget and a
+    retain batch, with the answers' token counts (differentiable)."""
+
+    forget: Tensor
+    forget_tokens: Tensor
+    retain: Tensor
+    retain_tokens: Tensor
+
+
+def batch_logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch: Sequence[FormattedPrompt]
+                   ) -> BatchLogprobs:
+    """:class:`BatchLogprobs` of both batches, from one forward pass."""
     items = list(forget_batch) + list(retain_batch)
     logp, n_tok = answer_logprobs_and_lengths(model, [it.prompt for it in items], [it.answer for it in items])
     nf = len(forget_batch)
-    return logp[:nf], n_tok[:nf], logp[nf:]
+    return BatchLogprobs(logp[:nf], n_tok[:nf], logp[nf:], n_tok[nf:])
 
 
-def retain_cross_entropy(logp_retain: Tensor) -> Tensor:
-    """``-mean(log p(answer))`` of the retain facts; 0 without retain facts."""
-    return -logp_retain.mean() if logp_retain.numel() else logp_retain.new_zeros(())
+def mean_logprob(logp: Tensor, n_tokens: Tensor, reduction: str) -> Tensor:
+    """Mean of the answers' log-probabilities over the facts (``"fact"``) or over their tokens
+    (``"token"``: ``sum(logp) / sum(n_tokens)``); 0 without answers."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if not logp.numel():
+        return logp.new_zeros(())
+    return logp.mean() if reduction == "fact" else logp.sum() / n_tokens.sum()
+
+
+def retain_loss(lp: BatchLogprobs, reduction: str = "fact") -> Tensor:
+    """The retain cross-entropy ``-mean(log p(answer))`` over the retain facts or tokens
+    (:func:`mean_logprob`); 0 without retain facts. With one-token answers both are equal."""
+    return -mean_logprob(lp.retain, lp.retain_tokens, reduction)

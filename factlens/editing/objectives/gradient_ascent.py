@@ -23,14 +23,9 @@ from torch import Tensor
 
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
-from factlens.editing.losses import answer_logprobs_and_lengths, gradient_ascent_loss
-from factlens.editing.objectives.base import TrainingObjective, retain_cross_entropy
+from factlens.editing.objectives.base import REDUCTIONS, TrainingObjective, batch_logprobs, mean_logprob
 
 __all__ = ["GradientAscentConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
-
-#: What GA's and GradDiff's means are over (see the module docstring).
-REDUCTIONS: tuple[str, ...] = ("fact", "token")
-
 
 @dataclass(frozen=True)
 class GradientAscentConfig(ConfigBase):
@@ -56,15 +51,9 @@ def _logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch: Sequ
               reduction: str) -> tuple[Tensor, Tensor]:
     """Mean answer log-probability of the forget and of the retain batch (one forward pass);
     the retain mean is 0 without retain facts."""
-    items = list(forget_batch) + list(retain_batch)
-    logp, n_tok = answer_logprobs_and_lengths(model, [it.prompt for it in items], [it.answer for it in items])
-    nf = len(forget_batch)
-    if reduction == "token":
-        means = [logp[s].sum() / n_tok[s].sum() if logp[s].numel() else logp.new_zeros(())
-                 for s in (slice(0, nf), slice(nf, None))]
-    else:
-        means = [gradient_ascent_loss(logp[:nf]), -retain_cross_entropy(logp[nf:])]
-    return means[0], means[1]
+    lp = batch_logprobs(model, forget_batch, retain_batch)
+    return (mean_logprob(lp.forget, lp.forget_tokens, reduction),
+            mean_logprob(lp.retain, lp.retain_tokens, reduction))
 
 
 @dataclass(frozen=True)
