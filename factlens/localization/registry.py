@@ -85,6 +85,12 @@ class ScoringMethod:
     def accepts(self, option: str) -> bool:
         return option in self.options
 
+    @property
+    def user_options(self) -> tuple[str, ...]:
+        """The options a run's ``localize_options`` may set: all but those the run sets itself
+        (``seed``, ``mlps_only``, ``param_budget``...). ``random`` has none."""
+        return tuple(o for o in self.options if o not in _SET_BY_CALLER)
+
     def __call__(self, model, dataset, **options: Any) -> ComponentScores:
         bad = sorted(set(options) - set(self.options))
         if bad:
@@ -435,8 +441,9 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
             method = METHODS.get(key)
         elif key in LOCALIZATIONS.names():
             method = LOCALIZATIONS.get(key).scoring
-            if method is None or method.name == "random":
-                raise ValueError(f"localize_options.{key}: localization {key!r} takes no options (it is not scored)")
+            if method is None or not method.user_options:
+                raise ValueError(f"localize_options.{key}: localization {key!r} takes no options (it is not scored, "
+                                 "or the run sets all its options)")
         else:
             raise ValueError(f"localize_options.{key}: no scoring method or localization of that name; methods: "
                              f"{list(METHODS.names())}, localizations: {list(LOCALIZATIONS.names())}")
@@ -446,7 +453,7 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
         bad = sorted(set(value) - set(method.options))
         if bad:
             raise ValueError(f"localize_options.{key}: unknown option(s) {bad} of scoring method {method.name!r}; "
-                             f"it accepts {sorted(set(method.options) - set(_SET_BY_CALLER))}")
+                             f"it accepts {sorted(method.user_options)}")
         for option, v in value.items():
             _check_option_type(method, f"localize_options.{key}.{option}", option, v)
     for key, value in options.items():  # shared options, against every method that takes them

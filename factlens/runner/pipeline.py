@@ -180,7 +180,7 @@ def _localize_options(cfg: RunConfig, localization: str) -> dict[str, Any]:
     names = set(LOCALIZATIONS.names()) | set(METHODS.names())
     shared = {k: v for k, v in cfg.localize_options.items() if k not in names}
     method = LOCALIZATIONS.get(localization).scoring
-    if method is None or method.name == "random":
+    if method is None or not method.user_options:  # random: the run sets its seed and mlps_only
         return {}
     opts = {k: v for k, v in shared.items() if method.accepts(k)}
     if method.name != localization:

@@ -116,12 +116,19 @@ def test_only_the_per_component_methods_are_heavy():
     ({"batchsize": 4}, "no scoring method takes this option"),    # was: silently passed to no method
     ({"causal_trace": {"n_samples": 4}}, "no scoring method or localization of that name"),  # was: ignored
     ({"all_mlps": {"n_samples": 4}}, "takes no options"),
+    ({"random_mlps": {"batch_size": 4}}, "takes no options"),     # the run sets all of random's options
 ])
 def test_run_localize_options_are_checked_up_front(options, match):
     from factlens.runner import RunConfig
 
     with pytest.raises(ValueError, match=match):
         RunConfig(task="planted", model="planted", localize_options=options)
+
+
+def test_the_options_a_run_may_set_are_those_it_does_not_set_itself():
+    assert METHODS.get("random").user_options == ()
+    assert "seed" not in METHODS.get("causal_tracing").user_options
+    assert "n_samples" in METHODS.get("causal_tracing").user_options
 
 
 def test_run_localize_options_that_a_method_takes_are_accepted():
