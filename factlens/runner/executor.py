@@ -436,6 +436,10 @@ def _unsupported_error(unsupported: Sequence[Unsupported], ran: Sequence[str]) -
 
 
 def completed_runs(path: str | Path) -> Iterable[dict[str, Any]]:
-    """The records of every finished run in a run directory."""
+    """The records of every finished run in a run directory (a user's own JSON under ``runs/``,
+    which ``--overwrite`` keeps, is left out with a warning, as in the report)."""
+    from factlens.runner.run_files import is_run_file
+
     for p in RunDir(Path(path)).run_files():
-        yield read_json(p)
+        if is_run_file(p):
+            yield read_json(p)

@@ -77,6 +77,16 @@ def test_a_users_own_json_under_runs_is_left_out_with_a_warning(copy_of_run: Pat
     assert sorted(r["localization"] for r in runs) == ["all_mlps", "flu", "random"]
 
 
+def test_completed_runs_leaves_a_users_json_out(copy_of_run: Path):
+    """completed_runs() yielded a user's JSON under runs/ as a finished run (the report left it out)."""
+    from factlens.runner.executor import completed_runs
+
+    (copy_of_run / "runs" / "seed0" / "mynotes.json").write_text('{"mine": 1}')
+    with pytest.warns(UserWarning, match="not a factlens run file"):
+        runs = list(completed_runs(copy_of_run))
+    assert sorted(r["localization"] for r in runs) == ["all_mlps", "flu", "random"]
+
+
 @pytest.mark.parametrize("markdown", [False, True])
 def test_the_report_warns_once_about_a_users_json(copy_of_run: Path, markdown: bool):
     """The report read the folder twice (its tables, then its comparisons) and warned twice."""
