@@ -12,7 +12,35 @@ from factlens.data.formats import FormattedPrompt
 from factlens.progress_bars import progress_bar
 from factlens.tokens import candidate_logprobs, iter_batches, unique_argmax
 
-__all__ = ["PromptScores", "score_prompts"]
+__all__ = ["PromptScores", "score_prompts", "CANDIDATE_SCORES", "ranking_values"]
+
+#: How candidates are compared (:func:`ranking_values`): ``"sum"``, the log-probability of
+#: the whole answer (the sum over its tokens); ``"token_mean"``, the mean log-probability per
+#: answer token, as ROME's and MEMIT's CounterFact scores compare ``target_new`` with
+#: ``target_true`` (their ``test_batch_prediction`` divides each summed NLL by the answer's
+#: token count). The two rank one-token candidates (every sports fact) the same.
+CANDIDATE_SCORES: tuple[str, ...] = ("sum", "token_mean")
+
+
+def ranking_values(model, candidates: Sequence[str], logp: torch.Tensor, candidate_score: str) -> torch.Tensor:
+    """The values that rank ``candidates`` given their summed log-probabilities ``logp``:
+    ``logp`` itself (``"sum"``) or ``logp`` divided by each candidate's token count
+    (``"token_mean"``, :data:`CANDIDATE_SCORES`).
+
+    Example:
+        >>> from factlens.testing import tiny_model
+        >>> m = tiny_model()
+        >>> ranking_values(m, ["golf", "basketball player"], torch.tensor([-2.0, -3.0]), "token_mean").tolist()
+        [-2.0, -1.5]
+    """
+    if candidate_score == "sum":
+        return logp
+    if candidate_score != "token_mean":
+        raise ValueError(f"candidate_score must be one of {list(CANDIDATE_SCORES)}, got {candidate_score!r}")
+    from factlens.tokens import answer_token_ids
+
+    n = torch.tensor([len(answer_token_ids(model, c)) for c in candidates], dtype=logp.dtype, device=logp.device)
+    return logp / n
 
 
 @dataclass(frozen=True)
@@ -30,6 +58,10 @@ class PromptScores:
         winner: Index into ``items[i].candidates`` of the candidate with the highest
             log-probability (what the model answers among the candidates; :meth:`predicted`);
             -1 where several share it (:func:`unique_argmax`: then no candidate wins).
+
+    With ``candidate_score="token_mean"`` (:func:`score_prompts`) the wins, ``winner`` and the
+    normalized probabilities compare the candidates' mean log-probabilities per token;
+    ``logp_answer`` / ``logp_target`` stay the whole answers' (summed) log-probabilities.
     """
 
     items: tuple[FormattedPrompt, ...]
@@ -67,8 +99,13 @@ class PromptScores:
         return out
 
 
-def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 16) -> PromptScores:
+def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
+                  candidate_score: str = "sum") -> PromptScores:
     """Score prompts: log-probs of answer and target, and argmax accuracy among candidates.
+
+    ``candidate_score`` (:data:`CANDIDATE_SCORES`): how the candidates are compared, by the
+    whole answer's log-probability (``"sum"``) or per token (``"token_mean"``, ROME's
+    CounterFact rule).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -78,6 +115,8 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
         >>> s.accuracy()
         1.0
     """
+    if candidate_score not in CANDIDATE_SCORES:
+        raise ValueError(f"candidate_score must be one of {list(CANDIDATE_SCORES)}, got {candidate_score!r}")
     items = tuple(items)
     n = len(items)
     la, lt = np.full(n, np.nan), np.full(n, np.nan)
@@ -100,8 +139,9 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
                     "count a broken model as knowing or forgetting the fact")
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
-            best = win[i] = unique_argmax(lp)  # -1: a tie at the top, a win for none
-            norm = torch.softmax(lp, 0)
+            rank = ranking_values(model, it.candidates, lp, candidate_score)
+            best = win[i] = unique_argmax(rank)  # -1: a tie at the top, a win for none
+            norm = torch.softmax(rank, 0)
             aw[i] = best == ci
             pa[i] = float(norm[ci])
             if it.target is not None and it.target in it.candidates:

@@ -50,3 +50,43 @@ def test_candidates_tied_at_the_top_are_a_win_for_none():
     q = MMLUQuestion("a subject", "Which letter?", ("one", "two", "three", "four"), 0)
     res = mmlu_accuracy(blind, [q])
     assert int(res.predicted[0]) == -1 and not res.correct[0]  # argmax answered "A", the right letter here
+
+
+def test_token_mean_compares_candidates_per_token_as_rome_does():
+    """Candidates were compared only by the whole answer's log-probability, which favours the shorter
+    answer; ROME's and MEMIT's CounterFact scores compare the mean log-probability per token.
+    ``candidate_score="token_mean"`` does that; the summed log-probabilities stay as they were."""
+    from factlens.data.formats import FormattedPrompt
+    from factlens.evaluation.soft_prompts import soft_prompt_scores
+    from factlens.testing import tiny_model
+    from factlens.tokens import answer_token_ids, candidate_logprobs
+
+    m = tiny_model()
+    cands = ("tennis", "basketball player", "ice hockey team")
+    n_tok = torch.tensor([len(answer_token_ids(m, c)) for c in cands], dtype=torch.float64)
+    assert n_tok.tolist()[0] == 1 and min(n_tok.tolist()[1:]) > 1
+    prompts = [f"Fact {i}: player {i} plays" for i in range(12)]
+    items = [FormattedPrompt(p, cands[i % 3], cands[(i + 1) % 3], cands, str(i), "default")
+             for i, p in enumerate(prompts)]
+    lps = [lp.double() for lp in candidate_logprobs(m, prompts, [cands] * len(prompts))]
+    summed, per_token = score_prompts(m, items), score_prompts(m, items, candidate_score="token_mean")
+    want = [int(torch.argmax(lp / n_tok)) for lp in lps]
+    assert per_token.winner.tolist() == want
+    assert summed.winner.tolist() == [int(torch.argmax(lp)) for lp in lps]
+    assert summed.winner.tolist() != want  # the rule matters on this model
+    assert (per_token.logp_answer == summed.logp_answer).all()
+    torch.testing.assert_close(torch.tensor(per_token.p_answer_norm),
+                               torch.stack([torch.softmax(lp / n_tok, 0)[i % 3] for i, lp in enumerate(lps)]))
+    soft = torch.randn(2, m.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with_soft = {how: soft_prompt_scores(m, soft, items, candidate_score=how)["winner"].tolist()
+                 for how in ("sum", "token_mean")}
+    assert with_soft["sum"] != with_soft["token_mean"]  # the attack's scoring follows the rule too
+    with pytest.raises(ValueError, match=r"candidate_score must be one of \['sum', 'token_mean'\]"):
+        score_prompts(m, items, candidate_score="mean")
+
+
+def test_one_token_candidates_rank_the_same_either_way():
+    p = planted_fact_model()
+    items = format_prompts(p.dataset)
+    a, b = score_prompts(p.model, items), score_prompts(p.model, items, candidate_score="token_mean")
+    assert (a.winner == b.winner).all() and (a.p_answer_norm == b.p_answer_norm).all()

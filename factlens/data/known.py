@@ -115,7 +115,8 @@ def _as_dataset(dataset, what: str) -> FactDataset:
 
 
 def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | None = None, seed: int = 0,
-                    batch_size: int = 16, group_by: str | None = "answer") -> FormatAccuracy:
+                    batch_size: int = 16, group_by: str | None = "answer",
+                    candidate_score: str = "sum") -> FormatAccuracy:
     """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
 
     Formats the model cannot do (accuracy not clearly above chance) are flagged
@@ -123,6 +124,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
     standard error of the test counts facts (units are facts: 16 facts with 10 neighborhood
     prompts each are 16 trials, not 160), which with one prompt per fact is the same.
     ``group_by``: ``"answer"`` (accuracy per true answer in the default format) or ``None``.
+    ``candidate_score``: how candidates are compared (:data:`factlens.prompt_scores.CANDIDATE_SCORES`).
     """
     if group_by not in GROUP_BY:
         raise ValueError(f"format_accuracy: group_by={group_by!r} is not supported; use one of {list(GROUP_BY)} "
@@ -135,7 +137,7 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
         items = format_prompts(dataset, fmt, seed=seed)
         if not items:
             continue
-        s = score_prompts(model, items, batch_size=batch_size)
+        s = score_prompts(model, items, batch_size=batch_size, candidate_score=candidate_score)
         acc = s.accuracy()
         ch = prompt_chance(items)
         se = np.sqrt(max(ch * (1 - ch), 1e-12) / len({it.record_id for it in items}))  # units are facts
@@ -159,16 +161,17 @@ def _known_mask(dataset: FactDataset, s, p_threshold: float | None) -> np.ndarra
     return np.where(has, top, s.p_answer > thr)
 
 
-def _criterion(has_candidates: bool, p_threshold: float | None) -> str:
+def _criterion(has_candidates: bool, p_threshold: float | None, candidate_score: str = "sum") -> str:
     """The words ``meta["known"]["criterion"]`` gives the test of :func:`_known_mask`."""
     thr = f"p > {0.5 if p_threshold is None else p_threshold}"
     if not has_candidates:
         return thr
-    return "argmax among candidates" + (f" and {thr}" if p_threshold is not None else "")
+    per_token = " (per-token mean log-probability)" if candidate_score == "token_mean" else ""
+    return f"argmax among candidates{per_token}" + (f" and {thr}" if p_threshold is not None else "")
 
 
 def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = None, fmt: str = "default",
-                 batch_size: int = 16) -> FactDataset:
+                 batch_size: int = 16, candidate_score: str = "sum") -> FactDataset:
     """Keep the facts the model gets right.
 
     The criterion follows the paper, per fact: with a candidate answer set (sports; the
@@ -177,7 +180,9 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
     answer's probability must exceed ``p_threshold`` (default 0.5; multi-token answers use
     the product of token probabilities). Pass ``p_threshold`` to also require it for
     candidate data. (Until 2026-12-06 only the dataset's candidates decided: a list of facts
-    with candidates of their own was judged by p > 0.5.)
+    with candidates of their own was judged by p > 0.5.) ``candidate_score``: how the
+    candidates are compared (:data:`factlens.prompt_scores.CANDIDATE_SCORES`; ``"token_mean"``,
+    per token, as ROME's CounterFact scores), the rule the evaluation should use too.
 
     The returned dataset's ``meta["known"]`` records how many facts were kept, per group (the
     answer for facts with candidates, the relation otherwise), and the ``criterion``: one string,
@@ -195,7 +200,8 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
     # check alone let one fact's two paraphrases cover another fact that has none)
     if [it.record_id for it in items] != [r.id for r in dataset]:
         raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact, in order")
-    keep = _known_mask(dataset, score_prompts(model, items, batch_size=batch_size), p_threshold)
+    keep = _known_mask(dataset, score_prompts(model, items, batch_size=batch_size, candidate_score=candidate_score),
+                       p_threshold)
     kept = [r for r, k in zip(dataset, keep) if k]
     per: dict[str, dict] = {}
     crit: dict[str, str] = {}
@@ -205,7 +211,7 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
         d = per.setdefault(g, {"n": 0, "known": 0})
         d["n"] += 1
         d["known"] += int(k)
-        crit[g] = _criterion(has, p_threshold)
+        crit[g] = _criterion(has, p_threshold, candidate_score)
     meta = dict(dataset.meta)
     one = set(crit.values())
     meta["known"] = {"n": len(dataset), "known": len(kept), "by_group": per, "format": fmt,

@@ -177,7 +177,7 @@ def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
     That is the prompts it formats, each with its answer, target, candidate answers and fact id
     (the candidates come from the fact or else from its data set, so two tasks with the same
     facts and other data-set candidates get other keys; so do other paraphrases or questions in
-    another format), the task's objective and the batch size.
+    another format), the task's objective, the batch size and how candidates are compared.
 
     Example:
         >>> from dataclasses import replace
@@ -191,7 +191,7 @@ def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:
     items = _task_items(task, config, fmt)
     return (fmt, task.objective, *(tuple((it.prompt, it.answer, it.target, tuple(it.candidates), it.record_id)
                                          for it in items[split]) for split in ("forget", "maintain")),
-            config.seed, config.n_shots, config.batch_size)
+            config.seed, config.n_shots, config.batch_size, config.candidate_score)
 
 
 def metric_prefix(prefix: str, fmt: str = "default") -> str:

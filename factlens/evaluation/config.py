@@ -133,6 +133,15 @@ class EvalConfig(ConfigBase):
             fact's untouched facts), as before 2026-12-05: older run folders resume with it.
             (The editor's own multiple-choice training prompts, ``EditConfig.train_format="mcq"``,
             take the fixed pool too since then; an older folder trained that way is not told.)
+        candidate_score: How an answer is chosen among a fact's candidates, in every suite that
+            scores them (accuracies, the attacks' recovery, the at-chance flags; not the logit
+            lens, which reads first tokens): ``"sum"`` (default), by the whole answer's
+            log-probability; ``"token_mean"``, by its mean log-probability per token, as ROME's
+            and MEMIT's CounterFact efficacy, paraphrase and neighborhood scores compare
+            ``target_new`` with ``target_true``. Both rank one-token candidates (every sports
+            fact) the same; on CounterFact ``"sum"`` favours the shorter answer
+            (:data:`factlens.prompt_scores.CANDIDATE_SCORES`). Probabilities of answers
+            (``*_prob`` metrics) are the whole answers' either way.
         text: General text (:class:`TextConfig`).
         formats: The ``formats`` suite (:class:`~factlens.evaluation.formats.FormatsConfig`).
         side_effects: The ``side_effects`` suite's MMLU
@@ -175,6 +184,7 @@ class EvalConfig(ConfigBase):
     batch_size: int = 16
     n_shots: int = 2
     mcq_shots: str = "fixed"
+    candidate_score: str = "sum"
     text: TextConfig = TextConfig()
     formats: FormatsConfig = FormatsConfig()
     side_effects: SideEffectsConfig = SideEffectsConfig()
@@ -200,6 +210,11 @@ class EvalConfig(ConfigBase):
 
         if self.mcq_shots not in MCQ_SHOT_SOURCES:
             raise ValueError(f"EvalConfig.mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {self.mcq_shots!r}")
+        from factlens.prompt_scores import CANDIDATE_SCORES
+
+        if self.candidate_score not in CANDIDATE_SCORES:
+            raise ValueError(f"EvalConfig.candidate_score must be one of {list(CANDIDATE_SCORES)}, "
+                             f"got {self.candidate_score!r}")
         object.__setattr__(self, "other_suites", read_only_table(self._other_suite_tables(),
                                                                  where="EvalConfig.other_suites"))
 

@@ -36,16 +36,17 @@ from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import format_prompts
 from factlens.data.records import FactDataset
 from factlens.editing.training import with_gradients
-from factlens.evaluation.baseline_cache import BaselineCache, bound, cached, items_key
+from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.lora import DEFAULT_TARGETS, LoraHandle, add_lora
 from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
-from factlens.evaluation.standard import answer_bias_bar, chance_flags, fact_means, not_above_chance, tally
+from factlens.evaluation.standard import (answer_bias_bar, chance_flags, fact_means, not_above_chance, score_items,
+                                          scores_key, tally)
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
-from factlens.prompt_scores import PromptScores, score_prompts
+from factlens.prompt_scores import PromptScores
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests RelearningConfig)
     from factlens.evaluation.config import EvalConfig
@@ -162,7 +163,7 @@ def split_halves(facts: FactDataset, *, seed: int) -> tuple[FactDataset, FactDat
 
 def forget_scores(model, facts: FactDataset, config: EvalConfig) -> PromptScores:
     """Scores of the facts' default prompts (true answer / edit target among the candidates)."""
-    return score_prompts(model, format_prompts(facts, "default", seed=config.seed), batch_size=config.batch_size)
+    return score_items(model, format_prompts(facts, "default", seed=config.seed), config)
 
 
 def shared_copy(model):
@@ -412,11 +413,11 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     half_a, half_b = split_halves(task.forget, seed=config.seed)
     facts = {"A": half_a, "B": half_b}
     halves = {"A": format_prompts(half_a, "default", seed=config.seed), "B": format_prompts(half_b, "default", seed=config.seed)}
-    before = {h: score_prompts(model, items, batch_size=config.batch_size) for h, items in halves.items()}
+    before = {h: score_items(model, items, config) for h, items in halves.items()}
     base = None if original is None else {h: _original_scores(original, model, items, before[h], config, baselines)
                                           for h, items in halves.items()}
     maintain_items = format_prompts(task.maintain, "default", seed=config.seed)
-    maintain_before = score_prompts(model, maintain_items, batch_size=config.batch_size) if maintain_items else None
+    maintain_before = score_items(model, maintain_items, config) if maintain_items else None
     trained, held, controls, attacks = _attacks(model, task, facts, halves, config)
     held_role, trained_role = _roles(held, before, base), _roles(trained, before, base)
     original_maintain = None if original is None or not maintain_items else _original_scores(
@@ -458,8 +459,8 @@ def _original_scores(original, model, items: list, evaluated: PromptScores, conf
     are the same model), cached under the key every suite uses for prompt scores."""
     if original is model:
         return evaluated
-    return cached(baselines, ("scores", items_key(items), config.batch_size),
-                  lambda: score_prompts(original, items, batch_size=config.batch_size))
+    return cached(baselines, scores_key(items, config),
+                  lambda: score_items(original, items, config))
 
 
 def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list], config: EvalConfig):
@@ -477,8 +478,8 @@ def _attacks(model, task, facts: dict[str, FactDataset], halves: dict[str, list]
         rel = relearn(model, facts[train], retain=retain, config=config, avoid_subjects=avoid)
         try:
             with parametrize.cached():
-                trained[train] = score_prompts(rel.model, halves[train], batch_size=config.batch_size)
-                held[out] = score_prompts(rel.model, halves[out], batch_size=config.batch_size)
+                trained[train] = score_items(rel.model, halves[train], config)
+                held[out] = score_items(rel.model, halves[out], config)
                 if len(task.maintain):
                     controls[out] = forget_scores(rel.model, task.maintain, config)
         finally:

@@ -56,6 +56,7 @@ from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import Selectivity, mean_selectivity, selectivity_metrics, selectivity_of
 from factlens.prefix import residual_after_prefix, residual_after_row_prefixes, row_prefix_reuse_supported
 from factlens.progress_bars import progress_bar
+from factlens.prompt_scores import ranking_values
 from factlens.tokens import (_bos_id, _encode, _pad_id, answer_token_ids, iter_batches, scoring_logits, unembed,
                              unique_argmax)
 
@@ -220,8 +221,9 @@ def _soft_logprobs(model, soft: Tensor, prompts: Sequence[str], answers: Sequenc
 
 
 def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *, batch_size: int = 16,
-                       position: str = "append") -> dict[str, np.ndarray]:
-    """Candidate scores of prompts with the soft prompt (``position``: ``"append"`` or ``"prepend"``).
+                       position: str = "append", candidate_score: str = "sum") -> dict[str, np.ndarray]:
+    """Candidate scores of prompts with the soft prompt (``position``: ``"append"`` or ``"prepend"``;
+    ``candidate_score``: :data:`factlens.prompt_scores.CANDIDATE_SCORES`).
 
     Returns:
         ``answer_wins``, ``target_wins`` (False where no target), ``p_answer`` (normalized
@@ -259,7 +261,7 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
                                  "prompts cannot be scored, and argmax would count them as recovered")
     j = 0
     for i, it in enumerate(items):
-        lp = lps[j : j + len(it.candidates)].double()
+        lp = ranking_values(model, it.candidates, lps[j : j + len(it.candidates)].double(), candidate_score)
         j += len(it.candidates)
         best = win[i] = unique_argmax(lp)  # -1: a tie at the top, a win for none
         ci = it.candidates.index(it.answer)
@@ -349,7 +351,8 @@ def _attack(model, half_a: FactDataset, items_a, items_b, items_m, config: EvalC
         run = {"seed": s, "losses": losses}
         for key, items in (("A", items_a), ("B", items_b), ("M", items_m)):
             if items:
-                run[key] = soft_prompt_scores(model, soft, items, batch_size=config.batch_size, position=position)
+                run[key] = soft_prompt_scores(model, soft, items, batch_size=config.batch_size, position=position,
+                                              candidate_score=config.candidate_score)
         runs.append(run)
     return runs
 
@@ -539,6 +542,7 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
     """
     baselines = bound(baselines, model, original)  # a cache passed straight here is checked too
     from factlens.evaluation.config import or_default
+    from factlens.evaluation.standard import scores_key
 
     config = or_default(config)
     sc = config.soft_prompts
@@ -557,11 +561,11 @@ def run_soft_prompts(model, task, *, original=None, config: EvalConfig | None = 
         base_runs = runs if original is model else cached(
             baselines, key, lambda: _attack(original, half_a, items_a, items_b, items_m, config, norm))
         # the original without a soft prompt, on each half: the baseline "before" and the at-chance flags
-        orig_a = cached(baselines, ("scores", items_key(items_a), config.batch_size),
+        orig_a = cached(baselines, scores_key(items_a, config),
                         lambda: forget_scores(original, half_a, config))
-        orig_before = cached(baselines, ("scores", items_key(items_b), config.batch_size),
+        orig_before = cached(baselines, scores_key(items_b, config),
                              lambda: forget_scores(original, half_b, config))
-        orig_m = cached(baselines, ("scores", items_key(items_m), config.batch_size),
+        orig_m = cached(baselines, scores_key(items_m, config),
                         lambda: forget_scores(original, task.maintain, config)) if items_m else None
     flags, chance_bar = _original_flags(orig_a, orig_before, orig_m)
     metrics = _metrics(task, items_a, items_b, runs, before, base_runs, orig_before, flags)

@@ -284,8 +284,14 @@ def mean_metric(name: str, per_fact: dict[str, float], *, baseline: dict[str, fl
 
 
 def score_items(model, items: Sequence[FormattedPrompt], config: EvalConfig) -> PromptScores:
-    """``score_prompts`` with the config's batch size (no model call for an empty list)."""
-    return score_prompts(model, items, batch_size=config.batch_size)
+    """``score_prompts`` with the config's batch size and candidate rule (no model call for an empty list)."""
+    return score_prompts(model, items, batch_size=config.batch_size, candidate_score=config.candidate_score)
+
+
+def scores_key(items: Sequence[FormattedPrompt], config: EvalConfig) -> tuple:
+    """The :class:`~factlens.evaluation.BaselineCache` key of :func:`score_items` (every suite
+    caches the original's prompt scores under it, so they are computed once per unit)."""
+    return "scores", items_key(items), config.batch_size, config.candidate_score
 
 
 def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalConfig,
@@ -296,8 +302,7 @@ def score_both(model, original, items: Sequence[FormattedPrompt], config: EvalCo
         return s, None
     if original is model:
         return s, s
-    key = ("scores", items_key(items), config.batch_size)
-    return s, cached(baselines, key, lambda: score_items(original, items, config))
+    return s, cached(baselines, scores_key(items, config), lambda: score_items(original, items, config))
 
 
 def chance_of(items: Sequence[FormattedPrompt]) -> float:

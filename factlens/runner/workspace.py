@@ -161,7 +161,7 @@ def _load_dataset(cfg: RunConfig, model, builtin) -> tuple[Any, dict[str, Any]]:
         ds, source = data.sports_facts(cfg.data), cfg.data or "builtin sports"
     n_total = len(ds)
     if cfg.filter_known:
-        ds = data.filter_known(model, ds)
+        ds = data.filter_known(model, ds, candidate_score=cfg.eval_config(0).candidate_score)  # the eval's rule
     if cfg.max_facts is not None and len(ds) > cfg.max_facts:
         ds = ds.split(cfg.max_facts, seed=0)[0]
     meta = {"data": source, "mcq_data": cfg.mcq_data, "n_facts_total": n_total, "n_facts": len(ds),

@@ -59,7 +59,8 @@ def test_format_accuracy_counts_facts_not_prompts(monkeypatch):
     recs = [FactRecord(subject=f"S{i}", template="{} is in", answer="Paris", target_new="Rome", id=f"f{i}",
                        neighborhood=tuple(Neighbor(f"N{i}_{k} is in", "Paris") for k in range(PER_FACT)))
             for i in range(N_FACTS)]
-    monkeypatch.setattr(known, "score_prompts", lambda model, items, batch_size=16: _scores(items, _right()))
+    monkeypatch.setattr(known, "score_prompts",
+                        lambda model, items, batch_size=16, candidate_score="sum": _scores(items, _right()))
     row = format_accuracy(None, FactDataset(tuple(recs)), formats=["neighborhood"])["neighborhood"]
     assert row["n"] == N_FACTS * PER_FACT and row["accuracy"] == RIGHT / N_FACTS  # accuracy as before: over prompts
     assert row["at_chance"] is True

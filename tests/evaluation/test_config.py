@@ -214,3 +214,20 @@ def test_numpy_layer_indices_are_layers_and_serialize():
     json.dumps(EvalConfig(probes={"layers": [np.int64(1)]}).to_dict())
     with pytest.raises(ValueError, match=r"ProbesConfig.layers must be non-negative integer layer indices .*'ab'"):
         ProbesConfig(layers="ab")
+
+
+def test_candidate_score_is_checked_and_keys_the_cached_baselines():
+    """The original's cached scores are keyed by how candidates are compared: a per-token evaluation must not
+    reuse the summed one's baseline (or the other way round) from a shared BaselineCache."""
+    from factlens.data.formats import format_prompts
+    from factlens.evaluation.attacks import task_key
+    from factlens.evaluation.standard import scores_key
+    from factlens.testing import planted_fact_model
+
+    p = planted_fact_model()
+    items = format_prompts(p.task.forget)
+    a, b = EvalConfig(), EvalConfig(candidate_score="token_mean")
+    assert scores_key(items, a) != scores_key(items, b) and task_key(p.task, a) != task_key(p.task, b)
+    assert EvalConfig.from_dict(b.to_dict()) == b and EvalConfig.from_dict({}).candidate_score == "sum"
+    with pytest.raises(ValueError, match=r"EvalConfig.candidate_score must be one of \['sum', 'token_mean'\]"):
+        EvalConfig(candidate_score="mean")
