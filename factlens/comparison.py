@@ -298,7 +298,10 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
         sd = 0.0
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
-    test = _PairedTest(int(ok.sum()), sd, proportion and is_binary(xs[ok]) and is_binary(ys[ok]), key,
+    # a token-weighted mean (a chunk's accuracy) is no 0/1 outcome even where every chunk is 0 or 1, as in
+    # ``paired_diff`` and ``mean_interval``: it took the binomial MDD while its CI was the bootstrap's
+    binary = proportion and not weighted and is_binary(xs[ok]) and is_binary(ys[ok])
+    test = _PairedTest(int(ok.sum()), sd, binary, key,
                        smallest_attainable_p(d, weights=w, seed=seed), step, sizes)
     return {**row, "diff": diff, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "p_value": sign_flip_test(d, weights=w, seed=seed), "n_facts": min(int(np.sum(~np.isnan(p.x - p.y))) for p in pairs),

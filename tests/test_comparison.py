@@ -544,6 +544,20 @@ def test_mdd_of_a_continuous_metric_without_spread_is_not_the_0_1_floor():
     assert acc["mdd_unadjusted"] == pytest.approx(0.449, abs=1e-3)
 
 
+def test_a_token_weighted_metric_of_0_1_chunks_is_no_0_1_outcome_for_its_mdd():
+    """Every chunk's next-token accuracy 0 on both sides took the binomial MDD (0.80) while the same row's
+    interval was the bootstrap's; chunks of 0.2 gave NaN. A token-weighted mean is continuous: NaN both."""
+    def ev(v):
+        ids = [f"chunk:{i}" for i in range(8)]
+        m = Metric.from_samples("next_token_accuracy", {k: v for k in ids}, unit="tokens",
+                                weights={k: 10.0 + i for i, k in enumerate(ids)})
+        return EvalResult({"side_effects": SuiteResult("side_effects", (m,))})
+
+    for v in (0.0, 0.2):
+        row = factlens.compare({"flu": [ev(v)], "random": [ev(v)]}, reference="flu").iloc[0]
+        assert math.isnan(row["mdd_unadjusted"]), v
+
+
 def test_metric_names_are_names_not_substrings_and_unknown_ones_are_refused():
     """``metrics="relearn_forget_accuracy"`` (a string) also selected ``forget_accuracy``
     (substring of it), and a misspelt name gave an empty table without a word."""

@@ -426,7 +426,15 @@ def _cells(r: dict) -> list[str]:
     if r["n_seeds"] > 1 and total is not None and total != r["n_facts"] * r["n_seeds"]:  # seeds of different sizes
         n = f"{total} {r['unit']} over {r['n_seeds']} seeds (≥ {r['n_facts']} each)"
     return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-            _p(r["p_value"]), _p(r["p_holm"]), sig, n, _num(r["mdd"], ".2f")]
+            _p(r["p_value"]), _p(r["p_holm"]), sig, n, _mdd(r["mdd"])]
+
+
+def _mdd(x: Any) -> str:
+    """Two decimals, as before, down to 0.01; smaller MDDs (probabilities, KL) to two significant digits:
+    they printed as 0.00, which read as "rules out any difference" and as the old MDD bugs' symptom."""
+    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) or abs(float(x)) >= 0.01:
+        return _num(x, ".2f")
+    return "0" if float(x) == 0 else format(float(x), ".2g")
 
 
 def _legend(reference: str) -> str:

@@ -270,6 +270,15 @@ def test_p_values_near_the_level_keep_a_fourth_place():
     assert _p(0.0504) == "0.0504" and _p(0.0496) == "0.0496" and _p(0.2314) == "0.231" and _p(0.0004) == "<0.001"
 
 
+def test_small_mdds_keep_two_significant_digits():
+    """MDDs of probabilities and KL (1e-4 .. 2e-3) printed as 0.00 beside diffs of three places, which read as
+    ruling out any difference (and as the symptom of two old MDD bugs)."""
+    from factlens.runner.report_stats import _mdd
+
+    assert [_mdd(x) for x in (0.000069, 0.000685, 0.0123, 0.27, float("nan"), float("inf"))] == \
+        ["6.9e-05", "0.00068", "0.01", "0.27", "–", "∞"]
+
+
 def test_a_cell_whose_seed_lacks_per_fact_values_has_no_interval_and_pooled_n_counts_every_seed():
     """A seed without per-fact values (an older run file) was in the cell's mean but not its interval:
     0.844 over three seeds with the interval of two. And the plots' pooled n was the first seed's."""
