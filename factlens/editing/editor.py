@@ -195,22 +195,48 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
     return result
 
 
-def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor]) -> dict[str, ParamDelta]:
-    """The revertible delta, built one tensor at a time; consumes ``state.originals``.
+def _deltas(state: TrainState, param_masks: dict[str, torch.Tensor], out: dict[str, ParamDelta]) -> None:
+    """Fill ``out`` with the revertible delta, one tensor at a time; consumes ``state.originals``.
 
     A fully selected tensor's old values are its saved copy (``reshape``: a view when that copy
     is row-major, else one row-major copy, after which the saved one is freed) and its new
     values one row-major copy; a partially selected tensor keeps the selected entries
-    (indexing copies). ``param_masks`` holds whole tensors' masks as :func:`full_mask` views."""
-    out = {}
+    (indexing copies). ``param_masks`` holds whole tensors' masks as :func:`full_mask` views.
+    A saved copy leaves ``state.originals`` only once its delta is in ``out``, so at every
+    moment each tensor's old values are in one or the other (:func:`_restore` reads both)."""
     with torch.no_grad():
         for n, m in param_masks.items():
-            original, p = state.originals.pop(n), state.params[n].detach()
+            original, p = state.originals[n], state.params[n].detach()
             if n in state.unselected:
                 out[n] = ParamDelta(m, original[m], p[m])
             else:
                 out[n] = ParamDelta(m, original.reshape(-1), flat_copy(p))
-    return out
+            del state.originals[n]
+
+
+def _restore(state: TrainState, deltas: dict[str, ParamDelta]) -> None:
+    """Write every trained parameter's values before training back: from ``state.originals``, or
+    from its delta's old values once :func:`_deltas` has moved them into the record (the
+    unselected entries of a partially selected tensor are at their original values after
+    every step)."""
+    with torch.no_grad():
+        for n, p in state.params.items():
+            if n in state.originals:
+                p.copy_(state.originals[n])
+            elif n in deltas:
+                d = deltas[n]
+                p[d.mask.to(p.device)] = d.old.to(device=p.device, dtype=p.dtype)
+
+
+def _train(state: TrainState, work, config: EditConfig) -> list[dict[str, Any]]:
+    """The optimizer steps of one edit; their history."""
+    history: list[dict[str, Any]] = []
+    bar = progress_bar(range(config.steps), desc="editing", leave=False)
+    with checkpointed_blocks(work, config.checkpoint):
+        for step in bar:
+            history.append(train_step(state, step))
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    return history
 
 
 def _originals(params: dict[str, torch.nn.Parameter], unselected: dict[str, torch.Tensor],
@@ -291,33 +317,30 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
     settings = {"settings": config.objective_config(entry)} if entry.config_type is not None else {}
     prepared = load(entry.loss).prepare(work, forget_items, retain_items, mask=mask, config=config, **settings)
     names = sorted(param_masks)
-    history: list[dict[str, Any]] = []
-    with trainable(work, names) as all_params:
-        params = {n: all_params[n] for n in names}
-        unselected = {n: ~m for n, m in param_masks.items() if not bool(m.all())}  # partially selected tensors
-        master = half_precision_masters(params)
-        state = TrainState(work, params, _originals(params, unselected, offload), unselected,
-                           make_optimizer(optimized_tensors(params, master), config), prepared,
-                           BatchSampler(forget_items, config.batch_size, gen),
-                           BatchSampler(retain_items, config.batch_size, gen), text, config, master)
-        try:
+    state, deltas = None, {}
+    try:  # up to the finished record: an interrupt while it is built (hashing, seconds on a large model) restores too
+        with trainable(work, names) as all_params:
+            params = {n: all_params[n] for n in names}
+            unselected = {n: ~m for n, m in param_masks.items() if not bool(m.all())}  # partially selected tensors
+            master = half_precision_masters(params)
+            state = TrainState(work, params, _originals(params, unselected, offload), unselected,
+                               make_optimizer(optimized_tensors(params, master), config), prepared,
+                               BatchSampler(forget_items, config.batch_size, gen),
+                               BatchSampler(retain_items, config.batch_size, gen), text, config, master)
             t_train = time.perf_counter()
-            bar = progress_bar(range(config.steps), desc="editing", leave=False)
-            with checkpointed_blocks(work, config.checkpoint):
-                for step in bar:
-                    history.append(train_step(state, step))
-                    bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            history = _train(state, work, config)
             t_end = time.perf_counter()
-        except BaseException:
-            state.restore()  # leave the model as it was (matters for inplace=True)
-            raise
-        state.optimizer.state.clear()  # AdamW's moments (twice the trained size), not beside the record's copies
-        deltas = _deltas(state, param_masks)
-        del state
-    meta = {"n_forget_prompts": len(forget_items), "n_retain_prompts": len(retain_items),
-            "n_sft_chunks": int(text.tokens.shape[0]) if text else 0, "kl_cached": bool(text is not None and text.cache is not None),
-            "train_seconds": t_end - t_train, "seconds_per_step": (t_end - t_train) / max(1, config.steps),
-            "inplace": inplace, "device": str(params[names[0]].device), **prepared.describe()}
-    return EditResult(model=work, history=tuple(history), seconds=time.perf_counter() - t0, sft_kind=_sft_kind(config),
-                      n_params_trained=int(sum(int(m.sum()) for m in param_masks.values())), deltas=deltas, meta=meta,
-                      **common)
+            state.optimizer.state.clear()  # AdamW's moments (twice the trained size), not beside the record's copies
+            _deltas(state, param_masks, deltas)
+        meta = {"n_forget_prompts": len(forget_items), "n_retain_prompts": len(retain_items),
+                "n_sft_chunks": int(text.tokens.shape[0]) if text else 0,
+                "kl_cached": bool(text is not None and text.cache is not None),
+                "train_seconds": t_end - t_train, "seconds_per_step": (t_end - t_train) / max(1, config.steps),
+                "inplace": inplace, "device": str(params[names[0]].device), **prepared.describe()}
+        return EditResult(model=work, history=tuple(history), seconds=time.perf_counter() - t0,
+                          sft_kind=_sft_kind(config), deltas=deltas, meta=meta,
+                          n_params_trained=int(sum(int(m.sum()) for m in param_masks.values())), **common)
+    except BaseException:
+        if state is not None:
+            _restore(state, deltas)  # leave the model as it was (matters for inplace=True)
+        raise

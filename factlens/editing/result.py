@@ -24,7 +24,8 @@ __all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS", "ful
 #: Saved-file format: 2 adds ``original_fingerprint`` (files of format 1 still load).
 FORMAT_VERSION = 2
 _META_KEY = "factlens_edit"
-#: The entries of one fine-tuning / weight-masking history step (:meth:`EditResult.to_frame`).
+#: The entries of one fine-tuning history step (:meth:`EditResult.to_frame`). A weight mask's history
+#: has other keys (:attr:`factlens.editing.weight_mask.WeightMaskResult.history`).
 HISTORY_COLUMNS = ("step", "loss", "loss_forget", "loss_retain", "loss_sft", "lr")
 
 
@@ -305,12 +306,14 @@ class EditResult:
         """The training history as a pandas DataFrame, one row per recorded step.
 
         Columns are the keys of the history entries: ``step, loss, loss_forget, loss_retain,
-        loss_sft, lr`` for fine-tuning and weight masking, plus what a method records
-        (``fact``, ``layer``, ``p_target``... for ROME/MEMIT's value optimization); a key an
-        entry lacks is NaN there. A result without training steps gives an empty frame with
-        the fine-tuning columns. ``plotly.express.line(res.to_frame(), x="step", y=["loss_forget",
-        "loss_retain"])`` draws two of the curves (:meth:`plot_history` draws all of them);
-        pandas' own ``DataFrame.plot`` would need matplotlib, which factlens does not install.
+        loss_sft, lr`` for fine-tuning, plus what a method records (``fact``, ``layer``,
+        ``p_target``... for ROME/MEMIT's value optimization); a key an entry lacks is NaN
+        there (a learned weight mask's history has other keys: its own
+        :meth:`~factlens.editing.weight_mask.WeightMaskResult.to_frame`). A result without
+        training steps gives an empty frame with the fine-tuning columns.
+        ``plotly.express.line(res.to_frame(), x="step", y=["loss_forget", "loss_retain"])``
+        draws two of the curves (:meth:`plot_history` draws all of them); pandas' own
+        ``DataFrame.plot`` would need matplotlib, which factlens does not install.
         """
         import pandas as pd
 

@@ -16,6 +16,7 @@ penalized by training, and the runner's evaluation measures it against the true 
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -168,8 +169,10 @@ def _chunks(task, chunk_size: int | None) -> tuple[FactDataset, ...]:
     if chunk_size is None:
         raise ValueError("the task has no chunks; use a sequential task (e.g. sequential_counterfact_editing) or "
                          "pass chunk_size= to split task.forget")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        # 2.5 failed deep in slicing ("'float' object cannot be interpreted as an integer"), True was read as 1
+        raise ValueError(f"chunk_size must be an integer >= 1 (facts per chunk), got {chunk_size!r}")
+    chunk_size = int(chunk_size)
     f = task.forget
     return tuple(f[i:i + chunk_size] for i in range(0, len(f), chunk_size))
 
@@ -302,10 +305,10 @@ def edit_sequential(
                 edited.append(facts)
                 if wants_before:
                     before = facts if before is None else before.concat(facts)
-    except BaseException:
+        return SequentialEditResult(model=work, results=tuple(results), chunks=tuple(edited),
+                                    seconds=time.perf_counter() - t0)
+    except BaseException:  # the chunk being edited is restored by its edit (finetune: until it returns)
         if inplace:  # leave the caller's model as it was before the first edit
             for r in reversed(results):
                 r.revert(work)
         raise
-    return SequentialEditResult(model=work, results=tuple(results), chunks=tuple(edited),
-                                seconds=time.perf_counter() - t0)

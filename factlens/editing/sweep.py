@@ -221,16 +221,30 @@ def _read_runs(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a partial line from an interrupted write: that run is redone
+            continue  # a partial line from an interrupted write: that run is redone (_append ends the line first)
         if rec.get("type") == "run":
             runs[rec["key"]] = rec
     return runs
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line; a cut-off last line (an interrupted write) is ended first.
+
+    Written straight after such a line, the record joined it: unreadable too, its finished run
+    was redone at every resume."""
+    torn = _ends_torn(path)
     with path.open("a") as f:
-        f.write(strict_dumps(_normalize(record), indent=None, sort_keys=True) + "\n")
+        f.write(("\n" if torn else "") + strict_dumps(_normalize(record), indent=None, sort_keys=True) + "\n")
         f.flush()
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether ``path`` is a non-empty file whose last character is not a newline."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
 
 
 # --- the sweep ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import re
 import time
 from dataclasses import dataclass, field
@@ -148,6 +149,9 @@ def _region_of(components: Iterable[Component], shape: ModelShape, like: dict[st
 
 # --- result ----------------------------------------------------------------------------
 
+#: The keys of every weight-mask history step (the loss terms of nonzero weight come besides).
+_HISTORY_ALWAYS = ("step", "loss", "loss_reg", "n_ablated")
+
 
 @dataclass(frozen=True, eq=False)
 class WeightMaskResult:
@@ -160,10 +164,14 @@ class WeightMaskResult:
         config: The settings used.
         shape: The model's shape.
         objective: ``"unlearn"`` or ``"inject"``.
-        history: Per step: ``step, loss, loss_forget, loss_retain, loss_sft, loss_reg,
-            n_ablated``, all of the mask the step's loss was computed with, before its update
-            (``n_ablated``: hard count at threshold 0.5). The learned mask is the one after the
-            last update, so :meth:`n_masked` can differ from the last entry by a few entries.
+        history: Per step: ``step, loss, loss_reg, n_ablated`` and the loss terms that were
+            computed: ``loss_forget`` (when ``l_forget > 0``), ``loss_retain`` (when
+            ``l_retain > 0`` and the task has retain facts), ``loss_sft`` (when ``l_sft > 0``);
+            a term of weight zero is not computed and has no key. No ``lr`` (Adam's rate is
+            constant, ``config.lr``). Each entry describes the mask the step's loss was computed
+            with, before its update (``n_ablated``: hard count at threshold 0.5). The learned mask is the one
+            after the last update, so :meth:`n_masked` can differ from the last entry by a few
+            entries. :meth:`to_frame` gives it as a table.
         seconds: Training time.
         task_summary: ``task.summary()`` of the training task.
         task: The training task (not saved; ``None`` after :meth:`load`).
@@ -189,6 +197,19 @@ class WeightMaskResult:
         """Number of entries that could be ablated."""
         return int(sum(int(r.sum()) for r in self.region.values()))
 
+    def to_frame(self):
+        """The training history as a pandas DataFrame, one row per step (as :meth:`EditResult.to_frame`).
+
+        Columns are the keys of the history entries (see :attr:`history`: ``step, loss``, the
+        loss terms of nonzero weight, ``loss_reg, n_ablated``). A result of ``steps=0`` gives an
+        empty frame with the columns every step has, ``step, loss, loss_reg, n_ablated``.
+        """
+        import pandas as pd
+
+        if not self.history:
+            return pd.DataFrame(columns=list(_HISTORY_ALWAYS))
+        return pd.DataFrame.from_records([dict(h) for h in self.history])
+
     def keep_probs(self) -> dict[str, Tensor]:
         """Keep probability ``sigmoid(s)`` per parameter (1 outside the region)."""
         return {n: torch.where(self.region[n], torch.sigmoid(s), torch.ones_like(s)) for n, s in self.logits.items()}
@@ -209,7 +230,10 @@ class WeightMaskResult:
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold is a keep probability in [0, 1], got {threshold}")
             return {n: self.region[n] & (torch.sigmoid(s) < threshold) for n, s in self.logits.items()}
-        total = self.n_entries
+        if isinstance(n_masked, bool) or not isinstance(n_masked, numbers.Integral):
+            # 2.5 failed in slicing with a bare TypeError, True ablated one entry
+            raise ValueError(f"n_masked must be an integer (a number of entries to ablate), got {n_masked!r}")
+        n_masked, total = int(n_masked), self.n_entries
         if not 0 <= n_masked <= total:
             raise ValueError(f"n_masked must be in [0, {total}] (the number of maskable entries), got {n_masked}")
         names = sorted(self.logits)

@@ -688,3 +688,59 @@ def test_sequential_count_of_fully_trained_parameters_builds_no_mask(monkeypatch
     built, zeros = [], torch.zeros
     monkeypatch.setattr(torch, "zeros", lambda *a, **k: built.append(a) or zeros(*a, **k))
     assert seq.n_params_trained == n and built == []  # no n-byte mask was built
+
+
+def test_sequential_chunk_size_must_be_a_whole_number(planted):
+    """chunk_size=2.5 failed deep in slicing ("'float' object cannot be interpreted as an integer"),
+    chunk_size=True was read as chunks of one fact."""
+    t, mask = replace(planted.task, chunks=()), Mask([planted.lookup_mlp])
+    for bad in (2.5, True, "4"):
+        with pytest.raises(ValueError, match=f"chunk_size must be an integer >= 1 .*got {bad!r}"):
+            edit_sequential(planted.model, mask, t, config=PLANTED.replace(steps=1, l_sft=0), chunk_size=bad)
+
+
+class _Interrupt:
+    """Raises KeyboardInterrupt at the ``n``-th call of ``real`` (counted from 1), as Ctrl-C would there."""
+
+    def __init__(self, real, n: int) -> None:
+        self.real, self.n, self.calls = real, n, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize("where", ["fingerprint", "second delta"])
+def test_an_interrupt_after_training_restores_an_inplace_model(tiny_task, monkeypatch, where):
+    """The restore covered only the training loop: a Ctrl-C while the record was built (the delta, or the
+    fingerprint that hashes every trained tensor, seconds on a large model) left the caller's model edited
+    with no EditResult to revert it."""
+    from factlens.editing import result as result_mod
+
+    model = tiny_model()
+    before, flags = snapshot(model), {n: p.requires_grad for n, p in model.named_parameters()}
+    if where == "fingerprint":
+        monkeypatch.setattr(result_mod, "_fingerprint", _Interrupt(result_mod._fingerprint, 1))
+    else:  # one whole tensor's saved copy is in the record already, the others not yet
+        monkeypatch.setattr(editor_mod, "ParamDelta", _Interrupt(editor_mod.ParamDelta, 2))
+    with pytest.raises(KeyboardInterrupt):
+        edit(model, Mask.from_labels(["L0.mlp", "L1H1"]), tiny_task, config=TINY.replace(grad_accum=1, steps=2),
+             inplace=True, show_progress=False)
+    assert_unchanged(model, before)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags and no_hooks(model)
+
+
+def test_an_interrupt_after_a_chunks_training_restores_an_inplace_sequential_edit(planted, monkeypatch):
+    """The second chunk's edit was interrupted after training (while its record was hashed): the first
+    chunk's edit was reverted, the second's (another component) stayed in the caller's model."""
+    from factlens.editing import result as result_mod
+
+    t = replace(planted.task, chunks=(planted.task.forget[:4], planted.task.forget[4:]))
+    model, before = copy.deepcopy(planted.model), snapshot(planted.model)
+    masks = [Mask([planted.lookup_mlp]), Mask([planted.extraction_head])]
+    monkeypatch.setattr(result_mod, "_fingerprint", _Interrupt(result_mod._fingerprint, 2))
+    with pytest.raises(KeyboardInterrupt):
+        edit_sequential(model, masks, t, config=PLANTED.replace(steps=2, l_sft=0), inplace=True)
+    assert_unchanged(model, before)

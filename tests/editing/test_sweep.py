@@ -210,3 +210,19 @@ def test_the_sweep_scores_text_and_maintenance_it_can_keep_out_of_the_evaluation
     with pytest.warns(UserWarning, match="sft_source"):
         sweep(planted.model, mask, planted.task, lrs=(3e-2,), base_config=BASE.replace(sft_source=str(text)),
               general_text=str(text), n_text_chunks=2, text_seq_len=16, show_progress=False)
+
+
+def test_a_run_finished_after_a_cut_off_line_is_kept_on_the_next_resume(tmp_path, planted, mask, calls):
+    """The record of the first run after an interrupted write went straight after the cut-off line (no
+    newline between): unreadable too, that finished run was redone at every resume."""
+    grid = dict(base_config=EditConfig(steps=2, batch_size=None, grad_accum=1, l_sft=0.0), out_dir=tmp_path,
+                show_progress=False, n_text_chunks=2, text_seq_len=16)
+    sweep(planted.model, mask, planted.task, lrs=(1e-3,), **grid)
+    with (tmp_path / "sweep.jsonl").open("a") as f:
+        f.write('{"type": "run", "key": "tor')
+    first = sweep(planted.model, mask, planted.task, lrs=(1e-3, 3e-2), **grid)
+    assert list(first.table["cached"]) == [True, False] and len(calls) == 2
+    again = sweep(planted.model, mask, planted.task, lrs=(1e-3, 3e-2), **grid)
+    assert again.table["cached"].all() and len(calls) == 2  # the run of 3e-2 is read back, not redone
+    lines = (tmp_path / "sweep.jsonl").read_text().split("\n")
+    assert lines[2] == '{"type": "run", "key": "tor' and lines[-1] == ""  # the torn line stays, on its own

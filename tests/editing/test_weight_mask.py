@@ -229,3 +229,28 @@ def test_save_replaces_its_own_files_and_refuses_others(tmp_path, learned):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ValueError, match="is a file; WeightMaskResult.save writes a folder"):
         learned.save(tmp_path / "a_file")
+
+
+def test_discretize_refuses_a_count_that_is_not_an_integer(learned):
+    """n_masked=2.5 failed in slicing with a bare TypeError; n_masked=True ablated one entry."""
+    import numpy as np
+
+    for bad in (2.5, True, "3"):
+        with pytest.raises(ValueError, match=f"n_masked must be an integer .*got {bad!r}"):
+            learned.discretize(n_masked=bad)
+    with pytest.raises(ValueError, match="n_masked must be an integer"):
+        learned.counts_per_component(n_masked=1.0)
+    assert sum(int(m.sum()) for m in learned.discretize(n_masked=np.int64(3)).values()) == 3
+
+
+def test_history_frame_has_the_recorded_keys(planted, task, mask, learned):
+    """The docs said a weight mask's history could be read with to_frame() and had EditResult's columns;
+    it had no to_frame, no lr, and only the loss terms of nonzero weight."""
+    frame = learned.to_frame()
+    assert list(frame.columns) == list(learned.history[0]) and len(frame) == len(learned.history)
+    assert set(frame.columns) == {"step", "loss", "loss_forget", "loss_retain", "loss_reg", "n_ablated"}  # l_sft=0
+    assert frame["loss"].tolist() == [h["loss"] for h in learned.history]
+    no_retain = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=2, l_retain=0.0))
+    assert list(no_retain.to_frame().columns) == ["step", "loss", "loss_forget", "loss_reg", "n_ablated"]
+    empty = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=0)).to_frame()
+    assert empty.empty and list(empty.columns) == ["step", "loss", "loss_reg", "n_ablated"]
