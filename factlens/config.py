@@ -382,12 +382,13 @@ def _plain(value: Any) -> Any:
 
 
 def check_numbers(cfg: Any) -> None:
-    """Raise for a field annotated ``int`` or ``float`` (or ``... | None``) whose value is not one.
+    """Raise for a field annotated ``int``, ``float`` or ``bool`` (or ``... | None``) whose value is not one.
 
     An ``int`` field takes any integer (numpy's too, not ``bool``); a ``float`` field any finite
     real number (an infinity or NaN in a loss weight or learning rate made every loss NaN, which
-    the editor reported as a learning rate too high). A config calls it first in its
-    ``__post_init__``, so that its range checks compare numbers.
+    the editor reported as a learning rate too high); a ``bool`` field only ``True`` or ``False``
+    (numpy's too; not ``"false"`` or ``0``). A config calls it first in its ``__post_init__``, so that
+    its range checks compare numbers.
 
     Example:
         >>> from dataclasses import dataclass
@@ -413,9 +414,13 @@ def check_numbers(cfg: Any) -> None:
     for f in dataclasses.fields(cfg):
         hint, value = hints.get(f.name), getattr(cfg, f.name)
         args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+        where = f"{type(cfg).__name__}.{f.name}"
+        if bool in args and args <= {bool, type(None)} and not (value is None and type(None) in args):
+            _check_bool(value, where=where)
+            if not isinstance(value, bool):  # numpy's: stored as Python's, so that the config writes to JSON
+                object.__setattr__(cfg, f.name, bool(value))
         if value is None or not args & {int, float} or not args <= {int, float, type(None)}:
             continue
-        where = f"{type(cfg).__name__}.{f.name}"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             kind = "an integer" if args & {int, float} == {int} else "a number"
             raise TypeError(f"{where} must be {kind}, got {value!r} ({type(value).__name__})")
@@ -423,6 +428,27 @@ def check_numbers(cfg: Any) -> None:
             raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
         if not math.isfinite(value):
             raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+
+def _check_bool(value: Any, *, where: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is ``True`` or ``False`` (Python's or numpy's).
+
+    A bool field took any value before, and read it as true or false by Python's truth test: the
+    string ``"False"`` (what ``--edit methods.alphaedit.protect_bos=False`` gives, since ``False``
+    is not JSON) switched the option *on*. ``where``: ``"Class.field"``, for the message.
+
+    Example:
+        >>> _check_bool(False, where="X.flag")
+        >>> _check_bool("False", where="X.flag")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: X.flag must be true or false, got 'False' (str); write true or false (lower case in TOML, ...
+    """
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where} must be true or false, got {value!r} ({type(value).__name__}); write true or "
+                        "false (lower case in TOML, JSON and --edit/--eval KEY=VALUE options; True or False in Python)")
 
 
 def layer_indices(value: Any, *, where: str, none_means: str) -> tuple[int, ...] | None:

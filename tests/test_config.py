@@ -144,3 +144,54 @@ def test_eval_configs_other_suites_cannot_be_changed_in_place():
     assert EvalConfig.from_dict(json.loads(json.dumps(d))) == cfg and pickle.loads(pickle.dumps(cfg)) == cfg
     assert cfg.override({"other_suites.logit_lens.top_k": 3}).suite_config("logit_lens").top_k == 3
     assert cfg.suite_config("logit_lens").layers == (2, 3)
+
+
+def test_check_numbers_refuses_a_bool_field_that_is_no_bool():
+    """``--edit methods.alphaedit.protect_bos=False`` gives the string "False" (not JSON), which a bool
+    field took and Python's truth test read as *true*; EditConfig.checkpoint took it as well."""
+    import numpy as np
+
+    from factlens.config import check_numbers
+    from factlens.editing import EditConfig
+
+    @dataclass(frozen=True)
+    class Flags:
+        flag: bool = True
+        maybe: bool | None = None
+
+    for bad in ("False", "false", 0, 1, None):
+        with pytest.raises(TypeError, match=r"Flags.flag must be true or false, got .*; write true or false "
+                                            r"\(lower case in TOML, JSON and --edit/--eval KEY=VALUE options"):
+            check_numbers(Flags(flag=bad))
+    with pytest.raises(TypeError, match=r"Flags.maybe must be true or false, got 'no' \(str\)"):
+        check_numbers(Flags(maybe="no"))
+    for ok in (Flags(), Flags(flag=False, maybe=True), Flags(flag=np.bool_(False), maybe=np.True_)):
+        check_numbers(ok)  # raises nothing
+    with pytest.raises(TypeError, match="EditConfig.checkpoint must be true or false, got 'False'"):
+        EditConfig(checkpoint="False")
+    assert EditConfig(checkpoint=True).checkpoint is True
+    assert EditConfig(checkpoint=np.True_).checkpoint is True  # numpy's is stored as Python's: JSON writes it
+
+
+def test_every_config_that_checks_its_numbers_constructs_with_its_defaults():
+    """The bool check applies to every config calling check_numbers: their defaults must pass it."""
+    import importlib
+
+    names = {"factlens.editing.config": ["EditConfig"], "factlens.editing.weight_mask": None,
+             "factlens.editing.rome": ["RomeConfig"], "factlens.editing.memit": ["MemitConfig"],
+             "factlens.editing.alphaedit": ["AlphaEditConfig"], "factlens.evaluation.config": None,
+             "factlens.evaluation.soft_prompts": None, "factlens.evaluation.direction_ablation": None,
+             "factlens.evaluation.relearning": None, "factlens.evaluation.probes": None,
+             "factlens.evaluation.logit_lens": None, "factlens.evaluation.quantization": None,
+             "factlens.evaluation.formats": None, "factlens.evaluation.unrelated_finetune": None,
+             "factlens.evaluation.side_effects": None, "factlens.evaluation.update_size": None}
+    built = []
+    for module_name, classes in names.items():
+        module = importlib.import_module(module_name)
+        if classes is None:  # every ConfigBase dataclass defined in the module
+            classes = [n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, ConfigBase)
+                       and c is not ConfigBase and c.__module__ == module_name]
+        for n in classes:
+            cfg = getattr(module, n)()
+            built.append(type(cfg).__name__)
+    assert {"EditConfig", "EvalConfig", "RelearningConfig", "AlphaEditConfig", "RomeConfig"} <= set(built)

@@ -134,6 +134,8 @@ def memit_update(stats: KeyStatistics, keys: Float[Tensor, "n d_mlp"], residuals
 
     Raises:
         ValueError: ``lambda = 0`` and linearly dependent keys (e.g. one subject twice).
+        FloatingPointError: A key or a residual is NaN or infinite (a diverged target
+            optimization; this was reported as linearly dependent keys before).
 
     Example:
         >>> st = KeyStatistics(torch.eye(5, dtype=torch.float64), 100, 0)
@@ -145,6 +147,14 @@ def memit_update(stats: KeyStatistics, keys: Float[Tensor, "n d_mlp"], residuals
     R = residuals.detach().to("cpu", torch.float64)
     if K.shape[0] != R.shape[0]:
         raise ValueError(f"{K.shape[0]} keys but {R.shape[0]} residuals")
+    for what, x, cause in (("keys", K, "the model's activations overflowed in its dtype"),
+                           ("residuals (targets minus current outputs)", R, "the target optimization diverged")):
+        rows = (~torch.isfinite(x)).any(dim=1).nonzero().flatten().tolist()
+        if rows:  # not "linearly dependent keys": no mom2_update_weight helps here
+            raise FloatingPointError(
+                f"the {what} at layer {stats.layer} are not finite (NaN or infinite) for facts {rows[:10]} (rows of "
+                f"the edit): {cause}. Nothing was written; lower v_lr, or edit a float32 copy of the model "
+                "(model.float())")
     ck = stats.solve(K.T, ridge)  # [d_mlp, n]
     gram = K @ ck
     a = gram + mom2_update_weight * torch.eye(K.shape[0], dtype=torch.float64)
@@ -164,7 +174,8 @@ def memit_targets(model, layer: int, records, *, config: MemitConfig, prefixes
     zs, history, offset = [], [], 0
     for i, r in enumerate(progress_bar(records, desc=f"{getattr(config, 'label', 'MEMIT')} targets", leave=False)):
         batch = _value_batch(model, r, prefixes, config.kl_prompts)
-        delta, z, hist = optimize_delta(model, layer, batch, config, where="resid_post", fact=i)
+        delta, z, hist = optimize_delta(model, layer, batch, config, where="resid_post", fact=i,
+                                        fact_id=r.id or r.subject)
         zs.append((z + delta).to("cpu", torch.float64))
         history += [{**h, "step": offset + h["step"], "layer": layer} for h in hist]
         offset += len(hist)
@@ -299,7 +310,7 @@ def memit_apply(model, layers: Sequence[int], records, targets: Tensor, *, stats
         upd = (memit_update(stats[l], keys, values, mom2_update_weight=config.mom2_update_weight, ridge=config.cov_ridge)
                if update is None else update(l, keys, values))
         W = params[param_name(l, "mlp", "W_out")]
-        lost = add_update(W, upd)
+        lost = add_update(W, upd, what=f"{getattr(config, 'label', 'MEMIT')}'s update of layer {l}'s W_out")
         per_layer.append({"layer": l, "residual_norm": float(resid.norm(dim=1).mean()) * (len(layers) - j),
                           "update_norm": float(upd.norm()), "update_lost": lost, "covariance": covariance_meta(stats[l]),
                           "unwritable_share": unwritable_share(model, l, resid, weight_floor=config.norm_weight_floor)})

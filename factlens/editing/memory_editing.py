@@ -58,17 +58,38 @@ def check_value_fields(cfg: Any) -> None:
     if bad:
         raise ValueError(f"{name}.kl_prompts need exactly one '{{}}' slot for the subject, got {bad}")
     object.__setattr__(cfg, "kl_prompts", kl)
-    try:
-        pl = tuple((int(w), int(n)) for w, n in cfg.prefix_lengths)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}.prefix_lengths must be (words, count) pairs, got {cfg.prefix_lengths!r}") from None
-    if any(w < 1 or n < 0 for w, n in pl):
-        raise ValueError(f"{name}.prefix_lengths need words >= 1 and count >= 0, got {pl}")
-    object.__setattr__(cfg, "prefix_lengths", pl)
+    object.__setattr__(cfg, "prefix_lengths", _prefix_lengths(cfg.prefix_lengths, where=f"{name}.prefix_lengths"))
     if cfg.n_cov_tokens < 1 or cfg.cov_seq_len < 2:
         raise ValueError(f"{name}: n_cov_tokens must be >= 1 and cov_seq_len >= 2")
     if cfg.text_source is not None and not isinstance(cfg.text_source, str):
         object.__setattr__(cfg, "text_source", str(cfg.text_source))
+
+
+def _prefix_lengths(value: Any, *, where: str) -> tuple[tuple[int, int], ...]:
+    """``(words, count)`` pairs of integers (numpy's too), as a tuple of pairs of Python ints.
+
+    ``int()`` read ``(5.7, 2.9)`` as two 5-word prefixes and ``("10", "5")`` as five 10-word ones
+    (before 2026-12-06): a float or a string here is a mistake to report, not a number to round.
+    """
+    import numbers
+
+    def integer(x: Any) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    try:
+        pairs = [tuple(p) for p in value]
+    except TypeError:
+        pairs = None
+    if pairs is None or isinstance(value, (str, bytes)) or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"{where} must be (words, count) pairs, e.g. [[5, 10], [10, 10]], got {value!r}")
+    bad = [p for p in pairs if not (integer(p[0]) and integer(p[1]))]
+    if bad:
+        raise ValueError(f"{where} must be pairs of integers (words, count), got {bad} in {value!r}; write whole "
+                         "numbers, e.g. [[5, 10]] (no decimals or quotes)")
+    pl = tuple((int(w), int(n)) for w, n in pairs)
+    if any(w < 1 or n < 0 for w, n in pl):
+        raise ValueError(f"{where} need words >= 1 and count >= 0, got {pl}")
+    return pl
 
 
 class EditorConfigMixin:
@@ -206,7 +227,7 @@ def covariance_meta(stats: KeyStatistics) -> dict[str, Any]:
             "path": str(stats.path) if stats.path else None}
 
 
-def add_update(W: Tensor, update: Tensor) -> float:
+def add_update(W: Tensor, update: Tensor, *, what: str = "the closed-form update") -> float:
     """Add a closed-form update to the weight ``W`` in place and return the share of the
     update's norm that the weight's precision lost.
 
@@ -222,7 +243,18 @@ def add_update(W: Tensor, update: Tensor) -> float:
     silently does less than the method computed; the editors record this share
     (``"update_lost"`` in their meta) and warn above :data:`ROUNDING_WARN`. float32 and float64
     weights return 0.0 (their rounding is at float precision and is not measured).
+
+    Raises:
+        FloatingPointError: ``update`` has a NaN or an infinite entry; ``W`` is left as it was
+            (such an update was added before, and the edited layer gave NaN on every input).
+            ``what`` names the update in the message.
     """
+    bad = int((~torch.isfinite(update)).sum())
+    if bad:
+        raise FloatingPointError(
+            f"{what} has {bad} non-finite (NaN or infinite) entries of {update.numel()}; it was not written into the "
+            f"weight ({W.dtype}), which is unchanged. Its keys, the key statistics or the values it writes overflowed: "
+            "edit a float32 copy of the model (model.float()) or lower v_lr")
     with torch.no_grad():
         if W.dtype not in (torch.float16, torch.bfloat16):
             W.add_(update.to(device=W.device, dtype=W.dtype))

@@ -47,6 +47,7 @@ same layer. The mask must contain exactly one MLP layer; only that layer's ``W_o
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import time
@@ -277,17 +278,36 @@ def _delta_hooks(model, layer: int, where: str, fn) -> Iterator[None]:
         raise ValueError(f"where must be 'mlp' or 'resid_post', got {where!r}")
 
 
+def _diverged(cfg: Any, *, where: str, fact: int, fact_id: str | None, step: int, dtype: torch.dtype,
+              what: str) -> FloatingPointError:
+    """The error of a value optimization whose loss or ``delta`` is NaN/inf (the wording of
+    :func:`factlens.editing.training.train_step`'s), naming the fact, the step, ``v_lr`` and the dtype."""
+    method = getattr(cfg, "label", "ROME" if where == "mlp" else "MEMIT")
+    name = f"fact {fact}" + (f" ({fact_id!r})" if fact_id else "")
+    key = f"--edit methods.{getattr(cfg, 'method', 'rome')}.v_lr=..."
+    return FloatingPointError(
+        f"{method}'s value optimization diverged at step {step} for {name} (v_lr {cfg.v_lr:g}, model dtype {dtype}): "
+        f"{what}. Nothing of it was written into W_out (an in-place edit is restored). Lower "
+        f"{type(cfg).__name__}.v_lr ({key}), or edit a float32 copy of the model (model.float()): half precision "
+        "overflows first")
+
+
 @with_gradients  # also under the caller's torch.no_grad() or inference_mode(): delta and its graph need them
 def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: str = "mlp",
-                   fact: int = 0) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
+                   fact: int = 0, fact_id: str | None = None) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
     """Optimize the vector added at the subject's last token after ``layer`` (ROME's ``compute_v``).
 
     ``where="mlp"`` (ROME) adds it to the MLP module's output (``W_out``'s value space, before
     any post-MLP norm), ``where="resid_post"`` (MEMIT) to the residual stream after the
     block. The bare prompt's unedited value ``o`` there scales the weight decay and the clamp.
+    ``fact`` / ``fact_id``: the fact's index and id, for the history and the messages.
 
     Returns:
         ``(delta, o, history)``: float32 ``[d_model]`` on the model's device.
+
+    Raises:
+        FloatingPointError: The loss or ``delta`` is NaN or infinite (a NaN loss is never below
+            ``stop_loss``, and a NaN ``delta`` passed the clamp, so it was written into ``W_out``).
     """
     last = model.cfg.n_layers - 1
     if layer >= last and not bool((batch.nll_pos == batch.lookup[batch.nll_rows]).any()):
@@ -306,6 +326,10 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: st
         if "o" not in state:  # first forward, delta = 0: the unedited value
             state["o"] = act[0, batch.lookup[0]].detach().float().clone()
         return act.index_put((rows, batch.lookup), delta.to(act.dtype).expand(len(rows), -1), accumulate=True)
+
+    def diverged(step: int, what: str) -> FloatingPointError:
+        return _diverged(cfg, where=where, fact=fact, fact_id=fact_id, step=step,
+                         dtype=model.blocks[layer].mlp.W_out.dtype, what=what)
 
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
     kl_init, history = None, []
@@ -326,6 +350,8 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: st
                                                       ("weight_decay", wd))}
             history.append({"step": it, "fact": fact, **vals, "loss_retain": 0.0, "lr": cfg.v_lr,
                             "p_target": float(torch.exp(-nll.detach()))})
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise diverged(it, f"the loss is not finite ({vals})")
             if vals["loss"] < cfg.stop_loss or it == cfg.v_num_grad_steps - 1:
                 break
             loss.backward()
@@ -335,6 +361,8 @@ def optimize_delta(model, layer: int, batch: _ValueBatch, cfg: Any, *, where: st
                     max_norm = cfg.clamp_norm_factor * o_norm
                     if delta.norm() > max_norm:
                         delta.mul_(max_norm / delta.norm())
+    if not (bool(torch.isfinite(delta).all()) and bool(torch.isfinite(state["o"]).all())):
+        raise diverged(len(history) - 1, "the optimized vector or the unedited value it is added to is not finite")
     return delta.detach(), state["o"], history
 
 
@@ -411,7 +439,8 @@ def rome_step(model, layer: int, record, *, config: RomeConfig, stats: KeyStatis
     acts = _subject_acts(model, mlp_hook(layer, "post"), texts, spans, layer + 1)
     averaged = acts.mean(0)
     batch = _value_batch(model, record, prefixes, config.kl_prompts)
-    delta, _, history = optimize_delta(model, layer, batch, config, where="mlp", fact=fact)
+    delta, _, history = optimize_delta(model, layer, batch, config, where="mlp", fact=fact,
+                                       fact_id=record.id or record.subject)
     mlp = model.blocks[layer].mlp
     W, b = mlp.W_out.detach().to("cpu", torch.float64), mlp.b_out.detach().to("cpu", torch.float64)
     u = stats.solve(averaged, config.cov_ridge)  # the direction: C^-1 k* either way
@@ -453,6 +482,8 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
         MaskNotSupported: (a ``ValueError``) A mask with heads, neurons, no MLP or several MLP layers.
         ValueError: An objective
             other than ``"inject"``; facts without ``target_new``.
+        FloatingPointError: A value optimization or an update turned NaN/inf (too high a
+            ``v_lr``, half precision); nothing of it is written (an in-place edit is restored).
 
     Example:
         >>> from factlens.testing import planted_fact_model
@@ -481,7 +512,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
     try:
         for i, r in enumerate(progress_bar(records, desc="ROME", leave=False)):
             e = rome_step(work, layer, r, config=cfg, stats=stats, prefixes=prefixes, fact=i)
-            lost = add_update(W, e.update)
+            lost = add_update(W, e.update, what=f"ROME's update of {name} for fact {i} ({r.id or r.subject!r})")
             history += [{**h, "step": offset + h["step"]} for h in e.history]
             offset += len(e.history)
             facts.append({"id": r.id, **e.summary(), "update_lost": lost})

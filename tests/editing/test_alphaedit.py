@@ -231,3 +231,52 @@ def test_a_null_space_that_only_the_bos_key_fills_is_refused(task, monkeypatch):
         alphaedit(m, Mask.from_labels(["L1.mlp"]), task, config=AlphaEditConfig(**FAST, nullspace_threshold=1e9))
     V, share = A.without_key(torch.eye(4, dtype=torch.float64)[:, :1], torch.ones(4, dtype=torch.float64))
     assert V.shape == (4, 0) and share == pytest.approx(0.5)
+
+
+def test_protect_bos_and_cache_covariance_take_only_true_or_false():
+    """``--edit methods.alphaedit.protect_bos=False`` gives the string "False" (not JSON): the config
+    took it, and the edit still protected the BOS key (a non-empty string is true)."""
+    from factlens.runner.cli import _kv
+
+    _, value = _kv("methods.alphaedit.protect_bos=False")
+    with pytest.raises(TypeError, match=r"AlphaEditConfig.protect_bos must be true or false, got 'False' \(str\); "
+                                        r"write true or false \(lower case in TOML, JSON and --edit"):
+        EditConfig(methods={"alphaedit": {"protect_bos": value}}).method_config("alphaedit")
+    with pytest.raises(TypeError, match="AlphaEditConfig.cache_covariance must be true or false, got 'no'"):
+        AlphaEditConfig(cache_covariance="no")
+    _, value = _kv("methods.alphaedit.protect_bos=false")
+    assert EditConfig(methods={"alphaedit": {"protect_bos": value}}).method_config("alphaedit").protect_bos is False
+
+
+def test_a_diverging_target_optimization_raises_and_leaves_the_model():
+    """float16 and a huge v_lr: the NaN targets gave a NaN update that was written into W_out."""
+    p = planted_fact_model(n_subjects=12)
+    m = p.model.to(torch.float16)
+    before = snapshot(m)
+    cfg = AlphaEditConfig(n_cov_tokens=300, cache_covariance=False, prefix_lengths=((4, 1),), v_num_grad_steps=20,
+                          clamp_norm_factor=None, v_lr=3e4, nullspace_threshold=1e-2)
+    with pytest.raises(FloatingPointError, match=r"AlphaEdit's value optimization diverged at step \d+ for fact 0 .*"
+                                                 r"model dtype torch.float16.*Lower AlphaEditConfig.v_lr "
+                                                 r"\(--edit methods.alphaedit.v_lr=...\)"):
+        alphaedit(m, Mask.from_labels(["L1.mlp"]), p.task, config=cfg, inplace=True)
+    assert_unchanged(m, before)
+    assert no_hooks(m)
+
+
+def test_a_non_finite_update_is_not_written_and_the_inplace_model_is_restored(task, monkeypatch):
+    """The closed form's update itself is checked before it is added (here: a NaN from the second
+    layer's solve, after the first layer's update was written)."""
+    import factlens.editing.alphaedit as alphaedit_mod
+
+    real, calls = alphaedit_mod.alphaedit_update, []
+
+    def nan_second(*a, **k):
+        calls.append(1)
+        return real(*a, **k) * (float("nan") if len(calls) == 2 else 1.0)
+
+    monkeypatch.setattr(alphaedit_mod, "alphaedit_update", nan_second)
+    m = tiny_model(n_layers=3)
+    before = snapshot(m)
+    with pytest.raises(FloatingPointError, match=r"AlphaEdit's update of layer 1's W_out has \d+ non-finite"):
+        alphaedit(m, Mask.from_labels(["L0.mlp", "L1.mlp"]), task, config=AlphaEditConfig(**FAST), inplace=True)
+    assert_unchanged(m, before)

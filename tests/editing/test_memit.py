@@ -288,3 +288,18 @@ def test_tiny_post_norm_weights_count_as_unwritable(task):
     assert MemitConfig().norm_weight_floor == 0.01
     with pytest.raises(ValueError, match="norm_weight_floor must be in"):
         MemitConfig(norm_weight_floor=1.5)
+
+
+def test_memit_update_names_non_finite_targets_and_keys_not_linear_dependence():
+    """NaN targets (a diverged optimization) were reported as "keys are linearly dependent (the same
+    subject twice?)", which no mom2_update_weight fixes."""
+    st = KeyStatistics(torch.eye(5, dtype=torch.float64), 100, 1)
+    K, R = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    R[2, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"the residuals \(targets minus current outputs\) at layer 1 are not "
+                                                 r"finite \(NaN or infinite\) for facts \[2\] .*target optimization "
+                                                 r"diverged.*lower v_lr"):
+        memit_update(st, K, R, mom2_update_weight=0.0)
+    K[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"the keys at layer 1 are not finite .* for facts \[0\]"):
+        memit_update(st, K, R.nan_to_num(), mom2_update_weight=10.0)

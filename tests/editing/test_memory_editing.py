@@ -107,3 +107,45 @@ def test_a_rounding_warning_raised_as_an_error_restores_the_weights():
         with pytest.raises(RuntimeWarning, match="lost to rounding"):
             alphaedit(model, Mask.from_labels(["L1.mlp", "L2.mlp"]), task, config=cfg, inplace=True)
     assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_update_refuses_a_non_finite_update_and_leaves_the_weight(dtype):
+    """A NaN/inf update was added to W_out silently (ROME and AlphaEdit returned a NaN layer)."""
+    W = torch.randn(4, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    before = W.clone()
+    for bad in (float("nan"), float("inf")):
+        upd = torch.zeros(4, 8, dtype=torch.float64)
+        upd[1, 2] = bad
+        with pytest.raises(FloatingPointError, match=r"the closed-form update has 1 non-finite \(NaN or infinite\) "
+                                                     r"entries of 32; it was not written .* float32 copy"):
+            add_update(W, upd)
+        assert torch.equal(W, before)
+
+
+@pytest.mark.parametrize("bad", [((5.7, 2.9),), (("10", "5"),), ((True, 3),), ((5, 2.0),)])
+def test_prefix_lengths_must_be_integers(bad):
+    """``int()`` made (5.7, 2.9) two 5-word prefixes and ("10", "5") five 10-word ones, without a word."""
+    from factlens.editing.alphaedit import AlphaEditConfig
+    from factlens.editing.memit import MemitConfig
+    from factlens.editing.rome import RomeConfig
+
+    for cls in (RomeConfig, MemitConfig, AlphaEditConfig):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}.prefix_lengths must be pairs of integers \(words, "
+                                             r"count\), got .*; write whole numbers"):
+            cls(prefix_lengths=bad)
+
+
+def test_prefix_lengths_take_lists_and_numpy_integers_as_python_ints():
+    import numpy as np
+
+    from factlens.editing.rome import RomeConfig
+
+    cfg = RomeConfig(prefix_lengths=[[np.int64(4), 2], (10, np.int32(0))])
+    assert cfg.prefix_lengths == ((4, 2), (10, 0))
+    assert all(type(x) is int for pair in cfg.prefix_lengths for x in pair)
+    for bad in ((5, 10), "5,10", ((5, 10, 1),)):
+        with pytest.raises(ValueError, match=r"RomeConfig.prefix_lengths must be \(words, count\) pairs"):
+            RomeConfig(prefix_lengths=bad)
+    with pytest.raises(ValueError, match="need words >= 1 and count >= 0"):
+        RomeConfig(prefix_lengths=((0, 3),))

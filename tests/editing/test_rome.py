@@ -435,3 +435,35 @@ def test_value_edit_configs_refuse_non_finite_and_non_numbers(cls):
             cls(**{name: bad})
     with pytest.raises(TypeError, match=f"{cls.__name__}.n_cov_tokens must be an integer"):
         cls(n_cov_tokens="100")
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_a_diverging_value_optimization_raises_and_leaves_the_model(method):
+    """In float16 with a huge v_lr the loss turned NaN: a NaN loss never fell under stop_loss and a NaN
+    delta passed the clamp, so ROME wrote NaN into every entry of W_out and returned; MEMIT called it
+    "linearly dependent keys". The in-place edit must raise and leave the model as it was."""
+    p = planted_fact_model(n_subjects=12)
+    m = p.model.to(torch.float16)
+    before = snapshot(m)
+    kw = dict(n_cov_tokens=300, cache_covariance=False, prefix_lengths=((4, 1),), v_num_grad_steps=20,
+              clamp_norm_factor=None, v_lr=3e4)
+    fn, cfg, label = (rome, RomeConfig(**kw), "ROME") if method == "rome" else (memit, MemitConfig(**kw), "MEMIT")
+    with pytest.raises(FloatingPointError, match=rf"{label}'s value optimization diverged at step \d+ for fact 0 "
+                                                 r"\('1'\) \(v_lr 30000, model dtype torch.float16\): the loss is not "
+                                                 rf"finite .*Lower {type(cfg).__name__}.v_lr "
+                                                 rf"\(--edit methods.{method}.v_lr=...\), or edit a float32 copy"):
+        fn(m, Mask.from_labels(["L1.mlp"]), p.task, config=cfg, inplace=True)
+    assert_unchanged(m, before)
+    assert no_hooks(m)
+
+
+def test_the_last_block_is_edited_when_the_subject_ends_the_prompt(task):
+    """What docs/runner.md and docs/methods/memit.md say: the last block is refused only when a fact's
+    subject does not end its prompt; where it does, its last token predicts the first target token."""
+    from dataclasses import replace
+
+    m = tiny_model(n_layers=3)
+    records = [replace(r, template="the sport of {}") for r in task.forget]
+    ending = replace(task, forget=replace(task.forget, records=tuple(records)))
+    res = rome(m, Mask.from_labels(["L2.mlp"]), ending, config=FAST)
+    assert not torch.equal(res.model.blocks[2].mlp.W_out, m.blocks[2].mlp.W_out)
