@@ -383,14 +383,15 @@ def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, 
         # inside the guard: a warning raised as an error (-W error) restores the weights like any failure
         warn_rounding({d["layer"]: d["update_lost"] for d in per_layer}, method=cls.label,
                       dtype=next(iter(originals.values())).dtype, where="layer")
+        final = float((targets - _current_z(work, z_layer, records)).norm(dim=1).mean())
+        meta = {"method": cls.method, "layers": [{**d, **extra.get(d["layer"], {})} for d in per_layer],
+                "z_layer": z_layer, f"{cls.method}_config": cfg.to_dict(),
+                "final_residual_norm": final, "n_facts": len(records), "n_prefixes": len(prefixes),
+                "inplace": inplace, "device": str(next(iter(originals.values())).device)}
+        # so is an interrupt while the record is built (its fingerprint hashes the weights: seconds on a large model)
+        return build_result(work, mask, edit_config, originals, task=task, t0=t0, history=history, meta=meta)
     except BaseException:
         with torch.no_grad():
             for n, o in originals.items():
                 params[n].copy_(o)
         raise
-    final = float((targets - _current_z(work, z_layer, records)).norm(dim=1).mean())
-    meta = {"method": cls.method, "layers": [{**d, **extra.get(d["layer"], {})} for d in per_layer],
-            "z_layer": z_layer, f"{cls.method}_config": cfg.to_dict(),
-            "final_residual_norm": final, "n_facts": len(records), "n_prefixes": len(prefixes),
-            "inplace": inplace, "device": str(next(iter(originals.values())).device)}
-    return build_result(work, mask, edit_config, originals, task=task, t0=t0, history=history, meta=meta)

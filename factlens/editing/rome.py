@@ -518,11 +518,12 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
             facts.append({"id": r.id, **e.summary(), "update_lost": lost})
         # inside the guard: a warning raised as an error (-W error) restores the weights like any failure
         warn_rounding({f["id"]: f["update_lost"] for f in facts}, method="ROME", dtype=W.dtype, where="fact")
+        meta = {"method": "rome", "layer": layer, "rome_config": cfg.to_dict(), "facts": facts,
+                "covariance": covariance_meta(stats), "n_prefixes": len(prefixes), "inplace": inplace,
+                "device": str(W.device)}
+        # so is an interrupt while the record is built (its fingerprint hashes the weights: seconds on a large model)
+        return build_result(work, mask, edit_config, {name: original}, task=task, t0=t0, history=history, meta=meta)
     except BaseException:
         with torch.no_grad():
             W.copy_(original)
         raise
-    meta = {"method": "rome", "layer": layer, "rome_config": cfg.to_dict(), "facts": facts,
-            "covariance": covariance_meta(stats), "n_prefixes": len(prefixes), "inplace": inplace,
-            "device": str(W.device)}
-    return build_result(work, mask, edit_config, {name: original}, task=task, t0=t0, history=history, meta=meta)

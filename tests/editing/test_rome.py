@@ -467,3 +467,28 @@ def test_the_last_block_is_edited_when_the_subject_ends_the_prompt(task):
     ending = replace(task, forget=replace(task.forget, records=tuple(records)))
     res = rome(m, Mask.from_labels(["L2.mlp"]), ending, config=FAST)
     assert not torch.equal(res.model.blocks[2].mlp.W_out, m.blocks[2].mlp.W_out)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_an_interrupt_while_the_record_is_built_restores_an_inplace_model(method, monkeypatch):
+    """The restore of ROME and MEMIT covered the updates only: a Ctrl-C while the EditResult was built (its
+    fingerprint hashes the edited weights, seconds on a large model) left the caller's model edited with no
+    result to revert it."""
+    from factlens.editing import result as result_mod
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    p = planted_fact_model(n_subjects=12)
+    before = snapshot(p.model)
+    kw = dict(n_cov_tokens=300, cache_covariance=False, prefix_lengths=((4, 1),), v_num_grad_steps=3)
+    fn, cfg = (rome, RomeConfig(**kw)) if method == "rome" else (memit, MemitConfig(**kw))
+    monkeypatch.setattr(result_mod, "_fingerprint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fn(p.model, Mask.from_labels(["L1.mlp"]), p.task, config=cfg, inplace=True)
+    assert calls  # interrupted where the record is built
+    assert_unchanged(p.model, before)
+    assert no_hooks(p.model)
