@@ -154,14 +154,15 @@ class LensScores:
 
 
 def lens_layers(model, layers: Sequence[int] | None) -> list[int]:
-    """``layers`` checked against the model (``None``: every layer).
+    """``layers`` checked against the model (``None``: every layer), sorted, without repeats.
 
     Raises:
-        ValueError: A layer the model does not have.
+        ValueError: A layer the model does not have (negative ones included: there is no
+            ``blocks.-1`` hook, which surfaced as a bare KeyError of the hook name).
     """
     n = int(model.cfg.n_layers)
     out = list(range(n)) if layers is None else sorted({int(x) for x in layers})
-    bad = [x for x in out if x >= n]
+    bad = [x for x in out if not 0 <= x < n]
     if bad:
         raise ValueError(f"lens layers {bad} do not exist in a model with {n} layers (0 ... {n - 1})")
     return out
@@ -198,6 +199,9 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
     """Read ``items`` through the logit lens at ``layers`` (see the module docstring); with
     ``translate``, each layer's residual is mapped by it first (a tuned or linear lens).
 
+    Raises:
+        ValueError: No layers, or a layer the model does not have.
+
     Example:
         >>> from factlens.data.formats import format_prompts
         >>> from factlens.testing import planted_fact_model
@@ -209,6 +213,7 @@ def lens_scores(model, items: Sequence[FormattedPrompt], *, layers: Sequence[int
     items, layers = tuple(items), list(layers)
     if not layers:
         raise ValueError("no layers to read through the logit lens")
+    lens_layers(model, layers)  # a layer the model lacks: ValueError, not a KeyError of its hook name
     n, nl = len(items), len(layers)
     aw, tw, pa = (np.full((n, nl), np.nan) for _ in range(3))
     rank, win = np.full((n, nl), -1, dtype=np.int64), np.full((n, nl), -1, dtype=np.int64)

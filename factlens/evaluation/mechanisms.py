@@ -32,12 +32,24 @@ __all__ = ["mechanism_table", "mechanism_counts", "run_mechanisms", "default_mec
 MECHANISMS: tuple[str, ...] = ("fact_lookup_mlps", "extraction_heads", "extraction_mlps")
 
 
-def _check_masks(what: str, masks: Mapping[str, Mask]) -> None:
+#: Mechanism names whose result keys are taken: ``n_params``, ``other_params`` / ``other_share``
+#: (:func:`mechanism_counts`) and the ``mask_params`` metric (:func:`run_mechanisms`).
+_RESERVED: tuple[str, ...] = ("n", "other", "mask")
+
+
+def _check_masks(what: str, masks: Mapping[str, Mask], *, reserved: tuple[str, ...] = ()) -> None:
+    """``masks`` is a non-empty ``{name: Mask}`` whose names are none of ``reserved`` (a mechanism
+    named ``"other"`` or ``"n"`` silently overwrote the counts of the rest of the mask or its size)."""
     if not isinstance(masks, Mapping) or not masks:
         raise ValueError(f"{what} must be a non-empty dict {{name: Mask}}, got {type(masks).__name__}")
     bad = [k for k, v in masks.items() if not isinstance(v, Mask)]
     if bad:
         raise TypeError(f"{what}: entries {bad} are not factlens Masks")
+    taken = [k for k in masks if k in reserved]
+    if taken:
+        raise ValueError(f"{what}: the names {taken} are reserved: their <name>_params / <name>_share keys "
+                         f"would overwrite the result's own (n_params, other_params, other_share, the mask_params "
+                         f"metric); rename those entries")
 
 
 def _count(pm: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor] | None = None, *, invert: bool = False) -> int:
@@ -60,6 +72,10 @@ def mechanism_counts(mask: Mask, mechanisms: Mapping[str, Mask], model) -> dict[
         ``{"n_params": total, "<mech>_params": count, "<mech>_share": count / total, ...,
         "other_params", "other_share"}`` (shares are NaN for an empty mask).
 
+    Raises:
+        ValueError: ``mechanisms`` is empty or names one ``"n"``, ``"other"`` or ``"mask"``
+            (names whose keys the result already has).
+
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
@@ -68,7 +84,7 @@ def mechanism_counts(mask: Mask, mechanisms: Mapping[str, Mask], model) -> dict[
         >>> c["fact_lookup_mlps_share"], c["extraction_heads_params"], c["other_share"]
         (0.5, 0, 0.5)
     """
-    _check_masks("mechanisms", mechanisms)
+    _check_masks("mechanisms", mechanisms, reserved=_RESERVED)
     pm = mask.to_param_masks(model)
     total = _count(pm)
     out: dict[str, Any] = {"n_params": total}

@@ -135,6 +135,10 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         ``kl`` (mean per token, nats; only with ``original``), and ``baseline_accuracy`` /
         ``baseline_loss`` (the original's).
 
+    Raises:
+        ValueError: ``chunks`` is not a 2-D tensor.
+        FloatingPointError: Either model gives non-finite log-probabilities on a chunk.
+
     Example:
         >>> from factlens.testing import tiny_model
         >>> from factlens.data.text import load_texts, token_chunks
@@ -143,6 +147,10 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
         >>> len(rows), rows[0]["kl"], 0 <= rows[0]["accuracy"] <= 1
         (2, 0.0, True)
     """
+    if not isinstance(chunks, torch.Tensor) or chunks.ndim != 2:
+        shape = tuple(chunks.shape) if isinstance(chunks, torch.Tensor) else type(chunks).__name__
+        raise ValueError(f"text_metrics wants chunks as a [n_chunks, seq_len] tensor of token ids, got {shape}: "
+                         "give one chunk as chunks[None] (or build them with factlens.data.text.token_chunks)")
     rows: list[dict[str, Any]] = []
     n_layers = model.cfg.n_layers
     for sl in progress_bar(list(iter_batches(chunks.shape[0], batch_size)), desc="text", leave=False):
@@ -174,8 +182,11 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
                     lpo = lp
                 else:
                     lpo = F.log_softmax(scoring_logits(original, resid_o[j, :-1]).float(), dim=-1).to(lp.device)
-                # KL >= 0; float32 rounding of two nearly equal distributions gives -1e-8-level values
-                kl = (lpo.exp() * (lpo - lp)).sum(-1).clamp_min(0.0)
+                kl = _kl(lpo, lp)
+                if bool(torch.isnan(kl[real]).any()):  # dropped from the metric without a word before
+                    raise FloatingPointError(
+                        f"the original model gave non-finite log-probabilities on text chunk {sl.start + j}: its "
+                        "weights or activations are not finite, so KL(original || model) is undefined there")
                 ceo = -lpo.gather(1, tgt[:, None])[:, 0]
                 acco = (lpo.argmax(-1) == tgt).float()
                 row.update(kl=float(kl[real].mean()) if n else float("nan"),
@@ -185,6 +196,18 @@ def text_metrics(model, chunks: torch.Tensor, *, original=None, batch_size: int 
             del lp, ce, acc
             rows.append(row)
     return rows
+
+
+def _kl(lpo: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    """Per-position ``KL(original || model)`` from the two log-softmaxes (last dim: vocabulary).
+
+    A token the original gives probability 0 (log-prob -inf: a masked or unused vocabulary
+    entry) adds 0, by the convention ``0 * log(0 / q) = 0`` (``scipy.special.rel_entr(0, q)``);
+    ``0 * (-inf - lp)`` made the whole position NaN before, and the KL metric vanished. KL >= 0:
+    float32 rounding of two nearly equal distributions gives -1e-8-level values, clamped at 0.
+    """
+    terms = lpo.exp() * (lpo - lp)
+    return terms.masked_fill_(torch.isneginf(lpo), 0.0).sum(-1).clamp_min(0.0)
 
 
 def _token_metric(name: str, rows: list[dict[str, Any]], key: str, *, base_key: str | None, hib: bool,

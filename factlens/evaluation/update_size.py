@@ -94,7 +94,9 @@ class UpdateSizes:
             ``max_abs_delta`` (in the loaded weights, which fold the norm scale into ``W_in``/
             ``W_Q``...: compare with the literature's update sizes only after dividing by it) and
             per scheme ``s``: ``median_ratio_<s>``, ``below_half_<s>``, ``erased_<s>``
-            (fractions of the changed entries, in the checkpoint's weights).
+            (fractions of the changed entries, in the checkpoint's weights). Medians are
+            ``numpy.median``'s: for an even count, the mean of the two middle values (the lower
+            one before 2026-12-06).
         histograms: Scheme -> param -> counts of ``log10(ratio)`` over ``edges`` (changed entries
             that have a bin: entries of a zero norm scale are left out).
         edges: Histogram bin edges (log10 of the ratio).
@@ -143,6 +145,19 @@ def _full(base: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch
     return out
 
 
+def _median(x: torch.Tensor) -> float:
+    """The median of a non-empty 1-D tensor as ``numpy.median`` has it: the mean of the two middle
+    values for an even count (``torch.median`` gives the lower one: for two updates of 1e-3 and
+    3e-3 it said 1e-3). NaN when any value is NaN, as both. ``kthvalue`` selects without
+    sorting and, unlike ``torch.quantile``, has no input-size limit (2**24 entries; an edited
+    matrix of a 9B model has more)."""
+    n = x.numel()
+    if bool(torch.isnan(x).any()):  # kthvalue sorts NaN last: it would be skipped
+        return float("nan")
+    lo = x.kthvalue((n + 1) // 2).values
+    return float(lo) if n % 2 else float((lo + x.kthvalue(n // 2 + 1).values) / 2)
+
+
 def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: np.ndarray,
                 hists: dict[str, dict[str, list[int]]], tot: dict[str, float],
                 scale: torch.Tensor | None = None) -> dict[str, Any]:
@@ -156,7 +171,7 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
                            "n_masked": int(d.mask.sum()), "n_changed": int(changed.sum()),
                            # in the loaded (norm-folded) weights, as the edit changed them; the ratios below
                            # are in the checkpoint's weights (unfolded by the norm scale, up to 122x on Gemma)
-                           "median_abs_delta": float(absd.median()) if len(absd) else None,
+                           "median_abs_delta": _median(absd) if len(absd) else None,
                            "max_abs_delta": float(absd.max()) if len(absd) else None}
     if not quantized:
         return row
@@ -182,7 +197,7 @@ def _tensor_row(name: str, base: torch.Tensor, d, sc: UpdateSizeConfig, edges: n
                   ) & ~lost[sel]
         n = int(sel.sum())
         below, er = int((ratio < 0.5).sum()), int(erased.sum())
-        row[f"median_ratio_{s}"] = float(ratio.median()) if n else None
+        row[f"median_ratio_{s}"] = _median(ratio) if n else None
         row[f"below_half_{s}"] = below / n if n else None
         row[f"erased_{s}"] = er / n if n else None
         tot[f"below_half_{s}"] += below

@@ -344,6 +344,46 @@ def test_kl_is_never_negative_for_two_nearly_equal_models(tiny):
     assert kl.value < 1e-6  # still the noise floor, not a difference
 
 
+def test_kl_adds_nothing_for_a_token_the_original_never_gives():
+    """A vocabulary entry of log-prob -inf in both models (a masked or unused id) made every KL term
+    0 * (-inf - -inf) = NaN: the KL metric vanished from the result without a note. By convention
+    0 * log(0 / q) = 0 (scipy.special.rel_entr(0, q)); a NaN the original gives now raises."""
+    from scipy.special import rel_entr
+
+    from factlens.evaluation.side_effects import _kl, text_chunks
+
+    lpo = torch.tensor([[float("-inf"), math.log(0.5), math.log(0.5)], [float("-inf"), 0.0, float("-inf")]])
+    lp = torch.tensor([[float("-inf"), math.log(0.25), math.log(0.75)], [math.log(0.5), math.log(0.5), float("-inf")]])
+    want = rel_entr(lpo.double().exp().numpy(), lp.double().exp().numpy()).sum(-1)
+    torch.testing.assert_close(_kl(lpo, lp), torch.tensor(want, dtype=torch.float32))
+    orig = tiny_model()
+    cfg = EvalConfig(text={"n_chunks": 3, "seq_len": 16})
+    used = set(text_chunks(orig, cfg).flatten().tolist())
+    with torch.no_grad():
+        orig.unembed.b_U[next(i for i in range(orig.cfg.d_vocab) if i not in used)] = float("-inf")
+    ed = copy.deepcopy(orig)
+    with torch.no_grad():
+        ed.blocks[0].mlp.W_out.add_(0.5 * torch.randn_like(ed.blocks[0].mlp.W_out))
+    assert run_side_effects(orig, original=orig, config=cfg)["kl_divergence"].value == 0.0
+    kl = run_side_effects(ed, original=orig, config=cfg)["kl_divergence"]
+    assert kl.n == 3 * 15 and math.isfinite(kl.value) and kl.value > 0
+    with torch.no_grad():
+        orig.blocks[0].mlp.W_out[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="original model gave non-finite log-probabilities on text chunk 0"):
+        run_side_effects(ed, original=orig, config=cfg)
+
+
+def test_text_metrics_refuse_chunks_that_are_not_2d(tiny):
+    """One chunk of token ids (1-D) failed with 'IndexError: too many indices for tensor of dimension 1'."""
+    from factlens.evaluation.side_effects import text_metrics
+
+    with pytest.raises(ValueError, match=r"\[n_chunks, seq_len\] tensor of token ids, got \(5,\).*chunks\[None\]"):
+        text_metrics(tiny, torch.tensor([0, 5, 6, 7, 8]), original=tiny)
+    with pytest.raises(ValueError, match=r"got list"):
+        text_metrics(tiny, [[0, 5, 6]])
+    assert len(text_metrics(tiny, torch.tensor([0, 5, 6, 7, 8])[None], original=tiny)) == 1
+
+
 def test_mmlu_local_csv(tmp_path, tiny):
     (tmp_path / "high_school_physics_dev.csv").write_text('"What is 2+2?",3,4,5,6,B\nWhy?,a,b,c,d,D\n')
     (tmp_path / "anatomy_dev.csv").write_text("Bones?,1,2,3,4,A\n")

@@ -288,3 +288,10 @@ def test_a_dimension_the_text_never_moves_is_mapped_to_nothing_without_ridge():
     assert torch.isfinite(w).all() and w[3].abs().max() < 1e-8
     np.testing.assert_allclose((x @ w + b).numpy(), y.numpy(), atol=1e-8)
     assert s.r2(w, b) == pytest.approx(1.0)
+
+
+def test_a_negative_layer_is_refused_before_the_fit(planted):
+    """fit_linear_lens(layers=[-1, ...]) failed with a bare KeyError of the hook name 'blocks.-1...'."""
+    p, _ = planted
+    with pytest.raises(ValueError, match=r"lens layers \[-1\] do not exist in a model with 4 layers"):
+        fit_linear_lens(p.model, torch.zeros(16, 16, dtype=torch.long), layers=[-1, 2])

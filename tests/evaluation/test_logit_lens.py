@@ -332,3 +332,16 @@ def test_a_layer_that_says_the_majority_answer_to_everyone_is_not_eligible():
                   "retain": scores([[float(it.answer == "baseball"), float(i < 58)] for i, it in enumerate(retain)])})
     assert _eligible(read)[0].tolist() == [False, True] and _eligible(read)[1] == "constant answer"
     assert _choose(read, {it.record_id for it in forget}, [0, 1], _eligible(read)[0]) == 1
+
+
+def test_a_negative_layer_is_refused_with_a_value_error(planted):
+    """Only layers >= n_layers were refused: -1 passed lens_layers and failed later with a bare
+    KeyError 'blocks.-1.hook_resid_post' (lens_scores did not check its layers at all)."""
+    p, task = planted
+    with pytest.raises(ValueError, match=r"lens layers \[-1\] do not exist in a model with 4 layers"):
+        lens_layers(p.model, [-1, 2])
+    with pytest.raises(ValueError, match=r"lens layers \[-2\] do not exist"):
+        lens_scores(p.model, format_prompts(task.forget), layers=[-2])
+    with pytest.raises(ValueError, match=r"lens layers \[4\] do not exist"):
+        lens_scores(p.model, format_prompts(task.forget), layers=[4, 0])
+    assert lens_layers(p.model, [3, 0, 3]) == [0, 3]

@@ -95,3 +95,46 @@ def test_update_size_with_scales_is_the_update_of_the_checkpoint_weights():
     assert z.totals["n_changed"] == 4 and z.totals["below_half_nf4"] == 0.0 and z.totals["erased_nf4"] == 0.0
     # and they have no bin: the histogram drew them in its top bin, as huge updates
     assert sum(z.histograms["nf4"][NAME]) == 0 and sum(z.histograms["int8"][NAME]) == 0
+
+
+def test_update_size_medians_of_an_even_count_are_the_mean_of_the_two_middle_values():
+    """torch.median gives the lower middle value: two updates of 1e-3 and 3e-3 had a median of 1e-3
+    (median_abs_delta and median_ratio_*); numpy.median's is their mean, 2e-3."""
+    import numpy as np
+
+    m = tiny_model()
+    W = m.blocks[0].mlp.W_in.detach().clone()
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    mask[0, :2] = True
+    new = W.clone()
+    new[0, 0] += 1e-3
+    new[0, 1] += 3e-3
+    cfg = UpdateSizeConfig(unfold_norms=False, schemes=("int8",))
+    row = update_sizes(_edit(copy.deepcopy(m), NAME, mask, new), m, config=cfg).table[0]
+    d = (new - W)[mask].double().abs()
+    assert row["median_abs_delta"] == float(np.median(d.numpy())) == float((d[0] + d[1]) / 2)
+    ratios = []  # each entry's ratio alone (the bins are the original weight's: edits do not move them)
+    for j in range(2):
+        one = torch.zeros_like(mask)
+        one[0, j] = True
+        alone = update_sizes(_edit(copy.deepcopy(m), NAME, one, new), m, config=cfg)
+        ratios.append(alone.table[0]["median_ratio_int8"])
+    assert ratios[0] != ratios[1] and row["median_ratio_int8"] == pytest.approx(sum(ratios) / 2, rel=1e-12)
+    mask[0, 2] = True  # an odd count: the middle value, as before
+    new[0, 2] += 2.5e-3
+    row = update_sizes(_edit(copy.deepcopy(m), NAME, mask, new), m, config=cfg).table[0]
+    assert row["median_abs_delta"] == float((new - W)[0, 2].double().abs())
+
+
+def test_the_median_helper_matches_numpy_beyond_the_size_torch_quantile_takes():
+    """torch.quantile refuses more than 2**24 entries (an edited matrix of a 9B model has more)."""
+    import numpy as np
+
+    from factlens.evaluation.update_size import _median
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 5, 6, 2**24 + 2):
+        x = torch.rand(n, generator=g, dtype=torch.float64)
+        assert _median(x) == float(np.median(x.numpy())), n
+    assert _median(torch.tensor([1.0, float("inf"), float("inf")])) == float("inf")
+    assert np.isnan(_median(torch.tensor([1.0, float("nan"), 3.0, 2.0])))  # kthvalue alone would say 2.5

@@ -423,6 +423,23 @@ def test_mechanism_counts_gqa_shared_kv_counted_once():
     assert c["other_params"] == c["n_params"] - c["h1_params"]
 
 
+def test_a_mechanism_named_like_a_result_key_is_refused(planted):
+    """A mechanism named "other" overwrote other_params / other_share with its own count (the rest
+    of the mask vanished from the table); "n" overwrote nothing but sat beside n_params, and "mask"
+    gave run_mechanisms a second "mask_params" metric."""
+    m, mask = planted.model, Mask.from_labels(["L0.mlp", "L1.mlp"])
+    for name in ("other", "n", "mask"):
+        mech = {"fact_lookup_mlps": Mask.from_labels(["L1.mlp"]), name: Mask.from_labels(["L0.mlp"])}
+        with pytest.raises(ValueError, match=rf"mechanisms: the names \['{name}'\] are reserved.*rename"):
+            mechanism_counts(mask, mech, m)
+        with pytest.raises(ValueError, match="reserved"):
+            run_mechanisms(m, mask=mask, mechanisms=mech)
+        with pytest.raises(ValueError, match="reserved"):
+            mechanism_table({"flu": mask}, mech, m)
+    c = mechanism_counts(mask, {"other_mlps": Mask.from_labels(["L0.mlp"])}, m)  # a name that only starts so
+    assert c["other_mlps_params"] == c["other_params"] == c["n_params"] // 2
+
+
 def test_default_mechanisms_planted(planted):
     mech = default_mechanisms(planted.model, planted.dataset[:24], flu_scores=Mask.from_labels(["L1.mlp"]))
     assert mech["fact_lookup_mlps"].labels == ["L1.mlp"]
