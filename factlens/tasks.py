@@ -203,21 +203,39 @@ def full_sports_editing(dataset: FactDataset, sport: str = "basketball", target:
     """Full-Sports-Editing: every athlete of ``sport`` is edited to ``target`` (golf).
 
     ``n_forget``: edit a seeded sample of that many of them instead (:class:`TaskSizeError` when the
-    dataset has fewer).
+    dataset has fewer, or fewer than 2 facts of the other sports to retain and maintain).
+    ``ValueError`` when ``target`` is ``sport`` (an edit to the true answer).
     """
     _check_sports(dataset)
     if sport not in dataset.candidates:
         raise ValueError(f"sport {sport!r} not among the dataset's answers {dataset.candidates}")
+    if target == sport:
+        raise ValueError(f"the edit target must be another sport than the edited athletes' sport {sport!r}, found "
+                         f"target={target!r} (an edit to the true answer changes nothing); choose another target "
+                         "(e.g. 'golf')")
     cands = tuple(dict.fromkeys(dataset.candidates + (target,)))
     ds = dataset.with_candidates(cands)
     forget = ds.filter(lambda r: r.answer == sport)
     size = _sport_size(n_forget, len(forget), sport)
     if n_forget is not None:
         forget = forget.split(size, seed=seed)[0]
-    rest = ds.filter(lambda r: r.answer != sport)
+    rest = _other_sports(ds, sport)
     forget = forget.map(lambda r: _with_target(r, target))
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("full_sports_editing", "inject", forget, retain, maintain, seed=seed, meta={"sport": sport, "target": target})
+
+
+def _other_sports(dataset: FactDataset, sport: str) -> FactDataset:
+    """The facts of the sports other than ``sport`` (retained and maintained), or a :class:`TaskSizeError`
+    when fewer than 2 are left: one to retain and one to maintain (the task was built with an empty retain
+    or maintain split, e.g. from the facts a model knows that are nearly all of ``sport``)."""
+    rest = dataset.filter(lambda r: r.answer != sport)
+    if len(rest) < 2:
+        raise TaskSizeError(f"the dataset (the facts the model knows) holds {len(dataset) - len(rest)} {sport} fact(s) "
+                            f"and {len(rest)} of the other sports; the task needs at least 2 of the other sports (one "
+                            "to retain, one to maintain): use a larger dataset, another sport, or a model that knows "
+                            "more of its facts")
+    return rest
 
 
 def _sport_size(n_forget: int | None, n_sport: int, sport: str) -> int:
@@ -243,7 +261,7 @@ def sports_unlearning(dataset: FactDataset, sport: str = "basketball", seed: int
     """Sports-Unlearning: every athlete of ``sport`` is unlearned (no edit target).
 
     ``n_forget``: unlearn a seeded sample of that many of them instead (:class:`TaskSizeError` when
-    the dataset has fewer).
+    the dataset has fewer, or fewer than 2 facts of the other sports to retain and maintain).
     """
     _check_sports(dataset)
     if sport not in dataset.candidates:
@@ -252,7 +270,7 @@ def sports_unlearning(dataset: FactDataset, sport: str = "basketball", seed: int
     size = _sport_size(n_forget, len(forget), sport)
     if n_forget is not None:
         forget = forget.split(size, seed=seed)[0]
-    rest = dataset.filter(lambda r: r.answer != sport)
+    rest = _other_sports(dataset, sport)
     retain, maintain = _split_rest(rest, n_retain=n_retain, n_maintain=n_maintain, seed=seed)
     return Task("sports_unlearning", "unlearn", forget, retain, maintain, seed=seed, meta={"sport": sport})
 
@@ -312,8 +330,10 @@ def _without_trained_neighbors(*splits: FactDataset) -> tuple[Any, ...]:
 def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chunk_size: int = 16, seed: int = 0, *,
                                    n_retain: int | None = None, n_maintain: int | None = None) -> Task:
     """Sequential-CounterFact-Editing: ``n_chunks`` chunks of ``chunk_size`` facts, edited one after another."""
-    if n_chunks < 1 or chunk_size < 1:
-        raise ValueError(f"sequential editing needs n_chunks >= 1 and chunk_size >= 1, got {n_chunks} and {chunk_size}")
+    for name, value in (("n_chunks", n_chunks), ("chunk_size", chunk_size)):
+        if not _whole_count(value):  # 2.0 was refused as n_forget, True taken as 1, "4" a bare TypeError
+            where = "[task_options] n_chunks" if name == "n_chunks" else "--forget-size"
+            raise ValueError(f"{name} must be a whole number >= 1 ({where}), got {value!r}")
     n = n_chunks * chunk_size
     if n > len(dataset) - 2:
         most = (len(dataset) - 2) // max(n_chunks, 1)

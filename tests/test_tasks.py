@@ -1,6 +1,7 @@
 """factlens.tasks: the paper's tasks, their seeded splits and the TASKS registry."""
 
 import inspect
+import re
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_more_facts_than_the_sport_has_is_a_task_size_error(task):
     """Both tasks cut n_forget to the sport's facts without a word, while the other tasks refuse."""
     from factlens.tasks import TaskSizeError
 
-    ds = sports_facts()[:40]
+    ds = sports_facts().shuffled(0)[:40]  # all sports: with basketball alone, nothing is left to retain
     n = sum(r.answer == "basketball" for r in ds)
     with pytest.raises(TaskSizeError, match=rf"n_forget={n + 1} .* than the {n} in the dataset.*use at most {n} "):
         task(ds, sport="basketball", n_forget=n + 1)
@@ -177,3 +178,39 @@ def test_a_dataset_too_small_for_any_task_says_so():
         for n_forget in (None, 4):
             with pytest.raises(TaskSizeError, match=r"holds no basketball facts: choose another sport"):
                 build(no_basketball, sport="basketball", n_forget=n_forget)
+
+
+@pytest.mark.parametrize("task", [full_sports_editing, sports_unlearning])
+def test_too_few_facts_of_the_other_sports_is_a_task_size_error(task):
+    """With nearly every known fact of the sport, retain and maintain were built empty (or one of them)."""
+    from factlens.data.records import FactDataset
+    from factlens.tasks import TaskSizeError
+
+    ds = sports_facts()
+    basketball = [r for r in ds if r.answer == "basketball"][:20]
+    others = [r for r in ds if r.answer != "basketball"]
+    for n_other in (0, 1):
+        small = FactDataset(tuple(basketball + others[:n_other]), name="sports", candidates=ds.candidates)
+        with pytest.raises(TaskSizeError, match=rf"holds 20 basketball fact\(s\) and {n_other} of the other sports; "
+                                                r"the task needs at least 2 .*use a larger dataset, another sport"):
+            task(small, sport="basketball")
+    t = task(FactDataset(tuple(basketball + others[:2]), name="sports", candidates=ds.candidates), sport="basketball")
+    assert (len(t.forget), len(t.retain), len(t.maintain)) == (20, 1, 1)  # the smallest task that fits
+
+
+def test_full_sports_editing_refuses_the_sport_itself_as_edit_target():
+    """target == sport was accepted: every forget fact's edit target was its true answer."""
+    with pytest.raises(ValueError, match=r"edit target must be another sport than the edited athletes' sport "
+                                         r"'basketball', found target='basketball'"):
+        full_sports_editing(sports_facts(), sport="basketball", target="basketball")
+    assert all(r.target_new == "football" for r in full_sports_editing(sports_facts(), target="football").forget)
+
+
+@pytest.mark.parametrize("kw, name", [({"n_chunks": 2.0}, "n_chunks"), ({"n_chunks": "4"}, "n_chunks"),
+                                      ({"chunk_size": True}, "chunk_size"), ({"chunk_size": 0}, "chunk_size"),
+                                      ({"n_chunks": 2.5}, "n_chunks")])
+def test_sequential_chunk_counts_must_be_whole_numbers_and_are_named(kw, name):
+    """n_chunks=2.0 was refused as "n_forget ... got 16.0", chunk_size=True taken as 1, and a string n_chunks a
+    bare TypeError."""
+    with pytest.raises(ValueError, match=rf"^{name} must be a whole number >= 1 .*got {re.escape(repr(kw[name]))}$"):
+        sequential_counterfact_editing(counterfact(), **{"n_chunks": 2, "chunk_size": 4, **kw})

@@ -66,7 +66,7 @@ class FormattedPrompt:
         prompt: The text fed to the model.
         answer: The correct answer in this format (no leading space).
         target: What the edited model should answer (``None``: no edit target).
-        candidates: Answers compared for argmax accuracy (includes answer and target).
+        candidates: Answers compared for argmax accuracy (must include the answer; the formats add the target).
         record_id: The fact's id.
         format: The format name.
         subject_span: Character span of the subject in ``prompt`` (when known).
@@ -79,6 +79,16 @@ class FormattedPrompt:
     record_id: str
     format: str
     subject_span: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse an answer that is not among the candidates: the scorers look it up there, and a
+        prompt built by hand failed deep inside with a bare "tuple.index(x): x not in tuple". (An
+        edit target outside the candidates stays legal, as the known filter's prompts hold it: the
+        scorers give it no candidate scores.)"""
+        if self.answer not in self.candidates:
+            raise ValueError(f"prompt of fact {self.record_id!r} ({self.format} format): its answer {self.answer!r} is "
+                             f"not among its candidates {tuple(self.candidates)}; the candidates are the answers "
+                             "compared for argmax accuracy and must include the answer")
 
 
 def _cands(ds: FactDataset, r: FactRecord, *extra: str | None) -> tuple[str, ...]:

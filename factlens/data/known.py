@@ -161,6 +161,25 @@ def _known_mask(dataset: FactDataset, s, p_threshold: float | None) -> np.ndarra
     return np.where(has, top, s.p_answer > thr)
 
 
+def _own_candidates(dataset: FactDataset, items: list) -> list:
+    """``items`` (one prompt per fact of ``dataset``, in order) with each fact that has candidates
+    judged among them and its answer only (:meth:`FactDataset.candidates_for`).
+
+    The prompt formats add the edit target to the candidates, which the evaluation compares the
+    answer with; the known filter asks whether the model knows the fact, and a row of the Sports Facts
+    CSV whose edit target is golf was judged among four sports, golf included. Multiple-choice prompts
+    keep their options (letters), and prompts whose candidates are already these stay as they are.
+    """
+    out = []
+    for it, r in zip(items, dataset):
+        own = list(dataset.candidates_for(r))
+        if own and it.format != "mcq" and it.answer == r.answer:
+            own += [] if it.answer in own else [it.answer]
+            it = it if tuple(own) == it.candidates else replace(it, candidates=tuple(own))
+        out.append(it)
+    return out
+
+
 def _criterion(has_candidates: bool, p_threshold: float | None, candidate_score: str = "sum") -> str:
     """The words ``meta["known"]["criterion"]`` gives the test of :func:`_known_mask`."""
     thr = f"p > {0.5 if p_threshold is None else p_threshold}"
@@ -176,7 +195,8 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
 
     The criterion follows the paper, per fact: with a candidate answer set (sports; the
     dataset's candidates or the fact's own, :meth:`FactDataset.candidates_for`), the true answer
-    must be the most likely candidate; for open-vocabulary facts (CounterFact) the true
+    must be the most likely candidate (an edit target that is none of them is left out: it
+    competed until 2026-12-06); for open-vocabulary facts (CounterFact) the true
     answer's probability must exceed ``p_threshold`` (default 0.5; multi-token answers use
     the product of token probabilities). Pass ``p_threshold`` to also require it for
     candidate data. (Until 2026-12-06 only the dataset's candidates decided: a list of facts
@@ -200,6 +220,7 @@ def filter_known(model, dataset: FactDataset, *, p_threshold: float | None = Non
     # check alone let one fact's two paraphrases cover another fact that has none)
     if [it.record_id for it in items] != [r.id for r in dataset]:
         raise ValueError(f"format {fmt!r} does not give exactly one prompt per fact, in order")
+    items = _own_candidates(dataset, items)
     keep = _known_mask(dataset, score_prompts(model, items, batch_size=batch_size, candidate_score=candidate_score),
                        p_threshold)
     kept = [r for r, k in zip(dataset, keep) if k]

@@ -286,6 +286,9 @@ def _cf_record(d: dict[str, Any], mcq: dict[str, Any] | None, where: str = "reco
             mcq = _check_mcq(d["mcq"], f"{where} mcq")
     true = _target(_field(rw, "target_true", w), "target_true", w)
     new = _target(_field(rw, "target_new", w), "target_new", w)
+    if new == true:  # an edit to the true answer changes nothing, yet was scored as a successful edit
+        raise ValueError(f"{w}: target_new (the edit target) must differ from target_true (the fact's answer), found "
+                         f"{new!r} for both; fix the record's target_new or leave the record out")
     template, subject, rel = (str(_field(rw, k, w)) for k in ("prompt", "subject", "relation_id"))
     paras = string_list(_listed(d, "paraphrase_prompts"), "paraphrase_prompts", where)
     neigh = _neighbors(_listed(d, "neighborhood_prompts"), true, where)
@@ -420,8 +423,9 @@ def counterfact(path: str | Path | None = None, mcq_path: str | Path | None = No
         path: ``None`` for the built-in set; else CounterFact in the ROME JSON layout (local
             file or Hugging Face dataset name): a list of records, or an object holding one
             under ``"data"`` or ``"records"``. A file without records raises ``ValueError``
-            naming what it found; so does a record without a needed field, or two different
-            records with the same ``case_id`` (an identical repeat is dropped with a warning).
+            naming what it found; so does a record without a needed field or whose
+            ``target_new`` is its ``target_true``, or two different records with the same
+            ``case_id`` (an identical repeat is dropped with a warning).
         mcq_path: Multiple-choice questions (JSONL or parquet with ``question``,
             ``target_true``, ``targets_false``, ``prompt_id``), joined on ``case_id``.
             Options are matched to the fact's answers up to case and spacing (and spelled

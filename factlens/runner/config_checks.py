@@ -68,7 +68,7 @@ def late_failures(config: "RunConfig") -> list[str]:
     if config.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
         bad += [f"objective {o!r} trains towards a new answer (target_new), which task {config.task!r} does not "
                 "give: choose an unlearning objective" for o in config.objectives if OBJECTIVES.get(o).needs_target_new]
-    bad += _task_option_types(config)
+    bad += _task_option_types(config) + _edit_to_the_sport(config)
     from factlens.evaluation import SUITES
 
     stray = sorted(n for n in config.eval.to_dict().get("other_suites", {}) if n not in SUITES)
@@ -195,9 +195,14 @@ def _unused_task_options(config: "RunConfig") -> list[str]:
     own = {"dataset", "seed", "n_forget", "chunk_size"}  # given by the runner (forget_size, seeds)
     accepted = sorted(set(params) - own)
     out = []
+    # the runner passes these itself: given twice, the job failed late with a message blaming n_forget
+    given = {"seed": "the seed is set per run by --seeds (the config's seeds)",
+             "dataset": "the facts are set by the data options (--data, --max-facts, --no-filter-known)"}
     for k in config.task_options:
         if k in ("n_forget", "chunk_size"):
             out.append(f"task_options.{k}: set forget_size (--forget-size) instead")
+        elif k in given:
+            out.append(f"task_options.{k}: {given[k]}, not by a task option")
         elif k not in params:
             out.append(f"task_options.{k}: task {config.task!r} does not take it (it takes {accepted})")
     return out
@@ -212,6 +217,24 @@ def _task_option_types(config: "RunConfig") -> list[str]:
     fn = task_entry("sports-athlete-editing" if config.task == "planted" else config.task).fn
     return [f"task_options.{k}={v!r}: {p}" for k, v in config.task_options.items()
             for p in [keyword_problem(fn, k, v)] if p]
+
+
+def _edit_to_the_sport(config: "RunConfig") -> list[str]:
+    """Full-Sports-Editing with its edit target equal to its sport (``task_options.target = "basketball"``):
+    an edit to the true answer, refused by the task only inside the job."""
+    import inspect
+
+    from factlens.tasks import full_sports_editing
+
+    if config.task != "full-sports-editing":
+        return []
+    params = inspect.signature(full_sports_editing).parameters
+    sport, target = (config.task_options.get(k, params[k].default) for k in ("sport", "target"))
+    if target != sport:
+        return []
+    return [f"task_options: the edit target {target!r} is the edited athletes' sport {sport!r} (task_options.target "
+            f"and .sport, by default {params['target'].default!r} and {params['sport'].default!r}): an edit to the "
+            "true answer changes nothing; choose another target or sport"]
 
 
 def check_device(config: "RunConfig", *, local: bool | None = None) -> None:

@@ -63,7 +63,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise ValueError(f"config file {p} is a folder; give the .toml / .yaml file (e.g. {p}/config.toml)")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Notepad) was "invalid TOML/JSON"
     except UnicodeDecodeError as e:
         raise ValueError(f"config file {p} is not UTF-8 text ({e}); save it as UTF-8") from e
     if p.suffix == ".toml":

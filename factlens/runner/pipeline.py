@@ -118,24 +118,28 @@ class Unsupported:
 
 
 def build_task(cfg: RunConfig, dataset, seed: int):
-    """The task of ``cfg`` on ``dataset`` for ``seed``."""
+    """The task of ``cfg`` on ``dataset`` for ``seed``.
+
+    ``eval_preset="small"``: at most :data:`~factlens.runner.config.SMALL_N_MAINTAIN` maintain facts when the
+    task built without the cap leaves twice as many to retain and maintain. (Until 2026-12-06 that count
+    subtracted ``forget_size`` from the data set, and nothing where it was unset, as for a whole sport: the
+    cap could then leave no retain facts.)
+    """
+    from factlens.runner.config import SMALL_N_MAINTAIN
     from factlens.tasks import task_entry
 
     entry = task_entry("sports-athlete-editing" if cfg.task == "planted" else cfg.task)
-    name, fn = entry.name, entry.fn
     kw: dict[str, Any] = dict(cfg.task_options)
     if cfg.forget_size is not None:
         kw[entry.size_option] = cfg.forget_size
-    if cfg.eval_preset == "small" and "n_maintain" not in kw and "n_retain" not in kw:
-        from factlens.runner.config import SMALL_N_MAINTAIN
-
-        n_forget = (cfg.forget_size or 0) * int(kw.get("n_chunks", 4) if name.startswith("sequential") else 1)
-        if len(dataset) - n_forget >= 2 * SMALL_N_MAINTAIN:
-            kw["n_maintain"] = SMALL_N_MAINTAIN
     try:
-        return fn(dataset, seed=seed, **kw)
+        task = entry.fn(dataset, seed=seed, **kw)
+        if cfg.eval_preset == "small" and "n_maintain" not in kw and "n_retain" not in kw \
+                and len(task.retain) + len(task.maintain) >= 2 * SMALL_N_MAINTAIN:
+            task = entry.fn(dataset, seed=seed, **kw, n_maintain=SMALL_N_MAINTAIN)
+        return task
     except TypeError as e:
-        raise ValueError(f"task {cfg.task!r} does not accept options {sorted(kw)} ({e})") from e
+        raise ValueError(f"task {cfg.task!r} does not accept options {sorted(cfg.task_options)} ({e})") from e
 
 
 def prepare(config: RunConfig | dict[str, Any], seed: int, *, workspace: Workspace | None = None) -> Prepared:

@@ -76,3 +76,19 @@ def test_mcq_prompts_warn_when_they_hold_fewer_solved_examples_than_asked():
         warnings.simplefilter("error")  # as many as asked for: no warning, and the same prompts as before
         assert [it.prompt.count("Answer: ") for it in format_prompts(ds, "mcq", n_shots=2)] == [2, 2, 2]
         format_prompts(cf, "mcq", n_shots=2, mcq_shots="dataset")
+
+
+def test_a_prompt_whose_answer_is_not_a_candidate_is_refused():
+    """A prompt built by hand with its answer outside its candidates failed in the scorers with a bare
+    "tuple.index(x): x not in tuple"; an edit target outside them stays legal (the scorers skip it)."""
+    from factlens.data.formats import FormattedPrompt
+
+    with pytest.raises(ValueError, match=r"prompt of fact 'r0' \(default format\): its answer 'golf' is not among its "
+                                         r"candidates \('tennis', 'hockey'\)"):
+        FormattedPrompt("Tiger Woods plays the sport of", "golf", None, ("tennis", "hockey"), "r0", "default")
+    p = FormattedPrompt("Tiger Woods plays the sport of", "golf", "chess", ("golf", "tennis"), "r0", "default")
+    assert p.target not in p.candidates
+    for fmt in ("default", "mcq", "zero_shot"):  # every prompt the formats build holds its answer
+        assert all(it.answer in it.candidates for it in format_prompts(sports_facts(), fmt))
+    assert all(it.answer in it.candidates for fmt in ("default", "paraphrase", "neighborhood", "mcq")
+               for it in format_prompts(counterfact(), fmt))

@@ -85,3 +85,28 @@ def test_a_list_of_records_is_scored_as_its_dataset_or_refused(planted):
             fn(planted.model, [])
     with pytest.raises(TypeError, match="must be facts"):
         filter_known(planted.model, "facts.csv")
+
+
+def test_filter_known_judges_a_fact_among_its_candidates_not_its_edit_target(tmp_path, monkeypatch):
+    """A Sports Facts row whose edit target (inject_sport_without_golf) is golf was judged among four
+    candidates, golf included; the evaluation's prompts keep the target among their candidates."""
+    import factlens.data.known as known
+    from factlens.data import sports_facts
+    from factlens.data.formats import format_prompts
+    from factlens.testing import tiny_model
+
+    p = tmp_path / "sports.csv"
+    p.write_text("athlete,sport,inject_sport_without_golf\nA One,football,golf\nB Two,baseball,football\n"
+                 "C Three,basketball,\n")
+    ds = sports_facts(p)
+    scored, real = [], known.score_prompts
+
+    def spy(model, items, **kw):
+        scored.extend(items)
+        return real(model, items, **kw)
+
+    monkeypatch.setattr(known, "score_prompts", spy)
+    known.filter_known(tiny_model(), ds)
+    assert [it.candidates for it in scored] == [ds.candidates] * 3
+    assert [it.target for it in scored] == ["golf", "football", None]
+    assert format_prompts(ds)[0].candidates == (*ds.candidates, "golf")  # the evaluation's, unchanged

@@ -261,3 +261,22 @@ def test_reference_data_loads_as_before(shared_data):
     assert (len(qs), _digest(_questions(qs))) == (285, "18440e35bc49f380")
     wiki = load_texts(shared_data / "wikitext2" / "test.txt")
     assert _digest(wiki) == "1f2c0990ec7531dc"
+
+
+@pytest.mark.parametrize("layout", ["rome", "builtin"])
+def test_a_counterfact_edit_target_equal_to_the_true_answer_is_refused(tmp_path, layout):
+    """A record whose target_new is its target_true was loaded, and its "edit" to the true answer counted
+    as a success (the shared CounterFact sample has none: it loads whole, test_reference_data_loads_as_before)."""
+    import json
+
+    fact = {"prompt": "The capital of {} is", "subject": "France", "relation_id": "P36", "target_true": "Paris"}
+    good = {"case_id": 1, "requested_rewrite": {**fact, "target_new": "Rome"}}
+    bad = ({"case_id": 2, "requested_rewrite": {**fact, "target_new": {"str": " Paris"}}} if layout == "rome"
+           else {"case_id": 2, **fact, "target_new": "Paris"})
+    p = tmp_path / "cf.json"
+    p.write_text(json.dumps([good, bad]))
+    with pytest.raises(ValueError, match=r"cf.json: record 1 \(case_id 2\).*: target_new \(the edit target\) must "
+                                         r"differ from target_true .* found 'Paris' for both"):
+        counterfact(p)
+    p.write_text(json.dumps([good]))
+    assert [(r.answer, r.target_new) for r in counterfact(p)] == [("Paris", "Rome")]

@@ -451,7 +451,7 @@ def test_text_sft_source(tiny_task, tmp_path):
 def test_bad_inputs(tiny_task, planted):
     with pytest.raises(TypeError, match="Task"):
         edit(tiny_model(), Mask.from_labels(["L0.mlp"]), sports_facts()[:5], show_progress=False)
-    unlearn = sports_unlearning(sports_facts()[:40], n_forget=3)
+    unlearn = sports_unlearning(sports_facts().shuffled(0)[:40], n_forget=3)
     with pytest.raises(ValueError, match="target_new"):
         edit(tiny_model(), Mask.from_labels(["L0.mlp"]), unlearn, objective="inject", show_progress=False)
     with pytest.raises(ValueError, match="objective"):
@@ -666,7 +666,7 @@ def test_sequential_chunks_must_split_the_forget_facts(planted):
             edit_sequential(planted.model, mask, replace(planted.task, chunks=chunks), config=cfg)
     with pytest.raises(ValueError, match="chunk_size=2 with a task that has its own 2 chunks"):
         edit_sequential(planted.model, mask, replace(planted.task, chunks=(f[:4], f[4:])), config=cfg, chunk_size=2)
-    with pytest.raises(ValueError, match="chunk_size >= 1"):
+    with pytest.raises(ValueError, match="chunk_size must be a whole number >= 1"):
         sequential_counterfact_editing(planted.dataset, n_chunks=2, chunk_size=0)
 
 

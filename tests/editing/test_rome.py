@@ -155,7 +155,7 @@ def test_mask_must_be_exactly_one_mlp_layer(task):
 
 def test_bad_task_objective_and_config(task):
     m = tiny_model()
-    unlearn = sports_unlearning(sports_facts()[:40], n_forget=2, seed=0)
+    unlearn = sports_unlearning(sports_facts().shuffled(0)[:40], n_forget=2, seed=0)
     with pytest.raises(ValueError, match="objective 'inject'"):
         rome(m, Mask.from_labels(["L1.mlp"]), unlearn, config=FAST)
     with pytest.raises(ValueError, match="objective 'inject'"):
@@ -281,7 +281,7 @@ def test_edit_takes_an_objective_entry_and_checks_what_a_method_returns(task):
                       objective=OBJECTIVES.get("inject"))
     assert seen["objective"] == "inject"
     with pytest.raises(ValueError, match=r"does not support objective 'unlearn'; it supports \['inject'\]"):
-        factlens.edit(m, Mask.from_labels(["L1.mlp"]), sports_unlearning(sports_facts()[:40], n_forget=2, seed=0),
+        factlens.edit(m, Mask.from_labels(["L1.mlp"]), sports_unlearning(sports_facts().shuffled(0)[:40], n_forget=2, seed=0),
                       method="rome", objective=OBJECTIVES.get("unlearn"))
 
 

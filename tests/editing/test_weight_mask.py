@@ -158,7 +158,7 @@ def test_inject_task_and_gqa_head_mask(planted12):
     from factlens.data import sports_facts
 
     model = tiny_model(variant="gqa")
-    t = sports_unlearning(sports_facts()[:40])
+    t = sports_unlearning(sports_facts().shuffled(0)[:40])
     head = Mask(frozenset({Component("head", 1, 1)}))
     res = learn_weight_mask(model, head, t, config=FAST.replace(steps=2, lr=2.0, forget_batch_size=4, retain_batch_size=4))
     assert set(res.region) == set(head.to_param_masks(model))

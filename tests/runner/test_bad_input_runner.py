@@ -927,3 +927,27 @@ def test_the_compare_help_names_the_interval_of_several_seeds_of_0_1_outcomes(ca
         build_parser().parse_args(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "of one seed, else" not in text and "with several seeds its hull with the paired bootstrap" in text
+
+
+@pytest.mark.parametrize("suffix, text", [(".toml", 'task = "planted"\nseeds = [2]\n'),
+                                          (".json", '{"task": "planted", "seeds": [2]}'),
+                                          (".yaml", "task: planted\nseeds: [2]\n")])
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path: Path, suffix, text):
+    """Notepad's "UTF-8 with BOM": a TOML file was "invalid TOML (Invalid statement (at line 1, column 1))", a
+    JSON file "Unexpected UTF-8 BOM"; the data loaders already read such files."""
+    from factlens.runner.inputs import load_config_file
+
+    p = tmp_path / f"run{suffix}"
+    p.write_text(text, encoding="utf-8-sig")
+    assert p.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_config_file(p) == {"task": "planted", "seeds": [2]}
+
+
+def test_full_sports_editing_to_its_own_sport_is_refused_up_front(tmp_path: Path):
+    """``task_options.target = "basketball"`` passed the checks; the task (now) or the edit refused it in the job."""
+    for options in ({"target": "basketball"}, {"sport": "football", "target": "football"}):
+        with pytest.raises(ValueError, match=r"bad settings \(found before any file is written\):\n  task_options: the "
+                                             rf"edit target '{options['target']}' is the edited athletes' sport"):
+            _cfg(tmp_path / "run", task="full-sports-editing", model="gemma-3-270m", task_options=options)
+    assert _cfg(tmp_path / "run", task="full-sports-editing", model="gemma-3-270m",
+                task_options={"target": "football"}).task_options == {"target": "football"}

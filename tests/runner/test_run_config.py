@@ -4,6 +4,7 @@ still resume and report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -395,3 +396,49 @@ def test_a_run_folders_run_config_json_reproduces_the_run_as_a_config_file(tmp_p
     assert config_from_args(build_parser().parse_args(["run", "--config", record])).out == str(Path("results/planted"))
     flagged = config_from_args(build_parser().parse_args(["run", "--config", record, "--seeds", "1"]))
     assert flagged.seeds == (1,) and flagged.edit == {"steps": 2}  # flags change it as any config file's settings
+
+
+@pytest.mark.parametrize("task, options", [("full-sports-editing", {}), ("sports-unlearning", {}),
+                                           ("full-sports-editing", {"sport": "football"})])
+def test_the_small_presets_maintain_cap_counts_the_real_forget_set(task, options):
+    """With forget_size=None (a whole sport) the cap counted no forget facts: 70 basketball players of 134 known facts
+    left 64 others, all kept to maintain, and retain was empty. The cap applies when the task leaves
+    at least twice SMALL_N_MAINTAIN facts to retain and maintain; the main job's splits are as before."""
+    from factlens.data import sports_facts
+    from factlens.data.records import FactDataset
+    from factlens.runner.config import SMALL_N_MAINTAIN
+    from factlens.runner.pipeline import build_task
+
+    sp = sports_facts()
+    sport = options.get("sport", "basketball")
+    mine, other = [r for r in sp if r.answer == sport][:70], [r for r in sp if r.answer != sport]
+    small = FactDataset(tuple(mine + other[:64]), name="sports", candidates=sp.candidates)
+    t = build_task(_cfg(task=task, model="gemma-3-270m", forget_size=None, task_options=options), small, 0)
+    assert (len(t.forget), len(t.retain), len(t.maintain)) == (70, 32, 32)
+    t = build_task(_cfg(task=task, model="gemma-3-270m", forget_size=None, task_options=options), FactDataset(
+        tuple(mine + other[:2 * SMALL_N_MAINTAIN]), name="sports", candidates=sp.candidates), 0)
+    assert (len(t.forget), len(t.retain), len(t.maintain)) == (70, 2 * SMALL_N_MAINTAIN - 64, 64)  # capped
+    main_job = build_task(_cfg(task="sports-athlete-editing", model="gemma-3-270m", forget_size=32), sp, 0)
+    assert (len(main_job.forget), len(main_job.retain), len(main_job.maintain)) == (32, 289, 64)
+
+
+def test_task_options_the_runner_sets_itself_are_refused_up_front(monkeypatch):
+    """task_options.seed (or .dataset) passed the checks and failed in the job: "does not accept options
+    ['n_forget', 'n_maintain', 'seed'] (... got multiple values for keyword argument 'seed')", naming
+    options the user never gave. A task's TypeError now names the user's task_options only."""
+    import factlens.tasks
+    from factlens.data import sports_facts
+    from factlens.runner.pipeline import build_task
+
+    for key, why in (("seed", "set per run by --seeds"), ("dataset", "set by the data options")):
+        with pytest.raises(ValueError, match=rf"options this run does not use.*\n  task_options.{key}: .*{why}"):
+            _cfg(task="sports-athlete-editing", task_options={key: 1})
+    entry = factlens.tasks.task_entry("sports-athlete-editing")
+
+    def fails(*a, **k):
+        raise TypeError("a task's own TypeError")
+
+    cfg = _cfg(task="sports-athlete-editing", forget_size=8, task_options={"n_retain": 4})
+    monkeypatch.setattr(factlens.tasks, "task_entry", lambda name: dataclasses.replace(entry, fn=fails))
+    with pytest.raises(ValueError, match=re.escape("does not accept options ['n_retain'] (a task's own TypeError)")):
+        build_task(cfg, sports_facts(), 0)
