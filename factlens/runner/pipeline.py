@@ -32,6 +32,7 @@ from factlens.editing.memory_editing import MaskNotSupported
 from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
+from factlens.runner.pristine import check_restored, restore_from  # check_restored: also importable from here
 from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import versions  # noqa: F401 - also importable from here, as before
 from factlens.runner.workspace import Workspace  # noqa: F401 - also importable from here, as before
@@ -323,31 +324,6 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
     return mask, scores, False, getattr(plan, "waited", 0.0)
 
 
-def check_restored(model, original) -> dict[str, Any]:
-    """Compare every parameter of ``model`` with ``original``.
-
-    Returns:
-        ``{"exact": bool, "max_abs_diff": float, "n_changed": int}`` (``n_changed``:
-        parameter tensors that are not bit-identical).
-    """
-    ref = dict(original.named_parameters())
-    worst, changed = 0.0, 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            q = ref[name]
-            if not torch.equal(p, q):
-                changed += 1
-                worst = max(worst, float((p - q).abs().max()))
-    return {"exact": changed == 0, "max_abs_diff": worst, "n_changed": changed}
-
-
-def _restore_from(model, original) -> None:
-    ref = dict(original.named_parameters())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(ref[name])
-
-
 def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str] | None = None) -> None:
     """Raise (and drop the workspace's model, so the next job reloads it) if the model is not unedited."""
     left = prep.pristine.changed() if left is None else left
@@ -489,7 +465,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         res = _edit(prep, mask, cfg, seed, method=method,
                     objective=None if objective == cfg.default_objective else objective)
     except BaseException as e:
-        _restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
+        restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
         _check_pristine(prep, workspace)
         if isinstance(e, MaskNotSupported):
             raise MaskNotSupported(f"unit {unit!r} (seed {seed}): {e}") from None
@@ -523,7 +499,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
             left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
             restore["exact"] = restore["exact"] and not left
             if not restore["exact"]:
-                _restore_from(prep.model, prep.original)
+                restore_from(prep.model, prep.original)
                 restore["repaired"] = True
                 left = prep.pristine.changed()
             prep.pristine.reset()

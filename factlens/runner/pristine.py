@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from factlens.digests import weight_digests
 
-__all__ = ["OriginalView", "PristineCopy", "original_tensors", "param_digests"]
+__all__ = ["OriginalView", "PristineCopy", "original_tensors", "param_digests", "check_restored", "restore_from"]
 
 
 def param_digests(model) -> dict[str, bytes]:
@@ -156,3 +156,29 @@ class PristineCopy:
 
     def reset(self) -> None:
         """Nothing to do."""
+
+
+def check_restored(model, original) -> dict[str, Any]:
+    """Compare every parameter of ``model`` with ``original``.
+
+    Returns:
+        ``{"exact": bool, "max_abs_diff": float, "n_changed": int}`` (``n_changed``:
+        parameter tensors that are not bit-identical).
+    """
+    ref = dict(original.named_parameters())
+    worst, changed = 0.0, 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            q = ref[name]
+            if not torch.equal(p, q):
+                changed += 1
+                worst = max(worst, float((p - q).abs().max()))
+    return {"exact": changed == 0, "max_abs_diff": worst, "n_changed": changed}
+
+
+def restore_from(model, original) -> None:
+    """Copy every parameter of ``original`` into ``model`` (a failed in-place edit must not leak into the next job)."""
+    ref = dict(original.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(ref[name])
