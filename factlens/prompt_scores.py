@@ -59,9 +59,10 @@ class PromptScores:
             log-probability (what the model answers among the candidates; :meth:`predicted`);
             -1 where several share it (:func:`unique_argmax`: then no candidate wins).
 
-    With ``candidate_score="token_mean"`` (:func:`score_prompts`) the wins, ``winner`` and the
-    normalized probabilities compare the candidates' mean log-probabilities per token;
-    ``logp_answer`` / ``logp_target`` stay the whole answers' (summed) log-probabilities.
+    With ``candidate_score="token_mean"`` (:func:`score_prompts`) the wins and ``winner``
+    compare the candidates' mean log-probabilities per token; the probabilities stay those of
+    the whole answers (``logp_*`` summed over tokens, ``p_*_norm`` their softmax over the
+    candidates): a softmax of per-token means is the probability of nothing.
     """
 
     items: tuple[FormattedPrompt, ...]
@@ -139,9 +140,8 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
                     "count a broken model as knowing or forgetting the fact")
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
-            rank = ranking_values(model, it.candidates, lp, candidate_score)
-            best = win[i] = unique_argmax(rank)  # -1: a tie at the top, a win for none
-            norm = torch.softmax(rank, 0)
+            best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score))  # -1: a tie
+            norm = torch.softmax(lp, 0)  # whole answers' probabilities, whatever ranks them
             aw[i] = best == ci
             pa[i] = float(norm[ci])
             if it.target is not None and it.target in it.candidates:

@@ -75,8 +75,10 @@ def test_token_mean_compares_candidates_per_token_as_rome_does():
     assert summed.winner.tolist() == [int(torch.argmax(lp)) for lp in lps]
     assert summed.winner.tolist() != want  # the rule matters on this model
     assert (per_token.logp_answer == summed.logp_answer).all()
+    # the probabilities stay the whole answers' (a softmax of per-token means is the probability of nothing)
+    assert (per_token.p_answer_norm == summed.p_answer_norm).all()
     torch.testing.assert_close(torch.tensor(per_token.p_answer_norm),
-                               torch.stack([torch.softmax(lp / n_tok, 0)[i % 3] for i, lp in enumerate(lps)]))
+                               torch.stack([torch.softmax(lp, 0)[i % 3] for i, lp in enumerate(lps)]))
     soft = torch.randn(2, m.cfg.d_model, generator=torch.Generator().manual_seed(0))
     with_soft = {how: soft_prompt_scores(m, soft, items, candidate_score=how)["winner"].tolist()
                  for how in ("sum", "token_mean")}

@@ -119,9 +119,10 @@ def text_accuracy(model, chunks: torch.Tensor, *, batch_size: int = 2) -> float:
 
 
 def score_edit(model, task, *, fmt: str = "default", chunks: torch.Tensor | None = None,
-               batch_size: int = 16, maintain=None) -> dict[str, float]:
+               batch_size: int = 16, maintain=None, candidate_score: str = "sum") -> dict[str, float]:
     """The sweep's metrics and score for one (edited) model (``maintain``: the facts of
-    ``maintain_acc``, default ``task.maintain``).
+    ``maintain_acc``, default ``task.maintain``; ``candidate_score``: how candidates are compared,
+    :attr:`factlens.evaluation.EvalConfig.candidate_score`, the evaluation's rule).
 
     Returns:
         ``forget_acc, edit_acc (NaN for unlearning), maintain_acc, text_acc (NaN without
@@ -140,10 +141,11 @@ def score_edit(model, task, *, fmt: str = "default", chunks: torch.Tensor | None
     maintain = format_prompts(task.maintain if maintain is None else maintain, fmt)
     if not forget:
         raise ValueError(f"the task's forget facts have no prompts in format {fmt!r}")
-    f = score_prompts(model, forget, batch_size=batch_size)
+    f = score_prompts(model, forget, batch_size=batch_size, candidate_score=candidate_score)
+    m = score_prompts(model, maintain, batch_size=batch_size, candidate_score=candidate_score) if maintain else None
     out = {"forget_acc": f.accuracy(),
            "edit_acc": float(f.target_wins.mean()) if task.objective == "inject" else float("nan"),
-           "maintain_acc": score_prompts(model, maintain, batch_size=batch_size).accuracy() if maintain else float("nan"),
+           "maintain_acc": m.accuracy() if m is not None else float("nan"),
            "text_acc": text_accuracy(model, chunks) if chunks is not None else float("nan")}
     terms = [1.0 - out["forget_acc"], out["edit_acc"], out["maintain_acc"], out["text_acc"]]
     out["score"] = float(sum(t for t in terms if not math.isnan(t)))
@@ -173,7 +175,7 @@ def _digest(obj) -> str:
 
 
 def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_len: int,
-            batch_size: int, maintain=None) -> dict[str, Any]:
+            batch_size: int, maintain=None, candidate_score: str = "sum") -> dict[str, Any]:
     """What a finished run's numbers depend on besides its config: a resumed sweep reuses runs only
     when all of it is the same (format 2 adds the weights, every fact and the batch size; format 3
     the held-out built-in text and the maintain facts; a stale file of an older format is refused,
@@ -196,6 +198,8 @@ def _header(model, mask: Mask, task, general_text, n_text_chunks: int, text_seq_
         "maintain": None if maintain is None else _digest(_facts(maintain)),
         "n_text_chunks": n_text_chunks,
         "text_seq_len": text_seq_len,
+        # only when not the default, so that a sweep written before the setting existed resumes
+        **({"candidate_score": candidate_score} if candidate_score != "sum" else {}),
     })
 
 
@@ -254,7 +258,8 @@ def _ends_torn(path: Path) -> bool:
 def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4),
           l_forget: Sequence[float] = (1.0,), base_config: EditConfig = EditConfig(), out_dir: str | Path | None = None,
           general_text: str | Path | None = None, n_text_chunks: int = 16, text_seq_len: int = 64,
-          batch_size: int = 16, maintain=None, show_progress: bool | None = None) -> SweepResult:
+          batch_size: int = 16, maintain=None, candidate_score: str = "sum",
+          show_progress: bool | None = None) -> SweepResult:
     """Edit with every ``(lr, l_forget)`` pair and pick the config with the best train-time score.
 
     A task with chunks (Sequential-CounterFact-Editing) is edited chunk by chunk
@@ -280,6 +285,9 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         n_text_chunks: Text chunks scored for ``text_acc``.
         text_seq_len: Tokens per chunk.
         batch_size: Prompts per forward pass when scoring.
+        candidate_score: How candidates are compared when scoring
+            (:attr:`factlens.evaluation.EvalConfig.candidate_score`): give the rule the evaluation
+            will use, so that the sweep picks by the accuracies it will report.
         show_progress: Draw (``True``) or hide (``False``) the bar over configs; ``None``
             (default) follows :func:`factlens.progress`. The edits inside show no bars.
 
@@ -291,6 +299,10 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     """
     from factlens.data.text import load_texts, same_text_source, token_chunks
 
+    from factlens.prompt_scores import CANDIDATE_SCORES
+
+    if candidate_score not in CANDIDATE_SCORES:  # before the first edit, not after it
+        raise ValueError(f"candidate_score must be one of {list(CANDIDATE_SCORES)}, got {candidate_score!r}")
     lrs, l_forget = list(lrs), list(l_forget)
     if not lrs or not l_forget:
         raise ValueError(f"the grid is empty: lrs={lrs}, l_forget={l_forget}")
@@ -301,7 +313,8 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         warnings.warn(f"general_text is the editor's sft_source ({str(general_text)!r}): text_acc scores text the edit's "
                       "general-text (cross-entropy) term trains on, which favours configs that keep it; give another text (or None: the built-in "
                       "held-out passages)", stacklevel=2)
-    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size, maintain)
+    header = _header(model, mask, task, general_text, n_text_chunks, text_seq_len, batch_size, maintain,
+                     candidate_score)
     path = None
     done: dict[str, dict[str, Any]] = {}
     if out_dir is not None:
@@ -323,7 +336,7 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         if key in done:
             rec = done[key]
         else:
-            rec = done[key] = _run_one(model, mask, task, cfg, chunks, batch_size, maintain)
+            rec = done[key] = _run_one(model, mask, task, cfg, chunks, batch_size, maintain, candidate_score)
             if path is not None:
                 _append(path, rec)
         m = rec["metrics"]
@@ -334,7 +347,8 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     return _result(rows, configs)
 
 
-def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int, maintain=None) -> dict[str, Any]:
+def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int, maintain=None,
+             candidate_score: str = "sum") -> dict[str, Any]:
     """One grid point: edit a copy (chunk by chunk for a task with chunks, as the runner does) and
     score it; a run that diverges is a row with no metrics (it aborted the whole sweep, and every
     resume of it, before)."""
@@ -349,7 +363,7 @@ def _run_one(model, mask, task, cfg: EditConfig, chunks, batch_size: int, mainta
             else:
                 res = edit(model, mask, task, config=cfg, inplace=False)
             metrics = score_edit(res.model, task, fmt=cfg.train_format, chunks=chunks, batch_size=batch_size,
-                                 maintain=maintain)
+                                 maintain=maintain, candidate_score=candidate_score)
     except FloatingPointError as e:  # the editor's NaN/inf guard (the model is restored)
         return {**rec, "metrics": {}, "final_loss": float("nan"), "diverged": str(e), "seconds": time.perf_counter() - t0}
     history = res.history

@@ -134,8 +134,9 @@ class EvalConfig(ConfigBase):
             (The editor's own multiple-choice training prompts, ``EditConfig.train_format="mcq"``,
             take the fixed pool too since then; an older folder trained that way is not told.)
         candidate_score: How an answer is chosen among a fact's candidates, in every suite that
-            scores them (accuracies, the attacks' recovery, the at-chance flags; not the logit
-            lens, which reads first tokens): ``"sum"`` (default), by the whole answer's
+            scores them (accuracies, the attacks' recovery, the at-chance flags; the logit and
+            linear lenses read first tokens, but their before-scores and baselines follow it):
+            ``"sum"`` (default), by the whole answer's
             log-probability; ``"token_mean"``, by its mean log-probability per token, as ROME's
             and MEMIT's CounterFact efficacy, paraphrase and neighborhood scores compare
             ``target_new`` with ``target_true``. Both rank one-token candidates (every sports

@@ -261,9 +261,9 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
                                  "prompts cannot be scored, and argmax would count them as recovered")
     j = 0
     for i, it in enumerate(items):
-        lp = ranking_values(model, it.candidates, lps[j : j + len(it.candidates)].double(), candidate_score)
+        lp = lps[j : j + len(it.candidates)].double()
         j += len(it.candidates)
-        best = win[i] = unique_argmax(lp)  # -1: a tie at the top, a win for none
+        best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score))  # -1: a tie
         ci = it.candidates.index(it.answer)
         aw[i] = best == ci
         pa[i] = float(torch.softmax(lp, 0)[ci])

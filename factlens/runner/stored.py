@@ -40,7 +40,9 @@ _ADDED_EVAL_FIELDS: dict[str, Any] = {"relearning.both_halves": False, "relearni
                                       "unrelated_finetune.text_batch_size": ("text.batch_size", 4),
                                       "soft_prompts.batch_size": ("batch_size", 16),
                                       # quantized / measured the loaded weights, norm scales folded in
-                                      "quantization.unfold_norms": False, "update_size.unfold_norms": False}
+                                      "quantization.unfold_norms": False, "update_size.unfold_norms": False,
+                                      # candidates compared by their summed log-probabilities
+                                      "candidate_score": "sum"}
 #: (A tuple ``(path, default)`` as the value: the setting took the value of that other setting,
 #: ``default`` when the record lacks it too.)
 #: The same for edit settings: the methods' own tables, adaptive RMU and checkpointing did not

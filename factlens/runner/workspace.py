@@ -109,7 +109,8 @@ class Workspace:
 
     def dataset(self, cfg: RunConfig, model, builtin) -> tuple[Any, dict[str, Any]]:
         """The facts of ``cfg`` after ``filter_known`` / ``max_facts`` (computed once per model and data)."""
-        key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts))
+        rule = cfg.eval_config(0).candidate_score if cfg.filter_known else None  # the known filter's rule
+        key = repr((cfg.model, cfg.task, cfg.data, cfg.mcq_data, cfg.filter_known, cfg.max_facts, rule))
         cached = self._entries.get("data")
         if cached is None or cached[0] != key:
             ds, meta = _load_dataset(cfg, model, builtin)

@@ -226,3 +226,22 @@ def test_a_run_finished_after_a_cut_off_line_is_kept_on_the_next_resume(tmp_path
     assert again.table["cached"].all() and len(calls) == 2  # the run of 3e-2 is read back, not redone
     lines = (tmp_path / "sweep.jsonl").read_text().split("\n")
     assert lines[2] == '{"type": "run", "key": "tor' and lines[-1] == ""  # the torn line stays, on its own
+
+
+def test_the_sweep_scores_with_the_evaluations_candidate_rule(tmp_path, planted, mask, calls, monkeypatch):
+    """The sweep always ranked candidates by summed log-probability, so for an evaluation with
+    ``candidate_score="token_mean"`` it picked settings by other accuracies than those reported. It takes the
+    rule now, passes it to its scoring, keys a resumed sweep by it and refuses an unknown one before editing."""
+    seen = []
+    real = sweep_mod.score_edit
+    monkeypatch.setattr(sweep_mod, "score_edit", lambda *a, **k: seen.append(k["candidate_score"]) or real(*a, **k))
+    with pytest.raises(ValueError, match=r"candidate_score must be one of \['sum', 'token_mean'\]"):
+        sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, candidate_score="mean")
+    assert not calls
+    sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match=r"different setup \(candidate_score"):
+        sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path,
+              candidate_score="token_mean", show_progress=False)
+    sweep(planted.model, mask, planted.task, lrs=LRS[:1], base_config=BASE, out_dir=tmp_path / "tok",
+          candidate_score="token_mean", show_progress=False)
+    assert seen == ["sum", "token_mean"] and len(calls) == 2

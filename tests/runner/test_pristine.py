@@ -162,3 +162,17 @@ def test_a_revert_that_raises_drops_the_workspace_model(monkeypatch):
 def test_workspace_rejects_unknown_original():
     with pytest.raises(ValueError, match="'view'.*'copy'"):
         Workspace(original="clone")
+
+
+def test_the_workspaces_facts_are_filtered_again_for_another_candidate_rule():
+    """The known filter follows ``candidate_score``; the workspace's cached facts were keyed without it, so a
+    second run with ``--eval candidate_score=token_mean`` got the first run's facts and recorded criterion."""
+    ws = Workspace()
+    a = RunConfig(model="planted", task="sports-athlete-editing", forget_size=8, show_progress=False)
+    b = RunConfig.from_dict({**a.to_dict(), "eval": {"candidate_score": "token_mean"}})
+    model, _, builtin, _ = ws.models(a)
+    ds_a, meta_a = ws.dataset(a, model, builtin)
+    ds_b, meta_b = ws.dataset(b, model, builtin)
+    assert meta_a["known"]["criterion"] == "argmax among candidates"
+    assert meta_b["known"]["criterion"] == "argmax among candidates (per-token mean log-probability)"
+    assert ws.dataset(b, model, builtin)[0] is ds_b  # the same rule again: the cached facts

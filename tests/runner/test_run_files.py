@@ -268,3 +268,21 @@ def test_a_long_list_of_unfinished_units_still_marks_the_markdown_report_as_fact
     head = ("> Not finished: " + ", ".join(f"seed{s}/flu+npo" for s in range(400)))[:4096]
     assert is_markdown_summary(head)
     assert not is_markdown_summary("") and not is_markdown_summary("\n\n") and not is_markdown_summary("| loc")
+
+
+def test_a_folder_from_before_candidate_score_is_not_paired_with_a_token_mean_one(copy_of_run: Path, tmp_path: Path):
+    """A folder written before ``candidate_score`` existed ran ``"sum"``; compare paired it with a folder run
+    with ``--eval candidate_score=token_mean`` without a word (the setting was not among the added ones)."""
+    from factlens.comparison import load_evaluations
+
+    other = tmp_path / "tokmean"
+    shutil.copytree(copy_of_run, other)
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()  # each unit in one folder
+    for name in ("flu", "all_mlps"):
+        (other / "runs" / "seed0" / f"{name}.json").unlink()
+    for f in (copy_of_run / "runs" / "seed0").glob("*.json"):
+        _edit(f, lambda r: r["eval"]["meta"]["config"].pop("candidate_score"))
+    for f in (other / "runs" / "seed0").glob("*.json"):
+        _edit(f, lambda r: r["eval"]["meta"]["config"].update(candidate_score="token_mean"))
+    with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.candidate_score: 'sum' vs 'token_mean'\)"):
+        load_evaluations([copy_of_run, other])
