@@ -21,7 +21,7 @@ import numpy as np
 
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
-from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_text, comparisons_html,
+from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
                                           comparisons_markdown, params_edited, report_references, run_eval, run_metric,
                                           seed_pooled, table1_legend, unequal_budget_note)
 
@@ -141,26 +141,18 @@ def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str
             if _metric_any(r, suite, names):
                 firsts.setdefault(r["seed"], r)
         runs = list(firsts.values())
-    vals, flags, found = [], [], False
-    for r in runs:
-        per: list[tuple[float, bool]] = []
-        for n in names:
-            m = run_metric(r, suite, n)
-            if m is None:
-                continue
-            found = True
-            v = _num(m.baseline if baseline else m.value)
-            if transform == "one_minus":
-                v = 1.0 - v
-            per.append((v, bool(m.at_chance)))
-        if not per:
-            continue
-        usable = [p for p in per if not p[1]] or per  # average over formats the model knows, if any
-        flags.append(all(p[1] for p in per))
-        vs = [v for v, _ in usable if not math.isnan(v)]
-        vals.append(float(np.mean(vs)) if vs else float("nan"))
-    if not found:
+    if not any(_metric_any(r, suite, names) for r in runs):
         return None
+    used = cell_names(runs, suite, names)  # the formats the model knows at every seed, if any
+    vals, flags = [], []
+    for r in runs:
+        ms = [m for m in (run_metric(r, suite, n) for n in used) if m is not None]
+        if not ms:
+            continue
+        flags += [bool(m.at_chance) for m in ms]
+        vs = [v for v in (_num(m.baseline if baseline else m.value) for m in ms) if not math.isnan(v)]
+        vs = [1.0 - v for v in vs] if transform == "one_minus" else vs
+        vals.append(float(np.mean(vs)) if vs else float("nan"))
     arr = np.array(vals, dtype=float)
     ok = arr[~np.isnan(arr)]
     mean = float(ok.mean()) if ok.size else float("nan")

@@ -190,10 +190,20 @@ def run_metric(run: Mapping[str, Any], suite: str, name: str) -> Metric | None:
     return None if s is None else s.get(name)
 
 
+def cell_names(runs: Sequence[Mapping[str, Any]], suite: str, names: Sequence[str]) -> tuple[str, ...]:
+    """The metrics a cell of several (the phrasings) averages: those at chance in no run of
+    ``runs``, or all of them where each is at chance in some run.
+
+    A format flagged at one seed is left out at every seed, as :func:`factlens.compare` leaves
+    it untested over seeds: dropped per run, the three-seed main job's Phrasings cells averaged
+    three phrasings at two seeds and two at the third, a mean of neither."""
+    flagged = {n for r in runs for n in names if (m := run_metric(r, suite, n)) is not None and m.at_chance}
+    return tuple(n for n in names if n not in flagged) or tuple(names)
+
+
 def _cell_metrics(run: Mapping[str, Any], suite: str, names: Sequence[str]) -> list[Metric]:
-    """The metrics of one run that a cell averages (those not at chance, if any are)."""
-    ms = [m for m in (run_metric(run, suite, n) for n in names) if m is not None]
-    return [m for m in ms if not m.at_chance] or ms
+    """The metrics of one run among ``names`` (chosen for the cell's runs by :func:`cell_names`)."""
+    return [m for m in (run_metric(run, suite, n) for n in names) if m is not None]
 
 
 def cell_samples(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str | None) -> dict[Any, dict]:
@@ -279,6 +289,7 @@ def _cell_ci(runs: Sequence[dict], col: tuple, baseline: bool) -> tuple[float, f
     from factlens.stats import mean_interval
 
     _, _, suite, names, transform = col
+    names = cell_names(runs, suite, names)
     if baseline:
         return _baseline_ci(runs, suite, names, transform)
     own = _own_ci(runs, suite, names, transform)
@@ -311,6 +322,7 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
     from factlens.stats import paired_test_key, sign_flip_test, smallest_attainable_p
 
     _, _, suite, names, transform = col
+    names = cell_names([*runs, *ref_runs], suite, names)  # one set of formats on both sides
     a, b = cell_samples(runs, suite, names, transform), cell_samples(ref_runs, suite, names, transform)
     wa, wb = cell_weights(runs, suite, names), cell_weights(ref_runs, suite, names)
     x, y, w, units = [], [], [], []

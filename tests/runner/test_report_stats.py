@@ -377,3 +377,23 @@ def test_the_robustness_row_marks_a_metric_at_chance():
                                      "eval": EvalResult({"relearning": SuiteResult("relearning", (m,))})})
     assert row(at).split(" | ")[2] == "1.000 [0.676, 1.000] (n=8) †"
     assert row(ok).split(" | ")[2] == "1.000 [0.676, 1.000] (n=8)"
+
+
+def test_a_phrasing_flagged_at_one_seed_is_left_out_of_the_cell_at_every_seed():
+    """Table 1 left an at-chance phrasing out only at the seed that flagged it: the three-seed job's
+    Phrasings cells averaged three phrasings at two seeds and two at the third (FLU edit 0.868, a mean of
+    neither set). The cell now averages the phrasings known at every seed, the set compare tests."""
+    facts = [f"f{i}" for i in range(8)]
+    names = ("zero_shot_edit_accuracy", "professional_edit_accuracy", "sport_played_edit_accuracy")
+    values = {"zero_shot_edit_accuracy": 1.0, "professional_edit_accuracy": 0.5, "sport_played_edit_accuracy": 0.0}
+
+    def run(name: str, seed: int) -> dict:
+        ms = tuple(Metric.from_samples(n, dict.fromkeys(facts, values[n]),
+                                       at_chance=(n == "sport_played_edit_accuracy" and seed == 1)) for n in names)
+        return {"localization": name, "seed": seed, "eval": EvalResult({"formats": SuiteResult("formats", ms)})}
+
+    cols, rows = table1_rows([run(loc, s) for s in (0, 1) for loc in ("flu", "random")])
+    j = [c[3] for c in cols].index(names)
+    cell = _cell(rows, "flu", j)
+    assert cell["mean"] == pytest.approx(0.75) and not cell["at_chance"]  # (1.0 + 0.5) / 2 at both seeds
+    assert cell["ci_low"] <= 0.75 <= cell["ci_high"]
