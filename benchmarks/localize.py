@@ -12,8 +12,11 @@ all positions) and every MLP (``hook_mlp_out``, all positions):
   mean logit difference at each prompt's last token, computed from the full logits.
 
 Both are timed in the same invocation, each in a fresh subprocess (so peak memory is not
-polluted by the other method). Peak memory is the peak resident set size during the call
-minus the resident size before it (model loaded, nothing run yet), sampled every millisecond from ``/proc/self/statm``
+polluted by the other method). Before the measured call each method runs once on two to four
+pairs (allocator, kernels: no method pays a cold start; until 2026-12-06 TransformerLens got a
+plain forward pass only, so its measured increase included a warm-up factlens had done). Peak
+memory is the peak resident set size during the call minus the resident size before it (model
+loaded, warmed up), in MiB, sampled every millisecond from ``/proc/self/statm``
 (``tracemalloc`` does not see PyTorch's allocations). "Forward equivalents" divide a
 method's time by the time of one plain forward pass over the clean prompts (final-position
 logits), measured in the same subprocess. If ``factlens.localization.attribution`` exists, its
@@ -52,6 +55,9 @@ def _records(model, n_pairs: int):
     for r, k in zip(recs, n_tok):
         if k == 2:
             by_sport.setdefault(r.answer, []).append(r)
+    available = sum(len(v) for v in by_sport.values())
+    if n_pairs > available:  # the loop below never ended (in a worker the parent waits on)
+        raise SystemExit(f"only {available} facts have two-token subjects; use --n-pairs <= {available}")
     out, i = [], 0
     while len(out) < n_pairs:
         for sport in sorted(by_sport):
@@ -94,6 +100,20 @@ def _all_pos_setter(corrupted_activation, index, clean_activation):
     return corrupted_activation
 
 
+def _tl_warm_up(model, pairs) -> None:
+    """TransformerLens's patching loop once on ``pairs`` (heads, then whole-layer MLP outputs of layer 0)."""
+    import pandas as pd
+    import torch
+    from transformer_lens import patching as tlp
+
+    metric = _tl_metric(pairs)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(pairs.clean.tokens, return_type=None)
+        tlp.get_act_patch_attn_head_out_all_pos(model, pairs.corrupted.tokens, cache, metric)
+        tlp.generic_activation_patch(model, pairs.corrupted.tokens, cache, metric, _all_pos_setter, "mlp_out",
+                                     index_df=pd.DataFrame({"layer": [0]}))
+
+
 def _worker(method: str, n_pairs: int, threads: int | None, tl_layers: list[int] | None, tl_chunk: int | None,
             q) -> None:
     from factlens.progress_bars import progress
@@ -126,6 +146,8 @@ def _measure(method: str, n_pairs: int, threads: int | None, tl_layers: list[int
         from factlens.localization.attribution import attribution_patching
 
         attribution_patching(model, recs[:4])
+    elif method == "transformer_lens":  # its patching loop once too, on two pairs, as factlens runs on four
+        _tl_warm_up(model, pairs.subset(range(2)))
     if method == "factlens":
         from factlens.localization.activation import activation_patching
 
@@ -189,7 +211,7 @@ def _measure(method: str, n_pairs: int, threads: int | None, tl_layers: list[int
         res["scores"] = dict(zip([c.label for c in s.components], [float(v) for v in s.values]))
     else:  # pragma: no cover
         raise ValueError(method)
-    res["peak_rss_mb"] = mem.delta / 2**20
+    res["peak_rss_mib"] = mem.delta / 2**20
     res["forward_s"] = _forward_time(model, pairs)  # after the method, so its memory is measured from scratch
     q.put(res)
 
@@ -271,18 +293,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_avg": os.getloadavg(),
     }
     rows = [
-        ("factlens `activation_patching` (heads + MLPs)", fl["time_s"], fl["time_s"] / fl["forward_s"], fl["peak_rss_mb"], 1.0),
-        (f"TransformerLens `patching` (heads + MLPs){label}", tl_time, tl_time / tl["forward_s"], tl["peak_rss_mb"],
+        ("factlens `activation_patching` (heads + MLPs)", fl["time_s"], fl["time_s"] / fl["forward_s"], fl["peak_rss_mib"], 1.0),
+        (f"TransformerLens `patching` (heads + MLPs){label}", tl_time, tl_time / tl["forward_s"], tl["peak_rss_mib"],
          tl_time / fl["time_s"]),
     ]
     fr = results.get("factlens_resid")
     if fr:
         rows.append((f"factlens incl. resid_pre x position ({fr['n_resid_patches']} more patches)", fr["time_s"],
-                     fr["time_s"] / fr["forward_s"], fr["peak_rss_mb"], fr["time_s"] / fl["time_s"]))
+                     fr["time_s"] / fr["forward_s"], fr["peak_rss_mib"], fr["time_s"] / fl["time_s"]))
     at = results.get("attribution")
     if at:
         rows.append(("factlens `attribution_patching` (approximate)", at["time_s"], at["time_s"] / at["forward_s"],
-                     at["peak_rss_mb"], at["time_s"] / fl["time_s"]))
+                     at["peak_rss_mib"], at["time_s"] / fl["time_s"]))
         try:
             from scipy.stats import spearmanr
 
@@ -298,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"\n{MODEL}, {args.n_pairs} sports pairs, {n_comp} components (all heads + MLPs), "
           f"{summary['machine']}, load avg {summary['load_avg'][0]:.1f}\n")
-    print("| method | time (s) | forward-pass equivalents | peak RSS increase (MB) | time / factlens |")
+    print("| method | time (s) | forward-pass equivalents | peak RSS increase (MiB) | time / factlens |")
     print("|---|---:|---:|---:|---:|")
     for name, t, fe, mem, ratio in rows:
         if t is None:

@@ -8,8 +8,9 @@ loaded machine) and the peak resident set size (``benchmarks/_memory.py``, sampl
 millisecond).
 
 Threads are pinned (``--threads``, default 1) so that before/after compare the same work.
-``--variants`` runs the job several times in the same process with optimizations turned
-off/on (see ``VARIANTS``) and prints the max |difference| of every metric between them.
+``--variants`` runs the job once per variant, each in a fresh subprocess (so that each one's
+memory is its own), with optimizations turned off/on (see ``VARIANTS``), and prints the max
+|difference| of every metric between them.
 
 Run:
 ``python benchmarks/main_job.py [--localization random] [--seed 0] [--suites standard,relearning]
@@ -82,7 +83,7 @@ class Stages:
             lines.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} |")
         tot = [r for r in self.rows if not r["stage"].startswith("prepare")]
         lines.append(f"| **total (without prepare)** | {sum(r['wall_s'] for r in tot):.1f} | "
-                     f"{sum(r['cpu_s'] for r in tot):.1f} | {max(r['peak_rss_gb'] for r in self.rows):.2f} |")
+                     f"{sum(r['cpu_s'] for r in tot):.1f} | {max((r['peak_rss_gb'] for r in tot), default=0.0):.2f} |")
         return "\n".join(lines)
 
 

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     from factlens.editing.memory_editing import layer_key_statistics, mask_mlp_layers
     from factlens.editing.rome import context_prefixes
 
-    factlens.progress(False).__enter__()  # bars off for the rest of the process (a bare call set nothing)
+    bars_off = factlens.progress(False)  # bars off while main runs; kept referenced: a bare call's manager was
+    bars_off.__enter__()  # collected at once, and closing its generator put the bars back on
     u, base = _prepare(a.run_dir, a.unit, a.seed)
     cfg, seed, prep, mask = u.config, u.seed, u.prep, u.mask
     model, records = prep.model, list(prep.task.forget)
@@ -129,9 +130,9 @@ def main(argv=None) -> int:
                 row_cfg = base.replace(text_source=src, mom2_update_weight=w, norm_weight_floor=floor)
                 row = _sweep_row(u, mask, layers, records, targets, history, stats[src], row_cfg, prefixes,
                                  suites=a.suites.split(","), eval_config=ec)
-                if row_cfg == base and want:
-                    row["matches_run"] = all(want.get(k) == v["value"] for k, v in row.items()
-                                             if isinstance(v, dict) and k in want)
+                if row_cfg == base and want:  # nothing compared (other suites than the run's) is no match
+                    compared = [want[k] == v["value"] for k, v in row.items() if isinstance(v, dict) and k in want]
+                    row["matches_run"] = bool(compared) and all(compared)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     out = {"run_dir": str(a.run_dir), "unit": a.unit, "seed": seed, "layers": layers, "targets_cpu_seconds": target_cpu,

@@ -57,7 +57,8 @@ def main() -> None:
     from factlens.runner.config import RunConfig
     from factlens.runner.pipeline import prepare
 
-    factlens.progress(False).__enter__()  # bars off for the rest of the process
+    bars_off = factlens.progress(False)  # bars off while main runs; kept referenced: a bare call's manager was
+    bars_off.__enter__()  # collected at once, and closing its generator put the bars back on
     cfg = RunConfig.from_dict({"task": "sports-athlete-editing", "model": args.model, "forget_size": args.n_forget,
                                "localizations": ["causal_tracing_top_mlp"], "methods": ["rome"]})
     prep = prepare(cfg, 0)

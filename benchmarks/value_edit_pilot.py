@@ -21,7 +21,8 @@ if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
     sys.exit(f"usage: {sys.argv[0]} rome|memit LAYERS [SETTINGS_JSON]  (e.g. memit 1,2 '{{\"v_lr\": 0.5}}')")
 method, layers = sys.argv[1], sys.argv[2]
 extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-factlens.progress(False).__enter__()  # bars off for the rest of the process (a bare call set nothing)
+_BARS_OFF = factlens.progress(False)  # bars off for the rest of the process; kept referenced: collected, the
+_BARS_OFF.__enter__()  # manager's generator was closed and put the bars back on at once
 model = factlens.load_model()
 sp = sports_facts()
 idx = [i for s in ("basketball", "baseball", "football") for i in [j for j, r in enumerate(sp) if r.answer == s][:8]]

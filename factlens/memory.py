@@ -183,7 +183,11 @@ class StagePeaks(PeakRSS):
 
     def _cuda_stage_end(self) -> None:
         """The ending stage's peak of ``torch.cuda.max_memory_allocated`` (the RSS leaves out GPU
-        memory), then the counter reset for the next stage; nothing where CUDA is not in use."""
+        memory), then the counter reset for the next stage; nothing where CUDA is not in use.
+        The reset is process-wide: after a :class:`StagePeaks` block (every unit of
+        :func:`~factlens.runner.pipeline.run_localization`), ``torch.cuda.max_memory_allocated()``
+        holds the peak since its last stage began, not the process's (read
+        :attr:`cuda_by_stage` instead)."""
         if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
             return
         if self._stage is not None:

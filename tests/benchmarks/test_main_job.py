@@ -52,3 +52,22 @@ def test_a_variant_that_gives_nan_is_not_read_as_identical(load_benchmark):
     nan = float("nan")
     assert max(mj.value_diffs({"a": 0.5, "b": 1.0}, {"a": 0.5, "b": nan}).values()) == float("inf")
     assert mj.value_diffs({"a": nan}, {"a": nan}) == {"a": 0.0}
+
+
+def test_the_total_rows_peak_leaves_prepare_out_as_its_times_do(load_benchmark):
+    """The "total (without prepare)" row summed the other stages' times but took the peak over every row:
+    a first load's GGUF conversion (8 GB) read as the job's peak."""
+    st = load_benchmark("main_job").Stages()
+    st.rows = [{"stage": "prepare", "wall_s": 1.0, "cpu_s": 1.0, "peak_rss_gb": 8.0},
+               {"stage": "edit", "wall_s": 2.0, "cpu_s": 3.0, "peak_rss_gb": 4.2}]
+    assert st.table("t").splitlines()[-1] == "| **total (without prepare)** | 2.0 | 3.0 | 4.20 |"
+
+
+def test_the_localize_benchmark_refuses_more_pairs_than_there_are_subjects(load_benchmark):
+    """Asking for more pairs than there are facts with two-token subjects looped forever in a worker that the
+    parent waited on: the benchmark hung without a word."""
+    from factlens.testing import planted_fact_model
+
+    bench = load_benchmark("localize")
+    with pytest.raises(SystemExit, match=r"facts have two-token subjects; use --n-pairs <="):
+        bench._records(planted_fact_model().model, 10**6)

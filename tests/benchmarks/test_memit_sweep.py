@@ -48,3 +48,17 @@ def test_a_unit_that_has_not_finished_is_a_clear_error(tmp_path, load_benchmark)
                              edit={"steps": 1}, out=str(run), show_progress=False), report=False)
     with pytest.raises(SystemExit, match="has not finished"):
         load_benchmark("memit_sweep").main([str(run), "--unit", "all_mlps+memit"])
+
+
+def test_a_row_that_compares_nothing_does_not_match_the_run(tmp_path, load_benchmark):
+    """``matches_run`` was ``all([])``, True, when the sweep scored other suites than the run stored (e.g.
+    ``--suites formats`` against a standard-only run): a check that passed without checking."""
+    run = tmp_path / "run"
+    cfg = RunConfig(task="planted", model="planted", localizations=("causal_tracing_top_mlp",), methods=("memit",),
+                    suites=("standard",), edit={"methods": {"memit": {"clamp_norm_factor": 4.0}}}, out=str(run),
+                    show_progress=False)
+    run_experiment(cfg, report=False)
+    out = tmp_path / "sweep.json"
+    assert load_benchmark("memit_sweep").main([str(run), "--unit", "causal_tracing_top_mlp+memit", "--weights", "15000",
+                                               "--suites", "formats", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["matches_run"] is False
