@@ -67,8 +67,9 @@ print(format_accuracy(model, facts).to_markdown())
 #
 # Each method scores every attention head and MLP. The heatmaps show layers x (heads + MLP);
 # blue = the component carries the answer (positive score), red = it works against it (plotly's
-# RdBu centred at 0, as in TransformerLens demos). Causal tracing scores the restored probability,
-# never below the corrupted run's: every cell of its map is blue; compare cells with each other.
+# RdBu centred at 0, as in TransformerLens demos). Causal tracing scores the restored probability (a
+# probability, >= 0, not its change: restoring a component can also lower it): every cell of its map
+# is blue; compare cells with each other.
 
 # %%
 fast = MODEL == "planted"

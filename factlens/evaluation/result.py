@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -109,6 +110,12 @@ class Metric:
         kw = {k: v for k, v in d.items() if k in known}
         if kw.get("value") is None:
             kw["value"] = float("nan")
+        bad = [k for k in ("value", "n", "baseline", "stderr", "ci_low", "ci_high") if k in kw and kw[k] is not None
+               and (isinstance(kw[k], bool) or not isinstance(kw[k], numbers.Real))]
+        if bad or (isinstance(kw.get("n"), numbers.Real) and kw["n"] < 0):
+            # a damaged file's "abc" went into to_frame() and plots without a word
+            raise ValueError(f"metric {kw.get('name')!r}: {bad or ['n']} must be numbers (n >= 0), got "
+                             f"{ {k: kw[k] for k in bad or ['n']} }: the file is damaged or not factlens's")
         return cls(**kw)
 
     @classmethod

@@ -90,6 +90,13 @@ def test_typed_accessors():
     ({"suites": {"standard": {"metrics": []}}}, "suite 'standard': .*needs 'suite'"),
     ({"suites": {"standard": {"suite": "standard", "metrics": [{"name": "forget_accuracy", "value": 0.1}]}}},
      r"suite 'standard': .*metric 'forget_accuracy' lacks \['n'\]"),
+    # values of the wrong type went into to_frame() and plots without a word
+    ({"suites": {"standard": {"suite": "standard", "metrics": [{"name": "forget_accuracy", "value": 0.5, "n": "abc"}]}}},
+     r"suite 'standard': metric 'forget_accuracy': \['n'\] must be numbers"),
+    ({"suites": {"standard": {"suite": "standard", "metrics": [{"name": "forget_prob", "value": "0.5x", "n": 8}]}}},
+     r"suite 'standard': metric 'forget_prob': \['value'\] must be numbers"),
+    ({"suites": {"standard": {"suite": "standard", "metrics": [{"name": "forget_prob", "value": 0.5, "n": -1}]}}},
+     r"metric 'forget_prob': \['n'\] must be numbers \(n >= 0\)"),
 ])
 def test_damaged_dicts_are_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
