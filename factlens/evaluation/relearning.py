@@ -42,8 +42,11 @@ from factlens.data.text import load_texts, passages_without, token_chunks
 from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity, selectivity_metrics
-from factlens.evaluation.standard import (answer_bias_bar, chance_flags, fact_means, not_above_chance, score_items,
-                                          scores_key, tally)
+from factlens.evaluation.relearning_collapse import chance as _chance
+from factlens.evaluation.relearning_collapse import collapse_checks
+from factlens.evaluation.relearning_collapse import not_above as _not_above
+from factlens.evaluation.relearning_collapse import wins as _wins
+from factlens.evaluation.standard import chance_flags, fact_means, score_items, scores_key, tally
 from factlens.memory import checkpointed_blocks
 from factlens.progress_bars import progress_bar
 from factlens.prompt_scores import PromptScores
@@ -351,10 +354,6 @@ def _metric(name: str, scores: PromptScores, values: np.ndarray, *, baseline: np
                                at_chance=at_chance, higher_is_better=higher_is_better)
 
 
-def _chance(s: PromptScores) -> float:
-    return float(np.mean([1.0 / len(it.candidates) for it in s.items])) if len(s) else float("nan")
-
-
 def run_relearning(model, task, *, original=None, config: EvalConfig | None = None,
                    baselines: BaselineCache | None = None) -> SuiteResult:
     """Relearn half of the forget set with LoRA and measure forget accuracy on the other half.
@@ -427,7 +426,8 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
     maintain_after = controls.get(attacks[0]["held_out"])
     if maintain_after is not None:
         metrics.append(_metric("relearn_maintain_accuracy", maintain_after, _wins(maintain_after),
-                               baseline=_wins(maintain_before), higher_is_better=True))
+                               baseline=_wins(maintain_before), higher_is_better=True,
+                               at_chance=flags.get("maintain", False)))
         sel_metrics, sel_extra = _selectivity_metrics(held, controls, base, original_maintain,
                                                       at_chance=flags["held"], seed=config.seed)
         metrics += sel_metrics
@@ -443,7 +443,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
                    "text_batch_size": config.relearning.text_batch_size, "n_train_facts": len(half_a),
                    "n_lora_params": first["n_lora_params"], "both_halves": config.relearning.both_halves,
                    "n_attacks": len(attacks), "lora_forward": config.relearning.lora_forward},
-        "maintain_collapse": _collapse(maintain_before, maintain_after),
+        "maintain_collapse": collapse_checks(maintain_before, controls, attacks),
         "selectivity": sel_extra if maintain_after is not None else {"note": "no maintain facts"},
         "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
                                        if config.relearning.both_halves else "half B, after training on half A")
@@ -513,29 +513,6 @@ def _selectivity_metrics(held: dict[str, PromptScores], controls: dict[str, Prom
         "controls": {k: list(v) for k, v in sel.controls.items()}}
 
 
-def _collapse(before: PromptScores | None, after: PromptScores | None) -> dict[str, Any]:
-    """Did relearning collapse the model's answers? Its maintain accuracy after the attack, and whether that is
-    not above, by 2 SE, what a reader scores whose answers are independent of the facts and distributed as the
-    model's own answers there (``bar`` ``"answer agreement"``: the sum over answers of their share of the true
-    answers times their share of the model's, Cohen's expected agreement, :func:`answer_bias_bar`; one answer
-    for everyone scores exactly it), nor above uniform chance (``"uniform chance"``, also where a perfect score
-    could not clear the agreement, e.g. 4 facts): then the relearned model answers (nearly) regardless of the
-    athlete, and a high relearned forget accuracy says nothing about recovered knowledge."""
-    if before is None or after is None or not len(after):
-        return {"collapsed": None, "note": "no maintain facts"}
-    t, chance, n = tally(after), _chance(after), len(after)
-    agreement = answer_bias_bar(t, [t])
-    bar = ("answer agreement" if agreement is not None and agreement > chance
-           and not not_above_chance(1.0, agreement, n) else "uniform chance")
-    value = agreement if bar == "answer agreement" else chance
-    return {"collapsed": _not_above(_wins(after), value), "maintain_before": float(_wins(before).mean()),
-            "maintain_after": float(_wins(after).mean()), "chance": chance, "bar": bar, "bar_value": value, "n": n}
-
-
-def _wins(s: PromptScores) -> np.ndarray:
-    return s.answer_wins.astype(float)
-
-
 def _concat(parts: Sequence[PromptScores]) -> PromptScores:
     """The prompts of several :class:`PromptScores` as one (in order)."""
     if len(parts) == 1:
@@ -569,7 +546,10 @@ def _flags(roles: dict[str, _Role], maintain: PromptScores | None) -> tuple[dict
     if maintain is not None and len(maintain):
         tallies["maintain"] = tally(maintain)
     own = {k: r.base is not None and _not_above(_wins(r.base), _chance(r.base)) for k, r in roles.items()}
-    return chance_flags(tallies, own, others={k: ["maintain"] for k in roles})  # roles: forget facts alike
+    others: dict[str, list[str]] = {k: ["maintain"] for k in roles}  # roles: forget facts alike
+    if maintain is not None and len(maintain):  # the maintain metric is flagged too, as the other attacks flag it
+        own["maintain"], others["maintain"] = _not_above(_wins(maintain), _chance(maintain)), ["held"]
+    return chance_flags(tallies, own, others=others)
 
 
 def _metrics(task, held: _Role, trained: _Role, at_chance: dict[str, bool]) -> list[Metric]:
@@ -585,7 +565,8 @@ def _metrics(task, held: _Role, trained: _Role, at_chance: dict[str, bool]) -> l
     has_t = np.array([it.target is not None for it in held.after.items])
     if task.objective == "inject" and has_t.any():
         metrics.append(_metric("relearn_edit_accuracy", held.after, np.where(has_t, held.after.target_wins, np.nan),
-                               baseline=np.where(has_t, held.before.target_wins, np.nan), higher_is_better=True))
+                               baseline=np.where(has_t, held.before.target_wins, np.nan), higher_is_better=True,
+                               at_chance=at_chance.get("held", False)))  # the held-out facts' flag, as the others
     return metrics
 
 
@@ -613,7 +594,3 @@ def _fact_rows(before: dict[str, PromptScores], trained: dict[str, PromptScores]
                 row["baseline_answer_wins"] = bool(base[h].answer_wins[i])
             rows.append(row)
     return rows
-
-
-def _not_above(wins: np.ndarray, chance: float) -> bool:
-    return not_above_chance(float(np.mean(wins)) if len(wins) else float("nan"), chance, len(wins))

@@ -215,7 +215,8 @@ def mean_selectivity(parts: Sequence[Selectivity]) -> Selectivity:
 
 def selectivity_metrics(prefix: str, sel: Selectivity, base: Selectivity | None, *, at_chance: bool) -> list[Metric]:
     """``{prefix}_selective_recovery`` and ``{prefix}_control_bias`` (lower is better), with the
-    unedited model's values under the same attack (``base``; ``None``: no baselines).
+    caller's baselines (``base``; ``None``: no baselines): the soft-prompt suite's are the unedited
+    model under the same attack, the relearning suite's the unedited model without it.
     ``at_chance`` goes to the selective recovery, the flag of the held-out facts it scores.
 
     Example:
