@@ -124,14 +124,15 @@ def _metric_names(metrics: Sequence[str] | None, default: Sequence[str]) -> list
 
 
 def _error_bars(ms: Sequence[Metric | None]) -> dict[str, Any]:
-    """plotly ``error_y``: the metrics' 95 % intervals (asymmetric), else their standard errors."""
+    """plotly ``error_y``: the metrics' 95 % intervals (asymmetric), else their standard errors, else
+    none (NaN: plotly draws no bar; a 0 drew a cap that read as an exact value)."""
     up, down = [], []
     for m in ms:
         if m is not None and _finite(m.value) and _finite(m.ci_low) and _finite(m.ci_high):
             up.append(max(m.ci_high - m.value, 0.0))
             down.append(max(m.value - m.ci_low, 0.0))
         else:
-            se = m.stderr if m is not None and _finite(m.stderr) else 0.0
+            se = m.stderr if m is not None and _finite(m.stderr) else float("nan")
             up.append(se)
             down.append(se)
     return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}

@@ -14,7 +14,7 @@ from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _localizati
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
-from factlens.runner.report_stats import (comparisons_markdown, params_edited, run_metric, table1_legend,
+from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_metric, table1_legend,
                                           unequal_budget_note)
 
 __all__ = ["markdown_summary", "is_markdown_summary"]
@@ -47,7 +47,7 @@ def _robustness_row(run: dict) -> str:
         vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else ""))
     labels = run.get("mask_labels", [])
     comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
-    return f"| {run['localization']} (seed {run['seed']}) | {comps} | " + " | ".join(vals) + " |"
+    return f"| {md_escape(run['localization'])} (seed {run['seed']}) | {md_escape(comps)} | " + " | ".join(vals) + " |"
 
 
 def _original_rows(runs: list[dict]) -> list[str]:
@@ -120,7 +120,7 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
            "|---|---:|" + "---:|" * len(cols)]
     for row in rows:
         cells = " | ".join(_md_cell(c) for c in row["cells"])
-        out.append(f"| {row['name']} | {budgets.get(row['name'], '–')} | {cells} |")
+        out.append(f"| {md_escape(row['name'])} | {budgets.get(row['name'], '–')} | {cells} |")
     out.append("")
     out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
                "robustness). Forget = 1 − accuracy on the true answer. " + table1_legend(_localizations(runs), reference))
@@ -170,10 +170,10 @@ def all_metrics_markdown(runs: list[dict]) -> str:
            "value [95% interval] over the facts (mean over seeds where there are several); † at chance on the "
            "unedited model in that format. " + VARIES_NOTE, ""]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        out += [f"### {suite}", "", "| metric | original | " + " | ".join(locs) + " | n |",
+        out += [f"### {suite}", "", "| metric | original | " + " | ".join(md_escape(x) for x in locs) + " | n |",
                 "|---|---:|" + "---:|" * len(locs) + "---|"]
         for row in (r for r in rows if r["suite"] == suite):
             cells = " | ".join(_md_cell(c) for c in (row["original"], *row["cells"]))
-            out.append(f"| {row['metric']} | {cells} | {row['n']} |")
+            out.append(f"| {md_escape(row['metric'])} | {cells} | {row['n']} |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -158,9 +158,16 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
     if len(results) == 1:
         return results[0]
     suites = {}
-    for name, first in results[0].suites.items():
+    # every suite and metric of any seed, in first-seen order (those the first seed lacked vanished from the plots)
+    names = list(dict.fromkeys(s for r in results for s in r.suites))
+    for name in names:
+        first = next(r.suites[name] for r in results if name in r.suites)
         metrics = []
-        for m0 in first.metrics:
+        templates = {}
+        for r in results:
+            for m in (r.suites[name].metrics if name in r.suites else ()):
+                templates.setdefault(m.name, m)
+        for m0 in templates.values():
             ms = [m for m in (r.suites[name].get(m0.name) if name in r.suites else None for r in results) if m]
             vals = [m.value for m in ms if m.value is not None and not math.isnan(m.value)]
             base = [m.baseline for m in ms if m.baseline is not None and not math.isnan(m.baseline)]
@@ -182,6 +189,16 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
                                     ci_method=method, samples=None, weights=None))
         suites[name] = SuiteResult(name, tuple(metrics), (), first.extra, first.seconds)
     return EvalResult(suites)
+
+
+def _first_per_seed(runs: Sequence[dict], suite: str, names: Sequence[str]) -> list[dict]:
+    """The first run of each seed that has one of ``names`` in ``suite`` (the unedited model's cell
+    took the first run of each seed, which may lack it: a mean over two seeds beside one seed's interval)."""
+    firsts: dict[Any, dict] = {}
+    for r in runs:
+        if any(run_metric(r, suite, n) is not None for n in names):
+            firsts.setdefault(r["seed"], r)
+    return list(firsts.values())
 
 
 def run_metric(run: Mapping[str, Any], suite: str, name: str) -> Metric | None:
@@ -362,17 +379,16 @@ def annotate_table1(runs: Sequence[dict], cols: Sequence[tuple], rows: list[dict
     by_loc: dict[str, list[dict]] = {}
     for r in runs:
         by_loc.setdefault(r["localization"], []).append(r)
-    firsts: dict[Any, dict] = {}
-    for r in runs:
-        firsts.setdefault(r["seed"], r)
     marked = reference in by_loc
     for row in rows:
         base = row["name"] == "original"
-        sub = list(firsts.values()) if base else by_loc.get(row["name"], [])
+        sub = by_loc.get(row["name"], [])
         ps: list[tuple[int, float, Any, float]] = []
         for j, (col, cell) in enumerate(zip(cols, row["cells"])):
             if cell is None:
                 continue
+            if base:  # the unedited model: the first run of each seed that has the column (as its value's)
+                sub = _first_per_seed(runs, col[2], col[3])
             ci = _cell_ci(sub, col, base)
             cell["ci_low"], cell["ci_high"] = ci if ci else (None, None)
             cell["significant"] = False
@@ -472,12 +488,18 @@ def _legend(reference: str) -> str:
             "for the soft-prompt attack.")
 
 
+def md_escape(x: Any) -> str:
+    """``x`` as text for a markdown table cell: a ``|`` in a name (a plugin's localization ``a|b``) split
+    the row into one more column and moved every number after it under the wrong header."""
+    return str(x).replace("|", "\\|")
+
+
 def compare_text(table, *, reference: str) -> str:
     """The :func:`factlens.compare` table as markdown (for the terminal and docs)."""
     if table.empty:
         return f"No metric with per-fact values to compare against {reference!r}.\n"
     out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
-    out += ["| " + " | ".join(_cells(r)) + " |" for r in table.to_dict("records")]
+    out += ["| " + " | ".join(md_escape(c) for c in _cells(r)) + " |" for r in table.to_dict("records")]
     return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
 
 

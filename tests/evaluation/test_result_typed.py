@@ -127,7 +127,7 @@ def test_plot_options():
     fig = res.plot(metrics=["maintain_accuracy", "mechanisms.mask_params"], show_baseline=False, title="t")
     assert fig.layout.title.text == "t" and [t.name for t in fig.data] == ["edited", "edited"]
     assert list(fig.data[0].x) == [metric_label("maintain_accuracy")]
-    assert fig.data[1].y == (1234.0,) and fig.data[1].error_y.array == (0.0,)  # no interval, no bar
+    assert fig.data[1].y == (1234.0,) and math.isnan(fig.data[1].error_y.array[0])  # no interval: no error bar
     with pytest.raises(ValueError, match=r"no metric \['nosuch'\]"):
         res.plot(metrics=["forget_accuracy", "nosuch"])
     with pytest.raises(ValueError, match="pass metrics="):

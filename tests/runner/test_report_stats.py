@@ -397,3 +397,65 @@ def test_a_phrasing_flagged_at_one_seed_is_left_out_of_the_cell_at_every_seed():
     cell = _cell(rows, "flu", j)
     assert cell["mean"] == pytest.approx(0.75) and not cell["at_chance"]  # (1.0 + 0.5) / 2 at both seeds
     assert cell["ci_low"] <= 0.75 <= cell["ci_high"]
+
+
+def test_plots_pool_a_metric_the_first_seed_lacks():
+    """seed_pooled looped over the first seed's metrics only: a metric missing there vanished from every plot
+    while Table 1 showed it over the seeds that had it."""
+    from factlens.runner.report_stats import seed_pooled
+
+    facts = [f"f{i}" for i in range(8)]
+    only_acc = EvalResult({"standard": SuiteResult("standard", (
+        Metric.from_samples("forget_accuracy", dict.fromkeys(facts, 0.0)),))})
+    both = EvalResult({"standard": SuiteResult("standard", (
+        Metric.from_samples("forget_accuracy", dict.fromkeys(facts, 0.0)),
+        Metric.from_samples("maintain_accuracy", dict.fromkeys(facts, 1.0))))})
+    pooled = seed_pooled([only_acc, both])
+    assert pooled["standard"]["maintain_accuracy"].value == 1.0
+
+
+def test_the_original_rows_interval_covers_the_seeds_its_value_does():
+    """The original row's interval took the first run of each seed even where that run lacked the column, so a
+    mean over two seeds sat beside one seed's Wilson interval ([0.806, 1] for 16/16 instead of 32/32)."""
+    facts = [f"f{i}" for i in range(16)]
+
+    def run(name: str, seed: int, with_maintain: bool) -> dict:
+        ms = [Metric.from_samples("edit_accuracy", dict.fromkeys(facts, 1.0), baseline=0.0)]
+        if with_maintain:
+            ms.append(Metric.from_samples("maintain_accuracy", dict.fromkeys(facts, 1.0), baseline=1.0))
+        return {"localization": name, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", tuple(ms))})}
+
+    runs = [run("flu", 0, False), run("random", 0, True), run("flu", 1, True), run("random", 1, True)]
+    cols, rows = table1_rows(runs)
+    j = [c[3] for c in cols].index(("maintain_accuracy",))
+    cell = _cell(rows, "original", j)
+    assert cell["n_seeds"] == 2
+    assert cell["ci_low"] == pytest.approx(0.893, abs=1e-3)  # Wilson of 32/32, both seeds' outcomes
+
+
+def test_a_bar_without_interval_or_standard_error_gets_no_error_bar():
+    """A metric without interval or standard error (a maximum over layers pooled over seeds) got an error bar of
+    0, which plotly draws as a cap: a zero-width interval."""
+    import math
+
+    from factlens.evaluation.plots import _error_bars
+
+    m = Metric(name="probe_true_accuracy_max", value=0.59, n=32)
+    bars = _error_bars([m])
+    assert math.isnan(bars["array"][0]) and math.isnan(bars["arrayminus"][0])
+
+
+def test_a_pipe_in_a_name_does_not_shift_a_markdown_row():
+    """A plugin localization named "a|b" split its markdown rows into one more column."""
+    import factlens
+    from factlens.runner.report_stats import compare_text
+
+    facts = [f"f{i}" for i in range(8)]
+
+    def ev(v):
+        return EvalResult({"standard": SuiteResult("standard", (
+            Metric.from_samples("forget_accuracy", dict.fromkeys(facts, v)),))})
+
+    text = compare_text(factlens.compare({"flu": [ev(0.0)], "a|b": [ev(1.0)]}, reference="flu"), reference="flu")
+    head, _, row = text.splitlines()[:3]
+    assert row.startswith("| a\\|b |") and row.replace("\\|", "").count("|") == head.count("|")
