@@ -13,7 +13,8 @@ from factlens.editing.result import ParamDelta, full_mask
 from factlens.evaluation.config import EvalConfig
 from factlens.evaluation.direction_ablation import DirectionAblationConfig
 from factlens.evaluation.quantization import QUANTIZED_WEIGHTS, QuantizationConfig, run_quantization
-from factlens.evaluation.relearning import RelearningConfig, _collapse, run_relearning
+from factlens.evaluation.relearning import RelearningConfig, run_relearning
+from factlens.evaluation.relearning_collapse import collapse_check as _collapse
 from factlens.evaluation.standard import constant_bar, not_above_chance
 from factlens.evaluation.soft_prompts import run_soft_prompts
 from factlens.evaluation.unrelated_finetune import UnrelatedFinetuneConfig
