@@ -392,7 +392,7 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         budget (``budget``: steps, lr, rank, batch size, training facts per attack, number of
         attacks), ``maintain_collapse`` (``collapsed``: the maintain accuracy after relearning is not above what
         a reader answering like the model, regardless of the athlete, scores, so the relearned forget accuracy is
-        not evidence of recovery; ``bar``: the bar used, see ``_collapse``), and ``at_chance_bar`` (per role, which check flagged its metrics:
+        not evidence of recovery; ``bar``: the bar used, see :func:`~factlens.evaluation.relearning_collapse.collapse_check`; ``collapsed`` over every attack), and ``at_chance_bar`` (per role, which check flagged its metrics:
         :func:`~factlens.evaluation.standard.chance_flags`).
 
     Example:
