@@ -22,10 +22,12 @@ __all__ = ["PromptScores", "score_prompts", "CANDIDATE_SCORES", "ranking_values"
 CANDIDATE_SCORES: tuple[str, ...] = ("sum", "token_mean")
 
 
-def ranking_values(model, candidates: Sequence[str], logp: torch.Tensor, candidate_score: str) -> torch.Tensor:
+def ranking_values(model, candidates: Sequence[str], logp: torch.Tensor, candidate_score: str, *,
+                   lengths: dict[str, int] | None = None) -> torch.Tensor:
     """The values that rank ``candidates`` given their summed log-probabilities ``logp``:
     ``logp`` itself (``"sum"``) or ``logp`` divided by each candidate's token count
-    (``"token_mean"``, :data:`CANDIDATE_SCORES`).
+    (``"token_mean"``, :data:`CANDIDATE_SCORES`). ``lengths``: candidate -> token count, filled
+    here as needed (pass one dict for many prompts, so that each candidate is tokenized once).
 
     Example:
         >>> from factlens.testing import tiny_model
@@ -39,8 +41,11 @@ def ranking_values(model, candidates: Sequence[str], logp: torch.Tensor, candida
         raise ValueError(f"candidate_score must be one of {list(CANDIDATE_SCORES)}, got {candidate_score!r}")
     from factlens.tokens import answer_token_ids
 
-    n = torch.tensor([len(answer_token_ids(model, c)) for c in candidates], dtype=logp.dtype, device=logp.device)
-    return logp / n
+    lengths = {} if lengths is None else lengths
+    for c in candidates:
+        if c not in lengths:
+            lengths[c] = len(answer_token_ids(model, c))
+    return logp / torch.tensor([lengths[c] for c in candidates], dtype=logp.dtype, device=logp.device)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
     aw, tw = np.zeros(n, bool), np.zeros(n, bool)
     pa, pt = np.full(n, np.nan), np.full(n, np.nan)
     win = np.zeros(n, np.int64)
+    lengths: dict[str, int] = {}  # candidates' token counts (token_mean), each tokenized once
     chunks = list(iter_batches(n, max(batch_size, 1) * 4)) if n else []
     for sl in progress_bar(chunks, desc="scoring", leave=False):
         part = items[sl]
@@ -140,7 +146,8 @@ def score_prompts(model, items: Sequence[FormattedPrompt], *, batch_size: int = 
                     "count a broken model as knowing or forgetting the fact")
             ci = it.candidates.index(it.answer)
             la[i] = float(lp[ci])
-            best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score))  # -1: a tie
+            best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score,
+                                                         lengths=lengths))  # -1: a tie
             norm = torch.softmax(lp, 0)  # whole answers' probabilities, whatever ranks them
             aw[i] = best == ci
             pa[i] = float(norm[ci])

@@ -259,11 +259,12 @@ def soft_prompt_scores(model, soft: Tensor, items: Sequence[FormattedPrompt], *,
         raise FloatingPointError("the model with the soft prompt gave non-finite log-probabilities: the soft prompt "
                                  "or the model diverged (lower the attack's learning rate or set max_norm); such "
                                  "prompts cannot be scored, and argmax would count them as recovered")
-    j = 0
+    j, lengths = 0, {c: len(t) for c, t in ids.items()}  # tokenized once above
     for i, it in enumerate(items):
         lp = lps[j : j + len(it.candidates)].double()
         j += len(it.candidates)
-        best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score))  # -1: a tie
+        best = win[i] = unique_argmax(ranking_values(model, it.candidates, lp, candidate_score,
+                                                     lengths=lengths))  # -1: a tie
         ci = it.candidates.index(it.answer)
         aw[i] = best == ci
         pa[i] = float(torch.softmax(lp, 0)[ci])

@@ -87,11 +87,16 @@ def batch_logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch:
     return BatchLogprobs(logp[:nf], n_tok[:nf], logp[nf:], n_tok[nf:])
 
 
+def check_reduction(reduction: Any, *, where: str = "reduction") -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of :data:`REDUCTIONS` (``where``: the field)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{where} must be one of {list(REDUCTIONS)}, got {reduction!r}")
+
+
 def mean_logprob(logp: Tensor, n_tokens: Tensor, reduction: str) -> Tensor:
     """Mean of the answers' log-probabilities over the facts (``"fact"``) or over their tokens
     (``"token"``: ``sum(logp) / sum(n_tokens)``); 0 without answers."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    check_reduction(reduction)
     if not logp.numel():
         return logp.new_zeros(())
     return logp.mean() if reduction == "fact" else logp.sum() / n_tokens.sum()

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
-from factlens.editing.objectives.base import REDUCTIONS, TrainingObjective, batch_logprobs, mean_logprob
+from factlens.editing.objectives.base import (REDUCTIONS, TrainingObjective, batch_logprobs, check_reduction,
+                                             mean_logprob)
 
 __all__ = ["GradientAscentConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
 
@@ -43,8 +44,7 @@ class GradientAscentConfig(ConfigBase):
     reduction: str = "fact"
 
     def __post_init__(self) -> None:
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {self.reduction!r}")
+        check_reduction(self.reduction)
 
 
 def _logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch: Sequence[FormattedPrompt],

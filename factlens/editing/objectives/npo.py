@@ -34,7 +34,7 @@ from torch import Tensor
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import npo_loss, simnpo_loss
-from factlens.editing.objectives.base import REDUCTIONS, TrainingObjective, batch_logprobs, retain_loss
+from factlens.editing.objectives.base import TrainingObjective, batch_logprobs, check_reduction, retain_loss
 
 __all__ = ["NPOConfig", "NPOObjective", "SimNPOObjective"]
 
@@ -63,9 +63,7 @@ class NPOConfig(ConfigBase):
     retain_reduction: str = "fact"
 
     def __post_init__(self) -> None:
-        if self.retain_reduction not in REDUCTIONS:
-            raise ValueError(f"NPOConfig.retain_reduction must be one of {list(REDUCTIONS)}, "
-                             f"got {self.retain_reduction!r}")
+        check_reduction(self.retain_reduction, where="NPOConfig.retain_reduction")
 
 
 @dataclass(frozen=True)
