@@ -51,6 +51,8 @@ __all__ = [
     "sft_positions",
     "reference_logprobs",
     "answer_logprobs_and_lengths",
+    "answer_logprobs_and_rows",
+    "answer_kl",
     "prompt_activations",
     "gradient_ascent_loss",
     "npo_loss",
@@ -78,8 +80,9 @@ def _log1m_token(logits: Tensor, tok: Tensor, lp: Tensor, lse: Tensor) -> Tensor
     return torch.where(lp < half, small, large)
 
 
-def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *, with_log1m: Sequence[bool] | None = None):
-    """Per answer token: log p(token), optionally log(1 - p(token)), and the owning prompt.
+def _answer_logits(model, prompts: Sequence[str], answers: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits at the positions that predict answer tokens: ``(logits [k, d_vocab] float, token [k], owner [k])``,
+    ordered by prompt, then token.
 
     One forward pass over ``prompt + answer[:-1]`` (right-padded); only the positions that
     predict answer tokens are unembedded.
@@ -113,14 +116,19 @@ def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *
                                      lengths=torch.tensor([len(r) for r in rows], device=device))
     picked = resid[owner_t, torch.tensor(pos, dtype=torch.long, device=device) - p]
     logits = _unembed_rows(model, picked)
-    tok_t = torch.tensor(toks, dtype=torch.long, device=logits.device)
+    return logits, torch.tensor(toks, dtype=torch.long, device=logits.device), owner_t.to(logits.device)
+
+
+def _answer_token_stats(model, prompts: Sequence[str], answers: Sequence[str], *, with_log1m: Sequence[bool] | None = None):
+    """Per answer token: log p(token), optionally log(1 - p(token)), and the owning prompt
+    (:func:`_answer_logits`'s one forward pass)."""
+    logits, tok_t, owner_t = _answer_logits(model, prompts, answers)
     lse = torch.logsumexp(logits, dim=-1)
-    tok_logit = logits.gather(1, tok_t[:, None])[:, 0]
-    lp = tok_logit - lse
+    lp = logits.gather(1, tok_t[:, None])[:, 0] - lse
     log1m = None
     if with_log1m is not None and any(with_log1m):
         log1m = _log1m_token(logits, tok_t, lp, lse)
-    return lp, log1m, owner_t.to(logits.device)
+    return lp, log1m, owner_t
 
 
 def _sum_by_owner(values: Tensor, owner: Tensor, n: int) -> Tensor:
@@ -302,6 +310,45 @@ def answer_logprobs_and_lengths(model, prompts: Sequence[str], answers: Sequence
     lp, _, owner = _answer_token_stats(model, prompts, answers)
     n = len(prompts)
     return _sum_by_owner(lp, owner, n), _sum_by_owner(torch.ones_like(lp), owner, n)
+
+
+def answer_logprobs_and_rows(model, prompts: Sequence[str], answers: Sequence[str], *, rows_from: int
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`answer_logprobs_and_lengths` and, from the same forward pass, the next-token
+    log-probability rows at the answer positions of ``prompts[rows_from:]``.
+
+    Returns:
+        ``(logp [n], n_tokens [n], rows [k, d_vocab])``: ``rows`` ordered by prompt, then answer
+        token (``k`` = the answer tokens of those prompts), as a KL term needs them.
+    """
+    logits, tok, owner = _answer_logits(model, prompts, answers)
+    rows = F.log_softmax(logits, dim=-1)
+    lp = rows.gather(1, tok[:, None])[:, 0]
+    n = len(prompts)
+    return _sum_by_owner(lp, owner, n), _sum_by_owner(torch.ones_like(lp), owner, n), rows[owner >= rows_from]
+
+
+def answer_kl(rows: Float[Tensor, "k d_vocab"], reference: Float[Tensor, "k d_vocab"], n_tokens: Tensor,
+              reduction: str) -> Tensor:
+    """``KL(p_reference || p)`` of next-token distributions given as log-probability rows, one
+    row per answer token, rows ordered by fact then token with ``n_tokens[i]`` rows for fact ``i``.
+
+    ``reduction="fact"``: each fact's KL summed over its answer tokens, averaged over the
+    facts (the KL of the teacher-forced answer sequence, per fact); ``"token"``: averaged over
+    all answer tokens. 0 without rows.
+
+    Example:
+        >>> ref = torch.log_softmax(torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0]]), dim=-1)
+        >>> float(answer_kl(ref, ref, torch.tensor([2.0, 1.0]), "fact"))
+        0.0
+    """
+    if not rows.numel():
+        return rows.new_zeros(())
+    per_token = F.kl_div(rows, reference.to(rows.device, rows.dtype), log_target=True, reduction="none").sum(-1)
+    if reduction == "token":
+        return per_token.mean()
+    owner = torch.repeat_interleave(torch.arange(len(n_tokens), device=rows.device), n_tokens.long().to(rows.device))
+    return _sum_by_owner(per_token, owner, len(n_tokens)).mean()
 
 
 def shared_prompt_tokens(model, prompts: Sequence[str]) -> int:

@@ -510,7 +510,7 @@ def test_npo_and_simnpo_token_retain_reduction_is_open_unlearnings_nll():
         fact = [float(x) for x in cls.prepare(m, fb, rb, mask=mask, config=cfg).losses(m, fb, rb)]
         obj = cls.prepare(m, fb, rb, mask=mask, config=cfg, settings=NPOConfig(retain_reduction="token"))
         token = [float(x) for x in obj.losses(m, fb, rb)]
-        assert fact[0] == token[0] and obj.describe() == {"retain_reduction": "token"}
+        assert fact[0] == token[0] and obj.describe() == {"retain_reduction": "token", "retain_loss": "nll"}
         assert fact[1] == pytest.approx(float(-lp.mean()), abs=1e-5)
         assert token[1] == pytest.approx(float(-lp.sum() / n.sum()), abs=1e-5)
         assert abs(fact[1] - token[1]) > 1e-3

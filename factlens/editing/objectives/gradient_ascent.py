@@ -12,6 +12,11 @@ micro-batch's answer tokens, as a Hugging Face model's loss does and so open-unl
 GradAscent and GradDiff: an answer of three tokens weighs three times one of one token, and
 the loss is the per-token cross-entropy whatever the answers' lengths. With one-token answers
 (the sports tasks on most tokenizers) the two are equal; on CounterFact they are not.
+
+GradDiff's retain term (:class:`GradDiffConfig`): ``retain_loss="nll"`` (default) the retain
+answers' cross-entropy; ``"kl"`` the KL from the original model's next-token distributions at
+the retain answer positions (:class:`~factlens.editing.objectives.base.RetainKL`): gradient
+ascent with a KL retain term is TOFU's "KL" baseline.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from torch import Tensor
 
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
-from factlens.editing.objectives.base import (REDUCTIONS, TrainingObjective, batch_logprobs, check_reduction,
-                                             mean_logprob)
+from factlens.editing.objectives.base import (REDUCTIONS, RetainKL, TrainingObjective, batch_logprobs,
+                                             check_reduction, check_retain_loss, mean_logprob)
 
-__all__ = ["GradientAscentConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
+__all__ = ["GradientAscentConfig", "GradDiffConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
 
 @dataclass(frozen=True)
 class GradientAscentConfig(ConfigBase):
@@ -45,6 +50,28 @@ class GradientAscentConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         check_reduction(self.reduction)
+
+
+@dataclass(frozen=True)
+class GradDiffConfig(GradientAscentConfig):
+    """Settings of ``objective="graddiff"`` (``EditConfig.objectives["graddiff"]``).
+
+    Attributes:
+        reduction: As :class:`GradientAscentConfig` (both terms; the KL term's too).
+        retain_loss: ``"nll"``: cross-entropy of the retain answers; ``"kl"``: ``KL(p_original
+            || p_model)`` at the retain answer positions (open-unlearning's GradDiff with
+            ``retain_loss_type: KL``).
+
+    Example:
+        >>> GradDiffConfig(retain_loss="kl").retain_loss
+        'kl'
+    """
+
+    retain_loss: str = "nll"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_retain_loss(self.retain_loss, where="GradDiffConfig.retain_loss")
 
 
 def _logprobs(model, forget_batch: Sequence[FormattedPrompt], retain_batch: Sequence[FormattedPrompt],
@@ -78,9 +105,26 @@ class GradientAscentObjective(TrainingObjective):
 
 @dataclass(frozen=True)
 class GradDiffObjective(GradientAscentObjective):
-    """``L_forget = mean(log p(answer))`` on the forget facts, ``L_retain = -mean(log p(answer))`` on the retain facts."""
+    """``L_forget = mean(log p(answer))`` on the forget facts, ``L_retain = -mean(log p(answer))`` on the
+    retain facts, or with ``retain_kl`` the KL term of :class:`~factlens.editing.objectives.base.RetainKL`."""
+
+    retain_kl: RetainKL | None = None
+
+    @classmethod
+    def prepare(cls, model, forget_items, retain_items, *, mask, config,
+                settings: GradientAscentConfig | None = None) -> "GradDiffObjective":
+        settings = settings or GradDiffConfig()
+        kl = getattr(settings, "retain_loss", "nll") == "kl" and config.l_retain != 0 and len(retain_items) > 0
+        return cls(reduction=settings.reduction,
+                   retain_kl=RetainKL.prepare(model, retain_items, reduction=settings.reduction) if kl else None)
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
-        lf, lr = _logprobs(model, forget_batch, retain_batch, self.reduction)
-        return lf, -lr
+        if self.retain_kl is None:
+            lf, lr = _logprobs(model, forget_batch, retain_batch, self.reduction)
+            return lf, -lr
+        lp = batch_logprobs(model, forget_batch, retain_batch, retain_rows=True)
+        return mean_logprob(lp.forget, lp.forget_tokens, self.reduction), self.retain_kl.loss(lp, retain_batch)
+
+    def describe(self) -> dict[str, str]:
+        return {**super().describe(), "retain_loss": "nll" if self.retain_kl is None else "kl"}

@@ -17,6 +17,10 @@ Hugging Face's NLL for it, a mean over the retain answer tokens: ``retain_reduct
 The two are equal with one-token answers (the sports tasks); with longer ones (CounterFact) the
 default's retain term is about ``|y|`` times larger. The forget terms already match
 open-unlearning's (NPO: the token-summed log-probability; SimNPO: divided by ``|y|``).
+``retain_loss="kl"`` replaces the cross-entropy by the KL from the original model's next-token
+distributions at the retain answer positions (:class:`~factlens.editing.objectives.base.RetainKL`,
+reduced as ``retain_reduction`` says): the NPO paper's "NPO-KL", open-unlearning's
+``retain_loss_type: KL``.
 
 The loss functions themselves are :func:`factlens.editing.losses.npo_loss` and
 :func:`factlens.editing.losses.simnpo_loss`.
@@ -34,7 +38,8 @@ from torch import Tensor
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import npo_loss, simnpo_loss
-from factlens.editing.objectives.base import TrainingObjective, batch_logprobs, check_reduction, retain_loss
+from factlens.editing.objectives.base import (RetainKL, TrainingObjective, batch_logprobs, check_reduction,
+                                             check_retain_loss, retain_loss)
 
 __all__ = ["NPOConfig", "NPOObjective", "SimNPOObjective"]
 
@@ -53,7 +58,10 @@ class NPOConfig(ConfigBase):
     Attributes:
         retain_reduction: ``"fact"``: the retain cross-entropy averages each answer's
             token-summed ``-log p`` over the retain facts; ``"token"``: over the retain answer
-            tokens (open-unlearning's NLL retain loss). Equal for one-token answers.
+            tokens (open-unlearning's NLL retain loss). Equal for one-token answers. The KL
+            term is reduced the same way.
+        retain_loss: ``"nll"``: cross-entropy of the retain answers; ``"kl"``: ``KL(p_original
+            || p_model)`` at the retain answer positions (NPO-KL).
 
     Example:
         >>> NPOConfig(retain_reduction="token").retain_reduction
@@ -61,9 +69,22 @@ class NPOConfig(ConfigBase):
     """
 
     retain_reduction: str = "fact"
+    retain_loss: str = "nll"
 
     def __post_init__(self) -> None:
         check_reduction(self.retain_reduction, where="NPOConfig.retain_reduction")
+        check_retain_loss(self.retain_loss, where="NPOConfig.retain_loss")
+
+
+def _retain_kl(model, retain_items: Sequence[FormattedPrompt], config, settings: NPOConfig) -> RetainKL | None:
+    """The prepared KL retain term when ``settings`` asks for it and it can matter (``l_retain != 0``, retain facts)."""
+    if settings.retain_loss != "kl" or config.l_retain == 0 or not len(retain_items):
+        return None
+    return RetainKL.prepare(model, retain_items, reduction=settings.retain_reduction)
+
+
+def _retain_term(lp, retain_batch: Sequence[FormattedPrompt], kl: RetainKL | None, reduction: str) -> Tensor:
+    return retain_loss(lp, reduction) if kl is None else kl.loss(lp, retain_batch)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class NPOObjective(TrainingObjective):
     beta: float
     reference: Mapping[tuple[str, str], float]
     retain_reduction: str = "fact"
+    retain_kl: RetainKL | None = None
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -90,22 +112,24 @@ class NPOObjective(TrainingObjective):
                 chunk = items[i:i + _REF_BATCH]
                 logp = batch_logprobs(model, chunk, []).forget
                 ref.update({_key(it): float(v) for it, v in zip(chunk, logp.tolist())})
-        return cls(beta=config.npo_beta, reference=MappingProxyType(ref),
-                   retain_reduction=(settings or NPOConfig()).retain_reduction)
+        settings = settings or NPOConfig()
+        return cls(beta=config.npo_beta, reference=MappingProxyType(ref), retain_reduction=settings.retain_reduction,
+                   retain_kl=_retain_kl(model, retain_items, config, settings))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
-        lp = batch_logprobs(model, forget_batch, retain_batch)
+        lp = batch_logprobs(model, forget_batch, retain_batch, retain_rows=self.retain_kl is not None)
         try:
             ref = torch.tensor([self.reference[_key(it)] for it in forget_batch], dtype=lp.forget.dtype,
                                device=lp.forget.device)
         except KeyError as e:
             raise ValueError(f"NPO has no reference log-probability for forget prompt {e.args[0]!r}: build the "
                              "objective with prepare() on the same forget prompts") from None
-        return npo_loss(lp.forget, ref, self.beta), retain_loss(lp, self.retain_reduction)
+        return npo_loss(lp.forget, ref, self.beta), _retain_term(lp, retain_batch, self.retain_kl,
+                                                                 self.retain_reduction)
 
     def describe(self) -> dict[str, str]:
-        return {"retain_reduction": self.retain_reduction}
+        return {"retain_reduction": self.retain_reduction, "retain_loss": "nll" if self.retain_kl is None else "kl"}
 
 
 @dataclass(frozen=True)
@@ -121,17 +145,20 @@ class SimNPOObjective(TrainingObjective):
     beta: float
     gamma: float
     retain_reduction: str = "fact"
+    retain_kl: RetainKL | None = None
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
                 mask, config, settings: NPOConfig | None = None) -> "SimNPOObjective":
-        return cls(beta=config.simnpo_beta, gamma=config.simnpo_gamma,
-                   retain_reduction=(settings or NPOConfig()).retain_reduction)
+        settings = settings or NPOConfig()
+        return cls(beta=config.simnpo_beta, gamma=config.simnpo_gamma, retain_reduction=settings.retain_reduction,
+                   retain_kl=_retain_kl(model, retain_items, config, settings))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
-        lp = batch_logprobs(model, forget_batch, retain_batch)
-        return simnpo_loss(lp.forget, lp.forget_tokens, self.beta, self.gamma), retain_loss(lp, self.retain_reduction)
+        lp = batch_logprobs(model, forget_batch, retain_batch, retain_rows=self.retain_kl is not None)
+        return (simnpo_loss(lp.forget, lp.forget_tokens, self.beta, self.gamma),
+                _retain_term(lp, retain_batch, self.retain_kl, self.retain_reduction))
 
     def describe(self) -> dict[str, str]:
-        return {"retain_reduction": self.retain_reduction}
+        return {"retain_reduction": self.retain_reduction, "retain_loss": "nll" if self.retain_kl is None else "kl"}
