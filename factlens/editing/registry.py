@@ -35,8 +35,9 @@ class Objective:
         doc: One line (and the paper it comes from).
         config_type: The objective's own settings (a frozen
             :class:`~factlens.config.ConfigBase`), set per run in ``EditConfig.objectives[name]``
-            and passed to ``loss.prepare(..., settings=...)`` (GA and GradDiff's
-            :class:`~factlens.editing.objectives.gradient_ascent.GradientAscentConfig`); ``None``:
+            and passed to ``loss.prepare(..., settings=...)`` (GA's
+            :class:`~factlens.editing.objectives.gradient_ascent.GradientAscentConfig`, GradDiff's
+            :class:`~factlens.editing.objectives.gradient_ascent.GradDiffConfig`); ``None``:
             it reads :class:`~factlens.editing.config.EditConfig`'s own fields (``npo_beta``...).
     """
 
