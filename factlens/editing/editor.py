@@ -261,7 +261,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
             editing), ``retain`` facts for the retain loss.
         objective: A name in :data:`factlens.editing.registry.OBJECTIVES`: ``"inject"`` (edit to
             ``target_new``), ``"unlearn"`` (``-log(1 - p(answer))``), ``"gradient_ascent"``,
-            ``"graddiff"``, ``"npo"``, ``"simnpo"``, ``"rmu"``; default: ``task.objective``.
+            ``"graddiff"``, ``"npo"``, ``"simnpo"``, ``"dpo"``, ``"rmu"``; default: ``task.objective``.
         config: Hyper-parameters (:class:`EditConfig`; ``EditConfig.fast()`` for CPU).
         inplace: Edit ``model`` itself. Default ``False``: edit a deep copy (one extra model
             copy of memory); the original stays untouched.

@@ -57,6 +57,7 @@ __all__ = [
     "gradient_ascent_loss",
     "npo_loss",
     "simnpo_loss",
+    "dpo_loss",
     "activation_mse",
 ]
 
@@ -457,6 +458,27 @@ def simnpo_loss(logp: Float[Tensor, "n"], n_tokens: Float[Tensor, "n"], beta: fl
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     return (-(2.0 / beta) * F.logsigmoid(-beta * logp / n_tokens - gamma)).mean()
+
+
+def dpo_loss(logp_lose: Float[Tensor, "n"], logp_win: Float[Tensor, "n"], ref_lose: Float[Tensor, "n"],
+             ref_win: Float[Tensor, "n"], beta: float) -> Tensor:
+    """Direct Preference Optimization (Rafailov et al. 2023) towards an alternate answer, averaged over prompts.
+
+    ``-(2 / beta) * logsigmoid(beta * ((log p_win - log p_ref_win) - (log p_lose - log p_ref_lose)))``:
+    the answer to forget is the dispreferred one, the alternate (e.g. "I don't know") the
+    preferred one, both against the frozen original. The ``2 / beta`` scale is open-unlearning's
+    (IdkDPO); at the original it equals ``(2 / beta) log 2``, as NPO's. Without the preferred term
+    it is :func:`npo_loss`.
+
+    Example:
+        >>> z = torch.tensor([-2.0])
+        >>> round(float(dpo_loss(z, z - 1, z, z - 1, beta=0.1)), 4)  # (2/0.1) log 2
+        13.8629
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    margin = (logp_win - ref_win) - (logp_lose - ref_lose)
+    return (-(2.0 / beta) * F.logsigmoid(beta * margin)).mean()
 
 
 def activation_mse(acts: Float[Tensor, "n pos d"], target: Tensor, valid: Tensor) -> Tensor:

@@ -135,6 +135,9 @@ OBJECTIVES: Registry[Objective] = Registry("objective", (
     Objective("simnpo", Ref(f"{_OBJ}.npo", "SimNPOObjective"),
               doc="reference-free, length-normalized NPO (Fan et al. 2024)",
               config_type=Ref(f"{_OBJ}.npo", "NPOConfig")),
+    Objective("dpo", Ref(f"{_OBJ}.dpo", "DPOObjective"),
+              doc="DPO preferring an alternate answer (\"I don't know\") to the true one (IdkDPO, TOFU)",
+              config_type=Ref(f"{_OBJ}.dpo", "DPOConfig")),
     Objective("rmu", Ref(f"{_OBJ}.rmu", "RMUObjective"),
               doc="steer forget activations to a random direction at one layer, keep retain ones (Li et al. 2024)"),
 ), plugins=partial(plugin_entries, "objective", Objective))

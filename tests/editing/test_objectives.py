@@ -221,7 +221,7 @@ def test_adaptive_rmu_scales_c_by_the_originals_forget_norm(planted):
 def test_registry_entries_load_objectives():
     """Properties of every entry and of the built-ins (a pinned set of names refused a new objective
     added as documented: one module and one entry)."""
-    builtin = {"inject", "unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"}
+    builtin = {"inject", "unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "dpo", "rmu"}
     assert builtin <= set(OBJECTIVES.names())
     for entry in OBJECTIVES:
         cls = load(entry.loss)
@@ -251,12 +251,13 @@ FAST = EditConfig(lr=1e-2, steps=10, batch_size=None, grad_accum=1, l_sft=0.0)
 RMU = FAST.replace(lr=3e-2, steps=20, rmu_steering_coef=8.0, rmu_alpha=1.0)
 
 
-@pytest.mark.parametrize("objective", ["unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "rmu"])
+@pytest.mark.parametrize("objective", ["unlearn", "gradient_ascent", "graddiff", "npo", "simnpo", "dpo", "rmu"])
 def test_each_objective_unlearns_inside_the_mask(planted, objective, flush_denormal):
     """Forget accuracy falls by at least 2 of 8 facts; only the mask's entries change; the user's model does not.
 
     Measured (planted model, 8 forget facts of mixed sports, mask = lookup MLP + head L2H1):
-    forget accuracy 1.0 -> 0.0 for unlearn, GA, GradDiff, NPO and SimNPO after 10 steps, and
+    forget accuracy 1.0 -> 0.0 for unlearn, GA, GradDiff, NPO, SimNPO and DPO ("I don't know"; retain 1.0) after
+    10 steps, and
     -> 0.5 for RMU after 20 steps (its target c*u makes every forget prompt look alike, so the
     accuracy falls towards the share of the sport that c*u happens to point at).
     """

@@ -13,7 +13,8 @@ from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import answer_kl, answer_logprobs_and_lengths, answer_logprobs_and_rows
 
 __all__ = ["TrainingObjective", "answer_logprobs", "BatchLogprobs", "batch_logprobs", "retain_loss", "REDUCTIONS", "check_retain_loss",
-           "RETAIN_LOSSES", "RetainKL", "RETAIN_KL_CACHE_BYTES"]
+           "RETAIN_LOSSES", "RetainKL", "RETAIN_KL_CACHE_BYTES",
+           "prepare_retain_kl", "retain_term"]
 
 #: What a mean over answers is over: ``"fact"`` (each answer's log-probability summed over its
 #: tokens, averaged over the facts) or ``"token"`` (averaged over all answer tokens of the
@@ -204,3 +205,18 @@ class RetainKL:
             raise ValueError(f"retain_loss='kl' has no reference distribution for retain prompt {e.args[0]!r}: "
                              "build the objective with prepare() on the same retain prompts") from None
         return answer_kl(lp.retain_rows, ref, lp.retain_tokens, self.reduction)
+
+
+def prepare_retain_kl(model, retain_items: Sequence[FormattedPrompt], config, retain_loss: str,
+                      reduction: str) -> RetainKL | None:
+    """The prepared :class:`RetainKL` when ``retain_loss == "kl"`` and it can matter (``config.l_retain != 0``
+    and retain facts); otherwise ``None`` (the cross-entropy retain term, or none)."""
+    if retain_loss != "kl" or config.l_retain == 0 or not len(retain_items):
+        return None
+    return RetainKL.prepare(model, retain_items, reduction=reduction)
+
+
+def retain_term(lp: BatchLogprobs, retain_batch: Sequence[FormattedPrompt], kl: RetainKL | None,
+                reduction: str) -> Tensor:
+    """The retain term of one micro-batch: the cross-entropy (:func:`retain_loss`) or ``kl``'s KL term."""
+    return retain_loss(lp, reduction) if kl is None else kl.loss(lp, retain_batch)

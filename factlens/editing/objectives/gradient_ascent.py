@@ -29,7 +29,8 @@ from torch import Tensor
 from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
 from factlens.editing.objectives.base import (REDUCTIONS, RetainKL, TrainingObjective, batch_logprobs,
-                                             check_reduction, check_retain_loss, mean_logprob)
+                                             check_reduction, check_retain_loss, mean_logprob, prepare_retain_kl,
+                                             retain_term)
 
 __all__ = ["GradientAscentConfig", "GradDiffConfig", "GradientAscentObjective", "GradDiffObjective", "REDUCTIONS"]
 
@@ -114,9 +115,9 @@ class GradDiffObjective(GradientAscentObjective):
     def prepare(cls, model, forget_items, retain_items, *, mask, config,
                 settings: GradientAscentConfig | None = None) -> "GradDiffObjective":
         settings = settings or GradDiffConfig()
-        kl = getattr(settings, "retain_loss", "nll") == "kl" and config.l_retain != 0 and len(retain_items) > 0
         return cls(reduction=settings.reduction,
-                   retain_kl=RetainKL.prepare(model, retain_items, reduction=settings.reduction) if kl else None)
+                   retain_kl=prepare_retain_kl(model, retain_items, config, getattr(settings, "retain_loss", "nll"),
+                                               settings.reduction))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
@@ -124,7 +125,8 @@ class GradDiffObjective(GradientAscentObjective):
             lf, lr = _logprobs(model, forget_batch, retain_batch, self.reduction)
             return lf, -lr
         lp = batch_logprobs(model, forget_batch, retain_batch, retain_rows=True)
-        return mean_logprob(lp.forget, lp.forget_tokens, self.reduction), self.retain_kl.loss(lp, retain_batch)
+        return (mean_logprob(lp.forget, lp.forget_tokens, self.reduction),
+                retain_term(lp, retain_batch, self.retain_kl, self.reduction))
 
     def describe(self) -> dict[str, str]:
         return {**super().describe(), "retain_loss": "nll" if self.retain_kl is None else "kl"}

@@ -39,7 +39,7 @@ from factlens.config import ConfigBase
 from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import npo_loss, simnpo_loss
 from factlens.editing.objectives.base import (RetainKL, TrainingObjective, batch_logprobs, check_reduction,
-                                             check_retain_loss, retain_loss)
+                                             check_retain_loss, prepare_retain_kl, retain_term)
 
 __all__ = ["NPOConfig", "NPOObjective", "SimNPOObjective"]
 
@@ -76,17 +76,6 @@ class NPOConfig(ConfigBase):
         check_retain_loss(self.retain_loss, where="NPOConfig.retain_loss")
 
 
-def _retain_kl(model, retain_items: Sequence[FormattedPrompt], config, settings: NPOConfig) -> RetainKL | None:
-    """The prepared KL retain term when ``settings`` asks for it and it can matter (``l_retain != 0``, retain facts)."""
-    if settings.retain_loss != "kl" or config.l_retain == 0 or not len(retain_items):
-        return None
-    return RetainKL.prepare(model, retain_items, reduction=settings.retain_reduction)
-
-
-def _retain_term(lp, retain_batch: Sequence[FormattedPrompt], kl: RetainKL | None, reduction: str) -> Tensor:
-    return retain_loss(lp, reduction) if kl is None else kl.loss(lp, retain_batch)
-
-
 @dataclass(frozen=True)
 class NPOObjective(TrainingObjective):
     """NPO on the forget answers against the original model; retain cross-entropy.
@@ -114,7 +103,8 @@ class NPOObjective(TrainingObjective):
                 ref.update({_key(it): float(v) for it, v in zip(chunk, logp.tolist())})
         settings = settings or NPOConfig()
         return cls(beta=config.npo_beta, reference=MappingProxyType(ref), retain_reduction=settings.retain_reduction,
-                   retain_kl=_retain_kl(model, retain_items, config, settings))
+                   retain_kl=prepare_retain_kl(model, retain_items, config, settings.retain_loss,
+                                                       settings.retain_reduction))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
@@ -125,7 +115,7 @@ class NPOObjective(TrainingObjective):
         except KeyError as e:
             raise ValueError(f"NPO has no reference log-probability for forget prompt {e.args[0]!r}: build the "
                              "objective with prepare() on the same forget prompts") from None
-        return npo_loss(lp.forget, ref, self.beta), _retain_term(lp, retain_batch, self.retain_kl,
+        return npo_loss(lp.forget, ref, self.beta), retain_term(lp, retain_batch, self.retain_kl,
                                                                  self.retain_reduction)
 
     def describe(self) -> dict[str, str]:
@@ -152,13 +142,14 @@ class SimNPOObjective(TrainingObjective):
                 mask, config, settings: NPOConfig | None = None) -> "SimNPOObjective":
         settings = settings or NPOConfig()
         return cls(beta=config.simnpo_beta, gamma=config.simnpo_gamma, retain_reduction=settings.retain_reduction,
-                   retain_kl=_retain_kl(model, retain_items, config, settings))
+                   retain_kl=prepare_retain_kl(model, retain_items, config, settings.retain_loss,
+                                                       settings.retain_reduction))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
         lp = batch_logprobs(model, forget_batch, retain_batch, retain_rows=self.retain_kl is not None)
         return (simnpo_loss(lp.forget, lp.forget_tokens, self.beta, self.gamma),
-                _retain_term(lp, retain_batch, self.retain_kl, self.retain_reduction))
+                retain_term(lp, retain_batch, self.retain_kl, self.retain_reduction))
 
     def describe(self) -> dict[str, str]:
         return {"retain_reduction": self.retain_reduction, "retain_loss": "nll" if self.retain_kl is None else "kl"}
