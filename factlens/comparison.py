@@ -152,8 +152,20 @@ def _pairs(loc: Mapping[Any, Any], ref: Mapping[Any, Any], where: str) -> list[_
         if ids:
             w = _pair_weights(loc[seed], ref[seed], ids, f"{where}, seed {seed}")
             x, y = np.array([a[k] for k in ids], float), np.array([b[k] for k in ids], float)
+            _check_finite(ids, x, y, f"{where}, seed {seed}")
             out.append(_Paired(seed, ids, x, y, w))
     return out
+
+
+def _check_finite(ids: Sequence[str], x: np.ndarray, y: np.ndarray, where: str) -> None:
+    """Refuse infinite unit values: a unit infinite on both sides gave ``inf - inf = NaN``, which the
+    interval and the test dropped while ``value`` and ``reference_value`` still counted it (the
+    difference then covered fewer units than the values, without a word)."""
+    bad = [k for k, u, v in zip(ids, x, y) if not (np.isfinite(u) and np.isfinite(v))]
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} unit(s) have an infinite value (e.g. {bad[:3]}), whose paired "
+                         "difference is undefined; compare a bounded form of the metric (a probability rather "
+                         "than a log-probability), or leave those units out of the evaluation")
 
 
 def _valued(v: Any) -> bool:

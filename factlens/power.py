@@ -81,6 +81,7 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
         >>> minimum_detectable_difference(16, sd=0.0, binary=False)  # continuous, all differences equal
         nan
     """
+    _check_power_inputs(alpha=alpha, power=power, sd=sd)
     k = int(math.ceil(math.log2(2 / alpha)))  # smallest k with 2 * 2**-k <= alpha
     if n < max(k, 2):
         return float("inf")
@@ -103,6 +104,17 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
             floor = max(floor, _sizes_effect(n, float(sd), tuple(sorted(float(x) for x in sizes)), alpha, power))
     d = _sign_flip_effect(n, alpha, power)
     return max(d * float(sd), floor)
+
+
+def _check_power_inputs(*, alpha: float, power: float, sd: float | None) -> None:
+    """Refuse a level or power outside (0, 1) and a negative spread: ``alpha=0`` divided by zero, ``power=1.2``
+    failed inside the root finder, ``power=0`` returned the largest simulated threshold (the same as
+    ``power=1``), and ``sd=-1`` was read as "no spread"."""
+    for name, v in (("alpha", alpha), ("power", power)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be a number strictly between 0 and 1, got {v!r}")
+    if sd is not None and not (sd >= 0 or sd != sd):  # NaN: no spread measured, as None
+        raise ValueError(f"sd (the standard deviation of the paired differences) must be >= 0, got {sd!r}")
 
 
 def lattice_step(differences, *, max_denominator: int = LATTICE_MAX_DENOMINATOR) -> float | None:

@@ -869,3 +869,19 @@ def test_the_multiple_choice_examples_part_folders_only_where_multiple_choice_wa
     old, new = {"n_shots": 2}, {"n_shots": 2, "mcq_shots": "fixed"}
     assert _setup(rec(old)) == _setup(rec(new))
     assert _setup(rec(old, "formats"))["eval.mcq_shots"] == "dataset" != _setup(rec(new, "formats"))["eval.mcq_shots"]
+
+
+def test_a_unit_infinite_on_both_sides_is_refused_not_dropped():
+    """``inf - inf`` is NaN: the unit left the difference, its interval and the test while ``value`` and
+    ``reference_value`` (both inf) still counted it, so ``diff`` covered 6 of 7 units without a word."""
+    inf = float("inf")
+
+    def ev(values):
+        m = Metric.from_samples("kl", {f"f{i}": v for i, v in enumerate(values)})
+        return EvalResult({"s": SuiteResult("s", (m,))})
+
+    with pytest.raises(ValueError, match=r"1 unit\(s\) have an infinite value \(e.g. \['f2'\]\)"):
+        factlens.compare({"flu": [ev([0.1, 0.2, inf, 0.4, 0.5, 0.6, 0.7])],
+                          "x": [ev([0.2, 0.3, inf, 0.5, 0.6, 0.7, 0.8])]})
+    finite = factlens.compare({"flu": [ev([0.1, 0.2, 0.3, 0.4])], "x": [ev([0.2, 0.3, 0.4, 0.5])]})
+    assert finite.iloc[0]["diff"] == pytest.approx(0.1) and finite.iloc[0]["n_facts"] == 4

@@ -909,3 +909,16 @@ def test_a_stored_difference_metric_of_an_older_folder_is_not_read_as_a_proporti
     row = factlens.compare({"a": [ev(ones)], "b": [ev(zeros)]}, reference="b").iloc[0]
     _, boot = paired_diff([list(ones.values())], [list(zeros.values())], proportion=False)
     assert (row["ci_low"], row["ci_high"]) == boot
+
+
+@pytest.mark.parametrize("kw, match", [(dict(alpha=0.0), "alpha must be a number strictly between 0 and 1"),
+                                       (dict(alpha=-0.1), "alpha"), (dict(power=1.2), "power must be"),
+                                       (dict(power=0.0), "power must be"), (dict(sd=-1.0), "sd .* must be >= 0")])
+def test_minimum_detectable_difference_refuses_bad_inputs(kw, match):
+    """``alpha=0`` divided by zero, ``power=1.2`` failed in the root finder, ``power=0`` returned the
+    same value as ``power=1`` and ``sd=-1`` was read as "no spread"."""
+    from factlens.stats import minimum_detectable_difference
+
+    with pytest.raises(ValueError, match=match):
+        minimum_detectable_difference(16, **{"sd": 0.5, **kw})
+    assert math.isnan(minimum_detectable_difference(16, sd=float("nan"), binary=False))  # no spread measured

@@ -94,8 +94,8 @@ class Metric:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Metric":
-        """Inverse of :meth:`to_dict` (``None`` values load as NaN, as :meth:`to_dict` writes NaN as
-        ``None``); results saved before intervals existed load with ``ci_* = None``, those saved
+        """Inverse of :meth:`to_dict` (a ``None`` ``value`` loads as NaN, as :meth:`to_dict` writes NaN as
+        ``None``; ``baseline`` and ``stderr`` stay ``None``, "none"); results saved before intervals existed load with ``ci_* = None``, those saved
         before weights were kept with ``weights = None`` (equal weights).
 
         Raises:
