@@ -153,3 +153,12 @@ def test_kl_retain_refuses_a_cache_above_its_limit_and_unknown_prompts():
         kl.loss(batch_logprobs(m, FORGET, other, retain_rows=True), other)
     with pytest.raises(ValueError, match="retain_rows=True"):
         kl.loss(batch_logprobs(m, FORGET, RETAIN), RETAIN)
+
+
+def test_the_edit_records_the_retain_term_asked_for_without_retain_facts(planted):
+    """With ``l_retain=0`` no KL term is prepared, and the edit's meta said ``retain_loss: "nll"`` (a term
+    neither asked for nor run); it records what was asked, beside ``n_retain_prompts = 0``."""
+    task = replace(planted.task, objective="unlearn")
+    cfg = FAST.replace(l_retain=0.0, objectives={"npo": NPOConfig(retain_loss="kl")})
+    res = edit(planted.model, Mask([planted.lookup_mlp]), task, objective="npo", config=cfg, show_progress=False)
+    assert res.meta["retain_loss"] == "kl" and res.meta["n_retain_prompts"] == 0

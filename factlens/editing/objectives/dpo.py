@@ -86,7 +86,8 @@ class DPOObjective(TrainingObjective):
         alternate: :attr:`DPOConfig.alternate`.
         reference: ``(prompt, answer)`` -> the original's ``(log p(answer), log p(alternate))``.
         retain_reduction: :attr:`DPOConfig.retain_reduction`.
-        retain_kl: The prepared KL retain term (``retain_loss="kl"``), else ``None``.
+        retain_kl: The prepared KL retain term (``retain_loss="kl"`` with a retain term), else ``None``.
+        retain_loss: :attr:`DPOConfig.retain_loss`, as asked (recorded in the edit's ``meta``).
     """
 
     beta: float
@@ -94,6 +95,7 @@ class DPOObjective(TrainingObjective):
     reference: Mapping[tuple[str, str], tuple[float, float]]
     retain_reduction: str = "fact"
     retain_kl: RetainKL | None = None
+    retain_loss: str = "nll"
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -116,7 +118,7 @@ class DPOObjective(TrainingObjective):
         return cls(beta=float(settings.beta), alternate=settings.alternate, reference=MappingProxyType(ref),
                    retain_reduction=settings.retain_reduction,
                    retain_kl=prepare_retain_kl(model, retain_items, config, settings.retain_loss,
-                                               settings.retain_reduction))
+                                               settings.retain_reduction), retain_loss=settings.retain_loss)
 
     def _logprobs(self, model, forget_batch: Sequence[FormattedPrompt],
                   retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, BatchLogprobs]:
@@ -147,4 +149,4 @@ class DPOObjective(TrainingObjective):
 
     def describe(self) -> dict[str, str | float]:
         return {"alternate": self.alternate, "dpo_beta": self.beta, "retain_reduction": self.retain_reduction,
-                "retain_loss": "nll" if self.retain_kl is None else "kl"}
+                "retain_loss": self.retain_loss}

@@ -110,14 +110,15 @@ class GradDiffObjective(GradientAscentObjective):
     retain facts, or with ``retain_kl`` the KL term of :class:`~factlens.editing.objectives.base.RetainKL`."""
 
     retain_kl: RetainKL | None = None
+    retain_loss: str = "nll"
 
     @classmethod
     def prepare(cls, model, forget_items, retain_items, *, mask, config,
                 settings: GradientAscentConfig | None = None) -> "GradDiffObjective":
         settings = settings or GradDiffConfig()
-        return cls(reduction=settings.reduction,
-                   retain_kl=prepare_retain_kl(model, retain_items, config, getattr(settings, "retain_loss", "nll"),
-                                               settings.reduction))
+        retain_loss = getattr(settings, "retain_loss", "nll")
+        return cls(reduction=settings.reduction, retain_loss=retain_loss,
+                   retain_kl=prepare_retain_kl(model, retain_items, config, retain_loss, settings.reduction))
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
@@ -129,4 +130,4 @@ class GradDiffObjective(GradientAscentObjective):
                 retain_term(lp, retain_batch, self.retain_kl, self.reduction))
 
     def describe(self) -> dict[str, str]:
-        return {**super().describe(), "retain_loss": "nll" if self.retain_kl is None else "kl"}
+        return {**super().describe(), "retain_loss": self.retain_loss}

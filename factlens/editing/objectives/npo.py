@@ -90,6 +90,7 @@ class NPOObjective(TrainingObjective):
     reference: Mapping[tuple[str, str], float]
     retain_reduction: str = "fact"
     retain_kl: RetainKL | None = None
+    retain_loss: str = "nll"
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -104,7 +105,7 @@ class NPOObjective(TrainingObjective):
         settings = settings or NPOConfig()
         return cls(beta=config.npo_beta, reference=MappingProxyType(ref), retain_reduction=settings.retain_reduction,
                    retain_kl=prepare_retain_kl(model, retain_items, config, settings.retain_loss,
-                                                       settings.retain_reduction))
+                                                       settings.retain_reduction), retain_loss=settings.retain_loss)
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
@@ -119,7 +120,7 @@ class NPOObjective(TrainingObjective):
                                                                  self.retain_reduction)
 
     def describe(self) -> dict[str, str]:
-        return {"retain_reduction": self.retain_reduction, "retain_loss": "nll" if self.retain_kl is None else "kl"}
+        return {"retain_reduction": self.retain_reduction, "retain_loss": self.retain_loss}
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class SimNPOObjective(TrainingObjective):
     gamma: float
     retain_reduction: str = "fact"
     retain_kl: RetainKL | None = None
+    retain_loss: str = "nll"
 
     @classmethod
     def prepare(cls, model, forget_items: Sequence[FormattedPrompt], retain_items: Sequence[FormattedPrompt], *,
@@ -143,7 +145,7 @@ class SimNPOObjective(TrainingObjective):
         settings = settings or NPOConfig()
         return cls(beta=config.simnpo_beta, gamma=config.simnpo_gamma, retain_reduction=settings.retain_reduction,
                    retain_kl=prepare_retain_kl(model, retain_items, config, settings.retain_loss,
-                                                       settings.retain_reduction))
+                                                       settings.retain_reduction), retain_loss=settings.retain_loss)
 
     def losses(self, model, forget_batch: Sequence[FormattedPrompt],
                retain_batch: Sequence[FormattedPrompt]) -> tuple[Tensor, Tensor]:
@@ -152,4 +154,4 @@ class SimNPOObjective(TrainingObjective):
                 retain_term(lp, retain_batch, self.retain_kl, self.retain_reduction))
 
     def describe(self) -> dict[str, str]:
-        return {"retain_reduction": self.retain_reduction, "retain_loss": "nll" if self.retain_kl is None else "kl"}
+        return {"retain_reduction": self.retain_reduction, "retain_loss": self.retain_loss}
