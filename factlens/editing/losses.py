@@ -343,6 +343,8 @@ def answer_kl(rows: Float[Tensor, "k d_vocab"], reference: Float[Tensor, "k d_vo
         >>> float(answer_kl(ref, ref, torch.tensor([2.0, 1.0]), "fact"))
         0.0
     """
+    if reduction not in ("fact", "token"):  # objectives.base.check_reduction's rule (that module imports this one)
+        raise ValueError(f"reduction must be one of ['fact', 'token'], got {reduction!r}")
     if not rows.numel():
         return rows.new_zeros(())
     per_token = F.kl_div(rows, reference.to(rows.device, rows.dtype), log_target=True, reduction="none").sum(-1)

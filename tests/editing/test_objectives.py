@@ -256,7 +256,7 @@ def test_each_objective_unlearns_inside_the_mask(planted, objective, flush_denor
     """Forget accuracy falls by at least 2 of 8 facts; only the mask's entries change; the user's model does not.
 
     Measured (planted model, 8 forget facts of mixed sports, mask = lookup MLP + head L2H1):
-    forget accuracy 1.0 -> 0.0 for unlearn, GA, GradDiff, NPO, SimNPO and DPO ("I don't know"; retain 1.0) after
+    forget accuracy 1.0 -> 0.0 for unlearn, GA, GradDiff, NPO, SimNPO and DPO (alternate "a professional") after
     10 steps, and
     -> 0.5 for RMU after 20 steps (its target c*u makes every forget prompt look alike, so the
     accuracy falls towards the share of the sport that c*u happens to point at).
@@ -265,8 +265,9 @@ def test_each_objective_unlearns_inside_the_mask(planted, objective, flush_denor
     mask = Mask([planted.lookup_mlp, planted.extraction_head])
     snap = snapshot(planted.model)
     before = score_prompts(planted.model, format_prompts(task.forget)).accuracy()
-    res = edit(planted.model, mask, task, objective=objective, config=RMU if objective == "rmu" else FAST,
-               show_progress=False)
+    # DPO's alternate in words the planted tokenizer knows (it spells "I don't know" as unknown tokens)
+    cfg = {"rmu": RMU, "dpo": FAST.replace(objectives={"dpo": {"alternate": "a professional"}})}.get(objective, FAST)
+    res = edit(planted.model, mask, task, objective=objective, config=cfg, show_progress=False)
     assert_unchanged(planted.model, snap)
     after = score_prompts(res.model, format_prompts(task.forget)).accuracy()
     assert before == 1.0 and after <= before - 0.25, (objective, after)

@@ -28,9 +28,13 @@ def _item(prompt, answer):
     return FormattedPrompt(prompt, answer, None, (answer,), prompt, "default")
 
 
-FORGET = [_item("Fact: Tiger Woods plays the sport of", "golf")]
-RETAIN = [_item("The sport played by X is", "basketball player"), _item("Z plays", "baseball"),
-          _item("Fact: Y plays the sport of", "tennis")]
+# every prompt starts with the same few-shot example (the shared-prefix cache runs), answers of 1-4 tokens
+PRE = "Fact: Tiger Woods plays the sport of golf\nFact:"
+FORGET = [_item(PRE + " A plays the sport of", "golf"), _item(PRE + " B is", "the sport of tennis")]
+RETAIN = [_item(PRE + " D plays the sport of", "basketball player"), _item(PRE + " E plays", "baseball"),
+          _item(PRE + " F plays the sport of", "tennis")]
+# a micro-batch in another order than prepare's, with a duplicate
+BATCH = [RETAIN[2], RETAIN[0], RETAIN[2], RETAIN[1]]
 
 
 def _hand_rows(model, it) -> torch.Tensor:
@@ -59,23 +63,26 @@ def test_kl_retain_term_equals_a_hand_computation(cls, settings, reduction):
     """``KL(p_original || p_model)`` at each retain answer token, summed over a fact's tokens and averaged over
     facts ("fact") or averaged over tokens ("token"), against full forwards of both models; a two-token
     answer makes the two reductions differ. The forget term is the one of ``retain_loss="nll"``."""
+    from factlens.editing.losses import shared_prompt_tokens
+
     m = tiny_model()
+    assert shared_prompt_tokens(m, [it.prompt for it in FORGET + RETAIN]) > 5
     field = "reduction" if cls is GradDiffObjective else "retain_reduction"
     obj = cls.prepare(m, FORGET, RETAIN, mask=Mask([Component("mlp", 0)]), config=FAST,
                       settings=settings(retain_loss="kl", **{field: reduction}))
     assert obj.describe()["retain_loss"] == "kl"
     edited = _perturbed(m)
-    lf, lr = (x.detach() for x in obj.losses(edited, FORGET, RETAIN))
+    lf, lr = (x.detach() for x in obj.losses(edited, FORGET, BATCH))
     per = []
-    for it in RETAIN:
+    for it in BATCH:
         ref, cur = _hand_rows(m, it), _hand_rows(edited, it)
         per.append((ref.exp() * (ref - cur)).sum(-1))
-    assert [len(x) for x in per] == [2, 1, 1]
+    assert [len(x) for x in per] == [1, 2, 1, 1]
     hand = torch.stack([x.sum() for x in per]).mean() if reduction == "fact" else torch.cat(per).mean()
     assert float(lr) == pytest.approx(float(hand), rel=1e-4, abs=1e-7) and float(hand) > 1e-4
     nll = cls.prepare(m, FORGET, RETAIN, mask=Mask([Component("mlp", 0)]), config=FAST,
                       settings=settings(**{field: reduction}))
-    assert float(lf) == pytest.approx(float(nll.losses(edited, FORGET, RETAIN)[0].detach()), abs=1e-5)
+    assert float(lf) == pytest.approx(float(nll.losses(edited, FORGET, BATCH)[0].detach()), abs=1e-5)
 
 
 def test_kl_retain_term_is_zero_with_zero_gradient_at_the_original():

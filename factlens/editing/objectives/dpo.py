@@ -21,6 +21,7 @@ The original's log-probabilities of both completions are computed once in
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -46,8 +47,9 @@ class DPOConfig(ConfigBase):
     Attributes:
         alternate: The preferred answer on every forget prompt (open-unlearning's IdkDPO draws
             one of a list of refusals per question; factlens takes one, so that the run is
-            reproducible without a data file). Scored after the prompt as any answer is
-            (the tokenizer's leading space included).
+            reproducible without a data file). Written without surrounding whitespace, as every
+            answer; it is scored after the prompt as any answer is (the space before it added
+            as for the true answers).
         beta: DPO's inverse temperature; 0.1 as factlens's ``npo_beta`` and the DPO paper's
             common setting (open-unlearning's ``DPO`` class defaults to 1.0).
         retain_reduction: The retain term's mean, as :class:`~factlens.editing.objectives.npo.NPOConfig`.
@@ -66,11 +68,28 @@ class DPOConfig(ConfigBase):
     def __post_init__(self) -> None:
         if not isinstance(self.alternate, str) or not self.alternate.strip():
             raise ValueError(f"DPOConfig.alternate must be a non-empty answer string, got {self.alternate!r}")
+        if self.alternate != self.alternate.strip():  # the editor refused it per unit, without naming the setting
+            raise ValueError(f"DPOConfig.alternate is written without surrounding whitespace, as every answer (the "
+                             f"space before it is added when it is scored); got {self.alternate!r}, use "
+                             f"{self.alternate.strip()!r}")
         if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not (
                 math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"DPOConfig.beta must be a finite number > 0, got {self.beta!r}")
         check_reduction(self.retain_reduction, where="DPOConfig.retain_reduction")
         check_retain_loss(self.retain_loss, where="DPOConfig.retain_loss")
+
+
+def _warn_unknown_tokens(model, alternate: str) -> None:
+    """Warn when the alternate holds the tokenizer's unknown token: every unknown word is then the same
+    token, so DPO would prefer "<unk> <unk>" whatever the words were (a word-level test tokenizer
+    turned "I don't know" into four of them)."""
+    from factlens.tokens import answer_token_ids
+
+    unk = getattr(getattr(model, "tokenizer", None), "unk_token_id", None)
+    if unk is not None and unk in answer_token_ids(model, alternate):
+        warnings.warn(f"DPOConfig.alternate {alternate!r} has words this tokenizer does not know (its unknown "
+                      "token): DPO prefers that token, not the words; choose an alternate the tokenizer spells",
+                      UserWarning, stacklevel=4)
 
 
 def _key(it: FormattedPrompt) -> tuple[str, str]:
@@ -106,6 +125,7 @@ class DPOObjective(TrainingObjective):
         if same:
             raise ValueError(f"DPOConfig.alternate {settings.alternate!r} is the answer to forget of {len(same)} forget "
                              "prompt(s): DPO would prefer and disprefer the same completion; choose another alternate")
+        _warn_unknown_tokens(model, settings.alternate)
         ref: dict[tuple[str, str], tuple[float, float]] = {}
         with torch.no_grad():
             for i in range(0, len(items), _REF_BATCH):
