@@ -32,7 +32,8 @@ import functools
 import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
-__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "keyword_problem", "layer_indices"]
+__all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "check_config_type", "keyword_problem",
+           "layer_indices"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -210,10 +211,17 @@ class ConfigBase:
         return cls._build(cls.normalize(d))
 
     @classmethod
-    def _build(cls: type[C], norm: Mapping[str, Any]) -> C:
+    def _build(cls: type[C], norm: Mapping[str, Any], *, where: str = "") -> C:
+        """``cls`` from normalized tables, its numbers checked first (:func:`check_numbers`).
+
+        The check runs here, not only in the configs' own ``__post_init__``: a plugin's settings
+        (``EditConfig.methods["scale"]``, ``EvalConfig.other_suites["my_attack"]``) took
+        ``factor="abc"`` and failed inside the job. ``where`` names the table in the message.
+        """
         nested, tuples = cls.nested_types(), _tuple_fields(cls)
-        kw = {k: nested[k]._build(v) if k in nested else _tuple_if(k in tuples, v) for k, v in norm.items()}
-        return cls(**kw)
+        kw = {k: nested[k]._build(v, where=f"{where}.{k}" if where else "") if k in nested
+              else _tuple_if(k in tuples, v) for k, v in norm.items()}
+        return cls(**_checked_numbers(cls, kw, where=where))
 
 
 class Overrides(Mapping[str, Any], Generic[C]):
@@ -405,29 +413,76 @@ def check_numbers(cfg: Any) -> None:
         ...
         ValueError: Toy.lr must be a finite number, got nan
     """
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        checked = _checked_number(hints.get(f.name), value, where=f"{type(cfg).__name__}.{f.name}")
+        if checked is not value:  # numpy's bool: stored as Python's, so that the config writes to JSON
+            object.__setattr__(cfg, f.name, checked)
+
+
+def _checked_number(hint: Any, value: Any, *, where: str) -> Any:
+    """``value`` checked against ``hint`` as :func:`check_numbers` says (a numpy bool becomes Python's)."""
     import math
     import numbers
     import types
     import typing
 
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        hint, value = hints.get(f.name), getattr(cfg, f.name)
-        args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
-        where = f"{type(cfg).__name__}.{f.name}"
-        if bool in args and args <= {bool, type(None)} and not (value is None and type(None) in args):
-            _check_bool(value, where=where)
-            if not isinstance(value, bool):  # numpy's: stored as Python's, so that the config writes to JSON
-                object.__setattr__(cfg, f.name, bool(value))
-        if value is None or not args & {int, float} or not args <= {int, float, type(None)}:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            kind = "an integer" if args & {int, float} == {int} else "a number"
-            raise TypeError(f"{where} must be {kind}, got {value!r} ({type(value).__name__})")
-        if float not in args and not isinstance(value, numbers.Integral):
-            raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
-        if not math.isfinite(value):
-            raise ValueError(f"{where} must be a finite number, got {value!r}")
+    args = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    if bool in args and args <= {bool, type(None)} and not (value is None and type(None) in args):
+        _check_bool(value, where=where)
+        value = bool(value) if not isinstance(value, bool) else value
+    if value is None or not args & {int, float} or not args <= {int, float, type(None)}:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "an integer" if args & {int, float} == {int} else "a number"
+        raise TypeError(f"{where} must be {kind}, got {value!r} ({type(value).__name__})")
+    if float not in args and not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
+def _checked_numbers(cls: type, kw: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """The field values ``kw`` of ``cls``, their numbers checked (:func:`check_numbers`) before ``cls``
+    is built (its own ``__post_init__`` may compare them); an error names ``where`` (the table)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # annotations that do not resolve: the config's own checks decide
+        return kw
+    out = {}
+    for k, v in kw.items():
+        try:
+            out[k] = _checked_number(hints.get(k), v, where=f"{cls.__name__}.{k}")
+        except (TypeError, ValueError) as e:
+            if not where:
+                raise
+            raise type(e)(f"{where}: {e}") from None
+    return out
+
+
+def check_config_type(value: Any, *, where: str) -> type[ConfigBase]:
+    """``value`` if it is a settings type (a dataclass subclassing :class:`ConfigBase`), else a
+    ``TypeError`` naming ``where`` (the entry that declares it: ``"suite 'my_attack'"``).
+
+    An entry's ``config_type`` that was a plain dataclass or a dict failed when its settings were
+    first built, inside a job, as ``AttributeError: ... has no attribute '_build'``.
+
+    Example:
+        >>> check_config_type(dict, where="suite 'toy'")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: suite 'toy': config_type must subclass factlens.config.ConfigBase (...), got <class 'dict'>
+    """
+    if not (isinstance(value, type) and issubclass(value, ConfigBase) and dataclasses.is_dataclass(value)):
+        raise TypeError(f"{where}: config_type must subclass factlens.config.ConfigBase (a frozen dataclass: "
+                        f"@dataclass(frozen=True) class MyConfig(ConfigBase): ...), got {value!r}")
+    return value
 
 
 def _check_bool(value: Any, *, where: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
-from factlens.config import ConfigBase, check_numbers
+from factlens.config import ConfigBase, check_config_type, check_numbers
 
 __all__ = ["EditConfig", "OPTIMIZERS", "SCHEDULES"]
 
@@ -262,7 +262,7 @@ def _typed(cls, table: Mapping[str, Any], where: str):
     settings with their own ``_from_table``); an unknown field is an error naming ``where``."""
     if hasattr(cls, "_from_table"):
         return cls._from_table(dict(table), where=where)
-    return cls._build(cls.normalize(dict(table), where=where))
+    return cls._build(cls.normalize(dict(table), where=where), where=where)
 
 
 def _settings_type(entry, field_name: str):
@@ -274,7 +274,8 @@ def _settings_type(entry, field_name: str):
                else "EditConfig's own fields")
         raise ValueError(f"{entry.name!r} takes its settings from {own}, not from EditConfig.{field_name}; give its "
                          "entry a config_type to have settings of its own")
-    return load(entry.config_type)
+    kind = "objective" if field_name == "objectives" else "edit method"
+    return _settings_class(load(entry.config_type), where=f"{kind} {entry.name!r}")
 
 
 def _method_config_type(method):
@@ -291,7 +292,19 @@ def _method_config_type(method):
     if entry.config_type is None:
         raise ValueError(f"edit method {name!r} takes its settings from EditConfig's own fields, not from "
                          f"EditConfig.methods; methods with settings there: {with_settings}")
-    return load(entry.config_type)
+    return _settings_class(load(entry.config_type), where=f"edit method {name!r}")
+
+
+def _settings_class(value: Any, *, where: str):
+    """``value`` if it can be an edit method's or objective's ``config_type`` (a
+    :class:`~factlens.config.ConfigBase` dataclass, or ROME's, MEMIT's and AlphaEdit's settings), else a
+    ``TypeError`` naming ``where`` (the entry): a plain dataclass failed when its table was first
+    built, inside the edit, with ``AttributeError: ... has no attribute '_build'``."""
+    from factlens.editing.memory_editing import EditorConfigMixin
+
+    if isinstance(value, type) and issubclass(value, EditorConfigMixin):
+        return value
+    return check_config_type(value, where=where)
 
 
 class _ReadOnlyTable(dict):

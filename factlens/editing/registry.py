@@ -48,6 +48,20 @@ class Objective:
     doc: str = ""
     config_type: Ref | type | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a ``config_type`` that is no settings type (:func:`_check_config_type`)."""
+        _check_config_type(self.config_type, where=f"objective {self.name!r}")
+
+
+def _check_config_type(config_type: Any, *, where: str) -> None:
+    """Refuse a ``config_type`` given directly that is no settings type (a plain dataclass, a dict):
+    it failed only when its table was first built, inside the edit. A :class:`~factlens.registry.Ref`
+    is checked when it is loaded (``EditConfig.method_config`` / ``objective_config``)."""
+    if config_type is not None and not isinstance(config_type, Ref):
+        from factlens.editing.config import _settings_class
+
+        _settings_class(config_type, where=where)
+
 
 @dataclass(frozen=True)
 class EditMethod:
@@ -88,7 +102,9 @@ class EditMethod:
 
     def __post_init__(self) -> None:
         """Refuse ``objectives`` that name no objective: a misspelt name (``("injct",)``) or a bare
-        string were accepted, and the method then refused every objective it was meant to take."""
+        string were accepted, and the method then refused every objective it was meant to take; and a
+        ``config_type`` that is no settings type."""
+        _check_config_type(self.config_type, where=f"edit method {self.name!r}")
         if self.objectives is None:
             return
         if isinstance(self.objectives, str) or not all(isinstance(o, str) for o in self.objectives):
@@ -111,6 +127,12 @@ class EditMethod:
 
     def check_objective(self, objective: "str | Objective") -> None:
         objective = getattr(objective, "name", objective)  # an Objective entry is checked by its name
+        if self.objectives is None and objective not in self.supported_objectives():
+            raise ValueError(f"objective {objective!r} is not registered: edit method {self.name!r} has "
+                             "objectives=None, which means every registered objective "
+                             f"{list(self.supported_objectives())}; register yours by an entry point (group "
+                             "'factlens.objectives', see factlens.plugins; only method='finetune' also trains "
+                             "on an unregistered Objective entry)")
         if objective not in self.supported_objectives():
             raise ValueError(f"edit method {self.name!r} does not support objective {objective!r}; "
                              f"it supports {list(self.supported_objectives())}")

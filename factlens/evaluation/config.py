@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
-from factlens.config import ConfigBase, check_numbers
+from factlens.config import ConfigBase, check_config_type, check_numbers
 from factlens.editing.config import _read_only
 from factlens.registry import load
 
@@ -287,7 +287,8 @@ class EvalConfig(ConfigBase):
         """
         name = suite if isinstance(suite, str) else suite.name
         entry = _registered_suite(name) if isinstance(suite, str) else suite
-        declared = load(entry.config_type) if entry is not None and entry.config_type is not None else None
+        declared = (check_config_type(load(entry.config_type), where=f"suite {name!r}")
+                    if entry is not None and entry.config_type is not None else None)
         if name in self.suite_fields():
             value = getattr(self, name)
             if declared is not None and not isinstance(value, declared):
@@ -325,8 +326,9 @@ class EvalConfig(ConfigBase):
 
     @staticmethod
     def _typed(entry: Suite, table: Mapping[str, Any]) -> ConfigBase:
-        cls = load(entry.config_type)
-        return cls._build(cls.normalize(table, where=f"EvalConfig.other_suites[{entry.name!r}]"))
+        cls = check_config_type(load(entry.config_type), where=f"suite {entry.name!r}")
+        where = f"EvalConfig.other_suites[{entry.name!r}]"
+        return cls._build(cls.normalize(table, where=where), where=where)
 
 
 def _registered_suite(name: str) -> Suite | None:

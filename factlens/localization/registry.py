@@ -136,6 +136,10 @@ class Localization:
         if self.top_k is not None and (self.top_k < 1 or self.budgeted):
             raise ValueError(f"localization {self.name!r}: top_k must be >= 1 and needs budgeted=False")
         _check_fixed(self)
+        if isinstance(self.method, ScoringMethod):  # a name is checked when the entry is used (plugins: on load)
+            problem = _seed_problem(self, self.method)
+            if problem:
+                raise ValueError(f"localization {self.name!r}: {problem}")
 
     @property
     def scoring(self) -> ScoringMethod | None:
@@ -160,6 +164,15 @@ def _check_fixed(loc: Localization) -> None:
         name = getattr(loc.method, "name", loc.method)
         raise ValueError(f"{where}: fixed={loc.fixed!r} takes no scores, but method={name!r} is given and would "
                          "be ignored; give method=None for the fixed mask, or fixed=None to select from the scores")
+
+
+def _seed_problem(loc: Localization, method: ScoringMethod) -> str | None:
+    """Why ``loc`` cannot pass the run's seed to ``method``, or ``None``: ``seeded=True`` with a method
+    that has no ``seed`` option failed inside the job ("unknown option(s) ['seed']")."""
+    if not loc.seeded or method.accepts("seed"):
+        return None
+    return (f"seeded=True passes the run's seed as seed=, but its scoring method {method.name!r} has no 'seed' "
+            f"option (its options: {list(method.options)}); add 'seed' to the method's options, or give seeded=False")
 
 
 METHODS: Registry[ScoringMethod] = Registry("localization method", (
@@ -222,6 +235,8 @@ def _plugin_localizations(builtin: tuple[str, ...]) -> tuple[Localization, ...]:
     """The localizations installed packages add: their own entries, and ``<name>`` /
     ``<name>_mlps`` of their scoring methods with ``compared=True``."""
     own = plugin_entries("localization", Localization, builtin)
+    for loc in own:
+        _check_plugin_localization(loc)
     derived = _compared(METHODS.all_entries()[len(METHODS.entries):])
     taken = {*builtin, *(e.name for e in own)}
     names = [e.name for e in derived]  # two methods "wn" and "wn_mlps" both give "wn_mlps"
@@ -230,6 +245,26 @@ def _plugin_localizations(builtin: tuple[str, ...]) -> tuple[Localization, ...]:
         raise PluginError(f"an installed scoring method with compared=True gives the localizations {clash}, "
                           "which already exist; rename the method (factlens.plugins)")
     return own + tuple(derived)
+
+
+def _check_plugin_localization(loc: Localization) -> None:
+    """Refuse an installed localization whose scoring method is no registered one (it loaded, and failed
+    only when a run selected it) or cannot take the run's seed although ``seeded=True`` (it failed inside
+    the job): a :class:`PluginError` naming the entry point and its package."""
+    from factlens.plugins import GROUPS, _installed, _where
+
+    if not isinstance(loc.method, str):  # an entry (checked when built) or a fixed mask
+        return
+    if loc.method not in METHODS.names():
+        problem = (f"method={loc.method!r} is no registered scoring method (known: "
+                   f"{list(METHODS.names())}); register it (group 'factlens.localization_methods') or give its "
+                   "ScoringMethod entry as method=")
+    else:
+        problem = _seed_problem(loc, METHODS.get(loc.method))
+    if problem:
+        eps = {ep.name: ep for ep, _ in _installed(GROUPS["localization"])}
+        where = _where(eps[loc.name]) if loc.name in eps else f"the installed localization {loc.name!r}"
+        raise PluginError(f"{where}: localization {loc.name!r}: {problem}")
 
 
 # factlens's own scoring methods only: an installed package's are read at the first lookup
@@ -350,8 +385,10 @@ def localization_scores(model, dataset, localization: str | Localization, *, see
     scores = method(model, dataset, **opts)
     if loc.mlps_only:
         scores = scores.restrict("mlp")
-    if scores.name != loc.name:
-        scores = _renamed(scores, loc.name)
+    if scores.name != loc.name or scores.method != method.name:
+        # named as the localization, and (as localize does) the method as its entry: a method of your own
+        # built on another's function (manual_scores) was recorded as "manual"
+        scores = _renamed(scores, loc.name, method=method.name)
     return scores
 
 
@@ -402,8 +439,8 @@ def _check_has_mlps(model, loc: Localization) -> None:
                          f"from (attention-only); use a localization that is not restricted to MLPs{other}")
 
 
-def _renamed(scores: ComponentScores, name: str) -> ComponentScores:
-    return dataclasses.replace(scores, extra=dict(scores.extra), name=name)  # keeps the typed fields
+def _renamed(scores: ComponentScores, name: str, *, method: str) -> ComponentScores:
+    return dataclasses.replace(scores, extra=dict(scores.extra), name=name, method=method)  # keeps the typed fields
 
 
 #: Options the caller of :func:`localization_scores` never passes: set from the localization or the run.

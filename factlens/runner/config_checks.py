@@ -68,7 +68,7 @@ def late_failures(config: "RunConfig") -> list[str]:
     if config.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
         bad += [f"objective {o!r} trains towards a new answer (target_new), which task {config.task!r} does not "
                 "give: choose an unlearning objective" for o in config.objectives if OBJECTIVES.get(o).needs_target_new]
-    bad += _task_option_types(config) + _edit_to_the_sport(config)
+    bad += _task_option_types(config) + _edit_to_the_sport(config) + _settings_types(config)
     from factlens.evaluation import SUITES
 
     stray = sorted(n for n in config.eval.to_dict().get("other_suites", {}) if n not in SUITES)
@@ -115,7 +115,8 @@ def unused_options(config: "RunConfig") -> list[str]:
     return out
 
 
-def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = None) -> list[str]:
+def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = None,
+                    objectives: tuple[str, ...] | None = None) -> list[str]:
     """Settings that this run accepts but that change none of its numbers, or that make its
     comparisons unequal; one line each, warned at the start of :func:`~factlens.runner.run_experiment`.
 
@@ -123,7 +124,8 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     other ``--suites`` / ``--methods``. Before, they passed without a word, and a user who set
     ``relearning.steps`` with ``--suites standard`` read no relearning number and no reason.
     ``methods``: the edit methods whose settings count (default ``config.methods``; a resumed
-    folder's stored methods too, whose settings are compared with the stored ones).
+    folder's stored methods too, whose settings are compared with the stored ones); ``objectives``
+    likewise (default ``config.objectives``, or the task's own objective when it names none).
     """
     from factlens.evaluation import SUITES
     from factlens.runner.pipeline import unbudgeted
@@ -137,6 +139,11 @@ def unread_settings(config: "RunConfig", *, methods: tuple[str, ...] | None = No
     unused = [m for m in (config.edit.get_path("methods") or {}) if m not in used]
     if unused:
         out.append(f"edit settings of method(s) {unused} change nothing: the run's edit methods are {list(used)}")
+    trained = (config.objectives or (config.default_objective,)) if objectives is None else objectives
+    unused = [o for o in (config.edit.get_path("objectives") or {}) if o not in trained]
+    if unused:  # (before, silently: objectives.graddiff.reduction=token in a run without --objectives graddiff)
+        out.append(f"edit settings of objective(s) {unused} change nothing: the run's objectives are "
+                   f"{list(trained)} (add them with --objectives)")
     out += _unread_text(ev.get("text") or {}, config.suites, used)
     out += _side_effects_on_trained_text(config)
     budgeted = [loc for loc in config.localizations if loc not in unbudgeted()]
@@ -206,6 +213,33 @@ def _unused_task_options(config: "RunConfig") -> list[str]:
         elif k not in params:
             out.append(f"task_options.{k}: task {config.task!r} does not take it (it takes {accepted})")
     return out
+
+
+def _settings_types(config: "RunConfig") -> list[str]:
+    """The run's suites, edit methods and objectives whose ``config_type`` is no settings type (a plain
+    dataclass named by a ``Ref``, checked only when loaded): it failed as a traceback once the folder
+    was being opened (the suites) or inside the job (methods, objectives)."""
+    from factlens.config import check_config_type
+    from factlens.editing.config import _settings_class
+    from factlens.editing.registry import EDIT_METHODS, OBJECTIVES
+    from factlens.evaluation import SUITES, EvalConfig
+    from factlens.registry import load
+
+    checks = [(f"suite {n!r}", SUITES.get(n), check_config_type) for n in config.suites
+              if n in SUITES and n not in EvalConfig.suite_fields()]
+    checks += [(f"edit method {n!r}", EDIT_METHODS.get(n), _settings_class) for n in config.methods if n in EDIT_METHODS]
+    checks += [(f"objective {n!r}", OBJECTIVES.get(n), _settings_class)
+               for n in config.objectives or (config.default_objective,) if n in OBJECTIVES]
+    own = {id(e) for e in (*SUITES.entries, *EDIT_METHODS.entries, *OBJECTIVES.entries)}  # their modules stay unread
+    bad = []
+    for where, entry, check in checks:
+        config_type = entry.config_type
+        if config_type is not None and id(entry) not in own:
+            try:
+                check(load(config_type), where=where)
+            except (TypeError, ImportError) as e:
+                bad.append(str(e))
+    return bad
 
 
 def _task_option_types(config: "RunConfig") -> list[str]:

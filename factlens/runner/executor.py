@@ -298,7 +298,9 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
     # --methods rome attempt recorded rome, and every later resume was crossed with it
     previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()))
     merged = rd.open(config, overwrite=overwrite, config_file=config_file, config_overrides=config_overrides)
-    for msg in unread_settings(config, methods=merged.methods):  # (a method the folder stores is compared)
+    # (a method or objective the folder stores is compared with the stored settings)
+    for msg in unread_settings(config, methods=merged.methods,
+                               objectives=merged.objectives or (merged.default_objective,)):
         warnings.warn(msg, UserWarning, stacklevel=3)
     own = executor is None
     try:
