@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import factlens.model_checks as MC
 import factlens.models as M
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,11 +87,11 @@ def test_a_checkpoint_of_tl_names_sizes_loads(tiny_tl_configs, gpt2_dir):
 def test_the_sizes_read_from_hugging_face_configs():
     from transformers import GPT2Config
 
-    sizes = M._hf_sizes(_tiny_hf("gemma").config)
+    sizes = MC.hf_sizes(_tiny_hf("gemma").config)
     assert {k: v[1] for k, v in sizes.items()} == dict(
         n_layers=2, d_model=32, n_heads=4, n_key_value_heads=2, d_head=8, d_vocab=100, d_mlp=64,
         rotary_base=1_000_000, rotary_base_local=10_000, window_size=16)
-    gpt2 = {k: v[1] for k, v in M._hf_sizes(GPT2Config(n_layer=3, n_embd=64, n_head=4)).items()}
+    gpt2 = {k: v[1] for k, v in MC.hf_sizes(GPT2Config(n_layer=3, n_embd=64, n_head=4)).items()}
     assert gpt2 == dict(n_layers=3, d_model=64, n_heads=4, d_head=16, d_vocab=50257, d_mlp=256)
 
 
@@ -166,10 +167,10 @@ def test_a_misspelt_option_is_refused(option, close, route, gpt2_dir, no_loading
 
 
 def test_known_options_pass():
-    M._check_options({"fold_ln": False, "center_unembed": False, "n_ctx": 32}, hub=False)
-    M._check_options({"revision": "main", "trust_remote_code": True}, hub=True)
+    MC.check_options({"fold_ln": False, "center_unembed": False, "n_ctx": 32}, hub=False)
+    MC.check_options({"revision": "main", "trust_remote_code": True}, hub=True)
     with pytest.raises(ValueError, match="revision"):
-        M._check_options({"revision": "main"}, hub=False)  # a local checkpoint is not downloaded
+        MC.check_options({"revision": "main"}, hub=False)  # a local checkpoint is not downloaded
 
 
 # 6. dtype and device
@@ -178,7 +179,7 @@ def test_known_options_pass():
                                         ("torch.float16", torch.float16), ("float32", torch.float32),
                                         (torch.float64, torch.float64), (None, torch.float32)])
 def test_dtype_names_are_taken(given, want):
-    assert M._check_dtype(given) is want
+    assert MC.check_dtype(given) is want
 
 
 @pytest.mark.parametrize("dtype", ["float8", torch.float8_e4m3fn, torch.int8, "int8"])
@@ -203,7 +204,7 @@ def test_an_unavailable_device_is_refused_before_loading(monkeypatch, no_loading
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ValueError, match=match):
         M.load_model(device=device)
-    assert M._check_device(None) == torch.device("cpu") and M._check_device("cpu") == torch.device("cpu")
+    assert MC.check_device(None) == torch.device("cpu") and MC.check_device("cpu") == torch.device("cpu")
 
 
 # 7. an empty prompt on a model without BOS
