@@ -206,3 +206,21 @@ def test_a_plugin_may_wrap_a_built_in_entry_while_it_is_imported(install, plante
         "WRAPPED = replace(METHODS.get('random'), name='random2', compared=False)\n")
     install({"factlens.localization_methods": "random2 = {m}:WRAPPED"}, source=source)
     assert METHODS.get("random2").fn == METHODS.get("random").fn
+
+
+def test_a_broken_plugin_localization_is_a_message_of_the_cli_not_an_import_error(install, tmp_path):
+    """``factlens.runner.pipeline`` read every localization, plugins' too, at import (``UNBUDGETED``): an
+    installed localization that a load check refuses (here: one naming no registered scoring method) made
+    importing the runner raise, so every ``factlens`` command ended in a traceback instead of the message."""
+    import os
+    import subprocess
+
+    source = PLUGIN + '\nfrom factlens.localization import Localization\nBAD = Localization("bad_loc", "no_such_method")\n'
+    install({"factlens.localizations": "bad_loc = {m}:BAD"}, source=source)
+    with pytest.raises(plugins.PluginError, match="no_such_method"):
+        LOCALIZATIONS.names()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site0"), *sys.path])}
+    code = "import factlens.runner.pipeline as p; print(sorted(p.UNBUDGETED))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "flu" in out.stdout and "bad_loc" not in out.stdout

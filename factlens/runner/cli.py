@@ -282,6 +282,7 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from factlens.runner.config import check_device
     from factlens.runner.executor import run_experiment
+    from factlens.runner.defects import defect_location
     from factlens.runner.processes import JobError
 
     try:
@@ -298,6 +299,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_experiment(cfg, overwrite=args.overwrite, config_file=args.config, report=args.report,
                                  config_overrides=overrides)
     except JobError as e:  # a setting refused in a worker process (--workers > 1): its plan job and those waiting for it
+        # (a job raises a ValueError from outside factlens as a RuntimeError naming it: a defect is no cause here)
         bad = [c for c in e.causes if isinstance(c, ValueError)]
         if not bad:
             raise
@@ -305,7 +307,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:  # every refused setting is one: RunDirError and RunFileError (another configuration's
         # results, --out a file, a damaged file in it), TaskSizeError (--forget-size beyond the known facts),
         # EmptyMask (--param-budget too small), MaskNotSupported (ROME on several MLPs), and what a job is the
-        # first to check (a --text-source too short for one chunk)
+        # first to check (a --text-source too short for one chunk). One raised outside factlens (a plugin, torch,
+        # numpy: runner.defects.defect_location) is a defect: it propagates with its traceback (from a job, as a
+        # RuntimeError naming the job), instead of reading as a bad setting
+        if defect_location(e) is not None:
+            raise
         return _error(_with_cap(e, cfg))
     print(f"ran {len(summary.ran)} run(s), skipped {len(summary.skipped)} completed, {summary.seconds:.0f}s", file=sys.stderr)
     if summary.report is not None:
@@ -386,7 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         crossed with a localization whose mask it cannot edit (the message says what to change;
         completed units stay saved), 130 when
         interrupted (rerun the same command to resume). Other errors during the run itself
-        propagate with a traceback.
+        propagate with a traceback; so does a ``ValueError`` raised outside factlens (a plugin's
+        code, torch, numpy: a defect, not a refused setting; from a job, as a ``RuntimeError``
+        naming the job), unless it is one of factlens's own error types such as
+        ``MaskNotSupported`` (:func:`factlens.runner.defects.defect_location`).
     """
     from factlens.plugins import PluginError
 

@@ -28,18 +28,22 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from factlens.localization import registry as _registry
 from factlens.editing.memory_editing import MaskNotSupported
 from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
-from factlens.runner.pristine import check_restored, restore_from  # check_restored: also importable from here
+from factlens.runner.pristine import (check_pristine, check_restored, recorded_parameters,  # check_restored: also
+                                      restore_from)  # importable from here
 from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import versions  # noqa: F401 - also importable from here, as before
+from factlens.runner.defects import defect_location, defects_named  # noqa: F401 - defect_location re-exported
 from factlens.runner.workspace import Workspace  # noqa: F401 - also importable from here, as before
 
 __all__ = [
     "Prepared", "prepare", "plan_budget", "run_localization", "plan_job", "run_job", "run_plan_or_job", "Job", "PlanJob",
     "versions", "check_restored", "EmptyMask", "Unsupported", "UNBUDGETED", "unbudgeted", "plan_mechanisms",
+    "defect_location",
 ]
 
 
@@ -222,8 +226,10 @@ def unbudgeted() -> frozenset[str]:
     return frozenset(loc.name for loc in registry.LOCALIZATIONS if not loc.budgeted)
 
 
-#: The built-in localizations without a budget (a snapshot at import; the runner calls :func:`unbudgeted`).
-UNBUDGETED: frozenset[str] = unbudgeted()
+#: The built-in localizations without a budget (the runner calls :func:`unbudgeted`, which counts
+#: plugins'). Built-in only: reading the plugins here, at import, turned an installed plugin's
+#: error into a traceback of every ``factlens`` command instead of its message.
+UNBUDGETED: frozenset[str] = frozenset(loc.name for loc in _registry.LOCALIZATIONS.entries if not loc.budgeted)
 
 
 def plan_budget(prep: Prepared, cfg: RunConfig, seed: int, *, need_budget: bool = True,
@@ -322,16 +328,6 @@ def _mask_and_scores(prep: Prepared, cfg: RunConfig, seed: int, localization: st
     budget = None if localization in unbudgeted() else plan["param_budget"]
     mask = mask_from_scores(prep.model, loc, scores, param_budget=budget)
     return mask, scores, False, getattr(plan, "waited", 0.0)
-
-
-def _check_pristine(prep: Prepared, workspace: Workspace | None, left: list[str] | None = None) -> None:
-    """Raise (and drop the workspace's model, so the next job reloads it) if the model is not unedited."""
-    left = prep.pristine.changed() if left is None else left
-    if left:
-        if workspace is not None:
-            workspace.clear()
-        raise RuntimeError(f"the model could not be restored after the edit (parameters {left[:5]} differ from the "
-                           "unedited model); the workspace dropped it, the next job reloads it")
 
 
 def method_edit_config(cfg: RunConfig, seed: int, method: str):
@@ -466,7 +462,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
                     objective=None if objective == cfg.default_objective else objective)
     except BaseException as e:
         restore_from(prep.model, prep.original)  # a failed in-place edit must not leak into the next job
-        _check_pristine(prep, workspace)
+        check_pristine(prep, workspace, method=method, objective=objective)
         if isinstance(e, MaskNotSupported):
             raise MaskNotSupported(f"unit {unit!r} (seed {seed}): {e}") from None
         raise
@@ -511,7 +507,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
                 workspace.clear()
             raise
         release_memory()
-        _check_pristine(prep, workspace, left)
+        check_pristine(prep, workspace, left, method=method, objective=objective, recorded=recorded_parameters(res))
         timings["revert"] = time.perf_counter() - t0
     if getattr(plan, "awaited", False):  # started before its seed's plan was done (factlens.runner.plan_handoff)
         timings["plan_wait"] = plan.waited
@@ -545,7 +541,8 @@ def _cache_counts(cache: Any, *, since: Mapping[str, int] | None = None) -> dict
 def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]:
     """Executor entry point of a :class:`PlanJob`."""
     cfg = RunConfig.from_dict(job.config)
-    with progress(job.show_progress):  # set here: a worker process does not inherit the driver's setting
+    # progress: set here, a worker process does not inherit the driver's setting
+    with defects_named(job.key), progress(job.show_progress):
         prep = prepare(cfg, job.seed, workspace=workspace)
         mech = "mechanisms" in cfg.suites
         # with mechanisms the FLU runs anyway (their fact-lookup MLPs): its size is the budget too, so
@@ -560,9 +557,10 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
 
 def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any] | Unsupported:
     """Executor entry point of a :class:`Job` (looks ``run_localization`` up at call time); an
-    :class:`Unsupported` when the unit's edit method cannot edit its mask."""
+    :class:`Unsupported` when the unit's edit method cannot edit its mask. A ``ValueError`` raised
+    outside factlens is raised as a ``RuntimeError`` naming the job (:func:`defect_location`)."""
     # progress: set here, a worker process does not inherit the driver's setting
-    with warnings.catch_warnings(), progress(job.show_progress):
+    with defects_named(job.key), warnings.catch_warnings(), progress(job.show_progress):
         # trained weights in factlens.layout's layout: torch notes the grad's strides
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
         plan = job.plan

@@ -34,14 +34,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from factlens.digests import weight_digests
 
-__all__ = ["OriginalView", "PristineCopy", "original_tensors", "param_digests", "check_restored", "restore_from"]
+__all__ = ["OriginalView", "PristineCopy", "original_tensors", "param_digests", "check_restored", "restore_from",
+           "check_pristine", "recorded_parameters"]
 
 
 def param_digests(model) -> dict[str, bytes]:
@@ -119,7 +120,8 @@ class OriginalView:
         leaked = self.changed(exclude=originals)
         if leaked:
             raise RuntimeError(f"the edit changed parameters it did not record ({leaked[:5]}); the unedited values are "
-                               "lost and the model must be reloaded")
+                               "lost and the model must be reloaded. An edit method must record every tensor it "
+                               "changes in its result's deltas (EditResult.from_originals with each one's original)")
         for name, t in originals.items():
             module, attr = self._slot(name)
             self._shown[name] = getattr(module, attr)
@@ -182,3 +184,40 @@ def restore_from(model, original) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(ref[name])
+
+
+def check_pristine(prep, workspace, left: list[str] | None = None, *,
+                    method: str, objective: str | None, recorded: Iterable[str] | None = None) -> None:
+    """Raise (and drop the workspace's model, so the next job reloads it) if the model is not unedited.
+
+    ``recorded``: the parameters the edit's result records (``None``: the edit raised, no result).
+    A parameter that changed outside them is the edit method's defect (its unedited values are lost,
+    so nothing can restore them): the message names the method, the objective and the parameters
+    (it said only "the model could not be restored", which pointed at factlens's revert).
+    """
+    left = prep.pristine.changed() if left is None else left
+    if not left:
+        return
+    if workspace is not None:
+        workspace.clear()
+    unit = f"edit method {method!r} (objective {objective!r})"
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    kept = set(recorded) if recorded is not None else None
+    unrecorded = [] if kept is None else [n for n in left if n not in kept]
+    if unrecorded:
+        raise RuntimeError(
+            f"{unit} changed parameter(s) that its EditResult does not record: {unrecorded[:5]}"
+            f"{f' and {len(unrecorded) - 5} more' if len(unrecorded) > 5 else ''}; their unedited values are lost, "
+            "so the model could not be restored. An edit method must record every tensor it changes in its "
+            "result's deltas (EditResult.from_originals(model, mask, originals, ...) with the original of each "
+            "changed tensor, also outside the mask); the workspace dropped the model, the next job reloads it")
+    after = "after the edit" if recorded is not None else "after the failed edit"
+    raise RuntimeError(f"the model could not be restored {after} by {unit} (parameters {left[:5]}{more} differ from "
+                       "the unedited model); the workspace dropped it, the next job reloads it")
+
+
+def recorded_parameters(res) -> set[str]:
+    """The parameters an edit result records (a sequential result: those of every chunk's result)."""
+    if hasattr(res, "deltas"):
+        return set(res.deltas)
+    return {name for r in getattr(res, "results", ()) for name in r.deltas}

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULT_PACKAGES", "versions", "now", "factlens_source"]
+__all__ = ["RESULT_PACKAGES", "versions", "now", "factlens_source", "plugin_version_diff"]
 
 #: The distributions whose versions a run records (PyPI names).
 RESULT_PACKAGES = ("factlens", "torch", "transformer-lens", "transformers", "numpy", "scipy", "statsmodels",
@@ -108,3 +108,54 @@ def factlens_source() -> str | None:
         except OSError:
             continue
     return f"tree {sha} +changes {h.hexdigest()}"
+
+
+def plugin_version_diff(stored: dict[str, Any], config) -> list[str]:
+    """The packages giving the entries of the stored ``config`` (:func:`_entry_packages`) whose installed
+    version is not the one the stored results ran with (``versions.plugins`` of ``run_config.json``).
+
+    A resume after ``pip install -U mypkg`` computed the new units with the new version next to
+    the old units, and the record then named only the new one: results of two versions mixed
+    without a word, where a changed setting is refused. A folder written before plugin versions
+    were kept, a package the stored results ran without (one that gives only the localizations
+    this run adds), and another package's upgrade are no difference.
+    """
+    from factlens.plugins import plugin_versions
+
+    versions_ = stored.get("versions")
+    recorded = versions_.get("plugins") if isinstance(versions_, dict) else None
+    if not isinstance(recorded, dict):
+        return []
+    installed = plugin_versions()
+    out = []
+    for dist, entries in sorted(_entry_packages(config).items()):
+        was, now = recorded.get(dist), installed.get(dist)
+        if was is not None and was != now:
+            out.append(f"plugin package {dist} (gives the {', '.join(entries)}): {was!r} (stored) != {now!r} "
+                       f"(installed now); to resume, reinstall the version the stored results ran with "
+                       f"(pip install '{dist}=={was}')")
+    return out
+
+
+def _entry_packages(config) -> dict[str, list[str]]:
+    """``{distribution: ["localization 'x'", ...]}``: the installed packages whose entry points give
+    the run's localizations (and their scoring methods), edit methods, objectives and suites."""
+    import importlib.metadata as md
+
+    from factlens.localization import LOCALIZATIONS
+    from factlens.plugins import GROUPS
+
+    scoring = set()
+    for name in config.localizations:
+        method = LOCALIZATIONS.get(name).method if name in LOCALIZATIONS.names() else None
+        scoring.add(method if isinstance(method, str) else getattr(method, "name", None))
+    names = {"localization": set(config.localizations), "localization method": scoring,
+             "edit method": set(config.methods), "objective": set(config.objectives or (config.default_objective,)),
+             "evaluation suite": set(config.suites)}
+    out: dict[str, list[str]] = {}
+    for kind, group in GROUPS.items():
+        for ep in md.entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            if dist is not None and ep.name in names[kind]:
+                out.setdefault(dist.metadata["Name"], []).append(f"{kind} {ep.name!r}")
+    return out

@@ -32,7 +32,7 @@ from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
 from factlens.runner.provenance import now as _now
-from factlens.runner.provenance import versions
+from factlens.runner.provenance import plugin_version_diff, versions
 from factlens.runner.run_files import RunFileError
 from factlens.runner.stored import added_eval_flags, reads_multiple_choice, upgrade_stored, without_added_eval_fields
 from factlens.strict_json import strict_dumps
@@ -434,6 +434,7 @@ class RunDir:
                      if "error" not in a.get(k, {}) and "error" not in b.get(k, {})]
             diff += [f"resolved edit: {d}" for d in methods_diff] + _input_diff(upgraded.get("inputs"), inputs)
             flags += added_eval_flags(ran[0].get("eval") or {}, ran[1].get("eval") or {})
+            diff += plugin_version_diff(stored, old)  # a plugin's new version computes the stored units' entries otherwise
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)

@@ -80,7 +80,7 @@ class Workspace:
             # page an offloaded edit's old values back in (0.41 GB for the non-localized unit). The per-call check
             # guarded nothing here: the view shares the model's weights, so a changed model changes the "unedited"
             # numbers whatever the cache holds; the runner checks every parameter bit for bit after each revert
-            # instead and drops the model and this cache when one differs (_check_pristine)
+            # instead and drops the model and this cache when one differs (pristine.check_pristine)
             baselines = BaselineCache(store=self._store(), recheck=False)
             baselines.bind(pristine.view)
             e.update(model_key=key, model=model, original=pristine.view, pristine=pristine, builtin=builtin,
