@@ -271,12 +271,9 @@ def _on_default_options(given: dict[str, Any]) -> dict[str, Any]:
     causal tracing keeps the default ``include_resid = false`` instead of dropping it (which
     made the run trace the residual stream too, about 4x the time).
     """
-    from factlens.runner.config import DEFAULT_LOCALIZE_OPTIONS
+    from factlens.runner.config import on_default_localize_options
 
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in DEFAULT_LOCALIZE_OPTIONS.items()}
-    for k, v in given.items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return on_default_localize_options(given)  # (RunConfig does the same for a table given in Python)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ not a traceback after minutes of work and a folder that keeps the bad settings.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -47,6 +48,9 @@ def late_failures(config: "RunConfig") -> list[str]:
 
     bad = []
     for k, v in config.input_files().items():
+        if not v.strip():  # (--text-source= ): read as the current folder, it failed in the job as ". is a folder"
+            bad.append(f"{k}={v!r} is empty; give a file's path, or leave the setting out for its default")
+            continue
         p = Path(v).expanduser()
         if not (_looks_local(v) and p.exists()):
             continue
@@ -280,10 +284,16 @@ def check_device(config: "RunConfig", *, local: bool | None = None) -> None:
     need not exist where it is resumed or reported (a GPU run resumed through Ray from a CPU
     driver).
 
+    With ``config.executor == "ray"`` and ``local=None``, also that ray is installed.
+
     Raises:
         ValueError: What is wrong and what to use instead.
     """
     bad = _device_problems(config.device, local=config.executor == "local" if local is None else local)
+    if local is None and config.executor == "ray" and importlib.util.find_spec("ray") is None:
+        # (the executor is made from the config): it failed at the first job, with a traceback
+        bad.append('executor="ray" needs ray, which is not installed here: pip install "factlens[ray]" (or pip '
+                   "install ray), or run with --executor local")
     if bad:
         raise ValueError("bad settings (found before any file is written):\n  " + "\n  ".join(bad))
 

@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from factlens.files import write_atomic
 from factlens.progress_bars import progress, progress_bar, progress_enabled
 from factlens.runner.config import RunConfig, check_device
 from factlens.runner.config_checks import unread_settings
@@ -272,6 +271,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
     rd = RunDir(Path(config.out))
     existed = rd.path.exists()
     rd._check_is_folder()
+    made_parents = _missing_parents(rd.path)  # which the lock creates: they go with a folder this run removes
     lock = RunLock.acquire(rd.path)  # one run per folder at a time
     try:
         return _locked(config, rd, overwrite=overwrite, executor=executor, config_file=config_file, report=report,
@@ -284,9 +284,22 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False, executor: Exec
                 lock.path.unlink(missing_ok=True)
                 removed = True
                 rd.path.rmdir()
+                for p in made_parents:  # deepest first; one that holds something now stays, and those above it
+                    p.rmdir()
         except OSError:
             pass  # something arrived meanwhile: the folder stays
         lock.release(remove_file=not removed)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first (``--out a/b/c`` in an empty
+    folder: ``a/b``, ``a``): a failed first run left them behind, empty, when it removed ``c``."""
+    out = []
+    for p in path.parents:
+        if p.exists():
+            break
+        out.append(p)
+    return out
 
 
 def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executor | None, config_file: str | Path | None,
@@ -296,7 +309,10 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
     fresh = overwrite or not rd.config_path.exists()
     # a resume that fails before any new unit must leave the folder's settings as they were: a failed
     # --methods rome attempt recorded rome, and every later resume was crossed with it
-    previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()))
+    # (and the folder's copy of --config, which the new run's replaces: its bytes, or None where there was none)
+    copy = rd.config_copy_path(config_file) if config_file is not None else None
+    previous = None if fresh else (rd.config_path.read_bytes(), set(rd.run_files()),
+                                   copy.read_bytes() if copy is not None and copy.is_file() else None)
     merged = rd.open(config, overwrite=overwrite, config_file=config_file, config_overrides=config_overrides)
     # (a method or objective the folder stores is compared with the stored settings)
     for msg in unread_settings(config, methods=merged.methods,
@@ -304,6 +320,8 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
         warnings.warn(msg, UserWarning, stacklevel=3)
     own = executor is None
     try:
+        # a file of the user's at a unit's path: the unit's run would replace it (and own it)
+        rd.check_unit_paths([(s, u) for s in config.seeds for u in config.units()])
         executor = executor or make_executor(config)
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
             summary = _run(config, rd, executor, report, t_start)
@@ -317,7 +335,9 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
             rd.discard_if_empty(remove_folder=False, keep=Path(config_file) if config_file is not None else None,
                                 plans_too=_bad_setting(e))
         elif previous is not None and set(rd.run_files()) == previous[1]:
-            write_atomic(rd.config_path, lambda tmp: tmp.write_bytes(previous[0]))
+            rd.put_back(rd.config_path, previous[0])
+            if copy is not None:
+                rd.put_back(copy, previous[2])
         raise
     finally:
         if own and isinstance(executor, LocalExecutor):  # (None when make_executor failed)

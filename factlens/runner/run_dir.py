@@ -141,6 +141,24 @@ class RunDir:
         ``null`` or ``[]``, is no run file: it crashed with an AttributeError)."""
         return _is_run_record(self.run_path(seed, localization))
 
+    def check_unit_paths(self, units: Sequence[tuple[int, str]]) -> None:
+        """Refuse a unit's path that holds a file factlens did not write (not in the manifest and no
+        factlens run record): the run of that unit would replace it and list it as its own, so that
+        a later ``--overwrite`` deleted it too (the user's files are never deleted).
+
+        Raises:
+            RunDirError: Naming the files and what to do.
+        """
+        owned = set(self.owned())
+        taken = [(s, u, p) for s, u in units for p in (self.run_path(s, u),)
+                 if p.exists() and p.relative_to(self.path).as_posix() not in owned and not _is_run_record(p)]
+        if taken:
+            names = ", ".join(str(p) for _, _, p in taken[:5]) + (", ..." if len(taken) > 5 else "")
+            keys = ", ".join(f"seed{s}/{u}" for s, u, _ in taken)
+            raise RunDirError(f"{names}: factlens did not write these files, and the run of unit(s) {keys} would "
+                              "replace them. Move them out of runs/ and rerun, or leave those units out "
+                              "(--localizations, --seeds), or choose another --out")
+
     def load_plan(self, seed: int) -> dict[str, Any] | None:
         p = self.plan_path(seed)
         return read_json_table(p) if p.exists() else None
@@ -406,7 +424,7 @@ class RunDir:
                                           "--overwrite to discard the old results, or choose another --out") from e
             # the edit / eval overrides as given are compared through the resolved settings below: an option
             # spelled out at the value the folder ran with (relearning.steps=5 where the preset says 5) was refused
-            diff = _diff(_experiment(old), _experiment(config))
+            diff = _diff(_experiment(old, stored["config"]), _experiment(config))
             upgraded = upgrade_stored(stored, self.run_files())  # settings older versions wrote otherwise, or not
             old_res = upgraded.get("resolved", {})
             try:
@@ -471,9 +489,27 @@ class RunDir:
                 f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); the run would write its results "
                 "among them. Choose a new or empty --out")
 
+    def config_copy_path(self, config_file: str | Path) -> Path:
+        """Where :meth:`open` copies ``--config`` ``config_file`` (``config.toml`` and so on)."""
+        return self.path / f"config{Path(config_file).suffix}"
+
+    def put_back(self, path: Path, data: bytes | None) -> None:
+        """Give one of this folder's files the bytes it held before (``None``: it was absent, so it
+        goes, and leaves the manifest): a resume that failed before its first result restores
+        ``run_config.json`` and the folder's copy of ``--config`` this way."""
+        if data is not None:
+            write_atomic(path, lambda tmp: tmp.write_bytes(data))
+            return
+        path.unlink(missing_ok=True)
+        rel = path.relative_to(self.path).as_posix()
+        have = self.owned()
+        if rel in have:
+            write_json_atomic(self.manifest_path, {"kind": "factlens.manifest", "format": 1,
+                                                   "files": [f for f in have if f != rel]})
+
     def _copy_config_file(self, src: Path, text: bytes) -> None:
         """Write ``--config``'s ``text`` (read before ``--overwrite`` could clear it) into the folder."""
-        dst = self.path / f"config{src.suffix}"
+        dst = self.config_copy_path(src)
         if dst.exists() and dst.resolve() == src.resolve():
             return  # the user's own file, already in place: never list it as ours
         if dst.exists() and dst.relative_to(self.path).as_posix() not in self.owned():
@@ -555,12 +591,18 @@ def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _experiment(config: RunConfig) -> dict[str, Any]:
+def _experiment(config: RunConfig, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings of ``config`` that the resume check compares as given (``edit`` and ``eval`` are
     compared resolved), with the suites as a set: their order decides no number, and a resume with
-    ``--suites formats,standard`` of a ``standard,formats`` folder was refused."""
+    ``--suites formats,standard`` of a ``standard,formats`` folder was refused.
+
+    ``stored``: the folder's ``config`` table, whose ``localize_options`` are compared as stored: a
+    folder made in Python before RunConfig kept the default tables under the given ones ran without
+    them, which reading it through RunConfig would hide."""
     out = {k: v for k, v in without_added_eval_fields(without_method_tables(config.experiment_dict())).items()
            if k not in ("edit", "eval")}
+    if stored is not None and isinstance(stored.get("localize_options"), dict) and "localize_options" in out:
+        out["localize_options"] = stored["localize_options"]
     if isinstance(out.get("suites"), (list, tuple)):
         out["suites"] = sorted(out["suites"])
     return out

@@ -217,8 +217,10 @@ def test_method_options_reach_every_localization_of_that_method():
         assert _localize_options(cfg, loc) == want, loc
     own = RunConfig(task="planted", model="planted", localize_options={
         "causal_tracing": {"n_samples": 5}, "causal_tracing_mlps": {"n_samples": 3}, "batch_size": 4})
-    assert _localize_options(own, "causal_tracing_mlps") == {"n_samples": 3, "batch_size": 4}
-    assert _localize_options(own, "causal_tracing_top_mlp") == {"n_samples": 5, "batch_size": 4}
+    # (the given tables go on top of the defaults': include_resid=False stays)
+    assert _localize_options(own, "causal_tracing_mlps") == {"include_resid": False, "n_samples": 3, "batch_size": 4}
+    assert _localize_options(own, "causal_tracing_top_mlp") == {"include_resid": False, "n_samples": 5,
+                                                                "batch_size": 4}
     assert _localize_options(own, "random") == {}
 
 
