@@ -89,3 +89,26 @@ def given_pairs12(planted12):
     by_token = {p.model.to_single_token(" " + a): a for a in p.dataset.candidates}
     answers = [by_token[int(t)] for t in pairs.corrupted_answer]
     return list(pairs.corrupted.prompts), answers, [replace(r, target_new=a) for r, a in zip(p.dataset, answers)]
+
+
+@pytest.fixture
+def tiny_tl_configs(monkeypatch):
+    """TransformerLens's config reader answering for the tiny Hugging Face models of the model tests
+    (GPT-2 and Gemma 3 shapes, 2 layers) without the Hub."""
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    real = tl_loading.convert_hf_model_config
+
+    def convert(name, **kwargs):
+        if "gemma" in name:
+            d = real(name)
+            d.update(n_layers=2, d_model=32, d_mlp=64, n_heads=4, n_key_value_heads=2, d_head=8, d_vocab=100,
+                     n_ctx=64, window_size=16, use_local_attn=True, attn_types=["local", "global"],
+                     tokenizer_name=None)
+            return d
+        return dict(d_model=32, d_head=8, n_heads=4, d_mlp=128, n_layers=2, n_ctx=64, eps=1e-5, d_vocab=100,
+                    act_fn="gelu_new", use_attn_scale=True, use_local_attn=False, normalization_type="LN",
+                    scale_attn_by_inverse_layer_idx=False, original_architecture="GPT2LMHeadModel",
+                    tokenizer_name=None, positional_embedding_type="standard")
+
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", convert)

@@ -136,24 +136,6 @@ def _tiny_hf(kind: str):
     return model.eval()
 
 
-def _tiny_tl_config(real):
-    """TransformerLens's config reader, answering for the tiny models above without the Hub."""
-
-    def convert(name, **kwargs):
-        if "gemma" in name:
-            d = real(name)
-            d.update(n_layers=2, d_model=32, d_mlp=64, n_heads=4, n_key_value_heads=2, d_head=8, d_vocab=100,
-                     n_ctx=64, window_size=16, use_local_attn=True, attn_types=["local", "global"],
-                     tokenizer_name=None)
-            return d
-        return dict(d_model=32, d_head=8, n_heads=4, d_mlp=128, n_layers=2, n_ctx=64, eps=1e-5, d_vocab=100,
-                    act_fn="gelu_new", use_attn_scale=True, use_local_attn=False, normalization_type="LN",
-                    scale_attn_by_inverse_layer_idx=False, original_architecture="GPT2LMHeadModel",
-                    tokenizer_name=None, positional_embedding_type="standard")
-
-    return convert
-
-
 @pytest.mark.parametrize("kind,name,lean,options", [
     ("gemma", "google/gemma-3-270m", True, {}),
     ("gemma", "google/gemma-3-270m", True, {"fold_ln": False}),
@@ -161,7 +143,7 @@ def _tiny_tl_config(real):
     ("gpt2", "gpt2", False, {"refactor_factored_attn_matrices": True}),
     ("gpt2", "gpt2", False, {}),
 ])
-def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(monkeypatch, kind, name, lean, options):
+def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(monkeypatch, request, kind, name, lean, options):
     """factlens's conversion of a Hugging Face model (``load_model(path=... | gguf=...)``, the
     embedded model) must give TransformerLens's ``from_pretrained`` weights and config exactly.
     RMS-norm models take the lean route (unprocessed load, then TransformerLens's processing on
@@ -169,12 +151,11 @@ def test_conversion_gives_transformer_lens_from_pretrained_weights_bit_for_bit(m
     ``refactor_factored_attn_matrices`` keep ``from_pretrained`` (before, the late value-bias
     folding skipped the ``b_O`` centering that TransformerLens does for LayerNorm models, and
     ran after the refactoring instead of before it)."""
-    import transformer_lens.loading_from_pretrained as tl_loading
     from transformer_lens import HookedTransformer
 
     from factlens.models import _cfg_to_json, _hf_to_tl
 
-    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    request.getfixturevalue("tiny_tl_configs")
     unprocessed = []
     real = HookedTransformer.from_pretrained_no_processing
     monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing",
@@ -336,19 +317,18 @@ def test_a_damaged_gguf_file_in_the_cache_is_assembled_again(fake_gguf_package):
 
 
 @pytest.mark.parametrize("scheme", ["int8", "nf4"])
-def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, scheme):
+def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, request, scheme):
     """TransformerLens folds each RMS norm's scale into the weights after it (input dimension i of
     W_Q/W_K/W_V times ln1.w[i], of W_in/W_gate times ln2.w[i]); bitsandbytes quantizes the
     checkpoint's weights and applies the norm at run time. The quantization attack quantized the
     folded weights, whose blocks mix the norm's scales (on Gemma 3 270M: the unedited model lost
     28 of 96 Sports-Unlearning facts under int8 instead of 2). The loader now records the scales, and quantizing the folded model
     gives the folded quantized checkpoint: the same model bitsandbytes would run."""
-    import transformer_lens.loading_from_pretrained as tl_loading
 
     from factlens.evaluation.quantization import linear_view, norm_scale, quantized_copy, quantized_params
     from factlens.models import _hf_to_tl, fold_scales
 
-    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    request.getfixturevalue("tiny_tl_configs")
     folded = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32)
     plain = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32,
                       fold_ln=False)
@@ -377,18 +357,17 @@ def test_the_folded_model_quantizes_as_its_checkpoint(monkeypatch, scheme):
 
 @pytest.mark.parametrize("route", ["path", "hub"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_every_route_that_folds_rms_norms_records_their_scales(monkeypatch, route, dtype):
+def test_every_route_that_folds_rms_norms_records_their_scales(monkeypatch, request, route, dtype):
     """Models loaded in another dtype or on a GPU go through TransformerLens's ``from_pretrained``,
     which folds the norms too; it kept no record of their scales, so the quantization attack on
     ``load_model("gemma-2-9b", device="cuda", dtype=torch.bfloat16)`` quantized folded weights.
     Now every route records the scales the folding read, and the
     model the caller gets is a plain HookedTransformer."""
-    import transformer_lens.loading_from_pretrained as tl_loading
     from transformer_lens import HookedTransformer
 
     from factlens.models import _from_hub, _hf_to_tl, fold_scales
 
-    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    request.getfixturevalue("tiny_tl_configs")
     lean = fold_scales(_hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=torch.float32))
     if route == "path":
         model = _hf_to_tl([_tiny_hf("gemma")], None, "google/gemma-3-270m", device="cpu", dtype=dtype)
@@ -408,7 +387,7 @@ def test_every_route_that_folds_rms_norms_records_their_scales(monkeypatch, rout
     w, w0 = model.blocks[1].mlp.W_in.float(), plain.blocks[1].mlp.W_in.float()
     torch.testing.assert_close(w, w0 * scales["blocks.1.ln2.w"][:, None], rtol=1e-2, atol=1e-2)
     # LayerNorm models: folding also centers the weights, so no scale is recorded
-    monkeypatch.setattr(tl_loading, "convert_hf_model_config", _tiny_tl_config(tl_loading.convert_hf_model_config))
+    request.getfixturevalue("tiny_tl_configs")
     assert fold_scales(_hf_to_tl([_tiny_hf("gpt2")], None, "gpt2", device="cpu", dtype=dtype)) is None
 
 

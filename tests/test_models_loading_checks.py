@@ -26,28 +26,6 @@ def _tiny_hf(kind: str, n_layers: int = 2):
 
 
 @pytest.fixture
-def tiny_tl_configs(monkeypatch):
-    """TransformerLens's config reader answering for the tiny models without the Hub (2 layers)."""
-    import transformer_lens.loading_from_pretrained as tl_loading
-
-    real = tl_loading.convert_hf_model_config
-
-    def convert(name, **kwargs):
-        if "gemma" in name:
-            d = real(name)
-            d.update(n_layers=2, d_model=32, d_mlp=64, n_heads=4, n_key_value_heads=2, d_head=8, d_vocab=100,
-                     n_ctx=64, window_size=16, use_local_attn=True, attn_types=["local", "global"],
-                     tokenizer_name=None)
-            return d
-        return dict(d_model=32, d_head=8, n_heads=4, d_mlp=128, n_layers=2, n_ctx=64, eps=1e-5, d_vocab=100,
-                    act_fn="gelu_new", use_attn_scale=True, use_local_attn=False, normalization_type="LN",
-                    scale_attn_by_inverse_layer_idx=False, original_architecture="GPT2LMHeadModel",
-                    tokenizer_name=None, positional_embedding_type="standard")
-
-    monkeypatch.setattr(tl_loading, "convert_hf_model_config", convert)
-
-
-@pytest.fixture
 def gpt2_dir(tmp_path):
     """A tiny GPT-2 checkpoint folder (weights, config.json, tokenizer)."""
     from factlens.testing.tokenizer import word_tokenizer
