@@ -34,6 +34,7 @@ from factlens.memory import release_memory
 from factlens.plugins import plugin_entries
 from factlens.progress_bars import progress_bar, takes_show_progress
 from factlens.registry import Ref, Registry, load
+from factlens.config import check_config_type
 
 __all__ = ["evaluate", "Suite", "SUITES", "DEFAULT_SUITES", "INPUTS", "suite_function", "text_readers", "text_fields", "EvalConfig", "EvalResult",
            "Metric", "SuiteResult", "BaselineCache", "BaselineStore"]
@@ -77,6 +78,10 @@ class Suite:
 
     def __post_init__(self) -> None:
         _check_inputs(self)
+        if self.config_type is not None and not isinstance(self.config_type, Ref):
+            # a plain dataclass or a dict was accepted here and failed when its table was first built
+            # (a Ref is checked when it is loaded: EvalConfig.suite_config, the runner's late_failures)
+            check_config_type(self.config_type, where=f"suite {self.name!r}")
         known = tuple(f.name for f in dataclass_fields(TextConfig))
         read = known if self.reads_text is True else () if self.reads_text is False else self.reads_text
         if isinstance(read, str) or not all(isinstance(n, str) and n in known for n in read):
