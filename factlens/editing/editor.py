@@ -139,6 +139,29 @@ def _training_items(task, entry: Objective, config: EditConfig):
     return forget_items, (format_prompts(task.retain, config.train_format) if use_retain else [])
 
 
+def check_retain_kl_fits(model, task, *, objective: str | None = None, config: EditConfig) -> int:
+    """Refuse up front an edit whose KL retain term (``retain_loss="kl"`` in the objective's
+    settings) would keep more of the original's next-token rows than
+    :data:`~factlens.editing.objectives.base.RETAIN_KL_CACHE_BYTES`: the runner calls this before
+    localizing, so that the refusal :meth:`~factlens.editing.objectives.base.RetainKL.prepare`
+    gives when the edit starts does not come after every localization of the run.
+
+    Returns:
+        The bytes the cache will take (0 when the edit keeps none: another retain loss, no retain
+        term, ``l_retain == 0`` or no retain facts).
+
+    Raises:
+        ValueError: The cache would be too large (the numbers and what to change).
+    """
+    from factlens.editing.objectives.base import check_retain_kl_size
+
+    entry = OBJECTIVES.get(objective or task.objective)
+    settings = config.objective_config(entry) if entry.config_type is not None else None
+    if getattr(settings, "retain_loss", "nll") != "kl" or not (entry.uses_retain and config.l_retain > 0):
+        return 0
+    return check_retain_kl_size(model, format_prompts(task.retain, config.train_format))
+
+
 @takes_show_progress
 @with_gradients  # every method copies and trains; under the caller's no_grad() they trained nothing
 def edit(model, mask, task, *, method: str = "finetune", objective: str | None = None, config: EditConfig = EditConfig(),

@@ -544,6 +544,7 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     # progress: set here, a worker process does not inherit the driver's setting
     with defects_named(job.key), progress(job.show_progress):
         prep = prepare(cfg, job.seed, workspace=workspace)
+        _check_retain_kl(prep, cfg, job.seed)
         mech = "mechanisms" in cfg.suites
         # with mechanisms the FLU runs anyway (their fact-lookup MLPs): its size is the budget too, so
         # that a resume adding a budgeted unit finds the plan complete instead of recomputing it
@@ -553,6 +554,17 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     out["data"] = {k: v for k, v in prep.meta.items() if k != "shape"}
     out["task"] = prep.task.summary()
     return out
+
+
+def _check_retain_kl(prep: Prepared, cfg: RunConfig, seed: int) -> None:
+    """Refuse, before the FLU and the localizations, an objective whose KL retain term would not fit
+    its cache (:func:`~factlens.editing.editor.check_retain_kl_fits`): otherwise every unit failed
+    only when its edit started, after its localization."""
+    from factlens.editing.editor import check_retain_kl_fits
+
+    ec = cfg.edit_config(seed)
+    for objective in cfg.objectives or (cfg.default_objective,):
+        check_retain_kl_fits(prep.model, prep.task, objective=objective, config=ec)
 
 
 def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any] | Unsupported:

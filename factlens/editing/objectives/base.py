@@ -13,7 +13,7 @@ from factlens.data.formats import FormattedPrompt
 from factlens.editing.losses import answer_kl, answer_logprobs_and_lengths, answer_logprobs_and_rows
 
 __all__ = ["TrainingObjective", "answer_logprobs", "BatchLogprobs", "batch_logprobs", "retain_loss", "REDUCTIONS", "check_retain_loss",
-           "RETAIN_LOSSES", "RetainKL", "RETAIN_KL_CACHE_BYTES",
+           "RETAIN_LOSSES", "RetainKL", "RETAIN_KL_CACHE_BYTES", "check_retain_kl_size",
            "prepare_retain_kl", "retain_term"]
 
 #: What a mean over answers is over: ``"fact"`` (each answer's log-probability summed over its
@@ -173,15 +173,7 @@ class RetainKL:
         """
         check_reduction(reduction, where="RetainKL.reduction")
         items = list(dict.fromkeys(_key(it) for it in retain_items))
-        limit = RETAIN_KL_CACHE_BYTES if cache_bytes is None else cache_bytes
-        from factlens.tokens import answer_token_ids
-        n_rows = sum(len(answer_token_ids(model, a)) for _, a in items)
-        need = n_rows * int(model.cfg.d_vocab) * 4
-        if need > limit:
-            raise ValueError(f"retain_loss='kl' keeps the original model's next-token distribution at each retain "
-                             f"answer token: {len(items)} retain facts, {n_rows} answer tokens x {model.cfg.d_vocab} "
-                             f"= {need / 2**20:.0f} MiB, above the {limit / 2**20:.0f} MiB limit; use fewer retain "
-                             "facts (the task's retain set), or retain_loss='nll'")
+        check_retain_kl_size(model, retain_items, cache_bytes=cache_bytes)
         ref: dict[tuple[str, str], Tensor] = {}
         with torch.no_grad():
             for i in range(0, len(items), batch):
@@ -205,6 +197,27 @@ class RetainKL:
             raise ValueError(f"retain_loss='kl' has no reference distribution for retain prompt {e.args[0]!r}: "
                              "build the objective with prepare() on the same retain prompts") from None
         return answer_kl(lp.retain_rows, ref, lp.retain_tokens, self.reduction)
+
+
+def check_retain_kl_size(model, retain_items: Sequence[FormattedPrompt], *, cache_bytes: int | None = None) -> int:
+    """The bytes :meth:`RetainKL.prepare` keeps for ``retain_items`` (one float32 row of ``d_vocab``
+    per answer token of each distinct prompt and answer), counted from the answers' tokens alone.
+
+    Raises:
+        ValueError: Above ``cache_bytes`` (default :data:`RETAIN_KL_CACHE_BYTES`), with the numbers.
+    """
+    from factlens.tokens import answer_token_ids
+
+    items = list(dict.fromkeys(_key(it) for it in retain_items))
+    limit = RETAIN_KL_CACHE_BYTES if cache_bytes is None else cache_bytes
+    n_rows = sum(len(answer_token_ids(model, a)) for _, a in items)
+    need = n_rows * int(model.cfg.d_vocab) * 4
+    if need > limit:
+        raise ValueError(f"retain_loss='kl' keeps the original model's next-token distribution at each retain "
+                         f"answer token: {len(items)} retain facts, {n_rows} answer tokens x {model.cfg.d_vocab} "
+                         f"= {need / 2**20:.0f} MiB, above the {limit / 2**20:.0f} MiB limit; use fewer retain "
+                         "facts (the task's retain set), or retain_loss='nll'")
+    return need
 
 
 def prepare_retain_kl(model, retain_items: Sequence[FormattedPrompt], config, retain_loss: str,
