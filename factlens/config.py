@@ -434,8 +434,13 @@ def _checked_number(hint: Any, value: Any, *, where: str) -> Any:
     if bool in args and args <= {bool, type(None)} and not (value is None and type(None) in args):
         _check_bool(value, where=where)
         value = bool(value) if not isinstance(value, bool) else value
-    if value is None or not args & {int, float} or not args <= {int, float, type(None)}:
+    if not args & {int, float} or not args <= {int, float, type(None)}:
         return value
+    if value is None:  # ``None`` only where the field says so (a seed of None drew a new one on every call)
+        if type(None) in args:
+            return value
+        kind = "an integer" if args & {int, float} == {int} else "a number"
+        raise TypeError(f"{where} must be {kind}, got None; None is not one of this field's values")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = "an integer" if args & {int, float} == {int} else "a number"
         raise TypeError(f"{where} must be {kind}, got {value!r} ({type(value).__name__})")

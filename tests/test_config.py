@@ -195,3 +195,23 @@ def test_every_config_that_checks_its_numbers_constructs_with_its_defaults():
             cfg = getattr(module, n)()
             built.append(type(cfg).__name__)
     assert {"EditConfig", "EvalConfig", "RelearningConfig", "AlphaEditConfig", "RomeConfig"} <= set(built)
+
+
+def test_check_numbers_refuses_none_where_the_field_takes_no_none():
+    """``RomeConfig(seed=None)`` was accepted and ``random.Random(None)`` drew new prefixes on every call (an
+    edit that could not be reproduced); ``v_lr=None`` failed later with a bare comparison error."""
+    from factlens.editing import EditConfig
+    from factlens.editing.memit import MemitConfig
+    from factlens.editing.rome import RomeConfig
+
+    with pytest.raises(TypeError, match=r"RomeConfig.seed must be an integer, got None"):
+        RomeConfig(seed=None)
+    with pytest.raises(TypeError, match=r"RomeConfig.v_lr must be a number, got None"):
+        RomeConfig(v_lr=None)
+    with pytest.raises(TypeError, match=r"MemitConfig.mom2_update_weight must be a number, got None"):
+        MemitConfig(mom2_update_weight=None)
+    with pytest.raises(TypeError, match=r"EditConfig.seed must be an integer, got None"):
+        EditConfig(seed=None)
+    # fields that take None still do
+    assert RomeConfig(clamp_norm_factor=None).clamp_norm_factor is None
+    assert EditConfig(batch_size=None).batch_size is None
