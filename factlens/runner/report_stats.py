@@ -344,8 +344,10 @@ def _cell_test(runs: Sequence[dict], ref_runs: Sequence[dict], col: tuple) -> tu
     wa, wb = cell_weights(runs, suite, names), cell_weights(ref_runs, suite, names)
     x, y, w, units = [], [], [], []
     seeds = [s for s in a if s in b]
-    if any(set(a[s]) != set(b[s]) for s in seeds):  # as factlens.compare refuses: a mark from a test on the shared
-        return float("nan"), None, float("nan")     # facts would sit beside a value over all of them
+    # as factlens.compare refuses: a mark from a test on the shared facts (or seeds: a seed one side has not
+    # finished) would sit beside a value over all of them
+    if set(a) != set(b) or any(set(a[s]) != set(b[s]) for s in seeds):
+        return float("nan"), None, float("nan")
     for s in seeds:
         ids = list(a[s])
         units += [(s, k) for k in ids]

@@ -236,6 +236,27 @@ def test_table1_marks_no_test_on_facts_the_reference_lacks():
     assert p < 0.001  # the same facts on both sides: tested
 
 
+def test_table1_marks_no_test_on_seeds_one_side_lacks():
+    """The reference finished seed 0 only, the localization seeds 0 and 1: the mark came from a test on seed
+    0 beside the localization's mean over both seeds (the same report's comparisons showed seed 0's value)."""
+    from factlens.runner.report_stats import _cell_test
+
+    ids = [f"f{i}" for i in range(16)]
+
+    def run(loc: str, seed: int, outcomes: dict) -> dict:
+        m = Metric.from_samples("forget_accuracy", outcomes)
+        return {"localization": loc, "seed": seed, "eval": EvalResult({"standard": SuiteResult("standard", (m,))})}
+
+    col = ("Standard", "Forget", "standard", ("forget_accuracy",), "one_minus")
+    two = [run("a", 0, {k: 0.0 for k in ids}), run("a", 1, {k: 1.0 for k in ids})]
+    for loc, ref in ((two, [run("flu", 0, {k: 1.0 for k in ids})]), ([two[0]], [run("flu", s, {k: 1.0 for k in ids})
+                                                                            for s in (0, 1)])):
+        p, key, _ = _cell_test(loc, ref, col)
+        assert np.isnan(p) and key is None
+    p, _, _ = _cell_test(two, [run("flu", s, {k: 1.0 for k in ids}) for s in (0, 1)], col)
+    assert p < 0.001  # the same seeds on both sides: tested
+
+
 def test_the_comparison_legend_names_newcombes_interval_for_0_1_outcomes():
     """The printed legend said every difference interval was a paired bootstrap; 0/1 differences use
     Newcombe's score interval (factlens.stats.paired_diff), as docs/statistics.md says."""
