@@ -45,6 +45,7 @@ scores whole answers. The model is never changed and no hook outlives a call.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -440,7 +441,8 @@ def run_logit_lens(model, task, *, original=None, config: EvalConfig | None = No
         original's) for :func:`~factlens.evaluation.plots.lens_curves`, ``folds``,
         ``n_ambiguous``, ``chance``, ``settings``, ``note`` and ``at_chance_bar`` (per split, which
         check set its at-chance flag: :meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`). One
-        per-fact row per forget and maintain fact.
+        per-fact row per forget and maintain fact. A split whose prompts are all ambiguous gives no
+        metric, and a warning and ``note`` say so (not an error: a run's other suites go on).
 
     Raises:
         ValueError: No forget facts, fewer forget facts than folds, or a layer the model lacks.
@@ -522,7 +524,25 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
              "at_chance_bar": base_before.chance_flags()[1] if base_before is not None else None}
     if fit is not None:
         extra["fit"] = {"model": fit_info, **({"original": base_fit} if original is not None else {})}
+    unread = _ambiguity_note(read, label)
+    if unread is not None:  # said, not raised: the run's other suites go on
+        warnings.warn(unread, stacklevel=2)
+        extra["note"] = f"{unread}; {extra['note']}"
     return SuiteResult(name, tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
+
+
+def _ambiguity_note(read: _Read, label: str) -> str | None:
+    """Why a split has no lens metric at all: every one of its prompts is ambiguous (candidates that
+    share a first token, the only token the lens reads, so it cannot say which one it reads) and is
+    left out; ``None`` when each non-empty split has a prompt to score."""
+    unread = [(s, n) for s in ("forget", "maintain")
+              if (n := len(read.items[s])) and int(read.scores[s].ambiguous.sum()) == n]
+    if not unread:
+        return None
+    splits = " and ".join(f"all {n} {s}" for s, n in unread)
+    return (f"no {label} metric of the {' or '.join(s for s, _ in unread)} facts: {splits} prompts are ambiguous "
+            "(n_ambiguous): their candidates share a first token, and the lens reads first tokens only, so it "
+            "cannot tell which candidate it reads; give each fact candidates whose first tokens differ")
 
 
 def _vocab_metrics(name: str, read: _Read, base_read: _Read | None, k: int,

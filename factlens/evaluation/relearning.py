@@ -206,7 +206,9 @@ def _text_chunks(model, config: EvalConfig, avoid_subjects: Sequence[str] = ()) 
     kept = passages_without(texts, avoid_subjects)
     if not kept:
         raise ValueError(f"every passage of the text {text.source or 'builtin'!r} names a subject of the evaluated "
-                         "facts; give other text (--text-source) or set l_sft=0")
+                         "facts, and the SFT loss trains on none of those: give other text (--text-source, or "
+                         "EvalConfig(text=TextConfig(source=...))), or call relearn(..., l_sft=0) directly to "
+                         "train without the SFT loss (the relearning suite always uses it)")
     chunks = token_chunks(model, kept, seq_len=text.seq_len, n_chunks=text.n_chunks)
     return chunks, f"text:{text.source or 'builtin'}", len(texts) - len(kept)
 
@@ -447,8 +449,11 @@ def run_relearning(model, task, *, original=None, config: EvalConfig | None = No
         "selectivity": sel_extra if maintain_after is not None else {"note": "no maintain facts"},
         "note": ("held-out facts: " + ("each half, after the attack trained on the other half"
                                        if config.relearning.both_halves else "half B, after training on half A")
-                 + "; baselines: forget/train accuracies = the original model without relearning; edit and maintain "
-                 "accuracies = the evaluated model before relearning (maintain after the attack trained on half A)"),
+                 + "; baselines: forget/train accuracies = "
+                 + ("the original model without relearning" if original is not None
+                    else "none (original=None: the unedited model was not scored)")
+                 + "; edit and maintain accuracies = the evaluated model before relearning (maintain after the "
+                 "attack trained on half A)"),
     }
     return SuiteResult("relearning", tuple(metrics), tuple(rows), extra, time.perf_counter() - t0)
 

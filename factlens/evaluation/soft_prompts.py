@@ -282,7 +282,8 @@ def train_soft_prompt(model, facts: FactDataset, *, config: EvalConfig | None = 
         model: The attacked model (unchanged).
         facts: Training facts (their default prompts and true answers).
         config: ``soft_prompts`` (:class:`SoftPromptsConfig`: ``length``, ``steps``, ``lr``,
-            ``position``) and ``batch_size`` (``None``: ``EvalConfig()``).
+            ``position``, ``max_norm`` and ``batch_size``, the facts per step; ``None``:
+            ``EvalConfig()``). ``EvalConfig.batch_size`` is not used here.
         seed: Seed of the initialization (embeddings of random tokens) and of the batches.
         max_norm: Norm bound of each soft vector (``None``: ``config.soft_prompts.max_norm``,
             else :func:`mean_embedding_norm`).

@@ -202,6 +202,23 @@ def test_soft_prompt_docstring_says_attack_damage_covers_maintain_facts():
     assert "half B and the maintain facts" in sentence
 
 
+def test_train_soft_prompt_docstring_names_the_batch_size_it_trains_with():
+    """The facts per step are ``config.soft_prompts.batch_size``; the docstring said ``EvalConfig.batch_size``,
+    which changes no training loss."""
+    from factlens.evaluation.soft_prompts import SoftPromptsConfig, train_soft_prompt
+    from factlens.testing import planted_fact_model
+
+    doc = " ".join(inspect.getdoc(train_soft_prompt).split())
+    config_arg = doc[doc.index("config: "):doc.index("seed: ")]
+    assert "``batch_size``, the facts per step" in config_arg and "``EvalConfig.batch_size`` is not used" in config_arg
+    p = planted_fact_model()
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=2, length=2))
+    _, losses = train_soft_prompt(p.model, p.task.forget, config=cfg)
+    assert train_soft_prompt(p.model, p.task.forget, config=cfg.replace(batch_size=2))[1] == losses
+    small = cfg.replace(soft_prompts=SoftPromptsConfig(steps=2, length=2, batch_size=2))
+    assert train_soft_prompt(p.model, p.task.forget, config=small)[1] != losses
+
+
 # -- probes: the best layer of a blind original is tested over every layer ----------------------------
 def test_a_blind_originals_best_probe_layer_is_tested_over_every_layer(planted, monkeypatch):
     """32 forget facts, 12 layers where the original's probe reads nothing (blind chance 13/32, the

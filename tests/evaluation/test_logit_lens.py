@@ -147,11 +147,28 @@ def test_one_fold_chooses_on_the_scored_facts_and_says_so(planted, late):
 def test_candidates_sharing_a_first_token_are_left_out(planted):
     p, _ = planted
     task = _task(p, SPORTS + ("golf", "basketball player"))  # "basketball" and "basketball player" share one
-    r = run_logit_lens(p.model, task, original=p.model)
+    with pytest.warns(UserWarning, match="ambiguous"):
+        r = run_logit_lens(p.model, task, original=p.model)
     assert r.extra["n_ambiguous"] == {"forget": 8, "maintain": 20}
     # a top-k hit on " basketball" would not say which of the two is there: no lens metric at all
     assert "logit_lens_forget_accuracy" not in r and "logit_lens_forget_topk" not in r
     assert r.extra["topk"] == [None] * 4 and r.extra["true"] == [None] * 4
+
+
+def test_a_lens_that_can_read_no_forget_prompt_says_why_it_gives_no_metric(planted):
+    """With every forget prompt ambiguous the suite returned no metric and no word of why; it still
+    returns (a run's other suites go on), with a warning and a note naming the ambiguous prompts."""
+    p, task = planted
+    forget = task.forget.with_candidates(SPORTS + ("golf", "golf club"))  # " golf" starts both
+    amb = Task(task.name, task.objective, forget, task.retain, task.maintain, seed=0)
+    with pytest.warns(UserWarning, match="all 8 forget prompts are ambiguous"):
+        r = run_logit_lens(p.model, amb, original=p.model)
+    assert r.extra["n_ambiguous"] == {"forget": 8, "maintain": 0}
+    assert not any(m.name.startswith("logit_lens_forget") for m in r.metrics) and "logit_lens_maintain_accuracy" in r
+    note = r.extra["note"]
+    assert note.startswith("no logit lens metric of the forget facts: all 8 forget prompts are ambiguous")
+    assert "first token" in note and "maintain prompts" not in note
+    assert "ambiguous" not in run_logit_lens(p.model, task, original=p.model).extra["note"]
 
 
 def test_runs_through_evaluate_with_its_settings_and_reuses_the_original(planted, late):
