@@ -289,6 +289,9 @@ class Component:
     @classmethod
     def parse(cls, label: str) -> "Component":
         """Parse ``"L3H2"``, ``"L5.mlp"`` or ``"L5.N123"``."""
+        if not isinstance(label, str):  # an int failed with "'int' object has no attribute 'strip'"
+            raise TypeError(f"a component label is a string such as 'L3H2', 'L5.mlp' or 'L5.N123', got {label!r} "
+                            f"of type {type(label).__name__}")
         m = _LABEL_RE.match(label.strip())
         if not m:
             raise ValueError(f"cannot parse component label {label!r}; expected 'L3H2', 'L5.mlp' or 'L5.N123'")

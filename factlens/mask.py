@@ -76,6 +76,12 @@ class Mask:
         if isinstance(labels, str):
             raise TypeError(f"Mask.from_labels takes a list of labels, got the string {labels!r}; write "
                             f"Mask.from_labels([{labels!r}])")
+        labels = list(labels)
+        bad = [l for l in labels if not isinstance(l, str)]
+        if bad:  # Component.parse(3) failed with "'int' object has no attribute 'strip'"
+            raise TypeError(f"Mask.from_labels takes component labels (strings such as 'L3H2' or 'L5.mlp'), got "
+                            f"{bad[0]!r} of type {type(bad[0]).__name__}; for Component objects use "
+                            "Mask(frozenset(components))")
         return cls(frozenset(Component.parse(l) for l in labels), name=name)
 
     @classmethod

@@ -209,7 +209,7 @@ def _check_options(model, direction: str, metric: str, batch_size: int) -> None:
         raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
     if metric not in ("logit_diff", "prob"):
         raise ValueError(f"unknown metric {metric!r}; use 'logit_diff' or 'prob'")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # True ran as 1
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if model.cfg.positional_embedding_type == "shortformer":
         raise ValueError("activation_patching does not support shortformer positional embeddings")

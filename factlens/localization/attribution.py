@@ -67,7 +67,7 @@ def _check_options(metric: str, direction: str, ig_steps: int, batch_size: int) 
                          "or 'noising' (patch corrupted into clean)")
     if not isinstance(ig_steps, int) or isinstance(ig_steps, bool) or ig_steps < 0:
         raise ValueError(f"ig_steps must be an integer >= 0 (0 = plain attribution patching), got {ig_steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # True ran as 1
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 

@@ -48,6 +48,7 @@ tokens); only final positions are unembedded. Noise is drawn per example from a 
 
 from __future__ import annotations
 
+import numbers
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -195,13 +196,15 @@ class _TraceBatch:
 
 
 def _check_options(model, noise_scale: float, n_samples: int, window: int, batch_size: int) -> None:
-    if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
-    if not isinstance(n_samples, int) or n_samples < 1:
+    # bool is an int: n_samples=True ran 1 sample and then crashed in repeat_interleave; batch_size=True ran as 1
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, numbers.Real) or not noise_scale > 0:
+        raise ValueError(f"noise_scale must be a number > 0 (the noise std in units of the embeddings' std), "
+                         f"got {noise_scale!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if not isinstance(window, int) or window < 1:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1 (number of MLP layers restored together), got {window!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if model.cfg.positional_embedding_type == "shortformer":
         raise ValueError("causal_tracing does not support shortformer positional embeddings")

@@ -21,6 +21,7 @@ components you name. ``localization_mask(model, data, "random"|"random_mlps", ..
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -31,13 +32,16 @@ from factlens.scores import ComponentScores
 __all__ = ["random_scores", "manual_scores"]
 
 
-def random_scores(model, dataset=None, *, seed: int = 0, mlps_only: bool = False) -> ComponentScores:
+def random_scores(model, dataset=None, *, seed: int | None = 0, mlps_only: bool = False) -> ComponentScores:
     """I.i.d. ``Uniform(0, 1)`` scores for every head and MLP (or every MLP).
 
     Args:
         model: A ``HookedTransformer`` (or its config / :class:`ModelShape`); only its shape is read.
         dataset: Ignored (accepted so that all methods share one signature).
-        seed: Seed of the draw (``numpy.random.default_rng``); same seed, same scores.
+        seed: Seed of the draw (``numpy.random.default_rng``); same seed, same scores. ``None``
+            means 0, as for the seeded localizations of the registry (``localization_mask(...,
+            "random", seed=None)``): numpy's ``default_rng(None)`` drew a different, unrecorded
+            mask on every call of ``localize(model, data, "random", seed=None)``.
         mlps_only: Score only MLP layers.
 
     Example:
@@ -50,11 +54,22 @@ def random_scores(model, dataset=None, *, seed: int = 0, mlps_only: bool = False
     shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
     if mlps_only and shape.attn_only:
         raise ValueError("the model has no MLPs to choose from (attention-only); use mlps_only=False")
+    seed = _checked_seed(seed)
     comps = resolve_components(shape, "mlps" if mlps_only else "all")
     values = np.random.default_rng(seed).uniform(size=len(comps))
     name = "random_mlps" if mlps_only else "random"
     return ComponentScores(tuple(comps), values, "random", "uniform", shape,
                            {"seed": seed, "mlps_only": mlps_only}, name)
+
+
+def _checked_seed(seed) -> int:
+    """``seed`` as a plain ``int`` (``None``: 0, see :func:`random_scores`; a numpy integer is recorded
+    in ``extra`` as an ``int``, which JSON can write)."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (or None for 0), got {seed!r}")
+    return int(seed)
 
 
 def manual_scores(model, dataset=None, *, components: Sequence[Component | str]) -> ComponentScores:

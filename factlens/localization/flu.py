@@ -39,6 +39,7 @@ Scores are 1.0 for FLU MLPs and 0.0 for every other head and MLP, so
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -130,11 +131,11 @@ def flu_scores(
     dataset,
     *,
     seed: int = 0,
-    rule_threshold: float = 0.5,
+    rule_threshold: float | None = None,
     approach: Approach = "auto",
-    n_std: float = 2.0,
-    extraction_k: int = 4,
-    min_fact_fraction: float = 0.0,
+    n_std: float | None = None,
+    extraction_k: int | None = None,
+    min_fact_fraction: float | None = None,
     partners: Sequence | None = None,
     **options: Any,
 ) -> ComponentScores:
@@ -146,14 +147,17 @@ def flu_scores(
         seed: Seed of the probe folds / corrupting subjects.
         rule_threshold: Share of the probe-accuracy rise (from the embedding's accuracy, at
             least chance, to the max) that the FLU layers must hold (probing; the shortest such
-            range, see :func:`rise_layers`).
+            range, see :func:`rise_layers`; ``0 < rule_threshold <= 1``, ``None``: 0.5).
         approach: ``"auto"`` (probing for sports, path patching otherwise), ``"probing"``
             or ``"path_patching"``.
         n_std: Per-fact outlier threshold of the path-patching approach (``>= 0``: a fact's lookup
-            MLPs have an effect above ``mean + n_std * std`` of its MLP effects).
-        extraction_k: Number of extraction components (path patching).
+            MLPs have an effect above ``mean + n_std * std`` of its MLP effects; ``None``: 2.0).
+        extraction_k: Number of extraction components (path patching; an integer ``>= 1``,
+            ``None``: 4).
         min_fact_fraction: An MLP joins the FLU when selected for more than this fraction
-            of the facts (path patching; 0 = union over facts).
+            of the facts (path patching; in ``[0, 1)``, ``None``: 0 = union over facts).
+            The named options of one approach default to ``None`` so that giving one to the
+            other approach is refused rather than silently ignored (``n_std=`` with sports facts).
         partners: More facts whose subjects may corrupt facts without an aligned partner
             of the same relation (path patching, see
             :func:`~factlens.localization.pairs.make_pairs`; ignored by probing).
@@ -163,7 +167,9 @@ def flu_scores(
             or ``receivers``: the FLU scores every MLP through the extraction components it finds).
 
     Raises:
-        ValueError: Options the chosen approach does not take; a negative ``n_std``; a model in
+        ValueError: Options the chosen approach does not take (also ``rule_threshold`` with path
+            patching, ``n_std``/``extraction_k``/``min_fact_fraction`` with probing); an option
+            out of its range (a negative ``n_std``...); a model in
             which no MLP comes before the extraction components (path patching: e.g. one layer).
 
     Returns:
@@ -190,10 +196,48 @@ def flu_scores(
         raise ValueError("the model is attention-only: there are no MLPs to localize")
     use_probing = approach == "probing" or (approach == "auto" and _is_sports(getattr(dataset, "name", ""), records))
     _check_approach_options("probing" if use_probing else "path_patching", options)
+    own = _flu_settings(use_probing, rule_threshold=rule_threshold, n_std=n_std, extraction_k=extraction_k,
+                        min_fact_fraction=min_fact_fraction)
     if use_probing:
-        return _flu_probing(model, data, seed=seed, rule_threshold=rule_threshold, **options)
-    return _flu_path_patching(model, data, seed=seed, n_std=n_std, extraction_k=extraction_k,
-                              min_fact_fraction=min_fact_fraction, partners=partners, **options)
+        return _flu_probing(model, data, seed=seed, **own, **options)
+    return _flu_path_patching(model, data, seed=seed, partners=partners, **own, **options)
+
+
+def _flu_settings(use_probing: bool, **given: Any) -> dict[str, Any]:
+    """The FLU's own options of the chosen approach, checked and with their defaults filled in.
+
+    Options of the other approach are refused when given (not ``None``): ``n_std=-5`` with sports
+    facts was silently ignored, as was ``rule_threshold=`` with path patching, although both are
+    refused as options of the other method. Ranges are checked before the (long) scoring.
+    """
+    from factlens.localization.path_patching import check_n_std
+
+    defaults = {"rule_threshold": 0.5} if use_probing else {"n_std": 2.0, "extraction_k": 4, "min_fact_fraction": 0.0}
+    unused = sorted(k for k, v in given.items() if v is not None and k not in defaults)
+    if unused:
+        method = "probing" if use_probing else "path_patching"
+        why = "sports facts" if use_probing else "facts other than sports"
+        raise ValueError(f"the FLU localizes with {method} here ({why}, or approach={method!r}), which does not use "
+                         f"{unused}; it uses {sorted(defaults)}. Drop them, or choose the other approach with approach=")
+    out = {k: d if given[k] is None else given[k] for k, d in defaults.items()}
+    if use_probing:
+        if not _is_real(out["rule_threshold"]) or not 0.0 < out["rule_threshold"] <= 1.0:
+            raise ValueError(f"rule_threshold (the share of the probe-accuracy rise the FLU layers hold) must be a "
+                             f"number in (0, 1], got {out['rule_threshold']!r}")
+        return out
+    check_n_std(out["n_std"])
+    k = out["extraction_k"]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"extraction_k (the number of extraction components) must be an integer >= 1, got {k!r}")
+    out["extraction_k"] = int(k)
+    if not _is_real(out["min_fact_fraction"]) or not 0.0 <= out["min_fact_fraction"] < 1.0:
+        raise ValueError(f"min_fact_fraction must be a number in [0, 1) (an MLP joins the FLU when selected for more "
+                         f"than this fraction of the facts), got {out['min_fact_fraction']!r}")
+    return out
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _check_approach_options(method: str, options: dict) -> None:
@@ -219,10 +263,11 @@ def _check_approach_options(method: str, options: dict) -> None:
 
 
 def _flu_probing(model, dataset, *, seed, rule_threshold, **options) -> ComponentScores:
-    from factlens.localization.probing import probing
+    from factlens.localization.probing import check_positions, probing
 
     options.setdefault("positions", ("subject_last", "final"))
     options.setdefault("repeats", 3)
+    check_positions(options["positions"])  # a str: "subject_last" in "subject_last" passed, then split into letters
     if "subject_last" not in options["positions"]:
         raise ValueError("the FLU rule reads the probe curve at 'subject_last'; include it in positions=")
     probe = probing(model, dataset, seed=seed, **options)
@@ -252,11 +297,8 @@ def _check_lookup_candidates(shape: ModelShape, extraction: list[Component]) -> 
 
 
 def _flu_path_patching(model, dataset, *, seed, n_std, extraction_k, min_fact_fraction, **options) -> ComponentScores:
-    from factlens.localization.path_patching import check_n_std, extraction_components, fact_lookup_mlps, path_patching
+    from factlens.localization.path_patching import extraction_components, fact_lookup_mlps, path_patching
 
-    if not 0.0 <= min_fact_fraction < 1.0:
-        raise ValueError(f"min_fact_fraction must be in [0, 1), got {min_fact_fraction}")
-    check_n_std(n_std)
     direct = path_patching(model, dataset, seed=seed, **options)
     extraction = extraction_components(direct, extraction_k)
     _check_lookup_candidates(ModelShape.of(model), extraction)

@@ -152,9 +152,18 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
     return float(acc.mean()), float(acc.std())
 
 
+def check_positions(positions: Sequence[str]) -> None:
+    """Refuse a bare string as ``positions=``: iterated, ``"final"`` was probed as the positions
+    ``'f', 'i', 'n', 'a', 'l'`` ("unknown probe positions ['f', ...]")."""
+    if isinstance(positions, str):
+        raise TypeError(f"positions= takes a list of positions, got the string {positions!r}; write "
+                        f"positions=[{positions!r}] (choose from {POSITIONS})")
+
+
 def _checked_sites(shape: ModelShape, positions: Sequence[str],
                    layers: Sequence[int] | None) -> tuple[tuple[str, ...], list[int]]:
     """The probed positions and (sorted, unique) layers, checked against :data:`POSITIONS` and the model."""
+    check_positions(positions)
     positions = tuple(positions)
     bad = [p for p in positions if p not in POSITIONS]
     if bad or not positions:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 from collections.abc import Iterable
 from functools import partial
 
-from factlens.components import Mask, ModelShape
+from factlens.components import COMPONENT_KEYWORDS, Component, Mask, ModelShape, resolve_components
 from factlens.plugins import PluginError, plugin_entries
 from factlens.progress_bars import takes_show_progress
 from factlens.registry import Ref, Registry, load
@@ -375,6 +375,7 @@ def localization_scores(model, dataset, localization: str | Localization, *, see
     method = loc.scoring
     assert method is not None
     _check_has_mlps(model, loc)
+    _check_components_have_mlps(loc, options.get("components"), model)
     opts = dict(options)
     if loc.seeded:
         opts["seed"] = 0 if seed is None else seed
@@ -439,6 +440,33 @@ def _check_has_mlps(model, loc: Localization) -> None:
                          f"from (attention-only); use a localization that is not restricted to MLPs{other}")
 
 
+def _check_components_have_mlps(loc: Localization, components: Any, model=None, *,
+                                where: str = "components") -> None:
+    """Refuse an MLP-only localization whose ``components=`` names no MLP (``"heads"``): the method scored
+    only heads, the MLP restriction dropped them all and the mask came back empty without a word.
+
+    With ``model=None`` (a run's options, before any model is loaded) only what the spelling alone
+    tells is checked (``"heads"``, a list of head labels); bad spellings are left to the method.
+    """
+    if not loc.mlps_only or components is None:
+        return
+    if model is not None:
+        shape = model if isinstance(model, ModelShape) else ModelShape.of(model)
+        chosen = resolve_components(shape, components, neurons=True, what=where)
+    elif isinstance(components, str) and components in COMPONENT_KEYWORDS:
+        chosen = [] if COMPONENT_KEYWORDS[components] == "head" else None
+    else:
+        items = [components] if isinstance(components, (str, Component)) else components
+        try:
+            chosen = [it if isinstance(it, Component) else Component.parse(it) for it in items]
+        except (TypeError, ValueError, AttributeError):
+            return  # the method refuses it with its own message
+    if chosen is not None and not any(c.kind == "mlp" for c in chosen):
+        raise ValueError(f"{where}={components!r}: localization {loc.name!r} keeps only MLP scores, but these "
+                         f"components include no MLP, so its mask would be empty; name MLPs (e.g. \"mlps\" or "
+                         f"[\"L1.mlp\"]), or use {loc.scoring.name!r} for heads")
+
+
 def _renamed(scores: ComponentScores, name: str, *, method: str) -> ComponentScores:
     return dataclasses.replace(scores, extra=dict(scores.extra), name=name, method=method)  # keeps the typed fields
 
@@ -493,6 +521,9 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
                              f"it accepts {sorted(method.user_options)}")
         for option, v in value.items():
             _check_option_type(method, f"localize_options.{key}.{option}", option, v)
+        if key in LOCALIZATIONS.names():
+            _check_components_have_mlps(LOCALIZATIONS.get(key), value.get("components"),
+                                        where=f"localize_options.{key}.components")
     for key, value in options.items():  # shared options, against every method that takes them
         if not isinstance(value, Mapping):
             for m in METHODS:
