@@ -199,13 +199,24 @@ def _sizes_effect(n: int, sd: float, sizes: tuple[float, ...], alpha: float, pow
     rng = np.random.default_rng(12345)
     u = rng.random((n_sim, n))
     drawn = S[rng.integers(0, len(S), (n_sim, n))]
+    # a dataset's p-value depends only on its multiset of differences (the test is exact and invariant to
+    # order, or canonically ordered when random), and the datasets take their values from the few sizes
+    # seen: across the bisection's steps most repeat one already tested (the report's markdown of a
+    # two-seed planted run spent 86 of its 124 s here, 225,000 tests)
+    p_of: dict[bytes, float] = {}
+
+    def p_value(row: np.ndarray) -> float:
+        key = row.tobytes()
+        if key not in p_of:
+            p_of[key] = sign_flip_test(row)
+        return p_of[key]
 
     def achieved(delta: float) -> float:
         bias = delta / m1
         pm = min(max(0.0, ((sd * sd + delta * delta) / m2 - bias) / 2), (1 - bias) / 2)
         pp = pm + bias
-        d = np.where(u < pp, drawn, np.where(u < pp + pm, -drawn, 0.0))
-        return float(np.mean([sign_flip_test(row) <= alpha for row in d]))
+        d = np.sort(np.where(u < pp, drawn, np.where(u < pp + pm, -drawn, 0.0)), axis=1)
+        return float(np.mean([p_value(row) <= alpha for row in d]))
 
     if achieved(m1) < power:
         return float("inf")

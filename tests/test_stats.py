@@ -922,3 +922,36 @@ def test_minimum_detectable_difference_refuses_bad_inputs(kw, match):
     with pytest.raises(ValueError, match=match):
         minimum_detectable_difference(16, **{"sd": 0.5, **kw})
     assert math.isnan(minimum_detectable_difference(16, sd=float("nan"), binary=False))  # no spread measured
+
+
+def test_the_sizes_power_model_tests_each_distinct_dataset_once_with_the_same_answer():
+    """``_sizes_effect`` reuses the p-value of a simulated dataset it has tested (most repeat: the report of
+    a two-seed planted run spent 86 of 124 s on 225,000 tests); the effect equals the one computed by testing
+    every dataset, as it was before."""
+    from factlens import power
+    from factlens.sign_flip import sign_flip_test
+
+    def every_dataset(n, sd, sizes, alpha, pw, n_sim=600):
+        S = np.asarray(sizes, dtype=float)
+        m1, m2 = float(S.mean()), float((S * S).mean())
+        rng = np.random.default_rng(12345)
+        u = rng.random((n_sim, n))
+        drawn = S[rng.integers(0, len(S), (n_sim, n))]
+
+        def achieved(delta):
+            bias = delta / m1
+            pm = min(max(0.0, ((sd * sd + delta * delta) / m2 - bias) / 2), (1 - bias) / 2)
+            d = np.where(u < pm + bias, drawn, np.where(u < 2 * pm + bias, -drawn, 0.0))
+            return float(np.mean([sign_flip_test(row) <= alpha for row in d]))
+
+        if achieved(m1) < pw:
+            return float("inf")
+        lo, hi = 0.0, m1
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if achieved(mid) >= pw else (mid, hi)
+        return hi
+
+    for args in ((24, 0.4, (1 / 3, 2 / 3), 0.05, 0.8), (32, 0.3, (1 / 3, 2 / 3, 1.0), 0.05 / 9, 0.8)):
+        power._sizes_effect.cache_clear()
+        assert power._sizes_effect(*args) == every_dataset(*args)
