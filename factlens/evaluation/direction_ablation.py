@@ -251,10 +251,12 @@ def _ablated(model, task, config: EvalConfig, direction: np.ndarray, layer: int,
 
 
 def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers: list[int],
-            st: DirectionAblationConfig, desc: str) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores], str]:
+            st: DirectionAblationConfig, desc: str
+            ) -> tuple[tuple[str, int], dict[tuple[str, int], TaskScores], str, list[tuple[str, int]]]:
     """Score ``task``'s forget facts (and its maintain slot, the retain guard of ``"selective"``)
     under each (position, layer) variant; the best (ties: the earlier layer, then the earlier
-    position) and every variant's scores."""
+    position), every variant's scores, the guard's bar and the variants it left eligible (the
+    ones the best was chosen among)."""
     runs: dict[tuple[str, int], TaskScores] = {}
     for pos in st.positions:
         for j, layer in enumerate(progress_bar(layers, desc=f"{desc} ({pos})", leave=False)):
@@ -271,7 +273,7 @@ def _choose(model, task, config: EvalConfig, dirs: dict[str, np.ndarray], layers
     ok, bar = _guard_readable([runs[k] for k in keys], _task_items(task, config, "default")["maintain"])
     keep = [k for k, o in zip(keys, ok) if o]
     best = max(keep, key=lambda k: (score(k), -k[1], -st.positions.index(k[0])))
-    return best, runs, bar
+    return best, runs, bar, keep
 
 
 def _guard_readable(scores: Sequence[TaskScores], items) -> tuple[np.ndarray, str]:
@@ -323,10 +325,11 @@ def _guard(task, n: int, st: DirectionAblationConfig, seed: int):
 def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list[int],
                st: DirectionAblationConfig) -> tuple[list[_Fold], dict[tuple[str, int], TaskScores]]:
     """Each fold's direction and variant, chosen on the other folds' forget facts (on all of them
-    for ``folds=1``); and, for ``folds=1``, every variant's scores (for the interval of the maximum)."""
+    for ``folds=1``); and, for ``folds=1``, the scores of every variant the choice was made among
+    (the retain guard's eligible ones: the interval of the maximum, :func:`_selected`)."""
     ids = [r.id for r in task.forget]
     parts = fact_folds(ids, int(st.folds), seed=config.seed, subjects=[r.subject for r in task.forget])
-    folds, runs = [], {}
+    folds, eligible = [], {}
     contrast_means = None if st.direction == "edit_shift" else {
         pos: _mean_activations(model, contrast, layers, pos, config.batch_size) for pos in st.positions}
     for k, held in enumerate(parts):
@@ -334,12 +337,13 @@ def _cross_fit(model, original, task, config: EvalConfig, contrast, layers: list
         fit = task.forget.filter(lambda r: r.id in fit_ids)
         dirs = _directions(model, original, fit, contrast_means, st, layers, config.batch_size)
         fit_task = replace(task, forget=fit, maintain=_guard(task, len(fit), st, config.seed + k))
-        best, runs, bar = _choose(model, fit_task, config, dirs, layers, st,
-                                  desc=f"ablation fold {k + 1}/{len(parts)}")
+        best, runs, bar, keep = _choose(model, fit_task, config, dirs, layers, st,
+                                        desc=f"ablation fold {k + 1}/{len(parts)}")
+        eligible = {key: runs[key] for key in keep}
         curves = [{pos: [runs[(pos, layer)].accuracy(split) if getattr(runs[(pos, layer)], split) else None
                          for layer in layers] for pos in st.positions} for split in ("forget", "maintain")]
         folds.append(_Fold(tuple(held), best, dirs[best[0]][layers.index(best[1])], *curves, guard_bar=bar))
-    return folds, (runs if len(parts) == 1 else {})
+    return folds, (eligible if len(parts) == 1 else {})
 
 
 def _random_folds(folds: list[_Fold], d_model: int, seed: int) -> list[_Fold]:
@@ -405,20 +409,33 @@ def _attack_and_control(model, original, task, config: EvalConfig, folds: list[_
 def _selected(metrics: list[Metric], runs: dict[tuple[str, int], TaskScores]) -> list[Metric]:
     """With ``folds=1`` the variant is chosen on the facts it is scored on: the forget accuracy gets
     the interval of the largest of the variants' accuracies (``"wilson-max"``), the recovery is
-    marked ``"bootstrap-selected"``. The edit accuracy is measured on those facts too, and a
-    prompt cannot give the true answer and the new one at once, so the variant with the most
-    forget wins tends to have the fewest edit wins: it is marked selected as well
+    marked ``"bootstrap-selected"``.
+
+    ``runs`` are the variants the choice was made among: those the retain guard left eligible
+    (:func:`_choose`). Until 2026-12-06 every variant's accuracy entered the maximum, so a variant
+    the guard had excluded (a collapsed model that "recovers" 8 of 8) set the interval (0.61, 1.0)
+    of the chosen variant's 0.25. The ``"selective"`` choice also rewards the guard, so the chosen
+    variant need not have the most forget wins: the lower end is then the chosen accuracy's own
+    Wilson lower end at the same Bonferroni level (the ``J`` intervals hold together with
+    probability >= 0.95, so the interval covers the chosen variant's and the best eligible
+    variant's true accuracy, and always the reported value).
+
+    The edit accuracy is measured on those facts too, and a prompt cannot give the true answer
+    and the new one at once, so the variant with the most forget wins tends to have the fewest
+    edit wins: it is marked selected as well
     (``"wilson-selected"`` or ``"bootstrap-selected"``, its own variant's interval). None of them
     is tested as paired facts by :func:`factlens.compare`. The maintain facts were not the
     choice's criterion."""
-    from factlens.stats import max_wilson_interval
+    from factlens.stats import max_wilson_interval, wilson_interval
 
-    out = []
+    out, confidence = [], 0.95
     binary = all(v in (0.0, 1.0) for r in runs.values() for v in r.forget.values() if not math.isnan(v))
     for m in metrics:
         if m.name == "ablation_forget_accuracy" and m.n > 0 and binary:
             ks = [int(np.nansum(list(r.forget.values()))) for r in runs.values()]
-            lo, hi = max_wilson_interval(ks, m.n)
+            lo, hi = max_wilson_interval(ks, m.n, confidence=confidence)
+            own = round(m.value * m.n)  # the chosen variant's wins (the reported value)
+            lo = min(lo, wilson_interval(own, m.n, confidence=1 - (1 - confidence) / len(ks))[0])
             m = replace(m, ci_low=lo, ci_high=hi, ci_method="wilson-max")
         elif (m.name in ("ablation_forget_accuracy", "ablation_forget_recovery", "ablation_selective_recovery")
               and m.ci_method is not None):

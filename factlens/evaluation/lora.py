@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -177,6 +178,20 @@ def _targets_of(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return out
 
 
+def _check_rank_alpha(rank: Any, alpha: Any) -> None:
+    """Raise a clear error for a rank that is not an integer >= 1 or an ``alpha`` that is not > 0
+    (a float rank failed deep inside ``torch.rand``; ``alpha=0`` gave adapters that never change
+    the model, a negative one the opposite of the trained update)."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+        raise TypeError(f"LoRA rank must be an integer >= 1, got {rank!r} ({type(rank).__name__}); e.g. rank=8")
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be an integer >= 1, got {rank}")
+    if alpha is not None and not (isinstance(alpha, (int, float, np.number)) and not isinstance(alpha, bool)
+                                  and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"LoRA alpha must be a finite number > 0 (the update is scaled by alpha / rank), got "
+                         f"{alpha!r}; leave alpha=None for scale 1")
+
+
 #: How the adapted weights are computed (see :class:`LoraHandle`).
 LORA_FORWARDS: tuple[str, ...] = ("merged", "factored")
 
@@ -191,10 +206,10 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
 
     Args:
         model: A ``HookedTransformer`` (or any module with TransformerLens-shaped weights).
-        rank: Requested rank; each matrix gets ``min(rank, d_in, d_out)``.
+        rank: Requested rank, an integer >= 1; each matrix gets ``min(rank, d_in, d_out)``.
         targets: Short names (``"W_Q"``, ``"W_in"``, ...; matched in every block, ``"W_K"``
-            also matches ``_W_K``) or full parameter names.
-        alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank`` with the requested
+            also matches ``_W_K``) or full parameter names; one name may be given as a string.
+        alpha: LoRA ``alpha`` (> 0); the update is scaled by ``alpha / rank`` with the requested
             ``rank``, also for a matrix that caps it (the convention of ``peft``'s
             ``lora_alpha / r``, so one ``alpha`` means the same scale on every matrix); default
             ``alpha = rank``: scale 1.
@@ -212,11 +227,14 @@ def add_lora(model: nn.Module, *, rank: int, targets: Sequence[str] = DEFAULT_TA
         The handle (adapter parameters, ranks, ``remove()``).
 
     Raises:
-        ValueError: ``rank < 1``, an unknown ``forward``, no parameter matches ``targets``, or
-            (factored) a target the hooks cannot reach.
+        TypeError: ``rank`` is not an integer.
+        ValueError: ``rank < 1``, ``alpha <= 0``, an unknown ``forward``, no parameter matches
+            ``targets``, or (factored) a target the hooks cannot reach.
     """
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    _check_rank_alpha(rank, alpha)
+    rank = int(rank)
+    if isinstance(targets, str):  # one name: "W_Q" is not the targets "W", "_", "Q"
+        targets = (targets,)
     if forward not in LORA_FORWARDS:
         raise ValueError(f"unknown LoRA forward {forward!r}; use one of {list(LORA_FORWARDS)}")
     from factlens.evaluation.lora_factored import FactoredSite, attach_factored

@@ -286,6 +286,20 @@ def _bin_widths(M: Tensor, scheme: str, block_size: int) -> Tensor:
     return ((edges[q + 1] - edges[q]) * absmax).reshape(M.shape)
 
 
+def _check_backend(backend: str) -> None:
+    """Raise at once, naming the fix, when ``backend="bitsandbytes"`` but bitsandbytes cannot be
+    imported (the suite failed only at its first quantized weight, after scoring the model, with a
+    bare ``ModuleNotFoundError``)."""
+    if backend != "bitsandbytes":
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ImportError("QuantizationConfig(backend='bitsandbytes') needs bitsandbytes, which cannot be imported "
+                          f"({e}): pip install bitsandbytes, or use backend='torch' (the same int8 and nf4 "
+                          "arithmetic in pure torch, on every device)") from e
+
+
 def _bnb_matrix(M: Tensor, scheme: str, block_size: int) -> Tensor:
     """The same round trip with bitsandbytes (int8 and nf4; ImportError when it is not installed)."""
     import bitsandbytes
@@ -421,6 +435,7 @@ def quantized_copy(model, scheme: str, *, block_size: int = 64, targets: Sequenc
     from factlens.models import fold_scales
 
     _check_scheme(scheme)
+    _check_backend(backend)
     scales = fold_scales(model) if unfold_norms else None
     work = shared_copy(model)
     modules = dict(work.named_modules())
@@ -455,7 +470,8 @@ class QuantizationConfig(ConfigBase):
             in the ``formats`` suite, except ``neighborhood``); those the task's facts lack are
             skipped and listed in ``extra["unavailable_formats"]`` (a ValueError when all are).
         backend: ``"torch"`` (everywhere) or ``"bitsandbytes"`` (int8 and nf4 through
-            bitsandbytes; needs it installed with a backend for the model's device; warns
+            bitsandbytes; needs it installed with a backend for the model's device, checked
+            when the suite starts; warns
             where bitsandbytes' CPU kernel dequantizes with other blocks' scales than it
             quantized with, which bitsandbytes 0.50 does for rows of 16, 32, 48, 80... weights).
         damage_tolerance: The unedited model may lose at most this accuracy on the task's
@@ -552,6 +568,10 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
         ``extra["unavailable_formats"]`` the requested formats the task's facts lack (not scored).
         One per-fact row per forget and maintain fact with its outcome before and under every scheme.
 
+    Raises:
+        ImportError: ``backend="bitsandbytes"`` and bitsandbytes cannot be imported (before
+            anything is scored).
+
     Example:
         >>> from factlens.testing import planted_fact_model
         >>> p = planted_fact_model()
@@ -565,6 +585,7 @@ def run_quantization(model, task, *, original=None, config: EvalConfig | None = 
 
     config = or_default(config)
     qc = suite_settings(config, "quantization", QuantizationConfig, quantization_config)
+    _check_backend(qc.backend)  # before any scoring: a missing bitsandbytes failed only at the first weight
     settings = qc.to_dict()  # as asked; the run skips the formats the facts lack
     qc, unavailable = _available_formats(task, config, qc)
     before = {fmt: score_task(model, task, config, fmt=fmt) for fmt in qc.formats}

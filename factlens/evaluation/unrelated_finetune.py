@@ -12,7 +12,9 @@ the facts it is scored on (forget and maintain), one run per data source:
 * ``"retain"``: the true answers of ``task.retain`` (facts the attacker knows; any retain
   fact whose id or subject is a forget or maintain fact's is dropped first);
 * ``"text"``: next-token loss on general text (``EvalConfig.text``, the built-in text
-  by default; passages that name a forget or maintain subject are dropped). Until
+  by default; passages that name a forget or maintain subject are dropped), read at
+  :data:`TEXT_POSITIONS` (16) evenly spaced positions of each chunk, not at every token (62 of
+  the default 64-token chunks could be; ``extra["budget"]["text_positions"]``). Until
   2026-12-04 only forget subjects were left out, so the data could teach the maintain facts
   back and hide damage there.
 
@@ -24,7 +26,14 @@ the model (:func:`~factlens.evaluation.attacks.attack_damage`).
 (:func:`~factlens.evaluation.lora.add_lora`, as the relearning suite) on a structural copy
 that shares the model's weights; ``method="full"`` trains every block parameter of a copy
 whose block parameters are new tensors (one extra copy of those weights, plus AdamW
-state). The caller's model is never changed.
+state). For a bf16 or fp16 model, AdamW steps float32 copies of those parameters and the copy
+gets their rounded values, as the editor does
+(:func:`~factlens.editing.training.half_precision_masters`; float32 models are stepped as
+before, bitwise). Until 2026-12-06 AdamW stepped the half-precision weights: in fp16 its eps is
+0 and the first step gave NaN weights; in bf16 every step's update smaller than half a rounding
+step was dropped, so small updates never added up (planted model, lr 3e-5, 10 steps: the bf16
+update was 0.68 of the float32 update's norm away from it, 0.10 with the float32 copies). The
+caller's model is never changed.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from factlens.config import ConfigBase, check_numbers
-from factlens.editing.training import with_gradients
+from factlens.editing.training import half_precision_masters, optimized_tensors, with_gradients
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
                                        outcome_columns, score_task, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key, facts_key
@@ -48,10 +57,14 @@ from factlens.progress_bars import progress_bar
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests UnrelatedFinetuneConfig)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["UnrelatedFinetuneConfig", "DATA_SOURCES", "finetune_data", "finetuned_copy", "run_unrelated_finetune"]
+__all__ = ["UnrelatedFinetuneConfig", "DATA_SOURCES", "TEXT_POSITIONS", "finetune_data", "finetuned_copy", "run_unrelated_finetune"]
 
 #: Data sources of the attack.
 DATA_SOURCES: tuple[str, ...] = ("retain", "text")
+
+#: Evenly spaced positions per text chunk at which the ``"text"`` run's next-token loss is read
+#: (:func:`~factlens.editing.losses.sft_positions`; every position when a chunk has fewer).
+TEXT_POSITIONS: int = 16
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,10 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
 
     Returns ``(copy, cleanup, history)``: evaluate the copy (inside
     ``torch.nn.utils.parametrize.cached()`` for speed with LoRA), then call ``cleanup()``.
-    ``history`` is the loss per step. ``model`` is not changed.
+    ``history`` is the loss per step. ``model`` is not changed. The text loss is read at
+    :data:`TEXT_POSITIONS` positions per chunk. Half-precision (bf16/fp16) trained parameters are
+    stepped as float32 masters whose rounded values the copy gets (float32 models: no masters,
+    the same steps as without them).
 
     Example:
         >>> from factlens.evaluation import EvalConfig
@@ -188,12 +204,14 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     from factlens.editing.losses import answer_logprob_grad, sft_loss, sft_positions
 
     work, trainable, cleanup = _trainable_copy(model, settings.method, settings.rank, config.seed, settings.lora_forward)
-    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
+    named = {str(i): p for i, p in enumerate(trainable)}
+    master = half_precision_masters(named)  # bf16/fp16 block parameters of method="full"; empty for float32
+    opt = torch.optim.AdamW(optimized_tensors(named, master), lr=settings.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     is_text = isinstance(data, torch.Tensor)
     n = int(data.shape[0]) if is_text else len(data)
     bs = min(settings.text_batch_size if is_text else settings.batch_size, n)
-    positions = sft_positions(int(data.shape[1]), 16, kl=False) if is_text else None
+    positions = sft_positions(int(data.shape[1]), TEXT_POSITIONS, kl=False) if is_text else None
     order: list[int] = []
     history: list[float] = []
     try:
@@ -209,10 +227,16 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
                         recs = [data[i] for i in idx]
                         loss = -answer_logprob_grad(work, [r.prompt for r in recs], [r.answer for r in recs]).mean()
                     grads = torch.autograd.grad(loss, trainable)
-                for p, g in zip(trainable, grads):
-                    p.grad = g
+                for (i, p), g in zip(named.items(), grads):
+                    if i in master:
+                        master[i].grad = g.float()
+                    else:
+                        p.grad = g
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for i, w in master.items():
+                        named[i].copy_(w)  # rounded to the model's dtype; the master keeps what rounding drops
                 history.append(float(loss.detach()))
     except BaseException:
         cleanup()
@@ -220,6 +244,14 @@ def finetuned_copy(model, data, *, settings: UnrelatedFinetuneConfig, config: Ev
     for p in trainable:
         p.requires_grad_(False)
     return work, cleanup, history
+
+
+def _text_positions(config: EvalConfig) -> int:
+    """Positions per chunk at which the ``"text"`` run reads its next-token loss (at most
+    :data:`TEXT_POSITIONS`; a chunk of ``seq_len`` tokens has ``seq_len - 2`` with a next token)."""
+    from factlens.editing.losses import sft_positions
+
+    return int(sft_positions(config.text.seq_len, TEXT_POSITIONS, kl=False).numel())
 
 
 def _data_key(data) -> tuple | str:
@@ -267,7 +299,8 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
         (after minus before per fact), ``finetune_<d>_edit_accuracy``,
         ``finetune_<d>_maintain_accuracy``, each with the fine-tuned original as baseline.
         ``extra["data"][d]``: loss history, data counts, recovery and ``attack_damage``;
-        ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget;
+        ``extra["damaged"]`` lists flagged sources; ``extra["budget"]`` the attack budget
+        (``text_positions``: positions per chunk the text loss reads, ``None`` without ``"text"``);
         ``extra["at_chance_bar"]`` per split which check set the at-chance flag
         (:meth:`~factlens.evaluation.attacks.TaskScores.chance_flags`). One per-fact row per
         forget and maintain fact.
@@ -311,7 +344,8 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
     extra: dict[str, Any] = {
         "settings": st.to_dict(), "data": per_data,
         "budget": {"method": st.method, "steps": st.steps, "lr": st.lr, "rank": st.rank if st.method == "lora" else None,
-                   "batch_size": st.batch_size, "text_batch_size": st.text_batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None},
+                   "batch_size": st.batch_size, "text_batch_size": st.text_batch_size, "lora_forward": st.lora_forward if st.method == "lora" else None,
+                   "text_positions": _text_positions(config) if "text" in st.data else None},
         "damaged": [d for d, v in per_data.items() if v["attack_damage"].get("damaged")],
         "at_chance_bar": base_before.chance_flags()[1] if base_before is not None else None,
         "note": ("baselines: the unedited model fine-tuned the same way; recovery = forget accuracy after fine-tuning "
