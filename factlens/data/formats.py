@@ -8,7 +8,9 @@ Formats:
     ``default``: the record's own prompt (for sports, the paper's one-shot fact prompt).
     ``paraphrase``: CounterFact paraphrase prompts.
     ``neighborhood``: prompts about other subjects (answer: their own; an edit should not
-        make them produce the edit target).
+        make them produce the edit target). A neighbor whose own answer is the fact's edit
+        target is left out, with a warning: its answer and target are one candidate, which
+        every model "wins" both ways.
     ``mcq``: multiple choice with in-context examples and seeded option shuffling; the
         answer is the option letter.
     ``zero_shot``, ``professional``, ``sport_played``: other phrasings for sports facts.
@@ -22,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from factlens.data.records import OPTION_LETTERS, FactDataset, FactRecord, MultipleChoice
+from factlens.data.records import OPTION_LETTERS, FactDataset, FactRecord, MultipleChoice, as_records
 
 __all__ = ["FormattedPrompt", "FORMATS", "SPORTS_PHRASINGS", "format_prompts", "available_formats", "mcq_prompt",
            "mcq_shots_used"]
@@ -111,6 +113,8 @@ def _paraphrase(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
 def _neighborhood(ds: FactDataset, r: FactRecord, **_) -> list[FormattedPrompt]:
     out = []
     for n in r.neighborhood:
+        if n.answer == r.target_new:  # answer and target would be one candidate (format_prompts warns)
+            continue
         cands = tuple(dict.fromkeys([n.answer] + ([r.target_new] if r.target_new else [])))
         out.append(FormattedPrompt(n.prompt, n.answer, r.target_new, cands, r.id, "neighborhood"))
     return out
@@ -238,6 +242,7 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown prompt format {fmt!r}; known formats: {sorted(FORMATS)}")
+    dataset = _facts(dataset, "format_prompts")
     if mcq_shots not in MCQ_SHOT_SOURCES:
         raise ValueError(f"mcq_shots must be one of {list(MCQ_SHOT_SOURCES)}, got {mcq_shots!r}")
     if n_shots < 0:  # acted as a slice: -1 gave all solved examples but the last
@@ -247,7 +252,37 @@ def format_prompts(dataset: FactDataset, fmt: str = "default", *, seed: int = 0,
         out.extend(FORMATS[fmt](dataset, r, seed=seed, n_shots=n_shots, mcq_shots=mcq_shots))
     if fmt == "mcq" and n_shots:
         _warn_short_shots(dataset, n_shots, mcq_shots)
+    if fmt == "neighborhood":
+        _warn_target_neighbors(dataset)
     return out
+
+
+def _facts(dataset, what: str) -> FactDataset:
+    """``dataset`` as a :class:`FactDataset`: a list of records is taken as
+    :func:`factlens.data.known.filter_known` takes it (each record with candidates of its own; it
+    crashed with "'list' object has no attribute 'candidates_for'"), else a clear ``TypeError``."""
+    if isinstance(dataset, FactDataset):
+        return dataset
+    records = as_records(dataset, what=what)  # TypeError for a string, a path, other objects
+    if not records:
+        return FactDataset(())
+    from factlens.data.known import _as_dataset  # known imports this module
+
+    return _as_dataset(records, what)
+
+
+def _warn_target_neighbors(dataset: FactDataset) -> None:
+    """Warn, naming the facts, about the neighborhood prompts :func:`_neighborhood` leaves out: those
+    whose own answer is the fact's edit target (their answer and target are one candidate, so any model
+    "kept" the neighbor and "moved" it to the target at once)."""
+    hits = [(r.id, n.prompt) for r in dataset for n in r.neighborhood if n.answer == r.target_new]
+    if hits:
+        facts = list(dict.fromkeys(rid for rid, _ in hits))
+        warnings.warn(f"neighborhood format: left out {len(hits)} neighborhood prompt(s) whose answer is their "
+                      f"fact's edit target (facts {facts[:5]}{' ...' if len(facts) > 5 else ''}; e.g. "
+                      f"{hits[0][1]!r} of fact {hits[0][0]!r}): their answer and target would be one candidate, "
+                      "which every model wins both ways; give those facts another target_new or other neighbors",
+                      UserWarning, stacklevel=3)
 
 
 def _warn_short_shots(dataset: FactDataset, n_shots: int, shots_from: str) -> None:
@@ -266,4 +301,5 @@ def _warn_short_shots(dataset: FactDataset, n_shots: int, shots_from: str) -> No
 def available_formats(dataset: FactDataset) -> list[str]:
     """Formats for which at least one record of ``dataset`` has a prompt (every record is looked
     at until one has; a mixed dataset may have a format only in its later records)."""
+    dataset = _facts(dataset, "available_formats")
     return [f for f in FORMATS if any(FORMATS[f](dataset, r) for r in dataset)]

@@ -58,11 +58,14 @@ class FormatAccuracy:
 
     Attributes:
         rows: One dict per format: ``format``, ``n`` (prompts), ``accuracy`` (argmax among
-            candidates), ``mean_p_answer`` (full-vocabulary probability), ``chance`` (uniform
-            guessing among candidates; for multiple choice at least the best constant letter's
-            accuracy, :func:`prompt_chance`), ``at_chance`` (accuracy not clearly above chance:
-            below chance + 2 binomial standard errors, counted over the facts, not the prompts:
-            a fact's prompts share its answer and are not independent trials).
+            candidates), ``mean_p_answer`` (full-vocabulary probability), ``chance`` (what giving
+            one answer to every prompt scores at best: uniform guessing among candidates, or the
+            largest share of one answer if higher, for multiple choice the best constant letter;
+            the standard suite's bar, :func:`factlens.evaluation.standard.constant_bar`. Until
+            2026-12-06 named answers had the uniform bar, and a model that says "football" to every
+            athlete passed on data where 37 % play football), ``at_chance`` (accuracy not clearly
+            above chance: below chance + 2 binomial standard errors, counted over the facts, not the
+            prompts: a fact's prompts share its answer and are not independent trials).
         per_group: Optional accuracy per group (e.g. per sport) for the default format.
     """
 
@@ -119,13 +122,16 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
                     candidate_score: str = "sum") -> FormatAccuracy:
     """Accuracy of ``model`` on each prompt format of ``dataset``, with chance levels.
 
-    Formats the model cannot do (accuracy not clearly above chance) are flagged
-    ``at_chance`` so that nobody reads noise as robustness. The accuracy is over prompts; the
+    Formats the model cannot do (accuracy not clearly above chance, the best a constant answer
+    scores: :attr:`FormatAccuracy.rows`) are flagged ``at_chance`` so that nobody reads noise or an
+    answer bias as robustness. The accuracy is over prompts; the
     standard error of the test counts facts (units are facts: 16 facts with 10 neighborhood
     prompts each are 16 trials, not 160), which with one prompt per fact is the same.
     ``group_by``: ``"answer"`` (accuracy per true answer in the default format) or ``None``.
     ``candidate_score``: how candidates are compared (:data:`factlens.prompt_scores.CANDIDATE_SCORES`).
     """
+    from factlens.evaluation.standard import constant_bar, n_facts, not_above_chance  # it imports this module
+
     if group_by not in GROUP_BY:
         raise ValueError(f"format_accuracy: group_by={group_by!r} is not supported; use one of {list(GROUP_BY)} "
                          "(\"answer\": accuracy per true answer in the default format, None: no grouping)")
@@ -139,10 +145,10 @@ def format_accuracy(model, dataset: FactDataset, *, formats: Sequence[str] | Non
             continue
         s = score_prompts(model, items, batch_size=batch_size, candidate_score=candidate_score)
         acc = s.accuracy()
-        ch = prompt_chance(items)
-        se = np.sqrt(max(ch * (1 - ch), 1e-12) / len({it.record_id for it in items}))  # units are facts
+        ch = constant_bar(items)  # a constant answer is no knowledge; for option letters: prompt_chance
         rows.append({"format": fmt, "n": len(items), "accuracy": acc, "chance": ch,
-                     "mean_p_answer": float(np.mean(s.p_answer)), "at_chance": bool(acc < ch + 2 * se)})
+                     "mean_p_answer": float(np.mean(s.p_answer)),
+                     "at_chance": not_above_chance(acc, ch, n_facts(items))})  # units are facts
         if fmt == "default" and group_by == "answer":
             groups: dict[str, list[bool]] = {}
             for it, ok in zip(items, s.answer_wins):

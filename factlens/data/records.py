@@ -162,16 +162,25 @@ class MultipleChoice:
 
 @dataclass(frozen=True)
 class Neighbor:
-    """A neighborhood prompt: another subject under the same relation, with its own answer."""
+    """A neighborhood prompt: another subject under the same relation, with its own answer
+    (non-empty, without surrounding whitespace, as a fact's answer)."""
 
     prompt: str
     answer: str
 
     def __post_init__(self) -> None:
+        """Refuse what failed only when scored, without naming the prompt: an empty prompt or answer,
+        and an answer with surrounding whitespace (``" Madrid"``)."""
         for name in ("prompt", "answer"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"a neighborhood prompt's {name} must be a string, got "
                                 f"{type(getattr(self, name)).__name__} {getattr(self, name)!r}")
+        if not self.prompt.strip():
+            raise ValueError(f"a neighborhood prompt must be non-empty text, got {self.prompt!r} (answer "
+                             f"{self.answer!r})")
+        if not self.answer or self.answer != self.answer.strip():
+            raise ValueError(f"the neighborhood prompt {self.prompt!r}: its answer must be non-empty and have no "
+                             f"surrounding whitespace (the leading space is added when tokenizing), got {self.answer!r}")
 
 
 @dataclass(frozen=True)
@@ -235,8 +244,9 @@ class FactRecord:
                 f"answer must be non-empty and have no surrounding whitespace (the leading space is "
                 f"added when tokenizing), got {self.answer!r}"
             )
-        if self.target_new is not None and self.target_new.strip() != self.target_new:
-            raise ValueError(f"target_new must have no surrounding whitespace, got {self.target_new!r}")
+        if self.target_new is not None and (not self.target_new or self.target_new.strip() != self.target_new):
+            raise ValueError(f"the fact {self.subject!r} -> {self.answer!r}: target_new must be non-empty and have no "
+                             f"surrounding whitespace (None for no edit target), got {self.target_new!r}")
         where = f"the fact {self.subject!r} -> {self.answer!r}"  # a string was split into characters:
         for name in ("paraphrases", "candidates"):  # "Who?" became the paraphrases "W", "h", "o", "?"
             object.__setattr__(self, name, _as_string_list(getattr(self, name), name, where))

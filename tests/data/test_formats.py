@@ -92,3 +92,36 @@ def test_a_prompt_whose_answer_is_not_a_candidate_is_refused():
         assert all(it.answer in it.candidates for it in format_prompts(sports_facts(), fmt))
     assert all(it.answer in it.candidates for fmt in ("default", "paraphrase", "neighborhood", "mcq")
                for it in format_prompts(counterfact(), fmt))
+
+
+def test_a_neighbor_whose_answer_is_the_edit_target_is_left_out_with_a_warning():
+    """Its prompt had the one candidate "Rome" (answer and target), so every model "kept" the neighbor and
+    "moved" it to the target at once."""
+    from factlens.data import FactDataset, FactRecord, Neighbor
+
+    r = FactRecord(subject="France", template="The capital of {} is", answer="Paris", target_new="Rome",
+                   relation="P36", id="cf:0", neighborhood=(Neighbor("The capital of Italy is", "Rome"),
+                                                            Neighbor("The capital of Spain is", "Madrid")))
+    with pytest.warns(UserWarning, match=r"left out 1 neighborhood prompt.*facts \['cf:0'\].*The capital of Italy"):
+        items = format_prompts(FactDataset((r,)), "neighborhood")
+    assert [(it.prompt, it.candidates) for it in items] == [("The capital of Spain is", ("Madrid", "Rome"))]
+
+
+def test_a_list_of_records_is_formatted_as_its_dataset_or_refused_clearly():
+    """format_prompts(list) and available_formats(list) crashed with "'list' object has no attribute
+    'candidates_for'". A list is taken as filter_known takes it (factlens.data.known._as_dataset)."""
+    from dataclasses import replace
+
+    from factlens.data import FactDataset
+    from factlens.data.formats import available_formats
+
+    ds = sports_facts()[:3]
+    own = [replace(r, candidates=ds.candidates) for r in ds]
+    assert format_prompts(own, "default") == format_prompts(FactDataset(tuple(own)), "default") == format_prompts(ds)
+    assert available_formats(own) == available_formats(ds)
+    for fn in (format_prompts, available_formats):
+        with pytest.raises(TypeError, match=r"have no candidates of their own.*pass a FactDataset"):
+            fn(list(ds))
+        with pytest.raises(TypeError, match="must be facts"):
+            fn("facts.csv")
+    assert format_prompts([], "default") == []

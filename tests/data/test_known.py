@@ -110,3 +110,30 @@ def test_filter_known_judges_a_fact_among_its_candidates_not_its_edit_target(tmp
     assert [it.candidates for it in scored] == [ds.candidates] * 3
     assert [it.target for it in scored] == ["golf", "football", None]
     assert format_prompts(ds)[0].candidates == (*ds.candidates, "golf")  # the evaluation's, unchanged
+
+
+def test_format_accuracy_flags_a_model_that_gives_one_answer_to_everyone():
+    """The bar of named answers was uniform chance: a model that says "football" to every athlete scored
+    the football share (here 0.6, uniform bar 0.33 + 2 SE = 0.48) and passed. The bar is now the standard
+    suite's (factlens.evaluation.standard.constant_bar); multiple choice keeps its letter bar."""
+    import torch
+
+    from factlens.data import FactDataset, sports_facts
+    from factlens.data.formats import format_prompts
+    from factlens.data.known import prompt_chance
+    from factlens.evaluation.standard import constant_bar
+    from factlens.testing import tiny_model
+    from factlens.tokens import answer_token_ids
+
+    by = {s: [r for r in sports_facts() if r.answer == s] for s in ("football", "baseball", "basketball")}
+    ds = FactDataset(tuple(by["football"][:24] + by["baseball"][:8] + by["basketball"][:8]),
+                     candidates=sports_facts().candidates)
+    m = tiny_model()
+    with torch.no_grad():
+        m.unembed.b_U[answer_token_ids(m, "football")[0]] += 50.0  # "football", whatever the athlete
+    rep = format_accuracy(m, ds, formats=["default", "mcq"])
+    row = rep["default"]
+    assert row["accuracy"] == pytest.approx(0.6) and row["chance"] == pytest.approx(0.6) and row["at_chance"]
+    assert rep.per_group["football"]["accuracy"] == 1.0
+    mcq = format_prompts(ds, "mcq")
+    assert rep["mcq"]["chance"] == prompt_chance(mcq) == constant_bar(mcq)

@@ -47,3 +47,23 @@ def test_a_string_where_a_list_belongs_is_refused_not_split_into_characters():
     assert r.paraphrases == ("Alvarez plays",) and r.candidates == ("baseball", "golf") and len(r.neighborhood) == 1
     ds = FactDataset((r,), name="x", candidates=(c for c in ["baseball", "golf"]))
     assert ds.candidates == ("baseball", "golf") and ds.candidates_for(r) == ("baseball", "golf")
+
+
+def test_an_empty_edit_target_or_a_spaced_neighbor_answer_is_refused_naming_the_fact():
+    """FactRecord(target_new="") and Neighbor(prompt, " Madrid") were accepted and failed only when scored,
+    with "answers are given without surrounding whitespace, got ''" and no word of the fact."""
+    import pytest
+
+    from factlens.data.records import FactRecord, Neighbor
+
+    fact = dict(subject="France", template="The capital of {} is", answer="Paris")
+    with pytest.raises(ValueError, match=r"the fact 'France' -> 'Paris': target_new must be non-empty.*got ''"):
+        FactRecord(**fact, target_new="")
+    with pytest.raises(ValueError, match=r"the fact 'France' -> 'Paris': target_new .* got ' Rome'"):
+        FactRecord(**fact, target_new=" Rome")
+    for answer in (" Madrid", "Madrid ", ""):
+        with pytest.raises(ValueError, match=r"the neighborhood prompt 'The capital of Spain is': its answer must"):
+            Neighbor("The capital of Spain is", answer)
+    with pytest.raises(ValueError, match="a neighborhood prompt must be non-empty"):
+        Neighbor("", "Madrid")
+    assert FactRecord(**fact, target_new="Rome", neighborhood=(Neighbor("The capital of Spain is", "Madrid"),))
