@@ -102,8 +102,10 @@ def _enc(v: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if v.dtype == object:
             raise TypeError("a numpy array of Python objects cannot be stored without pickling")
         name = f"t{len(tensors)}"
-        tensors[name] = torch.from_numpy(np.array(v, order="C", copy=True))  # ascontiguousarray makes 0-d arrays 1-d
-        return {"$ndarray": name}
+        native = v.dtype.newbyteorder("=")  # torch holds native byte order only: a big-endian array is converted
+        # (np.array, not ascontiguousarray, which makes 0-d arrays 1-d)
+        tensors[name] = torch.from_numpy(np.array(v, dtype=native, order="C", copy=True))
+        return {"$ndarray": name} if v.dtype.isnative else {"$ndarray": name, "dtype": v.dtype.str}
     if isinstance(v, torch.Tensor):
         name = f"t{len(tensors)}"
         tensors[name] = v.detach().to("cpu").contiguous().clone()
@@ -131,8 +133,9 @@ def decode_value(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return tuple(decode_value(x, tensors) for x in tree["$tuple"])
     if "$dict" in tree:
         return {_hashable(decode_value(k, tensors)): decode_value(x, tensors) for k, x in tree["$dict"]}
-    if "$ndarray" in tree:
-        return tensors[tree["$ndarray"]].numpy()
+    if "$ndarray" in tree:  # "dtype": a non-native byte order, given back as stored (same values, same dtype)
+        array = tensors[tree["$ndarray"]].numpy()
+        return array.astype(np.dtype(tree["dtype"])) if "dtype" in tree else array
     if "$npscalar" in tree:
         return np.dtype(tree["$npscalar"]).type(decode_value(tree["value"], tensors))
     if "$tensor" in tree:
@@ -229,11 +232,17 @@ class BaselineStore:
             return False, None
 
     def put(self, model_digest: str, key: Hashable, value: Any) -> bool:
-        """Store ``value`` under ``key``; ``False`` (nothing written) when the key or value cannot be encoded."""
+        """Store ``value`` under ``key``; ``False`` (nothing written) when the key or value cannot be encoded.
+
+        A value is not encodable when it holds a type :func:`encode_value` refuses, or an array
+        whose dtype safetensors cannot write (e.g. complex128, which it raises ``KeyError`` for):
+        such values are counted in :attr:`skipped` and stay in the calling process's memory
+        rather than stop the evaluation.
+        """
         try:
             text = key_text(key)
             tree, tensors = encode_value(value)
-        except TypeError:
+        except (TypeError, ValueError):
             self.skipped += 1
             return False
         meta_file, data_file = self._files(model_digest, text)
@@ -241,7 +250,11 @@ class BaselineStore:
         if tensors:
             from safetensors.torch import save_file
 
-            write_atomic(data_file, lambda tmp: save_file(tensors, str(tmp)))
+            try:
+                write_atomic(data_file, lambda tmp: save_file(tensors, str(tmp)))
+            except (KeyError, TypeError, ValueError):  # a dtype safetensors has no code for; no file is left
+                self.skipped += 1
+                return False
         body = json.dumps({"key": text, "value": tree, "tensors": bool(tensors)})
         write_atomic(meta_file, lambda tmp: tmp.write_text(body))
         self.writes += 1

@@ -341,9 +341,11 @@ def suite_bars(result, metrics: Sequence[str] | None = None, *, show_baseline: b
 
 
 def _layer_curves(result_or_results, suite: str, lines: Sequence[tuple[str, str, str]], *, title: str,
-                  single_only: Sequence[str] = ()):
+                  single_only: Sequence[str] = (), chance_keys: Sequence[str] = ("chance",)):
     """Per-layer lines of ``suite``'s ``extra`` (``(key, dash, label)``), one set per localization,
-    with the original's true-answer line (``extra["baseline"]["true"]``) when there is one result."""
+    with the original's true-answer line (``extra["baseline"]["true"]``) when there is one result.
+    The "chance" line is the first of ``chance_keys`` that ``extra`` has: the bar of the facts the
+    curves are computed on (a suite can record other chance levels, e.g. of its training facts)."""
     go = _go()
     res = _as_dict(result_or_results)
     fig = go.Figure()
@@ -354,7 +356,7 @@ def _layer_curves(result_or_results, suite: str, lines: Sequence[tuple[str, str,
         if s is None:
             continue
         layers = s.extra.get("layers") or list(range(len(s.extra.get("true", []))))
-        chance = s.extra.get("chance", chance)
+        chance = next((s.extra[k] for k in chance_keys if s.extra.get(k) is not None), chance)
         pre = "" if single else f"{loc}: "
         for key, dash, label in lines:
             ys = s.extra.get(key)
@@ -376,13 +378,18 @@ def _layer_curves(result_or_results, suite: str, lines: Sequence[tuple[str, str,
 def probe_curves(result_or_results, *, title: str | None = None):
     """Per-layer probe accuracy on the forget facts: true answer vs edit target (paper Figure 40).
 
+    The "chance" line is what a blind probe scores on the forget facts (``extra["forget_chance"]``,
+    the bar of the suite's at-chance flags), not the majority share of the probes' training facts
+    (``extra["chance"]``, drawn only for results saved before ``forget_chance`` was recorded).
+
     Args:
         result_or_results: An EvalResult / the ``probes`` SuiteResult, or a dict of them.
         title: Figure title.
     """
     return _layer_curves(result_or_results, "probes", (("true", "solid", "true answer"), ("target", "dash", "edit target"),
                                                        ("maintain_cv", "dot", "maintain (cv)")),
-                         title=title or "Probe accuracy on the forget facts per layer", single_only=("maintain_cv",))
+                         title=title or "Probe accuracy on the forget facts per layer", single_only=("maintain_cv",),
+                         chance_keys=("forget_chance", "chance"))
 
 
 def lens_curves(result_or_results, *, title: str | None = None, suite: str = "logit_lens"):

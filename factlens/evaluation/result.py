@@ -99,7 +99,9 @@ class Metric:
         before weights were kept with ``weights = None`` (equal weights).
 
         Raises:
-            ValueError: ``d`` is not a mapping with ``name``, ``value`` and ``n``.
+            ValueError: ``d`` is not a mapping with ``name``, ``value`` and ``n``, or a field has
+                the wrong type (a number that is not one, an ``n`` that is no whole number >= 0,
+                an ``at_chance`` / ``higher_is_better`` that is not true or false).
         """
         missing = [k for k in ("name", "value", "n") if not isinstance(d, Mapping) or k not in d]
         if missing:
@@ -116,6 +118,9 @@ class Metric:
             # a damaged file's "abc" went into to_frame() and plots without a word
             raise ValueError(f"metric {kw.get('name')!r}: {bad or ['n']} must be numbers (n >= 0), got "
                              f"{ {k: kw[k] for k in bad or ['n']} }: the file is damaged or not factlens's")
+        _check_count_and_flags(kw)
+        if isinstance(kw["n"], float):
+            kw["n"] = int(kw["n"])  # a whole number written as 3.0
         return cls(**kw)
 
     @classmethod
@@ -175,6 +180,21 @@ class Metric:
         return cls(name, value, n, unit, baseline, bool(at_chance), higher_is_better, se,
                    ci[0] if ci else None, ci[1] if ci else None, method, {k: float(x) for k, x in zip(ids, v)},
                    None if w is None else {k: float(x) for k, x in zip(ids, w)})
+
+
+def _check_count_and_flags(kw: Mapping[str, Any]) -> None:
+    """Refuse (``ValueError`` naming the field) a Metric dict's ``n`` that is no whole number and an
+    ``at_chance`` / ``higher_is_better`` that is not a bool: a hand-edited file's ``"false"`` loaded
+    as a truthy string (the metric then counted as at chance), a ``2.5`` as a count of facts."""
+    name = kw.get("name")
+    n = kw.get("n")
+    if isinstance(n, bool) or not (isinstance(n, numbers.Integral) or (isinstance(n, float) and n.is_integer())):
+        raise ValueError(f"metric {name!r}: 'n' must be a whole number (the count of units behind the value), "
+                         f"got {n!r}: the file is damaged or not factlens's")
+    for key in ("at_chance", "higher_is_better"):
+        if key in kw and not isinstance(kw[key], (bool, np.bool_)):
+            raise ValueError(f"metric {name!r}: {key!r} must be true or false, got {kw[key]!r} (a "
+                             f"{type(kw[key]).__name__}): the file is damaged or not factlens's; write true or false")
 
 
 def _unit_weights(name: str, ids: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
@@ -329,7 +349,7 @@ class EvalResult:
         """
         from factlens.files import check_output, write_atomic
 
-        check_output(path, what="saved EvalResult", ours=_is_saved_eval)
+        check_output(path, what="saved EvalResult", ours=lambda head: _is_saved_eval(head) and _has_eval_layout(path))
         text = strict_dumps(self.to_dict())
         write_atomic(path, lambda tmp: tmp.write_text(text))
 
@@ -339,8 +359,23 @@ class EvalResult:
 
 
 def _is_saved_eval(head: str) -> bool:
-    """Whether a file's first characters are those of :meth:`EvalResult.save` (``{"task": ...``: its
-    first key; the task's description can be long, so nothing after it is looked at)."""
+    """Whether a file's first characters are those of :meth:`EvalResult.save` (``{"task": {`` or
+    ``{"task": null``: its first key; the task's description can be long, so the rest of the layout is
+    checked on the whole file, :func:`_has_eval_layout`)."""
     import re
 
-    return re.match(r'\{\s*"task": ', head) is not None
+    return re.match(r'\{\s*"task": (?:\{|null\b)', head) is not None
+
+
+def _has_eval_layout(path: str | Path) -> bool:
+    """Whether the JSON file at ``path`` has the layout every version of :meth:`EvalResult.save` wrote:
+    an object with ``"task"`` and ``"meta"`` (objects, or null) and ``"suites"`` (an object of suite
+    objects). A file that merely opens with a ``"task"`` key (a user's ``{"task": "my notes"}``) was
+    taken for a saved evaluation and overwritten."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not JSON (UnicodeDecodeError is a ValueError): not ours
+        return False
+    return (isinstance(d, dict) and {"task", "meta", "suites"} <= set(d)
+            and all(d[k] is None or isinstance(d[k], dict) for k in ("task", "meta"))
+            and isinstance(d["suites"], dict) and all(isinstance(v, dict) for v in d["suites"].values()))

@@ -50,8 +50,8 @@ class SideEffectsConfig(ConfigBase):
         n_mmlu: Number of MMLU questions (stratified over subjects; ``None``: all).
         mmlu_n_shots: Solved same-subject examples in each MMLU prompt, from the whole
             source (with the dev split at most 4: it has 5 questions per subject; the
-            number each prompt got is in ``extra["mmlu_shots_used"]``, and fewer than asked
-            for warns).
+            fewest and the most any prompt got are in ``extra["mmlu_shots_used"]`` as
+            ``[min, max]``, not per prompt; fewer than asked for warns).
         held_out_text: With ``EvalConfig.text.source=None``, measure on the built-in passages
             nothing trains on (:func:`~factlens.data.text.load_texts` ``held_out=True``)
             instead of the built-in text the editor's KL term is trained to keep by default

@@ -234,3 +234,26 @@ def test_clear_makes_a_cache_without_recheck_read_the_store_under_the_new_weight
     after = evaluate(edited, p.task, original=original, suites=["standard"], baselines=cache).to_frame()
     truth = evaluate(edited, p.task, original=original, suites=["standard"]).to_frame()
     assert after["baseline"].tolist() == truth["baseline"].tolist()
+
+
+def test_a_big_endian_array_comes_back_with_its_values_and_dtype(tmp_path: Path):
+    """Audit (t7_store_values.py): torch.from_numpy refuses a non-native byte order, and the ValueError
+    stopped the evaluation; the array is stored in native order and given back as it was put."""
+    value = {"scores": np.array([1.5, -0.0, np.nan, 3e300], dtype=">f8"), "zero_d": np.array(7, dtype=">i4")}
+    store = BaselineStore(tmp_path)
+    assert store.put("m", ("big",), value) is True and store.skipped == 0
+    found, back = BaselineStore(tmp_path).get("m", ("big",))
+    assert found and _same(back, value)
+    assert back["scores"].dtype == np.dtype(">f8") and back["zero_d"].shape == ()
+    assert _same(_roundtrip(np.arange(3.0)), np.arange(3.0))  # native arrays as before
+
+
+def test_an_array_safetensors_cannot_write_is_skipped_not_raised(tmp_path: Path):
+    """Audit (t7_store_values.py): put promises False for an unencodable value, but safetensors' KeyError
+    on a complex128 array stopped the evaluation; the value is skipped and nothing is written."""
+    store = BaselineStore(tmp_path)
+    for i, value in enumerate((np.array([1 + 2j]), {"a": torch.zeros(2, dtype=torch.complex128)})):
+        assert store.put("m", ("complex", i), value) is False
+        assert store.get("m", ("complex", i)) == (False, None)
+    assert store.skipped == 2 and store.writes == 0 and not list(tmp_path.rglob("*.*"))
+    assert store.put("m", ("fine",), np.arange(3)) is True  # the store still works

@@ -139,3 +139,20 @@ def test_relearning_bars_say_at_chance():
         Metric("relearn_forget_accuracy", 0.5, 4, baseline=1.0, higher_is_better=False, at_chance=c),))})
     fig = relearning_bars({"flu": rel(True), "random": rel(False)})
     assert list(fig.data[1].text) == ["(at chance)", ""]
+
+
+def test_probe_curves_chance_line_is_the_forget_facts_bar_not_the_training_majority():
+    """Audit (t4_probe_plot.py): the curves are accuracies on the forget facts, whose chance bar is
+    extra["forget_chance"]; the line was drawn at extra["chance"], the training facts' majority share."""
+    def probes(**chances) -> SuiteResult:
+        return SuiteResult("probes", (Metric("probe_true_accuracy_max", 0.9, 8, higher_is_better=False),),
+                           extra={"layers": [0, 1], "true": [0.3, 0.9], "target": [0.1, 0.2], **chances})
+
+    def line(fig) -> list[float]:
+        return [s.y0 for s in fig.layout.shapes]
+
+    assert line(probe_curves(probes(chance=0.8, forget_chance=0.25))) == [0.25]
+    assert line(probe_curves({"a": probes(chance=0.8, forget_chance=0.25),
+                              "b": probes(chance=0.7, forget_chance=0.25)})) == [0.25]
+    assert line(probe_curves(probes(chance=0.8))) == [0.8]  # a folder saved before forget_chance was recorded
+    assert line(probe_curves(probes())) == []

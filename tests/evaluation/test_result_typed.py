@@ -155,3 +155,62 @@ def test_save_leaves_a_foreign_file_alone_and_replaces_its_own(tmp_path):
     assert EvalResult.load(out).to_dict() == again.to_dict()
     res.save(out)
     assert EvalResult.load(out).task == {"name": "t"}
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("at_chance", "false", r"'at_chance' must be true or false, got 'false'"),  # loaded as truthy: "at chance"
+    ("higher_is_better", "true", r"'higher_is_better' must be true or false, got 'true'"),
+    ("at_chance", 0, r"'at_chance' must be true or false, got 0"),
+    ("at_chance", None, r"'at_chance' must be true or false, got None"),
+    ("n", 2.5, r"'n' must be a whole number .*got 2.5"),
+    ("n", None, r"'n' must be a whole number .*got None"),
+])
+def test_metric_dict_with_a_flag_or_count_of_the_wrong_type_is_refused(field, value, match):
+    """Audit (t8_save_paths.py): a hand-edited file's at_chance "false" loaded as a truthy string, n 2.5 as a count."""
+    d = {"name": "forget_accuracy", "value": 0.5, "n": 3, "at_chance": False, field: value}
+    with pytest.raises(ValueError, match="metric 'forget_accuracy': " + match):
+        Metric.from_dict(d)
+    with pytest.raises(ValueError, match="suite 'standard': metric 'forget_accuracy': " + match):
+        EvalResult.from_dict({"suites": {"standard": {"suite": "standard", "metrics": [d]}}})
+
+
+def test_metric_dict_flags_and_counts_of_the_right_type_load():
+    import numpy as np
+
+    m = Metric.from_dict({"name": "x", "value": 0.5, "n": 3.0, "at_chance": True, "higher_is_better": False})
+    assert m.n == 3 and type(m.n) is int and m.at_chance is True and m.higher_is_better is False
+    assert Metric.from_dict({"name": "x", "value": 0.5, "n": np.int64(4), "at_chance": np.bool_(True)}).at_chance
+
+
+@pytest.mark.parametrize("text", [
+    '{"task": "my notes, not an eval"}',
+    '{"task": {"name": "mine"}, "notes": [1, 2]}',
+    '{"task": {"name": "mine"}, "meta": {}, "suites": "none yet"}',
+    '{"task": {"name": "mine"}, "meta": {}, "suites": {"standard": 3}}',
+    '{"task": {"name": "mine"}, "meta": {}, "suites": {}',  # not JSON
+])
+def test_save_leaves_a_file_that_only_opens_like_an_evaluation_alone(tmp_path, text):
+    """Audit (t8_save_paths.py): any JSON whose first key was "task" counted as a saved evaluation
+    and was overwritten (a user's {"task": "my notes"} was replaced)."""
+    notes = tmp_path / "notes.json"
+    notes.write_text(text)
+    with pytest.raises(ValueError, match="is not a saved EvalResult factlens wrote; it is left alone"):
+        _result().save(notes)
+    assert notes.read_text() == text
+
+
+def test_save_replaces_evaluations_saved_by_every_version(tmp_path):
+    """What EvalResult.save wrote before strict_dumps (json.dumps, indent=1), a task description
+    longer than the 4,096 characters check_output reads, and a task of None are recognized."""
+    from factlens.strict_json import json_default
+
+    res = _result()
+    long_task = EvalResult(res.suites, {"name": "t", "description": "x" * 10_000}, {"model": "planted"})
+    for i, old in enumerate((res, long_task, EvalResult(res.suites, None, None))):
+        path = tmp_path / f"old{i}.json"
+        path.write_text(json.dumps(old.to_dict(), indent=1, default=json_default))
+        again = EvalResult({"standard": res["standard"]}, {"name": "new"})
+        again.save(path)
+        assert EvalResult.load(path).to_dict() == again.to_dict()
+        long_task.save(path)  # its own current save too
+        assert EvalResult.load(path).task == long_task.task
