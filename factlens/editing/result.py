@@ -141,6 +141,45 @@ def _check_deltas(deltas: Mapping[str, "ParamDelta"], where: str) -> None:
                              "(lower the learning rate) or the file is damaged")
 
 
+def _original_regions(model, mask: Mask, originals: Mapping[str, Tensor],
+                      params: Mapping[str, Tensor]) -> dict[str, Bool[Tensor, "..."]]:
+    """The mask's entries of each parameter in :meth:`EditResult.from_originals`'s ``originals``
+    that the mask selects only in part (a neuron's row of ``W_out``); whole ones are left out.
+
+    Raises ``ValueError`` for an original of another shape than its parameter (a transposed
+    copy has the right size: ``revert()`` failed with a bare ``IndexError``, the model left
+    edited), for a parameter the mask does not select and for changed entries outside the mask
+    (``apply()`` called such a result damaged). Masks are built only for these parameters, not
+    the whole mask's (a byte per entry, 9 GB for a non-localized mask of Gemma-2-9B).
+    """
+    shape, which = ModelShape.of(model), mask.name or f"{len(mask)} component(s)"
+    selected: dict[str, list[tuple]] = {}
+    for comp in mask:
+        for name, idx in comp.param_slices(shape).items():
+            if name in originals:
+                selected.setdefault(name, []).append(idx)
+    out = {}
+    for name, o in originals.items():
+        p = params[name]
+        if tuple(o.shape) != tuple(p.shape):
+            raise ValueError(f"originals[{name!r}] has shape {tuple(o.shape)} but the parameter has shape "
+                             f"{tuple(p.shape)}: pass a copy of the parameter as it was, e.g. p.detach().clone()")
+        if name not in selected:
+            raise ValueError(f"originals has {name!r}, a parameter the mask ({which}) does not select: an edit may "
+                             "change only its mask's parameters (add the component with that parameter to the mask, "
+                             "or leave the parameter unchanged)")
+        region = torch.zeros(p.shape, dtype=torch.bool, device=o.device)
+        for idx in selected[name]:
+            region[idx] = True
+        if bool(region.all()):
+            continue
+        if not torch.equal(o[~region], p.detach()[~region.to(p.device)].to(o.device, o.dtype)):
+            raise ValueError(f"the edit changed entries of {name!r} outside its mask ({which}): an edit may change "
+                             "only the entries its mask selects (compare originals[name] with the parameter)")
+        out[name] = region
+    return out
+
+
 class _Applications:
     """Where an :class:`EditResult` is applied now: ``(model, {param: previous values})`` per
     ``apply`` not yet reverted, most recent last.
@@ -246,7 +285,13 @@ class EditResult:
 
         For an edit method of your own (docs/extending.md): every entry the method changed must
         be in ``originals`` (the runner checks, after each unit, that reverting brought every
-        parameter back bit for bit).
+        parameter back bit for bit). Of a parameter that ``mask`` selects in part (a neuron's
+        row), the result records the mask's entries.
+
+        Raises:
+            ValueError: An original names no parameter of ``model``, has another shape than its
+                parameter, or belongs to a parameter (or has changed entries) outside ``mask``:
+                an edit changes only its mask's entries, which ``apply`` checks.
 
         Example:
             >>> import torch
@@ -268,10 +313,14 @@ class EditResult:
         unknown = sorted(set(originals) - set(params))
         if unknown:
             raise ValueError(f"originals names parameters the model does not have: {unknown[:5]}")
-        deltas = {n: ParamDelta(full_mask(o.shape, o.device), o.reshape(-1), flat_copy(params[n]))
-                  for n, o in originals.items()}
+        regions = _original_regions(model, mask, originals, params)
+        deltas = {}
+        for n, o in originals.items():
+            r = regions.get(n)  # a parameter the mask selects in part: the delta of its mask's entries (apply() checks)
+            deltas[n] = (ParamDelta(full_mask(o.shape, o.device), o.reshape(-1), flat_copy(params[n])) if r is None
+                         else ParamDelta(r, o[r], params[n].detach()[r.to(params[n].device)]))  # indexing copies
         return cls(model=model, mask=mask, config=config, objective=objective, history=tuple(history),
-                   seconds=seconds, sft_kind="none", n_params_trained=int(sum(o.numel() for o in originals.values())),
+                   seconds=seconds, sft_kind="none", n_params_trained=sum(d.old.numel() for d in deltas.values()),
                    deltas=deltas, shape=ModelShape.of(model), model_name=str(getattr(model.cfg, "model_name", "")),
                    task_name=getattr(task, "name", ""), meta=dict(meta or {}))
 

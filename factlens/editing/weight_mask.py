@@ -445,13 +445,20 @@ def learn_weight_mask(model, mask: Mask, task, *, config: WeightMaskConfig = Wei
         model: A ``HookedTransformer`` (never modified).
         mask: The localized components; only their entries can be ablated.
         task: A :class:`factlens.tasks.Task`; its objective picks the forget loss.
-        config: Settings.
+        config: Settings: a :class:`WeightMaskConfig` (not fine-tuning's ``EditConfig``).
 
     Returns:
         The learned mask logits (discretize / apply / count / sweep them with its methods).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`WeightMaskConfig`.
+        ValueError: A task without forget facts or an empty mask.
     """
     from factlens.data.formats import format_prompts
 
+    if not isinstance(config, WeightMaskConfig):  # an EditConfig or None failed later with an AttributeError
+        raise TypeError(f"config must be a WeightMaskConfig, got {type(config).__name__}; leave it out for the "
+                        "defaults (an EditConfig holds fine-tuning's settings, not a weight mask's)")
     if getattr(task, "objective", None) not in ("inject", "unlearn") or not len(task.forget):
         raise ValueError(f"task must be a factlens.tasks.Task with objective 'inject' or 'unlearn' and forget facts, "
                          f"got {task!r}")

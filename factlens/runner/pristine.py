@@ -120,8 +120,9 @@ class OriginalView:
         leaked = self.changed(exclude=originals)
         if leaked:
             raise RuntimeError(f"the edit changed parameters it did not record ({leaked[:5]}); the unedited values are "
-                               "lost and the model must be reloaded. An edit method must record every tensor it "
-                               "changes in its result's deltas (EditResult.from_originals with each one's original)")
+                               "lost and the model must be reloaded. An edit method may change only its mask's "
+                               "parameters and must record every tensor it changes in its result's deltas "
+                               "(EditResult.from_originals with each one's original)")
         for name, t in originals.items():
             module, attr = self._slot(name)
             self._shown[name] = getattr(module, attr)
@@ -208,9 +209,10 @@ def check_pristine(prep, workspace, left: list[str] | None = None, *,
         raise RuntimeError(
             f"{unit} changed parameter(s) that its EditResult does not record: {unrecorded[:5]}"
             f"{f' and {len(unrecorded) - 5} more' if len(unrecorded) > 5 else ''}; their unedited values are lost, "
-            "so the model could not be restored. An edit method must record every tensor it changes in its "
-            "result's deltas (EditResult.from_originals(model, mask, originals, ...) with the original of each "
-            "changed tensor, also outside the mask); the workspace dropped the model, the next job reloads it")
+            "so the model could not be restored. An edit method may change only its mask's parameters and must "
+            "record every tensor it changes in its result's deltas (EditResult.from_originals(model, mask, "
+            "originals, ...) with the original of each changed tensor); the workspace dropped the model, the next "
+            "job reloads it")
     after = "after the edit" if recorded is not None else "after the failed edit"
     raise RuntimeError(f"the model could not be restored {after} by {unit} (parameters {left[:5]}{more} differ from "
                        "the unedited model); the workspace dropped it, the next job reloads it")

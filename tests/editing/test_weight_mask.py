@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from factlens.components import Component, Mask
+from factlens.editing import EditConfig
 from factlens.editing.weight_mask import WeightMaskConfig, WeightMaskResult, default_evaluate, learn_weight_mask
 from factlens.tasks import sports_unlearning
 from factlens.testing import tiny_model
@@ -254,3 +255,11 @@ def test_history_frame_has_the_recorded_keys(planted, task, mask, learned):
     assert list(no_retain.to_frame().columns) == ["step", "loss", "loss_forget", "loss_reg", "n_ablated"]
     empty = learn_weight_mask(planted.model, mask, task, config=FAST.replace(steps=0)).to_frame()
     assert empty.empty and list(empty.columns) == ["step", "loss", "loss_reg", "n_ablated"]
+
+
+@pytest.mark.parametrize("config", [EditConfig(steps=1), None], ids=["EditConfig", "None"])
+def test_a_config_that_is_not_a_weight_mask_config_is_refused(planted, task, mask, config):
+    # failed with an AttributeError deep inside (cfg.train_format); None is not documented as the defaults
+    with pytest.raises(TypeError, match=f"config must be a WeightMaskConfig, got {type(config).__name__}; leave it "
+                                        "out for the defaults"):
+        learn_weight_mask(planted.model, mask, task, config=config)
