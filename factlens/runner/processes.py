@@ -77,9 +77,11 @@ def _worker(inbox, outbox, threads: int, store: str | None = None) -> None:
     """Worker loop: run ``fn(item, workspace)`` for each ``(index, fn, item)`` until ``None``."""
     import torch
 
+    from factlens.runner.provenance import running_source
     from factlens.runner.workspace import Workspace
 
     _exit_with_parent(store)
+    running_source()  # the code this process imported, named before the files can change (provenance)
     torch.set_num_threads(threads)
     workspace = Workspace(baseline_store=store)
     while True:

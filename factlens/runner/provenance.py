@@ -14,6 +14,7 @@ after an update, folders of several sessions merged), which their numbers alone 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -52,7 +53,7 @@ def versions() -> dict[str, Any]:
                 import factlens
 
                 out[pkg] = getattr(factlens, "__version__", "unknown")
-    out["factlens_source"] = factlens_source()
+    out["factlens_source"] = running_source()
     out["torch_threads"] = str(torch.get_num_threads())
     out["plugins"] = plugin_versions()
     return out
@@ -61,6 +62,16 @@ def versions() -> dict[str, Any]:
 def now() -> str:
     """The current UTC time, ISO 8601 to the second (``finished_at``, ``created``, ``updated``)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=1)
+def running_source() -> str | None:
+    """:func:`factlens_source` at this process's first call, which the runner makes when it starts (the
+    driver when it opens the run folder, each worker process when it starts): the code a process
+    imported does not change when the files do. Computed per unit, a run during which the checkout
+    changed (an edit, a pull, a commit) named code that never ran, and its report then warned that
+    its units "were computed by different code" and advised rerunning them."""
+    return factlens_source()
 
 
 def factlens_source() -> str | None:

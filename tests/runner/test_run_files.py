@@ -286,3 +286,27 @@ def test_a_folder_from_before_candidate_score_is_not_paired_with_a_token_mean_on
         _edit(f, lambda r: r["eval"]["meta"]["config"].update(candidate_score="token_mean"))
     with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.candidate_score: 'sum' vs 'token_mean'\)"):
         load_evaluations([copy_of_run, other])
+
+
+def test_a_run_names_the_code_it_imported_even_when_the_files_change_during_it(tmp_path: Path, monkeypatch):
+    """The label was computed from the files on disk after each unit: a run during which the checkout changed
+    gave its units different labels (code that never ran), and its report warned "computed by different code"."""
+    import itertools
+
+    from factlens.runner import RunConfig, provenance
+    from factlens.runner.executor import run_experiment
+
+    counter = itertools.count()
+    monkeypatch.setattr(provenance, "factlens_source", lambda: f"tree {'a' * 40} +changes {next(counter):012d}")
+    clear = getattr(getattr(provenance, "running_source", None), "cache_clear", lambda: None)
+    clear()  # a label cached by an earlier test of this process
+    try:
+        cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps", "random", "nonlocalized"),
+                        suites=("standard",), out=str(tmp_path / "run"), show_progress=False, edit={"steps": 1})
+        run_experiment(cfg, report=False)
+        labels = {json.loads(p.read_text())["versions"]["factlens_source"]
+                  for p in (tmp_path / "run" / "runs" / "seed0").glob("*.json")}
+        stored = json.loads((tmp_path / "run" / "run_config.json").read_text())["versions"]["factlens_source"]
+    finally:
+        clear()
+    assert labels == {stored}
