@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -281,9 +282,15 @@ class ComponentScores:
         where only positive scores count: fewer than ``k`` when fewer are positive).
 
         Ties go in :class:`Component` order (heads, then MLPs, then neurons, each by layer and index).
+
+        Raises:
+            TypeError: ``k`` is not a whole number (``top(True)`` was taken as ``top(1)``, ``top(2.0)``
+                failed with "slice indices must be integers").
+            ValueError: ``k < 0``.
         """
+        _check_whole("top", "k", k)
         if k < 0:
-            raise ValueError("k must be >= 0")
+            raise ValueError(f"top: k must be >= 0 (the number of components to take), got {k}")
         return [self.components[i] for i in self._order()[:k]]
 
     def restrict(self, kind: str | Sequence[str]) -> "ComponentScores":
@@ -306,7 +313,8 @@ class ComponentScores:
         Args:
             top_k: The ``k`` components with the largest ``|score|`` (here and below: the
                 signed score where :attr:`rank_by` is ``"value"``).
-            threshold: Components with ``|score| >= threshold``.
+            threshold: Components with ``|score| >= threshold`` (a finite number, or ``-inf`` for
+                every scored component; NaN and ``inf`` select nothing and are refused).
             param_budget: Components in order of ``|score|`` while the total parameter count
                 stays within the budget; a component that would overshoot is skipped and
                 smaller ones further down are still tried (a greedy fill in score order: the
@@ -456,14 +464,23 @@ def _check_selection(*, top_k: Any, threshold: Any, param_budget: Any) -> None:
     for opt, value in (("top_k", top_k), ("param_budget", param_budget)):
         if opt == "param_budget" and isinstance(value, float) and value.is_integer():
             continue  # param_budget=1e6 worked before (it is only compared with counts)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            fix = f"; write {opt}=int({value!r})" if isinstance(value, (float, str)) else ""
-            raise TypeError(f"to_mask: {opt} must be a whole number (an int), got {type(value).__name__} "
-                            f"{value!r}{fix}")
+        if value is not None:
+            _check_whole("to_mask", opt, value)
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
         fix = f"; write threshold=float({threshold!r})" if isinstance(threshold, str) else ""
         raise TypeError(f"to_mask: threshold must be a number (the |score| a component needs), got "
                         f"{type(threshold).__name__} {threshold!r}{fix}")
+    # NaN and +inf compare >= with no finite score: an empty mask, without a word (-inf keeps every score)
+    if threshold is not None and (math.isnan(float(threshold)) or float(threshold) == math.inf):  # float: Fraction
+        raise ValueError(f"to_mask: threshold={float(threshold)} selects no component (no finite score is >= it); "
+                         "give a finite number (the |score| a component needs), or top_k= / param_budget=")
+
+
+def _check_whole(where: str, opt: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is a whole number (an int; ``bool`` is refused: ``True`` meant 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fix = f"; write {opt}=int({value!r})" if isinstance(value, (float, str)) else ""
+        raise TypeError(f"{where}: {opt} must be a whole number (an int), got {type(value).__name__} {value!r}{fix}")
 
 
 #: The keys every :meth:`ComponentScores.to_dict` has.

@@ -26,7 +26,9 @@ the probe curves.
 
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections.abc import Iterable
 from typing import Literal, Sequence
 
 import numpy as np
@@ -71,9 +73,7 @@ def residual_features(
     requested layer, so no logits are computed.
     """
     records = list(dataset)
-    layers = sorted(set(int(l) for l in layers))
-    if layers and layers[0] < -1:
-        raise ValueError(f"layers must be >= -1 (-1: the embedding), got {layers}")
+    layers = _checked_layers(layers, least=-1, n_layers=ModelShape.of(model).n_layers)  # -1: the embedding
     feats: dict[str, dict[int, list[np.ndarray]]] = {p: {l: [] for l in layers} for p in positions}
     for sl in progress_bar(list(iter_batches(len(records), batch_size)), desc="probe activations"):
         batch = encode_records(model, records[sl])
@@ -137,8 +137,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
 
     if scaling not in ("global", "feature"):
         raise ValueError(f"scaling must be 'global' or 'feature', got {scaling!r}")
-    if repeats < 1 or cv < 2:
-        raise ValueError(f"need cv >= 2 and repeats >= 1, got cv={cv}, repeats={repeats}")
+    _check_folds(cv=cv, repeats=repeats)
     y = np.asarray(y)
     _, counts = _checked_classes(y)  # one class, or a class of one fact: say so, not sklearn's "n_splits=1"
     n_splits = min(cv, int(counts.min()))
@@ -150,6 +149,34 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
         warnings.simplefilter("ignore", ConvergenceWarning)
         acc = cross_val_score(pipe, np.asarray(X, dtype=np.float64), y, cv=folds, scoring="accuracy")
     return float(acc.mean()), float(acc.std())
+
+
+def _check_folds(*, cv: int, repeats: int) -> None:
+    """Refuse ``cv`` / ``repeats`` that are not whole numbers >= 2 / >= 1: ``cv=2.5`` failed in sklearn
+    ("The number of folds must be of Integral type") after the activations were collected, and
+    ``cv=True`` read as "got cv=True"."""
+    checks = (("cv", cv, 2, "stratified folds"), ("repeats", repeats, 1, "cross-validation runs"))
+    for opt, value, least, what in checks:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"need {opt} >= {least}: {opt} must be a whole number (the number of {what}), "
+                             f"got {type(value).__name__} {value!r}")
+
+
+def _checked_layers(layers: Sequence[int], *, least: int, n_layers: int) -> list[int]:
+    """``layers`` sorted and unique, refused unless they are whole numbers in ``least .. n_layers - 1``:
+    ``layers=[1.7]`` was silently probed as layer 1 (``int(1.7)``), ``[True]`` as layer 1."""
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        fix = "" if isinstance(layers, (str, bytes)) else f"; write layers=[{layers!r}]"
+        raise ValueError(f"layers= takes a list of layer numbers, got {type(layers).__name__} {layers!r}{fix}")
+    layers = list(layers)
+    bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, numbers.Real)
+           or not (isinstance(l, numbers.Integral) or float(l).is_integer())]  # 1.0 worked before
+    if bad:
+        raise ValueError(f"layers must be whole numbers (layer indices), got {bad[:5]!r} in layers={layers!r}")
+    layers = sorted(set(int(l) for l in layers))
+    if not layers or layers[0] < least or layers[-1] >= n_layers:
+        raise ValueError(f"layers must be within {least}..{n_layers - 1}, got {layers}")
+    return layers
 
 
 def check_positions(positions: Sequence[str]) -> None:
@@ -168,10 +195,9 @@ def _checked_sites(shape: ModelShape, positions: Sequence[str],
     bad = [p for p in positions if p not in POSITIONS]
     if bad or not positions:
         raise ValueError(f"unknown probe positions {bad or positions!r}; choose from {POSITIONS}")
-    layers = list(range(shape.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
-    if not layers or layers[0] < 0 or layers[-1] >= shape.n_layers:
-        raise ValueError(f"layers must be within 0..{shape.n_layers - 1}, got {layers}")
-    return positions, layers
+    if layers is None:
+        return positions, list(range(shape.n_layers))
+    return positions, _checked_layers(layers, least=0, n_layers=shape.n_layers)
 
 
 def _checked_classes(y: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +269,7 @@ def probing(
     if not records:
         raise ValueError("the dataset is empty")
     positions, layers = _checked_sites(shape, positions, layers)
+    _check_folds(cv=cv, repeats=repeats)  # before the activations are collected
     y = [r.answer for r in records]
     classes, counts = _checked_classes(y)
     chance = float(counts.max() / counts.sum())
