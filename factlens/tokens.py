@@ -95,9 +95,12 @@ def _pad_id(model) -> int:
     return tok.eos_token_id if tok.eos_token_id is not None else 0
 
 
-def _encode(model, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def _encode(model, text: str, *, split_special_tokens: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of ``text`` (no BOS); ``split_special_tokens``: a literal
+    ``"<unk>"`` in the text is spelled with ordinary tokens, not read as the special token."""
     tok = _tokenizer(model)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    extra = {"split_special_tokens": True} if split_special_tokens else {}
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, **extra)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 

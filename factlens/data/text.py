@@ -215,16 +215,15 @@ def _plain_ids(model, text: str) -> list[int]:
         ValueError: The tokenizer ignores ``split_special_tokens`` and turned such a string into its
             special token (found from the offsets, where the tokenizer gives them).
     """
-    from factlens.tokens import _tokenizer
+    from factlens.tokens import _encode, _tokenizer
 
     tok = _tokenizer(model)
     try:
-        enc = tok(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        ids, offsets = _encode(model, text, split_special_tokens=True)
     except NotImplementedError:  # slow tokenizers give no offsets
         return list(tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-    ids = list(enc["input_ids"])
     special = {i: t for t, i in zip(tok.all_special_tokens, tok.all_special_ids) if i is not None}
-    for i, (a, b) in zip(ids, enc["offset_mapping"]):
+    for i, (a, b) in zip(ids, offsets):
         if i in special and text[a:b] == special[i]:
             raise ValueError(f"token_chunks: the tokenizer turned the text {special[i]!r} in a passage into its "
                              f"special token (id {i}), which it does even with split_special_tokens=True; remove "

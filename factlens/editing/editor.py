@@ -135,8 +135,13 @@ def _training_items(task, entry: Objective, config: EditConfig):
     forget_items = format_prompts(task.forget, config.train_format)
     if not forget_items:
         raise ValueError(f"the forget facts have no prompts in train_format={config.train_format!r}")
+    return forget_items, _retain_items(task, entry, config)
+
+
+def _retain_items(task, entry: Objective, config: EditConfig):
+    """The retain prompts the edit trains on: none when the objective has no retain term or ``l_retain == 0``."""
     use_retain = entry.uses_retain and config.l_retain > 0 and len(task.retain) > 0
-    return forget_items, (format_prompts(task.retain, config.train_format) if use_retain else [])
+    return format_prompts(task.retain, config.train_format) if use_retain else []
 
 
 def check_retain_kl_fits(model, task, *, objective: str | None = None, config: EditConfig) -> int:
@@ -157,9 +162,8 @@ def check_retain_kl_fits(model, task, *, objective: str | None = None, config: E
 
     entry = OBJECTIVES.get(objective or task.objective)
     settings = config.objective_config(entry) if entry.config_type is not None else None
-    if getattr(settings, "retain_loss", "nll") != "kl" or not (entry.uses_retain and config.l_retain > 0):
-        return 0
-    return check_retain_kl_size(model, format_prompts(task.retain, config.train_format))
+    retain_items = _retain_items(task, entry, config) if getattr(settings, "retain_loss", "nll") == "kl" else []
+    return check_retain_kl_size(model, retain_items) if retain_items else 0
 
 
 @takes_show_progress
