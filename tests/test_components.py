@@ -239,3 +239,37 @@ def test_mask_save_replaces_its_own_file_and_refuses_any_other(tmp_path):
     for labels in (["L1.mlp"], ["L0H1", "L0.mlp"], []):  # a re-run cell replaces the earlier mask
         Mask.from_labels(labels, name='a "quoted" name').save(path)
         assert Mask.load(path) == Mask.from_labels(labels, name='a "quoted" name')
+
+
+def _cfg(**kw):
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(**{"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32, "n_ctx": 16,
+                                      "d_vocab": 20, "act_fn": "silu", **kw})
+
+
+def test_model_shape_refuses_mixture_of_experts():
+    """A mixture-of-experts layer was counted as one dense MLP (6,240 of its 24,704 parameters),
+    edits crashed with a KeyError on W_in and the LoRA / quantization attacks skipped the experts."""
+    with pytest.raises(ValueError, match=r"mixture-of-experts models \(cfg.num_experts=4\) are not supported"):
+        ModelShape.of(_cfg(num_experts=4, experts_per_token=2, gated_mlp=True))
+
+
+def test_model_shape_refuses_bidirectional_attention():
+    """With bidirectional attention the right padding and the later tokens of a shared prefix reach
+    every position: activation patching was off by up to 0.32 and scores moved with batch_size."""
+    with pytest.raises(ValueError, match="attention_dir='bidirectional' is not supported.*causal"):
+        ModelShape.of(_cfg(attention_dir="bidirectional"))
+    assert ModelShape.of(_cfg()).n_layers == 2  # the causal default passes
+
+
+def test_localize_refuses_a_bidirectional_model_before_scoring():
+    import factlens
+    from factlens.data import sports_facts
+    from factlens.testing.tiny import build_hooked, seeded
+
+    tok = tiny_model().tokenizer
+    with seeded(0):
+        m = build_hooked(_cfg(attention_dir="bidirectional", d_vocab=len(tok), act_fn="gelu"), tok)
+    with pytest.raises(ValueError, match="attention_dir='bidirectional' is not supported"):
+        factlens.localize(m, list(sports_facts())[:8], method="activation_patching")

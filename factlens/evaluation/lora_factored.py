@@ -91,7 +91,11 @@ def _check_supported(model, module_name: str, module: nn.Module) -> None:
     elif type(module).forward is not MLP.forward:
         why = f"an MLP of type {type(module).__name__} (not TransformerLens's MLP or GatedMLP)"
     if why:
-        raise ValueError(f"factored LoRA does not support {why} ({module_name}); use add_lora(..., forward='merged')")
+        raise ValueError(f"factored LoRA does not support {why} ({module_name}); use add_lora(..., forward='merged'), "
+                         "and for the attacks that add LoRA set lora_forward='merged' in their configs: "
+                         "EvalConfig(relearning={'lora_forward': 'merged'}, unrelated_finetune={'lora_forward': "
+                         "'merged'}), or on the command line --eval relearning.lora_forward=merged "
+                         "--eval unrelated_finetune.lora_forward=merged")
 
 
 def _input_of(args: tuple, kwargs: dict, name: str, index: int) -> Tensor:

@@ -265,6 +265,10 @@ def probing(
         (True, 1.0, True)
     """
     shape = ModelShape.of(model)
+    if shape.attn_only:  # every score would be 0 and a budget would pick an empty mask
+        raise ValueError("the model is attention-only: probing scores MLPs by the probe's gain and there are none; "
+                         "for the per-layer probe accuracy use residual_features(...) and probe_accuracy(...) of "
+                         "factlens.localization.probing")
     records = as_records(dataset)
     if not records:
         raise ValueError("the dataset is empty")

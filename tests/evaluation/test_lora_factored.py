@@ -202,3 +202,17 @@ def test_removing_merged_adapters_keeps_the_parameter_order():
     add_lora(m, rank=2, seed=0, forward="merged").remove()
     assert [n for n, _ in m.named_parameters()] == names and list(m.state_dict()) == list(tiny_model().state_dict())
     assert _fingerprint(m) == fp
+
+
+def test_relearning_on_a_model_the_factored_form_cannot_reach_names_the_config_field(planted):
+    """The default relearning suite raised "use add_lora(..., forward='merged')" on a model with
+    use_attn_result: a function the user never called; the message names the suite's field."""
+    from factlens.evaluation.relearning import run_relearning
+
+    m = tiny_model()
+    m.cfg.use_attn_result = True
+    try:
+        with pytest.raises(ValueError, match=r"relearning=\{'lora_forward': 'merged'\}.*--eval relearning\.lora_forward=merged"):
+            run_relearning(m, planted.task, config=EvalConfig(relearning=RelearningConfig(steps=1, rank=2)))
+    finally:
+        m.cfg.use_attn_result = False

@@ -51,3 +51,12 @@ def test_probing_refuses_bad_cv_before_collecting_activations(planted, monkeypat
         probing(planted.model, planted.dataset, **option)
     with pytest.raises(ValueError, match=match):
         probe_accuracy(np.zeros((8, 2)), [0, 1] * 4, **option)
+
+
+def test_probing_refuses_an_attention_only_model(planted):
+    """Probing scores MLPs by the probe's gain: on an attention-only model every score was 0 and a
+    budget chose an empty mask without a word."""
+    from factlens.testing import tiny_model
+
+    with pytest.raises(ValueError, match="attention-only: probing scores MLPs.*residual_features"):
+        probing(tiny_model(variant="attn_only", n_layers=2), planted.dataset)
