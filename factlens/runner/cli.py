@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -354,12 +355,46 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:
+    """Per run folder, its planned ``seed<S>/<unit>`` without a finished run file (the comparison
+    pairs only finished units; it said nothing about a missing unit or a seed that ran only some
+    of them, while the report listed them). A folder that cannot be read is left to ``compare``,
+    whose error names the file."""
+    from factlens.runner.report import missing_units
+    from factlens.runner.run_dir import read_json, read_json_table
+    from factlens.runner.run_files import is_run_file
+
+    out: dict[str, list[str]] = {}
+    for folder in map(Path, folders):
+        cfg_file = folder / "run_config.json"
+        if not cfg_file.is_file():
+            continue
+        try:
+            cfg = read_json_table(cfg_file, tables=("config",))["config"]
+            with warnings.catch_warnings():  # compare warns about a user's own JSON once
+                warnings.simplefilter("ignore")
+                runs = [read_json(f) for f in sorted((folder / "runs").glob("seed*/*.json")) if is_run_file(f)]
+            missing = missing_units(cfg, runs)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if missing:
+            out[str(folder)] = missing
+    return out
+
+
+def _note_unfinished(unfinished: dict[str, list[str]]) -> None:
+    for folder, units in unfinished.items():
+        print(f"note: {folder}: not finished: {', '.join(units)} (not in the comparison; rerun the run command "
+              "to finish them)", file=sys.stderr)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare, load_evaluations
     from factlens.files import check_output, write_atomic
     from factlens.runner.report_stats import compare_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    unfinished = _unfinished(args.out)
     try:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
             check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
@@ -372,7 +407,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                              "it with; run more localizations into the folder (e.g. --localizations flu,random) "
                              "or compare it with another folder")
     except ValueError as e:
+        _note_unfinished(unfinished)  # e.g. a --reference that is planned but has not finished
         return _error(e)
+    _note_unfinished(unfinished)
     if args.csv is not None:
         write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
         print(f"wrote {args.csv}", file=sys.stderr)

@@ -306,6 +306,8 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
             report: bool, config_overrides: Sequence[str], t_start: float) -> RunSummary:
     """:func:`run_experiment` once the folder is locked."""
     rd.settle_earlier()  # before the state a failed resume restores is read (a killed --overwrite run's)
+    if not overwrite:
+        rd.forget_a_run_without_results(config_file)  # a first run killed before its plan decided nothing
     fresh = overwrite or not rd.config_path.exists()
     # a resume that fails before any new unit must leave the folder's settings as they were: a failed
     # --methods rome attempt recorded rome, and every later resume was crossed with it
@@ -322,6 +324,8 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
     try:
         # a file of the user's at a unit's path: the unit's run would replace it (and own it)
         rd.check_unit_paths([(s, u) for s in config.seeds for u in config.units()])
+        if not fresh:  # a unit file copied in from another setup was taken as finished and never rerun
+            _check_stored_units(rd)
         executor = executor or make_executor(config)
         with progress(progress_enabled() and config.show_progress):  # --no-progress, or an outer progress(False)
             summary = _run(config, rd, executor, report, t_start)
@@ -342,6 +346,16 @@ def _locked(config: RunConfig, rd: RunDir, *, overwrite: bool, executor: Executo
     finally:
         if own and isinstance(executor, LocalExecutor):  # (None when make_executor failed)
             executor.close()
+
+
+def _check_stored_units(rd: RunDir) -> None:
+    """Refuse a resume whose folder holds run files of another setup (another seed's record at a
+    unit's path, another edit or evaluation setting) before any job: the run counted such a file as
+    a finished unit and never computed the unit; only the report at the end (not written with
+    ``--no-report``) said the folder was mixed, after the missing units had been computed."""
+    from factlens.runner.report import load_run_dir
+
+    load_run_dir(rd.path)  # check_one_setup: the checks the report and factlens compare make
 
 
 def _settle_overwrite(rd: RunDir, overwrite: bool) -> None:

@@ -406,6 +406,17 @@ class RunDir:
         self.settle_earlier()
         return self._open(config, overwrite=False, config_file=config_file, config_text=config_text)
 
+    def forget_a_run_without_results(self, config_file: str | Path | None) -> None:
+        """Drop the settings of an earlier run that was killed before its plan or first result (a
+        kill -9 skips the clean-up of a failed run): nothing in the folder was computed with them,
+        yet they refused the corrected command as "results of a different configuration"."""
+        if not (self.config_path.is_file() and self.manifest_path.is_file()) or self.run_files() \
+                or any((self.path / "plan").glob("seed*.json")):
+            return
+        if self.discard_if_empty(remove_folder=False, keep=Path(config_file) if config_file is not None else None):
+            warnings.warn(f"{self.path} held only the settings of a run that ended before its first result; this "
+                          "run's settings replace them", UserWarning, stacklevel=2)
+
     def _open(self, config: RunConfig, *, overwrite: bool, config_file: str | Path | None,
               config_text: bytes | None) -> RunConfig:
         stored = self.stored()

@@ -131,3 +131,18 @@ def test_each_record_counts_its_own_baseline_lookups(finished: Path):
     assert len(lookups) == 1 and lookups.pop() > 0
     assert sorted(r["misses"] for r in recs)[0] == 0
     assert sum(r["misses"] for r in recs) == max(r["entries"] for r in recs)
+
+
+
+def test_a_run_killed_before_its_plan_does_not_refuse_the_corrected_command(tmp_path: Path):
+    """A fresh run killed (kill -9) right after writing its settings left only run_config.json and the
+    manifest; the corrected command was refused as "results of a different configuration"."""
+    from factlens.runner.executor import ConfigMismatchError, run_experiment
+
+    out = tmp_path / "run"
+    RunDir(out).open(_cfg(out, forget_size=8))  # ... killed here: no plan, no result
+    with pytest.warns(UserWarning, match="held only the settings of a run that ended before its first result"):
+        run_experiment(_cfg(out, forget_size=4), report=False)
+    assert RunDir(out).stored()["config"]["forget_size"] == 4 and RunDir(out).own_results()
+    with pytest.raises(ConfigMismatchError, match="different configuration"):  # results now: refused as before
+        run_experiment(_cfg(out, forget_size=8), report=False)

@@ -310,3 +310,31 @@ def test_a_run_names_the_code_it_imported_even_when_the_files_change_during_it(t
     finally:
         clear()
     assert labels == {stored}
+
+
+def test_a_resume_refuses_another_seeds_record_at_a_units_path_before_running(copy_of_run: Path, monkeypatch):
+    """A run file copied in from another seed sat at seed0/random.json: with --no-report the resume
+    counted it as the finished unit ("skipped 3 completed") and seed 0's random unit was never computed."""
+    from factlens.runner import executor
+    from factlens.runner.cli import main
+    from tests.runner.conftest import FAST
+
+    rec = copy_of_run / "runs" / "seed0" / "random.json"
+    _edit(rec, lambda r: r.update(seed=1))
+    before = rec.read_bytes()
+    monkeypatch.setattr(executor, "make_executor", lambda *a, **k: pytest.fail("the resume started jobs"))
+    assert main(["run", "planted", "--model", "planted", "--out", str(copy_of_run), "--localizations",
+                 "flu,random,all_mlps", *FAST, "--no-report"]) == 2
+    assert rec.read_bytes() == before
+
+
+def test_compare_names_the_units_that_have_not_finished(copy_of_run: Path, capsys):
+    """factlens compare left a missing unit out without a word (the report listed it)."""
+    from factlens.runner.cli import main
+
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()
+    assert main(["compare", str(copy_of_run), "--metrics", "forget_accuracy"]) == 0
+    assert "not finished: seed0/random" in capsys.readouterr().err
+    assert main(["compare", str(copy_of_run), "--reference", "random"]) == 2  # the planned reference: named too
+    err = capsys.readouterr().err
+    assert "not finished: seed0/random" in err and "error" in err
