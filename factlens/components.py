@@ -143,7 +143,6 @@ def param_name(layer: int, module: Literal["attn", "mlp"], name: str) -> str:
 # --- model shape -----------------------------------------------------------------------
 
 
-
 def _check_supported(cfg) -> None:
     """Refuse the architectures whose components factlens would count or treat wrongly.
 
@@ -235,7 +234,6 @@ class ModelShape:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
 
     def all_heads(self) -> list["Component"]:
         return [Component("head", l, h) for l in range(self.n_layers) for h in range(self.n_heads)]
