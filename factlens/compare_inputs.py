@@ -36,6 +36,7 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     facts: dict[Any, tuple[str, Any, frozenset[str]]] = {}  # seed -> (folder, task summary, fact ids)
     budgets: dict[Any, tuple[str, Any]] = {}  # seed -> (folder, parameter budget of its budgeted units)
     edits: dict[Any, tuple[str, dict[str, Any]]] = {}  # edit method -> (folder, its settings but the seed)
+    across: dict[str, tuple[str, dict[str, Any]]] = {}  # the first unit's settings, but the evaluation seed
     for d in dirs:
         for r in load_run_dir(d)["runs"]:
             records.append(r)
@@ -62,6 +63,9 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                                  "comparisons need the same task, forget size, seed and data")
             _check_same_setup(first[0], first[3], str(d), here[3], seed, fix="rerun one folder with the other's "
                               "--model and eval options")
+            # every seed too (each evaluates with its own seed): folders of other seeds and other settings were
+            # pooled into one mean and one test
+            _check_across_seeds(across, f"{d} ({unit}, seed {seed})", here[3])
             out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
     if (code := mixed_code_note(records)) is not None:
         warnings.warn(code, UserWarning, stacklevel=3)
@@ -90,6 +94,21 @@ def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: st
                       + "): a difference between their units may be one of settings, not of localization",
                       UserWarning, stacklevel=4)
         edits[method] = (folder, cfg)  # warn once per change
+
+
+def _check_across_seeds(first: dict[str, tuple[str, dict[str, Any]]], name: str, setup: Mapping[str, Any]) -> None:
+    """Refuse units of different seeds measured with other settings (the seed of the evaluation
+    aside, which is the run's seed), as one folder's run files are (``check_one_setup``)."""
+    from factlens.runner.run_files import differing
+
+    mine = {k: v for k, v in setup.items() if k != "eval.seed"}
+    ref_name, ref = first.setdefault("setup", (name, mine))
+    differ = differing(ref, mine)
+    if differ:
+        raise ValueError(f"{ref_name} and {name} were measured differently ("
+                         + ", ".join(f"{k}: {ref[k]!r} vs {mine[k]!r}" for k in differ)
+                         + "): a mean over seeds and its paired test need one model and evaluation setup for every "
+                         "seed; rerun one folder with the other's --model and eval options")
 
 
 def _check_same_setup(a: str, setup_a: Mapping[str, Any], b: str, setup_b: Mapping[str, Any], seed: Any, *,
@@ -198,6 +217,7 @@ def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
     Results without a recorded config (built by hand) are not checked.
     """
     first: dict[Any, tuple[str, dict[str, Any]]] = {}
+    across: dict[str, tuple[str, dict[str, Any]]] = {}
     for loc, by_seed in evals.items():
         for seed, ev in by_seed.items():
             if not (ev.meta or {}).get("config"):
@@ -207,3 +227,4 @@ def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
             name, ref = first.setdefault(seed, (f"runs[{loc!r}]", setup))
             _check_same_setup(name, ref, f"runs[{loc!r}]", setup, seed,
                               fix="evaluate every localization with one EvalConfig per seed")
+            _check_across_seeds(across, f"runs[{loc!r}][{seed!r}]", setup)

@@ -338,3 +338,27 @@ def test_compare_names_the_units_that_have_not_finished(copy_of_run: Path, capsy
     assert main(["compare", str(copy_of_run), "--reference", "random"]) == 2  # the planned reference: named too
     err = capsys.readouterr().err
     assert "not finished: seed0/random" in err and "error" in err
+
+
+def test_compare_refuses_folders_of_other_seeds_measured_with_other_settings(copy_of_run: Path, tmp_path: Path):
+    """A folder of seed 0 and one of seed 1 with other evaluation settings were pooled into one mean
+    over seeds and one test (the settings were compared only between units of the same seed)."""
+    import factlens
+
+    other = tmp_path / "seed1"
+    shutil.copytree(copy_of_run, other)
+    (other / "runs" / "seed0").rename(other / "runs" / "seed1")
+    for f in (other / "runs" / "seed1").glob("*.json"):
+        def to_seed1(r):
+            r["seed"] = 1
+            r["task"]["seed"] = 1
+            r["eval"]["meta"]["config"]["seed"] = 1
+        _edit(f, to_seed1)
+    _edit(other / "run_config.json", lambda c: c["config"].update(seeds=[1]))
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()
+    (other / "runs" / "seed1" / "flu.json").unlink()
+    assert set(factlens.compare([copy_of_run, other], reference="flu").localization) == {"random", "all_mlps"}
+    for f in (other / "runs" / "seed1").glob("*.json"):  # the same seed-1 units, measured on 3 text chunks
+        _edit(f, lambda r: r["eval"]["meta"]["config"]["text"].update(n_chunks=3))
+    with pytest.raises(ValueError, match="measured differently.*n_chunks.*one model and evaluation setup for every seed"):
+        factlens.compare([copy_of_run, other], reference="flu")
