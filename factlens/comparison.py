@@ -80,9 +80,11 @@ def _metric_index(results: Mapping[Any, Any]) -> dict[tuple[str, str], dict[Any,
 def _collapsed_seeds(results: Mapping[Any, Any]) -> dict[str, set[Any]]:
     """Per suite, the seeds whose attack collapsed the model (``extra["maintain_collapse"]``).
 
-    The relearning suite sets it when the maintain accuracy after the attack is not above
-    chance: the model then gives one answer to everyone, and its relearned forget accuracy
-    partly counts that answer, not recovered facts.
+    The relearning suite sets it when, after the attack, the maintain accuracy is not above (by
+    2 standard errors) the expected agreement of the model's answers with the true ones, nor
+    above uniform chance (``relearning_collapse.collapse_check``): the model answers (nearly)
+    regardless of the fact, whether the attack or already the edit made it so, and its relearned
+    forget accuracy partly counts that answer, not recovered facts.
     """
     out: dict[str, set[Any]] = {}
     for seed, ev in results.items():
@@ -404,9 +406,11 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         ``significant``, ``testable`` (the row is in that family: its smallest attainable p
         reaches the level Tarone's selection needs, :func:`factlens.stats.tarone_holm`; rows
         whose paired differences are all zero, or too few, can never be significant and stay
-        out, so that they do not make the other rows stricter), ``at_chance``, ``collapsed`` (the suite's attack collapsed the
-        model of either side in a paired seed, ``extra["maintain_collapse"]``: the metric then
-        partly counts one answer given to everyone; reported, not excluded), ``n_facts`` (paired units per seed: facts,
+        out, so that they do not make the other rows stricter), ``at_chance``, ``collapsed`` (in a paired seed, after the
+        suite's attack the model of either side answers regardless of the fact,
+        ``extra["maintain_collapse"]``, whether the attack or the edit caused it: the metric then
+        partly counts one answer given to many; reported, not excluded; ``*_before`` rows are not
+        marked), ``n_facts`` (paired units per seed: facts,
         or text chunks / MMLU questions, see ``unit``; the smallest seed's when seeds have
         different numbers), ``n_units`` (paired units over all seeds), ``n_seeds``, ``n_tests`` (Tarone's count
         of the localization's distinct tests that can reach the level, the divisor of the

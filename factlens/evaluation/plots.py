@@ -411,10 +411,24 @@ def lens_curves(result_or_results, *, title: str | None = None, suite: str = "lo
                          title=title or f"{name} on the forget facts per layer", single_only=("maintain", "topk"))
 
 
+#: The relearning bars' legend line for a collapsed unit (``factlens compare`` marks its rows ◊ too).
+COLLAPSE_LEGEND = ("◊ collapsed: after the attack the model answers (nearly) regardless of the athlete<br>(maintain "
+                   "accuracy not above answer agreement or chance): its relearned accuracy is not recovery alone")
+
+
+def _collapsed(res) -> bool:
+    """Whether the relearning attack left the model answering regardless of the fact
+    (the suite's ``extra["maintain_collapse"]["collapsed"]``)."""
+    s = _suite(res, "relearning")
+    return bool(s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"))
+
+
 def relearning_bars(results, *, title: str | None = None):
     """Forget accuracy on the held-out half before and after relearning, per localization
     (error bars: 95 % confidence interval after relearning); a localization whose relearning metric
-    is at chance on the unedited model has its bars labelled "(at chance)".
+    is at chance on the unedited model has its bars labelled "(at chance)", and one whose attack left
+    the model answering regardless of the athlete (``extra["maintain_collapse"]``) its bar after
+    relearning "◊ collapsed", explained by a note under the plot (:data:`COLLAPSE_LEGEND`).
 
     Args:
         results: ``{localization: EvalResult}`` (or one result / relearning SuiteResult).
@@ -422,7 +436,7 @@ def relearning_bars(results, *, title: str | None = None):
     """
     go = _go()
     res = _as_dict(results)
-    locs, before, after, err, base = [], [], [], [], []
+    locs, before, after, err, base, collapsed = [], [], [], [], [], []
     for loc, r in res.items():
         a, b = _find(r, "relearn_forget_accuracy"), _find(r, "relearn_forget_accuracy_before")
         if a is None:
@@ -432,14 +446,20 @@ def relearning_bars(results, *, title: str | None = None):
         err.append(a)
         before.append(b.value if b is not None else None)
         base.append(a.baseline)
+        collapsed.append(_collapsed(r))
     if not locs:
         raise ValueError("no result has the relearning metric 'relearn_forget_accuracy'")
     chance = ["(at chance)" if a.at_chance else "" for a in err]  # as metric_bars and the spider say it
+    marked = [" ".join(x for x in (c, "◊ collapsed" if k else "") if x) for c, k in zip(chance, collapsed)]
     fig = go.Figure([go.Bar(x=locs, y=before, name="before relearning", text=chance),
-                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err), text=chance)])
+                     go.Bar(x=locs, y=after, name="after relearning", error_y=_error_bars(err), text=marked)])
     known = [b for b in base if _finite(b)]
     if known:
         fig.add_hline(y=sum(known) / len(known), line_dash="dot", annotation_text="original")
+    if any(collapsed):
+        fig.add_annotation(text=COLLAPSE_LEGEND, xref="paper", yref="paper", x=0, y=-0.22, showarrow=False,
+                           xanchor="left", font={"size": 11})
+        fig.update_layout(margin={"b": 110})
     fig.update_layout(barmode="group", title=title or "Forget accuracy on held-out facts under relearning",
                       yaxis_title="forget accuracy (lower = more robust)", yaxis_range=[0, 1.05])
     return fig

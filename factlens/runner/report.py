@@ -200,6 +200,8 @@ def _fmt(cell: dict | None) -> tuple[str, str]:
     s = cell_text(cell)
     if cell.get("own_baseline") is not None and not math.isnan(cell["own_baseline"]):
         s += f" (unedited {cell['own_baseline']:.3f})"
+    if cell.get("before_attack") is not None and not math.isnan(cell["before_attack"]):
+        s += f" (before the attack {cell['before_attack']:.3f})"
     if cell.get("seeds_shown"):
         s += f" ({cell['seeds_shown']} seed{'s' if cell['seeds_shown'] != 1 else ''})"
     if cell.get("at_chance"):
@@ -389,6 +391,9 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
     """Every metric of every suite, one row per (suite, metric): the unedited model's value and
     each localization's (cells as :func:`table1_rows` gives them), and ``n`` with its unit.
 
+    A metric whose baseline is not the unedited model's (:data:`BEFORE_ATTACK_BASELINES`) has no
+    ``original`` (``None``); each cell holds its localization's baseline as ``before_attack``.
+
     Returns:
         ``(localizations, rows)``; a row is ``{"suite", "metric", "original", "cells", "n"}``.
     """
@@ -405,12 +410,12 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
         for loc in locs:
             sub = [r for r in runs if r["localization"] == loc]
             cells.append(_with_interval(_cell(sub, sname, (mname,), None, baseline=False), sub, sname, mname, False))
-        if _baselines_vary(runs, sname, mname):  # read at each mask's layers: one unedited value per localization
-            for loc, cell in zip(locs, cells):
-                own = _cell([r for r in runs if r["localization"] == loc], sname, (mname,), None, baseline=True)
-                if cell is not None and own is not None:
-                    cell["own_baseline"] = own["mean"]
-            original: dict | None = {"mean": None, "varies": True}
+        if (sname, mname) in BEFORE_ATTACK_BASELINES:  # no unedited value: each edited model's, before the attack
+            _own_baselines(runs, locs, cells, sname, mname, key="before_attack")
+            original: dict | None = None
+        elif _baselines_vary(runs, sname, mname):  # read at each mask's layers: one unedited value per localization
+            _own_baselines(runs, locs, cells, sname, mname, key="own_baseline")
+            original = {"mean": None, "varies": True}
         else:
             firsts = list({r["seed"]: r for r in reversed(runs) if _metric_any(r, sname, (mname,))}.values())
             original = _with_interval(_cell(runs, sname, (mname,), None, baseline=True), firsts, sname, mname, True)
@@ -423,6 +428,33 @@ def metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None
 #: The "All metrics" legend for metrics whose unedited value is each mask's own.
 VARIES_NOTE = ("\"per localization\": the unedited model's value depends on the mask (read at its layers: the lens "
                "suites, direction ablation), so each cell gives its own as \"(unedited x)\".")
+
+#: ``(suite, metric)`` whose ``baseline`` is the evaluated (edited) model before the attack, not the
+#: unedited model (:func:`~factlens.evaluation.relearning.run_relearning` does not score the unedited
+#: model on them): "All metrics" printed that edited value as the "original" (or "(unedited x)").
+BEFORE_ATTACK_BASELINES: frozenset[tuple[str, str]] = frozenset({
+    ("relearning", "relearn_edit_accuracy"), ("relearning", "relearn_maintain_accuracy")})
+
+#: The "All metrics" legend for :data:`BEFORE_ATTACK_BASELINES`.
+BEFORE_ATTACK_NOTE = ("relearn_edit_accuracy and relearn_maintain_accuracy: their baseline is each edited model "
+                      "before the relearning attack, not the unedited model (not scored on them), so \"original\" "
+                      "reads – and each cell gives its own as \"(before the attack x)\".")
+
+
+def all_metrics_notes(rows: Sequence[dict]) -> str:
+    """The "All metrics" legend notes on baselines: :data:`VARIES_NOTE`, and :data:`BEFORE_ATTACK_NOTE`
+    where ``rows`` (:func:`metric_matrix`'s) hold such a metric."""
+    before = any((r["suite"], r["metric"]) in BEFORE_ATTACK_BASELINES for r in rows)
+    return VARIES_NOTE + (" " + BEFORE_ATTACK_NOTE if before else "")
+
+
+def _own_baselines(runs: Sequence[dict], locs: Sequence[str], cells: Sequence[dict | None], suite: str,
+                   metric: str, *, key: str) -> None:
+    """Give each localization's cell its own baseline (mean over its seeds) under ``key``."""
+    for loc, cell in zip(locs, cells):
+        own = _cell([r for r in runs if r["localization"] == loc], suite, (metric,), None, baseline=True)
+        if cell is not None and own is not None:
+            cell[key] = own["mean"]
 
 
 def _baselines_vary(runs: Sequence[dict], suite: str, metric: str) -> bool:
@@ -469,7 +501,7 @@ def _metric_matrix(runs: Sequence[dict], *, suites: Sequence[str] | None = None)
             text, klass = _fmt(cell)
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append(f"<td>{_e(row['n'])}</td></tr>")
-    return "".join(h) + f"</table><p class='note'>{_e(VARIES_NOTE)}</p>"
+    return "".join(h) + f"</table><p class='note'>{_e(all_metrics_notes(rows))}</p>"
 
 
 def _pre(obj: Any) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from factlens.runner.report import (VARIES_NOTE, _comparisons, _fmt, _localizations, _num, load_run_dir,
+from factlens.runner.report import (_comparisons, _fmt, _localizations, _num, all_metrics_notes, load_run_dir,
                                     metric_matrix, missing_units, table1_reference, table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
-from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_metric, table1_legend,
-                                          unequal_budget_note)
+from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_eval, run_metric,
+                                          table1_legend, unequal_budget_note)
 
 __all__ = ["markdown_summary", "is_markdown_summary"]
 
@@ -37,14 +37,32 @@ def _md_cell(cell: dict | None) -> str:
     return text
 
 
+#: The robustness table's legend of ◊ (:func:`_collapsed`), as ``factlens compare`` marks the same runs.
+COLLAPSE_NOTE = ("◊ after the relearning attack the model answers (nearly) regardless of the athlete: its "
+                 "maintain accuracy is not above, by 2 standard errors, what answers independent of the athlete "
+                 "and distributed as its own would score, nor above uniform chance (extra[\"maintain_collapse\"]; "
+                 "the attack or already the edit may have made it so). Its relearned accuracy then partly counts "
+                 "one answer given to many athletes, not recovered facts; the net-of-bias column subtracts that "
+                 "answer (one answer given to everyone scores 0 on average).")
+
+
+def _collapsed(run: dict, suite: str) -> bool:
+    """Whether ``suite``'s attack left the run's model answering regardless of the fact
+    (``extra["maintain_collapse"]["collapsed"]``, set by the relearning suite)."""
+    s = run_eval(run).suites.get(suite)
+    return bool(s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"))
+
+
 def _robustness_row(run: dict) -> str:
-    """One run's row of the robustness table: value [interval] (n), and † where the metric is at chance
-    on the unedited model, as Table 1 and "All metrics" mark it (the row gave no sign of it)."""
+    """One run's row of the robustness table: value [interval] (n), † where the metric is at chance
+    on the unedited model, as Table 1 and "All metrics" mark it (the row gave no sign of it), and ◊
+    where the suite's attack left the model collapsed (:func:`_collapsed`), as ``compare`` marks it."""
     vals = []
     for _, suite, name in ROBUSTNESS_COLUMNS:
         m = run_metric(run, suite, name)
         ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
-        vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else ""))
+        vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else "")
+                    + (" ◊" if _collapsed(run, suite) else ""))
     labels = run.get("mask_labels", [])
     comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
     return f"| {md_escape(run['localization'])} (seed {run['seed']}) | {md_escape(comps)} | " + " | ".join(vals) + " |"
@@ -134,6 +152,8 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
     if any(" †" in row for row in robust):
         out += ["† the unedited model is not clearly above chance on that metric (the number says nothing about "
                 "robustness).", ""]
+    if any(" ◊" in row for row in robust):
+        out += [COLLAPSE_NOTE, ""]
     out.append("## Comparisons")
     out.append("")
     note = unequal_budget_note(runs)
@@ -168,7 +188,7 @@ def all_metrics_markdown(runs: list[dict]) -> str:
     locs, rows = metric_matrix(runs)
     out = ["## All metrics", "",
            "value [95% interval] over the facts (mean over seeds where there are several); † at chance on the "
-           "unedited model in that format. " + VARIES_NOTE, ""]
+           "unedited model in that format. " + all_metrics_notes(rows), ""]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         out += [f"### {suite}", "", "| metric | original | " + " | ".join(md_escape(x) for x in locs) + " | n |",
                 "|---|---:|" + "---:|" * len(locs) + "---|"]

@@ -187,8 +187,20 @@ def seed_pooled(results: Sequence[EvalResult]) -> EvalResult:
                                     n=sum(int(m.n or 0) for m in ms),  # the units of all seeds (hover: n=96, not 32)
                                     ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
                                     ci_method=method, samples=None, weights=None))
-        suites[name] = SuiteResult(name, tuple(metrics), (), first.extra, first.seconds)
+        suites[name] = SuiteResult(name, tuple(metrics), (), _pooled_extra([r.suites[name] for r in results
+                                                                            if name in r.suites]), first.seconds)
     return EvalResult(suites)
+
+
+def _pooled_extra(suites: Sequence[Any]) -> dict[str, Any]:
+    """The first seed's ``extra``, with ``maintain_collapse`` collapsed when any seed's attack collapsed
+    its model, as ``compare`` marks a unit ◊ for any paired seed (the plots read the first seed's alone
+    and missed a collapse at seed 1). ``n_seeds_collapsed`` / ``n_seeds`` say how many."""
+    extra = suites[0].extra or {}
+    hit = [bool(((s.extra or {}).get("maintain_collapse") or {}).get("collapsed")) for s in suites]
+    if not any(hit) or hit[0]:
+        return extra
+    return {**extra, "maintain_collapse": {"collapsed": True, "n_seeds_collapsed": sum(hit), "n_seeds": len(hit)}}
 
 
 def _first_per_seed(runs: Sequence[dict], suite: str, names: Sequence[str]) -> list[dict]:
@@ -482,12 +494,16 @@ def _legend(reference: str) -> str:
             "MDD: minimum detectable difference at this "
             "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the number of the "
             "localization's distinct tests that can reach it (Tarone's K): a non-significant difference rules out "
-            "differences larger than the MDD, no smaller. ◊: the "
-            "attack collapsed the model of one side (after it, its maintain accuracy is not above chance), so "
-            "the metric partly counts one answer given to everyone, not recovered facts; relearn_selective_recovery "
-            "(each held-out fact's win minus the rate at which the attack gives its answer to its own control "
-            "facts) is the relearning number that holds up there, and soft_prompt_selective_recovery the same "
-            "for the soft-prompt attack.")
+            "differences larger than the MDD, no smaller. ◊: after the "
+            "relearning attack the model of one side answers (nearly) regardless of the athlete: its maintain "
+            "accuracy is not above, by 2 standard errors, what answers independent of the athlete and distributed "
+            "as its own would score (their expected agreement with the true answers), nor above uniform chance "
+            "(extra[\"maintain_collapse\"]; the attack or already the edit may have made it so: maintain_before "
+            "says which). Every metric measured after the attack is marked: it partly counts one answer given "
+            "to many athletes, not recovered facts; relearn_selective_recovery (each held-out "
+            "fact's win minus the rate at which the attack gives its answer to its own control facts) nets that "
+            "answer out (one answer given to everyone scores 0 on average), so it is the relearning number to "
+            "read there, though it is marked too.")
 
 
 def md_escape(x: Any) -> str:

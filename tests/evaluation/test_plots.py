@@ -156,3 +156,19 @@ def test_probe_curves_chance_line_is_the_forget_facts_bar_not_the_training_major
                               "b": probes(chance=0.7, forget_chance=0.25)})) == [0.25]
     assert line(probe_curves(probes(chance=0.8))) == [0.8]  # a folder saved before forget_chance was recorded
     assert line(probe_curves(probes())) == []
+
+
+def test_relearning_bars_mark_a_collapsed_unit():
+    """Audit s49 (d_collapse.py): compare marks a unit whose attack collapsed the model ◊; the relearning
+    bars drew its relearned accuracy as recovery, with no mark and no legend."""
+    def rel(at_chance: bool, collapsed: bool) -> EvalResult:
+        m = Metric("relearn_forget_accuracy", 0.5, 8, baseline=1.0, higher_is_better=False, at_chance=at_chance)
+        return EvalResult({"relearning": SuiteResult("relearning", (m,), extra={
+            "maintain_collapse": {"collapsed": collapsed}})})
+
+    fig = relearning_bars({"flu": rel(False, True), "random": rel(False, False), "rome": rel(True, True)})
+    assert list(fig.data[1].text) == ["◊ collapsed", "", "(at chance) ◊ collapsed"]
+    assert list(fig.data[0].text) == ["", "", "(at chance)"]  # before the attack: not marked
+    assert any("◊" in a.text for a in fig.layout.annotations)
+    plain = relearning_bars({"random": rel(False, False)})
+    assert not any("◊" in (a.text or "") for a in plain.layout.annotations)
