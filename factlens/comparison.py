@@ -86,10 +86,12 @@ def _collapsed_seeds(results: Mapping[Any, Any]) -> dict[str, set[Any]]:
     regardless of the fact, whether the attack or already the edit made it so, and its relearned
     forget accuracy partly counts that answer, not recovered facts.
     """
+    from factlens.evaluation.relearning_collapse import collapsed
+
     out: dict[str, set[Any]] = {}
     for seed, ev in results.items():
         for name, s in ev.suites.items():
-            if ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"):
+            if collapsed(s):
                 out.setdefault(name, set()).add(seed)
     return out
 

@@ -419,8 +419,9 @@ COLLAPSE_LEGEND = ("◊ collapsed: after the attack the model answers (nearly) r
 def _collapsed(res) -> bool:
     """Whether the relearning attack left the model answering regardless of the fact
     (the suite's ``extra["maintain_collapse"]["collapsed"]``)."""
-    s = _suite(res, "relearning")
-    return bool(s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"))
+    from factlens.evaluation.relearning_collapse import collapsed
+
+    return collapsed(_suite(res, "relearning"))
 
 
 def relearning_bars(results, *, title: str | None = None):

@@ -15,7 +15,7 @@ import numpy as np
 from factlens.evaluation.standard import answer_bias_bar, not_above_chance, tally
 from factlens.prompt_scores import PromptScores
 
-__all__ = ["collapse_check", "collapse_checks", "wins", "chance", "not_above"]
+__all__ = ["collapse_check", "collapse_checks", "collapsed", "wins", "chance", "not_above"]
 
 
 def wins(s: PromptScores) -> np.ndarray:
@@ -64,3 +64,10 @@ def collapse_checks(before: PromptScores | None, controls: dict[str, PromptScore
     if len(per) > 1:
         out["per_attack"] = per
     return out
+
+
+def collapsed(suite) -> bool:
+    """Whether a suite result (``SuiteResult`` or ``None``) records a collapse: its
+    ``extra["maintain_collapse"]["collapsed"]`` (the one place the report, its plots and
+    ``factlens.compare`` read the flag)."""
+    return bool(suite is not None and ((suite.extra or {}).get("maintain_collapse") or {}).get("collapsed"))

@@ -49,8 +49,9 @@ COLLAPSE_NOTE = ("◊ after the relearning attack the model answers (nearly) reg
 def _collapsed(run: dict, suite: str) -> bool:
     """Whether ``suite``'s attack left the run's model answering regardless of the fact
     (``extra["maintain_collapse"]["collapsed"]``, set by the relearning suite)."""
-    s = run_eval(run).suites.get(suite)
-    return bool(s is not None and ((s.extra or {}).get("maintain_collapse") or {}).get("collapsed"))
+    from factlens.evaluation.relearning_collapse import collapsed
+
+    return collapsed(run_eval(run).suites.get(suite))
 
 
 def _robustness_row(run: dict) -> str:

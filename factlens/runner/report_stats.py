@@ -197,7 +197,9 @@ def _pooled_extra(suites: Sequence[Any]) -> dict[str, Any]:
     its model, as ``compare`` marks a unit ◊ for any paired seed (the plots read the first seed's alone
     and missed a collapse at seed 1). ``n_seeds_collapsed`` / ``n_seeds`` say how many."""
     extra = suites[0].extra or {}
-    hit = [bool(((s.extra or {}).get("maintain_collapse") or {}).get("collapsed")) for s in suites]
+    from factlens.evaluation.relearning_collapse import collapsed
+
+    hit = [collapsed(s) for s in suites]
     if not any(hit) or hit[0]:
         return extra
     return {**extra, "maintain_collapse": {"collapsed": True, "n_seeds_collapsed": sum(hit), "n_seeds": len(hit)}}
