@@ -6,7 +6,8 @@ may also be single :class:`~factlens.evaluation.result.SuiteResult` objects) and
 (:func:`metric_label`: ``forget_accuracy`` -> "Forget", ``mcq_edit_accuracy`` -> "MCQ Edit", ...).
 
 Example:
-    >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    >>> from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
     >>> r = EvalResult({"standard": SuiteResult("standard", (Metric("forget_accuracy", 0.1, 8, higher_is_better=False),
     ...                                                       Metric("maintain_accuracy", 0.9, 8)))})
     >>> len(metric_bars({"flu": r}).data), metric_label("mcq_forget_error")
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
 __all__ = ["spider_plot", "spider_metrics", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "relearning_bars", "update_size_histogram",
@@ -243,7 +245,10 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
     Args:
         results: ``{localization: EvalResult}`` (or one result).
         metrics: Metric names (default :data:`BAR_METRICS`, those present).
-        show_baseline: Add an "original" bar group from the metrics' ``baseline`` (when known).
+        show_baseline: Add an "original" bar group: the unedited model's value of each metric
+            where every result agrees on it (none for a relearning metric whose baseline is
+            the edited model before the attack, nor where the unedited model was scored on
+            each localization's own data).
         title: Figure title.
     """
     go = _go()
@@ -254,11 +259,7 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
     labels = [metric_label(n) for n in names]
     fig = go.Figure()
     if show_baseline:
-        base = []
-        for n in names:
-            b = next((m.baseline for m in (_find(r, n) for r in res.values()) if m is not None and _finite(m.baseline)),
-                     None)
-            base.append(b)
+        base = [_shared_original(res, n) for n in names]
         if any(b is not None for b in base):
             fig.add_trace(go.Bar(x=labels, y=base, name="original", marker_color="lightgray"))
     for loc, r in res.items():
@@ -270,6 +271,22 @@ def metric_bars(results, metrics: Sequence[str] | None = None, *, show_baseline:
     fig.update_layout(barmode="group", title=title or "Evaluation metrics per localization", yaxis_title="value",
                       xaxis_title="metric")
     return fig
+
+
+def _shared_original(res: dict[str, Any], name: str) -> float | None:
+    """The unedited model's value of ``name`` when every result that has it agrees on it, else ``None``.
+
+    A relearning metric's baseline is each edited model before the attack
+    (:data:`~factlens.evaluation.relearning.BEFORE_ATTACK_METRICS`), and some suites score the
+    unedited model on each localization's own data: the first result's baseline was drawn as
+    every localization's "original".
+    """
+    if name.rsplit(".", 1)[-1] in BEFORE_ATTACK_METRICS:
+        return None
+    bases = [m.baseline for m in (_find(r, name) for r in res.values()) if m is not None and _finite(m.baseline)]
+    if not bases or not all(math.isclose(b, bases[0], rel_tol=1e-9, abs_tol=1e-12) for b in bases):
+        return None
+    return bases[0]
 
 
 def _suite_panels(result: EvalResult, metrics: Sequence[str] | None) -> list[tuple[str, list[Metric]]]:
@@ -297,7 +314,9 @@ def suite_bars(result, metrics: Sequence[str] | None = None, *, show_baseline: b
     """One panel per suite: bars of its metrics with 95 % intervals as error bars (``EvalResult.plot``).
 
     Each panel has its own value axis (a KL divergence and an accuracy do not share a scale).
-    The grey bar beside each metric is the unedited model's value (its ``baseline``); metrics
+    The grey bar beside each metric is the unedited model's value (its ``baseline``; a darker
+    "before the attack" bar for the relearning metrics whose baseline is the edited model
+    before the attack, :data:`~factlens.evaluation.relearning.BEFORE_ATTACK_METRICS`); metrics
     flagged ``at_chance`` are labelled so. Error bars are the metrics' 95 % confidence
     intervals (their standard errors for results saved without intervals).
 
@@ -325,11 +344,13 @@ def suite_bars(result, metrics: Sequence[str] | None = None, *, show_baseline: b
     legend = set()
     for col, (_, ms) in enumerate(panels, start=1):
         labels = [metric_label(m.name) for m in ms]
-        base = [m.baseline if _finite(m.baseline) else None for m in ms]
-        if show_baseline and any(b is not None for b in base):
-            fig.add_trace(go.Bar(x=labels, y=base, name="original", marker_color="lightgray", legendgroup="original",
-                                 showlegend="original" not in legend), row=1, col=col)
-            legend.add("original")
+        for group, color, keep in (("original", "lightgray", lambda m: m.name not in BEFORE_ATTACK_METRICS),
+                                   ("before the attack", "darkgray", lambda m: m.name in BEFORE_ATTACK_METRICS)):
+            base = [m.baseline if _finite(m.baseline) and keep(m) else None for m in ms]
+            if show_baseline and any(b is not None for b in base):
+                fig.add_trace(go.Bar(x=labels, y=base, name=group, marker_color=color, legendgroup=group,
+                                     showlegend=group not in legend), row=1, col=col)
+                legend.add(group)
         fig.add_trace(go.Bar(x=labels, y=[m.value if _finite(m.value) else None for m in ms], name="edited",
                              marker_color="#636efa", error_y=_error_bars(ms), legendgroup="edited",
                              showlegend="edited" not in legend, text=["(at chance)" if m.at_chance else "" for m in ms],

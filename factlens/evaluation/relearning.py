@@ -54,7 +54,12 @@ from factlens.prompt_scores import PromptScores
 if TYPE_CHECKING:  # factlens.evaluation.config imports this module (it nests RelearningConfig)
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["run_relearning", "relearn", "Relearned", "RelearningConfig", "split_halves", "forget_scores", "shared_copy"]
+__all__ = ["run_relearning", "relearn", "Relearned", "RelearningConfig", "split_halves", "forget_scores", "shared_copy",
+           "BEFORE_ATTACK_METRICS"]
+
+#: Metrics whose ``baseline`` is the evaluated (edited) model before the attack, not the unedited
+#: model (which :func:`run_relearning` does not score on them): report and plots must not call it "original".
+BEFORE_ATTACK_METRICS: frozenset[str] = frozenset({"relearn_edit_accuracy", "relearn_maintain_accuracy"})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
@@ -432,8 +433,7 @@ VARIES_NOTE = ("\"per localization\": the unedited model's value depends on the 
 #: ``(suite, metric)`` whose ``baseline`` is the evaluated (edited) model before the attack, not the
 #: unedited model (:func:`~factlens.evaluation.relearning.run_relearning` does not score the unedited
 #: model on them): "All metrics" printed that edited value as the "original" (or "(unedited x)").
-BEFORE_ATTACK_BASELINES: frozenset[tuple[str, str]] = frozenset({
-    ("relearning", "relearn_edit_accuracy"), ("relearning", "relearn_maintain_accuracy")})
+BEFORE_ATTACK_BASELINES: frozenset[tuple[str, str]] = frozenset(("relearning", m) for m in BEFORE_ATTACK_METRICS)
 
 #: The "All metrics" legend for :data:`BEFORE_ATTACK_BASELINES`.
 BEFORE_ATTACK_NOTE = ("relearn_edit_accuracy and relearn_maintain_accuracy: their baseline is each edited model "

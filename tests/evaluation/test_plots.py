@@ -172,3 +172,33 @@ def test_relearning_bars_mark_a_collapsed_unit():
     assert any("◊" in a.text for a in fig.layout.annotations)
     plain = relearning_bars({"random": rel(False, False)})
     assert not any("◊" in (a.text or "") for a in plain.layout.annotations)
+
+
+def _relearned(before_attack: float, unedited_mmlu: float) -> EvalResult:
+    rel = SuiteResult("relearning", (
+        Metric("relearn_forget_accuracy", 0.5, 4, baseline=1.0, higher_is_better=False),
+        Metric("relearn_maintain_accuracy", 0.7, 20, baseline=before_attack),
+    ))
+    side = SuiteResult("side_effects", (Metric("mmlu_accuracy", 0.3, 57, "questions", baseline=unedited_mmlu),))
+    return EvalResult({"relearning": rel, "side_effects": side})
+
+
+def test_metric_bars_draw_no_original_where_the_baseline_is_not_one_unedited_value():
+    """Review (session 50): the grey "original" bar took the first localization's baseline — for
+    relearn_maintain_accuracy that is the FLU-edited model before the attack (0.95 here), and where
+    the unedited model was scored on each localization's own data, the FLU's value stood for all."""
+    res = {"flu": _relearned(0.95, 0.32), "random": _relearned(0.60, 0.40)}
+    fig = metric_bars(res, ["relearn_forget_accuracy", "relearn_maintain_accuracy", "mmlu_accuracy"])
+    assert fig.data[0].name == "original"
+    assert list(fig.data[0].y) == [1.0, None, None]  # only the shared unedited value is drawn
+    same = metric_bars({"flu": _relearned(0.95, 0.32), "random": _relearned(0.60, 0.32)}, ["mmlu_accuracy"])
+    assert list(same.data[0].y) == [0.32]
+
+
+def test_suite_bars_label_a_before_the_attack_baseline_so():
+    from factlens.evaluation.plots import suite_bars
+
+    fig = suite_bars(_relearned(0.95, 0.32), ["relearn_forget_accuracy", "relearn_maintain_accuracy"])
+    bars = {t.name: list(t.y) for t in fig.data}
+    assert bars["original"] == [1.0, None]
+    assert bars["before the attack"] == [None, 0.95]
