@@ -24,6 +24,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from factlens.model_checks import check_supported
+
 __all__ = [
     "Component",
     "Mask",
@@ -143,26 +145,6 @@ def param_name(layer: int, module: Literal["attn", "mlp"], name: str) -> str:
 # --- model shape -----------------------------------------------------------------------
 
 
-def _check_supported(cfg) -> None:
-    """Refuse the architectures whose components factlens would count or treat wrongly.
-
-    A mixture-of-experts MLP (``cfg.num_experts``) has no single ``W_in``/``W_out``: masks
-    counted it as one dense MLP (a quarter of its parameters), edits crashed on the missing
-    weights, and the LoRA and quantization attacks skipped the experts without a word.
-    Bidirectional attention (``cfg.attention_dir``) makes every position read the right
-    padding of a batch and the later tokens of a shared prefix, which the patching methods
-    and the scorers assume it cannot (activation patching was off by up to 0.32 on a score
-    scale of 1.5, and scores changed with the batch size).
-    """
-    if getattr(cfg, "num_experts", None):
-        raise ValueError(f"mixture-of-experts models (cfg.num_experts={cfg.num_experts}) are not supported: "
-                         "components, masks, edits and attacks assume one dense MLP per layer; use a dense model")
-    direction = getattr(cfg, "attention_dir", "causal")
-    if direction != "causal":
-        raise ValueError(f"attention_dir={direction!r} is not supported: factlens scores next-token predictions of "
-                         "right-padded prompts, which needs causal attention (attention_dir='causal')")
-
-
 @dataclass(frozen=True)
 class ModelShape:
     """The architecture facts that component bookkeeping needs (no weights).
@@ -218,7 +200,7 @@ class ModelShape:
             raise TypeError(f"expected a TransformerLens HookedTransformer (or its config), got "
                             f"{type(model_or_cfg).__name__}: {str(model_or_cfg)[:80]!r}; load one with "
                             "factlens.load_model(...) or HookedTransformer.from_pretrained(...)")
-        _check_supported(cfg)
+        check_supported(cfg)
         n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         return cls(
             n_layers=cfg.n_layers,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 __all__ = ["check_dtype", "check_device", "check_options", "did_you_mean", "check_tl_name", "tl_config",
-           "hf_sizes", "check_architecture"]
+           "hf_sizes", "check_architecture", "check_supported"]
 
 
 #: dtype names :func:`load_model` takes for the dtypes it loads in.
@@ -208,6 +208,27 @@ def check_architecture(hf_config, cfg, tl_name: str) -> None:
             f"model of another shape. Differences: {'; '.join(diffs)}. Give the tl_name of the TransformerLens "
             "model this checkpoint is a copy or fine-tune of (same sizes); a checkpoint of sizes that no "
             "TransformerLens name has cannot be loaded with TransformerLens.")
+
+
+def check_supported(cfg) -> None:
+    """Refuse the architectures whose components factlens would count or treat wrongly.
+
+    A mixture-of-experts MLP (``cfg.num_experts``) has no single ``W_in``/``W_out``: masks
+    counted it as one dense MLP (a quarter of its parameters), edits crashed on the missing
+    weights, and the LoRA and quantization attacks skipped the experts without a word.
+    Bidirectional attention (``cfg.attention_dir``) makes every position read the right
+    padding of a batch and the later tokens of a shared prefix, which the patching methods
+    and the scorers assume it cannot (activation patching was off by up to 0.32 on a score
+    scale of 1.5, and scores changed with the batch size). :func:`~factlens.models.load_model`
+    checks it before it reads any weights, :class:`~factlens.components.ModelShape` for any model.
+    """
+    if getattr(cfg, "num_experts", None):
+        raise ValueError(f"mixture-of-experts models (cfg.num_experts={cfg.num_experts}) are not supported: "
+                         "components, masks, edits and attacks assume one dense MLP per layer; use a dense model")
+    direction = getattr(cfg, "attention_dir", "causal")
+    if direction != "causal":
+        raise ValueError(f"attention_dir={direction!r} is not supported: factlens scores next-token predictions of "
+                         "right-padded prompts, which needs causal attention (attention_dir='causal')")
 
 
 def _hooked_transformer_from_pretrained():

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from factlens.files import file_sha256, write_atomic
-from factlens.model_checks import (check_architecture, check_device, check_dtype, check_options, check_tl_name,
-                                   did_you_mean, tl_config)
+from factlens.model_checks import (_HF_OPTIONS, check_architecture, check_device, check_dtype, check_options,
+                                   check_supported, check_tl_name, did_you_mean, tl_config)
 
 __all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "fold_scales", "DEFAULT_MODEL",
            "EMBEDDED_MODELS"]
@@ -287,8 +287,22 @@ def _from_pretrained(name: str, **kwargs):
     return model
 
 
+def _hub_architecture(name: str, kwargs: dict):
+    """TransformerLens's config of a Hub model, read as ``from_pretrained`` first reads it (only
+    the Hugging Face config, before any weights), so that an unsupported architecture
+    (:func:`~factlens.model_checks.check_supported`) is refused before a download of its weights."""
+    from transformer_lens import loading
+
+    hf_model = kwargs.get("hf_model")
+    return loading.get_pretrained_model_config(
+        loading.get_official_model_name(name), hf_cfg=hf_model.config.to_dict() if hf_model is not None else None,
+        **{k: v for k, v in kwargs.items() if k in _HF_OPTIONS})
+
+
 def _from_hub(name: str, *, device, dtype, **kwargs):
     try:
+        # a config the Hub (or the cache) cannot give fails from_pretrained in the same way: no second wait
+        check_supported(_hub_architecture(name, kwargs))
         model = _from_pretrained(name, device=device, dtype=dtype, **kwargs)
     except (OSError, ConnectionError) as e:  # hub unreachable, or missing weights
         raise OSError(
@@ -337,6 +351,7 @@ def _hf_to_tl(hf: list, tokenizer, tl_name: str, *, device, dtype, **kwargs):
                                               "fold_value_biases")}
     cfg = tl_config(tl_name, hf_model.config)
     check_architecture(hf_model.config, cfg, tl_name)
+    check_supported(cfg)
     lean = (torch.device(device) == torch.device("cpu") and dtype == torch.float32
             and not kwargs.get("refactor_factored_attn_matrices", False)
             and cfg.normalization_type in ("RMS", "RMSPre") and cfg.positional_embedding_type != "shortformer"
@@ -412,8 +427,12 @@ def _from_gguf(gguf: Path, tl_name: str, *, device, dtype, **kwargs):
 def _from_hf_dir(path: Path, tl_name: str, *, device, dtype, **kwargs):
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a folder with a Hugging Face checkpoint (config.json, weights)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    hf_config = AutoConfig.from_pretrained(str(path))  # the checks that need no weights, before they load
+    cfg = tl_config(tl_name, hf_config)
+    check_architecture(hf_config, cfg, tl_name)
+    check_supported(cfg)
     tok = AutoTokenizer.from_pretrained(str(path))
     return _hf_to_tl([AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)], tok, tl_name,
                      device=device, dtype=dtype, **kwargs)

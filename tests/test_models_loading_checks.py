@@ -107,9 +107,10 @@ def test_path_when_transformer_lens_cannot_reach_the_hub(gpt2_dir, monkeypatch):
 
 
 def test_the_hub_failure_message_no_longer_promises_offline_path_loading(monkeypatch):
-    def offline(name, **kw):
+    def offline(name, *a, **kw):
         raise OSError("offline")
 
+    monkeypatch.setattr(M, "_hub_architecture", offline)  # the config is read first (and fails first) offline
     monkeypatch.setattr(M, "_from_pretrained", offline)
     with pytest.raises(OSError, match="without the Hub for Llama and Gemma architectures only") as e:
         M.load_model("gpt2")
@@ -196,3 +197,50 @@ def test_an_empty_prompt_without_bos_is_refused():
     m.cfg.default_prepend_bos = False
     with pytest.raises(ValueError, match=r"prompt 1 \(''\) has no tokens"):
         tokenize_prompts(m, ["Michael Jordan plays", ""])
+
+
+# 5. architectures factlens refuses (mixture of experts, bidirectional attention), before any weights load
+
+def _moe_config(tiny_tl_configs, monkeypatch):
+    """TransformerLens's config reader answering a GPT-2-shaped mixture-of-experts config."""
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    dense = tl_loading.convert_hf_model_config
+
+    def moe(name, **kwargs):
+        return {**dense(name, **kwargs), "num_experts": 4, "experts_per_token": 2, "gated_mlp": True}
+
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config", moe)
+
+
+def test_a_mixture_of_experts_hub_model_is_refused_before_its_weights_load(tiny_tl_configs, monkeypatch):
+    """Session 50: ModelShape refused MoE models only at first use, after load_model had downloaded
+    and converted all of their weights (Mixtral-8x7B: ~90 GB)."""
+    _moe_config(tiny_tl_configs, monkeypatch)
+    started = []
+    monkeypatch.setattr(M, "_from_pretrained", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match=r"mixture-of-experts models \(cfg.num_experts=4\) are not supported"):
+        M.load_model("gpt2")
+    assert started == []
+
+
+def test_a_mixture_of_experts_checkpoint_folder_is_refused_before_its_weights_load(tiny_tl_configs, gpt2_dir,
+                                                                                   monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    _moe_config(tiny_tl_configs, monkeypatch)
+    started = []
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match="mixture-of-experts models"):
+        M.load_model(path=gpt2_dir, tl_name="gpt2")
+    assert started == []
+
+
+def test_a_bidirectional_model_is_refused_on_every_route(tiny_tl_configs, monkeypatch):
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    dense = tl_loading.convert_hf_model_config
+    monkeypatch.setattr(tl_loading, "convert_hf_model_config",
+                        lambda name, **kw: {**dense(name, **kw), "attention_dir": "bidirectional"})
+    with pytest.raises(ValueError, match="attention_dir='bidirectional' is not supported"):
+        M._hf_to_tl([_tiny_hf("gpt2")], None, "gpt2", device="cpu", dtype=torch.float32)
