@@ -123,7 +123,8 @@ def load_model(
             loading or Hugging Face Hub call; see :func:`check_model_name`); ``path=``/``gguf=``
             without ``tl_name``; a checkpoint whose sizes differ from ``tl_name``'s architecture;
             an unknown option, dtype or unavailable device; TransformerLens could not read the
-            configuration of a ``path=``/``gguf=`` architecture from the Hub.
+            configuration of a ``path=``/``gguf=`` architecture from the Hub; a mixture-of-experts
+            or bidirectional architecture (refused from its configuration, before any weights load).
         OSError: The Hugging Face Hub is unreachable (the message lists offline options).
     """
     device, dtype = check_device(device), check_dtype(dtype)
