@@ -28,6 +28,7 @@ __all__ = [
     "TaskEntry",
     "task_entry",
     "TaskSizeError",
+    "PAPER_STEPS_PER_CHUNK",
 ]
 
 Objective = Literal["inject", "unlearn"]
@@ -352,6 +353,12 @@ def sequential_counterfact_editing(dataset: FactDataset, n_chunks: int = 4, chun
                    meta={**t.meta, "n_chunks": n_chunks, "chunk_size": chunk_size})
 
 
+#: Optimizer steps per chunk in the paper's sequential editing (4 chunks of 16 facts, 25 steps
+#: each): :func:`~factlens.editing.sequential.edit_sequential`'s default and the runner's
+#: ``--edit-preset paper`` for ``sequential-counterfact-editing``.
+PAPER_STEPS_PER_CHUNK = 25
+
+
 @dataclass(frozen=True)
 class TaskEntry:
     """One of the paper's tasks in :data:`TASKS`: the key next to the :attr:`Task.name`.
@@ -368,6 +375,10 @@ class TaskEntry:
         objective: ``"inject"`` (editing) or ``"unlearn"``.
         size_option: The keyword that sets how many facts are edited (``n_forget``, or
             ``chunk_size`` for the sequential task).
+        paper_steps: Optimizer steps per edit in the paper's settings (the runner's
+            ``--edit-preset paper``), where they differ from ``EditConfig()``'s 50: the
+            sequential task trains each chunk for
+            :data:`PAPER_STEPS_PER_CHUNK`.
     """
 
     name: str
@@ -375,6 +386,7 @@ class TaskEntry:
     fn: Callable[..., Task]
     objective: Objective
     size_option: str = "n_forget"
+    paper_steps: int | None = None
 
 
 TASKS: Registry[TaskEntry] = Registry("task", (
@@ -383,7 +395,7 @@ TASKS: Registry[TaskEntry] = Registry("task", (
     TaskEntry("sports-unlearning", "sports_unlearning", sports_unlearning, "unlearn"),
     TaskEntry("counterfact-editing", "counterfact_editing", counterfact_editing, "inject"),
     TaskEntry("sequential-counterfact-editing", "sequential_counterfact_editing", sequential_counterfact_editing,
-              "inject", size_option="chunk_size"),
+              "inject", size_option="chunk_size", paper_steps=PAPER_STEPS_PER_CHUNK),
 ))
 """The paper's tasks, keyed by the CLI / ``run_config.json`` spelling (``TASKS.get(key)``,
 ``TASKS.names()``); :func:`task_entry` also takes the ``Task.name`` spelling."""

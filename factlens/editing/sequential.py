@@ -30,6 +30,7 @@ from factlens.editing.result import EditResult, plot_histories
 from factlens.editing.training import with_gradients
 from factlens.memory import check_folder
 from factlens.progress_bars import progress, progress_bar
+from factlens.tasks import PAPER_STEPS_PER_CHUNK
 
 __all__ = ["edit_sequential", "SequentialEditResult"]
 
@@ -228,7 +229,7 @@ def edit_sequential(
     masks: MaskSpec | None,
     task,
     *,
-    config: EditConfig = EditConfig(steps=25),
+    config: EditConfig = EditConfig(steps=PAPER_STEPS_PER_CHUNK),
     inplace: bool = False,
     localize_fn: Callable[[Any, FactDataset], Mask] | None = None,
     per_fact: bool = False,

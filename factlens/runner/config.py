@@ -434,8 +434,11 @@ class RunConfig:
     def edit_config(self, seed: int):
         """The ``factlens.editing.EditConfig`` of this run for ``seed``."""
         from factlens.editing import EditConfig
+        from factlens.tasks import TASKS
 
-        base = EditConfig.fast() if self.edit_preset == "fast" else EditConfig()
+        paper_steps = next((e.paper_steps for e in TASKS if e.name == self.task), None)  # "planted" has none
+        base = (EditConfig.fast() if self.edit_preset == "fast"
+                else EditConfig(steps=paper_steps) if paper_steps is not None else EditConfig())
         planted = self.model == "planted" and self.edit_preset == "fast"
         over = Overrides(EditConfig, PLANTED_EDIT_DEFAULTS if planted else {}).merged(self.edit)
         try:

@@ -444,3 +444,18 @@ def test_task_options_the_runner_sets_itself_are_refused_up_front(monkeypatch):
     monkeypatch.setattr(factlens.tasks, "task_entry", lambda name: dataclasses.replace(entry, fn=fails))
     with pytest.raises(ValueError, match=re.escape("does not accept options ['n_retain'] (a task's own TypeError)")):
         build_task(cfg, sports_facts(), 0)
+
+
+def test_the_paper_preset_trains_each_sequential_chunk_for_the_papers_steps():
+    """Audit (session 50): ``--edit-preset paper`` gave sequential-counterfact-editing 50 steps per
+    chunk (``EditConfig()``'s), twice the 25 that ``edit_sequential`` documents as the paper's."""
+    from factlens.editing.sequential import edit_sequential
+    import inspect
+
+    per_chunk = inspect.signature(edit_sequential).parameters["config"].default.steps
+    seq = RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m", edit_preset="paper")
+    assert seq.edit_config(0).steps == per_chunk == 25
+    assert RunConfig(task="counterfact-editing", model="gemma-3-270m", edit_preset="paper").edit_config(0).steps == 50
+    assert RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m", edit_preset="paper",
+                     edit={"steps": 40}).edit_config(0).steps == 40  # the user's setting wins
+    assert RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m").edit_config(0).steps == 20  # fast
