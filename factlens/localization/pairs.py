@@ -126,6 +126,7 @@ def make_pairs(
     first_token = _first_tokens(model)
     _check_candidates(dataset, records, first_token)
     clean = encode_records(model, records)
+    _warn_unknown_subjects(model, records, clean)
     clean_ans = [first_token(r.answer) for r in records]
     dev = clean.tokens.device
     if corrupted_prompts is not None:
@@ -162,6 +163,23 @@ def make_pairs(
         raise RuntimeError("internal error: a chosen subject swap is not token-aligned")  # pragma: no cover
     return PatchingPairs(clean, corr, torch.tensor(clean_ans, device=dev), torch.tensor(corr_ans, device=dev), records,
                          list(dropped))
+
+
+def _warn_unknown_subjects(model, records: list[FactRecord], clean: PromptBatch) -> None:
+    """Warn when subjects encode only to the tokenizer's unknown token: their facts cannot be told
+    apart by the model (a tokenizer without their words, e.g. another model's), so their patching
+    scores and accuracies measure the prompt template, not the facts."""
+    unk = getattr(getattr(model, "tokenizer", None), "unk_token_id", None)
+    if unk is None:
+        return
+    lost = [r.subject for k, r in enumerate(records)
+            if (span := clean.tokens[k, int(clean.subject_first[k]):int(clean.subject_last[k]) + 1]).numel()
+            and bool((span == unk).all())]
+    if lost:
+        warnings.warn(f"{len(lost)} of {len(records)} subject(s) encode only to the unknown token {unk} with this "
+                      f"model's tokenizer (e.g. {lost[:3]}): the model cannot tell these facts apart; check that the "
+                      "dataset's text is in this model's vocabulary (the tokenizer of the model you loaded)",
+                      UserWarning, stacklevel=3)
 
 
 def _drop_summary(dropped: list[tuple[str, str]]) -> str:
@@ -271,7 +289,7 @@ class _PartnerChooser:
         extra = [p for p in extra if (p.subject, _group(p)) not in known]
         self.pool = records + extra
         self.ans = list(clean_ans) + [first_token(p.answer) for p in extra]
-        self.span: dict[str, tuple[int, int, int]] = {}
+        self.span: dict[str, tuple[int, int, int, tuple[int, ...]]] = {}  # length, subject first/last, its tokens
         self._remember(records, clean)
         n_subj = (clean.subject_last - clean.subject_first + 1).tolist()
         if extra:
@@ -287,8 +305,9 @@ class _PartnerChooser:
         self.reasons: dict[int, str] = {}
 
     def _remember(self, recs, enc: PromptBatch) -> None:
-        for r, l, f, e in zip(recs, enc.lengths.tolist(), enc.subject_first.tolist(), enc.subject_last.tolist()):
-            self.span[r.prompt] = (l, f, e)
+        for k, (r, l, f, e) in enumerate(zip(recs, enc.lengths.tolist(), enc.subject_first.tolist(),
+                                             enc.subject_last.tolist())):
+            self.span[r.prompt] = (l, f, e, tuple(enc.tokens[k, f:e + 1].tolist()))
 
     def subject(self, j: int) -> str:
         return self.pool[j].subject
@@ -331,8 +350,11 @@ class _PartnerChooser:
                 return False
             budget[0] -= 1
             enc = tokenize_prompts(self.model, [key], subject_spans=[swapped.subject_span], device="cpu")
-            self.span[key] = (int(enc.lengths[0]), int(enc.subject_first[0]), int(enc.subject_last[0]))
-        return self.span[key] == self.span[r.prompt]
+            self._remember([swapped], enc)
+        # same positions, other subject tokens: two subjects that encode alike (e.g. both to <unk>, with a
+        # tokenizer that lacks their words) made a corrupted prompt identical to the clean one, a pair
+        # whose patching effect is zero by construction
+        return self.span[key][:3] == self.span[r.prompt][:3] and self.span[key][3] != self.span[r.prompt][3]
 
     def choose(self, i: int) -> int | None:
         """Pool index of the corrupting subject of fact ``i`` (``None``: no aligned partner)."""
@@ -345,8 +367,9 @@ class _PartnerChooser:
             if self._aligned(i, j, budget):
                 return j
         self.reasons[i] = (f"none of the {len(options)} subject(s) of the same relation with a different answer keeps the "
-                           "same token length and subject positions when swapped in (subjects of another token count, "
-                           "or a tokenizer merging across the subject boundary)")
+                           "same token length and subject positions when swapped in while changing the subject's "
+                           "tokens (subjects of another token count, a tokenizer merging across the subject "
+                           "boundary, or subjects that encode alike, e.g. to <unk> with another model's tokenizer)")
         return None
 
 

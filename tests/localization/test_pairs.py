@@ -2,6 +2,7 @@ import re
 import warnings
 
 import pytest
+import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -272,3 +273,18 @@ def test_given_prompts_without_answers_name_the_options(planted12):
     pairs = make_pairs(planted12.model, recs, corrupted_prompts=prompts, corrupted_answers=answers)
     assert pairs.corrupted.prompts == prompts and len(pairs) == len(recs)
     assert pairs.corrupted_answer.tolist() == [planted12.model.to_single_token(" " + a) for a in answers]
+
+
+def test_subjects_that_encode_alike_never_corrupt_each_other_and_unknown_subjects_are_named():
+    """Audit (session 50): with a tokenizer that lacks the dataset's words (the tiny model's on the
+    planted facts), 11 of 12 subjects encode to <unk>: a fact "corrupted" with another <unk> subject
+    was a pair whose corrupted prompt equals the clean one (a patching effect of zero by construction),
+    and nothing was said."""
+    from factlens.testing import planted_fact_model, tiny_model
+
+    data = planted_fact_model(n_subjects=12).dataset
+    with pytest.warns(UserWarning, match=r"11 of 12 subject\(s\) encode only to the unknown token"):
+        pairs = make_pairs(tiny_model(), data)
+    for k in range(len(pairs)):
+        n = int(pairs.clean.lengths[k])
+        assert not torch.equal(pairs.clean.tokens[k, :n], pairs.corrupted.tokens[k, :n])
