@@ -225,7 +225,14 @@ class Mask:
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a file :meth:`save` wrote.
+
+        Raises:
+            ValueError: The file is empty or not JSON (the message names it), or not a mask's layout.
+        """
+        from factlens.strict_json import read_json
+
+        return cls.from_dict(read_json(path, what="a saved Mask (JSON written by Mask.save)"))
 
 
 def _check_operand(other: object, op: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import re
@@ -443,7 +442,14 @@ class ComponentScores:
 
     @classmethod
     def load(cls, path: str | Path) -> "ComponentScores":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a file :meth:`save` wrote.
+
+        Raises:
+            ValueError: The file is empty or not JSON (the message names it), or not the scores' layout.
+        """
+        from factlens.strict_json import read_json
+
+        return cls.from_dict(read_json(path, what="saved ComponentScores (JSON written by ComponentScores.save)"))
 
 
 #: Version of :meth:`ComponentScores.to_dict`'s layout (files without it kept the typed fields in ``extra``).

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["strict_dumps", "strict_loads", "json_default"]
+__all__ = ["strict_dumps", "strict_loads", "json_default", "read_json"]
 
 
 def json_default(x: Any) -> Any:
@@ -56,6 +57,38 @@ def strict_loads(text: str) -> Any:
         ValueError: NaN is not JSON (RFC 8259); write the file with factlens.strict_json.strict_dumps
     """
     return json.loads(text, parse_constant=_reject)
+
+
+def read_json(path: str | Path, *, what: str) -> Any:
+    """The JSON value in the file at ``path``, which should hold ``what`` (``"a saved Mask"``).
+
+    A loader's raw ``UnicodeDecodeError`` (a binary file, such as a saved edit) or
+    ``JSONDecodeError`` (a text or empty file) named neither the file nor what it should be.
+    ``NaN`` and infinities are read as Python's ``json`` reads them (older files hold them).
+
+    Raises:
+        ValueError: The file is empty, not UTF-8 text or not valid JSON (the message names it
+            and ``what`` was expected).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"; _ = f.write_text("hello")
+        >>> read_json(f, what="a saved Mask")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../notes.txt: not valid JSON (Expecting value: line 1 column 1 (char 0)); expected a saved Mask
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text, so not JSON (byte {e.start}: {e.reason}); expected {what} "
+                         "(a binary file, such as a saved edit, has its own loader)") from e
+    if not text.strip():
+        raise ValueError(f"{path} is empty; expected {what}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected {what}") from e
 
 
 def _reject(token: str) -> Any:

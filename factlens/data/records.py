@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -382,8 +383,19 @@ class FactDataset(Sequence[FactRecord]):
 
     # -- construction helpers -------------------------------------------------
     def subset(self, indices: Iterable[int]) -> "FactDataset":
-        """Records at ``indices`` (in that order)."""
-        return replace(self, records=tuple(self.records[i] for i in indices))
+        """Records at ``indices`` (in that order).
+
+        Raises:
+            IndexError: An index outside the dataset (the message names it and the dataset's size).
+        """
+        records = []
+        for i in indices:
+            try:
+                records.append(self.records[i])
+            except IndexError:
+                raise IndexError(f"subset: index {i} is out of range for dataset {self.name!r} of {len(self)} "
+                                 f"records (valid indices: 0 to {len(self) - 1})") from None
+        return replace(self, records=tuple(records))
 
     def filter(self, predicate: Callable[[FactRecord], bool]) -> "FactDataset":
         """Records for which ``predicate`` is true."""
@@ -438,22 +450,24 @@ class FactDataset(Sequence[FactRecord]):
 
     # -- persistence ----------------------------------------------------------
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(
-            json.dumps(
-                {"name": self.name, "candidates": list(self.candidates), "meta": self.meta,
-                 "records": [r.to_dict() for r in self.records]},
-                indent=1,
-            )
-        )
+        """Save as JSON (:meth:`from_json` reads it), written to a temporary file first: an
+        interrupted save leaves the old file.
+
+        A dataset saved there before is replaced (a re-run notebook cell); any other file is left
+        alone and refused with a ``ValueError``, as is a folder (a file was overwritten without a word).
+        """
+        from factlens.files import check_output, write_atomic
+
+        check_output(path, what="saved FactDataset", ours=_is_saved_dataset)
+        text = json.dumps({"name": self.name, "candidates": list(self.candidates), "meta": self.meta,
+                           "records": [r.to_dict() for r in self.records]}, indent=1)
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FactDataset":
-        try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e}); save the file as UTF-8") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        from factlens.strict_json import read_json
+
+        d = read_json(path, what="a FactDataset (JSON written by FactDataset.to_json, in UTF-8)")
         if not isinstance(d, dict) or not isinstance(d.get("records"), list):
             keys = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"{path}: expected a FactDataset JSON object with a 'records' list, found {keys}")
@@ -463,6 +477,11 @@ class FactDataset(Sequence[FactRecord]):
             candidates=string_list(d.get("candidates", ()), "candidates", str(path)),
             meta=d.get("meta", {}),
         )
+
+
+def _is_saved_dataset(head: str) -> bool:
+    """Whether a file's first characters are those of :meth:`FactDataset.to_json` (``{"name": ..., "candidates": [``)."""
+    return re.match(r'\{\s*"name": (?:null|"(?:[^"\\]|\\.)*"),\s*"candidates": \[', head) is not None
 
 
 def _record_from_json(d: Any, where: str) -> FactRecord:

@@ -94,6 +94,14 @@ def check_model(model) -> None:
     ModelShape.of(model)  # a module without a TransformerLens config
 
 
+def check_inplace(inplace: object) -> None:
+    """Raise ``TypeError`` unless ``inplace`` is ``True`` or ``False``: ``inplace="False"`` (a
+    non-empty string, so true) edited the caller's model."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace takes True or False, got {type(inplace).__name__} {inplace!r}; "
+                        "inplace=False (the default) edits a copy, inplace=True the model itself")
+
+
 def _check_targets(task, entry: Objective) -> None:
     """Editing objectives need a ``target_new`` on every forget fact, other than its answer and among its candidates."""
     missing = [r.id or r.subject for r in task.forget if r.target_new is None]
@@ -201,6 +209,7 @@ def edit(model, mask, task, *, method: str = "finetune", objective: str | None =
 
     entry = EDIT_METHODS.get(method)
     check_model(model)
+    check_inplace(inplace)
     check_folder(offload)
     if isinstance(config, EditConfig):  # a misspelt table name, or a bad field of your own method's / objective's
         config.check_tables(entry, objective or getattr(task, "objective", None))
@@ -321,6 +330,7 @@ def finetune(model, mask, task, *, objective: str | None = None, config: EditCon
         True
     """
     t0 = time.perf_counter()
+    check_inplace(inplace)
     check_folder(offload)
     mask, entry = _as_mask(mask), _check_task(task, objective)
     if not isinstance(config, EditConfig):

@@ -19,7 +19,12 @@ from factlens.digests import update_with_tensor
 from factlens.editing.config import EditConfig
 from factlens.strict_json import strict_dumps
 
-__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS", "full_mask", "flat_copy"]
+__all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS", "full_mask", "flat_copy",
+           "EditChangedError"]
+
+
+class EditChangedError(RuntimeError):
+    """:meth:`EditResult.revert` found the edited entries changed since the edit was applied."""
 
 #: Saved-file format: 2 adds ``original_fingerprint`` (files of format 1 still load).
 FORMAT_VERSION = 2
@@ -198,11 +203,12 @@ class _Applications:
     def push(self, model, previous: dict[str, Tensor]) -> None:
         self._stack.append((model, previous))
 
-    def pop(self, model=None) -> tuple[Any, dict[str, Tensor]] | None:
-        """Remove and return the latest application to ``model`` (any model if ``None``); ``None`` if there is none."""
+    def pop(self, model=None, *, remove: bool = True) -> tuple[Any, dict[str, Tensor]] | None:
+        """Remove (unless ``remove=False``) and return the latest application to ``model`` (any model if
+        ``None``); ``None`` if there is none."""
         for i in range(len(self._stack) - 1, -1, -1):
             if model is None or self._stack[i][0] is model:
-                return self._stack.pop(i)
+                return self._stack.pop(i) if remove else self._stack[i]
         return None
 
     def replace(self, old: Tensor, new: Tensor) -> None:
@@ -458,13 +464,21 @@ class EditResult:
 
         Raises:
             RuntimeError: Nothing to revert (e.g. a loaded result that was never applied).
+            EditChangedError: The edited entries no longer hold the edit's values (a later edit
+                not reverted first); the model is left as it is.
         """
-        entry = self._applied.pop(model)
+        entry = self._applied.pop(model, remove=False)
         if entry is None:
             raise RuntimeError("nothing to revert: this edit is not applied to " +
                                ("any model" if model is None else "that model") + " (apply(model) first)")
         target, prev = entry
         params = _params(target)
+        changed = [n for n, d in self.deltas.items() if not _holds_new(params[n], d)]
+        if changed:  # writing the old values would undo a later edit's entries too, and leave the rest of it
+            raise EditChangedError(f"cannot revert: the entries this edit wrote in {changed[:4]} no longer hold its values; "
+                               "another edit or change was made after this one: revert it first (edits stacked on "
+                               "each other are reverted last one first); nothing was changed")
+        self._applied.pop(model)
         with torch.no_grad():
             for name, d in self.deltas.items():
                 p = params[name]
@@ -595,6 +609,12 @@ class EditResult:
     def plot_history(self, title: str | None = None):
         """Plotly figure of the losses per optimizer step (learning rate on a second axis)."""
         return plot_histories([self.history], title=title or f"edit {self.task_name} ({self.objective}, {self.mask.name or len(self.mask)})")
+
+
+def _holds_new(p: Tensor, d: ParamDelta) -> bool:
+    """Whether parameter ``p``'s entries under ``d.mask`` are still ``d.new`` (bitwise, in ``p``'s dtype)."""
+    with torch.no_grad():
+        return torch.equal(p.detach()[d.mask.to(p.device)], d.new.to(device=p.device, dtype=p.dtype))
 
 
 def _is_saved_edit(head: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from factlens.components import Component, Mask
 from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
-from factlens.editing.editor import _as_mask, check_model, edit
+from factlens.editing.editor import _as_mask, check_inplace, check_model, edit
 from factlens.editing.result import EditResult, plot_histories
 from factlens.editing.training import with_gradients
 from factlens.memory import check_folder
@@ -282,6 +282,7 @@ def edit_sequential(
     """
     t0 = time.perf_counter()
     check_model(model)
+    check_inplace(inplace)
     check_folder(offload)
     chunks = _chunks(task, chunk_size)
     if not chunks:  # edit() refuses such a task; this returned an empty result as if it had edited

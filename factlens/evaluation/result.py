@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from factlens.strict_json import json_default, strict_dumps  # json_default: importable here as before
+from factlens.strict_json import json_default, read_json, strict_dumps  # json_default: importable here as before
 
 __all__ = ["Metric", "SuiteResult", "EvalResult"]
 
@@ -355,7 +355,12 @@ class EvalResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "EvalResult":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a file :meth:`save` wrote.
+
+        Raises:
+            ValueError: The file is empty or not JSON (the message names it), or not an evaluation's layout.
+        """
+        return cls.from_dict(read_json(path, what="a saved EvalResult (JSON written by EvalResult.save)"))
 
 
 def _is_saved_eval(head: str) -> bool:

@@ -30,6 +30,7 @@ import torch
 
 from factlens.localization import registry as _registry
 from factlens.editing.memory_editing import MaskNotSupported
+from factlens.editing.result import EditChangedError
 from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
@@ -490,7 +491,10 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         peaks.begin("revert")
         t0 = time.perf_counter()
         try:
-            res.revert()
+            try:
+                res.revert()
+            except EditChangedError:  # the evaluation changed edited entries: restored from the original below
+                pass
             restore = check_restored(prep.model, prep.original)
             left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
             restore["exact"] = restore["exact"] and not left

@@ -47,3 +47,26 @@ def test_an_edit_method_changing_a_parameter_it_does_not_record_is_named(monkeyp
     assert "does not record: ['blocks.0.attn.W_Q']" in msg
     assert "must record every tensor it changes in its result's deltas" in msg
     assert "model_key" not in ws  # the model is dropped: the next job reloads it
+
+
+def test_an_evaluation_that_changes_edited_entries_is_repaired_from_the_original(monkeypatch):
+    """Session 50: ``EditResult.revert`` now refuses when the edited entries no longer hold the edit's
+    values (a later edit not reverted first). The runner must then restore the model from the
+    original, as it did when the revert wrote the old values over the change, not fail the unit."""
+    import factlens.evaluation as evaluation
+
+    real = evaluation.evaluate
+
+    def evaluate_then_touch(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            model.blocks[0].mlp.W_out.add_(1.0)  # every entry, the edited ones included
+        return out
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate_then_touch)  # run_localization imports it when it runs
+    cfg = RunConfig(task="planted", model="planted", localizations=("all_mlps",), suites=("standard",),
+                    show_progress=False, edit={"steps": 1})
+    ws = Workspace()
+    plan = pipeline.plan_job(pipeline.PlanJob(cfg.to_dict(), 0, show_progress=False, need_budget=False), ws)
+    rec = pipeline.run_localization(cfg, 0, "all_mlps", plan=plan, workspace=ws)
+    assert rec["restore"]["repaired"] is True
