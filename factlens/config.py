@@ -33,7 +33,7 @@ import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
 __all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "check_config_type", "keyword_problem",
-           "layer_indices"]
+           "layer_indices", "check_inplace"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -612,3 +612,11 @@ def type_ok(value: Any, hint: Any) -> bool:
         items = value if isinstance(value, (list, tuple)) else [value]  # a single item is accepted
         return all(type_ok(v, elem) for v in items)
     return True  # anything else: the config's own validation decides
+
+
+def check_inplace(inplace: object) -> None:
+    """Raise ``TypeError`` unless ``inplace`` is ``True`` or ``False``: ``inplace="False"`` (a
+    non-empty string, so true) edited the caller's model."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace takes True or False, got {type(inplace).__name__} {inplace!r}; "
+                        "inplace=False (the default) edits a copy, inplace=True the model itself")

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from factlens.components import Component, Mask, ModelShape
+from factlens.config import check_inplace
 from factlens.data.formats import format_prompts
 from factlens.editing.config import EditConfig
 from factlens.editing.registry import OBJECTIVES, Objective
@@ -92,14 +93,6 @@ def check_model(model) -> None:
                         f"{str(model)[:80]!r}; load one with factlens.load_model(...) or "
                         "HookedTransformer.from_pretrained(...)")
     ModelShape.of(model)  # a module without a TransformerLens config
-
-
-def check_inplace(inplace: object) -> None:
-    """Raise ``TypeError`` unless ``inplace`` is ``True`` or ``False``: ``inplace="False"`` (a
-    non-empty string, so true) edited the caller's model."""
-    if not isinstance(inplace, bool):
-        raise TypeError(f"inplace takes True or False, got {type(inplace).__name__} {inplace!r}; "
-                        "inplace=False (the default) edits a copy, inplace=True the model itself")
 
 
 def _check_targets(task, entry: Objective) -> None:

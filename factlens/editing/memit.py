@@ -63,6 +63,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import param_name, resid_hook
+from factlens.config import check_inplace
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics
 from factlens.editing.result import EditResult
@@ -362,6 +363,7 @@ def spread_edit(model, mask, task, *, objective: str | None, config, cls: type, 
     ``cls`` as its settings and ``make_update`` (default: MEMIT's update) as the rule per layer;
     the mask layers' ``W_out`` are restored if anything fails."""
     t0 = time.perf_counter()
+    check_inplace(inplace)
     check_folder(offload)
     cfg, edit_config = split_config(config, cls)
     layers = mask_mlp_layers(mask, model, method=cls.label)

@@ -61,6 +61,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from factlens.components import Mask, mlp_hook, param_name, resid_hook  # noqa: F401 (Mask: doctests)
+from factlens.config import check_inplace
 from factlens.editing.config import EditConfig
 from factlens.editing.covariance import KeyStatistics, key_statistics  # noqa: F401 (key_statistics: doctests)
 from factlens.editing.memory_editing import (MaskNotSupported, ValueEditConfig, add_update, build_result,
@@ -494,6 +495,7 @@ def rome(model, mask, task, *, objective: str | None = None, config: RomeConfig 
         factlens.editing.memory_editing.MaskNotSupported: ROME edits exactly one MLP layer; the mask has MLPs at layers [1, 2]...
     """
     t0 = time.perf_counter()
+    check_inplace(inplace)
     check_folder(offload)
     cfg, edit_config = split_config(config, RomeConfig)
     layers = mask_mlp_layers(mask, model, method="ROME")

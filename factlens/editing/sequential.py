@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 from factlens.components import Component, Mask
 from factlens.data.records import FactDataset
 from factlens.editing.config import EditConfig
-from factlens.editing.editor import _as_mask, check_inplace, check_model, edit
+from factlens.config import check_inplace
+from factlens.editing.editor import _as_mask, check_model, edit
 from factlens.editing.result import EditResult, plot_histories
 from factlens.editing.training import with_gradients
 from factlens.memory import check_folder

@@ -46,3 +46,15 @@ def test_a_real_bool_still_works(planted_model):
     res = edit(p.model, Mask([p.lookup_mlp]), p.task, config=CFG, inplace=False, show_progress=False)
     assert res.model is not p.model
     assert_unchanged(p.model, before)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "alphaedit"])
+def test_the_value_editors_called_directly_refuse_a_non_bool_inplace(planted_model, method):
+    import importlib
+
+    p = planted_model
+    before = snapshot(p.model)
+    fn = getattr(importlib.import_module(f"factlens.editing.{method}"), method)
+    with pytest.raises(TypeError, match=r"inplace takes True or False, got str 'False'"):
+        fn(p.model, Mask([p.lookup_mlp]), p.task, inplace="False")
+    assert_unchanged(p.model, before)
