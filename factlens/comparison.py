@@ -56,7 +56,14 @@ import numpy as np
 # the loading and its checks (_setup and _check_same_setup are read from here too)
 from factlens.compare_inputs import _check_same_setup, _setup, load_evaluations  # noqa: F401
 
-__all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS"]
+__all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS", "NothingToCompare"]
+
+
+class NothingToCompare(ValueError):
+    """:func:`compare` has no row: only the reference is given, or no metric (of ``metrics=``, or with
+    per-unit samples) is in both it and another localization. A ``ValueError``; a caller that shows
+    "nothing to compare" instead (a report of a ``--suites mechanisms`` run) catches this subclass."""
+
 
 #: Columns of :func:`compare`'s table.
 COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
@@ -422,7 +429,9 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
 
     Raises:
         ValueError: ``alpha`` is not a level in (0, 1); ``reference`` is not among the
-            localizations, nothing is comparable, or a
+            localizations; the table would be empty (:class:`NothingToCompare`: only the reference
+            is given, or no metric, of ``metrics`` or with per-unit samples, is in both it and
+            another localization); or a
             localization and the reference hold values for different units (facts) of a
             metric in a seed (the message names them and the counts), or weight the same
             units differently.
@@ -462,9 +471,27 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
             r["collapsed"] = bool(hit) and not k[1].endswith("_before")  # "_before": measured before the attack
         _holm_family(loc_rows, tests, alpha)
         rows += loc_rows
-    if metrics is not None and not rows:
-        raise ValueError(f"none of the metrics {list(metrics)} is in both {reference!r} and another localization")
+    if not rows:  # an empty table read as "no difference" (it was returned without a word unless metrics= was given)
+        raise NothingToCompare(_nothing_compared(runs, evals, reference, metrics))
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def _nothing_compared(runs, evals: Mapping[str, Any], reference: str, metrics: tuple[str, ...] | None) -> str:
+    """Why :func:`compare` has no row: only the reference was given, none of ``metrics`` is in both, or
+    the reference shares no metric with per-unit values with any other localization."""
+    others = sorted(loc for loc in evals if loc != reference)
+    if not others:
+        if isinstance(runs, (str, Path)):
+            return (f"{runs} holds only {reference!r}: nothing to compare it with; run more localizations into the "
+                    "folder (e.g. --localizations flu,random) or compare it with another folder")
+        where = "the runs" if isinstance(runs, Mapping) else ", ".join(map(str, runs))
+        return f"{where} hold only {reference!r}: nothing to compare it with; add another localization"
+    if metrics is not None:
+        return f"none of the metrics {list(metrics)} is in both {reference!r} and another localization"
+    suites = {loc: sorted({k[0] for k, v in _metric_index(evals[loc]).items() if any(m.samples for m in v.values())})
+              for loc in [reference, *others]}
+    return (f"no metric with per-unit values (per-fact samples) is in both {reference!r} and {others}: their suites "
+            f"with such metrics are {suites}; compare localizations evaluated with the same suites")
 
 
 from factlens.seed_variance import variance_split  # noqa: E402 - re-exported here, where it was first

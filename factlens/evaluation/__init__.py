@@ -210,7 +210,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     """Evaluate an (edited) model on a task with the named suites.
 
     Args:
-        model: The model to evaluate (a ``HookedTransformer``); it is not changed.
+        model: The model to evaluate (a ``HookedTransformer``); it is not changed (its modules'
+            train / eval modes included: each is restored as it was).
         task: The :class:`~factlens.tasks.Task` whose facts were edited / unlearned.
         original: The unedited model. When given, every metric gets its value on the
             original as ``baseline`` and the at-chance flags are computed on it; when
@@ -240,7 +241,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
 
     Raises:
         ValueError: Unknown suite name, no suite, or a suite requested without an input it needs
-            (``mechanisms`` needs both ``mask`` and ``mechanisms``), before any suite runs; an
+            (``mechanisms`` needs both ``mask`` and ``mechanisms``) or a ``mask`` (without one,
+            ``edit_result``'s) naming a component ``model`` does not have, before any suite runs; an
             ``original`` of another architecture or vocabulary than ``model`` (its baselines and
             at-chance flags would describe an unrelated model).
         TypeError: ``model`` or ``original`` is not a TransformerLens model (an edit's result:
@@ -266,15 +268,18 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
               "weight_mask_threshold": weight_mask_threshold, "edit_result": edit_result}
     for e in entries:  # validate every request before running anything
         e.check(inputs)
+    _check_mask_fits(model, mask, edit_result)
     _check_settings(entries, config)
     fns = {e.name: load(e.fn) for e in entries}  # fail on import errors before running anything
     baselines = reusable(baselines, model, original)  # bound by held() below, once; the suites' bind() is free
 
     results: dict[str, SuiteResult] = {}
     timings: dict[str, float] = {}
-    modes = [(m, m.training) for m in (model, original) if m is not None and hasattr(m, "training")]
-    for m, _ in modes:
-        m.eval()
+    # every submodule's own flag: m.train(flag) on the way out put a user's eval-mode block back in train mode
+    modes = {mod: mod.training for m in (model, original) if m is not None for mod in m.modules()}
+    for m in (model, original):
+        if m is not None:
+            m.eval()
     try:
         with baselines.held(original) if baselines is not None else nullcontext():
             for name in progress_bar(suites, desc="evaluate"):
@@ -291,8 +296,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
                 # function registered twice, or a result labelled "standard", overwrote another suite's numbers
                 results[name] = res if res.suite == name else replace(res, suite=name)
     finally:
-        for m, was_training in modes:
-            m.train(was_training)
+        for mod, was_training in modes.items():
+            mod.training = was_training
 
     meta = _meta(model, original, suites, timings, config, inputs)
     summary = task.summary() if hasattr(task, "summary") else {"name": str(task)}
@@ -326,6 +331,23 @@ def _check_models(model, original) -> None:
                 f"vocabulary (unembedding rows, tokenizer size: {vb}; the model: {va})")
         raise ValueError(f"original must be the unedited copy of the same model, but {_model_name(original)} has "
                          f"another {what}: its baselines and at-chance flags would describe an unrelated model")
+
+
+def _check_mask_fits(model, mask, edit_result) -> None:
+    """Refuse a ``mask`` (or, without one, ``edit_result``'s mask, which the suites read in its place) with a
+    component ``model`` does not have, once, before any suite runs: the mechanisms suite refused it, but
+    ``direction_ablation`` with ``search_layers="from_mask"`` failed with "max() arg is an empty sequence"
+    (L9.mlp of a 4-layer model) or took a head the model lacks (L1H7 of a 2-head model)."""
+    from factlens.components import ModelShape
+    from factlens.mask import Mask
+
+    given, what = (mask, "mask") if mask is not None else (getattr(edit_result, "mask", None), "edit_result.mask")
+    if not isinstance(given, Mask):  # none given, or not a Mask: the suites that take it say what they need
+        return
+    try:
+        given._check_fits(ModelShape.of(model))
+    except ValueError as e:
+        raise ValueError(f"evaluate({what}=...): {e}; pass the mask that was edited in this model") from None
 
 
 def _vocab_size(model) -> tuple[int | None, int | None]:

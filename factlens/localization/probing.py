@@ -26,6 +26,7 @@ the probe curves.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -116,7 +117,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
         y: ``n`` labels.
         cv: Stratified folds (capped by the smallest class size).
         seed: Seed of the fold shuffling.
-        C: Inverse L2 regularization strength.
+        C: Inverse L2 regularization strength (a finite number > 0).
         scaling: ``"global"`` (center each feature, one common scale; default) or
             ``"feature"`` (per-feature standardization, ``StandardScaler``). Scalers are fit
             on the training folds only.
@@ -137,7 +138,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
 
     if scaling not in ("global", "feature"):
         raise ValueError(f"scaling must be 'global' or 'feature', got {scaling!r}")
-    _check_folds(cv=cv, repeats=repeats)
+    _check_folds(cv=cv, repeats=repeats, C=C)
     y = np.asarray(y)
     _, counts = _checked_classes(y)  # one class, or a class of one fact: say so, not sklearn's "n_splits=1"
     n_splits = min(cv, int(counts.min()))
@@ -151,15 +152,32 @@ def probe_accuracy(X: np.ndarray, y: Sequence, *, cv: int = 5, seed: int = 0, C:
     return float(acc.mean()), float(acc.std())
 
 
-def _check_folds(*, cv: int, repeats: int) -> None:
+def _check_folds(*, cv: int, repeats: int, C: float = 1.0) -> None:
     """Refuse ``cv`` / ``repeats`` that are not whole numbers >= 2 / >= 1: ``cv=2.5`` failed in sklearn
     ("The number of folds must be of Integral type") after the activations were collected, and
-    ``cv=True`` read as "got cv=True"."""
+    ``cv=True`` read as "got cv=True"; and a ``C`` that :func:`check_probe_C` refuses."""
     checks = (("cv", cv, 2, "stratified folds"), ("repeats", repeats, 1, "cross-validation runs"))
     for opt, value, least, what in checks:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise ValueError(f"need {opt} >= {least}: {opt} must be a whole number (the number of {what}), "
                              f"got {type(value).__name__} {value!r}")
+    check_probe_C(C)
+
+
+def check_probe_C(C: float) -> None:
+    """Refuse a probe regularization ``C`` that is not a finite number > 0: ``C=0`` failed only after the
+    activations were collected, with sklearn's "All the 2 fits failed" and a traceback per fold.
+    :func:`~factlens.localization.registry.check_localize_options` calls it before any job runs.
+
+    Example:
+        >>> check_probe_C(0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: C (the inverse L2 regularization strength of the probes) must be a finite number > 0, got 0.0; smaller C regularizes more (default 1.0)
+    """
+    if isinstance(C, bool) or not isinstance(C, numbers.Real) or not math.isfinite(C) or C <= 0:
+        raise ValueError(f"C (the inverse L2 regularization strength of the probes) must be a finite number > 0, "
+                         f"got {C!r}; smaller C regularizes more (default 1.0)")
 
 
 def _checked_layers(layers: Sequence[int], *, least: int, n_layers: int) -> list[int]:
@@ -242,7 +260,7 @@ def probing(
         cv: Number of stratified folds (capped by the smallest class size).
         seed: Seed of the fold shuffling.
         batch_size: Facts per forward pass (results do not depend on it).
-        C: Inverse L2 regularization strength of the logistic regression.
+        C: Inverse L2 regularization strength of the logistic regression (a finite number > 0).
         scaling: Feature scaling inside each fold: ``"global"`` (center every feature and
             divide by one common scale) or ``"feature"`` (per-feature standardization).
         repeats: Repeat the cross-validation with reshuffled folds and average (less noise).
@@ -273,7 +291,7 @@ def probing(
     if not records:
         raise ValueError("the dataset is empty")
     positions, layers = _checked_sites(shape, positions, layers)
-    _check_folds(cv=cv, repeats=repeats)  # before the activations are collected
+    _check_folds(cv=cv, repeats=repeats, C=C)  # before the activations are collected
     y = [r.answer for r in records]
     classes, counts = _checked_classes(y)
     chance = float(counts.max() / counts.sum())

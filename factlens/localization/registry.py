@@ -92,10 +92,16 @@ class ScoringMethod:
         return tuple(o for o in self.options if o not in _SET_BY_CALLER)
 
     def __call__(self, model, dataset, **options: Any) -> ComponentScores:
+        """Score with ``fn`` after checking the options and the model (a ``TypeError`` for anything but a
+        TransformerLens model: patching, tracing and attribution failed with "'NoneType' object has
+        no attribute 'cfg'", the other methods with a clear message)."""
+        from factlens.editing.editor import check_model
+
         bad = sorted(set(options) - set(self.options))
         if bad:
             raise TypeError(f"localization method {self.name!r} got unknown option(s) {bad}; "
                             f"it accepts {sorted(self.options)}")
+        check_model(model)
         return load(self.fn)(model, dataset, **options)
 
 
@@ -483,8 +489,9 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
 
     Raises:
         ValueError: A table names no method or localization, or a localization without scores;
-            an option its method does not declare; a shared option no method declares; or an
-            option set by the runner itself (``seed``, ``mlps_only``...).
+            an option its method does not declare; a shared option no method declares; an option
+            set by the runner itself (``seed``, ``mlps_only``...); a value of the wrong type, or a
+            probe ``C`` of ``probing`` / ``flu`` that is not a finite number > 0.
 
     Example:
         >>> check_localize_options({"batch_size": 4, "causal_tracing": {"n_samples": 4}})
@@ -534,10 +541,18 @@ def check_localize_options(options: Mapping[str, Any]) -> None:
 def _check_option_type(method: ScoringMethod, where: str, option: str, value: Any) -> None:
     """Refuse a value its scoring function's annotation excludes (``n_samples = "5"`` from a config
     file failed inside the job, after the folder was written). Which options a method takes is its
-    entry's ``options``; the annotation only checks a value's type."""
+    entry's ``options``; the annotation only checks a value's type (and the probes' ``C`` of
+    ``probing`` / ``flu`` its range)."""
     from factlens.config import keyword_problem
 
     fn = load(method.fn) if isinstance(method.fn, (str, Ref)) else method.fn
     problem = keyword_problem(fn, option, value)
     if problem:
         raise ValueError(f"{where}={value!r}: {problem} ({method.name})")
+    if option == "C" and method.name in ("probing", "flu"):  # the probes' C: 0 failed in sklearn, inside the job
+        from factlens.localization.probing import check_probe_C
+
+        try:
+            check_probe_C(value)
+        except ValueError as e:
+            raise ValueError(f"{where}={value!r}: {e} ({method.name})") from None

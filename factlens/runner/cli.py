@@ -389,7 +389,7 @@ def _note_unfinished(unfinished: dict[str, list[str]]) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from factlens.comparison import compare, load_evaluations
+    from factlens.comparison import compare
     from factlens.files import check_output, write_atomic
     from factlens.runner.report_stats import compare_text
 
@@ -400,12 +400,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
                          protected=[p for p in args.out if Path(p).is_dir()])
         runs = args.out[0] if len(args.out) == 1 else list(args.out)
-        table = compare(runs, reference=args.reference, metrics=metrics)
-        if table.empty and set(load_evaluations(runs)) == {args.reference}:  # not "no metric with per-fact values"
-            verb = "hold" if len(args.out) > 1 else "holds"
-            raise ValueError(f"{', '.join(map(str, args.out))} {verb} only {args.reference!r}: nothing to compare "
-                             "it with; run more localizations into the folder (e.g. --localizations flu,random) "
-                             "or compare it with another folder")
+        table = compare(runs, reference=args.reference, metrics=metrics)  # an empty table raises NothingToCompare
     except ValueError as e:
         _note_unfinished(unfinished)  # e.g. a --reference that is planned but has not finished
         return _error(e)

@@ -526,14 +526,19 @@ def compare_text(table, *, reference: str) -> str:
 def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any]], str | None]:
     """Per reference (:func:`report_references`; ``None``: the defaults): (reference, headline table,
     table of every metric), Holm within each; and why there are none (one unit, no reference unit)."""
-    from factlens.comparison import compare, load_evaluations
+    import pandas as pd
+
+    from factlens.comparison import COMPARE_COLUMNS, NothingToCompare, compare, load_evaluations
 
     evals = load_evaluations(path)
     refs = report_references(list(evals), references)
     reason = no_comparison_reason(list(evals), refs)
     out = []
     for ref in refs if reason is None else ():
-        full = compare(evals, reference=ref)
+        try:
+            full = compare(evals, reference=ref)
+        except NothingToCompare:  # no metric with per-fact values (--suites mechanisms): compare_text says so
+            full = pd.DataFrame(columns=list(COMPARE_COLUMNS))
         names = [m for m in HEADLINE_METRICS if m in set(full["metric"])]
         out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full))
     return out, reason
