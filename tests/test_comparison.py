@@ -89,6 +89,13 @@ def test_several_seeds_aggregate_and_variance_split():
     assert row["value_ci_low"] < row["value"] < row["value_ci_high"]
     vs = variance_split({"flu": ref, "x": loc}, metrics=["forget_prob"])
     assert len(vs) == 2 and (vs["n_seeds"] == 3).all() and vs["seed_share"].between(0, 1).all()
+    # the method-of-moments split by hand: fact sampling = mean over seeds of var (ddof=1) / n; seed =
+    # the spread (ddof=1) of the seed means beyond it
+    groups = [np.array(list(r.metric("forget_prob").samples.values())) for r in loc]
+    var_facts = np.mean([g.var(ddof=1) / len(g) for g in groups])
+    var_seed = max(np.var([g.mean() for g in groups], ddof=1) - var_facts, 0.0)
+    row = vs.set_index("localization").loc["x"]
+    assert row["var_facts"] == pytest.approx(var_facts) and row["var_seed"] == pytest.approx(var_seed)
     assert variance_split({"flu": ref[:1]}).empty
 
 

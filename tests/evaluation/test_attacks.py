@@ -742,6 +742,39 @@ def test_unrelated_finetune_runs_both_models_and_leaves_them(sub_bin, method):
         assert_unchanged(m, snap)
 
 
+def test_unrelated_finetune_scores_the_fine_tuned_copies():
+    """The attack's scores are those of the fine-tuned copies, not of the models it was given: on the
+    planted model with the forget subjects' lookup neurons zeroed, 3 full steps on text change the
+    answers of both models (the zeroed model gets 4 of 8 forget facts back, the original loses 16 of
+    28), and each reported outcome equals scoring a copy fine-tuned the same way by hand."""
+    from factlens.evaluation.unrelated_finetune import finetuned_copy
+
+    p = planted_fact_model()
+    edited = copy.deepcopy(p.model)
+    with torch.no_grad():
+        edited.blocks[p.lookup_layer].mlp.W_out[[int(r.id) for r in p.task.forget]] = 0.0
+    cfg = EvalConfig(text={"n_chunks": 4, "seq_len": 16})
+    st = UnrelatedFinetuneConfig(steps=3, lr=1e-2, method="full", data=("text",))
+    r = run_unrelated_finetune(edited, p.task, original=p.model, config=cfg, unrelated_finetune_config=st)
+    chunks, _ = finetune_data(edited, p.task, "text", cfg)
+    by_hand = {}
+    for name, model in (("edited", edited), ("original", p.model)):
+        work, cleanup, _ = finetuned_copy(model, chunks, settings=st, config=cfg)
+        by_hand[name] = score_task(work, p.task, cfg)
+        cleanup()
+    before = score_task(edited, p.task, cfg)
+    assert r["finetune_text_forget_accuracy"].samples == by_hand["edited"].forget
+    assert r["finetune_text_maintain_accuracy"].samples == by_hand["edited"].maintain
+    assert r["finetune_text_forget_accuracy"].baseline == pytest.approx(np.mean(list(by_hand["original"].forget.values())))
+    # the attack did something to each model (scoring the models it was given would show no change)
+    assert by_hand["edited"].forget != before.forget and r["finetune_text_forget_recovery"].value > 0
+    dmg = r.extra["data"]["text"]["attack_damage"]
+    assert dmg["n_lost"] > 0 and dmg["drop"] > 0
+    rows = {row["record_id"]: row for row in r.per_fact}
+    assert all(rows[k]["baseline_finetune_text_answer_wins"] == v
+               for k, v in {**by_hand["original"].forget, **by_hand["original"].maintain}.items())
+
+
 def test_unrelated_finetune_cache_keys_the_training_data():
     """With data "retain" the original is fine-tuned on task.retain: two tasks that differ only in retain
     must not share the fine-tuned original (they used to: the key covered only forget and maintain facts)."""
@@ -882,10 +915,32 @@ def test_attack_damage_flags_an_attack_that_breaks_the_original():
     broke = TaskScores({str(i): float(i >= 3) for i in range(8)}, {}, {str(i): 1.0 for i in range(8, 16)})  # 1.0 -> 0.625
     d = attack_damage(keep, broke)
     assert d["damaged"] is True and d["n_lost"] == 3 and d["forget_drop"] == pytest.approx(0.375)
+    # one-sided exact sign test of 3 lost and 0 gained: P(Binomial(3, 1/2) >= 3) = 1/8 (two-sided would be 1/4)
+    assert d["n_gained"] == 0 and d["p_value"] == pytest.approx(0.5 ** 3)
+    # only losses count against the attack: 3 facts gained and none lost is no evidence of damage (p = 1)
+    assert attack_damage(broke, keep)["p_value"] == pytest.approx(1.0)
     assert attack_damage(keep, keep)["damaged"] is False
     assert attack_damage(None, keep)["damaged"] is None
     with pytest.raises(ValueError, match="tolerance"):
         attack_damage(keep, keep, tolerance=2)
+
+
+def test_recovery_baseline_is_the_originals_change_after_minus_before():
+    """The baseline of ``<prefix>_forget_recovery`` is the unedited model's own mean change under the
+    attack, after minus before: an attack that breaks 3 of its 8 forget facts gives -3/8, so an edited
+    model that recovers 2 of 8 (+2/8) is measured against a baseline below 0, not above it."""
+    from factlens.evaluation.attacks import attack_metrics
+
+    ids = [str(i) for i in range(8)]
+    before = TaskScores({k: 0.0 for k in ids}, {}, {})
+    attacked = TaskScores({k: float(i < 2) for i, k in enumerate(ids)}, {}, {})
+    base_before = TaskScores({k: 1.0 for k in ids}, {}, {})
+    base_attacked = TaskScores({k: float(i >= 3) for i, k in enumerate(ids)}, {}, {})
+    ms = {m.name: m for m in attack_metrics("x", attacked, before, base_attacked=base_attacked,
+                                            base_before=base_before)}
+    assert ms["x_forget_recovery"].value == pytest.approx(2 / 8)
+    assert ms["x_forget_recovery"].baseline == pytest.approx(-3 / 8)
+    assert ms["x_forget_accuracy"].value == pytest.approx(2 / 8) and ms["x_forget_accuracy"].baseline == pytest.approx(5 / 8)
 
 
 def test_soft_prompts_and_relearning_report_damage_and_budget():

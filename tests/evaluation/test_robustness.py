@@ -256,6 +256,19 @@ def test_soft_prompts_runs_deterministic_model_unchanged(planted, unlearned):
     assert all(p.grad is None for p in unlearned.parameters())
 
 
+def test_soft_prompt_attack_trains_and_brings_back_unlearned_facts(planted, unlearned):
+    """The attack trains its prompt (not a no-op): on the planted model with the forget subjects' lookup
+    neurons zeroed, 20 steps lower the loss on half A (about 5.4 -> 4.3) and the trained prompt makes
+    the model answer facts of both halves that it gets wrong without it (half B: 0 -> 0.5)."""
+    cfg = EvalConfig(soft_prompts=SoftPromptsConfig(steps=20, seeds=1, length=3))
+    r = run_soft_prompts(unlearned, planted.task, config=cfg)
+    losses = r.extra["per_seed"][0]["losses"]
+    assert len(losses) == 20 and losses[-1] < 0.9 * losses[0]
+    assert r["soft_prompt_forget_accuracy_before"].value == 0.0
+    assert r["soft_prompt_forget_accuracy"].value > r["soft_prompt_forget_accuracy_before"].value
+    assert r["soft_prompt_train_accuracy"].value > 0.0
+
+
 def test_soft_prompts_flag_the_halves_the_original_does_not_know(planted):
     """at_chance: the original (no soft prompt) is not above chance on the scored half, as in relearning.
     An "original" that lost half B's facts flags the half-B metrics (forget, before, edit) but not the train

@@ -4,6 +4,7 @@ localization masks at equal parameter budgets (factlens.localization.registry.lo
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -37,6 +38,24 @@ def test_random_scores_are_seeded_uniform(gqa):
     tops = {tuple(random_scores(gqa, seed=k).top(3)) for k in range(10)}
     assert len(tops) > 5
     json.dumps(s.to_dict())
+
+
+def test_random_scores_are_uniform_and_alike_for_every_component(gqa):
+    """Over 200 seeds the scores pass a Kolmogorov-Smirnov test against Uniform(0, 1), and every
+    component's mean score is 1/2 within 4 standard errors (sqrt(1/12 / 200) each): no component,
+    layer or kind is favoured in the top-k of the random baseline."""
+    from scipy.stats import kstest
+
+    shape = ModelShape.of(gqa)
+    draws = np.stack([random_scores(shape, seed=k).values for k in range(200)])  # [seed, component]
+    assert kstest(draws.ravel(), "uniform").pvalue > 0.01
+    se = math.sqrt(1 / 12 / len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - 0.5) < 4 * se)
+    # the ranks too: each component is the top one about equally often (not only the late layers)
+    top = np.bincount(draws.argmax(axis=1), minlength=draws.shape[1])
+    from scipy.stats import chisquare
+
+    assert chisquare(top).pvalue > 0.01
 
 
 def test_manual_scores(gqa):

@@ -217,12 +217,20 @@ def test_old_folder_whose_memit_covariance_used_the_run_text_resumes(memit_text_
     text) resumes; so does an old record with no finished MEMIT unit (no unit ran with another text)."""
     out = _copy(memit_text_folder, tmp_path)
     _as_old_record(out, unit_floor=0.01)
-    RunDir(out).open(_cfg_of(out).replace(seeds=(0, 1)))
+    text = _cfg_of(out).resolved()["eval"]["text"]["source"]
+    grow = _cfg_of(out).replace(seeds=(0, 1))
+    assert RunDir(out).open(grow) == grow  # accepted, as asked
+    rec = json.loads((out / "run_config.json").read_text())
+    assert rec["config"]["seeds"] == [0, 1]  # the folder now records the added seed ...
+    assert rec["resolved"]["edit"]["methods"]["memit"]["text_source"] == text  # ... and the text MEMIT reads
     bare = tmp_path / "bare"
     shutil.copytree(memit_text_folder, bare)
     _as_old_record(bare, unit_floor=0.01)
     (bare / UNIT).unlink()
-    RunDir(bare).open(_with_floor(_cfg_of(bare).replace(seeds=(0, 1)), 0.0))  # (the floor: none finished, the old 0)
+    grow = _with_floor(_cfg_of(bare).replace(seeds=(0, 1)), 0.0)  # (the floor: none finished, the old 0)
+    assert RunDir(bare).open(grow) == grow
+    rec = json.loads((bare / "run_config.json").read_text())
+    assert rec["config"]["seeds"] == [0, 1] and rec["resolved"]["edit"]["methods"]["memit"]["text_source"] == text
 
 
 def test_an_alphaedit_folder_from_before_protect_bos_resumes_with_it_off():
