@@ -123,3 +123,15 @@ def test_a_bar_into_a_log_file_updates_every_half_minute_not_ten_times_a_second(
         bar = progress_bar(range(3), file=Terminal())
         assert bar.mininterval == 0.1
         bar.close()
+
+
+def test_the_edit_bar_in_a_log_file_keeps_its_interval(planted, capsys):
+    """Audit (session 50): the edit bar's loss postfix redrew it at every step, past the 30 s interval
+    that bars written to a file or pipe keep (docs/runner.md): a 30-step edit wrote 31 lines, all
+    "0/30"."""
+    with factlens.progress(True):
+        factlens.edit(planted.model, Mask([planted.lookup_mlp]), planted.task,
+                      config=EditConfig(lr=1e-2, steps=30, batch_size=4, grad_accum=1, l_sft=0.0))
+    err = capsys.readouterr().err
+    lines = [x for x in err.replace("\r", "\n").split("\n") if x.startswith("editing")]
+    assert 1 <= len(lines) <= 3, lines  # the first draw (and a last one), not one per step

@@ -264,7 +264,8 @@ def _train(state: TrainState, work, config: EditConfig) -> list[dict[str, Any]]:
     with checkpointed_blocks(work, config.checkpoint):
         for step in bar:
             history.append(train_step(state, step))
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            # refresh=False: a redraw per step ignored the bar's interval (one log-file line per step)
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
     return history
 
 

@@ -106,7 +106,7 @@ class LocalExecutor(Executor):
             return
         with progress_bar(total=len(items), desc=desc, position=0) as bar:
             for item in items:
-                bar.set_postfix_str(getattr(item, "key", ""))
+                bar.set_postfix_str(getattr(item, "key", ""), refresh=False)
                 on_result(item, fn(item, self.workspace))
                 bar.update()
 

@@ -218,7 +218,7 @@ class ProcessPool:
                     errors.append((index, item, payload, exc))
                     if on_error is not None:
                         on_error(item, payload)
-                bar.set_postfix_str(getattr(item, "key", ""))
+                bar.set_postfix_str(getattr(item, "key", ""), refresh=False)
                 bar.update()
                 assign(w)
         if errors:
