@@ -6,8 +6,7 @@ may also be single :class:`~factlens.evaluation.result.SuiteResult` objects) and
 (:func:`metric_label`: ``forget_accuracy`` -> "Forget", ``mcq_edit_accuracy`` -> "MCQ Edit", ...).
 
 Example:
-    >>> from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
-from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+    >>> from factlens.evaluation.result import EvalResult, Metric, SuiteResult
     >>> r = EvalResult({"standard": SuiteResult("standard", (Metric("forget_accuracy", 0.1, 8, higher_is_better=False),
     ...                                                       Metric("maintain_accuracy", 0.9, 8)))})
     >>> len(metric_bars({"flu": r}).data), metric_label("mcq_forget_error")
