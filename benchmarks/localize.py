@@ -68,12 +68,16 @@ def _records(model, n_pairs: int):
 
 
 def _forward_time(model, pairs, repeats: int = 3) -> float:
+    """Median time of one plain forward pass over the clean prompts: without prefix reuse
+    (``final_logits`` runs a shared few-shot prefix once since 2026-11-30, which the hooked
+    patching passes timed against it never do; the unit read 0.46 of a plain pass on Gemma)."""
     import torch
 
+    from factlens.prefix import prefix_reuse
     from factlens.tokens import final_logits
 
     ts = []
-    with torch.inference_mode():
+    with torch.inference_mode(), prefix_reuse(False):
         for _ in range(repeats):
             t = time.perf_counter()
             final_logits(model, pairs.clean)

@@ -2,9 +2,9 @@
 
 ``benchmarks/main_job.py`` runs each variant in its own process (clean memory numbers), but
 on a shared machine the CPU seconds of two runs half an hour apart differ by 20-30 % from the
-load of other processes alone. Here every stage runs twice back to back, first as the code
-was before the speed-ups, then as it is now, on the same loaded model, so both see the same
-machine; the metrics of both runs are compared one by one.
+load of other processes alone. Here every stage runs twice back to back, as the code was
+before the speed-ups and as it is now (the edit "before" first, the suites alternating which
+runs first), on the same loaded model, so both see the same machine; the metrics of both runs are compared one by one.
 
 "before" is: no shared-prefix reuse (``factlens.prefix.prefix_reuse(False)``), contiguous
 weights (``factlens.layout.contiguous_layout``), one summed backward per editing step (the
