@@ -21,10 +21,11 @@ import numpy as np
 
 from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult
+from factlens.runner.report_variance import variance_html
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
                                           comparisons_markdown, params_edited, report_references, run_eval, run_metric,
-                                          seed_pooled, table1_legend, unequal_budget_note)
+                                          seed_mismatch, seed_pooled, table1_legend, unequal_budget_note)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "metric_matrix", "TABLE_COLUMNS"]
 
@@ -236,7 +237,8 @@ def _table1_html(runs: Sequence[dict], budgets: dict[str, Any], reference: str |
             h.append(f"<td class='{klass}'>{_e(text)}</td>")
         h.append("</tr>")
     h.append("</table>")
-    h.append(f"<p class='note'>{_e(table1_legend(_localizations(runs), reference).replace(chr(92), ''))} "
+    legend = table1_legend(_localizations(runs), reference, unmarked=seed_mismatch(runs, reference))
+    h.append(f"<p class='note'>{_e(legend.replace(chr(92), ''))} "
              "Means over seeds. <b>original</b>: the "
              "unedited model. ↑/↓: higher/lower is better; \"Forget\" is the error rate on the true answer "
              "(1 − accuracy). † and grey: the unedited model is not clearly above chance in this format, so the "
@@ -580,6 +582,7 @@ def build_report(path: str | Path, *, references: Sequence[str] | None = None) -
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets, reference),
               "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path, references),
+              _comparisons(variance_html, path),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],

@@ -13,9 +13,10 @@ from factlens.runner.report import (_comparisons, _fmt, _localizations, _num, al
                                     metric_matrix, missing_units, table1_reference, table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
+from factlens.runner.report_variance import variance_markdown
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
 from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_eval, run_metric,
-                                          table1_legend, unequal_budget_note)
+                                          seed_mismatch, table1_legend, unequal_budget_note)
 
 __all__ = ["markdown_summary", "is_markdown_summary"]
 
@@ -141,8 +142,9 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
         cells = " | ".join(_md_cell(c) for c in row["cells"])
         out.append(f"| {md_escape(row['name'])} | {budgets.get(row['name'], '–')} | {cells} |")
     out.append("")
+    legend = table1_legend(_localizations(runs), reference, unmarked=seed_mismatch(runs, reference))
     out.append("† the unedited model is not clearly above chance in this format (the number says nothing about "
-               "robustness). Forget = 1 − accuracy on the true answer. " + table1_legend(_localizations(runs), reference))
+               "robustness). Forget = 1 − accuracy on the true answer. " + legend)
     out.append("")
     out.append("| localization | components | " + " | ".join(c[0] for c in ROBUSTNESS_COLUMNS) + " |")
     out.append("|---|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
@@ -161,6 +163,7 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
     if note:
         out += [f"> {note}", ""]
     out.append(_comparisons(comparisons_markdown, path, references))
+    out.append(_comparisons(variance_markdown, path))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")
     out.append("")

@@ -85,11 +85,30 @@ def no_comparison_reason(units: Sequence[str], references: Sequence[str]) -> str
     return None
 
 
-def table1_legend(units: Sequence[str], reference: str | None) -> str:
+def table1_legend(units: Sequence[str], reference: str | None, *, unmarked: Sequence[str] = ()) -> str:
     """:data:`TABLE1_LEGEND` for ``reference``; without marks (one unit, no reference) it says why
-    instead of promising marks that are not there."""
+    instead of promising marks that are not there, and so for the rows of ``unmarked``
+    (:func:`seed_mismatch`), whose cells are never tested: their missing marks read as "not
+    significant" while ``compare`` found differences on the common seeds."""
     reason = no_comparison_reason(units, [reference] if reference else [])
-    return _TABLE1_INTERVALS + (f"No \\* marks: {reason}." if reason else _TABLE1_MARKS.format(ref=reference))
+    if reason:
+        return _TABLE1_INTERVALS + f"No \\* marks: {reason}."
+    out = _TABLE1_INTERVALS + _TABLE1_MARKS.format(ref=reference)
+    if unmarked:
+        out += (f" No marks for {', '.join(unmarked)}: their finished seeds differ from {reference}'s, and a test on "
+                "the common seeds would sit beside values over all of them (the Comparisons section compares them on "
+                "the common seeds; finish the run for marks).")
+    return out
+
+
+def seed_mismatch(runs: Sequence[dict], reference: str | None) -> list[str]:
+    """The units whose finished seeds are not the reference's (Table 1 tests none of their cells)."""
+    seeds: dict[str, set] = {}
+    for r in runs:
+        seeds.setdefault(r["localization"], set()).add(r["seed"])
+    if not reference or reference not in seeds:
+        return []
+    return [u for u, s in seeds.items() if u != reference and s != seeds[reference]]
 
 
 # HEADLINE_METRICS (imported above) are the metrics shown first in the Comparisons section (the
