@@ -53,7 +53,10 @@ def variance_html(path: str | Path, references: Sequence[str] | None = None) -> 
     (the signature of the report's comparison sections)."""
     from html import escape
 
-    rows = variance_rows(path)
+    try:
+        rows = variance_rows(path)
+    except (ValueError, KeyError) as e:  # as the comparisons: the report still renders, saying why
+        return f"<p class='err'>variance split failed: {escape(str(e))}</p>"
     if not rows:
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for h in _HEAD)
@@ -66,7 +69,10 @@ def variance_markdown(path: str | Path, references: Sequence[str] | None = None)
     """The markdown section; ``""`` with one seed."""
     from factlens.runner.report_stats import md_escape
 
-    rows = variance_rows(path)
+    try:
+        rows = variance_rows(path)
+    except (ValueError, KeyError) as e:  # as the comparisons: the report still renders, saying why
+        return f"> variance split failed: {md_escape(str(e))}\n\n"
     if not rows:
         return ""
     out = ["### Variance split: fact sampling and training seed", "", "| " + " | ".join(_HEAD) + " |",

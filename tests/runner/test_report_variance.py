@@ -53,3 +53,16 @@ def test_table1_says_why_a_row_has_no_marks_when_its_seeds_differ_from_the_refer
     md = report_markdown(folder)
     assert "No marks for random: their finished seeds differ from flu's" in md
     assert "No marks for" not in report_markdown(two_seeds)
+
+
+def test_a_folder_the_split_cannot_read_still_gives_a_report(two_seeds, monkeypatch):
+    """The split reads the folder again: a failure there says so in its section, as the comparisons
+    do, instead of failing the whole report."""
+    import factlens.seed_variance as sv
+
+    def broken(*a, **k):
+        raise ValueError("seed 1 has another setup")
+
+    monkeypatch.setattr(sv, "variance_split", broken)
+    assert "variance split failed: seed 1 has another setup" in report_markdown(two_seeds)
+    assert "variance split failed: seed 1 has another setup" in build_report(two_seeds)
