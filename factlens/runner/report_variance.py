@@ -40,6 +40,15 @@ def variance_rows(path: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: (order[r["localization"]], rank[r["metric"]]))
 
 
+def _rows_or_why(path: str | Path) -> tuple[list[dict], str | None]:
+    """:func:`variance_rows`, or why they could not be read: as the comparisons, the report still
+    renders and says so in the section."""
+    try:
+        return variance_rows(path), None
+    except (ValueError, KeyError) as e:
+        return [], str(e)
+
+
 def _cells(r: dict) -> list[str]:
     return [str(r["localization"]), str(r["metric"]), str(r["n_seeds"]), f"{r['var_facts']:.3g}",
             f"{r['var_seed']:.3g}", f"{r['seed_share']:.2f}"]
@@ -53,10 +62,9 @@ def variance_html(path: str | Path, references: Sequence[str] | None = None) -> 
     (the signature of the report's comparison sections)."""
     from html import escape
 
-    try:
-        rows = variance_rows(path)
-    except (ValueError, KeyError) as e:  # as the comparisons: the report still renders, saying why
-        return f"<p class='err'>variance split failed: {escape(str(e))}</p>"
+    rows, failed = _rows_or_why(path)
+    if failed:
+        return f"<p class='err'>variance split failed: {escape(failed)}</p>"
     if not rows:
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for h in _HEAD)
@@ -69,10 +77,9 @@ def variance_markdown(path: str | Path, references: Sequence[str] | None = None)
     """The markdown section; ``""`` with one seed."""
     from factlens.runner.report_stats import md_escape
 
-    try:
-        rows = variance_rows(path)
-    except (ValueError, KeyError) as e:  # as the comparisons: the report still renders, saying why
-        return f"> variance split failed: {md_escape(str(e))}\n\n"
+    rows, failed = _rows_or_why(path)
+    if failed:
+        return f"> variance split failed: {md_escape(failed)}\n\n"
     if not rows:
         return ""
     out = ["### Variance split: fact sampling and training seed", "", "| " + " | ".join(_HEAD) + " |",
