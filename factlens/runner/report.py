@@ -582,7 +582,7 @@ def build_report(path: str | Path, *, references: Sequence[str] | None = None) -
     plots = _eval_plots(evals)
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets, reference),
               "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path, references),
-              _comparisons(variance_html, path),
+              _comparisons(variance_html, path) if len({r['seed'] for r in runs}) > 1 else "",  # one seed: no split
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],

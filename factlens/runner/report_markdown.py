@@ -163,7 +163,8 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
     if note:
         out += [f"> {note}", ""]
     out.append(_comparisons(comparisons_markdown, path, references))
-    out.append(_comparisons(variance_markdown, path))
+    if len({r['seed'] for r in runs}) > 1:  # one seed: no split, and no second read of the run files for it
+        out.append(_comparisons(variance_markdown, path))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")
     out.append("")
