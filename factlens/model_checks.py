@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_dtype", "check_device", "check_options", "did_you_mean", "check_tl_name", "tl_config",
-           "hf_sizes", "check_architecture", "check_supported"]
+__all__ = ["check_arg_types", "check_dtype", "check_device", "check_options", "did_you_mean", "check_tl_name",
+           "tl_config", "hf_sizes", "check_architecture", "check_supported"]
 
 
 #: dtype names :func:`load_model` takes for the dtypes it loads in.
@@ -23,6 +23,26 @@ _DTYPE_NAMES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.
                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                 "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
                 "float64": torch.float64, "double": torch.float64, "fp64": torch.float64}
+
+
+def check_arg_types(*, name, path, gguf, tl_name) -> None:
+    """Refuse a ``name``/``tl_name`` that is no string and a ``path``/``gguf`` that is no path, before
+    anything else: ``load_model(123)`` failed inside ``pathlib`` ("expected str, bytes or
+    os.PathLike object, not int") and ``load_model(["gpt2"])`` with "unhashable type: 'list'",
+    neither naming the argument.
+
+    Raises:
+        TypeError: Which argument has which type, and what it takes.
+    """
+    import os
+
+    bad = [f"{k}={v!r} is of type {type(v).__name__}, not a string (a model name)"
+           for k, v in (("name", name), ("tl_name", tl_name)) if v is not None and not isinstance(v, str)]
+    bad += [f"{k}={v!r} is of type {type(v).__name__}, not a path (a str or pathlib.Path)"
+            for k, v in (("path", path), ("gguf", gguf)) if v is not None and not isinstance(v, (str, os.PathLike))]
+    if bad:
+        raise TypeError("load_model: " + "; ".join(bad) + ". E.g. load_model('gemma-3-270m'), load_model('gpt2'), "
+                        "load_model(path='ckpt/', tl_name='gpt2')")
 
 
 def check_dtype(dtype) -> torch.dtype:

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from factlens.files import file_sha256, write_atomic
-from factlens.model_checks import (_HF_OPTIONS, check_architecture, check_device, check_dtype, check_options,
-                                   check_supported, check_tl_name, did_you_mean, tl_config)
+from factlens.model_checks import (_HF_OPTIONS, check_arg_types, check_architecture, check_device, check_dtype,
+                                   check_options, check_supported, check_tl_name, did_you_mean, tl_config)
 
 __all__ = ["load_model", "check_model_name", "cache_dir", "drop_tokenizer_build_copies", "fold_scales", "DEFAULT_MODEL",
            "EMBEDDED_MODELS"]
@@ -117,6 +117,7 @@ def load_model(
         The model in eval mode.
 
     Raises:
+        TypeError: ``name``/``tl_name`` is no string or ``path``/``gguf`` no path.
         ImportError: An extra is missing (the message names the ``pip install`` command).
         FileNotFoundError: A local path (``path=``, ``gguf=`` or a path-like ``name``) does not exist.
         ValueError: ``name`` or ``tl_name`` is not a known model name (checked before any
@@ -127,6 +128,7 @@ def load_model(
             or bidirectional architecture (refused from its configuration, before any weights load).
         OSError: The Hugging Face Hub is unreachable (the message lists offline options).
     """
+    check_arg_types(name=name, path=path, gguf=gguf, tl_name=tl_name)
     device, dtype = check_device(device), check_dtype(dtype)
     model = _load(name, device=device, dtype=dtype, path=path, gguf=gguf, tl_name=tl_name,
                   use_cache=use_cache, **kwargs)

@@ -186,6 +186,25 @@ def test_an_unavailable_device_is_refused_before_loading(monkeypatch, no_loading
     assert MC.check_device(None) == torch.device("cpu") and MC.check_device("cpu") == torch.device("cpu")
 
 
+# 6b. argument types
+
+@pytest.mark.parametrize("kwargs, named", [({"name": 123}, "name=123 is of type int"), ({"name": ["gpt2"]}, "name=['gpt2']"),
+                                           ({"path": 5}, "path=5 is of type int, not a path"),
+                                           ({"gguf": 3.0}, "gguf=3.0 is of type float, not a path"),
+                                           ({"path": ".", "tl_name": 4}, "tl_name=4 is of type int")])
+def test_arguments_of_the_wrong_type_are_named_before_loading(kwargs, named, no_loading):
+    """``load_model(123)`` failed inside pathlib ("expected str, bytes or os.PathLike object, not int"),
+    ``load_model(["gpt2"])`` with "unhashable type: 'list'": neither said which argument was wrong."""
+    with pytest.raises(TypeError, match=r"load_model: .*" + named.replace("[", r"\[").replace("]", r"\]")):
+        M.load_model(**kwargs)
+
+
+def test_a_pathlib_path_is_a_path(gpt2_dir, no_loading):
+    """Paths as ``pathlib.Path`` pass the type check (the route then checks the folder)."""
+    with pytest.raises(ValueError, match="needs tl_name="):
+        M.load_model(path=gpt2_dir)
+
+
 # 7. an empty prompt on a model without BOS
 
 def test_an_empty_prompt_without_bos_is_refused():

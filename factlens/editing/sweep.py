@@ -295,9 +295,11 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
         The table (one row per config, in grid order), the best config and its score.
 
     Raises:
-        ValueError: An empty grid, or ``out_dir`` holds a sweep of another task/mask/model.
+        ValueError: An empty grid, ``out_dir`` is a file (or under one), or holds a sweep of another
+            task/mask/model.
     """
     from factlens.data.text import load_texts, same_text_source, token_chunks
+    from factlens.files import check_output
 
     from factlens.prompt_scores import CANDIDATE_SCORES
 
@@ -318,8 +320,9 @@ def sweep(model, mask: Mask, task, *, lrs: Sequence[float] = (2e-6, 5e-6, 1e-5, 
     path = None
     done: dict[str, dict[str, Any]] = {}
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(out_dir) / SWEEP_FILE
+        # out_dir a file (or under one) failed in mkdir with a bare FileExistsError / NotADirectoryError
+        path = check_output(Path(out_dir) / SWEEP_FILE, what="sweep log", ours=lambda head: True)  # header: _read_runs
+        path.parent.mkdir(parents=True, exist_ok=True)
         done = _read_runs(path, header)
         if not path.is_file() or path.stat().st_size == 0:
             _append(path, header)

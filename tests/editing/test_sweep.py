@@ -126,6 +126,20 @@ def test_bad_input(planted, mask):
         sweep(planted.model, Mask.empty(), planted.task, lrs=LRS, show_progress=False)
 
 
+@pytest.mark.parametrize("where", ["file", "under_file", "log_is_folder"])
+def test_an_out_dir_that_cannot_hold_the_log_is_refused_before_any_edit(tmp_path, planted, mask, calls, where):
+    """``out_dir`` a file failed in mkdir with a bare FileExistsError (under a file: NotADirectoryError),
+    naming no argument; the file is left as it was."""
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    out = {"file": f, "under_file": f / "sweep", "log_is_folder": tmp_path / "d"}[where]
+    if where == "log_is_folder":
+        (out / sweep_mod.SWEEP_FILE).mkdir(parents=True)
+    with pytest.raises(ValueError, match="is a file, not a folder|is a folder"):
+        sweep(planted.model, mask, planted.task, lrs=LRS, base_config=BASE, out_dir=out, show_progress=False)
+    assert f.read_text() == "mine" and calls == []
+
+
 def test_a_resumed_sweep_reuses_runs_only_for_the_same_weights_facts_and_batch_size(tmp_path, planted, mask, calls):
     """The header named the model and the forget ids only: other weights, other maintain facts or other
     edit targets got the stored numbers back as cached (maintain 0.55 instead of 0.2, ...)."""
