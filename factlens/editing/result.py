@@ -16,7 +16,9 @@ from torch import Tensor
 
 from factlens.components import Mask, ModelShape
 from factlens.digests import update_with_tensor
+from factlens.editing.applications import _Applications, _holds_new
 from factlens.editing.config import EditConfig
+from factlens.editing.delta_checks import _check_deltas, _original_regions
 from factlens.strict_json import strict_dumps
 
 __all__ = ["ParamDelta", "EditResult", "FORMAT_VERSION", "HISTORY_COLUMNS", "full_mask", "flat_copy",
@@ -126,107 +128,6 @@ def _original_tensors(model, deltas: Mapping[str, "ParamDelta"]) -> dict[str, Te
                 t[d.mask.to(p.device)] = d.old.to(device=p.device, dtype=p.dtype)
                 out[name] = t
     return out
-
-
-def _check_deltas(deltas: Mapping[str, "ParamDelta"], where: str) -> None:
-    """Raise ``ValueError`` unless every delta is consistent with its mask (counts, dtypes, finite values)."""
-    for name, d in deltas.items():
-        if d.mask.dtype != torch.bool:
-            raise ValueError(f"{where}: the mask of {name!r} has dtype {d.mask.dtype}, not bool")
-        n = int(d.mask.sum())
-        for what in ("old", "new"):
-            t = getattr(d, what)
-            if t.dim() != 1 or t.numel() != n:
-                raise ValueError(f"{where}: {name!r} has {tuple(t.shape)} {what} values but its mask selects {n} "
-                                 "entries; the saved edit is damaged")
-            if not t.dtype.is_floating_point:
-                raise ValueError(f"{where}: the {what} values of {name!r} have dtype {t.dtype}, not a float dtype")
-        if not bool(torch.isfinite(d.new).all()):
-            raise ValueError(f"{where}: the edited values of {name!r} contain NaN or inf; the edit diverged "
-                             "(lower the learning rate) or the file is damaged")
-
-
-def _original_regions(model, mask: Mask, originals: Mapping[str, Tensor],
-                      params: Mapping[str, Tensor]) -> dict[str, Bool[Tensor, "..."]]:
-    """The mask's entries of each parameter in :meth:`EditResult.from_originals`'s ``originals``
-    that the mask selects only in part (a neuron's row of ``W_out``); whole ones are left out.
-
-    Raises ``ValueError`` for an original of another shape than its parameter (a transposed
-    copy has the right size: ``revert()`` failed with a bare ``IndexError``, the model left
-    edited), for a parameter the mask does not select and for changed entries outside the mask
-    (``apply()`` called such a result damaged). Masks are built only for these parameters, not
-    the whole mask's (a byte per entry, 9 GB for a non-localized mask of Gemma-2-9B).
-    """
-    shape, which = ModelShape.of(model), mask.name or f"{len(mask)} component(s)"
-    selected: dict[str, list[tuple]] = {}
-    for comp in mask:
-        for name, idx in comp.param_slices(shape).items():
-            if name in originals:
-                selected.setdefault(name, []).append(idx)
-    out = {}
-    for name, o in originals.items():
-        p = params[name]
-        if tuple(o.shape) != tuple(p.shape):
-            raise ValueError(f"originals[{name!r}] has shape {tuple(o.shape)} but the parameter has shape "
-                             f"{tuple(p.shape)}: pass a copy of the parameter as it was, e.g. p.detach().clone()")
-        if name not in selected:
-            raise ValueError(f"originals has {name!r}, a parameter the mask ({which}) does not select: an edit may "
-                             "change only its mask's parameters (add the component with that parameter to the mask, "
-                             "or leave the parameter unchanged)")
-        region = torch.zeros(p.shape, dtype=torch.bool, device=o.device)
-        for idx in selected[name]:
-            region[idx] = True
-        if bool(region.all()):
-            continue
-        if not torch.equal(o[~region], p.detach()[~region.to(p.device)].to(o.device, o.dtype)):
-            raise ValueError(f"the edit changed entries of {name!r} outside its mask ({which}): an edit may change "
-                             "only the entries its mask selects (compare originals[name] with the parameter)")
-        out[name] = region
-    return out
-
-
-class _Applications:
-    """Where an :class:`EditResult` is applied now: ``(model, {param: previous values})`` per
-    ``apply`` not yet reverted, most recent last.
-
-    The result's data (deltas, history, config) is frozen; whether it is applied is state of
-    the models it was written into, which changes with every ``apply``/``revert``. That state
-    lives in this small private object, which the result owns (it is not compared, printed or
-    saved), instead of a mutable list among the frozen fields.
-    """
-
-    __slots__ = ("_stack",)
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[Any, dict[str, Tensor]]] = []
-
-    def push(self, model, previous: dict[str, Tensor]) -> None:
-        self._stack.append((model, previous))
-
-    def pop(self, model=None, *, remove: bool = True) -> tuple[Any, dict[str, Tensor]] | None:
-        """Remove (unless ``remove=False``) and return the latest application to ``model`` (any model if
-        ``None``); ``None`` if there is none."""
-        for i in range(len(self._stack) - 1, -1, -1):
-            if model is None or self._stack[i][0] is model:
-                return self._stack.pop(i) if remove else self._stack[i]
-        return None
-
-    def replace(self, old: Tensor, new: Tensor) -> None:
-        """Where a saved previous value is the tensor ``old`` itself, use ``new`` (equal values) instead."""
-        for _, previous in self._stack:
-            for n, t in previous.items():
-                if t is old:
-                    previous[n] = new
-
-    def __len__(self) -> int:
-        return len(self._stack)
-
-    def holds(self, model) -> bool:
-        """Whether the edit is applied to ``model`` (the object itself)."""
-        return any(m is model for m, _ in self._stack)
-
-    def __repr__(self) -> str:
-        return f"_Applications({len(self._stack)} applied)"
 
 
 @dataclass(frozen=True)
@@ -609,12 +510,6 @@ class EditResult:
     def plot_history(self, title: str | None = None):
         """Plotly figure of the losses per optimizer step (learning rate on a second axis)."""
         return plot_histories([self.history], title=title or f"edit {self.task_name} ({self.objective}, {self.mask.name or len(self.mask)})")
-
-
-def _holds_new(p: Tensor, d: ParamDelta) -> bool:
-    """Whether parameter ``p``'s entries under ``d.mask`` are still ``d.new`` (bitwise, in ``p``'s dtype)."""
-    with torch.no_grad():
-        return torch.equal(p.detach()[d.mask.to(p.device)], d.new.to(device=p.device, dtype=p.dtype))
 
 
 def _is_saved_edit(head: str) -> bool:
