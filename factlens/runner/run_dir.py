@@ -17,6 +17,8 @@ listed in ``manifest.json`` (a folder written before manifests existed: ``run_co
 ``plan/seed*.json``, ``runs/seed*/*.json``, ``report.html`` and the copied ``config.*``), and
 refuses a non-empty folder that is not a factlens run folder. :func:`~factlens.runner.executor.run_experiment`
 plans the jobs over it.
+The JSON files are read and written by :mod:`factlens.runner.run_json`, and what the resume check
+compares is in :mod:`factlens.runner.resume_diff` (both split from here to keep this module small).
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import Any, Sequence
 
 from factlens.files import write_atomic
 from factlens.runner.config import RunConfig, merged_objectives
-from factlens.runner.method_settings import _norm, method_settings_diff, without_method_tables
+from factlens.runner.method_settings import method_settings_diff, without_method_tables
 from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import plugin_version_diff, versions
-from factlens.runner.run_files import RunFileError
-from factlens.runner.stored import added_eval_flags, reads_multiple_choice, upgrade_stored, without_added_eval_fields
-from factlens.strict_json import strict_dumps
+from factlens.runner.resume_diff import _diff, _experiment, _input_diff, _ran_only
+from factlens.runner.run_json import read_json, read_json_table, write_json_atomic
+from factlens.runner.stored import added_eval_flags, upgrade_stored
 
 __all__ = ["RunDir", "RunDirError", "ConfigMismatchError", "read_json", "write_json_atomic", "MANIFEST"]
 
@@ -48,50 +50,6 @@ class RunDirError(ValueError):
 
 class ConfigMismatchError(RunDirError):
     """The run directory holds results of a different configuration."""
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a truncated or corrupt file raises ``ValueError`` naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunFileError(f"{path} is not valid JSON ({e}); it is truncated or was edited by hand. "
-                         + _recovery(path)) from e
-
-
-def read_json_table(path: str | Path, *, tables: tuple[str, ...] = ()) -> dict[str, Any]:
-    """:func:`read_json` of a file that holds a JSON object (whose ``tables`` entries are objects too).
-
-    Valid JSON of another shape (``[]``, ``{"config": 3}``) in a run folder's file was an
-    ``AttributeError`` or ``KeyError`` traceback wherever it was first used; this names the file.
-    """
-    path = Path(path)
-    rec = read_json(path)
-    if not isinstance(rec, dict):
-        raise RunFileError(f"{path} holds a JSON {type(rec).__name__}, not the object factlens writes. "
-                           + _recovery(path))
-    bad = [k for k in tables if not isinstance(rec.get(k), dict)]
-    if bad:
-        raise RunFileError(f"{path} lacks the table(s) {bad} factlens writes (or they are not objects). "
-                           + _recovery(path))
-    return rec
-
-
-def _recovery(path: Path) -> str:
-    """What to do about a damaged file of a run folder: a unit's or a plan's file is redone when it
-    is deleted; without run_config.json or manifest.json the folder is no run folder any more."""
-    if path.name in ("run_config.json", "manifest.json"):
-        return (f"The folder's settings cannot be read: restore the file from a copy, or start the run afresh "
-                f"with --overwrite (which deletes the results in {path.parent}) or another --out")
-    return "Delete it and rerun `factlens run` with the same settings to redo it"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path``, never half-written (:func:`~factlens.files.write_atomic`), with NaN
-    and infinities as ``null`` so that strict parsers read it (:mod:`factlens.strict_json`)."""
-    text = strict_dumps(obj)
-    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 MANIFEST = "manifest.json"
@@ -566,59 +524,3 @@ def _with_overrides_header(text: bytes, overrides: Sequence[str]) -> bytes:
     if not overrides:
         return bom + text
     return bom + (_HEADER + "".join(f"#   {o}\n" for o in overrides)).encode() + text
-
-
-def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """Input files whose content changed (``stored`` is ``None`` for folders written before hashes were kept).
-
-    Only inputs both records name are compared: an option given on one side only is a changed
-    setting, which the configuration check reports, and a folder written before an input was
-    hashed (the edit methods' ``text_source``, since 2026-12-05) lacks its entry."""
-    if stored is None:
-        return []
-    out = []
-    for k in sorted(set(stored) & set(now)):
-        a, b = (stored.get(k) or {}).get("sha256"), (now.get(k) or {}).get("sha256")
-        if a != b:
-            path = (now.get(k) or stored.get(k) or {}).get("path")
-            out.append(f"input {k} ({path}): its content changed since the stored results were made "
-                       f"(sha256 {str(a)[:12]} stored, {str(b)[:12]} now)")
-    return out
-
-
-def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
-    """Resolved evaluation settings without the tables of suites not in ``suites`` (``--eval
-    relearning.steps=3`` on a run without relearning was recorded, and then refused a resume
-    without it as a different configuration)."""
-    from factlens.evaluation import EvalConfig
-
-    fields = set(EvalConfig.suite_fields())
-    out = {k: v for k, v in ev.items() if k not in fields or k in suites}
-    if isinstance(out.get("other_suites"), dict):
-        out["other_suites"] = {k: v for k, v in out["other_suites"].items() if k in suites}
-    # the multiple-choice examples (a shared setting) decide only the suites that score multiple choice
-    if not reads_multiple_choice(ev, suites):
-        out.pop("mcq_shots", None)
-    return out
-
-
-def _experiment(config: RunConfig, stored: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The settings of ``config`` that the resume check compares as given (``edit`` and ``eval`` are
-    compared resolved), with the suites as a set: their order decides no number, and a resume with
-    ``--suites formats,standard`` of a ``standard,formats`` folder was refused.
-
-    ``stored``: the folder's ``config`` table, whose ``localize_options`` are compared as stored: a
-    folder made in Python before RunConfig kept the default tables under the given ones ran without
-    them, which reading it through RunConfig would hide."""
-    out = {k: v for k, v in without_added_eval_fields(without_method_tables(config.experiment_dict())).items()
-           if k not in ("edit", "eval")}
-    if stored is not None and isinstance(stored.get("localize_options"), dict) and "localize_options" in out:
-        out["localize_options"] = stored["localize_options"]
-    if isinstance(out.get("suites"), (list, tuple)):
-        out["suites"] = sorted(out["suites"])
-    return out
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k)!r} (stored) != {b.get(k)!r} (now)" for k in keys if _norm(a.get(k)) != _norm(b.get(k))]

@@ -235,7 +235,7 @@ def test_runner_pairs_forget_facts_with_known_partners_and_records_drops():
     # the two same-answer forget facts have no partner among the forget facts: the known facts pair them
     assert scores.n_examples == 2
     assert _dropped_facts(scores) == {"n_dropped": 1, "dropped_ids": ["two-token"]}
-    from factlens.runner.report import _dropped_note
+    from factlens.runner.report_figures import _dropped_note
 
     note = _dropped_note({"dropped_facts": _dropped_facts(scores)})
     assert "1 fact(s) left out" in note and "two-token" in note and "first token" in note

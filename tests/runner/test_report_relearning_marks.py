@@ -86,7 +86,7 @@ def test_the_collapse_legend_says_what_the_check_does():
     """The ◊ legend said "maintain accuracy is not above chance" (the bar is answer agreement since
     2026-12-06), "the attack collapsed the model" (an edit that made it answer one sport is flagged too),
     and that relearn_selective_recovery "holds up there" (its row is marked ◊ as well)."""
-    from factlens.runner.report_stats import _legend
+    from factlens.runner.report_comparisons import _legend
 
     text = _legend("flu")
     assert "not above chance)" not in text and "holds up" not in text and "attack collapsed the model" not in text

@@ -118,7 +118,8 @@ def test_plots_pool_the_seeds_as_table1_does():
 def test_intervals_are_printed_to_the_precision_of_their_values():
     """Cells and diffs printed ``0.031 [0.01, 0.16]``: the value to three places, its interval to
     two (a lower end of 0.0056 showed as 0.01, an interval that seemed to miss half its width)."""
-    from factlens.runner.report_stats import _cells, cell_text
+    from factlens.runner.report_comparisons import _cells
+    from factlens.runner.report_stats import cell_text
 
     assert cell_text({"mean": 0.03125, "ci_low": 0.0056, "ci_high": 0.1571}) == "0.031 [0.006, 0.157]"
     row = {"localization": "a", "metric": "m", "value": 0.5, "reference_value": 0.4, "diff": 0.1,
@@ -260,7 +261,7 @@ def test_table1_marks_no_test_on_seeds_one_side_lacks():
 def test_the_comparison_legend_names_newcombes_interval_for_0_1_outcomes():
     """The printed legend said every difference interval was a paired bootstrap; 0/1 differences use
     Newcombe's score interval (factlens.stats.paired_diff), as docs/statistics.md says."""
-    from factlens.runner.report_stats import _legend
+    from factlens.runner.report_comparisons import _legend
 
     text = _legend("flu")
     assert "Newcombe" in text and "otherwise a paired bootstrap" in text
@@ -286,7 +287,7 @@ def test_cells_over_fewer_seeds_say_how_many():
 
 
 def test_p_values_near_the_level_keep_a_fourth_place():
-    from factlens.runner.report_stats import _p
+    from factlens.runner.report_comparisons import _p
 
     assert _p(0.0504) == "0.0504" and _p(0.0496) == "0.0496" and _p(0.2314) == "0.231" and _p(0.0004) == "<0.001"
 
@@ -294,7 +295,7 @@ def test_p_values_near_the_level_keep_a_fourth_place():
 def test_small_mdds_keep_two_significant_digits():
     """MDDs of probabilities and KL (1e-4 .. 2e-3) printed as 0.00 beside diffs of three places, which read as
     ruling out any difference (and as the symptom of two old MDD bugs)."""
-    from factlens.runner.report_stats import _mdd
+    from factlens.runner.report_comparisons import _mdd
 
     assert [_mdd(x) for x in (0.000069, 0.000685, 0.0123, 0.27, float("nan"), float("inf"))] == \
         ["6.9e-05", "0.00068", "0.01", "0.27", "–", "∞"]

@@ -1,0 +1,223 @@
+"""The report's Comparisons section: the units it compares against (:func:`report_references`,
+FLU and random by default) and the tables of :func:`factlens.compare` against each, as markdown
+(:func:`compare_text`, :func:`comparisons_markdown`) and HTML (:func:`comparisons_html`).
+
+Split from :mod:`factlens.runner.report_stats` (Table 1's intervals and marks) to keep it small;
+its names stay importable from there.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Sequence
+
+from factlens.evaluation.plots import HEADLINE_METRICS
+
+__all__ = ["DEFAULT_REFERENCES", "report_references", "no_comparison_reason", "md_escape", "compare_text",
+           "comparisons_markdown", "comparisons_html"]
+
+#: The localizations the report compares against by default (:func:`report_references`).
+DEFAULT_REFERENCES: tuple[str, ...] = ("flu", "random")
+
+
+def report_references(units: Sequence[str], given: Sequence[str] | None = None) -> list[str]:
+    """The units the report compares against: ``given`` (``factlens report --reference``), else the
+    units named ``flu`` / ``random``, else those whose localization (the part before ``+``) is flu /
+    random: a run of ``--objectives graddiff`` (units ``flu+graddiff``, ``random+graddiff``, ...) is
+    compared with ``flu+graddiff`` as ``factlens compare --reference flu+graddiff`` does; the report
+    had no comparisons and no Table 1 marks there.
+
+    Raises:
+        ValueError: A ``given`` reference is not a unit of the run (the message lists them).
+
+    Example:
+        >>> report_references(["flu+graddiff", "random+graddiff", "all_mlps+graddiff"])
+        ['flu+graddiff', 'random+graddiff']
+        >>> report_references(["flu", "random", "flu+npo"]), report_references(["a", "b"], ["b"])
+        (['flu', 'random'], ['b'])
+    """
+    units = list(units)
+    if given:
+        missing = [r for r in given if r not in units]
+        if missing:
+            raise ValueError(f"--reference {missing[0]!r} is not a unit of this run; its units are "
+                             f"{', '.join(units)}: name one of them")
+        return list(dict.fromkeys(given))
+    named = [u for u in DEFAULT_REFERENCES if u in units]
+    return named or [u for ref in DEFAULT_REFERENCES for u in units if u.split("+")[0] == ref]
+
+
+def no_comparison_reason(units: Sequence[str], references: Sequence[str]) -> str | None:
+    """Why the report compares nothing (one unit only, or no reference unit), else ``None``."""
+    units = list(units)
+    if len(units) < 2:
+        return f"only one unit ({units[0] if units else 'none'}) in this run: nothing to compare"
+    if not references:
+        return ("no reference unit in this run (none named flu or random, nor flu+… or random+…): pass "
+                f"--reference UNIT with one of {', '.join(units)}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison tables
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞"
+    return format(float(x), fmt)
+
+
+def _p(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if x < 0.001:
+        return "<0.001"
+    # near the 0.05 level three places can round across it (0.0504 read "0.050" beside "sig. no")
+    return f"{x:.4f}" if 0.04 <= x < 0.06 else f"{x:.3f}"
+
+
+_HEAD = ("localization", "metric", "value", "reference", "diff [95% CI]", "p", "p (Holm)", "sig.", "n", "MDD")
+
+
+def _cells(r: dict) -> list[str]:
+    diff = _num(r["diff"], "+.3f")
+    if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
+        diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+    p = r["p_value"]
+    untested = p is None or (isinstance(p, float) and math.isnan(p))  # nothing paired, or a maximum over layers
+    untestable = not r["at_chance"] and r.get("testable") is False and (r.get("n_tests", 0) > 0 or untested)
+    sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
+           ) + (" ◊" if r.get("collapsed") else "")
+    n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
+    total = r.get("n_units")  # absent in tables written before it existed
+    if r["n_seeds"] > 1 and total is not None and total != r["n_facts"] * r["n_seeds"]:  # seeds of different sizes
+        n = f"{total} {r['unit']} over {r['n_seeds']} seeds (≥ {r['n_facts']} each)"
+    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
+            _p(r["p_value"]), _p(r["p_holm"]), sig, n, _mdd(r["mdd"])]
+
+
+def _mdd(x: Any) -> str:
+    """Two decimals, as before, down to 0.01; smaller MDDs (probabilities, KL) to two significant digits:
+    they printed as 0.00, which read as "rules out any difference" and as the old MDD bugs' symptom."""
+    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) or abs(float(x)) >= 0.01:
+        return _num(x, ".2f")
+    return "0" if float(x) == 0 else format(float(x), ".2g")
+
+
+def _legend(reference: str) -> str:
+    return (f"diff = localization − {reference}, mean paired difference over the same facts, with a 95 % CI: "
+            "Newcombe's paired-proportion score interval for 0/1 outcomes (with several seeds, its hull with the "
+            "bootstrap over seeds then facts), otherwise a paired bootstrap (seeds, then facts within seed). p: paired sign-flip permutation test over facts (exact when "
+            "at most 16 differ or the differences take few values, e.g. 0/1 outcomes); Holm: corrected across the metrics of one localization in this table that can reach significance "
+            "(metrics with the same per-fact outcomes, or complementary ones, count once); sig.: Holm p ≤ 0.05 "
+            "(metrics at chance on the unedited model are never significant); n.t.: not testable, even the most "
+            "extreme signs of these paired differences (all alike) miss the level, so the row is left out of the "
+            "Holm family instead of making the others stricter (Tarone), or not tested at all (p –: a maximum over "
+            "layers or the best attack variant, which each side chose on the same facts, or no paired facts). "
+            "With several seeds p pools the seeds' facts and holds for these trained edits only; the CI also "
+            "includes the seed-to-seed variance. "
+            "MDD: minimum detectable difference at this "
+            "n (power 0.8) at the level Holm needs whatever the other metrics show, 0.05 / the number of the "
+            "localization's distinct tests that can reach it (Tarone's K): a non-significant difference rules out "
+            "differences larger than the MDD, no smaller. ◊: after the "
+            "relearning attack the model of one side answers (nearly) regardless of the athlete: its maintain "
+            "accuracy is not above, by 2 standard errors, what answers independent of the athlete and distributed "
+            "as its own would score (their expected agreement with the true answers), nor above uniform chance "
+            "(extra[\"maintain_collapse\"]; the attack or already the edit may have made it so: maintain_before "
+            "says which). Every metric measured after the attack is marked: it partly counts one answer given "
+            "to many athletes, not recovered facts; relearn_selective_recovery (each held-out "
+            "fact's win minus the rate at which the attack gives its answer to its own control facts) nets that "
+            "answer out (one answer given to everyone scores 0 on average), so it is the relearning number to "
+            "read there, though it is marked too.")
+
+
+def md_escape(x: Any) -> str:
+    """``x`` as text for a markdown table cell: a ``|`` in a name (a plugin's localization ``a|b``) split
+    the row into one more column and moved every number after it under the wrong header."""
+    return str(x).replace("|", "\\|")
+
+
+def compare_text(table, *, reference: str) -> str:
+    """The :func:`factlens.compare` table as markdown (for the terminal and docs)."""
+    if table.empty:
+        return f"No metric with per-fact values to compare against {reference!r}.\n"
+    out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
+    out += ["| " + " | ".join(md_escape(c) for c in _cells(r)) + " |" for r in table.to_dict("records")]
+    return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
+
+
+def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any]], str | None]:
+    """Per reference (:func:`report_references`; ``None``: the defaults): (reference, headline table,
+    table of every metric), Holm within each; and why there are none (one unit, no reference unit)."""
+    import pandas as pd
+
+    from factlens.comparison import COMPARE_COLUMNS, NothingToCompare, compare, load_evaluations
+
+    evals = load_evaluations(path)
+    refs = report_references(list(evals), references)
+    reason = no_comparison_reason(list(evals), refs)
+    out = []
+    for ref in refs if reason is None else ():
+        try:
+            full = compare(evals, reference=ref)
+        except NothingToCompare:  # no metric with per-fact values (--suites mechanisms): compare_text says so
+            full = pd.DataFrame(columns=list(COMPARE_COLUMNS))
+        names = [m for m in HEADLINE_METRICS if m in set(full["metric"])]
+        out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full))
+    return out, reason
+
+
+def _no_comparison(reason: str | None) -> str:
+    return f"No comparisons: {reason}." if reason else "No comparisons."
+
+
+def comparisons_markdown(path, references: Sequence[str] | None = None) -> str:
+    """Markdown of the comparisons against each reference (:func:`report_references`): the headline
+    metrics, then every metric in a collapsed ``<details>`` block (as the HTML report has them)."""
+    tables, reason = _tables(path, references)
+    parts = []
+    for ref, head, full in tables:
+        parts.append(f"### Against {ref}\n\n" + compare_text(head, reference=ref))
+        if len(full) > len(head):
+            parts.append(f"<details><summary>all {len(full)} comparisons against {ref} (Holm across all metrics of "
+                         f"a localization)</summary>\n\n" + compare_text(full, reference=ref) + "\n</details>\n")
+    return "\n".join(parts) if parts else _no_comparison(reason) + "\n"
+
+
+def comparisons_html(path, references: Sequence[str] | None = None) -> str:
+    """HTML of the comparisons against each reference: headline metrics, then every metric (collapsed);
+    a reference without per-fact metrics (``--suites mechanisms``) says so, as the markdown does."""
+    try:
+        tables, reason = _tables(path, references)
+    except (ValueError, KeyError) as e:
+        return f"<p class='err'>comparison failed: {html.escape(str(e))}</p>"
+    if not tables:
+        return f"<p class='note'>{html.escape(_no_comparison(reason))}</p>"
+    parts = []
+    for ref, head, full in tables:
+        parts.append(f"<h3>Against {html.escape(ref)}</h3>")
+        if full.empty:
+            parts.append(f"<p class='note'>{html.escape(compare_text(full, reference=ref).strip())}</p>")
+            continue
+        parts.append(_html_table(head))
+        parts.append(f"<details><summary>all {len(full)} comparisons against {html.escape(ref)} (Holm across all "
+                     f"metrics of a localization)</summary>{_html_table(full)}</details>"
+                     f"<p class='note'>{html.escape(_legend(ref))}</p>")
+    return "".join(parts)
+
+
+def _html_table(t) -> str:
+    h = ["<table><tr>" + "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>"
+                                 for i, c in enumerate(_HEAD)) + "</tr>"]
+    for r in t.to_dict("records"):
+        cls = " class='chance'" if r["at_chance"] else ""
+        cells = [html.escape(c) for c in _cells(r)]
+        if r["significant"]:
+            cells[4] = f"<b>{cells[4]}</b>"
+        h.append(f"<tr{cls}>" + "".join(f"<td class='l'>{c}</td>" if i < 2 else f"<td>{c}</td>"
+                                       for i, c in enumerate(cells)) + "</tr>")
+    return "".join(h) + "</table>"
