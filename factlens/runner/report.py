@@ -24,7 +24,7 @@ from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_figures import _eval_plots, _scores_section, _try_fig
 from factlens.runner.report_variance import variance_html
-from factlens.runner.report_runs import _e, _edit_table, _history_fig, _timings_html
+from factlens.runner.report_runs import _e, _edit_table, _history_fig, _localizations, _timings_html
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
                                           comparisons_markdown, params_edited, report_references, run_eval, run_metric,
                                           seed_mismatch, table1_legend, unequal_budget_note)
@@ -113,10 +113,6 @@ def _units(cfg: dict) -> list[str]:
 
     return list(unit_names(cfg.get("localizations", []), cfg.get("methods") or ("finetune",), cfg.get("objectives") or (),
                            default_objective=default_objective(cfg.get("task", ""))))
-
-
-def _localizations(runs: Sequence[dict]) -> list[str]:
-    return list(dict.fromkeys(r["localization"] for r in runs))
 
 
 def _eval_results(runs: Sequence[dict]) -> dict[str, list[EvalResult]]:

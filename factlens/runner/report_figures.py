@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from factlens.runner.report_runs import _e
+from factlens.runner.report_runs import _e, _localizations
 from factlens.runner.report_stats import seed_pooled
 
 
@@ -69,7 +69,6 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
 
 
 def _scores_section(runs: Sequence[dict], plans: dict[int, dict]) -> str:
-    from factlens.runner.report import _localizations  # (imported here: the report imports this module)
     from factlens.scores import ComponentScores
 
     parts = []

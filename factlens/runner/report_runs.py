@@ -9,6 +9,11 @@ import math
 from typing import Any, Sequence
 
 
+def _localizations(runs: Sequence[dict]) -> list[str]:
+    """The runs' localizations, each once, in run order."""
+    return list(dict.fromkeys(r["localization"] for r in runs))
+
+
 def _history_fig(runs: Sequence[dict]):
     import plotly.graph_objects as go
 
