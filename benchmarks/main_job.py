@@ -199,10 +199,13 @@ VARIANTS = {
     # the edit's record kept in memory while the model is evaluated (EditResult.offload not called)
     "no-offload": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                    "offload": False},
-    # the runner's defaults: checkpointing in the relearning attack only, the editor's originals and the
-    # edit's record in mapped files, the unedited model fingerprinted once per worker
+    # the runner's defaults without the CPU preset's edit checkpointing (the paper preset's; the CPU preset's
+    # before 2026-12-07): checkpointing in the relearning attack only, the editor's originals and the edit's
+    # record in mapped files, the unedited model fingerprinted once per worker
     "runner": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                "edit_checkpoint": False},
+    # the runner's CPU preset since 2026-12-07: the edit checkpointed too
+    "runner-cpu": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True},
     # the runner as of 065880a: the editor's originals in memory, the unedited model fingerprinted at every evaluate()
     "runner-065880a": {"prefix_reuse": True, "original": "view", "layout": True, "two_pass": True, "checkpoint": True,
                        "edit_checkpoint": False, "originals_offload": False, "recheck": True},

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 

@@ -72,9 +72,11 @@ class EditConfig(ConfigBase):
         checkpoint: Recompute each transformer block's activations in the backward pass
             instead of keeping them (:func:`factlens.memory.checkpointed_blocks`): the same
             gradients and edit (bitwise on CPU), a lower peak memory, about one more forward
-            pass per step. Masked fine-tuning only. Off by default: on Gemma 3 270M (FLU, 32
-            facts) it lowered the edit's peak from 4.21 to 3.79 GB for 36 % more CPU time, and
-            the edit is not the main job's peak (the relearning attack is; docs/performance.md).
+            pass per step. Masked fine-tuning only. Off by default here: on Gemma 3 270M (FLU, 32
+            facts) it lowered the edit's peak from 4.21 to 3.79 GB for 36 % more CPU time. The
+            runner's CPU preset turns it on for real models: there the non-localized unit's edit
+            set the main job's peak (5.07 -> 4.72 GB for 18 % more of its CPU time;
+            docs/performance.md).
         methods: Settings of the edit methods that have their own config type
             (``EditMethod.config_type`` in :data:`~factlens.editing.registry.EDIT_METHODS`:
             ``"rome"`` -> :class:`~factlens.editing.rome.RomeConfig`, ``"memit"`` ->

@@ -26,8 +26,8 @@ from factlens.runner.report_figures import _eval_plots, _scores_section, _try_fi
 from factlens.runner.report_variance import variance_html
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _localizations, _timings_html
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
-                                          comparisons_markdown, params_edited, report_references, run_eval, run_metric,
-                                          seed_mismatch, table1_legend, unequal_budget_note)
+                                          params_edited, report_references, run_eval, run_metric, seed_mismatch,
+                                          table1_legend, unequal_budget_note)
 
 __all__ = ["write_report", "build_report", "load_run_dir", "table1_rows", "metric_matrix", "TABLE_COLUMNS"]
 

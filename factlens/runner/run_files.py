@@ -161,13 +161,20 @@ def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
 
 
+#: Edit settings that change how an edit is computed, not what it is: gradient checkpointing
+#: recomputes the same activations (the same gradients, bitwise on CPU). A folder's units made
+#: with and without it (the runner's CPU preset turned it on) edit alike.
+EXECUTION_EDIT_SETTINGS: frozenset[str] = frozenset({"checkpoint"})
+
+
 def edit_settings(r: Mapping[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """A run record's edit method and its settings but the seed (each seed trains with its own);
-    ``None`` for a record without them."""
+    """A run record's edit method and its settings but the seed (each seed trains with its own)
+    and the :data:`EXECUTION_EDIT_SETTINGS`; ``None`` for a record without them."""
     cfg = (r.get("edit") or {}).get("config")
     if not cfg:
         return None
-    return (r.get("unit") or {}).get("method"), {k: v for k, v in cfg.items() if k != "seed"}
+    return (r.get("unit") or {}).get("method"), {k: v for k, v in cfg.items()
+                                                  if k != "seed" and k not in EXECUTION_EDIT_SETTINGS}
 
 
 def _check_edits_and_budgets(runs: Sequence[Mapping[str, Any]], files: Sequence[Path]) -> None:

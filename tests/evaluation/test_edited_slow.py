@@ -20,6 +20,13 @@ from factlens.tasks import sports_athlete_editing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
+#: The runner's CPU sizes, shorter where no assertion reads the amount of training or text: this
+#: module's fixture was the test suite's longest step (764 s of a 33-minute run, 2026-12-07); every
+#: suite still runs on the real edit. (The main job's own sizes are measured in docs/reproduction.md.)
+SHORTER = {"relearning": {**CPU_EVAL_DEFAULTS["relearning"], "steps": 3, "rank": 64},
+           "soft_prompts": {**CPU_EVAL_DEFAULTS["soft_prompts"], "steps": 8},
+           "side_effects": {"n_mmlu": 16}, "text": {**CPU_EVAL_DEFAULTS["text"], "n_chunks": 8}}
+
 
 @pytest.fixture(scope="module")
 def edited_eval(gemma):
@@ -36,7 +43,8 @@ def edited_eval(gemma):
     res = edit(gemma, mask, task, config=EditConfig.fast(), show_progress=False)
     t_edit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ev = evaluate(res.model, task, original=gemma, suites=ALL_SUITES, config=EvalConfig(**CPU_EVAL_DEFAULTS),
+    ev = evaluate(res.model, task, original=gemma, suites=ALL_SUITES,
+                  config=EvalConfig(**{**CPU_EVAL_DEFAULTS, **SHORTER}),
                   mask=mask, mechanisms=mech, show_progress=False)
     print(f"\nknown {len(known)}, mask {mask.labels}, mechanisms { {k: m.labels for k, m in mech.items()} }")
     print(f"edit {t_edit:.0f}s, evaluate {time.perf_counter() - t0:.0f}s {ev.meta['seconds']}")

@@ -459,3 +459,14 @@ def test_the_paper_preset_trains_each_sequential_chunk_for_the_papers_steps():
     assert RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m", edit_preset="paper",
                      edit={"steps": 40}).edit_config(0).steps == 40  # the user's setting wins
     assert RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m").edit_config(0).steps == 20  # fast
+
+
+def test_the_cpu_preset_checkpoints_the_edit_of_a_real_model_unless_told_not_to():
+    """The non-localized unit's edit set the main job's peak memory; the runner's CPU preset now
+    checkpoints every edit's blocks (the same gradients), but not the planted model's, and an
+    ``[edit] checkpoint = false`` still turns it off."""
+    real = dict(task="sports-athlete-editing", model="gemma-3-270m", localizations=("flu",))
+    assert RunConfig(**real).edit_config(0).checkpoint is True
+    assert RunConfig(**real, edit={"checkpoint": False}).edit_config(0).checkpoint is False
+    assert _cfg().edit_config(0).checkpoint is False  # planted
+    assert RunConfig(**real, edit_preset="paper").edit_config(0).checkpoint is False  # EditConfig()'s default

@@ -109,6 +109,17 @@ def test_a_run_written_before_an_edit_setting_existed_is_not_refused(copy_of_run
     assert len(load_run_dir(copy_of_run)["runs"]) == 3
 
 
+def test_units_edited_with_and_without_checkpointing_are_one_runs_units(copy_of_run: Path):
+    """Gradient checkpointing changes how an edit is computed, not the edit: a folder started before
+    the runner's CPU preset turned it on, and resumed after, was refused as "edited with different
+    settings"."""
+    _edit(copy_of_run / "runs" / "seed0" / "random.json", lambda r: r["edit"]["config"].update(checkpoint=True))
+    assert len(load_run_dir(copy_of_run)["runs"]) == 3
+    _edit(copy_of_run / "runs" / "seed0" / "random.json", lambda r: r["edit"]["config"].update(lr=0.5))
+    with pytest.raises(ValueError, match="edited with different settings"):
+        load_run_dir(copy_of_run)
+
+
 def test_the_markdown_report_names_unfinished_units(copy_of_run: Path):
     """The HTML report listed units not finished; the Markdown report (the docs' tables) said nothing."""
     from factlens.runner.report_markdown import markdown_summary
