@@ -11,8 +11,8 @@ from __future__ import annotations
 import numbers
 import random
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Literal, get_type_hints
 
 from factlens.data.records import FactDataset, FactRecord, MultipleChoice
 from factlens.registry import Registry
@@ -26,6 +26,10 @@ __all__ = [
     "sequential_counterfact_editing",
     "TASKS",
     "TaskEntry",
+    "TaskOptions",
+    "SportOptions",
+    "FullSportsOptions",
+    "SequentialOptions",
     "task_entry",
     "TaskSizeError",
     "PAPER_STEPS_PER_CHUNK",
@@ -360,6 +364,82 @@ PAPER_STEPS_PER_CHUNK = 25
 
 
 @dataclass(frozen=True)
+class TaskOptions:
+    """The options of a task besides its dataset, seed and size: what ``factlens run``'s
+    ``[task_options]`` table may set (the runner gives the size from ``--forget-size`` and the
+    seed per run itself).
+
+    Each :class:`TaskEntry` names its options type, so the runner checks a table's keys and value
+    types against these fields before any job runs (``RunConfig`` validation) instead of reading
+    the task function's signature. The defaults are the task function's own; the runner passes
+    only the options the table gives. A task added to :data:`TASKS` declares its options as a
+    subclass (``tests/test_tasks.py`` checks that every entry's fields and defaults equal its
+    function's keywords).
+
+    Attributes:
+        n_retain: Facts the retain loss keeps (``None``: half of the facts left besides the
+            forget set, or all but ``n_maintain`` of them when that is given).
+        n_maintain: Held-out facts that measure maintenance (``None``: the rest).
+    """
+
+    n_retain: int | None = None
+    n_maintain: int | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in field order.
+
+        Example:
+            >>> FullSportsOptions.names()
+            ('n_retain', 'n_maintain', 'sport', 'target')
+        """
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def types(cls) -> dict[str, Any]:
+        """Each option's annotation, resolved (``{"n_retain": int | None, ...}``)."""
+        return get_type_hints(cls)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of option ``name`` (``KeyError`` for a name that is none of :meth:`names`)."""
+        return {f.name: f.default for f in fields(cls)}[name]
+
+
+@dataclass(frozen=True)
+class SportOptions(TaskOptions):
+    """Options of the whole-sport tasks (Sports-Unlearning).
+
+    Attributes:
+        sport: The sport whose athletes are unlearned (or edited).
+    """
+
+    sport: str = "basketball"
+
+
+@dataclass(frozen=True)
+class FullSportsOptions(SportOptions):
+    """Options of Full-Sports-Editing.
+
+    Attributes:
+        target: The sport every edited athlete is edited to (another than ``sport``).
+    """
+
+    target: str = "golf"
+
+
+@dataclass(frozen=True)
+class SequentialOptions(TaskOptions):
+    """Options of Sequential-CounterFact-Editing (``--forget-size`` sets each chunk's size).
+
+    Attributes:
+        n_chunks: Chunks of facts edited one after another.
+    """
+
+    n_chunks: int = 4
+
+
+@dataclass(frozen=True)
 class TaskEntry:
     """One of the paper's tasks in :data:`TASKS`: the key next to the :attr:`Task.name`.
 
@@ -379,6 +459,8 @@ class TaskEntry:
             ``--edit-preset paper``), where they differ from ``EditConfig()``'s 50: the
             sequential task trains each chunk for
             :data:`PAPER_STEPS_PER_CHUNK`.
+        options: The :class:`TaskOptions` type of the keywords ``fn`` takes besides the
+            dataset, the seed and ``size_option`` (the ``[task_options]`` a run may give).
     """
 
     name: str
@@ -387,15 +469,16 @@ class TaskEntry:
     objective: Objective
     size_option: str = "n_forget"
     paper_steps: int | None = None
+    options: type[TaskOptions] = TaskOptions
 
 
 TASKS: Registry[TaskEntry] = Registry("task", (
     TaskEntry("sports-athlete-editing", "sports_athlete_editing", sports_athlete_editing, "inject"),
-    TaskEntry("full-sports-editing", "full_sports_editing", full_sports_editing, "inject"),
-    TaskEntry("sports-unlearning", "sports_unlearning", sports_unlearning, "unlearn"),
+    TaskEntry("full-sports-editing", "full_sports_editing", full_sports_editing, "inject", options=FullSportsOptions),
+    TaskEntry("sports-unlearning", "sports_unlearning", sports_unlearning, "unlearn", options=SportOptions),
     TaskEntry("counterfact-editing", "counterfact_editing", counterfact_editing, "inject"),
     TaskEntry("sequential-counterfact-editing", "sequential_counterfact_editing", sequential_counterfact_editing,
-              "inject", size_option="chunk_size", paper_steps=PAPER_STEPS_PER_CHUNK),
+              "inject", size_option="chunk_size", paper_steps=PAPER_STEPS_PER_CHUNK, options=SequentialOptions),
 ))
 """The paper's tasks, keyed by the CLI / ``run_config.json`` spelling (``TASKS.get(key)``,
 ``TASKS.names()``); :func:`task_entry` also takes the ``Task.name`` spelling."""

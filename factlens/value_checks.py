@@ -1,9 +1,10 @@
 """The checks of single setting values: numbers, bools, layer indices and values against annotations.
 
 :func:`check_numbers` (which :class:`~factlens.config.ConfigBase` runs on every config it builds),
-:func:`layer_indices`, :func:`keyword_problem`, :func:`type_ok` and :func:`check_inplace` judge one
-value at a time and need no config class; split from :mod:`factlens.config` to keep it small.
-Every name here stays importable from :mod:`factlens.config`.
+:func:`layer_indices`, :func:`keyword_problem`, :func:`annotation_problem`, :func:`type_ok` and
+:func:`check_inplace` judge one value at a time and need no config class; split from
+:mod:`factlens.config` to keep it small. Every name here but :func:`annotation_problem` (new
+since) stays importable from :mod:`factlens.config`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-__all__ = ["check_numbers", "layer_indices", "keyword_problem", "type_ok", "check_inplace"]
+__all__ = ["check_numbers", "layer_indices", "keyword_problem", "annotation_problem", "type_ok", "check_inplace"]
 
 
 def check_numbers(cfg: Any) -> None:
@@ -168,7 +169,6 @@ def keyword_problem(fn: Any, name: str, value: Any) -> str | None:
         ('takes int, got str', 'must be a finite number', None)
     """
     import inspect
-    import math
 
     try:
         param = inspect.signature(fn).parameters.get(name)
@@ -179,6 +179,19 @@ def keyword_problem(fn: Any, name: str, value: Any) -> str | None:
         return None
     if hint is inspect.Parameter.empty:
         return None
+    return annotation_problem(hint, value)
+
+
+def annotation_problem(hint: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the (resolved) annotation ``hint``, or ``None``: the check of
+    :func:`keyword_problem`, for a type already in hand (a field of a typed options dataclass).
+
+    Example:
+        >>> annotation_problem(int | None, "8"), annotation_problem(float, float("nan")), annotation_problem(str, "x")
+        ('takes int | None, got str', 'must be a finite number', None)
+    """
+    import math
+
     if not type_ok(value, hint):
         shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
         return f"takes {shown}, got {type(value).__name__}"

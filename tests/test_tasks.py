@@ -2,6 +2,7 @@
 
 import inspect
 import re
+import typing
 
 import pytest
 
@@ -49,6 +50,28 @@ def test_registry_maps_each_key_to_the_task_name_its_function_gives():
         assert task.objective == e.objective, e
         assert e.size_option in inspect.signature(e.fn).parameters, e
         assert task_entry(e.name) is e and task_entry(task.name) is e
+
+
+def test_each_entrys_options_are_its_functions_keywords_with_their_defaults_and_types():
+    """The runner checks ``[task_options]`` against ``TaskEntry.options`` instead of the function's
+    signature: the two must name the same keywords (but the dataset, the seed and the size, which
+    the runner gives), with the same defaults and annotations."""
+    for e in TASKS:
+        params = {n: p for n, p in inspect.signature(e.fn).parameters.items()
+                  if n not in ("dataset", "seed", e.size_option)}
+        hints = typing.get_type_hints(e.fn)
+        assert set(e.options.names()) == set(params), e.name
+        for n, p in params.items():
+            assert e.options.default(n) == p.default, (e.name, n)
+            assert e.options.types()[n] == hints[n], (e.name, n)
+    # the option a task takes is checked by type before any job, one it does not take is named
+    from factlens.runner import RunConfig
+
+    with pytest.raises(ValueError, match=r"task_options.n_chunks='4': takes int, got str"):
+        RunConfig(task="sequential-counterfact-editing", model="gemma-3-270m", task_options={"n_chunks": "4"})
+    with pytest.raises(ValueError, match=r"task_options.n_chunks: task 'sports-unlearning' does not take it \(it "
+                                         r"takes \['n_maintain', 'n_retain', 'sport'\]\)"):
+        RunConfig(task="sports-unlearning", model="gemma-3-270m", task_options={"n_chunks": 4})
 
 
 def test_runner_task_names_are_the_registry_keys():

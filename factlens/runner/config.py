@@ -112,7 +112,9 @@ class RunConfig:
         filter_known: Keep only facts the unedited model knows (``factlens.data.filter_known``).
         max_facts: Cap on the facts kept after filtering (seeded subsample; ``None``: all).
         task_options: Extra task-function keywords (``sport``, ``n_chunks``, ``n_retain``,
-            ``n_maintain``...). With ``eval_preset="small"`` and neither ``n_maintain`` nor
+            ``n_maintain``...): the fields of the task's
+            :class:`~factlens.tasks.TaskOptions` type (``TaskEntry.options``), checked by
+            name and type when the config is made. With ``eval_preset="small"`` and neither ``n_maintain`` nor
             ``n_retain`` given, at most :data:`SMALL_N_MAINTAIN` maintain facts are kept when
             at least twice as many facts are left after the forget set.
         param_budget: Parameter budget of the budgeted localizations; ``None``: the FLU

@@ -196,15 +196,16 @@ def _side_effects_on_trained_text(config: "RunConfig") -> list[str]:
             "understates the damage; give the evaluation another text (e.g. a held-out split)"]
 
 
-def _unused_task_options(config: "RunConfig") -> list[str]:
-    import inspect
-
+def _task_options_type(config: "RunConfig"):
+    """The run's task's :class:`~factlens.tasks.TaskOptions` type (``planted``: Sports-Athlete-Editing's)."""
     from factlens.tasks import task_entry
 
-    name = "sports-athlete-editing" if config.task == "planted" else config.task
-    params = inspect.signature(task_entry(name).fn).parameters
-    own = {"dataset", "seed", "n_forget", "chunk_size"}  # given by the runner (forget_size, seeds)
-    accepted = sorted(set(params) - own)
+    return task_entry("sports-athlete-editing" if config.task == "planted" else config.task).options
+
+
+def _unused_task_options(config: "RunConfig") -> list[str]:
+    params = _task_options_type(config).names()  # the size and the seed are the runner's (forget_size, seeds)
+    accepted = sorted(params)
     out = []
     # the runner passes these itself: given twice, the job failed late with a message blaming n_forget
     given = {"seed": "the seed is set per run by --seeds (the config's seeds)",
@@ -247,31 +248,28 @@ def _settings_types(config: "RunConfig") -> list[str]:
 
 
 def _task_option_types(config: "RunConfig") -> list[str]:
-    """Task options of a type the task function's annotation excludes (``n_maintain = "8"`` failed in
-    the job as "does not accept options", after the folder was written)."""
-    from factlens.config import keyword_problem
-    from factlens.tasks import task_entry
+    """Task options of a type the task's :class:`~factlens.tasks.TaskOptions` field excludes
+    (``n_maintain = "8"`` failed in the job as "does not accept options", after the folder was
+    written); unknown options are :func:`_unused_task_options`'."""
+    from factlens.value_checks import annotation_problem
 
-    fn = task_entry("sports-athlete-editing" if config.task == "planted" else config.task).fn
-    return [f"task_options.{k}={v!r}: {p}" for k, v in config.task_options.items()
-            for p in [keyword_problem(fn, k, v)] if p]
+    types = _task_options_type(config).types()
+    return [f"task_options.{k}={v!r}: {p}" for k, v in config.task_options.items() if k in types
+            for p in [annotation_problem(types[k], v)] if p]
 
 
 def _edit_to_the_sport(config: "RunConfig") -> list[str]:
     """Full-Sports-Editing with its edit target equal to its sport (``task_options.target = "basketball"``):
     an edit to the true answer, refused by the task only inside the job."""
-    import inspect
-
-    from factlens.tasks import full_sports_editing
+    from factlens.tasks import FullSportsOptions as opts
 
     if config.task != "full-sports-editing":
         return []
-    params = inspect.signature(full_sports_editing).parameters
-    sport, target = (config.task_options.get(k, params[k].default) for k in ("sport", "target"))
+    sport, target = (config.task_options.get(k, opts.default(k)) for k in ("sport", "target"))
     if target != sport:
         return []
     return [f"task_options: the edit target {target!r} is the edited athletes' sport {sport!r} (task_options.target "
-            f"and .sport, by default {params['target'].default!r} and {params['sport'].default!r}): an edit to the "
+            f"and .sport, by default {opts.default('target')!r} and {opts.default('sport')!r}): an edit to the "
             "true answer changes nothing; choose another target or sport"]
 
 
