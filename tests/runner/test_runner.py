@@ -205,7 +205,8 @@ def test_defaults_are_the_main_job():
     c = config_from_args(build_parser().parse_args(["run", "sports-athlete-editing"]))
     assert (c.task, c.model, c.forget_size, c.seeds) == ("sports-athlete-editing", "gemma-3-270m", 16, (0,))
     assert c.localizations == ("flu", "causal_tracing", "attribution_patching", "random", "all_mlps", "nonlocalized")
-    assert c.edit_config(0) == __import__("factlens").EditConfig.fast()
+    # the CPU preset with its blocks checkpointed (the main job's peak memory; docs/performance.md)
+    assert c.edit_config(0) == __import__("factlens").EditConfig.fast(checkpoint=True)
 
 
 def test_interrupt_keeps_finished_runs(tmp_path: Path, monkeypatch, capsys):
