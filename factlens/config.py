@@ -35,11 +35,11 @@ import functools
 import warnings
 from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
-from factlens.value_checks import (_checked_numbers, check_inplace, check_numbers, keyword_problem, layer_indices,
-                                   type_ok)
+from factlens.value_checks import (_checked_numbers, annotation_problem, check_inplace, check_numbers, keyword_problem,
+                                   layer_indices, type_ok)
 
 __all__ = ["ConfigBase", "Overrides", "type_ok", "check_numbers", "check_config_type", "keyword_problem",
-           "layer_indices", "check_inplace"]
+           "annotation_problem", "layer_indices", "check_inplace"]
 
 C = TypeVar("C", bound="ConfigBase")
 

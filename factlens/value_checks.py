@@ -3,8 +3,8 @@
 :func:`check_numbers` (which :class:`~factlens.config.ConfigBase` runs on every config it builds),
 :func:`layer_indices`, :func:`keyword_problem`, :func:`annotation_problem`, :func:`type_ok` and
 :func:`check_inplace` judge one value at a time and need no config class; split from
-:mod:`factlens.config` to keep it small. Every name here but :func:`annotation_problem` (new
-since) stays importable from :mod:`factlens.config`.
+:mod:`factlens.config` to keep it small. Every name here is importable from
+:mod:`factlens.config` too.
 """
 
 from __future__ import annotations
