@@ -157,6 +157,9 @@ SUITES: Registry[Suite] = Registry("evaluation suite", (
              doc="the logit lens through a least-squares map from each layer to the last, fitted to each "
                  "model on general text: reads the middle layers the logit lens is blind to (Din et al. 2023)",
              reads_text=("source",)),  # chunks of its own size (LinearLensConfig)
+    _builtin("in_context", "InContextConfig",
+             doc="the facts asked after solved facts of the forget (or retain) set written into the prompt: "
+                 "in-context relearning, no training (Shumailov et al. 2024)"),
 ), plugins=partial(plugin_entries, "evaluation suite", Suite))
 DEFAULT_SUITES: tuple[str, ...] = ("standard", "formats", "side_effects", "relearning", "probes", "soft_prompts")
 

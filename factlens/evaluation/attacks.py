@@ -32,8 +32,9 @@ from factlens.evaluation.result import Metric
 
 if TYPE_CHECKING:  # factlens.evaluation.config imports the attack suites (it nests their settings)
     from factlens.evaluation.config import EvalConfig
+    from factlens.prompt_scores import PromptScores
 
-__all__ = ["TaskScores", "score_task", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
+__all__ = ["TaskScores", "score_task", "task_scores", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
            "suite_settings", "DAMAGE_TOLERANCE", "metric_prefix"]
 
 #: Default tolerance of :func:`attack_damage`: the unedited model may lose at most this
@@ -147,24 +148,39 @@ def score_task(model, task, config: EvalConfig, *, fmt: str = "default") -> Task
         >>> s.accuracy("forget"), s.accuracy("edit"), s.accuracy("maintain")
         (1.0, 0.0, 1.0)
     """
-    from factlens.evaluation.standard import chance_of, fact_means, score_items, shares
+    from factlens.evaluation.standard import score_items
+
+    items = _task_items(task, config, fmt)
+    return task_scores({split: score_items(model, its, config) for split, its in items.items() if its},
+                       objective=task.objective, n_prompts={split: len(its) for split, its in items.items()})
+
+
+def task_scores(scores: Mapping[str, PromptScores], *, objective: str,
+                n_prompts: Mapping[str, int] | None = None) -> TaskScores:
+    """:class:`TaskScores` from the prompt scores of the ``"forget"`` and ``"maintain"`` splits
+    (either may be missing): what :func:`score_task` builds from its own prompts, for attacks
+    that score other prompts of the same facts (the in-context attack's, with solved facts
+    before each). ``objective`` is the task's (``"inject"`` scores the edit targets);
+    ``n_prompts`` defaults to the number of scored prompts per split.
+    """
+    from factlens.evaluation.standard import chance_of, fact_means, shares
 
     out: dict[str, dict[str, float]] = {"forget": {}, "edit": {}, "maintain": {}}
     chance: dict[str, float] = {}
-    n: dict[str, int] = {}
+    n: dict[str, int] = dict(n_prompts) if n_prompts is not None else {k: len(v.items) for k, v in scores.items()}
     said: dict[str, str] = {}
     answer_shares: dict[str, dict[str, float]] = {}
     said_shares: dict[str, dict[str, float]] = {}
-    for split, items in _task_items(task, config, fmt).items():
-        n[split] = len(items)
-        if not items:
+    for split in ("forget", "maintain"):
+        s = scores.get(split)
+        if s is None or not len(s.items):
             continue
-        s = score_items(model, items, config)
+        items = s.items
         chance[split] = chance_of(items)
         out[split] = fact_means(s, s.answer_wins.astype(float))
         answer_shares[split], said_shares[split] = shares([it.answer for it in items]), shares(s.predicted())
         has_t = np.array([it.target is not None for it in items])
-        if split == "forget" and task.objective == "inject" and has_t.any():
+        if split == "forget" and objective == "inject" and has_t.any():
             out["edit"] = fact_means(s, np.where(has_t, s.target_wins.astype(float), np.nan))
         if split == "maintain" and len({it.record_id for it in items}) == len(items):
             said = {it.record_id: c for it, c in zip(items, s.predicted())}

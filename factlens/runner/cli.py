@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="facts to localize on: the task's forget facts, every known fact, or auto (default: "
                         "the sports FLU probes on every known fact, the other localizations on the forget facts)")
     r.add_argument("--suites", help="comma-separated evaluation suites (default: the paper's seven; the attack suites "
-                   "quantization, update_size, unrelated_finetune, direction_ablation, logit_lens, linear_lens, and "
-                   "plugins' suites, only when listed)")
+                   "quantization, update_size, unrelated_finetune, direction_ablation, logit_lens, linear_lens, "
+                   "in_context, and plugins' suites, only when listed)")
     r.add_argument("--edit-preset", choices=("fast", "paper"), help="EditConfig.fast() (default) or EditConfig()")
     r.add_argument("--eval-preset", choices=("small", "full"), help="small evaluation sizes (default) or EvalConfig()")
     r.add_argument("--edit", action="append", type=_kv, metavar="KEY=VALUE", help="EditConfig field (repeatable)")

@@ -583,6 +583,23 @@ def test_a_run_with_the_logit_lens_takes_its_settings_and_draws_its_curves(tmp_p
     assert {"logit_lens_forget_accuracy", "logit_lens_selective_recovery"} <= set(table["metric"])
 
 
+def test_a_run_with_the_in_context_attack_takes_its_settings_and_compares_its_metrics(tmp_path: Path):
+    """The in-context attack is one module and one registry entry: ``--suites`` runs it, ``--eval
+    other_suites.in_context...`` sets it, and ``factlens compare`` pairs its per-fact metrics."""
+    from factlens.comparison import compare
+
+    out = tmp_path / "icl"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--localizations", "flu,random",
+                 "--edit", "steps=2", "--suites", "standard,in_context", "--eval", "other_suites.in_context.n_shots=[2]",
+                 "--no-progress"]) == 0
+    rec = json.loads((out / "runs/seed0/flu.json").read_text())
+    icl = rec["eval"]["suites"]["in_context"]
+    assert icl["extra"]["settings"]["n_shots"] == [2] and set(icl["extra"]["variants"]) == {
+        "in_context_forget_2", "in_context_retain_2"}
+    table = compare(out, reference="flu")
+    assert {"in_context_forget_2_forget_accuracy", "in_context_retain_2_selective_recovery"} <= set(table["metric"])
+
+
 def test_report_reference_flag_and_the_legend_of_runs_without_flu(copy_of_run: Path, capsys):
     """``factlens report --reference UNIT`` picks the units compared against; without a flu unit Table 1's
     legend said "* the difference from flu is significant" beside no mark (audit run5), and a run of
