@@ -16,6 +16,9 @@ Suites:
     ``side_effects``: next-token accuracy, loss and KL to the original on general text; MMLU.
     ``relearning``, ``probes``, ``soft_prompts``, ``mechanisms``: adversarial relearning,
         linear probes, soft-prompt attacks and mechanism comparisons.
+    ``quantization``, ``update_size``, ``unrelated_finetune``, ``direction_ablation``,
+        ``logit_lens``, ``linear_lens``, ``in_context``: the attacks that tell removal from
+        suppression (docs/attacks.md), opt-in.
 """
 
 from __future__ import annotations
