@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult, Metric, SuiteResult
 
-__all__ = ["spider_plot", "spider_metrics", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "relearning_bars", "update_size_histogram",
+__all__ = ["spider_plot", "spider_metrics", "metric_bars", "suite_bars", "probe_curves", "lens_curves", "in_context_curves", "relearning_bars", "update_size_histogram",
            "metric_label", "SPIDER_METRICS", "BAR_METRICS", "HEADLINE_METRICS"]
 
 #: Default axes of :func:`spider_plot` (those present in the results are drawn).
@@ -429,6 +429,47 @@ def lens_curves(result_or_results, *, title: str | None = None, suite: str = "lo
                          (("true", "solid", "true answer"), ("target", "dash", "edit target"),
                           ("topk", "dashdot", "answer in top k"), ("maintain", "dot", "maintain")),
                          title=title or f"{name} on the forget facts per layer", single_only=("maintain", "topk"))
+
+
+def in_context_curves(results, *, source: str = "forget", title: str | None = None):
+    """Forget accuracy and selective recovery against the number of solved facts before each
+    prompt (the ``in_context`` suite), one line pair per localization, with 95 % intervals; the
+    unedited model asked the same prompts (the first result's baselines) in gray. Without shots
+    (x = 0) the forget accuracy is the model's own (``recovery`` = the difference).
+
+    Args:
+        results: ``{localization: EvalResult}`` (or one result / ``in_context`` SuiteResult).
+        source: The shot source drawn (``"forget"`` or ``"retain"``).
+        title: Figure title.
+    """
+    go = _go()
+    res = _as_dict(results)
+    fig = go.Figure()
+    base_drawn = False
+    for loc, r in res.items():
+        s = _suite(r, "in_context")
+        ks = sorted(v["n_shots"] for v in (s.extra.get("variants", {}) if s else {}).values()
+                    if v.get("source") == source)
+        if not ks:
+            continue
+        acc = [_find(s, f"in_context_{source}_{k}_forget_accuracy") for k in ks]
+        sel = [_find(s, f"in_context_{source}_{k}_selective_recovery") for k in ks]
+        pre = "" if len(res) == 1 else f"{loc}: "
+        fig.add_trace(go.Scatter(x=ks, y=[m.value for m in acc], mode="lines+markers", name=pre + "forget accuracy",
+                                 error_y=_error_bars(acc)))
+        if all(m is not None for m in sel):
+            fig.add_trace(go.Scatter(x=ks, y=[m.value for m in sel], mode="lines+markers", line={"dash": "dash"},
+                                     name=pre + "selective recovery", error_y=_error_bars(sel)))
+        if not base_drawn and all(m.baseline is not None for m in acc):
+            fig.add_trace(go.Scatter(x=ks, y=[m.baseline for m in acc], mode="lines", name="unedited model",
+                                     line={"dash": "dot", "color": "gray"}))
+            base_drawn = True
+    if not fig.data:
+        raise ValueError(f"no 'in_context' suite with shots from {source!r} in the results")
+    fig.update_layout(title=title or f"Forget facts asked after solved {source} facts",
+                      xaxis_title="solved facts before the prompt (shots)", yaxis_title="share of forget facts",
+                      yaxis_range=[-0.05, 1.05])
+    return fig
 
 
 #: The relearning bars' legend line for a collapsed unit (``factlens compare`` marks its rows ◊ too).

@@ -65,6 +65,12 @@ def _eval_plots(evals: dict[str, list[Any]]) -> dict[str, str]:
             lens = f"{name} on the forget facts per layer" + (" (first seed of each localization)" if over else "")
             out["probes"] += _try_fig(lambda s=suite, t=lens: P.lens_curves(first, title=t, suite=s),
                                       f"{name.lower()} curves")
+    if has("in_context"):  # opt-in attack: its shot curves join the robustness figures after relearning
+        sources = list(dict.fromkeys(v["source"] for r in first.values() if "in_context" in r.suites
+                                     for v in r.suites["in_context"].extra.get("variants", {}).values()))
+        out["relearning"] += "".join(_try_fig(lambda src=src: P.in_context_curves(
+            first, source=src, title=f"Forget facts asked after solved {src} facts{over}"), "in-context curves")
+            for src in sources)
     return out
 
 

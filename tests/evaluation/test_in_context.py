@@ -143,3 +143,20 @@ def test_evaluate_reads_the_settings_from_other_suites(planted):
     names = [m.name for m in res.suites["in_context"].metrics]
     assert names[0] == "in_context_retain_1_forget_accuracy" and "in_context_retain_1_selective_recovery" in names
     assert res.meta["config"]["other_suites"]["in_context"]["n_shots"] == [1]
+
+
+def test_the_shot_curves_draw_each_localization_and_the_unedited_model(planted):
+    from factlens.evaluation.plots import in_context_curves
+
+    cfg = InContextConfig(n_shots=(1, 2), sources=("retain",))
+    edited = copy.deepcopy(planted.model)
+    r = {"a": run_in_context(edited, planted.task, original=planted.model, in_context_config=cfg),
+         "b": run_in_context(planted.model, planted.task, original=planted.model, in_context_config=cfg)}
+    fig = in_context_curves(r, source="retain")
+    names = [t.name for t in fig.data]
+    assert names == ["a: forget accuracy", "a: selective recovery", "unedited model", "b: forget accuracy",
+                     "b: selective recovery"]
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[2].y) == [r["a"]["in_context_retain_1_forget_accuracy"].baseline,
+                                                                     r["a"]["in_context_retain_2_forget_accuracy"].baseline]
+    with pytest.raises(ValueError, match="no 'in_context' suite with shots from 'forget'"):
+        in_context_curves(r, source="forget")

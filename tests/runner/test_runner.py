@@ -598,6 +598,9 @@ def test_a_run_with_the_in_context_attack_takes_its_settings_and_compares_its_me
         "in_context_forget_2", "in_context_retain_2"}
     table = compare(out, reference="flu")
     assert {"in_context_forget_2_forget_accuracy", "in_context_retain_2_selective_recovery"} <= set(table["metric"])
+    html = (out / "report.html").read_text()
+    assert "Forget facts asked after solved forget facts" in html and "Forget facts asked after solved retain facts" in html
+    assert "in-context curves could not be drawn" not in html
 
 
 def test_report_reference_flag_and_the_legend_of_runs_without_flu(copy_of_run: Path, capsys):
