@@ -192,7 +192,7 @@ def _sizes_effect(n: int, sd: float, sizes: tuple[float, ...], alpha: float, pow
     numbers (fixed seed), so the answer is deterministic; ``inf`` when even every unit moving by a
     drawn size in one direction is not detected with ``power``. Written here because no library
     computes this test's power."""
-    from factlens.sign_flip import sign_flip_test
+    from factlens.sign_flip import memoized_sign_flip_test
 
     S = np.asarray(sizes, dtype=float)
     m1, m2 = float(S.mean()), float((S * S).mean())
@@ -204,11 +204,12 @@ def _sizes_effect(n: int, sd: float, sizes: tuple[float, ...], alpha: float, pow
     # seen: across the bisection's steps most repeat one already tested (the report's markdown of a
     # two-seed planted run spent 86 of its 124 s here, 225,000 tests)
     p_of: dict[bytes, float] = {}
+    nulls: dict = {}  # datasets of other signs share a null distribution: it depends on the sizes' counts only
 
     def p_value(row: np.ndarray) -> float:
         key = row.tobytes()
         if key not in p_of:
-            p_of[key] = sign_flip_test(row)
+            p_of[key] = memoized_sign_flip_test(row, nulls)
         return p_of[key]
 
     def achieved(delta: float) -> float:

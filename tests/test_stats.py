@@ -1040,3 +1040,18 @@ def test_variance_components_are_the_method_of_moments_split(groups, var_facts, 
     assert vc["var_seed"] == pytest.approx(var_seed, abs=1e-12)
     assert vc["seed_share"] == pytest.approx(var_seed / (var_seed + var_facts), abs=1e-12)
     assert vc["n_seeds"] == len(groups)
+
+
+def test_the_memoized_sign_flip_test_is_the_test_bit_for_bit():
+    """The power simulation memoizes null distributions by the sizes' counts (datasets of other signs
+    share one); every p-value must be the plain test's, exactly, and the memo must be reused."""
+    from factlens.sign_flip import memoized_sign_flip_test, sign_flip_test
+
+    rng = np.random.default_rng(3)
+    sizes = np.array([1 / 3, 2 / 3, 1.0])
+    memo: dict = {}
+    rows = [np.sort(np.where(rng.random(24) < 0.6, sizes[rng.integers(0, 3, 24)] * rng.choice([-1, 1], 24), 0.0))
+            for _ in range(300)]
+    rows += [np.zeros(5), np.array([0.5, -0.25, 0.125]), rng.normal(size=20)]  # no difference; few; Monte Carlo
+    assert [memoized_sign_flip_test(r, memo) for r in rows] == [sign_flip_test(r) for r in rows]
+    assert 0 < len(memo) < 300
