@@ -102,6 +102,17 @@ class InContextConfig(ConfigBase):
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"InContextConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
+    def forget_facts_needed(self) -> int:
+        """The fewest forget facts a task needs for these settings (the ``"forget"`` source shows
+        ``max(n_shots)`` other forget facts to each one): the runner refuses a smaller
+        ``--forget-size`` before any job runs.
+
+        Example:
+            >>> InContextConfig().forget_facts_needed(), InContextConfig(sources=("retain",)).forget_facts_needed()
+            (9, 1)
+        """
+        return max(self.n_shots) + 1 if "forget" in self.sources else 1
+
 
 def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> FormattedPrompt:
     """``item`` asked after ``shots``: each shot's last prompt line and its true answer, one per

@@ -72,7 +72,7 @@ def late_failures(config: "RunConfig") -> list[str]:
     if config.default_objective == "unlearn":  # no target_new on the facts of an unlearning task
         bad += [f"objective {o!r} trains towards a new answer (target_new), which task {config.task!r} does not "
                 "give: choose an unlearning objective" for o in config.objectives if OBJECTIVES.get(o).needs_target_new]
-    bad += _task_option_types(config) + _edit_to_the_sport(config) + _settings_types(config)
+    bad += _task_option_types(config) + _edit_to_the_sport(config) + _settings_types(config) + _too_few_facts(config)
     from factlens.evaluation import SUITES
 
     stray = sorted(n for n in config.eval.to_dict().get("other_suites", {}) if n not in SUITES)
@@ -217,6 +217,35 @@ def _unused_task_options(config: "RunConfig") -> list[str]:
             out.append(f"task_options.{k}: {given[k]}, not by a task option")
         elif k not in params:
             out.append(f"task_options.{k}: task {config.task!r} does not take it (it takes {accepted})")
+    return out
+
+
+def _too_few_facts(config: "RunConfig") -> list[str]:
+    """Suites whose settings need more forget facts than the run edits (a settings type's
+    ``forget_facts_needed()``: the in-context attack's shots): the suite failed after the first
+    unit's localization and edit."""
+    from factlens.evaluation import SUITES
+    from factlens.tasks import task_entry
+
+    if config.forget_size is None or task_entry("sports-athlete-editing" if config.task == "planted" else
+                                                config.task).size_option != "n_forget":
+        return []
+    suites = [n for n in config.suites if n in SUITES and SUITES.get(n).config_type is not None]
+    if not suites:
+        return []
+    try:
+        ev = config.eval_config(0)
+        typed = {n: ev.suite_config(n) for n in suites}
+    except (TypeError, ValueError, ImportError):  # bad settings are reported by the checks that read them
+        return []
+    out = []
+    for n, st in typed.items():
+        where = f"{n}" if n in type(ev).suite_fields() else f"other_suites.{n}"
+        need = st.forget_facts_needed() if hasattr(st, "forget_facts_needed") else 1
+        if config.forget_size < need:
+            out.append(f"suite {n!r} needs at least {need} forget facts with its settings ({type(st).__name__}), and "
+                       f"--forget-size is {config.forget_size}: raise --forget-size or change the suite's settings "
+                       f"(--eval {where}.FIELD=...)")
     return out
 
 

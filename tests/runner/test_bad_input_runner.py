@@ -951,3 +951,16 @@ def test_full_sports_editing_to_its_own_sport_is_refused_up_front(tmp_path: Path
             _cfg(tmp_path / "run", task="full-sports-editing", model="gemma-3-270m", task_options=options)
     assert _cfg(tmp_path / "run", task="full-sports-editing", model="gemma-3-270m",
                 task_options={"target": "football"}).task_options == {"target": "football"}
+
+
+def test_a_suite_needing_more_forget_facts_than_the_run_edits_is_refused_before_any_job(tmp_path: Path):
+    """The in-context attack shows each forget fact max(n_shots) other forget facts: with --forget-size 8
+    and the default n_shots [2, 8] it failed inside the first job, after its localization and edit."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"suite 'in_context' needs at least 9 forget facts with its settings "
+                                         r"\(InContextConfig\), and --forget-size is 8.*other_suites.in_context"):
+        _cfg(out, forget_size=8, suites=("standard", "in_context"))
+    _cfg(out, forget_size=8, suites=("standard", "in_context"), eval={"other_suites": {"in_context": {"n_shots": [7]}}})
+    _cfg(out, forget_size=8, suites=("standard", "in_context"),
+         eval={"other_suites": {"in_context": {"sources": ["retain"]}}})  # no forget facts shown
+    assert not out.exists()
