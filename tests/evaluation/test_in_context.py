@@ -160,3 +160,20 @@ def test_the_shot_curves_draw_each_localization_and_the_unedited_model(planted):
                                                                      r["a"]["in_context_retain_2_forget_accuracy"].baseline]
     with pytest.raises(ValueError, match="no 'in_context' suite with shots from 'forget'"):
         in_context_curves(r, source="forget")
+
+
+def test_the_unedited_models_scores_round_trip_through_the_workers_store(planted, tmp_path):
+    """With several workers the original's in-context scores are shared through a BaselineStore (JSON +
+    safetensors): they must come back equal, or a second worker would fail or read other numbers."""
+    from factlens.evaluation import BaselineCache, BaselineStore
+
+    store = BaselineStore(tmp_path)
+    cfg = InContextConfig(n_shots=(2,), sources=("retain",))
+    edited = copy.deepcopy(planted.model)
+    first = run_in_context(edited, planted.task, original=planted.model, in_context_config=cfg,
+                           baselines=BaselineCache(store=store))
+    again = run_in_context(edited, planted.task, original=planted.model, in_context_config=cfg,
+                           baselines=BaselineCache(store=store))
+    assert [(m.name, m.value, m.baseline) for m in first.metrics] == [(m.name, m.value, m.baseline)
+                                                                      for m in again.metrics]
+    assert any(tmp_path.rglob("*.json"))
