@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # factlens.evaluation.config imports the attack suites (it ne
     from factlens.evaluation.config import EvalConfig
     from factlens.prompt_scores import PromptScores
 
-__all__ = ["TaskScores", "score_task", "task_scores", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
+__all__ = ["TaskScores", "score_task", "task_scores", "scores_before", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
            "suite_settings", "DAMAGE_TOLERANCE", "metric_prefix"]
 
 #: Default tolerance of :func:`attack_damage`: the unedited model may lose at most this
@@ -185,6 +185,21 @@ def task_scores(scores: Mapping[str, PromptScores], *, objective: str,
         if split == "maintain" and len({it.record_id for it in items}) == len(items):
             said = {it.record_id: c for it, c in zip(items, s.predicted())}
     return TaskScores(out["forget"], out["edit"], out["maintain"], chance, n, said, answer_shares, said_shares)
+
+
+def scores_before(model, task, config: EvalConfig, *, original=None, baselines=None
+                  ) -> tuple[TaskScores, TaskScores | None]:
+    """:func:`score_task` of ``model`` and of ``original`` before an attack (the original's from
+    ``baselines`` under the key every attack suite shares, so it is computed once per unit;
+    ``None`` without an original; the same scores when ``original is model``)."""
+    from factlens.evaluation.baseline_cache import cached
+
+    before = score_task(model, task, config)
+    if original is None:
+        return before, None
+    if original is model:
+        return before, before
+    return before, cached(baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
 
 
 def task_key(task, config: EvalConfig, fmt: str = "default") -> tuple:

@@ -58,7 +58,7 @@ import torch
 from factlens.components import project_out_everywhere_hooks, project_out_hook
 from factlens.config import ConfigBase, check_numbers, layer_indices
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, _task_items, attack_damage, attack_metrics,
-                                       fact_rows, score_task, suite_settings, task_key)
+                                       fact_rows, score_task, scores_before, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.evaluation.selectivity import selectivity_metrics
@@ -494,9 +494,7 @@ def run_direction_ablation(model, task, *, original=None, config: EvalConfig | N
     layers = ablation_layers(model, mask=mask if st.search_layers == "from_mask" else None, layers=st.layers)
     contrast, contrast_name = (task.retain, "retain") if len(task.retain) else (task.maintain, "maintain")
     _check_inputs(task, contrast, original, st)
-    before = score_task(model, task, config)
-    base_before = None if original is None else before if original is model else cached(
-        baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
+    before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     folds, runs = _cross_fit(model, original, task, config, contrast, layers, st)
     parts, base_parts = _attack_and_control(model, original, task, config, folds, st, baselines, "direction_ablation")
     attacked, base = _merge(parts, before), (_merge(base_parts, before) if base_parts is not None else None)

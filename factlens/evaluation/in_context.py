@@ -51,7 +51,7 @@ import numpy as np
 from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, attack_damage, attack_metrics, fact_rows,
-                                       outcome_columns, score_task, suite_settings, task_key, task_scores)
+                                       outcome_columns, scores_before, suite_settings, task_key, task_scores)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 
@@ -272,13 +272,11 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
     dealt = deal_controls([(it.record_id, it.answer) for it in items["forget"]], items["maintain"], seed=config.seed)
     maintain_by_id = {it.record_id: it for it in items["maintain"]}
 
-    before = score_task(model, task, config)
-    base_before = None
-    if original is not None:
-        base_before = before if original is model else cached(
-            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
+    before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     metrics: list[Metric] = []
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain}}
+    if before.edit:
+        columns["target_wins_before"] = before.edit
     variants: dict[str, Any] = {}
     for src in st.sources:
         for k in st.n_shots:

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from factlens.config import ConfigBase, check_numbers, layer_indices
-from factlens.evaluation.attacks import TaskScores, attack_metrics, fact_rows, score_task, suite_settings, task_key
+from factlens.evaluation.attacks import TaskScores, attack_metrics, fact_rows, scores_before, suite_settings, task_key
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.lens_reading import LensScores, Translate, _Read, _read_task, lens_layers, lens_scores
 from factlens.evaluation.result import Metric, SuiteResult
@@ -285,22 +285,20 @@ def run_lens(model, task, *, name: str, settings: LogitLensConfig, config: EvalC
         raise ValueError(f"the {label} cannot cross-fit {len(task.forget)} forget facts{about} in {settings.folds} "
                          f"folds (every fold needs a fact, and facts about one subject share a fold): lower "
                          f"other_suites.{name}.folds (1 chooses the layer on the scored facts themselves)")
-    before = score_task(model, task, config)
+    before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     guard = settings.selection == "selective" and len(task.retain) > 0
     translate, fit_info = fit(model) if fit is not None else (None, None)
     read = _read_task(model, task, config, layers, guard, translate, label)
     ok, bar = _eligible(read)
     layer_of, folds = _assign(task, read, layers, int(settings.folds), config.seed, ok)
     attacked = _scores_at(read, layer_of, task)
-    base_before = base = base_read = base_fit = None
+    base = base_read = base_fit = None
     if original is not None:
         def read_original():
             tr, info = fit(original) if fit is not None else (None, None)
             return _read_task(original, task, config, layers, False, tr, label), info
 
         key = (name, *fit_key, tuple(layers), task_key(task, config))
-        base_before = before if original is model else cached(
-            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
         base_read, base_fit = (read, fit_info) if original is model else cached(baselines, key, read_original)
         base = _scores_at(base_read, layer_of, task)
     metrics = attack_metrics(name, attacked, before, base_attacked=base, base_before=base_before)

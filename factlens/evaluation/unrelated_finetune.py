@@ -49,7 +49,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase, check_numbers
 from factlens.editing.training import half_precision_masters, optimized_tensors, with_gradients
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
-                                       outcome_columns, score_task, suite_settings, task_key)
+                                       outcome_columns, score_task, scores_before, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
@@ -311,11 +311,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
 
     config = or_default(config)
     st = suite_settings(config, "unrelated_finetune", UnrelatedFinetuneConfig, unrelated_finetune_config)
-    before = score_task(model, task, config)
-    base_before = None
-    if original is not None:
-        base_before = before if original is model else cached(
-            baselines, ("task_scores", task_key(task, config)), lambda: score_task(original, task, config))
+    before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     metrics: list[Metric] = []
     columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain}}
     if before.edit:
