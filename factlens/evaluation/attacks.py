@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # factlens.evaluation.config imports the attack suites (it ne
     from factlens.evaluation.config import EvalConfig
     from factlens.prompt_scores import PromptScores
 
-__all__ = ["TaskScores", "score_task", "task_scores", "scores_before", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
+__all__ = ["TaskScores", "score_task", "task_scores", "scores_before", "before_columns", "task_key", "attack_metrics", "attack_damage", "fact_rows", "outcome_columns",
            "suite_settings", "DAMAGE_TOLERANCE", "metric_prefix"]
 
 #: Default tolerance of :func:`attack_damage`: the unedited model may lose at most this
@@ -337,6 +337,15 @@ def outcome_columns(prefix: str, scores: TaskScores, base: TaskScores | None = N
         columns[f"{prefix}_target_wins"] = scores.edit
     if base is not None:
         columns[f"baseline_{prefix}_answer_wins"] = {**base.forget, **base.maintain}
+    return columns
+
+
+def before_columns(before: TaskScores) -> dict[str, dict[str, float]]:
+    """The :func:`fact_rows` columns of the evaluated model before the attack: ``answer_wins_before``
+    (forget and maintain facts) and, when the task has edit targets, ``target_wins_before``."""
+    columns = {"answer_wins_before": {**before.forget, **before.maintain}}
+    if before.edit:
+        columns["target_wins_before"] = before.edit
     return columns
 
 

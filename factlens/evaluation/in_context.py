@@ -51,7 +51,7 @@ import numpy as np
 from factlens.config import ConfigBase, check_numbers
 from factlens.data.formats import FormattedPrompt, format_prompts
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, attack_damage, attack_metrics, fact_rows,
-                                       outcome_columns, scores_before, suite_settings, task_key, task_scores)
+                                       outcome_columns, before_columns, scores_before, suite_settings, task_key, task_scores)
 from factlens.evaluation.baseline_cache import BaselineCache, bound, cached
 from factlens.evaluation.result import Metric, SuiteResult
 
@@ -274,9 +274,7 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
 
     before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     metrics: list[Metric] = []
-    columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain}}
-    if before.edit:
-        columns["target_wins_before"] = before.edit
+    columns = before_columns(before)
     variants: dict[str, Any] = {}
     for src in st.sources:
         for k in st.n_shots:

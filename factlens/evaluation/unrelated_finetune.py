@@ -49,7 +49,7 @@ from torch.nn.utils import parametrize
 from factlens.config import ConfigBase, check_numbers
 from factlens.editing.training import half_precision_masters, optimized_tensors, with_gradients
 from factlens.evaluation.attacks import (DAMAGE_TOLERANCE, TaskScores, attack_damage, attack_metrics, fact_rows,
-                                       outcome_columns, score_task, scores_before, suite_settings, task_key)
+                                       outcome_columns, score_task, before_columns, scores_before, suite_settings, task_key)
 from factlens.evaluation.baseline_cache import BaselineCache, arrays_key, bound, cached, config_key, facts_key
 from factlens.evaluation.result import Metric, SuiteResult
 from factlens.progress_bars import progress_bar
@@ -313,9 +313,7 @@ def run_unrelated_finetune(model, task, *, original=None, config: EvalConfig | N
     st = suite_settings(config, "unrelated_finetune", UnrelatedFinetuneConfig, unrelated_finetune_config)
     before, base_before = scores_before(model, task, config, original=original, baselines=baselines)
     metrics: list[Metric] = []
-    columns: dict[str, dict[str, float]] = {"answer_wins_before": {**before.forget, **before.maintain}}
-    if before.edit:
-        columns["target_wins_before"] = before.edit
+    columns = before_columns(before)
     per_data: dict[str, Any] = {}
     for source in st.data:
         data, info = finetune_data(model, task, source, config)
