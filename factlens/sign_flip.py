@@ -75,15 +75,20 @@ def sign_flip_test(differences: Sequence[float], *, weights: Sequence[float] | N
         raise ValueError(f"weights ({w.shape}) must match differences ({d.shape})")
     if (w < 0).any():
         raise ValueError("weights must be >= 0 (0 leaves a unit out); a negative weight was silently dropped")
-    if np.isinf(d).any():  # every pattern's statistic would be +-inf: p = 0 without meaning
-        raise ValueError("a paired difference is infinite; the sign-flip test needs finite differences (a metric "
-                         "that can be infinite, e.g. a KL, should be compared on a bounded transform)")
+    _check_finite(d)
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
     wd = _weighted_nonzero(d, w)
     if wd is None:
         return 1.0
     return _nonzero_p_value(wd, alternative, exact_max_n, n_resamples, seed)
+
+
+def _check_finite(d: np.ndarray) -> None:
+    """Refuse infinite differences: every pattern's statistic would be +-inf, p = 0 without meaning."""
+    if np.isinf(d).any():
+        raise ValueError("a paired difference is infinite; the sign-flip test needs finite differences (a metric "
+                         "that can be infinite, e.g. a KL, should be compared on a bounded transform)")
 
 
 def _weighted_nonzero(d: np.ndarray, w: np.ndarray) -> np.ndarray | None:
@@ -102,7 +107,7 @@ def _nonzero_p_value(wd: np.ndarray, alternative: str, exact_max_n: int, n_resam
     """:func:`sign_flip_test`'s p-value of the weighted non-zero differences ``wd``; ``nulls``
     memoizes the exact null distributions by sizes and counts (:func:`_exact_sign_flip`)."""
     sizes, counts = _sizes(wd)
-    if math.prod(int(c) + 1 for c in counts) <= 2 ** exact_max_n:  # _n_sign_counts, sizes kept
+    if _n_terms(counts) <= 2 ** exact_max_n:
         # a zero difference adds nothing to the statistic whatever its sign, so the share of
         # the 2**n patterns at least as extreme is the share of the 2**k patterns of the k
         # non-zero differences: exact, and cheap however many units did not move
@@ -125,8 +130,7 @@ def memoized_sign_flip_test(differences: Sequence[float], nulls: dict) -> float:
         (True, 1)
     """
     d = np.asarray(differences, dtype=float).ravel()
-    if np.isinf(d).any():
-        raise ValueError("a paired difference is infinite; the sign-flip test needs finite differences")
+    _check_finite(d)
     wd = _weighted_nonzero(d, np.ones_like(d))
     if wd is None:
         return 1.0
@@ -184,7 +188,11 @@ def _sizes(wd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _n_sign_counts(wd: np.ndarray) -> int:
     """How many (sum, probability) terms :func:`_exact_sign_flip` enumerates: one per number of
     positive signs among the differences of each distinct size (:func:`_sizes`)."""
-    _, counts = _sizes(wd)
+    return _n_terms(_sizes(wd)[1])
+
+
+def _n_terms(counts: np.ndarray) -> int:
+    """:func:`_n_sign_counts` from the counts of each distinct size."""
     return math.prod(int(c) + 1 for c in counts)
 
 

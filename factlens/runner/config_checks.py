@@ -196,15 +196,15 @@ def _side_effects_on_trained_text(config: "RunConfig") -> list[str]:
             "understates the damage; give the evaluation another text (e.g. a held-out split)"]
 
 
-def _task_options_type(config: "RunConfig"):
-    """The run's task's :class:`~factlens.tasks.TaskOptions` type (``planted``: Sports-Athlete-Editing's)."""
+def _task_entry(config: "RunConfig"):
+    """The run's task's :class:`~factlens.tasks.TaskEntry` (``planted``: Sports-Athlete-Editing's)."""
     from factlens.tasks import task_entry
 
-    return task_entry("sports-athlete-editing" if config.task == "planted" else config.task).options
+    return task_entry("sports-athlete-editing" if config.task == "planted" else config.task)
 
 
 def _unused_task_options(config: "RunConfig") -> list[str]:
-    params = _task_options_type(config).names()  # the size and the seed are the runner's (forget_size, seeds)
+    params = _task_entry(config).options.names()  # the size and the seed are the runner's (forget_size, seeds)
     accepted = sorted(params)
     out = []
     # the runner passes these itself: given twice, the job failed late with a message blaming n_forget
@@ -225,10 +225,8 @@ def _too_few_facts(config: "RunConfig") -> list[str]:
     ``forget_facts_needed()``: the in-context attack's shots): the suite failed after the first
     unit's localization and edit."""
     from factlens.evaluation import SUITES
-    from factlens.tasks import task_entry
 
-    if config.forget_size is None or task_entry("sports-athlete-editing" if config.task == "planted" else
-                                                config.task).size_option != "n_forget":
+    if config.forget_size is None or _task_entry(config).size_option != "n_forget":
         return []
     suites = [n for n in config.suites if n in SUITES and SUITES.get(n).config_type is not None]
     if not suites:
@@ -282,7 +280,7 @@ def _task_option_types(config: "RunConfig") -> list[str]:
     written); unknown options are :func:`_unused_task_options`'."""
     from factlens.value_checks import annotation_problem
 
-    types = _task_options_type(config).types()
+    types = _task_entry(config).options.types()
     return [f"task_options.{k}={v!r}: {p}" for k, v in config.task_options.items() if k in types
             for p in [annotation_problem(types[k], v)] if p]
 
