@@ -169,10 +169,12 @@ def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int) -> None
         short = {rid: len(o) for rid, o in by_fact.items() if len(o) < n_shots}
         if short:
             rid, n = min(short.items(), key=lambda kv: kv[1])
+            # with none to show, no smaller n_shots works: only dropping the source does
+            fix = (f"lower other_suites.in_context.n_shots (e.g. n_shots=[{n}]) or drop the {source!r} source" if n
+                   else f"drop the {source!r} source (other_suites.in_context.sources)")
             raise ValueError(f"in_context: {len(short)} fact(s) have fewer than {n_shots} {source} facts to show as "
                              f"shots (fact {rid!r} has {n}; a fact is never shown with itself or a fact about its own "
-                             f"subject); lower other_suites.in_context.n_shots (e.g. n_shots=[{max(1, n)}]) or drop "
-                             f"the {source!r} source")
+                             f"subject); {fix}")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -177,3 +178,12 @@ def test_the_unedited_models_scores_round_trip_through_the_workers_store(planted
     assert [(m.name, m.value, m.baseline) for m in first.metrics] == [(m.name, m.value, m.baseline)
                                                                       for m in again.metrics]
     assert any(tmp_path.rglob("*.json"))
+
+
+def test_a_source_with_no_fact_to_show_is_refused_with_advice_that_works(planted):
+    # the advice was "n_shots=[1]" even when a fact had no fact of that source to show at all,
+    # which fails the same way
+    task = dataclasses.replace(planted.task, retain=planted.task.retain.subset([]))
+    with pytest.raises(ValueError, match=r"has 0\b.*drop the 'retain' source") as e:
+        run_in_context(planted.model, task, in_context_config=InContextConfig(n_shots=(2,), sources=("retain",)))
+    assert "n_shots=[" not in str(e.value)
