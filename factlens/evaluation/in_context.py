@@ -23,8 +23,11 @@ before it). The shot sources (``InContextConfig.sources``):
   unrelated fine-tuning attack's ``"retain"`` run; facts about a forget or maintain subject are
   left out): does *any* solved example of the task's kind undo the edit?
 
-A fact's shots never include a fact about its own subject. They are drawn once per fact and
-source, in a seeded order that depends only on the seed and the facts (so two models are
+A fact's shots never include a fact about its own subject. Facts of the asked fact's own
+relation come first (``InContextConfig.shot_relation``): a CounterFact question about a
+company's developer is asked after other "developed by" facts before facts of other relations,
+so the shots show the relation being asked (every sports fact has one relation). They are
+drawn once per fact and source, in a seeded order that depends only on the seed and the facts (so two models are
 scored on the same prompts, fact by fact), and the ``k`` shots of a smaller ``k`` are the first
 of a larger one's. Maintain facts are asked with shots the same way (does the context damage
 what the model knows?).
@@ -58,10 +61,12 @@ from factlens.evaluation.result import Metric, SuiteResult
 if TYPE_CHECKING:
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["InContextConfig", "SHOT_SOURCES", "shot_order", "with_shots", "run_in_context"]
+__all__ = ["InContextConfig", "SHOT_SOURCES", "SHOT_RELATIONS", "shot_order", "with_shots", "run_in_context"]
 
 #: Where the solved facts before each prompt come from (see the module docstring).
 SHOT_SOURCES: tuple[str, ...] = ("forget", "retain")
+#: Which relations a fact's shots may have (:class:`InContextConfig`'s ``shot_relation``).
+SHOT_RELATIONS: tuple[str, ...] = ("prefer_same", "same", "any")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class InContextConfig(ConfigBase):
             forget facts than the largest value (a fact is never its own shot); the default
             fits tasks of at least 9 forget facts about distinct subjects.
         sources: Shot sources (:data:`SHOT_SOURCES`), one variant per source and ``n_shots`` value.
+        shot_relation: Which facts may be shots, by relation (:data:`SHOT_RELATIONS`):
+            ``"prefer_same"`` (default) puts facts of the asked fact's relation first and others
+            after them; ``"same"`` shows only facts of its relation (a fact with fewer than
+            ``max(n_shots)`` of them is refused before scoring); ``"any"`` ignores relations.
+            The same for tasks whose facts share one relation (the sports tasks).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
 
     Example:
@@ -84,6 +94,7 @@ class InContextConfig(ConfigBase):
 
     n_shots: tuple[int, ...] = (2, 8)
     sources: tuple[str, ...] = SHOT_SOURCES
+    shot_relation: str = "prefer_same"
     damage_tolerance: float = DAMAGE_TOLERANCE
 
     def __post_init__(self) -> None:
@@ -99,6 +110,9 @@ class InContextConfig(ConfigBase):
             raise ValueError(f"InContextConfig.sources must be a non-empty subset of {list(SHOT_SOURCES)}, each named "
                              f"once (a repeat gives duplicate metric names), got {self.sources!r}")
         object.__setattr__(self, "sources", src)
+        if self.shot_relation not in SHOT_RELATIONS:
+            raise ValueError(f"InContextConfig.shot_relation must be one of {list(SHOT_RELATIONS)}, got "
+                             f"{self.shot_relation!r}")
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"InContextConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
@@ -112,6 +126,22 @@ class InContextConfig(ConfigBase):
             (9, 1)
         """
         return max(self.n_shots) + 1 if "forget" in self.sources else 1
+
+    def check_task(self, task, config: EvalConfig | None = None) -> None:
+        """Refuse a task some fact of which cannot get ``max(n_shots)`` shots from a source (too
+        few retain facts, or of its relation with ``shot_relation="same"``): the runner calls it
+        with each seed's task before any localization, where the suite failed after the first
+        unit's edit.
+
+        Raises:
+            ValueError: As :func:`run_in_context` would, before scoring.
+        """
+        from factlens.evaluation.config import or_default
+
+        config = or_default(config)
+        if not len(task.forget):
+            raise ValueError("the in-context attack asks the task's forget facts, and it has none")
+        _check_sizes(_shot_orders(task, _items(task, config), config, self)[1], max(self.n_shots), self.shot_relation)
 
 
 def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> FormattedPrompt:
@@ -134,22 +164,56 @@ def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> Forma
 
 
 def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: Mapping[str, str], *,
-               seed: int, source: str) -> list[FormattedPrompt]:
+               seed: int, source: str, relation: Mapping[str, str] | None = None,
+               shot_relation: str = "prefer_same") -> list[FormattedPrompt]:
     """The pool's facts that may be ``item``'s shots (not ``item`` itself, nor a fact about its
     subject), in a seeded order that depends on the seed, the source and ``item``'s fact alone.
 
+    With ``relation`` (record id -> relation), ``shot_relation`` (:data:`SHOT_RELATIONS`) moves
+    the facts of ``item``'s relation to the front (``"prefer_same"``, keeping the seeded order
+    within each part, so a task of one relation gets the order ``"any"`` gives) or keeps only
+    them (``"same"``).
+
     Example:
         >>> mk = lambda rid: FormattedPrompt(f"{rid} is", "x", None, ("x",), rid, "default")
-        >>> pool = [mk(r) for r in "abcd"]
-        >>> order = shot_order(pool[0], pool, {"a": "S", "b": "S", "c": "T", "d": "U"}, seed=0, source="forget")
+        >>> pool = [mk(r) for r in "abcde"]
+        >>> subject = {"a": "S", "b": "S", "c": "T", "d": "U", "e": "V"}
+        >>> order = shot_order(pool[0], pool, subject, seed=0, source="forget")
         >>> sorted(s.record_id for s in order)  # neither a itself nor b, about a's subject
-        ['c', 'd']
+        ['c', 'd', 'e']
+        >>> rel = {"a": "P1", "b": "P1", "c": "P2", "d": "P1", "e": "P2"}
+        >>> [s.record_id for s in shot_order(pool[0], pool, subject, seed=0, source="forget", relation=rel,
+        ...                                  shot_relation="same")]
+        ['d']
     """
+    if shot_relation not in SHOT_RELATIONS:
+        raise ValueError(f"shot_relation must be one of {list(SHOT_RELATIONS)}, got {shot_relation!r}")
     own = subject.get(item.record_id)
     eligible = sorted((s for s in pool if s.record_id != item.record_id and subject.get(s.record_id) != own),
                       key=lambda s: s.record_id)
     rng = np.random.default_rng(zlib.crc32(f"{seed}:{source}:{item.record_id}".encode()))
-    return [eligible[i] for i in rng.permutation(len(eligible))]
+    order = [eligible[i] for i in rng.permutation(len(eligible))]
+    if relation is None or shot_relation == "any":
+        return order
+    mine = relation.get(item.record_id)
+    same = [s for s in order if relation.get(s.record_id) == mine]
+    return same if shot_relation == "same" else same + [s for s in order if relation.get(s.record_id) != mine]
+
+
+def _items(task, config: EvalConfig) -> dict[str, list[FormattedPrompt]]:
+    """The scored forget and maintain facts in the default format."""
+    return {split: format_prompts(getattr(task, split), "default", seed=config.seed) for split in ("forget", "maintain")}
+
+
+def _shot_orders(task, items, config: EvalConfig, st: InContextConfig):
+    """Each source's shot facts (:func:`_pools`) and, per source, each scored fact's shot order."""
+    records = [r for ds in (task.forget, task.maintain, task.retain) for r in ds]
+    subject, relation = {r.id: r.subject for r in records}, {r.id: r.relation for r in records}
+    pools = _pools(task, config, st.sources)
+    orders = {src: {it.record_id: shot_order(it, pool, subject, seed=config.seed, source=src, relation=relation,
+                                             shot_relation=st.shot_relation)
+                    for it in (*items["forget"], *items["maintain"])} for src, pool in pools.items()}
+    return pools, orders
 
 
 def _pools(task, config: EvalConfig, sources: Sequence[str]) -> dict[str, list[FormattedPrompt]]:
@@ -163,7 +227,7 @@ def _pools(task, config: EvalConfig, sources: Sequence[str]) -> dict[str, list[F
     return out
 
 
-def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int) -> None:
+def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int, shot_relation: str) -> None:
     """Refuse a variant some fact cannot get ``n_shots`` shots for, before anything is scored."""
     for source, by_fact in orders.items():
         short = {rid: len(o) for rid, o in by_fact.items() if len(o) < n_shots}
@@ -172,9 +236,11 @@ def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int) -> None
             # with none to show, no smaller n_shots works: only dropping the source does
             fix = (f"lower other_suites.in_context.n_shots (e.g. n_shots=[{n}]) or drop the {source!r} source" if n
                    else f"drop the {source!r} source (other_suites.in_context.sources)")
+            if shot_relation == "same":
+                fix += ", or let facts of other relations follow (shot_relation='prefer_same')"
             raise ValueError(f"in_context: {len(short)} fact(s) have fewer than {n_shots} {source} facts to show as "
                              f"shots (fact {rid!r} has {n}; a fact is never shown with itself or a fact about its own "
-                             f"subject); {fix}")
+                             f"subject{', nor with one of another relation' if shot_relation == 'same' else ''}); {fix}")
 
 
 @dataclass(frozen=True)
@@ -265,12 +331,9 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
     st = suite_settings(config, "in_context", InContextConfig, in_context_config)
     if not len(task.forget):
         raise ValueError("the in-context attack asks the task's forget facts, and it has none")
-    items = {split: format_prompts(getattr(task, split), "default", seed=config.seed) for split in ("forget", "maintain")}
-    subject = {r.id: r.subject for ds in (task.forget, task.maintain, task.retain) for r in ds}
-    pools = _pools(task, config, st.sources)
-    orders = {src: {it.record_id: shot_order(it, pool, subject, seed=config.seed, source=src)
-                    for it in (*items["forget"], *items["maintain"])} for src, pool in pools.items()}
-    _check_sizes(orders, max(st.n_shots))
+    items = _items(task, config)
+    pools, orders = _shot_orders(task, items, config, st)
+    _check_sizes(orders, max(st.n_shots), st.shot_relation)
     dealt = deal_controls([(it.record_id, it.answer) for it in items["forget"]], items["maintain"], seed=config.seed)
     maintain_by_id = {it.record_id: it for it in items["maintain"]}
 
@@ -285,7 +348,7 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
             attacked, sel = _score(model, v, task.objective, config, items["maintain"])
             base = base_sel = None
             if original is not None:
-                key = ("in_context", src, k, config.seed, task_key(task, config),
+                key = ("in_context", src, k, st.shot_relation, config.seed, task_key(task, config),
                        tuple(s.record_id for s in pools[src]))
                 base, base_sel = (attacked, sel) if original is model else cached(
                     baselines, key, lambda v=v: _score(original, v, task.objective, config, items["maintain"]))

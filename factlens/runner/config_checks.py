@@ -3,7 +3,9 @@ run would never read, settings that used to fail only inside a job, the device, 
 
 They run before any file is written (``RunConfig.validate``; the device in ``factlens run`` and
 :func:`~factlens.runner.run_experiment`), so that a bad setting costs an exit 2 with a message,
-not a traceback after minutes of work and a folder that keeps the bad settings.
+not a traceback after minutes of work and a folder that keeps the bad settings. The checks that
+need a seed's model and task (:func:`check_retain_kl`, :func:`check_suite_tasks`) run in its plan
+job, before the FLU and any localization.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from factlens.runner.inputs import _looks_local
 if TYPE_CHECKING:
     from factlens.runner.config import RunConfig
 
-__all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed", "as_list_field"]
+__all__ = ["late_failures", "unused_options", "unread_settings", "check_device", "as_seed", "as_list_field",
+           "check_retain_kl", "check_suite_tasks"]
 
 
 def _text_readers() -> tuple[str, ...]:
@@ -381,3 +384,28 @@ def as_list_field(name: str, value: Any) -> tuple[Any, ...]:
     if bad:
         raise ValueError(f"config field {name!r} must be a list of {what} (strings), got {list(items)!r}")
     return items
+
+
+def check_retain_kl(model, task, config: "RunConfig", seed: int) -> None:
+    """Refuse, before the FLU and the localizations, an objective whose KL retain term would not fit
+    its cache (:func:`~factlens.editing.editor.check_retain_kl_fits`): otherwise every unit failed
+    only when its edit started, after its localization."""
+    from factlens.editing.editor import check_retain_kl_fits
+
+    ec = config.edit_config(seed)
+    for objective in config.objectives or (config.default_objective,):
+        check_retain_kl_fits(model, task, objective=objective, config=ec)
+
+
+def check_suite_tasks(task, config: "RunConfig", seed: int) -> None:
+    """Refuse, before the FLU and the localizations, a task that a suite's settings cannot evaluate
+    (a settings type's ``check_task(task, eval_config)``: the in-context attack's shots): otherwise
+    the suite failed after the first unit's localization and edit."""
+    from factlens.evaluation import SUITES
+
+    ev = config.eval_config(seed)
+    for name in config.suites:
+        if name in SUITES and SUITES.get(name).config_type is not None:
+            settings = ev.suite_config(name)
+            if hasattr(settings, "check_task"):
+                settings.check_task(task, ev)

@@ -34,6 +34,7 @@ from factlens.editing.result import EditChangedError
 from factlens.memory import StagePeaks, release_memory
 from factlens.progress_bars import progress
 from factlens.runner.config import RunConfig
+from factlens.runner.config_checks import check_retain_kl, check_suite_tasks
 from factlens.runner.pristine import (check_pristine, check_restored, recorded_parameters,  # check_restored: also
                                       restore_from)  # importable from here
 from factlens.runner.provenance import now as _now
@@ -548,7 +549,8 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     # progress: set here, a worker process does not inherit the driver's setting
     with defects_named(job.key), progress(job.show_progress):
         prep = prepare(cfg, job.seed, workspace=workspace)
-        _check_retain_kl(prep, cfg, job.seed)
+        check_retain_kl(prep.model, prep.task, cfg, job.seed)
+        check_suite_tasks(prep.task, cfg, job.seed)
         mech = "mechanisms" in cfg.suites
         # with mechanisms the FLU runs anyway (their fact-lookup MLPs): its size is the budget too, so
         # that a resume adding a budgeted unit finds the plan complete instead of recomputing it
@@ -558,17 +560,6 @@ def plan_job(job: PlanJob, workspace: Workspace | None = None) -> dict[str, Any]
     out["data"] = {k: v for k, v in prep.meta.items() if k != "shape"}
     out["task"] = prep.task.summary()
     return out
-
-
-def _check_retain_kl(prep: Prepared, cfg: RunConfig, seed: int) -> None:
-    """Refuse, before the FLU and the localizations, an objective whose KL retain term would not fit
-    its cache (:func:`~factlens.editing.editor.check_retain_kl_fits`): otherwise every unit failed
-    only when its edit started, after its localization."""
-    from factlens.editing.editor import check_retain_kl_fits
-
-    ec = cfg.edit_config(seed)
-    for objective in cfg.objectives or (cfg.default_objective,):
-        check_retain_kl_fits(prep.model, prep.task, objective=objective, config=ec)
 
 
 def run_job(job: Job, workspace: Workspace | None = None) -> dict[str, Any] | Unsupported:

@@ -187,3 +187,44 @@ def test_a_source_with_no_fact_to_show_is_refused_with_advice_that_works(planted
     with pytest.raises(ValueError, match=r"has 0\b.*drop the 'retain' source") as e:
         run_in_context(planted.model, task, in_context_config=InContextConfig(n_shots=(2,), sources=("retain",)))
     assert "n_shots=[" not in str(e.value)
+
+
+def _two_relations(task):
+    """``task`` with every other fact of each split under a second relation."""
+    def split(ds):
+        return dataclasses.replace(ds, records=tuple(dataclasses.replace(r, relation="P2") if i % 2 else r
+                                                     for i, r in enumerate(ds.records)))
+    return dataclasses.replace(task, forget=split(task.forget), retain=split(task.retain),
+                               maintain=split(task.maintain))
+
+
+def test_shots_of_the_asked_facts_relation_come_first_and_one_relation_keeps_the_old_order(planted):
+    task = _two_relations(planted.task)
+    relation = {r.id: r.relation for ds in (task.forget, task.retain, task.maintain) for r in ds}
+    subject = {r.id: r.subject for ds in (task.forget, task.retain, task.maintain) for r in ds}
+    pool = format_prompts(task.forget, "default", seed=0)
+    item = pool[0]
+    kw = dict(seed=0, source="forget")
+    anyrel = shot_order(item, pool, subject, **kw, relation=relation, shot_relation="any")
+    first = shot_order(item, pool, subject, **kw, relation=relation, shot_relation="prefer_same")
+    only = shot_order(item, pool, subject, **kw, relation=relation, shot_relation="same")
+    mine = relation[item.record_id]
+    n_same = sum(relation[s.record_id] == mine for s in anyrel)
+    assert 0 < n_same < len(anyrel)
+    assert [relation[s.record_id] for s in first[:n_same]] == [mine] * n_same
+    assert [s.record_id for s in only] == [s.record_id for s in first[:n_same]] \
+        == [s.record_id for s in anyrel if relation[s.record_id] == mine]  # the seeded order within the relation
+    # a task of one relation (the sports tasks): the order is the one without relations
+    one = {rid: "sport" for rid in relation}
+    assert shot_order(item, pool, subject, **kw, relation=one) == shot_order(item, pool, subject, **kw)
+
+
+def test_shots_of_one_relation_only_refuse_a_fact_with_too_few_and_say_how_to_widen(planted):
+    task = _two_relations(planted.task)
+    n_forget = len(task.forget)
+    st = InContextConfig(n_shots=(n_forget // 2 + 1,), sources=("forget",), shot_relation="same")
+    with pytest.raises(ValueError, match=r"nor with one of another relation.*shot_relation='prefer_same'"):
+        st.check_task(task)
+    InContextConfig(n_shots=(n_forget // 2 + 1,), sources=("forget",)).check_task(task)  # others follow: enough
+    with pytest.raises(ValueError, match="shot_relation must be one of"):
+        InContextConfig(shot_relation="similar")

@@ -964,3 +964,20 @@ def test_a_suite_needing_more_forget_facts_than_the_run_edits_is_refused_before_
     _cfg(out, forget_size=8, suites=("standard", "in_context"),
          eval={"other_suites": {"in_context": {"sources": ["retain"]}}})  # no forget facts shown
     assert not out.exists()
+
+
+def test_a_task_too_small_for_a_suites_settings_is_refused_before_localizing(tmp_path: Path, monkeypatch):
+    """The in-context attack's retain shots: a seed's task with fewer retain facts than n_shots (known
+    only once the task is built) failed inside the first unit's evaluation, after the FLU, its
+    localization and its edit."""
+    import factlens.runner.pipeline as pipeline
+
+    def no_budget(*a, **k):
+        raise AssertionError("the FLU ran before the suites' settings were checked against the task")
+
+    monkeypatch.setattr(pipeline, "plan_budget", no_budget)
+    cfg = _cfg(tmp_path / "run", localizations=("flu", "random"), suites=("standard", "in_context"),
+               eval={"other_suites": {"in_context": {"sources": ["retain"], "n_shots": [500]}}})
+    with pytest.raises(ValueError, match=r"in_context: \d+ fact\(s\) have fewer than 500 retain facts"):
+        run_experiment(cfg, report=False)
+    assert not list((tmp_path / "run").glob("runs/seed0/*.json"))
