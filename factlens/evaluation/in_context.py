@@ -27,9 +27,9 @@ A fact's shots never include a fact about its own subject. Facts of the asked fa
 relation come first (``InContextConfig.shot_relation``): a CounterFact question about a
 company's developer is asked after other "developed by" facts before facts of other relations,
 so the shots show the relation being asked (every sports fact has one relation). They are
-drawn once per fact and source, in a seeded order that depends only on the seed and the facts (so two models are
-scored on the same prompts, fact by fact), and the ``k`` shots of a smaller ``k`` are the first
-of a larger one's. Maintain facts are asked with shots the same way (does the context damage
+drawn once per fact and source, in a seeded order that depends only on the seed and the facts
+(so two models are scored on the same prompts, fact by fact), and the ``k`` shots of a smaller
+``k`` are the first of a larger one's. Maintain facts are asked with shots the same way (does the context damage
 what the model knows?).
 
 A context full of one answer can make the model give that answer to everyone (Sports-
@@ -139,8 +139,7 @@ class InContextConfig(ConfigBase):
         from factlens.evaluation.config import or_default
 
         config = or_default(config)
-        if not len(task.forget):
-            raise ValueError("the in-context attack asks the task's forget facts, and it has none")
+        _check_forget(task)
         _check_sizes(_shot_orders(task, _items(task, config), config, self)[1], max(self.n_shots), self.shot_relation)
 
 
@@ -198,6 +197,11 @@ def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: 
     mine = relation.get(item.record_id)
     same = [s for s in order if relation.get(s.record_id) == mine]
     return same if shot_relation == "same" else same + [s for s in order if relation.get(s.record_id) != mine]
+
+
+def _check_forget(task) -> None:
+    if not len(task.forget):
+        raise ValueError("the in-context attack asks the task's forget facts, and it has none")
 
 
 def _items(task, config: EvalConfig) -> dict[str, list[FormattedPrompt]]:
@@ -329,8 +333,7 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
     t0 = time.perf_counter()
     config = or_default(config)
     st = suite_settings(config, "in_context", InContextConfig, in_context_config)
-    if not len(task.forget):
-        raise ValueError("the in-context attack asks the task's forget facts, and it has none")
+    _check_forget(task)
     items = _items(task, config)
     pools, orders = _shot_orders(task, items, config, st)
     _check_sizes(orders, max(st.n_shots), st.shot_relation)
