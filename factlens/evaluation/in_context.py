@@ -26,7 +26,11 @@ before it). The shot sources (``InContextConfig.sources``):
 A fact's shots never include a fact about its own subject. Facts of the asked fact's own
 relation come first (``InContextConfig.shot_relation``): a CounterFact question about a
 company's developer is asked after other "developed by" facts before facts of other relations,
-so the shots show the relation being asked (every sports fact has one relation). They are
+so the shots show the relation being asked (every sports fact has one relation). Shots that
+answer with the asked fact's own answer can be left out (``shot_answers="other"``): five
+"... is a native speaker of French" lines before a French speaker's question let a model copy
+"French" rather than recall it, which the selectivity controls below cannot see on open-vocabulary
+tasks (they need candidate sets). They are
 drawn once per fact and source, in a seeded order that depends only on the seed and the facts
 (so two models are scored on the same prompts, fact by fact), and the ``k`` shots of a smaller
 ``k`` are the first of a larger one's. Maintain facts are asked with shots the same way (does the context damage
@@ -61,12 +65,14 @@ from factlens.evaluation.result import Metric, SuiteResult
 if TYPE_CHECKING:
     from factlens.evaluation.config import EvalConfig
 
-__all__ = ["InContextConfig", "SHOT_SOURCES", "SHOT_RELATIONS", "shot_order", "with_shots", "run_in_context"]
+__all__ = ["InContextConfig", "SHOT_SOURCES", "SHOT_RELATIONS", "SHOT_ANSWERS", "shot_order", "with_shots", "run_in_context"]
 
 #: Where the solved facts before each prompt come from (see the module docstring).
 SHOT_SOURCES: tuple[str, ...] = ("forget", "retain")
 #: Which relations a fact's shots may have (:class:`InContextConfig`'s ``shot_relation``).
 SHOT_RELATIONS: tuple[str, ...] = ("prefer_same", "same", "any")
+#: Which answers a fact's shots may have (:class:`InContextConfig`'s ``shot_answers``).
+SHOT_ANSWERS: tuple[str, ...] = ("any", "other")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,12 @@ class InContextConfig(ConfigBase):
             after them; ``"same"`` shows only facts of its relation (a fact with fewer than
             ``max(n_shots)`` of them is refused before scoring); ``"any"`` ignores relations.
             The same for tasks whose facts share one relation (the sports tasks).
+        shot_answers: ``"any"`` (default) or ``"other"`` (:data:`SHOT_ANSWERS`): no shot
+            answers with the asked fact's own (original) answer, so that the answer can only
+            come back from the model, not be copied from the prompt. Use it on open-vocabulary
+            tasks (CounterFact), whose facts have too few selectivity controls; on a task of
+            few answers it changes the attack (Sports-Unlearning: every forget fact answers
+            basketball, so the forget source has no shot left).
         damage_tolerance: See :func:`~factlens.evaluation.attacks.attack_damage`.
 
     Example:
@@ -95,6 +107,7 @@ class InContextConfig(ConfigBase):
     n_shots: tuple[int, ...] = (2, 8)
     sources: tuple[str, ...] = SHOT_SOURCES
     shot_relation: str = "prefer_same"
+    shot_answers: str = "any"
     damage_tolerance: float = DAMAGE_TOLERANCE
 
     def __post_init__(self) -> None:
@@ -113,6 +126,9 @@ class InContextConfig(ConfigBase):
         if self.shot_relation not in SHOT_RELATIONS:
             raise ValueError(f"InContextConfig.shot_relation must be one of {list(SHOT_RELATIONS)}, got "
                              f"{self.shot_relation!r}")
+        if self.shot_answers not in SHOT_ANSWERS:
+            raise ValueError(f"InContextConfig.shot_answers must be one of {list(SHOT_ANSWERS)}, got "
+                             f"{self.shot_answers!r}")
         if not 0 <= self.damage_tolerance <= 1:
             raise ValueError(f"InContextConfig.damage_tolerance must be in [0, 1], got {self.damage_tolerance}")
 
@@ -129,7 +145,8 @@ class InContextConfig(ConfigBase):
 
     def check_task(self, task, config: EvalConfig | None = None) -> None:
         """Refuse a task some fact of which cannot get ``max(n_shots)`` shots from a source (too
-        few retain facts, or of its relation with ``shot_relation="same"``): the runner calls it
+        few retain facts, of its relation with ``shot_relation="same"``, or of another answer with
+        ``shot_answers="other"``): the runner calls it
         with each seed's task before any localization, where the suite failed after the first
         unit's edit.
 
@@ -140,7 +157,7 @@ class InContextConfig(ConfigBase):
 
         config = or_default(config)
         _check_forget(task)
-        _check_sizes(_shot_orders(task, _items(task, config), config, self)[1], max(self.n_shots), self.shot_relation)
+        _check_sizes(_shot_orders(task, _items(task, config), config, self)[1], self)
 
 
 def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> FormattedPrompt:
@@ -164,9 +181,11 @@ def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> Forma
 
 def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: Mapping[str, str], *,
                seed: int, source: str, relation: Mapping[str, str] | None = None,
-               shot_relation: str = "prefer_same") -> list[FormattedPrompt]:
+               shot_relation: str = "prefer_same", shot_answers: str = "any") -> list[FormattedPrompt]:
     """The pool's facts that may be ``item``'s shots (not ``item`` itself, nor a fact about its
-    subject), in a seeded order that depends on the seed, the source and ``item``'s fact alone.
+    subject; with ``shot_answers="other"`` nor one with ``item``'s answer, compared without case
+    and surrounding spaces), in a seeded order that depends on the seed, the source and
+    ``item``'s fact alone.
 
     With ``relation`` (record id -> relation), ``shot_relation`` (:data:`SHOT_RELATIONS`) moves
     the facts of ``item``'s relation to the front (``"prefer_same"``, keeping the seeded order
@@ -187,11 +206,16 @@ def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: 
     """
     if shot_relation not in SHOT_RELATIONS:
         raise ValueError(f"shot_relation must be one of {list(SHOT_RELATIONS)}, got {shot_relation!r}")
+    if shot_answers not in SHOT_ANSWERS:
+        raise ValueError(f"shot_answers must be one of {list(SHOT_ANSWERS)}, got {shot_answers!r}")
     own = subject.get(item.record_id)
     eligible = sorted((s for s in pool if s.record_id != item.record_id and subject.get(s.record_id) != own),
                       key=lambda s: s.record_id)
     rng = np.random.default_rng(zlib.crc32(f"{seed}:{source}:{item.record_id}".encode()))
     order = [eligible[i] for i in rng.permutation(len(eligible))]
+    if shot_answers == "other":  # after the draw: the order of "any" without the copies
+        answer = item.answer.strip().casefold()
+        order = [s for s in order if s.answer.strip().casefold() != answer]
     if relation is None or shot_relation == "any":
         return order
     mine = relation.get(item.record_id)
@@ -215,7 +239,7 @@ def _shot_orders(task, items, config: EvalConfig, st: InContextConfig):
     subject, relation = {r.id: r.subject for r in records}, {r.id: r.relation for r in records}
     pools = _pools(task, config, st.sources)
     orders = {src: {it.record_id: shot_order(it, pool, subject, seed=config.seed, source=src, relation=relation,
-                                             shot_relation=st.shot_relation)
+                                             shot_relation=st.shot_relation, shot_answers=st.shot_answers)
                     for it in (*items["forget"], *items["maintain"])} for src, pool in pools.items()}
     return pools, orders
 
@@ -231,8 +255,9 @@ def _pools(task, config: EvalConfig, sources: Sequence[str]) -> dict[str, list[F
     return out
 
 
-def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int, shot_relation: str) -> None:
-    """Refuse a variant some fact cannot get ``n_shots`` shots for, before anything is scored."""
+def _check_sizes(orders: Mapping[str, Mapping[str, list]], st: InContextConfig) -> None:
+    """Refuse settings for which some fact cannot get ``max(st.n_shots)`` shots, before anything is scored."""
+    n_shots = max(st.n_shots)
     for source, by_fact in orders.items():
         short = {rid: len(o) for rid, o in by_fact.items() if len(o) < n_shots}
         if short:
@@ -240,11 +265,16 @@ def _check_sizes(orders: Mapping[str, Mapping[str, list]], n_shots: int, shot_re
             # with none to show, no smaller n_shots works: only dropping the source does
             fix = (f"lower other_suites.in_context.n_shots (e.g. n_shots=[{n}]) or drop the {source!r} source" if n
                    else f"drop the {source!r} source (other_suites.in_context.sources)")
-            if shot_relation == "same":
+            also = ""
+            if st.shot_relation == "same":
                 fix += ", or let facts of other relations follow (shot_relation='prefer_same')"
+                also += ", nor with one of another relation"
+            if st.shot_answers == "other":
+                fix += ", or allow shots with the fact's own answer (shot_answers='any')"
+                also += ", nor with one of its own answer"
             raise ValueError(f"in_context: {len(short)} fact(s) have fewer than {n_shots} {source} facts to show as "
                              f"shots (fact {rid!r} has {n}; a fact is never shown with itself or a fact about its own "
-                             f"subject{', nor with one of another relation' if shot_relation == 'same' else ''}); {fix}")
+                             f"subject{also}); {fix}")
 
 
 @dataclass(frozen=True)
@@ -336,7 +366,7 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
     _check_forget(task)
     items = _items(task, config)
     pools, orders = _shot_orders(task, items, config, st)
-    _check_sizes(orders, max(st.n_shots), st.shot_relation)
+    _check_sizes(orders, st)
     dealt = deal_controls([(it.record_id, it.answer) for it in items["forget"]], items["maintain"], seed=config.seed)
     maintain_by_id = {it.record_id: it for it in items["maintain"]}
 
@@ -351,8 +381,8 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
             attacked, sel = _score(model, v, task.objective, config, items["maintain"])
             base = base_sel = None
             if original is not None:
-                key = ("in_context", src, k, st.shot_relation, config.seed, task_key(task, config),
-                       tuple(s.record_id for s in pools[src]))
+                key = ("in_context", src, k, st.shot_relation, st.shot_answers, config.seed,
+                       task_key(task, config), tuple(s.record_id for s in pools[src]))
                 base, base_sel = (attacked, sel) if original is model else cached(
                     baselines, key, lambda v=v: _score(original, v, task.objective, config, items["maintain"]))
             ms = attack_metrics(pre, attacked, before, base_attacked=base, base_before=base_before)

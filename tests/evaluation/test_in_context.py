@@ -228,3 +228,22 @@ def test_shots_of_one_relation_only_refuse_a_fact_with_too_few_and_say_how_to_wi
     InContextConfig(n_shots=(n_forget // 2 + 1,), sources=("forget",)).check_task(task)  # others follow: enough
     with pytest.raises(ValueError, match="shot_relation must be one of"):
         InContextConfig(shot_relation="similar")
+
+
+def test_shots_with_the_asked_facts_own_answer_can_be_left_out(planted):
+    """On open-vocabulary tasks a shot with the fact's own answer lets the model copy it; the
+    selectivity controls need candidate sets, so ``shot_answers="other"`` removes the channel."""
+    subject = {r.id: r.subject for ds in (planted.task.forget, planted.task.retain) for r in ds}
+    pool = format_prompts(planted.task.forget, "default", seed=0)
+    item = pool[0]
+    every = shot_order(item, pool, subject, seed=0, source="forget")
+    other = shot_order(item, pool, subject, seed=0, source="forget", shot_answers="other")
+    assert any(s.answer == item.answer for s in every)
+    assert other == [s for s in every if s.answer != item.answer]  # the same seeded order, minus the copies
+    one_answer = dataclasses.replace(planted.task, forget=planted.task.forget.filter(
+        lambda r: r.answer == planted.task.forget[0].answer))
+    with pytest.raises(ValueError, match=r"has 0; .*nor with one of its own answer\); drop the 'forget' source.*"
+                                         r"shot_answers='any'"):
+        InContextConfig(n_shots=(1,), sources=("forget",), shot_answers="other").check_task(one_answer)
+    with pytest.raises(ValueError, match="shot_answers must be one of"):
+        InContextConfig(shot_answers="different")
