@@ -214,8 +214,7 @@ def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: 
     rng = np.random.default_rng(zlib.crc32(f"{seed}:{source}:{item.record_id}".encode()))
     order = [eligible[i] for i in rng.permutation(len(eligible))]
     if shot_answers == "other":  # after the draw: the order of "any" without the copies
-        answer = item.answer.strip().casefold()
-        order = [s for s in order if s.answer.strip().casefold() != answer]
+        order = [s for s in order if not _same_answer(s.answer, item.answer)]
     if relation is None or shot_relation == "any":
         return order
     mine = relation.get(item.record_id)
@@ -226,6 +225,11 @@ def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: 
 def _check_forget(task) -> None:
     if not len(task.forget):
         raise ValueError("the in-context attack asks the task's forget facts, and it has none")
+
+
+def _same_answer(a: str, b: str) -> bool:
+    """The same answer, up to case and surrounding spaces."""
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def _items(task, config: EvalConfig) -> dict[str, list[FormattedPrompt]]:
@@ -299,6 +303,22 @@ def _variant(orders, items, dealt: Mapping[str, tuple[str, ...]], maintain_by_id
     return _Variant(forget, maintain, controls, control_of)
 
 
+def _answer_shown(order: Mapping[str, list[FormattedPrompt]], items, k: int) -> dict[str, float]:
+    """Per forget and maintain fact, 1.0 when one of its first ``k`` shots answers with its own
+    answer (a model could copy it from the prompt), else 0.0."""
+    return {it.record_id: float(any(_same_answer(s.answer, it.answer) for s in order[it.record_id][:k]))
+            for it in (*items["forget"], *items["maintain"])}
+
+
+def _recovered_by_shown(attacked, before, shown: Mapping[str, float]) -> dict[str, int]:
+    """Forget facts won with the shots and lost without, split by whether a shot showed their
+    answer: recovery that the prompt could explain by copying, and recovery it cannot."""
+    back = [rid for rid, w in attacked.forget.items() if w and not before.forget.get(rid)]
+    n_shown = sum(1 for rid in back if shown.get(rid))
+    return {"answer_shown": n_shown, "answer_not_shown": len(back) - n_shown,
+            "forget_facts_answer_shown": int(sum(shown.get(rid, 0.0) for rid in attacked.forget))}
+
+
 def _score(model, v: _Variant, objective: str, config: EvalConfig, maintain_items):
     """The variant's :class:`TaskScores` and its selectivity (``None`` without controls)."""
     from factlens.evaluation.selectivity import selectivity_of
@@ -338,10 +358,12 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
         per fact), ``..._edit_accuracy`` (inject tasks), ``..._maintain_accuracy``,
         ``..._selective_recovery`` and ``..._control_bias``; the unedited model asked the same
         prompts is each one's baseline (its selectivity for the last two). ``extra``:
-        ``variants`` (per prefix: ``attack_damage``, ``recovery``, ``n_prompts``, an
-        ``example_prompt``), ``damaged`` (flagged prefixes), ``shots`` (per source, each fact's
-        shot ids in order; a variant with ``k`` shots shows the first ``k``), ``settings``,
-        ``at_chance_bar``, ``note``. One per-fact row per forget and maintain fact.
+        ``variants`` (per prefix: ``attack_damage``, ``recovery``, ``recovered``: forget facts
+        won with the shots and lost without, split by whether a shot answered with their own
+        answer, ``n_prompts``, an ``example_prompt``), ``damaged`` (flagged prefixes), ``shots``
+        (per source, each fact's shot ids in order; a variant with ``k`` shots shows the first
+        ``k``), ``settings``, ``at_chance_bar``, ``note``. One per-fact row per forget and
+        maintain fact (``<prefix>_answer_shown``: 1.0 when a shot showed its answer).
 
     Raises:
         ValueError: No forget facts, or some fact has fewer than ``max(n_shots)`` facts of a
@@ -390,9 +412,12 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
                 ms += selectivity_metrics(pre, sel, base_sel, at_chance=ms[0].at_chance)
             metrics += ms
             columns.update(outcome_columns(pre, attacked, base))
+            shown = _answer_shown(orders[src], items, k)
+            columns[f"{pre}_answer_shown"] = shown
             variants[pre] = {
                 "source": src, "n_shots": k, "n_prompts": len(v.forget) + len(v.maintain) + len(v.controls),
                 "recovery": attacked.accuracy("forget") - before.accuracy("forget"),
+                "recovered": _recovered_by_shown(attacked, before, shown),
                 "attack_damage": attack_damage(base_before, base, tolerance=st.damage_tolerance),
                 "example_prompt": v.forget[0].prompt,
             }

@@ -96,6 +96,14 @@ def test_a_suppressed_fact_comes_back_and_a_copying_context_recovers_nothing(pla
         assert sel.value == 0.0 and set(sel.samples.values()) == {0.0}  # every win is matched by its controls
         assert c[f"{pre}_control_bias"].value == c[f"{pre}_forget_accuracy"].value > 0
         assert c[f"{pre}_maintain_accuracy"].value < 1
+        # a copier recovers only facts whose answer a shot showed; the recall above is split as shown
+        back = c.extra["variants"][pre]["recovered"]
+        assert back["answer_not_shown"] == 0 and back["answer_shown"] == round(c[f"{pre}_forget_accuracy"].value *
+                                                                                len(task.forget))
+        rows = {row["record_id"]: row for row in r.per_fact}
+        split = r.extra["variants"][pre]["recovered"]
+        assert split["answer_shown"] == sum(rows[rid][f"{pre}_answer_shown"] for rid in forget) \
+            == split["forget_facts_answer_shown"] and split["answer_not_shown"] == len(forget) - split["answer_shown"]
     shots = c.extra["shots"]["forget"]
     assert all(len(v) == 3 for v in shots.values())  # the 1-shot variant showed the first of these
 
