@@ -435,7 +435,8 @@ def in_context_curves(results, *, source: str = "forget", title: str | None = No
     """Forget accuracy and selective recovery against the number of solved facts before each
     prompt (the ``in_context`` suite), one line pair per localization, with 95 % intervals; the
     unedited model asked the same prompts (the first result's baselines) in gray. Without shots
-    (x = 0) the forget accuracy is the model's own (``recovery`` = the difference).
+    (x = 0) the forget accuracy is the model's own (``recovery`` = the difference). The default
+    title says when the shots left out the fact's own answer (``shot_answers="other"``).
 
     Args:
         results: ``{localization: EvalResult}`` (or one result / ``in_context`` SuiteResult).
@@ -445,9 +446,10 @@ def in_context_curves(results, *, source: str = "forget", title: str | None = No
     go = _go()
     res = _as_dict(results)
     fig = go.Figure()
-    base_drawn = False
+    base_drawn, own_answer_left_out = False, False
     for loc, r in res.items():
         s = _suite(r, "in_context")
+        own_answer_left_out |= bool(s and s.extra.get("settings", {}).get("shot_answers") == "other")
         ks = sorted(v["n_shots"] for v in (s.extra.get("variants", {}) if s else {}).values()
                     if v.get("source") == source)
         if not ks:
@@ -466,7 +468,8 @@ def in_context_curves(results, *, source: str = "forget", title: str | None = No
             base_drawn = True
     if not fig.data:
         raise ValueError(f"no 'in_context' suite with shots from {source!r} in the results")
-    fig.update_layout(title=title or f"Forget facts asked after solved {source} facts",
+    note = " (no shot with the fact's own answer)" if own_answer_left_out else ""
+    fig.update_layout(title=title or f"Forget facts asked after solved {source} facts{note}",
                       xaxis_title="solved facts before the prompt (shots)", yaxis_title="share of forget facts",
                       yaxis_range=[-0.05, 1.05])
     return fig

@@ -169,6 +169,10 @@ def test_the_shot_curves_draw_each_localization_and_the_unedited_model(planted):
                                                                      r["a"]["in_context_retain_2_forget_accuracy"].baseline]
     with pytest.raises(ValueError, match="no 'in_context' suite with shots from 'forget'"):
         in_context_curves(r, source="forget")
+    assert "own answer" not in fig.layout.title.text
+    other = run_in_context(edited, planted.task, original=planted.model,
+                           in_context_config=InContextConfig(n_shots=(1,), sources=("retain",), shot_answers="other"))
+    assert "(no shot with the fact's own answer)" in in_context_curves({"a": other}, source="retain").layout.title.text
 
 
 def test_the_unedited_models_scores_round_trip_through_the_workers_store(planted, tmp_path):
