@@ -311,11 +311,15 @@ def _answer_shown(order: Mapping[str, list[FormattedPrompt]], items, k: int) -> 
 
 
 def _recovered_by_shown(attacked, before, shown: Mapping[str, float]) -> dict[str, int]:
-    """Forget facts won with the shots and lost without, split by whether a shot showed their
-    answer: recovery that the prompt could explain by copying, and recovery it cannot."""
-    back = [rid for rid, w in attacked.forget.items() if w and not before.forget.get(rid)]
+    """Of the ``removed`` forget facts (lost without shots), those won with the shots, split by
+    whether a shot showed their answer: recovery that the prompt could explain by copying, and
+    recovery it cannot. Unlike the per-fact ``forget_recovery`` (with minus without shots, over
+    every forget fact), facts the edit never removed do not enter, so the shots' damage to them
+    does not cancel recovery; the counts are per model, not paired across localizations."""
+    removed = [rid for rid in attacked.forget if not before.forget.get(rid)]
+    back = [rid for rid in removed if attacked.forget[rid]]
     n_shown = sum(1 for rid in back if shown.get(rid))
-    return {"answer_shown": n_shown, "answer_not_shown": len(back) - n_shown,
+    return {"removed": len(removed), "answer_shown": n_shown, "answer_not_shown": len(back) - n_shown,
             "forget_facts_answer_shown": int(sum(shown.get(rid, 0.0) for rid in attacked.forget))}
 
 
@@ -358,9 +362,9 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
         per fact), ``..._edit_accuracy`` (inject tasks), ``..._maintain_accuracy``,
         ``..._selective_recovery`` and ``..._control_bias``; the unedited model asked the same
         prompts is each one's baseline (its selectivity for the last two). ``extra``:
-        ``variants`` (per prefix: ``attack_damage``, ``recovery``, ``recovered``: forget facts
-        won with the shots and lost without, split by whether a shot answered with their own
-        answer, ``n_prompts``, an ``example_prompt``), ``damaged`` (flagged prefixes), ``shots``
+        ``variants`` (per prefix: ``attack_damage``, ``recovery``, ``recovered``: how many forget
+        facts were lost without shots and, of those, won with them, split by whether a shot
+        answered with their own answer, ``n_prompts``, an ``example_prompt``), ``damaged`` (flagged prefixes), ``shots``
         (per source, each fact's shot ids in order; a variant with ``k`` shots shows the first
         ``k``), ``settings``, ``at_chance_bar``, ``note``. One per-fact row per forget and
         maintain fact (``<prefix>_answer_shown``: 1.0 when a shot showed its answer).

@@ -102,6 +102,7 @@ def test_a_suppressed_fact_comes_back_and_a_copying_context_recovers_nothing(pla
                                                                                 len(task.forget))
         rows = {row["record_id"]: row for row in r.per_fact}
         split = r.extra["variants"][pre]["recovered"]
+        assert split["removed"] == back["removed"] == len(forget)  # the stand-in edit removed every forget fact
         assert split["answer_shown"] == sum(rows[rid][f"{pre}_answer_shown"] for rid in forget) \
             == split["forget_facts_answer_shown"] and split["answer_not_shown"] == len(forget) - split["answer_shown"]
     shots = c.extra["shots"]["forget"]
