@@ -145,19 +145,16 @@ class InContextConfig(ConfigBase):
 
     def check_task(self, task, config: EvalConfig | None = None) -> None:
         """Refuse a task some fact of which cannot get ``max(n_shots)`` shots from a source (too
-        few retain facts, of its relation with ``shot_relation="same"``, or of another answer with
-        ``shot_answers="other"``): the runner calls it
-        with each seed's task before any localization, where the suite failed after the first
-        unit's edit.
+        few retain facts, of its relation with ``shot_relation="same"``, or of another answer
+        with ``shot_answers="other"``): the runner calls it with each seed's task before any
+        localization, where the suite failed after the first unit's edit.
 
         Raises:
             ValueError: As :func:`run_in_context` would, before scoring.
         """
         from factlens.evaluation.config import or_default
 
-        config = or_default(config)
-        _check_forget(task)
-        _check_sizes(_shot_orders(task, _items(task, config), config, self)[1], self)
+        _checked_shots(task, or_default(config), self)
 
 
 def with_shots(item: FormattedPrompt, shots: Sequence[FormattedPrompt]) -> FormattedPrompt:
@@ -222,11 +219,6 @@ def shot_order(item: FormattedPrompt, pool: Sequence[FormattedPrompt], subject: 
     return same if shot_relation == "same" else same + [s for s in order if relation.get(s.record_id) != mine]
 
 
-def _check_forget(task) -> None:
-    if not len(task.forget):
-        raise ValueError("the in-context attack asks the task's forget facts, and it has none")
-
-
 def _same_answer(a: str, b: str) -> bool:
     """The same answer, up to case and surrounding spaces."""
     return a.strip().casefold() == b.strip().casefold()
@@ -237,15 +229,21 @@ def _items(task, config: EvalConfig) -> dict[str, list[FormattedPrompt]]:
     return {split: format_prompts(getattr(task, split), "default", seed=config.seed) for split in ("forget", "maintain")}
 
 
-def _shot_orders(task, items, config: EvalConfig, st: InContextConfig):
-    """Each source's shot facts (:func:`_pools`) and, per source, each scored fact's shot order."""
+def _checked_shots(task, config: EvalConfig, st: InContextConfig):
+    """The scored facts (:func:`_items`), each source's shot facts (:func:`_pools`) and, per
+    source, each scored fact's shot order; ``ValueError`` for a task without forget facts or a
+    fact with too few shots (:func:`_check_sizes`)."""
+    if not len(task.forget):
+        raise ValueError("the in-context attack asks the task's forget facts, and it has none")
+    items = _items(task, config)
     records = [r for ds in (task.forget, task.maintain, task.retain) for r in ds]
     subject, relation = {r.id: r.subject for r in records}, {r.id: r.relation for r in records}
     pools = _pools(task, config, st.sources)
     orders = {src: {it.record_id: shot_order(it, pool, subject, seed=config.seed, source=src, relation=relation,
                                              shot_relation=st.shot_relation, shot_answers=st.shot_answers)
                     for it in (*items["forget"], *items["maintain"])} for src, pool in pools.items()}
-    return pools, orders
+    _check_sizes(orders, st)
+    return items, pools, orders
 
 
 def _pools(task, config: EvalConfig, sources: Sequence[str]) -> dict[str, list[FormattedPrompt]]:
@@ -364,9 +362,9 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
         prompts is each one's baseline (its selectivity for the last two). ``extra``:
         ``variants`` (per prefix: ``attack_damage``, ``recovery``, ``recovered``: how many forget
         facts were lost without shots and, of those, won with them, split by whether a shot
-        answered with their own answer, ``n_prompts``, an ``example_prompt``), ``damaged`` (flagged prefixes), ``shots``
-        (per source, each fact's shot ids in order; a variant with ``k`` shots shows the first
-        ``k``), ``settings``, ``at_chance_bar``, ``note``. One per-fact row per forget and
+        answered with their own answer, ``n_prompts``, an ``example_prompt``), ``damaged``
+        (flagged prefixes), ``shots`` (per source, each fact's shot ids in order; a variant with
+        ``k`` shots shows the first ``k``), ``settings``, ``at_chance_bar``, ``note``. One per-fact row per forget and
         maintain fact (``<prefix>_answer_shown``: 1.0 when a shot showed its answer).
 
     Raises:
@@ -389,10 +387,7 @@ def run_in_context(model, task, *, original=None, config: EvalConfig | None = No
     t0 = time.perf_counter()
     config = or_default(config)
     st = suite_settings(config, "in_context", InContextConfig, in_context_config)
-    _check_forget(task)
-    items = _items(task, config)
-    pools, orders = _shot_orders(task, items, config, st)
-    _check_sizes(orders, st)
+    items, pools, orders = _checked_shots(task, config, st)
     dealt = deal_controls([(it.record_id, it.answer) for it in items["forget"]], items["maintain"], seed=config.seed)
     maintain_by_id = {it.record_id: it for it in items["maintain"]}
 

@@ -227,16 +227,11 @@ def _too_few_facts(config: "RunConfig") -> list[str]:
     """Suites whose settings need more forget facts than the run edits (a settings type's
     ``forget_facts_needed()``: the in-context attack's shots): the suite failed after the first
     unit's localization and edit."""
-    from factlens.evaluation import SUITES
-
     if config.forget_size is None or _task_entry(config).size_option != "n_forget":
-        return []
-    suites = [n for n in config.suites if n in SUITES and SUITES.get(n).config_type is not None]
-    if not suites:
         return []
     try:
         ev = config.eval_config(0)
-        typed = {n: ev.suite_config(n) for n in suites}
+        typed = _suite_settings(config, ev)
     except (TypeError, ValueError, ImportError):  # bad settings are reported by the checks that read them
         return []
     out = []
@@ -401,11 +396,15 @@ def check_suite_tasks(task, config: "RunConfig", seed: int) -> None:
     """Refuse, before the FLU and the localizations, a task that a suite's settings cannot evaluate
     (a settings type's ``check_task(task, eval_config)``: the in-context attack's shots): otherwise
     the suite failed after the first unit's localization and edit."""
+    ev = config.eval_config(seed)
+    for settings in _suite_settings(config, ev).values():
+        if hasattr(settings, "check_task"):
+            settings.check_task(task, ev)
+
+
+def _suite_settings(config: "RunConfig", ev) -> dict[str, Any]:
+    """The settings of each of the run's suites that has a settings type, read from ``ev`` (the
+    run's ``EvalConfig``)."""
     from factlens.evaluation import SUITES
 
-    ev = config.eval_config(seed)
-    for name in config.suites:
-        if name in SUITES and SUITES.get(name).config_type is not None:
-            settings = ev.suite_config(name)
-            if hasattr(settings, "check_task"):
-                settings.check_task(task, ev)
+    return {n: ev.suite_config(n) for n in config.suites if n in SUITES and SUITES.get(n).config_type is not None}
