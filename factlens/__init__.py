@@ -16,10 +16,11 @@ from factlens.models import load_model
 from factlens.progress_bars import progress
 from factlens.scores import ComponentScores
 
-# The verbs (localize, edit, evaluate, compare) are functions; their subpackages are named
-# after the noun (localization, editing, evaluation, comparison), so importing a submodule
+# The verbs (localize, edit, evaluate, compare, equivalence) are functions; their subpackages are named
+# after the noun or the method (localization, editing, evaluation, comparison, tost), so importing a submodule
 # never replaces a verb and ``import factlens.editing.result`` always works.
 from factlens.comparison import compare
+from factlens.tost import equivalence
 from factlens.editing import EditConfig, EditResult, edit
 from factlens.editing.sweep import sweep
 from factlens.evaluation import evaluate
@@ -32,7 +33,8 @@ _LAZY = {
 }
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
-           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", "progress", *_LAZY]
+           "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", "equivalence",
+           "progress", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

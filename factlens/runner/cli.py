@@ -4,7 +4,8 @@
 localization and seed and writes per-run JSON plus ``report.html`` into ``--out``;
 ``factlens report <run dir> [--reference UNIT]`` rewrites the report of a run directory; ``factlens compare
 <run dir> [--reference flu] [--csv out.csv]`` prints the paired comparison of every
-localization with a reference (:func:`factlens.compare`).
+localization with a reference (:func:`factlens.compare`); ``factlens equivalence <run dir> --margin 0.1`` the
+equivalence tests of the same pairs (:func:`factlens.equivalence`: which differences the run rules out).
 
 Settings come from the :class:`~factlens.runner.config.RunConfig` defaults, then a config
 file (``--config run.toml``/``.yaml``), then the flags given on the command line.
@@ -134,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
     cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                                "over an existing file only if it is such a CSV)")
+    eq = sub.add_parser("equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
+                                             "rules out",
+                        description="One row per (localization, metric): is the difference from the reference "
+                                    "smaller than a margin you call negligible? Two one-sided tests on the paired "
+                                    "interval, Holm-corrected per localization; 'rules out beyond' is the smallest "
+                                    "margin the run would have declared equivalent (docs/statistics.md).")
+    eq.add_argument("out", type=Path, nargs="+", help="run directory (several with the same facts are merged)")
+    eq.add_argument("--margin", type=float, required=True,
+                    help="the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for "
+                         "accuracies); choose the metrics with --metrics")
+    eq.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
+    eq.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values, "
+                                      "all judged against one margin)")
+    eq.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
+                                             "over an existing file only if it is such a CSV)")
     return p
 
 
@@ -412,6 +428,30 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_equivalence(args: argparse.Namespace) -> int:
+    from factlens.tost import equivalence
+    from factlens.files import check_output, write_atomic
+    from factlens.runner.report_comparisons import equivalence_text
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    unfinished = _unfinished(args.out)
+    try:
+        if args.csv is not None:
+            check_output(args.csv, what="equivalence CSV", ours=lambda head: head.startswith("localization,metric,"),
+                         protected=[p for p in args.out if Path(p).is_dir()])
+        runs = args.out[0] if len(args.out) == 1 else list(args.out)
+        table = equivalence(runs, reference=args.reference, metrics=metrics, margin=args.margin)
+    except ValueError as e:
+        _note_unfinished(unfinished)
+        return _error(e)
+    _note_unfinished(unfinished)
+    if args.csv is not None:
+        write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
+        print(f"wrote {args.csv}", file=sys.stderr)
+    print(equivalence_text(table, reference=args.reference), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``factlens`` command (``[project.scripts] factlens``).
 
@@ -438,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "equivalence":
+            return _cmd_equivalence(args)
         return _cmd_report(args)
     except KeyboardInterrupt:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from factlens.evaluation.plots import HEADLINE_METRICS
 
 __all__ = ["DEFAULT_REFERENCES", "report_references", "no_comparison_reason", "md_escape", "compare_text",
-           "comparisons_markdown", "comparisons_html"]
+           "equivalence_text", "comparisons_markdown", "comparisons_html"]
 
 #: The localizations the report compares against by default (:func:`report_references`).
 DEFAULT_REFERENCES: tuple[str, ...] = ("flu", "random")
@@ -148,6 +148,34 @@ def compare_text(table, *, reference: str) -> str:
     out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
     out += ["| " + " | ".join(md_escape(c) for c in _cells(r)) + " |" for r in table.to_dict("records")]
     return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
+
+
+_EQ_HEAD = ("localization", "metric", "value", "reference", "diff [CI at Holm's first step]", "margin", "p (TOST)",
+            "p (Holm)", "equivalent", "rules out beyond", "n")
+
+
+def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
+    """The :func:`factlens.equivalence` table as markdown, with its legend."""
+    out = ["| " + " | ".join(_EQ_HEAD) + " |", "|---|---|" + "---:|" * (len(_EQ_HEAD) - 2)]
+    for r in table.to_dict("records"):
+        diff = _num(r["diff"], "+.3f")
+        if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
+            diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
+        n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
+        cells = [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
+                 _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), n]
+        out.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    legend = (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
+              f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
+              "Newcombe's for 0/1 outcomes, with several seeds its hull with the bootstrap over seeds then facts, "
+              "otherwise a paired bootstrap). p (TOST): two one-sided tests of \"the difference is at least the "
+              "margin\" (1.0 when the difference itself is); Holm: corrected across the localization's rows; "
+              f"equivalent: Holm p ≤ {alpha:g}, the run rules out a difference as large as the margin. Rules out "
+              "beyond: the smallest margin this run would have declared equivalent (the interval's largest "
+              "absolute end). Rows at chance on the unedited model, maxima over layers and rows without a "
+              "common seed are not tested and never equivalent.")
+    return "\n".join(out) + "\n\n" + legend + "\n"
 
 
 def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any]], str | None]:
