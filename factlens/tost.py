@@ -56,9 +56,11 @@ EQUIVALENCE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "refe
 _TOL = 1e-6
 
 
-def _margins(margin: float | Mapping[str, float], metrics: Sequence[str] | None) -> tuple[Callable[[tuple[str, str]],
-                                                                                                float | None],
-                                                                                       tuple[str, ...] | None]:
+MarginOf = Callable[[tuple[str, str]], "float | None"]
+
+
+def _margins(margin: float | Mapping[str, float], metrics: str | Sequence[str] | None
+             ) -> tuple[MarginOf, tuple[str, ...] | None]:
     """The margin of a ``(suite, metric)`` key (``None``: not compared) and the metric names to load."""
     def checked(name: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -202,7 +204,7 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
         >>> t = equivalence({"flu": [ev(same)], "random": [ev(same)]}, margin=0.1)
         >>> bool(t.at[0, "equivalent"]), round(float(t.at[0, "bound"]), 3)
         (True, 0.027)
-        >>> bool(equivalence({"flu": [ev(same)], "random": [ev(same)]}, margin=0.03).at[0, "equivalent"])
+        >>> bool(equivalence({"flu": [ev(same)], "random": [ev(same)]}, margin=0.02).at[0, "equivalent"])
         False
     """
     import pandas as pd
