@@ -449,10 +449,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha is a level between 0 and 1 (e.g. 0.05 for 5 %), got {alpha!r}")
-    evals = load_evaluations(runs)
-    if reference not in evals:
-        raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
-                         f"reference=<one of them> (CLI: --reference)")
+    evals = _with_reference(runs, reference)
     metrics = _metric_names(metrics, evals)
     ref = _metric_index(evals[reference])
     ref_collapsed = _collapsed_seeds(evals[reference])
@@ -474,6 +471,15 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     if not rows:  # an empty table read as "no difference" (it was returned without a word unless metrics= was given)
         raise NothingToCompare(_nothing_compared(runs, evals, reference, metrics))
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def _with_reference(runs, reference: str) -> dict[str, dict[Any, Any]]:
+    """:func:`load_evaluations` of ``runs``, refused when ``reference`` is not among their localizations."""
+    evals = load_evaluations(runs)
+    if reference not in evals:
+        raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
+                         f"reference=<one of them> (CLI: --reference)")
+    return evals
 
 
 def _nothing_compared(runs, evals: Mapping[str, Any], reference: str, metrics: tuple[str, ...] | None) -> str:

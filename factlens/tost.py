@@ -209,16 +209,12 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
     """
     import pandas as pd
 
-    from factlens.comparison import NothingToCompare, _metric_index, _metric_names, _wanted
-    from factlens.compare_inputs import load_evaluations
+    from factlens.comparison import NothingToCompare, _metric_index, _metric_names, _wanted, _with_reference
 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
         raise ValueError(f"alpha is a level between 0 and 0.5 (the interval is at 1 - 2 alpha), got {alpha!r}")
     margin_of, names = _margins(margin, metrics)
-    evals = load_evaluations(runs)
-    if reference not in evals:
-        raise ValueError(f"reference {reference!r} is not among the localizations {sorted(evals)}; pass "
-                         f"reference=<one of them> (CLI: --reference)")
+    evals = _with_reference(runs, reference)
     names = _metric_names(names, evals)
     ref = _metric_index(evals[reference])
     rows: list[dict] = []

@@ -406,41 +406,33 @@ def _note_unfinished(unfinished: dict[str, list[str]]) -> None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.comparison import compare
-    from factlens.files import check_output, write_atomic
     from factlens.runner.report_stats import compare_text
+
+    return _table_command(args, "comparison", lambda runs, metrics: compare(runs, reference=args.reference,
+                                                                            metrics=metrics), compare_text)
+
+
+def _cmd_equivalence(args: argparse.Namespace) -> int:
+    from factlens.runner.report_comparisons import equivalence_text
+    from factlens.tost import equivalence
+
+    return _table_command(args, "equivalence", lambda runs, metrics: equivalence(
+        runs, reference=args.reference, metrics=metrics, margin=args.margin), equivalence_text)
+
+
+def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
+    """``factlens compare`` / ``equivalence``: the table of ``build(runs, metrics)`` printed as ``text``,
+    and written to ``--csv``; a refused setting (an empty table, a ``--reference`` that is planned but
+    has not finished) is an error message, with the folders' unfinished units noted."""
+    from factlens.files import check_output, write_atomic
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     unfinished = _unfinished(args.out)
     try:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
-            check_output(args.csv, what="comparison CSV", ours=lambda head: head.startswith("localization,metric,"),
+            check_output(args.csv, what=f"{what} CSV", ours=lambda head: head.startswith("localization,metric,"),
                          protected=[p for p in args.out if Path(p).is_dir()])
-        runs = args.out[0] if len(args.out) == 1 else list(args.out)
-        table = compare(runs, reference=args.reference, metrics=metrics)  # an empty table raises NothingToCompare
-    except ValueError as e:
-        _note_unfinished(unfinished)  # e.g. a --reference that is planned but has not finished
-        return _error(e)
-    _note_unfinished(unfinished)
-    if args.csv is not None:
-        write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
-        print(f"wrote {args.csv}", file=sys.stderr)
-    print(compare_text(table, reference=args.reference), end="")
-    return 0
-
-
-def _cmd_equivalence(args: argparse.Namespace) -> int:
-    from factlens.tost import equivalence
-    from factlens.files import check_output, write_atomic
-    from factlens.runner.report_comparisons import equivalence_text
-
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    unfinished = _unfinished(args.out)
-    try:
-        if args.csv is not None:
-            check_output(args.csv, what="equivalence CSV", ours=lambda head: head.startswith("localization,metric,"),
-                         protected=[p for p in args.out if Path(p).is_dir()])
-        runs = args.out[0] if len(args.out) == 1 else list(args.out)
-        table = equivalence(runs, reference=args.reference, metrics=metrics, margin=args.margin)
+        table = build(args.out[0] if len(args.out) == 1 else list(args.out), metrics)  # empty: NothingToCompare
     except ValueError as e:
         _note_unfinished(unfinished)
         return _error(e)
@@ -448,7 +440,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     if args.csv is not None:
         write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
         print(f"wrote {args.csv}", file=sys.stderr)
-    print(equivalence_text(table, reference=args.reference), end="")
+    print(text(table, reference=args.reference), end="")
     return 0
 
 
