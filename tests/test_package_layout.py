@@ -12,7 +12,7 @@ import sys
 
 import factlens
 
-VERBS = ("localize", "localization_mask", "edit", "evaluate", "compare", "sweep", "load_model")
+VERBS = ("localize", "localization_mask", "edit", "evaluate", "compare", "equivalence", "sweep", "load_model")
 
 
 def _all_modules() -> list[str]:
