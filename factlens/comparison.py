@@ -261,6 +261,25 @@ def declared_continuous(m: Any) -> bool:
     return is_binary(np.array([v for v in m.samples.values() if v == v], dtype=float))
 
 
+def _paired_inputs(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], *,
+                  reference: str) -> tuple[list[_Paired], Mapping[Any, Any], Mapping[Any, Any], set[Any]]:
+    """A row's paired units per common seed (:func:`_pairs`), the two sides' metrics restricted to the
+    seeds the difference is taken on (``value`` and ``reference_value`` are over those: folders run
+    with other ``--seeds``), and those seeds (every seed both sides have when none is paired)."""
+    pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
+    common = {p.seed for p in pairs} or set(lm) & set(rm)
+    if common:
+        lm, rm = ({s: m for s, m in side.items() if s in common} for side in (lm, rm))
+    return pairs, lm, rm, common
+
+
+def _value_kind(lm: Mapping[Any, Any], rm: Mapping[Any, Any]) -> tuple[bool, bool]:
+    """Whether a row's metric is token-weighted (``Metric.weights``) and whether its values are
+    proportions (none :func:`declared_continuous`): what the intervals and tests of the row depend on."""
+    sides = (*lm.values(), *rm.values())
+    return any(m.weights is not None for m in sides), not any(declared_continuous(m) for m in sides)
+
+
 def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
          alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
     """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
@@ -268,11 +287,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     from factlens.stats import (is_binary, mean_interval, minimum_detectable_difference, paired_diff,
                                 paired_test_key, sign_flip_test, smallest_attainable_p, weighted_mean_se)
 
-    pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
-    # value and reference_value over the seeds the difference is taken on (folders with other --seeds)
-    common = {p.seed for p in pairs} or set(lm) & set(rm)
-    if common:
-        lm, rm = ({s: m for s, m in side.items() if s in common} for side in (lm, rm))
+    pairs, lm, rm, common = _paired_inputs(loc, key, lm, rm, reference=reference)
     first = next(iter(lm.values()))
     at_chance = any(m.at_chance for m in (*lm.values(), *rm.values()))
     row: dict[str, Any] = {
@@ -280,8 +295,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         "value": float(np.mean([m.value for m in lm.values()])),
         "reference_value": float(np.mean([m.value for m in rm.values()])),
         "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
-    weighted = any(m.weights is not None for m in (*lm.values(), *rm.values()))  # token-weighted metric
-    proportion = not any(declared_continuous(m) for m in (*lm.values(), *rm.values()))
+    weighted, proportion = _value_kind(lm, rm)
     units = [_unit_values(m) for m in lm.values()]
     if len(lm) == 1:
         vci = (first.ci_low, first.ci_high)

@@ -116,12 +116,10 @@ def _tost_p(diff: float, margin: float, interval_at: Callable[[float], tuple[flo
 
 def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: str, seed: int) -> tuple[dict, Any]:
     """One row with its ``p_tost``, and what the Holm family needs (``None`` for an untested row)."""
-    from factlens.comparison import _pairs, _unit, declared_continuous
+    from factlens.comparison import _unit, _paired_inputs, _value_kind
     from factlens.stats import paired_diff, paired_test_key
 
-    pairs = _pairs(lm, rm, f"{loc!r} vs {reference!r}, {key[0]}.{key[1]}")
-    common = {p.seed for p in pairs} or set(lm) & set(rm)
-    lm, rm = ({s: m for s, m in side.items() if s in common} for side in (lm, rm)) if common else (lm, rm)
+    pairs, lm, rm, _ = _paired_inputs(loc, key, lm, rm, reference=reference)
     sides = (*lm.values(), *rm.values())
     first = next(iter(lm.values()))
     row: dict[str, Any] = {
@@ -133,13 +131,12 @@ def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: st
         "diff": float("nan"), "ci_low": None, "ci_high": None, "p_tost": float("nan"), "tested": False}
     if not pairs or row["at_chance"] or any(m.selected for m in sides):
         return row, None
-    weighted = any(m.weights is not None for m in sides)
-    proportion = not any(declared_continuous(m) for m in sides)
-    at = _interval_at(pairs, weighted=weighted, proportion=proportion, seed=seed)
-    diff = paired_diff([p.x for p in pairs], [p.y for p in pairs], weights=[p.w for p in pairs] if weighted else None,
-                       seed=seed, proportion=proportion)[0]
-    if at(0.95) is None:  # no interval (a single paired unit): nothing to test
+    weighted, proportion = _value_kind(lm, rm)
+    diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs], weights=[p.w for p in pairs] if weighted else None,
+                           seed=seed, proportion=proportion)
+    if ci is None:  # no interval (a single paired unit): nothing to test
         return {**row, "diff": diff}, None
+    at = _interval_at(pairs, weighted=weighted, proportion=proportion, seed=seed)
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     w = np.concatenate([p.w for p in pairs])
     key_ = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])

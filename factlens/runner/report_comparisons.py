@@ -92,12 +92,17 @@ def _cells(r: dict) -> list[str]:
     untestable = not r["at_chance"] and r.get("testable") is False and (r.get("n_tests", 0) > 0 or untested)
     sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
            ) + (" ◊" if r.get("collapsed") else "")
+    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
+            _p(r["p_value"]), _p(r["p_holm"]), sig, _n_cell(r), _mdd(r["mdd"])]
+
+
+def _n_cell(r: dict) -> str:
+    """A row's paired units: per seed, or in all when the seeds have different numbers."""
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
     total = r.get("n_units")  # absent in tables written before it existed
     if r["n_seeds"] > 1 and total is not None and total != r["n_facts"] * r["n_seeds"]:  # seeds of different sizes
         n = f"{total} {r['unit']} over {r['n_seeds']} seeds (≥ {r['n_facts']} each)"
-    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-            _p(r["p_value"]), _p(r["p_holm"]), sig, n, _mdd(r["mdd"])]
+    return n
 
 
 def _mdd(x: Any) -> str:
@@ -164,9 +169,8 @@ def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
         if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
             diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
-        n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
         cells = [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-                 _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), n]
+                 _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)]
         out.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     legend = (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
               f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
