@@ -66,7 +66,7 @@ class NothingToCompare(ValueError):
 
 
 #: Columns of :func:`compare`'s table.
-COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "value_ci_low", "value_ci_high",
+COMPARE_COLUMNS = ("localization", "metric", "suite", "unit", "test_unit", "value", "value_ci_low", "value_ci_high",
                    "reference_value", "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "testable",
                    "at_chance",
                    "collapsed", "higher_is_better", "n_facts", "n_units", "n_seeds", "n_tests", "mdd", "mdd_unadjusted")
@@ -280,12 +280,24 @@ def _value_kind(lm: Mapping[Any, Any], rm: Mapping[Any, Any]) -> tuple[bool, boo
     return any(m.weights is not None for m in sides), not any(declared_continuous(m) for m in sides)
 
 
-def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
-         alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
-    """One comparison row and its test (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
-    from factlens.power import lattice_step
-    from factlens.stats import (is_binary, mean_interval, minimum_detectable_difference, paired_diff,
-                                paired_test_key, sign_flip_test, smallest_attainable_p, weighted_mean_se)
+@dataclass(frozen=True)
+class _RowValues:
+    """What a row's test starts from, whatever its unit (facts, or seeds: :mod:`factlens.seed_unit`)."""
+
+    row: dict[str, Any]  # localization, metric, value and its interval, reference_value, flags, n_seeds
+    pairs: list[_Paired]
+    weighted: bool  # _value_kind
+    proportion: bool
+    tested: bool  # False: nothing paired, or a maximum over layers; ``row`` is then complete
+
+
+def _values_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int, *,
+                reference: str) -> _RowValues:
+    """A row's values, whatever the unit of its test: ``value`` and ``reference_value`` over the seeds
+    both sides have, ``value``'s interval, the flags; with its paired units and value kind
+    (:func:`_value_kind`). A row that is never tested (nothing paired, or a maximum over layers) comes
+    complete, without an interval or p-value."""
+    from factlens.stats import mean_interval
 
     pairs, lm, rm, common = _paired_inputs(loc, key, lm, rm, reference=reference)
     first = next(iter(lm.values()))
@@ -294,7 +306,8 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         "localization": loc, "metric": key[1], "suite": key[0], "unit": _unit(first),
         "value": float(np.mean([m.value for m in lm.values()])),
         "reference_value": float(np.mean([m.value for m in rm.values()])),
-        "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs)}
+        "at_chance": at_chance, "higher_is_better": bool(first.higher_is_better), "n_seeds": len(pairs),
+        "test_unit": "fact"}
     weighted, proportion = _value_kind(lm, rm)
     units = [_unit_values(m) for m in lm.values()]
     if len(lm) == 1:
@@ -308,9 +321,25 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
     if not pairs or any(m.selected for m in (*lm.values(), *rm.values())):  # nothing paired, or a maximum over layers
         # no seed in common: a difference would be one of two trainings and fact samples, not of localizations
         diff = row["value"] - row["reference_value"] if common else float("nan")
-        return {**row, "diff": diff, "ci_low": None, "ci_high": None,
-                "p_value": float("nan"), "n_facts": min((len(p.ids) for p in pairs), default=0),
-                "n_units": sum(len(p.ids) for p in pairs), "mdd_unadjusted": float("nan")}, None
+        return _RowValues({**row, "diff": diff, "ci_low": None, "ci_high": None,
+                           "p_value": float("nan"), "n_facts": min((len(p.ids) for p in pairs), default=0),
+                           "n_units": sum(len(p.ids) for p in pairs), "mdd_unadjusted": float("nan")},
+                          pairs, weighted, proportion, tested=False)
+    return _RowValues(row, pairs, weighted, proportion, tested=True)
+
+
+def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any, Any], seed: int,
+         alpha: float, *, reference: str) -> tuple[dict[str, Any], _PairedTest | None]:
+    """One comparison row with facts (chunks, questions) as the paired units, and its test
+    (``p_holm``, ``significant``, ``n_tests``, ``mdd`` are filled per localization later)."""
+    from factlens.power import lattice_step
+    from factlens.stats import (is_binary, minimum_detectable_difference, paired_diff, paired_test_key,
+                                sign_flip_test, smallest_attainable_p, weighted_mean_se)
+
+    v = _values_row(loc, key, lm, rm, seed, reference=reference)
+    if not v.tested:
+        return v.row, None
+    row, pairs, weighted, proportion = v.row, v.pairs, v.weighted, v.proportion
     xs, ys = np.concatenate([p.x for p in pairs]), np.concatenate([p.y for p in pairs])
     d = xs - ys
     ok = ~np.isnan(d)
@@ -403,7 +432,7 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu",
-            metrics: str | Sequence[str] | None = None, *,
+            metrics: str | Sequence[str] | None = None, *, unit: str = "fact",
             alpha: float = 0.05, seed: int = 0):
     """Paired comparison of every localization with ``reference``, one row per (localization, metric).
 
@@ -414,6 +443,13 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         reference: The localization compared against (``"flu"``, ``"random"``...).
         metrics: Metric names (``"forget_accuracy"`` or ``"standard.forget_accuracy"``) to
             compare; ``None``: every metric with per-unit samples in both.
+        unit: What the test pairs and resamples. ``"fact"`` (default): the facts (text chunks,
+            MMLU questions) of every seed, pooled; the p-value holds for the run's trained edits
+            and mask draws. ``"seed"``: each seed's mean paired difference is one unit, so the
+            test and interval are over seeds, which draw their own facts, masks and trainings
+            (:mod:`factlens.seed_unit`: the exact sign-flip test and the interval that inverts
+            it); needs at least 2 seeds both sides have, 6 to reach 0.05 at all. The columns
+            are the same; ``test_unit`` says which.
         alpha: Level of ``significant`` (after Holm's correction).
         seed: Seed of the bootstrap resamples and of the random sign patterns (large n).
 
@@ -439,10 +475,11 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         of the localization's distinct tests that can reach the level, the divisor of the
         correction's first step; 0 for untested rows), ``mdd`` (minimum detectable
         difference, power 0.8, at ``alpha / n_tests``: what ``significant`` can find) and
-        ``mdd_unadjusted`` (the same at ``alpha``). The reference itself has no rows.
+        ``mdd_unadjusted`` (the same at ``alpha``), ``test_unit`` (``unit``). The reference itself has no rows.
 
     Raises:
-        ValueError: ``alpha`` is not a level in (0, 1); ``reference`` is not among the
+        ValueError: ``alpha`` is not a level in (0, 1); ``unit`` is not ``"fact"`` or ``"seed"``, or is
+            ``"seed"`` and no localization shares 2 seeds with the reference; ``reference`` is not among the
             localizations; the table would be empty (:class:`NothingToCompare`: only the reference
             is given, or no metric, of ``metrics`` or with per-unit samples, is in both it and
             another localization); or a
@@ -463,7 +500,13 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha is a level between 0 and 1 (e.g. 0.05 for 5 %), got {alpha!r}")
+    if unit not in ("fact", "seed"):
+        raise ValueError(f"unit is 'fact' (pair the facts of every seed) or 'seed' (each seed's mean difference is one "
+                         f"unit: over mask draws and trainings), got {unit!r}")
     evals = _with_reference(runs, reference)
+    if unit == "seed" and (why := too_few_seeds(evals, reference)):
+        raise ValueError(why)
+    make_row = seed_row if unit == "seed" else _row
     metrics = _metric_names(metrics, evals)
     ref = _metric_index(evals[reference])
     ref_collapsed = _collapsed_seeds(evals[reference])
@@ -474,7 +517,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         idx = _metric_index(res)
         keys = [k for k in idx if k in ref and _wanted(k, metrics)
                 and (metrics is not None or any(m.samples for m in idx[k].values()))]
-        done = [_row(loc, k, idx[k], ref[k], seed, alpha, reference=reference) for k in keys]
+        done = [make_row(loc, k, idx[k], ref[k], seed, alpha, reference=reference) for k in keys]
         loc_rows, tests = [r for r, _ in done], [t for _, t in done]
         loc_collapsed = _collapsed_seeds(res)
         for r, k in zip(loc_rows, keys):  # an attack that collapsed either side's model, in a paired seed
@@ -514,4 +557,5 @@ def _nothing_compared(runs, evals: Mapping[str, Any], reference: str, metrics: t
             f"with such metrics are {suites}; compare localizations evaluated with the same suites")
 
 
+from factlens.seed_unit import seed_row, too_few_seeds  # noqa: E402 - it builds on _values_row above
 from factlens.seed_variance import variance_split  # noqa: E402 - re-exported here, where it was first

@@ -24,7 +24,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["sign_flip_test", "smallest_attainable_p", "paired_test_key", "PairedTestKey", "EXACT_MAX_N"]
+__all__ = ["sign_flip_test", "sign_flip_interval", "smallest_attainable_p", "paired_test_key", "PairedTestKey", "EXACT_MAX_N"]
 
 #: The sign-flip test is exact when it needs at most ``2**EXACT_MAX_N`` terms: up to this many
 #: non-zero paired differences, or more of few distinct sizes (any number of 0/1 outcomes).
@@ -272,6 +272,69 @@ def smallest_attainable_p(differences: Sequence[float], *, weights: Sequence[flo
     """
     d = np.abs(np.asarray(differences, dtype=float))
     return sign_flip_test(d, weights=weights, exact_max_n=exact_max_n, n_resamples=n_resamples, seed=seed)
+
+
+def sign_flip_interval(differences: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 99_999,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """Interval of the mean paired difference that inverts :func:`sign_flip_test`.
+
+    The shifts ``delta`` that the two-sided test does not reject when applied to
+    ``differences - delta``: exact coverage (up to the test's discreteness) when the
+    differences are symmetric about their true mean, however few they are, and consistent with
+    the test (``0`` lies outside exactly when ``sign_flip_test(differences) <= 1 - confidence``).
+    factlens uses it where the units are few, such as the per-seed mean differences of a
+    comparison over mask draws (:func:`factlens.compare` with ``unit="seed"``), where a
+    percentile bootstrap of seven values covers less than it claims. Neither SciPy nor
+    statsmodels inverts a permutation test, hence this code. Each end is found by bisection
+    between the mean (p = 1) and just beyond the farthest difference (every sign alike,
+    ``p = 2 * 2**-n``), to ``1e-9`` of the differences' range: the test's p-value falls as the
+    shift moves away from the mean, which the tests check on a grid.
+
+    Args:
+        differences: Paired differences (NaN entries dropped).
+        confidence: Coverage, in (0, 1).
+        n_resamples, seed: Random sign patterns beyond :data:`EXACT_MAX_N` differences, as for
+            :func:`sign_flip_test` (the same patterns at every shift).
+
+    Returns:
+        ``(low, high)``; ``None`` for fewer than 2 differences; ``(-inf, inf)`` when even every
+        sign alike cannot reach the level (``2 * 2**-n > 1 - confidence``: at 95 %, fewer than
+        6 differences); ``(mean, mean)`` when all differences are equal (no spread: every
+        other shift makes them all of one sign).
+
+    Example:
+        >>> lo, hi = sign_flip_interval([0.1, 0.3, 0.2, 0.4, 0.25, 0.35, 0.15])
+        >>> round(lo, 3), round(hi, 3)
+        (0.15, 0.35)
+        >>> sign_flip_interval([0.1, 0.2, 0.3])
+        (-inf, inf)
+    """
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence is a coverage between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    d = np.asarray(differences, dtype=float).ravel()
+    d = d[~np.isnan(d)]
+    _check_finite(d)
+    if len(d) < 2:
+        return None
+    alpha = 1.0 - confidence
+    if 2.0 * 2.0 ** -len(d) > alpha:
+        return float("-inf"), float("inf")
+    centre = float(d.mean())
+    span = float(d.max() - d.min())
+    if span == 0:
+        return centre, centre
+
+    def rejected(delta: float) -> bool:
+        return sign_flip_test(d - delta, n_resamples=n_resamples, seed=seed) <= alpha
+
+    ends = []
+    for beyond in (float(d.min()) - 1e-6 * span, float(d.max()) + 1e-6 * span):
+        inside, outside = centre, beyond
+        while abs(outside - inside) > 1e-9 * span:
+            mid = 0.5 * (inside + outside)
+            inside, outside = (inside, mid) if rejected(mid) else (mid, outside)
+        ends.append(inside)
+    return ends[0], ends[1]
 
 
 def paired_test_key(x: Sequence[float], y: Sequence[float], weights: Sequence[float] | None = None, *,

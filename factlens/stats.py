@@ -49,11 +49,11 @@ import numpy as np
 from factlens.multiple_testing import TaroneHolm, holm, tarone_holm
 from factlens.paired_proportions import paired_proportion_diff_interval
 from factlens.power import minimum_detectable_difference
-from factlens.sign_flip import EXACT_MAX_N, paired_test_key, sign_flip_test, smallest_attainable_p
+from factlens.sign_flip import EXACT_MAX_N, paired_test_key, sign_flip_interval, sign_flip_test, smallest_attainable_p
 
 __all__ = ["wilson_interval", "max_wilson_interval", "bootstrap_mean_interval", "bootstrap_interval",
            "hierarchical_bootstrap_interval", "mean_interval",
-           "paired_bootstrap_diff", "paired_diff", "paired_proportion_diff_interval", "weighted_mean_se", "sign_flip_test", "holm", "tarone_holm", "TaroneHolm",
+           "paired_bootstrap_diff", "paired_diff", "paired_proportion_diff_interval", "weighted_mean_se", "sign_flip_test", "sign_flip_interval", "holm", "tarone_holm", "TaroneHolm",
            "smallest_attainable_p",
            "paired_test_key", "minimum_detectable_difference",
            "variance_components",

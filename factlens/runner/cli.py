@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "next to a fine-tuning folder)")
     cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
     cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
+    cmp_.add_argument("--unit", choices=("fact", "seed"), default="fact",
+                      help="what the test pairs: the facts of every seed, pooled (default), or each seed's mean "
+                           "difference as one unit (over mask draws and trainings; needs 2 seeds, 6 to reach 0.05)")
     cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                                "over an existing file only if it is such a CSV)")
     eq = sub.add_parser("equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
@@ -409,7 +412,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from factlens.runner.report_stats import compare_text
 
     return _table_command(args, "comparison", lambda runs, metrics: compare(runs, reference=args.reference,
-                                                                            metrics=metrics), compare_text)
+                                                                            metrics=metrics, unit=args.unit),
+                          compare_text)
 
 
 def _cmd_equivalence(args: argparse.Namespace) -> int:

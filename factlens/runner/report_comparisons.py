@@ -97,7 +97,10 @@ def _cells(r: dict) -> list[str]:
 
 
 def _n_cell(r: dict) -> str:
-    """A row's paired units: per seed, or in all when the seeds have different numbers."""
+    """A row's paired units: per seed, or in all when the seeds have different numbers; the seeds
+    first where they are the unit (``compare(..., unit="seed")``)."""
+    if r.get("test_unit") == "seed":
+        return f"{r['n_seeds']} seeds (≥ {r['n_facts']} {r['unit']} each)"
     n = f"{r['n_facts']} {r['unit']}" + (f" × {r['n_seeds']} seeds" if r["n_seeds"] > 1 else "")
     total = r.get("n_units")  # absent in tables written before it existed
     if r["n_seeds"] > 1 and total is not None and total != r["n_facts"] * r["n_seeds"]:  # seeds of different sizes
@@ -142,6 +145,21 @@ def _legend(reference: str) -> str:
             "read there, though it is marked too.")
 
 
+def _seed_legend(reference: str) -> str:
+    return (f"Seeds are the unit: each seed's mean paired difference (localization − {reference} on that seed's "
+            "facts) is one unit; diff is their mean. p: exact sign-flip test over the seeds, which draw their own "
+            "facts, masks and trainings, so it asks whether the difference holds over such draws (with n seeds the "
+            "smallest p is 2/2^n: 0.016 at 7, 0.002 at 10); 95 % CI: the shifts that test does not reject (exact "
+            "for differences symmetric about their mean; it excludes 0 exactly when p ≤ 0.05; unbounded below 6 "
+            "seeds). Holm: corrected across the metrics of one localization in this table that can reach "
+            "significance (Tarone; metrics whose per-seed values agree or are complements count once); sig.: "
+            "Holm p ≤ 0.05; metrics at chance on the unedited model, maxima over layers and rows paired at one "
+            "seed are not tested. MDD: minimum detectable difference of the exact test at this number of seeds "
+            "(power 0.8, normal per-seed differences of the observed spread) at the level Holm needs whatever "
+            "the other metrics show. ◊: after the relearning attack one side's model answers (nearly) regardless "
+            "of the athlete at one of the seeds (see factlens compare without --unit seed).")
+
+
 def md_escape(x: Any) -> str:
     """``x`` as text for a markdown table cell: a ``|`` in a name (a plugin's localization ``a|b``) split
     the row into one more column and moved every number after it under the wrong header."""
@@ -154,7 +172,8 @@ def compare_text(table, *, reference: str) -> str:
         return f"No metric with per-fact values to compare against {reference!r}.\n"
     out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
     out += ["| " + " | ".join(md_escape(c) for c in _cells(r)) + " |" for r in table.to_dict("records")]
-    return "\n".join(out) + "\n\n" + _legend(reference) + "\n"
+    seeds = "test_unit" in table and (table["test_unit"] == "seed").any()
+    return "\n".join(out) + "\n\n" + (_seed_legend if seeds else _legend)(reference) + "\n"
 
 
 _EQ_HEAD = ("localization", "metric", "value", "reference", "diff [CI at Holm's first step]", "margin", "p (TOST)",
