@@ -500,9 +500,7 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha is a level between 0 and 1 (e.g. 0.05 for 5 %), got {alpha!r}")
-    if unit not in ("fact", "seed"):
-        raise ValueError(f"unit is 'fact' (pair the facts of every seed) or 'seed' (each seed's mean difference is one "
-                         f"unit: over mask draws and trainings), got {unit!r}")
+    check_unit(unit)
     evals = _with_reference(runs, reference)
     if unit == "seed" and (why := too_few_seeds(evals, reference)):
         raise ValueError(why)
@@ -557,5 +555,5 @@ def _nothing_compared(runs, evals: Mapping[str, Any], reference: str, metrics: t
             f"with such metrics are {suites}; compare localizations evaluated with the same suites")
 
 
-from factlens.seed_unit import seed_row, too_few_seeds  # noqa: E402 - it builds on _values_row above
+from factlens.seed_unit import check_unit, seed_row, too_few_seeds  # noqa: E402 - it builds on _values_row above
 from factlens.seed_variance import variance_split  # noqa: E402 - re-exported here, where it was first

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["seed_row", "MIN_SEEDS"]
+__all__ = ["seed_row", "seed_means", "check_unit", "too_few_seeds", "MIN_SEEDS"]
 
 #: A comparison over seeds needs at least this many seeds that both sides have.
 MIN_SEEDS = 2
@@ -44,7 +44,7 @@ def seed_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[
              alpha: float, *, reference: str) -> tuple[dict[str, Any], Any]:
     """One :func:`factlens.compare` row with the seeds as the paired units, and its test (a
     ``comparison._PairedTest``, or ``None`` for an untested row)."""
-    from factlens.comparison import _PairedTest, _seed_weights, _values_row
+    from factlens.comparison import _PairedTest, _values_row
     from factlens.stats import (minimum_detectable_difference, paired_test_key, sign_flip_interval, sign_flip_test,
                                 smallest_attainable_p)
 
@@ -52,9 +52,7 @@ def seed_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[
     row = {**v.row, "test_unit": "seed", "n_units": v.row["n_seeds"]}
     if not v.tested:
         return row, None
-    weights = [_seed_weights(p) for p in v.pairs]  # each seed's units by their weights, summing to 1
-    x = np.array([float(np.sum(w * p.x)) for w, p in zip(weights, v.pairs)])
-    y = np.array([float(np.sum(w * p.y)) for w, p in zip(weights, v.pairs)])
+    x, y, ids = seed_means(v.pairs)
     d = x - y
     row.update(diff=float(d.mean()), n_facts=min(len(p.ids) for p in v.pairs))
     if len(d) < MIN_SEEDS:
@@ -62,11 +60,31 @@ def seed_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[
     sd = float(d.std(ddof=1))
     if sd <= 1e-9 * float(np.abs(d).max(initial=0.0)):  # equal differences up to rounding: no spread
         sd = 0.0
-    test = _PairedTest(len(d), sd, False, paired_test_key(x, y, ids=[p.seed for p in v.pairs]),
+    test = _PairedTest(len(d), sd, False, paired_test_key(x, y, ids=ids),
                        smallest_attainable_p(d, seed=seed))
     lo, hi = sign_flip_interval(d, seed=seed)
     return {**row, "ci_low": lo, "ci_high": hi, "p_value": sign_flip_test(d, seed=seed),
             "mdd_unadjusted": minimum_detectable_difference(len(d), sd=sd, alpha=alpha, binary=False)}, test
+
+
+def seed_means(pairs) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """Per paired seed (``comparison._Paired``), the two sides' means over its paired units (each unit
+    by its weight: tokens per chunk, else equal), and the seeds: the values whose differences are
+    the units of a comparison over seeds (:func:`factlens.equivalence` with ``unit="seed"`` too)."""
+    from factlens.comparison import _seed_weights
+
+    weights = [_seed_weights(p) for p in pairs]  # each seed's units by their weights, summing to 1
+    x = np.array([float(np.sum(w * p.x)) for w, p in zip(weights, pairs)])
+    y = np.array([float(np.sum(w * p.y)) for w, p in zip(weights, pairs)])
+    return x, y, [p.seed for p in pairs]
+
+
+def check_unit(unit: str) -> str:
+    """``unit`` itself, refused unless ``"fact"`` or ``"seed"``."""
+    if unit not in ("fact", "seed"):
+        raise ValueError(f"unit is 'fact' (pair the facts of every seed) or 'seed' (each seed's mean difference is one "
+                         f"unit: over mask draws and trainings), got {unit!r}")
+    return unit
 
 
 def too_few_seeds(evals: Mapping[str, Mapping[Any, Any]], reference: str) -> str | None:

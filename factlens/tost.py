@@ -48,7 +48,7 @@ import numpy as np
 __all__ = ["equivalence", "EQUIVALENCE_COLUMNS"]
 
 #: Columns of :func:`equivalence`'s table.
-EQUIVALENCE_COLUMNS = ("localization", "metric", "suite", "unit", "value", "reference_value", "diff", "margin",
+EQUIVALENCE_COLUMNS = ("localization", "metric", "suite", "unit", "test_unit", "value", "reference_value", "diff", "margin",
                        "ci_low", "ci_high", "p_tost", "p_holm", "equivalent", "tested", "at_chance", "bound",
                        "n_facts", "n_units", "n_seeds", "n_tests")
 
@@ -114,7 +114,8 @@ def _tost_p(diff: float, margin: float, interval_at: Callable[[float], tuple[flo
     return (1.0 - lo) / 2
 
 
-def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: str, seed: int) -> tuple[dict, Any]:
+def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: str, seed: int,
+         unit: str = "fact") -> tuple[dict, Any]:
     """One row with its ``p_tost``, and what the Holm family needs (``None`` for an untested row)."""
     from factlens.comparison import _unit, _paired_inputs, _value_kind
     from factlens.stats import paired_diff, paired_test_key
@@ -128,9 +129,12 @@ def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: st
         "at_chance": any(m.at_chance for m in sides), "n_seeds": len(pairs),
         "n_facts": min((int(np.sum(~np.isnan(p.x - p.y))) for p in pairs), default=0),
         "n_units": sum(int(np.sum(~np.isnan(p.x - p.y))) for p in pairs),
-        "diff": float("nan"), "ci_low": None, "ci_high": None, "p_tost": float("nan"), "tested": False}
+        "diff": float("nan"), "ci_low": None, "ci_high": None, "p_tost": float("nan"), "tested": False,
+        "test_unit": unit}
     if not pairs or row["at_chance"] or any(m.selected for m in sides):
         return row, None
+    if unit == "seed":
+        return _seed_row(row, pairs, margin, seed=seed)
     weighted, proportion = _value_kind(lm, rm)
     diff, ci = paired_diff([p.x for p in pairs], [p.y for p in pairs], weights=[p.w for p in pairs] if weighted else None,
                            seed=seed, proportion=proportion)
@@ -141,6 +145,24 @@ def _row(loc: str, key: tuple[str, str], lm, rm, margin: float, *, reference: st
     w = np.concatenate([p.w for p in pairs])
     key_ = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
     return {**row, "diff": diff, "p_tost": _tost_p(diff, margin, at), "tested": True}, (key_, at)
+
+
+def _seed_row(row: dict, pairs, margin: float, *, seed: int) -> tuple[dict, Any]:
+    """:func:`_row` over seeds: each seed's mean paired difference is a unit, and the interval is the
+    one that inverts the exact sign-flip test over them (:mod:`factlens.seed_unit`); these intervals
+    nest as the confidence grows (one p-value function of the shift), as the bisection needs."""
+    from factlens.seed_unit import MIN_SEEDS, seed_means
+    from factlens.stats import paired_test_key, sign_flip_interval
+
+    x, y, ids = seed_means(pairs)
+    d = x - y
+    row = {**row, "diff": float(d.mean()), "n_units": len(d)}
+    if len(d) < MIN_SEEDS:
+        return row, None
+
+    def at(confidence: float) -> tuple[float, float] | None:
+        return sign_flip_interval(d, confidence=confidence, seed=seed)
+    return {**row, "p_tost": _tost_p(row["diff"], margin, at), "tested": True}, (paired_test_key(x, y, ids=ids), at)
 
 
 def _family(rows: list[dict], tests: list, alpha: float) -> None:
@@ -162,7 +184,7 @@ def _family(rows: list[dict], tests: list, alpha: float) -> None:
 
 def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu",
                 metrics: str | Sequence[str] | None = None, *, margin: float | Mapping[str, float],
-                alpha: float = 0.05, seed: int = 0):
+                unit: str = "fact", alpha: float = 0.05, seed: int = 0):
     """Equivalence tests (TOST) of every localization against ``reference``: which differences does the run rule out?
 
     Args:
@@ -175,6 +197,11 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
         margin: The largest difference you would call negligible, on the metric's scale
             (``0.1``: ten points of accuracy), or a mapping ``metric -> margin`` (which also
             chooses the metrics). Fixed before looking at the results.
+        unit: ``"fact"`` (default): the paired units and intervals of :func:`factlens.compare`;
+            ``"seed"``: each seed's mean paired difference is a unit and the interval inverts the
+            exact sign-flip test over seeds (as ``compare(..., unit="seed")``): equivalence over
+            draws of masks and trainings. Needs 2 seeds both sides have (at 1 - 2 alpha = 0.9, 5
+            for a bounded interval).
         alpha: Family-wise level of ``equivalent`` (Holm across a localization's rows).
         seed: Seed of the bootstrap resamples (as :func:`factlens.compare`'s).
 
@@ -185,11 +212,12 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
         Holm's first step), ``p_tost``, ``p_holm``, ``equivalent``, ``tested`` (false for
         at-chance rows, maxima over layers and pairs without a common seed, which are never
         equivalent), ``bound`` (the smallest margin the run would have declared equivalent:
-        differences larger than it are ruled out), ``n_tests`` (distinct tests in the Holm family).
+        differences larger than it are ruled out), ``n_tests`` (distinct tests in the Holm family),
+        ``test_unit`` (``unit``; ``n_units`` then counts seeds).
 
     Raises:
         ValueError: ``margin`` is not a number > 0 (or a non-empty mapping of them); ``alpha``
-            is not in (0, 0.5); as :func:`factlens.compare` for the runs, the reference and
+            is not in (0, 0.5); ``unit`` as for :func:`factlens.compare`; as :func:`factlens.compare` for the runs, the reference and
             unknown metric names; or no row has a margin (the message says why).
 
     Example:
@@ -207,11 +235,15 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
     import pandas as pd
 
     from factlens.comparison import NothingToCompare, _metric_index, _metric_names, _wanted, _with_reference
+    from factlens.seed_unit import check_unit, too_few_seeds
 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
         raise ValueError(f"alpha is a level between 0 and 0.5 (the interval is at 1 - 2 alpha), got {alpha!r}")
+    check_unit(unit)
     margin_of, names = _margins(margin, metrics)
     evals = _with_reference(runs, reference)
+    if unit == "seed" and (why := too_few_seeds(evals, reference)):
+        raise ValueError(why)
     names = _metric_names(names, evals)
     ref = _metric_index(evals[reference])
     rows: list[dict] = []
@@ -221,7 +253,7 @@ def equivalence(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], ref
         idx = _metric_index(res)
         keys = [k for k in idx if k in ref and _wanted(k, names) and margin_of(k) is not None
                 and (names is not None or any(m.samples for m in idx[k].values()))]
-        done = [_row(loc, k, idx[k], ref[k], margin_of(k), reference=reference, seed=seed) for k in keys]
+        done = [_row(loc, k, idx[k], ref[k], margin_of(k), reference=reference, seed=seed, unit=unit) for k in keys]
         loc_rows = [r for r, _ in done]
         _family(loc_rows, [t for _, t in done], alpha)
         rows += loc_rows

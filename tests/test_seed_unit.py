@@ -208,3 +208,48 @@ def test_the_cli_compares_over_seeds(two_seed_dir: Path, tmp_path: Path, capsys)
     assert set(table["test_unit"]) == {"seed"}
     assert main(["compare", str(two_seed_dir), "--metrics", "forget_accuracy"]) == 0
     assert "Seeds are the unit" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# equivalence(..., unit="seed")
+
+
+def test_equivalence_over_seeds_inverts_the_sign_flip_interval():
+    """TOST over seeds: equivalent exactly when the 90 % interval that inverts the sign-flip test over
+    the per-seed differences lies inside the margin; the interval and bound are that interval's."""
+    flu = [0.90, 0.95, 0.85, 0.90, 1.0, 0.95, 0.90, 0.85, 0.95, 0.90]
+    rnd = [0.95, 0.90, 0.85, 0.95, 0.95, 0.95, 0.85, 0.90, 0.90, 0.90]
+    runs = {"flu": _seeds(flu), "random": _seeds(rnd)}
+    d = np.array(rnd) - np.array(flu)
+    lo, hi = sign_flip_interval(d, confidence=0.9)
+    for margin, expected in ((max(-lo, hi) + 0.005, True), (max(-lo, hi) - 0.005, False)):
+        r = factlens.equivalence(runs, margin=margin, unit="seed").iloc[0]
+        assert r["test_unit"] == "seed" and r["n_units"] == 10 and r["tested"]
+        assert bool(r["equivalent"]) is expected
+        assert r["diff"] == pytest.approx(d.mean())
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((lo, hi))
+        assert r["bound"] == pytest.approx(max(-lo, hi))
+    facts = factlens.equivalence(runs, margin=0.1).iloc[0]
+    assert facts["test_unit"] == "fact" and facts["n_units"] == 200
+
+
+def test_equivalence_over_four_seeds_is_never_reached():
+    """At 1 - 2 * 0.05 the sign-flip interval needs 5 seeds to be bounded: four identical-looking draws
+    rule nothing out over seeds."""
+    acc = [0.9, 0.95, 0.85, 0.9]
+    r = factlens.equivalence({"flu": _seeds(acc), "random": _seeds([a + 0.05 for a in acc])}, margin=0.5,
+                             unit="seed").iloc[0]
+    assert r["tested"] and not r["equivalent"] and r["bound"] == float("inf")
+    with pytest.raises(ValueError, match="unit is 'fact'"):
+        factlens.equivalence({"flu": _seeds(acc), "random": _seeds(acc)}, margin=0.1, unit="draw")
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        factlens.equivalence({"flu": _seeds([1.0]), "random": _seeds([1.0])}, margin=0.1, unit="seed")
+
+
+def test_the_cli_tests_equivalence_over_seeds(two_seed_dir: Path, capsys):
+    from factlens.runner.cli import main
+
+    assert main(["equivalence", str(two_seed_dir), "--unit", "seed", "--margin", "0.5",
+                 "--metrics", "forget_accuracy"]) == 0
+    out = capsys.readouterr().out
+    assert "inverts the exact sign-flip test over the seeds" in out and "2 seeds (≥" in out

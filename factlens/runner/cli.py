@@ -133,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "next to a fine-tuning folder)")
     cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
     cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
-    cmp_.add_argument("--unit", choices=("fact", "seed"), default="fact",
-                      help="what the test pairs: the facts of every seed, pooled (default), or each seed's mean "
-                           "difference as one unit (over mask draws and trainings; needs 2 seeds, 6 to reach 0.05)")
+    _unit_flag(cmp_)
     cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                                "over an existing file only if it is such a CSV)")
     eq = sub.add_parser("equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
@@ -153,7 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "all judged against one margin)")
     eq.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                              "over an existing file only if it is such a CSV)")
+    _unit_flag(eq)
     return p
+
+
+def _unit_flag(sub: argparse.ArgumentParser) -> None:
+    """``--unit`` of ``compare`` and ``equivalence`` (``unit=`` of :func:`factlens.compare`)."""
+    sub.add_argument("--unit", choices=("fact", "seed"), default="fact",
+                     help="what the test pairs: the facts of every seed, pooled (default), or each seed's mean "
+                          "difference as one unit (over mask draws and trainings; needs 2 seeds, 6 to reach 0.05)")
 
 
 _LIST_FLAGS = ("localizations", "seeds", "suites", "methods", "objectives")
@@ -421,7 +427,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     from factlens.tost import equivalence
 
     return _table_command(args, "equivalence", lambda runs, metrics: equivalence(
-        runs, reference=args.reference, metrics=metrics, margin=args.margin), equivalence_text)
+        runs, reference=args.reference, metrics=metrics, margin=args.margin, unit=args.unit), equivalence_text)
 
 
 def _table_command(args: argparse.Namespace, what: str, build, text) -> int:

@@ -191,10 +191,13 @@ def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
         cells = [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
                  _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)]
         out.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    seeds = "test_unit" in table and (table["test_unit"] == "seed").any()
+    interval = ("the interval that inverts the exact sign-flip test over the seeds, each seed's mean paired "
+                "difference one unit" if seeds else "Newcombe's for 0/1 outcomes, with several seeds its hull with the "
+                "bootstrap over seeds then facts, otherwise a paired bootstrap")
     legend = (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
               f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
-              "Newcombe's for 0/1 outcomes, with several seeds its hull with the bootstrap over seeds then facts, "
-              "otherwise a paired bootstrap). p (TOST): two one-sided tests of \"the difference is at least the "
+              f"{interval}). p (TOST): two one-sided tests of \"the difference is at least the "
               "margin\" (1.0 when the difference itself is); Holm: corrected across the localization's rows; "
               f"equivalent: Holm p ≤ {alpha:g}, the run rules out a difference as large as the margin. Rules out "
               "beyond: the smallest margin this run would have declared equivalent (the interval's largest "
