@@ -206,9 +206,26 @@ def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
     return "\n".join(out) + "\n\n" + legend + "\n"
 
 
-def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any]], str | None]:
+#: From this many seeds that a unit shares with the reference, the report adds the headline comparison
+#: with the seeds as the unit (``compare(..., unit="seed")``): the fewest at which its exact test can
+#: reach 0.05 at all (2 / 2**6 = 0.031).
+SEED_TABLE_MIN_SEEDS = 6
+
+
+def _seed_table(evals, ref: str, names: list[str]):
+    """The headline comparison over seeds (:data:`SEED_TABLE_MIN_SEEDS` or more shared seeds), or ``None``."""
+    from factlens.comparison import compare
+
+    shared = [len(set(res) & set(evals[ref])) for loc, res in evals.items() if loc != ref]
+    if not names or max(shared, default=0) < SEED_TABLE_MIN_SEEDS:
+        return None
+    return compare(evals, reference=ref, metrics=names, unit="seed")
+
+
+def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any, Any]], str | None]:
     """Per reference (:func:`report_references`; ``None``: the defaults): (reference, headline table,
-    table of every metric), Holm within each; and why there are none (one unit, no reference unit)."""
+    table of every metric, headline table over seeds or ``None``: :func:`_seed_table`), Holm within
+    each; and why there are none (one unit, no reference unit)."""
     import pandas as pd
 
     from factlens.comparison import COMPARE_COLUMNS, NothingToCompare, compare, load_evaluations
@@ -223,7 +240,8 @@ def _tables(path, references: Sequence[str] | None) -> tuple[list[tuple[str, Any
         except NothingToCompare:  # no metric with per-fact values (--suites mechanisms): compare_text says so
             full = pd.DataFrame(columns=list(COMPARE_COLUMNS))
         names = [m for m in HEADLINE_METRICS if m in set(full["metric"])]
-        out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full))
+        out.append((ref, compare(evals, reference=ref, metrics=names) if names else full, full,
+                    _seed_table(evals, ref, names)))
     return out, reason
 
 
@@ -236,11 +254,13 @@ def comparisons_markdown(path, references: Sequence[str] | None = None) -> str:
     metrics, then every metric in a collapsed ``<details>`` block (as the HTML report has them)."""
     tables, reason = _tables(path, references)
     parts = []
-    for ref, head, full in tables:
+    for ref, head, full, seeds in tables:
         parts.append(f"### Against {ref}\n\n" + compare_text(head, reference=ref))
         if len(full) > len(head):
             parts.append(f"<details><summary>all {len(full)} comparisons against {ref} (Holm across all metrics of "
                          f"a localization)</summary>\n\n" + compare_text(full, reference=ref) + "\n</details>\n")
+        if seeds is not None:
+            parts.append(f"#### Against {ref}, seeds as the unit\n\n" + compare_text(seeds, reference=ref))
     return "\n".join(parts) if parts else _no_comparison(reason) + "\n"
 
 
@@ -254,7 +274,7 @@ def comparisons_html(path, references: Sequence[str] | None = None) -> str:
     if not tables:
         return f"<p class='note'>{html.escape(_no_comparison(reason))}</p>"
     parts = []
-    for ref, head, full in tables:
+    for ref, head, full, seeds in tables:
         parts.append(f"<h3>Against {html.escape(ref)}</h3>")
         if full.empty:
             parts.append(f"<p class='note'>{html.escape(compare_text(full, reference=ref).strip())}</p>")
@@ -263,6 +283,9 @@ def comparisons_html(path, references: Sequence[str] | None = None) -> str:
         parts.append(f"<details><summary>all {len(full)} comparisons against {html.escape(ref)} (Holm across all "
                      f"metrics of a localization)</summary>{_html_table(full)}</details>"
                      f"<p class='note'>{html.escape(_legend(ref))}</p>")
+        if seeds is not None:
+            parts.append(f"<h4>Against {html.escape(ref)}, seeds as the unit</h4>{_html_table(seeds)}"
+                         f"<p class='note'>{html.escape(_seed_legend(ref))}</p>")
     return "".join(parts)
 
 

@@ -352,6 +352,27 @@ def test_units_of_one_objective_are_compared_with_their_flu_unit_as_compare_does
     assert report_references(["flu", "random", "flu+npo"]) == ["flu", "random"]  # a plain run: as before
 
 
+def test_the_report_compares_over_seeds_from_six_seeds_on():
+    """From 6 shared seeds (where the exact test over seeds can reach 0.05) the Comparisons section adds
+    the headline table with the seeds as the unit (markdown and HTML); with 5 it does not."""
+    from factlens.comparison import compare
+    from factlens.runner.report_stats import compare_text, comparisons_html, comparisons_markdown
+
+    def evals(n_seeds: int) -> dict:
+        flu = [_forget_run("flu", [0.0] * (16 - s % 3) + [1.0] * (s % 3), seed=s)["eval"] for s in range(n_seeds)]
+        rnd = [_forget_run("random", [1.0] * (6 + s) + [0.0] * (10 - s), seed=s)["eval"] for s in range(n_seeds)]
+        return {"flu": flu, "random": rnd}
+
+    six = evals(6)
+    md = comparisons_markdown(six)
+    seeds = compare(six, reference="flu", metrics=["forget_accuracy"], unit="seed")
+    assert "#### Against flu, seeds as the unit\n\n" + compare_text(seeds, reference="flu") in md
+    assert "#### Against random, seeds as the unit" in md and "6 seeds (≥ 16 facts each)" in md
+    page = comparisons_html(six)
+    assert "<h4>Against flu, seeds as the unit</h4>" in page and "Seeds are the unit" in page
+    assert "seeds as the unit" not in comparisons_markdown(evals(5)) + comparisons_html(evals(5))
+
+
 def test_the_report_says_why_it_compares_nothing_and_promises_no_marks_it_did_not_compute():
     """Audit (run6, run5): a run of flu alone said "No reference localization (flu, random)"; one without a
     reference unit kept Table 1's "* the difference from flu is significant" beside no mark at all."""
