@@ -59,6 +59,18 @@ def gemma():
     return factlens.load_model("gemma-3-270m")
 
 
+@pytest.fixture(scope="session")
+def planted_two_seed_run(tmp_path_factory) -> Path:
+    """A planted run folder (flu and random, seeds 0 and 1, the standard suite) for the CLI's table
+    commands (``compare``, ``equivalence``); read it, never write into it."""
+    from factlens.runner.cli import main
+
+    out = tmp_path_factory.mktemp("planted_run") / "planted"
+    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
+                 "--localizations", "flu,random", "--suites", "standard", "--seeds", "0,1"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def planted():
     """The planted-fact model (lookup MLP L1, extraction head L2H1), fresh for each test module."""

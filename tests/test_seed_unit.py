@@ -185,14 +185,9 @@ def test_seeds_as_units_refuse_one_seed_and_an_unknown_unit():
         factlens.compare(runs, unit="seeds")
 
 
-@pytest.fixture(scope="module")
-def two_seed_dir(tmp_path_factory) -> Path:
-    from factlens.runner.cli import main
-
-    out = tmp_path_factory.mktemp("seeds") / "planted"
-    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
-                 "--localizations", "flu,random", "--suites", "standard", "--seeds", "0,1"]) == 0
-    return out
+@pytest.fixture
+def two_seed_dir(planted_two_seed_run: Path) -> Path:
+    return planted_two_seed_run
 
 
 def test_the_cli_compares_over_seeds(two_seed_dir: Path, tmp_path: Path, capsys):

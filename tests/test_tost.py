@@ -131,14 +131,9 @@ def test_bad_input_is_refused_with_what_to_do(kwargs, match):
                              **kwargs)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from factlens.runner.cli import main
-
-    out = tmp_path_factory.mktemp("tost") / "planted"
-    assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
-                 "--localizations", "flu,random", "--suites", "standard"]) == 0
-    return out
+@pytest.fixture
+def run_dir(planted_two_seed_run: Path) -> Path:
+    return planted_two_seed_run
 
 
 def test_the_cli_prints_and_writes_the_table(run_dir: Path, tmp_path: Path, capsys):
