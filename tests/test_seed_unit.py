@@ -185,23 +185,16 @@ def test_seeds_as_units_refuse_one_seed_and_an_unknown_unit():
         factlens.compare(runs, unit="seeds")
 
 
-@pytest.fixture
-def two_seed_dir(planted_two_seed_run: Path) -> Path:
-    return planted_two_seed_run
-
-
-def test_the_cli_compares_over_seeds(two_seed_dir: Path, tmp_path: Path, capsys):
+def test_the_cli_compares_over_seeds(planted_two_seed_run: Path, capsys):
     from factlens.runner.cli import main
 
-    csv = tmp_path / "seeds.csv"
-    assert main(["compare", str(two_seed_dir), "--unit", "seed", "--metrics", "forget_accuracy",
-                 "--csv", str(csv)]) == 0
+    assert main(["compare", str(planted_two_seed_run), "--unit", "seed", "--metrics", "forget_accuracy"]) == 0
     out = capsys.readouterr().out
     assert "Seeds are the unit" in out and "| random | forget_accuracy |" in out and "2 seeds (≥" in out
-    table = factlens.compare(two_seed_dir, unit="seed", metrics=["forget_accuracy"])
-    assert csv.read_text().splitlines()[0] == ",".join(table.columns)
-    assert set(table["test_unit"]) == {"seed"}
-    assert main(["compare", str(two_seed_dir), "--metrics", "forget_accuracy"]) == 0
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["compare", str(planted_two_seed_run), "--unit", "draws"])
+    assert "invalid choice: 'draws'" in capsys.readouterr().err
+    assert main(["compare", str(planted_two_seed_run), "--metrics", "forget_accuracy"]) == 0
     assert "Seeds are the unit" not in capsys.readouterr().out
 
 
@@ -241,10 +234,10 @@ def test_equivalence_over_four_seeds_is_never_reached():
         factlens.equivalence({"flu": _seeds([1.0]), "random": _seeds([1.0])}, margin=0.1, unit="seed")
 
 
-def test_the_cli_tests_equivalence_over_seeds(two_seed_dir: Path, capsys):
+def test_the_cli_tests_equivalence_over_seeds(planted_two_seed_run: Path, capsys):
     from factlens.runner.cli import main
 
-    assert main(["equivalence", str(two_seed_dir), "--unit", "seed", "--margin", "0.5",
+    assert main(["equivalence", str(planted_two_seed_run), "--unit", "seed", "--margin", "0.5",
                  "--metrics", "forget_accuracy"]) == 0
     out = capsys.readouterr().out
     assert "inverts the exact sign-flip test over the seeds" in out and "2 seeds (≥" in out

@@ -131,12 +131,8 @@ def test_bad_input_is_refused_with_what_to_do(kwargs, match):
                              **kwargs)
 
 
-@pytest.fixture
-def run_dir(planted_two_seed_run: Path) -> Path:
-    return planted_two_seed_run
-
-
-def test_the_cli_prints_and_writes_the_table(run_dir: Path, tmp_path: Path, capsys):
+def test_the_cli_prints_and_writes_the_table(planted_two_seed_run: Path, tmp_path: Path, capsys):
+    run_dir = planted_two_seed_run
     from factlens.runner.cli import main
 
     csv = tmp_path / "eq.csv"
