@@ -389,7 +389,8 @@ def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:
     from factlens.runner.run_dir import read_json, read_json_table
     from factlens.runner.run_files import is_run_file
 
-    out: dict[str, list[str]] = {}
+    read: dict[str, dict] = {}
+    finished: list[dict] = []  # every folder's: a unit planned in one folder and run into another is in the comparison
     for folder in map(Path, folders):
         cfg_file = folder / "run_config.json"
         if not cfg_file.is_file():
@@ -399,12 +400,13 @@ def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:
             with warnings.catch_warnings():  # compare warns about a user's own JSON once
                 warnings.simplefilter("ignore")
                 runs = [read_json(f) for f in sorted((folder / "runs").glob("seed*/*.json")) if is_run_file(f)]
-            missing = missing_units(cfg, runs)
+            missing_units(cfg, runs)  # a config it cannot read: left to compare
         except (ValueError, KeyError, TypeError):
             continue
-        if missing:
-            out[str(folder)] = missing
-    return out
+        read[str(folder)] = cfg
+        finished += runs
+    missing = {folder: missing_units(cfg, finished) for folder, cfg in read.items()}
+    return {folder: units for folder, units in missing.items() if units}
 
 
 def _note_unfinished(unfinished: dict[str, list[str]]) -> None:

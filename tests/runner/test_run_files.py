@@ -351,6 +351,26 @@ def test_compare_names_the_units_that_have_not_finished(copy_of_run: Path, capsy
     assert "not finished: seed0/random" in err and "error" in err
 
 
+def test_compare_does_not_call_a_unit_unfinished_that_another_folder_holds(copy_of_run: Path, tmp_path: Path, capsys):
+    """Merged folders: a unit planned in one folder and finished in another is in the comparison; the note
+    still called it "not finished ... not in the comparison" (seeds 7-9 planned in one folder, run into
+    another, session 56)."""
+    from factlens.runner.cli import main
+
+    other = tmp_path / "random_only"
+    shutil.copytree(copy_of_run, other)
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()
+    for f in (other / "runs" / "seed0").glob("*.json"):
+        if f.name != "random.json":
+            f.unlink()
+    assert main(["compare", str(copy_of_run), str(other), "--metrics", "forget_accuracy"]) == 0
+    out = capsys.readouterr()
+    assert "| random | forget_accuracy |" in out.out and "not finished" not in out.err
+    (other / "runs" / "seed0" / "random.json").unlink()  # now nobody holds it: named again
+    assert main(["compare", str(copy_of_run), str(other), "--metrics", "forget_accuracy"]) == 0
+    assert "not finished: seed0/random" in capsys.readouterr().err
+
+
 def test_compare_refuses_folders_of_other_seeds_measured_with_other_settings(copy_of_run: Path, tmp_path: Path):
     """A folder of seed 0 and one of seed 1 with other evaluation settings were pooled into one mean
     over seeds and one test (the settings were compared only between units of the same seed)."""
