@@ -400,7 +400,7 @@ def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:
             with warnings.catch_warnings():  # compare warns about a user's own JSON once
                 warnings.simplefilter("ignore")
                 runs = [read_json(f) for f in sorted((folder / "runs").glob("seed*/*.json")) if is_run_file(f)]
-            missing_units(cfg, runs)  # a config it cannot read: left to compare
+            missing_units(cfg, runs)  # raises on a config it cannot read: that folder is left to compare
         except (ValueError, KeyError, TypeError):
             continue
         read[str(folder)] = cfg
