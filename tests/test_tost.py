@@ -146,3 +146,34 @@ def test_the_cli_prints_and_writes_the_table(planted_two_seed_run: Path, tmp_pat
     assert main(["equivalence", str(run_dir), "--margin", "0"]) == 2
     assert "a number > 0" in capsys.readouterr().err
     assert main(["equivalence", str(run_dir), "--margin", "0.1", "--csv", str(run_dir / "x.csv")]) == 2
+
+
+def test_the_report_has_an_equivalence_section_for_the_margins_given(planted_two_seed_run: Path, tmp_path: Path,
+                                                                      capsys):
+    """factlens report --equivalence METRIC=MARGIN: the tables of factlens.equivalence against each reference
+    unit, in the markdown and the HTML report; none without the option; bad margins refused before writing."""
+    from factlens.runner.cli import main
+    from factlens.runner.report_comparisons import equivalence_text
+
+    run = planted_two_seed_run
+    assert main(["report", str(run), "--markdown", "--equivalence", "forget_accuracy=0.5",
+                 "--equivalence", "maintain_accuracy=0.2"]) == 0
+    md = capsys.readouterr().out
+    table = factlens.equivalence(run, reference="flu", margin={"forget_accuracy": 0.5, "maintain_accuracy": 0.2})
+    assert "## Equivalence\n" in md and "forget_accuracy 0.5, maintain_accuracy 0.2" in md
+    assert "### Equivalence against flu\n\n" + equivalence_text(table, reference="flu") in md
+    assert "### Equivalence against random" in md
+    assert main(["report", str(run), "--markdown"]) == 0
+    assert "## Equivalence" not in capsys.readouterr().out
+    page = tmp_path / "r.html"
+    assert main(["report", str(run), "--output", str(page), "--equivalence", "forget_accuracy=0.5"]) == 0
+    assert "<h2>Equivalence</h2>" in page.read_text() and "<h3>Equivalence against flu</h3>" in page.read_text()
+    capsys.readouterr()
+    for bad, says in (("forget_accuracy", "takes METRIC=MARGIN"), ("forget_accuracy=x", "takes METRIC=MARGIN"),
+                      ("forget_accuracy=0", "a number > 0"), ("no_such_accuracy=0.1", "no metric named")):
+        out = tmp_path / f"bad{len(bad)}.html"
+        assert main(["report", str(run), "--output", str(out), "--equivalence", bad]) == 2
+        assert says in capsys.readouterr().err and not out.exists()
+    assert main(["report", str(run), "--markdown", "--equivalence", "forget_accuracy=0.1",
+                 "--equivalence", "forget_accuracy=0.2"]) == 2
+    assert "twice" in capsys.readouterr().err

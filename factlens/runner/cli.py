@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="unit to compare against, in the Comparisons section and Table 1's marks (the first "
                           "given); repeatable (default: flu and random, else the units whose localization is flu or "
                           "random, e.g. flu+graddiff and random+graddiff)")
+    rep.add_argument("--equivalence", action="append", metavar="METRIC=MARGIN",
+                     help="add an Equivalence section: TOST of METRIC against each reference unit with this margin "
+                          "(the largest difference you call negligible, fixed before looking, e.g. "
+                          "maintain_accuracy=0.1); repeatable, one per metric (factlens equivalence)")
 
     cmp_ = sub.add_parser("compare", help="paired comparison of every localization with a reference (CI, p, power)",
                           description="One row per (localization, metric): difference from the reference with a "
@@ -364,20 +368,41 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from factlens.runner.report_markdown import is_markdown_summary, markdown_summary
 
     try:
+        margins = _equivalence_margins(args.equivalence)
         if args.markdown:
             if args.output is None:
-                print(markdown_summary(args.out, references=args.reference), end="")
+                print(markdown_summary(args.out, references=args.reference, margins=margins), end="")
                 return 0
             check_output(args.output, what="markdown report", ours=is_markdown_summary, protected=[args.out])
-            text = markdown_summary(args.out, references=args.reference)
+            text = markdown_summary(args.out, references=args.reference, margins=margins)
             write_atomic(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             print(str(args.output))
             return 0
-        path = write_report(args.out, output=args.output, references=args.reference)
+        path = write_report(args.out, output=args.output, references=args.reference, margins=margins)
     except ValueError as e:  # a truncated or corrupt JSON file of the run directory (the message names it)
         return _error(e)
     print(str(path))
     return 0
+
+
+def _equivalence_margins(given: Sequence[str] | None) -> dict[str, float] | None:
+    """``--equivalence METRIC=MARGIN`` (repeatable) as ``{metric: margin}``; ``None`` when not given."""
+    if not given:
+        return None
+    out: dict[str, float] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        try:
+            margin = float(value)
+        except ValueError:
+            margin = None
+        if not sep or not name.strip() or margin is None:
+            raise ValueError(f"--equivalence takes METRIC=MARGIN, e.g. maintain_accuracy=0.1 (the largest "
+                             f"difference you call negligible), got {item!r}")
+        if name.strip() in out:
+            raise ValueError(f"--equivalence names {name.strip()!r} twice; give each metric one margin")
+        out[name.strip()] = margin
+    return out
 
 
 def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 from factlens.evaluation.relearning import BEFORE_ATTACK_METRICS
 from factlens.evaluation.result import EvalResult
 from factlens.runner.report_figures import _eval_plots, _scores_section, _try_fig
+from factlens.runner.report_comparisons import equivalence_html
 from factlens.runner.report_variance import variance_html
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _localizations, _timings_html
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
@@ -438,10 +440,18 @@ def _budget_note(runs: Sequence[dict]) -> str:
     return f"<p class='err'>{_e(note)}</p>" if note else ""
 
 
-def build_report(path: str | Path, *, references: Sequence[str] | None = None) -> str:
+def build_report(path: str | Path, *, references: Sequence[str] | None = None,
+                 margins: Mapping[str, float] | None = None) -> str:
     """The report of a run directory as one HTML string (plotly.js embedded once); ``references``:
-    the units compared against (``factlens report --reference``; default :func:`report_references`)."""
+    the units compared against (``factlens report --reference``; default :func:`report_references`);
+    ``margins``: metric -> equivalence margin, which adds an Equivalence section
+    (``factlens report --equivalence maintain_accuracy=0.1``; :func:`factlens.equivalence`)."""
     import plotly.offline
+
+    from factlens.tost import _margins
+
+    if margins is not None:
+        _margins(margins, None)  # refused before the work: an empty mapping, a margin that is not > 0
 
     d = load_run_dir(path)
     cfg, runs, plans = d["config"], d["runs"], d["plans"]
@@ -479,6 +489,8 @@ def build_report(path: str | Path, *, references: Sequence[str] | None = None) -
     parts += ["<h2>Table 1: editing, robustness and side effects</h2>", _table1_html(runs, budgets, reference),
               "<h2>Comparisons</h2>", _budget_note(runs), _comparisons(comparisons_html, path, references),
               _comparisons(variance_html, path) if len({r['seed'] for r in runs}) > 1 else "",  # one seed: no split
+              *(("<h2>Equivalence</h2>", _comparisons(partial(equivalence_html, margins=margins), path, references))
+                if margins else ()),
               "<h2>Overview (spider plot)</h2>", plots["spider"],
               "<h2>Format robustness</h2>", plots["formats"],
               "<h2>Relearning</h2>", plots["relearning"],
@@ -501,15 +513,15 @@ def build_report(path: str | Path, *, references: Sequence[str] | None = None) -
 
 
 def write_report(path: str | Path, *, output: str | Path | None = None,
-                 references: Sequence[str] | None = None) -> Path:
-    """Write ``report.html`` (or ``output``) for a run directory and return its path (``references``:
-    see :func:`build_report`)."""
+                 references: Sequence[str] | None = None, margins: Mapping[str, float] | None = None) -> Path:
+    """Write ``report.html`` (or ``output``) for a run directory and return its path (``references``,
+    ``margins``: see :func:`build_report`)."""
     from factlens.files import check_output, write_atomic
 
     out = Path(output) if output is not None else Path(path) / "report.html"
     # never over a run file (--output DIR/run_config.json destroyed the folder) nor a file of one's own
     check_output(out, what="report", protected=[path], allowed=("report.html",),
                  ours=lambda head: head.startswith("<!DOCTYPE html>") and "factlens" in head)
-    text = build_report(path, references=references)
+    text = build_report(path, references=references, margins=margins)
     write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from factlens.evaluation.plots import HEADLINE_METRICS
 
 __all__ = ["DEFAULT_REFERENCES", "report_references", "no_comparison_reason", "md_escape", "compare_text",
-           "equivalence_text", "comparisons_markdown", "comparisons_html"]
+           "equivalence_text", "comparisons_markdown", "comparisons_html", "equivalence_markdown", "equivalence_html"]
 
 #: The localizations the report compares against by default (:func:`report_references`).
 DEFAULT_REFERENCES: tuple[str, ...] = ("flu", "random")
@@ -180,30 +180,35 @@ _EQ_HEAD = ("localization", "metric", "value", "reference", "diff [CI at Holm's 
             "p (Holm)", "equivalent", "rules out beyond", "n")
 
 
-def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
-    """The :func:`factlens.equivalence` table as markdown, with its legend."""
-    out = ["| " + " | ".join(_EQ_HEAD) + " |", "|---|---|" + "---:|" * (len(_EQ_HEAD) - 2)]
-    for r in table.to_dict("records"):
-        diff = _num(r["diff"], "+.3f")
-        if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
-            diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-        verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
-        cells = [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-                 _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)]
-        out.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+def _eq_cells(r: dict) -> list[str]:
+    diff = _num(r["diff"], "+.3f")
+    if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
+        diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+    verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
+    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
+            _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)]
+
+
+def _eq_legend(table, reference: str, alpha: float) -> str:
     seeds = "test_unit" in table and (table["test_unit"] == "seed").any()
     interval = ("the interval that inverts the exact sign-flip test over the seeds, each seed's mean paired "
                 "difference one unit" if seeds else "Newcombe's for 0/1 outcomes, with several seeds its hull with the "
                 "bootstrap over seeds then facts, otherwise a paired bootstrap")
-    legend = (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
-              f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
-              f"{interval}). p (TOST): two one-sided tests of \"the difference is at least the "
-              "margin\" (1.0 when the difference itself is); Holm: corrected across the localization's rows; "
-              f"equivalent: Holm p ≤ {alpha:g}, the run rules out a difference as large as the margin. Rules out "
-              "beyond: the smallest margin this run would have declared equivalent (the interval's largest "
-              "absolute end). Rows at chance on the unedited model, maxima over layers and rows without a "
-              "common seed are not tested and never equivalent.")
-    return "\n".join(out) + "\n\n" + legend + "\n"
+    return (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
+            f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
+            f"{interval}). p (TOST): two one-sided tests of \"the difference is at least the "
+            "margin\" (1.0 when the difference itself is); Holm: corrected across the localization's rows; "
+            f"equivalent: Holm p ≤ {alpha:g}, the run rules out a difference as large as the margin. Rules out "
+            "beyond: the smallest margin this run would have declared equivalent (the interval's largest "
+            "absolute end). Rows at chance on the unedited model, maxima over layers and rows without a "
+            "common seed are not tested and never equivalent.")
+
+
+def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
+    """The :func:`factlens.equivalence` table as markdown, with its legend."""
+    out = ["| " + " | ".join(_EQ_HEAD) + " |", "|---|---|" + "---:|" * (len(_EQ_HEAD) - 2)]
+    out += ["| " + " | ".join(md_escape(c) for c in _eq_cells(r)) + " |" for r in table.to_dict("records")]
+    return "\n".join(out) + "\n\n" + _eq_legend(table, reference, alpha) + "\n"
 
 
 #: From this many seeds that a unit shares with the reference, the report adds the headline comparison
@@ -300,3 +305,61 @@ def _html_table(t) -> str:
         h.append(f"<tr{cls}>" + "".join(f"<td class='l'>{c}</td>" if i < 2 else f"<td>{c}</td>"
                                        for i, c in enumerate(cells)) + "</tr>")
     return "".join(h) + "</table>"
+
+
+# ---------------------------------------------------------------------------------------------
+# the equivalence section (factlens report --equivalence METRIC=MARGIN)
+
+
+def _equivalence_tables(path, references: Sequence[str] | None,
+                        margins: Mapping[str, float]) -> tuple[list[tuple[str, Any]], str | None]:
+    """Per reference (:func:`report_references`): the :func:`factlens.equivalence` table of ``margins``
+    (metric -> margin), or the reason it has no row (the reference shares none of those metrics); and
+    why there is no reference at all (:func:`no_comparison_reason`)."""
+    from factlens.comparison import NothingToCompare, load_evaluations
+    from factlens.tost import equivalence
+
+    evals = load_evaluations(path)
+    refs = report_references(list(evals), references)
+    if (reason := no_comparison_reason(list(evals), refs)) is not None:
+        return [], reason
+    out: list[tuple[str, Any]] = []
+    for ref in refs:
+        try:
+            out.append((ref, equivalence(evals, reference=ref, margin=dict(margins))))
+        except NothingToCompare as e:
+            out.append((ref, str(e)))
+    return out, None
+
+
+def equivalence_markdown(path, references: Sequence[str] | None = None, *, margins: Mapping[str, float]) -> str:
+    """``## Equivalence``: the equivalence tests of the margins the reader fixed (``factlens report
+    --equivalence maintain_accuracy=0.1``) against each reference, as :func:`equivalence_text`."""
+    parts = ["## Equivalence", "", "Margins (fixed by the reader, not by factlens): "
+             + ", ".join(f"{k} {v:g}" for k, v in margins.items()) + ".", ""]
+    tables, reason = _equivalence_tables(path, references, margins)
+    if reason is not None:
+        parts.append(f"No equivalence tests: {reason}.\n")
+    for ref, t in tables:
+        parts.append(f"### Equivalence against {ref}\n\n"
+                     + (f"No equivalence tests: {t}.\n" if isinstance(t, str) else equivalence_text(t, reference=ref)))
+    return "\n".join(parts) + "\n"
+
+
+def equivalence_html(path, references: Sequence[str] | None = None, *, margins: Mapping[str, float]) -> str:
+    """The HTML of :func:`equivalence_markdown`: one table per reference, with its legend."""
+    parts = [f"<p class='note'>Margins (fixed by the reader, not by factlens): "
+             f"{html.escape(', '.join(f'{k} {v:g}' for k, v in margins.items()))}.</p>"]
+    tables, reason = _equivalence_tables(path, references, margins)
+    if reason is not None:
+        parts.append(f"<p class='note'>No equivalence tests: {html.escape(reason)}.</p>")
+    for ref, t in tables:
+        parts.append(f"<h3>Equivalence against {html.escape(ref)}</h3>")
+        if isinstance(t, str):
+            parts.append(f"<p class='note'>No equivalence tests: {html.escape(t)}.</p>")
+            continue
+        head = "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>" for i, c in enumerate(_EQ_HEAD))
+        rows = "".join("<tr>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i < 2 else f"<td>{html.escape(c)}</td>"
+                                        for i, c in enumerate(_eq_cells(r))) + "</tr>" for r in t.to_dict("records"))
+        parts.append(f"<table><tr>{head}</tr>{rows}</table><p class='note'>{html.escape(_eq_legend(t, ref, 0.05))}</p>")
+    return "".join(parts)

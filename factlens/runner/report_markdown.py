@@ -6,13 +6,15 @@ documentation page built from it says exactly what the run measured.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from factlens.runner.report import (_comparisons, _fmt, _localizations, _num, all_metrics_notes, load_run_dir,
                                     metric_matrix, missing_units, table1_reference, table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
+from factlens.runner.report_comparisons import equivalence_markdown
 from factlens.runner.report_variance import variance_markdown
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
 from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_eval, run_metric,
@@ -115,15 +117,21 @@ def is_markdown_summary(head: str) -> bool:
     return notes
 
 
-def markdown_summary(path: str | Path, *, references: Sequence[str] | None = None) -> str:
+def markdown_summary(path: str | Path, *, references: Sequence[str] | None = None,
+                     margins: Mapping[str, float] | None = None) -> str:
     """Markdown tables of a run directory: Table 1, the attacks and probes, the comparisons,
     every metric of every suite (those of suites added to factlens too), and timings.
 
     Every number is read from the run's JSON files, so a documentation page built from it
     says exactly what the run measured (``factlens report <run dir> --markdown``). ``references``:
     the units compared against (``--reference``; default
-    :func:`~factlens.runner.report_stats.report_references`: flu and random).
+    :func:`~factlens.runner.report_stats.report_references`: flu and random); ``margins``: metric ->
+    equivalence margin, which adds ``## Equivalence`` (``--equivalence maintain_accuracy=0.1``).
     """
+    from factlens.tost import _margins
+
+    if margins is not None:
+        _margins(margins, None)  # refused before the work
     d = load_run_dir(path)
     runs = d["runs"]
     if not runs:
@@ -165,6 +173,8 @@ def markdown_summary(path: str | Path, *, references: Sequence[str] | None = Non
     out.append(_comparisons(comparisons_markdown, path, references))
     if len({r['seed'] for r in runs}) > 1:  # one seed: no split, and no second read of the run files for it
         out.append(_comparisons(variance_markdown, path))
+    if margins:
+        out.append(_comparisons(partial(equivalence_markdown, margins=margins), path, references))
     out.append(all_metrics_markdown(runs))
     out.append("## Timings")
     out.append("")
