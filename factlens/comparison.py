@@ -361,8 +361,7 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
         if step is not None:
             nz = np.abs(d[ok][d[ok] != 0])
             sizes = tuple(float(x) for x in np.round(nz / step) * step)  # minimum_detectable_difference sorts them
-    if sd <= 1e-9 * float(np.abs(d[ok]).max(initial=0.0)):  # equal differences up to rounding (sd ~1e-17): no spread
-        sd = 0.0
+    sd = _spread(sd, d[ok])
     key = paired_test_key(xs, ys, w, ids=[(p.seed, k) for p in pairs for k in p.ids])
     # a token-weighted mean (a chunk's accuracy) is no 0/1 outcome even where every chunk is 0 or 1, as in
     # ``paired_diff`` and ``mean_interval``: it took the binomial MDD while its CI was the bootstrap's
@@ -377,6 +376,11 @@ def _row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[Any,
             "n_units": int(ok.sum()),
             "mdd_unadjusted": minimum_detectable_difference(test.n, sd=sd, alpha=alpha, binary=test.binary, step=test.step,
                                                             sizes=test.sizes)}, test
+
+
+def _spread(sd: float, d: np.ndarray) -> float:
+    """``sd`` of the paired differences ``d``, 0 where they are equal up to rounding (sd ~1e-17): no spread."""
+    return 0.0 if sd <= 1e-9 * float(np.abs(d).max(initial=0.0)) else sd
 
 
 def _seed_weights(p) -> np.ndarray:

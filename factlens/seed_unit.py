@@ -44,7 +44,7 @@ def seed_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[
              alpha: float, *, reference: str) -> tuple[dict[str, Any], Any]:
     """One :func:`factlens.compare` row with the seeds as the paired units, and its test (a
     ``comparison._PairedTest``, or ``None`` for an untested row)."""
-    from factlens.comparison import _PairedTest, _values_row
+    from factlens.comparison import _PairedTest, _spread, _values_row
     from factlens.stats import (minimum_detectable_difference, paired_test_key, sign_flip_interval, sign_flip_test,
                                 smallest_attainable_p)
 
@@ -57,9 +57,7 @@ def seed_row(loc: str, key: tuple[str, str], lm: Mapping[Any, Any], rm: Mapping[
     row.update(diff=float(d.mean()), n_facts=min(len(p.ids) for p in v.pairs))
     if len(d) < MIN_SEEDS:
         return {**row, "ci_low": None, "ci_high": None, "p_value": float("nan"), "mdd_unadjusted": float("nan")}, None
-    sd = float(d.std(ddof=1))
-    if sd <= 1e-9 * float(np.abs(d).max(initial=0.0)):  # equal differences up to rounding: no spread
-        sd = 0.0
+    sd = _spread(float(d.std(ddof=1)), d)
     test = _PairedTest(len(d), sd, False, paired_test_key(x, y, ids=ids),
                        smallest_attainable_p(d, seed=seed))
     lo, hi = sign_flip_interval(d, seed=seed)

@@ -160,6 +160,11 @@ def _seed_legend(reference: str) -> str:
             "of the athlete at one of the seeds (see factlens compare without --unit seed).")
 
 
+def _over_seeds(table) -> bool:
+    """A table of ``compare`` / ``equivalence`` with ``unit="seed"`` (its legend describes the seeds' test)."""
+    return "test_unit" in table and bool((table["test_unit"] == "seed").any())
+
+
 def md_escape(x: Any) -> str:
     """``x`` as text for a markdown table cell: a ``|`` in a name (a plugin's localization ``a|b``) split
     the row into one more column and moved every number after it under the wrong header."""
@@ -172,8 +177,7 @@ def compare_text(table, *, reference: str) -> str:
         return f"No metric with per-fact values to compare against {reference!r}.\n"
     out = ["| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
     out += ["| " + " | ".join(md_escape(c) for c in _cells(r)) + " |" for r in table.to_dict("records")]
-    seeds = "test_unit" in table and (table["test_unit"] == "seed").any()
-    return "\n".join(out) + "\n\n" + (_seed_legend if seeds else _legend)(reference) + "\n"
+    return "\n".join(out) + "\n\n" + (_seed_legend if _over_seeds(table) else _legend)(reference) + "\n"
 
 
 _EQ_HEAD = ("localization", "metric", "value", "reference", "diff [CI at Holm's first step]", "margin", "p (TOST)",
@@ -190,9 +194,8 @@ def _eq_cells(r: dict) -> list[str]:
 
 
 def _eq_legend(table, reference: str, alpha: float) -> str:
-    seeds = "test_unit" in table and (table["test_unit"] == "seed").any()
     interval = ("the interval that inverts the exact sign-flip test over the seeds, each seed's mean paired "
-                "difference one unit" if seeds else "Newcombe's for 0/1 outcomes, with several seeds its hull with the "
+                "difference one unit" if _over_seeds(table) else "Newcombe's for 0/1 outcomes, with several seeds its hull with the "
                 "bootstrap over seeds then facts, otherwise a paired bootstrap")
     return (f"diff = localization − {reference}, mean paired difference over the same facts, with its paired "
             f"interval at confidence 1 − 2·{alpha:g}/n_tests (n_tests: the localization's distinct tests; "
@@ -295,15 +298,22 @@ def comparisons_html(path, references: Sequence[str] | None = None) -> str:
 
 
 def _html_table(t) -> str:
-    h = ["<table><tr>" + "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>"
-                                 for i, c in enumerate(_HEAD)) + "</tr>"]
+    rows = []
     for r in t.to_dict("records"):
-        cls = " class='chance'" if r["at_chance"] else ""
         cells = [html.escape(c) for c in _cells(r)]
         if r["significant"]:
             cells[4] = f"<b>{cells[4]}</b>"
-        h.append(f"<tr{cls}>" + "".join(f"<td class='l'>{c}</td>" if i < 2 else f"<td>{c}</td>"
-                                       for i, c in enumerate(cells)) + "</tr>")
+        rows.append((" class='chance'" if r["at_chance"] else "", cells))
+    return _html_rows(_HEAD, rows)
+
+
+def _html_rows(head: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """An HTML table: ``head``, then per row its ``<tr>`` attributes and its (escaped) cells; the first two
+    columns (localization, metric) left-aligned."""
+    h = ["<table><tr>" + "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>"
+                                 for i, c in enumerate(head)) + "</tr>"]
+    h += [f"<tr{attrs}>" + "".join(f"<td class='l'>{c}</td>" if i < 2 else f"<td>{c}</td>" for i, c in enumerate(cells))
+          + "</tr>" for attrs, cells in rows]
     return "".join(h) + "</table>"
 
 
@@ -358,8 +368,6 @@ def equivalence_html(path, references: Sequence[str] | None = None, *, margins: 
         if isinstance(t, str):
             parts.append(f"<p class='note'>No equivalence tests: {html.escape(t)}.</p>")
             continue
-        head = "".join(f"<th class='l'>{c}</th>" if i < 2 else f"<th>{c}</th>" for i, c in enumerate(_EQ_HEAD))
-        rows = "".join("<tr>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i < 2 else f"<td>{html.escape(c)}</td>"
-                                        for i, c in enumerate(_eq_cells(r))) + "</tr>" for r in t.to_dict("records"))
-        parts.append(f"<table><tr>{head}</tr>{rows}</table><p class='note'>{html.escape(_eq_legend(t, ref, 0.05))}</p>")
+        rows = [("", [html.escape(c) for c in _eq_cells(r)]) for r in t.to_dict("records")]
+        parts.append(_html_rows(_EQ_HEAD, rows) + f"<p class='note'>{html.escape(_eq_legend(t, ref, 0.05))}</p>")
     return "".join(parts)
