@@ -6,6 +6,7 @@ budgets and edit settings of one method compared, a difference warned) or in-mem
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +19,54 @@ def _fact_ids(ev) -> frozenset[str]:
     if s is None:
         return frozenset()
     return frozenset(k for m in s.metrics if m.name.startswith("forget_") and m.samples for k in m.samples)
+
+
+@dataclass(frozen=True, eq=False)
+class InputFile:
+    """An input file's setting as two folders compare it: the path as given and, where the run
+    hashed it, the content's sha256. Two settings with digests are equal when the contents are:
+    a folder run with ``--eval text.source=../shared/data/wikitext2/test.txt`` and one with the
+    absolute path of the same file read the same text (their pairs were refused as "measured
+    differently"). Without a digest on either side (a dataset name, or a folder written before
+    digests were kept) the paths as given are compared.
+
+    Example:
+        >>> InputFile("../t.txt", "ab12") == InputFile("/work/t.txt", "ab12")
+        True
+        >>> InputFile("t.txt", "ab12") == InputFile("t.txt", "cd34"), InputFile("a", None) == InputFile("b", None)
+        (False, False)
+        >>> InputFile("t.txt", "ab12") == "t.txt"  # a path without a digest: compared as given
+        True
+    """
+
+    path: str
+    sha256: str | None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):  # a setting without a digest (results respelled or built in memory)
+            return self.path == other
+        if not isinstance(other, InputFile):
+            return NotImplemented
+        if self.sha256 and other.sha256:
+            return self.sha256 == other.sha256
+        return self.path == other.path
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, not by path: not a dict key
+
+    def __repr__(self) -> str:
+        return f"{self.path!r} (sha256 {self.sha256[:12]})" if self.sha256 else repr(self.path)
+
+
+def with_digests(settings: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]], *,
+                 prefix: str = "") -> dict[str, Any]:
+    """``settings`` with each input file's path (``eval.text.source``, found in ``inputs`` as
+    ``prefix + key``) as an :class:`InputFile` that compares by content; other values as given."""
+    out = dict(settings)
+    for key, value in settings.items():
+        h = inputs.get(prefix + key)
+        if isinstance(value, str) and isinstance(h, Mapping) and h.get("path") == value:
+            out[key] = InputFile(value, h.get("sha256"))
+    return out
 
 
 def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
@@ -38,9 +87,11 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     edits: dict[Any, tuple[str, dict[str, Any]]] = {}  # edit method -> (folder, its settings but the seed)
     across: dict[str, tuple[str, dict[str, Any]]] = {}  # the first unit's settings, but the evaluation seed
     for d in dirs:
-        for r in load_run_dir(d)["runs"]:
+        loaded = load_run_dir(d)
+        inputs = loaded["inputs"]  # the same file under two spellings is one setting (InputFile)
+        for r in loaded["runs"]:
             records.append(r)
-            _warn_edit_settings(edits, str(d), r)
+            _warn_edit_settings(edits, str(d), r, inputs)
             unit, seed = r["localization"], r["seed"]
             if r.get("budgeted") and r.get("param_budget") is not None:
                 first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
@@ -53,7 +104,7 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
                                  "unit once (compare the folders separately, or leave one out)")
             seen[unit, seed] = str(d)
-            here = (f"{d} ({unit})", r.get("task"), _fact_ids(r["eval"]), _setup(r))
+            here = (f"{d} ({unit})", r.get("task"), _fact_ids(r["eval"]), with_digests(_setup(r), inputs))
             first = facts.setdefault(seed, here)
             if first[1] != here[1] or (first[2] and here[2] and first[2] != here[2]):
                 # the units named too: two units of one folder with other facts named the folder twice
@@ -66,7 +117,10 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
             # every seed too (each evaluates with its own seed): folders of other seeds and other settings were
             # pooled into one mean and one test
             _check_across_seeds(across, f"{d} ({unit}, seed {seed})", here[3])
-            out.setdefault(unit, {})[seed] = r["eval"]  # load_run_dir reads it typed
+            # load_run_dir reads it typed; the folder's input digests go with it, so that results of two folders
+            # paired in a mapping compare their input files by content too (_check_mapping_setups)
+            ev = r["eval"]
+            out.setdefault(unit, {})[seed] = replace(ev, meta={**ev.meta, "inputs": dict(inputs)}) if inputs else ev
     if (code := mixed_code_note(records)) is not None:
         warnings.warn(code, UserWarning, stacklevel=3)
     if not out:
@@ -77,7 +131,8 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     return out
 
 
-def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: str, r: Mapping[str, Any]) -> None:
+def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: str, r: Mapping[str, Any],
+                        inputs: Mapping[str, Mapping[str, Any]]) -> None:
     """Warn when two folders trained one edit method with other settings (``--edit lr=...``): their
     units were merged without a word, so a difference between them could be one of settings rather
     than of localization (within one folder such files are refused; budgets are warned the same way)."""
@@ -86,6 +141,7 @@ def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: st
     if (settings := edit_settings(r)) is None:
         return
     method, cfg = settings
+    cfg = with_digests(cfg, inputs, prefix="edit.")  # sft_source: compared by content
     first = edits.setdefault(method, (folder, cfg))
     differ = differing(first[1], cfg)
     if differ and first[0] != folder:
@@ -179,6 +235,10 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
             ``{localization: {seed: EvalResult}}`` (paired by seed), or
             ``{localization: EvalResult}`` for a single seed.
 
+    Results read from run directories carry the folder's input files and their sha256 in
+    ``meta["inputs"]``: an input file is one setting when its content is, however its path was
+    spelled (:class:`InputFile`).
+
     Raises:
         ValueError: A unit appears in two directories, or the directories hold different facts or
             were measured with a different model or evaluation settings; results of one seed in a
@@ -214,7 +274,9 @@ def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
     Side-effect units are text chunks and MMLU questions keyed by position: two evaluations with
     other text or MMLU settings (``n_chunks``, ``seq_len``, ``source``, ``n_mmlu``) have units of
     the same names that are different chunks and questions, and the pairs would be meaningless.
-    Results without a recorded config (built by hand) are not checked.
+    Results without a recorded config (built by hand) are not checked. Input files are compared
+    by content where the results carry their digests (``meta["inputs"]``, which
+    :func:`load_evaluations` adds to the results it reads from run folders).
     """
     first: dict[Any, tuple[str, dict[str, Any]]] = {}
     across: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -222,7 +284,7 @@ def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
         for seed, ev in by_seed.items():
             if not (ev.meta or {}).get("config"):
                 continue
-            setup = _setup({"eval": ev})
+            setup = with_digests(_setup({"eval": ev}), ev.meta.get("inputs") or {})
             setup.pop("model")
             name, ref = first.setdefault(seed, (f"runs[{loc!r}]", setup))
             _check_same_setup(name, ref, f"runs[{loc!r}]", setup, seed,

@@ -73,12 +73,13 @@ details{margin:.4rem 0}code{font-size:.85rem}
 
 
 def load_run_dir(path: str | Path) -> dict[str, Any]:
-    """Read a run directory: ``{"config", "resolved", "versions", "plans", "runs"}``.
+    """Read a run directory: ``{"config", "resolved", "inputs", "versions", "plans", "runs"}``.
 
     ``runs`` is a list of run records (one per finished localization x seed), in the
     config's localization order, then by seed: its JSON with ``"eval"`` read into an
     :class:`~factlens.evaluation.result.EvalResult`, so the report reads typed metrics.
-    Raises ``FileNotFoundError`` (not a run directory) or ``ValueError`` (a damaged run file).
+    ``inputs``: the input files' paths and content digests by option name (``{}`` for a folder
+    written before they were kept). Raises ``FileNotFoundError`` (not a run directory) or ``ValueError`` (a damaged run file).
     """
     p = Path(path)
     cfg_file = p / "run_config.json"
@@ -95,9 +96,11 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
     order = {l: i for i, l in enumerate(meta["config"].get("localizations", []))}
     runs.sort(key=lambda r: (order.get(r["localization"], len(order)), r["localization"], r["seed"]))
     plans = {int(f.stem[4:]): read_json_table(f) for f in sorted((p / "plan").glob("seed*.json"))}
+    from factlens.runner.stored import stored_inputs
+
     return {"path": str(p), "config": meta["config"], "resolved": meta.get("resolved", {}),
-            "versions": meta.get("versions", {}), "created": meta.get("created"), "updated": meta.get("updated"),
-            "plans": plans, "runs": runs}
+            "inputs": stored_inputs(meta), "versions": meta.get("versions", {}), "created": meta.get("created"),
+            "updated": meta.get("updated"), "plans": plans, "runs": runs}
 
 
 def _typed_run(rec: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -33,6 +33,19 @@ def _input_diff(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]
     return out
 
 
+def _respelled_inputs(stored: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """Options that name the stored input file under another spelling (the same content): the
+    resume is refused as another setting (the path is part of the record every unit keeps), and
+    this says which spelling resumes it."""
+    out = []
+    for k in sorted(set(stored or {}) & set(now)):
+        a, b = (stored or {}).get(k) or {}, now.get(k) or {}
+        if a.get("sha256") and a.get("sha256") == b.get("sha256") and a.get("path") != b.get("path"):
+            out.append(f"input {k}: {b.get('path')!r} is the stored {a.get('path')!r} (the same content, "
+                       f"sha256 {a['sha256'][:12]}): give it as {a.get('path')!r} to resume")
+    return out
+
+
 def _ran_only(ev: dict[str, Any], suites: tuple[str, ...]) -> dict[str, Any]:
     """Resolved evaluation settings without the tables of suites not in ``suites`` (``--eval
     relearning.steps=3`` on a run without relearning was recorded, and then refused a resume

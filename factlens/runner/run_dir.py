@@ -35,7 +35,7 @@ from factlens.runner.config import RunConfig, merged_objectives
 from factlens.runner.method_settings import method_settings_diff, without_method_tables
 from factlens.runner.provenance import now as _now
 from factlens.runner.provenance import plugin_version_diff, versions
-from factlens.runner.resume_diff import _diff, _experiment, _input_diff, _ran_only
+from factlens.runner.resume_diff import _diff, _experiment, _input_diff, _ran_only, _respelled_inputs
 from factlens.runner.run_json import read_json, read_json_table, write_json_atomic
 from factlens.runner.stored import added_eval_flags, upgrade_stored
 
@@ -425,6 +425,7 @@ class RunDir:
             if diff:
                 raise ConfigMismatchError(
                     f"{self.path} already holds results of a different configuration:\n  " + "\n  ".join(diff)
+                    + "".join(f"\n{h}" for h in _respelled_inputs(upgraded.get("inputs"), inputs))
                     + (f"\nTo resume with the settings the stored units ran with, pass {' '.join(flags)} "
                        "(a setting the stored record lacks holds the value its finished units ran with, or, if none "
                        "finished, that of the versions before the setting existed)." if flags else "")

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 from factlens.runner.method_settings import upgrade_method_settings
 
 __all__ = ["upgrade_stored", "without_added_eval_fields", "added_eval_flags", "with_added_eval_fields",
-           "with_suite_defaults"]
+           "with_suite_defaults", "stored_inputs"]
 
 #: Input labels of older run folders -> the labels now (:func:`upgrade_stored`).
 _RENAMED_INPUTS: dict[str, str] = {"eval.text_source": "eval.text.source",
@@ -211,8 +211,24 @@ def upgrade_stored(stored: Mapping[str, Any], run_files: Iterable[Path] = ()) ->
         resolved["edit"] = upgrade_method_settings(ed, resolved.get("eval"), methods, run_files)
         out["resolved"] = resolved
     if isinstance(out.get("inputs"), Mapping):
-        out["inputs"] = {_RENAMED_INPUTS.get(k, k): v for k, v in out["inputs"].items()}
+        out["inputs"] = stored_inputs(out)
     return out
+
+
+def stored_inputs(stored: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A ``run_config.json`` record's input files (``{option: {"path", "sha256", ...}}``) under
+    today's option names; ``{}`` for a folder written before their digests were kept.
+
+    Example:
+        >>> stored_inputs({"inputs": {"eval.text_source": {"path": "t.txt", "sha256": "ab"}}})
+        {'eval.text.source': {'path': 't.txt', 'sha256': 'ab'}}
+        >>> stored_inputs({})
+        {}
+    """
+    inputs = stored.get("inputs")
+    if not isinstance(inputs, Mapping):
+        return {}
+    return {_RENAMED_INPUTS.get(k, k): v for k, v in inputs.items() if isinstance(v, Mapping)}
 
 
 def with_suite_defaults(table: Mapping[str, Any], suites: Iterable[str]) -> dict[str, Any]:

@@ -59,6 +59,29 @@ def test_changed_text_source_refused_on_resume(tmp_path: Path):
         RunDir(tmp_path / "run").open(cfg)
 
 
+def test_a_resume_naming_the_text_file_under_another_spelling_says_which_spelling_resumes(tmp_path: Path,
+                                                                                            monkeypatch):
+    """A resume with ``--eval text.source=../x/general.txt`` of a folder run with the absolute path is refused
+    (every unit records the path): the error showed the two paths and nothing more; it now says they are the
+    same file and which spelling resumes."""
+    (tmp_path / "x").mkdir()
+    text = tmp_path / "x" / "general.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 20)
+    cfg = _cfg(tmp_path / "run", suites=("standard", "side_effects"), eval={"text": {"source": str(text)}})
+    RunDir(tmp_path / "run").open(cfg)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    respelled = _cfg(tmp_path / "run", suites=("standard", "side_effects"), eval={"text": {"source": "../x/general.txt"}})
+    with pytest.raises(ConfigMismatchError) as e:
+        RunDir(tmp_path / "run").open(respelled)
+    assert (f"input eval.text.source: '../x/general.txt' is the stored {str(text)!r} (the same content, sha256 "
+            f"{hash_input(text)['sha256'][:12]}): give it as {str(text)!r} to resume") in str(e.value)
+    text.write_text("Another text entirely.\n" * 20)  # other content: no such line
+    with pytest.raises(ConfigMismatchError) as e:
+        RunDir(tmp_path / "run").open(respelled)
+    assert "the same content" not in str(e.value) and "changed" in str(e.value)
+
+
 def test_a_changed_method_covariance_text_is_refused_on_resume(tmp_path: Path):
     """--edit methods.rome.text_source=FILE was not hashed: rewriting the file between two invocations
     resumed the folder, and its units estimated ROME's covariance on different text."""

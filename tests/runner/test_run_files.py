@@ -299,6 +299,44 @@ def test_a_folder_from_before_candidate_score_is_not_paired_with_a_token_mean_on
         load_evaluations([copy_of_run, other])
 
 
+def _spell_text_source(folder: Path, path: str, sha256: str) -> None:
+    """Make ``folder`` a run that read its general text from ``path`` (with content ``sha256``)."""
+    for f in (folder / "runs" / "seed0").glob("*.json"):
+        _edit(f, lambda r: r["eval"]["meta"]["config"]["text"].update(source=path))
+    _edit(folder / "run_config.json", lambda c: c.update(inputs={"eval.text.source": {
+        "path": path, "kind": "file", "bytes": 1, "sha256": sha256}}))
+
+
+def test_compare_pairs_folders_that_read_one_text_file_under_two_spellings(copy_of_run: Path, tmp_path: Path):
+    """A folder run with ``--eval text.source=../data/text.txt`` and one run with that file's absolute path
+    read the same text, but compare refused to pair them as "measured differently" (the sha256 each
+    run_config.json keeps says they are one file). Other contents are still refused, and paths without a
+    digest are compared as given."""
+    from factlens.comparison import load_evaluations
+
+    other = tmp_path / "absolute"
+    shutil.copytree(copy_of_run, other)
+    (copy_of_run / "runs" / "seed0" / "random.json").unlink()  # each unit in one folder
+    for name in ("flu", "all_mlps"):
+        (other / "runs" / "seed0" / f"{name}.json").unlink()
+    digest = "d790b833ef8c" + "0" * 52
+    _spell_text_source(copy_of_run, "../data/text.txt", digest)
+    _spell_text_source(other, "/work/data/text.txt", digest)
+    assert set(load_evaluations([copy_of_run, other])) == {"flu", "random", "all_mlps"}
+    a, b = load_evaluations(copy_of_run), load_evaluations(other)  # and results of the two paired in a mapping
+    assert set(load_evaluations({"flu": a["flu"], "random": b["random"]})) == {"flu", "random"}
+    _spell_text_source(other, "/work/data/text.txt", "ab" * 32)  # another file's content
+    with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.source: '\.\./data/text\.txt' "
+                                         r"\(sha256 d790b833ef8c\) vs '/work/data/text\.txt' \(sha256 abababababab\)"):
+        load_evaluations([copy_of_run, other])
+    with pytest.raises(ValueError, match=r"eval\.text\.source: '\.\./data/text\.txt' \(sha256 d790b833ef8c\) vs"):
+        load_evaluations({"flu": a["flu"], "random": load_evaluations(other)["random"]})
+    _spell_text_source(other, "/work/data/text.txt", None)  # not hashed: the paths as given
+    with pytest.raises(ValueError, match=r"eval\.text\.source: '\.\./data/text\.txt' \(sha256 d790b833ef8c\) vs "
+                                         r"'/work/data/text\.txt'\)"):
+        load_evaluations([copy_of_run, other])
+
+
 def test_a_run_names_the_code_it_imported_even_when_the_files_change_during_it(tmp_path: Path, monkeypatch):
     """The label was computed from the files on disk after each unit: a run during which the checkout changed
     gave its units different labels (code that never ran), and its report warned "computed by different code"."""
