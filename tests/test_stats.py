@@ -390,6 +390,41 @@ def test_minimum_detectable_difference_of_0_1_outcomes_has_the_stated_power(n, s
     assert mdd > t_based * 1.04
 
 
+def _trinomial_power_by_every_outcome(n: int, sd: float, alpha: float, delta: float) -> float:
+    """The 0/1 model's power by its definition: the probability of every (units that differ, of them +1)
+    outcome times whether the sign test rejects it, summed over all (n + 1)**2 of them."""
+    from scipy.stats import binom
+
+    pm = min(max(0.0, (sd * sd + delta * delta - delta) / 2), (1 - delta) / 2)
+    q = min(1.0, 2 * pm + delta)
+    if q <= 0:
+        return 0.0
+    total = 0.0
+    for d in range(1, n + 1):
+        k = np.arange(d + 1)
+        rejects = np.minimum(1.0, 2 * binom.cdf(np.minimum(k, d - k), d, 0.5)) <= alpha
+        total += binom.pmf(d, n, q) * float((binom.pmf(k, d, min(1.0, (pm + delta) / q)) * rejects).sum())
+    return total
+
+
+@pytest.mark.parametrize("n", [6, 9, 16, 33, 96])
+@pytest.mark.parametrize("sd,m", [(0.2, 1), (0.5, 1), (0.5, 28), (0.9, 4)])
+def test_the_0_1_models_power_sums_the_two_tails_of_the_rejection_region(n, sd, m):
+    """The 0/1 model's MDD sums its power over the two tails of the sign test's rejection region per number of
+    differing units, O(n) (it summed the probability of every (differing, +1) outcome, O(n**2): two thirds of a
+    three-folder ``factlens compare``): the two sums agree at the MDD and around it."""
+    from factlens.power import _binary_sign_test_effect
+
+    alpha = 0.05 / m
+    mdd = _binary_sign_test_effect(n, sd, alpha, 0.8)
+    if not np.isfinite(mdd):
+        assert _trinomial_power_by_every_outcome(n, sd, alpha, 1.0) < 0.8
+        return
+    assert _trinomial_power_by_every_outcome(n, sd, alpha, mdd) >= 0.8 - 1e-12
+    below = mdd - 2 ** -30
+    assert _trinomial_power_by_every_outcome(n, sd, alpha, below) < 0.8
+
+
 @pytest.mark.parametrize("n,m", [(32, 1), (64, 9)])
 def test_minimum_detectable_difference_of_accuracies_over_three_prompts_has_the_stated_power(n, m):
     """A fact's accuracy over 3 paraphrases moves in thirds: few sizes and many ties, as 0/1 outcomes.
