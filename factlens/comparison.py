@@ -390,7 +390,7 @@ def _seed_weights(p) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else w
 
 
-def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> None:
+def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None], alpha: float) -> list[float]:
     """Holm across one localization's testable rows; each row's ``mdd`` at the family's first-step level.
 
     Rows that are the same test on the same data (the same per-fact values on both sides, or
@@ -408,10 +408,13 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
     such a row, e.g. one where both sides forget every fact, claimed 0.8 power where it had
     0.63; at ``alpha / (m + 1)``, as before, it claimed too little where ``K`` does not grow:
     a lone row of 16 facts read 0.512 instead of 0.449).
+
+    Returns each row's level (NaN for rows not tested): the level its ``mdd`` is computed at.
     """
     from factlens.multiple_testing import _same_test_groups, _tarone_k
     from factlens.stats import minimum_detectable_difference, tarone_holm
 
+    levels = [float("nan")] * len(loc_rows)
     for r in loc_rows:
         r["p_holm"], r["significant"], r["testable"], r["n_tests"], r["mdd"] = float("nan"), False, False, 0, float("nan")
         if r["at_chance"]:  # never tested, so no power either (the docs and the mdd column say so)
@@ -428,11 +431,12 @@ def _holm_family(loc_rows: list[dict[str, Any]], tests: list[_PairedTest | None]
         k = m
         if not t:  # Tarone's K with this test able to reach any level: one more, or as often the same K
             k = _tarone_k([0.0 if g == group_of[j] else v for g, v in smallest.items()], alpha)
-        level = alpha / max(k, 1)
+        level = levels[i] = alpha / max(k, 1)
         loc_rows[i].update(p_holm=float(p), significant=bool(t and p <= alpha), testable=bool(t), n_tests=m,
                            mdd=minimum_detectable_difference(tests[i].n, sd=tests[i].sd, alpha=level,
                                                             binary=tests[i].binary, step=tests[i].step,
                                                             sizes=tests[i].sizes))
+    return levels
 
 
 def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], reference: str = "flu",
@@ -502,6 +506,15 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
     """
     import pandas as pd
 
+    rows = [r for r, _, _ in compared_rows(runs, reference, metrics, unit=unit, alpha=alpha, seed=seed)]
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def compared_rows(runs, reference: str, metrics: str | Sequence[str] | None, *, unit: str, alpha: float,
+                  seed: int) -> list[tuple[dict[str, Any], _PairedTest | None, float]]:
+    """:func:`compare`'s rows, each with its test (``None`` when untested) and the level of its ``mdd``
+    (NaN when untested): what a power plan (:func:`factlens.plan_units`) starts from. Same arguments
+    and errors as :func:`compare`."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha is a level between 0 and 1 (e.g. 0.05 for 5 %), got {alpha!r}")
     check_unit(unit)
@@ -525,11 +538,11 @@ def compare(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], referen
         for r, k in zip(loc_rows, keys):  # an attack that collapsed either side's model, in a paired seed
             hit = set(idx[k]) & set(ref[k]) & (loc_collapsed.get(k[0], set()) | ref_collapsed.get(k[0], set()))
             r["collapsed"] = bool(hit) and not k[1].endswith("_before")  # "_before": measured before the attack
-        _holm_family(loc_rows, tests, alpha)
-        rows += loc_rows
+        levels = _holm_family(loc_rows, tests, alpha)
+        rows += list(zip(loc_rows, tests, levels))
     if not rows:  # an empty table read as "no difference" (it was returned without a word unless metrics= was given)
         raise NothingToCompare(_nothing_compared(runs, evals, reference, metrics))
-    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    return rows
 
 
 def _with_reference(runs, reference: str) -> dict[str, dict[Any, Any]]:

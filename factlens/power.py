@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["minimum_detectable_difference", "lattice_step"]
+__all__ = ["minimum_detectable_difference", "lattice_step", "units_needed"]
 
 #: The largest number of prompts per fact whose averages :func:`lattice_step` recognises (1/12: the
 #: common step of averages over 3 and 4 prompts).
@@ -106,6 +106,62 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
     return max(d * float(sd), floor)
 
 
+#: The most units :func:`units_needed` searches (a plan beyond it says ``inf``).
+MAX_PLANNED_UNITS = 1_000_000
+
+
+def units_needed(difference: float, *, sd: float | None = None, alpha: float = 0.05, power: float = 0.8,
+                 binary: bool | None = None, step: float | None = None,
+                 max_units: int = MAX_PLANNED_UNITS) -> int | float:
+    """Fewest paired units at which :func:`minimum_detectable_difference` (same arguments) is at
+    most ``|difference|``: how many facts or seeds a run needs to find a true difference of that
+    size with probability ``power``, if the paired differences keep the spread ``sd`` of a pilot.
+
+    Searched by doubling and then bisection on ``n``. The exact tests are discrete, so the MDD
+    falls with ``n`` in small steps rather than strictly (the 0/1 model's sawtooth): the answer is
+    the ``n`` that bisection finds between a power of two that fails and the next that succeeds,
+    whose MDD is at most ``|difference|``, and a few units more are safer. ``inf`` when even
+    ``max_units`` do not suffice; NaN when no MDD exists (continuous values without a spread).
+    The MDD's several-sizes model (``sizes``, a simulation that takes minutes per ``n`` in the
+    hundreds) is not searched over: lattice differences are planned with the one-step model and
+    the t-test (see docs/statistics.md, "Planning", for how much that can differ).
+
+    Example:
+        >>> units_needed(0.449)  # 0/1 outcomes, no spread: 16 facts, as minimum_detectable_difference(16)
+        16
+        >>> n = units_needed(0.2, sd=0.5)
+        >>> n, minimum_detectable_difference(n - 1, sd=0.5) > 0.2 >= minimum_detectable_difference(n, sd=0.5)
+        (52, True)
+        >>> units_needed(0.05, sd=0.5, max_units=100)
+        inf
+    """
+    ok = not isinstance(difference, bool) and isinstance(difference, (int, float, np.floating, np.integer))
+    target = abs(float(difference)) if ok else float("nan")
+    if not target > 0 or math.isinf(target):
+        raise ValueError(f"difference must be a finite non-zero number (the smallest true difference to find, on "
+                         f"the metric's scale, e.g. 0.1 for accuracies), got {difference!r}")
+    if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 2:
+        raise ValueError(f"max_units must be an integer of at least 2, got {max_units!r}")
+
+    def mdd(n: int) -> float:
+        return minimum_detectable_difference(n, sd=sd, alpha=alpha, power=power, binary=binary, step=step)
+
+    lo, hi = 1, 2  # mdd(lo) > target (one unit detects nothing), hi to be found
+    while True:
+        m = mdd(hi)
+        if math.isnan(m):
+            return float("nan")
+        if m <= target:
+            break
+        if hi >= max_units:
+            return float("inf")
+        lo, hi = hi, min(2 * hi, max_units)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mdd(mid) <= target else (mid, hi)
+    return hi
+
+
 def _check_power_inputs(*, alpha: float, power: float, sd: float | None) -> None:
     """Refuse a level or power outside (0, 1) and a negative spread: ``alpha=0`` divided by zero, ``power=1.2``
     failed inside the root finder, ``power=0`` returned the largest simulated threshold (the same as
@@ -191,10 +247,15 @@ def _sign_test_critical(n: int, alpha: float) -> np.ndarray:
     """
     from scipy.stats import binom
 
-    d = np.arange(n + 1)[:, None]
-    c = np.arange(n // 2 + 1)[None, :]  # min(k, d - k) ranges over 0..d // 2
-    ok = (c <= d // 2) & (np.minimum(1.0, 2 * binom.cdf(c, d, 0.5)) <= alpha)
-    out = ok.sum(axis=1) - 1  # the p-value grows with c: the rejected c are 0..crit
+    d = np.arange(n + 1)
+    # the smallest c with P(Bin(d, 1/2) <= c) >= alpha / 2, and its neighbours: the critical c is one of them (the
+    # p-value grows with c; the neighbours absorb the quantile's rounding), tested with the p-value itself. O(n):
+    # testing every c of every d was O(n^2) in time and memory (a plan of thousands of units)
+    c0 = np.nan_to_num(binom.ppf(alpha / 2, np.maximum(d, 1), 0.5), nan=0.0).astype(int)
+    cands = c0[:, None] + np.array([-1, 0, 1])[None, :]
+    ok = ((cands >= 0) & (cands <= (d // 2)[:, None]) & (d[:, None] > 0)
+          & (np.minimum(1.0, 2 * binom.cdf(cands, d[:, None], 0.5)) <= alpha))
+    out = np.where(ok.any(axis=1), np.where(ok, cands, -1).max(axis=1), -1)
     out.flags.writeable = False  # cached: shared by every call with these arguments
     return out
 

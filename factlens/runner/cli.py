@@ -5,7 +5,9 @@ localization and seed and writes per-run JSON plus ``report.html`` into ``--out`
 ``factlens report <run dir> [--reference UNIT]`` rewrites the report of a run directory; ``factlens compare
 <run dir> [--reference flu] [--csv out.csv]`` prints the paired comparison of every
 localization with a reference (:func:`factlens.compare`); ``factlens equivalence <run dir> --margin 0.1`` the
-equivalence tests of the same pairs (:func:`factlens.equivalence`: which differences the run rules out).
+equivalence tests of the same pairs (:func:`factlens.equivalence`: which differences the run rules out);
+``factlens plan <run dir> --difference 0.1`` the facts or seeds needed to find such a difference
+(:func:`factlens.plan_units`).
 
 Settings come from the :class:`~factlens.runner.config.RunConfig` defaults, then a config
 file (``--config run.toml``/``.yaml``), then the flags given on the command line.
@@ -156,11 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                              "over an existing file only if it is such a CSV)")
     _unit_flag(eq)
+    pl = sub.add_parser("plan", help="power plan: the facts or seeds needed to find a difference of a given size",
+                        description="One row per (localization, metric) of factlens compare: the paired units needed "
+                                    "to find a true difference of --difference from the reference with power 0.8 at "
+                                    "the row's Holm level, if the paired differences keep the spread this run shows "
+                                    "(docs/statistics.md, Planning).")
+    pl.add_argument("out", type=Path, nargs="+", help="run directory, the pilot (several with the same facts are merged)")
+    pl.add_argument("--difference", type=float, required=True,
+                    help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
+                         "accuracies); choose the metrics with --metrics")
+    pl.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
+    pl.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
+    pl.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
+                                             "over an existing file only if it is such a CSV)")
+    _unit_flag(pl)
     return p
 
 
 def _unit_flag(sub: argparse.ArgumentParser) -> None:
-    """``--unit`` of ``compare`` and ``equivalence`` (``unit=`` of :func:`factlens.compare`)."""
+    """``--unit`` of ``compare``, ``equivalence`` and ``plan`` (``unit=`` of :func:`factlens.compare`)."""
     sub.add_argument("--unit", choices=("fact", "seed"), default="fact",
                      help="what the test pairs: the facts of every seed, pooled (default), or each seed's mean "
                           "difference as one unit (over mask draws and trainings; needs 2 seeds, 6 to reach 0.05)")
@@ -457,6 +473,13 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
         runs, reference=args.reference, metrics=metrics, margin=args.margin, unit=args.unit), equivalence_text)
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from factlens.power_plan import plan_text, plan_units
+
+    return _table_command(args, "power plan", lambda runs, metrics: plan_units(
+        runs, reference=args.reference, metrics=metrics, difference=args.difference, unit=args.unit), plan_text)
+
+
 def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
     """``factlens compare`` / ``equivalence``: the table of ``build(runs, metrics)`` printed as ``text``,
     and written to ``--csv``; a refused setting (an empty table, a ``--reference`` that is planned but
@@ -509,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "equivalence":
             return _cmd_equivalence(args)
+        if args.command == "plan":
+            return _cmd_plan(args)
         return _cmd_report(args)
     except KeyboardInterrupt:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)

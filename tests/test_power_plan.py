@@ -1,0 +1,121 @@
+"""Power plans: factlens.power.units_needed (the inverse of the MDD) and factlens.plan_units / ``factlens plan``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import factlens
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+from factlens.power import minimum_detectable_difference, units_needed
+from factlens.power_plan import PLAN_COLUMNS
+from factlens.stats import sign_flip_test
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _ev(values, name: str = "forget_accuracy", **kw) -> EvalResult:
+    m = Metric.from_samples(name, {f"f{i}": float(x) for i, x in enumerate(values)}, **kw)
+    return EvalResult({"standard": SuiteResult("standard", (m,))})
+
+
+# ---------------------------------------------------------------------------------------------
+# units_needed
+
+
+@pytest.mark.parametrize("kw", [dict(sd=0.5), dict(sd=0.3, alpha=0.05 / 4), dict(), dict(sd=0.4, binary=True),
+                                dict(sd=0.3, step=1 / 3)])
+@pytest.mark.parametrize("difference", [0.3, 0.12])
+def test_units_needed_is_where_the_mdd_reaches_the_difference(kw, difference):
+    """At the n returned the MDD is at most the difference, one unit fewer it is above it (where the MDD falls
+    with n; for these cases it does around the answer)."""
+    n = units_needed(difference, **kw)
+    assert minimum_detectable_difference(n, **kw) <= difference < minimum_detectable_difference(n - 1, **kw)
+    assert units_needed(-difference, **kw) == n  # a difference of either sign
+
+
+def test_units_needed_without_an_answer():
+    assert units_needed(0.01, sd=0.5, max_units=1000) == math.inf
+    assert math.isnan(units_needed(0.1, sd=0.0, binary=False))  # continuous, no spread: no MDD to reach
+    for bad in (0, 0.0, math.inf, math.nan, True):
+        with pytest.raises(ValueError, match="difference must be a finite non-zero number"):
+            units_needed(bad)
+    with pytest.raises(ValueError, match="max_units must be an integer of at least 2"):
+        units_needed(0.1, max_units=1)
+
+
+def test_the_planned_units_find_the_difference_four_times_in_five():
+    """Paired 0/1 outcomes with the pilot's spread: at the planned n, a true difference of the planned size
+    is found by the exact sign-flip test in about 80 % of simulated runs (300, 2 binomial SE either way)."""
+    sd, delta = 0.6, 0.25
+    n = units_needed(delta, sd=sd, binary=True)
+    pm = (sd * sd + delta * delta - delta) / 2
+    rng = np.random.default_rng(5)
+    draws = rng.choice([1.0, -1.0, 0.0], size=(300, n), p=[pm + delta, pm, 1 - 2 * pm - delta])
+    found = sum(sign_flip_test(d, n_resamples=999, seed=s) < 0.05 for s, d in enumerate(draws))
+    assert abs(found / 300 - 0.8) <= 2 * math.sqrt(0.8 * 0.2 / 300) + 0.01, (n, found)
+
+
+# ---------------------------------------------------------------------------------------------
+# plan_units
+
+
+def test_a_plan_row_needs_the_units_at_which_its_own_mdd_reaches_the_difference():
+    runs = {"flu": [_ev([0, 1] * 8), _ev([0, 0, 1, 1] * 4)], "random": [_ev([1, 1, 0, 1] * 4), _ev([1] * 16)]}
+    t = factlens.plan_units(runs, difference=0.2)
+    assert tuple(t.columns) == PLAN_COLUMNS and len(t) == 1
+    r = t.iloc[0]
+    cmp = factlens.compare(runs).iloc[0]
+    assert r["mdd"] == cmp["mdd"] and r["n_units"] == cmp["n_units"] == 32 and r["level"] == 0.05 / cmp["n_tests"]
+    assert r["binary"] and r["tested"]
+    mdd = lambda n: minimum_detectable_difference(n, sd=r["sd"], alpha=r["level"], binary=True)  # noqa: E731
+    assert mdd(r["units_needed"]) <= 0.2 < mdd(r["units_needed"] - 1)
+    assert mdd(32) == pytest.approx(r["mdd"])  # the plan starts from the row's own test
+    # in run terms: 16 facts per seed today, 2 seeds today
+    assert r["scale"] == r["units_needed"] / 32
+    assert r["seeds_needed"] == math.ceil(r["units_needed"] / 16)
+    assert r["facts_needed"] == math.ceil(r["units_needed"] / 2)
+
+
+def test_a_plan_over_seeds_counts_seeds():
+    rng = np.random.default_rng(0)
+    runs = {"flu": {s: _ev(rng.random(12) < 0.5) for s in range(7)},
+            "random": {s: _ev(rng.random(12) < 0.7) for s in range(7)}}
+    r = factlens.plan_units(runs, difference=0.1, unit="seed").iloc[0]
+    assert r["test_unit"] == "seed" and r["n_units"] == 7 and not r["binary"]
+    assert r["seeds_needed"] == r["units_needed"] and r["facts_needed"] is None
+    assert minimum_detectable_difference(int(r["units_needed"]), sd=r["sd"], alpha=r["level"], binary=False) <= 0.1
+
+
+def test_rows_that_compare_does_not_test_have_no_plan():
+    runs = {"flu": [_ev([0, 1] * 8, baseline=0.5, at_chance=True)], "random": [_ev([1] * 16, baseline=0.5,
+                                                                                     at_chance=True)]}
+    r = factlens.plan_units(runs, difference=0.2).iloc[0]
+    assert not r["tested"] and math.isnan(r["units_needed"]) and math.isnan(r["seeds_needed"])
+
+
+@pytest.mark.parametrize("bad", [0, math.nan, math.inf, "0.1", True])
+def test_a_plan_refuses_a_difference_that_is_no_size(bad):
+    with pytest.raises(ValueError, match="difference must be a finite non-zero number"):
+        factlens.plan_units({"flu": [_ev([0, 1] * 8)], "random": [_ev([1] * 16)]}, difference=bad)
+
+
+def test_a_plan_refuses_a_power_outside_0_1():
+    with pytest.raises(ValueError, match="power must be a number strictly between 0 and 1"):
+        factlens.plan_units({"flu": [_ev([0, 1] * 8)], "random": [_ev([1] * 16)]}, difference=0.1, power=1.0)
+
+
+def test_the_cli_prints_and_writes_a_plan(planted_two_seed_run: Path, tmp_path: Path, capsys):
+    from factlens.runner.cli import main
+
+    csv = tmp_path / "plan.csv"
+    assert main(["plan", str(planted_two_seed_run), "--difference", "0.1", "--metrics", "forget_accuracy",
+                 "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "| random | forget_accuracy | fact |" in out and "Units needed to find a true difference of 0.1" in out
+    assert csv.read_text().startswith("localization,metric,")
+    assert main(["plan", str(planted_two_seed_run), "--difference", "0", "--metrics", "forget_accuracy"]) == 2
+    assert "difference must be a finite non-zero number" in capsys.readouterr().err
