@@ -134,45 +134,44 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with the paired bootstrap over seeds then facts; a paired bootstrap for "
                                       "other values), sign-flip permutation p-value, Holm-corrected "
                                       "significance and minimum detectable difference (docs/statistics.md).")
-    cmp_.add_argument("out", type=Path, nargs="+",
-                      help="run directory; several directories with the same facts are merged (e.g. a ROME folder "
-                           "next to a fine-tuning folder)")
-    cmp_.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
-    cmp_.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
-    _unit_flag(cmp_)
-    cmp_.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
-                                               "over an existing file only if it is such a CSV)")
+    _table_flags(cmp_, out_help="run directory; several directories with the same facts are merged (e.g. a ROME "
+                                "folder next to a fine-tuning folder)",
+                 metrics_help="comma-separated metric names (default: every metric with per-fact values)")
     eq = sub.add_parser("equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
                                              "rules out",
                         description="One row per (localization, metric): is the difference from the reference "
                                     "smaller than a margin you call negligible? Two one-sided tests on the paired "
                                     "interval, Holm-corrected per localization; 'rules out beyond' is the smallest "
                                     "margin the run would have declared equivalent (docs/statistics.md).")
-    eq.add_argument("out", type=Path, nargs="+", help="run directory (several with the same facts are merged)")
+    _table_flags(eq, out_help="run directory (several with the same facts are merged)",
+                 metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
+                              "against one margin)")
     eq.add_argument("--margin", type=float, required=True,
                     help="the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for "
                          "accuracies); choose the metrics with --metrics")
-    eq.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
-    eq.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values, "
-                                      "all judged against one margin)")
-    eq.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
-                                             "over an existing file only if it is such a CSV)")
-    _unit_flag(eq)
     pl = sub.add_parser("plan", help="power plan: the facts or seeds needed to find a difference of a given size",
                         description="One row per (localization, metric) of factlens compare: the paired units needed "
                                     "to find a true difference of --difference from the reference with power 0.8 at "
                                     "the row's Holm level, if the paired differences keep the spread this run shows "
                                     "(docs/statistics.md, Planning).")
-    pl.add_argument("out", type=Path, nargs="+", help="run directory, the pilot (several with the same facts are merged)")
+    _table_flags(pl, out_help="run directory, the pilot (several with the same facts are merged)",
+                 metrics_help="comma-separated metric names (default: every metric with per-fact values, all planned "
+                              "for one difference)")
     pl.add_argument("--difference", type=float, required=True,
                     help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
                          "accuracies); choose the metrics with --metrics")
-    pl.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
-    pl.add_argument("--metrics", help="comma-separated metric names (default: every metric with per-fact values)")
-    pl.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
-                                             "over an existing file only if it is such a CSV)")
-    _unit_flag(pl)
     return p
+
+
+def _table_flags(sub: argparse.ArgumentParser, *, out_help: str, metrics_help: str) -> None:
+    """The flags ``compare``, ``equivalence`` and ``plan`` share: the folders, ``--reference``,
+    ``--metrics``, ``--csv`` and ``--unit``."""
+    sub.add_argument("out", type=Path, nargs="+", help=out_help)
+    sub.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
+    sub.add_argument("--metrics", help=metrics_help)
+    _unit_flag(sub)
+    sub.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
+                                              "over an existing file only if it is such a CSV)")
 
 
 def _unit_flag(sub: argparse.ArgumentParser) -> None:
