@@ -20,6 +20,7 @@ from factlens.scores import ComponentScores
 # named after the noun or the method (localization, editing, evaluation, comparison, tost, power_plan), so importing a submodule
 # never replaces a verb and ``import factlens.editing.result`` always works.
 from factlens.comparison import compare
+from factlens.compare_inputs import RunFolder
 from factlens.tost import equivalence
 from factlens.power_plan import plan_units
 from factlens.editing import EditConfig, EditResult, edit
@@ -35,6 +36,7 @@ _LAZY = {
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
            "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", "equivalence", "plan_units",
+           "RunFolder",
            "progress", *_LAZY]
 
 

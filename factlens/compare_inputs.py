@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["load_evaluations"]
+__all__ = ["load_evaluations", "RunFolder"]
 
 
 def _fact_ids(ev) -> frozenset[str]:
@@ -57,6 +57,57 @@ class InputFile:
         return f"{self.path!r} (sha256 {self.sha256[:12]})" if self.sha256 else repr(self.path)
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder whose units enter a comparison under other names.
+
+    Two folders that ran one localization with other edit settings (``--edit steps=40`` next to
+    the default 20 steps) both hold a unit ``flu``; merged, the names collide and the comparison
+    was refused, so "the FLU at 40 steps against the FLU at 20" needed a hand-built mapping of
+    results (which skipped the folders' checks: same facts, same evaluation). Renaming one
+    folder's units keeps those checks and makes the two variants two rows.
+
+    Args:
+        path: The run directory (``factlens run ... --out DIR``).
+        rename: ``{unit: name}``: each listed unit of the folder is compared as ``name``. Units of
+            different seeds may share a name (random MLPs at seeds 0 and 5 and random components at
+            1 and 2 pooled as ``"random_40"``); a name that meets another unit at one seed is refused
+            as any collision is. A renamed unit's edit settings are not warned about: renaming says
+            its settings differ on purpose.
+
+    Example:
+        >>> RunFolder("results/steps40-flu", rename={"flu": "flu_40"}).name_of("flu")
+        'flu_40'
+        >>> RunFolder("results/x", rename={"flu": ""})
+        Traceback (most recent call last):
+        ...
+        ValueError: RunFolder(results/x).rename: 'flu' -> '': give each unit a non-empty new name
+    """
+
+    path: str | Path
+    rename: Mapping[str, str] = None  # type: ignore[assignment]  # None: no unit renamed
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, Path)):
+            raise TypeError(f"RunFolder.path must be a run directory path, got {type(self.path).__name__}")
+        rename = {} if self.rename is None else self.rename
+        if not isinstance(rename, Mapping):
+            raise TypeError(f"RunFolder({self.path}).rename must be a mapping unit -> new name, e.g. "
+                            f"{{'flu': 'flu_40'}}, got {type(rename).__name__}")
+        for old, new in rename.items():
+            if not isinstance(old, str) or not isinstance(new, str) or not old.strip() or not new.strip():
+                raise ValueError(f"RunFolder({self.path}).rename: {old!r} -> {new!r}: give each unit a non-empty "
+                                 "new name")
+        object.__setattr__(self, "rename", dict(rename))
+
+    def name_of(self, unit: str) -> str:
+        """The name ``unit`` of this folder is compared under."""
+        return self.rename.get(unit, unit)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
 def with_digests(settings: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]], *,
                  prefix: str = "") -> dict[str, Any]:
     """``settings`` with each input file's path (``eval.text.source``, found in ``inputs`` as
@@ -69,7 +120,7 @@ def with_digests(settings: Mapping[str, Any], inputs: Mapping[str, Mapping[str, 
     return out
 
 
-def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
+def _load_dirs(dirs: Sequence[str | Path | RunFolder]) -> dict[str, dict[Any, Any]]:
     """Units of several run directories, merged; each seed's folders must hold the same facts.
 
     A method that cannot be crossed with every localization of a run (ROME edits one MLP) runs
@@ -86,13 +137,16 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
     budgets: dict[Any, tuple[str, Any]] = {}  # seed -> (folder, parameter budget of its budgeted units)
     edits: dict[Any, tuple[str, dict[str, Any]]] = {}  # edit method -> (folder, its settings but the seed)
     across: dict[str, tuple[str, dict[str, Any]]] = {}  # the first unit's settings, but the evaluation seed
-    for d in dirs:
+    for folder in (x if isinstance(x, RunFolder) else RunFolder(x) for x in dirs):
+        d = folder.path
         loaded = load_run_dir(d)
         inputs = loaded["inputs"]  # the same file under two spellings is one setting (InputFile)
+        _check_renamed(folder, loaded["runs"])
         for r in loaded["runs"]:
             records.append(r)
-            _warn_edit_settings(edits, str(d), r, inputs)
-            unit, seed = r["localization"], r["seed"]
+            if r["localization"] not in folder.rename:  # renamed: its settings differ on purpose
+                _warn_edit_settings(edits, str(d), r, inputs)
+            unit, seed = folder.name_of(r["localization"]), r["seed"]
             if r.get("budgeted") and r.get("param_budget") is not None:
                 first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
                 if first_budget[1] != r["param_budget"]:
@@ -102,7 +156,9 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
                     budgets[seed] = (str(d), r["param_budget"])  # warn once per change
             if (unit, seed) in seen:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
-                                 "unit once (compare the folders separately, or leave one out)")
+                                 "unit once (compare the folders separately, leave one out, or name one folder's "
+                                 f"units apart: RunFolder({str(d)!r}, rename={{{r['localization']!r}: 'other_name'}}), "
+                                 f"CLI: --rename {d} {r['localization']}=other_name)")
             seen[unit, seed] = str(d)
             here = (f"{d} ({unit})", r.get("task"), _fact_ids(r["eval"]), with_digests(_setup(r), inputs))
             first = facts.setdefault(seed, here)
@@ -129,6 +185,15 @@ def _load_dirs(dirs: Sequence[str | Path]) -> dict[str, dict[Any, Any]]:
         notes = "".join(RunDir(Path(d)).set_aside_note() for d in dirs)
         raise ValueError(f"{', '.join(map(str, dirs))} hold(s) no finished runs yet{notes}: nothing to compare")
     return out
+
+
+def _check_renamed(folder: RunFolder, runs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a rename of a unit the folder does not hold (a typo renamed nothing and the two
+    folders' units then collided, or were compared under the old name)."""
+    held = {r["localization"] for r in runs}
+    if held and (missing := sorted(set(folder.rename) - held)):
+        raise ValueError(f"{folder.path} holds no finished unit {', '.join(map(repr, missing))} to rename; its units "
+                         f"are {sorted(held)}")
 
 
 def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: str, r: Mapping[str, Any],
@@ -229,7 +294,9 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
     Args:
         runs: A ``factlens run`` output directory (its ``runs/seed<S>/<localization>.json``);
             a list of such directories that hold the same facts (their units are merged,
-            e.g. ROME's one-MLP folder next to the fine-tuning folder); or
+            e.g. ROME's one-MLP folder next to the fine-tuning folder), each a path or a
+            :class:`RunFolder` whose units enter under other names (one localization run with
+            other edit settings in another folder); or
             ``{localization: [EvalResult, ...]}`` with one result per seed (results of
             different localizations are paired by their position in the lists),
             ``{localization: {seed: EvalResult}}`` (paired by seed), or
@@ -240,7 +307,8 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
     spelled (:class:`InputFile`).
 
     Raises:
-        ValueError: A unit appears in two directories, or the directories hold different facts or
+        ValueError: A unit appears in two directories (at one seed, after renaming), a
+            :class:`RunFolder` renames a unit it does not hold, or the directories hold different facts or
             were measured with a different model or evaluation settings; results of one seed in a
             mapping were evaluated with different settings (their recorded ``meta["config"]``).
             (Mappings whose results hold different facts are refused by :func:`compare`, metric
@@ -248,9 +316,9 @@ def load_evaluations(runs: str | Path | Sequence[str | Path] | Mapping[str, Any]
     """
     from factlens.evaluation.result import EvalResult
 
-    if isinstance(runs, (str, Path)):
+    if isinstance(runs, (str, Path, RunFolder)):
         return _load_dirs([runs])
-    if isinstance(runs, (list, tuple)) and runs and all(isinstance(x, (str, Path)) for x in runs):
+    if isinstance(runs, (list, tuple)) and runs and all(isinstance(x, (str, Path, RunFolder)) for x in runs):
         return _load_dirs(list(runs))
     if not isinstance(runs, Mapping):
         raise TypeError(f"runs must be a run directory path, a list of them, or a mapping localization -> "

@@ -54,7 +54,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 # the loading and its checks (_setup and _check_same_setup are read from here too)
-from factlens.compare_inputs import _check_same_setup, _setup, load_evaluations  # noqa: F401
+from factlens.compare_inputs import RunFolder, _check_same_setup, _setup, load_evaluations  # noqa: F401
 
 __all__ = ["compare", "variance_split", "load_evaluations", "COMPARE_COLUMNS", "NothingToCompare"]
 
@@ -559,7 +559,7 @@ def _nothing_compared(runs, evals: Mapping[str, Any], reference: str, metrics: t
     the reference shares no metric with per-unit values with any other localization."""
     others = sorted(loc for loc in evals if loc != reference)
     if not others:
-        if isinstance(runs, (str, Path)):
+        if isinstance(runs, (str, Path, RunFolder)):
             return (f"{runs} holds only {reference!r}: nothing to compare it with; run more localizations into the "
                     "folder (e.g. --localizations flu,random) or compare it with another folder")
         where = "the runs" if isinstance(runs, Mapping) else ", ".join(map(str, runs))

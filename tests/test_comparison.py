@@ -229,6 +229,64 @@ def test_run_dirs_whose_edits_were_trained_with_other_settings_are_named(run_dir
         assert "all_mlps" in load_evaluations([run_dir, faster])
 
 
+def test_one_localization_of_two_folders_is_compared_under_a_new_name(run_dir: Path, tmp_path: Path, capsys):
+    """The FLU run again with other edit settings in a second folder could not be compared with the
+    first folder's FLU: both units are ``flu`` and the merge refused them ("pass each unit once"), so
+    the comparison needed a hand-built mapping that skipped the folders' checks. A RunFolder (CLI:
+    --rename) names one folder's units apart; a typo in it is refused, and units of other seeds may
+    share a new name (pooled draws)."""
+    import warnings
+
+    from factlens import RunFolder
+    from factlens.runner.cli import main
+
+    def run(out, *extra):
+        assert main(["run", "planted", "--model", "planted", "--out", str(out), "--no-progress", "--no-report",
+                     "--suites", "standard", "--localizations", "flu", *extra]) == 0
+        return out
+
+    faster = run(tmp_path / "faster", "--edit", "lr=0.05")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the edit settings differ: warned, then the collision refused
+        with pytest.raises(ValueError, match=r"name one folder's units apart: RunFolder\('.*faster', "
+                                             r"rename=\{'flu': 'other_name'\}\), CLI: --rename .*faster flu=other_name"):
+            load_evaluations([run_dir, faster])
+    renamed = RunFolder(faster, rename={"flu": "flu_fast"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # renamed on purpose: its other settings are not warned about
+        evals = load_evaluations([run_dir, renamed])
+    assert set(evals) == {"flu", "random", "flu_fast"}
+    alone = load_evaluations(faster)["flu"][0].suites["standard"]
+    assert evals["flu_fast"][0].suites["standard"].metrics == alone.metrics
+    assert evals["flu"][0].suites["standard"].metrics == load_evaluations(run_dir)["flu"][0].suites["standard"].metrics
+    table = factlens.compare([run_dir, renamed], metrics="forget_accuracy")
+    assert set(table.localization) == {"random", "flu_fast"}
+    row = table.set_index("localization").loc["flu_fast"]
+    assert row["value"] == pytest.approx(load_evaluations(faster)["flu"][0].metric("forget_accuracy").value)
+
+    with pytest.raises(ValueError, match=r"faster holds no finished unit 'random' to rename; its units are \['flu'\]"):
+        load_evaluations([run_dir, RunFolder(faster, rename={"random": "x"})])
+    with pytest.raises(ValueError, match="give each unit a non-empty new name"):
+        RunFolder(faster, rename={"flu": " "})
+
+    other_seed = run(tmp_path / "seed1", "--seeds", "1")  # two draws pooled under one name
+    pooled = load_evaluations([run_dir, RunFolder(faster, rename={"flu": "variant"}),
+                               RunFolder(other_seed, rename={"flu": "variant"})])
+    assert sorted(pooled["variant"]) == [0, 1] and sorted(pooled["flu"]) == [0]
+
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(faster), "--metrics", "forget_accuracy",
+                 "--rename", str(faster), "flu=flu_fast"]) == 0
+    assert "flu_fast" in capsys.readouterr().out
+    assert main(["compare", str(run_dir), str(faster), "--rename", str(tmp_path / "elsewhere"), "flu=x"]) == 2
+    assert "not one of the folders given" in capsys.readouterr().err
+    assert main(["compare", str(run_dir), str(faster), "--rename", str(faster), "flu"]) == 2
+    assert "takes UNIT=NAME[,UNIT=NAME], e.g. flu=flu_40, got 'flu'" in capsys.readouterr().err
+    assert main(["plan", str(run_dir), str(faster), "--rename", str(faster), "flu=flu_fast", "--difference", "0.5",
+                 "--metrics", "forget_accuracy"]) == 0
+    assert "flu_fast" in capsys.readouterr().out
+
+
 def test_run_dirs_measured_with_different_settings_are_not_merged(run_dir: Path, tmp_path: Path):
     """Same facts, but other text chunks: side-effect units are keyed by position, so chunk 3 of one
     folder is not chunk 3 of the other. Merging them paired unrelated numbers without a word."""

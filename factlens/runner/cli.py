@@ -172,6 +172,10 @@ def _table_flags(sub: argparse.ArgumentParser, *, out_help: str, metrics_help: s
     _unit_flag(sub)
     sub.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder; "
                                               "over an existing file only if it is such a CSV)")
+    sub.add_argument("--rename", nargs=2, action="append", metavar=("DIR", "UNIT=NAME[,...]"),
+                     help="compare the units of DIR (one of the folders given) under other names, e.g. --rename "
+                          "results/steps40 flu=flu_40: one localization run in two folders with other edit "
+                          "settings (repeatable)")
 
 
 def _unit_flag(sub: argparse.ArgumentParser) -> None:
@@ -449,6 +453,28 @@ def _unfinished(folders: Sequence[str | Path]) -> dict[str, list[str]]:
     return {folder: units for folder, units in missing.items() if units}
 
 
+def _renamed_folders(folders: Sequence[Path], renames: Sequence[Sequence[str]] | None) -> list:
+    """The folders as given, those named by ``--rename DIR UNIT=NAME[,UNIT=NAME]`` as a
+    :class:`~factlens.compare_inputs.RunFolder` with their renames."""
+    from factlens.compare_inputs import RunFolder
+
+    by_folder: dict[Path, dict[str, str]] = {}
+    for where, spec in renames or ():
+        matches = [f for f in folders if f == Path(where) or f.resolve() == Path(where).resolve()]
+        if not matches:
+            raise ValueError(f"--rename {where}: not one of the folders given ({', '.join(map(str, folders))}); "
+                             "name the folder as you passed it")
+        names = by_folder.setdefault(matches[0], {})
+        for item in spec.split(","):
+            old, sep, new = (x.strip() for x in item.partition("="))
+            if not sep or not old or not new:
+                raise ValueError(f"--rename {where} takes UNIT=NAME[,UNIT=NAME], e.g. flu=flu_40, got {spec!r}")
+            if old in names:
+                raise ValueError(f"--rename {where} names {old!r} twice; give each unit one new name")
+            names[old] = new
+    return [RunFolder(f, rename=by_folder[f]) if f in by_folder else f for f in folders]
+
+
 def _note_unfinished(unfinished: dict[str, list[str]]) -> None:
     for folder, units in unfinished.items():
         print(f"note: {folder}: not finished: {', '.join(units)} (not in the comparison; rerun the run command "
@@ -491,7 +517,8 @@ def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
             check_output(args.csv, what=f"{what} CSV", ours=lambda head: head.startswith("localization,metric,"),
                          protected=[p for p in args.out if Path(p).is_dir()])
-        table = build(args.out[0] if len(args.out) == 1 else list(args.out), metrics)  # empty: NothingToCompare
+        folders = _renamed_folders(args.out, args.rename)
+        table = build(folders[0] if len(folders) == 1 else folders, metrics)  # empty: NothingToCompare
     except ValueError as e:
         _note_unfinished(unfinished)
         return _error(e)
