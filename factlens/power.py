@@ -211,7 +211,10 @@ def _binary_sign_test_effect(n: int, sd: float, alpha: float, power: float) -> f
     from scipy.stats import binom
 
     ds = np.arange(n + 1)
-    crit = _sign_test_critical(n, alpha)  # [d]: reject k among d when min(k, d - k) <= crit[d]
+    # [d]: reject k among d when min(k, d - k) <= crit[d]. Cached for the n of compare's rows (few, and
+    # shared by its rows); the n of a power plan's search (up to MAX_PLANNED_UNITS, each asked once) are
+    # not: ~40 of them at 8 bytes per d held up to ~180 MB for the whole process
+    crit = _sign_test_critical(n, alpha) if n <= _CACHED_CRITICAL_N else _sign_test_critical.__wrapped__(n, alpha)
 
     def achieved(delta: float) -> float:
         pm = min(max(0.0, (sd * sd + delta * delta - delta) / 2), (1 - delta) / 2)
@@ -233,6 +236,9 @@ def _binary_sign_test_effect(n: int, sd: float, alpha: float, power: float) -> f
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if achieved(mid) >= power else (mid, hi)
     return hi
+
+
+_CACHED_CRITICAL_N = 4096  # the largest n whose critical counts are cached (64 entries: at most ~2 MB)
 
 
 @functools.lru_cache(maxsize=64)  # one per (n, alpha): the rows of one compare() share them

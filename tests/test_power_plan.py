@@ -47,6 +47,21 @@ def test_units_needed_without_an_answer():
         units_needed(0.1, max_units=1)
 
 
+def test_a_plans_search_does_not_keep_its_large_critical_tables():
+    """The sign test's critical counts were cached for every n a plan's search tried (up to a million
+    0/1 units): ~40 arrays of n + 1 integers, ~180 MB held for the rest of the process. Only the small
+    n of compare's rows are kept now (the doubling passes 2, 4, ... 4096 on its way); same answer."""
+    from factlens import power
+
+    power._sign_test_critical.cache_clear()
+    n = units_needed(0.012, sd=0.3, binary=True)
+    assert n > power._CACHED_CRITICAL_N
+    assert power._sign_test_critical.cache_info().currsize <= math.log2(power._CACHED_CRITICAL_N) + 1
+    assert minimum_detectable_difference(n, sd=0.3, binary=True) <= 0.012 < minimum_detectable_difference(
+        n - 1, sd=0.3, binary=True)
+    power._sign_test_critical.cache_clear()
+
+
 def test_the_planned_units_find_the_difference_four_times_in_five():
     """Paired 0/1 outcomes with the pilot's spread: at the planned n, a true difference of the planned size
     is found by the exact sign-flip test in about 80 % of simulated runs (300, 2 binomial SE either way)."""
