@@ -108,11 +108,14 @@ def minimum_detectable_difference(n: int, *, sd: float | None = None, alpha: flo
 
 #: The most units :func:`units_needed` searches (a plan beyond it says ``inf``).
 MAX_PLANNED_UNITS = 1_000_000
+#: The most units at which :func:`units_needed` runs the MDD's several-sizes simulation (``sizes``):
+#: under a second per ``n`` up to 64, half a minute at 128, minutes beyond.
+SIZES_PLANNED_MAX_N = 64
 
 
 def units_needed(difference: float, *, sd: float | None = None, alpha: float = 0.05, power: float = 0.8,
                  binary: bool | None = None, step: float | None = None,
-                 max_units: int = MAX_PLANNED_UNITS) -> int | float:
+                 sizes: tuple[float, ...] | None = None, max_units: int = MAX_PLANNED_UNITS) -> int | float:
     """Fewest paired units at which :func:`minimum_detectable_difference` (same arguments) is at
     most ``|difference|``: how many facts or seeds a run needs to find a true difference of that
     size with probability ``power``, if the paired differences keep the spread ``sd`` of a pilot.
@@ -122,9 +125,12 @@ def units_needed(difference: float, *, sd: float | None = None, alpha: float = 0
     the ``n`` that bisection finds between a power of two that fails and the next that succeeds,
     whose MDD is at most ``|difference|``, and a few units more are safer. ``inf`` when even
     ``max_units`` do not suffice; NaN when no MDD exists (continuous values without a spread).
-    The MDD's several-sizes model (``sizes``, a simulation that takes minutes per ``n`` in the
-    hundreds) is not searched over: lattice differences are planned with the one-step model and
-    the t-test (see docs/statistics.md, "Planning", for how much that can differ).
+    The MDD's several-sizes model (``sizes``: lattice differences of more than one size, a
+    simulation that takes minutes per ``n`` in the hundreds) is searched where the answer without
+    it is at most :data:`SIZES_PLANNED_MAX_N` units, so that a small plan is the ``n`` whose MDD,
+    as :func:`factlens.compare` computes it, reaches the difference; above, the one-step model and
+    the t-test plan alone (the simulation raised the MDD by 0-8.4 % at n = 32-96, so such plans
+    can be up to a sixth small: docs/statistics.md, "Planning").
 
     Example:
         >>> units_needed(0.449)  # 0/1 outcomes, no spread: 16 facts, as minimum_detectable_difference(16)
@@ -156,6 +162,38 @@ def units_needed(difference: float, *, sd: float | None = None, alpha: float = 0
         if hi >= max_units:
             return float("inf")
         lo, hi = hi, min(2 * hi, max_units)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mdd(mid) <= target else (mid, hi)
+    if sizes is not None and len(set(sizes)) > 1 and step is not None and step > 0 and not binary:
+        def with_sizes(n: int) -> float:
+            return minimum_detectable_difference(n, sd=sd, alpha=alpha, power=power, binary=binary, step=step,
+                                                 sizes=tuple(sizes))
+
+        found = _with_sizes(hi, target, with_sizes)
+        if found is None:  # beyond the simulated range: the plan without sizes for a target shrunk by the MDD's
+            # rise at its end (the simulation's excess changes slowly with n: 0-8.4 % over n = 32-96)
+            rise = with_sizes(SIZES_PLANNED_MAX_N) / mdd(SIZES_PLANNED_MAX_N)
+            found = max(units_needed(target / rise, sd=sd, alpha=alpha, power=power, binary=binary, step=step,
+                                     max_units=max_units), SIZES_PLANNED_MAX_N + 1)
+        return found
+    return hi
+
+
+def _with_sizes(n0: int, target: float, mdd) -> int | None:
+    """The fewest ``n >= n0`` whose MDD with the several-sizes simulation (``mdd``) reaches ``target``,
+    where ``n0`` is the answer without it (the simulation only raises the MDD): ``n0`` itself when it
+    is above :data:`SIZES_PLANNED_MAX_N` (too slow to simulate), ``None`` when the answer is above it."""
+    if n0 > SIZES_PLANNED_MAX_N or mdd(n0) <= target:
+        return n0
+    lo = hi = n0
+    while True:  # a few units more (the simulation raised the MDD by at most ~8 %): steps that double
+        hi = min(hi + max(1, n0 // 8, 2 * (hi - n0)), SIZES_PLANNED_MAX_N)
+        if mdd(hi) <= target:
+            break
+        if hi >= SIZES_PLANNED_MAX_N:
+            return None
+        lo = hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if mdd(mid) <= target else (mid, hi)

@@ -85,8 +85,8 @@ def plan_units(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], refe
         plan.update(difference=abs(float(difference)), tested=tested, level=level if tested else float("nan"),
                     sd=test.sd if test is not None else float("nan"),
                     binary=bool(test.binary) if test is not None else None)
-        need = (units_needed(difference, sd=test.sd, alpha=level, power=power, binary=test.binary, step=test.step)
-                if tested else float("nan"))
+        need = (units_needed(difference, sd=test.sd, alpha=level, power=power, binary=test.binary, step=test.step,
+                             sizes=test.sizes) if tested else float("nan"))
         plan.update(units_needed=need, **_in_run_terms(need, row))
         out.append(plan)
     return pd.DataFrame(out, columns=list(PLAN_COLUMNS))

@@ -47,6 +47,29 @@ def test_units_needed_without_an_answer():
         units_needed(0.1, max_units=1)
 
 
+def test_a_small_lattice_plan_is_where_compares_mdd_with_the_sizes_reaches_the_difference():
+    """Accuracies over a few prompts differ by several lattice sizes, and compare's MDD then also runs
+    the sizes simulation, which the plan left out: at the 42 facts it planned for 0.2 (sd 0.45, thirds)
+    compare's MDD is above 0.2, so the run it asked for missed the difference more often than 1 in 5.
+    Up to SIZES_PLANNED_MAX_N units the plan now searches with the simulation; above, the plan without
+    it, shrunk by the simulation's rise at the end of that range."""
+    from factlens import power
+
+    kw, sizes = dict(sd=0.45, step=1 / 3), (1 / 3, 2 / 3)
+    plain = units_needed(0.2, **kw)
+    assert minimum_detectable_difference(plain, sizes=sizes, **kw) > 0.2  # what compare says at the old plan
+    n = units_needed(0.2, sizes=sizes, **kw)
+    assert n > plain
+    assert minimum_detectable_difference(n, sizes=sizes, **kw) <= 0.2 < minimum_detectable_difference(
+        n - 1, sizes=sizes, **kw)
+    assert units_needed(0.2, sizes=(1 / 3,), **kw) == plain  # one size: the one-step model is the simulation's
+    cap = power.SIZES_PLANNED_MAX_N
+    beyond = units_needed(0.163, sizes=sizes, **kw)  # without sizes 63 units, with them more than the cap
+    rise = minimum_detectable_difference(cap, sizes=sizes, **kw) / minimum_detectable_difference(cap, **kw)
+    assert beyond > cap and beyond == max(units_needed(0.163 / rise, **kw), cap + 1)
+    assert units_needed(0.12, sizes=sizes, **kw) == units_needed(0.12, **kw) > cap  # not simulated up there
+
+
 def test_a_plans_search_does_not_keep_its_large_critical_tables():
     """The sign test's critical counts were cached for every n a plan's search tried (up to a million
     0/1 units): ~40 arrays of n + 1 integers, ~180 MB held for the rest of the process. Only the small
