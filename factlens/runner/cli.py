@@ -137,35 +137,53 @@ def build_parser() -> argparse.ArgumentParser:
     _table_flags(cmp_, out_help="run directory; several directories with the same facts are merged (e.g. a ROME "
                                 "folder next to a fine-tuning folder)",
                  metrics_help="comma-separated metric names (default: every metric with per-fact values)")
-    eq = sub.add_parser("equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
-                                             "rules out",
-                        description="One row per (localization, metric): is the difference from the reference "
-                                    "smaller than a margin you call negligible? Two one-sided tests on the paired "
-                                    "interval, Holm-corrected per localization; 'rules out beyond' is the smallest "
-                                    "margin the run would have declared equivalent (docs/statistics.md).")
-    _table_flags(eq, out_help="run directory (several with the same facts are merged)",
-                 metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
-                              "against one margin)")
-    eq.add_argument("--margin", type=float, required=True,
-                    help="the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for "
-                         "accuracies); choose the metrics with --metrics")
-    pl = sub.add_parser("plan", help="power plan: the facts or seeds needed to find a difference of a given size",
-                        description="One row per (localization, metric) of factlens compare: the paired units needed "
-                                    "to find a true difference of --difference from the reference with power 0.8 at "
-                                    "the row's Holm level, if the paired differences keep the spread this run shows "
-                                    "(docs/statistics.md, Planning).")
-    _table_flags(pl, out_help="run directory, the pilot (several with the same facts are merged)",
-                 metrics_help="comma-separated metric names (default: every metric with per-fact values, all planned "
-                              "for one difference)")
-    pl.add_argument("--difference", type=float, required=True,
-                    help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
-                         "accuracies); choose the metrics with --metrics")
+    _table_parser(sub, "equivalence", help="equivalence tests (TOST) against a reference: which differences a run "
+                                           "rules out",
+                  description="One row per (localization, metric): is the difference from the reference smaller than "
+                              "a margin you call negligible? Two one-sided tests on the paired interval, "
+                              "Holm-corrected per localization; 'rules out beyond' is the smallest margin the run "
+                              "would have declared equivalent (docs/statistics.md).",
+                  out_help="run directory (several with the same facts are merged)",
+                  metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
+                               "against one margin)", number="--margin", number_help=_MARGIN_HELP)
+    _table_parser(sub, "plan", help="power plan: the facts or seeds needed to find a difference of a given size",
+                  description="One row per (localization, metric) of factlens compare: the paired units needed to "
+                              "find a true difference of --difference from the reference with power 0.8 at the "
+                              "row's Holm level, if the paired differences keep the spread this run shows "
+                              "(docs/statistics.md, Planning).",
+                  out_help="run directory, the pilot (several with the same facts are merged)",
+                  metrics_help="comma-separated metric names (default: every metric with per-fact values, all planned "
+                               "for one difference)", number="--difference",
+                  number_help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
+                              "accuracies); choose the metrics with --metrics")
+    _table_parser(sub, "verdict", help="what a run concludes per difference: lower/higher, negligible, equivalent or "
+                                       "undecided",
+                  description="One row per (localization, metric): factlens compare's paired test and factlens "
+                              "equivalence's test at --margin, read together: significant (lower/higher, or "
+                              "'negligible' when also within the margin), equivalent, or undecided "
+                              "(docs/statistics.md, Verdicts).",
+                  out_help="run directory (several with the same facts are merged)",
+                  metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
+                               "against one margin)", number="--margin", number_help=_MARGIN_HELP)
     return p
 
 
+_MARGIN_HELP = ("the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for accuracies); "
+                "choose the metrics with --metrics")
+
+
+def _table_parser(sub, name: str, *, help: str, description: str, out_help: str, metrics_help: str, number: str,
+                  number_help: str) -> None:
+    """A table command that takes one number besides :func:`_table_flags` (``equivalence``'s
+    ``--margin``, ``plan``'s ``--difference``, ``verdict``'s ``--margin``)."""
+    parser = sub.add_parser(name, help=help, description=description)
+    _table_flags(parser, out_help=out_help, metrics_help=metrics_help)
+    parser.add_argument(number, type=float, required=True, help=number_help)
+
+
 def _table_flags(sub: argparse.ArgumentParser, *, out_help: str, metrics_help: str) -> None:
-    """The flags ``compare``, ``equivalence`` and ``plan`` share: the folders, ``--reference``,
-    ``--metrics``, ``--csv`` and ``--unit``."""
+    """The flags ``compare``, ``equivalence``, ``plan`` and ``verdict`` share: the folders, ``--reference``,
+    ``--metrics``, ``--unit``, ``--csv`` and ``--rename``."""
     sub.add_argument("out", type=Path, nargs="+", help=out_help)
     sub.add_argument("--reference", default="flu", help="localization compared against (default: flu)")
     sub.add_argument("--metrics", help=metrics_help)
@@ -505,6 +523,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         runs, reference=args.reference, metrics=metrics, difference=args.difference, unit=args.unit), plan_text)
 
 
+def _cmd_verdict(args: argparse.Namespace) -> int:
+    from factlens.verdict import verdict_text, verdicts
+
+    return _table_command(args, "verdicts", lambda runs, metrics: verdicts(
+        runs, reference=args.reference, metrics=metrics, margin=args.margin, unit=args.unit), verdict_text)
+
+
 def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
     """``factlens compare`` / ``equivalence``: the table of ``build(runs, metrics)`` printed as ``text``,
     and written to ``--csv``; a refused setting (an empty table, a ``--reference`` that is planned but
@@ -560,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_equivalence(args)
         if args.command == "plan":
             return _cmd_plan(args)
+        if args.command == "verdict":
+            return _cmd_verdict(args)
         return _cmd_report(args)
     except KeyboardInterrupt:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)

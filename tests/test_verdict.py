@@ -1,0 +1,97 @@
+"""Verdicts (factlens.verdict): compare's paired test and the equivalence test, read together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import factlens
+from factlens.evaluation.result import EvalResult, Metric, SuiteResult
+from factlens.verdict import VERDICT_COLUMNS, VERDICTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _ev(*metrics: tuple[str, list[float]], proportion: bool = True, at_chance: bool = False) -> EvalResult:
+    ms = tuple(Metric.from_samples(name, {f"f{i}": float(x) for i, x in enumerate(v)}, proportion=proportion,
+                                   at_chance=at_chance) for name, v in metrics)
+    return EvalResult({"standard": SuiteResult("standard", ms)})
+
+
+def _pair(n_both: int, n_loc_only: int, n_ref_only: int, n_neither: int) -> tuple[list[int], list[int]]:
+    """Paired 0/1 outcomes with the given 2 x 2 table (localization, reference)."""
+    x = [1] * n_both + [1] * n_loc_only + [0] * n_ref_only + [0] * n_neither
+    y = [1] * n_both + [0] * n_loc_only + [1] * n_ref_only + [0] * n_neither
+    return x, y
+
+
+@pytest.mark.parametrize("table, margin, expected", [
+    ((10, 0, 40, 10), 0.1, "lower"),  # 40 of 60 facts lost: real and large
+    ((10, 40, 0, 10), 0.1, "higher"),
+    ((300, 0, 20, 280), 0.1, "lower, negligible"),  # 20 of 600 lost: significant, and ruled out to reach 0.1
+    ((300, 3, 3, 294), 0.1, "equivalent"),  # nothing in either direction, 600 facts: within 0.1
+    ((5, 2, 2, 7), 0.1, "undecided"),  # 16 facts: neither
+])
+def test_each_verdict_is_the_two_tests_read_together(table, margin, expected):
+    x, y = _pair(*table)
+    runs = {"flu": [_ev(("forget_accuracy", y))], "random": [_ev(("forget_accuracy", x))]}
+    v = factlens.verdicts(runs, margin=margin)
+    c = factlens.compare(runs)
+    e = factlens.equivalence(runs, margin=margin)
+    assert list(v.columns) == list(VERDICT_COLUMNS) and len(v) == 1
+    r = v.iloc[0]
+    assert r["verdict"] == expected and r["verdict"] in VERDICTS
+    for k in ("diff", "ci_low", "ci_high", "p_holm", "significant", "mdd"):  # compare's evidence, as compare gives it
+        np.testing.assert_equal(r[k], c.at[0, k])
+    for k, ek in (("equivalent", "equivalent"), ("bound", "bound"), ("p_holm_equivalence", "p_holm")):
+        np.testing.assert_equal(r[k], e.at[0, ek])
+    assert r["margin"] == margin
+
+
+def test_at_chance_and_untested_rows_get_no_verdict_of_difference_or_equivalence():
+    x, y = _pair(45, 0, 0, 55)  # identical, but the unedited model is at chance on the metric
+    v = factlens.verdicts({"flu": [_ev(("mcq_accuracy", y), at_chance=True)],
+                           "random": [_ev(("mcq_accuracy", x), at_chance=True)]}, margin=0.5)
+    assert v.at[0, "verdict"] == "at chance" and not v.at[0, "equivalent"]
+    x, y = _pair(5, 1, 0, 10)  # one fact differs: the sign test cannot reach 0.05 (Tarone: not testable)
+    v = factlens.verdicts({"flu": [_ev(("forget_accuracy", y))], "random": [_ev(("forget_accuracy", x))]},
+                          margin=0.05)
+    assert np.isnan(v.at[0, "p_holm"]) and v.at[0, "verdict"] == "undecided"
+
+
+def test_several_metrics_margins_per_metric_and_seeds():
+    rng = np.random.default_rng(3)
+    flu = [_ev(("forget_accuracy", [0] * 32), ("maintain_accuracy", rng.integers(0, 2, 32).tolist())) for _ in range(3)]
+    rnd = [_ev(("forget_accuracy", [1] * 24 + [0] * 8), ("maintain_accuracy", rng.integers(0, 2, 32).tolist()))
+           for _ in range(3)]
+    v = factlens.verdicts({"flu": flu, "random": rnd}, margin={"forget_accuracy": 0.1, "maintain_accuracy": 0.5})
+    got = dict(zip(v["metric"], v["verdict"]))
+    assert got == {"forget_accuracy": "higher", "maintain_accuracy": "equivalent"}
+    assert set(v["n_seeds"]) == {3}
+    only = factlens.verdicts({"flu": flu, "random": rnd}, metrics=["forget_accuracy"], margin=0.1)
+    assert list(only["metric"]) == ["forget_accuracy"]
+    with pytest.raises(ValueError, match="a number > 0"):
+        factlens.verdicts({"flu": flu, "random": rnd}, margin=0)
+
+
+def test_the_cli_prints_and_writes_the_verdicts(planted_two_seed_run: Path, tmp_path: Path, capsys):
+    from factlens.runner.cli import main
+
+    csv = tmp_path / "verdicts.csv"
+    metrics = ["forget_accuracy", "maintain_accuracy"]
+    assert main(["verdict", str(planted_two_seed_run), "--margin", "0.5", "--metrics", ",".join(metrics),
+                 "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    table = factlens.verdicts(planted_two_seed_run, margin=0.5, metrics=metrics)
+    for r in table.to_dict("records"):
+        assert f"| {r['localization']} | {r['metric']} |" in out and r["verdict"] in out
+    assert "Verdict: lower/higher" in out
+    assert csv.read_text().splitlines()[0] == ",".join(table.columns)
+    assert len(csv.read_text().splitlines()) == 1 + len(table)
+    with pytest.raises(SystemExit, match="2"):  # --margin is required: argparse's usage error
+        main(["verdict", str(planted_two_seed_run)])
+    assert "required: --margin" in capsys.readouterr().err
+    assert main(["verdict", str(planted_two_seed_run), "--margin", "-1"]) == 2
+    assert "a number > 0" in capsys.readouterr().err
