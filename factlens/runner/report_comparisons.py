@@ -287,7 +287,7 @@ def comparisons_html(path, references: Sequence[str] | None = None) -> str:
         if full.empty:
             parts.append(f"<p class='note'>{html.escape(compare_text(full, reference=ref).strip())}</p>")
             continue
-        parts.append(_html_table(head))
+        parts.append(_html_table(head) + _difference_figure(head, ref))
         parts.append(f"<details><summary>all {len(full)} comparisons against {html.escape(ref)} (Holm across all "
                      f"metrics of a localization)</summary>{_html_table(full)}</details>"
                      f"<p class='note'>{html.escape(_legend(ref))}</p>")
@@ -295,6 +295,20 @@ def comparisons_html(path, references: Sequence[str] | None = None) -> str:
             parts.append(f"<h4>Against {html.escape(ref)}, seeds as the unit</h4>{_html_table(seeds)}"
                          f"<p class='note'>{html.escape(_seed_legend(ref))}</p>")
     return "".join(parts)
+
+
+def _difference_figure(table, ref: str) -> str:
+    """The forest plot (:func:`factlens.comparison_plots.difference_plot`) of the table's accuracies and
+    error rates, which share one scale (a KL divergence's differences would squash them); empty without any."""
+    from factlens.comparison_plots import difference_plot
+    from factlens.runner.report_figures import _try_fig
+
+    shared = table[table["metric"].astype(str).str.endswith(("_accuracy", "_error"))]
+    if shared.empty:
+        return ""
+    return _try_fig(lambda: difference_plot(shared, reference=ref, title=f"Accuracies and error rates: difference "
+                                                                          f"from {ref} (95 % intervals)"),
+                    "difference plot")
 
 
 def _html_table(t) -> str:

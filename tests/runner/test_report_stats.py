@@ -373,6 +373,20 @@ def test_the_report_compares_over_seeds_from_six_seeds_on():
     assert "seeds as the unit" not in comparisons_markdown(evals(5)) + comparisons_html(evals(5))
 
 
+def test_the_reports_comparisons_draw_the_accuracies_differences_with_their_intervals():
+    """The HTML Comparisons section shows each reference's headline accuracies as a forest plot (the table's
+    differences and intervals, coloured by significance); the markdown stays text."""
+    from factlens.comparison import compare
+    from factlens.runner.report_stats import comparisons_html, comparisons_markdown
+
+    evals = {"flu": [_forget_run("flu", [0.0] * 16)["eval"]], "random": [_forget_run("random", [1.0] * 12 + [0.0] * 4)["eval"]]}
+    page = comparisons_html(evals)
+    assert page.count("Accuracies and error rates: difference from") == 2  # against flu and against random
+    row = compare(evals, reference="flu", metrics=["forget_accuracy"]).iloc[0]
+    assert f'"x":[{row["diff"]}]' in page.replace(" ", "") and '"name":"significant"' in page.replace(" ", "")
+    assert "Accuracies and error rates" not in comparisons_markdown(evals)
+
+
 def test_the_report_says_why_it_compares_nothing_and_promises_no_marks_it_did_not_compute():
     """Audit (run6, run5): a run of flu alone said "No reference localization (flu, random)"; one without a
     reference unit kept Table 1's "* the difference from flu is significant" beside no mark at all."""
