@@ -33,7 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["verdicts", "VERDICT_COLUMNS", "VERDICTS", "verdict_text"]
+__all__ = ["verdicts", "combined", "VERDICT_COLUMNS", "VERDICTS", "verdict_text"]
 
 #: Columns of :func:`verdicts`'s table.
 VERDICT_COLUMNS = ("localization", "metric", "suite", "test_unit", "value", "reference_value", "diff", "ci_low",
@@ -91,7 +91,14 @@ def verdicts(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], refere
     # the margin and metrics first (a mapping margin names the metrics; it refuses metrics= beside it)
     eq = equivalence(evals, reference=reference, metrics=metrics, margin=margin, unit=unit, alpha=alpha, seed=seed)
     names = list(margin) if isinstance(margin, Mapping) else metrics
-    table = compare(evals, reference=reference, metrics=names, unit=unit, alpha=alpha, seed=seed)
+    return combined(compare(evals, reference=reference, metrics=names, unit=unit, alpha=alpha, seed=seed), eq)
+
+
+def combined(table, eq):
+    """The :func:`verdicts` table of a :func:`factlens.compare` table and the :func:`factlens.equivalence`
+    table of the same runs, reference, metrics and unit (rows matched by localization, suite and metric)."""
+    import pandas as pd
+
     by_row = {(r["localization"], r["suite"], r["metric"]): r for r in eq.to_dict("records")}
     rows = []
     for r in table.to_dict("records"):

@@ -159,7 +159,11 @@ def test_the_report_has_an_equivalence_section_for_the_margins_given(planted_two
     assert main(["report", str(run), "--markdown", "--equivalence", "forget_accuracy=0.5",
                  "--equivalence", "maintain_accuracy=0.2"]) == 0
     md = capsys.readouterr().out
-    table = factlens.equivalence(run, reference="flu", margin={"forget_accuracy": 0.5, "maintain_accuracy": 0.2})
+    margins = {"forget_accuracy": 0.5, "maintain_accuracy": 0.2}
+    table = factlens.equivalence(run, reference="flu", margin=margins)
+    verdicts = factlens.verdicts(run, reference="flu", margin=margins)  # each row's verdict beside it
+    table = table.merge(verdicts[["localization", "suite", "metric", "verdict"]], on=["localization", "suite", "metric"])
+    assert " | verdict |" in md and "Verdict: this test read together with factlens compare's" in md
     assert "## Equivalence\n" in md and "forget_accuracy 0.5, maintain_accuracy 0.2" in md
     assert "### Equivalence against flu\n\n" + equivalence_text(table, reference="flu") in md
     assert "### Equivalence against random" in md

@@ -184,13 +184,19 @@ _EQ_HEAD = ("localization", "metric", "value", "reference", "diff [CI at Holm's 
             "p (Holm)", "equivalent", "rules out beyond", "n")
 
 
+def _eq_head(table) -> tuple[str, ...]:
+    """The equivalence table's columns, with the report's ``verdict`` (:func:`_equivalence_tables`) where it has one."""
+    return _EQ_HEAD + (("verdict",) if "verdict" in getattr(table, "columns", ()) else ())
+
+
 def _eq_cells(r: dict) -> list[str]:
     diff = _num(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
     verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
     return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-            _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)]
+            _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)] + (
+        [str(r["verdict"])] if "verdict" in r else [])
 
 
 def _eq_legend(table, reference: str, alpha: float) -> str:
@@ -204,12 +210,16 @@ def _eq_legend(table, reference: str, alpha: float) -> str:
             f"equivalent: Holm p ≤ {alpha:g}, the run rules out a difference as large as the margin. Rules out "
             "beyond: the smallest margin this run would have declared equivalent (the interval's largest "
             "absolute end). Rows at chance on the unedited model, maxima over layers and rows without a "
-            "common seed are not tested and never equivalent.")
+            "common seed are not tested and never equivalent."
+            + (" Verdict: this test read together with factlens compare's paired test of the same metrics "
+               "(factlens verdict): lower/higher when the difference is significant (', negligible' when also "
+               "equivalent), equivalent, or undecided." if "verdict" in getattr(table, "columns", ()) else ""))
 
 
 def equivalence_text(table, *, reference: str, alpha: float = 0.05) -> str:
     """The :func:`factlens.equivalence` table as markdown, with its legend."""
-    out = ["| " + " | ".join(_EQ_HEAD) + " |", "|---|---|" + "---:|" * (len(_EQ_HEAD) - 2)]
+    head = _eq_head(table)
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     out += ["| " + " | ".join(md_escape(c) for c in _eq_cells(r)) + " |" for r in table.to_dict("records")]
     return "\n".join(out) + "\n\n" + _eq_legend(table, reference, alpha) + "\n"
 
@@ -340,8 +350,9 @@ def _equivalence_tables(path, references: Sequence[str] | None,
     """Per reference (:func:`report_references`): the :func:`factlens.equivalence` table of ``margins``
     (metric -> margin), or the reason it has no row (the reference shares none of those metrics); and
     why there is no reference at all (:func:`no_comparison_reason`)."""
-    from factlens.comparison import NothingToCompare, load_evaluations
+    from factlens.comparison import NothingToCompare, compare, load_evaluations
     from factlens.tost import equivalence
+    from factlens.verdict import combined
 
     evals = load_evaluations(path)
     refs = report_references(list(evals), references)
@@ -350,9 +361,14 @@ def _equivalence_tables(path, references: Sequence[str] | None,
     out: list[tuple[str, Any]] = []
     for ref in refs:
         try:
-            out.append((ref, equivalence(evals, reference=ref, margin=dict(margins))))
+            eq = equivalence(evals, reference=ref, margin=dict(margins))
         except NothingToCompare as e:
             out.append((ref, str(e)))
+            continue
+        # and the verdict of each row: this test with compare's of the same metrics (factlens verdict)
+        verdict = combined(compare(evals, reference=ref, metrics=list(margins)), eq)
+        out.append((ref, eq.merge(verdict[["localization", "suite", "metric", "verdict"]],
+                                  on=["localization", "suite", "metric"], how="left")))
     return out, None
 
 
@@ -383,5 +399,5 @@ def equivalence_html(path, references: Sequence[str] | None = None, *, margins: 
             parts.append(f"<p class='note'>No equivalence tests: {html.escape(t)}.</p>")
             continue
         rows = [("", [html.escape(c) for c in _eq_cells(r)]) for r in t.to_dict("records")]
-        parts.append(_html_rows(_EQ_HEAD, rows) + f"<p class='note'>{html.escape(_eq_legend(t, ref, 0.05))}</p>")
+        parts.append(_html_rows(_eq_head(t), rows) + f"<p class='note'>{html.escape(_eq_legend(t, ref, 0.05))}</p>")
     return "".join(parts)
