@@ -84,3 +84,24 @@ def test_the_cli_prints_and_writes_the_verdicts(planted_two_seed_run: Path, tmp_
     assert "required: --margin" in capsys.readouterr().err
     assert main(["verdict", str(planted_two_seed_run), "--margin", "-1"]) == 2
     assert "a number > 0" in capsys.readouterr().err
+
+
+def test_the_cli_takes_a_margin_per_metric(planted_two_seed_run: Path, capsys):
+    """Metrics of other scales need their own margins (0.1 of accuracy is not 0.1 of a KL divergence):
+    --margin METRIC=MARGIN, once per metric, as the Python mapping; mixed or malformed forms are refused."""
+    from factlens.runner.cli import main
+    from factlens.runner.report_comparisons import equivalence_text
+    from factlens.verdict import verdict_text
+
+    run, margins = str(planted_two_seed_run), {"forget_accuracy": 0.5, "maintain_accuracy": 0.2}
+    given = [x for k, v in margins.items() for x in ("--margin", f"{k}={v}")]
+    assert main(["verdict", run, *given]) == 0
+    assert capsys.readouterr().out == verdict_text(factlens.verdicts(run, margin=margins), reference="flu")
+    assert main(["equivalence", run, *given]) == 0
+    assert capsys.readouterr().out == equivalence_text(factlens.equivalence(run, margin=margins), reference="flu")
+    for bad, says in ((["--margin", "0.1", "--margin", "forget_accuracy=0.2"], "give each as METRIC=MARGIN"),
+                      (["--margin", "x"], "takes a number (e.g. 0.1) or METRIC=MARGIN"),
+                      (["--margin", "forget_accuracy=x"], "--margin takes METRIC=MARGIN"),
+                      (["--margin", "forget_accuracy=0.1", "--margin", "forget_accuracy=0.2"], "names 'forget_accuracy' twice")):
+        assert main(["verdict", run, *bad]) == 2
+        assert says in capsys.readouterr().err

@@ -168,17 +168,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_MARGIN_HELP = ("the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for accuracies); "
-                "choose the metrics with --metrics")
+_MARGIN_HELP = ("the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for accuracies; "
+                "choose the metrics with --metrics), or METRIC=MARGIN once per metric (metrics of other scales, e.g. "
+                "--margin maintain_accuracy=0.1 --margin kl_divergence=0.05)")
 
 
 def _table_parser(sub, name: str, *, help: str, description: str, out_help: str, metrics_help: str, number: str,
                   number_help: str) -> None:
     """A table command that takes one number besides :func:`_table_flags` (``equivalence``'s
-    ``--margin``, ``plan``'s ``--difference``, ``verdict``'s ``--margin``)."""
+    ``--margin``, ``plan``'s ``--difference``, ``verdict``'s ``--margin``). A margin may also be
+    given per metric (``--margin maintain_accuracy=0.1 --margin kl_divergence=0.05``: :func:`_margin`)."""
     parser = sub.add_parser(name, help=help, description=description)
     _table_flags(parser, out_help=out_help, metrics_help=metrics_help)
-    parser.add_argument(number, type=float, required=True, help=number_help)
+    if number == "--margin":
+        parser.add_argument(number, action="append", required=True, metavar="MARGIN or METRIC=MARGIN",
+                            help=number_help)
+    else:
+        parser.add_argument(number, type=float, required=True, help=number_help)
+
+
+def _margin(given: Sequence[str]) -> float | dict[str, float]:
+    """``--margin``: one number for every metric, or ``METRIC=MARGIN`` once per metric (which also
+    chooses the metrics, as ``factlens report --equivalence`` does)."""
+    if len(given) == 1 and "=" not in given[0]:
+        try:
+            return float(given[0])
+        except ValueError:
+            raise ValueError(f"--margin takes a number (e.g. 0.1) or METRIC=MARGIN per metric (e.g. "
+                             f"maintain_accuracy=0.1), got {given[0]!r}") from None
+    if any("=" not in g for g in given):
+        raise ValueError(f"--margin given {len(given)} times: give each as METRIC=MARGIN (one per metric), or one "
+                         f"number for every metric, got {list(given)}")
+    return _equivalence_margins(given, flag="--margin")
 
 
 def _table_flags(sub: argparse.ArgumentParser, *, out_help: str, metrics_help: str) -> None:
@@ -422,8 +443,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _equivalence_margins(given: Sequence[str] | None) -> dict[str, float] | None:
-    """``--equivalence METRIC=MARGIN`` (repeatable) as ``{metric: margin}``; ``None`` when not given."""
+def _equivalence_margins(given: Sequence[str] | None, *, flag: str = "--equivalence") -> dict[str, float] | None:
+    """``--equivalence METRIC=MARGIN`` (repeatable; ``flag``: the option's name in messages) as
+    ``{metric: margin}``; ``None`` when not given."""
     if not given:
         return None
     out: dict[str, float] = {}
@@ -434,10 +456,10 @@ def _equivalence_margins(given: Sequence[str] | None) -> dict[str, float] | None
         except ValueError:
             margin = None
         if not sep or not name.strip() or margin is None:
-            raise ValueError(f"--equivalence takes METRIC=MARGIN, e.g. maintain_accuracy=0.1 (the largest "
+            raise ValueError(f"{flag} takes METRIC=MARGIN, e.g. maintain_accuracy=0.1 (the largest "
                              f"difference you call negligible), got {item!r}")
         if name.strip() in out:
-            raise ValueError(f"--equivalence names {name.strip()!r} twice; give each metric one margin")
+            raise ValueError(f"{flag} names {name.strip()!r} twice; give each metric one margin")
         out[name.strip()] = margin
     return out
 
@@ -513,7 +535,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     from factlens.tost import equivalence
 
     return _table_command(args, "equivalence", lambda runs, metrics: equivalence(
-        runs, reference=args.reference, metrics=metrics, margin=args.margin, unit=args.unit), equivalence_text)
+        runs, reference=args.reference, metrics=metrics, margin=_margin(args.margin), unit=args.unit), equivalence_text)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -527,7 +549,7 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
     from factlens.verdict import verdict_text, verdicts
 
     return _table_command(args, "verdicts", lambda runs, metrics: verdicts(
-        runs, reference=args.reference, metrics=metrics, margin=args.margin, unit=args.unit), verdict_text)
+        runs, reference=args.reference, metrics=metrics, margin=_margin(args.margin), unit=args.unit), verdict_text)
 
 
 def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
