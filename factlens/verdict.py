@@ -150,8 +150,11 @@ def verdict_text(table, *, reference: str, alpha: float = 0.05) -> str:
         lines.append("| " + " | ".join(md_escape(str(c)) for c in cells) + " |")
     counts = table["verdict"].value_counts()
     tally = ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts)
+    over_seeds = bool(len(table)) and set(table["test_unit"]) == {"seed"}
+    unit = (" (the seeds as the unit: each seed's mean paired difference, the exact sign-flip test over the seeds and "
+            "the interval that inverts it)" if over_seeds else " (the facts of every seed as the unit)")
     legend = (f"diff = localization − {reference} with its 95 % paired interval and p (Holm) as factlens compare "
-              f"gives them (significant: Holm p ≤ {alpha:g}); TOST p (Holm): the equivalence test of factlens "
+              f"gives them{unit} (significant: Holm p ≤ {alpha:g}); TOST p (Holm): the equivalence test of factlens "
               "equivalence at the margin; rules out beyond: the smallest margin the run would have declared "
               "equivalent. Verdict: lower/higher: significant (the sign of diff, not better or worse); "
               "', negligible': significant and also within the margin; equivalent: not significant and a "

@@ -76,7 +76,10 @@ def test_the_cli_prints_and_writes_the_verdicts(planted_two_seed_run: Path, tmp_
     table = factlens.verdicts(planted_two_seed_run, margin=0.5, metrics=metrics)
     for r in table.to_dict("records"):
         assert f"| {r['localization']} | {r['metric']} |" in out and r["verdict"] in out
-    assert "Verdict: lower/higher" in out
+    assert "Verdict: lower/higher" in out and "(the facts of every seed as the unit)" in out
+    assert main(["verdict", str(planted_two_seed_run), "--margin", "0.5", "--unit", "seed", "--metrics",
+                 ",".join(metrics)]) == 0
+    assert "(the seeds as the unit: each seed's mean paired difference" in capsys.readouterr().out
     assert csv.read_text().splitlines()[0] == ",".join(table.columns)
     assert len(csv.read_text().splitlines()) == 1 + len(table)
     with pytest.raises(SystemExit, match="2"):  # --margin is required: argparse's usage error
