@@ -82,8 +82,6 @@ def verdicts(runs: str | Path | Sequence[str | Path] | Mapping[str, Any], refere
         >>> verdicts({"flu": [ev([1, 0] * 5)], "random": [ev([0, 1] * 5)]}, margin=0.1).at[0, "verdict"]
         'undecided'
     """
-    import pandas as pd
-
     from factlens.comparison import compare, load_evaluations
     from factlens.tost import equivalence
 
