@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from factlens.value_checks import as_float
+
 __all__ = ["difference_plot"]
 
 #: Colours of the verdicts (and of compare's / equivalence's two outcomes).
@@ -63,14 +65,14 @@ def difference_plot(table, *, reference: str = "flu", title: str | None = None):
     fig = go.Figure()
     for name in dict.fromkeys(outcome):
         idx = [i for i, o in enumerate(outcome) if o == name]
-        x = [_num(rows[i]["diff"]) for i in idx]
-        up = [_num(rows[i]["ci_high"]) - x[k] for k, i in enumerate(idx)]
-        down = [x[k] - _num(rows[i]["ci_low"]) for k, i in enumerate(idx)]
+        x = [as_float(rows[i]["diff"]) for i in idx]
+        up = [as_float(rows[i]["ci_high"]) - x[k] for k, i in enumerate(idx)]
+        down = [x[k] - as_float(rows[i]["ci_low"]) for k, i in enumerate(idx)]
         fig.add_trace(go.Scatter(x=x, y=[labels[i] for i in idx], mode="markers", name=name,
                                  marker={"color": _COLOURS.get(name, "#34495e"), "size": 9},
                                  error_x={"type": "data", "symmetric": False, "array": up, "arrayminus": down}))
     if "margin" in table.columns:
-        ms = [(labels[i], _num(r["margin"])) for i, r in enumerate(rows) if math.isfinite(_num(r["margin"]))]
+        ms = [(labels[i], as_float(r["margin"])) for i, r in enumerate(rows) if math.isfinite(as_float(r["margin"]))]
         if ms:
             fig.add_trace(go.Scatter(x=[s * m for _, m in ms for s in (-1, 1)], y=[y for y, _ in ms for _ in (0, 1)],
                                      mode="markers", name="± margin",
@@ -91,10 +93,3 @@ def _outcome(r: dict[str, Any]) -> str:
     if "equivalent" in r:
         return "equivalent" if bool(r["equivalent"]) else "not shown equivalent"
     return "difference"
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return float("nan")

@@ -107,21 +107,14 @@ def _in_run_terms(need: float, row: Mapping[str, Any]) -> dict[str, Any]:
 
 def plan_text(table, *, reference: str) -> str:
     """The :func:`plan_units` table as markdown, with its legend."""
-    from factlens.runner.report_comparisons import md_escape
-
-    def num(v: Any, fmt: str = "{:.3f}") -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        if isinstance(v, float) and math.isinf(v):
-            return "∞"
-        return fmt.format(v)
+    from factlens.runner.report_comparisons import md_escape, number_cell as num
 
     head = ["localization", "metric", "unit", "diff now", "mdd now", "n now", "needed", "×", "seeds", "facts/seed"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in table.to_dict("records"):
-        cells = [r["localization"], r["metric"], r["test_unit"], num(r["diff"], "{:+.3f}"), num(r["mdd"]),
-                 str(r["n_units"]), num(r["units_needed"], "{:.0f}"), num(r["scale"], "{:.1f}"),
-                 num(r["seeds_needed"], "{:.0f}"), num(r["facts_needed"], "{:.0f}")]
+        cells = [r["localization"], r["metric"], r["test_unit"], num(r["diff"], "+.3f"), num(r["mdd"]),
+                 str(r["n_units"]), num(r["units_needed"], ".0f"), num(r["scale"], ".1f"),
+                 num(r["seeds_needed"], ".0f"), num(r["facts_needed"], ".0f")]
         lines.append("| " + " | ".join(md_escape(str(c)) for c in cells) + " |")
     d = float(table["difference"].iloc[0]) if len(table) else float("nan")
     legend = (f"Units needed to find a true difference of {d:g} from {reference} with power 0.8 at each row's Holm "

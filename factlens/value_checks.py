@@ -2,7 +2,7 @@
 
 :func:`check_numbers` (which :class:`~factlens.config.ConfigBase` runs on every config it builds),
 :func:`layer_indices`, :func:`keyword_problem`, :func:`annotation_problem`, :func:`type_ok` and
-:func:`check_inplace` judge one value at a time and need no config class; split from
+:func:`check_inplace` judge one value (and :func:`as_float` reads one as a number for a table or plot) at a time and need no config class; split from
 :mod:`factlens.config` to keep it small. Every name here is importable from
 :mod:`factlens.config` too.
 """
@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
-__all__ = ["check_numbers", "layer_indices", "keyword_problem", "annotation_problem", "type_ok", "check_inplace"]
+__all__ = ["check_numbers", "layer_indices", "keyword_problem", "annotation_problem", "type_ok", "check_inplace", "as_float"]
 
 
 def check_numbers(cfg: Any) -> None:
@@ -239,3 +240,17 @@ def check_inplace(inplace: object) -> None:
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace takes True or False, got {type(inplace).__name__} {inplace!r}; "
                         "inplace=False (the default) edits a copy, inplace=True the model itself")
+
+
+def as_float(x: Any) -> float:
+    """``x`` as a float, NaN for None and for anything that is not a number (numpy scalars and
+    strings of numbers convert): how tables and plots read an optional cell.
+
+    Example:
+        >>> as_float(None), as_float("0.5"), as_float("–")
+        (nan, 0.5, nan)
+    """
+    try:
+        return math.nan if x is None else float(x)
+    except (TypeError, ValueError):
+        return math.nan

@@ -130,20 +130,17 @@ def _finite(x: Any) -> bool:
 def verdict_text(table, *, reference: str, alpha: float = 0.05) -> str:
     """The :func:`verdicts` table as markdown: the evidence of each row, its verdict, a count of
     the verdicts and the legend."""
-    from factlens.runner.report_comparisons import md_escape
-
-    def num(v: Any, fmt: str = "{:.3f}") -> str:
-        return "–" if not _finite(v) else fmt.format(v)
+    from factlens.runner.report_comparisons import md_escape, number_cell as num, p_cell
 
     head = ["localization", "metric", "diff [95% CI]", "p (Holm)", "MDD", "margin", "TOST p (Holm)",
             "rules out beyond", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     for r in table.to_dict("records"):
-        diff = num(r["diff"], "{:+.3f}")
+        diff = num(r["diff"], "+.3f")
         if _finite(r["ci_low"]) and _finite(r["ci_high"]):
             diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-        cells = [r["localization"], r["metric"], diff, num(r["p_holm"]), num(r["mdd"], "{:.2f}"),
-                 num(r["margin"], "{:g}"), num(r["p_holm_equivalence"]), num(r["bound"], "{:.3f}"),
+        cells = [r["localization"], r["metric"], diff, p_cell(r["p_holm"]), num(r["mdd"], ".2f"),
+                 num(r["margin"], "g"), p_cell(r["p_holm_equivalence"]), num(r["bound"], ".3f"),
                  f"**{r['verdict']}**" if r["verdict"] not in ("undecided", "at chance", "not tested") else r["verdict"]]
         lines.append("| " + " | ".join(md_escape(str(c)) for c in cells) + " |")
     counts = table["verdict"].value_counts()

@@ -108,3 +108,16 @@ def test_the_cli_takes_a_margin_per_metric(planted_two_seed_run: Path, capsys):
                       (["--margin", "forget_accuracy=0.1", "--margin", "forget_accuracy=0.2"], "names 'forget_accuracy' twice")):
         assert main(["verdict", run, *bad]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_the_verdict_table_writes_p_values_as_the_compare_table_does():
+    """A p value of 1e-12 read "0.000" in the verdict table beside "<0.001" in compare's: both tables now
+    write numbers with one helper."""
+    from factlens.runner.report_comparisons import compare_text
+    from factlens.verdict import verdict_text
+
+    x, y = _pair(10, 0, 40, 10)
+    runs = {"flu": [_ev(("forget_accuracy", y))], "random": [_ev(("forget_accuracy", x))]}
+    verdict_row = verdict_text(factlens.verdicts(runs, margin=0.1), reference="flu").splitlines()[2]
+    compare_row = compare_text(factlens.compare(runs), reference="flu").splitlines()[2]
+    assert "| <0.001 |" in verdict_row and "| <0.001 |" in compare_row and "0.000 |" not in verdict_row

@@ -27,6 +27,7 @@ from factlens.runner.report_figures import _eval_plots, _scores_section, _try_fi
 from factlens.runner.report_comparisons import equivalence_html
 from factlens.runner.report_variance import variance_html
 from factlens.runner.report_runs import _e, _edit_table, _history_fig, _localizations, _timings_html
+from factlens.value_checks import as_float
 from factlens.runner.report_stats import (annotate_table1, cell_interval, cell_names, cell_text, comparisons_html,
                                           params_edited, report_references, run_eval, run_metric, seed_mismatch,
                                           table1_legend, unequal_budget_note)
@@ -131,8 +132,6 @@ def _metric_any(run: dict, suite: str, names: Sequence[str]) -> bool:
     return any(run_metric(run, suite, n) is not None for n in names)
 
 
-def _num(x: Any) -> float:
-    return float("nan") if x is None else float(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +154,7 @@ def _cell(runs: Sequence[dict], suite: str, names: Sequence[str], transform: str
         if not ms:
             continue
         flags += [bool(m.at_chance) for m in ms]
-        vs = [v for v in (_num(m.baseline if baseline else m.value) for m in ms) if not math.isnan(v)]
+        vs = [v for v in (as_float(m.baseline if baseline else m.value) for m in ms) if not math.isnan(v)]
         vs = [1.0 - v for v in vs] if transform == "one_minus" else vs
         vals.append(float(np.mean(vs)) if vs else float("nan"))
     arr = np.array(vals, dtype=float)
@@ -370,8 +369,8 @@ def _baselines_vary(runs: Sequence[dict], suite: str, metric: str) -> bool:
     by_seed: dict[Any, list[float]] = {}
     for r in runs:
         m = run_metric(r, suite, metric)
-        if m is not None and m.baseline is not None and not math.isnan(_num(m.baseline)):
-            by_seed.setdefault(r["seed"], []).append(_num(m.baseline))
+        if m is not None and m.baseline is not None and not math.isnan(as_float(m.baseline)):
+            by_seed.setdefault(r["seed"], []).append(as_float(m.baseline))
     return any(max(v) - min(v) > 1e-12 for v in by_seed.values())
 
 

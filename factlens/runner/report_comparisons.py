@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from factlens.evaluation.plots import HEADLINE_METRICS
+from factlens.value_checks import as_float
 
 __all__ = ["DEFAULT_REFERENCES", "report_references", "no_comparison_reason", "md_escape", "compare_text",
            "equivalence_text", "comparisons_markdown", "comparisons_html", "equivalence_markdown", "equivalence_html"]
@@ -63,16 +64,19 @@ def no_comparison_reason(units: Sequence[str], references: Sequence[str]) -> str
 # the comparison tables
 
 
-def _num(x: Any, fmt: str = ".3f") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def number_cell(x: Any, fmt: str = ".3f") -> str:
+    """A table cell of a number: ``format(x, fmt)``, "–" for missing/NaN, "∞" for infinity (every
+    markdown table of the comparisons, plans and verdicts writes numbers with it)."""
+    x = as_float(x)
+    if math.isnan(x):
         return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞"
-    return format(float(x), fmt)
+    return "∞" if x == math.inf else "−∞" if x == -math.inf else format(x, fmt)
 
 
-def _p(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def p_cell(x: Any) -> str:
+    """A table cell of a p value: "<0.001" below, four places near the 0.05 level, else three."""
+    x = as_float(x)
+    if math.isnan(x):
         return "–"
     if x < 0.001:
         return "<0.001"
@@ -84,7 +88,7 @@ _HEAD = ("localization", "metric", "value", "reference", "diff [95% CI]", "p", "
 
 
 def _cells(r: dict) -> list[str]:
-    diff = _num(r["diff"], "+.3f")
+    diff = number_cell(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
     p = r["p_value"]
@@ -92,8 +96,8 @@ def _cells(r: dict) -> list[str]:
     untestable = not r["at_chance"] and r.get("testable") is False and (r.get("n_tests", 0) > 0 or untested)
     sig = ("yes" if r["significant"] else ("at chance" if r["at_chance"] else "n.t." if untestable else "no")
            ) + (" ◊" if r.get("collapsed") else "")
-    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-            _p(r["p_value"]), _p(r["p_holm"]), sig, _n_cell(r), _mdd(r["mdd"])]
+    return [str(r["localization"]), str(r["metric"]), number_cell(r["value"]), number_cell(r["reference_value"]), diff,
+            p_cell(r["p_value"]), p_cell(r["p_holm"]), sig, _n_cell(r), _mdd(r["mdd"])]
 
 
 def _n_cell(r: dict) -> str:
@@ -112,7 +116,7 @@ def _mdd(x: Any) -> str:
     """Two decimals, as before, down to 0.01; smaller MDDs (probabilities, KL) to two significant digits:
     they printed as 0.00, which read as "rules out any difference" and as the old MDD bugs' symptom."""
     if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) or abs(float(x)) >= 0.01:
-        return _num(x, ".2f")
+        return number_cell(x, ".2f")
     return "0" if float(x) == 0 else format(float(x), ".2g")
 
 
@@ -190,12 +194,12 @@ def _eq_head(table) -> tuple[str, ...]:
 
 
 def _eq_cells(r: dict) -> list[str]:
-    diff = _num(r["diff"], "+.3f")
+    diff = number_cell(r["diff"], "+.3f")
     if r["ci_low"] is not None and not (isinstance(r["ci_low"], float) and math.isnan(r["ci_low"])):
         diff += f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
     verdict = "yes" if r["equivalent"] else ("at chance" if r["at_chance"] else "no" if r["tested"] else "not tested")
-    return [str(r["localization"]), str(r["metric"]), _num(r["value"]), _num(r["reference_value"]), diff,
-            _mdd(r["margin"]), _p(r["p_tost"]), _p(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)] + (
+    return [str(r["localization"]), str(r["metric"]), number_cell(r["value"]), number_cell(r["reference_value"]), diff,
+            _mdd(r["margin"]), p_cell(r["p_tost"]), p_cell(r["p_holm"]), verdict, _mdd(r["bound"]), _n_cell(r)] + (
         [str(r["verdict"])] if "verdict" in r else [])
 
 

@@ -10,12 +10,13 @@ from functools import partial
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from factlens.runner.report import (_comparisons, _fmt, _localizations, _num, all_metrics_notes, load_run_dir,
+from factlens.runner.report import (_comparisons, _fmt, _localizations, all_metrics_notes, load_run_dir,
                                     metric_matrix, missing_units, table1_reference, table1_rows)
 from factlens.runner.run_dir import RunDir
 from factlens.runner.report_runs import unit_seconds
 from factlens.runner.report_comparisons import equivalence_markdown
 from factlens.runner.report_variance import variance_markdown
+from factlens.value_checks import as_float
 from factlens.runner.run_files import _MIXED_CODE, mixed_code_note
 from factlens.runner.report_stats import (comparisons_markdown, md_escape, params_edited, run_eval, run_metric,
                                           seed_mismatch, table1_legend, unequal_budget_note)
@@ -65,7 +66,7 @@ def _robustness_row(run: dict) -> str:
     for _, suite, name in ROBUSTNESS_COLUMNS:
         m = run_metric(run, suite, name)
         ci = "" if m is None or m.ci_low is None else f" [{m.ci_low:.3f}, {m.ci_high:.3f}]"
-        vals.append("–" if m is None else f"{_num(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else "")
+        vals.append("–" if m is None else f"{as_float(m.value):.3f}{ci} (n={m.n})" + (" †" if m.at_chance else "")
                     + (" ◊" if _collapsed(run, suite) else ""))
     labels = run.get("mask_labels", [])
     comps = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} components"
@@ -83,7 +84,7 @@ def _original_rows(runs: list[dict]) -> list[str]:
         for _, suite, name in ROBUSTNESS_COLUMNS:
             m = next((m for r in runs if r["seed"] == s and (m := run_metric(r, suite, name)) is not None
                       and m.baseline is not None), None)
-            base.append("–" if m is None else f"{_num(m.baseline):.3f}")
+            base.append("–" if m is None else f"{as_float(m.baseline):.3f}")
         label = "original" if len(seeds) == 1 else f"original (seed {s})"
         rows.append(f"| {label} | – | " + " | ".join(base) + " |")
     return rows

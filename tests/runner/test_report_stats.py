@@ -287,9 +287,22 @@ def test_cells_over_fewer_seeds_say_how_many():
 
 
 def test_p_values_near_the_level_keep_a_fourth_place():
-    from factlens.runner.report_comparisons import _p
+    from factlens.runner.report_comparisons import p_cell as _p
 
     assert _p(0.0504) == "0.0504" and _p(0.0496) == "0.0496" and _p(0.2314) == "0.231" and _p(0.0004) == "<0.001"
+
+
+def test_number_cells_of_every_table_read_missing_and_infinite_values_alike():
+    """compare, plan and verdict tables write numbers with one helper: numpy NaN (float32 too) is "–" as
+    None is, infinities are signed, numpy integers format."""
+    import numpy as np
+
+    from factlens.runner.report_comparisons import number_cell, p_cell
+
+    assert [number_cell(x) for x in (None, np.float32("nan"), float("nan"), "n/a")] == ["–"] * 4
+    assert number_cell(float("inf"), ".1f") == "∞" and number_cell(-np.inf) == "−∞"
+    assert number_cell(np.int64(46), ".0f") == "46" and number_cell(-0.0626, "+.3f") == "-0.063"
+    assert p_cell(np.float64(0.00002)) == "<0.001" and p_cell(None) == "–"
 
 
 def test_small_mdds_keep_two_significant_digits():
