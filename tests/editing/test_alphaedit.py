@@ -236,7 +236,7 @@ def test_a_null_space_that_only_the_bos_key_fills_is_refused(task, monkeypatch):
 def test_protect_bos_and_cache_covariance_take_only_true_or_false():
     """``--edit methods.alphaedit.protect_bos=False`` gives the string "False" (not JSON): the config
     took it, and the edit still protected the BOS key (a non-empty string is true)."""
-    from factlens.runner.cli import _kv
+    from factlens.runner.cli_parser import _kv
 
     _, value = _kv("methods.alphaedit.protect_bos=False")
     with pytest.raises(TypeError, match=r"AlphaEditConfig.protect_bos must be true or false, got 'False' \(str\); "

@@ -379,7 +379,7 @@ def test_a_run_configs_option_tables_cannot_be_changed_in_place():
 def test_numbers_python_spells_are_read_as_numbers(given, value):
     """``--edit lr=.5`` (also ``5.`` and ``+1``: no JSON) was kept as a string and refused as
     'wrong type (str)'; a word stays a string (and ``nan``: no finite number)."""
-    from factlens.runner.cli import _kv
+    from factlens.runner.cli_parser import _kv
 
     key, got = _kv(given)
     assert got == value and type(got) is type(value)
