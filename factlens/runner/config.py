@@ -256,6 +256,12 @@ class RunConfig:
             raise ValueError("task 'planted' runs on the planted-fact model: pass --model planted")
         if self.model == "planted" and self.task.startswith(("counterfact", "sequential")):
             raise ValueError(f"the planted model only knows sports facts; task {self.task!r} needs a real model")
+        self._validate_lists()
+        self._validate_choices()
+        self._validate_inputs()
+
+    def _validate_lists(self) -> None:
+        """The localizations, methods, seeds and suites: known, given and listed once."""
         if not self.localizations:
             raise ValueError("give at least one localization (e.g. --localizations flu,random)")
         from factlens.localization.registry import LOCALIZATIONS, METHODS
@@ -287,6 +293,9 @@ class RunConfig:
         bad = [s for s in self.suites if s not in SUITES]
         if bad:
             raise ValueError(f"unknown evaluation suite(s) {bad}; known: {list(SUITES.names())}")
+
+    def _validate_choices(self) -> None:
+        """The presets, where and how jobs run, and the sizes."""
         if self.edit_preset not in ("fast", "paper"):
             raise ValueError(f"edit_preset must be 'fast' or 'paper', got {self.edit_preset!r}")
         if self.eval_preset not in ("small", "full"):
@@ -312,6 +321,10 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 (or left out: {default}), got {v!r}")
+
+    def _validate_inputs(self) -> None:
+        """What needs the options together or the world: unused options, missing files, checks that
+        would fail late, the model's name and the edit/eval overrides."""
         unused = self.unused_options()
         if unused:
             raise ValueError("options this run does not use (remove them):\n  " + "\n  ".join(unused))

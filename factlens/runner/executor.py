@@ -385,21 +385,7 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
     inner = show and isinstance(executor, LocalExecutor) and executor.workers == 1
     cfg_dict = config.to_dict()
 
-    plans: dict[int, dict[str, Any]] = {}
-    todo_plans: list[PlanJob] = []
-    for s in config.seeds:
-        todo = [config.split_unit(u)[0] for u in config.units() if not rd.completed(s, u)]
-        if not todo:
-            continue
-        need = any(loc not in unbudgeted() or loc == "flu" for loc in todo)  # flu reuses the plan's mask
-        need_mech = "mechanisms" in config.suites
-        p = rd.load_plan(s)
-        if p is not None and (p.get("param_budget") is not None or not need) and (p.get("mechanisms") or not need_mech):
-            plans[s] = p
-        else:
-            done = any(rd.completed(s, u) for u in config.units())  # units scored against the stored mechanisms
-            keep = p.get("mechanisms") if p is not None and done else None
-            todo_plans.append(PlanJob(cfg_dict, s, inner, need, keep))
+    plans, todo_plans = _plans(config, rd, cfg_dict, inner)
 
     def _plan_done(job: PlanJob, plan: dict[str, Any]) -> None:
         rd.write_json(rd.plan_path(job.seed), plan)
@@ -411,18 +397,9 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
     if not overlap:
         executor.map(plan_job, todo_plans, on_result=_plan_done, desc="plan (budget, mechanisms)")
 
-    jobs: list[Job] = []
-    skipped: list[str] = []
     # in the workers' folder: a driver killed outright left factlens-plans-* in the temporary directory
     handoff = PlanHandoff.temporary(within=executor.scratch_folder()) if overlap else None
-    for s in config.seeds:
-        for unit in start_order(config, config.units()):  # localization x method x objective
-            if rd.completed(s, unit):
-                skipped.append(f"seed{s}/{unit}")
-            elif s in plans:
-                jobs.append(Job(cfg_dict, s, unit, plans[s], inner))
-            else:
-                jobs.append(Job(cfg_dict, s, unit, None, inner, plan_handoff=handoff.folder))
+    jobs, skipped = _jobs(config, rd, cfg_dict, plans, inner, handoff)
     ran: list[str] = []
     files: list[Path] = []
     unsupported: list[Unsupported] = []
@@ -458,6 +435,45 @@ def _run(config: RunConfig, rd: "RunDir", executor: Executor, report: bool, t_st
         raise _unsupported_error(unsupported, ran)
     return RunSummary(rd.path, tuple(ran), tuple(skipped), report_path, time.perf_counter() - t_start, tuple(files))
 
+
+
+def _plans(config: RunConfig, rd: "RunDir", cfg_dict: dict[str, Any], inner: bool
+           ) -> tuple[dict[int, dict[str, Any]], list[PlanJob]]:
+    """The seeds' plans (budget, mechanisms) stored in the folder and still good, and the plan jobs
+    of the seeds that need one (a unit left to run that needs a budget or the mechanisms it lacks)."""
+    plans: dict[int, dict[str, Any]] = {}
+    todo_plans: list[PlanJob] = []
+    for s in config.seeds:
+        todo = [config.split_unit(u)[0] for u in config.units() if not rd.completed(s, u)]
+        if not todo:
+            continue
+        need = any(loc not in unbudgeted() or loc == "flu" for loc in todo)  # flu reuses the plan's mask
+        need_mech = "mechanisms" in config.suites
+        p = rd.load_plan(s)
+        if p is not None and (p.get("param_budget") is not None or not need) and (p.get("mechanisms") or not need_mech):
+            plans[s] = p
+        else:
+            done = any(rd.completed(s, u) for u in config.units())  # units scored against the stored mechanisms
+            keep = p.get("mechanisms") if p is not None and done else None
+            todo_plans.append(PlanJob(cfg_dict, s, inner, need, keep))
+    return plans, todo_plans
+
+
+def _jobs(config: RunConfig, rd: "RunDir", cfg_dict: dict[str, Any], plans: dict[int, dict[str, Any]], inner: bool,
+          handoff: PlanHandoff | None) -> tuple[list[Job], list[str]]:
+    """The units left to run, in start order, with their seed's plan or the hand-off folder it will
+    appear in; and the names of the finished units skipped."""
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    for s in config.seeds:
+        for unit in start_order(config, config.units()):  # localization x method x objective
+            if rd.completed(s, unit):
+                skipped.append(f"seed{s}/{unit}")
+            elif s in plans:
+                jobs.append(Job(cfg_dict, s, unit, plans[s], inner))
+            else:
+                jobs.append(Job(cfg_dict, s, unit, None, inner, plan_handoff=handoff.folder))
+    return jobs, skipped
 
 def _unsupported_error(unsupported: Sequence[Unsupported], ran: Sequence[str]) -> Exception:
     """One error for every unit whose edit method could not edit its mask, after the other units ran."""

@@ -450,11 +450,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     timings["localize"] = (plan["flu"]["seconds"] if reused else time.perf_counter() - t0 - waited)
     cpu["localize"] = plan["flu"].get("cpu_seconds", 0.0) if reused else time.process_time() - c0
     n_params = int(mask.n_params(prep.model))
-    if len(mask) == 0:
-        raise EmptyMask(f"localization {localization!r} selected no component at the parameter budget "
-                        f"{plan.get('param_budget')} (smaller than any component, or no component scored above "
-                        "zero): give a larger --param-budget, or leave it out for the FLU's size (with --overwrite "
-                        "or another --out where this folder holds finished runs: they make it refuse another budget)")
+    _check_not_empty(mask, localization, plan)
 
     _seed_everything(seed)
     peaks.begin("edit")
@@ -491,28 +487,7 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
     finally:
         peaks.begin("revert")
         t0 = time.perf_counter()
-        try:
-            try:
-                res.revert()
-            except EditChangedError:  # the evaluation changed edited entries: restored from the original below
-                pass
-            restore = check_restored(prep.model, prep.original)
-            left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
-            restore["exact"] = restore["exact"] and not left
-            if not restore["exact"]:
-                restore_from(prep.model, prep.original)
-                restore["repaired"] = True
-                left = prep.pristine.changed()
-            prep.pristine.reset()
-        except BaseException:
-            # the model may still hold the edit (a failed read of the offloaded record, out of memory, Ctrl-C):
-            # drop it, or this worker's next plan and its unedited-model numbers (shared with the other
-            # workers through the baseline store) would come from the edited weights
-            if workspace is not None:
-                workspace.clear()
-            raise
-        release_memory()
-        check_pristine(prep, workspace, left, method=method, objective=objective, recorded=recorded_parameters(res))
+        restore = _revert(prep, res, workspace, method=method, objective=objective)
         timings["revert"] = time.perf_counter() - t0
     if getattr(plan, "awaited", False):  # started before its seed's plan was done (factlens.runner.plan_handoff)
         timings["plan_wait"] = plan.waited
@@ -531,6 +506,42 @@ def _run_unit(cfg: RunConfig, seed: int, localization: str, plan: Mapping[str, A
         "versions": versions(), "finished_at": _now(),
     }
 
+
+
+def _check_not_empty(mask, localization: str, plan: Mapping[str, Any]) -> None:
+    if len(mask) == 0:
+        raise EmptyMask(f"localization {localization!r} selected no component at the parameter budget "
+                        f"{plan.get('param_budget')} (smaller than any component, or no component scored above "
+                        "zero): give a larger --param-budget, or leave it out for the FLU's size (with --overwrite "
+                        "or another --out where this folder holds finished runs: they make it refuse another budget)")
+
+
+def _revert(prep, res, workspace: Workspace | None, *, method: str, objective: str | None) -> dict[str, Any]:
+    """Undo the edit and check every parameter is back bit for bit; the record of the restore
+    (``exact``, and ``repaired`` where the model was restored from the original instead)."""
+    try:
+        try:
+            res.revert()
+        except EditChangedError:  # the evaluation changed edited entries: restored from the original below
+            pass
+        restore = check_restored(prep.model, prep.original)
+        left = prep.pristine.changed()  # every parameter, bit for bit (also those the view shares)
+        restore["exact"] = restore["exact"] and not left
+        if not restore["exact"]:
+            restore_from(prep.model, prep.original)
+            restore["repaired"] = True
+            left = prep.pristine.changed()
+        prep.pristine.reset()
+    except BaseException:
+        # the model may still hold the edit (a failed read of the offloaded record, out of memory, Ctrl-C):
+        # drop it, or this worker's next plan and its unedited-model numbers (shared with the other
+        # workers through the baseline store) would come from the edited weights
+        if workspace is not None:
+            workspace.clear()
+        raise
+    release_memory()
+    check_pristine(prep, workspace, left, method=method, objective=objective, recorded=recorded_parameters(res))
+    return restore
 
 def _cache_counts(cache: Any, *, since: Mapping[str, int] | None = None) -> dict[str, int]:
     """The lookups of a :class:`~factlens.evaluation.baseline_cache.BaselineCache` (since the counts
