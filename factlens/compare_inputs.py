@@ -72,8 +72,8 @@ class RunFolder:
         rename: ``{unit: name}``: each listed unit of the folder is compared as ``name``. Units of
             different seeds may share a name (random MLPs at seeds 0 and 5 and random components at
             1 and 2 pooled as ``"random_40"``); a name that meets another unit at one seed is refused
-            as any collision is. A renamed unit's edit settings are not warned about: renaming says
-            its settings differ on purpose.
+            as any collision is. A renamed unit's edit settings and parameter budget are not warned
+            about: renaming says they differ on purpose (a budget sweep: ``rename={"flu": "flu_2x"}``).
 
     Example:
         >>> RunFolder("results/steps40-flu", rename={"flu": "flu_40"}).name_of("flu")
@@ -144,16 +144,10 @@ def _load_dirs(dirs: Sequence[str | Path | RunFolder]) -> dict[str, dict[Any, An
         _check_renamed(folder, loaded["runs"])
         for r in loaded["runs"]:
             records.append(r)
-            if r["localization"] not in folder.rename:  # renamed: its settings differ on purpose
-                _warn_edit_settings(edits, str(d), r, inputs)
             unit, seed = folder.name_of(r["localization"]), r["seed"]
-            if r.get("budgeted") and r.get("param_budget") is not None:
-                first_budget = budgets.setdefault(seed, (str(d), r["param_budget"]))
-                if first_budget[1] != r["param_budget"]:
-                    warnings.warn(f"{first_budget[0]} and {d} localized seed {seed} at different parameter budgets "
-                                  f"({first_budget[1]:,} vs {r['param_budget']:,}): their budgeted localizations are "
-                                  "not compared at an equal budget", UserWarning, stacklevel=3)
-                    budgets[seed] = (str(d), r["param_budget"])  # warn once per change
+            if r["localization"] not in folder.rename:  # renamed: its settings and budget differ on purpose
+                _warn_edit_settings(edits, str(d), r, inputs)
+                _warn_budget(budgets, str(d), r)
             if (unit, seed) in seen:
                 raise ValueError(f"unit {unit!r} (seed {seed}) is in both {seen[unit, seed]} and {d}: pass each "
                                  "unit once (compare the folders separately, leave one out, or name one folder's "
@@ -194,6 +188,22 @@ def _check_renamed(folder: RunFolder, runs: Sequence[Mapping[str, Any]]) -> None
     if held and (missing := sorted(set(folder.rename) - held)):
         raise ValueError(f"{folder.path} holds no finished unit {', '.join(map(repr, missing))} to rename; its units "
                          f"are {sorted(held)}")
+
+
+def _warn_budget(budgets: dict[Any, tuple[str, Any]], folder: str, r: Mapping[str, Any]) -> None:
+    """Warn when two folders localized one seed at other parameter budgets: their budgeted units are
+    compared, but not at an equal budget (a ROME folder's one MLP is a legitimate pairing, hence a
+    warning; a unit renamed with :class:`RunFolder` is a setting compared on purpose, e.g. a budget
+    sweep, and is not warned about)."""
+    if not (r.get("budgeted") and r.get("param_budget") is not None):
+        return
+    seed = r["seed"]
+    first = budgets.setdefault(seed, (folder, r["param_budget"]))
+    if first[1] != r["param_budget"]:
+        warnings.warn(f"{first[0]} and {folder} localized seed {seed} at different parameter budgets "
+                      f"({first[1]:,} vs {r['param_budget']:,}): their budgeted localizations are "
+                      "not compared at an equal budget", UserWarning, stacklevel=4)
+        budgets[seed] = (folder, r["param_budget"])  # warn once per change
 
 
 def _warn_edit_settings(edits: dict[Any, tuple[str, dict[str, Any]]], folder: str, r: Mapping[str, Any],
@@ -344,7 +354,8 @@ def _check_mapping_setups(evals: Mapping[str, Mapping[Any, Any]]) -> None:
     the same names that are different chunks and questions, and the pairs would be meaningless.
     Results without a recorded config (built by hand) are not checked. Input files are compared
     by content where the results carry their digests (``meta["inputs"]``, which
-    :func:`load_evaluations` adds to the results it reads from run folders).
+    :func:`~factlens.evaluation.evaluate` records since 2026-12-08 and :func:`load_evaluations`
+    sets from the folder's record for the results it reads from run folders).
     """
     first: dict[Any, tuple[str, dict[str, Any]]] = {}
     across: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -6,7 +6,9 @@ run can be interrupted at any point. :func:`write_atomic` writes into a temporar
 to the target and moves it over the target in one step (``os.replace``), so a reader finds
 the old file or the new one, never a truncated one. The temporary files are named
 ``.<name>.<random>.tmp`` (hidden), so that a run folder can find and delete the ones an
-interruption left behind.
+interruption left behind. Input files are compared by content: :func:`file_sha256`, and
+:func:`hash_input` for a file or a folder (a run's data, its general text and MMLU folder, and
+the files an evaluation read, in ``EvalResult.meta["inputs"]``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["write_atomic", "check_output", "file_sha256", "looks_local", "not_saved_as"]
+__all__ = ["write_atomic", "check_output", "file_sha256", "hash_input", "looks_local", "not_saved_as"]
 
 _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
 
@@ -111,6 +113,34 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def hash_input(source: str | Path) -> dict[str, Any]:
+    """The sha256 of a local input file, or of a folder's files (relative path and content of
+    each, in sorted order); sources that are not local paths (Hugging Face names) get ``None``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "facts.csv"
+        >>> _ = f.write_text("a,b")
+        >>> h = hash_input(f)
+        >>> (h["kind"], h["sha256"][:12])
+        ('file', '1eb7c54d5283')
+        >>> hash_input("azhx/counterfact")["sha256"] is None
+        True
+    """
+    import hashlib
+
+    p = Path(source).expanduser()
+    if p.is_file():
+        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+    if p.is_dir():
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
+        return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
+    return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
 
 
 def _umask() -> int:

@@ -125,6 +125,7 @@ def test_planted_model_lookup_edit_differs_from_an_edit_downstream_of_the_lookup
     """Editing the planted lookup MLP (layer 1) changes the facts; editing the layer-3 MLP, which
     only sees the already-extracted attribute at the final position, cannot edit per fact."""
     from factlens import EditConfig, Mask
+    from factlens.data import sports_facts
     from factlens.tasks import sports_athlete_editing
     from factlens.testing import planted_fact_model
 
@@ -202,6 +203,13 @@ def test_several_run_dirs_with_the_same_facts_are_compared_as_one(run_dir: Path,
     budget = run(tmp_path / "budget", "--localizations", "random_mlps", "--param-budget", "20000")
     with pytest.warns(UserWarning, match=r"different parameter budgets \(.* vs 20,000\)"):
         assert "random_mlps" in load_evaluations([run_dir, budget])
+    import warnings
+
+    from factlens import RunFolder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # renamed: a budget sweep compares its budgets on purpose, unwarned
+        assert "random_mlps_20k" in load_evaluations([run_dir, RunFolder(budget, rename={"random_mlps": "random_mlps_20k"})])
     fewer = run(tmp_path / "fewer", "--localizations", "all_mlps", "--forget-size", "8")
     with pytest.raises(ValueError, match="different facts"):
         load_evaluations([run_dir, fewer])
@@ -968,3 +976,31 @@ def test_the_mdd_of_a_continuous_metric_with_0_1_values_is_the_sign_tests():
         assert mdd["relearn_selective_recovery"] == pytest.approx(mdd["relearn_forget_accuracy"]), k
         if k == 1:
             assert mdd["relearn_selective_recovery"] == pytest.approx(0.449, abs=1e-3)
+
+
+def test_in_memory_results_compare_their_input_files_by_content(tmp_path: Path):
+    """Results evaluated outside a run folder compared their text file by the path string: the same file
+    under two spellings was refused, and a file changed between two evaluations (other chunks under the
+    same unit names) was paired without a word. evaluate now records each input file's sha256."""
+    from factlens.evaluation import EvalConfig, evaluate
+    from factlens.files import file_sha256
+    from factlens.data import sports_facts
+    from factlens.tasks import sports_athlete_editing
+    from factlens.testing import tiny_model
+
+    model, task = tiny_model(), sports_athlete_editing(sports_facts(), 4, seed=0)
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on the mat and looked at the sun. " * 40)
+
+    def ev(source: str) -> EvalResult:
+        cfg = EvalConfig(text={"n_chunks": 2, "seq_len": 16, "source": source})
+        return evaluate(model, task, original=model, suites=["side_effects"], config=cfg, show_progress=False)
+
+    a = ev(str(text))
+    assert a.meta["inputs"]["eval.text.source"]["sha256"] == file_sha256(text)
+    b = ev(str(tmp_path / "." / "text.txt"))  # the same file, spelled otherwise: one setting
+    assert len(factlens.compare({"flu": [a], "loc": [b]}, reference="flu")) > 0
+    text.write_text("A dog ran in the park under the rain until night. " * 40)
+    c = ev(str(text))  # the same path, other text: other chunks under the same names
+    with pytest.raises(ValueError, match=r"measured seed 0 differently \(eval\.text\.source: "):
+        factlens.compare({"flu": [a], "loc": [c]}, reference="flu")

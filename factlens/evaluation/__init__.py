@@ -243,7 +243,8 @@ def evaluate(model, task, *, original=None, suites: Sequence[str | Suite] = DEFA
     Returns:
         One :class:`SuiteResult` per suite, filed and labelled (``SuiteResult.suite``) by the
         suite's entry name whatever name its function wrote; ``meta`` holds the model name, the
-        time per suite and the config.
+        time per suite, the config and, where it names files, their sha256 (``inputs``:
+        :func:`factlens.compare` pairs results whose text and MMLU files have one content).
 
     Raises:
         ValueError: Unknown suite name, no suite, or a suite requested without an input it needs
@@ -395,6 +396,17 @@ def _check_settings(entries: tuple[Suite, ...], config: EvalConfig) -> None:
             config.suite_config(e)
 
 
+def _input_files(config: EvalConfig) -> dict[str, dict[str, Any]]:
+    """The evaluation's input files with their sha256 (:func:`~factlens.files.hash_input`), under a
+    run folder's option names: results evaluated outside a run folder then compare their inputs by
+    content, as folders do (:func:`factlens.compare` refuses to pair results whose general text or
+    MMLU questions differ, and pairs the same file under two spellings)."""
+    from factlens.files import hash_input
+
+    given = {"eval.text.source": config.text.source, "eval.side_effects.mmlu_source": config.side_effects.mmlu_source}
+    return {k: hash_input(v) for k, v in given.items() if v is not None}
+
+
 def _meta(model, original, suites: tuple[str, ...], timings: dict[str, float], config: EvalConfig,
           inputs: dict[str, Any]) -> dict[str, Any]:
     """``EvalResult.meta``: the models, suites, time per suite, the config and the inputs given."""
@@ -407,6 +419,8 @@ def _meta(model, original, suites: tuple[str, ...], timings: dict[str, float], c
         "total_seconds": sum(timings.values()),
         "config": config.to_dict(),
     }
+    if files := _input_files(config):
+        meta["inputs"] = files
     mask, mechanisms = inputs["mask"], inputs["mechanisms"]
     if mask is not None:
         meta["mask"] = sorted(getattr(c, "label", str(c)) for c in mask) if hasattr(mask, "__iter__") else str(mask)

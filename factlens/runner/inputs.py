@@ -1,8 +1,8 @@
 """The input files of a run: content hashes (compared on resume) and config files.
 
 A run's data files are compared by content, not by name, when a run folder is resumed
-(:meth:`~factlens.runner.config.RunConfig.input_hashes`): :func:`hash_input` hashes a file,
-or every file of a folder. :func:`load_config_file` reads a YAML, TOML or JSON run config.
+(:meth:`~factlens.runner.config.RunConfig.input_hashes`): :func:`~factlens.files.hash_input`
+hashes a file, or every file of a folder. :func:`load_config_file` reads a YAML, TOML or JSON run config.
 """
 
 from __future__ import annotations
@@ -11,38 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from factlens.files import file_sha256
+from factlens.files import hash_input  # noqa: F401 - the runner's import of it, as before
 from factlens.files import looks_local as _looks_local  # the runner's name for it
 
-__all__ = ["hash_input", "load_config_file"]
-
-
-def hash_input(source: str | Path) -> dict[str, Any]:
-    """The sha256 of a local input file, or of a folder's files (relative path and content of
-    each, in sorted order); sources that are not local paths (Hugging Face names) get ``None``.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> f = pathlib.Path(tempfile.mkdtemp()) / "facts.csv"
-        >>> _ = f.write_text("a,b")
-        >>> h = hash_input(f)
-        >>> (h["kind"], h["sha256"][:12])
-        ('file', '1eb7c54d5283')
-        >>> hash_input("azhx/counterfact")["sha256"] is None
-        True
-    """
-    import hashlib
-
-    p = Path(source).expanduser()
-    if p.is_file():
-        return {"path": str(source), "kind": "file", "bytes": p.stat().st_size, "sha256": file_sha256(p)}
-    if p.is_dir():
-        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
-        return {"path": str(source), "kind": "folder", "n_files": len(files), "sha256": h.hexdigest()}
-    return {"path": str(source), "kind": "not a local path (a dataset name; not hashed)", "sha256": None}
+__all__ = ["hash_input", "load_config_file"]  # hash_input: factlens.files
 
 
 def _where(source: str) -> str:
