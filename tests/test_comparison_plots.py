@@ -63,3 +63,27 @@ def test_a_table_it_cannot_draw_is_refused():
                       "ci_high": [math.nan]})
     (name, x, lo, hi), = _points(difference_plot(t)).values()  # no interval: no bar, the point still drawn
     assert name == "difference" and x == 0.1 and np.isnan(lo) and np.isnan(hi)
+
+
+def test_metrics_of_other_scales_get_panels_of_their_own():
+    """A KL divergence (differences of ~0.4) and a loss drawn on the accuracies' axis squeezed every
+    accuracy difference to a point: each such metric gets its own panel and axis; accuracies and
+    probabilities share one, and every outcome is in the legend once."""
+    import pandas as pd
+
+    t = pd.DataFrame({"localization": ["random", "random", "random", "nonlocalized"],
+                      "metric": ["forget_accuracy", "forget_probability", "kl_divergence", "kl_divergence"],
+                      "value": [0.6, 0.4, 0.45, 0.52], "reference_value": [0.0, 0.1, 0.04, 0.04],
+                      "diff": [0.6, 0.3, 0.41, 0.48], "ci_low": [0.4, 0.2, 0.3, 0.35], "ci_high": [0.8, 0.4, 0.5, 0.6],
+                      "significant": [True, False, True, True]})
+    fig = difference_plot(t)
+    axis_of = {y: tr.yaxis for tr in fig.data for y in tr.y}
+    assert axis_of["random · " + factlens.evaluation.plots.metric_label("forget_accuracy")] == "y"
+    assert axis_of["random · " + factlens.evaluation.plots.metric_label("forget_probability")] == "y"
+    kl = factlens.evaluation.plots.metric_label("kl_divergence")
+    assert axis_of[f"random · {kl}"] == axis_of[f"nonlocalized · {kl}"] == "y2"
+    assert [a.text for a in fig.layout.annotations] == ["accuracies, probabilities and rates", "kl_divergence"]
+    assert sorted(tr.name for tr in fig.data if tr.showlegend is not False) == ["not significant", "significant"]
+    # one scale: one panel, as before
+    one = difference_plot(t.iloc[:2])
+    assert {tr.yaxis for tr in one.data} == {"y"} and not one.layout.annotations
