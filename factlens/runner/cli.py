@@ -359,8 +359,13 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from factlens.power_plan import plan_text, plan_units
 
+    if args.margin is None and args.assumed != 0:
+        return _error(ValueError("--assumed is the true difference of an equivalence plan: give it with --margin"))
+    def goal() -> dict:  # a malformed --margin is refused inside the table command, as equivalence's
+        return {"difference": args.difference} if args.margin is None else {"margin": _margin(args.margin),
+                                                                              "assumed": args.assumed}
     return _table_command(args, "power plan", lambda runs, metrics: plan_units(
-        runs, reference=args.reference, metrics=metrics, difference=args.difference, unit=args.unit), plan_text)
+        runs, reference=args.reference, metrics=metrics, unit=args.unit, **goal()), plan_text)
 
 
 def _cmd_verdict(args: argparse.Namespace) -> int:

@@ -146,16 +146,25 @@ def _add_tables(sub) -> None:
                   out_help="run directory (several with the same facts are merged)",
                   metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
                                "against one margin)", number="--margin", number_help=_MARGIN_HELP)
-    _table_parser(sub, "plan", help="power plan: the facts or seeds needed to find a difference of a given size",
-                  description="One row per (localization, metric) of factlens compare: the paired units needed to "
-                              "find a true difference of --difference from the reference with power 0.8 at the "
-                              "row's Holm level, if the paired differences keep the spread this run shows "
-                              "(docs/statistics.md, Planning).",
-                  out_help="run directory, the pilot (several with the same facts are merged)",
-                  metrics_help="comma-separated metric names (default: every metric with per-fact values, all planned "
-                               "for one difference)", number="--difference",
-                  number_help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
-                              "accuracies); choose the metrics with --metrics")
+    plan = sub.add_parser("plan", help="power plan: the facts or seeds needed to find a difference of a given size, "
+                                       "or to show equivalence within a margin",
+                          description="One row per (localization, metric) of factlens compare: the paired units "
+                                      "needed to find a true difference of --difference from the reference with "
+                                      "power 0.8 at the row's Holm level, or (--margin) to show equivalence within "
+                                      "the margin (factlens equivalence) with power 0.8 if the true difference is "
+                                      "--assumed, if the paired differences keep the spread this run shows "
+                                      "(docs/statistics.md, Planning).")
+    _table_flags(plan, out_help="run directory, the pilot (several with the same facts are merged)",
+                 metrics_help="comma-separated metric names (default: every metric with per-fact values, all planned "
+                              "for one difference or margin)")
+    goal = plan.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--difference", type=float,
+                      help="the smallest true difference worth finding, on the metrics' own scale (e.g. 0.1 for "
+                           "accuracies); choose the metrics with --metrics")
+    goal.add_argument("--margin", action="append", metavar="MARGIN or METRIC=MARGIN",
+                      help="plan to show equivalence instead: " + _MARGIN_HELP)
+    plan.add_argument("--assumed", type=float, default=0.0,
+                      help="with --margin: the true difference the plan assumes (default 0: no difference)")
     _table_parser(sub, "verdict", help="what a run concludes per difference: lower/higher, negligible, equivalent or "
                                        "undecided",
                   description="One row per (localization, metric): factlens compare's paired test and factlens "
@@ -184,6 +193,7 @@ def _table_parser(sub, name: str, *, help: str, description: str, out_help: str,
                             help=number_help)
     else:
         parser.add_argument(number, type=float, required=True, help=number_help)
+
 
 def _table_flags(sub: argparse.ArgumentParser, *, out_help: str, metrics_help: str) -> None:
     """The flags ``compare``, ``equivalence``, ``plan`` and ``verdict`` share: the folders, ``--reference``,
