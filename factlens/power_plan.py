@@ -17,7 +17,7 @@ hypotheses "the difference is at least the margin" at the family's level; each i
 test that must find a shift of ``margin - |assumed|``, so the plan is the units at which the
 row's test, two-sided at twice the level (one-sided at the level), finds that shift with power
 ``(1 + power) / 2`` (then both sides succeed with at least ``power``). In simulations of the
-tests themselves this reached 0.85-0.87 at the planned n (docs/statistics.md, Planning).
+tests themselves this reached 0.85-0.88 at the planned n (docs/statistics.md, Planning).
 
 What it assumes, so read it as a plan rather than a promise: the pilot's spread is the true one
 (with few units it is itself uncertain, so plan with a margin), new units are like the old (the

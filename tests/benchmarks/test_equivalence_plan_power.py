@@ -26,3 +26,15 @@ def test_a_small_check_reports_its_plan_and_shares(load_benchmark, capsys):
     out = bench.check("seed", reps=2, seed=1, pilot=8)
     assert out["unit"] == "seed" and out["planned"] >= 2 and len(out["declared_equivalent"]) == 3
     assert all(0 <= v <= 1 for v in out["declared_equivalent"].values())
+
+
+def test_the_pilots_have_exactly_the_true_spread(load_benchmark):
+    bench = load_benchmark("equivalence_plan_power")
+    rng = np.random.default_rng(3)
+    f = bench.fact_runs(400, rng, exact=True)
+    d = np.array(list(f["random"][0].suites["standard"].metrics[0].samples.values())) - np.array(
+        list(f["flu"][0].suites["standard"].metrics[0].samples.values()))
+    assert (d == 1).sum() == (d == -1).sum() == 40
+    s = bench.seed_runs(30, rng, exact=True)
+    means = [np.mean(list(s["random"][k].suites["standard"].metrics[0].samples.values())) - 0.5 for k in range(30)]
+    assert np.mean(means) == pytest.approx(0, abs=1e-12) and np.std(means, ddof=1) == pytest.approx(0.08)
