@@ -16,14 +16,16 @@ from factlens.models import load_model
 from factlens.progress_bars import progress
 from factlens.scores import ComponentScores
 
-# The verbs (localize, edit, evaluate, compare, equivalence, plan_units, verdicts) are functions; their subpackages are
-# named after the noun or the method (localization, editing, evaluation, comparison, tost, power_plan, verdict), so importing a submodule
+# The verbs (localize, edit, evaluate, compare, equivalence, plan_units, verdicts, confirm) are functions; their subpackages are
+# named after the noun or the method (localization, editing, evaluation, comparison, tost, power_plan, verdict,
+# preregistration), so importing a submodule
 # never replaces a verb and ``import factlens.editing.result`` always works.
 from factlens.comparison import compare
 from factlens.compare_inputs import RunFolder
 from factlens.tost import equivalence
 from factlens.power_plan import plan_units
 from factlens.verdict import verdicts
+from factlens.preregistration import Preregistration, confirm
 from factlens.editing import EditConfig, EditResult, edit
 from factlens.editing.sweep import sweep
 from factlens.evaluation import evaluate
@@ -37,7 +39,7 @@ _LAZY = {
 
 __all__ = ["load_model", "localize", "localization_mask", "Component", "Mask", "ModelShape", "ComponentScores",
            "data", "tasks", "edit", "EditConfig", "EditResult", "sweep", "evaluate", "compare", "equivalence", "plan_units",
-           "verdicts", "RunFolder",
+           "verdicts", "RunFolder", "Preregistration", "confirm",
            "progress", *_LAZY]
 
 

@@ -8,7 +8,9 @@ localization with a reference (:func:`factlens.compare`); ``factlens equivalence
 equivalence tests of the same pairs (:func:`factlens.equivalence`: which differences the run rules out);
 ``factlens plan <run dir> --difference 0.1`` the facts or seeds needed to find such a difference
 (:func:`factlens.plan_units`); ``factlens verdict <run dir> --margin 0.1`` both tests read together
-(:func:`factlens.verdicts`). The parser itself is :mod:`factlens.runner.cli_parser`.
+(:func:`factlens.verdicts`); ``factlens preregister FILE ...`` fixes a comparison's tests before its
+results exist and ``factlens confirm <run dir> --prereg FILE`` runs them
+(:mod:`factlens.preregistration`). The parser itself is :mod:`factlens.runner.cli_parser`.
 
 Settings come from the :class:`~factlens.runner.config.RunConfig` defaults, then a config
 file (``--config run.toml``/``.yaml``), then the flags given on the command line.
@@ -375,6 +377,46 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
         runs, reference=args.reference, metrics=metrics, margin=_margin(args.margin), unit=args.unit), verdict_text)
 
 
+def _cmd_preregister(args: argparse.Namespace) -> int:
+    from factlens.preregistration import Preregistration
+
+    names = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
+    try:
+        p = Preregistration(claim=args.claim, localizations=names(args.localizations), primary=names(args.primary),
+                            secondary=names(args.secondary), reference=args.reference, expected=args.expect,
+                            unit=args.unit, margin=args.margin, alpha=args.alpha, command=args.run_command)
+        p.save(args.file)
+    except (ValueError, FileExistsError) as e:
+        return _error(e)
+    print(f"wrote {args.file} (registered {p.written}); after the run: factlens confirm RUN_DIR --prereg {args.file}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    """``factlens confirm``: the registered tests as markdown (and ``--csv``)."""
+    from factlens.files import check_output, write_atomic
+    from factlens.preregistration import Preregistration, confirm, confirm_text
+
+    unfinished = _unfinished(args.out)
+    try:
+        if args.csv is not None:
+            check_output(args.csv, what="confirm CSV", ours=lambda head: head.startswith("family,expected,"),
+                         protected=[p for p in args.out if Path(p).is_dir()])
+        p = Preregistration.load(args.prereg)
+        folders = _renamed_folders(args.out, args.rename)
+        table = confirm(folders[0] if len(folders) == 1 else folders, p)
+    except ValueError as e:
+        _note_unfinished(unfinished)
+        return _error(e)
+    _note_unfinished(unfinished)
+    if args.csv is not None:
+        write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
+        print(f"wrote {args.csv}", file=sys.stderr)
+    print(confirm_text(table, p), end="")
+    return 0
+
+
 def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
     """``factlens compare`` / ``equivalence``: the table of ``build(runs, metrics)`` printed as ``text``,
     and written to ``--csv``; a refused setting (an empty table, a ``--reference`` that is planned but
@@ -432,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "verdict":
             return _cmd_verdict(args)
+        if args.command == "preregister":
+            return _cmd_preregister(args)
+        if args.command == "confirm":
+            return _cmd_confirm(args)
         return _cmd_report(args)
     except KeyboardInterrupt:
         print("\ninterrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_report(sub)
     _add_tables(sub)
+    _add_preregistration(sub)
     return p
 
 
@@ -174,6 +175,41 @@ def _add_tables(sub) -> None:
                   out_help="run directory (several with the same facts are merged)",
                   metrics_help="comma-separated metric names (default: every metric with per-fact values, all judged "
                                "against one margin)", number="--margin", number_help=_MARGIN_HELP)
+
+
+def _add_preregistration(sub) -> None:
+    """``factlens preregister`` (fix the tests before the results) and ``factlens confirm`` (run them)."""
+    pre = sub.add_parser("preregister", help="fix a comparison's tests before its results exist (JSON, never "
+                                             "overwritten)",
+                         description="Write a pre-registration: the localizations compared with the reference, the "
+                                     "primary metric(s) that decide the claim, secondary metrics, the unit, the "
+                                     "equivalence margin and the predicted direction, with the time they were "
+                                     "fixed; factlens confirm runs exactly these tests (docs/statistics.md, "
+                                     "Pre-registered comparisons).")
+    pre.add_argument("file", type=Path, help="the JSON file to write (refused if it exists)")
+    pre.add_argument("--claim", required=True, help="the claim in words")
+    pre.add_argument("--localizations", required=True, help="comma-separated units compared with the reference")
+    pre.add_argument("--primary", required=True, help="comma-separated metric(s) that decide the claim (one Holm "
+                                                      "family)")
+    pre.add_argument("--secondary", default="", help="comma-separated further metrics (a Holm family of their own)")
+    pre.add_argument("--reference", default="flu", help="unit compared against (default: flu)")
+    pre.add_argument("--expect", choices=("lower", "higher"),
+                     help="the direction the claim predicts for localization - reference (default: none)")
+    pre.add_argument("--unit", choices=("fact", "seed"), default="fact",
+                     help="what the tests pair: facts pooled (default) or each seed's mean difference")
+    pre.add_argument("--margin", type=float, help="equivalence margin on the metrics' scale (default: none, no "
+                                                  "equivalence test)")
+    pre.add_argument("--alpha", type=float, default=0.05, help="family-wise level (default 0.05)")
+    pre.add_argument("--run-command", default="", help="the command that will make the results (for the record)")
+    con = sub.add_parser("confirm", help="run a pre-registration's tests on finished runs",
+                         description="The registered tests (factlens verdict per family) and their outcome against "
+                                     "the predicted direction: supported, contradicted, not supported (equivalent) "
+                                     "or undecided; warns when the registration is younger than a result.")
+    con.add_argument("out", type=Path, nargs="+", help="run directory (several with the same facts are merged)")
+    con.add_argument("--prereg", type=Path, required=True, help="the file factlens preregister wrote")
+    con.add_argument("--csv", type=Path, help="also write the full table to this CSV file (not inside a run folder)")
+    con.add_argument("--rename", nargs=2, action="append", metavar=("DIR", "UNIT=NAME[,...]"),
+                     help="compare the units of DIR under other names (as for factlens compare)")
 
 
 _MARGIN_HELP = ("the largest difference you call negligible, on the metrics' own scale (e.g. 0.1 for accuracies; "
