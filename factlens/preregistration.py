@@ -22,7 +22,9 @@ against the predicted direction:
 ``"at chance"``, ``"not tested"``  as :func:`factlens.verdicts`
 ==============================  ===========================================================
 
-Without ``expected`` the outcome is the verdict itself. For run folders :func:`confirm` also
+The direction is the primary metrics' (a secondary metric may move the other way by the same
+claim: the new sport's probe falls where the old sport's rises), so a secondary row's outcome is
+its verdict, as is every row's without ``expected``. For run folders :func:`confirm` also
 checks the registration's time against every unit's ``finished_at``: a registration written
 after a result existed is reported (``before_results`` false) and warned about.
 
@@ -67,8 +69,9 @@ class Preregistration(ConfigBase):
         secondary: Further metrics, reported as a second Holm family (they cannot rescue a
             primary that fails).
         reference: The unit compared against.
-        expected: The direction the claim predicts for localization minus reference: ``"lower"``,
-            ``"higher"`` or ``None`` (no direction: the outcome is the verdict).
+        expected: The direction the claim predicts for localization minus reference on the
+            primary metrics: ``"lower"``, ``"higher"`` or ``None`` (no direction: the outcome is
+            the verdict, as it always is for the secondary metrics).
         unit: ``"fact"`` or ``"seed"`` (each seed's mean difference one unit: over draws).
         margin: The equivalence margin (the largest difference called negligible, on the
             metrics' scale; one for all registered metrics, so register metrics of one scale),
@@ -208,7 +211,8 @@ def confirm(runs, preregistration: Preregistration | str | Path):
         eq = (equivalence(evals, margin=p.margin, **kw) if p.margin is not None
               else pd.DataFrame(columns=["localization", "suite", "metric"]))
         for r in combined(compare(evals, **kw), eq).to_dict("records"):
-            rows.append({**r, "family": family, "expected": p.expected, "outcome": _outcome(r["verdict"], p.expected),
+            expected = p.expected if family == "primary" else None  # the claim's direction is the primary's
+            rows.append({**r, "family": family, "expected": expected, "outcome": _outcome(r["verdict"], expected),
                          "before_results": before})
     return pd.DataFrame(rows, columns=list(CONFIRM_COLUMNS))
 

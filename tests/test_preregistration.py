@@ -80,9 +80,15 @@ def test_the_secondary_family_is_corrected_on_its_own():
     t = factlens.confirm(runs, _reg(secondary=("maintain_accuracy",)))
     assert list(t["family"]) == ["primary", "secondary"] and set(t["localization"]) == {"random"}
     assert t.iloc[0]["p_holm"] == alone["p_holm"]
-    assert t.iloc[1]["outcome"] in ("undecided", "not supported (equivalent)")
+    # the direction is the primary's: a secondary row's outcome is its verdict (a secondary metric may move the
+    # other way by the same claim), where "expected lower" read it as "not supported"
+    assert t.iloc[1]["outcome"] == t.iloc[1]["verdict"] in ("undecided", "equivalent")
+    assert t.iloc[0]["expected"] == "lower" and t.iloc[1]["expected"] != "lower"
     no_margin = factlens.confirm(runs, _reg(margin=None, expected="higher", secondary=("maintain_accuracy",)))
     assert list(no_margin["outcome"]) == ["contradicted", "undecided"]  # without a margin, never "equivalent"
+    flipped = _runs(other=(10, 0, 40, 10))  # maintain falls as forget falls: "lower" in a secondary is not "contradicted"
+    assert list(factlens.confirm(flipped, _reg(expected="higher", secondary=("maintain_accuracy",)))["outcome"]) == [
+        "contradicted", "lower"]
     with pytest.raises(ValueError, match=r"registered unit\(s\) \['causal_tracing'\] are not in the runs"):
         factlens.confirm(runs, _reg(localizations=("causal_tracing",)))
 
