@@ -116,6 +116,14 @@ def test_the_cli_registers_then_confirms(planted_two_seed_run: Path, tmp_path: P
     out = capsys.readouterr().out
     assert "after some results had finished: not confirmatory" in out and "| primary | random | forget_accuracy |" in out
     assert "| secondary | random | maintain_accuracy |" in out
+    csv, other = tmp_path / "confirm.csv", tmp_path / "notes.csv"
+    other.write_text("my,own,file\n")
+    with pytest.warns(UserWarning, match="not confirmatory"):
+        assert main(["confirm", str(planted_two_seed_run), "--prereg", str(reg), "--csv", str(csv)]) == 0
+    assert csv.read_text().startswith("family,expected,outcome,")
+    capsys.readouterr()
+    assert main(["confirm", str(planted_two_seed_run), "--prereg", str(reg), "--csv", str(other)]) == 2
+    assert other.read_text() == "my,own,file\n"  # someone's other file is left alone
     assert main(["preregister", str(tmp_path / "b.json"), "--claim", "x", "--localizations", "flu", "--primary", "m"]) == 2
     assert "also listed as a localization" in capsys.readouterr().err
     bad = tmp_path / "c.json"

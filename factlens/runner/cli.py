@@ -395,39 +395,30 @@ def _cmd_preregister(args: argparse.Namespace) -> int:
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
     """``factlens confirm``: the registered tests as markdown (and ``--csv``)."""
-    from factlens.files import check_output, write_atomic
     from factlens.preregistration import Preregistration, confirm, confirm_text
 
-    unfinished = _unfinished(args.out)
-    try:
-        if args.csv is not None:
-            check_output(args.csv, what="confirm CSV", ours=lambda head: head.startswith("family,expected,"),
-                         protected=[p for p in args.out if Path(p).is_dir()])
-        p = Preregistration.load(args.prereg)
-        folders = _renamed_folders(args.out, args.rename)
-        table = confirm(folders[0] if len(folders) == 1 else folders, p)
-    except ValueError as e:
-        _note_unfinished(unfinished)
-        return _error(e)
-    _note_unfinished(unfinished)
-    if args.csv is not None:
-        write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
-        print(f"wrote {args.csv}", file=sys.stderr)
-    print(confirm_text(table, p), end="")
-    return 0
+    read: dict[str, Preregistration] = {}
+
+    def build(runs, _metrics):
+        read["p"] = Preregistration.load(args.prereg)  # a bad file is refused as a bad setting, inside the command
+        return confirm(runs, read["p"])
+    return _table_command(args, "confirm", build, lambda table, **_: confirm_text(table, read["p"]),
+                          csv_head="family,expected,")
 
 
-def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
-    """``factlens compare`` / ``equivalence``: the table of ``build(runs, metrics)`` printed as ``text``,
-    and written to ``--csv``; a refused setting (an empty table, a ``--reference`` that is planned but
-    has not finished) is an error message, with the folders' unfinished units noted."""
+def _table_command(args: argparse.Namespace, what: str, build, text, *, csv_head: str = "localization,metric,") -> int:
+    """``factlens compare`` / ``equivalence`` / ``plan`` / ``verdict`` / ``confirm``: the table of
+    ``build(runs, metrics)`` printed as ``text``, and written to ``--csv`` (a file of ours starts with
+    ``csv_head``); a refused setting (an empty table, a ``--reference`` that is planned but has not
+    finished) is an error message, with the folders' unfinished units noted."""
     from factlens.files import check_output, write_atomic
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    given = getattr(args, "metrics", None)  # confirm takes its metrics from the registration
+    metrics = [m.strip() for m in given.split(",") if m.strip()] if given else None
     unfinished = _unfinished(args.out)
     try:
         if args.csv is not None:  # checked first: never over a run's own file or someone's other file
-            check_output(args.csv, what=f"{what} CSV", ours=lambda head: head.startswith("localization,metric,"),
+            check_output(args.csv, what=f"{what} CSV", ours=lambda head: head.startswith(csv_head),
                          protected=[p for p in args.out if Path(p).is_dir()])
         folders = _renamed_folders(args.out, args.rename)
         table = build(folders[0] if len(folders) == 1 else folders, metrics)  # empty: NothingToCompare
@@ -438,7 +429,7 @@ def _table_command(args: argparse.Namespace, what: str, build, text) -> int:
     if args.csv is not None:
         write_atomic(args.csv, lambda tmp: table.to_csv(tmp, index=False))
         print(f"wrote {args.csv}", file=sys.stderr)
-    print(text(table, reference=args.reference), end="")
+    print(text(table, reference=getattr(args, "reference", None)), end="")
     return 0
 
 
