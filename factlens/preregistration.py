@@ -53,7 +53,10 @@ OUTCOMES = ("supported", "supported, negligible", "contradicted", "not supported
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    """The runner's clock (UTC, ISO 8601 to the second): the time a unit's ``finished_at`` is compared with."""
+    from factlens.runner.provenance import now
+
+    return now()
 
 
 @dataclass(frozen=True)
